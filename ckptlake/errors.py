@@ -1,0 +1,113 @@
+"""One error tree for the library.
+
+Every error carries the data a caller needs to act on it, and knows the process exit code the
+CLI maps it to, so the CLI never inspects messages and scripts can branch on the code.  Messages
+are one line and say what to do next; they never contain credentials or presigned URLs.
+"""
+from __future__ import annotations
+
+# Exit codes (documented in README.md; scripts rely on them).
+EXIT_OK = 0
+EXIT_ERROR = 1  # unexpected failure (a bug, or an error we could not classify)
+EXIT_USAGE = 2  # bad command line or bad input (also Typer's own usage errors)
+EXIT_NOT_FOUND = 3  # artifact, version, alias, lake, bucket or local path missing
+EXIT_ACCESS = 4  # credentials missing or refused, permission denied
+EXIT_INTEGRITY = 5  # data read back does not match its hash, malformed/unsafe manifest
+EXIT_CONFLICT = 6  # destination holds other files, source changed during push, lost CAS race
+EXIT_POLICY = 7  # refused by policy (confirmation needed, retention, egress)
+EXIT_TRANSFER = 8  # storage unreachable or failing after all retries
+EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM
+
+
+class CkptlakeError(Exception):
+    """Base of every error the library raises on purpose."""
+
+    exit_code = EXIT_ERROR
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:  # one line: message, then what to do
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class UsageError(CkptlakeError):
+    """Input that can never work as given: a bad reference, option value or config file."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(UsageError):
+    """A config or policy file is wrong; names the file, the key and the line."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
+                 key: str | None = None, hint: str | None = None) -> None:
+        where = path or "<config>"
+        if line is not None:
+            where += f":{line}"
+        if key:
+            where += f": {key}"
+        super().__init__(f"{where}: {message}", hint=hint)
+        self.path, self.line, self.key = path, line, key
+
+
+class NotFound(CkptlakeError):
+    """Something named does not exist (object, artifact, version, alias, local path)."""
+
+    exit_code = EXIT_NOT_FOUND
+
+
+class AccessDenied(CkptlakeError):
+    """Credentials are missing, invalid or lack permission."""
+
+    exit_code = EXIT_ACCESS
+
+
+class IntegrityError(CkptlakeError):
+    """Bytes or metadata read from the lake are not what the lake's records promise."""
+
+    exit_code = EXIT_INTEGRITY
+
+
+class UnsafeManifest(IntegrityError):
+    """A manifest would write outside the destination (absolute path, `..`, symlink escape)."""
+
+
+class Conflict(CkptlakeError):
+    """The operation would clobber or race with something else; nothing was changed."""
+
+    exit_code = EXIT_CONFLICT
+
+
+class PreconditionFailed(Conflict):
+    """A conditional write lost: the object exists (If-None-Match) or changed (If-Match)."""
+
+
+class SourceChanged(Conflict):
+    """A file changed while it was being pushed; the push committed nothing."""
+
+
+class PolicyRefusal(CkptlakeError):
+    """A policy (confirmation, egress, retention) refused the operation."""
+
+    exit_code = EXIT_POLICY
+
+
+class TransferError(CkptlakeError):
+    """Storage failed after every retry; names the object, the attempts and the cause."""
+
+    exit_code = EXIT_TRANSFER
+
+
+class TransientError(TransferError):
+    """A failure worth retrying (5xx, SlowDown, timeouts, connection resets).
+
+    Backends raise it; the retry wrapper retries it and, when attempts run out, re-raises a
+    plain TransferError naming the attempts.
+    """
+
+
+class Interrupted(CkptlakeError):
+    exit_code = EXIT_INTERRUPTED

@@ -1,0 +1,92 @@
+"""References: ARTIFACT[@SELECTOR].
+
+ARTIFACT is a '/'-separated path of one or more segments made of [A-Za-z0-9._-] (a segment may
+not be '.' or '..', so an artifact path can never climb out of its place in the lake).
+SELECTOR is one of:
+
+  latest      the highest version number (the default when '@...' is omitted)
+  vN          version number N (N >= 1)
+  step=N      the newest version whose step is N
+  NAME        an alias, [A-Za-z][A-Za-z0-9._-]* (not 'latest', not of the form vN)
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..errors import UsageError
+
+_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
+_ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,127}")
+_VERSION = re.compile(r"v([0-9]+)")
+_STEP = re.compile(r"step=(-?[0-9]+)")
+
+GRAMMAR = (
+    "ARTIFACT[@SELECTOR]: ARTIFACT is a/b/c with segments of [A-Za-z0-9._-]; "
+    "SELECTOR is latest (default), vN, step=N or an alias name"
+)
+
+
+def validate_artifact(artifact: str) -> str:
+    """Return artifact unchanged, or raise UsageError saying what is wrong with it."""
+    if not artifact:
+        raise UsageError("empty artifact name", hint=GRAMMAR)
+    if len(artifact) > 512:
+        raise UsageError(f"artifact name longer than 512 characters: {artifact[:40]}...")
+    for seg in artifact.split("/"):
+        if not seg:
+            raise UsageError(f"artifact {artifact!r} has an empty path segment", hint=GRAMMAR)
+        if seg in (".", ".."):
+            raise UsageError(f"artifact {artifact!r} may not contain '.' or '..' segments",
+                             hint=GRAMMAR)
+        if not _SEGMENT.fullmatch(seg):
+            raise UsageError(f"artifact {artifact!r}: segment {seg!r} has characters outside "
+                             "[A-Za-z0-9._-]", hint=GRAMMAR)
+    return artifact
+
+
+def validate_alias(name: str) -> str:
+    if name == "latest" or _VERSION.fullmatch(name) or not _ALIAS.fullmatch(name):
+        raise UsageError(f"invalid alias name {name!r}",
+                         hint="aliases match [A-Za-z][A-Za-z0-9._-]* and may not be "
+                              "'latest' or look like a version (v3)")
+    return name
+
+
+@dataclass(frozen=True)
+class Ref:
+    artifact: str
+    kind: str = "latest"  # latest | version | step | alias
+    value: int | str | None = None
+
+    def __str__(self) -> str:
+        if self.kind == "latest":
+            return self.artifact
+        if self.kind == "version":
+            return f"{self.artifact}@v{self.value}"
+        if self.kind == "step":
+            return f"{self.artifact}@step={self.value}"
+        return f"{self.artifact}@{self.value}"
+
+
+def parse_ref(text: str) -> Ref:
+    """Parse ARTIFACT[@SELECTOR]; raise UsageError with the grammar on anything else."""
+    artifact, at, selector = text.strip().partition("@")
+    validate_artifact(artifact)
+    if not at or selector == "latest":
+        if at and not selector:
+            raise UsageError(f"empty selector after '@' in {text!r}", hint=GRAMMAR)
+        return Ref(artifact)
+    if m := _VERSION.fullmatch(selector):
+        n = int(m.group(1))
+        if n < 1:
+            raise UsageError(f"version numbers start at v1, got {selector!r}")
+        return Ref(artifact, "version", n)
+    if m := _STEP.fullmatch(selector):
+        return Ref(artifact, "step", int(m.group(1)))
+    if selector.startswith("step="):
+        raise UsageError(f"step selector needs an integer: {selector!r}", hint=GRAMMAR)
+    if _ALIAS.fullmatch(selector):
+        return Ref(artifact, "alias", selector)
+    raise UsageError(f"invalid selector {selector!r} in {text!r}", hint=GRAMMAR)
+

@@ -1,0 +1,114 @@
+"""The one storage interface everything above talks to.
+
+Why so small: the lake's correctness rests only on these operations and on S3's strong
+read-after-write consistency plus conditional writes.  Any backend that implements them with the
+same semantics (see the contract on each method) can hold a lake, and one conformance suite
+(tests/test_store_conformance.py) runs against every backend.
+
+Keys are '/'-separated and relative to the lake root (bucket+prefix, or a directory).  Backends
+raise only errors from ckptlake.errors: NotFound, PreconditionFailed, AccessDenied,
+TransientError (worth retrying) and TransferError (permanent).  Nothing above the store knows
+boto3's or the OS's exceptions.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterable, Iterator, Sequence
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+    modified: datetime  # timezone-aware UTC
+
+
+@dataclass(frozen=True)
+class MultipartUpload:
+    key: str
+    upload_id: str
+    initiated: datetime
+
+
+class Store(abc.ABC):
+    """Contract of an object store holding one lake."""
+
+    #: Human-readable location ("s3://bucket/prefix", "file:///path"); never contains secrets.
+    url: str
+
+    @abc.abstractmethod
+    def get(self, key: str) -> bytes:
+        """Whole object.  NotFound if absent."""
+
+    @abc.abstractmethod
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """Bytes [start, start+length) of an object (fewer only at its end).  NotFound if absent."""
+
+    @abc.abstractmethod
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        """Whole object and its current ETag, for a later put(if_match=etag)."""
+
+    @abc.abstractmethod
+    def stat(self, key: str) -> ObjectInfo:
+        """Size, ETag and time of an object.  NotFound if absent."""
+
+    def exists(self, key: str) -> bool:
+        from ..errors import NotFound
+
+        try:
+            self.stat(key)
+        except NotFound:
+            return False
+        return True
+
+    @abc.abstractmethod
+    def put(self, key: str, data: bytes | bytearray | memoryview, *,
+            if_none_match: bool = False, if_match: str | None = None) -> str:
+        """Write an object atomically (readers see the old or the new bytes, never a mix).
+
+        if_none_match=True: create only if absent, else PreconditionFailed (nothing written).
+        if_match=ETAG: replace only if the current ETag equals ETAG, else PreconditionFailed
+        (also when the object is absent).  Returns the new ETag.
+        """
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose key starts with prefix, in key order, paged under the hood."""
+
+    @abc.abstractmethod
+    def list_prefixes(self, prefix: str) -> Iterator[str]:
+        """Immediate 'sub-directories' of prefix (which must end with '/'), each ending with '/'."""
+
+    @abc.abstractmethod
+    def delete(self, keys: Iterable[str]) -> None:
+        """Delete objects, batched; absent keys are not an error."""
+
+    # Multipart: used for objects larger than one PUT should carry, and so gc can find and
+    # abort uploads a crashed push left behind.
+    @abc.abstractmethod
+    def create_multipart(self, key: str) -> str:
+        """Start a multipart upload; returns its upload id."""
+
+    @abc.abstractmethod
+    def upload_part(self, key: str, upload_id: str, part_number: int,
+                    data: bytes | bytearray | memoryview) -> str:
+        """Upload part N (1-based); returns the part's ETag."""
+
+    @abc.abstractmethod
+    def complete_multipart(self, key: str, upload_id: str, parts: Sequence[tuple[int, str]], *,
+                           if_none_match: bool = False) -> str:
+        """Join parts [(number, etag)] into the object; returns its ETag."""
+
+    @abc.abstractmethod
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Drop an upload and its parts; unknown ids are not an error."""
+
+    @abc.abstractmethod
+    def list_multipart(self, prefix: str = "") -> Iterator[MultipartUpload]:
+        """Uploads started and neither completed nor aborted."""
+
+    def close(self) -> None:
+        """Release connections/threads.  Idempotent."""
