@@ -1,49 +1,131 @@
-"""The lake operations: push, pull, ls, resolve, alias — over the format and a store.
+"""The Lake: the typed library API that the CLI and training scripts call.
 
-(Skeleton: bodies land in the next commit.)
+It validates arguments, applies defaults, and delegates to core/ (push, pull, catalog).  It never
+prints: progress goes to a `Progress` object, results come back as small dataclasses, failures
+are `CkptlakeError`s that carry their exit code.
 """
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
-from .format.refs import Ref
+from .core import catalog
+from .core import pull as _pull
+from .core import push as _push
+from .core.scan import scan
+from .errors import UsageError
+from .format.refs import Ref, parse_ref, validate_alias, validate_artifact
 from .results import AliasResult, ArtifactInfo, PullResult, PushResult, VersionInfo
 from .store.base import Store
-from .transfer.progress import Progress
+from .transfer.progress import NullProgress, Progress
+
+DEFAULT_CONCURRENCY = 8
+MIN_CHUNK_SIZE = 1024 * 1024
+MAX_CHUNK_SIZE = 1024 * 1024 * 1024
+
+
+def _check_metrics(metrics: dict[str, float] | None) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in (metrics or {}).items():
+        if not isinstance(k, str) or not k:
+            raise UsageError("metric names must be non-empty strings")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise UsageError(f"metric {k!r} must be a finite number, got {v!r}")
+        out[k] = float(v)
+    return out
+
+
+def _check_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in (metadata or {}).items():
+        if not isinstance(k, str) or not k:
+            raise UsageError("metadata keys must be non-empty strings")
+        out[k] = str(v)
+    return out
 
 
 class Lake:
-    """One lake: a store plus the format rules.  Thread-safe for concurrent operations."""
+    """One lake: a store plus the format rules.  Safe to use from several threads."""
 
     def __init__(self, store: Store, *, chunk_size: int | None = None,
-                 concurrency: int | None = None) -> None:
+                 concurrency: int | None = None, origin: str = "explicit") -> None:
+        if chunk_size is not None and not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
+            raise UsageError(f"chunk size must be between 1 MiB and 1 GiB, got {chunk_size}")
+        if concurrency is not None and not 1 <= concurrency <= 256:
+            raise UsageError(f"concurrency must be between 1 and 256, got {concurrency}")
         self.store = store
         self.url = store.url
+        self.origin = origin
+        self.chunk_size = chunk_size  # None: the lake header's default
+        self.concurrency = concurrency or DEFAULT_CONCURRENCY
+
+    def __repr__(self) -> str:
+        return f"Lake({self.url!r})"
+
+    def __enter__(self) -> "Lake":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def push(self, source: str | Path, artifact: str, *, step: int | None = None,
              metrics: dict[str, float] | None = None, metadata: dict[str, str] | None = None,
              aliases: Sequence[str] = (), exclude: Sequence[str] = (),
              follow_symlinks: bool = False, progress: Progress | None = None) -> PushResult:
-        """Upload a file or directory as the next version of `artifact`."""
-        raise NotImplementedError
+        """Upload a file or directory as the next version of `artifact`.
+
+        Only chunks the lake does not hold yet are sent.  The version becomes visible at once
+        and whole when the manifest is written, after every chunk; if anything fails (or a file
+        changes while it is read) nothing is committed and a re-run re-sends only what is
+        missing.
+        """
+        validate_artifact(artifact)
+        for name in aliases:
+            validate_alias(name)
+        if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+            raise UsageError(f"step must be a non-negative integer, got {step!r}")
+        tree = scan(source, exclude=tuple(exclude), follow_symlinks=follow_symlinks)
+        return _push.push(self.store, tree, artifact, chunk_size=self.chunk_size,
+                          concurrency=self.concurrency, step=step,
+                          metrics=_check_metrics(metrics), metadata=_check_metadata(metadata),
+                          aliases=list(aliases), progress=progress or NullProgress(),
+                          lake_url=self.url)
 
     def pull(self, ref: str | Ref, destination: str | Path, *, force: bool = False,
              progress: Progress | None = None) -> PullResult:
-        """Restore one version into `destination` (a directory, or a file path for file artifacts)."""
-        raise NotImplementedError
+        """Restore one version into `destination`.
+
+        A directory artifact restores into the directory `destination`; a file artifact
+        restores to the path `destination` (or into it, if it is an existing directory).
+        """
+        m = catalog.resolve(self.store, ref)
+        return _pull.pull(self.store, m, os.fspath(destination), force=force,
+                          concurrency=self.concurrency, progress=progress or NullProgress(),
+                          lake_url=self.url)
 
     def artifacts(self, prefix: str = "") -> list[ArtifactInfo]:
-        raise NotImplementedError
+        """Artifacts with at least one version, sorted by name."""
+        return catalog.artifacts(self.store, prefix)
 
     def versions(self, artifact: str) -> list[VersionInfo]:
-        raise NotImplementedError
+        """Every version of an artifact, oldest first, with aliases."""
+        return catalog.versions(self.store, artifact)
+
+    ls = versions
 
     def resolve(self, ref: str | Ref) -> VersionInfo:
-        raise NotImplementedError
+        """The version a reference names right now (latest, vN, step=N or an alias)."""
+        ref = parse_ref(ref) if isinstance(ref, str) else ref
+        m = catalog.resolve(self.store, ref)
+        return catalog.version_info(m, catalog.aliases(self.store, m.artifact))
 
     def alias(self, ref: str | Ref, name: str) -> AliasResult:
-        raise NotImplementedError
+        """Point alias `name` at the version `ref` resolves to (compare-and-swap)."""
+        validate_alias(name)
+        m = catalog.resolve(self.store, ref)
+        return catalog.set_alias(self.store, m.artifact, name, m.version)
 
     def close(self) -> None:
         self.store.close()

@@ -1,0 +1,1 @@
+"""Operations over the format and a store: push, pull, catalog queries."""

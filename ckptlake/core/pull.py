@@ -1,0 +1,268 @@
+"""Pull: resolve -> check the destination -> fetch and verify chunks into staging -> place.
+
+Safety rules (docs/format.md, "Reading"):
+- Every byte is verified against its chunk digest before it is written anywhere a user looks.
+- Data is written into a staging directory beside the destination; final names appear only
+  after every file of the version is complete and verified: a new destination directory appears
+  with one rename, an existing one receives one rename per file.  A failed or interrupted pull
+  never leaves a half-written file under a final name.
+- Files already at the destination that are identical are kept (not downloaded again); files
+  that differ are a Conflict unless `force`; files the version does not mention are left alone.
+- Manifest paths were validated when decoded (format/manifest.py); here we also refuse to write
+  through symlinks that already exist in the destination and lead outside it.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import shutil
+import stat
+import time
+from dataclasses import dataclass, field
+
+from ..errors import AccessDenied, Conflict, IntegrityError, UnsafeManifest, UsageError
+from ..format import layout
+from ..format.header import digest, new_hasher
+from ..format.manifest import FileEntry, Manifest
+from ..results import PullResult
+from ..store.base import Store
+from ..transfer.pool import Counter, bounded_map
+from ..transfer.progress import Progress
+
+_READ_BLOCK = 4 * 1024 * 1024
+
+
+@dataclass
+class _Unit:
+    """One chunk object to fetch, and every place its bytes go."""
+
+    digest: str
+    # (staged path, offset in file, offset in chunk, length, whole-file digest or None)
+    targets: list[tuple[str, int, int, int, str | None]] = field(default_factory=list)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t[3] for t in self.targets)
+
+
+def _inside(root_real: str, path: str) -> bool:
+    """True if `path`, with every symlink in its existing part resolved, stays under root."""
+    real = os.path.realpath(path)
+    return real == root_real or real.startswith(root_real + os.sep)
+
+
+def _matches(path: str, entry: FileEntry, algo: str) -> bool:
+    """Does the regular file at `path` hold exactly the entry's bytes?"""
+    if os.path.getsize(path) != entry.size:
+        return False
+    with open(path, "rb") as fh:
+        if entry.digest is not None:
+            h = new_hasher(algo)
+            while block := fh.read(_READ_BLOCK):
+                h.update(block)
+            return h.hexdigest() == entry.digest
+        for ref in entry.chunks:
+            if digest(algo, fh.read(ref.size)) != ref.digest:
+                return False
+    return True
+
+
+class _Placement:
+    """Where each entry of the manifest lands, and what is already there."""
+
+    def __init__(self, m: Manifest, destination: str, force: bool) -> None:
+        self.m = m
+        dest = os.path.abspath(destination)
+        if m.kind == "file":
+            name = m.files[0].path.rsplit("/", 1)[-1]
+            self.final_root = os.path.join(dest, name) if os.path.isdir(dest) else dest
+            self.finals = {m.files[0].path: self.final_root}
+        else:
+            if os.path.lexists(dest) and not os.path.isdir(dest):
+                raise Conflict(f"destination {destination} exists and is not a directory")
+            self.final_root = dest
+            self.finals = {e.path: os.path.join(dest, *e.path.split("/")) for e in m.files}
+        self.fresh = not os.path.lexists(self.final_root)
+        parent = os.path.dirname(self.final_root)
+        os.makedirs(parent, exist_ok=True)
+        self.root_real = os.path.realpath(self.final_root if m.kind == "dir" else parent)
+        self.download: list[FileEntry] = []
+        self.reused: list[FileEntry] = []
+        self.links: list[FileEntry] = []
+        self._check(force)
+
+    def _check(self, force: bool) -> None:
+        conflicts: list[str] = []
+        for e in self.m.files:
+            final = self.finals[e.path]
+            if not self.fresh and self.m.kind == "dir" and not _inside(
+                    self.root_real, os.path.dirname(final)):
+                raise UnsafeManifest(f"{e.path} would be written through a symlink that leads "
+                                     f"outside {self.final_root}")
+            if e.symlink is not None:
+                self.links.append(e)
+                if os.path.lexists(final) and not (os.path.islink(final) and
+                                                   os.readlink(final) == e.symlink):
+                    if os.path.isdir(final) and not os.path.islink(final):
+                        raise Conflict(f"{final} is a directory; the version has a symlink there")
+                    if not force:
+                        conflicts.append(final)
+                continue
+            try:
+                st = os.lstat(final)
+            except FileNotFoundError:
+                self.download.append(e)
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                raise Conflict(f"{final} is a directory; the version has a file there")
+            if stat.S_ISREG(st.st_mode) and _matches(final, e, self.m.hash):
+                self.reused.append(e)
+                continue
+            if not force:
+                conflicts.append(final)
+            self.download.append(e)
+        if conflicts:
+            more = f" and {len(conflicts) - 1} more" if len(conflicts) > 1 else ""
+            raise Conflict(f"destination holds different files: {conflicts[0]}{more}",
+                           hint="use --force to overwrite them, or pull into an empty directory")
+
+
+class _Staging:
+    """A directory beside the destination, owned by one pull at a time (flock)."""
+
+    def __init__(self, final_root: str, lake_url: str, m: Manifest) -> None:
+        ident = hashlib.sha256(f"{lake_url}\0{m.artifact}\0{m.version}".encode()).hexdigest()
+        parent, name = os.path.split(final_root)
+        self.path = os.path.join(parent, f".{name}.ckptlake-pull-{ident[:12]}")
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            self._lock = os.open(os.path.join(self.path, ".lock"), os.O_CREAT | os.O_RDWR, 0o600)
+        except PermissionError:
+            raise AccessDenied(f"cannot write next to {final_root}: permission denied") from None
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock)
+            raise Conflict(f"another pull into {final_root} is running") from None
+
+    def file(self, rel: str) -> str:
+        return os.path.join(self.path, "data", *rel.split("/"))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        os.close(self._lock)
+
+
+def _prepare(staging: _Staging, entries: list[FileEntry]) -> dict[str, _Unit]:
+    """Create the staged files at full size and group their bytes by chunk object."""
+    units: dict[str, _Unit] = {}
+    for e in entries:
+        path = staging.file(e.path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o777 if e.executable else 0o666)
+        try:
+            os.ftruncate(fd, e.size)
+        finally:
+            os.close(fd)
+        offset = 0
+        for ref in e.chunks:
+            unit = units.setdefault(ref.digest, _Unit(ref.digest))
+            unit.targets.append((path, offset, ref.offset or 0, ref.size,
+                                 e.digest if ref.offset is not None else None))
+            offset += ref.size
+    return units
+
+
+class _Fetcher:
+    def __init__(self, store: Store, m: Manifest, progress: Progress) -> None:
+        self.store, self.m, self.progress = store, m, progress
+        self.downloaded = Counter()
+
+    def __call__(self, unit: _Unit) -> None:
+        key = layout.chunk_key(unit.digest)
+        data = self.store.get(key)
+        if digest(self.m.hash, data) != unit.digest:
+            raise IntegrityError(f"chunk {key} is corrupt (its bytes do not match its digest); "
+                                 f"{self.m.artifact}@v{self.m.version} cannot be restored",
+                                 hint="nothing was written to the destination")
+        self.downloaded.add(len(data))
+        view = memoryview(data)
+        for path, file_offset, chunk_offset, length, file_digest in unit.targets:
+            piece = view[chunk_offset:chunk_offset + length]
+            if len(piece) != length:
+                raise IntegrityError(f"chunk {key} is shorter than the manifest says")
+            if file_digest is not None and digest(self.m.hash, piece) != file_digest:
+                raise IntegrityError(f"packed file in chunk {key} does not match its digest")
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.pwrite(fd, piece, file_offset)
+            finally:
+                os.close(fd)
+        self.progress.advance(unit.nbytes)
+
+
+def _place(p: _Placement, staging: _Staging) -> None:
+    """Move verified files from staging to their final names."""
+    m = p.m
+    if p.fresh and m.kind == "dir":
+        data = os.path.join(staging.path, "data")
+        os.makedirs(data, exist_ok=True)
+        for d in m.dirs:
+            os.makedirs(os.path.join(data, *d.split("/")), exist_ok=True)
+        for e in p.links:
+            link = staging.file(e.path)
+            os.makedirs(os.path.dirname(link), exist_ok=True)
+            os.symlink(e.symlink, link)  # type: ignore[arg-type]
+        os.rename(data, p.final_root)  # the whole tree appears at once
+        return
+    for e in p.download:
+        final = p.finals[e.path]
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        os.replace(staging.file(e.path), final)
+    for d in m.dirs:
+        os.makedirs(os.path.join(p.final_root, *d.split("/")), exist_ok=True)
+    for e in p.links:
+        final = p.finals[e.path]
+        if os.path.islink(final) and os.readlink(final) == e.symlink:
+            continue
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        tmp = staging.file(e.path) + ".link"
+        os.makedirs(os.path.dirname(tmp), exist_ok=True)
+        os.symlink(e.symlink, tmp)  # type: ignore[arg-type]
+        os.replace(tmp, final)
+
+
+def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrency: int,
+         progress: Progress, lake_url: str) -> PullResult:
+    started = time.monotonic()
+    try:
+        placement = _Placement(m, destination, force)
+        staging = _Staging(placement.final_root, lake_url, m)
+    except PermissionError as e:
+        raise AccessDenied(f"cannot write to {destination}: {e.strerror}") from None
+    total = sum(e.size for e in placement.download)
+    progress.start(phase="pull", total_bytes=total, total_files=len(placement.download))
+    fetcher = _Fetcher(store, m, progress)
+    try:
+        units = _prepare(staging, placement.download)
+        for _ in bounded_map(fetcher, list(units.values()), workers=concurrency,
+                             name="ckptlake-pull"):
+            pass
+        _place(placement, staging)
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise AccessDenied(f"cannot write to {destination}: {e.strerror}") from None
+        if e.errno == errno.ENOSPC:
+            raise UsageError(f"no space left on the device holding {destination}") from None
+        raise
+    finally:
+        staging.remove()
+        progress.finish()
+    return PullResult(
+        lake=lake_url, artifact=m.artifact, version=m.version,
+        destination=placement.final_root, files=len(m.files), bytes_total=m.total_bytes,
+        bytes_downloaded=fetcher.downloaded.value,
+        bytes_reused=sum(e.size for e in placement.reused),
+        seconds=round(time.monotonic() - started, 3))

@@ -1,0 +1,198 @@
+"""Push: scan -> chunk, hash, upload what is missing -> re-check the source -> commit.
+
+Write order (docs/format.md): chunks first, then the manifest with If-None-Match, then aliases.
+A reader can therefore never see a version whose chunks are not all stored, and a push stopped
+at any point leaves no version — only chunks, which the next push reuses (resume) and gc may
+collect after its grace period.
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+import zlib
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+from ..errors import PreconditionFailed, SourceChanged, TransferError
+from ..format import layout
+from ..format.header import digest, ensure_header
+from ..format.manifest import ChunkRef, FileEntry, Manifest
+from ..results import PushResult
+from ..store.base import Store
+from ..transfer.pool import Counter, bounded_map
+from ..transfer.progress import Progress
+from .identity import tool_version, user_at_host, utcnow
+from .scan import SourceFile, SourceTree
+
+# Files below this size are packed together into one chunk object: 10,000 config shards or
+# tokenizer files should not cost 10,000 requests each way.
+PACK_THRESHOLD = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class _Slice:
+    """A fixed-size run of one large file."""
+
+    file: int
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class _Pack:
+    """Several small files stored back to back in one chunk object."""
+
+    files: tuple[int, ...]
+
+
+def plan_units(files: Sequence[SourceFile], chunk_size: int) -> list[_Slice | _Pack]:
+    """Split files into upload units: fixed-size slices of large files, packs of small ones.
+
+    Pack boundaries are partly content-defined (a hash of the path decides where a new pack may
+    begin), so adding or removing one small file disturbs one or two packs, not all that follow.
+    """
+    units: list[_Slice | _Pack] = []
+    pack: list[int] = []
+    pack_bytes = 0
+    for i, f in enumerate(files):
+        if f.size == 0:
+            continue
+        if f.size >= min(PACK_THRESHOLD, chunk_size):
+            units.extend(_Slice(i, off, min(chunk_size, f.size - off))
+                         for off in range(0, f.size, chunk_size))
+            continue
+        boundary = (zlib.crc32(f.path.encode()) & 31) == 0 and pack_bytes >= chunk_size // 8
+        if pack and (pack_bytes + f.size > chunk_size or boundary):
+            units.append(_Pack(tuple(pack)))
+            pack, pack_bytes = [], 0
+        pack.append(i)
+        pack_bytes += f.size
+    if pack:
+        units.append(_Pack(tuple(pack)))
+    return units
+
+
+class _Uploader:
+    """Reads, hashes and stores units; one instance per push, shared by the worker threads."""
+
+    def __init__(self, store: Store, tree: SourceTree, algo: str, progress: Progress) -> None:
+        self.store, self.tree, self.algo, self.progress = store, tree, algo, progress
+        self.uploaded = Counter()
+        self.deduplicated = Counter()
+
+    def _read(self, f: SourceFile, offset: int, length: int) -> bytes:
+        with open(f.abspath, "rb", buffering=0) as fh:
+            data = os.pread(fh.fileno(), length, offset)
+        if len(data) != length:
+            raise SourceChanged(f"{f.abspath} shrank while it was being pushed; nothing was "
+                                "committed", hint="push again once the writer is done")
+        return data
+
+    def _store(self, data: bytes) -> str:
+        d = digest(self.algo, data)
+        key = layout.chunk_key(d)
+        # Content-addressed: an existing object already holds exactly these bytes.
+        if self.store.exists(key):
+            self.deduplicated.add(len(data))
+        else:
+            self.store.put(key, data)
+            self.uploaded.add(len(data))
+        return d
+
+    def __call__(self, unit: _Slice | _Pack) -> list[tuple[int, int, ChunkRef, str | None]]:
+        """Returns (file index, offset in file, chunk ref, whole-file digest or None)."""
+        if isinstance(unit, _Slice):
+            f = self.tree.files[unit.file]
+            d = self._store(self._read(f, unit.offset, unit.length))
+            self.progress.advance(unit.length)
+            return [(unit.file, unit.offset, ChunkRef(d, unit.length), None)]
+        parts: list[bytes] = []
+        placed: list[tuple[int, int, int, str]] = []
+        offset = 0
+        for i in unit.files:
+            f = self.tree.files[i]
+            data = self._read(f, 0, f.size)
+            placed.append((i, offset, f.size, digest(self.algo, data)))
+            parts.append(data)
+            offset += f.size
+        d = self._store(b"".join(parts))
+        self.progress.advance(offset)
+        return [(i, 0, ChunkRef(d, size, off), fd) for i, off, size, fd in placed]
+
+
+def upload_tree(store: Store, tree: SourceTree, *, algo: str, chunk_size: int, concurrency: int,
+                progress: Progress) -> tuple[tuple[FileEntry, ...], _Uploader]:
+    """Store every byte of the tree as chunks; return manifest file entries."""
+    uploader = _Uploader(store, tree, algo, progress)
+    refs: dict[int, list[tuple[int, ChunkRef]]] = {i: [] for i in range(len(tree.files))}
+    digests: dict[int, str] = {}
+    progress.start(phase="push", total_bytes=tree.total_bytes, total_files=len(tree.files))
+    try:
+        units = plan_units(tree.files, chunk_size)
+        for results in bounded_map(uploader, units, workers=concurrency, name="ckptlake-push"):
+            for i, off, ref, fdigest in results:
+                refs[i].append((off, ref))
+                if fdigest is not None:
+                    digests[i] = fdigest
+        for f in tree.files:  # the bytes we stored must be the bytes that are there now
+            f.check_unchanged()
+    finally:
+        progress.finish()
+    entries = [FileEntry(path=f.path, size=f.size, executable=f.executable,
+                         chunks=tuple(r for _, r in sorted(refs[i], key=lambda x: x[0])),
+                         digest=digests.get(i))
+               for i, f in enumerate(tree.files)]
+    entries += [FileEntry(path=p, symlink=t) for p, t in tree.symlinks]
+    entries.sort(key=lambda e: e.path)
+    return tuple(entries), uploader
+
+
+def commit_version(store: Store, manifest: Manifest) -> Manifest:
+    """Claim the next free version number with If-None-Match; on a lost race take the next.
+
+    Two pushers may both see v7 as the latest and both try v8: exactly one create succeeds, the
+    other re-lists and tries again, so both commit, with distinct numbers, and nothing is
+    overwritten.
+    """
+    from .catalog import version_numbers
+
+    numbers = version_numbers(store, manifest.artifact)
+    n = (numbers[-1] if numbers else 0) + 1
+    for attempt in range(200):
+        candidate = replace(manifest, version=n)
+        try:
+            store.put(layout.version_key(manifest.artifact, n), candidate.encode(),
+                      if_none_match=True)
+            return candidate
+        except PreconditionFailed:
+            time.sleep(random.random() * min(1.0, 0.01 * 2 ** min(attempt, 7)))
+            numbers = version_numbers(store, manifest.artifact)
+            n = max(n + 1, (numbers[-1] if numbers else 0) + 1)
+    raise TransferError(f"could not claim a version number for {manifest.artifact} after 200 "
+                        "attempts", hint="too many concurrent pushers; try again")
+
+
+def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | None,
+         concurrency: int, step: int | None, metrics: dict[str, float],
+         metadata: dict[str, str], aliases: Sequence[str], progress: Progress,
+         lake_url: str) -> PushResult:
+    from .catalog import set_alias
+
+    started = time.monotonic()
+    header = ensure_header(store, **({"chunk_size": chunk_size} if chunk_size else {}))
+    files, up = upload_tree(store, tree, algo=header.hash,
+                            chunk_size=chunk_size or header.chunk_size,
+                            concurrency=concurrency, progress=progress)
+    manifest = commit_version(store, Manifest(
+        artifact=artifact, version=0, kind=tree.kind, hash=header.hash, files=files,
+        dirs=tuple(tree.empty_dirs), step=step, created=utcnow(), created_by=user_at_host(),
+        tool=tool_version(), metrics=dict(metrics), metadata=dict(metadata)))
+    for name in aliases:
+        set_alias(store, artifact, name, manifest.version)
+    return PushResult(
+        lake=lake_url, artifact=artifact, version=manifest.version, step=step,
+        files=len(tree.files) + len(tree.symlinks), bytes_scanned=tree.total_bytes,
+        bytes_uploaded=up.uploaded.value, bytes_deduplicated=up.deduplicated.value,
+        chunks_uploaded=up.uploaded.count, chunks_deduplicated=up.deduplicated.count,
+        aliases=list(aliases), seconds=round(time.monotonic() - started, 3))

@@ -1,0 +1,136 @@
+"""Walk a push source into a list of what to store, refusing what cannot round-trip safely.
+
+The identity recorded here (size, mtime_ns, inode) is checked again after the bytes were read:
+a training script still writing a checkpoint must make the push fail, not commit a torn file.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import NotFound, SourceChanged, UsageError
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str  # relative, '/'-separated
+    abspath: str
+    size: int
+    executable: bool
+    mtime_ns: int
+    inode: int
+
+    def check_unchanged(self) -> None:
+        try:
+            st = os.stat(self.abspath)
+        except FileNotFoundError:
+            raise SourceChanged(f"{self.abspath} disappeared while it was being pushed",
+                                hint="push again once the writer is done") from None
+        if (st.st_size, st.st_mtime_ns, st.st_ino) != (self.size, self.mtime_ns, self.inode):
+            raise SourceChanged(f"{self.abspath} changed while it was being pushed; "
+                                "nothing was committed",
+                                hint="push again once the writer is done")
+
+
+@dataclass
+class SourceTree:
+    root: str
+    kind: str  # "dir" | "file"
+    files: list[SourceFile] = field(default_factory=list)
+    symlinks: list[tuple[str, str]] = field(default_factory=list)  # (path, relative target)
+    empty_dirs: list[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def _excluded(rel: str, patterns: tuple[str, ...]) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _source_file(rel: str, abspath: str, st: os.stat_result) -> SourceFile:
+    return SourceFile(path=rel, abspath=abspath, size=st.st_size,
+                      executable=bool(st.st_mode & stat.S_IXUSR), mtime_ns=st.st_mtime_ns,
+                      inode=st.st_ino)
+
+
+def scan(source: str | Path, *, exclude: tuple[str, ...] = (),
+         follow_symlinks: bool = False) -> SourceTree:
+    """Describe `source` (a file or a directory) for a push."""
+    root = os.path.abspath(os.fspath(source))
+    try:
+        st = os.stat(root)
+    except FileNotFoundError:
+        raise NotFound(f"push source {source} does not exist") from None
+    except PermissionError:
+        raise UsageError(f"cannot read push source {source}: permission denied") from None
+    if stat.S_ISREG(st.st_mode):
+        return SourceTree(root=root, kind="file",
+                          files=[_source_file(os.path.basename(root), root, st)])
+    if not stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"push source {source} is neither a file nor a directory")
+    tree = SourceTree(root=root, kind="dir")
+    real_root = os.path.realpath(root)
+    _walk(tree, root, "", real_root, exclude, follow_symlinks, seen=set())
+    tree.files.sort(key=lambda f: f.path)
+    tree.symlinks.sort()
+    tree.empty_dirs.sort()
+    return tree
+
+
+def _walk(tree: SourceTree, absdir: str, reldir: str, real_root: str,
+          exclude: tuple[str, ...], follow: bool, seen: set[tuple[int, int]]) -> None:
+    try:
+        entries = sorted(os.scandir(absdir), key=lambda e: e.name)
+    except PermissionError:
+        raise UsageError(f"cannot list {absdir}: permission denied") from None
+    dst = os.stat(absdir)
+    if (dst.st_dev, dst.st_ino) in seen:  # a followed symlink loop
+        raise UsageError(f"symlink loop at {absdir}")
+    seen = seen | {(dst.st_dev, dst.st_ino)}
+    kept = 0
+    for entry in entries:
+        rel = f"{reldir}{entry.name}"
+        if _excluded(rel, exclude):
+            continue
+        kept += 1
+        if entry.is_symlink():
+            if _keep_symlink(tree, entry, rel, real_root, follow):
+                continue
+            st = os.stat(entry.path)  # follow it: store what it points at
+        else:
+            st = entry.stat(follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            _walk(tree, entry.path, rel + "/", real_root, exclude, follow, seen)
+        elif stat.S_ISREG(st.st_mode):
+            tree.files.append(_source_file(rel, entry.path, st))
+        else:
+            raise UsageError(f"{entry.path} is not a regular file, directory or symlink",
+                             hint="exclude it with --exclude")
+    if kept == 0 and reldir:
+        tree.empty_dirs.append(reldir.rstrip("/"))
+
+
+def _keep_symlink(tree: SourceTree, entry: os.DirEntry, rel: str, real_root: str,
+                  follow: bool) -> bool:
+    """Record a symlink that stays inside the tree; True if recorded (not to be followed)."""
+    target = os.readlink(entry.path)
+    resolved = os.path.realpath(entry.path)
+    if resolved == real_root or resolved.startswith(real_root + os.sep):
+        # Store the target relative to the link's real directory, so it survives a move
+        # and a puller can check lexically that it stays inside the tree.
+        link_dir = os.path.realpath(os.path.dirname(entry.path))
+        tree.symlinks.append((rel, os.path.relpath(resolved, link_dir).replace(os.sep, "/")))
+        return True
+    if not follow:
+        raise UsageError(f"symlink {rel} -> {target} points outside the pushed tree",
+                         hint="use --follow-symlinks to store what it points at, "
+                              "or --exclude it")
+    if not os.path.exists(entry.path):
+        raise UsageError(f"symlink {rel} -> {target} is broken")
+    return False

@@ -1,0 +1,1 @@
+"""The on-storage format: key layout, lake header, manifests, references (docs/format.md)."""

@@ -1,0 +1,226 @@
+"""Version manifests: the immutable JSON record that *is* a version.
+
+A manifest is written last, with If-None-Match, under the version's key; until then nothing of the
+push is visible.  Reading one back re-validates everything a puller will act on: a manifest is
+data from storage, and storage may be shared with people or tools we do not trust, so paths that
+are absolute, contain `..`, or reach outside the tree through a symlink are refused here, before
+any byte is written to the destination.
+"""
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from ..errors import IntegrityError, UnsafeManifest
+
+MANIFEST_FORMAT = 1
+_HEX = re.compile(r"[0-9a-f]{16,128}")
+
+
+@dataclass(frozen=True)
+class ChunkRef:
+    """A run of a file's bytes stored in a content-addressed chunk object.
+
+    offset None: the whole chunk object, `size` bytes, verified by its digest.
+    offset set: bytes [offset, offset+size) of a pack object holding several small files;
+    the file's own `digest` verifies them (a slice cannot be checked against the pack's hash).
+    """
+
+    digest: str
+    size: int
+    offset: int | None = None
+
+    def to_json(self) -> list[Any]:
+        return [self.digest, self.size] if self.offset is None else [self.digest, self.size,
+                                                                     self.offset]
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str
+    size: int = 0
+    executable: bool = False
+    chunks: tuple[ChunkRef, ...] = ()
+    digest: str | None = None  # hash of the whole file; present when it lives in a pack
+    symlink: str | None = None  # relative target, for symlinks inside the pushed tree
+
+    def to_json(self) -> dict[str, Any]:
+        if self.symlink is not None:
+            return {"path": self.path, "symlink": self.symlink}
+        out: dict[str, Any] = {"path": self.path, "size": self.size,
+                               "chunks": [c.to_json() for c in self.chunks]}
+        if self.executable:
+            out["x"] = True
+        if self.digest is not None:
+            out["digest"] = self.digest
+        return out
+
+
+@dataclass(frozen=True)
+class Manifest:
+    artifact: str
+    version: int
+    kind: str  # "dir" or "file" (a single pushed file restores as a file)
+    hash: str  # chunk hash algorithm, as in the lake header
+    files: tuple[FileEntry, ...]
+    dirs: tuple[str, ...] = ()  # empty directories, so they round-trip
+    step: int | None = None
+    created: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    created_by: str = ""
+    tool: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    parents: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def chunk_digests(self) -> set[str]:
+        return {c.digest for f in self.files for c in f.chunks}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ckptlake_manifest": MANIFEST_FORMAT,
+            "artifact": self.artifact,
+            "version": self.version,
+            "step": self.step,
+            "created": self.created.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
+            "created_by": self.created_by,
+            "tool": self.tool,
+            "metrics": self.metrics,
+            "metadata": self.metadata,
+            "parents": list(self.parents),
+            "kind": self.kind,
+            "hash": self.hash,
+            "total_bytes": self.total_bytes,
+            "file_count": len(self.files),
+            "dirs": list(self.dirs),
+            "files": [f.to_json() for f in self.files],
+        }
+
+    def encode(self) -> bytes:
+        return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def check_relpath(path: str, *, what: str = "path") -> str:
+    """Refuse anything that is not a plain relative path inside the tree."""
+    if not isinstance(path, str) or not path:
+        raise UnsafeManifest(f"manifest has an empty or non-string {what}")
+    if "\x00" in path:
+        raise UnsafeManifest(f"manifest {what} contains a NUL byte: {path!r}")
+    if path.startswith("/"):
+        raise UnsafeManifest(f"manifest {what} is absolute: {path!r}",
+                             hint="refusing to write outside the destination")
+    for seg in path.split("/"):
+        if seg in ("", ".", ".."):
+            raise UnsafeManifest(f"manifest {what} has an empty, '.' or '..' segment: {path!r}",
+                                 hint="refusing to write outside the destination")
+    return path
+
+
+def _check_symlink(path: str, target: str) -> None:
+    if not isinstance(target, str) or not target or "\x00" in target or target.startswith("/"):
+        raise UnsafeManifest(f"symlink {path!r} has an unsafe target {target!r}")
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+    if resolved == ".." or resolved.startswith("../") or resolved.startswith("/"):
+        raise UnsafeManifest(f"symlink {path!r} -> {target!r} points outside the tree",
+                             hint="refusing to restore it")
+
+
+def _req(obj: dict[str, Any], key: str, typ: type | tuple[type, ...], where: str) -> Any:
+    if key not in obj:
+        raise IntegrityError(f"{where}: missing field {key!r}")
+    value = obj[key]
+    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+        raise IntegrityError(f"{where}: field {key!r} has the wrong type")
+    return value
+
+
+def _parse_chunk(raw: Any, where: str) -> ChunkRef:
+    if not isinstance(raw, list) or len(raw) not in (2, 3):
+        raise IntegrityError(f"{where}: malformed chunk reference")
+    digest, size = raw[0], raw[1]
+    offset = raw[2] if len(raw) == 3 else None
+    if not isinstance(digest, str) or not _HEX.fullmatch(digest):
+        raise IntegrityError(f"{where}: malformed chunk digest")
+    for n in (size, offset):
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
+            raise IntegrityError(f"{where}: malformed chunk size/offset")
+    return ChunkRef(digest, size, offset)
+
+
+def _parse_file(raw: Any, index: int) -> FileEntry:
+    where = f"manifest file #{index}"
+    if not isinstance(raw, dict):
+        raise IntegrityError(f"{where} is not an object")
+    path = check_relpath(raw.get("path"))  # type: ignore[arg-type]
+    where = f"manifest file {path!r}"
+    if "symlink" in raw:
+        _check_symlink(path, raw["symlink"])
+        return FileEntry(path=path, symlink=raw["symlink"])
+    size = _req(raw, "size", int, where)
+    chunks = tuple(_parse_chunk(c, where) for c in _req(raw, "chunks", list, where))
+    if size < 0 or sum(c.size for c in chunks) != size:
+        raise IntegrityError(f"{where}: chunk sizes do not add up to the file size")
+    digest = raw.get("digest")
+    if digest is not None and (not isinstance(digest, str) or not _HEX.fullmatch(digest)):
+        raise IntegrityError(f"{where}: malformed digest")
+    if any(c.offset is not None for c in chunks) and digest is None:
+        raise IntegrityError(f"{where}: packed file without a digest")
+    return FileEntry(path=path, size=size, executable=bool(raw.get("x", False)), chunks=chunks,
+                     digest=digest)
+
+
+def _parse_time(value: Any, where: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise IntegrityError(f"{where}: malformed 'created' time") from None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def decode_manifest(data: bytes, *, key: str = "manifest") -> Manifest:
+    """Parse and fully validate a manifest; raise IntegrityError/UnsafeManifest on anything off."""
+    try:
+        raw = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise IntegrityError(f"{key}: not valid JSON") from None
+    if not isinstance(raw, dict) or raw.get("ckptlake_manifest") != MANIFEST_FORMAT:
+        raise IntegrityError(f"{key}: not a ckptlake manifest of format {MANIFEST_FORMAT}",
+                             hint="upgrade ckptlake if the lake was written by a newer one")
+    kind = _req(raw, "kind", str, key)
+    if kind not in ("dir", "file"):
+        raise IntegrityError(f"{key}: unknown kind {kind!r}")
+    files = tuple(_parse_file(f, i) for i, f in enumerate(_req(raw, "files", list, key)))
+    dirs = tuple(check_relpath(d, what="directory") for d in raw.get("dirs", []))
+    paths = [f.path for f in files]
+    if len(set(paths)) != len(paths) or set(paths) & set(dirs):
+        raise IntegrityError(f"{key}: duplicate paths")
+    links = {f.path for f in files if f.symlink is not None}
+    for p in list(paths) + list(dirs):
+        parts = p.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in links:
+                raise UnsafeManifest(f"{key}: {p!r} lies below the symlink {'/'.join(parts[:i])!r}",
+                                     hint="refusing to write through a symlink")
+    if kind == "file" and (len(files) != 1 or files[0].symlink is not None or dirs):
+        raise IntegrityError(f"{key}: a file artifact must hold exactly one regular file")
+    step = raw.get("step")
+    if step is not None and (not isinstance(step, int) or isinstance(step, bool)):
+        raise IntegrityError(f"{key}: malformed step")
+    metrics = raw.get("metrics") or {}
+    metadata = raw.get("metadata") or {}
+    if not isinstance(metrics, dict) or not isinstance(metadata, dict):
+        raise IntegrityError(f"{key}: malformed metrics/metadata")
+    return Manifest(
+        artifact=_req(raw, "artifact", str, key), version=_req(raw, "version", int, key),
+        kind=kind, hash=_req(raw, "hash", str, key), files=files, dirs=dirs, step=step,
+        created=_parse_time(raw.get("created"), key), created_by=str(raw.get("created_by", "")),
+        tool=str(raw.get("tool", "")), metrics=metrics, metadata=metadata,
+        parents=tuple(raw.get("parents") or ()),
+    )

@@ -1,0 +1,1 @@
+"""The transfer engine: bounded, pipelined chunk uploads and verified downloads."""
