@@ -1,0 +1,1 @@
+"""User configuration and policies (retention, egress) that shape what the lake operations do."""

@@ -1,0 +1,549 @@
+"""The ckptlake.yaml config file: where it is found, what it may say, and where the lake is.
+
+The file is parsed from PyYAML *nodes* rather than with ``yaml.safe_load`` because only nodes
+keep their line numbers: every error names the file, the line and the key, and the line of every
+key (including the nested retention/egress keys, validated later by the policy code) is kept in
+``Config.lines`` so those later validators can do the same.  Building values from nodes also lets
+us catch duplicate keys, which ``safe_load`` silently resolves to the last one.
+
+Semantics worth knowing:
+
+* a key whose value is null (``profile:`` or ``profile: ~``) is the same as leaving it out, so a
+  section can be disabled by commenting out its body -- except ``lake:``, where a null is
+  rejected because silently falling back to the embedded default would put checkpoints in an
+  unexpected place;
+* a relative plain path in ``lake:`` is relative to the config file's directory (a config in
+  ``~/.config`` must not mean a different lake in every working directory); from ``--lake`` or
+  ``$CKPTLAKE_LAKE`` it is relative to the current directory;
+* YAML merge keys (``<<: *defaults``) work, explicit keys override merged ones.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from ..errors import ConfigError, UsageError
+
+__all__ = [
+    "Config",
+    "CONFIG_FILENAME",
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_CONCURRENCY",
+    "KNOWN_KEYS",
+    "MAX_CHUNK_SIZE",
+    "MAX_CONCURRENCY",
+    "MIN_CHUNK_SIZE",
+    "check_chunk_size",
+    "check_concurrency",
+    "default_lake_dir",
+    "find_config",
+    "format_size",
+    "load_config",
+    "parse_size",
+    "resolve_lake",
+]
+
+CONFIG_FILENAME = "ckptlake.yaml"
+
+KiB, MiB, GiB, TiB = 2**10, 2**20, 2**30, 2**40
+DEFAULT_CHUNK_SIZE = 16 * MiB
+MIN_CHUNK_SIZE = 1 * MiB
+MAX_CHUNK_SIZE = 1 * GiB
+DEFAULT_CONCURRENCY = 8
+MAX_CONCURRENCY = 256
+
+# In the order the example file documents them (also the order used in hints).
+KNOWN_KEYS: tuple[str, ...] = (
+    "lake", "endpoint_url", "profile", "region", "chunk_size", "concurrency", "retention", "egress",
+)
+
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": KiB, "mib": MiB, "gib": GiB, "tib": TiB,
+}
+_SIZE_RE = re.compile(r"(?P<num>[0-9]+(?:\.[0-9]+)?)[ ]*(?P<unit>[A-Za-z]*)")
+_SIZE_HINT = "write bytes or a number with a unit: 16MiB, 64 MiB, 1GiB, 512KiB, 32MB (MB = 10^6 bytes)"
+_URL_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_NULL_TAG = "tag:yaml.org,2002:null"
+
+
+@dataclass(frozen=True)
+class Config:
+    """What one config file says; every field is None when the file does not set it.
+
+    ``retention`` and ``egress`` are plain dicts here: the policy code validates them, using
+    ``lines`` / ``line_of`` to point at the offending line.
+    """
+
+    source: str | None = None
+    lake: str | None = None
+    endpoint_url: str | None = None
+    profile: str | None = None
+    region: str | None = None
+    chunk_size: int | None = None
+    concurrency: int | None = None
+    retention: dict | None = None
+    egress: dict | None = None
+    lines: dict[str, int] = field(default_factory=dict)
+
+    def line_of(self, key: str) -> int | None:
+        """Line of `key`, else of its nearest recorded parent.
+
+        Values reached through a YAML alias are not walked twice (that is what keeps an alias
+        bomb cheap), so their inner paths are missing from ``lines``; the parent's line is the
+        best place to point at then.
+        """
+        while key:
+            if key in self.lines:
+                return self.lines[key]
+            cut = max(key.rfind("."), key.rfind("["))
+            if cut <= 0:
+                return None
+            key = key[:cut]
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Sizes and ranges (shared with the CLI's --chunk-size / --concurrency)
+
+
+def parse_size(text: str | int) -> int:
+    """Turn ``16MiB`` / ``64 MiB`` / ``32MB`` / ``16777216`` into bytes.
+
+    Bare ``K``/``M``/``G`` are refused: half the world reads them as 10^n and half as 2^n, and a
+    chunk size silently off by 5% changes dedup boundaries.  Range checks are the caller's.
+    """
+    if isinstance(text, bool) or not isinstance(text, (int, str)):
+        raise UsageError(f"not a size: {text!r}", hint=_SIZE_HINT)
+    if isinstance(text, int):
+        if text < 0:
+            raise UsageError(f"size must not be negative, got {text}", hint=_SIZE_HINT)
+        return text
+    match = _SIZE_RE.fullmatch(text.strip())
+    if match is None:
+        raise UsageError(f"not a size: {text!r}", hint=_SIZE_HINT)
+    unit = match["unit"].lower()
+    if unit not in _SIZE_UNITS:
+        if unit in ("k", "m", "g", "t"):
+            hint = (f"'{match['unit']}' is ambiguous: write {match['num']}{unit.upper()}iB "
+                    f"(binary) or {match['num']}{unit.upper()}B (decimal)")
+        else:
+            hint = _SIZE_HINT
+        raise UsageError(f"unknown size unit in {text!r}", hint=hint)
+    value = Fraction(match["num"]) * _SIZE_UNITS[unit]
+    if value.denominator != 1:
+        raise UsageError(f"{text!r} is not a whole number of bytes", hint=_SIZE_HINT)
+    return int(value)
+
+
+def format_size(n: int) -> str:
+    """Exact, human-readable size for messages (``16MiB``, ``1000000 bytes``)."""
+    for unit, factor in (("TiB", TiB), ("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+        if n and n % factor == 0:
+            return f"{n // factor}{unit}"
+    return f"{n} bytes"
+
+
+def check_chunk_size(n: int) -> int:
+    """Keep chunks within what multipart uploads and memory (concurrency x chunk) tolerate."""
+    problem = _chunk_size_problem(n)
+    if problem:
+        raise UsageError(f"chunk size {problem}", hint="16MiB is the default")
+    return n
+
+
+def check_concurrency(n: int) -> int:
+    """Bound parallel transfers: 0 would hang, thousands would exhaust sockets and memory."""
+    problem = _concurrency_problem(n)
+    if problem:
+        raise UsageError(f"concurrency {problem}", hint=f"{DEFAULT_CONCURRENCY} is the default")
+    return n
+
+
+def _chunk_size_problem(n: int) -> str | None:
+    if MIN_CHUNK_SIZE <= n <= MAX_CHUNK_SIZE:
+        return None
+    shown = format_size(n)
+    exact = "" if shown.endswith("bytes") else f" ({n} bytes)"
+    return (f"must be between {format_size(MIN_CHUNK_SIZE)} and {format_size(MAX_CHUNK_SIZE)}, "
+            f"got {shown}{exact}")
+
+
+def _concurrency_problem(n: int) -> str | None:
+    if isinstance(n, bool) or not isinstance(n, int):
+        return f"must be an integer, got {_describe(n)}"
+    if not 1 <= n <= MAX_CONCURRENCY:
+        return f"must be between 1 and {MAX_CONCURRENCY}, got {n}"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Finding the file
+
+
+def _xdg_dir(var: str, fallback: str) -> Path:
+    # The XDG spec says relative values must be ignored, so a stray "XDG_...=foo" cannot make
+    # the location depend on the working directory.
+    value = os.environ.get(var, "")
+    if value and os.path.isabs(value):
+        return Path(value)
+    return Path.home() / fallback
+
+
+def find_config(explicit: str | None) -> Path | None:
+    """Pick the config file: --config > $CKPTLAKE_CONFIG > ./ckptlake.yaml > XDG config dir.
+
+    A path the user named (flag or env) must exist: silently ignoring a typo would run with a
+    different lake than the one they asked for.  The implicit locations are simply skipped.
+    """
+    if explicit is not None:
+        return _must_exist(explicit, "--config")
+    env = os.environ.get("CKPTLAKE_CONFIG", "")
+    if env:
+        return _must_exist(env, "$CKPTLAKE_CONFIG")
+    for candidate in (Path.cwd() / CONFIG_FILENAME,
+                      _xdg_dir("XDG_CONFIG_HOME", ".config") / "ckptlake" / CONFIG_FILENAME):
+        if candidate.is_file():
+            return candidate.absolute()
+    return None
+
+
+def _must_exist(name: str, origin: str) -> Path:
+    path = Path(name).expanduser()
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise UsageError(f"config file not found: {name} ({what}; from {origin})",
+                         hint="fix the path, or drop it to use ./ckptlake.yaml or "
+                              "~/.config/ckptlake/ckptlake.yaml")
+    return path.absolute()
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_config(explicit: str | None = None) -> Config:
+    """Find (see find_config) and validate the config file; no file means an empty Config."""
+    path = find_config(explicit)
+    if path is None:
+        return Config()
+    source = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file: {exc.strerror or exc}", path=source) from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError("config file is not valid UTF-8", path=source,
+                          line=raw[:exc.start].count(b"\n") + 1,
+                          hint="save it as UTF-8") from exc
+    return _parse(text, source)
+
+
+def _parse(text: str, source: str) -> Config:
+    root = _compose(text, source)
+    if root is None or (isinstance(root, ScalarNode) and root.tag == _NULL_TAG):
+        return Config(source=source)  # empty, only comments, a bare '---' or 'null'
+    builder = _Builder(source)
+    if not isinstance(root, MappingNode):
+        raise ConfigError(f"the top level must be a mapping of keys (lake: ..., chunk_size: ...), "
+                          f"got {_node_kind(root)}", path=source, line=_line(root))
+    values: dict[str, Any] = {}
+    for key, (key_node, value_node) in builder.entries(root, "").items():
+        if not isinstance(key, str):
+            raise ConfigError(f"keys must be names, got {_describe(key)}", path=source,
+                              line=_line(key_node), hint=_valid_keys_hint())
+        if key not in KNOWN_KEYS:
+            close = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.6)
+            hint = f"did you mean `{close[0]}`?" if close else _valid_keys_hint()
+            raise ConfigError("unknown key", path=source, line=_line(key_node), key=key, hint=hint)
+        values[key] = _CHECKS[key](builder, key, value_node)
+    return Config(source=source, lines=builder.lines, **values)
+
+
+def _compose(text: str, source: str) -> Node | None:
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        message = f"invalid YAML: {exc.problem or exc.context}"
+        if exc.context and exc.problem:
+            message += f" ({exc.context}"
+            if exc.context_mark is not None and exc.context_mark is not mark \
+                    and exc.context_mark.line != mark.line:
+                message += f" on line {exc.context_mark.line + 1}"
+            message += ")"
+        hint = "YAML does not allow tabs for indentation" if "'\\t'" in (exc.problem or "") \
+            else "check the indentation and quoting around that line"
+        raise ConfigError(message, path=source, line=mark.line + 1 if mark else None,
+                          hint=hint) from exc
+    except yaml.reader.ReaderError as exc:
+        raise ConfigError(f"invalid YAML: unacceptable character #x{exc.character:04x}",
+                          path=source, line=text[:exc.position].count("\n") + 1) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}", path=source) from exc
+
+
+class _Builder:
+    """Builds plain Python values from nodes, recording each key path's line on the way."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.lines: dict[str, int] = {}
+        self._scalars = SafeConstructor()
+        self._built: dict[int, Any] = {}
+        self._building: set[int] = set()
+        self._merge_cache: dict[int, dict[Any, tuple[Node, Node]]] = {}
+
+    def error(self, message: str, node: Node, key: str | None = None,
+              hint: str | None = None) -> ConfigError:
+        return ConfigError(message, path=self.source, line=_line(node), key=key or None,
+                           hint=hint)
+
+    def value(self, node: Node, path: str) -> Any:
+        # An alias is the *same* node object; building it once keeps alias bombs linear.
+        if id(node) in self._built:
+            return self._built[id(node)]
+        if id(node) in self._building:
+            raise self.error("a YAML alias refers to the value that contains it", node, path)
+        self._building.add(id(node))
+        try:
+            if isinstance(node, ScalarNode):
+                result = self._scalar(node, path)
+            elif isinstance(node, SequenceNode):
+                result = []
+                for index, item in enumerate(node.value):
+                    item_path = f"{path}[{index}]"
+                    self.lines[item_path] = _line(item)
+                    result.append(self.value(item, item_path))
+            else:
+                result = {key: self.value(value_node, _join(path, key))
+                          for key, (_, value_node) in self.entries(node, path).items()}
+        finally:
+            self._building.discard(id(node))
+        self._built[id(node)] = result
+        return result
+
+    def _scalar(self, node: ScalarNode, path: str) -> Any:
+        try:
+            return self._scalars.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError as exc:
+            raise self.error(f"invalid value: {exc.problem or exc.context}", node, path) from exc
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+            raise self.error(f"invalid value {node.value!r}: {exc}", node, path) from exc
+
+    def entries(self, node: MappingNode, path: str,
+                record: bool = True) -> dict[Any, tuple[Node, Node]]:
+        """Key -> (key node, value node), with merge keys applied and duplicates refused.
+
+        `record` is off while collecting a merge source: its keys get recorded once, under the
+        path of the mapping they are merged into, and only if no explicit key overrides them.
+        """
+        explicit: dict[Any, tuple[Node, Node]] = {}
+        merged: dict[Any, tuple[Node, Node]] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                for key, pair in self._merged(value_node, path).items():
+                    merged.setdefault(key, pair)  # earlier merged mappings win, per YAML spec
+                continue
+            if not isinstance(key_node, ScalarNode):
+                raise self.error(f"keys must be plain names, got {_node_kind(key_node)}",
+                                 key_node, path)
+            key = self._scalar(key_node, path)
+            try:
+                first = explicit.get(key)
+            except TypeError as exc:  # an unhashable key from an exotic tag
+                raise self.error(f"unusable key {key_node.value!r}", key_node, path) from exc
+            if first is not None:
+                raise self.error(
+                    f"duplicate key (first set on line {_line(first[0])}); "
+                    "YAML would silently keep only the last one",
+                    key_node, _join(path, key), hint="remove one of them")
+            explicit[key] = (key_node, value_node)
+        result = {**merged, **explicit}
+        if record:
+            for key, (key_node, _) in result.items():
+                self.lines[_join(path, key)] = _line(key_node)
+        return result
+
+    def _merged(self, node: Node, path: str) -> dict[Any, tuple[Node, Node]]:
+        sources = node.value if isinstance(node, SequenceNode) else [node]
+        result: dict[Any, tuple[Node, Node]] = {}
+        for source in sources:
+            if not isinstance(source, MappingNode):
+                raise self.error("`<<` must merge a mapping or a list of mappings", source, path)
+            if id(source) in self._building:
+                raise self.error("a YAML alias refers to the value that contains it", source, path)
+            if id(source) not in self._merge_cache:  # nested merges must not blow up either
+                self._building.add(id(source))
+                try:
+                    self._merge_cache[id(source)] = self.entries(source, path, record=False)
+                finally:
+                    self._building.discard(id(source))
+            for key, pair in self._merge_cache[id(source)].items():
+                result.setdefault(key, pair)
+        return result
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _line(node: Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _node_kind(node: Node) -> str:
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    return f"the value {node.value!r}"
+
+
+def _describe(value: Any) -> str:
+    """How a wrong value is shown: in YAML terms, since that is what the user wrote."""
+    if value is None:
+        return "null (an empty value)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _valid_keys_hint() -> str:
+    return "valid keys: " + ", ".join(KNOWN_KEYS) + " (see ckptlake.example.yaml)"
+
+
+# --------------------------------------------------------------------------------------------
+# Per-key checks: (builder, key, value node) -> validated value or None
+
+
+def _check_lake(b: _Builder, key: str, node: Node) -> str:
+    value = b.value(node, key)
+    if not isinstance(value, str) or not value.strip():
+        raise b.error(f"must be a non-empty string, got {_describe(value)}", node, key,
+                      hint="e.g. s3://my-bucket/lakes/team or /mnt/shared/lake; "
+                           "remove the key to use the embedded default")
+    return value
+
+
+def _check_name(b: _Builder, key: str, node: Node) -> str | None:
+    value = b.value(node, key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise b.error(f"must be a non-empty string, got {_describe(value)}", node, key)
+    return value
+
+
+def _check_endpoint(b: _Builder, key: str, node: Node) -> str | None:
+    value = _check_name(b, key, node)
+    if value is not None:
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise b.error(f"must be an http:// or https:// URL, got {value!r}", node, key,
+                          hint="e.g. http://localhost:9000 for MinIO")
+    return value
+
+
+def _check_chunk_size(b: _Builder, key: str, node: Node) -> int | None:
+    value = b.value(node, key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise b.error(f"must be a size in bytes or a string like 16MiB, got {_describe(value)}",
+                      node, key, hint=_SIZE_HINT)
+    try:
+        size = parse_size(value)
+    except UsageError as exc:
+        raise b.error(exc.message, node, key, hint=exc.hint) from exc
+    problem = _chunk_size_problem(size)
+    if problem:
+        raise b.error(problem, node, key, hint="16MiB is the default")
+    return size
+
+
+def _check_concurrency(b: _Builder, key: str, node: Node) -> int | None:
+    value = b.value(node, key)
+    if value is None:
+        return None
+    problem = _concurrency_problem(value)
+    if problem:
+        raise b.error(problem, node, key, hint=f"e.g. concurrency: {DEFAULT_CONCURRENCY}")
+    return value
+
+
+def _check_section(b: _Builder, key: str, node: Node) -> dict | None:
+    value = b.value(node, key)
+    if value is not None and not isinstance(value, dict):
+        raise b.error(f"must be a mapping of settings, got {_describe(value)}", node, key,
+                      hint="see ckptlake.example.yaml")
+    return value
+
+
+_CHECKS = {
+    "lake": _check_lake,
+    "endpoint_url": _check_endpoint,
+    "profile": _check_name,
+    "region": _check_name,
+    "chunk_size": _check_chunk_size,
+    "concurrency": _check_concurrency,
+    "retention": _check_section,
+    "egress": _check_section,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# The lake
+
+
+def default_lake_dir() -> Path:
+    """Where a lake lives when nobody said: per-user data, so a first `push` just works."""
+    return _xdg_dir("XDG_DATA_HOME", ".local/share") / "ckptlake" / "lake"
+
+
+def resolve_lake(cli_lake: str | None, config: Config) -> tuple[str, str]:
+    """Pick the lake URL (--lake > $CKPTLAKE_LAKE > config > default) and say where it came from.
+
+    The origin phrase is shown next to the URL so that "why is it pushing *there*?" answers
+    itself.  Plain paths become absolute ``file://`` URLs (percent-encoded, as file URLs are),
+    so every caller sees one form.
+    """
+    if cli_lake is not None:
+        if not cli_lake.strip():
+            raise UsageError("--lake is empty", hint="give a URL such as s3://bucket/prefix or a path")
+        return _as_url(cli_lake, None), "--lake"
+    env = os.environ.get("CKPTLAKE_LAKE", "")
+    if env.strip():
+        return _as_url(env, None), "$CKPTLAKE_LAKE"
+    if config.lake is not None:
+        base = Path(config.source).parent if config.source else None
+        return _as_url(config.lake, base), f"lake: in {config.source or 'the config'}"
+    return default_lake_dir().as_uri(), "embedded default"
+
+
+def _as_url(text: str, base: Path | None) -> str:
+    text = text.strip()
+    if _URL_SCHEME_RE.match(text):
+        return text
+    path = Path(text).expanduser()
+    if not path.is_absolute():
+        path = (base if base is not None else Path.cwd()) / path
+    return Path(os.path.normpath(path)).as_uri()
