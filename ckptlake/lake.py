@@ -17,13 +17,10 @@ from .core import push as _push
 from .core.scan import scan
 from .errors import UsageError
 from .format.refs import Ref, parse_ref, validate_alias, validate_artifact
+from .policy.config import DEFAULT_CONCURRENCY, check_chunk_size, check_concurrency
 from .results import AliasResult, ArtifactInfo, PullResult, PushResult, VersionInfo
 from .store.base import Store
 from .transfer.progress import NullProgress, Progress
-
-DEFAULT_CONCURRENCY = 8
-MIN_CHUNK_SIZE = 1024 * 1024
-MAX_CHUNK_SIZE = 1024 * 1024 * 1024
 
 
 def _check_metrics(metrics: dict[str, float] | None) -> dict[str, float]:
@@ -51,10 +48,10 @@ class Lake:
 
     def __init__(self, store: Store, *, chunk_size: int | None = None,
                  concurrency: int | None = None, origin: str = "explicit") -> None:
-        if chunk_size is not None and not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
-            raise UsageError(f"chunk size must be between 1 MiB and 1 GiB, got {chunk_size}")
-        if concurrency is not None and not 1 <= concurrency <= 256:
-            raise UsageError(f"concurrency must be between 1 and 256, got {concurrency}")
+        if chunk_size is not None:
+            check_chunk_size(chunk_size)
+        if concurrency is not None:
+            check_concurrency(concurrency)
         self.store = store
         self.url = store.url
         self.origin = origin
