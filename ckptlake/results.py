@@ -51,6 +51,7 @@ class PullResult(_Result):
     bytes_total: int  # size of the version
     bytes_downloaded: int  # chunk bytes fetched from the lake
     bytes_reused: int  # bytes already present and verified at the destination
+    bytes_resumed: int  # bytes an interrupted earlier pull had staged (verified, not re-fetched)
     seconds: float
 
 

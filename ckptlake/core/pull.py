@@ -19,6 +19,7 @@ import hashlib
 import os
 import shutil
 import stat
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -130,7 +131,13 @@ class _Placement:
 
 
 class _Staging:
-    """A directory beside the destination, owned by one pull at a time (flock)."""
+    """A directory beside the destination, owned by one pull at a time (flock).
+
+    Its name is derived from (lake, artifact, version), so a pull that was interrupted or lost
+    its connection finds its earlier work again: `journal` lists the chunks whose bytes were
+    fully written; on resume each is re-verified from the staged bytes (a local re-hash is far
+    cheaper than a download) and only the rest is fetched.
+    """
 
     def __init__(self, final_root: str, lake_url: str, m: Manifest) -> None:
         ident = hashlib.sha256(f"{lake_url}\0{m.artifact}\0{m.version}".encode()).hexdigest()
@@ -146,24 +153,44 @@ class _Staging:
         except BlockingIOError:
             os.close(self._lock)
             raise Conflict(f"another pull into {final_root} is running") from None
+        journal = os.path.join(self.path, "journal")
+        try:
+            with open(journal) as fh:
+                self.done = {line.strip() for line in fh if line.endswith("\n")}
+        except FileNotFoundError:
+            self.done = set()
+        self._journal = open(journal, "a", buffering=1)  # line-buffered: one write per chunk
+        self._journal_lock = threading.Lock()
 
     def file(self, rel: str) -> str:
         return os.path.join(self.path, "data", *rel.split("/"))
 
-    def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+    def record(self, chunk_digest: str) -> None:
+        with self._journal_lock:
+            self._journal.write(chunk_digest + "\n")
+
+    def close(self, *, keep: bool) -> None:
+        self._journal.close()
+        if not keep:
+            shutil.rmtree(self.path, ignore_errors=True)
         os.close(self._lock)
 
 
 def _prepare(staging: _Staging, entries: list[FileEntry]) -> dict[str, _Unit]:
-    """Create the staged files at full size and group their bytes by chunk object."""
+    """Create the staged files at full size and group their bytes by chunk object.
+
+    Staged files left by an interrupted pull of the same version are kept, not truncated: the
+    journal says which of their chunks are already in place.
+    """
     units: dict[str, _Unit] = {}
     for e in entries:
         path = staging.file(e.path)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o777 if e.executable else 0o666)
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o777 if e.executable else 0o666)
         try:
-            os.ftruncate(fd, e.size)
+            if os.fstat(fd).st_size != e.size:
+                os.ftruncate(fd, 0)
+                os.ftruncate(fd, e.size)
         finally:
             os.close(fd)
         offset = 0
@@ -175,12 +202,29 @@ def _prepare(staging: _Staging, entries: list[FileEntry]) -> dict[str, _Unit]:
     return units
 
 
+def _already_staged(unit: _Unit, algo: str) -> bool:
+    """Do the staged files hold this chunk's bytes at every target (verified by hash)?"""
+    for path, file_offset, _chunk_offset, length, file_digest in unit.targets:
+        with open(path, "rb", buffering=0) as fh:
+            data = os.pread(fh.fileno(), length, file_offset)
+        expected = file_digest if file_digest is not None else unit.digest
+        if len(data) != length or digest(algo, data) != expected:
+            return False
+    return True
+
+
 class _Fetcher:
-    def __init__(self, store: Store, m: Manifest, progress: Progress) -> None:
-        self.store, self.m, self.progress = store, m, progress
+    def __init__(self, store: Store, m: Manifest, progress: Progress,
+                 staging: _Staging) -> None:
+        self.store, self.m, self.progress, self.staging = store, m, progress, staging
         self.downloaded = Counter()
+        self.resumed = Counter()
 
     def __call__(self, unit: _Unit) -> None:
+        if unit.digest in self.staging.done and _already_staged(unit, self.m.hash):
+            self.resumed.add(unit.nbytes)
+            self.progress.advance(unit.nbytes)
+            return
         key = layout.chunk_key(unit.digest)
         data = self.store.get(key)
         if digest(self.m.hash, data) != unit.digest:
@@ -200,6 +244,7 @@ class _Fetcher:
                 os.pwrite(fd, piece, file_offset)
             finally:
                 os.close(fd)
+        self.staging.record(unit.digest)
         self.progress.advance(unit.nbytes)
 
 
@@ -244,13 +289,18 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
         raise AccessDenied(f"cannot write to {destination}: {e.strerror}") from None
     total = sum(e.size for e in placement.download)
     progress.start(phase="pull", total_bytes=total, total_files=len(placement.download))
-    fetcher = _Fetcher(store, m, progress)
+    fetcher = _Fetcher(store, m, progress, staging)
+    keep = True  # interrupted or storage failing: keep staged chunks for the next attempt
     try:
         units = _prepare(staging, placement.download)
         for _ in bounded_map(fetcher, list(units.values()), workers=concurrency,
                              name="ckptlake-pull"):
             pass
         _place(placement, staging)
+        keep = False
+    except (IntegrityError, UnsafeManifest, Conflict, UsageError):
+        keep = False  # nothing worth resuming from
+        raise
     except OSError as e:
         if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise AccessDenied(f"cannot write to {destination}: {e.strerror}") from None
@@ -258,11 +308,12 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
             raise UsageError(f"no space left on the device holding {destination}") from None
         raise
     finally:
-        staging.remove()
+        staging.close(keep=keep)
         progress.finish()
     return PullResult(
         lake=lake_url, artifact=m.artifact, version=m.version,
         destination=placement.final_root, files=len(m.files), bytes_total=m.total_bytes,
         bytes_downloaded=fetcher.downloaded.value,
         bytes_reused=sum(e.size for e in placement.reused),
+        bytes_resumed=fetcher.resumed.value,
         seconds=round(time.monotonic() - started, 3))
