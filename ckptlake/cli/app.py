@@ -1,0 +1,143 @@
+"""The `ckptlake` command: builds the Typer app from one module per command, and `main()`.
+
+Why a custom group class: every way in (the console script, `python -m ckptlake`, Typer's
+CliRunner in tests) goes through the group's `main`, so mapping failures to one stderr line and an
+exit code happens there once, instead of letting Click print multi-line usage boxes or Typer print
+rich tracebacks.  Command bodies handle their own errors (`Output.guard`, which knows --json);
+this layer catches what escapes before a body runs: usage errors and bugs.
+
+Kept light on purpose: `ckptlake --help` must not import rich (beyond Typer's help rendering),
+boto3 or the engine; commands import those when they run.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any, Sequence
+
+import typer
+from typer.core import TyperGroup
+
+from .. import __version__
+from . import alias as alias_cmd
+from . import ls as ls_cmd
+from . import pull as pull_cmd
+from . import push as push_cmd
+from .help import REF_EXAMPLES, REF_HELP, rich_escape
+from .output import EXIT_CODES_HELP, PROG, error_doc, one_line, redact, report_error
+
+COMPLETIONS_HELP = (
+    "Shell completions (static, no Python at TAB time): completions/ckptlake.bash, "
+    "completions/_ckptlake (zsh), completions/ckptlake.fish in the source tree, or generate "
+    "one with: python -m ckptlake.cli.completions --shell bash|zsh|fish")
+
+APP_HELP = "Versioned checkpoint and artifact lake on any S3-compatible bucket."
+APP_EPILOG = rich_escape("\n\n".join([
+    "Commands take --lake URL (or $CKPTLAKE_LAKE, or lake: in ckptlake.yaml); every command "
+    "prints which lake it uses and why on stderr.",
+    REF_HELP + "\n" + REF_EXAMPLES,
+    EXIT_CODES_HELP,
+    COMPLETIONS_HELP,
+]))
+
+
+def _wants(argv: Sequence[str], flag: str) -> bool:
+    """Whether a flag was given, for errors raised before options could be parsed."""
+    args = list(argv)
+    if "--" in args:
+        args = args[: args.index("--")]
+    return flag in args
+
+
+class CkptlakeGroup(TyperGroup):
+    """The top-level group; its `main` is the single place where exit codes are decided."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        if not argv:
+            argv = ["--help"]  # a bare `ckptlake` shows the help (exit 0), not a usage error
+        as_json, debug = _wants(argv, "--json"), _wants(argv, "--debug")
+        try:
+            rv = super().main(args=argv, prog_name=prog_name or PROG, complete_var=complete_var,
+                              standalone_mode=False, **extra)
+            code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+        except typer.Abort:
+            code = report_error(KeyboardInterrupt(), as_json=as_json, debug=False)
+        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - top level
+            if _is_click_error(exc):
+                code = _report_usage(exc, as_json=as_json)
+            else:
+                code = report_error(exc, as_json=as_json, debug=debug)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+    def get_help_option(self, ctx: Any) -> Any:
+        """Typer leaves the group's --help default at None, and coercing that None imports
+        pydantic (~0.1 s) even for `ckptlake push --help`; a plain False needs no coercion."""
+        option = super().get_help_option(ctx)
+        if option is not None and getattr(option, "default", False) is None:
+            option.default = False
+        return option
+
+
+def _is_click_error(exc: BaseException) -> bool:
+    """Click's own errors (bad option, missing argument...), without importing Click: Typer
+    vendors it, and its exception classes are reachable only through their names."""
+    if isinstance(exc, typer.TyperException):
+        return True
+    return any(cls.__name__ == "ClickException" for cls in type(exc).__mro__)
+
+
+def _report_usage(exc: BaseException, *, as_json: bool) -> int:
+    """One line, like every other error, naming the help to read; exit 2 (Click's code)."""
+    code = int(getattr(exc, "exit_code", 2))
+    message = redact(one_line(exc.format_message()))  # type: ignore[attr-defined]
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    if as_json:
+        sys.stdout.write(json.dumps(error_doc("UsageError", message, code)) + "\n")
+        sys.stdout.flush()
+    sys.stderr.write(f"{PROG}: error: {message}{hint}\n")
+    sys.stderr.flush()
+    return code
+
+
+app = typer.Typer(
+    name=PROG,
+    cls=CkptlakeGroup,
+    help=APP_HELP,
+    epilog=APP_EPILOG,
+    add_completion=False,  # we ship static scripts (see ckptlake/cli/completions.py)
+    pretty_exceptions_enable=False,  # errors are one line; tracebacks only with --debug
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["--help", "-h"]},
+)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"{PROG} {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_show_version, is_eager=True, help="Print the version and exit.")]
+        = False,
+) -> None:
+    """Versioned checkpoint and artifact lake on any S3-compatible bucket."""
+
+
+app.command("push", help=push_cmd.HELP, epilog=push_cmd.EPILOG)(push_cmd.push)
+app.command("pull", help=pull_cmd.HELP, epilog=pull_cmd.EPILOG)(pull_cmd.pull)
+app.command("ls", help=ls_cmd.HELP, epilog=ls_cmd.EPILOG)(ls_cmd.ls)
+app.command("alias", help=alias_cmd.HELP, epilog=alias_cmd.EPILOG)(alias_cmd.alias)
+
+
+def main() -> None:
+    """Console-script entry point (`ckptlake`, `python -m ckptlake`)."""
+    app(prog_name=PROG)

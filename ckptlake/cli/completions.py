@@ -1,0 +1,399 @@
+"""Static shell completion scripts for bash, zsh and fish, generated from the Typer app.
+
+Why static: Typer's dynamic completion runs Python (and imports the CLI) on every TAB, which is
+slow and breaks when the venv is not active.  The command tree changes only with the code, so we
+generate plain scripts from it, commit them under completions/, and a test fails when they drift.
+
+    python -m ckptlake.cli.completions --write completions/   # regenerate the committed files
+    python -m ckptlake.cli.completions --shell zsh > _ckptlake # one script on stdout
+
+The tree is read from `typer.main.get_command(app)` (names, options, help, which arguments are
+paths), never hand-written, and the output is deterministic (no dates, no paths, stable order).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import Any
+
+import typer
+
+from .help import rich_unescape
+
+PROG = "ckptlake"
+FILES = {"bash": "ckptlake.bash", "zsh": "_ckptlake", "fish": "ckptlake.fish"}
+REGEN = "python -m ckptlake.cli.completions --write completions/"
+
+
+# --- the command tree -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Opt:
+    long: tuple[str, ...]  # e.g. ("--lake",)
+    short: tuple[str, ...]  # e.g. ("-l",)
+    help: str
+    takes_value: bool
+    multiple: bool
+    metavar: str
+    path: str | None  # "file", "dir", "any" or None
+
+
+@dataclass(frozen=True)
+class Arg:
+    metavar: str
+    help: str
+    path: str | None
+
+
+@dataclass(frozen=True)
+class Cmd:
+    name: str
+    help: str
+    options: tuple[Opt, ...]
+    args: tuple[Arg, ...] = field(default_factory=tuple)
+
+
+def _short_help(text: str | None) -> str:
+    """First paragraph, first sentence (our help separates sentences with two spaces)."""
+    text = rich_unescape(text or "").split("\n\n")[0]
+    text = " ".join(text.split())
+    text = text.split(".  ")[0].split(". ")[0] if len(text) > 90 else text
+    return text.rstrip(".")
+
+
+def _path_kind(param: Any) -> str | None:
+    """'file'/'dir'/'any' for pathlib.Path parameters, from Typer's type descriptor."""
+    descriptor = getattr(param, "type_descriptor", None)
+    annotation = getattr(descriptor, "annotation", None)
+    if not (isinstance(annotation, type) and issubclass(annotation, PurePath)):
+        return None
+    info = getattr(descriptor, "parameter_info", None)
+    file_ok = getattr(info, "file_okay", True)
+    dir_ok = getattr(info, "dir_okay", True)
+    if dir_ok and not file_ok:
+        return "dir"
+    if file_ok and not dir_ok:
+        return "file"
+    return "any"
+
+
+def _params(command: Any, ctx: Any) -> tuple[tuple[Opt, ...], tuple[Arg, ...]]:
+    options: list[Opt] = []
+    args: list[Arg] = []
+    for param in command.get_params(ctx):  # includes the help option
+        if getattr(param, "hidden", False):
+            continue
+        if param.param_type_name == "argument":
+            args.append(Arg(metavar=param.metavar or param.name.upper(),
+                            help=_short_help(getattr(param, "help", None)),
+                            path=_path_kind(param)))
+            continue
+        names = [*param.opts, *param.secondary_opts]
+        is_flag = bool(getattr(param, "is_flag", False)) or bool(getattr(param, "count", False))
+        options.append(Opt(
+            long=tuple(n for n in names if n.startswith("--")),
+            short=tuple(n for n in names if not n.startswith("--")),
+            help=_short_help(getattr(param, "help", None)),
+            takes_value=not is_flag,
+            multiple=bool(param.multiple),
+            metavar=param.metavar or (param.name or "VALUE").upper(),
+            path=_path_kind(param),
+        ))
+    return tuple(options), tuple(args)
+
+
+def command_tree(app: typer.Typer | None = None) -> tuple[Cmd, list[Cmd]]:
+    """(the top-level command, the subcommands in registration order)."""
+    if app is None:
+        from .app import app as default_app
+
+        app = default_app
+    group = typer.main.get_command(app)
+    root_ctx = typer.Context(group, info_name=PROG, **group.context_settings)
+    top_opts, _ = _params(group, root_ctx)
+    subs = []
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        if command.hidden:
+            continue
+        ctx = typer.Context(command, parent=root_ctx, info_name=name,
+                            **command.context_settings)
+        opts, args = _params(command, ctx)
+        subs.append(Cmd(name=name, help=_short_help(command.short_help or command.help),
+                        options=opts, args=args))
+    return Cmd(name=PROG, help=_short_help(group.help), options=top_opts), subs
+
+
+def _header(comment: str, install: str) -> list[str]:
+    return [
+        f"{comment} {PROG} shell completion, generated from the CLI's command tree.",
+        f"{comment} Do not edit: regenerate with `{REGEN}`.",
+        f"{comment} Static: completing never runs Python.  {install}",
+    ]
+
+
+# --- bash -------------------------------------------------------------------------------------
+
+def _bash_words(words: list[str]) -> str:
+    return " ".join(words)
+
+
+def bash_script(top: Cmd, subs: list[Cmd]) -> str:
+    names = [c.name for c in subs]
+    top_words = [n for o in top.options for n in (*o.long, *o.short)]
+    out = _header("#", "Install: source it from ~/.bashrc, or copy it to "
+                       "/usr/share/bash-completion/completions/ckptlake.")
+    out += [
+        "",
+        "_ckptlake_files() {",
+        "    local IFS=$'\\n'",
+        "    compopt -o filenames 2>/dev/null",
+        "    COMPREPLY=( $(compgen -f -- \"$1\") )",
+        "}",
+        "",
+        "_ckptlake_dirs() {",
+        "    local IFS=$'\\n'",
+        "    compopt -o filenames 2>/dev/null",
+        "    COMPREPLY=( $(compgen -d -- \"$1\") )",
+        "}",
+        "",
+        "# Sets npos to the number of positional words between the subcommand and the cursor,",
+        "# skipping options and the values of the options listed in $1.",
+        "_ckptlake_npos() {",
+        "    local valued=\" $1 \" w i skip=0",
+        "    npos=0",
+        "    for (( i = cmd_index + 1; i < COMP_CWORD; i++ )); do",
+        "        w=\"${COMP_WORDS[i]}\"",
+        "        if [[ \"$w\" == \"=\" ]]; then skip=1; continue; fi",
+        "        if (( skip )); then skip=0; continue; fi",
+        "        case \"$w\" in",
+        "            --) (( npos += COMP_CWORD - i - 1 )); return ;;",
+        "            --*=*) ;;",
+        "            -*) [[ \"$valued\" == *\" $w \"* ]] && skip=1 ;;",
+        "            *) (( npos++ )) ;;",
+        "        esac",
+        "    done",
+        "}",
+        "",
+        "_ckptlake() {",
+        "    local cur prev cmd npos i",
+        "    local -i cmd_index=0",
+        "    COMPREPLY=()",
+        "    cur=\"${COMP_WORDS[COMP_CWORD]}\"",
+        "    prev=\"\"",
+        "    (( COMP_CWORD > 0 )) && prev=\"${COMP_WORDS[COMP_CWORD-1]}\"",
+        "    # --opt=value is split at '=' by COMP_WORDBREAKS: complete the value of --opt",
+        "    if [[ \"$cur\" == \"=\" ]]; then prev=\"${COMP_WORDS[COMP_CWORD-1]}\"; cur=\"\";",
+        "    elif [[ \"$prev\" == \"=\" ]] && (( COMP_CWORD > 1 )); then",
+        "        prev=\"${COMP_WORDS[COMP_CWORD-2]}\"",
+        "    fi",
+        "    cmd=\"\"",
+        "    for (( i = 1; i < COMP_CWORD; i++ )); do",
+        "        case \"${COMP_WORDS[i]}\" in",
+        f"            {'|'.join(names)}) cmd=\"${{COMP_WORDS[i]}}\"; cmd_index=i; break ;;",
+        "        esac",
+        "    done",
+        "    case \"$cmd\" in",
+        "        \"\")",
+        "            if [[ \"$cur\" == -* ]]; then",
+        f"                COMPREPLY=( $(compgen -W \"{_bash_words(top_words)}\" -- \"$cur\") )",
+        "            else",
+        f"                COMPREPLY=( $(compgen -W \"{_bash_words(names)}\" -- \"$cur\") )",
+        "            fi",
+        "            ;;",
+    ]
+    for cmd in subs:
+        all_words = [n for o in cmd.options for n in (*o.long, *o.short)]
+        valued = [n for o in cmd.options if o.takes_value for n in (*o.long, *o.short)]
+        out.append(f"        {cmd.name})")
+        if valued:
+            out.append("            case \"$prev\" in")
+            for kind, fn in (("file", "_ckptlake_files"), ("any", "_ckptlake_files"),
+                             ("dir", "_ckptlake_dirs")):
+                names_k = [n for o in cmd.options if o.takes_value and o.path == kind
+                           for n in (*o.long, *o.short)]
+                if names_k:
+                    out.append(f"                {'|'.join(names_k)}) {fn} \"$cur\"; return 0 ;;")
+            plain = [n for o in cmd.options if o.takes_value and o.path is None
+                     for n in (*o.long, *o.short)]
+            if plain:
+                out.append(f"                {'|'.join(plain)}) return 0 ;;  # free-form value")
+            out.append("            esac")
+        out += [
+            "            if [[ \"$cur\" == -* ]]; then",
+            f"                COMPREPLY=( $(compgen -W \"{_bash_words(all_words)}\" -- \"$cur\") )",
+            "                return 0",
+            "            fi",
+        ]
+        path_args = [(i, a) for i, a in enumerate(cmd.args) if a.path]
+        if path_args:
+            out.append(f"            _ckptlake_npos \"{_bash_words(valued)}\"")
+            out.append("            case \"$npos\" in")
+            for i, a in path_args:
+                fn = "_ckptlake_dirs" if a.path == "dir" else "_ckptlake_files"
+                out.append(f"                {i}) {fn} \"$cur\" ;;  # {a.metavar}")
+            out.append("            esac")
+        out.append("            ;;")
+    out += [
+        "    esac",
+        "    return 0",
+        "}",
+        "",
+        "complete -F _ckptlake ckptlake",
+        "",
+    ]
+    return "\n".join(out)
+
+
+# --- zsh --------------------------------------------------------------------------------------
+
+def _zq(text: str) -> str:
+    """Quote for a single-quoted zsh word."""
+    return text.replace("'", "'\\''")
+
+
+def _zdesc(text: str) -> str:
+    """An _arguments [explanation]: backslash-escape brackets (and backslashes)."""
+    return _zq(text.replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]"))
+
+
+def _zmsg(text: str) -> str:
+    """An _arguments :message: field may not contain a bare colon."""
+    return _zq(text.replace(":", "\\:"))
+
+
+def _zsh_option(opt: Opt) -> str:
+    names = [*opt.short, *opt.long]
+    action = ""
+    if opt.takes_value:
+        completer = "_files -/" if opt.path == "dir" else ("_files" if opt.path else " ")
+        action = f":{_zmsg(opt.metavar)}:{completer}"
+
+    def spec(name: str) -> str:
+        if not opt.takes_value:
+            return name
+        return f"{name}+" if not name.startswith("--") else f"{name}="
+
+    star = "*" if opt.multiple else ""
+    is_help = "--help" in opt.long or "--version" in opt.long
+    if len(names) == 1:
+        excl = "(- *)" if is_help else ""
+        return f"'{excl}{star}{spec(names[0])}[{_zdesc(opt.help)}]{action}'"
+    excl = "(- *)" if is_help else ("" if opt.multiple else f"({' '.join(names)})")
+    braces = ",".join(spec(n) for n in names)
+    return f"'{excl}{star}'{{{braces}}}'[{_zdesc(opt.help)}]{action}'"
+
+
+def zsh_script(top: Cmd, subs: list[Cmd]) -> str:
+    out = [f"#compdef {PROG}"]
+    out += _header("#", "Install: put this file, named _ckptlake, in a directory on $fpath "
+                        "before running compinit.")
+    out += ["", "_ckptlake_commands() {", "  local -a commands", "  commands=("]
+    out += [f"    '{_zq(c.name)}:{_zq(c.help)}'" for c in subs]
+    out += ["  )", "  _describe -t commands 'ckptlake command' commands", "}", ""]
+    for cmd in subs:
+        specs = [_zsh_option(o) for o in cmd.options]
+        for i, a in enumerate(cmd.args, start=1):
+            completer = "_files -/" if a.path == "dir" else ("_files" if a.path else " ")
+            specs.append(f"'{i}:{_zmsg(a.metavar)}:{completer}'")
+        out.append(f"_ckptlake_{cmd.name}() {{")
+        out.append("  _arguments -s -S \\")
+        out += [f"    {s} \\" for s in specs[:-1]]
+        out.append(f"    {specs[-1]}")
+        out += ["}", ""]
+    top_specs = [_zsh_option(o) for o in top.options]
+    out += [
+        "_ckptlake() {",
+        "  local curcontext=\"$curcontext\" state line ret=1",
+        "  typeset -A opt_args",
+        "  _arguments -C \\",
+        *[f"    {s} \\" for s in top_specs],
+        "    '1: :_ckptlake_commands' \\",
+        "    '*:: :->command' && ret=0",
+        "  case $state in",
+        "    command)",
+        "      curcontext=\"${curcontext%:*:*}:ckptlake-$words[1]:\"",
+        "      case $words[1] in",
+        *[f"        {c.name}) _ckptlake_{c.name} && ret=0 ;;" for c in subs],
+        "      esac",
+        "      ;;",
+        "  esac",
+        "  return ret",
+        "}",
+        "",
+        "_ckptlake \"$@\"",
+        "",
+    ]
+    return "\n".join(out)
+
+
+# --- fish -------------------------------------------------------------------------------------
+
+def _fq(text: str) -> str:
+    """Quote as a single-quoted fish string."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _fish_option(cond: str, opt: Opt) -> str:
+    parts = [f"complete -c {PROG} -n {_fq(cond)}"]
+    parts += [f"-s {n[1:]}" for n in opt.short]
+    parts += [f"-l {n[2:]}" for n in opt.long]
+    if opt.takes_value:
+        parts.append("-r -F" if opt.path else "-x")
+    parts.append(f"-d {_fq(opt.help)}")
+    return " ".join(parts)
+
+
+def fish_script(top: Cmd, subs: list[Cmd]) -> str:
+    out = _header("#", "Install: copy it to ~/.config/fish/completions/ckptlake.fish.")
+    out += ["", f"complete -c {PROG} -f", ""]
+    out += [_fish_option("__fish_use_subcommand", o) for o in top.options]
+    out += [f"complete -c {PROG} -n {_fq('__fish_use_subcommand')} -a {_fq(c.name)} "
+            f"-d {_fq(c.help)}" for c in subs]
+    for cmd in subs:
+        cond = f"__fish_seen_subcommand_from {cmd.name}"
+        out += ["", f"# {cmd.name} " + " ".join(a.metavar for a in cmd.args)]
+        out += [_fish_option(cond, o) for o in cmd.options]
+        if any(a.path for a in cmd.args):
+            out.append(f"complete -c {PROG} -n {_fq(cond)} -F")
+    out.append("")
+    return "\n".join(out)
+
+
+# --- entry point ------------------------------------------------------------------------------
+
+def render(shell: str, app: typer.Typer | None = None) -> str:
+    top, subs = command_tree(app)
+    return {"bash": bash_script, "zsh": zsh_script, "fish": fish_script}[shell](top, subs)
+
+
+def write_all(directory: str | Path, app: typer.Typer | None = None) -> list[Path]:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for shell, filename in FILES.items():
+        path = directory / filename
+        path.write_bytes(render(shell, app).encode("utf-8"))
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ckptlake.cli.completions",
+                                     description="Generate static shell completion scripts.")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--write", metavar="DIR",
+                       help="write ckptlake.bash, _ckptlake and ckptlake.fish into DIR")
+    group.add_argument("--shell", choices=sorted(FILES), help="print one script on stdout")
+    ns = parser.parse_args(argv)
+    if ns.write:
+        for path in write_all(ns.write):
+            print(f"wrote {path}", file=sys.stderr)
+    else:
+        sys.stdout.write(render(ns.shell))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

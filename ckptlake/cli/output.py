@@ -1,0 +1,365 @@
+"""One output object: decides human / --json / --quiet, renders results and errors.
+
+Why one object: the rules about which stream gets what are the CLI's contract with scripts, and
+they are easy to break one `print` at a time.  Commands never print; they hand results and errors
+to `Output`, which applies the rules below in one place.
+
+Streams
+-------
+* stdout carries the command's result only: the summary line (push, pull, alias), the table
+  (ls), or with --json exactly one JSON document.
+* stderr carries everything else: "using lake <url> (<origin>)", notes, warnings, retries, the
+  progress bar (only when stderr is a terminal), and the one-line error.
+* --quiet prints nothing but the error line.  --json prints only the JSON document on stdout and,
+  on failure, also the error line on stderr; notes and progress are suppressed (--json wins
+  over --quiet: asking for a document gets a document).
+* URLs are shown without query strings or user info, and nothing from the environment is echoed.
+
+JSON schemas (--json; one document, one line, on stdout)
+--------------------------------------------------------
+push::
+
+    {"lake": "s3://bucket/prefix", "lake_origin": "--lake", "artifact": "gpt2/run-7/ckpt",
+     "version": 3, "step": 2000, "files": 12, "bytes_scanned": 1073741824,
+     "bytes_uploaded": 125829120, "bytes_deduplicated": 947912704, "chunks_uploaded": 8,
+     "chunks_deduplicated": 57, "aliases": ["best"], "seconds": 3.2}
+
+pull::
+
+    {"lake": "...", "lake_origin": "...", "artifact": "gpt2/run-7/ckpt", "version": 3,
+     "destination": "./restore", "files": 12, "bytes_total": 1073741824,
+     "bytes_downloaded": 1073741824, "bytes_reused": 0, "seconds": 2.1}
+
+ls (no argument)::
+
+    {"lake": "...", "artifacts": [{"artifact": "gpt2/run-7/ckpt", "versions": 3, "latest": 3,
+      "updated": "2024-05-01T12:00:00Z", "aliases": ["best"]}, ...]}
+
+ls ARTIFACT::
+
+    {"lake": "...", "artifact": "gpt2/run-7/ckpt", "versions": [{"artifact": "gpt2/run-7/ckpt",
+      "version": 1, "step": 1000, "created": "2024-05-01T12:00:00Z", "created_by": "...",
+      "total_bytes": 1073741824, "files": 12, "metrics": {"loss": 2.31},
+      "metadata": {"git": "abc123"}, "aliases": ["best"]}, ...]}
+
+alias::
+
+    {"artifact": "gpt2/run-7/ckpt", "alias": "best", "version": 3, "previous": 2}
+
+error (any command; exit code as in the table below)::
+
+    {"error": {"type": "NotFound", "message": "...", "exit_code": 3}}
+
+  `type` is the library's error class (NotFound, Conflict, SourceChanged, ...), "UsageError" for
+  a bad command line, "Interrupted" for Ctrl-C and "InternalError" for anything unexpected.
+
+Exit codes: 0 ok, 1 internal error, 2 usage, 3 not found, 4 access denied, 5 integrity,
+6 conflict, 7 refused by policy, 8 transfer failed, 130 interrupted.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import sys
+import traceback
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+import typer
+
+from ..errors import (EXIT_ACCESS, EXIT_CONFLICT, EXIT_ERROR, EXIT_INTEGRITY, EXIT_INTERRUPTED,
+                      EXIT_NOT_FOUND, EXIT_OK, EXIT_POLICY, EXIT_TRANSFER, EXIT_USAGE,
+                      CkptlakeError)
+from .options import CommonOptions
+
+if TYPE_CHECKING:
+    from ..lake import Lake
+    from ..transfer.progress import Progress
+
+PROG = "ckptlake"
+
+EXIT_CODES_HELP = (
+    f"Exit codes: {EXIT_OK} ok, {EXIT_ERROR} internal error, {EXIT_USAGE} usage, "
+    f"{EXIT_NOT_FOUND} not found, {EXIT_ACCESS} access denied, {EXIT_INTEGRITY} integrity, "
+    f"{EXIT_CONFLICT} conflict, {EXIT_POLICY} refused by policy, {EXIT_TRANSFER} transfer failed, "
+    f"{EXIT_INTERRUPTED} interrupted."
+)
+
+# --- redaction --------------------------------------------------------------------------------
+
+_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
+_QUERY = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s?#]*)\?[^\s'\")]*")
+
+
+def redact(text: str) -> str:
+    """Strip user info and query strings from URLs: they are where credentials and presigned
+    signatures hide, and error lines end up in shared CI logs."""
+    text = _USERINFO.sub(r"\1", text)
+    return _QUERY.sub(r"\1?...", text)
+
+
+def one_line(text: str) -> str:
+    """Errors are one line so `2>&1 | tail -1` and log scrapers always get the whole message."""
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+# --- human formatting -------------------------------------------------------------------------
+
+_UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+
+
+def format_bytes(n: int | float) -> str:
+    """Binary units, 3-4 significant digits: '0 B', '512 B', '1.00 GiB', '120.0 MiB'."""
+    n = float(n)
+    if abs(n) < 1024:
+        return f"{int(n)} B"
+    for unit in _UNITS:
+        n /= 1024
+        if abs(n) < 1024 or unit == _UNITS[-1]:
+            return f"{n:.2f} {unit}" if abs(n) < 10 else f"{n:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def format_rate(bytes_per_second: float) -> str:
+    """Throughput with fewer digits than sizes ('312 MiB/s'): it is an estimate anyway."""
+    n = float(bytes_per_second)
+    if n < 1024:
+        return f"{n:.0f} B/s"
+    for unit in _UNITS:
+        n /= 1024
+        if n < 1024 or unit == _UNITS[-1]:
+            if n < 10:
+                return f"{n:.2f} {unit}/s"
+            return f"{n:.1f} {unit}/s" if n < 100 else f"{n:.0f} {unit}/s"
+    raise AssertionError("unreachable")
+
+
+def format_age(then: datetime, now: datetime | None = None) -> str:
+    """Coarse age, one unit: '45s', '3m', '2h', '5d' (a listing needs order of magnitude)."""
+    now = now or datetime.now(timezone.utc)
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=timezone.utc)
+    seconds = max(0, int((now - then).total_seconds()))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    if seconds < 86400:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _timing(nbytes: int, seconds: float) -> str:
+    if seconds > 0:
+        return f"{seconds:.1f} s ({format_rate(nbytes / seconds)})"
+    return f"{seconds:.1f} s"
+
+
+def push_summary(r: Any) -> str:
+    """pushed a/b@v3 (step 2000): 12 files, 1.00 GiB scanned, 120.0 MiB uploaded, ..."""
+    extra = []
+    if r.step is not None:
+        extra.append(f"step {r.step}")
+    if r.aliases:
+        extra.append(("alias " if len(r.aliases) == 1 else "aliases ") + ", ".join(r.aliases))
+    head = f"pushed {r.artifact}@v{r.version}" + (f" ({'; '.join(extra)})" if extra else "")
+    return (f"{head}: {_plural(r.files, 'file')}, {format_bytes(r.bytes_scanned)} scanned, "
+            f"{format_bytes(r.bytes_uploaded)} uploaded, "
+            f"{format_bytes(r.bytes_deduplicated)} deduplicated, "
+            f"{_timing(r.bytes_scanned, r.seconds)}")
+
+
+def pull_summary(r: Any) -> str:
+    """pulled a/b@v3 -> ./restore: 12 files, 1.00 GiB (1.00 GiB downloaded, 0 B reused), ..."""
+    return (f"pulled {r.artifact}@v{r.version} -> {r.destination}: {_plural(r.files, 'file')}, "
+            f"{format_bytes(r.bytes_total)} ({format_bytes(r.bytes_downloaded)} downloaded, "
+            f"{format_bytes(r.bytes_reused)} reused), {_timing(r.bytes_total, r.seconds)}")
+
+
+def alias_summary(r: Any) -> str:
+    """alias best -> a/b@v3 (was v2) — says what moved, since aliases move silently otherwise."""
+    if r.previous is None:
+        how = "new"
+    elif r.previous == r.version:
+        how = "unchanged"
+    else:
+        how = f"was v{r.previous}"
+    return f"alias {r.alias} -> {r.artifact}@v{r.version} ({how})"
+
+
+def plain_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Aligned columns without box drawing, for pipes and logs (`awk`/`cut` friendly)."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row)]
+    lines = []
+    for row in [list(headers), *rows]:
+        cells = [cell.ljust(w) for cell, w in zip(row, widths)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+def error_doc(type_name: str, message: str, exit_code: int) -> dict[str, Any]:
+    return {"error": {"type": type_name, "message": message, "exit_code": exit_code}}
+
+
+def classify(exc: BaseException) -> tuple[str, str, int, bool]:
+    """(type, one-line message, exit code, is_internal) for any exception the CLI may meet."""
+    if isinstance(exc, CkptlakeError):
+        return type(exc).__name__, redact(one_line(str(exc))), exc.exit_code, False
+    if isinstance(exc, KeyboardInterrupt):
+        return "Interrupted", "interrupted", EXIT_INTERRUPTED, False
+    text = redact(one_line(str(exc)))
+    return "InternalError", f"{type(exc).__name__}: {text}" if text else type(exc).__name__, \
+        EXIT_ERROR, True
+
+
+def report_error(exc: BaseException, *, as_json: bool, debug: bool) -> int:
+    """Print the error the one way the contract allows; return the exit code to use."""
+    type_name, message, code, internal = classify(exc)
+    if debug and not isinstance(exc, KeyboardInterrupt):
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    if as_json:
+        _write(sys.stdout, json.dumps(error_doc(type_name, message, code)))
+    if isinstance(exc, KeyboardInterrupt):
+        line = f"{PROG}: interrupted"
+    elif internal:
+        line = f"{PROG}: internal error: {message}"
+        if not debug:
+            line += " (run again with --debug for the traceback)"
+    else:
+        line = f"{PROG}: error: {message}"
+    _write(sys.stderr, line)
+    return code
+
+
+def _write(stream: Any, text: str) -> None:
+    stream.write(text + "\n")
+    stream.flush()
+
+
+# --- the output object ------------------------------------------------------------------------
+
+class Output:
+    """Where each kind of message goes for one command invocation (see the module docstring)."""
+
+    def __init__(self, common: CommonOptions) -> None:
+        self.json = common.json
+        self.quiet = common.quiet and not common.json
+        self.debug = common.debug
+        self.human = not common.json and not common.quiet
+
+    # stderr ---------------------------------------------------------------------------------
+    def note(self, message: str) -> None:
+        """A human note on stderr (never with --json or --quiet)."""
+        if self.human:
+            _write(sys.stderr, redact(message))
+
+    def warn(self, message: str) -> None:
+        if self.human:
+            _write(sys.stderr, f"{PROG}: warning: {redact(message)}")
+
+    def lake_line(self, lake: "Lake") -> None:
+        """Say which lake and why, so nobody pushes to the embedded default by mistake."""
+        self.note(f"using lake {lake_url(lake)} ({lake_origin(lake)})")
+
+    # stdout ---------------------------------------------------------------------------------
+    def result(self, doc: dict[str, Any], human: str | None) -> None:
+        """The command's result: the JSON document, or the human text, or nothing (--quiet)."""
+        if self.json:
+            _write(sys.stdout, json.dumps(doc, allow_nan=False))
+        elif not self.quiet and human is not None:
+            _write(sys.stdout, human)
+
+    def table(self, doc: dict[str, Any], headers: Sequence[str],
+              rows: Sequence[Sequence[str]], *, empty: str) -> None:
+        """A listing: JSON, or a rich table on a terminal, or plain aligned columns."""
+        if self.json:
+            _write(sys.stdout, json.dumps(doc, allow_nan=False))
+            return
+        if self.quiet:
+            return
+        if not rows:
+            self.note(empty)
+            return
+        if sys.stdout.isatty():
+            from rich import box
+            from rich.console import Console
+            from rich.table import Table
+
+            table = Table(*headers, box=box.SIMPLE_HEAD, show_edge=False, highlight=False)
+            for row in rows:
+                table.add_row(*row)
+            Console(highlight=False, markup=False).print(table)
+        else:
+            _write(sys.stdout, plain_table(headers, rows))
+
+    # progress -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def progress(self) -> Iterator["Progress | None"]:
+        """A live bar on a terminal stderr; else a line logger for retries/notes; else nothing."""
+        if not self.human:
+            yield None
+            return
+        if sys.stderr.isatty():
+            from .progress import RichProgress
+
+            with RichProgress() as bar:
+                yield bar
+        else:
+            from .progress import LineProgress
+
+            yield LineProgress()
+
+    # errors ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Turn any failure in a command body into the contract's one line and exit code."""
+        try:
+            yield
+        except typer.Exit:
+            raise
+        except BrokenPipeError:
+            # `ckptlake ls | head -1`: the reader left; that is not an error worth a message.
+            _silence_stdout()
+            raise typer.Exit(EXIT_ERROR) from None
+        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - this is the top level
+            code = report_error(exc, as_json=self.json, debug=self.debug)
+            raise typer.Exit(code) from None
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass
+
+
+def lake_url(lake: "Lake") -> str:
+    return redact(str(getattr(lake, "url", "?")))
+
+
+def lake_origin(lake: "Lake") -> str:
+    return str(getattr(lake, "origin", "unknown"))
+
+
+def open_lake(common: CommonOptions, *, chunk_size: int | None = None,
+              concurrency: int | None = None) -> "Lake":
+    """ckptlake.open with the command line's options (imported lazily: boto3 is slow)."""
+    import ckptlake
+
+    return ckptlake.open(common.lake, config=str(common.config) if common.config else None,
+                         endpoint_url=common.endpoint_url, profile=common.profile,
+                         region=common.region, chunk_size=chunk_size, concurrency=concurrency)

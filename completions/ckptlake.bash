@@ -1,0 +1,113 @@
+# ckptlake shell completion, generated from the CLI's command tree.
+# Do not edit: regenerate with `python -m ckptlake.cli.completions --write completions/`.
+# Static: completing never runs Python.  Install: source it from ~/.bashrc, or copy it to /usr/share/bash-completion/completions/ckptlake.
+
+_ckptlake_files() {
+    local IFS=$'\n'
+    compopt -o filenames 2>/dev/null
+    COMPREPLY=( $(compgen -f -- "$1") )
+}
+
+_ckptlake_dirs() {
+    local IFS=$'\n'
+    compopt -o filenames 2>/dev/null
+    COMPREPLY=( $(compgen -d -- "$1") )
+}
+
+# Sets npos to the number of positional words between the subcommand and the cursor,
+# skipping options and the values of the options listed in $1.
+_ckptlake_npos() {
+    local valued=" $1 " w i skip=0
+    npos=0
+    for (( i = cmd_index + 1; i < COMP_CWORD; i++ )); do
+        w="${COMP_WORDS[i]}"
+        if [[ "$w" == "=" ]]; then skip=1; continue; fi
+        if (( skip )); then skip=0; continue; fi
+        case "$w" in
+            --) (( npos += COMP_CWORD - i - 1 )); return ;;
+            --*=*) ;;
+            -*) [[ "$valued" == *" $w "* ]] && skip=1 ;;
+            *) (( npos++ )) ;;
+        esac
+    done
+}
+
+_ckptlake() {
+    local cur prev cmd npos i
+    local -i cmd_index=0
+    COMPREPLY=()
+    cur="${COMP_WORDS[COMP_CWORD]}"
+    prev=""
+    (( COMP_CWORD > 0 )) && prev="${COMP_WORDS[COMP_CWORD-1]}"
+    # --opt=value is split at '=' by COMP_WORDBREAKS: complete the value of --opt
+    if [[ "$cur" == "=" ]]; then prev="${COMP_WORDS[COMP_CWORD-1]}"; cur="";
+    elif [[ "$prev" == "=" ]] && (( COMP_CWORD > 1 )); then
+        prev="${COMP_WORDS[COMP_CWORD-2]}"
+    fi
+    cmd=""
+    for (( i = 1; i < COMP_CWORD; i++ )); do
+        case "${COMP_WORDS[i]}" in
+            push|pull|ls|alias) cmd="${COMP_WORDS[i]}"; cmd_index=i; break ;;
+        esac
+    done
+    case "$cmd" in
+        "")
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=( $(compgen -W "--version --help -h" -- "$cur") )
+            else
+                COMPREPLY=( $(compgen -W "push pull ls alias" -- "$cur") )
+            fi
+            ;;
+        push)
+            case "$prev" in
+                --config) _ckptlake_files "$cur"; return 0 ;;
+                --step|--metric|--meta|--alias|--exclude|--chunk-size|--concurrency|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=( $(compgen -W "--step --metric --meta --alias --exclude --follow-symlinks --chunk-size --concurrency --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                return 0
+            fi
+            _ckptlake_npos "--step --metric --meta --alias --exclude --chunk-size --concurrency --lake -l --endpoint-url --profile --region --config"
+            case "$npos" in
+                0) _ckptlake_files "$cur" ;;  # SOURCE
+            esac
+            ;;
+        pull)
+            case "$prev" in
+                --config) _ckptlake_files "$cur"; return 0 ;;
+                --concurrency|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=( $(compgen -W "--force --concurrency --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                return 0
+            fi
+            _ckptlake_npos "--concurrency --lake -l --endpoint-url --profile --region --config"
+            case "$npos" in
+                1) _ckptlake_files "$cur" ;;  # DEST
+            esac
+            ;;
+        ls)
+            case "$prev" in
+                --config) _ckptlake_files "$cur"; return 0 ;;
+                --lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=( $(compgen -W "--lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                return 0
+            fi
+            ;;
+        alias)
+            case "$prev" in
+                --config) _ckptlake_files "$cur"; return 0 ;;
+                --lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=( $(compgen -W "--lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                return 0
+            fi
+            ;;
+    esac
+    return 0
+}
+
+complete -F _ckptlake ckptlake
