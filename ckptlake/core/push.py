@@ -12,7 +12,7 @@ import random
 import time
 import zlib
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Any, Protocol, Sequence
 
 from ..errors import PreconditionFailed, SourceChanged, TransferError
 from ..format import layout
@@ -73,24 +73,52 @@ def plan_units(files: Sequence[SourceFile], chunk_size: int) -> list[_Slice | _P
     return units
 
 
+class FileObserver(Protocol):
+    """Sees every byte of the pushed files as it is read, to derive extra per-file records
+    (e.g. safetensors tensor digests) without a second read of the data.
+
+    `on_read` is called from worker threads, possibly out of file order, exactly once for each
+    byte range of each file; `entry_fields` is called once per file after all its bytes were
+    read and returns fields to set on its FileEntry (or {}).
+    """
+
+    def on_read(self, path: str, offset: int, data: bytes) -> None: ...
+
+    def entry_fields(self, path: str, size: int) -> dict[str, Any]: ...
+
+
 class _Uploader:
     """Reads, hashes and stores units; one instance per push, shared by the worker threads."""
 
-    def __init__(self, store: Store, tree: SourceTree, algo: str, progress: Progress) -> None:
+    def __init__(self, store: Store, tree: SourceTree, algo: str, progress: Progress,
+                 observers: Sequence[FileObserver] = ()) -> None:
         self.store, self.tree, self.algo, self.progress = store, tree, algo, progress
+        self.observers = observers
         self.uploaded = Counter()
         self.deduplicated = Counter()
+        self.unit_of: dict[str, _Slice | _Pack] = {}  # digest -> unit, for re-uploads
 
-    def _read(self, f: SourceFile, offset: int, length: int) -> bytes:
+    def _read(self, f: SourceFile, offset: int, length: int, *, observe: bool = True) -> bytes:
         with open(f.abspath, "rb", buffering=0) as fh:
             data = os.pread(fh.fileno(), length, offset)
         if len(data) != length:
             raise SourceChanged(f"{f.abspath} shrank while it was being pushed; nothing was "
                                 "committed", hint="push again once the writer is done")
+        if observe:
+            for obs in self.observers:
+                obs.on_read(f.path, offset, data)
         return data
 
-    def _store(self, data: bytes) -> str:
+    def _read_unit(self, unit: _Slice | _Pack, *, observe: bool = True) -> bytes:
+        if isinstance(unit, _Slice):
+            return self._read(self.tree.files[unit.file], unit.offset, unit.length,
+                              observe=observe)
+        return b"".join(self._read(self.tree.files[i], 0, self.tree.files[i].size,
+                                   observe=observe) for i in unit.files)
+
+    def _store(self, data: bytes, unit: _Slice | _Pack) -> str:
         d = digest(self.algo, data)
+        self.unit_of[d] = unit
         key = layout.chunk_key(d)
         # Content-addressed: an existing object already holds exactly these bytes.
         if self.store.exists(key):
@@ -102,29 +130,37 @@ class _Uploader:
 
     def __call__(self, unit: _Slice | _Pack) -> list[tuple[int, int, ChunkRef, str | None]]:
         """Returns (file index, offset in file, chunk ref, whole-file digest or None)."""
+        data = self._read_unit(unit)
+        d = self._store(data, unit)
+        self.progress.advance(len(data))
         if isinstance(unit, _Slice):
-            f = self.tree.files[unit.file]
-            d = self._store(self._read(f, unit.offset, unit.length))
-            self.progress.advance(unit.length)
             return [(unit.file, unit.offset, ChunkRef(d, unit.length), None)]
-        parts: list[bytes] = []
-        placed: list[tuple[int, int, int, str]] = []
-        offset = 0
+        out, offset = [], 0
         for i in unit.files:
-            f = self.tree.files[i]
-            data = self._read(f, 0, f.size)
-            placed.append((i, offset, f.size, digest(self.algo, data)))
-            parts.append(data)
-            offset += f.size
-        d = self._store(b"".join(parts))
-        self.progress.advance(offset)
-        return [(i, 0, ChunkRef(d, size, off), fd) for i, off, size, fd in placed]
+            size = self.tree.files[i].size
+            piece = memoryview(data)[offset:offset + size]
+            out.append((i, 0, ChunkRef(d, size, offset), digest(self.algo, piece)))
+            offset += size
+        return out
+
+    def reupload(self, digests: set[str]) -> None:
+        """Store these chunks again from the source (a concurrent gc swept them).
+
+        The source must still hold the same bytes: they are re-hashed before upload.
+        """
+        for d in sorted(digests):
+            data = self._read_unit(self.unit_of[d], observe=False)
+            if digest(self.algo, data) != d:
+                raise SourceChanged("a pushed file changed before a swept chunk could be "
+                                    "restored", hint="push again")
+            self.store.put(layout.chunk_key(d), data)
 
 
 def upload_tree(store: Store, tree: SourceTree, *, algo: str, chunk_size: int, concurrency: int,
-                progress: Progress) -> tuple[tuple[FileEntry, ...], _Uploader]:
+                progress: Progress, observers: Sequence[FileObserver] = ()
+                ) -> tuple[tuple[FileEntry, ...], _Uploader]:
     """Store every byte of the tree as chunks; return manifest file entries."""
-    uploader = _Uploader(store, tree, algo, progress)
+    uploader = _Uploader(store, tree, algo, progress, observers)
     refs: dict[int, list[tuple[int, ChunkRef]]] = {i: [] for i in range(len(tree.files))}
     digests: dict[int, str] = {}
     progress.start(phase="push", total_bytes=tree.total_bytes, total_files=len(tree.files))
@@ -139,10 +175,14 @@ def upload_tree(store: Store, tree: SourceTree, *, algo: str, chunk_size: int, c
             f.check_unchanged()
     finally:
         progress.finish()
-    entries = [FileEntry(path=f.path, size=f.size, executable=f.executable,
-                         chunks=tuple(r for _, r in sorted(refs[i], key=lambda x: x[0])),
-                         digest=digests.get(i))
-               for i, f in enumerate(tree.files)]
+    entries = []
+    for i, f in enumerate(tree.files):
+        extra: dict[str, Any] = {}
+        for obs in observers:
+            extra.update(obs.entry_fields(f.path, f.size))
+        entries.append(FileEntry(path=f.path, size=f.size, executable=f.executable,
+                                 chunks=tuple(r for _, r in sorted(refs[i], key=lambda x: x[0])),
+                                 digest=digests.get(i), **extra))
     entries += [FileEntry(path=p, symlink=t) for p, t in tree.symlinks]
     entries.sort(key=lambda e: e.path)
     return tuple(entries), uploader
@@ -176,18 +216,25 @@ def commit_version(store: Store, manifest: Manifest) -> Manifest:
 def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | None,
          concurrency: int, step: int | None, metrics: dict[str, float],
          metadata: dict[str, str], aliases: Sequence[str], progress: Progress,
-         lake_url: str) -> PushResult:
+         lake_url: str, observers: Sequence[FileObserver] = (),
+         manifest_fields: dict[str, Any] | None = None) -> PushResult:
+    """Push a scanned tree as the next version of `artifact`.
+
+    `observers` see the bytes as they are read (see FileObserver); `manifest_fields` sets
+    further Manifest fields (lineage, provenance) on the committed version.
+    """
     from .catalog import set_alias
 
     started = time.monotonic()
     header = ensure_header(store, **({"chunk_size": chunk_size} if chunk_size else {}))
     files, up = upload_tree(store, tree, algo=header.hash,
                             chunk_size=chunk_size or header.chunk_size,
-                            concurrency=concurrency, progress=progress)
+                            concurrency=concurrency, progress=progress, observers=observers)
     manifest = commit_version(store, Manifest(
         artifact=artifact, version=0, kind=tree.kind, hash=header.hash, files=files,
         dirs=tuple(tree.empty_dirs), step=step, created=utcnow(), created_by=user_at_host(),
-        tool=tool_version(), metrics=dict(metrics), metadata=dict(metadata)))
+        tool=tool_version(), metrics=dict(metrics), metadata=dict(metadata),
+        **(manifest_fields or {})))
     for name in aliases:
         set_alias(store, artifact, name, manifest.version)
     return PushResult(
