@@ -25,7 +25,7 @@ __all__ = ["open", "Lake", "__version__", "CkptlakeError", "UsageError", "NotFou
 
 def open(lake: str | None = None, *, config: str | None = None, endpoint_url: str | None = None,
          profile: str | None = None, region: str | None = None, chunk_size: int | None = None,
-         concurrency: int | None = None) -> "Lake":
+         concurrency: int | None = None, max_bandwidth: float | None = None) -> "Lake":
     """Open a lake, resolving it like the CLI: `lake` > $CKPTLAKE_LAKE > config `lake:` > default.
 
     Keyword options override the config file's values.  The returned Lake's `origin` says how
@@ -42,7 +42,7 @@ def open(lake: str | None = None, *, config: str | None = None, endpoint_url: st
                        profile=profile or cfg.profile, region=region or cfg.region,
                        max_connections=(concurrency or 8) + 4)
     return Lake(store, chunk_size=chunk_size or cfg.chunk_size, concurrency=concurrency,
-                origin=origin)
+                max_bandwidth=max_bandwidth or cfg.max_bandwidth, origin=origin)
 
 
 def __getattr__(name: str):  # lazy: `ckptlake.Lake` without importing the engine up front

@@ -21,6 +21,7 @@ from .policy.config import DEFAULT_CONCURRENCY, check_chunk_size, check_concurre
 from .results import AliasResult, ArtifactInfo, PullResult, PushResult, VersionInfo
 from .store.base import Store
 from .transfer.progress import NullProgress, Progress
+from .transfer.throttle import Throttle
 
 
 def _check_metrics(metrics: dict[str, float] | None) -> dict[str, float]:
@@ -47,7 +48,8 @@ class Lake:
     """One lake: a store plus the format rules.  Safe to use from several threads."""
 
     def __init__(self, store: Store, *, chunk_size: int | None = None,
-                 concurrency: int | None = None, origin: str = "explicit") -> None:
+                 concurrency: int | None = None, max_bandwidth: float | None = None,
+                 origin: str = "explicit") -> None:
         if chunk_size is not None:
             check_chunk_size(chunk_size)
         if concurrency is not None:
@@ -57,6 +59,10 @@ class Lake:
         self.origin = origin
         self.chunk_size = chunk_size  # None: the lake header's default
         self.concurrency = concurrency or DEFAULT_CONCURRENCY
+        if max_bandwidth is not None and max_bandwidth <= 0:
+            raise UsageError(f"max bandwidth must be positive, got {max_bandwidth}")
+        # One bucket for the whole Lake: the limit holds across concurrent operations.
+        self.throttle = Throttle(max_bandwidth)
 
     def __repr__(self) -> str:
         return f"Lake({self.url!r})"
@@ -88,7 +94,7 @@ class Lake:
                           concurrency=self.concurrency, step=step,
                           metrics=_check_metrics(metrics), metadata=_check_metadata(metadata),
                           aliases=list(aliases), progress=progress or NullProgress(),
-                          lake_url=self.url)
+                          lake_url=self.url, throttle=self.throttle)
 
     def pull(self, ref: str | Ref, destination: str | Path, *, force: bool = False,
              progress: Progress | None = None) -> PullResult:
@@ -100,7 +106,7 @@ class Lake:
         m = catalog.resolve(self.store, ref)
         return _pull.pull(self.store, m, os.fspath(destination), force=force,
                           concurrency=self.concurrency, progress=progress or NullProgress(),
-                          lake_url=self.url)
+                          lake_url=self.url, throttle=self.throttle)
 
     def artifacts(self, prefix: str = "") -> list[ArtifactInfo]:
         """Artifacts with at least one version, sorted by name."""

@@ -61,13 +61,13 @@ _ckptlake() {
         push)
             case "$prev" in
                 --config) _ckptlake_files "$cur"; return 0 ;;
-                --step|--metric|--meta|--alias|--exclude|--chunk-size|--concurrency|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+                --step|--metric|--meta|--alias|--exclude|--chunk-size|--concurrency|--max-bandwidth|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=( $(compgen -W "--step --metric --meta --alias --exclude --follow-symlinks --chunk-size --concurrency --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                COMPREPLY=( $(compgen -W "--step --metric --meta --alias --exclude --follow-symlinks --chunk-size --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
-            _ckptlake_npos "--step --metric --meta --alias --exclude --chunk-size --concurrency --lake -l --endpoint-url --profile --region --config"
+            _ckptlake_npos "--step --metric --meta --alias --exclude --chunk-size --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config"
             case "$npos" in
                 0) _ckptlake_files "$cur" ;;  # SOURCE
             esac
@@ -75,13 +75,13 @@ _ckptlake() {
         pull)
             case "$prev" in
                 --config) _ckptlake_files "$cur"; return 0 ;;
-                --concurrency|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+                --concurrency|--max-bandwidth|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=( $(compgen -W "--force --concurrency --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                COMPREPLY=( $(compgen -W "--force --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
-            _ckptlake_npos "--concurrency --lake -l --endpoint-url --profile --region --config"
+            _ckptlake_npos "--concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config"
             case "$npos" in
                 1) _ckptlake_files "$cur" ;;  # DEST
             esac

@@ -20,6 +20,7 @@ complete -c ckptlake -n '__fish_seen_subcommand_from push' -l exclude -x -d 'Ski
 complete -c ckptlake -n '__fish_seen_subcommand_from push' -l follow-symlinks -d 'Upload what symlinks point to instead of the links'
 complete -c ckptlake -n '__fish_seen_subcommand_from push' -l chunk-size -x -d 'Chunk size for upload and dedup, e.g. 16MiB (default: from the config)'
 complete -c ckptlake -n '__fish_seen_subcommand_from push' -l concurrency -x -d 'Parallel transfers (default: from the config, else the library\'s default)'
+complete -c ckptlake -n '__fish_seen_subcommand_from push' -l max-bandwidth -x -d 'Limit transfer speed to SIZE per second for the whole process, e.g. 50MiB'
 complete -c ckptlake -n '__fish_seen_subcommand_from push' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
 complete -c ckptlake -n '__fish_seen_subcommand_from push' -l endpoint-url -x -d 'S3 endpoint for S3-compatible stores (MinIO, SeaweedFS, R2, ...)'
 complete -c ckptlake -n '__fish_seen_subcommand_from push' -l profile -x -d 'AWS credentials profile to use'
@@ -34,6 +35,7 @@ complete -c ckptlake -n '__fish_seen_subcommand_from push' -F
 # pull REF DEST
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l force -d 'Overwrite files at DEST that differ from the version'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l concurrency -x -d 'Parallel transfers (default: from the config, else the library\'s default)'
+complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l max-bandwidth -x -d 'Limit transfer speed to SIZE per second for the whole process, e.g. 50MiB'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l endpoint-url -x -d 'S3 endpoint for S3-compatible stores (MinIO, SeaweedFS, R2, ...)'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l profile -x -d 'AWS credentials profile to use'

@@ -61,7 +61,7 @@ class FakeLake:
         self._call("pull", ref, destination, **kw)
         return PullResult(lake=self.url, artifact=ref.artifact, version=3,
                           destination=str(destination), files=12, bytes_total=GiB,
-                          bytes_downloaded=GiB, bytes_reused=0, seconds=2.1)
+                          bytes_downloaded=GiB, bytes_reused=0, bytes_resumed=0, seconds=2.1)
 
     def artifacts(self, prefix: str = "") -> list[ArtifactInfo]:
         self._call("artifacts", prefix)
@@ -361,13 +361,13 @@ def test_push_passes_every_option_through(fake: OpenSpy, src: Path, tmp_path: Pa
             "--exclude", "*.tmp", "--exclude", "cache/**", "--follow-symlinks",
             "--chunk-size", "16MiB", "--concurrency", "4", "-l", "s3://b/p",
             "--endpoint-url", "http://127.0.0.1:9000", "--profile", "dev", "--region", "eu-1",
-            "--config", cfg)
+            "--config", cfg, "--max-bandwidth", "50MiB")
     assert r.exit_code == 0, r.stderr
     [(args, kwargs)] = fake.calls
     assert args == ("s3://b/p",)
     assert kwargs == {"config": str(cfg), "endpoint_url": "http://127.0.0.1:9000",
                       "profile": "dev", "region": "eu-1", "chunk_size": 16 * MiB,
-                      "concurrency": 4}
+                      "concurrency": 4, "max_bandwidth": 50 * MiB}
     [(name, pargs, pkw)] = fake.lake.calls
     assert name == "push" and Path(pargs[0]) == src and pargs[1] == "a/b"
     assert pkw["step"] == 7
@@ -384,7 +384,8 @@ def test_push_defaults_leave_choices_to_the_library(fake: OpenSpy, src: Path) ->
     [(args, kwargs)] = fake.calls
     assert args == (None,)
     assert kwargs == {"config": None, "endpoint_url": None, "profile": None, "region": None,
-                      "chunk_size": None, "concurrency": None}
+                      "chunk_size": None, "concurrency": None,
+                      "max_bandwidth": None}
     [(_, _, pkw)] = fake.lake.calls
     assert pkw["step"] is None and pkw["metrics"] == {} and pkw["aliases"] == []
     assert pkw["follow_symlinks"] is False

@@ -47,6 +47,9 @@ DebugOpt = Annotated[bool, typer.Option(
 ConcurrencyOpt = Annotated[Optional[int], typer.Option(
     "--concurrency", metavar="N", min=1, show_default=False,
     help="Parallel transfers (default: from the config, else the library's default).")]
+MaxBandwidthOpt = Annotated[Optional[str], typer.Option(
+    "--max-bandwidth", metavar="SIZE", show_default=False,
+    help="Limit transfer speed to SIZE per second for the whole process, e.g. 50MiB.")]
 
 
 @dataclass(frozen=True)

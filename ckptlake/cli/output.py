@@ -179,7 +179,10 @@ def pull_summary(r: Any) -> str:
     """pulled a/b@v3 -> ./restore: 12 files, 1.00 GiB (1.00 GiB downloaded, 0 B reused), ..."""
     return (f"pulled {r.artifact}@v{r.version} -> {r.destination}: {_plural(r.files, 'file')}, "
             f"{format_bytes(r.bytes_total)} ({format_bytes(r.bytes_downloaded)} downloaded, "
-            f"{format_bytes(r.bytes_reused)} reused), {_timing(r.bytes_total, r.seconds)}")
+            f"{format_bytes(r.bytes_reused)} reused"
+            + (f", {format_bytes(r.bytes_resumed)} resumed" if getattr(r, "bytes_resumed", 0)
+               else "")
+            + f"), {_timing(r.bytes_total, r.seconds)}")
 
 
 def alias_summary(r: Any) -> str:
@@ -356,10 +359,16 @@ def lake_origin(lake: "Lake") -> str:
 
 
 def open_lake(common: CommonOptions, *, chunk_size: int | None = None,
-              concurrency: int | None = None) -> "Lake":
+              concurrency: int | None = None, max_bandwidth: str | None = None) -> "Lake":
     """ckptlake.open with the command line's options (imported lazily: boto3 is slow)."""
     import ckptlake
 
+    bandwidth = None
+    if max_bandwidth is not None:
+        from ..policy.config import parse_size
+
+        bandwidth = parse_size(max_bandwidth)
     return ckptlake.open(common.lake, config=str(common.config) if common.config else None,
                          endpoint_url=common.endpoint_url, profile=common.profile,
-                         region=common.region, chunk_size=chunk_size, concurrency=concurrency)
+                         region=common.region, chunk_size=chunk_size, concurrency=concurrency,
+                         max_bandwidth=bandwidth)

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from .help import epilog
-from .options import (CommonOptions, ConcurrencyOpt, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt,
+from .options import (CommonOptions, ConcurrencyOpt, MaxBandwidthOpt, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt,
                       LakeOpt, ProfileOpt, QuietOpt, RegionOpt)
 from .output import Output, lake_origin, lake_url, open_lake, pull_summary
 
@@ -31,6 +31,7 @@ def pull(
         "--force", help="Overwrite files at DEST that differ from the version.")]
         = False,
     concurrency: ConcurrencyOpt = None,
+    max_bandwidth: MaxBandwidthOpt = None,
     lake: LakeOpt = None,
     endpoint_url: EndpointOpt = None,
     profile: ProfileOpt = None,
@@ -49,7 +50,8 @@ def pull(
         from ..format.refs import parse_ref
 
         parsed = parse_ref(ref)
-        handle = open_lake(common, concurrency=concurrency)
+        handle = open_lake(common, concurrency=concurrency,
+                           max_bandwidth=max_bandwidth)
         try:
             out.lake_line(handle)
             with out.progress() as progress:

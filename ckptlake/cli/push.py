@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from .help import epilog
-from .options import (ConcurrencyOpt, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
+from .options import (ConcurrencyOpt, MaxBandwidthOpt, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt, CommonOptions, parse_pairs)
 from .output import Output, lake_origin, lake_url, open_lake, push_summary
 
@@ -49,6 +49,7 @@ def push(
         "--chunk-size", metavar="SIZE", show_default=False,
         help="Chunk size for upload and dedup, e.g. 16MiB (default: from the config).")] = None,
     concurrency: ConcurrencyOpt = None,
+    max_bandwidth: MaxBandwidthOpt = None,
     lake: LakeOpt = None,
     endpoint_url: EndpointOpt = None,
     profile: ProfileOpt = None,
@@ -75,7 +76,8 @@ def push(
             from ..policy.config import parse_size
 
             size = parse_size(chunk_size)
-        handle = open_lake(common, chunk_size=size, concurrency=concurrency)
+        handle = open_lake(common, chunk_size=size, concurrency=concurrency,
+                           max_bandwidth=max_bandwidth)
         try:
             out.lake_line(handle)
             with out.progress() as progress:

@@ -31,6 +31,7 @@ from ..results import PullResult
 from ..store.base import Store
 from ..transfer.pool import Counter, bounded_map
 from ..transfer.progress import Progress
+from ..transfer.throttle import Throttle
 
 _READ_BLOCK = 4 * 1024 * 1024
 
@@ -215,8 +216,9 @@ def _already_staged(unit: _Unit, algo: str) -> bool:
 
 class _Fetcher:
     def __init__(self, store: Store, m: Manifest, progress: Progress,
-                 staging: _Staging) -> None:
+                 staging: _Staging, throttle: Throttle | None = None) -> None:
         self.store, self.m, self.progress, self.staging = store, m, progress, staging
+        self.throttle = throttle or Throttle(None)
         self.downloaded = Counter()
         self.resumed = Counter()
 
@@ -226,6 +228,7 @@ class _Fetcher:
             self.progress.advance(unit.nbytes)
             return
         key = layout.chunk_key(unit.digest)
+        self.throttle.acquire(max(t[2] + t[3] for t in unit.targets))
         data = self.store.get(key)
         if digest(self.m.hash, data) != unit.digest:
             raise IntegrityError(f"chunk {key} is corrupt (its bytes do not match its digest); "
@@ -280,7 +283,7 @@ def _place(p: _Placement, staging: _Staging) -> None:
 
 
 def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrency: int,
-         progress: Progress, lake_url: str) -> PullResult:
+         progress: Progress, lake_url: str, throttle: Throttle | None = None) -> PullResult:
     started = time.monotonic()
     try:
         placement = _Placement(m, destination, force)
@@ -289,7 +292,7 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
         raise AccessDenied(f"cannot write to {destination}: {e.strerror}") from None
     total = sum(e.size for e in placement.download)
     progress.start(phase="pull", total_bytes=total, total_files=len(placement.download))
-    fetcher = _Fetcher(store, m, progress, staging)
+    fetcher = _Fetcher(store, m, progress, staging, throttle)
     keep = True  # interrupted or storage failing: keep staged chunks for the next attempt
     try:
         units = _prepare(staging, placement.download)

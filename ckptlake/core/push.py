@@ -22,6 +22,7 @@ from ..results import PushResult
 from ..store.base import Store
 from ..transfer.pool import Counter, bounded_map
 from ..transfer.progress import Progress
+from ..transfer.throttle import Throttle
 from .identity import tool_version, user_at_host, utcnow
 from .scan import SourceFile, SourceTree
 
@@ -91,9 +92,10 @@ class _Uploader:
     """Reads, hashes and stores units; one instance per push, shared by the worker threads."""
 
     def __init__(self, store: Store, tree: SourceTree, algo: str, progress: Progress,
-                 observers: Sequence[FileObserver] = ()) -> None:
+                 observers: Sequence[FileObserver] = (), throttle: Throttle | None = None) -> None:
         self.store, self.tree, self.algo, self.progress = store, tree, algo, progress
         self.observers = observers
+        self.throttle = throttle or Throttle(None)
         self.uploaded = Counter()
         self.deduplicated = Counter()
         self.unit_of: dict[str, _Slice | _Pack] = {}  # digest -> unit, for re-uploads
@@ -124,6 +126,7 @@ class _Uploader:
         if self.store.exists(key):
             self.deduplicated.add(len(data))
         else:
+            self.throttle.acquire(len(data))
             self.store.put(key, data)
             self.uploaded.add(len(data))
         return d
@@ -157,10 +160,10 @@ class _Uploader:
 
 
 def upload_tree(store: Store, tree: SourceTree, *, algo: str, chunk_size: int, concurrency: int,
-                progress: Progress, observers: Sequence[FileObserver] = ()
-                ) -> tuple[tuple[FileEntry, ...], _Uploader]:
+                progress: Progress, observers: Sequence[FileObserver] = (),
+                throttle: Throttle | None = None) -> tuple[tuple[FileEntry, ...], _Uploader]:
     """Store every byte of the tree as chunks; return manifest file entries."""
-    uploader = _Uploader(store, tree, algo, progress, observers)
+    uploader = _Uploader(store, tree, algo, progress, observers, throttle)
     refs: dict[int, list[tuple[int, ChunkRef]]] = {i: [] for i in range(len(tree.files))}
     digests: dict[int, str] = {}
     progress.start(phase="push", total_bytes=tree.total_bytes, total_files=len(tree.files))
@@ -217,7 +220,8 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
          concurrency: int, step: int | None, metrics: dict[str, float],
          metadata: dict[str, str], aliases: Sequence[str], progress: Progress,
          lake_url: str, observers: Sequence[FileObserver] = (),
-         manifest_fields: dict[str, Any] | None = None) -> PushResult:
+         manifest_fields: dict[str, Any] | None = None,
+         throttle: Throttle | None = None) -> PushResult:
     """Push a scanned tree as the next version of `artifact`.
 
     `observers` see the bytes as they are read (see FileObserver); `manifest_fields` sets
@@ -229,7 +233,8 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
     header = ensure_header(store, **({"chunk_size": chunk_size} if chunk_size else {}))
     files, up = upload_tree(store, tree, algo=header.hash,
                             chunk_size=chunk_size or header.chunk_size,
-                            concurrency=concurrency, progress=progress, observers=observers)
+                            concurrency=concurrency, progress=progress, observers=observers,
+                            throttle=throttle)
     manifest = commit_version(store, Manifest(
         artifact=artifact, version=0, kind=tree.kind, hash=header.hash, files=files,
         dirs=tuple(tree.empty_dirs), step=step, created=utcnow(), created_by=user_at_host(),

@@ -64,7 +64,8 @@ MAX_CONCURRENCY = 256
 
 # In the order the example file documents them (also the order used in hints).
 KNOWN_KEYS: tuple[str, ...] = (
-    "lake", "endpoint_url", "profile", "region", "chunk_size", "concurrency", "retention", "egress",
+    "lake", "endpoint_url", "profile", "region", "chunk_size", "concurrency", "max_bandwidth",
+    "retention", "egress",
 )
 
 _SIZE_UNITS = {
@@ -94,6 +95,7 @@ class Config:
     region: str | None = None
     chunk_size: int | None = None
     concurrency: int | None = None
+    max_bandwidth: int | None = None  # bytes per second
     retention: dict | None = None
     egress: dict | None = None
     lines: dict[str, int] = field(default_factory=dict)
@@ -490,6 +492,22 @@ def _check_concurrency(b: _Builder, key: str, node: Node) -> int | None:
     return value
 
 
+def _check_bandwidth(b: _Builder, key: str, node: Node) -> int | None:
+    value = b.value(node, key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise b.error(f"must be bytes per second or a string like 50MiB, got {_describe(value)}",
+                      node, key, hint=_SIZE_HINT)
+    try:
+        rate = parse_size(value)
+    except UsageError as exc:
+        raise b.error(exc.message, node, key, hint=exc.hint) from exc
+    if rate <= 0:
+        raise b.error("must be positive", node, key, hint="leave it out for no limit")
+    return rate
+
+
 def _check_section(b: _Builder, key: str, node: Node) -> dict | None:
     value = b.value(node, key)
     if value is not None and not isinstance(value, dict):
@@ -505,6 +523,7 @@ _CHECKS = {
     "region": _check_name,
     "chunk_size": _check_chunk_size,
     "concurrency": _check_concurrency,
+    "max_bandwidth": _check_bandwidth,
     "retention": _check_section,
     "egress": _check_section,
 }
