@@ -1,0 +1,73 @@
+"""Engine building blocks: the bounded pool and the bandwidth throttle."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from ckptlake.transfer.config import BASE_MEMORY, TransferConfig
+from ckptlake.transfer.pool import bounded_map
+from ckptlake.transfer.throttle import Throttle
+
+
+def test_bounded_map_never_exceeds_workers_and_returns_everything() -> None:
+    running = 0
+    peak = 0
+    lock = threading.Lock()
+    submitted = []
+
+    def items():
+        for i in range(50):
+            submitted.append(i)
+            yield i
+
+    def work(i: int) -> int:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.002)
+        with lock:
+            running -= 1
+        return i * 2
+
+    assert sorted(bounded_map(work, items(), workers=3)) == [i * 2 for i in range(50)]
+    assert peak <= 3
+
+
+def test_bounded_map_stops_submitting_after_a_failure() -> None:
+    started = []
+
+    def work(i: int) -> int:
+        started.append(i)
+        if i == 2:
+            raise ValueError("boom")
+        time.sleep(0.01)
+        return i
+
+    with pytest.raises(ValueError):
+        list(bounded_map(work, range(1000), workers=2))
+    assert len(started) < 20
+
+
+def test_throttle_spaces_requests_to_the_rate() -> None:
+    now = [0.0]
+    slept = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        now[0] += s
+
+    t = Throttle(100.0, clock=lambda: now[0], sleep=sleep)
+    for _ in range(5):
+        t.acquire(50)  # 250 bytes at 100 B/s: the last one may start at t=2.0
+    assert slept == pytest.approx([0.5, 0.5, 0.5, 0.5])
+    Throttle(None, clock=lambda: now[0], sleep=sleep).acquire(10**9)
+    assert len(slept) == 4
+
+
+def test_memory_bound_formula() -> None:
+    MiB = 1024 * 1024
+    assert TransferConfig().memory_bound() == BASE_MEMORY + 8 * 16 * MiB * 2
+    assert TransferConfig(concurrency=4).memory_bound(64 * MiB) == BASE_MEMORY + 4 * 64 * MiB * 2
