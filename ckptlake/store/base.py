@@ -75,8 +75,12 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Every object whose key starts with prefix, in key order, paged under the hood."""
+    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        """Every object whose key starts with prefix, in key order, paged under the hood.
+
+        start_after: only keys after this one (S3's StartAfter), so an interrupted listing can
+        resume where it stopped instead of starting over.
+        """
 
     @abc.abstractmethod
     def list_prefixes(self, prefix: str) -> Iterator[str]:

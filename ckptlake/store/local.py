@@ -1,0 +1,534 @@
+"""A lake in a local (or network-mounted) directory, with the same semantics as S3.
+
+Why bother matching S3 exactly: the lake's correctness argument (immutable chunks, version
+files claimed with create-if-absent, aliases moved with compare-and-swap) must hold on every
+backend, so a lake tested on a laptop behaves the same in a bucket.  The mapping:
+
+* atomic replace  -> write a temp file in the target directory, fsync, ``os.replace``;
+* If-None-Match   -> ``os.link(tmp, final)``, which fails atomically if ``final`` exists;
+* If-Match (CAS)  -> check-then-replace under an ``fcntl.flock`` on a per-key-stripe lock file,
+  which plain puts and deletes also take so they cannot slip between the check and the replace;
+* ETag            -> derived from (inode, mtime_ns, size); every write gets a fresh inode (the temp
+  file) and an mtime we set explicitly from the nanosecond clock, so a replacement always
+  changes it even on file systems whose own timestamps are coarse.
+
+One difference cannot be hidden: a directory tree cannot hold both ``a`` and ``a/b``.  Writing
+such a pair raises UsageError rather than silently losing one of them.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import stat as stat_mode
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from ..errors import (AccessDenied, CkptlakeError, NotFound, PreconditionFailed, TransferError,
+                      TransientError, UsageError)
+from .base import MultipartUpload, ObjectInfo, Store
+
+LOCK_DIR = ".ckptlake-locks"
+MULTIPART_DIR = ".ckptlake-multipart"
+TMP_PREFIX = ".tmp-"
+_RESERVED_ROOT_NAMES = frozenset({LOCK_DIR, MULTIPART_DIR})
+# Few enough files to never clutter the lake, enough that unrelated keys rarely share a lock.
+_LOCK_STRIPES = 256
+# S3's own limits, enforced here too so code that works locally also works against a bucket.
+MIN_PART_SIZE = 5 * 1024 * 1024
+MAX_PART_NUMBER = 10_000
+_MKDIR_ATTEMPTS = 5
+_TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EMFILE, errno.ENFILE, errno.EBUSY,
+                               errno.ESTALE, errno.ETIMEDOUT, errno.EINTR})
+
+
+def validate_key(key: str) -> str:
+    """Reject keys that would escape the root or mean different things on different backends.
+
+    S3 would accept '//' or '..', but a directory cannot represent them faithfully, and a lake
+    must be movable between backends, so every backend refuses them.
+    """
+    if not isinstance(key, str) or not key:
+        raise UsageError(f"invalid object key {key!r}: must be a non-empty string")
+    if "\x00" in key:
+        raise UsageError(f"invalid object key {key!r}: contains a NUL character")
+    if key.startswith("/"):
+        raise UsageError(f"invalid object key {key!r}: must not start with '/'")
+    for segment in key.split("/"):
+        if segment in ("", ".", ".."):
+            raise UsageError(f"invalid object key {key!r}: empty, '.' or '..' path segment")
+    return key
+
+
+def _validate_local_key(key: str) -> str:
+    """Also refuse the names this backend keeps for itself (they are never listed)."""
+    validate_key(key)
+    segments = key.split("/")
+    if segments[0] in _RESERVED_ROOT_NAMES or any(s.startswith(TMP_PREFIX) for s in segments):
+        raise UsageError(f"invalid object key {key!r}: '{LOCK_DIR}', '{MULTIPART_DIR}' and "
+                         f"'{TMP_PREFIX}*' names are reserved by local lakes")
+    return key
+
+
+def _validate_prefix(prefix: str) -> str:
+    """A prefix may end mid-segment, but its complete segments must be valid key segments."""
+    if not isinstance(prefix, str) or "\x00" in prefix or prefix.startswith("/"):
+        raise UsageError(f"invalid prefix {prefix!r}")
+    for segment in prefix.split("/")[:-1]:
+        if segment in ("", ".", ".."):
+            raise UsageError(f"invalid prefix {prefix!r}: empty, '.' or '..' path segment")
+    return prefix
+
+
+def _quoted_etag(st: os.stat_result) -> str:
+    return f'"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"'
+
+
+def _modified(st: os.stat_result) -> datetime:
+    return datetime.fromtimestamp(st.st_mtime_ns / 1e9, tz=timezone.utc)
+
+
+def _map_os_error(exc: OSError, what: str) -> CkptlakeError:
+    """Translate an OSError on `what` (a URL) into the store's error vocabulary."""
+    cause = exc.strerror or type(exc).__name__
+    if exc.errno == errno.ENOENT:
+        return NotFound(f"{what}: not found")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return AccessDenied(f"{what}: {cause}", hint="check the directory's permissions")
+    if exc.errno in _TRANSIENT_ERRNOS:
+        return TransientError(f"{what}: {cause}")
+    return TransferError(f"{what}: {cause}")
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename durable; best effort because some file systems refuse fsync on dirs."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class LocalStore(Store):
+    """Store over a directory; safe for concurrent threads and processes on one host.
+
+    Cross-host use over NFS is only as safe as the mount's support for flock, link and rename.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(os.path.abspath(os.path.expanduser(str(root))))
+        self.url = "file://" + self.root.as_posix()
+
+    def __repr__(self) -> str:
+        return f"LocalStore({self.url!r})"
+
+    # ---- paths and errors ------------------------------------------------------------------
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*_validate_local_key(key).split("/"))
+
+    def _describe(self, key: str) -> str:
+        return f"{self.url}/{key}"
+
+    @contextlib.contextmanager
+    def _errors(self, key: str) -> Iterator[None]:
+        try:
+            yield
+        except (IsADirectoryError, NotADirectoryError):
+            # Reading 'a' while 'a/' is a directory (or 'a/b' while 'a' is a file): on S3 the
+            # object simply does not exist.
+            raise NotFound(f"{self._describe(key)}: not found") from None
+        except OSError as exc:
+            raise _map_os_error(exc, self._describe(key)) from exc
+
+    @contextlib.contextmanager
+    def _write_errors(self, key: str) -> Iterator[None]:
+        try:
+            yield
+        except (IsADirectoryError, NotADirectoryError, FileExistsError) as exc:
+            raise UsageError(
+                f"{self._describe(key)}: cannot be written: {exc.strerror}",
+                hint="a local lake cannot hold both 'a' and 'a/...' keys") from exc
+        except OSError as exc:
+            raise _map_os_error(exc, self._describe(key)) from exc
+
+    # ---- locking ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self, key: str) -> Iterator[None]:
+        """Serialise mutations of `key` across threads and processes.
+
+        A fresh open file description per acquisition: flock on a shared fd would not exclude
+        other threads of this process.
+        """
+        stripe = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=2).digest(), "big")
+        lock_dir = self.root / LOCK_DIR
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_dir / f"{stripe % _LOCK_STRIPES:03d}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    # ---- temp files ------------------------------------------------------------------------
+
+    def _write_temp(self, directory: Path, chunks: Iterable[bytes | bytearray | memoryview]
+                    ) -> tuple[Path, os.stat_result]:
+        """Durably write a temp file in `directory`; returns its path and final stat.
+
+        The parent is (re)created in a loop because a concurrent delete may prune it as empty
+        between our mkdir and our open.
+        """
+        for attempt in range(_MKDIR_ATTEMPTS):
+            directory.mkdir(parents=True, exist_ok=True)
+            tmp = directory / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+                break
+            except FileNotFoundError:
+                if attempt == _MKDIR_ATTEMPTS - 1:
+                    raise
+        try:
+            for chunk in chunks:
+                _write_all(fd, chunk)
+            now = time.time_ns()
+            os.utime(fd, ns=(now, now))  # precise mtime: part of the ETag, see module docstring
+            os.fsync(fd)
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        os.close(fd)
+        return tmp, st
+
+    def _place(self, tmp: Path, final: Path, key: str, *, if_none_match: bool = False,
+               if_match: str | None = None) -> None:
+        """Move a finished temp file to `final` with the requested condition; always consumes tmp."""
+        try:
+            if if_none_match:
+                self._link_new(tmp, final, key)
+            else:
+                with self._locked(key):
+                    if if_match is not None:
+                        self._check_etag(final, key, if_match)
+                    os.replace(tmp, final)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        _fsync_dir(final.parent)
+
+    def _link_new(self, tmp: Path, final: Path, key: str) -> None:
+        try:
+            os.link(tmp, final)
+        except FileExistsError:
+            if final.is_dir():  # not an existing object: a directory of other keys is in the way
+                raise
+            raise PreconditionFailed(f"{self._describe(key)}: already exists") from None
+        except OSError as exc:
+            # We just created tmp in this directory, so EPERM here means "no hard links on
+            # this file system" (FAT, some FUSE/SMB mounts), not a permission problem.
+            if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                raise TransferError(
+                    f"{self._describe(key)}: create-if-absent needs hard links, which this file "
+                    f"system refuses ({exc.strerror})",
+                    hint="put the lake on a local POSIX file system (ext4, xfs, apfs, ...)"
+                ) from exc
+            raise
+
+    def _check_etag(self, final: Path, key: str, expected: str) -> None:
+        try:
+            st = os.stat(final)
+        except (FileNotFoundError, NotADirectoryError):
+            raise PreconditionFailed(f"{self._describe(key)}: does not exist "
+                                     f"(expected ETag {expected})") from None
+        if _quoted_etag(st) != expected:
+            raise PreconditionFailed(f"{self._describe(key)}: changed "
+                                     f"(expected ETag {expected}, found {_quoted_etag(st)})")
+
+    # ---- reads -----------------------------------------------------------------------------
+
+    def get(self, key: str) -> bytes:
+        return self.get_with_etag(key)[0]
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        path = self._path(key)
+        with self._errors(key):
+            with open(path, "rb") as f:
+                # fstat of the open file: the ETag belongs to exactly the bytes we read, even if
+                # the key is replaced meanwhile (replacement swaps inodes, ours stays intact).
+                st = os.fstat(f.fileno())
+                return f.read(), _quoted_etag(st)
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        if start < 0 or length < 0:
+            raise UsageError(f"invalid range start={start} length={length} for {key!r}")
+        path = self._path(key)
+        with self._errors(key):
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                parts: list[bytes] = []
+                got = 0
+                while got < length:
+                    chunk = os.pread(fd, length - got, start + got)
+                    if not chunk:
+                        break
+                    parts.append(chunk)
+                    got += len(chunk)
+                return b"".join(parts)
+            finally:
+                os.close(fd)
+
+    def stat(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        with self._errors(key):
+            st = os.stat(path)
+        if not stat_mode.S_ISREG(st.st_mode):
+            raise NotFound(f"{self._describe(key)}: not found")
+        return ObjectInfo(key=key, size=st.st_size, etag=_quoted_etag(st), modified=_modified(st))
+
+    # ---- writes ----------------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes | bytearray | memoryview, *,
+            if_none_match: bool = False, if_match: str | None = None) -> str:
+        if if_none_match and if_match is not None:
+            raise UsageError("put: if_none_match and if_match are mutually exclusive")
+        final = self._path(key)
+        with self._write_errors(key):
+            tmp, st = self._write_temp(final.parent, [data])
+            self._place(tmp, final, key, if_none_match=if_none_match, if_match=if_match)
+        return _quoted_etag(st)
+
+    def delete(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            path = self._path(key)
+            if not os.path.lexists(path):
+                continue  # nothing to serialise with: absent keys are not an error
+            with self._errors(key), self._locked(key):
+                try:
+                    os.unlink(path)
+                except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                    continue
+            self._prune_empty_parents(path.parent)
+
+    def _prune_empty_parents(self, directory: Path) -> None:
+        """Best effort: S3 has no directories, so none should linger once their keys are gone."""
+        while directory != self.root and self.root in directory.parents:
+            try:
+                directory.rmdir()
+            except OSError:
+                return
+            directory = directory.parent
+
+    # ---- listing ---------------------------------------------------------------------------
+
+    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        _validate_prefix(prefix)
+        for key, entry in self._walk(self.root, "", prefix, start_after):
+            try:
+                st = entry.stat()
+            except FileNotFoundError:
+                continue  # deleted while we listed: S3 would not show it either
+            except OSError as exc:
+                raise _map_os_error(exc, self._describe(key)) from exc
+            yield ObjectInfo(key=key, size=st.st_size, etag=_quoted_etag(st),
+                             modified=_modified(st))
+
+    def _walk(self, directory: Path, rel: str, prefix: str, start_after: str | None
+              ) -> Iterator[tuple[str, os.DirEntry[str]]]:
+        """Yield (key, entry) of files below `directory` in S3 key (code point) order.
+
+        Entries are sorted with a '/' appended to directory names because every key inside
+        directory 'a' starts with 'a/', which sorts after 'a-b' and 'a.b' but before 'a0'.
+        """
+        for sort_key, entry, is_dir in self._sorted_entries(directory, rel):
+            if not (sort_key.startswith(prefix) or prefix.startswith(sort_key)):
+                continue
+            if start_after is not None and sort_key <= start_after \
+                    and not (is_dir and start_after.startswith(sort_key)):
+                continue
+            if is_dir:
+                yield from self._walk(Path(entry.path), sort_key, prefix, start_after)
+            elif sort_key.startswith(prefix):
+                yield sort_key, entry
+
+    def _sorted_entries(self, directory: Path, rel: str
+                        ) -> list[tuple[str, os.DirEntry[str], bool]]:
+        try:
+            with os.scandir(directory) as it:
+                raw = list(it)
+        except (FileNotFoundError, NotADirectoryError):
+            return []  # missing root, or a directory pruned while we walked
+        except OSError as exc:
+            raise _map_os_error(exc, f"{self.url}/{rel}") from exc
+        entries = []
+        for entry in raw:
+            if entry.name.startswith(TMP_PREFIX) or (not rel and entry.name in _RESERVED_ROOT_NAMES):
+                continue
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+                if not is_dir and not entry.is_file():
+                    continue  # sockets, fifos, symlinks to directories: not objects
+            except OSError:
+                continue
+            entries.append((rel + entry.name + ("/" if is_dir else ""), entry, is_dir))
+        entries.sort(key=lambda e: e[0])
+        return entries
+
+    def list_prefixes(self, prefix: str) -> Iterator[str]:
+        if prefix and not prefix.endswith("/"):
+            raise UsageError(f"list_prefixes: prefix {prefix!r} must end with '/'")
+        _validate_prefix(prefix)
+        directory = self.root.joinpath(*prefix.split("/")[:-1])
+        for sort_key, entry, is_dir in self._sorted_entries(directory, prefix):
+            # Like S3, a 'directory' exists only while some object lives under it.
+            if is_dir and next(self._walk(Path(entry.path), sort_key, sort_key, None), None):
+                yield sort_key
+
+    # ---- multipart -------------------------------------------------------------------------
+
+    def _upload_dir(self, upload_id: str) -> Path:
+        if not upload_id or not all(c in "0123456789abcdef" for c in upload_id):
+            raise NotFound(f"multipart upload {upload_id!r}: not found")
+        return self.root / MULTIPART_DIR / upload_id
+
+    def _upload_meta(self, key: str, upload_id: str) -> dict[str, str]:
+        path = self._upload_dir(upload_id) / "meta.json"
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, NotADirectoryError):
+            meta = None
+        except (OSError, ValueError) as exc:
+            raise TransferError(f"{self._describe(key)}: unreadable multipart upload "
+                                f"{upload_id}: {exc}") from exc
+        if not isinstance(meta, dict) or meta.get("key") != key:
+            raise NotFound(f"{self._describe(key)}: multipart upload {upload_id} not found")
+        return meta
+
+    def create_multipart(self, key: str) -> str:
+        self._path(key)  # validate now rather than at completion
+        upload_id = secrets.token_hex(16)
+        base = self.root / MULTIPART_DIR
+        meta = {"key": key, "initiated": datetime.now(timezone.utc).isoformat()}
+        with self._write_errors(key):
+            # Built under a temp name and renamed, so list_multipart never sees a half-made one.
+            staging = base / f"{TMP_PREFIX}{os.getpid()}-{upload_id}"
+            staging.mkdir(parents=True)
+            tmp, _ = self._write_temp(staging, [json.dumps(meta).encode()])
+            os.replace(tmp, staging / "meta.json")
+            os.rename(staging, base / upload_id)
+        return upload_id
+
+    def upload_part(self, key: str, upload_id: str, part_number: int,
+                    data: bytes | bytearray | memoryview) -> str:
+        if not 1 <= part_number <= MAX_PART_NUMBER:
+            raise UsageError(f"part number {part_number} outside 1..{MAX_PART_NUMBER}")
+        self._upload_meta(key, upload_id)
+        directory = self._upload_dir(upload_id)
+        # S3's part ETag is the part's MD5.  It is also the file name, so a re-uploaded part
+        # never pairs new bytes with an old ETag; completion picks the file the caller names.
+        digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        with self._errors(key):
+            tmp, _ = self._write_temp(directory, [data])
+            os.replace(tmp, directory / f"part-{part_number:05d}.{digest}")
+        return f'"{digest}"'
+
+    def _checked_parts(self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+                       ) -> list[Path]:
+        """The part files to join, refusing what S3 refuses (order, ETag, size)."""
+        if not parts:
+            raise TransferError(f"{self._describe(key)}: multipart upload needs at least one part")
+        numbers = [n for n, _ in parts]
+        if numbers != sorted(set(numbers)):
+            raise TransferError(f"{self._describe(key)}: parts must be listed in ascending "
+                                "order without duplicates (InvalidPartOrder)")
+        directory = self._upload_dir(upload_id)
+        paths = []
+        for i, (number, etag) in enumerate(parts):
+            digest = etag.strip('"').lower()
+            path = directory / f"part-{number:05d}.{digest}"
+            try:
+                size = path.stat().st_size if _is_md5_hex(digest) else None
+            except FileNotFoundError:
+                size = None
+            if size is None:
+                raise TransferError(f"{self._describe(key)}: part {number} missing or its ETag "
+                                    f"does not match (InvalidPart)")
+            if i < len(parts) - 1 and size < MIN_PART_SIZE:
+                raise TransferError(f"{self._describe(key)}: part {number} is {size} bytes; all "
+                                    f"parts but the last need {MIN_PART_SIZE} (EntityTooSmall)")
+            paths.append(path)
+        return paths
+
+    def complete_multipart(self, key: str, upload_id: str, parts: Sequence[tuple[int, str]], *,
+                           if_none_match: bool = False) -> str:
+        self._upload_meta(key, upload_id)
+        paths = self._checked_parts(key, upload_id, parts)
+        final = self._path(key)
+        with self._write_errors(key):
+            tmp, st = self._write_temp(final.parent, _read_files(paths))
+            self._place(tmp, final, key, if_none_match=if_none_match)
+        # Only after the object is in place: a failed precondition leaves the upload abortable.
+        shutil.rmtree(self._upload_dir(upload_id), ignore_errors=True)
+        return _quoted_etag(st)
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        try:
+            self._upload_meta(key, upload_id)
+        except NotFound:
+            return
+        shutil.rmtree(self._upload_dir(upload_id), ignore_errors=True)
+
+    def list_multipart(self, prefix: str = "") -> Iterator[MultipartUpload]:
+        _validate_prefix(prefix)
+        base = self.root / MULTIPART_DIR
+        try:
+            names = [n for n in os.listdir(base) if not n.startswith(TMP_PREFIX)]
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise _map_os_error(exc, f"{self.url}/{MULTIPART_DIR}") from exc
+        uploads = []
+        for upload_id in names:
+            upload = self._read_upload(base / upload_id / "meta.json", upload_id)
+            if upload is not None and upload.key.startswith(prefix):
+                uploads.append(upload)
+        uploads.sort(key=lambda u: (u.key, u.initiated, u.upload_id))  # S3's order
+        yield from uploads
+
+    @staticmethod
+    def _read_upload(meta_path: Path, upload_id: str) -> MultipartUpload | None:
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            return MultipartUpload(key=meta["key"], upload_id=upload_id,
+                                   initiated=datetime.fromisoformat(meta["initiated"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # completed/aborted while we looked, or not ours
+
+
+def _is_md5_hex(text: str) -> bool:
+    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
+
+
+def _read_files(paths: Sequence[Path], block: int = 8 * 1024 * 1024) -> Iterator[bytes]:
+    for path in paths:
+        with open(path, "rb") as f:
+            while chunk := f.read(block):
+                yield chunk

@@ -1,0 +1,441 @@
+"""A lake in an S3 (or S3-compatible) bucket under a prefix, over boto3.
+
+The only module allowed to import boto3/botocore, and it does so lazily, so `import ckptlake`
+and `ckptlake --help` stay fast and work without AWS configuration.
+
+Retries: botocore's own retry loop is switched off (one attempt per call).  RetryingStore is
+the single retry layer, so attempts are counted, reported as progress events and bounded in one
+place instead of multiplying (5 botocore retries x 5 ours = 25 tries on a dead endpoint).
+"""
+from __future__ import annotations
+
+import contextlib
+import http.client
+import re
+from datetime import datetime, timezone
+from typing import Any, Iterable, Iterator, NoReturn, Sequence
+
+from ..errors import (AccessDenied, CkptlakeError, NotFound, PreconditionFailed, TransferError,
+                      TransientError, UsageError)
+from .base import MultipartUpload, ObjectInfo, Store
+from .local import validate_key
+
+DELETE_BATCH = 1000  # DeleteObjects' limit
+
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404", "NoSuchUpload"})
+_PRECONDITION_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
+_ACCESS_CODES = frozenset({"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId",
+                           "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+                           "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem"})
+_TRANSIENT_CODES = frozenset({"500", "502", "503", "504", "SlowDown", "RequestTimeout",
+                              "InternalError", "ServiceUnavailable", "Throttling",
+                              "ThrottlingException", "TooManyRequests", "429",
+                              "OperationAborted"})
+_CREDENTIALS_HINT = "configure AWS credentials (env vars, ~/.aws, SSO) or pass --profile"
+_BUCKET_HINT = "create the bucket or fix --lake"
+
+# Anything that looks like signing material is cut from messages before they reach a user.
+_SECRET_PATTERNS = [
+    re.compile(r"(?i)(x-amz-(?:signature|credential|security-token)|signature|awsaccesskeyid"
+               r"|credential|sessiontoken)=[^&\s\"']+"),
+    re.compile(r"(?i)(authorization:?\s*)\S+(\s+\S+=\S+)*"),
+    re.compile(r"(://)[^/@\s:]+:[^/@\s]+@"),  # user:password@ in endpoint URLs
+]
+
+
+class _Boto:
+    """The boto3/botocore names we use, imported on first need."""
+
+    def __init__(self) -> None:
+        import boto3.session
+        import botocore.config
+        import botocore.exceptions as bex
+        import botocore.session
+        import urllib3.exceptions
+
+        self.Session = boto3.session.Session
+        self.botocore_session = botocore.session.Session
+        self.loader: Any = None  # botocore's data loader, shared by every S3Store
+        self.Config = botocore.config.Config
+        self.ClientError = bex.ClientError
+        self.BotoCoreError = bex.BotoCoreError
+        self.ProfileNotFound = bex.ProfileNotFound
+        self.SSLError = bex.SSLError
+        self.credential_errors: tuple[type[BaseException], ...] = (
+            bex.NoCredentialsError, bex.PartialCredentialsError, bex.CredentialRetrievalError,
+            bex.TokenRetrievalError, bex.UnauthorizedSSOTokenError)
+        self.transient_errors: tuple[type[BaseException], ...] = (
+            bex.ConnectionError,  # EndpointConnectionError, ConnectTimeoutError, proxy errors
+            bex.HTTPClientError,  # ConnectionClosedError, ReadTimeoutError, ResponseStreamingError
+            bex.IncompleteReadError,
+            urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError,
+            http.client.IncompleteRead, ConnectionError, TimeoutError)
+        # Every exception a boto3 call can raise for reasons outside our code.
+        self.all_errors: tuple[type[BaseException], ...] = (
+            bex.ClientError, bex.BotoCoreError, *self.transient_errors)
+
+
+_boto: _Boto | None = None
+
+
+def _b() -> _Boto:
+    global _boto
+    if _boto is None:
+        _boto = _Boto()
+    return _boto
+
+
+def _botocore_session() -> Any:
+    """A fresh botocore session whose service-model loader is shared process-wide.
+
+    Parsing S3's JSON model is ~90% of creating a client (~0.2 s); sharing the (read-only,
+    cached) loader makes every store after the first cheap.  Sessions themselves stay separate
+    because profiles and credentials are per store.
+    """
+    b = _b()
+    session = b.botocore_session()
+    if b.loader is None:
+        b.loader = session.get_component("data_loader")
+    else:
+        session.register_component("data_loader", b.loader)
+    return session
+
+
+def _as_bytes(data: bytes | bytearray | memoryview) -> bytes:
+    """bytes for the request body: botocore (and moto) handle bytes everywhere, views not."""
+    return data if isinstance(data, bytes) else bytes(data)
+
+
+def _utc(value: datetime) -> datetime:
+    # Some servers (SeaweedFS) answer in local time; the contract is UTC.
+    return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+class S3Store(Store):
+    """Store over `s3://bucket/prefix`.  Thread-safe: one boto3 client is shared by all threads."""
+
+    def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
+                 profile: str | None = None, region: str | None = None,
+                 max_connections: int = 10) -> None:
+        if not bucket:
+            raise UsageError("S3 lake needs a bucket name", hint="use s3://bucket[/prefix]")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self._key_base = f"{self.prefix}/" if self.prefix else ""
+        self._secrets: list[str] = []
+        self._client = self._make_client(endpoint_url, profile, region, max_connections)
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.url!r})"
+
+    def _make_client(self, endpoint_url: str | None, profile: str | None, region: str | None,
+                     max_connections: int) -> Any:
+        b = _b()
+        config = b.Config(
+            max_pool_connections=max_connections,
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            connect_timeout=10, read_timeout=60, tcp_keepalive=True,
+            # Checksums only where S3 requires them: many S3-compatible servers reject the
+            # newer default CRC headers / aws-chunked bodies, and the lake verifies content
+            # hashes itself on every read.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        try:
+            session = b.Session(botocore_session=_botocore_session(), profile_name=profile,
+                                region_name=region)
+            client = session.client("s3", endpoint_url=endpoint_url, config=config)
+        except b.ProfileNotFound:
+            raise UsageError(f"AWS profile {profile!r} not found",
+                             hint="check ~/.aws/config or --profile") from None
+        except ValueError as exc:  # botocore's answer to a malformed endpoint URL
+            raise UsageError(f"{self.url}: invalid endpoint URL: {self._scrub(str(exc))}",
+                             hint="use http(s)://host[:port]") from None
+        except b.all_errors as exc:
+            raise self._map(exc, self.url, "connect") from None
+        self._remember_secrets(session)
+        return client
+
+    def _remember_secrets(self, session: Any) -> None:
+        """Note the secret values so that no message can ever echo them."""
+        with contextlib.suppress(*_b().all_errors):
+            creds = session.get_credentials()
+            if creds is not None:
+                frozen = creds.get_frozen_credentials()
+                # Too-short values would also blank innocent words; real secrets are long.
+                self._secrets = [s for s in (frozen.secret_key, frozen.token)
+                                 if s and len(s) >= 8]
+
+    # ---- keys, messages, errors ------------------------------------------------------------
+
+    def _full(self, key: str) -> str:
+        return self._key_base + validate_key(key)
+
+    def _describe(self, key: str) -> str:
+        return f"{self.url}/{key}" if key else self.url
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        for pattern in _SECRET_PATTERNS:
+            text = pattern.sub(lambda m: m.group(1) + "***", text)
+        return text
+
+    def _map(self, exc: BaseException, what: str, op: str) -> CkptlakeError:
+        """One S3/botocore failure as a ckptlake error naming `what` and the cause."""
+        b = _b()
+        if isinstance(exc, b.ClientError):
+            return self._map_client_error(exc, what, op)
+        cause = self._scrub(f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, b.credential_errors):
+            return AccessDenied(f"{what}: {op}: {cause}", hint=_CREDENTIALS_HINT)
+        if isinstance(exc, b.SSLError):
+            return TransferError(f"{what}: {op}: {cause}",
+                                 hint="check the endpoint URL and its TLS certificate")
+        if isinstance(exc, b.transient_errors):
+            return TransientError(f"{what}: {op}: {cause}")
+        return TransferError(f"{what}: {op}: {cause}")
+
+    def _map_client_error(self, exc: Any, what: str, op: str) -> CkptlakeError:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code") or "")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        message = self._scrub(str(error.get("Message") or ""))
+        cause = f"{code or status}" + (f" ({message})" if message and message != code else "")
+        text = f"{what}: {op}: {cause}"
+        if code == "NoSuchBucket":
+            return NotFound(f"{what}: bucket {self.bucket!r} does not exist", hint=_BUCKET_HINT)
+        if code in _NOT_FOUND_CODES or status == 404:
+            return NotFound(f"{what}: not found")
+        if code in _PRECONDITION_CODES or status == 412:
+            return PreconditionFailed(text)
+        if code in _ACCESS_CODES or status == 403:
+            return AccessDenied(text, hint=_CREDENTIALS_HINT)
+        if code in _TRANSIENT_CODES or status == 429 or \
+                (isinstance(status, int) and 500 <= status < 600):
+            return TransientError(text)
+        return TransferError(text)
+
+    def _fail(self, exc: BaseException, key: str, op: str) -> NoReturn:
+        raise self._map(exc, self._describe(key), op) from exc
+
+    # ---- reads -----------------------------------------------------------------------------
+
+    def _read_body(self, response: dict[str, Any], key: str, op: str) -> bytes:
+        """The whole body, or TransientError: a short read must never pass for the object."""
+        body = response["Body"]
+        try:
+            data = body.read()
+        except _b().all_errors as exc:
+            self._fail(exc, key, op)
+        finally:
+            body.close()
+        expected = response.get("ContentLength")
+        if expected is not None and len(data) != expected:
+            raise TransientError(f"{self._describe(key)}: {op}: short read "
+                                 f"({len(data)} of {expected} bytes)")
+        return data
+
+    def _get_object(self, key: str, op: str, **kwargs: Any) -> tuple[bytes, str]:
+        b = _b()
+        try:
+            response = self._client.get_object(Bucket=self.bucket, Key=self._full(key), **kwargs)
+        except b.ClientError as exc:
+            # 416: a range starting at or past the end (also of an empty object): no bytes,
+            # like reading past EOF, which is what get_range promises.
+            if "Range" in kwargs and exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                return b"", ""
+            self._fail(exc, key, op)
+        except b.all_errors as exc:
+            self._fail(exc, key, op)
+        return self._read_body(response, key, op), response.get("ETag", "")
+
+    def get(self, key: str) -> bytes:
+        return self._get_object(key, "get")[0]
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        return self._get_object(key, "get")
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        if start < 0 or length < 0:
+            raise UsageError(f"invalid range start={start} length={length} for {key!r}")
+        if length == 0:
+            self.stat(key)  # still NotFound for a missing object
+            return b""
+        return self._get_object(key, "get_range", Range=f"bytes={start}-{start + length - 1}")[0]
+
+    def stat(self, key: str) -> ObjectInfo:
+        try:
+            r = self._client.head_object(Bucket=self.bucket, Key=self._full(key))
+        except _b().all_errors as exc:
+            self._fail(exc, key, "stat")
+        return ObjectInfo(key=key, size=r["ContentLength"], etag=r["ETag"],
+                          modified=_utc(r["LastModified"]))
+
+    # ---- writes ----------------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes | bytearray | memoryview, *,
+            if_none_match: bool = False, if_match: str | None = None) -> str:
+        if if_none_match and if_match is not None:
+            raise UsageError("put: if_none_match and if_match are mutually exclusive")
+        kwargs: dict[str, Any] = {}
+        if if_none_match:
+            kwargs["IfNoneMatch"] = "*"
+        if if_match is not None:
+            kwargs["IfMatch"] = if_match
+        body = _as_bytes(data)
+        try:
+            r = self._client.put_object(Bucket=self.bucket, Key=self._full(key), Body=body,
+                                        **kwargs)
+        except _b().all_errors as exc:
+            error = self._map(exc, self._describe(key), "put")
+            if if_match is not None and isinstance(error, NotFound) \
+                    and not error.hint:  # AWS answers If-Match on a missing key with 404
+                raise PreconditionFailed(f"{self._describe(key)}: does not exist "
+                                         f"(expected ETag {if_match})") from exc
+            raise error from exc
+        return r["ETag"]
+
+    def delete(self, keys: Iterable[str]) -> None:
+        batch: list[str] = []
+        for key in keys:
+            batch.append(self._full(key))
+            if len(batch) == DELETE_BATCH:
+                self._delete_batch(batch)
+                batch = []
+        if batch:
+            self._delete_batch(batch)
+
+    def _delete_batch(self, full_keys: list[str]) -> None:
+        objects = [{"Key": k} for k in full_keys]
+        first = full_keys[0][len(self._key_base):]
+        try:
+            r = self._client.delete_objects(Bucket=self.bucket,
+                                            Delete={"Objects": objects, "Quiet": True})
+        except _b().all_errors as exc:
+            self._fail(exc, first, f"delete of {len(full_keys)} keys")
+        errors = [e for e in r.get("Errors", []) if e.get("Code") != "NoSuchKey"]
+        if errors:
+            self._raise_delete_errors(errors, len(full_keys))
+
+    def _raise_delete_errors(self, errors: list[dict[str, str]], total: int) -> NoReturn:
+        e = errors[0]
+        key = str(e.get("Key", ""))[len(self._key_base):]
+        fake = _b().ClientError({"Error": {"Code": e.get("Code", ""),
+                                           "Message": e.get("Message", "")}}, "DeleteObjects")
+        mapped = self._map(fake, self._describe(key), f"delete ({len(errors)} of {total} failed)")
+        raise mapped
+
+    # ---- listing ---------------------------------------------------------------------------
+
+    def _paginate(self, method: str, what: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        try:
+            pages = self._client.get_paginator(method).paginate(Bucket=self.bucket, **kwargs)
+            for page in pages:
+                yield page
+        except _b().all_errors as exc:
+            self._fail(exc, what, method)
+
+    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        kwargs: dict[str, Any] = {"Prefix": self._key_base + prefix}
+        if start_after is not None:
+            kwargs["StartAfter"] = self._key_base + start_after
+        cut = len(self._key_base)
+        for page in self._paginate("list_objects_v2", prefix, **kwargs):
+            for o in page.get("Contents", ()):
+                yield ObjectInfo(key=o["Key"][cut:], size=o["Size"], etag=o.get("ETag", ""),
+                                 modified=_utc(o["LastModified"]))
+
+    def list_prefixes(self, prefix: str) -> Iterator[str]:
+        if prefix and not prefix.endswith("/"):
+            raise UsageError(f"list_prefixes: prefix {prefix!r} must end with '/'")
+        cut = len(self._key_base)
+        for page in self._paginate("list_objects_v2", prefix, Prefix=self._key_base + prefix,
+                                   Delimiter="/"):
+            for p in page.get("CommonPrefixes", ()):
+                yield p["Prefix"][cut:]
+
+    # ---- multipart -------------------------------------------------------------------------
+
+    def create_multipart(self, key: str) -> str:
+        try:
+            r = self._client.create_multipart_upload(Bucket=self.bucket, Key=self._full(key))
+        except _b().all_errors as exc:
+            self._fail(exc, key, "create_multipart")
+        return r["UploadId"]
+
+    def upload_part(self, key: str, upload_id: str, part_number: int,
+                    data: bytes | bytearray | memoryview) -> str:
+        body = _as_bytes(data)
+        try:
+            r = self._client.upload_part(Bucket=self.bucket, Key=self._full(key),
+                                         UploadId=upload_id, PartNumber=part_number, Body=body)
+        except _b().all_errors as exc:
+            self._fail(exc, key, f"upload_part {part_number}")
+        return r["ETag"]
+
+    def complete_multipart(self, key: str, upload_id: str, parts: Sequence[tuple[int, str]], *,
+                           if_none_match: bool = False) -> str:
+        kwargs: dict[str, Any] = {"IfNoneMatch": "*"} if if_none_match else {}
+        try:
+            r = self._client.complete_multipart_upload(
+                Bucket=self.bucket, Key=self._full(key), UploadId=upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in parts]},
+                **kwargs)
+        except _b().all_errors as exc:
+            self._fail(exc, key, "complete_multipart")
+        return r["ETag"]
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        try:
+            self._client.abort_multipart_upload(Bucket=self.bucket, Key=self._full(key),
+                                                UploadId=upload_id)
+        except _b().all_errors as exc:
+            error = self._map(exc, self._describe(key), "abort_multipart")
+            if isinstance(error, NotFound) and not error.hint:  # NoSuchUpload: already gone
+                return
+            raise error from exc
+
+    def list_multipart(self, prefix: str = "") -> Iterator[MultipartUpload]:
+        cut = len(self._key_base)
+        for page in self._paginate("list_multipart_uploads", prefix,
+                                   Prefix=self._key_base + prefix):
+            for u in page.get("Uploads", ()):
+                yield MultipartUpload(key=u["Key"][cut:], upload_id=u["UploadId"],
+                                      initiated=_utc(u["Initiated"]))
+
+    # ---- extras ----------------------------------------------------------------------------
+
+    def bucket_region(self) -> str | None:
+        """The bucket's region from HeadBucket's x-amz-bucket-region header; None if unknown.
+
+        For the egress policy: AWS sends the header even with a 301/403 answer, so a region
+        can be known without read permission.  Servers that omit it (most S3-compatible ones)
+        give None.
+        """
+        b = _b()
+        try:
+            r = self._client.head_bucket(Bucket=self.bucket)
+            return r.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get(
+                "x-amz-bucket-region") or None
+        except b.ClientError as exc:
+            headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+            if headers.get("x-amz-bucket-region"):
+                return str(headers["x-amz-bucket-region"])
+            error = self._map(exc, self.url, "bucket_region")
+        except b.all_errors as exc:
+            raise self._map(exc, self.url, "bucket_region") from exc
+        if isinstance(error, NotFound):  # HEAD has no body: a bare 404 here is the bucket
+            raise NotFound(f"{self.url}: bucket {self.bucket!r} does not exist",
+                           hint=_BUCKET_HINT)
+        if isinstance(error, TransientError):
+            raise error
+        return None
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(AttributeError):
+                self._client.close()

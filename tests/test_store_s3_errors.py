@@ -1,0 +1,301 @@
+"""S3Store's translation of S3/botocore failures into ckptlake errors, and message hygiene.
+
+Driven by botocore's Stubber (exact server answers, no network), a refused local port (real
+connection errors), moto, and SeaweedFS with a wrong secret (a real signature check).
+"""
+from __future__ import annotations
+
+import io
+import socket
+from typing import Any, Iterator
+
+import botocore.exceptions as bex
+import pytest
+import urllib3.exceptions
+from botocore.response import StreamingBody
+from botocore.stub import Stubber
+
+from ckptlake.errors import (AccessDenied, NotFound, PreconditionFailed, TransferError,
+                             TransientError, UsageError)
+from ckptlake.store.s3 import S3Store
+
+SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzSecretKey99"
+TOKEN = "FwoGZXIvYXdzEJr//////////wEaDSessionTokenValue0123456789"
+
+
+@pytest.fixture
+def store(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Store]:
+    """An S3Store whose credentials are recognisable secrets; its client never hits a network."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", TOKEN)
+    s = S3Store("bucket", "pre/fix", endpoint_url="http://127.0.0.1:9")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def stub(store: S3Store) -> Iterator[Stubber]:
+    with Stubber(store._client) as stubber:
+        yield stubber
+
+
+def _no_secrets(error: BaseException) -> None:
+    text = f"{error} {getattr(error, 'hint', '')} {error!r}"
+    for secret in (SECRET, TOKEN, "deadbeefcafe"):
+        assert secret not in text
+
+
+# ---- ClientError codes ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("code,status,expected", [
+    ("NoSuchKey", 404, NotFound),
+    ("404", 404, NotFound),
+    ("AccessDenied", 403, AccessDenied),
+    ("InvalidAccessKeyId", 403, AccessDenied),
+    ("SignatureDoesNotMatch", 403, AccessDenied),
+    ("ExpiredToken", 400, AccessDenied),
+    ("SlowDown", 503, TransientError),
+    ("ServiceUnavailable", 503, TransientError),
+    ("InternalError", 500, TransientError),
+    ("RequestTimeout", 400, TransientError),
+    ("BadGateway", 502, TransientError),
+    ("GatewayTimeout", 504, TransientError),
+    ("PreconditionFailed", 412, PreconditionFailed),
+    ("ConditionalRequestConflict", 409, PreconditionFailed),
+])
+def test_client_error_mapping(store: S3Store, stub: Stubber, code: str, status: int,
+                              expected: type[Exception]) -> None:
+    stub.add_client_error("get_object", service_error_code=code, http_status_code=status)
+    with pytest.raises(expected) as info:
+        store.get("dir/obj")
+    assert "s3://bucket/pre/fix/dir/obj" in str(info.value)
+    if expected is AccessDenied:
+        assert "--profile" in (info.value.hint or "")
+
+
+def test_no_such_bucket_is_not_found_with_hint(store: S3Store, stub: Stubber) -> None:
+    stub.add_client_error("list_objects_v2", service_error_code="NoSuchBucket",
+                          http_status_code=404)
+    with pytest.raises(NotFound) as info:
+        list(store.list("x/"))
+    assert "bucket" in str(info.value).lower()
+    assert info.value.hint == "create the bucket or fix --lake"
+
+
+def test_unknown_client_error_is_permanent(store: S3Store, stub: Stubber) -> None:
+    stub.add_client_error("put_object", service_error_code="InvalidStorageClass",
+                          service_message="The storage class you specified is not valid",
+                          http_status_code=400)
+    with pytest.raises(TransferError) as info:
+        store.put("k", b"x")
+    assert not isinstance(info.value, TransientError)
+    assert "InvalidStorageClass" in str(info.value)
+    assert "storage class you specified" in str(info.value)
+
+
+def test_if_match_on_missing_key_is_precondition_failed(store: S3Store, stub: Stubber) -> None:
+    """AWS answers If-Match on an absent key with 404; the contract says PreconditionFailed."""
+    stub.add_client_error("put_object", service_error_code="NoSuchKey", http_status_code=404)
+    with pytest.raises(PreconditionFailed):
+        store.put("alias", b"x", if_match='"abc"')
+
+
+def test_conditional_headers_are_sent(store: S3Store, stub: Stubber) -> None:
+    stub.add_response("put_object", {"ETag": '"new"'},
+                      {"Bucket": "bucket", "Key": "pre/fix/k", "Body": b"x", "IfNoneMatch": "*"})
+    stub.add_response("put_object", {"ETag": '"newer"'},
+                      {"Bucket": "bucket", "Key": "pre/fix/k", "Body": b"y", "IfMatch": '"new"'})
+    assert store.put("k", b"x", if_none_match=True) == '"new"'
+    assert store.put("k", bytearray(b"y"), if_match='"new"') == '"newer"'
+    stub.assert_no_pending_responses()
+
+
+def test_range_past_end_is_empty(store: S3Store, stub: Stubber) -> None:
+    stub.add_client_error("get_object", service_error_code="InvalidRange", http_status_code=416)
+    assert store.get_range("k", 100, 10) == b""
+
+
+# ---- bodies ------------------------------------------------------------------------------------
+
+def test_short_body_is_transient(store: S3Store, stub: Stubber) -> None:
+    body = StreamingBody(io.BytesIO(b"abc"), 3)  # the stream itself does not notice
+    stub.add_response("get_object", {"Body": body, "ContentLength": 10, "ETag": '"e"'})
+    with pytest.raises(TransientError) as info:
+        store.get("k")
+    assert "3 of 10" in str(info.value)
+
+
+def test_incomplete_read_is_transient(store: S3Store, stub: Stubber) -> None:
+    body = StreamingBody(io.BytesIO(b"abc"), 10)  # botocore raises IncompleteReadError
+    stub.add_response("get_object", {"Body": body, "ContentLength": 10, "ETag": '"e"'})
+    with pytest.raises(TransientError):
+        store.get("k")
+
+
+class _BrokenStream(io.RawIOBase):
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def read(self, size: int = -1) -> bytes:
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [
+    urllib3.exceptions.ProtocolError("Connection broken: IncompleteRead"),
+    bex.ResponseStreamingError(error="connection reset"),
+    ConnectionResetError(104, "Connection reset by peer"),
+], ids=lambda e: type(e).__name__)
+def test_errors_while_streaming_the_body_are_transient(store: S3Store, stub: Stubber,
+                                                       error: BaseException) -> None:
+    stub.add_response("get_object", {"Body": StreamingBody(_BrokenStream(error), 10),
+                                     "ContentLength": 10, "ETag": '"e"'})
+    with pytest.raises(TransientError):
+        store.get("k")
+
+
+# ---- transport and credential errors -------------------------------------------------------------
+
+@pytest.mark.parametrize("error", [
+    bex.EndpointConnectionError(endpoint_url="http://127.0.0.1:9"),
+    bex.ConnectTimeoutError(endpoint_url="http://127.0.0.1:9"),
+    bex.ReadTimeoutError(endpoint_url="http://127.0.0.1:9"),
+    bex.ConnectionClosedError(endpoint_url="http://127.0.0.1:9"),
+], ids=lambda e: type(e).__name__)
+def test_transport_errors_are_transient(store: S3Store, monkeypatch: pytest.MonkeyPatch,
+                                        error: BaseException) -> None:
+    def fail(**kwargs: Any) -> None:
+        raise error
+
+    monkeypatch.setattr(store._client, "head_object", fail)
+    with pytest.raises(TransientError) as info:
+        store.stat("k")
+    assert "s3://bucket/pre/fix/k" in str(info.value)
+
+
+def test_connection_refused_for_real(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = S3Store("bucket", "", endpoint_url=f"http://127.0.0.1:{port}")
+    with pytest.raises(TransientError) as info:
+        store.get("k")
+    assert "s3://bucket/k" in str(info.value)
+
+
+def test_missing_credentials_are_access_denied(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    store = S3Store("bucket", "p", endpoint_url="http://127.0.0.1:9")
+    with pytest.raises(AccessDenied) as info:
+        store.get("k")
+    assert "credentials" in str(info.value).lower()
+    assert "--profile" in (info.value.hint or "")
+
+
+def test_unknown_profile_is_usage_error() -> None:
+    with pytest.raises(UsageError) as info:
+        S3Store("bucket", "p", profile="no-such-profile-here")
+    assert "no-such-profile-here" in str(info.value)
+
+
+def test_invalid_endpoint_is_usage_error() -> None:
+    with pytest.raises(UsageError):
+        S3Store("bucket", "p", endpoint_url="not a url")
+
+
+# ---- delete batches ----------------------------------------------------------------------------
+
+def test_delete_batches_and_reports_errors(store: S3Store, stub: Stubber) -> None:
+    keys = [f"k{i:04d}" for i in range(1500)]
+    stub.add_response("delete_objects", {}, {
+        "Bucket": "bucket",
+        "Delete": {"Objects": [{"Key": f"pre/fix/{k}"} for k in keys[:1000]], "Quiet": True}})
+    stub.add_response("delete_objects", {"Errors": [
+        {"Key": "pre/fix/k1200", "Code": "NoSuchKey", "Message": "gone already"},
+        {"Key": "pre/fix/k1234", "Code": "AccessDenied", "Message": "Access Denied"}]}, {
+        "Bucket": "bucket",
+        "Delete": {"Objects": [{"Key": f"pre/fix/{k}"} for k in keys[1000:]], "Quiet": True}})
+    with pytest.raises(AccessDenied) as info:
+        store.delete(iter(keys))
+    assert "s3://bucket/pre/fix/k1234" in str(info.value)
+    stub.assert_no_pending_responses()
+
+
+def test_delete_ignores_missing_key_errors(store: S3Store, stub: Stubber) -> None:
+    stub.add_response("delete_objects", {"Errors": [
+        {"Key": "pre/fix/a", "Code": "NoSuchKey", "Message": "gone"}]})
+    store.delete(["a"])
+
+
+# ---- secrets never leak --------------------------------------------------------------------------
+
+def test_messages_never_contain_secrets(store: S3Store, stub: Stubber) -> None:
+    leaky = (f"Denied for https://bucket.s3.amazonaws.com/k?X-Amz-Credential=AKIAIOSFODNN7EXAMPLE"
+             f"%2F20260101&X-Amz-Signature=deadbeefcafe&X-Amz-Security-Token={TOKEN} "
+             f"secret was {SECRET}")
+    stub.add_client_error("get_object", service_error_code="AccessDenied",
+                          service_message=leaky, http_status_code=403)
+    stub.add_client_error("put_object", service_error_code="SignatureDoesNotMatch",
+                          service_message=f"The request signature we calculated does not "
+                                          f"match (key {SECRET})",
+                          service_error_meta={"SignatureProvided": "deadbeefcafe",
+                                              "StringToSign": "AWS4-HMAC-SHA256 deadbeefcafe"},
+                          http_status_code=403)
+    for call in (lambda: store.get("k"), lambda: store.put("k", b"x")):
+        with pytest.raises(AccessDenied) as info:
+            call()
+        _no_secrets(info.value)
+    assert SECRET not in repr(store) and SECRET not in store.url
+
+
+# ---- bucket region -------------------------------------------------------------------------------
+
+def test_bucket_region_from_header(store: S3Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    answer = {"ResponseMetadata": {"HTTPHeaders": {"x-amz-bucket-region": "eu-west-3"}}}
+    monkeypatch.setattr(store._client, "head_bucket", lambda **kw: answer)
+    assert store.bucket_region() == "eu-west-3"
+
+
+def test_bucket_region_from_refusal_header(store: S3Store, stub: Stubber) -> None:
+    stub.add_client_error("head_bucket", service_error_code="403", http_status_code=403,
+                          response_meta={"HTTPHeaders": {"x-amz-bucket-region": "ap-south-1"}})
+    assert store.bucket_region() == "ap-south-1"
+    stub.add_client_error("head_bucket", service_error_code="403", http_status_code=403)
+    assert store.bucket_region() is None
+    stub.add_client_error("head_bucket", service_error_code="404", http_status_code=404)
+    with pytest.raises(NotFound) as info:
+        store.bucket_region()
+    assert info.value.hint == "create the bucket or fix --lake"
+
+
+def test_bucket_region_on_moto(moto_store: S3Store) -> None:
+    assert moto_store.bucket_region() == "us-east-1"
+
+
+# ---- the same, against servers -----------------------------------------------------------------
+
+def test_moto_missing_bucket(moto_store: S3Store) -> None:
+    other = S3Store("no-such-bucket-here", "p")
+    with pytest.raises(NotFound) as info:
+        other.get("k")
+    assert info.value.hint == "create the bucket or fix --lake"
+    with pytest.raises(NotFound):
+        list(other.list())
+
+
+def test_seaweedfs_wrong_secret_is_access_denied_without_leaking(
+        seaweedfs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)  # the server expects "testing"
+    store = S3Store(seaweedfs.bucket, "p", endpoint_url=seaweedfs.endpoint_url)
+    with pytest.raises(AccessDenied) as info:
+        store.put("k", b"x")
+    _no_secrets(info.value)
+    assert "s3://ckptlake-test/p/k" in str(info.value)
+
+
+def test_seaweedfs_missing_bucket(seaweedfs: Any) -> None:
+    store = S3Store("no-such-bucket-here", "p", endpoint_url=seaweedfs.endpoint_url)
+    with pytest.raises(NotFound) as info:
+        store.get("k")
+    assert info.value.hint == "create the bucket or fix --lake"
