@@ -6,10 +6,12 @@ are `CkptlakeError`s that carry their exit code.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import threading
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from .core import catalog
 from .core import pull as _pull
@@ -63,6 +65,28 @@ class Lake:
             raise UsageError(f"max bandwidth must be positive, got {max_bandwidth}")
         # One bucket for the whole Lake: the limit holds across concurrent operations.
         self.throttle = Throttle(max_bandwidth)
+        # Retries happen in the store's retry layer; route them to whoever is watching.
+        self._watchers: set[Progress] = set()
+        self._watch_lock = threading.Lock()
+        if hasattr(store, "on_retry"):
+            store.on_retry = self._report_retry  # type: ignore[attr-defined]
+
+    def _report_retry(self, key: str, attempt: int, error: str, delay: float) -> None:
+        with self._watch_lock:
+            watchers = list(self._watchers)
+        for progress in watchers:
+            progress.retry(key=key, attempt=attempt, error=error, delay=delay)
+
+    @contextlib.contextmanager
+    def _watching(self, progress: Progress | None) -> Iterator[Progress]:
+        progress = progress or NullProgress()
+        with self._watch_lock:
+            self._watchers.add(progress)
+        try:
+            yield progress
+        finally:
+            with self._watch_lock:
+                self._watchers.discard(progress)
 
     def __repr__(self) -> str:
         return f"Lake({self.url!r})"
@@ -90,11 +114,12 @@ class Lake:
         if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
             raise UsageError(f"step must be a non-negative integer, got {step!r}")
         tree = scan(source, exclude=tuple(exclude), follow_symlinks=follow_symlinks)
-        return _push.push(self.store, tree, artifact, chunk_size=self.chunk_size,
-                          concurrency=self.concurrency, step=step,
-                          metrics=_check_metrics(metrics), metadata=_check_metadata(metadata),
-                          aliases=list(aliases), progress=progress or NullProgress(),
-                          lake_url=self.url, throttle=self.throttle)
+        with self._watching(progress) as progress:
+            return _push.push(self.store, tree, artifact, chunk_size=self.chunk_size,
+                              concurrency=self.concurrency, step=step,
+                              metrics=_check_metrics(metrics),
+                              metadata=_check_metadata(metadata), aliases=list(aliases),
+                              progress=progress, lake_url=self.url, throttle=self.throttle)
 
     def pull(self, ref: str | Ref, destination: str | Path, *, force: bool = False,
              progress: Progress | None = None) -> PullResult:
@@ -104,9 +129,10 @@ class Lake:
         restores to the path `destination` (or into it, if it is an existing directory).
         """
         m = catalog.resolve(self.store, ref)
-        return _pull.pull(self.store, m, os.fspath(destination), force=force,
-                          concurrency=self.concurrency, progress=progress or NullProgress(),
-                          lake_url=self.url, throttle=self.throttle)
+        with self._watching(progress) as progress:
+            return _pull.pull(self.store, m, os.fspath(destination), force=force,
+                              concurrency=self.concurrency, progress=progress,
+                              lake_url=self.url, throttle=self.throttle)
 
     def artifacts(self, prefix: str = "") -> list[ArtifactInfo]:
         """Artifacts with at least one version, sorted by name."""

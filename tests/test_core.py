@@ -371,3 +371,34 @@ def test_resume_refetches_a_torn_staged_chunk(lake: Lake, store: MemoryStore, tm
     monkeypatch.setattr(store, "get", real_get)
     lake.pull("a/f", tmp_path / "out.bin")
     assert (tmp_path / "out.bin").read_bytes() == f.read_bytes()
+
+
+def test_retries_reach_the_progress_reporter(tmp_path: Path) -> None:
+    from ckptlake.errors import TransientError
+    from ckptlake.store.retry import RetryingStore
+    from ckptlake.transfer.progress import NullProgress
+
+    inner = MemoryStore()
+    real_put = inner.put
+    failures = []
+
+    def flaky_put(key, data, **kw):
+        if key.startswith("chunks/") and not failures:
+            failures.append(key)
+            raise TransientError("503 SlowDown")
+        return real_put(key, data, **kw)
+
+    inner.put = flaky_put  # type: ignore[method-assign]
+    store = RetryingStore(inner, sleep=lambda s: None)
+    lake = Lake(store, chunk_size=MiB)
+    seen = []
+
+    class Watch(NullProgress):
+        def retry(self, *, key, attempt, error, delay):
+            seen.append((key, attempt, error))
+
+    f = tmp_path / "f.bin"
+    f.write_bytes(os.urandom(MiB + 1))
+    r = lake.push(f, "a/b", progress=Watch())
+    assert r.version == 1
+    assert seen == [(failures[0], 1, "503 SlowDown")]
