@@ -28,7 +28,7 @@ pull::
 
     {"lake": "...", "lake_origin": "...", "artifact": "gpt2/run-7/ckpt", "version": 3,
      "destination": "./restore", "files": 12, "bytes_total": 1073741824,
-     "bytes_downloaded": 1073741824, "bytes_reused": 0, "seconds": 2.1}
+     "bytes_downloaded": 1073741824, "bytes_reused": 0, "bytes_resumed": 0, "seconds": 2.1}
 
 ls (no argument)::
 
