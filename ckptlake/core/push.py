@@ -14,7 +14,7 @@ import zlib
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, Sequence
 
-from ..errors import PreconditionFailed, SourceChanged, TransferError
+from ..errors import NotFound, PreconditionFailed, SourceChanged, TransferError
 from ..format import layout
 from ..format.header import digest, ensure_header
 from ..format.manifest import ChunkRef, FileEntry, Manifest
@@ -74,6 +74,13 @@ def plan_units(files: Sequence[SourceFile], chunk_size: int) -> list[_Slice | _P
     return units
 
 
+def _stored_size(store: Store, key: str) -> int | None:
+    try:
+        return store.stat(key).size
+    except NotFound:
+        return None
+
+
 class FileObserver(Protocol):
     """Sees every byte of the pushed files as it is read, to derive extra per-file records
     (e.g. safetensors tensor digests) without a second read of the data.
@@ -122,8 +129,11 @@ class _Uploader:
         d = digest(self.algo, data)
         self.unit_of[d] = unit
         key = layout.chunk_key(d)
-        # Content-addressed: an existing object already holds exactly these bytes.
-        if self.store.exists(key):
+        # Content-addressed: an existing object of the right size holds exactly these bytes.
+        # The size check matters: SeaweedFS keeps an *empty* object when a PUT's connection
+        # closes right after the request head (a pusher killed at that instant), and trusting
+        # mere existence would commit versions that can never be pulled.
+        if _stored_size(self.store, key) == len(data):
             self.deduplicated.add(len(data))
         else:
             self.throttle.acquire(len(data))

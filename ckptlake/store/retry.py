@@ -65,7 +65,8 @@ class RetryingStore(Store):
 
     def _give_up(self, key: str, attempts: int, error: TransientError) -> TransferError:
         where = f"{self.url}/{key}" if key else self.url
-        return TransferError(f"{where}: failed after {attempts} attempts; last error: {error}",
+        cause = str(error).removeprefix(f"{where}: ")  # backends name the object too
+        return TransferError(f"{where}: failed after {attempts} attempts; last error: {cause}",
                              hint="check connectivity to the storage, then rerun (finished "
                                   "work is kept)")
 
