@@ -1,0 +1,235 @@
+"""`ckptlake gc`: apply the retention policy and collect unreferenced chunks (plan, then act)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from .help import epilog
+from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
+                      ProfileOpt, QuietOpt, RegionOpt)
+from .output import Output, format_age, format_bytes, lake_origin, lake_url, open_lake, \
+    plain_table
+
+if TYPE_CHECKING:
+    from ..core.gc import ArtifactPlan, GcPlan, GcResult
+
+HELP = ("Delete the versions the retention policy no longer keeps, and the chunks nothing "
+        "references any more.\n\n"
+        "Prints the plan first: per artifact, each version to delete with its step, age, size "
+        "and reason, the bytes freed and the monthly cost saved.  --dry-run stops there.  "
+        "Otherwise gc asks on a terminal, and elsewhere needs --yes.")
+EPILOG = epilog(
+    "Example: ckptlake gc --dry-run; ckptlake gc --match 'gpt2/*' --yes",
+    "The policy is the retention: section of ckptlake.yaml (or of --policy FILE); see "
+    "ckptlake.example.yaml.  Aliased versions and each artifact's latest version are always "
+    "kept; an artifact no rule matches is kept whole.  Deleted versions leave a tombstone "
+    "(ckptlake ls ARTIFACT --all).  Chunks are swept only after retention.grace_period, and "
+    "gc is safe to run while others push (docs/format.md, 'Deleting (gc)').  Objects under "
+    "the lake's prefix that are not the lake's are reported, never deleted.")
+
+DELETE_HEADERS = ("VERSION", "STEP", "AGE", "SIZE", "REASON")
+
+
+def gc(
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the plan and change nothing.")] = False,
+    yes: Annotated[bool, typer.Option(
+        "--yes", "-y", help="Carry the plan out without asking.")] = False,
+    policy: Annotated[Optional[Path], typer.Option(
+        "--policy", metavar="FILE", dir_okay=False, show_default=False,
+        help="Read the retention: section from FILE instead of the config file.")] = None,
+    match: Annotated[Optional[str], typer.Option(
+        "--match", metavar="GLOB", show_default=False,
+        help="Consider only artifacts matching GLOB (fnmatch, e.g. 'gpt2/*'); chunk "
+             "collection is lake-wide.")] = None,
+    lake: LakeOpt = None,
+    endpoint_url: EndpointOpt = None,
+    profile: ProfileOpt = None,
+    region: RegionOpt = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """The policy is validated before the lake is opened: a bad key, duration or rule fails in
+    milliseconds with exit 2, naming the file, the line and the key."""
+    common = CommonOptions(lake=lake, endpoint_url=endpoint_url, profile=profile, region=region,
+                           config=config, json=json_, quiet=quiet, debug=debug)
+    out = Output(common)
+    with out.guard():
+        from ..errors import PolicyRefusal, UsageError
+        from ..policy.config import load_config
+        from ..policy.retention import load_retention
+
+        if match is not None and not match.strip():
+            raise UsageError("--match is empty", hint="give a glob such as 'gpt2/*'")
+        source = policy if policy is not None else common.config
+        retention = load_retention(load_config(str(source) if source else None))
+        handle = open_lake(common)
+        try:
+            out.lake_line(handle)
+            if not retention.rules:
+                out.note(f"no retention rules in {retention.source or 'any config file'}: "
+                         "every artifact is kept whole; gc only collects unreferenced chunks")
+            plan = handle.gc_plan(retention, match=match)
+            doc: dict[str, Any] = {"lake": lake_url(handle), "lake_origin": lake_origin(handle),
+                                   "dry_run": dry_run, "plan": plan.to_dict()}
+            if dry_run:
+                show_plan(out, plan)
+                out.result(doc, None)
+                return
+            if plan.has_work and not yes:
+                if not out.json and sys.stdin.isatty() and sys.stderr.isatty():
+                    show_plan(out, plan)
+                    if not typer.confirm(f"Carry this out on {lake_url(handle)}?",
+                                         default=False, err=True):
+                        raise PolicyRefusal("gc cancelled; nothing was changed")
+                else:
+                    raise PolicyRefusal(
+                        f"gc would delete {plan.versions_deleted} versions and sweep "
+                        f"{format_bytes(plan.bytes_freed)}; nothing was changed",
+                        hint="see the plan with --dry-run, carry it out with --yes")
+            else:
+                show_plan(out, plan)
+            result = handle.gc(plan)
+            doc["result"] = result.to_dict()
+            for warning in result.warnings:
+                out.warn(warning)
+            out.result(doc, result_summary(plan, result))
+        finally:
+            handle.close()
+
+
+# ---- rendering -------------------------------------------------------------------------------
+
+def _versions_text(numbers: list[int]) -> str:
+    """[24, 25, 26, 30] -> 'v24..v26, v30'."""
+    out, run = [], []
+    for n in sorted(set(numbers)):
+        if run and n == run[-1] + 1:
+            run.append(n)
+            continue
+        if run:
+            out.append(f"v{run[0]}" if len(run) == 1 else f"v{run[0]}..v{run[-1]}")
+        run = [n]
+    if run:
+        out.append(f"v{run[0]}" if len(run) == 1 else f"v{run[0]}..v{run[-1]}")
+    return ", ".join(out)
+
+
+def artifact_heading(ap: "ArtifactPlan") -> str:
+    if ap.rule is None:
+        return f"{ap.artifact}: kept whole ({ap.versions} versions): no retention rule matches"
+    where = f", line {ap.rule_line}" if ap.rule_line else ""
+    if not ap.delete:
+        return f"{ap.artifact}: nothing to delete ({ap.versions} versions) under {ap.rule}{where}"
+    return (f"{ap.artifact}: delete {len(ap.delete)} of {ap.versions} versions under "
+            f"{ap.rule}{where}; frees {format_bytes(ap.bytes_freed)}")
+
+
+def kept_line(ap: "ArtifactPlan") -> str:
+    parts = [f"{clause} -> {_versions_text(numbers)}" for clause, numbers in ap.kept_by.items()
+             if clause != "no retention rule matches this artifact"]
+    return "  kept: " + "; ".join(parts) if parts else ""
+
+
+def delete_rows(ap: "ArtifactPlan") -> list[list[str]]:
+    return [[f"v{v.version}", "-" if v.step is None else str(v.step), format_age(v.created),
+             format_bytes(v.total_bytes), v.reason] for v in ap.delete]
+
+
+def _tally(t: Any) -> str:
+    return f"{t.objects} ({format_bytes(t.bytes)})"
+
+
+def summary_lines(plan: "GcPlan") -> list[str]:
+    from ..policy.retention import format_duration
+
+    grace = format_duration(plan.grace_period)
+    lines = [
+        f"chunks: {_tally(plan.chunks)}; only in deleted versions: "
+        f"{_tally(plan.freed_by_versions)}; unreferenced (older than {grace}): "
+        f"{_tally(plan.garbage)}; condemned earlier, sweepable now: {_tally(plan.condemned_ripe)}"
+        f", not yet: {_tally(plan.condemned_waiting)}; unreferenced but younger than {grace} "
+        f"(left alone): {_tally(plan.young_garbage)}",
+    ]
+    if plan.multipart:
+        lines.append(f"incomplete multipart uploads older than {grace} to abort: "
+                     f"{len(plan.multipart)}")
+    if plan.unreadable_records:
+        lines.append(f"malformed gc records (left alone): {', '.join(plan.unreadable_records)}")
+    if plan.foreign.objects:
+        shown = ", ".join(plan.foreign_keys[:5])
+        more = f" and {plan.foreign.objects - 5} more" if plan.foreign.objects > 5 else ""
+        lines.append(f"not the lake's (reported, never deleted): {_tally(plan.foreign)}: "
+                     f"{shown}{more}")
+    when = "by this run" if plan.freed_after is None else \
+        f"{format_bytes(plan.bytes_freed_now)} by this run, the rest by the first gc run after " \
+        f"{plan.freed_after.strftime('%Y-%m-%d %H:%M')}Z (grace_period {grace})"
+    lines.append(
+        f"footprint: {format_bytes(plan.footprint_before.bytes)} -> "
+        f"{format_bytes(plan.footprint_after.bytes)}; frees {format_bytes(plan.bytes_freed)} "
+        f"({when}), saving ${plan.monthly_saving_usd:.2f}/month at "
+        f"${plan.storage_price_per_gb_month:g}/GB-month")
+    return lines
+
+
+def plan_text(plan: "GcPlan") -> str:
+    """The plan as plain text (pipes, logs)."""
+    blocks = []
+    for ap in plan.artifacts:
+        block = [artifact_heading(ap)]
+        if ap.rule is not None and (kept := kept_line(ap)):
+            block.append(kept)
+        if ap.delete:
+            block.append(_indent(plain_table(DELETE_HEADERS, delete_rows(ap))))
+        blocks.append("\n".join(block))
+    if not plan.artifacts:
+        blocks.append("no versions to consider" + (f" matching {plan.match!r}" if plan.match
+                                                   else ""))
+    blocks.append("\n".join(summary_lines(plan)))
+    return "\n\n".join(blocks)
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+def show_plan(out: Output, plan: "GcPlan") -> None:
+    """The plan on stdout: rich tables on a terminal, plain text otherwise (not with --json
+    or --quiet)."""
+    if not out.human:
+        return
+    if not sys.stdout.isatty():
+        sys.stdout.write(plan_text(plan) + "\n")
+        sys.stdout.flush()
+        return
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False, markup=False)
+    for ap in plan.artifacts:
+        console.print(artifact_heading(ap), style="bold")
+        if ap.rule is not None and (kept := kept_line(ap)):
+            console.print(kept)
+        if ap.delete:
+            table = Table(*DELETE_HEADERS, box=box.SIMPLE_HEAD, show_edge=False,
+                          highlight=False)
+            for row in delete_rows(ap):
+                table.add_row(*row)
+            console.print(table)
+        console.print()
+    for line in summary_lines(plan):
+        console.print(line)
+
+
+def result_summary(plan: "GcPlan", r: "GcResult") -> str:
+    spared = f" ({len(r.versions_spared)} aliased meanwhile, kept)" if r.versions_spared else ""
+    return (f"gc: deleted {len(r.versions_deleted)} versions{spared}, condemned "
+            f"{r.chunks_condemned} chunks, swept {r.chunks_swept} chunks "
+            f"({format_bytes(r.bytes_swept)}), aborted {r.multipart_aborted} uploads in "
+            f"{r.seconds:.1f} s")

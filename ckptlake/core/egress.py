@@ -1,0 +1,117 @@
+"""The egress guard's measurements: what a pull would download, and where the lake is.
+
+Pricing and thresholds are policy (policy/egress.py); this module only looks: at the manifest,
+at the destination (read-only: nothing is created, unlike the pull's own placement step), and
+at the bucket's region (one HeadBucket, S3 lakes only).
+"""
+from __future__ import annotations
+
+import os
+import stat
+from typing import Callable
+
+from ..errors import CkptlakeError, PolicyRefusal
+from ..format.manifest import FileEntry, Manifest
+from ..policy.egress import EgressEstimate, EgressPolicy, estimate
+from ..store.base import Store
+
+
+def bytes_to_fetch(m: Manifest, destination: str) -> tuple[int, int]:
+    """(chunk-object bytes the pull downloads, file bytes already present and verified).
+
+    The pull's rule (core/pull.py, _Placement): a regular file at the final path whose bytes
+    match the manifest is kept; every other file is fetched.  A pack chunk is fetched whole, so
+    it counts once, with at least the bytes up to its last referenced file.
+    """
+    dest = os.path.abspath(destination)
+    if m.kind == "file":
+        name = m.files[0].path.rsplit("/", 1)[-1]
+        finals = {m.files[0].path: os.path.join(dest, name) if os.path.isdir(dest) else dest}
+    elif os.path.lexists(dest) and not os.path.isdir(dest):
+        finals = {}  # the pull will refuse; nothing is present
+    else:
+        finals = {e.path: os.path.join(dest, *e.path.split("/")) for e in m.files}
+    present = 0
+    needed: list[FileEntry] = []
+    for e in m.files:
+        if e.symlink is not None:
+            continue
+        final = finals.get(e.path)
+        if final is not None and _present(final, e, m.hash):
+            present += e.size
+        else:
+            needed.append(e)
+    objects: dict[str, int] = {}
+    for e in needed:
+        for ref in e.chunks:
+            end = ref.size if ref.offset is None else ref.offset + ref.size
+            objects[ref.digest] = max(objects.get(ref.digest, 0), end)
+    return sum(objects.values()), present
+
+
+def _present(path: str, entry: FileEntry, algo: str) -> bool:
+    from .pull import _matches  # the pull's own comparison, read-only
+
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        return False
+    try:
+        return _matches(path, entry, algo)
+    except OSError:
+        return False
+
+
+def lake_region(store: Store, policy: EgressPolicy) -> tuple[str | None, str]:
+    """(region, where it came from); None when neither the config nor the bucket says."""
+    if policy.lake_region:
+        return policy.lake_region, "egress.lake_region"
+    if not is_remote(store):
+        return None, "n/a"
+    probe = getattr(store, "bucket_region", None)
+    if probe is None:
+        return None, "unknown"
+    try:
+        region = probe()
+    except CkptlakeError:
+        return None, "unknown (HeadBucket failed)"
+    return (region, "bucket") if region else (None, "unknown (the server does not say)")
+
+
+def is_remote(store: Store) -> bool:
+    return store.url.startswith("s3://")
+
+
+def estimate_pull(store: Store, m: Manifest, destination: str, policy: EgressPolicy
+                  ) -> EgressEstimate:
+    to_download, present = bytes_to_fetch(m, destination)
+    remote = is_remote(store)
+    region, origin = lake_region(store, policy) if remote else (None, "n/a")
+    return estimate(policy, artifact=m.artifact, version=m.version, bytes_total=m.total_bytes,
+                    bytes_present=present, bytes_to_download=to_download, local=not remote,
+                    lake_region=region, lake_region_origin=origin)
+
+
+def enforce(est: EgressEstimate, *, yes: bool,
+            confirm: Callable[[EgressEstimate], bool] | None) -> None:
+    """Raise PolicyRefusal if the estimate needs a confirmation nobody gave."""
+    if not est.needs_confirmation or yes:
+        return
+    if confirm is not None and confirm(est):
+        return
+    raise PolicyRefusal(
+        f"pull of {est.artifact}@v{est.version} would download "
+        f"{_size(est.bytes_to_download)} over {est.route_text()}: {est.cost_text()}, "
+        f"above egress.confirm_above_usd ({est.confirm_above_usd:.2f}); nothing was downloaded",
+        hint="run again with --yes to accept the cost, or pull from a lake in your region")
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.2f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")

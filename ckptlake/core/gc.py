@@ -1,0 +1,762 @@
+"""gc: delete the versions a retention policy no longer keeps, then collect unreferenced chunks.
+
+Plan, then execute (restic's PlanPrune/Execute): `plan_gc` only reads and returns a
+`GcPlan` that says exactly what would go and why; `execute` carries a plan out.  The protocol
+(docs/format.md, "Deleting (gc)") is lock-free:
+
+1. **Retention** -- for each version the plan deletes: re-read the aliases (a version aliased
+   meanwhile is kept), write its tombstone (create-if-absent), re-read the aliases once more,
+   then delete the manifest.  Tombstone first: lineage never loses a version.
+2. **Mark** -- list every manifest; L = the chunks they reference.  The monotonic time at which
+   the listing *started* is remembered.
+3. **Sweep** -- for each ripe (older than grace_period), unswept condemnation record: delete its
+   chunks that are not in L, in batches of at most 1000 keys, never with a listing older than
+   `sweep_window` (else mark again first); then rewrite the record with `swept_at`.  Records
+   swept more than `record_retention` ago are removed.
+4. **Condemn** -- chunks not in L, last modified before now - grace_period, and in no unswept
+   record, are written into new records (<= 100,000 digests each).  With grace_period 0 the new
+   records are ripe at once: they are swept in the same run, after a fresh mark whose listing
+   starts after the records were written.  Incomplete multipart uploads of lake keys older than
+   the grace period are aborted.
+
+gc deletes only what the lake's format owns (format/layout.is_lake_key): chunk keys it condemned,
+manifests the plan named, its own records.  Anything else under the prefix is reported in the
+plan, never deleted.
+
+Memory: the sets of digests (L, the survivors' and the deleted versions' chunks, the chunks of
+unswept records) hold 32-byte digests as bytes, about 100-150 bytes per distinct chunk in
+CPython: ~150 MB for a lake of 1M chunks.  Every listing is paged; nothing else grows with the
+lake except the per-artifact manifests being decided (one artifact at a time).
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+from ..errors import (IntegrityError, NotFound, PreconditionFailed, TransferError,
+                      TransientError)
+from ..format import layout
+from ..policy.retention import (Decision, RetentionPolicy, VersionFacts, format_duration,
+                                select)
+from ..results import _Result
+from ..store.base import Store
+from ..transfer.pool import bounded_map
+from . import tombstones as tombs
+from .catalog import aliases as read_aliases
+from .gc_guard import RECORD_FORMAT, GcSettings, Record, read_records
+from .identity import iso, user_at_host, utcnow
+
+GB = 1 << 30
+DELETE_BATCH = 1000  # DeleteObjects' limit
+RECORD_MAX_CHUNKS = 100_000
+FOREIGN_SHOWN = 50
+_META_WORKERS = 16
+_REMARK_ATTEMPTS = 3
+_DELETE_ATTEMPTS = 5
+
+Event = Callable[[str], None]
+
+
+def settings_of(policy: RetentionPolicy) -> GcSettings:
+    return GcSettings(grace_period=policy.grace_period, sweep_window=policy.sweep_window,
+                      record_retention=policy.record_retention)
+
+
+# ---- reading manifests leniently ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Read:
+    facts: VersionFacts
+    total_bytes: int
+    files: int
+    digests: frozenset[bytes]
+
+
+def _digests_of(raw: Any, key: str) -> set[bytes]:
+    """Every chunk a manifest references, read without the path checks a puller needs: gc must
+    count a chunk as referenced even if the manifest around it is one pull would refuse."""
+    out: set[bytes] = set()
+    try:
+        for f in raw.get("files") or ():
+            for c in f.get("chunks") or ():
+                out.add(bytes.fromhex(c[0]))
+    except (AttributeError, TypeError, ValueError, IndexError):
+        raise IntegrityError(f"gc cannot read the chunk list of {key}",
+                             hint="gc deletes nothing while a manifest is unreadable; fix or "
+                                  "remove that manifest") from None
+    return out
+
+
+def _load_json(store: Store, key: str) -> Any | None:
+    try:
+        data = store.get(key)
+    except NotFound:
+        return None  # deleted between the listing and now (another gc)
+    try:
+        raw = json.loads(data)
+    except (UnicodeDecodeError, ValueError):
+        raw = None
+    if not isinstance(raw, dict):
+        raise IntegrityError(f"gc cannot read {key}: not a JSON manifest",
+                             hint="gc deletes nothing while a manifest is unreadable; fix or "
+                                  "remove that manifest")
+    return raw
+
+
+def _read_version(store: Store, artifact: str, number: int) -> _Read | None:
+    key = layout.version_key(artifact, number)
+    raw = _load_json(store, key)
+    if raw is None:
+        return None
+    step = raw.get("step")
+    metrics = raw.get("metrics") if isinstance(raw.get("metrics"), dict) else {}
+    try:
+        created = datetime.fromisoformat(str(raw.get("created")).replace("Z", "+00:00"))
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=timezone.utc)
+    except ValueError:
+        created = datetime.fromtimestamp(0, timezone.utc)  # unknown: as old as can be
+    files = raw.get("files") if isinstance(raw.get("files"), list) else []
+    total = sum(f.get("size", 0) for f in files
+                if isinstance(f, dict) and isinstance(f.get("size"), int))
+    facts = VersionFacts(artifact=artifact, version=number,
+                         step=step if isinstance(step, int) and not isinstance(step, bool)
+                         else None, created=created,
+                         metrics={k: v for k, v in metrics.items()
+                                  if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    return _Read(facts, total, len(files), frozenset(_digests_of(raw, key)))
+
+
+class _Listing:
+    """What one listing of `artifacts/` says about roots: manifests, tombstones, shard records
+    and shard claims."""
+
+    def __init__(self) -> None:
+        self.versions: dict[tuple[str, int], int] = {}  # (artifact, N) -> manifest size
+        self.tombs: set[tuple[str, int]] = set()
+        self.shard_records: dict[tuple[str, int], list[str]] = {}  # (artifact, step) -> keys
+        self.claims: set[tuple[str, int]] = set()
+
+    @classmethod
+    def of(cls, store: Store) -> "_Listing":
+        out = cls()
+        for info in store.list(layout.ARTIFACTS_PREFIX):
+            if parsed := layout.parse_version_key(info.key):
+                out.versions[parsed] = info.size
+            elif tomb := layout.parse_tombstone_key(info.key):
+                out.tombs.add(tomb)
+            elif shard := layout.parse_shard_key(info.key):
+                artifact, step, rank, _ = shard
+                if rank is None:
+                    out.claims.add((artifact, step))
+                else:
+                    out.shard_records.setdefault((artifact, step), []).append(info.key)
+        return out
+
+
+class _ShardRoots:
+    """Chunks of a sharded step whose version is not committed yet are referenced only by the
+    ranks' shard records (core/shards.py): those records are roots, like manifests.
+
+    A step stops being a root once its claim says `committed` with version N *and* the same
+    listing showed N's manifest (then the manifest is the root) or N's tombstone (then gc
+    deleted the version on purpose).  Records are immutable and committed steps stay
+    committed, so both are cached across re-marks.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.done: set[tuple[str, int]] = set()
+        self.cache: dict[str, frozenset[bytes]] = {}
+
+    def _committed_version(self, artifact: str, step: int) -> int | None:
+        raw = _load_json_any(self.store, layout.shard_claim_key(artifact, step))
+        if isinstance(raw, dict) and raw.get("state") == "committed" \
+                and isinstance(raw.get("version"), int):
+            return raw["version"]
+        return None
+
+    def _record(self, key: str) -> frozenset[bytes]:
+        if key not in self.cache:
+            raw = _load_json_any(self.store, key)
+            if raw is None:
+                return frozenset()  # removed meanwhile
+            if not isinstance(raw, dict) or not isinstance(raw.get("manifest"), dict):
+                raise IntegrityError(f"gc cannot read the shard record {key}",
+                                     hint="gc deletes nothing while a shard record is "
+                                          "unreadable; fix or remove it")
+            self.cache[key] = frozenset(_digests_of(raw["manifest"], key))
+        return self.cache[key]
+
+    def digests(self, listing: _Listing) -> set[bytes]:
+        out: set[bytes] = set()
+        for (artifact, step), keys in listing.shard_records.items():
+            if (artifact, step) in self.done:
+                continue
+            if (artifact, step) in listing.claims:
+                n = self._committed_version(artifact, step)
+                if n is not None and ((artifact, n) in listing.versions
+                                      or (artifact, n) in listing.tombs):
+                    self.done.add((artifact, step))
+                    continue
+            for key in keys:
+                out.update(self._record(key))
+        return out
+
+
+def _load_json_any(store: Store, key: str) -> Any | None:
+    try:
+        data = store.get(key)
+    except NotFound:
+        return None
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, ValueError):
+        return "unreadable"
+
+
+# ---- the plan ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VersionPlan(_Result):
+    artifact: str
+    version: int
+    step: int | None
+    created: datetime
+    age_seconds: int
+    total_bytes: int
+    files: int
+    keep: bool
+    rule: str | None
+    reason: str
+    aliases: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ArtifactPlan(_Result):
+    artifact: str
+    rule: str | None  # the rule that applies (None: no rule matches: kept whole)
+    rule_line: int | None
+    versions: int
+    delete: list[VersionPlan]
+    kept: list[VersionPlan]
+    kept_by: dict[str, list[int]]  # clause -> versions it keeps
+    bytes_freed: int = 0  # chunks that only this artifact's deleted versions reference
+
+
+@dataclass
+class Tally(_Result):
+    objects: int = 0
+    bytes: int = 0
+
+    def add(self, size: int) -> None:
+        self.objects += 1
+        self.bytes += size
+
+
+@dataclass
+class GcPlan(_Result):
+    lake: str
+    policy_source: str | None
+    now: datetime
+    match: str | None
+    settings: dict[str, float]
+    storage_price_per_gb_month: float
+    artifacts: list[ArtifactPlan]
+    unmatched: list[str]  # artifacts no rule matches: kept whole
+    versions_total: int = 0
+    versions_deleted: int = 0
+    chunks: Tally = field(default_factory=Tally)  # every chunk in the lake
+    freed_by_versions: Tally = field(default_factory=Tally)  # only deleted versions use them
+    garbage: Tally = field(default_factory=Tally)  # unreferenced, older than grace: condemned now
+    young_garbage: Tally = field(default_factory=Tally)  # unreferenced, younger than grace
+    condemned_ripe: Tally = field(default_factory=Tally)  # in records, sweepable now
+    condemned_waiting: Tally = field(default_factory=Tally)  # in records, not ripe yet
+    records: int = 0
+    unreadable_records: list[str] = field(default_factory=list)
+    multipart: list[dict[str, str]] = field(default_factory=list)  # to abort
+    foreign: Tally = field(default_factory=Tally)
+    foreign_keys: list[str] = field(default_factory=list)  # the first FOREIGN_SHOWN
+    footprint_before: Tally = field(default_factory=Tally)  # lake-owned objects
+    footprint_after: Tally = field(default_factory=Tally)
+    bytes_freed: int = 0  # once everything in the plan is swept
+    bytes_freed_now: int = 0  # by this run (the rest after grace_period, by a later run)
+    freed_after: datetime | None = None  # when the rest becomes sweepable
+    monthly_saving_usd: float = 0.0
+
+    @property
+    def grace_period(self) -> float:
+        return self.settings["grace_period"]
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.versions_deleted or self.garbage.objects or self.condemned_ripe.objects
+                    or self.freed_by_versions.objects or self.multipart)
+
+
+def plan_gc(store: Store, policy: RetentionPolicy, *, now: datetime | None = None,
+            match: str | None = None) -> GcPlan:
+    """What gc would do now, and why.  Reads only; raises ConfigError for a keep_best metric
+    that no matched version has (naming the policy line)."""
+    now = now or utcnow()
+    settings = settings_of(policy)
+    grace = timedelta(seconds=settings.grace_period)
+    plan = GcPlan(lake=store.url, policy_source=policy.source, now=now, match=match,
+                  settings=settings.to_dict(),
+                  storage_price_per_gb_month=policy.storage_price_per_gb_month,
+                  artifacts=[], unmatched=[])
+
+    # 1. Versions, per artifact.
+    listing = _Listing.of(store)
+    numbers: dict[str, list[int]] = {}
+    for artifact, n in listing.versions:
+        numbers.setdefault(artifact, []).append(n)
+    manifest_sizes = listing.versions
+    survivors: set[bytes] = _ShardRoots(store).digests(listing)
+    doomed: dict[bytes, int] = {}  # digest -> index of the artifact plan
+    metric_seen: dict[int, bool] = {}
+    for artifact in sorted(numbers):
+        reads = [r for r in bounded_map(lambda n: _read_version(store, artifact, n),
+                                        sorted(numbers[artifact]), workers=_META_WORKERS,
+                                        name="ckptlake-gc") if r is not None]
+        if not reads:
+            continue
+        reads.sort(key=lambda r: r.facts.version)
+        plan.versions_total += len(reads)
+        considered = match is None or fnmatch.fnmatchcase(artifact, match)
+        if not considered:
+            for r in reads:
+                survivors.update(r.digests)
+            continue
+        rule = policy.rule_for(artifact)
+        if rule is not None and rule.keep_best is not None:
+            has = any(rule.keep_best.metric in r.facts.metrics for r in reads)
+            metric_seen[rule.index] = metric_seen.get(rule.index, False) or has
+        alias_map = read_aliases(store, artifact)
+        decisions = select([r.facts for r in reads], policy, {artifact: alias_map}, now)
+        ap = _artifact_plan(artifact, rule.line if rule else None, reads, decisions, alias_map,
+                            now)
+        if rule is None:
+            plan.unmatched.append(artifact)
+        index = len(plan.artifacts)
+        plan.artifacts.append(ap)
+        by_version = {d.version: d for d in decisions}
+        for r in reads:
+            if by_version[r.facts.version].keep:
+                survivors.update(r.digests)
+            else:
+                for d in r.digests:
+                    doomed.setdefault(d, index)
+                plan.versions_deleted += 1
+                # The manifest goes, a tombstone (a few hundred bytes, not counted) comes.
+                plan.footprint_after.bytes -= manifest_sizes.get((artifact, r.facts.version), 0)
+    for rule in policy.rules:  # a keep_best metric nobody has is a typo: refuse
+        if rule.keep_best is not None and metric_seen.get(rule.index) is False:
+            raise policy.error(
+                f"no version of the artifacts this rule matches has the metric "
+                f"{rule.keep_best.metric!r}", f"retention.rules[{rule.index}].keep_best.metric",
+                "check the metric names with: ckptlake ls ARTIFACT")
+
+    # 2. Condemnation records.
+    records, bad = read_records(store, lenient=True)
+    plan.records = len(records)
+    plan.unreadable_records = bad
+    ripe: set[bytes] = set()
+    waiting: set[bytes] = set()
+    for rec in records:
+        if rec.swept_at is not None:
+            continue
+        target = ripe if rec.created <= now - grace else waiting
+        target.update(bytes.fromhex(d) for d in rec.chunks)
+    waiting -= ripe
+
+    # 3. One listing of everything: chunks by fate, the footprint, foreign objects.
+    per_artifact = [0] * len(plan.artifacts)
+    for info in store.list(""):
+        digest = layout.parse_chunk_key(info.key)
+        if digest is None:
+            if layout.is_lake_key(info.key):
+                plan.footprint_before.add(info.size)
+            else:
+                plan.foreign.add(info.size)
+                if len(plan.foreign_keys) < FOREIGN_SHOWN:
+                    plan.foreign_keys.append(info.key)
+            continue
+        plan.footprint_before.add(info.size)
+        plan.chunks.add(info.size)
+        b = bytes.fromhex(digest)
+        if b in survivors:
+            continue
+        if b in ripe:
+            plan.condemned_ripe.add(info.size)
+        elif b in waiting:
+            plan.condemned_waiting.add(info.size)
+        elif b in doomed:
+            plan.freed_by_versions.add(info.size)
+            per_artifact[doomed[b]] += info.size
+        elif info.modified <= now - grace:
+            plan.garbage.add(info.size)
+        else:
+            plan.young_garbage.add(info.size)
+    for ap, freed in zip(plan.artifacts, per_artifact):
+        ap.bytes_freed = freed
+
+    # 4. Multipart uploads a crashed push left behind.
+    for up in store.list_multipart(""):
+        if layout.is_lake_key(up.key) and up.initiated <= now - grace:
+            plan.multipart.append({"key": up.key, "upload_id": up.upload_id,
+                                   "initiated": iso(up.initiated)})
+
+    freed = [plan.freed_by_versions, plan.garbage, plan.condemned_ripe, plan.condemned_waiting]
+    plan.bytes_freed = sum(t.bytes for t in freed)
+    plan.bytes_freed_now = plan.condemned_ripe.bytes
+    if settings.grace_period == 0:
+        plan.bytes_freed_now = plan.bytes_freed
+    else:
+        plan.freed_after = now + grace
+    plan.footprint_after.objects += plan.footprint_before.objects - sum(t.objects for t in freed)
+    plan.footprint_after.bytes += plan.footprint_before.bytes - plan.bytes_freed
+    plan.monthly_saving_usd = round(plan.bytes_freed / GB * policy.storage_price_per_gb_month, 4)
+    return plan
+
+
+def _artifact_plan(artifact: str, rule_line: int | None, reads: list[_Read],
+                   decisions: list[Decision], alias_map: dict[str, int],
+                   now: datetime) -> ArtifactPlan:
+    reads_by = {r.facts.version: r for r in reads}
+    names: dict[int, list[str]] = {}
+    for name, number in alias_map.items():
+        names.setdefault(number, []).append(name)
+    delete, kept = [], []
+    kept_by: dict[str, list[int]] = {}
+    for d in decisions:
+        r = reads_by[d.version]
+        vp = VersionPlan(artifact=artifact, version=d.version, step=d.step, created=d.created,
+                         age_seconds=max(0, int((now - d.created).total_seconds())),
+                         total_bytes=r.total_bytes, files=r.files, keep=d.keep, rule=d.rule,
+                         reason=d.reason, aliases=sorted(names.get(d.version, [])))
+        (kept if d.keep else delete).append(vp)
+        if d.keep:
+            for reason in d.reasons:
+                kept_by.setdefault(_clause(reason), []).append(d.version)
+    return ArtifactPlan(artifact=artifact, rule=decisions[0].rule if decisions else None,
+                        rule_line=rule_line, versions=len(decisions), delete=delete,
+                        kept=kept, kept_by=kept_by)
+
+
+def _clause(reason: str) -> str:
+    """'keep_best val_loss min #1 (2.1)' -> 'keep_best val_loss min'; 'alias prod' -> 'alias'."""
+    if reason.startswith("alias "):
+        return "alias"
+    if reason.startswith("keep_best "):
+        return " ".join(reason.split()[:3])
+    if reason.startswith("keep_every_steps "):
+        return " ".join(reason.split()[:2])
+    if reason.startswith("latest version"):
+        return "latest"
+    return reason
+
+
+# ---- execution ---------------------------------------------------------------------------
+
+@dataclass
+class GcResult(_Result):
+    versions_deleted: list[str] = field(default_factory=list)  # refs: a/b@v3
+    versions_spared: list[str] = field(default_factory=list)  # aliased after the plan was made
+    tombstones_written: int = 0
+    records_written: int = 0
+    chunks_condemned: int = 0
+    records_swept: int = 0
+    chunks_swept: int = 0
+    bytes_swept: int = 0
+    chunks_rescued: int = 0  # condemned, but referenced again by the time of the sweep
+    records_removed: int = 0
+    multipart_aborted: int = 0
+    manifest_listings: int = 0
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class _Marker:
+    """L, the chunks the manifests reference, and when the listing behind it started.
+
+    Manifests are immutable, so a re-mark lists the keys again but fetches only manifests it has
+    not read yet.  Chunks of manifests deleted since stay in L: that only keeps more.
+    """
+
+    def __init__(self, store: Store, clock: Callable[[], float]) -> None:
+        self.store, self.clock = store, clock
+        self.live: set[bytes] = set()
+        self.read: set[tuple[str, int]] = set()
+        self.shards = _ShardRoots(store)
+        self.started: float | None = None
+        self.listings = 0
+
+    def mark(self) -> None:
+        started = self.clock()
+        listing = _Listing.of(self.store)
+        new = [layout.version_key(a, n) for a, n in listing.versions if (a, n) not in self.read]
+
+        def digests(key: str) -> set[bytes]:
+            raw = _load_json(self.store, key)
+            return set() if raw is None else _digests_of(raw, key)
+
+        for got in bounded_map(digests, new, workers=_META_WORKERS, name="ckptlake-gc"):
+            self.live.update(got)
+        self.live.update(self.shards.digests(listing))
+        self.read.update(listing.versions)
+        self.started = started
+        self.listings += 1
+
+    def age(self) -> float:
+        assert self.started is not None
+        return self.clock() - self.started
+
+
+def _unretried(store: Store) -> Store:
+    """The backend under the retry wrapper: a sweep must not have a delete retried after its
+    window has closed, so it retries deletes itself, re-marking first."""
+    from ..store.retry import RetryingStore
+
+    return store.inner if isinstance(store, RetryingStore) else store
+
+
+class _Execution:
+    def __init__(self, store: Store, plan: GcPlan, settings: GcSettings,
+                 now: Callable[[], datetime], clock: Callable[[], float],
+                 on_event: Event | None) -> None:
+        self.store, self.plan, self.settings = store, plan, settings
+        self.now, self.clock = now, clock
+        self.event = on_event or (lambda name: None)
+        self.result = GcResult()
+        self.marker = _Marker(store, clock)
+        self.raw = _unretried(store)
+        self.batch_seconds = 0.0
+
+    # -- 0. settings
+    def publish_settings(self) -> None:
+        try:
+            current = GcSettings.decode(self.store.get(layout.GC_SETTINGS_KEY))
+        except (NotFound, IntegrityError):
+            current = None
+        if current != self.settings:
+            self.store.put(layout.GC_SETTINGS_KEY,
+                           self.settings.encode(updated=iso(self.now()),
+                                                updated_by=user_at_host()))
+
+    # -- 1. retention
+    def retention(self) -> None:
+        for ap in self.plan.artifacts:
+            if ap.delete:
+                self._delete_versions(ap)
+        self.event("retention.done")
+
+    def _delete_versions(self, ap: ArtifactPlan) -> None:
+        from .catalog import load_manifest
+
+        aliased = set(read_aliases(self.store, ap.artifact).values())
+        todo = [v for v in ap.delete if v.version not in aliased]
+        self.result.versions_spared += [f"{ap.artifact}@v{v.version}" for v in ap.delete
+                                        if v.version in aliased]
+        written: set[int] = set()
+        gone: set[int] = set()
+        deleted_at = self.now()
+        for v in todo:
+            try:
+                m = load_manifest(self.store, ap.artifact, v.version)
+                tomb = tombs.from_manifest(m, deleted=deleted_at, rule=v.rule or "?",
+                                           reason=v.reason)
+            except NotFound:
+                gone.add(v.version)  # another gc got there first
+                continue
+            except IntegrityError:  # a manifest pull would refuse: keep what can be read
+                tomb = tombs.Tombstone(
+                    artifact=ap.artifact, version=v.version, step=v.step, created=v.created,
+                    created_by="", metrics={}, metadata={}, parents=[],
+                    total_bytes=v.total_bytes, files=v.files, deleted=deleted_at,
+                    deleted_by=user_at_host(), rule=v.rule or "?", reason=v.reason)
+            if tombs.write(self.store, tomb):
+                written.add(v.version)
+                self.result.tombstones_written += 1
+            self.event("retention.tombstone")
+        # Once more, right before the deletes: the window for an alias to slip in is now one
+        # request long (docs/format.md, residual risks).
+        aliased = set(read_aliases(self.store, ap.artifact).values())
+        doomed = [v.version for v in todo if v.version not in gone and v.version not in aliased]
+        late = [v.version for v in todo if v.version in aliased]
+        self.result.versions_spared += [f"{ap.artifact}@v{n}" for n in late]
+        stale = [layout.tombstone_key(ap.artifact, n) for n in late if n in written]
+        if stale:
+            self.store.delete(stale)
+        self.store.delete([layout.version_key(ap.artifact, n) for n in doomed])
+        self.result.versions_deleted += [f"{ap.artifact}@v{n}" for n in doomed]
+        self.event("retention.artifact")
+
+    # -- 2. mark
+    def mark(self) -> None:
+        self.marker.mark()
+        self.event("mark.done")
+
+    def _fresh(self) -> None:
+        """Make sure the listing behind L is young enough to delete with."""
+        budget = self.settings.sweep_window - max(0.25 * self.settings.sweep_window,
+                                                  2 * self.batch_seconds)
+        for _ in range(_REMARK_ATTEMPTS):
+            if self.marker.age() <= budget:
+                return
+            self.marker.mark()
+        if self.marker.age() > budget:
+            raise TransferError(
+                f"gc: listing the manifests takes longer than retention.sweep_window "
+                f"({format_duration(self.settings.sweep_window)}); nothing more was deleted",
+                hint="raise retention.sweep_window (pushers read it from gc/settings.json)")
+
+    # -- 3. sweep
+    def sweep(self, records: list[Record], *, force_mark_after: float | None = None) -> None:
+        now = self.now()
+        grace = timedelta(seconds=self.settings.grace_period)
+        for rec in records:
+            if rec.swept_at is not None or rec.created > now - grace:
+                continue
+            self._sweep_record(rec)
+        self.event("sweep.done")
+
+    def _sweep_record(self, rec: Record) -> None:
+        sizes = dict(zip(rec.chunks, rec.sizes))
+        chunks = list(rec.chunks)
+        for i in range(0, len(chunks), DELETE_BATCH):
+            batch = chunks[i:i + DELETE_BATCH]
+            self._delete_chunks(batch, sizes)
+            self.event("sweep.batch")
+        doc = {**rec.raw, "swept_at": iso(self.now())}
+        try:
+            self.store.put(rec.key, json.dumps(doc).encode(), if_match=rec.etag)
+        except (PreconditionFailed, NotFound):
+            pass  # another gc swept (or removed) it meanwhile
+        self.result.records_swept += 1
+        self.event("sweep.record")
+
+    def _delete_chunks(self, batch: list[str], sizes: dict[str, int]) -> None:
+        for attempt in range(_DELETE_ATTEMPTS):
+            self._fresh()
+            doomed = [d for d in batch if bytes.fromhex(d) not in self.marker.live]
+            if not doomed:
+                self.result.chunks_rescued += len(batch)
+                return
+            listing_age = self.marker.age()
+            t0 = self.clock()
+            try:
+                self.raw.delete([layout.chunk_key(d) for d in doomed])
+            except TransientError:
+                if attempt == _DELETE_ATTEMPTS - 1:
+                    raise
+                time.sleep(min(2.0, 0.2 * 2 ** attempt))
+                continue
+            finally:
+                self.batch_seconds = max(self.batch_seconds, self.clock() - t0)
+            if listing_age + (self.clock() - t0) > self.settings.sweep_window:
+                self.result.warnings.append(
+                    f"a delete of {len(doomed)} chunks finished "
+                    f"{listing_age + self.clock() - t0:.1f}s after its listing, beyond "
+                    f"sweep_window ({self.settings.sweep_window:g}s); raise "
+                    "retention.sweep_window if this repeats")
+            self.result.chunks_rescued += len(batch) - len(doomed)
+            self.result.chunks_swept += len(doomed)
+            self.result.bytes_swept += sum(sizes.get(d, 0) for d in doomed)
+            return
+
+    def remove_old_records(self, records: list[Record]) -> None:
+        cutoff = self.now() - timedelta(seconds=self.settings.record_retention)
+        old = [r.key for r in records if r.swept_at is not None and r.swept_at <= cutoff]
+        if old:
+            self.store.delete(old)
+            self.result.records_removed += len(old)
+
+    # -- 4. condemn
+    def condemn(self, records: list[Record]) -> list[Record]:
+        pending: set[bytes] = set()
+        for rec in records:
+            if rec.swept_at is None:
+                pending.update(bytes.fromhex(d) for d in rec.chunks)
+        cutoff = self.now() - timedelta(seconds=self.settings.grace_period)
+        written: list[Record] = []
+        batch: list[tuple[str, int]] = []
+        for info in self.store.list(layout.CHUNKS_PREFIX):
+            digest = layout.parse_chunk_key(info.key)
+            if digest is None or info.modified > cutoff:
+                continue
+            b = bytes.fromhex(digest)
+            if b in self.marker.live or b in pending:
+                continue
+            batch.append((digest, info.size))
+            if len(batch) == RECORD_MAX_CHUNKS:
+                written.append(self._write_record(batch))
+                batch = []
+        if batch:
+            written.append(self._write_record(batch))
+        self.event("condemn.done")
+        return written
+
+    def _write_record(self, batch: list[tuple[str, int]]) -> Record:
+        created = self.now()
+        compact = created.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        key = layout.condemned_key(compact, secrets.token_hex(8))
+        raw = {"ckptlake_condemned": RECORD_FORMAT, "created": iso(created),
+               "created_by": user_at_host(), "grace_period": self.settings.grace_period,
+               "chunks": [d for d, _ in batch], "sizes": [s for _, s in batch],
+               "swept_at": None}
+        etag = self.store.put(key, json.dumps(raw, separators=(",", ":")).encode(),
+                              if_none_match=True)
+        self.result.records_written += 1
+        self.result.chunks_condemned += len(batch)
+        self.event("condemn.record")
+        return Record(key=key, etag=etag, created=created, chunks=tuple(d for d, _ in batch),
+                      sizes=tuple(s for _, s in batch), swept_at=None, raw=raw)
+
+    def abort_uploads(self) -> None:
+        cutoff = self.now() - timedelta(seconds=self.settings.grace_period)
+        for up in list(self.store.list_multipart("")):
+            if layout.is_lake_key(up.key) and up.initiated <= cutoff:
+                self.store.abort_multipart(up.key, up.upload_id)
+                self.result.multipart_aborted += 1
+
+
+def execute(store: Store, plan: GcPlan, *, settings: GcSettings | None = None,
+            now: Callable[[], datetime] = utcnow, clock: Callable[[], float] = time.monotonic,
+            on_event: Event | None = None) -> GcResult:
+    """Carry out a plan: retention, mark, sweep, condemn (docs/format.md, "Deleting (gc)").
+
+    Safe to interrupt at any point and to run again, and safe next to pushes that use
+    core.gc_guard.guard_commit.  on_event(name) is called after each step (tests use it to
+    stop a run half way).
+    """
+    started = clock()
+    settings = settings or GcSettings(**plan.settings)
+    run = _Execution(store, plan, settings, now, clock, on_event)
+    run.publish_settings()
+    run.retention()
+    # Records first, then the mark: a record is swept only with a listing of the manifests that
+    # started after the record existed (else a push committing in between could miss it).
+    records, bad = read_records(store, lenient=True)
+    run.mark()
+    for key in bad:
+        run.result.warnings.append(f"{key} is malformed: not swept, not removed")
+    run.sweep(records)
+    run.remove_old_records(records)
+    fresh = run.condemn(records)
+    if fresh and settings.grace_period == 0:
+        # Ripe at once.  Sweep them with a listing that starts after they were written, so
+        # that a push committing meanwhile either is in L or finds the record (gc_guard).
+        run.marker.mark()
+        run.sweep(fresh)
+    run.abort_uploads()
+    run.result.manifest_listings = run.marker.listings
+    run.result.seconds = round(clock() - started, 3)
+    run.event("done")
+    return run.result
+

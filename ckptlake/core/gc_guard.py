@@ -1,0 +1,239 @@
+"""The push side of the gc protocol: what a push re-checks around its commit.
+
+gc never takes a lock (docs/format.md, "Deleting (gc)").  It condemns unreferenced chunks in
+records under `gc/condemned/`, and sweeps a record only after the grace period, using a listing
+of the manifests that is never older than `sweep_window` seconds.  A push that deduplicated
+against (or uploaded) a chunk that a sweep then deleted is caught here:
+
+1. Before committing: if the push has been running for `record_retention - sweep_window` or
+   longer, every referenced chunk is checked with HEAD (and re-uploaded if missing), because
+   records of sweeps older than that may be gone by the time step 3 lists them.  Otherwise
+   only the chunks named in condemnation records are checked -- the cheap common case, usually
+   none.
+2. `commit()` writes the manifest.
+3. After the commit the records are listed again: `at_risk` = referenced chunks named in any
+   record (swept ones included: they stay listed for `record_retention` after their sweep);
+   every referenced chunk if `record_retention` has passed since the push (or the full check)
+   began, or a record is unreadable.
+   If there are any, wait until `sweep_window` (+1 s) has passed since the commit -- any sweep
+   whose listing of manifests predates the commit has stopped deleting by then -- and HEAD each
+   at-risk chunk; the missing ones are re-uploaded from the push's source.
+
+Why that is enough: a sweep that deletes chunk K after our commit listed the manifests before it
+(otherwise it would have seen ours, which references K).  Its record was written before that
+listing, so it is listed in step 3 (it is retained `record_retention` after the sweep, and the
+push began less than `record_retention` before the deletion, or step 1 re-checked everything).
+The sweep deletes only within `sweep_window` of its listing, so after the wait K is either
+present or visibly missing, and is then restored.  Assumptions and the residual risk are in
+docs/format.md.
+
+This module is imported by push: it stays small and imports nothing heavy.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, TypeVar
+
+from ..errors import IntegrityError, NotFound
+from ..format import layout
+from ..policy.retention import (DEFAULT_GRACE_PERIOD, DEFAULT_RECORD_RETENTION,
+                                DEFAULT_SWEEP_WINDOW)
+from ..store.base import Store
+from ..transfer.pool import bounded_map
+
+M = TypeVar("M")
+
+SETTINGS_FORMAT = 1
+RECORD_FORMAT = 1
+WAIT_MARGIN = 1.0  # seconds added to sweep_window: clock-rate drift, request latency
+_WORKERS = 16
+
+
+@dataclass(frozen=True)
+class GcSettings:
+    """The timing contract between gc and pushers, published by gc in `gc/settings.json`."""
+
+    grace_period: float = DEFAULT_GRACE_PERIOD
+    sweep_window: float = DEFAULT_SWEEP_WINDOW
+    record_retention: float = DEFAULT_RECORD_RETENTION
+
+    def to_dict(self) -> dict[str, float]:
+        return {"grace_period": self.grace_period, "sweep_window": self.sweep_window,
+                "record_retention": self.record_retention}
+
+    def encode(self, *, updated: str, updated_by: str) -> bytes:
+        return json.dumps({"ckptlake_gc_settings": SETTINGS_FORMAT, **self.to_dict(),
+                           "updated": updated, "updated_by": updated_by}).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> "GcSettings":
+        try:
+            raw = json.loads(data)
+            values = {k: float(raw[k]) for k in ("grace_period", "sweep_window",
+                                                 "record_retention")}
+        except (ValueError, KeyError, TypeError):
+            raise IntegrityError(f"{layout.GC_SETTINGS_KEY} is malformed",
+                                 hint="run ckptlake gc again to rewrite it") from None
+        if raw.get("ckptlake_gc_settings") != SETTINGS_FORMAT or \
+                any(v < 0 for v in values.values()):
+            raise IntegrityError(f"{layout.GC_SETTINGS_KEY} is malformed")
+        return cls(**values)
+
+
+def read_settings(store: Store) -> GcSettings:
+    """What the lake's gc uses; the defaults when no gc has run yet."""
+    try:
+        return GcSettings.decode(store.get(layout.GC_SETTINGS_KEY))
+    except NotFound:
+        return GcSettings()
+
+
+# ---- condemnation records ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Record:
+    key: str
+    etag: str
+    created: datetime
+    chunks: tuple[str, ...]
+    sizes: tuple[int, ...]  # parallel to chunks (0 where unknown)
+    swept_at: datetime | None
+    raw: dict[str, Any]
+
+
+def _time(value: Any) -> datetime:
+    t = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def decode_record(key: str, data: bytes, etag: str) -> Record:
+    try:
+        raw = json.loads(data)
+        if raw.get("ckptlake_condemned") != RECORD_FORMAT:
+            raise ValueError("format")
+        chunks = tuple(str(d) for d in raw["chunks"])
+        sizes = tuple(int(s) for s in raw.get("sizes") or [0] * len(chunks))
+        if len(sizes) != len(chunks) or any(layout.parse_chunk_key(layout.chunk_key(d)) is None
+                                            for d in chunks):
+            raise ValueError("chunks")
+        swept = raw.get("swept_at")
+        return Record(key=key, etag=etag, created=_time(raw["created"]), chunks=chunks,
+                      sizes=sizes, swept_at=None if swept is None else _time(swept), raw=raw)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise IntegrityError(f"condemnation record {key} is malformed",
+                             hint="gc does not sweep it; remove it once you know why") from None
+
+
+def record_keys(store: Store) -> list[str]:
+    return [info.key for info in store.list(layout.CONDEMNED_PREFIX)
+            if layout.is_condemned_key(info.key)]
+
+
+def read_records(store: Store, keys: Iterable[str] | None = None, *,
+                 lenient: bool = False) -> tuple[list[Record], list[str]]:
+    """(records, keys that could not be read).  A record deleted between list and get is
+    skipped silently (records are removed only long after their sweep).  lenient=False raises
+    on a malformed record."""
+    keys = record_keys(store) if keys is None else list(keys)
+
+    def read(key: str) -> Record | str | None:
+        try:
+            data, etag = store.get_with_etag(key)
+        except NotFound:
+            return None
+        try:
+            return decode_record(key, data, etag)
+        except IntegrityError:
+            if not lenient:
+                raise
+            return key
+
+    records, bad = [], []
+    for got in bounded_map(read, keys, workers=_WORKERS, name="ckptlake-gc"):
+        if isinstance(got, Record):
+            records.append(got)
+        elif isinstance(got, str):
+            bad.append(got)
+    records.sort(key=lambda r: r.key)
+    return records, sorted(bad)
+
+
+class _RecordCache:
+    """Chunk sets of records by key: a record's chunk list never changes (only swept_at does)."""
+
+    def __init__(self) -> None:
+        self.chunks: dict[str, frozenset[str]] = {}
+
+    def condemned(self, store: Store) -> tuple[set[str], bool]:
+        """(every chunk named in a listed record, whether some record was unreadable)."""
+        keys = record_keys(store)
+        new = [k for k in keys if k not in self.chunks]
+        records, bad = read_records(store, new, lenient=True)
+        for r in records:
+            self.chunks[r.key] = frozenset(r.chunks)
+        out: set[str] = set()
+        for k in keys:
+            out.update(self.chunks.get(k, ()))
+        return out, bool(bad)
+
+
+# ---- the guard ---------------------------------------------------------------------------
+
+def missing_chunks(store: Store, digests: Iterable[str]) -> set[str]:
+    def absent(d: str) -> str | None:
+        return None if store.exists(layout.chunk_key(d)) else d
+
+    return {d for d in bounded_map(absent, sorted(digests), workers=_WORKERS,
+                                   name="ckptlake-guard") if d is not None}
+
+
+def guard_commit(store: Store, *, referenced: set[str], commit: Callable[[], M],
+                 reupload: Callable[[set[str]], None], settings: GcSettings | None = None,
+                 started: float | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> M:
+    """Commit a push so that a concurrent gc cannot leave it with a swept chunk.
+
+    referenced: every chunk digest the manifest references.  commit(): writes the manifest and
+    returns it.  reupload(digests): stores those chunks again from the push's source.
+    started: time.monotonic() when the push began (before its first chunk was checked or
+    uploaded); None means unknown, and every referenced chunk is checked before the commit.
+    Returns commit()'s result.
+    """
+    settings = settings or read_settings(store)
+    cache = _RecordCache()
+    # Chunks checked at `since` or later need only records younger than record_retention;
+    # `since` is the start of the push, or of a check of every referenced chunk.
+    since = started
+    # Step 1, before the commit (also narrows the window of the residual risk).
+    if since is None or clock() - since >= settings.record_retention - settings.sweep_window:
+        since = clock()
+        check = set(referenced)
+    else:
+        condemned, unreadable = cache.condemned(store)
+        check = set(referenced) if unreadable else referenced & condemned
+    if check:
+        missing = missing_chunks(store, check)
+        if missing:
+            reupload(missing)
+    # Step 2.
+    result = commit()
+    committed = clock()
+    # Step 3: sweeps that raced the commit.
+    listed = clock()
+    condemned, unreadable = cache.condemned(store)
+    if unreadable or listed - since >= settings.record_retention:
+        at_risk = set(referenced)  # records of a sweep that hit us may already be gone
+    else:
+        at_risk = referenced & condemned
+    if at_risk:
+        wait = committed + settings.sweep_window + WAIT_MARGIN - clock()
+        if wait > 0:
+            sleep(wait)
+        missing = missing_chunks(store, at_risk)
+        if missing:
+            reupload(missing)
+    return result

@@ -1,0 +1,131 @@
+"""Tombstones: the small record gc leaves where it deleted a version, so lineage survives gc.
+
+`artifacts/<artifact>/@tomb/<N>.json` holds what a reader needs to show the version as expired
+(number, step, metrics, parents, when it was created) and why it went (when, which rule, the
+reasons).  gc writes it with create-if-absent *before* deleting the manifest, so there is never a
+moment when a version has neither.  A tombstone next to a live manifest (gc stopped between the
+two writes, or the version was aliased in between) is ignored: the manifest wins.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from ..errors import NotFound, PreconditionFailed
+from ..format import layout
+from ..format.manifest import Manifest
+from ..results import _Result
+from ..store.base import Store
+from ..transfer.pool import bounded_map
+from .identity import iso, user_at_host
+
+TOMBSTONE_FORMAT = 1
+_WORKERS = 16
+
+
+@dataclass(frozen=True)
+class Tombstone(_Result):
+    artifact: str
+    version: int
+    step: int | None
+    created: datetime
+    created_by: str
+    metrics: dict[str, float]
+    metadata: dict[str, str]
+    parents: list[Any]
+    total_bytes: int
+    files: int
+    deleted: datetime
+    deleted_by: str
+    rule: str
+    reason: str
+    state: str = field(default="expired")
+
+    @property
+    def aliases(self) -> list[str]:
+        """An expired version has no aliases (gc never deletes an aliased version)."""
+        return []
+
+    def encode(self) -> bytes:
+        doc = {"ckptlake_tombstone": TOMBSTONE_FORMAT, **self.to_dict()}
+        doc.pop("state")
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def deleted_text(self) -> str:
+        """'deleted by gc on 2026-05-01 12:00:00Z under rules[0] (match '*/*/ckpt')'."""
+        when = self.deleted.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        return f"deleted by gc on {when} under {self.rule}"
+
+
+def from_manifest(m: Manifest, *, deleted: datetime, rule: str, reason: str) -> Tombstone:
+    return Tombstone(
+        artifact=m.artifact, version=m.version, step=m.step, created=m.created,
+        created_by=m.created_by, metrics=dict(m.metrics), metadata=dict(m.metadata),
+        parents=list(m.parents), total_bytes=m.total_bytes, files=len(m.files),
+        deleted=deleted, deleted_by=user_at_host(), rule=rule, reason=reason)
+
+
+def _time(value: Any) -> datetime:
+    t = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def decode(data: bytes) -> Tombstone | None:
+    """None for anything that is not a readable tombstone (it is then simply not shown)."""
+    try:
+        raw = json.loads(data)
+        if raw.get("ckptlake_tombstone") != TOMBSTONE_FORMAT:
+            return None
+        return Tombstone(
+            artifact=str(raw["artifact"]), version=int(raw["version"]),
+            step=raw.get("step") if isinstance(raw.get("step"), int) else None,
+            created=_time(raw["created"]), created_by=str(raw.get("created_by", "")),
+            metrics=dict(raw.get("metrics") or {}), metadata=dict(raw.get("metadata") or {}),
+            parents=list(raw.get("parents") or []), total_bytes=int(raw.get("total_bytes", 0)),
+            files=int(raw.get("files", 0)), deleted=_time(raw["deleted"]),
+            deleted_by=str(raw.get("deleted_by", "")), rule=str(raw.get("rule", "?")),
+            reason=str(raw.get("reason", "")))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def write(store: Store, tomb: Tombstone) -> bool:
+    """Create the tombstone; False if one exists already (an earlier, interrupted gc wrote it:
+    it describes the same immutable version, so it is kept)."""
+    try:
+        store.put(layout.tombstone_key(tomb.artifact, tomb.version), tomb.encode(),
+                  if_none_match=True)
+        return True
+    except PreconditionFailed:
+        return False
+
+
+def load(store: Store, artifact: str, number: int) -> Tombstone | None:
+    try:
+        return decode(store.get(layout.tombstone_key(artifact, number)))
+    except NotFound:
+        return None
+
+
+def numbers(store: Store, artifact: str) -> list[int]:
+    out = []
+    for info in store.list(layout.tombstones_prefix(artifact)):
+        parsed = layout.parse_tombstone_key(info.key)
+        if parsed and parsed[0] == artifact:
+            out.append(parsed[1])
+    return sorted(out)
+
+
+def load_all(store: Store, artifact: str, *, skip: set[int] | frozenset[int] = frozenset()
+             ) -> list[Tombstone]:
+    """Every readable tombstone of an artifact, except for numbers in `skip` (live versions)."""
+    wanted = [n for n in numbers(store, artifact) if n not in skip]
+    got = bounded_map(lambda n: load(store, artifact, n), wanted, workers=_WORKERS,
+                      name="ckptlake-meta")
+    return sorted((t for t in got if t is not None), key=lambda t: t.version)
+
+
+def deleted_at(t: Tombstone) -> str:
+    return iso(t.deleted)

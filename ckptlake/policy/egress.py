@@ -1,0 +1,214 @@
+"""Egress guard: what a pull will cost in transfer fees, worked out before anything is fetched.
+
+The estimate has three parts:
+
+* **bytes**: what the pull will really download -- the chunk objects behind the files that are
+  not already present and verified at the destination (the same rule the pull applies: a file
+  whose bytes hash to the manifest's is kept, not fetched; a pack chunk is fetched whole);
+* **route**: ``same_region``, ``inter_region`` or ``internet``, from the lake's region
+  (``egress.lake_region``, else the bucket's own answer to HeadBucket) and the client's
+  (``egress.client_region``, else ``$AWS_REGION`` / ``$AWS_DEFAULT_REGION``).  ``client_region:
+  internet`` says the client is outside the cloud.  If either region is unknown the route is
+  ``unknown`` and the estimate uses the internet price: an upper bound, said as such.  Nothing
+  here ever asks the EC2 metadata service or any other network address;
+* **cost**: bytes / 2^30 (GB as cloud providers bill it) x the route's price.
+
+Above ``warn_above_usd`` the CLI prints one warning line; above ``confirm_above_usd`` the pull
+needs ``--yes`` (or a "yes" on a terminal) and otherwise stops with the policy exit code, having
+downloaded nothing.  Local lakes have no egress.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+from ..errors import ConfigError
+
+__all__ = ["EgressEstimate", "EgressPolicy", "ROUTES", "client_region", "estimate",
+           "load_egress", "route_between"]
+
+GB = 1 << 30
+ROUTES = ("same_region", "inter_region", "internet")
+# AWS S3 data transfer out, us-east-1 (first 10 TB/month to the internet), per GB.
+DEFAULT_PRICES = {"same_region": 0.0, "inter_region": 0.02, "internet": 0.09}
+DEFAULT_WARN_ABOVE_USD = 1.0
+EGRESS_KEYS = ("lake_region", "client_region", "price_per_gb", "warn_above_usd",
+               "confirm_above_usd")
+INTERNET = "internet"
+
+
+@dataclass(frozen=True)
+class EgressPolicy:
+    lake_region: str | None = None
+    client_region: str | None = None
+    price_per_gb: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_PRICES))
+    warn_above_usd: float | None = DEFAULT_WARN_ABOVE_USD
+    confirm_above_usd: float | None = None  # off unless configured
+    source: str | None = None
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return "a mapping" if isinstance(value, dict) else "a list"
+    return repr(value)
+
+
+def load_egress(config: Any) -> EgressPolicy:
+    """Validate `config.egress`; errors name the file, the line and the key."""
+    raw = getattr(config, "egress", None)
+    source = getattr(config, "source", None)
+    line_of = getattr(config, "line_of", lambda key: None)
+
+    def fail(message: str, key: str, hint: str | None = None) -> ConfigError:
+        return ConfigError(message, path=source, line=line_of(key), key=key, hint=hint)
+
+    if raw is None:
+        return EgressPolicy(source=source)
+    if not isinstance(raw, dict):
+        raise fail(f"must be a mapping of settings, got {_describe(raw)}", "egress")
+    _unknown(raw, EGRESS_KEYS, "egress", fail)
+
+    def region(key: str) -> str | None:
+        value = raw.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
+            raise fail(f"must be a region name such as us-east-1, got {_describe(value)}",
+                       f"egress.{key}")
+        return value.strip()
+
+    def usd(value: Any, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or value < 0:
+            raise fail(f"must be an amount in USD >= 0, got {_describe(value)}", key)
+        return float(value)
+
+    prices = dict(DEFAULT_PRICES)
+    price_raw = raw.get("price_per_gb")
+    if price_raw is not None:
+        if not isinstance(price_raw, dict):
+            raise fail(f"must be a mapping of route -> USD per GB, got {_describe(price_raw)}",
+                       "egress.price_per_gb",
+                       "e.g. {same_region: 0.0, inter_region: 0.02, internet: 0.09}")
+        _unknown(price_raw, ROUTES, "egress.price_per_gb", fail)
+        for route, value in price_raw.items():
+            if value is not None:
+                prices[route] = usd(value, f"egress.price_per_gb.{route}")
+    warn = raw.get("warn_above_usd", DEFAULT_WARN_ABOVE_USD)
+    confirm = raw.get("confirm_above_usd")
+    warn_v = None if warn is None else usd(warn, "egress.warn_above_usd")
+    confirm_v = None if confirm is None else usd(confirm, "egress.confirm_above_usd")
+    return EgressPolicy(lake_region=region("lake_region"), client_region=region("client_region"),
+                        price_per_gb=prices, warn_above_usd=warn_v, confirm_above_usd=confirm_v,
+                        source=source)
+
+
+def _unknown(raw: Mapping[Any, Any], known: tuple[str, ...], path: str, fail: Any) -> None:
+    import difflib
+
+    for key in raw:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            hint = f"did you mean `{close[0]}`?" if close else "valid keys: " + ", ".join(known)
+            raise fail("unknown key", f"{path}.{key}", hint)
+
+
+def client_region(policy: EgressPolicy, environ: Mapping[str, str] | None = None
+                  ) -> tuple[str | None, str]:
+    """(region, where it came from).  Never probes the network."""
+    env = os.environ if environ is None else environ
+    if policy.client_region:
+        return policy.client_region, "egress.client_region"
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        if env.get(name, "").strip():
+            return env[name].strip(), f"${name}"
+    return None, "unknown"
+
+
+def route_between(lake_region: str | None, client: str | None) -> str:
+    if client == INTERNET:
+        return "internet"
+    if not lake_region or not client:
+        return "unknown"
+    return "same_region" if lake_region == client else "inter_region"
+
+
+@dataclass(frozen=True)
+class EgressEstimate:
+    """What a pull will transfer and cost; `to_dict` is the `pull --estimate --json` document."""
+
+    artifact: str
+    version: int
+    bytes_total: int  # size of the version's files
+    bytes_present: int  # file bytes already present and verified at the destination
+    bytes_to_download: int  # chunk-object bytes the pull will fetch
+    route: str  # same_region | inter_region | internet | unknown | local
+    lake_region: str | None
+    lake_region_origin: str
+    client_region: str | None
+    client_region_origin: str
+    price_per_gb: float
+    cost_usd: float
+    cost_is_upper_bound: bool  # the route is unknown: priced as internet egress
+    warn_above_usd: float | None
+    confirm_above_usd: float | None
+
+    @property
+    def warn(self) -> bool:
+        return self.warn_above_usd is not None and self.cost_usd > self.warn_above_usd
+
+    @property
+    def needs_confirmation(self) -> bool:
+        return self.confirm_above_usd is not None and self.cost_usd > self.confirm_above_usd
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "warn": self.warn, "needs_confirmation": self.needs_confirmation}
+
+    def route_text(self) -> str:
+        if self.route == "local":
+            return "a local lake (no egress)"
+        lake = self.lake_region or "an unknown region"
+        client = self.client_region or "an unknown region"
+        names = {"same_region": "same region", "inter_region": "inter-region",
+                 "internet": "internet", "unknown": "route unknown"}
+        text = f"{lake} -> {client} ({names[self.route]})"
+        if self.route == "unknown":
+            missing = []
+            if not self.lake_region:
+                missing.append("egress.lake_region")
+            if not self.client_region:
+                missing.append("egress.client_region or $AWS_REGION")
+            text += f"; set {' and '.join(missing)} to know"
+        return text
+
+    def cost_text(self) -> str:
+        bound = "up to " if self.cost_is_upper_bound else ""
+        return f"{bound}${self.cost_usd:.2f}"
+
+
+def estimate(policy: EgressPolicy, *, artifact: str, version: int, bytes_total: int,
+             bytes_present: int, bytes_to_download: int, local: bool,
+             lake_region: str | None, lake_region_origin: str,
+             environ: Mapping[str, str] | None = None) -> EgressEstimate:
+    """Price a pull (pure: the caller measured the bytes and looked up the lake's region)."""
+    if local:
+        client, client_origin = None, "n/a"
+        route, price = "local", 0.0
+    else:
+        client, client_origin = client_region(policy, environ)
+        route = route_between(lake_region, client)
+        price = policy.price_per_gb["internet" if route == "unknown" else route]
+    cost = bytes_to_download / GB * price
+    return EgressEstimate(
+        artifact=artifact, version=version, bytes_total=bytes_total, bytes_present=bytes_present,
+        bytes_to_download=bytes_to_download, route=route, lake_region=lake_region,
+        lake_region_origin=lake_region_origin, client_region=client,
+        client_region_origin=client_origin, price_per_gb=price, cost_usd=round(cost, 6),
+        cost_is_upper_bound=route == "unknown", warn_above_usd=policy.warn_above_usd,
+        confirm_above_usd=policy.confirm_above_usd)

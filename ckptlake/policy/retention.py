@@ -1,0 +1,456 @@
+"""Retention: which versions `ckptlake gc` keeps, as a validated policy and a pure selection.
+
+Two halves, kept apart on purpose (Orbax's preservation policies see only step, metrics and time,
+never storage):
+
+* `load_retention(config)` turns the ``retention:`` section of a ckptlake.yaml into a
+  `RetentionPolicy`, or raises a ConfigError naming the file, the line and the key.  Everything
+  that can be checked without the lake is checked here, before anything is touched.
+* `select(versions, rules, aliases, now)` is a pure function: version facts in, one `Decision`
+  (keep or delete, the rule, and the reasons) per version out.  No I/O, no clock.
+
+Semantics (also in ckptlake.example.yaml and docs/format.md):
+
+* the first rule whose ``match`` glob fits the artifact path applies (``fnmatch``, case-sensitive;
+  ``*`` also matches ``/``); an artifact no rule matches is kept whole;
+* within a rule a version is kept if ANY ``keep_*`` clause keeps it;
+* a version an alias points at is always kept, whatever the rule says;
+* the latest version of an artifact is always kept: its number is the artifact's claim on the
+  version numbers (a push takes latest + 1), so deleting it could hand the same number out twice;
+* ``keep_best`` keeps versions that lack the metric unless ``keep_missing: false``.
+
+Applying a selection and selecting again with the same rules, aliases and ``now`` deletes nothing
+more: every clause keeps a version for a reason that deleting other versions cannot change
+(the newest N stay the newest N of the survivors, the best N stay the best, ...).
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable, Mapping, Sequence
+
+from ..errors import ConfigError
+
+__all__ = [
+    "DEFAULT_GRACE_PERIOD", "DEFAULT_PRICE_PER_GB_MONTH", "DEFAULT_RECORD_RETENTION",
+    "DEFAULT_SWEEP_WINDOW", "Decision", "KeepBest", "RetentionPolicy", "Rule", "VersionFacts",
+    "check_metrics", "format_duration", "load_retention", "parse_duration", "select",
+]
+
+DEFAULT_GRACE_PERIOD = 24 * 3600.0
+DEFAULT_PRICE_PER_GB_MONTH = 0.023  # S3 Standard, first 50 TB, us-east-1
+DEFAULT_SWEEP_WINDOW = 30.0
+# How long swept condemnation records stay listed.  Pushers rely on them to notice a sweep that
+# raced their commit; a push running longer than this re-checks all its chunks before commit
+# (core/gc_guard.py), so longer means fewer such checks and a few more tiny records to read.
+DEFAULT_RECORD_RETENTION = 15 * 60.0
+
+RETENTION_KEYS = ("grace_period", "storage_price_per_gb_month", "rules", "sweep_window",
+                  "record_retention")
+RULE_KEYS = ("match", "keep_last", "keep_every_steps", "keep_best", "keep_within", "keep_all")
+KEEP_BEST_KEYS = ("metric", "mode", "count", "keep_missing")
+
+_DURATION = re.compile(r"([0-9]+)(s|m|h|d|w)")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION_HINT = "write a whole number and a unit: 0s, 90s, 30m, 24h, 7d, 2w"
+
+
+# --------------------------------------------------------------------------------------------
+# Durations
+
+def parse_duration(value: Any) -> float:
+    """``24h`` -> 86400.0.  ValueError with a reason for anything else (bare numbers included:
+    is ``7`` seconds or days?)."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError(f"must be a duration such as 24h or 7d, got {_describe(value)}")
+    m = _DURATION.fullmatch(value.strip())
+    if m is None:
+        raise ValueError(f"not a duration: {value!r}")
+    return float(int(m.group(1)) * _UNIT_SECONDS[m.group(2)])
+
+
+def format_duration(seconds: float) -> str:
+    """The largest exact unit up to days: 604800 -> "7d", 90 -> "90s", 0 -> "0s"."""
+    s = int(seconds)
+    if s != seconds:
+        return f"{seconds:g}s"
+    for unit in ("d", "h", "m"):  # 7d reads better than 1w
+        if s and s % _UNIT_SECONDS[unit] == 0:
+            return f"{s // _UNIT_SECONDS[unit]}{unit}"
+    return f"{s}s"
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null (an empty value)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+# --------------------------------------------------------------------------------------------
+# The policy
+
+@dataclass(frozen=True)
+class KeepBest:
+    metric: str
+    mode: str = "min"  # "min": lower is better (a loss); "max": higher is better (an accuracy)
+    count: int = 1
+    keep_missing: bool = True  # keep versions without the metric (preemption saves)
+
+    def describe(self) -> str:
+        return f"keep_best {self.metric} {self.mode} {self.count}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    match: str
+    keep_last: int | None = None
+    keep_every_steps: int | None = None
+    keep_best: KeepBest | None = None
+    keep_within: float | None = None  # seconds
+    keep_all: bool = False
+    index: int = 0
+    line: int | None = None
+
+    @property
+    def label(self) -> str:
+        """How plans and tombstones name the rule: `rules[0] (match '*/*/ckpt')`."""
+        return f"rules[{self.index}] (match {self.match!r})"
+
+    def matches(self, artifact: str) -> bool:
+        return fnmatch.fnmatchcase(artifact, self.match)
+
+    def clauses(self) -> list[str]:
+        out = []
+        if self.keep_all:
+            out.append("keep_all")
+        if self.keep_last is not None:
+            out.append(f"keep_last {self.keep_last}")
+        if self.keep_every_steps is not None:
+            out.append(f"keep_every_steps {self.keep_every_steps}")
+        if self.keep_best is not None:
+            out.append(self.keep_best.describe())
+        if self.keep_within is not None:
+            out.append(f"keep_within {format_duration(self.keep_within)}")
+        return out
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    rules: tuple[Rule, ...] = ()
+    grace_period: float = DEFAULT_GRACE_PERIOD
+    storage_price_per_gb_month: float = DEFAULT_PRICE_PER_GB_MONTH
+    sweep_window: float = DEFAULT_SWEEP_WINDOW
+    record_retention: float = DEFAULT_RECORD_RETENTION
+    source: str | None = None  # the file it came from, for error messages
+    lines: Mapping[str, int] = field(default_factory=dict)
+
+    def rule_for(self, artifact: str) -> Rule | None:
+        return next((r for r in self.rules if r.matches(artifact)), None)
+
+    def line_of(self, key: str) -> int | None:
+        while key:
+            if key in self.lines:
+                return self.lines[key]
+            cut = max(key.rfind("."), key.rfind("["))
+            if cut <= 0:
+                return None
+            key = key[:cut]
+        return None
+
+    def error(self, message: str, key: str, hint: str | None = None) -> ConfigError:
+        return ConfigError(message, path=self.source, line=self.line_of(key), key=key, hint=hint)
+
+
+class _Checker:
+    def __init__(self, source: str | None, lines: Mapping[str, int]) -> None:
+        self.policy = RetentionPolicy(source=source, lines=dict(lines))
+
+    def fail(self, message: str, key: str, hint: str | None = None) -> ConfigError:
+        return self.policy.error(message, key, hint)
+
+    def unknown_keys(self, raw: Mapping[Any, Any], known: Sequence[str], path: str) -> None:
+        for key in raw:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+                hint = f"did you mean `{close[0]}`?" if close else "valid keys: " + ", ".join(known)
+                raise self.fail("unknown key", f"{path}.{key}", hint)
+
+    def duration(self, raw: Mapping[str, Any], key: str, path: str, default: float | None
+                 ) -> float | None:
+        value = raw.get(key)
+        if value is None:
+            return default
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise self.fail(str(exc), f"{path}.{key}", _DURATION_HINT) from None
+
+    def number(self, raw: Mapping[str, Any], key: str, path: str, default: float) -> float:
+        value = raw.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or value < 0:
+            raise self.fail(f"must be a number >= 0, got {_describe(value)}", f"{path}.{key}")
+        return float(value)
+
+    def count(self, raw: Mapping[str, Any], key: str, path: str, minimum: int) -> int | None:
+        value = raw.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.fail(f"must be a whole number >= {minimum}, got {_describe(value)}",
+                            f"{path}.{key}")
+        return value
+
+
+def load_retention(config: Any) -> RetentionPolicy:
+    """Validate `config.retention` (a policy.config.Config, or anything with `retention`,
+    `source` and `lines`).  No section means: no rules (every artifact kept whole), defaults
+    for the rest."""
+    raw = getattr(config, "retention", None)
+    c = _Checker(getattr(config, "source", None), getattr(config, "lines", {}) or {})
+    if raw is None:
+        return c.policy
+    if not isinstance(raw, dict):
+        raise c.fail(f"must be a mapping of settings, got {_describe(raw)}", "retention")
+    c.unknown_keys(raw, RETENTION_KEYS, "retention")
+    grace = c.duration(raw, "grace_period", "retention", DEFAULT_GRACE_PERIOD)
+    window = c.duration(raw, "sweep_window", "retention", DEFAULT_SWEEP_WINDOW)
+    assert grace is not None and window is not None
+    if window < 1:
+        raise c.fail("must be at least 1s", "retention.sweep_window",
+                     "it bounds how long a gc may delete with one listing of the manifests")
+    keep_records = c.duration(raw, "record_retention", "retention", None)
+    if keep_records is None:
+        keep_records = max(DEFAULT_RECORD_RETENTION, 2 * window)
+    elif keep_records < 2 * window:
+        raise c.fail(f"must be at least twice sweep_window ({format_duration(2 * window)})",
+                     "retention.record_retention",
+                     "pushers find sweeps that raced their commit through these records")
+    price = c.number(raw, "storage_price_per_gb_month", "retention", DEFAULT_PRICE_PER_GB_MONTH)
+    rules_raw = raw.get("rules")
+    rules: list[Rule] = []
+    if rules_raw is not None:
+        if not isinstance(rules_raw, list):
+            raise c.fail(f"must be a list of rules, got {_describe(rules_raw)}", "retention.rules",
+                         'e.g. rules: [{match: "*/*/ckpt", keep_last: 5}]')
+        for i, item in enumerate(rules_raw):
+            rules.append(_load_rule(c, item, i))
+    seen: dict[str, Rule] = {}
+    for rule in rules:
+        if rule.match in seen:
+            first = seen[rule.match]
+            raise c.fail(f"never applies: {first.label} on line {first.line} has the same match "
+                         "and comes first", f"retention.rules[{rule.index}].match",
+                         "merge the two rules")
+        seen[rule.match] = rule
+    return RetentionPolicy(rules=tuple(rules), grace_period=grace,
+                           storage_price_per_gb_month=price, sweep_window=window,
+                           record_retention=keep_records, source=c.policy.source,
+                           lines=c.policy.lines)
+
+
+def _load_rule(c: _Checker, item: Any, i: int) -> Rule:
+    path = f"retention.rules[{i}]"
+    if not isinstance(item, dict):
+        raise c.fail(f"each rule must be a mapping, got {_describe(item)}", path,
+                     'e.g. - {match: "*/*/ckpt", keep_last: 5}')
+    c.unknown_keys(item, RULE_KEYS, path)
+    match = item.get("match")
+    if not isinstance(match, str) or not match.strip():
+        raise c.fail("every rule needs a `match` glob (a non-empty string)"
+                     + ("" if match is None else f", got {_describe(match)}"),
+                     f"{path}.match" if "match" in item else path,
+                     'e.g. match: "*/*/ckpt" (fnmatch; * also matches /)')
+    keep_all = item.get("keep_all")
+    if keep_all is not None and not isinstance(keep_all, bool):
+        raise c.fail(f"must be true or false, got {_describe(keep_all)}", f"{path}.keep_all")
+    keep_best = None
+    if item.get("keep_best") is not None:
+        keep_best = _load_keep_best(c, item["keep_best"], f"{path}.keep_best")
+    rule = Rule(
+        match=match, keep_last=c.count(item, "keep_last", path, 0),
+        keep_every_steps=c.count(item, "keep_every_steps", path, 1), keep_best=keep_best,
+        keep_within=c.duration(item, "keep_within", path, None), keep_all=bool(keep_all),
+        index=i, line=c.policy.line_of(path))
+    if not (rule.keep_all or (rule.keep_last or 0) > 0 or rule.keep_every_steps
+            or rule.keep_best or (rule.keep_within or 0) > 0):
+        raise c.fail("this rule keeps nothing: every version it matches would be deleted "
+                     "(only aliased and latest versions would survive)", path,
+                     "add a keep_* clause (keep_last: 1 keeps the newest), or keep_all: true; "
+                     "to drop an artifact entirely, delete it by hand")
+    return rule
+
+
+def _load_keep_best(c: _Checker, raw: Any, path: str) -> KeepBest:
+    if not isinstance(raw, dict):
+        raise c.fail(f"must be a mapping, got {_describe(raw)}", path,
+                     "e.g. keep_best: {metric: val_loss, mode: min, count: 2}")
+    c.unknown_keys(raw, KEEP_BEST_KEYS, path)
+    metric = raw.get("metric")
+    if not isinstance(metric, str) or not metric.strip():
+        raise c.fail("needs a `metric` name (a non-empty string)",
+                     f"{path}.metric" if "metric" in raw else path)
+    mode = raw.get("mode", "min")
+    if mode not in ("min", "max"):
+        raise c.fail(f"must be min or max, got {_describe(mode)}", f"{path}.mode",
+                     "min keeps the lowest values (losses), max the highest (accuracies)")
+    count = c.count(raw, "count", path, 1)
+    keep_missing = raw.get("keep_missing", True)
+    if not isinstance(keep_missing, bool):
+        raise c.fail(f"must be true or false, got {_describe(keep_missing)}",
+                     f"{path}.keep_missing")
+    return KeepBest(metric=metric, mode=mode, count=1 if count is None else count,
+                    keep_missing=keep_missing)
+
+
+# --------------------------------------------------------------------------------------------
+# Selection
+
+@dataclass(frozen=True)
+class VersionFacts:
+    """What retention may look at: never storage, only what the manifest says."""
+
+    artifact: str
+    version: int
+    step: int | None
+    created: datetime
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    artifact: str
+    version: int
+    step: int | None
+    created: datetime
+    keep: bool
+    rule: str | None  # Rule.label, None when no rule matched the artifact
+    reasons: tuple[str, ...]  # why kept (every clause that keeps it), or why not
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons)
+
+
+def check_metrics(policy: RetentionPolicy, versions: Iterable[VersionFacts]) -> None:
+    """A keep_best metric that no matched version has is a typo until proven otherwise: refuse
+    (naming the policy line) rather than keep everything, or nothing, for the wrong reason."""
+    seen: dict[int, bool] = {}
+    for v in versions:
+        rule = policy.rule_for(v.artifact)
+        if rule is None or rule.keep_best is None:
+            continue
+        seen[rule.index] = seen.get(rule.index, False) or rule.keep_best.metric in v.metrics
+    for rule in policy.rules:
+        if rule.keep_best is not None and seen.get(rule.index) is False:
+            raise policy.error(
+                f"no version of the artifacts this rule matches has the metric "
+                f"{rule.keep_best.metric!r}", f"retention.rules[{rule.index}].keep_best.metric",
+                "check the metric name against: ckptlake ls ARTIFACT")
+
+
+def select(versions: Sequence[VersionFacts], rules: RetentionPolicy | Sequence[Rule],
+           aliases: Mapping[str, Mapping[str, int]], now: datetime) -> list[Decision]:
+    """Keep or delete each version, with the reasons (sorted by artifact, then version).
+
+    aliases: artifact -> {alias name: version}.
+    """
+    rule_list = rules.rules if isinstance(rules, RetentionPolicy) else tuple(rules)
+    by_artifact: dict[str, list[VersionFacts]] = {}
+    for v in versions:
+        by_artifact.setdefault(v.artifact, []).append(v)
+    out: list[Decision] = []
+    for artifact in sorted(by_artifact):
+        group = sorted(by_artifact[artifact], key=lambda v: v.version)
+        rule = next((r for r in rule_list if r.matches(artifact)), None)
+        out.extend(_select_artifact(group, rule, aliases.get(artifact, {}), now))
+    return out
+
+
+def _select_artifact(group: list[VersionFacts], rule: Rule | None,
+                     alias_map: Mapping[str, int], now: datetime) -> list[Decision]:
+    keeps: dict[int, list[str]] = {v.version: [] for v in group}
+    misses: dict[int, list[str]] = {v.version: [] for v in group}
+    for name, number in sorted(alias_map.items()):
+        if number in keeps:
+            keeps[number].append(f"alias {name}")
+    latest = group[-1].version
+    keeps[latest].append("latest version (holds the artifact's version-number claim)")
+    if rule is None:
+        return [Decision(v.artifact, v.version, v.step, v.created, True, None,
+                         tuple(keeps[v.version] + ["no retention rule matches this artifact"]))
+                for v in group]
+    if rule.keep_all:
+        for v in group:
+            keeps[v.version].append("keep_all")
+    if rule.keep_last is not None:
+        newest = {v.version for v in group[::-1][:rule.keep_last]}
+        for v in group:
+            (keeps if v.version in newest else misses)[v.version].append(
+                f"keep_last {rule.keep_last}" if v.version in newest
+                else f"not among the newest {rule.keep_last}")
+    if rule.keep_every_steps is not None:
+        n = rule.keep_every_steps
+        for v in group:
+            if v.step is not None and v.step % n == 0:
+                keeps[v.version].append(f"keep_every_steps {n} (step {v.step})")
+            else:
+                misses[v.version].append("no step" if v.step is None
+                                         else f"step {v.step} is not a multiple of {n}")
+    if rule.keep_best is not None:
+        _keep_best(group, rule.keep_best, keeps, misses)
+    if rule.keep_within is not None:
+        window = timedelta(seconds=rule.keep_within)
+        label = format_duration(rule.keep_within)
+        for v in group:
+            if now - _aware(v.created) < window:
+                keeps[v.version].append(f"keep_within {label}")
+            else:
+                misses[v.version].append(f"older than {label}")
+    return [Decision(v.artifact, v.version, v.step, v.created, bool(keeps[v.version]),
+                     rule.label, tuple(keeps[v.version] or misses[v.version]
+                                       or ["no keep_* clause of the rule keeps it"]))
+            for v in group]
+
+
+def _keep_best(group: list[VersionFacts], best: KeepBest, keeps: dict[int, list[str]],
+               misses: dict[int, list[str]]) -> None:
+    scored = [v for v in group if _finite(v.metrics.get(best.metric))]
+    sign = 1.0 if best.mode == "min" else -1.0
+    # Ties: the newer version ranks first (it is usually the one people want back).
+    ranked = sorted(scored, key=lambda v: (sign * float(v.metrics[best.metric]), -v.version))
+    rank = {v.version: i + 1 for i, v in enumerate(ranked)}
+    for v in group:
+        r = rank.get(v.version)
+        if r is None:
+            if best.keep_missing:
+                keeps[v.version].append(f"keep_best: has no {best.metric} (keep_missing)")
+            else:
+                misses[v.version].append(f"has no {best.metric}")
+        elif r <= best.count:
+            keeps[v.version].append(f"keep_best {best.metric} {best.mode} "
+                                    f"#{r} ({v.metrics[best.metric]:g})")
+        else:
+            misses[v.version].append(f"{best.metric} {v.metrics[best.metric]:g} is not among "
+                                     f"the best {best.count}")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)

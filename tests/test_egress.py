@@ -1,0 +1,203 @@
+"""The egress guard: config validation, routes and prices, what a pull would really download,
+and warn / refuse / proceed -- without any network (a MemoryStore posing as a bucket)."""
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ckptlake.core.egress import bytes_to_fetch
+from ckptlake.errors import ConfigError, PolicyRefusal
+from ckptlake.lake import Lake
+from ckptlake.policy.config import load_config
+from ckptlake.policy.egress import (EgressPolicy, client_region, estimate, load_egress,
+                                    route_between)
+from ckptlake.store.memory import MemoryStore
+
+MiB, GiB = 1 << 20, 1 << 30
+
+
+def egress_from(tmp_path: Path, text: str) -> EgressPolicy:
+    path = tmp_path / "ckptlake.yaml"
+    path.write_text(textwrap.dedent(text))
+    return load_egress(load_config(str(path)))
+
+
+def test_issue_config_loads(tmp_path: Path) -> None:
+    p = egress_from(tmp_path, """\
+        egress:
+          lake_region: us-east-1
+          client_region: eu-west-1
+          price_per_gb: {same_region: 0.0, inter_region: 0.02, internet: 0.09}
+          warn_above_usd: 1.00
+          confirm_above_usd: 25.00
+        """)
+    assert (p.lake_region, p.client_region) == ("us-east-1", "eu-west-1")
+    assert p.price_per_gb == {"same_region": 0.0, "inter_region": 0.02, "internet": 0.09}
+    assert (p.warn_above_usd, p.confirm_above_usd) == (1.0, 25.0)
+
+
+def test_defaults_warn_but_never_ask() -> None:
+    p = load_egress(load_config(None))
+    assert p.warn_above_usd == 1.0 and p.confirm_above_usd is None
+
+
+@pytest.mark.parametrize("text,line,key,words", [
+    ("egress:\n  lake_regoin: x\n", 2, "egress.lake_regoin", "lake_region"),
+    ("egress:\n  price_per_gb: {inter_regoin: 1}\n", 2, "egress.price_per_gb.inter_regoin",
+     "inter_region"),
+    ("egress:\n  price_per_gb:\n    internet: -1\n", 3, "egress.price_per_gb.internet", ">= 0"),
+    ("egress:\n  warn_above_usd: lots\n", 2, "egress.warn_above_usd", "USD"),
+    ("egress:\n  client_region: eu west\n", 2, "egress.client_region", "region name"),
+    ("egress:\n  price_per_gb: 0.09\n", 2, "egress.price_per_gb", "mapping"),
+])
+def test_errors_name_file_line_key(tmp_path: Path, text: str, line: int, key: str,
+                                   words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        egress_from(tmp_path, text)
+    assert (info.value.line, info.value.key) == (line, key) and words in str(info.value)
+
+
+def test_client_region_sources_and_routes() -> None:
+    p = EgressPolicy()
+    assert client_region(p, {}) == (None, "unknown")
+    assert client_region(p, {"AWS_DEFAULT_REGION": "us-west-2"}) == ("us-west-2",
+                                                                    "$AWS_DEFAULT_REGION")
+    assert client_region(p, {"AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "x"})[0] == \
+        "eu-west-1"
+    assert client_region(EgressPolicy(client_region="ap-south-1"), {"AWS_REGION": "x"}) == \
+        ("ap-south-1", "egress.client_region")
+    assert route_between("us-east-1", "us-east-1") == "same_region"
+    assert route_between("us-east-1", "eu-west-1") == "inter_region"
+    assert route_between("us-east-1", "internet") == "internet"
+    assert route_between(None, "eu-west-1") == route_between("us-east-1", None) == "unknown"
+
+
+def test_estimate_prices_the_route() -> None:
+    p = EgressPolicy(lake_region="us-east-1", client_region="eu-west-1", warn_above_usd=1,
+                     confirm_above_usd=25)
+    e = estimate(p, artifact="a", version=1, bytes_total=100 * GiB, bytes_present=0,
+                 bytes_to_download=100 * GiB, local=False, lake_region="us-east-1",
+                 lake_region_origin="egress.lake_region", environ={})
+    assert (e.route, e.cost_usd, e.warn, e.needs_confirmation) == ("inter_region", 2.0, True,
+                                                                     False)
+    unknown = estimate(EgressPolicy(), artifact="a", version=1, bytes_total=GiB,
+                       bytes_present=0, bytes_to_download=GiB, local=False, lake_region=None,
+                       lake_region_origin="unknown", environ={})
+    assert unknown.route == "unknown" and unknown.cost_is_upper_bound
+    assert unknown.cost_usd == 0.09 and "up to $0.09" == unknown.cost_text()
+    assert "set egress.lake_region and egress.client_region" in unknown.route_text()
+    local = estimate(p, artifact="a", version=1, bytes_total=GiB, bytes_present=0,
+                     bytes_to_download=GiB, local=True, lake_region=None,
+                     lake_region_origin="n/a")
+    assert (local.route, local.cost_usd, local.warn) == ("local", 0.0, False)
+
+
+# ---- against a lake ------------------------------------------------------------------------
+
+class FakeBucket(MemoryStore):
+    """A MemoryStore that looks like an S3 lake in another region (no network involved)."""
+
+    def __init__(self, region: str | None) -> None:
+        super().__init__()
+        self.url = "s3://fake-bucket/lake"
+        self.region = region
+        self.region_asked = 0
+
+    def bucket_region(self) -> str | None:
+        self.region_asked += 1
+        return self.region
+
+
+@pytest.fixture
+def bucket_lake(tmp_path: Path) -> tuple[Lake, Path]:
+    lake = Lake(FakeBucket("us-east-1"), chunk_size=MiB)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(3 * MiB + 5))
+    (src / "a.txt").write_bytes(os.urandom(1000))
+    (src / "b.txt").write_bytes(os.urandom(3000))
+    lake.push(src, "p/ckpt")
+    return lake, src
+
+
+def test_bytes_to_fetch_subtracts_what_is_already_there(bucket_lake, tmp_path: Path) -> None:
+    lake, src = bucket_lake
+    m = __import__("ckptlake.core.catalog", fromlist=["x"]).resolve(lake.store, "p/ckpt")
+    dest = tmp_path / "dest"
+    assert bytes_to_fetch(m, str(dest)) == (3 * MiB + 5 + 4000, 0)
+    dest.mkdir()
+    (dest / "big.bin").write_bytes((src / "big.bin").read_bytes())
+    (dest / "a.txt").write_bytes(b"different")
+    # big.bin is present and verified; the pack holding a.txt and b.txt is fetched whole
+    assert bytes_to_fetch(m, str(dest)) == (4000, 3 * MiB + 5)
+    (dest / "a.txt").write_bytes((src / "a.txt").read_bytes())
+    (dest / "b.txt").write_bytes((src / "b.txt").read_bytes())
+    assert bytes_to_fetch(m, str(dest)) == (0, 3 * MiB + 5 + 4000)
+    assert not (tmp_path / "nothing").exists()
+    bytes_to_fetch(m, str(tmp_path / "nothing" / "deeper"))
+    assert not (tmp_path / "nothing").exists(), "estimating creates nothing"
+
+
+def test_pull_warns_refuses_and_proceeds_with_yes(bucket_lake, tmp_path: Path) -> None:
+    lake, src = bucket_lake
+    price = {"same_region": 0.0, "inter_region": 1000.0, "internet": 2000.0}
+    # ~3 MiB at $1000/GB: about $2.93
+    warn_only = EgressPolicy(client_region="eu-west-1", price_per_gb=price, warn_above_usd=1)
+    seen = []
+    lake.pull("p/ckpt", tmp_path / "d1", egress=warn_only, on_estimate=seen.append)
+    assert seen[0].warn and not seen[0].needs_confirmation
+    assert seen[0].lake_region == "us-east-1" and seen[0].lake_region_origin == "bucket"
+    assert 2.9 < seen[0].cost_usd < 3.0
+
+    strict = EgressPolicy(client_region="eu-west-1", price_per_gb=price, warn_above_usd=1,
+                          confirm_above_usd=2)
+    before = lake.store.bytes_out
+    with pytest.raises(PolicyRefusal, match="above egress.confirm_above_usd"):
+        lake.pull("p/ckpt", tmp_path / "d2", egress=strict)
+    assert not (tmp_path / "d2").exists()
+    assert lake.store.bytes_out - before < 10_000, "only the manifest was read"
+    asked = []
+    with pytest.raises(PolicyRefusal):
+        lake.pull("p/ckpt", tmp_path / "d2", egress=strict,
+                  confirm=lambda e: asked.append(e) or False)
+    assert len(asked) == 1
+    lake.pull("p/ckpt", tmp_path / "d3", egress=strict, confirm=lambda e: True)
+    lake.pull("p/ckpt", tmp_path / "d4", egress=strict, yes=True)
+    assert (tmp_path / "d4" / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
+    # Already there: nothing to download, nothing to pay, no confirmation needed.
+    lake.pull("p/ckpt", tmp_path / "d4", egress=strict)
+    same = EgressPolicy(client_region="us-east-1", price_per_gb=price, confirm_above_usd=0)
+    lake.pull("p/ckpt", tmp_path / "d5", egress=same)
+
+
+def test_configured_lake_region_is_not_probed(bucket_lake, tmp_path: Path) -> None:
+    lake, _ = bucket_lake
+    e = lake.estimate_pull("p/ckpt", tmp_path / "x",
+                           egress=EgressPolicy(lake_region="eu-west-1",
+                                               client_region="eu-west-1"))
+    assert e.route == "same_region" and lake.store.region_asked == 0
+    e = lake.estimate_pull("p/ckpt", tmp_path / "x", egress=EgressPolicy(client_region="x"))
+    assert e.lake_region == "us-east-1" and lake.store.region_asked == 1
+
+
+def test_cli_estimate_on_a_local_lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ckptlake.cli.app import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "w.bin").write_bytes(os.urandom(5000))
+    lake = f"file://{tmp_path}/lake"
+    CliRunner().invoke(app, ["push", str(tmp_path / "src"), "p/ckpt", "--lake", lake, "-q"])
+    r = CliRunner().invoke(app, ["pull", "p/ckpt", str(tmp_path / "out"), "--lake", lake,
+                                 "--estimate", "--json"])
+    doc = json.loads(r.stdout)
+    assert doc["route"] == "local" and doc["bytes_to_download"] == 5000 and doc["cost_usd"] == 0
+    assert not (tmp_path / "out").exists()
+    r = CliRunner().invoke(app, ["pull", "p/ckpt", str(tmp_path / "out"), "--lake", lake,
+                                 "--estimate"])
+    assert "would download 4.88 KiB of 4.88 KiB; a local lake (no egress)" in r.stdout
