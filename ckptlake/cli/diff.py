@@ -1,0 +1,150 @@
+"""`ckptlake diff A B`: what changed between two versions, down to the tensor."""
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from .help import epilog
+from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
+                      ProfileOpt, QuietOpt, RegionOpt)
+from .output import Output, format_bytes, lake_url, open_lake
+
+HELP = ("Compare version A with version B (of one artifact or of two): step, metrics, "
+        "metadata, files, bytes shared, and tensors of .safetensors files.\n\n"
+        "Reads only the two manifests: tensors are compared by the digests recorded at push, "
+        "so no tensor data is downloaded unless --values is given.")
+EPILOG = epilog(
+    "Examples: ckptlake diff gpt2/run-7/ckpt@v3 gpt2/run-7/ckpt@v5   |   ckptlake diff "
+    "gpt2/base gpt2/run-7/model --values --json",
+    "Bytes: how much of B's stored chunks A already holds, i.e. what a pull of B costs given "
+    "A.  Tensors: added, removed, reshaped, retyped (dtype), changed (same dtype and shape, "
+    "other data), matched by name across the files of each version.  --values fetches only the "
+    "changed tensors and reports max |B-A| and the relative L2 change ||B-A||/||A|| (needs "
+    "numpy: pip install 'ckptlake[numpy]').  Exit 0 whether or not they differ; with "
+    "--exit-code, 1 when they differ (step, metrics, metadata or files).")
+
+MAX_LINES = 50
+
+
+def diff(
+    a: Annotated[str, typer.Argument(
+        metavar="A", show_default=False, help="The old version: ARTIFACT or ARTIFACT@SELECTOR.")],
+    b: Annotated[str, typer.Argument(
+        metavar="B", show_default=False, help="The new version: ARTIFACT or ARTIFACT@SELECTOR.")],
+    values: Annotated[bool, typer.Option(
+        "--values", help="Download the changed tensors (only those) and compare their values "
+                         "(needs numpy).")] = False,
+    exit_code: Annotated[bool, typer.Option(
+        "--exit-code", help="Exit with 1 if the versions differ, 0 if not (like git diff "
+                            "--exit-code).")] = False,
+    lake: LakeOpt = None,
+    endpoint_url: EndpointOpt = None,
+    profile: ProfileOpt = None,
+    region: RegionOpt = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Both references are parsed before the lake is opened (exit 2 on a typo)."""
+    common = CommonOptions(lake=lake, endpoint_url=endpoint_url, profile=profile, region=region,
+                           config=config, json=json_, quiet=quiet, debug=debug)
+    out = Output(common)
+    with out.guard():
+        from ..format.refs import parse_ref
+
+        ref_a, ref_b = parse_ref(a), parse_ref(b)
+        handle = open_lake(common)
+        try:
+            out.lake_line(handle)
+            result = handle.diff(ref_a, ref_b, values=values)
+            doc = {"lake": lake_url(handle), **result.to_dict()} if out.json else {}
+            out.result(doc, render(result) if out.human else None)
+        finally:
+            handle.close()
+    if exit_code and not result.identical:
+        raise typer.Exit(1)
+
+
+def _num(x: Any) -> str:
+    return "-" if x is None else f"{x:g}"
+
+
+def _capped(lines: list[str], what: str) -> list[str]:
+    if len(lines) <= MAX_LINES:
+        return lines
+    return lines[:MAX_LINES] + [f"    ... {len(lines) - MAX_LINES} more {what} (--json lists "
+                                "them all)"]
+
+
+def _shape(shape: list[int]) -> str:
+    return "[" + ", ".join(map(str, shape)) + "]"
+
+
+def render(r: Any) -> str:
+    lines = [f"diff {r.a['ref']} -> {r.b['ref']}"
+             + ("  (identical)" if r.identical else "")]
+    if r.step["changed"]:
+        lines.append(f"step: {_num(r.step['a'])} -> {_num(r.step['b'])}")
+    m = r.metrics
+    if m["added"] or m["removed"] or m["changed"]:
+        lines.append("metrics:")
+        for k, c in m["changed"].items():
+            lines.append(f"  ~ {k}: {c['a']:g} -> {c['b']:g} ({c['delta']:+g})")
+        lines += [f"  + {k}: {v:g}" for k, v in m["added"].items()]
+        lines += [f"  - {k}: {v:g}" for k, v in m["removed"].items()]
+    md = r.metadata
+    if md["added"] or md["removed"] or md["changed"]:
+        lines.append("metadata:")
+        lines += [f"  ~ {k}: {c['a']} -> {c['b']}" for k, c in md["changed"].items()]
+        lines += [f"  + {k}: {v}" for k, v in md["added"].items()]
+        lines += [f"  - {k}: {v}" for k, v in md["removed"].items()]
+    f = r.files
+    unchanged_bytes = sum(x["size"] or 0 for x in f["unchanged"])
+    lines.append(f"files: {len(f['modified'])} modified, {len(f['added'])} added, "
+                 f"{len(f['removed'])} removed, {len(f['unchanged'])} unchanged "
+                 f"({format_bytes(unchanged_bytes)})")
+
+    def size(x: Any) -> str:
+        return "link" if x is None else format_bytes(x)
+
+    entries = [f"  M {x['path']}  {size(x['size_a'])} -> {size(x['size_b'])}"
+               for x in f["modified"]]
+    entries += [f"  A {x['path']}  {size(x['size'])}" for x in f["added"]]
+    entries += [f"  D {x['path']}  {size(x['size'])}" for x in f["removed"]]
+    lines += _capped(entries, "files")
+    by = r.bytes
+    lines.append(f"bytes: {format_bytes(by['shared'])} of B's {format_bytes(by['total'])} "
+                 f"already in A ({by['chunks_shared']} of {by['chunks']} chunks); a pull of B "
+                 f"given A fetches {format_bytes(by['to_fetch'])}")
+    t = r.tensors
+    if t["files"]:
+        lines.append(f"tensors: {len(t['changed'])} changed, {len(t['reshaped'])} reshaped, "
+                     f"{len(t['retyped'])} retyped, {len(t['added'])} added, "
+                     f"{len(t['removed'])} removed, {t['unchanged']} unchanged")
+        rows = []
+        for x in t["changed"]:
+            text = f"  ~ {x['name']}  {x['dtype']} {_shape(x['shape'])}"
+            v = x.get("values")
+            if v is not None:
+                if "error" in v:
+                    text += f"  ({v['error']})"
+                else:
+                    text += f"  max|Δ| {v['max_abs_diff']:.4g}  rel L2 " + (
+                        "-" if v["rel_l2"] is None else f"{v['rel_l2']:.4g}")
+            rows.append(text)
+        rows += [f"  ≠ {x['name']}  reshaped {x['dtype_a']} {_shape(x['shape_a'])} -> "
+                 f"{x['dtype_b']} {_shape(x['shape_b'])}" for x in t["reshaped"]]
+        rows += [f"  ≠ {x['name']}  retyped {x['dtype_a']} -> {x['dtype_b']} "
+                 f"{_shape(x['shape_b'])}" for x in t["retyped"]]
+        rows += [f"  + {x['name']}  {x['dtype']} {_shape(x['shape'])}" for x in t["added"]]
+        rows += [f"  - {x['name']}  {x['dtype']} {_shape(x['shape'])}" for x in t["removed"]]
+        lines += _capped(rows, "tensors")
+    if t["untracked_files"]:
+        lines.append("no tensor records (pushed before ckptlake recorded them, or not a valid "
+                     "safetensors file): " + ", ".join(t["untracked_files"]))
+    if r.values is not None:
+        lines.append(f"values: fetched {format_bytes(r.values['bytes_fetched'])} "
+                     f"for {len(r.values['tensors'])} changed tensors")
+    return "\n".join(lines)

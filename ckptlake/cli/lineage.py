@@ -1,0 +1,131 @@
+"""`ckptlake lineage REF`: ancestors or descendants of a version, as a tree, JSON, DOT or Mermaid."""
+from __future__ import annotations
+
+import io
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .help import epilog
+from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
+                      ProfileOpt, QuietOpt, RegionOpt)
+from .output import Output, lake_url, open_lake
+
+FORMATS = ("tree", "json", "dot", "mermaid")
+
+HELP = ("Show where the version REF came from (--up, the default), what was made from it "
+        "(--down), or both.\n\n"
+        "Parents are followed across artifacts (resumed-from, fine-tuned-from, derived-from, "
+        "evaluated-from); inputs such as datasets are leaves.  Versions deleted by gc are shown "
+        "as expired, unknown ones as missing.")
+EPILOG = epilog(
+    "Examples: ckptlake lineage gpt2/run-7/eval   |   ckptlake lineage gpt2/base@v1 --down "
+    "--depth 2   |   ckptlake lineage gpt2/run-7/model --both --format dot | dot -Tsvg > "
+    "lineage.svg",
+    "--format tree (default): artifact@vN, step, key metrics and the relation of each edge "
+    "(↑ towards parents, ↓ towards children); a version reached twice is expanded once.  json: "
+    "{root, direction, depth, nodes, edges} (same as --json).  dot: Graphviz.  mermaid: a "
+    "flowchart for Markdown.  Edges point from parent to child in dot and mermaid.")
+
+
+def lineage(
+    ref: Annotated[str, typer.Argument(
+        metavar="REF", show_default=False,
+        help="The version to start from: ARTIFACT or ARTIFACT@SELECTOR.")],
+    up: Annotated[bool, typer.Option(
+        "--up", help="Ancestors: parents, their parents, ... and inputs (the default).")]
+        = False,
+    down: Annotated[bool, typer.Option(
+        "--down", help="Descendants: versions made from REF, and so on.")] = False,
+    both: Annotated[bool, typer.Option("--both", help="Ancestors and descendants.")] = False,
+    depth: Annotated[Optional[int], typer.Option(
+        "--depth", metavar="N", min=0, show_default=False,
+        help="Follow at most N edges from REF (default: all).")] = None,
+    format_: Annotated[str, typer.Option(
+        "--format", "-f", metavar="FORMAT", show_default=False,
+        help="tree (default), json, dot (Graphviz) or mermaid.")] = "tree",
+    lake: LakeOpt = None,
+    endpoint_url: EndpointOpt = None,
+    profile: ProfileOpt = None,
+    region: RegionOpt = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """REF, the direction and the format are checked before the lake is opened."""
+    common = CommonOptions(lake=lake, endpoint_url=endpoint_url, profile=profile, region=region,
+                           config=config, json=json_, quiet=quiet, debug=debug)
+    out = Output(common)
+    with out.guard():
+        from ..errors import UsageError
+        from ..format.refs import parse_ref
+
+        parsed = parse_ref(ref)
+        if up + down + both > 1:
+            raise UsageError("give at most one of --up, --down and --both")
+        direction = "down" if down else "both" if both else "up"
+        if format_ not in FORMATS:
+            raise UsageError(f"unknown --format {format_!r}", hint="one of " + ", ".join(FORMATS))
+        handle = open_lake(common)
+        try:
+            out.lake_line(handle)
+            graph = handle.lineage(parsed, direction=direction, depth=depth)
+            # render only what is printed: a tree of 10,000 versions takes seconds to draw
+            doc = {"lake": lake_url(handle), **graph.to_dict()} if out.json else {}
+            out.result(doc, render(graph, format_) if out.human else None)
+        finally:
+            handle.close()
+
+
+def render(graph: Any, format_: str) -> str:
+    from ..core import lineage as core
+
+    if format_ == "dot":
+        return core.to_dot(graph).rstrip("\n")
+    if format_ == "mermaid":
+        return core.to_mermaid(graph).rstrip("\n")
+    if format_ == "json":
+        import json
+
+        return json.dumps(graph.to_dict(), allow_nan=False)
+    return render_tree(core.tree(graph))
+
+
+def _label(item: Any) -> Any:
+    from rich.text import Text
+
+    from ..core.lineage import node_caption
+
+    n = item.node
+    text = Text()
+    if item.relation is not None:
+        text.append(f"{item.arrow} {item.relation}  ", style="cyan")
+    dim = n.status in ("expired", "missing")
+    text.append(n.label, style="dim" if dim else ("green" if n.kind == "input" else "bold"))
+    caption = node_caption(n) if n.kind != "input" else ""
+    if caption:
+        text.append("  " + caption, style="red" if n.status == "missing" else
+                    "dim" if dim else "")
+    if item.repeated:
+        text.append("  (shown above)", style="dim")
+    return text
+
+
+def render_tree(root: Any) -> str:
+    """The tree as text: colours on a terminal, plain (and never wrapped) in a pipe."""
+    from rich.console import Console
+    from rich.tree import Tree
+
+    tty = sys.stdout.isatty()
+    tree = Tree(_label(root))
+    stack = [(tree, c) for c in reversed(root.children)]
+    while stack:  # iterative: lineage chains can be deeper than Python's recursion limit
+        parent, item = stack.pop()
+        branch = parent.add(_label(item))
+        stack += [(branch, c) for c in reversed(item.children)]
+    buf = io.StringIO()
+    Console(file=buf, width=None if tty else 100_000, force_terminal=tty,
+            color_system="auto" if tty else None, highlight=False).print(tree)
+    return buf.getvalue().rstrip("\n")

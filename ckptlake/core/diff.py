@@ -1,0 +1,264 @@
+"""Compare two versions (of one artifact or of two): metadata, files, shared bytes, tensors.
+
+Everything but `values` comes from the two manifests alone: files are compared by their chunk
+digests (or whole-file digest), shared bytes by chunk digests, and tensors of `.safetensors`
+files by the per-tensor records push wrote (format/safetensors.py).  So a diff of two 100 GB
+checkpoints reads two manifests and no tensor data.
+
+`values=True` then fetches only the tensors whose data changed (same dtype and shape), with
+ranged GETs of the chunks that hold them, a window at a time (memory stays bounded whatever the
+tensor size), verifies each against its recorded digest, and reports the largest absolute
+difference and the relative L2 change ||b - a|| / ||a||.  It needs numpy (`ckptlake[numpy]`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from ..errors import IntegrityError, UsageError
+from ..format import layout
+from ..format.manifest import FileEntry, Manifest, TensorInfo
+from ..format.safetensors import TensorDigest, is_safetensors
+from ..results import _Result
+from ..store.base import Store
+from ..transfer.pool import bounded_map
+
+WINDOW = 4 * 1024 * 1024  # bytes per side held in memory per tensor compared
+_VALUE_WORKERS = 4
+
+# little-endian numpy dtypes for safetensors dtypes (BF16 is widened by hand)
+_NUMPY = {"F16": "<f2", "F32": "<f4", "F64": "<f8", "I8": "i1", "U8": "u1", "I16": "<i2",
+          "U16": "<u2", "I32": "<i4", "U32": "<u4", "I64": "<i8", "U64": "<u8", "BOOL": "?",
+          "BF16": "<u2"}
+
+
+@dataclass(frozen=True)
+class DiffResult(_Result):
+    a: dict[str, Any]  # {"artifact", "version", "step"}
+    b: dict[str, Any]
+    identical: bool  # same files, step, metrics and metadata (time and provenance aside)
+    step: dict[str, Any]  # {"a", "b", "changed"}
+    metrics: dict[str, Any]  # {"added": {k: v}, "removed": {k: v}, "changed": {k: {a,b,delta}},
+    #                           "unchanged": {k: v}}
+    metadata: dict[str, Any]  # {"added": {k: v}, "removed": {k: v}, "changed": {k: {a, b}}}
+    files: dict[str, Any]  # {"added", "removed", "modified", "unchanged"}: lists with sizes
+    bytes: dict[str, Any]  # {"total", "shared", "to_fetch", "chunks", "chunks_shared"} of B
+    tensors: dict[str, Any]  # {"added", "removed", "reshaped", "retyped", "changed",
+    #                           "unchanged", "files", "untracked_files"}
+    values: dict[str, Any] | None = None  # {"bytes_fetched", "tensors"} with values=True
+
+    @property
+    def different(self) -> bool:
+        return not self.identical
+
+
+def _ref(m: Manifest) -> dict[str, Any]:
+    return {"artifact": m.artifact, "version": m.version, "step": m.step,
+            "ref": f"{m.artifact}@v{m.version}"}
+
+
+def _content(e: FileEntry) -> tuple[Any, ...]:
+    if e.symlink is not None:
+        return ("link", e.symlink)
+    body = e.digest if e.digest is not None else tuple((c.digest, c.size) for c in e.chunks)
+    return ("file", e.size, e.executable, body)
+
+
+def _dict_diff(a: dict[str, Any], b: dict[str, Any], *, numeric: bool) -> dict[str, Any]:
+    changed: dict[str, Any] = {}
+    for k in sorted(a.keys() & b.keys()):
+        if a[k] != b[k]:
+            changed[k] = {"a": a[k], "b": b[k]}
+            if numeric:
+                changed[k]["delta"] = b[k] - a[k]
+    out = {"added": {k: b[k] for k in sorted(b.keys() - a.keys())},
+           "removed": {k: a[k] for k in sorted(a.keys() - b.keys())}, "changed": changed}
+    if numeric:
+        out["unchanged"] = {k: a[k] for k in sorted(a.keys() & b.keys()) if a[k] == b[k]}
+    return out
+
+
+def _files(a: Manifest, b: Manifest) -> dict[str, Any]:
+    fa, fb = {e.path: e for e in a.files}, {e.path: e for e in b.files}
+
+    def size(e: FileEntry) -> int | None:
+        return None if e.symlink is not None else e.size
+
+    out: dict[str, list[dict[str, Any]]] = {"added": [], "removed": [], "modified": [],
+                                             "unchanged": []}
+    for path in sorted(fa.keys() | fb.keys()):
+        ea, eb = fa.get(path), fb.get(path)
+        if ea is None:
+            out["added"].append({"path": path, "size": size(eb)})  # type: ignore[arg-type]
+        elif eb is None:
+            out["removed"].append({"path": path, "size": size(ea)})
+        elif _content(ea) != _content(eb):
+            out["modified"].append({"path": path, "size_a": size(ea), "size_b": size(eb)})
+        else:
+            out["unchanged"].append({"path": path, "size": size(eb)})
+    return out
+
+
+def _bytes(a: Manifest, b: Manifest) -> dict[str, Any]:
+    """What of B's stored bytes A already has: the cost of pulling B next to A."""
+    have = a.chunk_digests()
+    pieces = {(c.digest, c.offset, c.size) for e in b.files for c in e.chunks}
+    total = sum(p[2] for p in pieces)
+    shared = sum(p[2] for p in pieces if p[0] in have)
+    objects = {p[0] for p in pieces}
+    return {"total": total, "shared": shared, "to_fetch": total - shared,
+            "chunks": len(objects), "chunks_shared": len(objects & have)}
+
+
+def _tensor_map(m: Manifest) -> dict[str, tuple[FileEntry, TensorInfo]]:
+    """Tensors by name across the version's safetensors files (a sharded model's tensor may
+    move between shards); names present in several files are keyed `path::name`."""
+    found = [(e, t) for e in m.files if e.tensors for t in e.tensors]
+    counts: dict[str, int] = {}
+    for _, t in found:
+        counts[t.name] = counts.get(t.name, 0) + 1
+    return {(t.name if counts[t.name] == 1 else f"{e.path}::{t.name}"): (e, t) for e, t in found}
+
+
+def _tensors(a: Manifest, b: Manifest) -> tuple[dict[str, Any], list[tuple[Any, ...]]]:
+    ta, tb = _tensor_map(a), _tensor_map(b)
+    untracked = sorted({e.path for m in (a, b) for e in m.files
+                        if is_safetensors(e.path) and e.symlink is None and e.tensors is None})
+    out: dict[str, Any] = {"added": [], "removed": [], "reshaped": [], "retyped": [],
+                           "changed": [], "unchanged": 0,
+                           "files": sorted({e.path for m in (a, b) for e in m.files
+                                            if e.tensors is not None}),
+                           "untracked_files": untracked}
+    pairs = []
+
+    def brief(e: FileEntry, t: TensorInfo) -> dict[str, Any]:
+        return {"name": t.name, "file": e.path, "dtype": t.dtype, "shape": list(t.shape),
+                "bytes": t.nbytes}
+
+    for key in sorted(ta.keys() | tb.keys()):
+        if key not in tb:
+            out["removed"].append(brief(*ta[key]))
+            continue
+        if key not in ta:
+            out["added"].append(brief(*tb[key]))
+            continue
+        (ea, x), (eb, y) = ta[key], tb[key]
+        if x.shape != y.shape or x.dtype != y.dtype:
+            kind = "reshaped" if x.shape != y.shape else "retyped"
+            out[kind].append({"name": y.name, "file": eb.path, "file_a": ea.path,
+                              "dtype_a": x.dtype, "dtype_b": y.dtype, "shape_a": list(x.shape),
+                              "shape_b": list(y.shape), "data_changed": x.digest != y.digest})
+        elif x.digest != y.digest:
+            out["changed"].append({**brief(eb, y), "file_a": ea.path})
+            pairs.append((ea, x, eb, y))
+        else:
+            out["unchanged"] += 1
+    return out, pairs
+
+
+def diff(store: Store, a: Manifest, b: Manifest, *, values: bool = False) -> DiffResult:
+    files = _files(a, b)
+    metrics = _dict_diff(a.metrics, b.metrics, numeric=True)
+    metadata = _dict_diff(a.metadata, b.metadata, numeric=False)
+    tensors, pairs = _tensors(a, b)
+    identical = (a.step == b.step and not (metrics["added"] or metrics["removed"]
+                                           or metrics["changed"])
+                 and not (metadata["added"] or metadata["removed"] or metadata["changed"])
+                 and not (files["added"] or files["removed"] or files["modified"]))
+    result_values = None
+    if values:
+        result_values = tensor_values(store, pairs)
+        by_name = {(t["name"], t["file"]): t for t in result_values["tensors"]}
+        for t in tensors["changed"]:
+            t["values"] = {k: v for k, v in by_name[(t["name"], t["file"])].items()
+                           if k not in ("name", "file")}
+    return DiffResult(a=_ref(a), b=_ref(b), identical=identical,
+                      step={"a": a.step, "b": b.step, "changed": a.step != b.step},
+                      metrics=metrics, metadata=metadata, files=files, bytes=_bytes(a, b),
+                      tensors=tensors, values=result_values)
+
+
+# --- values -------------------------------------------------------------------------------------
+
+def read_range(store: Store, entry: FileEntry, start: int, length: int) -> Iterator[bytes]:
+    """Bytes [start, start+length) of a stored file, one ranged GET per chunk it touches."""
+    end, pos = start + length, 0
+    for c in entry.chunks:
+        lo, hi = max(start, pos), min(end, pos + c.size)
+        if lo < hi:
+            data = store.get_range(layout.chunk_key(c.digest), (c.offset or 0) + lo - pos,
+                                   hi - lo)
+            if len(data) != hi - lo:
+                raise IntegrityError(f"chunk {c.digest[:12]} of {entry.path} is shorter than "
+                                     "its manifest says")
+            yield data
+        pos += c.size
+        if pos >= end:
+            break
+
+
+def _numpy() -> Any:
+    try:
+        import numpy
+    except ImportError:
+        raise UsageError("diff --values needs numpy",
+                         hint="pip install 'ckptlake[numpy]'") from None
+    return numpy
+
+
+def _as_float(np: Any, data: bytes, dtype: str) -> Any:
+    x = np.frombuffer(data, dtype=_NUMPY[dtype])
+    if dtype == "BF16":  # bfloat16 is the top half of a float32
+        x = (x.astype(np.uint32) << 16).view(np.float32)
+    return x.astype(np.float64)
+
+
+def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorInfo]
+             ) -> dict[str, Any]:
+    np = _numpy()
+    ea, x, eb, y = pair
+    out: dict[str, Any] = {"name": y.name, "file": eb.path}
+    if x.dtype not in _NUMPY:
+        return {**out, "error": f"unsupported dtype {x.dtype}", "bytes_fetched": 0}
+    digests = (TensorDigest(x.start, x.end), TensorDigest(y.start, y.end))
+    fetched, max_abs, ss_diff, ss_a, nonfinite = 0, 0.0, 0.0, 0.0, 0
+    for w in range(0, x.nbytes, WINDOW):
+        n = min(WINDOW, x.nbytes - w)
+        sides = []
+        for entry, t, dig in ((ea, x, digests[0]), (eb, y, digests[1])):
+            data = b"".join(read_range(store, entry, t.start + w, n))
+            dig.add(t.start + w, data)
+            fetched += len(data)
+            sides.append(_as_float(np, data, t.dtype))
+        va, vb = sides
+        d = vb - va
+        finite = np.isfinite(d)
+        nonfinite += int(d.size - np.count_nonzero(finite))
+        d = np.where(finite, d, 0.0)
+        va = np.where(np.isfinite(va), va, 0.0)
+        if d.size:
+            max_abs = max(max_abs, float(np.abs(d).max()))
+        ss_diff += float(np.dot(d, d))
+        ss_a += float(np.dot(va, va))
+    for t, dig in ((x, digests[0]), (y, digests[1])):
+        if dig.hexdigest() != t.digest:
+            raise IntegrityError(f"tensor {t.name}: bytes read do not match its recorded digest",
+                                 hint="the lake may be corrupt; run a pull to verify chunks")
+    if ss_a > 0:
+        rel: float | None = math.sqrt(ss_diff) / math.sqrt(ss_a)
+    else:
+        rel = 0.0 if ss_diff == 0 else None  # relative to zero: undefined
+    out.update(max_abs_diff=max_abs, rel_l2=rel, bytes_fetched=fetched)
+    if nonfinite:
+        out["nonfinite"] = nonfinite  # NaN/inf differences, left out of the numbers above
+    return out
+
+
+def tensor_values(store: Store, pairs: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """Value statistics for changed tensors (same dtype and shape), fetching only their bytes."""
+    if pairs:
+        _numpy()  # fail before any request if numpy is missing
+    stats = sorted(bounded_map(lambda p: _compare(store, p), pairs, workers=_VALUE_WORKERS,
+                               name="ckptlake-diff"), key=lambda s: (s["file"], s["name"]))
+    return {"bytes_fetched": sum(s["bytes_fetched"] for s in stats), "tensors": stats}

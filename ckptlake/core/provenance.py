@@ -1,0 +1,131 @@
+"""What produced a version, recorded automatically at push: code, command, machine, versions.
+
+Collected best-effort and fast: a missing `git`, a source outside any checkout or a slow
+repository never fails or stalls a push (each git call has a short timeout).  The git state is
+that of the checkout holding the pushed source, else of the current directory (checkpoints are
+often written outside the code's repository, e.g. to /scratch, while the trainer runs from it).
+"""
+from __future__ import annotations
+
+import getpass
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+_GIT_TIMEOUT = 5.0
+_URL_SECRETS = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
+_URL_QUERY = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s?#]*)\?\S*")
+
+
+def _git(cwd: str, *args: str) -> str | None:
+    try:
+        p = subprocess.run(["git", "-C", cwd, *args], capture_output=True, text=True,
+                           timeout=_GIT_TIMEOUT, stdin=subprocess.DEVNULL,
+                           env={**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"})
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return p.stdout.strip() if p.returncode == 0 else None
+
+
+def git_state(directory: str) -> dict[str, Any] | None:
+    """{"commit", "dirty", "root"} of the checkout holding `directory`, or None.
+
+    `dirty` counts changes to tracked files only: the pushed checkpoints themselves often lie,
+    untracked, inside the checkout and would otherwise always make it dirty.
+    """
+    commit = _git(directory, "rev-parse", "HEAD")
+    if not commit:
+        return None
+    status = _git(directory, "status", "--porcelain", "--untracked-files=no")
+    root = _git(directory, "rev-parse", "--show-toplevel")
+    return {"commit": commit, "dirty": None if status is None else bool(status),
+            "root": root}
+
+
+def redact_args(argv: Sequence[str]) -> list[str]:
+    """The command line without URL credentials and query strings (presigned signatures)."""
+    return [_URL_QUERY.sub(r"\1?...", _URL_SECRETS.sub(r"\1", str(a))) for a in argv]
+
+
+def collect(source: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    from .. import __version__
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the working directory was removed
+        cwd = None
+    out: dict[str, Any] = {
+        "command": redact_args(sys.argv),
+        "cwd": cwd,
+        "hostname": socket.gethostname(),
+        "user": user,
+        "python": platform.python_version(),
+        "ckptlake": __version__,
+    }
+    candidates = []
+    if source is not None:
+        p = Path(source).absolute()
+        candidates.append(str(p if p.is_dir() else p.parent))
+    if cwd is not None:
+        candidates.append(cwd)
+    for directory in candidates:
+        state = git_state(directory)
+        if state is not None:
+            out["git"] = state
+            break
+    return out
+
+
+def load_meta_file(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Metadata from a JSON or YAML mapping (e.g. the run's hyper-parameters).
+
+    Nested mappings are flattened with dots (`optimizer.lr`); values are stored as strings:
+    strings as they are, anything else as JSON (`3e-4` -> "0.0003", `[1, 2]` -> "[1, 2]").
+    """
+    import json
+
+    from ..errors import UsageError
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read --meta-file {p}: {getattr(exc, 'strerror', None) or exc}"
+                         ) from None
+    try:
+        if p.suffix.lower() == ".json":
+            doc = json.loads(text)
+        else:
+            import yaml  # JSON is YAML too: .yaml, .yml and anything else go through here
+
+            doc = yaml.safe_load(text)
+    except ValueError as exc:  # json.JSONDecodeError
+        raise UsageError(f"--meta-file {p} is not valid JSON: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - yaml.YAMLError, without importing yaml early
+        raise UsageError(f"--meta-file {p} is not valid YAML: "
+                         f"{' '.join(str(exc).split())}") from None
+    if not isinstance(doc, dict):
+        raise UsageError(f"--meta-file {p} must hold a mapping of keys to values")
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(value, str):
+            out[prefix] = value
+        else:
+            out[prefix] = json.dumps(value, default=str, separators=(", ", ": "))
+
+    if doc:
+        walk("", doc)
+    return out
