@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -99,15 +98,19 @@ def build(store, *, versions: int, chunks: int, artifacts: int, workers: int) ->
 
 
 def timed_cli(args: list[str], env: dict, cwd: Path) -> tuple[float, int, str]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    t = time.monotonic()
-    p = subprocess.run([sys.executable, "-m", "ckptlake", *args], env=env, cwd=cwd,
-                       capture_output=True, text=True)
-    seconds = time.monotonic() - t
-    if p.returncode != 0:
-        raise SystemExit(f"ckptlake {' '.join(args)} failed ({p.returncode}):\n{p.stderr}")
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return seconds, max(rss, before) // 1024, p.stdout
+    """(seconds, peak RSS in MiB of that very process, stdout)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t = time.monotonic()
+        p = subprocess.Popen([sys.executable, "-m", "ckptlake", *args], env=env, cwd=cwd,
+                             stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(p.pid, 0)
+        seconds = time.monotonic() - t
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if p.returncode != 0:
+            raise SystemExit(f"ckptlake {' '.join(args)} failed ({p.returncode}):\n{err.read()}")
+        return seconds, usage.ru_maxrss // 1024, out.read()
 
 
 def main() -> None:
@@ -151,6 +154,8 @@ def main() -> None:
         cfg = workdir / "ckptlake.yaml"
         cfg.write_text(POLICY.format(lake=lake, endpoint=endpoint, grace="24h"))
 
+        _, base_rss, _ = timed_cli(["ls", "--json", "--config", str(cfg)], env, workdir)
+        print(f"baseline: ckptlake ls peak RSS {base_rss} MiB", flush=True)
         seconds, rss, out = timed_cli(["gc", "--dry-run", "--json", "--config", str(cfg)], env,
                                       workdir)
         plan = json.loads(out)["plan"]
@@ -164,10 +169,25 @@ def main() -> None:
         from ckptlake.policy.config import load_config
         from ckptlake.policy.retention import load_retention
 
+        # Where the memory goes: glibc gives each of the worker threads its own malloc arena,
+        # which inflates RSS well beyond the Python heap; two arenas show the difference.
+        seconds2, rss2, _ = timed_cli(["gc", "--dry-run", "--json", "--config", str(cfg)],
+                                      {**env, "MALLOC_ARENA_MAX": "2"}, workdir)
+        print(f"ckptlake gc --dry-run with MALLOC_ARENA_MAX=2: {seconds2:.1f} s, peak RSS "
+              f"{rss2} MiB", flush=True)
+
+        import tracemalloc
+
         policy = load_retention(load_config(str(cfg)))
         t = time.monotonic()
         listing = gcmod._Listing.of(store)
         t_list = time.monotonic() - t
+        tracemalloc.start()
+        gcmod.plan_gc(store, policy)
+        heap = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        print(f"library: Python heap peak of plan_gc {heap / 2**20:.1f} MiB "
+              f"({heap / args.chunks:.0f} bytes per chunk)", flush=True)
         t = time.monotonic()
         gcmod.plan_gc(store, policy)
         t_plan = time.monotonic() - t

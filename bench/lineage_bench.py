@@ -64,6 +64,24 @@ def plan(runs: int, per_run: int) -> list[Manifest]:
     return out
 
 
+class Counting:
+    """Counts the store requests of an operation (list pages are counted as listings)."""
+
+    def __init__(self, store) -> None:
+        self._store, self.calls = store, {"list": 0, "get": 0}
+
+    def list(self, prefix: str = "", **kw):
+        self.calls["list"] += 1
+        return self._store.list(prefix, **kw)
+
+    def get(self, key: str) -> bytes:
+        self.calls["get"] += 1
+        return self._store.get(key)
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+
 def build(store, manifests: list[Manifest]) -> float:
     """Write every version as push would after its chunks: manifest, markers, summary."""
     def write(m: Manifest) -> None:
@@ -111,6 +129,9 @@ def bench(name: str, url: str, env: dict[str, str], manifests: list[Manifest],
     secs, graph = timed(lambda: lineage.lineage(store, "bench/base@v1", direction="down"))
     assert len(graph.nodes) == len(manifests), (len(graph.nodes), len(manifests))
     out["lineage_down_lib_s"] = round(secs, 3)
+    counting = Counting(store)
+    lineage.lineage(counting, "bench/base@v1", direction="down")  # type: ignore[arg-type]
+    out["lineage_down_requests"] = dict(counting.calls)
     secs, text = cli(url, env, "lineage", "bench/base@v1", "--down")
     assert len(json.loads(text)["nodes"]) == len(manifests)
     out["lineage_down_cli_s"] = round(secs, 3)

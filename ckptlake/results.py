@@ -35,6 +35,8 @@ class PushResult(_Result):
     chunks_deduplicated: int
     aliases: list[str]
     seconds: float
+    # Committed, but an index derived from it (lineage markers, listing summary) failed.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ref(self) -> str:

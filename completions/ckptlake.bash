@@ -47,7 +47,7 @@ _ckptlake() {
     cmd=""
     for (( i = 1; i < COMP_CWORD; i++ )); do
         case "${COMP_WORDS[i]}" in
-            push|pull|ls|alias) cmd="${COMP_WORDS[i]}"; cmd_index=i; break ;;
+            push|pull|ls|alias|show|lineage|diff|watch|gc) cmd="${COMP_WORDS[i]}"; cmd_index=i; break ;;
         esac
     done
     case "$cmd" in
@@ -55,19 +55,19 @@ _ckptlake() {
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=( $(compgen -W "--version --help -h" -- "$cur") )
             else
-                COMPREPLY=( $(compgen -W "push pull ls alias" -- "$cur") )
+                COMPREPLY=( $(compgen -W "push pull ls alias show lineage diff watch gc" -- "$cur") )
             fi
             ;;
         push)
             case "$prev" in
-                --config) _ckptlake_files "$cur"; return 0 ;;
-                --step|--metric|--meta|--alias|--exclude|--chunk-size|--concurrency|--max-bandwidth|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+                --meta-file|--config) _ckptlake_files "$cur"; return 0 ;;
+                --step|--metric|--meta|--alias|--exclude|--parent|--relation|--input|--shard|--chunk-size|--concurrency|--max-bandwidth|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=( $(compgen -W "--step --metric --meta --alias --exclude --follow-symlinks --chunk-size --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                COMPREPLY=( $(compgen -W "--step --metric --meta --alias --exclude --follow-symlinks --parent --relation --input --meta-file --shard --chunk-size --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
-            _ckptlake_npos "--step --metric --meta --alias --exclude --chunk-size --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config"
+            _ckptlake_npos "--step --metric --meta --alias --exclude --parent --relation --input --meta-file --shard --chunk-size --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config"
             case "$npos" in
                 0) _ckptlake_files "$cur" ;;  # SOURCE
             esac
@@ -78,7 +78,7 @@ _ckptlake() {
                 --concurrency|--max-bandwidth|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=( $(compgen -W "--force --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                COMPREPLY=( $(compgen -W "--force --estimate --yes -y --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
             _ckptlake_npos "--concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config"
@@ -89,10 +89,10 @@ _ckptlake() {
         ls)
             case "$prev" in
                 --config) _ckptlake_files "$cur"; return 0 ;;
-                --lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+                --where|--sort|--limit|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=( $(compgen -W "--lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                COMPREPLY=( $(compgen -W "--pending --where --sort --limit --all -a --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
             ;;
@@ -103,6 +103,60 @@ _ckptlake() {
             esac
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=( $(compgen -W "--lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                return 0
+            fi
+            ;;
+        show)
+            case "$prev" in
+                --config) _ckptlake_files "$cur"; return 0 ;;
+                --lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=( $(compgen -W "--lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                return 0
+            fi
+            ;;
+        lineage)
+            case "$prev" in
+                --config) _ckptlake_files "$cur"; return 0 ;;
+                --depth|--format|-f|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=( $(compgen -W "--up --down --both --depth --format -f --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                return 0
+            fi
+            ;;
+        diff)
+            case "$prev" in
+                --config) _ckptlake_files "$cur"; return 0 ;;
+                --lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=( $(compgen -W "--values --exit-code --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                return 0
+            fi
+            ;;
+        watch)
+            case "$prev" in
+                --config) _ckptlake_files "$cur"; return 0 ;;
+                --pattern|--step-regex|--marker|--settle|--drain|--keep-local|--poll|--chunk-size|--concurrency|--max-bandwidth|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=( $(compgen -W "--pattern --step-regex --marker --settle --drain --keep-local --poll --once --chunk-size --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                return 0
+            fi
+            _ckptlake_npos "--pattern --step-regex --marker --settle --drain --keep-local --poll --chunk-size --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config"
+            case "$npos" in
+                0) _ckptlake_dirs "$cur" ;;  # DIR
+            esac
+            ;;
+        gc)
+            case "$prev" in
+                --policy|--config) _ckptlake_files "$cur"; return 0 ;;
+                --match|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=( $(compgen -W "--dry-run --yes -y --policy --match --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
             ;;

@@ -20,9 +20,14 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from . import alias as alias_cmd
+from . import diff as diff_cmd
+from . import gc as gc_cmd
+from . import lineage as lineage_cmd
 from . import ls as ls_cmd
 from . import pull as pull_cmd
 from . import push as push_cmd
+from . import show as show_cmd
+from . import watch as watch_cmd
 from .help import REF_EXAMPLES, REF_HELP, rich_escape
 from .output import EXIT_CODES_HELP, PROG, error_doc, one_line, redact, report_error
 
@@ -136,6 +141,11 @@ app.command("push", help=push_cmd.HELP, epilog=push_cmd.EPILOG)(push_cmd.push)
 app.command("pull", help=pull_cmd.HELP, epilog=pull_cmd.EPILOG)(pull_cmd.pull)
 app.command("ls", help=ls_cmd.HELP, epilog=ls_cmd.EPILOG)(ls_cmd.ls)
 app.command("alias", help=alias_cmd.HELP, epilog=alias_cmd.EPILOG)(alias_cmd.alias)
+app.command("show", help=show_cmd.HELP, epilog=show_cmd.EPILOG)(show_cmd.show)
+app.command("lineage", help=lineage_cmd.HELP, epilog=lineage_cmd.EPILOG)(lineage_cmd.lineage)
+app.command("diff", help=diff_cmd.HELP, epilog=diff_cmd.EPILOG)(diff_cmd.diff)
+app.command("watch", help=watch_cmd.HELP, epilog=watch_cmd.EPILOG)(watch_cmd.watch)
+app.command("gc", help=gc_cmd.HELP, epilog=gc_cmd.EPILOG)(gc_cmd.gc)
 
 
 def main() -> None:

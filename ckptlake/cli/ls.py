@@ -14,7 +14,16 @@ HELP = "List the artifacts of the lake, or the versions of ARTIFACT."
 EPILOG = epilog(
     "Without ARTIFACT: one row per artifact (name, versions, latest, updated, aliases).\n"
     "With ARTIFACT: one row per version (vN, step, size, age, aliases, metrics).\n"
-    "A table on a terminal, plain aligned columns otherwise; --json for scripts.")
+    "With --pending: sharded steps not committed yet (ranks in, state).\n"
+    "With --all: also the versions gc deleted, shown as expired (from their tombstones: "
+    "when and under which retention rule).\n"
+    "A table on a terminal, plain aligned columns otherwise; --json for scripts.",
+    "Selecting versions: ckptlake ls gpt2/run-7/ckpt --where 'val_loss<2.5' --where "
+    "'step>=1000' --sort val_loss --limit 5\n"
+    "--where KEY OP NUMBER (OP one of < <= > >= == !=; KEY a metric, step, version or size; "
+    "all must hold; versions without the metric never match).  --sort KEY ascending, -KEY or "
+    "KEY:desc descending (versions without it last).  --limit N: the first N after sorting, "
+    "else the N newest.  Metrics named in --where/--sort get their own columns.")
 
 ARTIFACT_HEADERS = ("ARTIFACT", "VERSIONS", "LATEST", "UPDATED", "ALIASES")
 VERSION_HEADERS = ("VERSION", "STEP", "SIZE", "AGE", "ALIASES", "METRICS")
@@ -24,6 +33,24 @@ def ls(
     artifact: Annotated[Optional[str], typer.Argument(
         metavar="ARTIFACT", show_default=False,
         help="Artifact whose versions to list (default: list all artifacts).")] = None,
+    pending: Annotated[bool, typer.Option(
+        "--pending", help="List sharded steps not committed yet (of ARTIFACT, or of all "
+                          "artifacts): how many of WORLD ranks are in, and why not committed.")]
+        = False,
+    where: Annotated[Optional[list[str]], typer.Option(
+        "--where", metavar="COND", show_default=False,
+        help="Keep versions matching COND, e.g. 'val_loss<2.5' or 'step>=1000' (repeatable, "
+             "all must hold; needs ARTIFACT).")] = None,
+    sort: Annotated[Optional[str], typer.Option(
+        "--sort", metavar="KEY", show_default=False,
+        help="Sort versions by a metric (or step, version, size); -KEY or KEY:desc for "
+             "descending.")] = None,
+    limit: Annotated[Optional[int], typer.Option(
+        "--limit", metavar="N", min=0, show_default=False,
+        help="Show at most N versions (the first N after --sort, else the newest N).")] = None,
+    all_: Annotated[bool, typer.Option(
+        "--all", "-a", help="Also show versions deleted by gc, as expired (with ARTIFACT), or "
+                            "how many each artifact lost (without).")] = False,
     lake: LakeOpt = None,
     endpoint_url: EndpointOpt = None,
     profile: ProfileOpt = None,
@@ -42,23 +69,72 @@ def ls(
 
         if artifact is not None:
             validate_artifact(artifact)
+        query = parse_query(artifact, where, sort, limit)
         handle = open_lake(common)
         try:
             out.lake_line(handle)
-            if artifact is None:
+            if pending:
+                steps = handle.pending(artifact)
+                doc = {"lake": lake_url(handle), "artifact": artifact,
+                       "pending": [p.to_dict() for p in steps]}
+                out.table(doc, PENDING_HEADERS, [pending_row(p) for p in steps],
+                          empty="no pending sharded steps")
+            elif artifact is None:
                 artifacts = handle.artifacts()
                 doc: dict[str, Any] = {"lake": lake_url(handle),
                                        "artifacts": [a.to_dict() for a in artifacts]}
                 rows = [artifact_row(a) for a in artifacts]
-                out.table(doc, ARTIFACT_HEADERS, rows, empty=f"no artifacts in {lake_url(handle)}")
+                headers: tuple[str, ...] = ARTIFACT_HEADERS
+                if all_:
+                    counts = handle.expired_counts()
+                    for a, row in zip(doc["artifacts"], rows):
+                        a["expired"] = counts.get(a["artifact"], 0)
+                        row.append(str(a["expired"]))
+                    headers += ("EXPIRED",)
+                out.table(doc, headers, rows, empty=f"no artifacts in {lake_url(handle)}")
             else:
-                versions = handle.versions(artifact)
+                versions = handle.versions(artifact, **query)
                 doc = {"lake": lake_url(handle), "artifact": artifact,
                        "versions": [v.to_dict() for v in versions]}
-                rows = [version_row(v) for v in versions]
-                out.table(doc, VERSION_HEADERS, rows, empty=f"{artifact} has no versions")
+                columns = metric_columns(query)
+                rows = [version_row(v, columns) for v in versions]
+                headers = VERSION_HEADERS[:-1] + tuple(columns) + VERSION_HEADERS[-1:]
+                if all_:
+                    rows, headers = with_expired(handle.expired(artifact), versions, rows,
+                                                 headers, columns, doc, ordered=not query)
+                out.table(doc, headers,
+                          rows, empty=f"{artifact} has no versions"
+                          + (" matching the query" if query else ""))
         finally:
             handle.close()
+
+
+PENDING_HEADERS = ("ARTIFACT", "STEP", "SHARDS", "STATE", "MISSING", "NOTE")
+
+
+def pending_row(p: Any) -> list[str]:
+    missing = ",".join(map(str, p.missing[:8])) + ("..." if len(p.missing) > 8 else "")
+    if p.state in ("ready", "stale"):
+        note = "push any rank again to commit"
+    elif p.state in ("claimed", "committing"):
+        note = f"being committed ({p.claim_age_seconds:.0f}s)"
+    else:
+        note = p.error or "-"
+    return [p.artifact, str(p.step), f"{len(p.ranks)}/{p.world}", p.state, missing or "-", note]
+
+
+def with_expired(expired: list[Any], versions: list[Any], rows: list[list[str]],
+                 headers: tuple[str, ...], columns: list[str], doc: dict[str, Any], *,
+                 ordered: bool) -> tuple[list[list[str]], tuple[str, ...]]:
+    """`ls ARTIFACT --all`: live rows get STATE 'live', tombstones become 'expired' rows (in
+    version order unless a query sorted the live ones); --json gets an `expired` list."""
+    doc["expired"] = [t.to_dict() for t in expired]
+    keyed = [(v.version, row + ["live"]) for v, row in zip(versions, rows)]
+    keyed += [(t.version, version_row(t, columns) + [
+        f"expired {t.deleted.strftime('%Y-%m-%d')} ({t.rule})"]) for t in expired]
+    if ordered:
+        keyed.sort(key=lambda item: item[0])
+    return [row for _, row in keyed], headers + ("STATE",)
 
 
 def artifact_row(a: Any) -> list[str]:
@@ -66,7 +142,36 @@ def artifact_row(a: Any) -> list[str]:
             ", ".join(a.aliases) or "-"]
 
 
-def version_row(v: Any) -> list[str]:
-    metrics = " ".join(f"{k}={val:g}" for k, val in sorted(v.metrics.items())) or "-"
+def parse_query(artifact: str | None, where: list[str] | None, sort: str | None,
+                limit: int | None) -> dict[str, Any]:
+    """--where/--sort/--limit as Lake.versions keywords (only those given), checked before the
+    lake is opened."""
+    from ..core.query import parse_sort, parse_where
+
+    query: dict[str, Any] = {}
+    if where:
+        query["where"] = [parse_where(w) for w in where]
+    if sort is not None:
+        query["sort"] = parse_sort(sort)
+    if limit is not None:
+        query["limit"] = limit
+    if query and artifact is None:
+        from ..errors import UsageError
+
+        raise UsageError("--where, --sort and --limit select versions: give an ARTIFACT")
+    return query
+
+
+def metric_columns(query: dict[str, Any]) -> list[str]:
+    """Metrics the query names, each shown in its own column (before METRICS)."""
+    from ..core.query import query_keys
+
+    return query_keys(query.get("where", ()), query.get("sort")) if query else []
+
+
+def version_row(v: Any, columns: list[str] | tuple[str, ...] = ()) -> list[str]:
+    metrics = " ".join(f"{k}={val:g}" for k, val in sorted(v.metrics.items())
+                       if k not in columns) or "-"
+    own = [f"{v.metrics[k]:g}" if k in v.metrics else "-" for k in columns]
     return [f"v{v.version}", "-" if v.step is None else str(v.step), format_bytes(v.total_bytes),
-            format_age(v.created), ", ".join(v.aliases) or "-", metrics]
+            format_age(v.created), ", ".join(v.aliases) or "-", *own, metrics]

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Callable
+
+if TYPE_CHECKING:
+    from ..policy.egress import EgressEstimate, EgressPolicy
 
 import typer
 
@@ -17,7 +20,12 @@ EPILOG = epilog(
     "Example: ckptlake pull gpt2/run-7/ckpt@best ./restore",
     "Files already at DEST with the right content are kept, not downloaded again.  Files at "
     "DEST that differ from the version make the pull fail with a conflict (exit 6) unless "
-    "--force is given; files that are not part of the version are left alone.")
+    "--force is given; files that are not part of the version are left alone.",
+    "Egress: before downloading, pull estimates the bytes it will fetch (not what DEST already "
+    "holds), the route (same region, inter-region, internet) and the cost, from egress: in "
+    "ckptlake.yaml.  Above egress.warn_above_usd it warns; above egress.confirm_above_usd it "
+    "asks on a terminal and otherwise needs --yes (else exit 7, nothing downloaded).  "
+    "--estimate prints the estimate only.")
 
 
 def pull(
@@ -30,6 +38,12 @@ def pull(
     force: Annotated[bool, typer.Option(
         "--force", help="Overwrite files at DEST that differ from the version.")]
         = False,
+    estimate: Annotated[bool, typer.Option(
+        "--estimate", help="Print what the pull would download and cost (egress); download "
+                           "nothing.")] = False,
+    yes: Annotated[bool, typer.Option(
+        "--yes", "-y", help="Accept an egress cost above egress.confirm_above_usd without "
+                            "asking.")] = False,
     concurrency: ConcurrencyOpt = None,
     max_bandwidth: MaxBandwidthOpt = None,
     lake: LakeOpt = None,
@@ -50,14 +64,64 @@ def pull(
         from ..format.refs import parse_ref
 
         parsed = parse_ref(ref)
+        egress = egress_policy(common)
         handle = open_lake(common, concurrency=concurrency,
                            max_bandwidth=max_bandwidth)
         try:
             out.lake_line(handle)
+            if estimate:
+                est = handle.estimate_pull(parsed, dest, egress=egress)
+                out.result({**est.to_dict(), "lake": lake_url(handle),
+                            "lake_origin": lake_origin(handle), "destination": str(dest)},
+                           estimate_summary(est))
+                return
             with out.progress() as progress:
-                result = handle.pull(parsed, dest, force=force, progress=progress)
+                result = handle.pull(parsed, dest, force=force, progress=progress,
+                                     egress=egress, yes=yes, confirm=confirm_egress(out),
+                                     on_estimate=lambda e: warn_egress(out, e, yes))
             doc = {**result.to_dict(), "lake": lake_url(handle),
                    "lake_origin": lake_origin(handle)}
             out.result(doc, pull_summary(result))
         finally:
             handle.close()
+
+
+def egress_policy(common: CommonOptions) -> "EgressPolicy":
+    """The config's egress: section, validated before the lake is opened (exit 2 on errors)."""
+    from ..policy.config import load_config
+    from ..policy.egress import load_egress
+
+    return load_egress(load_config(str(common.config) if common.config else None))
+
+
+def estimate_summary(e: "EgressEstimate") -> str:
+    """would download 1.20 GiB of 2.00 GiB (0.80 GiB already at DEST): us-east-1 -> ..."""
+    from .output import format_bytes
+
+    have = f" ({format_bytes(e.bytes_present)} already at the destination)" \
+        if e.bytes_present else ""
+    return (f"{e.artifact}@v{e.version}: would download {format_bytes(e.bytes_to_download)} of "
+            f"{format_bytes(e.bytes_total)}{have}; {e.route_text()}; {e.cost_text()} at "
+            f"${e.price_per_gb:g}/GB")
+
+
+def warn_egress(out: Output, e: "EgressEstimate", yes: bool) -> None:
+    """One line on stderr above warn_above_usd (a confirmation, if needed, says it instead)."""
+    if e.warn and (yes or not e.needs_confirmation):
+        out.warn(f"egress: {estimate_summary(e)} (above egress.warn_above_usd "
+                 f"{e.warn_above_usd:.2f})")
+
+
+def confirm_egress(out: Output) -> "Callable[[EgressEstimate], bool] | None":
+    """On a terminal, ask; elsewhere (CI, pipes, --json) there is nobody to ask."""
+    import sys
+
+    if out.json or not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return None
+
+    def ask(e: "EgressEstimate") -> bool:
+        return typer.confirm(f"egress: {estimate_summary(e)}, above egress.confirm_above_usd "
+                             f"{e.confirm_above_usd:.2f}.  Download anyway?", default=False,
+                             err=True)
+
+    return ask

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from .help import epilog
 from .options import (ConcurrencyOpt, MaxBandwidthOpt, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt, CommonOptions, parse_pairs)
-from .output import Output, lake_origin, lake_url, open_lake, push_summary
+from .output import Output, format_bytes, lake_origin, lake_url, open_lake, push_summary
 
 HELP = (
     "Upload SOURCE (a file or a directory) as the next version of ARTIFACT.\n\n"
@@ -17,7 +17,14 @@ HELP = (
     "at the end: an interrupted or failed push leaves no version behind.")
 EPILOG = epilog(
     "Example: ckptlake push ckpt/step_2000 gpt2/run-7/ckpt --step 2000 "
-    "--metric loss=2.31 --meta git=abc123 --alias best")
+    "--metric loss=2.31 --meta git=abc123 --alias best",
+    "Lineage: ckptlake push out/model gpt2/run-7/model --parent gpt2/run-7/ckpt@latest "
+    "--parent gpt2/base@v1:fine-tuned-from --input s3://data/wiki#sha256:ab12 "
+    "--meta-file params.yaml\n"
+    "Parents are stored as the version numbers they name now.  Recorded automatically: git "
+    "commit and dirty flag of the source's checkout (else the current directory's), command "
+    "line, host, user, Python and ckptlake versions; .safetensors files get per-tensor "
+    "digests for diff.")
 
 
 def push(
@@ -45,6 +52,26 @@ def push(
     follow_symlinks: Annotated[bool, typer.Option(
         "--follow-symlinks", help="Upload what symlinks point to instead of the links.")]
         = False,
+    parent: Annotated[Optional[list[str]], typer.Option(
+        "--parent", metavar="REF[:RELATION]", show_default=False,
+        help="A version this one was made from (repeatable), fixed to its version number now; "
+             "e.g. base/model@v3:fine-tuned-from.")] = None,
+    relation: Annotated[Optional[str], typer.Option(
+        "--relation", metavar="RELATION", show_default=False,
+        help="Relation of --parent without a :RELATION suffix: derived-from (default), "
+             "resumed-from, fine-tuned-from or evaluated-from.")] = None,
+    input_: Annotated[Optional[list[str]], typer.Option(
+        "--input", metavar="URI[#DIGEST]", show_default=False,
+        help="A dataset or other input this version was made from (repeatable), e.g. "
+             "s3://data/wiki#sha256:ab12.")] = None,
+    meta_file: Annotated[Optional[Path], typer.Option(
+        "--meta-file", metavar="FILE", show_default=False, dir_okay=False,
+        help="JSON or YAML mapping to record as metadata, e.g. hyper-parameters (nested keys "
+             "joined with dots; --meta wins on a clash).")] = None,
+    shard: Annotated[Optional[str], typer.Option(
+        "--shard", metavar="RANK/WORLD", show_default=False,
+        help="Push rank RANK's files of a checkpoint written by WORLD ranks (needs --step); "
+             "the version is committed once, when all WORLD ranks are in.")] = None,
     chunk_size: Annotated[Optional[str], typer.Option(
         "--chunk-size", metavar="SIZE", show_default=False,
         help="Chunk size for upload and dedup, e.g. 16MiB (default: from the config).")] = None,
@@ -71,22 +98,94 @@ def push(
         metrics = parse_pairs(metric, "--metric", numeric=True)
         metadata = parse_pairs(meta, "--meta", numeric=False)
         aliases = [validate_alias(name) for name in alias or []]
+        lineage = parse_lineage(parent, relation, input_)
+        if meta_file is not None:
+            from ..core.provenance import load_meta_file
+
+            metadata = {**load_meta_file(meta_file), **metadata}
+        if shard is not None and (parent or input_):
+            from ..errors import UsageError
+
+            raise UsageError("--parent and --input cannot be combined with --shard yet")
         size = None
         if chunk_size is not None:
             from ..policy.config import parse_size
 
             size = parse_size(chunk_size)
+        rank_world = parse_shard(shard, step) if shard is not None else None
         handle = open_lake(common, chunk_size=size, concurrency=concurrency,
                            max_bandwidth=max_bandwidth)
         try:
             out.lake_line(handle)
+            if rank_world is not None:
+                with out.progress() as progress:
+                    shard_result = handle.push_shard(
+                        source, artifact, step=step, rank=rank_world[0], world=rank_world[1],
+                        metrics=metrics, metadata=metadata, aliases=aliases,
+                        exclude=list(exclude or []), follow_symlinks=follow_symlinks,
+                        progress=progress)
+                doc = {**shard_result.to_dict(), "lake": lake_url(handle),
+                       "lake_origin": lake_origin(handle)}
+                out.result(doc, shard_summary(shard_result))
+                return
             with out.progress() as progress:
                 result = handle.push(source, artifact, step=step, metrics=metrics,
                                      metadata=metadata, aliases=aliases,
                                      exclude=list(exclude or []),
-                                     follow_symlinks=follow_symlinks, progress=progress)
+                                     follow_symlinks=follow_symlinks, progress=progress,
+                                     **lineage)
+            for warning in getattr(result, "warnings", ()):
+                out.warn(warning)
             doc = {**result.to_dict(), "lake": lake_url(handle),
                    "lake_origin": lake_origin(handle)}
             out.result(doc, push_summary(result))
         finally:
             handle.close()
+
+
+def parse_lineage(parents: list[str] | None, relation: str | None,
+                  inputs: list[str] | None) -> dict[str, Any]:
+    """--parent/--relation/--input as Lake.push keywords (only those given: the library's
+    defaults stay the library's), checked before the lake is opened."""
+    from ..core.lineage import DEFAULT_RELATION, check_relation, parse_input, parse_parent
+
+    default = check_relation(relation) if relation is not None else DEFAULT_RELATION
+    out: dict[str, Any] = {}
+    if parents:
+        out["parents"] = [parse_parent(p, default) for p in parents]
+    elif relation is not None:
+        from ..errors import UsageError
+
+        raise UsageError("--relation applies to --parent; give a --parent too")
+    if inputs:
+        out["inputs"] = [parse_input(i) for i in inputs]
+    return out
+
+
+def parse_shard(value: str, step: int | None) -> tuple[int, int]:
+    """`RANK/WORLD` -> (rank, world); a usage error (exit 2) unless 0 <= RANK < WORLD."""
+    from ..errors import UsageError
+
+    rank_s, slash, world_s = value.partition("/")
+    if not slash or not rank_s.strip().isdigit() or not world_s.strip().isdigit():
+        raise UsageError(f"--shard {value!r}: expected RANK/WORLD, e.g. 3/8")
+    rank, world = int(rank_s), int(world_s)
+    if world < 1 or rank >= world:
+        raise UsageError(f"--shard {value!r}: RANK must be in 0..WORLD-1")
+    if step is None:
+        raise UsageError("--shard needs --step N: the ranks of one checkpoint meet at its step")
+    return rank, world
+
+
+def shard_summary(r: Any) -> str:
+    """shard 3/8 of a/b step 2000: 5 of 8 in, pending | committed a/b@v3 (...)"""
+    head = f"shard {r.rank}/{r.world} of {r.artifact} step {r.step}"
+    sizes = (f"{r.files} file{'s' if r.files != 1 else ''}, {format_bytes(r.bytes_scanned)} "
+             f"scanned, {format_bytes(r.bytes_uploaded)} uploaded")
+    if r.version is None:
+        state = f"{r.shards_present} of {r.world} shards in, not committed yet"
+    else:
+        how = "committed" if r.committed_here else "already committed as"
+        state = f"{how} {r.artifact}@v{r.version}"
+    again = " (repeated push)" if r.repeated else ""
+    return f"{head}{again}: {state}; {sizes}, {r.seconds:.1f} s"

@@ -9,6 +9,7 @@ import json
 import random
 import time
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from ..errors import IntegrityError, NotFound, PreconditionFailed, TransferError
 from ..format import layout
@@ -18,6 +19,9 @@ from ..results import AliasResult, ArtifactInfo, VersionInfo
 from ..store.base import Store
 from ..transfer.pool import bounded_map
 from .identity import iso, user_at_host, utcnow
+
+if TYPE_CHECKING:
+    from .tombstones import Tombstone
 
 # Manifests and alias records are small; fetch many at once to hide request latency.
 _META_WORKERS = 16
@@ -38,8 +42,7 @@ def load_manifest(store: Store, artifact: str, number: int) -> Manifest:
     try:
         data = store.get(key)
     except NotFound:
-        raise NotFound(f"{artifact}@v{number} does not exist",
-                       hint=f"list versions with: ckptlake ls {artifact}") from None
+        raise _deleted_or_missing(store, artifact, number) from None
     m = decode_manifest(data, key=key)
     if m.artifact != artifact or m.version != number:
         raise IntegrityError(f"{key} claims to be {m.artifact}@v{m.version}")
@@ -50,6 +53,19 @@ def load_manifests(store: Store, artifact: str, numbers: list[int]) -> list[Mani
     got = bounded_map(lambda n: load_manifest(store, artifact, n), numbers,
                       workers=_META_WORKERS, name="ckptlake-meta")
     return sorted(got, key=lambda m: m.version)
+
+
+def _deleted_or_missing(store: Store, artifact: str, number: int) -> NotFound:
+    """NotFound for a version; if gc deleted it, say when and under which rule."""
+    from . import tombstones
+
+    tomb = tombstones.load(store, artifact, number)
+    if tomb is not None:
+        return NotFound(f"{artifact}@v{number} was {tomb.deleted_text()}",
+                        hint=f"{tomb.reason}; list what is left with: ckptlake ls {artifact} "
+                             "--all")
+    return NotFound(f"{artifact}@v{number} does not exist",
+                    hint=f"list versions with: ckptlake ls {artifact}")
 
 
 def _missing_artifact(artifact: str) -> NotFound:
@@ -107,6 +123,14 @@ def resolve(store: Store, ref: str | Ref) -> Manifest:
                         key=lambda m: -m.version):
             if m.step == ref.value:
                 return m
+    from . import tombstones
+
+    for tomb in reversed(tombstones.load_all(store, ref.artifact, skip=set(numbers))):
+        if tomb.step == ref.value:
+            raise NotFound(f"{ref.artifact}@step={ref.value} (v{tomb.version}) was "
+                           f"{tomb.deleted_text()}",
+                           hint=f"{tomb.reason}; list what is left with: ckptlake ls "
+                                f"{ref.artifact} --all")
     raise NotFound(f"{ref.artifact} has no version with step {ref.value}",
                    hint=f"list versions with: ckptlake ls {ref.artifact}")
 
@@ -146,11 +170,17 @@ def version_info(m: Manifest, alias_map: dict[str, int]) -> VersionInfo:
 
 def versions(store: Store, artifact: str) -> list[VersionInfo]:
     validate_artifact(artifact)
-    numbers = version_numbers(store, artifact)
-    if not numbers:
+    # The listings of @v/, @alias/ and @s/ (summaries, which answer for most versions; the
+    # rest read their manifest) run at once.
+    from .summary import committed, read_summaries, version_infos
+
+    jobs = {"v": lambda: committed(store, artifact), "a": lambda: aliases(store, artifact),
+            "s": lambda: read_summaries(store, artifact)}
+    got = dict(bounded_map(lambda k: (k, jobs[k]()), list(jobs), workers=3,
+                           name="ckptlake-meta"))
+    if not got["v"]:
         raise _missing_artifact(artifact)
-    alias_map = aliases(store, artifact)
-    return [version_info(m, alias_map) for m in load_manifests(store, artifact, numbers)]
+    return version_infos(store, artifact, got["v"], got["a"], got["s"])
 
 
 def artifacts(store: Store, prefix: str = "") -> list[ArtifactInfo]:
@@ -169,3 +199,27 @@ def artifacts(store: Store, prefix: str = "") -> list[ArtifactInfo]:
     return [ArtifactInfo(artifact=a, versions=c, latest=n, updated=t,
                          aliases=sorted(alias_names.get(a, [])))
             for a, (c, n, t) in sorted(found.items())]
+
+
+def expired(store: Store, artifact: str) -> list["Tombstone"]:
+    """Versions gc deleted (their tombstones), oldest first; a tombstone next to a live
+    manifest (an interrupted gc) is not shown."""
+    from . import tombstones
+
+    validate_artifact(artifact)
+    return tombstones.load_all(store, artifact, skip=set(version_numbers(store, artifact)))
+
+
+def expired_counts(store: Store, prefix: str = "") -> dict[str, int]:
+    """artifact -> number of versions gc deleted; one listing of the artifacts/ tree."""
+    live: set[tuple[str, int]] = set()
+    tombs: set[tuple[str, int]] = set()
+    for info in store.list(layout.ARTIFACTS_PREFIX + prefix):
+        if parsed := layout.parse_version_key(info.key):
+            live.add(parsed)
+        elif parsed_tomb := layout.parse_tombstone_key(info.key):
+            tombs.add(parsed_tomb)
+    out: dict[str, int] = {}
+    for art, _ in tombs - live:
+        out[art] = out.get(art, 0) + 1
+    return out

@@ -23,7 +23,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..errors import AccessDenied, Conflict, IntegrityError, UnsafeManifest, UsageError
+from ..errors import (AccessDenied, Conflict, IntegrityError, NotFound, UnsafeManifest,
+                      UsageError)
 from ..format import layout
 from ..format.header import digest, new_hasher
 from ..format.manifest import FileEntry, Manifest
@@ -247,7 +248,13 @@ class _Fetcher:
             return
         key = layout.chunk_key(unit.digest)
         self.throttle.acquire(max(t[2] + t[3] for t in unit.targets))
-        data = memoryview(self.store.get(key))
+        try:
+            data = memoryview(self.store.get(key))
+        except NotFound:
+            raise IntegrityError(f"chunk {key} of {self.m.artifact}@v{self.m.version} is "
+                                 "missing from the lake",
+                                 hint="if a push crashed while gc swept it, pushing the same "
+                                      "source again restores it") from None
         if digest(self.m.hash, data) != unit.digest:
             raise IntegrityError(f"chunk {key} is corrupt (its bytes do not match its digest); "
                                  f"{self.m.artifact}@v{self.m.version} cannot be restored",

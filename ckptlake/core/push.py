@@ -238,6 +238,7 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
     further Manifest fields (lineage, provenance) on the committed version.
     """
     from .catalog import set_alias
+    from .gc_guard import guard_commit
 
     started = time.monotonic()
     header = ensure_header(store, **({"chunk_size": chunk_size} if chunk_size else {}))
@@ -245,11 +246,16 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
                             chunk_size=chunk_size or header.chunk_size,
                             concurrency=concurrency, progress=progress, observers=observers,
                             throttle=throttle)
-    manifest = commit_version(store, Manifest(
+    draft = Manifest(
         artifact=artifact, version=0, kind=tree.kind, hash=header.hash, files=files,
         dirs=tuple(tree.empty_dirs), step=step, created=utcnow(), created_by=user_at_host(),
         tool=tool_version(), metrics=dict(metrics), metadata=dict(metadata),
-        **(manifest_fields or {})))
+        **(manifest_fields or {}))
+    # A concurrent gc may sweep a chunk this push deduplicated against; the guard restores
+    # such chunks from our source around the commit (protocol: docs/format.md, "Deleting").
+    manifest = guard_commit(store, referenced=draft.chunk_digests(),
+                            commit=lambda: commit_version(store, draft),
+                            reupload=up.reupload, started=started)
     for name in aliases:
         set_alias(store, artifact, name, manifest.version)
     return PushResult(

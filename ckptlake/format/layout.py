@@ -10,9 +10,15 @@ import re
 HEADER_KEY = "ckptlake.json"
 CHUNKS_PREFIX = "chunks/"
 ARTIFACTS_PREFIX = "artifacts/"
+# gc's own records (docs/format.md, "Deleting (gc)").
+GC_PREFIX = "gc/"
+CONDEMNED_PREFIX = "gc/condemned/"
+GC_SETTINGS_KEY = "gc/settings.json"
 
 _VERSION_KEY = re.compile(r"artifacts/(.+)/@v/([0-9]{10})\.json")
 _ALIAS_KEY = re.compile(r"artifacts/(.+)/@alias/([^/]+)\.json")
+_CHUNK_KEY = re.compile(r"chunks/([0-9a-f]{2})/([0-9a-f]{16,128})")
+_CONDEMNED_KEY = re.compile(r"gc/condemned/[0-9]{8}T[0-9]{6}\.[0-9]{6}Z-[0-9a-f]{8,32}\.json")
 
 
 def chunk_key(digest: str) -> str:
@@ -46,3 +52,142 @@ def parse_version_key(key: str) -> tuple[str, int] | None:
 def parse_alias_key(key: str) -> tuple[str, str] | None:
     m = _ALIAS_KEY.fullmatch(key)
     return (m.group(1), m.group(2)) if m else None
+
+
+# --- lineage and listing indexes (docs/format.md, "Indexes") ---------------------------------
+# Both are derived from manifests and written after the manifest they describe; readers trust
+# them only for versions whose manifest is listed under @v/, so a stale entry is harmless.
+
+_SUMMARY_KEY = re.compile(r"artifacts/(.+)/@s/([0-9]{10})\.([A-Za-z0-9_/-]+)")
+_CHILD_REST = re.compile(r"([0-9]{10})\.([A-Za-z0-9._!-]+)@([0-9]{10})\.([a-z-]+)")
+
+
+def summaries_prefix(artifact: str) -> str:
+    return f"{ARTIFACTS_PREFIX}{artifact}/@s/"
+
+
+def summary_key(artifact: str, number: int, payload: str) -> str:
+    """`<N>.<payload>`: base64url text, cut into path segments of at most 200 characters
+    (local file names are limited to 255 bytes).  Most summaries fit in the first segment, so
+    the keys stay flat, which servers that map '/' to directories (SeaweedFS) list fastest."""
+    segments = "/".join(payload[i:i + 200] for i in range(0, len(payload), 200))
+    return f"{summaries_prefix(artifact)}{number:010d}.{segments}"
+
+
+def parse_summary_key(key: str) -> tuple[str, int, str] | None:
+    """(artifact, number, payload) for a summary key, None for any other key."""
+    m = _SUMMARY_KEY.fullmatch(key)
+    return (m.group(1), int(m.group(2)), m.group(3).replace("/", "")) if m else None
+
+
+def children_prefix(artifact: str, number: int | None = None) -> str:
+    base = f"{ARTIFACTS_PREFIX}{artifact}/@children/"
+    return base if number is None else f"{base}{number:010d}."
+
+
+def child_key(parent: str, parent_version: int, child: str, child_version: int,
+              relation: str) -> str:
+    """One marker per lineage edge, under the parent, all in one flat "directory" (servers
+    that map '/' to directories, like SeaweedFS and local lakes, list flat keys fastest):
+
+        artifacts/<parent>/@children/<P>.<child with '/' written as '!'>@<C>.<relation>
+
+    '!' cannot occur in an artifact name and needs no escaping in S3 keys, URLs or file names.
+    """
+    escaped = child.replace("/", "!")
+    return f"{children_prefix(parent, parent_version)}{escaped}@{child_version:010d}.{relation}"
+
+
+def parse_child_key(parent: str, key: str) -> tuple[int, str, int, str] | None:
+    """(parent version, child artifact, child version, relation) for a marker under `parent`."""
+    prefix = children_prefix(parent)
+    if not key.startswith(prefix):
+        return None
+    m = _CHILD_REST.fullmatch(key[len(prefix):])
+    child = m.group(2).replace("!", "/") if m else ""
+    if not m or any(seg in ("", ".", "..") for seg in child.split("/")):
+        return None
+    return int(m.group(1)), child, int(m.group(3)), m.group(4)
+
+
+def tombstones_prefix(artifact: str) -> str:
+    return f"{ARTIFACTS_PREFIX}{artifact}/@tomb/"
+
+
+_TOMB_KEY = re.compile(r"artifacts/(.+)/@tomb/([0-9]+)\.json")
+
+
+def parse_tombstone_key(key: str) -> tuple[str, int] | None:
+    """(artifact, number) of a gc tombstone (JSON with number, step, metrics, parents, deleted,
+    rule), written when gc deletes a version; lineage shows such versions as expired.  The
+    number may be zero-padded or not."""
+    m = _TOMB_KEY.fullmatch(key)
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+# --- sharded commits (docs/format.md, "Sharded commits") -------------------------------------
+# One record per rank, then one claim object per step; the claim decides who writes the manifest.
+
+_SHARD_KEY = re.compile(r"artifacts/(.+)/@shards/([0-9]{10})/(?:([0-9]+)-of-([0-9]+)|commit)\.json")
+
+
+def shards_prefix(artifact: str) -> str:
+    return f"{ARTIFACTS_PREFIX}{artifact}/@shards/"
+
+
+def shard_step_prefix(artifact: str, step: int) -> str:
+    return f"{shards_prefix(artifact)}{step:010d}/"
+
+
+def shard_record_key(artifact: str, step: int, rank: int, world: int) -> str:
+    return f"{shard_step_prefix(artifact, step)}{rank}-of-{world}.json"
+
+
+def shard_claim_key(artifact: str, step: int) -> str:
+    return f"{shard_step_prefix(artifact, step)}commit.json"
+
+
+def parse_shard_key(key: str) -> tuple[str, int, int | None, int | None] | None:
+    """(artifact, step, rank, world) for a shard record, (artifact, step, None, None) for a
+    step's claim object, None for any other key."""
+    m = _SHARD_KEY.fullmatch(key)
+    if not m:
+        return None
+    rank, world = m.group(3), m.group(4)
+    return (m.group(1), int(m.group(2)), None if rank is None else int(rank),
+            None if world is None else int(world))
+
+
+def parse_chunk_key(key: str) -> str | None:
+    """The digest of a chunk key, None for anything else (including a misplaced digest)."""
+    m = _CHUNK_KEY.fullmatch(key)
+    return m.group(2) if m and m.group(2).startswith(m.group(1)) else None
+
+
+def tombstone_key(artifact: str, number: int) -> str:
+    """Where gc records a deleted version (same zero-padded number as its manifest key)."""
+    return f"{tombstones_prefix(artifact)}{number:010d}.json"
+
+
+
+def condemned_key(created_compact: str, token: str) -> str:
+    """`gc/condemned/<YYYYMMDDTHHMMSS.ffffffZ>-<hex>.json`: key order is creation order."""
+    return f"{CONDEMNED_PREFIX}{created_compact}-{token}.json"
+
+
+def is_condemned_key(key: str) -> bool:
+    return _CONDEMNED_KEY.fullmatch(key) is not None
+
+
+_CHILD_MARKER = re.compile(
+    r"artifacts/(.+?)/@children/([0-9]{10})\.([A-Za-z0-9._!-]+)@([0-9]{10})\.([a-z-]+)")
+
+
+def is_lake_key(key: str) -> bool:
+    """Does the lake's format own this key?  Anything else under the lake's prefix is foreign:
+    gc reports it and never deletes it (docs/format.md)."""
+    return (key in (HEADER_KEY, GC_SETTINGS_KEY) or parse_chunk_key(key) is not None
+            or parse_version_key(key) is not None or parse_alias_key(key) is not None
+            or parse_tombstone_key(key) is not None or is_condemned_key(key)
+            or parse_summary_key(key) is not None or parse_shard_key(key) is not None
+            or _CHILD_MARKER.fullmatch(key) is not None)

@@ -20,6 +20,12 @@ from ..errors import IntegrityError, UnsafeManifest
 MANIFEST_FORMAT = 1
 _HEX = re.compile(r"[0-9a-f]{16,128}")
 
+# Lineage edges (docs/format.md, "Lineage").  A parent is a fixed version, never a selector:
+# `@latest` is resolved at push and stored as the number it meant.
+RELATIONS = ("derived-from", "resumed-from", "fine-tuned-from", "evaluated-from")
+_ARTIFACT_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
+_DTYPE = re.compile(r"[A-Z][A-Z0-9_]{0,15}")
+
 
 @dataclass(frozen=True)
 class ChunkRef:
@@ -40,6 +46,31 @@ class ChunkRef:
 
 
 @dataclass(frozen=True)
+class TensorInfo:
+    """One tensor of a `.safetensors` file, recorded at push (format/safetensors.py).
+
+    `start`/`end` are absolute byte offsets of the tensor's data in the file; `digest` is the
+    block digest of those bytes (sha256 of the sha256s of its 1 MiB blocks, counted from its
+    first byte), so two versions can be compared tensor by tensor without reading tensor data.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+    digest: str
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape),
+                "range": [self.start, self.end], "digest": self.digest}
+
+
+@dataclass(frozen=True)
 class FileEntry:
     path: str
     size: int = 0
@@ -47,6 +78,7 @@ class FileEntry:
     chunks: tuple[ChunkRef, ...] = ()
     digest: str | None = None  # hash of the whole file; present when it lives in a pack
     symlink: str | None = None  # relative target, for symlinks inside the pushed tree
+    tensors: tuple[TensorInfo, ...] | None = None  # safetensors files only (None: not recorded)
 
     def to_json(self) -> dict[str, Any]:
         if self.symlink is not None:
@@ -57,6 +89,8 @@ class FileEntry:
             out["x"] = True
         if self.digest is not None:
             out["digest"] = self.digest
+        if self.tensors is not None:
+            out["tensors"] = [t.to_json() for t in self.tensors]
         return out
 
 
@@ -74,7 +108,10 @@ class Manifest:
     tool: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
+    # [{"artifact": str, "version": int, "relation": one of RELATIONS}], fixed numbers
     parents: tuple[dict[str, Any], ...] = ()
+    inputs: tuple[dict[str, str], ...] = ()  # [{"uri": str, "digest"?: str}] datasets etc.
+    provenance: dict[str, Any] = field(default_factory=dict)  # git, command, host, versions
 
     @property
     def total_bytes(self) -> int:
@@ -84,7 +121,7 @@ class Manifest:
         return {c.digest for f in self.files for c in f.chunks}
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "ckptlake_manifest": MANIFEST_FORMAT,
             "artifact": self.artifact,
             "version": self.version,
@@ -102,6 +139,13 @@ class Manifest:
             "dirs": list(self.dirs),
             "files": [f.to_json() for f in self.files],
         }
+        # Optional fields are written only when set, so manifests without lineage stay as
+        # they were (older readers ignore unknown fields).
+        if self.inputs:
+            out["inputs"] = [dict(i) for i in self.inputs]
+        if self.provenance:
+            out["provenance"] = self.provenance
+        return out
 
     def encode(self) -> bytes:
         return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False).encode()
@@ -172,8 +216,73 @@ def _parse_file(raw: Any, index: int) -> FileEntry:
         raise IntegrityError(f"{where}: malformed digest")
     if any(c.offset is not None for c in chunks) and digest is None:
         raise IntegrityError(f"{where}: packed file without a digest")
+    tensors = None
+    if "tensors" in raw:
+        tensors = _parse_tensors(raw["tensors"], size, where)
     return FileEntry(path=path, size=size, executable=bool(raw.get("x", False)), chunks=chunks,
-                     digest=digest)
+                     digest=digest, tensors=tensors)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse_tensors(raw: Any, size: int, where: str) -> tuple[TensorInfo, ...]:
+    if not isinstance(raw, list):
+        raise IntegrityError(f"{where}: malformed tensors")
+    out, names = [], set()
+    for t in raw:
+        if not isinstance(t, dict):
+            raise IntegrityError(f"{where}: malformed tensor record")
+        name, dtype, shape, rng, dig = (t.get("name"), t.get("dtype"), t.get("shape"),
+                                        t.get("range"), t.get("digest"))
+        if not isinstance(name, str) or not name or name in names:
+            raise IntegrityError(f"{where}: tensor with an empty or duplicate name")
+        names.add(name)
+        if not isinstance(dtype, str) or not _DTYPE.fullmatch(dtype):
+            raise IntegrityError(f"{where}: tensor {name!r} has a malformed dtype")
+        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+            raise IntegrityError(f"{where}: tensor {name!r} has a malformed shape")
+        if (not isinstance(rng, list) or len(rng) != 2 or not all(_is_int(x) for x in rng)
+                or not 0 <= rng[0] <= rng[1] <= size):
+            raise IntegrityError(f"{where}: tensor {name!r} has a malformed byte range")
+        if not isinstance(dig, str) or not _HEX.fullmatch(dig):
+            raise IntegrityError(f"{where}: tensor {name!r} has a malformed digest")
+        out.append(TensorInfo(name, dtype, tuple(shape), rng[0], rng[1], dig))
+    return tuple(out)
+
+
+def _parse_parents(raw: Any, key: str) -> tuple[dict[str, Any], ...]:
+    if not isinstance(raw, list):
+        raise IntegrityError(f"{key}: malformed parents")
+    out = []
+    for p in raw:
+        if not isinstance(p, dict):
+            raise IntegrityError(f"{key}: malformed parent record")
+        artifact, version, relation = p.get("artifact"), p.get("version"), p.get("relation")
+        if (not isinstance(artifact, str) or len(artifact) > 512 or not all(
+                _ARTIFACT_SEGMENT.fullmatch(s) and s not in (".", "..")
+                for s in artifact.split("/"))):
+            raise IntegrityError(f"{key}: parent with a malformed artifact name")
+        if not _is_int(version) or version < 1:
+            raise IntegrityError(f"{key}: parent {artifact} with a malformed version")
+        if relation not in RELATIONS:
+            raise IntegrityError(f"{key}: parent {artifact}@v{version} has an unknown relation "
+                                 f"{relation!r}", hint="upgrade ckptlake")
+        out.append({"artifact": artifact, "version": version, "relation": relation})
+    return tuple(out)
+
+
+def _parse_inputs(raw: Any, key: str) -> tuple[dict[str, str], ...]:
+    if not isinstance(raw, list):
+        raise IntegrityError(f"{key}: malformed inputs")
+    out = []
+    for i in raw:
+        if (not isinstance(i, dict) or not isinstance(i.get("uri"), str) or not i["uri"]
+                or not isinstance(i.get("digest", ""), str) or set(i) - {"uri", "digest"}):
+            raise IntegrityError(f"{key}: malformed input record")
+        out.append(dict(i))
+    return tuple(out)
 
 
 def _parse_time(value: Any, where: str) -> datetime:
@@ -217,10 +326,14 @@ def decode_manifest(data: bytes, *, key: str = "manifest") -> Manifest:
     metadata = raw.get("metadata") or {}
     if not isinstance(metrics, dict) or not isinstance(metadata, dict):
         raise IntegrityError(f"{key}: malformed metrics/metadata")
+    provenance = raw.get("provenance") or {}
+    if not isinstance(provenance, dict):
+        raise IntegrityError(f"{key}: malformed provenance")
     return Manifest(
         artifact=_req(raw, "artifact", str, key), version=_req(raw, "version", int, key),
         kind=kind, hash=_req(raw, "hash", str, key), files=files, dirs=dirs, step=step,
         created=_parse_time(raw.get("created"), key), created_by=str(raw.get("created_by", "")),
         tool=str(raw.get("tool", "")), metrics=metrics, metadata=metadata,
-        parents=tuple(raw.get("parents") or ()),
+        parents=_parse_parents(raw.get("parents") or [], key),
+        inputs=_parse_inputs(raw.get("inputs") or [], key), provenance=provenance,
     )

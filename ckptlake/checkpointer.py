@@ -1,0 +1,996 @@
+"""Asynchronous checkpoints from a training loop: the loop pays for a local snapshot only.
+
+    ck = lake.checkpointer("gpt2/run-7/ckpt", keep_last=3)
+    ck.save("ckpt/latest", step=step, metrics={"loss": loss})   # files the script wrote
+    ck.save_state(model.state_dict(), step=step)                 # arrays/tensors -> safetensors
+    ck.close()                                                   # waits; raises background errors
+
+What the training loop waits for
+--------------------------------
+* `save(path)` takes a *snapshot* of the files (below) and scans it (one stat per file), then
+  returns a Future; chunking, hashing, uploading and the commit run in one background thread.
+* `save_state(state)` copies every array/tensor to host memory (a memcpy, or a device-to-host
+  copy) and returns; writing the safetensors file and uploading happen in the background.
+* Back-pressure (`on_busy`), when a save arrives while an upload is still running:
+    - "wait" (default): block until the running upload is committed, then snapshot.
+    - "skip": take no checkpoint; the skip is logged (WARNING) and counted in `skipped`.
+    - "queue": snapshot now and upload after the running one; at most `max_pending` (default 2)
+      checkpoints wait behind it.  When the queue is full, the save blocks like "wait" (a
+      queued checkpoint is never dropped).  Local space: (max_pending + 1) snapshots.
+
+Snapshots of files (`snapshot=`)
+--------------------------------
+* "copy": a private copy (reflink where the filesystem has it, else a kernel-side copy).  Always
+  safe; costs a read and a write of the bytes (page-cache speed for a checkpoint just written).
+* "link": hard links into a private directory beside the checkpoint (same filesystem).  Costs
+  one link per file, but it is safe **only for writers that write a new file and rename it
+  over the old one** (torch.save to a temporary name + os.replace, Orbax, most "atomic"
+  writers): the link keeps the old inode.  A writer that rewrites a file in place (plain
+  `open(path, "wb")`, `torch.save(path)`, `np.save(path)`) changes the bytes under the link.
+  That is detected, never committed: push re-checks every file's (size, mtime, inode) after
+  reading it, so the checkpoint fails loudly (SourceChanged) instead of storing torn bytes.
+* "auto" (default): copy, until the checkpointer has seen that this path's writer replaces
+  files: at each save of the same path it compares the files with what the previous save saw;
+  files that have new inodes (and none rewritten under the same inode) prove a replacing
+  writer, and from then on links are used.  Any sign of in-place rewriting (at a save, or a
+  link snapshot failing its check) switches the path back to copying for good.  So "auto" is
+  never less safe than "copy", and as cheap as "link" for atomic writers after the first save.
+
+Failures are never silent
+-------------------------
+A background failure is logged at once (logger "ckptlake", ERROR) and raised by the next
+`save`, `save_state`, `wait` or `close`.  Nothing partial is ever committed: a version appears
+only when its manifest is written, after every chunk.  When the interpreter exits with uploads
+still pending, it waits for them (up to `exit_timeout` seconds) and logs loudly what was lost;
+a process killed by a signal cannot wait (install a SIGTERM handler that raises SystemExit so
+that exit hooks run).
+
+Retention (`keep_last=N`): after each commit, versions of the artifact older than its newest N
+are deleted, except versions that carry an alias.  They are deleted as gc deletes versions (a
+tombstone, so lineage shows them as expired, then the manifest); their chunks are left for
+`gc`, which alone can prove nothing else uses them.
+"""
+from __future__ import annotations
+
+import concurrent.futures.thread  # noqa: F401  (imported first: see _register_exit_hook)
+import contextlib
+import errno
+import json
+import logging
+import os
+import shutil
+import socket
+import struct
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+
+from .core.scan import SourceTree, scan
+from .errors import SourceChanged, UsageError
+from .format import layout
+from .format.refs import validate_alias, validate_artifact
+from .results import PushResult
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .lake import Lake
+    from .transfer.progress import Progress
+
+log = logging.getLogger("ckptlake")
+
+SNAPSHOT_MODES = ("auto", "link", "copy")
+ON_BUSY = ("wait", "skip", "queue")
+DEFAULT_MAX_PENDING = 2
+SNAPSHOT_DIRNAME = ".ckptlake-snapshots"
+STATE_FILENAME = "model.safetensors"
+
+
+# ---- jobs -------------------------------------------------------------------------------------
+
+@dataclass
+class _Job:
+    kind: str  # "files" | "state"
+    step: int | None
+    metrics: dict[str, float]
+    metadata: dict[str, str]
+    aliases: tuple[str, ...]
+    workdir: str  # private directory, removed when the job ends
+    future: Future = field(default_factory=Future)
+    tree: SourceTree | None = None  # files: the scanned snapshot
+    source: str = ""  # files: the saved path (absolute)
+    linked: bool = False  # files: snapshot made of hard links
+    tensors: list[tuple[str, str, tuple[int, ...], Any]] | None = None  # state
+    state_metadata: dict[str, str] = field(default_factory=dict)
+    filename: str = STATE_FILENAME
+
+    def describe(self) -> str:
+        return "step ?" if self.step is None else f"step {self.step}"
+
+
+class Checkpointer:
+    """Background uploads of checkpoints into one artifact of a lake.  See the module doc.
+
+    Use one Checkpointer per artifact and training process.  Methods may be called from any
+    thread; saves are serialized.  Use it as a context manager, or call `close()`.
+    """
+
+    def __init__(self, lake: "Lake", artifact: str, *, keep_last: int | None = None,
+                 on_busy: str = "wait", max_pending: int | None = None,
+                 snapshot: str = "auto", snapshot_dir: str | os.PathLike[str] | None = None,
+                 aliases: Sequence[str] = (), exit_timeout: float | None = None,
+                 reuse_buffers: bool = True, progress: "Progress | None" = None) -> None:
+        """
+        keep_last: after each commit keep only the newest N versions (aliased ones always).
+        on_busy / max_pending: back-pressure, see the module doc.
+        snapshot: "auto" | "link" | "copy" for `save()`, see the module doc.
+        snapshot_dir: where snapshots go (default: `.ckptlake-snapshots/` beside the saved
+            path, so links stay on its filesystem; the system temp dir for `save_state`).
+        aliases: aliases to point at every committed checkpoint (e.g. "latest-good").
+        exit_timeout: at interpreter exit, wait at most this long for pending uploads
+            (None: until they finish or fail).
+        reuse_buffers: `save_state` keeps the host copy of the last uploaded state and copies
+            the next state into it (no fresh allocation, no page faults: a faster stall) at
+            the cost of holding one host copy of the state between saves.
+        progress: receives the background uploads' progress events.
+        """
+        validate_artifact(artifact)
+        if on_busy not in ON_BUSY:
+            raise UsageError(f"on_busy must be one of {', '.join(ON_BUSY)}, not {on_busy!r}")
+        if snapshot not in SNAPSHOT_MODES:
+            raise UsageError(f"snapshot must be one of {', '.join(SNAPSHOT_MODES)}, "
+                             f"not {snapshot!r}")
+        if max_pending is not None:
+            if on_busy != "queue":
+                raise UsageError("max_pending applies to on_busy='queue' only")
+            if isinstance(max_pending, bool) or not isinstance(max_pending, int) \
+                    or max_pending < 1:
+                raise UsageError(f"max_pending must be an integer >= 1, not {max_pending!r}")
+        if keep_last is not None and (isinstance(keep_last, bool)
+                                      or not isinstance(keep_last, int) or keep_last < 1):
+            raise UsageError(f"keep_last must be an integer >= 1, not {keep_last!r}")
+        for name in aliases:
+            validate_alias(name)
+        self.lake = lake
+        self.artifact = artifact
+        self.keep_last = keep_last
+        self.on_busy = on_busy
+        self.max_pending = max_pending or DEFAULT_MAX_PENDING
+        self.snapshot = snapshot
+        self.snapshot_dir = os.fspath(snapshot_dir) if snapshot_dir is not None else None
+        self.aliases = tuple(aliases)
+        self.exit_timeout = exit_timeout
+        self.reuse_buffers = reuse_buffers
+        self.progress = progress
+        #: Results of committed checkpoints, in commit order.
+        self.results: list[PushResult] = []
+        #: Steps of checkpoints skipped because an upload was running (on_busy="skip").
+        self.skipped: list[int | None] = []
+        self._cond = threading.Condition()
+        self._save_lock = threading.Lock()
+        self._queue: deque[_Job] = deque()
+        self._active: _Job | None = None
+        self._errors: list[tuple[_Job, BaseException]] = []
+        self._closed = False
+        self._stopping = False
+        self._seen: dict[str, dict[str, tuple[int, int, int]]] = {}  # path -> file identities
+        self._writer: dict[str, str] = {}  # path -> "replaces" | "in-place"
+        self._pool: dict[str, Any] = {}  # tensor name -> free host buffer (reuse_buffers)
+        self._swept: set[str] = set()
+        self._provenance_cache: dict[str, Any] | None = None
+        self._thread = threading.Thread(target=self._run, name="ckptlake-checkpointer",
+                                        daemon=True)
+        self._thread.start()
+        _LIVE.add(self)
+        _register_exit_hook()
+
+    def __repr__(self) -> str:
+        return f"Checkpointer({self.lake.url!r}, {self.artifact!r}, on_busy={self.on_busy!r})"
+
+    def __enter__(self) -> "Checkpointer":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:  # don't let a background error hide the exception that is propagating
+            self.close()
+        except Exception as bg:  # noqa: BLE001 - logged, the body's exception wins
+            log.error("ckptlake: while closing after an error: %s", bg)
+
+    # ---- public API -----------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Checkpoints snapshotted and not yet committed or failed (running + queued)."""
+        with self._cond:
+            return len(self._queue) + (self._active is not None)
+
+    def save(self, path: str | os.PathLike[str], *, step: int | None = None,
+             metrics: Mapping[str, float] | None = None,
+             metadata: Mapping[str, str] | None = None, aliases: Sequence[str] = (),
+             exclude: Sequence[str] = ()) -> "Future[PushResult] | None":
+        """Snapshot the file or directory `path` and upload it in the background.
+
+        Returns a Future of the PushResult, or None if the checkpoint was skipped
+        (on_busy="skip").  Raises the first background failure since the last call.  Once it
+        returns, the script may overwrite or delete its files.
+        """
+        metrics_, metadata_, aliases_ = self._check_args(step, metrics, metadata, aliases)
+        src = os.path.abspath(os.fspath(path))
+        with self._save_lock:
+            self._check_open()
+            self._raise_error()
+            if not self._make_room(step):
+                return None
+            self._raise_error()  # the upload we waited for may have failed
+            job = self._snapshot_files(src, step, metrics_, metadata_, aliases_,
+                                       tuple(exclude))
+            return self._enqueue(job)
+
+    def save_state(self, state: Mapping[str, Any], *, step: int | None = None,
+                   metrics: Mapping[str, float] | None = None,
+                   metadata: Mapping[str, str] | None = None, aliases: Sequence[str] = (),
+                   filename: str = STATE_FILENAME) -> "Future[PushResult] | None":
+        """Copy `state` to host memory now; write it as one safetensors file and upload it
+        (a directory holding `filename`) in the background.
+
+        `state` is a (nested) mapping of names to numpy arrays, torch tensors (when torch is
+        installed) or Python numbers; nested keys are joined with ".".  Returns like `save`.
+        """
+        metrics_, metadata_, aliases_ = self._check_args(step, metrics, metadata, aliases)
+        if not isinstance(state, Mapping):
+            raise UsageError(f"save_state needs a mapping of names to arrays, not "
+                             f"{type(state).__name__}")
+        if not filename or "/" in filename or filename in (".", ".."):
+            raise UsageError(f"filename must be a plain file name, not {filename!r}")
+        with self._save_lock:
+            self._check_open()
+            self._raise_error()
+            if not self._make_room(step):
+                return None
+            self._raise_error()
+            with self._cond:
+                pool, self._pool = self._pool, {}
+            tensors, fmt = host_copy(state, pool if self.reuse_buffers else {})
+            base = self.snapshot_dir or os.path.join(tempfile.gettempdir(),
+                                                     "ckptlake-snapshots")
+            job = _Job(kind="state", step=step, metrics=metrics_, metadata=metadata_,
+                       aliases=aliases_, workdir=self._new_workdir(base), tensors=tensors,
+                       filename=filename, state_metadata={"format": fmt})
+            return self._enqueue(job)
+
+    def prepare_state(self, state: Mapping[str, Any]) -> threading.Thread:
+        """Allocate (and touch) host buffers shaped like `state` in a background thread, so
+        that the first `save_state` copies into warm memory instead of paying for fresh pages
+        (page faults cost far more than the copy itself: see bench/async_bench.py).  Call it
+        once at start-up with the model's state; only shapes and dtypes are read.  Returns the
+        thread (join it to wait).  Without `reuse_buffers` it does nothing."""
+        specs = [(name, shape, dtype) for name, shape, dtype in _host_specs(state)]
+
+        def allocate() -> None:
+            import numpy as np
+
+            for name, shape, dtype in specs:
+                buf = np.empty(shape, dtype=dtype)
+                buf.reshape(-1).view(np.uint8)[::4096] = 0  # fault every page in now
+                with self._cond:
+                    self._pool.setdefault(name, buf)
+
+        thread = threading.Thread(target=allocate if self.reuse_buffers else (lambda: None),
+                                  name="ckptlake-prepare", daemon=True)
+        thread.start()
+        return thread
+
+    def wait(self, timeout: float | None = None) -> list[PushResult]:
+        """Block until every pending checkpoint is committed or failed; raise the first
+        background failure; return the results of all committed checkpoints so far.
+
+        TimeoutError if `timeout` seconds pass first (nothing is cancelled)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._queue or self._active is not None:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"{self.pending} checkpoint upload(s) still pending "
+                                       f"after {timeout} s")
+                self._cond.wait(left)
+        self._raise_error()
+        return list(self.results)
+
+    def close(self) -> list[PushResult]:
+        """Wait for pending uploads, stop the background thread, raise the first background
+        failure not raised yet.  Idempotent."""
+        try:
+            return self.wait()
+        finally:
+            with self._cond:
+                self._closed = self._stopping = True
+                self._cond.notify_all()
+            _LIVE.discard(self)
+            if not self.pending:
+                for base in self._swept:  # leave no empty snapshot directories behind
+                    with contextlib.suppress(OSError):
+                        os.rmdir(base)
+
+    # ---- the training thread's side --------------------------------------------------------
+
+    def _check_args(self, step: Any, metrics: Any, metadata: Any, aliases: Sequence[str]
+                    ) -> tuple[dict[str, float], dict[str, str], tuple[str, ...]]:
+        from .lake import _check_metadata, _check_metrics
+
+        if step is not None and (isinstance(step, bool) or not isinstance(step, int)
+                                 or step < 0):
+            raise UsageError(f"step must be a non-negative integer, got {step!r}")
+        for name in aliases:
+            validate_alias(name)
+        return (_check_metrics(dict(metrics or {})), _check_metadata(dict(metadata or {})),
+                tuple(dict.fromkeys((*self.aliases, *aliases))))
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UsageError("this checkpointer is closed", hint="create a new one")
+
+    def _raise_error(self) -> None:
+        with self._cond:
+            if not self._errors:
+                return
+            (job, exc), later = self._errors[0], len(self._errors) - 1
+            self._errors.clear()
+        note = f"raised from the background upload of {self.artifact} {job.describe()}"
+        if later:
+            note += f" ({later} later background failure(s) were logged, not raised)"
+        if hasattr(exc, "add_note"):
+            exc.add_note(note)
+        raise exc
+
+    def _make_room(self, step: int | None) -> bool:
+        """Apply on_busy; False if this checkpoint is skipped."""
+        with self._cond:
+            busy = self._active is not None or bool(self._queue)
+            if not busy:
+                return True
+            if self.on_busy == "skip":
+                running = self._active.describe() if self._active else "a queued upload"
+                log.warning("ckptlake: skipped checkpoint %s of %s: the upload of %s is still "
+                            "running (on_busy='skip')", "?" if step is None else step,
+                            self.artifact, running)
+                self.skipped.append(step)
+                return False
+            if self.on_busy == "wait":
+                while self._active is not None or self._queue:
+                    self._cond.wait()
+                return True
+            if len(self._queue) >= self.max_pending:
+                log.info("ckptlake: checkpoint queue of %s is full (%d waiting); waiting",
+                         self.artifact, len(self._queue))
+                while len(self._queue) >= self.max_pending:
+                    self._cond.wait()
+            return True
+
+    def _enqueue(self, job: _Job) -> Future:
+        with self._cond:
+            self._queue.append(job)
+            self._cond.notify_all()
+        return job.future
+
+    def _new_workdir(self, base: str) -> str:
+        if base not in self._swept:
+            self._swept.add(base)
+            _sweep_stale_snapshots(base)
+        for _ in range(3):  # another process may remove the (empty) base in between
+            os.makedirs(base, exist_ok=True)
+            try:
+                return tempfile.mkdtemp(prefix=f"{_HOST}-{os.getpid()}-", dir=base)
+            except FileNotFoundError:
+                continue
+        return tempfile.mkdtemp(prefix=f"{_HOST}-{os.getpid()}-", dir=base)
+
+    def _snapshot_files(self, src: str, step: int | None, metrics: dict[str, float],
+                        metadata: dict[str, str], aliases: tuple[str, ...],
+                        exclude: tuple[str, ...]) -> _Job:
+        tree = scan(src, exclude=exclude)
+        base = self.snapshot_dir or os.path.join(os.path.dirname(src), SNAPSHOT_DIRNAME)
+        base = os.path.abspath(base)
+        if tree.kind == "dir" and (base == src or base.startswith(src.rstrip(os.sep) + os.sep)):
+            raise UsageError(f"snapshot_dir {base} lies inside the saved directory {src}")
+        link = self._decide_link(src, tree)
+        workdir = self._new_workdir(base)
+        try:
+            root = os.path.join(workdir, "data")
+            dest = os.path.join(root, os.path.basename(src)) if tree.kind == "file" else root
+            linked = _materialize(tree, dest, link=link)
+            if link and not linked:
+                if self.snapshot == "link":
+                    raise UsageError(f"cannot hard-link {src} into {base} (another filesystem?)",
+                                     hint="use snapshot='copy' or a snapshot_dir on the same "
+                                          "filesystem")
+                log.info("ckptlake: hard links into %s failed; copying %s", base, src)
+            snap = scan(dest)
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        return _Job(kind="files", step=step, metrics=metrics, metadata=metadata,
+                    aliases=aliases, workdir=workdir, tree=snap, source=src, linked=linked)
+
+    def _decide_link(self, src: str, tree: SourceTree) -> bool:
+        """Learn how the writer of `src` writes (see "auto" in the module doc)."""
+        now = {f.path: (f.inode, f.size, f.mtime_ns) for f in tree.files}
+        prev = self._seen.get(src)
+        verdict = self._writer.get(src)
+        self._seen[src] = now
+        if prev is not None and verdict != "in-place":
+            rewritten = [p for p, (ino, size, mtime) in now.items()
+                         if p in prev and prev[p][0] == ino and prev[p][1:] != (size, mtime)]
+            replaced = [p for p, (ino, _, _) in now.items() if p in prev and prev[p][0] != ino]
+            if rewritten:
+                if verdict == "replaces" or self.snapshot == "auto":
+                    log.info("ckptlake: %s is rewritten in place (e.g. %s): snapshots of it "
+                             "are copies", src, rewritten[0])
+                verdict = "in-place"
+            elif replaced and verdict is None:
+                verdict = "replaces"
+                if self.snapshot == "auto":
+                    log.info("ckptlake: the writer of %s replaces its files: snapshots of it "
+                             "are hard links from now on", src)
+        if verdict is not None:
+            self._writer[src] = verdict
+        if self.snapshot == "link":
+            return True
+        return self.snapshot == "auto" and verdict == "replaces"
+
+    # ---- the background thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                job = self._active = self._queue.popleft()
+            try:
+                result = self._execute(job)
+            except BaseException as exc:  # noqa: BLE001 - reported to the training thread
+                self._fail(job, exc)
+            else:
+                with self._cond:
+                    self.results.append(result)
+                job.future.set_result(result)
+            finally:
+                shutil.rmtree(job.workdir, ignore_errors=True)
+                if job.kind == "state" and self.reuse_buffers and job.tensors:
+                    pool = {name: arr for name, _, _, arr in job.tensors}
+                else:
+                    pool = None
+                job.tensors = None
+                with self._cond:
+                    if pool is not None:
+                        self._pool = pool
+                    self._active = None
+                    self._cond.notify_all()
+
+    def _execute(self, job: _Job) -> PushResult:
+        from .core import push as _push
+        from .transfer.progress import NullProgress
+
+        if job.kind == "state":
+            root = os.path.join(job.workdir, "data")
+            os.makedirs(root)
+            write_safetensors(os.path.join(root, job.filename), job.tensors or [],
+                              metadata=job.state_metadata)
+            tree = scan(root)
+        else:
+            assert job.tree is not None
+            tree = job.tree
+        lake = self.lake
+        watching = getattr(lake, "_watching", None)
+        progress = self.progress or NullProgress()
+        extra: dict[str, Any] = {}
+        if getattr(lake, "throttle", None) is not None:
+            extra["throttle"] = lake.throttle
+        # What Lake.push adds to a version: per-tensor records of safetensors files, and
+        # provenance (collected once per checkpointer: git state, command line, host).
+        try:
+            from .format.safetensors import TensorObserver
+
+            tensors = TensorObserver((f.path, f.abspath) for f in tree.files)
+            if tensors:
+                extra["observers"] = [tensors]
+        except ImportError:
+            pass
+        provenance = self._provenance(job.source or None)
+        if provenance:
+            extra["manifest_fields"] = {"provenance": provenance}
+        with (watching(progress) if watching else contextlib.nullcontext(progress)) as prog:
+            try:
+                result = _push.push(lake.store, tree, self.artifact, chunk_size=lake.chunk_size,
+                                    concurrency=lake.concurrency, step=job.step,
+                                    metrics=job.metrics, metadata=job.metadata,
+                                    aliases=list(job.aliases), progress=prog,
+                                    lake_url=lake.url, **extra)
+            except SourceChanged:
+                if job.linked:
+                    self._writer[job.source] = "in-place"
+                    log.error("ckptlake: %s was rewritten in place while its hard-link "
+                              "snapshot was uploading; that checkpoint is lost (nothing was "
+                              "committed).  Snapshots of it are copies from now on; a writer "
+                              "that rewrites files in place needs snapshot='copy'.", job.source)
+                raise
+        after_commit = getattr(lake, "_after_commit", None)  # listing/lineage indexes
+        if callable(after_commit):
+            for warning in after_commit(self.artifact, result.version) or []:
+                log.warning("ckptlake: %s", warning)
+        log.info("ckptlake: committed %s (%s): %d files, %d bytes uploaded in %.1f s",
+                 result.ref, job.describe(), result.files, result.bytes_uploaded,
+                 result.seconds)
+        if self.keep_last:
+            try:
+                self._retain(result.version)
+            except Exception as exc:  # noqa: BLE001 - the checkpoint itself is committed
+                log.warning("ckptlake: retention (keep_last=%d) of %s failed: %s",
+                            self.keep_last, self.artifact, exc)
+        return result
+
+    def _provenance(self, source: str | None) -> dict[str, Any]:
+        if self._provenance_cache is None:
+            try:
+                from .core import provenance as _provenance
+
+                self._provenance_cache = dict(_provenance.collect(source))
+            except Exception as exc:  # noqa: BLE001 - provenance is optional
+                log.debug("ckptlake: no provenance: %s", exc)
+                self._provenance_cache = {}
+        return self._provenance_cache
+
+    def _retain(self, committed: int) -> None:
+        infos = self.lake.versions(self.artifact)
+        newest = sorted((v.version for v in infos), reverse=True)[: self.keep_last]
+        keep = set(newest) | {v.version for v in infos if v.aliases}
+        doomed = sorted(v.version for v in infos if v.version not in keep and v.version < committed)
+        if not doomed:
+            return
+        reason = f"keep_last={self.keep_last} (checkpointer)"
+        deleter = getattr(self.lake, "delete_versions", None)
+        if callable(deleter):
+            deleter(self.artifact, doomed, reason=reason)
+        else:
+            doomed = _delete_versions(self.lake.store, self.artifact, doomed,
+                                      rule=f"keep_last: {self.keep_last}", reason=reason)
+        if doomed:
+            log.info("ckptlake: %s: deleted version(s) %s (%s)", self.artifact,
+                     ", ".join(f"v{n}" for n in doomed), reason)
+
+    def _fail(self, job: _Job, exc: BaseException) -> None:
+        log.error("ckptlake: checkpoint %s of %s failed in the background: %s (raised at the "
+                  "next save, wait or close)", job.describe(), self.artifact, exc,
+                  exc_info=not _is_library_error(exc))
+        with self._cond:
+            self._errors.append((job, exc))
+        job.future.set_exception(exc)
+
+    # ---- interpreter exit ------------------------------------------------------------------
+
+    def _drain_at_exit(self) -> None:
+        with self._cond:
+            jobs = ([self._active] if self._active else []) + list(self._queue)
+        if jobs:
+            log.warning("ckptlake: the process is exiting with %d checkpoint upload(s) of %s "
+                        "pending (%s): waiting for them%s", len(jobs), self.artifact,
+                        ", ".join(j.describe() for j in jobs),
+                        "" if self.exit_timeout is None else f" up to {self.exit_timeout} s")
+            deadline = None if self.exit_timeout is None else \
+                time.monotonic() + self.exit_timeout
+            with self._cond:
+                while self._queue or self._active is not None:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        break
+                    self._cond.wait(left)
+                lost = ([self._active] if self._active else []) + list(self._queue)
+                self._stopping = True
+                self._queue.clear()
+                self._cond.notify_all()
+            if lost:
+                log.error("ckptlake: LOST checkpoint(s) of %s: %s were not uploaded before "
+                          "exit", self.artifact, ", ".join(j.describe() for j in lost))
+        with self._cond:
+            errors, self._errors = list(self._errors), []
+        for job, exc in errors:
+            log.error("ckptlake: LOST checkpoint %s of %s: its upload failed (%s) and the "
+                      "failure was never raised (no save/wait/close after it)",
+                      job.describe(), self.artifact, exc)
+
+
+def _delete_versions(store: Any, artifact: str, numbers: list[int], *, rule: str,
+                     reason: str) -> list[int]:
+    """Delete versions the way gc does (docs/format.md, "Deleting (gc)"), minus the chunks:
+    a tombstone first (so lineage still shows the version, as expired), then the manifest;
+    aliases are re-read right before the delete, and an aliased version is spared.  Chunks
+    are left for gc, which alone can prove that no other version uses them."""
+    from .core import catalog
+    from .errors import NotFound
+
+    try:
+        from .core import tombstones
+    except ImportError:  # a build without gc: manifests only
+        tombstones = None  # type: ignore[assignment]
+    from .core.identity import utcnow
+
+    now = utcnow()
+    todo = []
+    for n in numbers:
+        if tombstones is not None:
+            try:
+                m = catalog.load_manifest(store, artifact, n)
+            except NotFound:
+                continue  # deleted by someone else meanwhile
+            tombstones.write(store, tombstones.from_manifest(m, deleted=now, rule=rule,
+                                                             reason=reason))
+        todo.append(n)
+    aliased = set(catalog.aliases(store, artifact).values())
+    doomed = [n for n in todo if n not in aliased]
+    spared = [n for n in todo if n in aliased]
+    if spared and tombstones is not None:
+        store.delete([layout.tombstone_key(artifact, n) for n in spared])
+    store.delete([layout.version_key(artifact, n) for n in doomed])
+    return doomed
+
+
+def _is_library_error(exc: BaseException) -> bool:
+    from .errors import CkptlakeError
+
+    return isinstance(exc, CkptlakeError)
+
+
+# ---- exit hook ----------------------------------------------------------------------------------
+
+_LIVE: "weakref.WeakSet[Checkpointer]" = weakref.WeakSet()
+_HOOKED = False
+_HOOK_LOCK = threading.Lock()
+_HOST = socket.gethostname().replace("-", "_") or "host"
+
+
+def _at_exit() -> None:
+    for ck in list(_LIVE):
+        try:
+            ck._drain_at_exit()
+        except Exception as exc:  # noqa: BLE001 - exiting anyway; say so
+            log.error("ckptlake: could not wait for pending checkpoints at exit: %s", exc)
+
+
+def _register_exit_hook() -> None:
+    """Run before the interpreter refuses new thread pools.
+
+    concurrent.futures sets its shutdown flag in a *threading* exit hook, which runs before
+    `atexit` hooks; after that an upload cannot start its worker pool.  Threading exit hooks run
+    in reverse order of registration and concurrent.futures.thread was imported (registering
+    its hook) when this module was, so ours runs first.
+    """
+    global _HOOKED
+    with _HOOK_LOCK:
+        if _HOOKED:
+            return
+        _HOOKED = True
+        register = getattr(threading, "_register_atexit", None)
+        if register is not None:
+            with contextlib.suppress(RuntimeError):  # already shutting down
+                register(_at_exit)
+                return
+        import atexit
+
+        atexit.register(_at_exit)
+
+
+def _sweep_stale_snapshots(base: str) -> None:
+    """Remove snapshot dirs that crashed processes of this host left behind."""
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        host, _, rest = name.partition("-")
+        pid_s = rest.partition("-")[0]
+        if host != _HOST or not pid_s.isdigit() or int(pid_s) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid_s), 0)
+            continue  # alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # alive, someone else's
+        shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+
+
+# ---- snapshots ----------------------------------------------------------------------------------
+
+_FICLONE = 0x40049409  # Linux ioctl: reflink the whole file
+
+
+def _copy_file(src: str, dst: str) -> None:
+    """Reflink when the filesystem can (instant, copy-on-write), else a kernel-side copy."""
+    with open(src, "rb") as fsrc, open(dst, "wb") as fdst:
+        try:
+            import fcntl
+
+            fcntl.ioctl(fdst.fileno(), _FICLONE, fsrc.fileno())
+            return
+        except (OSError, ImportError):
+            pass
+        if sys.platform == "linux":
+            _copy_range_all(fsrc.fileno(), fdst.fileno(), os.fstat(fsrc.fileno()).st_size)
+        else:
+            shutil.copyfileobj(fsrc, fdst, 8 * 1024 * 1024)
+
+
+def _copy_range_all(src_fd: int, dst_fd: int, size: int) -> None:
+    offset = 0
+    while offset < size:
+        try:
+            n = os.copy_file_range(src_fd, dst_fd, size - offset)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            n = os.sendfile(dst_fd, src_fd, None, size - offset)
+        if n == 0:
+            break
+        offset += n
+
+
+def _materialize(tree: SourceTree, dest: str, *, link: bool) -> bool:
+    """Recreate `tree` at `dest` with hard links (if `link` and possible) or copies.
+
+    Returns whether links were used.  Falls back to copies on the first link failure.
+    """
+    linked = link
+    if tree.kind == "file":
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        targets = [(tree.files[0].abspath, dest, tree.files[0].executable)]
+    else:
+        os.makedirs(dest, exist_ok=True)
+        targets = [(f.abspath, os.path.join(dest, f.path), f.executable) for f in tree.files]
+        for d in tree.empty_dirs:
+            os.makedirs(os.path.join(dest, d), exist_ok=True)
+    made: set[str] = set()
+    for src, dst, executable in targets:
+        parent = os.path.dirname(dst)
+        if parent not in made:
+            os.makedirs(parent, exist_ok=True)
+            made.add(parent)
+        if linked:
+            try:
+                os.link(src, dst)
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP,
+                                     errno.EACCES):
+                    raise
+                linked = False
+        _copy_file(src, dst)
+        if executable:
+            os.chmod(dst, os.stat(src).st_mode & 0o7777)
+    if tree.kind == "dir":
+        for path, target in tree.symlinks:
+            full = os.path.join(dest, path)
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            os.symlink(target, full)
+    if link and not linked:
+        # Links failed part-way: make every file a private copy, not a mix.
+        for src, dst, executable in targets:
+            if os.path.exists(dst) and os.stat(dst).st_ino == os.stat(src).st_ino:
+                os.unlink(dst)
+                _copy_file(src, dst)
+                if executable:
+                    os.chmod(dst, os.stat(src).st_mode & 0o7777)
+    return linked
+
+
+# ---- state dicts -> host memory -> safetensors ------------------------------------------------
+
+# numpy dtype.str[1:] -> safetensors dtype
+_NP_DTYPES = {"f8": "F64", "f4": "F32", "f2": "F16", "i8": "I64", "i4": "I32", "i2": "I16",
+              "i1": "I8", "u8": "U64", "u4": "U32", "u2": "U16", "u1": "U8", "b1": "BOOL"}
+# ml_dtypes / torch dtype names without a numpy equivalent -> (safetensors dtype, itemsize)
+_NAMED_DTYPES = {"bfloat16": ("BF16", 2), "float8_e4m3fn": ("F8_E4M3", 1),
+                 "float8_e5m2": ("F8_E5M2", 1)}
+
+
+def _flatten(state: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in state.items():
+        if not isinstance(key, str) or not key:
+            raise UsageError(f"state keys must be non-empty strings, got {key!r} under "
+                             f"{prefix or 'the top level'}")
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from _flatten(value, name + ".")
+        elif isinstance(value, (list, tuple)):
+            yield from _flatten({str(i): v for i, v in enumerate(value)}, name + ".")
+        else:
+            yield name, value
+
+
+def _torch_host(value: Any, buf: Any) -> tuple[str, Any] | None:
+    """(dtype, host numpy array) for a torch tensor; None if `value` is not one."""
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(value, torch.Tensor):
+        return None
+    import numpy as np
+
+    t = value.detach()
+    name = str(t.dtype).removeprefix("torch.")
+    if name in _NAMED_DTYPES:
+        dtype, size = _NAMED_DTYPES[name]
+        t = t.view(torch.int16 if size == 2 else torch.uint8)
+    else:
+        dtype = None
+    if t.device.type != "cpu":
+        t = t.to("cpu")  # the device-to-host copy is the copy we keep
+        host = t.numpy()
+        if buf is not None and buf.shape == host.shape and buf.dtype == host.dtype:
+            np.copyto(buf, host)
+            host = buf
+    else:
+        src = t.numpy()  # shares memory with the live tensor: copy it
+        if buf is not None and buf.shape == src.shape and buf.dtype == src.dtype:
+            np.copyto(buf, src)
+            host = buf
+        else:
+            host = np.array(src, order="C", copy=True)
+    if dtype is None:
+        dtype = _NP_DTYPES.get(host.dtype.str[1:])
+        if dtype is None or host.dtype.kind not in "fiub":
+            raise UsageError(f"tensor dtype {t.dtype} cannot be stored in safetensors")
+    return dtype, host
+
+
+def _host_specs(state: Mapping[str, Any]) -> Iterator[tuple[str, tuple[int, ...], Any]]:
+    """(name, shape, numpy dtype of the host buffer) that host_copy would use."""
+    import numpy as np
+
+    for name, value in _flatten(state):
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(value, torch.Tensor):
+            dt = str(value.dtype).removeprefix("torch.")
+            if dt in _NAMED_DTYPES:
+                yield name, tuple(value.shape), (np.int16 if _NAMED_DTYPES[dt][1] == 2
+                                                 else np.uint8)
+            else:
+                yield name, tuple(value.shape), torch.empty(0, dtype=value.dtype).numpy().dtype
+            continue
+        arr = np.asarray(value) if not isinstance(value, np.ndarray) else value
+        named = _NAMED_DTYPES.get(arr.dtype.name)
+        if named is not None:
+            yield name, arr.shape, (np.uint16 if named[1] == 2 else np.uint8)
+        elif arr.dtype.kind in "fiub":
+            yield name, arr.shape, arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" \
+                else arr.dtype
+
+
+def host_copy(state: Mapping[str, Any], pool: dict[str, Any] | None = None
+              ) -> tuple[list[tuple[str, str, tuple[int, ...], Any]], str]:
+    """Copy every array/tensor of `state` to private, C-contiguous, little-endian host arrays.
+
+    Returns ([(name, safetensors dtype, shape, array)], "pt" if torch tensors were seen else
+    "np").  `pool` maps names to free arrays of a previous copy; a match of shape and dtype is
+    reused instead of allocating.
+    """
+    import numpy as np
+
+    pool = pool or {}
+    out: list[tuple[str, str, tuple[int, ...], Any]] = []
+    fmt = "np"
+    seen: set[str] = set()
+    for name, value in _flatten(state):
+        if name in seen:
+            raise UsageError(f"state has the name {name!r} twice (after joining nested keys)")
+        seen.add(name)
+        buf = pool.get(name)
+        got = _torch_host(value, buf)
+        if got is not None:
+            fmt = "pt"
+            dtype, host = got
+            out.append((name, dtype, tuple(value.shape), host))
+            continue
+        if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
+            value = np.asarray(value)
+        if isinstance(value, np.generic):
+            value = np.asarray(value)
+        if not isinstance(value, np.ndarray):
+            raise UsageError(f"state entry {name!r} is a {type(value).__name__}; save_state "
+                             "stores numpy arrays, torch tensors and numbers")
+        named = _NAMED_DTYPES.get(value.dtype.name)
+        if named is not None:
+            dtype = named[0]
+            src = value.view(np.uint16 if named[1] == 2 else np.uint8)
+        else:
+            dtype = _NP_DTYPES.get(value.dtype.str[1:])
+            if dtype is None or value.dtype.kind not in "fiub":
+                raise UsageError(f"state entry {name!r} has dtype {value.dtype}, which "
+                                 "safetensors cannot store")
+            src = value
+            if value.dtype.byteorder == ">":
+                src = value.astype(value.dtype.newbyteorder("<"))
+        target = src.dtype.newbyteorder("<") if src.dtype.byteorder == ">" else src.dtype
+        if buf is not None and buf.shape == src.shape and buf.dtype == target \
+                and buf.flags.c_contiguous:
+            np.copyto(buf, src)
+            host = buf
+        else:
+            host = np.array(src, dtype=target, order="C", copy=True)
+        out.append((name, dtype, tuple(value.shape), host))
+    return out, fmt
+
+
+def write_safetensors(path: str, tensors: Sequence[tuple[str, str, tuple[int, ...], Any]], *,
+                      metadata: Mapping[str, str] | None = None) -> int:
+    """Write a safetensors file: u64-le header length, JSON header (space-padded to a multiple
+    of 8), then each tensor's bytes back to back in name order.  Returns the file size."""
+    header: dict[str, Any] = {}
+    offset = 0
+    ordered = sorted(tensors, key=lambda t: t[0])
+    for name, dtype, shape, arr in ordered:
+        n = int(arr.nbytes)
+        header[name] = {"dtype": dtype, "shape": list(shape),
+                        "data_offsets": [offset, offset + n]}
+        offset += n
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(raw)))
+        fh.write(raw)
+        for _, _, _, arr in ordered:
+            if arr.nbytes:
+                fh.write(memoryview(arr.reshape(-1)).cast("B"))
+    return 8 + len(raw) + offset
+
+
+def load_safetensors(path: str | os.PathLike[str]) -> dict[str, "np.ndarray"]:
+    """Read a safetensors file into numpy arrays (no torch needed).
+
+    BF16 and F8 tensors come back as their raw bits (uint16 / uint8) unless `ml_dtypes` is
+    installed, in which case they get its bfloat16 / float8 dtypes.
+    """
+    import numpy as np
+
+    with open(path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(n))
+        data = fh.read()
+    named: dict[str, Any] = {}
+    try:
+        import ml_dtypes  # type: ignore[import-not-found]
+
+        named = {"BF16": ml_dtypes.bfloat16, "F8_E4M3": ml_dtypes.float8_e4m3fn,
+                 "F8_E5M2": ml_dtypes.float8_e5m2}
+    except ImportError:
+        named = {"BF16": np.uint16, "F8_E4M3": np.uint8, "F8_E5M2": np.uint8}
+    by_name = {v: k for k, v in _NP_DTYPES.items()}
+    out: dict[str, np.ndarray] = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        b, e = info["data_offsets"]
+        kind = info["dtype"]
+        if kind == "BOOL":
+            dt: Any = np.dtype(bool)
+        elif kind in named:
+            dt = named[kind]
+        else:
+            dt = np.dtype("<" + by_name[kind])
+        out[name] = np.frombuffer(data[b:e], dtype=dt).reshape(info["shape"]).copy()
+    return out
+
+
+__all__ = ["Checkpointer", "host_copy", "write_safetensors", "load_safetensors",
+           "SNAPSHOT_MODES", "ON_BUSY"]
+

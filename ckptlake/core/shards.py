@@ -1,0 +1,601 @@
+"""Sharded commits: WORLD ranks each push their own files; one version appears when all are in.
+
+There is no coordinator and no barrier.  Everything rests on the two conditional writes of the
+lake (docs/format.md, "Sharded commits"):
+
+1. Each rank uploads its chunks (`upload_tree`), then writes its *shard record*
+   `@shards/<step>/<rank>-of-<world>.json` with If-None-Match.  The record holds the rank's file
+   entries.  If the record already exists with the same files the push is a repeat (fine); with
+   other files it is a Conflict: a step's shards are written once.
+2. The rank lists the step's records.  Whoever sees all WORLD of them tries to create the step's
+   *claim* `@shards/<step>/commit.json` with If-None-Match.  Several ranks may see the full set;
+   exactly one create wins.
+3. The claim owner merges the records into one manifest (the union of the ranks' files; two ranks
+   writing one path with different bytes is a Conflict that fails the step) and commits it:
+   it first records in the claim, by compare-and-swap, the version number N it is about to
+   write (`intent`), then writes `@v/N` with If-None-Match.  The manifest carries the claim's
+   `commit_id`.  On success the claim is moved to `committed` with N.
+4. A claim that is not `committed` and older than `stale_after` seconds may be taken over by any
+   rank (compare-and-swap on its ETag).  The new owner keeps the `commit_id` and the intent N,
+   and tries N first: a manifest at N carrying the commit_id *is* the commit (the old owner got
+   that far), so the step is never committed twice.  Only after seeing N taken by a foreign
+   manifest does an owner move the intent to another number, and only by compare-and-swap, so at
+   any time the only number a manifest of this step can land on is the current intent.  Timing
+   therefore decides only how soon a crashed owner is replaced, never correctness.
+
+A rank that sees the full set but loses the claim waits (polling the claim) until the step is
+committed, taking over if the owner goes stale; a rank that does not see the full set returns at
+once: the step is pending until the last rank arrives.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+from ..errors import Conflict, IntegrityError, NotFound, PreconditionFailed, UsageError
+from ..format import layout
+from ..format.header import ensure_header
+from ..format.manifest import FileEntry, Manifest, decode_manifest
+from ..results import _Result
+from ..store.base import Store
+from ..transfer.progress import Progress
+from .identity import iso, tool_version, user_at_host, utcnow
+from .push import upload_tree
+from .scan import SourceTree
+
+SHARD_FORMAT = 1
+CLAIM_FORMAT = 1
+# Manifest metadata keys a sharded commit adds (visible in `ls --json`).
+META_COMMIT_ID = "ckptlake.shard_commit"
+META_WORLD = "ckptlake.shard_world"
+# A claim untouched this long is presumed dead and may be taken over.  The owner needs it only
+# for a few requests (read WORLD records, write one manifest), so minutes are generous.
+DEFAULT_STALE_AFTER = 300.0
+# Up to this many ranks, each rank checks its files against the records already in before
+# writing its own (WORLD small reads per rank); above it only the committer checks.
+PRECHECK_MAX_WORLD = 64
+
+
+# ---- results ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ShardPushResult(_Result):
+    lake: str
+    artifact: str
+    step: int
+    rank: int
+    world: int
+    shards_present: int  # records seen after writing ours (WORLD once the step is complete)
+    version: int | None  # the committed version, None while the step is pending
+    committed_here: bool  # this call wrote the manifest
+    repeated: bool  # our record was already there with the same files (a repeated push)
+    files: int
+    bytes_scanned: int
+    bytes_uploaded: int
+    bytes_deduplicated: int
+    chunks_uploaded: int
+    chunks_deduplicated: int
+    seconds: float
+
+    @property
+    def committed(self) -> bool:
+        return self.version is not None
+
+
+@dataclass(frozen=True)
+class PendingStep(_Result):
+    """A sharded step that has no committed version (yet)."""
+
+    artifact: str
+    step: int
+    world: int
+    ranks: list[int]  # ranks whose record is in
+    missing: list[int]
+    state: str  # incomplete | ready | claimed | committing | stale | failed | conflict
+    owner: str | None = None  # claim owner, if claimed
+    claim_age_seconds: float | None = None
+    version: int | None = None  # intended version number, if committing
+    error: str | None = None
+
+    @property
+    def present(self) -> int:
+        return len(self.ranks)
+
+
+# ---- records ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ShardRecord:
+    artifact: str
+    step: int
+    rank: int
+    world: int
+    manifest: Manifest  # the rank's files (version 0, kind "dir")
+    aliases: tuple[str, ...] = ()
+
+    def identity(self) -> tuple[Any, ...]:
+        """What must match for a repeated push to count as the same shard."""
+        return (self.artifact, self.step, self.rank, self.world,
+                tuple(_content_key(f) for f in self.manifest.files), self.manifest.dirs)
+
+    def encode(self) -> bytes:
+        return json.dumps({
+            "ckptlake_shard": SHARD_FORMAT, "artifact": self.artifact, "step": self.step,
+            "rank": self.rank, "world": self.world, "aliases": list(self.aliases),
+            "manifest": self.manifest.to_json()}, separators=(",", ":"),
+            ensure_ascii=False).encode()
+
+
+def decode_record(data: bytes, *, key: str) -> ShardRecord:
+    try:
+        raw = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise IntegrityError(f"{key}: not valid JSON") from None
+    if not isinstance(raw, dict) or raw.get("ckptlake_shard") != SHARD_FORMAT:
+        raise IntegrityError(f"{key}: not a ckptlake shard record of format {SHARD_FORMAT}",
+                             hint="upgrade ckptlake if the lake was written by a newer one")
+    try:
+        artifact, step, rank, world = raw["artifact"], raw["step"], raw["rank"], raw["world"]
+        aliases = tuple(str(a) for a in raw.get("aliases") or ())
+        inner = json.dumps(raw["manifest"]).encode()
+    except (KeyError, TypeError):
+        raise IntegrityError(f"{key}: malformed shard record") from None
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in (step, rank, world)) \
+            or not 0 <= rank < world:
+        raise IntegrityError(f"{key}: malformed shard record")
+    parsed = layout.parse_shard_key(key)
+    if parsed and parsed != (artifact, step, rank, world):
+        raise IntegrityError(f"{key} claims to be rank {rank} of {world} of {artifact} step "
+                             f"{step}")
+    return ShardRecord(artifact=artifact, step=step, rank=rank, world=world,
+                       manifest=decode_manifest(inner, key=key), aliases=aliases)
+
+
+def _content_key(f: FileEntry) -> tuple[Any, ...]:
+    """Identity of a file's bytes that does not depend on how it was packed.
+
+    Small files live in packs whose digest depends on their neighbours, so two ranks writing
+    the same small file get different pack references; their whole-file digest is the same.
+    """
+    if f.symlink is not None:
+        return (f.path, "symlink", f.symlink)
+    if f.digest is not None:
+        return (f.path, f.size, f.executable, f.digest)
+    return (f.path, f.size, f.executable, tuple((c.digest, c.size) for c in f.chunks))
+
+
+# ---- claims -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Claim:
+    artifact: str
+    step: int
+    world: int
+    commit_id: str  # fixed when the claim is created; carried by the committed manifest
+    state: str  # claimed | committing | committed | failed
+    owner: str  # user@host:pid:<token> of the current owner (unique per attempt)
+    updated: datetime
+    version: int | None = None  # intent while committing; the version once committed
+    error: str | None = None
+
+    def encode(self) -> bytes:
+        return json.dumps({
+            "ckptlake_shard_claim": CLAIM_FORMAT, "artifact": self.artifact, "step": self.step,
+            "world": self.world, "commit_id": self.commit_id, "state": self.state,
+            "owner": self.owner, "updated": iso(self.updated), "version": self.version,
+            "error": self.error}, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def age(self, now: datetime | None = None) -> float:
+        return ((now or utcnow()) - self.updated).total_seconds()
+
+
+_STATES = ("claimed", "committing", "committed", "failed")
+
+
+def decode_claim(data: bytes, *, key: str) -> Claim:
+    try:
+        raw = json.loads(data)
+        if raw.get("ckptlake_shard_claim") != CLAIM_FORMAT or raw["state"] not in _STATES:
+            raise ValueError
+        updated = datetime.fromisoformat(str(raw["updated"]).replace("Z", "+00:00"))
+        version = raw.get("version")
+        if version is not None and (not isinstance(version, int) or version < 1):
+            raise ValueError
+        return Claim(artifact=str(raw["artifact"]), step=int(raw["step"]),
+                     world=int(raw["world"]), commit_id=str(raw["commit_id"]),
+                     state=raw["state"], owner=str(raw["owner"]),
+                     updated=updated if updated.tzinfo else updated.replace(tzinfo=timezone.utc),
+                     version=version, error=raw.get("error"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise IntegrityError(f"{key}: malformed shard claim") from None
+
+
+class _LostClaim(Exception):
+    """Someone else now owns the claim (we were presumed dead); re-read and follow them."""
+
+
+def _cas(store: Store, key: str, claim: Claim, etag: str) -> str:
+    """Replace the claim if unchanged; return the new ETag, or raise _LostClaim.
+
+    A 412 may also be our own write whose response was lost and whose retry then failed: if
+    the object now holds exactly our bytes, the write happened.
+    """
+    body = claim.encode()
+    try:
+        return store.put(key, body, if_match=etag)
+    except PreconditionFailed:
+        try:
+            data, current = store.get_with_etag(key)
+        except NotFound:
+            raise _LostClaim() from None
+        if data == body:
+            return current
+        raise _LostClaim() from None
+
+
+# ---- merging ----------------------------------------------------------------------------------
+
+def merge_records(records: Sequence[ShardRecord], *, artifact: str, step: int, world: int,
+                  hash_algo: str, commit_id: str) -> Manifest:
+    """The union of the ranks' files as one manifest (version 0, to be numbered at commit).
+
+    Two ranks may write the same path only with the same bytes (written once); a path that is a
+    file in one rank and a directory in another, or different bytes under one path, is a
+    Conflict.  Metrics and metadata are merged; on a key present in several ranks the lowest
+    rank wins.
+    """
+    records = sorted(records, key=lambda r: r.rank)
+    by_path: dict[str, tuple[int, FileEntry]] = {}
+    dirs: set[str] = set()
+    metrics: dict[str, float] = {}
+    metadata: dict[str, str] = {}
+    for rec in records:
+        for f in rec.manifest.files:
+            prev = by_path.get(f.path)
+            if prev is None:
+                by_path[f.path] = (rec.rank, f)
+            elif _content_key(prev[1]) != _content_key(f):
+                raise Conflict(f"{artifact} step {step}: ranks {prev[0]} and {rec.rank} both "
+                               f"wrote {f.path!r} with different contents",
+                               hint="each rank must write distinct file names")
+        dirs.update(rec.manifest.dirs)
+        for k, v in rec.manifest.metrics.items():
+            metrics.setdefault(k, v)
+        for k, v in rec.manifest.metadata.items():
+            metadata.setdefault(k, v)
+    paths = set(by_path)
+    parents: dict[str, str] = {}  # every directory implied by a path -> one path below it
+    for p in paths:
+        parts = p.split("/")
+        for i in range(1, len(parts)):
+            parents.setdefault("/".join(parts[:i]), p)
+    for d, below in parents.items():
+        if d in paths:
+            raise Conflict(f"{artifact} step {step}: {d!r} is a file in one rank and a directory "
+                           f"(holding {below!r}) in another",
+                           hint="each rank must write distinct file names")
+    for d in dirs:
+        if d in paths:
+            raise Conflict(f"{artifact} step {step}: {d!r} is a file in one rank and a directory "
+                           "in another", hint="each rank must write distinct file names")
+    empty_dirs = tuple(sorted(d for d in dirs if d not in parents))
+    metadata.update({META_COMMIT_ID: commit_id, META_WORLD: str(world)})
+    created_by = records[0].manifest.created_by if records else user_at_host()
+    manifest = Manifest(
+        artifact=artifact, version=0, kind="dir", hash=hash_algo,
+        files=tuple(by_path[p][1] for p in sorted(paths)), dirs=empty_dirs, step=step,
+        created=utcnow(), created_by=created_by, tool=tool_version(), metrics=metrics,
+        metadata=metadata)
+    # The checks every reader makes (symlinks, duplicates...), before anything is committed.
+    decode_manifest(replace(manifest, version=1).encode(), key=f"{artifact} step {step}")
+    return manifest
+
+
+# ---- the protocol -----------------------------------------------------------------------------
+
+def _new_owner() -> str:
+    return f"{user_at_host()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def _list_step(store: Store, artifact: str, step: int
+               ) -> tuple[dict[tuple[int, int], str], bool]:
+    """({(rank, world): key} of the step's records, whether a claim exists)."""
+    records: dict[tuple[int, int], str] = {}
+    claim = False
+    for info in store.list(layout.shard_step_prefix(artifact, step)):
+        parsed = layout.parse_shard_key(info.key)
+        if not parsed or parsed[0] != artifact or parsed[1] != step:
+            continue
+        if parsed[2] is None:
+            claim = True
+        else:
+            records[(parsed[2], parsed[3])] = info.key  # type: ignore[index]
+    return records, claim
+
+
+def _other_worlds(records: dict[tuple[int, int], str], world: int) -> set[int]:
+    return {w for _, w in records if w != world}
+
+
+def _load_records(store: Store, artifact: str, step: int, world: int,
+                  keys: dict[tuple[int, int], str]) -> list[ShardRecord]:
+    from ..transfer.pool import bounded_map
+
+    wanted = [keys[(r, world)] for r in range(world) if (r, world) in keys]
+    return list(bounded_map(lambda k: decode_record(store.get(k), key=k), wanted, workers=16,
+                            name="ckptlake-meta"))
+
+
+def _read_claim(store: Store, key: str) -> tuple[Claim, str] | None:
+    try:
+        data, etag = store.get_with_etag(key)
+    except NotFound:
+        return None
+    return decode_claim(data, key=key), etag
+
+
+def _manifest_commit_id(store: Store, artifact: str, number: int) -> str | None:
+    """The commit_id the manifest at `number` carries; None if absent/foreign/unreadable."""
+    from .catalog import load_manifest
+
+    try:
+        return load_manifest(store, artifact, number).metadata.get(META_COMMIT_ID)
+    except (NotFound, IntegrityError):
+        return None
+
+
+def _next_number(store: Store, artifact: str, after: int | None) -> int:
+    from .catalog import version_numbers
+
+    numbers = version_numbers(store, artifact)
+    n = (numbers[-1] if numbers else 0) + 1
+    return max(n, (after or 0) + 1)
+
+
+def _commit(store: Store, claim: Claim, etag: str, records: list[ShardRecord],
+            hash_algo: str) -> int:
+    """Write the manifest as the claim's owner; return the version.  Raises _LostClaim if the
+    claim was taken over (then the new owner finishes), Conflict if the records collide."""
+    key = layout.shard_claim_key(claim.artifact, claim.step)
+    try:
+        manifest = merge_records(records, artifact=claim.artifact, step=claim.step,
+                                 world=claim.world, hash_algo=hash_algo,
+                                 commit_id=claim.commit_id)
+    except (Conflict, IntegrityError) as exc:
+        failed = replace(claim, state="failed", error=str(exc), updated=utcnow())
+        try:
+            _cas(store, key, failed, etag)
+        except _LostClaim:
+            pass
+        raise
+    # A committing claim carries the intent: try that number first (a previous owner may have
+    # written it already).  Any other number only after seeing the intent taken by a foreign
+    # version, and only by compare-and-swap.
+    n = claim.version if claim.state == "committing" else None
+    after: int | None = None
+    for attempt in range(200):
+        if n is None:
+            n = _next_number(store, claim.artifact, after)
+            claim = replace(claim, state="committing", version=n, updated=utcnow())
+            etag = _cas(store, key, claim, etag)
+        try:
+            store.put(layout.version_key(claim.artifact, n),
+                      replace(manifest, version=n).encode(), if_none_match=True)
+            break
+        except PreconditionFailed:
+            if _manifest_commit_id(store, claim.artifact, n) == claim.commit_id:
+                break  # a previous owner (or our own retried write) got there: that is the commit
+            time.sleep(random.random() * min(1.0, 0.01 * 2 ** min(attempt, 7)))
+            after, n = n, None
+    else:
+        raise Conflict(f"could not claim a version number for {claim.artifact} after 200 "
+                       "attempts", hint="too many concurrent pushers; push any rank again")
+    done = replace(claim, state="committed", version=n, updated=utcnow(), error=None)
+    try:
+        _cas(store, key, done, etag)
+    except _LostClaim:
+        pass  # whoever took over finds the manifest at N carrying our commit_id
+    return n
+
+
+def finish_step(store: Store, artifact: str, step: int, world: int, *, stale_after: float,
+                wait_seconds: float, owner: str | None = None,
+                poll: float = 0.2) -> tuple[int | None, bool]:
+    """Commit a step whose WORLD records are all in (or follow whoever is committing it).
+
+    Returns (version or None if still being committed by a live owner after `wait_seconds`,
+    whether this call wrote the manifest).  Raises Conflict if the step failed.
+    """
+    owner = owner or _new_owner()
+    key = layout.shard_claim_key(artifact, step)
+    deadline = time.monotonic() + wait_seconds
+    header = None
+    while True:
+        got = _read_claim(store, key)
+        if got is None:
+            claim = Claim(artifact=artifact, step=step, world=world,
+                          commit_id=uuid.uuid4().hex, state="claimed", owner=owner,
+                          updated=utcnow())
+            try:
+                etag = store.put(key, claim.encode(), if_none_match=True)
+            except PreconditionFailed:
+                got = _read_claim(store, key)
+                if got is None or got[0].owner != owner:
+                    continue  # another rank won: follow it
+                claim, etag = got  # our own create, retried after a lost response
+        else:
+            claim, etag = got
+            if claim.world != world:
+                raise Conflict(f"{artifact} step {step} is being committed with {claim.world} "
+                               f"ranks, not {world}")
+            if claim.state == "committed":
+                return claim.version, False
+            if claim.state == "failed":
+                raise Conflict(f"{artifact} step {step} cannot be committed: {claim.error}",
+                               hint="remove its shard records and push every rank again")
+            if claim.owner != owner:
+                if claim.age() < stale_after:
+                    if time.monotonic() >= deadline:
+                        return None, False
+                    time.sleep(poll * (0.5 + random.random()))
+                    poll = min(poll * 1.5, 2.0)
+                    continue
+                # Presumed dead: take over, keeping its commit_id and intent.
+                mine = replace(claim, owner=owner, updated=utcnow())
+                try:
+                    etag = _cas(store, key, mine, etag)
+                except _LostClaim:
+                    continue
+                claim = mine
+        keys, _ = _list_step(store, artifact, step)
+        records = _load_records(store, artifact, step, world, keys)
+        if len(records) != world:
+            raise IntegrityError(f"{artifact} step {step}: claimed with {len(records)} of "
+                                 f"{world} shard records present")
+        header = header or ensure_header(store)
+        try:
+            return _commit(store, claim, etag, records, header.hash), True
+        except _LostClaim:
+            continue
+
+
+def push_shard(store: Store, tree: SourceTree, artifact: str, *, step: int, rank: int,
+               world: int, chunk_size: int | None, concurrency: int,
+               metrics: dict[str, float], metadata: dict[str, str], aliases: Sequence[str],
+               progress: Progress, lake_url: str, stale_after: float = DEFAULT_STALE_AFTER,
+               wait_seconds: float | None = None, throttle: Any = None,
+               observers: Sequence[Any] = ()) -> ShardPushResult:
+    """Upload this rank's files and record them; commit the step if this rank completes it.
+
+    `wait_seconds`: how long a rank that sees the full set but not the claim waits for the
+    owner to commit (default: stale_after plus a minute, so a dead owner is replaced).
+    """
+    from .catalog import set_alias
+
+    if world < 1 or not 0 <= rank < world:
+        raise UsageError(f"shard rank must be in 0..WORLD-1, got {rank}/{world}")
+    started = time.monotonic()
+    header = ensure_header(store, **({"chunk_size": chunk_size} if chunk_size else {}))
+    # Refuse cheaply before uploading when the step is already known to be incompatible.
+    keys, has_claim = _list_step(store, artifact, step)
+    if others := _other_worlds(keys, world):
+        raise Conflict(f"{artifact} step {step} already has shards of a world of "
+                       f"{', '.join(map(str, sorted(others)))} ranks, not {world}")
+    files, up = upload_tree(store, tree, algo=header.hash,
+                            chunk_size=chunk_size or header.chunk_size, concurrency=concurrency,
+                            progress=progress, observers=observers,
+                            **({"throttle": throttle} if throttle else {}))
+    record = ShardRecord(
+        artifact=artifact, step=step, rank=rank, world=world, aliases=tuple(aliases),
+        manifest=Manifest(artifact=artifact, version=0, kind="dir", hash=header.hash,
+                          files=files, dirs=tuple(tree.empty_dirs), step=step,
+                          created=utcnow(), created_by=user_at_host(), tool=tool_version(),
+                          metrics=dict(metrics), metadata=dict(metadata)))
+    key = layout.shard_record_key(artifact, step, rank, world)
+    keys, has_claim = _list_step(store, artifact, step)
+    if world <= PRECHECK_MAX_WORLD:
+        # A collision with records already in would make the step uncommittable: refuse
+        # before writing ours.  Best effort (records may race with ours, and the check costs
+        # WORLD reads per rank, hence the bound); the committer checks again, authoritatively.
+        present = [r for r in _load_records(store, artifact, step, world, keys)
+                   if r.rank != rank]
+        merge_records([*present, record], artifact=artifact, step=step, world=world,
+                      hash_algo=header.hash, commit_id="check")
+    repeated = False
+    try:
+        store.put(key, record.encode(), if_none_match=True)
+    except PreconditionFailed:
+        existing = decode_record(store.get(key), key=key)
+        if existing.identity() != record.identity():
+            raise Conflict(f"rank {rank} of {world} of {artifact} step {step} was already pushed "
+                           "with other files", hint="a step's shards are written once; push to "
+                                                    "another step or artifact") from None
+        repeated = True
+    keys, has_claim = _list_step(store, artifact, step)
+    if others := _other_worlds(keys, world):
+        raise Conflict(f"{artifact} step {step} has shards of a world of "
+                       f"{', '.join(map(str, sorted(others)))} ranks as well as {world}")
+    present_ranks = {r for r, w in keys if w == world}
+    version, here = None, False
+    if len(present_ranks) == world or has_claim:
+        version, here = finish_step(
+            store, artifact, step, world, stale_after=stale_after,
+            wait_seconds=stale_after + 60 if wait_seconds is None else wait_seconds)
+        if version is not None and here:
+            for rec_alias in sorted({a for r in _aliases_of(store, artifact, step, world, keys)
+                                     for a in r}):
+                set_alias(store, artifact, rec_alias, version)
+    return ShardPushResult(
+        lake=lake_url, artifact=artifact, step=step, rank=rank, world=world,
+        shards_present=len(present_ranks), version=version, committed_here=here,
+        repeated=repeated, files=len(tree.files) + len(tree.symlinks),
+        bytes_scanned=tree.total_bytes, bytes_uploaded=up.uploaded.value,
+        bytes_deduplicated=up.deduplicated.value, chunks_uploaded=up.uploaded.count,
+        chunks_deduplicated=up.deduplicated.count,
+        seconds=round(time.monotonic() - started, 3))
+
+
+def _aliases_of(store: Store, artifact: str, step: int, world: int,
+                keys: dict[tuple[int, int], str]) -> list[tuple[str, ...]]:
+    return [r.aliases for r in _load_records(store, artifact, step, world, keys)]
+
+
+# ---- pending ----------------------------------------------------------------------------------
+
+def pending(store: Store, artifact: str | None = None, *,
+            stale_after: float = DEFAULT_STALE_AFTER) -> list[PendingStep]:
+    """Sharded steps without a committed version, oldest step first (read-only).
+
+    States: `incomplete` (ranks missing), `ready` (all in, nobody claimed: push any rank again),
+    `claimed`/`committing` (an owner is at work), `stale` (its owner looks dead: push any rank
+    again to take over), `failed` (records collide; see `error`), `conflict` (records of several
+    world sizes).
+    """
+    prefix = layout.shards_prefix(artifact) if artifact else layout.ARTIFACTS_PREFIX
+    groups: dict[tuple[str, int], dict[str, Any]] = {}
+    for info in store.list(prefix):
+        parsed = layout.parse_shard_key(info.key)
+        if not parsed or (artifact is not None and parsed[0] != artifact):
+            continue
+        g = groups.setdefault((parsed[0], parsed[1]), {"records": set(), "claim": False})
+        if parsed[2] is None:
+            g["claim"] = True
+        else:
+            g["records"].add((parsed[2], parsed[3]))
+    out: list[PendingStep] = []
+    now = utcnow()
+    for (art, step), g in sorted(groups.items()):
+        worlds = {w for _, w in g["records"]}
+        claim = None
+        if g["claim"]:
+            got = _read_claim(store, layout.shard_claim_key(art, step))
+            claim = got[0] if got else None
+        if claim is not None and claim.state == "committed":
+            continue
+        world = claim.world if claim else (max(worlds) if worlds else 0)
+        ranks = sorted(r for r, w in g["records"] if w == world)
+        missing = sorted(set(range(world)) - set(ranks))
+        if len(worlds) > 1:
+            state = "conflict"
+        elif claim is None:
+            state = "incomplete" if missing else "ready"
+        elif claim.state == "failed":
+            state = "failed"
+        elif claim.age(now) >= stale_after:
+            state = "stale"
+        else:
+            state = claim.state
+        out.append(PendingStep(
+            artifact=art, step=step, world=world, ranks=ranks, missing=missing, state=state,
+            owner=claim.owner if claim else None,
+            claim_age_seconds=round(claim.age(now), 1) if claim else None,
+            version=claim.version if claim else None,
+            error=claim.error if claim else (
+                f"shards of world sizes {sorted(worlds)}" if len(worlds) > 1 else None)))
+    return out
