@@ -46,6 +46,7 @@ from ..results import _Result
 from ..store.base import Store
 from ..transfer.progress import Progress
 from .identity import iso, tool_version, user_at_host, utcnow
+from .gc_guard import guard_commit
 from .push import upload_tree
 from .scan import SourceTree
 
@@ -509,7 +510,11 @@ def push_shard(store: Store, tree: SourceTree, artifact: str, *, step: int, rank
                       hash_algo=header.hash, commit_id="check")
     repeated = False
     try:
-        store.put(key, record.encode(), if_none_match=True)
+        # The record is what makes gc treat this rank's chunks as live (like a manifest), so
+        # it is written under the same guard as a push's commit.
+        guard_commit(store, referenced=record.manifest.chunk_digests(),
+                     commit=lambda: store.put(key, record.encode(), if_none_match=True),
+                     reupload=up.reupload, started=started)
     except PreconditionFailed:
         existing = decode_record(store.get(key), key=key)
         if existing.identity() != record.identity():
