@@ -469,3 +469,13 @@ def test_open_store_does_not_import_boto3_for_local_lakes(tmp_path: Path) -> Non
             "st.put('k', b'v'); assert st.get('k') == b'v'; "
             "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules")
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "lake")], check=True)
+
+
+def test_get_into_reuses_the_callers_buffer(store: Store) -> None:
+    store.put("k/a", b"hello world")
+    buf = bytearray(64)
+    view = store.get_into("k/a", buf)
+    assert bytes(view) == b"hello world" and view.obj is buf
+    big = bytes(range(256)) * 1024
+    store.put("k/big", big)
+    assert bytes(store.get_into("k/big", bytearray(10))) == big  # larger than the buffer

@@ -240,6 +240,17 @@ class _Fetcher:
         self.throttle = throttle or Throttle(None)
         self.downloaded = Counter()
         self.resumed = Counter()
+        self._local = threading.local()
+        # The largest chunk object this version references: every fetch fits the buffer.
+        self.chunk_capacity = max(((c.offset or 0) + c.size for f in m.files for c in f.chunks),
+                                  default=0)
+
+    def _buffer(self) -> bytearray:
+        """One chunk-sized buffer per worker thread, reused for every chunk it fetches."""
+        buf = getattr(self._local, "buffer", None)
+        if buf is None:
+            buf = self._local.buffer = bytearray(self.chunk_capacity)
+        return buf
 
     def __call__(self, unit: _Unit) -> None:
         if unit.digest in self.staging.done and _already_staged(unit, self.m.hash):
@@ -249,7 +260,7 @@ class _Fetcher:
         key = layout.chunk_key(unit.digest)
         self.throttle.acquire(max(t[2] + t[3] for t in unit.targets))
         try:
-            data = memoryview(self.store.get(key))
+            data = self.store.get_into(key, self._buffer())
         except NotFound:
             raise IntegrityError(f"chunk {key} of {self.m.artifact}@v{self.m.version} is "
                                  "missing from the lake",

@@ -85,6 +85,9 @@ class RetryingStore(Store):
     def get(self, key: str) -> bytes:
         return self._call(key, lambda: self.inner.get(key))
 
+    def get_into(self, key: str, buffer: bytearray) -> memoryview:
+        return self._call(key, lambda: self.inner.get_into(key, buffer))
+
     def get_range(self, key: str, start: int, length: int) -> bytes:
         return self._call(key, lambda: self.inner.get_range(key, start, length))
 

@@ -21,6 +21,7 @@ from .base import MultipartUpload, ObjectInfo, Store
 from .local import validate_key
 
 DELETE_BATCH = 1000  # DeleteObjects' limit
+_READ_PIECE = 1024 * 1024  # bytes per read() when streaming a body into a caller's buffer
 
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404", "NoSuchUpload"})
 _PRECONDITION_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
@@ -254,6 +255,34 @@ class S3Store(Store):
 
     def get(self, key: str) -> bytes:
         return self._get_object(key, "get")[0]
+
+    def get_into(self, key: str, buffer: bytearray) -> memoryview:
+        """Stream the body into the caller's buffer in small pieces (no chunk-sized allocation;
+        urllib3's own readinto is a read() plus a copy, so it would not help)."""
+        b = _b()
+        try:
+            response = self._client.get_object(Bucket=self.bucket, Key=self._full(key))
+        except b.all_errors as exc:
+            self._fail(exc, key, "get")
+        size = response.get("ContentLength")
+        if size is None or size > len(buffer):
+            return memoryview(self._read_body(response, key, "get"))
+        body = response["Body"]
+        view = memoryview(buffer)[:size]
+        got = 0
+        try:
+            while got < size:
+                piece = body.read(min(_READ_PIECE, size - got))
+                if not piece:
+                    raise TransientError(f"{self._describe(key)}: get: short read "
+                                         f"({got} of {size} bytes)")
+                view[got:got + len(piece)] = piece
+                got += len(piece)
+        except b.all_errors as exc:
+            self._fail(exc, key, "get")
+        finally:
+            body.close()
+        return view
 
     def get_with_etag(self, key: str) -> tuple[bytes, str]:
         return self._get_object(key, "get")
