@@ -402,3 +402,20 @@ def test_retries_reach_the_progress_reporter(tmp_path: Path) -> None:
     r = lake.push(f, "a/b", progress=Watch())
     assert r.version == 1
     assert seen == [(failures[0], 1, "503 SlowDown")]
+
+
+@pytest.mark.parametrize("size", [1, 4095, 4096, 4096 * 3 + 17, 2 * MiB + 1])
+def test_staged_writes_direct_and_buffered_give_the_same_bytes(tmp_path: Path, size: int) -> None:
+    import mmap
+
+    from ckptlake.core.pull import _write
+
+    data = os.urandom(size)
+    buf = mmap.mmap(-1, size + 4096)
+    buf[:size] = data
+    for name, piece, direct in [("direct", memoryview(buf)[:size], True),
+                                ("buffered", memoryview(data), False)]:
+        path = tmp_path / name
+        path.write_bytes(b"\0" * (8192 + size))
+        _write(str(path), piece, 8192, direct=direct)
+        assert path.read_bytes() == b"\0" * 8192 + data

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import mmap
 import os
 import shutil
 import stat
@@ -245,11 +246,14 @@ class _Fetcher:
         self.chunk_capacity = max(((c.offset or 0) + c.size for f in m.files for c in f.chunks),
                                   default=0)
 
-    def _buffer(self) -> bytearray:
-        """One chunk-sized buffer per worker thread, reused for every chunk it fetches."""
+    def _buffer(self) -> mmap.mmap:
+        """One chunk-sized buffer per worker thread, reused for every chunk it fetches.
+
+        Anonymous mmap: page-aligned, as O_DIRECT writes require.
+        """
         buf = getattr(self._local, "buffer", None)
         if buf is None:
-            buf = self._local.buffer = bytearray(self.chunk_capacity)
+            buf = self._local.buffer = mmap.mmap(-1, max(self.chunk_capacity, 1))
         return buf
 
     def __call__(self, unit: _Unit) -> None:
@@ -278,13 +282,51 @@ class _Fetcher:
                 raise IntegrityError(f"chunk {key} is shorter than the manifest says")
             if file_digest is not None and digest(self.m.hash, piece) != file_digest:
                 raise IntegrityError(f"packed file in chunk {key} does not match its digest")
-            fd = os.open(path, os.O_WRONLY)
-            try:
-                os.pwrite(fd, piece, file_offset)
-            finally:
-                os.close(fd)
+            _write(path, piece, file_offset,
+                   direct=chunk_offset == 0 and isinstance(data.obj, mmap.mmap))
         self.staging.record(unit.digest)
         self.progress.advance(unit.nbytes)
+
+
+_DIRECT_ALIGN = 4096
+# CKPTLAKE_NO_DIRECT_IO=1 forces buffered writes (an escape hatch for odd filesystems).
+_direct_ok = not os.environ.get("CKPTLAKE_NO_DIRECT_IO") and hasattr(os, "O_DIRECT")
+
+
+def _write(path: str, piece: memoryview, offset: int, *, direct: bool) -> None:
+    """Write a verified piece at its offset in a staged file.
+
+    Aligned whole chunks bypass the page cache (O_DIRECT): measured here, right after the
+    server had taken a 1 GiB upload, copying pulled bytes into new page-cache pages cost
+    2.3 s of kernel time per GiB (perf: copy_folio_from_iter_atomic 55 %).  Anything
+    unaligned, and filesystems that refuse O_DIRECT, take the ordinary buffered write.
+    """
+    global _direct_ok
+    n = len(piece)
+    if direct and _direct_ok and offset % _DIRECT_ALIGN == 0 and n >= _DIRECT_ALIGN:
+        aligned = n - n % _DIRECT_ALIGN
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
+        except OSError:
+            _direct_ok = False
+        else:
+            try:
+                os.pwrite(fd, piece[:aligned], offset)
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                _direct_ok = False  # buffer or filesystem not suitable: buffered from now on
+                aligned = 0
+            finally:
+                os.close(fd)
+            piece, offset = piece[aligned:], offset + aligned
+            if not len(piece):
+                return
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, piece, offset)
+    finally:
+        os.close(fd)
 
 
 def _place(p: _Placement, staging: _Staging) -> None:
