@@ -316,7 +316,8 @@ class Lake:
     def lineage(self, ref: str | Ref, *, direction: str = "up",
                 depth: int | None = None) -> "LineageGraph":
         """Ancestors (`up`), descendants (`down`) or `both` of a version, with inputs as leaves;
-        versions deleted by gc appear with status "expired", unknown ones as "missing"."""
+        versions deleted by gc appear with status "expired", unknown ones as "missing".
+        Reads listings, manifests and tombstones only, never a data chunk: no egress guard."""
         from .core.lineage import lineage
 
         return lineage(self.store, ref, direction=direction, depth=depth)
@@ -328,15 +329,33 @@ class Lake:
 
         return show(self.store, ref)
 
-    def diff(self, a: str | Ref, b: str | Ref, *, values: bool = False) -> "DiffResult":
+    def diff(self, a: str | Ref, b: str | Ref, *, values: bool = False,
+             egress: "EgressPolicy | None" = None, yes: bool = False,
+             confirm: "Callable[[EgressEstimate], bool] | None" = None,
+             on_estimate: "Callable[[EgressEstimate], None] | None" = None) -> "DiffResult":
         """What changed from version `a` to version `b` (any two artifacts): metadata, files,
         shared bytes and, for .safetensors files, tensors, all from the two manifests.
         `values=True` also fetches the changed tensors' bytes (only those) for value
-        statistics; it needs numpy."""
-        from .core.diff import diff
+        statistics; it needs numpy.
 
-        return diff(self.store, catalog.resolve(self.store, a), catalog.resolve(self.store, b),
-                    values=values)
+        egress: with `values=True`, the egress guard of `pull` (see there): the tensor bytes
+        about to be fetched are estimated and priced first (`on_estimate`), and above
+        `confirm_above_usd` the diff fetches nothing unless `yes` or `confirm(estimate)`,
+        raising PolicyRefusal.  None (the default): no egress check.
+        """
+        from .core import diff as _diff
+
+        ma, mb = catalog.resolve(self.store, a), catalog.resolve(self.store, b)
+        if values and egress is not None:
+            from .core import egress as _egress
+
+            est = _egress.estimate_diff(self.store, ma, mb, egress)
+            if est.bytes_to_download:
+                _diff.require_numpy()  # a missing numpy fails before any cost is put to anyone
+            if on_estimate is not None:
+                on_estimate(est)
+            _egress.enforce(est, yes=yes, confirm=confirm)
+        return _diff.diff(self.store, ma, mb, values=values)
 
     # ---- retention, gc and egress (issue 4) -------------------------------------------------
 
@@ -351,6 +370,19 @@ class Lake:
         m = catalog.resolve(self.store, ref)
         policy = egress if egress is not None else load_egress(load_config())
         return _egress.estimate_pull(self.store, m, os.fspath(destination), policy)
+
+    def estimate_diff(self, a: str | Ref, b: str | Ref, *,
+                      egress: "EgressPolicy | None" = None) -> "EgressEstimate":
+        """What `diff(a, b, values=True)` would download (the changed tensors' bytes, both
+        sides), over which route, at what cost; reads the two manifests only.  egress None:
+        the config file's policy."""
+        from .core import egress as _egress
+        from .policy.config import load_config
+        from .policy.egress import load_egress
+
+        ma, mb = catalog.resolve(self.store, a), catalog.resolve(self.store, b)
+        policy = egress if egress is not None else load_egress(load_config())
+        return _egress.estimate_diff(self.store, ma, mb, policy)
 
     def gc_plan(self, policy: "RetentionPolicy | str | Path | None" = None, *,
                 match: str | None = None, now: "datetime | None" = None) -> "GcPlan":

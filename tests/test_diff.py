@@ -212,6 +212,9 @@ def test_values_bf16_and_unsupported_dtypes(lake: Lake, tmp_path: Path) -> None:
     assert got["w"]["max_abs_diff"] == 1.0
     assert got["w"]["rel_l2"] == pytest.approx(1 / np.linalg.norm([1.0, 2.0, -4.0]))
     assert got["q"]["error"] == "unsupported dtype F8_E4M3"
+    # the egress estimate counts what is fetched: w's 6 bytes a side, not q (never fetched)
+    assert lake.estimate_diff("bf@v1", "bf@v2").bytes_to_download == 12 == \
+        r.values["bytes_fetched"]
 
 
 def test_corrupt_chunk_fails_values(lake: Lake, store: MemoryStore, tmp_path: Path) -> None:
@@ -262,6 +265,116 @@ def test_untracked_safetensors_files_are_named(lake: Lake, store: MemoryStore,
     assert r.tensors["removed"] and r.identical, "same bytes: the files are unchanged"
 
 
+# ---- egress guard of --values ---------------------------------------------------------------
+
+class ChunkCountingBucket(MemoryStore):
+    """A MemoryStore posing as an S3 lake in us-east-1 (no network) that records every read of
+    a data chunk: (key, bytes) per GET or ranged GET."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.url = "s3://fake-bucket/lake"
+        self.chunk_reads: list[tuple[str, int]] = []
+
+    def bucket_region(self) -> str | None:
+        return "us-east-1"
+
+    def get(self, key: str) -> bytes:
+        data = super().get(key)
+        if key.startswith(layout.CHUNKS_PREFIX):
+            self.chunk_reads.append((key, len(data)))
+        return data
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        data = super().get_range(key, start, length)
+        if key.startswith(layout.CHUNKS_PREFIX):
+            self.chunk_reads.append((key, len(data)))
+        return data
+
+
+TENSOR_BYTES = 3 * 2 * 128 * 128 * 4  # 3 changed float32 [128, 128] tensors, both sides
+# ~384 KiB inter-region at $1000/GB: about $0.37
+PRICES = {"same_region": 0.0, "inter_region": 1000.0, "internet": 2000.0}
+
+
+def test_values_estimate_is_exactly_what_is_fetched(tmp_path: Path) -> None:
+    from ckptlake.policy.egress import EgressPolicy
+
+    store = ChunkCountingBucket()
+    lake = Lake(store, chunk_size=MiB, concurrency=4)
+    push_pair(lake, tmp_path)
+    policy = EgressPolicy(client_region="eu-west-1", price_per_gb=PRICES)
+    est = lake.estimate_diff("run/ckpt@v1", "run/ckpt@v2", egress=policy)
+    assert store.chunk_reads == [], "estimating reads manifests only"
+    assert (est.operation, est.base, est.artifact, est.version) == ("diff", "run/ckpt@v1",
+                                                                      "run/ckpt", 2)
+    assert est.bytes_to_download == TENSOR_BYTES and est.route == "inter_region"
+    assert est.lake_region == "us-east-1" and est.lake_region_origin == "bucket"
+    assert est.cost_usd == pytest.approx(TENSOR_BYTES / (1 << 30) * 1000)
+    r = lake.diff("run/ckpt@v1", "run/ckpt@v2", values=True, egress=policy)
+    assert r.values is not None and r.values["bytes_fetched"] == TENSOR_BYTES
+    assert sum(n for _, n in store.chunk_reads) == TENSOR_BYTES, "ranged reads: the ranges"
+
+
+def test_values_egress_guard_warns_refuses_and_proceeds(tmp_path: Path) -> None:
+    from ckptlake.errors import PolicyRefusal
+    from ckptlake.policy.egress import EgressPolicy
+
+    store = ChunkCountingBucket()
+    lake = Lake(store, chunk_size=MiB, concurrency=4)
+    push_pair(lake, tmp_path)
+    a, b = "run/ckpt@v1", "run/ckpt@v2"
+    warn_only = EgressPolicy(client_region="eu-west-1", price_per_gb=PRICES,
+                             warn_above_usd=0.1)
+    seen: list[Any] = []
+    lake.diff(a, b, values=True, egress=warn_only, on_estimate=seen.append)
+    assert len(seen) == 1 and seen[0].warn and not seen[0].needs_confirmation
+
+    strict = EgressPolicy(client_region="eu-west-1", price_per_gb=PRICES, warn_above_usd=0.1,
+                          confirm_above_usd=0.2)
+    store.chunk_reads.clear()
+    with pytest.raises(PolicyRefusal, match=r"diff --values of run/ckpt@v1 -> run/ckpt@v2 "
+                                            r"would download 384\.00 KiB") as info:
+        lake.diff(a, b, values=True, egress=strict)
+    assert "--yes" in (info.value.hint or "") and "without --values" in (info.value.hint or "")
+    asked: list[Any] = []
+    with pytest.raises(PolicyRefusal):
+        lake.diff(a, b, values=True, egress=strict, confirm=lambda e: asked.append(e) or False)
+    assert len(asked) == 1 and asked[0].needs_confirmation
+    assert store.chunk_reads == [], "refused: no chunk was read"
+    # no --values: manifests only, nothing to guard
+    assert lake.diff(a, b, egress=strict).values is None and store.chunk_reads == []
+    assert lake.diff(a, b, values=True, egress=strict, confirm=lambda e: True).values
+    store.chunk_reads.clear()
+    r = lake.diff(a, b, values=True, egress=strict, yes=True)
+    assert r.values["bytes_fetched"] == TENSOR_BYTES == sum(n for _, n in store.chunk_reads)
+    # the same region costs nothing: no confirmation even at a threshold of 0
+    same = EgressPolicy(client_region="us-east-1", price_per_gb=PRICES, confirm_above_usd=0)
+    assert lake.diff(a, b, values=True, egress=same).values
+
+
+def test_values_without_numpy_fails_before_the_egress_question(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ckptlake.policy.egress import EgressPolicy
+
+    lake = Lake(ChunkCountingBucket(), chunk_size=MiB)
+    push_pair(lake, tmp_path)
+    real_import = builtins.__import__
+
+    def no_numpy(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "numpy" or name.startswith("numpy."):
+            raise ImportError("no numpy")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_numpy)
+    asked: list[Any] = []
+    strict = EgressPolicy(client_region="eu-west-1", price_per_gb=PRICES, confirm_above_usd=0)
+    with pytest.raises(UsageError, match=r"ckptlake\[numpy\]"):
+        lake.diff("run/ckpt@v1", "run/ckpt@v2", values=True, egress=strict,
+                  confirm=asked.append)
+    assert asked == []
+
+
 # ---- CLI ---------------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -294,3 +407,97 @@ def test_cli_diff_human_json_and_exit_code(cli_lake: Lake, tmp_path: Path) -> No
     r = run("diff", "run/ckpt@v1", "run/ckpt@v9")
     assert r.exit_code == 3 and "does not exist" in r.stderr
     assert run("diff", "run/ckpt@v1", "bad@@").exit_code == 2
+
+
+# ---- the egress guard end to end: the CLI as a process, SeaweedFS behind a counting proxy ----
+
+EGRESS_CONFIG = """\
+lake: {lake}
+egress:
+  lake_region: us-east-1
+  client_region: eu-west-1
+  price_per_gb: {{same_region: 0.0, inter_region: 1000.0, internet: 2000.0}}
+  warn_above_usd: 0.10
+  confirm_above_usd: {confirm}
+"""
+
+
+def test_cli_diff_values_egress_guard(seaweedfs: Any, s3_lake_url: str,
+                                      tmp_path: Path) -> None:
+    """~384 KiB of changed tensors inter-region at $1000/GB (~$0.37): a warning above 0.10;
+    above confirm_above_usd 0.20, no --yes and no terminal: exit 7 and not one chunk GET."""
+    import subprocess
+    import sys
+
+    from faultproxy import FaultProxy
+
+    from ckptlake.errors import EXIT_OK, EXIT_POLICY
+    from ckptlake.store import open_store
+
+    lake = Lake(open_store(s3_lake_url), chunk_size=MiB)
+    push_pair(lake, tmp_path)
+    lake.close()
+    warn_cfg, strict_cfg = tmp_path / "warn.yaml", tmp_path / "strict.yaml"
+    warn_cfg.write_text(EGRESS_CONFIG.format(lake=s3_lake_url, confirm=25.0))
+    strict_cfg.write_text(EGRESS_CONFIG.format(lake=s3_lake_url, confirm=0.20))
+    a, b = "run/ckpt@v1", "run/ckpt@v2"
+
+    with FaultProxy(seaweedfs.endpoint_url) as proxy:
+        env = {**seaweedfs.env, "AWS_ENDPOINT_URL": proxy.endpoint_url}
+
+        def run(*args: str, code: int = EXIT_OK) -> subprocess.CompletedProcess:
+            proxy.reset_stats()
+            p = subprocess.run([sys.executable, "-m", "ckptlake", *args], env=env,
+                               cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                               stdin=subprocess.DEVNULL)
+            assert p.returncode == code, (args, p.returncode, p.stdout, p.stderr)
+            assert "Traceback" not in p.stderr, p.stderr
+            return p
+
+        def chunk_gets() -> list[Any]:
+            return [x for x in proxy.exchanges() if x.method == "GET" and "/chunks/" in x.target]
+
+        # --estimate: the estimate only, with pull's --estimate fields (+ operation, base)
+        est = json.loads(run("diff", a, b, "--values", "--estimate", "--json", "--config",
+                             str(strict_cfg)).stdout)
+        assert chunk_gets() == []
+        assert (est["operation"], est["base"], est["artifact"], est["version"]) == (
+            "diff", a, "run/ckpt", 2)
+        assert est["bytes_to_download"] == TENSOR_BYTES and est["route"] == "inter_region"
+        assert est["needs_confirmation"] is True and est["warn"] is True
+        pull_est = json.loads(run("pull", b, str(tmp_path / "p"), "--estimate", "--json",
+                                  "--config", str(strict_cfg)).stdout)
+        assert pull_est["operation"] == "pull" and pull_est["base"] is None
+        assert set(est) == set(pull_est) - {"destination"}
+        human = run("diff", a, b, "--estimate", "--config", str(strict_cfg)).stdout
+        assert "diff --values run/ckpt@v1 -> run/ckpt@v2: would download 384.0 KiB" in human
+        assert "inter-region" in human and "$0.37" in human and "tensors:" not in human
+
+        # above the warning: one line on stderr, then the values
+        warned = run("diff", a, b, "--values", "--config", str(warn_cfg))
+        [line] = [ln for ln in warned.stderr.splitlines() if "warning" in ln]
+        assert "egress" in line and "diff --values" in line and "inter-region" in line
+        assert "egress.warn_above_usd 0.10" in line
+        assert "values: fetched 384.0 KiB for 3 changed tensors" in warned.stdout
+        assert sum(x.bytes_down for x in chunk_gets()) == TENSOR_BYTES
+
+        # above the confirmation, no --yes, no terminal: refused, not one chunk downloaded
+        refused = run("diff", a, b, "--values", "--config", str(strict_cfg), code=EXIT_POLICY)
+        assert "confirm_above_usd" in refused.stderr and "--yes" in refused.stderr
+        assert "nothing was downloaded" in refused.stderr and refused.stdout == ""
+        assert proxy.stats().total_requests > 0 and chunk_gets() == []
+        as_json = run("diff", a, b, "--values", "--json", "--config", str(strict_cfg),
+                      code=EXIT_POLICY)
+        assert json.loads(as_json.stdout)["error"]["exit_code"] == EXIT_POLICY
+        assert chunk_gets() == []
+
+        # without --values there is nothing to guard (manifests only)
+        plain = run("diff", a, b, "--config", str(strict_cfg))
+        assert "warning" not in plain.stderr and chunk_gets() == []
+
+        # --yes: proceeds, and fetches exactly the estimate
+        done = json.loads(run("diff", a, b, "--values", "--yes", "--json", "--config",
+                              str(strict_cfg)).stdout)
+        assert done["values"]["bytes_fetched"] == TENSOR_BYTES
+        assert sum(x.bytes_down for x in chunk_gets()) == TENSOR_BYTES
+        assert all("max_abs_diff" in x["values"] for x in done["tensors"]["changed"])

@@ -265,6 +265,35 @@ def test_down_reads_only_listings(lake: Lake, store: MemoryStore, src: Path) -> 
     assert store.calls["list"] == 4, "one listing of `artifacts/<a>/@` per artifact reached"
 
 
+def test_lineage_never_reads_a_data_chunk(src: Path) -> None:
+    """Why lineage has no egress guard (unlike pull and diff --values): whatever the direction,
+    through a tombstone too, it reads listings, manifests and tombstones, never a chunk."""
+    read: list[str] = []
+
+    class Recording(MemoryStore):
+        def get(self, key: str) -> bytes:
+            read.append(key)
+            return super().get(key)
+
+        def get_range(self, key: str, start: int, length: int) -> bytes:
+            read.append(key)
+            return super().get_range(key, start, length)
+
+        def get_with_etag(self, key: str) -> tuple[bytes, str]:
+            read.append(key)
+            return super().get_with_etag(key)
+
+    store = Recording()
+    lake = Lake(store, chunk_size=MiB)
+    story(lake, src)
+    _tombstone(store, "ft/ckpt", 1)
+    read.clear()
+    for ref, direction in (("ft/eval", "up"), ("base/model", "down"), ("ft/ckpt@v2", "both")):
+        lake.lineage(ref, direction=direction)
+    assert read and any("/@tomb/" in k for k in read)
+    assert not [k for k in read if k.startswith(layout.CHUNKS_PREFIX)]
+
+
 def test_both_directions(lake: Lake, src: Path) -> None:
     story(lake, src)
     g = lake.lineage("ft/model", direction="both")

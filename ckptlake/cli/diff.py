@@ -5,10 +5,11 @@ from typing import Annotated, Any
 
 import typer
 
+from .egress import confirm_egress, egress_policy, estimate_summary, warn_egress
 from .help import epilog
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt)
-from .output import Output, format_bytes, lake_url, open_lake
+from .output import Output, format_bytes, lake_origin, lake_url, open_lake
 
 HELP = ("Compare version A with version B (of one artifact or of two): step, metrics, "
         "metadata, files, bytes shared, and tensors of .safetensors files.\n\n"
@@ -22,7 +23,12 @@ EPILOG = epilog(
     "other data), matched by name across the files of each version.  --values fetches only the "
     "changed tensors and reports max |B-A| and the relative L2 change ||B-A||/||A|| (needs "
     "numpy: pip install 'ckptlake[numpy]').  Exit 0 whether or not they differ; with "
-    "--exit-code, 1 when they differ (step, metrics, metadata or files).")
+    "--exit-code, 1 when they differ (step, metrics, metadata or files).",
+    "Egress: before --values downloads anything, diff estimates the tensor bytes it will fetch "
+    "(both versions' ranges of the changed tensors), the route and the cost, from egress: in "
+    "ckptlake.yaml, exactly as pull does.  Above egress.warn_above_usd it warns; above "
+    "egress.confirm_above_usd it asks on a terminal and otherwise needs --yes (else exit 7, "
+    "nothing downloaded).  --estimate prints the estimate of --values only.")
 
 MAX_LINES = 50
 
@@ -35,6 +41,12 @@ def diff(
     values: Annotated[bool, typer.Option(
         "--values", help="Download the changed tensors (only those) and compare their values "
                          "(needs numpy).")] = False,
+    estimate: Annotated[bool, typer.Option(
+        "--estimate", help="Print what --values would download and cost (egress); download "
+                           "nothing.")] = False,
+    yes: Annotated[bool, typer.Option(
+        "--yes", "-y", help="With --values: accept an egress cost above "
+                            "egress.confirm_above_usd without asking.")] = False,
     exit_code: Annotated[bool, typer.Option(
         "--exit-code", help="Exit with 1 if the versions differ, 0 if not (like git diff "
                             "--exit-code).")] = False,
@@ -55,10 +67,19 @@ def diff(
         from ..format.refs import parse_ref
 
         ref_a, ref_b = parse_ref(a), parse_ref(b)
+        # only what downloads tensor data needs the egress policy (validated before opening)
+        egress = egress_policy(common) if values or estimate else None
         handle = open_lake(common)
         try:
             out.lake_line(handle)
-            result = handle.diff(ref_a, ref_b, values=values)
+            if estimate:
+                est = handle.estimate_diff(ref_a, ref_b, egress=egress)
+                out.result({**est.to_dict(), "lake": lake_url(handle),
+                            "lake_origin": lake_origin(handle)}, estimate_summary(est))
+                return
+            result = handle.diff(ref_a, ref_b, values=values, egress=egress, yes=yes,
+                                 confirm=confirm_egress(out),
+                                 on_estimate=lambda e: warn_egress(out, e, yes))
             doc = {"lake": lake_url(handle), **result.to_dict()} if out.json else {}
             out.result(doc, render(result) if out.human else None)
         finally:

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Callable
-
-if TYPE_CHECKING:
-    from ..policy.egress import EgressEstimate, EgressPolicy
+from typing import Annotated
 
 import typer
 
+from .egress import confirm_egress, egress_policy, estimate_summary, warn_egress
 from .help import epilog
 from .options import (CommonOptions, ConcurrencyOpt, MaxBandwidthOpt, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt,
                       LakeOpt, ProfileOpt, QuietOpt, RegionOpt)
@@ -84,44 +82,3 @@ def pull(
             out.result(doc, pull_summary(result))
         finally:
             handle.close()
-
-
-def egress_policy(common: CommonOptions) -> "EgressPolicy":
-    """The config's egress: section, validated before the lake is opened (exit 2 on errors)."""
-    from ..policy.config import load_config
-    from ..policy.egress import load_egress
-
-    return load_egress(load_config(str(common.config) if common.config else None))
-
-
-def estimate_summary(e: "EgressEstimate") -> str:
-    """would download 1.20 GiB of 2.00 GiB (0.80 GiB already at DEST): us-east-1 -> ..."""
-    from .output import format_bytes
-
-    have = f" ({format_bytes(e.bytes_present)} already at the destination)" \
-        if e.bytes_present else ""
-    return (f"{e.artifact}@v{e.version}: would download {format_bytes(e.bytes_to_download)} of "
-            f"{format_bytes(e.bytes_total)}{have}; {e.route_text()}; {e.cost_text()} at "
-            f"${e.price_per_gb:g}/GB")
-
-
-def warn_egress(out: Output, e: "EgressEstimate", yes: bool) -> None:
-    """One line on stderr above warn_above_usd (a confirmation, if needed, says it instead)."""
-    if e.warn and (yes or not e.needs_confirmation):
-        out.warn(f"egress: {estimate_summary(e)} (above egress.warn_above_usd "
-                 f"{e.warn_above_usd:.2f})")
-
-
-def confirm_egress(out: Output) -> "Callable[[EgressEstimate], bool] | None":
-    """On a terminal, ask; elsewhere (CI, pipes, --json) there is nobody to ask."""
-    import sys
-
-    if out.json or not (sys.stdin.isatty() and sys.stderr.isatty()):
-        return None
-
-    def ask(e: "EgressEstimate") -> bool:
-        return typer.confirm(f"egress: {estimate_summary(e)}, above egress.confirm_above_usd "
-                             f"{e.confirm_above_usd:.2f}.  Download anyway?", default=False,
-                             err=True)
-
-    return ask

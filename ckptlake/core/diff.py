@@ -9,6 +9,9 @@ checkpoints reads two manifests and no tensor data.
 ranged GETs of the chunks that hold them, a window at a time (memory stays bounded whatever the
 tensor size), verifies each against its recorded digest, and reports the largest absolute
 difference and the relative L2 change ||b - a|| / ||a||.  It needs numpy (`ckptlake[numpy]`).
+Exactly `values_to_fetch(value_pairs(a, b))` bytes are fetched (both sides of each changed
+tensor of a comparable dtype; nothing else), which is what the egress guard prices
+(core/egress.py, `estimate_diff`) before the first ranged GET.
 """
 from __future__ import annotations
 
@@ -157,6 +160,18 @@ def _tensors(a: Manifest, b: Manifest) -> tuple[dict[str, Any], list[tuple[Any, 
     return out, pairs
 
 
+def value_pairs(a: Manifest, b: Manifest) -> list[tuple[Any, ...]]:
+    """The (file A, tensor A, file B, tensor B) pairs `values=True` compares: changed data,
+    same dtype and shape (from the manifests alone)."""
+    return _tensors(a, b)[1]
+
+
+def values_to_fetch(pairs: list[tuple[Any, ...]]) -> int:
+    """The bytes `tensor_values(store, pairs)` downloads: each side's tensor range, once, for
+    every pair whose dtype it can compare (an unsupported dtype is reported, not fetched)."""
+    return sum(x.nbytes + y.nbytes for _, x, _, y in pairs if x.dtype in _NUMPY)
+
+
 def diff(store: Store, a: Manifest, b: Manifest, *, values: bool = False) -> DiffResult:
     files = _files(a, b)
     metrics = _dict_diff(a.metrics, b.metrics, numeric=True)
@@ -198,7 +213,7 @@ def read_range(store: Store, entry: FileEntry, start: int, length: int) -> Itera
             break
 
 
-def _numpy() -> Any:
+def require_numpy() -> Any:
     try:
         import numpy
     except ImportError:
@@ -216,7 +231,7 @@ def _as_float(np: Any, data: bytes, dtype: str) -> Any:
 
 def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorInfo]
              ) -> dict[str, Any]:
-    np = _numpy()
+    np = require_numpy()
     ea, x, eb, y = pair
     out: dict[str, Any] = {"name": y.name, "file": eb.path}
     if x.dtype not in _NUMPY:
@@ -258,7 +273,7 @@ def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorI
 def tensor_values(store: Store, pairs: list[tuple[Any, ...]]) -> dict[str, Any]:
     """Value statistics for changed tensors (same dtype and shape), fetching only their bytes."""
     if pairs:
-        _numpy()  # fail before any request if numpy is missing
+        require_numpy()  # fail before any request if numpy is missing
     stats = sorted(bounded_map(lambda p: _compare(store, p), pairs, workers=_VALUE_WORKERS,
                                name="ckptlake-diff"), key=lambda s: (s["file"], s["name"]))
     return {"bytes_fetched": sum(s["bytes_fetched"] for s in stats), "tensors": stats}

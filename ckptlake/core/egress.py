@@ -1,8 +1,10 @@
-"""The egress guard's measurements: what a pull would download, and where the lake is.
+"""The egress guard's measurements: what a pull or a `diff --values` would download, and where
+the lake is.
 
-Pricing and thresholds are policy (policy/egress.py); this module only looks: at the manifest,
+Pricing and thresholds are policy (policy/egress.py); this module only looks: at the manifests,
 at the destination (read-only: nothing is created, unlike the pull's own placement step), and
-at the bucket's region (one HeadBucket, S3 lakes only).
+at the bucket's region (one HeadBucket, S3 lakes only).  `lineage` downloads no data chunks
+(listings, manifests and tombstones only) and so has no guard.
 """
 from __future__ import annotations
 
@@ -84,14 +86,42 @@ def is_remote(store: Store) -> bool:
     return store.url.startswith("s3://")
 
 
+def estimate_download(store: Store, policy: EgressPolicy, *, artifact: str, version: int,
+                      bytes_total: int, bytes_present: int, bytes_to_download: int,
+                      operation: str = "pull", base: str | None = None) -> EgressEstimate:
+    """Price `bytes_to_download` fetched from this store: the route comes from the lake's
+    region (asked from the bucket only if the config does not say) and the client's."""
+    remote = is_remote(store)
+    region, origin = lake_region(store, policy) if remote else (None, "n/a")
+    return estimate(policy, artifact=artifact, version=version, bytes_total=bytes_total,
+                    bytes_present=bytes_present, bytes_to_download=bytes_to_download,
+                    local=not remote, lake_region=region, lake_region_origin=origin,
+                    operation=operation, base=base)
+
+
 def estimate_pull(store: Store, m: Manifest, destination: str, policy: EgressPolicy
                   ) -> EgressEstimate:
     to_download, present = bytes_to_fetch(m, destination)
-    remote = is_remote(store)
-    region, origin = lake_region(store, policy) if remote else (None, "n/a")
-    return estimate(policy, artifact=m.artifact, version=m.version, bytes_total=m.total_bytes,
-                    bytes_present=present, bytes_to_download=to_download, local=not remote,
-                    lake_region=region, lake_region_origin=origin)
+    return estimate_download(store, policy, artifact=m.artifact, version=m.version,
+                             bytes_total=m.total_bytes, bytes_present=present,
+                             bytes_to_download=to_download)
+
+
+def estimate_diff(store: Store, a: Manifest, b: Manifest, policy: EgressPolicy
+                  ) -> EgressEstimate:
+    """What `diff --values` of a -> b would download: the byte ranges of the changed tensors,
+    both sides (ranged GETs count their range, not the chunk), from the manifests alone."""
+    from .diff import value_pairs, values_to_fetch
+
+    return estimate_download(store, policy, artifact=b.artifact, version=b.version,
+                             bytes_total=a.total_bytes + b.total_bytes, bytes_present=0,
+                             bytes_to_download=values_to_fetch(value_pairs(a, b)),
+                             operation="diff", base=f"{a.artifact}@v{a.version}")
+
+
+_HINTS = {"pull": "run again with --yes to accept the cost, or pull from a lake in your region",
+          "diff": "run again with --yes to accept the cost, or without --values (the diff of "
+                  "the manifests downloads no tensor data)"}
 
 
 def enforce(est: EgressEstimate, *, yes: bool,
@@ -102,10 +132,10 @@ def enforce(est: EgressEstimate, *, yes: bool,
     if confirm is not None and confirm(est):
         return
     raise PolicyRefusal(
-        f"pull of {est.artifact}@v{est.version} would download "
+        f"{est.subject()} would download "
         f"{_size(est.bytes_to_download)} over {est.route_text()}: {est.cost_text()}, "
         f"above egress.confirm_above_usd ({est.confirm_above_usd:.2f}); nothing was downloaded",
-        hint="run again with --yes to accept the cost, or pull from a lake in your region")
+        hint=_HINTS.get(est.operation, _HINTS["pull"]))
 
 
 def _size(n: int) -> str:

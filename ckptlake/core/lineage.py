@@ -19,6 +19,9 @@ committed.  A crash between the two loses only the marker; the edge itself is in
 manifest (so `--up` is always complete, and the index can be rebuilt from manifests).  Readers
 ignore a marker whose child manifest is missing (unless a tombstone says gc expired it) or is
 newer than the marker (a number reused after gc cannot inherit someone else's edges).
+
+Egress: a walk reads listings, manifests and gc tombstones (small JSON), never a data chunk, so
+`lineage` has no egress guard (unlike `pull` and `diff --values`, core/egress.py).
 """
 from __future__ import annotations
 

@@ -1,10 +1,15 @@
-"""Egress guard: what a pull will cost in transfer fees, worked out before anything is fetched.
+"""Egress guard: what a download will cost in transfer fees, worked out before anything is fetched.
+
+Two commands download data chunks, and both are guarded: `pull`, and `diff --values` (ranged
+reads of the changed tensors).  `lineage`, `show`, `ls` and a `diff` without `--values` read only
+listings, manifests and small JSON records, and have no guard.
 
 The estimate has three parts:
 
-* **bytes**: what the pull will really download -- the chunk objects behind the files that are
-  not already present and verified at the destination (the same rule the pull applies: a file
-  whose bytes hash to the manifest's is kept, not fetched; a pack chunk is fetched whole);
+* **bytes**: what will really be downloaded.  For a pull, the chunk objects behind the files
+  that are not already present and verified at the destination (the same rule the pull applies:
+  a file whose bytes hash to the manifest's is kept, not fetched; a pack chunk is fetched whole).
+  For `diff --values`, the byte ranges of the changed tensors, both versions' (core/diff.py);
 * **route**: ``same_region``, ``inter_region`` or ``internet``, from the lake's region
   (``egress.lake_region``, else the bucket's own answer to HeadBucket) and the client's
   (``egress.client_region``, else ``$AWS_REGION`` / ``$AWS_DEFAULT_REGION``).  ``client_region:
@@ -13,9 +18,9 @@ The estimate has three parts:
   here ever asks the EC2 metadata service or any other network address;
 * **cost**: bytes / 2^30 (GB as cloud providers bill it) x the route's price.
 
-Above ``warn_above_usd`` the CLI prints one warning line; above ``confirm_above_usd`` the pull
-needs ``--yes`` (or a "yes" on a terminal) and otherwise stops with the policy exit code, having
-downloaded nothing.  Local lakes have no egress.
+Above ``warn_above_usd`` the CLI prints one warning line; above ``confirm_above_usd`` the
+command needs ``--yes`` (or a "yes" on a terminal) and otherwise stops with the policy exit code,
+having downloaded nothing.  Local lakes have no egress.
 """
 from __future__ import annotations
 
@@ -141,13 +146,16 @@ def route_between(lake_region: str | None, client: str | None) -> str:
 
 @dataclass(frozen=True)
 class EgressEstimate:
-    """What a pull will transfer and cost; `to_dict` is the `pull --estimate --json` document."""
+    """What a pull (or a `diff --values`) will transfer and cost; `to_dict` is the core of the
+    `pull --estimate --json` and `diff --estimate --json` documents.
+
+    For a diff, `artifact`/`version` are version B and `base` is version A ("artifact@vN")."""
 
     artifact: str
     version: int
-    bytes_total: int  # size of the version's files
-    bytes_present: int  # file bytes already present and verified at the destination
-    bytes_to_download: int  # chunk-object bytes the pull will fetch
+    bytes_total: int  # pull: size of the version's files; diff: of both versions' files
+    bytes_present: int  # pull: file bytes already present and verified at the destination
+    bytes_to_download: int  # chunk-object bytes (pull) or tensor byte ranges (diff) to fetch
     route: str  # same_region | inter_region | internet | unknown | local
     lake_region: str | None
     lake_region_origin: str
@@ -158,6 +166,8 @@ class EgressEstimate:
     cost_is_upper_bound: bool  # the route is unknown: priced as internet egress
     warn_above_usd: float | None
     confirm_above_usd: float | None
+    operation: str = "pull"  # what downloads: "pull" or "diff" (diff --values)
+    base: str | None = None  # diff: version A, "artifact@vN"
 
     @property
     def warn(self) -> bool:
@@ -169,6 +179,13 @@ class EgressEstimate:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "warn": self.warn, "needs_confirmation": self.needs_confirmation}
+
+    def subject(self) -> str:
+        """"pull of a@v3", "diff --values of a@v1 -> a@v3": what the estimate is for."""
+        ref = f"{self.artifact}@v{self.version}"
+        if self.operation == "diff":
+            return f"diff --values of {self.base} -> {ref}"
+        return f"{self.operation} of {ref}"
 
     def route_text(self) -> str:
         if self.route == "local":
@@ -195,8 +212,9 @@ class EgressEstimate:
 def estimate(policy: EgressPolicy, *, artifact: str, version: int, bytes_total: int,
              bytes_present: int, bytes_to_download: int, local: bool,
              lake_region: str | None, lake_region_origin: str,
-             environ: Mapping[str, str] | None = None) -> EgressEstimate:
-    """Price a pull (pure: the caller measured the bytes and looked up the lake's region)."""
+             environ: Mapping[str, str] | None = None, operation: str = "pull",
+             base: str | None = None) -> EgressEstimate:
+    """Price a download (pure: the caller measured the bytes and looked up the lake's region)."""
     if local:
         client, client_origin = None, "n/a"
         route, price = "local", 0.0
@@ -211,4 +229,4 @@ def estimate(policy: EgressPolicy, *, artifact: str, version: int, bytes_total: 
         lake_region_origin=lake_region_origin, client_region=client,
         client_region_origin=client_origin, price_per_gb=price, cost_usd=round(cost, 6),
         cost_is_upper_bound=route == "unknown", warn_above_usd=policy.warn_above_usd,
-        confirm_above_usd=policy.confirm_above_usd)
+        confirm_above_usd=policy.confirm_above_usd, operation=operation, base=base)

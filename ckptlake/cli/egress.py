@@ -1,0 +1,64 @@
+"""The egress guard in the CLI, shared by the commands that download data chunks: `pull` and
+`diff --values` (`lineage` reads only manifests and records, and has none).
+
+The estimate itself, and whether it refuses, are the library's (core/egress.py); here: the
+config's policy, the one-line summary, the warning and the question on a terminal.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import typer
+
+from .options import CommonOptions
+from .output import Output
+
+if TYPE_CHECKING:
+    from ..policy.egress import EgressEstimate, EgressPolicy
+
+
+def egress_policy(common: CommonOptions) -> "EgressPolicy":
+    """The config's egress: section, validated before the lake is opened (exit 2 on errors)."""
+    from ..policy.config import load_config
+    from ..policy.egress import load_egress
+
+    return load_egress(load_config(str(common.config) if common.config else None))
+
+
+def estimate_summary(e: "EgressEstimate") -> str:
+    """pull: "a@v3: would download 1.20 GiB of 2.00 GiB (0.80 GiB already at the destination);
+    us-east-1 -> eu-west-1 (inter-region); $0.02 at $0.02/GB".  diff: "diff --values a@v1 ->
+    a@v3: would download 64.00 MiB of changed tensors (2.00 GiB in the two versions); ..."."""
+    from .output import format_bytes
+
+    tail = f"; {e.route_text()}; {e.cost_text()} at ${e.price_per_gb:g}/GB"
+    if e.operation == "diff":
+        return (f"diff --values {e.base} -> {e.artifact}@v{e.version}: would download "
+                f"{format_bytes(e.bytes_to_download)} of changed tensors "
+                f"({format_bytes(e.bytes_total)} in the two versions){tail}")
+    have = f" ({format_bytes(e.bytes_present)} already at the destination)" \
+        if e.bytes_present else ""
+    return (f"{e.artifact}@v{e.version}: would download {format_bytes(e.bytes_to_download)} of "
+            f"{format_bytes(e.bytes_total)}{have}{tail}")
+
+
+def warn_egress(out: Output, e: "EgressEstimate", yes: bool) -> None:
+    """One line on stderr above warn_above_usd (a confirmation, if needed, says it instead)."""
+    if e.warn and (yes or not e.needs_confirmation):
+        out.warn(f"egress: {estimate_summary(e)} (above egress.warn_above_usd "
+                 f"{e.warn_above_usd:.2f})")
+
+
+def confirm_egress(out: Output) -> "Callable[[EgressEstimate], bool] | None":
+    """On a terminal, ask; elsewhere (CI, pipes, --json) there is nobody to ask."""
+    import sys
+
+    if out.json or not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return None
+
+    def ask(e: "EgressEstimate") -> bool:
+        return typer.confirm(f"egress: {estimate_summary(e)}, above egress.confirm_above_usd "
+                             f"{e.confirm_above_usd:.2f}.  Download anyway?", default=False,
+                             err=True)
+
+    return ask
