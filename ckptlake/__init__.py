@@ -25,24 +25,43 @@ __all__ = ["open", "Lake", "__version__", "CkptlakeError", "UsageError", "NotFou
 
 def open(lake: str | None = None, *, config: str | None = None, endpoint_url: str | None = None,
          profile: str | None = None, region: str | None = None, chunk_size: int | None = None,
-         concurrency: int | None = None, max_bandwidth: float | None = None) -> "Lake":
+         concurrency: int | None = None, max_bandwidth: float | None = None,
+         connect_timeout: float | None = None, read_timeout: float | None = None) -> "Lake":
     """Open a lake, resolving it like the CLI: `lake` > $CKPTLAKE_LAKE > config `lake:` > default.
 
     Keyword options override the config file's values.  The returned Lake's `origin` says how
     the lake was chosen (the CLI prints it so nobody pushes to the embedded default by mistake).
+
+    `connect_timeout` / `read_timeout` are seconds (S3 lakes; defaults 10 and 60): connecting
+    and sending a request (an upload's body too) may stall for `connect_timeout`, waiting for
+    a response or the next piece of its body for `read_timeout`; past that the attempt fails
+    and is retried.
     """
     from .lake import Lake
-    from .policy.config import load_config, resolve_lake
+    from .policy.config import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, check_timeout,
+                                load_config, resolve_lake)
     from .store import open_store
 
+    # Checked before anything else: a bad argument must not wait for the config or network.
+    if connect_timeout is not None:
+        check_timeout(connect_timeout, "connect timeout")
+    if read_timeout is not None:
+        check_timeout(read_timeout, "read timeout")
     cfg = load_config(config)
     url, origin = resolve_lake(lake, cfg)
     concurrency = concurrency or cfg.concurrency
     store = open_store(url, endpoint_url=endpoint_url or cfg.endpoint_url,
                        profile=profile or cfg.profile, region=region or cfg.region,
-                       max_connections=(concurrency or 8) + 4)
+                       max_connections=(concurrency or 8) + 4,
+                       connect_timeout=_first(connect_timeout, cfg.connect_timeout,
+                                              DEFAULT_CONNECT_TIMEOUT),
+                       read_timeout=_first(read_timeout, cfg.read_timeout, DEFAULT_READ_TIMEOUT))
     return Lake(store, chunk_size=chunk_size or cfg.chunk_size, concurrency=concurrency,
                 max_bandwidth=max_bandwidth or cfg.max_bandwidth, origin=origin)
+
+
+def _first(*values: float | None) -> float:
+    return next(float(v) for v in values if v is not None)
 
 
 def __getattr__(name: str):  # lazy: `ckptlake.Lake` without importing the engine up front

@@ -13,10 +13,12 @@ from ckptlake.policy.config import (
     Config,
     check_chunk_size,
     check_concurrency,
+    check_timeout,
     default_lake_dir,
     find_config,
     format_size,
     load_config,
+    parse_seconds,
     parse_size,
     resolve_lake,
 )
@@ -289,6 +291,19 @@ def test_line_of_falls_back_to_parent() -> None:
     ("chunk_size: 16777216.0\n", 1, "chunk_size", "got 16777216.0"),
     ("chunk_size: 1.5e7\n", 1, "chunk_size", "not a size: '1.5e7'"),  # YAML 1.1: a string
     ("chunk_size: true\n", 1, "chunk_size", "got true"),
+    ("lake: /x\nread_timeout: 0\n", 2, "read_timeout",
+     "must be more than 0 and at most 3600 seconds, got 0"),
+    ("read_timeout: -5\n", 1, "read_timeout", "got -5"),
+    ("read_timeout: 2h\n", 1, "read_timeout", "not a number of seconds: '2h'"),
+    ("read_timeout: 61m\n", 1, "read_timeout", "at most 3600 seconds, got 3660"),
+    ("read_timeout: soon\n", 1, "read_timeout", "not a number of seconds: 'soon'"),
+    ("read_timeout: true\n", 1, "read_timeout",
+     "must be a number of seconds or a string like 90s, got true"),
+    ("read_timeout: .inf\n", 1, "read_timeout", "got inf"),
+    ("read_timeout: .nan\n", 1, "read_timeout", "got nan"),
+    ("read_timeout: [60]\n", 1, "read_timeout", "got a list"),
+    ("\nconnect_timeout: 0s\n", 2, "connect_timeout", "must be more than 0"),
+    ("connect_timeout: {s: 1}\n", 1, "connect_timeout", "got a mapping"),
     ("lake: ''\n", 1, "lake", "must be a non-empty string, got ''"),
     ("lake: '   '\n", 1, "lake", "must be a non-empty string"),
     ("lake:\n", 1, "lake", "must be a non-empty string, got null"),
@@ -317,6 +332,7 @@ def test_errors_name_file_line_and_key(tmp_path: Path, text: str, line: int, key
 
 @pytest.mark.parametrize(("typo", "suggestion"), [
     ("chunksize", "chunk_size"), ("chunk-size", "chunk_size"), ("concurency", "concurrency"),
+    ("read-timeout", "read_timeout"), ("connect_timout", "connect_timeout"),
     ("endpoint", "endpoint_url"), ("regoin", "region"), ("retension", "retention"),
     ("Lake", "lake"),
 ])
@@ -470,6 +486,35 @@ def test_check_chunk_size_bounds(value: int) -> None:
         check_chunk_size(value)
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("60", 60.0), ("2.5", 2.5), ("'90s'", 90.0), ("'2 m'", 120.0), ("0.5s", 0.5), ("3600", 3600.0),
+    ("1m", 60.0), ("~", None), ("", None),
+])
+def test_timeouts_in_seconds(tmp_path: Path, text: str, expected: float | None) -> None:
+    config = load_text(tmp_path, f"connect_timeout: {text}\nread_timeout: {text}\n")
+    assert config.connect_timeout == config.read_timeout == expected
+    assert (config.lines["connect_timeout"], config.lines["read_timeout"]) == (1, 2)
+
+
+def test_timeout_errors_hint_at_the_default(tmp_path: Path) -> None:
+    assert "60 (seconds) is the default" in (config_error(tmp_path, "read_timeout: 0\n").hint or "")
+    assert "10 (seconds) is the default" in (
+        config_error(tmp_path, "connect_timeout: 0\n").hint or "")
+    assert "90s" in (config_error(tmp_path, "read_timeout: x\n").hint or "")
+
+
+def test_parse_seconds_and_check_timeout() -> None:
+    assert parse_seconds(7) == 7.0 and parse_seconds("7") == 7.0 and parse_seconds("1.5m") == 90.0
+    for junk in ("", "7h", "-1", "1e3", "s", True, None, [1]):
+        with pytest.raises(UsageError):
+            parse_seconds(junk)  # type: ignore[arg-type]
+    assert check_timeout(0.1) == 0.1 and check_timeout(3600) == 3600.0
+    for bad in (0, -1, 3600.5, float("nan"), float("inf"), True, "60", None):
+        with pytest.raises(UsageError) as info:
+            check_timeout(bad, "read timeout")  # type: ignore[arg-type]
+        assert str(info.value).startswith("read timeout ")
+
+
 @pytest.mark.parametrize("value", [0, 257, True, "8"])
 def test_check_concurrency_bounds(value: object) -> None:
     with pytest.raises(UsageError):
@@ -556,6 +601,7 @@ def test_example_file_loads_and_documents_every_key() -> None:
     assert all(f"\n# {key}:" in text for key in KNOWN_KEYS if key not in ("retention", "egress"))
     assert config.lake == "s3://my-bucket/lakes/team"
     assert config.chunk_size == 16 * MiB and config.concurrency == 8
+    assert (config.connect_timeout, config.read_timeout) == (10, 60)
     assert config.retention == {
         "grace_period": "24h",
         "storage_price_per_gb_month": 0.023,

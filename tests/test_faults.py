@@ -10,9 +10,9 @@ in front of the session's SeaweedFS, so what is measured is what went over the w
 * kill -9 mid-push and mid-pull, then a re-run: the right result, with measurably fewer bytes
   through the proxy (and the JSON's bytes_deduplicated / bytes_resumed say why);
 * kill -9 in the instant between a chunk PUT's head and its body (made deterministic): the
-  empty object SeaweedFS keeps for it must not be trusted by the next push.
-
-A body stalled past the client's 60 s read timeout is in a `slow` test (-m slow).
+  empty object SeaweedFS keeps for it must not be trusted by the next push;
+* a body stalled past the client's timeout fails that attempt, which is retried (the timeouts
+  are set to 2 s in a config file, instead of the default 10 s / 60 s, so this takes seconds).
 
 Sizes are the smallest that still prove the point at --concurrency 4: 8 MiB chunks keep at most
 4 x 8 MiB in flight, small against the ~55% of the tree a killed run gets through.
@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,7 @@ MiB = 1024 * 1024
 CONCURRENCY = "4"
 CHUNK = "8MiB"
 ATTEMPTS = 5  # the library's default retry budget (store/__init__.py: retry_attempts)
-READ_TIMEOUT = 60  # store/s3.py: botocore read_timeout
+TIMEOUT = 2  # seconds: connect_timeout and read_timeout in the stall-past-the-timeout test
 ARTIFACT = "faults/run-1/ckpt"
 KILL_AT = 0.55  # fraction of the tree's bytes the proxy must have seen before kill -9
 
@@ -268,7 +269,7 @@ def _slowdown(px: FaultProxy, direction: str) -> int:
 
 
 def _stall(px: FaultProxy, direction: str) -> int:
-    # Well below the 60 s read timeout: the requests must simply wait, not fail.
+    # Well below the default 60 s read timeout: the requests must simply wait, not fail.
     px.stall(direction, seconds=2.5, after=2 * MiB, count=2, path=CHUNKS)
     return 2
 
@@ -328,37 +329,76 @@ def _most_tries(method: str, proxy: FaultProxy) -> int:
     return max(tries.values(), default=0)
 
 
-@pytest.mark.slow
 def test_stall_past_the_read_timeout_is_retried(seaweedfs: Any, s3_lake_url: str,
                                                 proxy: FaultProxy, env: dict[str, str],
                                                 tmp_path: Path) -> None:
-    """A body that stops for longer than the client's read timeout (60 s, not configurable
-    yet) fails that attempt with a timeout, which is retried.  Slow: it waits out the timeout
-    once per direction."""
+    """A body that stops for longer than the client's timeout fails that attempt; the retry
+    layer reports it (a retry line on stderr) and sends the request again on a new connection,
+    and push and pull still succeed bit-exact.  Which timeout: urllib3 applies connect_timeout
+    while sending a request (an upload's body too) and read_timeout to the response (a
+    download's body), so the config sets both to 2 s; the stall (30 s) is never waited out."""
+    config = tmp_path / "ckptlake.yaml"
+    config.write_text(f"connect_timeout: {TIMEOUT}\nread_timeout: {TIMEOUT}\n",
+                      encoding="utf-8")
     src = tmp_path / "src"
     src.mkdir()
     (src / "weights.bin").write_bytes(random.Random(9).randbytes(24 * MiB))
     small = Tree(src, 24 * MiB, tree_digest(src))
+    stall = 15 * TIMEOUT
 
-    proxy.stall("up", seconds=READ_TIMEOUT + 5, after=1 * MiB, count=1, path=CHUNKS)
-    pushed = push_json(env, small, s3_lake_url)
+    proxy.stall("up", seconds=stall, after=1 * MiB, count=1, path=CHUNKS)
+    began = time.monotonic()
+    pushed = cli(env, *push_args(small, s3_lake_url, "--config", str(config)))
+    took = time.monotonic() - began
     up = proxy.stats()
-    report("push, one body stalled past the read timeout", up, small)
+    report(f"push, one body stalled past the timeout ({took:.1f} s)", up, small)
     assert up.faults.get("stall") == 1
-    assert pushed["bytes_uploaded"] == small.total
-    assert _most_tries("PUT", proxy) == 2, "the stalled upload was not retried"
+    target = _stalled_target("PUT", proxy)
+    assert _tries("PUT", target, proxy) == 2, "the stalled upload was not retried"
+    # The client blocks sending into the stalled body; urllib3 reports that send timing out
+    # (after connect_timeout) as "Connection aborted" (botocore: ConnectionClosedError).
+    _assert_retry_reported(pushed.stderr, target, ("timeout", "ConnectionClosedError"))
+    assert TIMEOUT <= took < stall, "the push did not give up on the stall after the timeout"
+    assert len(version_keys(seaweedfs, s3_lake_url)) == 1
+    assert up.bytes_up >= small.total + 1 * MiB  # the stalled chunk was sent again, whole
 
     proxy.clear_faults()
     proxy.reset_stats()
-    proxy.stall("down", seconds=READ_TIMEOUT + 5, after=1 * MiB, count=1, path=CHUNKS)
+    proxy.stall("down", seconds=stall, after=1 * MiB, count=1, path=CHUNKS)
     dest = tmp_path / "restore"
-    pulled = pull_json(env, s3_lake_url, dest)
+    began = time.monotonic()
+    pulled = cli(env, *pull_args(s3_lake_url, dest, "--config", str(config)))
+    took = time.monotonic() - began
     down = proxy.stats()
-    report("pull, one body stalled past the read timeout", down, small)
+    report(f"pull, one body stalled past the timeout ({took:.1f} s)", down, small)
     assert down.faults.get("stall") == 1
-    assert _most_tries("GET", proxy) == 2, "the stalled download was not retried"
-    assert pulled["bytes_downloaded"] == small.total
-    assert tree_digest(dest) == small.digest
+    target = _stalled_target("GET", proxy)
+    assert _tries("GET", target, proxy) == 2, "the stalled download was not retried"
+    _assert_retry_reported(pulled.stderr, target, ("ReadTimeoutError",))
+    assert TIMEOUT <= took < stall, "the pull did not give up on the stall after the timeout"
+    assert tree_digest(dest) == small.digest, "pulled tree differs from the source"
+
+
+def _stalled_target(method: str, proxy: FaultProxy) -> str:
+    """The request target (/bucket/key) whose `method` body the proxy stalled."""
+    stalled = [e.target for e in proxy.exchanges() if e.method == method and e.fault
+               and e.fault.startswith("stall")]
+    assert len(stalled) == 1, stalled
+    return stalled[0]
+
+
+def _tries(method: str, target: str, proxy: FaultProxy) -> int:
+    return sum(1 for e in proxy.exchanges() if e.method == method and e.target == target)
+
+
+def _assert_retry_reported(stderr: str, target: str, causes: tuple[str, ...]) -> None:
+    """The retry layer's progress event for the stalled object, as the CLI prints it
+    (`ckptlake: retry 1 for <key> in 0.1 s: <object>: <op>: <cause>`), naming one of `causes`."""
+    key = target.split("/", 2)[2]  # /bucket/key
+    retries = [ln for ln in stderr.splitlines() if re.match(r"ckptlake: retry \d+ for ", ln)]
+    print("\n" + "\n".join(retries))
+    assert any(key in ln and any(c.lower() in ln.lower() for c in causes) for ln in retries), \
+        f"no retry of {key} for {' or '.join(causes)} on stderr:\n{stderr}"
 
 
 # ---- 2. the server stays down ------------------------------------------------------------------

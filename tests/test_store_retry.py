@@ -73,7 +73,8 @@ class FakeStore(Store):
         return self._step("stat", key, op)
 
     def put(self, key: str, data: bytes | bytearray | memoryview, *,
-            if_none_match: bool = False, if_match: str | None = None) -> str:
+            if_none_match: bool = False, if_match: str | None = None,
+            sha256: str | None = None) -> str:
         def op() -> str:
             current = self.objects.get(key)
             if if_none_match and current is not None:

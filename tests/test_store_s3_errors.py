@@ -1,12 +1,17 @@
 """S3Store's translation of S3/botocore failures into ckptlake errors, and message hygiene.
 
 Driven by botocore's Stubber (exact server answers, no network), a refused local port (real
-connection errors), moto, and SeaweedFS with a wrong secret (a real signature check).
+connection errors), a local HTTP server that stalls (real read timeouts), moto, and SeaweedFS
+with a wrong secret (a real signature check).
 """
 from __future__ import annotations
 
+import http.server
 import io
 import socket
+import threading
+import time
+from pathlib import Path
 from typing import Any, Iterator
 
 import botocore.exceptions as bex
@@ -15,8 +20,11 @@ import urllib3.exceptions
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
+import ckptlake
 from ckptlake.errors import (AccessDenied, NotFound, PreconditionFailed, TransferError,
                              TransientError, UsageError)
+from ckptlake.store import open_store
+from ckptlake.store.retry import RetryingStore
 from ckptlake.store.s3 import S3Store
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzSecretKey99"
@@ -171,6 +179,194 @@ def test_transport_errors_are_transient(store: S3Store, monkeypatch: pytest.Monk
     with pytest.raises(TransientError) as info:
         store.stat("k")
     assert "s3://bucket/pre/fix/k" in str(info.value)
+
+
+# ---- timeouts: configurable, and retried by the one retry layer ---------------------------------
+
+class _StallingS3(http.server.BaseHTTPRequestHandler):
+    """GET answers BODY; the first `stalls` requests stop (before the head or mid-body) for
+    longer than the client's read timeout."""
+
+    protocol_version = "HTTP/1.1"
+    BODY = bytes(range(256)) * 64  # 16 KiB
+    where = "head"
+    stalls = 1
+    seen: list[str] = []
+    release = threading.Event()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        type(self).seen.append(self.path)
+        stall = len(self.seen) <= self.stalls
+        if stall and self.where == "head":
+            self.release.wait(10)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.BODY)))
+        self.send_header("ETag", '"e"')
+        self.end_headers()
+        if stall and self.where == "body":
+            self.wfile.write(self.BODY[:1000])
+            self.wfile.flush()
+            self.release.wait(10)
+        try:
+            self.wfile.write(self.BODY if not stall or self.where == "head" else self.BODY[1000:])
+        except OSError:  # the client gave up on this connection: what a timeout does
+            pass
+
+
+@pytest.fixture
+def stalling_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[_StallingS3]]:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    handler = type("Handler", (_StallingS3,), {"seen": [], "release": threading.Event()})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    handler.endpoint_url = f"http://127.0.0.1:{server.server_port}"  # type: ignore[attr-defined]
+    try:
+        yield handler
+    finally:
+        handler.release.set()
+        server.shutdown()
+        server.server_close()
+
+
+class _StallingUpload(http.server.BaseHTTPRequestHandler):
+    """PUT stores nothing and answers an ETag; the first `stalls` requests stop taking the body
+    (a stalled upload: the client's send blocks once the socket buffers are full)."""
+
+    protocol_version = "HTTP/1.1"
+    stalls = 1
+    seen: list[int] = []
+    release = threading.Event()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_PUT(self) -> None:
+        type(self).seen.append(0)
+        length = int(self.headers["Content-Length"])
+        if len(self.seen) <= self.stalls:
+            self.release.wait(10)
+            self.close_connection = True
+            return
+        got = 0
+        while got < length:
+            piece = self.rfile.read(min(1 << 20, length - got))
+            if not piece:
+                return
+            got += len(piece)
+        self.seen[-1] = got
+        self.send_response(200)
+        self.send_header("ETag", '"e"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+class _SmallWindowServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def server_bind(self) -> None:
+        # A small receive window (inherited by accepted sockets): a stalled upload blocks the
+        # client after a few hundred KiB instead of after megabytes of kernel buffers.
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        super().server_bind()
+
+
+def test_timeouts_reach_the_client() -> None:
+    default = S3Store("bucket", "p", endpoint_url="http://127.0.0.1:9")
+    assert (default._client.meta.config.connect_timeout,
+            default._client.meta.config.read_timeout) == (10, 60)
+    tuned = open_store("s3://bucket/p", endpoint_url="http://127.0.0.1:9", connect_timeout=1.5,
+                       read_timeout=2.5)
+    assert (tuned.inner._client.meta.config.connect_timeout,
+            tuned.inner._client.meta.config.read_timeout) == (1.5, 2.5)
+
+
+def test_open_takes_timeouts_from_the_config_and_its_arguments(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CKPTLAKE_LAKE", raising=False)
+    config = tmp_path / "ckptlake.yaml"
+    config.write_text("lake: s3://bucket/p\nendpoint_url: http://127.0.0.1:9\n"
+                      "connect_timeout: 3\nread_timeout: 90s\n", encoding="utf-8")
+
+    def timeouts(lake: Any) -> tuple[float, float]:
+        cfg = lake.store.inner._client.meta.config
+        return cfg.connect_timeout, cfg.read_timeout
+
+    with ckptlake.open(config=str(config)) as lake:
+        assert timeouts(lake) == (3, 90)
+    with ckptlake.open(config=str(config), read_timeout=2, connect_timeout=0.5) as lake:
+        assert timeouts(lake) == (0.5, 2)
+    config.write_text("lake: s3://bucket/p\nendpoint_url: http://127.0.0.1:9\n",
+                      encoding="utf-8")
+    with ckptlake.open(config=str(config)) as lake:
+        assert timeouts(lake) == (10, 60)
+    for bad in ({"read_timeout": 0}, {"connect_timeout": -1}, {"read_timeout": float("nan")},
+                {"read_timeout": "60"}, {"read_timeout": 3601}):
+        with pytest.raises(UsageError) as info:
+            ckptlake.open(config=str(config), **bad)  # type: ignore[arg-type]
+        assert "timeout" in str(info.value)
+
+
+@pytest.mark.parametrize("method", ["get", "get_into"])
+@pytest.mark.parametrize("where", ["head", "body"])
+def test_read_timeout_is_transient_and_retried(stalling_endpoint: type[_StallingS3], where: str,
+                                               method: str) -> None:
+    """A response that stops for longer than read_timeout -- before its head (botocore's
+    ReadTimeoutError) or in the middle of the body (urllib3's, while streaming) -- fails that
+    attempt with a TransientError; RetryingStore reports the retry and the next attempt, on a
+    fresh connection, returns the whole object."""
+    stalling_endpoint.where = where
+    endpoint = stalling_endpoint.endpoint_url  # type: ignore[attr-defined]
+    inner = S3Store("bucket", "p", endpoint_url=endpoint, read_timeout=0.3)
+    with pytest.raises(TransientError) as info:
+        inner.get("k") if method == "get" else inner.get_into("k", bytearray(1 << 16))
+    assert "timeout" in str(info.value).lower(), info.value
+    assert "s3://bucket/p/k" in str(info.value)
+
+    stalling_endpoint.seen.clear()
+    retries: list[tuple[str, int, str]] = []
+    store = RetryingStore(inner, sleep=lambda _: None,
+                          on_retry=lambda key, attempt, error, delay:
+                          retries.append((key, attempt, error)))
+    got = store.get("k") if method == "get" else store.get_into("k", bytearray(1 << 16))
+    assert bytes(got) == _StallingS3.BODY
+    assert stalling_endpoint.seen == ["/bucket/p/k"] * 2
+    assert len(retries) == 1 and retries[0][:2] == ("k", 1)
+    assert "timeout" in retries[0][2].lower()
+
+
+def test_stalled_upload_is_bounded_by_connect_timeout_and_retried(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """urllib3 applies the *connect* timeout while sending a request, body included (the read
+    timeout starts once the request is sent): a server that stops taking an upload's body
+    fails the attempt after connect_timeout -- as a ConnectionClosedError, transient -- and the
+    retry sends it again, whole."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    handler = type("Handler", (_StallingUpload,), {"seen": [], "release": threading.Event()})
+    server = _SmallWindowServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    body = bytes(8 << 20)
+    try:
+        inner = S3Store("bucket", "p", endpoint_url=f"http://127.0.0.1:{server.server_port}",
+                        connect_timeout=0.5, read_timeout=30)
+        retries: list[str] = []
+        store = RetryingStore(inner, sleep=lambda _: None,
+                              on_retry=lambda key, attempt, error, delay: retries.append(error))
+        began = time.monotonic()
+        assert store.put("k", body) == '"e"'
+        assert time.monotonic() - began < 10  # neither read_timeout nor the stall waited out
+        assert handler.seen == [0, len(body)]
+        assert len(retries) == 1 and "s3://bucket/p/k: put: " in retries[0]
+        assert "ConnectionClosedError" in retries[0] or "timeout" in retries[0].lower()
+    finally:
+        handler.release.set()
+        server.shutdown()
+        server.server_close()
 
 
 def test_connection_refused_for_real(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -81,6 +81,28 @@ def _stored_size(store: Store, key: str) -> int | None:
         return None
 
 
+# One listing page (1000 keys on S3) is billed like ~12 HEADs and answers sequentially, so the
+# lake's chunk listing replaces per-chunk HEADs only while it stays well below their number.
+HEADS_PER_LIST_PAGE = 8
+LIST_PAGE_KEYS = 1000
+
+
+def known_chunks(store: Store, units: int) -> dict[str, int] | None:
+    """Key -> size of every chunk in the lake, if listing them is cheaper than `units` HEADs.
+
+    A first push to a new or small lake then costs one LIST instead of a HEAD per chunk (the
+    common cold case: a fresh run's first checkpoint).  In a lake too large for that, the
+    listing stops after its budget and returns None: check each chunk with a HEAD.
+    """
+    budget = max(1, units // HEADS_PER_LIST_PAGE) * LIST_PAGE_KEYS
+    sizes: dict[str, int] = {}
+    for info in store.list(layout.CHUNKS_PREFIX):
+        if len(sizes) >= budget:
+            return None
+        sizes[info.key] = info.size
+    return sizes
+
+
 class FileObserver(Protocol):
     """Sees every byte of the pushed files as it is read, to derive extra per-file records
     (e.g. safetensors tensor digests) without a second read of the data.
@@ -106,6 +128,7 @@ class _Uploader:
         self.uploaded = Counter()
         self.deduplicated = Counter()
         self.unit_of: dict[str, _Slice | _Pack] = {}  # digest -> unit, for re-uploads
+        self.known: dict[str, int] | None = None  # chunk key -> size listed at start, if listed
 
     def _read(self, f: SourceFile, offset: int, length: int, *, observe: bool = True) -> bytes:
         with open(f.abspath, "rb", buffering=0) as fh:
@@ -133,13 +156,22 @@ class _Uploader:
         # The size check matters: SeaweedFS keeps an *empty* object when a PUT's connection
         # closes right after the request head (a pusher killed at that instant), and trusting
         # mere existence would commit versions that can never be pulled.
-        if _stored_size(self.store, key) == len(data):
+        # A listing taken at the start stands in for the HEADs: a chunk stored since then by a
+        # concurrent pusher is merely sent again (same bytes), and one swept since then by gc is
+        # what the commit guard restores either way.
+        stored = (self.known.get(key) if self.known is not None
+                  else _stored_size(self.store, key))
+        if stored == len(data):
             self.deduplicated.add(len(data))
         else:
             self.throttle.acquire(len(data))
-            self.store.put(key, data)
+            self._put(key, data, d)
             self.uploaded.add(len(data))
         return d
+
+    def _put(self, key: str, data: bytes, d: str) -> None:
+        # the chunk's digest is the body's SHA-256: an S3 signer need not hash it again
+        self.store.put(key, data, sha256=d if self.algo == "sha256" else None)
 
     def __call__(self, unit: _Slice | _Pack) -> list[tuple[int, int, ChunkRef, str | None]]:
         """Returns (file index, offset in file, chunk ref, whole-file digest or None)."""
@@ -166,7 +198,7 @@ class _Uploader:
             if digest(self.algo, data) != d:
                 raise SourceChanged("a pushed file changed before a swept chunk could be "
                                     "restored", hint="push again")
-            self.store.put(layout.chunk_key(d), data)
+            self._put(layout.chunk_key(d), data, d)
 
 
 def upload_tree(store: Store, tree: SourceTree, *, algo: str, chunk_size: int, concurrency: int,
@@ -179,6 +211,7 @@ def upload_tree(store: Store, tree: SourceTree, *, algo: str, chunk_size: int, c
     progress.start(phase="push", total_bytes=tree.total_bytes, total_files=len(tree.files))
     try:
         units = plan_units(tree.files, chunk_size)
+        uploader.known = known_chunks(store, len(units))
         for results in bounded_map(uploader, units, workers=concurrency, name="ckptlake-push"):
             for i, off, ref, fdigest in results:
                 refs[i].append((off, ref))

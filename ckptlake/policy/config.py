@@ -33,22 +33,28 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..errors import ConfigError, UsageError
+from ..store.base import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
 
 __all__ = [
     "Config",
     "CONFIG_FILENAME",
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_CONCURRENCY",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_READ_TIMEOUT",
     "KNOWN_KEYS",
     "MAX_CHUNK_SIZE",
     "MAX_CONCURRENCY",
+    "MAX_TIMEOUT",
     "MIN_CHUNK_SIZE",
     "check_chunk_size",
     "check_concurrency",
+    "check_timeout",
     "default_lake_dir",
     "find_config",
     "format_size",
     "load_config",
+    "parse_seconds",
     "parse_size",
     "resolve_lake",
 ]
@@ -61,11 +67,12 @@ MIN_CHUNK_SIZE = 1 * MiB
 MAX_CHUNK_SIZE = 1 * GiB
 DEFAULT_CONCURRENCY = 8
 MAX_CONCURRENCY = 256
+MAX_TIMEOUT = 3600.0  # seconds; the defaults live with the store that uses them
 
 # In the order the example file documents them (also the order used in hints).
 KNOWN_KEYS: tuple[str, ...] = (
     "lake", "endpoint_url", "profile", "region", "chunk_size", "concurrency", "max_bandwidth",
-    "retention", "egress",
+    "connect_timeout", "read_timeout", "retention", "egress",
 )
 
 _SIZE_UNITS = {
@@ -75,6 +82,8 @@ _SIZE_UNITS = {
 }
 _SIZE_RE = re.compile(r"(?P<num>[0-9]+(?:\.[0-9]+)?)[ ]*(?P<unit>[A-Za-z]*)")
 _SIZE_HINT = "write bytes or a number with a unit: 16MiB, 64 MiB, 1GiB, 512KiB, 32MB (MB = 10^6 bytes)"
+_SECONDS_RE = re.compile(r"(?P<num>[0-9]+(?:\.[0-9]+)?)[ ]*(?P<unit>s|m)?")
+_SECONDS_HINT = "write seconds as a number or with a unit: 60, 2.5, 90s, 2m"
 _URL_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _NULL_TAG = "tag:yaml.org,2002:null"
@@ -96,6 +105,8 @@ class Config:
     chunk_size: int | None = None
     concurrency: int | None = None
     max_bandwidth: int | None = None  # bytes per second
+    connect_timeout: float | None = None  # seconds
+    read_timeout: float | None = None  # seconds
     retention: dict | None = None
     egress: dict | None = None
     lines: dict[str, int] = field(default_factory=dict)
@@ -172,6 +183,44 @@ def check_concurrency(n: int) -> int:
     if problem:
         raise UsageError(f"concurrency {problem}", hint=f"{DEFAULT_CONCURRENCY} is the default")
     return n
+
+
+def parse_seconds(value: str | int | float) -> float:
+    """Turn ``60`` / ``2.5`` / ``90s`` / ``2m`` into seconds (a bare number is seconds).
+
+    UsageError for anything else; range checks are the caller's (check_timeout).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise UsageError(f"must be a number of seconds or a string like 90s, got "
+                         f"{describe_value(value)}", hint=_SECONDS_HINT)
+    if isinstance(value, str):
+        match = _SECONDS_RE.fullmatch(value.strip())
+        if match is None:
+            raise UsageError(f"not a number of seconds: {value!r}", hint=_SECONDS_HINT)
+        return float(match["num"]) * (60 if match["unit"] == "m" else 1)
+    return float(value)
+
+
+def check_timeout(seconds: float, what: str = "timeout") -> float:
+    """A connect/read timeout: more than 0 (0 would fail every request) and at most an hour."""
+    problem = _timeout_problem(seconds)
+    if problem:
+        raise UsageError(f"{what} {problem}", hint=_timeout_hint(what))
+    return float(seconds)
+
+
+def _timeout_problem(seconds: Any) -> str | None:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        return f"must be a number of seconds, got {describe_value(seconds)}"
+    if not 0 < seconds <= MAX_TIMEOUT:  # also refuses NaN
+        return f"must be more than 0 and at most {MAX_TIMEOUT:g} seconds, got {seconds:g}"
+    return None
+
+
+def _timeout_hint(what: str) -> str:
+    if "connect" in what:
+        return f"{DEFAULT_CONNECT_TIMEOUT:g} (seconds) is the default"
+    return f"{DEFAULT_READ_TIMEOUT:g} (seconds) is the default"
 
 
 def _chunk_size_problem(n: int) -> str | None:
@@ -508,6 +557,20 @@ def _check_bandwidth(b: _Builder, key: str, node: Node) -> int | None:
     return rate
 
 
+def _check_timeout(b: _Builder, key: str, node: Node) -> float | None:
+    value = b.value(node, key)
+    if value is None:
+        return None
+    try:
+        seconds = parse_seconds(value)
+    except UsageError as exc:
+        raise b.error(exc.message, node, key, hint=exc.hint) from exc
+    problem = _timeout_problem(seconds)
+    if problem:
+        raise b.error(problem, node, key, hint=_timeout_hint(key))
+    return seconds
+
+
 def _check_section(b: _Builder, key: str, node: Node) -> dict | None:
     value = b.value(node, key)
     if value is not None and not isinstance(value, dict):
@@ -524,6 +587,8 @@ _CHECKS = {
     "chunk_size": _check_chunk_size,
     "concurrency": _check_concurrency,
     "max_bandwidth": _check_bandwidth,
+    "connect_timeout": _check_timeout,
+    "read_timeout": _check_timeout,
     "retention": _check_section,
     "egress": _check_section,
 }

@@ -12,7 +12,8 @@ import re
 from urllib.parse import unquote, urlsplit
 
 from ..errors import UsageError
-from .base import MultipartUpload, ObjectInfo, Store
+from .base import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, MultipartUpload,
+                   ObjectInfo, Store)
 from .retry import RetryingStore
 
 __all__ = ["open_store", "Store", "ObjectInfo", "MultipartUpload", "RetryingStore"]
@@ -25,8 +26,14 @@ _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{1,254}$")
 
 def open_store(url: str, *, endpoint_url: str | None = None, profile: str | None = None,
                region: str | None = None, max_connections: int = 10,
-               retry_attempts: int = 5) -> Store:
-    """The retrying store for `url`; UsageError for anything we cannot serve."""
+               retry_attempts: int = 5, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+               read_timeout: float = DEFAULT_READ_TIMEOUT) -> Store:
+    """The retrying store for `url`; UsageError for anything we cannot serve.
+
+    `connect_timeout` (connecting and sending, upload bodies included) and `read_timeout`
+    (waiting for a response and its body), in seconds, apply to S3; a timeout fails that
+    attempt with a TransientError, which the RetryingStore retries like any other.
+    """
     if not isinstance(url, str) or not url.strip():
         raise UsageError("empty lake URL", hint=_SUPPORTED)
     url = url.strip()
@@ -38,7 +45,8 @@ def open_store(url: str, *, endpoint_url: str | None = None, profile: str | None
         from .s3 import S3Store
 
         inner = S3Store(bucket, prefix, endpoint_url=endpoint_url, profile=profile,
-                        region=region, max_connections=max_connections)
+                        region=region, max_connections=max_connections,
+                        connect_timeout=connect_timeout, read_timeout=read_timeout)
     elif scheme == "file":
         from .local import LocalStore
 

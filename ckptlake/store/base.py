@@ -17,6 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Iterator, Sequence
 
+# Network timeouts of remote backends, in seconds.  connect: the longest wait while connecting
+# and while sending a request, body included (urllib3 applies it to both); read: the longest
+# wait for a response and for each further piece of its body.
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 60.0
+
 
 @dataclass(frozen=True)
 class ObjectInfo:
@@ -81,12 +87,16 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def put(self, key: str, data: bytes | bytearray | memoryview, *,
-            if_none_match: bool = False, if_match: str | None = None) -> str:
+            if_none_match: bool = False, if_match: str | None = None,
+            sha256: str | None = None) -> str:
         """Write an object atomically (readers see the old or the new bytes, never a mix).
 
         if_none_match=True: create only if absent, else PreconditionFailed (nothing written).
         if_match=ETAG: replace only if the current ETag equals ETAG, else PreconditionFailed
         (also when the object is absent).  Returns the new ETag.
+        sha256: the hex SHA-256 of `data` when the caller already has it (a chunk's key is
+        its hash); a backend that must hash the body anyway (SigV4 over http) uses it instead.
+        A wrong value makes the put fail on servers that check it, so pass only a real digest.
         """
 
     @abc.abstractmethod

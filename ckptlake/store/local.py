@@ -326,7 +326,8 @@ class LocalStore(Store):
     # ---- writes ----------------------------------------------------------------------------
 
     def put(self, key: str, data: bytes | bytearray | memoryview, *,
-            if_none_match: bool = False, if_match: str | None = None) -> str:
+            if_none_match: bool = False, if_match: str | None = None,
+            sha256: str | None = None) -> str:
         if if_none_match and if_match is not None:
             raise UsageError("put: if_none_match and if_match are mutually exclusive")
         final = self._path(key)

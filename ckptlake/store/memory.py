@@ -58,7 +58,8 @@ class MemoryStore(Store):
         return ObjectInfo(key, len(data), etag, t)
 
     def put(self, key: str, data: bytes | bytearray | memoryview, *,
-            if_none_match: bool = False, if_match: str | None = None) -> str:
+            if_none_match: bool = False, if_match: str | None = None,
+            sha256: str | None = None) -> str:
         self.calls["put"] += 1
         with self._lock:
             current = self._objects.get(key)

@@ -100,7 +100,8 @@ class RetryingStore(Store):
     # ---- writes ----------------------------------------------------------------------------
 
     def put(self, key: str, data: bytes | bytearray | memoryview, *,
-            if_none_match: bool = False, if_match: str | None = None) -> str:
+            if_none_match: bool = False, if_match: str | None = None,
+            sha256: str | None = None) -> str:
         """Conditional puts: a PreconditionFailed after a transient failure may be our own write.
 
         A request can succeed on the server while its response is lost (connection reset,
@@ -117,7 +118,8 @@ class RetryingStore(Store):
         uncertain = False  # did an earlier attempt fail in a way that may have written?
         for attempt in range(self.attempts):
             try:
-                return self.inner.put(key, data, if_none_match=if_none_match, if_match=if_match)
+                return self.inner.put(key, data, if_none_match=if_none_match, if_match=if_match,
+                                      sha256=sha256)
             except TransientError as exc:
                 if attempt + 1 == self.attempts:
                     raise self._give_up(key, self.attempts, exc) from exc

@@ -1,0 +1,147 @@
+"""What a push asks of the store: one listing instead of a HEAD per chunk where that is cheaper,
+and no second SHA-256 of each chunk in the S3 signer."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ckptlake.core import push as push_mod
+from ckptlake.format import layout
+from ckptlake.lake import Lake
+from ckptlake.store.memory import MemoryStore
+
+MiB = 1024 * 1024
+
+
+def tree(root: Path, n_big: int = 3, seed: int = 0) -> Path:
+    root.mkdir()
+    rnd = __import__("random").Random(seed)
+    for i in range(n_big):
+        (root / f"shard{i}.bin").write_bytes(rnd.randbytes(2 * MiB + i))
+    (root / "config.json").write_text('{"a": 1}')
+    return root
+
+
+def chunk_puts(store: MemoryStore) -> int:
+    return sum(1 for k in store._objects if k.startswith(layout.CHUNKS_PREFIX))
+
+
+def test_cold_push_lists_once_and_sends_no_head(tmp_path: Path) -> None:
+    store = MemoryStore()
+    lake = Lake(store, chunk_size=MiB, concurrency=4)
+    lake.push(tree(tmp_path / "a"), "p/r/ckpt")
+    assert store.calls["stat"] == 0
+    assert chunk_puts(store) == 9  # 2 + 3 + 3 slices of the shards, one pack for config
+
+
+def test_repush_deduplicates_from_the_listing(tmp_path: Path) -> None:
+    store = MemoryStore()
+    lake = Lake(store, chunk_size=MiB, concurrency=4)
+    src = tree(tmp_path / "a")
+    lake.push(src, "p/r/ckpt")
+    puts = store.calls["put"]
+    store.calls.clear()
+    result = lake.push(src, "p/r/ckpt")
+    assert result.bytes_uploaded == 0 and result.chunks_deduplicated > 0
+    assert store.calls["stat"] == 0
+    # only the manifest (and summary records) were written, no chunk
+    assert store.calls["put"] < puts and chunk_puts(store) == 9
+
+
+def test_large_lake_falls_back_to_heads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = MemoryStore()
+    for i in range(40):  # a lake holding more chunks than the listing budget allows
+        d = hashlib.sha256(str(i).encode()).hexdigest()
+        store.put(layout.chunk_key(d), b"x")
+    monkeypatch.setattr(push_mod, "LIST_PAGE_KEYS", 10)
+    store.calls.clear()
+    lake = Lake(store, chunk_size=MiB, concurrency=4)
+    lake.push(tree(tmp_path / "a"), "p/r/ckpt")  # 9 units -> budget 1 page of 10 keys
+    assert store.calls["stat"] == 9
+
+
+def test_known_chunks_budget() -> None:
+    store = MemoryStore()
+    for i in range(5):
+        store.put(layout.chunk_key(hashlib.sha256(bytes([i])).hexdigest()), b"abc")
+    store.put("artifacts/x/@v/0000000001.json", b"{}")  # not a chunk: not listed
+    known = push_mod.known_chunks(store, units=1)
+    assert known is not None and len(known) == 5 and set(known.values()) == {3}
+    assert push_mod.known_chunks(store, units=8 * 1) is not None
+    old = push_mod.LIST_PAGE_KEYS
+    try:
+        push_mod.LIST_PAGE_KEYS = 4
+        assert push_mod.known_chunks(store, units=1) is None
+        assert push_mod.known_chunks(store, units=16) is not None  # 2 pages of 4 >= 5 keys
+    finally:
+        push_mod.LIST_PAGE_KEYS = old
+
+
+def test_wrong_sized_chunk_in_listing_is_sent_again(tmp_path: Path) -> None:
+    """The listing carries sizes: the empty object a cut-off PUT leaves behind is replaced."""
+    store = MemoryStore()
+    lake = Lake(store, chunk_size=MiB, concurrency=4)
+    src = tree(tmp_path / "a", n_big=1)
+    first = (src / "shard0.bin").read_bytes()[:MiB]
+    key = layout.chunk_key(hashlib.sha256(first).hexdigest())
+    store.put(key, b"")
+    lake.push(src, "p/r/ckpt")
+    assert store.get(key) == first
+
+
+# ---- S3: the signer reuses the chunk digest -----------------------------------------------
+
+def _sent_content_sha256(store: Any) -> list[str]:
+    seen: list[str] = []
+
+    def before_send(request: Any, **_: Any) -> None:
+        value = request.headers.get("X-Amz-Content-SHA256")
+        seen.append(value.decode() if isinstance(value, bytes) else value)
+
+    store._client.meta.events.register("before-send.s3.PutObject", before_send)
+    return seen
+
+
+def test_s3_put_signs_with_the_given_sha256(moto_store: Any,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import botocore.auth
+
+    hashed: list[int] = []  # bytes fed to the signer's SHA-256, per call
+    real = botocore.auth.sha256
+
+    class Counting:
+        def __init__(self, data: bytes = b"") -> None:
+            self.h = real(data)
+            hashed.append(len(data))
+
+        def update(self, data: bytes) -> None:
+            hashed.append(len(data))
+            self.h.update(data)
+
+        def __getattr__(self, name: str) -> Any:  # hmac uses it as a digestmod too
+            return getattr(self.h, name)
+
+    monkeypatch.setattr(botocore.auth, "sha256", Counting)
+    seen = _sent_content_sha256(moto_store)
+    data = os.urandom(MiB)
+    digest = hashlib.sha256(data).hexdigest()
+    moto_store.put("chunks/aa/x", data, sha256=digest)
+    assert seen == [digest]
+    assert sum(hashed) < MiB  # the body was not hashed again
+    moto_store.put("chunks/aa/y", data)  # no hint: botocore hashes the body itself
+    assert seen == [digest, digest] and sum(hashed) >= MiB
+    # the hint is really what is signed: a different value is sent as given
+    moto_store.put("chunks/aa/z", data, sha256="0" * 64)
+    assert seen[-1] == "0" * 64
+    assert moto_store.get("chunks/aa/x") == data
+
+
+def test_s3_hint_does_not_leak_into_other_puts(moto_store: Any) -> None:
+    seen = _sent_content_sha256(moto_store)
+    moto_store.put("a", b"one", sha256="1" * 64)
+    moto_store.put("b", b"two")
+    assert seen == ["1" * 64, hashlib.sha256(b"two").hexdigest()]
