@@ -145,3 +145,37 @@ def test_s3_hint_does_not_leak_into_other_puts(moto_store: Any) -> None:
     moto_store.put("a", b"one", sha256="1" * 64)
     moto_store.put("b", b"two")
     assert seen == ["1" * 64, hashlib.sha256(b"two").hexdigest()]
+
+
+# ---- against SeaweedFS ---------------------------------------------------------------------
+
+def _s3_store(url: str) -> Any:
+    from ckptlake.store import open_store
+
+    return open_store(url)
+
+
+def test_get_into_reads_the_socket_directly_and_reuses_connections(
+        s3_lake_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ckptlake.store import s3 as s3mod
+
+    store = _s3_store(s3_lake_url)
+    blobs = {f"chunks/ab/{i}": os.urandom(3 * MiB + i) for i in range(4)}
+    for k, v in blobs.items():
+        store.put(k, v)
+    fast: list[bool] = []
+    real = s3mod._plain_readinto
+    monkeypatch.setattr(s3mod, "_plain_readinto",
+                        lambda raw: fast.append(real(raw) is not None) or real(raw))
+    made: list[int] = []
+    import urllib3.connectionpool as cp
+
+    real_new = cp.HTTPConnectionPool._new_conn
+    monkeypatch.setattr(cp.HTTPConnectionPool, "_new_conn",
+                        lambda self: made.append(1) or real_new(self))
+    buf = bytearray(4 * MiB)
+    for _ in range(3):
+        for k, v in blobs.items():
+            assert bytes(store.get_into(k, buf)) == v
+    assert fast and all(fast)
+    assert len(made) <= 1  # sequential reads share one pooled connection
