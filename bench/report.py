@@ -93,21 +93,27 @@ def _background(records: list[dict], tools: dict[str, str]) -> str:
             f"the raw numbers.")
 
 
+def run_where(meta: dict) -> str:
+    """'Run DATE on MACHINE (...)': every section says when and where it was measured."""
+    m = meta["machine"]
+    return (f"Run {meta['date']} on {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM "
+            f"(Linux {m['kernel']}, Python {m['python']}).")
+
+
+def reproduce(meta: dict) -> list[str]:
+    """The lines that give the command reproducing a section."""
+    return ["", "Reproduce from the repository root:", "", f"    {meta['command']}", ""]
+
+
 def section(ds, records: list[dict], meta: dict) -> str:
-    m, tools = meta["machine"], meta["tools"]
+    tools = meta["tools"]
     failed = [r for r in records if not ok(r)]
     out = [
         f"<!-- bench:{ds.name}:start -->",
         f"## {ds.name}: {ds.description}",
         "",
-        f"{ds.total_bytes / MiB:.0f} MiB in {ds.files} files. "
-        f"Run {meta['date']} on {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM "
-        f"(Linux {m['kernel']}, Python {m['python']}).",
-        "",
-        "Reproduce from the repository root:",
-        "",
-        f"    {meta['command']}",
-        "",
+        f"{ds.total_bytes / MiB:.0f} MiB in {ds.files} files. " + run_where(meta),
+        *reproduce(meta),
         "Setup: one `weed server -s3` (SeaweedFS) on loopback on the same machine, so client and "
         "server share the cores; warm page cache (nothing is dropped between runs); source data, "
         "server data and downloads on the same disk. Every tool at its default settings. "
