@@ -143,6 +143,37 @@ def test_bytes_to_fetch_subtracts_what_is_already_there(bucket_lake, tmp_path: P
     assert not (tmp_path / "nothing").exists(), "estimating creates nothing"
 
 
+def test_estimate_after_an_interrupted_pull_counts_only_what_is_left(
+        bucket_lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chunks an interrupted pull journaled are reused by the re-run, so the estimate (and
+    with it the egress warning or question) leaves them out."""
+    lake, _ = bucket_lake
+    store = lake.store
+    dest = tmp_path / "dest"
+    real = store.get_into
+    fetched: list[str] = []
+
+    def flaky(key: str, buffer: bytearray):  # the connection dies after two chunk GETs
+        if len(fetched) == 2:
+            raise KeyboardInterrupt
+        fetched.append(key)
+        return real(key, buffer)
+
+    monkeypatch.setattr(store, "get_into", flaky)
+    lake.concurrency = 1  # deterministic: exactly two chunks land before the interruption
+    with pytest.raises(KeyboardInterrupt):
+        lake.pull("p/ckpt", dest)
+    est = lake.estimate_pull("p/ckpt", dest, egress=EgressPolicy())
+    assert not dest.exists()
+    total = 3 * MiB + 5 + 4000
+    sizes = {k.rsplit("/", 1)[-1]: len(store.get(k)) for k in fetched}
+    assert est.bytes_to_download == total - sum(sizes.values())
+    assert est.bytes_present == sum(sizes.values())
+    monkeypatch.setattr(store, "get_into", real)
+    result = lake.pull("p/ckpt", dest)
+    assert result.bytes_downloaded == est.bytes_to_download
+
+
 def test_pull_warns_refuses_and_proceeds_with_yes(bucket_lake, tmp_path: Path) -> None:
     lake, src = bucket_lake
     price = {"same_region": 0.0, "inter_region": 1000.0, "internet": 2000.0}

@@ -18,17 +18,23 @@ from ..policy.egress import EgressEstimate, EgressPolicy, estimate
 from ..store.base import Store
 
 
-def bytes_to_fetch(m: Manifest, destination: str) -> tuple[int, int]:
-    """(chunk-object bytes the pull downloads, file bytes already present and verified).
+def bytes_to_fetch(m: Manifest, destination: str, lake_url: str | None = None
+                   ) -> tuple[int, int]:
+    """(chunk-object bytes the pull downloads, bytes it will not download).
 
-    The pull's rule (core/pull.py, _Placement): a regular file at the final path whose bytes
-    match the manifest is kept; every other file is fetched.  A pack chunk is fetched whole, so
-    it counts once, with at least the bytes up to its last referenced file.
+    The pull's rules (core/pull.py): a regular file at the final path whose bytes match the
+    manifest is kept (verified here too); a chunk that an interrupted pull of the same version
+    journaled in its staging directory is reused (counted from the journal; the pull re-verifies
+    it, and fetches it after all in the rare case that fails); everything else is fetched.  A
+    pack chunk is fetched whole, so it counts once, with at least the bytes up to its last
+    referenced file.
     """
+    from .pull import final_root, journaled_chunks, staging_dir
+
     dest = os.path.abspath(destination)
+    root = final_root(m, destination)
     if m.kind == "file":
-        name = m.files[0].path.rsplit("/", 1)[-1]
-        finals = {m.files[0].path: os.path.join(dest, name) if os.path.isdir(dest) else dest}
+        finals = {m.files[0].path: root}
     elif os.path.lexists(dest) and not os.path.isdir(dest):
         finals = {}  # the pull will refuse; nothing is present
     else:
@@ -44,11 +50,16 @@ def bytes_to_fetch(m: Manifest, destination: str) -> tuple[int, int]:
         else:
             needed.append(e)
     objects: dict[str, int] = {}
+    staged_files: dict[str, int] = {}
+    staged = journaled_chunks(staging_dir(root, lake_url, m)) if lake_url else set()
     for e in needed:
         for ref in e.chunks:
+            if ref.digest in staged:
+                staged_files[ref.digest] = staged_files.get(ref.digest, 0) + ref.size
+                continue
             end = ref.size if ref.offset is None else ref.offset + ref.size
             objects[ref.digest] = max(objects.get(ref.digest, 0), end)
-    return sum(objects.values()), present
+    return sum(objects.values()), present + sum(staged_files.values())
 
 
 def _present(path: str, entry: FileEntry, algo: str) -> bool:
@@ -101,7 +112,7 @@ def estimate_download(store: Store, policy: EgressPolicy, *, artifact: str, vers
 
 def estimate_pull(store: Store, m: Manifest, destination: str, policy: EgressPolicy
                   ) -> EgressEstimate:
-    to_download, present = bytes_to_fetch(m, destination)
+    to_download, present = bytes_to_fetch(m, destination, store.url)
     return estimate_download(store, policy, artifact=m.artifact, version=m.version,
                              bytes_total=m.total_bytes, bytes_present=present,
                              bytes_to_download=to_download)

@@ -78,15 +78,12 @@ class _Placement:
 
     def __init__(self, m: Manifest, destination: str, force: bool) -> None:
         self.m = m
-        dest = os.path.abspath(destination)
+        dest = self.final_root = final_root(m, destination)
         if m.kind == "file":
-            name = m.files[0].path.rsplit("/", 1)[-1]
-            self.final_root = os.path.join(dest, name) if os.path.isdir(dest) else dest
             self.finals = {m.files[0].path: self.final_root}
         else:
             if os.path.lexists(dest) and not os.path.isdir(dest):
                 raise Conflict(f"destination {destination} exists and is not a directory")
-            self.final_root = dest
             self.finals = {e.path: os.path.join(dest, *e.path.split("/")) for e in m.files}
         self.fresh = not os.path.lexists(self.final_root)
         parent = os.path.dirname(self.final_root)
@@ -133,6 +130,33 @@ class _Placement:
                            hint="use --force to overwrite them, or pull into an empty directory")
 
 
+def staging_dir(final_root: str, lake_url: str, m: Manifest) -> str:
+    """The staging directory of a pull of this version to this final path (see _Staging)."""
+    ident = hashlib.sha256(f"{lake_url}\0{m.artifact}\0{m.version}".encode()).hexdigest()
+    parent, name = os.path.split(final_root)
+    return os.path.join(parent, f".{name}.ckptlake-pull-{ident[:12]}")
+
+
+def final_root(m: Manifest, destination: str) -> str:
+    """Where the version lands: the destination directory, or for a single-file version the
+    file's path (inside `destination` when that is an existing directory)."""
+    dest = os.path.abspath(destination)
+    if m.kind == "file":
+        name = m.files[0].path.rsplit("/", 1)[-1]
+        return os.path.join(dest, name) if os.path.isdir(dest) else dest
+    return dest
+
+
+def journaled_chunks(staging: str) -> set[str]:
+    """Chunks an earlier, interrupted pull recorded as fully written into `staging`.  Only
+    complete lines count: a line cut by a crash names no chunk."""
+    try:
+        with open(os.path.join(staging, "journal")) as fh:
+            return {line.strip() for line in fh if line.endswith("\n")}
+    except FileNotFoundError:
+        return set()
+
+
 class _Staging:
     """A directory beside the destination, owned by one pull at a time (flock).
 
@@ -143,9 +167,7 @@ class _Staging:
     """
 
     def __init__(self, final_root: str, lake_url: str, m: Manifest) -> None:
-        ident = hashlib.sha256(f"{lake_url}\0{m.artifact}\0{m.version}".encode()).hexdigest()
-        parent, name = os.path.split(final_root)
-        self.path = os.path.join(parent, f".{name}.ckptlake-pull-{ident[:12]}")
+        self.path = staging_dir(final_root, lake_url, m)
         try:
             os.makedirs(self.path, exist_ok=True)
             self._lock = os.open(os.path.join(self.path, ".lock"), os.O_CREAT | os.O_RDWR, 0o600)
@@ -156,13 +178,9 @@ class _Staging:
         except BlockingIOError:
             os.close(self._lock)
             raise Conflict(f"another pull into {final_root} is running") from None
-        journal = os.path.join(self.path, "journal")
-        try:
-            with open(journal) as fh:
-                self.done = {line.strip() for line in fh if line.endswith("\n")}
-        except FileNotFoundError:
-            self.done = set()
-        self._journal = open(journal, "a", buffering=1)  # line-buffered: one write per chunk
+        self.done = journaled_chunks(self.path)
+        self._journal = open(os.path.join(self.path, "journal"), "a",
+                             buffering=1)  # line-buffered: one write per chunk
         self._journal_lock = threading.Lock()
 
     def file(self, rel: str) -> str:

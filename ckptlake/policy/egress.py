@@ -154,7 +154,9 @@ class EgressEstimate:
     artifact: str
     version: int
     bytes_total: int  # pull: size of the version's files; diff: of both versions' files
-    bytes_present: int  # pull: file bytes already present and verified at the destination
+    # pull: bytes it will not download: verified at the destination, or staged by an
+    # interrupted pull of the same version (its journal)
+    bytes_present: int
     bytes_to_download: int  # chunk-object bytes (pull) or tensor byte ranges (diff) to fetch
     route: str  # same_region | inter_region | internet | unknown | local
     lake_region: str | None
