@@ -179,6 +179,7 @@ class S3Store(Store):
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self._key_base = f"{self.prefix}/" if self.prefix else ""
         self._secrets: list[str] = []
+        self._read_timeout = read_timeout
         self._client = self._make_client(endpoint_url, profile, region, max_connections,
                                          connect_timeout, read_timeout)
         self._closed = False
@@ -358,6 +359,10 @@ class S3Store(Store):
         except b.all_errors as exc:
             if readinto is not None:
                 raw.close()  # mid-body failure: this connection must not be reused
+                if type(exc) is TimeoutError:  # the bare socket timeout, said as urllib3 would
+                    raise TransientError(
+                        f"{self._describe(key)}: get: ReadTimeoutError: no data within the read "
+                        f"timeout ({self._read_timeout:g} s)") from exc
             self._fail(exc, key, "get")
         except BaseException:
             if readinto is not None:
