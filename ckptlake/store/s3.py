@@ -83,7 +83,8 @@ _boto: _Boto | None = None
 # travels from the call to the signer in the request context, and the signer uses it instead of
 # hashing.  A server that verifies signed payloads (AWS S3, MinIO) checks the body against it
 # exactly as against botocore's own value (SeaweedFS 4.48 verifies neither).
-# Over https botocore does not hash the body at all; then the hint is simply unused.
+# Over https too: botocore signs UNSIGNED-PAYLOAD only when a checksum header accompanies the
+# body, and with request_checksum_calculation=when_required a PutObject carries none.
 _PAYLOAD_PARAM = "CkptlakePayloadSHA256"
 _PAYLOAD_CONTEXT = "ckptlake_payload_sha256"
 
