@@ -55,6 +55,8 @@ class PullResult(_Result):
     bytes_reused: int  # bytes already present and verified at the destination
     bytes_resumed: int  # bytes an interrupted earlier pull had staged (verified, not re-fetched)
     seconds: float
+    # Done, but something beside the destination needs a look (e.g. abandoned staging dirs).
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -419,3 +419,31 @@ def test_staged_writes_direct_and_buffered_give_the_same_bytes(tmp_path: Path, s
         path.write_bytes(b"\0" * (8192 + size))
         _write(str(path), piece, 8192, direct=direct)
         assert path.read_bytes() == b"\0" * 8192 + data
+
+
+def test_pull_warns_about_abandoned_staging_dirs(lake: Lake, tmp_path: Path) -> None:
+    """A killed pull that nobody re-ran leaves a staging dir with full-size files beside the
+    destination; the next pull there says so (and says nothing of one a running pull holds)."""
+    import fcntl
+
+    src = make_tree(tmp_path / "src")
+    lake.push(src, "p/r/ckpt")
+    dest = tmp_path / "dest"
+    assert lake.pull("p/r/ckpt", dest).warnings == []
+    stale = tmp_path / ".dest.ckptlake-pull-0123456789ab"
+    (stale / "data").mkdir(parents=True)
+    (stale / "data" / "big.bin").write_bytes(os.urandom(3 * MiB))
+    (stale / ".lock").write_bytes(b"")
+    busy = tmp_path / ".dest.ckptlake-pull-ba9876543210"
+    busy.mkdir()
+    (busy / "data.bin").write_bytes(os.urandom(MiB))
+    held = os.open(busy / ".lock", os.O_CREAT | os.O_RDWR)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        warnings = lake.pull("p/r/ckpt", dest, force=True).warnings
+    finally:
+        os.close(held)
+    assert len(warnings) == 1
+    assert str(stale) in warnings[0] and "3.0 MiB" in warnings[0]
+    assert str(busy) not in warnings[0]
+    assert stale.exists(), "nothing is deleted on the user's behalf"

@@ -77,6 +77,8 @@ def pull(
                 result = handle.pull(parsed, dest, force=force, progress=progress,
                                      egress=egress, yes=yes, confirm=confirm_egress(out),
                                      on_estimate=lambda e: warn_egress(out, e, yes))
+            for warning in result.warnings:
+                out.warn(warning)
             doc = {**result.to_dict(), "lake": lake_url(handle),
                    "lake_origin": lake_origin(handle)}
             out.result(doc, pull_summary(result))

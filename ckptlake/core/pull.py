@@ -13,6 +13,7 @@ Safety rules (docs/format.md, "Reading"):
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -145,6 +146,39 @@ def final_root(m: Manifest, destination: str) -> str:
         name = m.files[0].path.rsplit("/", 1)[-1]
         return os.path.join(dest, name) if os.path.isdir(dest) else dest
     return dest
+
+
+def abandoned_stagings(final_root: str) -> list[tuple[str, int]]:
+    """Staging directories beside `final_root` that no running pull holds, with the bytes they
+    occupy: what interrupted pulls left that nobody re-ran (another version, say, once `latest`
+    moved on).  Each holds files preallocated at full size, so they are worth a word."""
+    parent, name = os.path.split(final_root)
+    prefix = f".{name}.ckptlake-pull-"
+    found: list[tuple[str, int]] = []
+    try:
+        entries = [e for e in os.scandir(parent) if e.name.startswith(prefix) and e.is_dir()]
+    except OSError:
+        return found
+    for entry in entries:
+        try:
+            lock = os.open(os.path.join(entry.path, ".lock"), os.O_RDONLY)
+        except OSError:
+            lock = None
+        try:
+            if lock is not None:
+                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)  # raises if a pull holds it
+        except BlockingIOError:
+            continue
+        finally:
+            if lock is not None:
+                os.close(lock)
+        used = 0
+        for dirpath, _dirs, files in os.walk(entry.path):
+            for f in files:
+                with contextlib.suppress(OSError):
+                    used += os.lstat(os.path.join(dirpath, f)).st_blocks * 512
+        found.append((entry.path, used))
+    return sorted(found)
 
 
 def journaled_chunks(staging: str) -> set[str]:
@@ -409,10 +443,20 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
     finally:
         staging.close(keep=keep)
         progress.finish()
+    warnings = []
+    if left := abandoned_stagings(placement.final_root):
+        more = f" and {len(left) - 1} more" if len(left) > 1 else ""
+        warnings.append(f"interrupted pulls left {_gib(sum(n for _, n in left))} in "
+                        f"{left[0][0]}{more}; delete them if those pulls will not be re-run")
     return PullResult(
+        warnings=warnings,
         lake=lake_url, artifact=m.artifact, version=m.version,
         destination=placement.final_root, files=len(m.files), bytes_total=m.total_bytes,
         bytes_downloaded=fetcher.downloaded.value,
         bytes_reused=sum(e.size for e in placement.reused),
         bytes_resumed=fetcher.resumed.value,
         seconds=round(time.monotonic() - started, 3))
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
