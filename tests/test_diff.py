@@ -237,9 +237,8 @@ def test_corrupt_chunk_fails_values(lake: Lake, store: MemoryStore, tmp_path: Pa
         lake.diff("run/ckpt@v1", "run/ckpt@v2", values=True)
 
 
-def test_values_without_numpy(lake: Lake, tmp_path: Path,
-                              monkeypatch: pytest.MonkeyPatch) -> None:
-    push_pair(lake, tmp_path)
+def hide_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make `import numpy` fail, as on a machine without the [numpy] extra."""
     real_import = builtins.__import__
 
     def no_numpy(name: str, *args: Any, **kwargs: Any) -> Any:
@@ -248,6 +247,12 @@ def test_values_without_numpy(lake: Lake, tmp_path: Path,
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_numpy)
+
+
+def test_values_without_numpy(lake: Lake, tmp_path: Path,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    push_pair(lake, tmp_path)
+    hide_numpy(monkeypatch)
     with pytest.raises(UsageError, match=r"ckptlake\[numpy\]"):
         lake.diff("run/ckpt@v1", "run/ckpt@v2", values=True)
 
@@ -359,14 +364,7 @@ def test_values_without_numpy_fails_before_the_egress_question(
 
     lake = Lake(ChunkCountingBucket(), chunk_size=MiB)
     push_pair(lake, tmp_path)
-    real_import = builtins.__import__
-
-    def no_numpy(name: str, *args: Any, **kwargs: Any) -> Any:
-        if name == "numpy" or name.startswith("numpy."):
-            raise ImportError("no numpy")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_numpy)
+    hide_numpy(monkeypatch)
     asked: list[Any] = []
     strict = EgressPolicy(client_region="eu-west-1", price_per_gb=PRICES, confirm_above_usd=0)
     with pytest.raises(UsageError, match=r"ckptlake\[numpy\]"):

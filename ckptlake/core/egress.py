@@ -31,14 +31,13 @@ def bytes_to_fetch(m: Manifest, destination: str, lake_url: str | None = None
     """
     from .pull import final_root, journaled_chunks, staging_dir
 
-    dest = os.path.abspath(destination)
     root = final_root(m, destination)
     if m.kind == "file":
         finals = {m.files[0].path: root}
-    elif os.path.lexists(dest) and not os.path.isdir(dest):
+    elif os.path.lexists(root) and not os.path.isdir(root):
         finals = {}  # the pull will refuse; nothing is present
     else:
-        finals = {e.path: os.path.join(dest, *e.path.split("/")) for e in m.files}
+        finals = {e.path: os.path.join(root, *e.path.split("/")) for e in m.files}
     present = 0
     needed: list[FileEntry] = []
     for e in m.files:

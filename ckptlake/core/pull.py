@@ -154,31 +154,35 @@ def abandoned_stagings(final_root: str) -> list[tuple[str, int]]:
     moved on).  Each holds files preallocated at full size, so they are worth a word."""
     parent, name = os.path.split(final_root)
     prefix = f".{name}.ckptlake-pull-"
-    found: list[tuple[str, int]] = []
     try:
-        entries = [e for e in os.scandir(parent) if e.name.startswith(prefix) and e.is_dir()]
+        entries = [e.path for e in os.scandir(parent) if e.name.startswith(prefix) and e.is_dir()]
     except OSError:
-        return found
-    for entry in entries:
-        try:
-            lock = os.open(os.path.join(entry.path, ".lock"), os.O_RDONLY)
-        except OSError:
-            lock = None
-        try:
-            if lock is not None:
-                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)  # raises if a pull holds it
-        except BlockingIOError:
-            continue
-        finally:
-            if lock is not None:
-                os.close(lock)
-        used = 0
-        for dirpath, _dirs, files in os.walk(entry.path):
-            for f in files:
-                with contextlib.suppress(OSError):
-                    used += os.lstat(os.path.join(dirpath, f)).st_blocks * 512
-        found.append((entry.path, used))
-    return sorted(found)
+        return []
+    return sorted((path, _disk_usage(path)) for path in entries if not _held(path))
+
+
+def _held(staging: str) -> bool:
+    """Does a running pull hold this staging directory's lock (see _Staging)?"""
+    try:
+        fd = os.open(os.path.join(staging, ".lock"), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _disk_usage(root: str) -> int:
+    used = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            with contextlib.suppress(OSError):
+                used += os.lstat(os.path.join(dirpath, f)).st_blocks * 512
+    return used
 
 
 def journaled_chunks(staging: str) -> set[str]:

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import urlparse
 
 import yaml
@@ -89,6 +89,19 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 _NULL_TAG = "tag:yaml.org,2002:null"
 
 
+def line_of(lines: Mapping[str, int], key: str) -> int | None:
+    """Line of a dotted/indexed key path ("retention.rules[0].keep_last") in `lines`, else of
+    its nearest recorded parent, else None."""
+    while key:
+        if key in lines:
+            return lines[key]
+        cut = max(key.rfind("."), key.rfind("["))
+        if cut <= 0:
+            return None
+        key = key[:cut]
+    return None
+
+
 @dataclass(frozen=True)
 class Config:
     """What one config file says; every field is None when the file does not set it.
@@ -118,14 +131,7 @@ class Config:
         bomb cheap), so their inner paths are missing from ``lines``; the parent's line is the
         best place to point at then.
         """
-        while key:
-            if key in self.lines:
-                return self.lines[key]
-            cut = max(key.rfind("."), key.rfind("["))
-            if cut <= 0:
-                return None
-            key = key[:cut]
-        return None
+        return line_of(self.lines, key)
 
 
 # --------------------------------------------------------------------------------------------

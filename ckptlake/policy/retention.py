@@ -34,7 +34,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import ConfigError
-from .config import describe_value
+from .config import describe_value, line_of
 
 __all__ = [
     "DEFAULT_GRACE_PERIOD", "DEFAULT_PRICE_PER_GB_MONTH", "DEFAULT_RECORD_RETENTION",
@@ -147,14 +147,7 @@ class RetentionPolicy:
         return next((r for r in self.rules if r.matches(artifact)), None)
 
     def line_of(self, key: str) -> int | None:
-        while key:
-            if key in self.lines:
-                return self.lines[key]
-            cut = max(key.rfind("."), key.rfind("["))
-            if cut <= 0:
-                return None
-            key = key[:cut]
-        return None
+        return line_of(self.lines, key)
 
     def error(self, message: str, key: str, hint: str | None = None) -> ConfigError:
         return ConfigError(message, path=self.source, line=self.line_of(key), key=key, hint=hint)

@@ -358,21 +358,16 @@ class S3Store(Store):
                                          f"({got} of {size} bytes)")
                 got += n
         except b.all_errors as exc:
-            if readinto is not None:
-                raw.close()  # mid-body failure: this connection must not be reused
-                if type(exc) is TimeoutError:  # the bare socket timeout, said as urllib3 would
-                    raise TransientError(
-                        f"{self._describe(key)}: get: ReadTimeoutError: no data within the read "
-                        f"timeout ({self._read_timeout:g} s)") from exc
+            if type(exc) is TimeoutError:  # the bare socket timeout, said as urllib3 would
+                raise TransientError(
+                    f"{self._describe(key)}: get: ReadTimeoutError: no data within the read "
+                    f"timeout ({self._read_timeout:g} s)") from exc
             self._fail(exc, key, "get")
-        except BaseException:
-            if readinto is not None:
-                raw.close()
-            raise
-        if readinto is not None:
-            raw.release_conn()  # fully read: the connection goes back to the pool
-        else:
-            body.close()
+        finally:
+            if readinto is not None and got == size:
+                raw.release_conn()  # fully read: the connection goes back to the pool
+            else:
+                body.close()  # mid-body failure: this connection must not be reused
         return view
 
     def get_with_etag(self, key: str) -> tuple[bytes, str]:
