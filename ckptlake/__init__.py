@@ -26,7 +26,8 @@ __all__ = ["open", "Lake", "__version__", "CkptlakeError", "UsageError", "NotFou
 def open(lake: str | None = None, *, config: str | None = None, endpoint_url: str | None = None,
          profile: str | None = None, region: str | None = None, chunk_size: int | None = None,
          concurrency: int | None = None, max_bandwidth: float | None = None,
-         connect_timeout: float | None = None, read_timeout: float | None = None) -> "Lake":
+         connect_timeout: float | None = None, read_timeout: float | None = None,
+         multipart_threshold: int | None = None, part_size: int | None = None) -> "Lake":
     """Open a lake, resolving it like the CLI: `lake` > $CKPTLAKE_LAKE > config `lake:` > default.
 
     Keyword options override the config file's values.  The returned Lake's `origin` says how
@@ -36,10 +37,14 @@ def open(lake: str | None = None, *, config: str | None = None, endpoint_url: st
     and sending a request (an upload's body too) may stall for `connect_timeout`, waiting for
     a response or the next piece of its body for `read_timeout`; past that the attempt fails
     and is retried.
+
+    `multipart_threshold` / `part_size` are bytes (defaults 64 MiB and 16 MiB): chunk objects
+    of at least the threshold go up as multipart uploads and come down as parallel ranged
+    GETs of `part_size` each.  They matter only for lakes with chunks of 64 MiB or more.
     """
     from .lake import Lake
-    from .policy.config import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, check_timeout,
-                                load_config, resolve_lake)
+    from .policy.config import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT,
+                                check_part_settings, check_timeout, load_config, resolve_lake)
     from .store import open_store
 
     # Checked before anything else: a bad argument must not wait for the config or network.
@@ -47,17 +52,21 @@ def open(lake: str | None = None, *, config: str | None = None, endpoint_url: st
         check_timeout(connect_timeout, "connect timeout")
     if read_timeout is not None:
         check_timeout(read_timeout, "read timeout")
+    check_part_settings(multipart_threshold, part_size)
     cfg = load_config(config)
     url, origin = resolve_lake(lake, cfg)
     concurrency = concurrency or cfg.concurrency
     store = open_store(url, endpoint_url=endpoint_url or cfg.endpoint_url,
                        profile=profile or cfg.profile, region=region or cfg.region,
-                       max_connections=(concurrency or 8) + 4,
+                       # chunk workers plus part workers (transfer/parts.py), and a few spare
+                       max_connections=2 * (concurrency or 8) + 4,
                        connect_timeout=_first(connect_timeout, cfg.connect_timeout,
                                               DEFAULT_CONNECT_TIMEOUT),
                        read_timeout=_first(read_timeout, cfg.read_timeout, DEFAULT_READ_TIMEOUT))
     return Lake(store, chunk_size=chunk_size or cfg.chunk_size, concurrency=concurrency,
-                max_bandwidth=max_bandwidth or cfg.max_bandwidth, origin=origin)
+                max_bandwidth=max_bandwidth or cfg.max_bandwidth,
+                multipart_threshold=multipart_threshold or cfg.multipart_threshold,
+                part_size=part_size or cfg.part_size, origin=origin)
 
 
 def _first(*values: float | None) -> float:

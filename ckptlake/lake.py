@@ -20,9 +20,11 @@ from .core import push as _push
 from .core.scan import scan
 from .errors import CkptlakeError, UsageError
 from .format.refs import Ref, parse_ref, validate_alias, validate_artifact
-from .policy.config import DEFAULT_CONCURRENCY, check_chunk_size, check_concurrency
+from .policy.config import (DEFAULT_CONCURRENCY, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE,
+                            check_chunk_size, check_concurrency, check_part_settings)
 from .results import AliasResult, ArtifactInfo, PullResult, PushResult, VersionInfo
 from .store.base import Store
+from .transfer.parts import Parts
 from .transfer.progress import NullProgress, Progress
 
 from .transfer.throttle import Throttle
@@ -67,11 +69,13 @@ class Lake:
 
     def __init__(self, store: Store, *, chunk_size: int | None = None,
                  concurrency: int | None = None, max_bandwidth: float | None = None,
+                 multipart_threshold: int | None = None, part_size: int | None = None,
                  origin: str = "explicit") -> None:
         if chunk_size is not None:
             check_chunk_size(chunk_size)
         if concurrency is not None:
             check_concurrency(concurrency)
+        check_part_settings(multipart_threshold, part_size)
         self.store = store
         self.url = store.url
         self.origin = origin
@@ -81,6 +85,9 @@ class Lake:
             raise UsageError(f"max bandwidth must be positive, got {max_bandwidth}")
         # One bucket for the whole Lake: the limit holds across concurrent operations.
         self.throttle = Throttle(max_bandwidth)
+        # Chunk objects of at least the threshold move as multipart uploads / ranged GETs.
+        self.parts = Parts(threshold=multipart_threshold or DEFAULT_MULTIPART_THRESHOLD,
+                           part_size=part_size or DEFAULT_PART_SIZE, workers=self.concurrency)
         # Retries happen in the store's retry layer; route them to whoever is watching.
         self._watchers: set[Progress] = set()
         self._watch_lock = threading.Lock()
@@ -162,7 +169,7 @@ class Lake:
                                 metrics=_check_metrics(metrics),
                                 metadata=_check_metadata(all_metadata), aliases=list(aliases),
                                 progress=progress, lake_url=self.url, throttle=self.throttle,
-                                observers=[tensors] if tensors else [],
+                                parts=self.parts, observers=[tensors] if tensors else [],
                                 manifest_fields=fields)
         warnings = self._after_commit(artifact, result.version)
         return dataclasses.replace(result, warnings=warnings) if warnings else result
@@ -221,7 +228,7 @@ class Lake:
         with self._watching(progress) as progress:
             return _pull.pull(self.store, m, os.fspath(destination), force=force,
                               concurrency=self.concurrency, progress=progress,
-                              lake_url=self.url, throttle=self.throttle)
+                              lake_url=self.url, throttle=self.throttle, parts=self.parts)
 
     def artifacts(self, prefix: str = "") -> list[ArtifactInfo]:
         """Artifacts with at least one version, sorted by name."""
@@ -292,7 +299,7 @@ class Lake:
                 metrics=_check_metrics(metrics), metadata=_check_metadata(metadata),
                 aliases=list(aliases), progress=progress, lake_url=self.url,
                 stale_after=shards.DEFAULT_STALE_AFTER if stale_after is None else stale_after,
-                wait_seconds=wait_seconds, throttle=self.throttle,
+                wait_seconds=wait_seconds, throttle=self.throttle, parts=self.parts,
                 observers=[tensors] if tensors else [])
         if result.committed_here and result.version is not None:
             self._after_commit(artifact, result.version)
@@ -413,6 +420,7 @@ class Lake:
         return catalog.expired_counts(self.store, prefix)
 
     def close(self) -> None:
+        self.parts.close()
         self.store.close()
 
 

@@ -291,6 +291,10 @@ def test_line_of_falls_back_to_parent() -> None:
     ("chunk_size: 16777216.0\n", 1, "chunk_size", "got 16777216.0"),
     ("chunk_size: 1.5e7\n", 1, "chunk_size", "not a size: '1.5e7'"),  # YAML 1.1: a string
     ("chunk_size: true\n", 1, "chunk_size", "got true"),
+    ("part_size: 4MiB\n", 1, "part_size", "between 5MiB and 1GiB, got 4MiB"),
+    ("part_size: 16M\n", 1, "part_size", "unknown size unit"),
+    ("multipart_threshold: 6GiB\n", 1, "multipart_threshold", "between 5MiB and 5GiB, got 6GiB"),
+    ("multipart_threshold: [1]\n", 1, "multipart_threshold", "must be a size in bytes"),
     ("lake: /x\nread_timeout: 0\n", 2, "read_timeout",
      "must be more than 0 and at most 3600 seconds, got 0"),
     ("read_timeout: -5\n", 1, "read_timeout", "got -5"),

@@ -379,6 +379,54 @@ def test_stall_past_the_read_timeout_is_retried(seaweedfs: Any, s3_lake_url: str
     assert tree_digest(dest) == small.digest, "pulled tree differs from the source"
 
 
+def test_parts_ride_out_dropped_connections(seaweedfs: Any, s3_lake_url: str,
+                                            proxy: FaultProxy, env: dict[str, str],
+                                            tmp_path: Path) -> None:
+    """Large chunks (32 MiB here, parts of 8 MiB from 16 MiB on): a part whose body is cut is
+    sent again alone -- not its whole chunk -- and a ranged read that is cut is read again
+    alone; no multipart upload is left behind."""
+    config = tmp_path / "ckptlake.yaml"
+    config.write_text("multipart_threshold: 16MiB\npart_size: 8MiB\n", encoding="utf-8")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "weights.bin").write_bytes(random.Random(11).randbytes(64 * MiB))
+    small = Tree(src, 64 * MiB, tree_digest(src))
+    argv = push_args(small, s3_lake_url, "--config", str(config), "--json")
+    argv[argv.index("--chunk-size") + 1] = "32MiB"
+
+    proxy.drop("up", after=3 * MiB, count=2, methods=["PUT"], path=r"/chunks/.*partNumber=",
+               max_per_target=1)
+    pushed = json.loads(cli(env, *argv).stdout)
+    up = proxy.stats()
+    report("parts: push, 2 part bodies cut", up, small)
+    parts = [e for e in proxy.exchanges() if e.method == "PUT" and "partNumber=" in e.target]
+    assert up.faults.get("drop") == 2 and len(parts) == 8 + 2  # 2 chunks x 4 parts, 2 again
+    assert pushed["bytes_uploaded"] == small.total
+    # what was sent twice: the 3 MiB cut off each dropped part, not a 32 MiB chunk
+    assert small.total + 2 * 3 * MiB <= up.bytes_up < small.total + 2 * 3 * MiB + 2 * MiB
+    created = [e for e in proxy.exchanges() if e.method == "POST" and "uploads" in e.target
+               and "uploadId" not in e.target]
+    assert len(created) == 2  # one multipart upload per chunk, none started again
+    lake_prefix = s3_lake_url.split("/", 3)[3]
+    uploads = seaweedfs.client().list_multipart_uploads(Bucket=seaweedfs.bucket,
+                                                        Prefix=lake_prefix)
+    assert uploads.get("Uploads", []) == []
+
+    proxy.clear_faults()
+    proxy.reset_stats()
+    proxy.drop("down", after=3 * MiB, count=2, methods=["GET"], path=CHUNKS, max_per_target=1)
+    dest = tmp_path / "restore"
+    pulled = json.loads(cli(env, *pull_args(s3_lake_url, dest, "--config", str(config),
+                                            "--json")).stdout)
+    down = proxy.stats()
+    report("parts: pull, 2 ranged bodies cut", down, small)
+    ranged = [e for e in proxy.exchanges() if e.method == "GET" and re.search(CHUNKS, e.target)]
+    assert down.faults.get("drop") == 2 and len(ranged) == 8 + 2
+    assert pulled["bytes_downloaded"] == small.total
+    assert small.total + 2 * 3 * MiB <= down.bytes_down < small.total + 2 * 3 * MiB + 2 * MiB
+    assert tree_digest(dest) == small.digest, "pulled tree differs from the source"
+
+
 def _stalled_target(method: str, proxy: FaultProxy) -> str:
     """The request target (/bucket/key) whose `method` body the proxy stalled."""
     stalled = [e.target for e in proxy.exchanges() if e.method == method and e.fault

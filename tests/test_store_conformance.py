@@ -82,6 +82,24 @@ def test_get_range(store: Store) -> None:
     assert store.get_range("empty", 0, 10) == b""
 
 
+def test_get_range_into_reads_into_the_given_buffer(store: Store) -> None:
+    data = bytes(range(256)) * 64  # 16 KiB
+    store.put("ri", data)
+    buffer = bytearray(b"\xee" * 1000)
+    view = store.get_range_into("ri", 5000, memoryview(buffer)[100:600])
+    assert view.obj is buffer and bytes(view) == data[5000:5500]  # the caller's memory
+    assert buffer[:100] == b"\xee" * 100 and buffer[600:] == b"\xee" * 400  # nothing else
+    assert bytes(store.get_range_into("ri", len(data) - 10, bytearray(50))) == data[-10:]
+    assert bytes(store.get_range_into("ri", len(data), bytearray(50))) == b""  # at the end
+    assert bytes(store.get_range_into("ri", 0, bytearray(0))) == b""
+    with pytest.raises(NotFound):
+        store.get_range_into("nope", 0, bytearray(10))
+    with pytest.raises(NotFound):
+        store.get_range_into("nope", 0, bytearray(0))
+    with pytest.raises(UsageError):
+        store.get_range_into("ri", -1, bytearray(10))
+
+
 def test_stat_and_etags(store: Store) -> None:
     etag = store.put("s/obj", b"12345")
     info = store.stat("s/obj")

@@ -32,6 +32,7 @@ from ..format.header import digest, new_hasher
 from ..format.manifest import FileEntry, Manifest
 from ..results import PullResult
 from ..store.base import Store
+from ..transfer.parts import Parts
 from ..transfer.pool import Counter, bounded_map
 from ..transfer.progress import Progress
 from ..transfer.throttle import Throttle
@@ -292,15 +293,22 @@ def _already_staged(unit: _Unit, algo: str) -> bool:
 
 class _Fetcher:
     def __init__(self, store: Store, m: Manifest, progress: Progress,
-                 staging: _Staging, throttle: Throttle | None = None) -> None:
+                 staging: _Staging, throttle: Throttle | None = None,
+                 parts: Parts | None = None) -> None:
         self.store, self.m, self.progress, self.staging = store, m, progress, staging
         self.throttle = throttle or Throttle(None)
+        self.parts = parts
         self.downloaded = Counter()
         self.resumed = Counter()
         self._local = threading.local()
         # The largest chunk object this version references: every fetch fits the buffer.
-        self.chunk_capacity = max(((c.offset or 0) + c.size for f in m.files for c in f.chunks),
-                                  default=0)
+        self.object_size: dict[str, int] = {}  # digest -> size of its chunk object
+        for f in m.files:
+            for c in f.chunks:
+                end = (c.offset or 0) + c.size
+                if end > self.object_size.get(c.digest, 0):
+                    self.object_size[c.digest] = end
+        self.chunk_capacity = max(self.object_size.values(), default=0)
 
     def _buffer(self) -> mmap.mmap:
         """One chunk-sized buffer per worker thread, reused for every chunk it fetches.
@@ -318,9 +326,18 @@ class _Fetcher:
             self.progress.advance(unit.nbytes)
             return
         key = layout.chunk_key(unit.digest)
-        self.throttle.acquire(max(t[2] + t[3] for t in unit.targets))
+        size = self.object_size[unit.digest]
+        self.throttle.acquire(size)
+        # A chunk object that one file takes whole (a slice) reports progress part by part.
+        reported = 0
         try:
-            data = self.store.get_into(key, self._buffer())
+            if self.parts is not None and self.parts.applies(size):
+                whole = unit.nbytes == size and len(unit.targets) == 1
+                data = self.parts.get_into(self.store, key, size, self._buffer(),
+                                           on_part=self.progress.advance if whole else None)
+                reported = len(data) if whole else 0
+            else:
+                data = self.store.get_into(key, self._buffer())
         except NotFound:
             raise IntegrityError(f"chunk {key} of {self.m.artifact}@v{self.m.version} is "
                                  "missing from the lake",
@@ -341,7 +358,8 @@ class _Fetcher:
             _write(path, piece, file_offset,
                    direct=chunk_offset == 0 and isinstance(data.obj, mmap.mmap))
         self.staging.record(unit.digest)
-        self.progress.advance(unit.nbytes)
+        if unit.nbytes > reported:
+            self.progress.advance(unit.nbytes - reported)
 
 
 _DIRECT_ALIGN = 4096
@@ -417,7 +435,8 @@ def _place(p: _Placement, staging: _Staging) -> None:
 
 
 def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrency: int,
-         progress: Progress, lake_url: str, throttle: Throttle | None = None) -> PullResult:
+         progress: Progress, lake_url: str, throttle: Throttle | None = None,
+         parts: Parts | None = None) -> PullResult:
     started = time.monotonic()
     try:
         placement = _Placement(m, destination, force)
@@ -426,7 +445,7 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
         raise AccessDenied(f"cannot write to {destination}: {e.strerror}") from None
     total = sum(e.size for e in placement.download)
     progress.start(phase="pull", total_bytes=total, total_files=len(placement.download))
-    fetcher = _Fetcher(store, m, progress, staging, throttle)
+    fetcher = _Fetcher(store, m, progress, staging, throttle, parts)
     keep = True  # interrupted or storage failing: keep staged chunks for the next attempt
     try:
         units = _prepare(staging, placement.download)

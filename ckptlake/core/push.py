@@ -12,7 +12,7 @@ import random
 import time
 import zlib
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from ..errors import NotFound, PreconditionFailed, SourceChanged, TransferError
 from ..format import layout
@@ -20,6 +20,7 @@ from ..format.header import digest, ensure_header
 from ..format.manifest import ChunkRef, FileEntry, Manifest
 from ..results import PushResult
 from ..store.base import Store
+from ..transfer.parts import Parts
 from ..transfer.pool import Counter, bounded_map
 from ..transfer.progress import Progress
 from ..transfer.throttle import Throttle
@@ -121,10 +122,12 @@ class _Uploader:
     """Reads, hashes and stores units; one instance per push, shared by the worker threads."""
 
     def __init__(self, store: Store, tree: SourceTree, algo: str, progress: Progress,
-                 observers: Sequence[FileObserver] = (), throttle: Throttle | None = None) -> None:
+                 observers: Sequence[FileObserver] = (), throttle: Throttle | None = None,
+                 parts: Parts | None = None) -> None:
         self.store, self.tree, self.algo, self.progress = store, tree, algo, progress
         self.observers = observers
         self.throttle = throttle or Throttle(None)
+        self.parts = parts
         self.uploaded = Counter()
         self.deduplicated = Counter()
         self.unit_of: dict[str, _Slice | _Pack] = {}  # digest -> unit, for re-uploads
@@ -148,7 +151,9 @@ class _Uploader:
         return b"".join(self._read(self.tree.files[i], 0, self.tree.files[i].size,
                                    observe=observe) for i in unit.files)
 
-    def _store(self, data: bytes, unit: _Slice | _Pack) -> str:
+    def _store(self, data: bytes, unit: _Slice | _Pack) -> tuple[str, int]:
+        """Store one unit's bytes; returns its digest and the bytes already reported as
+        progress (a multipart upload reports each part as it lands)."""
         d = digest(self.algo, data)
         self.unit_of[d] = unit
         key = layout.chunk_key(d)
@@ -163,21 +168,28 @@ class _Uploader:
                   else _stored_size(self.store, key))
         if stored == len(data):
             self.deduplicated.add(len(data))
-        else:
-            self.throttle.acquire(len(data))
-            self._put(key, data, d)
-            self.uploaded.add(len(data))
-        return d
+            return d, 0
+        self.throttle.acquire(len(data))
+        reported = self._put(key, data, d, on_part=self.progress.advance)
+        self.uploaded.add(len(data))
+        return d, reported
 
-    def _put(self, key: str, data: bytes, d: str) -> None:
+    def _put(self, key: str, data: bytes, d: str, *,
+             on_part: Callable[[int], None] | None = None) -> int:
+        """Upload one chunk; returns the bytes reported to `on_part` (0 for a single PUT)."""
+        if self.parts is not None and self.parts.applies(len(data)):
+            self.parts.put(self.store, key, data, on_part=on_part)
+            return len(data) if on_part is not None else 0
         # the chunk's digest is the body's SHA-256: an S3 signer need not hash it again
         self.store.put(key, data, sha256=d if self.algo == "sha256" else None)
+        return 0
 
     def __call__(self, unit: _Slice | _Pack) -> list[tuple[int, int, ChunkRef, str | None]]:
         """Returns (file index, offset in file, chunk ref, whole-file digest or None)."""
         data = self._read_unit(unit)
-        d = self._store(data, unit)
-        self.progress.advance(len(data))
+        d, reported = self._store(data, unit)
+        if len(data) > reported:
+            self.progress.advance(len(data) - reported)
         if isinstance(unit, _Slice):
             return [(unit.file, unit.offset, ChunkRef(d, unit.length), None)]
         out, offset = [], 0
@@ -203,9 +215,13 @@ class _Uploader:
 
 def upload_tree(store: Store, tree: SourceTree, *, algo: str, chunk_size: int, concurrency: int,
                 progress: Progress, observers: Sequence[FileObserver] = (),
-                throttle: Throttle | None = None) -> tuple[tuple[FileEntry, ...], _Uploader]:
-    """Store every byte of the tree as chunks; return manifest file entries."""
-    uploader = _Uploader(store, tree, algo, progress, observers, throttle)
+                throttle: Throttle | None = None,
+                parts: Parts | None = None) -> tuple[tuple[FileEntry, ...], _Uploader]:
+    """Store every byte of the tree as chunks; return manifest file entries.
+
+    `parts`: how chunks of at least its threshold move (multipart); None: one PUT per chunk.
+    """
+    uploader = _Uploader(store, tree, algo, progress, observers, throttle, parts)
     refs: dict[int, list[tuple[int, ChunkRef]]] = {i: [] for i in range(len(tree.files))}
     digests: dict[int, str] = {}
     progress.start(phase="push", total_bytes=tree.total_bytes, total_files=len(tree.files))
@@ -264,7 +280,7 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
          metadata: dict[str, str], aliases: Sequence[str], progress: Progress,
          lake_url: str, observers: Sequence[FileObserver] = (),
          manifest_fields: dict[str, Any] | None = None,
-         throttle: Throttle | None = None) -> PushResult:
+         throttle: Throttle | None = None, parts: Parts | None = None) -> PushResult:
     """Push a scanned tree as the next version of `artifact`.
 
     `observers` see the bytes as they are read (see FileObserver); `manifest_fields` sets
@@ -278,7 +294,7 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
     files, up = upload_tree(store, tree, algo=header.hash,
                             chunk_size=chunk_size or header.chunk_size,
                             concurrency=concurrency, progress=progress, observers=observers,
-                            throttle=throttle)
+                            throttle=throttle, parts=parts)
     draft = Manifest(
         artifact=artifact, version=0, kind=tree.kind, hash=header.hash, files=files,
         dirs=tuple(tree.empty_dirs), step=step, created=utcnow(), created_by=user_at_host(),

@@ -471,7 +471,7 @@ def push_shard(store: Store, tree: SourceTree, artifact: str, *, step: int, rank
                metrics: dict[str, float], metadata: dict[str, str], aliases: Sequence[str],
                progress: Progress, lake_url: str, stale_after: float = DEFAULT_STALE_AFTER,
                wait_seconds: float | None = None, throttle: Any = None,
-               observers: Sequence[Any] = ()) -> ShardPushResult:
+               observers: Sequence[Any] = (), parts: Any = None) -> ShardPushResult:
     """Upload this rank's files and record them; commit the step if this rank completes it.
 
     `wait_seconds`: how long a rank that sees the full set but not the claim waits for the
@@ -491,7 +491,7 @@ def push_shard(store: Store, tree: SourceTree, artifact: str, *, step: int, rank
     files, up = upload_tree(store, tree, algo=header.hash,
                             chunk_size=chunk_size or header.chunk_size, concurrency=concurrency,
                             progress=progress, observers=observers,
-                            **({"throttle": throttle} if throttle else {}))
+                            parts=parts, **({"throttle": throttle} if throttle else {}))
     record = ShardRecord(
         artifact=artifact, step=step, rank=rank, world=world, aliases=tuple(aliases),
         manifest=Manifest(artifact=artifact, version=0, kind="dir", hash=header.hash,

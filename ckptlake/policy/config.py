@@ -40,6 +40,8 @@ __all__ = [
     "CONFIG_FILENAME",
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_CONCURRENCY",
+    "DEFAULT_MULTIPART_THRESHOLD",
+    "DEFAULT_PART_SIZE",
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_READ_TIMEOUT",
     "KNOWN_KEYS",
@@ -49,6 +51,7 @@ __all__ = [
     "MIN_CHUNK_SIZE",
     "check_chunk_size",
     "check_concurrency",
+    "check_part_settings",
     "check_timeout",
     "default_lake_dir",
     "find_config",
@@ -66,13 +69,21 @@ DEFAULT_CHUNK_SIZE = 16 * MiB
 MIN_CHUNK_SIZE = 1 * MiB
 MAX_CHUNK_SIZE = 1 * GiB
 DEFAULT_CONCURRENCY = 8
+# Chunk objects of at least the threshold move in parts (transfer/parts.py).  Parts: S3 wants
+# at least 5 MiB for every part but the last; the threshold may exceed the largest chunk, which
+# turns parts off.
+DEFAULT_MULTIPART_THRESHOLD = 64 * MiB
+DEFAULT_PART_SIZE = 16 * MiB
+MIN_PART_SIZE = 5 * MiB
+MAX_PART_SIZE = MAX_CHUNK_SIZE
+MAX_MULTIPART_THRESHOLD = 5 * GiB  # S3's single-PUT limit
 MAX_CONCURRENCY = 256
 MAX_TIMEOUT = 3600.0  # seconds; the defaults live with the store that uses them
 
 # In the order the example file documents them (also the order used in hints).
 KNOWN_KEYS: tuple[str, ...] = (
     "lake", "endpoint_url", "profile", "region", "chunk_size", "concurrency", "max_bandwidth",
-    "connect_timeout", "read_timeout", "retention", "egress",
+    "multipart_threshold", "part_size", "connect_timeout", "read_timeout", "retention", "egress",
 )
 
 _SIZE_UNITS = {
@@ -118,6 +129,8 @@ class Config:
     chunk_size: int | None = None
     concurrency: int | None = None
     max_bandwidth: int | None = None  # bytes per second
+    multipart_threshold: int | None = None  # bytes
+    part_size: int | None = None  # bytes
     connect_timeout: float | None = None  # seconds
     read_timeout: float | None = None  # seconds
     retention: dict | None = None
@@ -183,6 +196,15 @@ def check_chunk_size(n: int) -> int:
     return n
 
 
+def check_part_settings(multipart_threshold: int | None, part_size: int | None) -> None:
+    """Part size within S3's limits (5 MiB .. 1 GiB here); threshold 5 MiB .. 5 GiB."""
+    for what, n, problem in (
+            ("multipart threshold", multipart_threshold, _threshold_problem),
+            ("part size", part_size, _part_size_problem)):
+        if n is not None and (text := problem(n)):
+            raise UsageError(f"{what} {text}", hint=_PART_HINTS[what])
+
+
 def check_concurrency(n: int) -> int:
     """Bound parallel transfers: 0 would hang, thousands would exhaust sockets and memory."""
     problem = _concurrency_problem(n)
@@ -230,12 +252,32 @@ def _timeout_hint(what: str) -> str:
 
 
 def _chunk_size_problem(n: int) -> str | None:
-    if MIN_CHUNK_SIZE <= n <= MAX_CHUNK_SIZE:
+    return _size_problem(n, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE)
+
+
+def _size_problem(n: Any, low: int, high: int) -> str | None:
+    if isinstance(n, bool) or not isinstance(n, int):
+        return f"must be a size in bytes, got {describe_value(n)}"
+    if low <= n <= high:
         return None
     shown = format_size(n)
     exact = "" if shown.endswith("bytes") else f" ({n} bytes)"
-    return (f"must be between {format_size(MIN_CHUNK_SIZE)} and {format_size(MAX_CHUNK_SIZE)}, "
-            f"got {shown}{exact}")
+    return f"must be between {format_size(low)} and {format_size(high)}, got {shown}{exact}"
+
+
+def _threshold_problem(n: Any) -> str | None:
+    return _size_problem(n, MIN_PART_SIZE, MAX_MULTIPART_THRESHOLD)
+
+
+def _part_size_problem(n: Any) -> str | None:
+    return _size_problem(n, MIN_PART_SIZE, MAX_PART_SIZE)
+
+
+_PART_HINTS = {
+    "multipart threshold": f"{format_size(DEFAULT_MULTIPART_THRESHOLD)} is the default; set it "
+                           "above the chunk size to send every chunk in one PUT",
+    "part size": f"{format_size(DEFAULT_PART_SIZE)} is the default",
+}
 
 
 def _concurrency_problem(n: int) -> str | None:
@@ -521,6 +563,18 @@ def _check_endpoint(b: _Builder, key: str, node: Node) -> str | None:
 
 
 def _check_chunk_size(b: _Builder, key: str, node: Node) -> int | None:
+    return _check_size(b, key, node, _chunk_size_problem, "16MiB is the default")
+
+
+def _check_threshold(b: _Builder, key: str, node: Node) -> int | None:
+    return _check_size(b, key, node, _threshold_problem, _PART_HINTS["multipart threshold"])
+
+
+def _check_part_size(b: _Builder, key: str, node: Node) -> int | None:
+    return _check_size(b, key, node, _part_size_problem, _PART_HINTS["part size"])
+
+
+def _check_size(b: _Builder, key: str, node: Node, problem_of: Any, hint: str) -> int | None:
     value = b.value(node, key)
     if value is None:
         return None
@@ -531,9 +585,9 @@ def _check_chunk_size(b: _Builder, key: str, node: Node) -> int | None:
         size = parse_size(value)
     except UsageError as exc:
         raise b.error(exc.message, node, key, hint=exc.hint) from exc
-    problem = _chunk_size_problem(size)
+    problem = problem_of(size)
     if problem:
-        raise b.error(problem, node, key, hint="16MiB is the default")
+        raise b.error(problem, node, key, hint=hint)
     return size
 
 
@@ -593,6 +647,8 @@ _CHECKS = {
     "chunk_size": _check_chunk_size,
     "concurrency": _check_concurrency,
     "max_bandwidth": _check_bandwidth,
+    "multipart_threshold": _check_threshold,
+    "part_size": _check_part_size,
     "connect_timeout": _check_timeout,
     "read_timeout": _check_timeout,
     "retention": _check_section,

@@ -64,6 +64,18 @@ class Store(abc.ABC):
         view[:] = data
         return view
 
+    def get_range_into(self, key: str, start: int, buffer: bytearray | memoryview) -> memoryview:
+        """Bytes [start, start+len(buffer)) read into `buffer`, as a view of what was read
+        (fewer only at the object's end).  NotFound if absent.
+
+        Why: a large chunk is fetched as parallel ranged GETs straight into one chunk buffer
+        (transfer/parts.py), without a part-sized allocation per range.
+        """
+        data = self.get_range(key, start, len(buffer))
+        view = memoryview(buffer)[:len(data)]
+        view[:] = data
+        return view
+
     @abc.abstractmethod
     def get_range(self, key: str, start: int, length: int) -> bytes:
         """Bytes [start, start+length) of an object (fewer only at its end).  NotFound if absent."""

@@ -296,6 +296,24 @@ class LocalStore(Store):
             finally:
                 os.close(fd)
 
+    def get_range_into(self, key: str, start: int, buffer: bytearray | memoryview) -> memoryview:
+        if start < 0:
+            raise UsageError(f"invalid range start={start} for {key!r}")
+        path = self._path(key)
+        view = memoryview(buffer)
+        with self._errors(key):
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                got = 0
+                while got < len(view):
+                    n = os.preadv(fd, [view[got:]], start + got)
+                    if not n:
+                        break
+                    got += n
+                return view[:got]
+            finally:
+                os.close(fd)
+
     def get_range(self, key: str, start: int, length: int) -> bytes:
         if start < 0 or length < 0:
             raise UsageError(f"invalid range start={start} length={length} for {key!r}")

@@ -93,6 +93,7 @@ class MemoryStore(Store):
                 self._objects.pop(k, None)
 
     def create_multipart(self, key: str) -> str:
+        self.calls["create_multipart"] += 1
         uid = uuid.uuid4().hex
         with self._lock:
             self._uploads[uid] = (key, datetime.now(timezone.utc), {})
@@ -100,19 +101,26 @@ class MemoryStore(Store):
 
     def upload_part(self, key: str, upload_id: str, part_number: int,
                     data: bytes | bytearray | memoryview) -> str:
+        self.calls["upload_part"] += 1
         with self._lock:
+            if upload_id not in self._uploads:
+                raise NotFound(f"{self.url}/{key}: multipart upload {upload_id} not found")
             self._uploads[upload_id][2][part_number] = bytes(data)
             self.bytes_in += len(data)
         return f'"{part_number}"'
 
     def complete_multipart(self, key: str, upload_id: str, parts: Sequence[tuple[int, str]], *,
                            if_none_match: bool = False) -> str:
+        self.calls["complete_multipart"] += 1
         with self._lock:
+            if upload_id not in self._uploads:
+                raise NotFound(f"{self.url}/{key}: multipart upload {upload_id} not found")
             _, _, stored = self._uploads.pop(upload_id)
         return self.put(key, b"".join(stored[n] for n, _ in sorted(parts)),
                         if_none_match=if_none_match)
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
+        self.calls["abort_multipart"] += 1
         with self._lock:
             self._uploads.pop(upload_id, None)
 

@@ -91,6 +91,9 @@ class RetryingStore(Store):
     def get_range(self, key: str, start: int, length: int) -> bytes:
         return self._call(key, lambda: self.inner.get_range(key, start, length))
 
+    def get_range_into(self, key: str, start: int, buffer: bytearray | memoryview) -> memoryview:
+        return self._call(key, lambda: self.inner.get_range_into(key, start, buffer))
+
     def get_with_etag(self, key: str) -> tuple[bytes, str]:
         return self._call(key, lambda: self.inner.get_with_etag(key))
 

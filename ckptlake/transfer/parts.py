@@ -1,0 +1,140 @@
+"""Large chunk objects in parts: multipart uploads and parallel ranged reads.
+
+Why: a chunk is one object, moved by one request over one connection.  At the default 16 MiB
+chunk size that is right: a file's chunks already travel in parallel, and a failed request
+re-sends 16 MiB.  A lake with large chunks (up to 1 GiB, chosen for fewer objects and requests)
+would otherwise move a one-chunk file over a single connection and re-send a whole chunk after
+any failure.  So an object of at least `threshold` bytes goes up as a multipart upload and comes
+down as ranged GETs straight into the chunk buffer, `part_size` bytes each, up to `workers` at a
+time.  A failed part is retried alone (by the store's retry layer); an upload that fails for good
+is aborted here, and one a killed process leaves behind is aborted by gc after its grace period.
+
+The whole chunk is still held in memory while its parts move: its key is the digest of all its
+bytes, known only once it was read (push), and verified only once all of it arrived (pull).  The
+memory bound (transfer/config.py) is therefore unchanged: concurrency x chunk_size.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Callable, Sequence, TypeVar
+
+from ..errors import CkptlakeError
+from ..policy.config import DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, MIN_PART_SIZE
+from ..store.base import Store
+
+MAX_PARTS = 10_000  # S3: parts per upload
+
+R = TypeVar("R")
+
+
+def part_size_for(size: int, configured: int) -> int:
+    """max(configured, ceil(size / 10,000)): never more parts than S3 allows (nor under 5 MiB)."""
+    return max(configured, MIN_PART_SIZE, -(-size // MAX_PARTS))
+
+
+def part_ranges(size: int, part_size: int) -> list[tuple[int, int, int]]:
+    """(part number from 1, start, length) covering [0, size)."""
+    return [(i + 1, start, min(part_size, size - start))
+            for i, start in enumerate(range(0, size, part_size))]
+
+
+@dataclass
+class Parts:
+    """Settings plus one thread pool, shared by every chunk worker of a Lake.
+
+    Chunk workers block on their parts; part tasks never wait on anything, so a pool of its own
+    (rather than the chunk workers' pool) cannot deadlock.
+    """
+
+    threshold: int = DEFAULT_MULTIPART_THRESHOLD
+    part_size: int = DEFAULT_PART_SIZE
+    workers: int = 8
+    _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def applies(self, size: int) -> bool:
+        """Whether an object of `size` bytes moves in parts (at least two of them)."""
+        return size >= self.threshold and size > part_size_for(size, self.part_size)
+
+    def ranges(self, size: int) -> list[tuple[int, int, int]]:
+        return part_ranges(size, part_size_for(size, self.part_size))
+
+    def put(self, store: Store, key: str, data: bytes | bytearray | memoryview, *,
+            on_part: Callable[[int], None] | None = None) -> None:
+        """Store `data` at `key` as a multipart upload; abort it if any part fails for good."""
+        view = memoryview(data)
+        upload_id = store.create_multipart(key)
+        try:
+            def send(part: tuple[int, int, int]) -> tuple[int, str]:
+                number, start, length = part
+                etag = store.upload_part(key, upload_id, number, view[start:start + length])
+                if on_part is not None:
+                    on_part(length)
+                return number, etag
+
+            store.complete_multipart(key, upload_id, self._run(send, self.ranges(len(view))))
+        except BaseException:
+            # If the abort fails too (server down), gc aborts the upload after its grace
+            # period; the error worth reporting is the one that stopped the upload.
+            with contextlib.suppress(CkptlakeError):
+                store.abort_multipart(key, upload_id)
+            raise
+
+    def get_into(self, store: Store, key: str, size: int, buffer: bytearray | memoryview, *,
+                 on_part: Callable[[int], None] | None = None) -> memoryview:
+        """The first `size` bytes of `key`, read as parallel ranged GETs into `buffer`.
+
+        Returns a view of the bytes read: shorter than `size` if the object is (the caller's
+        digest check tells what that means).
+        """
+        view = memoryview(buffer)[:size]
+
+        def fetch(part: tuple[int, int, int]) -> int:
+            _, start, length = part
+            got = len(store.get_range_into(key, start, view[start:start + length]))
+            if on_part is not None:
+                on_part(got)
+            return got
+
+        ranges = self.ranges(size)
+        total = 0
+        for (_, start, length), got in zip(ranges, self._run(fetch, ranges)):
+            total = start + got
+            if got < length:  # the object ends here
+                break
+        return view[:total]
+
+    def _run(self, fn: Callable[[tuple[int, int, int]], R],
+             parts: Sequence[tuple[int, int, int]]) -> list[R]:
+        """fn over every part on the pool; results in part order.
+
+        On the first failure the parts not started are cancelled and the running ones are
+        waited for -- they write into the caller's buffer, which must not change under them
+        after we return -- then that failure is raised.
+        """
+        pool = self._executor()
+        futures: list[Future[R]] = [pool.submit(fn, p) for p in parts]
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = next((f for f in futures if f in done and f.exception() is not None), None)
+        if failed is not None:
+            for f in pending:
+                f.cancel()
+            wait(pending)
+            raise failed.exception()  # type: ignore[misc]
+        return [f.result() for f in futures]
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=max(1, self.workers),
+                                                thread_name_prefix="ckptlake-part")
+            return self._pool
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
