@@ -69,8 +69,8 @@ def _summary(records: list[dict], tools: dict[str, str]) -> list[str]:
     return lines
 
 
-def _raw(records: list[dict], tools: dict[str, str]) -> list[str]:
-    lines = ["| rep | tool | op | wall s | MiB/s | client CPU s | server CPU s | other CPU s "
+def _raw(records: list[dict], tools: dict[str, str], label: str = "tool") -> list[str]:
+    lines = [f"| rep | {label} | op | wall s | MiB/s | client CPU s | server CPU s | other CPU s "
              "| peak RSS MiB | status |",
              "|--:|---|---|--:|--:|--:|--:|--:|--:|---|"]
     for r in records:

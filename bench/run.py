@@ -81,6 +81,11 @@ def tool_env(endpoint: str) -> dict[str, str]:
         "XDG_CONFIG_HOME": str(WORK / "xdg-config"),
         "AWS_CONFIG_FILE": str(WORK / "no-aws-config"),
         "AWS_SHARED_CREDENTIALS_FILE": str(WORK / "no-aws-credentials"),
+        # awscrt is in bench/.venv for crt_transfer.py only; botocore would otherwise pick it up
+        # by itself (its C SigV4 signer and CRC32 instead of the pure-Python ones) and change how
+        # ckptlake, aws and boto3 run compared with a plain `pip install`. crt_transfer.py uses
+        # awscrt directly and is not affected by this switch.
+        "BOTO_DISABLE_CRT": "true",
         "RCLONE_CONFIG": str(WORK / "rclone.conf"),
         "RCLONE_CONFIG_BENCH_TYPE": "s3", "RCLONE_CONFIG_BENCH_PROVIDER": "SeaweedFS",
         "RCLONE_CONFIG_BENCH_ENDPOINT": endpoint, "RCLONE_CONFIG_BENCH_ENV_AUTH": "false",

@@ -138,4 +138,29 @@ class Boto3TM(Tool):
                 "print(f\"boto3 {v('boto3')}, s3transfer {v('s3transfer')}, botocore {v('botocore')}\")"]
 
 
-TOOLS = {t.name: t for t in (CkptLake, AwsCli, S5cmd, Rclone, Boto3TM)}
+class Crt(Tool):
+    """awscrt's C S3 client (aws-c-s3) driven directly by crt_transfer.py, CRT defaults."""
+    name, label = "crt", "awscrt S3Client"
+    flags: tuple[str, ...] = ()
+
+    def upload(self, src, bucket, prefix):
+        return [self.exe("python"), str(HERE / "crt_transfer.py"), "upload", *self.flags,
+                str(src), bucket, prefix]
+
+    def download(self, bucket, prefix, dest):
+        return [self.exe("python"), str(HERE / "crt_transfer.py"), "download", *self.flags,
+                bucket, prefix, str(dest)]
+
+    def version_cmd(self):
+        return [self.exe("python"), "-c", "import awscrt; print(f'awscrt {awscrt.__version__}')"]
+
+
+class CrtVerify(Crt):
+    """The same, plus SHA-256 of every file: stored as x-amz-meta-sha256 on upload, every
+    downloaded file read back and checked against it (what ckptlake does on push/pull).
+    ('+' is not allowed in the bucket names run.py derives from the tool name.)"""
+    name, label = "crt-verify", "awscrt S3Client + SHA-256 verify"
+    flags = ("--verify",)
+
+
+TOOLS = {t.name: t for t in (CkptLake, AwsCli, S5cmd, Rclone, Boto3TM, Crt, CrtVerify)}
