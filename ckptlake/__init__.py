@@ -38,9 +38,9 @@ def open(lake: str | None = None, *, config: str | None = None, endpoint_url: st
     a response or the next piece of its body for `read_timeout`; past that the attempt fails
     and is retried.
 
-    `multipart_threshold` / `part_size` are bytes (defaults 64 MiB and 16 MiB): chunk objects
+    `multipart_threshold` / `part_size` are bytes (defaults 256 MiB and 16 MiB): chunk objects
     of at least the threshold go up as multipart uploads and come down as parallel ranged
-    GETs of `part_size` each.  They matter only for lakes with chunks of 64 MiB or more.
+    GETs of `part_size` each.  They matter only for lakes with chunks of 256 MiB or more.
     """
     from .lake import Lake
     from .policy.config import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT,

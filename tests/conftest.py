@@ -22,6 +22,11 @@ from typing import Any, Iterator
 
 import pytest
 
+# awscrt is installed for one test (test_push_requests.py: the hint reaches botocore's C signer),
+# and its mere presence makes botocore sign with it everywhere.  The suite runs as a plain
+# `pip install ckptlake` does (no awscrt); that one test turns it back on in a subprocess.
+os.environ["BOTO_DISABLE_CRT"] = "true"
+
 SEAWEED_BUCKET = "ckptlake-test"
 MOTO_BUCKET = "ckptlake-moto"
 DUMMY_CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",

@@ -85,7 +85,7 @@ def test_large_chunks_go_up_in_parts_and_come_down_as_ranges(tmp_path: Path) -> 
 
 def test_chunks_below_the_threshold_are_one_put_and_one_get_each(tmp_path: Path) -> None:
     store = MemoryStore()
-    lake = Lake(store, chunk_size=12 * MiB, concurrency=3)  # default threshold: 64 MiB
+    lake = Lake(store, chunk_size=12 * MiB, concurrency=3)  # default threshold: 256 MiB
     src = _source(tmp_path)
     lake.push(src, "m/big")
     lake.pull("m/big", tmp_path / "out")

@@ -3,6 +3,7 @@ and no second SHA-256 of each chunk in the S3 signer."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,45 @@ def test_s3_hint_does_not_leak_into_other_puts(moto_store: Any) -> None:
     moto_store.put("a", b"one", sha256="1" * 64)
     moto_store.put("b", b"two")
     assert seen == ["1" * 64, hashlib.sha256(b"two").hexdigest()]
+
+
+_CRT_SCRIPT = r"""
+import hashlib, json
+import botocore.auth, botocore.compat
+from moto import mock_aws
+from ckptlake.store.s3 import S3Store
+
+assert botocore.compat.HAS_CRT, "botocore does not use awscrt here"
+assert botocore.auth.AUTH_TYPE_MAPS["s3v4"].__module__ == "botocore.crt.auth"
+with mock_aws():
+    store = S3Store("crt-bucket", "lake")
+    store._client.create_bucket(Bucket="crt-bucket")
+    seen = []
+    store._client.meta.events.register(
+        "before-send.s3.PutObject",
+        lambda request, **_: seen.append(request.headers["X-Amz-Content-SHA256"].decode()
+                                         if isinstance(request.headers["X-Amz-Content-SHA256"], bytes)
+                                         else request.headers["X-Amz-Content-SHA256"]))
+    store.put("chunks/aa/x", b"one", sha256="0" * 64)
+    store.put("chunks/aa/y", b"two")
+    assert store.get("chunks/aa/x") == b"one"
+    print(json.dumps(seen))
+"""
+
+
+def test_s3_hint_reaches_botocores_c_signer_when_awscrt_is_installed() -> None:
+    """With awscrt installed botocore signs with awscrt's C signer, which hashes every body
+    itself unless told the digest (the suite otherwise runs without it: BOTO_DISABLE_CRT in
+    conftest.py).  A deliberately wrong hint proves it is what gets signed."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "BOTO_DISABLE_CRT"}
+    p = subprocess.run([sys.executable, "-c", _CRT_SCRIPT], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == [
+        "0" * 64, hashlib.sha256(b"two").hexdigest()]
 
 
 # ---- against SeaweedFS ---------------------------------------------------------------------

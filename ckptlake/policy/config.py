@@ -72,7 +72,7 @@ DEFAULT_CONCURRENCY = 8
 # Chunk objects of at least the threshold move in parts (transfer/parts.py).  Parts: S3 wants
 # at least 5 MiB for every part but the last; the threshold may exceed the largest chunk, which
 # turns parts off.
-DEFAULT_MULTIPART_THRESHOLD = 64 * MiB
+DEFAULT_MULTIPART_THRESHOLD = 256 * MiB  # like rclone's 200 MiB cutoff; why: docs/benchmarks.md
 DEFAULT_PART_SIZE = 16 * MiB
 MIN_PART_SIZE = 5 * MiB
 MAX_PART_SIZE = MAX_CHUNK_SIZE

@@ -12,7 +12,7 @@ worst case and ~200 MiB measured (docs/benchmarks.md) — independent of file si
 part of the engine holds more than its one chunk per worker: a 20 GiB file uses the same memory
 as a 4 GiB one.  Raise either setting and the bound grows by exactly this formula.
 
-Chunks moved in parts (transfer/parts.py, chunks of 64 MiB and more) do not change it: a part
+Chunks moved in parts (transfer/parts.py, chunks of 256 MiB and more) do not change it: a part
 is a slice of the chunk its worker already holds, sent or filled in place.
 """
 from __future__ import annotations
