@@ -12,6 +12,11 @@ is aborted here, and one a killed process leaves behind is aborted by gc after i
 The whole chunk is still held in memory while its parts move: its key is the digest of all its
 bytes, known only once it was read (push), and verified only once all of it arrived (pull).  The
 memory bound (transfer/config.py) is therefore unchanged: concurrency x chunk_size.
+
+Parts are not free: SigV4 over plain http signs each part's SHA-256, and no digest of a part
+exists to hand to the signer (a whole chunk's does), so a push in parts costs ~0.6-1.0 more
+client CPU-s per GiB; on loopback, where one connection is not the limit, 64 MiB chunks pushed
+15% slower in parts.  Hence the 256 MiB default threshold (docs/benchmarks.md).
 """
 from __future__ import annotations
 
