@@ -322,10 +322,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _interrupt(*_) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     command = shlex.join(["python3", "bench/tune_bench.py", "--datasets", ",".join(args.datasets),
@@ -333,7 +329,7 @@ def main(argv: list[str]) -> None:
                           "--concurrency", ",".join(map(str, args.concurrency)),
                           "--reps", str(args.reps), "--seed", str(args.seed)]
                          + (["--out", str(args.out)] if args.out else []))
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` us: stop the server on the way out
+    signal.signal(signal.SIGTERM, run._interrupt)  # `kill` us: stop the server on the way out
     run.WORK.mkdir(exist_ok=True)
     run.ensure_venv(with_ckptlake=True)
     default = ckptlake_defaults()

@@ -495,3 +495,19 @@ def test_seaweedfs_missing_bucket(seaweedfs: Any) -> None:
     with pytest.raises(NotFound) as info:
         store.get("k")
     assert info.value.hint == "create the bucket or fix --lake"
+
+
+def test_a_ranged_read_answered_with_the_whole_object_is_refused(moto_store: Any) -> None:
+    """A server that ignores Range sends the whole object: that must not pass for the range,
+    neither as bytes (get_range) nor into a buffer (get_range_into)."""
+    moto_store.put("r", bytes(range(100)))
+
+    def drop_content_range(parsed: dict, **_: Any) -> None:
+        parsed.pop("ContentRange", None)
+
+    moto_store._client.meta.events.register("after-call.s3.GetObject", drop_content_range)
+    with pytest.raises(TransferError, match="ignored the Range header"):
+        moto_store.get_range("r", 10, 5)
+    with pytest.raises(TransferError, match="ignored the Range header"):
+        moto_store.get_range_into("r", 10, bytearray(5))
+    assert moto_store.get("r") == bytes(range(100))  # whole reads are unaffected

@@ -328,14 +328,13 @@ class _Fetcher:
         key = layout.chunk_key(unit.digest)
         size = self.object_size[unit.digest]
         self.throttle.acquire(size)
+        in_parts = self.parts is not None and self.parts.applies(size)
         # A chunk object that one file takes whole (a slice) reports progress part by part.
-        reported = 0
+        per_part = in_parts and unit.nbytes == size and len(unit.targets) == 1
         try:
-            if self.parts is not None and self.parts.applies(size):
-                whole = unit.nbytes == size and len(unit.targets) == 1
+            if in_parts:
                 data = self.parts.get_into(self.store, key, size, self._buffer(),
-                                           on_part=self.progress.advance if whole else None)
-                reported = len(data) if whole else 0
+                                           on_part=self.progress.advance if per_part else None)
             else:
                 data = self.store.get_into(key, self._buffer())
         except NotFound:
@@ -358,8 +357,8 @@ class _Fetcher:
             _write(path, piece, file_offset,
                    direct=chunk_offset == 0 and isinstance(data.obj, mmap.mmap))
         self.staging.record(unit.digest)
-        if unit.nbytes > reported:
-            self.progress.advance(unit.nbytes - reported)
+        if not per_part:
+            self.progress.advance(unit.nbytes)
 
 
 _DIRECT_ALIGN = 4096

@@ -151,9 +151,8 @@ class _Uploader:
         return b"".join(self._read(self.tree.files[i], 0, self.tree.files[i].size,
                                    observe=observe) for i in unit.files)
 
-    def _store(self, data: bytes, unit: _Slice | _Pack) -> tuple[str, int]:
-        """Store one unit's bytes; returns its digest and the bytes already reported as
-        progress (a multipart upload reports each part as it lands)."""
+    def _store(self, data: bytes, unit: _Slice | _Pack) -> str:
+        """Store one unit's bytes (reporting them as progress); returns their digest."""
         d = digest(self.algo, data)
         self.unit_of[d] = unit
         key = layout.chunk_key(d)
@@ -168,28 +167,28 @@ class _Uploader:
                   else _stored_size(self.store, key))
         if stored == len(data):
             self.deduplicated.add(len(data))
-            return d, 0
+            self.progress.advance(len(data))
+            return d
         self.throttle.acquire(len(data))
-        reported = self._put(key, data, d, on_part=self.progress.advance)
+        self._put(key, data, d, progress=self.progress.advance)
         self.uploaded.add(len(data))
-        return d, reported
+        return d
 
     def _put(self, key: str, data: bytes, d: str, *,
-             on_part: Callable[[int], None] | None = None) -> int:
-        """Upload one chunk; returns the bytes reported to `on_part` (0 for a single PUT)."""
+             progress: Callable[[int], None] | None = None) -> None:
+        """Upload one chunk; `progress` hears its bytes as they land (part by part in parts)."""
         if self.parts is not None and self.parts.applies(len(data)):
-            self.parts.put(self.store, key, data, on_part=on_part)
-            return len(data) if on_part is not None else 0
+            self.parts.put(self.store, key, data, on_part=progress)
+            return
         # the chunk's digest is the body's SHA-256: an S3 signer need not hash it again
         self.store.put(key, data, sha256=d if self.algo == "sha256" else None)
-        return 0
+        if progress is not None:
+            progress(len(data))
 
     def __call__(self, unit: _Slice | _Pack) -> list[tuple[int, int, ChunkRef, str | None]]:
         """Returns (file index, offset in file, chunk ref, whole-file digest or None)."""
         data = self._read_unit(unit)
-        d, reported = self._store(data, unit)
-        if len(data) > reported:
-            self.progress.advance(len(data) - reported)
+        d = self._store(data, unit)
         if isinstance(unit, _Slice):
             return [(unit.file, unit.offset, ChunkRef(d, unit.length), None)]
         out, offset = [], 0

@@ -124,6 +124,18 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+
+def _pread_into(fd: int, view: memoryview, offset: int) -> memoryview:
+    """Fill `view` from the file at `offset`, straight into the caller's buffer; a view of what
+    was read (shorter only at end of file)."""
+    got = 0
+    while got < len(view):
+        n = os.preadv(fd, [view[got:]], offset + got)
+        if not n:
+            break
+        got += n
+    return view[:got]
+
 class LocalStore(Store):
     """Store over a directory; safe for concurrent threads and processes on one host.
 
@@ -285,14 +297,7 @@ class LocalStore(Store):
                 size = os.fstat(fd).st_size
                 if size > len(buffer):
                     return memoryview(self.get(key))
-                view = memoryview(buffer)[:size]
-                got = 0
-                while got < size:  # straight into the caller's buffer
-                    n = os.preadv(fd, [view[got:]], got)
-                    if not n:
-                        break
-                    got += n
-                return view[:got]
+                return _pread_into(fd, memoryview(buffer)[:size], 0)
             finally:
                 os.close(fd)
 
@@ -300,17 +305,10 @@ class LocalStore(Store):
         if start < 0:
             raise UsageError(f"invalid range start={start} for {key!r}")
         path = self._path(key)
-        view = memoryview(buffer)
         with self._errors(key):
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                got = 0
-                while got < len(view):
-                    n = os.preadv(fd, [view[got:]], start + got)
-                    if not n:
-                        break
-                    got += n
-                return view[:got]
+                return _pread_into(fd, memoryview(buffer), start)
             finally:
                 os.close(fd)
 

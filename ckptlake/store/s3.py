@@ -343,7 +343,17 @@ class S3Store(Store):
             self._fail(exc, key, op)
         except b.all_errors as exc:
             self._fail(exc, key, op)
+        self._check_ranged(response, key, op, kwargs)
         return self._read_body(response, key, op), response.get("ETag", "")
+
+    def _check_ranged(self, response: dict[str, Any], key: str, op: str,
+                      kwargs: dict[str, Any]) -> None:
+        """A ranged GET answered with the whole object (a server that ignores Range) must not
+        pass for the range."""
+        if "Range" in kwargs and not response.get("ContentRange"):
+            response["Body"].close()
+            raise TransferError(f"{self._describe(key)}: {op}: the server ignored the Range "
+                                "header (answered with the whole object)")
 
     def get(self, key: str) -> bytes:
         return self._get_object(key, "get")[0]
@@ -378,10 +388,7 @@ class S3Store(Store):
             self._fail(exc, key, op)
         except b.all_errors as exc:
             self._fail(exc, key, op)
-        if "Range" in kwargs and not response.get("ContentRange"):
-            response["Body"].close()
-            raise TransferError(f"{self._describe(key)}: {op}: the server ignored the Range "
-                                "header (answered with the whole object)")
+        self._check_ranged(response, key, op, kwargs)
         size = response.get("ContentLength")
         if size is None or size > len(buffer):
             data = self._read_body(response, key, op)
