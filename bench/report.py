@@ -117,7 +117,9 @@ def section(ds, records: list[dict], meta: dict) -> str:
         "Setup: one `weed server -s3` (SeaweedFS) on loopback on the same machine, so client and "
         "server share the cores; warm page cache (nothing is dropped between runs); source data, "
         "server data and downloads on the same disk. Every tool at its default settings. "
-        f"{meta['reps']} reps, tools interleaved (rep 1: all tools, rep 2: all tools, ...). Each "
+        f"{meta['reps']} reps, tools interleaved (rep 1: all tools, rep 2: all tools, ...), after "
+        f"one uncounted upload + download by {tools[next(iter(tools))]} (the first writes after "
+        "the server starts are slower while SeaweedFS grows its volumes). Each "
         "upload goes to a fresh empty bucket; each download reads what that tool uploaded into a "
         "fresh empty directory and is verified file by file (size + SHA-256) — a run that fails "
         "or returns wrong bytes counts as FAILED, not timed.",

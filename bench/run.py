@@ -179,8 +179,30 @@ def measure(cmd: list[str], env: dict, logbase: Path, server_pid: int) -> dict:
 
 # ---------------------------------------------------------------- the benchmark
 
+def warm_up(ds: datasets.Dataset, tool: Tool, server: SeaweedFS, env: dict,
+            logdir: Path) -> None:
+    """One uncounted upload + download before rep 1.  The first write after the server
+    started grows SeaweedFS's volumes and ran ~15-30 % slower (ckptlake push, rep 1 of
+    file4g: 155.7 vs ~186 MiB/s later), which always hit whichever tool runs first."""
+    bucket = f"bench-{ds.name}-warmup"
+    server.create_bucket(bucket)
+    dest = WORK / "dl" / "warmup"
+    try:
+        for op in ("upload", "download"):
+            shutil.rmtree(dest, ignore_errors=True)
+            dest.mkdir(parents=True)
+            rec = measure(tool.command(op, ds.root, bucket, ds.name, dest), env,
+                          logdir / f"{ds.name}-warmup-{tool.name}-{op}", server.proc.pid)
+            log(f"[bench] warm-up {ds.name} {tool.name} {op}: {rec['wall_s']:.1f} s, "
+                f"{rec['status']} (not counted)")
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+        server.delete_bucket(bucket)
+
+
 def run_dataset(ds: datasets.Dataset, tools: list[Tool], reps: int, server: SeaweedFS,
                 env: dict, logdir: Path) -> list[dict]:
+    warm_up(ds, tools[0], server, env, logdir)
     records = []
     for rep in range(1, reps + 1):
         for tool in tools:  # interleaved: rep 1 = A B C ..., rep 2 = A B C ...
