@@ -223,6 +223,27 @@ def test_usage_errors_exit_2_with_one_line(case: str, src: Path, tmp_path: Path,
     assert r.stdout == ""
 
 
+@pytest.mark.parametrize(("args", "hint"), [
+    (["tag", "a/b", "prod"], "No such command 'tag'; ckptlake calls it 'alias'"),
+    (["download", "a/b", "DEST"], "ckptlake calls it 'pull'"),
+    (["push", "SRC", "a/b", "--tag", "prod"], "No such option: --tag; did you mean --alias?"),
+    (["pull", "a/b", "DEST", "--workers=4"], "did you mean --concurrency?"),
+    (["push", "SRC", "a/b", "--bwlimit", "10MiB"], "did you mean --max-bandwidth?"),
+])
+def test_peer_tools_words_get_ckptlakes_name(args: list[str], hint: str, src: Path,
+                                             tmp_path: Path, no_open: None) -> None:
+    r = run(*_fill(args, src, tmp_path))
+    assert r.exit_code == 2
+    line = one_line_error(r)
+    assert hint in line and "Possible options" not in line, line
+
+
+def test_synonym_only_offered_where_the_option_exists(no_open: None) -> None:
+    line = one_line_error(run("ls", "--workers", "3"))  # ls has no --concurrency
+    assert "did you mean" not in line and "--workers" in line
+    assert "calls it" not in one_line_error(run("frobnicate"))
+
+
 @pytest.mark.parametrize("case", ["bad-ref", "metric-not-float", "negative-step",
                                   "unknown-option"])
 def test_usage_errors_with_json_give_one_document(case: str, src: Path, tmp_path: Path,

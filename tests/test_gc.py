@@ -544,3 +544,15 @@ def test_everything_a_push_writes_is_the_lakes_own(lake: Lake, store: Store,
     plan = plan_gc(store, policy())
     assert plan.foreign.objects == 0, plan.foreign_keys
     assert all(layout.is_lake_key(o.key) for o in store.list(""))
+
+
+def test_plan_headings_count_versions_in_english() -> None:
+    from types import SimpleNamespace
+
+    from ckptlake.cli.gc import artifact_heading
+
+    one = SimpleNamespace(artifact="a/b", rule=None, versions=1, rule_line=None, delete=[],
+                          bytes_freed=0)
+    assert artifact_heading(one) == "a/b: kept whole (1 version): no retention rule matches"
+    two = SimpleNamespace(**{**vars(one), "rule": "keep_last: 3", "rule_line": 4, "versions": 2})
+    assert artifact_heading(two) == "a/b: nothing to delete (2 versions) under keep_last: 3, line 4"

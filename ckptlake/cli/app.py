@@ -12,6 +12,7 @@ boto3 or the engine; commands import those when they run.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Annotated, Any, Sequence
 
@@ -96,11 +97,51 @@ def _is_click_error(exc: BaseException) -> bool:
     return any(cls.__name__ == "ClickException" for cls in type(exc).__mro__)
 
 
+# What users of the peer tools type for our commands and options (W&B and DVC say "tag" for
+# what ckptlake calls an alias; s5cmd/rclone say workers/transfers/bwlimit).  Click's own
+# did-you-mean only knows spelling, and for `push --tag` it offered --meta.
+COMMAND_SYNONYMS = {
+    "tag": "alias", "label": "alias", "promote": "alias",
+    "upload": "push", "put": "push", "commit": "push", "save": "push", "add": "push",
+    "download": "pull", "get": "pull", "fetch": "pull", "checkout": "pull", "restore": "pull",
+    "list": "ls", "log": "ls", "versions": "ls",
+    "info": "show", "inspect": "show", "describe": "show", "cat": "show",
+    "history": "lineage", "compare": "diff",
+    "prune": "gc", "clean": "gc", "cleanup": "gc", "purge": "gc",
+}
+OPTION_SYNONYMS = {
+    "--tag": "--alias", "--tags": "--alias", "--label": "--alias",
+    "--workers": "--concurrency", "--jobs": "--concurrency", "--threads": "--concurrency",
+    "--parallel": "--concurrency", "--numworkers": "--concurrency", "--transfers": "--concurrency",
+    "--bwlimit": "--max-bandwidth", "--limit-rate": "--max-bandwidth",
+    "--endpoint": "--endpoint-url", "--s3-endpoint": "--endpoint-url",
+    "--metadata": "--meta",
+}
+_NO_COMMAND = re.compile(r"^No such command '([^']+)'\.?")
+_NO_OPTION = re.compile(r"^No such option: (\S+?)(?: \(Possible options: [^)]*\))?$")
+
+
+def _synonym_hint(message: str, ctx: Any) -> str:
+    """The message, with ckptlake's name for a peer tool's command or option where we know it
+    (and the option exists on this command)."""
+    if m := _NO_COMMAND.match(message):
+        ours = COMMAND_SYNONYMS.get(m.group(1).lower())
+        return f"{message.rstrip('.')}; ckptlake calls it '{ours}'" if ours else message
+    if (m := _NO_OPTION.match(message)) and ctx is not None:
+        ours = OPTION_SYNONYMS.get(m.group(1).split("=", 1)[0].lower())
+        command = getattr(ctx, "command", None)
+        known = {o for p in getattr(command, "params", ()) for o in getattr(p, "opts", ())}
+        if ours in known:
+            return f"No such option: {m.group(1)}; did you mean {ours}?"
+    return message
+
+
 def _report_usage(exc: BaseException, *, as_json: bool) -> int:
     """One line, like every other error, naming the help to read; exit 2 (Click's code)."""
     code = int(getattr(exc, "exit_code", 2))
-    message = redact(one_line(exc.format_message()))  # type: ignore[attr-defined]
     ctx = getattr(exc, "ctx", None)
+    message = _synonym_hint(redact(one_line(exc.format_message())),  # type: ignore[attr-defined]
+                            ctx)
     hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
     if as_json:
         sys.stdout.write(json.dumps(error_doc("UsageError", message, code)) + "\n")

@@ -11,7 +11,7 @@ from .help import epilog
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt)
 from .output import Output, format_age, format_bytes, lake_origin, lake_url, open_lake, \
-    plain_table
+    plain_table, plural
 
 if TYPE_CHECKING:
     from ..core.gc import ArtifactPlan, GcPlan, GcResult
@@ -122,10 +122,12 @@ def _versions_text(numbers: list[int]) -> str:
 
 def artifact_heading(ap: "ArtifactPlan") -> str:
     if ap.rule is None:
-        return f"{ap.artifact}: kept whole ({ap.versions} versions): no retention rule matches"
+        return (f"{ap.artifact}: kept whole ({plural(ap.versions, 'version')}): no retention "
+                "rule matches")
     where = f", line {ap.rule_line}" if ap.rule_line else ""
     if not ap.delete:
-        return f"{ap.artifact}: nothing to delete ({ap.versions} versions) under {ap.rule}{where}"
+        return (f"{ap.artifact}: nothing to delete ({plural(ap.versions, 'version')}) under "
+                f"{ap.rule}{where}")
     return (f"{ap.artifact}: delete {len(ap.delete)} of {ap.versions} versions under "
             f"{ap.rule}{where}; frees {format_bytes(ap.bytes_freed)}")
 

@@ -151,7 +151,7 @@ def format_age(then: datetime, now: datetime | None = None) -> str:
     return f"{seconds // 86400}d"
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
@@ -169,7 +169,7 @@ def push_summary(r: Any) -> str:
     if r.aliases:
         extra.append(("alias " if len(r.aliases) == 1 else "aliases ") + ", ".join(r.aliases))
     head = f"pushed {r.artifact}@v{r.version}" + (f" ({'; '.join(extra)})" if extra else "")
-    return (f"{head}: {_plural(r.files, 'file')}, {format_bytes(r.bytes_scanned)} scanned, "
+    return (f"{head}: {plural(r.files, 'file')}, {format_bytes(r.bytes_scanned)} scanned, "
             f"{format_bytes(r.bytes_uploaded)} uploaded, "
             f"{format_bytes(r.bytes_deduplicated)} deduplicated, "
             f"{_timing(r.bytes_scanned, r.seconds)}")
@@ -177,7 +177,7 @@ def push_summary(r: Any) -> str:
 
 def pull_summary(r: Any) -> str:
     """pulled a/b@v3 -> ./restore: 12 files, 1.00 GiB (1.00 GiB downloaded, 0 B reused), ..."""
-    return (f"pulled {r.artifact}@v{r.version} -> {r.destination}: {_plural(r.files, 'file')}, "
+    return (f"pulled {r.artifact}@v{r.version} -> {r.destination}: {plural(r.files, 'file')}, "
             f"{format_bytes(r.bytes_total)} ({format_bytes(r.bytes_downloaded)} downloaded, "
             f"{format_bytes(r.bytes_reused)} reused"
             + (f", {format_bytes(r.bytes_resumed)} resumed" if getattr(r, "bytes_resumed", 0)
