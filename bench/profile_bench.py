@@ -337,10 +337,7 @@ def main(argv: list[str]) -> None:
         raw.parent.mkdir(exist_ok=True)
         raw.write_text(json.dumps({"meta": meta, "records": records}, indent=1))
         text = section(ds, records, meta)
-        log("\n" + text)
-        if args.out:
-            report.write_section(args.out, SECTION, text)
-            log(f"[profile] wrote section {SECTION} into {args.out}")
+        report.publish(text, args.out, SECTION, "profile")
     except KeyboardInterrupt:
         sys.exit("interrupted")
     finally:

@@ -153,6 +153,14 @@ def section(ds, records: list[dict], meta: dict) -> str:
     return "\n".join(out)
 
 
+def publish(text: str, out: Path | None, name: str, who: str) -> None:
+    """Print a section; with --out, also replace it in that file (every bench script's end)."""
+    print("\n" + text, flush=True)
+    if out:
+        write_section(out, name, text)
+        print(f"[{who}] wrote section {name} into {out}", flush=True)
+
+
 def write_section(path: Path, name: str, text: str) -> None:
     """Replace the section between this data set's markers in path (append it if absent)."""
     doc = path.read_text() if path.exists() else INTRO

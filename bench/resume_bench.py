@@ -483,10 +483,7 @@ def main(argv: list[str]) -> None:
             recs.append(rec)
             log(rep_line(rec))
         text = section(recs, meta, args)
-        log("\n" + text)
-        if args.out:
-            report.write_section(args.out, SECTION, text)
-            log(f"[resume] wrote section {SECTION} into {args.out}")
+        report.publish(text, args.out, SECTION, "resume")
         out = WORK / "results" / f"resume-{time.strftime('%Y%m%d-%H%M%S')}.json"
         out.parent.mkdir(exist_ok=True)
         out.write_text(json.dumps({"meta": meta, "args": {**vars(args), "out": str(args.out)},

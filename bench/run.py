@@ -315,10 +315,7 @@ def main(argv: list[str]) -> None:
             records = run_dataset(ds, tools, args.reps, server, env, logdir)
             results[name] = records
             section = report.section(ds, records, meta)
-            log("\n" + section)
-            if args.out:
-                report.write_section(args.out, name, section)
-                log(f"[bench] wrote section {name} into {args.out}")
+            report.publish(section, args.out, name, "bench")
     except KeyboardInterrupt:
         sys.exit("interrupted")
     finally:

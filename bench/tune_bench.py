@@ -384,10 +384,7 @@ def main(argv: list[str]) -> None:
             log(f"[tune] raw results: {out}")
     meta["order"] = [tuple(p) for p in meta["order"]]
     text = section(data, results, meta)
-    log("\n" + text)
-    if args.out:
-        report.write_section(args.out, SECTION, text)
-        log(f"[tune] wrote section {SECTION} into {args.out}")
+    report.publish(text, args.out, SECTION, "tune")
     if any(not report.ok(r) for rs in results.values() for r in rs):
         sys.exit(1)
 
