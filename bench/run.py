@@ -181,9 +181,10 @@ def measure(cmd: list[str], env: dict, logbase: Path, server_pid: int) -> dict:
 
 def warm_up(ds: datasets.Dataset, tool: Tool, server: SeaweedFS, env: dict,
             logdir: Path) -> None:
-    """One uncounted upload + download before rep 1.  The first write after the server
-    started grows SeaweedFS's volumes and ran ~15-30 % slower (ckptlake push, rep 1 of
-    file4g: 155.7 vs ~186 MiB/s later), which always hit whichever tool runs first."""
+    """One uncounted upload + download before rep 1 (also tune_bench.py's, at ckptlake's
+    defaults).  The first write after the server started grows SeaweedFS's volumes and ran
+    ~15-30 % slower (ckptlake push, rep 1 of file4g: 155.7 vs ~186 MiB/s later), which always
+    hit whichever tool or grid point runs first."""
     bucket = f"bench-{ds.name}-warmup"
     server.create_bucket(bucket)
     dest = WORK / "dl" / "warmup"

@@ -157,27 +157,6 @@ def run_point(ds: datasets.Dataset, chunk: int, conc: int, rep: int, reps: int,
         server.delete_bucket(bucket)  # also frees the disk space at once
 
 
-def warm_up(ds: datasets.Dataset, default: tuple[int, int], ck: CkptLake, server: SeaweedFS,
-            env: dict, logdir: Path) -> None:
-    """One untimed push + pull at the defaults before rep 1: the first push after the server
-    started ran ~30 % slower in trials (SeaweedFS growing its first volumes, cold page cache),
-    which would penalize whichever point the shuffle put first."""
-    bucket = f"tune-{ds.name}-warmup"
-    server.create_bucket(bucket)
-    dest = run.WORK / "dl-tune" / "warmup"
-    try:
-        for op, cmd in (("push", ck.upload(ds.root, bucket, ARTIFACT)),
-                        ("pull", ck.download(bucket, ARTIFACT, dest))):
-            shutil.rmtree(dest, ignore_errors=True)
-            dest.mkdir(parents=True, exist_ok=True)
-            rec = run.measure(cmd, env, logdir / f"{ds.name}-warmup-{op}", server.proc.pid)
-            log(f"[tune] warm-up {ds.name} {op} at the defaults ({point_label(*default)}): "
-                f"{rec['wall_s']:.1f} s, {rec['status']} (not counted)")
-    finally:
-        shutil.rmtree(dest, ignore_errors=True)
-        server.delete_bucket(bucket)
-
-
 # ---------------------------------------------------------------- report
 
 def _per_gib(recs: list[dict], key: str) -> float:
@@ -363,7 +342,7 @@ def main(argv: list[str]) -> None:
             f"{', '.join(point_label(*p) for p in points)}; default {point_label(*default)}; "
             f"logs in {logdir}")
         for ds in data.values():
-            warm_up(ds, default, ck, server, env, logdir)
+            run.warm_up(ds, ck, server, env, logdir)  # at the defaults
         t0 = time.perf_counter()
         for rep in range(1, args.reps + 1):
             for name, ds in data.items():

@@ -444,6 +444,6 @@ def test_pull_warns_about_abandoned_staging_dirs(lake: Lake, tmp_path: Path) -> 
     finally:
         os.close(held)
     assert len(warnings) == 1
-    assert str(stale) in warnings[0] and "3.0 MiB" in warnings[0]
+    assert str(stale) in warnings[0] and "3.00 MiB" in warnings[0]
     assert str(busy) not in warnings[0]
     assert stale.exists(), "nothing is deleted on the user's behalf"

@@ -339,7 +339,7 @@ def test_values_egress_guard_warns_refuses_and_proceeds(tmp_path: Path) -> None:
                           confirm_above_usd=0.2)
     store.chunk_reads.clear()
     with pytest.raises(PolicyRefusal, match=r"diff --values of run/ckpt@v1 -> run/ckpt@v2 "
-                                            r"would download 384\.00 KiB") as info:
+                                            r"would download 384\.0 KiB") as info:
         lake.diff(a, b, values=True, egress=strict)
     assert "--yes" in (info.value.hint or "") and "without --values" in (info.value.hint or "")
     asked: list[Any] = []

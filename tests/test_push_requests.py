@@ -160,11 +160,12 @@ with mock_aws():
     store = S3Store("crt-bucket", "lake")
     store._client.create_bucket(Bucket="crt-bucket")
     seen = []
-    store._client.meta.events.register(
-        "before-send.s3.PutObject",
-        lambda request, **_: seen.append(request.headers["X-Amz-Content-SHA256"].decode()
-                                         if isinstance(request.headers["X-Amz-Content-SHA256"], bytes)
-                                         else request.headers["X-Amz-Content-SHA256"]))
+
+    def signed(request, **_):
+        value = request.headers["X-Amz-Content-SHA256"]
+        seen.append(value.decode() if isinstance(value, bytes) else value)
+
+    store._client.meta.events.register("before-send.s3.PutObject", signed)
     store.put("chunks/aa/x", b"one", sha256="0" * 64)
     store.put("chunks/aa/y", b"two")
     assert store.get("chunks/aa/x") == b"one"

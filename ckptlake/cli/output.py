@@ -72,6 +72,7 @@ import typer
 from ..errors import (EXIT_ACCESS, EXIT_CONFLICT, EXIT_ERROR, EXIT_INTEGRITY, EXIT_INTERRUPTED,
                       EXIT_NOT_FOUND, EXIT_OK, EXIT_POLICY, EXIT_TRANSFER, EXIT_USAGE,
                       CkptlakeError)
+from ..units import format_bytes, format_rate
 from .options import CommonOptions
 
 if TYPE_CHECKING:
@@ -105,36 +106,7 @@ def one_line(text: str) -> str:
     return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
-# --- human formatting -------------------------------------------------------------------------
-
-_UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
-
-
-def format_bytes(n: int | float) -> str:
-    """Binary units, 3-4 significant digits: '0 B', '512 B', '1.00 GiB', '120.0 MiB'."""
-    n = float(n)
-    if abs(n) < 1024:
-        return f"{int(n)} B"
-    for unit in _UNITS:
-        n /= 1024
-        if abs(n) < 1024 or unit == _UNITS[-1]:
-            return f"{n:.2f} {unit}" if abs(n) < 10 else f"{n:.1f} {unit}"
-    raise AssertionError("unreachable")
-
-
-def format_rate(bytes_per_second: float) -> str:
-    """Throughput with fewer digits than sizes ('312 MiB/s'): it is an estimate anyway."""
-    n = float(bytes_per_second)
-    if n < 1024:
-        return f"{n:.0f} B/s"
-    for unit in _UNITS:
-        n /= 1024
-        if n < 1024 or unit == _UNITS[-1]:
-            if n < 10:
-                return f"{n:.2f} {unit}/s"
-            return f"{n:.1f} {unit}/s" if n < 100 else f"{n:.0f} {unit}/s"
-    raise AssertionError("unreachable")
-
+# --- human formatting (sizes and rates: ckptlake/units.py) -----------------------------------
 
 def format_age(then: datetime, now: datetime | None = None) -> str:
     """Coarse age, one unit: '45s', '3m', '2h', '5d' (a listing needs order of magnitude)."""

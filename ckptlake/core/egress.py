@@ -16,6 +16,7 @@ from ..errors import CkptlakeError, PolicyRefusal
 from ..format.manifest import FileEntry, Manifest
 from ..policy.egress import EgressEstimate, EgressPolicy, estimate
 from ..store.base import Store
+from ..units import format_bytes
 
 
 def bytes_to_fetch(m: Manifest, destination: str, lake_url: str | None = None
@@ -143,15 +144,7 @@ def enforce(est: EgressEstimate, *, yes: bool,
         return
     raise PolicyRefusal(
         f"{est.subject()} would download "
-        f"{_size(est.bytes_to_download)} over {est.route_text()}: {est.cost_text()}, "
+        f"{format_bytes(est.bytes_to_download)} over {est.route_text()}: {est.cost_text()}, "
         f"above egress.confirm_above_usd ({est.confirm_above_usd:.2f}); nothing was downloaded",
         hint=_HINTS.get(est.operation, _HINTS["pull"]))
 
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.2f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")

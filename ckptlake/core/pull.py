@@ -36,6 +36,7 @@ from ..transfer.parts import Parts
 from ..transfer.pool import Counter, bounded_map
 from ..transfer.progress import Progress
 from ..transfer.throttle import Throttle
+from ..units import format_bytes
 
 _READ_BLOCK = 4 * 1024 * 1024
 
@@ -468,7 +469,7 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
     warnings = []
     if left := abandoned_stagings(placement.final_root):
         more = f" and {len(left) - 1} more" if len(left) > 1 else ""
-        warnings.append(f"interrupted pulls left {_gib(sum(n for _, n in left))} in "
+        warnings.append(f"interrupted pulls left {format_bytes(sum(n for _, n in left))} in "
                         f"{left[0][0]}{more}; delete them if those pulls will not be re-run")
     return PullResult(
         warnings=warnings,
@@ -479,6 +480,3 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
         bytes_resumed=fetcher.resumed.value,
         seconds=round(time.monotonic() - started, 3))
 
-
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"

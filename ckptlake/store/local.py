@@ -124,7 +124,6 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-
 def _pread_into(fd: int, view: memoryview, offset: int) -> memoryview:
     """Fill `view` from the file at `offset`, straight into the caller's buffer; a view of what
     was read (shorter only at end of file)."""
@@ -135,6 +134,7 @@ def _pread_into(fd: int, view: memoryview, offset: int) -> memoryview:
             break
         got += n
     return view[:got]
+
 
 class LocalStore(Store):
     """Store over a directory; safe for concurrent threads and processes on one host.
