@@ -14,7 +14,7 @@ import zlib
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Protocol, Sequence
 
-from ..errors import NotFound, PreconditionFailed, SourceChanged, TransferError
+from ..errors import NotFound, PreconditionFailed, SourceChanged, TransferError, UsageError
 from ..format import layout
 from ..format.header import digest, ensure_header
 from ..format.manifest import ChunkRef, FileEntry, Manifest
@@ -249,6 +249,16 @@ def upload_tree(store: Store, tree: SourceTree, *, algo: str, chunk_size: int, c
     return tuple(entries), uploader
 
 
+def check_next_version(artifact: str, number: int) -> int:
+    """`number` if the keys can hold it: past v9999999999 an artifact is full (its key would
+    have 11 digits, which no listing parses back, so the version would be invisible)."""
+    if number > layout.MAX_NUMBER:
+        raise UsageError(f"{artifact} has reached the largest version number, "
+                         f"v{layout.MAX_NUMBER}; nothing was committed",
+                         hint="push to another artifact")
+    return number
+
+
 def commit_version(store: Store, manifest: Manifest) -> Manifest:
     """Claim the next free version number with If-None-Match; on a lost race take the next.
 
@@ -261,6 +271,7 @@ def commit_version(store: Store, manifest: Manifest) -> Manifest:
     numbers = version_numbers(store, manifest.artifact)
     n = (numbers[-1] if numbers else 0) + 1
     for attempt in range(200):
+        check_next_version(manifest.artifact, n)
         candidate = replace(manifest, version=n)
         try:
             store.put(layout.version_key(manifest.artifact, n), candidate.encode(),
