@@ -172,3 +172,22 @@ def test_single_file_version_whose_parent_path_is_a_file(tmp_path: Path) -> None
     assert r.exit_code == EXIT_CONFLICT and "a file is in the way" in r.output, r.output
     assert blocker.read_bytes() == b"a file"
     assert stagings(blocker) == []
+
+
+def test_something_appearing_in_the_way_during_the_pull_is_a_conflict(url: str,
+                                                                      tmp_path: Path) -> None:
+    from ckptlake.errors import Conflict
+    from ckptlake.transfer.progress import NullProgress
+
+    dst = tmp_path / "dst"
+    dst.mkdir()
+
+    class Intruder(NullProgress):
+        def advance(self, nbytes: int) -> None:  # a writer puts a file where a directory goes
+            if not (dst / "emptydir").exists():
+                (dst / "emptydir").write_bytes(b"late")
+
+    with ckptlake.open(url) as lk, pytest.raises(Conflict, match="changed while"):
+        lk.pull(ART, dst, progress=Intruder())
+    assert (dst / "emptydir").read_bytes() == b"late"
+    assert stagings(dst) == []

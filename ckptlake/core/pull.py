@@ -460,8 +460,8 @@ def _place(p: _Placement, staging: _Staging) -> None:
     try:
         _place_planned(p, staging)
     except (FileExistsError, NotADirectoryError, IsADirectoryError) as e:
-        raise Conflict(f"{e.filename} changed while the version was being pulled",
-                       hint="pull again") from None
+        raise Conflict(f"{e.filename or p.final_root} changed while the version was being "
+                       "pulled", hint="pull again") from None
     except OSError as e:
         if e.errno != errno.ENOTEMPTY:
             raise
