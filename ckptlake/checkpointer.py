@@ -326,9 +326,8 @@ class Checkpointer:
                     ) -> tuple[dict[str, float], dict[str, str], tuple[str, ...]]:
         from .lake import _check_metadata, _check_metrics
 
-        if step is not None and (isinstance(step, bool) or not isinstance(step, int)
-                                 or step < 0):
-            raise UsageError(f"step must be a non-negative integer, got {step!r}")
+        if step is not None:
+            layout.check_step(step)
         for name in aliases:
             validate_alias(name)
         return (_check_metrics(dict(metrics or {})), _check_metadata(dict(metadata or {})),

@@ -19,6 +19,7 @@ from .core import pull as _pull
 from .core import push as _push
 from .core.scan import scan
 from .errors import CkptlakeError, UsageError
+from .format import layout
 from .format.refs import Ref, parse_ref, validate_alias, validate_artifact
 from .policy.config import (DEFAULT_CONCURRENCY, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE,
                             check_chunk_size, check_concurrency, check_part_settings)
@@ -149,8 +150,8 @@ class Lake:
         validate_artifact(artifact)
         for name in aliases:
             validate_alias(name)
-        if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
-            raise UsageError(f"step must be a non-negative integer, got {step!r}")
+        if step is not None:
+            layout.check_step(step)
         input_items = tuple(dict(i) if isinstance(i, dict) else _lineage.parse_input(i)
                             for i in inputs)
         all_metadata = {**(_provenance.load_meta_file(meta_file) if meta_file else {}),
@@ -282,7 +283,8 @@ class Lake:
         validate_artifact(artifact)
         for name in aliases:
             validate_alias(name)
-        for what, n in (("step", step), ("rank", rank), ("world", world)):
+        layout.check_step(step)
+        for what, n in (("rank", rank), ("world", world)):
             if isinstance(n, bool) or not isinstance(n, int) or n < 0:
                 raise UsageError(f"{what} must be a non-negative integer, got {n!r}")
         if not 0 <= rank < world:

@@ -2,9 +2,13 @@
 and no second SHA-256 of each chunk in the S3 signer."""
 from __future__ import annotations
 
+import filecmp
 import hashlib
 import json
 import os
+import random
+import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +224,85 @@ def test_get_into_reads_the_socket_directly_and_reuses_connections(
             assert bytes(store.get_into(k, buf)) == v
     assert fast and all(fast)
     assert len(made) <= 1  # sequential reads share one pooled connection
+
+
+# ---- identical chunks within one push are stored once (issue 12, defect 8) ------------------
+
+class CountingStore(MemoryStore):
+    """Counts PUTs and HEADs per chunk key.  `gate_heads`: a chunk HEAD waits (up to half a
+    second) for a second HEAD of the same key, so that two workers checking one digest both
+    see it missing, as they do whenever the first PUT is still on the wire."""
+
+    def __init__(self, gate_heads: bool = False) -> None:
+        super().__init__()
+        self.chunk_puts: Counter[str] = Counter()
+        self.chunk_heads: Counter[str] = Counter()
+        self._count_lock = threading.Condition()
+        self.gate_heads = gate_heads
+
+    def put(self, key: str, data: Any, **kw: Any) -> str:
+        if key.startswith(layout.CHUNKS_PREFIX):
+            with self._count_lock:
+                self.chunk_puts[key] += 1
+        return super().put(key, data, **kw)
+
+    def stat(self, key: str) -> Any:
+        if key.startswith(layout.CHUNKS_PREFIX):
+            with self._count_lock:
+                self.chunk_heads[key] += 1
+                self._count_lock.notify_all()
+                if self.gate_heads:
+                    self._count_lock.wait_for(lambda: self.chunk_heads[key] >= 2, timeout=0.5)
+        return super().stat(key)
+
+
+def identical_files(root: Path, n: int = 8, size: int = MiB) -> Path:
+    root.mkdir()
+    data = random.Random(7).randbytes(size)
+    for i in range(n):
+        (root / f"copy{i}.bin").write_bytes(data)
+    return root
+
+
+def test_identical_files_are_uploaded_once_from_the_listing(tmp_path: Path) -> None:
+    store = CountingStore()
+    lake = Lake(store, chunk_size=MiB, concurrency=8)
+    result = lake.push(identical_files(tmp_path / "a"), "p/r/ckpt")
+    assert store.calls["stat"] == 0  # listing mode
+    assert sum(store.chunk_puts.values()) == 1
+    assert (result.chunks_uploaded, result.bytes_uploaded) == (1, MiB)
+    assert (result.chunks_deduplicated, result.bytes_deduplicated) == (7, 7 * MiB)
+    assert result.bytes_uploaded + result.bytes_deduplicated == result.bytes_scanned
+
+
+def test_identical_files_are_uploaded_once_with_heads(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(push_mod, "known_chunks", lambda store, units: None)  # a large lake
+    store = CountingStore(gate_heads=True)
+    lake = Lake(store, chunk_size=MiB, concurrency=8)
+    result = lake.push(identical_files(tmp_path / "a"), "p/r/ckpt")
+    assert sum(store.chunk_puts.values()) == 1
+    assert sum(store.chunk_heads.values()) == 1  # the later copies ask nobody
+    assert (result.chunks_uploaded, result.chunks_deduplicated) == (1, 7)
+
+
+@pytest.mark.parametrize("heads", [False, True])
+def test_sparse_file_uploads_each_distinct_chunk_once(tmp_path: Path, heads: bool,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """64 chunks, 2 distinct (some data, then 63 MiB of hole): 2 PUTs, 2 MiB sent."""
+    if heads:
+        monkeypatch.setattr(push_mod, "known_chunks", lambda store, units: None)
+    sparse = tmp_path / "sparse.bin"
+    with open(sparse, "wb") as fh:
+        fh.write(random.Random(1).randbytes(MiB))
+        fh.truncate(64 * MiB)
+    store = CountingStore(gate_heads=heads)
+    lake = Lake(store, chunk_size=MiB, concurrency=8)
+    result = lake.push(sparse, "p/r/sparse")
+    assert len(store.chunk_puts) == 2 and sum(store.chunk_puts.values()) == 2
+    assert (result.chunks_uploaded, result.bytes_uploaded) == (2, 2 * MiB)
+    assert (result.chunks_deduplicated, result.bytes_deduplicated) == (62, 62 * MiB)
+    if heads:
+        assert sum(store.chunk_heads.values()) == 2
+    out = lake.pull("p/r/sparse", tmp_path / "out.bin")
+    assert filecmp.cmp(out.destination, sparse, shallow=False)

@@ -92,9 +92,12 @@ def push(
                            config=config, json=json_, quiet=quiet, debug=debug)
     out = Output(common)
     with out.guard():
+        from ..format.layout import check_step
         from ..format.refs import validate_alias, validate_artifact
 
         validate_artifact(artifact)
+        if step is not None:
+            check_step(step, "--step")
         metrics = parse_pairs(metric, "--metric", numeric=True)
         metadata = parse_pairs(meta, "--meta", numeric=False)
         aliases = [validate_alias(name) for name in alias or []]

@@ -76,8 +76,27 @@ def _matches(path: str, entry: FileEntry, algo: str) -> bool:
     return True
 
 
+def _needed_dirs(m: Manifest) -> list[str]:
+    """Every directory the version needs (its empty directories and each path's parents),
+    relative, parents before children."""
+    dirs = set(m.dirs)
+    for path in [e.path for e in m.files] + list(m.dirs):
+        parts = path.split("/")
+        dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    return sorted(dirs, key=lambda d: (d.count("/"), d))
+
+
 class _Placement:
-    """Where each entry of the manifest lands, and what is already there."""
+    """The whole placement plan, checked before anything is downloaded or moved.
+
+    Into an existing directory (merge semantics): an identical file is kept; a file or symlink
+    that differs, or that stands where the version needs a directory (one of its directories,
+    or the parent of one of its paths), is a conflict that `force` resolves by replacing it; a
+    directory where the version has a file or a symlink is a conflict even with `force`, since
+    removing it could lose files the version does not mention.  Every conflict is found here,
+    so a refused pull leaves the destination exactly as it was.  A symlink to a directory
+    inside the destination counts as that directory; one that leads outside is unsafe.
+    """
 
     def __init__(self, m: Manifest, destination: str, force: bool) -> None:
         self.m = m
@@ -90,46 +109,78 @@ class _Placement:
             self.finals = {e.path: os.path.join(dest, *e.path.split("/")) for e in m.files}
         self.fresh = not os.path.lexists(self.final_root)
         parent = os.path.dirname(self.final_root)
-        os.makedirs(parent, exist_ok=True)
         self.root_real = os.path.realpath(self.final_root if m.kind == "dir" else parent)
         self.download: list[FileEntry] = []
         self.reused: list[FileEntry] = []
         self.links: list[FileEntry] = []
+        self.clear: list[str] = []  # files and symlinks replaced by directories (force)
         self._check(force)
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise Conflict(f"cannot create {parent}: a file is in the way") from None
 
     def _check(self, force: bool) -> None:
-        conflicts: list[str] = []
+        differ: list[str] = []  # what `force` replaces
+        blocked: list[tuple[str, str]] = []  # (directory, what the version has there)
+        absent: set[str] = set()  # needed directories that are missing or to be cleared
+        if self.m.kind == "dir" and not self.fresh:
+            for d in _needed_dirs(self.m):
+                if d.rpartition("/")[0] in absent:
+                    absent.add(d)  # nothing can exist below a missing directory
+                    continue
+                path = os.path.join(self.final_root, *d.split("/"))
+                if not _inside(self.root_real, os.path.dirname(path)):
+                    raise UnsafeManifest(f"{d} would be created through a symlink that leads "
+                                         f"outside {self.final_root}")
+                try:
+                    st = os.lstat(path)
+                except FileNotFoundError:
+                    absent.add(d)
+                    continue
+                if stat.S_ISDIR(st.st_mode) or (stat.S_ISLNK(st.st_mode) and os.path.isdir(path)):
+                    continue
+                differ.append(f"{path} (the version has a directory there)")
+                self.clear.append(path)
+                absent.add(d)
         for e in self.m.files:
             final = self.finals[e.path]
             if not self.fresh and self.m.kind == "dir" and not _inside(
                     self.root_real, os.path.dirname(final)):
                 raise UnsafeManifest(f"{e.path} would be written through a symlink that leads "
                                      f"outside {self.final_root}")
+            st = None
+            if not self.fresh and e.path.rpartition("/")[0] not in absent:
+                try:
+                    st = os.lstat(final)
+                except (FileNotFoundError, NotADirectoryError):
+                    pass  # NotADirectory: a single file's parent path is a file (see __init__)
             if e.symlink is not None:
                 self.links.append(e)
-                if os.path.lexists(final) and not (os.path.islink(final) and
-                                                   os.readlink(final) == e.symlink):
-                    if os.path.isdir(final) and not os.path.islink(final):
-                        raise Conflict(f"{final} is a directory; the version has a symlink there")
-                    if not force:
-                        conflicts.append(final)
+                if st is None or (stat.S_ISLNK(st.st_mode) and os.readlink(final) == e.symlink):
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    blocked.append((final, "symlink"))
+                else:
+                    differ.append(final)
                 continue
-            try:
-                st = os.lstat(final)
-            except FileNotFoundError:
+            if st is None:
                 self.download.append(e)
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                raise Conflict(f"{final} is a directory; the version has a file there")
-            if stat.S_ISREG(st.st_mode) and _matches(final, e, self.m.hash):
+            elif stat.S_ISDIR(st.st_mode):
+                blocked.append((final, "file"))
+            elif stat.S_ISREG(st.st_mode) and _matches(final, e, self.m.hash):
                 self.reused.append(e)
-                continue
-            if not force:
-                conflicts.append(final)
-            self.download.append(e)
-        if conflicts:
-            more = f" and {len(conflicts) - 1} more" if len(conflicts) > 1 else ""
-            raise Conflict(f"destination holds different files: {conflicts[0]}{more}",
+            else:
+                differ.append(final)
+                self.download.append(e)
+        if blocked:
+            more = f" (and {len(blocked) - 1} more)" if len(blocked) > 1 else ""
+            raise Conflict(f"{blocked[0][0]} is a directory; the version has a {blocked[0][1]} "
+                           f"there{more}", hint="--force never removes a directory: move it "
+                                                "away, or pull into an empty directory")
+        if differ and not force:
+            more = f" and {len(differ) - 1} more" if len(differ) > 1 else ""
+            raise Conflict(f"destination holds different files: {differ[0]}{more}",
                            hint="use --force to overwrite them, or pull into an empty directory")
 
 
@@ -193,7 +244,7 @@ def journaled_chunks(staging: str) -> set[str]:
     try:
         with open(os.path.join(staging, "journal")) as fh:
             return {line.strip() for line in fh if line.endswith("\n")}
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no staging (or a file where it would be)
         return set()
 
 
@@ -404,7 +455,21 @@ def _write(path: str, piece: memoryview, offset: int, *, direct: bool) -> None:
 
 
 def _place(p: _Placement, staging: _Staging) -> None:
-    """Move verified files from staging to their final names."""
+    """Move verified files from staging to their final names, as planned by _Placement (which
+    found every conflict already); anything in the way now appeared during the pull."""
+    try:
+        _place_planned(p, staging)
+    except (FileExistsError, NotADirectoryError, IsADirectoryError) as e:
+        raise Conflict(f"{e.filename or p.final_root} changed while the version was being "
+                       "pulled", hint="pull again") from None
+    except OSError as e:
+        if e.errno != errno.ENOTEMPTY:
+            raise
+        raise Conflict(f"{p.final_root} appeared while the version was being pulled",
+                       hint="pull again") from None
+
+
+def _place_planned(p: _Placement, staging: _Staging) -> None:
     m = p.m
     if p.fresh and m.kind == "dir":
         data = os.path.join(staging.path, "data")
@@ -417,6 +482,8 @@ def _place(p: _Placement, staging: _Staging) -> None:
             os.symlink(e.symlink, link)  # type: ignore[arg-type]
         os.rename(data, p.final_root)  # the whole tree appears at once
         return
+    for path in p.clear:  # --force: files and symlinks where the version has directories
+        os.unlink(path)
     for e in p.download:
         final = p.finals[e.path]
         os.makedirs(os.path.dirname(final), exist_ok=True)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 import zlib
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Protocol, Sequence
 
-from ..errors import NotFound, PreconditionFailed, SourceChanged, TransferError
+from ..errors import NotFound, PreconditionFailed, SourceChanged, TransferError, UsageError
 from ..format import layout
 from ..format.header import digest, ensure_header
 from ..format.manifest import ChunkRef, FileEntry, Manifest
@@ -118,8 +119,22 @@ class FileObserver(Protocol):
     def entry_fields(self, path: str, size: int) -> dict[str, Any]: ...
 
 
+class _Claim:
+    """One digest being stored by one worker of this push; later occurrences wait on it."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.stored = False
+
+
 class _Uploader:
-    """Reads, hashes and stores units; one instance per push, shared by the worker threads."""
+    """Reads, hashes and stores units; one instance per push, shared by the worker threads.
+
+    Each digest is stored once per push: identical chunks (copies of one file, the zero blocks
+    of a sparse file) are checked and sent by whichever worker hashes them first, and the
+    other occurrences wait for that result instead of sending the same bytes again (neither
+    the listing taken at the start nor a HEAD racing the first PUT would know of it).
+    """
 
     def __init__(self, store: Store, tree: SourceTree, algo: str, progress: Progress,
                  observers: Sequence[FileObserver] = (), throttle: Throttle | None = None,
@@ -131,6 +146,8 @@ class _Uploader:
         self.uploaded = Counter()
         self.deduplicated = Counter()
         self.unit_of: dict[str, _Slice | _Pack] = {}  # digest -> unit, for re-uploads
+        self._claims: dict[str, _Claim] = {}  # digest -> its store in this push
+        self._lock = threading.Lock()
         self.known: dict[str, int] | None = None  # chunk key -> size listed at start, if listed
 
     def _read(self, f: SourceFile, offset: int, length: int, *, observe: bool = True) -> bytes:
@@ -154,7 +171,31 @@ class _Uploader:
     def _store(self, data: bytes, unit: _Slice | _Pack) -> str:
         """Store one unit's bytes (reporting them as progress); returns their digest."""
         d = digest(self.algo, data)
-        self.unit_of[d] = unit
+        while True:
+            with self._lock:
+                self.unit_of.setdefault(d, unit)
+                first = self._claims.get(d)
+                if first is None:
+                    claim = self._claims[d] = _Claim()
+                    break
+            first.done.wait()
+            if first.stored:  # this push already holds these bytes in the lake
+                self.deduplicated.add(len(data))
+                self.progress.advance(len(data))
+                return d
+            # The first occurrence failed (its error fails the push); try in its place.
+        try:
+            self._store_once(d, data)
+            claim.stored = True
+        finally:
+            if not claim.stored:
+                with self._lock:
+                    del self._claims[d]
+            claim.done.set()
+        return d
+
+    def _store_once(self, d: str, data: bytes) -> None:
+        """Check (listing or HEAD) and if need be upload the first occurrence of digest d."""
         key = layout.chunk_key(d)
         # Content-addressed: an existing object of the right size holds exactly these bytes.
         # The size check matters: SeaweedFS keeps an *empty* object when a PUT's connection
@@ -168,11 +209,10 @@ class _Uploader:
         if stored == len(data):
             self.deduplicated.add(len(data))
             self.progress.advance(len(data))
-            return d
+            return
         self.throttle.acquire(len(data))
         self._put(key, data, d, progress=self.progress.advance)
         self.uploaded.add(len(data))
-        return d
 
     def _put(self, key: str, data: bytes, d: str, *,
              progress: Callable[[int], None] | None = None) -> None:
@@ -249,6 +289,16 @@ def upload_tree(store: Store, tree: SourceTree, *, algo: str, chunk_size: int, c
     return tuple(entries), uploader
 
 
+def check_next_version(artifact: str, number: int) -> int:
+    """`number` if the keys can hold it: past v9999999999 an artifact is full (its key would
+    have 11 digits, which no listing parses back, so the version would be invisible)."""
+    if number > layout.MAX_NUMBER:
+        raise UsageError(f"{artifact} has reached the largest version number, "
+                         f"v{layout.MAX_NUMBER}; nothing was committed",
+                         hint="push to another artifact")
+    return number
+
+
 def commit_version(store: Store, manifest: Manifest) -> Manifest:
     """Claim the next free version number with If-None-Match; on a lost race take the next.
 
@@ -261,6 +311,7 @@ def commit_version(store: Store, manifest: Manifest) -> Manifest:
     numbers = version_numbers(store, manifest.artifact)
     n = (numbers[-1] if numbers else 0) + 1
     for attempt in range(200):
+        check_next_version(manifest.artifact, n)
         candidate = replace(manifest, version=n)
         try:
             store.put(layout.version_key(manifest.artifact, n), candidate.encode(),

@@ -29,6 +29,7 @@ once: the step is pending until the last rank arrives.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -47,7 +48,7 @@ from ..store.base import Store
 from ..transfer.progress import Progress
 from .identity import iso, tool_version, user_at_host, utcnow
 from .gc_guard import guard_commit
-from .push import upload_tree
+from .push import check_next_version, upload_tree
 from .scan import SourceTree
 
 SHARD_FORMAT = 1
@@ -356,7 +357,7 @@ def _next_number(store: Store, artifact: str, after: int | None) -> int:
 
     numbers = version_numbers(store, artifact)
     n = (numbers[-1] if numbers else 0) + 1
-    return max(n, (after or 0) + 1)
+    return check_next_version(artifact, max(n, (after or 0) + 1))
 
 
 def _commit(store: Store, claim: Claim, etag: str, records: list[ShardRecord],
@@ -382,7 +383,13 @@ def _commit(store: Store, claim: Claim, etag: str, records: list[ShardRecord],
     after: int | None = None
     for attempt in range(200):
         if n is None:
-            n = _next_number(store, claim.artifact, after)
+            try:
+                n = _next_number(store, claim.artifact, after)
+            except UsageError as exc:  # the artifact is full: no retry can commit the step
+                with contextlib.suppress(_LostClaim):
+                    _cas(store, key, replace(claim, state="failed", error=str(exc),
+                                             updated=utcnow()), etag)
+                raise
             claim = replace(claim, state="committing", version=n, updated=utcnow())
             etag = _cas(store, key, claim, etag)
         try:
@@ -481,6 +488,9 @@ def push_shard(store: Store, tree: SourceTree, artifact: str, *, step: int, rank
 
     if world < 1 or not 0 <= rank < world:
         raise UsageError(f"shard rank must be in 0..WORLD-1, got {rank}/{world}")
+    # Before anything is written: a step the keys cannot hold would leave a record that no
+    # listing parses (never committed, invisible to `pending`, unprotected from gc).
+    layout.check_step(step)
     started = time.monotonic()
     header = ensure_header(store, **({"chunk_size": chunk_size} if chunk_size else {}))
     # Refuse cheaply before uploading when the step is already known to be incompatible.

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import (AccessDenied, CkptlakeError, IntegrityError, NotFound, SourceChanged,
                       UsageError)
+from ..format.layout import MAX_NUMBER
 from ..results import PushResult
 
 if TYPE_CHECKING:
@@ -174,6 +175,10 @@ class Watcher:
             if c.step in self.pushed:
                 if c.step not in self._pushed_here:
                     self._say("known", c, f"step {c.step} ({c.name}) is already in the lake")
+                continue
+            if c.step > MAX_NUMBER:  # e.g. a timestamp the step regex matched
+                self._say("skipped", c, f"not pushing {c.name}: step {c.step} is larger than "
+                                        f"the largest step a lake holds, {MAX_NUMBER}")
                 continue
             if not self.is_complete(c):
                 continue

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 
+from ..errors import UsageError
+
 HEADER_KEY = "ckptlake.json"
 CHUNKS_PREFIX = "chunks/"
 ARTIFACTS_PREFIX = "artifacts/"
@@ -21,6 +23,39 @@ _CHUNK_KEY = re.compile(r"chunks/([0-9a-f]{2})/([0-9a-f]{16,128})")
 _CONDEMNED_KEY = re.compile(r"gc/condemned/[0-9]{8}T[0-9]{6}\.[0-9]{6}Z-[0-9a-f]{8,32}\.json")
 
 
+# Version numbers and steps appear in keys as exactly 10 zero-padded digits (lexical key order is
+# numeric order, and every parser matches [0-9]{10}), so this is the largest either can be: a
+# longer key would be written but never parsed back (an invisible version or sharded step).
+NUMBER_DIGITS = 10
+MAX_NUMBER = 10 ** NUMBER_DIGITS - 1  # 9,999,999,999
+
+
+def check_step(step: object, what: str = "step") -> int:
+    """`step` if it fits the keys (an int in 0..MAX_NUMBER), else a UsageError naming the
+    limit; `what` names it as the caller knows it (e.g. "--step")."""
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_NUMBER:
+        raise UsageError(f"{what} must be an integer from 0 to {MAX_NUMBER} "
+                         f"({NUMBER_DIGITS} digits in the lake's keys), got {step!r}")
+    return step
+
+
+def check_version(number: object) -> int:
+    """`number` if it is a version number the keys can hold (1..MAX_NUMBER)."""
+    if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= MAX_NUMBER:
+        raise UsageError(f"version numbers go from v1 to v{MAX_NUMBER} ({NUMBER_DIGITS} digits "
+                         f"in the lake's keys), got {number!r}")
+    return number
+
+
+def _digits(number: int) -> str:
+    """The 10-digit form of a version number or step; the last guard against writing a key
+    that no parser would read back."""
+    if not 0 <= number <= MAX_NUMBER:
+        raise UsageError(f"{number} does not fit the lake's {NUMBER_DIGITS}-digit keys "
+                         f"(0..{MAX_NUMBER})")
+    return f"{number:0{NUMBER_DIGITS}d}"
+
+
 def chunk_key(digest: str) -> str:
     # Two hex characters of fan-out keep local directories small and spread S3 key ranges.
     return f"{CHUNKS_PREFIX}{digest[:2]}/{digest}"
@@ -32,7 +67,7 @@ def versions_prefix(artifact: str) -> str:
 
 def version_key(artifact: str, number: int) -> str:
     # Zero-padded so that lexical key order is numeric order in every listing.
-    return f"{versions_prefix(artifact)}{number:010d}.json"
+    return f"{versions_prefix(artifact)}{_digits(number)}.json"
 
 
 def aliases_prefix(artifact: str) -> str:
@@ -71,7 +106,7 @@ def summary_key(artifact: str, number: int, payload: str) -> str:
     (local file names are limited to 255 bytes).  Most summaries fit in the first segment, so
     the keys stay flat, which servers that map '/' to directories (SeaweedFS) list fastest."""
     segments = "/".join(payload[i:i + 200] for i in range(0, len(payload), 200))
-    return f"{summaries_prefix(artifact)}{number:010d}.{segments}"
+    return f"{summaries_prefix(artifact)}{_digits(number)}.{segments}"
 
 
 def parse_summary_key(key: str) -> tuple[str, int, str] | None:
@@ -82,7 +117,7 @@ def parse_summary_key(key: str) -> tuple[str, int, str] | None:
 
 def children_prefix(artifact: str, number: int | None = None) -> str:
     base = f"{ARTIFACTS_PREFIX}{artifact}/@children/"
-    return base if number is None else f"{base}{number:010d}."
+    return base if number is None else f"{base}{_digits(number)}."
 
 
 def child_key(parent: str, parent_version: int, child: str, child_version: int,
@@ -95,7 +130,7 @@ def child_key(parent: str, parent_version: int, child: str, child_version: int,
     '!' cannot occur in an artifact name and needs no escaping in S3 keys, URLs or file names.
     """
     escaped = child.replace("/", "!")
-    return f"{children_prefix(parent, parent_version)}{escaped}@{child_version:010d}.{relation}"
+    return f"{children_prefix(parent, parent_version)}{escaped}@{_digits(child_version)}.{relation}"
 
 
 def parse_child_key(parent: str, key: str) -> tuple[int, str, int, str] | None:
@@ -136,7 +171,7 @@ def shards_prefix(artifact: str) -> str:
 
 
 def shard_step_prefix(artifact: str, step: int) -> str:
-    return f"{shards_prefix(artifact)}{step:010d}/"
+    return f"{shards_prefix(artifact)}{_digits(step)}/"
 
 
 def shard_record_key(artifact: str, step: int, rank: int, world: int) -> str:
@@ -166,7 +201,7 @@ def parse_chunk_key(key: str) -> str | None:
 
 def tombstone_key(artifact: str, number: int) -> str:
     """Where gc records a deleted version (same zero-padded number as its manifest key)."""
-    return f"{tombstones_prefix(artifact)}{number:010d}.json"
+    return f"{tombstones_prefix(artifact)}{_digits(number)}.json"
 
 
 

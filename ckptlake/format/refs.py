@@ -5,8 +5,8 @@ not be '.' or '..', so an artifact path can never climb out of its place in the 
 SELECTOR is one of:
 
   latest      the highest version number (the default when '@...' is omitted)
-  vN          version number N (N >= 1)
-  step=N      the newest version whose step is N
+  vN          version number N (1 <= N <= 9999999999, layout.MAX_NUMBER)
+  step=N      the newest version whose step is N (0 <= N <= 9999999999)
   NAME        an alias, [A-Za-z][A-Za-z0-9._-]* (not 'latest', not of the form vN)
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import UsageError
+from .layout import MAX_NUMBER, NUMBER_DIGITS, check_step, check_version
 
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
 _ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,127}")
@@ -69,6 +70,16 @@ class Ref:
         return f"{self.artifact}@{self.value}"
 
 
+def _number(digits: str, selector: str) -> int:
+    """The selector's number; more significant digits than the keys hold is refused here,
+    before int() (which refuses strings of over 4,300 digits with a ValueError)."""
+    if len(digits.lstrip("0")) > NUMBER_DIGITS:
+        shown = selector if len(selector) <= 40 else selector[:37] + "..."
+        raise UsageError(f"{shown!r} is out of range: version numbers and steps go up to "
+                         f"{MAX_NUMBER} ({NUMBER_DIGITS} digits in the lake's keys)")
+    return int(digits)
+
+
 def parse_ref(text: str) -> Ref:
     """Parse ARTIFACT[@SELECTOR]; raise UsageError with the grammar on anything else."""
     artifact, at, selector = text.strip().partition("@")
@@ -78,12 +89,15 @@ def parse_ref(text: str) -> Ref:
             raise UsageError(f"empty selector after '@' in {text!r}", hint=GRAMMAR)
         return Ref(artifact)
     if m := _VERSION.fullmatch(selector):
-        n = int(m.group(1))
+        n = _number(m.group(1), selector)
         if n < 1:
             raise UsageError(f"version numbers start at v1, got {selector!r}")
-        return Ref(artifact, "version", n)
+        return Ref(artifact, "version", check_version(n))
     if m := _STEP.fullmatch(selector):
-        return Ref(artifact, "step", int(m.group(1)))
+        # Steps are pushed as integers >= 0 (no push can record another), so step=-1 or a
+        # step too long for the keys is a typo, not a version that might exist.
+        return Ref(artifact, "step", check_step(_number(m.group(1), selector),
+                                                  "step selector"))
     if selector.startswith("step="):
         raise UsageError(f"step selector needs an integer: {selector!r}", hint=GRAMMAR)
     if _ALIAS.fullmatch(selector):
