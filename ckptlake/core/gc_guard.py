@@ -243,7 +243,7 @@ def guard_commit(store: Store, *, referenced: set[str], commit: Callable[[], M],
                  reupload: Callable[[set[str]], None], settings: GcSettings | None = None,
                  started: float | None = None, started_wall: float | None = None,
                  clock: Callable[[], float] | None = None,
-                 wall: Callable[[], float] = time.time,
+                 wall: Callable[[], float] | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> M:
     """Commit a push so that a concurrent gc cannot leave it with a swept chunk.
 
@@ -258,6 +258,9 @@ def guard_commit(store: Store, *, referenced: set[str], commit: Callable[[], M],
     if clock is None:
         def clock() -> float:
             return _clock.now()  # looked up per call: replaceable in tests
+    if wall is None:
+        def wall() -> float:
+            return time.time()
 
     def age(since: float, since_wall: float | None) -> float:
         """Elapsed time; only ever used where overestimating it is safe."""
