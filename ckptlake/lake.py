@@ -258,7 +258,10 @@ class Lake:
         return catalog.version_info(m, catalog.aliases(self.store, m.artifact))
 
     def alias(self, ref: str | Ref, name: str) -> AliasResult:
-        """Point alias `name` at the version `ref` resolves to (compare-and-swap)."""
+        """Point alias `name` at the version `ref` resolves to (compare-and-swap).
+
+        NotFound if a gc deleted that version meanwhile; the alias is then put back as it was
+        (docs/format.md, "Alias record")."""
         validate_alias(name)
         m = catalog.resolve(self.store, ref)
         return catalog.set_alias(self.store, m.artifact, name, m.version)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from ckptlake.core import catalog
+from ckptlake.core import catalog, clock
 from ckptlake.core import push as pushmod
 from ckptlake.core.gc import execute, plan_gc
 from ckptlake.core.gc_guard import guard_commit
@@ -65,7 +65,7 @@ def guarded_push(store, src: Path, artifact: str, step: int, stats: dict,
     """core.push.push with the commit wrapped in guard_commit (the wiring the lead adds), and
     a pause between the uploads and the commit: a push slower than the gc, whose deduplicated
     chunks a gc pass condemns and sweeps before it commits."""
-    started = time.monotonic()
+    started, started_wall = clock.now(), time.time()  # as core.push does
     header = ensure_header(store, chunk_size=MiB)
     files, up = pushmod.upload_tree(store, scan(src), algo=header.hash, chunk_size=MiB,
                                     concurrency=4, progress=NullProgress())
@@ -80,7 +80,7 @@ def guarded_push(store, src: Path, artifact: str, step: int, stats: dict,
 
     return guard_commit(store, referenced=draft.chunk_digests(),
                         commit=lambda: pushmod.commit_version(store, draft),
-                        reupload=reupload, started=started)
+                        reupload=reupload, started=started, started_wall=started_wall)
 
 
 def check(lake: Lake, artifact: str, version: int, src: Path, dest: Path) -> None:

@@ -135,9 +135,23 @@ def resolve(store: Store, ref: str | Ref) -> Manifest:
                    hint=f"list versions with: ckptlake ls {ref.artifact}")
 
 
+# How long set_alias waits for a gc that is deleting the version right now (a tombstone next to
+# the manifest) to finish: such a gc deletes the manifest, or removes the tombstone, within a
+# request or two of its last read of the aliases.  A tombstone still there after this long is
+# taken for one an interrupted gc left behind (readers ignore it: the manifest wins).
+ALIAS_SETTLE_SECONDS = 10.0
+_SETTLE_POLL = 0.2
+
+
 def set_alias(store: Store, artifact: str, name: str, version: int) -> AliasResult:
     """Point `name` at `version` with compare-and-swap, so concurrent movers never lose updates
-    silently: each move is applied whole, the last one to win the CAS stands."""
+    silently: each move is applied whole, the last one to win the CAS stands.
+
+    A gc may be deleting `version` meanwhile: it spares aliased versions, but reads the aliases
+    before it deletes, so an alias written after that read would point at a deleted version.
+    After the CAS the version is checked again (`_survives`); if gc took it, the alias is put
+    back as it was and NotFound is raised (docs/format.md, "Alias record").
+    """
     validate_alias(name)
     key = layout.alias_key(artifact, name)
     body = json.dumps({"alias": name, "version": version, "updated": iso(utcnow()),
@@ -147,17 +161,69 @@ def set_alias(store: Store, artifact: str, name: str, version: int) -> AliasResu
             data, etag = store.get_with_etag(key)
         except NotFound:
             try:
-                store.put(key, body, if_none_match=True)
-                return AliasResult(artifact, name, version, None)
+                ours = store.put(key, body, if_none_match=True)
             except PreconditionFailed:
                 continue
+            previous, previous_body = None, None
+            break
         previous = _decode_alias(data)
         try:
-            store.put(key, body, if_match=etag)
-            return AliasResult(artifact, name, version, previous)
+            ours = store.put(key, body, if_match=etag)
+            previous_body = data
+            break
         except PreconditionFailed:
             time.sleep(random.random() * 0.05 * (attempt + 1))
-    raise TransferError(f"could not move alias {artifact}@{name}: too much contention")
+    else:
+        raise TransferError(f"could not move alias {artifact}@{name}: too much contention")
+    if not _survives(store, artifact, version):
+        undone = _undo_alias(store, key, ours, previous_body)
+        what = (f"{artifact}@{name} is back at v{previous}" if previous_body is not None
+                else f"{artifact}@{name} was removed again") if undone else \
+            f"{artifact}@{name} was moved by someone else meanwhile and left as they set it"
+        raise NotFound(f"{artifact}@v{version} was deleted by gc while the alias was being set; "
+                       f"{what}", hint=f"pick a version that exists: ckptlake ls {artifact}")
+    return AliasResult(artifact, name, version, previous)
+
+
+def _survives(store: Store, artifact: str, version: int) -> bool:
+    """Whether `version` outlives a gc that may have read the aliases before our write.
+
+    gc writes a version's tombstone before its last read of the aliases and deletes the
+    manifest after it.  So: no tombstone now means any gc deleting the version reads the
+    aliases after our write, and spares it.  A tombstone means that gc is in flight (it then
+    deletes the manifest, or, having seen our alias, removes the tombstone) or was interrupted
+    long ago: wait until one of the two is gone, up to ALIAS_SETTLE_SECONDS.
+    """
+    from . import clock
+
+    manifest = layout.version_key(artifact, version)
+    tomb = layout.tombstone_key(artifact, version)
+    deadline = clock.now() + ALIAS_SETTLE_SECONDS
+    while True:
+        if not store.exists(manifest):
+            return False
+        if not store.exists(tomb) or clock.now() >= deadline:
+            return True
+        time.sleep(_SETTLE_POLL)
+
+
+def _undo_alias(store: Store, key: str, ours: str, previous_body: bytes | None) -> bool:
+    """Put the alias record back as it was before our write, if it is still ours.  False if
+    another writer changed it since (theirs stands)."""
+    try:
+        if previous_body is not None:
+            store.put(key, previous_body, if_match=ours)
+            return True
+        # There was no alias: remove ours.  The store has no conditional delete, so this checks
+        # the ETag first (a mover of the same new alias in between would lose its write: the
+        # residual risk in docs/format.md).
+        _, etag = store.get_with_etag(key)
+        if etag != ours:
+            return False
+        store.delete([key])
+        return True
+    except (PreconditionFailed, NotFound):
+        return False
 
 
 def version_info(m: Manifest, alias_map: dict[str, int]) -> VersionInfo:

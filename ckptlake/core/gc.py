@@ -7,8 +7,9 @@ Plan, then execute (restic's PlanPrune/Execute): `plan_gc` only reads and return
 1. **Retention** -- for each version the plan deletes: re-read the aliases (a version aliased
    meanwhile is kept), write its tombstone (create-if-absent), re-read the aliases once more,
    then delete the manifest.  Tombstone first: lineage never loses a version.
-2. **Mark** -- list every manifest; L = the chunks they reference.  The monotonic time at which
-   the listing *started* is remembered.
+2. **Mark** -- list every manifest; L = the chunks they reference.  The time at which the
+   listing *started* is remembered, on core.clock (counts suspended time) and the wall clock;
+   its age is the larger of the two.
 3. **Sweep** -- for each ripe (older than grace_period), unswept condemnation record: delete its
    chunks that are not in L, in batches of at most 1000 keys, never with a listing older than
    `sweep_window` (else mark again first); then rewrite the record with `swept_at`.  Records
@@ -39,13 +40,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from ..errors import (IntegrityError, NotFound, PreconditionFailed, TransferError,
-                      TransientError)
+                      TransientError, UsageError)
 from ..format import layout
 from ..policy.retention import (Decision, RetentionPolicy, VersionFacts, format_duration,
                                 select)
 from ..results import _Result
 from ..store.base import Store
 from ..transfer.pool import bounded_map
+from . import clock as _clock
 from . import tombstones as tombs
 from .catalog import aliases as read_aliases
 from .gc_guard import RECORD_FORMAT, GcSettings, Record, read_records
@@ -495,10 +497,11 @@ class _Marker:
         self.read: set[tuple[str, int]] = set()
         self.shards = _ShardRoots(store)
         self.started: float | None = None
+        self.started_wall = 0.0
         self.listings = 0
 
     def mark(self) -> None:
-        started = self.clock()
+        started, started_wall = self.clock(), time.time()
         listing = _Listing.of(self.store)
         new = [layout.version_key(a, n) for a, n in listing.versions if (a, n) not in self.read]
 
@@ -510,12 +513,14 @@ class _Marker:
             self.live.update(got)
         self.live.update(self.shards.digests(listing))
         self.read.update(listing.versions)
-        self.started = started
+        self.started, self.started_wall = started, started_wall
         self.listings += 1
 
     def age(self) -> float:
+        """The larger of two estimates (overestimating only re-marks sooner): the clock may skip
+        a suspension where CLOCK_BOOTTIME is missing, the wall clock may be stepped back."""
         assert self.started is not None
-        return self.clock() - self.started
+        return max(self.clock() - self.started, time.time() - self.started_wall)
 
 
 def _unretried(store: Store) -> Store:
@@ -727,16 +732,24 @@ class _Execution:
 
 
 def execute(store: Store, plan: GcPlan, *, settings: GcSettings | None = None,
-            now: Callable[[], datetime] = utcnow, clock: Callable[[], float] = time.monotonic,
+            now: Callable[[], datetime] = utcnow, clock: Callable[[], float] | None = None,
             on_event: Event | None = None) -> GcResult:
     """Carry out a plan: retention, mark, sweep, condemn (docs/format.md, "Deleting (gc)").
 
     Safe to interrupt at any point and to run again, and safe next to pushes that use
     core.gc_guard.guard_commit.  on_event(name) is called after each step (tests use it to
-    stop a run half way).
+    stop a run half way).  clock: elapsed seconds, core.clock.now by default (it counts time
+    the machine spends suspended).
     """
+    if clock is None:
+        def clock() -> float:
+            return _clock.now()  # looked up per call: replaceable in tests
+
     started = clock()
     settings = settings or GcSettings(**plan.settings)
+    if problem := settings.problem():  # pushers would refuse (or outwait) such settings
+        raise UsageError(f"gc settings refused: {problem}",
+                         hint="see retention: in ckptlake.example.yaml for the bounds")
     run = _Execution(store, plan, settings, now, clock, on_event)
     run.publish_settings()
     run.retention()

@@ -17,7 +17,9 @@ against (or uploaded) a chunk that a sweep then deleted is caught here:
    began, or a record is unreadable.
    If there are any, wait until `sweep_window` (+1 s) has passed since the commit -- any sweep
    whose listing of manifests predates the commit has stopped deleting by then -- and HEAD each
-   at-risk chunk; the missing ones are re-uploaded from the push's source.
+   at-risk chunk; the missing ones are re-uploaded from the push's source.  The settings this
+   step uses are read from the lake *after* the commit: a gc publishes its settings before its
+   listing, so every gc whose listing missed our manifest published them before our commit.
 
 Why that is enough: a sweep that deletes chunk K after our commit listed the manifests before it
 (otherwise it would have seen ours, which references K).  Its record was written before that
@@ -27,22 +29,30 @@ The sweep deletes only within `sweep_window` of its listing, so after the wait K
 present or visibly missing, and is then restored.  Assumptions and the residual risk are in
 docs/format.md.
 
+Time: "how long the push has run" is the larger of two estimates, core.clock.now() (counts
+suspended time) and the wall clock, since overestimating it only checks more chunks; "how long
+since the commit" (the wait) is core.clock.now() alone, since overestimating that would cut the
+wait short.
+
 This module is imported by push: it stays small and imports nothing heavy.
 """
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, TypeVar
 
-from ..errors import IntegrityError, NotFound
+from ..errors import AccessDenied, IntegrityError, NotFound, TransferError
 from ..format import layout
 from ..policy.retention import (DEFAULT_GRACE_PERIOD, DEFAULT_RECORD_RETENTION,
-                                DEFAULT_SWEEP_WINDOW)
+                                DEFAULT_SWEEP_WINDOW, MAX_RECORD_RETENTION, MAX_SWEEP_WINDOW,
+                                MIN_SWEEP_WINDOW, format_duration)
 from ..store.base import Store
 from ..transfer.pool import bounded_map
+from . import clock as _clock
 
 M = TypeVar("M")
 
@@ -68,19 +78,49 @@ class GcSettings:
         return json.dumps({"ckptlake_gc_settings": SETTINGS_FORMAT, **self.to_dict(),
                            "updated": updated, "updated_by": updated_by}).encode()
 
+    def problem(self) -> str | None:
+        """Why these settings are outside what ckptlake accepts, or None.
+
+        The same bounds as `retention:` in ckptlake.yaml (policy/retention.py), checked again
+        here because pushers take the settings from the lake: a `gc/settings.json` written by
+        hand, or by an older ckptlake without the bounds, must not make every push that touches
+        a condemned chunk sleep for days after its commit.
+        """
+        values = self.to_dict()
+        if any(not math.isfinite(v) or v < 0 for v in values.values()):
+            return "has a negative or non-finite duration"
+        if not MIN_SWEEP_WINDOW <= self.sweep_window <= MAX_SWEEP_WINDOW:
+            return (f"sweep_window {format_duration(self.sweep_window)} is outside "
+                    f"{format_duration(MIN_SWEEP_WINDOW)}..{format_duration(MAX_SWEEP_WINDOW)}")
+        if self.record_retention > MAX_RECORD_RETENTION:
+            return (f"record_retention {format_duration(self.record_retention)} is above "
+                    f"{format_duration(MAX_RECORD_RETENTION)}")
+        if self.record_retention < 2 * self.sweep_window:
+            return (f"record_retention {format_duration(self.record_retention)} is less than "
+                    f"twice sweep_window ({format_duration(2 * self.sweep_window)})")
+        return None
+
     @classmethod
     def decode(cls, data: bytes) -> "GcSettings":
+        hint = "run ckptlake gc (it rewrites the file from retention: in ckptlake.yaml)"
         try:
             raw = json.loads(data)
             values = {k: float(raw[k]) for k in ("grace_period", "sweep_window",
                                                  "record_retention")}
         except (ValueError, KeyError, TypeError):
-            raise IntegrityError(f"{layout.GC_SETTINGS_KEY} is malformed",
-                                 hint="run ckptlake gc again to rewrite it") from None
-        if raw.get("ckptlake_gc_settings") != SETTINGS_FORMAT or \
-                any(v < 0 for v in values.values()):
-            raise IntegrityError(f"{layout.GC_SETTINGS_KEY} is malformed")
-        return cls(**values)
+            raise IntegrityError(f"{layout.GC_SETTINGS_KEY} is malformed", hint=hint) from None
+        if raw.get("ckptlake_gc_settings") != SETTINGS_FORMAT:
+            raise IntegrityError(f"{layout.GC_SETTINGS_KEY} is malformed", hint=hint)
+        out = cls(**values)
+        if problem := out.problem():
+            raise IntegrityError(f"{layout.GC_SETTINGS_KEY} is refused: {problem}", hint=hint)
+        return out
+
+
+# What a pusher assumes when it cannot read the settings after its commit: the slowest sweep
+# ckptlake allows, and records that may already be gone (so every referenced chunk is at risk).
+UNKNOWN_SETTINGS = GcSettings(grace_period=0.0, sweep_window=MAX_SWEEP_WINDOW,
+                              record_retention=0.0)
 
 
 def read_settings(store: Store) -> GcSettings:
@@ -89,6 +129,15 @@ def read_settings(store: Store) -> GcSettings:
         return GcSettings.decode(store.get(layout.GC_SETTINGS_KEY))
     except NotFound:
         return GcSettings()
+
+
+def _settings_after_commit(store: Store) -> GcSettings:
+    """read_settings, for a push that has committed: failing now would leave a committed
+    version unchecked, so an unreadable (or refused) file means the worst case instead."""
+    try:
+        return read_settings(store)
+    except (IntegrityError, TransferError, AccessDenied):
+        return UNKNOWN_SETTINGS
 
 
 # ---- condemnation records ----------------------------------------------------------------
@@ -192,25 +241,40 @@ def missing_chunks(store: Store, digests: Iterable[str]) -> set[str]:
 
 def guard_commit(store: Store, *, referenced: set[str], commit: Callable[[], M],
                  reupload: Callable[[set[str]], None], settings: GcSettings | None = None,
-                 started: float | None = None,
-                 clock: Callable[[], float] = time.monotonic,
+                 started: float | None = None, started_wall: float | None = None,
+                 clock: Callable[[], float] | None = None,
+                 wall: Callable[[], float] | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> M:
     """Commit a push so that a concurrent gc cannot leave it with a swept chunk.
 
     referenced: every chunk digest the manifest references.  commit(): writes the manifest and
     returns it.  reupload(digests): stores those chunks again from the push's source.
-    started: time.monotonic() when the push began (before its first chunk was checked or
-    uploaded); None means unknown, and every referenced chunk is checked before the commit.
+    started, started_wall: clock() and wall() when the push began (before its first chunk was
+    checked or uploaded); clock defaults to core.clock.now, wall to time.time.  started=None
+    means unknown, and every referenced chunk is checked before the commit.  settings: fixed
+    settings (tests); None reads gc/settings.json before the commit and again after it.
     Returns commit()'s result.
     """
-    settings = settings or read_settings(store)
+    if clock is None:
+        def clock() -> float:
+            return _clock.now()  # looked up per call: replaceable in tests
+    if wall is None:
+        def wall() -> float:
+            return time.time()
+
+    def age(since: float, since_wall: float | None) -> float:
+        """Elapsed time; only ever used where overestimating it is safe."""
+        out = clock() - since
+        return out if since_wall is None else max(out, wall() - since_wall)
+
+    before = settings or read_settings(store)
     cache = _RecordCache()
     # Chunks checked at `since` or later need only records younger than record_retention;
     # `since` is the start of the push, or of a check of every referenced chunk.
-    since = started
+    since, since_wall = started, started_wall
     # Step 1, before the commit (also narrows the window of the residual risk).
-    if since is None or clock() - since >= settings.record_retention - settings.sweep_window:
-        since = clock()
+    if since is None or age(since, since_wall) >= before.record_retention - before.sweep_window:
+        since, since_wall = clock(), wall()
         check = set(referenced)
     else:
         condemned, unreadable = cache.condemned(store)
@@ -222,15 +286,19 @@ def guard_commit(store: Store, *, referenced: set[str], commit: Callable[[], M],
     # Step 2.
     result = commit()
     committed = clock()
-    # Step 3: sweeps that raced the commit.
-    listed = clock()
+    # Step 3: sweeps that raced the commit, bounded by the settings read *now*: a gc publishes
+    # its settings before the listing that missed our manifest, so this read sees them (or
+    # later ones).  Settings read before the commit may predate a gc that raised sweep_window.
+    after = settings or _settings_after_commit(store)
+    window = max(before.sweep_window, after.sweep_window)
+    retention = min(before.record_retention, after.record_retention)
     condemned, unreadable = cache.condemned(store)
-    if unreadable or listed - since >= settings.record_retention:
+    if unreadable or age(since, since_wall) >= retention:
         at_risk = set(referenced)  # records of a sweep that hit us may already be gone
     else:
         at_risk = referenced & condemned
     if at_risk:
-        wait = committed + settings.sweep_window + WAIT_MARGIN - clock()
+        wait = committed + window + WAIT_MARGIN - clock()
         if wait > 0:
             sleep(wait)
         missing = missing_chunks(store, at_risk)

@@ -336,10 +336,13 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
     `observers` see the bytes as they are read (see FileObserver); `manifest_fields` sets
     further Manifest fields (lineage, provenance) on the committed version.
     """
+    from . import clock
     from .catalog import set_alias
     from .gc_guard import guard_commit
 
-    started = time.monotonic()
+    # Both clocks: the guard takes the larger elapsed time (a suspended machine's monotonic
+    # clock under-reports it; see core/clock.py).
+    started, started_wall = clock.now(), time.time()
     header = ensure_header(store, **({"chunk_size": chunk_size} if chunk_size else {}))
     files, up = upload_tree(store, tree, algo=header.hash,
                             chunk_size=chunk_size or header.chunk_size,
@@ -354,7 +357,8 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
     # such chunks from our source around the commit (protocol: docs/format.md, "Deleting").
     manifest = guard_commit(store, referenced=draft.chunk_digests(),
                             commit=lambda: commit_version(store, draft),
-                            reupload=up.reupload, started=started)
+                            reupload=up.reupload, started=started,
+                            started_wall=started_wall)
     for name in aliases:
         set_alias(store, artifact, name, manifest.version)
     return PushResult(
@@ -362,4 +366,4 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
         files=len(tree.files) + len(tree.symlinks), bytes_scanned=tree.total_bytes,
         bytes_uploaded=up.uploaded.value, bytes_deduplicated=up.deduplicated.value,
         chunks_uploaded=up.uploaded.count, chunks_deduplicated=up.deduplicated.count,
-        aliases=list(aliases), seconds=round(time.monotonic() - started, 3))
+        aliases=list(aliases), seconds=round(clock.now() - started, 3))

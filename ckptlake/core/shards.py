@@ -46,6 +46,7 @@ from ..format.manifest import FileEntry, Manifest, decode_manifest
 from ..results import _Result
 from ..store.base import Store
 from ..transfer.progress import Progress
+from . import clock
 from .identity import iso, tool_version, user_at_host, utcnow
 from .gc_guard import guard_commit
 from .push import check_next_version, upload_tree
@@ -491,7 +492,7 @@ def push_shard(store: Store, tree: SourceTree, artifact: str, *, step: int, rank
     # Before anything is written: a step the keys cannot hold would leave a record that no
     # listing parses (never committed, invisible to `pending`, unprotected from gc).
     layout.check_step(step)
-    started = time.monotonic()
+    started, started_wall = clock.now(), time.time()  # both: see core/clock.py
     header = ensure_header(store, **({"chunk_size": chunk_size} if chunk_size else {}))
     # Refuse cheaply before uploading when the step is already known to be incompatible.
     keys, has_claim = _list_step(store, artifact, step)
@@ -524,7 +525,7 @@ def push_shard(store: Store, tree: SourceTree, artifact: str, *, step: int, rank
         # it is written under the same guard as a push's commit.
         guard_commit(store, referenced=record.manifest.chunk_digests(),
                      commit=lambda: store.put(key, record.encode(), if_none_match=True),
-                     reupload=up.reupload, started=started)
+                     reupload=up.reupload, started=started, started_wall=started_wall)
     except PreconditionFailed:
         existing = decode_record(store.get(key), key=key)
         if existing.identity() != record.identity():
@@ -553,7 +554,7 @@ def push_shard(store: Store, tree: SourceTree, artifact: str, *, step: int, rank
         bytes_scanned=tree.total_bytes, bytes_uploaded=up.uploaded.value,
         bytes_deduplicated=up.deduplicated.value, chunks_uploaded=up.uploaded.count,
         chunks_deduplicated=up.deduplicated.count,
-        seconds=round(time.monotonic() - started, 3))
+        seconds=round(clock.now() - started, 3))
 
 
 def _aliases_of(store: Store, artifact: str, step: int, world: int,

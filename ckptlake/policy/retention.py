@@ -38,7 +38,8 @@ from .config import describe_value, line_of
 
 __all__ = [
     "DEFAULT_GRACE_PERIOD", "DEFAULT_PRICE_PER_GB_MONTH", "DEFAULT_RECORD_RETENTION",
-    "DEFAULT_SWEEP_WINDOW", "Decision", "KeepBest", "RetentionPolicy", "Rule", "VersionFacts",
+    "DEFAULT_SWEEP_WINDOW", "MAX_RECORD_RETENTION", "MAX_SWEEP_WINDOW", "MIN_SWEEP_WINDOW",
+    "Decision", "KeepBest", "RetentionPolicy", "Rule", "VersionFacts",
     "check_metrics", "format_duration", "load_retention", "parse_duration", "select",
 ]
 
@@ -49,6 +50,16 @@ DEFAULT_SWEEP_WINDOW = 30.0
 # raced their commit; a push running longer than this re-checks all its chunks before commit
 # (core/gc_guard.py), so longer means fewer such checks and a few more tiny records to read.
 DEFAULT_RECORD_RETENTION = 15 * 60.0
+# Bounds.  sweep_window: at least 1 s (the pushers' 1 s margin must stay small next to it); at
+# most 1 h, because every push that uses a condemned chunk sleeps that long after its commit,
+# and a listing of the manifests that takes an hour means a lake far beyond what gc is built for
+# (an hour lists millions of keys; a re-mark reads only new manifests).  record_retention: at
+# least 2 x sweep_window (docs/format.md, invariant 5); at most 1 d, because every push lists
+# and reads the records on each commit, and a day of records is already more than a push needs
+# (it only has to cover the push's own duration).
+MIN_SWEEP_WINDOW = 1.0
+MAX_SWEEP_WINDOW = 3600.0
+MAX_RECORD_RETENTION = 86400.0
 
 RETENTION_KEYS = ("grace_period", "storage_price_per_gb_month", "rules", "sweep_window",
                   "record_retention")
@@ -210,9 +221,14 @@ def load_retention(config: Any) -> RetentionPolicy:
     grace = c.duration(raw, "grace_period", "retention", DEFAULT_GRACE_PERIOD)
     window = c.duration(raw, "sweep_window", "retention", DEFAULT_SWEEP_WINDOW)
     assert grace is not None and window is not None
-    if window < 1:
-        raise c.fail("must be at least 1s", "retention.sweep_window",
+    if window < MIN_SWEEP_WINDOW:
+        raise c.fail(f"must be at least {format_duration(MIN_SWEEP_WINDOW)}",
+                     "retention.sweep_window",
                      "it bounds how long a gc may delete with one listing of the manifests")
+    if window > MAX_SWEEP_WINDOW:
+        raise c.fail(f"must be at most {format_duration(MAX_SWEEP_WINDOW)}, got "
+                     f"{format_duration(window)}", "retention.sweep_window",
+                     "a push that uses a condemned chunk sleeps this long after its commit")
     keep_records = c.duration(raw, "record_retention", "retention", None)
     if keep_records is None:
         keep_records = max(DEFAULT_RECORD_RETENTION, 2 * window)
@@ -220,6 +236,10 @@ def load_retention(config: Any) -> RetentionPolicy:
         raise c.fail(f"must be at least twice sweep_window ({format_duration(2 * window)})",
                      "retention.record_retention",
                      "pushers find sweeps that raced their commit through these records")
+    elif keep_records > MAX_RECORD_RETENTION:
+        raise c.fail(f"must be at most {format_duration(MAX_RECORD_RETENTION)}, got "
+                     f"{format_duration(keep_records)}", "retention.record_retention",
+                     "they need to outlast a push, not more: every push reads them when it commits")
     price = c.number(raw, "storage_price_per_gb_month", "retention", DEFAULT_PRICE_PER_GB_MONTH)
     rules_raw = raw.get("rules")
     rules: list[Rule] = []
