@@ -20,6 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ckptlake.cli.app import app
+from ckptlake.core import summary
 from ckptlake.errors import UnsafeManifest, UsageError
 from ckptlake.format import layout
 from ckptlake.format.manifest import FileEntry, Manifest, decode_manifest
@@ -266,8 +267,15 @@ def test_a_planted_secret_is_never_printed_nor_stored(tmp_path: Path,
         assert not _leaks(text), (argv, text)
     stored = [p for p in root.rglob("*") if p.is_file()]
     assert len(stored) > 3
+    summaries = 0
     for p in stored:
-        assert not _leaks(p.read_bytes()), p
+        rel = p.relative_to(root).as_posix()
+        assert not _leaks(p.read_bytes()) and not _leaks(rel), rel
+        if (parsed := layout.parse_summary_key(rel)) is not None:  # `ls` data lives in the key
+            doc = json.dumps(summary._unpack(parsed[2]))
+            assert not _leaks(doc) and "***" in doc, doc
+            summaries += 1
+    assert summaries == 2
     # ... and what was asked to be recorded is there, redacted
     m = json.loads((root / layout.version_key("demo", 1)).read_bytes())
     assert m["inputs"] == [{"uri": "https://host/data"}, {"uri": "https://h/d?..."},
