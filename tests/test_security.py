@@ -151,6 +151,23 @@ def test_merge_pull_refuses_links_that_leave_through_existing_links(
     assert os.readlink(dest / "cur") == "data/passwd"
 
 
+def test_merge_pull_does_not_make_empty_directories_through_existing_links(
+        tmp_path: Path) -> None:
+    lake = Lake(MemoryStore(), chunk_size=1 << 20, concurrency=2)
+    src = tmp_path / "src"
+    (src / "sub" / "empty").mkdir(parents=True)
+    (src / "f.txt").write_text("x")
+    lake.push(src, "a")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    os.symlink(outside, dest / "sub")
+    with pytest.raises(UnsafeManifest, match="outside"):
+        lake.pull("a", dest)
+    assert os.listdir(outside) == [] and sorted(os.listdir(dest)) == ["sub"]
+
+
 def test_push_refuses_a_symlink_loop(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()

@@ -99,6 +99,12 @@ class _Placement:
 
     def _check(self, force: bool) -> None:
         conflicts: list[str] = []
+        if not self.fresh and self.m.kind == "dir":
+            for d in self.m.dirs:  # empty directories are made with makedirs, which follows
+                if not _inside(self.root_real, os.path.dirname(
+                        os.path.join(self.final_root, *d.split("/")))):
+                    raise UnsafeManifest(f"{d} would be created through a symlink that leads "
+                                         f"outside {self.final_root}")
         for e in self.m.files:
             final = self.finals[e.path]
             if not self.fresh and self.m.kind == "dir" and not _inside(
