@@ -25,14 +25,14 @@ from typing import Any, Sequence
 
 MASK = "***"
 
-_SCHEME = r"\b[A-Za-z][A-Za-z0-9+.\-]*://"
+# Repetitions are bounded, and each URL is scanned once, so that printing a hostile manifest's
+# 1 MB metadata value cannot take minutes.
+_SCHEME_RE = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,31}://")
 # A URL runs to whitespace or a quote/bracket that usually delimits it in messages and reprs.
-_URL_CHAR = r"[^\s'\"<>(){}`\x1b]"
-_USERINFO = re.compile(rf"({_SCHEME})({_URL_CHAR}*?)@")
+_URL = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^\s'\"<>(){}`\x1b]*")
 _HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]*\]|localhost|[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+)"
                         r":\d{1,5}(?:[/?#]|$)", re.IGNORECASE)
-_URL = re.compile(rf"{_SCHEME}{_URL_CHAR}*")
-_NAME_EQ = re.compile(r"([A-Za-z0-9_.\-]*[A-Za-z0-9_])=")
+_NAME_EQ = re.compile(r"(?<![A-Za-z0-9_.\-])([A-Za-z0-9_.\-]{0,127}[A-Za-z0-9_])=")
 _VALUE_END = re.compile(r"[\s&;,'\"\x1b]|$")
 # Words that name a secret when they are a whole part of a key (`hf_token`, `db.password`).
 _SECRET_PARTS = frozenset({
@@ -62,17 +62,27 @@ def is_secret_name(name: str) -> bool:
                                       "privatekey"))
 
 
-def _userinfo(m: re.Match[str]) -> str:
-    scheme, info = m.group(1), m.group(2)
-    if "/" in info and _HOST_PORT.match(info):
-        return m.group(0)  # `host:port/path@...`: the `@` belongs to a path
-    if "/" in info and ":" not in info.split("/", 1)[0]:
-        return m.group(0)  # `host/path@...`: no password before the first slash
-    return scheme
+def _without_userinfo(url: str) -> str:
+    """`url` (one scheme://... token, which may hold further URLs) without user info."""
+    starts = [m.start() for m in _SCHEME_RE.finditer(url)]
+    out, prev = [], 0
+    for i, start in enumerate(starts):
+        end = starts[i + 1] if i + 1 < len(starts) else len(url)
+        host = url.index("://", start) + 3
+        at = url.find("@", host, end)
+        if at == -1:
+            continue
+        info = url[host:at]
+        if "/" in info and (_HOST_PORT.match(info) or ":" not in info.split("/", 1)[0]):
+            continue  # `host:port/path@...` or `host/path@...`: the `@` belongs to a path
+        out.append(url[prev:host])
+        prev = at + 1
+    out.append(url[prev:])
+    return "".join(out)
 
 
-def _drop_query(m: re.Match[str]) -> str:
-    head, qmark, _rest = m.group(0).partition("?")
+def _clean_url(m: re.Match[str]) -> str:
+    head, qmark, _rest = _without_userinfo(m.group(0)).partition("?")
     return head + "?..." if qmark else head
 
 
@@ -97,10 +107,7 @@ def redact_url(text: str) -> str:
     """`text` with URL user info and query strings removed (and nothing else changed): where it
     differs from `text`, a URL held credentials or a signature."""
     text = str(text)
-    if "://" in text:
-        text = _USERINFO.sub(_userinfo, text)
-        text = _URL.sub(_drop_query, text)
-    return text
+    return _URL.sub(_clean_url, text) if "://" in text else text
 
 
 def redact(text: str) -> str:

@@ -163,8 +163,8 @@ class _Placement:
                 seen[rel] = target
             return seen[rel]
 
-        LinkResolver({e.path: e.symlink for e in self.links  # type: ignore[misc]
-                      }, where=self.final_root, lookup=on_disk).check_all()
+        links = {e.path: e.symlink for e in self.links if e.symlink is not None}
+        LinkResolver(links, where=self.final_root, lookup=on_disk).check_all()
 
     def _from_root(self, target: str, link: str) -> str:
         """An existing link's absolute target as a path from the destination's root ("/..."),

@@ -560,7 +560,7 @@ def _check_endpoint(b: _Builder, key: str, node: Node) -> str | None:
         if redact_url(value) != value:
             raise b.error(f"must not hold credentials or a query string, got "
                           f"{redact(value)!r}", node, key,
-                          hint="credentials come from the environment, ~/.aws or profile:")
+                          hint="credentials come from the environment, ~/.aws or the profile: key")
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise b.error(f"must be an http:// or https:// URL, got {redact(value)!r}", node, key,
                           hint="e.g. http://localhost:9000 for MinIO")
