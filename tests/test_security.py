@@ -301,6 +301,26 @@ def test_a_planted_secret_is_never_printed_nor_stored(tmp_path: Path,
     assert "token=***" in m["provenance"]["command"]
 
 
+def test_secrets_already_in_a_lake_are_not_printed(tmp_path: Path) -> None:
+    """Manifests written before the fix (or by another writer) still hold secrets: every
+    output is redacted on the way out too."""
+    root = _file_lake(tmp_path)
+    path = root / layout.version_key("demo", 1)
+    doc = json.loads(path.read_bytes())
+    doc["inputs"] = [{"uri": f"https://u:{SECRET}@h/x?sig={SECRET}"}]
+    doc["metadata"] = {"hf_token": SECRET}
+    doc["provenance"] = {"command": ["ckptlake", "push", "--hf-token", SECRET,
+                                     f"--meta=token={SECRET}"]}
+    path.write_text(json.dumps(doc))
+    lake = ["--lake", str(root)]
+    for argv in (["show", "demo@v1"], ["lineage", "demo@v1"], ["ls", "demo", "--where", "step>=0"],
+                 ["lineage", "demo@v1", "--format", "dot"], ["diff", "demo@v1", "demo@v1"]):
+        for extra in ([], ["--json"]):
+            r = CliRunner().invoke(app, [*argv, *lake, *extra])
+            assert r.exit_code == 0, (argv, r.output)
+            assert not _leaks(r.stdout + r.stderr), (argv, extra, r.stdout)
+
+
 def test_the_console_script_stores_its_command_line_redacted(tmp_path: Path) -> None:
     """The real process, so the stored command line is the real argv."""
     src = tmp_path / "src"

@@ -421,7 +421,11 @@ def decode_manifest(data: bytes, *, key: str = "manifest") -> Manifest:
         artifact=_req(raw, "artifact", str, key), version=_req(raw, "version", int, key),
         kind=kind, hash=_req(raw, "hash", str, key), files=files, dirs=dirs, step=step,
         created=_parse_time(raw.get("created"), key), created_by=str(raw.get("created_by", "")),
-        tool=str(raw.get("tool", "")), metrics=metrics, metadata=metadata,
+        tool=str(raw.get("tool", "")), metrics=metrics, metadata=redact_metadata(metadata),
         parents=_parse_parents(raw.get("parents") or [], key),
-        inputs=_parse_inputs(raw.get("inputs") or [], key), provenance=provenance,
+        # Redacted on the way in as well: a manifest written before redaction, or by another
+        # writer, may hold secrets, and nothing read from a lake should hand them on.
+        inputs=tuple({k: redact(v) for k, v in i.items()}
+                     for i in _parse_inputs(raw.get("inputs") or [], key)),
+        provenance=_redact_provenance(provenance),
     )
