@@ -13,7 +13,8 @@ Streams
 * --quiet prints nothing but the error line.  --json prints only the JSON document on stdout and,
   on failure, also the error line on stderr; notes and progress are suppressed (--json wins
   over --quiet: asking for a document gets a document).
-* URLs are shown without query strings or user info, and nothing from the environment is echoed.
+* Everything printed goes through ckptlake/redact.py: URL user info and query values, and the
+  values of secret-named `key=value` pairs, are masked; nothing from the environment is echoed.
 
 JSON schemas (--json; one document, one line, on stdout)
 --------------------------------------------------------
@@ -61,7 +62,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import re
 import sys
 import traceback
 from datetime import datetime, timezone
@@ -72,6 +72,7 @@ import typer
 from ..errors import (EXIT_ACCESS, EXIT_CONFLICT, EXIT_ERROR, EXIT_INTEGRITY, EXIT_INTERRUPTED,
                       EXIT_NOT_FOUND, EXIT_OK, EXIT_POLICY, EXIT_TRANSFER, EXIT_USAGE,
                       CkptlakeError)
+from ..redact import redact, redact_data
 from ..units import format_bytes, format_rate
 from .options import CommonOptions
 
@@ -88,18 +89,7 @@ EXIT_CODES_HELP = (
     f"{EXIT_INTERRUPTED} interrupted."
 )
 
-# --- redaction --------------------------------------------------------------------------------
-
-_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
-_QUERY = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s?#]*)\?[^\s'\")]*")
-
-
-def redact(text: str) -> str:
-    """Strip user info and query strings from URLs: they are where credentials and presigned
-    signatures hide, and error lines end up in shared CI logs."""
-    text = _USERINFO.sub(r"\1", text)
-    return _QUERY.sub(r"\1?...", text)
-
+# --- redaction: one rule for everything printed and stored (ckptlake/redact.py) ---------------
 
 def one_line(text: str) -> str:
     """Errors are one line so `2>&1 | tail -1` and log scrapers always get the whole message."""
@@ -201,7 +191,10 @@ def report_error(exc: BaseException, *, as_json: bool, debug: bool) -> int:
     """Print the error the one way the contract allows; return the exit code to use."""
     type_name, message, code, internal = classify(exc)
     if debug and not isinstance(exc, KeyboardInterrupt):
-        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        # Exception messages in the chain quote URLs and arguments as given (an endpoint with
+        # its password, say), so the traceback is redacted like every other line.
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        sys.stderr.write(redact(text))
     if as_json:
         _write(sys.stdout, json.dumps(error_doc(type_name, message, code)))
     if isinstance(exc, KeyboardInterrupt):
@@ -250,18 +243,19 @@ class Output:
     def result(self, doc: dict[str, Any], human: str | None) -> None:
         """The command's result: the JSON document, or the human text, or nothing (--quiet)."""
         if self.json:
-            _write(sys.stdout, json.dumps(doc, allow_nan=False))
+            _write(sys.stdout, json.dumps(redact_data(doc), allow_nan=False))
         elif not self.quiet and human is not None:
-            _write(sys.stdout, human)
+            _write(sys.stdout, redact(human))
 
     def table(self, doc: dict[str, Any], headers: Sequence[str],
               rows: Sequence[Sequence[str]], *, empty: str) -> None:
         """A listing: JSON, or a rich table on a terminal, or plain aligned columns."""
         if self.json:
-            _write(sys.stdout, json.dumps(doc, allow_nan=False))
+            _write(sys.stdout, json.dumps(redact_data(doc), allow_nan=False))
             return
         if self.quiet:
             return
+        rows = [[redact(cell) for cell in row] for row in rows]
         if not rows:
             self.note(empty)
             return

@@ -10,16 +10,15 @@ from __future__ import annotations
 import getpass
 import os
 import platform
-import re
 import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..redact import redact_argv
+
 _GIT_TIMEOUT = 5.0
-_URL_SECRETS = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
-_URL_QUERY = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s?#]*)\?\S*")
 
 
 def _git(cwd: str, *args: str) -> str | None:
@@ -48,8 +47,9 @@ def git_state(directory: str) -> dict[str, Any] | None:
 
 
 def redact_args(argv: Sequence[str]) -> list[str]:
-    """The command line without URL credentials and query strings (presigned signatures)."""
-    return [_URL_QUERY.sub(r"\1?...", _URL_SECRETS.sub(r"\1", str(a))) for a in argv]
+    """The command line as it may be stored (ckptlake/redact.py: URL credentials and query
+    values, `--meta token=...`, `--api-key X`)."""
+    return redact_argv(argv)
 
 
 def collect(source: str | os.PathLike[str] | None = None) -> dict[str, Any]:

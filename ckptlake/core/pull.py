@@ -29,7 +29,7 @@ from ..errors import (AccessDenied, Conflict, IntegrityError, NotFound, UnsafeMa
                       UsageError)
 from ..format import layout
 from ..format.header import digest, new_hasher
-from ..format.manifest import FileEntry, Manifest
+from ..format.manifest import FileEntry, LinkResolver, Manifest
 from ..results import PullResult
 from ..store.base import Store
 from ..transfer.parts import Parts
@@ -182,6 +182,48 @@ class _Placement:
             more = f" and {len(differ) - 1} more" if len(differ) > 1 else ""
             raise Conflict(f"destination holds different files: {differ[0]}{more}",
                            hint="use --force to overwrite them, or pull into an empty directory")
+        if self.links and not self.fresh:
+            self._check_links()
+
+    def _check_links(self) -> None:
+        """The version's symlinks must stay inside the destination as it will be: through the
+        version's own links (already checked when the manifest was decoded) and through links
+        already on disk that the version leaves in place (a merge pull into an existing
+        directory, whose `data -> /mnt/data` would make `cur -> data/x` lead outside)."""
+        regular = {e.path for e in self.m.files if e.symlink is None}
+        root_abs = self.final_root
+        seen: dict[str, str | None] = {}
+
+        def on_disk(rel: str) -> str | None:
+            if rel in regular:
+                return None  # the version puts a regular file there
+            if rel not in seen:
+                path = os.path.join(root_abs, *rel.split("/"))
+                try:
+                    target = os.readlink(path)
+                except OSError:
+                    target = None
+                if target is not None and os.path.isabs(target):
+                    target = self._from_root(target, path)
+                seen[rel] = target
+            return seen[rel]
+
+        links = {e.path: e.symlink for e in self.links if e.symlink is not None}
+        LinkResolver(links, where=self.final_root, lookup=on_disk).check_all()
+
+    def _from_root(self, target: str, link: str) -> str:
+        """An existing link's absolute target as a path from the destination's root ("/..."),
+        or UnsafeManifest when it leads outside (the version's links must not go through it)."""
+        target = os.path.normpath(target)
+        for root in (self.final_root, self.root_real):
+            if target == root or target.startswith(root + os.sep):
+                return "/" + os.path.relpath(target, root).replace(os.sep, "/")
+        real = os.path.realpath(target)
+        if real == self.root_real or real.startswith(self.root_real + os.sep):
+            return "/" + os.path.relpath(real, self.root_real).replace(os.sep, "/")
+        raise UnsafeManifest(f"a symlink of the version would lead outside {self.final_root} "
+                             f"through the existing symlink {link}",
+                             hint="refusing to restore it; pull into an empty directory")
 
 
 def staging_dir(final_root: str, lake_url: str, m: Manifest) -> str:

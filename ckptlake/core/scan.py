@@ -5,6 +5,7 @@ a training script still writing a checkpoint must make the push fail, not commit
 """
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import stat
@@ -120,6 +121,12 @@ def _keep_symlink(tree: SourceTree, entry: os.DirEntry, rel: str, real_root: str
                   follow: bool) -> bool:
     """Record a symlink that stays inside the tree; True if recorded (not to be followed)."""
     target = os.readlink(entry.path)
+    try:
+        os.stat(entry.path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a puller would refuse it (format/manifest.py)
+            raise UsageError(f"symlink {rel} -> {target} is part of a symlink loop",
+                             hint="exclude it with --exclude") from None
     resolved = os.path.realpath(entry.path)
     if resolved == real_root or resolved.startswith(real_root + os.sep):
         # Store the target relative to the link's real directory, so it survives a move

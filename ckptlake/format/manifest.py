@@ -13,9 +13,10 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from ..errors import IntegrityError, UnsafeManifest
+from ..redact import redact, redact_argv, redact_data, redact_metadata
 
 MANIFEST_FORMAT = 1
 _HEX = re.compile(r"[0-9a-f]{16,128}")
@@ -25,6 +26,10 @@ _HEX = re.compile(r"[0-9a-f]{16,128}")
 RELATIONS = ("derived-from", "resumed-from", "fine-tuned-from", "evaluated-from")
 _ARTIFACT_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
 _DTYPE = re.compile(r"[A-Z][A-Z0-9_]{0,15}")
+# Symlinks followed while resolving one link target (Linux's MAXSYMLINKS), and the longest
+# target symlink(2) accepts (PATH_MAX - 1).  Both bound a reader's work on a hostile manifest.
+MAX_LINK_HOPS = 40
+MAX_LINK_TARGET = 4095
 
 
 @dataclass(frozen=True)
@@ -127,10 +132,10 @@ class Manifest:
             "version": self.version,
             "step": self.step,
             "created": self.created.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
-            "created_by": self.created_by,
+            "created_by": redact(self.created_by),
             "tool": self.tool,
             "metrics": self.metrics,
-            "metadata": self.metadata,
+            "metadata": redact_metadata(self.metadata),
             "parents": list(self.parents),
             "kind": self.kind,
             "hash": self.hash,
@@ -140,15 +145,24 @@ class Manifest:
             "files": [f.to_json() for f in self.files],
         }
         # Optional fields are written only when set, so manifests without lineage stay as
-        # they were (older readers ignore unknown fields).
+        # they were (older readers ignore unknown fields).  Whatever a user or the environment
+        # supplied is stored redacted (ckptlake/redact.py): a lake is shared, secrets are not.
         if self.inputs:
-            out["inputs"] = [dict(i) for i in self.inputs]
+            out["inputs"] = [{k: redact(v) for k, v in i.items()} for i in self.inputs]
         if self.provenance:
-            out["provenance"] = self.provenance
+            out["provenance"] = _redact_provenance(self.provenance)
         return out
 
     def encode(self) -> bytes:
         return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _redact_provenance(provenance: dict[str, Any]) -> dict[str, Any]:
+    out = redact_data(provenance)
+    command = provenance.get("command")
+    if isinstance(command, (list, tuple)):
+        out["command"] = redact_argv([str(a) for a in command])
+    return out
 
 
 def check_relpath(path: str, *, what: str = "path") -> str:
@@ -168,12 +182,84 @@ def check_relpath(path: str, *, what: str = "path") -> str:
 
 
 def _check_symlink(path: str, target: str) -> None:
-    if not isinstance(target, str) or not target or "\x00" in target or target.startswith("/"):
-        raise UnsafeManifest(f"symlink {path!r} has an unsafe target {target!r}")
+    if (not isinstance(target, str) or not target or "\x00" in target or target.startswith("/")
+            or len(target.encode("utf-8", "surrogateescape")) > MAX_LINK_TARGET):
+        raise UnsafeManifest(f"symlink {path!r} has an unsafe target {str(target)[:200]!r}")
     resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
     if resolved == ".." or resolved.startswith("../") or resolved.startswith("/"):
         raise UnsafeManifest(f"symlink {path!r} -> {target!r} points outside the tree",
                              hint="refusing to restore it")
+
+
+class LinkResolver:
+    """Resolves symlink targets through the tree as it will exist after a pull.
+
+    A lexical check of each target alone is not enough: `a/b/c/d/e/L -> ../../../../..` stays
+    inside, and so, lexically, does `passwd -> a/b/c/d/e/L/../../../../../../etc/passwd`, but
+    on disk the `..` after `L` climbs from where `L` leads, out of the tree.  So each target is
+    walked component by component from its link's directory, and every component that is itself
+    a symlink (one the version creates, or via `lookup` one already at the destination) is
+    replaced by its own resolution, as the kernel does.  Refused: climbing above the tree's root
+    at any point, a loop, or more than MAX_LINK_HOPS links on one resolution.
+
+    `lookup(relpath)` answers for paths the version does not make symlinks: an existing link's
+    target, a target starting with "/" meaning "from the tree's root", or None.  Paths are
+    '/'-separated and relative to the tree's root.
+    """
+
+    def __init__(self, links: Mapping[str, str], *, where: str = "manifest",
+                 lookup: Callable[[str], str | None] | None = None) -> None:
+        self.links, self.where, self.lookup = links, where, lookup
+        self._done: dict[str, tuple[list[str], int]] = {}
+        self._active: set[str] = set()
+
+    def _target(self, rel: str) -> str | None:
+        target = self.links.get(rel)
+        if target is None and self.lookup is not None:
+            target = self.lookup(rel)
+        return target
+
+    def check_all(self) -> None:
+        for path in self.links:
+            self.resolve(path)
+
+    def resolve(self, path: str) -> tuple[list[str], int]:
+        """(components of where the link at `path` leads, links followed on the way).  The
+        link's parent directory must itself hold no symlink (true of every path this class
+        builds, and of manifest paths, which may not lie below a link)."""
+        if path in self._done:
+            return self._done[path]
+        if path in self._active:
+            raise UnsafeManifest(f"{self.where}: symlink {path!r} is part of a symlink loop",
+                                 hint="refusing to restore it")
+        target = self._target(path)
+        assert target is not None
+        self._active.add(path)
+        cur = [] if target.startswith("/") else path.split("/")[:-1]
+        hops = 1
+        for seg in target.split("/"):
+            if seg in ("", "."):
+                continue
+            if seg == "..":
+                if not cur:
+                    raise UnsafeManifest(
+                        f"{self.where}: symlink {path!r} -> {target[:200]!r} leads outside the "
+                        "tree (resolved through the symlinks in it)",
+                        hint="refusing to restore it")
+                cur.pop()
+                continue
+            cur.append(seg)
+            rel = "/".join(cur)
+            if self._target(rel) is not None:
+                cur, more = self.resolve(rel)
+                cur, hops = list(cur), hops + more
+                if hops > MAX_LINK_HOPS:
+                    raise UnsafeManifest(f"{self.where}: symlink {path!r} leads through more "
+                                         f"than {MAX_LINK_HOPS} symlinks (a loop?)",
+                                         hint="refusing to restore it")
+        self._active.discard(path)
+        self._done[path] = (cur, hops)
+        return cur, hops
 
 
 def _req(obj: dict[str, Any], key: str, typ: type | tuple[type, ...], where: str) -> Any:
@@ -317,6 +403,8 @@ def decode_manifest(data: bytes, *, key: str = "manifest") -> Manifest:
             if "/".join(parts[:i]) in links:
                 raise UnsafeManifest(f"{key}: {p!r} lies below the symlink {'/'.join(parts[:i])!r}",
                                      hint="refusing to write through a symlink")
+    LinkResolver({f.path: f.symlink for f in files if f.symlink is not None},
+                 where=key).check_all()
     if kind == "file" and (len(files) != 1 or files[0].symlink is not None or dirs):
         raise IntegrityError(f"{key}: a file artifact must hold exactly one regular file")
     step = raw.get("step")
@@ -333,7 +421,11 @@ def decode_manifest(data: bytes, *, key: str = "manifest") -> Manifest:
         artifact=_req(raw, "artifact", str, key), version=_req(raw, "version", int, key),
         kind=kind, hash=_req(raw, "hash", str, key), files=files, dirs=dirs, step=step,
         created=_parse_time(raw.get("created"), key), created_by=str(raw.get("created_by", "")),
-        tool=str(raw.get("tool", "")), metrics=metrics, metadata=metadata,
+        tool=str(raw.get("tool", "")), metrics=metrics, metadata=redact_metadata(metadata),
         parents=_parse_parents(raw.get("parents") or [], key),
-        inputs=_parse_inputs(raw.get("inputs") or [], key), provenance=provenance,
+        # Redacted on the way in as well: a manifest written before redaction, or by another
+        # writer, may hold secrets, and nothing read from a lake should hand them on.
+        inputs=tuple({k: redact(v) for k, v in i.items()}
+                     for i in _parse_inputs(raw.get("inputs") or [], key)),
+        provenance=_redact_provenance(provenance),
     )

@@ -33,6 +33,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..errors import ConfigError, UsageError
+from ..redact import redact, redact_url
 from ..store.base import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
 
 __all__ = [
@@ -556,8 +557,12 @@ def _check_endpoint(b: _Builder, key: str, node: Node) -> str | None:
     value = _check_name(b, key, node)
     if value is not None:
         parsed = urlparse(value)
+        if redact_url(value) != value:
+            raise b.error(f"must not hold credentials or a query string, got "
+                          f"{redact(value)!r}", node, key,
+                          hint="credentials come from the environment, ~/.aws or the profile: key")
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise b.error(f"must be an http:// or https:// URL, got {value!r}", node, key,
+            raise b.error(f"must be an http:// or https:// URL, got {redact(value)!r}", node, key,
                           hint="e.g. http://localhost:9000 for MinIO")
     return value
 

@@ -12,6 +12,7 @@ import re
 from urllib.parse import unquote, urlsplit
 
 from ..errors import UsageError
+from ..redact import redact, redact_url
 from .base import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, MultipartUpload,
                    ObjectInfo, Store)
 from .retry import RetryingStore
@@ -22,6 +23,7 @@ _SUPPORTED = "use s3://bucket[/prefix], file:///absolute/path or a local directo
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 # Loose on purpose: S3-compatible servers accept names AWS would not (capitals, underscores).
 _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{1,254}$")
+_CREDENTIALS = "credentials come from the environment, ~/.aws or --profile, never from a URL"
 
 
 def open_store(url: str, *, endpoint_url: str | None = None, profile: str | None = None,
@@ -37,6 +39,14 @@ def open_store(url: str, *, endpoint_url: str | None = None, profile: str | None
     if not isinstance(url, str) or not url.strip():
         raise UsageError("empty lake URL", hint=_SUPPORTED)
     url = url.strip()
+    # Refused before anything echoes them: a URL with user info or a query would be shown (and
+    # kept in shell histories and CI logs) with its secret; messages quote the redacted form.
+    if redact_url(url) != url:
+        raise UsageError(f"lake URL {redact(url)!r} must not hold credentials or a query string",
+                         hint=_CREDENTIALS)
+    if endpoint_url is not None and redact_url(endpoint_url) != endpoint_url:
+        raise UsageError(f"endpoint URL {redact(endpoint_url)!r} must not hold credentials or a "
+                         "query string", hint=_CREDENTIALS)
     match = _SCHEME.match(url)
     scheme = match.group(1).lower() if match else None
     inner: Store
@@ -56,7 +66,8 @@ def open_store(url: str, *, endpoint_url: str | None = None, profile: str | None
 
         inner = LocalStore(os.path.abspath(os.path.expanduser(url)))
     else:
-        raise UsageError(f"unsupported lake URL scheme {scheme}:// in {url!r}", hint=_SUPPORTED)
+        raise UsageError(f"unsupported lake URL scheme {scheme}:// in {redact(url)!r}",
+                         hint=_SUPPORTED)
     return RetryingStore(inner, attempts=retry_attempts)
 
 

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Iterator, NoReturn, Sequence
 
 from ..errors import (AccessDenied, CkptlakeError, NotFound, PreconditionFailed, TransferError,
                       TransientError, UsageError)
+from ..redact import redact
 from .base import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, MultipartUpload,
                    ObjectInfo, Store)
 from .local import validate_key
@@ -41,7 +42,6 @@ _SECRET_PATTERNS = [
     re.compile(r"(?i)(x-amz-(?:signature|credential|security-token)|signature|awsaccesskeyid"
                r"|credential|sessiontoken)=[^&\s\"']+"),
     re.compile(r"(?i)(authorization:?\s*)\S+(\s+\S+=\S+)*"),
-    re.compile(r"(://)[^/@\s:]+:[^/@\s]+@"),  # user:password@ in endpoint URLs
 ]
 
 
@@ -274,7 +274,7 @@ class S3Store(Store):
             text = text.replace(secret, "***")
         for pattern in _SECRET_PATTERNS:
             text = pattern.sub(lambda m: m.group(1) + "***", text)
-        return text
+        return redact(text)
 
     def _map(self, exc: BaseException, what: str, op: str) -> CkptlakeError:
         """One S3/botocore failure as a ckptlake error naming `what` and the cause."""
