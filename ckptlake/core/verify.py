@@ -232,7 +232,7 @@ class _Run:
         self.missing: set[bytes] = set()
         self.sizes: dict[bytes, int] = {}  # listed size of chunks whose size does not fit
         self.corrupt: set[bytes] = set()
-        self.bad_packed: set[tuple[bytes, int, int]] = set()
+        self.bad_packed: set[tuple[bytes, int, int, bytes]] = set()  # pack, offset, size, file digest
         self.orphans: int | None = None
         self.orphan_bytes: int | None = None
         self.chunks_read = 0
@@ -573,7 +573,7 @@ class _Run:
                 for off, length, fd in pack_files.get(d, ()):
                     piece = data[off:off + length]
                     if len(piece) != length or hash_of(self.algo, piece) != fd.hex():
-                        bad.append((d, off, length))
+                        bad.append((d, off, length, fd))
             with self._lock:
                 self.chunks_read += 1
                 self.bytes_read += len(data)
@@ -617,11 +617,11 @@ class _Run:
             message = (f"v{item[1]} of {item[0]} cannot be restored: {', '.join(what)}"
                        + (f" ({', '.join(keys)})" if keys else "")
                        + (f" [{', '.join(sorted(files)[:_SHOWN])}]" if files else ""))
-            self.problem("chunks", message, artifact=item[0], version=item[1],
+            entry = unrestorable[item] = self._entry(item, len(missing),
+                                                     len(corrupt) + len(files), message)
+            self.problem("chunks", entry["message"], artifact=item[0], version=item[1],
                          missing_chunks=len(missing), corrupt_chunks=len(corrupt),
                          chunks=keys)
-            unrestorable[item] = self._entry(item, len(missing), len(corrupt) + len(files),
-                                             message)
         from .shards import decode_record
 
         for key in self.root_records:
@@ -651,7 +651,8 @@ class _Run:
                 elif d in self.corrupt or (d in self.sizes and not _fits(
                         _need(c.size, c.offset), self.sizes[d])):
                     corrupt.add(d)
-                elif c.offset is not None and (d, c.offset, c.size) in self.bad_packed:
+                elif c.offset is not None and f.digest is not None and (
+                        d, c.offset, c.size, bytes.fromhex(f.digest)) in self.bad_packed:
                     files.add(f.path)
         return missing, corrupt, files
 
@@ -731,7 +732,9 @@ def verify(store: Store, ref: "str | Ref | None" = None, *, lake_url: str, concu
         versions_ok=checked - len(hurt), chunks_checked=len(run.refs.need),
         chunks_read=run.chunks_read, bytes_read=run.bytes_read,
         orphan_chunks=run.orphans, orphan_bytes=run.orphan_bytes,
-        problems=run.problems, unrestorable=unrestorable,
+        problems=sorted(run.problems, key=lambda p: (p["artifact"] is not None,
+                                                     p["artifact"] or "", p["version"] or 0)),
+        unrestorable=unrestorable,
         aliases_checked=run.aliases_checked, seconds=round(time.monotonic() - started, 3),
         read_data=(chosen.text if chosen else "all") if reading else None,
         seed=seed, bytes_checked=run.bytes_referenced, chunks_missing=len(run.missing),
