@@ -488,7 +488,8 @@ class _Run:
             max(1, len(order) // _HEADS_PER_LIST_PAGE) * _LIST_PAGE_KEYS
         self.progress.start(phase="verify chunks", total_bytes=self.bytes_referenced,
                             total_files=0)
-        orphans = orphan_bytes = listed = 0
+        orphans = orphan_bytes = listed = foreign = 0
+        first_foreign = ""
         i = 0
         complete = True
         try:
@@ -500,8 +501,8 @@ class _Run:
                         break
                     hexd = layout.parse_chunk_key(info.key)
                     if hexd is None or len(hexd) % 2:
-                        self.warnings.append(f"{info.key} is not a chunk key (foreign; gc "
-                                             "leaves it alone)")
+                        foreign += 1
+                        first_foreign = first_foreign or info.key
                         continue
                     d = bytes.fromhex(hexd)
                     while i < len(order) and order[i] < d:
@@ -516,7 +517,9 @@ class _Run:
             rest = order[i:]
             if complete:
                 self.missing.update(rest)
+                self._confirm()
             else:
+                self._confirm()  # what the listing found; the HEADs below are fresh
                 def stat(d: bytes) -> tuple[bytes, int | None]:
                     try:
                         return d, self.store.stat(layout.chunk_key(d.hex())).size
@@ -531,8 +534,35 @@ class _Run:
                         self._sized(d, size)
         finally:
             self.progress.finish()
+        if foreign:
+            self.warnings.append(f"{foreign} key{'s' if foreign != 1 else ''} under "
+                                 f"{layout.CHUNKS_PREFIX} are not chunk keys (first: "
+                                 f"{first_foreign}); not the lake's, gc leaves them alone")
         if whole_lake:
             self.orphans, self.orphan_bytes = orphans, orphan_bytes
+
+    def _confirm(self) -> None:
+        """HEAD each chunk the listing found missing or of the wrong size once more: only what
+        is still wrong is a problem (a listing is a moment; a chunk a push's gc guard restored
+        since, say, is fine).  Only bad chunks cost a request."""
+        suspects = sorted(self.missing | set(self.sizes))
+
+        def stat(d: bytes) -> tuple[bytes, int | None]:
+            try:
+                return d, self.store.stat(layout.chunk_key(d.hex())).size
+            except NotFound:
+                return d, None
+
+        for d, size in bounded_map(stat, suspects, workers=_META_WORKERS,
+                                   name="ckptlake-verify"):
+            if size is None:
+                self.sizes.pop(d, None)
+                self.missing.add(d)
+                continue
+            self.missing.discard(d)
+            self.sizes.pop(d, None)
+            if d in self.refs.conflicting or not _fits(self.refs.need[d], size):
+                self.sizes[d] = size
 
     def _sized(self, d: bytes, size: int) -> None:
         need = self.refs.need[d]
