@@ -34,7 +34,7 @@ EPILOG = epilog(
 
 def verify(
     target: Annotated[Optional[str], typer.Argument(
-        metavar="[ARTIFACT|REF]", show_default=False,
+        metavar="ARTIFACT|REF", show_default=False,
         help="What to check: ARTIFACT (all its versions), ARTIFACT@SELECTOR (one version); "
              "default: the whole lake.")] = None,
     read_data: Annotated[bool, typer.Option(
