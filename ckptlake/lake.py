@@ -427,7 +427,7 @@ class Lake:
         checked and what it costs).
 
         ref: None for the whole lake, "ARTIFACT" for every version, alias and shard step of
-        one artifact, "ARTIFACT@SELECTOR" for one version.  read_data: download and re-hash
+        one artifact, "ARTIFACT@SELECTOR" (or a Ref) for one version.  read_data: download and re-hash
         every referenced chunk once.  subset: re-hash only a reproducible subset of them,
         "5%" or "N/M" (or a fraction 0 < f <= 1), chosen by `seed` (default 0: the same
         chunks every run; vary it to cover others).  Problems come back in the result
