@@ -427,8 +427,8 @@ class Lake:
         checked and what it costs).
 
         ref: None for the whole lake, "ARTIFACT" for every version, alias and shard step of
-        one artifact, "ARTIFACT@SELECTOR" (or a Ref) for one version.  read_data: download and re-hash
-        every referenced chunk once.  subset: re-hash only a reproducible subset of them,
+        one artifact, "ARTIFACT@SELECTOR" (or a Ref) for one version.  read_data: download
+        and re-hash every referenced chunk once.  subset: re-hash only a reproducible subset,
         "5%" or "N/M" (or a fraction 0 < f <= 1), chosen by `seed` (default 0: the same
         chunks every run; vary it to cover others).  Problems come back in the result
         (`.ok`, `.problems`, `.unrestorable`); NotFound only if the lake or the reference

@@ -127,6 +127,11 @@ def test_clean_lake(two_versions: tuple[str, Lake]) -> None:
     r = cli("verify", "--lake", url)
     assert r.exit_code == 0 and "no problems found" in r.stdout
     assert "2 versions (2 restorable), 1 alias" in r.stdout
+    counted = Counting(lake.store)
+    assert Lake(counted).verify().ok  # type: ignore[arg-type]
+    assert counted.chunk_reads() == [] and counted.count("stat") == 0
+    assert counted.count("list", "chunks/") == 1 and counted.count("list", "artifacts/") == 1
+    assert counted.count("get", "artifacts/") == 3  # two manifests, one alias
 
 
 def test_missing_chunk_names_the_versions(two_versions: tuple[str, Lake]) -> None:

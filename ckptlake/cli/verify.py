@@ -70,15 +70,16 @@ def verify(
 
         if target is not None:
             parse_ref(target) if "@" in target else validate_artifact(target)
-        subset = parse_subset(read_data_subset) if read_data_subset is not None else None
-        if seed is not None and subset is None:
+        if read_data_subset is not None:
+            parse_subset(read_data_subset)  # a bad value fails before the lake is opened
+        if seed is not None and read_data_subset is None:
             raise UsageError("--seed chooses the chunks of --read-data-subset; give that too")
         handle = open_lake(common, concurrency=concurrency, max_bandwidth=max_bandwidth)
         try:
             out.lake_line(handle)
             with out.progress() as progress:
-                result = handle.verify(target, read_data=read_data, subset=subset, seed=seed,
-                                       progress=progress)
+                result = handle.verify(target, read_data=read_data, subset=read_data_subset,
+                                       seed=seed, progress=progress)
         finally:
             handle.close()
         for warning in result.warnings:

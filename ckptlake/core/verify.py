@@ -53,7 +53,8 @@ from typing import Any, Iterator
 
 from ..errors import IntegrityError, NotFound, UsageError
 from ..format import layout
-from ..format.header import DEFAULT_HASH, LakeHeader, decode_header, digest as hash_of
+from ..format.header import DEFAULT_HASH, LakeHeader, decode_header
+from ..format.header import digest as hash_of
 from ..format.manifest import Manifest, decode_manifest
 from ..format.refs import Ref, parse_ref, validate_alias, validate_artifact
 from ..results import VerifyResult
@@ -236,7 +237,8 @@ class _Run:
         self.missing: set[bytes] = set()
         self.sizes: dict[bytes, int] = {}  # listed size of chunks whose size does not fit
         self.corrupt: set[bytes] = set()
-        self.bad_packed: set[tuple[bytes, int, int, bytes]] = set()  # pack, offset, size, file digest
+        # (pack, offset, size, file digest) of packed files whose bytes do not match
+        self.bad_packed: set[tuple[bytes, int, int, bytes]] = set()
         self.orphans: int | None = None
         self.orphan_bytes: int | None = None
         self.chunks_read = 0
@@ -540,7 +542,8 @@ class _Run:
             self.progress.finish()
         if foreign:
             self.warnings.append(f"{foreign} key{'s' if foreign != 1 else ''} under "
-                                 f"{layout.CHUNKS_PREFIX} are not chunk keys (first: "
+                                 f"{layout.CHUNKS_PREFIX} {'are' if foreign != 1 else 'is'} "
+                                 f"not chunk keys (first: "
                                  f"{first_foreign}); not the lake's, gc leaves them alone")
         if whole_lake:
             self.orphans, self.orphan_bytes = orphans, orphan_bytes
