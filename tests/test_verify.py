@@ -65,13 +65,13 @@ class Counting:
         return sum(1 for m, k in self.calls if m == method and k.startswith(prefix))
 
 
-def tree(root: Path, seed: int, *, big: int = 2 * MiB + 1000) -> Path:
-    """big.bin (3 slices at 1 MiB chunks) and three small packed files."""
+def tree(root: Path, seed: int, *, big: int = 2 * MiB + 1000, tag: str = "") -> Path:
+    """big.bin (3 slices at 1 MiB chunks) and three small packed files (names after `tag`)."""
     rng = random.Random(seed)
     root.mkdir()
-    (root / "big.bin").write_bytes(rng.randbytes(big))
+    (root / f"{tag}big.bin").write_bytes(rng.randbytes(big))
     for name in ("a.txt", "b.txt", "c.json"):
-        (root / name).write_bytes(rng.randbytes(300))
+        (root / f"{tag}{name}").write_bytes(rng.randbytes(300))
     return root
 
 
@@ -434,3 +434,71 @@ def test_progress_phases_cover_their_totals() -> None:
     assert list(rec.phases) == ["verify manifests", "verify chunks", "read chunks"]
     assert rec.phases["read chunks"] == [1000, 1000]
     assert all(total == done > 0 for total, done in rec.phases.values())
+
+
+def test_committed_shard_step_and_its_claim(local: tuple[str, Lake], tmp_path: Path) -> None:
+    url, lake = local
+    for rank in (0, 1):
+        r = lake.push_shard(tree(tmp_path / f"r{rank}", 10 + rank, big=10, tag=f"{rank}-"),
+                            "g/run/dcp", step=7, rank=rank, world=2)
+    assert r.version == 1
+    code, doc = verify_json(url)
+    assert code == EXIT_OK, doc["problems"]
+    assert doc["shard_steps_checked"] == 1 and doc["pending_steps"] == []
+    key = layout.shard_claim_key("g/run/dcp", 7)
+    claim = json.loads(lake.store.get(key))
+    lake.store.put(key, json.dumps({**claim, "version": 9}).encode())
+    code, doc = verify_json(url)
+    assert code == EXIT_INTEGRITY
+    assert [(p["kind"], p["version"]) for p in doc["problems"]] == [("shard", 9)]
+    assert "committed as v9, which does not exist" in doc["problems"][0]["message"]
+
+
+def test_header_and_gc_settings_must_parse(local: tuple[str, Lake]) -> None:
+    url, lake = local
+    lake.store.put(layout.GC_SETTINGS_KEY, b'{"ckptlake_gc_settings": 1}')
+    lake.store.put(layout.HEADER_KEY, b"{}")
+    code, doc = verify_json(url)
+    assert code == EXIT_INTEGRITY
+    assert sorted(p["kind"] for p in doc["problems"]) == ["gc", "header"]
+    lake.store.delete([layout.HEADER_KEY, layout.GC_SETTINGS_KEY])
+    code, doc = verify_json(url)  # versions without a header: a push would make a new one
+    assert code == EXIT_INTEGRITY and [p["kind"] for p in doc["problems"]] == ["header"]
+
+
+def test_after_gc_nothing_is_orphaned_or_missing(local: tuple[str, Lake], tmp_path: Path
+                                                 ) -> None:
+    """verify's roots are gc's: after a gc with no grace period, every chunk is referenced
+    and every version left can be restored."""
+    from ckptlake.policy.retention import RetentionPolicy, Rule
+
+    url, lake = local
+    src = tree(tmp_path / "s3", 3)
+    lake.push(src, ART, step=3)
+    lake.push_shard(tree(tmp_path / "r0", 4, big=10), "g/run/dcp", step=1, rank=0, world=2)
+    policy = RetentionPolicy(rules=(Rule(match="*/ckpt", keep_last=1, index=0),),
+                             grace_period=0)
+    result = lake.gc(lake.gc_plan(policy))
+    assert result.versions_deleted and result.chunks_swept
+    code, doc = verify_json(url, "--read-data")
+    assert code == EXIT_OK, doc["problems"]
+    assert doc["orphan_chunks"] == 0 and doc["versions_checked"] == 1
+
+
+def test_large_chunks_are_read_in_parts() -> None:
+    store = Counting(MemoryStore())
+    lake = Lake(store, chunk_size=16 * MiB, multipart_threshold=5 * MiB,  # type: ignore[arg-type]
+                part_size=5 * MiB)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "w.bin").write_bytes(random.Random(1).randbytes(11 * MiB))
+        lake.push(Path(tmp) / "w.bin", ART)
+    store.calls.clear()
+    r = lake.verify(read_data=True)
+    assert r.ok and r.chunks_read == 1 and r.bytes_read == 11 * MiB
+    assert store.count("get_range_into", "chunks/") == 3
+    key = next(o.key for o in store.inner.list("chunks/"))
+    store.inner.put(key, bytes(11 * MiB))
+    assert lake.verify(read_data=True).unrestorable[0]["corrupt_chunks"] == 1
+    lake.close()
