@@ -541,9 +541,9 @@ class _Run:
         finally:
             self.progress.finish()
         if foreign:
-            self.warnings.append(f"{foreign} key{'s' if foreign != 1 else ''} under "
-                                 f"{layout.CHUNKS_PREFIX} {'are' if foreign != 1 else 'is'} "
-                                 f"not chunk keys (first: "
+            what = "keys under {} are not chunk keys" if foreign != 1 else \
+                "key under {} is not a chunk key"
+            self.warnings.append(f"{foreign} {what.format(layout.CHUNKS_PREFIX)} (first: "
                                  f"{first_foreign}); not the lake's, gc leaves them alone")
         if whole_lake:
             self.orphans, self.orphan_bytes = orphans, orphan_bytes
