@@ -460,14 +460,17 @@ class _Run:
     def check_gc(self) -> None:
         from .gc_guard import GcSettings, read_records
 
-        records, bad = read_records(self.store, lenient=True)
+        keys = []
+        for info in self.store.list(layout.CONDEMNED_PREFIX):
+            if layout.is_condemned_key(info.key):
+                keys.append(info.key)
+            else:
+                self.warnings.append(f"{info.key} is not a gc record (foreign; left alone)")
+        records, bad = read_records(self.store, keys, lenient=True)
         self.records = len(records)
         for key in bad:
             self.problem("gc", f"condemnation record {key} is malformed (gc neither sweeps nor "
                          "removes it)", key=key)
-        for info in self.store.list(layout.CONDEMNED_PREFIX):
-            if not layout.is_condemned_key(info.key):
-                self.warnings.append(f"{info.key} is not a gc record (foreign; left alone)")
         try:
             GcSettings.decode(self.store.get(layout.GC_SETTINGS_KEY))
         except NotFound:
