@@ -186,6 +186,7 @@ def test_ref_checks_only_that_version(two_versions: tuple[str, Lake]) -> None:
     lake.store.delete([only_in(lake, 2)])
     code, doc = verify_json(url, f"{ART}@prod")
     assert code == EXIT_OK and doc["scope"] == f"{ART}@v1" and doc["versions_checked"] == 1
+    assert doc["aliases_checked"] == 1
     assert doc["chunks_checked"] == len(chunks_of(lake, 1)) and doc["orphan_chunks"] is None
     code, doc = verify_json(url, f"{ART}@step=2")
     assert code == EXIT_INTEGRITY and doc["unrestorable"][0]["version"] == 2

@@ -735,9 +735,10 @@ def verify(store: Store, ref: "str | Ref | None" = None, *, lake_url: str, concu
                throttle=throttle, progress=progress or NullProgress())
     if reading:
         run.subset, run.seed, run.pack_files = chosen, seed, {}
-    artifact, version, scope = _scope(ref)
+    artifact, selected, scope = _scope(ref)
     has_header = run.check_header()
-    if version is None:
+    listing: _Listing | None = None
+    if selected is None:
         listing = _Listing.of(store, artifact)
         if artifact is None and not has_header and listing.empty \
                 and next(iter(store.list(layout.CHUNKS_PREFIX)), None) is None:
@@ -749,10 +750,11 @@ def verify(store: Store, ref: "str | Ref | None" = None, *, lake_url: str, concu
         versions = listing.versions
     else:
         assert artifact is not None
-        version = _resolve(store, artifact, version)
-        scope = f"{artifact}@v{version}"
-        versions = {(artifact, version): 0}
-        listing = None
+        if selected.kind == "alias":
+            run.aliases_checked = 1  # read and decoded by _resolve
+        number = _resolve(store, artifact, selected)
+        scope = f"{artifact}@v{number}"
+        versions = {(artifact, number): 0}
     if not has_header and versions:
         run.problem("header", f"the lake has versions but no {layout.HEADER_KEY}",
                     key=layout.HEADER_KEY)
