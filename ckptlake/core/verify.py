@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import re
 import threading
 import time
@@ -593,8 +594,8 @@ class _Run:
 
         def check(d: bytes) -> None:
             buf = getattr(local, "buffer", None)
-            if buf is None:
-                buf = local.buffer = bytearray(max(capacity, 1))
+            if buf is None:  # one per worker, reused (as pull); mmap: pages only as touched
+                buf = local.buffer = mmap.mmap(-1, max(capacity, 1))
             key = layout.chunk_key(d.hex())
             size = need[d] >> 1
             self.throttle.acquire(size)
