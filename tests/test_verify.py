@@ -154,6 +154,14 @@ def test_missing_chunk_names_the_versions(two_versions: tuple[str, Lake]) -> Non
     assert f"v2 of {ART} cannot be restored: 2 chunks missing" in r.stdout
     assert "(aliases: prod)" in r.stdout
     assert r.stderr.splitlines()[-1].startswith("ckptlake: error: verify found 2 problems: v1 ")
+    r = cli("verify", "--lake", url, "--quiet")
+    assert r.exit_code == EXIT_INTEGRITY and r.stdout == ""
+    assert r.stderr.splitlines() == [
+        "ckptlake: error: verify found 2 problems: " + doc_first_line(url) + " (and 1 more)"]
+
+
+def doc_first_line(url: str) -> str:
+    return verify_json(url)[1]["problems"][0]["message"]
 
 
 def test_corrupt_chunk_of_the_same_size_needs_read_data(two_versions: tuple[str, Lake]
