@@ -23,7 +23,8 @@ from .format import layout
 from .format.refs import Ref, parse_ref, validate_alias, validate_artifact
 from .policy.config import (DEFAULT_CONCURRENCY, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE,
                             check_chunk_size, check_concurrency, check_part_settings)
-from .results import AliasResult, ArtifactInfo, PullResult, PushResult, VersionInfo
+from .results import (AliasResult, ArtifactInfo, PullResult, PushResult, VerifyResult,
+                      VersionInfo)
 from .store.base import Store
 from .transfer.parts import Parts
 from .transfer.progress import NullProgress, Progress
@@ -423,6 +424,27 @@ class Lake:
     def expired_counts(self, prefix: str = "") -> dict[str, int]:
         """artifact -> number of its versions gc deleted."""
         return catalog.expired_counts(self.store, prefix)
+
+    def verify(self, ref: str | Ref | None = None, *, read_data: bool = False,
+               subset: "str | float | None" = None, seed: int | None = None,
+               progress: Progress | None = None) -> "VerifyResult":
+        """Check that versions can be restored (restic's `check`; core/verify.py says what is
+        checked and what it costs).
+
+        ref: None for the whole lake, "ARTIFACT" for every version, alias and shard step of
+        one artifact, "ARTIFACT@SELECTOR" (or a Ref) for one version.  read_data: download
+        and re-hash every referenced chunk once.  subset: re-hash only a reproducible subset,
+        "5%" or "N/M" (or a fraction 0 < f <= 1), chosen by `seed` (default 0: the same
+        chunks every run; vary it to cover others).  Problems come back in the result
+        (`.ok`, `.problems`, `.unrestorable`); NotFound only if the lake or the reference
+        does not exist.
+        """
+        from .core.verify import verify
+
+        with self._watching(progress) as progress:
+            return verify(self.store, ref, lake_url=self.url, concurrency=self.concurrency,
+                          read_data=read_data, subset=subset, seed=seed, parts=self.parts,
+                          throttle=self.throttle, progress=progress)
 
     def close(self) -> None:
         self.parts.close()

@@ -88,3 +88,41 @@ class AliasResult(_Result):
     alias: str
     version: int
     previous: int | None  # version it pointed at before, None if new
+
+
+@dataclass(frozen=True)
+class VerifyResult(_Result):
+    """What `verify` found (core/verify.py).  `problems` make the CLI exit 5; orphan chunks
+    and warnings do not (gc collects orphans; warnings need a person, not a repair)."""
+
+    lake: str
+    scope: str  # "lake", an artifact, or "artifact@vN"
+    versions_checked: int
+    versions_ok: int
+    chunks_checked: int  # distinct referenced chunks whose existence and size were checked
+    chunks_read: int  # of those, downloaded and re-hashed (--read-data, --read-data-subset)
+    bytes_read: int
+    orphan_chunks: int | None  # None unless the whole lake was checked
+    orphan_bytes: int | None
+    # {"kind", "artifact", "version", "message", ...}; kind one of header, manifest, chunks,
+    # alias, shard, gc
+    problems: list[dict[str, Any]]
+    # {"artifact", "version", "missing_chunks", "corrupt_chunks", "message", "aliases"}
+    unrestorable: list[dict[str, Any]]
+    aliases_checked: int
+    seconds: float
+    read_data: str | None = None  # None, "all", or the subset ("5%", "2/7")
+    seed: int = 0
+    bytes_checked: int = 0  # bytes of the referenced chunks (at least, for packs)
+    chunks_missing: int = 0
+    chunks_corrupt: int = 0  # wrong size, or (read) bytes not matching the digest
+    shard_steps_checked: int = 0
+    pending_steps: list[dict[str, Any]] = field(default_factory=list)  # as `ls --pending`
+    condemnation_records: int = 0
+    incomplete_uploads: int = 0  # multipart uploads of lake keys (gc aborts them)
+    incomplete_upload_list: list[dict[str, str]] = field(default_factory=list)  # first 100
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems

@@ -15,6 +15,7 @@ complete -c ckptlake -n '__fish_use_subcommand' -a 'lineage' -d 'Show where the 
 complete -c ckptlake -n '__fish_use_subcommand' -a 'diff' -d 'Compare version A with version B (of one artifact or of two): step, metrics, metadata, files, bytes shared, and tensors of .safetensors files'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'watch' -d 'Watch DIR and push each new complete checkpoint in it to ARTIFACT, in step order'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'gc' -d 'Delete the versions the retention policy no longer keeps, and the chunks nothing references any more'
+complete -c ckptlake -n '__fish_use_subcommand' -a 'verify' -d 'Check that versions can be restored: the lake header, every manifest, that every chunk they reference exists with the right size, aliases, shard steps and gc\'s records'
 
 # push SOURCE ARTIFACT
 complete -c ckptlake -n '__fish_seen_subcommand_from push' -l step -x -d 'Training step of this checkpoint (integer >= 0); select it later with @step=N'
@@ -165,3 +166,19 @@ complete -c ckptlake -n '__fish_seen_subcommand_from gc' -l json -d 'Print exact
 complete -c ckptlake -n '__fish_seen_subcommand_from gc' -s q -l quiet -d 'Print nothing but errors'
 complete -c ckptlake -n '__fish_seen_subcommand_from gc' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from gc' -s h -l help -d 'Show this message and exit'
+
+# verify ARTIFACT|REF
+complete -c ckptlake -n '__fish_seen_subcommand_from verify' -l read-data -d 'Download and re-hash every referenced chunk once'
+complete -c ckptlake -n '__fish_seen_subcommand_from verify' -l read-data-subset -x -d 'Download and re-hash a reproducible subset of the chunks: N percent, or part N of M'
+complete -c ckptlake -n '__fish_seen_subcommand_from verify' -l seed -x -d 'Which subset --read-data-subset reads (default 0; the same seed, the same chunks)'
+complete -c ckptlake -n '__fish_seen_subcommand_from verify' -l concurrency -x -d 'Parallel transfers (default: from the config, else the library\'s default)'
+complete -c ckptlake -n '__fish_seen_subcommand_from verify' -l max-bandwidth -x -d 'Limit transfer speed to SIZE per second for the whole process, e.g. 50MiB'
+complete -c ckptlake -n '__fish_seen_subcommand_from verify' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
+complete -c ckptlake -n '__fish_seen_subcommand_from verify' -l endpoint-url -x -d 'S3 endpoint for S3-compatible stores (MinIO, SeaweedFS, R2, ...)'
+complete -c ckptlake -n '__fish_seen_subcommand_from verify' -l profile -x -d 'AWS credentials profile to use'
+complete -c ckptlake -n '__fish_seen_subcommand_from verify' -l region -x -d 'Region of the bucket'
+complete -c ckptlake -n '__fish_seen_subcommand_from verify' -l config -r -F -d 'Config file to read instead of the default search'
+complete -c ckptlake -n '__fish_seen_subcommand_from verify' -l json -d 'Print exactly one JSON document on stdout (also for errors); no progress, no notes'
+complete -c ckptlake -n '__fish_seen_subcommand_from verify' -s q -l quiet -d 'Print nothing but errors'
+complete -c ckptlake -n '__fish_seen_subcommand_from verify' -l debug -d 'Print the traceback of errors on stderr'
+complete -c ckptlake -n '__fish_seen_subcommand_from verify' -s h -l help -d 'Show this message and exit'

@@ -28,6 +28,7 @@ from . import ls as ls_cmd
 from . import pull as pull_cmd
 from . import push as push_cmd
 from . import show as show_cmd
+from . import verify as verify_cmd
 from . import watch as watch_cmd
 from .help import REF_EXAMPLES, REF_HELP, rich_escape
 from .output import EXIT_CODES_HELP, PROG, error_doc, one_line, redact, report_error
@@ -108,6 +109,7 @@ COMMAND_SYNONYMS = {
     "info": "show", "inspect": "show", "describe": "show", "cat": "show",
     "history": "lineage", "compare": "diff",
     "prune": "gc", "clean": "gc", "cleanup": "gc", "purge": "gc",
+    "check": "verify", "fsck": "verify", "validate": "verify",
 }
 OPTION_SYNONYMS = {
     "--tag": "--alias", "--tags": "--alias", "--label": "--alias",
@@ -187,6 +189,7 @@ app.command("lineage", help=lineage_cmd.HELP, epilog=lineage_cmd.EPILOG)(lineage
 app.command("diff", help=diff_cmd.HELP, epilog=diff_cmd.EPILOG)(diff_cmd.diff)
 app.command("watch", help=watch_cmd.HELP, epilog=watch_cmd.EPILOG)(watch_cmd.watch)
 app.command("gc", help=gc_cmd.HELP, epilog=gc_cmd.EPILOG)(gc_cmd.gc)
+app.command("verify", help=verify_cmd.HELP, epilog=verify_cmd.EPILOG)(verify_cmd.verify)
 
 
 def main() -> None:

@@ -587,31 +587,42 @@ def pending(store: Store, artifact: str | None = None, *,
     out: list[PendingStep] = []
     now = utcnow()
     for (art, step), g in sorted(groups.items()):
-        worlds = {w for _, w in g["records"]}
         claim = None
         if g["claim"]:
             got = _read_claim(store, layout.shard_claim_key(art, step))
             claim = got[0] if got else None
-        if claim is not None and claim.state == "committed":
-            continue
-        world = claim.world if claim else (max(worlds) if worlds else 0)
-        ranks = sorted(r for r, w in g["records"] if w == world)
-        missing = sorted(set(range(world)) - set(ranks))
-        if len(worlds) > 1:
-            state = "conflict"
-        elif claim is None:
-            state = "incomplete" if missing else "ready"
-        elif claim.state == "failed":
-            state = "failed"
-        elif claim.age(now) >= stale_after:
-            state = "stale"
-        else:
-            state = claim.state
-        out.append(PendingStep(
-            artifact=art, step=step, world=world, ranks=ranks, missing=missing, state=state,
-            owner=claim.owner if claim else None,
-            claim_age_seconds=round(claim.age(now), 1) if claim else None,
-            version=claim.version if claim else None,
-            error=claim.error if claim else (
-                f"shards of world sizes {sorted(worlds)}" if len(worlds) > 1 else None)))
+        state = classify_step(art, step, g["records"], claim, now=now, stale_after=stale_after)
+        if state is not None:
+            out.append(state)
     return out
+
+
+def classify_step(artifact: str, step: int, records: set[tuple[int, int]],
+                  claim: Claim | None, *, now: datetime,
+                  stale_after: float = DEFAULT_STALE_AFTER) -> PendingStep | None:
+    """The state of one sharded step from its records' (rank, world) and its claim (None:
+    no claim); None once committed.  Shared by `pending` and `ckptlake verify`, which read
+    the step's objects themselves."""
+    worlds = {w for _, w in records}
+    if claim is not None and claim.state == "committed":
+        return None
+    world = claim.world if claim else (max(worlds) if worlds else 0)
+    ranks = sorted(r for r, w in records if w == world)
+    missing = sorted(set(range(world)) - set(ranks))
+    if len(worlds) > 1:
+        state = "conflict"
+    elif claim is None:
+        state = "incomplete" if missing else "ready"
+    elif claim.state == "failed":
+        state = "failed"
+    elif claim.age(now) >= stale_after:
+        state = "stale"
+    else:
+        state = claim.state
+    return PendingStep(
+        artifact=artifact, step=step, world=world, ranks=ranks, missing=missing, state=state,
+        owner=claim.owner if claim else None,
+        claim_age_seconds=round(claim.age(now), 1) if claim else None,
+        version=claim.version if claim else None,
+        error=claim.error if claim else (
+            f"shards of world sizes {sorted(worlds)}" if len(worlds) > 1 else None))

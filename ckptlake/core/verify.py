@@ -1,0 +1,830 @@
+"""verify: can every version be restored?  (restic's `check`.)
+
+What is checked, always with the readers pull and gc use (never a second parser of the format):
+
+* the lake header (format/header.py);
+* every manifest under `@v/` decodes and validates as pull validates it, and names itself
+  (its `artifact` and `version` match its key); its hash is the lake's;
+* every chunk a manifest references exists, with a size that can hold what the manifests say:
+  a chunk referenced whole (a slice) must be exactly that size; a pack must reach at least the
+  end of every file read from it (a sharded commit may keep a file from one rank's pack and
+  drop the same file from another's, so a pack may be longer than its references: the format
+  guarantees only the lower bound);
+* aliases parse and point at a version whose manifest exists (one gc deleted is a problem:
+  pulls of it fail);
+* shard records and claims parse, committed claims point at their manifest (or its tombstone),
+  and the chunks of steps not committed yet exist (gc keeps them as roots, so they must);
+  pending steps are classified like `ls --pending` (stale/failed ones are warnings);
+* condemnation records and gc/settings.json parse; incomplete multipart uploads of lake keys
+  are listed (gc aborts them after its grace period: not a problem);
+* orphan chunks (referenced by no manifest and no uncommitted shard record) are counted, not
+  reported as problems: gc collects them.
+
+`read_data` downloads each referenced chunk once and re-hashes it (and the files packed in it
+against their own digests); `subset` does that for a reproducible subset of the distinct
+chunks: a chunk is chosen by SHA-256(seed, digest), so the same seed picks the same chunks, and
+`N/M` subsets of one seed partition the chunks (1/5 .. 5/5 read everything once).
+
+Problems are reported per version: a version is *unrestorable* when its manifest is unusable
+or one of its chunks is missing, the wrong size or corrupt.  Working out which versions a bad
+chunk hurts re-reads the manifests, only when some chunk is bad.
+
+Cost: one listing of `artifacts/` (of the scope), one GET per manifest, alias, shard record and
+claim, one listing of `chunks/` (whole lake; for one artifact or version, only while listing is
+cheaper than one HEAD per chunk, else HEADs for the rest).  No chunk is read without
+`read_data`.
+
+Memory: the distinct referenced chunks, as 32-byte digests with one int of required size each,
+plus one sorted list of them: 125 bytes per chunk (tracemalloc, 400k chunks: 50 MB; ~125 MB for
+a lake of 1M chunks).  The listing of `artifacts/` keeps one entry per version, alias and shard
+step; manifests are decoded 16 at a time (as gc reads them) and dropped.  With
+`read_data`, also the (offset, size, digest) of each file packed in a chosen pack (~100 bytes
+per small file), and one chunk buffer per worker (concurrency x chunk size, as pull).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from ..errors import IntegrityError, NotFound, UsageError
+from ..format import layout
+from ..format.header import DEFAULT_HASH, LakeHeader, decode_header
+from ..format.header import digest as hash_of
+from ..format.manifest import Manifest, decode_manifest
+from ..format.refs import Ref, parse_ref, validate_alias, validate_artifact
+from ..results import VerifyResult
+from ..store.base import Store
+from ..transfer.parts import Parts
+from ..transfer.pool import bounded_map
+from ..transfer.progress import NullProgress, Progress
+from ..transfer.throttle import Throttle
+from .identity import iso, utcnow
+
+_META_WORKERS = 16
+# A listing page (1000 keys) costs about 8 HEADs (core/push.py): a scoped verify lists
+# chunks/ only while that stays cheaper than a HEAD per referenced chunk.
+_HEADS_PER_LIST_PAGE = 8
+_LIST_PAGE_KEYS = 1000
+_SHOWN = 5  # chunk keys named in one problem message
+_UPLOADS_SHOWN = 100
+
+
+# ---- --read-data-subset ----------------------------------------------------------------------
+
+_PERCENT = re.compile(r"([0-9]+(?:\.[0-9]+)?)%")
+_PART = re.compile(r"([0-9]+)/([0-9]+)")
+
+
+@dataclass(frozen=True)
+class Subset:
+    """Which distinct chunks `--read-data-subset` reads: a fraction, or part n of m."""
+
+    text: str
+    fraction: float | None = None
+    part: tuple[int, int] | None = None
+
+    def keeps(self, chunk: bytes, seed: int) -> bool:
+        h = int.from_bytes(hashlib.sha256(f"{seed}\0".encode() + chunk).digest()[:8], "big")
+        if self.part is not None:
+            n, m = self.part
+            return h % m == n - 1
+        assert self.fraction is not None
+        return h < self.fraction * 2 ** 64
+
+
+def parse_subset(value: "str | float | Subset") -> Subset:
+    """'5%' (0 < p <= 100), 'N/M' (1 <= N <= M) or a fraction 0 < f <= 1."""
+    if isinstance(value, Subset):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not 0 < value <= 1:
+            raise UsageError(f"read-data subset fraction must be in (0, 1], got {value}")
+        return Subset(text=f"{value * 100:g}%", fraction=float(value))
+    text = str(value).strip()
+    if m := _PERCENT.fullmatch(text):
+        p = float(m.group(1))
+        if not 0 < p <= 100:
+            raise UsageError(f"--read-data-subset {text}: the percentage must be in (0, 100]")
+        return Subset(text=text, fraction=p / 100)
+    if m := _PART.fullmatch(text):
+        n, total = int(m.group(1)), int(m.group(2))
+        if not 1 <= n <= total:
+            raise UsageError(f"--read-data-subset {text}: N/M needs 1 <= N <= M",
+                             hint="e.g. 1/5 .. 5/5 read every chunk once over five runs")
+        return Subset(text=text, part=(n, total))
+    raise UsageError(f"--read-data-subset {text!r}: expected N% or N/M",
+                     hint="e.g. --read-data-subset 5% or --read-data-subset 2/7")
+
+
+# ---- what the manifests require of each chunk ------------------------------------------------
+
+def _need(size: int, offset: int | None) -> int:
+    """A requirement as one int: (bytes << 1) | exact.  A slice needs exactly its size; a pack
+    at least the end of the file read from it."""
+    return (size << 1) | 1 if offset is None else (offset + size) << 1
+
+
+def _fits(need: int, actual: int) -> bool:
+    return actual == need >> 1 if need & 1 else actual >= need >> 1
+
+
+class _Refs:
+    """digest -> the strictest requirement the references put on its object.
+
+    Two requirements no single size meets (two slice sizes, a pack end beyond a slice) mean a
+    manifest lies; the chunk is then checked per reference when blaming versions."""
+
+    def __init__(self) -> None:
+        self.need: dict[bytes, int] = {}
+        self.conflicting: set[bytes] = set()
+        # Most chunks of a lake have the same size: share one int object per requirement
+        # (28 bytes a chunk saved; CPython caches only ints up to 256).
+        self._ints: dict[int, int] = {}
+
+    def add(self, d: bytes, size: int, offset: int | None) -> None:
+        new = _need(size, offset)
+        new = self._ints.setdefault(new, new) if len(self._ints) < 4096 else new
+        old = self.need.get(d)
+        if old is None or old == new:
+            self.need[d] = new
+            return
+        if old & 1 and new & 1:
+            self.conflicting.add(d)
+        elif old & 1:
+            if (new >> 1) > (old >> 1):
+                self.conflicting.add(d)
+        elif new & 1:
+            if (old >> 1) > (new >> 1):
+                self.conflicting.add(d)
+            self.need[d] = new
+        elif new > old:
+            self.need[d] = new
+
+    def add_manifest(self, m: Manifest) -> None:
+        for f in m.files:
+            for c in f.chunks:
+                self.add(bytes.fromhex(c.digest), c.size, c.offset)
+
+
+# ---- the scope's objects ---------------------------------------------------------------------
+
+@dataclass
+class _Listing:
+    """One listing of `artifacts/` (or of one artifact), sorted by kind."""
+
+    versions: dict[tuple[str, int], int] = field(default_factory=dict)  # -> manifest size
+    tombs: set[tuple[str, int]] = field(default_factory=set)
+    aliases: list[tuple[str, str]] = field(default_factory=list)
+    steps: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, store: Store, artifact: str | None) -> "_Listing":
+        out = cls()
+        prefix = layout.ARTIFACTS_PREFIX + (f"{artifact}/" if artifact else "")
+        for info in store.list(prefix):
+            key = info.key
+            if (parsed := layout.parse_version_key(key)) and _mine(parsed[0], artifact):
+                out.versions[parsed] = info.size
+            elif (tomb := layout.parse_tombstone_key(key)) and _mine(tomb[0], artifact):
+                out.tombs.add(tomb)
+            elif (alias := layout.parse_alias_key(key)) and _mine(alias[0], artifact):
+                out.aliases.append(alias)
+            elif (shard := layout.parse_shard_key(key)) and _mine(shard[0], artifact):
+                g = out.steps.setdefault((shard[0], shard[1]), {"records": {}, "claim": False})
+                if shard[2] is None:
+                    g["claim"] = True
+                else:
+                    g["records"][(shard[2], shard[3])] = key
+        return out
+
+    @property
+    def empty(self) -> bool:
+        return not (self.versions or self.tombs or self.aliases or self.steps)
+
+
+def _mine(artifact: str, scope: str | None) -> bool:
+    return scope is None or artifact == scope
+
+
+# ---- the run ---------------------------------------------------------------------------------
+
+class _Run:
+    def __init__(self, store: Store, *, lake_url: str, concurrency: int, parts: Parts | None,
+                 throttle: Throttle | None, progress: Progress) -> None:
+        self.store, self.lake_url = store, lake_url
+        self.concurrency = max(1, concurrency)
+        self.parts, self.throttle = parts, throttle or Throttle(None)
+        self.progress = progress
+        self.problems: list[dict[str, Any]] = []
+        self.warnings: list[str] = []
+        self.algo = DEFAULT_HASH
+        self.header: LakeHeader | None = None
+        self.refs = _Refs()
+        self.live_extra: set[bytes] = set()  # unreadable manifests' chunks: not orphans
+        self.good: list[tuple[str, int]] = []  # versions whose manifest is usable
+        self.bad_versions: dict[tuple[str, int], str] = {}  # -> why unusable
+        self.commit_ids: dict[tuple[str, int], str] = {}
+        self.root_records: list[str] = []  # shard records of uncommitted steps
+        self.aliases_to: dict[tuple[str, int], list[str]] = {}
+        self.aliases_checked = 0
+        self.pending: list[dict[str, Any]] = []
+        self.steps_checked = 0
+        self.missing: set[bytes] = set()
+        self.sizes: dict[bytes, int] = {}  # listed size of chunks whose size does not fit
+        self.corrupt: set[bytes] = set()
+        # (pack, offset, size, file digest) of packed files whose bytes do not match
+        self.bad_packed: set[tuple[bytes, int, int, bytes]] = set()
+        self.orphans: int | None = None
+        self.orphan_bytes: int | None = None
+        self.chunks_read = 0
+        self.bytes_read = 0
+        self.bytes_referenced = 0
+        self.records = 0
+        self.uploads: list[dict[str, str]] = []
+        self.upload_count = 0
+        self._lock = threading.Lock()
+        # --read-data: which chunks, and the files packed in them (None: no data is read)
+        self.subset: Subset | None = None
+        self.seed = 0
+        self.pack_files: dict[bytes, set[tuple[int, int, bytes]]] | None = None
+
+    def problem(self, kind: str, message: str, *, artifact: str | None = None,
+                version: int | None = None, **extra: Any) -> None:
+        self.problems.append({"kind": kind, "artifact": artifact, "version": version,
+                              "message": message, **extra})
+
+    # -- header
+    def check_header(self) -> bool:
+        """False if the lake has no header (an empty lake, or a broken one)."""
+        try:
+            self.header = decode_header(self.store.get(layout.HEADER_KEY))
+            self.algo = self.header.hash
+            return True
+        except NotFound:
+            return False
+        except IntegrityError as exc:
+            self.problem("header", f"the lake header is unusable: {exc}", key=layout.HEADER_KEY)
+            return True
+
+    # -- manifests
+    def _read_manifest(self, item: tuple[str, int]) -> tuple[tuple[str, int], Any]:
+        artifact, n = item
+        key = layout.version_key(artifact, n)
+        try:
+            data = self.store.get(key)
+        except NotFound:
+            return item, None  # deleted since the listing (gc): nothing to restore any more
+        try:
+            m = decode_manifest(data, key=key)
+        except IntegrityError as exc:
+            return item, (str(exc), data)
+        if m.artifact != artifact or m.version != n:
+            return item, (f"{key} claims to be {m.artifact}@v{m.version}", data)
+        if self.header is not None and m.hash != self.header.hash:
+            return item, (f"{key} uses hash {m.hash!r}, the lake {self.header.hash!r}", data)
+        return item, m
+
+    def read_manifests(self, versions: dict[tuple[str, int], int], *, report: bool = True
+                       ) -> Iterator[tuple[tuple[str, int], Manifest]]:
+        """Decode each manifest once; usable ones are yielded, the rest recorded."""
+        if report:
+            self.progress.start(phase="verify manifests", total_bytes=sum(versions.values()),
+                                total_files=0)
+        try:
+            for item, got in bounded_map(self._read_manifest, sorted(versions),
+                                         workers=_META_WORKERS, name="ckptlake-verify"):
+                if report:
+                    self.progress.advance(versions[item])
+                if got is None:
+                    continue
+                if isinstance(got, Manifest):
+                    yield item, got
+                elif report:
+                    why, data = got
+                    self.bad_versions[item] = why
+                    self.problem("manifest", f"v{item[1]} of {item[0]} cannot be restored: "
+                                 f"its manifest is unusable: {why}", artifact=item[0],
+                                 version=item[1], key=layout.version_key(*item))
+                    self.live_extra.update(_lenient_digests(data))
+        finally:
+            if report:
+                self.progress.finish()
+
+    def collect(self, versions: dict[tuple[str, int], int]) -> None:
+        from .shards import META_COMMIT_ID
+
+        for item, m in self.read_manifests(versions):
+            self.good.append(item)
+            self.add(m)
+            if META_COMMIT_ID in m.metadata:
+                self.commit_ids[item] = m.metadata[META_COMMIT_ID]
+
+    def add(self, m: Manifest) -> None:
+        """Record what `m` requires of its chunks; with --read-data also the (offset, size,
+        digest) of each file packed in a chosen pack: a pack whose digest matches may still be
+        cut wrongly by a manifest."""
+        self.refs.add_manifest(m)
+        if self.pack_files is None:
+            return
+        for f in m.files:
+            if f.digest is None:
+                continue
+            for c in f.chunks:
+                if c.offset is None:
+                    continue
+                d = bytes.fromhex(c.digest)
+                if self.subset is None or self.subset.keeps(d, self.seed):
+                    self.pack_files.setdefault(d, set()).add(
+                        (c.offset, c.size, bytes.fromhex(f.digest)))
+
+    # -- aliases
+    def check_aliases(self, listing: _Listing) -> None:
+        from .catalog import _decode_alias
+
+        def read(item: tuple[str, str]) -> tuple[tuple[str, str], Any]:
+            try:
+                return item, self.store.get(layout.alias_key(*item))
+            except NotFound:
+                return item, None
+
+        for (artifact, name), data in bounded_map(read, listing.aliases, workers=_META_WORKERS,
+                                                  name="ckptlake-verify"):
+            if data is None:
+                continue  # removed since the listing
+            self.aliases_checked += 1
+            key = layout.alias_key(artifact, name)
+            try:
+                validate_alias(name)
+                n = _decode_alias(data)
+            except (UsageError, IntegrityError) as exc:
+                self.problem("alias", f"alias {name} of {artifact} is unusable: {exc}",
+                             artifact=artifact, key=key, alias=name)
+                continue
+            self.aliases_to.setdefault((artifact, n), []).append(name)
+            if (artifact, n) in listing.versions or self._exists(layout.version_key(artifact, n)):
+                continue
+            where = "which does not exist"
+            if (artifact, n) in listing.tombs or self._exists(
+                    layout.tombstone_key(artifact, n)):
+                from .tombstones import load
+
+                tomb = load(self.store, artifact, n)
+                where = f"{tomb.deleted_text()}" if tomb is not None else "deleted by gc"
+            self.problem("alias", f"alias {name} of {artifact} points at v{n}, {where}",
+                         artifact=artifact, version=n, key=key, alias=name,
+                         hint=f"move it: ckptlake alias {artifact}@vN {name}")
+
+    def _exists(self, key: str) -> bool:
+        """Whether `key` exists now: something written after our listing is not a problem."""
+        return self.store.exists(key)
+
+    # -- sharded steps
+    def check_steps(self, listing: _Listing) -> None:
+        from .shards import classify_step, decode_claim, decode_record
+
+        now = utcnow()
+
+        def read(item: tuple[tuple[str, int], dict[str, Any]]) -> dict[str, Any]:
+            (artifact, step), g = item
+            got: dict[str, Any] = {"artifact": artifact, "step": step, "claim": None,
+                                   "errors": [], "records": {}}
+            if g["claim"]:
+                key = layout.shard_claim_key(artifact, step)
+                try:
+                    got["claim"] = decode_claim(self.store.get(key), key=key)
+                except NotFound:
+                    pass
+                except IntegrityError as exc:
+                    got["errors"].append((key, str(exc)))
+            for rw, key in sorted(g["records"].items()):
+                try:
+                    got["records"][rw] = (key, decode_record(self.store.get(key), key=key))
+                except NotFound:
+                    pass
+                except IntegrityError as exc:
+                    got["errors"].append((key, str(exc)))
+            return got
+
+        for got in bounded_map(read, sorted(listing.steps.items()), workers=_META_WORKERS,
+                               name="ckptlake-verify"):
+            artifact, step, claim = got["artifact"], got["step"], got["claim"]
+            self.steps_checked += 1
+            for key, why in got["errors"]:
+                self.problem("shard", f"step {step} of {artifact}: {why}", artifact=artifact,
+                             key=key, step=step)
+            committed = claim is not None and claim.state == "committed"
+            if committed and claim.version is not None:
+                n = claim.version
+                if (artifact, n) in listing.versions:
+                    cid = self.commit_ids.get((artifact, n))
+                    if (artifact, n) not in self.bad_versions and cid != claim.commit_id:
+                        self.problem("shard", f"step {step} of {artifact} is committed as v{n}, "
+                                     f"but v{n} is another commit", artifact=artifact,
+                                     version=n, step=step,
+                                     key=layout.shard_claim_key(artifact, step))
+                    continue
+                if (artifact, n) in listing.tombs:
+                    continue  # committed, then deleted by gc
+                if self._exists(layout.version_key(artifact, n)) or self._exists(
+                        layout.tombstone_key(artifact, n)):
+                    continue  # committed after our listing
+                self.problem("shard", f"step {step} of {artifact} is committed as v{n}, which "
+                             "does not exist", artifact=artifact, version=n, step=step,
+                             key=layout.shard_claim_key(artifact, step))
+            elif committed:
+                self.problem("shard", f"step {step} of {artifact}: committed claim without a "
+                             "version", artifact=artifact, step=step,
+                             key=layout.shard_claim_key(artifact, step))
+            # Not committed (or committed without a manifest): its records are roots (gc keeps
+            # their chunks), so their chunks must exist.
+            for key, record in got["records"].values():
+                self.add(record.manifest)
+                self.root_records.append(key)
+            state = classify_step(artifact, step, set(got["records"]), claim, now=now)
+            if state is None:
+                continue
+            self.pending.append(state.to_dict())
+            if state.state in ("stale", "failed", "conflict"):
+                what = {"stale": "its commit looks abandoned: push any rank again to take over",
+                        "failed": f"its commit failed ({state.error}): remove its @shards "
+                                  "records and push every rank again",
+                        "conflict": f"{state.error}: remove the wrong records"}[state.state]
+                self.warnings.append(f"step {step} of {artifact} is {state.state}: {what}")
+
+    # -- gc's records
+    def check_gc(self) -> None:
+        from .gc_guard import GcSettings, read_records
+
+        keys = []
+        for info in self.store.list(layout.CONDEMNED_PREFIX):
+            if layout.is_condemned_key(info.key):
+                keys.append(info.key)
+            else:
+                self.warnings.append(f"{info.key} is not a gc record (foreign; left alone)")
+        records, bad = read_records(self.store, keys, lenient=True)
+        self.records = len(records)
+        for key in bad:
+            self.problem("gc", f"condemnation record {key} is malformed (gc neither sweeps nor "
+                         "removes it)", key=key)
+        try:
+            GcSettings.decode(self.store.get(layout.GC_SETTINGS_KEY))
+        except NotFound:
+            pass
+        except IntegrityError as exc:
+            self.problem("gc", str(exc), key=layout.GC_SETTINGS_KEY)
+        for up in self.store.list_multipart(""):
+            if layout.is_lake_key(up.key):
+                self.upload_count += 1
+                if len(self.uploads) < _UPLOADS_SHOWN:
+                    self.uploads.append({"key": up.key, "upload_id": up.upload_id,
+                                         "initiated": iso(up.initiated)})
+
+    # -- chunks
+    def check_chunks(self, *, whole_lake: bool) -> None:
+        """One merge of the sorted referenced digests with the key-ordered chunk listing.
+
+        In a scoped run the listing stops after its budget; referenced chunks beyond the last
+        listed key are then checked with a HEAD each."""
+        need = self.refs.need
+        order = sorted(need)
+        self.bytes_referenced = sum(v >> 1 for v in need.values())
+        budget = None if whole_lake else \
+            max(1, len(order) // _HEADS_PER_LIST_PAGE) * _LIST_PAGE_KEYS
+        self.progress.start(phase="verify chunks", total_bytes=self.bytes_referenced,
+                            total_files=0)
+        orphans = orphan_bytes = listed = foreign = 0
+        first_foreign = ""
+        i = 0
+        complete = True
+        try:
+            if order or whole_lake:
+                for info in self.store.list(layout.CHUNKS_PREFIX):
+                    listed += 1
+                    if budget is not None and listed > budget:
+                        complete = False
+                        break
+                    hexd = layout.parse_chunk_key(info.key)
+                    if hexd is None or len(hexd) % 2:
+                        foreign += 1
+                        first_foreign = first_foreign or info.key
+                        continue
+                    d = bytes.fromhex(hexd)
+                    while i < len(order) and order[i] < d:
+                        self.missing.add(order[i])
+                        i += 1
+                    if i < len(order) and order[i] == d:
+                        self._sized(d, info.size)
+                        i += 1
+                    elif d not in self.live_extra:
+                        orphans += 1
+                        orphan_bytes += info.size
+            rest = order[i:]
+            if complete:
+                self.missing.update(rest)
+                self._confirm()
+            else:
+                self._confirm()  # what the listing found; the HEADs below are fresh
+                def stat(d: bytes) -> tuple[bytes, int | None]:
+                    try:
+                        return d, self.store.stat(layout.chunk_key(d.hex())).size
+                    except NotFound:
+                        return d, None
+
+                for d, size in bounded_map(stat, rest, workers=_META_WORKERS,
+                                           name="ckptlake-verify"):
+                    if size is None:
+                        self.missing.add(d)
+                    else:
+                        self._sized(d, size)
+        finally:
+            self.progress.finish()
+        if foreign:
+            what = "keys under {} are not chunk keys" if foreign != 1 else \
+                "key under {} is not a chunk key"
+            self.warnings.append(f"{foreign} {what.format(layout.CHUNKS_PREFIX)} (first: "
+                                 f"{first_foreign}); not the lake's, gc leaves them alone")
+        if whole_lake:
+            self.orphans, self.orphan_bytes = orphans, orphan_bytes
+
+    def _confirm(self) -> None:
+        """HEAD each chunk the listing found missing or of the wrong size once more: only what
+        is still wrong is a problem (a listing is a moment; a chunk a push's gc guard restored
+        since, say, is fine).  Only bad chunks cost a request."""
+        suspects = sorted(self.missing | set(self.sizes))
+
+        def stat(d: bytes) -> tuple[bytes, int | None]:
+            try:
+                return d, self.store.stat(layout.chunk_key(d.hex())).size
+            except NotFound:
+                return d, None
+
+        for d, size in bounded_map(stat, suspects, workers=_META_WORKERS,
+                                   name="ckptlake-verify"):
+            if size is None:
+                self.sizes.pop(d, None)
+                self.missing.add(d)
+                continue
+            self.missing.discard(d)
+            self.sizes.pop(d, None)
+            if d in self.refs.conflicting or not _fits(self.refs.need[d], size):
+                self.sizes[d] = size
+
+    def _sized(self, d: bytes, size: int) -> None:
+        need = self.refs.need[d]
+        if d in self.refs.conflicting or not _fits(need, size):
+            self.sizes[d] = size
+        self.progress.advance(need >> 1)
+
+    # -- --read-data
+    def read_data(self) -> None:
+        need = self.refs.need
+        subset, seed, pack_files = self.subset, self.seed, self.pack_files or {}
+        chosen = [d for d in sorted(need) if d not in self.missing and d not in self.sizes
+                  and (subset is None or subset.keeps(d, seed))]
+        total = sum(need[d] >> 1 for d in chosen)
+        capacity = max((need[d] >> 1 for d in chosen), default=1)
+        local = threading.local()
+        self.progress.start(phase="read chunks", total_bytes=total, total_files=0)
+
+        def check(d: bytes) -> None:
+            buf = getattr(local, "buffer", None)
+            if buf is None:  # one per worker, reused (as pull); mmap: pages only as touched
+                buf = local.buffer = mmap.mmap(-1, max(capacity, 1))
+            key = layout.chunk_key(d.hex())
+            size = need[d] >> 1
+            self.throttle.acquire(size)
+            try:
+                if self.parts is not None and self.parts.applies(size) and need[d] & 1:
+                    data = self.parts.get_into(self.store, key, size, buf)
+                else:
+                    data = self.store.get_into(key, buf)
+            except NotFound:
+                with self._lock:
+                    self.missing.add(d)  # deleted since the listing
+                return
+            ok = hash_of(self.algo, data) == d.hex()
+            bad = []
+            if ok:
+                for off, length, fd in pack_files.get(d, ()):
+                    piece = data[off:off + length]
+                    if len(piece) != length or hash_of(self.algo, piece) != fd.hex():
+                        bad.append((d, off, length, fd))
+            with self._lock:
+                self.chunks_read += 1
+                self.bytes_read += len(data)
+                if not ok:
+                    self.corrupt.add(d)
+                self.bad_packed.update(bad)
+            self.progress.advance(size)
+
+        try:
+            for _ in bounded_map(check, chosen, workers=self.concurrency,
+                                 name="ckptlake-verify"):
+                pass
+        finally:
+            self.progress.finish()
+
+    # -- per version
+    def blame(self, versions: dict[tuple[str, int], int]) -> list[dict[str, Any]]:
+        """Which versions the bad chunks hurt: re-reads the usable manifests (only called
+        when some chunk is bad), and the uncommitted shard records."""
+        unrestorable: dict[tuple[str, int], dict[str, Any]] = {}
+        for item, why in sorted(self.bad_versions.items()):
+            unrestorable[item] = self._entry(item, 0, 0, f"v{item[1]} of {item[0]} cannot be "
+                                                         f"restored: its manifest is unusable: "
+                                                         f"{why}")
+        if not (self.missing or self.sizes or self.corrupt or self.bad_packed):
+            return list(unrestorable.values())
+        wanted = {item: versions.get(item, 0) for item in self.good}
+        for item, m in self.read_manifests(wanted, report=False):
+            missing, corrupt, files = self._hurt(m)
+            if not (missing or corrupt or files):
+                continue
+            what = []
+            if missing:
+                what.append(f"{len(missing)} chunk{'s' if len(missing) != 1 else ''} missing")
+            if corrupt:
+                what.append(f"{len(corrupt)} chunk{'s' if len(corrupt) != 1 else ''} "
+                            "corrupt")
+            if files:
+                what.append(f"{len(files)} packed file{'s' if len(files) != 1 else ''} "
+                            "do not match their digest")
+            keys = [layout.chunk_key(d.hex()) for d in sorted(missing | corrupt)[:_SHOWN]]
+            message = (f"v{item[1]} of {item[0]} cannot be restored: {', '.join(what)}"
+                       + (f" ({', '.join(keys)})" if keys else "")
+                       + (f" [{', '.join(sorted(files)[:_SHOWN])}]" if files else ""))
+            entry = unrestorable[item] = self._entry(item, len(missing),
+                                                     len(corrupt) + len(files), message)
+            self.problem("chunks", entry["message"], artifact=item[0], version=item[1],
+                         missing_chunks=len(missing), corrupt_chunks=len(corrupt),
+                         chunks=keys)
+        from .shards import decode_record
+
+        for key in self.root_records:
+            try:
+                record = decode_record(self.store.get(key), key=key)
+            except (NotFound, IntegrityError):
+                continue
+            missing, corrupt, files = self._hurt(record.manifest)
+            if missing or corrupt or files:
+                self.problem("shard", f"rank {record.rank} of step {record.step} of "
+                             f"{record.artifact} references {len(missing)} missing and "
+                             f"{len(corrupt) + len(files)} corrupt chunks: the step would "
+                             "commit a version that cannot be restored",
+                             artifact=record.artifact, step=record.step, key=key,
+                             missing_chunks=len(missing), corrupt_chunks=len(corrupt))
+        return [unrestorable[k] for k in sorted(unrestorable)]
+
+    def _hurt(self, m: Manifest) -> tuple[set[bytes], set[bytes], set[str]]:
+        missing: set[bytes] = set()
+        corrupt: set[bytes] = set()
+        files: set[str] = set()
+        for f in m.files:
+            for c in f.chunks:
+                d = bytes.fromhex(c.digest)
+                if d in self.missing:
+                    missing.add(d)
+                elif d in self.corrupt or (d in self.sizes and not _fits(
+                        _need(c.size, c.offset), self.sizes[d])):
+                    corrupt.add(d)
+                elif c.offset is not None and f.digest is not None and (
+                        d, c.offset, c.size, bytes.fromhex(f.digest)) in self.bad_packed:
+                    files.add(f.path)
+        return missing, corrupt, files
+
+    def _entry(self, item: tuple[str, int], missing: int, corrupt: int,
+               message: str) -> dict[str, Any]:
+        aliases = sorted(self.aliases_to.get(item, []))
+        if aliases:
+            message += f" (aliases: {', '.join(aliases)})"
+        return {"artifact": item[0], "version": item[1], "missing_chunks": missing,
+                "corrupt_chunks": corrupt, "message": message, "aliases": aliases}
+
+
+def _lenient_digests(data: bytes) -> set[bytes]:
+    """The chunks an unusable manifest seems to reference (gc counts them as live too), so
+    they are not called orphans."""
+    from .gc import _digests_of
+
+    try:
+        raw = json.loads(data)
+        return _digests_of(raw, "manifest") if isinstance(raw, dict) else set()
+    except (ValueError, IntegrityError):
+        return set()
+
+
+def verify(store: Store, ref: "str | Ref | None" = None, *, lake_url: str, concurrency: int,
+           read_data: bool = False, subset: "str | float | Subset | None" = None,
+           seed: int | None = None, parts: Parts | None = None,
+           throttle: Throttle | None = None, progress: Progress | None = None) -> VerifyResult:
+    """Check the whole lake (ref None), an artifact ("a/b": every version, alias and shard
+    step of it) or one version ("a/b@v3", any selector).  Problems are returned, not raised;
+    NotFound only if the scope does not exist."""
+    started = time.monotonic()
+    chosen = parse_subset(subset) if subset is not None else None
+    seed = 0 if seed is None else seed
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise UsageError(f"seed must be an integer, got {seed!r}")
+    reading = read_data or chosen is not None
+    run = _Run(store, lake_url=lake_url, concurrency=concurrency, parts=parts,
+               throttle=throttle, progress=progress or NullProgress())
+    if reading:
+        run.subset, run.seed, run.pack_files = chosen, seed, {}
+    artifact, selected, scope = _scope(ref)
+    has_header = run.check_header()
+    listing: _Listing | None = None
+    if selected is None:
+        listing = _Listing.of(store, artifact)
+        if artifact is None and not has_header and listing.empty \
+                and next(iter(store.list(layout.CHUNKS_PREFIX)), None) is None:
+            raise NotFound(f"no lake at {lake_url}: it holds no {layout.HEADER_KEY} and no "
+                           "versions", hint="check --lake")
+        if artifact is not None and listing.empty:
+            raise NotFound(f"artifact {artifact} has no versions in this lake",
+                           hint="list artifacts with: ckptlake ls")
+        versions = listing.versions
+    else:
+        assert artifact is not None
+        if selected.kind == "alias":
+            run.aliases_checked = 1  # read and decoded by _resolve
+        number = _resolve(store, artifact, selected)
+        scope = f"{artifact}@v{number}"
+        versions = {(artifact, number): 0}
+    if not has_header and versions:
+        run.problem("header", f"the lake has versions but no {layout.HEADER_KEY}",
+                    key=layout.HEADER_KEY)
+    run.collect(versions)
+    if listing is not None:
+        run.check_aliases(listing)
+        run.check_steps(listing)
+    if artifact is None:
+        run.check_gc()
+    run.check_chunks(whole_lake=artifact is None)
+    if reading:
+        run.read_data()
+    unrestorable = run.blame(versions)
+    hurt = {(u["artifact"], u["version"]) for u in unrestorable}
+    checked = len(run.good) + len(run.bad_versions)
+    return VerifyResult(
+        lake=lake_url, scope=scope, versions_checked=checked,
+        versions_ok=checked - len(hurt), chunks_checked=len(run.refs.need),
+        chunks_read=run.chunks_read, bytes_read=run.bytes_read,
+        orphan_chunks=run.orphans, orphan_bytes=run.orphan_bytes,
+        problems=sorted(run.problems, key=lambda p: (p["artifact"] is not None,
+                                                     p["artifact"] or "", p["version"] or 0)),
+        unrestorable=unrestorable,
+        aliases_checked=run.aliases_checked, seconds=round(time.monotonic() - started, 3),
+        read_data=(chosen.text if chosen else "all") if reading else None,
+        seed=seed, bytes_checked=run.bytes_referenced, chunks_missing=len(run.missing),
+        chunks_corrupt=len(run.corrupt | set(run.sizes)), shard_steps_checked=run.steps_checked,
+        pending_steps=run.pending, condemnation_records=run.records,
+        incomplete_uploads=run.upload_count, incomplete_upload_list=run.uploads,
+        warnings=run.warnings)
+
+
+def _scope(ref: "str | Ref | None") -> tuple[str | None, Ref | None, str]:
+    if ref is None:
+        return None, None, "lake"
+    if isinstance(ref, str):
+        if "@" not in ref:
+            return validate_artifact(ref.strip()), None, ref.strip()
+        ref = parse_ref(ref)
+    return ref.artifact, ref, str(ref)
+
+
+def _resolve(store: Store, artifact: str, ref: Ref) -> int:
+    """The version number a reference names, without validating its manifest (verify reports
+    a broken one instead of refusing it)."""
+    from . import catalog
+
+    if ref.kind == "version":
+        n = int(ref.value)  # type: ignore[arg-type]
+        if n not in catalog.version_numbers(store, artifact):
+            catalog.load_manifest(store, artifact, n)  # raises NotFound, saying why
+        return n
+    if ref.kind == "alias":
+        try:
+            data = store.get(layout.alias_key(artifact, str(ref.value)))
+        except NotFound:
+            catalog.resolve(store, ref)  # raises NotFound naming the known aliases
+            raise
+        n = catalog._decode_alias(data)
+        if n not in catalog.version_numbers(store, artifact):
+            catalog.load_manifest(store, artifact, n)  # raises NotFound, saying why
+        return n
+    if ref.kind == "latest":
+        numbers = catalog.version_numbers(store, artifact)
+        if not numbers:
+            raise NotFound(f"artifact {artifact} has no versions in this lake",
+                           hint="list artifacts with: ckptlake ls")
+        return numbers[-1]
+    return catalog.resolve(store, ref).version
+
+
+__all__ = ["verify", "parse_subset", "Subset", "VerifyResult"]
