@@ -37,7 +37,8 @@ EPILOG = epilog(
 def pull(
     ref: Annotated[str, typer.Argument(
         metavar="REF", show_default=False,
-        help="What to restore: ARTIFACT or ARTIFACT@SELECTOR (latest, vN, step=N, alias).")],
+        help="What to restore: ARTIFACT or ARTIFACT@SELECTOR (latest, vN, step=N, alias, "
+             "min:METRIC, max:METRIC).")],
     dest: Annotated[Path, typer.Argument(
         metavar="DEST", show_default=False,
         help="Directory to restore into (a file path for single-file artifacts).")],

@@ -82,6 +82,9 @@ def select(m: Manifest, paths: Sequence[str] = (), include: Sequence[str] = (),
     """The view of `m` holding the entries the selection rule (module docstring) picks; `m`
     itself when nothing restricts it.  NotFound if a PATH or --include picks nothing, or if
     the excludes leave nothing."""
+    # One string is one pattern (not its characters).
+    paths, include, exclude = ([x] if isinstance(x, str) else list(x)
+                               for x in (paths, include, exclude))
     paths = [str(p) for p in paths]
     include, exclude = [str(g) for g in include], [str(g) for g in exclude]
     if not paths and not include and not exclude:
