@@ -92,7 +92,7 @@ _ckptlake() {
                 --where|--sort|--limit|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=( $(compgen -W "--pending --where --sort --limit --all -a --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                COMPREPLY=( $(compgen -W "--pending --where --sort --limit --tree --all -a --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
             ;;

@@ -209,6 +209,17 @@ def test_ls_ref_lists_files(lake: Lake, src: Path) -> None:
                                               "--json").stdout)["files"]] == ["tok/vocab.txt"]
 
 
+def test_ls_ref_tree(lake: Lake, src: Path) -> None:
+    (src / "tok" / "deep").mkdir()
+    (src / "tok" / "deep" / "x.txt").write_text("xy")
+    lake.push(src, "m/base")
+    lines = [line.split()[0] for line in run("ls", "m/base@v1", "--tree").stdout.splitlines()]
+    assert lines == ["PATH", "big.bin", "config.json", "empty/", "link.json", "tok/", "deep/",
+                     "x.txt", "merges.txt", "vocab.txt"]
+    assert "  deep/" in run("ls", "m/base@v1", "--tree").stdout
+    assert run("ls", "m/base", "--tree").exit_code == 2
+
+
 def test_ls_ref_safetensors_kind(lake: Lake, tmp_path: Path) -> None:
     d = tmp_path / "st"
     d.mkdir()

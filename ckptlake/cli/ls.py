@@ -58,6 +58,9 @@ def ls(
     limit: Annotated[Optional[int], typer.Option(
         "--limit", metavar="N", min=0, show_default=False,
         help="Show at most N versions (the first N after --sort, else the newest N).")] = None,
+    tree: Annotated[bool, typer.Option(
+        "--tree", help="With REF: show the files as an indented tree, directories with the "
+                       "total size below them.")] = False,
     all_: Annotated[bool, typer.Option(
         "--all", "-a", help="Also show versions deleted by gc, as expired (with ARTIFACT), or "
                             "how many each artifact lost (without).")] = False,
@@ -90,11 +93,18 @@ def ls(
                 out.lake_line(handle)
                 listing = handle.files(ref, path)
                 doc = {"lake": lake_url(handle), **listing}
-                out.table(doc, FILE_HEADERS, [file_row(f) for f in listing["files"]],
+                rows = tree_rows(listing["files"]) if tree else \
+                    [file_row(f) for f in listing["files"]]
+                out.table(doc, FILE_HEADERS, rows,
                           empty=f"{listing['artifact']}@v{listing['version']} has no files")
             finally:
                 handle.close()
             return
+        if tree:
+            from ..errors import UsageError
+
+            raise UsageError("--tree shows the files of one version: give a REF "
+                             "(ARTIFACT@SELECTOR)")
         if artifact is not None:
             validate_artifact(artifact)
         query = parse_query(artifact, where, sort, limit)
@@ -139,6 +149,33 @@ def ls(
 
 PENDING_HEADERS = ("ARTIFACT", "STEP", "SHARDS", "STATE", "MISSING", "NOTE")
 FILE_HEADERS = ("PATH", "SIZE", "KIND")
+
+
+def tree_rows(files: list[dict[str, Any]]) -> list[list[str]]:
+    """Rows of an indented tree: each directory once, before what is below it, with the
+    total size of its files."""
+    below: dict[str, int] = {}
+    for f in files:
+        parts = f["path"].split("/")
+        for i in range(1, len(parts)):
+            d = "/".join(parts[:i])
+            below[d] = below.get(d, 0) + (f["size"] if f["kind"] not in ("dir", "symlink")
+                                          else 0)
+    rows, shown = [], set()
+    for f in files:
+        parts = f["path"].split("/")
+        for i in range(1, len(parts)):
+            d = "/".join(parts[:i])
+            if d not in shown:
+                shown.add(d)
+                rows.append(["  " * (i - 1) + parts[i - 1] + "/", format_bytes(below[d]), "dir"])
+        if f["kind"] == "dir" and f["path"] in shown:
+            continue
+        row = file_row(f)
+        row[0] = "  " * (len(parts) - 1) + row[0].rsplit("/", 2)[-1 if f["kind"] != "dir" else -2] \
+            + ("/" if f["kind"] == "dir" else "")
+        rows.append(row)
+    return rows
 
 
 def file_row(f: dict[str, Any]) -> list[str]:
