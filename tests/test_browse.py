@@ -183,6 +183,9 @@ def test_selectors_everywhere_a_ref_is_taken(lake: Lake, src: Path, tmp_path: Pa
     assert json.loads(r.stdout)["version"] == 3
     r = run("cat", "run/ckpt@min:val_loss", "tok/merges.txt")
     assert r.exit_code == 0 and r.stdout == "a b\n"
+    r = run("verify", "run/ckpt@min:val_loss", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["versions_checked"] == 1
+    assert lake.files("run/ckpt@max:val_loss", "tok")["version"] == 3
 
 
 # ---- ls REF [PATH] ----------------------------------------------------------------------------
@@ -276,6 +279,10 @@ def test_partial_pull_matching_nothing_is_exit_3(lake: Lake, src: Path, tmp_path
     r = run("pull", "m/base", str(out), "config.json", "--exclude", "*.json", "--json")
     assert r.exit_code == 3 and json.loads(r.stdout)["error"]["exit_code"] == 3
     assert "leaves nothing" in r.output
+    r = run("pull", "m/base", str(out), "*.json")
+    assert r.exit_code == 3 and "use --include" not in r.output and "--include" in r.output
+    with pytest.raises(NotFound, match="'tok/nope' matches nothing"):
+        lake.pull("m/base", out, paths="tok/nope")  # one string is one path
     assert not out.exists() and not list(tmp_path.glob(".out.*"))
 
 

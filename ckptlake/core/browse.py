@@ -120,8 +120,10 @@ def select(m: Manifest, paths: Sequence[str] = (), include: Sequence[str] = (),
         [g for g in include if g not in hit_globs]
     if missed:
         what = ", ".join(repr(x) for x in missed)
+        globby = any(c in raw for raw, _ in wanted if raw in missed for c in "*?[")
         raise NotFound(f"{what} match{'es' if len(missed) == 1 else ''} nothing in {name}",
-                       hint=f"list its files with: ckptlake ls {name}")
+                       hint=("PATH arguments are literal paths; pass a pattern with --include"
+                             if globby else f"list its files with: ckptlake ls {name}"))
     if not keep:
         raise NotFound(f"the selection leaves nothing of {name} (every match is excluded)",
                        hint=f"list its files with: ckptlake ls {name}")
