@@ -286,7 +286,8 @@ class Lake:
     ls = versions
 
     def resolve(self, ref: str | Ref) -> VersionInfo:
-        """The version a reference names right now (latest, vN, step=N or an alias)."""
+        """The version a reference names right now (latest, vN, step=N, an alias, or
+        min:METRIC / max:METRIC: the best value among the live versions, ties to the newest)."""
         ref = parse_ref(ref) if isinstance(ref, str) else ref
         m = catalog.resolve(self.store, ref)
         return catalog.version_info(m, catalog.aliases(self.store, m.artifact))
