@@ -208,18 +208,28 @@ class Lake:
     def pull(self, ref: str | Ref, destination: str | Path, *, force: bool = False,
              progress: Progress | None = None, egress: "EgressPolicy | None" = None,
              yes: bool = False, confirm: "Callable[[EgressEstimate], bool] | None" = None,
-             on_estimate: "Callable[[EgressEstimate], None] | None" = None) -> PullResult:
-        """Restore one version into `destination`.
+             on_estimate: "Callable[[EgressEstimate], None] | None" = None,
+             paths: Sequence[str] = (), include: Sequence[str] = (),
+             exclude: Sequence[str] = ()) -> PullResult:
+        """Restore one version into `destination`, or part of it.
 
         A directory artifact restores into the directory `destination`; a file artifact
         restores to the path `destination` (or into it, if it is an existing directory).
+
+        paths / include / exclude: pull only part of the version: entries matching any of
+        `paths` (exact paths or directory prefixes) or any `include` glob, and no `exclude`
+        glob (core/browse.py has the rule).  Everything else (estimate, verification, resume,
+        the result's counts) then covers the selection only.  NotFound if a path or include
+        pattern matches nothing.
 
         egress: an egress policy (policy/egress.py) to apply before anything is downloaded:
         the estimate goes to `on_estimate` (the CLI warns with it); above
         `confirm_above_usd` the pull goes on only with `yes=True` or if `confirm(estimate)`
         returns True, else raises PolicyRefusal.  None (the default): no egress check.
         """
-        m = catalog.resolve(self.store, ref)
+        from .core.browse import select
+
+        m = select(catalog.resolve(self.store, ref), paths, include, exclude)
         if egress is not None:
             from .core import egress as _egress
 
@@ -231,6 +241,29 @@ class Lake:
             return _pull.pull(self.store, m, os.fspath(destination), force=force,
                               concurrency=self.concurrency, progress=progress,
                               lake_url=self.url, throttle=self.throttle, parts=self.parts)
+
+    def files(self, ref: str | Ref, prefix: str | None = None) -> dict[str, Any]:
+        """{"artifact", "version", "files"}: the version `ref` names and its files, symlinks
+        and empty directories sorted by path (each {"path", "size", "kind"} with kind file,
+        safetensors, symlink or dir; "tensors" for safetensors, "target" for symlinks); with
+        `prefix`, only those at or below that path (NotFound if none).  Reads one manifest."""
+        from .core.browse import list_files
+
+        m = catalog.resolve(self.store, ref)
+        return {"artifact": m.artifact, "version": m.version, "files": list_files(m, prefix)}
+
+    def cat(self, ref: str | Ref, path: str) -> Iterator[bytes]:
+        """The bytes of one file of a version, chunk by chunk, each verified before it is
+        yielded (IntegrityError at the first that does not match, and nothing after).
+
+        A small (packed) file costs one ranged GET of its bytes; a large one, one GET per
+        chunk.  UsageError for a directory or a symlink, NotFound for a path not in the
+        version.  The manifest is read (and the path checked) before the first item."""
+        from .core.browse import find_file, read_file
+
+        m = catalog.resolve(self.store, ref)
+        entry = find_file(m, path)
+        return read_file(self.store, m, entry, throttle=self.throttle)
 
     def artifacts(self, prefix: str = "") -> list[ArtifactInfo]:
         """Artifacts with at least one version, sorted by name."""
@@ -253,7 +286,8 @@ class Lake:
     ls = versions
 
     def resolve(self, ref: str | Ref) -> VersionInfo:
-        """The version a reference names right now (latest, vN, step=N or an alias)."""
+        """The version a reference names right now (latest, vN, step=N, an alias, or
+        min:METRIC / max:METRIC: the best value among the live versions, ties to the newest)."""
         ref = parse_ref(ref) if isinstance(ref, str) else ref
         m = catalog.resolve(self.store, ref)
         return catalog.version_info(m, catalog.aliases(self.store, m.artifact))
@@ -373,14 +407,18 @@ class Lake:
     # ---- retention, gc and egress (issue 4) -------------------------------------------------
 
     def estimate_pull(self, ref: str | Ref, destination: str | Path, *,
-                      egress: "EgressPolicy | None" = None) -> "EgressEstimate":
-        """What pulling `ref` into `destination` would download, over which route, at what
-        cost; nothing is downloaded or created.  egress None: the config file's policy."""
+                      egress: "EgressPolicy | None" = None, paths: Sequence[str] = (),
+                      include: Sequence[str] = (), exclude: Sequence[str] = ()
+                      ) -> "EgressEstimate":
+        """What pulling `ref` (or the part `paths`/`include`/`exclude` select, as in `pull`)
+        into `destination` would download, over which route, at what cost; nothing is
+        downloaded or created.  egress None: the config file's policy."""
         from .core import egress as _egress
+        from .core.browse import select
         from .policy.config import load_config
         from .policy.egress import load_egress
 
-        m = catalog.resolve(self.store, ref)
+        m = select(catalog.resolve(self.store, ref), paths, include, exclude)
         policy = egress if egress is not None else load_egress(load_config())
         return _egress.estimate_pull(self.store, m, os.fspath(destination), policy)
 

@@ -8,9 +8,10 @@ complete -c ckptlake -n '__fish_use_subcommand' -l version -d 'Print the version
 complete -c ckptlake -n '__fish_use_subcommand' -s h -l help -d 'Show this message and exit'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'push' -d 'Upload SOURCE (a file or a directory) as the next version of ARTIFACT'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'pull' -d 'Restore the version REF resolves to into DEST, verifying every byte'
-complete -c ckptlake -n '__fish_use_subcommand' -a 'ls' -d 'List the artifacts of the lake, or the versions of ARTIFACT'
+complete -c ckptlake -n '__fish_use_subcommand' -a 'ls' -d 'List the artifacts of the lake, the versions of ARTIFACT, or the files of the version REF (ARTIFACT@SELECTOR)'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'alias' -d 'Point alias NAME of the artifact at the version REF resolves to'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'show' -d 'Show everything about the version REF: files, totals, step, metrics, metadata, provenance, aliases, parents, inputs and children'
+complete -c ckptlake -n '__fish_use_subcommand' -a 'cat' -d 'Write the file PATH of the version REF to stdout, verifying every chunk before it is written'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'lineage' -d 'Show where the version REF came from (--up, the default), what was made from it (--down), or both'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'diff' -d 'Compare version A with version B (of one artifact or of two): step, metrics, metadata, files, bytes shared, and tensors of .safetensors files'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'watch' -d 'Watch DIR and push each new complete checkpoint in it to ARTIFACT, in step order'
@@ -43,7 +44,9 @@ complete -c ckptlake -n '__fish_seen_subcommand_from push' -l debug -d 'Print th
 complete -c ckptlake -n '__fish_seen_subcommand_from push' -s h -l help -d 'Show this message and exit'
 complete -c ckptlake -n '__fish_seen_subcommand_from push' -F
 
-# pull REF DEST
+# pull REF DEST [PATH]...
+complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l include -x -d 'Pull only files matching GLOB (repeatable; adds to any PATHs)'
+complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l exclude -x -d 'Leave out files matching GLOB (repeatable; wins over PATH and --include)'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l force -d 'Overwrite files at DEST that differ from the version'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l estimate -d 'Print what the pull would download and cost (egress); download nothing'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -s y -l yes -d 'Accept an egress cost above egress.confirm_above_usd without asking'
@@ -60,11 +63,12 @@ complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l debug -d 'Print th
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -s h -l help -d 'Show this message and exit'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -F
 
-# ls ARTIFACT
+# ls ARTIFACT|REF PATH
 complete -c ckptlake -n '__fish_seen_subcommand_from ls' -l pending -d 'List sharded steps not committed yet (of ARTIFACT, or of all artifacts): how many of WORLD ranks are in, and why not committed'
 complete -c ckptlake -n '__fish_seen_subcommand_from ls' -l where -x -d 'Keep versions matching COND, e.g'
 complete -c ckptlake -n '__fish_seen_subcommand_from ls' -l sort -x -d 'Sort versions by a metric (or step, version, size); -KEY or KEY:desc for descending'
 complete -c ckptlake -n '__fish_seen_subcommand_from ls' -l limit -x -d 'Show at most N versions (the first N after --sort, else the newest N)'
+complete -c ckptlake -n '__fish_seen_subcommand_from ls' -l tree -d 'With REF: show the files as an indented tree, directories with the total size below them'
 complete -c ckptlake -n '__fish_seen_subcommand_from ls' -s a -l all -d 'Also show versions deleted by gc, as expired (with ARTIFACT), or how many each artifact lost (without)'
 complete -c ckptlake -n '__fish_seen_subcommand_from ls' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
 complete -c ckptlake -n '__fish_seen_subcommand_from ls' -l endpoint-url -x -d 'S3 endpoint for S3-compatible stores (MinIO, SeaweedFS, R2, ...)'
@@ -97,6 +101,16 @@ complete -c ckptlake -n '__fish_seen_subcommand_from show' -l json -d 'Print exa
 complete -c ckptlake -n '__fish_seen_subcommand_from show' -s q -l quiet -d 'Print nothing but errors'
 complete -c ckptlake -n '__fish_seen_subcommand_from show' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from show' -s h -l help -d 'Show this message and exit'
+
+# cat REF PATH
+complete -c ckptlake -n '__fish_seen_subcommand_from cat' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
+complete -c ckptlake -n '__fish_seen_subcommand_from cat' -l endpoint-url -x -d 'S3 endpoint for S3-compatible stores (MinIO, SeaweedFS, R2, ...)'
+complete -c ckptlake -n '__fish_seen_subcommand_from cat' -l profile -x -d 'AWS credentials profile to use'
+complete -c ckptlake -n '__fish_seen_subcommand_from cat' -l region -x -d 'Region of the bucket'
+complete -c ckptlake -n '__fish_seen_subcommand_from cat' -l config -r -F -d 'Config file to read instead of the default search'
+complete -c ckptlake -n '__fish_seen_subcommand_from cat' -s q -l quiet -d 'Print nothing but errors'
+complete -c ckptlake -n '__fish_seen_subcommand_from cat' -l debug -d 'Print the traceback of errors on stderr'
+complete -c ckptlake -n '__fish_seen_subcommand_from cat' -s h -l help -d 'Show this message and exit'
 
 # lineage REF
 complete -c ckptlake -n '__fish_seen_subcommand_from lineage' -l up -d 'Ancestors: parents, their parents, ... and inputs (the default)'

@@ -1,8 +1,9 @@
-"""`ckptlake pull REF DEST`: restore one version into a directory (or a file)."""
+"""`ckptlake pull REF DEST [PATH...]`: restore one version (or part of it) into a directory (or
+a file)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -23,16 +24,34 @@ EPILOG = epilog(
     "holds), the route (same region, inter-region, internet) and the cost, from egress: in "
     "ckptlake.yaml.  Above egress.warn_above_usd it warns; above egress.confirm_above_usd it "
     "asks on a terminal and otherwise needs --yes (else exit 7, nothing downloaded).  "
-    "--estimate prints the estimate only.")
+    "--estimate prints the estimate only.",
+    "Part of a version: ckptlake pull gpt2/ckpt@v3 ./out config.json tokenizer/ or "
+    "--include '*.json' --exclude 'optimizer/*'.  A file, symlink or empty directory is pulled "
+    "if it matches any PATH (an exact path, or a directory and everything below it) or any "
+    "--include glob (everything, when neither is given), and no --exclude glob.  Globs match "
+    "the whole relative path or one of its parent directories; * and ** also match '/'.  A "
+    "PATH or --include matching nothing: exit 3, nothing downloaded.  The estimate, "
+    "verification, resume and --json cover the selected files only.")
 
 
 def pull(
     ref: Annotated[str, typer.Argument(
         metavar="REF", show_default=False,
-        help="What to restore: ARTIFACT or ARTIFACT@SELECTOR (latest, vN, step=N, alias).")],
+        help="What to restore: ARTIFACT or ARTIFACT@SELECTOR (latest, vN, step=N, alias, "
+             "min:METRIC, max:METRIC).")],
     dest: Annotated[Path, typer.Argument(
         metavar="DEST", show_default=False,
         help="Directory to restore into (a file path for single-file artifacts).")],
+    paths: Annotated[Optional[list[str]], typer.Argument(
+        metavar="[PATH]...", show_default=False,
+        help="Pull only these files / directories of the version.")] = None,
+    include: Annotated[Optional[list[str]], typer.Option(
+        "--include", metavar="GLOB", show_default=False,
+        help="Pull only files matching GLOB (repeatable; adds to any PATHs).")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option(
+        "--exclude", metavar="GLOB", show_default=False,
+        help="Leave out files matching GLOB (repeatable; wins over PATH and --include).")]
+        = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Overwrite files at DEST that differ from the version.")]
         = False,
@@ -67,20 +86,25 @@ def pull(
                            max_bandwidth=max_bandwidth)
         try:
             out.lake_line(handle)
+            part = {"paths": list(paths or ()), "include": list(include or ()),
+                    "exclude": list(exclude or ())}
+            selection = {k: v for k, v in part.items() if v}
             if estimate:
-                est = handle.estimate_pull(parsed, dest, egress=egress)
+                est = handle.estimate_pull(parsed, dest, egress=egress, **part)
                 out.result({**est.to_dict(), "lake": lake_url(handle),
-                            "lake_origin": lake_origin(handle), "destination": str(dest)},
+                            "lake_origin": lake_origin(handle), "destination": str(dest),
+                            **({"selection": selection} if selection else {})},
                            estimate_summary(est))
                 return
             with out.progress() as progress:
                 result = handle.pull(parsed, dest, force=force, progress=progress,
                                      egress=egress, yes=yes, confirm=confirm_egress(out),
-                                     on_estimate=lambda e: warn_egress(out, e, yes))
+                                     on_estimate=lambda e: warn_egress(out, e, yes), **part)
             for warning in result.warnings:
                 out.warn(warning)
             doc = {**result.to_dict(), "lake": lake_url(handle),
-                   "lake_origin": lake_origin(handle)}
+                   "lake_origin": lake_origin(handle),
+                   **({"selection": selection} if selection else {})}
             out.result(doc, pull_summary(result))
         finally:
             handle.close()

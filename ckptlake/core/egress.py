@@ -27,9 +27,10 @@ def bytes_to_fetch(m: Manifest, destination: str, lake_url: str | None = None
     manifest is kept (verified here too); a chunk that an interrupted pull of the same version
     journaled in its staging directory is reused (counted from the journal; the pull re-verifies
     it, and fetches it after all in the rare case that fails); everything else is fetched.  A
-    pack chunk is fetched whole, so it counts once, with at least the bytes up to its last
-    referenced file.
+    pack chunk is fetched whole, so it counts once, at its full size (up to the last file of the
+    version in it), even when only some of its files are needed.
     """
+    from .browse import object_sizes
     from .pull import final_root, journaled_chunks, staging_dir
 
     root = final_root(m, destination)
@@ -52,13 +53,13 @@ def bytes_to_fetch(m: Manifest, destination: str, lake_url: str | None = None
     objects: dict[str, int] = {}
     staged_files: dict[str, int] = {}
     staged = journaled_chunks(staging_dir(root, lake_url, m)) if lake_url else set()
+    whole_size = object_sizes(m)  # a pack is fetched whole, also for part of a version
     for e in needed:
         for ref in e.chunks:
             if ref.digest in staged:
                 staged_files[ref.digest] = staged_files.get(ref.digest, 0) + ref.size
                 continue
-            end = ref.size if ref.offset is None else ref.offset + ref.size
-            objects[ref.digest] = max(objects.get(ref.digest, 0), end)
+            objects[ref.digest] = whole_size[ref.digest]
     return sum(objects.values()), present + sum(staged_files.values())
 
 

@@ -56,8 +56,15 @@ def check_relation(relation: str) -> str:
 
 
 def parse_parent(text: str, default_relation: str = DEFAULT_RELATION) -> tuple[Ref, str]:
-    """`REF[:RELATION]`: ':' cannot occur in a reference, so the suffix is unambiguous."""
-    ref_text, colon, relation = str(text).strip().partition(":")
+    """`REF[:RELATION]`: ':' occurs in a reference only right after `@min`/`@max`, so the
+    first ':' after the selector's own begins the relation."""
+    text = str(text).strip()
+    skip = 0
+    if (at := text.find("@")) >= 0 and text[at + 1:at + 5] in ("min:", "max:"):
+        skip = at + 5
+    colon_at = text.find(":", skip)
+    ref_text, colon, relation = ((text, "", "") if colon_at < 0 else
+                                 (text[:colon_at], ":", text[colon_at + 1:]))
     if colon and not relation:
         raise UsageError(f"empty relation after ':' in parent {text!r}", hint=PARENT_GRAMMAR)
     return parse_ref(ref_text), check_relation(relation if colon else default_relation)

@@ -37,6 +37,7 @@ from ..transfer.pool import Counter, bounded_map
 from ..transfer.progress import Progress
 from ..transfer.throttle import Throttle
 from ..units import format_bytes
+from .browse import object_sizes
 
 _READ_BLOCK = 4 * 1024 * 1024
 
@@ -228,7 +229,12 @@ class _Placement:
 
 def staging_dir(final_root: str, lake_url: str, m: Manifest) -> str:
     """The staging directory of a pull of this version to this final path (see _Staging)."""
-    ident = hashlib.sha256(f"{lake_url}\0{m.artifact}\0{m.version}".encode()).hexdigest()
+    text = f"{lake_url}\0{m.artifact}\0{m.version}"
+    # A partial pull (core/browse.py) stages apart: a whole pull's staged files must not be
+    # renamed into a destination that asked for part of the version, nor the other way round.
+    if selection := getattr(m, "selection", ()):
+        text += "\0" + "\0".join(selection)
+    ident = hashlib.sha256(text.encode()).hexdigest()
     parent, name = os.path.split(final_root)
     return os.path.join(parent, f".{name}.ckptlake-pull-{ident[:12]}")
 
@@ -396,12 +402,9 @@ class _Fetcher:
         self.resumed = Counter()
         self._local = threading.local()
         # The largest chunk object this version references: every fetch fits the buffer.
-        self.object_size: dict[str, int] = {}  # digest -> size of its chunk object
-        for f in m.files:
-            for c in f.chunks:
-                end = (c.offset or 0) + c.size
-                if end > self.object_size.get(c.digest, 0):
-                    self.object_size[c.digest] = end
+        # From the whole version, also when pulling part of it: a pack is fetched (and
+        # verified) whole, whichever of its files are wanted.
+        self.object_size = object_sizes(m)  # digest -> size of its chunk object
         self.chunk_capacity = max(self.object_size.values(), default=0)
 
     def _buffer(self) -> mmap.mmap:
