@@ -121,6 +121,33 @@ def test_file_made_unreadable_after_scan(src: Path, lake: str, lake_dir: Path,
     assert versions(lake_dir) == []
 
 
+def test_file_deleted_while_scanning(src: Path, lake: str, lake_dir: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from ckptlake.core import scan as scanmod
+
+    real_excluded = scanmod._excluded
+
+    def excluded_then_delete(rel: str, patterns: Any) -> bool:
+        if rel == "sub/b.txt":  # listed, then gone before its stat
+            (src / rel).unlink()
+        return real_excluded(rel, patterns)
+
+    monkeypatch.setattr(scanmod, "_excluded", excluded_then_delete)
+    line = error_line(run("push", src, "p/a", "--lake", lake), 6)
+    assert "b.txt" in line
+    assert chunks(lake_dir) == [] and versions(lake_dir) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can list a chmod 000 directory")
+def test_unreadable_directory(src: Path, lake: str, lake_dir: Path) -> None:
+    (src / "sub").chmod(0)
+    try:
+        line = error_line(run("push", src, "p/a", "--lake", lake), 4)
+    finally:
+        (src / "sub").chmod(0o755)
+    assert "sub" in line and chunks(lake_dir) == []
+
+
 def test_artifact_segment_longer_than_a_file_name(src: Path, lake: str,
                                                   lake_dir: Path) -> None:
     line = error_line(run("push", src, "p/" + "x" * 256, "--lake", lake), 2)

@@ -103,7 +103,7 @@ def scan(source: str | Path, *, exclude: tuple[str, ...] = (),
     except FileNotFoundError:
         raise NotFound(f"push source {source} does not exist") from None
     except PermissionError:
-        raise UsageError(f"cannot read push source {source}: permission denied") from None
+        raise AccessDenied(f"cannot read push source {source}: permission denied") from None
     if stat.S_ISREG(st.st_mode):
         return SourceTree(root=root, kind="file",
                           files=[_source_file(os.path.basename(root), root, st)])
@@ -111,7 +111,11 @@ def scan(source: str | Path, *, exclude: tuple[str, ...] = (),
         raise UsageError(f"push source {source} is neither a file nor a directory")
     tree = SourceTree(root=root, kind="dir")
     real_root = os.path.realpath(root)
-    _walk(tree, root, "", real_root, exclude, follow_symlinks, seen=set())
+    try:
+        _walk(tree, root, "", real_root, exclude, follow_symlinks, seen=set())
+    except (FileNotFoundError, NotADirectoryError) as e:  # removed or replaced while we looked
+        raise SourceChanged(f"{e.filename or source} changed while it was being scanned",
+                            hint="push again once the writer is done") from None
     tree.files.sort(key=lambda f: f.path)
     tree.symlinks.sort()
     tree.empty_dirs.sort()
@@ -123,7 +127,8 @@ def _walk(tree: SourceTree, absdir: str, reldir: str, real_root: str,
     try:
         entries = sorted(os.scandir(absdir), key=lambda e: e.name)
     except PermissionError:
-        raise UsageError(f"cannot list {absdir}: permission denied") from None
+        raise AccessDenied(f"cannot list {absdir}: permission denied",
+                           hint="fix its permissions or --exclude it") from None
     dst = os.stat(absdir)
     if (dst.st_dev, dst.st_ino) in seen:  # a followed symlink loop
         raise UsageError(f"symlink loop at {absdir}")
