@@ -235,6 +235,19 @@ def test_crafted_manifest_is_refused_before_writing(pushed: Path, lake: str, tmp
     assert "0000000001.json" in line
 
 
+def test_path_too_long_for_the_destination(pushed: Path, lake: str, tmp_path: Path) -> None:
+    """Every segment fits NAME_MAX but the whole path, below the destination, exceeds PATH_MAX."""
+    long_path = "/".join(["d" * 250] * 16)
+    tamper(pushed, lambda d: d["files"][0].update(path=long_path))
+    line = assert_pull_refused(lake, tmp_path, code=2)  # the staging path is longer
+    assert "File name too long" in line
+    deep = tmp_path / ("e" * 200)
+    deep.mkdir()
+    line = error_line(run("pull", "p/a", deep / "out", "--lake", lake), 2)
+    assert "File name too long" in line and not (deep / "out").exists()
+    assert list(deep.iterdir()) == []
+
+
 def test_deeply_nested_manifest_json(pushed: Path, lake: str, tmp_path: Path) -> None:
     """Nesting deeper than Python's recursion limit (json.loads raises RecursionError)."""
     text = pushed.read_text()

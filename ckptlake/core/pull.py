@@ -517,6 +517,12 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
         staging = _Staging(placement.final_root, lake_url, m)
     except PermissionError as e:
         raise AccessDenied(f"cannot write to {destination}: {e.strerror}") from None
+    except OSError as e:
+        if e.errno != errno.ENAMETOOLONG:
+            raise
+        raise UsageError(f"cannot restore {m.artifact}@v{m.version} into {destination}: "
+                         f"{e.strerror}", hint="pull into a directory with a shorter path"
+                         ) from None
     total = sum(e.size for e in placement.download)
     progress.start(phase="pull", total_bytes=total, total_files=len(placement.download))
     fetcher = _Fetcher(store, m, progress, staging, throttle, parts)
