@@ -259,7 +259,7 @@ def test_deeply_nested_manifest_json(pushed: Path, lake: str, tmp_path: Path) ->
         assert "nested too deeply" in line, args
 
 
-@pytest.mark.parametrize("value", ["abc", None, [1], {"x": 1}, True])
+@pytest.mark.parametrize("value", ["abc", True, {"x": 1}])
 def test_non_numeric_metric_in_a_manifest(pushed: Path, lake: str, tmp_path: Path,
                                           value: Any) -> None:
     tamper(pushed, lambda d: d["metrics"].update(loss=value))
