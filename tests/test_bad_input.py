@@ -107,12 +107,22 @@ def test_unreadable_file_fails_before_uploading(src: Path, lake: str, lake_dir: 
     assert versions(lake_dir) == [] and chunks(lake_dir) == []
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can read a chmod 000 file")
 def test_file_made_unreadable_after_scan(src: Path, lake: str, lake_dir: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    target = src / "a.bin"
+
     def scan_then_chmod(*a: Any, **k: Any) -> Any:
         tree = real_scan(*a, **k)
-        (src / "a.bin").chmod(0)
+        target.chmod(0)
+        if os.geteuid() == 0:  # root opens anything: refuse the open as it would be refused
+            real_open = os.open
+
+            def open_as_user(path: Any, flags: int, *args: Any, **kw: Any) -> int:
+                if os.fspath(path) == str(target):
+                    raise PermissionError(13, "Permission denied", str(target))
+                return real_open(path, flags, *args, **kw)
+
+            monkeypatch.setattr(os, "open", open_as_user)
         return tree
 
     monkeypatch.setattr(ckptlake.lake, "scan", scan_then_chmod)
