@@ -91,7 +91,7 @@ def aliases(store: Store, artifact: str) -> dict[str, int]:
 def _decode_alias(data: bytes) -> int:
     try:
         version = json.loads(data)["version"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise IntegrityError("malformed alias record") from None
     if not isinstance(version, int) or version < 1:
         raise IntegrityError("malformed alias record")

@@ -32,7 +32,7 @@ from typing import Any, Iterable
 
 from ..errors import NotFound, UsageError
 from ..format import layout
-from ..format.manifest import RELATIONS, Manifest
+from ..format.manifest import RELATIONS, Manifest, is_metric_value
 from ..format.refs import Ref, parse_ref
 from ..results import _Result
 from ..store.base import ObjectInfo, Store
@@ -266,7 +266,7 @@ class _Index:
             return None
         try:
             doc = json.loads(self.store.get(key))
-        except (NotFound, ValueError):
+        except (NotFound, ValueError, RecursionError):
             return None
         return doc if isinstance(doc, dict) else None
 
@@ -291,6 +291,7 @@ class _Index:
         if tomb is None:
             return None
         metrics = tomb.get("metrics") if isinstance(tomb.get("metrics"), dict) else {}
+        metrics = {k: v for k, v in metrics.items() if is_metric_value(v)}
         step = tomb.get("step") if isinstance(tomb.get("step"), int) else None
         parents = tuple(p for p in tomb.get("parents") or () if isinstance(p, dict)
                         and isinstance(p.get("artifact"), str)

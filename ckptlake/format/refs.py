@@ -22,6 +22,10 @@ from ..errors import UsageError
 from .layout import MAX_NUMBER, NUMBER_DIGITS, check_step, check_version
 
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
+# Each artifact segment is a directory name in a local lake (artifacts/<a>/<b>/@v/...), so it
+# must fit NAME_MAX (255 bytes): a longer one would fail only when the manifest is written,
+# after every chunk was uploaded.
+MAX_SEGMENT = 255
 _ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,127}")
 _VERSION = re.compile(r"v([0-9]+)")
 _STEP = re.compile(r"step=(-?[0-9]+)")
@@ -51,6 +55,10 @@ def validate_artifact(artifact: str) -> str:
         if not _SEGMENT.fullmatch(seg):
             raise UsageError(f"artifact {artifact!r}: segment {seg!r} has characters outside "
                              "[A-Za-z0-9._-]", hint=GRAMMAR)
+        if len(seg) > MAX_SEGMENT:
+            raise UsageError(f"artifact {artifact[:40]}...: segment {seg[:20]}... is "
+                             f"{len(seg)} characters long; the limit is {MAX_SEGMENT}",
+                             hint=GRAMMAR)
     return artifact
 
 

@@ -33,6 +33,8 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..errors import ConfigError, UsageError
+from ..format.header import MAX_CHUNK_SIZE as _HEADER_MAX_CHUNK_SIZE
+from ..format.header import MIN_CHUNK_SIZE as _HEADER_MIN_CHUNK_SIZE
 from ..redact import redact, redact_url
 from ..store.base import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
 
@@ -67,8 +69,8 @@ CONFIG_FILENAME = "ckptlake.yaml"
 
 KiB, MiB, GiB, TiB = 2**10, 2**20, 2**30, 2**40
 DEFAULT_CHUNK_SIZE = 16 * MiB
-MIN_CHUNK_SIZE = 1 * MiB
-MAX_CHUNK_SIZE = 1 * GiB
+MIN_CHUNK_SIZE = _HEADER_MIN_CHUNK_SIZE  # the lake header holds the same bounds
+MAX_CHUNK_SIZE = _HEADER_MAX_CHUNK_SIZE
 DEFAULT_CONCURRENCY = 8
 # Chunk objects of at least the threshold move in parts (transfer/parts.py).  Parts: S3 wants
 # at least 5 MiB for every part but the last; the threshold may exceed the largest chunk, which
