@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .policy.egress import EgressEstimate, EgressPolicy
     from .policy.retention import RetentionPolicy
     from .checkpointer import Checkpointer
+    from .core.cache import ChunkCache
     from .core.diff import DiffResult
     from .core.lineage import LineageGraph
     from .core.shards import PendingStep, ShardPushResult
@@ -72,7 +73,7 @@ class Lake:
     def __init__(self, store: Store, *, chunk_size: int | None = None,
                  concurrency: int | None = None, max_bandwidth: float | None = None,
                  multipart_threshold: int | None = None, part_size: int | None = None,
-                 origin: str = "explicit") -> None:
+                 origin: str = "explicit", cache: "ChunkCache | None" = None) -> None:
         if chunk_size is not None:
             check_chunk_size(chunk_size)
         if concurrency is not None:
@@ -81,6 +82,7 @@ class Lake:
         self.store = store
         self.url = store.url
         self.origin = origin
+        self.cache = cache  # the local chunk cache pulls read through (core/cache.py), or None
         self.chunk_size = chunk_size  # None: the lake header's default
         self.concurrency = concurrency or DEFAULT_CONCURRENCY
         if max_bandwidth is not None and max_bandwidth <= 0:
@@ -208,7 +210,8 @@ class Lake:
     def pull(self, ref: str | Ref, destination: str | Path, *, force: bool = False,
              progress: Progress | None = None, egress: "EgressPolicy | None" = None,
              yes: bool = False, confirm: "Callable[[EgressEstimate], bool] | None" = None,
-             on_estimate: "Callable[[EgressEstimate], None] | None" = None) -> PullResult:
+             on_estimate: "Callable[[EgressEstimate], None] | None" = None,
+             reference: "Sequence[str | Path]" = (), use_cache: bool = True) -> PullResult:
         """Restore one version into `destination`.
 
         A directory artifact restores into the directory `destination`; a file artifact
@@ -218,7 +221,18 @@ class Lake:
         the estimate goes to `on_estimate` (the CLI warns with it); above
         `confirm_above_usd` the pull goes on only with `yes=True` or if `confirm(estimate)`
         returns True, else raises PolicyRefusal.  None (the default): no egress check.
+
+        Chunks already on this machine are copied, not downloaded (core/reuse.py): from files
+        kept as identical, from the files `force` replaces (at the same offsets), and from
+        each `reference` directory (the same relative path, then files of the same size).
+        With the lake's chunk cache (`ckptlake.open(cache=...)`) and `use_cache`, chunks are
+        read from the cache when there, and downloaded ones are added to it.
         """
+        refs = [os.fspath(r) for r in reference]
+        for r in refs:
+            if not os.path.isdir(r):
+                raise UsageError(f"reference directory {r} does not exist or is not a directory",
+                                 hint="--reference names a directory holding an earlier copy")
         m = catalog.resolve(self.store, ref)
         if egress is not None:
             from .core import egress as _egress
@@ -230,7 +244,8 @@ class Lake:
         with self._watching(progress) as progress:
             return _pull.pull(self.store, m, os.fspath(destination), force=force,
                               concurrency=self.concurrency, progress=progress,
-                              lake_url=self.url, throttle=self.throttle, parts=self.parts)
+                              lake_url=self.url, throttle=self.throttle, parts=self.parts,
+                              cache=self.cache if use_cache else None, reference=refs)
 
     def artifacts(self, prefix: str = "") -> list[ArtifactInfo]:
         """Artifacts with at least one version, sorted by name."""

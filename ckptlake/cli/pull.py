@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -23,7 +23,15 @@ EPILOG = epilog(
     "holds), the route (same region, inter-region, internet) and the cost, from egress: in "
     "ckptlake.yaml.  Above egress.warn_above_usd it warns; above egress.confirm_above_usd it "
     "asks on a terminal and otherwise needs --yes (else exit 7, nothing downloaded).  "
-    "--estimate prints the estimate only.")
+    "--estimate prints the estimate only.",
+    "Local reuse: a chunk whose bytes are already on this machine is copied, not downloaded "
+    "(verified by its digest like a download): from files kept as identical, from the files "
+    "--force replaces (at the same offset), and from each --reference DIR (the file at the same "
+    "relative path, then up to 2 files of the same size).  Pulling v2 over v1 downloads only "
+    "the chunks that differ.",
+    "Chunk cache (opt-in: cache: in ckptlake.yaml or $CKPTLAKE_CACHE): chunks are read from "
+    "the cache when there and added to it when downloaded, so many pulls on one machine fetch "
+    "a chunk once; see 'ckptlake cache --help'.  --no-cache bypasses it.")
 
 
 def pull(
@@ -42,6 +50,12 @@ def pull(
     yes: Annotated[bool, typer.Option(
         "--yes", "-y", help="Accept an egress cost above egress.confirm_above_usd without "
                             "asking.")] = False,
+    reference: Annotated[Optional[list[Path]], typer.Option(
+        "--reference", metavar="DIR", file_okay=False, show_default=False,
+        help="A directory holding an earlier copy (repeatable): chunks found there are copied, "
+             "not downloaded.")] = None,
+    no_cache: Annotated[bool, typer.Option(
+        "--no-cache", help="Neither read nor fill the local chunk cache.")] = False,
     concurrency: ConcurrencyOpt = None,
     max_bandwidth: MaxBandwidthOpt = None,
     lake: LakeOpt = None,
@@ -76,7 +90,8 @@ def pull(
             with out.progress() as progress:
                 result = handle.pull(parsed, dest, force=force, progress=progress,
                                      egress=egress, yes=yes, confirm=confirm_egress(out),
-                                     on_estimate=lambda e: warn_egress(out, e, yes))
+                                     on_estimate=lambda e: warn_egress(out, e, yes),
+                                     reference=reference or (), use_cache=not no_cache)
             for warning in result.warnings:
                 out.warn(warning)
             doc = {**result.to_dict(), "lake": lake_url(handle),
