@@ -31,6 +31,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from ..errors import UsageError
 from ..format.header import digest as _digest
@@ -63,8 +64,8 @@ class CacheStats:
 
     def to_dict(self) -> dict:
         return {"dir": self.dir, "max_size": self.max_size, "entries": self.entries,
-                "bytes": self.bytes, "oldest_used": self.oldest_used,
-                "newest_used": self.newest_used}
+                "bytes": self.bytes, "oldest_used": _iso(self.oldest_used),
+                "newest_used": _iso(self.newest_used)}
 
 
 @dataclass(frozen=True)
@@ -163,9 +164,7 @@ class ChunkCache:
                 os.makedirs(tmp_dir, exist_ok=True)
                 fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
+                _write_all(fd, memoryview(data))
             finally:
                 os.close(fd)
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -267,6 +266,18 @@ class ChunkCache:
                 self._size = total - removed_bytes
         return PruneResult(self.dir, dry_run, removed, removed_bytes, len(entries) - removed,
                            total - removed_bytes)
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="seconds").replace(
+        "+00:00", "Z")
 
 
 def _listdir(path: str) -> list[str]:
