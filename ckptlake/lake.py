@@ -237,7 +237,8 @@ class Lake:
         if egress is not None:
             from .core import egress as _egress
 
-            est = _egress.estimate_pull(self.store, m, os.fspath(destination), egress)
+            est = _egress.estimate_pull(self.store, m, os.fspath(destination), egress,
+                                        self.cache if use_cache else None)
             if on_estimate is not None:
                 on_estimate(est)
             _egress.enforce(est, yes=yes, confirm=confirm)
@@ -397,7 +398,7 @@ class Lake:
 
         m = catalog.resolve(self.store, ref)
         policy = egress if egress is not None else load_egress(load_config())
-        return _egress.estimate_pull(self.store, m, os.fspath(destination), policy)
+        return _egress.estimate_pull(self.store, m, os.fspath(destination), policy, self.cache)
 
     def estimate_diff(self, a: str | Ref, b: str | Ref, *,
                       egress: "EgressPolicy | None" = None) -> "EgressEstimate":

@@ -246,3 +246,13 @@ def test_open_cache_argument(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         assert lk.cache.dir == str(tmp_path / "x") and lk.cache.max_size == 5 * MiB
     with pytest.raises(ckptlake.UsageError):
         ckptlake.open(url, cache_size=0)
+
+
+def test_egress_estimate_counts_cached_chunks_as_present(setup, tmp_path: Path) -> None:
+    from ckptlake.policy.egress import EgressPolicy
+
+    lake, store, src, cache_dir = setup
+    before = lake.estimate_pull(ART, tmp_path / "a", egress=EgressPolicy())
+    lake.pull(ART, tmp_path / "a")
+    after = lake.estimate_pull(ART, tmp_path / "b", egress=EgressPolicy())
+    assert before.bytes_to_download > 4 * MiB and after.bytes_to_download == 0

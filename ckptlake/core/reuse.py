@@ -144,7 +144,8 @@ def _index_sizes(references: Sequence[str]) -> dict[int, list[str]]:
     seen = 0
     for ref_dir in references:
         for dirpath, dirnames, filenames in os.walk(ref_dir):
-            dirnames.sort()
+            # staging directories of pulls hold preallocated, partly written files
+            dirnames[:] = sorted(d for d in dirnames if ".ckptlake-pull-" not in d)
             for name in sorted(filenames):
                 path = os.path.join(dirpath, name)
                 try:
