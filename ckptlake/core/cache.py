@@ -42,6 +42,7 @@ _TMP_MAX_AGE = 3600.0  # seconds: a temporary entry this old belongs to a proces
 # After an eviction the cache holds at most this fraction of its bound: evicting a little more
 # than needed keeps a cache near its bound from rescanning on every insert.
 _TRIM_TO = 0.9
+_MAX_ENTRY = 2 * GiB  # above the largest chunk size (1 GiB, policy/config.py)
 
 
 @dataclass(frozen=True)
@@ -120,20 +121,20 @@ class ChunkCache:
         try:
             size = os.fstat(fd).st_size
             target = memoryview(buffer)  # type: ignore[arg-type]
-            if size > len(target):
+            if size > len(target) and size <= _MAX_ENTRY:
                 target = memoryview(bytearray(size))
             view = target[:size]
             got = 0
-            while got < size:
+            while got < len(view):
                 n = os.preadv(fd, [view[got:]], got)
                 if n == 0:
                     break
                 got += n
             view = view[:got]
         except OSError:
+            return None  # a directory in the way, an I/O error: a miss, not a verdict
+        finally:
             os.close(fd)
-            return None
-        os.close(fd)
         if got != size or _digest(algo, view) != digest:
             self._drop(path)
             return None
