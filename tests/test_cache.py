@@ -11,6 +11,7 @@ import random
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -145,9 +146,12 @@ def test_oversized_chunk_is_not_cached(tmp_path: Path) -> None:
 
 
 CONCURRENT = textwrap.dedent("""
-    import sys, ckptlake
-    from ckptlake.core.cache import ChunkCache
+    import os, sys, time, ckptlake
     lake = ckptlake.open(sys.argv[1], cache=sys.argv[2], concurrency=2)
+    lake.resolve("ca/run/ckpt")  # imports done: both start pulling together
+    open(sys.argv[3] + ".ready", "w").close()
+    while not os.path.exists(sys.argv[4]):
+        time.sleep(0.005)
     r = lake.pull("ca/run/ckpt", sys.argv[3])
     print(r.bytes_downloaded, r.bytes_from_cache)
 """)
@@ -161,15 +165,26 @@ def test_concurrent_processes_share_one_cache(tmp_path: Path) -> None:
     cache_dir = tmp_path / "cache"
     env = {**os.environ, "PYTHONPATH": str(Path(ckptlake.__file__).parent.parent)}
     procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT, url, str(cache_dir),
-                               str(tmp_path / f"d{i}")], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+                               str(tmp_path / f"d{i}"), str(tmp_path / "go")], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / f"d{i}.ready").exists() for i in range(2)):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.01)
+    (tmp_path / "go").touch()
+    downloaded = 0
     for p in procs:
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
+        downloaded += int(out.split()[0])
     for i in range(2):
         assert tree_bytes(tmp_path / f"d{i}") == tree_bytes(src)
-    for e in entry_files(cache_dir):
+    entries = entry_files(cache_dir)
+    for e in entries:
         assert digest("sha256", e.read_bytes()) == e.name
+    # each chunk came from the lake once, whichever process fetched it (ChunkCache.filling)
+    assert downloaded == sum(e.stat().st_size for e in entries) > 4 * MiB
     assert os.listdir(cache_dir / "tmp") == []
 
 

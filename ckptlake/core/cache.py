@@ -5,6 +5,7 @@ Opt-in (`cache:` in ckptlake.yaml, `$CKPTLAKE_CACHE`, `ckptlake.open(cache=...)`
     <dir>/chunks/<hash algorithm>/<first 2 hex digits>/<digest>   one file per chunk object
     <dir>/tmp/                                                    entries being written
     <dir>/.lock                                                   flock held while evicting
+    <dir>/locks/<algo>-<3 hex>                                    flock held while fetching
 
 Why content-addressed by digest and not per lake: a digest names its bytes, so one cache serves
 every lake (the same base model pulled from two buckets is cached once), and nothing in it can
@@ -19,6 +20,8 @@ be stale.  Why it is safe without trusting the files:
   off) runs under an exclusive flock so two evictors do not both delete down to the bound;
   a reader that already opened an evicted entry keeps reading it (POSIX unlink semantics),
   one that comes later sees a miss;
+* a pull that misses takes a per-chunk flock before downloading and looks again once it holds
+  it, so jobs on one node that pull the same version at the same time fetch each chunk once;
 * a failed cache write (full disk, read-only directory) never fails the pull: the cache is
   switched off for the rest of that pull and the pull reports a warning.
 """
@@ -31,6 +34,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import Iterator
 from datetime import datetime, timezone
 
 from ..errors import UsageError
@@ -42,6 +46,9 @@ _TMP_MAX_AGE = 3600.0  # seconds: a temporary entry this old belongs to a proces
 # After an eviction the cache holds at most this fraction of its bound: evicting a little more
 # than needed keeps a cache near its bound from rescanning on every insert.
 _TRIM_TO = 0.9
+# How long a pull waits for another one that is fetching the same chunk into the cache (a
+# 1 GiB chunk at 50 MiB/s takes 20 s) before fetching it itself.
+_FILL_WAIT = 120.0
 _MAX_ENTRY = 2 * GiB  # above the largest chunk size (1 GiB, policy/config.py)
 
 
@@ -181,6 +188,48 @@ class ChunkCache:
                     self.failure = f"could not write to the chunk cache {self.dir}: {what}"
             return
         self._added(len(data))
+
+    @contextlib.contextmanager
+    def filling(self, algo: str, digest: str) -> Iterator[None]:
+        """Hold the right to fetch and store this entry, so concurrent pulls (other processes,
+        other threads) of the same chunk download it once: the others wait here, then find it
+        in the cache.
+
+        An flock on one of 4096 lock files (by the digest's first 3 hex digits: a collision
+        only serialises two fetches).  Waiting is bounded by _FILL_WAIT, polled, so a stuck
+        holder or Ctrl-C never hangs this pull; past it, the chunk is fetched anyway.  Any
+        problem with the lock files means no lock, never a failed pull.
+        """
+        fd = None
+        if self.failure is None:
+            lock = os.path.join(self.dir, "locks", f"{algo}-{digest[:3]}")
+            try:
+                try:
+                    fd = os.open(lock, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
+                except FileNotFoundError:
+                    os.makedirs(os.path.dirname(lock), exist_ok=True)
+                    fd = os.open(lock, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
+            except OSError:
+                fd = None
+        try:
+            if fd is not None:
+                deadline = time.monotonic() + _FILL_WAIT
+                delay = 0.002
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() >= deadline:
+                            break
+                        time.sleep(delay)
+                        delay = min(delay * 2, 0.05)
+                    except OSError:
+                        break
+            yield
+        finally:
+            if fd is not None:
+                os.close(fd)  # releases the lock
 
     def _added(self, n: int) -> None:
         with self._lock:

@@ -435,13 +435,27 @@ class _Fetcher:
                 self.copied.add(unit.nbytes)
                 self.progress.advance(unit.nbytes)
                 return
-        if self.cache is not None:
-            cached = self.cache.get_into(self.m.hash, unit.digest, self._buffer())
-            if cached is not None:
-                self._write_targets(unit, cached, key)
-                self.cached.add(unit.nbytes)
-                self.progress.advance(unit.nbytes)
-                return
+        if self.cache is None:
+            self._download(unit, key)
+            return
+        if self._from_cache(unit, key):
+            return
+        # Another process pulling the same version is likely fetching this very chunk: wait
+        # for it (bounded, see ChunkCache.filling) and read the cache, so it is fetched once.
+        with self.cache.filling(self.m.hash, unit.digest):
+            if not self._from_cache(unit, key):
+                self._download(unit, key)
+
+    def _from_cache(self, unit: _Unit, key: str) -> bool:
+        cached = self.cache.get_into(self.m.hash, unit.digest, self._buffer())  # type: ignore
+        if cached is None:
+            return False
+        self._write_targets(unit, cached, key)
+        self.cached.add(unit.nbytes)
+        self.progress.advance(unit.nbytes)
+        return True
+
+    def _download(self, unit: _Unit, key: str) -> None:
         size = self.object_size[unit.digest]
         self.throttle.acquire(size)
         in_parts = self.parts is not None and self.parts.applies(size)
