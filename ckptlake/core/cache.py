@@ -280,8 +280,8 @@ class ChunkCache:
     def trim(self, max_size: int, *, dry_run: bool = False) -> PruneResult:
         """Delete least recently used entries until at most `max_size` bytes are left (0: all),
         and temporary files that a dead process left."""
-        if dry_run:
-            return self._plan(max_size, dry_run=True, delete=False)
+        if dry_run or not os.path.isdir(self.dir):  # a mistyped --dir is not created
+            return self._plan(max_size, dry_run=dry_run, delete=False)
         try:
             with self._evicting():
                 return self._plan(max_size, dry_run=False, delete=True)
