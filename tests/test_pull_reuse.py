@@ -180,3 +180,33 @@ def test_cli_reference_and_json(lake_v1_v2, tmp_path: Path) -> None:
                               "--reference", str(tmp_path / "nope")])
     assert res.exit_code == 2 and "reference" in res.stderr
     assert not (tmp_path / "o2").exists()
+
+
+def test_unrelated_old_file_is_given_up_after_a_few_chunks(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """--force over a different model: the old file is read for a few chunks, not all."""
+    from ckptlake.core import reuse
+
+    reads: list[str] = []
+    real = reuse._read_verified
+
+    def counting(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        reads.append(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(reuse, "_read_verified", counting)
+    store = ChunkCountingStore()
+    lake = Lake(store, chunk_size=MiB, concurrency=1)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "m.bin").write_bytes(random.Random(5).randbytes(20 * MiB))
+    lake.push(src, ART)
+    (src / "m.bin").write_bytes(random.Random(6).randbytes(20 * MiB))
+    lake.push(src, ART)
+    dest = tmp_path / "dest"
+    lake.pull(f"{ART}@v1", dest)
+    reads.clear()
+    r = lake.pull(f"{ART}@v2", dest, force=True)
+    assert r.bytes_downloaded == 20 * MiB
+    assert len(reads) == reuse._GIVE_UP_AFTER
+    assert (dest / "m.bin").read_bytes() == (src / "m.bin").read_bytes()

@@ -12,6 +12,7 @@ hashes a whole tree blindly):
    to `_SAME_SIZE_CANDIDATES` other files of exactly the same size (by path order), found by one
    walk of DIR that stops after `_MAX_INDEXED_FILES` files.
 
+A candidate file that fails _GIVE_UP_AFTER chunks without supplying one is not tried again.
 A candidate is used only if its bytes hash to the chunk's digest (or a packed file's own digest),
 the same check a download passes, so a modified or truncated local file costs a read and a hash,
 never a wrong byte: the chunk is then downloaded.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from typing import Sequence
 
 from ..format.header import digest
@@ -27,6 +29,7 @@ from ..format.manifest import FileEntry, Manifest
 
 _SAME_SIZE_CANDIDATES = 2
 _MAX_INDEXED_FILES = 10_000
+_GIVE_UP_AFTER = 16  # chunks a local candidate may fail to supply before it is dropped
 
 
 class LocalSources:
@@ -37,6 +40,31 @@ class LocalSources:
                  known: dict[str, list[tuple[str, int]]]) -> None:
         self.candidates = candidates
         self.known = known
+        self._lock = threading.Lock()
+        self._misses: dict[str, int] = {}  # candidate -> chunks it failed to supply
+        self._hits: set[str] = set()  # candidates that supplied at least one chunk
+
+    def _worth_trying(self, path: str) -> bool:
+        """A candidate that never matched in _GIVE_UP_AFTER tries is dropped: an unrelated
+        old file (--force over another model) then costs a few chunk reads, not a read and a
+        hash of all of it."""
+        with self._lock:
+            return path in self._hits or self._misses.get(path, 0) < _GIVE_UP_AFTER
+
+    def _tried(self, path: str, hit: bool) -> bool:
+        with self._lock:
+            if hit:
+                self._hits.add(path)
+            else:
+                self._misses[path] = self._misses.get(path, 0) + 1
+        return hit
+
+    def _try(self, path: str, offset: int, into: memoryview, algo: str, expected: str, *,
+             whole: int | None = None) -> bool:
+        if not self._worth_trying(path):
+            return False
+        return self._tried(path, _read_verified(path, offset, into, algo, expected,
+                                                whole=whole))
 
     def __bool__(self) -> bool:
         return bool(self.candidates) or bool(self.known)
@@ -53,10 +81,12 @@ class LocalSources:
         slices = [t for t in targets if t[4] is None]
         if slices:
             length = slices[0][3]
-            places = list(self.known.get(chunk_digest, ()))
-            places += [(c, t[1]) for t in slices for c in self.candidates.get(t[0], ())]
-            if not any(_read_verified(p, off, buffer[:length], algo, chunk_digest)
-                       for p, off in places):
+            known = self.known.get(chunk_digest, ())
+            places = [(c, t[1]) for t in slices for c in self.candidates.get(t[0], ())]
+            if not (any(_read_verified(p, off, buffer[:length], algo, chunk_digest)
+                        for p, off in known)
+                    or any(self._try(p, off, buffer[:length], algo, chunk_digest)
+                           for p, off in places)):
                 return None
             end = length
         for path, file_offset, chunk_offset, length, file_digest in targets:
@@ -65,7 +95,7 @@ class LocalSources:
             piece = buffer[chunk_offset:chunk_offset + length]
             if len(piece) != length:
                 return None
-            if not any(_read_verified(c, file_offset, piece, algo, file_digest, whole=length)
+            if not any(self._try(c, file_offset, piece, algo, file_digest, whole=length)
                        for c in self.candidates.get(path, ())):
                 return None
             end = max(end, chunk_offset + length)
