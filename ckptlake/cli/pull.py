@@ -20,7 +20,7 @@ EPILOG = epilog(
     "DEST that differ from the version make the pull fail with a conflict (exit 6) unless "
     "--force is given; files that are not part of the version are left alone.",
     "Egress: before downloading, pull estimates the bytes it will fetch (not what DEST already "
-    "holds), the route (same region, inter-region, internet) and the cost, from egress: in "
+    "holds, nor chunks in the cache), the route (same region, inter-region, internet) and the cost, from egress: in "
     "ckptlake.yaml.  Above egress.warn_above_usd it warns; above egress.confirm_above_usd it "
     "asks on a terminal and otherwise needs --yes (else exit 7, nothing downloaded).  "
     "--estimate prints the estimate only.",
