@@ -37,9 +37,9 @@ from ..transfer.parts import Parts
 from ..transfer.pool import Counter, bounded_map
 from ..transfer.progress import Progress
 from ..transfer.throttle import Throttle
+from ..units import format_bytes
 from .cache import ChunkCache
 from .reuse import LocalSources, local_sources
-from ..units import format_bytes
 
 _READ_BLOCK = 4 * 1024 * 1024
 
