@@ -271,3 +271,26 @@ def test_egress_estimate_counts_cached_chunks_as_present(setup, tmp_path: Path) 
     lake.pull(ART, tmp_path / "a")
     after = lake.estimate_pull(ART, tmp_path / "b", egress=EgressPolicy())
     assert before.bytes_to_download > 4 * MiB and after.bytes_to_download == 0
+
+
+def test_cli_pull_through_the_env_cache_and_no_cache(tmp_path: Path) -> None:
+    src = source(tmp_path)
+    url = f"file://{tmp_path / 'lake'}"
+    with ckptlake.open(url, chunk_size=MiB, cache=False) as lk:
+        lk.push(src, ART)
+    env = {"CKPTLAKE_CACHE": str(tmp_path / "cache"), "CKPTLAKE_CONFIG": ""}
+    runner = CliRunner()
+    docs = []
+    for dest, extra in (("a", []), ("b", []), ("c", ["--no-cache"])):
+        res = runner.invoke(app, ["pull", ART, str(tmp_path / dest), "--lake", url, "--json",
+                                  *extra], env=env)
+        assert res.exit_code == 0, res.output
+        docs.append(json.loads(res.stdout))
+        assert tree_bytes(tmp_path / dest) == tree_bytes(src)
+    assert docs[0]["bytes_from_cache"] == 0 and docs[0]["bytes_downloaded"] > 4 * MiB
+    assert docs[1]["bytes_from_cache"] == docs[1]["bytes_total"]
+    assert docs[1]["bytes_downloaded"] == 0
+    assert docs[2]["bytes_from_cache"] == 0
+    assert docs[2]["bytes_downloaded"] == docs[0]["bytes_downloaded"]
+    res = runner.invoke(app, ["pull", ART, str(tmp_path / "d"), "--lake", url], env=env)
+    assert res.exit_code == 0 and "chunk cache" in res.stderr and "from the cache" in res.stdout

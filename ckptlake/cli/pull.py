@@ -87,6 +87,8 @@ def pull(
                             "lake_origin": lake_origin(handle), "destination": str(dest)},
                            estimate_summary(est))
                 return
+            if handle.cache is not None and not no_cache:
+                out.note(f"chunk cache {handle.cache.dir}")
             with out.progress() as progress:
                 result = handle.pull(parsed, dest, force=force, progress=progress,
                                      egress=egress, yes=yes, confirm=confirm_egress(out),
