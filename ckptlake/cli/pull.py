@@ -87,8 +87,9 @@ def pull(
                             "lake_origin": lake_origin(handle), "destination": str(dest)},
                            estimate_summary(est))
                 return
-            if handle.cache is not None and not no_cache:
-                out.note(f"chunk cache {handle.cache.dir}")
+            chunk_cache = getattr(handle, "cache", None)
+            if chunk_cache is not None and not no_cache:
+                out.note(f"chunk cache {chunk_cache.dir}")
             with out.progress() as progress:
                 result = handle.pull(parsed, dest, force=force, progress=progress,
                                      egress=egress, yes=yes, confirm=confirm_egress(out),
