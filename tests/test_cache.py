@@ -200,6 +200,11 @@ def test_cli_cache_ls_and_prune(setup, tmp_path: Path) -> None:
     assert doc["entries"] == 6 and doc["max_size"] == 64 * MiB
     assert doc["bytes"] == sum(p.stat().st_size for p in entry_files(cache_dir))
     assert doc["origin"] == "$CKPTLAKE_CACHE"
+    [v] = doc["versions"]
+    assert (v["artifact"], v["version"], v["lake"]) == (ART, 1, "memory://test")
+    assert v["bytes_cached"] == v["bytes"] == doc["bytes"] and v["chunks"] == 6
+    res = runner.invoke(app, ["cache", "ls"], env=env)
+    assert res.exit_code == 0 and f"{ART}@v1" in res.stdout and "6 chunks" in res.stdout
     res = runner.invoke(app, ["cache", "prune", "--max-size", "2MiB", "--dry-run", "--json"],
                         env=env)
     assert res.exit_code == 0, res.output
@@ -209,8 +214,11 @@ def test_cli_cache_ls_and_prune(setup, tmp_path: Path) -> None:
     res = runner.invoke(app, ["cache", "prune", "--max-size", "2MiB"], env=env)
     assert res.exit_code == 0 and "deleted" in res.stdout
     assert sum(p.stat().st_size for p in entry_files(cache_dir)) <= 2 * MiB
+    doc = json.loads(runner.invoke(app, ["cache", "ls", "--json"], env=env).stdout)
+    assert 0 < doc["versions"][0]["bytes_cached"] <= 2 * MiB < doc["versions"][0]["bytes"]
     res = runner.invoke(app, ["cache", "prune", "--all"], env=env)
     assert res.exit_code == 0 and entry_files(cache_dir) == []
+    assert os.listdir(cache_dir / "versions") == []  # a record with nothing left goes too
     res = runner.invoke(app, ["cache", "ls", "--all"], env=env)
     assert res.exit_code == 2
     res = runner.invoke(app, ["cache", "nonsense"], env=env)

@@ -9,10 +9,11 @@ import typer
 
 from .help import epilog
 from .options import CommonOptions, ConfigOpt, DebugOpt, JsonOpt, QuietOpt
-from .output import Output, format_bytes, plural
+from .output import Output, format_bytes, plain_table, plural
 
 HELP = ("Show or trim the local chunk cache that pulls read through.\n\n"
-        "ACTION is ls (where it is, how many chunks, how many bytes of its bound) or prune "
+        "ACTION is ls (where it is, how many chunks, how many bytes of its bound, and which "
+        "versions were pulled through it, with how much of each is still cached) or prune "
         "(delete least recently used chunks down to its bound, to --max-size, or --all).")
 EPILOG = epilog(
     "Example: ckptlake cache ls; ckptlake cache prune --max-size 5GiB --dry-run",
@@ -71,17 +72,27 @@ def cache(
             where, origin, size = setting.dir, setting.origin, setting.size
         chunk_cache = ChunkCache(where, size or DEFAULT_CACHE_SIZE)
         if action == "ls":
-            st = chunk_cache.stats()
-            doc = {**st.to_dict(), "origin": origin}
+            entries = chunk_cache.entries()
+            st = chunk_cache.stats(entries)
+            versions = chunk_cache.versions(entries)
+            doc = {**st.to_dict(), "origin": origin, "versions": versions}
             age = (f"; least recently used {_ago(st.oldest_used)}"
                    if st.oldest_used is not None else "")
-            out.result(doc, f"cache {st.dir} ({origin}): {plural(st.entries, 'chunk')}, "
-                            f"{format_bytes(st.bytes)} of {format_bytes(st.max_size)}{age}")
+            human = (f"cache {st.dir} ({origin}): {plural(st.entries, 'chunk')}, "
+                     f"{format_bytes(st.bytes)} of {format_bytes(st.max_size)}{age}")
+            if versions:
+                rows = [[f"{v['artifact']}@v{v['version']}",
+                         f"{format_bytes(v['bytes_cached'])} of {format_bytes(v['bytes'])}",
+                         v["pulled"], v["lake"]] for v in versions]
+                human += "\n" + plain_table(("VERSION", "CACHED", "PULLED", "LAKE"), rows)
+            out.result(doc, human)
             return
         target = 0 if all_ else limit if limit is not None else chunk_cache.max_size
         r = chunk_cache.trim(target, dry_run=dry_run)
         if chunk_cache.failure:
             raise UsageError(chunk_cache.failure)
+        if not dry_run:
+            chunk_cache.versions()  # drops the records of versions with nothing left
         verb = "would delete" if dry_run else "deleted"
         out.result({**r.to_dict(), "origin": origin, "max_size": target},
                    f"{verb} {plural(r.entries_removed, 'chunk')} "

@@ -6,6 +6,7 @@ Opt-in (`cache:` in ckptlake.yaml, `$CKPTLAKE_CACHE`, `ckptlake.open(cache=...)`
     <dir>/tmp/                                                    entries being written
     <dir>/.lock                                                   flock held while evicting
     <dir>/locks/<algo>-<3 hex>                                    flock held while fetching
+    <dir>/versions/<id>.json                                      versions pulled through it
 
 Why content-addressed by digest and not per lake: a digest names its bytes, so one cache serves
 every lake (the same base model pulled from two buckets is cached once), and nothing in it can
@@ -30,6 +31,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
+import json
 import os
 import threading
 import time
@@ -241,6 +244,57 @@ class ChunkCache:
         if over:
             self.trim(int(self.max_size * _TRIM_TO))
 
+    # -- which versions the chunks belong to (for `cache ls`, like the HF cache's snapshots) --
+
+    def record_version(self, lake: str, artifact: str, version: int, algo: str,
+                       chunks: dict[str, int]) -> None:
+        """Note that a pull of this version went through the cache (`chunks`: digest -> object
+        size), so `cache ls` can say how much of which version is cached.  Best effort: the
+        chunks are the cache, this is only its table of contents."""
+        ident = hashlib.sha256(f"{lake}\0{artifact}\0{version}".encode()).hexdigest()[:24]
+        path = os.path.join(self.dir, "versions", f"{ident}.json")
+        doc = {"lake": lake, "artifact": artifact, "version": version, "hash": algo,
+               "pulled": _iso(time.time()), "chunks": chunks}
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(tmp, "w") as fh:
+                json.dump(doc, fh)
+            os.replace(tmp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+    def versions(self, entries: list[CacheEntry] | None = None) -> list[dict]:
+        """Every recorded version with the bytes of its chunks still cached, newest pull
+        first; records with none of their chunks left are deleted."""
+        present = {(e.algo, e.digest) for e in (self.entries() if entries is None else entries)}
+        root = os.path.join(self.dir, "versions")
+        out = []
+        for name in _listdir(root):
+            if not name.endswith(".json"):
+                continue
+            path = os.path.join(root, name)
+            try:
+                with open(path) as fh:
+                    doc = json.load(fh)
+                chunks = doc["chunks"]
+                algo = doc["hash"]
+                total = sum(int(n) for n in chunks.values())
+                cached = sum(int(n) for d, n in chunks.items() if (algo, d) in present)
+                row = {"lake": str(doc["lake"]), "artifact": str(doc["artifact"]),
+                       "version": int(doc["version"]), "pulled": str(doc["pulled"]),
+                       "chunks": len(chunks), "bytes": total, "bytes_cached": cached}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                continue  # not a record of ours, or being replaced
+            if cached == 0 and total > 0:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                continue
+            out.append(row)
+        out.sort(key=lambda r: (r["pulled"], r["artifact"], r["version"]), reverse=True)
+        return out
+
     # -- looking and evicting ----------------------------------------------------------------
 
     def entries(self) -> list[CacheEntry]:
@@ -259,8 +313,8 @@ class ChunkCache:
         found.sort(key=lambda e: (e.used, e.path))
         return found
 
-    def stats(self) -> CacheStats:
-        entries = self.entries()
+    def stats(self, entries: list[CacheEntry] | None = None) -> CacheStats:
+        entries = self.entries() if entries is None else entries
         return CacheStats(dir=self.dir, max_size=self.max_size, entries=len(entries),
                           bytes=sum(e.size for e in entries),
                           oldest_used=entries[0].used if entries else None,

@@ -623,6 +623,8 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
     finally:
         staging.close(keep=keep)
         progress.finish()
+    if cache is not None and cache.failure is None:
+        cache.record_version(lake_url, m.artifact, m.version, m.hash, fetcher.object_size)
     warnings = []
     if cache is not None and cache.failure:
         warnings.append(f"{cache.failure}; the pull went on without caching")
