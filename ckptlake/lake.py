@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .policy.egress import EgressEstimate, EgressPolicy
     from .policy.retention import RetentionPolicy
     from .checkpointer import Checkpointer
+    from .core.cache import ChunkCache
     from .core.diff import DiffResult
     from .core.lineage import LineageGraph
     from .core.shards import PendingStep, ShardPushResult
@@ -72,7 +73,7 @@ class Lake:
     def __init__(self, store: Store, *, chunk_size: int | None = None,
                  concurrency: int | None = None, max_bandwidth: float | None = None,
                  multipart_threshold: int | None = None, part_size: int | None = None,
-                 origin: str = "explicit") -> None:
+                 origin: str = "explicit", cache: "ChunkCache | None" = None) -> None:
         if chunk_size is not None:
             check_chunk_size(chunk_size)
         if concurrency is not None:
@@ -81,6 +82,7 @@ class Lake:
         self.store = store
         self.url = store.url
         self.origin = origin
+        self.cache = cache  # the local chunk cache pulls read through (core/cache.py), or None
         self.chunk_size = chunk_size  # None: the lake header's default
         self.concurrency = concurrency or DEFAULT_CONCURRENCY
         if max_bandwidth is not None and max_bandwidth <= 0:
@@ -210,7 +212,8 @@ class Lake:
              yes: bool = False, confirm: "Callable[[EgressEstimate], bool] | None" = None,
              on_estimate: "Callable[[EgressEstimate], None] | None" = None,
              paths: Sequence[str] = (), include: Sequence[str] = (),
-             exclude: Sequence[str] = ()) -> PullResult:
+             exclude: Sequence[str] = (),
+             reference: "Sequence[str | Path]" = (), use_cache: bool = True) -> PullResult:
         """Restore one version into `destination`, or part of it.
 
         A directory artifact restores into the directory `destination`; a file artifact
@@ -226,21 +229,34 @@ class Lake:
         the estimate goes to `on_estimate` (the CLI warns with it); above
         `confirm_above_usd` the pull goes on only with `yes=True` or if `confirm(estimate)`
         returns True, else raises PolicyRefusal.  None (the default): no egress check.
+
+        Chunks already on this machine are copied, not downloaded (core/reuse.py): from files
+        kept as identical, from the files `force` replaces (at the same offsets), and from
+        each `reference` directory (the same relative path, then files of the same size).
+        With the lake's chunk cache (`ckptlake.open(cache=...)`) and `use_cache`, chunks are
+        read from the cache when there, and downloaded ones are added to it.
         """
         from .core.browse import select
 
+        refs = [os.fspath(r) for r in reference]
+        for r in refs:
+            if not os.path.isdir(r):
+                raise UsageError(f"reference directory {r} does not exist or is not a directory",
+                                 hint="--reference names a directory holding an earlier copy")
         m = select(catalog.resolve(self.store, ref), paths, include, exclude)
         if egress is not None:
             from .core import egress as _egress
 
-            est = _egress.estimate_pull(self.store, m, os.fspath(destination), egress)
+            est = _egress.estimate_pull(self.store, m, os.fspath(destination), egress,
+                                        self.cache if use_cache else None)
             if on_estimate is not None:
                 on_estimate(est)
             _egress.enforce(est, yes=yes, confirm=confirm)
         with self._watching(progress) as progress:
             return _pull.pull(self.store, m, os.fspath(destination), force=force,
                               concurrency=self.concurrency, progress=progress,
-                              lake_url=self.url, throttle=self.throttle, parts=self.parts)
+                              lake_url=self.url, throttle=self.throttle, parts=self.parts,
+                              cache=self.cache if use_cache else None, reference=refs)
 
     def files(self, ref: str | Ref, prefix: str | None = None) -> dict[str, Any]:
         """{"artifact", "version", "files"}: the version `ref` names and its files, symlinks
@@ -420,7 +436,7 @@ class Lake:
 
         m = select(catalog.resolve(self.store, ref), paths, include, exclude)
         policy = egress if egress is not None else load_egress(load_config())
-        return _egress.estimate_pull(self.store, m, os.fspath(destination), policy)
+        return _egress.estimate_pull(self.store, m, os.fspath(destination), policy, self.cache)
 
     def estimate_diff(self, a: str | Ref, b: str | Ref, *,
                       egress: "EgressPolicy | None" = None) -> "EgressEstimate":

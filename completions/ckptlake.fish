@@ -17,6 +17,7 @@ complete -c ckptlake -n '__fish_use_subcommand' -a 'diff' -d 'Compare version A 
 complete -c ckptlake -n '__fish_use_subcommand' -a 'watch' -d 'Watch DIR and push each new complete checkpoint in it to ARTIFACT, in step order'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'gc' -d 'Delete the versions the retention policy no longer keeps, and the chunks nothing references any more'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'verify' -d 'Check that versions can be restored: the lake header, every manifest, that every chunk they reference exists with the right size, aliases, shard steps and gc\'s records'
+complete -c ckptlake -n '__fish_use_subcommand' -a 'cache' -d 'Show or trim the local chunk cache that pulls read through'
 
 # push SOURCE ARTIFACT
 complete -c ckptlake -n '__fish_seen_subcommand_from push' -l step -x -d 'Training step of this checkpoint (integer >= 0); select it later with @step=N'
@@ -50,6 +51,8 @@ complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l exclude -x -d 'Lea
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l force -d 'Overwrite files at DEST that differ from the version'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l estimate -d 'Print what the pull would download and cost (egress); download nothing'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -s y -l yes -d 'Accept an egress cost above egress.confirm_above_usd without asking'
+complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l reference -x -d 'A directory holding an earlier copy (repeatable): chunks found there are copied, not downloaded'
+complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l no-cache -d 'Neither read nor fill the local chunk cache'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l concurrency -x -d 'Parallel transfers (default: from the config, else the library\'s default)'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l max-bandwidth -x -d 'Limit transfer speed to SIZE per second for the whole process, e.g. 50MiB'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
@@ -196,3 +199,14 @@ complete -c ckptlake -n '__fish_seen_subcommand_from verify' -l json -d 'Print e
 complete -c ckptlake -n '__fish_seen_subcommand_from verify' -s q -l quiet -d 'Print nothing but errors'
 complete -c ckptlake -n '__fish_seen_subcommand_from verify' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from verify' -s h -l help -d 'Show this message and exit'
+
+# cache ACTION
+complete -c ckptlake -n '__fish_seen_subcommand_from cache' -l max-size -x -d 'prune: keep at most SIZE (e.g. 5GiB) instead of the cache\'s bound'
+complete -c ckptlake -n '__fish_seen_subcommand_from cache' -l all -d 'prune: delete every cached chunk'
+complete -c ckptlake -n '__fish_seen_subcommand_from cache' -l dry-run -d 'prune: say what would be deleted; delete nothing'
+complete -c ckptlake -n '__fish_seen_subcommand_from cache' -l dir -r -F -d 'The cache directory (default: $CKPTLAKE_CACHE, else cache: in the config)'
+complete -c ckptlake -n '__fish_seen_subcommand_from cache' -l config -r -F -d 'Config file to read instead of the default search'
+complete -c ckptlake -n '__fish_seen_subcommand_from cache' -l json -d 'Print exactly one JSON document on stdout (also for errors); no progress, no notes'
+complete -c ckptlake -n '__fish_seen_subcommand_from cache' -s q -l quiet -d 'Print nothing but errors'
+complete -c ckptlake -n '__fish_seen_subcommand_from cache' -l debug -d 'Print the traceback of errors on stderr'
+complete -c ckptlake -n '__fish_seen_subcommand_from cache' -s h -l help -d 'Show this message and exit'

@@ -21,6 +21,7 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from . import alias as alias_cmd
+from . import cache as cache_cmd
 from . import cat as cat_cmd
 from . import diff as diff_cmd
 from . import gc as gc_cmd
@@ -192,6 +193,7 @@ app.command("diff", help=diff_cmd.HELP, epilog=diff_cmd.EPILOG)(diff_cmd.diff)
 app.command("watch", help=watch_cmd.HELP, epilog=watch_cmd.EPILOG)(watch_cmd.watch)
 app.command("gc", help=gc_cmd.HELP, epilog=gc_cmd.EPILOG)(gc_cmd.gc)
 app.command("verify", help=verify_cmd.HELP, epilog=verify_cmd.EPILOG)(verify_cmd.verify)
+app.command("cache", help=cache_cmd.HELP, epilog=cache_cmd.EPILOG)(cache_cmd.cache)
 
 
 def main() -> None:

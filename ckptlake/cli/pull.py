@@ -21,7 +21,7 @@ EPILOG = epilog(
     "DEST that differ from the version make the pull fail with a conflict (exit 6) unless "
     "--force is given; files that are not part of the version are left alone.",
     "Egress: before downloading, pull estimates the bytes it will fetch (not what DEST already "
-    "holds), the route (same region, inter-region, internet) and the cost, from egress: in "
+    "holds, nor chunks in the cache), the route (same region, inter-region, internet) and the cost, from egress: in "
     "ckptlake.yaml.  Above egress.warn_above_usd it warns; above egress.confirm_above_usd it "
     "asks on a terminal and otherwise needs --yes (else exit 7, nothing downloaded).  "
     "--estimate prints the estimate only.",
@@ -31,7 +31,15 @@ EPILOG = epilog(
     "--include glob (everything, when neither is given), and no --exclude glob.  Globs match "
     "the whole relative path or one of its parent directories; * and ** also match '/'.  A "
     "PATH or --include matching nothing: exit 3, nothing downloaded.  The estimate, "
-    "verification, resume and --json cover the selected files only.")
+    "verification, resume and --json cover the selected files only.",
+    "Local reuse: a chunk whose bytes are already on this machine is copied, not downloaded "
+    "(verified by its digest like a download): from files kept as identical, from the files "
+    "--force replaces (at the same offset), and from each --reference DIR (the file at the same "
+    "relative path, then up to 2 files of the same size).  Pulling v2 over v1 downloads only "
+    "the chunks that differ.",
+    "Chunk cache (opt-in: cache: in ckptlake.yaml or $CKPTLAKE_CACHE): chunks are read from "
+    "the cache when there and added to it when downloaded, so many pulls on one machine fetch "
+    "a chunk once; see 'ckptlake cache --help'.  --no-cache bypasses it.")
 
 
 def pull(
@@ -61,6 +69,12 @@ def pull(
     yes: Annotated[bool, typer.Option(
         "--yes", "-y", help="Accept an egress cost above egress.confirm_above_usd without "
                             "asking.")] = False,
+    reference: Annotated[Optional[list[Path]], typer.Option(
+        "--reference", metavar="DIR", file_okay=False, show_default=False,
+        help="A directory holding an earlier copy (repeatable): chunks found there are copied, "
+             "not downloaded.")] = None,
+    no_cache: Annotated[bool, typer.Option(
+        "--no-cache", help="Neither read nor fill the local chunk cache.")] = False,
     concurrency: ConcurrencyOpt = None,
     max_bandwidth: MaxBandwidthOpt = None,
     lake: LakeOpt = None,
@@ -96,10 +110,14 @@ def pull(
                             **({"selection": selection} if selection else {})},
                            estimate_summary(est))
                 return
+            chunk_cache = getattr(handle, "cache", None)
+            if chunk_cache is not None and not no_cache:
+                out.note(f"chunk cache {chunk_cache.dir}")
             with out.progress() as progress:
                 result = handle.pull(parsed, dest, force=force, progress=progress,
                                      egress=egress, yes=yes, confirm=confirm_egress(out),
-                                     on_estimate=lambda e: warn_egress(out, e, yes), **part)
+                                     on_estimate=lambda e: warn_egress(out, e, yes),
+                                     reference=reference or (), use_cache=not no_cache, **part)
             for warning in result.warnings:
                 out.warn(warning)
             doc = {**result.to_dict(), "lake": lake_url(handle),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import CkptlakeError, PolicyRefusal
 from ..format.manifest import FileEntry, Manifest
@@ -18,9 +18,12 @@ from ..policy.egress import EgressEstimate, EgressPolicy, estimate
 from ..store.base import Store
 from ..units import format_bytes
 
+if TYPE_CHECKING:
+    from .cache import ChunkCache
 
-def bytes_to_fetch(m: Manifest, destination: str, lake_url: str | None = None
-                   ) -> tuple[int, int]:
+
+def bytes_to_fetch(m: Manifest, destination: str, lake_url: str | None = None,
+                   cache: "ChunkCache | None" = None) -> tuple[int, int]:
     """(chunk-object bytes the pull downloads, bytes it will not download).
 
     The pull's rules (core/pull.py): a regular file at the final path whose bytes match the
@@ -28,7 +31,10 @@ def bytes_to_fetch(m: Manifest, destination: str, lake_url: str | None = None
     journaled in its staging directory is reused (counted from the journal; the pull re-verifies
     it, and fetches it after all in the rare case that fails); everything else is fetched.  A
     pack chunk is fetched whole, so it counts once, at its full size (up to the last file of the
-    version in it), even when only some of its files are needed.
+    version in it), even when only some of its files are needed.  A chunk the local chunk cache
+    holds counts as present (by a stat: the pull verifies it when read).  Chunks that
+    chunk-level reuse will copy from local files (core/reuse.py) are not subtracted: finding
+    them means hashing, so the estimate stays an upper bound.
     """
     from .browse import object_sizes
     from .pull import final_root, journaled_chunks, staging_dir
@@ -56,11 +62,16 @@ def bytes_to_fetch(m: Manifest, destination: str, lake_url: str | None = None
     whole_size = object_sizes(m)  # a pack is fetched whole, also for part of a version
     for e in needed:
         for ref in e.chunks:
-            if ref.digest in staged:
+            if ref.digest in staged or (cache is not None and _cached(cache, m.hash,
+                                                                       ref.digest)):
                 staged_files[ref.digest] = staged_files.get(ref.digest, 0) + ref.size
                 continue
             objects[ref.digest] = whole_size[ref.digest]
     return sum(objects.values()), present + sum(staged_files.values())
+
+
+def _cached(cache: "ChunkCache", algo: str, chunk: str) -> bool:
+    return os.path.isfile(cache.entry_path(algo, chunk))
 
 
 def _present(path: str, entry: FileEntry, algo: str) -> bool:
@@ -111,9 +122,9 @@ def estimate_download(store: Store, policy: EgressPolicy, *, artifact: str, vers
                     operation=operation, base=base)
 
 
-def estimate_pull(store: Store, m: Manifest, destination: str, policy: EgressPolicy
-                  ) -> EgressEstimate:
-    to_download, present = bytes_to_fetch(m, destination, store.url)
+def estimate_pull(store: Store, m: Manifest, destination: str, policy: EgressPolicy,
+                  cache: "ChunkCache | None" = None) -> EgressEstimate:
+    to_download, present = bytes_to_fetch(m, destination, store.url, cache)
     return estimate_download(store, policy, artifact=m.artifact, version=m.version,
                              bytes_total=m.total_bytes, bytes_present=present,
                              bytes_to_download=to_download)

@@ -24,6 +24,7 @@ import stat
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from ..errors import (AccessDenied, Conflict, IntegrityError, NotFound, UnsafeManifest,
                       UsageError)
@@ -38,6 +39,8 @@ from ..transfer.progress import Progress
 from ..transfer.throttle import Throttle
 from ..units import format_bytes
 from .browse import object_sizes
+from .cache import ChunkCache
+from .reuse import LocalSources, local_sources
 
 _READ_BLOCK = 4 * 1024 * 1024
 
@@ -459,12 +462,17 @@ def _already_staged(unit: _Unit, algo: str) -> bool:
 class _Fetcher:
     def __init__(self, store: Store, m: Manifest, progress: Progress,
                  staging: _Staging, throttle: Throttle | None = None,
-                 parts: Parts | None = None) -> None:
+                 parts: Parts | None = None, local: LocalSources | None = None,
+                 cache: ChunkCache | None = None) -> None:
         self.store, self.m, self.progress, self.staging = store, m, progress, staging
         self.throttle = throttle or Throttle(None)
         self.parts = parts
+        self.local = local  # chunk bytes already on this machine (core/reuse.py)
+        self.cache = cache  # the opt-in chunk cache (core/cache.py)
         self.downloaded = Counter()
         self.resumed = Counter()
+        self.copied = Counter()  # bytes copied from local files instead of downloaded
+        self.cached = Counter()  # bytes read from the chunk cache instead of downloaded
         self._local = threading.local()
         # The largest chunk object this version references: every fetch fits the buffer.
         # From the whole version, also when pulling part of it: a pack is fetched (and
@@ -497,6 +505,34 @@ class _Fetcher:
             self.progress.advance(unit.nbytes)
             return
         key = layout.chunk_key(unit.digest)
+        if self.local is not None:
+            local = self.local.fill(unit, memoryview(self._buffer()), self.m.hash)
+            if local is not None:
+                self._write_targets(unit, local, key)
+                self.copied.add(unit.nbytes)
+                self.progress.advance(unit.nbytes)
+                return
+        if self.cache is None:
+            self._download(unit, key)
+            return
+        if self._from_cache(unit, key):
+            return
+        # Another process pulling the same version is likely fetching this very chunk: wait
+        # for it (bounded, see ChunkCache.filling) and read the cache, so it is fetched once.
+        with self.cache.filling(self.m.hash, unit.digest):
+            if not self._from_cache(unit, key):
+                self._download(unit, key)
+
+    def _from_cache(self, unit: _Unit, key: str) -> bool:
+        cached = self.cache.get_into(self.m.hash, unit.digest, self._buffer())  # type: ignore
+        if cached is None:
+            return False
+        self._write_targets(unit, cached, key)
+        self.cached.add(unit.nbytes)
+        self.progress.advance(unit.nbytes)
+        return True
+
+    def _download(self, unit: _Unit, key: str) -> None:
         size = self.object_size[unit.digest]
         self.throttle.acquire(size)
         in_parts = self.parts is not None and self.parts.applies(size)
@@ -518,6 +554,15 @@ class _Fetcher:
                                  f"{self.m.artifact}@v{self.m.version} cannot be restored",
                                  hint="nothing was written to the destination")
         self.downloaded.add(len(data))
+        if self.cache is not None:
+            self.cache.put(self.m.hash, unit.digest, data)
+        self._write_targets(unit, data, key)
+        if not per_part:
+            self.progress.advance(unit.nbytes)
+
+    def _write_targets(self, unit: _Unit, data: memoryview, key: str) -> None:
+        """Write a verified chunk's bytes to every place the version needs them, then journal
+        it (a resumed pull re-verifies what the journal names)."""
         view = data
         for path, file_offset, chunk_offset, length, file_digest in unit.targets:
             piece = view[chunk_offset:chunk_offset + length]
@@ -528,8 +573,6 @@ class _Fetcher:
             _write(path, piece, file_offset,
                    direct=chunk_offset == 0 and isinstance(data.obj, mmap.mmap))
         self.staging.record(unit.digest)
-        if not per_part:
-            self.progress.advance(unit.nbytes)
 
 
 _DIRECT_ALIGN = 4096
@@ -622,7 +665,8 @@ def _place_planned(p: _Placement, staging: _Staging) -> None:
 
 def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrency: int,
          progress: Progress, lake_url: str, throttle: Throttle | None = None,
-         parts: Parts | None = None) -> PullResult:
+         parts: Parts | None = None, cache: ChunkCache | None = None,
+         reference: Sequence[str] = ()) -> PullResult:
     started = time.monotonic()
     try:
         placement = _Placement(m, destination, force)
@@ -637,10 +681,14 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
                          ) from None
     total = sum(e.size for e in placement.download)
     progress.start(phase="pull", total_bytes=total, total_files=len(placement.download))
-    fetcher = _Fetcher(store, m, progress, staging, throttle, parts)
+    cache = cache.session() if cache is not None else None
     keep = True  # interrupted or storage failing: keep staged chunks for the next attempt
     try:
         units = _prepare(staging, placement.download, m.hash)
+        local = local_sources(m, placement.download, placement.reused, placement.finals,
+                              {e.path: staging.file(e.path) for e in placement.download},
+                              reference)
+        fetcher = _Fetcher(store, m, progress, staging, throttle, parts, local, cache)
         for _ in bounded_map(fetcher, list(units.values()), workers=concurrency,
                              name="ckptlake-pull"):
             pass
@@ -662,7 +710,15 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
     finally:
         staging.close(keep=keep)
         progress.finish()
+    if cache is not None and cache.failure is None:
+        cache.record_version(lake_url, m.artifact, m.version, m.hash, fetcher.object_size)
     warnings = []
+    if cache is not None and cache.failure:
+        warnings.append(f"{cache.failure}; the pull went on without caching")
+    if cache is not None and cache.dropped:
+        warnings.append(f"dropped {cache.dropped} corrupt chunk cache "
+                        f"entr{'y' if cache.dropped == 1 else 'ies'} in {cache.dir} and "
+                        "downloaded those chunks instead")
     if left := abandoned_stagings(placement.final_root):
         more = f" and {len(left) - 1} more" if len(left) > 1 else ""
         warnings.append(f"interrupted pulls left {format_bytes(sum(n for _, n in left))} in "
@@ -672,7 +728,8 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
         lake=lake_url, artifact=m.artifact, version=m.version,
         destination=placement.final_root, files=len(m.files), bytes_total=m.total_bytes,
         bytes_downloaded=fetcher.downloaded.value,
-        bytes_reused=sum(e.size for e in placement.reused),
+        bytes_reused=sum(e.size for e in placement.reused) + fetcher.copied.value,
         bytes_resumed=fetcher.resumed.value,
-        seconds=round(time.monotonic() - started, 3))
+        seconds=round(time.monotonic() - started, 3),
+        bytes_from_cache=fetcher.cached.value)
 
