@@ -196,21 +196,67 @@ def diff(store: Store, a: Manifest, b: Manifest, *, values: bool = False) -> Dif
 
 # --- values -------------------------------------------------------------------------------------
 
-def read_range(store: Store, entry: FileEntry, start: int, length: int) -> Iterator[bytes]:
-    """Bytes [start, start+length) of a stored file, one ranged GET per chunk it touches."""
+def _pieces(entry: FileEntry, start: int, length: int) -> Iterator[tuple[str, int, int, int]]:
+    """(chunk key, offset in the object, offset in the file, length) of each chunk piece of the
+    file's bytes [start, start+length)."""
     end, pos = start + length, 0
     for c in entry.chunks:
         lo, hi = max(start, pos), min(end, pos + c.size)
         if lo < hi:
-            data = store.get_range(layout.chunk_key(c.digest), (c.offset or 0) + lo - pos,
-                                   hi - lo)
-            if len(data) != hi - lo:
-                raise IntegrityError(f"chunk {c.digest[:12]} of {entry.path} is shorter than "
-                                     "its manifest says")
-            yield data
+            yield layout.chunk_key(c.digest), (c.offset or 0) + lo - pos, lo, hi - lo
         pos += c.size
         if pos >= end:
             break
+
+
+def read_range(store: Store, entry: FileEntry, start: int, length: int) -> Iterator[bytes]:
+    """Bytes [start, start+length) of a stored file, one ranged GET per chunk it touches."""
+    for key, obj_offset, _, n in _pieces(entry, start, length):
+        data = store.get_range(key, obj_offset, n)
+        if len(data) != n:
+            raise IntegrityError(f"chunk {key.rsplit('/', 1)[-1][:12]} of {entry.path} is "
+                                 "shorter than its manifest says")
+        yield data
+
+
+def check_tensor(t: TensorInfo, dig: TensorDigest) -> None:
+    """The bytes fed to `dig` must be the tensor's recorded bytes."""
+    if not dig.complete or dig.hexdigest() != t.digest:
+        raise IntegrityError(f"tensor {t.name}: bytes read do not match its recorded digest",
+                             hint="the lake may be corrupt; run a pull to verify chunks")
+
+
+def read_tensor_into(store: Store, entry: FileEntry, t: TensorInfo, buffer: bytearray, *,
+                     workers: int = _VALUE_WORKERS) -> int:
+    """Every byte of tensor `t` into `buffer` (len t.nbytes): exactly its range, one ranged GET
+    per chunk piece (up to `workers` at a time), verified against its block digest before
+    returning (IntegrityError, and the buffer must not be used, if they differ).  Returns the
+    bytes fetched."""
+    view = memoryview(buffer)
+    dig = TensorDigest(t.start, t.end)
+
+    def fetch(piece: tuple[str, int, int, int]) -> int:
+        key, obj_offset, file_offset, n = piece
+        got = store.get_range_into(key, obj_offset,
+                                   view[file_offset - t.start:file_offset - t.start + n])
+        if len(got) != n:
+            raise IntegrityError(f"chunk {key.rsplit('/', 1)[-1][:12]} of {entry.path} is "
+                                 "shorter than its manifest says")
+        dig.add(file_offset, got)
+        return n
+
+    pieces = [p for piece in _pieces(entry, t.start, t.nbytes) for p in _split(piece)]
+    fetched = sum(bounded_map(fetch, pieces, workers=workers, name="ckptlake-tensor"))
+    check_tensor(t, dig)
+    return fetched
+
+
+def _split(piece: tuple[str, int, int, int]) -> Iterator[tuple[str, int, int, int]]:
+    """A chunk piece cut into WINDOW-sized ranged GETs (more of them in flight for a tensor
+    held by one large chunk)."""
+    key, obj_offset, file_offset, n = piece
+    for o in range(0, n, WINDOW):
+        yield key, obj_offset + o, file_offset + o, min(WINDOW, n - o)
 
 
 def require_numpy() -> Any:
@@ -257,9 +303,7 @@ def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorI
         ss_diff += float(np.dot(d, d))
         ss_a += float(np.dot(va, va))
     for t, dig in ((x, digests[0]), (y, digests[1])):
-        if dig.hexdigest() != t.digest:
-            raise IntegrityError(f"tensor {t.name}: bytes read do not match its recorded digest",
-                                 hint="the lake may be corrupt; run a pull to verify chunks")
+        check_tensor(t, dig)
     if ss_a > 0:
         rel: float | None = math.sqrt(ss_diff) / math.sqrt(ss_a)
     else:

@@ -1,0 +1,299 @@
+"""Reading in place: lake.open (LakeFile), lake.tensors, lake.load_state_dict."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ckptlake.errors import IntegrityError, NotFound, UsageError
+from ckptlake.format import layout
+from ckptlake.lake import Lake
+from ckptlake.store.memory import MemoryStore
+
+KiB, MiB = 1024, 1024 * 1024
+CH = MiB  # chunk size of the test lake
+
+
+class CountingStore(MemoryStore):
+    """Records every GET and ranged GET: (key, bytes returned)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[tuple[str, int]] = []
+
+    def get(self, key: str) -> bytes:
+        data = super().get(key)
+        self.reads.append((key, len(data)))
+        return data
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        data = super().get_range(key, start, length)
+        self.reads.append((key, len(data)))
+        return data
+
+
+@pytest.fixture
+def store() -> CountingStore:
+    return CountingStore()
+
+
+@pytest.fixture
+def lake(store: CountingStore) -> Lake:
+    # 1 MiB chunks (the smallest allowed); files under 1 MiB are packed.
+    return Lake(store, chunk_size=CH, concurrency=4)
+
+
+def payload(n: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+def test_random_seeks_and_reads_match_the_source(lake: Lake, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    data = payload(5 * CH + 12345)
+    (src / "big.bin").write_bytes(data)
+    (src / "small.txt").write_bytes(b"hello packed world\n" * 10)
+    lake.push(src, "a/b")
+    rng = random.Random(1)
+    with lake.open("a/b", "big.bin") as fh:
+        assert fh.readable() and fh.seekable() and fh.size == len(data)
+        for _ in range(200):
+            whence = rng.choice([io.SEEK_SET, io.SEEK_CUR, io.SEEK_END])
+            if whence == io.SEEK_SET:
+                pos = fh.seek(rng.randrange(len(data) + 10))
+            elif whence == io.SEEK_CUR:
+                pos = fh.seek(rng.randrange(-fh.tell(), 2 * CH), io.SEEK_CUR)
+            else:
+                pos = fh.seek(-rng.randrange(len(data) + 1), io.SEEK_END)
+            assert fh.tell() == pos
+            n = rng.choice([0, 1, 7, 4096, 300 * KiB, CH, CH + 1, 3 * CH])
+            if rng.random() < 0.5:
+                got = fh.read(n)
+            else:
+                buf = bytearray(n)
+                got = bytes(buf[:fh.readinto(buf)])
+            assert got == data[pos:pos + n]
+            assert fh.tell() == min(pos + n, max(pos, len(data))) or pos >= len(data)
+        fh.seek(0)
+        assert fh.read() == data
+        assert fh.read() == b"" and fh.read(10) == b""
+    assert fh.closed
+    with pytest.raises(ValueError):
+        fh.read(1)
+    with lake.open("a/b", "small.txt") as fh:  # a packed file: verified by its file digest
+        fh.seek(6)
+        assert fh.read(6) == b"packed"
+        fh.seek(0)
+        assert fh.read() == b"hello packed world\n" * 10
+
+
+def test_json_tarfile_zipfile_read_in_place(lake: Lake, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    doc = {"name": "x", "values": list(range(1000))}
+    (src / "config.json").write_text(json.dumps(doc))
+    members = {f"m{i}.bin": payload(200 * KiB + i, seed=i) for i in range(6)}
+    with tarfile.open(src / "data.tar", "w") as tar:
+        for name, body in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    with zipfile.ZipFile(src / "data.zip", "w", zipfile.ZIP_STORED) as zf:
+        for name, body in members.items():
+            zf.writestr(name, body)
+    lake.push(src, "a/b")
+    with lake.open("a/b@v1", "config.json") as fh:
+        assert json.load(fh) == doc
+    with lake.open("a/b", "data.tar") as fh, tarfile.open(fileobj=fh, mode="r:") as tar:
+        got = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore
+    assert got == members
+    with lake.open("a/b", "data.zip") as fh, zipfile.ZipFile(fh) as zf:
+        assert zf.read("m3.bin") == members["m3.bin"]
+        assert zf.testzip() is None
+
+
+def test_single_file_version_and_symlinks(lake: Lake, tmp_path: Path) -> None:
+    f = tmp_path / "model.bin"
+    data = payload(300 * KiB)
+    f.write_bytes(data)
+    lake.push(f, "one/file")
+    with lake.open("one/file") as fh:
+        assert fh.read() == data
+    src = tmp_path / "tree"
+    (src / "step_2").mkdir(parents=True)
+    (src / "step_2" / "w.bin").write_bytes(data)
+    os.symlink("step_2", src / "latest")
+    os.symlink("../step_2/w.bin", src / "step_2" / "self")
+    lake.push(src, "t/ree")
+    for path in ("latest/w.bin", "step_2/self", "./step_2/w.bin"):
+        with lake.open("t/ree", path) as fh:
+            assert fh.read() == data, path
+
+
+def test_bad_paths(lake: Lake, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "weights.bin").write_bytes(b"x" * 100)
+    os.symlink("sub/nothing", src / "dangling")
+    lake.push(src, "a/b")
+    with pytest.raises(NotFound) as exc:
+        lake.open("a/b", "sub/weight.bin")
+    assert "a/b@v1" in str(exc.value) and "sub/weights.bin" in str(exc.value)  # close match
+    with pytest.raises(NotFound, match="sub/nothing"):
+        lake.open("a/b", "dangling")
+    with pytest.raises(UsageError, match="directory"):
+        lake.open("a/b", "sub")
+    with pytest.raises(UsageError, match="name one"):
+        lake.open("a/b")
+    with pytest.raises(NotFound, match="outside"):
+        lake.open("a/b", "../etc/passwd")
+    with pytest.raises(NotFound):
+        lake.open("a/b@v7", "sub/weights.bin")
+    with pytest.raises(UsageError, match="readahead"):
+        lake.open("a/b", "sub/weights.bin", readahead=-1)
+
+
+def test_corrupt_chunk_raises_and_returns_nothing_of_it(lake: Lake, store: CountingStore,
+                                                        tmp_path: Path) -> None:
+    data = payload(8 * CH, seed=3)
+    (tmp_path / "w.bin").write_bytes(data)
+    lake.push(tmp_path / "w.bin", "c/x")
+    m = lake.store.get(layout.version_key("c/x", 1))
+    chunks = json.loads(m)["files"][0]["chunks"]
+    bad = layout.chunk_key(chunks[5][0])  # bytes [5 CH, 6 CH)
+    body = bytearray(store.get(bad))
+    body[100] ^= 0xFF
+    store.put(bad, bytes(body))
+    with lake.open("c/x", readahead=4) as fh:
+        assert fh.read(5 * CH - 10) == data[:5 * CH - 10]  # chunk 5 prefetched: no error yet
+        buf = bytearray(100)
+        with pytest.raises(IntegrityError, match="does not match"):
+            fh.readinto(buf)
+        assert buf[10:] == bytearray(90), "no byte of the corrupt chunk is handed over"
+        assert fh.tell() == 5 * CH - 10
+        fh.seek(6 * CH)
+        assert fh.read(10) == data[6 * CH:6 * CH + 10]
+
+
+def test_readahead_is_bounded_and_only_for_forward_reads(lake: Lake, store: CountingStore,
+                                                         tmp_path: Path) -> None:
+    data = payload(8 * CH, seed=4)  # 8 chunks
+    (tmp_path / "w.bin").write_bytes(data)
+    lake.push(tmp_path / "w.bin", "r/a")
+    with lake.open("r/a", readahead=2) as fh:
+        fh.seek(-10, io.SEEK_END)
+        fh.read()  # a jump to the end: that chunk only
+        assert (fh.requests, fh.bytes_fetched) == (1, CH)
+        fh.seek(0)
+        while fh.read(256 * KiB):
+            assert len(fh._ahead) <= 2  # the memory bound: current + 2
+        assert fh.bytes_fetched == 9 * CH  # every chunk once, plus the first jump
+    with lake.open("r/a", readahead=0) as fh:  # no read-ahead: exactly what is read
+        fh.seek(3 * CH)
+        fh.read(CH + 1)
+        assert (fh.requests, fh.bytes_fetched) == (2, 2 * CH)
+
+
+# ---- lake.tensors ---------------------------------------------------------------------------
+
+np = pytest.importorskip("numpy")
+
+
+def write_safetensors(path: Path, tensors: dict[str, Any], metadata: dict[str, str] | None
+                      = None) -> None:
+    st = pytest.importorskip("safetensors.numpy")
+    st.save_file(tensors, str(path), metadata=metadata)
+
+
+def test_one_tensor_fetches_its_bytes_and_the_manifest(lake: Lake, store: CountingStore,
+                                                       tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    tensors = {f"layer.{i}.w": rng.standard_normal((128, 160)).astype(np.float32)
+               for i in range(64)}  # 5 MiB: 5 chunks
+    tensors["tok.ids"] = np.arange(1000, dtype=np.int64)
+    write_safetensors(tmp_path / "model.safetensors", tensors)
+    lake.push(tmp_path / "model.safetensors", "m/st")
+    raw = store.get(layout.version_key("m/st", 1))
+    manifest = len(raw)
+    name = next(t["name"] for t in json.loads(raw)["files"][0]["tensors"]
+                if t["range"][0] // CH != (t["range"][1] - 1) // CH)  # one across two chunks
+    store.reads.clear()
+    got = lake.tensors("m/st@v1", name)
+    assert list(got) == [name]
+    np.testing.assert_array_equal(got[name], tensors[name])
+    chunk_bytes = sum(n for k, n in store.reads if k.startswith(layout.CHUNKS_PREFIX))
+    assert chunk_bytes == tensors[name].nbytes, "exactly the tensor's range"
+    # requests: the manifest (a @vN reference needs nothing else) plus ranged GETs
+    assert sum(n for _, n in store.reads) - chunk_bytes == manifest
+    assert len(store.reads) == 3, "the manifest and one ranged GET per chunk the tensor spans"
+    everything = lake.tensors("m/st", framework="np")
+    assert set(everything) == set(tensors)
+    np.testing.assert_array_equal(everything["tok.ids"], tensors["tok.ids"])
+    assert everything["tok.ids"].flags.writeable
+
+
+def test_tensor_errors(lake: Lake, store: CountingStore, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    write_safetensors(src / "a.safetensors", {"encoder.weight": np.ones(4, np.float32),
+                                              "shared": np.zeros(2, np.float32)})
+    write_safetensors(src / "b.safetensors", {"decoder.weight": np.ones(4, np.float32),
+                                              "shared": np.ones(2, np.float32)})
+    (src / "notes.txt").write_text("x")
+    lake.push(src, "m/two")
+    with pytest.raises(NotFound) as exc:
+        lake.tensors("m/two", "encoder.weights")
+    assert "encoder.weight" in str(exc.value) and "did you mean" in str(exc.value)
+    with pytest.raises(UsageError, match="several files"):
+        lake.tensors("m/two", "shared")
+    with pytest.raises(UsageError, match="several files"):
+        lake.tensors("m/two")
+    assert lake.tensors("m/two", "shared", path="b.safetensors")["shared"].tolist() == [1, 1]
+    with pytest.raises(UsageError, match="no tensor records"):
+        lake.tensors("m/two", path="notes.txt")
+    with pytest.raises(UsageError, match="framework"):
+        lake.tensors("m/two", "encoder.weight", framework="jax")
+
+
+def test_tensor_corruption_is_caught(lake: Lake, store: CountingStore, tmp_path: Path) -> None:
+    t = {"w": np.arange(1_000_000, dtype=np.float32)}  # 4 MB over 4 chunks
+    write_safetensors(tmp_path / "m.safetensors", t)
+    lake.push(tmp_path / "m.safetensors", "m/c")
+    files = json.loads(store.get(layout.version_key("m/c", 1)))["files"]
+    key = layout.chunk_key(files[0]["chunks"][2][0])
+    body = bytearray(store.get(key))
+    body[10] ^= 1
+    store.put(key, bytes(body))
+    with pytest.raises(IntegrityError, match="recorded digest"):
+        lake.tensors("m/c", "w")
+
+
+def test_bf16_needs_torch_with_numpy(lake: Lake, tmp_path: Path) -> None:
+    import struct
+
+    header = json.dumps({"x": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]}}).encode()
+    (tmp_path / "b.safetensors").write_bytes(struct.pack("<Q", len(header)) + header
+                                             + b"\x80\x3f\x00\x40")
+    lake.push(tmp_path / "b.safetensors", "m/bf")
+    with pytest.raises(UsageError, match="numpy has no dtype"):
+        lake.tensors("m/bf", framework="np")
+    torch = pytest.importorskip("torch")
+    got = lake.tensors("m/bf", framework="pt")["x"]
+    assert got.dtype == torch.bfloat16 and got.tolist() == [1.0, 2.0]
+
+
+def test_import_ckptlake_imports_no_numpy_or_torch() -> None:
+    code = ("import sys, ckptlake, ckptlake.lake, ckptlake.core.reader, ckptlake.core.diff; "
+            "print(sorted(m for m in ('numpy', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
