@@ -343,16 +343,19 @@ class Lake:
 
         return show(self.store, ref)
 
-    def diff(self, a: str | Ref, b: str | Ref, *, values: bool = False,
+    def diff(self, a: str | Ref, b: str | Ref, *, values: bool = False, inspect: bool = False,
              egress: "EgressPolicy | None" = None, yes: bool = False,
              confirm: "Callable[[EgressEstimate], bool] | None" = None,
              on_estimate: "Callable[[EgressEstimate], None] | None" = None) -> "DiffResult":
         """What changed from version `a` to version `b` (any two artifacts): metadata, files,
         shared bytes and, for .safetensors files, tensors, all from the two manifests.
         `values=True` also fetches the changed tensors' bytes (only those) for value
-        statistics; it needs numpy.
+        statistics; it needs numpy.  `inspect=True` looks inside modified files: safetensors
+        `__metadata__`, torch archives' storages and (with torch installed) tensors, reading
+        whole chunks, typically each side's first and last.  `result.contents` says per
+        modified file what was looked into (`"inspected": False` where nothing was).
 
-        egress: with `values=True`, the egress guard of `pull` (see there): the tensor bytes
+        egress: with `values` or `inspect`, the egress guard of `pull` (see there): the bytes
         about to be fetched are estimated and priced first (`on_estimate`), and above
         `confirm_above_usd` the diff fetches nothing unless `yes` or `confirm(estimate)`,
         raising PolicyRefusal.  None (the default): no egress check.
@@ -360,16 +363,17 @@ class Lake:
         from .core import diff as _diff
 
         ma, mb = catalog.resolve(self.store, a), catalog.resolve(self.store, b)
-        if values and egress is not None:
+        if (values or inspect) and egress is not None:
             from .core import egress as _egress
 
-            est = _egress.estimate_diff(self.store, ma, mb, egress)
-            if est.bytes_to_download:
+            est = _egress.estimate_diff(self.store, ma, mb, egress, values=values,
+                                        inspect=inspect)
+            if values and _diff.values_to_fetch(_diff.value_pairs(ma, mb)):
                 _diff.require_numpy()  # a missing numpy fails before any cost is put to anyone
             if on_estimate is not None:
                 on_estimate(est)
             _egress.enforce(est, yes=yes, confirm=confirm)
-        return _diff.diff(self.store, ma, mb, values=values)
+        return _diff.diff(self.store, ma, mb, values=values, inspect=inspect)
 
     # ---- reading in place (issue 14) ------------------------------------------------------
 
@@ -485,17 +489,19 @@ class Lake:
         return _egress.estimate_pull(self.store, m, os.fspath(destination), policy)
 
     def estimate_diff(self, a: str | Ref, b: str | Ref, *,
-                      egress: "EgressPolicy | None" = None) -> "EgressEstimate":
-        """What `diff(a, b, values=True)` would download (the changed tensors' bytes, both
-        sides), over which route, at what cost; reads the two manifests only.  egress None:
-        the config file's policy."""
+                      egress: "EgressPolicy | None" = None, values: bool = True,
+                      inspect: bool = False) -> "EgressEstimate":
+        """What `diff(a, b, values=, inspect=)` would download (values: the changed tensors'
+        bytes, both sides; inspect: the chunks read inside modified files), over which route,
+        at what cost; reads the two manifests only.  egress None: the config file's policy."""
         from .core import egress as _egress
         from .policy.config import load_config
         from .policy.egress import load_egress
 
         ma, mb = catalog.resolve(self.store, a), catalog.resolve(self.store, b)
         policy = egress if egress is not None else load_egress(load_config())
-        return _egress.estimate_diff(self.store, ma, mb, policy)
+        return _egress.estimate_diff(self.store, ma, mb, policy, values=values,
+                                     inspect=inspect)
 
     def gc_plan(self, policy: "RetentionPolicy | str | Path | None" = None, *,
                 match: str | None = None, now: "datetime | None" = None) -> "GcPlan":

@@ -50,6 +50,8 @@ class DiffResult(_Result):
     tensors: dict[str, Any]  # {"added", "removed", "reshaped", "retyped", "changed",
     #                           "unchanged", "files", "untracked_files"}
     values: dict[str, Any] | None = None  # {"bytes_fetched", "tensors"} with values=True
+    # per modified file: {"path", "kind", "inspected", ...} (core/contents.py)
+    contents: list[dict[str, Any]] | None = None
 
     @property
     def different(self) -> bool:
@@ -166,13 +168,31 @@ def value_pairs(a: Manifest, b: Manifest) -> list[tuple[Any, ...]]:
     return _tensors(a, b)[1]
 
 
+def bytes_to_fetch(a: Manifest, b: Manifest, *, values: bool = True,
+                   inspect: bool = False) -> int:
+    """Everything `diff(a, b, values=, inspect=)` downloads: the changed tensors' ranges
+    (values) and the chunks read inside modified safetensors and torch files (inspect,
+    core/contents.py)."""
+    from .contents import bytes_to_read
+
+    total = values_to_fetch(value_pairs(a, b)) if values else 0
+    if inspect:
+        total += bytes_to_read(a, b, [f["path"] for f in _files(a, b)["modified"]])
+    return total
+
+
 def values_to_fetch(pairs: list[tuple[Any, ...]]) -> int:
     """The bytes `tensor_values(store, pairs)` downloads: each side's tensor range, once, for
     every pair whose dtype it can compare (an unsupported dtype is reported, not fetched)."""
     return sum(x.nbytes + y.nbytes for _, x, _, y in pairs if x.dtype in _NUMPY)
 
 
-def diff(store: Store, a: Manifest, b: Manifest, *, values: bool = False) -> DiffResult:
+def diff(store: Store, a: Manifest, b: Manifest, *, values: bool = False,
+         inspect: bool = False) -> DiffResult:
+    """`contents` says, per modified file, whether and how it was looked into
+    (core/contents.py).  inspect=True reads inside modified files: safetensors
+    `__metadata__`, torch archives' storages and tensors (whole chunks: typically each side's
+    first and last chunk of such a file; `bytes_to_fetch` counts them)."""
     files = _files(a, b)
     metrics = _dict_diff(a.metrics, b.metrics, numeric=True)
     metadata = _dict_diff(a.metadata, b.metadata, numeric=False)
@@ -188,10 +208,14 @@ def diff(store: Store, a: Manifest, b: Manifest, *, values: bool = False) -> Dif
         for t in tensors["changed"]:
             t["values"] = {k: v for k, v in by_name[(t["name"], t["file"])].items()
                            if k not in ("name", "file")}
+    from .contents import inspect_modified
+
+    contents = inspect_modified(store, a, b, [f["path"] for f in files["modified"]],
+                                read=inspect)
     return DiffResult(a=_ref(a), b=_ref(b), identical=identical,
                       step={"a": a.step, "b": b.step, "changed": a.step != b.step},
                       metrics=metrics, metadata=metadata, files=files, bytes=_bytes(a, b),
-                      tensors=tensors, values=result_values)
+                      tensors=tensors, values=result_values, contents=contents)
 
 
 # --- values -------------------------------------------------------------------------------------

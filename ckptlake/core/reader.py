@@ -12,10 +12,10 @@ The unit of verification decides the unit of fetching:
 - a packed file (small files, a range of a pack object): the file's ranges of the packs are
   fetched and checked against the file's own `digest` as one segment.
 
-Read-ahead: when reads move forward through the file (the next read lies in the same or the
-next segment), the next `readahead` segments are fetched by background threads while the
-caller works on the current one.  A jump (torch.load reading the zip's central directory at the
-end, a seek back) prefetches nothing, so random access costs no more than the chunks it touches.
+Read-ahead: when reads move forward from one segment into the next, the `readahead` segments
+after it are fetched by background threads while the caller works on the current one.  The
+first read and every jump (torch.load reading the zip's central directory at the end, a seek
+back or far ahead) prefetch nothing, so random access costs no more than the chunks it touches.
 Memory: at most (1 + readahead) segments are held, i.e. (1 + readahead) x chunk size
 (default readahead 2: 48 MiB at 16 MiB chunks).  A prefetched chunk that fails verification
 raises only if and when its bytes are read.  close() cancels prefetches and releases it all.
@@ -79,6 +79,10 @@ class LakeFile(io.RawIOBase):
         self._stats = threading.Lock()
         self.bytes_fetched = 0  # bytes downloaded so far (prefetches included)
         self.requests = 0  # GET requests so far
+
+    @property
+    def segment_sizes(self) -> list[int]:
+        return segment_sizes(self.entry)
 
     # -- io.RawIOBase -------------------------------------------------------------------------
 
@@ -166,8 +170,10 @@ class LakeFile(io.RawIOBase):
         """Segment i, verified; called with the lock held."""
         if self._current is not None and self._current[0] == i:
             return self._current[1]
-        sequential = (self._last is None and i == 0) or (
-            self._last is not None and self._last <= i <= self._last + 1)
+        # forward into the next segment: a sequential reader (torch.load's storages, tar
+        # members); anything else (the first read, the jump to a zip's central directory,
+        # seeks back) prefetches nothing
+        sequential = self._last is not None and i == self._last + 1
         self._last = i
         self._current = None  # release the old one before fetching (the memory bound)
         future = self._ahead.pop(i, None)
@@ -227,6 +233,14 @@ class LakeFile(io.RawIOBase):
                                  "file's digest", hint="the lake may be corrupt; run ckptlake "
                                                        "verify --read-data")
         return data
+
+
+def segment_sizes(entry: FileEntry) -> list[int]:
+    """The bytes LakeFile downloads per segment of `entry`: each chunk, or a packed file's
+    ranges of its packs as one segment."""
+    if any(c.offset is not None for c in entry.chunks):
+        return [entry.size] if entry.size else []
+    return [c.size for c in entry.chunks]
 
 
 # --- finding a file of a version -----------------------------------------------------------------
