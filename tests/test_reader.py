@@ -297,3 +297,139 @@ def test_import_ckptlake_imports_no_numpy_or_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ---- torch: torch.load in place, load_state_dict, diff of torch archives ----------------------
+
+def small_model(torch: Any, seed: int = 0) -> dict[str, Any]:
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(256, 1024), torch.nn.ReLU(),
+                                torch.nn.Linear(1024, 1024), torch.nn.LayerNorm(1024))
+    return {k: v.clone() for k, v in model.state_dict().items()}  # ~5 MiB: several chunks
+
+
+def test_torch_load_in_place_and_load_state_dict(lake: Lake, store: CountingStore,
+                                                 tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    sd = small_model(torch)
+    sd["half"] = torch.arange(10, dtype=torch.bfloat16)
+    src = tmp_path / "src"
+    src.mkdir()
+    torch.save(sd, src / "model.pt")
+    (src / "notes.txt").write_text("n")
+    lake.push(src, "t/pt")
+    size = (src / "model.pt").stat().st_size
+    with lake.open("t/pt", "model.pt") as fh:
+        got = torch.load(fh, weights_only=True)
+        assert fh.bytes_fetched <= size + 2 * CH, "each chunk about once (+ first/last again)"
+    assert got.keys() == sd.keys() and all(torch.equal(got[k], sd[k]) for k in sd)
+    got = lake.load_state_dict("t/pt", map_location="cpu")  # the version's only torch file
+    assert all(torch.equal(got[k], sd[k]) for k in sd)
+    with pytest.raises(UsageError, match="torch.load"):
+        lake.load_state_dict("t/pt", "notes.txt")
+
+
+def test_load_state_dict_of_safetensors(lake: Lake, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    st = pytest.importorskip("safetensors.torch")
+    sd = small_model(torch, seed=1)
+    st.save_file(sd, str(tmp_path / "m.safetensors"))
+    lake.push(tmp_path / "m.safetensors", "t/st")
+    got = lake.load_state_dict("t/st")
+    assert got.keys() == sd.keys() and all(torch.equal(got[k], sd[k]) for k in sd)
+    one = lake.tensors("t/st", ["0.bias"], framework="pt")["0.bias"]
+    assert torch.equal(one, sd["0.bias"])
+
+
+def test_diff_of_torch_archives(lake: Lake, store: CountingStore, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    a_dir, b_dir = tmp_path / "A", tmp_path / "B"
+    a_dir.mkdir()
+    b_dir.mkdir()
+    sd = small_model(torch)
+    torch.save(sd, a_dir / "model.pt")
+    changed = dict(sd)
+    changed["2.weight"] = sd["2.weight"].clone()
+    changed["2.weight"][3, 4] += 1.0
+    torch.save(changed, b_dir / "model.pt")
+    (a_dir / "blob.dat").write_bytes(payload(2 * CH, seed=1))
+    (b_dir / "blob.dat").write_bytes(payload(2 * CH, seed=2))
+    lake.push(a_dir, "t/d")
+    lake.push(b_dir, "t/d")
+    store.reads.clear()
+    plain = lake.diff("t/d@v1", "t/d@v2")
+    assert not [k for k, _ in store.reads if k.startswith(layout.CHUNKS_PREFIX)]
+    assert {c["path"]: c["inspected"] for c in plain.contents} == {"blob.dat": False,
+                                                                   "model.pt": False}
+    r = lake.diff("t/d@v1", "t/d@v2", inspect=True)
+    c = {c["path"]: c for c in r.contents}
+    assert c["blob.dat"]["inspected"] is False
+    pt = c["model.pt"]
+    assert pt["inspected"] and pt["kind"] == "torch"
+    assert len(pt["storages"]["changed"]) == 1 and pt["storages"]["unchanged"] == len(sd) - 1
+    assert not pt["storages"]["added"] and not pt["storages"]["removed"]
+    t = pt["tensors"]
+    assert [x["name"] for x in t["changed"]] == ["2.weight"]
+    assert t["changed"][0]["shape"] == [1024, 1024] and t["changed"][0]["dtype"] == "float32"
+    assert t["unchanged"] == len(sd) - 1
+    # what it read is what the egress estimate predicts: each side's first and last chunk
+    chunk_bytes = sum(n for k, n in store.reads if k.startswith(layout.CHUNKS_PREFIX))
+    assert pt["bytes_fetched"] == chunk_bytes <= 4 * CH
+    from ckptlake.policy.egress import EgressPolicy
+
+    est = lake.estimate_diff("t/d@v1", "t/d@v2", values=False, inspect=True,
+                             egress=EgressPolicy())
+    assert est.bytes_to_download == chunk_bytes
+
+
+def test_diff_reports_safetensors_metadata(lake: Lake, tmp_path: Path) -> None:
+    a_dir, b_dir = tmp_path / "A", tmp_path / "B"
+    a_dir.mkdir()
+    b_dir.mkdir()
+    t = {"w": np.ones(10, np.float32)}
+    write_safetensors(a_dir / "m.safetensors", t, {"format": "pt", "epoch": "1"})
+    write_safetensors(b_dir / "m.safetensors", t, {"format": "np", "note": "x"})
+    lake.push(a_dir, "s/m")
+    lake.push(b_dir, "s/m")
+    r = lake.diff("s/m@v1", "s/m@v2", inspect=True)
+    assert r.tensors["unchanged"] == 1 and not r.tensors["changed"]
+    assert r.contents == [{"path": "m.safetensors", "kind": "safetensors", "inspected": True,
+                           "metadata": {"added": {"note": "x"}, "removed": {"epoch": "1"},
+                                        "changed": {"format": {"a": "pt", "b": "np"}}},
+                           "bytes_fetched": r.contents[0]["bytes_fetched"]}]
+
+
+def test_cli_diff_says_what_it_did_not_inspect(lake: Lake, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from ckptlake.cli.app import app
+
+    a_dir, b_dir = tmp_path / "A", tmp_path / "B"
+    a_dir.mkdir()
+    b_dir.mkdir()
+    for d, seed, w in ((a_dir, 1, np.ones(3, np.float32)), (b_dir, 2, np.zeros(3, np.float32))):
+        (d / "weights.dat").write_bytes(payload(CH + 5, seed=seed))
+        (d / "legacy.bin").write_bytes(payload(100, seed=seed))  # .bin, but no zip archive
+        write_safetensors(d / "m.safetensors", {"w": w})
+    lake.push(a_dir, "c/d")
+    lake.push(b_dir, "c/d")
+    monkeypatch.setattr(Lake, "close", lambda self: None)
+    monkeypatch.setenv("CKPTLAKE_LAKE", "memory://unused")
+    monkeypatch.setattr("ckptlake.cli.diff.open_lake", lambda common: lake)
+    out = CliRunner().invoke(app, ["diff", "c/d@v1", "c/d@v2"])
+    assert out.exit_code == 0, out.output
+    assert "weights.dat  contents not inspected (not a .safetensors file or a torch archive)" \
+        in out.output
+    assert "legacy.bin  contents not inspected (--inspect reads its zip directory)" in out.output
+    assert "tensors: 1 changed" in out.output
+    out = CliRunner().invoke(app, ["diff", "c/d@v1", "c/d@v2", "--json", "--inspect"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.output)
+    assert {c["path"]: c["inspected"] for c in doc["contents"]} == {
+        "legacy.bin": False, "m.safetensors": True, "weights.dat": False}
+    legacy = next(c for c in doc["contents"] if c["path"] == "legacy.bin")
+    assert legacy["reason"] == "not a zip archive (torch's legacy format?)"
+    out = CliRunner().invoke(app, ["diff", "c/d@v1", "c/d@v2", "--inspect"])
+    assert "legacy.bin  contents not inspected (not a zip archive" in out.output
+    assert "m.safetensors  __metadata__ unchanged" in out.output
