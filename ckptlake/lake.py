@@ -385,7 +385,7 @@ class Lake:
 
         path None: the file of a single-file version.  Symlinks of the version are followed
         (they stay inside it).  `readahead`: chunks fetched ahead while reading forward
-        (default 2; memory (1 + readahead) x chunk size).  NotFound names the version and
+        (default 2; memory (3 + readahead) x chunk size).  NotFound names the version and
         close matches; a directory is a UsageError.  Use it as a context manager, or close it.
         """
         from .core.reader import DEFAULT_READAHEAD, LakeFile, find_file

@@ -16,8 +16,11 @@ Read-ahead: when reads move forward from one segment into the next, the `readahe
 after it are fetched by background threads while the caller works on the current one.  The
 first read and every jump (torch.load reading the zip's central directory at the end, a seek
 back or far ahead) prefetch nothing, so random access costs no more than the chunks it touches.
-Memory: at most (1 + readahead) segments are held, i.e. (1 + readahead) x chunk size
-(default readahead 2: 48 MiB at 16 MiB chunks).  A prefetched chunk that fails verification
+The last KEEP (3) segments read are kept: torch.load and zipfile read the start, then the end
+of the file (the zip's central directory, which may straddle the last two chunks), then go back
+to the start, and would otherwise fetch the first chunk twice.  Memory: at most
+(KEEP + readahead) segments are held, i.e. (3 + readahead) x chunk size (default readahead 2:
+80 MiB at 16 MiB chunks).  A prefetched chunk that fails verification
 raises only if and when its bytes are read.  close() cancels prefetches and releases it all.
 
 Reads never return short before the end of the file (tarfile and pickle expect exact reads), so
@@ -30,6 +33,7 @@ import difflib
 import importlib
 import io
 import threading
+from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Sequence
 
@@ -43,6 +47,7 @@ from ..transfer.parts import Parts
 from ..transfer.throttle import Throttle
 
 DEFAULT_READAHEAD = 2
+KEEP = 3  # segments kept after reading (the current one included)
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")  # torch.save's zip archives, by convention
 
 
@@ -72,7 +77,8 @@ class LakeFile(io.RawIOBase):
         self._starts = [s for s, _ in self._segments]
         self._pos = 0
         self._lock = threading.Lock()
-        self._current: tuple[int, bytes | memoryview] | None = None  # (segment index, bytes)
+        # the segment being read and the ones read just before it, oldest first
+        self._recent: OrderedDict[int, bytes | memoryview] = OrderedDict()
         self._ahead: dict[int, Future[bytes | memoryview]] = {}
         self._last: int | None = None  # segment of the previous read
         self._pool: ThreadPoolExecutor | None = None
@@ -152,7 +158,7 @@ class LakeFile(io.RawIOBase):
             for f in self._ahead.values():
                 f.cancel()
             self._ahead.clear()
-            self._current = None
+            self._recent.clear()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         super().close()
@@ -168,24 +174,27 @@ class LakeFile(io.RawIOBase):
 
     def _segment(self, i: int) -> bytes | memoryview:
         """Segment i, verified; called with the lock held."""
-        if self._current is not None and self._current[0] == i:
-            return self._current[1]
+        if i in self._recent:  # the current one, or one read shortly before
+            self._recent.move_to_end(i)
+            self._last = i
+            return self._recent[i]
         # forward into the next segment: a sequential reader (torch.load's storages, tar
         # members); anything else (the first read, the jump to a zip's central directory,
         # seeks back) prefetches nothing
         sequential = self._last is not None and i == self._last + 1
         self._last = i
-        self._current = None  # release the old one before fetching (the memory bound)
+        while len(self._recent) >= KEEP:  # released before fetching: the memory bound
+            self._recent.popitem(last=False)
         future = self._ahead.pop(i, None)
         # drop prefetches the reader has jumped past or away from
         for k in [k for k in self._ahead if not i < k <= i + self.readahead]:
             self._ahead.pop(k).cancel()
         if sequential and self.readahead:
             for k in range(i + 1, min(i + 1 + self.readahead, len(self._segments))):
-                if k not in self._ahead:
+                if k not in self._ahead and k not in self._recent:
                     self._ahead[k] = self._executor().submit(self._fetch, k)
         data = future.result() if future is not None else self._fetch(i)
-        self._current = (i, data)
+        self._recent[i] = data
         return data
 
     def _executor(self) -> ThreadPoolExecutor:
