@@ -408,6 +408,9 @@ class Lake:
         has no bfloat16 or float8: such tensors raise UsageError with "np" (use "pt").
         An unknown name raises NotFound listing close matches.  Returns {name: array}.
         """
+        from .core.reader import require
+
+        require(framework)  # a missing numpy/torch fails before any request
         return self._tensors(catalog.resolve(self.store, ref), names, path, framework)
 
     def _tensors(self, m: Any, names: Any, path: str | None, framework: str) -> dict[str, Any]:

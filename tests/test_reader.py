@@ -433,3 +433,43 @@ def test_cli_diff_says_what_it_did_not_inspect(lake: Lake, tmp_path: Path,
     out = CliRunner().invoke(app, ["diff", "c/d@v1", "c/d@v2", "--inspect"])
     assert "legacy.bin  contents not inspected (not a zip archive" in out.output
     assert "m.safetensors  __metadata__ unchanged" in out.output
+
+
+def hide(monkeypatch: pytest.MonkeyPatch, module: str) -> None:
+    """Make `import <module>` fail, as on a machine without that extra."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def fake(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == module or name.startswith(module + "."):
+            raise ImportError(f"no {module}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake)
+
+
+def test_without_torch(lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    a_dir, b_dir = tmp_path / "A", tmp_path / "B"
+    a_dir.mkdir()
+    b_dir.mkdir()
+    torch.save({"w": torch.zeros(300_000), "b": torch.ones(3)}, a_dir / "m.pth")
+    torch.save({"w": torch.zeros(300_000), "b": torch.ones(4)}, b_dir / "m.pth")
+    for d in (a_dir, b_dir):
+        write_safetensors(d / "s.safetensors", {"x": np.ones(2, np.float32)})
+    lake.push(a_dir, "n/t")
+    lake.push(b_dir, "n/t")
+    hide(monkeypatch, "torch")
+    r = lake.diff("n/t@v1", "n/t@v2", inspect=True)
+    (c,) = r.contents
+    assert c["inspected"] and c["tensors"] is None and "ckptlake[torch]" in c["tensors_note"]
+    assert [x["size_b"] for x in c["storages"]["changed"]] == [16]  # b: 3 -> 4 floats
+    assert c["storages"]["unchanged"] == 1
+    with pytest.raises(UsageError, match=r"ckptlake\[torch\]"):
+        lake.tensors("n/t", framework="pt")
+    with pytest.raises(UsageError, match=r"ckptlake\[torch\]"):
+        lake.load_state_dict("n/t", "m.pth")
+    hide(monkeypatch, "numpy")
+    with pytest.raises(UsageError, match=r"ckptlake\[numpy\]"):
+        lake.tensors("n/t")

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import bisect
 import difflib
-import importlib
 import io
 import threading
 from collections import OrderedDict
@@ -373,12 +372,18 @@ def require(framework: str) -> Any:
     """The array library for `framework`, imported now (never by `import ckptlake`)."""
     if framework not in FRAMEWORKS:
         raise UsageError(f"framework must be one of {', '.join(FRAMEWORKS)}, got {framework!r}")
-    module, extra = ("numpy", "numpy") if framework == "np" else ("torch", "torch")
     try:
-        return importlib.import_module(module)
+        if framework == "np":
+            import numpy
+
+            return numpy
+        import torch
+
+        return torch
     except ImportError:
+        module = "numpy" if framework == "np" else "torch"
         raise UsageError(f"framework={framework!r} needs {module}",
-                         hint=f"pip install 'ckptlake[{extra}]'") from None
+                         hint=f"pip install 'ckptlake[{module}]'") from None
 
 
 def check_dtype(t: TensorInfo, framework: str, lib: Any) -> None:
