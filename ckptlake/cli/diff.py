@@ -151,9 +151,12 @@ def render(r: Any) -> str:
                  f"given A fetches {format_bytes(by['to_fetch'])}")
     t = r.tensors
     if t["files"]:
+        names = t["files"][:3] + ([f"{len(t['files']) - 3} more"] if len(t["files"]) > 3 else [])
+        # the scope is said: other files' tensors are not counted here (see contents)
         lines.append(f"tensors: {len(t['changed'])} changed, {len(t['reshaped'])} reshaped, "
                      f"{len(t['retyped'])} retyped, {len(t['added'])} added, "
-                     f"{len(t['removed'])} removed, {t['unchanged']} unchanged")
+                     f"{len(t['removed'])} removed, {t['unchanged']} unchanged "
+                     f"(in {', '.join(names)})")
         rows = []
         for x in t["changed"]:
             text = f"  ~ {x['name']}  {x['dtype']} {_shape(x['shape'])}"
