@@ -203,6 +203,24 @@ def test_readahead_is_bounded_and_only_for_forward_reads(lake: Lake, store: Coun
         assert (fh.requests, fh.bytes_fetched) == (2, 2 * CH)
 
 
+def test_large_chunks_come_in_parts(tmp_path: Path) -> None:
+    """Chunks at or above the multipart threshold are fetched as parallel ranged GETs, as by
+    pull, and still verified whole."""
+    store = CountingStore()
+    lake = Lake(store, chunk_size=12 * MiB, multipart_threshold=10 * MiB, part_size=5 * MiB)
+    data = payload(25 * MiB, seed=9)  # chunks of 12, 12 and 1 MiB
+    (tmp_path / "w.bin").write_bytes(data)
+    lake.push(tmp_path / "w.bin", "p/x")
+    store.reads.clear()
+    with lake.open("p/x", readahead=0) as fh:
+        fh.seek(12 * MiB - 3)
+        assert fh.read(6) == data[12 * MiB - 3:12 * MiB + 3]
+        assert fh.requests == 6 and fh.bytes_fetched == 24 * MiB  # 3 parts per 12 MiB chunk
+    assert sorted(n for k, n in store.reads if k.startswith(layout.CHUNKS_PREFIX)) == \
+        [2 * MiB] * 2 + [5 * MiB] * 4
+    lake.close()
+
+
 # ---- lake.tensors ---------------------------------------------------------------------------
 
 np = pytest.importorskip("numpy")
