@@ -345,6 +345,13 @@ def test_torch_load_in_place_and_load_state_dict(lake: Lake, store: CountingStor
     assert all(torch.equal(got[k], sd[k]) for k in sd)
     with pytest.raises(UsageError, match="torch.load"):
         lake.load_state_dict("t/pt", "notes.txt")
+    files = json.loads(store.get(layout.version_key("t/pt", 1)))["files"]
+    key = layout.chunk_key(next(f for f in files if f["path"] == "model.pt")["chunks"][2][0])
+    body = bytearray(store.get(key))
+    body[7] ^= 1
+    store.put(key, bytes(body))
+    with pytest.raises(IntegrityError):  # through torch's reader, still exit 5
+        lake.load_state_dict("t/pt")
 
 
 def test_load_state_dict_of_safetensors(lake: Lake, tmp_path: Path) -> None:
