@@ -142,7 +142,7 @@ _ckptlake() {
                 --lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=( $(compgen -W "--values --estimate --yes -y --exit-code --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                COMPREPLY=( $(compgen -W "--values --inspect --estimate --yes -y --exit-code --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
             ;;

@@ -133,8 +133,9 @@ complete -c ckptlake -n '__fish_seen_subcommand_from lineage' -s h -l help -d 'S
 
 # diff A B
 complete -c ckptlake -n '__fish_seen_subcommand_from diff' -l values -d 'Download the changed tensors (only those) and compare their values (needs numpy)'
+complete -c ckptlake -n '__fish_seen_subcommand_from diff' -l inspect -d 'Look inside modified files: safetensors metadata, torch archives\' storages and tensors (reads a few chunks per file)'
 complete -c ckptlake -n '__fish_seen_subcommand_from diff' -l estimate -d 'Print what --values would download and cost (egress); download nothing'
-complete -c ckptlake -n '__fish_seen_subcommand_from diff' -s y -l yes -d 'With --values: accept an egress cost above egress.confirm_above_usd without asking'
+complete -c ckptlake -n '__fish_seen_subcommand_from diff' -s y -l yes -d 'With --values/--inspect: accept an egress cost above egress.confirm_above_usd without asking'
 complete -c ckptlake -n '__fish_seen_subcommand_from diff' -l exit-code -d 'Exit with 1 if the versions differ, 0 if not (like git diff --exit-code)'
 complete -c ckptlake -n '__fish_seen_subcommand_from diff' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
 complete -c ckptlake -n '__fish_seen_subcommand_from diff' -l endpoint-url -x -d 'S3 endpoint for S3-compatible stores (MinIO, SeaweedFS, R2, ...)'

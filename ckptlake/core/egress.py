@@ -130,21 +130,24 @@ def estimate_pull(store: Store, m: Manifest, destination: str, policy: EgressPol
                              bytes_to_download=to_download)
 
 
-def estimate_diff(store: Store, a: Manifest, b: Manifest, policy: EgressPolicy
-                  ) -> EgressEstimate:
+def estimate_diff(store: Store, a: Manifest, b: Manifest, policy: EgressPolicy, *,
+                  values: bool = True, inspect: bool = False) -> EgressEstimate:
     """What `diff --values` of a -> b would download: the byte ranges of the changed tensors,
-    both sides (ranged GETs count their range, not the chunk), from the manifests alone."""
-    from .diff import value_pairs, values_to_fetch
+    both sides (ranged GETs count their range, not the chunk); with `inspect`, plus the chunks
+    read inside modified safetensors and torch files (core/contents.py).  From the manifests
+    alone."""
+    from .diff import bytes_to_fetch
 
     return estimate_download(store, policy, artifact=b.artifact, version=b.version,
                              bytes_total=a.total_bytes + b.total_bytes, bytes_present=0,
-                             bytes_to_download=values_to_fetch(value_pairs(a, b)),
+                             bytes_to_download=bytes_to_fetch(a, b, values=values,
+                                                               inspect=inspect),
                              operation="diff", base=f"{a.artifact}@v{a.version}")
 
 
 _HINTS = {"pull": "run again with --yes to accept the cost, or pull from a lake in your region",
-          "diff": "run again with --yes to accept the cost, or without --values (the diff of "
-                  "the manifests downloads no tensor data)"}
+          "diff": "run again with --yes to accept the cost, or without --values and --inspect "
+                  "(the diff of the manifests downloads no tensor data)"}
 
 
 def enforce(est: EgressEstimate, *, yes: bool,
