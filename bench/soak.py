@@ -54,6 +54,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
+from urllib.parse import unquote
 
 ROOT = Path(__file__).resolve().parent.parent
 KiB, MiB = 1 << 10, 1 << 20
@@ -177,9 +178,10 @@ def child_checkpointer(args: argparse.Namespace) -> int:
         ck.close()
     except Exception as exc:  # noqa: BLE001 - the parent restarts us; say why
         say(event="error", error=f"{type(exc).__name__}: {exc}")
+        print(f"ckptlake: error: {exc}", file=sys.stderr, flush=True)
         with contextlib.suppress(Exception):
             ck.close()
-        return 8
+        return getattr(exc, "exit_code", 1)
     return 0
 
 
@@ -257,7 +259,8 @@ def child_suspend(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001
         print(json.dumps({"event": "failed", "error": f"{type(exc).__name__}: {exc}",
                           "patched": state["patched"]}), flush=True)
-        return 8
+        print(f"ckptlake: error: {exc}", file=sys.stderr, flush=True)
+        return getattr(exc, "exit_code", 1)
     print(json.dumps({"event": "commit", "version": r.version, "paused": round(paused["s"], 2),
                       "patched": state["patched"]}), flush=True)
     return 0
@@ -266,8 +269,12 @@ def child_suspend(args: argparse.Namespace) -> int:
 def child_shard_finish(args: argparse.Namespace) -> int:
     """Push one rank again with a short stale_after: takes over a claim whose owner died."""
     lake = open_child_lake(args.lake)
-    r = lake.push_shard(args.src, args.artifact, step=args.step, rank=args.rank,
-                        world=args.world, stale_after=SHARD_STALE_AFTER, wait_seconds=30)
+    try:
+        r = lake.push_shard(args.src, args.artifact, step=args.step, rank=args.rank,
+                            world=args.world, stale_after=SHARD_STALE_AFTER, wait_seconds=30)
+    except Exception as exc:  # noqa: BLE001 - exit as the CLI would, with one line
+        print(f"ckptlake: error: {exc}", file=sys.stderr, flush=True)
+        return getattr(exc, "exit_code", 1)
     print(json.dumps({"version": r.version, "committed_here": r.committed_here}), flush=True)
     return 0
 
@@ -310,6 +317,9 @@ class Soak:
     commits: list[tuple[str, int]] = field(default_factory=list)
     expected: dict[tuple[str, int], dict[str, str]] = field(default_factory=dict)
     suspend_info: dict[str, Any] = field(default_factory=dict)
+    failures: dict[str, list] = field(default_factory=dict)  # "kind exit rc" -> stderr samples
+    exchanges: list = field(default_factory=list)  # the proxy's, kept for the end check
+    integrity_seen: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.args.seed)
@@ -414,10 +424,23 @@ class Soak:
                 self.killed.discard(p.pid)
         r = Run(p.returncode, out, err, chaos_killed=chaos, timed_out=timed_out)
         self.count(f"exit.{kind}.{'killed' if chaos else 'timeout' if timed_out else r.rc}")
-        if r.rc == 1 and not chaos:
+        if r.rc not in (0, None) and not chaos and not timed_out:
             tail = [ln for ln in err.strip().splitlines() if ln][-3:]
             with self.lock:
-                self.anomalies.append({"kind": kind, "argv": argv[3:], "stderr": tail})
+                samples = self.failures.setdefault(f"{kind} exit {r.rc}", [])
+                if len(samples) < 3:
+                    samples.append(tail[-1:])
+                if r.rc == 1:
+                    self.anomalies.append({"kind": kind, "argv": argv[3:], "stderr": tail})
+            if r.rc == 5 and kind not in ("pull", "verify"):
+                # A client finding the lake damaged (pulls of versions gc deleted under them
+                # are told apart by the puller; verify's findings are reported on their own).
+                msg = tail[-1] if tail else ""
+                with self.lock:
+                    first = msg not in self.integrity_seen
+                    self.integrity_seen[msg] = self.integrity_seen.get(msg, 0) + 1
+                if first:
+                    self.problem("client met an integrity error", client=kind, stderr=msg)
         return r
 
     def kill_all(self, *, chaos: bool) -> int:
@@ -757,7 +780,8 @@ class Soak:
             self.stop.wait(rng.uniform(0.3, 1.5))
             p.up()
         elif fault == "vanish":
-            p.vanish(count=1, methods=["PUT"])
+            p.vanish(count=1, methods=["PUT"],
+                     path=None if self.args.vanish == "all" else r"/chunks/")
 
     # -- the end check ------------------------------------------------------------------------
 
@@ -802,6 +826,31 @@ class Soak:
                          problems=(doc.get("problems") or [])[:10],
                          unrestorable=(doc.get("unrestorable") or [])[:10])
         return out
+
+    def create_lake(self) -> None:
+        """Write the lake header before the chaos starts, straight to SeaweedFS: a header PUT
+        cut after its head leaves an empty ckptlake.json there, and no push works again
+        (reported separately; the soak is about what happens after)."""
+        from ckptlake.format.header import ensure_header
+        from ckptlake.store import open_store
+
+        with contextlib.ExitStack() as stack:
+            saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+                                                     "AWS_SECRET_ACCESS_KEY")}
+            stack.callback(lambda: [os.environ.pop(k, None) if v is None
+                                    else os.environ.__setitem__(k, v) for k, v in saved.items()])
+            os.environ.update(AWS_ENDPOINT_URL=self.direct,
+                              AWS_ACCESS_KEY_ID=self.env["AWS_ACCESS_KEY_ID"],
+                              AWS_SECRET_ACCESS_KEY=self.env["AWS_SECRET_ACCESS_KEY"])
+            store = open_store(self.lake)
+            ensure_header(store, chunk_size=MiB)
+            store.close()
+
+    def requests_for(self, key: str) -> list[str]:
+        """What the proxy saw for this key: which fault, if any, made it what it is."""
+        return [f"{ex.method} {ex.status} fault={ex.fault} outcome={ex.outcome} "
+                f"up={ex.bytes_up}B" for ex in self.exchanges
+                if unquote(ex.target.split("?", 1)[0]).endswith(key)][:6]
 
     def end_check(self) -> dict[str, Any]:
         """Straight against SeaweedFS, with the library (no proxy, no chaos)."""
@@ -849,7 +898,8 @@ class Soak:
                     out["journalled_bit_exact"] += 1
                 elif isinstance(got, str):
                     self.problem("version unrestorable", artifact=artifact, version=version,
-                                 error=got[:300])
+                                 error=got[:300],
+                                 requests=self.requests_for(layout.version_key(artifact, version)))
                 else:
                     self.problem("version restores different bytes", artifact=artifact,
                                  version=version)
@@ -858,13 +908,21 @@ class Soak:
             else:
                 self.problem("version lost (no manifest, no tombstone)", artifact=artifact,
                              version=version)
+        journalled = {}
+        for (artifact, version), files in expected.items():
+            journalled.setdefault(artifact, []).append(files)
         for artifact, version in sorted(live - set(expected)):
             got = pull_digest(artifact, version)
             if isinstance(got, str):
                 self.problem("unjournalled version unrestorable", artifact=artifact,
-                             version=version, error=got[:300])
+                             version=version, error=got[:300],
+                             requests=self.requests_for(layout.version_key(artifact, version)))
             elif got in attempted.get(artifact, []):
                 out["unjournalled_verified"] += 1
+                if got in journalled.get(artifact, []):
+                    # The same tree is also journalled under another number: one push, two
+                    # versions (a commit that landed but whose answer was lost, retried).
+                    out["unjournalled_duplicate_of_a_journalled_commit"] += 1
             else:
                 self.problem("unjournalled version matches no attempt", artifact=artifact,
                              version=version)
@@ -965,6 +1023,11 @@ def report(doc: dict[str, Any]) -> str:
             f"{len(verify.get('unrestorable') or [])} unrestorable" if verify.get("ran")
             else verify.get("note", "not run"))) + ".",
         "",
+        "Client failures other than kills and timeouts (count, first stderr line of up to 3): "
+        + ("; ".join(f"{k} x{c.get('exit.' + k.replace(' exit ', '.'), '?')}: "
+                     + " | ".join(" ".join(x) for x in v)
+                     for k, v in sorted(doc["failures"].items())) or "none") + ".",
+        "",
         f"**Problems: {len(doc['problems'])}**; internal errors (exit 1): "
         f"{doc['anomaly_count']}.",
         *(f"- {p['kind']}: " + ", ".join(f"{k}={v}" for k, v in p.items() if k != "kind")
@@ -993,6 +1056,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gcs", type=int, default=2)
     ap.add_argument("--kill-every", type=float, default=4.0,
                     help="mean seconds between kill -9s (default 4)")
+    ap.add_argument("--vanish", choices=("all", "chunks"), default="all",
+                    help="which PUTs a client may vanish in the middle of (after the request "
+                         "head): all (default), or chunk uploads only")
     ap.add_argument("--no-suspend", action="store_true",
                     help="leave out the suspended-clock pusher")
     args = ap.parse_args(argv)
@@ -1020,6 +1086,7 @@ def main(argv: list[str] | None = None) -> int:
                     *((f"gc{i}", soak.collector(i)) for i in range(args.gcs))]
                 if not args.no_suspend:
                     named.append(("suspender", soak.suspender()))
+                soak.create_lake()
                 threads = [soak.actor(name, body) for name, body in named]
                 chaos = threading.Thread(target=soak.chaos, name="chaos", daemon=True)
                 chaos.start()
@@ -1046,6 +1113,7 @@ def main(argv: list[str] | None = None) -> int:
                     t.join(10)
                 soak.say(f"clients stopped ({left_running} killed at the end); verifying")
                 faults = dict(proxy.stats().faults)
+                soak.exchanges = proxy.exchanges()
                 requests = proxy.stats().total_requests
             finally:
                 proxy.stop()
@@ -1072,7 +1140,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  if k.startswith("kill.")),
         "verify": verify, "end_check": end, "suspend": soak.suspend_info,
         "problems": soak.problems, "anomalies": soak.anomalies[:20],
-        "anomaly_count": len(soak.anomalies),
+        "anomaly_count": len(soak.anomalies), "failures": soak.failures,
     }
     if args.json:
         args.json.write_text(json.dumps(doc, indent=2))

@@ -31,7 +31,11 @@ def test_chaos_soak_loses_nothing(seaweedfs, tmp_path: Path) -> None:
         [sys.executable, str(ROOT / "bench" / "soak.py"), "--duration", str(DURATION),
          "--seed", "12", "--endpoint", seaweedfs.endpoint_url, "--bucket", seaweedfs.bucket,
          "--prefix", f"soak-{uuid.uuid4().hex[:8]}", "--workdir", str(tmp_path / "work"),
-         "--json", str(out)],
+         "--json", str(out),
+         # A PUT cut after its head, on a manifest, leaves an unreadable version that stops
+         # every gc (test_manifest_put_cut_after_its_head_leaves_no_unreadable_version below):
+         # until that is fixed, clients vanish only in chunk uploads here, or gc never runs.
+         "--vanish", "chunks"],
         env=env, capture_output=True, text=True, timeout=DURATION + 480)
     assert out.exists(), f"exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
     doc = json.loads(out.read_text())
@@ -62,3 +66,41 @@ def test_chaos_soak_loses_nothing(seaweedfs, tmp_path: Path) -> None:
                      f"{suspended[:2]}")
     assert suspended == [], suspended
     assert p.returncode == 0, p.stdout[-3000:]
+
+
+# ---- what the soak found, made deterministic ----------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="found by the soak: SeaweedFS keeps an empty object for a "
+                   "PUT cut after its head; a manifest's retried If-None-Match PUT then gets 412 "
+                   "and the push moves on to the next number, leaving an unreadable version that "
+                   "stops gc lake-wide (not fixed on this branch)")
+def test_manifest_put_cut_after_its_head_leaves_no_unreadable_version(
+        seaweedfs, tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from faultproxy import FaultProxy
+
+    lake = f"s3://{seaweedfs.bucket}/torn-{uuid.uuid4().hex[:8]}"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(os.urandom(4096))
+    config = tmp_path / "ckptlake.yaml"
+    config.write_text("connect_timeout: 2\nread_timeout: 2\n"
+                      "retention:\n  grace_period: 0s\n  rules:\n    - {match: '*', keep_last: 1}\n")
+    with FaultProxy(seaweedfs.endpoint_url, seed=3) as proxy:
+        env = {**seaweedfs.env, "AWS_ENDPOINT_URL": proxy.endpoint_url,
+               "CKPTLAKE_CONFIG": str(config)}
+        run = [sys.executable, "-m", "ckptlake"]
+        subprocess.run([*run, "push", str(src), "torn/ckpt", "--lake", lake], env=env,
+                       check=True, capture_output=True, timeout=120)  # v1, and the header
+        proxy.vanish(count=1, methods=["PUT"], path=r"/(@|%40)v/")
+        p = subprocess.run([*run, "push", str(src), "torn/ckpt", "--lake", lake, "--json"],
+                           env=env, capture_output=True, text=True, timeout=120)
+        assert any(e.outcome == "vanished" for e in proxy.exchanges())
+    print(p.returncode, p.stdout, p.stderr)
+    direct = {**seaweedfs.env, "CKPTLAKE_CONFIG": str(config)}
+    ls = subprocess.run([*run, "ls", "torn/ckpt", "--lake", lake, "--json"], env=direct,
+                        capture_output=True, text=True, timeout=60)
+    gc = subprocess.run([*run, "gc", "--yes", "--lake", lake], env=direct,
+                        capture_output=True, text=True, timeout=60)
+    assert (p.returncode, ls.returncode, gc.returncode) == (0, 0, 0), \
+        f"push {p.returncode}: {p.stderr}\nls {ls.returncode}: {ls.stderr}\ngc: {gc.stderr}"
