@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import random
 import subprocess
 import sys
 import uuid
@@ -105,3 +106,51 @@ def test_manifest_put_cut_after_its_head_leaves_no_unreadable_version(
                         capture_output=True, text=True, timeout=60)
     assert (p.returncode, ls.returncode, gc.returncode) == (0, 0, 0), \
         f"push {p.returncode}: {p.stderr}\nls {ls.returncode}: {ls.stderr}\ngc: {gc.stderr}"
+
+
+def test_the_end_check_finds_lost_versions_missing_chunks_and_dead_aliases(
+        seaweedfs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The soak's own check, on a lake damaged by hand: it must not be able to pass vacuously."""
+    import argparse
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import soak
+    from ckptlake import Lake
+    from ckptlake.core import catalog
+    from ckptlake.format import layout
+    from ckptlake.store import open_store
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", seaweedfs.endpoint_url)
+    args = argparse.Namespace(seed=1, prefix=f"check-{uuid.uuid4().hex[:8]}")
+    work = tmp_path / "work"
+    work.mkdir()
+    s = soak.Soak(args, work, seaweedfs.endpoint_url, seaweedfs.endpoint_url, seaweedfs.bucket,
+                  proxy=None)
+    lake = Lake(open_store(s.lake), chunk_size=soak.MiB)
+    artifact = "soak/p0/ckpt"
+    trees = {}
+    for n in (1, 2, 3, 4):
+        src = tmp_path / f"src{n}"
+        files = soak.make_tree(src, random.Random(n), 1, small=False)
+        version = lake.push(src, artifact).version
+        assert version == n
+        trees[n] = files
+        if n != 4:  # v4: committed, but its client died before saying so
+            s.log(event="commit", artifact=artifact, version=n, files=files)
+        s.log(event="attempt", artifact=artifact, files=files)
+    s.log(event="commit", artifact=artifact, version=9, files=trees[1])  # never in the lake
+    lake.alias(f"{artifact}@v3", "best")
+    store = lake.store
+    digests = {n: catalog.load_manifest(store, artifact, n).chunk_digests() for n in trees}
+    only_v2 = digests[2] - digests[1] - digests[3] - digests[4]
+    store.delete([layout.chunk_key(sorted(only_v2)[0])])  # v2 loses a chunk of its own
+    store.delete([layout.version_key(artifact, 3)])  # v3 vanishes without a tombstone
+
+    end = s.end_check()
+    kinds = sorted(p["kind"] for p in s.problems)
+    assert kinds == ["alias on a dead version", "version lost (no manifest, no tombstone)",
+                     "version lost (no manifest, no tombstone)", "version unrestorable"], \
+        s.problems
+    assert end["journalled_bit_exact"] == 1 and end["unjournalled_verified"] == 1, end
+    lake.close()
+    s.journal.close()
