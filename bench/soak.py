@@ -320,6 +320,7 @@ class Soak:
     failures: dict[str, list] = field(default_factory=dict)  # "kind exit rc" -> stderr samples
     exchanges: list = field(default_factory=list)  # the proxy's, kept for the end check
     integrity_seen: dict[str, int] = field(default_factory=dict)
+    gone: set[tuple[str, int]] = field(default_factory=set)  # seen deleted by gc: pick others
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.args.seed)
@@ -462,7 +463,8 @@ class Soak:
     def pick_commit(self, rng: random.Random, artifacts: tuple[str, ...] | None = None
                     ) -> tuple[str, int] | None:
         with self.lock:
-            pool = [c for c in self.commits if artifacts is None or c[0] in artifacts]
+            pool = [c for c in self.commits if (artifacts is None or c[0] in artifacts)
+                    and c not in self.gone]
             if not pool:
                 return None
             # Favour recent versions: those are alive; old ones mostly meet gc.
@@ -677,6 +679,8 @@ class Soak:
                     return
                 if self.tombstoned(artifact, version):
                     self.count("pull.deleted_by_gc")
+                    with self.lock:
+                        self.gone.add(pick)
                     return
                 if attempt == 2:
                     self.problem("pull of a live version failed", artifact=artifact,
@@ -702,6 +706,8 @@ class Soak:
                 self.log(event="alias", artifact=artifact, name=name, version=version)
             elif r.rc == 3:
                 self.count("alias.target_gone")
+                with self.lock:
+                    self.gone.add(pick)
             else:
                 self.count("alias.failed")
             time.sleep(rng.uniform(0.2, 1.5))
@@ -968,6 +974,11 @@ def servers(args: argparse.Namespace, work: Path) -> Iterator[tuple[str, str]]:
         weed.stop()
 
 
+def _short(text: str, n: int = 160) -> str:
+    text = text.replace("ckptlake: error: ", "").replace("|", "/")
+    return text if len(text) <= n else text[:n - 3] + "..."
+
+
 def report(doc: dict[str, Any]) -> str:
     c = doc["counts"]
 
@@ -1023,15 +1034,16 @@ def report(doc: dict[str, Any]) -> str:
             f"{len(verify.get('unrestorable') or [])} unrestorable" if verify.get("ran")
             else verify.get("note", "not run"))) + ".",
         "",
-        "Client failures other than kills and timeouts (count, first stderr line of up to 3): "
-        + ("; ".join(f"{k} x{c.get('exit.' + k.replace(' exit ', '.'), '?')}: "
-                     + " | ".join(" ".join(x) for x in v)
-                     for k, v in sorted(doc["failures"].items())) or "none") + ".",
+        "Client failures other than kills and timeouts (count: a sample of stderr):",
         "",
-        f"**Problems: {len(doc['problems'])}**; internal errors (exit 1): "
-        f"{doc['anomaly_count']}.",
-        *(f"- {p['kind']}: " + ", ".join(f"{k}={v}" for k, v in p.items() if k != "kind")
-          for p in doc["problems"][:10]),
+        *(f"- {k} x{c.get('exit.' + k.replace(' exit ', '.'), '?')}: "
+          f"{_short(' '.join(v[0]) if v else '')}" for k, v in sorted(doc["failures"].items())),
+        "",
+        f"**Problems: {len(doc['problems'])}** ({doc['versions_affected']} versions affected); "
+        f"internal errors (exit 1): {doc['anomaly_count']}.",
+        *(f"- {p['kind']}: " + ", ".join(f"{k}={_short(str(v))}" for k, v in p.items()
+                                         if k not in ("kind", "requests"))
+          for p in doc["problems"][:12]),
         "<!-- bench:soak:end -->",
     ]
     return "\n".join(lines)
@@ -1143,6 +1155,8 @@ def main(argv: list[str] | None = None) -> int:
         "verify": verify, "end_check": end, "suspend": soak.suspend_info,
         "problems": soak.problems, "anomalies": soak.anomalies[:20],
         "anomaly_count": len(soak.anomalies), "failures": soak.failures,
+        "versions_affected": len({(p["artifact"], p["version"]) for p in soak.problems
+                                  if "artifact" in p and "version" in p}),
     }
     if args.json:
         args.json.write_text(json.dumps(doc, indent=2))
