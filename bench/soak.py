@@ -289,14 +289,14 @@ class Run:
     chaos_killed: bool = False
     timed_out: bool = False
 
-    def json(self) -> Any:
-        for line in reversed(self.out.strip().splitlines()):
+    def json(self) -> dict[str, Any] | None:
+        """The client's JSON document (the whole stdout, else its last line that is one)."""
+        for text in (self.out, *reversed(self.out.strip().splitlines())):
             with contextlib.suppress(ValueError):
-                return json.loads(line)
-        try:
-            return json.loads(self.out)
-        except ValueError:
-            return None
+                doc = json.loads(text)
+                if isinstance(doc, dict):
+                    return doc
+        return None
 
 
 @dataclass
@@ -444,7 +444,8 @@ class Soak:
                     self.problem("client met an integrity error", client=kind, stderr=msg)
         return r
 
-    def kill_all(self, *, chaos: bool) -> int:
+    def kill_all(self) -> int:
+        """SIGKILL every client still running, by the PIDs we started."""
         with self.lock:
             victims = list(self.procs.values())
         n = 0
@@ -567,7 +568,7 @@ class Soak:
                     res = self.run("shard-finish", self.child(
                         "child-shard-finish", "--lake", self.lake, "--artifact", artifact,
                         "--src", str(dirs[r]), "--rank", str(r), "--world", str(world),
-                        "--step", str(step)), timeout=60)
+                        "--step", str(step)), timeout=60, killable=False)
                     doc = res.json() if res.rc == 0 else None
                     version = version or (doc.get("version") if doc else None)
             if version is not None:
@@ -749,7 +750,10 @@ class Soak:
                     victims = [(pid, kind) for pid, (p, kind, killable) in self.procs.items()
                                if killable and p.poll() is None]
                 if victims:
-                    pid, kind = rng.choice(sorted(victims))
+                    # A kind first, then one of its processes: shard ranks (2-3 at once) and
+                    # long gc runs would otherwise take most of the kills.
+                    kind = rng.choice(sorted({k for _, k in victims}))
+                    pid = rng.choice(sorted(p for p, k in victims if k == kind))
                     with self.lock:
                         self.killed.add(pid)
                     try:
@@ -1122,7 +1126,7 @@ def main(argv: list[str] | None = None) -> int:
                 end = time.monotonic() + 60
                 for t in threads:
                     t.join(max(0.1, end - time.monotonic()))
-                left_running = soak.kill_all(chaos=False)
+                left_running = soak.kill_all()
                 for t in threads:
                     t.join(10)
                 soak.say(f"clients stopped ({left_running} killed at the end); verifying")
@@ -1139,7 +1143,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if soak is not None:
             soak.stop.set()
-            soak.kill_all(chaos=False)
+            soak.kill_all()
             soak.journal.close()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
