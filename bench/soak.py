@@ -317,6 +317,7 @@ class Soak:
     commits: list[tuple[str, int]] = field(default_factory=list)
     expected: dict[tuple[str, int], dict[str, str]] = field(default_factory=dict)
     suspend_info: dict[str, Any] = field(default_factory=dict)
+    extended: float = 0.0  # seconds run past --duration to reach --min-ops
     failures: dict[str, list] = field(default_factory=dict)  # "kind exit rc" -> stderr samples
     exchanges: list = field(default_factory=list)  # the proxy's, kept for the end check
     integrity_seen: dict[str, int] = field(default_factory=dict)
@@ -455,6 +456,18 @@ class Soak:
                     os.kill(p.pid, signal.SIGKILL)
                     n += 1
         return n
+
+    MINIMUMS = ("push.ok", "shard.committed", "checkpointer.saved", "suspend.committed",
+                "pull.bit_exact", "alias.moved", "gc.ok", "gc.versions_deleted")
+
+    def short_of(self, n: int) -> list[str]:
+        """The operations that did not happen n times yet (and kills), for --min-ops."""
+        c = self.counts
+        short = [k for k in self.MINIMUMS if c[k] < n
+                 and not (k == "suspend.committed" and self.args.no_suspend)]
+        if sum(v for k, v in c.items() if k.startswith("kill.")) < n:
+            short.append("kills")
+        return short
 
     def new_dir(self, kind: str) -> Path:
         d = self.work / kind / uuid.uuid4().hex[:12]
@@ -998,6 +1011,9 @@ def report(doc: dict[str, Any]) -> str:
     lines = [
         "<!-- bench:soak:start -->",
         f"## soak: chaos soak ({doc['duration_s']:.0f} s, seed {doc['seed']})",
+        *([f"", f"(Ran {doc['extended_s']:.0f} s past --duration to reach --min-ops"
+           + (f"; still short of: {', '.join(doc['short_of'])}" if doc["short_of"] else "")
+           + ".)"] if doc["extended_s"] else []),
         "",
         f"`{doc['command']}` on {doc['date']} ({doc['machine']}); every client a process "
         "against SeaweedFS behind the fault proxy; gc with grace_period 0s, sweep_window "
@@ -1067,6 +1083,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--endpoint", help="use this SeaweedFS/S3 endpoint instead of starting one")
     ap.add_argument("--bucket", default="soak")
     ap.add_argument("--prefix", default="soak", help="the lake's key prefix in the bucket")
+    ap.add_argument("--min-ops", type=int, default=0, metavar="N",
+                    help="keep going past --duration (up to --max-duration) until every kind of "
+                         "operation, and the kills, happened N times (a slow machine's CI)")
+    ap.add_argument("--max-duration", type=float, help="default: 3 x --duration")
     ap.add_argument("--pushers", type=int, default=2)
     ap.add_argument("--pullers", type=int, default=2)
     ap.add_argument("--gcs", type=int, default=2)
@@ -1108,15 +1128,19 @@ def main(argv: list[str] | None = None) -> int:
                 threads = [soak.actor(name, body) for name, body in named]
                 chaos = threading.Thread(target=soak.chaos, name="chaos", daemon=True)
                 chaos.start()
-                deadline = time.monotonic() + args.duration
-                while (left := deadline - time.monotonic()) > 0:
-                    time.sleep(min(left, 15))
+                t0 = time.monotonic()
+                deadline = t0 + args.duration
+                hard = t0 + max(args.duration, args.max_duration or 3 * args.duration)
+                while (left := deadline - time.monotonic()) > 0 or (
+                        soak.short_of(args.min_ops) and time.monotonic() < hard):
+                    time.sleep(min(max(left, 5), 15))
                     c = soak.counts
                     soak.say(f"push {c['push.ok']} shard {c['shard.committed']} ckptr "
                              f"{c['checkpointer.saved']} pull {c['pull.bit_exact']} alias "
                              f"{c['alias.moved']} gc {c['gc.ok']} kills "
                              f"{sum(v for k, v in c.items() if k.startswith('kill.'))} "
                              f"problems {len(soak.problems)}")
+                soak.extended = max(0.0, time.monotonic() - deadline)
                 soak.stop.set()
                 (work / "stop").touch()
                 chaos.join(10)
@@ -1148,7 +1172,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     doc = {
-        "seed": args.seed, "duration_s": args.duration,
+        "seed": args.seed, "duration_s": round(args.duration + soak.extended, 1),
+        "extended_s": round(soak.extended, 1), "short_of": soak.short_of(args.min_ops),
         "command": "python bench/soak.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": time.strftime("%Y-%m-%d", time.gmtime(started)),
         "machine": f"{os.cpu_count()} cores",
