@@ -24,21 +24,21 @@ DURATION = int(os.environ.get("CKPTLAKE_SOAK_SECONDS", "100"))
 SUSPEND_ARTIFACT = "soak/suspend/ckpt"
 
 
-@pytest.mark.timeout(3 * DURATION + 500)
+@pytest.mark.timeout(2 * DURATION + 500)
 def test_chaos_soak_loses_nothing(seaweedfs, tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
     env = {**seaweedfs.env}
     p = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "soak.py"), "--duration", str(DURATION),
-         "--seed", "12", "--kill-every", "5", "--min-ops", "3", "--max-duration",
-         str(3 * DURATION), "--endpoint", seaweedfs.endpoint_url, "--bucket", seaweedfs.bucket,
+         "--seed", "12", "--kill-every", "5", "--min-ops", "2", "--max-duration",
+         str(2 * DURATION), "--endpoint", seaweedfs.endpoint_url, "--bucket", seaweedfs.bucket,
          "--prefix", f"soak-{uuid.uuid4().hex[:8]}", "--workdir", str(tmp_path / "work"),
          "--json", str(out),
          # A PUT cut after its head, on a manifest, leaves an unreadable version that stops
          # every gc (test_manifest_put_cut_after_its_head_leaves_no_unreadable_version below):
          # until that is fixed, clients vanish only in chunk uploads, or gc never runs again.
          "--vanish", "chunks"],
-        env=env, capture_output=True, text=True, timeout=3 * DURATION + 480)
+        env=env, capture_output=True, text=True, timeout=2 * DURATION + 480)
     assert out.exists(), f"exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
     doc = json.loads(out.read_text())
     print(p.stdout[-4000:])
@@ -46,7 +46,7 @@ def test_chaos_soak_loses_nothing(seaweedfs, tmp_path: Path) -> None:
 
     # Not vacuous: the chaos happened and every kind of client got work done through it.  (The
     # bounds are low on purpose: a loaded 2-core machine gets through a few dozen operations;
-    # --min-ops 3 lets the soak run past its 100 s, up to 300 s, until it has done that much.)
+    # --min-ops 2 lets the soak run past its 100 s, up to 200 s, until it has done that much.)
     assert doc["kills"] >= 5 and len([k for k in c if k.startswith("kill.")]) >= 3, c
     assert sum(doc["faults_fired"].values()) >= 10, doc["faults_fired"]
     assert len(doc["faults_fired"]) >= 3, doc["faults_fired"]
