@@ -157,3 +157,30 @@ def test_the_end_check_finds_lost_versions_missing_chunks_and_dead_aliases(
     assert end["journalled_bit_exact"] == 1 and end["unjournalled_verified"] == 1, end
     lake.close()
     s.journal.close()
+
+
+@pytest.mark.xfail(strict=True, reason="found by the soak: the same empty object, for the lake "
+                   "header: the first push's If-None-Match PUT of ckptlake.json cut after its "
+                   "head leaves an empty ckptlake.json, and every later push fails with exit 5 "
+                   "(not fixed on this branch)")
+def test_header_put_cut_after_its_head_leaves_a_usable_lake(seaweedfs, tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from faultproxy import FaultProxy
+
+    lake = f"s3://{seaweedfs.bucket}/torn-{uuid.uuid4().hex[:8]}"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(os.urandom(4096))
+    config = tmp_path / "ckptlake.yaml"
+    config.write_text("connect_timeout: 2\nread_timeout: 2\n")
+    run = [sys.executable, "-m", "ckptlake", "push", str(src), "torn/ckpt", "--lake", lake]
+    with FaultProxy(seaweedfs.endpoint_url, seed=4) as proxy:
+        env = {**seaweedfs.env, "AWS_ENDPOINT_URL": proxy.endpoint_url,
+               "CKPTLAKE_CONFIG": str(config)}
+        proxy.vanish(count=1, methods=["PUT"], path=r"/ckptlake\.json")
+        first = subprocess.run(run, env=env, capture_output=True, text=True, timeout=120)
+        assert any(e.outcome == "vanished" for e in proxy.exchanges())
+    again = subprocess.run(run, env={**seaweedfs.env, "CKPTLAKE_CONFIG": str(config)},
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, f"first push {first.returncode}: {first.stderr}\n" \
+                                  f"second push {again.returncode}: {again.stderr}"
