@@ -16,7 +16,8 @@ FaultProxy (tests/faultproxy.py) in front of a throw-away SeaweedFS (bench/serve
   stale_after (the library's `push_shard`);
 * a checkpointer: a Python child using `lake.checkpointer(..., keep_last=2)`;
 * a suspended-clock pusher: a Python child whose push pauses between its uploads and its commit
-  for longer than retention.record_retention while its clocks say no time passed (CLOCK_MONOTONIC
+  until gc has swept some of its chunks and removed that record (record_retention later; at
+  most 60 s), while its clocks say no time passed (CLOCK_MONOTONIC
   frozen, and `ckptlake.core.clock.now` too where that module exists): what a laptop lid or a
   paused VM does to a push;
 * pullers: `ckptlake pull` of random committed versions, compared by SHA-256 with what was pushed;
@@ -208,9 +209,11 @@ def install_suspendable_clock() -> dict[str, Any]:
     time.monotonic, time.monotonic_ns, time.clock_gettime = mono, mono_ns, clock_gettime
     state["patched"] += ["time.monotonic", "time.monotonic_ns", "time.clock_gettime(MONOTONIC)"]
 
-    def suspend(seconds: float) -> None:
+    def suspend(done: Callable[[], bool], at_most: float) -> None:
         state["frozen"] = mono()
-        time.sleep(seconds)  # the sleep itself uses the OS clock, not ours
+        t0 = real_mono()
+        while real_mono() - t0 < at_most and not done():
+            time.sleep(1)  # the sleep itself uses the OS clock, not ours
         state["offset"] = real_mono() - state["frozen"]
         state["frozen"] = None
 
@@ -233,9 +236,9 @@ def child_suspend(args: argparse.Namespace) -> int:
         state["patched"].append("ckptlake.core.clock.now")
         inner = state["suspend"]
 
-        def suspend(seconds: float) -> None:
+        def suspend(done: Callable[[], bool], at_most: float) -> None:
             t0 = real_now()
-            inner(seconds)
+            inner(done, at_most)
             base["offset"] += real_now() - t0
 
         state["suspend"] = suspend
@@ -244,13 +247,29 @@ def child_suspend(args: argparse.Namespace) -> int:
     from ckptlake.core import gc_guard
 
     real_guard = gc_guard.guard_commit
-    paused = {"s": 0.0}
+    paused: dict[str, Any] = {"s": 0.0, "forgotten": False}
 
-    def guard_commit(*a: Any, **kw: Any) -> Any:
+    def guard_commit(store: Any, **kw: Any) -> Any:
+        """Stay suspended until gc has condemned, swept and forgotten (removed the record of)
+        some of this push's chunks -- the worst moment to wake up -- or --pause seconds."""
+        digests = set(kw.get("referenced") or ())
+        seen = {"named": False}
+
+        def forgotten() -> bool:
+            try:
+                records, _ = gc_guard.read_records(store, lenient=True)
+            except Exception:  # noqa: BLE001 - faults: look again in a second
+                return False
+            if any(digests.intersection(r.chunks) for r in records):
+                seen["named"] = True
+                return False
+            return seen["named"]
+
         t0 = time.time()
-        state["suspend"](args.pause)
+        state["suspend"](forgotten, args.pause)
         paused["s"] = time.time() - t0
-        return real_guard(*a, **kw)
+        paused["forgotten"] = seen["named"]
+        return real_guard(store, **kw)
 
     gc_guard.guard_commit = guard_commit
     lake = open_child_lake(args.lake)
@@ -262,7 +281,7 @@ def child_suspend(args: argparse.Namespace) -> int:
         print(f"ckptlake: error: {exc}", file=sys.stderr, flush=True)
         return getattr(exc, "exit_code", 1)
     print(json.dumps({"event": "commit", "version": r.version, "paused": round(paused["s"], 2),
-                      "patched": state["patched"]}), flush=True)
+                      "forgotten": paused["forgotten"], "patched": state["patched"]}), flush=True)
     return 0
 
 
@@ -643,9 +662,9 @@ class Soak:
             attempt = uuid.uuid4().hex[:12]
             self.log(event="attempt", actor="suspender", attempt=attempt, artifact=artifact,
                      files=files)
-            # Long enough for a gc pass to condemn and sweep this push's fresh chunks and for
-            # a later pass to remove that record (record_retention after the sweep).
-            pause = 2 * RECORD_RETENTION + 2 * SWEEP_WINDOW + 2
+            # At most: the child wakes as soon as gc has swept some of its chunks and removed
+            # that record (record_retention after the sweep).
+            pause = 60
             r = self.run("suspended-push", self.child(
                 "child-suspend", "--lake", self.lake, "--artifact", artifact, "--src", str(src),
                 "--pause", str(pause), "--step", str(state["step"])),
@@ -658,7 +677,9 @@ class Soak:
                 self.log(event="commit", actor="suspender", attempt=attempt, artifact=artifact,
                          version=doc["version"], files=files)
                 self.count("suspend.committed")
-                self.suspend_info["paused_s"] = doc.get("paused")
+                self.count("suspend.woke_after_record_removed", bool(doc.get("forgotten")))
+                with self.lock:
+                    self.suspend_info.setdefault("paused", []).append(doc.get("paused", 0))
             else:
                 self.count("suspend.failed")
             self.stop.wait(rng.uniform(2, 6))
@@ -991,6 +1012,10 @@ def servers(args: argparse.Namespace, work: Path) -> Iterator[tuple[str, str]]:
         weed.stop()
 
 
+def _range(values: list[float] | None) -> str:
+    return f"{min(values):.0f}-{max(values):.0f}" if values else "-"
+
+
 def _short(text: str, n: int = 160) -> str:
     text = text.replace("ckptlake: error: ", "").replace("|", "/")
     return text if len(text) <= n else text[:n - 3] + "..."
@@ -1028,8 +1053,9 @@ def report(doc: dict[str, Any]) -> str:
         f"| checkpointer (library) | {n('checkpointer.saved')} saved, "
         f"{n('checkpointer.started')} processes started |",
         f"| suspended-clock push | {n('suspend.committed')} committed, "
-        f"{n('suspend.failed')} failed; paused {doc['suspend'].get('paused_s', '-')} s each "
-        f"(record_retention {RECORD_RETENTION} s), clocks frozen: "
+        f"{n('suspend.failed')} failed; suspended {_range(doc['suspend'].get('paused'))} s "
+        f"(record_retention {RECORD_RETENTION} s), {n('suspend.woke_after_record_removed')} "
+        "of them until gc had swept their chunks and removed that record; clocks frozen: "
         f"{', '.join(doc['suspend'].get('patched', [])) or '-'} |",
         f"| pull (CLI) | {n('pull.ok')} ok, {n('pull.bit_exact')} bit-exact, "
         f"{n('pull.deleted_by_gc')} found deleted by gc, "
