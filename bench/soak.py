@@ -253,7 +253,7 @@ def child_suspend(args: argparse.Namespace) -> int:
         """Stay suspended until gc has condemned, swept and forgotten (removed the record of)
         some of this push's chunks -- the worst moment to wake up -- or --pause seconds."""
         digests = set(kw.get("referenced") or ())
-        seen = {"named": False}
+        seen = {"named": False, "removed": False}
 
         def forgotten() -> bool:
             try:
@@ -263,12 +263,13 @@ def child_suspend(args: argparse.Namespace) -> int:
             if any(digests.intersection(r.chunks) for r in records):
                 seen["named"] = True
                 return False
-            return seen["named"]
+            seen["removed"] = seen["named"]
+            return seen["removed"]
 
         t0 = time.time()
         state["suspend"](forgotten, args.pause)
         paused["s"] = time.time() - t0
-        paused["forgotten"] = seen["named"]
+        paused["forgotten"] = seen["removed"]
         return real_guard(store, **kw)
 
     gc_guard.guard_commit = guard_commit
