@@ -472,6 +472,8 @@ class Soak:
         n = 0
         for p, _kind, _k in victims:
             if p.poll() is None:
+                with self.lock:
+                    self.killed.add(p.pid)  # not a failure of the client
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(p.pid, signal.SIGKILL)
                     n += 1
