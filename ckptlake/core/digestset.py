@@ -1,0 +1,318 @@
+"""Sets of chunk digests whose memory does not grow with the lake: gc's mark and sweep at scale.
+
+A CPython `set` of 32-byte `bytes` costs ~100-165 bytes per digest, ~16 GiB for a lake of 100M
+chunks.  A `DigestSet` keeps at most `memory_limit` digests in memory; past that it sorts them
+and spills them as a *run*: a file of fixed-width 32-byte records in ascending byte order, in a
+private directory (tempfile.mkdtemp) that `close()` removes.  Before the first lookup after a
+spill the runs are merged (k-way, heapq.merge over buffered readers) into one sorted,
+deduplicated file, which lookups binary-search through mmap.  Lookups remember where the last one
+landed and gallop forward from there: gc asks in listing order (chunk keys list in digest
+order, and hex sorts like the bytes), so a lookup usually costs a probe or two.
+
+A `DigestMap` is the same with a 4-byte value per digest (gc's "which artifact's deleted
+version frees this chunk"); of several values added for one digest it keeps the smallest, like
+`dict.setdefault` over values added in increasing order.
+
+Digests of another width than 32 bytes (only a lenient read of a foreign manifest makes them)
+stay in a small in-memory side set: correctness first, and they are not expected at scale.
+Adding never forgets: the structures only grow, as gc's L does.
+"""
+from __future__ import annotations
+
+import heapq
+import mmap
+import os
+import shutil
+import tempfile
+from bisect import bisect_left
+from typing import IO, Iterable, Iterator
+
+WIDTH = 32
+VALUE = 4  # DigestMap's value: big-endian unsigned, so the smallest sorts first
+DEFAULT_MEMORY_LIMIT = 1_000_000  # digests held before a spill: ~100 MB of CPython set
+_MERGE_FAN = 64  # runs merged at once when they pile up (open files stay few)
+_READ_RECORDS = 8192  # records per read while merging
+
+
+class _Sorted:
+    """A read-only view of a sorted run file: keys by index, for bisect and galloping."""
+
+    def __init__(self, path: str, width: int) -> None:
+        self.width = width
+        self.n = os.path.getsize(path) // width
+        self._fh = open(path, "rb")
+        self._mm = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ) if self.n else None
+        self._pos = 0
+        self._last = b""
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> bytes:
+        assert self._mm is not None
+        start = i * self.width
+        return self._mm[start:start + WIDTH]
+
+    def record(self, i: int) -> bytes:
+        assert self._mm is not None
+        start = i * self.width
+        return self._mm[start:start + self.width]
+
+    def find(self, key: bytes) -> int | None:
+        """The index of `key`, or None.  Galloping from the previous answer when keys come in
+        ascending order, a plain binary search otherwise: correct for any order."""
+        n = self.n
+        if not n:
+            return None
+        lo = self._pos if key >= self._last else 0
+        hi, step = lo, 1
+        while hi < n and self[hi] < key:
+            lo = hi + 1
+            hi = lo + step
+            step *= 2
+        i = bisect_left(self, key, lo, min(hi, n))
+        self._pos, self._last = i, key
+        return i if i < n and self[i] == key else None
+
+    def close(self) -> None:
+        if self._mm is not None:
+            self._mm.close()
+        self._fh.close()
+
+
+def _records(path: str, width: int) -> Iterator[bytes]:
+    with open(path, "rb") as fh:
+        while block := fh.read(width * _READ_RECORDS):
+            for i in range(0, len(block), width):
+                yield block[i:i + width]
+
+
+class DigestSet:
+    """A set of digests (bytes) that spills sorted runs to disk past `memory_limit` entries.
+
+    Not thread-safe; gc adds from its main thread.  Use as a context manager or call close().
+    """
+
+    _value = 0  # bytes of value per record (DigestMap: VALUE)
+
+    def __init__(self, memory_limit: int = DEFAULT_MEMORY_LIMIT, *,
+                 directory: str | None = None) -> None:
+        self.memory_limit = max(1, memory_limit)
+        self._parent = directory
+        self._dir: str | None = None
+        self._mem: dict[bytes, int] = {}
+        self._odd: dict[bytes, int] = {}  # digests of another width: never spilled
+        self._runs: list[str] = []
+        self._merged: _Sorted | None = None
+        self._serial = 0
+        self.spills = 0  # how many runs were written (tests and the benchmark read it)
+
+    @property
+    def width(self) -> int:
+        return WIDTH + self._value
+
+    # ---- adding
+    def add(self, digest: bytes, value: int = 0) -> None:
+        if len(digest) != WIDTH:
+            self._odd.setdefault(digest, value)
+            return
+        if digest not in self._mem:
+            self._mem[digest] = value
+            if len(self._mem) >= self.memory_limit:
+                self._spill()
+        elif value < self._mem[digest]:
+            self._mem[digest] = value
+
+    def update(self, digests: Iterable[bytes]) -> None:
+        for d in digests:
+            self.add(d)
+
+    def _path(self) -> str:
+        if self._dir is None:
+            self._dir = tempfile.mkdtemp(prefix="ckptlake-gc-", dir=self._parent)
+        self._serial += 1
+        return os.path.join(self._dir, f"run-{self._serial:06d}")
+
+    def _spill(self) -> None:
+        path = self._path()
+        with open(path, "wb") as fh:
+            self._write(fh, sorted(self._mem.items()))
+        self._mem.clear()
+        self._runs.append(path)
+        self.spills += 1
+        if len(self._runs) >= _MERGE_FAN:
+            self._merge()
+
+    def _write(self, fh: IO[bytes], items: list[tuple[bytes, int]]) -> None:
+        if self._value:
+            fh.write(b"".join(d + v.to_bytes(self._value, "big") for d, v in items))
+        else:
+            fh.write(b"".join(d for d, _ in items))
+
+    def _merge(self) -> None:
+        """Merge every run (and the merged file) into one sorted, deduplicated file."""
+        sources = list(self._runs)
+        if self._merged is not None:
+            self._merged.close()
+            self._merged = None
+            sources.append(self._merged_path)
+        path = self._path()
+        width, previous = self.width, b""
+        with open(path, "wb", buffering=1 << 20) as out:
+            for rec in heapq.merge(*(_records(p, width) for p in sources)):
+                key = rec[:WIDTH]
+                if key != previous:  # equal keys: the smallest value came first; keep it
+                    out.write(rec)
+                    previous = key
+        for p in sources:
+            os.unlink(p)
+        self._runs = []
+        self._merged_path = path
+        self._merged = _Sorted(path, width)
+
+    def compact(self) -> None:
+        """Merge the spilled runs now (lookups would do it first otherwise)."""
+        if self._runs:
+            self._merge()
+
+    # ---- asking
+    def _find(self, digest: bytes) -> tuple[bool, int]:
+        if len(digest) != WIDTH:
+            return (True, self._odd[digest]) if digest in self._odd else (False, 0)
+        if digest in self._mem:
+            return True, self._mem[digest]
+        if self._runs:
+            self._merge()
+        if self._merged is None:
+            return False, 0
+        i = self._merged.find(digest)
+        if i is None:
+            return False, 0
+        return True, int.from_bytes(self._merged.record(i)[WIDTH:], "big")
+
+    def __contains__(self, digest: object) -> bool:
+        return isinstance(digest, bytes) and self._find(digest)[0]
+
+    def __len__(self) -> int:
+        """Distinct digests (merges spilled runs first)."""
+        if self._runs:
+            self._merge()
+        on_disk = 0
+        if self._merged is not None:
+            on_disk = len(self._merged)
+            on_disk -= sum(1 for d in self._mem if self._merged.find(d) is not None)
+        return on_disk + len(self._mem) + len(self._odd)
+
+    @property
+    def spilled(self) -> bool:
+        return self._dir is not None
+
+    # ---- cleaning up
+    def close(self) -> None:
+        """Remove the spill directory; the set is empty afterwards."""
+        if self._merged is not None:
+            self._merged.close()
+            self._merged = None
+        self._mem.clear()
+        self._odd.clear()
+        self._runs = []
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def __enter__(self) -> "DigestSet":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # a forgotten close() must not leave files behind
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class DigestMap(DigestSet):
+    """digest -> small non-negative int (< 2**32); the smallest value added for a digest wins."""
+
+    _value = VALUE
+
+    def get(self, digest: bytes, default: int | None = None) -> int | None:
+        found, value = self._find(digest)
+        return value if found else default
+
+
+class Spool:
+    """Lists of digests written once and read back once: the chunks of each version of the
+    artifact gc is deciding, kept until the policy has decided which versions stay.
+
+    In memory as packed bytes (1 length byte + the digest: 33 bytes for sha256, against ~100
+    for a set entry) up to `memory_limit` digests, in a file of the same bytes beyond.
+    """
+
+    def __init__(self, memory_limit: int = DEFAULT_MEMORY_LIMIT, *,
+                 directory: str | None = None) -> None:
+        self.memory_limit = max(1, memory_limit)
+        self._parent = directory
+        self._buf = bytearray()
+        self._dir: str | None = None
+        self._fh: IO[bytes] | None = None
+        self._size = 0
+
+    def append(self, digests: Iterable[bytes]) -> tuple[int, int]:
+        """Store digests; returns where they are, for read()."""
+        data = b"".join(len(d).to_bytes(1, "big") + d for d in digests)
+        where = (self._size, len(data))
+        self._size += len(data)
+        if self._fh is not None:
+            self._fh.seek(0, os.SEEK_END)
+            self._fh.write(data)
+        else:
+            self._buf += data
+            if len(self._buf) > self.memory_limit * (WIDTH + 1):
+                self._dir = tempfile.mkdtemp(prefix="ckptlake-gc-", dir=self._parent)
+                self._fh = open(os.path.join(self._dir, "spool"), "w+b")
+                self._fh.write(self._buf)
+                self._buf = bytearray()
+        return where
+
+    def read(self, where: tuple[int, int]) -> Iterator[bytes]:
+        offset, size = where
+        if self._fh is not None:
+            self._fh.seek(offset)
+            data = self._fh.read(size)
+        else:
+            data = bytes(self._buf[offset:offset + size])
+        i = 0
+        while i < size:
+            n = data[i]
+            yield data[i + 1:i + 1 + n]
+            i += 1 + n
+
+    def reset(self) -> None:
+        """Forget everything (the next artifact); the file, if any, is truncated and reused."""
+        self._buf = bytearray()
+        self._size = 0
+        if self._fh is not None:
+            self._fh.seek(0)
+            self._fh.truncate()
+
+    @property
+    def spilled(self) -> bool:
+        return self._dir is not None
+
+    def close(self) -> None:
+        self._buf = bytearray()
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
