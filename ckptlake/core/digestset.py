@@ -29,7 +29,7 @@ from typing import IO, Iterable, Iterator
 
 WIDTH = 32
 VALUE = 4  # DigestMap's value: big-endian unsigned, so the smallest sorts first
-DEFAULT_MEMORY_LIMIT = 1_000_000  # digests held before a spill: ~100 MB of CPython set
+DEFAULT_MEMORY_LIMIT = 250_000  # digests held before a spill: ~27 MB of CPython dict
 _MERGE_FAN = 64  # runs merged at once when they pile up (open files stay few)
 _READ_RECORDS = 8192  # records per read while merging
 
