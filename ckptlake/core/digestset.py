@@ -4,8 +4,10 @@ A CPython `set` of 32-byte `bytes` costs ~100-165 bytes per digest, ~16 GiB for 
 chunks.  A `DigestSet` keeps at most `memory_limit` digests in memory; past that it sorts them
 and spills them as a *run*: a file of fixed-width 32-byte records in ascending byte order, in a
 private directory (tempfile.mkdtemp) that `close()` removes.  Before the first lookup after a
-spill the runs are merged (k-way, heapq.merge over buffered readers) into one sorted,
-deduplicated file, which lookups binary-search through mmap.  Lookups remember where the last one
+spill (or on `compact()`) the runs are merged (k-way, heapq.merge over buffered readers) into
+one sorted, deduplicated file, which lookups binary-search through mmap.  Runs spilled later
+(gc's incremental re-mark) are merged into another file, looked up next to the first, so a
+re-mark does not rewrite the whole set; past a few such files they are merged into one.  Lookups remember where the last one
 landed and gallop forward from there: gc asks in listing order (chunk keys list in digest
 order, and hex sorts like the bytes), so a lookup usually costs a probe or two.
 
@@ -31,6 +33,7 @@ WIDTH = 32
 VALUE = 4  # DigestMap's value: big-endian unsigned, so the smallest sorts first
 DEFAULT_MEMORY_LIMIT = 250_000  # digests held before a spill: ~27 MB of CPython dict
 _MERGE_FAN = 64  # runs merged at once when they pile up (open files stay few)
+_MAX_SORTED = 4  # merged files looked up side by side before they are merged into one
 _READ_RECORDS = 8192  # records per read while merging
 
 
@@ -38,7 +41,7 @@ class _Sorted:
     """A read-only view of a sorted run file: keys by index, for bisect and galloping."""
 
     def __init__(self, path: str, width: int) -> None:
-        self.width = width
+        self.path, self.width = path, width
         self.n = os.path.getsize(path) // width
         self._fh = open(path, "rb")
         self._mm = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ) if self.n else None
@@ -103,7 +106,7 @@ class DigestSet:
         self._mem: dict[bytes, int] = {}
         self._odd: dict[bytes, int] = {}  # digests of another width: never spilled
         self._runs: list[str] = []
-        self._merged: _Sorted | None = None
+        self._sorted: list[_Sorted] = []  # merged runs, each sorted and deduplicated
         self._serial = 0
         self.spills = 0  # how many runs were written (tests and the benchmark read it)
 
@@ -124,8 +127,14 @@ class DigestSet:
             self._mem[digest] = value
 
     def update(self, digests: Iterable[bytes]) -> None:
-        for d in digests:
-            self.add(d)
+        batch = digests if isinstance(digests, (set, frozenset, list, tuple)) else list(digests)
+        if self._value or set(map(len, batch)) - {WIDTH}:
+            for d in batch:
+                self.add(d)
+            return
+        self._mem.update(dict.fromkeys(batch, 0))  # at C speed: gc adds a manifest at a time
+        if len(self._mem) >= self.memory_limit:
+            self._spill()
 
     def _path(self) -> str:
         if self._dir is None:
@@ -141,7 +150,7 @@ class DigestSet:
         self._runs.append(path)
         self.spills += 1
         if len(self._runs) >= _MERGE_FAN:
-            self._merge()
+            self._merge_runs()
 
     def _write(self, fh: IO[bytes], items: list[tuple[bytes, int]]) -> None:
         if self._value:
@@ -149,13 +158,8 @@ class DigestSet:
         else:
             fh.write(b"".join(d for d, _ in items))
 
-    def _merge(self) -> None:
-        """Merge every run (and the merged file) into one sorted, deduplicated file."""
-        sources = list(self._runs)
-        if self._merged is not None:
-            self._merged.close()
-            self._merged = None
-            sources.append(self._merged_path)
+    def _merge(self, sources: list[str]) -> _Sorted:
+        """Merge sorted files into one sorted, deduplicated file (the inputs are removed)."""
         path = self._path()
         width, previous = self.width, b""
         with open(path, "wb", buffering=1 << 20) as out:
@@ -166,14 +170,31 @@ class DigestSet:
                     previous = key
         for p in sources:
             os.unlink(p)
-        self._runs = []
-        self._merged_path = path
-        self._merged = _Sorted(path, width)
+        return _Sorted(path, width)
+
+    def _merge_runs(self) -> None:
+        """The spilled runs into one sorted file, kept next to the earlier ones: a re-mark
+        that spilled a little does not rewrite the whole set.  Past _MAX_SORTED files, all of
+        them are merged into one."""
+        if self._runs:
+            self._sorted.append(self._merge(self._runs))
+            self._runs = []
+        if len(self._sorted) > _MAX_SORTED:
+            self._merge_all()
+
+    def _merge_all(self) -> None:
+        if self._runs:
+            self._sorted.append(self._merge(self._runs))
+            self._runs = []
+        if len(self._sorted) > 1:
+            paths = [f.path for f in self._sorted]
+            for f in self._sorted:
+                f.close()
+            self._sorted = [self._merge(paths)]
 
     def compact(self) -> None:
-        """Merge the spilled runs now (lookups would do it first otherwise)."""
-        if self._runs:
-            self._merge()
+        """Merge the spilled runs now (the first lookup would do it otherwise)."""
+        self._merge_runs()
 
     # ---- asking
     def _find(self, digest: bytes) -> tuple[bool, int]:
@@ -182,26 +203,33 @@ class DigestSet:
         if digest in self._mem:
             return True, self._mem[digest]
         if self._runs:
-            self._merge()
-        if self._merged is None:
-            return False, 0
-        i = self._merged.find(digest)
-        if i is None:
-            return False, 0
-        return True, int.from_bytes(self._merged.record(i)[WIDTH:], "big")
+            self._merge_runs()
+        found, value = False, 0
+        for f in self._sorted:
+            i = f.find(digest)
+            if i is not None:
+                v = int.from_bytes(f.record(i)[WIDTH:], "big")
+                if not self._value:
+                    return True, v
+                value = v if not found else min(value, v)
+                found = True
+        return found, value
 
     def __contains__(self, digest: object) -> bool:
+        if digest in self._mem:
+            return True
+        if not (self._sorted or self._runs or self._odd):
+            return False
         return isinstance(digest, bytes) and self._find(digest)[0]
 
     def __len__(self) -> int:
-        """Distinct digests (merges spilled runs first)."""
-        if self._runs:
-            self._merge()
-        on_disk = 0
-        if self._merged is not None:
-            on_disk = len(self._merged)
-            on_disk -= sum(1 for d in self._mem if self._merged.find(d) is not None)
-        return on_disk + len(self._mem) + len(self._odd)
+        """Distinct digests (merges everything spilled into one file first)."""
+        self._merge_all()
+        if not self._sorted:
+            return len(self._mem) + len(self._odd)
+        f = self._sorted[0]
+        return (len(f) - sum(1 for d in self._mem if f.find(d) is not None) + len(self._mem)
+                + len(self._odd))
 
     @property
     def spilled(self) -> bool:
@@ -210,9 +238,9 @@ class DigestSet:
     # ---- cleaning up
     def close(self) -> None:
         """Remove the spill directory; the set is empty afterwards."""
-        if self._merged is not None:
-            self._merged.close()
-            self._merged = None
+        for f in self._sorted:
+            f.close()
+        self._sorted = []
         self._mem.clear()
         self._odd.clear()
         self._runs = []
