@@ -79,3 +79,20 @@ def test_spool_in_memory_and_on_disk(tmp_path: Path) -> None:
         assert list(sp.read(w)) == lists[2]
         sp.close()
         assert list(tmp_path.iterdir()) == []
+
+
+def test_map_smallest_value_wins_over_a_larger_one_still_in_memory(tmp_path: Path) -> None:
+    """gc adds the deleted versions' chunks artifact by artifact (increasing index): a chunk an
+    earlier artifact frees may already be on disk when a later artifact adds it again."""
+    ds = digests(4)
+    with DigestMap(2, directory=str(tmp_path)) as m:
+        m.add(ds[0], 0)
+        m.add(ds[1], 0)  # spills {ds0: 0, ds1: 0}
+        m.add(ds[0], 5)  # in memory now, with a larger value
+        assert m.spills == 1
+        assert m.get(ds[0]) == 0 and m.get(ds[1]) == 0
+        m.compact()
+        m.add(ds[2], 7)
+        m.add(ds[1], 9)  # spills again: two files, ds1 in both
+        m.compact()
+        assert m.get(ds[1]) == 0 and m.get(ds[2]) == 7 and ds[3] not in m

@@ -200,11 +200,14 @@ class DigestSet:
     def _find(self, digest: bytes) -> tuple[bool, int]:
         if len(digest) != WIDTH:
             return (True, self._odd[digest]) if digest in self._odd else (False, 0)
+        found, value = False, 0
         if digest in self._mem:
-            return True, self._mem[digest]
+            if not self._value:
+                return True, 0
+            # A map's digest may also be on disk, with a smaller value added before a spill.
+            found, value = True, self._mem[digest]
         if self._runs:
             self._merge_runs()
-        found, value = False, 0
         for f in self._sorted:
             i = f.find(digest)
             if i is not None:
