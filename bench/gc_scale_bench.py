@@ -11,9 +11,10 @@ files of 64 chunks, half shared with the previous version, plus 5% unreferenced 
 for this tree's code and (with --before DIR) another source tree of ckptlake -- e.g. `git
 archive da14cd3 | tar -x -C DIR` -- it runs, as subprocesses, `ckptlake gc --dry-run --json`
 (grace 24h) and `ckptlake gc --yes --json` (grace 0s: retention, mark, condemn and sweep in one
-run) on a hard-linked copy of the lake (`cp -al`: gc never modifies a file in place, so the
-copies do not disturb each other).  Peak RSS is the child's VmHWM (see gc_bench.timed_cli).
-Everything is removed at the end, unless --keep.
+run), each on a freshly built lake.  --spill-at N adds a dry run of this tree with gc's
+SPILL_AT set to N.  Peak RSS is the child's VmHWM (see gc_bench.timed_cli).  Everything is
+removed at the end, unless --keep.  On tmpfs (--dir /dev/shm) building is fast; mind its inode
+limit (`df -i`).
 """
 from __future__ import annotations
 
@@ -99,12 +100,32 @@ def build(root: Path, *, versions: int, chunks: int, artifacts: int) -> dict:
             "chunks_per_manifest": per}
 
 
-def run_gc(code: Path, cfg: Path, args: list[str], workdir: Path) -> tuple[float, int, dict]:
-    from gc_bench import timed_cli
+def run_gc(code: Path, cfg: Path, args: list[str], workdir: Path, spill_at: int | None = None
+           ) -> tuple[float, int, dict]:
+    """(seconds, peak RSS in MiB, JSON) of `ckptlake gc ...` run from the source tree `code`;
+    with spill_at, through the same CLI entry point after setting gc's SPILL_AT."""
+    from gc_bench import _vm_hwm_kib
 
     env = {**os.environ, "PYTHONPATH": str(code)}
-    seconds, rss, out = timed_cli(["gc", *args, "--json", "--config", str(cfg)], env, workdir)
-    return seconds, rss, json.loads(out)
+    cmd = [sys.executable, "-m", "ckptlake"]
+    if spill_at is not None:
+        cmd = [sys.executable, "-c", "import sys; import ckptlake.core.gc as g; "
+               f"g.SPILL_AT = {spill_at}; from ckptlake.cli.app import main; "
+               "sys.argv[0] = 'ckptlake'; main()"]
+    cmd += ["gc", *args, "--json", "--config", str(cfg)]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t = time.monotonic()
+        p = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=out, stderr=err, text=True)
+        peak = 0
+        while p.poll() is None:  # VmHWM only rises: sampling misses at most the last 20 ms
+            peak = max(peak, _vm_hwm_kib(p.pid))
+            time.sleep(0.02)
+        seconds = time.monotonic() - t
+        out.seek(0)
+        err.seek(0)
+        if p.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed ({p.returncode}):\n{err.read()}")
+        return seconds, peak // 1024, json.loads(out.read())
 
 
 def main() -> None:
@@ -113,8 +134,10 @@ def main() -> None:
     ap.add_argument("--versions", type=int, default=2_000)
     ap.add_argument("--artifacts", type=int, default=20)
     ap.add_argument("--before", type=Path, help="another ckptlake source tree to compare")
+    ap.add_argument("--spill-at", type=int, action="append", default=[],
+                    help="also a dry run of this tree with gc's SPILL_AT set to this")
     ap.add_argument("--dir", type=Path, default=None, help="where to build (default: $TMPDIR)")
-    ap.add_argument("--keep", action="store_true", help="leave the lake behind")
+    ap.add_argument("--keep", action="store_true", help="leave the last lake behind")
     ap.add_argument("--skip-execute", action="store_true", help="only gc --dry-run")
     args = ap.parse_args()
 
@@ -122,16 +145,24 @@ def main() -> None:
     lake = workdir / "lake"
     codes = [("after", ROOT)] + ([("before", args.before.resolve())] if args.before else [])
     rows = []
-    try:
+
+    def fresh_lake() -> dict:
+        shutil.rmtree(lake, ignore_errors=True)
         print(f"building {args.versions} versions / {args.chunks} chunks in {lake} ...",
               flush=True)
         built = build(lake, versions=args.versions, chunks=args.chunks,
                       artifacts=args.artifacts)
         print(f"  built: {built}", flush=True)
-        for label, code in codes:
-            cfg = workdir / f"dry-{label}.yaml"
-            cfg.write_text(POLICY.format(lake=lake, grace="24h"))
-            seconds, rss, out = run_gc(code, cfg, ["--dry-run"], workdir)
+        return built
+
+    try:
+        built = fresh_lake()
+        dry = [(label, code, None) for label, code in codes]
+        dry += [(f"after, SPILL_AT={n:,}", ROOT, n) for n in args.spill_at]
+        cfg = workdir / "dry.yaml"
+        cfg.write_text(POLICY.format(lake=lake, grace="24h"))
+        for label, code, spill_at in dry:
+            seconds, rss, out = run_gc(code, cfg, ["--dry-run"], workdir, spill_at)
             plan = out["plan"]
             rows.append((label, "gc --dry-run", seconds, rss,
                          f"{plan['chunks']['objects']} chunks, {plan['versions_deleted']} of "
@@ -139,11 +170,12 @@ def main() -> None:
                          f"{plan['freed_by_versions']['objects']} chunks freed by them"))
             print(f"{label}: gc --dry-run {seconds:.1f} s, peak RSS {rss} MiB", flush=True)
         if not args.skip_execute:
-            for label, code in codes:
-                copy = workdir / f"lake-{label}"
-                subprocess.run(["cp", "-al", str(lake), str(copy)], check=True)
-                cfg = workdir / f"run-{label}.yaml"
-                cfg.write_text(POLICY.format(lake=copy, grace="0s"))
+            # A fresh lake for each run (not `cp -al`: tmpfs counts every link as an inode).
+            cfg = workdir / "run.yaml"
+            cfg.write_text(POLICY.format(lake=lake, grace="0s"))
+            for i, (label, code) in enumerate(codes):
+                if i:
+                    fresh_lake()
                 seconds, rss, out = run_gc(code, cfg, ["--yes"], workdir)
                 r = out["result"]
                 rows.append((label, "gc --yes (grace 0s)", seconds, rss,
@@ -151,7 +183,6 @@ def main() -> None:
                              f"{r['chunks_condemned']} condemned, {r['chunks_swept']} swept, "
                              f"{r['manifest_listings']} manifest listings"))
                 print(f"{label}: gc --yes {seconds:.1f} s, peak RSS {rss} MiB", flush=True)
-                shutil.rmtree(copy)
         print(f"\n{args.chunks:,} chunks / {args.versions:,} versions "
               f"({built['chunks_per_manifest']} chunks per manifest)\n")
         print("| code | command | time | peak RSS | what |\n|---|---|--:|--:|---|")

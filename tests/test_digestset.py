@@ -19,6 +19,7 @@ def digests(n: int, seed: int = 0) -> list[bytes]:
 def test_membership_and_dedup_across_many_runs(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(digestset, "_MERGE_FAN", 4)  # runs pile up: intermediate merges too
+    monkeypatch.setattr(digestset, "_BLOCK", 8)  # lookups cross blocks, in and out of order
     rng = random.Random(1)
     members = digests(500)
     added = members * 3  # every digest three times, in random order, across many runs
@@ -43,12 +44,17 @@ def test_membership_and_dedup_across_many_runs(tmp_path: Path,
     assert list(tmp_path.iterdir()) == []
 
 
-def test_edges_empty_first_last_odd_widths(tmp_path: Path) -> None:
+@pytest.mark.parametrize("block", [1, 2, 3, 2048])
+def test_edges_empty_first_last_odd_widths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           block: int) -> None:
+    monkeypatch.setattr(digestset, "_BLOCK", block)
     with DigestSet(2, directory=str(tmp_path)) as s:
         assert b"\0" * 32 not in s and len(s) == 0
         ds = sorted(digests(9))
         s.update(ds)
         assert ds[0] in s and ds[-1] in s
+        assert all(d in s for d in ds) and all(d in s for d in reversed(ds))
+        assert not any(bytes([d[0]]) + d[1:31] + bytes([d[31] ^ 1]) in s for d in ds)
         assert b"\0" * 32 not in s and b"\xff" * 32 not in s
         s.add(b"short")  # a foreign width: kept aside, never spilled
         assert b"short" in s and b"shor" not in s and "text" not in s  # type: ignore[operator]

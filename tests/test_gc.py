@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ckptlake.cli.app import app
+from ckptlake.core import digestset
 from ckptlake.core import gc as gcmod
 from ckptlake.core.gc import execute, plan_gc
 from ckptlake.core.push import commit_version
@@ -101,6 +102,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path,
     scratch.mkdir()
     monkeypatch.setattr(gcmod, "SPILL_AT", 2)
     monkeypatch.setattr(gcmod, "SCRATCH_DIR", str(scratch))
+    monkeypatch.setattr(digestset, "_BLOCK", 2)
     yield open_store("file://" + str(tmp_path / "lake"))
     assert list(scratch.iterdir()) == []
 
@@ -627,6 +629,7 @@ def test_spilled_digest_sets_give_exactly_the_in_memory_plan_and_result(
 
     mem = run(mem_store, 1_000_000)
     assert not spills
+    monkeypatch.setattr(digestset, "_BLOCK", 3)
     monkeypatch.setattr(gcmod.DigestSet, "_spill", counting_spill)
     disk = run(disk_store, 2)
     assert len(spills) > 10, "the small limit made gc spill"

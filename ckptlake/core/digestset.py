@@ -5,11 +5,12 @@ chunks.  A `DigestSet` keeps at most `memory_limit` digests in memory; past that
 and spills them as a *run*: a file of fixed-width 32-byte records in ascending byte order, in a
 private directory (tempfile.mkdtemp) that `close()` removes.  Before the first lookup after a
 spill (or on `compact()`) the runs are merged (k-way, heapq.merge over buffered readers) into
-one sorted, deduplicated file, which lookups binary-search through mmap.  Runs spilled later
-(gc's incremental re-mark) are merged into another file, looked up next to the first, so a
-re-mark does not rewrite the whole set; past a few such files they are merged into one.  Lookups remember where the last one
-landed and gallop forward from there: gc asks in listing order (chunk keys list in digest
-order, and hex sorts like the bytes), so a lookup usually costs a probe or two.
+one sorted, deduplicated file.  Runs spilled later (gc's incremental re-mark) are merged into
+another file, looked up next to the first, so a re-mark does not rewrite the whole set; past a
+few such files they are merged into one.  A lookup reads one block of 2048 records (pread)
+and keeps it: gc asks in listing order (chunk keys list in digest order, and hex sorts like
+the bytes), so lookups walk the file block after block, a merge-join in effect; out of order,
+a lookup costs a binary search over the blocks.
 
 A `DigestMap` is the same with a 4-byte value per digest (gc's "which artifact's deleted
 version frees this chunk"); of several values added for one digest it keeps the smallest, like
@@ -22,7 +23,6 @@ Adding never forgets: the structures only grow, as gc's L does.
 from __future__ import annotations
 
 import heapq
-import mmap
 import os
 import shutil
 import tempfile
@@ -31,56 +31,73 @@ from typing import IO, Iterable, Iterator
 
 WIDTH = 32
 VALUE = 4  # DigestMap's value: big-endian unsigned, so the smallest sorts first
-DEFAULT_MEMORY_LIMIT = 250_000  # digests held before a spill: ~27 MB of CPython dict
+DEFAULT_MEMORY_LIMIT = 100_000  # digests held before a spill: ~11 MB of CPython dict
 _MERGE_FAN = 64  # runs merged at once when they pile up (open files stay few)
 _MAX_SORTED = 4  # merged files looked up side by side before they are merged into one
+_BLOCK = 2048  # records a lookup reads at once (64 KiB of digests)
 _READ_RECORDS = 8192  # records per read while merging
 
 
 class _Sorted:
-    """A read-only view of a sorted run file: keys by index, for bisect and galloping."""
+    """A sorted, deduplicated run file, searched a block at a time with pread: only the
+    current block (_BLOCK records) is in memory, so gc's RSS stays the same however large the
+    file (an mmap would count every page a merge-join touched)."""
 
     def __init__(self, path: str, width: int) -> None:
         self.path, self.width = path, width
         self.n = os.path.getsize(path) // width
-        self._fh = open(path, "rb")
-        self._mm = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ) if self.n else None
-        self._pos = 0
-        self._last = b""
+        self.blocks = -(-self.n // _BLOCK)
+        self._fd = os.open(path, os.O_RDONLY)
+        self._block = -1
+        self._keys: list[bytes] = []
+        self._data = b""
+        self._next_first: bytes | None = None  # first key of the block after the current one
 
     def __len__(self) -> int:
         return self.n
 
-    def __getitem__(self, i: int) -> bytes:
-        assert self._mm is not None
-        start = i * self.width
-        return self._mm[start:start + WIDTH]
+    def _first(self, b: int) -> bytes:
+        return os.pread(self._fd, WIDTH, b * _BLOCK * self.width)
 
-    def record(self, i: int) -> bytes:
-        assert self._mm is not None
-        start = i * self.width
-        return self._mm[start:start + self.width]
+    def _load(self, b: int) -> None:
+        w = self.width
+        self._data = os.pread(self._fd, _BLOCK * w, b * _BLOCK * w)
+        self._keys = [self._data[j:j + WIDTH] for j in range(0, len(self._data), w)]
+        self._block = b
+        self._next_first = self._first(b + 1) if b + 1 < self.blocks else None
 
-    def find(self, key: bytes) -> int | None:
-        """The index of `key`, or None.  Galloping from the previous answer when keys come in
-        ascending order, a plain binary search otherwise: correct for any order."""
-        n = self.n
-        if not n:
+    def _covers(self, key: bytes) -> bool:
+        return self._block >= 0 and self._keys[0] <= key and (
+            self._next_first is None or key < self._next_first)
+
+    def find(self, key: bytes) -> bytes | None:
+        """The record of `key`, or None.  Keys asked in ascending order (gc asks in listing
+        order) mostly stay in the current block or move to the next one; any other order
+        costs a binary search over the blocks' first keys (one pread each)."""
+        if not self.n:
             return None
-        lo = self._pos if key >= self._last else 0
-        hi, step = lo, 1
-        while hi < n and self[hi] < key:
-            lo = hi + 1
-            hi = lo + step
-            step *= 2
-        i = bisect_left(self, key, lo, min(hi, n))
-        self._pos, self._last = i, key
-        return i if i < n and self[i] == key else None
+        if not self._covers(key):
+            if self._next_first is not None and key >= self._next_first:
+                self._load(self._block + 1)
+            if not self._covers(key):
+                lo, hi = 0, self.blocks  # the last block whose first key <= key
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    if self._first(mid) <= key:
+                        lo = mid
+                    else:
+                        hi = mid
+                if lo != self._block:
+                    self._load(lo)
+        i = bisect_left(self._keys, key)
+        if i < len(self._keys) and self._keys[i] == key:
+            return self._data[i * self.width:(i + 1) * self.width]
+        return None
 
     def close(self) -> None:
-        if self._mm is not None:
-            self._mm.close()
-        self._fh.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def _records(path: str, width: int) -> Iterator[bytes]:
@@ -145,18 +162,16 @@ class DigestSet:
     def _spill(self) -> None:
         path = self._path()
         with open(path, "wb") as fh:
-            self._write(fh, sorted(self._mem.items()))
+            if self._value:
+                fh.write(b"".join(d + v.to_bytes(self._value, "big")
+                                  for d, v in sorted(self._mem.items())))
+            else:
+                fh.write(b"".join(sorted(self._mem)))
         self._mem.clear()
         self._runs.append(path)
         self.spills += 1
         if len(self._runs) >= _MERGE_FAN:
             self._merge_runs()
-
-    def _write(self, fh: IO[bytes], items: list[tuple[bytes, int]]) -> None:
-        if self._value:
-            fh.write(b"".join(d + v.to_bytes(self._value, "big") for d, v in items))
-        else:
-            fh.write(b"".join(d for d, _ in items))
 
     def _merge(self, sources: list[str]) -> _Sorted:
         """Merge sorted files into one sorted, deduplicated file (the inputs are removed)."""
@@ -209,9 +224,9 @@ class DigestSet:
         if self._runs:
             self._merge_runs()
         for f in self._sorted:
-            i = f.find(digest)
-            if i is not None:
-                v = int.from_bytes(f.record(i)[WIDTH:], "big")
+            rec = f.find(digest)
+            if rec is not None:
+                v = int.from_bytes(rec[WIDTH:], "big")
                 if not self._value:
                     return True, v
                 value = v if not found else min(value, v)
