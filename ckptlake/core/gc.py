@@ -722,7 +722,7 @@ class _Execution:
                 hint="raise retention.sweep_window (pushers read it from gc/settings.json)")
 
     # -- 3. sweep
-    def sweep(self, records: list[_RecordRef]) -> None:
+    def sweep(self, records: list[_RecordRef], *, force_mark_after: float | None = None) -> None:
         now = self.now()
         grace = timedelta(seconds=self.settings.grace_period)
         for rec in records:
