@@ -337,6 +337,39 @@ def test_sweep_never_deletes_with_a_listing_older_than_the_window(
     assert chunk_keys(store) >= doomed
 
 
+def test_a_sweep_batch_whose_lookups_outlast_the_window_is_asked_again(
+        lake: Lake, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """L can be on disk: if looking a batch up in it takes the listing past its budget, the
+    batch is looked up again after a fresh mark, which sees a push committed meanwhile."""
+    v = Versions(lake, tmp_path)
+    v.push(n=3)
+    p = policy(grace=3600, window=10)
+    execute(store, plan_gc(store, p))
+    execute(store, plan_gc(store, p, now=later(2)()), now=later(2))
+    doomed = chunk_keys(store) - live_chunks(store)
+    assert doomed
+    clock = FakeClock()
+    v1 = json.loads(store.get(layout.tombstone_key("p/ckpt", 1)))
+    files = tuple(FileEntry(path=f"c{i}", size=1, chunks=(ChunkRef(d, 1),))
+                  for i, d in enumerate(sorted(doomed)))
+    plan = plan_gc(store, p, now=later(4)())
+    real_contains = gcmod.DigestSet.__contains__
+    slow = [True]
+
+    def contains(self: Any, digest: object) -> bool:
+        if slow and slow.pop():  # the first lookup of the sweep: slow, and a push commits
+            commit_version(store, Manifest(artifact="p/ckpt", version=0, kind="dir",
+                                           hash="sha256", files=files, metrics=v1["metrics"]))
+            clock.t += 11
+        return real_contains(self, digest)
+
+    monkeypatch.setattr(gcmod.DigestSet, "__contains__", contains)
+    result = execute(store, plan, now=later(4), clock=clock)
+    assert result.manifest_listings >= 2 and result.chunks_swept == 0
+    assert result.chunks_rescued == len(doomed)
+    assert chunk_keys(store) >= doomed
+
+
 def test_a_listing_that_stays_too_old_stops_the_sweep(lake: Lake, store: Store,
                                                       tmp_path: Path) -> None:
     v = Versions(lake, tmp_path)

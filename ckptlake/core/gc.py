@@ -704,13 +704,10 @@ class _Execution:
         self.marker.mark()
         self.event("mark.done")
 
-    def _budget(self) -> float:
-        return self.settings.sweep_window - max(0.25 * self.settings.sweep_window,
-                                                2 * self.batch_seconds)
-
     def _fresh(self) -> None:
         """Make sure the listing behind L is young enough to delete with."""
-        budget = self._budget()
+        budget = self.settings.sweep_window - max(0.25 * self.settings.sweep_window,
+                                                  2 * self.batch_seconds)
         for _ in range(_REMARK_ATTEMPTS):
             if self.marker.age() <= budget:
                 return
@@ -766,7 +763,8 @@ class _Execution:
             if not doomed:
                 self.result.chunks_rescued += len(batch)
                 return
-            if self.marker.age() > self._budget():
+            if self.marker.age() > self.settings.sweep_window - max(
+                    0.25 * self.settings.sweep_window, 2 * self.batch_seconds):
                 continue  # the lookups took long (a slow disk?): fresh listing, ask again
             listing_age = self.marker.age()
             t0 = self.clock()
