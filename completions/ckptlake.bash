@@ -47,7 +47,7 @@ _ckptlake() {
     cmd=""
     for (( i = 1; i < COMP_CWORD; i++ )); do
         case "${COMP_WORDS[i]}" in
-            push|pull|ls|alias|show|lineage|diff|watch|gc|verify) cmd="${COMP_WORDS[i]}"; cmd_index=i; break ;;
+            push|pull|ls|alias|show|lineage|diff|watch|gc|du|verify) cmd="${COMP_WORDS[i]}"; cmd_index=i; break ;;
         esac
     done
     case "$cmd" in
@@ -55,7 +55,7 @@ _ckptlake() {
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=( $(compgen -W "--version --help -h" -- "$cur") )
             else
-                COMPREPLY=( $(compgen -W "push pull ls alias show lineage diff watch gc verify" -- "$cur") )
+                COMPREPLY=( $(compgen -W "push pull ls alias show lineage diff watch gc du verify" -- "$cur") )
             fi
             ;;
         push)
@@ -157,6 +157,16 @@ _ckptlake() {
             esac
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=( $(compgen -W "--dry-run --yes -y --policy --match --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                return 0
+            fi
+            ;;
+        du)
+            case "$prev" in
+                --config) _ckptlake_files "$cur"; return 0 ;;
+                --sort|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=( $(compgen -W "--versions --sort --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
             ;;

@@ -15,6 +15,7 @@ complete -c ckptlake -n '__fish_use_subcommand' -a 'lineage' -d 'Show where the 
 complete -c ckptlake -n '__fish_use_subcommand' -a 'diff' -d 'Compare version A with version B (of one artifact or of two): step, metrics, metadata, files, bytes shared, and tensors of .safetensors files'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'watch' -d 'Watch DIR and push each new complete checkpoint in it to ARTIFACT, in step order'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'gc' -d 'Delete the versions the retention policy no longer keeps, and the chunks nothing references any more'
+complete -c ckptlake -n '__fish_use_subcommand' -a 'du' -d 'Show what each artifact (and with --versions each version) stores: logical, stored, exclusive and shared bytes, and their monthly cost'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'verify' -d 'Check that versions can be restored: the lake header, every manifest, that every chunk they reference exists with the right size, aliases, shard steps and gc\'s records'
 
 # push SOURCE ARTIFACT
@@ -166,6 +167,19 @@ complete -c ckptlake -n '__fish_seen_subcommand_from gc' -l json -d 'Print exact
 complete -c ckptlake -n '__fish_seen_subcommand_from gc' -s q -l quiet -d 'Print nothing but errors'
 complete -c ckptlake -n '__fish_seen_subcommand_from gc' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from gc' -s h -l help -d 'Show this message and exit'
+
+# du PREFIX
+complete -c ckptlake -n '__fish_seen_subcommand_from du' -l versions -d 'Also one row per version (its exclusive bytes: chunks no other version references)'
+complete -c ckptlake -n '__fish_seen_subcommand_from du' -l sort -x -d 'stored, exclusive or logical (largest first), or name'
+complete -c ckptlake -n '__fish_seen_subcommand_from du' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
+complete -c ckptlake -n '__fish_seen_subcommand_from du' -l endpoint-url -x -d 'S3 endpoint for S3-compatible stores (MinIO, SeaweedFS, R2, ...)'
+complete -c ckptlake -n '__fish_seen_subcommand_from du' -l profile -x -d 'AWS credentials profile to use'
+complete -c ckptlake -n '__fish_seen_subcommand_from du' -l region -x -d 'Region of the bucket'
+complete -c ckptlake -n '__fish_seen_subcommand_from du' -l config -r -F -d 'Config file to read instead of the default search'
+complete -c ckptlake -n '__fish_seen_subcommand_from du' -l json -d 'Print exactly one JSON document on stdout (also for errors); no progress, no notes'
+complete -c ckptlake -n '__fish_seen_subcommand_from du' -s q -l quiet -d 'Print nothing but errors'
+complete -c ckptlake -n '__fish_seen_subcommand_from du' -l debug -d 'Print the traceback of errors on stderr'
+complete -c ckptlake -n '__fish_seen_subcommand_from du' -s h -l help -d 'Show this message and exit'
 
 # verify ARTIFACT|REF
 complete -c ckptlake -n '__fish_seen_subcommand_from verify' -l read-data -d 'Download and re-hash every referenced chunk once'

@@ -22,6 +22,7 @@ from typer.core import TyperGroup
 from .. import __version__
 from . import alias as alias_cmd
 from . import diff as diff_cmd
+from . import du as du_cmd
 from . import gc as gc_cmd
 from . import lineage as lineage_cmd
 from . import ls as ls_cmd
@@ -189,6 +190,7 @@ app.command("lineage", help=lineage_cmd.HELP, epilog=lineage_cmd.EPILOG)(lineage
 app.command("diff", help=diff_cmd.HELP, epilog=diff_cmd.EPILOG)(diff_cmd.diff)
 app.command("watch", help=watch_cmd.HELP, epilog=watch_cmd.EPILOG)(watch_cmd.watch)
 app.command("gc", help=gc_cmd.HELP, epilog=gc_cmd.EPILOG)(gc_cmd.gc)
+app.command("du", help=du_cmd.HELP, epilog=du_cmd.EPILOG)(du_cmd.du)
 app.command("verify", help=verify_cmd.HELP, epilog=verify_cmd.EPILOG)(verify_cmd.verify)
 
 
