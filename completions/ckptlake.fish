@@ -1,8 +1,45 @@
 # ckptlake shell completion, generated from the CLI's command tree.
 # Do not edit: regenerate with `python -m ckptlake.cli.completions --write completions/`.
-# Static: completing never runs Python.  Install: copy it to ~/.config/fish/completions/ckptlake.fish.
+# Commands and options are static; artifact names, aliases and @vN/@step=N
+# come from the lake (`ckptlake __complete`: cached a few seconds, time-boxed).
+# Install: copy it to ~/.config/fish/completions/ckptlake.fish.
 
 complete -c ckptlake -f
+
+# Artifact names, aliases and selectors ($argv[1]: ref or artifact) from the lake.
+function __ckptlake_lake
+    set -l tokens (commandline -opc)
+    ckptlake __complete $argv[1] (commandline -ct) -- $tokens 2>/dev/null
+end
+
+# Whether the word being typed is positional number $argv[1] (from 0) after the
+# subcommand; $argv[2..] are the subcommand's options that take a value.
+function __ckptlake_arg
+    set -l want $argv[1]
+    set -l valued $argv[2..-1]
+    set -l n 0
+    set -l skip 0
+    set -l seen 0
+    for t in (commandline -opc)[2..-1]
+        if test $seen = 0
+            string match -q -- '-*' $t; or set seen 1
+            continue
+        end
+        if test $skip = 1
+            set skip 0
+            continue
+        end
+        switch $t
+            case '--*=*'
+            case '-*'
+                contains -- $t $valued; and set skip 1
+            case '*'
+                set n (math $n + 1)
+        end
+    end
+    string match -q -- '-*' (commandline -ct); and return 1
+    test $n = $want
+end
 
 complete -c ckptlake -n '__fish_use_subcommand' -l version -d 'Print the version and exit'
 complete -c ckptlake -n '__fish_use_subcommand' -s h -l help -d 'Show this message and exit'
@@ -43,6 +80,7 @@ complete -c ckptlake -n '__fish_seen_subcommand_from push' -s q -l quiet -d 'Pri
 complete -c ckptlake -n '__fish_seen_subcommand_from push' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from push' -s h -l help -d 'Show this message and exit'
 complete -c ckptlake -n '__fish_seen_subcommand_from push' -F
+complete -c ckptlake -n '__fish_seen_subcommand_from push; and __ckptlake_arg 1 --step --metric --meta --alias --exclude --parent --relation --input --meta-file --shard --chunk-size --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake artifact)' -d 'ARTIFACT'
 
 # pull REF DEST
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l force -d 'Overwrite files at DEST that differ from the version'
@@ -60,6 +98,7 @@ complete -c ckptlake -n '__fish_seen_subcommand_from pull' -s q -l quiet -d 'Pri
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -s h -l help -d 'Show this message and exit'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -F
+complete -c ckptlake -n '__fish_seen_subcommand_from pull; and __ckptlake_arg 0 --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'REF'
 
 # ls ARTIFACT
 complete -c ckptlake -n '__fish_seen_subcommand_from ls' -l pending -d 'List sharded steps not committed yet (of ARTIFACT, or of all artifacts): how many of WORLD ranks are in, and why not committed'
@@ -76,6 +115,7 @@ complete -c ckptlake -n '__fish_seen_subcommand_from ls' -l json -d 'Print exact
 complete -c ckptlake -n '__fish_seen_subcommand_from ls' -s q -l quiet -d 'Print nothing but errors'
 complete -c ckptlake -n '__fish_seen_subcommand_from ls' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from ls' -s h -l help -d 'Show this message and exit'
+complete -c ckptlake -n '__fish_seen_subcommand_from ls; and __ckptlake_arg 0 --where --sort --limit --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake artifact)' -d 'ARTIFACT'
 
 # alias REF NAME
 complete -c ckptlake -n '__fish_seen_subcommand_from alias' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
@@ -87,6 +127,7 @@ complete -c ckptlake -n '__fish_seen_subcommand_from alias' -l json -d 'Print ex
 complete -c ckptlake -n '__fish_seen_subcommand_from alias' -s q -l quiet -d 'Print nothing but errors'
 complete -c ckptlake -n '__fish_seen_subcommand_from alias' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from alias' -s h -l help -d 'Show this message and exit'
+complete -c ckptlake -n '__fish_seen_subcommand_from alias; and __ckptlake_arg 0 --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'REF'
 
 # show REF
 complete -c ckptlake -n '__fish_seen_subcommand_from show' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
@@ -98,6 +139,7 @@ complete -c ckptlake -n '__fish_seen_subcommand_from show' -l json -d 'Print exa
 complete -c ckptlake -n '__fish_seen_subcommand_from show' -s q -l quiet -d 'Print nothing but errors'
 complete -c ckptlake -n '__fish_seen_subcommand_from show' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from show' -s h -l help -d 'Show this message and exit'
+complete -c ckptlake -n '__fish_seen_subcommand_from show; and __ckptlake_arg 0 --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'REF'
 
 # lineage REF
 complete -c ckptlake -n '__fish_seen_subcommand_from lineage' -l up -d 'Ancestors: parents, their parents, ... and inputs (the default)'
@@ -114,6 +156,7 @@ complete -c ckptlake -n '__fish_seen_subcommand_from lineage' -l json -d 'Print 
 complete -c ckptlake -n '__fish_seen_subcommand_from lineage' -s q -l quiet -d 'Print nothing but errors'
 complete -c ckptlake -n '__fish_seen_subcommand_from lineage' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from lineage' -s h -l help -d 'Show this message and exit'
+complete -c ckptlake -n '__fish_seen_subcommand_from lineage; and __ckptlake_arg 0 --depth --format -f --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'REF'
 
 # diff A B
 complete -c ckptlake -n '__fish_seen_subcommand_from diff' -l values -d 'Download the changed tensors (only those) and compare their values (needs numpy)'
@@ -129,6 +172,8 @@ complete -c ckptlake -n '__fish_seen_subcommand_from diff' -l json -d 'Print exa
 complete -c ckptlake -n '__fish_seen_subcommand_from diff' -s q -l quiet -d 'Print nothing but errors'
 complete -c ckptlake -n '__fish_seen_subcommand_from diff' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from diff' -s h -l help -d 'Show this message and exit'
+complete -c ckptlake -n '__fish_seen_subcommand_from diff; and __ckptlake_arg 0 --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'A'
+complete -c ckptlake -n '__fish_seen_subcommand_from diff; and __ckptlake_arg 1 --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'B'
 
 # watch DIR ARTIFACT
 complete -c ckptlake -n '__fish_seen_subcommand_from watch' -l pattern -x -d 'Names of checkpoint entries in DIR'
@@ -152,6 +197,7 @@ complete -c ckptlake -n '__fish_seen_subcommand_from watch' -s q -l quiet -d 'Pr
 complete -c ckptlake -n '__fish_seen_subcommand_from watch' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from watch' -s h -l help -d 'Show this message and exit'
 complete -c ckptlake -n '__fish_seen_subcommand_from watch' -F
+complete -c ckptlake -n '__fish_seen_subcommand_from watch; and __ckptlake_arg 1 --pattern --step-regex --marker --settle --drain --keep-local --poll --chunk-size --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake artifact)' -d 'ARTIFACT'
 
 # gc 
 complete -c ckptlake -n '__fish_seen_subcommand_from gc' -l dry-run -d 'Print the plan and change nothing'
@@ -180,6 +226,7 @@ complete -c ckptlake -n '__fish_seen_subcommand_from du' -l json -d 'Print exact
 complete -c ckptlake -n '__fish_seen_subcommand_from du' -s q -l quiet -d 'Print nothing but errors'
 complete -c ckptlake -n '__fish_seen_subcommand_from du' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from du' -s h -l help -d 'Show this message and exit'
+complete -c ckptlake -n '__fish_seen_subcommand_from du; and __ckptlake_arg 0 --sort --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake artifact)' -d 'PREFIX'
 
 # verify ARTIFACT|REF
 complete -c ckptlake -n '__fish_seen_subcommand_from verify' -l read-data -d 'Download and re-hash every referenced chunk once'
@@ -196,3 +243,4 @@ complete -c ckptlake -n '__fish_seen_subcommand_from verify' -l json -d 'Print e
 complete -c ckptlake -n '__fish_seen_subcommand_from verify' -s q -l quiet -d 'Print nothing but errors'
 complete -c ckptlake -n '__fish_seen_subcommand_from verify' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from verify' -s h -l help -d 'Show this message and exit'
+complete -c ckptlake -n '__fish_seen_subcommand_from verify; and __ckptlake_arg 0 --read-data-subset --seed --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'ARTIFACT|REF'

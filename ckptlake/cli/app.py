@@ -196,4 +196,12 @@ app.command("verify", help=verify_cmd.HELP, epilog=verify_cmd.EPILOG)(verify_cmd
 
 def main() -> None:
     """Console-script entry point (`ckptlake`, `python -m ckptlake`)."""
+    if sys.argv[1:2] == ["__complete"]:  # the shell scripts, at TAB time (cli/complete.py)
+        import os
+
+        from .complete import main as complete
+
+        code = complete(sys.argv[2:])
+        # Not sys.exit: a lookup still waiting on a slow lake must not hold the shell.
+        os._exit(code)
     app(prog_name=PROG)
