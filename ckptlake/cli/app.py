@@ -35,9 +35,10 @@ from .help import REF_EXAMPLES, REF_HELP, rich_escape
 from .output import EXIT_CODES_HELP, PROG, error_doc, one_line, redact, report_error
 
 COMPLETIONS_HELP = (
-    "Shell completions (static, no Python at TAB time): completions/ckptlake.bash, "
-    "completions/_ckptlake (zsh), completions/ckptlake.fish in the source tree, or generate "
-    "one with: python -m ckptlake.cli.completions --shell bash|zsh|fish")
+    "Shell completions: completions/ckptlake.bash, completions/_ckptlake (zsh), "
+    "completions/ckptlake.fish in the source tree, or generate one with: python -m "
+    "ckptlake.cli.completions --shell bash|zsh|fish.  Artifact names, aliases and @vN/@step=N "
+    "complete from the lake (cached for a few seconds, at most 1 s per TAB).")
 
 APP_HELP = "Versioned checkpoint and artifact lake on any S3-compatible bucket."
 APP_EPILOG = rich_escape("\n\n".join([
