@@ -117,6 +117,18 @@ def test_exact_numbers_per_artifact_and_version(store: Store) -> None:
     assert r.artifacts[0].exclusive_usd_month == round(5200 / 2**30 * 0.02, 4)
 
 
+def test_manifests_read_ahead_of_the_listing_are_buffered_then_applied(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The numbers do not depend on when the listing of chunks/ ends (reads buffered, or
+    waiting for it after one digest)."""
+    built(store)
+    expected = disk_usage(store, versions=True).to_dict()
+    from ckptlake.core import du
+
+    monkeypatch.setattr(du, "_MAX_BUFFERED", 1)
+    assert disk_usage(store, versions=True).to_dict() == expected
+
+
 def test_sort_and_prefix(store: Store) -> None:
     built(store)
     assert [a.artifact for a in disk_usage(store, sort="name").artifacts] == ["a/ckpt", "b/ckpt"]

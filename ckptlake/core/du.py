@@ -21,14 +21,16 @@ other small objects are `metadata`, objects that are not the lake's are `foreign
 
 Cost: one listing of the whole lake (chunks included) and one GET per manifest (and per shard
 record of a pending step); no chunk is read.  That is gc --dry-run's work minus its second
-listing, its alias reads and its records.  The listing comes first so that every chunk counted
-is one it saw: a version committed after it is not counted (its chunks are then orphans), a
-version deleted meanwhile is skipped.
+listing, its alias reads and its records, and the manifests are read while chunks/ is still
+being listed (artifacts/ sorts first, so the roots are known early).  Every chunk counted is
+one the listing saw: a version committed after its artifacts/ part is not counted (its chunks
+are then orphans), a version deleted meanwhile is skipped.
 
 Memory: one dict entry per listed chunk, digest (33-byte bytes) -> one int holding the chunk's
 size and who references it (one version, several versions of one artifact, several artifacts,
 or nobody): about 150 bytes per chunk in CPython (measured: bench/du_bench.py), ~150 MB per
-million chunks, like gc's sets.  Who references a chunk needs no per-chunk set because
+million chunks, like gc's sets; plus the digests of manifests read ahead of the listing, at
+most _MAX_BUFFERED.  Who references a chunk needs no per-chunk set because
 artifacts are read one at a time: "several artifacts" remembers the last one that saw the
 chunk, which is enough to count a chunk once per artifact.  Per version and per artifact only
 counters are kept.  Beyond ~100M chunks this wants gc's disk-spilled sorted digest runs
@@ -36,17 +38,26 @@ counters are kept.  Beyond ~100M chunks this wants gc's disk-spilled sorted dige
 """
 from __future__ import annotations
 
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, Callable, Iterator, TypeVar
 
 from ..errors import IntegrityError
 from ..format import layout
 from ..results import _Result
 from ..store.base import Store
-from ..transfer.pool import bounded_map
 from .gc import GB, _Listing, _read_version, _ShardRoots
 
 _META_WORKERS = 16
+# Digests of manifests read before the listing of chunks/ is done wait in memory, up to this
+# many (~90 bytes each: ~45 MB); past it, reading waits for the listing.
+_MAX_BUFFERED = 500_000
+_AFTER_ARTIFACTS = layout.ARTIFACTS_PREFIX[:-1] + chr(ord("/") + 1)  # "artifacts0"
+T = TypeVar("T")
+R = TypeVar("R")
 SORT_KEYS = ("stored", "exclusive", "logical", "name")
 
 
@@ -187,59 +198,65 @@ def disk_usage(store: Store, *, prefix: str = "", versions: bool = False,
     listing = _Listing()
     owners = _Owners()
     table, shift = owners.map, owners.SHIFT
-    # 1. One listing of everything: roots (manifests, shard records) and chunk sizes.
-    for info in store.list(""):
-        totals.objects += 1
-        totals.total_bytes += info.size
-        digest = layout.parse_chunk_key(info.key)
-        if digest is not None:
-            totals.chunk_objects += 1
-            totals.chunk_bytes += info.size
-            table[bytes.fromhex(digest)] = info.size << shift
-            continue
-        if not layout.is_lake_key(info.key):
-            totals.foreign_objects += 1
-            totals.foreign_bytes += info.size
-            continue
-        totals.metadata_objects += 1
-        totals.metadata_bytes += info.size
-        if parsed := layout.parse_version_key(info.key):
-            listing.versions[parsed] = info.size
-        elif tomb := layout.parse_tombstone_key(info.key):
-            listing.tombs.add(tomb)
-        elif shard := layout.parse_shard_key(info.key):
-            artifact, step, rank, _ = shard
-            if rank is None:
-                listing.claims.add((artifact, step))
-            else:
-                listing.shard_records.setdefault((artifact, step), []).append(info.key)
+    # 1. One listing of everything, in a thread: roots (manifests, shard records) come first
+    # (artifacts/ sorts before chunks/), and the manifests are read while chunks are listed.
+    lister = _Lister(store, totals, listing, table, shift)
+    lister.start()
+    lister.roots_ready.wait()
+    lister.check()
 
     numbers: dict[str, list[int]] = {}
     for artifact, n in listing.versions:
         numbers.setdefault(artifact, []).append(n)
     names = sorted(numbers)
+    index = {name: a for a, name in enumerate(names)}
 
-    # 2. The manifests, one artifact at a time (_Owners needs that order).
+    # 2. The manifests, in (artifact, version) order (_Owners needs one artifact at a time);
+    # references wait for the chunk sizes, buffered up to _MAX_BUFFERED digests.
     rows: list[DuArtifact] = []
     version_rows: list[DuVersion] = []  # by root number
-    for a, artifact in enumerate(names):
-        row = DuArtifact(artifact=artifact)
-        for read in bounded_map(lambda n: _read(store, artifact, n), sorted(numbers[artifact]),
-                                workers=_META_WORKERS, name="ckptlake-du"):
-            if read is None:
-                continue  # deleted since the listing
-            root = len(version_rows)
-            owners.art_of.append(a)
-            stored, new, missing = owners.reference(root, a, read.digests)
-            row.version_count += 1
-            row.logical_bytes += read.total_bytes
-            row.stored_bytes += new
-            totals.missing_chunks += missing
-            version_rows.append(DuVersion(
-                artifact=artifact, version=read.facts.version, step=read.facts.step,
-                created=read.facts.created, logical_bytes=read.total_bytes,
-                stored_bytes=stored))
-        rows.append(row)
+
+    def apply(artifact: str, read: Any) -> None:
+        a = index[artifact]
+        if not rows or rows[-1].artifact != artifact:
+            rows.append(DuArtifact(artifact=artifact))
+        row = rows[-1]
+        root = len(version_rows)
+        owners.art_of.append(a)
+        stored, new, missing = owners.reference(root, a, read.digests)
+        row.version_count += 1
+        row.logical_bytes += read.total_bytes
+        row.stored_bytes += new
+        totals.missing_chunks += missing
+        version_rows.append(DuVersion(
+            artifact=artifact, version=read.facts.version, step=read.facts.step,
+            created=read.facts.created, logical_bytes=read.total_bytes, stored_bytes=stored))
+
+    todo = [(artifact, n) for artifact in names for n in sorted(numbers[artifact])]
+    buffered: list[tuple[str, Any]] | None = []
+    size = 0
+    for artifact, read in _ordered_map(lambda job: (job[0], _read(store, *job)), todo,
+                                       workers=_META_WORKERS):
+        if read is None:
+            continue  # deleted since the listing
+        if buffered is None:
+            apply(artifact, read)
+            continue
+        buffered.append((artifact, read))
+        size += len(read.digests)
+        if size >= _MAX_BUFFERED or not lister.is_alive():
+            lister.join()
+            lister.check()
+            for item in buffered:
+                apply(*item)
+            buffered = None
+    lister.join()
+    lister.check()
+    for item in buffered or ():
+        apply(*item)
+    # Artifacts whose every version went meanwhile get no row; the index must still match.
+    rows_by_name = {r.artifact: r for r in rows}
+    rows = [rows_by_name.get(name) or DuArtifact(artifact=name) for name in names]
     pending = _ShardRoots(store).digests(listing)
     owners.art_of.append(len(names))
     owners.reference(len(version_rows), len(names), pending)
@@ -289,6 +306,80 @@ def disk_usage(store: Store, *, prefix: str = "", versions: bool = False,
     return DuReport(lake=store.url, prefix=prefix, sort=sort,
                     storage_price_per_gb_month=price, artifacts=_sorted(shown, sort),
                     lake_totals=totals)
+
+
+class _Lister(threading.Thread):
+    """The listing of the whole lake, classifying as it goes; `roots_ready` is set once the
+    artifacts/ keys are all seen (every later key sorts after them)."""
+
+    def __init__(self, store: Store, totals: DuTotals, listing: _Listing, table: dict[bytes, int],
+                 shift: int) -> None:
+        super().__init__(name="ckptlake-du-list", daemon=True)
+        self.store, self.totals, self.listing, self.table, self.shift = \
+            store, totals, listing, table, shift
+        self.roots_ready = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._list()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            self.error = exc
+        finally:
+            self.roots_ready.set()
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _list(self) -> None:
+        totals, listing, table, shift = self.totals, self.listing, self.table, self.shift
+        for info in self.store.list(""):
+            if info.key >= _AFTER_ARTIFACTS and not self.roots_ready.is_set():
+                self.roots_ready.set()
+            totals.objects += 1
+            totals.total_bytes += info.size
+            digest = layout.parse_chunk_key(info.key)
+            if digest is not None:
+                totals.chunk_objects += 1
+                totals.chunk_bytes += info.size
+                table[bytes.fromhex(digest)] = info.size << shift
+                continue
+            if not layout.is_lake_key(info.key):
+                totals.foreign_objects += 1
+                totals.foreign_bytes += info.size
+                continue
+            totals.metadata_objects += 1
+            totals.metadata_bytes += info.size
+            if self.roots_ready.is_set():
+                continue
+            if parsed := layout.parse_version_key(info.key):
+                listing.versions[parsed] = info.size
+            elif tomb := layout.parse_tombstone_key(info.key):
+                listing.tombs.add(tomb)
+            elif shard := layout.parse_shard_key(info.key):
+                artifact, step, rank, _ = shard
+                if rank is None:
+                    listing.claims.add((artifact, step))
+                else:
+                    listing.shard_records.setdefault((artifact, step), []).append(info.key)
+
+
+def _ordered_map(fn: Callable[[T], R], items: list[T], *, workers: int) -> Iterator[R]:
+    """fn over items with `workers` threads, results in input order, at most 4 x workers
+    submitted ahead (bounded memory, and parallel across artifact boundaries)."""
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ckptlake-du") as pool:
+        window: deque[Future[R]] = deque()
+        try:
+            for item in items:
+                window.append(pool.submit(fn, item))
+                if len(window) >= 4 * workers:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+        finally:
+            for fut in window:
+                fut.cancel()
 
 
 def _read(store: Store, artifact: str, number: int):  # type: ignore[no-untyped-def]
