@@ -5,8 +5,9 @@
     python bench/du_bench.py --endpoint http://127.0.0.1:8333 --lake s3://b/prefix  # built before
 
 Builds the lake exactly as bench/gc_bench.py does (unless --lake names one already built), then
-runs `du --json` and `gc --dry-run --json` as subprocesses, interleaved, --reps times each, and
-prints each run and the medians (seconds, peak RSS of the child).  It also checks du's totals
+runs `du --json` and `gc --dry-run --json` as subprocesses, interleaved (alternating which goes
+first), --reps times each, and prints each run and the medians (seconds, CPU seconds and peak
+RSS of the child).  It also checks du's totals
 against a listing of the lake (exclusive + shared + pending + orphan == chunk bytes) and
 measures du's Python heap per chunk in the library (tracemalloc).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -67,22 +69,26 @@ def main() -> None:
                   flush=True)
         cfg = workdir / "ckptlake.yaml"
         cfg.write_text(gc_bench.POLICY.format(lake=lake, endpoint=endpoint, grace="24h"))
-        runs: dict[str, list[tuple[float, int]]] = {"du": [], "gc --dry-run": []}
+        runs: dict[str, list[tuple[float, int, float]]] = {"du": [], "gc --dry-run": []}
         doc = None
         for rep in range(args.reps):
-            for name, argv in (("du", ["du", "--json"]),
-                               ("gc --dry-run", ["gc", "--dry-run", "--json"])):
+            order = (("du", ["du", "--json"]), ("gc --dry-run", ["gc", "--dry-run", "--json"]))
+            for name, argv in order if rep % 2 == 0 else order[::-1]:
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 seconds, rss, out = gc_bench.timed_cli([*argv, "--config", str(cfg)], env,
                                                        workdir)
-                runs[name].append((seconds, rss))
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                runs[name].append((seconds, rss, cpu))
                 if name == "du":
                     doc = json.loads(out)
-                print(f"rep {rep + 1}: ckptlake {name}: {seconds:.1f} s, peak RSS {rss} MiB",
-                      flush=True)
+                print(f"rep {rep + 1}: ckptlake {name}: {seconds:.1f} s, CPU {cpu:.1f} s, "
+                      f"peak RSS {rss} MiB", flush=True)
         for name, got in runs.items():
-            print(f"median ckptlake {name}: {statistics.median(s for s, _ in got):.1f} s, "
-                  f"peak RSS {statistics.median(r for _, r in got):.0f} MiB "
-                  f"(runs: {', '.join(f'{s:.1f}' for s, _ in got)})", flush=True)
+            print(f"median ckptlake {name}: {statistics.median(s for s, _, _ in got):.1f} s, "
+                  f"CPU {statistics.median(c for _, _, c in got):.1f} s, peak RSS "
+                  f"{statistics.median(r for _, r, _ in got):.0f} MiB "
+                  f"(runs: {', '.join(f'{s:.1f}' for s, _, _ in got)})", flush=True)
         assert doc is not None
         t = doc["lake_totals"]
         listed = [(o.key, o.size) for o in store.list("chunks/")]

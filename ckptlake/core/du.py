@@ -28,9 +28,9 @@ are then orphans), a version deleted meanwhile is skipped.
 
 Memory: one dict entry per listed chunk, digest (33-byte bytes) -> one int holding the chunk's
 size and who references it (one version, several versions of one artifact, several artifacts,
-or nobody): about 150 bytes per chunk in CPython (measured: bench/du_bench.py), ~150 MB per
+or nobody): 150 bytes per chunk in CPython (tracemalloc, 200,000 entries), ~150 MB per
 million chunks, like gc's sets; plus the digests of manifests read ahead of the listing, at
-most _MAX_BUFFERED.  Who references a chunk needs no per-chunk set because
+most _MAX_BUFFERED (~45 MB), and one small row per version.  Who references a chunk needs no per-chunk set because
 artifacts are read one at a time: "several artifacts" remembers the last one that saw the
 chunk, which is enough to count a chunk once per artifact.  Per version and per artifact only
 counters are kept.  Beyond ~100M chunks this wants gc's disk-spilled sorted digest runs
