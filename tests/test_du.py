@@ -117,6 +117,23 @@ def test_exact_numbers_per_artifact_and_version(store: Store) -> None:
     assert r.artifacts[0].exclusive_usd_month == round(5200 / 2**30 * 0.02, 4)
 
 
+def test_a_chunk_in_many_artifacts_counts_once_in_each() -> None:
+    """Three artifacts, two versions each, all referencing one chunk (and each its own)."""
+    store = MemoryStore()
+    common = chunk(store, 777, "common")
+    for i, artifact in enumerate(("x/a", "x/b", "x/c")):
+        own = chunk(store, 10 + i, artifact)
+        manifest(store, artifact, 1, [(common, 777, None), (own, 10 + i, None)])
+        manifest(store, artifact, 2, [(common, 777, None)])
+    r = disk_usage(store, versions=True)
+    assert rows(r) == {
+        "x/a": (1564, 787, 10, 777), "x/a@v1": (787, 787, 10, 777), "x/a@v2": (777, 777, 0, 777),
+        "x/b": (1565, 788, 11, 777), "x/b@v1": (788, 788, 11, 777), "x/b@v2": (777, 777, 0, 777),
+        "x/c": (1566, 789, 12, 777), "x/c@v1": (789, 789, 12, 777), "x/c@v2": (777, 777, 0, 777),
+    }
+    assert (r.lake_totals.shared_bytes, r.lake_totals.exclusive_bytes) == (777, 33)
+
+
 def test_manifests_read_ahead_of_the_listing_are_buffered_then_applied(
         store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """The numbers do not depend on when the listing of chunks/ ends (reads buffered, or
