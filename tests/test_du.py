@@ -306,3 +306,16 @@ def test_cli_json_table_sort_versions(tmp_path: Path, monkeypatch: pytest.Monkey
     assert r.exit_code == 2 and "stored, exclusive, logical, name" in r.stderr
     r = cli("du", "zzz/")
     assert r.exit_code == 0 and "no artifacts starting with 'zzz/'" in r.stderr
+
+
+def test_an_unreadable_manifest_is_an_integrity_error(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its chunks would be counted as orphans or as someone else's exclusive bytes: du says so
+    (exit 5) instead of printing wrong numbers."""
+    monkeypatch.chdir(tmp_path)
+    store = open_store(str(tmp_path / "lake"))
+    built(store)
+    store.put(layout.version_key("b/ckpt", 2), b"not json")
+    r = cli("du", "--lake", tmp_path / "lake")
+    assert r.exit_code == 5
+    assert "du cannot read artifacts/b/ckpt/@v/0000000002.json" in r.stderr

@@ -234,24 +234,27 @@ def disk_usage(store: Store, *, prefix: str = "", versions: bool = False,
 
     todo = [(artifact, n) for artifact in names for n in sorted(numbers[artifact])]
     buffered: list[tuple[str, Any]] | None = []
-    size = 0
-    for artifact, read in _ordered_map(lambda job: (job[0], _read(store, *job)), todo,
-                                       workers=_META_WORKERS):
-        if read is None:
-            continue  # deleted since the listing
-        if buffered is None:
-            apply(artifact, read)
-            continue
-        buffered.append((artifact, read))
-        size += len(read.digests)
-        if size >= _MAX_BUFFERED or not lister.is_alive():
-            lister.join()
-            lister.check()
-            for item in buffered:
-                apply(*item)
-            buffered = None
-    lister.join()
-    lister.check()
+    ahead = 0  # digests in `buffered`
+    try:
+        for artifact, read in _ordered_map(lambda job: (job[0], _read(store, *job)), todo,
+                                           workers=_META_WORKERS):
+            if read is None:
+                continue  # deleted since the listing
+            if buffered is None:
+                apply(artifact, read)
+                continue
+            buffered.append((artifact, read))
+            ahead += len(read.digests)
+            if ahead >= _MAX_BUFFERED or not lister.is_alive():
+                lister.join()
+                lister.check()
+                for item in buffered:
+                    apply(*item)
+                buffered = None
+        lister.join()
+        lister.check()
+    finally:
+        lister.stop = True  # a failure here: do not go on listing in the background
     for item in buffered or ():
         apply(*item)
     # Artifacts whose every version went meanwhile get no row; the index must still match.
@@ -319,6 +322,7 @@ class _Lister(threading.Thread):
             store, totals, listing, table, shift
         self.roots_ready = threading.Event()
         self.error: BaseException | None = None
+        self.stop = False
 
     def run(self) -> None:
         try:
@@ -335,6 +339,8 @@ class _Lister(threading.Thread):
     def _list(self) -> None:
         totals, listing, table, shift = self.totals, self.listing, self.table, self.shift
         for info in self.store.list(""):
+            if self.stop:
+                return
             if info.key >= _AFTER_ARTIFACTS and not self.roots_ready.is_set():
                 self.roots_ready.set()
             totals.objects += 1
