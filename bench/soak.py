@@ -878,7 +878,7 @@ class Soak:
         """Write the lake header before the chaos starts, straight to SeaweedFS: a header PUT
         cut after its head leaves an empty ckptlake.json there, and no push works again
         (reported separately; the soak is about what happens after)."""
-        from ckptlake.format.header import ensure_header
+        from ckptlake.core.lakeheader import ensure_header
         from ckptlake.store import open_store
 
         with contextlib.ExitStack() as stack:
