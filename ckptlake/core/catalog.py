@@ -263,7 +263,7 @@ def _survives(store: Store, artifact: str, version: int) -> bool:
     tomb = layout.tombstone_key(artifact, version)
     deadline = clock.now() + ALIAS_SETTLE_SECONDS
     while True:
-        if not _nonempty(store, manifest):
+        if not store.exists(manifest):
             return False
         if not _nonempty(store, tomb) or clock.now() >= deadline:
             return True
@@ -271,9 +271,10 @@ def _survives(store: Store, artifact: str, version: int) -> bool:
 
 
 def _nonempty(store: Store, key: str) -> bool:
-    """Whether the object exists with content (an empty one counts as absent, docs/format.md)."""
+    """Whether the object exists with content (an empty one counts as absent, docs/format.md);
+    one request while it is absent, the common case."""
     try:
-        return store.stat(key).size > 0
+        return store.exists(key) and store.stat(key).size > 0
     except NotFound:
         return False
 
