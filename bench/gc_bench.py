@@ -48,7 +48,7 @@ retention:
 
 def build(store, *, versions: int, chunks: int, artifacts: int, workers: int) -> dict:
     from ckptlake.format import layout
-    from ckptlake.format.header import ensure_header
+    from ckptlake.core.lakeheader import ensure_header
     from ckptlake.format.manifest import ChunkRef, FileEntry, Manifest
 
     ensure_header(store)

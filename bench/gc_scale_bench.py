@@ -51,7 +51,7 @@ PER_FILE = 64
 
 def build(root: Path, *, versions: int, chunks: int, artifacts: int) -> dict:
     from ckptlake.format import layout
-    from ckptlake.format.header import ensure_header
+    from ckptlake.core.lakeheader import ensure_header
     from ckptlake.format.manifest import ChunkRef, FileEntry, Manifest
     from ckptlake.store import open_store
 

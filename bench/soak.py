@@ -875,10 +875,10 @@ class Soak:
         return out
 
     def create_lake(self) -> None:
-        """Write the lake header before the chaos starts, straight to SeaweedFS: a header PUT
-        cut after its head leaves an empty ckptlake.json there, and no push works again
-        (reported separately; the soak is about what happens after)."""
-        from ckptlake.format.header import ensure_header
+        """Write the lake header (with the soak's 1 MiB chunks) before the chaos starts,
+        straight to SeaweedFS.  A header PUT cut after its head leaves an empty ckptlake.json,
+        which the next push replaces (docs/format.md, "Empty objects"; tests/test_soak.py)."""
+        from ckptlake.core.lakeheader import ensure_header
         from ckptlake.store import open_store
 
         with contextlib.ExitStack() as stack:
@@ -1121,11 +1121,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gcs", type=int, default=2)
     ap.add_argument("--kill-every", type=float, default=4.0,
                     help="mean seconds between kill -9s (default 4)")
-    ap.add_argument("--vanish", choices=("all", "chunks"), default="chunks",
+    ap.add_argument("--vanish", choices=("all", "chunks"), default="all",
                     help="which PUTs a client may vanish in the middle of (after the request "
-                         "head): chunk uploads only (default), or all -- which leaves unreadable "
-                         "manifests on SeaweedFS that stop gc for the rest of the run (see "
-                         "tests/test_soak.py)")
+                         "head): any (default; on SeaweedFS that leaves empty objects, which "
+                         "the lake counts as absent), or chunk uploads only")
     ap.add_argument("--no-suspend", action="store_true",
                     help="leave out the suspended-clock pusher")
     args = ap.parse_args(argv)

@@ -17,7 +17,7 @@ from ckptlake.cli.app import app
 from ckptlake.core.du import disk_usage
 from ckptlake.core.gc import execute, plan_gc
 from ckptlake.format import layout
-from ckptlake.format.header import ensure_header
+from ckptlake.core.lakeheader import ensure_header
 from ckptlake.format.manifest import ChunkRef, FileEntry, Manifest
 from ckptlake.lake import Lake
 from ckptlake.policy.retention import RetentionPolicy

@@ -32,7 +32,7 @@ from ckptlake.core.gc import execute, plan_gc
 from ckptlake.core.gc_guard import guard_commit
 from ckptlake.core.scan import scan
 from ckptlake.errors import NotFound
-from ckptlake.format.header import ensure_header
+from ckptlake.core.lakeheader import ensure_header
 from ckptlake.format.manifest import Manifest
 from ckptlake.lake import Lake
 from ckptlake.policy.retention import RetentionPolicy, Rule

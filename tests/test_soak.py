@@ -33,11 +33,7 @@ def test_chaos_soak_loses_nothing(seaweedfs, tmp_path: Path) -> None:
          "--seed", "12", "--kill-every", "5", "--min-ops", "2", "--max-duration",
          str(2 * DURATION), "--endpoint", seaweedfs.endpoint_url, "--bucket", seaweedfs.bucket,
          "--prefix", f"soak-{uuid.uuid4().hex[:8]}", "--workdir", str(tmp_path / "work"),
-         "--json", str(out),
-         # A PUT cut after its head, on a manifest, leaves an unreadable version that stops
-         # every gc (test_manifest_put_cut_after_its_head_leaves_no_unreadable_version below):
-         # until that is fixed, clients vanish only in chunk uploads, or gc never runs again.
-         "--vanish", "chunks"],
+         "--json", str(out)],  # --vanish all: any PUT may be cut after its head
         env=env, capture_output=True, text=True, timeout=2 * DURATION + 480)
     assert out.exists(), f"exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
     doc = json.loads(out.read_text())
@@ -74,11 +70,6 @@ def test_chaos_soak_loses_nothing(seaweedfs, tmp_path: Path) -> None:
 
 # ---- what the soak found, made deterministic ----------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="found by the soak: SeaweedFS keeps an empty object for a "
-                   "PUT cut after its head; a manifest's retried If-None-Match PUT then gets 412 "
-                   "and the push moves on to the next number, leaving an unreadable version that "
-                   "stops gc lake-wide (not fixed on this branch; once fixed, drop this marker "
-                   "and make --vanish all the soak's default)")
 def test_manifest_put_cut_after_its_head_leaves_no_unreadable_version(
         seaweedfs, tmp_path: Path) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
@@ -159,10 +150,6 @@ def test_the_end_check_finds_lost_versions_missing_chunks_and_dead_aliases(
     s.journal.close()
 
 
-@pytest.mark.xfail(strict=True, reason="found by the soak: the same empty object, for the lake "
-                   "header: the first push's If-None-Match PUT of ckptlake.json cut after its "
-                   "head leaves an empty ckptlake.json, and every later push fails with exit 5 "
-                   "(not fixed on this branch)")
 def test_header_put_cut_after_its_head_leaves_a_usable_lake(seaweedfs, tmp_path: Path) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from faultproxy import FaultProxy

@@ -338,7 +338,7 @@ def synthetic(store: Any, artifact: str, n_chunks: int, size: int = 100,
         store.put(layout.chunk_key(d), data)
         keys.append(layout.chunk_key(d))
         entries.append(FileEntry(path=f"f{i:04d}", size=size, chunks=(ChunkRef(d, size),)))
-    from ckptlake.format.header import ensure_header
+    from ckptlake.core.lakeheader import ensure_header
 
     ensure_header(store)
     commit_version(store, Manifest(artifact=artifact, version=0, kind="dir", hash="sha256",

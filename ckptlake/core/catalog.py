@@ -28,11 +28,15 @@ _META_WORKERS = 16
 
 
 def version_numbers(store: Store, artifact: str) -> list[int]:
-    """Committed version numbers of an artifact, ascending."""
+    """Committed version numbers of an artifact, ascending.
+
+    A zero-byte manifest is no version (a PUT cut after its head; docs/format.md, "Empty
+    objects"): the next push at that number replaces it.
+    """
     out = []
     for info in store.list(layout.versions_prefix(artifact)):
         parsed = layout.parse_version_key(info.key)
-        if parsed and parsed[0] == artifact:
+        if parsed and parsed[0] == artifact and info.size > 0:
             out.append(parsed[1])
     return sorted(out)
 
@@ -43,6 +47,8 @@ def load_manifest(store: Store, artifact: str, number: int) -> Manifest:
         data = store.get(key)
     except NotFound:
         raise _deleted_or_missing(store, artifact, number) from None
+    if not data:  # a PUT cut after its head: no version (docs/format.md, "Empty objects")
+        raise _deleted_or_missing(store, artifact, number)
     m = decode_manifest(data, key=key)
     if m.artifact != artifact or m.version != number:
         raise IntegrityError(f"{key} claims to be {m.artifact}@v{m.version}")
@@ -80,9 +86,11 @@ def aliases(store: Store, artifact: str) -> dict[str, int]:
 
     def read(name: str) -> tuple[str, int | None]:
         try:
-            return name, _decode_alias(store.get(layout.alias_key(artifact, name)))
+            data = store.get(layout.alias_key(artifact, name))
         except NotFound:  # removed between list and get
             return name, None
+        # an empty record (a PUT cut after its head) is no alias (docs/format.md)
+        return name, _decode_alias(data) if data else None
 
     got = bounded_map(read, names, workers=_META_WORKERS, name="ckptlake-meta")
     return {name: v for name, v in got if v is not None}
@@ -105,7 +113,10 @@ def resolve(store: Store, ref: str | Ref) -> Manifest:
         return load_manifest(store, ref.artifact, int(ref.value))  # type: ignore[arg-type]
     if ref.kind == "alias":
         try:
-            number = _decode_alias(store.get(layout.alias_key(ref.artifact, str(ref.value))))
+            data = store.get(layout.alias_key(ref.artifact, str(ref.value)))
+            if not data:  # an empty record (a PUT cut after its head) is no alias
+                raise NotFound("empty alias record")
+            number = _decode_alias(data)
         except NotFound:
             known = ", ".join(sorted(aliases(store, ref.artifact))) or "none"
             raise NotFound(f"{ref.artifact} has no alias {ref.value!r} (aliases: {known})") \
@@ -209,6 +220,15 @@ def set_alias(store: Store, artifact: str, name: str, version: int) -> AliasResu
                 continue
             previous, previous_body = None, None
             break
+        if not data:
+            # An empty record (a PUT cut after its head) is no alias: replace it by CAS on its
+            # ETag, like a create (docs/format.md, "Empty objects").
+            try:
+                ours = store.put(key, body, if_match=etag)
+            except PreconditionFailed:
+                continue
+            previous, previous_body = None, None
+            break
         previous = _decode_alias(data)
         try:
             ours = store.put(key, body, if_match=etag)
@@ -245,9 +265,18 @@ def _survives(store: Store, artifact: str, version: int) -> bool:
     while True:
         if not store.exists(manifest):
             return False
-        if not store.exists(tomb) or clock.now() >= deadline:
+        if not _nonempty(store, tomb) or clock.now() >= deadline:
             return True
         time.sleep(_SETTLE_POLL)
+
+
+def _nonempty(store: Store, key: str) -> bool:
+    """Whether the object exists with content (an empty one counts as absent, docs/format.md);
+    one request while it is absent, the common case."""
+    try:
+        return store.exists(key) and store.stat(key).size > 0
+    except NotFound:
+        return False
 
 
 def _undo_alias(store: Store, key: str, ours: str, previous_body: bytes | None) -> bool:
@@ -297,7 +326,7 @@ def artifacts(store: Store, prefix: str = "") -> list[ArtifactInfo]:
     found: dict[str, tuple[int, int, datetime]] = {}
     alias_names: dict[str, list[str]] = {}
     for info in store.list(layout.ARTIFACTS_PREFIX + prefix):
-        if parsed := layout.parse_version_key(info.key):
+        if (parsed := layout.parse_version_key(info.key)) and info.size > 0:
             art, n = parsed
             count, latest, updated = found.get(art, (0, 0, info.modified))
             if n >= latest:
@@ -324,7 +353,7 @@ def expired_counts(store: Store, prefix: str = "") -> dict[str, int]:
     live: set[tuple[str, int]] = set()
     tombs: set[tuple[str, int]] = set()
     for info in store.list(layout.ARTIFACTS_PREFIX + prefix):
-        if parsed := layout.parse_version_key(info.key):
+        if (parsed := layout.parse_version_key(info.key)) and info.size > 0:
             live.add(parsed)
         elif parsed_tomb := layout.parse_tombstone_key(info.key):
             tombs.add(parsed_tomb)

@@ -53,6 +53,7 @@ from ..transfer.pool import bounded_map
 from . import clock as _clock
 from . import tombstones as tombs
 from .catalog import aliases as read_aliases
+from .createonce import create_once
 from .digestset import DEFAULT_MEMORY_LIMIT, DigestMap, DigestSet, Spool
 from .gc_guard import RECORD_FORMAT, GcSettings, Record, decode_record, record_keys
 from .identity import iso, user_at_host, utcnow
@@ -185,10 +186,14 @@ class _Listing:
         out = cls()
         for info in store.list(layout.ARTIFACTS_PREFIX):
             if parsed := layout.parse_version_key(info.key):
-                out.versions[parsed] = info.size
+                # A zero-byte manifest (a PUT cut after its head) is no version and no root;
+                # it is left alone: a pusher may be replacing it by CAS right now.
+                if info.size > 0:
+                    out.versions[parsed] = info.size
             elif tomb := layout.parse_tombstone_key(info.key):
-                out.tombs.add(tomb)
-            elif shard := layout.parse_shard_key(info.key):
+                if info.size > 0:  # likewise: an empty tombstone is none
+                    out.tombs.add(tomb)
+            elif (shard := layout.parse_shard_key(info.key)) and info.size > 0:
                 artifact, step, rank, _ = shard
                 if rank is None:
                     out.claims.add((artifact, step))
@@ -276,6 +281,8 @@ def _stream_records(store: Store) -> Iterator[Record | str]:
         try:
             data, etag = store.get_with_etag(key)
         except NotFound:
+            return None
+        if not data:  # a PUT cut after its head (docs/format.md, "Empty objects"): condemns nothing
             return None
         try:
             return decode_record(key, data, etag)
@@ -835,8 +842,7 @@ class _Execution:
                "created_by": user_at_host(), "grace_period": self.settings.grace_period,
                "chunks": [d for d, _ in batch], "sizes": [s for _, s in batch],
                "swept_at": None}
-        self.store.put(key, json.dumps(raw, separators=(",", ":")).encode(),
-                       if_none_match=True)
+        create_once(self.store, key, json.dumps(raw, separators=(",", ":")).encode())
         self.result.records_written += 1
         self.result.chunks_condemned += len(batch)
         self.event("condemn.record")

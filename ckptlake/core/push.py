@@ -17,7 +17,9 @@ from typing import Any, Callable, Protocol, Sequence
 
 from ..errors import NotFound, PreconditionFailed, SourceChanged, TransferError, UsageError
 from ..format import layout
-from ..format.header import digest, ensure_header
+from ..format.header import digest
+from .createonce import create_once
+from .lakeheader import ensure_header
 from ..format.manifest import ChunkRef, FileEntry, Manifest
 from ..results import PushResult
 from ..store.base import Store
@@ -317,8 +319,8 @@ def commit_version(store: Store, manifest: Manifest) -> Manifest:
         check_next_version(manifest.artifact, n)
         candidate = replace(manifest, version=n)
         try:
-            store.put(layout.version_key(manifest.artifact, n), candidate.encode(),
-                      if_none_match=True)
+            # create_once: an empty object at N (a PUT cut after its head) is taken over at N
+            create_once(store, layout.version_key(manifest.artifact, n), candidate.encode())
             return candidate
         except PreconditionFailed:
             time.sleep(random.random() * min(1.0, 0.01 * 2 ** min(attempt, 7)))

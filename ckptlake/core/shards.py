@@ -41,14 +41,15 @@ from typing import Any, Sequence
 
 from ..errors import Conflict, IntegrityError, NotFound, PreconditionFailed, UsageError
 from ..format import layout
-from ..format.header import ensure_header
 from ..format.manifest import FileEntry, Manifest, decode_manifest
 from ..results import _Result
 from ..store.base import Store
 from ..transfer.progress import Progress
 from . import clock
+from .createonce import create_once
 from .identity import iso, tool_version, user_at_host, utcnow
 from .gc_guard import guard_commit
+from .lakeheader import ensure_header
 from .push import check_next_version, upload_tree
 from .scan import SourceTree
 
@@ -315,6 +316,8 @@ def _list_step(store: Store, artifact: str, step: int
         parsed = layout.parse_shard_key(info.key)
         if not parsed or parsed[0] != artifact or parsed[1] != step:
             continue
+        if info.size == 0:  # a PUT cut after its head: counts as absent (docs/format.md)
+            continue
         if parsed[2] is None:
             claim = True
         else:
@@ -339,6 +342,8 @@ def _read_claim(store: Store, key: str) -> tuple[Claim, str] | None:
     try:
         data, etag = store.get_with_etag(key)
     except NotFound:
+        return None
+    if not data:  # a PUT cut after its head: no claim; create_once replaces it
         return None
     return decode_claim(data, key=key), etag
 
@@ -394,8 +399,9 @@ def _commit(store: Store, claim: Claim, etag: str, records: list[ShardRecord],
             claim = replace(claim, state="committing", version=n, updated=utcnow())
             etag = _cas(store, key, claim, etag)
         try:
-            store.put(layout.version_key(claim.artifact, n),
-                      replace(manifest, version=n).encode(), if_none_match=True)
+            # create_once: an empty object at N (a PUT cut after its head) is taken over at N
+            create_once(store, layout.version_key(claim.artifact, n),
+                        replace(manifest, version=n).encode())
             break
         except PreconditionFailed:
             if _manifest_commit_id(store, claim.artifact, n) == claim.commit_id:
@@ -432,7 +438,7 @@ def finish_step(store: Store, artifact: str, step: int, world: int, *, stale_aft
                           commit_id=uuid.uuid4().hex, state="claimed", owner=owner,
                           updated=utcnow())
             try:
-                etag = store.put(key, claim.encode(), if_none_match=True)
+                etag = create_once(store, key, claim.encode())
             except PreconditionFailed:
                 got = _read_claim(store, key)
                 if got is None or got[0].owner != owner:
@@ -524,7 +530,7 @@ def push_shard(store: Store, tree: SourceTree, artifact: str, *, step: int, rank
         # The record is what makes gc treat this rank's chunks as live (like a manifest), so
         # it is written under the same guard as a push's commit.
         guard_commit(store, referenced=record.manifest.chunk_digests(),
-                     commit=lambda: store.put(key, record.encode(), if_none_match=True),
+                     commit=lambda: create_once(store, key, record.encode()),
                      reupload=up.reupload, started=started, started_wall=started_wall)
     except PreconditionFailed:
         existing = decode_record(store.get(key), key=key)
@@ -577,7 +583,7 @@ def pending(store: Store, artifact: str | None = None, *,
     groups: dict[tuple[str, int], dict[str, Any]] = {}
     for info in store.list(prefix):
         parsed = layout.parse_shard_key(info.key)
-        if not parsed or (artifact is not None and parsed[0] != artifact):
+        if not parsed or (artifact is not None and parsed[0] != artifact) or info.size == 0:
             continue
         g = groups.setdefault((parsed[0], parsed[1]), {"records": set(), "claim": False})
         if parsed[2] is None:

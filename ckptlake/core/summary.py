@@ -142,7 +142,8 @@ def committed_from(artifact: str, infos: Iterable[ObjectInfo]) -> dict[int, date
     out = {}
     for info in infos:
         parsed = layout.parse_version_key(info.key)
-        if parsed and parsed[0] == artifact:
+        # a zero-byte manifest is no version (docs/format.md, "Empty objects")
+        if parsed and parsed[0] == artifact and info.size > 0:
             out[parsed[1]] = info.modified
     return out
 

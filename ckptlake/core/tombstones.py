@@ -19,6 +19,7 @@ from ..format.manifest import Manifest, is_metric_value
 from ..results import _Result
 from ..store.base import Store
 from ..transfer.pool import bounded_map
+from .createonce import create_once
 from .identity import iso, user_at_host
 
 TOMBSTONE_FORMAT = 1
@@ -96,8 +97,8 @@ def write(store: Store, tomb: Tombstone) -> bool:
     """Create the tombstone; False if one exists already (an earlier, interrupted gc wrote it:
     it describes the same immutable version, so it is kept)."""
     try:
-        store.put(layout.tombstone_key(tomb.artifact, tomb.version), tomb.encode(),
-                  if_none_match=True)
+        # create_once: an empty tombstone (a PUT cut after its head) is replaced, not kept
+        create_once(store, layout.tombstone_key(tomb.artifact, tomb.version), tomb.encode())
         return True
     except PreconditionFailed:
         return False

@@ -64,6 +64,7 @@ from ..transfer.parts import Parts
 from ..transfer.pool import bounded_map
 from ..transfer.progress import NullProgress, Progress
 from ..transfer.throttle import Throttle
+from .createonce import EMPTY_NOTE
 from .identity import iso, utcnow
 
 _META_WORKERS = 16
@@ -182,6 +183,8 @@ class _Listing:
     tombs: set[tuple[str, int]] = field(default_factory=set)
     aliases: list[tuple[str, str]] = field(default_factory=list)
     steps: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    # zero-byte create-once objects (a PUT cut after its head): absent, reported as warnings
+    empties: list[str] = field(default_factory=list)
 
     @classmethod
     def of(cls, store: Store, artifact: str | None) -> "_Listing":
@@ -189,7 +192,10 @@ class _Listing:
         prefix = layout.ARTIFACTS_PREFIX + (f"{artifact}/" if artifact else "")
         for info in store.list(prefix):
             key = info.key
-            if (parsed := layout.parse_version_key(key)) and _mine(parsed[0], artifact):
+            if info.size == 0 and any(p(key) for p in _CREATE_ONCE):
+                if _mine(_artifact_of(key), artifact):
+                    out.empties.append(key)
+            elif (parsed := layout.parse_version_key(key)) and _mine(parsed[0], artifact):
                 out.versions[parsed] = info.size
             elif (tomb := layout.parse_tombstone_key(key)) and _mine(tomb[0], artifact):
                 out.tombs.add(tomb)
@@ -206,6 +212,17 @@ class _Listing:
     @property
     def empty(self) -> bool:
         return not (self.versions or self.tombs or self.aliases or self.steps)
+
+
+_CREATE_ONCE = (layout.parse_version_key, layout.parse_tombstone_key, layout.parse_alias_key,
+                layout.parse_shard_key)
+
+
+def _artifact_of(key: str) -> str:
+    for parse in _CREATE_ONCE:
+        if parsed := parse(key):
+            return parsed[0]  # type: ignore[index,no-any-return]
+    return ""
 
 
 def _mine(artifact: str, scope: str | None) -> bool:
@@ -263,7 +280,11 @@ class _Run:
     def check_header(self) -> bool:
         """False if the lake has no header (an empty lake, or a broken one)."""
         try:
-            self.header = decode_header(self.store.get(layout.HEADER_KEY))
+            data = self.store.get(layout.HEADER_KEY)
+            if not data:
+                self.warnings.append(f"{layout.HEADER_KEY} is an {EMPTY_NOTE}")
+                return False
+            self.header = decode_header(data)
             self.algo = self.header.hash
             return True
         except NotFound:
@@ -463,7 +484,9 @@ class _Run:
 
         keys = []
         for info in self.store.list(layout.CONDEMNED_PREFIX):
-            if layout.is_condemned_key(info.key):
+            if layout.is_condemned_key(info.key) and info.size == 0:
+                self.warnings.append(f"{info.key} is an {EMPTY_NOTE}")
+            elif layout.is_condemned_key(info.key):
                 keys.append(info.key)
             else:
                 self.warnings.append(f"{info.key} is not a gc record (foreign; left alone)")
@@ -759,6 +782,8 @@ def verify(store: Store, ref: "str | Ref | None" = None, *, lake_url: str, concu
     if not has_header and versions:
         run.problem("header", f"the lake has versions but no {layout.HEADER_KEY}",
                     key=layout.HEADER_KEY)
+    if listing is not None:
+        run.warnings += [f"{key} is an {EMPTY_NOTE}" for key in listing.empties]
     run.collect(versions)
     if listing is not None:
         run.check_aliases(listing)

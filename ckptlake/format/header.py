@@ -2,7 +2,8 @@
 
 Every chunk key is a digest, so the hash algorithm is part of the meaning of every key; it must
 never vary between writers.  The first push creates the header with If-None-Match; everyone
-after reads it and obeys.  `chunk_size` is only the default for pushers (manifests record real
+after reads it and obeys (reading and creating it is core/lakeheader.py: format/ does not call
+the store).  `chunk_size` is only the default for pushers (manifests record real
 sizes), so changing it later is harmless.
 """
 from __future__ import annotations
@@ -10,10 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
-from ..errors import IntegrityError, NotFound, PreconditionFailed
-from ..store.base import Store
+from ..errors import IntegrityError
 from .layout import HEADER_KEY
 
 LAKE_FORMAT = 1
@@ -73,25 +72,3 @@ def decode_header(data: bytes) -> LakeHeader:
                              hint="the lake header is damaged; restore it or rewrite its "
                                   "chunk_size (16777216 is the default)")
     return LakeHeader(hash=algo, chunk_size=size, created=str(raw.get("created", "")))
-
-
-def read_header(store: Store) -> LakeHeader | None:
-    """The header, or None for a lake nobody has pushed to yet."""
-    try:
-        return decode_header(store.get(HEADER_KEY))
-    except NotFound:
-        return None
-
-
-def ensure_header(store: Store, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> LakeHeader:
-    """Read the header, creating it if this is the lake's first write (race-safe)."""
-    existing = read_header(store)
-    if existing is not None:
-        return existing
-    header = LakeHeader(chunk_size=chunk_size,
-                        created=datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"))
-    try:
-        store.put(HEADER_KEY, header.encode(), if_none_match=True)
-    except PreconditionFailed:  # another writer created it first: theirs wins
-        return decode_header(store.get(HEADER_KEY))
-    return header
