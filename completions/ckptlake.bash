@@ -53,7 +53,7 @@ _ckptlake() {
     case "$cmd" in
         "")
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=( $(compgen -W "--version --help -h" -- "$cur") )
+                COMPREPLY=( $(compgen -W "--version --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
             else
                 COMPREPLY=( $(compgen -W "push pull ls alias show lineage diff watch gc verify" -- "$cur") )
             fi

@@ -1,0 +1,119 @@
+"""A new user's first hour (issue 17): what got in the way, each with a test.
+
+Global options before the command, plain usage lines, "no lake at ..." for a mistyped lake,
+a note when a push creates a lake, policy-file errors that name the policy file, retries of
+`ls` on stderr, and the README's time format.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from ckptlake.cli.app import app, hoist_global_options
+from typer.main import get_command
+
+
+def run(*args: str) -> Any:
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    d = tmp_path / "src"
+    d.mkdir()
+    (d / "a.bin").write_bytes(b"x" * 100)
+    return d
+
+
+@pytest.fixture
+def lake(tmp_path: Path, src: Path) -> str:
+    """A local lake holding one version of p/r/ckpt."""
+    url = (tmp_path / "lake").as_uri()
+    r = run("push", src, "p/r/ckpt", "--step", "5", "--lake", url, "--quiet")
+    assert r.exit_code == 0, r.stderr
+    return url
+
+
+# ---- 2. options before the subcommand -------------------------------------------------------
+
+GROUP = get_command(app)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--lake", "L", "ls"], ["ls", "--lake", "L"]),
+    (["--json", "-l", "L", "ls", "a/b"], ["ls", "--json", "-l", "L", "a/b"]),
+    (["--lake=L", "-q", "pull", "r", "d"], ["pull", "--lake=L", "-q", "r", "d"]),
+    (["-lL", "ls"], ["ls", "-lL"]),
+    (["--config", "c.yaml", "--debug", "gc", "--dry-run"],
+     ["gc", "--config", "c.yaml", "--debug", "--dry-run"]),
+    # a value that looks like a command is still the option's value
+    (["--lake", "ls", "ls"], ["ls", "--lake", "ls"]),
+    # nothing to move, or nowhere to move it: left alone for Click
+    (["ls", "--lake", "L"], ["ls", "--lake", "L"]),
+    (["--lake"], ["--lake"]),
+    (["--json"], ["--json"]),
+    (["--help"], ["--help"]),
+    (["--version", "--json", "ls"], ["--version", "ls", "--json"]),
+    (["--nope", "--json", "ls"], ["--nope", "ls", "--json"]),
+])
+def test_global_options_move_after_the_command(argv: list[str], expected: list[str]) -> None:
+    assert hoist_global_options(argv, GROUP) == expected
+
+
+def test_lake_and_json_before_the_command(lake: str, tmp_path: Path) -> None:
+    r = run("--lake", lake, "ls")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.split()[5] == "p/r/ckpt"
+    doc = json.loads(run("--json", "--lake", lake, "ls", "p/r/ckpt").stdout)
+    assert [v["step"] for v in doc["versions"]] == [5]
+    r = run("-q", "--lake", lake, "ls")
+    assert r.exit_code == 0 and r.stderr == "" and r.stdout == ""
+
+
+def test_option_in_both_places_the_later_wins(lake: str, tmp_path: Path) -> None:
+    other = (tmp_path / "other").as_uri()
+    r = run("--lake", other, "ls", "--lake", lake, "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["lake"] == lake
+
+
+def test_root_help_lists_the_lake_and_output_options() -> None:
+    r = run("--help")
+    assert r.exit_code == 0
+    for option in ("--lake", "--endpoint-url", "--profile", "--region", "--config", "--json",
+                   "--quiet", "--debug"):
+        assert option in r.stdout, option
+    assert "before or after the command" in " ".join(r.stdout.split())
+
+
+def test_a_global_option_the_move_misses_is_refused_not_dropped(lake: str) -> None:
+    # `-ql URL` (combined short flags) is parsed by the root: refused, never silently ignored
+    r = run("-ql", lake, "ls")
+    assert r.exit_code == 2
+    assert "after the command" in r.stderr
+
+
+# ---- 6. usage lines and flags -----------------------------------------------------------------
+
+@pytest.mark.parametrize("command", sorted(GROUP.commands))  # type: ignore[attr-defined]
+def test_usage_line_and_flags_read_plainly(command: str) -> None:
+    r = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0
+    usage = next(line for line in r.stdout.splitlines() if "Usage:" in line)
+    assert "{" not in usage and "}" not in usage, usage
+    assert "<bool>" not in r.stdout
+    assert "<str>" not in r.stdout and "<path>" not in r.stdout
+
+
+def test_push_usage_line() -> None:
+    r = CliRunner().invoke(app, ["push", "--help"], env={"COLUMNS": "200"})
+    assert "Usage: ckptlake push [OPTIONS] SOURCE ARTIFACT" in r.stdout
+    r = CliRunner().invoke(app, ["ls", "--help"], env={"COLUMNS": "200"})
+    assert "Usage: ckptlake ls [OPTIONS] [ARTIFACT]" in r.stdout
+    r = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert "<bool>" not in r.stdout
