@@ -113,6 +113,23 @@ class Lake:
             with self._watch_lock:
                 self._watchers.discard(progress)
 
+    def watch(self, progress: Progress) -> "contextlib.AbstractContextManager[Progress]":
+        """Report the retries of every operation on this lake to `progress` while the `with`
+        block runs (operations that take `progress=` report theirs there already)."""
+        return self._watching(progress)
+
+    def exists(self) -> bool:
+        """Whether a lake is here: its header (written by the first push), or at least one
+        artifact of a lake whose header was lost.  Readers use it to tell "no lake at this
+        location" (a typo, most likely) from an empty lake."""
+        from .errors import NotFound
+
+        try:
+            self.store.stat(layout.HEADER_KEY)
+            return True
+        except NotFound:
+            return next(iter(self.store.list(layout.ARTIFACTS_PREFIX)), None) is not None
+
     def __repr__(self) -> str:
         return f"Lake({self.url!r})"
 
@@ -174,7 +191,8 @@ class Lake:
                                 parts=self.parts, observers=[tensors] if tensors else [],
                                 manifest_fields=fields)
         warnings = self._after_commit(artifact, result.version)
-        return dataclasses.replace(result, warnings=warnings) if warnings else result
+        return dataclasses.replace(result, warnings=[*result.warnings, *warnings]) \
+            if warnings else result
 
     def _after_commit(self, artifact: str, version: int) -> list[str]:
         """Write the indexes derived from the committed manifest (docs/format.md, "Indexes"):

@@ -117,3 +117,59 @@ def test_push_usage_line() -> None:
     assert "Usage: ckptlake ls [OPTIONS] [ARTIFACT]" in r.stdout
     r = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
     assert "<bool>" not in r.stdout
+
+
+# ---- 3. a mistyped lake is not an empty lake ----------------------------------------------------
+
+@pytest.mark.parametrize("args", [
+    ["ls"], ["ls", "p/r/ckpt"], ["pull", "p/r/ckpt", "{tmp}/dest"], ["show", "p/r/ckpt"],
+    ["lineage", "p/r/ckpt"], ["diff", "p/r/ckpt@v1", "p/r/ckpt@v2"], ["gc", "--dry-run"],
+    ["alias", "p/r/ckpt@v1", "best"], ["verify"]])
+def test_readers_refuse_a_location_without_a_lake(args: list[str], lake: str,
+                                                  tmp_path: Path) -> None:
+    typo = lake + "e"  # ./lakee for ./lake
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    r = run(*argv, "--lake", typo)
+    assert r.exit_code == 3, (r.stdout, r.stderr)
+    assert f"no lake at {typo}" in r.stderr.splitlines()[-1]
+    doc = json.loads(run(*argv, "--lake", typo, "--json").stdout)
+    assert doc["error"]["type"] == "NotFound" and doc["error"]["exit_code"] == 3
+    assert not (tmp_path / "lakee").exists(), "a reader created something"
+    assert not (tmp_path / "dest").exists()
+
+
+def test_an_empty_lake_still_lists_nothing(tmp_path: Path) -> None:
+    import ckptlake
+    from ckptlake.format.header import ensure_header
+
+    url = (tmp_path / "empty").as_uri()
+    with ckptlake.open(url) as handle:
+        assert not handle.exists()
+        ensure_header(handle.store)
+        assert handle.exists()
+    r = run("ls", "--lake", url)
+    assert r.exit_code == 0 and r.stdout == ""
+    assert "no artifacts in" in r.stderr
+    assert json.loads(run("ls", "--lake", url, "--json").stdout)["artifacts"] == []
+
+
+def test_a_lake_that_lost_its_header_still_exists(lake: str, tmp_path: Path) -> None:
+    import ckptlake
+
+    (tmp_path / "lake" / "ckptlake.json").unlink()
+    with ckptlake.open(lake) as handle:
+        assert handle.exists()
+
+
+def test_the_first_push_says_it_creates_a_lake(src: Path, tmp_path: Path) -> None:
+    url = (tmp_path / "new").as_uri()
+    r = run("push", src, "a/b", "--lake", url)
+    assert r.exit_code == 0, r.stderr
+    assert f"ckptlake: warning: created a new lake at {url}" in r.stderr
+    r = run("push", src, "a/b", "--lake", url)
+    assert "created a new lake" not in r.stderr
+    url2 = (tmp_path / "new2").as_uri()
+    doc = json.loads(run("push", src, "a/b", "--lake", url2, "--json").stdout)
+    assert any(w.startswith(f"created a new lake at {url2}") for w in doc["warnings"])
+    doc = json.loads(run("push", src, "a/b", "--lake", url2, "--json").stdout)
+    assert doc["warnings"] == []

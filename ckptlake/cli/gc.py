@@ -11,7 +11,7 @@ from .help import epilog
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt)
 from .output import Output, format_age, format_bytes, lake_origin, lake_url, open_lake, \
-    plain_table, plural
+    plain_table, plural, require_lake
 
 if TYPE_CHECKING:
     from ..core.gc import ArtifactPlan, GcPlan, GcResult
@@ -71,6 +71,7 @@ def gc(
         handle = open_lake(common)
         try:
             out.lake_line(handle)
+            require_lake(handle)
             if not retention.rules:
                 out.note(f"no retention rules in {retention.source or 'any config file'}: "
                          "every artifact is kept whole; gc only collects unreferenced chunks")

@@ -75,13 +75,20 @@ def read_header(store: Store) -> LakeHeader | None:
 
 def ensure_header(store: Store, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> LakeHeader:
     """Read the header, creating it if this is the lake's first write (race-safe)."""
+    return open_or_create_header(store, chunk_size=chunk_size)[0]
+
+
+def open_or_create_header(store: Store, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+                          ) -> tuple[LakeHeader, bool]:
+    """(the header, whether this call created the lake).  Creating one is worth saying: a
+    mistyped lake location is otherwise a silent new lake."""
     existing = read_header(store)
     if existing is not None:
-        return existing
+        return existing, False
     header = LakeHeader(chunk_size=chunk_size,
                         created=datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"))
     try:
         store.put(HEADER_KEY, header.encode(), if_none_match=True)
     except PreconditionFailed:  # another writer created it first: theirs wins
-        return decode_header(store.get(HEADER_KEY))
-    return header
+        return decode_header(store.get(HEADER_KEY)), False
+    return header, True
