@@ -475,4 +475,6 @@ def _retention(policy: "RetentionPolicy | str | Path | None") -> "RetentionPolic
 
     if isinstance(policy, RetentionPolicy):
         return policy
-    return load_retention(load_config(None if policy is None else os.fspath(policy)))
+    if policy is None:
+        return load_retention(load_config())
+    return load_retention(load_config(os.fspath(policy), origin="the policy argument"))

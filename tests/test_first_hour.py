@@ -173,3 +173,37 @@ def test_the_first_push_says_it_creates_a_lake(src: Path, tmp_path: Path) -> Non
     assert any(w.startswith(f"created a new lake at {url2}") for w in doc["warnings"])
     doc = json.loads(run("push", src, "a/b", "--lake", url2, "--json").stdout)
     assert doc["warnings"] == []
+
+
+# ---- 4. policy files ----------------------------------------------------------------------------
+
+def test_gc_names_a_missing_policy_file_as_the_policy(lake: str, tmp_path: Path) -> None:
+    r = run("gc", "--dry-run", "--policy", tmp_path / "missing.yaml", "--lake", lake)
+    assert r.exit_code == 2
+    line = r.stderr.splitlines()[-1]
+    assert "policy file not found" in line and "from --policy" in line
+    assert "--config" not in line and "ckptlake.yaml" not in line
+
+
+@pytest.mark.parametrize("text, hint", [
+    ('rules:\n  - match: "*"\n    keep_last: 2\n', "put it under `retention:`"),
+    ("grace_period: 1h\n", "put it under `retention:`"),
+    ("keep_last: 2\n", "put it in a rule under `retention:` `rules:`"),
+    ("warn_above_usd: 2\n", "put it under `egress:`"),
+])
+def test_a_section_key_at_the_top_level_says_where_it_goes(text: str, hint: str, lake: str,
+                                                           tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(text)
+    r = run("gc", "--dry-run", "--policy", policy, "--lake", lake)
+    assert r.exit_code == 2
+    line = r.stderr.splitlines()[-1]
+    assert f"{policy}:1: " in line and "unknown key" in line and hint in line, line
+
+
+def test_a_policy_file_without_retention_is_refused(lake: str, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("lake: /somewhere\n")
+    r = run("gc", "--dry-run", "--policy", policy, "--lake", lake)
+    assert r.exit_code == 2
+    assert f"{policy}: has no `retention:` section" in r.stderr

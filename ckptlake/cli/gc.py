@@ -66,8 +66,16 @@ def gc(
 
         if match is not None and not match.strip():
             raise UsageError("--match is empty", hint="give a glob such as 'gpt2/*'")
-        source = policy if policy is not None else common.config
-        retention = load_retention(load_config(str(source) if source else None))
+        if policy is not None:
+            config = load_config(str(policy), origin="--policy")
+            if getattr(config, "retention", None) is None:
+                from ..errors import ConfigError
+
+                raise ConfigError("has no `retention:` section", path=config.source,
+                                  hint="see the policy example in README.md, 'Retention and gc'")
+        else:
+            config = load_config(str(common.config) if common.config else None)
+        retention = load_retention(config)
         handle = open_lake(common)
         try:
             out.lake_line(handle)
