@@ -93,12 +93,17 @@ class Lake:
         # Retries happen in the store's retry layer; route them to whoever is watching.
         self._watchers: set[Progress] = set()
         self._watch_lock = threading.Lock()
+        # Gets the retries no operation's `progress` is watching (listing, reading manifests):
+        # the CLI sets it so every command shows its retries, not only push and pull.
+        self.retry_listener: Progress | None = None
         if hasattr(store, "on_retry"):
             store.on_retry = self._report_retry  # type: ignore[attr-defined]
 
     def _report_retry(self, key: str, attempt: int, error: str, delay: float) -> None:
         with self._watch_lock:
             watchers = list(self._watchers)
+        if not watchers and self.retry_listener is not None:
+            watchers = [self.retry_listener]
         for progress in watchers:
             progress.retry(key=key, attempt=attempt, error=error, delay=delay)
 
@@ -112,11 +117,6 @@ class Lake:
         finally:
             with self._watch_lock:
                 self._watchers.discard(progress)
-
-    def watch(self, progress: Progress) -> "contextlib.AbstractContextManager[Progress]":
-        """Report the retries of every operation on this lake to `progress` while the `with`
-        block runs (operations that take `progress=` report theirs there already)."""
-        return self._watching(progress)
 
     def exists(self) -> bool:
         """Whether a lake is here: its header (written by the first push), or at least one

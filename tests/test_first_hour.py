@@ -207,3 +207,49 @@ def test_a_policy_file_without_retention_is_refused(lake: str, tmp_path: Path) -
     r = run("gc", "--dry-run", "--policy", policy, "--lake", lake)
     assert r.exit_code == 2
     assert f"{policy}: has no `retention:` section" in r.stderr
+
+
+# ---- 6. retries of every command show on stderr -------------------------------------------------
+
+@pytest.mark.parametrize("args", [["ls"], ["ls", "p/r/ckpt"], ["show", "p/r/ckpt"]])
+def test_ls_and_show_retries_show_on_stderr(args: list[str], lake: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import ckptlake
+    from ckptlake.errors import TransientError
+
+    handle = ckptlake.open(lake)
+    handle.store._sleep = lambda seconds: None  # the retry layer's backoff, skipped
+    inner = handle.store.inner
+    real_list, failed = inner.list, []
+
+    def flaky_list(prefix: str = "", **kw: Any) -> Any:
+        if not failed:
+            failed.append(prefix)
+            raise TransientError("503 SlowDown")
+        return real_list(prefix, **kw)
+
+    monkeypatch.setattr(inner, "list", flaky_list)
+    monkeypatch.setattr(ckptlake, "open", lambda *a, **k: handle)
+    r = run(*args)
+    assert r.exit_code == 0, r.stderr
+    assert failed, "the listing was never retried"
+    retries = [ln for ln in r.stderr.splitlines() if ln.startswith("ckptlake: retry 1 for ")]
+    assert len(retries) == 1 and "503 SlowDown" in retries[0], r.stderr
+    failed.clear()
+    handle.retry_listener = None  # as a fresh `ckptlake.open` has it
+    r = run(*args, "--json")  # --json: the document only, no retry lines
+    assert r.exit_code == 0 and failed and r.stderr == ""
+
+
+# ---- 6. times as the README says ----------------------------------------------------------------
+
+def test_times_in_json_have_the_form_the_readme_documents(lake: str) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert re.search(r"Times are ISO-8601 UTC, to the microsecond", readme)
+    form = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$")
+    doc = json.loads(run("ls", "--lake", lake, "--json").stdout)
+    assert form.match(doc["artifacts"][0]["updated"]), doc
+    doc = json.loads(run("ls", "p/r/ckpt", "--lake", lake, "--json").stdout)
+    assert form.match(doc["versions"][0]["created"]), doc
+    doc = json.loads(run("show", "p/r/ckpt", "--lake", lake, "--json").stdout)
+    assert form.match(doc["created"]), doc

@@ -236,8 +236,14 @@ class Output:
             _write(sys.stderr, f"{PROG}: warning: {redact(message)}")
 
     def lake_line(self, lake: "Lake") -> None:
-        """Say which lake and why, so nobody pushes to the embedded default by mistake."""
+        """Say which lake and why, so nobody pushes to the embedded default by mistake; and
+        from now on show the retries no progress display shows (`ls`, `show`, reading a
+        manifest before a pull...) as lines on stderr, as push and pull show theirs."""
         self.note(f"using lake {lake_url(lake)} ({lake_origin(lake)})")
+        if self.human:
+            from .progress import LineProgress
+
+            lake.retry_listener = LineProgress()
 
     # stdout ---------------------------------------------------------------------------------
     def result(self, doc: dict[str, Any], human: str | None) -> None:
