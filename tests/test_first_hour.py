@@ -253,3 +253,33 @@ def test_times_in_json_have_the_form_the_readme_documents(lake: str) -> None:
     assert form.match(doc["versions"][0]["created"]), doc
     doc = json.loads(run("show", "p/r/ckpt", "--lake", lake, "--json").stdout)
     assert form.match(doc["created"]), doc
+
+
+# ---- 5. the test run leaves nothing behind ------------------------------------------------------
+
+def test_a_passing_test_session_leaves_nothing_in_the_temp_dir(tmp_path: Path) -> None:
+    """A pytest session under this project's settings, in its own TMPDIR: a test that writes
+    1 MiB into tmp_path and another into a session dir leave no file once the session passed."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).parent.parent
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "test_leaves.py").write_text(
+        "def test_a(tmp_path):\n"
+        "    (tmp_path / 'f').write_bytes(b'x' * (1 << 20))\n"
+        "def test_b(tmp_path_factory):\n"
+        "    (tmp_path_factory.mktemp('s') / 'f').write_bytes(b'x' * (1 << 20))\n")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp)}
+    env.pop("PYTEST_ADDOPTS", None)
+    r = subprocess.run([sys.executable, "-m", "pytest", "-c", str(root / "pyproject.toml"),
+                        "--rootdir", str(tmp_path / "t"), "-p", "no:cacheprovider", "-q",
+                        str(tmp_path / "t")], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 passed" in r.stdout
+    left = [p for p in temp.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert left == [], left
