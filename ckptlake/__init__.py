@@ -9,7 +9,8 @@ Imports stay light (no boto3, no rich) so `ckptlake --help` and `import ckptlake
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os as _os
+from typing import TYPE_CHECKING, Any
 
 from .errors import (AccessDenied, CkptlakeError, Conflict, IntegrityError, NotFound,
                      PolicyRefusal, TransferError, UsageError)
@@ -17,6 +18,8 @@ from .errors import (AccessDenied, CkptlakeError, Conflict, IntegrityError, NotF
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    import os
+
     from .lake import Lake
 
 __all__ = ["open", "Lake", "__version__", "CkptlakeError", "UsageError", "NotFound",
@@ -27,7 +30,9 @@ def open(lake: str | None = None, *, config: str | None = None, endpoint_url: st
          profile: str | None = None, region: str | None = None, chunk_size: int | None = None,
          concurrency: int | None = None, max_bandwidth: float | None = None,
          connect_timeout: float | None = None, read_timeout: float | None = None,
-         multipart_threshold: int | None = None, part_size: int | None = None) -> "Lake":
+         multipart_threshold: int | None = None, part_size: int | None = None,
+         cache: "str | os.PathLike[str] | bool | None" = None,
+         cache_size: int | None = None) -> "Lake":
     """Open a lake, resolving it like the CLI: `lake` > $CKPTLAKE_LAKE > config `lake:` > default.
 
     Keyword options override the config file's values.  The returned Lake's `origin` says how
@@ -41,6 +46,12 @@ def open(lake: str | None = None, *, config: str | None = None, endpoint_url: st
     `multipart_threshold` / `part_size` are bytes (defaults 256 MiB and 16 MiB): chunk objects
     of at least the threshold go up as multipart uploads and come down as parallel ranged
     GETs of `part_size` each.  They matter only for lakes with chunks of 256 MiB or more.
+
+    `cache`: a directory for the local chunk cache (core/cache.py), shared by every pull on
+    this machine that names it: a chunk comes from the lake once.  None (the default):
+    $CKPTLAKE_CACHE, else `cache:` in the config, else no cache; False: no cache.
+    `cache_size` bounds it in bytes (default $CKPTLAKE_CACHE_SIZE, the config's, or 20 GiB);
+    least recently used chunks are evicted beyond it.
     """
     from .lake import Lake
     from .policy.config import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT,
@@ -53,8 +64,12 @@ def open(lake: str | None = None, *, config: str | None = None, endpoint_url: st
     if read_timeout is not None:
         check_timeout(read_timeout, "read timeout")
     check_part_settings(multipart_threshold, part_size)
+    if cache_size is not None and (isinstance(cache_size, bool) or not isinstance(cache_size, int)
+                                   or cache_size <= 0):
+        raise UsageError(f"cache_size must be a positive number of bytes, got {cache_size!r}")
     cfg = load_config(config)
     url, origin = resolve_lake(lake, cfg)
+    chunk_cache = _chunk_cache(cache, cache_size, cfg)
     concurrency = concurrency or cfg.concurrency
     store = open_store(url, endpoint_url=endpoint_url or cfg.endpoint_url,
                        profile=profile or cfg.profile, region=region or cfg.region,
@@ -66,7 +81,27 @@ def open(lake: str | None = None, *, config: str | None = None, endpoint_url: st
     return Lake(store, chunk_size=chunk_size or cfg.chunk_size, concurrency=concurrency,
                 max_bandwidth=max_bandwidth or cfg.max_bandwidth,
                 multipart_threshold=multipart_threshold or cfg.multipart_threshold,
-                part_size=part_size or cfg.part_size, origin=origin)
+                part_size=part_size or cfg.part_size, origin=origin, cache=chunk_cache)
+
+
+def _chunk_cache(cache: Any, cache_size: int | None, cfg: Any) -> Any:
+    from .core.cache import DEFAULT_CACHE_SIZE, ChunkCache
+    from .policy.config import resolve_cache
+
+    if cache is False:
+        return None
+    if cache is None or cache is True:
+        setting = resolve_cache(cfg)
+        if setting is None:
+            if cache is True:
+                raise UsageError("cache=True, but no cache directory is configured",
+                                 hint="set $CKPTLAKE_CACHE or cache: in ckptlake.yaml, or "
+                                      "pass cache=DIR")
+            return None
+        return ChunkCache(setting.dir, cache_size or setting.size or DEFAULT_CACHE_SIZE)
+    if not isinstance(cache, (str, _os.PathLike)) or not _os.fspath(cache):
+        raise UsageError(f"cache must be a directory, True, False or None, got {cache!r}")
+    return ChunkCache(cache, cache_size or DEFAULT_CACHE_SIZE)
 
 
 def _first(*values: float | None) -> float:

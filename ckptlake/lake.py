@@ -40,9 +40,11 @@ if TYPE_CHECKING:
     from .policy.egress import EgressEstimate, EgressPolicy
     from .policy.retention import RetentionPolicy
     from .checkpointer import Checkpointer
+    from .core.cache import ChunkCache
     from .core.diff import DiffResult
     from .core.lineage import LineageGraph
     from .core.shards import PendingStep, ShardPushResult
+    from .core.reader import LakeFile
     from .core.show import VersionDetail
 
 
@@ -72,7 +74,7 @@ class Lake:
     def __init__(self, store: Store, *, chunk_size: int | None = None,
                  concurrency: int | None = None, max_bandwidth: float | None = None,
                  multipart_threshold: int | None = None, part_size: int | None = None,
-                 origin: str = "explicit") -> None:
+                 origin: str = "explicit", cache: "ChunkCache | None" = None) -> None:
         if chunk_size is not None:
             check_chunk_size(chunk_size)
         if concurrency is not None:
@@ -81,6 +83,7 @@ class Lake:
         self.store = store
         self.url = store.url
         self.origin = origin
+        self.cache = cache  # the local chunk cache pulls read through (core/cache.py), or None
         self.chunk_size = chunk_size  # None: the lake header's default
         self.concurrency = concurrency or DEFAULT_CONCURRENCY
         if max_bandwidth is not None and max_bandwidth <= 0:
@@ -226,29 +229,76 @@ class Lake:
     def pull(self, ref: str | Ref, destination: str | Path, *, force: bool = False,
              progress: Progress | None = None, egress: "EgressPolicy | None" = None,
              yes: bool = False, confirm: "Callable[[EgressEstimate], bool] | None" = None,
-             on_estimate: "Callable[[EgressEstimate], None] | None" = None) -> PullResult:
-        """Restore one version into `destination`.
+             on_estimate: "Callable[[EgressEstimate], None] | None" = None,
+             paths: Sequence[str] = (), include: Sequence[str] = (),
+             exclude: Sequence[str] = (),
+             reference: "Sequence[str | Path]" = (), use_cache: bool = True) -> PullResult:
+        """Restore one version into `destination`, or part of it.
 
         A directory artifact restores into the directory `destination`; a file artifact
         restores to the path `destination` (or into it, if it is an existing directory).
+
+        paths / include / exclude: pull only part of the version: entries matching any of
+        `paths` (exact paths or directory prefixes) or any `include` glob, and no `exclude`
+        glob (core/browse.py has the rule).  Everything else (estimate, verification, resume,
+        the result's counts) then covers the selection only.  NotFound if a path or include
+        pattern matches nothing.
 
         egress: an egress policy (policy/egress.py) to apply before anything is downloaded:
         the estimate goes to `on_estimate` (the CLI warns with it); above
         `confirm_above_usd` the pull goes on only with `yes=True` or if `confirm(estimate)`
         returns True, else raises PolicyRefusal.  None (the default): no egress check.
+
+        Chunks already on this machine are copied, not downloaded (core/reuse.py): from files
+        kept as identical, from the files `force` replaces (at the same offsets), and from
+        each `reference` directory (the same relative path, then files of the same size).
+        With the lake's chunk cache (`ckptlake.open(cache=...)`) and `use_cache`, chunks are
+        read from the cache when there, and downloaded ones are added to it.
         """
-        m = catalog.resolve(self.store, ref)
+        from .core.browse import select
+
+        refs = [os.fspath(r) for r in reference]
+        for r in refs:
+            if not os.path.isdir(r):
+                raise UsageError(f"reference directory {r} does not exist or is not a directory",
+                                 hint="--reference names a directory holding an earlier copy")
+        m = select(catalog.resolve(self.store, ref), paths, include, exclude)
         if egress is not None:
             from .core import egress as _egress
 
-            est = _egress.estimate_pull(self.store, m, os.fspath(destination), egress)
+            est = _egress.estimate_pull(self.store, m, os.fspath(destination), egress,
+                                        self.cache if use_cache else None)
             if on_estimate is not None:
                 on_estimate(est)
             _egress.enforce(est, yes=yes, confirm=confirm)
         with self._watching(progress) as progress:
             return _pull.pull(self.store, m, os.fspath(destination), force=force,
                               concurrency=self.concurrency, progress=progress,
-                              lake_url=self.url, throttle=self.throttle, parts=self.parts)
+                              lake_url=self.url, throttle=self.throttle, parts=self.parts,
+                              cache=self.cache if use_cache else None, reference=refs)
+
+    def files(self, ref: str | Ref, prefix: str | None = None) -> dict[str, Any]:
+        """{"artifact", "version", "files"}: the version `ref` names and its files, symlinks
+        and empty directories sorted by path (each {"path", "size", "kind"} with kind file,
+        safetensors, symlink or dir; "tensors" for safetensors, "target" for symlinks); with
+        `prefix`, only those at or below that path (NotFound if none).  Reads one manifest."""
+        from .core.browse import list_files
+
+        m = catalog.resolve(self.store, ref)
+        return {"artifact": m.artifact, "version": m.version, "files": list_files(m, prefix)}
+
+    def cat(self, ref: str | Ref, path: str) -> Iterator[bytes]:
+        """The bytes of one file of a version, chunk by chunk, each verified before it is
+        yielded (IntegrityError at the first that does not match, and nothing after).
+
+        A small (packed) file costs one ranged GET of its bytes; a large one, one GET per
+        chunk.  UsageError for a directory or a symlink, NotFound for a path not in the
+        version.  The manifest is read (and the path checked) before the first item."""
+        from .core.browse import find_file, read_file
+
+        m = catalog.resolve(self.store, ref)
+        entry = find_file(m, path)
+        return read_file(self.store, m, entry, throttle=self.throttle)
 
     def artifacts(self, prefix: str = "") -> list[ArtifactInfo]:
         """Artifacts with at least one version, sorted by name."""
@@ -271,7 +321,8 @@ class Lake:
     ls = versions
 
     def resolve(self, ref: str | Ref) -> VersionInfo:
-        """The version a reference names right now (latest, vN, step=N or an alias)."""
+        """The version a reference names right now (latest, vN, step=N, an alias, or
+        min:METRIC / max:METRIC: the best value among the live versions, ties to the newest)."""
         ref = parse_ref(ref) if isinstance(ref, str) else ref
         m = catalog.resolve(self.store, ref)
         return catalog.version_info(m, catalog.aliases(self.store, m.artifact))
@@ -360,16 +411,19 @@ class Lake:
 
         return show(self.store, ref)
 
-    def diff(self, a: str | Ref, b: str | Ref, *, values: bool = False,
+    def diff(self, a: str | Ref, b: str | Ref, *, values: bool = False, inspect: bool = False,
              egress: "EgressPolicy | None" = None, yes: bool = False,
              confirm: "Callable[[EgressEstimate], bool] | None" = None,
              on_estimate: "Callable[[EgressEstimate], None] | None" = None) -> "DiffResult":
         """What changed from version `a` to version `b` (any two artifacts): metadata, files,
         shared bytes and, for .safetensors files, tensors, all from the two manifests.
         `values=True` also fetches the changed tensors' bytes (only those) for value
-        statistics; it needs numpy.
+        statistics; it needs numpy.  `inspect=True` looks inside modified files: safetensors
+        `__metadata__`, torch archives' storages and (with torch installed) tensors, reading
+        whole chunks, typically each side's first and last.  `result.contents` says per
+        modified file what was looked into (`"inspected": False` where nothing was).
 
-        egress: with `values=True`, the egress guard of `pull` (see there): the tensor bytes
+        egress: with `values` or `inspect`, the egress guard of `pull` (see there): the bytes
         about to be fetched are estimated and priced first (`on_estimate`), and above
         `confirm_above_usd` the diff fetches nothing unless `yes` or `confirm(estimate)`,
         raising PolicyRefusal.  None (the default): no egress check.
@@ -377,43 +431,152 @@ class Lake:
         from .core import diff as _diff
 
         ma, mb = catalog.resolve(self.store, a), catalog.resolve(self.store, b)
-        if values and egress is not None:
+        if (values or inspect) and egress is not None:
             from .core import egress as _egress
 
-            est = _egress.estimate_diff(self.store, ma, mb, egress)
-            if est.bytes_to_download:
+            est = _egress.estimate_diff(self.store, ma, mb, egress, values=values,
+                                        inspect=inspect)
+            if values and _diff.values_to_fetch(_diff.value_pairs(ma, mb)):
                 _diff.require_numpy()  # a missing numpy fails before any cost is put to anyone
             if on_estimate is not None:
                 on_estimate(est)
             _egress.enforce(est, yes=yes, confirm=confirm)
-        return _diff.diff(self.store, ma, mb, values=values)
+        return _diff.diff(self.store, ma, mb, values=values, inspect=inspect)
+
+    # ---- reading in place (issue 14) ------------------------------------------------------
+
+    def open(self, ref: str | Ref, path: str | None = None, *,
+             readahead: int | None = None) -> "LakeFile":
+        """A read-only, seekable binary file object over one file of a version, fetched chunk
+        by chunk with ranged GETs and verified before any byte is returned (core/reader.py):
+        `torch.load`, `zipfile`, `tarfile`, `json.load` read it as they read a local file.
+
+        path None: the file of a single-file version.  Symlinks of the version are followed
+        (they stay inside it).  `readahead`: chunks fetched ahead while reading forward
+        (default 2; memory (3 + readahead) x chunk size).  NotFound names the version and
+        close matches; a directory is a UsageError.  Use it as a context manager, or close it.
+        """
+        from .core.reader import DEFAULT_READAHEAD, LakeFile, find_file
+
+        m = catalog.resolve(self.store, ref)
+        entry = find_file(m, path)
+        return LakeFile(self.store, entry, m.hash, name=f"{m.artifact}@v{m.version}:{entry.path}",
+                        readahead=DEFAULT_READAHEAD if readahead is None else readahead,
+                        parts=self.parts, throttle=self.throttle)
+
+    def tensors(self, ref: str | Ref, names: "str | Sequence[str] | None" = None, *,
+                path: str | None = None, framework: str = "np") -> dict[str, Any]:
+        """Tensors of the version's `.safetensors` files, fetching only their bytes.
+
+        Each tensor's byte range (from the manifest's tensor records) is fetched with ranged
+        GETs and verified against its recorded digest before it is returned: one tensor of a
+        2 GiB file costs its own bytes plus the manifest.  names None: every tensor (of `path`,
+        or of all the version's safetensors files; a name in several files needs `path`).
+        framework "np" (numpy arrays) or "pt" (torch tensors); both imported only here.  numpy
+        has no bfloat16 or float8: such tensors raise UsageError with "np" (use "pt").
+        An unknown name raises NotFound listing close matches.  Returns {name: array}.
+        """
+        from .core.reader import require
+
+        require(framework)  # a missing numpy/torch fails before any request
+        return self._tensors(catalog.resolve(self.store, ref), names, path, framework)
+
+    def _tensors(self, m: Any, names: Any, path: str | None, framework: str) -> dict[str, Any]:
+        from .core import reader
+        from .core.diff import read_tensor_into
+
+        picks = reader.select_tensors(m, names, path)
+        lib = reader.require(framework)
+        for _, t in picks:
+            reader.check_dtype(t, framework, lib)
+
+        def fetch(pick: tuple[Any, Any]) -> tuple[str, bytearray]:
+            entry, t = pick
+            buffer = bytearray(t.nbytes)
+            self.throttle.acquire(t.nbytes)
+            read_tensor_into(self.store, entry, t, buffer, workers=self.concurrency)
+            return t.name, buffer
+
+        from .transfer.pool import bounded_map
+
+        fetched = dict(bounded_map(fetch, picks, workers=min(4, self.concurrency),
+                                   name="ckptlake-tensors"))
+        return {t.name: reader.as_array(fetched[t.name], t, framework, lib) for _, t in picks}
+
+    def load_state_dict(self, ref: str | Ref, path: str | None = None, *,
+                        map_location: Any = None) -> dict[str, Any]:
+        """A torch state dict read in place: `torch.load(lake.open(ref, path),
+        map_location=..., weights_only=True)` for a torch file (.pt, .pth, .bin), or the
+        tensors of `.safetensors` files as torch tensors.  path None: the version's only
+        torch file, else its safetensors files; if that is ambiguous, UsageError lists them."""
+        from .core import reader
+
+        torch = reader.require("pt")
+        m = catalog.resolve(self.store, ref)
+        if path is None:
+            torch_files = [e.path for e in m.files
+                           if e.symlink is None and e.path.lower().endswith(reader.TORCH_SUFFIXES)]
+            st_files = [e.path for e in m.files if e.tensors is not None]
+            if len(torch_files) == 1 and not st_files:
+                path = torch_files[0]
+            elif st_files and not torch_files:
+                return _to_device(self._tensors(m, None, None, "pt"), map_location)
+            else:
+                found = torch_files + st_files
+                raise UsageError(f"{m.artifact}@v{m.version} holds "
+                                 + (f"{len(found)} candidate files: " + ", ".join(found[:5])
+                                    if found else "no torch or safetensors file"),
+                                 hint="pass path= to choose one" if found else
+                                 "lake.open() reads any file")
+        entry = reader.find_file(m, path)
+        if entry.tensors is not None:
+            return _to_device(self._tensors(m, None, entry.path, "pt"), map_location)
+        from .core.reader import DEFAULT_READAHEAD, LakeFile
+
+        with LakeFile(self.store, entry, m.hash, name=f"{m.artifact}@v{m.version}:{entry.path}",
+                      readahead=DEFAULT_READAHEAD, parts=self.parts,
+                      throttle=self.throttle) as fh:
+            try:
+                return torch.load(fh, map_location=map_location, weights_only=True)
+            except CkptlakeError:
+                raise
+            except Exception as exc:  # torch's own errors: not a torch file, unsafe pickle
+                raise UsageError(f"torch.load of {m.artifact}@v{m.version}:{entry.path} "
+                                 f"failed: {str(exc).splitlines()[0][:300]}",
+                                 hint="only weights_only=True files load this way") from None
 
     # ---- retention, gc and egress (issue 4) -------------------------------------------------
 
     def estimate_pull(self, ref: str | Ref, destination: str | Path, *,
-                      egress: "EgressPolicy | None" = None) -> "EgressEstimate":
-        """What pulling `ref` into `destination` would download, over which route, at what
-        cost; nothing is downloaded or created.  egress None: the config file's policy."""
+                      egress: "EgressPolicy | None" = None, paths: Sequence[str] = (),
+                      include: Sequence[str] = (), exclude: Sequence[str] = ()
+                      ) -> "EgressEstimate":
+        """What pulling `ref` (or the part `paths`/`include`/`exclude` select, as in `pull`)
+        into `destination` would download, over which route, at what cost; nothing is
+        downloaded or created.  egress None: the config file's policy."""
         from .core import egress as _egress
+        from .core.browse import select
         from .policy.config import load_config
         from .policy.egress import load_egress
 
-        m = catalog.resolve(self.store, ref)
+        m = select(catalog.resolve(self.store, ref), paths, include, exclude)
         policy = egress if egress is not None else load_egress(load_config())
-        return _egress.estimate_pull(self.store, m, os.fspath(destination), policy)
+        return _egress.estimate_pull(self.store, m, os.fspath(destination), policy, self.cache)
 
     def estimate_diff(self, a: str | Ref, b: str | Ref, *,
-                      egress: "EgressPolicy | None" = None) -> "EgressEstimate":
-        """What `diff(a, b, values=True)` would download (the changed tensors' bytes, both
-        sides), over which route, at what cost; reads the two manifests only.  egress None:
-        the config file's policy."""
+                      egress: "EgressPolicy | None" = None, values: bool = True,
+                      inspect: bool = False) -> "EgressEstimate":
+        """What `diff(a, b, values=, inspect=)` would download (values: the changed tensors'
+        bytes, both sides; inspect: the chunks read inside modified files), over which route,
+        at what cost; reads the two manifests only.  egress None: the config file's policy."""
         from .core import egress as _egress
         from .policy.config import load_config
         from .policy.egress import load_egress
 
         ma, mb = catalog.resolve(self.store, a), catalog.resolve(self.store, b)
         policy = egress if egress is not None else load_egress(load_config())
-        return _egress.estimate_diff(self.store, ma, mb, policy)
+        return _egress.estimate_diff(self.store, ma, mb, policy, values=values,
+                                     inspect=inspect)
 
     def gc_plan(self, policy: "RetentionPolicy | str | Path | None" = None, *,
                 match: str | None = None, now: "datetime | None" = None) -> "GcPlan":
@@ -467,6 +630,14 @@ class Lake:
     def close(self) -> None:
         self.parts.close()
         self.store.close()
+
+
+def _to_device(tensors: dict[str, Any], map_location: Any) -> dict[str, Any]:
+    if map_location is None:
+        return tensors
+    if callable(map_location) or isinstance(map_location, dict):
+        raise UsageError("map_location for safetensors must be a device (e.g. 'cpu')")
+    return {k: v.to(map_location) for k, v in tensors.items()}
 
 
 def _retention(policy: "RetentionPolicy | str | Path | None") -> "RetentionPolicy":

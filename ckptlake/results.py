@@ -52,9 +52,12 @@ class PullResult(_Result):
     files: int
     bytes_total: int  # size of the version
     bytes_downloaded: int  # chunk bytes fetched from the lake
-    bytes_reused: int  # bytes already present and verified at the destination
+    # bytes already on this machine, verified: identical files kept, and chunks copied from
+    # the files being replaced or from --reference directories (core/reuse.py)
+    bytes_reused: int
     bytes_resumed: int  # bytes an interrupted earlier pull had staged (verified, not re-fetched)
     seconds: float
+    bytes_from_cache: int = 0  # bytes read from the local chunk cache (verified)
     # Done, but something beside the destination needs a look (e.g. abandoned staging dirs).
     warnings: list[str] = field(default_factory=list)
 

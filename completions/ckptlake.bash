@@ -47,7 +47,7 @@ _ckptlake() {
     cmd=""
     for (( i = 1; i < COMP_CWORD; i++ )); do
         case "${COMP_WORDS[i]}" in
-            push|pull|ls|alias|show|lineage|diff|watch|gc|verify) cmd="${COMP_WORDS[i]}"; cmd_index=i; break ;;
+            push|pull|ls|alias|show|cat|lineage|diff|watch|gc|verify|cache) cmd="${COMP_WORDS[i]}"; cmd_index=i; break ;;
         esac
     done
     case "$cmd" in
@@ -59,7 +59,7 @@ _ckptlake() {
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=( $(compgen -W "--version --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
             else
-                COMPREPLY=( $(compgen -W "push pull ls alias show lineage diff watch gc verify" -- "$cur") )
+                COMPREPLY=( $(compgen -W "push pull ls alias show cat lineage diff watch gc verify cache" -- "$cur") )
             fi
             ;;
         push)
@@ -79,13 +79,13 @@ _ckptlake() {
         pull)
             case "$prev" in
                 --config) _ckptlake_files "$cur"; return 0 ;;
-                --concurrency|--max-bandwidth|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+                --include|--exclude|--reference|--concurrency|--max-bandwidth|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=( $(compgen -W "--force --estimate --yes -y --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                COMPREPLY=( $(compgen -W "--include --exclude --force --estimate --yes -y --reference --no-cache --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
-            _ckptlake_npos "--concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config"
+            _ckptlake_npos "--include --exclude --reference --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config"
             case "$npos" in
                 1) _ckptlake_files "$cur" ;;  # DEST
             esac
@@ -96,7 +96,7 @@ _ckptlake() {
                 --where|--sort|--limit|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=( $(compgen -W "--pending --where --sort --limit --all -a --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                COMPREPLY=( $(compgen -W "--pending --where --sort --limit --tree --all -a --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
             ;;
@@ -120,6 +120,16 @@ _ckptlake() {
                 return 0
             fi
             ;;
+        cat)
+            case "$prev" in
+                --config) _ckptlake_files "$cur"; return 0 ;;
+                --lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=( $(compgen -W "--lake -l --endpoint-url --profile --region --config --quiet -q --debug --help -h" -- "$cur") )
+                return 0
+            fi
+            ;;
         lineage)
             case "$prev" in
                 --config) _ckptlake_files "$cur"; return 0 ;;
@@ -136,7 +146,7 @@ _ckptlake() {
                 --lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=( $(compgen -W "--values --estimate --yes -y --exit-code --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                COMPREPLY=( $(compgen -W "--values --inspect --estimate --yes -y --exit-code --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
             ;;
@@ -171,6 +181,17 @@ _ckptlake() {
             esac
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=( $(compgen -W "--read-data --read-data-subset --seed --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                return 0
+            fi
+            ;;
+        cache)
+            case "$prev" in
+                --config) _ckptlake_files "$cur"; return 0 ;;
+                --dir) _ckptlake_dirs "$cur"; return 0 ;;
+                --max-size) return 0 ;;  # free-form value
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=( $(compgen -W "--max-size --all --dry-run --dir --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
             ;;

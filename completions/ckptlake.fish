@@ -16,14 +16,16 @@ complete -c ckptlake -n '__fish_use_subcommand' -l debug -d 'Print the traceback
 complete -c ckptlake -n '__fish_use_subcommand' -s h -l help -d 'Show this message and exit'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'push' -d 'Upload SOURCE (a file or a directory) as the next version of ARTIFACT'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'pull' -d 'Restore the version REF resolves to into DEST, verifying every byte'
-complete -c ckptlake -n '__fish_use_subcommand' -a 'ls' -d 'List the artifacts of the lake, or the versions of ARTIFACT'
+complete -c ckptlake -n '__fish_use_subcommand' -a 'ls' -d 'List the artifacts of the lake, the versions of ARTIFACT, or the files of the version REF (ARTIFACT@SELECTOR)'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'alias' -d 'Point alias NAME of the artifact at the version REF resolves to'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'show' -d 'Show everything about the version REF: files, totals, step, metrics, metadata, provenance, aliases, parents, inputs and children'
+complete -c ckptlake -n '__fish_use_subcommand' -a 'cat' -d 'Write the file PATH of the version REF to stdout, verifying every chunk before it is written'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'lineage' -d 'Show where the version REF came from (--up, the default), what was made from it (--down), or both'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'diff' -d 'Compare version A with version B (of one artifact or of two): step, metrics, metadata, files, bytes shared, and tensors of .safetensors files'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'watch' -d 'Watch DIR and push each new complete checkpoint in it to ARTIFACT, in step order'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'gc' -d 'Delete the versions the retention policy no longer keeps, and the chunks nothing references any more'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'verify' -d 'Check that versions can be restored: the lake header, every manifest, that every chunk they reference exists with the right size, aliases, shard steps and gc\'s records'
+complete -c ckptlake -n '__fish_use_subcommand' -a 'cache' -d 'Show or trim the local chunk cache that pulls read through'
 
 # push SOURCE ARTIFACT
 complete -c ckptlake -n '__fish_seen_subcommand_from push' -l step -x -d 'Training step of this checkpoint (integer >= 0); select it later with @step=N'
@@ -51,10 +53,14 @@ complete -c ckptlake -n '__fish_seen_subcommand_from push' -l debug -d 'Print th
 complete -c ckptlake -n '__fish_seen_subcommand_from push' -s h -l help -d 'Show this message and exit'
 complete -c ckptlake -n '__fish_seen_subcommand_from push' -F
 
-# pull REF DEST
+# pull REF DEST [PATH]...
+complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l include -x -d 'Pull only files matching GLOB (repeatable; adds to any PATHs)'
+complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l exclude -x -d 'Leave out files matching GLOB (repeatable; wins over PATH and --include)'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l force -d 'Overwrite files at DEST that differ from the version'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l estimate -d 'Print what the pull would download and cost (egress); download nothing'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -s y -l yes -d 'Accept an egress cost above egress.confirm_above_usd without asking'
+complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l reference -x -d 'A directory holding an earlier copy (repeatable): chunks found there are copied, not downloaded'
+complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l no-cache -d 'Neither read nor fill the local chunk cache'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l concurrency -x -d 'Parallel transfers (default: from the config, else the library\'s default)'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l max-bandwidth -x -d 'Limit transfer speed to SIZE per second for the whole process, e.g. 50MiB'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
@@ -68,11 +74,12 @@ complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l debug -d 'Print th
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -s h -l help -d 'Show this message and exit'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -F
 
-# ls ARTIFACT
+# ls ARTIFACT|REF PATH
 complete -c ckptlake -n '__fish_seen_subcommand_from ls' -l pending -d 'List sharded steps not committed yet (of ARTIFACT, or of all artifacts): how many of WORLD ranks are in, and why not committed'
 complete -c ckptlake -n '__fish_seen_subcommand_from ls' -l where -x -d 'Keep versions matching COND, e.g'
 complete -c ckptlake -n '__fish_seen_subcommand_from ls' -l sort -x -d 'Sort versions by a metric (or step, version, size); -KEY or KEY:desc for descending'
 complete -c ckptlake -n '__fish_seen_subcommand_from ls' -l limit -x -d 'Show at most N versions (the first N after --sort, else the newest N)'
+complete -c ckptlake -n '__fish_seen_subcommand_from ls' -l tree -d 'With REF: show the files as an indented tree, directories with the total size below them'
 complete -c ckptlake -n '__fish_seen_subcommand_from ls' -s a -l all -d 'Also show versions deleted by gc, as expired (with ARTIFACT), or how many each artifact lost (without)'
 complete -c ckptlake -n '__fish_seen_subcommand_from ls' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
 complete -c ckptlake -n '__fish_seen_subcommand_from ls' -l endpoint-url -x -d 'S3 endpoint for S3-compatible stores (MinIO, SeaweedFS, R2, ...)'
@@ -106,6 +113,16 @@ complete -c ckptlake -n '__fish_seen_subcommand_from show' -s q -l quiet -d 'Pri
 complete -c ckptlake -n '__fish_seen_subcommand_from show' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from show' -s h -l help -d 'Show this message and exit'
 
+# cat REF PATH
+complete -c ckptlake -n '__fish_seen_subcommand_from cat' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
+complete -c ckptlake -n '__fish_seen_subcommand_from cat' -l endpoint-url -x -d 'S3 endpoint for S3-compatible stores (MinIO, SeaweedFS, R2, ...)'
+complete -c ckptlake -n '__fish_seen_subcommand_from cat' -l profile -x -d 'AWS credentials profile to use'
+complete -c ckptlake -n '__fish_seen_subcommand_from cat' -l region -x -d 'Region of the bucket'
+complete -c ckptlake -n '__fish_seen_subcommand_from cat' -l config -r -F -d 'Config file to read instead of the default search'
+complete -c ckptlake -n '__fish_seen_subcommand_from cat' -s q -l quiet -d 'Print nothing but errors'
+complete -c ckptlake -n '__fish_seen_subcommand_from cat' -l debug -d 'Print the traceback of errors on stderr'
+complete -c ckptlake -n '__fish_seen_subcommand_from cat' -s h -l help -d 'Show this message and exit'
+
 # lineage REF
 complete -c ckptlake -n '__fish_seen_subcommand_from lineage' -l up -d 'Ancestors: parents, their parents, ... and inputs (the default)'
 complete -c ckptlake -n '__fish_seen_subcommand_from lineage' -l down -d 'Descendants: versions made from REF, and so on'
@@ -124,8 +141,9 @@ complete -c ckptlake -n '__fish_seen_subcommand_from lineage' -s h -l help -d 'S
 
 # diff A B
 complete -c ckptlake -n '__fish_seen_subcommand_from diff' -l values -d 'Download the changed tensors (only those) and compare their values (needs numpy)'
+complete -c ckptlake -n '__fish_seen_subcommand_from diff' -l inspect -d 'Look inside modified files: safetensors metadata, torch archives\' storages and tensors (reads a few chunks per file)'
 complete -c ckptlake -n '__fish_seen_subcommand_from diff' -l estimate -d 'Print what --values would download and cost (egress); download nothing'
-complete -c ckptlake -n '__fish_seen_subcommand_from diff' -s y -l yes -d 'With --values: accept an egress cost above egress.confirm_above_usd without asking'
+complete -c ckptlake -n '__fish_seen_subcommand_from diff' -s y -l yes -d 'With --values/--inspect: accept an egress cost above egress.confirm_above_usd without asking'
 complete -c ckptlake -n '__fish_seen_subcommand_from diff' -l exit-code -d 'Exit with 1 if the versions differ, 0 if not (like git diff --exit-code)'
 complete -c ckptlake -n '__fish_seen_subcommand_from diff' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
 complete -c ckptlake -n '__fish_seen_subcommand_from diff' -l endpoint-url -x -d 'S3 endpoint for S3-compatible stores (MinIO, SeaweedFS, R2, ...)'
@@ -190,3 +208,14 @@ complete -c ckptlake -n '__fish_seen_subcommand_from verify' -l json -d 'Print e
 complete -c ckptlake -n '__fish_seen_subcommand_from verify' -s q -l quiet -d 'Print nothing but errors'
 complete -c ckptlake -n '__fish_seen_subcommand_from verify' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from verify' -s h -l help -d 'Show this message and exit'
+
+# cache ACTION
+complete -c ckptlake -n '__fish_seen_subcommand_from cache' -l max-size -x -d 'prune: keep at most SIZE (e.g. 5GiB) instead of the cache\'s bound'
+complete -c ckptlake -n '__fish_seen_subcommand_from cache' -l all -d 'prune: delete every cached chunk'
+complete -c ckptlake -n '__fish_seen_subcommand_from cache' -l dry-run -d 'prune: say what would be deleted; delete nothing'
+complete -c ckptlake -n '__fish_seen_subcommand_from cache' -l dir -r -F -d 'The cache directory (default: $CKPTLAKE_CACHE, else cache: in the config)'
+complete -c ckptlake -n '__fish_seen_subcommand_from cache' -l config -r -F -d 'Config file to read instead of the default search'
+complete -c ckptlake -n '__fish_seen_subcommand_from cache' -l json -d 'Print exactly one JSON document on stdout (also for errors); no progress, no notes'
+complete -c ckptlake -n '__fish_seen_subcommand_from cache' -s q -l quiet -d 'Print nothing but errors'
+complete -c ckptlake -n '__fish_seen_subcommand_from cache' -l debug -d 'Print the traceback of errors on stderr'
+complete -c ckptlake -n '__fish_seen_subcommand_from cache' -s h -l help -d 'Show this message and exit'

@@ -114,7 +114,13 @@ def test_metadata_files_and_bytes(lake: Lake, tmp_path: Path) -> None:
     assert b["total"] == b["shared"] + b["to_fetch"] and b["chunks_shared"] <= b["chunks"]
     doc = json.loads(json.dumps(r.to_dict(), allow_nan=False))
     assert set(doc) == {"a", "b", "identical", "step", "metrics", "metadata", "files", "bytes",
-                        "tensors", "values"}
+                        "tensors", "values", "contents"}
+    # without --values: safetensors compared by their tensor records, nothing else looked into
+    assert doc["contents"] == [
+        {"path": "config.json", "kind": "other", "inspected": False,
+         "reason": "not a .safetensors file or a torch archive"},
+        {"path": "model.safetensors", "kind": "safetensors", "inspected": True,
+         "metadata": None}]
 
 
 def test_shared_bytes_count_what_a_pull_would_skip(lake: Lake, tmp_path: Path) -> None:

@@ -8,8 +8,10 @@ against one local lake, so the README cannot drift from the CLI.
 * A block preceded by `<!-- not-run: REASON -->` is skipped (S3, training-loop sketches, the
   set-up scripts); `<!-- install: ... -->` blocks run in tests/test_install.py;
   `<!-- file: NAME -->` writes the block to NAME in the working directory first.
-* What the README presumes exists (a `base/model` with 3 versions, a `gpt2-small/base`, the
-  directories it pushes) is made by the fixture below.
+* What the README presumes exists (a chunk cache; `base/model`, `gpt2/ckpt` and
+  `gpt2/run-7/ckpt` with 3 versions each, a `gpt2-small/base`, 7
+  checkpoints of `gpt2-small/run-7/ckpt`, the directories it pushes) is made by the fixture
+  below.
 """
 from __future__ import annotations
 
@@ -102,8 +104,14 @@ def safetensors(path: Path, tensors: dict[str, list[float]]) -> None:
 
 
 def model(path: Path, scale: float) -> None:
+    """A small checkpoint: weights, a config, a tokenizer and optimizer state."""
     safetensors(path / "model.safetensors",
                 {"embed": [scale * i for i in range(64)], "head": [1.0] * 16})
+    (path / "config.json").write_text('{"n_layer": 12}\n')
+    (path / "tokenizer").mkdir(exist_ok=True)
+    (path / "tokenizer" / "vocab.json").write_text('{"a": 1}\n')
+    (path / "optimizer").mkdir(exist_ok=True)
+    (path / "optimizer" / "state.bin").write_bytes(os.urandom(2048))
 
 
 @pytest.fixture
@@ -115,10 +123,12 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CKPTLAKE_LAKE", lake.as_uri())
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("CKPTLAKE_CACHE", str(tmp_path / "cache"))  # `cache ls` needs one
     for step, scale in (("step_2000", 1.0), ("step_100", 1.5), ("step_300", 1.25)):
         model(work / "ckpt" / step, scale)
         (work / "ckpt" / step / "optimizer.bin").write_bytes(os.urandom(4096))
     model(work / "dist" / "model", 0.5)
+    (work / "dist" / "model" / "config.json").write_text('{"n_layer": 12}\n')
     model(work / "out" / "model", 0.75)
     (work / "eval").mkdir()
     (work / "eval" / "results.json").write_text('{"hellaswag": 0.61}\n')
@@ -128,6 +138,16 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         model(setup / f"base{version}", scale)
         ok(["push", str(setup / f"base{version}"), "base/model", "--quiet"])
     ok(["push", str(setup / "base3"), "gpt2-small/base", "--quiet"])
+    for version in range(1, 4):  # 3 versions of two more checkpoints
+        model(setup / f"gpt2-{version}", 6.0 + version)
+        ok(["push", str(setup / f"gpt2-{version}"), "gpt2/ckpt", "--quiet"])
+        ok(["push", str(setup / f"gpt2-{version}"), "gpt2/run-7/ckpt", "--quiet",
+            "--metric", f"val_loss={3.0 - version / 10:g}"])
+    # a run in progress: v1..v7 of its checkpoints, so the README's first push makes v8
+    for version in range(1, 8):
+        model(setup / f"run{version}", 4.0 + version)
+        ok(["push", str(setup / f"run{version}"), "gpt2-small/run-7/ckpt", "--quiet",
+            "--step", str(250 * version), "--metric", f"val_loss={3.0 - version / 10:g}"])
     return work
 
 
@@ -150,26 +170,35 @@ def run_yaml(block: Block, work: Path) -> None:
     from ckptlake.policy.egress import load_egress
     from ckptlake.policy.retention import load_retention
 
-    path = work / block.argument if block.marker == "file" else work.parent / "block.yaml"
+    path = work / (block.argument if block.marker == "file" else "block.yaml")
     path.write_text(block.text)
     config = load_config(str(path))
     load_retention(config)
     load_egress(config)
 
 
-def test_the_readme_examples_run(world: Path) -> None:
+def test_the_readme_examples_run(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One lake for the whole README; each block in a fresh copy of the working directory
+    (sections reuse names like ./restore for different things), plus the files that `file:`
+    blocks wrote before it."""
+    import shutil
+
     ran = 0
     for b in blocks(README.read_text()):
         if b.marker in ("not-run", "install"):
             continue
         where = f"README.md:{b.line}:"
+        cwd = world.parent / f"block-{b.line}"
+        shutil.copytree(world, cwd, symlinks=True)
+        monkeypatch.chdir(cwd)
+        if b.marker == "file":
+            for d in (world, cwd):
+                (d / b.argument).write_text(b.text)
         if b.info == "yaml":
-            run_yaml(b, world)
+            run_yaml(b, cwd)
         elif b.info == "python":
             exec(compile(b.text, f"README.md:{b.line}", "exec"), {"__name__": "readme"})
         else:
-            if b.marker == "file":
-                (world / b.argument).write_text(b.text)
             for argv in commands(b.text):
                 argv = [a.replace("/data/lake", str(world.parent / "lake")) for a in argv]
                 ok(argv[1:], where)

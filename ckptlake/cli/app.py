@@ -21,6 +21,8 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from .. import __version__
 from . import alias as alias_cmd
+from . import cache as cache_cmd
+from . import cat as cat_cmd
 from . import diff as diff_cmd
 from . import gc as gc_cmd
 from . import lineage as lineage_cmd
@@ -211,7 +213,7 @@ COMMAND_SYNONYMS = {
     "upload": "push", "put": "push", "commit": "push", "save": "push", "add": "push",
     "download": "pull", "get": "pull", "fetch": "pull", "checkout": "pull", "restore": "pull",
     "list": "ls", "log": "ls", "versions": "ls",
-    "info": "show", "inspect": "show", "describe": "show", "cat": "show",
+    "info": "show", "inspect": "show", "describe": "show",
     "history": "lineage", "compare": "diff",
     "prune": "gc", "clean": "gc", "cleanup": "gc", "purge": "gc",
     "check": "verify", "fsck": "verify", "validate": "verify",
@@ -313,11 +315,13 @@ app.command("pull", help=pull_cmd.HELP, epilog=pull_cmd.EPILOG)(pull_cmd.pull)
 app.command("ls", help=ls_cmd.HELP, epilog=ls_cmd.EPILOG)(ls_cmd.ls)
 app.command("alias", help=alias_cmd.HELP, epilog=alias_cmd.EPILOG)(alias_cmd.alias)
 app.command("show", help=show_cmd.HELP, epilog=show_cmd.EPILOG)(show_cmd.show)
+app.command("cat", help=cat_cmd.HELP, epilog=cat_cmd.EPILOG)(cat_cmd.cat)
 app.command("lineage", help=lineage_cmd.HELP, epilog=lineage_cmd.EPILOG)(lineage_cmd.lineage)
 app.command("diff", help=diff_cmd.HELP, epilog=diff_cmd.EPILOG)(diff_cmd.diff)
 app.command("watch", help=watch_cmd.HELP, epilog=watch_cmd.EPILOG)(watch_cmd.watch)
 app.command("gc", help=gc_cmd.HELP, epilog=gc_cmd.EPILOG)(gc_cmd.gc)
 app.command("verify", help=verify_cmd.HELP, epilog=verify_cmd.EPILOG)(verify_cmd.verify)
+app.command("cache", help=cache_cmd.HELP, epilog=cache_cmd.EPILOG)(cache_cmd.cache)
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from .output import (Output, format_bytes, lake_origin, lake_url, open_lake,
 HELP = ("Compare version A with version B (of one artifact or of two): step, metrics, "
         "metadata, files, bytes shared, and tensors of .safetensors files.\n\n"
         "Reads only the two manifests: tensors are compared by the digests recorded at push, "
-        "so no tensor data is downloaded unless --values is given.")
+        "so no tensor data is downloaded unless --values or --inspect is given.")
 EPILOG = epilog(
     "Examples: ckptlake diff gpt2/run-7/ckpt@v3 gpt2/run-7/ckpt@v5   |   ckptlake diff "
     "gpt2/base gpt2/run-7/model --values --json",
@@ -23,13 +23,18 @@ EPILOG = epilog(
     "A.  Tensors: added, removed, reshaped, retyped (dtype), changed (same dtype and shape, "
     "other data), matched by name across the files of each version.  --values fetches only the "
     "changed tensors and reports max |B-A| and the relative L2 change ||B-A||/||A|| (needs "
-    "numpy: pip install 'ckptlake[numpy]').  Exit 0 whether or not they differ; with "
+    "numpy: pip install 'ckptlake[numpy]').  --inspect looks inside modified files: "
+    "safetensors __metadata__, and torch archives (.pt/.pth/.bin) by storage (CRC-32 and size "
+    "from the zip directory) and, with torch installed, by tensor name, dtype and shape; it "
+    "reads whole chunks, typically each side's first and last.  A modified file nobody looked "
+    "into is listed as 'contents not inspected'.  Exit 0 whether or not they differ; with "
     "--exit-code, 1 when they differ (step, metrics, metadata or files).",
-    "Egress: before --values downloads anything, diff estimates the tensor bytes it will fetch "
-    "(both versions' ranges of the changed tensors), the route and the cost, from egress: in "
-    "ckptlake.yaml, exactly as pull does.  Above egress.warn_above_usd it warns; above "
-    "egress.confirm_above_usd it asks on a terminal and otherwise needs --yes (else exit 7, "
-    "nothing downloaded).  --estimate prints the estimate of --values only.")
+    "Egress: before --values or --inspect downloads anything, diff estimates the bytes it will "
+    "fetch (both versions' ranges of the changed tensors; the chunks --inspect reads), the "
+    "route and the cost, from egress: in ckptlake.yaml, exactly as pull does.  Above "
+    "egress.warn_above_usd it warns; above egress.confirm_above_usd it asks on a terminal and "
+    "otherwise needs --yes (else exit 7, nothing downloaded).  --estimate prints the estimate "
+    "of --values (and of --inspect when given) and downloads nothing.")
 
 MAX_LINES = 50
 
@@ -42,11 +47,14 @@ def diff(
     values: Annotated[bool, typer.Option(
         "--values", help="Download the changed tensors (only those) and compare their values "
                          "(needs numpy).")] = False,
+    inspect: Annotated[bool, typer.Option(
+        "--inspect", help="Look inside modified files: safetensors metadata, torch archives' "
+                          "storages and tensors (reads a few chunks per file).")] = False,
     estimate: Annotated[bool, typer.Option(
         "--estimate", help="Print what --values would download and cost (egress); download "
                            "nothing.")] = False,
     yes: Annotated[bool, typer.Option(
-        "--yes", "-y", help="With --values: accept an egress cost above "
+        "--yes", "-y", help="With --values/--inspect: accept an egress cost above "
                             "egress.confirm_above_usd without asking.")] = False,
     exit_code: Annotated[bool, typer.Option(
         "--exit-code", help="Exit with 1 if the versions differ, 0 if not (like git diff "
@@ -69,17 +77,19 @@ def diff(
 
         ref_a, ref_b = parse_ref(a), parse_ref(b)
         # only what downloads tensor data needs the egress policy (validated before opening)
-        egress = egress_policy(common) if values or estimate else None
+        egress = egress_policy(common) if values or inspect or estimate else None
         handle = open_lake(common)
         try:
             out.lake_line(handle)
             require_lake(handle)
             if estimate:
-                est = handle.estimate_diff(ref_a, ref_b, egress=egress)
+                est = handle.estimate_diff(ref_a, ref_b, egress=egress,
+                                           values=values or not inspect, inspect=inspect)
                 out.result({**est.to_dict(), "lake": lake_url(handle),
                             "lake_origin": lake_origin(handle)}, estimate_summary(est))
                 return
-            result = handle.diff(ref_a, ref_b, values=values, egress=egress, yes=yes,
+            result = handle.diff(ref_a, ref_b, values=values, inspect=inspect, egress=egress,
+                                 yes=yes,
                                  confirm=confirm_egress(out),
                                  on_estimate=lambda e: warn_egress(out, e, yes))
             doc = {"lake": lake_url(handle), **result.to_dict()} if out.json else {}
@@ -143,9 +153,12 @@ def render(r: Any) -> str:
                  f"given A fetches {format_bytes(by['to_fetch'])}")
     t = r.tensors
     if t["files"]:
+        names = t["files"][:3] + ([f"{len(t['files']) - 3} more"] if len(t["files"]) > 3 else [])
+        # the scope is said: other files' tensors are not counted here (see contents)
         lines.append(f"tensors: {len(t['changed'])} changed, {len(t['reshaped'])} reshaped, "
                      f"{len(t['retyped'])} retyped, {len(t['added'])} added, "
-                     f"{len(t['removed'])} removed, {t['unchanged']} unchanged")
+                     f"{len(t['removed'])} removed, {t['unchanged']} unchanged "
+                     f"(in {', '.join(names)})")
         rows = []
         for x in t["changed"]:
             text = f"  ~ {x['name']}  {x['dtype']} {_shape(x['shape'])}"
@@ -164,6 +177,7 @@ def render(r: Any) -> str:
         rows += [f"  + {x['name']}  {x['dtype']} {_shape(x['shape'])}" for x in t["added"]]
         rows += [f"  - {x['name']}  {x['dtype']} {_shape(x['shape'])}" for x in t["removed"]]
         lines += _capped(rows, "tensors")
+    lines += _contents(r.contents or [])
     if t["untracked_files"]:
         lines.append("no tensor records (pushed before ckptlake recorded them, or not a valid "
                      "safetensors file): " + ", ".join(t["untracked_files"]))
@@ -171,3 +185,48 @@ def render(r: Any) -> str:
         lines.append(f"values: fetched {format_bytes(r.values['bytes_fetched'])} "
                      f"for {len(r.values['tensors'])} changed tensors")
     return "\n".join(lines)
+
+
+def _contents(contents: list[dict[str, Any]]) -> list[str]:
+    """What was (and was not) looked into, for modified files other than safetensors files
+    whose tensors the tensors section already covers."""
+    rows = []
+    for c in contents:
+        head = f"  {c['path']}"
+        if not c["inspected"]:
+            if c["kind"] != "safetensors":  # those are named below, as untracked files
+                rows.append(f"{head}  contents not inspected ({c['reason']})")
+            continue
+        if c["kind"] == "safetensors":
+            md = c.get("metadata")
+            if md and (md["added"] or md["removed"] or md["changed"]):
+                rows.append(f"{head}  __metadata__:")
+                rows += [f"    ~ {k}: {v['a']} -> {v['b']}" for k, v in md["changed"].items()]
+                rows += [f"    + {k}: {v}" for k, v in md["added"].items()]
+                rows += [f"    - {k}: {v}" for k, v in md["removed"].items()]
+            elif md is not None:
+                rows.append(f"{head}  __metadata__ unchanged")
+            continue
+        s = c["storages"]
+        rows.append(f"{head}  torch archive: storages {len(s['changed'])} changed, "
+                    f"{len(s['added'])} added, {len(s['removed'])} removed, "
+                    f"{s['unchanged']} unchanged")
+        t = c.get("tensors")
+        if t is None:
+            rows.append(f"    tensors not listed: {c.get('tensors_note', '')}")
+            continue
+        rows.append(f"    tensors: {len(t['changed'])} changed, {len(t['reshaped'])} reshaped, "
+                    f"{len(t['retyped'])} retyped, {len(t['added'])} added, "
+                    f"{len(t['removed'])} removed, {t['unchanged']} unchanged")
+        sub = [f"    ~ {x['name']}  {x['dtype']} {_shape(x['shape'])}" for x in t["changed"]]
+        sub += [f"    ≠ {x['name']}  reshaped {x['dtype_a']} {_shape(x['shape_a'])} -> "
+                f"{x['dtype_b']} {_shape(x['shape_b'])}" for x in t["reshaped"]]
+        sub += [f"    ≠ {x['name']}  retyped {x['dtype_a']} -> {x['dtype_b']} "
+                f"{_shape(x['shape_b'])}" for x in t["retyped"]]
+        sub += [f"    + {x['name']}  {x['dtype']} {_shape(x['shape'])}" for x in t["added"]]
+        sub += [f"    - {x['name']}  {x['dtype']} {_shape(x['shape'])}" for x in t["removed"]]
+        rows += _capped(sub, "tensors")
+    fetched = sum(c.get("bytes_fetched", 0) for c in contents)
+    if fetched:
+        rows.append(f"  (read {format_bytes(fetched)} of chunks to look inside)")
+    return ["contents:"] + rows if rows else []

@@ -22,7 +22,8 @@ def rich_unescape(text: str) -> str:
 
 REF_HELP = "Reference: " + GRAMMAR + "."
 REF_EXAMPLES = ("Examples: gpt2/run-7/ckpt (latest), gpt2/run-7/ckpt@v3, "
-                "gpt2/run-7/ckpt@step=2000, gpt2/run-7/ckpt@best")
+                "gpt2/run-7/ckpt@step=2000, gpt2/run-7/ckpt@best, "
+                "gpt2/run-7/ckpt@min:val_loss")
 
 
 def epilog(*paragraphs: str) -> str:

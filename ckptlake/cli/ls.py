@@ -1,4 +1,5 @@
-"""`ckptlake ls [ARTIFACT]`: list artifacts, or the versions of one artifact."""
+"""`ckptlake ls [ARTIFACT | REF [PATH]]`: list artifacts, the versions of one artifact, or the
+files of one version."""
 from __future__ import annotations
 
 from typing import Annotated, Any, Optional
@@ -10,10 +11,15 @@ from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, 
                       ProfileOpt, QuietOpt, RegionOpt)
 from .output import Output, format_age, format_bytes, lake_url, open_lake, require_lake
 
-HELP = "List the artifacts of the lake, or the versions of ARTIFACT."
+HELP = ("List the artifacts of the lake, the versions of ARTIFACT, or the files of the version "
+        "REF (ARTIFACT@SELECTOR).")
 EPILOG = epilog(
     "Without ARTIFACT: one row per artifact (name, versions, latest, updated, aliases).\n"
     "With ARTIFACT: one row per version (vN, step, size, age, aliases, metrics).\n"
+    "With REF (a selector: gpt2/ckpt@v3, gpt2/ckpt@latest, gpt2/ckpt@min:val_loss): one row "
+    "per file of that version (path, size, kind: file, dir, symlink or safetensors with its "
+    "tensor count); a PATH after it (a file or directory prefix) narrows the list, and makes "
+    "a plain ARTIFACT mean its latest version.\n"
     "With --pending: sharded steps not committed yet (ranks in, state).\n"
     "With --all: also the versions gc deleted, shown as expired (from their tombstones: "
     "when and under which retention rule).\n"
@@ -31,8 +37,12 @@ VERSION_HEADERS = ("VERSION", "STEP", "SIZE", "AGE", "ALIASES", "METRICS")
 
 def ls(
     artifact: Annotated[Optional[str], typer.Argument(
-        metavar="ARTIFACT", show_default=False,
-        help="Artifact whose versions to list (default: list all artifacts).")] = None,
+        metavar="ARTIFACT|REF", show_default=False,
+        help="Artifact whose versions to list (default: list all artifacts), or a version "
+             "(ARTIFACT@SELECTOR) whose files to list.")] = None,
+    path: Annotated[Optional[str], typer.Argument(
+        metavar="PATH", show_default=False,
+        help="With REF: list only this file or what is below this directory.")] = None,
     pending: Annotated[bool, typer.Option(
         "--pending", help="List sharded steps not committed yet (of ARTIFACT, or of all "
                           "artifacts): how many of WORLD ranks are in, and why not committed.")]
@@ -48,6 +58,9 @@ def ls(
     limit: Annotated[Optional[int], typer.Option(
         "--limit", metavar="N", min=0, show_default=False,
         help="Show at most N versions (the first N after --sort, else the newest N).")] = None,
+    tree: Annotated[bool, typer.Option(
+        "--tree", help="With REF: show the files as an indented tree, directories with the "
+                       "total size below them.")] = False,
     all_: Annotated[bool, typer.Option(
         "--all", "-a", help="Also show versions deleted by gc, as expired (with ARTIFACT), or "
                             "how many each artifact lost (without).")] = False,
@@ -65,8 +78,33 @@ def ls(
                            config=config, json=json_, quiet=quiet, debug=debug)
     out = Output(common)
     with out.guard():
-        from ..format.refs import validate_artifact
+        from ..format.refs import parse_ref, validate_artifact
 
+        if artifact is not None and ("@" in artifact or path is not None):
+            ref = parse_ref(artifact)
+            if pending or where or sort is not None or limit is not None or all_:
+                from ..errors import UsageError
+
+                raise UsageError("--pending, --where, --sort, --limit and --all list versions; "
+                                 f"{artifact} names one version (drop the '@...' to list "
+                                 "versions)")
+            handle = open_lake(common)
+            try:
+                out.lake_line(handle)
+                listing = handle.files(ref, path)
+                doc = {"lake": lake_url(handle), **listing}
+                rows = tree_rows(listing["files"]) if tree else \
+                    [file_row(f) for f in listing["files"]]
+                out.table(doc, FILE_HEADERS, rows,
+                          empty=f"{listing['artifact']}@v{listing['version']} has no files")
+            finally:
+                handle.close()
+            return
+        if tree:
+            from ..errors import UsageError
+
+            raise UsageError("--tree shows the files of one version: give a REF "
+                             "(ARTIFACT@SELECTOR)")
         if artifact is not None:
             validate_artifact(artifact)
         query = parse_query(artifact, where, sort, limit)
@@ -111,6 +149,44 @@ def ls(
 
 
 PENDING_HEADERS = ("ARTIFACT", "STEP", "SHARDS", "STATE", "MISSING", "NOTE")
+FILE_HEADERS = ("PATH", "SIZE", "KIND")
+
+
+def tree_rows(files: list[dict[str, Any]]) -> list[list[str]]:
+    """Rows of an indented tree: each directory once, before what is below it, with the
+    total size of its files."""
+    below: dict[str, int] = {}
+    for f in files:
+        parts = f["path"].split("/")
+        for i in range(1, len(parts)):
+            d = "/".join(parts[:i])
+            below[d] = below.get(d, 0) + (f["size"] if f["kind"] not in ("dir", "symlink")
+                                          else 0)
+    rows, shown = [], set()
+    for f in files:
+        parts = f["path"].split("/")
+        for i in range(1, len(parts)):
+            d = "/".join(parts[:i])
+            if d not in shown:
+                shown.add(d)
+                rows.append(["  " * (i - 1) + parts[i - 1] + "/", format_bytes(below[d]), "dir"])
+        if f["kind"] == "dir" and f["path"] in shown:
+            continue
+        row = file_row(f)
+        row[0] = "  " * (len(parts) - 1) + row[0].rsplit("/", 2)[-1 if f["kind"] != "dir" else -2] \
+            + ("/" if f["kind"] == "dir" else "")
+        rows.append(row)
+    return rows
+
+
+def file_row(f: dict[str, Any]) -> list[str]:
+    kind = f["kind"]
+    if kind == "safetensors":
+        kind = f"safetensors ({f['tensors']} tensors)"
+    elif kind == "symlink":
+        kind = f"symlink -> {f['target']}"
+    size = "-" if f["kind"] in ("dir", "symlink") else format_bytes(f["size"])
+    return [f["path"] + ("/" if f["kind"] == "dir" else ""), size, kind]
 
 
 def pending_row(p: Any) -> list[str]:

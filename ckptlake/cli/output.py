@@ -144,6 +144,8 @@ def pull_summary(r: Any) -> str:
             f"{format_bytes(r.bytes_reused)} reused"
             + (f", {format_bytes(r.bytes_resumed)} resumed" if getattr(r, "bytes_resumed", 0)
                else "")
+            + (f", {format_bytes(r.bytes_from_cache)} from the cache"
+               if getattr(r, "bytes_from_cache", 0) else "")
             + f"), {_timing(r.bytes_total, r.seconds)}")
 
 

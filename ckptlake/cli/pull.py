@@ -1,8 +1,9 @@
-"""`ckptlake pull REF DEST`: restore one version into a directory (or a file)."""
+"""`ckptlake pull REF DEST [PATH...]`: restore one version (or part of it) into a directory (or
+a file)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -21,19 +22,45 @@ EPILOG = epilog(
     "DEST that differ from the version make the pull fail with a conflict (exit 6) unless "
     "--force is given; files that are not part of the version are left alone.",
     "Egress: before downloading, pull estimates the bytes it will fetch (not what DEST already "
-    "holds), the route (same region, inter-region, internet) and the cost, from egress: in "
+    "holds, nor chunks in the cache), the route (same region, inter-region, internet) and the cost, from egress: in "
     "ckptlake.yaml.  Above egress.warn_above_usd it warns; above egress.confirm_above_usd it "
     "asks on a terminal and otherwise needs --yes (else exit 7, nothing downloaded).  "
-    "--estimate prints the estimate only.")
+    "--estimate prints the estimate only.",
+    "Part of a version: ckptlake pull gpt2/ckpt@v3 ./out config.json tokenizer/ or "
+    "--include '*.json' --exclude 'optimizer/*'.  A file, symlink or empty directory is pulled "
+    "if it matches any PATH (an exact path, or a directory and everything below it) or any "
+    "--include glob (everything, when neither is given), and no --exclude glob.  Globs match "
+    "the whole relative path or one of its parent directories; * and ** also match '/'.  A "
+    "PATH or --include matching nothing: exit 3, nothing downloaded.  The estimate, "
+    "verification, resume and --json cover the selected files only.",
+    "Local reuse: a chunk whose bytes are already on this machine is copied, not downloaded "
+    "(verified by its digest like a download): from files kept as identical, from the files "
+    "--force replaces (at the same offset), and from each --reference DIR (the file at the same "
+    "relative path, then up to 2 files of the same size).  Pulling v2 over v1 downloads only "
+    "the chunks that differ.",
+    "Chunk cache (opt-in: cache: in ckptlake.yaml or $CKPTLAKE_CACHE): chunks are read from "
+    "the cache when there and added to it when downloaded, so many pulls on one machine fetch "
+    "a chunk once; see 'ckptlake cache --help'.  --no-cache bypasses it.")
 
 
 def pull(
     ref: Annotated[str, typer.Argument(
         metavar="REF", show_default=False,
-        help="What to restore: ARTIFACT or ARTIFACT@SELECTOR (latest, vN, step=N, alias).")],
+        help="What to restore: ARTIFACT or ARTIFACT@SELECTOR (latest, vN, step=N, alias, "
+             "min:METRIC, max:METRIC).")],
     dest: Annotated[Path, typer.Argument(
         metavar="DEST", show_default=False,
         help="Directory to restore into (a file path for single-file artifacts).")],
+    paths: Annotated[Optional[list[str]], typer.Argument(
+        metavar="[PATH]...", show_default=False,
+        help="Pull only these files / directories of the version.")] = None,
+    include: Annotated[Optional[list[str]], typer.Option(
+        "--include", metavar="GLOB", show_default=False,
+        help="Pull only files matching GLOB (repeatable; adds to any PATHs).")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option(
+        "--exclude", metavar="GLOB", show_default=False,
+        help="Leave out files matching GLOB (repeatable; wins over PATH and --include).")]
+        = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Overwrite files at DEST that differ from the version.")]
         = False,
@@ -43,6 +70,12 @@ def pull(
     yes: Annotated[bool, typer.Option(
         "--yes", "-y", help="Accept an egress cost above egress.confirm_above_usd without "
                             "asking.")] = False,
+    reference: Annotated[Optional[list[Path]], typer.Option(
+        "--reference", metavar="DIR", file_okay=False, show_default=False,
+        help="A directory holding an earlier copy (repeatable): chunks found there are copied, "
+             "not downloaded.")] = None,
+    no_cache: Annotated[bool, typer.Option(
+        "--no-cache", help="Neither read nor fill the local chunk cache.")] = False,
     concurrency: ConcurrencyOpt = None,
     max_bandwidth: MaxBandwidthOpt = None,
     lake: LakeOpt = None,
@@ -69,20 +102,29 @@ def pull(
         try:
             out.lake_line(handle)
             require_lake(handle)
+            part = {"paths": list(paths or ()), "include": list(include or ()),
+                    "exclude": list(exclude or ())}
+            selection = {k: v for k, v in part.items() if v}
             if estimate:
-                est = handle.estimate_pull(parsed, dest, egress=egress)
+                est = handle.estimate_pull(parsed, dest, egress=egress, **part)
                 out.result({**est.to_dict(), "lake": lake_url(handle),
-                            "lake_origin": lake_origin(handle), "destination": str(dest)},
+                            "lake_origin": lake_origin(handle), "destination": str(dest),
+                            **({"selection": selection} if selection else {})},
                            estimate_summary(est))
                 return
+            chunk_cache = getattr(handle, "cache", None)
+            if chunk_cache is not None and not no_cache:
+                out.note(f"chunk cache {chunk_cache.dir}")
             with out.progress() as progress:
                 result = handle.pull(parsed, dest, force=force, progress=progress,
                                      egress=egress, yes=yes, confirm=confirm_egress(out),
-                                     on_estimate=lambda e: warn_egress(out, e, yes))
+                                     on_estimate=lambda e: warn_egress(out, e, yes),
+                                     reference=reference or (), use_cache=not no_cache, **part)
             for warning in result.warnings:
                 out.warn(warning)
             doc = {**result.to_dict(), "lake": lake_url(handle),
-                   "lake_origin": lake_origin(handle)}
+                   "lake_origin": lake_origin(handle),
+                   **({"selection": selection} if selection else {})}
             out.result(doc, pull_summary(result))
         finally:
             handle.close()

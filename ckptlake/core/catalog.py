@@ -9,7 +9,7 @@ import json
 import random
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import IntegrityError, NotFound, PreconditionFailed, TransferError
 from ..format import layout
@@ -91,7 +91,7 @@ def aliases(store: Store, artifact: str) -> dict[str, int]:
 def _decode_alias(data: bytes) -> int:
     try:
         version = json.loads(data)["version"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise IntegrityError("malformed alias record") from None
     if not isinstance(version, int) or version < 1:
         raise IntegrityError("malformed alias record")
@@ -111,6 +111,8 @@ def resolve(store: Store, ref: str | Ref) -> Manifest:
             raise NotFound(f"{ref.artifact} has no alias {ref.value!r} (aliases: {known})") \
                 from None
         return load_manifest(store, ref.artifact, number)
+    if ref.kind in ("min", "max"):
+        return _best(store, ref.artifact, ref.kind, str(ref.value))
     numbers = version_numbers(store, ref.artifact)
     if not numbers:
         raise _missing_artifact(ref.artifact)
@@ -133,6 +135,47 @@ def resolve(store: Store, ref: str | Ref) -> Manifest:
                                 f"{ref.artifact} --all")
     raise NotFound(f"{ref.artifact} has no version with step {ref.value}",
                    hint=f"list versions with: ckptlake ls {ref.artifact}")
+
+
+def _best(store: Store, artifact: str, kind: str, metric: str) -> Manifest:
+    """`@min:METRIC` / `@max:METRIC`: the live version with the best value, ties to the newest.
+
+    Answered from the listings of `@v/` and of the summaries (two requests, run at once, for any
+    number of versions); only versions without a usable summary have their manifest read, and
+    then the chosen one.  Values that are missing or not finite numbers do not take part.
+    """
+    import math
+
+    from .summary import committed, read_summaries, usable
+
+    jobs = {"v": lambda: committed(store, artifact), "s": lambda: read_summaries(store, artifact)}
+    got = dict(bounded_map(lambda k: (k, jobs[k]()), list(jobs), workers=2,
+                           name="ckptlake-meta"))
+    live, sums = got["v"], got["s"]
+    if not live:
+        raise _missing_artifact(artifact)
+    metrics: dict[int, dict[str, Any]] = {}
+    unsummarised = []
+    for n, written in live.items():
+        s = sums.get(n)
+        if usable(s, written):
+            metrics[n] = s.metrics  # type: ignore[union-attr]
+        else:
+            unsummarised.append(n)
+    read = {m.version: m for m in load_manifests(store, artifact, unsummarised)}
+    metrics.update({n: m.metrics for n, m in read.items()})
+    scored = [(float(v), n) for n, ms in metrics.items()
+              if isinstance(v := ms.get(metric), (int, float)) and not isinstance(v, bool)
+              and math.isfinite(v)]
+    if not scored:
+        known = sorted({k for ms in metrics.values() for k in ms})
+        raise NotFound(f"no live version of {artifact} has the metric {metric!r} "
+                       f"(metrics: {', '.join(known) or 'none'})",
+                       hint=f"list versions and their metrics with: ckptlake ls {artifact}")
+    # Ties go to the newest version: compare (value, -n) for min, (value, n) for max.
+    best = (min(scored, key=lambda t: (t[0], -t[1])) if kind == "min"
+            else max(scored, key=lambda t: (t[0], t[1])))[1]
+    return read[best] if best in read else load_manifest(store, artifact, best)
 
 
 # How long set_alias waits for a gc that is deleting the version right now (a tombstone next to

@@ -50,6 +50,8 @@ class DiffResult(_Result):
     tensors: dict[str, Any]  # {"added", "removed", "reshaped", "retyped", "changed",
     #                           "unchanged", "files", "untracked_files"}
     values: dict[str, Any] | None = None  # {"bytes_fetched", "tensors"} with values=True
+    # per modified file: {"path", "kind", "inspected", ...} (core/contents.py)
+    contents: list[dict[str, Any]] | None = None
 
     @property
     def different(self) -> bool:
@@ -166,13 +168,31 @@ def value_pairs(a: Manifest, b: Manifest) -> list[tuple[Any, ...]]:
     return _tensors(a, b)[1]
 
 
+def bytes_to_fetch(a: Manifest, b: Manifest, *, values: bool = True,
+                   inspect: bool = False) -> int:
+    """Everything `diff(a, b, values=, inspect=)` downloads: the changed tensors' ranges
+    (values) and the chunks read inside modified safetensors and torch files (inspect,
+    core/contents.py)."""
+    from .contents import bytes_to_read
+
+    total = values_to_fetch(value_pairs(a, b)) if values else 0
+    if inspect:
+        total += bytes_to_read(a, b, [f["path"] for f in _files(a, b)["modified"]])
+    return total
+
+
 def values_to_fetch(pairs: list[tuple[Any, ...]]) -> int:
     """The bytes `tensor_values(store, pairs)` downloads: each side's tensor range, once, for
     every pair whose dtype it can compare (an unsupported dtype is reported, not fetched)."""
     return sum(x.nbytes + y.nbytes for _, x, _, y in pairs if x.dtype in _NUMPY)
 
 
-def diff(store: Store, a: Manifest, b: Manifest, *, values: bool = False) -> DiffResult:
+def diff(store: Store, a: Manifest, b: Manifest, *, values: bool = False,
+         inspect: bool = False) -> DiffResult:
+    """`contents` says, per modified file, whether and how it was looked into
+    (core/contents.py).  inspect=True reads inside modified files: safetensors
+    `__metadata__`, torch archives' storages and tensors (whole chunks: typically each side's
+    first and last chunk of such a file; `bytes_to_fetch` counts them)."""
     files = _files(a, b)
     metrics = _dict_diff(a.metrics, b.metrics, numeric=True)
     metadata = _dict_diff(a.metadata, b.metadata, numeric=False)
@@ -188,29 +208,79 @@ def diff(store: Store, a: Manifest, b: Manifest, *, values: bool = False) -> Dif
         for t in tensors["changed"]:
             t["values"] = {k: v for k, v in by_name[(t["name"], t["file"])].items()
                            if k not in ("name", "file")}
+    from .contents import inspect_modified
+
+    contents = inspect_modified(store, a, b, [f["path"] for f in files["modified"]],
+                                read=inspect)
     return DiffResult(a=_ref(a), b=_ref(b), identical=identical,
                       step={"a": a.step, "b": b.step, "changed": a.step != b.step},
                       metrics=metrics, metadata=metadata, files=files, bytes=_bytes(a, b),
-                      tensors=tensors, values=result_values)
+                      tensors=tensors, values=result_values, contents=contents)
 
 
 # --- values -------------------------------------------------------------------------------------
 
-def read_range(store: Store, entry: FileEntry, start: int, length: int) -> Iterator[bytes]:
-    """Bytes [start, start+length) of a stored file, one ranged GET per chunk it touches."""
+def _pieces(entry: FileEntry, start: int, length: int) -> Iterator[tuple[str, int, int, int]]:
+    """(chunk key, offset in the object, offset in the file, length) of each chunk piece of the
+    file's bytes [start, start+length)."""
     end, pos = start + length, 0
     for c in entry.chunks:
         lo, hi = max(start, pos), min(end, pos + c.size)
         if lo < hi:
-            data = store.get_range(layout.chunk_key(c.digest), (c.offset or 0) + lo - pos,
-                                   hi - lo)
-            if len(data) != hi - lo:
-                raise IntegrityError(f"chunk {c.digest[:12]} of {entry.path} is shorter than "
-                                     "its manifest says")
-            yield data
+            yield layout.chunk_key(c.digest), (c.offset or 0) + lo - pos, lo, hi - lo
         pos += c.size
         if pos >= end:
             break
+
+
+def read_range(store: Store, entry: FileEntry, start: int, length: int) -> Iterator[bytes]:
+    """Bytes [start, start+length) of a stored file, one ranged GET per chunk it touches."""
+    for key, obj_offset, _, n in _pieces(entry, start, length):
+        data = store.get_range(key, obj_offset, n)
+        if len(data) != n:
+            raise IntegrityError(f"chunk {key.rsplit('/', 1)[-1][:12]} of {entry.path} is "
+                                 "shorter than its manifest says")
+        yield data
+
+
+def check_tensor(t: TensorInfo, dig: TensorDigest) -> None:
+    """The bytes fed to `dig` must be the tensor's recorded bytes."""
+    if not dig.complete or dig.hexdigest() != t.digest:
+        raise IntegrityError(f"tensor {t.name}: bytes read do not match its recorded digest",
+                             hint="the lake may be corrupt; run a pull to verify chunks")
+
+
+def read_tensor_into(store: Store, entry: FileEntry, t: TensorInfo, buffer: bytearray, *,
+                     workers: int = _VALUE_WORKERS) -> int:
+    """Every byte of tensor `t` into `buffer` (len t.nbytes): exactly its range, one ranged GET
+    per chunk piece (up to `workers` at a time), verified against its block digest before
+    returning (IntegrityError, and the buffer must not be used, if they differ).  Returns the
+    bytes fetched."""
+    view = memoryview(buffer)
+    dig = TensorDigest(t.start, t.end)
+
+    def fetch(piece: tuple[str, int, int, int]) -> int:
+        key, obj_offset, file_offset, n = piece
+        got = store.get_range_into(key, obj_offset,
+                                   view[file_offset - t.start:file_offset - t.start + n])
+        if len(got) != n:
+            raise IntegrityError(f"chunk {key.rsplit('/', 1)[-1][:12]} of {entry.path} is "
+                                 "shorter than its manifest says")
+        dig.add(file_offset, got)
+        return n
+
+    pieces = [p for piece in _pieces(entry, t.start, t.nbytes) for p in _split(piece)]
+    fetched = sum(bounded_map(fetch, pieces, workers=workers, name="ckptlake-tensor"))
+    check_tensor(t, dig)
+    return fetched
+
+
+def _split(piece: tuple[str, int, int, int]) -> Iterator[tuple[str, int, int, int]]:
+    """A chunk piece cut into WINDOW-sized ranged GETs (more of them in flight for a tensor
+    held by one large chunk)."""
+    key, obj_offset, file_offset, n = piece
+    for o in range(0, n, WINDOW):
+        yield key, obj_offset + o, file_offset + o, min(WINDOW, n - o)
 
 
 def require_numpy() -> Any:
@@ -257,9 +327,7 @@ def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorI
         ss_diff += float(np.dot(d, d))
         ss_a += float(np.dot(va, va))
     for t, dig in ((x, digests[0]), (y, digests[1])):
-        if dig.hexdigest() != t.digest:
-            raise IntegrityError(f"tensor {t.name}: bytes read do not match its recorded digest",
-                                 hint="the lake may be corrupt; run a pull to verify chunks")
+        check_tensor(t, dig)
     if ss_a > 0:
         rel: float | None = math.sqrt(ss_diff) / math.sqrt(ss_a)
     else:

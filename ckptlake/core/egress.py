@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import CkptlakeError, PolicyRefusal
 from ..format.manifest import FileEntry, Manifest
@@ -18,18 +18,25 @@ from ..policy.egress import EgressEstimate, EgressPolicy, estimate
 from ..store.base import Store
 from ..units import format_bytes
 
+if TYPE_CHECKING:
+    from .cache import ChunkCache
 
-def bytes_to_fetch(m: Manifest, destination: str, lake_url: str | None = None
-                   ) -> tuple[int, int]:
+
+def bytes_to_fetch(m: Manifest, destination: str, lake_url: str | None = None,
+                   cache: "ChunkCache | None" = None) -> tuple[int, int]:
     """(chunk-object bytes the pull downloads, bytes it will not download).
 
     The pull's rules (core/pull.py): a regular file at the final path whose bytes match the
     manifest is kept (verified here too); a chunk that an interrupted pull of the same version
     journaled in its staging directory is reused (counted from the journal; the pull re-verifies
     it, and fetches it after all in the rare case that fails); everything else is fetched.  A
-    pack chunk is fetched whole, so it counts once, with at least the bytes up to its last
-    referenced file.
+    pack chunk is fetched whole, so it counts once, at its full size (up to the last file of the
+    version in it), even when only some of its files are needed.  A chunk the local chunk cache
+    holds counts as present (by a stat: the pull verifies it when read).  Chunks that
+    chunk-level reuse will copy from local files (core/reuse.py) are not subtracted: finding
+    them means hashing, so the estimate stays an upper bound.
     """
+    from .browse import object_sizes
     from .pull import final_root, journaled_chunks, staging_dir
 
     root = final_root(m, destination)
@@ -52,14 +59,19 @@ def bytes_to_fetch(m: Manifest, destination: str, lake_url: str | None = None
     objects: dict[str, int] = {}
     staged_files: dict[str, int] = {}
     staged = journaled_chunks(staging_dir(root, lake_url, m)) if lake_url else set()
+    whole_size = object_sizes(m)  # a pack is fetched whole, also for part of a version
     for e in needed:
         for ref in e.chunks:
-            if ref.digest in staged:
+            if ref.digest in staged or (cache is not None and _cached(cache, m.hash,
+                                                                       ref.digest)):
                 staged_files[ref.digest] = staged_files.get(ref.digest, 0) + ref.size
                 continue
-            end = ref.size if ref.offset is None else ref.offset + ref.size
-            objects[ref.digest] = max(objects.get(ref.digest, 0), end)
+            objects[ref.digest] = whole_size[ref.digest]
     return sum(objects.values()), present + sum(staged_files.values())
+
+
+def _cached(cache: "ChunkCache", algo: str, chunk: str) -> bool:
+    return os.path.isfile(cache.entry_path(algo, chunk))
 
 
 def _present(path: str, entry: FileEntry, algo: str) -> bool:
@@ -110,29 +122,32 @@ def estimate_download(store: Store, policy: EgressPolicy, *, artifact: str, vers
                     operation=operation, base=base)
 
 
-def estimate_pull(store: Store, m: Manifest, destination: str, policy: EgressPolicy
-                  ) -> EgressEstimate:
-    to_download, present = bytes_to_fetch(m, destination, store.url)
+def estimate_pull(store: Store, m: Manifest, destination: str, policy: EgressPolicy,
+                  cache: "ChunkCache | None" = None) -> EgressEstimate:
+    to_download, present = bytes_to_fetch(m, destination, store.url, cache)
     return estimate_download(store, policy, artifact=m.artifact, version=m.version,
                              bytes_total=m.total_bytes, bytes_present=present,
                              bytes_to_download=to_download)
 
 
-def estimate_diff(store: Store, a: Manifest, b: Manifest, policy: EgressPolicy
-                  ) -> EgressEstimate:
+def estimate_diff(store: Store, a: Manifest, b: Manifest, policy: EgressPolicy, *,
+                  values: bool = True, inspect: bool = False) -> EgressEstimate:
     """What `diff --values` of a -> b would download: the byte ranges of the changed tensors,
-    both sides (ranged GETs count their range, not the chunk), from the manifests alone."""
-    from .diff import value_pairs, values_to_fetch
+    both sides (ranged GETs count their range, not the chunk); with `inspect`, plus the chunks
+    read inside modified safetensors and torch files (core/contents.py).  From the manifests
+    alone."""
+    from .diff import bytes_to_fetch
 
     return estimate_download(store, policy, artifact=b.artifact, version=b.version,
                              bytes_total=a.total_bytes + b.total_bytes, bytes_present=0,
-                             bytes_to_download=values_to_fetch(value_pairs(a, b)),
+                             bytes_to_download=bytes_to_fetch(a, b, values=values,
+                                                               inspect=inspect),
                              operation="diff", base=f"{a.artifact}@v{a.version}")
 
 
 _HINTS = {"pull": "run again with --yes to accept the cost, or pull from a lake in your region",
-          "diff": "run again with --yes to accept the cost, or without --values (the diff of "
-                  "the manifests downloads no tensor data)"}
+          "diff": "run again with --yes to accept the cost, or without --values and --inspect "
+                  "(the diff of the manifests downloads no tensor data)"}
 
 
 def enforce(est: EgressEstimate, *, yes: bool,

@@ -101,7 +101,7 @@ def _load_json(store: Store, key: str) -> Any | None:
         return None  # deleted between the listing and now (another gc)
     try:
         raw = json.loads(data)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raw = None
     if not isinstance(raw, dict):
         raise IntegrityError(f"gc cannot read {key}: not a JSON manifest",
@@ -218,7 +218,7 @@ def _load_json_any(store: Store, key: str) -> Any | None:
         return None
     try:
         return json.loads(data)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return "unreadable"
 
 

@@ -107,7 +107,7 @@ class GcSettings:
             raw = json.loads(data)
             values = {k: float(raw[k]) for k in ("grace_period", "sweep_window",
                                                  "record_retention")}
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise IntegrityError(f"{layout.GC_SETTINGS_KEY} is malformed", hint=hint) from None
         if raw.get("ckptlake_gc_settings") != SETTINGS_FORMAT:
             raise IntegrityError(f"{layout.GC_SETTINGS_KEY} is malformed", hint=hint)
@@ -171,7 +171,7 @@ def decode_record(key: str, data: bytes, etag: str) -> Record:
         swept = raw.get("swept_at")
         return Record(key=key, etag=etag, created=_time(raw["created"]), chunks=chunks,
                       sizes=sizes, swept_at=None if swept is None else _time(swept), raw=raw)
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise IntegrityError(f"condemnation record {key} is malformed",
                              hint="gc does not sweep it; remove it once you know why") from None
 

@@ -32,7 +32,7 @@ from typing import Any, Iterable
 
 from ..errors import NotFound, UsageError
 from ..format import layout
-from ..format.manifest import RELATIONS, Manifest
+from ..format.manifest import RELATIONS, Manifest, is_metric_value
 from ..format.refs import Ref, parse_ref
 from ..results import _Result
 from ..store.base import ObjectInfo, Store
@@ -56,8 +56,15 @@ def check_relation(relation: str) -> str:
 
 
 def parse_parent(text: str, default_relation: str = DEFAULT_RELATION) -> tuple[Ref, str]:
-    """`REF[:RELATION]`: ':' cannot occur in a reference, so the suffix is unambiguous."""
-    ref_text, colon, relation = str(text).strip().partition(":")
+    """`REF[:RELATION]`: ':' occurs in a reference only right after `@min`/`@max`, so the
+    first ':' after the selector's own begins the relation."""
+    text = str(text).strip()
+    skip = 0
+    if (at := text.find("@")) >= 0 and text[at + 1:at + 5] in ("min:", "max:"):
+        skip = at + 5
+    colon_at = text.find(":", skip)
+    ref_text, colon, relation = ((text, "", "") if colon_at < 0 else
+                                 (text[:colon_at], ":", text[colon_at + 1:]))
     if colon and not relation:
         raise UsageError(f"empty relation after ':' in parent {text!r}", hint=PARENT_GRAMMAR)
     return parse_ref(ref_text), check_relation(relation if colon else default_relation)
@@ -259,7 +266,7 @@ class _Index:
             return None
         try:
             doc = json.loads(self.store.get(key))
-        except (NotFound, ValueError):
+        except (NotFound, ValueError, RecursionError):
             return None
         return doc if isinstance(doc, dict) else None
 
@@ -284,6 +291,7 @@ class _Index:
         if tomb is None:
             return None
         metrics = tomb.get("metrics") if isinstance(tomb.get("metrics"), dict) else {}
+        metrics = {k: v for k, v in metrics.items() if is_metric_value(v)}
         step = tomb.get("step") if isinstance(tomb.get("step"), int) else None
         parents = tuple(p for p in tomb.get("parents") or () if isinstance(p, dict)
                         and isinstance(p.get("artifact"), str)

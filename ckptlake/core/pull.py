@@ -24,6 +24,7 @@ import stat
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from ..errors import (AccessDenied, Conflict, IntegrityError, NotFound, UnsafeManifest,
                       UsageError)
@@ -37,6 +38,9 @@ from ..transfer.pool import Counter, bounded_map
 from ..transfer.progress import Progress
 from ..transfer.throttle import Throttle
 from ..units import format_bytes
+from .browse import object_sizes
+from .cache import ChunkCache
+from .reuse import LocalSources, local_sources
 
 _READ_BLOCK = 4 * 1024 * 1024
 
@@ -48,10 +52,12 @@ class _Unit:
     digest: str
     # (staged path, offset in file, offset in chunk, length, whole-file digest or None)
     targets: list[tuple[str, int, int, int, str | None]] = field(default_factory=list)
+    zero: bool = False  # all zero bytes: nothing to fetch (the digest says what they are)
+    holes: int = 0  # bytes of a zero unit left as holes in fresh staged files (no write)
 
     @property
     def nbytes(self) -> int:
-        return sum(t[3] for t in self.targets)
+        return sum(t[3] for t in self.targets) + self.holes
 
 
 def _inside(root_real: str, path: str) -> bool:
@@ -228,7 +234,12 @@ class _Placement:
 
 def staging_dir(final_root: str, lake_url: str, m: Manifest) -> str:
     """The staging directory of a pull of this version to this final path (see _Staging)."""
-    ident = hashlib.sha256(f"{lake_url}\0{m.artifact}\0{m.version}".encode()).hexdigest()
+    text = f"{lake_url}\0{m.artifact}\0{m.version}"
+    # A partial pull (core/browse.py) stages apart: a whole pull's staged files must not be
+    # renamed into a destination that asked for part of the version, nor the other way round.
+    if selection := getattr(m, "selection", ()):
+        text += "\0" + "\0".join(selection)
+    ident = hashlib.sha256(text.encode()).hexdigest()
     parent, name = os.path.split(final_root)
     return os.path.join(parent, f".{name}.ckptlake-pull-{ident[:12]}")
 
@@ -330,8 +341,9 @@ class _Staging:
         os.close(self._lock)
 
 
-def _preallocate(fd: int, size: int) -> None:
-    """Reserve the file's blocks before the parallel writes.
+def _preallocate(fd: int, size: int, ranges: list[tuple[int, int]] | None = None) -> None:
+    """Reserve the file's blocks before the parallel writes (only `ranges`, (offset, length),
+    if given: the rest stays a hole).
 
     Measured on ext4 here: 8 threads pwrite-ing 16 MiB pieces into a sparse (ftruncate'd) 1 GiB
     file cost 1.3-2.7 s of system time (block allocation under the inode lock, per write);
@@ -340,38 +352,100 @@ def _preallocate(fd: int, size: int) -> None:
     """
     if size == 0:
         return
+    os.ftruncate(fd, size)
     try:
-        os.posix_fallocate(fd, 0, size)
+        for offset, length in [(0, size)] if ranges is None else ranges:
+            os.posix_fallocate(fd, offset, length)
     except OSError as e:
         if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
             raise
-        os.ftruncate(fd, size)
 
 
-def _prepare(staging: _Staging, entries: list[FileEntry]) -> dict[str, _Unit]:
+# At most this many distinct chunk sizes are hashed as zeros to recognise all-zero chunks: a
+# crafted manifest must not make a pull hash gigabytes of zeros.
+_ZERO_SIZES = 4
+_ZERO_BLOCK = bytes(1024 * 1024)
+
+
+def _zero_digest(algo: str, size: int) -> str:
+    h = new_hasher(algo)
+    for _ in range(size // len(_ZERO_BLOCK)):
+        h.update(_ZERO_BLOCK)
+    h.update(_ZERO_BLOCK[:size % len(_ZERO_BLOCK)])
+    return h.hexdigest()
+
+
+def zero_chunks(entries: list[FileEntry], algo: str) -> set[str]:
+    """Digests of the whole chunks that hold only zero bytes: the holes of sparse files (and
+    zero-filled buffers), which need neither a download nor a write.
+
+    Only chunks referenced more than once are candidates (a hole longer than two chunks is
+    one chunk object referenced again and again); their digest is compared with the digest of
+    that many zeros.
+    """
+    refs: dict[str, list[int]] = {}
+    for e in entries:
+        for c in e.chunks:
+            if c.offset is None and c.size:
+                refs.setdefault(c.digest, [c.size, 0])[1] += 1
+    counts: dict[int, int] = {}
+    for size, n in refs.values():
+        if n > 1:
+            counts[size] = counts.get(size, 0) + n
+    sizes = sorted(counts, key=lambda sz: -counts[sz])[:_ZERO_SIZES]
+    zeros = {_zero_digest(algo, sz) for sz in sizes}
+    return {d for d in refs if d in zeros}
+
+
+def _prepare(staging: _Staging, entries: list[FileEntry], algo: str) -> dict[str, _Unit]:
     """Create the staged files at full size and group their bytes by chunk object.
 
     Staged files left by an interrupted pull of the same version are kept, not truncated: the
-    journal says which of their chunks are already in place.
+    journal says which of their chunks are already in place.  All-zero chunks are left as
+    holes in the files created here (sparse files stay sparse); in kept files they are written.
     """
+    zeros = zero_chunks(entries, algo)
     units: dict[str, _Unit] = {}
     for e in entries:
         path = staging.file(e.path)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o777 if e.executable else 0o666)
         try:
-            if os.fstat(fd).st_size != e.size:
+            fresh = os.fstat(fd).st_size != e.size
+            if fresh:
                 os.ftruncate(fd, 0)
-                _preallocate(fd, e.size)
+                _preallocate(fd, e.size, _data_ranges(e, zeros) if zeros else None)
+        except OSError as err:
+            if err.errno != errno.EFBIG:
+                raise
+            raise UsageError(f"cannot restore {e.path} ({format_bytes(e.size)}): larger than "
+                             "the destination's file system allows") from None
         finally:
             os.close(fd)
         offset = 0
         for ref in e.chunks:
-            unit = units.setdefault(ref.digest, _Unit(ref.digest))
-            unit.targets.append((path, offset, ref.offset or 0, ref.size,
-                                 e.digest if ref.offset is not None else None))
+            unit = units.setdefault(ref.digest, _Unit(ref.digest, zero=ref.digest in zeros))
+            if unit.zero and fresh and ref.offset is None:
+                unit.holes += ref.size
+            else:
+                unit.targets.append((path, offset, ref.offset or 0, ref.size,
+                                     e.digest if ref.offset is not None else None))
             offset += ref.size
     return units
+
+
+def _data_ranges(e: FileEntry, zeros: set[str]) -> list[tuple[int, int]]:
+    """(offset, length) runs of the file that are not all-zero chunks, merged."""
+    out: list[tuple[int, int]] = []
+    offset = 0
+    for ref in e.chunks:
+        if ref.digest not in zeros or ref.offset is not None:
+            if out and out[-1][0] + out[-1][1] == offset:
+                out[-1] = (out[-1][0], out[-1][1] + ref.size)
+            else:
+                out.append((offset, ref.size))
+        offset += ref.size
+    return out
 
 
 def _already_staged(unit: _Unit, algo: str) -> bool:
@@ -388,20 +462,22 @@ def _already_staged(unit: _Unit, algo: str) -> bool:
 class _Fetcher:
     def __init__(self, store: Store, m: Manifest, progress: Progress,
                  staging: _Staging, throttle: Throttle | None = None,
-                 parts: Parts | None = None) -> None:
+                 parts: Parts | None = None, local: LocalSources | None = None,
+                 cache: ChunkCache | None = None) -> None:
         self.store, self.m, self.progress, self.staging = store, m, progress, staging
         self.throttle = throttle or Throttle(None)
         self.parts = parts
+        self.local = local  # chunk bytes already on this machine (core/reuse.py)
+        self.cache = cache  # the opt-in chunk cache (core/cache.py)
         self.downloaded = Counter()
         self.resumed = Counter()
+        self.copied = Counter()  # bytes copied from local files instead of downloaded
+        self.cached = Counter()  # bytes read from the chunk cache instead of downloaded
         self._local = threading.local()
         # The largest chunk object this version references: every fetch fits the buffer.
-        self.object_size: dict[str, int] = {}  # digest -> size of its chunk object
-        for f in m.files:
-            for c in f.chunks:
-                end = (c.offset or 0) + c.size
-                if end > self.object_size.get(c.digest, 0):
-                    self.object_size[c.digest] = end
+        # From the whole version, also when pulling part of it: a pack is fetched (and
+        # verified) whole, whichever of its files are wanted.
+        self.object_size = object_sizes(m)  # digest -> size of its chunk object
         self.chunk_capacity = max(self.object_size.values(), default=0)
 
     def _buffer(self) -> mmap.mmap:
@@ -415,11 +491,48 @@ class _Fetcher:
         return buf
 
     def __call__(self, unit: _Unit) -> None:
+        if unit.zero:  # known bytes: holes stay holes, kept staged files get zeros written
+            for path, file_offset, _chunk_offset, length, file_digest in unit.targets:
+                piece = bytes(length)
+                if file_digest is not None and digest(self.m.hash, piece) != file_digest:
+                    raise IntegrityError(f"packed file in chunk {unit.digest} does not match "
+                                         "its digest")
+                _write(path, memoryview(piece), file_offset, direct=False)
+            self.progress.advance(unit.nbytes)
+            return
         if unit.digest in self.staging.done and _already_staged(unit, self.m.hash):
             self.resumed.add(unit.nbytes)
             self.progress.advance(unit.nbytes)
             return
         key = layout.chunk_key(unit.digest)
+        if self.local is not None:
+            local = self.local.fill(unit, memoryview(self._buffer()), self.m.hash)
+            if local is not None:
+                self._write_targets(unit, local, key)
+                self.copied.add(unit.nbytes)
+                self.progress.advance(unit.nbytes)
+                return
+        if self.cache is None:
+            self._download(unit, key)
+            return
+        if self._from_cache(unit, key):
+            return
+        # Another process pulling the same version is likely fetching this very chunk: wait
+        # for it (bounded, see ChunkCache.filling) and read the cache, so it is fetched once.
+        with self.cache.filling(self.m.hash, unit.digest):
+            if not self._from_cache(unit, key):
+                self._download(unit, key)
+
+    def _from_cache(self, unit: _Unit, key: str) -> bool:
+        cached = self.cache.get_into(self.m.hash, unit.digest, self._buffer())  # type: ignore
+        if cached is None:
+            return False
+        self._write_targets(unit, cached, key)
+        self.cached.add(unit.nbytes)
+        self.progress.advance(unit.nbytes)
+        return True
+
+    def _download(self, unit: _Unit, key: str) -> None:
         size = self.object_size[unit.digest]
         self.throttle.acquire(size)
         in_parts = self.parts is not None and self.parts.applies(size)
@@ -441,6 +554,15 @@ class _Fetcher:
                                  f"{self.m.artifact}@v{self.m.version} cannot be restored",
                                  hint="nothing was written to the destination")
         self.downloaded.add(len(data))
+        if self.cache is not None:
+            self.cache.put(self.m.hash, unit.digest, data)
+        self._write_targets(unit, data, key)
+        if not per_part:
+            self.progress.advance(unit.nbytes)
+
+    def _write_targets(self, unit: _Unit, data: memoryview, key: str) -> None:
+        """Write a verified chunk's bytes to every place the version needs them, then journal
+        it (a resumed pull re-verifies what the journal names)."""
         view = data
         for path, file_offset, chunk_offset, length, file_digest in unit.targets:
             piece = view[chunk_offset:chunk_offset + length]
@@ -451,8 +573,6 @@ class _Fetcher:
             _write(path, piece, file_offset,
                    direct=chunk_offset == 0 and isinstance(data.obj, mmap.mmap))
         self.staging.record(unit.digest)
-        if not per_part:
-            self.progress.advance(unit.nbytes)
 
 
 _DIRECT_ALIGN = 4096
@@ -545,19 +665,30 @@ def _place_planned(p: _Placement, staging: _Staging) -> None:
 
 def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrency: int,
          progress: Progress, lake_url: str, throttle: Throttle | None = None,
-         parts: Parts | None = None) -> PullResult:
+         parts: Parts | None = None, cache: ChunkCache | None = None,
+         reference: Sequence[str] = ()) -> PullResult:
     started = time.monotonic()
     try:
         placement = _Placement(m, destination, force)
         staging = _Staging(placement.final_root, lake_url, m)
     except PermissionError as e:
         raise AccessDenied(f"cannot write to {destination}: {e.strerror}") from None
+    except OSError as e:
+        if e.errno != errno.ENAMETOOLONG:
+            raise
+        raise UsageError(f"cannot restore {m.artifact}@v{m.version} into {destination}: "
+                         f"{e.strerror}", hint="pull into a directory with a shorter path"
+                         ) from None
     total = sum(e.size for e in placement.download)
     progress.start(phase="pull", total_bytes=total, total_files=len(placement.download))
-    fetcher = _Fetcher(store, m, progress, staging, throttle, parts)
+    cache = cache.session() if cache is not None else None
     keep = True  # interrupted or storage failing: keep staged chunks for the next attempt
     try:
-        units = _prepare(staging, placement.download)
+        units = _prepare(staging, placement.download, m.hash)
+        local = local_sources(m, placement.download, placement.reused, placement.finals,
+                              {e.path: staging.file(e.path) for e in placement.download},
+                              reference)
+        fetcher = _Fetcher(store, m, progress, staging, throttle, parts, local, cache)
         for _ in bounded_map(fetcher, list(units.values()), workers=concurrency,
                              name="ckptlake-pull"):
             pass
@@ -571,11 +702,23 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
             raise AccessDenied(f"cannot write to {destination}: {e.strerror}") from None
         if e.errno == errno.ENOSPC:
             raise UsageError(f"no space left on the device holding {destination}") from None
+        if e.errno in (errno.EFBIG, errno.ENAMETOOLONG):
+            keep = False  # no retry can succeed on this file system
+            raise UsageError(f"cannot write {e.filename or destination}: {e.strerror}",
+                             hint="the version cannot be restored on this file system") from None
         raise
     finally:
         staging.close(keep=keep)
         progress.finish()
+    if cache is not None and cache.failure is None:
+        cache.record_version(lake_url, m.artifact, m.version, m.hash, fetcher.object_size)
     warnings = []
+    if cache is not None and cache.failure:
+        warnings.append(f"{cache.failure}; the pull went on without caching")
+    if cache is not None and cache.dropped:
+        warnings.append(f"dropped {cache.dropped} corrupt chunk cache "
+                        f"entr{'y' if cache.dropped == 1 else 'ies'} in {cache.dir} and "
+                        "downloaded those chunks instead")
     if left := abandoned_stagings(placement.final_root):
         more = f" and {len(left) - 1} more" if len(left) > 1 else ""
         warnings.append(f"interrupted pulls left {format_bytes(sum(n for _, n in left))} in "
@@ -585,7 +728,8 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
         lake=lake_url, artifact=m.artifact, version=m.version,
         destination=placement.final_root, files=len(m.files), bytes_total=m.total_bytes,
         bytes_downloaded=fetcher.downloaded.value,
-        bytes_reused=sum(e.size for e in placement.reused),
+        bytes_reused=sum(e.size for e in placement.reused) + fetcher.copied.value,
         bytes_resumed=fetcher.resumed.value,
-        seconds=round(time.monotonic() - started, 3))
+        seconds=round(time.monotonic() - started, 3),
+        bytes_from_cache=fetcher.cached.value)
 

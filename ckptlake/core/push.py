@@ -151,8 +151,11 @@ class _Uploader:
         self.known: dict[str, int] | None = None  # chunk key -> size listed at start, if listed
 
     def _read(self, f: SourceFile, offset: int, length: int, *, observe: bool = True) -> bytes:
-        with open(f.abspath, "rb", buffering=0) as fh:
-            data = os.pread(fh.fileno(), length, offset)
+        fd = f.open()
+        try:
+            data = os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
         if len(data) != length:
             raise SourceChanged(f"{f.abspath} shrank while it was being pushed; nothing was "
                                 "committed", hint="push again once the writer is done")

@@ -12,7 +12,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import NotFound, SourceChanged, UsageError
+from ..errors import AccessDenied, NotFound, SourceChanged, UsageError
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,36 @@ class SourceFile:
     executable: bool
     mtime_ns: int
     inode: int
+
+    def open(self) -> int:
+        """A read-only descriptor of the file that was scanned, or SourceChanged.
+
+        O_NONBLOCK because the path may have become a FIFO since the scan (opening one for
+        reading waits for a writer, forever); fstat then proves it is still the regular file
+        that was scanned, not a directory, device or another file put in its place.
+        """
+        try:
+            fd = os.open(self.abspath, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise SourceChanged(f"{self.abspath} disappeared while it was being pushed; "
+                                "nothing was committed",
+                                hint="push again once the writer is done") from None
+        except PermissionError:
+            raise AccessDenied(f"cannot read {self.abspath}: permission denied; nothing was "
+                               "committed", hint="fix its permissions or --exclude it") from None
+        except OSError as e:  # ENXIO (a socket), ELOOP (now a symlink), ...
+            raise SourceChanged(f"{self.abspath} can no longer be read as the file that was "
+                                f"scanned ({e.strerror}); nothing was committed",
+                                hint="push again once the writer is done") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_ino != self.inode:
+            os.close(fd)
+            raise SourceChanged(f"{self.abspath} was replaced while it was being pushed"
+                                + ("" if stat.S_ISREG(st.st_mode) else
+                                   " by something that is not a regular file")
+                                + "; nothing was committed",
+                                hint="push again once the writer is done")
+        return fd
 
     def check_unchanged(self) -> None:
         try:
@@ -55,6 +85,11 @@ def _excluded(rel: str, patterns: tuple[str, ...]) -> bool:
 
 
 def _source_file(rel: str, abspath: str, st: os.stat_result) -> SourceFile:
+    # Unreadable files fail the push here, before anything is uploaded (the read would fail
+    # only after the other files' chunks were sent).
+    if not os.access(abspath, os.R_OK):
+        raise AccessDenied(f"cannot read {abspath}: permission denied",
+                           hint="fix its permissions or --exclude it")
     return SourceFile(path=rel, abspath=abspath, size=st.st_size,
                       executable=bool(st.st_mode & stat.S_IXUSR), mtime_ns=st.st_mtime_ns,
                       inode=st.st_ino)
@@ -69,7 +104,7 @@ def scan(source: str | Path, *, exclude: tuple[str, ...] = (),
     except FileNotFoundError:
         raise NotFound(f"push source {source} does not exist") from None
     except PermissionError:
-        raise UsageError(f"cannot read push source {source}: permission denied") from None
+        raise AccessDenied(f"cannot read push source {source}: permission denied") from None
     if stat.S_ISREG(st.st_mode):
         return SourceTree(root=root, kind="file",
                           files=[_source_file(os.path.basename(root), root, st)])
@@ -77,7 +112,11 @@ def scan(source: str | Path, *, exclude: tuple[str, ...] = (),
         raise UsageError(f"push source {source} is neither a file nor a directory")
     tree = SourceTree(root=root, kind="dir")
     real_root = os.path.realpath(root)
-    _walk(tree, root, "", real_root, exclude, follow_symlinks, seen=set())
+    try:
+        _walk(tree, root, "", real_root, exclude, follow_symlinks, seen=set())
+    except (FileNotFoundError, NotADirectoryError) as e:  # removed or replaced while we looked
+        raise SourceChanged(f"{e.filename or source} changed while it was being scanned",
+                            hint="push again once the writer is done") from None
     tree.files.sort(key=lambda f: f.path)
     tree.symlinks.sort()
     tree.empty_dirs.sort()
@@ -89,7 +128,8 @@ def _walk(tree: SourceTree, absdir: str, reldir: str, real_root: str,
     try:
         entries = sorted(os.scandir(absdir), key=lambda e: e.name)
     except PermissionError:
-        raise UsageError(f"cannot list {absdir}: permission denied") from None
+        raise AccessDenied(f"cannot list {absdir}: permission denied",
+                           hint="fix its permissions or --exclude it") from None
     dst = os.stat(absdir)
     if (dst.st_dev, dst.st_ino) in seen:  # a followed symlink loop
         raise UsageError(f"symlink loop at {absdir}")

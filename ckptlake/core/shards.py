@@ -138,7 +138,7 @@ class ShardRecord:
 def decode_record(data: bytes, *, key: str) -> ShardRecord:
     try:
         raw = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise IntegrityError(f"{key}: not valid JSON") from None
     if not isinstance(raw, dict) or raw.get("ckptlake_shard") != SHARD_FORMAT:
         raise IntegrityError(f"{key}: not a ckptlake shard record of format {SHARD_FORMAT}",
@@ -215,7 +215,7 @@ def decode_claim(data: bytes, *, key: str) -> Claim:
                      state=raw["state"], owner=str(raw["owner"]),
                      updated=updated if updated.tzinfo else updated.replace(tzinfo=timezone.utc),
                      version=version, error=raw.get("error"))
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise IntegrityError(f"{key}: malformed shard claim") from None
 
 

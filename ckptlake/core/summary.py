@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from ..format import layout
-from ..format.manifest import Manifest
+from ..format.manifest import Manifest, is_metric_value
 from ..results import VersionInfo
 from ..store.base import ObjectInfo, Store
 from .identity import iso
@@ -87,8 +87,7 @@ def _decode(payload: str) -> Summary:
     step, metrics, metadata = doc.get("s"), doc["m"], doc.get("d")
     if step is not None and (not isinstance(step, int) or isinstance(step, bool)):
         raise ValueError("malformed step")
-    if not isinstance(metrics, dict) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values()):
+    if not isinstance(metrics, dict) or not all(is_metric_value(v) for v in metrics.values()):
         raise ValueError("malformed metrics")
     if metadata is not None and not isinstance(metadata, dict):
         raise ValueError("malformed metadata")
@@ -129,7 +128,7 @@ def summaries_from(artifact: str, infos: Iterable[ObjectInfo]) -> dict[int, Summ
             continue
         try:
             out[parsed[1]] = dataclasses.replace(_decode(parsed[2]), written=info.modified)
-        except (ValueError, KeyError, TypeError, binascii.Error, zlib.error):
+        except (ValueError, KeyError, TypeError, RecursionError, binascii.Error, zlib.error):
             continue
     return out
 

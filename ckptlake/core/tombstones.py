@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import NotFound, PreconditionFailed
 from ..format import layout
-from ..format.manifest import Manifest
+from ..format.manifest import Manifest, is_metric_value
 from ..results import _Result
 from ..store.base import Store
 from ..transfer.pool import bounded_map
@@ -82,12 +82,13 @@ def decode(data: bytes) -> Tombstone | None:
             artifact=str(raw["artifact"]), version=int(raw["version"]),
             step=raw.get("step") if isinstance(raw.get("step"), int) else None,
             created=_time(raw["created"]), created_by=str(raw.get("created_by", "")),
-            metrics=dict(raw.get("metrics") or {}), metadata=dict(raw.get("metadata") or {}),
+            metrics={k: v for k, v in dict(raw.get("metrics") or {}).items()
+                     if is_metric_value(v)}, metadata=dict(raw.get("metadata") or {}),
             parents=list(raw.get("parents") or []), total_bytes=int(raw.get("total_bytes", 0)),
             files=int(raw.get("files", 0)), deleted=_time(raw["deleted"]),
             deleted_by=str(raw.get("deleted_by", "")), rule=str(raw.get("rule", "?")),
             reason=str(raw.get("reason", "")))
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None
 
 

@@ -22,6 +22,12 @@ DEFAULT_HASH = "sha256"
 # (concurrency x chunk) stays low, large enough that per-request latency is amortised and a
 # 100 GB checkpoint is ~6,400 objects (well within S3's 3,500 PUT/s per prefix).
 DEFAULT_CHUNK_SIZE = 16 * 1024 * 1024
+# What a pusher accepts (--chunk-size, chunk_size:) and therefore what a header may say: a
+# header is data from storage, and `chunk_size: 1` would make every push cut a file into one
+# object per byte.  Manifests refuse chunk references beyond MAX_CHUNK_SIZE for the same reason
+# (a reader sizes its buffers from them).
+MIN_CHUNK_SIZE = 1024 * 1024
+MAX_CHUNK_SIZE = 1024 * 1024 * 1024
 SUPPORTED_HASHES = ("sha256",)
 
 
@@ -55,13 +61,17 @@ def decode_header(data: bytes) -> LakeHeader:
     try:
         raw = json.loads(data)
         fmt, algo, size = raw["ckptlake_lake"], raw["hash"], raw["chunk_size"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise IntegrityError(f"{HEADER_KEY} is not a ckptlake lake header") from None
     if fmt != LAKE_FORMAT:
         raise IntegrityError(f"lake format {fmt} is not supported", hint="upgrade ckptlake")
     new_hasher(algo)  # refuse early if we cannot verify its chunks
-    if not isinstance(size, int) or size <= 0:
-        raise IntegrityError(f"{HEADER_KEY}: malformed chunk_size")
+    if (not isinstance(size, int) or isinstance(size, bool)
+            or not MIN_CHUNK_SIZE <= size <= MAX_CHUNK_SIZE):
+        raise IntegrityError(f"{HEADER_KEY}: chunk_size {size!r} is not between "
+                             f"{MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE} bytes",
+                             hint="the lake header is damaged; restore it or rewrite its "
+                                  "chunk_size (16777216 is the default)")
     return LakeHeader(hash=algo, chunk_size=size, created=str(raw.get("created", "")))
 
 

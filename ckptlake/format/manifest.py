@@ -9,6 +9,7 @@ any byte is written to the destination.
 from __future__ import annotations
 
 import json
+import math
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -17,9 +18,18 @@ from typing import Any, Callable, Mapping
 
 from ..errors import IntegrityError, UnsafeManifest
 from ..redact import redact, redact_argv, redact_data, redact_metadata
+from .header import MAX_CHUNK_SIZE
 
 MANIFEST_FORMAT = 1
 _HEX = re.compile(r"[0-9a-f]{16,128}")
+
+# Bounds a reader enforces (docs/format.md, "Manifests").  A manifest is data from storage:
+# whatever it says must fail here, as a malformed manifest, never later as an OSError, a
+# MemoryError or a RecursionError from deep inside a pull or a listing.
+MAX_NAME_BYTES = 255  # a path segment: NAME_MAX of every common local file system
+MAX_PATH_BYTES = 4095  # a whole relative path: below PATH_MAX (4096, with its NUL)
+MAX_JSON_DEPTH = 64  # nesting of free-form values (provenance); ckptlake writes at most 3
+MAX_FILE_SIZE = (1 << 63) - 1  # off_t
 
 # Lineage edges (docs/format.md, "Lineage").  A parent is a fixed version, never a selector:
 # `@latest` is resolved at push and stored as the number it meant.
@@ -178,6 +188,12 @@ def check_relpath(path: str, *, what: str = "path") -> str:
         if seg in ("", ".", ".."):
             raise UnsafeManifest(f"manifest {what} has an empty, '.' or '..' segment: {path!r}",
                                  hint="refusing to write outside the destination")
+        if len(seg.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+            raise IntegrityError(f"manifest {what} has a name longer than {MAX_NAME_BYTES} "
+                                 f"bytes: {seg[:40]!r}...")
+    if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        raise IntegrityError(f"manifest {what} is longer than {MAX_PATH_BYTES} bytes: "
+                             f"{path[:40]!r}...")
     return path
 
 
@@ -281,6 +297,9 @@ def _parse_chunk(raw: Any, where: str) -> ChunkRef:
     for n in (size, offset):
         if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
             raise IntegrityError(f"{where}: malformed chunk size/offset")
+    if (offset or 0) + size > MAX_CHUNK_SIZE:  # no chunk object is larger than that
+        raise IntegrityError(f"{where}: chunk reference beyond {MAX_CHUNK_SIZE} bytes "
+                             f"(size {size}, offset {offset or 0})")
     return ChunkRef(digest, size, offset)
 
 
@@ -295,7 +314,7 @@ def _parse_file(raw: Any, index: int) -> FileEntry:
         return FileEntry(path=path, symlink=raw["symlink"])
     size = _req(raw, "size", int, where)
     chunks = tuple(_parse_chunk(c, where) for c in _req(raw, "chunks", list, where))
-    if size < 0 or sum(c.size for c in chunks) != size:
+    if not 0 <= size <= MAX_FILE_SIZE or sum(c.size for c in chunks) != size:
         raise IntegrityError(f"{where}: chunk sizes do not add up to the file size")
     digest = raw.get("digest")
     if digest is not None and (not isinstance(digest, str) or not _HEX.fullmatch(digest)):
@@ -379,23 +398,63 @@ def _parse_time(value: Any, where: str) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
+def is_metric_value(value: Any) -> bool:
+    """A metric is a finite number (what push accepts); anything else read back from storage
+    would break every comparison, sort and format that `ls`, `show` and `diff` make."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value, without recursion (the value may be deep enough
+    to exhaust Python's stack, which is the point of measuring it)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (dict, list)):
+            deepest = max(deepest, d)
+            if d <= MAX_JSON_DEPTH:
+                stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
+def _check_no_file_parents(key: str, files: tuple[FileEntry, ...],
+                           dirs: tuple[str, ...]) -> None:
+    """A regular file cannot also be a directory holding other entries: `a` and `a/b` could
+    both be committed (S3 keys do not nest) but never both restored."""
+    regular = {f.path for f in files if f.symlink is None}
+    for path in [f.path for f in files] + list(dirs):
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            if (parent := "/".join(parts[:i])) in regular:
+                raise IntegrityError(f"{key}: {path!r} lies below the file {parent!r}")
+
+
 def decode_manifest(data: bytes, *, key: str = "manifest") -> Manifest:
     """Parse and fully validate a manifest; raise IntegrityError/UnsafeManifest on anything off."""
     try:
         raw = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise IntegrityError(f"{key}: not valid JSON") from None
+    except RecursionError:
+        raise IntegrityError(f"{key}: JSON nested too deeply") from None
     if not isinstance(raw, dict) or raw.get("ckptlake_manifest") != MANIFEST_FORMAT:
         raise IntegrityError(f"{key}: not a ckptlake manifest of format {MANIFEST_FORMAT}",
                              hint="upgrade ckptlake if the lake was written by a newer one")
     kind = _req(raw, "kind", str, key)
     if kind not in ("dir", "file"):
         raise IntegrityError(f"{key}: unknown kind {kind!r}")
-    files = tuple(_parse_file(f, i) for i, f in enumerate(_req(raw, "files", list, key)))
-    dirs = tuple(check_relpath(d, what="directory") for d in raw.get("dirs", []))
+    try:
+        files = tuple(_parse_file(f, i) for i, f in enumerate(_req(raw, "files", list, key)))
+        dirs = tuple(check_relpath(d, what="directory") for d in raw.get("dirs", []))
+    except IntegrityError as e:  # say which manifest (UnsafeManifest stays UnsafeManifest)
+        if e.message.startswith(key):
+            raise
+        raise type(e)(f"{key}: {e.message}", hint=e.hint) from None
     paths = [f.path for f in files]
     if len(set(paths)) != len(paths) or set(paths) & set(dirs):
         raise IntegrityError(f"{key}: duplicate paths")
+    _check_no_file_parents(key, files, dirs)
     links = {f.path for f in files if f.symlink is not None}
     for p in list(paths) + list(dirs):
         parts = p.split("/")
@@ -414,9 +473,16 @@ def decode_manifest(data: bytes, *, key: str = "manifest") -> Manifest:
     metadata = raw.get("metadata") or {}
     if not isinstance(metrics, dict) or not isinstance(metadata, dict):
         raise IntegrityError(f"{key}: malformed metrics/metadata")
+    for name, value in metrics.items():
+        if not is_metric_value(value):
+            raise IntegrityError(f"{key}: metric {name[:40]!r} is not a finite number")
+    if not all(isinstance(v, str) for v in metadata.values()):
+        raise IntegrityError(f"{key}: metadata values must be strings")
     provenance = raw.get("provenance") or {}
     if not isinstance(provenance, dict):
         raise IntegrityError(f"{key}: malformed provenance")
+    if _depth(provenance) > MAX_JSON_DEPTH:
+        raise IntegrityError(f"{key}: provenance nested deeper than {MAX_JSON_DEPTH} levels")
     return Manifest(
         artifact=_req(raw, "artifact", str, key), version=_req(raw, "version", int, key),
         kind=kind, hash=_req(raw, "hash", str, key), files=files, dirs=dirs, step=step,

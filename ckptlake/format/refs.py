@@ -8,6 +8,10 @@ SELECTOR is one of:
   vN          version number N (1 <= N <= 9999999999, layout.MAX_NUMBER)
   step=N      the newest version whose step is N (0 <= N <= 9999999999)
   NAME        an alias, [A-Za-z][A-Za-z0-9._-]* (not 'latest', not of the form vN)
+  min:METRIC  the live version with the lowest value of METRIC (ties: the newest)
+  max:METRIC  the live version with the highest value of METRIC (ties: the newest)
+
+An alias starts with a letter and cannot contain ':', so `min:x` can never be an alias.
 """
 from __future__ import annotations
 
@@ -18,13 +22,21 @@ from ..errors import UsageError
 from .layout import MAX_NUMBER, NUMBER_DIGITS, check_step, check_version
 
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
+# Each artifact segment is a directory name in a local lake (artifacts/<a>/<b>/@v/...), so it
+# must fit NAME_MAX (255 bytes): a longer one would fail only when the manifest is written,
+# after every chunk was uploaded.
+MAX_SEGMENT = 255
 _ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,127}")
 _VERSION = re.compile(r"v([0-9]+)")
 _STEP = re.compile(r"step=(-?[0-9]+)")
+_BEST = re.compile(r"(min|max):(.*)", re.S)
+# Metric names as `ls --where` shows them; '/' too, for W&B-style names (train/loss).
+METRIC_NAME = re.compile(r"[A-Za-z0-9._/-]{1,128}")
 
 GRAMMAR = (
     "ARTIFACT[@SELECTOR]: ARTIFACT is a/b/c with segments of [A-Za-z0-9._-]; "
-    "SELECTOR is latest (default), vN, step=N or an alias name"
+    "SELECTOR is latest (default), vN, step=N, an alias name, or min:METRIC / max:METRIC "
+    "(the version with the lowest / highest value of a metric)"
 )
 
 
@@ -43,6 +55,10 @@ def validate_artifact(artifact: str) -> str:
         if not _SEGMENT.fullmatch(seg):
             raise UsageError(f"artifact {artifact!r}: segment {seg!r} has characters outside "
                              "[A-Za-z0-9._-]", hint=GRAMMAR)
+        if len(seg) > MAX_SEGMENT:
+            raise UsageError(f"artifact {artifact[:40]}...: segment {seg[:20]}... is "
+                             f"{len(seg)} characters long; the limit is {MAX_SEGMENT}",
+                             hint=GRAMMAR)
     return artifact
 
 
@@ -57,7 +73,7 @@ def validate_alias(name: str) -> str:
 @dataclass(frozen=True)
 class Ref:
     artifact: str
-    kind: str = "latest"  # latest | version | step | alias
+    kind: str = "latest"  # latest | version | step | alias | min | max (value: the metric)
     value: int | str | None = None
 
     def __str__(self) -> str:
@@ -67,6 +83,8 @@ class Ref:
             return f"{self.artifact}@v{self.value}"
         if self.kind == "step":
             return f"{self.artifact}@step={self.value}"
+        if self.kind in ("min", "max"):
+            return f"{self.artifact}@{self.kind}:{self.value}"
         return f"{self.artifact}@{self.value}"
 
 
@@ -100,6 +118,12 @@ def parse_ref(text: str) -> Ref:
                                                   "step selector"))
     if selector.startswith("step="):
         raise UsageError(f"step selector needs an integer: {selector!r}", hint=GRAMMAR)
+    if m := _BEST.fullmatch(selector):
+        if not METRIC_NAME.fullmatch(m.group(2)):
+            raise UsageError(f"invalid metric name {m.group(2)!r} in {text!r}",
+                             hint=f"{m.group(1)}:METRIC, METRIC made of [A-Za-z0-9._/-], "
+                                  "e.g. @min:val_loss")
+        return Ref(artifact, m.group(1), m.group(2))
     if _ALIAS.fullmatch(selector):
         return Ref(artifact, "alias", selector)
     raise UsageError(f"invalid selector {selector!r} in {text!r}", hint=GRAMMAR)

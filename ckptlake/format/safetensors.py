@@ -30,6 +30,7 @@ import bisect
 import hashlib
 import json
 import os
+import stat
 import struct
 import threading
 from dataclasses import dataclass
@@ -82,7 +83,7 @@ def parse_header(raw: bytes, file_size: int) -> Header | None:
         return None
     try:
         doc = json.loads(raw[8:])
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     if not isinstance(doc, dict):
         return None
@@ -119,14 +120,24 @@ def parse_header(raw: bytes, file_size: int) -> Header | None:
 def read_header(path: str) -> Header | None:
     """Read and parse the header of a local file (two small preads)."""
     try:
-        with open(path, "rb", buffering=0) as fh:
-            size = os.fstat(fh.fileno()).st_size
-            n = header_length(os.pread(fh.fileno(), 8, 0))
-            if n is None or size < 8 + n:
-                return None
-            raw = os.pread(fh.fileno(), 8 + n, 0)
+        # O_NONBLOCK: a FIFO put where the file was must not hang the push (it fails later,
+        # when the pusher's own read sees that it is no longer a regular file).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        size = st.st_size
+        n = header_length(os.pread(fd, 8, 0))
+        if n is None or size < 8 + n:
+            return None
+        raw = os.pread(fd, 8 + n, 0)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     return parse_header(raw, size)
 
 

@@ -33,10 +33,13 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..errors import ConfigError, UsageError
+from ..format.header import MAX_CHUNK_SIZE as _HEADER_MAX_CHUNK_SIZE
+from ..format.header import MIN_CHUNK_SIZE as _HEADER_MIN_CHUNK_SIZE
 from ..redact import redact, redact_url
 from ..store.base import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
 
 __all__ = [
+    "CacheSetting",
     "Config",
     "CONFIG_FILENAME",
     "DEFAULT_CHUNK_SIZE",
@@ -60,6 +63,7 @@ __all__ = [
     "load_config",
     "parse_seconds",
     "parse_size",
+    "resolve_cache",
     "resolve_lake",
 ]
 
@@ -67,8 +71,8 @@ CONFIG_FILENAME = "ckptlake.yaml"
 
 KiB, MiB, GiB, TiB = 2**10, 2**20, 2**30, 2**40
 DEFAULT_CHUNK_SIZE = 16 * MiB
-MIN_CHUNK_SIZE = 1 * MiB
-MAX_CHUNK_SIZE = 1 * GiB
+MIN_CHUNK_SIZE = _HEADER_MIN_CHUNK_SIZE  # the lake header holds the same bounds
+MAX_CHUNK_SIZE = _HEADER_MAX_CHUNK_SIZE
 DEFAULT_CONCURRENCY = 8
 # Chunk objects of at least the threshold move in parts (transfer/parts.py).  Parts: S3 wants
 # at least 5 MiB for every part but the last; the threshold may exceed the largest chunk, which
@@ -85,6 +89,7 @@ MAX_TIMEOUT = 3600.0  # seconds; the defaults live with the store that uses them
 KNOWN_KEYS: tuple[str, ...] = (
     "lake", "endpoint_url", "profile", "region", "chunk_size", "concurrency", "max_bandwidth",
     "multipart_threshold", "part_size", "connect_timeout", "read_timeout", "retention", "egress",
+    "cache",
 )
 
 _SIZE_UNITS = {
@@ -136,6 +141,7 @@ class Config:
     read_timeout: float | None = None  # seconds
     retention: dict | None = None
     egress: dict | None = None
+    cache: "CacheSetting | None" = None
     lines: dict[str, int] = field(default_factory=dict)
 
     def line_of(self, key: str) -> int | None:
@@ -146,6 +152,15 @@ class Config:
         best place to point at then.
         """
         return line_of(self.lines, key)
+
+
+@dataclass(frozen=True)
+class CacheSetting:
+    """Where the local chunk cache lives and how large it may grow (core/cache.py)."""
+
+    dir: str  # absolute
+    size: int | None  # bytes; None: the default
+    origin: str  # what chose it, for messages
 
 
 # --------------------------------------------------------------------------------------------
@@ -665,6 +680,69 @@ def _check_section(b: _Builder, key: str, node: Node) -> dict | None:
     return value
 
 
+_CACHE_HINT = "e.g. cache: {dir: ~/.cache/ckptlake, size: 20GiB}, or cache: ~/.cache/ckptlake"
+
+
+def _check_cache(b: _Builder, key: str, node: Node) -> CacheSetting | None:
+    """`cache: DIR` or `cache: {dir: DIR, size: SIZE}`; a relative DIR is relative to the
+    config file, as `lake:` is."""
+    value = b.value(node, key)
+    if value is None:
+        return None
+    size_node = None
+    if isinstance(value, dict):
+        entries = b.entries(node, key) if isinstance(node, MappingNode) else {}
+        unknown = [k for k in value if k not in ("dir", "size")]
+        if unknown:
+            raise b.error("unknown key", entries[unknown[0]][0] if unknown[0] in entries
+                          else node, f"{key}.{unknown[0]}", hint="cache: takes dir and size")
+        if value.get("dir") is None:
+            raise b.error("needs dir: (where to keep cached chunks)", node, key, hint=_CACHE_HINT)
+        dir_node = entries["dir"][1] if "dir" in entries else node
+        directory = value["dir"]
+        size_node = entries["size"][1] if "size" in entries else None
+    else:
+        dir_node, directory = node, value
+    if not isinstance(directory, str) or not directory.strip():
+        raise b.error(f"the cache directory must be a non-empty path, got "
+                      f"{describe_value(directory)}", dir_node, key, hint=_CACHE_HINT)
+    size = None
+    if size_node is not None:
+        size = _check_size(b, f"{key}.size", size_node, _cache_size_problem, _CACHE_HINT)
+    path = Path(directory.strip()).expanduser()
+    if not path.is_absolute():
+        path = Path(b.source).parent / path
+    return CacheSetting(dir=os.path.normpath(path), size=size,
+                        origin=f"cache: in {b.source}")
+
+
+def _cache_size_problem(n: Any) -> str | None:
+    return _size_problem(n, 1 * MiB, 2**62)
+
+
+def resolve_cache(config: Config) -> CacheSetting | None:
+    """The chunk cache to use: $CKPTLAKE_CACHE (a directory; size from $CKPTLAKE_CACHE_SIZE) >
+    cache: in the config > none (the cache is opt-in)."""
+    env = os.environ.get("CKPTLAKE_CACHE", "").strip()
+    env_size = os.environ.get("CKPTLAKE_CACHE_SIZE", "").strip()
+    size = None
+    if env_size:
+        try:
+            size = parse_size(env_size)
+        except UsageError as exc:
+            raise UsageError(f"$CKPTLAKE_CACHE_SIZE: {exc.message}", hint=exc.hint) from None
+        if problem := _cache_size_problem(size):
+            raise UsageError(f"$CKPTLAKE_CACHE_SIZE {problem}", hint="e.g. 20GiB")
+    if env:
+        return CacheSetting(dir=os.path.abspath(os.path.expanduser(env)), size=size,
+                            origin="$CKPTLAKE_CACHE")
+    if config.cache is not None:
+        if size is not None:
+            return CacheSetting(config.cache.dir, size, config.cache.origin)
+        return config.cache
+    return None
+
+
 _CHECKS = {
     "lake": _check_lake,
     "endpoint_url": _check_endpoint,
@@ -679,6 +757,7 @@ _CHECKS = {
     "read_timeout": _check_timeout,
     "retention": _check_section,
     "egress": _check_section,
+    "cache": _check_cache,
 }
 
 

@@ -1,0 +1,57 @@
+"""`ckptlake cat REF PATH`: one file of a version to stdout, verified chunk by chunk."""
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from .help import epilog
+from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, LakeOpt, ProfileOpt,
+                      QuietOpt, RegionOpt)
+from .output import Output, open_lake, require_lake
+
+HELP = ("Write the file PATH of the version REF to stdout, verifying every chunk before it is "
+        "written.")
+EPILOG = epilog(
+    "Example: ckptlake cat gpt2/run-7/ckpt@best config.json | jq .",
+    "Only the file's bytes are fetched: a small (packed) file is one ranged read of its pack, "
+    "a large one is read chunk by chunk; the manifest is the only other object read.  A chunk "
+    "that does not match its digest stops the output before any of its bytes (exit 5); what "
+    "was written before it was verified.  A directory or a symlink is a usage error (exit 2: "
+    "list a directory with ckptlake ls REF PATH); a path the version does not have, exit 3.")
+
+
+def cat(
+    ref: Annotated[str, typer.Argument(
+        metavar="REF", show_default=False,
+        help="The version: ARTIFACT or ARTIFACT@SELECTOR.")],
+    path: Annotated[str, typer.Argument(
+        metavar="PATH", show_default=False,
+        help="The file's path in the version (as ckptlake ls REF shows it).")],
+    lake: LakeOpt = None,
+    endpoint_url: EndpointOpt = None,
+    profile: ProfileOpt = None,
+    region: RegionOpt = None,
+    config: ConfigOpt = None,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """No --json: stdout is the file.  Errors are one line on stderr, as everywhere."""
+    common = CommonOptions(lake=lake, endpoint_url=endpoint_url, profile=profile, region=region,
+                           config=config, json=False, quiet=quiet, debug=debug)
+    out = Output(common)
+    with out.guard():
+        from ..format.refs import parse_ref
+
+        parsed = parse_ref(ref)
+        handle = open_lake(common)
+        try:
+            out.lake_line(handle)
+            require_lake(handle)
+            sink = sys.stdout.buffer
+            for piece in handle.cat(parsed, path):
+                sink.write(piece)
+                sink.flush()  # what is verified goes out; nothing is held back or written ahead
+        finally:
+            handle.close()

@@ -1,0 +1,233 @@
+"""Part of a version: listing its files (`ls REF`), choosing some (`pull REF DEST PATH...`,
+`--include`/`--exclude`) and reading one (`cat REF PATH`).
+
+Why a manifest *view* rather than a separate code path: a partial pull is an ordinary pull of a
+manifest that mentions fewer files, so the egress estimate, staging, verification, resume and
+the result document all follow from the one pull machinery (core/pull.py) unchanged.  The view
+remembers the whole manifest (chunk objects are sized from it: a pack is fetched and verified
+whole) and what selected it (a partial pull stages apart from a whole one, see
+pull.staging_dir).
+
+Selection rule (README, "Taking part of a version"): a file, symlink or empty directory of the
+version is selected if it matches any PATH or any --include glob (everything, when neither is
+given) and no --exclude glob.  A PATH is an exact path or a directory prefix (`tokenizer` or
+`tokenizer/` selects everything below it).  A glob is matched (fnmatch, case-sensitive) against
+the whole relative path and against each of its parent directories, so `*` (and `**`) also
+match '/': `--include '*.json'` takes JSON files at any depth, `--exclude optimizer` a whole
+directory.  Each PATH and --include must select something, else NotFound (exit 3).
+"""
+from __future__ import annotations
+
+import dataclasses
+import posixpath
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any, Iterator, Sequence
+
+from ..errors import IntegrityError, NotFound, UsageError
+from ..format import layout
+from ..format.header import digest as _digest
+from ..format.manifest import FileEntry, Manifest
+from ..store.base import Store
+
+
+@dataclass(frozen=True)
+class ManifestView(Manifest):
+    """A manifest restricted to a selection of its entries (never written anywhere)."""
+
+    whole: Manifest | None = None
+    selection: tuple[str, ...] = ()  # what chose the entries, for the staging identity
+
+
+def whole(m: Manifest) -> Manifest:
+    """The complete manifest behind a view (or the manifest itself)."""
+    return getattr(m, "whole", None) or m
+
+
+def object_sizes(m: Manifest) -> dict[str, int]:
+    """digest -> bytes of the chunk object, as far as the whole version tells (a pack is as
+    long as its last file, whichever files a view keeps)."""
+    out: dict[str, int] = {}
+    for f in whole(m).files:
+        for c in f.chunks:
+            end = (c.offset or 0) + c.size
+            if end > out.get(c.digest, 0):
+                out[c.digest] = end
+    return out
+
+
+def _clean(path: str) -> str:
+    p = path.strip().replace("\\", "/")
+    while p.startswith("./"):
+        p = p[2:]
+    return p.strip("/")
+
+
+def _parents(path: str) -> Iterator[str]:
+    parts = path.split("/")
+    for i in range(1, len(parts)):
+        yield "/".join(parts[:i])
+
+
+def _glob_hits(path: str, pattern: str) -> bool:
+    return fnmatchcase(path, pattern) or any(fnmatchcase(d, pattern) for d in _parents(path))
+
+
+def _path_hits(path: str, wanted: str) -> bool:
+    return wanted == "" or path == wanted or path.startswith(wanted + "/")
+
+
+def select(m: Manifest, paths: Sequence[str] = (), include: Sequence[str] = (),
+           exclude: Sequence[str] = ()) -> Manifest:
+    """The view of `m` holding the entries the selection rule (module docstring) picks; `m`
+    itself when nothing restricts it.  NotFound if a PATH or --include picks nothing, or if
+    the excludes leave nothing."""
+    # One string is one pattern (not its characters).
+    paths, include, exclude = ([x] if isinstance(x, str) else list(x)
+                               for x in (paths, include, exclude))
+    paths = [str(p) for p in paths]
+    include, exclude = [str(g) for g in include], [str(g) for g in exclude]
+    if not paths and not include and not exclude:
+        return m
+    for g in include + exclude:
+        if not g.strip():
+            raise UsageError("empty --include/--exclude pattern")
+    wanted = [(p, _clean(p)) for p in paths]
+    for raw, p in wanted:
+        if not p:
+            raise UsageError(f"empty path {raw!r}: name a file or directory of the version")
+    name = f"{m.artifact}@v{m.version}"
+    entries: list[tuple[str, Any]] = [(e.path, e) for e in m.files] + [(d, d) for d in m.dirs]
+    hit_paths: set[str] = set()
+    hit_globs: set[str] = set()
+
+    def chosen(path: str) -> bool:
+        ok = not wanted and not include
+        for raw, p in wanted:
+            if _path_hits(path, p):
+                hit_paths.add(raw)
+                ok = True
+        for g in include:
+            if _glob_hits(path, g):
+                hit_globs.add(g)
+                ok = True
+        return ok and not any(_glob_hits(path, g) for g in exclude)
+
+    keep = {path for path, _ in entries if chosen(path)}
+    # A directory of the version that is not empty has no entry of its own: a PATH naming it
+    # (e.g. `tokenizer`) counts as hit through the files below it (_path_hits above).
+    missed = [raw for raw, _ in wanted if raw not in hit_paths] + \
+        [g for g in include if g not in hit_globs]
+    if missed:
+        what = ", ".join(repr(x) for x in missed)
+        globby = any(c in raw for raw, _ in wanted if raw in missed for c in "*?[")
+        raise NotFound(f"{what} match{'es' if len(missed) == 1 else ''} nothing in {name}",
+                       hint=("PATH arguments are literal paths; pass a pattern with --include"
+                             if globby else f"list its files with: ckptlake ls {name}"))
+    if not keep:
+        raise NotFound(f"the selection leaves nothing of {name} (every match is excluded)",
+                       hint=f"list its files with: ckptlake ls {name}")
+    files = tuple(e for e in m.files if e.path in keep)
+    if len(files) == len(m.files) and set(m.dirs) <= keep:
+        return m
+    selection = tuple(["path:" + p for _, p in wanted] + ["include:" + g for g in include]
+                      + ["exclude:" + g for g in exclude])
+    fields = {f.name: getattr(m, f.name) for f in dataclasses.fields(Manifest)}
+    fields.update(files=files, dirs=tuple(d for d in m.dirs if d in keep))
+    return ManifestView(**fields, whole=whole(m), selection=selection)
+
+
+# ---- ls REF ---------------------------------------------------------------------------------
+
+def entry_kind(e: FileEntry) -> str:
+    if e.symlink is not None:
+        return "symlink"
+    if e.tensors is not None:
+        return "safetensors"
+    return "file"
+
+
+def list_files(m: Manifest, prefix: str | None = None) -> list[dict[str, Any]]:
+    """The version's files, symlinks and empty directories, sorted by path; with `prefix`,
+    those at or below that path (NotFound if none)."""
+    rows: list[dict[str, Any]] = []
+    for e in m.files:
+        row: dict[str, Any] = {"path": e.path, "size": e.size, "kind": entry_kind(e)}
+        if e.symlink is not None:
+            row["target"] = e.symlink
+        if e.tensors is not None:
+            row["tensors"] = len(e.tensors)
+        if e.executable:
+            row["executable"] = True
+        rows.append(row)
+    rows += [{"path": d, "size": 0, "kind": "dir"} for d in m.dirs]
+    if prefix is not None and (p := _clean(prefix)):
+        rows = [r for r in rows if _path_hits(r["path"], p)]
+        if not rows:
+            raise NotFound(f"{prefix!r} matches nothing in {m.artifact}@v{m.version}",
+                           hint=f"list its files with: ckptlake ls {m.artifact}@v{m.version}")
+    return sorted(rows, key=lambda r: r["path"])
+
+
+# ---- cat REF PATH ---------------------------------------------------------------------------
+
+def find_file(m: Manifest, path: str) -> FileEntry:
+    """The regular file at `path`; UsageError (exit 2) for a directory or a symlink, NotFound
+    (exit 3) for a path the version does not have."""
+    p = _clean(path)
+    name = f"{m.artifact}@v{m.version}"
+    for e in m.files:
+        if e.path == p:
+            if e.symlink is not None:
+                target = posixpath.normpath(posixpath.join(posixpath.dirname(p), e.symlink))
+                raise UsageError(f"{p} in {name} is a symlink (-> {e.symlink}), not a file",
+                                 hint=f"cat its target: ckptlake cat {name} {target}")
+            return e
+    if p == "" or p in m.dirs or any(e.path.startswith(p + "/") for e in m.files):
+        raise UsageError(f"{p or '/'} in {name} is a directory, not a file",
+                         hint=f"list it with: ckptlake ls {name} {p}".rstrip())
+    raise NotFound(f"{path!r} is not a file of {name}",
+                   hint=f"list its files with: ckptlake ls {name}")
+
+
+def read_file(store: Store, m: Manifest, entry: FileEntry, *, throttle: Any = None
+              ) -> Iterator[bytes]:
+    """The file's bytes, chunk by chunk, each verified before it is yielded: a consumer never
+    sees a byte that did not match its digest (IntegrityError instead, and nothing after).
+
+    A whole chunk object is fetched and checked against its digest; a packed file is fetched
+    as the byte range of its pack it occupies (one ranged GET), checked against the file's own
+    digest.  So a small file costs one request, whatever the size of the version.
+    """
+    name = f"{m.artifact}@v{m.version}"
+    packed: list[bytes] = []  # a packed file is verified whole (its digest), then yielded
+    for ref in entry.chunks:
+        key = layout.chunk_key(ref.digest)
+        if throttle is not None:
+            throttle.acquire(ref.size)
+        try:
+            if ref.offset is None:
+                data = store.get(key)
+            else:
+                data = store.get_range(key, ref.offset, ref.size) if ref.size else b""
+        except NotFound:
+            raise IntegrityError(f"chunk {key} of {name} is missing from the lake",
+                                 hint="if a push crashed while gc swept it, pushing the same "
+                                      "source again restores it") from None
+        if len(data) != ref.size or (ref.offset is None and _digest(m.hash, data) != ref.digest):
+            raise _corrupt(key, name, entry)
+        if entry.digest is None:
+            yield data
+        else:
+            packed.append(data)
+    if entry.digest is not None:
+        data = b"".join(packed)
+        if _digest(m.hash, data) != entry.digest:
+            raise _corrupt(layout.chunk_key(entry.chunks[0].digest), name, entry)
+        yield data
+
+
+def _corrupt(key: str, name: str, entry: FileEntry) -> IntegrityError:
+    return IntegrityError(f"chunk {key} of {name} is corrupt (its bytes do not match their "
+                          f"digest); {entry.path} stops before it",
+                          hint="run: ckptlake verify " + name)
