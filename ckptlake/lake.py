@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from datetime import datetime
     from typing import Callable
 
+    from .core.du import DuReport
     from .core.gc import GcPlan, GcResult
     from .core.tombstones import Tombstone
     from .policy.egress import EgressEstimate, EgressPolicy
@@ -597,6 +598,19 @@ class Lake:
         from .core.gc import execute
 
         return execute(self.store, plan, on_event=on_event)
+
+    def du(self, prefix: str = "", *, versions: bool = False, sort: str = "stored",
+           price: float | None = None) -> "DuReport":
+        """Per artifact (and per version with versions=True): logical, stored, exclusive
+        (freed if it alone were deleted) and shared bytes, and their monthly cost at `price`
+        $/GiB-month (None: retention.storage_price_per_gb_month of the config file).  Reads
+        listings and manifests only (core/du.py); prefix selects the artifacts reported,
+        sharing is always counted lake-wide."""
+        from .core.du import disk_usage
+
+        if price is None:
+            price = _retention(None).storage_price_per_gb_month
+        return disk_usage(self.store, prefix=prefix, versions=versions, price=price, sort=sort)
 
     def expired(self, artifact: str) -> "list[Tombstone]":
         """Versions of `artifact` that gc deleted (their tombstones), oldest first."""

@@ -1,6 +1,8 @@
 # ckptlake shell completion, generated from the CLI's command tree.
 # Do not edit: regenerate with `python -m ckptlake.cli.completions --write completions/`.
-# Static: completing never runs Python.  Install: source it from ~/.bashrc, or copy it to /usr/share/bash-completion/completions/ckptlake.
+# Commands and options are static; artifact names, aliases and @vN/@step=N
+# come from the lake (`ckptlake __complete`: cached a few seconds, time-boxed).
+# Install: source it from ~/.bashrc, or copy it to /usr/share/bash-completion/completions/ckptlake.
 
 _ckptlake_files() {
     local IFS=$'\n'
@@ -14,17 +16,47 @@ _ckptlake_dirs() {
     COMPREPLY=( $(compgen -d -- "$1") )
 }
 
+# Artifact names, aliases and selectors ($1: ref or artifact) from the lake.  The word is
+# taken from COMP_LINE whole (COMP_WORDBREAKS splits art@step=N at '@' and '='), and
+# what bash treats as already typed is cut off the candidates.
+_ckptlake_lake() {
+    local word="$2" keep
+    if [[ -n "${COMP_LINE-}" ]]; then
+        word="${COMP_LINE:0:COMP_POINT}"
+        word="${word##*[[:space:]]}"
+    fi
+    keep="${word%"${word##*[=:@]}"}"
+    local IFS=$'\n'
+    COMPREPLY=( $("${COMP_WORDS[0]}" __complete "$1" "$word" -- "${COMP_WORDS[@]}" 2>/dev/null) )
+    COMPREPLY=( "${COMPREPLY[@]#"$keep"}" )
+    if (( ${#COMPREPLY[@]} == 1 )) && [[ "${COMPREPLY[0]}" == */ ]]; then
+        compopt -o nospace 2>/dev/null
+    fi
+}
+
 # Sets npos to the number of positional words between the subcommand and the cursor,
-# skipping options and the values of the options listed in $1.
+# skipping options and the values of the options listed in $1.  Words come from
+# COMP_LINE split at blanks: COMP_WORDS splits art@step=N at '@' and '='.
 _ckptlake_npos() {
-    local valued=" $1 " w i skip=0
+    local valued=" $1 " w i skip=0 start=0 cword
+    local -a words
+    if [[ -n "${COMP_LINE-}" ]]; then
+        read -ra words <<< "${COMP_LINE:0:COMP_POINT}"
+        [[ "${COMP_LINE:0:COMP_POINT}" == *[[:space:]] ]] && words+=("")
+    else
+        words=( "${COMP_WORDS[@]:0:COMP_CWORD+1}" )
+    fi
+    cword=$(( ${#words[@]} - 1 ))
+    for (( i = 1; i < cword; i++ )); do
+        if [[ "${words[i]}" == "$cmd" ]]; then start=$i; break; fi
+    done
     npos=0
-    for (( i = cmd_index + 1; i < COMP_CWORD; i++ )); do
-        w="${COMP_WORDS[i]}"
+    for (( i = start + 1; i < cword; i++ )); do
+        w="${words[i]}"
         if [[ "$w" == "=" ]]; then skip=1; continue; fi
         if (( skip )); then skip=0; continue; fi
         case "$w" in
-            --) (( npos += COMP_CWORD - i - 1 )); return ;;
+            --) (( npos += cword - i - 1 )); return ;;
             --*=*) ;;
             -*) [[ "$valued" == *" $w "* ]] && skip=1 ;;
             *) (( npos++ )) ;;
@@ -47,7 +79,7 @@ _ckptlake() {
     cmd=""
     for (( i = 1; i < COMP_CWORD; i++ )); do
         case "${COMP_WORDS[i]}" in
-            push|pull|ls|alias|show|cat|lineage|diff|watch|gc|verify|cache) cmd="${COMP_WORDS[i]}"; cmd_index=i; break ;;
+            push|pull|ls|alias|show|cat|lineage|diff|watch|gc|du|verify|cache) cmd="${COMP_WORDS[i]}"; cmd_index=i; break ;;
         esac
     done
     case "$cmd" in
@@ -59,7 +91,7 @@ _ckptlake() {
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=( $(compgen -W "--version --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
             else
-                COMPREPLY=( $(compgen -W "push pull ls alias show cat lineage diff watch gc verify cache" -- "$cur") )
+                COMPREPLY=( $(compgen -W "push pull ls alias show cat lineage diff watch gc du verify cache" -- "$cur") )
             fi
             ;;
         push)
@@ -74,6 +106,7 @@ _ckptlake() {
             _ckptlake_npos "--step --metric --meta --alias --exclude --parent --relation --input --meta-file --shard --chunk-size --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config"
             case "$npos" in
                 0) _ckptlake_files "$cur" ;;  # SOURCE
+                1) _ckptlake_lake artifact "$cur" ;;  # ARTIFACT
             esac
             ;;
         pull)
@@ -87,6 +120,7 @@ _ckptlake() {
             fi
             _ckptlake_npos "--include --exclude --reference --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config"
             case "$npos" in
+                0) _ckptlake_lake ref "$cur" ;;  # REF
                 1) _ckptlake_files "$cur" ;;  # DEST
             esac
             ;;
@@ -99,6 +133,10 @@ _ckptlake() {
                 COMPREPLY=( $(compgen -W "--pending --where --sort --limit --tree --all -a --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
+            _ckptlake_npos "--where --sort --limit --lake -l --endpoint-url --profile --region --config"
+            case "$npos" in
+                0) _ckptlake_lake ref "$cur" ;;  # ARTIFACT|REF
+            esac
             ;;
         alias)
             case "$prev" in
@@ -109,6 +147,10 @@ _ckptlake() {
                 COMPREPLY=( $(compgen -W "--lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
+            _ckptlake_npos "--lake -l --endpoint-url --profile --region --config"
+            case "$npos" in
+                0) _ckptlake_lake ref "$cur" ;;  # REF
+            esac
             ;;
         show)
             case "$prev" in
@@ -119,6 +161,10 @@ _ckptlake() {
                 COMPREPLY=( $(compgen -W "--lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
+            _ckptlake_npos "--lake -l --endpoint-url --profile --region --config"
+            case "$npos" in
+                0) _ckptlake_lake ref "$cur" ;;  # REF
+            esac
             ;;
         cat)
             case "$prev" in
@@ -129,6 +175,10 @@ _ckptlake() {
                 COMPREPLY=( $(compgen -W "--lake -l --endpoint-url --profile --region --config --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
+            _ckptlake_npos "--lake -l --endpoint-url --profile --region --config"
+            case "$npos" in
+                0) _ckptlake_lake ref "$cur" ;;  # REF
+            esac
             ;;
         lineage)
             case "$prev" in
@@ -139,6 +189,10 @@ _ckptlake() {
                 COMPREPLY=( $(compgen -W "--up --down --both --depth --format -f --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
+            _ckptlake_npos "--depth --format -f --lake -l --endpoint-url --profile --region --config"
+            case "$npos" in
+                0) _ckptlake_lake ref "$cur" ;;  # REF
+            esac
             ;;
         diff)
             case "$prev" in
@@ -149,6 +203,11 @@ _ckptlake() {
                 COMPREPLY=( $(compgen -W "--values --inspect --estimate --yes -y --exit-code --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
+            _ckptlake_npos "--lake -l --endpoint-url --profile --region --config"
+            case "$npos" in
+                0) _ckptlake_lake ref "$cur" ;;  # A
+                1) _ckptlake_lake ref "$cur" ;;  # B
+            esac
             ;;
         watch)
             case "$prev" in
@@ -162,6 +221,7 @@ _ckptlake() {
             _ckptlake_npos "--pattern --step-regex --marker --settle --drain --keep-local --poll --chunk-size --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config"
             case "$npos" in
                 0) _ckptlake_dirs "$cur" ;;  # DIR
+                1) _ckptlake_lake artifact "$cur" ;;  # ARTIFACT
             esac
             ;;
         gc)
@@ -174,6 +234,20 @@ _ckptlake() {
                 return 0
             fi
             ;;
+        du)
+            case "$prev" in
+                --config) _ckptlake_files "$cur"; return 0 ;;
+                --sort|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=( $(compgen -W "--versions --sort --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                return 0
+            fi
+            _ckptlake_npos "--sort --lake -l --endpoint-url --profile --region --config"
+            case "$npos" in
+                0) _ckptlake_lake artifact "$cur" ;;  # PREFIX
+            esac
+            ;;
         verify)
             case "$prev" in
                 --config) _ckptlake_files "$cur"; return 0 ;;
@@ -183,6 +257,10 @@ _ckptlake() {
                 COMPREPLY=( $(compgen -W "--read-data --read-data-subset --seed --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
+            _ckptlake_npos "--read-data-subset --seed --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config"
+            case "$npos" in
+                0) _ckptlake_lake ref "$cur" ;;  # ARTIFACT|REF
+            esac
             ;;
         cache)
             case "$prev" in

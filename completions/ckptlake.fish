@@ -1,8 +1,45 @@
 # ckptlake shell completion, generated from the CLI's command tree.
 # Do not edit: regenerate with `python -m ckptlake.cli.completions --write completions/`.
-# Static: completing never runs Python.  Install: copy it to ~/.config/fish/completions/ckptlake.fish.
+# Commands and options are static; artifact names, aliases and @vN/@step=N
+# come from the lake (`ckptlake __complete`: cached a few seconds, time-boxed).
+# Install: copy it to ~/.config/fish/completions/ckptlake.fish.
 
 complete -c ckptlake -f
+
+# Artifact names, aliases and selectors ($argv[1]: ref or artifact) from the lake.
+function __ckptlake_lake
+    set -l tokens (commandline -opc)
+    ckptlake __complete $argv[1] (commandline -ct) -- $tokens 2>/dev/null
+end
+
+# Whether the word being typed is positional number $argv[1] (from 0) after the
+# subcommand; $argv[2..] are the subcommand's options that take a value.
+function __ckptlake_arg
+    set -l want $argv[1]
+    set -l valued $argv[2..-1]
+    set -l n 0
+    set -l skip 0
+    set -l seen 0
+    for t in (commandline -opc)[2..-1]
+        if test $seen = 0
+            string match -q -- '-*' $t; or set seen 1
+            continue
+        end
+        if test $skip = 1
+            set skip 0
+            continue
+        end
+        switch $t
+            case '--*=*'
+            case '-*'
+                contains -- $t $valued; and set skip 1
+            case '*'
+                set n (math $n + 1)
+        end
+    end
+    string match -q -- '-*' (commandline -ct); and return 1
+    test $n = $want
+end
 
 complete -c ckptlake -n '__fish_use_subcommand' -l version -d 'Print the version and exit'
 complete -c ckptlake -n '__fish_use_subcommand' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
@@ -24,6 +61,7 @@ complete -c ckptlake -n '__fish_use_subcommand' -a 'lineage' -d 'Show where the 
 complete -c ckptlake -n '__fish_use_subcommand' -a 'diff' -d 'Compare version A with version B (of one artifact or of two): step, metrics, metadata, files, bytes shared, and tensors of .safetensors files'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'watch' -d 'Watch DIR and push each new complete checkpoint in it to ARTIFACT, in step order'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'gc' -d 'Delete the versions the retention policy no longer keeps, and the chunks nothing references any more'
+complete -c ckptlake -n '__fish_use_subcommand' -a 'du' -d 'Show what each artifact (and with --versions each version) stores: logical, stored, exclusive and shared bytes, and their monthly cost'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'verify' -d 'Check that versions can be restored: the lake header, every manifest, that every chunk they reference exists with the right size, aliases, shard steps and gc\'s records'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'cache' -d 'Show or trim the local chunk cache that pulls read through'
 
@@ -52,6 +90,7 @@ complete -c ckptlake -n '__fish_seen_subcommand_from push' -s q -l quiet -d 'Pri
 complete -c ckptlake -n '__fish_seen_subcommand_from push' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from push' -s h -l help -d 'Show this message and exit'
 complete -c ckptlake -n '__fish_seen_subcommand_from push' -F
+complete -c ckptlake -n '__fish_seen_subcommand_from push; and __ckptlake_arg 1 --step --metric --meta --alias --exclude --parent --relation --input --meta-file --shard --chunk-size --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake artifact)' -d 'ARTIFACT'
 
 # pull REF DEST [PATH]...
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l include -x -d 'Pull only files matching GLOB (repeatable; adds to any PATHs)'
@@ -73,6 +112,7 @@ complete -c ckptlake -n '__fish_seen_subcommand_from pull' -s q -l quiet -d 'Pri
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -s h -l help -d 'Show this message and exit'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -F
+complete -c ckptlake -n '__fish_seen_subcommand_from pull; and __ckptlake_arg 0 --include --exclude --reference --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'REF'
 
 # ls ARTIFACT|REF PATH
 complete -c ckptlake -n '__fish_seen_subcommand_from ls' -l pending -d 'List sharded steps not committed yet (of ARTIFACT, or of all artifacts): how many of WORLD ranks are in, and why not committed'
@@ -90,6 +130,7 @@ complete -c ckptlake -n '__fish_seen_subcommand_from ls' -l json -d 'Print exact
 complete -c ckptlake -n '__fish_seen_subcommand_from ls' -s q -l quiet -d 'Print nothing but errors'
 complete -c ckptlake -n '__fish_seen_subcommand_from ls' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from ls' -s h -l help -d 'Show this message and exit'
+complete -c ckptlake -n '__fish_seen_subcommand_from ls; and __ckptlake_arg 0 --where --sort --limit --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'ARTIFACT|REF'
 
 # alias REF NAME
 complete -c ckptlake -n '__fish_seen_subcommand_from alias' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
@@ -101,6 +142,7 @@ complete -c ckptlake -n '__fish_seen_subcommand_from alias' -l json -d 'Print ex
 complete -c ckptlake -n '__fish_seen_subcommand_from alias' -s q -l quiet -d 'Print nothing but errors'
 complete -c ckptlake -n '__fish_seen_subcommand_from alias' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from alias' -s h -l help -d 'Show this message and exit'
+complete -c ckptlake -n '__fish_seen_subcommand_from alias; and __ckptlake_arg 0 --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'REF'
 
 # show REF
 complete -c ckptlake -n '__fish_seen_subcommand_from show' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
@@ -112,6 +154,7 @@ complete -c ckptlake -n '__fish_seen_subcommand_from show' -l json -d 'Print exa
 complete -c ckptlake -n '__fish_seen_subcommand_from show' -s q -l quiet -d 'Print nothing but errors'
 complete -c ckptlake -n '__fish_seen_subcommand_from show' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from show' -s h -l help -d 'Show this message and exit'
+complete -c ckptlake -n '__fish_seen_subcommand_from show; and __ckptlake_arg 0 --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'REF'
 
 # cat REF PATH
 complete -c ckptlake -n '__fish_seen_subcommand_from cat' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
@@ -122,6 +165,7 @@ complete -c ckptlake -n '__fish_seen_subcommand_from cat' -l config -r -F -d 'Co
 complete -c ckptlake -n '__fish_seen_subcommand_from cat' -s q -l quiet -d 'Print nothing but errors'
 complete -c ckptlake -n '__fish_seen_subcommand_from cat' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from cat' -s h -l help -d 'Show this message and exit'
+complete -c ckptlake -n '__fish_seen_subcommand_from cat; and __ckptlake_arg 0 --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'REF'
 
 # lineage REF
 complete -c ckptlake -n '__fish_seen_subcommand_from lineage' -l up -d 'Ancestors: parents, their parents, ... and inputs (the default)'
@@ -138,6 +182,7 @@ complete -c ckptlake -n '__fish_seen_subcommand_from lineage' -l json -d 'Print 
 complete -c ckptlake -n '__fish_seen_subcommand_from lineage' -s q -l quiet -d 'Print nothing but errors'
 complete -c ckptlake -n '__fish_seen_subcommand_from lineage' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from lineage' -s h -l help -d 'Show this message and exit'
+complete -c ckptlake -n '__fish_seen_subcommand_from lineage; and __ckptlake_arg 0 --depth --format -f --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'REF'
 
 # diff A B
 complete -c ckptlake -n '__fish_seen_subcommand_from diff' -l values -d 'Download the changed tensors (only those) and compare their values (needs numpy)'
@@ -154,6 +199,8 @@ complete -c ckptlake -n '__fish_seen_subcommand_from diff' -l json -d 'Print exa
 complete -c ckptlake -n '__fish_seen_subcommand_from diff' -s q -l quiet -d 'Print nothing but errors'
 complete -c ckptlake -n '__fish_seen_subcommand_from diff' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from diff' -s h -l help -d 'Show this message and exit'
+complete -c ckptlake -n '__fish_seen_subcommand_from diff; and __ckptlake_arg 0 --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'A'
+complete -c ckptlake -n '__fish_seen_subcommand_from diff; and __ckptlake_arg 1 --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'B'
 
 # watch DIR ARTIFACT
 complete -c ckptlake -n '__fish_seen_subcommand_from watch' -l pattern -x -d 'Names of checkpoint entries in DIR'
@@ -177,6 +224,7 @@ complete -c ckptlake -n '__fish_seen_subcommand_from watch' -s q -l quiet -d 'Pr
 complete -c ckptlake -n '__fish_seen_subcommand_from watch' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from watch' -s h -l help -d 'Show this message and exit'
 complete -c ckptlake -n '__fish_seen_subcommand_from watch' -F
+complete -c ckptlake -n '__fish_seen_subcommand_from watch; and __ckptlake_arg 1 --pattern --step-regex --marker --settle --drain --keep-local --poll --chunk-size --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake artifact)' -d 'ARTIFACT'
 
 # gc 
 complete -c ckptlake -n '__fish_seen_subcommand_from gc' -l dry-run -d 'Print the plan and change nothing'
@@ -193,6 +241,20 @@ complete -c ckptlake -n '__fish_seen_subcommand_from gc' -s q -l quiet -d 'Print
 complete -c ckptlake -n '__fish_seen_subcommand_from gc' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from gc' -s h -l help -d 'Show this message and exit'
 
+# du PREFIX
+complete -c ckptlake -n '__fish_seen_subcommand_from du' -l versions -d 'Also one row per version (its exclusive bytes: chunks no other version references)'
+complete -c ckptlake -n '__fish_seen_subcommand_from du' -l sort -x -d 'stored, exclusive or logical (largest first), or name'
+complete -c ckptlake -n '__fish_seen_subcommand_from du' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
+complete -c ckptlake -n '__fish_seen_subcommand_from du' -l endpoint-url -x -d 'S3 endpoint for S3-compatible stores (MinIO, SeaweedFS, R2, ...)'
+complete -c ckptlake -n '__fish_seen_subcommand_from du' -l profile -x -d 'AWS credentials profile to use'
+complete -c ckptlake -n '__fish_seen_subcommand_from du' -l region -x -d 'Region of the bucket'
+complete -c ckptlake -n '__fish_seen_subcommand_from du' -l config -r -F -d 'Config file to read instead of the default search'
+complete -c ckptlake -n '__fish_seen_subcommand_from du' -l json -d 'Print exactly one JSON document on stdout (also for errors); no progress, no notes'
+complete -c ckptlake -n '__fish_seen_subcommand_from du' -s q -l quiet -d 'Print nothing but errors'
+complete -c ckptlake -n '__fish_seen_subcommand_from du' -l debug -d 'Print the traceback of errors on stderr'
+complete -c ckptlake -n '__fish_seen_subcommand_from du' -s h -l help -d 'Show this message and exit'
+complete -c ckptlake -n '__fish_seen_subcommand_from du; and __ckptlake_arg 0 --sort --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake artifact)' -d 'PREFIX'
+
 # verify ARTIFACT|REF
 complete -c ckptlake -n '__fish_seen_subcommand_from verify' -l read-data -d 'Download and re-hash every referenced chunk once'
 complete -c ckptlake -n '__fish_seen_subcommand_from verify' -l read-data-subset -x -d 'Download and re-hash a reproducible subset of the chunks: N percent, or part N of M'
@@ -208,6 +270,7 @@ complete -c ckptlake -n '__fish_seen_subcommand_from verify' -l json -d 'Print e
 complete -c ckptlake -n '__fish_seen_subcommand_from verify' -s q -l quiet -d 'Print nothing but errors'
 complete -c ckptlake -n '__fish_seen_subcommand_from verify' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from verify' -s h -l help -d 'Show this message and exit'
+complete -c ckptlake -n '__fish_seen_subcommand_from verify; and __ckptlake_arg 0 --read-data-subset --seed --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'ARTIFACT|REF'
 
 # cache ACTION
 complete -c ckptlake -n '__fish_seen_subcommand_from cache' -l max-size -x -d 'prune: keep at most SIZE (e.g. 5GiB) instead of the cache\'s bound'

@@ -141,9 +141,15 @@ def test_fish_script_shape() -> None:
     text = (COMPLETIONS / "ckptlake.fish").read_text()
     assert "complete -c ckptlake -f" in text
     assert "complete -c ckptlake -n '__fish_seen_subcommand_from push' -F" in text
+    inside = False  # the helper functions (completion from the lake)
     for line in text.splitlines():
-        if line and not line.startswith("#"):
+        if line.startswith("function __ckptlake_"):
+            inside = True
+        elif line == "end" and inside:
+            inside = False
+        elif line and not line.startswith("#") and not inside:
             assert line.startswith("complete -c ckptlake "), line
+    assert not inside
 
 
 def test_module_prints_one_script(capsys: pytest.CaptureFixture[str]) -> None:

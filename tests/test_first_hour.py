@@ -124,7 +124,7 @@ def test_push_usage_line() -> None:
 @pytest.mark.parametrize("args", [
     ["ls"], ["ls", "p/r/ckpt"], ["pull", "p/r/ckpt", "{tmp}/dest"], ["show", "p/r/ckpt"],
     ["lineage", "p/r/ckpt"], ["diff", "p/r/ckpt@v1", "p/r/ckpt@v2"], ["gc", "--dry-run"],
-    ["alias", "p/r/ckpt@v1", "best"], ["verify"], ["cat", "p/r/ckpt", "a.bin"]])
+    ["alias", "p/r/ckpt@v1", "best"], ["verify"], ["cat", "p/r/ckpt", "a.bin"], ["du"]])
 def test_readers_refuse_a_location_without_a_lake(args: list[str], lake: str,
                                                   tmp_path: Path) -> None:
     typo = lake + "e"  # ./lakee for ./lake

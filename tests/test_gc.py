@@ -9,12 +9,13 @@ import random
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 from typer.testing import CliRunner
 
 from ckptlake.cli.app import app
+from ckptlake.core import digestset
 from ckptlake.core import gc as gcmod
 from ckptlake.core.gc import execute, plan_gc
 from ckptlake.core.push import commit_version
@@ -89,10 +90,21 @@ def chunk_keys(store: Store) -> set[str]:
 
 
 @pytest.fixture(params=["memory", "local"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+def store(request: pytest.FixtureRequest, tmp_path: Path,
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    """The in-memory store with gc's digest sets in memory; a local lake with them spilled to
+    disk after 2 digests (the path a lake of millions of chunks takes), in a scratch dir that
+    must be empty again after every test: gc removes its temporary files."""
     if request.param == "memory":
-        return MemoryStore()
-    return open_store("file://" + str(tmp_path / "lake"))
+        yield MemoryStore()
+        return
+    scratch = tmp_path / "gc-scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(gcmod, "SPILL_AT", 2)
+    monkeypatch.setattr(gcmod, "SCRATCH_DIR", str(scratch))
+    monkeypatch.setattr(digestset, "_BLOCK", 2)
+    yield open_store("file://" + str(tmp_path / "lake"))
+    assert list(scratch.iterdir()) == []
 
 
 @pytest.fixture
@@ -322,6 +334,39 @@ def test_sweep_never_deletes_with_a_listing_older_than_the_window(
     result = execute(store, plan_gc(store, p, now=later(4)()), now=later(4), clock=clock,
                      on_event=on_event)
     assert result.manifest_listings >= 2 and result.chunks_swept == 0
+    assert chunk_keys(store) >= doomed
+
+
+def test_a_sweep_batch_whose_lookups_outlast_the_window_is_asked_again(
+        lake: Lake, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """L can be on disk: if looking a batch up in it takes the listing past its budget, the
+    batch is looked up again after a fresh mark, which sees a push committed meanwhile."""
+    v = Versions(lake, tmp_path)
+    v.push(n=3)
+    p = policy(grace=3600, window=10)
+    execute(store, plan_gc(store, p))
+    execute(store, plan_gc(store, p, now=later(2)()), now=later(2))
+    doomed = chunk_keys(store) - live_chunks(store)
+    assert doomed
+    clock = FakeClock()
+    v1 = json.loads(store.get(layout.tombstone_key("p/ckpt", 1)))
+    files = tuple(FileEntry(path=f"c{i}", size=1, chunks=(ChunkRef(d, 1),))
+                  for i, d in enumerate(sorted(doomed)))
+    plan = plan_gc(store, p, now=later(4)())
+    real_contains = gcmod.DigestSet.__contains__
+    slow = [True]
+
+    def contains(self: Any, digest: object) -> bool:
+        if slow and slow.pop():  # the first lookup of the sweep: slow, and a push commits
+            commit_version(store, Manifest(artifact="p/ckpt", version=0, kind="dir",
+                                           hash="sha256", files=files, metrics=v1["metrics"]))
+            clock.t += 11
+        return real_contains(self, digest)
+
+    monkeypatch.setattr(gcmod.DigestSet, "__contains__", contains)
+    result = execute(store, plan, now=later(4), clock=clock)
+    assert result.manifest_listings >= 2 and result.chunks_swept == 0
+    assert result.chunks_rescued == len(doomed)
     assert chunk_keys(store) >= doomed
 
 
@@ -556,3 +601,101 @@ def test_plan_headings_count_versions_in_english() -> None:
     assert artifact_heading(one) == "a/b: kept whole (1 version): no retention rule matches"
     two = SimpleNamespace(**{**vars(one), "rule": "keep_last: 3", "rule_line": 4, "versions": 2})
     assert artifact_heading(two) == "a/b: nothing to delete (2 versions) under keep_last: 3, line 4"
+
+
+# ---- bounded memory: the on-disk digest sets --------------------------------------------------
+
+def _two_lakes(tmp_path: Path) -> list[tuple[Store, Versions]]:
+    """Two lakes with the same history: versions, aliases, an orphan, a pending record."""
+    out = []
+    for name in ("in-memory", "spilled"):
+        store = MemoryStore()
+        lake = Lake(store, chunk_size=MiB)
+        (tmp_path / name).mkdir()
+        v = Versions(lake, tmp_path / name, seed=7)
+        both = tmp_path / name / "both"  # one chunk the deletions of two artifacts free
+        both.mkdir()
+        (both / "both.bin").write_bytes(random.Random(3).randbytes(MiB))
+        lake.push(both, "p/ckpt")
+        v.push(n=6)
+        lake.push(both, "q/ckpt")
+        v.push("q/ckpt", n=4)
+        lake.alias("p/ckpt@v2", "prod")
+        store.put(layout.chunk_key(hashlib.sha256(b"orphan").hexdigest()), b"orphan")
+        out.append((store, v))
+    return out
+
+
+def _timeless(doc: Any) -> Any:
+    """A plan without its times (the two lakes were pushed moments apart)."""
+    if isinstance(doc, dict):
+        return {k: _timeless(v) for k, v in doc.items()
+                if k not in ("now", "freed_after", "created", "age_seconds")}
+    if isinstance(doc, list):
+        return [_timeless(x) for x in doc]
+    return doc
+
+
+def test_spilled_digest_sets_give_exactly_the_in_memory_plan_and_result(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (mem_store, _), (disk_store, disk_v) = _two_lakes(tmp_path)
+    p = policy(grace=3600)
+    spills: list[int] = []
+    real_spill = gcmod.DigestSet._spill
+
+    def counting_spill(self: Any) -> None:
+        spills.append(1)
+        real_spill(self)
+
+    def run(store: Store, spill_at: int) -> tuple[list[dict], list[dict], set[str]]:
+        monkeypatch.setattr(gcmod, "SPILL_AT", spill_at)
+        plans, results = [], []
+        for hours in (0, 2, 4):  # retention; condemn; sweep the ripe record
+            plan = plan_gc(store, p, now=later(hours)())
+            plans.append(_timeless(plan.to_dict()))
+            r = execute(store, plan, now=later(hours)).to_dict()
+            r.pop("seconds")
+            results.append(r)
+        return plans, results, {o.key for o in store.list("")
+                                if layout.parse_chunk_key(o.key) or layout.parse_version_key(o.key)
+                                or layout.parse_tombstone_key(o.key)}
+
+    mem = run(mem_store, 1_000_000)
+    assert not spills
+    monkeypatch.setattr(digestset, "_BLOCK", 3)
+    monkeypatch.setattr(gcmod.DigestSet, "_spill", counting_spill)
+    disk = run(disk_store, 2)
+    assert len(spills) > 10, "the small limit made gc spill"
+    assert mem[0] == disk[0] and mem[1] == disk[1]
+    assert mem[2] == disk[2], "the same chunks, manifests and tombstones are left"
+    assert sum(r["chunks_swept"] for r in disk[1]) > 0
+    assert mem[0][0]["artifacts"][0]["bytes_freed"] > mem[0][0]["artifacts"][1]["bytes_freed"]
+    for version in (2, 6, 7):
+        disk_v.check_pull("p/ckpt", version)
+
+
+def test_gc_removes_its_temporary_files_when_it_fails(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    store = MemoryStore()
+    Versions(Lake(store, chunk_size=MiB), tmp_path).push(n=4)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(gcmod, "SPILL_AT", 2)
+    monkeypatch.setattr(gcmod, "SCRATCH_DIR", str(scratch))
+    seen: list[list[str]] = []
+    real_list = store.list
+
+    def failing_list(prefix: str = "", **kw: Any) -> Any:
+        if prefix in ("", layout.CHUNKS_PREFIX):  # plan's full listing; execute's condemn
+            seen.append([p.name for p in scratch.iterdir()])
+            raise NotFound("the listing failed")
+        return real_list(prefix, **kw)
+
+    plan = plan_gc(store, policy())
+    monkeypatch.setattr(store, "list", failing_list)
+    with pytest.raises(NotFound):
+        plan_gc(store, policy())
+    with pytest.raises(NotFound):
+        execute(store, plan)
+    assert len(seen) == 2 and all(seen), "spill files existed when the listing failed"
+    assert list(scratch.iterdir()) == []

@@ -12,6 +12,9 @@ Each pusher owns one artifact and the policy keeps its two newest versions, so a
 version cannot be deleted until that pusher pushes twice more: it pulls and checks every
 version it committed right away, and at the end every survivor is checked again.  (With the
 guard replaced by a plain commit this test fails: versions lose swept chunks.)
+
+gc runs with its per-chunk digest sets spilled to disk after a few digests (SPILL_AT), the path
+a lake of millions of chunks takes; the in-memory path races in test_gc_acceptance's CLI runs.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from ckptlake.core import catalog, clock
+from ckptlake.core import gc as gcmod
 from ckptlake.core import push as pushmod
 from ckptlake.core.gc import execute, plan_gc
 from ckptlake.core.gc_guard import guard_commit
@@ -89,8 +93,12 @@ def check(lake: Lake, artifact: str, version: int, src: Path, dest: Path) -> Non
         assert (dest / f.name).read_bytes() == f.read_bytes(), f"{artifact}@v{version}/{f.name}"
 
 
-def test_pushes_and_gc_passes_race_and_every_survivor_is_whole(s3_lake_url: str,
-                                                                tmp_path: Path) -> None:
+def test_pushes_and_gc_passes_race_and_every_survivor_is_whole(
+        s3_lake_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    scratch = tmp_path / "gc-scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(gcmod, "SPILL_AT", 8)
+    monkeypatch.setattr(gcmod, "SCRATCH_DIR", str(scratch))
     sources = make_sources(tmp_path / "sources", SOURCES)
     store = open_store(s3_lake_url, max_connections=32)
     deadline = time.monotonic() + RUN_SECONDS
@@ -159,3 +167,4 @@ def test_pushes_and_gc_passes_race_and_every_survivor_is_whole(s3_lake_url: str,
         with pytest.raises(NotFound, match="deleted by gc"):
             catalog.load_manifest(store, artifact, n)
     store.close()
+    assert list(scratch.iterdir()) == [], "gc removed its temporary files"

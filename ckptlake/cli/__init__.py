@@ -3,5 +3,5 @@
 Only this package imports typer and rich.  `app.py` builds the app, one module per command
 (`push`, `pull`, `ls`, `alias`), `options.py` the shared options, `output.py` the one object that
 decides what goes to stdout and stderr, `progress.py` the progress renderer, `completions.py` the
-static shell completion scripts.
+shell completion scripts, `complete.py` what they ask the lake at TAB time.
 """

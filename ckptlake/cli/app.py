@@ -24,6 +24,7 @@ from . import alias as alias_cmd
 from . import cache as cache_cmd
 from . import cat as cat_cmd
 from . import diff as diff_cmd
+from . import du as du_cmd
 from . import gc as gc_cmd
 from . import lineage as lineage_cmd
 from . import ls as ls_cmd
@@ -38,9 +39,10 @@ from .options import (ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt, Profil
 from .output import EXIT_CODES_HELP, PROG, error_doc, one_line, redact, report_error
 
 COMPLETIONS_HELP = (
-    "Shell completions (static, no Python at TAB time): completions/ckptlake.bash, "
-    "completions/_ckptlake (zsh), completions/ckptlake.fish in the source tree, or generate "
-    "one with: python -m ckptlake.cli.completions --shell bash|zsh|fish")
+    "Shell completions: completions/ckptlake.bash, completions/_ckptlake (zsh), "
+    "completions/ckptlake.fish in the source tree, or generate one with: python -m "
+    "ckptlake.cli.completions --shell bash|zsh|fish.  Artifact names, aliases and @vN/@step=N "
+    "complete from the lake (cached for a few seconds, at most 1 s per TAB).")
 
 APP_HELP = "Versioned checkpoint and artifact lake on any S3-compatible bucket."
 APP_EPILOG = rich_escape("\n\n".join([
@@ -320,10 +322,19 @@ app.command("lineage", help=lineage_cmd.HELP, epilog=lineage_cmd.EPILOG)(lineage
 app.command("diff", help=diff_cmd.HELP, epilog=diff_cmd.EPILOG)(diff_cmd.diff)
 app.command("watch", help=watch_cmd.HELP, epilog=watch_cmd.EPILOG)(watch_cmd.watch)
 app.command("gc", help=gc_cmd.HELP, epilog=gc_cmd.EPILOG)(gc_cmd.gc)
+app.command("du", help=du_cmd.HELP, epilog=du_cmd.EPILOG)(du_cmd.du)
 app.command("verify", help=verify_cmd.HELP, epilog=verify_cmd.EPILOG)(verify_cmd.verify)
 app.command("cache", help=cache_cmd.HELP, epilog=cache_cmd.EPILOG)(cache_cmd.cache)
 
 
 def main() -> None:
     """Console-script entry point (`ckptlake`, `python -m ckptlake`)."""
+    if sys.argv[1:2] == ["__complete"]:  # the shell scripts, at TAB time (cli/complete.py)
+        import os
+
+        from .complete import main as complete
+
+        code = complete(sys.argv[2:])
+        # Not sys.exit: a lookup still waiting on a slow lake must not hold the shell.
+        os._exit(code)
     app(prog_name=PROG)

@@ -125,11 +125,27 @@ def command_tree(app: typer.Typer | None = None) -> tuple[Cmd, list[Cmd]]:
     return Cmd(name=PROG, help=_short_help(group.help), options=top_opts), subs
 
 
+def lake_kind(arg: Arg) -> str | None:
+    """'ref' for an argument naming a version (ARTIFACT@SELECTOR), 'artifact' for one naming
+    an artifact (or a prefix of names), None otherwise: these are completed from the lake by
+    `ckptlake __complete` (cli/complete.py), the rest statically."""
+    if arg.path:
+        return None
+    names = set(arg.metavar.split("|"))
+    if "REF" in names or arg.metavar in ("A", "B"):
+        return "ref"
+    if names & {"ARTIFACT", "PREFIX"}:
+        return "artifact"
+    return None
+
+
 def _header(comment: str, install: str) -> list[str]:
     return [
         f"{comment} {PROG} shell completion, generated from the CLI's command tree.",
         f"{comment} Do not edit: regenerate with `{REGEN}`.",
-        f"{comment} Static: completing never runs Python.  {install}",
+        f"{comment} Commands and options are static; artifact names, aliases and @vN/@step=N",
+        f"{comment} come from the lake (`{PROG} __complete`: cached a few seconds, time-boxed).",
+        f"{comment} {install}",
     ]
 
 
@@ -177,17 +193,47 @@ def bash_script(top: Cmd, subs: list[Cmd]) -> str:
         "    COMPREPLY=( $(compgen -d -- \"$1\") )",
         "}",
         "",
+        "# Artifact names, aliases and selectors ($1: ref or artifact) from the lake.  The word is",
+        "# taken from COMP_LINE whole (COMP_WORDBREAKS splits art@step=N at '@' and '='), and",
+        "# what bash treats as already typed is cut off the candidates.",
+        "_ckptlake_lake() {",
+        "    local word=\"$2\" keep",
+        "    if [[ -n \"${COMP_LINE-}\" ]]; then",
+        "        word=\"${COMP_LINE:0:COMP_POINT}\"",
+        "        word=\"${word##*[[:space:]]}\"",
+        "    fi",
+        "    keep=\"${word%\"${word##*[=:@]}\"}\"",
+        "    local IFS=$'\\n'",
+        "    COMPREPLY=( $(\"${COMP_WORDS[0]}\" __complete \"$1\" \"$word\" -- \"${COMP_WORDS[@]}\" 2>/dev/null) )",
+        "    COMPREPLY=( \"${COMPREPLY[@]#\"$keep\"}\" )",
+        "    if (( ${#COMPREPLY[@]} == 1 )) && [[ \"${COMPREPLY[0]}\" == */ ]]; then",
+        "        compopt -o nospace 2>/dev/null",
+        "    fi",
+        "}",
+        "",
         "# Sets npos to the number of positional words between the subcommand and the cursor,",
-        "# skipping options and the values of the options listed in $1.",
+        "# skipping options and the values of the options listed in $1.  Words come from",
+        "# COMP_LINE split at blanks: COMP_WORDS splits art@step=N at '@' and '='.",
         "_ckptlake_npos() {",
-        "    local valued=\" $1 \" w i skip=0",
+        "    local valued=\" $1 \" w i skip=0 start=0 cword",
+        "    local -a words",
+        "    if [[ -n \"${COMP_LINE-}\" ]]; then",
+        "        read -ra words <<< \"${COMP_LINE:0:COMP_POINT}\"",
+        "        [[ \"${COMP_LINE:0:COMP_POINT}\" == *[[:space:]] ]] && words+=(\"\")",
+        "    else",
+        "        words=( \"${COMP_WORDS[@]:0:COMP_CWORD+1}\" )",
+        "    fi",
+        "    cword=$(( ${#words[@]} - 1 ))",
+        "    for (( i = 1; i < cword; i++ )); do",
+        "        if [[ \"${words[i]}\" == \"$cmd\" ]]; then start=$i; break; fi",
+        "    done",
         "    npos=0",
-        "    for (( i = cmd_index + 1; i < COMP_CWORD; i++ )); do",
-        "        w=\"${COMP_WORDS[i]}\"",
+        "    for (( i = start + 1; i < cword; i++ )); do",
+        "        w=\"${words[i]}\"",
         "        if [[ \"$w\" == \"=\" ]]; then skip=1; continue; fi",
         "        if (( skip )); then skip=0; continue; fi",
         "        case \"$w\" in",
-        "            --) (( npos += COMP_CWORD - i - 1 )); return ;;",
+        "            --) (( npos += cword - i - 1 )); return ;;",
         "            --*=*) ;;",
         "            -*) [[ \"$valued\" == *\" $w \"* ]] && skip=1 ;;",
         "            *) (( npos++ )) ;;",
@@ -234,11 +280,15 @@ def bash_script(top: Cmd, subs: list[Cmd]) -> str:
             "                return 0",
             "            fi",
         ]
-        path_args = [(i, a) for i, a in enumerate(cmd.args) if a.path]
+        path_args = [(i, a) for i, a in enumerate(cmd.args) if a.path or lake_kind(a)]
         if path_args:
             out.append(f"            _ckptlake_npos \"{_bash_words(valued)}\"")
             out.append("            case \"$npos\" in")
             for i, a in path_args:
+                if kind := lake_kind(a):
+                    out.append(f"                {i}) _ckptlake_lake {kind} \"$cur\" ;;  "
+                               f"# {a.metavar}")
+                    continue
                 fn = "_ckptlake_dirs" if a.path == "dir" else "_ckptlake_files"
                 out.append(f"                {i}) {fn} \"$cur\" ;;  # {a.metavar}")
             out.append("            esac")
@@ -300,10 +350,26 @@ def zsh_script(top: Cmd, subs: list[Cmd]) -> str:
     out += ["", "_ckptlake_commands() {", "  local -a commands", "  commands=("]
     out += [f"    '{_zq(c.name)}:{_zq(c.help)}'" for c in subs]
     out += ["  )", "  _describe -t commands 'ckptlake command' commands", "}", ""]
+    out += [
+        "# Artifact names, aliases and selectors (last argument: ref or artifact; _arguments",
+        "# puts its compadd options first) from the lake; 'dir/' levels get no space after them.",
+        "_ckptlake_lake() {",
+        "  local -a found dirs names",
+        "  found=( ${(f)\"$(ckptlake __complete ${@[-1]} \"$PREFIX\" -- ckptlake \"${words[@]}\" "
+        "2>/dev/null)\"} )",
+        "  dirs=( ${(M)found:#*/} )",
+        "  names=( ${found:#*/} )",
+        "  compadd \"${@[1,-2]}\" -Q -S '' -a dirs",
+        "  compadd \"${@[1,-2]}\" -Q -a names",
+        "}",
+        "",
+    ]
     for cmd in subs:
         specs = [_zsh_option(o) for o in cmd.options]
         for i, a in enumerate(cmd.args, start=1):
             completer = "_files -/" if a.path == "dir" else ("_files" if a.path else " ")
+            if kind := lake_kind(a):
+                completer = f"_ckptlake_lake {kind}"
             specs.append(f"'{i}:{_zmsg(a.metavar)}:{completer}'")
         out.append(f"_ckptlake_{cmd.name}() {{")
         out.append("  _arguments -s -S \\")
@@ -356,6 +422,43 @@ def _fish_option(cond: str, opt: Opt) -> str:
 def fish_script(top: Cmd, subs: list[Cmd]) -> str:
     out = _header("#", "Install: copy it to ~/.config/fish/completions/ckptlake.fish.")
     out += ["", f"complete -c {PROG} -f", ""]
+    out += [
+        "# Artifact names, aliases and selectors ($argv[1]: ref or artifact) from the lake.",
+        "function __ckptlake_lake",
+        "    set -l tokens (commandline -opc)",
+        "    ckptlake __complete $argv[1] (commandline -ct) -- $tokens 2>/dev/null",
+        "end",
+        "",
+        "# Whether the word being typed is positional number $argv[1] (from 0) after the",
+        "# subcommand; $argv[2..] are the subcommand's options that take a value.",
+        "function __ckptlake_arg",
+        "    set -l want $argv[1]",
+        "    set -l valued $argv[2..-1]",
+        "    set -l n 0",
+        "    set -l skip 0",
+        "    set -l seen 0",
+        "    for t in (commandline -opc)[2..-1]",
+        "        if test $seen = 0",
+        "            string match -q -- '-*' $t; or set seen 1",
+        "            continue",
+        "        end",
+        "        if test $skip = 1",
+        "            set skip 0",
+        "            continue",
+        "        end",
+        "        switch $t",
+        "            case '--*=*'",
+        "            case '-*'",
+        "                contains -- $t $valued; and set skip 1",
+        "            case '*'",
+        "                set n (math $n + 1)",
+        "        end",
+        "    end",
+        "    string match -q -- '-*' (commandline -ct); and return 1",
+        "    test $n = $want",
+        "end",
+        "",
+    ]
     out += [_fish_option("__fish_use_subcommand", o) for o in top.options]
     out += [f"complete -c {PROG} -n {_fq('__fish_use_subcommand')} -a {_fq(c.name)} "
             f"-d {_fq(c.help)}" for c in subs]
@@ -365,6 +468,12 @@ def fish_script(top: Cmd, subs: list[Cmd]) -> str:
         out += [_fish_option(cond, o) for o in cmd.options]
         if any(a.path for a in cmd.args):
             out.append(f"complete -c {PROG} -n {_fq(cond)} -F")
+        valued = " ".join(n for o in cmd.options if o.takes_value for n in (*o.long, *o.short))
+        for i, a in enumerate(cmd.args):
+            if kind := lake_kind(a):
+                at = f"{cond}; and __ckptlake_arg {i} {valued}".rstrip()
+                out.append(f"complete -c {PROG} -n {_fq(at)} -a {_fq(f'(__ckptlake_lake {kind})')}"
+                           f" -d {_fq(a.metavar)}")
     out.append("")
     return "\n".join(out)
 

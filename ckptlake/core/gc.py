@@ -24,10 +24,13 @@ gc deletes only what the lake's format owns (format/layout.is_lake_key): chunk k
 manifests the plan named, its own records.  Anything else under the prefix is reported in the
 plan, never deleted.
 
-Memory: the sets of digests (L, the survivors' and the deleted versions' chunks, the chunks of
-unswept records) hold 32-byte digests as bytes, about 100-150 bytes per distinct chunk in
-CPython: ~150 MB for a lake of 1M chunks.  Every listing is paged; nothing else grows with the
-lake except the per-artifact manifests being decided (one artifact at a time).
+Memory is bounded (docs/gc-at-scale.md): every per-chunk structure -- L, the survivors' and
+the deleted versions' chunks, the chunks of unswept records, the digests of the versions being
+decided -- is a core.digestset structure that keeps at most SPILL_AT digests in memory and
+spills sorted runs to a private temporary directory beyond that, removed when gc returns or
+fails.  Records are held as key and dates; their chunk lists are read again when swept.
+Every listing is paged; what still grows with the lake is per *version* (the listing of
+manifests, the plan's VersionPlans), not per chunk.
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..errors import (IntegrityError, NotFound, PreconditionFailed, TransferError,
                       TransientError, UsageError)
@@ -50,7 +53,8 @@ from ..transfer.pool import bounded_map
 from . import clock as _clock
 from . import tombstones as tombs
 from .catalog import aliases as read_aliases
-from .gc_guard import RECORD_FORMAT, GcSettings, Record, read_records
+from .digestset import DEFAULT_MEMORY_LIMIT, DigestMap, DigestSet, Spool
+from .gc_guard import RECORD_FORMAT, GcSettings, Record, decode_record, record_keys
 from .identity import iso, user_at_host, utcnow
 
 GB = 1 << 30
@@ -58,8 +62,14 @@ DELETE_BATCH = 1000  # DeleteObjects' limit
 RECORD_MAX_CHUNKS = 100_000
 FOREIGN_SHOWN = 50
 _META_WORKERS = 16
+_RECORD_WORKERS = 4  # a record is up to ~7 MB of JSON: few in flight
 _REMARK_ATTEMPTS = 3
 _DELETE_ATTEMPTS = 5
+# Digests each per-chunk structure keeps in memory before it spills a sorted run to disk, and
+# where (None: the system's temporary directory).  Tests set a tiny SPILL_AT so that the
+# on-disk path runs on small lakes.
+SPILL_AT = DEFAULT_MEMORY_LIMIT
+SCRATCH_DIR: str | None = None
 
 Event = Callable[[str], None]
 
@@ -76,7 +86,32 @@ class _Read:
     facts: VersionFacts
     total_bytes: int
     files: int
-    digests: frozenset[bytes]
+    digests: tuple[int, int] = (0, 0)  # where the chunks it references are in the Spool
+
+
+class _Scratch:
+    """The spilling per-chunk structures of one plan or run: closed together, which removes
+    their files, when the plan or run ends -- failed or not."""
+
+    def __init__(self) -> None:
+        self._open: list[DigestSet | Spool] = []
+
+    def set(self) -> DigestSet:
+        self._open.append(DigestSet(SPILL_AT, directory=SCRATCH_DIR))
+        return self._open[-1]  # type: ignore[return-value]
+
+    def map(self) -> DigestMap:
+        self._open.append(DigestMap(SPILL_AT, directory=SCRATCH_DIR))
+        return self._open[-1]  # type: ignore[return-value]
+
+    def spool(self) -> Spool:
+        self._open.append(Spool(SPILL_AT, directory=SCRATCH_DIR))
+        return self._open[-1]  # type: ignore[return-value]
+
+    def close(self) -> None:
+        for item in self._open:
+            item.close()
+        self._open = []
 
 
 def _digests_of(raw: Any, key: str) -> set[bytes]:
@@ -110,7 +145,8 @@ def _load_json(store: Store, key: str) -> Any | None:
     return raw
 
 
-def _read_version(store: Store, artifact: str, number: int) -> _Read | None:
+def _read_version(store: Store, artifact: str, number: int
+                  ) -> tuple[_Read, set[bytes]] | None:
     key = layout.version_key(artifact, number)
     raw = _load_json(store, key)
     if raw is None:
@@ -131,7 +167,7 @@ def _read_version(store: Store, artifact: str, number: int) -> _Read | None:
                          else None, created=created,
                          metrics={k: v for k, v in metrics.items()
                                   if isinstance(v, (int, float)) and not isinstance(v, bool)})
-    return _Read(facts, total, len(files), frozenset(_digests_of(raw, key)))
+    return _Read(facts, total, len(files)), _digests_of(raw, key)
 
 
 class _Listing:
@@ -168,13 +204,13 @@ class _ShardRoots:
     A step stops being a root once its claim says `committed` with version N *and* the same
     listing showed N's manifest (then the manifest is the root) or N's tombstone (then gc
     deleted the version on purpose).  Records are immutable and committed steps stay
-    committed, so both are cached across re-marks.
+    committed, and L only grows: a record read once is not read (nor yielded) again.
     """
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.done: set[tuple[str, int]] = set()
-        self.cache: dict[str, frozenset[bytes]] = {}
+        self.seen: set[str] = set()
 
     def _committed_version(self, artifact: str, step: int) -> int | None:
         raw = _load_json_any(self.store, layout.shard_claim_key(artifact, step))
@@ -183,20 +219,21 @@ class _ShardRoots:
             return raw["version"]
         return None
 
-    def _record(self, key: str) -> frozenset[bytes]:
-        if key not in self.cache:
-            raw = _load_json_any(self.store, key)
-            if raw is None:
-                return frozenset()  # removed meanwhile
-            if not isinstance(raw, dict) or not isinstance(raw.get("manifest"), dict):
-                raise IntegrityError(f"gc cannot read the shard record {key}",
-                                     hint="gc deletes nothing while a shard record is "
-                                          "unreadable; fix or remove it")
-            self.cache[key] = frozenset(_digests_of(raw["manifest"], key))
-        return self.cache[key]
+    def _record(self, key: str) -> set[bytes]:
+        if key in self.seen:
+            return set()
+        raw = _load_json_any(self.store, key)
+        if raw is None:
+            return set()  # removed meanwhile
+        if not isinstance(raw, dict) or not isinstance(raw.get("manifest"), dict):
+            raise IntegrityError(f"gc cannot read the shard record {key}",
+                                 hint="gc deletes nothing while a shard record is "
+                                      "unreadable; fix or remove it")
+        self.seen.add(key)
+        return _digests_of(raw["manifest"], key)
 
-    def digests(self, listing: _Listing) -> set[bytes]:
-        out: set[bytes] = set()
+    def digests(self, listing: _Listing) -> Iterator[bytes]:
+        """The chunks of the root shard records not yielded before (L only grows)."""
         for (artifact, step), keys in listing.shard_records.items():
             if (artifact, step) in self.done:
                 continue
@@ -207,8 +244,7 @@ class _ShardRoots:
                     self.done.add((artifact, step))
                     continue
             for key in keys:
-                out.update(self._record(key))
-        return out
+                yield from self._record(key)
 
 
 def _load_json_any(store: Store, key: str) -> Any | None:
@@ -220,6 +256,36 @@ def _load_json_any(store: Store, key: str) -> Any | None:
         return json.loads(data)
     except (UnicodeDecodeError, ValueError, RecursionError):
         return "unreadable"
+
+
+@dataclass(frozen=True)
+class _RecordRef:
+    """A condemnation record without its chunk list (up to 100,000 digests): gc reads that
+    again when it sweeps the record."""
+
+    key: str
+    created: datetime
+    swept_at: datetime | None
+
+
+def _stream_records(store: Store) -> Iterator[Record | str]:
+    """Each readable condemnation record, or the key of a malformed one, a few at a time so
+    that gc never holds every record's chunk list at once.  A record deleted between list and
+    get is skipped (records are removed only long after their sweep)."""
+    def read(key: str) -> Record | str | None:
+        try:
+            data, etag = store.get_with_etag(key)
+        except NotFound:
+            return None
+        try:
+            return decode_record(key, data, etag)
+        except IntegrityError:
+            return key
+
+    for got in bounded_map(read, record_keys(store), workers=_RECORD_WORKERS,
+                           name="ckptlake-gc"):
+        if got is not None:
+            yield got
 
 
 # ---- the plan ----------------------------------------------------------------------------
@@ -305,7 +371,15 @@ def plan_gc(store: Store, policy: RetentionPolicy, *, now: datetime | None = Non
             match: str | None = None) -> GcPlan:
     """What gc would do now, and why.  Reads only; raises ConfigError for a keep_best metric
     that no matched version has (naming the policy line)."""
-    now = now or utcnow()
+    scratch = _Scratch()
+    try:
+        return _plan(store, policy, now or utcnow(), match, scratch)
+    finally:
+        scratch.close()
+
+
+def _plan(store: Store, policy: RetentionPolicy, now: datetime, match: str | None,
+          scratch: _Scratch) -> GcPlan:
     settings = settings_of(policy)
     grace = timedelta(seconds=settings.grace_period)
     plan = GcPlan(lake=store.url, policy_source=policy.source, now=now, match=match,
@@ -319,13 +393,20 @@ def plan_gc(store: Store, policy: RetentionPolicy, *, now: datetime | None = Non
     for artifact, n in listing.versions:
         numbers.setdefault(artifact, []).append(n)
     manifest_sizes = listing.versions
-    survivors: set[bytes] = _ShardRoots(store).digests(listing)
-    doomed: dict[bytes, int] = {}  # digest -> index of the artifact plan
+    survivors = scratch.set()
+    survivors.update(_ShardRoots(store).digests(listing))
+    doomed = scratch.map()  # digest -> index of the (first) artifact plan whose deletions free it
+    spool = scratch.spool()  # the chunks of the versions of the artifact being decided
     metric_seen: dict[int, bool] = {}
     for artifact in sorted(numbers):
-        reads = [r for r in bounded_map(lambda n: _read_version(store, artifact, n),
-                                        sorted(numbers[artifact]), workers=_META_WORKERS,
-                                        name="ckptlake-gc") if r is not None]
+        spool.reset()
+        reads = []
+        for got in bounded_map(lambda n: _read_version(store, artifact, n),
+                               sorted(numbers[artifact]), workers=_META_WORKERS,
+                               name="ckptlake-gc"):
+            if got is not None:
+                r, digests = got
+                reads.append(_Read(r.facts, r.total_bytes, r.files, spool.append(digests)))
         if not reads:
             continue
         reads.sort(key=lambda r: r.facts.version)
@@ -333,7 +414,7 @@ def plan_gc(store: Store, policy: RetentionPolicy, *, now: datetime | None = Non
         considered = match is None or fnmatch.fnmatchcase(artifact, match)
         if not considered:
             for r in reads:
-                survivors.update(r.digests)
+                survivors.update(spool.read(r.digests))
             continue
         rule = policy.rule_for(artifact)
         if rule is not None and rule.keep_best is not None:
@@ -350,10 +431,10 @@ def plan_gc(store: Store, policy: RetentionPolicy, *, now: datetime | None = Non
         by_version = {d.version: d for d in decisions}
         for r in reads:
             if by_version[r.facts.version].keep:
-                survivors.update(r.digests)
+                survivors.update(spool.read(r.digests))
             else:
-                for d in r.digests:
-                    doomed.setdefault(d, index)
+                for d in spool.read(r.digests):
+                    doomed.add(d, index)
                 plan.versions_deleted += 1
                 # The manifest goes, a tombstone (a few hundred bytes, not counted) comes.
                 plan.footprint_after.bytes -= manifest_sizes.get((artifact, r.facts.version), 0)
@@ -364,18 +445,19 @@ def plan_gc(store: Store, policy: RetentionPolicy, *, now: datetime | None = Non
                 f"{rule.keep_best.metric!r}", f"retention.rules[{rule.index}].keep_best.metric",
                 "check the metric names with: ckptlake ls ARTIFACT")
 
-    # 2. Condemnation records.
-    records, bad = read_records(store, lenient=True)
-    plan.records = len(records)
-    plan.unreadable_records = bad
-    ripe: set[bytes] = set()
-    waiting: set[bytes] = set()
-    for rec in records:
+    # 2. Condemnation records.  (A chunk in a ripe and a waiting record counts as ripe: the
+    # listing below asks `ripe` first.)
+    ripe, waiting = scratch.set(), scratch.set()
+    for rec in _stream_records(store):
+        if isinstance(rec, str):
+            plan.unreadable_records.append(rec)
+            continue
+        plan.records += 1
         if rec.swept_at is not None:
             continue
         target = ripe if rec.created <= now - grace else waiting
         target.update(bytes.fromhex(d) for d in rec.chunks)
-    waiting -= ripe
+    plan.unreadable_records.sort()
 
     # 3. One listing of everything: chunks by fate, the footprint, foreign objects.
     per_artifact = [0] * len(plan.artifacts)
@@ -398,9 +480,9 @@ def plan_gc(store: Store, policy: RetentionPolicy, *, now: datetime | None = Non
             plan.condemned_ripe.add(info.size)
         elif b in waiting:
             plan.condemned_waiting.add(info.size)
-        elif b in doomed:
+        elif (owner := doomed.get(b)) is not None:
             plan.freed_by_versions.add(info.size)
-            per_artifact[doomed[b]] += info.size
+            per_artifact[owner] += info.size
         elif info.modified <= now - grace:
             plan.garbage.add(info.size)
         else:
@@ -491,9 +573,9 @@ class _Marker:
     not read yet.  Chunks of manifests deleted since stay in L: that only keeps more.
     """
 
-    def __init__(self, store: Store, clock: Callable[[], float]) -> None:
+    def __init__(self, store: Store, clock: Callable[[], float], scratch: _Scratch) -> None:
         self.store, self.clock = store, clock
-        self.live: set[bytes] = set()
+        self.live = scratch.set()
         self.read: set[tuple[str, int]] = set()
         self.shards = _ShardRoots(store)
         self.started: float | None = None
@@ -512,6 +594,9 @@ class _Marker:
         for got in bounded_map(digests, new, workers=_META_WORKERS, name="ckptlake-gc"):
             self.live.update(got)
         self.live.update(self.shards.digests(listing))
+        # Merge spilled runs now, not at the first lookup of a sweep batch: the time it takes
+        # counts against sweep_window either way, and _fresh() must see it.
+        self.live.compact()
         self.read.update(listing.versions)
         self.started, self.started_wall = started, started_wall
         self.listings += 1
@@ -539,7 +624,9 @@ class _Execution:
         self.now, self.clock = now, clock
         self.event = on_event or (lambda name: None)
         self.result = GcResult()
-        self.marker = _Marker(store, clock)
+        self.scratch = _Scratch()
+        self.marker = _Marker(store, clock, self.scratch)
+        self.pending = self.scratch.set()  # the chunks of unswept records (read before the mark)
         self.raw = _unretried(store)
         self.batch_seconds = 0.0
 
@@ -602,6 +689,21 @@ class _Execution:
         self.result.versions_deleted += [f"{ap.artifact}@v{n}" for n in doomed]
         self.event("retention.artifact")
 
+    # -- records
+    def read_records(self) -> tuple[list[_RecordRef], list[str]]:
+        """The records (without their chunk lists) and the keys of malformed ones; the chunks
+        of the unswept ones go into `pending`."""
+        refs, bad = [], []
+        for rec in _stream_records(self.store):
+            if isinstance(rec, str):
+                bad.append(rec)
+                continue
+            refs.append(_RecordRef(rec.key, rec.created, rec.swept_at))
+            if rec.swept_at is None:
+                self.pending.update(bytes.fromhex(d) for d in rec.chunks)
+        refs.sort(key=lambda r: r.key)
+        return refs, sorted(bad)
+
     # -- 2. mark
     def mark(self) -> None:
         self.marker.mark()
@@ -622,7 +724,7 @@ class _Execution:
                 hint="raise retention.sweep_window (pushers read it from gc/settings.json)")
 
     # -- 3. sweep
-    def sweep(self, records: list[Record], *, force_mark_after: float | None = None) -> None:
+    def sweep(self, records: list[_RecordRef], *, force_mark_after: float | None = None) -> None:
         now = self.now()
         grace = timedelta(seconds=self.settings.grace_period)
         for rec in records:
@@ -631,7 +733,20 @@ class _Execution:
             self._sweep_record(rec)
         self.event("sweep.done")
 
-    def _sweep_record(self, rec: Record) -> None:
+    def _sweep_record(self, ref: _RecordRef) -> None:
+        # The record as read before the mark, but for swept_at: records are written once
+        # (create-if-absent, random key) and only ever rewritten to add swept_at.
+        try:
+            data, etag = self.store.get_with_etag(ref.key)
+        except NotFound:
+            return  # removed meanwhile (by another gc, long after a sweep)
+        try:
+            rec = decode_record(ref.key, data, etag)
+        except IntegrityError:
+            self.result.warnings.append(f"{ref.key} is malformed: not swept, not removed")
+            return
+        if rec.swept_at is not None:
+            return  # another gc swept it meanwhile
         sizes = dict(zip(rec.chunks, rec.sizes))
         chunks = list(rec.chunks)
         for i in range(0, len(chunks), DELETE_BATCH):
@@ -653,6 +768,9 @@ class _Execution:
             if not doomed:
                 self.result.chunks_rescued += len(batch)
                 return
+            if self.marker.age() > self.settings.sweep_window - max(
+                    0.25 * self.settings.sweep_window, 2 * self.batch_seconds):
+                continue  # the lookups took long (a slow disk?): fresh listing, ask again
             listing_age = self.marker.age()
             t0 = self.clock()
             try:
@@ -674,8 +792,13 @@ class _Execution:
             self.result.chunks_swept += len(doomed)
             self.result.bytes_swept += sum(sizes.get(d, 0) for d in doomed)
             return
+        raise TransferError(
+            f"gc: could not delete a batch of chunks within retention.sweep_window "
+            f"({format_duration(self.settings.sweep_window)}) of a listing; nothing more was "
+            "deleted", hint="raise retention.sweep_window (pushers read it from "
+                            "gc/settings.json)")
 
-    def remove_old_records(self, records: list[Record]) -> None:
+    def remove_old_records(self, records: list[_RecordRef]) -> None:
         cutoff = self.now() - timedelta(seconds=self.settings.record_retention)
         old = [r.key for r in records if r.swept_at is not None and r.swept_at <= cutoff]
         if old:
@@ -683,13 +806,10 @@ class _Execution:
             self.result.records_removed += len(old)
 
     # -- 4. condemn
-    def condemn(self, records: list[Record]) -> list[Record]:
-        pending: set[bytes] = set()
-        for rec in records:
-            if rec.swept_at is None:
-                pending.update(bytes.fromhex(d) for d in rec.chunks)
+    def condemn(self) -> list[_RecordRef]:
+        pending = self.pending
         cutoff = self.now() - timedelta(seconds=self.settings.grace_period)
-        written: list[Record] = []
+        written: list[_RecordRef] = []
         batch: list[tuple[str, int]] = []
         for info in self.store.list(layout.CHUNKS_PREFIX):
             digest = layout.parse_chunk_key(info.key)
@@ -707,7 +827,7 @@ class _Execution:
         self.event("condemn.done")
         return written
 
-    def _write_record(self, batch: list[tuple[str, int]]) -> Record:
+    def _write_record(self, batch: list[tuple[str, int]]) -> _RecordRef:
         created = self.now()
         compact = created.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
         key = layout.condemned_key(compact, secrets.token_hex(8))
@@ -715,13 +835,12 @@ class _Execution:
                "created_by": user_at_host(), "grace_period": self.settings.grace_period,
                "chunks": [d for d, _ in batch], "sizes": [s for _, s in batch],
                "swept_at": None}
-        etag = self.store.put(key, json.dumps(raw, separators=(",", ":")).encode(),
-                              if_none_match=True)
+        self.store.put(key, json.dumps(raw, separators=(",", ":")).encode(),
+                       if_none_match=True)
         self.result.records_written += 1
         self.result.chunks_condemned += len(batch)
         self.event("condemn.record")
-        return Record(key=key, etag=etag, created=created, chunks=tuple(d for d, _ in batch),
-                      sizes=tuple(s for _, s in batch), swept_at=None, raw=raw)
+        return _RecordRef(key=key, created=created, swept_at=None)
 
     def abort_uploads(self) -> None:
         cutoff = self.now() - timedelta(seconds=self.settings.grace_period)
@@ -751,23 +870,27 @@ def execute(store: Store, plan: GcPlan, *, settings: GcSettings | None = None,
         raise UsageError(f"gc settings refused: {problem}",
                          hint="see retention: in ckptlake.example.yaml for the bounds")
     run = _Execution(store, plan, settings, now, clock, on_event)
-    run.publish_settings()
-    run.retention()
-    # Records first, then the mark: a record is swept only with a listing of the manifests that
-    # started after the record existed (else a push committing in between could miss it).
-    records, bad = read_records(store, lenient=True)
-    run.mark()
-    for key in bad:
-        run.result.warnings.append(f"{key} is malformed: not swept, not removed")
-    run.sweep(records)
-    run.remove_old_records(records)
-    fresh = run.condemn(records)
-    if fresh and settings.grace_period == 0:
-        # Ripe at once.  Sweep them with a listing that starts after they were written, so
-        # that a push committing meanwhile either is in L or finds the record (gc_guard).
-        run.marker.mark()
-        run.sweep(fresh)
-    run.abort_uploads()
+    try:
+        run.publish_settings()
+        run.retention()
+        # Records first, then the mark: a record is swept only with a listing of the manifests
+        # that started after the record existed (else a push committing in between could miss
+        # it).
+        records, bad = run.read_records()
+        run.mark()
+        for key in bad:
+            run.result.warnings.append(f"{key} is malformed: not swept, not removed")
+        run.sweep(records)
+        run.remove_old_records(records)
+        fresh = run.condemn()
+        if fresh and settings.grace_period == 0:
+            # Ripe at once.  Sweep them with a listing that starts after they were written, so
+            # that a push committing meanwhile either is in L or finds the record (gc_guard).
+            run.marker.mark()
+            run.sweep(fresh)
+        run.abort_uploads()
+    finally:
+        run.scratch.close()
     run.result.manifest_listings = run.marker.listings
     run.result.seconds = round(clock() - started, 3)
     run.event("done")
