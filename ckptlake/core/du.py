@@ -260,7 +260,7 @@ def disk_usage(store: Store, *, prefix: str = "", versions: bool = False,
     # Artifacts whose every version went meanwhile get no row; the index must still match.
     rows_by_name = {r.artifact: r for r in rows}
     rows = [rows_by_name.get(name) or DuArtifact(artifact=name) for name in names]
-    pending = _ShardRoots(store).digests(listing)
+    pending = set(_ShardRoots(store).digests(listing))  # an iterator, may repeat a digest
     owners.art_of.append(len(names))
     owners.reference(len(version_rows), len(names), pending)
 
@@ -388,9 +388,22 @@ def _ordered_map(fn: Callable[[T], R], items: list[T], *, workers: int) -> Itera
                 fut.cancel()
 
 
-def _read(store: Store, artifact: str, number: int):  # type: ignore[no-untyped-def]
+@dataclass(frozen=True)
+class _Version:
+    facts: Any
+    total_bytes: int
+    digests: frozenset[bytes]
+
+
+def _read(store: Store, artifact: str, number: int) -> _Version | None:
+    """gc's reader of a version's facts and chunk digests (without gc's spool: du keeps the
+    digests of the versions it has read ahead of the listing, bounded by _MAX_BUFFERED)."""
     try:
-        return _read_version(store, artifact, number)
+        got = _read_version(store, artifact, number)
+        if got is None:
+            return None
+        read, digests = got
+        return _Version(read.facts, read.total_bytes, frozenset(digests))
     except IntegrityError:
         raise IntegrityError(
             f"du cannot read {layout.version_key(artifact, number)}: not a readable manifest",
