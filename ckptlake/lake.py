@@ -97,12 +97,17 @@ class Lake:
         # Retries happen in the store's retry layer; route them to whoever is watching.
         self._watchers: set[Progress] = set()
         self._watch_lock = threading.Lock()
+        # Gets the retries no operation's `progress` is watching (listing, reading manifests):
+        # the CLI sets it so every command shows its retries, not only push and pull.
+        self.retry_listener: Progress | None = None
         if hasattr(store, "on_retry"):
             store.on_retry = self._report_retry  # type: ignore[attr-defined]
 
     def _report_retry(self, key: str, attempt: int, error: str, delay: float) -> None:
         with self._watch_lock:
             watchers = list(self._watchers)
+        if not watchers and self.retry_listener is not None:
+            watchers = [self.retry_listener]
         for progress in watchers:
             progress.retry(key=key, attempt=attempt, error=error, delay=delay)
 
@@ -116,6 +121,18 @@ class Lake:
         finally:
             with self._watch_lock:
                 self._watchers.discard(progress)
+
+    def exists(self) -> bool:
+        """Whether a lake is here: its header (written by the first push), or at least one
+        artifact of a lake whose header was lost.  Readers use it to tell "no lake at this
+        location" (a typo, most likely) from an empty lake."""
+        from .errors import NotFound
+
+        try:
+            self.store.stat(layout.HEADER_KEY)
+            return True
+        except NotFound:
+            return next(iter(self.store.list(layout.ARTIFACTS_PREFIX)), None) is not None
 
     def __repr__(self) -> str:
         return f"Lake({self.url!r})"
@@ -178,7 +195,8 @@ class Lake:
                                 parts=self.parts, observers=[tensors] if tensors else [],
                                 manifest_fields=fields)
         warnings = self._after_commit(artifact, result.version)
-        return dataclasses.replace(result, warnings=warnings) if warnings else result
+        return dataclasses.replace(result, warnings=[*result.warnings, *warnings]) \
+            if warnings else result
 
     def _after_commit(self, artifact: str, version: int) -> list[str]:
         """Write the indexes derived from the committed manifest (docs/format.md, "Indexes"):
@@ -642,4 +660,6 @@ def _retention(policy: "RetentionPolicy | str | Path | None") -> "RetentionPolic
 
     if isinstance(policy, RetentionPolicy):
         return policy
-    return load_retention(load_config(None if policy is None else os.fspath(policy)))
+    if policy is None:
+        return load_retention(load_config())
+    return load_retention(load_config(os.fspath(policy), origin="the policy argument"))

@@ -84,8 +84,12 @@ _ckptlake() {
     done
     case "$cmd" in
         "")
+            case "$prev" in
+                --config) _ckptlake_files "$cur"; return 0 ;;
+                --lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+            esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=( $(compgen -W "--version --help -h" -- "$cur") )
+                COMPREPLY=( $(compgen -W "--version --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
             else
                 COMPREPLY=( $(compgen -W "push pull ls alias show cat lineage diff watch gc du verify cache" -- "$cur") )
             fi

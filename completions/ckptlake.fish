@@ -42,6 +42,14 @@ function __ckptlake_arg
 end
 
 complete -c ckptlake -n '__fish_use_subcommand' -l version -d 'Print the version and exit'
+complete -c ckptlake -n '__fish_use_subcommand' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
+complete -c ckptlake -n '__fish_use_subcommand' -l endpoint-url -x -d 'S3 endpoint for S3-compatible stores (MinIO, SeaweedFS, R2, ...)'
+complete -c ckptlake -n '__fish_use_subcommand' -l profile -x -d 'AWS credentials profile to use'
+complete -c ckptlake -n '__fish_use_subcommand' -l region -x -d 'Region of the bucket'
+complete -c ckptlake -n '__fish_use_subcommand' -l config -r -F -d 'Config file to read instead of the default search'
+complete -c ckptlake -n '__fish_use_subcommand' -l json -d 'Print exactly one JSON document on stdout (also for errors); no progress, no notes'
+complete -c ckptlake -n '__fish_use_subcommand' -s q -l quiet -d 'Print nothing but errors'
+complete -c ckptlake -n '__fish_use_subcommand' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_use_subcommand' -s h -l help -d 'Show this message and exit'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'push' -d 'Upload SOURCE (a file or a directory) as the next version of ARTIFACT'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'pull' -d 'Restore the version REF resolves to into DEST, verifying every byte'

@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
+# editable_mode=compat: see scripts/test.sh
+.venv/bin/python -m pip install --quiet --disable-pip-version-check \
+    --config-settings editable_mode=compat -e .
 ck=.venv/bin/ckptlake
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -32,3 +34,15 @@ diff -r "$work/ckpt/step_1000" "$work/restore" && echo "restored bit-exact"
 head -c 16777216 /dev/urandom > "$work/ckpt/step_1000/optimizer.bin"
 $ck push "$work/ckpt/step_1000" demo/run-1/ckpt --step 2000 --metric loss=2.05 --alias best
 $ck ls demo/run-1/ckpt
+set +x
+# Say what the demo left behind, and how to remove it (the lake is the one `ckptlake` picks:
+# the embedded default unless --lake, $CKPTLAKE_LAKE or a config file says otherwise).
+lake=$($ck ls --json | .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["lake"])')
+echo
+echo "demo: ckptlake is installed in ./.venv: run .venv/bin/ckptlake, or 'source .venv/bin/activate'"
+echo "demo: the demo pushed demo/run-1/ckpt (80 MiB) into the lake $lake"
+case "$lake" in
+    file://*) dir=${lake#file://}
+        echo "demo: that lake now takes $(du -sh "$dir" | cut -f1) in $dir; if you pushed" \
+             "nothing else there, remove it with: rm -rf '$dir'" ;;
+esac

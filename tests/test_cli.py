@@ -85,6 +85,9 @@ class FakeLake:
         self._call("alias", ref, name)
         return AliasResult(artifact=ref.artifact, alias=name, version=2, previous=1)
 
+    def exists(self) -> bool:
+        return True
+
     def close(self) -> None:
         self.closed = True
 

@@ -107,6 +107,11 @@ def test_bash_completes_commands_options_and_paths(tmp_path: Path) -> None:
     assert _bash_complete(["ckptlake", "pull", "--lake", "x", "a/b", "ckpt_"], tmp_path) == \
         ["ckpt_dir"]
     assert _bash_complete(["ckptlake", "ls", "--config", "ckpt."], tmp_path) == ["ckpt.bin"]
+    # the lake and output options also go before the command
+    assert _bash_complete(["ckptlake", "--js"], tmp_path) == ["--json"]
+    assert _bash_complete(["ckptlake", "--config", "ckpt."], tmp_path) == ["ckpt.bin"]
+    assert _bash_complete(["ckptlake", "--lake", "p"], tmp_path) == []
+    assert _bash_complete(["ckptlake", "--json", "pu"], tmp_path) == ["push", "pull"]
 
 
 @pytest.mark.parametrize("shell,path", [("zsh", "_ckptlake"), ("fish", "ckptlake.fish")])

@@ -8,7 +8,7 @@ import typer
 from .help import epilog
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt)
-from .output import Output, alias_summary, open_lake
+from .output import Output, alias_summary, open_lake, require_lake
 
 HELP = ("Point alias NAME of the artifact at the version REF resolves to.\n\n"
         "The alias moves atomically: readers see the old or the new version, never neither.")
@@ -44,6 +44,7 @@ def alias(
         handle = open_lake(common)
         try:
             out.lake_line(handle)
+            require_lake(handle)
             result = handle.alias(parsed, name)
             out.result(result.to_dict(), alias_summary(result))
         finally:

@@ -17,7 +17,7 @@ import sys
 from typing import Annotated, Any, Sequence
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from .. import __version__
 from . import alias as alias_cmd
@@ -34,6 +34,8 @@ from . import show as show_cmd
 from . import verify as verify_cmd
 from . import watch as watch_cmd
 from .help import REF_EXAMPLES, REF_HELP, rich_escape
+from .options import (ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt, ProfileOpt, QuietOpt,
+                      RegionOpt)
 from .output import EXIT_CODES_HELP, PROG, error_doc, one_line, redact, report_error
 
 COMPLETIONS_HELP = (
@@ -45,7 +47,9 @@ COMPLETIONS_HELP = (
 APP_HELP = "Versioned checkpoint and artifact lake on any S3-compatible bucket."
 APP_EPILOG = rich_escape("\n\n".join([
     "Commands take --lake URL (or $CKPTLAKE_LAKE, or lake: in ckptlake.yaml); every command "
-    "prints which lake it uses and why on stderr.",
+    "prints which lake it uses and why on stderr.  The lake and output options go before or "
+    "after the command: 'ckptlake --lake URL --json ls' is 'ckptlake ls --lake URL --json'; "
+    "given in both places, the one after the command wins.",
     REF_HELP + "\n" + REF_EXAMPLES,
     EXIT_CODES_HELP,
     COMPLETIONS_HELP,
@@ -60,8 +64,108 @@ def _wants(argv: Sequence[str], flag: str) -> bool:
     return flag in args
 
 
+# The options of the root callback that every command takes too (options.py defines each once).
+GLOBAL_PARAMS = ("lake", "endpoint_url", "profile", "region", "config", "json_", "quiet",
+                 "debug")
+
+
+def hoist_global_options(argv: Sequence[str], group: Any) -> list[str]:
+    """Move the lake and output options given before the subcommand to just after its name.
+
+    Why: aws, s5cmd, git and kubectl users put global options first.  Moving them keeps one
+    parser per option (the command's), so `ckptlake --lake X ls` is exactly `ckptlake ls
+    --lake X`, and a value given in both places resolves as a repeated option does: the later
+    one, after the command, wins.  Anything else before the command (--help, --version, an
+    unknown option) stays where it is for Click to handle."""
+    valued: set[str] = set()
+    flags: set[str] = set()
+    for param in getattr(group, "params", ()):
+        if param.name in GLOBAL_PARAMS:
+            (flags if getattr(param, "is_flag", False) else valued).update(param.opts)
+    args = list(argv)
+    front: list[str] = []
+    moved: list[str] = []
+    i = 0
+    while i < len(args):
+        token = args[i]
+        if token == "--" or token == "-" or not token.startswith("-"):
+            break
+        name = token.split("=", 1)[0] if token.startswith("--") else token
+        short_attached = next((o for o in valued if not o.startswith("--")
+                               and len(token) > 2 and token.startswith(o)), None)
+        if (name in valued and name != token) or short_attached:
+            moved.append(token)  # --lake=URL, -lURL
+            i += 1
+        elif name in valued:
+            if i + 1 >= len(args):
+                return args  # the value is missing: let Click say so
+            moved += [token, args[i + 1]]
+            i += 2
+        elif token in flags:
+            moved.append(token)
+            i += 1
+        else:
+            front.append(token)
+            i += 1
+    if not moved or i >= len(args) or args[i] == "--":
+        return args
+    return [*front, args[i], *moved, *args[i + 1:]]
+
+
+class _Argument(TyperArgument):
+    """Usage lines read `SOURCE ARTIFACT` (not Typer's `{SOURCE} {ARTIFACT}`), and an argument
+    with a metavar shows no `<str>`/`<path>` type beside it: the metavar and help say it."""
+
+    def _usage_display_name(self) -> str:
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None if self.metavar is not None else super().display_type_rich(ctx)
+
+
+class _Option(TyperOption):
+    """A flag takes no value, so its help row shows none (Typer prints `<bool>`)."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        if self.is_flag or self.count:
+            return None
+        return super().display_type_rich(ctx)
+
+
+def _plain_param(param: Any) -> Any:
+    if type(param) is TyperArgument:
+        param.__class__ = _Argument
+    elif type(param) is TyperOption:
+        param.__class__ = _Option
+    return param
+
+
+class _Command(TyperCommand):
+    """A command whose --help option renders as a flag too (Click makes it lazily)."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        return _plain_param(option) if option is not None else None
+
+
+def _plain_params(command: Any) -> None:
+    """Render every parameter of `command` and of its subcommands the ways above.  Done here,
+    once for the whole tree, so a command added later needs nothing of its own."""
+    for param in getattr(command, "params", ()):
+        _plain_param(param)
+    for sub in getattr(command, "commands", {}).values():
+        if type(sub) is TyperCommand:
+            sub.__class__ = _Command
+        _plain_params(sub)
+
+
 class CkptlakeGroup(TyperGroup):
     """The top-level group; its `main` is the single place where exit codes are decided."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _plain_params(self)
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,
@@ -70,6 +174,7 @@ class CkptlakeGroup(TyperGroup):
         if not argv:
             argv = ["--help"]  # a bare `ckptlake` shows the help (exit 0), not a usage error
         as_json, debug = _wants(argv, "--json"), _wants(argv, "--debug")
+        argv = hoist_global_options(argv, self)
         try:
             rv = super().main(args=argv, prog_name=prog_name or PROG, complete_var=complete_var,
                               standalone_mode=False, **extra)
@@ -91,7 +196,7 @@ class CkptlakeGroup(TyperGroup):
         option = super().get_help_option(ctx)
         if option is not None and getattr(option, "default", False) is None:
             option.default = False
-        return option
+        return _plain_param(option) if option is not None else None
 
 
 def _is_click_error(exc: BaseException) -> bool:
@@ -177,11 +282,34 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[bool, typer.Option(
         "--version", callback=_show_version, is_eager=True, help="Print the version and exit.")]
         = False,
+    lake: LakeOpt = None,
+    endpoint_url: EndpointOpt = None,
+    profile: ProfileOpt = None,
+    region: RegionOpt = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
 ) -> None:
-    """Versioned checkpoint and artifact lake on any S3-compatible bucket."""
+    """Versioned checkpoint and artifact lake on any S3-compatible bucket.
+
+    The lake and output options are declared here for `ckptlake --help` and parsed by each
+    command: `CkptlakeGroup.main` moves them after the command's name before Click parses.  A
+    value that still lands here (a form the move does not know) is refused, never dropped."""
+    given = [name for name, value in (("--lake", lake), ("--endpoint-url", endpoint_url),
+                                      ("--profile", profile), ("--region", region),
+                                      ("--config", config), ("--json", json_),
+                                      ("--quiet", quiet), ("--debug", debug)) if value]
+    if given and ctx.invoked_subcommand is not None:
+        from ..errors import UsageError
+
+        raise UsageError(f"{given[0]} could not be read before the command",
+                         hint=f"give it after the command: ckptlake {ctx.invoked_subcommand} "
+                              f"{given[0]} ...")
 
 
 app.command("push", help=push_cmd.HELP, epilog=push_cmd.EPILOG)(push_cmd.push)

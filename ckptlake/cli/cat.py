@@ -9,7 +9,7 @@ import typer
 from .help import epilog
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, LakeOpt, ProfileOpt,
                       QuietOpt, RegionOpt)
-from .output import Output, open_lake
+from .output import Output, open_lake, require_lake
 
 HELP = ("Write the file PATH of the version REF to stdout, verifying every chunk before it is "
         "written.")
@@ -48,6 +48,7 @@ def cat(
         handle = open_lake(common)
         try:
             out.lake_line(handle)
+            require_lake(handle)
             sink = sys.stdout.buffer
             for piece in handle.cat(parsed, path):
                 sink.write(piece)

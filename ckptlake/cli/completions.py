@@ -155,6 +155,25 @@ def _bash_words(words: list[str]) -> str:
     return " ".join(words)
 
 
+def _bash_value_case(cmd: Cmd) -> list[str]:
+    """Complete the value of an option that takes one (files for paths, nothing otherwise)."""
+    if not any(o.takes_value for o in cmd.options):
+        return []
+    out = ["            case \"$prev\" in"]
+    for kind, fn in (("file", "_ckptlake_files"), ("any", "_ckptlake_files"),
+                     ("dir", "_ckptlake_dirs")):
+        names_k = [n for o in cmd.options if o.takes_value and o.path == kind
+                   for n in (*o.long, *o.short)]
+        if names_k:
+            out.append(f"                {'|'.join(names_k)}) {fn} \"$cur\"; return 0 ;;")
+    plain = [n for o in cmd.options if o.takes_value and o.path is None
+             for n in (*o.long, *o.short)]
+    if plain:
+        out.append(f"                {'|'.join(plain)}) return 0 ;;  # free-form value")
+    out.append("            esac")
+    return out
+
+
 def bash_script(top: Cmd, subs: list[Cmd]) -> str:
     names = [c.name for c in subs]
     top_words = [n for o in top.options for n in (*o.long, *o.short)]
@@ -242,6 +261,7 @@ def bash_script(top: Cmd, subs: list[Cmd]) -> str:
         "    done",
         "    case \"$cmd\" in",
         "        \"\")",
+        *_bash_value_case(top),
         "            if [[ \"$cur\" == -* ]]; then",
         f"                COMPREPLY=( $(compgen -W \"{_bash_words(top_words)}\" -- \"$cur\") )",
         "            else",
@@ -253,19 +273,7 @@ def bash_script(top: Cmd, subs: list[Cmd]) -> str:
         all_words = [n for o in cmd.options for n in (*o.long, *o.short)]
         valued = [n for o in cmd.options if o.takes_value for n in (*o.long, *o.short)]
         out.append(f"        {cmd.name})")
-        if valued:
-            out.append("            case \"$prev\" in")
-            for kind, fn in (("file", "_ckptlake_files"), ("any", "_ckptlake_files"),
-                             ("dir", "_ckptlake_dirs")):
-                names_k = [n for o in cmd.options if o.takes_value and o.path == kind
-                           for n in (*o.long, *o.short)]
-                if names_k:
-                    out.append(f"                {'|'.join(names_k)}) {fn} \"$cur\"; return 0 ;;")
-            plain = [n for o in cmd.options if o.takes_value and o.path is None
-                     for n in (*o.long, *o.short)]
-            if plain:
-                out.append(f"                {'|'.join(plain)}) return 0 ;;  # free-form value")
-            out.append("            esac")
+        out += _bash_value_case(cmd)
         out += [
             "            if [[ \"$cur\" == -* ]]; then",
             f"                COMPREPLY=( $(compgen -W \"{_bash_words(all_words)}\" -- \"$cur\") )",

@@ -9,7 +9,8 @@ from .egress import confirm_egress, egress_policy, estimate_summary, warn_egress
 from .help import epilog
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt)
-from .output import Output, format_bytes, lake_origin, lake_url, open_lake
+from .output import (Output, format_bytes, lake_origin, lake_url, open_lake,
+                     require_lake)
 
 HELP = ("Compare version A with version B (of one artifact or of two): step, metrics, "
         "metadata, files, bytes shared, and tensors of .safetensors files.\n\n"
@@ -80,6 +81,7 @@ def diff(
         handle = open_lake(common)
         try:
             out.lake_line(handle)
+            require_lake(handle)
             if estimate:
                 est = handle.estimate_diff(ref_a, ref_b, egress=egress,
                                            values=values or not inspect, inspect=inspect)

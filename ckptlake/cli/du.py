@@ -8,7 +8,8 @@ import typer
 from .help import epilog
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt)
-from .output import Output, format_bytes, lake_origin, lake_url, open_lake, plural
+from .output import (Output, format_bytes, lake_origin, lake_url, open_lake, plural,
+                     require_lake)
 
 if TYPE_CHECKING:
     from ..core.du import DuReport
@@ -68,6 +69,7 @@ def du(
         handle = open_lake(common)
         try:
             out.lake_line(handle)
+            require_lake(handle)
             report = handle.du(prefix or "", versions=versions, sort=sort, price=price)
             doc = report_doc(report, versions=versions)
             doc.update(lake=lake_url(handle), lake_origin=lake_origin(handle))

@@ -11,7 +11,7 @@ from .help import epilog
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt)
 from .output import Output, format_age, format_bytes, lake_origin, lake_url, open_lake, \
-    plain_table, plural
+    plain_table, plural, require_lake
 
 if TYPE_CHECKING:
     from ..core.gc import ArtifactPlan, GcPlan, GcResult
@@ -66,11 +66,20 @@ def gc(
 
         if match is not None and not match.strip():
             raise UsageError("--match is empty", hint="give a glob such as 'gpt2/*'")
-        source = policy if policy is not None else common.config
-        retention = load_retention(load_config(str(source) if source else None))
+        if policy is not None:
+            config = load_config(str(policy), origin="--policy")
+            if getattr(config, "retention", None) is None:
+                from ..errors import ConfigError
+
+                raise ConfigError("has no `retention:` section", path=config.source,
+                                  hint="see the policy example in README.md, 'Retention and gc'")
+        else:
+            config = load_config(str(common.config) if common.config else None)
+        retention = load_retention(config)
         handle = open_lake(common)
         try:
             out.lake_line(handle)
+            require_lake(handle)
             if not retention.rules:
                 out.note(f"no retention rules in {retention.source or 'any config file'}: "
                          "every artifact is kept whole; gc only collects unreferenced chunks")

@@ -10,7 +10,7 @@ import typer
 from .help import epilog
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt)
-from .output import Output, lake_url, open_lake
+from .output import Output, lake_url, open_lake, require_lake
 
 FORMATS = ("tree", "json", "dot", "mermaid")
 
@@ -71,6 +71,7 @@ def lineage(
         handle = open_lake(common)
         try:
             out.lake_line(handle)
+            require_lake(handle)
             graph = handle.lineage(parsed, direction=direction, depth=depth)
             # render only what is printed: a tree of 10,000 versions takes seconds to draw
             doc = {"lake": lake_url(handle), **graph.to_dict()} if out.json else {}

@@ -9,7 +9,7 @@ import typer
 from .help import epilog
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt)
-from .output import Output, format_age, format_bytes, lake_url, open_lake
+from .output import Output, format_age, format_bytes, lake_url, open_lake, require_lake
 
 HELP = ("List the artifacts of the lake, the versions of ARTIFACT, or the files of the version "
         "REF (ARTIFACT@SELECTOR).")
@@ -111,6 +111,7 @@ def ls(
         handle = open_lake(common)
         try:
             out.lake_line(handle)
+            require_lake(handle)
             if pending:
                 steps = handle.pending(artifact)
                 doc = {"lake": lake_url(handle), "artifact": artifact,

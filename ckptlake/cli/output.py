@@ -238,8 +238,14 @@ class Output:
             _write(sys.stderr, f"{PROG}: warning: {redact(message)}")
 
     def lake_line(self, lake: "Lake") -> None:
-        """Say which lake and why, so nobody pushes to the embedded default by mistake."""
+        """Say which lake and why, so nobody pushes to the embedded default by mistake; and
+        from now on show the retries no progress display shows (`ls`, `show`, reading a
+        manifest before a pull...) as lines on stderr, as push and pull show theirs."""
         self.note(f"using lake {lake_url(lake)} ({lake_origin(lake)})")
+        if self.human:
+            from .progress import LineProgress
+
+            lake.retry_listener = LineProgress()
 
     # stdout ---------------------------------------------------------------------------------
     def result(self, doc: dict[str, Any], human: str | None) -> None:
@@ -324,6 +330,17 @@ def lake_url(lake: "Lake") -> str:
 
 def lake_origin(lake: "Lake") -> str:
     return str(getattr(lake, "origin", "unknown"))
+
+
+def require_lake(lake: "Lake") -> None:
+    """Readers refuse a location that holds no lake (exit 3) instead of listing nothing: a
+    mistyped --lake must not look like an empty lake.  Writers create the lake (push)."""
+    if not lake.exists():
+        from ..errors import NotFound
+
+        raise NotFound(f"no lake at {lake_url(lake)} ({lake_origin(lake)}): nothing was ever "
+                       "pushed there", hint="check the lake location; the first push creates "
+                                            "a lake")
 
 
 def open_lake(common: CommonOptions, *, chunk_size: int | None = None,

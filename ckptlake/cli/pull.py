@@ -11,7 +11,8 @@ from .egress import confirm_egress, egress_policy, estimate_summary, warn_egress
 from .help import epilog
 from .options import (CommonOptions, ConcurrencyOpt, MaxBandwidthOpt, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt,
                       LakeOpt, ProfileOpt, QuietOpt, RegionOpt)
-from .output import Output, lake_origin, lake_url, open_lake, pull_summary
+from .output import (Output, lake_origin, lake_url, open_lake, pull_summary,
+                     require_lake)
 
 HELP = ("Restore the version REF resolves to into DEST, verifying every byte.\n\n"
         "Without --force, nothing at DEST is overwritten.")
@@ -100,6 +101,7 @@ def pull(
                            max_bandwidth=max_bandwidth)
         try:
             out.lake_line(handle)
+            require_lake(handle)
             part = {"paths": list(paths or ()), "include": list(include or ()),
                     "exclude": list(exclude or ())}
             selection = {k: v for k, v in part.items() if v}

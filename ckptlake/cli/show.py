@@ -8,7 +8,7 @@ import typer
 from .help import epilog
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt)
-from .output import Output, format_bytes, lake_url, open_lake
+from .output import Output, format_bytes, lake_url, open_lake, require_lake
 
 HELP = ("Show everything about the version REF: files, totals, step, metrics, metadata, "
         "provenance, aliases, parents, inputs and children.")
@@ -44,6 +44,7 @@ def show(
         handle = open_lake(common)
         try:
             out.lake_line(handle)
+            require_lake(handle)
             detail = handle.show(parsed)
             doc = {"lake": lake_url(handle), **detail.to_dict()} if out.json else {}
             out.result(doc, render(detail) if out.human else None)

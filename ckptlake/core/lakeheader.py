@@ -25,10 +25,17 @@ def read_header(store: Store) -> LakeHeader | None:
 
 def ensure_header(store: Store, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> LakeHeader:
     """Read the header, creating it if this is the lake's first write (race-safe)."""
+    return open_or_create_header(store, chunk_size=chunk_size)[0]
+
+
+def open_or_create_header(store: Store, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+                          ) -> tuple[LakeHeader, bool]:
+    """(the header, whether this call created the lake).  Creating one is worth saying: a
+    mistyped lake location is otherwise a silent new lake."""
     for _ in range(5):
         existing = read_header(store)
         if existing is not None:
-            return existing
+            return existing, False
         header = LakeHeader(chunk_size=chunk_size,
                             created=datetime.now(timezone.utc).isoformat().replace("+00:00",
                                                                                    "Z"))
@@ -36,5 +43,5 @@ def ensure_header(store: Store, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Lake
             create_once(store, HEADER_KEY, header.encode())
         except PreconditionFailed:  # another writer created it first: theirs wins
             continue
-        return header
+        return header, True
     raise PreconditionFailed(f"{HEADER_KEY} could not be read or created")

@@ -19,7 +19,7 @@ from ..errors import NotFound, PreconditionFailed, SourceChanged, TransferError,
 from ..format import layout
 from ..format.header import digest
 from .createonce import create_once
-from .lakeheader import ensure_header
+from .lakeheader import open_or_create_header
 from ..format.manifest import ChunkRef, FileEntry, Manifest
 from ..results import PushResult
 from ..store.base import Store
@@ -348,7 +348,8 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
     # Both clocks: the guard takes the larger elapsed time (a suspended machine's monotonic
     # clock under-reports it; see core/clock.py).
     started, started_wall = clock.now(), time.time()
-    header = ensure_header(store, **({"chunk_size": chunk_size} if chunk_size else {}))
+    header, created = open_or_create_header(
+        store, **({"chunk_size": chunk_size} if chunk_size else {}))
     files, up = upload_tree(store, tree, algo=header.hash,
                             chunk_size=chunk_size or header.chunk_size,
                             concurrency=concurrency, progress=progress, observers=observers,
@@ -371,4 +372,10 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
         files=len(tree.files) + len(tree.symlinks), bytes_scanned=tree.total_bytes,
         bytes_uploaded=up.uploaded.value, bytes_deduplicated=up.deduplicated.value,
         chunks_uploaded=up.uploaded.count, chunks_deduplicated=up.deduplicated.count,
-        aliases=list(aliases), seconds=round(clock.now() - started, 3))
+        aliases=list(aliases), seconds=round(clock.now() - started, 3),
+        warnings=[new_lake_warning(lake_url)] if created else [])
+
+
+def new_lake_warning(lake_url: str) -> str:
+    return (f"created a new lake at {lake_url}: there was none (if you meant an existing lake, "
+            "check the lake location)")

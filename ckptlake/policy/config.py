@@ -317,14 +317,14 @@ def _xdg_dir(var: str, fallback: str) -> Path:
     return Path.home() / fallback
 
 
-def find_config(explicit: str | None) -> Path | None:
+def find_config(explicit: str | None, origin: str = "--config") -> Path | None:
     """Pick the config file: --config > $CKPTLAKE_CONFIG > ./ckptlake.yaml > XDG config dir.
 
     A path the user named (flag or env) must exist: silently ignoring a typo would run with a
     different lake than the one they asked for.  The implicit locations are simply skipped.
     """
     if explicit is not None:
-        return _must_exist(explicit, "--config")
+        return _must_exist(explicit, origin)
     env = os.environ.get("CKPTLAKE_CONFIG", "")
     if env:
         return _must_exist(env, "$CKPTLAKE_CONFIG")
@@ -339,9 +339,12 @@ def _must_exist(name: str, origin: str) -> Path:
     path = Path(name).expanduser()
     if not path.is_file():
         what = "is a directory" if path.is_dir() else "does not exist"
-        raise UsageError(f"config file not found: {name} ({what}; from {origin})",
-                         hint="fix the path, or drop it to use ./ckptlake.yaml or "
-                              "~/.config/ckptlake/ckptlake.yaml")
+        if origin in ("--config", "$CKPTLAKE_CONFIG"):
+            raise UsageError(f"config file not found: {name} ({what}; from {origin})",
+                             hint="fix the path, or drop it to use ./ckptlake.yaml or "
+                                  "~/.config/ckptlake/ckptlake.yaml")
+        raise UsageError(f"policy file not found: {name} ({what}; from {origin})",
+                         hint="fix the path")
     return path.absolute()
 
 
@@ -349,9 +352,11 @@ def _must_exist(name: str, origin: str) -> Path:
 # Loading
 
 
-def load_config(explicit: str | None = None) -> Config:
-    """Find (see find_config) and validate the config file; no file means an empty Config."""
-    path = find_config(explicit)
+def load_config(explicit: str | None = None, *, origin: str = "--config") -> Config:
+    """Find (see find_config) and validate the config file; no file means an empty Config.
+    `origin` names where an explicit path came from (`--policy` for gc's policy file), for the
+    error when it does not exist."""
+    path = find_config(explicit, origin)
     if path is None:
         return Config()
     source = str(path)
@@ -383,7 +388,8 @@ def _parse(text: str, source: str) -> Config:
                               line=_line(key_node), hint=_valid_keys_hint())
         if key not in KNOWN_KEYS:
             close = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.6)
-            hint = f"did you mean `{close[0]}`?" if close else _valid_keys_hint()
+            hint = _section_hint(key) or (f"did you mean `{close[0]}`?" if close
+                                          else _valid_keys_hint())
             raise ConfigError("unknown key", path=source, line=_line(key_node), key=key, hint=hint)
         values[key] = _CHECKS[key](builder, key, value_node)
     return Config(source=source, lines=builder.lines, **values)
@@ -540,6 +546,21 @@ def describe_value(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     return repr(value)
+
+
+def _section_hint(key: str) -> str | None:
+    """Where a key of a section belongs, when it was written at the top level (a policy file
+    with `rules:` and no `retention:` line is the usual case)."""
+    from .egress import EGRESS_KEYS
+    from .retention import RETENTION_KEYS, RULE_KEYS
+
+    if key in RETENTION_KEYS:
+        return "put it under `retention:`, indented"
+    if key in RULE_KEYS:
+        return "put it in a rule under `retention:` `rules:`, after `- match: GLOB`"
+    if key in EGRESS_KEYS:
+        return "put it under `egress:`, indented"
+    return None
 
 
 def _valid_keys_hint() -> str:
