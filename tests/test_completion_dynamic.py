@@ -315,6 +315,13 @@ def test_bash_function_completes_paths_in_a_version(files_lake: Path,
     assert f("ckptlake pull -l x --include n", shell_env) == []  # no REF typed yet
 
 
+def _controlling_terminal() -> None:
+    import fcntl
+    import termios
+
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 class _Pty:
     """An interactive shell on a pseudo-terminal: what a user's terminal gives readline."""
 
@@ -322,8 +329,10 @@ class _Pty:
         import pty
 
         self.master, slave = pty.openpty()
+        # its own session with the pty as controlling terminal: fish exits without one
         self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
-                                     cwd=cwd, start_new_session=True)
+                                     cwd=cwd, start_new_session=True,
+                                     preexec_fn=_controlling_terminal)
         os.close(slave)
         self.seen = ""
 
@@ -341,8 +350,9 @@ class _Pty:
             if ready:
                 try:
                     self.seen += os.read(self.master, 65536).decode(errors="replace")
-                except OSError:
-                    break
+                except OSError:  # the shell exited: the needle will never come
+                    raise AssertionError(f"{needle!r} never appeared; the shell exited:\n"
+                                         f"{self.seen[-2000:]}") from None
         return self.seen
 
     def close(self) -> None:
@@ -354,7 +364,7 @@ class _Pty:
 def _interactive(argv: list[str], setup: str, env: dict[str, str], cwd: Path) -> _Pty:
     term = _Pty(argv, env, cwd)
     term.send(setup + "\n")
-    term.send("echo READY-$((6*7))\n")
+    term.send("echo READY-\"4\"\"2\"\n")  # bash, zsh and fish alike
     term.expect("READY-42")
     return term
 
