@@ -1,7 +1,8 @@
 # ckptlake shell completion, generated from the CLI's command tree.
 # Do not edit: regenerate with `python -m ckptlake.cli.completions --write completions/`.
-# Commands and options are static; artifact names, aliases and @vN/@step=N
-# come from the lake (`ckptlake __complete`: cached a few seconds, time-boxed).
+# Commands and options are static; artifact names, aliases, @vN/@step=N and
+# the paths in a version come from the lake (`ckptlake __complete`: cached,
+# time-boxed).
 # Install: source it from ~/.bashrc, or copy it to /usr/share/bash-completion/completions/ckptlake.
 
 _ckptlake_files() {
@@ -16,18 +17,24 @@ _ckptlake_dirs() {
     COMPREPLY=( $(compgen -d -- "$1") )
 }
 
-# Artifact names, aliases and selectors ($1: ref or artifact) from the lake.  The word is
-# taken from COMP_LINE whole (COMP_WORDBREAKS splits art@step=N at '@' and '='), and
-# what bash treats as already typed is cut off the candidates.
+# Artifact names, aliases and selectors ($1: ref or artifact), or the paths in the version
+# $ref names ($1: path; _ckptlake_npos sets ref) from the lake.  The word is taken from
+# COMP_LINE whole (COMP_WORDBREAKS splits art@step=N at '@' and '='), and what bash
+# treats as already typed is cut off the candidates.
 _ckptlake_lake() {
     local word="$2" keep
+    local -a extra=()
+    if [[ "$1" == path ]]; then
+        [[ -n "${ref-}" ]] || return 0
+        extra=( "$ref" )
+    fi
     if [[ -n "${COMP_LINE-}" ]]; then
         word="${COMP_LINE:0:COMP_POINT}"
         word="${word##*[[:space:]]}"
     fi
     keep="${word%"${word##*[=:@]}"}"
     local IFS=$'\n'
-    COMPREPLY=( $("${COMP_WORDS[0]}" __complete "$1" "$word" -- "${COMP_WORDS[@]}" 2>/dev/null) )
+    COMPREPLY=( $("${COMP_WORDS[0]}" __complete "$1" "$word" "${extra[@]}" -- "${COMP_WORDS[@]}" 2>/dev/null) )
     COMPREPLY=( "${COMPREPLY[@]#"$keep"}" )
     if (( ${#COMPREPLY[@]} == 1 )) && [[ "${COMPREPLY[0]}" == */ ]]; then
         compopt -o nospace 2>/dev/null
@@ -35,8 +42,8 @@ _ckptlake_lake() {
 }
 
 # Sets npos to the number of positional words between the subcommand and the cursor,
-# skipping options and the values of the options listed in $1.  Words come from
-# COMP_LINE split at blanks: COMP_WORDS splits art@step=N at '@' and '='.
+# skipping options and the values of the options listed in $1, and ref to the first.
+# Words come from COMP_LINE split at blanks: COMP_WORDS splits art@step=N at '@' and '='.
 _ckptlake_npos() {
     local valued=" $1 " w i skip=0 start=0 cword
     local -a words
@@ -50,22 +57,23 @@ _ckptlake_npos() {
     for (( i = 1; i < cword; i++ )); do
         if [[ "${words[i]}" == "$cmd" ]]; then start=$i; break; fi
     done
-    npos=0
+    npos=0 ref=""
     for (( i = start + 1; i < cword; i++ )); do
         w="${words[i]}"
         if [[ "$w" == "=" ]]; then skip=1; continue; fi
         if (( skip )); then skip=0; continue; fi
         case "$w" in
-            --) (( npos += cword - i - 1 )); return ;;
+            --) (( npos == 0 && i + 1 < cword )) && ref="${words[i+1]}"
+                (( npos += cword - i - 1 )); return ;;
             --*=*) ;;
             -*) [[ "$valued" == *" $w "* ]] && skip=1 ;;
-            *) (( npos++ )) ;;
+            *) (( npos == 0 )) && ref="$w"; (( npos++ )) ;;
         esac
     done
 }
 
 _ckptlake() {
-    local cur prev cmd npos i
+    local cur prev cmd npos ref i
     local -i cmd_index=0
     COMPREPLY=()
     cur="${COMP_WORDS[COMP_CWORD]}"
@@ -112,7 +120,8 @@ _ckptlake() {
         pull)
             case "$prev" in
                 --config) _ckptlake_files "$cur"; return 0 ;;
-                --include|--exclude|--reference|--concurrency|--max-bandwidth|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+                --include|--exclude) _ckptlake_npos "--include --exclude --reference --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config"; _ckptlake_lake path "$cur"; return 0 ;;
+                --reference|--concurrency|--max-bandwidth|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
             esac
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=( $(compgen -W "--include --exclude --force --estimate --yes -y --reference --no-cache --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
@@ -122,6 +131,7 @@ _ckptlake() {
             case "$npos" in
                 0) _ckptlake_lake ref "$cur" ;;  # REF
                 1) _ckptlake_files "$cur" ;;  # DEST
+                *) _ckptlake_lake path "$cur" ;;  # [PATH]...
             esac
             ;;
         ls)
@@ -136,6 +146,7 @@ _ckptlake() {
             _ckptlake_npos "--where --sort --limit --lake -l --endpoint-url --profile --region --config"
             case "$npos" in
                 0) _ckptlake_lake ref "$cur" ;;  # ARTIFACT|REF
+                1) _ckptlake_lake path "$cur" ;;  # PATH
             esac
             ;;
         alias)
@@ -178,6 +189,7 @@ _ckptlake() {
             _ckptlake_npos "--lake -l --endpoint-url --profile --region --config"
             case "$npos" in
                 0) _ckptlake_lake ref "$cur" ;;  # REF
+                1) _ckptlake_lake path "$cur" ;;  # PATH
             esac
             ;;
         lineage)

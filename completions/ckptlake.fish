@@ -1,23 +1,29 @@
 # ckptlake shell completion, generated from the CLI's command tree.
 # Do not edit: regenerate with `python -m ckptlake.cli.completions --write completions/`.
-# Commands and options are static; artifact names, aliases and @vN/@step=N
-# come from the lake (`ckptlake __complete`: cached a few seconds, time-boxed).
+# Commands and options are static; artifact names, aliases, @vN/@step=N and
+# the paths in a version come from the lake (`ckptlake __complete`: cached,
+# time-boxed).
 # Install: copy it to ~/.config/fish/completions/ckptlake.fish.
 
 complete -c ckptlake -f
 
-# Artifact names, aliases and selectors ($argv[1]: ref or artifact) from the lake.
+# Artifact names, aliases and selectors ($argv[1]: ref or artifact) from the lake, or
+# ($argv[1]: path) the paths in the version the first positional names; $argv[2..]
+# are then the subcommand's options that take a value.
 function __ckptlake_lake
     set -l tokens (commandline -opc)
+    if test $argv[1] = path
+        set -l ref (__ckptlake_positional $argv[2..-1])[1]
+        test -n "$ref"; or return 0
+        ckptlake __complete path (commandline -ct) $ref -- $tokens 2>/dev/null
+        return 0
+    end
     ckptlake __complete $argv[1] (commandline -ct) -- $tokens 2>/dev/null
 end
 
-# Whether the word being typed is positional number $argv[1] (from 0) after the
-# subcommand; $argv[2..] are the subcommand's options that take a value.
-function __ckptlake_arg
-    set -l want $argv[1]
-    set -l valued $argv[2..-1]
-    set -l n 0
+# The positional words after the subcommand, one per line; $argv: the subcommand's
+# options that take a value.
+function __ckptlake_positional
     set -l skip 0
     set -l seen 0
     for t in (commandline -opc)[2..-1]
@@ -32,13 +38,24 @@ function __ckptlake_arg
         switch $t
             case '--*=*'
             case '-*'
-                contains -- $t $valued; and set skip 1
+                contains -- $t $argv; and set skip 1
             case '*'
-                set n (math $n + 1)
+                echo $t
         end
     end
+end
+
+# Whether the word being typed is positional number $argv[1] (from 0; N+ for N or
+# later) after the subcommand; $argv[2..] are the subcommand's options that take a value.
+function __ckptlake_arg
+    set -l want $argv[1]
+    set -l n (count (__ckptlake_positional $argv[2..-1]))
     string match -q -- '-*' (commandline -ct); and return 1
-    test $n = $want
+    if string match -q -- '*+' $want
+        test $n -ge (string trim -r -c + -- $want)
+    else
+        test $n = $want
+    end
 end
 
 complete -c ckptlake -n '__fish_use_subcommand' -l version -d 'Print the version and exit'
@@ -93,8 +110,8 @@ complete -c ckptlake -n '__fish_seen_subcommand_from push' -F
 complete -c ckptlake -n '__fish_seen_subcommand_from push; and __ckptlake_arg 1 --step --metric --meta --alias --exclude --parent --relation --input --meta-file --shard --chunk-size --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake artifact)' -d 'ARTIFACT'
 
 # pull REF DEST [PATH]...
-complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l include -x -d 'Pull only files matching GLOB (repeatable; adds to any PATHs)'
-complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l exclude -x -d 'Leave out files matching GLOB (repeatable; wins over PATH and --include)'
+complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l include -x -a '(__ckptlake_lake path --include --exclude --reference --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config)' -d 'Pull only files matching GLOB (repeatable; adds to any PATHs)'
+complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l exclude -x -a '(__ckptlake_lake path --include --exclude --reference --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config)' -d 'Leave out files matching GLOB (repeatable; wins over PATH and --include)'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l force -d 'Overwrite files at DEST that differ from the version'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l estimate -d 'Print what the pull would download and cost (egress); download nothing'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -s y -l yes -d 'Accept an egress cost above egress.confirm_above_usd without asking'
@@ -113,6 +130,7 @@ complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l debug -d 'Print th
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -s h -l help -d 'Show this message and exit'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -F
 complete -c ckptlake -n '__fish_seen_subcommand_from pull; and __ckptlake_arg 0 --include --exclude --reference --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'REF'
+complete -c ckptlake -n '__fish_seen_subcommand_from pull; and __ckptlake_arg 2+ --include --exclude --reference --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake path --include --exclude --reference --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config)' -d '[PATH]...'
 
 # ls ARTIFACT|REF PATH
 complete -c ckptlake -n '__fish_seen_subcommand_from ls' -l pending -d 'List sharded steps not committed yet (of ARTIFACT, or of all artifacts): how many of WORLD ranks are in, and why not committed'
@@ -131,6 +149,7 @@ complete -c ckptlake -n '__fish_seen_subcommand_from ls' -s q -l quiet -d 'Print
 complete -c ckptlake -n '__fish_seen_subcommand_from ls' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from ls' -s h -l help -d 'Show this message and exit'
 complete -c ckptlake -n '__fish_seen_subcommand_from ls; and __ckptlake_arg 0 --where --sort --limit --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'ARTIFACT|REF'
+complete -c ckptlake -n '__fish_seen_subcommand_from ls; and __ckptlake_arg 1 --where --sort --limit --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake path --where --sort --limit --lake -l --endpoint-url --profile --region --config)' -d 'PATH'
 
 # alias REF NAME
 complete -c ckptlake -n '__fish_seen_subcommand_from alias' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
@@ -166,6 +185,7 @@ complete -c ckptlake -n '__fish_seen_subcommand_from cat' -s q -l quiet -d 'Prin
 complete -c ckptlake -n '__fish_seen_subcommand_from cat' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from cat' -s h -l help -d 'Show this message and exit'
 complete -c ckptlake -n '__fish_seen_subcommand_from cat; and __ckptlake_arg 0 --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'REF'
+complete -c ckptlake -n '__fish_seen_subcommand_from cat; and __ckptlake_arg 1 --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake path --lake -l --endpoint-url --profile --region --config)' -d 'PATH'
 
 # lineage REF
 complete -c ckptlake -n '__fish_seen_subcommand_from lineage' -l up -d 'Ancestors: parents, their parents, ... and inputs (the default)'

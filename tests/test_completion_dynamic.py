@@ -1,5 +1,5 @@
-"""Completion from the lake: `ckptlake __complete` (names, aliases, @vN, @step=N; cache; time
-box), and the bash script driving it -- through its completion function and through a real
+"""Completion from the lake: `ckptlake __complete` (names, aliases, @vN, @step=N, the paths
+in a version; cache; time box), and the bash script driving it -- through its completion function and through a real
 interactive bash whose readline gets a TAB on a pseudo-terminal.  zsh and fish run the same
 way when installed (scripts/test.sh installs them best-effort), else those tests skip."""
 from __future__ import annotations
@@ -42,6 +42,24 @@ def lake_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     lake.close()
     monkeypatch.setenv("CKPTLAKE_LAKE", "file://" + str(root))
     return root
+
+
+@pytest.fixture
+def files_lake(lake_dir: Path, tmp_path: Path) -> Path:
+    """`art`: v1 with a directory level, an empty directory and a symlink; v2 adds new.txt."""
+    src = tmp_path / "art-src"
+    (src / "tokenizer" / "sub").mkdir(parents=True)
+    (src / "empty").mkdir()
+    (src / "config.json").write_text("{}")
+    (src / "tokenizer" / "vocab.json").write_text("{}")
+    (src / "tokenizer" / "sub" / "x.txt").write_text("x")
+    (src / "link").symlink_to("config.json")
+    lake = Lake(open_store("file://" + str(lake_dir)))
+    lake.push(src, "art")
+    (src / "new.txt").write_text("new")
+    lake.push(src, "art")
+    lake.close()
+    return lake_dir
 
 
 # ---- the Python side -------------------------------------------------------------------------
@@ -100,6 +118,10 @@ class _Stuck:
     def __init__(self) -> None:
         self.release = threading.Event()
 
+    def get(self, key: str) -> bytes:
+        self.release.wait()
+        raise OSError("released")
+
     def list_prefixes(self, prefix: str) -> Iterator[str]:
         self.release.wait()
         return iter(())
@@ -127,6 +149,85 @@ def test_a_slow_lake_gets_the_stale_cache_or_nothing(lake_dir: Path,
         stuck.release.set()
 
 
+def test_paths_in_a_version_one_level_at_a_time(files_lake: Path) -> None:
+    def c(word: str, ref: str = "art@v1") -> list[str]:
+        return complete.candidates("path", word, ["ckptlake", "cat", ref], ref=ref)
+
+    # directories end in '/', files and symlinks do not; an empty directory is a directory
+    assert c("") == ["config.json", "empty/", "link", "tokenizer/"]
+    assert c("tok") == ["tokenizer/"]
+    assert c("tokenizer/") == ["tokenizer/sub/", "tokenizer/vocab.json"]
+    assert c("tokenizer/v") == ["tokenizer/vocab.json"]
+    assert c("tokenizer/sub/") == ["tokenizer/sub/x.txt"]
+    assert c("li") == ["link"]
+    assert c("empty/") == [] and c("nothing") == [] and c("config.json/") == []
+    assert c("--include=tok") == ["--include=tokenizer/"]  # --opt=VALUE keeps its option
+    # the ref resolves as the commands resolve it: latest (also without '@') is v2
+    assert c("n", "art@v2") == c("n", "art") == c("n", "art@latest") == ["new.txt"]
+    assert c("n") == []
+    # a ref that does not resolve, or is not a ref: nothing, never an error
+    for ref in ("art@v9", "nope@v1", "nope", "art@nosuchalias", "bad name@v1", ""):
+        assert c("", ref) == [], ref
+
+
+def test_paths_are_cached_per_version(files_lake: Path, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[str] = []
+    real = complete._opener
+
+    def counting(options: dict[str, str]) -> tuple[str, Any]:
+        key, opener = real(options)
+
+        def counted() -> Any:
+            opened.append(key)
+            return opener()
+
+        return key, counted
+
+    monkeypatch.setattr(complete, "_opener", counting)
+    c = complete.candidates
+    assert c("path", "tok", [], ref="art@v1") == ["tokenizer/"]
+    assert c("path", "n", [], ref="art") == ["new.txt"]
+    assert len(opened) == 2
+    files_lake.rename(tmp_path / "moved")  # the lake is gone: the cache answers, no store opened
+    assert c("path", "tok", [], ref="art@v1") == ["tokenizer/"]
+    assert c("path", "n", [], ref="art") == ["new.txt"]
+    assert len(opened) == 2
+    # later than CACHE_TTL: a version's paths are still fresh (it never changes); what `art`
+    # (latest) resolves to is asked again
+    now = time.time()
+    monkeypatch.setattr(complete.time, "time", lambda: now + complete.CACHE_TTL + 1)
+    assert c("path", "tok", [], ref="art@v1") == ["tokenizer/"]
+    assert len(opened) == 2
+    (tmp_path / "moved").rename(files_lake)
+    src = tmp_path / "v3"
+    src.mkdir()
+    (src / "newer.txt").write_text("3")
+    Lake(open_store("file://" + str(files_lake))).push(src, "art")
+    assert c("path", "n", [], ref="art") == ["newer.txt"]
+    assert len(opened) == 3
+
+
+def test_paths_from_a_slow_lake_are_the_cached_ones_or_none(
+        files_lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert complete.candidates("path", "tok", [], ref="art") == ["tokenizer/"]
+    now = time.time()
+    monkeypatch.setattr(complete.time, "time", lambda: now + complete.VERSION_TTL + 1)
+    stuck = _Stuck()
+    real = complete._opener
+    monkeypatch.setattr(complete, "_opener",
+                        lambda options: (real(options)[0], lambda: stuck))
+    try:
+        assert complete.candidates("path", "tok", [], ref="art", budget=0.3) == \
+            ["tokenizer/"]  # stale, not a hang
+        assert complete.candidates("path", "c", [], ref="art", budget=0.3) == \
+            ["config.json"]  # the same level, cached
+        assert complete.candidates("path", "tokenizer/", [], ref="art", budget=0.3) == []
+        assert complete.candidates("path", "tok", [], ref="art@v1", budget=0.3) == []
+    finally:
+        stuck.release.set()
+
+
 def test_the_entry_point_prints_one_candidate_per_line(lake_dir: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "ckptlake", "__complete", "ref", "gpt2-small@v",
                         "--", "ckptlake", "pull"], capture_output=True, text=True)
@@ -134,6 +235,17 @@ def test_the_entry_point_prints_one_candidate_per_line(lake_dir: Path) -> None:
     assert r.stdout == "gpt2-small@v3\ngpt2-small@v2\ngpt2-small@v1\n"
     r = subprocess.run([sys.executable, "-m", "ckptlake", "__complete", "bogus"],
                        capture_output=True, text=True)
+    assert r.returncode == 2 and r.stdout == ""
+
+
+def test_the_entry_point_completes_paths(files_lake: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "ckptlake", "__complete", "path", "tokenizer/",
+                        "art@v1", "--", "ckptlake", "cat", "art@v1"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr == ""
+    assert r.stdout == "tokenizer/sub/\ntokenizer/vocab.json\n"
+    r = subprocess.run([sys.executable, "-m", "ckptlake", "__complete", "path", "tok"],
+                       capture_output=True, text=True)  # no REF
     assert r.returncode == 2 and r.stdout == ""
 
 
@@ -186,6 +298,30 @@ def test_bash_function_completes_refs_in_their_positions(shell_env: dict[str, st
     assert f("ckptlake gc gp", shell_env) == []
 
 
+def test_bash_function_completes_paths_in_a_version(files_lake: Path,
+                                                    shell_env: dict[str, str]) -> None:
+    f = _bash_function
+    assert f("ckptlake cat art@v1 tok", shell_env) == ["tokenizer/"]
+    assert f("ckptlake cat art@v1 ", shell_env) == ["config.json", "empty/", "link",
+                                                    "tokenizer/"]
+    assert f("ckptlake cat art@v1 config.json ", shell_env) == []  # cat takes one PATH
+    assert f("ckptlake ls art tokenizer/", shell_env) == ["tokenizer/sub/",
+                                                          "tokenizer/vocab.json"]
+    assert f("ckptlake ls --json art@v2 n", shell_env) == ["new.txt"]
+    assert f("ckptlake pull art@v1 ./dest tokenizer/v", shell_env) == ["tokenizer/vocab.json"]
+    assert f("ckptlake pull art@v1 ./dest config.json tok", shell_env) == ["tokenizer/"]
+    assert f("ckptlake pull art@v2 ./dest --include n", shell_env) == ["new.txt"]
+    assert f("ckptlake pull art@v2 ./dest --exclude=n", shell_env) == ["new.txt"]
+    assert f("ckptlake pull -l x --include n", shell_env) == []  # no REF typed yet
+
+
+def _controlling_terminal() -> None:
+    import fcntl
+    import termios
+
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 class _Pty:
     """An interactive shell on a pseudo-terminal: what a user's terminal gives readline."""
 
@@ -193,8 +329,10 @@ class _Pty:
         import pty
 
         self.master, slave = pty.openpty()
+        # its own session with the pty as controlling terminal: fish exits without one
         self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
-                                     cwd=cwd, start_new_session=True)
+                                     cwd=cwd, start_new_session=True,
+                                     preexec_fn=_controlling_terminal)
         os.close(slave)
         self.seen = ""
 
@@ -212,8 +350,9 @@ class _Pty:
             if ready:
                 try:
                     self.seen += os.read(self.master, 65536).decode(errors="replace")
-                except OSError:
-                    break
+                except OSError:  # the shell exited: the needle will never come
+                    raise AssertionError(f"{needle!r} never appeared; the shell exited:\n"
+                                         f"{self.seen[-2000:]}") from None
         return self.seen
 
     def close(self) -> None:
@@ -225,7 +364,7 @@ class _Pty:
 def _interactive(argv: list[str], setup: str, env: dict[str, str], cwd: Path) -> _Pty:
     term = _Pty(argv, env, cwd)
     term.send(setup + "\n")
-    term.send("echo READY-$((6*7))\n")
+    term.send("echo READY-\"4\"\"2\"\n")  # bash, zsh and fish alike
     term.expect("READY-42")
     return term
 
@@ -251,6 +390,19 @@ def test_real_bash_tab(shell_env: dict[str, str], tmp_path: Path) -> None:
         term.close()
 
 
+def test_real_bash_tab_completes_paths(files_lake: Path, shell_env: dict[str, str],
+                                       tmp_path: Path) -> None:
+    term = _interactive(["bash", "--norc", "--noprofile", "-i"],
+                        f"PS1='$ '; source '{COMPLETIONS / 'ckptlake.bash'}'", shell_env,
+                        tmp_path)
+    try:
+        # a directory gets no space after it: the next letter continues the path
+        term.send("ckptlake cat art@v1 tok\tv\t")
+        term.expect("ckptlake cat art@v1 tokenizer/vocab.json ")
+    finally:
+        term.close()
+
+
 def test_real_zsh_tab(shell_env: dict[str, str], tmp_path: Path) -> None:
     if shutil.which("zsh") is None:
         pytest.skip("zsh is not installed (scripts/test.sh installs it best-effort)")
@@ -269,6 +421,25 @@ def test_real_zsh_tab(shell_env: dict[str, str], tmp_path: Path) -> None:
         term.close()
 
 
+def test_real_zsh_tab_completes_paths(files_lake: Path, shell_env: dict[str, str],
+                                      tmp_path: Path) -> None:
+    if shutil.which("zsh") is None:
+        pytest.skip("zsh is not installed (scripts/test.sh installs it best-effort)")
+    fpath = tmp_path / "zfunc"
+    fpath.mkdir()
+    shutil.copy(COMPLETIONS / "_ckptlake", fpath / "_ckptlake")
+    term = _interactive(["zsh", "-f", "-i"],
+                        f"PS1='$ '; fpath=({fpath} $fpath); autoload -Uz compinit; "
+                        "compinit -u -D", shell_env, tmp_path)
+    try:
+        term.send("ckptlake cat art@v1 tok\tv\t")
+        term.expect("ckptlake cat art@v1 tokenizer/vocab.json")
+        term.send("\x15ckptlake pull art@v2 dest --include n\t")
+        term.expect("--include new.txt")
+    finally:
+        term.close()
+
+
 def test_real_fish_tab(shell_env: dict[str, str], tmp_path: Path) -> None:
     if shutil.which("fish") is None:
         pytest.skip("fish is not installed (scripts/test.sh installs it best-effort)")
@@ -279,5 +450,18 @@ def test_real_fish_tab(shell_env: dict[str, str], tmp_path: Path) -> None:
         term.expect("gpt2-small")
         term.send("\x15ckptlake pull gpt2-small@pr\t")
         term.expect("gpt2-small@prod")
+    finally:
+        term.close()
+
+
+def test_real_fish_tab_completes_paths(files_lake: Path, shell_env: dict[str, str],
+                                       tmp_path: Path) -> None:
+    if shutil.which("fish") is None:
+        pytest.skip("fish is not installed (scripts/test.sh installs it best-effort)")
+    term = _interactive(["fish", "--no-config", "-i"],
+                        f"source '{COMPLETIONS / 'ckptlake.fish'}'", shell_env, tmp_path)
+    try:
+        term.send("ckptlake cat art@v1 tok\tv\t")
+        term.expect("tokenizer/vocab.json")
     finally:
         term.close()

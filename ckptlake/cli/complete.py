@@ -6,12 +6,18 @@ they run this, which prints candidates one per line:
 * KIND `artifact`: artifact names starting with WORD, and `dir/` for a level of the name tree
   that has artifacts below it (the shell adds no space after those);
 * KIND `ref`: the same, and once WORD has an `@`: ARTIFACT@latest, @ALIAS, @vN and @step=N
-  (newest first, at most MAX_EACH of each kind).
+  (newest first, at most MAX_EACH of each kind);
+* KIND `path` (`ckptlake __complete path WORD REF -- WORDS`): the paths inside the version REF
+  names that start with WORD, one directory level at a time: `dir/` for a directory (the shell
+  adds no space), the name for a file or a symlink.  `--include=WORD` keeps its `--include=`.
 
 Why it is cheap: names come from delimiter listings along the typed path (one request per
 level, one per matching child to tell an artifact from a directory), never a listing of the
 whole tree; selectors from the listings of one artifact's @alias/, @v/ and @s/ (steps are in
-the summary keys), no manifest is read.  Results are cached per lake in
+the summary keys), no manifest is read.  Paths read ONE manifest, resolving REF as the
+commands do (catalog.resolve: @vN is one GET, @latest a listing and a GET); the levels of a
+version are cached VERSION_TTL seconds (a version's manifest never changes), what a REF other
+than @vN resolves to only CACHE_TTL.  Results are cached per lake in
 $XDG_CACHE_HOME/ckptlake/ for CACHE_TTL seconds, so repeated TABs do not ask again, and the
 lake gets BUDGET seconds in all: after that the stale cached answer is printed, or nothing.
 A TAB never waits on a slow lake, and never prints an error.
@@ -31,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 CACHE_TTL = 10.0  # seconds an answer is reused without asking the lake
+VERSION_TTL = 3600.0  # seconds the paths of a version (immutable) are reused
 BUDGET = 1.0  # seconds the lake may take, after start-up
 MAX_EACH = 100  # candidates of each selector kind (aliases, vN, step=N)
 _CACHE_ENTRIES = 200
@@ -78,11 +85,11 @@ class Cache:
             self.data = {}
         self.dirty = False
 
-    def get(self, query: str, *, fresh: bool) -> Any:
+    def get(self, query: str, *, fresh: bool, ttl: float = CACHE_TTL) -> Any:
         entry = self.data.get(query)
         if not isinstance(entry, list) or len(entry) != 2:
             return None
-        if fresh and not 0 <= time.time() - float(entry[0]) <= CACHE_TTL:
+        if fresh and not 0 <= time.time() - float(entry[0]) <= ttl:
             return None
         return entry[1]
 
@@ -110,6 +117,7 @@ class Lookups:
         self.opener, self.cache = opener, cache
         self._store: Any = None
         self._lock = threading.Lock()
+        self._manifests: dict[tuple[str, int], Any] = {}
 
     def store(self) -> Any:
         with self._lock:
@@ -117,8 +125,8 @@ class Lookups:
                 self._store = self.opener()
             return self._store
 
-    def ask(self, query: str, compute: Callable[[], Any]) -> Any:
-        answer = self.cache.get(query, fresh=True)
+    def ask(self, query: str, compute: Callable[[], Any], ttl: float = CACHE_TTL) -> Any:
+        answer = self.cache.get(query, fresh=True, ttl=ttl)
         if answer is None:
             answer = compute()
             self.cache.put(query, answer)
@@ -181,6 +189,37 @@ class Lookups:
 
         return self.ask("selectors:" + artifact, compute)
 
+    def version(self, ref: Any) -> int:
+        """The version number a parsed non-@vN ref names (its manifest is kept for level())."""
+        from ..core import catalog
+
+        def compute() -> int:
+            m = catalog.resolve(self.store(), ref)
+            self._manifests[(m.artifact, m.version)] = m
+            return m.version
+
+        return int(self.ask(f"version:{ref}", compute))
+
+    def level(self, artifact: str, version: int, parent: str) -> list[str]:
+        """The names one level below `parent` ('' or 'a/b/') in a version, 'dir/' for a
+        directory; empty directories are directories, symlinks are leaves."""
+        from ..core.catalog import load_manifest
+
+        def compute() -> list[str]:
+            m = self._manifests.get((artifact, version))
+            if m is None:
+                m = self._manifests[(artifact, version)] = load_manifest(self.store(), artifact,
+                                                                         version)
+            found: set[str] = set()
+            for path, is_dir in [(f.path, False) for f in m.files] + [(d, True) for d in m.dirs]:
+                if not path.startswith(parent) or path == parent.rstrip("/"):
+                    continue
+                head, slash, _ = path[len(parent):].partition("/")
+                found.add(head + "/" if slash or is_dir else head)
+            return sorted(found)
+
+        return self.ask(f"paths:{artifact}@v{version}:{parent}", compute, ttl=VERSION_TTL)
+
 
 def names(lookups: Lookups, word: str) -> list[str]:
     """Artifact names (and 'dir/' levels) starting with word."""
@@ -217,6 +256,20 @@ def refs(lookups: Lookups, word: str) -> list[str]:
     return out
 
 
+def paths(lookups: Lookups, word: str, ref: str) -> list[str]:
+    """Paths of the version `ref` names below the directory typed in word, starting with it."""
+    from ..format.refs import parse_ref
+
+    option, eq, value = word.partition("=")
+    keep, word = (option + eq, value) if eq and option.startswith("-") else ("", word)
+    parsed = parse_ref(ref)
+    version = int(parsed.value) if parsed.kind == "version" else lookups.version(parsed)
+    parent = word[:word.rfind("/") + 1]
+    fragment = word[len(parent):]
+    return [keep + parent + n for n in lookups.level(parsed.artifact, version, parent)
+            if n.startswith(fragment)]
+
+
 def _opener(options: dict[str, str]) -> tuple[str, Callable[[], Any]]:
     """(the lake's cache key, a function opening its store); resolving the URL reads only the
     config file, never the network."""
@@ -237,13 +290,18 @@ def _opener(options: dict[str, str]) -> tuple[str, Callable[[], Any]]:
     return f"{url}\n{endpoint}\n{profile}\n{region}", opener
 
 
-def candidates(kind: str, word: str, words: list[str], *, budget: float = BUDGET) -> list[str]:
+def candidates(kind: str, word: str, words: list[str], *, budget: float = BUDGET,
+               ref: str = "") -> list[str]:
     """The answer: from the cache if fresh, else from the lake within `budget` seconds (not
     counting start-up), else whatever the cache holds (a stale answer is better than none at
-    a TAB), else nothing."""
+    a TAB), else nothing.  `ref`: the version whose paths KIND `path` completes."""
     key, opener = _opener(lake_options(words))
     cache = Cache(key)
-    find = refs if kind == "ref" else names
+    find: Callable[[Lookups, str], list[str]]
+    if kind == "path":
+        find = lambda lookups, w: paths(lookups, w, ref)  # noqa: E731
+    else:
+        find = refs if kind == "ref" else names
     try:  # a fresh cached answer needs no store at all (nor boto3's import)
         return find(Lookups(_no_lake, cache), word)
     except Exception:  # noqa: BLE001 - not all of it cached, or a word that has no answer
@@ -282,7 +340,7 @@ class _Stale(Cache):
     def __init__(self, cache: Cache) -> None:  # noqa: D107 - shares the loaded data
         self.data, self.path, self.dirty = cache.data, cache.path, False
 
-    def get(self, query: str, *, fresh: bool) -> Any:
+    def get(self, query: str, *, fresh: bool, ttl: float = CACHE_TTL) -> Any:
         return super().get(query, fresh=False)
 
     def put(self, query: str, answer: Any) -> None:
@@ -291,13 +349,20 @@ class _Stale(Cache):
 
 def main(argv: list[str]) -> int:
     """Never fails loudly: a completion that errors prints nothing, exit 0."""
-    if len(argv) < 2 or argv[0] not in ("artifact", "ref"):
-        sys.stderr.write("usage: ckptlake __complete artifact|ref WORD [-- WORDS...]\n")
+    usage = "usage: ckptlake __complete artifact|ref WORD | path WORD REF [-- WORDS...]\n"
+    if len(argv) < 2 or argv[0] not in ("artifact", "ref", "path"):
+        sys.stderr.write(usage)
         return 2
-    kind, word = argv[0], argv[1]
-    words = argv[3:] if argv[2:3] == ["--"] else argv[2:]
+    kind, word, rest = argv[0], argv[1], argv[2:]
+    ref = ""
+    if kind == "path":
+        if not rest or rest[0] == "--":
+            sys.stderr.write(usage)
+            return 2
+        ref, rest = rest[0], rest[1:]
+    words = rest[1:] if rest[:1] == ["--"] else rest
     try:
-        found = candidates(kind, word, words)
+        found = candidates(kind, word, words, ref=ref)
     except Exception:  # noqa: BLE001 - a TAB must never show a traceback
         found = []
     sys.stdout.write("".join(c + "\n" for c in found))

@@ -45,6 +45,7 @@ class Arg:
     metavar: str
     help: str
     path: str | None
+    variadic: bool = False  # takes any number of words (nargs=-1)
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def _params(command: Any, ctx: Any) -> tuple[tuple[Opt, ...], tuple[Arg, ...]]:
         if param.param_type_name == "argument":
             args.append(Arg(metavar=param.metavar or param.name.upper(),
                             help=_short_help(getattr(param, "help", None)),
-                            path=_path_kind(param)))
+                            path=_path_kind(param), variadic=param.nargs == -1))
             continue
         names = [*param.opts, *param.secondary_opts]
         is_flag = bool(getattr(param, "is_flag", False)) or bool(getattr(param, "count", False))
@@ -127,10 +128,13 @@ def command_tree(app: typer.Typer | None = None) -> tuple[Cmd, list[Cmd]]:
 
 def lake_kind(arg: Arg) -> str | None:
     """'ref' for an argument naming a version (ARTIFACT@SELECTOR), 'artifact' for one naming
-    an artifact (or a prefix of names), None otherwise: these are completed from the lake by
+    an artifact (or a prefix of names), 'path' for a path inside the version the command's
+    first argument (a REF) names, None otherwise: these are completed from the lake by
     `ckptlake __complete` (cli/complete.py), the rest statically."""
     if arg.path:
         return None
+    if arg.metavar in ("PATH", "[PATH]..."):
+        return "path"
     names = set(arg.metavar.split("|"))
     if "REF" in names or arg.metavar in ("A", "B"):
         return "ref"
@@ -139,12 +143,22 @@ def lake_kind(arg: Arg) -> str | None:
     return None
 
 
+def path_options(cmd: Cmd) -> list[Opt]:
+    """--include/--exclude of a command whose arguments complete paths of a version: their
+    GLOB values complete the same paths (a path is a glob matching itself)."""
+    if not any(lake_kind(a) == "path" for a in cmd.args):
+        return []
+    return [o for o in cmd.options if o.takes_value and not o.path
+            and set(o.long) & {"--include", "--exclude"}]
+
+
 def _header(comment: str, install: str) -> list[str]:
     return [
         f"{comment} {PROG} shell completion, generated from the CLI's command tree.",
         f"{comment} Do not edit: regenerate with `{REGEN}`.",
-        f"{comment} Commands and options are static; artifact names, aliases and @vN/@step=N",
-        f"{comment} come from the lake (`{PROG} __complete`: cached a few seconds, time-boxed).",
+        f"{comment} Commands and options are static; artifact names, aliases, @vN/@step=N and",
+        f"{comment} the paths in a version come from the lake (`{PROG} __complete`: cached,",
+        f"{comment} time-boxed).",
         f"{comment} {install}",
     ]
 
@@ -166,8 +180,13 @@ def _bash_value_case(cmd: Cmd) -> list[str]:
                    for n in (*o.long, *o.short)]
         if names_k:
             out.append(f"                {'|'.join(names_k)}) {fn} \"$cur\"; return 0 ;;")
+    lake_opts = [n for o in path_options(cmd) for n in (*o.long, *o.short)]
+    if lake_opts:  # --include/--exclude of a command with a PATH argument: paths in the version
+        valued = [n for o in cmd.options if o.takes_value for n in (*o.long, *o.short)]
+        out.append(f"                {'|'.join(lake_opts)}) _ckptlake_npos "
+                   f"\"{_bash_words(valued)}\"; _ckptlake_lake path \"$cur\"; return 0 ;;")
     plain = [n for o in cmd.options if o.takes_value and o.path is None
-             for n in (*o.long, *o.short)]
+             and o not in path_options(cmd) for n in (*o.long, *o.short)]
     if plain:
         out.append(f"                {'|'.join(plain)}) return 0 ;;  # free-form value")
     out.append("            esac")
@@ -193,18 +212,24 @@ def bash_script(top: Cmd, subs: list[Cmd]) -> str:
         "    COMPREPLY=( $(compgen -d -- \"$1\") )",
         "}",
         "",
-        "# Artifact names, aliases and selectors ($1: ref or artifact) from the lake.  The word is",
-        "# taken from COMP_LINE whole (COMP_WORDBREAKS splits art@step=N at '@' and '='), and",
-        "# what bash treats as already typed is cut off the candidates.",
+        "# Artifact names, aliases and selectors ($1: ref or artifact), or the paths in the version",
+        "# $ref names ($1: path; _ckptlake_npos sets ref) from the lake.  The word is taken from",
+        "# COMP_LINE whole (COMP_WORDBREAKS splits art@step=N at '@' and '='), and what bash",
+        "# treats as already typed is cut off the candidates.",
         "_ckptlake_lake() {",
         "    local word=\"$2\" keep",
+        "    local -a extra=()",
+        "    if [[ \"$1\" == path ]]; then",
+        "        [[ -n \"${ref-}\" ]] || return 0",
+        "        extra=( \"$ref\" )",
+        "    fi",
         "    if [[ -n \"${COMP_LINE-}\" ]]; then",
         "        word=\"${COMP_LINE:0:COMP_POINT}\"",
         "        word=\"${word##*[[:space:]]}\"",
         "    fi",
         "    keep=\"${word%\"${word##*[=:@]}\"}\"",
         "    local IFS=$'\\n'",
-        "    COMPREPLY=( $(\"${COMP_WORDS[0]}\" __complete \"$1\" \"$word\" -- \"${COMP_WORDS[@]}\" 2>/dev/null) )",
+        "    COMPREPLY=( $(\"${COMP_WORDS[0]}\" __complete \"$1\" \"$word\" \"${extra[@]}\" -- \"${COMP_WORDS[@]}\" 2>/dev/null) )",
         "    COMPREPLY=( \"${COMPREPLY[@]#\"$keep\"}\" )",
         "    if (( ${#COMPREPLY[@]} == 1 )) && [[ \"${COMPREPLY[0]}\" == */ ]]; then",
         "        compopt -o nospace 2>/dev/null",
@@ -212,8 +237,8 @@ def bash_script(top: Cmd, subs: list[Cmd]) -> str:
         "}",
         "",
         "# Sets npos to the number of positional words between the subcommand and the cursor,",
-        "# skipping options and the values of the options listed in $1.  Words come from",
-        "# COMP_LINE split at blanks: COMP_WORDS splits art@step=N at '@' and '='.",
+        "# skipping options and the values of the options listed in $1, and ref to the first.",
+        "# Words come from COMP_LINE split at blanks: COMP_WORDS splits art@step=N at '@' and '='.",
         "_ckptlake_npos() {",
         "    local valued=\" $1 \" w i skip=0 start=0 cword",
         "    local -a words",
@@ -227,22 +252,23 @@ def bash_script(top: Cmd, subs: list[Cmd]) -> str:
         "    for (( i = 1; i < cword; i++ )); do",
         "        if [[ \"${words[i]}\" == \"$cmd\" ]]; then start=$i; break; fi",
         "    done",
-        "    npos=0",
+        "    npos=0 ref=\"\"",
         "    for (( i = start + 1; i < cword; i++ )); do",
         "        w=\"${words[i]}\"",
         "        if [[ \"$w\" == \"=\" ]]; then skip=1; continue; fi",
         "        if (( skip )); then skip=0; continue; fi",
         "        case \"$w\" in",
-        "            --) (( npos += cword - i - 1 )); return ;;",
+        "            --) (( npos == 0 && i + 1 < cword )) && ref=\"${words[i+1]}\"",
+        "                (( npos += cword - i - 1 )); return ;;",
         "            --*=*) ;;",
         "            -*) [[ \"$valued\" == *\" $w \"* ]] && skip=1 ;;",
-        "            *) (( npos++ )) ;;",
+        "            *) (( npos == 0 )) && ref=\"$w\"; (( npos++ )) ;;",
         "        esac",
         "    done",
         "}",
         "",
         "_ckptlake() {",
-        "    local cur prev cmd npos i",
+        "    local cur prev cmd npos ref i",
         "    local -i cmd_index=0",
         "    COMPREPLY=()",
         "    cur=\"${COMP_WORDS[COMP_CWORD]}\"",
@@ -285,12 +311,13 @@ def bash_script(top: Cmd, subs: list[Cmd]) -> str:
             out.append(f"            _ckptlake_npos \"{_bash_words(valued)}\"")
             out.append("            case \"$npos\" in")
             for i, a in path_args:
+                pos = "*" if a.variadic else str(i)
                 if kind := lake_kind(a):
-                    out.append(f"                {i}) _ckptlake_lake {kind} \"$cur\" ;;  "
+                    out.append(f"                {pos}) _ckptlake_lake {kind} \"$cur\" ;;  "
                                f"# {a.metavar}")
                     continue
                 fn = "_ckptlake_dirs" if a.path == "dir" else "_ckptlake_files"
-                out.append(f"                {i}) {fn} \"$cur\" ;;  # {a.metavar}")
+                out.append(f"                {pos}) {fn} \"$cur\" ;;  # {a.metavar}")
             out.append("            esac")
         out.append("            ;;")
     out += [
@@ -321,11 +348,14 @@ def _zmsg(text: str) -> str:
     return _zq(text.replace(":", "\\:"))
 
 
-def _zsh_option(opt: Opt) -> str:
+def _zsh_option(opt: Opt, lake_paths: bool = False) -> str:
     names = [*opt.short, *opt.long]
     action = ""
     if opt.takes_value:
         completer = "_files -/" if opt.path == "dir" else ("_files" if opt.path else " ")
+        if lake_paths:
+            completer = "_ckptlake_lake path"
+
         action = f":{_zmsg(opt.metavar)}:{completer}"
 
     def spec(name: str) -> str:
@@ -352,11 +382,16 @@ def zsh_script(top: Cmd, subs: list[Cmd]) -> str:
     out += ["  )", "  _describe -t commands 'ckptlake command' commands", "}", ""]
     out += [
         "# Artifact names, aliases and selectors (last argument: ref or artifact; _arguments",
-        "# puts its compadd options first) from the lake; 'dir/' levels get no space after them.",
+        "# puts its compadd options first), or the paths in the version the first argument",
+        "# names (path), from the lake; 'dir/' levels get no space after them.",
         "_ckptlake_lake() {",
-        "  local -a found dirs names",
-        "  found=( ${(f)\"$(ckptlake __complete ${@[-1]} \"$PREFIX\" -- ckptlake \"${words[@]}\" "
-        "2>/dev/null)\"} )",
+        "  local -a found dirs names extra",
+        "  if [[ ${@[-1]} == path ]]; then",
+        "    [[ -n ${line[1]-} ]] || return 1",
+        "    extra=( \"${(Q)line[1]}\" )",
+        "  fi",
+        "  found=( ${(f)\"$(ckptlake __complete ${@[-1]} \"$PREFIX\" \"${extra[@]}\" -- ckptlake "
+        "\"${words[@]}\" 2>/dev/null)\"} )",
         "  dirs=( ${(M)found:#*/} )",
         "  names=( ${found:#*/} )",
         "  compadd \"${@[1,-2]}\" -Q -S '' -a dirs",
@@ -365,12 +400,14 @@ def zsh_script(top: Cmd, subs: list[Cmd]) -> str:
         "",
     ]
     for cmd in subs:
-        specs = [_zsh_option(o) for o in cmd.options]
+        lake_opts = path_options(cmd)
+        specs = [_zsh_option(o, o in lake_opts) for o in cmd.options]
         for i, a in enumerate(cmd.args, start=1):
             completer = "_files -/" if a.path == "dir" else ("_files" if a.path else " ")
             if kind := lake_kind(a):
                 completer = f"_ckptlake_lake {kind}"
-            specs.append(f"'{i}:{_zmsg(a.metavar)}:{completer}'")
+            pos = "*" if a.variadic else str(i)
+            specs.append(f"'{pos}:{_zmsg(a.metavar)}:{completer}'")
         out.append(f"_ckptlake_{cmd.name}() {{")
         out.append("  _arguments -s -S \\")
         out += [f"    {s} \\" for s in specs[:-1]]
@@ -409,12 +446,14 @@ def _fq(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _fish_option(cond: str, opt: Opt) -> str:
+def _fish_option(cond: str, opt: Opt, lake_paths: str = "") -> str:
     parts = [f"complete -c {PROG} -n {_fq(cond)}"]
     parts += [f"-s {n[1:]}" for n in opt.short]
     parts += [f"-l {n[2:]}" for n in opt.long]
     if opt.takes_value:
         parts.append("-r -F" if opt.path else "-x")
+    if lake_paths:
+        parts.append(f"-a {_fq(lake_paths)}")
     parts.append(f"-d {_fq(opt.help)}")
     return " ".join(parts)
 
@@ -423,18 +462,23 @@ def fish_script(top: Cmd, subs: list[Cmd]) -> str:
     out = _header("#", "Install: copy it to ~/.config/fish/completions/ckptlake.fish.")
     out += ["", f"complete -c {PROG} -f", ""]
     out += [
-        "# Artifact names, aliases and selectors ($argv[1]: ref or artifact) from the lake.",
+        "# Artifact names, aliases and selectors ($argv[1]: ref or artifact) from the lake, or",
+        "# ($argv[1]: path) the paths in the version the first positional names; $argv[2..]",
+        "# are then the subcommand's options that take a value.",
         "function __ckptlake_lake",
         "    set -l tokens (commandline -opc)",
+        "    if test $argv[1] = path",
+        "        set -l ref (__ckptlake_positional $argv[2..-1])[1]",
+        "        test -n \"$ref\"; or return 0",
+        "        ckptlake __complete path (commandline -ct) $ref -- $tokens 2>/dev/null",
+        "        return 0",
+        "    end",
         "    ckptlake __complete $argv[1] (commandline -ct) -- $tokens 2>/dev/null",
         "end",
         "",
-        "# Whether the word being typed is positional number $argv[1] (from 0) after the",
-        "# subcommand; $argv[2..] are the subcommand's options that take a value.",
-        "function __ckptlake_arg",
-        "    set -l want $argv[1]",
-        "    set -l valued $argv[2..-1]",
-        "    set -l n 0",
+        "# The positional words after the subcommand, one per line; $argv: the subcommand's",
+        "# options that take a value.",
+        "function __ckptlake_positional",
         "    set -l skip 0",
         "    set -l seen 0",
         "    for t in (commandline -opc)[2..-1]",
@@ -449,13 +493,24 @@ def fish_script(top: Cmd, subs: list[Cmd]) -> str:
         "        switch $t",
         "            case '--*=*'",
         "            case '-*'",
-        "                contains -- $t $valued; and set skip 1",
+        "                contains -- $t $argv; and set skip 1",
         "            case '*'",
-        "                set n (math $n + 1)",
+        "                echo $t",
         "        end",
         "    end",
+        "end",
+        "",
+        "# Whether the word being typed is positional number $argv[1] (from 0; N+ for N or",
+        "# later) after the subcommand; $argv[2..] are the subcommand's options that take a value.",
+        "function __ckptlake_arg",
+        "    set -l want $argv[1]",
+        "    set -l n (count (__ckptlake_positional $argv[2..-1]))",
         "    string match -q -- '-*' (commandline -ct); and return 1",
-        "    test $n = $want",
+        "    if string match -q -- '*+' $want",
+        "        test $n -ge (string trim -r -c + -- $want)",
+        "    else",
+        "        test $n = $want",
+        "    end",
         "end",
         "",
     ]
@@ -465,14 +520,19 @@ def fish_script(top: Cmd, subs: list[Cmd]) -> str:
     for cmd in subs:
         cond = f"__fish_seen_subcommand_from {cmd.name}"
         out += ["", f"# {cmd.name} " + " ".join(a.metavar for a in cmd.args)]
-        out += [_fish_option(cond, o) for o in cmd.options]
+        valued = " ".join(n for o in cmd.options if o.takes_value for n in (*o.long, *o.short))
+        lake_paths = f"(__ckptlake_lake path {valued})".replace(" )", ")")
+        lake_opts = path_options(cmd)
+        out += [_fish_option(cond, o, lake_paths if o in lake_opts else "")
+                for o in cmd.options]
         if any(a.path for a in cmd.args):
             out.append(f"complete -c {PROG} -n {_fq(cond)} -F")
-        valued = " ".join(n for o in cmd.options if o.takes_value for n in (*o.long, *o.short))
         for i, a in enumerate(cmd.args):
             if kind := lake_kind(a):
-                at = f"{cond}; and __ckptlake_arg {i} {valued}".rstrip()
-                out.append(f"complete -c {PROG} -n {_fq(at)} -a {_fq(f'(__ckptlake_lake {kind})')}"
+                pos = f"{i}+" if a.variadic else str(i)
+                at = f"{cond}; and __ckptlake_arg {pos} {valued}".rstrip()
+                call = lake_paths if kind == "path" else f"(__ckptlake_lake {kind})"
+                out.append(f"complete -c {PROG} -n {_fq(at)} -a {_fq(call)}"
                            f" -d {_fq(a.metavar)}")
     out.append("")
     return "\n".join(out)
