@@ -74,6 +74,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 from .core.scan import SourceTree, scan
 from .errors import SourceChanged, UsageError
 from .format import layout
+from .format import state as _state_format
 from .format.refs import validate_alias, validate_artifact
 from .results import PushResult
 
@@ -107,6 +108,8 @@ class _Job:
     source: str = ""  # files: the saved path (absolute)
     linked: bool = False  # files: snapshot made of hard links
     tensors: list[tuple[str, str, tuple[int, ...], Any]] | None = None  # state
+    skeleton: bytes = b""  # state: the JSON skeleton (format/state.py)
+    lineage: dict[str, Any] = field(default_factory=dict)  # manifest "parents"/"inputs"
     state_metadata: dict[str, str] = field(default_factory=dict)
     filename: str = STATE_FILENAME
 
@@ -125,7 +128,9 @@ class Checkpointer:
                  on_busy: str = "wait", max_pending: int | None = None,
                  snapshot: str = "auto", snapshot_dir: str | os.PathLike[str] | None = None,
                  aliases: Sequence[str] = (), exit_timeout: float | None = None,
-                 reuse_buffers: bool = True, progress: "Progress | None" = None) -> None:
+                 reuse_buffers: bool = True, progress: "Progress | None" = None,
+                 parents: Sequence[Any] = (), inputs: Sequence[str | dict[str, str]] = (),
+                 relation: str = "derived-from") -> None:
         """
         keep_last: after each commit keep only the newest N versions (aliased ones always).
         on_busy / max_pending: back-pressure, see the module doc.
@@ -139,6 +144,9 @@ class Checkpointer:
             the next state into it (no fresh allocation, no page faults: a faster stall) at
             the cost of holding one host copy of the state between saves.
         progress: receives the background uploads' progress events.
+        parents / inputs / relation: lineage of every checkpoint, as in `Lake.push` (a fine-
+            tune's base model, its datasets).  Parents are resolved to fixed versions here, once
+            (NotFound now if one does not exist); `save`/`save_state` may override both.
         """
         validate_artifact(artifact)
         if on_busy not in ON_BUSY:
@@ -158,6 +166,7 @@ class Checkpointer:
         for name in aliases:
             validate_alias(name)
         self.lake = lake
+        self._lineage = self._resolve_lineage(parents, inputs, relation)
         self.artifact = artifact
         self.keep_last = keep_last
         self.on_busy = on_busy
@@ -216,14 +225,19 @@ class Checkpointer:
     def save(self, path: str | os.PathLike[str], *, step: int | None = None,
              metrics: Mapping[str, float] | None = None,
              metadata: Mapping[str, str] | None = None, aliases: Sequence[str] = (),
-             exclude: Sequence[str] = ()) -> "Future[PushResult] | None":
+             exclude: Sequence[str] = (), parents: Sequence[Any] | None = None,
+             inputs: Sequence[str | dict[str, str]] | None = None,
+             relation: str = "derived-from") -> "Future[PushResult] | None":
         """Snapshot the file or directory `path` and upload it in the background.
 
         Returns a Future of the PushResult, or None if the checkpoint was skipped
         (on_busy="skip").  Raises the first background failure since the last call.  Once it
-        returns, the script may overwrite or delete its files.
+        returns, the script may overwrite or delete its files.  `parents`/`inputs` (None: the
+        checkpointer's) replace the checkpointer's for this checkpoint; parents given here are
+        resolved now, in this call.
         """
         metrics_, metadata_, aliases_ = self._check_args(step, metrics, metadata, aliases)
+        lineage = self._save_lineage(parents, inputs, relation)
         src = os.path.abspath(os.fspath(path))
         with self._save_lock:
             self._check_open()
@@ -233,23 +247,34 @@ class Checkpointer:
             self._raise_error()  # the upload we waited for may have failed
             job = self._snapshot_files(src, step, metrics_, metadata_, aliases_,
                                        tuple(exclude))
+            job.lineage = lineage
             return self._enqueue(job)
 
     def save_state(self, state: Mapping[str, Any], *, step: int | None = None,
                    metrics: Mapping[str, float] | None = None,
                    metadata: Mapping[str, str] | None = None, aliases: Sequence[str] = (),
-                   filename: str = STATE_FILENAME) -> "Future[PushResult] | None":
+                   filename: str = STATE_FILENAME, parents: Sequence[Any] | None = None,
+                   inputs: Sequence[str | dict[str, str]] | None = None,
+                   relation: str = "derived-from") -> "Future[PushResult] | None":
         """Copy `state` to host memory now; write it as one safetensors file and upload it
         (a directory holding `filename`) in the background.
 
-        `state` is a (nested) mapping of names to numpy arrays, torch tensors (when torch is
-        installed) or Python numbers; nested keys are joined with ".".  Returns like `save`.
+        `state` is a training state: nested dicts (any keys: strings, ints, ...), lists and
+        tuples holding torch tensors, numpy arrays, numbers, strings, booleans and None, e.g.
+        {"model": model.state_dict(), "optim": opt.state_dict(), "step": step,
+        "rng": torch.get_rng_state()}.  Tensors go into `filename` (safetensors, named by
+        their path: "optim/state/0/exp_avg"), the rest into ckptlake-state.json
+        (docs/format.md, "Training state"); `lake.load_state(ref)` returns an equal structure.
+        Anything else (an arbitrary object) is a UsageError naming its path: nothing is
+        pickled.  Returns like `save`; `parents`/`inputs` as in `save`.
         """
         metrics_, metadata_, aliases_ = self._check_args(step, metrics, metadata, aliases)
+        lineage = self._save_lineage(parents, inputs, relation)
         if not isinstance(state, Mapping):
-            raise UsageError(f"save_state needs a mapping of names to arrays, not "
-                             f"{type(state).__name__}")
-        if not filename or "/" in filename or filename in (".", ".."):
+            raise UsageError(f"save_state needs a mapping (e.g. {{'model': ..., 'optim': ...}}), "
+                             f"not {type(state).__name__}")
+        if not filename or "/" in filename or filename in (".", "..") \
+                or filename == _state_format.SKELETON_FILENAME:
             raise UsageError(f"filename must be a plain file name, not {filename!r}")
         with self._save_lock:
             self._check_open()
@@ -259,12 +284,14 @@ class Checkpointer:
             self._raise_error()
             with self._cond:
                 pool, self._pool = self._pool, {}
-            tensors, fmt = host_copy(state, pool if self.reuse_buffers else {})
+            skeleton, tensors, fmt = state_copy(state, pool if self.reuse_buffers else {})
             base = self.snapshot_dir or os.path.join(tempfile.gettempdir(),
                                                      "ckptlake-snapshots")
+            skeleton["file"] = filename
             job = _Job(kind="state", step=step, metrics=metrics_, metadata=metadata_,
                        aliases=aliases_, workdir=self._new_workdir(base), tensors=tensors,
-                       filename=filename, state_metadata={"format": fmt})
+                       filename=filename, state_metadata={"format": fmt},
+                       skeleton=_state_format.dumps(skeleton), lineage=lineage)
             return self._enqueue(job)
 
     def prepare_state(self, state: Mapping[str, Any]) -> threading.Thread:
@@ -332,6 +359,30 @@ class Checkpointer:
             validate_alias(name)
         return (_check_metrics(dict(metrics or {})), _check_metadata(dict(metadata or {})),
                 tuple(dict.fromkeys((*self.aliases, *aliases))))
+
+    def _resolve_lineage(self, parents: Sequence[Any] | None,
+                         inputs: Sequence[str | dict[str, str]] | None,
+                         relation: str) -> dict[str, Any]:
+        from .core import lineage as _lineage
+
+        out: dict[str, Any] = {}
+        if parents is not None:
+            if isinstance(parents, (str, bytes)):
+                parents = [parents]
+            out["parents"] = _lineage.resolve_parents(self.lake.store, parents,
+                                                      relation=relation) if parents else ()
+        if inputs is not None:
+            if isinstance(inputs, (str, bytes)):
+                inputs = [inputs]
+            out["inputs"] = tuple(dict(i) if isinstance(i, dict) else _lineage.parse_input(i)
+                                  for i in inputs)
+        return out
+
+    def _save_lineage(self, parents: Sequence[Any] | None,
+                      inputs: Sequence[str | dict[str, str]] | None,
+                      relation: str) -> dict[str, Any]:
+        own = self._resolve_lineage(parents, inputs, relation)
+        return {**self._lineage, **own}
 
     def _check_open(self) -> None:
         if self._closed:
@@ -485,6 +536,8 @@ class Checkpointer:
             os.makedirs(root)
             write_safetensors(os.path.join(root, job.filename), job.tensors or [],
                               metadata=job.state_metadata)
+            with open(os.path.join(root, _state_format.SKELETON_FILENAME), "wb") as fh:
+                fh.write(job.skeleton)
             tree = scan(root)
         else:
             assert job.tree is not None
@@ -506,8 +559,11 @@ class Checkpointer:
         except ImportError:
             pass
         provenance = self._provenance(job.source or None)
+        fields = {k: v for k, v in job.lineage.items() if v}
         if provenance:
-            extra["manifest_fields"] = {"provenance": provenance}
+            fields["provenance"] = provenance
+        if fields:
+            extra["manifest_fields"] = fields
         with (watching(progress) if watching else contextlib.nullcontext(progress)) as prog:
             try:
                 result = _push.push(lake.store, tree, self.artifact, chunk_size=lake.chunk_size,
@@ -850,27 +906,104 @@ def _torch_host(value: Any, buf: Any) -> tuple[str, Any] | None:
     return dtype, host
 
 
-def _host_specs(state: Mapping[str, Any]) -> Iterator[tuple[str, tuple[int, ...], Any]]:
-    """(name, shape, numpy dtype of the host buffer) that host_copy would use."""
+def _leaf_spec(value: Any) -> tuple[tuple[int, ...], Any] | None:
+    """(shape, numpy dtype of the host buffer) that _copy_leaf would use; None: not a tensor."""
     import numpy as np
 
-    for name, value in _flatten(state):
-        torch = sys.modules.get("torch")
-        if torch is not None and isinstance(value, torch.Tensor):
-            dt = str(value.dtype).removeprefix("torch.")
-            if dt in _NAMED_DTYPES:
-                yield name, tuple(value.shape), (np.int16 if _NAMED_DTYPES[dt][1] == 2
-                                                 else np.uint8)
-            else:
-                yield name, tuple(value.shape), torch.empty(0, dtype=value.dtype).numpy().dtype
-            continue
-        arr = np.asarray(value) if not isinstance(value, np.ndarray) else value
-        named = _NAMED_DTYPES.get(arr.dtype.name)
-        if named is not None:
-            yield name, arr.shape, (np.uint16 if named[1] == 2 else np.uint8)
-        elif arr.dtype.kind in "fiub":
-            yield name, arr.shape, arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" \
-                else arr.dtype
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        dt = str(value.dtype).removeprefix("torch.")
+        if dt in _NAMED_DTYPES:
+            return tuple(value.shape), (np.int16 if _NAMED_DTYPES[dt][1] == 2 else np.uint8)
+        return tuple(value.shape), torch.empty(0, dtype=value.dtype).numpy().dtype
+    if not isinstance(value, (np.ndarray, np.generic)):
+        return None
+    arr = np.asarray(value)
+    named = _NAMED_DTYPES.get(arr.dtype.name)
+    if named is not None:
+        return arr.shape, (np.uint16 if named[1] == 2 else np.uint8)
+    if arr.dtype.kind in "fiub":
+        return arr.shape, (arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">"
+                           else arr.dtype)
+    return None
+
+
+def _host_specs(state: Any) -> list[tuple[str, tuple[int, ...], Any]]:
+    """(name, shape, numpy dtype of the host buffer) that state_copy would use."""
+    from .format import state as _state
+
+    specs: list[tuple[str, tuple[int, ...], Any]] = []
+
+    def leaf(name: str, value: Any) -> str | None:
+        spec = _leaf_spec(value)
+        if spec is not None:
+            specs.append((name, *spec))
+        return "np"  # only the names matter here; bad leaves fail at save_state
+
+    _state.encode(state, leaf)
+    return specs
+
+
+def _copy_leaf(name: str, value: Any, buf: Any
+               ) -> tuple[str, str, tuple[int, ...], Any, str] | None:
+    """(safetensors dtype, shape, private host array, framework) of one tensor/array leaf;
+    None if `value` is neither.  `buf` is a free array of a previous copy to copy into."""
+    import numpy as np
+
+    got = _torch_host(value, buf)
+    if got is not None:
+        dtype, host = got
+        return name, dtype, tuple(value.shape), host, "pt"
+    if isinstance(value, np.generic):
+        value = np.asarray(value)
+    if not isinstance(value, np.ndarray):
+        return None
+    named = _NAMED_DTYPES.get(value.dtype.name)
+    if named is not None:
+        dtype = named[0]
+        src = value.view(np.uint16 if named[1] == 2 else np.uint8)
+    else:
+        dtype = _NP_DTYPES.get(value.dtype.str[1:])
+        if dtype is None or value.dtype.kind not in "fiub":
+            raise UsageError(f"state entry {name!r} has dtype {value.dtype}, which "
+                             "safetensors cannot store")
+        src = value
+        if value.dtype.byteorder == ">":
+            src = value.astype(value.dtype.newbyteorder("<"))
+    target = src.dtype.newbyteorder("<") if src.dtype.byteorder == ">" else src.dtype
+    if buf is not None and buf.shape == src.shape and buf.dtype == target \
+            and buf.flags.c_contiguous:
+        np.copyto(buf, src)
+        host = buf
+    else:
+        host = np.array(src, dtype=target, order="C", copy=True)
+    return name, dtype, tuple(value.shape), host, "np"
+
+
+def state_copy(state: Any, pool: dict[str, Any] | None = None
+               ) -> tuple[dict[str, Any], list[tuple[str, str, tuple[int, ...], Any]], str]:
+    """Copy every tensor/array of a training state (docs/format.md, "Training state") to
+    private host arrays and encode the rest as its JSON skeleton.
+
+    Returns (skeleton, [(name, safetensors dtype, shape, array)], "pt" if torch tensors were
+    seen else "np").  `pool`: free arrays of a previous copy by name, reused when they match.
+    """
+    from .format import state as _state
+
+    pool = pool or {}
+    out: list[tuple[str, str, tuple[int, ...], Any]] = []
+    frameworks: set[str] = set()
+
+    def leaf(name: str, value: Any) -> str | None:
+        got = _copy_leaf(name, value, pool.get(name))
+        if got is None:
+            return None
+        out.append(got[:4])
+        frameworks.add(got[4])
+        return got[4]
+
+    skeleton = _state.encode(state, leaf)
+    return skeleton, out, "pt" if "pt" in frameworks else "np"
 
 
 def host_copy(state: Mapping[str, Any], pool: dict[str, Any] | None = None
@@ -990,6 +1123,6 @@ def load_safetensors(path: str | os.PathLike[str]) -> dict[str, "np.ndarray"]:
     return out
 
 
-__all__ = ["Checkpointer", "host_copy", "write_safetensors", "load_safetensors",
+__all__ = ["Checkpointer", "host_copy", "state_copy", "write_safetensors", "load_safetensors",
            "SNAPSHOT_MODES", "ON_BUSY"]
 
