@@ -82,6 +82,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from .lake import Lake
+    from .policy.retention import RetentionPolicy
     from .transfer.progress import Progress
 
 log = logging.getLogger("ckptlake")
@@ -130,9 +131,15 @@ class Checkpointer:
                  aliases: Sequence[str] = (), exit_timeout: float | None = None,
                  reuse_buffers: bool = True, progress: "Progress | None" = None,
                  parents: Sequence[Any] = (), inputs: Sequence[str | dict[str, str]] = (),
-                 relation: str = "derived-from") -> None:
+                 relation: str = "derived-from",
+                 retention: "RetentionPolicy | str | os.PathLike[str] | bool | None" = None
+                 ) -> None:
         """
-        keep_last: after each commit keep only the newest N versions (aliased ones always).
+        keep_last: after each commit keep only the newest N versions (aliased ones always);
+            with a retention rule for this artifact, it replaces that rule's keep_last.
+        retention: the retention policy applied after each commit (the rule of its `retention:`
+            rules that matches this artifact): None, the config file's (read now); a
+            RetentionPolicy or the path of a YAML file; False: none (keep_last only).
         on_busy / max_pending: back-pressure, see the module doc.
         snapshot: "auto" | "link" | "copy" for `save()`, see the module doc.
         snapshot_dir: where snapshots go (default: `.ckptlake-snapshots/` beside the saved
@@ -166,6 +173,7 @@ class Checkpointer:
         for name in aliases:
             validate_alias(name)
         self.lake = lake
+        self.retention = _load_policy(retention)
         self._lineage = self._resolve_lineage(parents, inputs, relation)
         self.artifact = artifact
         self.keep_last = keep_last
@@ -179,6 +187,9 @@ class Checkpointer:
         self.progress = progress
         #: Results of committed checkpoints, in commit order.
         self.results: list[PushResult] = []
+        #: Failures of after-commit retention (logged at ERROR; never raised: the
+        #: checkpoints they follow are committed).
+        self.retention_errors: list[BaseException] = []
         #: Steps of checkpoints skipped because an upload was running (on_busy="skip").
         self.skipped: list[int | None] = []
         self._cond = threading.Condition()
@@ -586,12 +597,14 @@ class Checkpointer:
         log.info("ckptlake: committed %s (%s): %d files, %d bytes uploaded in %.1f s",
                  result.ref, job.describe(), result.files, result.bytes_uploaded,
                  result.seconds)
-        if self.keep_last:
+        if self.keep_last or self.retention.rule_for(self.artifact) is not None:
             try:
-                self._retain(result.version)
+                self._retain()
             except Exception as exc:  # noqa: BLE001 - the checkpoint itself is committed
-                log.warning("ckptlake: retention (keep_last=%d) of %s failed: %s",
-                            self.keep_last, self.artifact, exc)
+                self.retention_errors.append(exc)
+                log.error("ckptlake: retention of %s after committing %s failed (the "
+                          "checkpoint is committed; nothing was deleted that should not "
+                          "be): %s", self.artifact, result.ref, exc)
         return result
 
     def _provenance(self, source: str | None) -> dict[str, Any]:
@@ -605,23 +618,14 @@ class Checkpointer:
                 self._provenance_cache = {}
         return self._provenance_cache
 
-    def _retain(self, committed: int) -> None:
-        infos = self.lake.versions(self.artifact)
-        newest = sorted((v.version for v in infos), reverse=True)[: self.keep_last]
-        keep = set(newest) | {v.version for v in infos if v.aliases}
-        doomed = sorted(v.version for v in infos if v.version not in keep and v.version < committed)
-        if not doomed:
-            return
-        reason = f"keep_last={self.keep_last} (checkpointer)"
-        deleter = getattr(self.lake, "delete_versions", None)
-        if callable(deleter):
-            deleter(self.artifact, doomed, reason=reason)
-        else:
-            doomed = _delete_versions(self.lake.store, self.artifact, doomed,
-                                      rule=f"keep_last: {self.keep_last}", reason=reason)
-        if doomed:
-            log.info("ckptlake: %s: deleted version(s) %s (%s)", self.artifact,
-                     ", ".join(f"v{n}" for n in doomed), reason)
+    def _retain(self) -> None:
+        """gc's step 1 for this artifact (core/gc.py `retain`: its selection, its deleter)."""
+        from .core.gc import retain
+
+        done = retain(self.lake.store, self.artifact, self.retention, keep_last=self.keep_last)
+        if done.versions_deleted:
+            log.info("ckptlake: %s: retention deleted %s", self.artifact,
+                     ", ".join(done.versions_deleted))
 
     def _fail(self, job: _Job, exc: BaseException) -> None:
         log.error("ckptlake: checkpoint %s of %s failed in the background: %s (raised at the "
@@ -664,39 +668,16 @@ class Checkpointer:
                       job.describe(), self.artifact, exc)
 
 
-def _delete_versions(store: Any, artifact: str, numbers: list[int], *, rule: str,
-                     reason: str) -> list[int]:
-    """Delete versions the way gc does (docs/format.md, "Deleting (gc)"), minus the chunks:
-    a tombstone first (so lineage still shows the version, as expired), then the manifest;
-    aliases are re-read right before the delete, and an aliased version is spared.  Chunks
-    are left for gc, which alone can prove that no other version uses them."""
-    from .core import catalog
-    from .errors import NotFound
+def _load_policy(retention: Any) -> "RetentionPolicy":
+    from .policy.retention import RetentionPolicy
 
-    try:
-        from .core import tombstones
-    except ImportError:  # a build without gc: manifests only
-        tombstones = None  # type: ignore[assignment]
-    from .core.identity import utcnow
+    if retention is False:
+        return RetentionPolicy()
+    if retention is True:
+        retention = None
+    from .lake import _retention
 
-    now = utcnow()
-    todo = []
-    for n in numbers:
-        if tombstones is not None:
-            try:
-                m = catalog.load_manifest(store, artifact, n)
-            except NotFound:
-                continue  # deleted by someone else meanwhile
-            tombstones.write(store, tombstones.from_manifest(m, deleted=now, rule=rule,
-                                                             reason=reason))
-        todo.append(n)
-    aliased = set(catalog.aliases(store, artifact).values())
-    doomed = [n for n in todo if n not in aliased]
-    spared = [n for n in todo if n in aliased]
-    if spared and tombstones is not None:
-        store.delete([layout.tombstone_key(artifact, n) for n in spared])
-    store.delete([layout.version_key(artifact, n) for n in doomed])
-    return doomed
+    return _retention(retention)
 
 
 def _is_library_error(exc: BaseException) -> bool:
