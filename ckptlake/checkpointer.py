@@ -59,6 +59,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import struct
 import sys
@@ -69,7 +70,7 @@ import weakref
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from .core.scan import SourceTree, scan
 from .errors import SourceChanged, UsageError
@@ -89,6 +90,8 @@ log = logging.getLogger("ckptlake")
 
 SNAPSHOT_MODES = ("auto", "link", "copy")
 ON_BUSY = ("wait", "skip", "queue")
+ON_SIGTERM = ("wait", "save")
+SIGTERM_EXIT = 143  # 128 + SIGTERM, what a shell reports for a process the signal killed
 DEFAULT_MAX_PENDING = 2
 SNAPSHOT_DIRNAME = ".ckptlake-snapshots"
 STATE_FILENAME = "model.safetensors"
@@ -132,14 +135,19 @@ class Checkpointer:
                  reuse_buffers: bool = True, progress: "Progress | None" = None,
                  parents: Sequence[Any] = (), inputs: Sequence[str | dict[str, str]] = (),
                  relation: str = "derived-from",
-                 retention: "RetentionPolicy | str | os.PathLike[str] | bool | None" = None
-                 ) -> None:
+                 retention: "RetentionPolicy | str | os.PathLike[str] | bool | None" = None,
+                 on_sigterm: str | None = None,
+                 final_save: "Callable[[], Any] | None" = None) -> None:
         """
         keep_last: after each commit keep only the newest N versions (aliased ones always);
             with a retention rule for this artifact, it replaces that rule's keep_last.
         retention: the retention policy applied after each commit (the rule of its `retention:`
             rules that matches this artifact): None, the config file's (read now); a
             RetentionPolicy or the path of a YAML file; False: none (keep_last only).
+        on_sigterm / final_save: for preemptible nodes (spot, SageMaker), see "Preemption" in
+            the module doc.  "wait": on SIGTERM wait for pending uploads (up to
+            `exit_timeout`), then exit with status 143; "save": first call `final_save()`
+            (which saves, e.g. `ck.save_state(last_state, step=...)`), then the same.
         on_busy / max_pending: back-pressure, see the module doc.
         snapshot: "auto" | "link" | "copy" for `save()`, see the module doc.
         snapshot_dir: where snapshots go (default: `.ckptlake-snapshots/` beside the saved
@@ -172,7 +180,21 @@ class Checkpointer:
             raise UsageError(f"keep_last must be an integer >= 1, not {keep_last!r}")
         for name in aliases:
             validate_alias(name)
+        if on_sigterm is not None and on_sigterm not in ON_SIGTERM:
+            raise UsageError(f"on_sigterm must be one of {', '.join(ON_SIGTERM)}, not "
+                             f"{on_sigterm!r}")
+        if (on_sigterm == "save") != (final_save is not None):
+            raise UsageError("on_sigterm='save' needs final_save= (a callable that saves), "
+                             "and final_save= needs on_sigterm='save'")
+        if on_sigterm is not None and threading.current_thread() is not threading.main_thread():
+            raise UsageError("on_sigterm needs the checkpointer to be made in the main thread "
+                             "(Python runs signal handlers there only)")
         self.lake = lake
+        self.on_sigterm = on_sigterm
+        self.final_save = final_save
+        self._sigterm_pending = False
+        self._terminating = False
+        self._previous_handler: Any = None
         self.retention = _load_policy(retention)
         self._lineage = self._resolve_lineage(parents, inputs, relation)
         self.artifact = artifact
@@ -209,6 +231,8 @@ class Checkpointer:
         self._thread.start()
         _LIVE.add(self)
         _register_exit_hook()
+        if on_sigterm is not None:
+            self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def __repr__(self) -> str:
         return f"Checkpointer({self.lake.url!r}, {self.artifact!r}, on_busy={self.on_busy!r})"
@@ -259,7 +283,9 @@ class Checkpointer:
             job = self._snapshot_files(src, step, metrics_, metadata_, aliases_,
                                        tuple(exclude))
             job.lineage = lineage
-            return self._enqueue(job)
+            fut = self._enqueue(job)
+        self._sigterm_after_save()
+        return fut
 
     def save_state(self, state: Mapping[str, Any], *, step: int | None = None,
                    metrics: Mapping[str, float] | None = None,
@@ -303,7 +329,9 @@ class Checkpointer:
                        aliases=aliases_, workdir=self._new_workdir(base), tensors=tensors,
                        filename=filename, state_metadata={"format": fmt},
                        skeleton=_state_format.dumps(skeleton), lineage=lineage)
-            return self._enqueue(job)
+            fut = self._enqueue(job)
+        self._sigterm_after_save()
+        return fut
 
     def prepare_state(self, state: Mapping[str, Any]) -> threading.Thread:
         """Allocate (and touch) host buffers shaped like `state` in a background thread, so
@@ -353,6 +381,7 @@ class Checkpointer:
                 self._closed = self._stopping = True
                 self._cond.notify_all()
             _LIVE.discard(self)
+            self._restore_handler()
             if not self.pending:
                 for base in self._swept:  # leave no empty snapshot directories behind
                     with contextlib.suppress(OSError):
@@ -395,6 +424,50 @@ class Checkpointer:
         own = self._resolve_lineage(parents, inputs, relation)
         return {**self._lineage, **own}
 
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        if self._terminating:
+            return  # already draining: a second SIGTERM changes nothing
+        if self._save_lock.locked():
+            # A save is being taken (the loop was inside save()): let it finish, so that it
+            # is uploaded too; it calls _sigterm_after_save when it is done.
+            self._sigterm_pending = True
+            log.warning("ckptlake: SIGTERM during a save of %s: finishing it first",
+                        self.artifact)
+            return
+        self._terminate()
+
+    def _sigterm_after_save(self) -> None:
+        if self._sigterm_pending and threading.current_thread() is threading.main_thread():
+            self._sigterm_pending = False
+            self._terminate()
+
+    def _terminate(self) -> None:
+        """SIGTERM: the final save (on_sigterm="save"), then wait for uploads up to
+        exit_timeout, then exit 143.  A checkpoint still uploading at the deadline is lost
+        whole: its manifest, written last, is never written."""
+        self._terminating = True
+        log.warning("ckptlake: SIGTERM: %s%s, then exiting", "taking a final checkpoint of "
+                    f"{self.artifact} and " if self.on_sigterm == "save" else "",
+                    "waiting for pending uploads"
+                    + ("" if self.exit_timeout is None else f" (up to {self.exit_timeout} s)"))
+        if self.on_sigterm == "save" and self.final_save is not None and not self._closed:
+            try:
+                self.final_save()
+            except Exception as exc:  # noqa: BLE001 - still wait for what is pending
+                log.error("ckptlake: the final save on SIGTERM failed: %s", exc)
+        self._drain_at_exit()
+        self._restore_handler()
+        raise SystemExit(SIGTERM_EXIT)
+
+    def _restore_handler(self) -> None:
+        if self.on_sigterm is None or self._previous_handler is None:
+            return
+        if threading.current_thread() is threading.main_thread():
+            with contextlib.suppress(ValueError, TypeError):
+                if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+                    signal.signal(signal.SIGTERM, self._previous_handler)
+            self._previous_handler = None
+
     def _check_open(self) -> None:
         if self._closed:
             raise UsageError("this checkpointer is closed", hint="create a new one")
@@ -418,7 +491,7 @@ class Checkpointer:
             busy = self._active is not None or bool(self._queue)
             if not busy:
                 return True
-            if self.on_busy == "skip":
+            if self.on_busy == "skip" and not self._terminating:  # never skip the final save
                 running = self._active.describe() if self._active else "a queued upload"
                 log.warning("ckptlake: skipped checkpoint %s of %s: the upload of %s is still "
                             "running (on_busy='skip')", "?" if step is None else step,
