@@ -42,13 +42,22 @@ A background failure is logged at once (logger "ckptlake", ERROR) and raised by 
 `save`, `save_state`, `wait` or `close`.  Nothing partial is ever committed: a version appears
 only when its manifest is written, after every chunk.  When the interpreter exits with uploads
 still pending, it waits for them (up to `exit_timeout` seconds) and logs loudly what was lost;
-a process killed by a signal cannot wait (install a SIGTERM handler that raises SystemExit so
-that exit hooks run).
+a process killed by a signal cannot wait (use `on_sigterm=`, below).
 
-Retention (`keep_last=N`): after each commit, versions of the artifact older than its newest N
-are deleted, except versions that carry an alias.  They are deleted as gc deletes versions (a
-tombstone, so lineage shows them as expired, then the manifest); their chunks are left for
-`gc`, which alone can prove nothing else uses them.
+Retention: after each commit, the policy file's retention rule for this artifact (or
+`keep_last=N`, which replaces that rule's keep_last, or is the whole rule when none matches) is
+applied by core/gc.py `retain`: gc's selection and gc's deleter, so aliased versions and the
+latest are never deleted; a tombstone (lineage shows them as expired), then the manifest;
+their chunks are left for `gc`, which alone can prove nothing else uses them.  It runs in the
+background thread; a failure is logged and kept in `retention_errors`, never raised.
+
+Preemption (`on_sigterm=`)
+--------------------------
+A SIGTERM handler (installed in the main thread, where Python runs handlers; `close` restores
+the previous one): a save under way when the signal arrives is finished first; "save" then
+calls `final_save()`; then pending uploads are waited for up to `exit_timeout` and the process
+exits with 143 (SystemExit, so `finally` blocks and exit hooks run).  A checkpoint still
+uploading at the deadline is lost whole (its manifest is written last), never torn.
 """
 from __future__ import annotations
 
