@@ -31,13 +31,15 @@ LOOP = textwrap.dedent("""
 
     lake = ckptlake.open(sys.argv[1], chunk_size=1024 * 1024)
     last = {}
+    final = (lambda: last and ck.save_state(last["state"], step=last["step"]))
     ck = lake.checkpointer("run/preempt", on_busy=sys.argv[2], retention=False,
-                           exit_timeout=30, on_sigterm="save",
-                           final_save=lambda: ck.save_state(last["state"], step=last["step"]))
+                           exit_timeout=30, on_sigterm=sys.argv[3],
+                           final_save=final if sys.argv[3] == "save" else None)
     print("ready", flush=True)
     for step in range(1, 100_000):
         state = make_state(step)
-        ck.save_state(state, step=step)
+        if ck.save_state(state, step=step) is not None:  # None: skipped (on_busy="skip")
+            print(step, flush=True)
         last.update(state=state, step=step)
         time.sleep(0.01)
 """)
@@ -67,15 +69,16 @@ def test_sigterm_at_random_points_leaves_only_whole_checkpoints(tmp_path, trial)
     script = tmp_path / "loop.py"
     script.write_text(LOOP)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, str(script), url, rng.choice(["wait", "queue",
-                                                                           "skip"])],
+    on_busy = rng.choice(["wait", "queue", "skip"])
+    on_sigterm = ("wait", "save")[trial % 2]
+    proc = subprocess.Popen([sys.executable, str(script), url, on_busy, on_sigterm],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                             cwd=tmp_path)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
         time.sleep(rng.uniform(0.0, 1.2))
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -87,6 +90,9 @@ def test_sigterm_at_random_points_leaves_only_whole_checkpoints(tmp_path, trial)
             versions = lake.versions(ART)
         except ckptlake.NotFound:
             versions = []  # signalled before the first commit: no trace at all is fine
+        # Every save that was accepted before the signal was committed (waited for).
+        accepted = {int(line) for line in out.split()}
+        assert accepted <= {v.step for v in versions}
         for v in versions:
             got = lake.load_state(f"{ART}@v{v.version}")
             assert got["step"] == v.step
