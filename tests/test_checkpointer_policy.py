@@ -104,3 +104,20 @@ def test_retention_failure_is_logged_never_raised(lake, tmp_path, caplog) -> Non
     assert len(ck.retention_errors) == 2 and "typo_loss" in str(ck.retention_errors[0])
     assert "retention of run/ckpt" in caplog.text
     assert len(lake.versions(ART)) == 2
+
+
+def test_on_sigterm_arguments_are_checked_and_the_handler_restored(lake) -> None:
+    import signal
+
+    from ckptlake.errors import UsageError
+
+    with pytest.raises(UsageError, match="on_sigterm"):
+        lake.checkpointer(ART, on_sigterm="later", retention=False)
+    with pytest.raises(UsageError, match="final_save"):
+        lake.checkpointer(ART, on_sigterm="save", retention=False)
+    with pytest.raises(UsageError, match="final_save"):
+        lake.checkpointer(ART, final_save=lambda: None, retention=False)
+    before = signal.getsignal(signal.SIGTERM)
+    with lake.checkpointer(ART, on_sigterm="wait", retention=False) as ck:
+        assert signal.getsignal(signal.SIGTERM) == ck._on_sigterm
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -148,3 +148,17 @@ def test_skeleton_is_plain_json_and_never_executes(lake, tmp_path) -> None:
     skeleton = json.loads((tmp_path / "r" / "ckptlake-state.json").read_text())
     assert skeleton == {"ckptlake_state": 1, "file": "model.safetensors", "root": {"$dict": [
         ["x", {"$tensor": "x", "framework": "np"}], ["k", {"$dict": [[3, "v"]]}]]}}
+
+
+def test_skeleton_decoding_refuses_unknown_nodes_and_versions() -> None:
+    from ckptlake.format import state
+
+    what = "run/state@v1"
+    with pytest.raises(UsageError, match="not supported"):
+        state.parse(b'{"ckptlake_state": 2, "root": null}', what)
+    with pytest.raises(UsageError, match="unknown node"):
+        state.decode({"root": {"$pickle": "gASV"}}, {}, what)
+    with pytest.raises(UsageError, match="missing"):
+        state.decode({"root": {"$tensor": "x", "framework": "np"}}, {}, what)
+    assert state.decode(state.parse(b'{"ckptlake_state": 1, "root": {"$dict": [[1, '
+                                    b'{"$float": "inf"}]]}}', what), {}, what) == {1: math.inf}
