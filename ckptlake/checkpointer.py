@@ -283,7 +283,7 @@ class Checkpointer:
         metrics_, metadata_, aliases_ = self._check_args(step, metrics, metadata, aliases)
         lineage = self._save_lineage(parents, inputs, relation)
         src = os.path.abspath(os.fspath(path))
-        with self._save_lock:
+        with self._saving():
             self._check_open()
             self._raise_error()
             if not self._make_room(step):
@@ -292,9 +292,7 @@ class Checkpointer:
             job = self._snapshot_files(src, step, metrics_, metadata_, aliases_,
                                        tuple(exclude))
             job.lineage = lineage
-            fut = self._enqueue(job)
-        self._sigterm_after_save()
-        return fut
+            return self._enqueue(job)
 
     def save_state(self, state: Mapping[str, Any], *, step: int | None = None,
                    metrics: Mapping[str, float] | None = None,
@@ -322,7 +320,7 @@ class Checkpointer:
         if not filename or "/" in filename or filename in (".", "..") \
                 or filename == _state_format.SKELETON_FILENAME:
             raise UsageError(f"filename must be a plain file name, not {filename!r}")
-        with self._save_lock:
+        with self._saving():
             self._check_open()
             self._raise_error()
             if not self._make_room(step):
@@ -338,9 +336,7 @@ class Checkpointer:
                        aliases=aliases_, workdir=self._new_workdir(base), tensors=tensors,
                        filename=filename, state_metadata={"format": fmt},
                        skeleton=_state_format.dumps(skeleton), lineage=lineage)
-            fut = self._enqueue(job)
-        self._sigterm_after_save()
-        return fut
+            return self._enqueue(job)
 
     def prepare_state(self, state: Mapping[str, Any]) -> threading.Thread:
         """Allocate (and touch) host buffers shaped like `state` in a background thread, so
@@ -438,17 +434,24 @@ class Checkpointer:
             return  # already draining: a second SIGTERM changes nothing
         if self._save_lock.locked():
             # A save is being taken (the loop was inside save()): let it finish, so that it
-            # is uploaded too; it calls _sigterm_after_save when it is done.
+            # is uploaded too; _saving acts on it when it is done.
             self._sigterm_pending = True
             log.warning("ckptlake: SIGTERM during a save of %s: finishing it first",
                         self.artifact)
             return
         self._terminate()
 
-    def _sigterm_after_save(self) -> None:
-        if self._sigterm_pending and threading.current_thread() is threading.main_thread():
-            self._sigterm_pending = False
-            self._terminate()
+    @contextlib.contextmanager
+    def _saving(self) -> Iterator[None]:
+        """Serialize saves; a SIGTERM that arrived during one is acted on when it ends (taken,
+        skipped or failed)."""
+        try:
+            with self._save_lock:
+                yield
+        finally:
+            if self._sigterm_pending and threading.current_thread() is threading.main_thread():
+                self._sigterm_pending = False
+                self._terminate()
 
     def _terminate(self) -> None:
         """SIGTERM: the final save (on_sigterm="save"), then wait for uploads up to
