@@ -14,6 +14,9 @@ Modes (each in a fresh artifact, with a state whose bytes no earlier mode upload
   save_copy   the same with snapshot="copy"
   save_state  `Checkpointer.save_state(arrays)` (no files: host copy, then background
               safetensors + upload), after `prepare_state()` at start-up
+  train_state the same arrays as a full training state (issue 15): nested dicts with int keys
+              (an optimizer's), a step, numpy's RNG state; then the same state saved once
+              more, unchanged, to show that it uploads no data bytes
 plus a reference: a copy of the same bytes in memory (into a reused buffer, and a fresh one).
 
 "blocked" is the time the loop spends inside the checkpoint call (for sync: the push; for the
@@ -48,7 +51,17 @@ import ckptlake  # noqa: E402
 
 MiB = 1 << 20
 BUCKET = "asyncbench"
-MODES = ("none", "sync", "save", "save_copy", "save_state")
+MODES = ("none", "sync", "save", "save_copy", "save_state", "train_state")
+
+
+def training_state(arrays: list[np.ndarray], step: int) -> dict:
+    """`arrays` laid out as a model + optimizer state dict would be (same bytes in total)."""
+    half = len(arrays) // 2 or 1
+    return {"model": {f"layers.{i}.weight": a for i, a in enumerate(arrays[:half])},
+            "optim": {"state": {i: {"exp_avg": a} for i, a in enumerate(arrays[half:])},
+                      "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.999),
+                                        "params": list(range(len(arrays) - half))}]},
+            "step": step, "rng": np.random.get_state()}
 
 
 # ---- the training loop -------------------------------------------------------------------------
@@ -99,11 +112,13 @@ def run_mode(mode: str, lake: ckptlake.Lake, base: list[np.ndarray], offset: flo
     art = f"bench/{mode}/ckpt"
     ckdir = scratch / mode / "latest"
     ck = None
-    if mode.startswith("save"):
+    if mode.startswith("save") or mode == "train_state":
         ck = lake.checkpointer(art, snapshot="copy" if mode == "save_copy" else "auto",
                                snapshot_dir=str(scratch / mode / "snapshots"))
         if mode == "save_state":  # at start-up, as a training script would
             ck.prepare_state({f"shard_{i}": arr for i, arr in enumerate(arrays)}).join()
+        elif mode == "train_state":
+            ck.prepare_state(training_state(arrays, 0)).join()
     blocked: list[float] = []
     writes: list[float] = []
     busy: list[bool] = []
@@ -118,7 +133,7 @@ def run_mode(mode: str, lake: ckptlake.Lake, base: list[np.ndarray], offset: flo
             arr += np.float32(1.0)
         if mode == "none":
             continue
-        if mode != "save_state":
+        if mode not in ("save_state", "train_state"):
             tw = time.perf_counter()
             write_files(arrays, ckdir)
             writes.append(time.perf_counter() - tw)
@@ -130,22 +145,33 @@ def run_mode(mode: str, lake: ckptlake.Lake, base: list[np.ndarray], offset: flo
         elif mode == "save_state":
             assert ck is not None
             ck.save_state({f"shard_{i}": arr for i, arr in enumerate(arrays)}, step=step)
+        elif mode == "train_state":
+            assert ck is not None
+            ck.save_state(training_state(arrays, step), step=step)
         else:
             assert ck is not None
             ck.save(ckdir, step=step)
         blocked.append(time.perf_counter() - tb)
     loop = time.perf_counter() - t0
     drain = 0.0
+    resave = None
+    if mode == "train_state":  # nothing changed: no data bytes
+        assert ck is not None
+        ck.wait()
+        resave = ck.save_state(training_state(arrays, steps), step=steps).result()
+        steps_saved = list(range(args.every, steps + 1, args.every)) + [steps]
+    else:
+        steps_saved = list(range(args.every, steps + 1, args.every))
     if ck is not None:
         td = time.perf_counter()
         ck.close()
         drain = time.perf_counter() - td
     if mode != "none":
-        assert [v.step for v in lake.versions(art)] == \
-            list(range(args.every, steps + 1, args.every)), mode
+        assert [v.step for v in lake.versions(art)] == steps_saved, mode
     shutil.rmtree(scratch / mode, ignore_errors=True)
     return {"mode": mode, "blocked": blocked, "write": writes, "loop": loop, "drain": drain,
-            "wall": loop + drain, "busy": busy}
+            "wall": loop + drain, "busy": busy,
+            "resave_bytes_uploaded": None if resave is None else resave.bytes_uploaded}
 
 
 def memcopy_reference(base: list[np.ndarray]) -> dict:
@@ -193,6 +219,9 @@ def report(results: list[dict], ref: dict, args) -> str:
             lines.append(f"- {r['mode']}: blocked " + ", ".join(ms(x) for x in r["blocked"])
                          + (f" ({waited} of them found the previous upload still running and "
                             "waited for it)" if waited else ""))
+        if r.get("resave_bytes_uploaded") is not None:
+            lines.append(f"- {r['mode']}: the same state saved again, unchanged: "
+                         f"{r['resave_bytes_uploaded']} data bytes uploaded")
     return "\n".join(lines)
 
 

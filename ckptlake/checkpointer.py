@@ -42,13 +42,22 @@ A background failure is logged at once (logger "ckptlake", ERROR) and raised by 
 `save`, `save_state`, `wait` or `close`.  Nothing partial is ever committed: a version appears
 only when its manifest is written, after every chunk.  When the interpreter exits with uploads
 still pending, it waits for them (up to `exit_timeout` seconds) and logs loudly what was lost;
-a process killed by a signal cannot wait (install a SIGTERM handler that raises SystemExit so
-that exit hooks run).
+a process killed by a signal cannot wait (use `on_sigterm=`, below).
 
-Retention (`keep_last=N`): after each commit, versions of the artifact older than its newest N
-are deleted, except versions that carry an alias.  They are deleted as gc deletes versions (a
-tombstone, so lineage shows them as expired, then the manifest); their chunks are left for
-`gc`, which alone can prove nothing else uses them.
+Retention: after each commit, the policy file's retention rule for this artifact (or
+`keep_last=N`, which replaces that rule's keep_last, or is the whole rule when none matches) is
+applied by core/gc.py `retain`: gc's selection and gc's deleter, so aliased versions and the
+latest are never deleted; a tombstone (lineage shows them as expired), then the manifest;
+their chunks are left for `gc`, which alone can prove nothing else uses them.  It runs in the
+background thread; a failure is logged and kept in `retention_errors`, never raised.
+
+Preemption (`on_sigterm=`)
+--------------------------
+A SIGTERM handler (installed in the main thread, where Python runs handlers; `close` restores
+the previous one): a save under way when the signal arrives is finished first; "save" then
+calls `final_save()`; then pending uploads are waited for up to `exit_timeout` and the process
+exits with 143 (SystemExit, so `finally` blocks and exit hooks run).  A checkpoint still
+uploading at the deadline is lost whole (its manifest is written last), never torn.
 """
 from __future__ import annotations
 
@@ -59,6 +68,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import struct
 import sys
@@ -69,11 +79,12 @@ import weakref
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from .core.scan import SourceTree, scan
 from .errors import SourceChanged, UsageError
 from .format import layout
+from .format import state as _state_format
 from .format.refs import validate_alias, validate_artifact
 from .results import PushResult
 
@@ -81,12 +92,15 @@ if TYPE_CHECKING:
     import numpy as np
 
     from .lake import Lake
+    from .policy.retention import RetentionPolicy
     from .transfer.progress import Progress
 
 log = logging.getLogger("ckptlake")
 
 SNAPSHOT_MODES = ("auto", "link", "copy")
 ON_BUSY = ("wait", "skip", "queue")
+ON_SIGTERM = ("wait", "save")
+SIGTERM_EXIT = 143  # 128 + SIGTERM, what a shell reports for a process the signal killed
 DEFAULT_MAX_PENDING = 2
 SNAPSHOT_DIRNAME = ".ckptlake-snapshots"
 STATE_FILENAME = "model.safetensors"
@@ -107,6 +121,8 @@ class _Job:
     source: str = ""  # files: the saved path (absolute)
     linked: bool = False  # files: snapshot made of hard links
     tensors: list[tuple[str, str, tuple[int, ...], Any]] | None = None  # state
+    skeleton: bytes = b""  # state: the JSON skeleton (format/state.py)
+    lineage: dict[str, Any] = field(default_factory=dict)  # manifest "parents"/"inputs"
     state_metadata: dict[str, str] = field(default_factory=dict)
     filename: str = STATE_FILENAME
 
@@ -125,9 +141,22 @@ class Checkpointer:
                  on_busy: str = "wait", max_pending: int | None = None,
                  snapshot: str = "auto", snapshot_dir: str | os.PathLike[str] | None = None,
                  aliases: Sequence[str] = (), exit_timeout: float | None = None,
-                 reuse_buffers: bool = True, progress: "Progress | None" = None) -> None:
+                 reuse_buffers: bool = True, progress: "Progress | None" = None,
+                 parents: Sequence[Any] = (), inputs: Sequence[str | dict[str, str]] = (),
+                 relation: str = "derived-from",
+                 retention: "RetentionPolicy | str | os.PathLike[str] | bool | None" = None,
+                 on_sigterm: str | None = None,
+                 final_save: "Callable[[], Any] | None" = None) -> None:
         """
-        keep_last: after each commit keep only the newest N versions (aliased ones always).
+        keep_last: after each commit keep only the newest N versions (aliased ones always);
+            with a retention rule for this artifact, it replaces that rule's keep_last.
+        retention: the retention policy applied after each commit (the rule of its `retention:`
+            rules that matches this artifact): None, the config file's (read now); a
+            RetentionPolicy or the path of a YAML file; False: none (keep_last only).
+        on_sigterm / final_save: for preemptible nodes (spot, SageMaker), see "Preemption" in
+            the module doc.  "wait": on SIGTERM wait for pending uploads (up to
+            `exit_timeout`), then exit with status 143; "save": first call `final_save()`
+            (which saves, e.g. `ck.save_state(last_state, step=...)`), then the same.
         on_busy / max_pending: back-pressure, see the module doc.
         snapshot: "auto" | "link" | "copy" for `save()`, see the module doc.
         snapshot_dir: where snapshots go (default: `.ckptlake-snapshots/` beside the saved
@@ -139,6 +168,9 @@ class Checkpointer:
             the next state into it (no fresh allocation, no page faults: a faster stall) at
             the cost of holding one host copy of the state between saves.
         progress: receives the background uploads' progress events.
+        parents / inputs / relation: lineage of every checkpoint, as in `Lake.push` (a fine-
+            tune's base model, its datasets).  Parents are resolved to fixed versions here, once
+            (NotFound now if one does not exist); `save`/`save_state` may override both.
         """
         validate_artifact(artifact)
         if on_busy not in ON_BUSY:
@@ -157,7 +189,23 @@ class Checkpointer:
             raise UsageError(f"keep_last must be an integer >= 1, not {keep_last!r}")
         for name in aliases:
             validate_alias(name)
+        if on_sigterm is not None and on_sigterm not in ON_SIGTERM:
+            raise UsageError(f"on_sigterm must be one of {', '.join(ON_SIGTERM)}, not "
+                             f"{on_sigterm!r}")
+        if (on_sigterm == "save") != (final_save is not None):
+            raise UsageError("on_sigterm='save' needs final_save= (a callable that saves), "
+                             "and final_save= needs on_sigterm='save'")
+        if on_sigterm is not None and threading.current_thread() is not threading.main_thread():
+            raise UsageError("on_sigterm needs the checkpointer to be made in the main thread "
+                             "(Python runs signal handlers there only)")
         self.lake = lake
+        self.on_sigterm = on_sigterm
+        self.final_save = final_save
+        self._sigterm_pending = False
+        self._terminating = False
+        self._previous_handler: Any = None
+        self.retention = _load_policy(retention)
+        self._lineage = self._resolve_lineage(parents, inputs, relation)
         self.artifact = artifact
         self.keep_last = keep_last
         self.on_busy = on_busy
@@ -170,6 +218,9 @@ class Checkpointer:
         self.progress = progress
         #: Results of committed checkpoints, in commit order.
         self.results: list[PushResult] = []
+        #: Failures of after-commit retention (logged at ERROR; never raised: the
+        #: checkpoints they follow are committed).
+        self.retention_errors: list[BaseException] = []
         #: Steps of checkpoints skipped because an upload was running (on_busy="skip").
         self.skipped: list[int | None] = []
         self._cond = threading.Condition()
@@ -189,6 +240,8 @@ class Checkpointer:
         self._thread.start()
         _LIVE.add(self)
         _register_exit_hook()
+        if on_sigterm is not None:
+            self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def __repr__(self) -> str:
         return f"Checkpointer({self.lake.url!r}, {self.artifact!r}, on_busy={self.on_busy!r})"
@@ -216,16 +269,21 @@ class Checkpointer:
     def save(self, path: str | os.PathLike[str], *, step: int | None = None,
              metrics: Mapping[str, float] | None = None,
              metadata: Mapping[str, str] | None = None, aliases: Sequence[str] = (),
-             exclude: Sequence[str] = ()) -> "Future[PushResult] | None":
+             exclude: Sequence[str] = (), parents: Sequence[Any] | None = None,
+             inputs: Sequence[str | dict[str, str]] | None = None,
+             relation: str = "derived-from") -> "Future[PushResult] | None":
         """Snapshot the file or directory `path` and upload it in the background.
 
         Returns a Future of the PushResult, or None if the checkpoint was skipped
         (on_busy="skip").  Raises the first background failure since the last call.  Once it
-        returns, the script may overwrite or delete its files.
+        returns, the script may overwrite or delete its files.  `parents`/`inputs` (None: the
+        checkpointer's) replace the checkpointer's for this checkpoint; parents given here are
+        resolved now, in this call.
         """
         metrics_, metadata_, aliases_ = self._check_args(step, metrics, metadata, aliases)
+        lineage = self._save_lineage(parents, inputs, relation)
         src = os.path.abspath(os.fspath(path))
-        with self._save_lock:
+        with self._saving():
             self._check_open()
             self._raise_error()
             if not self._make_room(step):
@@ -233,25 +291,36 @@ class Checkpointer:
             self._raise_error()  # the upload we waited for may have failed
             job = self._snapshot_files(src, step, metrics_, metadata_, aliases_,
                                        tuple(exclude))
+            job.lineage = lineage
             return self._enqueue(job)
 
     def save_state(self, state: Mapping[str, Any], *, step: int | None = None,
                    metrics: Mapping[str, float] | None = None,
                    metadata: Mapping[str, str] | None = None, aliases: Sequence[str] = (),
-                   filename: str = STATE_FILENAME) -> "Future[PushResult] | None":
+                   filename: str = STATE_FILENAME, parents: Sequence[Any] | None = None,
+                   inputs: Sequence[str | dict[str, str]] | None = None,
+                   relation: str = "derived-from") -> "Future[PushResult] | None":
         """Copy `state` to host memory now; write it as one safetensors file and upload it
         (a directory holding `filename`) in the background.
 
-        `state` is a (nested) mapping of names to numpy arrays, torch tensors (when torch is
-        installed) or Python numbers; nested keys are joined with ".".  Returns like `save`.
+        `state` is a training state: nested dicts (any keys: strings, ints, ...), lists and
+        tuples holding torch tensors, numpy arrays, numbers, strings, booleans and None, e.g.
+        {"model": model.state_dict(), "optim": opt.state_dict(), "step": step,
+        "rng": torch.get_rng_state()}.  Tensors go into `filename` (safetensors, named by
+        their path: "optim/state/0/exp_avg"), the rest into ckptlake-state.json
+        (docs/format.md, "Training state"); `lake.load_state(ref)` returns an equal structure.
+        Anything else (an arbitrary object) is a UsageError naming its path: nothing is
+        pickled.  Returns like `save`; `parents`/`inputs` as in `save`.
         """
         metrics_, metadata_, aliases_ = self._check_args(step, metrics, metadata, aliases)
+        lineage = self._save_lineage(parents, inputs, relation)
         if not isinstance(state, Mapping):
-            raise UsageError(f"save_state needs a mapping of names to arrays, not "
-                             f"{type(state).__name__}")
-        if not filename or "/" in filename or filename in (".", ".."):
+            raise UsageError(f"save_state needs a mapping (e.g. {{'model': ..., 'optim': ...}}), "
+                             f"not {type(state).__name__}")
+        if not filename or "/" in filename or filename in (".", "..") \
+                or filename == _state_format.SKELETON_FILENAME:
             raise UsageError(f"filename must be a plain file name, not {filename!r}")
-        with self._save_lock:
+        with self._saving():
             self._check_open()
             self._raise_error()
             if not self._make_room(step):
@@ -259,12 +328,14 @@ class Checkpointer:
             self._raise_error()
             with self._cond:
                 pool, self._pool = self._pool, {}
-            tensors, fmt = host_copy(state, pool if self.reuse_buffers else {})
+            skeleton, tensors, fmt = state_copy(state, pool if self.reuse_buffers else {})
             base = self.snapshot_dir or os.path.join(tempfile.gettempdir(),
                                                      "ckptlake-snapshots")
+            skeleton["file"] = filename
             job = _Job(kind="state", step=step, metrics=metrics_, metadata=metadata_,
                        aliases=aliases_, workdir=self._new_workdir(base), tensors=tensors,
-                       filename=filename, state_metadata={"format": fmt})
+                       filename=filename, state_metadata={"format": fmt},
+                       skeleton=_state_format.dumps(skeleton), lineage=lineage)
             return self._enqueue(job)
 
     def prepare_state(self, state: Mapping[str, Any]) -> threading.Thread:
@@ -315,6 +386,7 @@ class Checkpointer:
                 self._closed = self._stopping = True
                 self._cond.notify_all()
             _LIVE.discard(self)
+            self._restore_handler()
             if not self.pending:
                 for base in self._swept:  # leave no empty snapshot directories behind
                     with contextlib.suppress(OSError):
@@ -332,6 +404,81 @@ class Checkpointer:
             validate_alias(name)
         return (_check_metrics(dict(metrics or {})), _check_metadata(dict(metadata or {})),
                 tuple(dict.fromkeys((*self.aliases, *aliases))))
+
+    def _resolve_lineage(self, parents: Sequence[Any] | None,
+                         inputs: Sequence[str | dict[str, str]] | None,
+                         relation: str) -> dict[str, Any]:
+        from .core import lineage as _lineage
+
+        out: dict[str, Any] = {}
+        if parents is not None:
+            if isinstance(parents, (str, bytes)):
+                parents = [parents]
+            out["parents"] = _lineage.resolve_parents(self.lake.store, parents,
+                                                      relation=relation) if parents else ()
+        if inputs is not None:
+            if isinstance(inputs, (str, bytes)):
+                inputs = [inputs]
+            out["inputs"] = tuple(dict(i) if isinstance(i, dict) else _lineage.parse_input(i)
+                                  for i in inputs)
+        return out
+
+    def _save_lineage(self, parents: Sequence[Any] | None,
+                      inputs: Sequence[str | dict[str, str]] | None,
+                      relation: str) -> dict[str, Any]:
+        own = self._resolve_lineage(parents, inputs, relation)
+        return {**self._lineage, **own}
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        if self._terminating:
+            return  # already draining: a second SIGTERM changes nothing
+        if self._save_lock.locked():
+            # A save is being taken (the loop was inside save()): let it finish, so that it
+            # is uploaded too; _saving acts on it when it is done.
+            self._sigterm_pending = True
+            log.warning("ckptlake: SIGTERM during a save of %s: finishing it first",
+                        self.artifact)
+            return
+        self._terminate()
+
+    @contextlib.contextmanager
+    def _saving(self) -> Iterator[None]:
+        """Serialize saves; a SIGTERM that arrived during one is acted on when it ends (taken,
+        skipped or failed)."""
+        try:
+            with self._save_lock:
+                yield
+        finally:
+            if self._sigterm_pending and threading.current_thread() is threading.main_thread():
+                self._sigterm_pending = False
+                self._terminate()
+
+    def _terminate(self) -> None:
+        """SIGTERM: the final save (on_sigterm="save"), then wait for uploads up to
+        exit_timeout, then exit 143.  A checkpoint still uploading at the deadline is lost
+        whole: its manifest, written last, is never written."""
+        self._terminating = True
+        log.warning("ckptlake: SIGTERM: %s%s, then exiting", "taking a final checkpoint of "
+                    f"{self.artifact} and " if self.on_sigterm == "save" else "",
+                    "waiting for pending uploads"
+                    + ("" if self.exit_timeout is None else f" (up to {self.exit_timeout} s)"))
+        if self.on_sigterm == "save" and self.final_save is not None and not self._closed:
+            try:
+                self.final_save()
+            except Exception as exc:  # noqa: BLE001 - still wait for what is pending
+                log.error("ckptlake: the final save on SIGTERM failed: %s", exc)
+        self._drain_at_exit()
+        self._restore_handler()
+        raise SystemExit(SIGTERM_EXIT)
+
+    def _restore_handler(self) -> None:
+        if self.on_sigterm is None or self._previous_handler is None:
+            return
+        if threading.current_thread() is threading.main_thread():
+            with contextlib.suppress(ValueError, TypeError):
+                if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+                    signal.signal(signal.SIGTERM, self._previous_handler)
+            self._previous_handler = None
 
     def _check_open(self) -> None:
         if self._closed:
@@ -356,7 +503,7 @@ class Checkpointer:
             busy = self._active is not None or bool(self._queue)
             if not busy:
                 return True
-            if self.on_busy == "skip":
+            if self.on_busy == "skip" and not self._terminating:  # never skip the final save
                 running = self._active.describe() if self._active else "a queued upload"
                 log.warning("ckptlake: skipped checkpoint %s of %s: the upload of %s is still "
                             "running (on_busy='skip')", "?" if step is None else step,
@@ -485,6 +632,8 @@ class Checkpointer:
             os.makedirs(root)
             write_safetensors(os.path.join(root, job.filename), job.tensors or [],
                               metadata=job.state_metadata)
+            with open(os.path.join(root, _state_format.SKELETON_FILENAME), "wb") as fh:
+                fh.write(job.skeleton)
             tree = scan(root)
         else:
             assert job.tree is not None
@@ -506,8 +655,11 @@ class Checkpointer:
         except ImportError:
             pass
         provenance = self._provenance(job.source or None)
+        fields = {k: v for k, v in job.lineage.items() if v}
         if provenance:
-            extra["manifest_fields"] = {"provenance": provenance}
+            fields["provenance"] = provenance
+        if fields:
+            extra["manifest_fields"] = fields
         with (watching(progress) if watching else contextlib.nullcontext(progress)) as prog:
             try:
                 result = _push.push(lake.store, tree, self.artifact, chunk_size=lake.chunk_size,
@@ -530,12 +682,14 @@ class Checkpointer:
         log.info("ckptlake: committed %s (%s): %d files, %d bytes uploaded in %.1f s",
                  result.ref, job.describe(), result.files, result.bytes_uploaded,
                  result.seconds)
-        if self.keep_last:
+        if self.keep_last or self.retention.rule_for(self.artifact) is not None:
             try:
-                self._retain(result.version)
+                self._retain()
             except Exception as exc:  # noqa: BLE001 - the checkpoint itself is committed
-                log.warning("ckptlake: retention (keep_last=%d) of %s failed: %s",
-                            self.keep_last, self.artifact, exc)
+                self.retention_errors.append(exc)
+                log.error("ckptlake: retention of %s after committing %s failed (the "
+                          "checkpoint is committed; nothing was deleted that should not "
+                          "be): %s", self.artifact, result.ref, exc)
         return result
 
     def _provenance(self, source: str | None) -> dict[str, Any]:
@@ -549,23 +703,14 @@ class Checkpointer:
                 self._provenance_cache = {}
         return self._provenance_cache
 
-    def _retain(self, committed: int) -> None:
-        infos = self.lake.versions(self.artifact)
-        newest = sorted((v.version for v in infos), reverse=True)[: self.keep_last]
-        keep = set(newest) | {v.version for v in infos if v.aliases}
-        doomed = sorted(v.version for v in infos if v.version not in keep and v.version < committed)
-        if not doomed:
-            return
-        reason = f"keep_last={self.keep_last} (checkpointer)"
-        deleter = getattr(self.lake, "delete_versions", None)
-        if callable(deleter):
-            deleter(self.artifact, doomed, reason=reason)
-        else:
-            doomed = _delete_versions(self.lake.store, self.artifact, doomed,
-                                      rule=f"keep_last: {self.keep_last}", reason=reason)
-        if doomed:
-            log.info("ckptlake: %s: deleted version(s) %s (%s)", self.artifact,
-                     ", ".join(f"v{n}" for n in doomed), reason)
+    def _retain(self) -> None:
+        """gc's step 1 for this artifact (core/gc.py `retain`: its selection, its deleter)."""
+        from .core.gc import retain
+
+        done = retain(self.lake.store, self.artifact, self.retention, keep_last=self.keep_last)
+        if done.versions_deleted:
+            log.info("ckptlake: %s: retention deleted %s", self.artifact,
+                     ", ".join(done.versions_deleted))
 
     def _fail(self, job: _Job, exc: BaseException) -> None:
         log.error("ckptlake: checkpoint %s of %s failed in the background: %s (raised at the "
@@ -608,39 +753,16 @@ class Checkpointer:
                       job.describe(), self.artifact, exc)
 
 
-def _delete_versions(store: Any, artifact: str, numbers: list[int], *, rule: str,
-                     reason: str) -> list[int]:
-    """Delete versions the way gc does (docs/format.md, "Deleting (gc)"), minus the chunks:
-    a tombstone first (so lineage still shows the version, as expired), then the manifest;
-    aliases are re-read right before the delete, and an aliased version is spared.  Chunks
-    are left for gc, which alone can prove that no other version uses them."""
-    from .core import catalog
-    from .errors import NotFound
+def _load_policy(retention: Any) -> "RetentionPolicy":
+    from .policy.retention import RetentionPolicy
 
-    try:
-        from .core import tombstones
-    except ImportError:  # a build without gc: manifests only
-        tombstones = None  # type: ignore[assignment]
-    from .core.identity import utcnow
+    if retention is False:
+        return RetentionPolicy()
+    if retention is True:
+        retention = None
+    from .lake import _retention
 
-    now = utcnow()
-    todo = []
-    for n in numbers:
-        if tombstones is not None:
-            try:
-                m = catalog.load_manifest(store, artifact, n)
-            except NotFound:
-                continue  # deleted by someone else meanwhile
-            tombstones.write(store, tombstones.from_manifest(m, deleted=now, rule=rule,
-                                                             reason=reason))
-        todo.append(n)
-    aliased = set(catalog.aliases(store, artifact).values())
-    doomed = [n for n in todo if n not in aliased]
-    spared = [n for n in todo if n in aliased]
-    if spared and tombstones is not None:
-        store.delete([layout.tombstone_key(artifact, n) for n in spared])
-    store.delete([layout.version_key(artifact, n) for n in doomed])
-    return doomed
+    return _retention(retention)
 
 
 def _is_library_error(exc: BaseException) -> bool:
@@ -850,27 +972,104 @@ def _torch_host(value: Any, buf: Any) -> tuple[str, Any] | None:
     return dtype, host
 
 
-def _host_specs(state: Mapping[str, Any]) -> Iterator[tuple[str, tuple[int, ...], Any]]:
-    """(name, shape, numpy dtype of the host buffer) that host_copy would use."""
+def _leaf_spec(value: Any) -> tuple[tuple[int, ...], Any] | None:
+    """(shape, numpy dtype of the host buffer) that _copy_leaf would use; None: not a tensor."""
     import numpy as np
 
-    for name, value in _flatten(state):
-        torch = sys.modules.get("torch")
-        if torch is not None and isinstance(value, torch.Tensor):
-            dt = str(value.dtype).removeprefix("torch.")
-            if dt in _NAMED_DTYPES:
-                yield name, tuple(value.shape), (np.int16 if _NAMED_DTYPES[dt][1] == 2
-                                                 else np.uint8)
-            else:
-                yield name, tuple(value.shape), torch.empty(0, dtype=value.dtype).numpy().dtype
-            continue
-        arr = np.asarray(value) if not isinstance(value, np.ndarray) else value
-        named = _NAMED_DTYPES.get(arr.dtype.name)
-        if named is not None:
-            yield name, arr.shape, (np.uint16 if named[1] == 2 else np.uint8)
-        elif arr.dtype.kind in "fiub":
-            yield name, arr.shape, arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" \
-                else arr.dtype
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        dt = str(value.dtype).removeprefix("torch.")
+        if dt in _NAMED_DTYPES:
+            return tuple(value.shape), (np.int16 if _NAMED_DTYPES[dt][1] == 2 else np.uint8)
+        return tuple(value.shape), torch.empty(0, dtype=value.dtype).numpy().dtype
+    if not isinstance(value, (np.ndarray, np.generic)):
+        return None
+    arr = np.asarray(value)
+    named = _NAMED_DTYPES.get(arr.dtype.name)
+    if named is not None:
+        return arr.shape, (np.uint16 if named[1] == 2 else np.uint8)
+    if arr.dtype.kind in "fiub":
+        return arr.shape, (arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">"
+                           else arr.dtype)
+    return None
+
+
+def _host_specs(state: Any) -> list[tuple[str, tuple[int, ...], Any]]:
+    """(name, shape, numpy dtype of the host buffer) that state_copy would use."""
+    from .format import state as _state
+
+    specs: list[tuple[str, tuple[int, ...], Any]] = []
+
+    def leaf(name: str, value: Any) -> str | None:
+        spec = _leaf_spec(value)
+        if spec is not None:
+            specs.append((name, *spec))
+        return "np"  # only the names matter here; bad leaves fail at save_state
+
+    _state.encode(state, leaf)
+    return specs
+
+
+def _copy_leaf(name: str, value: Any, buf: Any
+               ) -> tuple[str, str, tuple[int, ...], Any, str] | None:
+    """(safetensors dtype, shape, private host array, framework) of one tensor/array leaf;
+    None if `value` is neither.  `buf` is a free array of a previous copy to copy into."""
+    import numpy as np
+
+    got = _torch_host(value, buf)
+    if got is not None:
+        dtype, host = got
+        return name, dtype, tuple(value.shape), host, "pt"
+    if isinstance(value, np.generic):
+        value = np.asarray(value)
+    if not isinstance(value, np.ndarray):
+        return None
+    named = _NAMED_DTYPES.get(value.dtype.name)
+    if named is not None:
+        dtype = named[0]
+        src = value.view(np.uint16 if named[1] == 2 else np.uint8)
+    else:
+        dtype = _NP_DTYPES.get(value.dtype.str[1:])
+        if dtype is None or value.dtype.kind not in "fiub":
+            raise UsageError(f"state entry {name!r} has dtype {value.dtype}, which "
+                             "safetensors cannot store")
+        src = value
+        if value.dtype.byteorder == ">":
+            src = value.astype(value.dtype.newbyteorder("<"))
+    target = src.dtype.newbyteorder("<") if src.dtype.byteorder == ">" else src.dtype
+    if buf is not None and buf.shape == src.shape and buf.dtype == target \
+            and buf.flags.c_contiguous:
+        np.copyto(buf, src)
+        host = buf
+    else:
+        host = np.array(src, dtype=target, order="C", copy=True)
+    return name, dtype, tuple(value.shape), host, "np"
+
+
+def state_copy(state: Any, pool: dict[str, Any] | None = None
+               ) -> tuple[dict[str, Any], list[tuple[str, str, tuple[int, ...], Any]], str]:
+    """Copy every tensor/array of a training state (docs/format.md, "Training state") to
+    private host arrays and encode the rest as its JSON skeleton.
+
+    Returns (skeleton, [(name, safetensors dtype, shape, array)], "pt" if torch tensors were
+    seen else "np").  `pool`: free arrays of a previous copy by name, reused when they match.
+    """
+    from .format import state as _state
+
+    pool = pool or {}
+    out: list[tuple[str, str, tuple[int, ...], Any]] = []
+    frameworks: set[str] = set()
+
+    def leaf(name: str, value: Any) -> str | None:
+        got = _copy_leaf(name, value, pool.get(name))
+        if got is None:
+            return None
+        out.append(got[:4])
+        frameworks.add(got[4])
+        return got[4]
+
+    skeleton = _state.encode(state, leaf)
+    return skeleton, out, "pt" if "pt" in frameworks else "np"
 
 
 def host_copy(state: Mapping[str, Any], pool: dict[str, Any] | None = None
@@ -990,6 +1189,6 @@ def load_safetensors(path: str | os.PathLike[str]) -> dict[str, "np.ndarray"]:
     return out
 
 
-__all__ = ["Checkpointer", "host_copy", "write_safetensors", "load_safetensors",
+__all__ = ["Checkpointer", "host_copy", "state_copy", "write_safetensors", "load_safetensors",
            "SNAPSHOT_MODES", "ON_BUSY"]
 

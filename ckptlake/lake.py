@@ -546,6 +546,76 @@ class Lake:
                                  f"failed: {str(exc).splitlines()[0][:300]}",
                                  hint="only weights_only=True files load this way") from None
 
+    def load_state(self, ref: str | Ref, *, map_location: Any = None) -> Any:
+        """The training state `Checkpointer.save_state` saved as `ref`, rebuilt: the same nested
+        dicts (int keys stay ints), lists, tuples and plain values, with torch tensors where
+        torch tensors were saved and numpy arrays where numpy arrays were.  Reads only through
+        verified reads and never unpickles (docs/format.md, "Training state").
+
+        map_location: a device for the torch tensors (default: CPU).  A version saved by an
+        older ckptlake (one safetensors file, nested keys joined with ".") comes back as that
+        flat {name: tensor} mapping.  NotFound if `ref` does not exist; UsageError (naming the
+        version) if it is not a training state.
+        """
+        from .core import reader
+        from .format import state as _state
+
+        m = catalog.resolve(self.store, ref)
+        what = f"{m.artifact}@v{m.version}"
+        by_path = {e.path: e for e in m.files if e.symlink is None}
+        entry = by_path.get(_state.SKELETON_FILENAME)
+        if entry is None:
+            return self._load_flat_state(m, what, map_location)
+        with reader.LakeFile(self.store, entry, m.hash, name=f"{what}:{entry.path}",
+                             readahead=0, parts=self.parts, throttle=self.throttle) as fh:
+            skeleton = _state.parse(fh.read(), what)
+        path = skeleton.get("file")
+        if not isinstance(path, str) or path not in by_path:
+            raise UsageError(f"{what}: the tensor file {path!r} named by "
+                             f"{_state.SKELETON_FILENAME} is not in the version")
+        groups: dict[str, list[str]] = {}
+        for node in _state.tensor_refs(skeleton):
+            framework = node.get("framework")
+            if framework not in reader.FRAMEWORKS:
+                raise UsageError(f"{what}: tensor {node['$tensor']!r} has an unknown "
+                                 f"framework {framework!r}")
+            groups.setdefault(framework, []).append(node["$tensor"])
+        tensors: dict[str, Any] = {}
+        for framework, names in sorted(groups.items()):
+            reader.require(framework)
+            got = self._tensors(m, names, path, framework)
+            tensors.update(_to_device(got, map_location) if framework == "pt" else got)
+        return _state.decode(skeleton, tensors, what)
+
+    def _load_flat_state(self, m: Any, what: str, map_location: Any) -> dict[str, Any]:
+        """A state saved before the skeleton existed: one safetensors file whose header
+        metadata has "format" (pt | np), as the old `save_state` wrote it."""
+        import json
+        import struct
+
+        from .core import reader
+
+        files = [e for e in m.files if e.symlink is None]
+        if len(files) != 1 or files[0].tensors is None:
+            raise UsageError(f"{what} is not a training state (saved by save_state)",
+                             hint="lake.pull() or lake.open() read any version")
+        entry = files[0]
+        with reader.LakeFile(self.store, entry, m.hash, name=f"{what}:{entry.path}",
+                             readahead=0, parts=self.parts, throttle=self.throttle) as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            try:
+                header = json.loads(fh.read(n))
+            except ValueError:
+                header = {}
+        fmt = (header.get("__metadata__") or {}).get("format") if isinstance(header, dict) \
+            else None
+        if fmt not in reader.FRAMEWORKS:
+            raise UsageError(f"{what} is not a training state (saved by save_state)",
+                             hint="lake.tensors() reads the tensors of any safetensors file")
+        reader.require(fmt)
+        got = self._tensors(m, None, entry.path, fmt) if entry.tensors else {}
+        return _to_device(got, map_location) if fmt == "pt" else got
+
     # ---- retention, gc and egress (issue 4) -------------------------------------------------
 
     def estimate_pull(self, ref: str | Ref, destination: str | Path, *,

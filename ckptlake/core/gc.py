@@ -623,6 +623,106 @@ def _unretried(store: Store) -> Store:
     return store.inner if isinstance(store, RetryingStore) else store
 
 
+def delete_versions(store: Store, ap: ArtifactPlan, result: GcResult, *, deleted: datetime,
+                    event: Event = lambda name: None) -> None:
+    """gc's step 1 for one artifact: a tombstone for each version of `ap.delete`, an alias
+    re-check, then the manifests.  The one deleter of versions: `gc` and the checkpointer's
+    after-commit retention (`retain`) both use it; chunks are left to gc's sweep."""
+    from .catalog import load_manifest
+
+    deleted_at = deleted
+    aliased = set(read_aliases(store, ap.artifact).values())
+    todo = [v for v in ap.delete if v.version not in aliased]
+    result.versions_spared += [f"{ap.artifact}@v{v.version}" for v in ap.delete
+                               if v.version in aliased]
+    written: set[int] = set()
+    gone: set[int] = set()
+    for v in todo:
+        try:
+            m = load_manifest(store, ap.artifact, v.version)
+            tomb = tombs.from_manifest(m, deleted=deleted_at, rule=v.rule or "?",
+                                       reason=v.reason)
+        except NotFound:
+            gone.add(v.version)  # another gc got there first
+            continue
+        except IntegrityError:  # a manifest pull would refuse: keep what can be read
+            tomb = tombs.Tombstone(
+                artifact=ap.artifact, version=v.version, step=v.step, created=v.created,
+                created_by="", metrics={}, metadata={}, parents=[],
+                total_bytes=v.total_bytes, files=v.files, deleted=deleted_at,
+                deleted_by=user_at_host(), rule=v.rule or "?", reason=v.reason)
+        if tombs.write(store, tomb):
+            written.add(v.version)
+            result.tombstones_written += 1
+        event("retention.tombstone")
+    # Once more, right before the deletes: the window for an alias to slip in is now one
+    # request long (docs/format.md, residual risks).
+    aliased = set(read_aliases(store, ap.artifact).values())
+    doomed = [v.version for v in todo if v.version not in gone and v.version not in aliased]
+    late = [v.version for v in todo if v.version in aliased]
+    result.versions_spared += [f"{ap.artifact}@v{n}" for n in late]
+    stale = [layout.tombstone_key(ap.artifact, n) for n in late if n in written]
+    if stale:
+        store.delete(stale)
+    store.delete([layout.version_key(ap.artifact, n) for n in doomed])
+    result.versions_deleted += [f"{ap.artifact}@v{n}" for n in doomed]
+    event("retention.artifact")
+
+
+def retain(store: Store, artifact: str, policy: RetentionPolicy, *,
+           keep_last: int | None = None, now: datetime | None = None) -> GcResult:
+    """Retention of one artifact right after a commit (the checkpointer's): gc's selection
+    (`select` with the policy's rule for `artifact`) and gc's deleter (`delete_versions`), so
+    aliased versions and the latest are never deleted; chunks are left to gc's sweep.
+
+    keep_last (the checkpointer's shortcut) replaces the rule's keep_last, its other clauses
+    still keep what they keep; with no matching rule it is the whole rule.
+    """
+    import dataclasses
+
+    from ..policy.retention import Rule
+    from .summary import committed
+
+    result = GcResult()
+    rule = policy.rule_for(artifact)
+    if rule is None and keep_last is None:
+        return result
+    label = None
+    if keep_last is not None:
+        if rule is None:
+            rule = Rule(match=fnmatch_escape(artifact), keep_last=keep_last)
+            label = f"keep_last={keep_last} (checkpointer)"
+        else:
+            rule = dataclasses.replace(rule, keep_last=keep_last)
+            label = f"{rule.label}, keep_last={keep_last} (checkpointer)"
+    now = now or utcnow()
+    reads = [got[0] for got in bounded_map(lambda n: _read_version(store, artifact, n),
+                                           sorted(committed(store, artifact)),
+                                           workers=_META_WORKERS, name="ckptlake-retain")
+             if got is not None]
+    if not reads:
+        return result
+    reads.sort(key=lambda r: r.facts.version)
+    if rule.keep_best is not None and not any(rule.keep_best.metric in r.facts.metrics for r in reads):
+        raise policy.error(
+            f"no version of {artifact} has the metric {rule.keep_best.metric!r}",
+            f"retention.rules[{rule.index}].keep_best.metric",
+            "check the metric names with: ckptlake ls ARTIFACT")
+    alias_map = read_aliases(store, artifact)
+    decisions = select([r.facts for r in reads], [rule], {artifact: alias_map}, now)
+    if label is not None:
+        decisions = [dataclasses.replace(d, rule=label) for d in decisions]
+    ap = _artifact_plan(artifact, rule.line, reads, decisions, alias_map, now)
+    if ap.delete:
+        delete_versions(store, ap, result, deleted=now)
+    return result
+
+
+def fnmatch_escape(text: str) -> str:
+    """A glob matching exactly `text`."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
 class _Execution:
     def __init__(self, store: Store, plan: GcPlan, settings: GcSettings,
                  now: Callable[[], datetime], clock: Callable[[], float],
@@ -656,45 +756,7 @@ class _Execution:
         self.event("retention.done")
 
     def _delete_versions(self, ap: ArtifactPlan) -> None:
-        from .catalog import load_manifest
-
-        aliased = set(read_aliases(self.store, ap.artifact).values())
-        todo = [v for v in ap.delete if v.version not in aliased]
-        self.result.versions_spared += [f"{ap.artifact}@v{v.version}" for v in ap.delete
-                                        if v.version in aliased]
-        written: set[int] = set()
-        gone: set[int] = set()
-        deleted_at = self.now()
-        for v in todo:
-            try:
-                m = load_manifest(self.store, ap.artifact, v.version)
-                tomb = tombs.from_manifest(m, deleted=deleted_at, rule=v.rule or "?",
-                                           reason=v.reason)
-            except NotFound:
-                gone.add(v.version)  # another gc got there first
-                continue
-            except IntegrityError:  # a manifest pull would refuse: keep what can be read
-                tomb = tombs.Tombstone(
-                    artifact=ap.artifact, version=v.version, step=v.step, created=v.created,
-                    created_by="", metrics={}, metadata={}, parents=[],
-                    total_bytes=v.total_bytes, files=v.files, deleted=deleted_at,
-                    deleted_by=user_at_host(), rule=v.rule or "?", reason=v.reason)
-            if tombs.write(self.store, tomb):
-                written.add(v.version)
-                self.result.tombstones_written += 1
-            self.event("retention.tombstone")
-        # Once more, right before the deletes: the window for an alias to slip in is now one
-        # request long (docs/format.md, residual risks).
-        aliased = set(read_aliases(self.store, ap.artifact).values())
-        doomed = [v.version for v in todo if v.version not in gone and v.version not in aliased]
-        late = [v.version for v in todo if v.version in aliased]
-        self.result.versions_spared += [f"{ap.artifact}@v{n}" for n in late]
-        stale = [layout.tombstone_key(ap.artifact, n) for n in late if n in written]
-        if stale:
-            self.store.delete(stale)
-        self.store.delete([layout.version_key(ap.artifact, n) for n in doomed])
-        self.result.versions_deleted += [f"{ap.artifact}@v{n}" for n in doomed]
-        self.event("retention.artifact")
+        delete_versions(self.store, ap, self.result, deleted=self.now(), event=self.event)
 
     # -- records
     def read_records(self) -> tuple[list[_RecordRef], list[str]]:

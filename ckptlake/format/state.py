@@ -1,0 +1,215 @@
+"""Training state <-> (JSON skeleton, tensors): the encoding behind `save_state`/`load_state`.
+
+A training state (model, optimizer, scheduler, RNG states, step) is a tree of dicts, lists and
+tuples with tensors and plain values at the leaves.  Tensors go into a safetensors file (so diff
+and partial reads see them); the tree itself goes into a small JSON "skeleton" that names each
+tensor.  Reading it back never runs code (no pickle): the skeleton is data, decoded by the
+closed set of node types below.  docs/format.md, "Training state", is the specification.
+
+Node types (every JSON object is a tagged node, so user data can never be mistaken for one):
+    null, true/false, a string, an integer        the value itself
+    a number with a fraction or exponent          a float
+    {"$float": "nan" | "inf" | "-inf"}           a non-finite float
+    [node, ...]                                   a list
+    {"$tuple": [node, ...]}                       a tuple
+    {"$dict": [[key, node], ...]}                 a dict, in order; key: string, integer,
+                                                  true/false, null or a finite float;
+                                                  "ordered": true for an OrderedDict, and
+                                                  "metadata": node for its `_metadata`
+                                                  attribute (torch state_dict versions)
+    {"$tensor": NAME, "framework": "pt" | "np"}   a tensor of the safetensors file
+    ... plus "scalar": true for a numpy scalar (np.float32(1.0)), returned as one
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import OrderedDict
+from typing import Any, Callable, Iterator
+
+from ..errors import UsageError
+
+STATE_VERSION = 1
+SKELETON_FILENAME = "ckptlake-state.json"
+
+# A tensor leaf seen by the walk: (generated name, value); the callback returns its framework
+# ("pt" | "np") or None when the value is not a tensor/array.
+TensorHook = Callable[[str, Any], "str | None"]
+
+
+def _segment(key: Any) -> str:
+    text = key if isinstance(key, str) else json.dumps(key)
+    return text.replace("~", "~0").replace("/", "~1")
+
+
+def _describe(path: tuple[str, ...]) -> str:
+    return "/".join(path) or "the top level"
+
+
+def encode(state: Any, tensor: TensorHook) -> dict[str, Any]:
+    """The skeleton of `state`; `tensor(name, value)` is called once per tensor leaf, in a
+    deterministic order, with a unique name (the leaf's path, "/"-joined, keys escaped
+    "~" -> "~0", "/" -> "~1"; "~~N" appended if two paths escape to the same name)."""
+    used: set[str] = set()
+
+    def name_for(path: tuple[str, ...]) -> str:
+        base = "/".join(path) or "_"
+        name, n = base, 1
+        while name in used:
+            n += 1
+            name = f"{base}~~{n}"
+        used.add(name)
+        return name
+
+    def walk(value: Any, path: tuple[str, ...], depth: int) -> Any:
+        if depth > 200:
+            raise UsageError(f"state is nested too deeply at {_describe(path)} (a cycle?)")
+        if value is None or isinstance(value, (bool, str)):
+            return value
+        if isinstance(value, int) and not _is_np_generic(value):
+            return int(value)
+        if isinstance(value, float) and not _is_np_generic(value):
+            return _float(value)
+        if isinstance(value, dict):
+            items = []
+            for k, v in value.items():
+                items.append([_key(k, path), walk(v, (*path, _segment(k)), depth + 1)])
+            node: dict[str, Any] = {"$dict": items}
+            if isinstance(value, OrderedDict):
+                node["ordered"] = True
+                meta = getattr(value, "_metadata", None)  # torch state_dict versions
+                if isinstance(meta, dict):
+                    node["metadata"] = walk(meta, (*path, "_metadata"), depth + 1)
+            return node
+        if isinstance(value, tuple) and not hasattr(value, "_fields"):
+            return {"$tuple": [walk(v, (*path, str(i)), depth + 1) for i, v in enumerate(value)]}
+        if isinstance(value, list):
+            return [walk(v, (*path, str(i)), depth + 1) for i, v in enumerate(value)]
+        name = name_for(path)
+        framework = tensor(name, value)
+        if framework is None:
+            raise UsageError(f"state entry {_describe(path)} is a {type(value).__name__}; "
+                             "save_state stores dicts, lists, tuples, tensors, numpy arrays, "
+                             "numbers, strings, booleans and None (never pickled objects)",
+                             hint="convert it (e.g. to a dict of plain values) before saving")
+        leaf: dict[str, Any] = {"$tensor": name, "framework": framework}
+        if _is_np_generic(value):
+            leaf["scalar"] = True
+        return leaf
+
+    return {"ckptlake_state": STATE_VERSION, "root": walk(state, (), 0)}
+
+
+def _is_np_generic(value: Any) -> bool:
+    mod = type(value).__module__
+    return mod == "numpy" and type(value).__name__ not in ("ndarray",) \
+        and hasattr(value, "dtype") and getattr(value, "shape", None) == ()
+
+
+def _float(value: float) -> Any:
+    if math.isnan(value):
+        return {"$float": "nan"}
+    if math.isinf(value):
+        return {"$float": "inf" if value > 0 else "-inf"}
+    return float(value)
+
+
+def _key(key: Any, path: tuple[str, ...]) -> Any:
+    if key is None or isinstance(key, (bool, str)):
+        return key
+    if isinstance(key, int) and not _is_np_generic(key):
+        return int(key)
+    if isinstance(key, float) and math.isfinite(key) and not _is_np_generic(key):
+        return float(key)
+    raise UsageError(f"state has a dict key {key!r} ({type(key).__name__}) under "
+                     f"{_describe(path)}; keys must be strings, integers, booleans, None or "
+                     "finite floats")
+
+
+def dumps(skeleton: dict[str, Any]) -> bytes:
+    """Deterministic bytes: the same state gives the same file (so a re-save dedups)."""
+    return json.dumps(skeleton, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode()
+
+
+def tensor_refs(skeleton: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every {"$tensor": ...} node of a parsed skeleton."""
+    stack = [skeleton.get("root")]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            if "$tensor" in node:
+                yield node
+            elif "$tuple" in node:
+                stack.extend(node["$tuple"])
+            elif "$dict" in node:
+                stack.extend(v for _, v in node["$dict"])
+                if "metadata" in node:
+                    stack.append(node["metadata"])
+
+
+def parse(raw: bytes, what: str) -> dict[str, Any]:
+    """The skeleton in `raw`, checked for its version; `what` names the version in errors."""
+    try:
+        skeleton = json.loads(raw)
+    except ValueError as exc:
+        raise UsageError(f"{what}: {SKELETON_FILENAME} is not valid JSON ({exc})") from None
+    if not isinstance(skeleton, dict) or "root" not in skeleton:
+        raise UsageError(f"{what}: {SKELETON_FILENAME} is not a training-state skeleton")
+    found = skeleton.get("ckptlake_state")
+    if found != STATE_VERSION:
+        raise UsageError(f"{what}: training-state format {found!r} is not supported by this "
+                         f"ckptlake (it reads {STATE_VERSION})", hint="upgrade ckptlake")
+    return skeleton
+
+
+def decode(skeleton: dict[str, Any], tensors: dict[str, Any], what: str) -> Any:
+    """Rebuild the structure; `tensors` maps each referenced name to its loaded value."""
+
+    def bad(node: Any) -> UsageError:
+        return UsageError(f"{what}: unknown node in {SKELETON_FILENAME}: {str(node)[:80]}")
+
+    def build(node: Any) -> Any:
+        if node is None or isinstance(node, (bool, int, float, str)):
+            return node
+        if isinstance(node, list):
+            return [build(v) for v in node]
+        if not isinstance(node, dict) or len(node) == 0:
+            raise bad(node)
+        if "$dict" in node:
+            items = [(_unkey(k), build(v)) for k, v in node["$dict"]]
+            if not node.get("ordered"):
+                return dict(items)
+            out = OrderedDict(items)
+            if "metadata" in node:
+                out._metadata = build(node["metadata"])  # type: ignore[attr-defined]
+            return out
+        if "$tuple" in node:
+            return tuple(build(v) for v in node["$tuple"])
+        if "$float" in node:
+            special = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+            if node["$float"] not in special:
+                raise bad(node)
+            return special[node["$float"]]
+        if "$tensor" in node:
+            if node["$tensor"] not in tensors:
+                raise UsageError(f"{what}: tensor {node['$tensor']!r} of {SKELETON_FILENAME} "
+                                 "is missing from the state's safetensors file")
+            value = tensors[node["$tensor"]]
+            if node.get("scalar"):
+                value = value[()]
+            return value
+        raise bad(node)
+
+    def _unkey(key: Any) -> Any:
+        if key is None or isinstance(key, (bool, int, float, str)):
+            return key
+        raise bad(key)
+
+    return build(skeleton["root"])
+
+
+__all__ = ["STATE_VERSION", "SKELETON_FILENAME", "encode", "decode", "dumps", "parse",
+           "tensor_refs"]
