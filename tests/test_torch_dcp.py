@@ -81,8 +81,7 @@ def _save_twice(rank: int, world: int, lake: Any) -> dict[str, Any]:
     w2 = LakeWriter(lake, "run", step=2)
     fut = dcp.async_save(state, storage_writer=w2)
     fut.result()
-    return {"v1": w1.result.version, "visible_after_save": visible,
-            "v2": w2.result.version if w2.result.committed else None,
+    return {"v1": w1.version, "visible_after_save": visible, "v2": w2.version,
             "uploaded1": w1.result.bytes_uploaded, "uploaded2": w2.result.bytes_uploaded}
 
 
@@ -104,7 +103,7 @@ def _load(rank: int, world: int, lake: Any) -> dict[str, Any]:
     try:
         dcp.load(state, storage_reader=LakeReader(lake, "run@v1"))
         out["strict"] = "loaded"
-    except Exception as e:
+    except BaseException as e:  # torch's CheckpointException is a BaseException
         out["strict"] = f"{type(e).__name__}: {e}"
     dcp.load(state, storage_reader=LakeReader(lake, "run@v1"),
              planner=DefaultLoadPlanner(allow_partial_load=True))
@@ -135,7 +134,7 @@ def _save_step5(rank: int, world: int, lake: Any) -> dict[str, Any]:
 
     w = LakeWriter(lake, "run", step=5)
     dcp.save(_state(world), storage_writer=w)
-    return {"version": w.result.version, "repeated": w.result.repeated}
+    return {"version": w.version, "repeated": w.result.repeated}
 
 
 SCENARIOS = {"save_twice": _save_twice, "load": _load, "save_dying": _save_dying,
@@ -188,11 +187,11 @@ def test_save_is_one_version_and_loads_resharded(lake_url: str, tmp_path: Path) 
     for r in reports.values():
         assert r["v1"] == 1 and r["v2"] == 2
         assert 1 in r["visible_after_save"]
-    files = set(lake.files("run@v1"))
+    files = {f["path"] for f in lake.files("run@v1")["files"]}
     assert ".metadata" in files
     assert {f.split("_")[2] for f in files if f.endswith(".distcp")} == {"0", "1", "2", "3"}, \
         files  # every rank's data is in the one version
-    assert files == set(lake.files("run@2"))
+    assert files == {f["path"] for f in lake.files("run@v2")["files"]}
     assert lake.pending("run") == []
     assert sum(r["uploaded1"] for r in reports.values()) > ROWS * COLS  # the data went up once
     # The same state again (through async_save): no byte uploaded, by any rank.

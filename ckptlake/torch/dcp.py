@@ -32,7 +32,7 @@ from torch.distributed.checkpoint.metadata import StorageMeta
 
 from ..core import catalog
 from ..core.reader import DEFAULT_READAHEAD, LakeFile
-from ..errors import UsageError
+from ..errors import NotFound, UsageError
 from ..format import layout
 from ..format.refs import Ref, validate_artifact
 
@@ -86,6 +86,20 @@ class LakeWriter(FileSystemWriter):
         super().__init__(self._new_staging(), sync_files=False, thread_count=thread_count,
                          cache_staged_state_dict=cache_staged_state_dict, overwrite=True)
 
+    @property
+    def version(self) -> int | None:
+        """The version this save committed (None before it has).  Only the rank whose record
+        completed the step learns it from its push; the others look it up by step, which is
+        safe once `dcp.save` has returned, as the commit precedes every rank's return."""
+        if self.result is None:
+            return None
+        if self.result.version is not None:
+            return self.result.version
+        try:
+            return self.lake.resolve(f"{self.artifact}@step={self.step}").version
+        except NotFound:
+            return None
+
     def _new_staging(self) -> str:
         return tempfile.mkdtemp(prefix="ckptlake-dcp-", dir=self._staging_root)
 
@@ -97,7 +111,7 @@ class LakeWriter(FileSystemWriter):
                              f"{checkpoint_id!r}", hint="leave checkpoint_id unset")
         self._cleanup()
         self.path = self.fs.init_path(self._new_staging())
-        self.save_id = f"step-{self.step}"
+        self.save_id = ""
         self.result = None
 
     @classmethod
@@ -108,9 +122,10 @@ class LakeWriter(FileSystemWriter):
         return f"{self.artifact}@step{self.step}"
 
     def storage_meta(self) -> StorageMeta | None:
-        # Stable across re-runs of a step (no staging path, no random save id), so a repeated
-        # save writes the same `.metadata` and its shard record is a harmless repeat.
-        return StorageMeta(checkpoint_id=self._checkpoint_name(), save_id=f"step-{self.step}")
+        # The same for every save of the artifact (no staging path, step or random save id):
+        # a re-run of a step writes the same `.metadata` (its shard record is a harmless
+        # repeat), and saving an unchanged state at another step uploads nothing at all.
+        return StorageMeta(checkpoint_id=self.artifact, save_id="")
 
     def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
         super().set_up_storage_writer(is_coordinator, *args, **kwargs)
