@@ -82,7 +82,11 @@ def _save_twice(rank: int, world: int, lake: Any) -> dict[str, Any]:
     fut = dcp.async_save(state, storage_writer=w2)
     fut.result()
     return {"v1": w1.version, "visible_after_save": visible, "v2": w2.version,
-            "uploaded1": w1.result.bytes_uploaded, "uploaded2": w2.result.bytes_uploaded}
+            "uploaded1": _uploaded(w1), "uploaded2": _uploaded(w2)}
+
+
+def _uploaded(w: Any) -> int:
+    return w.result.bytes_uploaded + (w.commit_result.bytes_uploaded if w.commit_result else 0)
 
 
 def _load(rank: int, world: int, lake: Any) -> dict[str, Any]:
@@ -215,13 +219,13 @@ def test_rank_death_leaves_no_version_and_a_rerun_commits_once(local_lake_url: s
     lake = ckptlake.open(local_lake_url)
     with pytest.raises(NotFound):  # no version of the step, nor any other
         lake.versions("run")
-    [step] = lake.pending("run")  # rank 2 had pushed its record; the step waits for the rest
-    assert step.step == 5 and step.present == 1
+    [step] = lake.pending("run")  # ranks 0 and 2 had pushed their data; the step waits
+    assert step.step == 5 and step.present == 2
 
     reports, _ = _world(3, local_lake_url, "save_step5", tmp_path)
     _ok(reports, 3)
     assert [r["version"] for r in reports.values()] == [1, 1, 1]
-    assert reports[2]["repeated"] and not reports[0]["repeated"]
+    assert reports[0]["repeated"] and reports[2]["repeated"] and not reports[1]["repeated"]
     assert [(v.version, v.step) for v in lake.versions("run")] == [(1, 5)]
     assert lake.pending("run") == []
 
@@ -237,7 +241,7 @@ def test_single_process_save_and_typed_load_errors(local_lake_url: str, tmp_path
     stage.mkdir()
     w = LakeWriter(lake, "solo", step=3, staging_dir=stage)
     dcp.save(state, storage_writer=w)  # no process group: a world of one
-    assert w.result.version == 1 and w.result.committed
+    assert w.version == 1 and w.commit_result.committed and w.commit_result.committed_here
     loaded = {"w": torch.zeros(10), "n": 0}
     dcp.load(loaded, storage_reader=LakeReader(lake, "solo@latest"))
     assert torch.equal(loaded["w"], state["w"]) and loaded["n"] == 4

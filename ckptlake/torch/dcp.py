@@ -4,14 +4,15 @@ Layout: the version holds exactly what torch's FileSystemWriter writes into a di
 `__<rank>_<n>.distcp` data files of every rank and the global `.metadata` (docs/format.md,
 "DCP checkpoints"), so a pulled version loads with `FileSystemReader` too.
 
-Writing reuses the sharded-commit protocol (core/shards.py) instead of a coordinator of our own:
-each rank stages its files in a private temporary directory (FileSystemWriter's own code, so
-the bytes are torch's) and pushes them as its shard record of `step`.  Non-coordinator ranks
-push at the end of `write_data`; DCP gathers every rank's write results before the
-coordinator's `finish`, so the coordinator's record (its data plus `.metadata`) is always the
-last one in and its push commits the version, before DCP's closing broadcast lets any rank
-return.  A rank that fails or dies before its record is written leaves the step pending: no
-version appears, and a re-run of the same step (same bytes) completes it exactly once.
+Writing reuses the sharded-commit protocol (core/shards.py) instead of a coordinator of our own,
+with WORLD + 1 shard records: each of DCP's WORLD ranks stages its data files in a private
+temporary directory (FileSystemWriter's own code, so the bytes are torch's) and pushes them as
+record `<rank>-of-<WORLD+1>` at the end of `write_data`, all ranks in parallel; the coordinator
+pushes `.metadata` alone as record `<WORLD>-of-<WORLD+1>` in `finish`.  DCP gathers every
+rank's write results before the coordinator's `finish`, so the metadata record is always the
+last one in: its push commits the version, before DCP's closing broadcast lets any rank return.
+A rank that fails or dies before its record is written leaves the step pending (no version);
+a re-run of the same step (same bytes) completes it exactly once.
 
 Reading resolves the ref once (all reads come from that one version) and serves DCP's
 (file, offset, length) requests from `LakeFile`s: ranged GETs of the chunks concerned, each
@@ -82,7 +83,8 @@ class LakeWriter(FileSystemWriter):
         self._stale_after = stale_after
         self._is_coordinator = True
         self._world = 1
-        self.result: "ShardPushResult | None" = None  # this rank's push, after the save
+        self.result: "ShardPushResult | None" = None  # this rank's data push, after the save
+        self.commit_result: "ShardPushResult | None" = None  # the coordinator's .metadata push
         super().__init__(self._new_staging(), sync_files=False, thread_count=thread_count,
                          cache_staged_state_dict=cache_staged_state_dict, overwrite=True)
 
@@ -91,6 +93,8 @@ class LakeWriter(FileSystemWriter):
         """The version this save committed (None before it has).  Only the rank whose record
         completed the step learns it from its push; the others look it up by step, which is
         safe once `dcp.save` has returned, as the commit precedes every rank's return."""
+        if self.commit_result is not None and self.commit_result.version is not None:
+            return self.commit_result.version
         if self.result is None:
             return None
         if self.result.version is not None:
@@ -112,7 +116,7 @@ class LakeWriter(FileSystemWriter):
         self._cleanup()
         self.path = self.fs.init_path(self._new_staging())
         self.save_id = ""
-        self.result = None
+        self.result = self.commit_result = None
 
     @classmethod
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike) -> bool:
@@ -143,34 +147,41 @@ class LakeWriter(FileSystemWriter):
         storage: _LakePrefix = plan.storage_data
         self._world = storage.world
         fut = super().write_data(plan, planner)
-        if not self._is_coordinator:
-            fut.wait()
-            self._push()  # raises here, so DCP reports this rank's failure to the coordinator
+        fut.wait()
+        # Raises here, so DCP reports this rank's failure to the coordinator (no finish).
+        self.result = self._push(self.path, self.rank or 0)
         return fut
 
     def finish(self, metadata: Any, results: list[Any]) -> None:
-        super().finish(metadata, results)
-        if self._is_coordinator:
-            result = self._push()
-            if not result.committed:
-                raise RuntimeError(f"{self.artifact} step {self.step}: not committed after "
-                                   f"every rank's write ({result.shards_present} of "
-                                   f"{result.world} shard records seen)")
-
-    def _push(self) -> "ShardPushResult":
+        meta_dir = self._new_staging()
+        data_dir, self.path = self.path, meta_dir
         try:
-            self.result = self.lake.push_shard(
-                self.path, self.artifact, step=self.step, rank=self.rank or 0,
-                world=self._world, metrics=self._metrics, metadata=self._metadata,
-                aliases=self._aliases, stale_after=self._stale_after)
+            super().finish(metadata, results)  # writes <staging>/.metadata
         finally:
-            self._cleanup()
-        return self.result
+            self.path = data_dir
+        result = self.commit_result = self._push(meta_dir, self._world)
+        if not result.committed:
+            raise RuntimeError(f"{self.artifact} step {self.step}: not committed after "
+                               f"every rank's write ({result.shards_present} of "
+                               f"{result.world} shard records seen)")
+
+    def _push(self, path: str, shard: int) -> "ShardPushResult":
+        try:
+            result = self.lake.push_shard(
+                path, self.artifact, step=self.step, rank=shard, world=self._world + 1,
+                metrics=self._metrics, metadata=self._metadata, aliases=self._aliases,
+                stale_after=self._stale_after)
+        finally:
+            _remove_staging(path)
+        return result
 
     def _cleanup(self) -> None:
-        path = getattr(self, "path", None)
-        if path and os.path.isdir(path) and Path(path).name.startswith("ckptlake-dcp-"):
-            shutil.rmtree(path, ignore_errors=True)
+        _remove_staging(getattr(self, "path", None))
+
+
+def _remove_staging(path: Any) -> None:
+    if path and os.path.isdir(path) and Path(path).name.startswith("ckptlake-dcp-"):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class _VersionFS(FileSystemBase):
