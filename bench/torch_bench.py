@@ -12,7 +12,10 @@ unchanged state uploads.  s3torchconnector is run at each --s3tc-threads and the
 
     python bench/torch_bench.py                       # 2 ranks, 2048 MiB, 5 reps
     python bench/torch_bench.py --size-mib 512 --reps 3 --s3tc-threads 1 4 8
-Needs: torch==2.13.0 (the [test] extra), s3torchconnector==1.5.0 and tenacity (bench/requirements.txt).
+Runs in the repo's .venv (scripts/test.sh: torch==2.13.0 from the [test] extra), after
+`.venv/bin/pip install s3torchconnector==1.5.0 tenacity==9.2.1` with that torch already present
+(not in bench/requirements.txt: bench/.venv has no torch, and s3torchconnector would pull an
+unpinned one; its DCP module imports tenacity without declaring it).
 """
 from __future__ import annotations
 
