@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
-from torch.distributed.checkpoint.filesystem import FileSystemBase, _StoragePrefix
+from torch.distributed.checkpoint.filesystem import FileSystemBase, _item_size, _StoragePrefix
 from torch.distributed.checkpoint.metadata import StorageMeta
 
 from ..core import catalog
@@ -65,8 +65,9 @@ class LakeWriter(FileSystemWriter):
     with the lake's chunk dedup, compression and verification.  One writer per save (the step
     is the version's identity: saving the same step again is a harmless repeat).
     `metrics`, `metadata`, `aliases` are recorded on the version like `Lake.push`'s.
-    `staging_dir`: where each rank stages its files before pushing (default: the system
-    temporary directory; it is removed after the push).  `thread_count`: torch's writer
+    `staging_dir`: where each rank stages its files before pushing (default: /dev/shm when it
+    has room for twice the rank's bytes, else the system temporary directory; removed after
+    the push).  `thread_count`: torch's writer
     threads, which also split a rank's data into that many files.
     """
 
@@ -146,6 +147,15 @@ class LakeWriter(FileSystemWriter):
     def write_data(self, plan: Any, planner: Any) -> Any:
         storage: _LakePrefix = plan.storage_data
         self._world = storage.world
+        if self._staging_root is None:
+            # Stage in memory (tmpfs) when it has room for twice this rank's bytes: the files
+            # live only until pushed, and a disk under load made writing them cost more than
+            # the upload (bench/torch_bench.py).
+            need = 2 * sum(_item_size(i) for i in plan.items if i.tensor_data is not None)
+            need += 64 << 20  # objects (BYTE_IO items, no size known) and slack
+            if _free_bytes(_SHM) >= need:
+                self._cleanup()
+                self.path = self.fs.init_path(tempfile.mkdtemp(prefix="ckptlake-dcp-", dir=_SHM))
         fut = super().write_data(plan, planner)
         fut.wait()
         # Raises here, so DCP reports this rank's failure to the coordinator (no finish).
@@ -177,6 +187,17 @@ class LakeWriter(FileSystemWriter):
 
     def _cleanup(self) -> None:
         _remove_staging(getattr(self, "path", None))
+
+
+_SHM = "/dev/shm"
+
+
+def _free_bytes(path: str) -> int:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
 
 
 def _remove_staging(path: Any) -> None:
