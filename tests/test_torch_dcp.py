@@ -262,5 +262,6 @@ def test_importing_ckptlake_does_not_import_torch() -> None:
     import subprocess
     import sys
 
-    code = "import sys, ckptlake; ckptlake.open; assert 'torch' not in sys.modules"
+    code = ("import sys, ckptlake; ckptlake.open; assert 'torch' not in sys.modules; "
+            "import ckptlake.torch; assert 'torch' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
