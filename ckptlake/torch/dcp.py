@@ -1,0 +1,294 @@
+"""DCP storage: `dcp.save` / `dcp.async_save` / `dcp.load` with a lake as the storage.
+
+Layout: the version holds exactly what torch's FileSystemWriter writes into a directory, the
+`__<rank>_<n>.distcp` data files of every rank and the global `.metadata` (docs/format.md,
+"DCP checkpoints"), so a pulled version loads with `FileSystemReader` too.
+
+Writing reuses the sharded-commit protocol (core/shards.py) instead of a coordinator of our own,
+with WORLD + 1 shard records: each of DCP's WORLD ranks stages its data files in a private
+temporary directory (FileSystemWriter's own code, so the bytes are torch's) and pushes them as
+record `<rank>-of-<WORLD+1>` at the end of `write_data`, all ranks in parallel; the coordinator
+pushes `.metadata` alone as record `<WORLD>-of-<WORLD+1>` in `finish`.  DCP gathers every
+rank's write results before the coordinator's `finish`, so the metadata record is always the
+last one in: its push commits the version, before DCP's closing broadcast lets any rank return.
+A rank that fails or dies before its record is written leaves the step pending (no version);
+a re-run of the same step (same bytes) completes it exactly once.
+
+Reading resolves the ref once (all reads come from that one version) and serves DCP's
+(file, offset, length) requests from `LakeFile`s: ranged GETs of the chunks concerned, each
+verified before use, so a reader with another world size (resharding) fetches what it needs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint.filesystem import FileSystemBase, _item_size, _StoragePrefix
+from torch.distributed.checkpoint.metadata import StorageMeta
+
+from ..core import catalog
+from ..core.reader import DEFAULT_READAHEAD, LakeFile
+from ..errors import NotFound, UsageError
+from ..format import layout
+from ..format.refs import Ref, validate_artifact
+
+if TYPE_CHECKING:
+    from ..core.shards import ShardPushResult
+    from ..lake import Lake
+
+METADATA_FILE = ".metadata"  # torch's name for the global DCP metadata file
+DATA_SUFFIX = ".distcp"
+
+
+class NotADcpCheckpoint(UsageError):
+    """The version exists but holds no DCP `.metadata`: it was not written by `dcp.save`."""
+
+
+@dataclasses.dataclass
+class _LakePrefix(_StoragePrefix):
+    """FileSystemWriter's per-rank file prefix plus the world size, which only the coordinator
+    knows (from the number of plans); the global plan carries it to every rank."""
+
+    world: int = 1
+
+
+class LakeWriter(FileSystemWriter):
+    """A DCP `StorageWriter`: `dcp.save(state, storage_writer=LakeWriter(lake, "run", step=N))`.
+
+    Every rank passes its own writer with the same artifact and step; all ranks' data become
+    one version of `artifact` at `step`, committed once after every rank's files are stored,
+    with the lake's chunk dedup, compression and verification.  One writer per save (the step
+    is the version's identity: saving the same step again is a harmless repeat).
+    `metrics`, `metadata`, `aliases` are recorded on the version like `Lake.push`'s.
+    `staging_dir`: where each rank stages its files before pushing (default: /dev/shm when it
+    has room for twice the rank's bytes, else the system temporary directory; removed after
+    the push).  `thread_count`: torch's writer
+    threads, which also split a rank's data into that many files.
+    """
+
+    def __init__(self, lake: "Lake", artifact: str, *, step: int,
+                 metrics: dict[str, float] | None = None, metadata: dict[str, str] | None = None,
+                 aliases: tuple[str, ...] | list[str] = (), staging_dir: str | os.PathLike | None = None,
+                 thread_count: int = 1, stale_after: float | None = None,
+                 cache_staged_state_dict: bool = False) -> None:
+        validate_artifact(artifact)
+        layout.check_step(step)
+        self.lake, self.artifact, self.step = lake, artifact, step
+        self._metrics, self._metadata, self._aliases = metrics, metadata, tuple(aliases)
+        self._staging_root = os.fspath(staging_dir) if staging_dir is not None else None
+        self._stale_after = stale_after
+        self._is_coordinator = True
+        self._world = 1
+        self.result: "ShardPushResult | None" = None  # this rank's data push, after the save
+        self.commit_result: "ShardPushResult | None" = None  # the coordinator's .metadata push
+        super().__init__(self._new_staging(), sync_files=False, thread_count=thread_count,
+                         cache_staged_state_dict=cache_staged_state_dict, overwrite=True)
+
+    @property
+    def version(self) -> int | None:
+        """The version this save committed (None before it has).  Only the rank whose record
+        completed the step learns it from its push; the others look it up by step, which is
+        safe once `dcp.save` has returned, as the commit precedes every rank's return."""
+        if self.commit_result is not None and self.commit_result.version is not None:
+            return self.commit_result.version
+        if self.result is None:
+            return None
+        if self.result.version is not None:
+            return self.result.version
+        try:
+            return self.lake.resolve(f"{self.artifact}@step={self.step}").version
+        except NotFound:
+            return None
+
+    def _new_staging(self) -> str:
+        return tempfile.mkdtemp(prefix="ckptlake-dcp-", dir=self._staging_root)
+
+    def reset(self, checkpoint_id: str | os.PathLike | None = None) -> None:
+        # checkpoint_id names a directory for FileSystemWriter; here the lake, artifact and
+        # step name the checkpoint, so a different id is a mistake, not a place to write.
+        if checkpoint_id is not None and str(checkpoint_id) != self._checkpoint_name():
+            raise UsageError(f"LakeWriter writes {self._checkpoint_name()}, not checkpoint_id "
+                             f"{checkpoint_id!r}", hint="leave checkpoint_id unset")
+        self._cleanup()
+        self.path = self.fs.init_path(self._new_staging())
+        self.save_id = ""
+        self.result = self.commit_result = None
+
+    @classmethod
+    def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike) -> bool:
+        return False  # never chosen for a bare checkpoint_id: it needs a lake and an artifact
+
+    def _checkpoint_name(self) -> str:
+        return f"{self.artifact}@step{self.step}"
+
+    def storage_meta(self) -> StorageMeta | None:
+        # The same for every save of the artifact (no staging path, step or random save id):
+        # a re-run of a step writes the same `.metadata` (its shard record is a harmless
+        # repeat), and saving an unchanged state at another step uploads nothing at all.
+        return StorageMeta(checkpoint_id=self.artifact, save_id="")
+
+    def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
+        super().set_up_storage_writer(is_coordinator, *args, **kwargs)
+        if not self.use_collectives:
+            raise UsageError("LakeWriter needs dcp.save with collectives (use_collectives=True)",
+                             hint="all ranks' files are committed as one version")
+        self._is_coordinator = is_coordinator
+
+    def prepare_global_plan(self, plans: list[Any]) -> list[Any]:
+        world = len(plans)
+        return [dataclasses.replace(p, storage_data=_LakePrefix(f"__{i}_", world))
+                for i, p in enumerate(plans)]
+
+    def write_data(self, plan: Any, planner: Any) -> Any:
+        storage: _LakePrefix = plan.storage_data
+        self._world = storage.world
+        if self._staging_root is None:
+            # Stage in memory (tmpfs) when it has room for twice this rank's bytes: the files
+            # live only until pushed, and a disk under load made writing them cost more than
+            # the upload (bench/torch_bench.py).
+            need = 2 * sum(_item_size(i) for i in plan.items if i.tensor_data is not None)
+            need += 64 << 20  # objects (BYTE_IO items, no size known) and slack
+            if _free_bytes(_SHM) >= need:
+                self._cleanup()
+                self.path = self.fs.init_path(tempfile.mkdtemp(prefix="ckptlake-dcp-", dir=_SHM))
+        fut = super().write_data(plan, planner)
+        fut.wait()
+        # Raises here, so DCP reports this rank's failure to the coordinator (no finish).
+        self.result = self._push(self.path, self.rank or 0)
+        return fut
+
+    def finish(self, metadata: Any, results: list[Any]) -> None:
+        meta_dir = self._new_staging()
+        data_dir, self.path = self.path, meta_dir
+        try:
+            super().finish(metadata, results)  # writes <staging>/.metadata
+        finally:
+            self.path = data_dir
+        result = self.commit_result = self._push(meta_dir, self._world)
+        if not result.committed:
+            raise RuntimeError(f"{self.artifact} step {self.step}: not committed after "
+                               f"every rank's write ({result.shards_present} of "
+                               f"{result.world} shard records seen)")
+
+    def _push(self, path: str, shard: int) -> "ShardPushResult":
+        try:
+            result = self.lake.push_shard(
+                path, self.artifact, step=self.step, rank=shard, world=self._world + 1,
+                metrics=self._metrics, metadata=self._metadata, aliases=self._aliases,
+                stale_after=self._stale_after)
+        finally:
+            _remove_staging(path)
+        return result
+
+    def _cleanup(self) -> None:
+        _remove_staging(getattr(self, "path", None))
+
+
+_SHM = "/dev/shm"
+
+
+def _free_bytes(path: str) -> int:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
+def _remove_staging(path: Any) -> None:
+    if path and os.path.isdir(path) and Path(path).name.startswith("ckptlake-dcp-"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class _VersionFS(FileSystemBase):
+    """FileSystemReader's file access, answered from one version's manifest."""
+
+    def __init__(self, lake: "Lake", manifest: Any, readahead: int) -> None:
+        self.lake, self.m, self.readahead = lake, manifest, readahead
+        self.files = {f.path: f for f in manifest.files}
+
+    def _name(self) -> str:
+        return f"{self.m.artifact}@v{self.m.version}"
+
+    def create_stream(self, path: str | os.PathLike, mode: str) -> Any:
+        if mode != "rb":
+            raise UsageError(f"{self._name()} is read-only")
+        entry = self.files.get(str(path))
+        if entry is None or entry.symlink is not None:
+            from ..errors import IntegrityError
+
+            raise IntegrityError(f"{self._name()} has no file {path}, which its DCP .metadata "
+                                 "refers to", hint="the checkpoint is incomplete")
+        return LakeFile(self.lake.store, entry, self.m.hash, name=f"{self._name()}:{path}",
+                        readahead=self.readahead, parts=self.lake.parts,
+                        throttle=self.lake.throttle)
+
+    def concat_path(self, path: str | os.PathLike, suffix: str) -> str:
+        return suffix if not str(path) else f"{path}/{suffix}"
+
+    def init_path(self, path: str | os.PathLike) -> str:
+        return str(path)
+
+    def rename(self, path: Any, new_path: Any) -> None:
+        raise UsageError(f"{self._name()} is read-only")
+
+    def mkdir(self, path: Any) -> None:
+        raise UsageError(f"{self._name()} is read-only")
+
+    @classmethod
+    def validate_checkpoint_id(cls, checkpoint_id: Any) -> bool:
+        return False
+
+    def exists(self, path: str | os.PathLike) -> bool:
+        return str(path) in self.files
+
+    def rm_file(self, path: Any) -> None:
+        raise UsageError(f"{self._name()} is read-only")
+
+
+class LakeReader(FileSystemReader):
+    """A DCP `StorageReader`: `dcp.load(state, storage_reader=LakeReader(lake, "run@latest"))`.
+
+    The ref is resolved once, here: a missing ref raises NotFound and a version without DCP
+    `.metadata` raises NotADcpCheckpoint (both name the ref/version) before any collective.
+    Ranks may number differently from the save (DCP reshards from the metadata).
+    `readahead`: chunks fetched ahead per open file (LakeFile's).
+    """
+
+    def __init__(self, lake: "Lake", ref: str | Ref, *,
+                 readahead: int = DEFAULT_READAHEAD) -> None:
+        m = catalog.resolve(lake.store, ref)
+        entry = next((f for f in m.files if f.path == METADATA_FILE), None)
+        if entry is None or entry.symlink is not None:
+            raise NotADcpCheckpoint(
+                f"{m.artifact}@v{m.version} is not a DCP checkpoint: it has no {METADATA_FILE}",
+                hint="load versions written by dcp.save with ckptlake.torch.LakeWriter")
+        self.manifest = m
+        super().__init__("")
+        self.fs = _VersionFS(lake, m, readahead)
+        self.path = ""
+
+    @property
+    def version(self) -> str:
+        return f"{self.manifest.artifact}@v{self.manifest.version}"
+
+    def reset(self, checkpoint_id: str | os.PathLike | None = None) -> None:
+        if checkpoint_id is not None and str(checkpoint_id) != self.version:
+            raise UsageError(f"LakeReader reads {self.version}, not checkpoint_id "
+                             f"{checkpoint_id!r}", hint="leave checkpoint_id unset")
+        super().reset(None)
+
+    @classmethod
+    def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike) -> bool:
+        return False
+
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("rank") is not None:
+            raise UsageError(f"{self.version}: LakeReader reads checkpoints saved with "
+                             "collectives (one global .metadata)")
+        return super().read_metadata(*args, **kwargs)

@@ -1,0 +1,267 @@
+"""ckptlake.torch: DCP storage (LakeWriter / LakeReader) with real multi-process gloo worlds.
+
+Each test spawns its worlds with the "spawn" start method and reports from the children through
+small JSON files; processes are joined with a generous bound so a hang fails the test instead
+of stalling the suite.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import socket
+import traceback
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+dist = pytest.importorskip("torch.distributed")
+if not dist.is_available():  # pragma: no cover
+    pytest.skip("torch.distributed is not available", allow_module_level=True)
+
+import ckptlake  # noqa: E402
+from ckptlake.errors import NotFound  # noqa: E402
+
+ROWS, COLS = 512, 512  # the sharded weight: 1 MiB of float32
+JOIN_SECONDS = 240
+
+
+# ---- what every rank saves / expects ----------------------------------------------------------
+
+def _full_weight() -> Any:
+    return torch.arange(ROWS * COLS, dtype=torch.float32).reshape(ROWS, COLS) / 7.0
+
+
+def _bias() -> Any:
+    return torch.linspace(-1.0, 1.0, 1000)
+
+
+def _state(world: int, *, zeros: bool = False) -> dict[str, Any]:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    mesh = init_device_mesh("cpu", (world,))
+    w, b = _full_weight(), _bias()
+    if zeros:
+        w, b = torch.zeros_like(w), torch.zeros_like(b)
+    return {"model": {"w": distribute_tensor(w, mesh, [Shard(0)]), "b": b},
+            "extra": {"epoch": 0 if zeros else 3}}
+
+
+# ---- child side -------------------------------------------------------------------------------
+
+def _child(rank: int, world: int, port: int, url: str, scenario: str, out: str,
+           env: dict[str, str]) -> None:
+    os.environ.update(env)
+    result: dict[str, Any] = {"rank": rank}
+    try:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                                world_size=world, timeout=timedelta(seconds=20))
+        result.update(SCENARIOS[scenario](rank, world, ckptlake.open(url)))
+    except BaseException as e:  # reported to the parent, which asserts on it
+        result["error"] = f"{type(e).__name__}: {e}"
+        result["traceback"] = traceback.format_exc()[-3000:]
+    Path(out, f"rank{rank}.json").write_text(json.dumps(result))
+    os._exit(0)  # no destroy_process_group: a peer may be dead
+
+
+def _save_twice(rank: int, world: int, lake: Any) -> dict[str, Any]:
+    import torch.distributed.checkpoint as dcp
+
+    from ckptlake.torch import LakeWriter
+
+    state = _state(world)
+    w1 = LakeWriter(lake, "run", step=1, metrics={"loss": 0.5})
+    dcp.save(state, storage_writer=w1)
+    # A rank returns only once the version is committed: it is visible right away.
+    visible = [v.version for v in lake.versions("run")]
+    w2 = LakeWriter(lake, "run", step=2)
+    fut = dcp.async_save(state, storage_writer=w2)
+    fut.result()
+    return {"v1": w1.version, "visible_after_save": visible, "v2": w2.version,
+            "uploaded1": _uploaded(w1), "uploaded2": _uploaded(w2)}
+
+
+def _uploaded(w: Any) -> int:
+    return w.result.bytes_uploaded + (w.commit_result.bytes_uploaded if w.commit_result else 0)
+
+
+def _load(rank: int, world: int, lake: Any) -> dict[str, Any]:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import DefaultLoadPlanner
+
+    from ckptlake.torch import LakeReader
+
+    state = _state(world, zeros=True)
+    dcp.load(state, storage_reader=LakeReader(lake, "run@v1"))
+    out: dict[str, Any] = {
+        "w_equal": bool(torch.equal(state["model"]["w"].full_tensor(), _full_weight())),
+        "b_equal": bool(torch.equal(state["model"]["b"], _bias())),
+        "epoch": state["extra"]["epoch"]}
+    # A key the checkpoint lacks: strict (torch's default) refuses, partial load fills the rest.
+    state = _state(world, zeros=True)
+    state["model"]["new"] = torch.ones(3)
+    try:
+        dcp.load(state, storage_reader=LakeReader(lake, "run@v1"))
+        out["strict"] = "loaded"
+    except BaseException as e:  # torch's CheckpointException is a BaseException
+        out["strict"] = f"{type(e).__name__}: {e}"
+    dcp.load(state, storage_reader=LakeReader(lake, "run@v1"),
+             planner=DefaultLoadPlanner(allow_partial_load=True))
+    out["partial_w_equal"] = bool(torch.equal(state["model"]["w"].full_tensor(), _full_weight()))
+    out["partial_new_untouched"] = bool(torch.equal(state["model"]["new"], torch.ones(3)))
+    return out
+
+
+def _save_dying(rank: int, world: int, lake: Any) -> dict[str, Any]:
+    import torch.distributed.checkpoint as dcp
+
+    from ckptlake.torch import LakeWriter
+
+    class Dying(LakeWriter):
+        def write_data(self, plan: Any, planner: Any) -> Any:
+            if rank == 1:
+                os._exit(17)  # the rank dies before its record is written
+            return super().write_data(plan, planner)
+
+    dcp.save(_state(world), storage_writer=Dying(lake, "run", step=5))
+    return {"saved": True}
+
+
+def _save_step5(rank: int, world: int, lake: Any) -> dict[str, Any]:
+    import torch.distributed.checkpoint as dcp
+
+    from ckptlake.torch import LakeWriter
+
+    w = LakeWriter(lake, "run", step=5)
+    dcp.save(_state(world), storage_writer=w)
+    return {"version": w.version, "repeated": w.result.repeated}
+
+
+SCENARIOS = {"save_twice": _save_twice, "load": _load, "save_dying": _save_dying,
+             "save_step5": _save_step5}
+
+
+# ---- parent side ------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _world(world: int, url: str, scenario: str, tmp: Path) -> tuple[dict[int, dict], list[int]]:
+    """Run `scenario` on `world` ranks; ({rank: report}, exit codes)."""
+    out = tmp / f"{scenario}-{world}-{os.urandom(3).hex()}"
+    out.mkdir()
+    ctx = multiprocessing.get_context("spawn")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "XDG_", "CKPTLAKE"))}
+    procs = [ctx.Process(target=_child, args=(r, world, port, url, scenario, str(out), env))
+             for r in range(world)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(JOIN_SECONDS)
+    hung = [r for r, p in enumerate(procs) if p.is_alive()]
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join()
+    assert not hung, f"ranks {hung} of {scenario} did not finish (a hang)"
+    reports = {int(f.stem[4:]): json.loads(f.read_text()) for f in out.glob("rank*.json")}
+    return reports, [p.exitcode for p in procs]
+
+
+def _ok(reports: dict[int, dict], world: int) -> None:
+    assert sorted(reports) == list(range(world))
+    for r in reports.values():
+        assert "error" not in r, r.get("traceback")
+
+
+def test_save_is_one_version_and_loads_resharded(lake_url: str, tmp_path: Path) -> None:
+    reports, _ = _world(4, lake_url, "save_twice", tmp_path)
+    _ok(reports, 4)
+    lake = ckptlake.open(lake_url)
+    versions = lake.versions("run")
+    assert [(v.version, v.step) for v in versions] == [(1, 1), (2, 2)]  # one version per save
+    for r in reports.values():
+        assert r["v1"] == 1 and r["v2"] == 2
+        assert 1 in r["visible_after_save"]
+    files = {f["path"] for f in lake.files("run@v1")["files"]}
+    assert ".metadata" in files
+    assert {f.split("_")[2] for f in files if f.endswith(".distcp")} == {"0", "1", "2", "3"}, \
+        files  # every rank's data is in the one version
+    assert files == {f["path"] for f in lake.files("run@v2")["files"]}
+    assert lake.pending("run") == []
+    assert sum(r["uploaded1"] for r in reports.values()) > ROWS * COLS  # the data went up once
+    # The same state again (through async_save): no byte uploaded, by any rank.
+    assert [r["uploaded2"] for r in reports.values()] == [0, 0, 0, 0]
+
+    # Saved by 4 ranks, loaded by 2: DCP reshards through the lake's ranged reads.
+    reports, _ = _world(2, lake_url, "load", tmp_path)
+    _ok(reports, 2)
+    for r in reports.values():
+        assert r["w_equal"] and r["b_equal"] and r["epoch"] == 3
+        assert "Missing key in checkpoint state_dict: model.new" in r["strict"]
+        assert r["partial_w_equal"] and r["partial_new_untouched"]
+
+
+def test_rank_death_leaves_no_version_and_a_rerun_commits_once(local_lake_url: str,
+                                                               tmp_path: Path) -> None:
+    reports, codes = _world(3, local_lake_url, "save_dying", tmp_path)
+    assert codes[1] == 17 and 1 not in reports
+    for rank in (0, 2):  # the survivors fail (a bounded gloo wait), they do not hang
+        assert "error" in reports[rank], reports[rank]
+    lake = ckptlake.open(local_lake_url)
+    with pytest.raises(NotFound):  # no version of the step, nor any other
+        lake.versions("run")
+    [step] = lake.pending("run")  # ranks 0 and 2 had pushed their data; the step waits
+    assert step.step == 5 and step.present == 2
+
+    reports, _ = _world(3, local_lake_url, "save_step5", tmp_path)
+    _ok(reports, 3)
+    assert [r["version"] for r in reports.values()] == [1, 1, 1]
+    assert reports[0]["repeated"] and reports[2]["repeated"] and not reports[1]["repeated"]
+    assert [(v.version, v.step) for v in lake.versions("run")] == [(1, 5)]
+    assert lake.pending("run") == []
+
+
+def test_single_process_save_and_typed_load_errors(local_lake_url: str, tmp_path: Path) -> None:
+    import torch.distributed.checkpoint as dcp
+
+    from ckptlake.torch import LakeReader, LakeWriter, NotADcpCheckpoint
+
+    lake = ckptlake.open(local_lake_url)
+    state = {"w": torch.arange(10.0), "n": 4}
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    w = LakeWriter(lake, "solo", step=3, staging_dir=stage)
+    dcp.save(state, storage_writer=w)  # no process group: a world of one
+    assert w.version == 1 and w.commit_result.committed and w.commit_result.committed_here
+    loaded = {"w": torch.zeros(10), "n": 0}
+    dcp.load(loaded, storage_reader=LakeReader(lake, "solo@latest"))
+    assert torch.equal(loaded["w"], state["w"]) and loaded["n"] == 4
+    assert list(stage.iterdir()) == []  # the staged files are gone once pushed
+
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "model.bin").write_bytes(b"not a dcp checkpoint")
+    lake.push(tmp_path / "plain", "plain")
+    with pytest.raises(NotADcpCheckpoint, match=r"plain@v1 is not a DCP checkpoint"):
+        LakeReader(lake, "plain@v1")
+    with pytest.raises(NotFound, match="solo"):
+        LakeReader(lake, "solo@v7")
+    with pytest.raises(NotFound, match="nothere"):
+        LakeReader(lake, "nothere@latest")
+
+
+def test_importing_ckptlake_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, ckptlake; ckptlake.open; assert 'torch' not in sys.modules; "
+            "import ckptlake.torch; assert 'torch' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
