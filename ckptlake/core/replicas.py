@@ -140,31 +140,68 @@ class ReplicateResult(_Result):
     chunks_copied: int
     bytes_copied: int
     chunks_repaired: int  # present but wrong (size, or bytes with --verify): replaced
+    # found present, then swept by a racing replica gc: copied again (the commit guard)
+    chunks_recopied: int
     verified: bool
     seconds: float
     warnings: list[str] = field(default_factory=list)
 
 
 def replicate(origin: Store, replica: Store, m: Manifest, *, spec: ReplicaSpec, lake_url: str,
-              concurrency: int, verify: bool = False, progress: Progress | None = None
-              ) -> ReplicateResult:
+              concurrency: int, verify: bool = False, progress: Progress | None = None,
+              settings_override: Any = None) -> ReplicateResult:
     """Copy the chunks of version `m` that `replica` lacks, verified, create-if-absent.
 
     Resumable like a push: presence is looked up first (one HEAD per chunk), so a re-run after
     an interruption copies only what is still missing.  With `verify`, chunks already present
     are read and checked too, and bad ones replaced.
+
+    A replica's gc may be sweeping some of these chunks right now, with a listing of the
+    origin's manifests older than the version: found present, then swept.  So the copy ends
+    with the push's commit guard (core/gc_guard.guard_commit), run against the replica's
+    condemnation records: chunks a record names are checked again once any such sweep is over
+    (sweep_window after the copy), and copied again if gone.  When `replicate` returns, the
+    replica holds every chunk of the version, and keeps them while the version lives.
     """
+    from . import clock as _clock
     from .browse import object_sizes
+    from .gc_guard import guard_commit, read_settings
 
     check_not_origin(spec, origin.url, None)
     progress = progress or NullProgress()
     started = time.monotonic()
+    guard_started, guard_started_wall = _clock.now(), time.time()
     check = _Verifier(origin)
     sizes = object_sizes(m)
     total = sum(sizes.values())
     lock = threading.Lock()
-    tally = {"present": 0, "bytes_present": 0, "copied": 0, "bytes_copied": 0, "repaired": 0}
+    tally = {"present": 0, "bytes_present": 0, "copied": 0, "bytes_copied": 0, "repaired": 0,
+             "recopied": 0}
     progress.start(phase="replicate", total_bytes=total, total_files=len(sizes))
+
+    def copy(key: str, digest: str, *, over: bool) -> int:
+        data = origin.get(key)
+        if not check(digest, data):
+            from ..errors import IntegrityError
+
+            raise IntegrityError(f"chunk {key} is corrupt at the origin; nothing of it was "
+                                 "written to the replica",
+                                 hint=f"ckptlake verify {m.artifact}@v{m.version} --read-data")
+        try:
+            if over:
+                replica.put(key, data)  # over a wrong copy: these bytes are verified
+            else:
+                replica.put(key, data, if_none_match=True)
+        except PreconditionFailed:
+            pass  # written meanwhile by a pull-through or another replicate
+        return len(data)
+
+    def recopy(missing: set[str]) -> None:
+        for _ in bounded_map(lambda d: copy(layout.chunk_key(d), d, over=False),
+                             sorted(missing), workers=concurrency, name="ckptlake-replicate"):
+            pass
+        with lock:
+            tally["recopied"] += len(missing)
 
     def one(item: tuple[str, int]) -> None:
         digest, size = item
@@ -187,23 +224,10 @@ def replicate(origin: Store, replica: Store, m: Manifest, *, spec: ReplicaSpec, 
                 tally["bytes_present"] += size
             progress.advance(size)
             return
-        data = origin.get(key)
-        if not check(digest, data):
-            from ..errors import IntegrityError
-
-            raise IntegrityError(f"chunk {key} is corrupt at the origin; nothing of it was "
-                                 "written to the replica",
-                                 hint=f"ckptlake verify {m.artifact}@v{m.version} --read-data")
-        try:
-            if bad:
-                replica.put(key, data)  # over a wrong copy: these bytes are verified
-            else:
-                replica.put(key, data, if_none_match=True)
-        except PreconditionFailed:
-            pass  # written meanwhile by a pull-through or another replicate
+        n = copy(key, digest, over=bad)
         with lock:
             tally["copied"] += 1
-            tally["bytes_copied"] += len(data)
+            tally["bytes_copied"] += n
             tally["repaired"] += bad
         progress.advance(size)
 
@@ -211,6 +235,11 @@ def replicate(origin: Store, replica: Store, m: Manifest, *, spec: ReplicaSpec, 
         for _ in bounded_map(one, sorted(sizes.items()), workers=concurrency,
                              name="ckptlake-replicate"):
             pass
+        # The replica's gc runs with the lake's settings (gc publishes them at the origin).
+        settings = read_settings(origin) if settings_override is None else settings_override
+        guard_commit(replica, referenced=set(sizes), commit=lambda: None, reupload=recopy,
+                     settings=settings, started=guard_started,
+                     started_wall=guard_started_wall)
     except (TransientError, TransferError, AccessDenied) as exc:
         raise TransferError(f"replicate to {spec.name} ({spec.url}) stopped: {exc}",
                             hint="run it again: chunks already copied are not copied again"
@@ -222,7 +251,7 @@ def replicate(origin: Store, replica: Store, m: Manifest, *, spec: ReplicaSpec, 
         artifact=m.artifact, version=m.version, chunks=len(sizes), bytes=total,
         chunks_present=tally["present"], bytes_present=tally["bytes_present"],
         chunks_copied=tally["copied"], bytes_copied=tally["bytes_copied"],
-        chunks_repaired=tally["repaired"], verified=verify,
+        chunks_repaired=tally["repaired"], chunks_recopied=tally["recopied"], verified=verify,
         seconds=round(time.monotonic() - started, 3))
 
 
