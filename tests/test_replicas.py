@@ -473,6 +473,57 @@ def test_replica_sweep_waits_for_grace_and_spares_referenced_chunks(tmp_path: Pa
     replica.close()
 
 
+def test_replicate_survives_a_sweep_racing_it(tmp_path: Path) -> None:
+    """The race the commit guard of `replicate` closes, made deterministic: a replica sweep
+    lists the origin's manifests, then a version referencing a condemned chunk is committed
+    and replicated (the chunk is found present, nothing copied), then the sweep deletes the
+    chunk.  `replicate` must not return before that sweep is over, and must copy the chunk
+    again.  (With the guard removed, the chunk is missing when replicate returns.)"""
+    from ckptlake.core.gc_guard import GcSettings
+    from ckptlake.core.replicas import gc_replica
+    from ckptlake.format.header import digest
+    from datetime import datetime, timedelta, timezone
+
+    lake = memory_lake(tmp_path)
+    lake.push(write_src(tmp_path / "s1", 1), "m/a")
+    replica = open_store((tmp_path / "eu").as_uri())
+    payload = random.Random(9).randbytes(MiB)  # one chunk at chunk_size 1 MiB
+    k = layout.chunk_key(digest("sha256", payload))
+    replica.put(k, payload)  # in the replica, referenced by nothing yet
+    settings = GcSettings(grace_period=3600, sweep_window=4, record_retention=8)
+    spec = lake.replicas.specs[0]  # type: ignore[union-attr]
+    t0 = datetime.now(timezone.utc)
+    assert gc_replica(lake.store, replica, spec, settings,
+                      now=lambda: t0 + timedelta(hours=2))["chunks_condemned"] == 1
+    (tmp_path / "s2").mkdir()
+    (tmp_path / "s2" / "x.bin").write_bytes(payload)
+    results: list = []
+
+    def replicate_now() -> None:
+        v = lake.push(tmp_path / "s2", "m/b")
+        from ckptlake.core.catalog import load_manifest
+
+        m = load_manifest(lake.store, v.artifact, v.version)
+        results.append(replicate(lake.store, replica, m, spec=spec, lake_url=lake.url,
+                                 concurrency=4, settings_override=settings))
+
+    racer = threading.Thread(target=replicate_now)
+
+    def after_mark(event: str) -> None:
+        if event == "mark.done" and not racer.is_alive() and not results:
+            racer.start()  # commits m/b after the sweep's listing, then replicates it
+            time.sleep(1.0)  # ... and finds k present before the sweep deletes it
+
+    swept = gc_replica(lake.store, replica, spec, settings, on_event=after_mark,
+                       now=lambda: t0 + timedelta(hours=4))
+    racer.join()
+    assert swept["chunks_swept"] == 1  # the sweep did delete k: the race happened
+    [r] = results
+    assert r.chunks_present == r.chunks and r.chunks_recopied == 1
+    assert replica.exists(k)  # the version is whole in the replica when replicate returns
+    replica.close()
+
+
 # ---- the egress estimate ------------------------------------------------------------------
 
 class S3LikeOrigin(CountingOrigin):
@@ -544,7 +595,25 @@ def test_s3_pull_through_repair_and_gc(s3_pair, tmp_path: Path) -> None:
     replica.close()
 
 
-RACE_SECONDS = 12.0
+RACE_SECONDS = 15.0
+
+
+class SlowDeletes:
+    """The replica as gc's sweep sees it: each delete takes 0.8 s to land (a slow request,
+    still within sweep_window), which widens the window where a version committed after the
+    sweep's listing loses a chunk it shares with a condemned one -- the race the commit guard
+    of `replicate` closes (without it this test fails)."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+
+    def delete(self, keys) -> None:
+        keys = list(keys)
+        time.sleep(0.8)
+        self.store.delete(keys)
+
+    def __getattr__(self, name: str):
+        return getattr(self.store, name)
 
 
 @pytest.mark.seaweedfs
@@ -557,6 +626,7 @@ def test_race_pushes_pulls_replicate_and_gc(s3_pair, tmp_path: Path) -> None:
     from ckptlake.core.gc import execute, plan_gc
     from ckptlake.core.gc_guard import GcSettings
     from ckptlake.core.replicas import gc_replica
+    from ckptlake.core.summary import committed
 
     lake, replica = s3_pair
     policy = RetentionPolicy(rules=(Rule(match="race/*", keep_last=2),), grace_period=0,
@@ -566,6 +636,8 @@ def test_race_pushes_pulls_replicate_and_gc(s3_pair, tmp_path: Path) -> None:
     rng = random.Random(5)
     base = rng.randbytes(2 * MiB)  # shared by every source: chunks that keep coming back
     sources = []
+    # Each pusher draws from 3 sources of its own: with keep_last=2 its sources' own chunks
+    # go unreferenced, get condemned and swept, and come back with its next push of them.
     for i in range(6):
         d = tmp_path / f"src{i}"
         d.mkdir()
@@ -581,16 +653,23 @@ def test_race_pushes_pulls_replicate_and_gc(s3_pair, tmp_path: Path) -> None:
     def pusher(who: int) -> None:
         r = random.Random(who)
         while time.monotonic() < stop:
-            i = r.randrange(len(sources))
+            i = 3 * who + r.randrange(3)
             res = lake.push(sources[i], f"race/p{who}")
             with lock:
                 contents[(res.artifact, res.version)] = i
             try:
                 lake.replicate(res.ref, "eu")
-                with lock:
-                    replicated.append((res.artifact, res.version))
             except NotFound:
-                pass  # deleted by gc already (keep_last=2 and a fast pusher)
+                continue  # deleted by gc already (keep_last=2 and a fast pusher)
+            with lock:
+                replicated.append((res.artifact, res.version))
+            # Right away: every chunk is in the replica -- unless gc deleted the version
+            # meanwhile (looked at after the chunks, so a live answer covers them).
+            m = catalog.load_manifest(lake.store, res.artifact, res.version)
+            lost = [c.digest for f in m.files for c in f.chunks
+                    if not replica.exists(layout.chunk_key(c.digest))]
+            if lost and res.version in committed(lake.store, res.artifact):
+                errors.append(f"{res.ref} was replicated but lost {len(lost)} chunks")
 
     def puller(who: int) -> None:
         r = random.Random(100 + who)
@@ -614,7 +693,7 @@ def test_race_pushes_pulls_replicate_and_gc(s3_pair, tmp_path: Path) -> None:
     def collector() -> None:
         while time.monotonic() < stop:
             execute(lake.store, plan_gc(lake.store, policy))
-            gc_replica(lake.store, replica, spec, settings)
+            gc_replica(lake.store, SlowDeletes(replica), spec, settings)
 
     threads = [threading.Thread(target=pusher, args=(w,)) for w in range(2)] + \
         [threading.Thread(target=puller, args=(w,)) for w in range(2)] + \
@@ -639,10 +718,6 @@ def test_race_pushes_pulls_replicate_and_gc(s3_pair, tmp_path: Path) -> None:
     assert not failures, failures
     assert not errors, errors
     assert len(replicated) >= 4, "the race did too little to prove anything"
-    live = {(a, n) for a in {a for a, _ in contents} for n in catalog.committed(lake.store, a)} \
-        if hasattr(catalog, "committed") else None
-    from ckptlake.core.summary import committed
-
     live = {(a, n) for a in {a for a, _ in contents} for n in committed(lake.store, a)}
     held = {i.key for i in replica.list("chunks/")}
     for artifact, version in replicated:
