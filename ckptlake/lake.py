@@ -147,14 +147,15 @@ class Lake:
             return backend
 
     def _data(self, replica: str | None = None,
-              on_warning: "Callable[[str], None] | None" = None) -> Store:
+              on_warning: "Callable[[str], None] | None" = None,
+              caller_verifies: bool = False) -> Store:
         """The store chunk bytes are read from: the lake, or (store/replica.py) the lake with
         chunk reads going through the selected replica.  Manifests always come from the lake."""
         spec = self.replica_for(replica)
         if spec is None:
             return self.store
         return self.replicas.wrap(self.store, spec, self._replica_backend(spec),  # type: ignore[union-attr]
-                                  on_warning=on_warning)
+                                  on_warning=on_warning, caller_verifies=caller_verifies)
 
     def exists(self) -> bool:
         """Whether a lake is here: its header (written by the first push), or at least one
@@ -303,7 +304,7 @@ class Lake:
                 raise UsageError(f"reference directory {r} does not exist or is not a directory",
                                  hint="--reference names a directory holding an earlier copy")
         m = select(catalog.resolve(self.store, ref), paths, include, exclude)
-        data = self._data(replica)
+        data = self._data(replica, caller_verifies=True)  # the pull hashes every chunk
         if egress is not None:
             from .core import egress as _egress
 

@@ -114,13 +114,14 @@ class ReplicaSet:
                           read_timeout=self.read_timeout)
 
     def wrap(self, origin: Store, spec: ReplicaSpec, replica: Store,
-             on_warning: Callable[[str], None] | None = None) -> ReplicaStore:
+             on_warning: Callable[[str], None] | None = None,
+             caller_verifies: bool = False) -> ReplicaStore:
         """`origin` with chunk reads going through `replica` (store/replica.py), opened from
         `spec` by open_store."""
         check_not_origin(spec, origin.url, self.origin_endpoint)
         return ReplicaStore(origin, replica, name=spec.name, region=spec.region,
                             verify=_Verifier(origin), chunk_digest=layout.parse_chunk_key,
-                            on_warning=on_warning)
+                            on_warning=on_warning, caller_verifies=caller_verifies)
 
 
 # ---- replicate ------------------------------------------------------------------------------

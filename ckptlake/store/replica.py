@@ -15,7 +15,10 @@ The rules (docs/format.md, "Replicas"):
 * **Nothing unverified is written, nothing unverified is served by a whole read.**  A whole
   chunk read from the replica is checked against its digest; one that does not match (bit
   rot, a cut upload's empty object, tampering) is refetched from the origin, verified and
-  written over the bad copy.  Ranged reads (packed small files, tensor ranges, large chunks
+  written over the bad copy.  A pull, which hashes every chunk anyway, opens this store with
+  `caller_verifies` (one hash per byte, not two) and calls `refetch_into` on a mismatch: the
+  same refetch and repair.  Ranged reads of a chunk the pull fetches in parts are covered the
+  same way.  Ranged reads (packed small files, tensor ranges, large chunks
   in parts) cannot be checked here: the replica's bytes go to the caller, which checks them
   against the file's or tensor's digest as for any store (a mismatch is an IntegrityError
   there, and `ckptlake replicate --verify` repairs the replica).
@@ -68,13 +71,17 @@ class ReplicaStats:
 class ReplicaStore(Store):
     def __init__(self, origin: Store, replica: Store, *, name: str, region: str,
                  verify: Verify, chunk_digest: ChunkDigest, write: bool = True,
-                 on_warning: Callable[[str], None] | None = None) -> None:
+                 on_warning: Callable[[str], None] | None = None,
+                 caller_verifies: bool = False) -> None:
         self.origin, self.replica = origin, replica
         self.url = origin.url
         self.name, self.region = name, region
         self._verify, self._chunk_digest = verify, chunk_digest
         self._write = write
         self._on_warning = on_warning
+        # The pull hashes every chunk itself and calls refetch_into on a mismatch: hashing
+        # the replica's copy here too would cost a second SHA-256 pass per byte.
+        self._caller_verifies = caller_verifies
         self._lock = threading.Lock()
         self._inflight: dict[str, threading.Lock] = {}
         self.stats = ReplicaStats(name=name, region=region)
@@ -155,7 +162,7 @@ class ReplicaStore(Store):
                 self._down(exc)
                 data = None
             if data is not None:
-                if self._verify(digest, data):
+                if self._caller_verifies or self._verify(digest, data):
                     self._count("from_replica", len(data))
                     return data
                 return self._through(key, digest, buffer, repair=True)
@@ -264,6 +271,15 @@ class ReplicaStore(Store):
         view = memoryview(buffer)[:len(data)]
         view[:] = data
         return view
+
+    def refetch_into(self, key: str, buffer: bytearray) -> memoryview:
+        """A chunk whose bytes from this store did not match its digest, read again from the
+        origin (verified) and written over the replica's bad copy."""
+        digest = self._chunk_digest(key)
+        if digest is None or not self.usable:
+            return self.origin.get_into(key, buffer)
+        data = self._through(key, digest, buffer, repair=True)
+        return data if isinstance(data, memoryview) else memoryview(data)
 
     def get_with_etag(self, key: str) -> tuple[bytes, str]:
         return self.origin.get_with_etag(key)
