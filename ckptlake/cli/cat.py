@@ -51,7 +51,8 @@ def cat(
             out.lake_line(handle)
             require_lake(handle)
             sink = sys.stdout.buffer
-            for piece in handle.cat(parsed, path, replica=replica, on_warning=out.warn):
+            via = {"replica": replica} if replica is not None else {}
+            for piece in handle.cat(parsed, path, on_warning=out.warn, **via):
                 sink.write(piece)
                 sink.flush()  # what is verified goes out; nothing is held back or written ahead
         finally:

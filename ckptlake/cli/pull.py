@@ -111,9 +111,9 @@ def pull(
             part = {"paths": list(paths or ()), "include": list(include or ()),
                     "exclude": list(exclude or ())}
             selection = {k: v for k, v in part.items() if v}
+            via = {"replica": replica} if replica is not None else {}
             if estimate:
-                est = handle.estimate_pull(parsed, dest, egress=egress, replica=replica,
-                                           **part)
+                est = handle.estimate_pull(parsed, dest, egress=egress, **via, **part)
                 out.result({**est.to_dict(), "lake": lake_url(handle),
                             "lake_origin": lake_origin(handle), "destination": str(dest),
                             **({"selection": selection} if selection else {})},
@@ -122,7 +122,7 @@ def pull(
             chunk_cache = getattr(handle, "cache", None)
             if chunk_cache is not None and not no_cache:
                 out.note(f"chunk cache {chunk_cache.dir}")
-            spec = handle.replica_for(replica)
+            spec = handle.replica_for(replica) if hasattr(handle, "replica_for") else None
             if spec is not None:
                 out.note(f"reading chunks through replica {spec.name} ({spec.region}, {spec.url})")
             with out.progress() as progress:
@@ -130,7 +130,7 @@ def pull(
                                      egress=egress, yes=yes, confirm=confirm_egress(out),
                                      on_estimate=lambda e: warn_egress(out, e, yes),
                                      reference=reference or (), use_cache=not no_cache,
-                                     replica=replica, **part)
+                                     **via, **part)
             for warning in result.warnings:
                 out.warn(warning)
             doc = {**result.to_dict(), "lake": lake_url(handle),
