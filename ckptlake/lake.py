@@ -18,7 +18,7 @@ from .core import catalog
 from .core import pull as _pull
 from .core import push as _push
 from .core.scan import scan
-from .errors import CkptlakeError, UsageError
+from .errors import CkptlakeError, TransferError, TransientError, UsageError
 from .format import layout
 from .format.refs import Ref, parse_ref, validate_alias, validate_artifact
 from .policy.config import (DEFAULT_CONCURRENCY, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE,
@@ -269,7 +269,7 @@ class Lake:
              paths: Sequence[str] = (), include: Sequence[str] = (),
              exclude: Sequence[str] = (),
              reference: "Sequence[str | Path]" = (), use_cache: bool = True,
-             replica: str | None = None) -> PullResult:
+             replica: str | None = None, offline_replica: bool = False) -> PullResult:
         """Restore one version into `destination`, or part of it.
 
         A directory artifact restores into the directory `destination`; a file artifact
@@ -295,6 +295,9 @@ class Lake:
         replica: read chunks through this regional replica (a name from `replicas:`), or
         "none" for the lake itself; None: the one in the client's region, if any (see
         docs/format.md, "Replicas").  The result's `replica` says where the bytes came from.
+        offline_replica: if the lake cannot be reached, serve the version from that replica
+        as it holds it (versions pulled through it whole, or replicated), saying so in the
+        result's warnings; aliases, and deletions since, are not known then.
         """
         from .core.browse import select
 
@@ -303,7 +306,14 @@ class Lake:
             if not os.path.isdir(r):
                 raise UsageError(f"reference directory {r} does not exist or is not a directory",
                                  hint="--reference names a directory holding an earlier copy")
-        m = select(catalog.resolve(self.store, ref), paths, include, exclude)
+        try:
+            m = select(catalog.resolve(self.store, ref), paths, include, exclude)
+        except (TransferError, TransientError) as exc:
+            if not offline_replica or self.replica_for(replica) is None:
+                raise
+            return self._pull_offline(exc, ref, destination, replica=replica, force=force,
+                                      progress=progress, paths=paths, include=include,
+                                      exclude=exclude, reference=refs, use_cache=use_cache)
         data = self._data(replica, caller_verifies=True)  # the pull hashes every chunk
         if egress is not None:
             from .core import egress as _egress
@@ -321,8 +331,37 @@ class Lake:
         stats = getattr(data, "stats", None)
         if stats is None:
             return result
+        if stats.writes_off is None and stats.replica_down is None:
+            from .core.replicas import keep_manifest
+
+            keep_manifest(self.store, data.replica, m)  # type: ignore[attr-defined]
         return dataclasses.replace(result, replica=stats.to_dict(),
                                    warnings=[*data.warnings, *result.warnings])  # type: ignore[attr-defined]
+
+    def _pull_offline(self, exc: Exception, ref: str | Ref, destination: str | Path, *,
+                      replica: str | None, force: bool, progress: Progress | None,
+                      paths: Sequence[str], include: Sequence[str], exclude: Sequence[str],
+                      reference: Sequence[str], use_cache: bool) -> PullResult:
+        """The lake is unreachable: the version as the replica holds it (its manifest copy and
+        its chunks), verified like any pull; no egress guard (the replica is in this region)."""
+        from .core.browse import select
+        from .core.replicas import resolve_offline
+
+        spec = self.replica_for(replica)
+        backend = self._replica_backend(spec)
+        m = select(resolve_offline(backend, ref), paths, include, exclude)
+        with self._watching(progress) as progress:
+            result = _pull.pull(backend, m, os.fspath(destination), force=force,
+                                concurrency=self.concurrency, progress=progress,
+                                lake_url=self.url, throttle=self.throttle, parts=self.parts,
+                                cache=self.cache if use_cache else None, reference=reference)
+        note = (f"the lake {self.url} cannot be reached ({exc}); served {m.artifact}@v"
+                f"{m.version} from replica {spec.name} ({spec.region}) as it holds it "
+                "(--offline-replica): aliases, newer versions and deletions since are not known")
+        return dataclasses.replace(result, warnings=[note, *result.warnings],
+                                   replica={"name": spec.name, "region": spec.region,
+                                            "offline": True,
+                                            "bytes_from_replica": result.bytes_downloaded})
 
     def files(self, ref: str | Ref, prefix: str | None = None) -> dict[str, Any]:
         """{"artifact", "version", "files"}: the version `ref` names and its files, symlinks

@@ -124,7 +124,7 @@ _ckptlake() {
                 --reference|--replica|--concurrency|--max-bandwidth|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=( $(compgen -W "--include --exclude --force --estimate --yes -y --reference --no-cache --replica --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                COMPREPLY=( $(compgen -W "--include --exclude --force --estimate --yes -y --reference --no-cache --replica --offline-replica --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
             _ckptlake_npos "--include --exclude --reference --replica --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config"

@@ -119,6 +119,7 @@ complete -c ckptlake -n '__fish_seen_subcommand_from pull' -s y -l yes -d 'Accep
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l reference -x -d 'A directory holding an earlier copy (repeatable): chunks found there are copied, not downloaded'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l no-cache -d 'Neither read nor fill the local chunk cache'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l replica -x -d 'Read chunks through this regional replica (replicas: in ckptlake.yaml), or \'none\' for the lake itself (default: the replica in the client\'s region, if any)'
+complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l offline-replica -d 'If the lake cannot be reached, serve the version from the replica as it holds it (saying so)'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l concurrency -x -d 'Parallel transfers (default: from the config, else the library\'s default)'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l max-bandwidth -x -d 'Limit transfer speed to SIZE per second for the whole process, e.g. 50MiB'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'

@@ -182,10 +182,15 @@ def test_pull_through_crosses_once_per_chunk(tmp_path: Path) -> None:
         assert r["bytes_from_replica"] == version_bytes and r["bytes_pulled_through"] == 0
     held = replica_chunks(tmp_path)
     assert len(held) == len([k for k in origin.keys() if k.startswith("chunks/")])
-    # Nothing but chunks is written to a replica, and each holds its digest's bytes.
+    # Nothing but chunks (and, once it holds the whole version, a copy of its manifest for
+    # --offline-replica) is written to a replica; each chunk holds its digest's bytes.
     assert all(stored_chunk_ok("sha256", d, data) for d, data in held.items())
-    assert sorted(p.name for p in (tmp_path / "eu").iterdir()
-                  if not p.name.startswith(".")) == ["chunks"]
+    written = sorted(p.relative_to(tmp_path / "eu").as_posix()
+                     for p in (tmp_path / "eu").rglob("*")
+                     if p.is_file() and not p.relative_to(tmp_path / "eu").parts[0]
+                     .startswith("."))
+    assert [w for w in written if not w.startswith("chunks/")] == \
+        ["artifacts/m/a/@v/0000000001.json"]
 
 
 def test_manifests_and_aliases_come_from_the_origin(tmp_path: Path) -> None:
@@ -348,10 +353,10 @@ def test_replicate_is_resumable_and_copies_only_what_is_missing(tmp_path: Path,
     copied = {k for k in replica.keys() if k.startswith("chunks/")}
     assert copied and len(copied) <= 3
     replica.left = 10**6
-    written_before = replica.bytes_in
     r = lake.replicate("m/a", "eu")
     assert r.chunks_present == len(copied) and r.chunks_copied == r.chunks - len(copied)
-    assert replica.bytes_in - written_before == r.bytes_copied == r.bytes - r.bytes_present
+    assert r.bytes_copied == r.bytes - r.bytes_present
+    assert chunk_bytes(replica) == r.bytes  # what it copied, and what was there, no more
     again = lake.replicate("m/a", "eu")
     assert again.chunks_copied == 0 and again.chunks_present == again.chunks
     # A pull in the region now crosses nothing.
@@ -734,3 +739,63 @@ def test_race_pushes_pulls_replicate_and_gc(s3_pair, tmp_path: Path) -> None:
     assert {i.key for i in replica.list("chunks/")} <= referenced
     replica.delete([i.key for i in replica.list("")])
     replica.close()
+
+
+# ---- --offline-replica --------------------------------------------------------------------
+
+class FlakyOrigin(CountingOrigin):
+    """An origin that can be taken off the network."""
+
+    down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise TransferError(f"{self.url}: failed after 5 attempts; last error: "
+                                "connection refused")
+
+    def get(self, key: str) -> bytes:
+        self._check()
+        return super().get(key)
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        self._check()
+        return super().get_range(key, start, length)
+
+    def stat(self, key: str):  # type: ignore[no-untyped-def]
+        self._check()
+        return super().stat(key)
+
+    def list(self, prefix: str = "", *, start_after: str | None = None):  # type: ignore[no-untyped-def]
+        self._check()
+        return super().list(prefix, start_after=start_after)
+
+
+def test_offline_replica_serves_what_the_replica_holds_and_says_so(tmp_path: Path) -> None:
+    origin = FlakyOrigin()
+    lake = memory_lake(tmp_path, origin=origin)
+    s1, s2 = write_src(tmp_path / "s1", 1), write_src(tmp_path / "s2", 2)
+    lake.push(s1, "m/a", aliases=["prod"])
+    lake.pull("m/a", tmp_path / "o1")  # whole, through the replica: v1 is servable offline
+    lake.push(s2, "m/a")  # never pulled in this region
+    origin.down = True
+    with pytest.raises(TransferError):
+        lake.pull("m/a", tmp_path / "o2")  # without the flag, an unreachable lake fails
+    r = lake.pull("m/a", tmp_path / "o3", offline_replica=True)
+    assert r.version == 1 and same_tree(s1, tmp_path / "o3")
+    assert "cannot be reached" in r.warnings[0] and "--offline-replica" in r.warnings[0]
+    assert r.replica["offline"] is True
+    with pytest.raises(NotFound, match="holds no such version"):
+        lake.pull("m/a@v2", tmp_path / "o4", offline_replica=True)
+    with pytest.raises(NotFound, match="aliases live only there"):
+        lake.pull("m/a@prod", tmp_path / "o5", offline_replica=True)
+    origin.down = False
+    # Online again: the origin is the truth (latest is v2), and gc's deletions reach the
+    # replica's manifest copies too.
+    assert lake.pull("m/a", tmp_path / "o6").version == 2
+    lake.alias("m/a@v2", "prod")  # else the alias keeps v1
+    result = lake.gc(lake.gc_plan(POLICY))
+    assert "m/a@v1" in result.versions_deleted
+    assert result.replicas[0]["manifests_dropped"] == 1
+    origin.down = True
+    r = lake.pull("m/a", tmp_path / "o7", offline_replica=True)
+    assert r.version == 2  # v1's copy went with gc; v2 was pulled whole through the replica

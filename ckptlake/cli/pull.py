@@ -82,6 +82,9 @@ def pull(
     no_cache: Annotated[bool, typer.Option(
         "--no-cache", help="Neither read nor fill the local chunk cache.")] = False,
     replica: ReplicaOpt = None,
+    offline_replica: Annotated[bool, typer.Option(
+        "--offline-replica", help="If the lake cannot be reached, serve the version from the "
+                                  "replica as it holds it (saying so).")] = False,
     concurrency: ConcurrencyOpt = None,
     max_bandwidth: MaxBandwidthOpt = None,
     lake: LakeOpt = None,
@@ -112,6 +115,7 @@ def pull(
                     "exclude": list(exclude or ())}
             selection = {k: v for k, v in part.items() if v}
             via = {"replica": replica} if replica is not None else {}
+            pull_via = {**via, "offline_replica": True} if offline_replica else via
             if estimate:
                 est = handle.estimate_pull(parsed, dest, egress=egress, **via, **part)
                 out.result({**est.to_dict(), "lake": lake_url(handle),
@@ -130,7 +134,7 @@ def pull(
                                      egress=egress, yes=yes, confirm=confirm_egress(out),
                                      on_estimate=lambda e: warn_egress(out, e, yes),
                                      reference=reference or (), use_cache=not no_cache,
-                                     **via, **part)
+                                     **pull_via, **part)
             for warning in result.warnings:
                 out.warn(warning)
             doc = {**result.to_dict(), "lake": lake_url(handle),

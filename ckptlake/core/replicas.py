@@ -241,6 +241,7 @@ def replicate(origin: Store, replica: Store, m: Manifest, *, spec: ReplicaSpec, 
         guard_commit(replica, referenced=set(sizes), commit=lambda: None, reupload=recopy,
                      settings=settings, started=guard_started,
                      started_wall=guard_started_wall)
+        keep_manifest(origin, replica, m)  # whole now: servable with --offline-replica
     except (TransientError, TransferError, AccessDenied) as exc:
         raise TransferError(f"replicate to {spec.name} ({spec.url}) stopped: {exc}",
                             hint="run it again: chunks already copied are not copied again"
@@ -254,6 +255,63 @@ def replicate(origin: Store, replica: Store, m: Manifest, *, spec: ReplicaSpec, 
         chunks_copied=tally["copied"], bytes_copied=tally["bytes_copied"],
         chunks_repaired=tally["repaired"], chunks_recopied=tally["recopied"], verified=verify,
         seconds=round(time.monotonic() - started, 3))
+
+
+# ---- manifests for --offline-replica --------------------------------------------------------
+
+def keep_manifest(origin: Store, replica: Store, m: Manifest) -> bool:
+    """Copy version `m`'s manifest into the replica (create-if-absent), once the replica holds
+    the whole version (after a whole pull through it, or `replicate`), so that a pull with
+    `offline_replica` can serve it when the origin cannot be reached.  Readers online never
+    read it: the origin's manifests are the truth.  Best effort: False if not copied."""
+    if getattr(m, "selection", ()):
+        return False  # a partial pull: the replica may not hold the rest
+    key = layout.version_key(m.artifact, m.version)
+    try:
+        data = origin.get(key)
+        if not data:
+            return False
+        replica.put(key, data, if_none_match=True)
+    except PreconditionFailed:
+        return True
+    except CkptlakeError:
+        return False
+    return True
+
+
+def resolve_offline(replica: Store, ref: Any) -> Manifest:
+    """The manifest `ref` names among the copies the replica holds (latest, vN, step=N,
+    min:/max: -- aliases live only at the origin)."""
+    from ..format.refs import parse_ref
+    from .catalog import resolve
+
+    parsed = parse_ref(ref) if isinstance(ref, str) else ref
+    if parsed.kind == "alias":
+        raise NotFound(f"the lake cannot be reached, and aliases live only there: "
+                       f"{parsed.artifact}@{parsed.value} cannot be resolved offline",
+                       hint="name a version (@vN) or @latest of what the replica holds")
+    try:
+        return resolve(replica, parsed)
+    except NotFound as exc:
+        raise NotFound(f"the lake cannot be reached, and the replica holds no such version: "
+                       f"{exc}", hint="replicas hold the versions pulled through them whole, "
+                                      "or copied with ckptlake replicate") from None
+
+
+def _drop_stale_manifests(origin: Store, replica: Store) -> int:
+    """Delete the replica's manifest copies whose version the origin no longer has (gc deleted
+    it).  The replica is listed first, the origin second: a copy made after our listing is not
+    looked at, and a version live at the origin when we look is kept."""
+    copies = [(info.key, parsed) for info in replica.list(layout.ARTIFACTS_PREFIX)
+              if (parsed := layout.parse_version_key(info.key))]
+    if not copies:
+        return 0
+    live = {parsed for info in origin.list(layout.ARTIFACTS_PREFIX)
+            if (parsed := layout.parse_version_key(info.key)) and info.size > 0}
+    stale = [key for key, parsed in copies if parsed not in live]
+    if stale:
+        replica.delete(stale)
+    return len(stale)
 
 
 # ---- where a pull's bytes come from (the egress estimate) -----------------------------------
@@ -314,10 +372,11 @@ def gc_replica(origin: Store, replica: Store, spec: ReplicaSpec, settings: Any, 
         if fresh and settings.grace_period == 0:
             run.marker.mark()
             run.sweep(fresh)
+        manifests_dropped = _drop_stale_manifests(origin, replica)
     finally:
         run.scratch.close()
     run.result.manifest_listings = run.marker.listings
     run.result.seconds = round(clock() - started, 3)
     run.event("done")
     return {"replica": spec.name, "url": spec.url, "region": spec.region,
-            **run.result.to_dict()}
+            **run.result.to_dict(), "manifests_dropped": manifests_dropped}
