@@ -799,3 +799,81 @@ def test_offline_replica_serves_what_the_replica_holds_and_says_so(tmp_path: Pat
     origin.down = True
     r = lake.pull("m/a", tmp_path / "o7", offline_replica=True)
     assert r.version == 2  # v1's copy went with gc; v2 was pulled whole through the replica
+
+
+# ---- two SeaweedFS servers: the replica in a "region" of its own --------------------------
+
+@pytest.fixture(scope="module")
+def seaweedfs_eu(tmp_path_factory: pytest.TempPathFactory, seaweedfs):  # type: ignore[no-untyped-def]
+    """A second SeaweedFS server (the replica's region), started like the session's (bound to
+    127.0.0.1) and stopped by its PID; tests may stop it early to cut the replica off."""
+    import subprocess
+
+    from conftest import _free_ports, _stop, _wait_ready, _weed_binary
+
+    weed = _weed_binary()
+    base = tmp_path_factory.mktemp("seaweedfs-eu")
+    (base / "data").mkdir()
+    log_path = base / "weed.log"
+    s3, master, volume, filer = _free_ports(4)
+    cmd = [str(weed), "server", "-s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+           f"-s3.port={s3}", f"-master.port={master}", f"-volume.port={volume}",
+           f"-filer.port={filer}", f"-dir={base / 'data'}", "-volume.max=0",
+           "-master.volumeSizeLimitMB=256", "-master.telemetry=false",
+           "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.preStopSeconds=0",
+           f"-master.port.grpc={master + 10000}", f"-volume.port.grpc={volume + 10000}",
+           f"-filer.port.grpc={filer + 10000}", f"-s3.port.grpc={s3 + 10000}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=base, env=env,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{s3}"
+    try:
+        _wait_ready(proc, endpoint, log_path)
+        yield endpoint, proc
+    finally:
+        _stop(proc)
+
+
+@pytest.mark.seaweedfs
+def test_two_servers_pull_through_then_the_replica_dies(seaweedfs_eu, s3_lake_url: str,
+                                                         tmp_path: Path) -> None:
+    """Origin on the session's server, replica on a second one: pull-through fills the second
+    server; then it is stopped, and the next pull reads the origin with exactly one warning
+    (the estimate prices every byte from the origin), and gc's replica sweep is a warning."""
+    from conftest import SEAWEED_BUCKET, _stop, unique_prefix
+    from ckptlake.policy.egress import EgressPolicy
+
+    endpoint, proc = seaweedfs_eu
+    spec = ReplicaSpec(name="eu", url=f"s3://{SEAWEED_BUCKET}/{unique_prefix()}",
+                       region="eu-west-1", endpoint_url=endpoint)
+    lake = Lake(open_store(s3_lake_url), chunk_size=1 * MiB,
+                replicas=ReplicaSet([spec], client_region="eu-west-1", connect_timeout=2.0))
+    replica = open_store(spec.url, endpoint_url=endpoint)
+    try:
+        src = write_src(tmp_path / "s1", 1)
+        lake.push(src, "m/a")
+        first = lake.pull("m/a", tmp_path / "o1")
+        second = lake.pull("m/a", tmp_path / "o2")
+        assert same_tree(src, tmp_path / "o2")
+        assert second.replica["bytes_from_replica"] == first.replica["bytes_pulled_through"] > 0
+        held = {i.key for i in replica.list("chunks/")}
+        assert held == {i.key for i in lake.store.list("chunks/")}
+        policy = EgressPolicy(lake_region="us-east-1", client_region="eu-west-1")
+        est = lake.estimate_pull("m/a", tmp_path / "new", egress=policy)
+        assert est.sources[0]["bytes"] == est.bytes_to_download and est.cost_usd == 0
+        _stop(proc)  # the replica's region goes dark
+        est = lake.estimate_pull("m/a", tmp_path / "new", egress=policy)
+        assert est.sources[1]["bytes"] == est.bytes_to_download and est.cost_usd > 0
+        third = lake.pull("m/a", tmp_path / "o3")
+        assert same_tree(src, tmp_path / "o3")
+        assert len([w for w in third.warnings if "replica eu" in w]) == 1
+        assert third.replica["bytes_from_origin"] == third.bytes_downloaded
+        lake.push(write_src(tmp_path / "s2", 2), "m/a")
+        result = lake.gc(lake.gc_plan(POLICY))
+        assert result.versions_deleted == ["m/a@v1"]
+        assert any("replica eu" in w and "not swept" in w for w in result.warnings)
+    finally:
+        replica.close()
+        lake.close()
