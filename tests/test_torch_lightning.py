@@ -173,6 +173,19 @@ def test_best_path_last_and_bad_refs(lake: ckptlake.Lake, tmp_path: Path) -> Non
     assert got["optimizer_states"][0]["state"][0]["step"] is not None  # int keys survive
     trainer.validate(Tiny(), _data(), ckpt_path="best", verbose=False)
 
+    # Resume the same run (same dirpath) from its latest version, last.ckpt (v4): the next
+    # last.ckpt does not delete it, as Lightning keeps the file it resumed from.
+    io2 = LakeCheckpointIO(lake, ART)
+    trainer2, mc2 = _trainer(io2, tmp_path, 3, save_last=True)
+    trainer2.fit(Tiny(), _data(), _data(), ckpt_path="lake://")
+    assert trainer2.global_step == 12
+    live = {v.version: v for v in lake.versions(ART)}
+    assert sorted(live) == [1, 3, 4, 5]  # epoch 2 (val_loss + 200) is not in the top 2
+    assert live[5].metadata["lightning.path"] == str(tmp_path / "checkpoints/last.ckpt")
+    assert [p["version"] for p in lake.show(f"{ART}@v5").parents] == [4]
+    assert set(mc2.best_k_models) == {live[1].metadata["lightning.path"],
+                                      live[3].metadata["lightning.path"]}
+
     # A ref that names nothing: NotFound naming it, before any training step.
     trainer3, _ = _trainer(LakeCheckpointIO(lake, ART), tmp_path / "c", 3)
     with pytest.raises(NotFound, match=r"lake://exp/run@step=999"):
@@ -226,6 +239,13 @@ def test_save_refuses_objects_and_takes_storage_options(local_lake_url: str,
     io.save_checkpoint({**ckpt, "global_step": 8}, tmp_path / "y.ckpt")
     io.remove_checkpoint("rel.ckpt")
     assert [x.version for x in lake.versions(ART)] == [1, 2]
+    # The latest version holds the artifact's version-number claim: kept, until it is not.
+    io.remove_checkpoint(tmp_path / "y.ckpt")
+    assert [x.version for x in lake.versions(ART)] == [1, 2]
+    io.save_checkpoint({**ckpt, "global_step": 9}, tmp_path / "z.ckpt")
+    io.remove_checkpoint(tmp_path / "y.ckpt")
+    assert [x.version for x in lake.versions(ART)] == [1, 3]
+    assert io.removed == [f"{ART}@v2"]
     io.remove_checkpoint(tmp_path / "nothing-there.ckpt")  # no version: nothing to do
     io.teardown()
     assert io.removal_errors == []

@@ -321,10 +321,15 @@ class LakeCheckpointIO(CheckpointIO):
             return
         index = self._ensure_index()
         older = [n for n in index.get(key, []) if n != result.version]
-        index[key] = [result.version]
-        if older:
-            self._delete(key, older, f"replaced by {result.ref} (saved again as "
-                         f"{os.path.basename(key)})")
+        kept = self._delete(key, [n for n in older if not self._is_resumed(n)],
+                            f"replaced by {result.ref} (saved again as {os.path.basename(key)})")
+        index[key] = sorted({*kept, *(n for n in older if self._is_resumed(n)),
+                             result.version})
+
+    def _is_resumed(self, number: int) -> bool:
+        """The version this run resumed from: never deleted by it, as Lightning never deletes
+        the file it resumed from."""
+        return f"{self.artifact}@v{number}" == self._resumed_from
 
     def _remove(self, key: str) -> None:
         index = self._ensure_index()
@@ -333,8 +338,8 @@ class LakeCheckpointIO(CheckpointIO):
             log.info("ckptlake: Lightning removed %s, which names no version of %s", key,
                      self.artifact)
             return
-        resumed = [n for n in doomed if f"{self.artifact}@v{n}" == self._resumed_from]
-        if resumed:  # as Lightning never deletes the file a run resumed from
+        resumed = [n for n in doomed if self._is_resumed(n)]
+        if resumed:
             log.info("ckptlake: kept %s (%s): this run resumed from it", self._resumed_from,
                      key)
         kept = self._delete(key, [n for n in doomed if n not in resumed],
