@@ -21,7 +21,7 @@ torch = pytest.importorskip("torch")
 pl = pytest.importorskip("lightning.pytorch", reason="needs lightning (pip install -e '.[test]')")
 
 import ckptlake  # noqa: E402
-from ckptlake.errors import NotFound, UsageError  # noqa: E402
+from ckptlake.errors import NotFound, TransferError, UsageError  # noqa: E402
 from ckptlake.torch import LakeCheckpointIO, NotALightningCheckpoint  # noqa: E402
 
 ART = "exp/run"
@@ -249,6 +249,19 @@ def test_save_refuses_objects_and_takes_storage_options(local_lake_url: str,
     io.remove_checkpoint(tmp_path / "nothing-there.ckpt")  # no version: nothing to do
     io.teardown()
     assert io.removal_errors == []
+
+    # A removal that cannot read the lake loses nothing: logged, kept, never raised.
+    io3 = LakeCheckpointIO(lake, ART, async_upload=False)
+
+    def broken(*a: Any, **k: Any) -> Any:
+        raise TransferError("lake unreachable")
+
+    lake.versions = broken  # type: ignore[method-assign]
+    io3.remove_checkpoint(tmp_path / "z.ckpt")
+    io3.teardown()
+    assert [str(e) for e in io3.removal_errors] == ["lake unreachable"]
+    del lake.versions
+    assert [x.version for x in lake.versions(ART)] == [1, 3]
 
 
 def test_import_stays_lazy() -> None:

@@ -39,12 +39,13 @@ saves and removals: do not wrap this plugin in it).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 try:
     from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
@@ -319,6 +320,10 @@ class LakeCheckpointIO(CheckpointIO):
             result = future.result()
         except BaseException:  # noqa: BLE001 - the checkpointer raises it at the next call
             return
+        with self._job_errors(key):
+            self._replace(key, result)
+
+    def _replace(self, key: str, result: "PushResult") -> None:
         index = self._ensure_index()
         older = [n for n in index.get(key, []) if n != result.version]
         kept = self._delete(key, [n for n in older if not self._is_resumed(n)],
@@ -332,6 +337,21 @@ class LakeCheckpointIO(CheckpointIO):
         return f"{self.artifact}@v{number}" == self._resumed_from
 
     def _remove(self, key: str) -> None:
+        with self._job_errors(key):
+            self._remove_now(key)
+
+    @contextlib.contextmanager
+    def _job_errors(self, key: str) -> Iterator[None]:
+        """A failed removal or replacement (reading the artifact's versions, say) loses
+        nothing, a version stays behind: logged at ERROR and kept in `removal_errors`."""
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - see above
+            self.removal_errors.append(exc)
+            log.error("ckptlake: removing the old versions of %s (%s) failed: %s",
+                      self.artifact, key, exc, exc_info=not isinstance(exc, CkptlakeError))
+
+    def _remove_now(self, key: str) -> None:
         index = self._ensure_index()
         doomed = index.pop(key, [])
         if not doomed:
