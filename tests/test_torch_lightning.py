@@ -21,6 +21,7 @@ torch = pytest.importorskip("torch")
 pl = pytest.importorskip("lightning.pytorch", reason="needs lightning (pip install -e '.[test]')")
 
 import ckptlake  # noqa: E402
+from ckptlake.core import catalog  # noqa: E402
 from ckptlake.errors import NotFound, TransferError, UsageError  # noqa: E402
 from ckptlake.torch import LakeCheckpointIO, NotALightningCheckpoint  # noqa: E402
 
@@ -218,8 +219,8 @@ def test_not_a_lightning_checkpoint(lake: ckptlake.Lake, tmp_path: Path) -> None
     io.teardown()
 
 
-def test_save_refuses_objects_and_takes_storage_options(local_lake_url: str,
-                                                        tmp_path: Path) -> None:
+def test_save_refuses_objects_and_takes_storage_options(
+        local_lake_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     lake = ckptlake.open(local_lake_url)
     io = LakeCheckpointIO(lake, ART, async_upload=False)
     ckpt = {"global_step": 7, "epoch": 1, "state_dict": {"w": torch.zeros(2)},
@@ -250,18 +251,22 @@ def test_save_refuses_objects_and_takes_storage_options(local_lake_url: str,
     io.teardown()
     assert io.removal_errors == []
 
-    # A removal that cannot read the lake loses nothing: logged, kept, never raised.
+    # A removal that cannot reach the lake loses nothing: logged, kept, never raised.
     io3 = LakeCheckpointIO(lake, ART, async_upload=False)
+    io3.save_checkpoint({**ckpt, "global_step": 10}, tmp_path / "w.ckpt")  # v4
 
-    def broken(*a: Any, **k: Any) -> Any:
+    def unreachable(*a: Any, **k: Any) -> Any:
         raise TransferError("lake unreachable")
 
-    lake.versions = broken  # type: ignore[method-assign]
+    monkeypatch.setattr(catalog, "version_numbers", unreachable)
     io3.remove_checkpoint(tmp_path / "z.ckpt")
     io3.teardown()
     assert [str(e) for e in io3.removal_errors] == ["lake unreachable"]
-    del lake.versions
-    assert [x.version for x in lake.versions(ART)] == [1, 3]
+    monkeypatch.undo()
+    assert [x.version for x in lake.versions(ART)] == [1, 3, 4]
+    assert io3.version_of(tmp_path / "z.ckpt") == 3  # still known: a later removal retries
+    io3.remove_checkpoint(tmp_path / "z.ckpt")
+    assert [x.version for x in lake.versions(ART)] == [1, 4]
 
 
 def test_import_stays_lazy() -> None:

@@ -121,7 +121,9 @@ class LakeCheckpointIO(CheckpointIO):
         self._lock = threading.Lock()
         self._ck: Checkpointer | None = None
         self._jobs: ThreadPoolExecutor | None = None
-        self._index: dict[str, list[int]] | None = None  # path -> versions (jobs thread only)
+        # path -> versions.  Read now, before any save: afterwards only the jobs thread updates
+        # it, after each save in order, so a removal never sees a version saved after it.
+        self._index: dict[str, list[int]] = self._read_index()
         self._checkpointer()  # made now, so bad options fail here, not at the first save
 
     def __repr__(self) -> str:
@@ -298,22 +300,20 @@ class LakeCheckpointIO(CheckpointIO):
 
     # -- the jobs thread: FIFO, so each job runs after the saves submitted before it --
 
-    def _ensure_index(self) -> dict[str, list[int]]:
-        if self._index is None:
-            index: dict[str, list[int]] = {}
-            try:
-                found = self.lake.versions(self.artifact)
-            except NotFound:
-                found = []
-            for v in found:
-                key = v.metadata.get(PATH_KEY)
-                if key:
-                    index.setdefault(key, []).append(v.version)
-            self._index = index
-        return self._index
+    def _read_index(self) -> dict[str, list[int]]:
+        index: dict[str, list[int]] = {}
+        try:
+            found = self.lake.versions(self.artifact)
+        except NotFound:
+            found = []
+        for v in found:
+            key = v.metadata.get(PATH_KEY)
+            if key:
+                index.setdefault(key, []).append(v.version)
+        return index
 
     def _lookup(self, key: str) -> list[int]:
-        return list(self._ensure_index().get(key, []))
+        return list(self._index.get(key, []))
 
     def _after_save(self, key: str, future: "Future[PushResult]") -> None:
         try:
@@ -324,7 +324,7 @@ class LakeCheckpointIO(CheckpointIO):
             self._replace(key, result)
 
     def _replace(self, key: str, result: "PushResult") -> None:
-        index = self._ensure_index()
+        index = self._index
         older = [n for n in index.get(key, []) if n != result.version]
         kept = self._delete(key, [n for n in older if not self._is_resumed(n)],
                             f"replaced by {result.ref} (saved again as {os.path.basename(key)})")
@@ -352,7 +352,7 @@ class LakeCheckpointIO(CheckpointIO):
                       self.artifact, key, exc, exc_info=not isinstance(exc, CkptlakeError))
 
     def _remove_now(self, key: str) -> None:
-        index = self._ensure_index()
+        index = self._index
         doomed = index.pop(key, [])
         if not doomed:
             log.info("ckptlake: Lightning removed %s, which names no version of %s", key,
