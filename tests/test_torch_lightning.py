@@ -275,3 +275,33 @@ def test_import_stays_lazy() -> None:
             "import lightning.pytorch as pl; "
             "assert issubclass(LakeCheckpointIO, pl.plugins.io.CheckpointIO)")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_removal_waits_for_the_upload_it_follows(local_lake_url: str, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lightning removes a checkpoint right after saving the next one; with slow uploads the
+    removed one may not even be committed yet.  The removal must still find and delete it."""
+    import threading
+
+    from ckptlake.core import push as push_mod
+
+    real, gate = push_mod.push, threading.Event()
+
+    def slow_push(*a: Any, **k: Any) -> Any:
+        gate.wait(30)  # every upload waits until the removals have been requested
+        return real(*a, **k)
+
+    monkeypatch.setattr(push_mod, "push", slow_push)
+    lake = ckptlake.open(local_lake_url)
+    io = LakeCheckpointIO(lake, ART)
+    ckpt = {"global_step": 1, "state_dict": {"w": torch.zeros(2)}}
+    io.save_checkpoint(ckpt, tmp_path / "a.ckpt")
+    io.save_checkpoint({**ckpt, "global_step": 2}, tmp_path / "b.ckpt")
+    io.save_checkpoint({**ckpt, "global_step": 3}, tmp_path / "c.ckpt")
+    io.remove_checkpoint(tmp_path / "a.ckpt")
+    io.remove_checkpoint(tmp_path / "b.ckpt")
+    assert io.results == []  # nothing committed yet: both removals wait for their uploads
+    gate.set()
+    io.teardown()
+    assert [(v.version, v.step) for v in lake.versions(ART)] == [(3, 3)]
+    assert io.removed == [f"{ART}@v1", f"{ART}@v2"]

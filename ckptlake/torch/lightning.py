@@ -90,6 +90,9 @@ class LakeCheckpointIO(CheckpointIO):
     `retention` defaults to False here: ModelCheckpoint's top k decides what Lightning keeps
     (`ckptlake gc` still applies the lake's policy); `keep_last`/`retention` add the lake's
     rules after each commit, which may delete a version ModelCheckpoint still counts.
+    `on_busy` defaults to "queue" here (at most `max_pending`, default 2, host copies wait
+    behind the running upload): ModelCheckpoint saves twice at one step (top k, then
+    `last.ckpt`), and "wait" would block the loop on the first upload.
 
     After a `load_checkpoint`, later saves name the loaded version as their parent
     (relation "resumed-from"), so `ckptlake lineage` shows where a resumed run came from.
@@ -108,7 +111,7 @@ class LakeCheckpointIO(CheckpointIO):
         self.lake = lake
         self.artifact = artifact
         self.async_upload = bool(async_upload)
-        self._options = {"retention": False, **checkpointer_options}
+        self._options = {"retention": False, "on_busy": "queue", **checkpointer_options}
         self._user_parents = self._options.pop("parents", ())
         if isinstance(self._user_parents, (str, bytes, Ref)):
             self._user_parents = [self._user_parents]
