@@ -7,11 +7,13 @@ nothing is reported (report_to=[]).
 from __future__ import annotations
 
 import copy
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -30,9 +32,13 @@ ART = "tiny/run"
 
 
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+def _offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: more threads only contend on a shared machine
+    yield
+    torch.set_num_threads(threads)
 
 
 class _Data(torch.utils.data.Dataset):
@@ -55,7 +61,7 @@ def _model() -> Any:
     return transformers.GPT2LMHeadModel(config)
 
 
-def _trainer(out: Path, callbacks: list[Any], *, max_steps: int = 6, save_steps: int = 2,
+def _trainer(out: Path, callbacks: list[Any], *, max_steps: int = 4, save_steps: int = 2,
              **args: Any) -> Any:
     targs = transformers.TrainingArguments(
         output_dir=str(out), max_steps=max_steps, save_steps=save_steps, logging_steps=1,
@@ -112,11 +118,11 @@ def test_every_checkpoint_is_a_version_and_training_resumes_from_one(lake_url: s
     # next on_save; the lake must still get every checkpoint, whole.
     trainer = _trainer(tmp_path / "a", [cb, cap], save_total_limit=1)
     trainer.train()
-    assert sorted(os.listdir(tmp_path / "a")) == ["checkpoint-6"]  # nothing of ours left there
+    assert sorted(os.listdir(tmp_path / "a")) == ["checkpoint-4"]  # nothing of ours left there
 
     versions = lake.versions(ART)
-    assert [(v.version, v.step) for v in versions] == [(1, 2), (2, 4), (3, 6)]
-    assert [r.step for r in cb.results] == [2, 4, 6]
+    assert [(v.version, v.step) for v in versions] == [(1, 2), (2, 4)]
+    assert [r.step for r in cb.results] == [2, 4]
     history = trainer.state.log_history
     for v in versions:
         logged = [e for e in history if e.get("step") == v.step and "loss" in e][-1]
@@ -125,31 +131,53 @@ def test_every_checkpoint_is_a_version_and_training_resumes_from_one(lake_url: s
         assert v.metrics["epoch"] == pytest.approx(logged["epoch"])
         assert "step" not in v.metrics
         assert v.metadata["framework"] == f"transformers {transformers.__version__}"
-    assert lake.resolve(f"{ART}@hf-latest").step == 6
-    files = {f["path"] for f in lake.files(f"{ART}@step=4")["files"]}
+    assert lake.resolve(f"{ART}@hf-latest").step == 4
+    files = {f["path"] for f in lake.files(f"{ART}@step=2")["files"]}
     assert {"model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json",
             "rng_state.pth"} <= files
 
-    # Resume from step 4 (its local directory is long gone) into a fresh output dir.
-    path = pull_for_resume(lake, f"{ART}@step=4", tmp_path / "b")
-    assert path == str(tmp_path / "b" / "checkpoint-4")
+    # Resume from step 2 (its local directory is gone) into a fresh output dir.
+    path = pull_for_resume(lake, f"{ART}@step=2", tmp_path / "b")
+    assert path == str(tmp_path / "b" / "checkpoint-2")
     cap_b = _Capture()
     resumed = _trainer(tmp_path / "b", [cap_b])
     resumed.train(resume_from_checkpoint=path)
-    assert cap_b.first_step is not None and cap_b.first_step["step"] == 4
-    _assert_equal(cap_b.first_step["model"], cap.saved[4]["model"], "model")
-    _assert_equal(cap_b.first_step["optim"], cap.saved[4]["optim"], "optim")
-    assert resumed.state.global_step == 6
+    assert cap_b.first_step is not None and cap_b.first_step["step"] == 2
+    _assert_equal(cap_b.first_step["model"], cap.saved[2]["model"], "model")
+    _assert_equal(cap_b.first_step["optim"], cap.saved[2]["optim"], "optim")
+    assert resumed.state.global_step == 4
     # Same data order, RNG and scheduler: the resumed run ends where the uninterrupted one did.
     _assert_equal(resumed.model.state_dict(), trainer.model.state_dict(), "final")
 
 
-def test_lake_retention_is_its_own_and_the_resume_path_is_found_by_the_trainer(
-        local_lake_url: str, tmp_path: Path) -> None:
+def test_local_rotation_during_uploads_and_lake_retention(local_lake_url: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from ckptlake.core import push as push_mod
+
+    real, gone_before_upload = push_mod.push, {}
+
+    def slow_push(store: Any, tree: Any, artifact: str, **kw: Any) -> Any:
+        # Upload steps 1 and 2 only once save_total_limit=1 has deleted their directories
+        # (the Trainer does so when it saves the next step, while this upload is pending).
+        local = tmp_path / "a" / f"checkpoint-{kw['step']}"
+        for _ in range(600):
+            if kw["step"] == 3 or not local.exists():
+                break
+            time.sleep(0.05)
+        gone_before_upload[kw["step"]] = not local.exists()
+        return real(store, tree, artifact, **kw)
+
+    monkeypatch.setattr(push_mod, "push", slow_push)
     lake = ckptlake.open(local_lake_url)
     cb = LakeTrainerCallback(lake, ART, keep_last=2)
     _trainer(tmp_path / "a", [cb], max_steps=3, save_steps=1, save_total_limit=1).train()
+    assert gone_before_upload == {1: True, 2: True, 3: False}
     assert [v.step for v in lake.versions(ART)] == [2, 3]  # keep_last, after each commit
+    # Whole, although its local copy was deleted before its upload began: step 2 verifies and
+    # holds the Trainer's state of step 2.
+    assert lake.verify(f"{ART}@step=2", read_data=True).ok
+    pulled = Path(pull_for_resume(lake, f"{ART}@step=2", tmp_path / "check"))
+    assert json.loads((pulled / "trainer_state.json").read_text())["global_step"] == 2
     assert len(cb.results) == 3
     assert sorted(os.listdir(tmp_path / "a")) == ["checkpoint-3"]
     # Pulled into the output dir: resume_from_checkpoint=True finds it, like a local one.
@@ -235,8 +263,23 @@ def test_latest_metrics_keeps_the_newest_finite_value_of_each() -> None:
     assert latest_metrics(history, 9)["loss"] == 1.0
 
 
-def test_ckptlake_torch_imports_transformers_only_when_used() -> None:
-    code = ("import sys, ckptlake.torch; assert 'transformers' not in sys.modules; "
-            "from ckptlake.torch import LakeTrainerCallback; "
-            "assert 'transformers' in sys.modules")
-    subprocess.run([sys.executable, "-c", code], check=True)
+def test_ckptlake_torch_needs_transformers_only_for_its_names() -> None:
+    # In a process where transformers cannot be imported: ckptlake.torch (DCP) still works,
+    # and the Trainer names fail with an ImportError that says what to install.
+    code = "\n".join([
+        "import sys",
+        "class Block:",
+        "    def find_spec(self, name, path=None, target=None):",
+        "        if name.split('.')[0] in ('transformers', 'accelerate'):",
+        "            raise ImportError('blocked: ' + name)",
+        "sys.meta_path.insert(0, Block())",
+        "import ckptlake.torch",
+        "from ckptlake.torch import LakeWriter",
+        "try:",
+        "    from ckptlake.torch import LakeTrainerCallback",
+        "except ImportError as e:",
+        "    print('ImportError:', e)",
+        "assert 'transformers' not in sys.modules"])
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True).stdout
+    assert "pip install 'ckptlake[hf]'" in out, out
