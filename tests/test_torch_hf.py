@@ -241,8 +241,8 @@ def test_resume_refs_that_do_not_work_are_typed_errors(local_lake_url: str,
     with pytest.raises(NotFound, match=r"tiny/run has no version with step 9") as e:
         pull_for_resume(lake, f"{ART}@step=9", tmp_path / "out")
     assert e.value.exit_code == EXIT_NOT_FOUND
-    with pytest.raises(NotFound, match="no/such"):
-        pull_for_resume(lake, "no/such", tmp_path / "out")
+    with pytest.raises(NotFound, match="no/such"):  # a lake URL works as well as a Lake
+        pull_for_resume(local_lake_url, "no/such", tmp_path / "out")
     with pytest.raises(NotATrainerCheckpoint, match=r"tiny/run@v1 .*no trainer_state.json") as e:
         pull_for_resume(lake, ART, tmp_path / "out")
     assert e.value.exit_code == EXIT_USAGE
