@@ -6,8 +6,9 @@ write of `checkpoint-<step>` (its `_save_checkpoint`), the time the callback's `
 the loop (snapshot + scan, plus waiting for a still-running upload under on_busy="wait"), and
 the background upload's own time.  With --on-busy queue (default here) a save never waits for
 an upload still running, so the stall is the snapshot alone; with the callback's default
-("wait") a save that comes while the previous upload runs waits for it.  Each checkpoint holds new values (every step changes the
-weights and the optimizer state), so little deduplicates between checkpoints.  Medians over
+("wait") a save that comes while the previous upload runs waits for it.  Each checkpoint holds
+new values (every step changes the weights and the optimizer state), so little deduplicates
+between checkpoints.  Medians over
 the checkpoints of a run; one run per snapshot mode.
 
     python bench/hf_bench.py                         # ~330 MiB checkpoints, 4 saves per mode
@@ -44,7 +45,8 @@ def run(url: str, out: Path, snapshot: str, args: argparse.Namespace) -> dict[st
 
     class Data(torch.utils.data.Dataset):
         def __init__(self) -> None:
-            self.x = torch.randint(0, args.vocab, (64, 16), generator=torch.Generator().manual_seed(0))
+            g = torch.Generator().manual_seed(0)
+            self.x = torch.randint(0, args.vocab, (64, 16), generator=g)
 
         def __len__(self) -> int:
             return len(self.x)
