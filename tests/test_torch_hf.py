@@ -249,6 +249,13 @@ def test_resume_refs_that_do_not_work_are_typed_errors(local_lake_url: str,
     assert not (tmp_path / "out").exists()  # nothing pulled for a ref that cannot resume
     with pytest.raises(ckptlake.UsageError, match="segment"):
         LakeTrainerCallback(lake, "bad name")
+    with pytest.raises(ckptlake.UsageError, match="keep_lats"):
+        LakeTrainerCallback(lake, ART, keep_lats=3)
+    # A bad option value fails when training begins, before any step or checkpoint.
+    with pytest.raises(ckptlake.UsageError, match="keep_last must be an integer >= 1"):
+        _trainer(tmp_path / "t", [LakeTrainerCallback(lake, ART, keep_last=0)],
+                 max_steps=1, save_steps=1).train()
+    assert not list((tmp_path / "t").glob("checkpoint-*"))
 
 
 # ---- small pieces ------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ names is used.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import tempfile
@@ -35,12 +36,12 @@ except ImportError as exc:  # pragma: no cover - the [hf] extra installs it
     raise ImportError("ckptlake.torch's transformers integration needs transformers and "
                       "accelerate: pip install 'ckptlake[hf]'") from exc
 
+from ..checkpointer import Checkpointer
 from ..core import catalog
 from ..errors import UsageError
 from ..format.refs import validate_artifact
 
 if TYPE_CHECKING:
-    from ..checkpointer import Checkpointer
     from ..lake import Lake
     from ..results import PushResult
 
@@ -93,6 +94,12 @@ class LakeTrainerCallback(TrainerCallback):
                          **dict(metadata or {})}
         self.aliases = tuple(aliases)
         self.options = dict(checkpointer_options)
+        try:  # a misspelt option fails here, not after the first checkpoint of a long run
+            inspect.signature(Checkpointer).bind(self.lake, artifact, **self.options)
+        except TypeError as exc:
+            raise UsageError(f"LakeTrainerCallback: {exc}",
+                             hint="options are Lake.checkpointer's (keep_last, on_busy, ...)"
+                             ) from None
         #: Results of every committed checkpoint, over all `train()` calls.
         self.results: list[PushResult] = []
         self._ck: Checkpointer | None = None
@@ -102,6 +109,11 @@ class LakeTrainerCallback(TrainerCallback):
         return f"LakeTrainerCallback({self.lake.url!r}, {self.artifact!r})"
 
     # ---- Trainer events ----------------------------------------------------------------------
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # Made here, so that a bad option value fails before the first training step.
+        if state.is_world_process_zero:
+            self._checkpointer(args.output_dir)
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if not state.is_world_process_zero:
