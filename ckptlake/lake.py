@@ -125,6 +125,8 @@ class Lake:
             backend = self._replica_backends.get(spec.name)
             if backend is None:
                 backend = self._replica_backends[spec.name] = self.replicas.open_store(spec)  # type: ignore[union-attr]
+                if hasattr(backend, "on_retry"):
+                    backend.on_retry = self._report_retry  # type: ignore[attr-defined]
             return backend
 
     def _data(self, replica: str | None = None,

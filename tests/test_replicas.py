@@ -877,3 +877,38 @@ def test_two_servers_pull_through_then_the_replica_dies(seaweedfs_eu, s3_lake_ur
     finally:
         replica.close()
         lake.close()
+
+
+def test_cli_offline_replica_when_the_lake_is_unreachable(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    replica_url = (tmp_path / "eu").as_uri()
+    cfg = _cfg(tmp_path, f"replicas:\n  - name: eu\n    url: {replica_url}\n"
+                         "    region: eu-west-1\n")
+    src = write_src(tmp_path / "src")
+    env = {**os.environ, "CKPTLAKE_CONFIG": str(cfg)}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ckptlake", *args], capture_output=True,
+                              text=True, env=env, cwd=tmp_path, timeout=120)
+
+    local = str(tmp_path / "lake")
+    assert run("push", str(src), "m/a", "--lake", local, "-q").returncode == 0
+    assert run("pull", "m/a", str(tmp_path / "o1"), "--lake", local, "--replica", "eu",
+               "-q").returncode == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dead = ["--lake", "s3://bk/lake", "--endpoint-url", f"http://127.0.0.1:{port}"]
+    down = run("pull", "m/a", str(tmp_path / "o2"), *dead, "--replica", "eu")
+    assert down.returncode != 0 and not (tmp_path / "o2").exists()
+    offline = run("pull", "m/a", str(tmp_path / "o3"), *dead, "--replica", "eu",
+                  "--offline-replica", "--json")
+    assert offline.returncode == 0, offline.stderr
+    doc = json.loads(offline.stdout)
+    assert doc["version"] == 1 and doc["replica"]["offline"] is True
+    assert "cannot be reached" in doc["warnings"][0]
+    assert "served m/a@v1 from replica eu" in doc["warnings"][0]
+    assert same_tree(src, tmp_path / "o3")

@@ -102,6 +102,7 @@ def pull(
                            config=config, json=json_, quiet=quiet, debug=debug)
     out = Output(common)
     with out.guard():
+        from ..errors import TransferError, TransientError
         from ..format.refs import parse_ref
 
         parsed = parse_ref(ref)
@@ -110,7 +111,12 @@ def pull(
                            max_bandwidth=max_bandwidth)
         try:
             out.lake_line(handle)
-            require_lake(handle)
+            try:
+                require_lake(handle)
+            except (TransferError, TransientError):
+                if not offline_replica:
+                    raise  # else the pull finds the lake unreachable and serves the replica
+
             part = {"paths": list(paths or ()), "include": list(include or ()),
                     "exclude": list(exclude or ())}
             selection = {k: v for k, v in part.items() if v}

@@ -33,6 +33,7 @@ also handed in, so this module stays below format/.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -147,6 +148,19 @@ class ReplicaStore(Store):
                 lock = self._inflight[digest] = threading.Lock()
             return lock
 
+    @contextlib.contextmanager
+    def _fetching(self, digest: str) -> Iterator[bool]:
+        """Hold the right to fetch this chunk; yields whether another reader held it first
+        (then it may be in the replica by now, worth one more look)."""
+        lock = self._single_flight(digest)
+        waited = not lock.acquire(blocking=False)
+        if waited:
+            lock.acquire()
+        try:
+            yield waited
+        finally:
+            lock.release()
+
     # ---- chunk reads -----------------------------------------------------------------------
 
     def _whole(self, key: str, digest: str, buffer: bytearray | None) -> memoryview | bytes:
@@ -175,8 +189,8 @@ class ReplicaStore(Store):
                  repair: bool) -> memoryview | bytes:
         """Fetch from the origin, verify, write into the replica, serve.  One fetch per chunk
         at a time: a second reader of the same chunk waits, then finds it in the replica."""
-        with self._single_flight(digest):
-            if not repair and self.usable:
+        with self._fetching(digest) as waited:
+            if waited and not repair and self.usable:
                 # Another thread may have pulled it through while we waited.
                 try:
                     data = self.replica.get_into(key, buffer) if buffer is not None \
