@@ -220,13 +220,13 @@ class EgressEstimate:
 
         parts = []
         for s in self.sources:
-            where = s.get("region") or "an unknown region"
             if s["source"] == "origin":
+                where = s.get("region") or "the lake (region unknown)"
                 parts.append(f"{format_bytes(s['bytes'])} through from {where}, "
                              f"${s['cost_usd']:.2f}")
-            else:
-                parts.append(f"{format_bytes(s['bytes'])} from {s['source']} ({where}), "
-                             f"${s['cost_usd']:.2f}")
+                continue
+            parts.append(f"{format_bytes(s['bytes'])} from {s['source']} "
+                         f"({s.get('region') or 'an unknown region'}), ${s['cost_usd']:.2f}")
         return "; ".join(parts)
 
 
