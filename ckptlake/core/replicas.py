@@ -136,7 +136,7 @@ class ReplicateResult(_Result):
     version: int
     chunks: int  # distinct chunk objects the version references
     bytes: int
-    chunks_present: int  # already in the replica (with the right size; verified with --verify)
+    chunks_present: int  # already in the replica (not empty; verified with --verify)
     bytes_present: int
     chunks_copied: int
     bytes_copied: int
@@ -210,7 +210,10 @@ def replicate(origin: Store, replica: Store, m: Manifest, *, spec: ReplicaSpec, 
         bad = False
         try:
             info = replica.stat(key)
-            present = info.size == size
+            # Not the manifest's size: a stored object may be an encoded frame of another
+            # length.  An empty object is what a cut upload leaves: absent.  (Wrong bytes of
+            # any length are found by --verify, and by every pull, which repairs them.)
+            present = info.size > 0
             bad = not present
         except NotFound:
             present = False
@@ -323,7 +326,7 @@ def replica_presence(replica: Store, digests: dict[str, int], workers: int = 16
     def has(item: tuple[str, int]) -> tuple[int, bool]:
         digest, size = item
         try:
-            return size, replica.stat(layout.chunk_key(digest)).size == size
+            return size, replica.stat(layout.chunk_key(digest)).size > 0
         except NotFound:
             return size, False
 
