@@ -314,7 +314,13 @@ class Lake:
         stats = getattr(data, "stats", None)
         if stats is None:
             return result
-        if stats.writes_off is None and stats.replica_down is None:
+        from .core.browse import object_sizes
+
+        # Every chunk object went through the replica (none came from a local copy, the
+        # cache, or the origin uncached): it holds the version whole, servable offline.
+        through = stats.chunks_from_replica + stats.chunks_pulled_through
+        if stats.writes_off is None and stats.replica_down is None \
+                and stats.chunks_from_origin == 0 and through >= len(object_sizes(m)):
             from .core.replicas import keep_manifest
 
             keep_manifest(self.store, data.replica, m)  # type: ignore[attr-defined]

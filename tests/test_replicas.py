@@ -912,3 +912,15 @@ def test_cli_offline_replica_when_the_lake_is_unreachable(tmp_path: Path) -> Non
     assert "cannot be reached" in doc["warnings"][0]
     assert "served m/a@v1 from replica eu" in doc["warnings"][0]
     assert same_tree(src, tmp_path / "o3")
+
+
+def test_manifest_copied_only_when_the_replica_holds_the_whole_version(tmp_path: Path) -> None:
+    lake = memory_lake(tmp_path)
+    src = write_src(tmp_path / "src")
+    lake.push(src, "m/a")
+    lake.pull("m/a", tmp_path / "o1", replica="none")
+    lake.pull("m/a", tmp_path / "o1")  # everything already at the destination: nothing fetched
+    lake.pull("m/a", tmp_path / "o2", paths=["config.json"])  # part of the version
+    assert not (tmp_path / "eu" / "artifacts").exists()
+    lake.pull("m/a", tmp_path / "o3")
+    assert (tmp_path / "eu" / "artifacts" / "m" / "a" / "@v" / "0000000001.json").is_file()
