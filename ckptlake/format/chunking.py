@@ -398,6 +398,8 @@ def _torch(read: Read, size: int, entries: list[tuple[Any, int, int]],
            prefix: str) -> Layout:
     """torch.save's archive: one uncompressed entry `<prefix>data/<key>` per storage; the
     storages' dtypes come from data.pkl (read without running it; unknown: no hint)."""
+    import zipfile
+
     by_name = {info.filename: (info, s, e) for info, s, e in entries}
     dtypes: dict[str, str] = {}
     little = True
