@@ -1,0 +1,177 @@
+"""Content-defined chunking (FastCDC) vs fixed offsets, for large files of no known layout.
+
+    pip install --target /tmp/cdc fastcdc==1.7.0 pith-cdc==0.1.1    # not dependencies of ckptlake
+    PYTHONPATH=/tmp/cdc .venv/bin/python bench/cdc_bench.py [--size-mib 256] [--chunk-mib 16]
+
+Why it exists: format/chunking.py cuts model files at their tensors' boundaries; every other
+large file is still cut at fixed offsets, which lose every later chunk when bytes are inserted
+near the start.  A rolling hash (FastCDC) places cuts by content instead, at the price of
+hashing every byte once more.  This measures both sides of that trade on one core:
+
+- speed of each chunker (MB/s), next to SHA-256 (what a push already spends per byte);
+- bytes a re-push would upload after (a) appending 1 MiB to a log file, (b) inserting 40 bytes
+  4 KiB into a binary file (a real one: torch's libtorch_cpu.so, if present).
+
+CDC parameters keep push's memory bound: min = chunk/4, avg = chunk/2, max = chunk.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import sys
+import time
+import types
+from typing import Callable, Iterable
+
+
+def gear_table() -> list[int]:
+    rng = random.Random(1)
+    return [rng.getrandbits(64) for _ in range(256)]
+
+
+def pure_python_gear(data: bytes, mn: int, avg: int, mx: int) -> list[tuple[int, int]]:
+    """The smallest honest pure-Python FastCDC: gear hash, normalized masks, min-size skip."""
+    gear = gear_table()
+    bits = avg.bit_length() - 1
+    mask_s, mask_l = (1 << (bits + 1)) - 1 << (63 - bits), (1 << (bits - 1)) - 1 << (63 - bits)
+    full = (1 << 64) - 1
+    out, start, n = [], 0, len(data)
+    while start < n:
+        end = min(n, start + mx)
+        i, h, cut = start + mn, 0, end
+        if i >= end:
+            out.append((start, end - start))
+            break
+        mid = min(end, start + avg)
+        while i < mid:
+            h = ((h << 1) + gear[data[i]]) & full
+            i += 1
+            if not h & mask_s:
+                cut = i
+                break
+        else:
+            while i < end:
+                h = ((h << 1) + gear[data[i]]) & full
+                i += 1
+                if not h & mask_l:
+                    cut = i
+                    break
+        out.append((start, cut - start))
+        start = cut
+    return out
+
+
+def load_chunkers() -> dict[str, Callable[[bytes, int, int, int], list[tuple[int, int]]]]:
+    out: dict[str, Callable[[bytes, int, int, int], list[tuple[int, int]]]] = {}
+    # fastcdc 1.7.0 imports click at the top of its package (for its CLI) and prints a
+    # warning when the compiled module is missing; neither matters for a measurement
+    sys.modules.setdefault("click", types.SimpleNamespace(secho=lambda *a, **k: None))
+    try:
+        from fastcdc.fastcdc_cy import fastcdc_cy
+
+        out["fastcdc 1.7.0 (Cython)"] = lambda d, mn, avg, mx: [
+            (c.offset, c.length) for c in fastcdc_cy(d, mn, avg, mx)]
+    except ImportError as exc:
+        print(f"fastcdc (Cython) not measured: {exc}", file=sys.stderr)
+    try:
+        from fastcdc.fastcdc_py import fastcdc_py
+
+        out["fastcdc 1.7.0 (pure Python)"] = lambda d, mn, avg, mx: [
+            (c.offset, c.length) for c in fastcdc_py(d, mn, avg, mx)]
+    except ImportError:
+        pass
+    try:
+        import pith_cdc
+
+        def pith(d: bytes, mn: int, avg: int, mx: int) -> list[tuple[int, int]]:
+            return [(c.offset, c.length) for c in pith_cdc.chunk(d, mn, avg, mx)]
+        pith(b"x" * 100_000, 2048, 8192, 32768)
+        out["pith-cdc 0.1.1 (Rust, ctypes)"] = pith
+    except Exception as exc:  # noqa: BLE001 - not installed, or no cdylib
+        print(f"pith-cdc not measured: {exc}", file=sys.stderr)
+    out["pure Python gear loop (this file)"] = pure_python_gear
+    return out
+
+
+def new_bytes(old: bytes, new: bytes, cuts_old: Iterable[tuple[int, int]],
+              cuts_new: Iterable[tuple[int, int]]) -> tuple[int, int]:
+    """(bytes, chunks) of `new` whose chunk digests `old` does not have: what a push uploads."""
+    have = {hashlib.sha256(old[o:o + n]).digest() for o, n in cuts_old}
+    up = [(o, n) for o, n in cuts_new if hashlib.sha256(new[o:o + n]).digest() not in have]
+    return sum(n for _, n in up), len(up)
+
+
+def fixed(data: bytes, chunk: int) -> list[tuple[int, int]]:
+    return [(o, min(chunk, len(data) - o)) for o in range(0, len(data), chunk)]
+
+
+def log_file(size: int, seed: int = 0) -> bytes:
+    rng = random.Random(seed)
+    lines, total, step = [], 0, 0
+    while total < size:
+        step += 1
+        line = (f"2026-12-04T{step // 3600 % 24:02d}:{step // 60 % 60:02d}:{step % 60:02d}Z "
+                f"step={step} loss={rng.uniform(1.5, 3):.4f} lr={3e-4 * rng.random():.3e} "
+                f"grad_norm={rng.uniform(0.1, 4):.3f} tok/s={rng.randint(90_000, 130_000)}\n")
+        lines.append(line)
+        total += len(line)
+    return "".join(lines).encode()[:size]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size-mib", type=int, default=256)
+    ap.add_argument("--chunk-mib", type=int, default=16)
+    ap.add_argument("--python-sample-mib", type=int, default=4,
+                    help="pure-Python chunkers are timed on this much only")
+    args = ap.parse_args()
+    size, chunk = args.size_mib << 20, args.chunk_mib << 20
+    mn, avg, mx = chunk // 4, chunk // 2, chunk
+    chunkers = load_chunkers()
+
+    base = log_file(size)
+    cases = {"(a) log, 1 MiB appended": (base, base + log_file(1 << 20, seed=1))}
+    try:
+        import torch
+
+        lib = os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so")
+        with open(lib, "rb") as fh:
+            binary, what = fh.read(size), "libtorch_cpu.so"
+    except (ImportError, OSError):
+        binary, what = random.Random(2).randbytes(size), "random bytes"
+    cases[f"(b) {what}, 40 bytes inserted at 4 KiB"] = (
+        binary, binary[:4096] + b"\x00inserted by cdc_bench.py, forty bytes\x00" + binary[4096:])
+
+    print(f"one core; {args.size_mib} MiB per file; chunk {args.chunk_mib} MiB "
+          f"(CDC min/avg/max {mn >> 20}/{avg >> 20}/{mx >> 20} MiB); Python {sys.version.split()[0]}")
+    print("\n| chunker | MB/s |\n|---|--:|")
+    sample = base[:args.python_sample_mib << 20]
+    t = time.perf_counter()
+    hashlib.sha256(binary).digest()
+    print(f"| SHA-256 (hashlib; push hashes every byte already) | "
+          f"{len(binary) / (time.perf_counter() - t) / 1e6:,.0f} |")
+    speeds = {}
+    for name, fn in chunkers.items():
+        data = sample if "Python" in name else binary
+        t = time.perf_counter()
+        fn(data, mn, avg, mx)
+        speeds[name] = len(data) / (time.perf_counter() - t) / 1e6
+        print(f"| {name} | {speeds[name]:,.1f} |")
+
+    fast = max((n for n in chunkers if "Python" not in n), key=lambda n: speeds[n], default=None)
+    print(f"\n| file | fixed offsets: uploaded | CDC ({fast}): uploaded |\n|---|--:|--:|")
+    for label, (old, new) in cases.items():
+        fb, fc = new_bytes(old, new, fixed(old, chunk), fixed(new, chunk))
+        row = f"| {label} | {fb / 2**20:,.1f} MiB ({fc} of {len(fixed(new, chunk))} chunks) |"
+        if fast is not None:
+            fn = chunkers[fast]
+            cut_new = fn(new, mn, avg, mx)
+            cb, cc = new_bytes(old, new, fn(old, mn, avg, mx), cut_new)
+            row += f" {cb / 2**20:,.1f} MiB ({cc} of {len(cut_new)} chunks) |"
+        print(row)
+
+
+if __name__ == "__main__":
+    main()
