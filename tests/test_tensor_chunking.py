@@ -615,3 +615,38 @@ def test_a_lake_pushed_with_fixed_offsets_still_pulls_and_repushes(tmp_path: Pat
         (src / "model.safetensors").read_bytes()
     # the unchanged raw file kept its fixed-offset chunks: deduplicated across the switch
     assert r2.chunks_deduplicated >= 3
+
+
+# --- torch's data.pkl is read for dtypes, never run ------------------------------------------------
+
+def test_data_pkl_is_parsed_without_running_it(tmp_path: Path) -> None:
+    import pickle
+
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self) -> Any:
+            return (os.system, (f"touch {marker}",))
+    data = pickle.dumps({"x": Evil()}, protocol=2)
+    assert chunking.storage_dtypes(data) == {}
+    assert not marker.exists()
+    # and a real one gives each storage's dtype, new dtypes (rebuilt by _rebuild_tensor_v3) too
+    torch = pytest.importorskip("torch")
+    import zipfile
+
+    sd = {"w": torch.ones(3), "h": torch.ones(2, dtype=torch.bfloat16),
+          "f8": torch.zeros(4, dtype=torch.float8_e4m3fn), "i": torch.arange(3)}
+    torch.save(sd, tmp_path / "m.pt")
+    with zipfile.ZipFile(tmp_path / "m.pt") as zf:
+        pkl = zf.read(next(n for n in zf.namelist() if n.endswith("/data.pkl")))
+    assert sorted(chunking.storage_dtypes(pkl).values()) == ["BF16", "F32", "F8_E4M3", "I64"]
+
+
+def test_a_huge_data_pkl_gives_no_hints_but_still_cuts(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(chunking, "MAX_PICKLE_OPS", 10)
+    torch.save(torch_state(torch), tmp_path / "m.pt")
+    pl = file_plan(tmp_path / "m.pt")
+    assert pl.kind == "torch" and {c.dtype for c in pl.cuts} == {None}
+    assert check_cuts(pl.cuts, (tmp_path / "m.pt").stat().st_size, CS)

@@ -51,9 +51,14 @@ log = logging.getLogger("ckptlake")
 SMALL = 1024 * 1024
 # Bounds on what is read to find a layout; a file that needs more is cut at fixed offsets.
 MAX_NPY_HEADER = 1024 * 1024
-MAX_ZIP_META = 64 * 1024 * 1024  # central directory (+ EOCD search) of one archive
-MAX_ZIP_ENTRIES = 1_000_000
-MAX_PICKLE = 64 * 1024 * 1024  # torch's data.pkl, read to learn the storages' dtypes
+# A zip's central directory (and the end-of-directory search): ~80,000 entries of a torch
+# archive; the parsed entries (~0.5 KiB each) stay within push's memory bound.
+MAX_ZIP_META = 8 * 1024 * 1024
+# torch's data.pkl, read to learn the storages' dtypes: ~30 opcodes per tensor, so ~15,000
+# tensors; a larger one (or one of more opcodes, each of which may build an object) gives no
+# dtype hints, which costs nothing but the hints.
+MAX_PICKLE = 16 * 1024 * 1024
+MAX_PICKLE_OPS = 500_000
 
 Read = Callable[[int, int], bytes]
 
@@ -122,8 +127,8 @@ def cut_layout(layout: Layout, size: int, chunk_size: int) -> list[Cut]:
     def add(name: str, pieces: list[tuple[int, int, str | None, bool]]) -> None:
         """Pack pieces (an item and the bytes leading up to it) into the current run."""
         held = run[-1][1] - run[0][0] if run else 0
-        boundary = bool(name) and (zlib.crc32(name.encode()) & 31) == 0 \
-            and held >= chunk_size // 8
+        key = zlib.crc32(name.encode("utf-8", "surrogatepass"))
+        boundary = bool(name) and key & 31 == 0 and held >= chunk_size // 8
         if run and (held + pieces[-1][1] - pieces[0][0] > chunk_size or boundary):
             close()
         run.extend(pieces)
@@ -342,7 +347,8 @@ class _Window(io.RawIOBase):
     def readinto(self, b: Any) -> int:
         n = max(0, min(len(b), self._size - self._pos))
         if n > self._budget:
-            raise Lying("zip directory larger than it may be")
+            raise Lying(f"zip directory larger than the {MAX_ZIP_META >> 20} MiB read to plan "
+                        "its cuts")
         self._budget -= n
         data = self._read(self._pos, n) if n else b""
         b[:len(data)] = data
@@ -362,8 +368,6 @@ def _zip(read: Read, size: int) -> Layout:
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError,
             struct.error, IndexError, OverflowError) as exc:
         raise Lying(f"zip directory does not parse ({str(exc)[:80]})") from None
-    if len(infos) > MAX_ZIP_ENTRIES:
-        raise Lying("zip has too many entries")
     entries: list[tuple[Any, int, int]] = []  # (ZipInfo, data start, data end)  # (info, data start, data end)
     for info in infos:
         if not 0 <= info.header_offset <= size - 30:
@@ -457,9 +461,16 @@ def storage_dtypes(data: bytes) -> dict[str, str]:
     is a _Stub class (nothing is imported, no code of the pickle's choosing runs), storages are
     the persistent ids ('storage', type, key, location, numel), and a tensor rebuilt by
     `_rebuild_tensor_v3` names its dtype as an argument (dtypes without a storage class).
-    Anything unexpected: {} (no hints)."""
+    Anything unexpected, or more than MAX_PICKLE_OPS opcodes: {} (no hints)."""
     import pickle
+    import pickletools
 
+    try:  # count first, streaming: the load below builds one object per opcode at most
+        for n, _ in enumerate(pickletools.genops(data)):
+            if n >= MAX_PICKLE_OPS:
+                return {}
+    except Exception:  # noqa: BLE001 - not a pickle we can follow
+        return {}
     classes: dict[tuple[str, str], type] = {}
     keys: dict[int, str] = {}  # id(storage stub) -> key
     found: dict[str, str] = {}
