@@ -145,8 +145,14 @@ def main() -> None:
     size, chunk = args.size_mib << 20, args.chunk_mib << 20
     chunkers = load_chunkers()
 
-    base = log_file(size)
-    cases = {"(a) log, 1 MiB appended": (base, base + log_file(1 << 20, seed=1))}
+    # (a) is averaged over 8 log lengths: what either side uploads depends on where the old
+    # end falls relative to the last cut, which one length would pick by luck
+    full = log_file(size + (1 << 20))
+    lengths = [size - random.Random(k).randrange(chunk) for k in range(8)]
+    cases: dict[str, list[tuple[bytes, bytes]]] = {
+        "(a) log, 1 MiB appended (mean of 8 lengths)":
+            [(full[:n], full[:n + (1 << 20)]) for n in lengths]}
+    base = full[:size]
     try:
         spec = importlib.util.find_spec("torch")
         lib = os.path.join(list(spec.submodule_search_locations)[0], "lib",  # type: ignore
@@ -155,8 +161,8 @@ def main() -> None:
             binary, what = fh.read(size), "libtorch_cpu.so"
     except (AttributeError, TypeError, IndexError, OSError):
         binary, what = random.Random(2).randbytes(size), "random bytes"
-    cases[f"(b) {what}, 40 bytes inserted at 4 KiB"] = (
-        binary, binary[:4096] + b"\x00inserted by cdc_bench.py, forty bytes\x00" + binary[4096:])
+    cases[f"(b) {what}, 40 bytes inserted at 4 KiB"] = [(
+        binary, binary[:4096] + b"\x00inserted by cdc_bench.py, forty bytes\x00" + binary[4096:])]
 
     configs = [(chunk // 4, chunk // 2, chunk), (chunk // 16, chunk // 4, chunk)]
     print(f"one core; {args.size_mib} MiB per file; fixed chunk {args.chunk_mib} MiB; "
@@ -179,21 +185,23 @@ def main() -> None:
 
     print("\n| file | chunker (min/avg/max MiB) | uploaded after the change | chunks |"
           "\n|---|---|--:|--:|")
-    for label, (old, new) in cases.items():
-        fb, fc = new_bytes(old, new, fixed(old, chunk), fixed(new, chunk))
+    for label, pairs in cases.items():
+        def mean(cut: Callable[[bytes], list[tuple[int, int]]]) -> tuple[float, float, float]:
+            got = [new_bytes(o, n, cut(o), cut(n)) + (len(cut(n)),) for o, n in pairs]
+            return tuple(sum(g[i] for g in got) / len(got) for i in range(3))  # type: ignore
+        fb, fc, ft = mean(lambda d: fixed(d, chunk))
         print(f"| {label} | fixed offsets ({args.chunk_mib}) | {fb / 2**20:,.1f} MiB | "
-              f"{fc} of {len(fixed(new, chunk))} |")
+              f"{fc:.1f} of {ft:.0f} |")
         for name, fn in chunkers.items():
             if "Python" in name:
                 continue
             for mn, avg, mx in configs:
                 try:
-                    cut_new = fn(new, mn, avg, mx)
+                    cb, cc, ct = mean(lambda d: fn(d, mn, avg, mx))  # noqa: B023
                 except Exception:  # noqa: BLE001 - sizes the chunker refuses
                     continue
-                cb, cc = new_bytes(old, new, fn(old, mn, avg, mx), cut_new)
                 print(f"| {label} | {name} ({mn >> 20}/{avg >> 20}/{mx >> 20}) | "
-                      f"{cb / 2**20:,.1f} MiB | {cc} of {len(cut_new)} |")
+                      f"{cb / 2**20:,.1f} MiB | {cc:.1f} of {ct:.0f} |")
 
 
 if __name__ == "__main__":

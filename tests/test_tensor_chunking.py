@@ -533,7 +533,7 @@ def test_a_parser_failure_never_fails_the_push(tmp_path: Path,
     assert (tmp_path / "out" / "model.safetensors").read_bytes() == p.read_bytes()
 
 
-# --- readers: pulls, partial reads, old lakes ------------------------------------------------------
+# --- readers: pulls, partial reads, old lakes -----------------------------------------------------
 
 def _tree(src: Path, torch: Any | None) -> None:
     save(src / "model.safetensors", model())
@@ -617,7 +617,7 @@ def test_a_lake_pushed_with_fixed_offsets_still_pulls_and_repushes(tmp_path: Pat
     assert r2.chunks_deduplicated >= 3
 
 
-# --- torch's data.pkl is read for dtypes, never run ------------------------------------------------
+# --- torch's data.pkl is read for dtypes, never run -----------------------------------------------
 
 def test_data_pkl_is_parsed_without_running_it(tmp_path: Path) -> None:
     import pickle

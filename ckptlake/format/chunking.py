@@ -368,7 +368,7 @@ def _zip(read: Read, size: int) -> Layout:
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError,
             struct.error, IndexError, OverflowError) as exc:
         raise Lying(f"zip directory does not parse ({str(exc)[:80]})") from None
-    entries: list[tuple[Any, int, int]] = []  # (ZipInfo, data start, data end)  # (info, data start, data end)
+    entries: list[tuple[Any, int, int]] = []  # (ZipInfo, data start, data end)
     for info in infos:
         if not 0 <= info.header_offset <= size - 30:
             raise Lying(f"zip entry {info.filename!r} starts past the end")
