@@ -650,3 +650,23 @@ def test_a_huge_data_pkl_gives_no_hints_but_still_cuts(tmp_path: Path,
     pl = file_plan(tmp_path / "m.pt")
     assert pl.kind == "torch" and {c.dtype for c in pl.cuts} == {None}
     assert check_cuts(pl.cuts, (tmp_path / "m.pt").stat().st_size, CS)
+
+
+def test_cli_debug_shows_the_fallback_note(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ckptlake.cli.app import app
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "model.safetensors").write_bytes(_lying_files()["past-end.safetensors"])
+    lake = "file://" + (tmp_path / "lake").as_posix()
+    quiet = CliRunner().invoke(app, ["push", str(src), "m/x", "--lake", lake])
+    assert quiet.exit_code == 0, quiet.stderr
+    assert "fixed offsets" not in quiet.stderr  # silent by default
+    (src / "other.safetensors").write_bytes(_lying_files()["overlap.safetensors"])
+    r = CliRunner().invoke(app, ["push", str(src), "m/x", "--lake", lake, "--debug"])
+    assert r.exit_code == 0, r.stderr
+    notes = [ln for ln in r.stderr.splitlines() if "cut at fixed offsets" in ln]
+    assert len(notes) == 2 and any("other.safetensors" in n for n in notes), r.stderr
+    assert not logging.getLogger("ckptlake").handlers, "the handler is removed after the command"
