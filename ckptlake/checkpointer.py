@@ -82,10 +82,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from .core.scan import SourceTree, scan
+from .core.values import check_metadata, check_metrics
 from .errors import SourceChanged, UsageError
 from .format import layout
 from .format import state as _state_format
 from .format.refs import validate_alias, validate_artifact
+from .policy.retention import resolve_retention
 from .results import PushResult
 
 if TYPE_CHECKING:
@@ -396,13 +398,11 @@ class Checkpointer:
 
     def _check_args(self, step: Any, metrics: Any, metadata: Any, aliases: Sequence[str]
                     ) -> tuple[dict[str, float], dict[str, str], tuple[str, ...]]:
-        from .lake import _check_metadata, _check_metrics
-
         if step is not None:
             layout.check_step(step)
         for name in aliases:
             validate_alias(name)
-        return (_check_metrics(dict(metrics or {})), _check_metadata(dict(metadata or {})),
+        return (check_metrics(dict(metrics or {})), check_metadata(dict(metadata or {})),
                 tuple(dict.fromkeys((*self.aliases, *aliases))))
 
     def _resolve_lineage(self, parents: Sequence[Any] | None,
@@ -760,9 +760,7 @@ def _load_policy(retention: Any) -> "RetentionPolicy":
         return RetentionPolicy()
     if retention is True:
         retention = None
-    from .lake import _retention
-
-    return _retention(retention)
+    return resolve_retention(retention)
 
 
 def _is_library_error(exc: BaseException) -> bool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import os
 import threading
 from pathlib import Path
@@ -18,11 +17,13 @@ from .core import catalog
 from .core import pull as _pull
 from .core import push as _push
 from .core.scan import scan
+from .core.values import check_metadata, check_metrics
 from .errors import CkptlakeError, UsageError
 from .format import layout
 from .format.refs import Ref, parse_ref, validate_alias, validate_artifact
 from .policy.config import (DEFAULT_CONCURRENCY, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE,
                             check_chunk_size, check_concurrency, check_part_settings)
+from .policy.retention import resolve_retention
 from .results import (AliasResult, ArtifactInfo, PullResult, PushResult, VerifyResult,
                       VersionInfo)
 from .store.base import Store
@@ -47,26 +48,6 @@ if TYPE_CHECKING:
     from .core.shards import PendingStep, ShardPushResult
     from .core.reader import LakeFile
     from .core.show import VersionDetail
-
-
-def _check_metrics(metrics: dict[str, float] | None) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for k, v in (metrics or {}).items():
-        if not isinstance(k, str) or not k:
-            raise UsageError("metric names must be non-empty strings")
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise UsageError(f"metric {k!r} must be a finite number, got {v!r}")
-        out[k] = float(v)
-    return out
-
-
-def _check_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for k, v in (metadata or {}).items():
-        if not isinstance(k, str) or not k:
-            raise UsageError("metadata keys must be non-empty strings")
-        out[k] = str(v)
-    return out
 
 
 class Lake:
@@ -189,8 +170,8 @@ class Lake:
         with self._watching(progress) as progress:
             result = _push.push(self.store, tree, artifact, chunk_size=self.chunk_size,
                                 concurrency=self.concurrency, step=step,
-                                metrics=_check_metrics(metrics),
-                                metadata=_check_metadata(all_metadata), aliases=list(aliases),
+                                metrics=check_metrics(metrics),
+                                metadata=check_metadata(all_metadata), aliases=list(aliases),
                                 progress=progress, lake_url=self.url, throttle=self.throttle,
                                 parts=self.parts, observers=[tensors] if tensors else [],
                                 manifest_fields=fields)
@@ -372,7 +353,7 @@ class Lake:
             result = shards.push_shard(
                 self.store, tree, artifact, step=step, rank=rank, world=world,
                 chunk_size=self.chunk_size, concurrency=self.concurrency,
-                metrics=_check_metrics(metrics), metadata=_check_metadata(metadata),
+                metrics=check_metrics(metrics), metadata=check_metadata(metadata),
                 aliases=list(aliases), progress=progress, lake_url=self.url,
                 stale_after=shards.DEFAULT_STALE_AFTER if stale_after is None else stale_after,
                 wait_seconds=wait_seconds, throttle=self.throttle, parts=self.parts,
@@ -658,7 +639,7 @@ class Lake:
         """
         from .core.gc import plan_gc
 
-        return plan_gc(self.store, _retention(policy), now=now, match=match)
+        return plan_gc(self.store, resolve_retention(policy), now=now, match=match)
 
     def gc(self, plan: "GcPlan", *, on_event: "Callable[[str], None] | None" = None
            ) -> "GcResult":
@@ -679,7 +660,7 @@ class Lake:
         from .core.du import disk_usage
 
         if price is None:
-            price = _retention(None).storage_price_per_gb_month
+            price = resolve_retention(None).storage_price_per_gb_month
         return disk_usage(self.store, prefix=prefix, versions=versions, price=price, sort=sort)
 
     def expired(self, artifact: str) -> "list[Tombstone]":
@@ -722,14 +703,3 @@ def _to_device(tensors: dict[str, Any], map_location: Any) -> dict[str, Any]:
     if callable(map_location) or isinstance(map_location, dict):
         raise UsageError("map_location for safetensors must be a device (e.g. 'cpu')")
     return {k: v.to(map_location) for k, v in tensors.items()}
-
-
-def _retention(policy: "RetentionPolicy | str | Path | None") -> "RetentionPolicy":
-    from .policy.config import load_config
-    from .policy.retention import RetentionPolicy, load_retention
-
-    if isinstance(policy, RetentionPolicy):
-        return policy
-    if policy is None:
-        return load_retention(load_config())
-    return load_retention(load_config(os.fspath(policy), origin="the policy argument"))

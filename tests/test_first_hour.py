@@ -176,6 +176,16 @@ def test_the_first_push_says_it_creates_a_lake(src: Path, tmp_path: Path) -> Non
     assert doc["warnings"] == []
 
 
+
+def test_a_shard_push_into_a_new_lake_says_so_too(src: Path, tmp_path: Path) -> None:
+    url = (tmp_path / "sharded").as_uri()
+    r = run("push", src, "a/b", "--lake", url, "--step", "5", "--shard", "0/2")
+    assert r.exit_code == 0, r.stderr
+    assert f"ckptlake: warning: created a new lake at {url}" in r.stderr
+    doc = json.loads(run("push", src, "a/b", "--lake", url, "--step", "5", "--shard", "1/2",
+                         "--json").stdout)
+    assert doc["warnings"] == [] and doc["version"] == 1
+
 # ---- 4. policy files ----------------------------------------------------------------------------
 
 def test_gc_names_a_missing_policy_file_as_the_policy(lake: str, tmp_path: Path) -> None:

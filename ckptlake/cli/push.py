@@ -127,6 +127,8 @@ def push(
                         metrics=metrics, metadata=metadata, aliases=aliases,
                         exclude=list(exclude or []), follow_symlinks=follow_symlinks,
                         progress=progress)
+                for warning in shard_result.warnings:
+                    out.warn(warning)
                 doc = {**shard_result.to_dict(), "lake": lake_url(handle),
                        "lake_origin": lake_origin(handle)}
                 out.result(doc, shard_summary(shard_result))

@@ -35,7 +35,7 @@ import os
 import random
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
@@ -49,8 +49,8 @@ from . import clock
 from .createonce import create_once
 from .identity import iso, tool_version, user_at_host, utcnow
 from .gc_guard import guard_commit
-from .lakeheader import ensure_header
-from .push import check_next_version, upload_tree
+from .lakeheader import ensure_header, open_or_create_header
+from .push import check_next_version, new_lake_warning, upload_tree
 from .scan import SourceTree
 
 SHARD_FORMAT = 1
@@ -86,6 +86,7 @@ class ShardPushResult(_Result):
     chunks_uploaded: int
     chunks_deduplicated: int
     seconds: float
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def committed(self) -> bool:
@@ -499,7 +500,8 @@ def push_shard(store: Store, tree: SourceTree, artifact: str, *, step: int, rank
     # listing parses (never committed, invisible to `pending`, unprotected from gc).
     layout.check_step(step)
     started, started_wall = clock.now(), time.time()  # both: see core/clock.py
-    header = ensure_header(store, **({"chunk_size": chunk_size} if chunk_size else {}))
+    header, created = open_or_create_header(
+        store, **({"chunk_size": chunk_size} if chunk_size else {}))
     # Refuse cheaply before uploading when the step is already known to be incompatible.
     keys, has_claim = _list_step(store, artifact, step)
     if others := _other_worlds(keys, world):
@@ -560,7 +562,8 @@ def push_shard(store: Store, tree: SourceTree, artifact: str, *, step: int, rank
         bytes_scanned=tree.total_bytes, bytes_uploaded=up.uploaded.value,
         bytes_deduplicated=up.deduplicated.value, chunks_uploaded=up.uploaded.count,
         chunks_deduplicated=up.deduplicated.count,
-        seconds=round(clock.now() - started, 3))
+        seconds=round(clock.now() - started, 3),
+        warnings=[new_lake_warning(lake_url)] if created else [])
 
 
 def _aliases_of(store: Store, artifact: str, step: int, world: int,

@@ -28,13 +28,14 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import ConfigError
-from .config import describe_value, line_of
+from .config import describe_value, line_of, load_config
 
 __all__ = [
     "DEFAULT_GRACE_PERIOD", "DEFAULT_PRICE_PER_GB_MONTH", "DEFAULT_RECORD_RETENTION",
@@ -456,3 +457,12 @@ def _finite(value: Any) -> bool:
 
 def _aware(t: datetime) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def resolve_retention(policy: RetentionPolicy | str | os.PathLike[str] | None) -> RetentionPolicy:
+    """A policy object as given, or the policy file it names, or the configured one."""
+    if isinstance(policy, RetentionPolicy):
+        return policy
+    if policy is None:
+        return load_retention(load_config())
+    return load_retention(load_config(os.fspath(policy), origin="the policy argument"))

@@ -1,0 +1,237 @@
+"""HF transformers: every checkpoint the `Trainer` saves becomes a lake version; resume from one.
+
+    from ckptlake.torch import LakeTrainerCallback, pull_for_resume
+    trainer = Trainer(..., callbacks=[LakeTrainerCallback(lake, "gpt2/run-7/ckpt")])
+    trainer.train()                                     # checkpoint-N -> version at step N
+    path = pull_for_resume(lake, "gpt2/run-7/ckpt@latest", args.output_dir)
+    trainer.train(resume_from_checkpoint=path)
+
+The callback hands each `output_dir/checkpoint-<step>` to a `Checkpointer` in `on_save`, which
+the Trainer calls right after it wrote the directory (and after `save_total_limit` rotation
+deleted older ones).  The checkpointer snapshots the directory there, in the training thread,
+so the Trainer may delete or overwrite it at once, and uploads it in its background thread
+while training goes on.  Snapshots are hard links when the filesystem has them: the Trainer
+writes every checkpoint into a fresh directory and never rewrites it, which is exactly when
+links are safe (a file rewritten in place anyway fails that upload loudly: see
+checkpointer.py, "Snapshots").  A failed upload is raised by the next `on_save` or by
+`on_train_end` (which waits for every upload), i.e. out of `trainer.train()`: a checkpoint
+that did not reach the lake never goes unnoticed.
+
+Imports transformers: `import ckptlake.torch` does not import this module until one of its
+names is used.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import tempfile
+import uuid
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+try:
+    import transformers
+    from transformers import TrainerCallback
+except ImportError as exc:  # pragma: no cover - the [hf] extra installs it
+    raise ImportError("ckptlake.torch's transformers integration needs transformers and "
+                      "accelerate: pip install 'ckptlake[hf]'") from exc
+
+from ..checkpointer import Checkpointer
+from ..core import catalog
+from ..errors import UsageError
+from ..format.refs import validate_artifact
+
+if TYPE_CHECKING:
+    from ..lake import Lake
+    from ..results import PushResult
+
+TRAINER_STATE_FILE = "trainer_state.json"  # transformers' TRAINER_STATE_NAME
+CHECKPOINT_PREFIX = "checkpoint"  # transformers' PREFIX_CHECKPOINT_DIR
+
+__all__ = ["LakeTrainerCallback", "NotATrainerCheckpoint", "pull_for_resume"]
+
+
+class NotATrainerCheckpoint(UsageError):
+    """The version exists but has no trainer_state.json: the Trainer cannot resume from it."""
+
+
+def _open_lake(lake: "Lake | str") -> "Lake":
+    if isinstance(lake, str):
+        import ckptlake
+
+        return ckptlake.open(lake)
+    return lake
+
+
+class LakeTrainerCallback(TrainerCallback):
+    """Push every checkpoint the transformers `Trainer` saves to `artifact`, in the background.
+
+    Each `checkpoint-<step>` directory becomes one version with the Trainer's global step as
+    its step and, as its metrics, the latest value of every number in `state.log_history`
+    (loss, grad_norm, learning_rate, epoch, eval_* ...: a value logged at an earlier step
+    stays until it is logged again; non-finite ones are left out).  So `@step=N`,
+    `min:eval_loss` and the retention rules (`keep_best`) work on Trainer checkpoints.
+
+    lake: a Lake, or a lake URL to open.  metadata / aliases: added to every version.
+    Other keyword options go to `Lake.checkpointer` (keep_last, retention, on_busy,
+    parents, inputs, exit_timeout, ...); `snapshot` defaults to "link" where the output
+    directory's filesystem has hard links, else "copy".
+
+    Lake retention (`keep_last`, the policy file) is separate from the Trainer's
+    `save_total_limit`, which only deletes local directories: the lake keeps what its own
+    rules keep.  In a distributed run only the world's process zero pushes, so the directory
+    must be complete there (one node, or a shared filesystem); hyperparameter-search runs
+    (which save under output_dir/run-*) are not supported.
+    """
+
+    def __init__(self, lake: "Lake | str", artifact: str, *,
+                 metadata: Mapping[str, str] | None = None, aliases: Sequence[str] = (),
+                 **checkpointer_options: Any) -> None:
+        validate_artifact(artifact)
+        self.lake = _open_lake(lake)
+        self.artifact = artifact
+        self.metadata = {"framework": f"transformers {transformers.__version__}",
+                         **dict(metadata or {})}
+        self.aliases = tuple(aliases)
+        self.options = dict(checkpointer_options)
+        try:  # a misspelt option fails here, not after the first checkpoint of a long run
+            inspect.signature(Checkpointer).bind(self.lake, artifact, **self.options)
+        except TypeError as exc:
+            raise UsageError(f"LakeTrainerCallback: {exc}",
+                             hint="options are Lake.checkpointer's (keep_last, on_busy, ...)"
+                             ) from None
+        #: Results of every committed checkpoint, over all `train()` calls.
+        self.results: list[PushResult] = []
+        self._ck: Checkpointer | None = None
+        self._seen = 0  # results of the current checkpointer already in self.results
+
+    def __repr__(self) -> str:
+        return f"LakeTrainerCallback({self.lake.url!r}, {self.artifact!r})"
+
+    # ---- Trainer events ----------------------------------------------------------------------
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # Made here, so that a bad option value fails before the first training step.
+        if state.is_world_process_zero:
+            self._checkpointer(args.output_dir)
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if not state.is_world_process_zero:
+            return
+        step = int(state.global_step)
+        path = os.path.join(args.output_dir, f"{CHECKPOINT_PREFIX}-{step}")
+        if not os.path.isdir(path):
+            raise UsageError(f"the Trainer's checkpoint {path} does not exist after on_save",
+                             hint="LakeTrainerCallback pushes output_dir/checkpoint-<step>; "
+                                  "hyperparameter-search runs are not supported")
+        ck = self._checkpointer(args.output_dir)
+        # Raises the failure of an earlier upload, if one failed (checkpointer.py).
+        ck.save(path, step=step, metrics=latest_metrics(state.log_history or [], step),
+                metadata=self.metadata, aliases=self.aliases)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.close()
+
+    # ---- explicit control --------------------------------------------------------------------
+
+    def wait(self, timeout: float | None = None) -> list["PushResult"]:
+        """Block until every pending upload is committed; raise the first background failure.
+        Returns the results of all checkpoints committed so far."""
+        if self._ck is not None:
+            self._ck.wait(timeout)
+            self._collect()
+        return list(self.results)
+
+    def close(self) -> list["PushResult"]:
+        """Wait for pending uploads and stop the background thread (a later save starts a new
+        one); raise the first background failure.  `on_train_end` calls it."""
+        ck, self._ck = self._ck, None
+        if ck is not None:
+            try:
+                ck.close()
+            finally:
+                self._collect(ck)
+        return list(self.results)
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _checkpointer(self, output_dir: str) -> "Checkpointer":
+        if self._ck is None:
+            options = dict(self.options)
+            if options.get("snapshot") is None:
+                options["snapshot"] = "link" if _can_hard_link(output_dir) else "copy"
+            self._ck = self.lake.checkpointer(self.artifact, **options)
+            self._seen = 0
+        return self._ck
+
+    def _collect(self, ck: "Checkpointer | None" = None) -> None:
+        ck = ck or self._ck
+        if ck is None:
+            return
+        new = ck.results[self._seen:]
+        self._seen = len(ck.results)
+        self.results.extend(new)
+
+
+def latest_metrics(log_history: Sequence[Mapping[str, Any]], step: int) -> dict[str, float]:
+    """The latest value of every finite number logged at or before `step` ("step" itself and
+    non-numbers left out): what a checkpoint's version records as its metrics."""
+    out: dict[str, float] = {}
+    for entry in log_history:
+        logged_at = entry.get("step")
+        if isinstance(logged_at, int) and logged_at > step:
+            continue
+        for key, value in entry.items():
+            if key == "step" or not isinstance(key, str) or not key:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if math.isfinite(value):
+                out[key] = float(value)
+            else:
+                out.pop(key, None)  # a nan loss is the latest: don't report an older one
+    return out
+
+
+def _can_hard_link(directory: str) -> bool:
+    os.makedirs(directory, exist_ok=True)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".ckptlake-link-", dir=directory)
+    except OSError:
+        return False
+    os.close(fd)
+    link = f"{probe}-{uuid.uuid4().hex[:8]}"
+    try:
+        os.link(probe, link)
+        os.unlink(link)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.unlink(probe)
+
+
+def pull_for_resume(lake: "Lake | str", ref: str, dest: str | os.PathLike[str], *,
+                    force: bool = False) -> str:
+    """Pull the Trainer checkpoint `ref` into `dest/checkpoint-<step>` and return that path,
+    for `trainer.train(resume_from_checkpoint=path)` (with `dest` the Trainer's output_dir,
+    `resume_from_checkpoint=True` finds it too, when it is the newest there).
+
+    The ref is resolved once: a version pushed meanwhile cannot mix in.  NotFound names a ref
+    that does not exist; NotATrainerCheckpoint (exit code 2) a version without
+    trainer_state.json.  A destination holding other files is a Conflict unless `force`;
+    files already there and identical are kept (a re-run downloads nothing).
+    """
+    lake = _open_lake(lake)
+    m = catalog.resolve(lake.store, ref)
+    what = f"{m.artifact}@v{m.version}"
+    if not any(f.path == TRAINER_STATE_FILE and f.symlink is None for f in m.files):
+        raise NotATrainerCheckpoint(
+            f"{what} (from {ref}) is not a transformers Trainer checkpoint: it has no "
+            f"{TRAINER_STATE_FILE}",
+            hint="resume from versions pushed by ckptlake.torch.LakeTrainerCallback")
+    name = f"{CHECKPOINT_PREFIX}-{m.step}" if m.step is not None \
+        else f"{CHECKPOINT_PREFIX}-v{m.version}"
+    path = os.path.join(os.fspath(dest), name)
+    lake.pull(what, path, force=force)
+    return path
