@@ -210,6 +210,21 @@ def test_plan_reads_only_the_header(tmp_path: Path) -> None:
     assert sum(read) <= h.data_start + 64
 
 
+def test_plan_of_a_torch_archive_reads_its_directory_not_its_data(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    p = tmp_path / "m.pt"
+    torch.save(torch_state(torch), p)
+    data = p.read_bytes()
+    read = []
+
+    def counted(o: int, n: int) -> bytes:
+        read.append((o, n))
+        return data[o:o + n]
+    assert plan(counted, len(data), CS).kind == "torch"
+    assert sum(n for _, n in read) < len(data) // 20
+    assert not any(n > 64 * 1024 for _, n in read)
+
+
 # --- re-push costs: safetensors ----------------------------------------------------------------
 
 def test_header_change_reuploads_only_the_header_chunk(tmp_path: Path, old_chunking) -> None:
