@@ -404,6 +404,24 @@ def test_torch_archive_with_one_storage_changed(tmp_path: Path) -> None:
     assert nbytes <= r.bytes_uploaded <= nbytes + 2 * 64 * 1024
 
 
+def test_torch_archive_storage_change_costs_its_chunks_and_the_tail(tmp_path: Path) -> None:
+    """The serialization id (derived from the storages) and the central directory change with
+    any storage; they sit in a tail chunk of their own, not in a run with the last tensors."""
+    torch = pytest.importorskip("torch")
+    src = tmp_path / "src"
+    src.mkdir()
+    sd = torch_state(torch)
+    lake = Lake(MemoryStore(), chunk_size=CS, concurrency=4)
+    torch.save(sd, src / "model.pt")
+    lake.push(src, "m/ckpt")
+    torch.save(sd, src / "model.pt")
+    assert lake.push(src, "m/ckpt").bytes_uploaded == 0  # the same bytes: nothing
+    sd["0.weight"] = sd["0.weight"] + 1  # the first storage, far from the tail
+    torch.save(sd, src / "model.pt")
+    r = lake.push(src, "m/ckpt")
+    assert sd["0.weight"].numel() * 4 <= r.bytes_uploaded <= sd["0.weight"].numel() * 4 + 16384
+
+
 def test_npy_and_npz(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     a = rng.standard_normal((700, 1000)).astype(np.float32)

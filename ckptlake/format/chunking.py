@@ -86,7 +86,8 @@ class Item:
 class Layout:
     kind: str  # "safetensors" | "npy" | "torch" | "npz" | "zip"
     head: int  # bytes [0, head) are the file's header: chunks of their own
-    items: tuple[Item, ...]  # sorted, disjoint, within [head, size)
+    items: tuple[Item, ...]  # sorted, disjoint, within [head, tail)
+    tail: int | None = None  # bytes [tail, size) (a zip's directory): chunks of their own
 
 
 @dataclass(frozen=True)
@@ -155,8 +156,10 @@ def cut_layout(layout: Layout, size: int, chunk_size: int) -> list[Cut]:
             lead = [(pos, it.start, None, False)] if it.start > pos else []
             add(it.name, lead + [(it.start, it.end, it.dtype, True)])
         pos = it.end
-    glue(pos, size)
+    tail = size if layout.tail is None else layout.tail
+    glue(pos, tail)
     close()
+    cuts.extend(fixed_cuts(tail, size - tail, chunk_size))
     return cuts
 
 
@@ -231,7 +234,13 @@ def detect(read: Read, size: int) -> Layout | None:
     return None
 
 
-def _checked(kind: str, head: int, items: list[Item], size: int) -> Layout:
+def _checked(kind: str, head: int, items: list[Item], size: int, *,
+             zip_directory: bool = False) -> Layout:
+    """The layout, once its items are known not to overlap the header, each other or the end.
+
+    zip_directory: what follows the last item (a zip's central directory: every entry's
+    offset and CRC, so it changes whenever any entry does) is a tail of its own, not packed
+    with the last small items."""
     items = sorted((i for i in items if i.end > i.start), key=lambda i: i.start)
     pos = head
     for it in items:
@@ -240,7 +249,7 @@ def _checked(kind: str, head: int, items: list[Item], size: int) -> Layout:
         if it.end > size:
             raise Lying(f"{kind} item {it.name!r} ends past the end of the file")
         pos = it.end
-    return Layout(kind, head, tuple(items))
+    return Layout(kind, head, tuple(items), pos if zip_directory and items else None)
 
 
 def _safetensors(read: Read, size: int, n: int) -> Layout:
@@ -394,8 +403,9 @@ def _zip(read: Read, size: int) -> Layout:
                 continue
             hlen, item = _npy_item(read, start, end - start, info.filename)
             items.append(item or Item(start, end, info.filename))
-        return _checked("npz", 0, items, size)
-    return _checked("zip", 0, [Item(s, e, i.filename) for i, s, e in entries], size)
+        return _checked("npz", 0, items, size, zip_directory=True)
+    return _checked("zip", 0, [Item(s, e, i.filename) for i, s, e in entries], size,
+                    zip_directory=True)
 
 
 def _torch(read: Read, size: int, entries: list[tuple[Any, int, int]],
@@ -410,15 +420,27 @@ def _torch(read: Read, size: int, entries: list[tuple[Any, int, int]],
     bo = by_name.get(prefix + "byteorder")
     if bo is not None and bo[0].compress_type == zipfile.ZIP_STORED and bo[2] - bo[1] <= 16:
         little = read(bo[1], bo[2] - bo[1]) == b"little"
-    info, s, e = by_name[prefix + "data.pkl"]
-    if little and info.compress_type == zipfile.ZIP_STORED and e - s <= MAX_PICKLE:
-        dtypes = storage_dtypes(read(s, e - s))
+    pkl, pkl_start, pkl_end = by_name[prefix + "data.pkl"]
+    if little and pkl.compress_type == zipfile.ZIP_STORED and pkl_end - pkl_start <= MAX_PICKLE:
+        dtypes = storage_dtypes(read(pkl_start, pkl_end - pkl_start))
     storage = prefix + "data/"
-    return _checked("torch", 0, [
+    # data.pkl (names, shapes, dtypes; torch.save writes it first) is the archive's header:
+    # a chunk of its own, and the first chunk `diff --inspect` reads.  It takes the next
+    # entry's local header along: that one's alignment padding changes with data.pkl's length
+    # (every later entry starts on the same 64-byte boundary as before).
+    head = 0
+    if pkl.header_offset == 0:
+        head = min((s for i, s, _ in entries if s >= pkl_end), default=pkl_end)
+    # The records after the last storage (`version`, `.data/serialization_id`: derived from
+    # the storages, so it changes with any of them) go with the central directory into the
+    # tail, not into a run with the last tensors.
+    last = max((s for i, s, _ in entries if i.filename.startswith(storage)), default=size)
+    return _checked("torch", head, [
         Item(s, e, i.filename, dtypes.get(i.filename[len(storage):])
              if i.filename.startswith(storage) and i.compress_type == zipfile.ZIP_STORED
              else None)
-        for i, s, e in entries], size)
+        for i, s, e in entries if not (head and i is pkl) and s <= last], size,
+        zip_directory=True)
 
 
 # torch storage classes and dtypes -> safetensors dtype names
