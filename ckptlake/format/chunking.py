@@ -9,8 +9,9 @@ safetensors file with one more `__metadata__` key (+40 header bytes) re-uploaded
 Model files are made of items (tensors, zip entries) whose bytes do not move relative to their
 own first byte when something before them grows, so cuts are placed relative to each item:
 
-- the file's own header (safetensors: 8-byte length + JSON; npy: magic + dict) is a chunk of
-  its own, so a changed header costs exactly that chunk;
+- the file's own header (safetensors: 8-byte length + JSON; npy: magic + dict; a torch
+  archive: its data.pkl) is a chunk of its own, so a changed header costs exactly that chunk;
+  so is a zip's tail (the central directory, which changes whenever any entry does);
 - a large item (>= 1 MiB, or the chunk size if smaller) is cut at fixed offsets from its first
   byte: its chunks are the same bytes wherever the item sits in the file;
 - small items, and the bytes between items (zip local headers, npy headers inside an npz),
@@ -23,11 +24,12 @@ own first byte when something before them grows, so cuts are placed relative to 
 
 Layouts are found by content (magic bytes, a header that parses), not by file name, from
 bounded reads: the first bytes (safetensors, npy), or the end of central directory, the
-central directory and one local header per entry (zip: torch.save archives, npz).  A header
-that lies (offsets past the end, overlapping items, JSON that does not parse) is not trusted:
-the file is cut at fixed offsets as before, and a debug note says why.  Every plan is checked
-to cover the file exactly, once, in order, before it is used; one that does not is replaced by
-fixed offsets, so a wrong layout can cost dedup, never bytes.
+central directory and one local header per entry (zip: torch.save archives, npz; plus a
+torch archive's data.pkl, for the storages' dtypes).  A header that lies (offsets past the
+end, overlapping items, JSON that does not parse) is not trusted: the file is cut at fixed
+offsets as before, and a debug note says why.  Every plan is checked to cover the file
+exactly, once, in order, before it is used; one that does not is replaced by fixed offsets,
+so a wrong layout can cost dedup, never bytes.
 
 Each cut may carry a dtype hint (safetensors names: "F32", "BF16", ...) for a codec: set when
 the cut's bytes are elements of that one little-endian dtype counted from the cut's first byte.
