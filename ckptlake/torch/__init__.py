@@ -1,8 +1,10 @@
-"""PyTorch integration: `torch.distributed.checkpoint` (DCP) storage backed by a lake, and the
-HF transformers Trainer callback (`LakeTrainerCallback`, `pull_for_resume`).
+"""PyTorch integration: `torch.distributed.checkpoint` (DCP) storage backed by a lake, the
+HF transformers Trainer callback (`LakeTrainerCallback`, `pull_for_resume`) and a Lightning
+`CheckpointIO` (`LakeCheckpointIO`).
 
 Imports torch: `import ckptlake` never imports this package, `import ckptlake.torch` does.
-transformers is imported only when one of its names is first used (the [hf] extra).
+transformers and lightning are imported only when one of their names is first used (the [hf]
+and [lightning] extras).
 """
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from typing import Any
 
 from .dcp import LakeReader, LakeWriter, NotADcpCheckpoint
 
-_LAZY = {"LakeTrainerCallback": "hf", "NotATrainerCheckpoint": "hf", "pull_for_resume": "hf"}
+_LAZY = {"LakeTrainerCallback": "hf", "NotATrainerCheckpoint": "hf", "pull_for_resume": "hf",
+         "LakeCheckpointIO": "lightning", "NotALightningCheckpoint": "lightning"}
 
 __all__ = ["LakeReader", "LakeWriter", "NotADcpCheckpoint", *_LAZY]
 

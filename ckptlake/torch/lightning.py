@@ -1,0 +1,459 @@
+"""Lightning `CheckpointIO` on a lake: `Trainer(plugins=[LakeCheckpointIO(lake, "run")])`.
+
+How a Lightning checkpoint "path" maps to the lake
+--------------------------------------------------
+Lightning names checkpoints by file path (ModelCheckpoint: `dirpath/epoch=0-step=10.ckpt`); the
+lake names them by artifact and version.  Every `save_checkpoint(checkpoint, path)` becomes a new
+version of the plugin's artifact whose step is the checkpoint's `global_step`, and records the
+path in the version's metadata (`lightning.path`, absolute for a local path).  The path is the
+checkpoint's identity on Lightning's side:
+
+* `remove_checkpoint(path)` (ModelCheckpoint dropping a checkpoint from its top k) deletes the
+  versions saved under that path, through gc's deleter (core/gc.py `delete_versions`, the one
+  the checkpointer's retention uses): a tombstone (lineage and `ckptlake show` say it expired),
+  then the manifest; chunks are left to `ckptlake gc`.  Aliased versions and the artifact's
+  latest version (its claim on the version numbers) are never deleted.
+* Saving to a path that already names a version replaces it, as writing the file would
+  (`last.ckpt`): the older version is deleted the same way once the new one is committed.
+* `load_checkpoint(path)` reads the newest version saved under `path`, so `ckpt_path="best"`
+  (ModelCheckpoint's `best_model_path`) works, and so does a ref: `ckpt_path="lake://REF"`
+  with REF an ARTIFACT[@SELECTOR] (`lake://run@step=200`, `lake://run@min:val_loss`), or
+  `lake://@SELECTOR` for the plugin's own artifact; `lake://` alone is its latest version.
+
+Nothing is written to the local `dirpath` (so `ckpt_path="last"`, which Lightning resolves by
+looking at local files, finds nothing: use `lake://run`, the latest version).
+
+What is stored: the checkpoint dict as a training state (`Checkpointer.save_state`: tensors in
+safetensors, the rest in a JSON skeleton, docs/format.md "Training state"); loading never
+unpickles.  Values that are neither tensors nor plain data (an object in `hyper_parameters`)
+are refused with their path named, never pickled.  Metrics: for every ModelCheckpoint that
+monitors a metric and keeps this path in its top k, the score it keeps it for (`val_loss`),
+recorded as a version metric (`ckptlake ls --where`, `@min:val_loss`, `keep_best`).
+
+Uploads are asynchronous: `save_checkpoint` copies the tensors to host memory and returns;
+chunking, upload and commit run in the checkpointer's background thread, removals in a second
+one, after the uploads of every save made before them (so a removal never races the upload it
+follows).  Lightning calls `teardown()` at the end of `fit`, which waits for both and raises a
+background upload failure.  No `AsyncCheckpointIO` wrapper is needed (its thread would reorder
+saves and removals: do not wrap this plugin in it).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+
+try:
+    from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
+    raise ModuleNotFoundError(
+        f"ckptlake.torch.LakeCheckpointIO needs Lightning ({exc}): "
+        "pip install 'ckptlake[lightning]'", name=exc.name) from None
+
+from ..errors import CkptlakeError, NotFound, UsageError
+from ..format import layout
+from ..format import state as _state
+from ..format.refs import Ref, parse_ref, validate_artifact
+
+if TYPE_CHECKING:
+    from ..checkpointer import Checkpointer
+    from ..lake import Lake
+    from ..results import PushResult
+
+log = logging.getLogger("ckptlake")
+
+SCHEME = "lake://"
+PATH_KEY = "lightning.path"  # version metadata: the path Lightning saved the checkpoint as
+EPOCH_KEY = "lightning.epoch"
+VERSION_KEY = "lightning.version"  # the Lightning version that wrote it
+_REQUIRED = ("state_dict", "global_step")  # what Lightning's restore reads first
+_STORAGE_OPTIONS = ("metrics", "metadata", "aliases")
+
+
+class NotALightningCheckpoint(UsageError):
+    """The version exists but is not a Lightning checkpoint saved through LakeCheckpointIO."""
+
+
+class LakeCheckpointIO(CheckpointIO):
+    """Lightning checkpoints as versions of `artifact` (see the module doc for the mapping).
+
+    lake: a Lake, or a lake URL for `ckptlake.open`.
+    async_upload: False makes `save_checkpoint` (and `remove_checkpoint`) return only once the
+        version is committed (deleted); True (default) uploads in the background.
+    checkpointer options (`on_busy`, `max_pending`, `aliases`, `parents`, `inputs`,
+    `relation`, `snapshot_dir`, `exit_timeout`, `reuse_buffers`, `progress`, `on_sigterm`,
+    `final_save`, `keep_last`, `retention`): passed to the `Checkpointer` that uploads.
+    `retention` defaults to False here: ModelCheckpoint's top k decides what Lightning keeps
+    (`ckptlake gc` still applies the lake's policy); `keep_last`/`retention` add the lake's
+    rules after each commit, which may delete a version ModelCheckpoint still counts.
+    `on_busy` defaults to "queue" here (at most `max_pending`, default 2, host copies wait
+    behind the running upload): ModelCheckpoint saves twice at one step (top k, then
+    `last.ckpt`), and "wait" would block the loop on the first upload.
+
+    After a `load_checkpoint`, later saves name the loaded version as their parent
+    (relation "resumed-from"), so `ckptlake lineage` shows where a resumed run came from.
+    `trainer.save_checkpoint(path, storage_options={...})` takes `metrics`, `metadata` and
+    `aliases` for that one version.
+    """
+
+    def __init__(self, lake: "Lake | str", artifact: str, *, async_upload: bool = True,
+                 **checkpointer_options: Any) -> None:
+        super().__init__()
+        validate_artifact(artifact)
+        if isinstance(lake, str):
+            import ckptlake
+
+            lake = ckptlake.open(lake)
+        self.lake = lake
+        self.artifact = artifact
+        self.async_upload = bool(async_upload)
+        self._options = {"retention": False, "on_busy": "queue", **checkpointer_options}
+        self._user_parents = self._options.pop("parents", ())
+        if isinstance(self._user_parents, (str, bytes, Ref)):
+            self._user_parents = [self._user_parents]
+        self._resumed_from: str | None = None
+        #: Versions removed (deleted) on Lightning's request, as refs, in order.
+        self.removed: list[str] = []
+        #: Failures of removals (logged at ERROR; never raised: nothing is lost, a version
+        #: remains that ModelCheckpoint no longer counts, for retention or gc to delete).
+        self.removal_errors: list[BaseException] = []
+        self._lock = threading.Lock()
+        self._ck: Checkpointer | None = None
+        self._jobs: ThreadPoolExecutor | None = None
+        # path -> versions.  Read now, before any save: afterwards only the jobs thread updates
+        # it, after each save in order, so a removal never sees a version saved after it.
+        self._index: dict[str, list[int]] = self._read_index()
+        self._checkpointer()  # made now, so bad options fail here, not at the first save
+
+    def __repr__(self) -> str:
+        return f"LakeCheckpointIO({self.lake.url!r}, {self.artifact!r})"
+
+    # ---- CheckpointIO ----------------------------------------------------------------------
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
+                        storage_options: Any | None = None) -> None:
+        extra = _storage_options(storage_options)
+        if not isinstance(checkpoint, Mapping):
+            raise UsageError(f"a Lightning checkpoint is a dict, not {type(checkpoint).__name__}")
+        raw = os.fspath(path)
+        key = _path_key(raw)
+        step = checkpoint.get("global_step")
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise UsageError(f"checkpoint for {raw} has no integer global_step ({step!r})")
+        layout.check_step(step)
+        metrics = {**_monitored(checkpoint, raw), **extra.get("metrics", {})}
+        metadata = {PATH_KEY: key, **extra.get("metadata", {})}
+        if isinstance(checkpoint.get("epoch"), int):
+            metadata.setdefault(EPOCH_KEY, str(checkpoint["epoch"]))
+        if isinstance(checkpoint.get("pytorch-lightning_version"), str):
+            metadata.setdefault(VERSION_KEY, checkpoint["pytorch-lightning_version"])
+        ck = self._checkpointer()
+        future = ck.save_state(checkpoint, step=step, metrics=metrics, metadata=metadata,
+                               aliases=extra.get("aliases", ()))
+        if future is None:  # on_busy="skip": the checkpointer logged it
+            return
+        done = self._submit(self._after_save, key, future)
+        if not self.async_upload:
+            future.result()
+            done.result()
+
+    def load_checkpoint(self, path: Any, map_location: Any | None = None,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        # weights_only is moot: nothing is unpickled.
+        self.wait()  # a checkpoint this run saved must be committed to be read
+        ref = self._ref_for(path)
+        try:
+            info = self.lake.resolve(ref)
+        except NotFound as exc:
+            raise NotFound(f"ckpt_path {os.fspath(path)!r}: {exc.message}",
+                           hint=exc.hint or "list the versions with: ckptlake ls "
+                           + self.artifact) from None
+        what = f"{info.artifact}@v{info.version}"
+        self._check_lightning(what)
+        device = None if callable(map_location) or isinstance(map_location, dict) \
+            else map_location
+        checkpoint = self.lake.load_state(what, map_location=device)
+        if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in _REQUIRED):
+            raise NotALightningCheckpoint(f"{what} is not a Lightning checkpoint")
+        log.info("ckptlake: loaded Lightning checkpoint %s (%s)", what, os.fspath(path))
+        self._resumed(what)
+        return checkpoint
+
+    def remove_checkpoint(self, path: Any) -> None:
+        done = self._submit(self._remove, _path_key(os.fspath(path)))
+        if not self.async_upload:
+            done.result()
+
+    def teardown(self) -> None:
+        """End of fit/validate/test: wait for uploads and removals, raise an upload failure.
+        The plugin stays usable: the next save starts a new checkpointer."""
+        with self._lock:
+            ck, self._ck = self._ck, None
+            jobs, self._jobs = self._jobs, None
+        try:
+            if ck is not None:
+                ck.close()
+        finally:
+            if jobs is not None:
+                jobs.shutdown(wait=True)
+
+    # ---- public helpers --------------------------------------------------------------------
+
+    def wait(self) -> None:
+        """Block until every save is committed and every removal done; raise the first
+        background upload failure."""
+        with self._lock:
+            ck = self._ck
+        if ck is not None:
+            ck.wait()
+        self._submit(lambda: None).result()
+
+    def version_of(self, path: Any) -> int | None:
+        """The newest version saved under `path` (after waiting for pending work); None if
+        there is none."""
+        self.wait()
+        found = self._submit(self._lookup, _path_key(os.fspath(path))).result()
+        return found[-1] if found else None
+
+    @property
+    def results(self) -> list["PushResult"]:
+        """Commits of the current checkpointer (since the last teardown), in order."""
+        with self._lock:
+            return list(self._ck.results) if self._ck is not None else []
+
+    # ---- internals -------------------------------------------------------------------------
+
+    def _checkpointer(self) -> "Checkpointer":
+        from ..checkpointer import Checkpointer
+
+        with self._lock:
+            if self._ck is None:
+                parents = list(self._user_parents)
+                if self._resumed_from is not None:
+                    parents.append((self._resumed_from, "resumed-from"))
+                try:
+                    self._ck = Checkpointer(self.lake, self.artifact, parents=parents,
+                                            **self._options)
+                except UsageError:
+                    if self._resumed_from is None:
+                        raise
+                    # The resumed-from version is one of the user's parents already.
+                    self._ck = Checkpointer(self.lake, self.artifact,
+                                            parents=self._user_parents, **self._options)
+            return self._ck
+
+    def _resumed(self, what: str) -> None:
+        """Name `what` as the parent of the next saves: a new checkpointer (resolving the
+        parents once), as the current one is idle after `wait`."""
+        with self._lock:
+            self._resumed_from = what
+            ck, self._ck = self._ck, None
+        if ck is not None:
+            ck.close()
+        self._checkpointer()
+
+    def _submit(self, fn: Any, *args: Any) -> "Future[Any]":
+        with self._lock:
+            if self._jobs is None:
+                self._jobs = ThreadPoolExecutor(max_workers=1,
+                                                thread_name_prefix="ckptlake-lightning")
+            return self._jobs.submit(fn, *args)
+
+    def _ref_for(self, path: Any) -> Ref:
+        if isinstance(path, Ref):
+            return path
+        text = os.fspath(path)
+        if text.startswith(SCHEME):
+            rest = text[len(SCHEME):]
+            if not rest or rest.startswith("@"):
+                rest = self.artifact + rest
+            return parse_ref(rest)
+        key = _path_key(text)
+        found = self._submit(self._lookup, key).result()
+        if not found:
+            raise NotFound(f"ckpt_path {text!r}: no version of {self.artifact} was saved as "
+                           f"{key}", hint=f"resume from a ref: ckpt_path='{SCHEME}"
+                           f"{self.artifact}@step=N' (or @latest, @min:METRIC)")
+        return Ref(self.artifact, "version", found[-1])
+
+    def _check_lightning(self, what: str) -> None:
+        """Refuse a version that is not a Lightning checkpoint before downloading its
+        tensors: it must hold a training-state skeleton whose top level has Lightning's keys."""
+        listing = self.lake.files(what)
+        names = {f["path"] for f in listing["files"]}
+        if _state.SKELETON_FILENAME not in names:
+            raise NotALightningCheckpoint(
+                f"{what} is not a Lightning checkpoint: it holds no training state "
+                f"({_state.SKELETON_FILENAME})",
+                hint="resume from versions written by ckptlake.torch.LakeCheckpointIO")
+        skeleton = _state.parse(b"".join(self.lake.cat(what, _state.SKELETON_FILENAME)), what)
+        root = skeleton.get("root")
+        keys = {item[0] for item in root.get("$dict", ()) if isinstance(item, list) and item} \
+            if isinstance(root, dict) else set()
+        missing = [k for k in _REQUIRED if k not in keys]
+        if missing:
+            raise NotALightningCheckpoint(
+                f"{what} is not a Lightning checkpoint: its training state has no "
+                + " or ".join(missing),
+                hint="resume from versions written by ckptlake.torch.LakeCheckpointIO")
+
+    # -- the jobs thread: FIFO, so each job runs after the saves submitted before it --
+
+    def _read_index(self) -> dict[str, list[int]]:
+        index: dict[str, list[int]] = {}
+        try:
+            found = self.lake.versions(self.artifact)
+        except NotFound:
+            found = []
+        for v in found:
+            key = v.metadata.get(PATH_KEY)
+            if key:
+                index.setdefault(key, []).append(v.version)
+        return index
+
+    def _lookup(self, key: str) -> list[int]:
+        return list(self._index.get(key, []))
+
+    def _after_save(self, key: str, future: "Future[PushResult]") -> None:
+        try:
+            result = future.result()
+        except BaseException:  # noqa: BLE001 - the checkpointer raises it at the next call
+            return
+        with self._job_errors(key):
+            self._replace(key, result)
+
+    def _replace(self, key: str, result: "PushResult") -> None:
+        index = self._index
+        older = [n for n in index.get(key, []) if n != result.version]
+        kept = self._delete(key, [n for n in older if not self._is_resumed(n)],
+                            f"replaced by {result.ref} (saved again as {os.path.basename(key)})")
+        index[key] = sorted({*kept, *(n for n in older if self._is_resumed(n)),
+                             result.version})
+
+    def _is_resumed(self, number: int) -> bool:
+        """The version this run resumed from: never deleted by it, as Lightning never deletes
+        the file it resumed from."""
+        return f"{self.artifact}@v{number}" == self._resumed_from
+
+    def _remove(self, key: str) -> None:
+        with self._job_errors(key):
+            self._remove_now(key)
+
+    @contextlib.contextmanager
+    def _job_errors(self, key: str) -> Iterator[None]:
+        """A failed removal or replacement (reading the artifact's versions, say) loses
+        nothing, a version stays behind: logged at ERROR and kept in `removal_errors`."""
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - see above
+            self.removal_errors.append(exc)
+            log.error("ckptlake: removing the old versions of %s (%s) failed: %s",
+                      self.artifact, key, exc, exc_info=not isinstance(exc, CkptlakeError))
+
+    def _remove_now(self, key: str) -> None:
+        index = self._index
+        doomed = index.pop(key, [])
+        if not doomed:
+            log.info("ckptlake: Lightning removed %s, which names no version of %s", key,
+                     self.artifact)
+            return
+        resumed = [n for n in doomed if self._is_resumed(n)]
+        if resumed:
+            log.info("ckptlake: kept %s (%s): this run resumed from it", self._resumed_from,
+                     key)
+        kept = self._delete(key, [n for n in doomed if n not in resumed],
+                            f"removed by Lightning ({os.path.basename(key)})")
+        if kept or resumed:
+            index[key] = sorted(kept + resumed)
+
+    def _delete(self, key: str, numbers: Sequence[int], reason: str) -> list[int]:
+        """Delete versions through gc's deleter; returns those kept (the latest version, or
+        on failure).  Failures are logged and kept in `removal_errors`."""
+        if not numbers:
+            return []
+        from ..core import catalog
+        from ..core.gc import ArtifactPlan, GcResult, VersionPlan, delete_versions
+        from ..core.identity import utcnow
+
+        try:
+            latest = catalog.version_numbers(self.lake.store, self.artifact)[-1:]
+            kept = [n for n in numbers if n in latest]
+            if kept:
+                log.warning("ckptlake: kept %s@v%d (%s): it is the latest version of the "
+                            "artifact, which holds its version-number claim", self.artifact,
+                            kept[0], key)
+            now = utcnow()
+            plans = [VersionPlan(artifact=self.artifact, version=n, step=None, created=now,
+                                 age_seconds=0, total_bytes=0, files=0, keep=False,
+                                 rule="lightning", reason=reason)
+                     for n in numbers if n not in kept]
+            if not plans:
+                return kept
+            ap = ArtifactPlan(artifact=self.artifact, rule="lightning", rule_line=None,
+                              versions=len(plans), delete=plans, kept=[], kept_by={})
+            result = GcResult()
+            delete_versions(self.lake.store, ap, result, deleted=now)
+        except Exception as exc:  # noqa: BLE001 - nothing is lost: a version stays behind
+            self.removal_errors.append(exc)
+            log.error("ckptlake: could not delete %s versions %s (%s): %s", self.artifact,
+                      ", ".join(f"v{n}" for n in numbers), key, exc,
+                      exc_info=not isinstance(exc, CkptlakeError))
+            return list(numbers)
+        self.removed += result.versions_deleted
+        if result.versions_deleted:
+            log.info("ckptlake: deleted %s (%s)", ", ".join(result.versions_deleted), reason)
+        spared = [int(r.rsplit("@v", 1)[1]) for r in result.versions_spared]
+        if spared:
+            log.info("ckptlake: kept %s: aliased", ", ".join(result.versions_spared))
+        return kept + spared
+
+
+def _path_key(path: str) -> str:
+    """The identity of a Lightning path: absolute for a local path (so `best_model_path` and
+    a relative `trainer.save_checkpoint("x.ckpt")` agree), as given for a URL."""
+    if "://" in path:
+        return path
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _monitored(checkpoint: Mapping[str, Any], path: str) -> dict[str, float]:
+    """{monitor: score} for each ModelCheckpoint whose top k holds `path` (its state in the
+    checkpoint: `monitor`, `best_k_models` {path: score}, updated before it saves)."""
+    out: dict[str, float] = {}
+    callbacks = checkpoint.get("callbacks")
+    if not isinstance(callbacks, Mapping):
+        return out
+    for state in callbacks.values():
+        if not isinstance(state, Mapping):
+            continue
+        monitor, best = state.get("monitor"), state.get("best_k_models")
+        if not isinstance(monitor, str) or not isinstance(best, Mapping) or path not in best:
+            continue
+        score = best[path]
+        try:
+            value = float(score.item() if hasattr(score, "item") else score)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(value):
+            out[monitor] = value
+    return out
+
+
+def _storage_options(options: Any) -> dict[str, Any]:
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping) or any(k not in _STORAGE_OPTIONS for k in options):
+        raise UsageError(f"storage_options must be a dict with keys among "
+                         f"{', '.join(_STORAGE_OPTIONS)}, got {options!r}")
+    out = dict(options)
+    if "aliases" in out:
+        aliases = out["aliases"]
+        out["aliases"] = (aliases,) if isinstance(aliases, str) else tuple(aliases)
+    return out
+
+
+__all__ = ["LakeCheckpointIO", "NotALightningCheckpoint", "SCHEME", "PATH_KEY"]
