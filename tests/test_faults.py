@@ -336,7 +336,7 @@ def test_stall_past_the_read_timeout_is_retried(seaweedfs: Any, s3_lake_url: str
     layer reports it (a retry line on stderr) and sends the request again on a new connection,
     and push and pull still succeed bit-exact.  Which timeout: urllib3 applies connect_timeout
     while sending a request (an upload's body too) and read_timeout to the response (a
-    download's body), so the config sets both to 2 s; the stall (30 s) is never waited out."""
+    download's body), so the config sets both to 2 s; the stall (120 s) is never waited out."""
     config = tmp_path / "ckptlake.yaml"
     config.write_text(f"connect_timeout: {TIMEOUT}\nread_timeout: {TIMEOUT}\n",
                       encoding="utf-8")
@@ -344,7 +344,9 @@ def test_stall_past_the_read_timeout_is_retried(seaweedfs: Any, s3_lake_url: str
     src.mkdir()
     (src / "weights.bin").write_bytes(random.Random(9).randbytes(24 * MiB))
     small = Tree(src, 24 * MiB, tree_digest(src))
-    stall = 15 * TIMEOUT
+    # Long enough that a client waiting it out is told from one that gave up even on a loaded
+    # machine (a passing run never waits it: the proxy ends a stall when it stops).
+    stall = 60 * TIMEOUT
 
     proxy.stall("up", seconds=stall, after=1 * MiB, count=1, path=CHUNKS)
     began = time.monotonic()

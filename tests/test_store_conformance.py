@@ -473,13 +473,22 @@ def test_open_store_local_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.mark.parametrize("url", ["", "  ", "gs://bucket/x", "s3://", "s3:///prefix",
-                                 "s3://bucket?versionId=1", "s3://user@bucket/x",
                                  "file://host/path", "file://relative", "http://example.com/x",
                                  "s3://bucket/a//b"])
 def test_open_store_rejects_unsupported_urls(url: str) -> None:
     with pytest.raises(UsageError) as info:
         open_store(url)
     assert "s3://bucket[/prefix]" in (info.value.hint or "")
+
+
+@pytest.mark.parametrize("url", ["s3://bucket?versionId=1", "s3://user@bucket/x",
+                                 "s3://AKIA:se/cr/et@bucket/x"])
+def test_open_store_refuses_credentials_and_queries_in_urls(url: str) -> None:
+    """Refused with their own hint (where credentials belong), and never echoed back."""
+    with pytest.raises(UsageError) as info:
+        open_store(url)
+    assert "never from a URL" in (info.value.hint or "")
+    assert "se/cr/et" not in str(info.value) and "user" not in str(info.value)
 
 
 def test_open_store_does_not_import_boto3_for_local_lakes(tmp_path: Path) -> None:

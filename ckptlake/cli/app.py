@@ -161,6 +161,27 @@ def _plain_params(command: Any) -> None:
         _plain_params(sub)
 
 
+class _DebugNotes:
+    """With --debug, the library's debug notes (the `ckptlake` logger: e.g. a model file whose
+    header could not be trusted, cut at fixed offsets) go to stderr, for this command only."""
+
+    def __init__(self) -> None:
+        import logging
+
+        class Stderr(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:  # stderr as it is now
+                sys.stderr.write(record.getMessage() + "\n")
+
+        self._logger = logging.getLogger("ckptlake")
+        self._handler, self._level = Stderr(logging.DEBUG), self._logger.level
+        self._logger.addHandler(self._handler)
+        self._logger.setLevel(logging.DEBUG)
+
+    def close(self) -> None:
+        self._logger.removeHandler(self._handler)
+        self._logger.setLevel(self._level)
+
+
 class CkptlakeGroup(TyperGroup):
     """The top-level group; its `main` is the single place where exit codes are decided."""
 
@@ -176,6 +197,7 @@ class CkptlakeGroup(TyperGroup):
             argv = ["--help"]  # a bare `ckptlake` shows the help (exit 0), not a usage error
         as_json, debug = _wants(argv, "--json"), _wants(argv, "--debug")
         argv = hoist_global_options(argv, self)
+        notes = _DebugNotes() if debug else None
         try:
             rv = super().main(args=argv, prog_name=prog_name or PROG, complete_var=complete_var,
                               standalone_mode=False, **extra)
@@ -187,6 +209,9 @@ class CkptlakeGroup(TyperGroup):
                 code = _report_usage(exc, as_json=as_json)
             else:
                 code = report_error(exc, as_json=as_json, debug=debug)
+        finally:
+            if notes is not None:
+                notes.close()
         if standalone_mode:
             sys.exit(code)
         return code

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Protocol, Sequence
 
 from ..errors import NotFound, PreconditionFailed, SourceChanged, TransferError, UsageError
-from ..format import layout
+from ..format import chunking, layout
 from ..format.header import digest
 from .createonce import create_once
 from .lakeheader import open_or_create_header
@@ -31,17 +31,21 @@ from .identity import tool_version, user_at_host, utcnow
 from .scan import SourceFile, SourceTree
 
 # Files below this size are packed together into one chunk object: 10,000 config shards or
-# tokenizer files should not cost 10,000 requests each way.
-PACK_THRESHOLD = 1024 * 1024
+# tokenizer files should not cost 10,000 requests each way.  (Tensors below it are packed into
+# runs by the same measure: format/chunking.py.)
+PACK_THRESHOLD = chunking.SMALL
 
 
 @dataclass(frozen=True)
 class _Slice:
-    """A fixed-size run of one large file."""
+    """A run of one large file stored as one chunk object (format/chunking.py says where)."""
 
     file: int
     offset: int
     length: int
+    # The slice's bytes are elements of this dtype ("F32", "BF16", ... as in safetensors),
+    # counted from its first byte: a hint for a codec, None when unknown or mixed.
+    dtype: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,19 @@ class _Pack:
     files: tuple[int, ...]
 
 
+def file_cuts(f: SourceFile, chunk_size: int) -> Sequence[chunking.Cut]:
+    """Where to cut one large file: at its tensors' boundaries if its layout is known (found
+    from a few bounded reads of its header), else at fixed offsets."""
+    fd = f.open()
+    try:
+        return chunking.plan(lambda offset, n: os.pread(fd, n, offset), f.size, chunk_size,
+                             name=f.path).cuts
+    finally:
+        os.close(fd)
+
+
 def plan_units(files: Sequence[SourceFile], chunk_size: int) -> list[_Slice | _Pack]:
-    """Split files into upload units: fixed-size slices of large files, packs of small ones.
+    """Split files into upload units: slices of large files, packs of small ones.
 
     Pack boundaries are partly content-defined (a hash of the path decides where a new pack may
     begin), so adding or removing one small file disturbs one or two packs, not all that follow.
@@ -64,8 +79,8 @@ def plan_units(files: Sequence[SourceFile], chunk_size: int) -> list[_Slice | _P
         if f.size == 0:
             continue
         if f.size >= min(PACK_THRESHOLD, chunk_size):
-            units.extend(_Slice(i, off, min(chunk_size, f.size - off))
-                         for off in range(0, f.size, chunk_size))
+            units.extend(_Slice(i, c.offset, c.length, c.dtype)
+                         for c in file_cuts(f, chunk_size))
             continue
         boundary = (zlib.crc32(f.path.encode()) & 31) == 0 and pack_bytes >= chunk_size // 8
         if pack and (pack_bytes + f.size > chunk_size or boundary):

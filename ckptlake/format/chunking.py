@@ -1,0 +1,537 @@
+"""How a large file is cut into chunks: from the file's layout to (offset, length) cuts.
+
+Readers never assume where chunks begin (a manifest lists each chunk's size, in file order), so
+where to cut is the pusher's choice, and what is chosen here changes only how much a re-push
+deduplicates.  Fixed offsets (0, chunk_size, 2 x chunk_size, ...) serve a file whose bytes change
+in place, but one byte inserted near the start moves every later boundary: re-saving a
+safetensors file with one more `__metadata__` key (+40 header bytes) re-uploaded all of it.
+
+Model files are made of items (tensors, zip entries) whose bytes do not move relative to their
+own first byte when something before them grows, so cuts are placed relative to each item:
+
+- the file's own header (safetensors: 8-byte length + JSON; npy: magic + dict; a torch
+  archive: its data.pkl) is a chunk of its own, so a changed header costs exactly that chunk;
+  so is a zip's tail (the central directory, which changes whenever any entry does);
+- a large item (>= 1 MiB, or the chunk size if smaller) is cut at fixed offsets from its first
+  byte: its chunks are the same bytes wherever the item sits in the file;
+- small items, and the bytes between items (zip local headers, npy headers inside an npz),
+  are packed into runs of at most chunk_size, like small files into packs: a run ends before a
+  large item, when the next piece would not fit, or before an item whose crc32(name) & 31 is 0
+  once it holds chunk_size / 8 (so adding one small tensor disturbs one or two runs, not all
+  that follow).  The bytes between two large items (a zip local header) are therefore a tiny
+  run of their own: they hold the entry's CRC and alignment padding, which change when earlier
+  entries move, and must not drag the item's data chunks along.
+
+Layouts are found by content (magic bytes, a header that parses), not by file name, from
+bounded reads: the first bytes (safetensors, npy), or the end of central directory, the
+central directory and one local header per entry (zip: torch.save archives, npz; plus a
+torch archive's data.pkl, for the storages' dtypes).  A header that lies (offsets past the
+end, overlapping items, JSON that does not parse) is not trusted: the file is cut at fixed
+offsets as before, and a debug note says why.  Every plan is checked to cover the file
+exactly, once, in order, before it is used; one that does not is replaced by fixed offsets,
+so a wrong layout can cost dedup, never bytes.
+
+Each cut may carry a dtype hint (safetensors names: "F32", "BF16", ...) for a codec: set when
+the cut's bytes are elements of that one little-endian dtype counted from the cut's first byte.
+Pure functions of the bytes handed in; reading the file is the caller's (`read(offset, n)`).
+"""
+from __future__ import annotations
+
+import io
+import logging
+import re
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from .safetensors import ITEMSIZE, header_length, parse_header
+
+log = logging.getLogger("ckptlake")
+
+# Items below this are packed into runs: the same threshold as small files (core/push.py).
+SMALL = 1024 * 1024
+# Bounds on what is read to find a layout; a file that needs more is cut at fixed offsets.
+MAX_NPY_HEADER = 1024 * 1024
+# A zip's central directory (and the end-of-directory search): ~80,000 entries of a torch
+# archive; the parsed entries (~0.5 KiB each) stay within push's memory bound.
+MAX_ZIP_META = 8 * 1024 * 1024
+# torch's data.pkl, read to learn the storages' dtypes: ~30 opcodes per tensor, so ~15,000
+# tensors; a larger one (or one of more opcodes, each of which may build an object) gives no
+# dtype hints, which costs nothing but the hints.
+MAX_PICKLE = 16 * 1024 * 1024
+MAX_PICKLE_OPS = 500_000
+
+Read = Callable[[int, int], bytes]
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Bytes [offset, offset + length) of the file, stored as one chunk object."""
+
+    offset: int
+    length: int
+    dtype: str | None = None
+
+
+@dataclass(frozen=True)
+class Item:
+    """A run of the file's bytes that keeps its contents when earlier bytes move."""
+
+    start: int
+    end: int
+    name: str = ""
+    dtype: str | None = None
+
+
+@dataclass(frozen=True)
+class Layout:
+    kind: str  # "safetensors" | "npy" | "torch" | "npz" | "zip"
+    head: int  # bytes [0, head) are the file's header: chunks of their own
+    items: tuple[Item, ...]  # sorted, disjoint, within [head, tail)
+    tail: int | None = None  # bytes [tail, size) (a zip's directory): chunks of their own
+
+
+@dataclass(frozen=True)
+class Plan:
+    kind: str  # a Layout kind, or "fixed"
+    cuts: tuple[Cut, ...]
+    note: str | None = None  # why a file that looked structured was cut at fixed offsets
+
+
+class Lying(Exception):
+    """A header that cannot describe this file; the message says why."""
+
+
+# --- the rules ----------------------------------------------------------------------------------
+
+def fixed_cuts(start: int, length: int, chunk_size: int, dtype: str | None = None,
+               ) -> list[Cut]:
+    """Pieces of chunk_size from `start`; the dtype hint only on pieces that start on an
+    element boundary (always, unless chunk_size is not a multiple of the item size)."""
+    size = ITEMSIZE.get(dtype or "", 0)
+    return [Cut(start + off, min(chunk_size, length - off),
+                dtype if size and off % size == 0 else None)
+            for off in range(0, length, chunk_size)]
+
+
+def cut_layout(layout: Layout, size: int, chunk_size: int) -> list[Cut]:
+    """The cuts of a file of `size` bytes with this layout (module doc)."""
+    large = min(SMALL, chunk_size)
+    cuts = fixed_cuts(0, min(layout.head, size), chunk_size)
+    run: list[tuple[int, int, str | None, bool]] = []  # (start, end, dtype, is_item)
+
+    def close() -> None:
+        if run:
+            start, end = run[0][0], run[-1][1]
+            cuts.append(Cut(start, end - start, _run_dtype(run)))
+            run.clear()
+
+    def add(name: str, pieces: list[tuple[int, int, str | None, bool]]) -> None:
+        """Pack pieces (an item and the bytes leading up to it) into the current run."""
+        held = run[-1][1] - run[0][0] if run else 0
+        key = zlib.crc32(name.encode("utf-8", "surrogatepass"))
+        boundary = bool(name) and key & 31 == 0 and held >= chunk_size // 8
+        if run and (held + pieces[-1][1] - pieces[0][0] > chunk_size or boundary):
+            close()
+        run.extend(pieces)
+
+    def glue(start: int, end: int) -> None:
+        """Bytes of no item: a long stretch is cut like a large item, a short one packed."""
+        if end - start >= large:
+            close()
+            cuts.extend(fixed_cuts(start, end - start, chunk_size))
+        elif end > start:
+            add("", [(start, end, None, False)])
+
+    pos = layout.head
+    for it in layout.items:
+        if it.end - it.start >= large:
+            glue(pos, it.start)  # its zip header: packed before it, never into its chunks
+            close()
+            cuts.extend(fixed_cuts(it.start, it.end - it.start, chunk_size, it.dtype))
+        else:
+            if it.start - pos >= large or it.end - pos > chunk_size:
+                glue(pos, it.start)
+                pos = it.start
+            # the few bytes leading up to a small item (its zip header) travel with it
+            lead = [(pos, it.start, None, False)] if it.start > pos else []
+            add(it.name, lead + [(it.start, it.end, it.dtype, True)])
+        pos = it.end
+    tail = size if layout.tail is None else layout.tail
+    glue(pos, tail)
+    close()
+    cuts.extend(fixed_cuts(tail, size - tail, chunk_size))
+    return cuts
+
+
+def _run_dtype(run: Sequence[tuple[int, int, str | None, bool]]) -> str | None:
+    """The run's dtype if it is nothing but aligned items of one dtype."""
+    dtypes = {d for _, _, d, item in run}
+    if len(dtypes) != 1 or not all(item for *_, item in run):
+        return None
+    dtype = dtypes.pop()
+    size = ITEMSIZE.get(dtype or "", 0)
+    if not size or any((s - run[0][0]) % size for s, *_ in run):
+        return None
+    return dtype
+
+
+def check_cuts(cuts: Sequence[Cut], size: int, chunk_size: int) -> bool:
+    """True if the cuts cover [0, size) exactly once, in order, none empty or too large."""
+    pos = 0
+    for c in cuts:
+        if c.offset != pos or not 0 < c.length <= chunk_size:
+            return False
+        pos += c.length
+    return pos == size
+
+
+def plan(read: Read, size: int, chunk_size: int, *, name: str = "") -> Plan:
+    """How to cut a file of `size` bytes whose bytes `read(offset, n)` returns.
+
+    Never raises for what the file holds: an unknown or lying layout is cut at fixed offsets
+    (with a note for the latter).  `name` only labels the note.
+    """
+    fixed = tuple(fixed_cuts(0, size, chunk_size))
+    try:
+        layout = detect(read, size)
+    except Lying as exc:
+        note = f"{name or 'file'}: {exc}; cut at fixed offsets"
+        log.debug("ckptlake: %s", note)
+        return Plan("fixed", fixed, note)
+    except Exception as exc:  # noqa: BLE001 - a read error or a parser bug must not fail
+        # the push: the upload reads the file again and reports what is wrong with it
+        note = f"{name or 'file'}: layout not readable ({type(exc).__name__}: " \
+               f"{str(exc)[:80]}); cut at fixed offsets"
+        log.debug("ckptlake: %s", note)
+        return Plan("fixed", fixed, note)
+    if layout is None:
+        return Plan("fixed", fixed)
+    cuts = tuple(cut_layout(layout, size, chunk_size))
+    if not check_cuts(cuts, size, chunk_size):  # cannot happen for a checked layout
+        note = f"{name or 'file'}: its {layout.kind} layout gave inconsistent cuts; " \
+               "cut at fixed offsets"
+        log.debug("ckptlake: %s", note)
+        return Plan("fixed", fixed, note)
+    return Plan(layout.kind, cuts)
+
+
+# --- finding the layout -------------------------------------------------------------------------
+
+def detect(read: Read, size: int) -> Layout | None:
+    """The layout of the file, None for a file of no known kind, Lying for a bad header."""
+    if size < 8:
+        return None
+    prefix = read(0, 8)
+    if len(prefix) < 8:
+        raise Lying("shorter than its size")
+    if prefix.startswith(b"\x93NUMPY"):
+        return _npy(read, size)
+    if prefix.startswith(b"PK\x03\x04"):
+        return _zip(read, size)
+    n = header_length(prefix)
+    if n is not None and read(8, 1) == b"{":
+        return _safetensors(read, size, n)
+    return None
+
+
+def _checked(kind: str, head: int, items: list[Item], size: int, *,
+             zip_directory: bool = False) -> Layout:
+    """The layout, once its items are known not to overlap the header, each other or the end.
+
+    zip_directory: what follows the last item (a zip's central directory: every entry's
+    offset and CRC, so it changes whenever any entry does) is a tail of its own, not packed
+    with the last small items."""
+    items = sorted((i for i in items if i.end > i.start), key=lambda i: i.start)
+    pos = head
+    for it in items:
+        if it.start < pos:
+            raise Lying(f"{kind} items overlap (at byte {it.start})")
+        if it.end > size:
+            raise Lying(f"{kind} item {it.name!r} ends past the end of the file")
+        pos = it.end
+    return Layout(kind, head, tuple(items), pos if zip_directory and items else None)
+
+
+def _safetensors(read: Read, size: int, n: int) -> Layout:
+    if 8 + n > size:
+        raise Lying("safetensors header longer than the file")
+    header = parse_header(read(0, 8 + n), size)
+    if header is None:
+        raise Lying("safetensors header does not parse or does not fit the file "
+                    "(offsets past the end, overlapping tensors, wrong sizes)")
+    return _checked("safetensors", header.data_start,
+                    [Item(s, e, name, dtype if dtype in ITEMSIZE else None)
+                     for name, dtype, _, s, e in header.tensors], size)
+
+
+# numpy dtype descriptors -> safetensors dtype names (little-endian or byte-sized only)
+_NPY_DTYPES = {"<f2": "F16", "<f4": "F32", "<f8": "F64", "<i2": "I16", "<i4": "I32",
+               "<i8": "I64", "<u2": "U16", "<u4": "U32", "<u8": "U64", "|i1": "I8",
+               "|u1": "U8", "|b1": "BOOL"}
+
+
+def _npy_header(buf: bytes) -> tuple[int, dict[str, Any]] | None:
+    """(header length, header dict) of the npy bytes `buf` starts with, or None if `buf` is
+    too short to hold it (Lying if it is no npy header)."""
+    if len(buf) < 10:
+        return None
+    major = buf[6]
+    if major == 1:
+        (hlen,) = struct.unpack("<H", buf[8:10])
+        start = 10
+    elif major in (2, 3):
+        if len(buf) < 12:
+            return None
+        (hlen,) = struct.unpack("<I", buf[8:12])
+        start = 12
+    else:
+        raise Lying(f"npy format version {major} is unknown")
+    if start + hlen > MAX_NPY_HEADER:
+        raise Lying("npy header too large")
+    if len(buf) < start + hlen:
+        return None
+    import ast
+
+    try:
+        doc = ast.literal_eval(buf[start:start + hlen].decode("latin-1"))
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        raise Lying("npy header does not parse") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("shape"), tuple) \
+            or not all(isinstance(d, int) and d >= 0 for d in doc["shape"]):
+        raise Lying("npy header has no valid shape")
+    return start + hlen, doc
+
+
+def _npy_item(read: Read, start: int, length: int, name: str) -> tuple[int, Item | None]:
+    """(header length, data item) of the npy array stored in bytes [start, start+length)."""
+    got = _npy_header(read(start, min(length, 4096)))
+    if got is None:
+        got = _npy_header(read(start, min(length, MAX_NPY_HEADER)))
+    if got is None:
+        raise Lying(f"{name or 'npy'}: header runs past the end")
+    hlen, doc = got
+    descr = doc.get("descr")
+    if not isinstance(descr, str):  # a structured dtype: a layout of its own, no hint
+        return hlen, Item(start + hlen, start + length, name)
+    if "O" in descr:  # pickled Python objects: bytes of no fixed layout
+        return hlen, None
+    dtype = _NPY_DTYPES.get(descr)
+    m = re.fullmatch(r"[<>|=]([fiucbSVU])(\d+)", descr)
+    if m:
+        itemsize = int(m.group(2)) * (4 if m.group(1) == "U" else 1)
+        count = 1
+        for d in doc["shape"]:
+            count *= d
+        if count * itemsize != length - hlen:
+            raise Lying(f"{name or 'npy'}: shape and dtype do not match the data length")
+    return hlen, Item(start + hlen, start + length, name, dtype)
+
+
+def _npy(read: Read, size: int) -> Layout:
+    hlen, item = _npy_item(read, 0, size, "")
+    return _checked("npy", hlen, [item] if item else [], size)
+
+
+class _Window(io.RawIOBase):
+    """A read-only file over `read`, for zipfile, that refuses to read more than a budget."""
+
+    def __init__(self, read: Read, size: int, budget: int) -> None:
+        super().__init__()
+        self._read, self._size, self._budget, self._pos = read, size, budget, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, b: Any) -> int:
+        n = max(0, min(len(b), self._size - self._pos))
+        if n > self._budget:
+            raise Lying(f"zip directory larger than the {MAX_ZIP_META >> 20} MiB read to plan "
+                        "its cuts")
+        self._budget -= n
+        data = self._read(self._pos, n) if n else b""
+        b[:len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+
+def _zip(read: Read, size: int) -> Layout:
+    import zipfile
+
+    try:
+        zf = zipfile.ZipFile(io.BufferedReader(_Window(read, size, MAX_ZIP_META),
+                                               buffer_size=64 * 1024))
+        infos = zf.infolist()
+    except Lying:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError,
+            struct.error, IndexError, OverflowError) as exc:
+        raise Lying(f"zip directory does not parse ({str(exc)[:80]})") from None
+    entries: list[tuple[Any, int, int]] = []  # (ZipInfo, data start, data end)
+    for info in infos:
+        if not 0 <= info.header_offset <= size - 30:
+            raise Lying(f"zip entry {info.filename!r} starts past the end")
+        lh = read(info.header_offset, 30)
+        if len(lh) != 30 or lh[:4] != b"PK\x03\x04":
+            raise Lying(f"zip entry {info.filename!r} has no local header where the "
+                        "directory says")
+        n, m = struct.unpack("<HH", lh[26:30])
+        start = info.header_offset + 30 + n + m
+        end = start + info.compress_size
+        if end > size:
+            raise Lying(f"zip entry {info.filename!r} ends past the end")
+        entries.append((info, start, end))
+    names = [info.filename for info, _, _ in entries]
+    pkl = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
+    if len(pkl) == 1:
+        return _torch(read, size, entries, pkl[0][:-len("data.pkl")])
+    if entries and all(n.endswith(".npy") for n in names):
+        items = []
+        for info, start, end in entries:
+            if info.compress_type != zipfile.ZIP_STORED:
+                items.append(Item(start, end, info.filename))
+                continue
+            hlen, item = _npy_item(read, start, end - start, info.filename)
+            items.append(item or Item(start, end, info.filename))
+        return _checked("npz", 0, items, size, zip_directory=True)
+    return _checked("zip", 0, [Item(s, e, i.filename) for i, s, e in entries], size,
+                    zip_directory=True)
+
+
+def _torch(read: Read, size: int, entries: list[tuple[Any, int, int]],
+           prefix: str) -> Layout:
+    """torch.save's archive: one uncompressed entry `<prefix>data/<key>` per storage; the
+    storages' dtypes come from data.pkl (read without running it; unknown: no hint)."""
+    import zipfile
+
+    by_name = {info.filename: (info, s, e) for info, s, e in entries}
+    dtypes: dict[str, str] = {}
+    little = True
+    bo = by_name.get(prefix + "byteorder")
+    if bo is not None and bo[0].compress_type == zipfile.ZIP_STORED and bo[2] - bo[1] <= 16:
+        little = read(bo[1], bo[2] - bo[1]) == b"little"
+    pkl, pkl_start, pkl_end = by_name[prefix + "data.pkl"]
+    if little and pkl.compress_type == zipfile.ZIP_STORED and pkl_end - pkl_start <= MAX_PICKLE:
+        dtypes = storage_dtypes(read(pkl_start, pkl_end - pkl_start))
+    storage = prefix + "data/"
+    # data.pkl (names, shapes, dtypes; torch.save writes it first) is the archive's header:
+    # a chunk of its own, and the first chunk `diff --inspect` reads.  It takes the next
+    # entry's local header along: that one's alignment padding changes with data.pkl's length
+    # (every later entry starts on the same 64-byte boundary as before).
+    head = 0
+    if pkl.header_offset == 0:
+        head = min((s for i, s, _ in entries if s >= pkl_end), default=pkl_end)
+    # The records after the last storage (`version`, `.data/serialization_id`: derived from
+    # the storages, so it changes with any of them) go with the central directory into the
+    # tail, not into a run with the last tensors.
+    last = max((s for i, s, _ in entries if i.filename.startswith(storage)), default=size)
+    return _checked("torch", head, [
+        Item(s, e, i.filename, dtypes.get(i.filename[len(storage):])
+             if i.filename.startswith(storage) and i.compress_type == zipfile.ZIP_STORED
+             else None)
+        for i, s, e in entries if not (head and i is pkl) and s <= last], size,
+        zip_directory=True)
+
+
+# torch storage classes and dtypes -> safetensors dtype names
+_TORCH_DTYPES = {
+    "FloatStorage": "F32", "DoubleStorage": "F64", "HalfStorage": "F16",
+    "BFloat16Storage": "BF16", "LongStorage": "I64", "IntStorage": "I32",
+    "ShortStorage": "I16", "CharStorage": "I8", "ByteStorage": "U8", "BoolStorage": "BOOL",
+    "float32": "F32", "float": "F32", "float64": "F64", "double": "F64", "float16": "F16",
+    "half": "F16", "bfloat16": "BF16", "int64": "I64", "long": "I64", "int32": "I32",
+    "int": "I32", "int16": "I16", "short": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
+    "uint16": "U16", "uint32": "U32", "uint64": "U64", "float8_e4m3fn": "F8_E4M3",
+    "float8_e5m2": "F8_E5M2", "float8_e8m0fnu": "F8_E8M0",
+}
+
+
+class _Stub:
+    """Whatever data.pkl names: a stand-in that accepts any construction and records it."""
+
+    module = ""
+    qualname = ""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args = args
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, value: Any) -> None:
+        pass
+
+    def extend(self, values: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+def storage_dtypes(data: bytes) -> dict[str, str]:
+    """Storage key -> dtype, from a torch data.pkl, without running it: every global it names
+    is a _Stub class (nothing is imported, no code of the pickle's choosing runs), storages are
+    the persistent ids ('storage', type, key, location, numel), and a tensor rebuilt by
+    `_rebuild_tensor_v3` names its dtype as an argument (dtypes without a storage class).
+    Anything unexpected, or more than MAX_PICKLE_OPS opcodes: {} (no hints)."""
+    import pickle
+    import pickletools
+
+    try:  # count first, streaming: the load below builds one object per opcode at most
+        for n, _ in enumerate(pickletools.genops(data)):
+            if n >= MAX_PICKLE_OPS:
+                return {}
+    except Exception:  # noqa: BLE001 - not a pickle we can follow
+        return {}
+    classes: dict[tuple[str, str], type] = {}
+    keys: dict[int, str] = {}  # id(storage stub) -> key
+    found: dict[str, str] = {}
+    storages: list[Any] = []
+    rebuilt: list[Any] = []
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            cls = classes.get((module, name))
+            if cls is None:
+                cls = classes[(module, name)] = type(name, (_Stub,), {
+                    "module": module, "qualname": name,
+                    "__init__": lambda self, *a, **k: (_Stub.__init__(self, *a),
+                                                       rebuilt.append(self))[0]})
+            return cls
+
+        def persistent_load(self, pid: Any) -> Any:
+            if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
+                    and isinstance(pid[2], str)):
+                raise pickle.UnpicklingError("not a torch storage id")
+            stub = _Stub()
+            storages.append(stub)
+            keys[id(stub)] = pid[2]
+            dtype = _TORCH_DTYPES.get(getattr(pid[1], "qualname", ""))
+            if dtype:
+                found.setdefault(pid[2], dtype)
+            return stub
+
+    try:
+        Unpickler(io.BytesIO(data), encoding="utf-8").load()
+    except Exception:  # noqa: BLE001 - any pickle we cannot follow: no hints
+        return {}
+    for obj in rebuilt:
+        if obj.qualname == "_rebuild_tensor_v3" and len(obj.args) >= 7:
+            key = keys.get(id(obj.args[0]))
+            dtype = _TORCH_DTYPES.get(getattr(obj.args[6], "qualname", ""))
+            if key is not None and dtype:
+                if found.setdefault(key, dtype) != dtype:
+                    found[key] = ""  # one storage, two dtypes: no hint
+    return {k: v for k, v in found.items() if v}
