@@ -32,7 +32,7 @@ def open(lake: str | None = None, *, config: str | None = None, endpoint_url: st
          connect_timeout: float | None = None, read_timeout: float | None = None,
          multipart_threshold: int | None = None, part_size: int | None = None,
          cache: "str | os.PathLike[str] | bool | None" = None,
-         cache_size: int | None = None) -> "Lake":
+         cache_size: int | None = None, replica: str | None = None) -> "Lake":
     """Open a lake, resolving it like the CLI: `lake` > $CKPTLAKE_LAKE > config `lake:` > default.
 
     Keyword options override the config file's values.  The returned Lake's `origin` says how
@@ -52,6 +52,11 @@ def open(lake: str | None = None, *, config: str | None = None, endpoint_url: st
     $CKPTLAKE_CACHE, else `cache:` in the config, else no cache; False: no cache.
     `cache_size` bounds it in bytes (default $CKPTLAKE_CACHE_SIZE, the config's, or 20 GiB);
     least recently used chunks are evicted beyond it.
+
+    `replica`: the regional replica (`replicas:` in the config) chunk reads go through by
+    default: a name, "none" (the lake itself), or None: the replica whose region is the
+    client's (egress.client_region, else $AWS_REGION / $AWS_DEFAULT_REGION), if any.  Pulls
+    and reads may override it per call.
     """
     from .lake import Lake
     from .policy.config import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT,
@@ -78,10 +83,40 @@ def open(lake: str | None = None, *, config: str | None = None, endpoint_url: st
                        connect_timeout=_first(connect_timeout, cfg.connect_timeout,
                                               DEFAULT_CONNECT_TIMEOUT),
                        read_timeout=_first(read_timeout, cfg.read_timeout, DEFAULT_READ_TIMEOUT))
+    replicas = _replicas(cfg, replica, url, endpoint_url or cfg.endpoint_url,
+                         connect_timeout=_first(connect_timeout, cfg.connect_timeout,
+                                                DEFAULT_CONNECT_TIMEOUT),
+                         read_timeout=_first(read_timeout, cfg.read_timeout,
+                                             DEFAULT_READ_TIMEOUT),
+                         max_connections=2 * (concurrency or 8) + 4)
     return Lake(store, chunk_size=chunk_size or cfg.chunk_size, concurrency=concurrency,
                 max_bandwidth=max_bandwidth or cfg.max_bandwidth,
                 multipart_threshold=multipart_threshold or cfg.multipart_threshold,
-                part_size=part_size or cfg.part_size, origin=origin, cache=chunk_cache)
+                part_size=part_size or cfg.part_size, origin=origin, cache=chunk_cache,
+                replicas=replicas)
+
+
+def _replicas(cfg: Any, choice: str | None, url: str, endpoint: str | None, **opts: Any) -> Any:
+    """The config's replicas (validated: errors name file and line), or None without any."""
+    from .policy.replicas import check_not_origin, load_replicas
+
+    if choice is not None and (not isinstance(choice, str) or not choice):
+        raise UsageError(f"replica must be a replica name or 'none', got {choice!r}")
+    specs = load_replicas(cfg)
+    if not specs:
+        if choice not in (None, "none"):
+            raise UsageError(f"no replica named {choice!r} (none are configured)",
+                             hint="replicas are declared under replicas: in ckptlake.yaml")
+        return None
+    from .core.replicas import ReplicaSet
+    from .policy.egress import client_region, load_egress
+
+    region, region_origin = client_region(load_egress(cfg))
+    rs = ReplicaSet(specs, client_region=region, client_region_origin=region_origin,
+                    default=choice, origin_endpoint=endpoint, **opts)
+    if choice not in (None, "none"):
+        check_not_origin(rs.by_name(choice), url, endpoint)  # fails now, before any request
+    return rs
 
 
 def _chunk_cache(cache: Any, cache_size: int | None, cfg: Any) -> Any:

@@ -18,7 +18,7 @@ from .core import pull as _pull
 from .core import push as _push
 from .core.scan import scan
 from .core.values import check_metadata, check_metrics
-from .errors import CkptlakeError, UsageError
+from .errors import CkptlakeError, TransferError, TransientError, UsageError
 from .format import layout
 from .format.refs import Ref, parse_ref, validate_alias, validate_artifact
 from .policy.config import (DEFAULT_CONCURRENCY, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE,
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from .core.cache import ChunkCache
     from .core.diff import DiffResult
     from .core.lineage import LineageGraph
+    from .core.replicas import ReplicaSet, ReplicateResult
     from .core.shards import PendingStep, ShardPushResult
     from .core.reader import LakeFile
     from .core.show import VersionDetail
@@ -56,7 +57,8 @@ class Lake:
     def __init__(self, store: Store, *, chunk_size: int | None = None,
                  concurrency: int | None = None, max_bandwidth: float | None = None,
                  multipart_threshold: int | None = None, part_size: int | None = None,
-                 origin: str = "explicit", cache: "ChunkCache | None" = None) -> None:
+                 origin: str = "explicit", cache: "ChunkCache | None" = None,
+                 replicas: "ReplicaSet | None" = None) -> None:
         if chunk_size is not None:
             check_chunk_size(chunk_size)
         if concurrency is not None:
@@ -66,6 +68,10 @@ class Lake:
         self.url = store.url
         self.origin = origin
         self.cache = cache  # the local chunk cache pulls read through (core/cache.py), or None
+        # Regional replicas chunk reads may go through (core/replicas.py), or None; their
+        # stores are opened once and shared by every operation of this Lake.
+        self.replicas = replicas
+        self._replica_backends: dict[str, Store] = {}
         self.chunk_size = chunk_size  # None: the lake header's default
         self.concurrency = concurrency or DEFAULT_CONCURRENCY
         if max_bandwidth is not None and max_bandwidth <= 0:
@@ -102,6 +108,37 @@ class Lake:
         finally:
             with self._watch_lock:
                 self._watchers.discard(progress)
+
+    def replica_for(self, replica: str | None = None) -> "Any":
+        """The ReplicaSpec chunk reads would go through: `replica` (a name, or "none"), else
+        the default given to ckptlake.open, else the one in the client's region; None: the
+        lake itself."""
+        if self.replicas is None:
+            if replica not in (None, "none"):
+                raise UsageError(f"no replica named {replica!r} (none are configured)",
+                                 hint="replicas are declared under replicas: in ckptlake.yaml")
+            return None
+        return self.replicas.select(replica)
+
+    def _replica_backend(self, spec: Any) -> Store:
+        with self._watch_lock:
+            backend = self._replica_backends.get(spec.name)
+            if backend is None:
+                backend = self._replica_backends[spec.name] = self.replicas.open_store(spec)  # type: ignore[union-attr]
+                if hasattr(backend, "on_retry"):
+                    backend.on_retry = self._report_retry  # type: ignore[attr-defined]
+            return backend
+
+    def _data(self, replica: str | None = None,
+              on_warning: "Callable[[str], None] | None" = None,
+              caller_verifies: bool = False) -> Store:
+        """The store chunk bytes are read from: the lake, or (store/replica.py) the lake with
+        chunk reads going through the selected replica.  Manifests always come from the lake."""
+        spec = self.replica_for(replica)
+        if spec is None:
+            return self.store
+        return self.replicas.wrap(self.store, spec, self._replica_backend(spec),  # type: ignore[union-attr]
+                                  on_warning=on_warning, caller_verifies=caller_verifies)
 
     def exists(self) -> bool:
         """Whether a lake is here: its header (written by the first push), or at least one
@@ -214,7 +251,8 @@ class Lake:
              on_estimate: "Callable[[EgressEstimate], None] | None" = None,
              paths: Sequence[str] = (), include: Sequence[str] = (),
              exclude: Sequence[str] = (),
-             reference: "Sequence[str | Path]" = (), use_cache: bool = True) -> PullResult:
+             reference: "Sequence[str | Path]" = (), use_cache: bool = True,
+             replica: str | None = None, offline_replica: bool = False) -> PullResult:
         """Restore one version into `destination`, or part of it.
 
         A directory artifact restores into the directory `destination`; a file artifact
@@ -236,6 +274,13 @@ class Lake:
         each `reference` directory (the same relative path, then files of the same size).
         With the lake's chunk cache (`ckptlake.open(cache=...)`) and `use_cache`, chunks are
         read from the cache when there, and downloaded ones are added to it.
+
+        replica: read chunks through this regional replica (a name from `replicas:`), or
+        "none" for the lake itself; None: the one in the client's region, if any (see
+        docs/format.md, "Replicas").  The result's `replica` says where the bytes came from.
+        offline_replica: if the lake cannot be reached, serve the version from that replica
+        as it holds it (versions pulled through it whole, or replicated), saying so in the
+        result's warnings; aliases, and deletions since, are not known then.
         """
         from .core.browse import select
 
@@ -244,20 +289,68 @@ class Lake:
             if not os.path.isdir(r):
                 raise UsageError(f"reference directory {r} does not exist or is not a directory",
                                  hint="--reference names a directory holding an earlier copy")
-        m = select(catalog.resolve(self.store, ref), paths, include, exclude)
+        try:
+            m = select(catalog.resolve(self.store, ref), paths, include, exclude)
+        except (TransferError, TransientError) as exc:
+            if not offline_replica or self.replica_for(replica) is None:
+                raise
+            return self._pull_offline(exc, ref, destination, replica=replica, force=force,
+                                      progress=progress, paths=paths, include=include,
+                                      exclude=exclude, reference=refs, use_cache=use_cache)
+        data = self._data(replica, caller_verifies=True)  # the pull hashes every chunk
         if egress is not None:
             from .core import egress as _egress
 
-            est = _egress.estimate_pull(self.store, m, os.fspath(destination), egress,
+            est = _egress.estimate_pull(data, m, os.fspath(destination), egress,
                                         self.cache if use_cache else None)
             if on_estimate is not None:
                 on_estimate(est)
             _egress.enforce(est, yes=yes, confirm=confirm)
         with self._watching(progress) as progress:
-            return _pull.pull(self.store, m, os.fspath(destination), force=force,
-                              concurrency=self.concurrency, progress=progress,
-                              lake_url=self.url, throttle=self.throttle, parts=self.parts,
-                              cache=self.cache if use_cache else None, reference=refs)
+            result = _pull.pull(data, m, os.fspath(destination), force=force,
+                                concurrency=self.concurrency, progress=progress,
+                                lake_url=self.url, throttle=self.throttle, parts=self.parts,
+                                cache=self.cache if use_cache else None, reference=refs)
+        stats = getattr(data, "stats", None)
+        if stats is None:
+            return result
+        from .core.browse import object_sizes
+
+        # Every chunk object went through the replica (none came from a local copy, the
+        # cache, or the origin uncached): it holds the version whole, servable offline.
+        through = stats.chunks_from_replica + stats.chunks_pulled_through
+        if stats.writes_off is None and stats.replica_down is None \
+                and stats.chunks_from_origin == 0 and through >= len(object_sizes(m)):
+            from .core.replicas import keep_manifest
+
+            keep_manifest(self.store, data.replica, m)  # type: ignore[attr-defined]
+        return dataclasses.replace(result, replica=stats.to_dict(),
+                                   warnings=[*data.warnings, *result.warnings])  # type: ignore[attr-defined]
+
+    def _pull_offline(self, exc: Exception, ref: str | Ref, destination: str | Path, *,
+                      replica: str | None, force: bool, progress: Progress | None,
+                      paths: Sequence[str], include: Sequence[str], exclude: Sequence[str],
+                      reference: Sequence[str], use_cache: bool) -> PullResult:
+        """The lake is unreachable: the version as the replica holds it (its manifest copy and
+        its chunks), verified like any pull; no egress guard (the replica is in this region)."""
+        from .core.browse import select
+        from .core.replicas import resolve_offline
+
+        spec = self.replica_for(replica)
+        backend = self._replica_backend(spec)
+        m = select(resolve_offline(backend, ref), paths, include, exclude)
+        with self._watching(progress) as progress:
+            result = _pull.pull(backend, m, os.fspath(destination), force=force,
+                                concurrency=self.concurrency, progress=progress,
+                                lake_url=self.url, throttle=self.throttle, parts=self.parts,
+                                cache=self.cache if use_cache else None, reference=reference)
+        note = (f"the lake {self.url} cannot be reached ({exc}); served {m.artifact}@v"
+                f"{m.version} from replica {spec.name} ({spec.region}) as it holds it "
+                "(--offline-replica): aliases, newer versions and deletions since are not known")
+        return dataclasses.replace(result, warnings=[note, *result.warnings],
+                                   replica={"name": spec.name, "region": spec.region,
+                                            "offline": True,
+                                            "bytes_from_replica": result.bytes_downloaded})
 
     def files(self, ref: str | Ref, prefix: str | None = None) -> dict[str, Any]:
         """{"artifact", "version", "files"}: the version `ref` names and its files, symlinks
@@ -269,7 +362,8 @@ class Lake:
         m = catalog.resolve(self.store, ref)
         return {"artifact": m.artifact, "version": m.version, "files": list_files(m, prefix)}
 
-    def cat(self, ref: str | Ref, path: str) -> Iterator[bytes]:
+    def cat(self, ref: str | Ref, path: str, *, replica: str | None = None,
+            on_warning: "Callable[[str], None] | None" = None) -> Iterator[bytes]:
         """The bytes of one file of a version, chunk by chunk, each verified before it is
         yielded (IntegrityError at the first that does not match, and nothing after).
 
@@ -280,7 +374,7 @@ class Lake:
 
         m = catalog.resolve(self.store, ref)
         entry = find_file(m, path)
-        return read_file(self.store, m, entry, throttle=self.throttle)
+        return read_file(self._data(replica, on_warning), m, entry, throttle=self.throttle)
 
     def artifacts(self, prefix: str = "") -> list[ArtifactInfo]:
         """Artifacts with at least one version, sorted by name."""
@@ -423,12 +517,13 @@ class Lake:
             if on_estimate is not None:
                 on_estimate(est)
             _egress.enforce(est, yes=yes, confirm=confirm)
-        return _diff.diff(self.store, ma, mb, values=values, inspect=inspect)
+        return _diff.diff(self._data() if (values or inspect) else self.store, ma, mb,
+                          values=values, inspect=inspect)
 
     # ---- reading in place (issue 14) ------------------------------------------------------
 
     def open(self, ref: str | Ref, path: str | None = None, *,
-             readahead: int | None = None) -> "LakeFile":
+             readahead: int | None = None, replica: str | None = None) -> "LakeFile":
         """A read-only, seekable binary file object over one file of a version, fetched chunk
         by chunk with ranged GETs and verified before any byte is returned (core/reader.py):
         `torch.load`, `zipfile`, `tarfile`, `json.load` read it as they read a local file.
@@ -437,12 +532,13 @@ class Lake:
         (they stay inside it).  `readahead`: chunks fetched ahead while reading forward
         (default 2; memory (3 + readahead) x chunk size).  NotFound names the version and
         close matches; a directory is a UsageError.  Use it as a context manager, or close it.
+        `replica`: as for `pull` (None: the replica of the client's region, if any).
         """
         from .core.reader import DEFAULT_READAHEAD, LakeFile, find_file
 
         m = catalog.resolve(self.store, ref)
         entry = find_file(m, path)
-        return LakeFile(self.store, entry, m.hash, name=f"{m.artifact}@v{m.version}:{entry.path}",
+        return LakeFile(self._data(replica), entry, m.hash, name=f"{m.artifact}@v{m.version}:{entry.path}",
                         readahead=DEFAULT_READAHEAD if readahead is None else readahead,
                         parts=self.parts, throttle=self.throttle)
 
@@ -468,6 +564,7 @@ class Lake:
         from .core.diff import read_tensor_into
 
         picks = reader.select_tensors(m, names, path)
+        data = self._data()
         lib = reader.require(framework)
         for _, t in picks:
             reader.check_dtype(t, framework, lib)
@@ -476,7 +573,7 @@ class Lake:
             entry, t = pick
             buffer = bytearray(t.nbytes)
             self.throttle.acquire(t.nbytes)
-            read_tensor_into(self.store, entry, t, buffer, workers=self.concurrency)
+            read_tensor_into(data, entry, t, buffer, workers=self.concurrency)
             return t.name, buffer
 
         from .transfer.pool import bounded_map
@@ -515,7 +612,7 @@ class Lake:
             return _to_device(self._tensors(m, None, entry.path, "pt"), map_location)
         from .core.reader import DEFAULT_READAHEAD, LakeFile
 
-        with LakeFile(self.store, entry, m.hash, name=f"{m.artifact}@v{m.version}:{entry.path}",
+        with LakeFile(self._data(), entry, m.hash, name=f"{m.artifact}@v{m.version}:{entry.path}",
                       readahead=DEFAULT_READAHEAD, parts=self.parts,
                       throttle=self.throttle) as fh:
             try:
@@ -547,7 +644,7 @@ class Lake:
         entry = by_path.get(_state.SKELETON_FILENAME)
         if entry is None:
             return self._load_flat_state(m, what, map_location)
-        with reader.LakeFile(self.store, entry, m.hash, name=f"{what}:{entry.path}",
+        with reader.LakeFile(self._data(), entry, m.hash, name=f"{what}:{entry.path}",
                              readahead=0, parts=self.parts, throttle=self.throttle) as fh:
             skeleton = _state.parse(fh.read(), what)
         path = skeleton.get("file")
@@ -581,7 +678,7 @@ class Lake:
             raise UsageError(f"{what} is not a training state (saved by save_state)",
                              hint="lake.pull() or lake.open() read any version")
         entry = files[0]
-        with reader.LakeFile(self.store, entry, m.hash, name=f"{what}:{entry.path}",
+        with reader.LakeFile(self._data(), entry, m.hash, name=f"{what}:{entry.path}",
                              readahead=0, parts=self.parts, throttle=self.throttle) as fh:
             (n,) = struct.unpack("<Q", fh.read(8))
             try:
@@ -601,8 +698,8 @@ class Lake:
 
     def estimate_pull(self, ref: str | Ref, destination: str | Path, *,
                       egress: "EgressPolicy | None" = None, paths: Sequence[str] = (),
-                      include: Sequence[str] = (), exclude: Sequence[str] = ()
-                      ) -> "EgressEstimate":
+                      include: Sequence[str] = (), exclude: Sequence[str] = (),
+                      replica: str | None = None) -> "EgressEstimate":
         """What pulling `ref` (or the part `paths`/`include`/`exclude` select, as in `pull`)
         into `destination` would download, over which route, at what cost; nothing is
         downloaded or created.  egress None: the config file's policy."""
@@ -613,7 +710,8 @@ class Lake:
 
         m = select(catalog.resolve(self.store, ref), paths, include, exclude)
         policy = egress if egress is not None else load_egress(load_config())
-        return _egress.estimate_pull(self.store, m, os.fspath(destination), policy, self.cache)
+        return _egress.estimate_pull(self._data(replica), m, os.fspath(destination), policy,
+                                     self.cache)
 
     def estimate_diff(self, a: str | Ref, b: str | Ref, *,
                       egress: "EgressPolicy | None" = None, values: bool = True,
@@ -648,7 +746,46 @@ class Lake:
         interrupt and re-run, and safe next to concurrent pushes."""
         from .core.gc import execute
 
-        return execute(self.store, plan, on_event=on_event)
+        result = execute(self.store, plan, on_event=on_event)
+        if self.replicas is not None and self.replicas.specs:
+            self._gc_replicas(plan, result)
+        return result
+
+    def _gc_replicas(self, plan: "GcPlan", result: "GcResult") -> None:
+        """Sweep every configured replica after the lake (core/replicas.gc_replica).  A replica
+        that cannot be swept is a warning: the lake's gc is done, and the replica only holds
+        copies."""
+        from .core.gc_guard import GcSettings
+        from .core.replicas import gc_replica
+
+        settings = GcSettings(**plan.settings)
+        for spec in self.replicas.specs:  # type: ignore[union-attr]
+            try:
+                result.replicas.append(gc_replica(self.store, self._replica_backend(spec),
+                                                  spec, settings))
+            except CkptlakeError as exc:
+                result.warnings.append(f"replica {spec.name} ({spec.url}) was not swept: "
+                                       f"{exc}")
+
+    def replicate(self, ref: str | Ref, to: str, *, verify: bool = False,
+                  progress: Progress | None = None) -> "ReplicateResult":
+        """Copy the chunks of version `ref` that replica `to` lacks, ahead of the pulls that
+        would fetch them through it (CI, after publishing a model).  Each chunk is verified
+        against its digest before it is written (create-if-absent).  Resumable: a re-run
+        copies only what is still missing.  verify: also read back the chunks already there
+        and replace any that do not match."""
+        from .core.replicas import replicate
+
+        if self.replicas is None or to == "none":
+            raise UsageError(f"no replica named {to!r}" + (" (none are configured)"
+                                                          if self.replicas is None else ""),
+                             hint="replicas are declared under replicas: in ckptlake.yaml")
+        spec = self.replicas.by_name(to)
+        m = catalog.resolve(self.store, ref)
+        with self._watching(progress) as progress:
+            return replicate(self.store, self._replica_backend(spec), m, spec=spec,
+                             lake_url=self.url, concurrency=self.concurrency, verify=verify,
+                             progress=progress)
 
     def du(self, prefix: str = "", *, versions: bool = False, sort: str = "stored",
            price: float | None = None) -> "DuReport":
@@ -694,6 +831,9 @@ class Lake:
 
     def close(self) -> None:
         self.parts.close()
+        for backend in self._replica_backends.values():
+            backend.close()
+        self._replica_backends = {}
         self.store.close()
 
 

@@ -60,6 +60,9 @@ class PullResult(_Result):
     bytes_from_cache: int = 0  # bytes read from the local chunk cache (verified)
     # Done, but something beside the destination needs a look (e.g. abandoned staging dirs).
     warnings: list[str] = field(default_factory=list)
+    # Read through a regional replica: its name, region and where the bytes came from
+    # (store/replica.py ReplicaStats); None when chunks came from the lake itself.
+    replica: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ _ckptlake() {
     cmd=""
     for (( i = 1; i < COMP_CWORD; i++ )); do
         case "${COMP_WORDS[i]}" in
-            push|pull|ls|alias|show|cat|lineage|diff|watch|gc|du|verify|cache) cmd="${COMP_WORDS[i]}"; cmd_index=i; break ;;
+            push|pull|ls|alias|show|cat|lineage|diff|watch|gc|du|verify|cache|replicate) cmd="${COMP_WORDS[i]}"; cmd_index=i; break ;;
         esac
     done
     case "$cmd" in
@@ -99,7 +99,7 @@ _ckptlake() {
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=( $(compgen -W "--version --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
             else
-                COMPREPLY=( $(compgen -W "push pull ls alias show cat lineage diff watch gc du verify cache" -- "$cur") )
+                COMPREPLY=( $(compgen -W "push pull ls alias show cat lineage diff watch gc du verify cache replicate" -- "$cur") )
             fi
             ;;
         push)
@@ -120,14 +120,14 @@ _ckptlake() {
         pull)
             case "$prev" in
                 --config) _ckptlake_files "$cur"; return 0 ;;
-                --include|--exclude) _ckptlake_npos "--include --exclude --reference --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config"; _ckptlake_lake path "$cur"; return 0 ;;
-                --reference|--concurrency|--max-bandwidth|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+                --include|--exclude) _ckptlake_npos "--include --exclude --reference --replica --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config"; _ckptlake_lake path "$cur"; return 0 ;;
+                --reference|--replica|--concurrency|--max-bandwidth|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=( $(compgen -W "--include --exclude --force --estimate --yes -y --reference --no-cache --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                COMPREPLY=( $(compgen -W "--include --exclude --force --estimate --yes -y --reference --no-cache --replica --offline-replica --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
-            _ckptlake_npos "--include --exclude --reference --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config"
+            _ckptlake_npos "--include --exclude --reference --replica --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config"
             case "$npos" in
                 0) _ckptlake_lake ref "$cur" ;;  # REF
                 1) _ckptlake_files "$cur" ;;  # DEST
@@ -180,13 +180,13 @@ _ckptlake() {
         cat)
             case "$prev" in
                 --config) _ckptlake_files "$cur"; return 0 ;;
-                --lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+                --replica|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=( $(compgen -W "--lake -l --endpoint-url --profile --region --config --quiet -q --debug --help -h" -- "$cur") )
+                COMPREPLY=( $(compgen -W "--replica --lake -l --endpoint-url --profile --region --config --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
-            _ckptlake_npos "--lake -l --endpoint-url --profile --region --config"
+            _ckptlake_npos "--replica --lake -l --endpoint-url --profile --region --config"
             case "$npos" in
                 0) _ckptlake_lake ref "$cur" ;;  # REF
                 1) _ckptlake_lake path "$cur" ;;  # PATH
@@ -284,6 +284,20 @@ _ckptlake() {
                 COMPREPLY=( $(compgen -W "--max-size --all --dry-run --dir --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
+            ;;
+        replicate)
+            case "$prev" in
+                --config) _ckptlake_files "$cur"; return 0 ;;
+                --to|--concurrency|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=( $(compgen -W "--to --verify --concurrency --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                return 0
+            fi
+            _ckptlake_npos "--to --concurrency --lake -l --endpoint-url --profile --region --config"
+            case "$npos" in
+                0) _ckptlake_lake ref "$cur" ;;  # REF
+            esac
             ;;
     esac
     return 0

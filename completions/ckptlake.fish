@@ -81,6 +81,7 @@ complete -c ckptlake -n '__fish_use_subcommand' -a 'gc' -d 'Delete the versions 
 complete -c ckptlake -n '__fish_use_subcommand' -a 'du' -d 'Show what each artifact (and with --versions each version) stores: logical, stored, exclusive and shared bytes, and their monthly cost'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'verify' -d 'Check that versions can be restored: the lake header, every manifest, that every chunk they reference exists with the right size, aliases, shard steps and gc\'s records'
 complete -c ckptlake -n '__fish_use_subcommand' -a 'cache' -d 'Show or trim the local chunk cache that pulls read through'
+complete -c ckptlake -n '__fish_use_subcommand' -a 'replicate' -d 'Copy the chunks of the version REF that the replica NAME lacks, so that pulls in its region read them there'
 
 # push SOURCE ARTIFACT
 complete -c ckptlake -n '__fish_seen_subcommand_from push' -l step -x -d 'Training step of this checkpoint (integer >= 0); select it later with @step=N'
@@ -110,13 +111,15 @@ complete -c ckptlake -n '__fish_seen_subcommand_from push' -F
 complete -c ckptlake -n '__fish_seen_subcommand_from push; and __ckptlake_arg 1 --step --metric --meta --alias --exclude --parent --relation --input --meta-file --shard --chunk-size --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake artifact)' -d 'ARTIFACT'
 
 # pull REF DEST [PATH]...
-complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l include -x -a '(__ckptlake_lake path --include --exclude --reference --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config)' -d 'Pull only files matching GLOB (repeatable; adds to any PATHs)'
-complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l exclude -x -a '(__ckptlake_lake path --include --exclude --reference --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config)' -d 'Leave out files matching GLOB (repeatable; wins over PATH and --include)'
+complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l include -x -a '(__ckptlake_lake path --include --exclude --reference --replica --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config)' -d 'Pull only files matching GLOB (repeatable; adds to any PATHs)'
+complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l exclude -x -a '(__ckptlake_lake path --include --exclude --reference --replica --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config)' -d 'Leave out files matching GLOB (repeatable; wins over PATH and --include)'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l force -d 'Overwrite files at DEST that differ from the version'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l estimate -d 'Print what the pull would download and cost (egress); download nothing'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -s y -l yes -d 'Accept an egress cost above egress.confirm_above_usd without asking'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l reference -x -d 'A directory holding an earlier copy (repeatable): chunks found there are copied, not downloaded'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l no-cache -d 'Neither read nor fill the local chunk cache'
+complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l replica -x -d 'Read chunks through this regional replica (replicas: in ckptlake.yaml), or \'none\' for the lake itself (default: the replica in the client\'s region, if any)'
+complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l offline-replica -d 'If the lake cannot be reached, serve the version from the replica as it holds it (saying so)'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l concurrency -x -d 'Parallel transfers (default: from the config, else the library\'s default)'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l max-bandwidth -x -d 'Limit transfer speed to SIZE per second for the whole process, e.g. 50MiB'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
@@ -129,8 +132,8 @@ complete -c ckptlake -n '__fish_seen_subcommand_from pull' -s q -l quiet -d 'Pri
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -s h -l help -d 'Show this message and exit'
 complete -c ckptlake -n '__fish_seen_subcommand_from pull' -F
-complete -c ckptlake -n '__fish_seen_subcommand_from pull; and __ckptlake_arg 0 --include --exclude --reference --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'REF'
-complete -c ckptlake -n '__fish_seen_subcommand_from pull; and __ckptlake_arg 2+ --include --exclude --reference --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake path --include --exclude --reference --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config)' -d '[PATH]...'
+complete -c ckptlake -n '__fish_seen_subcommand_from pull; and __ckptlake_arg 0 --include --exclude --reference --replica --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'REF'
+complete -c ckptlake -n '__fish_seen_subcommand_from pull; and __ckptlake_arg 2+ --include --exclude --reference --replica --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake path --include --exclude --reference --replica --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config)' -d '[PATH]...'
 
 # ls ARTIFACT|REF PATH
 complete -c ckptlake -n '__fish_seen_subcommand_from ls' -l pending -d 'List sharded steps not committed yet (of ARTIFACT, or of all artifacts): how many of WORLD ranks are in, and why not committed'
@@ -176,6 +179,7 @@ complete -c ckptlake -n '__fish_seen_subcommand_from show' -s h -l help -d 'Show
 complete -c ckptlake -n '__fish_seen_subcommand_from show; and __ckptlake_arg 0 --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'REF'
 
 # cat REF PATH
+complete -c ckptlake -n '__fish_seen_subcommand_from cat' -l replica -x -d 'Read chunks through this regional replica (replicas: in ckptlake.yaml), or \'none\' for the lake itself (default: the replica in the client\'s region, if any)'
 complete -c ckptlake -n '__fish_seen_subcommand_from cat' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
 complete -c ckptlake -n '__fish_seen_subcommand_from cat' -l endpoint-url -x -d 'S3 endpoint for S3-compatible stores (MinIO, SeaweedFS, R2, ...)'
 complete -c ckptlake -n '__fish_seen_subcommand_from cat' -l profile -x -d 'AWS credentials profile to use'
@@ -184,8 +188,8 @@ complete -c ckptlake -n '__fish_seen_subcommand_from cat' -l config -r -F -d 'Co
 complete -c ckptlake -n '__fish_seen_subcommand_from cat' -s q -l quiet -d 'Print nothing but errors'
 complete -c ckptlake -n '__fish_seen_subcommand_from cat' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from cat' -s h -l help -d 'Show this message and exit'
-complete -c ckptlake -n '__fish_seen_subcommand_from cat; and __ckptlake_arg 0 --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'REF'
-complete -c ckptlake -n '__fish_seen_subcommand_from cat; and __ckptlake_arg 1 --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake path --lake -l --endpoint-url --profile --region --config)' -d 'PATH'
+complete -c ckptlake -n '__fish_seen_subcommand_from cat; and __ckptlake_arg 0 --replica --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'REF'
+complete -c ckptlake -n '__fish_seen_subcommand_from cat; and __ckptlake_arg 1 --replica --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake path --replica --lake -l --endpoint-url --profile --region --config)' -d 'PATH'
 
 # lineage REF
 complete -c ckptlake -n '__fish_seen_subcommand_from lineage' -l up -d 'Ancestors: parents, their parents, ... and inputs (the default)'
@@ -302,3 +306,18 @@ complete -c ckptlake -n '__fish_seen_subcommand_from cache' -l json -d 'Print ex
 complete -c ckptlake -n '__fish_seen_subcommand_from cache' -s q -l quiet -d 'Print nothing but errors'
 complete -c ckptlake -n '__fish_seen_subcommand_from cache' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__fish_seen_subcommand_from cache' -s h -l help -d 'Show this message and exit'
+
+# replicate REF
+complete -c ckptlake -n '__fish_seen_subcommand_from replicate' -l to -x -d 'The replica to fill (a name from replicas: in ckptlake.yaml)'
+complete -c ckptlake -n '__fish_seen_subcommand_from replicate' -l verify -d 'Also read back and check the chunks already in the replica'
+complete -c ckptlake -n '__fish_seen_subcommand_from replicate' -l concurrency -x -d 'Parallel transfers (default: from the config, else the library\'s default)'
+complete -c ckptlake -n '__fish_seen_subcommand_from replicate' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
+complete -c ckptlake -n '__fish_seen_subcommand_from replicate' -l endpoint-url -x -d 'S3 endpoint for S3-compatible stores (MinIO, SeaweedFS, R2, ...)'
+complete -c ckptlake -n '__fish_seen_subcommand_from replicate' -l profile -x -d 'AWS credentials profile to use'
+complete -c ckptlake -n '__fish_seen_subcommand_from replicate' -l region -x -d 'Region of the bucket'
+complete -c ckptlake -n '__fish_seen_subcommand_from replicate' -l config -r -F -d 'Config file to read instead of the default search'
+complete -c ckptlake -n '__fish_seen_subcommand_from replicate' -l json -d 'Print exactly one JSON document on stdout (also for errors); no progress, no notes'
+complete -c ckptlake -n '__fish_seen_subcommand_from replicate' -s q -l quiet -d 'Print nothing but errors'
+complete -c ckptlake -n '__fish_seen_subcommand_from replicate' -l debug -d 'Print the traceback of errors on stderr'
+complete -c ckptlake -n '__fish_seen_subcommand_from replicate' -s h -l help -d 'Show this message and exit'
+complete -c ckptlake -n '__fish_seen_subcommand_from replicate; and __ckptlake_arg 0 --to --concurrency --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'REF'

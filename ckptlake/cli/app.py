@@ -30,6 +30,7 @@ from . import lineage as lineage_cmd
 from . import ls as ls_cmd
 from . import pull as pull_cmd
 from . import push as push_cmd
+from . import replicate as replicate_cmd
 from . import show as show_cmd
 from . import verify as verify_cmd
 from . import watch as watch_cmd
@@ -350,6 +351,8 @@ app.command("gc", help=gc_cmd.HELP, epilog=gc_cmd.EPILOG)(gc_cmd.gc)
 app.command("du", help=du_cmd.HELP, epilog=du_cmd.EPILOG)(du_cmd.du)
 app.command("verify", help=verify_cmd.HELP, epilog=verify_cmd.EPILOG)(verify_cmd.verify)
 app.command("cache", help=cache_cmd.HELP, epilog=cache_cmd.EPILOG)(cache_cmd.cache)
+app.command("replicate", help=replicate_cmd.HELP,
+            epilog=replicate_cmd.EPILOG)(replicate_cmd.replicate)
 
 
 def main() -> None:

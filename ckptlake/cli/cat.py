@@ -8,7 +8,7 @@ import typer
 
 from .help import epilog
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, LakeOpt, ProfileOpt,
-                      QuietOpt, RegionOpt)
+                      QuietOpt, RegionOpt, ReplicaOpt)
 from .output import Output, open_lake, require_lake
 
 HELP = ("Write the file PATH of the version REF to stdout, verifying every chunk before it is "
@@ -29,6 +29,7 @@ def cat(
     path: Annotated[str, typer.Argument(
         metavar="PATH", show_default=False,
         help="The file's path in the version (as ckptlake ls REF shows it).")],
+    replica: ReplicaOpt = None,
     lake: LakeOpt = None,
     endpoint_url: EndpointOpt = None,
     profile: ProfileOpt = None,
@@ -50,7 +51,8 @@ def cat(
             out.lake_line(handle)
             require_lake(handle)
             sink = sys.stdout.buffer
-            for piece in handle.cat(parsed, path):
+            via = {"replica": replica} if replica is not None else {}
+            for piece in handle.cat(parsed, path, on_warning=out.warn, **via):
                 sink.write(piece)
                 sink.flush()  # what is verified goes out; nothing is held back or written ahead
         finally:

@@ -86,6 +86,10 @@ def gc(
             plan = handle.gc_plan(retention, match=match)
             doc: dict[str, Any] = {"lake": lake_url(handle), "lake_origin": lake_origin(handle),
                                    "dry_run": dry_run, "plan": plan.to_dict()}
+            replicas = getattr(handle, "replicas", None)
+            if replicas is not None and replicas.specs:
+                out.note("after the lake, gc sweeps its replicas with the same protocol: "
+                         + ", ".join(f"{s.name} ({s.url})" for s in replicas.specs))
             if dry_run:
                 show_plan(out, plan)
                 out.result(doc, None)
@@ -243,4 +247,7 @@ def result_summary(plan: "GcPlan", r: "GcResult") -> str:
     return (f"gc: deleted {len(r.versions_deleted)} versions{spared}, condemned "
             f"{r.chunks_condemned} chunks, swept {r.chunks_swept} chunks "
             f"({format_bytes(r.bytes_swept)}), aborted {r.multipart_aborted} uploads in "
-            f"{r.seconds:.1f} s")
+            f"{r.seconds:.1f} s"
+            + "".join(f"; replica {x['replica']}: condemned {x['chunks_condemned']}, swept "
+                      f"{x['chunks_swept']} chunks ({format_bytes(x['bytes_swept'])})"
+                      for x in getattr(r, "replicas", ())))

@@ -47,6 +47,10 @@ DebugOpt = Annotated[bool, typer.Option(
 ConcurrencyOpt = Annotated[Optional[int], typer.Option(
     "--concurrency", metavar="N", min=1, show_default=False,
     help="Parallel transfers (default: from the config, else the library's default).")]
+ReplicaOpt = Annotated[Optional[str], typer.Option(
+    "--replica", metavar="NAME|none", show_default=False,
+    help="Read chunks through this regional replica (replicas: in ckptlake.yaml), or 'none' "
+         "for the lake itself (default: the replica in the client's region, if any).")]
 MaxBandwidthOpt = Annotated[Optional[str], typer.Option(
     "--max-bandwidth", metavar="SIZE", show_default=False,
     help="Limit transfer speed to SIZE per second for the whole process, e.g. 50MiB.")]

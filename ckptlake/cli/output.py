@@ -146,7 +146,22 @@ def pull_summary(r: Any) -> str:
                else "")
             + (f", {format_bytes(r.bytes_from_cache)} from the cache"
                if getattr(r, "bytes_from_cache", 0) else "")
-            + f"), {_timing(r.bytes_total, r.seconds)}")
+            + f"), {_timing(r.bytes_total, r.seconds)}"
+            + (_replica_text(r.replica) if getattr(r, "replica", None) else ""))
+
+
+def _replica_text(rep: dict) -> str:
+    """"; replica eu: 1.9 GiB from it, 0.1 GiB through from the lake" (where the bytes came
+    from, which is what the replica is for)."""
+    origin = rep.get("bytes_from_origin", 0)
+    text = (f"; replica {rep['name']} ({rep['region']}): "
+            f"{format_bytes(rep.get('bytes_from_replica', 0))} from it, "
+            f"{format_bytes(rep.get('bytes_pulled_through', 0))} through from the lake")
+    if origin:
+        text += f", {format_bytes(origin)} from the lake uncached"
+    if rep.get("chunks_repaired"):
+        text += f", {rep['chunks_repaired']} corrupt copies replaced"
+    return text
 
 
 def alias_summary(r: Any) -> str:

@@ -10,7 +10,7 @@ import typer
 from .egress import confirm_egress, egress_policy, estimate_summary, warn_egress
 from .help import epilog
 from .options import (CommonOptions, ConcurrencyOpt, MaxBandwidthOpt, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt,
-                      LakeOpt, ProfileOpt, QuietOpt, RegionOpt)
+                      LakeOpt, ProfileOpt, QuietOpt, RegionOpt, ReplicaOpt)
 from .output import (Output, lake_origin, lake_url, open_lake, pull_summary,
                      require_lake)
 
@@ -40,7 +40,12 @@ EPILOG = epilog(
     "the chunks that differ.",
     "Chunk cache (opt-in: cache: in ckptlake.yaml or $CKPTLAKE_CACHE): chunks are read from "
     "the cache when there and added to it when downloaded, so many pulls on one machine fetch "
-    "a chunk once; see 'ckptlake cache --help'.  --no-cache bypasses it.")
+    "a chunk once; see 'ckptlake cache --help'.  --no-cache bypasses it.",
+    "Regional replicas (replicas: in ckptlake.yaml): a client whose region (egress.client_region, "
+    "else $AWS_REGION) is a replica's reads chunks from it; a chunk the replica lacks is fetched "
+    "once from the lake, verified, stored in the replica and served.  Manifests and aliases "
+    "always come from the lake.  --replica NAME|none overrides the choice; a replica that "
+    "cannot be read or written is skipped with a warning.")
 
 
 def pull(
@@ -76,6 +81,10 @@ def pull(
              "not downloaded.")] = None,
     no_cache: Annotated[bool, typer.Option(
         "--no-cache", help="Neither read nor fill the local chunk cache.")] = False,
+    replica: ReplicaOpt = None,
+    offline_replica: Annotated[bool, typer.Option(
+        "--offline-replica", help="If the lake cannot be reached, serve the version from the "
+                                  "replica as it holds it (saying so).")] = False,
     concurrency: ConcurrencyOpt = None,
     max_bandwidth: MaxBandwidthOpt = None,
     lake: LakeOpt = None,
@@ -93,6 +102,7 @@ def pull(
                            config=config, json=json_, quiet=quiet, debug=debug)
     out = Output(common)
     with out.guard():
+        from ..errors import TransferError, TransientError
         from ..format.refs import parse_ref
 
         parsed = parse_ref(ref)
@@ -101,12 +111,19 @@ def pull(
                            max_bandwidth=max_bandwidth)
         try:
             out.lake_line(handle)
-            require_lake(handle)
+            try:
+                require_lake(handle)
+            except (TransferError, TransientError):
+                if not offline_replica:
+                    raise  # else the pull finds the lake unreachable and serves the replica
+
             part = {"paths": list(paths or ()), "include": list(include or ()),
                     "exclude": list(exclude or ())}
             selection = {k: v for k, v in part.items() if v}
+            via = {"replica": replica} if replica is not None else {}
+            pull_via = {**via, "offline_replica": True} if offline_replica else via
             if estimate:
-                est = handle.estimate_pull(parsed, dest, egress=egress, **part)
+                est = handle.estimate_pull(parsed, dest, egress=egress, **via, **part)
                 out.result({**est.to_dict(), "lake": lake_url(handle),
                             "lake_origin": lake_origin(handle), "destination": str(dest),
                             **({"selection": selection} if selection else {})},
@@ -115,11 +132,15 @@ def pull(
             chunk_cache = getattr(handle, "cache", None)
             if chunk_cache is not None and not no_cache:
                 out.note(f"chunk cache {chunk_cache.dir}")
+            spec = handle.replica_for(replica) if hasattr(handle, "replica_for") else None
+            if spec is not None:
+                out.note(f"reading chunks through replica {spec.name} ({spec.region}, {spec.url})")
             with out.progress() as progress:
                 result = handle.pull(parsed, dest, force=force, progress=progress,
                                      egress=egress, yes=yes, confirm=confirm_egress(out),
                                      on_estimate=lambda e: warn_egress(out, e, yes),
-                                     reference=reference or (), use_cache=not no_cache, **part)
+                                     reference=reference or (), use_cache=not no_cache,
+                                     **pull_via, **part)
             for warning in result.warnings:
                 out.warn(warning)
             doc = {**result.to_dict(), "lake": lake_url(handle),

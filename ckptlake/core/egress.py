@@ -36,6 +36,14 @@ def bytes_to_fetch(m: Manifest, destination: str, lake_url: str | None = None,
     chunk-level reuse will copy from local files (core/reuse.py) are not subtracted: finding
     them means hashing, so the estimate stays an upper bound.
     """
+    objects, present = objects_to_fetch(m, destination, lake_url, cache)
+    return sum(objects.values()), present
+
+
+def objects_to_fetch(m: Manifest, destination: str, lake_url: str | None = None,
+                     cache: "ChunkCache | None" = None) -> tuple[dict[str, int], int]:
+    """({digest: object size} the pull downloads, bytes it will not download): the chunks
+    behind bytes_to_fetch, for an estimate that asks a replica which it holds."""
     from .browse import object_sizes
     from .pull import final_root, journaled_chunks, staging_dir
 
@@ -67,7 +75,7 @@ def bytes_to_fetch(m: Manifest, destination: str, lake_url: str | None = None,
                 staged_files[ref.digest] = staged_files.get(ref.digest, 0) + ref.size
                 continue
             objects[ref.digest] = whole_size[ref.digest]
-    return sum(objects.values()), present + sum(staged_files.values())
+    return objects, present + sum(staged_files.values())
 
 
 def _cached(cache: "ChunkCache", algo: str, chunk: str) -> bool:
@@ -124,10 +132,45 @@ def estimate_download(store: Store, policy: EgressPolicy, *, artifact: str, vers
 
 def estimate_pull(store: Store, m: Manifest, destination: str, policy: EgressPolicy,
                   cache: "ChunkCache | None" = None) -> EgressEstimate:
-    to_download, present = bytes_to_fetch(m, destination, store.url, cache)
-    return estimate_download(store, policy, artifact=m.artifact, version=m.version,
-                             bytes_total=m.total_bytes, bytes_present=present,
-                             bytes_to_download=to_download)
+    objects, present = objects_to_fetch(m, destination, store.url, cache)
+    est = estimate_download(store, policy, artifact=m.artifact, version=m.version,
+                            bytes_total=m.total_bytes, bytes_present=present,
+                            bytes_to_download=sum(objects.values()))
+    if getattr(store, "replica", None) is not None and getattr(store, "usable", False):
+        est = with_replica_sources(est, store, objects, policy)
+    return est
+
+
+def with_replica_sources(est: EgressEstimate, store: Store, objects: dict[str, int],
+                         policy: EgressPolicy) -> EgressEstimate:
+    """Split a pull's bytes by where they come from: what the replica holds (one HEAD per
+    chunk) is priced on the route replica -> client, the rest comes through from the origin
+    on the lake's route (docs/format.md, "Replicas")."""
+    import dataclasses
+
+    from ..policy.egress import GB, route_between
+    from .replicas import replica_presence
+
+    held, lacking = replica_presence(store.replica, objects)  # type: ignore[attr-defined]
+    region = store.region  # type: ignore[attr-defined]
+    if est.route == "local":
+        replica_route = origin_route = "local"
+        replica_price = origin_price = 0.0
+    else:
+        replica_route = route_between(region, est.client_region)
+        replica_price = policy.price_per_gb["internet" if replica_route == "unknown"
+                                            else replica_route]
+        origin_route, origin_price = est.route, est.price_per_gb
+    sources = [
+        {"source": f"replica {store.name}", "region": region,  # type: ignore[attr-defined]
+         "bytes": held, "route": replica_route, "price_per_gb": replica_price,
+         "cost_usd": round(held / GB * replica_price, 6)},
+        {"source": "origin", "region": est.lake_region, "bytes": lacking,
+         "route": origin_route, "price_per_gb": origin_price,
+         "cost_usd": round(lacking / GB * origin_price, 6)},
+    ]
+    cost = round(sum(s["cost_usd"] for s in sources), 6)
+    return dataclasses.replace(est, sources=sources, cost_usd=cost)
 
 
 def estimate_diff(store: Store, a: Manifest, b: Manifest, policy: EgressPolicy, *,

@@ -571,6 +571,7 @@ class GcResult(_Result):
     manifest_listings: int = 0
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    replicas: list[dict[str, Any]] = field(default_factory=list)  # each replica's sweep
 
 
 class _Marker:
@@ -726,15 +727,18 @@ def fnmatch_escape(text: str) -> str:
 class _Execution:
     def __init__(self, store: Store, plan: GcPlan, settings: GcSettings,
                  now: Callable[[], datetime], clock: Callable[[], float],
-                 on_event: Event | None) -> None:
+                 on_event: Event | None, data: Store | None = None) -> None:
         self.store, self.plan, self.settings = store, plan, settings
+        # Where the chunks and the condemnation records live: the lake itself, or a replica
+        # (core/replicas.py), which is marked against the lake's roots.
+        self.data = store if data is None else data
         self.now, self.clock = now, clock
         self.event = on_event or (lambda name: None)
         self.result = GcResult()
         self.scratch = _Scratch()
         self.marker = _Marker(store, clock, self.scratch)
         self.pending = self.scratch.set()  # the chunks of unswept records (read before the mark)
-        self.raw = _unretried(store)
+        self.raw = _unretried(self.data)
         self.batch_seconds = 0.0
 
     # -- 0. settings
@@ -763,7 +767,7 @@ class _Execution:
         """The records (without their chunk lists) and the keys of malformed ones; the chunks
         of the unswept ones go into `pending`."""
         refs, bad = [], []
-        for rec in _stream_records(self.store):
+        for rec in _stream_records(self.data):
             if isinstance(rec, str):
                 bad.append(rec)
                 continue
@@ -806,7 +810,7 @@ class _Execution:
         # The record as read before the mark, but for swept_at: records are written once
         # (create-if-absent, random key) and only ever rewritten to add swept_at.
         try:
-            data, etag = self.store.get_with_etag(ref.key)
+            data, etag = self.data.get_with_etag(ref.key)
         except NotFound:
             return  # removed meanwhile (by another gc, long after a sweep)
         try:
@@ -824,7 +828,7 @@ class _Execution:
             self.event("sweep.batch")
         doc = {**rec.raw, "swept_at": iso(self.now())}
         try:
-            self.store.put(rec.key, json.dumps(doc).encode(), if_match=rec.etag)
+            self.data.put(rec.key, json.dumps(doc).encode(), if_match=rec.etag)
         except (PreconditionFailed, NotFound):
             pass  # another gc swept (or removed) it meanwhile
         self.result.records_swept += 1
@@ -871,7 +875,7 @@ class _Execution:
         cutoff = self.now() - timedelta(seconds=self.settings.record_retention)
         old = [r.key for r in records if r.swept_at is not None and r.swept_at <= cutoff]
         if old:
-            self.store.delete(old)
+            self.data.delete(old)
             self.result.records_removed += len(old)
 
     # -- 4. condemn
@@ -880,7 +884,7 @@ class _Execution:
         cutoff = self.now() - timedelta(seconds=self.settings.grace_period)
         written: list[_RecordRef] = []
         batch: list[tuple[str, int]] = []
-        for info in self.store.list(layout.CHUNKS_PREFIX):
+        for info in self.data.list(layout.CHUNKS_PREFIX):
             digest = layout.parse_chunk_key(info.key)
             if digest is None or info.modified > cutoff:
                 continue
@@ -904,7 +908,7 @@ class _Execution:
                "created_by": user_at_host(), "grace_period": self.settings.grace_period,
                "chunks": [d for d, _ in batch], "sizes": [s for _, s in batch],
                "swept_at": None}
-        create_once(self.store, key, json.dumps(raw, separators=(",", ":")).encode())
+        create_once(self.data, key, json.dumps(raw, separators=(",", ":")).encode())
         self.result.records_written += 1
         self.result.chunks_condemned += len(batch)
         self.event("condemn.record")

@@ -550,6 +550,8 @@ class _Fetcher:
                                  hint="if a push crashed while gc swept it, pushing the same "
                                       "source again restores it") from None
         if digest(self.m.hash, data) != unit.digest:
+            data = self._refetched(key, unit)  # type: ignore[assignment]
+        if data is None:
             raise IntegrityError(f"chunk {key} is corrupt (its bytes do not match its digest); "
                                  f"{self.m.artifact}@v{self.m.version} cannot be restored",
                                  hint="nothing was written to the destination")
@@ -559,6 +561,16 @@ class _Fetcher:
         self._write_targets(unit, data, key)
         if not per_part:
             self.progress.advance(unit.nbytes)
+
+    def _refetched(self, key: str, unit: _Unit) -> memoryview | None:
+        """A chunk that did not match its digest, read again from a store's second copy (a
+        regional replica's origin, store/replica.py, which also replaces the bad copy); None
+        if there is none or it does not match either."""
+        refetch = getattr(self.store, "refetch_into", None)
+        if refetch is None:
+            return None
+        again = refetch(key, self._buffer())
+        return again if digest(self.m.hash, again) == unit.digest else None
 
     def _write_targets(self, unit: _Unit, data: memoryview, key: str) -> None:
         """Write a verified chunk's bytes to every place the version needs them, then journal

@@ -89,7 +89,7 @@ MAX_TIMEOUT = 3600.0  # seconds; the defaults live with the store that uses them
 KNOWN_KEYS: tuple[str, ...] = (
     "lake", "endpoint_url", "profile", "region", "chunk_size", "concurrency", "max_bandwidth",
     "multipart_threshold", "part_size", "connect_timeout", "read_timeout", "retention", "egress",
-    "cache",
+    "cache", "replicas",
 )
 
 _SIZE_UNITS = {
@@ -142,6 +142,7 @@ class Config:
     retention: dict | None = None
     egress: dict | None = None
     cache: "CacheSetting | None" = None
+    replicas: list | None = None  # raw; validated by policy/replicas.py
     lines: dict[str, int] = field(default_factory=dict)
 
     def line_of(self, key: str) -> int | None:
@@ -680,6 +681,14 @@ def _check_section(b: _Builder, key: str, node: Node) -> dict | None:
     return value
 
 
+def _check_list(b: _Builder, key: str, node: Node) -> list | None:
+    value = b.value(node, key)
+    if value is not None and not isinstance(value, list):
+        raise b.error(f"must be a list, got {describe_value(value)}", node, key,
+                      hint="see ckptlake.example.yaml")
+    return value
+
+
 _CACHE_HINT = "e.g. cache: {dir: ~/.cache/ckptlake, size: 20GiB}, or cache: ~/.cache/ckptlake"
 
 
@@ -758,6 +767,7 @@ _CHECKS = {
     "retention": _check_section,
     "egress": _check_section,
     "cache": _check_cache,
+    "replicas": _check_list,
 }
 
 

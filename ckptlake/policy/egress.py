@@ -170,6 +170,9 @@ class EgressEstimate:
     confirm_above_usd: float | None
     operation: str = "pull"  # what downloads: "pull" or "diff" (diff --values)
     base: str | None = None  # diff: version A, "artifact@vN"
+    # Pulls through a replica: [{"source": "replica eu" | "origin", "region", "bytes", "route",
+    # "price_per_gb", "cost_usd"}]; cost_usd is their sum.  Empty: every byte from the lake.
+    sources: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def warn(self) -> bool:
@@ -209,6 +212,22 @@ class EgressEstimate:
     def cost_text(self) -> str:
         bound = "up to " if self.cost_is_upper_bound else ""
         return f"{bound}${self.cost_usd:.2f}"
+
+    def sources_text(self) -> str:
+        """"1.90 GiB from replica eu (eu-west-1), $0.00; 0.10 GiB through from us-east-1,
+        $0.01" -- where the bytes of a pull through a replica come from."""
+        from ..units import format_bytes
+
+        parts = []
+        for s in self.sources:
+            if s["source"] == "origin":
+                where = s.get("region") or "the lake (region unknown)"
+                parts.append(f"{format_bytes(s['bytes'])} through from {where}, "
+                             f"${s['cost_usd']:.2f}")
+                continue
+            parts.append(f"{format_bytes(s['bytes'])} from {s['source']} "
+                         f"({s.get('region') or 'an unknown region'}), ${s['cost_usd']:.2f}")
+        return "; ".join(parts)
 
 
 def estimate(policy: EgressPolicy, *, artifact: str, version: int, bytes_total: int,

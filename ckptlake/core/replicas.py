@@ -1,0 +1,385 @@
+"""Regional replicas (issue 16): which one a client reads, copying versions into one ahead of
+time (`replicate`), and sweeping them with gc.
+
+A replica holds only chunk objects, under the same keys as the origin (`chunks/<hh>/<digest>`),
+plus gc's condemnation records for its own sweep (`gc/condemned/...`).  It is a cache: every
+chunk in it can be fetched again from the origin, so losing one costs a crossing, never a
+version.  Manifests, aliases and tombstones are read from the origin only (store/replica.py),
+so a replica never serves a version gc deleted or an alias that moved.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import (AccessDenied, CkptlakeError, NotFound, PreconditionFailed,
+                      TransferError, TransientError, UsageError)
+from ..format import layout
+from ..format.header import DEFAULT_HASH, digest as _digest
+from ..format.manifest import Manifest
+from ..policy.replicas import ReplicaSpec, check_not_origin
+from ..results import _Result
+from ..store.base import Store
+from ..store.replica import ReplicaStore
+from ..transfer.pool import bounded_map
+from ..transfer.progress import NullProgress, Progress
+
+# A replica is a cache: a dead one should cost a pull seconds, not the origin's full retry
+# budget, before the pull falls back to the origin.
+REPLICA_RETRY_ATTEMPTS = 2
+REPLICA_CONNECT_TIMEOUT = 5.0
+
+
+def stored_chunk_ok(algo: str, digest: str, stored: bytes | bytearray | memoryview) -> bool:
+    """Do the bytes of a stored chunk object hold the chunk `digest` names?
+
+    THE one check of replica bytes: pull-through, repair and `replicate` call only this.  While
+    chunks are stored raw it is the hash of the stored bytes; an encoded chunk format (a
+    compressed frame whose key is the digest of the decoded bytes) routes it through the
+    decoder here, and nowhere else."""
+    return _digest(algo, stored) == digest
+
+
+class _Verifier:
+    """stored_chunk_ok with the lake's hash algorithm, read from the origin's header once."""
+
+    def __init__(self, origin: Store) -> None:
+        self.origin = origin
+        self._algo: str | None = None
+        self._lock = threading.Lock()
+
+    def algo(self) -> str:
+        if self._algo is None:
+            with self._lock:
+                if self._algo is None:
+                    from .lakeheader import read_header
+
+                    header = read_header(self.origin)
+                    self._algo = header.hash if header is not None else DEFAULT_HASH
+        return self._algo
+
+    def __call__(self, digest: str, stored: bytes | bytearray | memoryview) -> bool:
+        return stored_chunk_ok(self.algo(), digest, stored)
+
+
+@dataclass
+class ReplicaSet:
+    """The configured replicas and how to open them (from ckptlake.open)."""
+
+    specs: list[ReplicaSpec]
+    client_region: str | None = None
+    client_region_origin: str = "unknown"
+    default: str | None = None  # `--replica` / open(replica=): a name, "none", or None (auto)
+    connect_timeout: float = REPLICA_CONNECT_TIMEOUT
+    read_timeout: float = 60.0
+    max_connections: int = 20
+    origin_endpoint: str | None = None
+
+    def names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+    def by_name(self, name: str) -> ReplicaSpec:
+        for s in self.specs:
+            if s.name == name:
+                return s
+        known = ", ".join(self.names()) or "none are configured"
+        raise UsageError(f"no replica named {name!r} ({known})",
+                         hint="replicas are declared under replicas: in ckptlake.yaml; "
+                              "--replica none reads the origin")
+
+    def select(self, choice: str | None = None) -> ReplicaSpec | None:
+        """The replica to read: `choice` (a name, or "none"), else the default, else the one in
+        the client's region (egress.client_region / $AWS_REGION), else none."""
+        choice = choice if choice is not None else self.default
+        if choice == "none":
+            return None
+        if choice is not None:
+            return self.by_name(choice)
+        if self.client_region:
+            for s in self.specs:
+                if s.region == self.client_region:
+                    return s
+        return None
+
+    def open_store(self, spec: ReplicaSpec) -> Store:
+        from ..store import open_store
+
+        return open_store(spec.url, endpoint_url=spec.endpoint_url, profile=spec.profile,
+                          region=spec.region if spec.url.startswith("s3://") else None,
+                          max_connections=self.max_connections,
+                          retry_attempts=REPLICA_RETRY_ATTEMPTS,
+                          connect_timeout=min(self.connect_timeout, REPLICA_CONNECT_TIMEOUT),
+                          read_timeout=self.read_timeout)
+
+    def wrap(self, origin: Store, spec: ReplicaSpec, replica: Store,
+             on_warning: Callable[[str], None] | None = None,
+             caller_verifies: bool = False) -> ReplicaStore:
+        """`origin` with chunk reads going through `replica` (store/replica.py), opened from
+        `spec` by open_store."""
+        check_not_origin(spec, origin.url, self.origin_endpoint)
+        return ReplicaStore(origin, replica, name=spec.name, region=spec.region,
+                            verify=_Verifier(origin), chunk_digest=layout.parse_chunk_key,
+                            on_warning=on_warning, caller_verifies=caller_verifies)
+
+
+# ---- replicate ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReplicateResult(_Result):
+    lake: str
+    replica: str
+    replica_url: str
+    region: str
+    artifact: str
+    version: int
+    chunks: int  # distinct chunk objects the version references
+    bytes: int
+    chunks_present: int  # already in the replica (not empty; verified with --verify)
+    bytes_present: int
+    chunks_copied: int
+    bytes_copied: int
+    chunks_repaired: int  # present but wrong (size, or bytes with --verify): replaced
+    # found present, then swept by a racing replica gc: copied again (the commit guard)
+    chunks_recopied: int
+    verified: bool
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+
+def replicate(origin: Store, replica: Store, m: Manifest, *, spec: ReplicaSpec, lake_url: str,
+              concurrency: int, verify: bool = False, progress: Progress | None = None,
+              settings_override: Any = None) -> ReplicateResult:
+    """Copy the chunks of version `m` that `replica` lacks, verified, create-if-absent.
+
+    Resumable like a push: presence is looked up first (one HEAD per chunk), so a re-run after
+    an interruption copies only what is still missing.  With `verify`, chunks already present
+    are read and checked too, and bad ones replaced.
+
+    A replica's gc may be sweeping some of these chunks right now, with a listing of the
+    origin's manifests older than the version: found present, then swept.  So the copy ends
+    with the push's commit guard (core/gc_guard.guard_commit), run against the replica's
+    condemnation records: chunks a record names are checked again once any such sweep is over
+    (sweep_window after the copy), and copied again if gone.  When `replicate` returns, the
+    replica holds every chunk of the version, and keeps them while the version lives.
+    """
+    from . import clock as _clock
+    from .browse import object_sizes
+    from .gc_guard import guard_commit, read_settings
+
+    check_not_origin(spec, origin.url, None)
+    progress = progress or NullProgress()
+    started = time.monotonic()
+    guard_started, guard_started_wall = _clock.now(), time.time()
+    check = _Verifier(origin)
+    sizes = object_sizes(m)
+    total = sum(sizes.values())
+    lock = threading.Lock()
+    tally = {"present": 0, "bytes_present": 0, "copied": 0, "bytes_copied": 0, "repaired": 0,
+             "recopied": 0}
+    progress.start(phase="replicate", total_bytes=total, total_files=len(sizes))
+
+    def copy(key: str, digest: str, *, over: bool) -> int:
+        data = origin.get(key)
+        if not check(digest, data):
+            from ..errors import IntegrityError
+
+            raise IntegrityError(f"chunk {key} is corrupt at the origin; nothing of it was "
+                                 "written to the replica",
+                                 hint=f"ckptlake verify {m.artifact}@v{m.version} --read-data")
+        try:
+            if over:
+                replica.put(key, data)  # over a wrong copy: these bytes are verified
+            else:
+                replica.put(key, data, if_none_match=True)
+        except PreconditionFailed:
+            pass  # written meanwhile by a pull-through or another replicate
+        return len(data)
+
+    def recopy(missing: set[str]) -> None:
+        for _ in bounded_map(lambda d: copy(layout.chunk_key(d), d, over=False),
+                             sorted(missing), workers=concurrency, name="ckptlake-replicate"):
+            pass
+        with lock:
+            tally["recopied"] += len(missing)
+
+    def one(item: tuple[str, int]) -> None:
+        digest, size = item
+        key = layout.chunk_key(digest)
+        bad = False
+        try:
+            info = replica.stat(key)
+            # Not the manifest's size: a stored object may be an encoded frame of another
+            # length.  An empty object is what a cut upload leaves: absent.  (Wrong bytes of
+            # any length are found by --verify, and by every pull, which repairs them.)
+            present = info.size > 0
+            bad = not present
+        except NotFound:
+            present = False
+        if present and verify:
+            if check(digest, replica.get(key)):
+                pass
+            else:
+                present, bad = False, True
+        if present:
+            with lock:
+                tally["present"] += 1
+                tally["bytes_present"] += size
+            progress.advance(size)
+            return
+        n = copy(key, digest, over=bad)
+        with lock:
+            tally["copied"] += 1
+            tally["bytes_copied"] += n
+            tally["repaired"] += bad
+        progress.advance(size)
+
+    try:
+        for _ in bounded_map(one, sorted(sizes.items()), workers=concurrency,
+                             name="ckptlake-replicate"):
+            pass
+        # The replica's gc runs with the lake's settings (gc publishes them at the origin).
+        settings = read_settings(origin) if settings_override is None else settings_override
+        guard_commit(replica, referenced=set(sizes), commit=lambda: None, reupload=recopy,
+                     settings=settings, started=guard_started,
+                     started_wall=guard_started_wall)
+        keep_manifest(origin, replica, m)  # whole now: servable with --offline-replica
+    except (TransientError, TransferError, AccessDenied) as exc:
+        raise TransferError(f"replicate to {spec.name} ({spec.url}) stopped: {exc}",
+                            hint="run it again: chunks already copied are not copied again"
+                            ) from None
+    finally:
+        progress.finish()
+    return ReplicateResult(
+        lake=lake_url, replica=spec.name, replica_url=spec.url, region=spec.region,
+        artifact=m.artifact, version=m.version, chunks=len(sizes), bytes=total,
+        chunks_present=tally["present"], bytes_present=tally["bytes_present"],
+        chunks_copied=tally["copied"], bytes_copied=tally["bytes_copied"],
+        chunks_repaired=tally["repaired"], chunks_recopied=tally["recopied"], verified=verify,
+        seconds=round(time.monotonic() - started, 3))
+
+
+# ---- manifests for --offline-replica --------------------------------------------------------
+
+def keep_manifest(origin: Store, replica: Store, m: Manifest) -> bool:
+    """Copy version `m`'s manifest into the replica (create-if-absent), once the replica holds
+    the whole version (after a whole pull through it, or `replicate`), so that a pull with
+    `offline_replica` can serve it when the origin cannot be reached.  Readers online never
+    read it: the origin's manifests are the truth.  Best effort: False if not copied."""
+    if getattr(m, "selection", ()):
+        return False  # a partial pull: the replica may not hold the rest
+    key = layout.version_key(m.artifact, m.version)
+    try:
+        data = origin.get(key)
+        if not data:
+            return False
+        replica.put(key, data, if_none_match=True)
+    except PreconditionFailed:
+        return True
+    except CkptlakeError:
+        return False
+    return True
+
+
+def resolve_offline(replica: Store, ref: Any) -> Manifest:
+    """The manifest `ref` names among the copies the replica holds (latest, vN, step=N,
+    min:/max: -- aliases live only at the origin)."""
+    from ..format.refs import parse_ref
+    from .catalog import resolve
+
+    parsed = parse_ref(ref) if isinstance(ref, str) else ref
+    if parsed.kind == "alias":
+        raise NotFound(f"the lake cannot be reached, and aliases live only there: "
+                       f"{parsed.artifact}@{parsed.value} cannot be resolved offline",
+                       hint="name a version (@vN) or @latest of what the replica holds")
+    try:
+        return resolve(replica, parsed)
+    except NotFound as exc:
+        raise NotFound(f"the lake cannot be reached, and the replica holds no such version: "
+                       f"{exc}", hint="replicas hold the versions pulled through them whole, "
+                                      "or copied with ckptlake replicate") from None
+
+
+def _drop_stale_manifests(origin: Store, replica: Store) -> int:
+    """Delete the replica's manifest copies whose version the origin no longer has (gc deleted
+    it).  The replica is listed first, the origin second: a copy made after our listing is not
+    looked at, and a version live at the origin when we look is kept."""
+    copies = [(info.key, parsed) for info in replica.list(layout.ARTIFACTS_PREFIX)
+              if (parsed := layout.parse_version_key(info.key))]
+    if not copies:
+        return 0
+    live = {parsed for info in origin.list(layout.ARTIFACTS_PREFIX)
+            if (parsed := layout.parse_version_key(info.key)) and info.size > 0}
+    stale = [key for key, parsed in copies if parsed not in live]
+    if stale:
+        replica.delete(stale)
+    return len(stale)
+
+
+# ---- where a pull's bytes come from (the egress estimate) -----------------------------------
+
+def replica_presence(replica: Store, digests: dict[str, int], workers: int = 16
+                     ) -> tuple[int, int]:
+    """(bytes of these chunk objects the replica holds, bytes it lacks): one HEAD each.
+    A replica that cannot be asked counts as holding nothing (the pull would fall back)."""
+    def has(item: tuple[str, int]) -> tuple[int, bool]:
+        digest, size = item
+        try:
+            return size, replica.stat(layout.chunk_key(digest)).size > 0
+        except NotFound:
+            return size, False
+
+    held = lacking = 0
+    try:
+        for size, ok in bounded_map(has, list(digests.items()), workers=workers,
+                                    name="ckptlake-estimate"):
+            if ok:
+                held += size
+            else:
+                lacking += size
+    except CkptlakeError:
+        return 0, sum(digests.values())
+    return held, lacking
+
+
+# ---- gc -------------------------------------------------------------------------------------
+
+def gc_replica(origin: Store, replica: Store, spec: ReplicaSpec, settings: Any, *,
+               on_event: Callable[[str], None] | None = None, now: Any = None,
+               clock: Any = None) -> dict[str, Any]:
+    """Sweep one replica with gc's own protocol (docs/format.md, "Replicas"): its records
+    live in the replica (`gc/condemned/`), its mark lists the *origin's* roots.  Chunks no live
+    origin version (or pending shard) references are condemned once older than grace_period
+    (by the replica's LastModified), and swept a grace period later with a mark listing no
+    older than sweep_window.  Returns the run's GcResult as a dict, with the replica named."""
+    from . import clock as _clock
+    from .gc import _Execution
+    from .identity import utcnow
+
+    check_not_origin(spec, origin.url, None)
+    if clock is None:
+        def clock() -> float:
+            return _clock.now()
+    started = clock()
+    run = _Execution(origin, None, settings, now or utcnow, clock, on_event,  # type: ignore
+                     data=replica)
+    try:
+        records, bad = run.read_records()
+        run.mark()
+        for key in bad:
+            run.result.warnings.append(f"replica {spec.name}: {key} is malformed: not swept")
+        run.sweep(records)
+        run.remove_old_records(records)
+        fresh = run.condemn()
+        if fresh and settings.grace_period == 0:
+            run.marker.mark()
+            run.sweep(fresh)
+        manifests_dropped = _drop_stale_manifests(origin, replica)
+    finally:
+        run.scratch.close()
+    run.result.manifest_listings = run.marker.listings
+    run.result.seconds = round(clock() - started, 3)
+    run.event("done")
+    return {"replica": spec.name, "url": spec.url, "region": spec.region,
+            **run.result.to_dict(), "manifests_dropped": manifests_dropped}
