@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from .core import catalog
-from .core import pull as _pull
-from .core import push as _push
 from .core.scan import scan
 from .errors import CkptlakeError, UsageError
 from .format import layout
@@ -167,6 +165,7 @@ class Lake:
         """
         from .core import lineage as _lineage
         from .core import provenance as _provenance
+        from .core import push as _push  # here, not at import: a pull does not need it
         from .format.safetensors import TensorObserver
 
         validate_artifact(artifact)
@@ -256,6 +255,7 @@ class Lake:
         With the lake's chunk cache (`ckptlake.open(cache=...)`) and `use_cache`, chunks are
         read from the cache when there, and downloaded ones are added to it.
         """
+        from .core import pull as _pull  # here, not at import: ls and push do not need it
         from .core.browse import select
 
         refs = [os.fspath(r) for r in reference]

@@ -1,0 +1,24 @@
+"""The console script's entry point (`ckptlake`, `python -m ckptlake`), kept apart from app.py.
+
+Why a module of its own: building the Typer app imports Typer (~30 ms), and the shell scripts'
+`ckptlake __complete ...` (cli/complete.py) runs on every TAB and needs none of it.  This module
+imports nothing but the standard library until it knows which of the two it runs.
+"""
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["__complete"]:  # the shell scripts, at TAB time (cli/complete.py)
+        import os
+
+        from .complete import main as complete
+
+        code = complete(sys.argv[2:])
+        # Not sys.exit: a lookup still waiting on a slow lake must not hold the shell.
+        os._exit(code)
+    from .app import app
+    from .output import PROG
+
+    app(prog_name=PROG)
