@@ -268,7 +268,7 @@ class Lake:
             from .core import egress as _egress
 
             est = _egress.estimate_pull(self.store, m, os.fspath(destination), egress,
-                                        self.cache if use_cache else None)
+                                        self.cache if use_cache else None, route_if_needed=True)
             if on_estimate is not None:
                 on_estimate(est)
             _egress.enforce(est, yes=yes, confirm=confirm)

@@ -260,3 +260,43 @@ def test_light_coercion_matches_typers(name: str, tmp_path: Path) -> None:
                 (param.name, value)
             checked += 1
     assert checked > 0
+
+
+# ---- requests before the first chunk -----------------------------------------------------------
+
+def test_small_pull_does_not_ask_the_bucket_region(tmp_path: Path) -> None:
+    """The egress estimate asks the bucket its region (a HeadBucket round trip) only when the
+    answer can change the outcome: not for a pull that stays below the thresholds at any price,
+    but still for `pull --estimate` and for a pull that could cross one."""
+    from ckptlake.lake import Lake
+    from ckptlake.policy.egress import EgressPolicy
+    from ckptlake.store.memory import MemoryStore
+
+    class FakeBucket(MemoryStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.url = "s3://fake-bucket/lake"
+            self.asked = 0
+
+        def bucket_region(self) -> str:
+            self.asked += 1
+            return "us-east-1"
+
+    store = FakeBucket()
+    lake = Lake(store)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "one.bin").write_bytes(os.urandom(1024))
+    lake.push(src, "demo/one")
+    seen: list[Any] = []
+    lake.pull("demo/one", tmp_path / "d1", egress=EgressPolicy(), on_estimate=seen.append)
+    assert store.asked == 0
+    assert seen[0].route == "unknown" and not seen[0].warn
+    est = lake.estimate_pull("demo/one", tmp_path / "d2", egress=EgressPolicy())
+    assert store.asked == 1 and est.lake_region == "us-east-1"
+    pricey = EgressPolicy(price_per_gb={"same_region": 0.0, "inter_region": 1e9,
+                                        "internet": 1e9}, warn_above_usd=1.0)
+    seen.clear()
+    lake.pull("demo/one", tmp_path / "d3", egress=pricey, on_estimate=seen.append)
+    assert store.asked == 2
+    assert seen[0].lake_region == "us-east-1" and seen[0].lake_region_origin == "bucket"
