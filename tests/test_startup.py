@@ -300,3 +300,23 @@ def test_small_pull_does_not_ask_the_bucket_region(tmp_path: Path) -> None:
     lake.pull("demo/one", tmp_path / "d3", egress=pricey, on_estimate=seen.append)
     assert store.asked == 2
     assert seen[0].lake_region == "us-east-1" and seen[0].lake_region_origin == "bucket"
+
+
+def test_botocore_loader_shortcuts_keep_other_services(moto_store: Any) -> None:
+    """The shared botocore loader checks service names by directory and reads plain dicts
+    (store/s3.py); clients of other services (STS, SSO: assume-role and SSO profiles make
+    them) still load, and an unknown service is still refused."""
+    import botocore.exceptions
+
+    from ckptlake.store import s3
+
+    loader = s3._b().loader
+    assert isinstance(loader.file_loader, s3._PlainJSONFileLoader)
+    assert {"s3", "sts", "sso", "sso-oidc"} <= set(loader.list_available_services("service-2"))
+    assert "endpoints.json" not in loader.list_available_services("service-2")
+    session = s3._botocore_session()
+    assert session.create_client("sts").meta.service_model.service_name == "sts"
+    with pytest.raises(botocore.exceptions.UnknownServiceError):
+        session.create_client("no-such-service")
+    model = loader.load_service_model("s3", "service-2")
+    assert type(model) is dict and "GetObject" in model["operations"]
