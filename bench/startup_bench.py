@@ -45,6 +45,17 @@ WORK = HERE / ".work"
 BUCKET = "startup"
 
 
+# What an install runs on: the packages whose import and set-up make most of the start-up.
+_PACKAGES = ("from importlib.metadata import version, PackageNotFoundError\n"
+             "def v(name):\n"
+             "    try:\n"
+             "        return version(name)\n"
+             "    except PackageNotFoundError:\n"
+             "        return 'absent'\n"
+             "print(', '.join(f'{n} {v(n)}' for n in ('ckptlake', 'typer', 'rich', 'pydantic',"
+             " 'PyYAML', 'botocore', 'urllib3', 'awscrt')))")
+
+
 def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, int]:
     """(wall s, child CPU s, exit code) of one run; output discarded."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -166,7 +177,7 @@ def main(argv: list[str]) -> None:
                 if rep:
                     results.setdefault((label, what), []).append((wall, cpu))
             print(f"rep {rep}/{args.reps} done", file=sys.stderr, flush=True)
-        versions = {label: version_of([str(exe), "--version"], env)
+        versions = {label: version_of([str(exe.parent / "python"), "-c", _PACKAGES], env)
                     for label, exe in installs.items()}
         if s5cmd:
             versions["s5cmd"] = version_of([s5cmd, "version"], env)
@@ -205,7 +216,7 @@ def report(results: dict[tuple[str, str], list[tuple[float, float]]], versions: 
            f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (a shared "
            f"machine: other sessions ran at the same time). Seconds, median of {args.reps} "
            "interleaved runs (min; median child CPU-s). Versions: "
-           + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".", "",
+           + "; ".join(f"{k}: {v}" for k, v in versions.items()) + ".", "",
            f"    {cmd}", "",
            "| command | " + " | ".join(labels) + " |",
            "|---|" + "---|" * len(labels)]
