@@ -320,3 +320,21 @@ def test_botocore_loader_shortcuts_keep_other_services(moto_store: Any) -> None:
         session.create_client("no-such-service")
     model = loader.load_service_model("s3", "service-2")
     assert type(model) is dict and "GetObject" in model["operations"]
+
+
+@pytest.mark.parametrize("name", app_module.COMMANDS)
+def test_defaults_convert_without_pydantic(name: str) -> None:
+    """Typer converts an option's default too when the option is not given: every default of
+    every command must take the light path, or that command imports pydantic on every run."""
+    if app_module._RuntimeParam is None:
+        pytest.skip("this Typer has no coercion layer to bypass")
+    command = app_module.build_command(name)
+    ctx = typer.Context(command, info_name=name)
+    for param in command.params:
+        default = param.get_default(ctx)
+        if default is None or isinstance(default, bool) or default in ((), []):
+            continue
+        value = app_module._light_value(param.type_descriptor.annotation,
+                                        param.type_descriptor.parameter_info, default, param,
+                                        ctx)
+        assert value is not app_module._NO, (param.name, default)
