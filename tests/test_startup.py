@@ -165,8 +165,8 @@ def test_old_entry_point_still_works(tmp_path: Path) -> None:
 
 @pytest.mark.seaweedfs
 def test_s3_pull_makes_one_botocore_client(s3_lake_url: str, tmp_path: Path) -> None:
-    """An S3 pull creates one botocore session and one client (each costs ~0.05-0.1 s), and
-    never imports boto3."""
+    """An S3 pull creates one botocore session and one client (each costs ~0.05-0.1 s), never
+    imports boto3, and makes no request it does not need before the first byte."""
     src = tmp_path / "src"
     src.mkdir()
     (src / "one.bin").write_bytes(os.urandom(1024))
@@ -185,13 +185,18 @@ def test_s3_pull_makes_one_botocore_client(s3_lake_url: str, tmp_path: Path) -> 
         "def init(self, *a, **k):\n"
         "    counts['sessions'] += 1\n"
         "    _init(self, *a, **k)\n"
+        "calls = []\n"
         "def create(self, *a, **k):\n"
         "    counts['clients'] += 1\n"
-        "    return _create(self, *a, **k)\n"
+        "    client = _create(self, *a, **k)\n"
+        "    client.meta.events.register('before-call.s3', lambda model, **_: "
+        "calls.append(model.name))\n"
+        "    return client\n"
         "botocore.session.Session.__init__ = init\n"
         "botocore.session.Session.create_client = create\n"
         "import atexit\n"
-        "atexit.register(lambda: print('COUNTS ' + json.dumps(counts), file=sys.__stdout__))\n")
+        "atexit.register(lambda: print('COUNTS ' + json.dumps({**counts, 'calls': calls}), "
+        "file=sys.__stdout__))\n")
     script = _PROBE.replace("from ckptlake.cli.main import main", counting +
                             "from ckptlake.cli.main import main")
     r = subprocess.run([sys.executable, "-c", script, json.dumps(["boto3", "pydantic", "yaml"]),
@@ -203,7 +208,11 @@ def test_s3_pull_makes_one_botocore_client(s3_lake_url: str, tmp_path: Path) -> 
     assert report["modules"] == []
     counts = json.loads(next(line for line in r.stdout.splitlines()
                              if line.startswith("COUNTS "))[len("COUNTS "):])
+    calls = counts.pop("calls")
     assert counts == {"sessions": 1, "clients": 1}
+    # The version listing, its manifest, the chunk: no HEAD of the lake header (asked only when
+    # the pull finds nothing), no HeadBucket (the egress estimate does not need the region).
+    assert calls == ["ListObjectsV2", "GetObject", "GetObject"], calls
     assert (tmp_path / "dest" / "one.bin").read_bytes() == (src / "one.bin").read_bytes()
 
 
@@ -338,3 +347,16 @@ def test_defaults_convert_without_pydantic(name: str) -> None:
                                         param.type_descriptor.parameter_info, default, param,
                                         ctx)
         assert value is not app_module._NO, (param.name, default)
+
+
+def test_pull_from_no_lake_still_says_so(tmp_path: Path) -> None:
+    """The lake check moved after the first NotFound: a pull from a location without a lake
+    still says "no lake", and one of a missing artifact in a real lake still names it."""
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    nowhere = "file://" + (tmp_path / "nolake").as_posix()
+    r = runner.invoke(app_module.app, ["pull", "demo/one", str(tmp_path / "d"), "--lake",
+                                       nowhere])
+    assert r.exit_code == 3 and "no lake at" in r.stderr, r.stderr
+    assert not (tmp_path / "d").exists() and not (tmp_path / "nolake").exists()
