@@ -126,9 +126,10 @@ def main(argv: list[str]) -> None:
         if not path.exists():
             sys.exit(f"no such file: {path}")
     s5cmd = find_s5cmd(args.s5cmd)
+    weed = find_weed(installs)
     WORK.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="startup-", dir=WORK))
-    server = SeaweedFS(find_weed(installs), scratch)
+    server = SeaweedFS(weed, scratch)
     try:
         server.start()
         server.create_bucket(BUCKET)
