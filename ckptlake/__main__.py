@@ -1,5 +1,5 @@
 """`python -m ckptlake ...`: the same command line as the `ckptlake` console script."""
-from ckptlake.cli.app import main
+from ckptlake.cli.main import main
 
 if __name__ == "__main__":
     main()

@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from .core import catalog
-from .core import pull as _pull
-from .core import push as _push
 from .core.scan import scan
 from .core.values import check_metadata, check_metrics
 from .errors import CkptlakeError, TransferError, TransientError, UsageError
@@ -185,6 +183,7 @@ class Lake:
         """
         from .core import lineage as _lineage
         from .core import provenance as _provenance
+        from .core import push as _push  # here, not at import: a pull does not need it
         from .format.safetensors import TensorObserver
 
         validate_artifact(artifact)
@@ -282,6 +281,7 @@ class Lake:
         as it holds it (versions pulled through it whole, or replicated), saying so in the
         result's warnings; aliases, and deletions since, are not known then.
         """
+        from .core import pull as _pull  # here, not at import: ls and push do not need it
         from .core.browse import select
 
         refs = [os.fspath(r) for r in reference]
@@ -302,7 +302,7 @@ class Lake:
             from .core import egress as _egress
 
             est = _egress.estimate_pull(data, m, os.fspath(destination), egress,
-                                        self.cache if use_cache else None)
+                                        self.cache if use_cache else None, route_if_needed=True)
             if on_estimate is not None:
                 on_estimate(est)
             _egress.enforce(est, yes=yes, confirm=confirm)
@@ -333,6 +333,7 @@ class Lake:
                       reference: Sequence[str], use_cache: bool) -> PullResult:
         """The lake is unreachable: the version as the replica holds it (its manifest copy and
         its chunks), verified like any pull; no egress guard (the replica is in this region)."""
+        from .core import pull as _pull
         from .core.browse import select
         from .core.replicas import resolve_offline
 

@@ -7,37 +7,40 @@ rich tracebacks.  Command bodies handle their own errors (`Output.guard`, which 
 this layer catches what escapes before a body runs: usage errors and bugs.
 
 Kept light on purpose: `ckptlake --help` must not import rich (beyond Typer's help rendering),
-boto3 or the engine; commands import those when they run.
+boto3 or the engine; commands import those when they run.  Start-up is paid by every command
+(issue 13: a 1 KiB pull in <= 0.25 s), so two more things are deferred: a command's module is
+imported, and its Click command built from the function's signature, only when that command is
+looked up (`_LazyCommands`); and the plain values of our options (str, int, float, Path and
+lists of them) are converted without Typer's pydantic adapters, which cost ~0.07 s to import
+(`_LightRuntimeParam`).
 """
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import json
 import re
 import sys
-from typing import Annotated, Any, Sequence
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Annotated, Any, Callable, Iterable, Iterator, Sequence, get_args, get_origin
 
 import typer
+import typer.main
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from .. import __version__
-from . import alias as alias_cmd
-from . import cache as cache_cmd
-from . import cat as cat_cmd
-from . import diff as diff_cmd
-from . import du as du_cmd
-from . import gc as gc_cmd
-from . import lineage as lineage_cmd
-from . import ls as ls_cmd
-from . import pull as pull_cmd
-from . import push as push_cmd
-from . import replicate as replicate_cmd
-from . import show as show_cmd
-from . import verify as verify_cmd
-from . import watch as watch_cmd
 from .help import REF_EXAMPLES, REF_HELP, rich_escape
 from .options import (ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt, ProfileOpt, QuietOpt,
                       RegionOpt)
 from .output import EXIT_CODES_HELP, PROG, error_doc, one_line, redact, report_error
+
+try:  # Typer's coercion layer (0.26+); without it, Typer's own coercion runs unchanged
+    from typer._coercion import RuntimeParam as _RuntimeParam
+    from typer._coercion import build_runtime_param as _build_runtime_param
+    from typer._param_types import coerce_cli_path as _coerce_cli_path
+except ImportError:  # pragma: no cover - another Typer
+    _RuntimeParam = None
 
 COMPLETIONS_HELP = (
     "Shell completions: completions/ckptlake.bash, completions/_ckptlake (zsh), "
@@ -113,9 +116,82 @@ def hoist_global_options(argv: Sequence[str], group: Any) -> list[str]:
     return [*front, args[i], *moved, *args[i + 1:]]
 
 
+_NO = object()  # "not a plain case": let Typer's own (pydantic) coercion decide
+_INT = re.compile(r"-?[0-9]{1,18}\Z")
+_DECIMAL = re.compile(r"-?[0-9]{1,18}(?:\.[0-9]{1,18})?\Z")
+
+
+def _light_value(annotation: Any, info: Any, value: Any, param: Any, ctx: Any) -> Any:
+    """What Typer's pydantic adapter returns for `value`, in the cases where that is plain
+    Python: a str for str; an int or float written as digits, within min/max; a Path (then
+    Typer's own exists/file/dir checks).  `_NO` for anything else, bad values included, so
+    that Typer's adapter produces the value or its usual error message."""
+    if info.parser is not None or getattr(info, "clamp", False):
+        return _NO
+    if get_origin(annotation) is list:
+        if not isinstance(value, (list, tuple)):
+            return _NO
+        (item,) = get_args(annotation) or (Any,)
+        items = [_light_value(item, info, v, param, ctx) for v in value]
+        return _NO if any(v is _NO for v in items) else items
+    if annotation is str:
+        return value if type(value) is str else _NO
+    if annotation is int or annotation is float:
+        if type(value) is str and (_INT if annotation is int else _DECIMAL).match(value):
+            number = annotation(value)
+        elif type(value) is annotation:
+            number = value
+        else:
+            return _NO
+        if ((info.min is not None and number < info.min)
+                or (info.max is not None and number > info.max)):
+            return _NO
+        return number
+    if annotation is Path and getattr(info, "path_type", None) in (None, Path):
+        if type(value) is str:
+            value = Path(value)
+        if not isinstance(value, Path):
+            return _NO
+        try:
+            return _coerce_cli_path(value, info, path_type=Path, param=param, ctx=ctx)
+        except typer.BadParameter:  # Typer's message names the value as typed, not as a Path
+            return _NO
+    return _NO
+
+
+if _RuntimeParam is not None:
+    @dataclasses.dataclass(frozen=True)
+    class _LightRuntimeParam(_RuntimeParam):  # type: ignore[misc, valid-type]
+        """Typer's runtime coercion (None and multi-value handling stay Typer's), converting
+        plain values itself and handing everything else to Typer's pydantic adapter."""
+
+        descriptor: Any = None
+
+        def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
+            out = _light_value(self.annotation, self.parameter_info, value, param, ctx)
+            if out is not _NO:
+                return out
+            adapter = _build_runtime_param(self.descriptor)
+            return adapter._coerce_value(value, param=param, ctx=ctx)
+
+
+def _get_runtime_param(self: Any) -> Any:
+    """Our parameters' `get_runtime_param` (Typer asks it before converting a value)."""
+    descriptor = getattr(self, "type_descriptor", None)
+    if _RuntimeParam is None or descriptor is None or descriptor.file_annotation is not None:
+        return TyperOption.get_runtime_param(self)  # Typer's own (_TyperParameter's)
+    if getattr(self, "_runtime_param", None) is None:
+        self._runtime_param = _LightRuntimeParam(
+            parameter_info=descriptor.parameter_info, annotation=descriptor.annotation,
+            descriptor=descriptor)
+    return self._runtime_param
+
+
 class _Argument(TyperArgument):
     """Usage lines read `SOURCE ARTIFACT` (not Typer's `{SOURCE} {ARTIFACT}`), and an argument
     with a metavar shows no `<str>`/`<path>` type beside it: the metavar and help say it."""
+
+    get_runtime_param = _get_runtime_param
 
     def _usage_display_name(self) -> str:
         name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
@@ -127,6 +203,8 @@ class _Argument(TyperArgument):
 
 class _Option(TyperOption):
     """A flag takes no value, so its help row shows none (Typer prints `<bool>`)."""
+
+    get_runtime_param = _get_runtime_param
 
     def display_type_rich(self, ctx: Any) -> str | None:
         if self.is_flag or self.count:
@@ -152,10 +230,13 @@ class _Command(TyperCommand):
 
 def _plain_params(command: Any) -> None:
     """Render every parameter of `command` and of its subcommands the ways above.  Done here,
-    once for the whole tree, so a command added later needs nothing of its own."""
+    for the whole tree (and for each lazily built command), so a command added later needs
+    nothing of its own."""
     for param in getattr(command, "params", ()):
         _plain_param(param)
-    for sub in getattr(command, "commands", {}).values():
+    commands = getattr(command, "commands", {})
+    for name in list(commands) if not isinstance(commands, _LazyCommands) else commands.built():
+        sub = commands[name]
         if type(sub) is TyperCommand:
             sub.__class__ = _Command
         _plain_params(sub)
@@ -182,11 +263,73 @@ class _DebugNotes:
         self._logger.setLevel(self._level)
 
 
+# The commands, in the order `ckptlake --help` lists them.  Each lives in the module of its name
+# (cli/push.py ...) as a function of that name, with HELP and EPILOG beside it.
+COMMANDS = ("push", "pull", "ls", "alias", "show", "cat", "lineage", "diff", "watch", "gc", "du",
+            "verify", "cache", "replicate")
+
+
+def build_command(name: str) -> Any:
+    """The Click command of one of COMMANDS, built by Typer from its function (a one-command
+    Typer app gives exactly the command Typer would put in the group)."""
+    module = importlib.import_module(f"{__package__}.{name}")
+    one = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
+                      rich_markup_mode=app.rich_markup_mode)
+    one.command(name, help=module.HELP, epilog=module.EPILOG)(getattr(module, name))
+    command = typer.main.get_command(one)
+    if type(command) is TyperCommand:
+        command.__class__ = _Command
+    _plain_params(command)
+    return command
+
+
+class _LazyCommands(MutableMapping):
+    """The group's subcommands: every name known up front (help, did-you-mean, completions),
+    each built on first lookup, so `ckptlake pull` neither imports nor builds the other 12."""
+
+    def __init__(self, names: Iterable[str], build: Callable[[str], Any]) -> None:
+        self._names = list(names)
+        self._built: dict[str, Any] = {}
+        self._build = build
+
+    def built(self) -> list[str]:
+        return [name for name in self._names if name in self._built]
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._built:
+            if name not in self._names:
+                raise KeyError(name)
+            self._built[name] = self._build(name)
+        return self._built[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        if name not in self._names:
+            self._names.append(name)
+        self._built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        self._names.remove(name)
+        self._built.pop(name, None)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._names))
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
 class CkptlakeGroup(TyperGroup):
     """The top-level group; its `main` is the single place where exit codes are decided."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        lazy = _LazyCommands(COMMANDS, build_command)
+        for name, command in self.commands.items():  # any registered the usual way
+            lazy[name] = command
+        self.commands = lazy
         _plain_params(self)
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
@@ -338,31 +481,7 @@ def _root(
                               f"{given[0]} ...")
 
 
-app.command("push", help=push_cmd.HELP, epilog=push_cmd.EPILOG)(push_cmd.push)
-app.command("pull", help=pull_cmd.HELP, epilog=pull_cmd.EPILOG)(pull_cmd.pull)
-app.command("ls", help=ls_cmd.HELP, epilog=ls_cmd.EPILOG)(ls_cmd.ls)
-app.command("alias", help=alias_cmd.HELP, epilog=alias_cmd.EPILOG)(alias_cmd.alias)
-app.command("show", help=show_cmd.HELP, epilog=show_cmd.EPILOG)(show_cmd.show)
-app.command("cat", help=cat_cmd.HELP, epilog=cat_cmd.EPILOG)(cat_cmd.cat)
-app.command("lineage", help=lineage_cmd.HELP, epilog=lineage_cmd.EPILOG)(lineage_cmd.lineage)
-app.command("diff", help=diff_cmd.HELP, epilog=diff_cmd.EPILOG)(diff_cmd.diff)
-app.command("watch", help=watch_cmd.HELP, epilog=watch_cmd.EPILOG)(watch_cmd.watch)
-app.command("gc", help=gc_cmd.HELP, epilog=gc_cmd.EPILOG)(gc_cmd.gc)
-app.command("du", help=du_cmd.HELP, epilog=du_cmd.EPILOG)(du_cmd.du)
-app.command("verify", help=verify_cmd.HELP, epilog=verify_cmd.EPILOG)(verify_cmd.verify)
-app.command("cache", help=cache_cmd.HELP, epilog=cache_cmd.EPILOG)(cache_cmd.cache)
-app.command("replicate", help=replicate_cmd.HELP,
-            epilog=replicate_cmd.EPILOG)(replicate_cmd.replicate)
-
-
-def main() -> None:
-    """Console-script entry point (`ckptlake`, `python -m ckptlake`)."""
-    if sys.argv[1:2] == ["__complete"]:  # the shell scripts, at TAB time (cli/complete.py)
-        import os
-
-        from .complete import main as complete
-
-        code = complete(sys.argv[2:])
-        # Not sys.exit: a lookup still waiting on a slow lake must not hold the shell.
-        os._exit(code)
-    app(prog_name=PROG)
+# The commands are not registered with `app.command`: CkptlakeGroup builds them on first use
+# (COMMANDS, build_command).  The console script's entry point is cli/main.py's `main`, also
+# importable from here: console scripts installed before it moved name `ckptlake.cli.app:main`.
+from .main import main as main  # noqa: E402, F401

@@ -302,7 +302,7 @@ class Output:
             yield None
             return
         if sys.stderr.isatty():
-            from .progress import RichProgress
+            from .richbar import RichProgress
 
             with RichProgress() as bar:
                 yield bar

@@ -6,112 +6,17 @@ line each.  The engine calls these hooks from worker threads, so both are thread
 `advance` may be negative (a retried request gives its bytes back): the bar rewinds instead of
 overshooting, and the speed/ETA columns show '?' rather than nonsense meanwhile.
 
-rich is imported here only, and this module is imported only when a command runs.
+The bar (RichProgress) lives in cli/richbar.py, the only module that imports rich's live
+display: rich costs ~0.02 s to import, and every command that is not on a terminal (scripts, CI,
+the benchmarks) only needs LineProgress.  `from .progress import RichProgress` still works.
 """
 from __future__ import annotations
 
 import sys
 import threading
-from types import TracebackType
+from typing import Any
 
-from rich.console import Console
-from rich.progress import (BarColumn, DownloadColumn, Progress, ProgressColumn, Task, TaskID,
-                           TextColumn)
-from rich.text import Text
-
-from .output import PROG, format_rate, one_line, redact
-
-
-class _SpeedColumn(ProgressColumn):
-    """MiB/s (binary units, like every other number the CLI prints)."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        if not speed or speed <= 0:
-            return Text("?", style="progress.data.speed")
-        return Text(format_rate(speed), style="progress.data.speed")
-
-
-class _EtaColumn(ProgressColumn):
-    """Time left, or '?' while the rate is unknown or negative (just after a rewind)."""
-
-    max_refresh = 0.5
-
-    def render(self, task: Task) -> Text:
-        if task.finished:
-            return Text("0:00:00", style="progress.remaining")
-        speed = task.speed
-        if task.total is None or not speed or speed <= 0:
-            return Text("-:--:--", style="progress.remaining")
-        seconds = max(0, int((task.total - task.completed) / speed))
-        h, rest = divmod(seconds, 3600)
-        m, s = divmod(rest, 60)
-        return Text(f"{h}:{m:02d}:{s:02d}", style="progress.remaining")
-
-
-class RichProgress:
-    """A live bar on stderr: bytes done/total, MiB/s, ETA; one bar per phase."""
-
-    def __init__(self, console: Console | None = None) -> None:
-        self._console = console or Console(stderr=True, highlight=False)
-        self._bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
-            _SpeedColumn(), _EtaColumn(), console=self._console, transient=True,
-        )
-        self._lock = threading.Lock()
-        self._task: TaskID | None = None
-        self._phase = ""
-
-    def __enter__(self) -> "RichProgress":
-        self._bar.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.finish()
-        self._bar.stop()
-
-    # Progress protocol ------------------------------------------------------------------------
-    def start(self, *, phase: str, total_bytes: int, total_files: int) -> None:
-        with self._lock:
-            if self._task is not None:
-                self._bar.remove_task(self._task)
-            self._phase = phase
-            files = f" {total_files} file{'s' if total_files != 1 else ''}" if total_files else ""
-            self._task = self._bar.add_task(f"{phase}{files}", total=max(total_bytes, 0))
-
-    def advance(self, nbytes: int) -> None:
-        with self._lock:
-            if self._task is None:
-                return
-            self._bar.advance(self._task, nbytes)
-            # Never show less than nothing, whatever order retries report in.
-            current = self._completed()
-            if current < 0:
-                self._bar.update(self._task, completed=0)
-
-    def file_done(self, path: str) -> None:
-        pass  # the bar counts bytes; per-file lines would flood the terminal
-
-    def retry(self, *, key: str, attempt: int, error: str, delay: float) -> None:
-        self._console.print(_retry_line(key=key, attempt=attempt, error=error, delay=delay),
-                            markup=False, highlight=False)
-
-    def note(self, message: str) -> None:
-        self._console.print(redact(one_line(message)), markup=False, highlight=False)
-
-    def finish(self) -> None:
-        with self._lock:
-            if self._task is not None:
-                self._bar.remove_task(self._task)
-                self._task = None
-
-    # helpers ----------------------------------------------------------------------------------
-    def _completed(self) -> float:
-        for task in self._bar.tasks:
-            if task.id == self._task:
-                return task.completed
-        return 0.0
+from .output import PROG, one_line, redact
 
 
 class LineProgress:
@@ -148,3 +53,11 @@ def _retry_line(*, key: str, attempt: int, error: str, delay: float) -> str:
     short_key = key if len(key) <= 60 else "..." + key[-57:]
     return (f"{PROG}: retry {attempt} for {short_key} in {delay:.1f} s: "
             f"{redact(one_line(error))}")
+
+
+def __getattr__(name: str) -> Any:  # RichProgress, imported with rich only when asked for
+    if name == "RichProgress":
+        from .richbar import RichProgress
+
+        return RichProgress
+    raise AttributeError(name)

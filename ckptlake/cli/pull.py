@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..errors import NotFound
 from .egress import confirm_egress, egress_policy, estimate_summary, warn_egress
 from .help import epilog
 from .options import (CommonOptions, ConcurrencyOpt, MaxBandwidthOpt, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt,
@@ -111,12 +112,6 @@ def pull(
                            max_bandwidth=max_bandwidth)
         try:
             out.lake_line(handle)
-            try:
-                require_lake(handle)
-            except (TransferError, TransientError):
-                if not offline_replica:
-                    raise  # else the pull finds the lake unreachable and serves the replica
-
             part = {"paths": list(paths or ()), "include": list(include or ()),
                     "exclude": list(exclude or ())}
             selection = {k: v for k, v in part.items() if v}
@@ -147,5 +142,14 @@ def pull(
                    "lake_origin": lake_origin(handle),
                    **({"selection": selection} if selection else {})}
             out.result(doc, pull_summary(result))
+        except NotFound:
+            # Whether there is a lake at all is asked only now: resolving REF finds nothing
+            # anyway where there is none, and a pull saves the request (issue 13: start-up).
+            try:
+                require_lake(handle)
+            except (TransferError, TransientError):
+                if not offline_replica:
+                    raise
+            raise
         finally:
             handle.close()

@@ -3,7 +3,8 @@ the lake is.
 
 Pricing and thresholds are policy (policy/egress.py); this module only looks: at the manifests,
 at the destination (read-only: nothing is created, unlike the pull's own placement step), and
-at the bucket's region (one HeadBucket, S3 lakes only).  `lineage` downloads no data chunks
+at the bucket's region (one HeadBucket, S3 lakes only; a pull skips it when the answer cannot
+matter: see estimate_download).  `lineage` downloads no data chunks
 (listings, manifests and tombstones only) and so has no guard.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Callable
 
 from ..errors import CkptlakeError, PolicyRefusal
 from ..format.manifest import FileEntry, Manifest
-from ..policy.egress import EgressEstimate, EgressPolicy, estimate
+from ..policy.egress import GB, EgressEstimate, EgressPolicy, estimate
 from ..store.base import Store
 from ..units import format_bytes
 
@@ -119,24 +120,45 @@ def is_remote(store: Store) -> bool:
 
 def estimate_download(store: Store, policy: EgressPolicy, *, artifact: str, version: int,
                       bytes_total: int, bytes_present: int, bytes_to_download: int,
-                      operation: str = "pull", base: str | None = None) -> EgressEstimate:
+                      operation: str = "pull", base: str | None = None,
+                      route_if_needed: bool = False) -> EgressEstimate:
     """Price `bytes_to_download` fetched from this store: the route comes from the lake's
-    region (asked from the bucket only if the config does not say) and the client's."""
+    region (asked from the bucket only if the config does not say) and the client's.
+
+    `route_if_needed`: ask the bucket only if the answer can change the outcome, i.e. if at
+    the highest price the cost could pass warn_above_usd or confirm_above_usd.  Below both,
+    the route stays unknown and the cost is the upper bound, as for a bucket that does not
+    say: a pull of a small checkpoint saves the HeadBucket round trip (issue 13: start-up)."""
     remote = is_remote(store)
-    region, origin = lake_region(store, policy) if remote else (None, "n/a")
+    if remote and route_if_needed and not policy.lake_region \
+            and _below_thresholds(policy, bytes_to_download):
+        region, origin = None, "not asked (below the egress thresholds at any price)"
+    else:
+        region, origin = lake_region(store, policy) if remote else (None, "n/a")
     return estimate(policy, artifact=artifact, version=version, bytes_total=bytes_total,
                     bytes_present=bytes_present, bytes_to_download=bytes_to_download,
                     local=not remote, lake_region=region, lake_region_origin=origin,
                     operation=operation, base=base)
 
 
+def _below_thresholds(policy: EgressPolicy, nbytes: int) -> bool:
+    """Whether `nbytes` at the highest configured price stays within every threshold."""
+    upper = round(nbytes / GB * max(policy.price_per_gb.values(), default=0.0), 6)
+    return all(upper <= limit for limit in (policy.warn_above_usd, policy.confirm_above_usd)
+               if limit is not None)
+
+
 def estimate_pull(store: Store, m: Manifest, destination: str, policy: EgressPolicy,
-                  cache: "ChunkCache | None" = None) -> EgressEstimate:
+                  cache: "ChunkCache | None" = None, *,
+                  route_if_needed: bool = False) -> EgressEstimate:
     objects, present = objects_to_fetch(m, destination, store.url, cache)
+    replica = getattr(store, "replica", None) is not None and getattr(store, "usable", False)
+    # The replica's split prices each share on its own route: that needs the routes resolved.
     est = estimate_download(store, policy, artifact=m.artifact, version=m.version,
                             bytes_total=m.total_bytes, bytes_present=present,
-                            bytes_to_download=sum(objects.values()))
-    if getattr(store, "replica", None) is not None and getattr(store, "usable", False):
+                            bytes_to_download=sum(objects.values()),
+                            route_if_needed=route_if_needed and not replica)
+    if replica:
         est = with_replica_sources(est, store, objects, policy)
     return est
 

@@ -25,18 +25,29 @@ import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import urlparse
-
-import yaml
-from yaml.constructor import SafeConstructor
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..errors import ConfigError, UsageError
 from ..format.header import MAX_CHUNK_SIZE as _HEADER_MAX_CHUNK_SIZE
 from ..format.header import MIN_CHUNK_SIZE as _HEADER_MIN_CHUNK_SIZE
 from ..redact import redact, redact_url
 from ..store.base import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
+
+if TYPE_CHECKING:
+    import yaml
+    from yaml.constructor import SafeConstructor
+    from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+
+def _import_yaml() -> None:
+    """Bind PyYAML and the node classes the parsing code below uses.  Done by `_parse`, not at
+    import: every command imports this module, most run without a config file, and PyYAML
+    costs ~0.01-0.02 s to import (issue 13: start-up)."""
+    global yaml, SafeConstructor, MappingNode, Node, ScalarNode, SequenceNode
+    import yaml
+    from yaml.constructor import SafeConstructor
+    from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 __all__ = [
     "CacheSetting",
@@ -375,6 +386,7 @@ def load_config(explicit: str | None = None, *, origin: str = "--config") -> Con
 
 
 def _parse(text: str, source: str) -> Config:
+    _import_yaml()
     root = _compose(text, source)
     if root is None or (isinstance(root, ScalarNode) and root.tag == _NULL_TAG):
         return Config(source=source)  # empty, only comments, a bare '---' or 'null'
