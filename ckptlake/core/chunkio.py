@@ -1,0 +1,105 @@
+"""Reading chunk objects: the one place that turns a stored object into verified raw bytes.
+
+Every read path (pull, cat, LakeFile, tensor reads, verify --read-data, the cache) goes through
+`open_object`, so a frame is decoded and checked the same way everywhere: the bytes handed on
+are the ones whose digest names the chunk, or the caller gets IntegrityError (exit 5) naming
+the object and the version.  Encoding rules: docs/format.md, "Chunk encodings".
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from ..errors import CkptlakeError, IntegrityError, NotFound
+from ..format import codecs, layout
+from ..format.header import digest as hash_digest
+from ..store.base import Store
+
+
+class CodecUnavailable(CkptlakeError):
+    """A chunk needs a codec library that is not installed (the data is fine)."""
+
+
+def open_object(algo: str, d: str, data: bytes | bytearray | memoryview, *,
+                raw_size: int | None, where: str, key: str | None = None
+                ) -> bytes | bytearray | memoryview:
+    """The raw bytes of chunk `d` from its stored object `data`, verified against `d`.
+
+    raw_size: the chunk's raw length when the reader knows it (a whole-chunk reference); an
+    object of exactly that size is raw.  Otherwise a frame is decoded, and an object that is
+    not a frame (or whose decoding does not match) must itself hash to `d`: a raw chunk may
+    start with the frame magic, and the digest decides.
+    """
+    reason = "its bytes do not match its digest"
+    if raw_size is None or len(data) != raw_size:
+        if codecs.looks_framed(data) and (raw_size is None or len(data) < raw_size):
+            try:
+                out = codecs.decode(data)
+            except codecs.MissingCodec as e:
+                raise CodecUnavailable(f"chunk {key or layout.chunk_key(d)} of {where}: {e}",
+                                       hint="install it and try again") from None
+            except codecs.CodecError as e:
+                reason = f"{codecs.describe(data)} frame: {e}"
+            else:
+                if ((raw_size is None or len(out) == raw_size)
+                        and hash_digest(algo, out) == d):
+                    return out
+                reason = (f"its {codecs.describe(data)} frame decodes to bytes that do not "
+                          "match its digest")
+    if (raw_size is None or len(data) == raw_size) and hash_digest(algo, data) == d:
+        return data
+    raise IntegrityError(f"chunk {key or layout.chunk_key(d)} of {where} is corrupt ({reason})",
+                         hint="nothing was written from it; run: ckptlake verify --read-data")
+
+
+def missing(d: str, where: str) -> IntegrityError:
+    return IntegrityError(f"chunk {layout.chunk_key(d)} of {where} is missing from the lake",
+                          hint="if a push crashed while gc swept it, pushing the same source "
+                               "again restores it")
+
+
+def fetch(store: Store, algo: str, d: str, *, raw_size: int | None, where: str
+          ) -> bytes | bytearray | memoryview:
+    """GET the whole chunk object and return its verified raw bytes."""
+    try:
+        data = store.get(layout.chunk_key(d))
+    except NotFound:
+        raise missing(d, where) from None
+    return open_object(algo, d, data, raw_size=raw_size, where=where)
+
+
+class RangeReader:
+    """Byte ranges of chunk objects for readers that read part of a chunk (packed files, single
+    tensors).  A raw chunk is read with a ranged GET as before; a chunk the manifest records
+    as stored encoded is fetched whole, decoded and verified once, then served from memory
+    (`keep` decoded chunks, the most recent ones)."""
+
+    def __init__(self, store: Store, algo: str, stored: dict[str, int], where: str,
+                 keep: int = 2, on_fetch: Callable[[int], None] | None = None) -> None:
+        self.store, self.algo, self.stored, self.where = store, algo, stored, where
+        self.keep, self.on_fetch = keep, on_fetch
+        self._decoded: dict[str, bytes | bytearray | memoryview] = {}
+
+    def encoded(self, d: str) -> bool:
+        return d in self.stored
+
+    def whole(self, d: str) -> bytes | bytearray | memoryview:
+        data = self._decoded.get(d)
+        if data is None:
+            data = fetch(self.store, self.algo, d, raw_size=None, where=self.where)
+            if self.on_fetch is not None:
+                self.on_fetch(self.stored.get(d, len(data)))
+            while len(self._decoded) >= self.keep:
+                self._decoded.pop(next(iter(self._decoded)))
+            self._decoded[d] = data
+        return data
+
+    def get_range(self, d: str, start: int, length: int) -> bytes | memoryview:
+        if self.encoded(d):
+            return memoryview(self.whole(d))[start:start + length]
+        try:
+            data = self.store.get_range(layout.chunk_key(d), start, length)
+        except NotFound:
+            raise missing(d, self.where) from None
+        if self.on_fetch is not None:
+            self.on_fetch(len(data))
+        return data
