@@ -75,6 +75,11 @@ def push(
     chunk_size: Annotated[Optional[str], typer.Option(
         "--chunk-size", metavar="SIZE", show_default=False,
         help="Chunk size for upload and dedup, e.g. 16MiB (default: from the config).")] = None,
+    compression: Annotated[Optional[str], typer.Option(
+        "--compression", metavar="auto|none", show_default=False,
+        help="Store chunks compressed where that saves bytes (auto) or raw (none); default: "
+             "the lake's setting (auto for new lakes, none for lakes made before 0.2).")]
+        = None,
     concurrency: ConcurrencyOpt = None,
     max_bandwidth: MaxBandwidthOpt = None,
     lake: LakeOpt = None,
@@ -115,6 +120,15 @@ def push(
             from ..policy.config import parse_size
 
             size = parse_size(chunk_size)
+        if compression is not None and compression not in ("auto", "none"):
+            from ..errors import UsageError
+
+            raise UsageError(f"--compression must be auto or none, not {compression!r}")
+        if shard is not None and compression is not None:
+            from ..errors import UsageError
+
+            raise UsageError("--compression cannot be combined with --shard yet (sharded "
+                             "pushes store chunks raw)")
         rank_world = parse_shard(shard, step) if shard is not None else None
         handle = open_lake(common, chunk_size=size, concurrency=concurrency,
                            max_bandwidth=max_bandwidth)
@@ -136,7 +150,7 @@ def push(
                                      metadata=metadata, aliases=aliases,
                                      exclude=list(exclude or []),
                                      follow_symlinks=follow_symlinks, progress=progress,
-                                     **lineage)
+                                     compression=compression, **lineage)
             for warning in getattr(result, "warnings", ()):
                 out.warn(warning)
             doc = {**result.to_dict(), "lake": lake_url(handle),

@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Protocol, Sequence
 
 from ..errors import NotFound, PreconditionFailed, SourceChanged, TransferError, UsageError
-from ..format import layout
-from ..format.header import digest
+from ..format import codecs, layout
+from ..format.header import COMPRESSION_NONE, digest
 from .createonce import create_once
 from .lakeheader import open_or_create_header
 from ..format.manifest import ChunkRef, FileEntry, Manifest
@@ -121,6 +121,17 @@ class FileObserver(Protocol):
     def entry_fields(self, path: str, size: int) -> dict[str, Any]: ...
 
 
+def resolve_compression(requested: str | None, lake_default: str) -> str:
+    """The push's compression: the caller's choice, else the lake header's."""
+    mode = requested or lake_default
+    if mode not in codecs.COMPRESSION_MODES:
+        raise UsageError(f"unknown compression {mode!r}" + ("" if requested else
+                         " in the lake header (written by a newer ckptlake?)"),
+                         hint="use auto or none" if requested else
+                         "upgrade ckptlake, or push with --compression none")
+    return mode
+
+
 class _Claim:
     """One digest being stored by one worker of this push; later occurrences wait on it."""
 
@@ -140,13 +151,21 @@ class _Uploader:
 
     def __init__(self, store: Store, tree: SourceTree, algo: str, progress: Progress,
                  observers: Sequence[FileObserver] = (), throttle: Throttle | None = None,
-                 parts: Parts | None = None) -> None:
+                 parts: Parts | None = None, compression: str = COMPRESSION_NONE) -> None:
         self.store, self.tree, self.algo, self.progress = store, tree, algo, progress
         self.observers = observers
         self.throttle = throttle or Throttle(None)
         self.parts = parts
-        self.uploaded = Counter()
+        self.compression = compression
+        self.uploaded = Counter()  # raw bytes of the chunks this push stored
+        self.sent = Counter()  # bytes of the objects it stored (encoded or raw)
         self.deduplicated = Counter()
+        # digest -> stored size of every chunk this push found or stored encoded: the
+        # manifest's `stored` hint, and the stored bytes of the version
+        self.stored: dict[str, int] = {}
+        # Encoding is CPU work on a chunk-sized copy: at most one per core at a time keeps the
+        # memory bound (concurrency x chunk, plus this many x ~2 chunks) and loses no speed.
+        self._encoders = threading.BoundedSemaphore(max(1, min(4, os.cpu_count() or 1)))
         self.unit_of: dict[str, _Slice | _Pack] = {}  # digest -> unit, for re-uploads
         self._claims: dict[str, _Claim] = {}  # digest -> its store in this push
         self._lock = threading.Lock()
@@ -190,7 +209,7 @@ class _Uploader:
                 return d
             # The first occurrence failed (its error fails the push); try in its place.
         try:
-            self._store_once(d, data)
+            self._store_once(d, data, unit)
             claim.stored = True
         finally:
             if not claim.stored:
@@ -199,7 +218,17 @@ class _Uploader:
             claim.done.set()
         return d
 
-    def _store_once(self, d: str, data: bytes) -> None:
+    def _body(self, data: bytes, unit: _Slice | _Pack) -> bytes | None:
+        """The frame to store for `data`, or None to store it raw (compression off, or no
+        encoding saves enough: a stored object is never larger than the raw chunk)."""
+        if self.compression == COMPRESSION_NONE or not (
+                codecs.MIN_ENCODED_CHUNK <= len(data) <= codecs.MAX_ENCODED_CHUNK):
+            return None
+        with self._encoders:
+            # a tensor-aware planner may say what the slice holds; else the sample decides
+            return codecs.encode_auto(data, getattr(unit, "dtype", None))
+
+    def _store_once(self, d: str, data: bytes, unit: _Slice | _Pack) -> None:
         """Check (listing or HEAD) and if need be upload the first occurrence of digest d."""
         key = layout.chunk_key(d)
         # Content-addressed: an existing object of the right size holds exactly these bytes.
@@ -209,24 +238,40 @@ class _Uploader:
         # A listing taken at the start stands in for the HEADs: a chunk stored since then by a
         # concurrent pusher is merely sent again (same bytes), and one swept since then by gc is
         # what the commit guard restores either way.
+        # An object smaller than the raw bytes (but not empty) is a frame another pusher
+        # stored: equally valid (readers decode it and check the digest), so it counts as
+        # present.  Only an empty or oversized object is written again.
         stored = (self.known.get(key) if self.known is not None
                   else _stored_size(self.store, key))
-        if stored == len(data):
+        if stored is not None and 0 < stored <= len(data):
+            if stored < len(data):
+                with self._lock:
+                    self.stored[d] = stored
             self.deduplicated.add(len(data))
             self.progress.advance(len(data))
             return
-        self.throttle.acquire(len(data))
-        self._put(key, data, d, progress=self.progress.advance)
+        body = self._body(data, unit)
+        self.throttle.acquire(len(data) if body is None else len(body))
+        if body is None:
+            self._put(key, data, d, progress=self.progress.advance)
+            self.sent.add(len(data))
+        else:
+            with self._lock:
+                self.stored[d] = len(body)
+            self._put(key, body, None, progress=None)
+            self.progress.advance(len(data))
+            self.sent.add(len(body))
         self.uploaded.add(len(data))
 
-    def _put(self, key: str, data: bytes, d: str, *,
+    def _put(self, key: str, data: bytes, d: str | None, *,
              progress: Callable[[int], None] | None = None) -> None:
-        """Upload one chunk; `progress` hears its bytes as they land (part by part in parts)."""
+        """Upload one chunk object; `progress` hears its bytes as they land (part by part in
+        parts).  d: the chunk's digest when `data` is the raw chunk (None for a frame)."""
         if self.parts is not None and self.parts.applies(len(data)):
             self.parts.put(self.store, key, data, on_part=progress)
             return
-        # the chunk's digest is the body's SHA-256: an S3 signer need not hash it again
-        self.store.put(key, data, sha256=d if self.algo == "sha256" else None)
+        # a raw chunk's digest is the body's SHA-256: an S3 signer need not hash it again
+        self.store.put(key, data, sha256=d if d is not None and self.algo == "sha256" else None)
         if progress is not None:
             progress(len(data))
 
@@ -254,18 +299,26 @@ class _Uploader:
             if digest(self.algo, data) != d:
                 raise SourceChanged("a pushed file changed before a swept chunk could be "
                                     "restored", hint="push again")
-            self._put(layout.chunk_key(d), data, d)
+            # stored as the manifest's hint says (encoded or raw), so ranged readers agree
+            body = self._body(data, self.unit_of[d]) if d in self.stored else None
+            if body is None:
+                self._put(layout.chunk_key(d), data, d)
+            else:
+                self._put(layout.chunk_key(d), body, None)
 
 
 def upload_tree(store: Store, tree: SourceTree, *, algo: str, chunk_size: int, concurrency: int,
                 progress: Progress, observers: Sequence[FileObserver] = (),
-                throttle: Throttle | None = None,
-                parts: Parts | None = None) -> tuple[tuple[FileEntry, ...], _Uploader]:
+                throttle: Throttle | None = None, parts: Parts | None = None,
+                compression: str = COMPRESSION_NONE
+                ) -> tuple[tuple[FileEntry, ...], _Uploader]:
     """Store every byte of the tree as chunks; return manifest file entries.
 
     `parts`: how chunks of at least its threshold move (multipart); None: one PUT per chunk.
+    `compression`: "auto" stores chunks encoded where that saves bytes, "none" raw.
+    The uploader's `stored` holds the manifest's stored-size hints.
     """
-    uploader = _Uploader(store, tree, algo, progress, observers, throttle, parts)
+    uploader = _Uploader(store, tree, algo, progress, observers, throttle, parts, compression)
     refs: dict[int, list[tuple[int, ChunkRef]]] = {i: [] for i in range(len(tree.files))}
     digests: dict[int, str] = {}
     progress.start(phase="push", total_bytes=tree.total_bytes, total_files=len(tree.files))
@@ -335,11 +388,13 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
          metadata: dict[str, str], aliases: Sequence[str], progress: Progress,
          lake_url: str, observers: Sequence[FileObserver] = (),
          manifest_fields: dict[str, Any] | None = None,
-         throttle: Throttle | None = None, parts: Parts | None = None) -> PushResult:
+         throttle: Throttle | None = None, parts: Parts | None = None,
+         compression: str | None = None) -> PushResult:
     """Push a scanned tree as the next version of `artifact`.
 
     `observers` see the bytes as they are read (see FileObserver); `manifest_fields` sets
-    further Manifest fields (lineage, provenance) on the committed version.
+    further Manifest fields (lineage, provenance) on the committed version.  `compression`:
+    "auto" | "none", None for the lake header's setting.
     """
     from . import clock
     from .catalog import set_alias
@@ -350,15 +405,16 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
     started, started_wall = clock.now(), time.time()
     header, created = open_or_create_header(
         store, **({"chunk_size": chunk_size} if chunk_size else {}))
+    mode = resolve_compression(compression, header.compression)
     files, up = upload_tree(store, tree, algo=header.hash,
                             chunk_size=chunk_size or header.chunk_size,
                             concurrency=concurrency, progress=progress, observers=observers,
-                            throttle=throttle, parts=parts)
+                            throttle=throttle, parts=parts, compression=mode)
     draft = Manifest(
         artifact=artifact, version=0, kind=tree.kind, hash=header.hash, files=files,
         dirs=tuple(tree.empty_dirs), step=step, created=utcnow(), created_by=user_at_host(),
         tool=tool_version(), metrics=dict(metrics), metadata=dict(metadata),
-        **(manifest_fields or {}))
+        stored=dict(up.stored), **(manifest_fields or {}))
     # A concurrent gc may sweep a chunk this push deduplicated against; the guard restores
     # such chunks from our source around the commit (protocol: docs/format.md, "Deleting").
     manifest = guard_commit(store, referenced=draft.chunk_digests(),
@@ -372,6 +428,8 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
         files=len(tree.files) + len(tree.symlinks), bytes_scanned=tree.total_bytes,
         bytes_uploaded=up.uploaded.value, bytes_deduplicated=up.deduplicated.value,
         chunks_uploaded=up.uploaded.count, chunks_deduplicated=up.deduplicated.count,
+        bytes_sent=up.sent.value, bytes_stored=manifest.stored_bytes,
+        compression=mode,
         aliases=list(aliases), seconds=round(clock.now() - started, 3),
         warnings=[new_lake_warning(lake_url)] if created else [])
 
