@@ -29,7 +29,7 @@ def open_object(algo: str, d: str, data: bytes | bytearray | memoryview, *,
     not a frame (or whose decoding does not match) must itself hash to `d`: a raw chunk may
     start with the frame magic, and the digest decides.
     """
-    reason = "its bytes do not match its digest"
+    reason = "it does not match its digest"
     if raw_size is None or len(data) != raw_size:
         if codecs.looks_framed(data) and (raw_size is None or len(data) < raw_size):
             try:
@@ -43,11 +43,11 @@ def open_object(algo: str, d: str, data: bytes | bytearray | memoryview, *,
                 if ((raw_size is None or len(out) == raw_size)
                         and hash_digest(algo, out) == d):
                     return out
-                reason = (f"its {codecs.describe(data)} frame decodes to bytes that do not "
-                          "match its digest")
+                reason = (f"its {codecs.describe(data)} frame does not match its digest "
+                          "once decoded")
     if (raw_size is None or len(data) == raw_size) and hash_digest(algo, data) == d:
         return data
-    raise IntegrityError(f"chunk {key or layout.chunk_key(d)} of {where} is corrupt ({reason})",
+    raise IntegrityError(f"chunk {key or layout.chunk_key(d)} of {where} is corrupt: {reason}",
                          hint="nothing was written from it; run: ckptlake verify --read-data")
 
 

@@ -26,6 +26,8 @@ from ..format.safetensors import TensorDigest, is_safetensors
 from ..results import _Result
 from ..store.base import Store
 from ..transfer.pool import bounded_map
+from . import chunkio
+from .chunkio import RangeReader
 
 WINDOW = 4 * 1024 * 1024  # bytes per side held in memory per tensor compared
 _VALUE_WORKERS = 4
@@ -203,7 +205,7 @@ def diff(store: Store, a: Manifest, b: Manifest, *, values: bool = False,
                  and not (files["added"] or files["removed"] or files["modified"]))
     result_values = None
     if values:
-        result_values = tensor_values(store, pairs)
+        result_values = tensor_values(store, pairs, b.hash, {**a.stored, **b.stored})
         by_name = {(t["name"], t["file"]): t for t in result_values["tensors"]}
         for t in tensors["changed"]:
             t["values"] = {k: v for k, v in by_name[(t["name"], t["file"])].items()
@@ -233,10 +235,15 @@ def _pieces(entry: FileEntry, start: int, length: int) -> Iterator[tuple[str, in
             break
 
 
-def read_range(store: Store, entry: FileEntry, start: int, length: int) -> Iterator[bytes]:
-    """Bytes [start, start+length) of a stored file, one ranged GET per chunk it touches."""
+def read_range(store: Store, entry: FileEntry, start: int, length: int,
+               ranges: RangeReader | None = None) -> Iterator[bytes]:
+    """Bytes [start, start+length) of a stored file, one ranged GET per chunk it touches (an
+    encoded chunk is fetched whole once, decoded and verified, through `ranges`)."""
     for key, obj_offset, _, n in _pieces(entry, start, length):
-        data = store.get_range(key, obj_offset, n)
+        if ranges is not None:
+            data = ranges.get_range(layout.parse_chunk_key(key) or "", obj_offset, n)
+        else:
+            data = store.get_range(key, obj_offset, n)
         if len(data) != n:
             raise IntegrityError(f"chunk {key.rsplit('/', 1)[-1][:12]} of {entry.path} is "
                                  "shorter than its manifest says")
@@ -251,25 +258,41 @@ def check_tensor(t: TensorInfo, dig: TensorDigest) -> None:
 
 
 def read_tensor_into(store: Store, entry: FileEntry, t: TensorInfo, buffer: bytearray, *,
-                     workers: int = _VALUE_WORKERS) -> int:
+                     workers: int = _VALUE_WORKERS, stored: dict[str, int] | None = None,
+                     algo: str = "sha256", where: str = "") -> int:
     """Every byte of tensor `t` into `buffer` (len t.nbytes): exactly its range, one ranged GET
     per chunk piece (up to `workers` at a time), verified against its block digest before
     returning (IntegrityError, and the buffer must not be used, if they differ).  Returns the
-    bytes fetched."""
+    bytes fetched.  A chunk `stored` (the manifest's hints) names as encoded is fetched whole,
+    decoded and verified against its own digest first."""
     view = memoryview(buffer)
     dig = TensorDigest(t.start, t.end)
+    stored = stored or {}
 
     def fetch(piece: tuple[str, int, int, int]) -> int:
         key, obj_offset, file_offset, n = piece
-        got = store.get_range_into(key, obj_offset,
-                                   view[file_offset - t.start:file_offset - t.start + n])
+        d = layout.parse_chunk_key(key) or ""
+        target = view[file_offset - t.start:file_offset - t.start + n]
+        if d in stored:
+            whole = memoryview(chunkio.fetch(store, algo, d, raw_size=None,
+                                             where=where or entry.path))
+            got = whole[obj_offset:obj_offset + n]
+            target[:len(got)] = got
+            dig.add(file_offset, got)
+            if len(got) != n:
+                raise IntegrityError(f"chunk {d[:12]} of {entry.path} is shorter than its "
+                                     "manifest says")
+            return stored[d]
+        got = store.get_range_into(key, obj_offset, target)
         if len(got) != n:
             raise IntegrityError(f"chunk {key.rsplit('/', 1)[-1][:12]} of {entry.path} is "
                                  "shorter than its manifest says")
         dig.add(file_offset, got)
         return n
 
-    pieces = [p for piece in _pieces(entry, t.start, t.nbytes) for p in _split(piece)]
+    pieces = [p for piece in _pieces(entry, t.start, t.nbytes)
+              for p in ([piece] if (layout.parse_chunk_key(piece[0]) or "") in stored
+                        else _split(piece))]
     fetched = sum(bounded_map(fetch, pieces, workers=workers, name="ckptlake-tensor"))
     check_tensor(t, dig)
     return fetched
@@ -299,10 +322,11 @@ def _as_float(np: Any, data: bytes, dtype: str) -> Any:
     return x.astype(np.float64)
 
 
-def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorInfo]
-             ) -> dict[str, Any]:
+def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorInfo],
+             algo: str = "sha256", stored: dict[str, int] | None = None) -> dict[str, Any]:
     np = require_numpy()
     ea, x, eb, y = pair
+    side_ranges = [RangeReader(store, algo, stored or {}, e.path, keep=1) for e in (ea, eb)]
     out: dict[str, Any] = {"name": y.name, "file": eb.path}
     if x.dtype not in _NUMPY:
         return {**out, "error": f"unsupported dtype {x.dtype}", "bytes_fetched": 0}
@@ -311,8 +335,9 @@ def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorI
     for w in range(0, x.nbytes, WINDOW):
         n = min(WINDOW, x.nbytes - w)
         sides = []
-        for entry, t, dig in ((ea, x, digests[0]), (eb, y, digests[1])):
-            data = b"".join(read_range(store, entry, t.start + w, n))
+        for entry, t, dig, ranges in ((ea, x, digests[0], side_ranges[0]),
+                                      (eb, y, digests[1], side_ranges[1])):
+            data = b"".join(read_range(store, entry, t.start + w, n, ranges))
             dig.add(t.start + w, data)
             fetched += len(data)
             sides.append(_as_float(np, data, t.dtype))
@@ -338,10 +363,13 @@ def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorI
     return out
 
 
-def tensor_values(store: Store, pairs: list[tuple[Any, ...]]) -> dict[str, Any]:
-    """Value statistics for changed tensors (same dtype and shape), fetching only their bytes."""
+def tensor_values(store: Store, pairs: list[tuple[Any, ...]], algo: str = "sha256",
+                  stored: dict[str, int] | None = None) -> dict[str, Any]:
+    """Value statistics for changed tensors (same dtype and shape), fetching only their bytes
+    (`stored`: both manifests' stored-size hints)."""
     if pairs:
         require_numpy()  # fail before any request if numpy is missing
-    stats = sorted(bounded_map(lambda p: _compare(store, p), pairs, workers=_VALUE_WORKERS,
+    stats = sorted(bounded_map(lambda p: _compare(store, p, algo, stored), pairs,
+                               workers=_VALUE_WORKERS,
                                name="ckptlake-diff"), key=lambda s: (s["file"], s["name"]))
     return {"bytes_fetched": sum(s["bytes_fetched"] for s in stats), "tensors": stats}

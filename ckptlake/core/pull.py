@@ -40,6 +40,7 @@ from ..transfer.throttle import Throttle
 from ..units import format_bytes
 from .browse import object_sizes
 from .cache import ChunkCache
+from .chunkio import open_object
 from .reuse import LocalSources, local_sources
 
 _READ_BLOCK = 4 * 1024 * 1024
@@ -534,7 +535,8 @@ class _Fetcher:
 
     def _download(self, unit: _Unit, key: str) -> None:
         size = self.object_size[unit.digest]
-        self.throttle.acquire(size)
+        # an encoded object crosses the wire at its stored size (the manifest's hint)
+        self.throttle.acquire(self.m.stored.get(unit.digest, size))
         in_parts = self.parts is not None and self.parts.applies(size)
         # A chunk object that one file takes whole (a slice) reports progress part by part.
         per_part = in_parts and unit.nbytes == size and len(unit.targets) == 1
@@ -549,11 +551,12 @@ class _Fetcher:
                                  "missing from the lake",
                                  hint="if a push crashed while gc swept it, pushing the same "
                                       "source again restores it") from None
-        if digest(self.m.hash, data) != unit.digest:
-            raise IntegrityError(f"chunk {key} is corrupt (its bytes do not match its digest); "
-                                 f"{self.m.artifact}@v{self.m.version} cannot be restored",
-                                 hint="nothing was written to the destination")
-        self.downloaded.add(len(data))
+        self.downloaded.add(len(data))  # bytes that crossed the wire
+        # decoded (if it is a frame) and verified; an IntegrityError names the chunk and the
+        # version, and nothing reaches the destination (staging is discarded)
+        opened = open_object(self.m.hash, unit.digest, data, raw_size=None, key=key,
+                             where=f"{self.m.artifact}@v{self.m.version}")
+        data = opened if isinstance(opened, memoryview) else memoryview(opened)
         if self.cache is not None:
             self.cache.put(self.m.hash, unit.digest, data)
         self._write_targets(unit, data, key)
