@@ -40,8 +40,8 @@ class PushResult(_Result):
     # bytes_uploaded counts the raw (logical) bytes of the chunks stored; bytes_sent what
     # crossed the wire for them (smaller when encoded).  bytes_stored: the version's chunk
     # objects as stored (its own and deduplicated ones), vs bytes_scanned logical.
-    bytes_sent: int = 0
-    bytes_stored: int = 0
+    bytes_sent: int | None = None  # None: not known (a result made by hand)
+    bytes_stored: int | None = None
     compression: str = "none"
 
     @property
@@ -51,7 +51,9 @@ class PushResult(_Result):
     @property
     def ratio(self) -> float | None:
         """stored ÷ logical bytes of the version (None for an empty version)."""
-        return round(self.bytes_stored / self.bytes_scanned, 4) if self.bytes_scanned else None
+        if not self.bytes_scanned or self.bytes_stored is None:
+            return None
+        return round(self.bytes_stored / self.bytes_scanned, 4)
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "ratio": self.ratio}

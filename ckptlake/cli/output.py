@@ -131,10 +131,11 @@ def push_summary(r: Any) -> str:
     if r.aliases:
         extra.append(("alias " if len(r.aliases) == 1 else "aliases ") + ", ".join(r.aliases))
     head = f"pushed {r.artifact}@v{r.version}" + (f" ({'; '.join(extra)})" if extra else "")
-    sent = getattr(r, "bytes_sent", r.bytes_uploaded)
-    stored = getattr(r, "bytes_stored", 0)
+    sent = getattr(r, "bytes_sent", None)
+    stored = getattr(r, "bytes_stored", None)
     uploaded = (f"{format_bytes(r.bytes_uploaded)} uploaded"
-                + (f" (as {format_bytes(sent)})" if sent != r.bytes_uploaded else ""))
+                + (f" (as {format_bytes(sent)})" if sent not in (None, r.bytes_uploaded)
+                   else ""))
     ratio = getattr(r, "ratio", None)
     stored_part = (f"stored {format_bytes(stored)} ({ratio:.2f} of logical), "
                    if ratio is not None and stored != r.bytes_scanned else "")

@@ -177,16 +177,27 @@ def bytes_to_fetch(a: Manifest, b: Manifest, *, values: bool = True,
     core/contents.py)."""
     from .contents import bytes_to_read
 
-    total = values_to_fetch(value_pairs(a, b)) if values else 0
+    total = values_to_fetch(value_pairs(a, b), {**a.stored, **b.stored}) if values else 0
     if inspect:
         total += bytes_to_read(a, b, [f["path"] for f in _files(a, b)["modified"]])
     return total
 
 
-def values_to_fetch(pairs: list[tuple[Any, ...]]) -> int:
+def values_to_fetch(pairs: list[tuple[Any, ...]], stored: dict[str, int] | None = None) -> int:
     """The bytes `tensor_values(store, pairs)` downloads: each side's tensor range, once, for
-    every pair whose dtype it can compare (an unsupported dtype is reported, not fetched)."""
-    return sum(x.nbytes + y.nbytes for _, x, _, y in pairs if x.dtype in _NUMPY)
+    every pair whose dtype it can compare (an unsupported dtype is reported, not fetched);
+    a chunk stored encoded (`stored`: the manifests' hints) is fetched whole, once per side
+    of each tensor that touches it."""
+    stored = stored or {}
+    total = 0
+    for ea, x, eb, y in pairs:
+        if x.dtype not in _NUMPY:
+            continue
+        for entry, t in ((ea, x), (eb, y)):
+            for key, _, _, n in _pieces(entry, t.start, t.nbytes):
+                d = layout.parse_chunk_key(key) or ""
+                total += stored[d] if d in stored else n
+    return total
 
 
 def diff(store: Store, a: Manifest, b: Manifest, *, values: bool = False,
@@ -326,12 +337,18 @@ def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorI
              algo: str = "sha256", stored: dict[str, int] | None = None) -> dict[str, Any]:
     np = require_numpy()
     ea, x, eb, y = pair
-    side_ranges = [RangeReader(store, algo, stored or {}, e.path, keep=1) for e in (ea, eb)]
+    wire = [0]  # bytes that crossed the wire (an encoded chunk: its stored size, once)
+
+    def count(n: int) -> None:
+        wire[0] += n
+
+    side_ranges = [RangeReader(store, algo, stored or {}, e.path, keep=1, on_fetch=count)
+                   for e in (ea, eb)]
     out: dict[str, Any] = {"name": y.name, "file": eb.path}
     if x.dtype not in _NUMPY:
         return {**out, "error": f"unsupported dtype {x.dtype}", "bytes_fetched": 0}
     digests = (TensorDigest(x.start, x.end), TensorDigest(y.start, y.end))
-    fetched, max_abs, ss_diff, ss_a, nonfinite = 0, 0.0, 0.0, 0.0, 0
+    max_abs, ss_diff, ss_a, nonfinite = 0.0, 0.0, 0.0, 0
     for w in range(0, x.nbytes, WINDOW):
         n = min(WINDOW, x.nbytes - w)
         sides = []
@@ -339,7 +356,6 @@ def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorI
                                       (eb, y, digests[1], side_ranges[1])):
             data = b"".join(read_range(store, entry, t.start + w, n, ranges))
             dig.add(t.start + w, data)
-            fetched += len(data)
             sides.append(_as_float(np, data, t.dtype))
         va, vb = sides
         d = vb - va
@@ -357,7 +373,7 @@ def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorI
         rel: float | None = math.sqrt(ss_diff) / math.sqrt(ss_a)
     else:
         rel = 0.0 if ss_diff == 0 else None  # relative to zero: undefined
-    out.update(max_abs_diff=max_abs, rel_l2=rel, bytes_fetched=fetched)
+    out.update(max_abs_diff=max_abs, rel_l2=rel, bytes_fetched=wire[0])
     if nonfinite:
         out["nonfinite"] = nonfinite  # NaN/inf differences, left out of the numbers above
     return out
