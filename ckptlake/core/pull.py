@@ -40,7 +40,8 @@ from ..transfer.throttle import Throttle
 from ..units import format_bytes
 from .browse import object_sizes
 from .cache import ChunkCache
-from .chunkio import open_object
+from ..format import codecs
+from .chunkio import DECODERS, fix_mmap_threshold, open_object
 from .reuse import LocalSources, local_sources
 
 _READ_BLOCK = 4 * 1024 * 1024
@@ -479,6 +480,8 @@ class _Fetcher:
         # From the whole version, also when pulling part of it: a pack is fetched (and
         # verified) whole, whichever of its files are wanted.
         self.object_size = object_sizes(m)  # digest -> size of its chunk object
+        if m.stored:
+            fix_mmap_threshold()  # decoding allocates chunk-sized buffers (see there)
         self.chunk_capacity = max(self.object_size.values(), default=0)
 
     def _buffer(self) -> mmap.mmap:
@@ -554,9 +557,17 @@ class _Fetcher:
         self.downloaded.add(len(data))  # bytes that crossed the wire
         # decoded (if it is a frame) and verified; an IntegrityError names the chunk and the
         # version, and nothing reaches the destination (staging is discarded)
-        opened = open_object(self.m.hash, unit.digest, data, raw_size=None, key=key,
-                             where=f"{self.m.artifact}@v{self.m.version}")
-        data = opened if isinstance(opened, memoryview) else memoryview(opened)
+        where = f"{self.m.artifact}@v{self.m.version}"
+        if codecs.looks_framed(data):
+            with DECODERS:  # the decoded copy lives until written: bounded
+                opened = memoryview(open_object(self.m.hash, unit.digest, data, raw_size=None,
+                                                key=key, where=where))
+                self._finish(unit, opened, key, per_part)
+            return
+        self._finish(unit, open_object(self.m.hash, unit.digest, data, raw_size=None, key=key,
+                                       where=where), key, per_part)
+
+    def _finish(self, unit: _Unit, data: memoryview, key: str, per_part: bool) -> None:
         if self.cache is not None:
             self.cache.put(self.m.hash, unit.digest, data)
         self._write_targets(unit, data, key)

@@ -18,6 +18,7 @@ from typing import Any, Callable, Protocol, Sequence
 from ..errors import NotFound, PreconditionFailed, SourceChanged, TransferError, UsageError
 from ..format import codecs, layout
 from ..format.header import COMPRESSION_NONE, digest
+from .chunkio import fix_mmap_threshold
 from .createonce import create_once
 from .lakeheader import open_or_create_header
 from ..format.manifest import ChunkRef, FileEntry, Manifest
@@ -157,6 +158,8 @@ class _Uploader:
         self.throttle = throttle or Throttle(None)
         self.parts = parts
         self.compression = compression
+        if compression != COMPRESSION_NONE:
+            fix_mmap_threshold()
         self.uploaded = Counter()  # raw bytes of the chunks this push stored
         self.sent = Counter()  # bytes of the objects it stored (encoded or raw)
         self.deduplicated = Counter()
@@ -192,9 +195,13 @@ class _Uploader:
         return b"".join(self._read(self.tree.files[i], 0, self.tree.files[i].size,
                                    observe=observe) for i in unit.files)
 
-    def _store(self, data: bytes, unit: _Slice | _Pack) -> str:
-        """Store one unit's bytes (reporting them as progress); returns their digest."""
-        d = digest(self.algo, data)
+    def _store(self, box: list[bytes], unit: _Slice | _Pack) -> str:
+        """Store one unit's bytes, box[0] (reporting them as progress); returns their digest.
+
+        The bytes come in a box so that they can be released as soon as they are encoded:
+        a worker then holds only the (smaller) frame while it uploads (the memory bound)."""
+        d = digest(self.algo, box[0])
+        n = len(box[0])
         while True:
             with self._lock:
                 self.unit_of.setdefault(d, unit)
@@ -204,12 +211,12 @@ class _Uploader:
                     break
             first.done.wait()
             if first.stored:  # this push already holds these bytes in the lake
-                self.deduplicated.add(len(data))
-                self.progress.advance(len(data))
+                self.deduplicated.add(n)
+                self.progress.advance(n)
                 return d
             # The first occurrence failed (its error fails the push); try in its place.
         try:
-            self._store_once(d, data, unit)
+            self._store_once(d, box, unit)
             claim.stored = True
         finally:
             if not claim.stored:
@@ -228,7 +235,7 @@ class _Uploader:
             # a tensor-aware planner may say what the slice holds; else the sample decides
             return codecs.encode_auto(data, getattr(unit, "dtype", None))
 
-    def _store_once(self, d: str, data: bytes, unit: _Slice | _Pack) -> None:
+    def _store_once(self, d: str, box: list[bytes], unit: _Slice | _Pack) -> None:
         """Check (listing or HEAD) and if need be upload the first occurrence of digest d."""
         key = layout.chunk_key(d)
         # Content-addressed: an existing object of the right size holds exactly these bytes.
@@ -241,27 +248,30 @@ class _Uploader:
         # An object smaller than the raw bytes (but not empty) is a frame another pusher
         # stored: equally valid (readers decode it and check the digest), so it counts as
         # present.  Only an empty or oversized object is written again.
+        n = len(box[0])
         stored = (self.known.get(key) if self.known is not None
                   else _stored_size(self.store, key))
-        if stored is not None and 0 < stored <= len(data):
-            if stored < len(data):
+        if stored is not None and 0 < stored <= n:
+            if stored < n:
                 with self._lock:
                     self.stored[d] = stored
-            self.deduplicated.add(len(data))
-            self.progress.advance(len(data))
+            self.deduplicated.add(n)
+            self.progress.advance(n)
             return
-        body = self._body(data, unit)
-        self.throttle.acquire(len(data) if body is None else len(body))
+        body = self._body(box[0], unit)
         if body is None:
-            self._put(key, data, d, progress=self.progress.advance)
-            self.sent.add(len(data))
+            self.throttle.acquire(n)
+            self._put(key, box[0], d, progress=self.progress.advance)
+            self.sent.add(n)
         else:
+            box.clear()  # the raw bytes are no longer needed: only the frame is held
+            self.throttle.acquire(len(body))
             with self._lock:
                 self.stored[d] = len(body)
             self._put(key, body, None, progress=None)
-            self.progress.advance(len(data))
+            self.progress.advance(n)
             self.sent.add(len(body))
-        self.uploaded.add(len(data))
+        self.uploaded.add(n)
 
     def _put(self, key: str, data: bytes, d: str | None, *,
              progress: Callable[[int], None] | None = None) -> None:
@@ -277,17 +287,18 @@ class _Uploader:
 
     def __call__(self, unit: _Slice | _Pack) -> list[tuple[int, int, ChunkRef, str | None]]:
         """Returns (file index, offset in file, chunk ref, whole-file digest or None)."""
-        data = self._read_unit(unit)
-        d = self._store(data, unit)
+        box = [self._read_unit(unit)]
         if isinstance(unit, _Slice):
+            d = self._store(box, unit)
             return [(unit.file, unit.offset, ChunkRef(d, unit.length), None)]
-        out, offset = [], 0
-        for i in unit.files:
+        files, offset = [], 0
+        for i in unit.files:  # each packed file's own digest, before the pack is released
             size = self.tree.files[i].size
-            piece = memoryview(data)[offset:offset + size]
-            out.append((i, 0, ChunkRef(d, size, offset), digest(self.algo, piece)))
+            with memoryview(box[0]) as view:
+                files.append((i, size, offset, digest(self.algo, view[offset:offset + size])))
             offset += size
-        return out
+        d = self._store(box, unit)
+        return [(i, 0, ChunkRef(d, size, off), fd) for i, size, off, fd in files]
 
     def reupload(self, digests: set[str]) -> None:
         """Store these chunks again from the source (a concurrent gc swept them).

@@ -64,7 +64,8 @@ from ..transfer.parts import Parts
 from ..transfer.pool import bounded_map
 from ..transfer.progress import NullProgress, Progress
 from ..transfer.throttle import Throttle
-from .chunkio import open_object
+from ..format.codecs import looks_framed
+from .chunkio import DECODERS, fix_mmap_threshold, open_object
 from .createonce import EMPTY_NOTE
 from .identity import iso, utcnow
 
@@ -664,32 +665,44 @@ class _Run:
                     self.missing.add(d)  # deleted since the listing
                 return
             stored = len(data)
-            try:  # decoded if it is a frame, then checked against its digest
-                data = open_object(self.algo, d.hex(), data,
-                                   raw_size=size if need[d] & 1 else None, where="the lake")
-                ok = True
-            except IntegrityError:
-                ok = False
-            bad = []
-            if ok:
-                for off, length, fd in pack_files.get(d, ()):
-                    piece = data[off:off + length]
-                    if len(piece) != length or hash_of(self.algo, piece) != fd.hex():
-                        bad.append((d, off, length, fd))
-            with self._lock:
-                self.chunks_read += 1
-                self.bytes_read += stored
-                if not ok:
-                    self.corrupt.add(d)
-                self.bad_packed.update(bad)
+            if looks_framed(data):
+                with DECODERS:  # the decoded copy is chunk-sized: a bounded number at once
+                    self._check_read(d, data, size, stored, pack_files)
+            else:
+                self._check_read(d, data, size, stored, pack_files)
             self.progress.advance(size)
 
+        if any(self.refs.hint):
+            fix_mmap_threshold()  # decoding allocates chunk-sized buffers (see there)
         try:
             for _ in bounded_map(check, chosen, workers=self.concurrency,
                                  name="ckptlake-verify"):
                 pass
         finally:
             self.progress.finish()
+
+    def _check_read(self, d: bytes, data: Any, size: int, stored: int,
+                    pack_files: dict[bytes, Any]) -> None:
+        """Decode (if a frame) and hash one chunk read by --read-data; record the verdict."""
+        try:  # decoded if it is a frame, then checked against its digest
+            data = open_object(self.algo, d.hex(), data,
+                               raw_size=size if self.refs.need[d] & 1 else None,
+                               where="the lake")
+            ok = True
+        except IntegrityError:
+            ok = False
+        bad = []
+        if ok:
+            for off, length, fd in pack_files.get(d, ()):
+                piece = data[off:off + length]
+                if len(piece) != length or hash_of(self.algo, piece) != fd.hex():
+                    bad.append((d, off, length, fd))
+        with self._lock:
+            self.chunks_read += 1
+            self.bytes_read += stored
+            if not ok:
+                self.corrupt.add(d)
+            self.bad_packed.update(bad)
 
     # -- per version
     def blame(self, versions: dict[tuple[str, int], int]) -> list[dict[str, Any]]:
