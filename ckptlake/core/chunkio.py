@@ -109,29 +109,44 @@ class RangeReader:
                  keep: int = 2, on_fetch: Callable[[int], None] | None = None) -> None:
         self.store, self.algo, self.stored, self.where = store, algo, stored, where
         self.keep, self.on_fetch = keep, on_fetch
-        self._decoded: dict[str, bytes | bytearray | memoryview] = {}
+        self._decoded: dict[str, bytes | bytearray | memoryview] = {}  # least recent first
+        self._lock = threading.Lock()
+        self._fetching: dict[str, threading.Lock] = {}  # one fetch per digest at a time
 
     def encoded(self, d: str) -> bool:
         return d in self.stored
 
-    def whole(self, d: str) -> bytes | bytearray | memoryview:
-        data = self._decoded.get(d)
-        if data is None:
+    def whole(self, d: str, count: Callable[[int], None] | None = None
+              ) -> bytes | bytearray | memoryview:
+        """Thread-safe: concurrent readers of one chunk wait for a single fetch.  `count`
+        (else on_fetch) hears the bytes fetched, if this call fetched."""
+        with self._lock:
+            gate = self._fetching.setdefault(d, threading.Lock())
+        with gate:
+            with self._lock:
+                data = self._decoded.pop(d, None)
+                if data is not None:
+                    self._decoded[d] = data  # most recently used
+                    return data
             data = fetch(self.store, self.algo, d, raw_size=None, where=self.where)
-            if self.on_fetch is not None:
-                self.on_fetch(self.stored.get(d, len(data)))
-            while len(self._decoded) >= self.keep:
-                self._decoded.pop(next(iter(self._decoded)))
-            self._decoded[d] = data
-        return data
+            report = count or self.on_fetch
+            if report is not None:
+                report(self.stored.get(d, len(data)))
+            with self._lock:
+                while len(self._decoded) >= self.keep:
+                    self._decoded.pop(next(iter(self._decoded)))
+                self._decoded[d] = data
+            return data
 
-    def get_range(self, d: str, start: int, length: int) -> bytes | memoryview:
+    def get_range(self, d: str, start: int, length: int,
+                  count: Callable[[int], None] | None = None) -> bytes | memoryview:
         if self.encoded(d):
-            return memoryview(self.whole(d))[start:start + length]
+            return memoryview(self.whole(d, count))[start:start + length]
         try:
             data = self.store.get_range(layout.chunk_key(d), start, length)
         except NotFound:
             raise missing(d, self.where) from None
-        if self.on_fetch is not None:
-            self.on_fetch(len(data))
+        report = count or self.on_fetch
+        if report is not None:
+            report(len(data))
         return data

@@ -186,18 +186,23 @@ def bytes_to_fetch(a: Manifest, b: Manifest, *, values: bool = True,
 def values_to_fetch(pairs: list[tuple[Any, ...]], stored: dict[str, int] | None = None) -> int:
     """The bytes `tensor_values(store, pairs)` downloads: each side's tensor range, once, for
     every pair whose dtype it can compare (an unsupported dtype is reported, not fetched);
-    a chunk stored encoded (`stored`: the manifests' hints) is fetched whole, once per side
-    of each tensor that touches it."""
+    a chunk stored encoded (`stored`: the manifests' hints) is fetched whole, once for all
+    the tensors in it (it is kept while they are compared: exact unless more than
+    2 x _VALUE_WORKERS such chunks are in use at once, then some are fetched again)."""
     stored = stored or {}
     total = 0
+    encoded: set[str] = set()
     for ea, x, eb, y in pairs:
         if x.dtype not in _NUMPY:
             continue
         for entry, t in ((ea, x), (eb, y)):
             for key, _, _, n in _pieces(entry, t.start, t.nbytes):
                 d = layout.parse_chunk_key(key) or ""
-                total += stored[d] if d in stored else n
-    return total
+                if d in stored:
+                    encoded.add(d)
+                else:
+                    total += n
+    return total + sum(stored[d] for d in encoded)
 
 
 def diff(store: Store, a: Manifest, b: Manifest, *, values: bool = False,
@@ -247,12 +252,12 @@ def _pieces(entry: FileEntry, start: int, length: int) -> Iterator[tuple[str, in
 
 
 def read_range(store: Store, entry: FileEntry, start: int, length: int,
-               ranges: RangeReader | None = None) -> Iterator[bytes]:
+               ranges: RangeReader | None = None, count: Any = None) -> Iterator[bytes]:
     """Bytes [start, start+length) of a stored file, one ranged GET per chunk it touches (an
     encoded chunk is fetched whole once, decoded and verified, through `ranges`)."""
     for key, obj_offset, _, n in _pieces(entry, start, length):
         if ranges is not None:
-            data = ranges.get_range(layout.parse_chunk_key(key) or "", obj_offset, n)
+            data = ranges.get_range(layout.parse_chunk_key(key) or "", obj_offset, n, count)
         else:
             data = store.get_range(key, obj_offset, n)
         if len(data) != n:
@@ -334,16 +339,17 @@ def _as_float(np: Any, data: bytes, dtype: str) -> Any:
 
 
 def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorInfo],
-             algo: str = "sha256", stored: dict[str, int] | None = None) -> dict[str, Any]:
+             ranges: RangeReader | None = None) -> dict[str, Any]:
+    """ranges: shared by the pairs of one diff, so that a chunk stored encoded is fetched
+    (whole) once however many of its tensors are compared."""
     np = require_numpy()
     ea, x, eb, y = pair
-    wire = [0]  # bytes that crossed the wire (an encoded chunk: its stored size, once)
+    wire = [0]  # bytes this pair made cross the wire
 
     def count(n: int) -> None:
         wire[0] += n
 
-    side_ranges = [RangeReader(store, algo, stored or {}, e.path, keep=1, on_fetch=count)
-                   for e in (ea, eb)]
+    shared = ranges or RangeReader(store, "sha256", {}, ea.path)
     out: dict[str, Any] = {"name": y.name, "file": eb.path}
     if x.dtype not in _NUMPY:
         return {**out, "error": f"unsupported dtype {x.dtype}", "bytes_fetched": 0}
@@ -352,9 +358,8 @@ def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorI
     for w in range(0, x.nbytes, WINDOW):
         n = min(WINDOW, x.nbytes - w)
         sides = []
-        for entry, t, dig, ranges in ((ea, x, digests[0], side_ranges[0]),
-                                      (eb, y, digests[1], side_ranges[1])):
-            data = b"".join(read_range(store, entry, t.start + w, n, ranges))
+        for entry, t, dig in ((ea, x, digests[0]), (eb, y, digests[1])):
+            data = b"".join(read_range(store, entry, t.start + w, n, shared, count))
             dig.add(t.start + w, data)
             sides.append(_as_float(np, data, t.dtype))
         va, vb = sides
@@ -385,7 +390,8 @@ def tensor_values(store: Store, pairs: list[tuple[Any, ...]], algo: str = "sha25
     (`stored`: both manifests' stored-size hints)."""
     if pairs:
         require_numpy()  # fail before any request if numpy is missing
-    stats = sorted(bounded_map(lambda p: _compare(store, p, algo, stored), pairs,
+    ranges = RangeReader(store, algo, stored or {}, "diff --values", keep=2 * _VALUE_WORKERS)
+    stats = sorted(bounded_map(lambda p: _compare(store, p, ranges), pairs,
                                workers=_VALUE_WORKERS,
                                name="ckptlake-diff"), key=lambda s: (s["file"], s["name"]))
     return {"bytes_fetched": sum(s["bytes_fetched"] for s in stats), "tensors": stats}

@@ -153,19 +153,24 @@ def join(planes: list[bytes], transform: int, rawlen: int) -> bytes | bytearray:
             out[k::width] = p
         return out
     np = _numpy()
-    if np is not None:
-        words = np.frombuffer(out, dtype="<u2" if width == 2 else "<u4")
+    if np is not None and width == 2:  # bf16: 16-bit words (measured faster than bytes)
+        words = np.frombuffer(out, dtype="<u2")
         views = [np.frombuffer(p, dtype=np.uint8) for p in planes]
         for s in range(0, n, _BLOCK):
             exp = views[0][s:s + _BLOCK].astype(np.uint16)
             sm = views[1][s:s + _BLOCK].astype(np.uint16)
-            top = ((sm & 0x80) << 8) | (exp << 7) | (sm & 0x7F)
-            if width == 2:
-                words[s:s + _BLOCK] = top
-            else:
-                words[s:s + _BLOCK] = ((top.astype(np.uint32) << 16)
-                                       | (views[3][s:s + _BLOCK].astype(np.uint32) << 8)
-                                       | views[2][s:s + _BLOCK])
+            words[s:s + _BLOCK] = ((sm & 0x80) << 8) | (exp << 7) | (sm & 0x7F)
+        return out
+    if np is not None:  # fp32: byte columns (measured faster than 32-bit words)
+        raw = np.frombuffer(out, dtype=np.uint8).reshape(-1, width)
+        views = [np.frombuffer(p, dtype=np.uint8) for p in planes]
+        for s in range(0, n, _BLOCK):
+            exp, sm = views[0][s:s + _BLOCK], views[1][s:s + _BLOCK]
+            raw[s:s + _BLOCK, width - 1] = (sm & 0x80) | (exp >> 1)
+            raw[s:s + _BLOCK, width - 2] = (exp << 7) | (sm & 0x7F)
+            if width == 4:
+                raw[s:s + _BLOCK, 0] = views[2][s:s + _BLOCK]
+                raw[s:s + _BLOCK, 1] = views[3][s:s + _BLOCK]
         return out
     exp_i, sm_i = int.from_bytes(planes[0], "little"), int.from_bytes(planes[1], "little")
     hi = (sm_i & _fill(n, 0x80)) | ((exp_i >> 1) & _fill(n, 0x7F))
