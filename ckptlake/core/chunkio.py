@@ -99,6 +99,25 @@ def fetch(store: Store, algo: str, d: str, *, raw_size: int | None, where: str
     return open_object(algo, d, data, raw_size=raw_size, where=where)
 
 
+class EveryChunk(dict):
+    """A `stored` map that names every chunk: read them all whole.  Partial readers retry with
+    it when a ranged read fails its check, since a manifest's hint may be stale (a chunk
+    re-stored encoded after the manifest was written, or a version whose pusher did not
+    record hints): the object, not the hint, decides (docs/format.md, "Chunk encodings")."""
+
+    def __contains__(self, d: object) -> bool:
+        return True
+
+    def get(self, d: object, default: object = None) -> object:
+        return default
+
+
+def retry_whole(stored: dict[str, int], digests: "set[str] | list[str]") -> bool:
+    """Is reading every chunk whole worth a second try after a failed check?  Only when
+    some of these chunks were read by range (else the data really is bad)."""
+    return not isinstance(stored, EveryChunk) and any(d not in stored for d in digests)
+
+
 class RangeReader:
     """Byte ranges of chunk objects for readers that read part of a chunk (packed files, single
     tensors).  A raw chunk is read with a ranged GET as before; a chunk the manifest records

@@ -281,9 +281,23 @@ def read_tensor_into(store: Store, entry: FileEntry, t: TensorInfo, buffer: byte
     returning (IntegrityError, and the buffer must not be used, if they differ).  Returns the
     bytes fetched.  A chunk `stored` (the manifest's hints) names as encoded is fetched whole,
     decoded and verified against its own digest first."""
+    stored = stored or {}
+    try:
+        return _read_tensor_into(store, entry, t, buffer, workers, stored, algo, where)
+    except IntegrityError:
+        touched = [layout.parse_chunk_key(p[0]) or "" for p in _pieces(entry, t.start,
+                                                                       t.nbytes)]
+        if not chunkio.retry_whole(stored, touched):
+            raise
+        # a stale hint: some chunk read by range is stored encoded; read them whole
+        return _read_tensor_into(store, entry, t, buffer, workers, chunkio.EveryChunk(),
+                                 algo, where)
+
+
+def _read_tensor_into(store: Store, entry: FileEntry, t: TensorInfo, buffer: bytearray,
+                      workers: int, stored: dict[str, int], algo: str, where: str) -> int:
     view = memoryview(buffer)
     dig = TensorDigest(t.start, t.end)
-    stored = stored or {}
 
     def fetch(piece: tuple[str, int, int, int]) -> int:
         key, obj_offset, file_offset, n = piece
@@ -298,7 +312,7 @@ def read_tensor_into(store: Store, entry: FileEntry, t: TensorInfo, buffer: byte
             if len(got) != n:
                 raise IntegrityError(f"chunk {d[:12]} of {entry.path} is shorter than its "
                                      "manifest says")
-            return stored[d]
+            return stored.get(d, len(whole))
         got = store.get_range_into(key, obj_offset, target)
         if len(got) != n:
             raise IntegrityError(f"chunk {key.rsplit('/', 1)[-1][:12]} of {entry.path} is "
