@@ -337,4 +337,7 @@ def main() -> None:
         code = complete(sys.argv[2:])
         # Not sys.exit: a lookup still waiting on a slow lake must not hold the shell.
         os._exit(code)
+    from ..core import chunkio
+
+    chunkio.TUNE_MALLOC = True  # the CLI owns its process (see fix_mmap_threshold)
     app(prog_name=PROG)

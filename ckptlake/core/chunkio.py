@@ -18,6 +18,9 @@ from ..store.base import Store
 
 
 _MMAP_FIXED = False
+# Set by the CLI, which owns its process.  A library caller (a training process) keeps its
+# allocator as it is: mallopt is process-wide.
+TUNE_MALLOC = False
 
 
 def fix_mmap_threshold() -> None:
@@ -27,10 +30,11 @@ def fix_mmap_threshold() -> None:
     its mmap threshold after each large free (up to 32 MiB), after which such buffers come from
     per-thread arenas that keep the freed memory: measured on a 1 GiB fp32 push, peak RSS
     314 MiB with the default, 248 MiB with a fixed 1 MiB threshold, at ~4 s more system time
-    per GiB (page faults of fresh mappings); a pull of the same: 611 MiB -> see docs.  Called
-    only when chunks are encoded or decoded.  Nothing happens on other C libraries."""
+    per GiB (page faults of fresh mappings); a pull of it, 611 -> 261 MiB together with the
+    bounded decoders (docs/benchmarks.md).  Only in the CLI (TUNE_MALLOC), only once chunks
+    are encoded or decoded; nothing happens on other C libraries."""
     global _MMAP_FIXED
-    if _MMAP_FIXED:
+    if _MMAP_FIXED or not TUNE_MALLOC:
         return
     _MMAP_FIXED = True
     try:
