@@ -348,7 +348,8 @@ class Lake:
                    metadata: dict[str, str] | None = None, aliases: Sequence[str] = (),
                    exclude: Sequence[str] = (), follow_symlinks: bool = False,
                    progress: Progress | None = None, stale_after: float | None = None,
-                   wait_seconds: float | None = None) -> "ShardPushResult":
+                   wait_seconds: float | None = None,
+                   compression: str | None = None) -> "ShardPushResult":
         """Push rank `rank`'s files of a checkpoint written by `world` ranks at `step`.
 
         The version is committed exactly once, when the last rank's record is in (see
@@ -380,7 +381,7 @@ class Lake:
                 aliases=list(aliases), progress=progress, lake_url=self.url,
                 stale_after=shards.DEFAULT_STALE_AFTER if stale_after is None else stale_after,
                 wait_seconds=wait_seconds, throttle=self.throttle, parts=self.parts,
-                observers=[tensors] if tensors else [])
+                observers=[tensors] if tensors else [], compression=compression)
         if result.committed_here and result.version is not None:
             self._after_commit(artifact, result.version)
         return result

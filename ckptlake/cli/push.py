@@ -124,11 +124,6 @@ def push(
             from ..errors import UsageError
 
             raise UsageError(f"--compression must be auto or none, not {compression!r}")
-        if shard is not None and compression is not None:
-            from ..errors import UsageError
-
-            raise UsageError("--compression cannot be combined with --shard yet (sharded "
-                             "pushes store chunks raw)")
         rank_world = parse_shard(shard, step) if shard is not None else None
         handle = open_lake(common, chunk_size=size, concurrency=concurrency,
                            max_bandwidth=max_bandwidth)
@@ -140,7 +135,7 @@ def push(
                         source, artifact, step=step, rank=rank_world[0], world=rank_world[1],
                         metrics=metrics, metadata=metadata, aliases=aliases,
                         exclude=list(exclude or []), follow_symlinks=follow_symlinks,
-                        progress=progress)
+                        progress=progress, compression=compression)
                 doc = {**shard_result.to_dict(), "lake": lake_url(handle),
                        "lake_origin": lake_origin(handle)}
                 out.result(doc, shard_summary(shard_result))
