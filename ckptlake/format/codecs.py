@@ -122,8 +122,12 @@ def split(data: bytes | memoryview, transform: int) -> list[bytes | bytearray]:
         for s in range(0, n, _BLOCK):
             w = words[s:s + _BLOCK]
             top = (w >> 16).astype(np.uint16) if width == 4 else w
-            views[0][s:s + _BLOCK] = ((top >> 7) & 0xFF).astype(np.uint8)
-            views[1][s:s + _BLOCK] = (((top >> 8) & 0x80) | (top & 0x7F)).astype(np.uint8)
+            # exponent = bits 7-14; sign (bit 15) and mantissa (bits 0-6) meet in the low
+            # byte of m | m >> 8 with m = top & 0x807F; the casts keep the low byte
+            np.copyto(views[0][s:s + _BLOCK], top >> 7, casting="unsafe")
+            m = top & 0x807F
+            m |= m >> 8
+            np.copyto(views[1][s:s + _BLOCK], m, casting="unsafe")
             if width == 4:
                 b = w.view(np.uint8).reshape(-1, 4)
                 views[2][s:s + _BLOCK] = b[:, 0]
