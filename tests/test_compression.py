@@ -25,7 +25,8 @@ def write_safetensors(path: Path, tensors: dict[str, np.ndarray], dtype: str = "
     header, blobs, off = {}, [], 0
     for name, arr in tensors.items():
         b = arr.tobytes()
-        header[name] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [off, off + len(b)]}
+        header[name] = {"dtype": dtype, "shape": list(arr.shape),
+                        "data_offsets": [off, off + len(b)]}
         blobs.append(b)
         off += len(b)
     h = json.dumps(header).encode()

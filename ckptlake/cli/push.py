@@ -78,7 +78,7 @@ def push(
     compression: Annotated[Optional[str], typer.Option(
         "--compression", metavar="auto|none", show_default=False,
         help="Store chunks compressed where that saves bytes (auto) or raw (none); default: "
-             "the lake's setting (auto for new lakes, none for lakes made before 0.2).")]
+             "the lake's setting (auto for new lakes, none for lakes made before compression).")]
         = None,
     concurrency: ConcurrencyOpt = None,
     max_bandwidth: MaxBandwidthOpt = None,
