@@ -135,6 +135,9 @@ def test_old_code_fails_safely_on_a_compressed_chunk(old_lake: str, old_code: Pa
     old = run_old(old_code, "pull", "logs", tmp_path / "old", "--lake", old_lake)
     assert old.returncode == 5, old.stderr
     assert "corrupt" in old.stderr and not (tmp_path / "old").exists()
+    # its verify calls the frame a chunk of the wrong size: a problem, exit 5
+    old = run_old(old_code, "verify", "--lake", old_lake)
+    assert old.returncode == 5, old.stdout + old.stderr
     # the old code pushing the same bytes stores them raw over the frame: both are valid
     old = run_old(old_code, "push", tmp_path / "src", "logs2", "--lake", old_lake)
     assert old.returncode == 0, old.stderr
