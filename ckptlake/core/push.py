@@ -233,10 +233,8 @@ class _Uploader:
             return None
         with self._encoders:
             # a tensor-aware planner may say what the slice holds; else the sample decides
-            frame = codecs.encode_auto(data, getattr(unit, "dtype", None))
-            # bytes now, inside the encoder bound: the S3 store would copy a bytearray into
-            # bytes during the (long) upload, holding two frames per worker
-            return None if frame is None else bytes(frame)
+            # bytes (not a bytearray, which the S3 store would copy for the whole upload)
+            return codecs.encode_auto(data, getattr(unit, "dtype", None))
 
     def _store_once(self, d: str, box: list[bytes], unit: _Slice | _Pack) -> None:
         """Check (listing or HEAD) and if need be upload the first occurrence of digest d."""

@@ -296,7 +296,7 @@ def encode(data: bytes | memoryview, choice: Choice) -> bytes | bytearray | None
         if packed is not None and len(packed) < len(plane) * WORTH:
             heads.append(PLANE.pack(MODE_ZSTD, len(packed)))
             parts.append(packed)
-            planes[k] = b""  # released: only what is stored stays in memory
+            planes[k] = b""  # released: only what is stored stays
         else:
             heads.append(PLANE.pack(MODE_STORED, len(plane)))
             parts.append(plane)
@@ -304,18 +304,8 @@ def encode(data: bytes | memoryview, choice: Choice) -> bytes | bytearray | None
         if total >= n:
             return None
     del planes
-    out = bytearray(total)
-    pos = 0
-    for piece in (HEAD.pack(MAGIC, CODEC_PLANES, choice.transform, 0, n),
-                  bytes((len(parts),)), *heads):
-        out[pos:pos + len(piece)] = piece
-        pos += len(piece)
-    while parts:  # moved into the frame one by one, each released once copied
-        piece = parts.pop(0)
-        out[pos:pos + len(piece)] = piece
-        pos += len(piece)
-    out[pos:] = tail
-    return out
+    return b"".join([HEAD.pack(MAGIC, CODEC_PLANES, choice.transform, 0, n),
+                     bytes((len(parts),)), *heads, *parts, tail])
 
 
 def _worth(cctx, plane: bytes) -> bool:
