@@ -127,3 +127,18 @@ def test_decode_refuses_garbage_directly() -> None:
         codecs.decode(b"not a frame")
     with pytest.raises(codecs.CodecError):
         codecs.decode(codecs.HEAD.pack(codecs.MAGIC, 1, 0, 0, 10) + b"garbage")
+
+
+def test_a_zstd_frame_declaring_a_huge_size_is_refused_before_allocating() -> None:
+    import zstandard
+
+    body = zstandard.ZstdCompressor(level=1).compress(b"x" * 1000)
+    frame = codecs.HEAD.pack(codecs.MAGIC, codecs.CODEC_ZSTD, 0, 0, 10) + body
+    with pytest.raises(codecs.CodecError, match="declares 1000"):
+        codecs.decode(frame)
+    # a hand-made header claiming 2**50 bytes: refused, no MemoryError
+    huge = bytearray(zstandard.ZstdCompressor(level=1, write_content_size=True).compress(b"y"))
+    hdr = b"\x28\xb5\x2f\xfd" + bytes([0xE0]) + (1 << 50).to_bytes(8, "little")
+    with pytest.raises(codecs.CodecError):
+        codecs.decode(codecs.HEAD.pack(codecs.MAGIC, codecs.CODEC_ZSTD, 0, 0, 10) + hdr
+                      + bytes(huge[6:]))

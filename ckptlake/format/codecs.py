@@ -397,6 +397,12 @@ def decode(data: bytes | memoryview) -> bytes | bytearray:
 def _unzstd(body: memoryview, rawlen: int) -> bytes:
     zstd = _zstd()
     try:
+        # a frame declaring more than it may hold is refused before anything is allocated
+        # (the decompressor would size its output from the declaration)
+        declared = zstd.frame_content_size(body)
+        if declared > rawlen:
+            raise CodecError(f"zstd data declares {declared} bytes, more than the {rawlen} "
+                             "expected")
         out = zstd.ZstdDecompressor().decompress(body, max_output_size=rawlen)
     except zstd.ZstdError as e:
         raise CodecError(f"zstd data is corrupt ({e})") from None
