@@ -166,7 +166,8 @@ class Lake:
              parents: Sequence[Any] = (), relation: str = "derived-from",
              inputs: Sequence[str | dict[str, str]] = (),
              meta_file: str | Path | None = None,
-             provenance: bool | dict[str, Any] = True) -> PushResult:
+             provenance: bool | dict[str, Any] = True,
+             compression: str | None = None) -> PushResult:
         """Upload a file or directory as the next version of `artifact`.
 
         Only chunks the lake does not hold yet are sent.  The version becomes visible at once
@@ -180,6 +181,9 @@ class Lake:
         a JSON/YAML mapping to `metadata` (explicit `metadata` keys win).  `provenance` (git
         state of the source, command line, host, user, Python and ckptlake versions) is
         collected unless False; a dict adds to or overrides what is collected.
+        `compression`: "auto" (store chunks encoded where that saves bytes) or "none";
+        default: the lake header's setting ("auto" for lakes this version creates, "none"
+        for older lakes).
         """
         from .core import lineage as _lineage
         from .core import provenance as _provenance
@@ -210,7 +214,7 @@ class Lake:
                                 metadata=check_metadata(all_metadata), aliases=list(aliases),
                                 progress=progress, lake_url=self.url, throttle=self.throttle,
                                 parts=self.parts, observers=[tensors] if tensors else [],
-                                manifest_fields=fields)
+                                manifest_fields=fields, compression=compression)
         warnings = self._after_commit(artifact, result.version)
         return dataclasses.replace(result, warnings=[*result.warnings, *warnings]) \
             if warnings else result
@@ -420,7 +424,8 @@ class Lake:
                    metadata: dict[str, str] | None = None, aliases: Sequence[str] = (),
                    exclude: Sequence[str] = (), follow_symlinks: bool = False,
                    progress: Progress | None = None, stale_after: float | None = None,
-                   wait_seconds: float | None = None) -> "ShardPushResult":
+                   wait_seconds: float | None = None,
+                   compression: str | None = None) -> "ShardPushResult":
         """Push rank `rank`'s files of a checkpoint written by `world` ranks at `step`.
 
         The version is committed exactly once, when the last rank's record is in (see
@@ -452,7 +457,7 @@ class Lake:
                 aliases=list(aliases), progress=progress, lake_url=self.url,
                 stale_after=shards.DEFAULT_STALE_AFTER if stale_after is None else stale_after,
                 wait_seconds=wait_seconds, throttle=self.throttle, parts=self.parts,
-                observers=[tensors] if tensors else [])
+                observers=[tensors] if tensors else [], compression=compression)
         if result.committed_here and result.version is not None:
             self._after_commit(artifact, result.version)
         return result
@@ -541,7 +546,7 @@ class Lake:
         entry = find_file(m, path)
         return LakeFile(self._data(replica), entry, m.hash, name=f"{m.artifact}@v{m.version}:{entry.path}",
                         readahead=DEFAULT_READAHEAD if readahead is None else readahead,
-                        parts=self.parts, throttle=self.throttle)
+                        parts=self.parts, throttle=self.throttle, stored=m.stored)
 
     def tensors(self, ref: str | Ref, names: "str | Sequence[str] | None" = None, *,
                 path: str | None = None, framework: str = "np") -> dict[str, Any]:
@@ -574,7 +579,9 @@ class Lake:
             entry, t = pick
             buffer = bytearray(t.nbytes)
             self.throttle.acquire(t.nbytes)
-            read_tensor_into(data, entry, t, buffer, workers=self.concurrency)
+            read_tensor_into(data, entry, t, buffer, workers=self.concurrency,
+                             stored=m.stored, algo=m.hash,
+                             where=f"{m.artifact}@v{m.version}")
             return t.name, buffer
 
         from .transfer.pool import bounded_map
@@ -615,7 +622,7 @@ class Lake:
 
         with LakeFile(self._data(), entry, m.hash, name=f"{m.artifact}@v{m.version}:{entry.path}",
                       readahead=DEFAULT_READAHEAD, parts=self.parts,
-                      throttle=self.throttle) as fh:
+                      throttle=self.throttle, stored=m.stored) as fh:
             try:
                 return torch.load(fh, map_location=map_location, weights_only=True)
             except CkptlakeError:
@@ -646,7 +653,8 @@ class Lake:
         if entry is None:
             return self._load_flat_state(m, what, map_location)
         with reader.LakeFile(self._data(), entry, m.hash, name=f"{what}:{entry.path}",
-                             readahead=0, parts=self.parts, throttle=self.throttle) as fh:
+                             readahead=0, parts=self.parts, throttle=self.throttle,
+                             stored=m.stored) as fh:
             skeleton = _state.parse(fh.read(), what)
         path = skeleton.get("file")
         if not isinstance(path, str) or path not in by_path:
@@ -680,7 +688,8 @@ class Lake:
                              hint="lake.pull() or lake.open() read any version")
         entry = files[0]
         with reader.LakeFile(self._data(), entry, m.hash, name=f"{what}:{entry.path}",
-                             readahead=0, parts=self.parts, throttle=self.throttle) as fh:
+                             readahead=0, parts=self.parts, throttle=self.throttle,
+                             stored=m.stored) as fh:
             (n,) = struct.unpack("<Q", fh.read(8))
             try:
                 header = json.loads(fh.read(n))

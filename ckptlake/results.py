@@ -37,10 +37,26 @@ class PushResult(_Result):
     seconds: float
     # Committed, but an index derived from it (lineage markers, listing summary) failed.
     warnings: list[str] = field(default_factory=list)
+    # bytes_uploaded counts the raw (logical) bytes of the chunks stored; bytes_sent what
+    # crossed the wire for them (smaller when encoded).  bytes_stored: the version's chunk
+    # objects as stored (its own and deduplicated ones), vs bytes_scanned logical.
+    bytes_sent: int | None = None  # None: not known (a result made by hand)
+    bytes_stored: int | None = None
+    compression: str = "none"
 
     @property
     def ref(self) -> str:
         return f"{self.artifact}@v{self.version}"
+
+    @property
+    def ratio(self) -> float | None:
+        """stored ÷ logical bytes of the version (None for an empty version)."""
+        if not self.bytes_scanned or self.bytes_stored is None:
+            return None
+        return round(self.bytes_stored / self.bytes_scanned, 4)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "ratio": self.ratio}
 
 
 @dataclass(frozen=True)
@@ -77,6 +93,9 @@ class VersionInfo(_Result):
     metrics: dict[str, float]
     metadata: dict[str, str]
     aliases: list[str] = field(default_factory=list)
+    # bytes of the version's distinct chunk objects as stored (encoded chunks at their stored
+    # size); equal to total_bytes for versions listed from a summary that does not say
+    stored_bytes: int | None = None
 
 
 @dataclass(frozen=True)

@@ -423,7 +423,7 @@ def test_push_json_is_one_document(fake: OpenSpy, src: Path) -> None:
     assert {k: doc[k] for k in ("artifact", "version", "step", "bytes_uploaded", "aliases")} == {
         "artifact": "a/b", "version": 3, "step": 5, "bytes_uploaded": 120 * MiB,
         "aliases": ["best"]}
-    assert set(doc) == set(PushResult.__dataclass_fields__) | {"lake_origin"}
+    assert set(doc) == set(PushResult.__dataclass_fields__) | {"lake_origin", "ratio"}
     assert r.stderr == "", "no notes with --json"
     assert fake.lake.progress_seen == [None], "no progress renderer with --json"
 

@@ -63,12 +63,15 @@ def checkpoints(tmp_path: Path) -> tuple[Path, Path, dict[str, Any], dict[str, A
     return dirs[0], dirs[1], a, b
 
 
-def push_pair(lake: Lake, tmp_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def push_pair(lake: Lake, tmp_path: Path, compression: str = "none"
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Stored raw by default: these tests count exact ranged reads (a chunk stored encoded is
+    fetched whole; test_compression.py covers that)."""
     a_dir, b_dir, a, b = checkpoints(tmp_path)
     lake.push(a_dir, "run/ckpt", step=100, metrics={"loss": 2.5, "acc": 0.5},
-              metadata={"lr": "3e-4", "warmup": "100"})
+              metadata={"lr": "3e-4", "warmup": "100"}, compression=compression)
     lake.push(b_dir, "run/ckpt", step=200, metrics={"loss": 2.0, "ppl": 7.4},
-              metadata={"lr": "1e-4", "seed": "1"})
+              metadata={"lr": "1e-4", "seed": "1"}, compression=compression)
     return a, b
 
 

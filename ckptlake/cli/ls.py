@@ -250,5 +250,9 @@ def version_row(v: Any, columns: list[str] | tuple[str, ...] = ()) -> list[str]:
     metrics = " ".join(f"{k}={val:g}" for k, val in sorted(v.metrics.items())
                        if k not in columns) or "-"
     own = [f"{v.metrics[k]:g}" if k in v.metrics else "-" for k in columns]
-    return [f"v{v.version}", "-" if v.step is None else str(v.step), format_bytes(v.total_bytes),
+    size = format_bytes(v.total_bytes)
+    stored = getattr(v, "stored_bytes", None)
+    if stored is not None and stored != v.total_bytes:  # compressed (or deduplicated inside)
+        size += f" ({format_bytes(stored)} stored)"
+    return [f"v{v.version}", "-" if v.step is None else str(v.step), size,
             format_age(v.created), ", ".join(v.aliases) or "-", *own, metrics]

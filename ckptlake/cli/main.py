@@ -28,6 +28,9 @@ def main() -> None:
     # at exit the interpreter runs full collections over everything still alive (an S3 command
     # holds botocore's parsed models, ~100k objects: 0.05-0.1 s), so the command's leftovers
     # are frozen too.  atexit handlers, finalizers and the freeing of modules run as usual.
+    from ..core import chunkio
+
+    chunkio.TUNE_MALLOC = True  # the CLI owns its process (see chunkio.fix_mmap_threshold)
     gc.freeze()
     try:
         app(prog_name=PROG)

@@ -75,6 +75,11 @@ def push(
     chunk_size: Annotated[Optional[str], typer.Option(
         "--chunk-size", metavar="SIZE", show_default=False,
         help="Chunk size for upload and dedup, e.g. 16MiB (default: from the config).")] = None,
+    compression: Annotated[Optional[str], typer.Option(
+        "--compression", metavar="auto|none", show_default=False,
+        help="Store chunks compressed where that saves bytes (auto) or raw (none); default: "
+             "the lake's setting (auto for new lakes, none for lakes made before compression).")]
+        = None,
     concurrency: ConcurrencyOpt = None,
     max_bandwidth: MaxBandwidthOpt = None,
     lake: LakeOpt = None,
@@ -115,6 +120,10 @@ def push(
             from ..policy.config import parse_size
 
             size = parse_size(chunk_size)
+        if compression is not None and compression not in ("auto", "none"):
+            from ..errors import UsageError
+
+            raise UsageError(f"--compression must be auto or none, not {compression!r}")
         rank_world = parse_shard(shard, step) if shard is not None else None
         handle = open_lake(common, chunk_size=size, concurrency=concurrency,
                            max_bandwidth=max_bandwidth)
@@ -126,7 +135,7 @@ def push(
                         source, artifact, step=step, rank=rank_world[0], world=rank_world[1],
                         metrics=metrics, metadata=metadata, aliases=aliases,
                         exclude=list(exclude or []), follow_symlinks=follow_symlinks,
-                        progress=progress)
+                        progress=progress, compression=compression)
                 for warning in shard_result.warnings:
                     out.warn(warning)
                 doc = {**shard_result.to_dict(), "lake": lake_url(handle),
@@ -138,7 +147,7 @@ def push(
                                      metadata=metadata, aliases=aliases,
                                      exclude=list(exclude or []),
                                      follow_symlinks=follow_symlinks, progress=progress,
-                                     **lineage)
+                                     compression=compression, **lineage)
             for warning in getattr(result, "warnings", ()):
                 out.warn(warning)
             doc = {**result.to_dict(), "lake": lake_url(handle),

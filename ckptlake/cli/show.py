@@ -76,7 +76,10 @@ def render(d: Any) -> str:
         ("kind", d.kind),
         ("size", f"{format_bytes(d.total_bytes)} in {d.file_count} "
                  f"file{'s' if d.file_count != 1 else ''}, {d.chunks} "
-                 f"chunk{'s' if d.chunks != 1 else ''}"),
+                 f"chunk{'s' if d.chunks != 1 else ''}"
+                 + (f" ({format_bytes(d.stored_bytes)} stored, "
+                    f"{d.stored_bytes / d.total_bytes:.2f} of logical)"
+                    if d.total_bytes and d.stored_bytes != d.total_bytes else "")),
         ("step", "-" if d.step is None else str(d.step)),
         ("created", f"{iso(d.created)} by {d.created_by or '?'} ({d.tool or '?'})"),
         ("aliases", ", ".join(d.aliases) or "-"),

@@ -303,7 +303,8 @@ def version_info(m: Manifest, alias_map: dict[str, int]) -> VersionInfo:
         artifact=m.artifact, version=m.version, step=m.step, created=m.created,
         created_by=m.created_by, total_bytes=m.total_bytes, files=len(m.files),
         metrics=dict(m.metrics), metadata=dict(m.metadata),
-        aliases=sorted(a for a, v in alias_map.items() if v == m.version))
+        aliases=sorted(a for a, v in alias_map.items() if v == m.version),
+        stored_bytes=m.stored_bytes)
 
 
 def versions(store: Store, artifact: str) -> list[VersionInfo]:

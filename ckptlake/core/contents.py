@@ -94,7 +94,8 @@ def _inspect(store: Store, a: Manifest, ea: FileEntry, b: Manifest, eb: FileEntr
         return {"path": path, "kind": kind, "inspected": False,
                 "reason": "--inspect reads its zip directory"}
     out: dict[str, Any] = {"path": path, "kind": kind}
-    files = (LakeFile(store, ea, a.hash, readahead=0), LakeFile(store, eb, b.hash, readahead=0))
+    files = (LakeFile(store, ea, a.hash, readahead=0, stored=a.stored),
+             LakeFile(store, eb, b.hash, readahead=0, stored=b.stored))
     try:
         out.update(_safetensors(*files) if kind == "safetensors" else _torch(*files))
     finally:

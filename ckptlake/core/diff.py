@@ -26,6 +26,8 @@ from ..format.safetensors import TensorDigest, is_safetensors
 from ..results import _Result
 from ..store.base import Store
 from ..transfer.pool import bounded_map
+from . import chunkio
+from .chunkio import RangeReader
 
 WINDOW = 4 * 1024 * 1024  # bytes per side held in memory per tensor compared
 _VALUE_WORKERS = 4
@@ -175,16 +177,32 @@ def bytes_to_fetch(a: Manifest, b: Manifest, *, values: bool = True,
     core/contents.py)."""
     from .contents import bytes_to_read
 
-    total = values_to_fetch(value_pairs(a, b)) if values else 0
+    total = values_to_fetch(value_pairs(a, b), {**a.stored, **b.stored}) if values else 0
     if inspect:
         total += bytes_to_read(a, b, [f["path"] for f in _files(a, b)["modified"]])
     return total
 
 
-def values_to_fetch(pairs: list[tuple[Any, ...]]) -> int:
+def values_to_fetch(pairs: list[tuple[Any, ...]], stored: dict[str, int] | None = None) -> int:
     """The bytes `tensor_values(store, pairs)` downloads: each side's tensor range, once, for
-    every pair whose dtype it can compare (an unsupported dtype is reported, not fetched)."""
-    return sum(x.nbytes + y.nbytes for _, x, _, y in pairs if x.dtype in _NUMPY)
+    every pair whose dtype it can compare (an unsupported dtype is reported, not fetched);
+    a chunk stored encoded (`stored`: the manifests' hints) is fetched whole, once for all
+    the tensors in it (it is kept while they are compared: exact unless more than
+    2 x _VALUE_WORKERS such chunks are in use at once, then some are fetched again)."""
+    stored = stored or {}
+    total = 0
+    encoded: set[str] = set()
+    for ea, x, eb, y in pairs:
+        if x.dtype not in _NUMPY:
+            continue
+        for entry, t in ((ea, x), (eb, y)):
+            for key, _, _, n in _pieces(entry, t.start, t.nbytes):
+                d = layout.parse_chunk_key(key) or ""
+                if d in stored:
+                    encoded.add(d)
+                else:
+                    total += n
+    return total + sum(stored[d] for d in encoded)
 
 
 def diff(store: Store, a: Manifest, b: Manifest, *, values: bool = False,
@@ -203,7 +221,7 @@ def diff(store: Store, a: Manifest, b: Manifest, *, values: bool = False,
                  and not (files["added"] or files["removed"] or files["modified"]))
     result_values = None
     if values:
-        result_values = tensor_values(store, pairs)
+        result_values = tensor_values(store, pairs, b.hash, {**a.stored, **b.stored})
         by_name = {(t["name"], t["file"]): t for t in result_values["tensors"]}
         for t in tensors["changed"]:
             t["values"] = {k: v for k, v in by_name[(t["name"], t["file"])].items()
@@ -233,10 +251,15 @@ def _pieces(entry: FileEntry, start: int, length: int) -> Iterator[tuple[str, in
             break
 
 
-def read_range(store: Store, entry: FileEntry, start: int, length: int) -> Iterator[bytes]:
-    """Bytes [start, start+length) of a stored file, one ranged GET per chunk it touches."""
+def read_range(store: Store, entry: FileEntry, start: int, length: int,
+               ranges: RangeReader | None = None, count: Any = None) -> Iterator[bytes]:
+    """Bytes [start, start+length) of a stored file, one ranged GET per chunk it touches (an
+    encoded chunk is fetched whole once, decoded and verified, through `ranges`)."""
     for key, obj_offset, _, n in _pieces(entry, start, length):
-        data = store.get_range(key, obj_offset, n)
+        if ranges is not None:
+            data = ranges.get_range(layout.parse_chunk_key(key) or "", obj_offset, n, count)
+        else:
+            data = store.get_range(key, obj_offset, n)
         if len(data) != n:
             raise IntegrityError(f"chunk {key.rsplit('/', 1)[-1][:12]} of {entry.path} is "
                                  "shorter than its manifest says")
@@ -251,25 +274,55 @@ def check_tensor(t: TensorInfo, dig: TensorDigest) -> None:
 
 
 def read_tensor_into(store: Store, entry: FileEntry, t: TensorInfo, buffer: bytearray, *,
-                     workers: int = _VALUE_WORKERS) -> int:
+                     workers: int = _VALUE_WORKERS, stored: dict[str, int] | None = None,
+                     algo: str = "sha256", where: str = "") -> int:
     """Every byte of tensor `t` into `buffer` (len t.nbytes): exactly its range, one ranged GET
     per chunk piece (up to `workers` at a time), verified against its block digest before
     returning (IntegrityError, and the buffer must not be used, if they differ).  Returns the
-    bytes fetched."""
+    bytes fetched.  A chunk `stored` (the manifest's hints) names as encoded is fetched whole,
+    decoded and verified against its own digest first."""
+    stored = stored or {}
+    try:
+        return _read_tensor_into(store, entry, t, buffer, workers, stored, algo, where)
+    except IntegrityError:
+        touched = [layout.parse_chunk_key(p[0]) or "" for p in _pieces(entry, t.start,
+                                                                       t.nbytes)]
+        if not chunkio.retry_whole(stored, touched):
+            raise
+        # a stale hint: some chunk read by range is stored encoded; read them whole
+        return _read_tensor_into(store, entry, t, buffer, workers, chunkio.EveryChunk(),
+                                 algo, where)
+
+
+def _read_tensor_into(store: Store, entry: FileEntry, t: TensorInfo, buffer: bytearray,
+                      workers: int, stored: dict[str, int], algo: str, where: str) -> int:
     view = memoryview(buffer)
     dig = TensorDigest(t.start, t.end)
 
     def fetch(piece: tuple[str, int, int, int]) -> int:
         key, obj_offset, file_offset, n = piece
-        got = store.get_range_into(key, obj_offset,
-                                   view[file_offset - t.start:file_offset - t.start + n])
+        d = layout.parse_chunk_key(key) or ""
+        target = view[file_offset - t.start:file_offset - t.start + n]
+        if d in stored:
+            whole = memoryview(chunkio.fetch(store, algo, d, raw_size=None,
+                                             where=where or entry.path))
+            got = whole[obj_offset:obj_offset + n]
+            target[:len(got)] = got
+            dig.add(file_offset, got)
+            if len(got) != n:
+                raise IntegrityError(f"chunk {d[:12]} of {entry.path} is shorter than its "
+                                     "manifest says")
+            return stored.get(d, len(whole))
+        got = store.get_range_into(key, obj_offset, target)
         if len(got) != n:
             raise IntegrityError(f"chunk {key.rsplit('/', 1)[-1][:12]} of {entry.path} is "
                                  "shorter than its manifest says")
         dig.add(file_offset, got)
         return n
 
-    pieces = [p for piece in _pieces(entry, t.start, t.nbytes) for p in _split(piece)]
+    pieces = [p for piece in _pieces(entry, t.start, t.nbytes)
+              for p in ([piece] if (layout.parse_chunk_key(piece[0]) or "") in stored
+                        else _split(piece))]
     fetched = sum(bounded_map(fetch, pieces, workers=workers, name="ckptlake-tensor"))
     check_tensor(t, dig)
     return fetched
@@ -299,22 +352,29 @@ def _as_float(np: Any, data: bytes, dtype: str) -> Any:
     return x.astype(np.float64)
 
 
-def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorInfo]
-             ) -> dict[str, Any]:
+def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorInfo],
+             ranges: RangeReader | None = None) -> dict[str, Any]:
+    """ranges: shared by the pairs of one diff, so that a chunk stored encoded is fetched
+    (whole) once however many of its tensors are compared."""
     np = require_numpy()
     ea, x, eb, y = pair
+    wire = [0]  # bytes this pair made cross the wire
+
+    def count(n: int) -> None:
+        wire[0] += n
+
+    shared = ranges or RangeReader(store, "sha256", {}, ea.path)
     out: dict[str, Any] = {"name": y.name, "file": eb.path}
     if x.dtype not in _NUMPY:
         return {**out, "error": f"unsupported dtype {x.dtype}", "bytes_fetched": 0}
     digests = (TensorDigest(x.start, x.end), TensorDigest(y.start, y.end))
-    fetched, max_abs, ss_diff, ss_a, nonfinite = 0, 0.0, 0.0, 0.0, 0
+    max_abs, ss_diff, ss_a, nonfinite = 0.0, 0.0, 0.0, 0
     for w in range(0, x.nbytes, WINDOW):
         n = min(WINDOW, x.nbytes - w)
         sides = []
         for entry, t, dig in ((ea, x, digests[0]), (eb, y, digests[1])):
-            data = b"".join(read_range(store, entry, t.start + w, n))
+            data = b"".join(read_range(store, entry, t.start + w, n, shared, count))
             dig.add(t.start + w, data)
-            fetched += len(data)
             sides.append(_as_float(np, data, t.dtype))
         va, vb = sides
         d = vb - va
@@ -332,16 +392,20 @@ def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorI
         rel: float | None = math.sqrt(ss_diff) / math.sqrt(ss_a)
     else:
         rel = 0.0 if ss_diff == 0 else None  # relative to zero: undefined
-    out.update(max_abs_diff=max_abs, rel_l2=rel, bytes_fetched=fetched)
+    out.update(max_abs_diff=max_abs, rel_l2=rel, bytes_fetched=wire[0])
     if nonfinite:
         out["nonfinite"] = nonfinite  # NaN/inf differences, left out of the numbers above
     return out
 
 
-def tensor_values(store: Store, pairs: list[tuple[Any, ...]]) -> dict[str, Any]:
-    """Value statistics for changed tensors (same dtype and shape), fetching only their bytes."""
+def tensor_values(store: Store, pairs: list[tuple[Any, ...]], algo: str = "sha256",
+                  stored: dict[str, int] | None = None) -> dict[str, Any]:
+    """Value statistics for changed tensors (same dtype and shape), fetching only their bytes
+    (`stored`: both manifests' stored-size hints)."""
     if pairs:
         require_numpy()  # fail before any request if numpy is missing
-    stats = sorted(bounded_map(lambda p: _compare(store, p), pairs, workers=_VALUE_WORKERS,
+    ranges = RangeReader(store, algo, stored or {}, "diff --values", keep=2 * _VALUE_WORKERS)
+    stats = sorted(bounded_map(lambda p: _compare(store, p, ranges), pairs,
+                               workers=_VALUE_WORKERS,
                                name="ckptlake-diff"), key=lambda s: (s["file"], s["name"]))
     return {"bytes_fetched": sum(s["bytes_fetched"] for s in stats), "tensors": stats}

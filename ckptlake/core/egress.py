@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 def bytes_to_fetch(m: Manifest, destination: str, lake_url: str | None = None,
                    cache: "ChunkCache | None" = None) -> tuple[int, int]:
-    """(chunk-object bytes the pull downloads, bytes it will not download).
+    """(chunk-object bytes the pull downloads, as stored, bytes it will not download).
 
     The pull's rules (core/pull.py): a regular file at the final path whose bytes match the
     manifest is kept (verified here too); a chunk that an interrupted pull of the same version
@@ -75,7 +75,8 @@ def objects_to_fetch(m: Manifest, destination: str, lake_url: str | None = None,
                                                                        ref.digest)):
                 staged_files[ref.digest] = staged_files.get(ref.digest, 0) + ref.size
                 continue
-            objects[ref.digest] = whole_size[ref.digest]
+            # what crosses the wire: an encoded chunk at its stored size (manifest hint)
+            objects[ref.digest] = m.stored.get(ref.digest, whole_size[ref.digest])
     return objects, present + sum(staged_files.values())
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from ..errors import NotFound, PreconditionFailed
-from ..format.header import DEFAULT_CHUNK_SIZE, LakeHeader, decode_header
+from ..format.header import (DEFAULT_CHUNK_SIZE, DEFAULT_COMPRESSION, LakeHeader,
+                             decode_header)
 from ..format.layout import HEADER_KEY
 from ..store.base import Store
 from .createonce import create_once
@@ -23,12 +24,14 @@ def read_header(store: Store) -> LakeHeader | None:
     return decode_header(data) if data else None
 
 
-def ensure_header(store: Store, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> LakeHeader:
+def ensure_header(store: Store, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                  compression: str = DEFAULT_COMPRESSION) -> LakeHeader:
     """Read the header, creating it if this is the lake's first write (race-safe)."""
-    return open_or_create_header(store, chunk_size=chunk_size)[0]
+    return open_or_create_header(store, chunk_size=chunk_size, compression=compression)[0]
 
 
-def open_or_create_header(store: Store, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+def open_or_create_header(store: Store, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                          compression: str = DEFAULT_COMPRESSION
                           ) -> tuple[LakeHeader, bool]:
     """(the header, whether this call created the lake).  Creating one is worth saying: a
     mistyped lake location is otherwise a silent new lake."""
@@ -36,7 +39,7 @@ def open_or_create_header(store: Store, *, chunk_size: int = DEFAULT_CHUNK_SIZE
         existing = read_header(store)
         if existing is not None:
             return existing, False
-        header = LakeHeader(chunk_size=chunk_size,
+        header = LakeHeader(chunk_size=chunk_size, compression=compression,
                             created=datetime.now(timezone.utc).isoformat().replace("+00:00",
                                                                                    "Z"))
         try:

@@ -40,6 +40,8 @@ from ..transfer.throttle import Throttle
 from ..units import format_bytes
 from .browse import object_sizes
 from .cache import ChunkCache
+from ..format import codecs
+from .chunkio import DECODERS, fix_mmap_threshold, open_object
 from .reuse import LocalSources, local_sources
 
 _READ_BLOCK = 4 * 1024 * 1024
@@ -478,6 +480,8 @@ class _Fetcher:
         # From the whole version, also when pulling part of it: a pack is fetched (and
         # verified) whole, whichever of its files are wanted.
         self.object_size = object_sizes(m)  # digest -> size of its chunk object
+        if m.stored:
+            fix_mmap_threshold()  # decoding allocates chunk-sized buffers (see there)
         self.chunk_capacity = max(self.object_size.values(), default=0)
 
     def _buffer(self) -> mmap.mmap:
@@ -534,7 +538,8 @@ class _Fetcher:
 
     def _download(self, unit: _Unit, key: str) -> None:
         size = self.object_size[unit.digest]
-        self.throttle.acquire(size)
+        # an encoded object crosses the wire at its stored size (the manifest's hint)
+        self.throttle.acquire(self.m.stored.get(unit.digest, size))
         in_parts = self.parts is not None and self.parts.applies(size)
         # A chunk object that one file takes whole (a slice) reports progress part by part.
         per_part = in_parts and unit.nbytes == size and len(unit.targets) == 1
@@ -549,28 +554,46 @@ class _Fetcher:
                                  "missing from the lake",
                                  hint="if a push crashed while gc swept it, pushing the same "
                                       "source again restores it") from None
-        if digest(self.m.hash, data) != unit.digest:
-            data = self._refetched(key, unit)  # type: ignore[assignment]
-        if data is None:
-            raise IntegrityError(f"chunk {key} is corrupt (its bytes do not match its digest); "
-                                 f"{self.m.artifact}@v{self.m.version} cannot be restored",
-                                 hint="nothing was written to the destination")
-        self.downloaded.add(len(data))
+        self.downloaded.add(len(data))  # bytes that crossed the wire
+        where = f"{self.m.artifact}@v{self.m.version}"
+        try:
+            self._open_and_finish(unit, data, key, per_part, where)
+        except IntegrityError:
+            # A regional replica's bad copy: read again from the origin, which also replaces
+            # it (store/replica.py); any other store has no second copy.
+            again = self._refetched(key)
+            if again is None:
+                raise
+            self._open_and_finish(unit, again, key, per_part, where)
+
+    def _open_and_finish(self, unit: _Unit, data: memoryview, key: str, per_part: bool,
+                         where: str) -> None:
+        # decoded (if it is a frame) and verified; an IntegrityError names the chunk and the
+        # version, and nothing reaches the destination (staging is discarded)
+        if codecs.looks_framed(data):
+            with DECODERS:  # the decoded copy lives until written: bounded
+                opened = memoryview(open_object(self.m.hash, unit.digest, data, raw_size=None,
+                                                key=key, where=where))
+                self._finish(unit, opened, key, per_part)
+            return
+        self._finish(unit, open_object(self.m.hash, unit.digest, data, raw_size=None, key=key,
+                                       where=where), key, per_part)
+
+    def _finish(self, unit: _Unit, data: memoryview, key: str, per_part: bool) -> None:
         if self.cache is not None:
             self.cache.put(self.m.hash, unit.digest, data)
         self._write_targets(unit, data, key)
         if not per_part:
             self.progress.advance(unit.nbytes)
 
-    def _refetched(self, key: str, unit: _Unit) -> memoryview | None:
+    def _refetched(self, key: str) -> memoryview | None:
         """A chunk that did not match its digest, read again from a store's second copy (a
         regional replica's origin, store/replica.py, which also replaces the bad copy); None
-        if there is none or it does not match either."""
+        if there is none.  The caller verifies it like the first read."""
         refetch = getattr(self.store, "refetch_into", None)
         if refetch is None:
             return None
-        again = refetch(key, self._buffer())
-        return again if digest(self.m.hash, again) == unit.digest else None
+        return refetch(key, self._buffer())
 
     def _write_targets(self, unit: _Unit, data: memoryview, key: str) -> None:
         """Write a verified chunk's bytes to every place the version needs them, then journal

@@ -16,8 +16,9 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Protocol, Sequence
 
 from ..errors import NotFound, PreconditionFailed, SourceChanged, TransferError, UsageError
-from ..format import chunking, layout
-from ..format.header import digest
+from ..format import chunking, codecs, layout
+from ..format.header import COMPRESSION_NONE, digest
+from .chunkio import fix_mmap_threshold
 from .createonce import create_once
 from .lakeheader import open_or_create_header
 from ..format.manifest import ChunkRef, FileEntry, Manifest
@@ -136,6 +137,17 @@ class FileObserver(Protocol):
     def entry_fields(self, path: str, size: int) -> dict[str, Any]: ...
 
 
+def resolve_compression(requested: str | None, lake_default: str) -> str:
+    """The push's compression: the caller's choice, else the lake header's."""
+    mode = requested or lake_default
+    if mode not in codecs.COMPRESSION_MODES:
+        raise UsageError(f"unknown compression {mode!r}" + ("" if requested else
+                         " in the lake header (written by a newer ckptlake?)"),
+                         hint="use auto or none" if requested else
+                         "upgrade ckptlake, or push with --compression none")
+    return mode
+
+
 class _Claim:
     """One digest being stored by one worker of this push; later occurrences wait on it."""
 
@@ -155,13 +167,23 @@ class _Uploader:
 
     def __init__(self, store: Store, tree: SourceTree, algo: str, progress: Progress,
                  observers: Sequence[FileObserver] = (), throttle: Throttle | None = None,
-                 parts: Parts | None = None) -> None:
+                 parts: Parts | None = None, compression: str = COMPRESSION_NONE) -> None:
         self.store, self.tree, self.algo, self.progress = store, tree, algo, progress
         self.observers = observers
         self.throttle = throttle or Throttle(None)
         self.parts = parts
-        self.uploaded = Counter()
+        self.compression = compression
+        if compression != COMPRESSION_NONE:
+            fix_mmap_threshold()
+        self.uploaded = Counter()  # raw bytes of the chunks this push stored
+        self.sent = Counter()  # bytes of the objects it stored (encoded or raw)
         self.deduplicated = Counter()
+        # digest -> stored size of every chunk this push found or stored encoded: the
+        # manifest's `stored` hint, and the stored bytes of the version
+        self.stored: dict[str, int] = {}
+        # Encoding is CPU work on a chunk-sized copy: at most one per core at a time keeps the
+        # memory bound (concurrency x chunk, plus this many x ~2 chunks) and loses no speed.
+        self._encoders = threading.BoundedSemaphore(max(1, min(4, os.cpu_count() or 1)))
         self.unit_of: dict[str, _Slice | _Pack] = {}  # digest -> unit, for re-uploads
         self._claims: dict[str, _Claim] = {}  # digest -> its store in this push
         self._lock = threading.Lock()
@@ -188,9 +210,13 @@ class _Uploader:
         return b"".join(self._read(self.tree.files[i], 0, self.tree.files[i].size,
                                    observe=observe) for i in unit.files)
 
-    def _store(self, data: bytes, unit: _Slice | _Pack) -> str:
-        """Store one unit's bytes (reporting them as progress); returns their digest."""
-        d = digest(self.algo, data)
+    def _store(self, box: list[bytes], unit: _Slice | _Pack) -> str:
+        """Store one unit's bytes, box[0] (reporting them as progress); returns their digest.
+
+        The bytes come in a box so that they can be released as soon as they are encoded:
+        a worker then holds only the (smaller) frame while it uploads (the memory bound)."""
+        d = digest(self.algo, box[0])
+        n = len(box[0])
         while True:
             with self._lock:
                 self.unit_of.setdefault(d, unit)
@@ -200,12 +226,12 @@ class _Uploader:
                     break
             first.done.wait()
             if first.stored:  # this push already holds these bytes in the lake
-                self.deduplicated.add(len(data))
-                self.progress.advance(len(data))
+                self.deduplicated.add(n)
+                self.progress.advance(n)
                 return d
             # The first occurrence failed (its error fails the push); try in its place.
         try:
-            self._store_once(d, data)
+            self._store_once(d, box, unit)
             claim.stored = True
         finally:
             if not claim.stored:
@@ -214,7 +240,18 @@ class _Uploader:
             claim.done.set()
         return d
 
-    def _store_once(self, d: str, data: bytes) -> None:
+    def _body(self, data: bytes, unit: _Slice | _Pack) -> bytes | None:
+        """The frame to store for `data`, or None to store it raw (compression off, or no
+        encoding saves enough: a stored object is never larger than the raw chunk)."""
+        if self.compression == COMPRESSION_NONE or not (
+                codecs.MIN_ENCODED_CHUNK <= len(data) <= codecs.MAX_ENCODED_CHUNK):
+            return None
+        with self._encoders:
+            # a tensor-aware planner may say what the slice holds; else the sample decides
+            # bytes (not a bytearray, which the S3 store would copy for the whole upload)
+            return codecs.encode_auto(data, getattr(unit, "dtype", None))
+
+    def _store_once(self, d: str, box: list[bytes], unit: _Slice | _Pack) -> None:
         """Check (listing or HEAD) and if need be upload the first occurrence of digest d."""
         key = layout.chunk_key(d)
         # Content-addressed: an existing object of the right size holds exactly these bytes.
@@ -224,40 +261,60 @@ class _Uploader:
         # A listing taken at the start stands in for the HEADs: a chunk stored since then by a
         # concurrent pusher is merely sent again (same bytes), and one swept since then by gc is
         # what the commit guard restores either way.
+        # An object smaller than the raw bytes (but not empty) is a frame another pusher
+        # stored: equally valid (readers decode it and check the digest), so it counts as
+        # present.  Only an empty or oversized object is written again.
+        n = len(box[0])
         stored = (self.known.get(key) if self.known is not None
                   else _stored_size(self.store, key))
-        if stored == len(data):
-            self.deduplicated.add(len(data))
-            self.progress.advance(len(data))
+        if stored is not None and 0 < stored <= n:
+            if stored < n:
+                with self._lock:
+                    self.stored[d] = stored
+            self.deduplicated.add(n)
+            self.progress.advance(n)
             return
-        self.throttle.acquire(len(data))
-        self._put(key, data, d, progress=self.progress.advance)
-        self.uploaded.add(len(data))
+        body = self._body(box[0], unit)
+        if body is None:
+            self.throttle.acquire(n)
+            self._put(key, box[0], d, progress=self.progress.advance)
+            self.sent.add(n)
+        else:
+            box.clear()  # the raw bytes are no longer needed: only the frame is held
+            self.throttle.acquire(len(body))
+            with self._lock:
+                self.stored[d] = len(body)
+            self._put(key, body, None, progress=None)
+            self.progress.advance(n)
+            self.sent.add(len(body))
+        self.uploaded.add(n)
 
-    def _put(self, key: str, data: bytes, d: str, *,
+    def _put(self, key: str, data: bytes, d: str | None, *,
              progress: Callable[[int], None] | None = None) -> None:
-        """Upload one chunk; `progress` hears its bytes as they land (part by part in parts)."""
+        """Upload one chunk object; `progress` hears its bytes as they land (part by part in
+        parts).  d: the chunk's digest when `data` is the raw chunk (None for a frame)."""
         if self.parts is not None and self.parts.applies(len(data)):
             self.parts.put(self.store, key, data, on_part=progress)
             return
-        # the chunk's digest is the body's SHA-256: an S3 signer need not hash it again
-        self.store.put(key, data, sha256=d if self.algo == "sha256" else None)
+        # a raw chunk's digest is the body's SHA-256: an S3 signer need not hash it again
+        self.store.put(key, data, sha256=d if d is not None and self.algo == "sha256" else None)
         if progress is not None:
             progress(len(data))
 
     def __call__(self, unit: _Slice | _Pack) -> list[tuple[int, int, ChunkRef, str | None]]:
         """Returns (file index, offset in file, chunk ref, whole-file digest or None)."""
-        data = self._read_unit(unit)
-        d = self._store(data, unit)
+        box = [self._read_unit(unit)]
         if isinstance(unit, _Slice):
+            d = self._store(box, unit)
             return [(unit.file, unit.offset, ChunkRef(d, unit.length), None)]
-        out, offset = [], 0
-        for i in unit.files:
+        files, offset = [], 0
+        for i in unit.files:  # each packed file's own digest, before the pack is released
             size = self.tree.files[i].size
-            piece = memoryview(data)[offset:offset + size]
-            out.append((i, 0, ChunkRef(d, size, offset), digest(self.algo, piece)))
+            with memoryview(box[0]) as view:
+                files.append((i, size, offset, digest(self.algo, view[offset:offset + size])))
             offset += size
-        return out
+        d = self._store(box, unit)
+        return [(i, 0, ChunkRef(d, size, off), fd) for i, size, off, fd in files]
 
     def reupload(self, digests: set[str]) -> None:
         """Store these chunks again from the source (a concurrent gc swept them).
@@ -269,18 +326,26 @@ class _Uploader:
             if digest(self.algo, data) != d:
                 raise SourceChanged("a pushed file changed before a swept chunk could be "
                                     "restored", hint="push again")
-            self._put(layout.chunk_key(d), data, d)
+            # stored as the manifest's hint says (encoded or raw), so ranged readers agree
+            body = self._body(data, self.unit_of[d]) if d in self.stored else None
+            if body is None:
+                self._put(layout.chunk_key(d), data, d)
+            else:
+                self._put(layout.chunk_key(d), body, None)
 
 
 def upload_tree(store: Store, tree: SourceTree, *, algo: str, chunk_size: int, concurrency: int,
                 progress: Progress, observers: Sequence[FileObserver] = (),
-                throttle: Throttle | None = None,
-                parts: Parts | None = None) -> tuple[tuple[FileEntry, ...], _Uploader]:
+                throttle: Throttle | None = None, parts: Parts | None = None,
+                compression: str = COMPRESSION_NONE
+                ) -> tuple[tuple[FileEntry, ...], _Uploader]:
     """Store every byte of the tree as chunks; return manifest file entries.
 
     `parts`: how chunks of at least its threshold move (multipart); None: one PUT per chunk.
+    `compression`: "auto" stores chunks encoded where that saves bytes, "none" raw.
+    The uploader's `stored` holds the manifest's stored-size hints.
     """
-    uploader = _Uploader(store, tree, algo, progress, observers, throttle, parts)
+    uploader = _Uploader(store, tree, algo, progress, observers, throttle, parts, compression)
     refs: dict[int, list[tuple[int, ChunkRef]]] = {i: [] for i in range(len(tree.files))}
     digests: dict[int, str] = {}
     progress.start(phase="push", total_bytes=tree.total_bytes, total_files=len(tree.files))
@@ -350,11 +415,13 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
          metadata: dict[str, str], aliases: Sequence[str], progress: Progress,
          lake_url: str, observers: Sequence[FileObserver] = (),
          manifest_fields: dict[str, Any] | None = None,
-         throttle: Throttle | None = None, parts: Parts | None = None) -> PushResult:
+         throttle: Throttle | None = None, parts: Parts | None = None,
+         compression: str | None = None) -> PushResult:
     """Push a scanned tree as the next version of `artifact`.
 
     `observers` see the bytes as they are read (see FileObserver); `manifest_fields` sets
-    further Manifest fields (lineage, provenance) on the committed version.
+    further Manifest fields (lineage, provenance) on the committed version.  `compression`:
+    "auto" | "none", None for the lake header's setting.
     """
     from . import clock
     from .catalog import set_alias
@@ -365,15 +432,16 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
     started, started_wall = clock.now(), time.time()
     header, created = open_or_create_header(
         store, **({"chunk_size": chunk_size} if chunk_size else {}))
+    mode = resolve_compression(compression, header.compression)
     files, up = upload_tree(store, tree, algo=header.hash,
                             chunk_size=chunk_size or header.chunk_size,
                             concurrency=concurrency, progress=progress, observers=observers,
-                            throttle=throttle, parts=parts)
+                            throttle=throttle, parts=parts, compression=mode)
     draft = Manifest(
         artifact=artifact, version=0, kind=tree.kind, hash=header.hash, files=files,
         dirs=tuple(tree.empty_dirs), step=step, created=utcnow(), created_by=user_at_host(),
         tool=tool_version(), metrics=dict(metrics), metadata=dict(metadata),
-        **(manifest_fields or {}))
+        stored=dict(up.stored), **(manifest_fields or {}))
     # A concurrent gc may sweep a chunk this push deduplicated against; the guard restores
     # such chunks from our source around the commit (protocol: docs/format.md, "Deleting").
     manifest = guard_commit(store, referenced=draft.chunk_digests(),
@@ -387,6 +455,8 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
         files=len(tree.files) + len(tree.symlinks), bytes_scanned=tree.total_bytes,
         bytes_uploaded=up.uploaded.value, bytes_deduplicated=up.deduplicated.value,
         chunks_uploaded=up.uploaded.count, chunks_deduplicated=up.deduplicated.count,
+        bytes_sent=up.sent.value, bytes_stored=manifest.stored_bytes,
+        compression=mode,
         aliases=list(aliases), seconds=round(clock.now() - started, 3),
         warnings=[new_lake_warning(lake_url)] if created else [])
 

@@ -44,6 +44,7 @@ from ..format.safetensors import is_safetensors
 from ..store.base import Store
 from ..transfer.parts import Parts
 from ..transfer.throttle import Throttle
+from . import chunkio
 
 DEFAULT_READAHEAD = 2
 KEEP = 3  # segments kept after reading (the current one included)
@@ -55,7 +56,10 @@ class LakeFile(io.RawIOBase):
 
     def __init__(self, store: Store, entry: FileEntry, algo: str, *, name: str = "",
                  readahead: int = DEFAULT_READAHEAD, parts: Parts | None = None,
-                 throttle: Throttle | None = None) -> None:
+                 throttle: Throttle | None = None, stored: dict[str, int] | None = None
+                 ) -> None:
+        """stored: the manifest's stored-size hints (Manifest.stored): chunks it names are
+        encoded, so a packed file's range of one is read by fetching it whole."""
         super().__init__()
         if entry.symlink is not None:
             raise UsageError(f"{entry.path} is a symlink, not a file")
@@ -65,6 +69,7 @@ class LakeFile(io.RawIOBase):
         self.name = name or entry.path
         self.readahead = readahead
         self._parts, self._throttle = parts, throttle
+        self._stored = stored or {}
         # segments: (start offset in the file, [chunk refs]); packed files are one segment
         if any(c.offset is not None for c in entry.chunks):
             self._segments = [(0, list(entry.chunks))] if entry.size else []
@@ -221,26 +226,35 @@ class LakeFile(io.RawIOBase):
                                                                 bytearray(c.size))
                 self._count(len(self._parts.ranges(c.size)), len(data))
             else:
-                data = self.store.get(key)
+                try:
+                    data = self.store.get(key)
+                except NotFound:
+                    raise chunkio.missing(c.digest, self.name) from None
                 self._count(1, len(data))
-            if len(data) != c.size or hash_digest(self.algo, data) != c.digest:
-                raise IntegrityError(f"chunk {c.digest[:12]} of {e.path} does not match its "
-                                     "digest", hint="the lake may be corrupt; run ckptlake "
-                                                    "verify --read-data")
-            return data
-        pieces = []
-        for c in refs:
-            if self._throttle is not None:
-                self._throttle.acquire(c.size)
-            piece = self.store.get_range(layout.chunk_key(c.digest), c.offset or 0, c.size)
-            self._count(1, len(piece))
-            pieces.append(piece)
-        data = b"".join(pieces)
+            # decoded if stored encoded, and verified: IntegrityError names chunk and version
+            return chunkio.open_object(self.algo, c.digest, data, raw_size=c.size,
+                                       where=self.name)
+        data = self._packed(refs, self._stored)
+        if ((len(data) != e.size or e.digest is None
+             or hash_digest(self.algo, data) != e.digest)
+                and chunkio.retry_whole(self._stored, [c.digest for c in refs])):
+            data = self._packed(refs, chunkio.EveryChunk())  # a stale hint: packs whole
         if len(data) != e.size or e.digest is None or hash_digest(self.algo, data) != e.digest:
             raise IntegrityError(f"{e.path}: the bytes read from its pack do not match the "
                                  "file's digest", hint="the lake may be corrupt; run ckptlake "
                                                        "verify --read-data")
         return data
+
+    def _packed(self, refs: list[Any], stored: dict[str, int]) -> bytes:
+        """A packed file's ranges of its packs (a pack `stored` names: fetched whole)."""
+        pieces = []
+        ranges = chunkio.RangeReader(self.store, self.algo, stored, self.name,
+                                     on_fetch=lambda n: self._count(1, n))
+        for c in refs:
+            if self._throttle is not None:
+                self._throttle.acquire(stored.get(c.digest, c.size) or c.size)
+            pieces.append(ranges.get_range(c.digest, c.offset or 0, c.size))
+        return b"".join(pieces)
 
 
 def segment_sizes(entry: FileEntry) -> list[int]:

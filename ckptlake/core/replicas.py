@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import (AccessDenied, CkptlakeError, NotFound, PreconditionFailed,
+from ..errors import (AccessDenied, CkptlakeError, IntegrityError, NotFound, PreconditionFailed,
                       TransferError, TransientError, UsageError)
 from ..format import layout
-from ..format.header import DEFAULT_HASH, digest as _digest
+from ..format.header import DEFAULT_HASH
 from ..format.manifest import Manifest
 from ..policy.replicas import ReplicaSpec, check_not_origin
 from ..results import _Result
@@ -39,7 +39,13 @@ def stored_chunk_ok(algo: str, digest: str, stored: bytes | bytearray | memoryvi
     chunks are stored raw it is the hash of the stored bytes; an encoded chunk format (a
     compressed frame whose key is the digest of the decoded bytes) routes it through the
     decoder here, and nowhere else."""
-    return _digest(algo, stored) == digest
+    from .chunkio import open_object
+
+    try:
+        open_object(algo, digest, stored, raw_size=None, where="a replica")
+    except IntegrityError:
+        return False
+    return True
 
 
 class _Verifier:

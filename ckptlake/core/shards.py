@@ -291,12 +291,15 @@ def merge_records(records: Sequence[ShardRecord], *, artifact: str, step: int, w
                            "in another", hint="each rank must write distinct file names")
     empty_dirs = tuple(sorted(d for d in dirs if d not in parents))
     metadata.update({META_COMMIT_ID: commit_id, META_WORLD: str(world)})
+    chosen = tuple(by_path[p][1] for p in sorted(paths))
+    referenced = {c.digest for f in chosen for c in f.chunks}
+    stored = {d: n for rec in records for d, n in rec.manifest.stored.items() if d in referenced}
     created_by = records[0].manifest.created_by if records else user_at_host()
     manifest = Manifest(
         artifact=artifact, version=0, kind="dir", hash=hash_algo,
-        files=tuple(by_path[p][1] for p in sorted(paths)), dirs=empty_dirs, step=step,
+        files=chosen, dirs=empty_dirs, step=step,
         created=utcnow(), created_by=created_by, tool=tool_version(), metrics=metrics,
-        metadata=metadata)
+        metadata=metadata, stored=stored)
     # The checks every reader makes (symlinks, duplicates...), before anything is committed.
     decode_manifest(replace(manifest, version=1).encode(), key=f"{artifact} step {step}")
     return manifest
@@ -486,8 +489,12 @@ def push_shard(store: Store, tree: SourceTree, artifact: str, *, step: int, rank
                metrics: dict[str, float], metadata: dict[str, str], aliases: Sequence[str],
                progress: Progress, lake_url: str, stale_after: float = DEFAULT_STALE_AFTER,
                wait_seconds: float | None = None, throttle: Any = None,
-               observers: Sequence[Any] = (), parts: Any = None) -> ShardPushResult:
+               observers: Sequence[Any] = (), parts: Any = None,
+               compression: str | None = None) -> ShardPushResult:
     """Upload this rank's files and record them; commit the step if this rank completes it.
+
+    `compression`: as for a push (None: the lake header's); the rank's record carries the
+    stored-size hints of its chunks, and the committed manifest merges them.
 
     `wait_seconds`: how long a rank that sees the full set but not the claim waits for the
     owner to commit (default: stale_after plus a minute, so a dead owner is replaced).
@@ -507,16 +514,20 @@ def push_shard(store: Store, tree: SourceTree, artifact: str, *, step: int, rank
     if others := _other_worlds(keys, world):
         raise Conflict(f"{artifact} step {step} already has shards of a world of "
                        f"{', '.join(map(str, sorted(others)))} ranks, not {world}")
+    from .push import resolve_compression
+
     files, up = upload_tree(store, tree, algo=header.hash,
                             chunk_size=chunk_size or header.chunk_size, concurrency=concurrency,
                             progress=progress, observers=observers,
-                            parts=parts, **({"throttle": throttle} if throttle else {}))
+                            parts=parts, **({"throttle": throttle} if throttle else {}),
+                            compression=resolve_compression(compression, header.compression))
     record = ShardRecord(
         artifact=artifact, step=step, rank=rank, world=world, aliases=tuple(aliases),
         manifest=Manifest(artifact=artifact, version=0, kind="dir", hash=header.hash,
                           files=files, dirs=tuple(tree.empty_dirs), step=step,
                           created=utcnow(), created_by=user_at_host(), tool=tool_version(),
-                          metrics=dict(metrics), metadata=dict(metadata)))
+                          metrics=dict(metrics), metadata=dict(metadata),
+                          stored=dict(up.stored)))
     key = layout.shard_record_key(artifact, step, rank, world)
     keys, has_claim = _list_step(store, artifact, step)
     if world <= PRECHECK_MAX_WORLD:

@@ -23,6 +23,7 @@ class VersionDetail(_Result):
     created_by: str
     tool: str
     total_bytes: int
+    stored_bytes: int  # the distinct chunk objects as stored (encoded ones smaller)
     file_count: int
     chunks: int  # distinct chunk objects
     files: list[dict[str, Any]]  # {"path", "size"} (+ "executable", "symlink", "tensors")
@@ -74,7 +75,8 @@ def show(store: Store, ref: str | Ref) -> VersionDetail:
     return VersionDetail(
         artifact=m.artifact, version=m.version, kind=m.kind, step=m.step, created=m.created,
         created_by=m.created_by, tool=m.tool, total_bytes=m.total_bytes,
-        file_count=len(m.files), chunks=len(m.chunk_digests()), files=files,
+        stored_bytes=m.stored_bytes, file_count=len(m.files), chunks=len(m.chunk_digests()),
+        files=files,
         dirs=list(m.dirs), metrics=dict(m.metrics), metadata=dict(m.metadata),
         provenance=dict(m.provenance),
         aliases=sorted(a for a, v in alias_map.items() if v == m.version),

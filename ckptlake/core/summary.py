@@ -42,6 +42,7 @@ class Summary:
     metrics: dict[str, float]
     metadata: dict[str, str] | None  # None: too large for a key, read the manifest
     written: datetime | None = None  # when the summary key was written (from the listing)
+    stored_bytes: int | None = None  # "t": written only when it differs from total_bytes
 
 
 def _pack(doc: dict[str, Any]) -> str:
@@ -69,6 +70,9 @@ def summary_key(m: Manifest) -> str | None:
     doc: dict[str, Any] = {"s": m.step, "c": iso(m.created), "u": m.created_by,
                            "b": m.total_bytes, "f": len(m.files), "m": m.metrics,
                            "d": m.metadata}
+    stored = m.stored_bytes
+    if stored != m.total_bytes:
+        doc["t"] = stored
     key = layout.summary_key(m.artifact, m.version, _pack(doc))
     if len(key) > MAX_KEY:  # without metadata: readers that need it read the manifest
         del doc["d"]
@@ -91,14 +95,15 @@ def _decode(payload: str) -> Summary:
         raise ValueError("malformed metrics")
     if metadata is not None and not isinstance(metadata, dict):
         raise ValueError("malformed metadata")
-    total, files = doc["b"], doc["f"]
-    if not isinstance(total, int) or not isinstance(files, int):
+    total, files, stored = doc["b"], doc["f"], doc.get("t", doc["b"])
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in (total, files, stored)):
         raise ValueError("malformed sizes")
     created = datetime.fromisoformat(str(doc["c"]).replace("Z", "+00:00"))
     if created.tzinfo is None:
         created = created.replace(tzinfo=timezone.utc)
     return Summary(step=step, created=created,
                    created_by=str(doc.get("u", "")), total_bytes=total, files=files,
+                   stored_bytes=stored,
                    metrics={k: float(v) for k, v in metrics.items()},
                    metadata=None if metadata is None else {k: str(v)
                                                            for k, v in metadata.items()})
@@ -173,6 +178,7 @@ def version_infos(store: Store, artifact: str, versions: dict[int, datetime],
             artifact=artifact, version=n, step=s.step, created=s.created,
             created_by=s.created_by, total_bytes=s.total_bytes, files=s.files,
             metrics=dict(s.metrics), metadata=dict(s.metadata),
-            aliases=sorted(a for a, v in alias_map.items() if v == n)))
+            aliases=sorted(a for a, v in alias_map.items() if v == n),
+            stored_bytes=s.stored_bytes))
     out += [version_info(m, alias_map) for m in load_manifests(store, artifact, missing)]
     return sorted(out, key=lambda v: v.version)

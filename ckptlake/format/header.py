@@ -28,6 +28,11 @@ DEFAULT_CHUNK_SIZE = 16 * 1024 * 1024
 MIN_CHUNK_SIZE = 1024 * 1024
 MAX_CHUNK_SIZE = 1024 * 1024 * 1024
 SUPPORTED_HASHES = ("sha256",)
+COMPRESSION_NONE = "none"
+COMPRESSION_AUTO = "auto"
+# New lakes compress: trained float weights store ~17 % (fp32) to ~33 % (bf16) smaller, which
+# is bytes not paid for in storage and in every pull (docs/benchmarks.md "Chunk compression").
+DEFAULT_COMPRESSION = COMPRESSION_AUTO
 
 
 def new_hasher(name: str):  # -> hashlib._Hash
@@ -49,11 +54,19 @@ class LakeHeader:
     hash: str = DEFAULT_HASH
     chunk_size: int = DEFAULT_CHUNK_SIZE
     created: str = ""
+    # What pushers do by default (docs/format.md "Chunk encodings"): "auto" stores chunks
+    # encoded when that saves bytes, "none" stores them raw.  A header without the field
+    # (every lake made before encodings existed) means "none": such a lake stays readable by
+    # the ckptlake that made it, whoever pushes to it next.  Readers ignore the setting: any
+    # chunk object may be a frame.
+    compression: str = COMPRESSION_NONE
 
     def encode(self) -> bytes:
-        return json.dumps({"ckptlake_lake": LAKE_FORMAT, "hash": self.hash,
-                           "chunk_size": self.chunk_size, "created": self.created},
-                          indent=1).encode()
+        out = {"ckptlake_lake": LAKE_FORMAT, "hash": self.hash, "chunk_size": self.chunk_size,
+               "created": self.created}
+        if self.compression != COMPRESSION_NONE:
+            out["compression"] = self.compression
+        return json.dumps(out, indent=1).encode()
 
 
 def decode_header(data: bytes) -> LakeHeader:
@@ -71,4 +84,8 @@ def decode_header(data: bytes) -> LakeHeader:
                              f"{MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE} bytes",
                              hint="the lake header is damaged; restore it or rewrite its "
                                   "chunk_size (16777216 is the default)")
-    return LakeHeader(hash=algo, chunk_size=size, created=str(raw.get("created", "")))
+    compression = raw.get("compression", COMPRESSION_NONE)
+    if not isinstance(compression, str):
+        raise IntegrityError(f"{HEADER_KEY}: compression {compression!r} is not a string")
+    return LakeHeader(hash=algo, chunk_size=size, created=str(raw.get("created", "")),
+                      compression=compression)

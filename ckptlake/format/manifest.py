@@ -127,6 +127,11 @@ class Manifest:
     parents: tuple[dict[str, Any], ...] = ()
     inputs: tuple[dict[str, str], ...] = ()  # [{"uri": str, "digest"?: str}] datasets etc.
     provenance: dict[str, Any] = field(default_factory=dict)  # git, command, host, versions
+    # digest -> size of its stored object, for the chunks the pusher found or stored encoded
+    # (smaller than their raw bytes).  A hint, not a promise (the object decides how it is
+    # read, docs/format.md "Chunk encodings"): readers of part of a chunk fetch these whole,
+    # and show/ls/du count stored bytes with it.  Raw chunks are not listed.
+    stored: dict[str, int] = field(default_factory=dict)
 
     @property
     def total_bytes(self) -> int:
@@ -134,6 +139,23 @@ class Manifest:
 
     def chunk_digests(self) -> set[str]:
         return {c.digest for f in self.files for c in f.chunks}
+
+    def raw_sizes(self) -> dict[str, int]:
+        """digest -> raw length of each chunk object, as far as this version tells (a pack
+        is at least as long as the last of its files here)."""
+        out: dict[str, int] = {}
+        for f in self.files:
+            for c in f.chunks:
+                end = (c.offset or 0) + c.size
+                if end > out.get(c.digest, 0):
+                    out[c.digest] = end
+        return out
+
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes of the distinct chunk objects this version references, as stored (encoded
+        chunks at their recorded size, the rest raw)."""
+        return sum(self.stored.get(d, n) for d, n in self.raw_sizes().items())
 
     def to_json(self) -> dict[str, Any]:
         out = {
@@ -161,6 +183,8 @@ class Manifest:
             out["inputs"] = [{k: redact(v) for k, v in i.items()} for i in self.inputs]
         if self.provenance:
             out["provenance"] = _redact_provenance(self.provenance)
+        if self.stored:
+            out["stored"] = dict(sorted(self.stored.items()))
         return out
 
     def encode(self) -> bytes:
@@ -494,4 +518,14 @@ def decode_manifest(data: bytes, *, key: str = "manifest") -> Manifest:
         inputs=tuple({k: redact(v) for k, v in i.items()}
                      for i in _parse_inputs(raw.get("inputs") or [], key)),
         provenance=_redact_provenance(provenance),
+        stored=_parse_stored(raw.get("stored") or {}, key),
     )
+
+
+def _parse_stored(raw: Any, key: str) -> dict[str, int]:
+    if not isinstance(raw, dict):
+        raise IntegrityError(f"{key}: malformed stored sizes")
+    for d, n in raw.items():
+        if not _HEX.fullmatch(d) or not _is_int(n) or not 0 < n <= MAX_CHUNK_SIZE:
+            raise IntegrityError(f"{key}: malformed stored size of chunk {str(d)[:16]}")
+    return dict(raw)

@@ -226,7 +226,7 @@ class _VersionFS(FileSystemBase):
                                  "refers to", hint="the checkpoint is incomplete")
         return LakeFile(self.lake.store, entry, self.m.hash, name=f"{self._name()}:{path}",
                         readahead=self.readahead, parts=self.lake.parts,
-                        throttle=self.lake.throttle)
+                        throttle=self.lake.throttle, stored=self.m.stored)
 
     def concat_path(self, path: str | os.PathLike, suffix: str) -> str:
         return suffix if not str(path) else f"{path}/{suffix}"

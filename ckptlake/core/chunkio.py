@@ -1,0 +1,175 @@
+"""Reading chunk objects: the one place that turns a stored object into verified raw bytes.
+
+Every read path (pull, cat, LakeFile, tensor reads, verify --read-data, the cache) goes through
+`open_object`, so a frame is decoded and checked the same way everywhere: the bytes handed on
+are the ones whose digest names the chunk, or the caller gets IntegrityError (exit 5) naming
+the object and the version.  Encoding rules: docs/format.md, "Chunk encodings".
+"""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Callable
+
+from ..errors import CkptlakeError, IntegrityError, NotFound
+from ..format import codecs, layout
+from ..format.header import digest as hash_digest
+from ..store.base import Store
+
+
+_MMAP_FIXED = False
+# Set by the CLI, which owns its process.  A library caller (a training process) keeps its
+# allocator as it is: mallopt is process-wide.
+TUNE_MALLOC = False
+
+
+def fix_mmap_threshold() -> None:
+    """Have glibc serve (and return) every allocation of 1 MiB and more with mmap.
+
+    Why: encoding allocates chunk-sized planes and frames in several threads.  glibc raises
+    its mmap threshold after each large free (up to 32 MiB), after which such buffers come from
+    per-thread arenas that keep the freed memory: measured on a 1 GiB fp32 push, peak RSS
+    314 MiB with the default, 248 MiB with a fixed 1 MiB threshold, at ~4 s more system time
+    per GiB (page faults of fresh mappings); a pull of it, 611 -> 261 MiB together with the
+    bounded decoders (docs/benchmarks.md).  Only in the CLI (TUNE_MALLOC), only once chunks
+    are encoded or decoded; nothing happens on other C libraries."""
+    global _MMAP_FIXED
+    if _MMAP_FIXED or not TUNE_MALLOC:
+        return
+    _MMAP_FIXED = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD (fixing it also stops the adjustment)
+    except (OSError, AttributeError):
+        pass
+
+
+# Decoding holds a chunk-sized result (and its planes) until it is written: at most this many
+# at a time keeps a pull's memory bound (concurrency x chunk, plus this many x ~2 chunks).
+DECODERS = threading.BoundedSemaphore(max(1, min(4, os.cpu_count() or 1)))
+
+
+class CodecUnavailable(CkptlakeError):
+    """A chunk needs a codec library that is not installed (the data is fine)."""
+
+
+def open_object(algo: str, d: str, data: bytes | bytearray | memoryview, *,
+                raw_size: int | None, where: str, key: str | None = None
+                ) -> bytes | bytearray | memoryview:
+    """The raw bytes of chunk `d` from its stored object `data`, verified against `d`.
+
+    raw_size: the chunk's raw length when the reader knows it (a whole-chunk reference); an
+    object of exactly that size is raw.  Otherwise a frame is decoded, and an object that is
+    not a frame (or whose decoding does not match) must itself hash to `d`: a raw chunk may
+    start with the frame magic, and the digest decides.
+    """
+    reason = "it does not match its digest"
+    if raw_size is None or len(data) != raw_size:
+        if codecs.looks_framed(data) and (raw_size is None or len(data) < raw_size):
+            try:
+                out = codecs.decode(data)
+            except codecs.MissingCodec as e:
+                raise CodecUnavailable(f"chunk {key or layout.chunk_key(d)} of {where}: {e}",
+                                       hint="install it and try again") from None
+            except codecs.CodecError as e:
+                reason = f"{codecs.describe(data)} frame: {e}"
+            else:
+                if ((raw_size is None or len(out) == raw_size)
+                        and hash_digest(algo, out) == d):
+                    return out
+                reason = (f"its {codecs.describe(data)} frame does not match its digest "
+                          "once decoded")
+    if (raw_size is None or len(data) == raw_size) and hash_digest(algo, data) == d:
+        return data
+    raise IntegrityError(f"chunk {key or layout.chunk_key(d)} of {where} is corrupt: {reason}",
+                         hint="nothing was written from it; run: ckptlake verify --read-data")
+
+
+def missing(d: str, where: str) -> IntegrityError:
+    return IntegrityError(f"chunk {layout.chunk_key(d)} of {where} is missing from the lake",
+                          hint="if a push crashed while gc swept it, pushing the same source "
+                               "again restores it")
+
+
+def fetch(store: Store, algo: str, d: str, *, raw_size: int | None, where: str
+          ) -> bytes | bytearray | memoryview:
+    """GET the whole chunk object and return its verified raw bytes."""
+    try:
+        data = store.get(layout.chunk_key(d))
+    except NotFound:
+        raise missing(d, where) from None
+    return open_object(algo, d, data, raw_size=raw_size, where=where)
+
+
+class EveryChunk(dict):
+    """A `stored` map that names every chunk: read them all whole.  Partial readers retry with
+    it when a ranged read fails its check, since a manifest's hint may be stale (a chunk
+    re-stored encoded after the manifest was written, or a version whose pusher did not
+    record hints): the object, not the hint, decides (docs/format.md, "Chunk encodings")."""
+
+    def __contains__(self, d: object) -> bool:
+        return True
+
+    def get(self, d: object, default: object = None) -> object:
+        return default
+
+
+def retry_whole(stored: dict[str, int], digests: "set[str] | list[str]") -> bool:
+    """Is reading every chunk whole worth a second try after a failed check?  Only when
+    some of these chunks were read by range (else the data really is bad)."""
+    return not isinstance(stored, EveryChunk) and any(d not in stored for d in digests)
+
+
+class RangeReader:
+    """Byte ranges of chunk objects for readers that read part of a chunk (packed files, single
+    tensors).  A raw chunk is read with a ranged GET as before; a chunk the manifest records
+    as stored encoded is fetched whole, decoded and verified once, then served from memory
+    (`keep` decoded chunks, the most recent ones)."""
+
+    def __init__(self, store: Store, algo: str, stored: dict[str, int], where: str,
+                 keep: int = 2, on_fetch: Callable[[int], None] | None = None) -> None:
+        self.store, self.algo, self.stored, self.where = store, algo, stored, where
+        self.keep, self.on_fetch = keep, on_fetch
+        self._decoded: dict[str, bytes | bytearray | memoryview] = {}  # least recent first
+        self._lock = threading.Lock()
+        self._fetching: dict[str, threading.Lock] = {}  # one fetch per digest at a time
+
+    def encoded(self, d: str) -> bool:
+        return d in self.stored
+
+    def whole(self, d: str, count: Callable[[int], None] | None = None
+              ) -> bytes | bytearray | memoryview:
+        """Thread-safe: concurrent readers of one chunk wait for a single fetch.  `count`
+        (else on_fetch) hears the bytes fetched, if this call fetched."""
+        with self._lock:
+            gate = self._fetching.setdefault(d, threading.Lock())
+        with gate:
+            with self._lock:
+                data = self._decoded.pop(d, None)
+                if data is not None:
+                    self._decoded[d] = data  # most recently used
+                    return data
+            data = fetch(self.store, self.algo, d, raw_size=None, where=self.where)
+            report = count or self.on_fetch
+            if report is not None:
+                report(self.stored.get(d, len(data)))
+            with self._lock:
+                while len(self._decoded) >= self.keep:
+                    self._decoded.pop(next(iter(self._decoded)))
+                self._decoded[d] = data
+            return data
+
+    def get_range(self, d: str, start: int, length: int,
+                  count: Callable[[int], None] | None = None) -> bytes | memoryview:
+        if self.encoded(d):
+            return memoryview(self.whole(d, count))[start:start + length]
+        try:
+            data = self.store.get_range(layout.chunk_key(d), start, length)
+        except NotFound:
+            raise missing(d, self.where) from None
+        report = count or self.on_fetch
+        if report is not None:
+            report(len(data))
+        return data

@@ -1,0 +1,411 @@
+"""Chunk encodings: how a chunk object's bytes relate to the chunk's (raw) bytes.
+
+A chunk's identity is the digest of its raw bytes; the object under its key holds either those
+bytes as they are, or a *frame* that decodes to them (docs/format.md, "Chunk encodings").  This
+module is pure data: it encodes, decodes and chooses, it never talks to a store and never checks
+digests (core/chunkio.py does both, so that every read path verifies the decoded bytes).
+
+Why byte/bit planes: trained float weights have a low-entropy exponent and a noise-like
+mantissa.  Interleaved, a generic compressor sees noise everywhere (zstd alone saves ~8 % on
+fp32); split into planes, the exponent plane compresses ~3x and the mantissa planes are stored
+as they are, which is where the ~17 % (fp32) and ~33 % (bf16) come from.
+
+Frame (all integers little-endian), 16-byte head then payload:
+
+    magic   4  b"CKZ\\x01"
+    codec   1  1 = zstd, 2 = planes
+    param   1  planes: the transform (PLANES_*); zstd: 0
+    flags   2  0 (readers refuse anything else)
+    rawlen  8  length of the decoded bytes
+    payload    zstd: one zstd frame of rawlen bytes
+               planes: count (1 byte), then per plane: mode (1 byte, 0 stored / 1 zstd),
+               length (8 bytes), then the planes' bytes in order, then the last
+               rawlen % width bytes of the chunk as they are (the planes cover the rest).
+
+A frame is only ever written when it is shorter than the raw bytes, so an object whose size
+equals the chunk's raw length is raw, whatever bytes it starts with.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+MAGIC = b"CKZ\x01"
+HEAD = struct.Struct("<4sBBHQ")  # magic, codec, param, flags, rawlen
+PLANE = struct.Struct("<BQ")  # mode, length
+CODEC_ZSTD = 1
+CODEC_PLANES = 2
+# Plane transforms.  BYTES2/BYTES4: byte k of every 2-/4-byte element forms plane k.
+# BF16: plane 0 = the 8 exponent bits of each little-endian bf16/fp32-high-half element, plane 1
+# = sign bit + 7 mantissa bits (what ZipNN does: the exponent is the only compressible part,
+# and bf16's byte boundary cuts it in two).  FP32: plane 0 = exponent byte, planes 1-3 =
+# the three bytes holding sign and 23 mantissa bits.
+PLANES_BYTES2 = 1
+PLANES_BYTES4 = 2
+PLANES_BF16 = 3
+PLANES_FP32 = 4
+_WIDTH = {PLANES_BYTES2: 2, PLANES_BYTES4: 4, PLANES_BF16: 2, PLANES_FP32: 4}
+MODE_STORED = 0
+MODE_ZSTD = 1
+# Never encode chunks larger than this: readers size buffers from raw sizes and may read big
+# chunks in ranges (multipart), which a frame does not allow; and the encoder's memory is a
+# small multiple of the chunk.
+MAX_ENCODED_CHUNK = 64 * 1024 * 1024
+# Below this, a frame's head and a zstd frame's overhead eat the gain: stored raw.
+MIN_ENCODED_CHUNK = 4096
+ZSTD_LEVEL = 1
+# A plane (or a whole chunk) is worth compressing only if a sample of it saves this much.
+WORTH = 0.97
+SAMPLE = 256 * 1024
+# The largest decoded size a frame may claim; decode refuses more (a hostile frame must not
+# make a reader allocate a terabyte).
+MAX_RAW = 1024 * 1024 * 1024
+
+COMPRESSION_MODES = ("auto", "none")
+
+
+class CodecError(Exception):
+    """An object that claims to be a frame but is not one this reader can decode."""
+
+
+class MissingCodec(CodecError):
+    """The frame is well-formed but needs a library that is not installed."""
+
+
+def _zstd():
+    try:
+        import zstandard
+    except ImportError:  # pragma: no cover - a dependency; kept for a clear message
+        raise MissingCodec("this chunk is zstd-compressed and the `zstandard` package is not "
+                           "installed (pip install zstandard)") from None
+    return zstandard
+
+
+# --- transforms -----------------------------------------------------------------------------
+
+
+def _fill(n: int, byte: int) -> int:
+    return int.from_bytes(bytes((byte,)) * n, "little")
+
+
+def _numpy():
+    """numpy, if installed: the bit transforms run at memory speed with it, and ~30 MB/s in
+    pure Python without it (same bytes either way; the encoder avoids them without numpy)."""
+    try:
+        import numpy
+    except ImportError:
+        return None
+    return numpy
+
+
+def bit_planes_fast() -> bool:
+    return _numpy() is not None
+
+
+# Elements per block of the numpy transforms: temporaries stay at a few MiB whatever the chunk
+# size (memory bound of a push: docs/format.md, Chunks).
+_BLOCK = 1 << 20
+
+
+def split(data: bytes | memoryview, transform: int) -> list[bytes | bytearray]:
+    """The planes of `data` (whose length is a multiple of the transform's width)."""
+    width = _WIDTH[transform]
+    if transform in (PLANES_BYTES2, PLANES_BYTES4):
+        data = bytes(data) if not isinstance(data, bytes) else data
+        return [data[k::width] for k in range(width)]
+    np = _numpy()
+    if np is not None:
+        words = np.frombuffer(data, dtype="<u2" if width == 2 else "<u4")
+        n = len(words)
+        planes = [bytearray(n) for _ in range(2 if width == 2 else 4)]
+        views = [np.frombuffer(p, dtype=np.uint8) for p in planes]
+        for s in range(0, n, _BLOCK):
+            w = words[s:s + _BLOCK]
+            top = (w >> 16).astype(np.uint16) if width == 4 else w
+            # exponent = bits 7-14; sign (bit 15) and mantissa (bits 0-6) meet in the low
+            # byte of m | m >> 8 with m = top & 0x807F; the casts keep the low byte
+            np.copyto(views[0][s:s + _BLOCK], top >> 7, casting="unsafe")
+            m = top & 0x807F
+            m |= m >> 8
+            np.copyto(views[1][s:s + _BLOCK], m, casting="unsafe")
+            if width == 4:
+                b = w.view(np.uint8).reshape(-1, 4)
+                views[2][s:s + _BLOCK] = b[:, 0]
+                views[3][s:s + _BLOCK] = b[:, 1]
+        return planes
+    data = bytes(data) if not isinstance(data, bytes) else data
+    hi, lo = data[width - 1::width], data[width - 2::width]
+    n = len(hi)
+    h, low = int.from_bytes(hi, "little"), int.from_bytes(lo, "little")
+    # exponent = low 7 bits of the top byte, then the top bit of the byte below it
+    exp_i = ((h << 1) & _fill(n, 0xFE)) | ((low >> 7) & _fill(n, 0x01))
+    sm_i = (h & _fill(n, 0x80)) | (low & _fill(n, 0x7F))
+    out: list[bytes | bytearray] = [exp_i.to_bytes(n, "little"), sm_i.to_bytes(n, "little")]
+    if transform == PLANES_FP32:
+        out += [data[0::4], data[1::4]]
+    return out
+
+
+def join(planes: list[bytes], transform: int, rawlen: int) -> bytes | bytearray:
+    width = _WIDTH[transform]
+    n = rawlen // width
+    if any(len(p) != n for p in planes):
+        raise CodecError("plane lengths do not match the frame's raw length")
+    out = bytearray(rawlen)
+    if transform in (PLANES_BYTES2, PLANES_BYTES4):
+        for k, p in enumerate(planes):
+            out[k::width] = p
+        return out
+    np = _numpy()
+    if np is not None and width == 2:  # bf16: 16-bit words (measured faster than bytes)
+        words = np.frombuffer(out, dtype="<u2")
+        views = [np.frombuffer(p, dtype=np.uint8) for p in planes]
+        for s in range(0, n, _BLOCK):
+            exp = views[0][s:s + _BLOCK].astype(np.uint16)
+            sm = views[1][s:s + _BLOCK].astype(np.uint16)
+            words[s:s + _BLOCK] = ((sm & 0x80) << 8) | (exp << 7) | (sm & 0x7F)
+        return out
+    if np is not None:  # fp32: byte columns (measured faster than 32-bit words)
+        raw = np.frombuffer(out, dtype=np.uint8).reshape(-1, width)
+        views = [np.frombuffer(p, dtype=np.uint8) for p in planes]
+        for s in range(0, n, _BLOCK):
+            exp, sm = views[0][s:s + _BLOCK], views[1][s:s + _BLOCK]
+            raw[s:s + _BLOCK, width - 1] = (sm & 0x80) | (exp >> 1)
+            raw[s:s + _BLOCK, width - 2] = (exp << 7) | (sm & 0x7F)
+            if width == 4:
+                raw[s:s + _BLOCK, 0] = views[2][s:s + _BLOCK]
+                raw[s:s + _BLOCK, 1] = views[3][s:s + _BLOCK]
+        return out
+    exp_i, sm_i = int.from_bytes(planes[0], "little"), int.from_bytes(planes[1], "little")
+    hi = (sm_i & _fill(n, 0x80)) | ((exp_i >> 1) & _fill(n, 0x7F))
+    lo = ((exp_i << 7) & _fill(n, 0x80)) | (sm_i & _fill(n, 0x7F))
+    out[width - 1::width] = hi.to_bytes(n, "little")
+    out[width - 2::width] = lo.to_bytes(n, "little")
+    if transform == PLANES_FP32:
+        out[0::4], out[1::4] = planes[2], planes[3]
+    return out
+
+
+# --- encoding -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What the encoder decided for one chunk: a codec and its transform, from a sample."""
+
+    codec: int  # 0 = raw
+    transform: int = 0
+
+
+RAW = Choice(0)
+# dtype hints (safetensors / torch names) -> the transform that suits them
+_HINTS = {"BF16": PLANES_BF16, "bfloat16": PLANES_BF16, "F16": PLANES_BYTES2,
+          "float16": PLANES_BYTES2, "F32": PLANES_FP32, "float32": PLANES_FP32,
+          "F64": None, "float64": None}
+
+
+def _sample(data: bytes | memoryview, width: int = 4) -> bytes:
+    """Up to SAMPLE bytes from the middle of `data`, element-aligned (headers and padding sit
+    at the edges of a chunk; the middle is what most of it looks like)."""
+    n = len(data)
+    if n <= SAMPLE:
+        return bytes(data[:n - n % width])
+    start = (n // 2 - SAMPLE // 2) // width * width
+    return bytes(data[start:start + SAMPLE])
+
+
+def _plane_compressor(zstd):
+    """zstd for exponent planes: a few distinct symbols, few real repeats.  Level 1 spends its
+    time finding short matches that cost more than they save; a tiny hash table and the
+    longest minimum match leave it mostly to the entropy coder.  Measured on trained bf16
+    exponents (bench/codec_bench.py): 0.338 -> 0.296 of the plane, 260 -> 430 MB/s.  Any zstd
+    decoder reads the result (parameters are the encoder's business)."""
+    return zstd.ZstdCompressor(compression_params=zstd.ZstdCompressionParameters(
+        window_log=20, hash_log=6, chain_log=6, search_log=1, min_match=7, target_length=0,
+        strategy=zstd.STRATEGY_FAST))
+
+
+def _zlen(cctx, data: bytes) -> int:
+    return len(cctx.compress(data)) if data else 0
+
+
+def _planes_cost(cctx, sample: bytes, transform: int) -> int:
+    """Size of the sample's frame under `transform` (cctx: the plane compressor)."""
+    width = _WIDTH[transform]
+    sample = sample[:len(sample) - len(sample) % width]
+    return sum(min(len(p), _zlen(cctx, p)) for p in split(sample, transform)) + 16 + 9 * width
+
+
+def choose(data: bytes | memoryview, dtype: str | None = None) -> Choice:
+    """Pick an encoding for `data` from a sample (and the dtype hint, if the pusher knows the
+    tensor type): the candidate whose sample compresses smallest, or raw when nothing saves
+    more than 3 %."""
+    if not MIN_ENCODED_CHUNK <= len(data) <= MAX_ENCODED_CHUNK:
+        return RAW
+    zstd = _zstd()
+    cctx = zstd.ZstdCompressor(level=ZSTD_LEVEL)
+    pctx = _plane_compressor(zstd)
+    sample = _sample(data)
+    if not sample:
+        return RAW
+    hinted = _HINTS.get(dtype) if dtype else None
+    if dtype and dtype in _HINTS and hinted is None:
+        candidates = [Choice(CODEC_ZSTD), Choice(CODEC_PLANES, PLANES_BYTES4)]
+    elif hinted is not None:
+        if not bit_planes_fast():
+            hinted = {PLANES_BF16: PLANES_BYTES2, PLANES_FP32: PLANES_BYTES4}.get(hinted, hinted)
+        candidates = [Choice(CODEC_PLANES, hinted)]
+    else:
+        fast = bit_planes_fast()
+        candidates = [Choice(CODEC_ZSTD),
+                      Choice(CODEC_PLANES, PLANES_BF16 if fast else PLANES_BYTES2),
+                      Choice(CODEC_PLANES, PLANES_FP32 if fast else PLANES_BYTES4)]
+    best, best_cost = RAW, len(sample) * WORTH
+    for c in candidates:
+        if c.codec == CODEC_ZSTD:
+            cost = _zlen(cctx, sample) + 16
+        else:
+            cost = _planes_cost(pctx, sample, c.transform)
+        if cost < best_cost:
+            best, best_cost = c, cost
+    return best
+
+
+def encode(data: bytes | memoryview, choice: Choice) -> bytes | bytearray | None:
+    """The frame for `data` under `choice`, or None when it would not be shorter than the raw
+    bytes (then the chunk is stored raw)."""
+    if choice.codec == 0:
+        return None
+    n = len(data)
+    zstd = _zstd()
+    cctx = zstd.ZstdCompressor(level=ZSTD_LEVEL)
+    if choice.codec == CODEC_ZSTD:
+        out = HEAD.pack(MAGIC, CODEC_ZSTD, 0, 0, n) + cctx.compress(data)
+        return out if len(out) < n else None
+    cctx = _plane_compressor(zstd)
+    width = _WIDTH[choice.transform]
+    aligned = n - n % width
+    tail = bytes(data[aligned:])
+    planes = split(memoryview(data)[:aligned], choice.transform)
+    parts: list[bytes | bytearray] = []
+    heads: list[bytes] = []
+    total = HEAD.size + 1 + len(tail)
+    for k in range(len(planes)):
+        plane = planes[k]
+        packed = cctx.compress(plane) if _worth(cctx, plane) else None
+        if packed is not None and len(packed) < len(plane) * WORTH:
+            heads.append(PLANE.pack(MODE_ZSTD, len(packed)))
+            parts.append(packed)
+            planes[k] = b""  # released: only what is stored stays
+        else:
+            heads.append(PLANE.pack(MODE_STORED, len(plane)))
+            parts.append(plane)
+        total += PLANE.size + len(parts[-1])
+        if total >= n:
+            return None
+    del planes
+    return b"".join([HEAD.pack(MAGIC, CODEC_PLANES, choice.transform, 0, n),
+                     bytes((len(parts),)), *heads, *parts, tail])
+
+
+def _worth(cctx, plane: bytes) -> bool:
+    """Mantissa planes are noise: skip compressing them when a sample says so."""
+    if len(plane) <= 2 * SAMPLE // 4:
+        return True
+    sample = plane[len(plane) // 2:len(plane) // 2 + SAMPLE // 4]
+    return _zlen(cctx, sample) < len(sample) * WORTH
+
+
+def encode_auto(data: bytes | memoryview, dtype: str | None = None) -> bytes | bytearray | None:
+    """Choose and encode: the frame, or None to store `data` raw."""
+    return encode(data, choose(data, dtype))
+
+
+# --- decoding -------------------------------------------------------------------------------
+
+
+def looks_framed(data: bytes | memoryview) -> bool:
+    return len(data) >= HEAD.size and bytes(data[:4]) == MAGIC
+
+
+def frame_rawlen(data: bytes | memoryview) -> int:
+    return HEAD.unpack_from(data)[4]
+
+
+def describe(data: bytes | memoryview) -> str:
+    """A frame's encoding in words (for verify and error messages)."""
+    if not looks_framed(data):
+        return "raw"
+    _, codec, param, _, _ = HEAD.unpack_from(data)
+    if codec == CODEC_ZSTD:
+        return "zstd"
+    names = {PLANES_BYTES2: "bytes2", PLANES_BYTES4: "bytes4", PLANES_BF16: "bf16",
+             PLANES_FP32: "fp32"}
+    return f"planes-{names.get(param, param)}" if codec == CODEC_PLANES else f"codec {codec}"
+
+
+def decode(data: bytes | memoryview) -> bytes | bytearray:
+    """The raw bytes a frame stands for.  CodecError if it is not a frame this reader knows or
+    it is damaged; the caller still checks the result against the chunk's digest."""
+    if not looks_framed(data):
+        raise CodecError("not a ckptlake chunk frame")
+    view = memoryview(data)
+    magic, codec, param, flags, rawlen = HEAD.unpack_from(view)
+    if flags != 0:
+        raise CodecError(f"unknown frame flags {flags:#x}")
+    if rawlen > MAX_RAW:
+        raise CodecError(f"frame claims {rawlen} raw bytes, more than any chunk holds")
+    body = view[HEAD.size:]
+    if codec == CODEC_ZSTD:
+        if param != 0:
+            raise CodecError(f"unknown zstd parameter {param}")
+        return _unzstd(body, rawlen)
+    if codec != CODEC_PLANES:
+        raise CodecError(f"unknown codec id {codec}")
+    if param not in _WIDTH:
+        raise CodecError(f"unknown plane transform {param}")
+    width = _WIDTH[param]
+    count = len(split(b"\0" * width, param))
+    if len(body) < 1 or body[0] != count:
+        raise CodecError("wrong plane count")
+    pos = 1
+    metas = []
+    for _ in range(count):
+        if pos + PLANE.size > len(body):
+            raise CodecError("frame is truncated")
+        mode, length = PLANE.unpack_from(body, pos)
+        pos += PLANE.size
+        if mode not in (MODE_STORED, MODE_ZSTD):
+            raise CodecError(f"unknown plane mode {mode}")
+        metas.append((mode, length))
+    planes = []
+    for mode, length in metas:
+        if pos + length > len(body):
+            raise CodecError("frame is truncated")
+        chunk = body[pos:pos + length]
+        pos += length
+        planes.append(bytes(chunk) if mode == MODE_STORED else _unzstd(chunk, rawlen // width))
+    tail = bytes(body[pos:])
+    if len(tail) != rawlen % width:
+        raise CodecError("wrong number of bytes after the last plane")
+    out = join(planes, param, rawlen - len(tail))
+    if tail:
+        out += tail
+    return out
+
+
+def _unzstd(body: memoryview, rawlen: int) -> bytes:
+    zstd = _zstd()
+    try:
+        # a frame declaring more than it may hold is refused before anything is allocated
+        # (the decompressor would size its output from the declaration)
+        declared = zstd.frame_content_size(body)
+        if declared > rawlen:
+            raise CodecError(f"zstd data declares {declared} bytes, more than the {rawlen} "
+                             "expected")
+        out = zstd.ZstdDecompressor().decompress(body, max_output_size=rawlen)
+    except zstd.ZstdError as e:
+        raise CodecError(f"zstd data is corrupt ({e})") from None
+    if len(out) != rawlen:
+        raise CodecError("zstd data decodes to the wrong length")
+    return out

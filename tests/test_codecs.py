@@ -1,0 +1,144 @@
+"""Chunk encodings (format/codecs.py) and the one decode path (core/chunkio.py)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+
+import numpy as np
+import pytest
+
+from ckptlake.core import chunkio
+from ckptlake.errors import IntegrityError
+from ckptlake.format import codecs
+
+
+def _floats(n: int, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(n) * 0.02).astype(np.float32)
+
+
+def _bf16(w: np.ndarray) -> bytes:
+    return (w.view(np.uint32) >> 16).astype(np.uint16).tobytes()
+
+
+CASES = {
+    "fp32": _floats(300_000).tobytes(),
+    "bf16": _bf16(_floats(300_000, 1)),
+    "fp16": _floats(300_000, 2).astype(np.float16).tobytes(),
+    "text": b"".join(b'{"step": %d, "loss": 2.31}\n' % i for i in range(20_000)),
+    "zeros": bytes(1 << 20),
+    "random": os.urandom(1 << 20),
+    "odd": _floats(100_001).tobytes()[:-1],  # not a multiple of 2 or 4
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_round_trip_and_never_larger(name: str) -> None:
+    data = CASES[name]
+    frame = codecs.encode_auto(data)
+    if frame is None:  # stored raw
+        assert name in ("random",), f"{name} should compress"
+        return
+    assert len(frame) < len(data)
+    assert codecs.decode(frame) == data
+
+
+def test_floats_use_planes_and_reach_the_expected_ratios() -> None:
+    """Sampling picks the bit-plane transforms for float data without a hint; gaussian
+    weights are the worst case of trained ones (no structure beyond the exponent)."""
+    for name, transform, bound in (("fp32", codecs.PLANES_FP32, 0.88),
+                                   ("bf16", codecs.PLANES_BF16, 0.72)):
+        data = CASES[name]
+        choice = codecs.choose(data)
+        assert choice == codecs.Choice(codecs.CODEC_PLANES, transform)
+        assert len(codecs.encode(data, choice)) / len(data) < bound
+
+
+def test_every_transform_round_trips_with_and_without_numpy(monkeypatch) -> None:
+    data = _floats(10_000, 3).tobytes()
+    for transform in (codecs.PLANES_BYTES2, codecs.PLANES_BYTES4, codecs.PLANES_BF16,
+                      codecs.PLANES_FP32):
+        fast = codecs.split(data, transform)
+        monkeypatch.setattr(codecs, "_numpy", lambda: None)
+        slow = codecs.split(data, transform)
+        assert fast == slow
+        assert codecs.join(slow, transform, len(data)) == data
+        monkeypatch.undo()
+        assert codecs.join(fast, transform, len(data)) == data
+
+
+def test_hints_and_limits() -> None:
+    data = CASES["bf16"]
+    assert codecs.choose(data, "BF16") == codecs.Choice(codecs.CODEC_PLANES, codecs.PLANES_BF16)
+    assert codecs.choose(b"x" * 100) == codecs.RAW  # too small to be worth a frame
+    assert codecs.encode(b"abc", codecs.RAW) is None
+    # a frame that would not be smaller than the data is never produced
+    assert codecs.encode(os.urandom(1 << 16), codecs.Choice(codecs.CODEC_ZSTD)) is None
+
+
+def _sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def test_open_object_raw_frame_and_raw_that_looks_like_a_frame() -> None:
+    data = CASES["fp32"]
+    d = _sha(data)
+    frame = codecs.encode_auto(data)
+    assert chunkio.open_object("sha256", d, frame, raw_size=len(data), where="a@v1") == data
+    assert chunkio.open_object("sha256", d, frame, raw_size=None, where="a@v1") == data
+    assert chunkio.open_object("sha256", d, data, raw_size=len(data), where="a@v1") == data
+    # a raw chunk may begin with the magic: its digest decides, whatever the head says
+    tricky = codecs.HEAD.pack(codecs.MAGIC, 1, 0, 0, 5) + os.urandom(100)
+    assert chunkio.open_object("sha256", _sha(tricky), tricky, raw_size=None,
+                               where="a@v1") == tricky
+    assert chunkio.open_object("sha256", _sha(tricky), tricky, raw_size=len(tricky),
+                               where="a@v1") == tricky
+
+
+@pytest.mark.parametrize("damage", ["codec", "transform", "flags", "truncate", "flip",
+                                    "rawlen", "plane-mode", "other-bytes"])
+def test_corrupt_or_unknown_frames_are_integrity_errors(damage: str) -> None:
+    data = CASES["bf16"]
+    d = _sha(data)
+    frame = bytearray(codecs.encode_auto(data))
+    if damage == "codec":
+        frame[4] = 9
+    elif damage == "transform":
+        frame[5] = 77
+    elif damage == "flags":
+        frame[6] = 1
+    elif damage == "truncate":
+        del frame[len(frame) // 2:]
+    elif damage == "flip":
+        frame[len(frame) // 2] ^= 0xFF
+    elif damage == "rawlen":
+        struct.pack_into("<Q", frame, 8, 1 << 40)
+    elif damage == "plane-mode":
+        frame[codecs.HEAD.size + 1] = 7
+    elif damage == "other-bytes":
+        frame = bytearray(codecs.encode_auto(CASES["fp16"]))  # a valid frame of other data
+    with pytest.raises(IntegrityError) as e:
+        chunkio.open_object("sha256", d, bytes(frame), raw_size=len(data), where="art@v7")
+    assert "art@v7" in str(e.value) and d[:12] in str(e.value)
+
+
+def test_decode_refuses_garbage_directly() -> None:
+    with pytest.raises(codecs.CodecError):
+        codecs.decode(b"not a frame")
+    with pytest.raises(codecs.CodecError):
+        codecs.decode(codecs.HEAD.pack(codecs.MAGIC, 1, 0, 0, 10) + b"garbage")
+
+
+def test_a_zstd_frame_declaring_a_huge_size_is_refused_before_allocating() -> None:
+    import zstandard
+
+    body = zstandard.ZstdCompressor(level=1).compress(b"x" * 1000)
+    frame = codecs.HEAD.pack(codecs.MAGIC, codecs.CODEC_ZSTD, 0, 0, 10) + body
+    with pytest.raises(codecs.CodecError, match="declares 1000"):
+        codecs.decode(frame)
+    # a hand-made header claiming 2**50 bytes: refused, no MemoryError
+    huge = bytearray(zstandard.ZstdCompressor(level=1, write_content_size=True).compress(b"y"))
+    hdr = b"\x28\xb5\x2f\xfd" + bytes([0xE0]) + (1 << 50).to_bytes(8, "little")
+    with pytest.raises(codecs.CodecError):
+        codecs.decode(codecs.HEAD.pack(codecs.MAGIC, codecs.CODEC_ZSTD, 0, 0, 10) + hdr
+                      + bytes(huge[6:]))

@@ -1,0 +1,238 @@
+"""Chunk compression end to end (issue 13, items 2 and 6): push with compression on and off,
+then pull, verify, cat, LakeFile and tensor reads, on a local lake and on SeaweedFS."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import ckptlake
+from ckptlake.cli.app import app
+from ckptlake.format import codecs, layout
+from ckptlake.format.header import MIN_CHUNK_SIZE
+
+CH = MIN_CHUNK_SIZE  # 1 MiB chunks: several per file
+
+
+def cli(*args: object):
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def write_safetensors(path: Path, tensors: dict[str, np.ndarray], dtype: str = "F32") -> None:
+    header, blobs, off = {}, [], 0
+    for name, arr in tensors.items():
+        b = arr.tobytes()
+        header[name] = {"dtype": dtype, "shape": list(arr.shape),
+                        "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    path.write_bytes(len(h).to_bytes(8, "little") + h + b"".join(blobs))
+
+
+def source(tmp: Path) -> Path:
+    rng = np.random.default_rng(7)
+    src = tmp / "src"
+    (src / "cfg").mkdir(parents=True)
+    w = {f"layer.{i}.w": (rng.standard_normal((256, 256)) * 0.02).astype(np.float32)
+         for i in range(12)}  # 3 MiB of fp32
+    write_safetensors(src / "model.safetensors", w)
+    bf = (rng.standard_normal(700_000) * 0.02).astype(np.float32)
+    (src / "bf16.bin").write_bytes((bf.view(np.uint32) >> 16).astype(np.uint16).tobytes())
+    (src / "random.bin").write_bytes(rng.bytes(CH + 3))
+    for i in range(20):
+        (src / "cfg" / f"{i}.json").write_text(json.dumps({"layer": i, "lr": 3e-4}) * 50)
+    return src
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("compression", ["auto", "none"])
+def test_round_trip_with_compression_on_and_off(lake_url: str, tmp_path: Path,
+                                                compression: str) -> None:
+    src = source(tmp_path)
+    lake = ckptlake.open(lake_url, chunk_size=CH)
+    r = lake.push(src, "m/ckpt", compression=compression)
+    m = json.loads(lake.store.get(layout.version_key("m/ckpt", 1)))
+    if compression == "auto":
+        assert m["stored"] and r.bytes_sent < r.bytes_uploaded == r.bytes_scanned
+        assert r.bytes_stored == r.bytes_sent and r.ratio < 0.95
+        for d, size in m["stored"].items():  # the hint is the object's real size
+            assert lake.store.stat(layout.chunk_key(d)).size == size
+    else:
+        assert "stored" not in m and r.bytes_sent == r.bytes_uploaded and r.ratio == 1.0
+    lake.pull("m/ckpt", tmp_path / "out")
+    assert tree(tmp_path / "out") == tree(src)
+    assert b"".join(lake.cat("m/ckpt", "cfg/3.json")) == (src / "cfg" / "3.json").read_bytes()
+    with lake.open("m/ckpt", "bf16.bin") as fh:
+        fh.seek(CH - 10)
+        assert fh.read(20) == (src / "bf16.bin").read_bytes()[CH - 10:CH + 10]
+    with lake.open("m/ckpt", "cfg/7.json") as fh:  # a packed file (its pack may be a frame)
+        assert fh.read() == (src / "cfg" / "7.json").read_bytes()
+    rng = np.random.default_rng(7)
+    expected = (rng.standard_normal((256, 256)) * 0.02).astype(np.float32)  # layer.0.w
+    got = lake.tensors("m/ckpt", "layer.0.w")
+    np.testing.assert_array_equal(got["layer.0.w"], expected)
+    assert len(lake.tensors("m/ckpt")) == 12
+    v = cli("verify", "--lake", lake_url, "--read-data", "--json")
+    assert v.exit_code == 0, v.stdout
+    show = json.loads(cli("show", "m/ckpt", "--lake", lake_url, "--json").stdout)
+    assert show["stored_bytes"] == r.bytes_stored
+    ls = cli("ls", "m/ckpt", "--lake", lake_url)
+    assert ("stored)" in ls.stdout) == (compression == "auto")
+
+
+def test_tensor_values_match_after_compression(lake_url: str, tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    w = {f"t{i}": (rng.standard_normal((300, 300)) * 0.02).astype(np.float32) for i in range(4)}
+    write_safetensors(tmp_path / "a.safetensors", w)
+    lake = ckptlake.open(lake_url, chunk_size=CH)
+    lake.push(tmp_path / "a.safetensors", "m/t", compression="auto")
+    got = lake.tensors("m/t")
+    for k, arr in w.items():
+        np.testing.assert_array_equal(got[k], arr)
+
+
+def test_raw_and_encoded_pushers_dedup_against_each_other(local_lake_url: str,
+                                                          tmp_path: Path) -> None:
+    src = source(tmp_path)
+    lake = ckptlake.open(local_lake_url, chunk_size=CH)
+    first = lake.push(src, "a", compression="none")
+    again = lake.push(src, "a", compression="auto")  # finds raw objects: sends nothing
+    assert again.chunks_uploaded == 0 and again.bytes_stored == first.bytes_stored
+    other = ckptlake.open(local_lake_url + "-2", chunk_size=CH)
+    enc = other.push(src, "b", compression="auto")
+    back = other.push(src, "b", compression="none")  # finds frames: sends nothing either
+    assert back.chunks_uploaded == 0 and back.bytes_stored == enc.bytes_stored
+    m = json.loads(other.store.get(layout.version_key("b", 2)))
+    assert m["stored"]  # the frames it found are recorded as such
+    other.pull("b@v2", tmp_path / "b2")
+    assert tree(tmp_path / "b2") == tree(src)
+
+
+def test_an_empty_chunk_object_is_stored_again_encoded(lake_url: str, tmp_path: Path) -> None:
+    src = tmp_path / "s"
+    src.mkdir()
+    data = (np.random.default_rng(2).standard_normal(400_000) * 0.02).astype(np.float32)
+    (src / "w.bin").write_bytes(data.tobytes())
+    lake = ckptlake.open(lake_url, chunk_size=CH)
+    lake.push(src, "e")
+    m = json.loads(lake.store.get(layout.version_key("e", 1)))
+    d = m["files"][0]["chunks"][0][0]
+    lake.store.put(layout.chunk_key(d), b"")  # what a PUT cut after its head leaves
+    r = lake.push(src, "e")
+    assert r.chunks_uploaded == 1
+    lake.pull("e", tmp_path / "out")
+    assert (tmp_path / "out" / "w.bin").read_bytes() == data.tobytes()
+
+
+@pytest.mark.parametrize("damage", ["flip", "unknown-codec", "other-frame"])
+def test_a_bad_frame_fails_the_pull_with_exit_5_and_places_nothing(
+        lake_url: str, tmp_path: Path, damage: str) -> None:
+    src = source(tmp_path)
+    lake = ckptlake.open(lake_url, chunk_size=CH)
+    lake.push(src, "bad/ckpt", compression="auto")
+    m = json.loads(lake.store.get(layout.version_key("bad/ckpt", 1)))
+    d = sorted(m["stored"])[0]
+    key = layout.chunk_key(d)
+    body = bytearray(lake.store.get(key))
+    if damage == "flip":
+        body[len(body) // 2] ^= 0x55
+    elif damage == "unknown-codec":
+        body[4] = 200
+    else:
+        body = bytearray(codecs.encode_auto(b"another chunk entirely " * 1000))
+    lake.store.put(key, bytes(body))
+    r = cli("pull", "bad/ckpt", tmp_path / "dest", "--lake", lake_url)
+    assert r.exit_code == 5
+    assert key in r.stderr and "bad/ckpt@v1" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "dest").exists()
+    v = cli("verify", "--lake", lake_url, "--read-data", "--json")
+    assert v.exit_code == 5
+
+
+def test_header_setting_and_cli_option(local_lake_url: str, tmp_path: Path) -> None:
+    src = source(tmp_path)
+    r = cli("push", src, "h", "--lake", local_lake_url, "--json")
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["compression"] == "auto" and doc["ratio"] < 1
+    assert doc["bytes_stored"] < doc["bytes_scanned"]
+    header = json.loads((Path(local_lake_url[7:]) / "ckptlake.json").read_text())
+    assert header["compression"] == "auto"
+    r = cli("push", src, "h", "--lake", local_lake_url, "--compression", "zip")
+    assert r.exit_code == 2 and "auto or none" in r.stderr
+    # in another lake (here it would find the frames "h" stored, and report them)
+    r = cli("push", src, "h2", "--lake", local_lake_url + "-raw", "--compression", "none")
+    assert r.exit_code == 0 and "stored" not in r.stdout
+
+
+def test_diff_values_on_compressed_chunks_fetch_what_the_estimate_says(tmp_path: Path) -> None:
+    """A tensor in an encoded chunk is read by fetching the chunk whole (once per side); the
+    egress estimate counts exactly that."""
+    from test_diff import PRICES, ChunkCountingBucket, push_pair
+
+    from ckptlake.lake import Lake
+    from ckptlake.policy.egress import EgressPolicy
+
+    store = ChunkCountingBucket()
+    lake = Lake(store, chunk_size=CH, concurrency=4)
+    a, b = push_pair(lake, tmp_path, compression="auto")
+    m = json.loads(store.get(layout.version_key("run/ckpt", 2)))
+    assert m["stored"]
+    policy = EgressPolicy(client_region="eu-west-1", price_per_gb=PRICES)
+    est = lake.estimate_diff("run/ckpt@v1", "run/ckpt@v2", egress=policy)
+    r = lake.diff("run/ckpt@v1", "run/ckpt@v2", values=True)
+    assert r.values is not None and r.values["bytes_fetched"] == est.bytes_to_download
+    assert sum(n for _, n in store.chunk_reads) == est.bytes_to_download
+    for x in r.tensors["changed"]:
+        va, vb = a[x["name"]].astype(np.float64), b[x["name"]].astype(np.float64)
+        assert x["values"]["max_abs_diff"] == pytest.approx(np.abs(vb - va).max())
+
+
+def test_partial_reads_survive_a_stale_raw_hint(local_lake_url: str, tmp_path: Path) -> None:
+    """A manifest that says nothing of a chunk that is stored encoded (a sharded push that
+    found another pusher's frame, or a chunk re-stored after a gc race): ranged readers fail
+    their check, read the chunk whole, decode it, and return the right bytes."""
+    src = source(tmp_path)
+    lake = ckptlake.open(local_lake_url, chunk_size=CH)
+    lake.push(src, "s", compression="auto")
+    key = layout.version_key("s", 1)
+    m = json.loads(lake.store.get(key))
+    assert m.pop("stored")
+    lake.store.put(layout.version_key("s", 2), json.dumps({**m, "version": 2}).encode())
+    assert b"".join(lake.cat("s@v2", "cfg/4.json")) == (src / "cfg" / "4.json").read_bytes()
+    with lake.open("s@v2", "cfg/5.json") as fh:
+        assert fh.read() == (src / "cfg" / "5.json").read_bytes()
+    rng = np.random.default_rng(7)
+    expected = (rng.standard_normal((256, 256)) * 0.02).astype(np.float32)
+    np.testing.assert_array_equal(lake.tensors("s@v2", "layer.0.w")["layer.0.w"], expected)
+
+
+def test_sharded_push_compresses_and_merges_the_hints(local_lake_url: str,
+                                                      tmp_path: Path) -> None:
+    lake = ckptlake.open(local_lake_url, chunk_size=CH)
+    rng = np.random.default_rng(5)
+    trees = {}
+    for rank in (0, 1):
+        d = tmp_path / f"rank{rank}"
+        d.mkdir()
+        write_safetensors(d / f"shard{rank}.safetensors",
+                          {"w": (rng.standard_normal((512, 512)) * 0.02).astype(np.float32)})
+        trees[rank] = d
+        r = lake.push_shard(d, "sh/ckpt", step=10, rank=rank, world=2)
+    assert r.version == 1
+    m = json.loads(lake.store.get(layout.version_key("sh/ckpt", 1)))
+    assert len(m["stored"]) >= 2  # both ranks' frames
+    lake.pull("sh/ckpt", tmp_path / "out")
+    for rank, d in trees.items():
+        name = f"shard{rank}.safetensors"
+        assert (tmp_path / "out" / name).read_bytes() == (d / name).read_bytes()
+    assert lake.tensors("sh/ckpt", "w", path="shard1.safetensors")["w"].shape == (512, 512)
