@@ -263,7 +263,11 @@ class _Uploader:
         # what the commit guard restores either way.
         # An object smaller than the raw bytes (but not empty) is a frame another pusher
         # stored: equally valid (readers decode it and check the digest), so it counts as
-        # present.  Only an empty or oversized object is written again.
+        # present.  Only an empty or oversized object is written again.  This trusts that no
+        # server keeps a *truncated* non-empty object: a PUT is atomic on S3, the local store
+        # renames whole files, and SeaweedFS 4.48, checked by cutting PUTs at 1 MiB, 3 MiB and
+        # 5 MiB into their bodies, kept nothing (only a PUT cut right after its head leaves a
+        # zero-byte object).  A reader would still catch such an object by its digest.
         n = len(box[0])
         stored = (self.known.get(key) if self.known is not None
                   else _stored_size(self.store, key))
