@@ -75,12 +75,11 @@ from ..errors import (EXIT_ACCESS, EXIT_CONFLICT, EXIT_ERROR, EXIT_INTEGRITY, EX
 from ..redact import redact, redact_data
 from ..units import format_bytes, format_rate
 from .options import CommonOptions
+from .text import PROG, one_line
 
 if TYPE_CHECKING:
     from ..lake import Lake
     from ..transfer.progress import Progress
-
-PROG = "ckptlake"
 
 EXIT_CODES_HELP = (
     f"Exit codes: {EXIT_OK} ok, {EXIT_ERROR} internal error, {EXIT_USAGE} usage, "
@@ -88,13 +87,6 @@ EXIT_CODES_HELP = (
     f"{EXIT_CONFLICT} conflict, {EXIT_POLICY} refused by policy, {EXIT_TRANSFER} transfer failed, "
     f"{EXIT_INTERRUPTED} interrupted."
 )
-
-# --- redaction: one rule for everything printed and stored (ckptlake/redact.py) ---------------
-
-def one_line(text: str) -> str:
-    """Errors are one line so `2>&1 | tail -1` and log scrapers always get the whole message."""
-    return " ".join(part.strip() for part in text.splitlines() if part.strip())
-
 
 # --- human formatting (sizes and rates: ckptlake/units.py) -----------------------------------
 

@@ -16,7 +16,8 @@ import sys
 import threading
 from typing import Any
 
-from .output import PROG, one_line, redact
+from ..redact import redact
+from .text import PROG, one_line
 
 
 class LineProgress:

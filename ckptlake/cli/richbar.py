@@ -10,7 +10,9 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, ProgressColumn, 
                            TextColumn)
 from rich.text import Text
 
-from .output import format_rate, one_line, redact
+from ..redact import redact
+from ..units import format_rate
+from .text import one_line
 from .progress import _retry_line
 
 

@@ -19,6 +19,7 @@ from ..results import AliasResult, ArtifactInfo, VersionInfo
 from ..store.base import Store
 from ..transfer.pool import bounded_map
 from .identity import iso, user_at_host, utcnow
+from .summary import Summary, committed, read_summaries, usable
 
 if TYPE_CHECKING:
     from .tombstones import Tombstone
@@ -156,8 +157,6 @@ def _best(store: Store, artifact: str, kind: str, metric: str) -> Manifest:
     then the chosen one.  Values that are missing or not finite numbers do not take part.
     """
     import math
-
-    from .summary import committed, read_summaries, usable
 
     jobs = {"v": lambda: committed(store, artifact), "s": lambda: read_summaries(store, artifact)}
     got = dict(bounded_map(lambda k: (k, jobs[k]()), list(jobs), workers=2,
@@ -311,15 +310,13 @@ def versions(store: Store, artifact: str) -> list[VersionInfo]:
     validate_artifact(artifact)
     # The listings of @v/, @alias/ and @s/ (summaries, which answer for most versions; the
     # rest read their manifest) run at once.
-    from .summary import committed, read_summaries, version_infos
-
     jobs = {"v": lambda: committed(store, artifact), "a": lambda: aliases(store, artifact),
             "s": lambda: read_summaries(store, artifact)}
     got = dict(bounded_map(lambda k: (k, jobs[k]()), list(jobs), workers=3,
                            name="ckptlake-meta"))
     if not got["v"]:
         raise _missing_artifact(artifact)
-    return version_infos(store, artifact, got["v"], got["a"], got["s"])
+    return _version_infos(store, artifact, got["v"], got["a"], got["s"])
 
 
 def artifacts(store: Store, prefix: str = "") -> list[ArtifactInfo]:
@@ -362,3 +359,24 @@ def expired_counts(store: Store, prefix: str = "") -> dict[str, int]:
     for art, _ in tombs - live:
         out[art] = out.get(art, 0) + 1
     return out
+
+
+def _version_infos(store: Store, artifact: str, versions: dict[int, datetime],
+                  alias_map: dict[str, int], summaries: dict[int, Summary]) -> list[VersionInfo]:
+    """VersionInfo for each committed version (number -> manifest time, see `committed`): from
+    the summaries where they answer, else the manifest."""
+    out, missing = [], []
+    for n, written in sorted(versions.items()):
+        s = summaries.get(n)
+        if not usable(s, written) or s.metadata is None:  # type: ignore[union-attr]
+            missing.append(n)
+            continue
+        assert s is not None and s.metadata is not None
+        out.append(VersionInfo(
+            artifact=artifact, version=n, step=s.step, created=s.created,
+            created_by=s.created_by, total_bytes=s.total_bytes, files=s.files,
+            metrics=dict(s.metrics), metadata=dict(s.metadata),
+            aliases=sorted(a for a, v in alias_map.items() if v == n),
+            stored_bytes=s.stored_bytes))
+    out += [version_info(m, alias_map) for m in load_manifests(store, artifact, missing)]
+    return sorted(out, key=lambda v: v.version)

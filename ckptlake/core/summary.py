@@ -23,7 +23,6 @@ from typing import Any, Iterable
 
 from ..format import layout
 from ..format.manifest import Manifest, is_metric_value
-from ..results import VersionInfo
 from ..store.base import ObjectInfo, Store
 from .identity import iso
 
@@ -159,26 +158,3 @@ def usable(s: Summary | None, manifest_written: datetime | None) -> bool:
     claimed again)."""
     return (s is not None and manifest_written is not None
             and _seconds(s.written) >= _seconds(manifest_written))
-
-
-def version_infos(store: Store, artifact: str, versions: dict[int, datetime],
-                  alias_map: dict[str, int], summaries: dict[int, Summary]) -> list[VersionInfo]:
-    """VersionInfo for each committed version (number -> manifest time, see `committed`): from
-    the summaries where they answer, else the manifest."""
-    from .catalog import load_manifests, version_info
-
-    out, missing = [], []
-    for n, written in sorted(versions.items()):
-        s = summaries.get(n)
-        if not usable(s, written) or s.metadata is None:  # type: ignore[union-attr]
-            missing.append(n)
-            continue
-        assert s is not None and s.metadata is not None
-        out.append(VersionInfo(
-            artifact=artifact, version=n, step=s.step, created=s.created,
-            created_by=s.created_by, total_bytes=s.total_bytes, files=s.files,
-            metrics=dict(s.metrics), metadata=dict(s.metadata),
-            aliases=sorted(a for a, v in alias_map.items() if v == n),
-            stored_bytes=s.stored_bytes))
-    out += [version_info(m, alias_map) for m in load_manifests(store, artifact, missing)]
-    return sorted(out, key=lambda v: v.version)
