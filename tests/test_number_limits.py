@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import ckptlake
 from ckptlake.cli.app import app
 from ckptlake.core import shards
-from ckptlake.core.watch import Watcher
+from ckptlake.watch import Watcher
 from ckptlake.errors import EXIT_USAGE, UsageError
 from ckptlake.format import layout
 from ckptlake.format.refs import parse_ref

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import pytest
 
 import ckptlake
-from ckptlake.core.watch import Watcher
+from ckptlake.watch import Watcher
 from ckptlake.errors import UsageError
 
 ART = "shell/run/ckpt"

@@ -79,7 +79,7 @@ def watch(
                            config=config, json=json_, quiet=quiet, debug=debug)
     out = Output(common)
     with out.guard():
-        from ..core.watch import WatchEvent, Watcher, compile_step_regex
+        from ..watch import WatchEvent, Watcher, compile_step_regex
         from ..format.refs import validate_artifact
 
         validate_artifact(artifact)

@@ -31,14 +31,14 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..errors import (AccessDenied, CkptlakeError, IntegrityError, NotFound, SourceChanged,
+from .errors import (AccessDenied, CkptlakeError, IntegrityError, NotFound, SourceChanged,
                       UsageError)
-from ..format.layout import MAX_NUMBER
-from ..results import PushResult
+from .format.layout import MAX_NUMBER
+from .results import PushResult
 
 if TYPE_CHECKING:
-    from ..lake import Lake
-    from ..transfer.progress import Progress
+    from .lake import Lake
+    from .transfer.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class Watcher:
                  retry_delay: float = 30.0, on_event: Callable[[WatchEvent], None] | None = None,
                  progress: "Progress | None" = None,
                  clock: Callable[[], float] = time.time) -> None:
-        from ..format.refs import validate_artifact
+        from .format.refs import validate_artifact
 
         validate_artifact(artifact)
         if settle < 0 or poll <= 0 or retry_delay < 0:
