@@ -1088,40 +1088,15 @@ def host_copy(state: Mapping[str, Any], pool: dict[str, Any] | None = None
         if name in seen:
             raise UsageError(f"state has the name {name!r} twice (after joining nested keys)")
         seen.add(name)
-        buf = pool.get(name)
-        got = _torch_host(value, buf)
-        if got is not None:
-            fmt = "pt"
-            dtype, host = got
-            out.append((name, dtype, tuple(value.shape), host))
-            continue
         if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
             value = np.asarray(value)
-        if isinstance(value, np.generic):
-            value = np.asarray(value)
-        if not isinstance(value, np.ndarray):
+        got = _copy_leaf(name, value, pool.get(name))
+        if got is None:
             raise UsageError(f"state entry {name!r} is a {type(value).__name__}; save_state "
                              "stores numpy arrays, torch tensors and numbers")
-        named = _NAMED_DTYPES.get(value.dtype.name)
-        if named is not None:
-            dtype = named[0]
-            src = value.view(np.uint16 if named[1] == 2 else np.uint8)
-        else:
-            dtype = _NP_DTYPES.get(value.dtype.str[1:])
-            if dtype is None or value.dtype.kind not in "fiub":
-                raise UsageError(f"state entry {name!r} has dtype {value.dtype}, which "
-                                 "safetensors cannot store")
-            src = value
-            if value.dtype.byteorder == ">":
-                src = value.astype(value.dtype.newbyteorder("<"))
-        target = src.dtype.newbyteorder("<") if src.dtype.byteorder == ">" else src.dtype
-        if buf is not None and buf.shape == src.shape and buf.dtype == target \
-                and buf.flags.c_contiguous:
-            np.copyto(buf, src)
-            host = buf
-        else:
-            host = np.array(src, dtype=target, order="C", copy=True)
-        out.append((name, dtype, tuple(value.shape), host))
+        out.append(got[:4])
+        if got[4] == "pt":
+            fmt = "pt"
     return out, fmt
 
 

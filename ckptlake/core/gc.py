@@ -55,7 +55,8 @@ from . import tombstones as tombs
 from .catalog import aliases as read_aliases
 from .createonce import create_once
 from .digestset import DEFAULT_MEMORY_LIMIT, DigestMap, DigestSet, Spool
-from .gc_guard import RECORD_FORMAT, GcSettings, Record, decode_record, record_keys
+from .gc_guard import (RECORD_FORMAT, GcSettings, Record, decode_record, read_record,
+                       record_keys)
 from .identity import iso, user_at_host, utcnow
 
 GB = 1 << 30
@@ -278,16 +279,7 @@ def _stream_records(store: Store) -> Iterator[Record | str]:
     that gc never holds every record's chunk list at once.  A record deleted between list and
     get is skipped (records are removed only long after their sweep)."""
     def read(key: str) -> Record | str | None:
-        try:
-            data, etag = store.get_with_etag(key)
-        except NotFound:
-            return None
-        if not data:  # a PUT cut after its head (docs/format.md, "Empty objects"): condemns nothing
-            return None
-        try:
-            return decode_record(key, data, etag)
-        except IntegrityError:
-            return key
+        return read_record(store, key)
 
     for got in bounded_map(read, record_keys(store), workers=_RECORD_WORKERS,
                            name="ckptlake-gc"):
@@ -914,6 +906,25 @@ class _Execution:
         self.event("condemn.record")
         return _RecordRef(key=key, created=created, swept_at=None)
 
+    def collect(self, *, malformed: str) -> None:
+        """Mark, sweep what is ripe, drop old records, condemn: the chunk side of a run, the
+        same for the lake and for each replica (core/replicas.py)."""
+        # Records first, then the mark: a record is swept only with a listing of the manifests
+        # that started after the record existed (else a push committing in between could miss
+        # it).
+        records, bad = self.read_records()
+        self.mark()
+        for key in bad:
+            self.result.warnings.append(malformed.format(key=key))
+        self.sweep(records)
+        self.remove_old_records(records)
+        fresh = self.condemn()
+        if fresh and self.settings.grace_period == 0:
+            # Ripe at once.  Sweep them with a listing that starts after they were written, so
+            # that a push committing meanwhile either is in L or finds the record (gc_guard).
+            self.marker.mark()
+            self.sweep(fresh)
+
     def abort_uploads(self) -> None:
         cutoff = self.now() - timedelta(seconds=self.settings.grace_period)
         for up in list(self.store.list_multipart("")):
@@ -945,21 +956,7 @@ def execute(store: Store, plan: GcPlan, *, settings: GcSettings | None = None,
     try:
         run.publish_settings()
         run.retention()
-        # Records first, then the mark: a record is swept only with a listing of the manifests
-        # that started after the record existed (else a push committing in between could miss
-        # it).
-        records, bad = run.read_records()
-        run.mark()
-        for key in bad:
-            run.result.warnings.append(f"{key} is malformed: not swept, not removed")
-        run.sweep(records)
-        run.remove_old_records(records)
-        fresh = run.condemn()
-        if fresh and settings.grace_period == 0:
-            # Ripe at once.  Sweep them with a listing that starts after they were written, so
-            # that a push committing meanwhile either is in L or finds the record (gc_guard).
-            run.marker.mark()
-            run.sweep(fresh)
+        run.collect(malformed="{key} is malformed: not swept, not removed")
         run.abort_uploads()
     finally:
         run.scratch.close()

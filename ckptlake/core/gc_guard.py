@@ -181,6 +181,24 @@ def record_keys(store: Store) -> list[str]:
             if layout.is_condemned_key(info.key)]
 
 
+def read_record(store: Store, key: str, *, lenient: bool = True) -> Record | str | None:
+    """One condemnation record; None if it is gone (deleted between list and get) or empty
+    (a PUT cut after its head, docs/format.md "Empty objects": it condemns nothing); its key
+    if it is malformed and `lenient`, else the IntegrityError."""
+    try:
+        data, etag = store.get_with_etag(key)
+    except NotFound:
+        return None
+    if not data:
+        return None
+    try:
+        return decode_record(key, data, etag)
+    except IntegrityError:
+        if not lenient:
+            raise
+        return key
+
+
 def read_records(store: Store, keys: Iterable[str] | None = None, *,
                  lenient: bool = False) -> tuple[list[Record], list[str]]:
     """(records, keys that could not be read).  A record deleted between list and get is
@@ -189,18 +207,7 @@ def read_records(store: Store, keys: Iterable[str] | None = None, *,
     keys = record_keys(store) if keys is None else list(keys)
 
     def read(key: str) -> Record | str | None:
-        try:
-            data, etag = store.get_with_etag(key)
-        except NotFound:
-            return None
-        if not data:  # a PUT cut after its head (docs/format.md, "Empty objects"): condemns nothing
-            return None
-        try:
-            return decode_record(key, data, etag)
-        except IntegrityError:
-            if not lenient:
-                raise
-            return key
+        return read_record(store, key, lenient=lenient)
 
     records, bad = [], []
     for got in bounded_map(read, keys, workers=_WORKERS, name="ckptlake-gc"):

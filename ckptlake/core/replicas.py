@@ -371,16 +371,7 @@ def gc_replica(origin: Store, replica: Store, spec: ReplicaSpec, settings: Any, 
     run = _Execution(origin, None, settings, now or utcnow, clock, on_event,  # type: ignore
                      data=replica)
     try:
-        records, bad = run.read_records()
-        run.mark()
-        for key in bad:
-            run.result.warnings.append(f"replica {spec.name}: {key} is malformed: not swept")
-        run.sweep(records)
-        run.remove_old_records(records)
-        fresh = run.condemn()
-        if fresh and settings.grace_period == 0:
-            run.marker.mark()
-            run.sweep(fresh)
+        run.collect(malformed=f"replica {spec.name}: {{key}} is malformed: not swept")
         manifests_dropped = _drop_stale_manifests(origin, replica)
     finally:
         run.scratch.close()
