@@ -53,6 +53,8 @@ def test_chaos_soak_loses_nothing(seaweedfs, tmp_path: Path) -> None:
     assert c.get("gc.ok", 0) >= 3 and c.get("gc.versions_deleted", 0) >= 1, c
     assert c.get("gc.chunks_swept", 0) >= 3, c
     assert doc["end_check"].get("journalled_bit_exact", 0) >= 3, doc["end_check"]
+    # compressed chunks (frames) were part of the chaos, not only raw ones
+    assert doc["end_check"].get("chunk_objects_framed", 0) >= 1, doc["end_check"]
     assert c.get("pull.ok", 0) == c.get("pull.bit_exact", 0), c
 
     # Nothing found.
