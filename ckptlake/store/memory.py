@@ -59,7 +59,8 @@ class MemoryStore(Store):
         self.calls["stat"] += 1
         with self._lock:
             data, etag, t = self._obj(key)
-        return ObjectInfo(key, len(data), etag, t)
+            cls = self.classes.get(key, "STANDARD") if self.supports_storage_classes else None
+        return ObjectInfo(key, len(data), etag, t, cls)
 
     def put(self, key: str, data: bytes | bytearray | memoryview, *,
             if_none_match: bool = False, if_match: str | None = None,

@@ -498,7 +498,8 @@ class S3Store(Store):
         except _b().all_errors as exc:
             self._fail(exc, key, "stat")
         return ObjectInfo(key=key, size=r["ContentLength"], etag=r["ETag"],
-                          modified=_utc(r["LastModified"]))
+                          modified=_utc(r["LastModified"]),
+                          storage_class=r.get("StorageClass") or "STANDARD")
 
     # ---- writes ----------------------------------------------------------------------------
 
