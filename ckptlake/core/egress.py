@@ -163,10 +163,10 @@ def estimate_pull(store: Store, m: Manifest, destination: str, policy: EgressPol
                             route_if_needed=route_if_needed and not replica)
     if replica:
         est = with_replica_sources(est, store, objects, policy)
-    if policy.retrieval_per_gb and is_remote(store) \
-            and getattr(store, "supports_storage_classes", False) and objects:
-        est = with_retrieval(est, getattr(store, "origin", store), objects,
-                             policy.retrieval_per_gb)
+    origin = getattr(store, "origin", store)  # through a replica: the lake's classes
+    if policy.retrieval_per_gb and is_remote(origin) and objects \
+            and getattr(origin, "supports_storage_classes", False):
+        est = with_retrieval(est, origin, objects, policy.retrieval_per_gb)
     return est
 
 
