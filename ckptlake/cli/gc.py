@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 HELP = ("Delete the versions the retention policy no longer keeps, and the chunks nothing "
         "references any more.\n\n"
         "Prints the plan first: per artifact, each version to delete with its step, age, size "
-        "and reason, the bytes freed and the monthly cost saved.  --dry-run stops there.  "
+        "and reason, the bytes freed and the monthly cost saved; with a `tier:` rule, the "
+        "storage-class moves with $/month before and after.  --dry-run stops there.  "
         "Otherwise gc asks on a terminal, and elsewhere needs --yes.")
 EPILOG = epilog(
     "Example: ckptlake gc --dry-run; ckptlake gc --match 'gpt2/*' --yes",
@@ -216,7 +217,7 @@ def tiering_lines(plan: "GcPlan") -> list[str]:
         return []
     moves = "; ".join(f"{_tally(u)} to {cls}" for cls, u in sorted(t.moves.items())) \
         or "nothing"
-    lines = [f"tiering ({'; '.join(t.rules)}): {t.versions_cold} cold versions, "
+    lines = [f"tiering ({'; '.join(t.rules)}): {plural(t.versions_cold, 'cold version')}, "
              f"{t.versions_hot} hot; moves {moves}"]
     pay = "" if t.payback_days is None else f", paid back in {t.payback_days:g} days"
     lines.append(f"  $/month {t.usd_month_before:.2f} -> {t.usd_month_after:.2f}, saves "
