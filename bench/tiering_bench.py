@@ -94,8 +94,8 @@ def build(store: SparseStore, *, ckpts: int = 800, models: int = 200, now: datet
         m = Manifest(artifact="team/llm/model", version=n, kind="dir", hash="sha256",
                      files=files, step=500 * ck, created=now - timedelta(days=models - n))
         store.put(layout.version_key(m.artifact, n), m.encode())
-    set_alias(store, "team/llm/ckpt", "prod", 100)
-    set_alias(store, "team/llm/model", "best", 50)
+    set_alias(store, "team/llm/ckpt", "prod", min(100, ckpts))
+    set_alias(store, "team/llm/model", "best", min(50, models))
 
 
 def policy() -> RetentionPolicy:

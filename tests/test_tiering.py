@@ -408,3 +408,33 @@ def test_egress_policy_reads_retrieval_prices_only_when_the_policy_tiers(tmp_pat
                     "class: STANDARD_IA}}\n")
     assert load_egress(load_config(str(path))).retrieval_per_gb == {
         "STANDARD_IA": 0.02, "ONEZONE_IA": 0.01, "GLACIER_IR": 0.03}
+
+
+def test_early_deletion_and_objects_too_large_to_copy() -> None:
+    from dataclasses import replace
+
+    store = tb.SparseStore()
+    tb.build(store, ckpts=10, models=2)
+    pol = tb.policy()
+    big = plan_gc(store, pol, now=tb.NOW + timedelta(days=60)).tiering.todo[0][0]
+    store.sizes[big] = 6 * GB  # beyond CopyObject's 5 GiB
+    t = plan_gc(store, pol, now=tb.NOW + timedelta(days=60)).tiering
+    assert t.too_large.objects == 1 and all(key != big for key, *_ in t.todo)
+    assert t.early_deletion.objects == 0
+    # Move ckpt v1's own chunks to GLACIER_IR 10 days ago; then a policy keeping only the
+    # newest ckpt deletes them 80 days before Glacier IR's 90-day minimum.
+    from ckptlake.core.catalog import resolve
+
+    own = [layout.chunk_key(d) for d in resolve(store, "team/llm/ckpt@v1").chunk_digests()
+           if store.sizes[layout.chunk_key(d)] == 256 * MiB and layout.chunk_key(d) != big]
+    own = [k for k in own if k.rsplit("/", 1)[-1] not in
+           resolve(store, "team/llm/ckpt@v2").chunk_digests()]
+    for key in own:
+        store.set_storage_class(key, "GLACIER_IR")
+    now = max(i.modified for i in store.list("")) + timedelta(days=10)
+    keep1 = RetentionPolicy(rules=(replace(pol.rules[0], keep_all=False, keep_last=1,
+                                           keep_best=None), pol.rules[1]))
+    t = plan_gc(store, keep1, now=now).tiering
+    assert t.early_deletion.objects == len(own) > 0
+    assert t.early_deletion_usd == pytest.approx(
+        len(own) * 256 * MiB / GB * 0.004 * 80 / 30, abs=1e-4)

@@ -226,10 +226,15 @@ def tiering_lines(plan: "GcPlan") -> list[str]:
                  "for the moved chunks even if gc deletes them sooner")
     left = [f"{label}: {_tally(u)}" for label, u in (
         ("shared with hot versions", t.shared_hot), ("below 128 KiB", t.too_small),
-        ("already cold but read by hot versions (each read pays retrieval)", t.cold_but_hot))
+        ("already cold but read by hot versions (each read pays retrieval)", t.cold_but_hot),
+        ("above 5 GiB (CopyObject's limit)", t.too_large))
         if u.objects]
     if left:
         lines.append("  left in place: " + "; ".join(left))
+    if t.early_deletion.objects:
+        lines.append(f"  early deletion: gc deletes {_tally(t.early_deletion)} of cold chunks "
+                     "before their class's minimum storage duration: "
+                     f"${t.early_deletion_usd:.2f} billed for the rest of it")
     lines.append("  " + t.note)
     return lines
 

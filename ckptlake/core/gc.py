@@ -485,6 +485,8 @@ def _plan(store: Store, policy: RetentionPolicy, now: datetime, match: str | Non
             if tier is not None:
                 tier.chunk(info, b)
             continue
+        if tier is not None:
+            tier.freed(info)
         if b in ripe:
             plan.condemned_ripe.add(info.size)
         elif b in waiting:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .gc import _Scratch
 
 GB = 1 << 30
+MAX_COPY_OBJECT = 5 * GB  # CopyObject's largest source; bigger objects are left in place
 _WORKERS = 16
 _MONTH_DAYS = 30
 
@@ -65,6 +66,11 @@ class TieringPlan(_Result):
     shared_hot: ClassUse = field(default_factory=ClassUse)  # cold versions' chunks a hot one uses
     too_small: ClassUse = field(default_factory=ClassUse)  # cold, below 128 KiB: left
     cold_but_hot: ClassUse = field(default_factory=ClassUse)  # already cold, used by a hot version
+    too_large: ClassUse = field(default_factory=ClassUse)  # cold, above 5 GiB: left
+    # Chunks in a class with a minimum duration that gc deletes (or will, after the grace
+    # period) before that minimum is over: the rest of the minimum is billed anyway.
+    early_deletion: ClassUse = field(default_factory=ClassUse)
+    early_deletion_usd: float = 0.0  # one-time
     usd_month_before: float = 0.0
     usd_month_after: float = 0.0
     usd_month_saved: float = 0.0
@@ -135,12 +141,27 @@ class TieringPlanner:
         elif (rank := self.cold.get(digest)) is not None and current == "STANDARD":
             if info.size < MIN_TIER_OBJECT:
                 plan.too_small.add(info.size)
+            elif info.size > MAX_COPY_OBJECT:
+                plan.too_large.add(info.size)
             else:
                 target = COLD_CLASSES[rank]
                 plan.moves.setdefault(target, ClassUse()).add(info.size)
                 if self.supported:
                     plan.todo.append((info.key, info.etag, info.size, target))
         plan.after.setdefault(target if self.supported else current, ClassUse()).add(info.size)
+
+    def freed(self, info: ObjectInfo) -> None:
+        """A chunk no live version references: gc deletes it (now or after the grace period).
+        If it sits in a class with a minimum duration not yet over (the move's copy set its
+        LastModified), the rest of the minimum is billed: the early-deletion fee."""
+        p = self.policy.class_prices.get(info.storage_class or "STANDARD")
+        if p is None or not p.min_storage_days:
+            return
+        days = (self.now - info.modified).total_seconds() / 86400
+        if days < p.min_storage_days:
+            self.plan.early_deletion.add(info.size)
+            self.plan.early_deletion_usd += info.size / GB * p.price_per_gb_month \
+                * (p.min_storage_days - days) / _MONTH_DAYS
 
     def finish(self) -> TieringPlan:
         plan, prices = self.plan, dict(self.policy.class_prices)
@@ -151,6 +172,7 @@ class TieringPlanner:
             plan.note = ("moves chunks by a server-side copy onto themselves; a server without "
                          "storage classes (e.g. SeaweedFS) refuses the first copy, and then "
                          "nothing moves")
+        plan.early_deletion_usd = round(plan.early_deletion_usd, 4)
         for table in (plan.before, plan.after, plan.moves):
             for cls, use in table.items():
                 use.usd_month = round(_usd(prices, cls, use), 4)

@@ -98,6 +98,8 @@ class MemoryStore(Store):
             if etag is not None and current[1] != etag:
                 raise PreconditionFailed(f"{self.url}/{key} changed")
             self.classes[key] = storage_class
+            # S3's copy onto itself is a new write: a new LastModified (same bytes and ETag).
+            self._objects[key] = (current[0], current[1], datetime.now(timezone.utc))
 
     def list_prefixes(self, prefix: str) -> Iterator[str]:
         with self._lock:
