@@ -17,7 +17,9 @@ Semantics (also in ckptlake.example.yaml and docs/format.md):
 * a version an alias points at is always kept, whatever the rule says;
 * the latest version of an artifact is always kept: its number is the artifact's claim on the
   version numbers (a push takes latest + 1), so deleting it could hand the same number out twice;
-* ``keep_best`` keeps versions that lack the metric unless ``keep_missing: false``.
+* ``keep_best`` keeps versions that lack the metric unless ``keep_missing: false``;
+* ``tier: {after, class}`` never changes what is kept: it says which kept versions are cold
+  (`cold_class`), whose chunks gc moves to a cheaper S3 storage class (core/tiering.py).
 
 Applying a selection and selecting again with the same rules, aliases and ``now`` deletes nothing
 more: every clause keeps a version for a reason that deleting other versions cannot change
