@@ -101,6 +101,11 @@ class TransferError(CkptlakeError):
     exit_code = EXIT_TRANSFER
 
 
+class StorageClassUnsupported(TransferError):
+    """The server refused to change an object's storage class (it has no classes, or not
+    that one); the object is unchanged."""
+
+
 class TransientError(TransferError):
     """A failure worth retrying (5xx, SlowDown, timeouts, connection resets).
 

@@ -34,6 +34,8 @@ def estimate_summary(e: "EgressEstimate") -> str:
     tail = f"; {e.route_text()}; {e.cost_text()} at ${e.price_per_gb:g}/GB"
     if getattr(e, "sources", None):
         tail = f"; {e.sources_text()}; {e.cost_text()} in all"
+    if getattr(e, "retrieval", None):
+        tail += f" ({e.retrieval_text()})"
     if e.operation == "diff":
         return (f"diff --values {e.base} -> {e.artifact}@v{e.version}: would download "
                 f"{format_bytes(e.bytes_to_download)} of changed tensors "

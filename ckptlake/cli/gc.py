@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 HELP = ("Delete the versions the retention policy no longer keeps, and the chunks nothing "
         "references any more.\n\n"
         "Prints the plan first: per artifact, each version to delete with its step, age, size "
-        "and reason, the bytes freed and the monthly cost saved.  --dry-run stops there.  "
+        "and reason, the bytes freed and the monthly cost saved; with a `tier:` rule, the "
+        "storage-class moves with $/month before and after.  --dry-run stops there.  "
         "Otherwise gc asks on a terminal, and elsewhere needs --yes.")
 EPILOG = epilog(
     "Example: ckptlake gc --dry-run; ckptlake gc --match 'gpt2/*' --yes",
@@ -103,7 +104,10 @@ def gc(
                 else:
                     raise PolicyRefusal(
                         f"gc would delete {plan.versions_deleted} versions and sweep "
-                        f"{format_bytes(plan.bytes_freed)}; nothing was changed",
+                        f"{format_bytes(plan.bytes_freed)}"
+                        + (f", and move {len(plan.tiering.todo)} chunks to colder storage "
+                           "classes" if plan.tiering is not None and plan.tiering.todo else "")
+                        + "; nothing was changed",
                         hint="see the plan with --dry-run, carry it out with --yes")
             else:
                 show_plan(out, plan)
@@ -192,6 +196,49 @@ def summary_lines(plan: "GcPlan") -> list[str]:
     return lines
 
 
+TIER_HEADERS = ("CLASS", "BEFORE", "AFTER", "$/MONTH BEFORE", "$/MONTH AFTER")
+
+
+def tiering_rows(plan: "GcPlan") -> list[list[str]]:
+    t = plan.tiering
+    assert t is not None
+    rows = []
+    for cls in sorted(set(t.before) | set(t.after)):
+        b, a = t.before.get(cls), t.after.get(cls)
+        rows.append([cls, _tally(b) if b else "0", _tally(a) if a else "0",
+                     f"{b.usd_month:.2f}" if b else "0.00", f"{a.usd_month:.2f}" if a else "0.00"])
+    return rows
+
+
+def tiering_lines(plan: "GcPlan") -> list[str]:
+    """The tiering plan's words (the per-class table is tiering_rows)."""
+    t = plan.tiering
+    if t is None:
+        return []
+    moves = "; ".join(f"{_tally(u)} to {cls}" for cls, u in sorted(t.moves.items())) \
+        or "nothing"
+    lines = [f"tiering ({'; '.join(t.rules)}): {plural(t.versions_cold, 'cold version')}, "
+             f"{t.versions_hot} hot; moves {moves}"]
+    pay = "" if t.payback_days is None else f", paid back in {t.payback_days:g} days"
+    lines.append(f"  $/month {t.usd_month_before:.2f} -> {t.usd_month_after:.2f}, saves "
+                 f"{t.usd_month_saved:.2f}; one-time: ${t.copy_requests_usd:.2f} of copy "
+                 f"requests{pay}; minimum storage duration: ${t.min_duration_usd:.2f} billed "
+                 "for the moved chunks even if gc deletes them sooner")
+    left = [f"{label}: {_tally(u)}" for label, u in (
+        ("shared with hot versions", t.shared_hot), ("below 128 KiB", t.too_small),
+        ("already cold but read by hot versions (each read pays retrieval)", t.cold_but_hot),
+        ("above 5 GiB (CopyObject's limit)", t.too_large))
+        if u.objects]
+    if left:
+        lines.append("  left in place: " + "; ".join(left))
+    if t.early_deletion.objects:
+        lines.append(f"  early deletion: gc deletes {_tally(t.early_deletion)} of cold chunks "
+                     "before their class's minimum storage duration: "
+                     f"${t.early_deletion_usd:.2f} billed for the rest of it")
+    lines.append("  " + t.note)
+    return lines
+
+
 def plan_text(plan: "GcPlan") -> str:
     """The plan as plain text (pipes, logs)."""
     blocks = []
@@ -206,6 +253,11 @@ def plan_text(plan: "GcPlan") -> str:
         blocks.append("no versions to consider" + (f" matching {plan.match!r}" if plan.match
                                                    else ""))
     blocks.append("\n".join(summary_lines(plan)))
+    if plan.tiering is not None:
+        lines = tiering_lines(plan)
+        blocks.append("\n".join([lines[0], _indent(plain_table(TIER_HEADERS,
+                                                                tiering_rows(plan))),
+                                 *lines[1:]]))
     return "\n\n".join(blocks)
 
 
@@ -240,6 +292,16 @@ def show_plan(out: Output, plan: "GcPlan") -> None:
         console.print()
     for line in summary_lines(plan):
         console.print(line)
+    if plan.tiering is not None:
+        lines = tiering_lines(plan)
+        console.print()
+        console.print(lines[0], style="bold")
+        table = Table(*TIER_HEADERS, box=box.SIMPLE_HEAD, show_edge=False, highlight=False)
+        for row in tiering_rows(plan):
+            table.add_row(*row)
+        console.print(table)
+        for line in lines[1:]:
+            console.print(line)
 
 
 def result_summary(plan: "GcPlan", r: "GcResult") -> str:
@@ -250,4 +312,6 @@ def result_summary(plan: "GcPlan", r: "GcResult") -> str:
             f"{r.seconds:.1f} s"
             + "".join(f"; replica {x['replica']}: condemned {x['chunks_condemned']}, swept "
                       f"{x['chunks_swept']} chunks ({format_bytes(x['bytes_swept'])})"
-                      for x in getattr(r, "replicas", ())))
+                      for x in getattr(r, "replicas", ()))
+            + (f"; tiered {r.tiering['chunks_moved']} chunks "
+               f"({format_bytes(r.tiering['bytes_moved'])})" if r.tiering else ""))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from ..errors import CkptlakeError, PolicyRefusal
 from ..format.manifest import FileEntry, Manifest
@@ -144,7 +144,9 @@ def estimate_download(store: Store, policy: EgressPolicy, *, artifact: str, vers
 
 def _below_thresholds(policy: EgressPolicy, nbytes: int) -> bool:
     """Whether `nbytes` at the highest configured price stays within every threshold."""
-    upper = round(nbytes / GB * max(policy.price_per_gb.values(), default=0.0), 6)
+    price = max(policy.price_per_gb.values(), default=0.0) \
+        + max((policy.retrieval_per_gb or {}).values(), default=0.0)
+    upper = round(nbytes / GB * price, 6)
     return all(upper <= limit for limit in (policy.warn_above_usd, policy.confirm_above_usd)
                if limit is not None)
 
@@ -161,7 +163,41 @@ def estimate_pull(store: Store, m: Manifest, destination: str, policy: EgressPol
                             route_if_needed=route_if_needed and not replica)
     if replica:
         est = with_replica_sources(est, store, objects, policy)
+    origin = getattr(store, "origin", store)  # through a replica: the lake's classes
+    if policy.retrieval_per_gb and is_remote(origin) and objects \
+            and getattr(origin, "supports_storage_classes", False):
+        est = with_retrieval(est, origin, objects, policy.retrieval_per_gb)
     return est
+
+
+def with_retrieval(est: EgressEstimate, store: Store, objects: dict[str, int],
+                   prices: Mapping[str, float]) -> EgressEstimate:
+    """Add the retrieval fee of the chunks in a class that charges per GB read (STANDARD_IA,
+    GLACIER_IR, ... where gc's tiering put them), asked with one HEAD per chunk.  Through a
+    replica every chunk is counted as read from the lake: an upper bound."""
+    import dataclasses
+
+    from ..errors import NotFound
+    from ..format import layout
+    from ..transfer.pool import bounded_map
+
+    def cls_of(item: tuple[str, int]) -> tuple[str | None, int]:
+        try:
+            return store.stat(layout.chunk_key(item[0])).storage_class, item[1]
+        except NotFound:
+            return None, item[1]  # the pull will say so
+
+    by_class: dict[str, int] = {}
+    for cls, size in bounded_map(cls_of, objects.items(), workers=16, name="ckptlake-class"):
+        if cls is not None and prices.get(cls, 0.0) > 0:
+            by_class[cls] = by_class.get(cls, 0) + size
+    if not by_class:
+        return est
+    retrieval = [{"class": cls, "bytes": n, "price_per_gb": prices[cls],
+                  "cost_usd": round(n / GB * prices[cls], 6)}
+                 for cls, n in sorted(by_class.items())]
+    return dataclasses.replace(est, retrieval=retrieval, cost_usd=round(
+        est.cost_usd + sum(r["cost_usd"] for r in retrieval), 6))
 
 
 def with_replica_sources(est: EgressEstimate, store: Store, objects: dict[str, int],

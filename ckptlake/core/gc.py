@@ -58,6 +58,7 @@ from .digestset import DEFAULT_MEMORY_LIMIT, DigestMap, DigestSet, Spool
 from .gc_guard import (RECORD_FORMAT, GcSettings, Record, decode_record, read_record,
                        record_keys)
 from .identity import iso, user_at_host, utcnow
+from .tiering import TieringPlan, TieringPlanner, execute_tiering
 
 GB = 1 << 30
 DELETE_BATCH = 1000  # DeleteObjects' limit
@@ -355,6 +356,7 @@ class GcPlan(_Result):
     bytes_freed_now: int = 0  # by this run (the rest after grace_period, by a later run)
     freed_after: datetime | None = None  # when the rest becomes sweepable
     monthly_saving_usd: float = 0.0
+    tiering: TieringPlan | None = None  # None: no rule has `tier` (core/tiering.py)
 
     @property
     def grace_period(self) -> float:
@@ -363,7 +365,8 @@ class GcPlan(_Result):
     @property
     def has_work(self) -> bool:
         return bool(self.versions_deleted or self.garbage.objects or self.condemned_ripe.objects
-                    or self.freed_by_versions.objects or self.multipart)
+                    or self.freed_by_versions.objects or self.multipart
+                    or (self.tiering is not None and self.tiering.todo))
 
 
 def plan_gc(store: Store, policy: RetentionPolicy, *, now: datetime | None = None,
@@ -393,7 +396,9 @@ def _plan(store: Store, policy: RetentionPolicy, now: datetime, match: str | Non
         numbers.setdefault(artifact, []).append(n)
     manifest_sizes = listing.versions
     survivors = scratch.set()
-    survivors.update(_ShardRoots(store).digests(listing))
+    tier = TieringPlanner(store, policy, scratch, now) if policy.tiers else None
+    shard_chunks = _ShardRoots(store).digests(listing)
+    survivors.update(shard_chunks if tier is None else tier.hot_stream(shard_chunks))
     doomed = scratch.map()  # digest -> index of the (first) artifact plan whose deletions free it
     spool = scratch.spool()  # the chunks of the versions of the artifact being decided
     metric_seen: dict[int, bool] = {}
@@ -413,7 +418,8 @@ def _plan(store: Store, policy: RetentionPolicy, now: datetime, match: str | Non
         considered = match is None or fnmatch.fnmatchcase(artifact, match)
         if not considered:
             for r in reads:
-                survivors.update(spool.read(r.digests))
+                chunks = spool.read(r.digests)
+                survivors.update(chunks if tier is None else tier.hot_stream(chunks))
             continue
         rule = policy.rule_for(artifact)
         if rule is not None and rule.keep_best is not None:
@@ -431,6 +437,8 @@ def _plan(store: Store, policy: RetentionPolicy, now: datetime, match: str | Non
         for r in reads:
             if by_version[r.facts.version].keep:
                 survivors.update(spool.read(r.digests))
+                if tier is not None:
+                    tier.version(by_version[r.facts.version], rule, spool.read(r.digests))
             else:
                 for d in spool.read(r.digests):
                     doomed.add(d, index)
@@ -474,7 +482,11 @@ def _plan(store: Store, policy: RetentionPolicy, now: datetime, match: str | Non
         plan.chunks.add(info.size)
         b = bytes.fromhex(digest)
         if b in survivors:
+            if tier is not None:
+                tier.chunk(info, b)
             continue
+        if tier is not None:
+            tier.freed(info)
         if b in ripe:
             plan.condemned_ripe.add(info.size)
         elif b in waiting:
@@ -505,6 +517,8 @@ def _plan(store: Store, policy: RetentionPolicy, now: datetime, match: str | Non
     plan.footprint_after.objects += plan.footprint_before.objects - sum(t.objects for t in freed)
     plan.footprint_after.bytes += plan.footprint_before.bytes - plan.bytes_freed
     plan.monthly_saving_usd = round(plan.bytes_freed / GB * policy.storage_price_per_gb_month, 4)
+    if tier is not None:
+        plan.tiering = tier.finish()
     return plan
 
 
@@ -564,6 +578,7 @@ class GcResult(_Result):
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     replicas: list[dict[str, Any]] = field(default_factory=list)  # each replica's sweep
+    tiering: dict[str, Any] | None = None  # core/tiering.TieringResult, when the plan tiers
 
 
 class _Marker:
@@ -958,6 +973,14 @@ def execute(store: Store, plan: GcPlan, *, settings: GcSettings | None = None,
         run.retention()
         run.collect(malformed="{key} is malformed: not swept, not removed")
         run.abort_uploads()
+        if plan.tiering is not None:
+            # Last: only chunks the run left alive move, and a refusal changes nothing else.
+            tiered = execute_tiering(store, plan.tiering)
+            run.result.tiering = tiered.to_dict()
+            if tiered.unsupported:
+                run.result.warnings.append(
+                    f"tiering skipped: the server keeps no storage classes ({tiered.unsupported}"
+                    "); no chunk was moved")
     finally:
         run.scratch.close()
     run.result.manifest_listings = run.marker.listings

@@ -52,6 +52,10 @@ class EgressPolicy:
     warn_above_usd: float | None = DEFAULT_WARN_ABOVE_USD
     confirm_above_usd: float | None = None  # off unless configured
     source: str | None = None
+    # class -> USD per GB read, when the retention policy tiers (a rule has `tier`): then the
+    # estimate asks each chunk's storage class (a HEAD each).  None: the lake is not tiered by
+    # ckptlake, no class is asked.
+    retrieval_per_gb: Mapping[str, float] | None = None
 
 
 def _describe(value: Any) -> str:
@@ -66,6 +70,29 @@ def _describe(value: Any) -> str:
 
 def load_egress(config: Any) -> EgressPolicy:
     """Validate `config.egress`; errors name the file, the line and the key."""
+    import dataclasses
+
+    return dataclasses.replace(_load_egress(config), retrieval_per_gb=_retrieval(config))
+
+
+def _retrieval(config: Any) -> dict[str, float] | None:
+    """Retrieval prices by storage class if the retention section tiers, else None.  A
+    retention section that does not validate is gc's to report: defaults then."""
+    raw = getattr(config, "retention", None)
+    rules = raw.get("rules") if isinstance(raw, dict) else None
+    if not isinstance(rules, list) or not any(isinstance(r, dict) and r.get("tier")
+                                              for r in rules):
+        return None
+    from .retention import DEFAULT_CLASS_PRICES, load_retention
+
+    try:
+        prices = load_retention(config).class_prices
+    except ConfigError:
+        prices = DEFAULT_CLASS_PRICES
+    return {cls: p.retrieval_per_gb for cls, p in prices.items() if p.retrieval_per_gb > 0}
+
+
+def _load_egress(config: Any) -> EgressPolicy:
     raw = getattr(config, "egress", None)
     source = getattr(config, "source", None)
     line_of = getattr(config, "line_of", lambda key: None)
@@ -173,6 +200,9 @@ class EgressEstimate:
     # Pulls through a replica: [{"source": "replica eu" | "origin", "region", "bytes", "route",
     # "price_per_gb", "cost_usd"}]; cost_usd is their sum.  Empty: every byte from the lake.
     sources: list[dict[str, Any]] = field(default_factory=list)
+    # Bytes in storage classes that charge per GB read (tiered by gc): [{"class", "bytes",
+    # "price_per_gb", "cost_usd"}]; included in cost_usd.
+    retrieval: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def warn(self) -> bool:
@@ -212,6 +242,16 @@ class EgressEstimate:
     def cost_text(self) -> str:
         bound = "up to " if self.cost_is_upper_bound else ""
         return f"{bound}${self.cost_usd:.2f}"
+
+    def retrieval_text(self) -> str:
+        """"incl. $0.03 retrieval of 1.00 GiB in GLACIER_IR"; empty when nothing is cold."""
+        from ..units import format_bytes
+
+        if not self.retrieval:
+            return ""
+        return "incl. " + ", ".join(f"${r['cost_usd']:.2f} retrieval of "
+                                    f"{format_bytes(r['bytes'])} in {r['class']}"
+                                    for r in self.retrieval)
 
     def sources_text(self) -> str:
         """"1.90 GiB from replica eu (eu-west-1), $0.00; 0.10 GiB through from us-east-1,

@@ -17,7 +17,9 @@ Semantics (also in ckptlake.example.yaml and docs/format.md):
 * a version an alias points at is always kept, whatever the rule says;
 * the latest version of an artifact is always kept: its number is the artifact's claim on the
   version numbers (a push takes latest + 1), so deleting it could hand the same number out twice;
-* ``keep_best`` keeps versions that lack the metric unless ``keep_missing: false``.
+* ``keep_best`` keeps versions that lack the metric unless ``keep_missing: false``;
+* ``tier: {after, class}`` never changes what is kept: it says which kept versions are cold
+  (`cold_class`), whose chunks gc moves to a cheaper S3 storage class (core/tiering.py).
 
 Applying a selection and selecting again with the same rules, aliases and ``now`` deletes nothing
 more: every clause keeps a version for a reason that deleting other versions cannot change
@@ -40,8 +42,10 @@ from .config import describe_value, line_of, load_config
 __all__ = [
     "DEFAULT_GRACE_PERIOD", "DEFAULT_PRICE_PER_GB_MONTH", "DEFAULT_RECORD_RETENTION",
     "DEFAULT_SWEEP_WINDOW", "MAX_RECORD_RETENTION", "MAX_SWEEP_WINDOW", "MIN_SWEEP_WINDOW",
-    "Decision", "KeepBest", "RetentionPolicy", "Rule", "VersionFacts",
-    "check_metrics", "format_duration", "load_retention", "parse_duration", "select",
+    "COLD_CLASSES", "ClassPrice", "DEFAULT_CLASS_PRICES", "Decision", "KeepBest",
+    "RESTORE_CLASSES", "RetentionPolicy", "Rule", "Tier", "VersionFacts",
+    "check_metrics", "cold_class", "format_duration", "load_retention", "parse_duration",
+    "select",
 ]
 
 DEFAULT_GRACE_PERIOD = 24 * 3600.0
@@ -63,8 +67,46 @@ MAX_SWEEP_WINDOW = 3600.0
 MAX_RECORD_RETENTION = 86400.0
 
 RETENTION_KEYS = ("grace_period", "storage_price_per_gb_month", "rules", "sweep_window",
-                  "record_retention")
-RULE_KEYS = ("match", "keep_last", "keep_every_steps", "keep_best", "keep_within", "keep_all")
+                  "record_retention", "storage_classes")
+RULE_KEYS = ("match", "keep_last", "keep_every_steps", "keep_best", "keep_within", "keep_all",
+             "tier")
+TIER_KEYS = ("after", "class")
+CLASS_PRICE_KEYS = ("price_per_gb_month", "min_storage_days", "retrieval_per_gb",
+                    "copy_per_1000", "monitoring_per_1000_month")
+
+
+# --------------------------------------------------------------------------------------------
+# Storage classes (tiering).  Not part of the lake's format: gc moves chunk objects between
+# classes on servers that have them (docs/format.md, "Deleting (gc)").
+
+@dataclass(frozen=True)
+class ClassPrice:
+    """One storage class's list prices, for the tiering plan and the egress estimate."""
+
+    price_per_gb_month: float
+    min_storage_days: int = 0  # an object deleted sooner is billed for the rest anyway
+    retrieval_per_gb: float = 0.0  # charged on every read (GET) of the object's bytes
+    copy_per_1000: float = 0.005  # the CopyObject that moves an object here (a PUT request)
+    monitoring_per_1000_month: float = 0.0  # INTELLIGENT_TIERING's per-object fee
+
+
+# AWS S3 list prices, us-east-1, first 50 TB tier (aws.amazon.com/s3/pricing, as of 2025).
+# INTELLIGENT_TIERING is priced at its Infrequent Access tier ($0.0125), where an object that
+# nobody reads sits after 30 days; it has no retrieval fee and no minimum duration.
+DEFAULT_CLASS_PRICES: Mapping[str, ClassPrice] = {
+    "STANDARD": ClassPrice(0.023, 0, 0.0, 0.005),
+    "INTELLIGENT_TIERING": ClassPrice(0.0125, 0, 0.0, 0.005, 0.0025),
+    "STANDARD_IA": ClassPrice(0.0125, 30, 0.01, 0.01),
+    "ONEZONE_IA": ClassPrice(0.01, 30, 0.01, 0.01),
+    "GLACIER_IR": ClassPrice(0.004, 90, 0.03, 0.02),
+}
+# The classes a rule may tier to, warmest first: a chunk that versions of two rules with
+# different classes share goes to the warmer one.
+COLD_CLASSES = ("INTELLIGENT_TIERING", "STANDARD_IA", "ONEZONE_IA", "GLACIER_IR")
+# Objects in these cannot be read before a RestoreObject completes (hours): a pull would fail.
+RESTORE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
+# IA and Glacier IR bill every object as at least 128 KiB: smaller chunks are left in place.
+MIN_TIER_OBJECT = 128 * 1024
 KEEP_BEST_KEYS = ("metric", "mode", "count", "keep_missing")
 
 _DURATION = re.compile(r"([0-9]+)(s|m|h|d|w)")
@@ -112,6 +154,15 @@ class KeepBest:
 
 
 @dataclass(frozen=True)
+class Tier:
+    after: float  # seconds since the version was created
+    storage_class: str
+
+    def describe(self) -> str:
+        return f"tier {self.storage_class} after {format_duration(self.after)}"
+
+
+@dataclass(frozen=True)
 class Rule:
     match: str
     keep_last: int | None = None
@@ -119,6 +170,7 @@ class Rule:
     keep_best: KeepBest | None = None
     keep_within: float | None = None  # seconds
     keep_all: bool = False
+    tier: "Tier | None" = None
     index: int = 0
     line: int | None = None
 
@@ -152,11 +204,19 @@ class RetentionPolicy:
     storage_price_per_gb_month: float = DEFAULT_PRICE_PER_GB_MONTH
     sweep_window: float = DEFAULT_SWEEP_WINDOW
     record_retention: float = DEFAULT_RECORD_RETENTION
+    # class -> prices; STANDARD's storage price is storage_price_per_gb_month
+    class_prices: Mapping[str, ClassPrice] = field(
+        default_factory=lambda: dict(DEFAULT_CLASS_PRICES))
     source: str | None = None  # the file it came from, for error messages
     lines: Mapping[str, int] = field(default_factory=dict)
 
     def rule_for(self, artifact: str) -> Rule | None:
         return next((r for r in self.rules if r.matches(artifact)), None)
+
+    @property
+    def tiers(self) -> bool:
+        """Whether any rule moves versions to a colder storage class."""
+        return any(r.tier is not None for r in self.rules)
 
     def line_of(self, key: str) -> int | None:
         return line_of(self.lines, key)
@@ -258,10 +318,66 @@ def load_retention(config: Any) -> RetentionPolicy:
                          "and comes first", f"retention.rules[{rule.index}].match",
                          "merge the two rules")
         seen[rule.match] = rule
+    prices = _load_class_prices(c, raw.get("storage_classes"), price)
     return RetentionPolicy(rules=tuple(rules), grace_period=grace,
                            storage_price_per_gb_month=price, sweep_window=window,
-                           record_retention=keep_records, source=c.policy.source,
-                           lines=c.policy.lines)
+                           record_retention=keep_records, class_prices=prices,
+                           source=c.policy.source, lines=c.policy.lines)
+
+
+def _load_class_prices(c: _Checker, raw: Any, standard: float) -> dict[str, ClassPrice]:
+    """The default table, with storage_price_per_gb_month as STANDARD's price and any
+    per-class override (`storage_classes: {STANDARD_IA: {price_per_gb_month: 0.0125}}`)."""
+    import dataclasses
+
+    prices = dict(DEFAULT_CLASS_PRICES)
+    prices["STANDARD"] = dataclasses.replace(prices["STANDARD"], price_per_gb_month=standard)
+    if raw is None:
+        return prices
+    path = "retention.storage_classes"
+    if not isinstance(raw, dict):
+        raise c.fail(f"must be a mapping of class -> prices, got {describe_value(raw)}", path,
+                     "e.g. storage_classes: {STANDARD_IA: {price_per_gb_month: 0.0125}}")
+    for name, item in raw.items():
+        where = f"{path}.{name}"
+        if name not in prices:
+            raise c.fail(f"unknown storage class {name!r}", where,
+                         "known: " + ", ".join(prices))
+        if not isinstance(item, dict):
+            raise c.fail(f"must be a mapping of prices, got {describe_value(item)}", where,
+                         "keys: " + ", ".join(CLASS_PRICE_KEYS))
+        c.unknown_keys(item, CLASS_PRICE_KEYS, where)
+        base = prices[name]
+        days = c.count(item, "min_storage_days", where, 0)
+        prices[name] = ClassPrice(
+            price_per_gb_month=c.number(item, "price_per_gb_month", where,
+                                        base.price_per_gb_month),
+            min_storage_days=base.min_storage_days if days is None else days,
+            retrieval_per_gb=c.number(item, "retrieval_per_gb", where, base.retrieval_per_gb),
+            copy_per_1000=c.number(item, "copy_per_1000", where, base.copy_per_1000),
+            monitoring_per_1000_month=c.number(item, "monitoring_per_1000_month", where,
+                                               base.monitoring_per_1000_month))
+    return prices
+
+
+def _load_tier(c: _Checker, raw: Any, path: str) -> Tier:
+    example = "e.g. tier: {after: 30d, class: STANDARD_IA}"
+    if not isinstance(raw, dict):
+        raise c.fail(f"must be a mapping, got {describe_value(raw)}", path, example)
+    c.unknown_keys(raw, TIER_KEYS, path)
+    cls = raw.get("class")
+    if cls in RESTORE_CLASSES:
+        raise c.fail(f"{cls} objects need a restore step (RestoreObject, hours) before any "
+                     "read, which ckptlake does not do: pulls would fail", f"{path}.class",
+                     "use GLACIER_IR (read at once, $0.03/GB retrieval) or STANDARD_IA")
+    if cls not in COLD_CLASSES:
+        raise c.fail(f"must be one of {', '.join(COLD_CLASSES)}, got {describe_value(cls)}",
+                     f"{path}.class" if "class" in raw else path, example)
+    after = c.duration(raw, "after", path, None)
+    if after is None:
+        raise c.fail("needs `after`: how old a version must be before it may go cold", path,
+                     example)
+    return Tier(after=after, storage_class=cls)
 
 
 def _load_rule(c: _Checker, item: Any, i: int) -> Rule:
@@ -282,11 +398,14 @@ def _load_rule(c: _Checker, item: Any, i: int) -> Rule:
     keep_best = None
     if item.get("keep_best") is not None:
         keep_best = _load_keep_best(c, item["keep_best"], f"{path}.keep_best")
+    tier = None
+    if item.get("tier") is not None:
+        tier = _load_tier(c, item["tier"], f"{path}.tier")
     rule = Rule(
         match=match, keep_last=c.count(item, "keep_last", path, 0),
         keep_every_steps=c.count(item, "keep_every_steps", path, 1), keep_best=keep_best,
         keep_within=c.duration(item, "keep_within", path, None), keep_all=bool(keep_all),
-        index=i, line=c.policy.line_of(path))
+        tier=tier, index=i, line=c.policy.line_of(path))
     if not (rule.keep_all or (rule.keep_last or 0) > 0 or rule.keep_every_steps
             or rule.keep_best or (rule.keep_within or 0) > 0):
         raise c.fail("this rule keeps nothing: every version it matches would be deleted "
@@ -466,3 +585,27 @@ def resolve_retention(policy: RetentionPolicy | str | os.PathLike[str] | None) -
     if policy is None:
         return load_retention(load_config())
     return load_retention(load_config(os.fspath(policy), origin="the policy argument"))
+
+
+# Reasons that make a kept version hot: someone is likely to read it soon.  The aliased and
+# the latest version (deployments, resumes), the newest N (keep_last: what a resume reads) and
+# the best N by a metric (keep_best's ranks: what evaluation and deployment read).  Versions
+# kept only by keep_all, keep_every_steps (long-term milestones), keep_within or keep_best's
+# keep_missing are kept for safety, not for reading: they may go cold.
+_HOT_PREFIXES = ("alias ", "latest version", "keep_last ")
+
+
+def cold_class(decision: Decision, rule: Rule | None, now: datetime) -> str | None:
+    """The storage class a kept version may go to, or None if it stays hot (docs: README,
+    "Storage-class tiering").  Cold: kept, under a rule with `tier`, older than `tier.after`,
+    and kept by no hot reason (alias, latest, keep_last, a keep_best rank)."""
+    if not decision.keep or rule is None or rule.tier is None:
+        return None
+    if now - _aware(decision.created) < timedelta(seconds=rule.tier.after):
+        return None
+    for reason in decision.reasons:
+        if reason.startswith(_HOT_PREFIXES):
+            return None
+        if reason.startswith("keep_best ") and "#" in reason:  # a rank, not keep_missing
+            return None
+    return rule.tier.storage_class

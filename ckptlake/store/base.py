@@ -30,6 +30,9 @@ class ObjectInfo:
     size: int
     etag: str
     modified: datetime  # timezone-aware UTC
+    # S3 storage class as the listing reports it (STANDARD, STANDARD_IA, ...); None where the
+    # backend has none (local lakes).  Not part of the lake's format: gc's tiering reads it.
+    storage_class: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,19 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def list_multipart(self, prefix: str = "") -> Iterator[MultipartUpload]:
         """Uploads started and neither completed nor aborted."""
+
+    #: Whether objects have storage classes that set_storage_class can change (S3).
+    supports_storage_classes: bool = False
+
+    def set_storage_class(self, key: str, storage_class: str, *, etag: str | None = None
+                          ) -> None:
+        """Move an object to another storage class, its bytes and metadata unchanged (S3: a
+        server-side copy onto itself).  etag: only if the object still has this ETag, else
+        PreconditionFailed.  NotFound if absent; StorageClassUnsupported where the backend or
+        server has no such class (nothing changed)."""
+        from ..errors import StorageClassUnsupported
+
+        raise StorageClassUnsupported(f"{self.url}: this lake has no storage classes")
 
     def close(self) -> None:
         """Release connections/threads.  Idempotent."""

@@ -16,8 +16,12 @@ from .base import MultipartUpload, ObjectInfo, Store
 
 
 class MemoryStore(Store):
-    def __init__(self, name: str = "test") -> None:
+    def __init__(self, name: str = "test", *, storage_classes: bool = False) -> None:
         self.url = f"memory://{name}"
+        # storage_classes: behave like S3 with classes (listing reports them, gc may tier);
+        # off, like a server without them.
+        self.supports_storage_classes = storage_classes
+        self.classes: dict[str, str] = {}  # key -> class other than STANDARD
         self._lock = threading.Lock()
         self._objects: dict[str, tuple[bytes, str, datetime]] = {}
         self._uploads: dict[str, tuple[str, datetime, dict[int, bytes]]] = {}
@@ -55,7 +59,8 @@ class MemoryStore(Store):
         self.calls["stat"] += 1
         with self._lock:
             data, etag, t = self._obj(key)
-        return ObjectInfo(key, len(data), etag, t)
+            cls = self.classes.get(key, "STANDARD") if self.supports_storage_classes else None
+        return ObjectInfo(key, len(data), etag, t, cls)
 
     def put(self, key: str, data: bytes | bytearray | memoryview, *,
             if_none_match: bool = False, if_match: str | None = None,
@@ -69,6 +74,7 @@ class MemoryStore(Store):
                 raise PreconditionFailed(f"{self.url}/{key} changed")
             etag = f'"{uuid.uuid4().hex}"'
             self._objects[key] = (bytes(data), etag, datetime.now(timezone.utc))
+            self.classes.pop(key, None)
             self.bytes_in += len(data)
         return etag
 
@@ -78,7 +84,22 @@ class MemoryStore(Store):
             items = sorted((k, v) for k, v in self._objects.items() if k.startswith(prefix)
                            and (start_after is None or k > start_after))
         for k, (data, etag, t) in items:
-            yield ObjectInfo(k, len(data), etag, t)
+            yield ObjectInfo(k, len(data), etag, t,
+                             self.classes.get(k, "STANDARD") if self.supports_storage_classes
+                             else None)
+
+    def set_storage_class(self, key: str, storage_class: str, *, etag: str | None = None
+                          ) -> None:
+        if not self.supports_storage_classes:
+            super().set_storage_class(key, storage_class, etag=etag)
+        self.calls["set_storage_class"] += 1
+        with self._lock:
+            current = self._obj(key)
+            if etag is not None and current[1] != etag:
+                raise PreconditionFailed(f"{self.url}/{key} changed")
+            self.classes[key] = storage_class
+            # S3's copy onto itself is a new write: a new LastModified (same bytes and ETag).
+            self._objects[key] = (current[0], current[1], datetime.now(timezone.utc))
 
     def list_prefixes(self, prefix: str) -> Iterator[str]:
         with self._lock:
@@ -91,6 +112,7 @@ class MemoryStore(Store):
             for k in keys:
                 self.calls["delete"] += 1
                 self._objects.pop(k, None)
+                self.classes.pop(k, None)
 
     def create_multipart(self, key: str) -> str:
         self.calls["create_multipart"] += 1

@@ -246,5 +246,14 @@ class RetryingStore(Store):
     def abort_multipart(self, key: str, upload_id: str) -> None:
         self._call(key, lambda: self.inner.abort_multipart(key, upload_id))
 
+    @property
+    def supports_storage_classes(self) -> bool:  # type: ignore[override]
+        return self.inner.supports_storage_classes
+
+    def set_storage_class(self, key: str, storage_class: str, *, etag: str | None = None
+                          ) -> None:
+        # A copy onto itself is idempotent: retrying one that did land changes nothing.
+        self._call(key, lambda: self.inner.set_storage_class(key, storage_class, etag=etag))
+
     def close(self) -> None:
         self.inner.close()

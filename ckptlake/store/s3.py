@@ -15,8 +15,8 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator, NoReturn, Sequence
 
-from ..errors import (AccessDenied, CkptlakeError, NotFound, PreconditionFailed, TransferError,
-                      TransientError, UsageError)
+from ..errors import (AccessDenied, CkptlakeError, NotFound, PreconditionFailed,
+                      StorageClassUnsupported, TransferError, TransientError, UsageError)
 from ..redact import redact
 from .base import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, MultipartUpload,
                    ObjectInfo, Store)
@@ -498,7 +498,8 @@ class S3Store(Store):
         except _b().all_errors as exc:
             self._fail(exc, key, "stat")
         return ObjectInfo(key=key, size=r["ContentLength"], etag=r["ETag"],
-                          modified=_utc(r["LastModified"]))
+                          modified=_utc(r["LastModified"]),
+                          storage_class=r.get("StorageClass") or "STANDARD")
 
     # ---- writes ----------------------------------------------------------------------------
 
@@ -575,7 +576,34 @@ class S3Store(Store):
         for page in self._paginate("list_objects_v2", prefix, **kwargs):
             for o in page.get("Contents", ()):
                 yield ObjectInfo(key=o["Key"][cut:], size=o["Size"], etag=o.get("ETag", ""),
-                                 modified=_utc(o["LastModified"]))
+                                 modified=_utc(o["LastModified"]),
+                                 storage_class=o.get("StorageClass") or "STANDARD")
+
+    supports_storage_classes = True
+
+    def set_storage_class(self, key: str, storage_class: str, *, etag: str | None = None
+                          ) -> None:
+        """CopyObject onto itself with the new class (MetadataDirective COPY keeps the
+        metadata).  CopyObject takes sources up to 5 GiB: larger objects are refused here (a
+        lake's chunk objects are at most ~1 GiB)."""
+        kwargs: dict[str, Any] = {}
+        if etag:
+            kwargs["CopySourceIfMatch"] = etag
+        full = self._full(key)
+        try:
+            self._client.copy_object(Bucket=self.bucket, Key=full, StorageClass=storage_class,
+                                     CopySource={"Bucket": self.bucket, "Key": full},
+                                     MetadataDirective="COPY", **kwargs)
+        except _b().all_errors as exc:
+            error = self._map(exc, self._describe(key), "set_storage_class")
+            code = ""
+            if isinstance(exc, _b().ClientError):
+                code = str(exc.response.get("Error", {}).get("Code") or "")
+            if code in ("InvalidRequest", "InvalidStorageClass", "NotImplemented"):
+                # SeaweedFS 4.48 answers InvalidRequest ("copy an object to itself without
+                # changing ... storage class"): it keeps no classes.
+                raise StorageClassUnsupported(str(error)) from exc
+            raise error from exc
 
     def list_prefixes(self, prefix: str) -> Iterator[str]:
         if prefix and not prefix.endswith("/"):
