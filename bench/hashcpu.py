@@ -1,7 +1,8 @@
 """CPU-seconds per GiB of the chunk hash over 16 MiB chunks (docs/benchmarks.md, "BLAKE3 lakes").
 
 process_time counts every thread of the process, so the multi-threaded BLAKE3 figure is its
-total CPU, not its wall time.  Run: .venv/bin/python bench/hashcpu.py [GiB]  (needs the blake3 package)
+total CPU, not its wall time.
+Run: .venv/bin/python bench/hashcpu.py [GiB]   (needs the blake3 package)
 """
 import hashlib
 import os

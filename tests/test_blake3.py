@@ -255,3 +255,27 @@ def test_unknown_hash_is_refused(local_lake_url: str, tmp_path: Path) -> None:
     r = cli("pull", "u", tmp_path / "o", "--lake", local_lake_url)
     assert r.exit_code == 5 and "blake7" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_blake3_lake_through_the_chunk_cache_and_reuse(local_lake_url: str,
+                                                       tmp_path: Path) -> None:
+    """The chunk cache (keyed by hash) and the reuse of local bytes verify with BLAKE3 too."""
+    src = source(tmp_path)
+    lake = ckptlake.open(local_lake_url, chunk_size=CH, cache=tmp_path / "cache")
+    lake.push(src, "c", hash="blake3")
+    lake.pull("c", tmp_path / "a")  # fills the cache
+    cached = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert any("blake3" in p.parts for p in cached)
+    for p in cached:  # every cached chunk file, damaged: the next pull must not use it
+        if "blake3" in p.parts and p.stat().st_size >= CH:
+            data = bytearray(p.read_bytes())
+            data[0] ^= 1
+            p.write_bytes(bytes(data))
+    lake.pull("c", tmp_path / "b")
+    assert tree(tmp_path / "b") == tree(src)
+    (tmp_path / "a" / "random.bin").write_bytes(b"x" * 10)
+    # identical files are recognised by their BLAKE3 digests: only random.bin differs
+    with pytest.raises(ckptlake.errors.Conflict, match=r"files: \S*/random\.bin \("):
+        lake.pull("c", tmp_path / "a")
+    lake.pull("c", tmp_path / "a", force=True)
+    assert tree(tmp_path / "a") == tree(src)
