@@ -167,7 +167,7 @@ class Lake:
              inputs: Sequence[str | dict[str, str]] = (),
              meta_file: str | Path | None = None,
              provenance: bool | dict[str, Any] = True,
-             compression: str | None = None) -> PushResult:
+             compression: str | None = None, hash: str | None = None) -> PushResult:
         """Upload a file or directory as the next version of `artifact`.
 
         Only chunks the lake does not hold yet are sent.  The version becomes visible at once
@@ -183,7 +183,9 @@ class Lake:
         collected unless False; a dict adds to or overrides what is collected.
         `compression`: "auto" (store chunks encoded where that saves bytes) or "none";
         default: the lake header's setting ("auto" for lakes this version creates, "none"
-        for older lakes).
+        for older lakes).  `hash`: "sha256" (default) or "blake3" (needs `ckptlake[blake3]`),
+        the chunk hash of a lake this push creates; naming another hash than an existing
+        lake's is refused (UsageError).
         """
         from .core import lineage as _lineage
         from .core import provenance as _provenance
@@ -214,7 +216,7 @@ class Lake:
                                 metadata=check_metadata(all_metadata), aliases=list(aliases),
                                 progress=progress, lake_url=self.url, throttle=self.throttle,
                                 parts=self.parts, observers=[tensors] if tensors else [],
-                                manifest_fields=fields, compression=compression)
+                                manifest_fields=fields, compression=compression, hash=hash)
         warnings = self._after_commit(artifact, result.version)
         return dataclasses.replace(result, warnings=[*result.warnings, *warnings]) \
             if warnings else result

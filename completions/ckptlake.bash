@@ -105,13 +105,13 @@ _ckptlake() {
         push)
             case "$prev" in
                 --meta-file|--config) _ckptlake_files "$cur"; return 0 ;;
-                --step|--metric|--meta|--alias|--exclude|--parent|--relation|--input|--shard|--chunk-size|--compression|--concurrency|--max-bandwidth|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+                --step|--metric|--meta|--alias|--exclude|--parent|--relation|--input|--shard|--chunk-size|--compression|--hash|--concurrency|--max-bandwidth|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=( $(compgen -W "--step --metric --meta --alias --exclude --follow-symlinks --parent --relation --input --meta-file --shard --chunk-size --compression --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                COMPREPLY=( $(compgen -W "--step --metric --meta --alias --exclude --follow-symlinks --parent --relation --input --meta-file --shard --chunk-size --compression --hash --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
-            _ckptlake_npos "--step --metric --meta --alias --exclude --parent --relation --input --meta-file --shard --chunk-size --compression --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config"
+            _ckptlake_npos "--step --metric --meta --alias --exclude --parent --relation --input --meta-file --shard --chunk-size --compression --hash --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config"
             case "$npos" in
                 0) _ckptlake_files "$cur" ;;  # SOURCE
                 1) _ckptlake_lake artifact "$cur" ;;  # ARTIFACT

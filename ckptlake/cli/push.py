@@ -80,6 +80,11 @@ def push(
         help="Store chunks compressed where that saves bytes (auto) or raw (none); default: "
              "the lake's setting (auto for new lakes, none for lakes made before compression).")]
         = None,
+    hash_: Annotated[Optional[str], typer.Option(
+        "--hash", metavar="sha256|blake3", show_default=False,
+        help="Chunk hash of the lake this push creates (default sha256; blake3 needs "
+             "ckptlake[blake3] and hashes ~4x cheaper on pull). An existing lake keeps its "
+             "own; naming another is refused.")] = None,
     concurrency: ConcurrencyOpt = None,
     max_bandwidth: MaxBandwidthOpt = None,
     lake: LakeOpt = None,
@@ -124,6 +129,14 @@ def push(
             from ..errors import UsageError
 
             raise UsageError(f"--compression must be auto or none, not {compression!r}")
+        if hash_ is not None:
+            from ..errors import UsageError
+
+            if shard is not None:
+                raise UsageError("--hash cannot be combined with --shard yet",
+                                 hint="create the lake with a plain push --hash first")
+            if hash_ not in ("sha256", "blake3"):
+                raise UsageError(f"--hash must be sha256 or blake3, not {hash_!r}")
         rank_world = parse_shard(shard, step) if shard is not None else None
         handle = open_lake(common, chunk_size=size, concurrency=concurrency,
                            max_bandwidth=max_bandwidth)
@@ -147,7 +160,8 @@ def push(
                                      metadata=metadata, aliases=aliases,
                                      exclude=list(exclude or []),
                                      follow_symlinks=follow_symlinks, progress=progress,
-                                     compression=compression, **lineage)
+                                     compression=compression,
+                                     hash=hash_, **lineage)
             for warning in getattr(result, "warnings", ()):
                 out.warn(warning)
             doc = {**result.to_dict(), "lake": lake_url(handle),

@@ -297,7 +297,7 @@ def read_tensor_into(store: Store, entry: FileEntry, t: TensorInfo, buffer: byte
 def _read_tensor_into(store: Store, entry: FileEntry, t: TensorInfo, buffer: bytearray,
                       workers: int, stored: dict[str, int], algo: str, where: str) -> int:
     view = memoryview(buffer)
-    dig = TensorDigest(t.start, t.end)
+    dig = TensorDigest(t.start, t.end, algo)
 
     def fetch(piece: tuple[str, int, int, int]) -> int:
         key, obj_offset, file_offset, n = piece
@@ -367,7 +367,9 @@ def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorI
     out: dict[str, Any] = {"name": y.name, "file": eb.path}
     if x.dtype not in _NUMPY:
         return {**out, "error": f"unsupported dtype {x.dtype}", "bytes_fetched": 0}
-    digests = (TensorDigest(x.start, x.end), TensorDigest(y.start, y.end))
+    # tensor digests use the lake's hash, as its chunk digests do
+    digests = (TensorDigest(x.start, x.end, shared.algo), TensorDigest(y.start, y.end,
+                                                                        shared.algo))
     max_abs, ss_diff, ss_a, nonfinite = 0.0, 0.0, 0.0, 0
     for w in range(0, x.nbytes, WINDOW):
         n = min(WINDOW, x.nbytes - w)

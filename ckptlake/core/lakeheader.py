@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from ..errors import NotFound, PreconditionFailed
-from ..format.header import (DEFAULT_CHUNK_SIZE, DEFAULT_COMPRESSION, LakeHeader,
-                             decode_header)
+from ..errors import NotFound, PreconditionFailed, UsageError
+from ..format.header import (DEFAULT_CHUNK_SIZE, DEFAULT_COMPRESSION, DEFAULT_HASH,
+                             SUPPORTED_HASHES, LakeHeader, check_hash, decode_header)
 from ..format.layout import HEADER_KEY
 from ..store.base import Store
 from .createonce import create_once
@@ -30,16 +30,36 @@ def ensure_header(store: Store, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
     return open_or_create_header(store, chunk_size=chunk_size, compression=compression)[0]
 
 
+def check_requested_hash(name: str) -> str:
+    """A hash a pusher asked for: known, and hashable here (blake3 installed), before anything
+    is written -- a lake must never be created with a hash its creator cannot compute."""
+    if name not in SUPPORTED_HASHES:
+        raise UsageError(f"unknown hash {name!r}", hint=f"use {' or '.join(SUPPORTED_HASHES)}")
+    return check_hash(name)
+
+
 def open_or_create_header(store: Store, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                          compression: str = DEFAULT_COMPRESSION
-                          ) -> tuple[LakeHeader, bool]:
+                          compression: str = DEFAULT_COMPRESSION,
+                          hash: str | None = None) -> tuple[LakeHeader, bool]:
     """(the header, whether this call created the lake).  Creating one is worth saying: a
-    mistyped lake location is otherwise a silent new lake."""
+    mistyped lake location is otherwise a silent new lake.
+
+    `hash`: the chunk hash a new lake gets (None: sha256).  It only chooses for a new lake:
+    an existing lake with another hash is refused (exit 2) rather than silently used, since
+    the caller asked for something this lake cannot give."""
+    if hash is not None:
+        check_requested_hash(hash)
     for _ in range(5):
         existing = read_header(store)
         if existing is not None:
+            if hash is not None and existing.hash != hash:
+                raise UsageError(f"this lake's chunks are named by {existing.hash} digests, "
+                                 f"not {hash}: a lake's hash is fixed when its first push "
+                                 "creates it",
+                                 hint="push without --hash, or to a new lake location")
             return existing, False
-        header = LakeHeader(chunk_size=chunk_size, compression=compression,
+        header = LakeHeader(hash=hash or DEFAULT_HASH, chunk_size=chunk_size,
+                            compression=compression,
                             created=datetime.now(timezone.utc).isoformat().replace("+00:00",
                                                                                    "Z"))
         try:

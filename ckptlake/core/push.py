@@ -129,8 +129,11 @@ class FileObserver(Protocol):
 
     `on_read` is called from worker threads, possibly out of file order, exactly once for each
     byte range of each file; `entry_fields` is called once per file after all its bytes were
-    read and returns fields to set on its FileEntry (or {}).
+    read and returns fields to set on its FileEntry (or {}).  `use_hash` is called once,
+    before any byte is read, with the lake's hash (header `hash`) for any digest it records.
     """
+
+    def use_hash(self, algo: str) -> None: ...
 
     def on_read(self, path: str, offset: int, data: bytes) -> None: ...
 
@@ -349,6 +352,8 @@ def upload_tree(store: Store, tree: SourceTree, *, algo: str, chunk_size: int, c
     `compression`: "auto" stores chunks encoded where that saves bytes, "none" raw.
     The uploader's `stored` holds the manifest's stored-size hints.
     """
+    for observer in observers:
+        observer.use_hash(algo)
     uploader = _Uploader(store, tree, algo, progress, observers, throttle, parts, compression)
     refs: dict[int, list[tuple[int, ChunkRef]]] = {i: [] for i in range(len(tree.files))}
     digests: dict[int, str] = {}
@@ -420,8 +425,11 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
          lake_url: str, observers: Sequence[FileObserver] = (),
          manifest_fields: dict[str, Any] | None = None,
          throttle: Throttle | None = None, parts: Parts | None = None,
-         compression: str | None = None) -> PushResult:
+         compression: str | None = None, hash: str | None = None) -> PushResult:
     """Push a scanned tree as the next version of `artifact`.
+
+    `hash`: the chunk hash if this push creates the lake (None: sha256); see
+    open_or_create_header.
 
     `observers` see the bytes as they are read (see FileObserver); `manifest_fields` sets
     further Manifest fields (lineage, provenance) on the committed version.  `compression`:
@@ -435,7 +443,7 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
     # clock under-reports it; see core/clock.py).
     started, started_wall = clock.now(), time.time()
     header, created = open_or_create_header(
-        store, **({"chunk_size": chunk_size} if chunk_size else {}))
+        store, **({"chunk_size": chunk_size} if chunk_size else {}), hash=hash)
     mode = resolve_compression(compression, header.compression)
     files, up = upload_tree(store, tree, algo=header.hash,
                             chunk_size=chunk_size or header.chunk_size,

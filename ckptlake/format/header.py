@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Any
 
-from ..errors import IntegrityError
+from ..errors import IntegrityError, UsageError
 from .layout import HEADER_KEY
 
 LAKE_FORMAT = 1
@@ -27,7 +28,12 @@ DEFAULT_CHUNK_SIZE = 16 * 1024 * 1024
 # (a reader sizes its buffers from them).
 MIN_CHUNK_SIZE = 1024 * 1024
 MAX_CHUNK_SIZE = 1024 * 1024 * 1024
-SUPPORTED_HASHES = ("sha256",)
+HASH_SHA256 = "sha256"
+# BLAKE3 (32-byte output, the crate's default): ~4x less CPU per byte than SHA-256 here
+# (docs/benchmarks.md "BLAKE3 lakes"), for lakes whose pulls are CPU-bound.  An extra
+# (`ckptlake[blake3]`), imported only when a lake says so.
+HASH_BLAKE3 = "blake3"
+SUPPORTED_HASHES = (HASH_SHA256, HASH_BLAKE3)
 COMPRESSION_NONE = "none"
 COMPRESSION_AUTO = "auto"
 # New lakes compress: trained float weights store ~17 % (fp32) to ~33 % (bf16) smaller, which
@@ -35,12 +41,44 @@ COMPRESSION_AUTO = "auto"
 DEFAULT_COMPRESSION = COMPRESSION_AUTO
 
 
-def new_hasher(name: str):  # -> hashlib._Hash
-    """A hasher for `name`; hashlib's SHA-256 uses SHA-NI where present and releases the GIL."""
-    if name == "sha256":
+_blake3: Any = None
+
+
+def _blake3_class() -> Any:
+    """blake3.blake3, imported on first use: a SHA-256 lake never needs the package.
+
+    Missing, it is an install problem (exit 2), not damaged data: the lake is fine."""
+    global _blake3
+    if _blake3 is None:
+        try:
+            from blake3 import blake3
+        except ImportError:
+            raise UsageError("this lake's chunks are named by BLAKE3 digests, and the blake3 "
+                             "package is not installed",
+                             hint="pip install 'ckptlake[blake3]'") from None
+        _blake3 = blake3
+    return _blake3
+
+
+def check_hash(name: str) -> str:
+    """`name` if this ckptlake can hash with it, else the error a reader or pusher must stop
+    with (before any chunk is read or written)."""
+    new_hasher(name)
+    return name
+
+
+def new_hasher(name: str):  # -> hashlib._Hash or blake3.blake3
+    """A hasher for `name` (update/digest/hexdigest).  hashlib's SHA-256 uses SHA-NI where
+    present; both release the GIL on large inputs, so pull's worker threads hash in parallel.
+    BLAKE3 runs single-threaded per chunk: its own threads would only compete with the other
+    workers for the same cores and cost as much CPU."""
+    if name == HASH_SHA256:
         return hashlib.sha256()
+    if name == HASH_BLAKE3:
+        return _blake3_class()()
     raise IntegrityError(f"lake uses hash {name!r}, which this ckptlake does not support",
-                         hint="upgrade ckptlake")
+                         hint="upgrade ckptlake (this one knows "
+                              f"{', '.join(SUPPORTED_HASHES)})")
 
 
 def digest(name: str, data: bytes | bytearray | memoryview) -> str:

@@ -12,7 +12,9 @@ when an earlier tensor grows or the header changes length.  So it is defined on 
 to the tensor's own first byte:
 
     blocks(t)  = t's bytes cut every 1 MiB, counting from t's first byte
-    digest(t)  = sha256( sha256(block_1) || sha256(block_2) || ... )   (hex; raw 32-byte inner)
+    digest(t)  = H( H(block_1) || H(block_2) || ... )   (hex; raw 32-byte inner)
+
+where H is the lake's hash (header `hash`: SHA-256, or BLAKE3 in a blake3 lake).
 
 Each block is hashed as soon as all its bytes have been seen.  A block that lies wholly inside
 one slice is hashed straight from it; only a block cut by a slice boundary is buffered, and only
@@ -27,7 +29,6 @@ bytes the upload then reads, so a file rewritten in between is caught.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import json
 import os
 import stat
@@ -36,6 +37,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from .header import DEFAULT_HASH, new_hasher
 from .manifest import TensorInfo
 
 BLOCK = 1024 * 1024
@@ -147,10 +149,11 @@ class TensorDigest:
     Each byte must be fed exactly once.  Thread-safe: whole blocks are hashed outside the lock.
     """
 
-    def __init__(self, start: int, end: int) -> None:
-        self.start, self.end = start, end
+    def __init__(self, start: int, end: int, algo: str = DEFAULT_HASH) -> None:
+        self.start, self.end, self.algo = start, end, algo
+        new_hasher(algo)  # an unknown or unavailable hash fails here, not in a worker thread
         self._lock = threading.Lock()
-        self._blocks: dict[int, bytes] = {}  # block index -> sha256
+        self._blocks: dict[int, bytes] = {}  # block index -> H(block)
         self._partial: dict[int, list[tuple[int, bytes]]] = {}  # block index -> pieces
 
     def _extent(self, k: int) -> tuple[int, int]:
@@ -172,7 +175,7 @@ class TensorDigest:
             ps, pe = max(bs, lo), min(be, hi)
             piece = view[ps - offset:pe - offset]
             if (ps, pe) == (bs, be):
-                d = hashlib.sha256(piece).digest()
+                d = self._hash(piece)
                 with self._lock:
                     self._blocks[k] = d
                 continue
@@ -183,9 +186,14 @@ class TensorDigest:
                     continue
                 del self._partial[k]
             whole = b"".join(p for _, p in sorted(pieces))
-            d = hashlib.sha256(whole).digest()
+            d = self._hash(whole)
             with self._lock:
                 self._blocks[k] = d
+
+    def _hash(self, data: bytes | memoryview) -> bytes:
+        h = new_hasher(self.algo)
+        h.update(data)
+        return h.digest()
 
     @property
     def complete(self) -> bool:
@@ -195,7 +203,7 @@ class TensorDigest:
     def hexdigest(self) -> str:
         if not self.complete:
             raise ValueError("not every byte of the range was fed")
-        return hashlib.sha256(b"".join(self._blocks[k] for k in range(self._count))).hexdigest()
+        return self._hash(b"".join(self._blocks[k] for k in range(self._count))).hex()
 
 
 @dataclass
@@ -224,6 +232,12 @@ class TensorObserver:
             self._plans[path] = _FilePlan(
                 header=header, digests=[TensorDigest(t[3], t[4]) for t in header.tensors],
                 starts=[t[3] for t in header.tensors])
+
+    def use_hash(self, algo: str) -> None:
+        """Digest tensors with the lake's hash; push calls it once it has read the lake header
+        (the observer is made before), before any byte is read."""
+        for plan in self._plans.values():
+            plan.digests = [TensorDigest(t[3], t[4], algo) for t in plan.header.tensors]
 
     def __bool__(self) -> bool:
         return bool(self._plans)
