@@ -146,16 +146,29 @@ def split(data: bytes | memoryview, transform: int) -> list[bytes | bytearray]:
     return out
 
 
-def join(planes: list[bytes], transform: int, rawlen: int) -> bytes | bytearray:
+def join(planes: list[bytes | memoryview], transform: int, rawlen: int,
+         into: bytearray | None = None) -> bytes | bytearray:
+    """The elements the planes hold, in `into`'s first `rawlen` bytes if given (so a caller can
+    append a tail without copying the whole chunk again), else in a new buffer."""
     width = _WIDTH[transform]
     n = rawlen // width
     if any(len(p) != n for p in planes):
         raise CodecError("plane lengths do not match the frame's raw length")
-    out = bytearray(rawlen)
+    if into is not None and len(into) != rawlen:
+        whole = into
+        _join(planes, transform, n, width, memoryview(whole)[:rawlen])
+        return whole
+    out = into if into is not None else bytearray(rawlen)
+    _join(planes, transform, n, width, out)
+    return out
+
+
+def _join(planes: list[bytes | memoryview], transform: int, n: int, width: int,
+          out: bytearray | memoryview) -> None:
     if transform in (PLANES_BYTES2, PLANES_BYTES4):
         for k, p in enumerate(planes):
             out[k::width] = p
-        return out
+        return
     np = _numpy()
     if np is not None and width == 2:  # bf16: 16-bit words (measured faster than bytes)
         words = np.frombuffer(out, dtype="<u2")
@@ -164,7 +177,7 @@ def join(planes: list[bytes], transform: int, rawlen: int) -> bytes | bytearray:
             exp = views[0][s:s + _BLOCK].astype(np.uint16)
             sm = views[1][s:s + _BLOCK].astype(np.uint16)
             words[s:s + _BLOCK] = ((sm & 0x80) << 8) | (exp << 7) | (sm & 0x7F)
-        return out
+        return
     if np is not None:  # fp32: byte columns (measured faster than 32-bit words)
         raw = np.frombuffer(out, dtype=np.uint8).reshape(-1, width)
         views = [np.frombuffer(p, dtype=np.uint8) for p in planes]
@@ -175,7 +188,7 @@ def join(planes: list[bytes], transform: int, rawlen: int) -> bytes | bytearray:
             if width == 4:
                 raw[s:s + _BLOCK, 0] = views[2][s:s + _BLOCK]
                 raw[s:s + _BLOCK, 1] = views[3][s:s + _BLOCK]
-        return out
+        return
     exp_i, sm_i = int.from_bytes(planes[0], "little"), int.from_bytes(planes[1], "little")
     hi = (sm_i & _fill(n, 0x80)) | ((exp_i >> 1) & _fill(n, 0x7F))
     lo = ((exp_i << 7) & _fill(n, 0x80)) | (sm_i & _fill(n, 0x7F))
@@ -183,7 +196,7 @@ def join(planes: list[bytes], transform: int, rawlen: int) -> bytes | bytearray:
     out[width - 2::width] = lo.to_bytes(n, "little")
     if transform == PLANES_FP32:
         out[0::4], out[1::4] = planes[2], planes[3]
-    return out
+    return
 
 
 # --- encoding -------------------------------------------------------------------------------
@@ -384,13 +397,14 @@ def decode(data: bytes | memoryview) -> bytes | bytearray:
             raise CodecError("frame is truncated")
         chunk = body[pos:pos + length]
         pos += length
-        planes.append(bytes(chunk) if mode == MODE_STORED else _unzstd(chunk, rawlen // width))
-    tail = bytes(body[pos:])
+        # a stored plane is read where it lies (no copy)
+        planes.append(chunk if mode == MODE_STORED else _unzstd(chunk, rawlen // width))
+    tail = body[pos:]
     if len(tail) != rawlen % width:
         raise CodecError("wrong number of bytes after the last plane")
-    out = join(planes, param, rawlen - len(tail))
-    if tail:
-        out += tail
+    out = join(planes, param, rawlen - len(tail), bytearray(rawlen))
+    if len(tail):
+        out[rawlen - len(tail):] = tail
     return out
 
 
