@@ -41,7 +41,7 @@ from ..units import format_bytes
 from .browse import object_sizes
 from .cache import ChunkCache
 from ..format import codecs
-from .chunkio import DECODERS, open_object
+from .chunkio import DECODERS, fix_mmap_threshold, open_object
 from .reuse import LocalSources, local_sources
 
 _READ_BLOCK = 4 * 1024 * 1024
@@ -480,9 +480,8 @@ class _Fetcher:
         # From the whole version, also when pulling part of it: a pack is fetched (and
         # verified) whole, whichever of its files are wanted.
         self.object_size = object_sizes(m)  # digest -> size of its chunk object
-        # No fix_mmap_threshold here (push and verify use it): with the bounded decoders a
-        # pull's peak RSS stays near 210-250 MiB either way, and fresh mappings for every
-        # decoded chunk cost ~1.6 s of system time per GiB (bf16, measured).
+        if m.stored:
+            fix_mmap_threshold()  # decoding allocates chunk-sized buffers (see there)
         self.chunk_capacity = max(self.object_size.values(), default=0)
 
     def _buffer(self) -> mmap.mmap:
