@@ -137,6 +137,14 @@ def _bf16ckpt2g() -> list[tuple[str, int]]:
 
 
 def _write_bf16(path: Path, rel: str, seed: str) -> None:
+    """Writes one file of bf16ckpt2g in a child process: numpy and its buffers (~100 MiB) must
+    not stay in run.py, whose RSS at fork time every measured tool would inherit as the floor
+    of its ru_maxrss (Linux keeps the high-water mark across fork and exec)."""
+    import subprocess
+    subprocess.run([sys.executable, __file__, "--write-bf16", str(path), rel, seed], check=True)
+
+
+def _write_bf16_here(path: Path, rel: str, seed: str) -> None:
     """One file of bf16ckpt2g; a numpy Generator seeded by "<dataset>:<path>" draws every
     tensor's sigma, then its values, in header order, 4 M elements at a time."""
     try:
@@ -279,3 +287,7 @@ def build(name: str, data_dir: Path, log=print) -> Dataset:
     manifest = {rel: (size, sha256_file(root / rel)) for rel, size in files}
     cache.write_text(json.dumps({"stamp": stamp, "manifest": manifest}))
     return Dataset(name, description, root, manifest)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--write-bf16"]:
+    _write_bf16_here(Path(sys.argv[2]), sys.argv[3], sys.argv[4])
