@@ -3,6 +3,10 @@
 Bytes come from random.Random seeded with "<dataset>:<path>", so every machine builds the same
 incompressible, non-repeating files. A file already present with the right size is kept.
 The manifest (path -> size, sha256) is computed once and cached next to the data.
+
+`bf16ckpt2g` is the exception: random bytes say nothing about a compressing pusher, so its
+safetensors shards hold synthetic bf16 weights (Gaussian, per-tensor scale; see _bf16ckpt2g),
+generated with numpy (imported only for that data set, so run.py stays stdlib-only otherwise).
 """
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ import hashlib
 import json
 import os
 import random
+import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,13 +39,155 @@ def _ckpt2g() -> list[tuple[str, int]]:
     return big + _small("ckpt2g", 200, "extra/file-{i:03d}.bin")
 
 
+# ---------------------------------------------------------------- bf16ckpt2g
+#
+# The shapes of a 1.1 B-parameter Llama-style decoder (TinyLlama-1.1B's: vocab 32000, hidden
+# 2048, 22 layers, MLP 5632, 4 KV heads of 64): 1,100,048,384 parameters = 2.05 GiB in bf16,
+# sharded as `save_pretrained` does (shards of at most ~550 MB, plus the index). The values are
+# SYNTHETIC, not trained: each weight matrix is normal(0, sigma) with sigma drawn per tensor
+# log-uniformly in [1e-3, 0.1] (the range of trained transformer layers' std), each RMSNorm
+# weight normal(1, sigma) with sigma in [0.01, 0.1]; fp32 draws rounded to bf16 (round to
+# nearest even on the upper 16 bits). Such weights have a trained model's exponent statistics
+# only roughly: a Gaussian's exponents, no outliers, no structure across tensors.
+
+BF16_LAYERS, BF16_HIDDEN, BF16_MLP, BF16_VOCAB, BF16_KV = 22, 2048, 5632, 32000, 256
+BF16_SHARD = 550_000_000  # bytes of tensor data per shard, at most
+BF16_SMALL = {
+    "config.json": {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "torch_dtype": "bfloat16",
+        "hidden_size": BF16_HIDDEN, "intermediate_size": BF16_MLP,
+        "num_hidden_layers": BF16_LAYERS, "num_attention_heads": 32, "num_key_value_heads": 4,
+        "vocab_size": BF16_VOCAB, "max_position_embeddings": 2048, "rms_norm_eps": 1e-05,
+        "rope_theta": 10000.0, "hidden_act": "silu", "tie_word_embeddings": False,
+        "bos_token_id": 1, "eos_token_id": 2, "transformers_version": "4.57.0"},
+    "generation_config.json": {"bos_token_id": 1, "eos_token_id": 2, "max_length": 2048,
+                               "pad_token_id": 0},
+    "special_tokens_map.json": {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
+    "tokenizer_config.json": {"add_bos_token": True, "add_eos_token": False,
+                              "model_max_length": 2048, "tokenizer_class": "LlamaTokenizer",
+                              "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
+    "trainer_state.json": {"global_step": 48000, "epoch": 1.0,
+                           "log_history": [{"step": s, "loss": round(2.0 + 8.0 / (1 + s / 500), 4),
+                                            "learning_rate": 4e-4 * min(1, s / 2000)}
+                                           for s in range(0, 48001, 100)]},
+}
+
+
+def _bf16_tensors() -> list[tuple[str, tuple[int, ...]]]:
+    h, m = BF16_HIDDEN, BF16_MLP
+    out = [("model.embed_tokens.weight", (BF16_VOCAB, h))]
+    for i in range(BF16_LAYERS):
+        p = f"model.layers.{i}."
+        out += [(p + "input_layernorm.weight", (h,)),
+                (p + "self_attn.q_proj.weight", (h, h)),
+                (p + "self_attn.k_proj.weight", (BF16_KV, h)),
+                (p + "self_attn.v_proj.weight", (BF16_KV, h)),
+                (p + "self_attn.o_proj.weight", (h, h)),
+                (p + "post_attention_layernorm.weight", (h,)),
+                (p + "mlp.gate_proj.weight", (m, h)),
+                (p + "mlp.up_proj.weight", (m, h)),
+                (p + "mlp.down_proj.weight", (h, m))]
+    return out + [("model.norm.weight", (h,)), ("lm_head.weight", (BF16_VOCAB, h))]
+
+
+def _bf16_plan() -> dict[str, tuple[bytes, list[tuple[str, int]]]]:
+    """rel path -> (bytes written first, tensors that follow: (name, elements)). Small files
+    are all header; a shard is its safetensors header then its tensors' data in header order."""
+    shards: list[list[tuple[str, tuple[int, ...]]]] = [[]]
+    used = 0
+    for name, shape in _bf16_tensors():
+        size = 2 * _count(shape)
+        if shards[-1] and used + size > BF16_SHARD:
+            shards.append([])
+            used = 0
+        shards[-1].append((name, shape))
+        used += size
+    plan: dict[str, tuple[bytes, list[tuple[str, int]]]] = {}
+    weight_map, total = {}, 0
+    for k, tensors in enumerate(shards, 1):
+        rel = f"model-{k:05d}-of-{len(shards):05d}.safetensors"
+        doc: dict = {"__metadata__": {"format": "pt"}}
+        off = 0
+        for name, shape in tensors:
+            n = 2 * _count(shape)
+            doc[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [off, off + n]}
+            weight_map[name] = rel
+            off += n
+        total += off
+        head = json.dumps(doc, separators=(",", ":")).encode()
+        head += b" " * (-len(head) % 8)  # the safetensors writer pads to 8 bytes the same way
+        plan[rel] = (struct.pack("<Q", len(head)) + head,
+                     [(name, _count(shape)) for name, shape in tensors])
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    for rel, doc in {"model.safetensors.index.json": index, **BF16_SMALL}.items():
+        plan[rel] = (json.dumps(doc, indent=2).encode() + b"\n", [])
+    return plan
+
+
+def _count(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _bf16ckpt2g() -> list[tuple[str, int]]:
+    return [(rel, len(head) + 2 * sum(n for _, n in tensors))
+            for rel, (head, tensors) in _bf16_plan().items()]
+
+
+def _write_bf16(path: Path, rel: str, seed: str) -> None:
+    """Writes one file of bf16ckpt2g in a child process: numpy and its buffers (~100 MiB) must
+    not stay in run.py, whose RSS at fork time every measured tool would inherit as the floor
+    of its ru_maxrss (Linux keeps the high-water mark across fork and exec)."""
+    import subprocess
+    subprocess.run([sys.executable, __file__, "--write-bf16", str(path), rel, seed], check=True)
+
+
+def _write_bf16_here(path: Path, rel: str, seed: str) -> None:
+    """One file of bf16ckpt2g; a numpy Generator seeded by "<dataset>:<path>" draws every
+    tensor's sigma, then its values, in header order, 4 M elements at a time."""
+    try:
+        import numpy as np
+    except ImportError:
+        sys.exit("bf16ckpt2g is built with numpy: `pip install numpy` for this python "
+                 f"({sys.executable}), or run with bench/.venv/bin/python")
+    head, tensors = _bf16_plan()[rel]
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "little"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as f:
+        f.write(head)
+        for name, n in tensors:
+            norm = name.endswith("norm.weight")
+            lo, hi = (0.01, 0.1) if norm else (1e-3, 0.1)
+            sigma = np.float32(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+            left = n
+            while left:
+                k = min(left, 4 << 20)
+                x = rng.standard_normal(k, dtype=np.float32)
+                x *= sigma
+                if norm:
+                    x += np.float32(1.0)
+                u = x.view(np.uint32)
+                u += np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))  # RNE (finite x)
+                f.write((u >> np.uint32(16)).astype("<u2").tobytes())
+                left -= k
+    tmp.rename(path)
+
+
 DATASETS = {
     "ckpt1g": ("1 GiB checkpoint dir: 2 x 448 MiB + 4 x 32 MiB + 100 files of 4-64 KiB", _ckpt1g),
     "ckpt2g": ("2 GiB checkpoint dir: 4 x 512 MiB + 200 files of 4-64 KiB", _ckpt2g),
     "file4g": ("one 4 GiB file", lambda: [("blob.bin", 4 * GiB)]),
     "small10k": ("10,000 files of 4-64 KiB in 100 dirs",
                  lambda: _small("small10k", 10_000, "d{d:02d}/f{i:05d}.bin")),
+    "bf16ckpt2g": ("2 GiB bf16 checkpoint dir: 5 safetensors shards of a 1.1 B-parameter "
+                   "Llama-shaped model, SYNTHETIC Gaussian weights (not trained) + 6 small "
+                   "JSON files", _bf16ckpt2g),
 }
+# Data sets whose files are not seeded random bytes: name -> writer(path, rel, seed).
+WRITERS = {"bf16ckpt2g": _write_bf16}
 
 
 def sha256_file(path: Path) -> str:
@@ -119,7 +267,10 @@ def build(name: str, data_dir: Path, log=print) -> Dataset:
     for rel, size in files:
         p = root / rel
         if not (p.is_file() and p.stat().st_size == size):
-            _write_random(p, size, f"{name}:{rel}")
+            if name in WRITERS:
+                WRITERS[name](p, rel, f"{name}:{rel}")
+            else:
+                _write_random(p, size, f"{name}:{rel}")
             written += size
     if written:
         log(f"[data] {name}: wrote {written / MiB:.0f} MiB into {root}")
@@ -136,3 +287,7 @@ def build(name: str, data_dir: Path, log=print) -> Dataset:
     manifest = {rel: (size, sha256_file(root / rel)) for rel, size in files}
     cache.write_text(json.dumps({"stamp": stamp, "manifest": manifest}))
     return Dataset(name, description, root, manifest)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--write-bf16"]:
+    _write_bf16_here(Path(sys.argv[2]), sys.argv[3], sys.argv[4])

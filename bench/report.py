@@ -144,6 +144,18 @@ def section(ds, records: list[dict], meta: dict) -> str:
     if repush:
         out += ["", f"repush uploaded {max(b or 0 for b in repush):,} bytes at most "
                     f"(`bytes_uploaded` of `ckptlake push --json`, over {len(repush)} runs)."]
+    pushes = [r["result"] for r in records if r["op"] == "upload" and ok(r)
+              and isinstance(r.get("result"), dict) and r["result"].get("bytes_stored") is not None]
+    if pushes:  # ckptlake pushes that report what they stored (compressing versions)
+        stored = median(p["bytes_stored"] for p in pushes)
+        sent = median(p.get("bytes_sent") or 0 for p in pushes)
+        out += ["", f"**Stored ÷ raw**: ckptlake's cold push stored {stored:,.0f} bytes for "
+                    f"{ds.total_bytes:,} bytes of data set = **{stored / ds.total_bytes:.3f}** "
+                    f"(sent {sent:,.0f} bytes; compression `{pushes[0].get('compression')}`; "
+                    f"`bytes_stored`/`bytes_sent` of `ckptlake push --json`, median over "
+                    f"{len(pushes)} runs, range {min(p['bytes_stored'] for p in pushes):,}–"
+                    f"{max(p['bytes_stored'] for p in pushes):,}). The MiB/s columns count the "
+                    f"data set's raw bytes for every tool."]
     if failed:
         out += ["", "Failed runs:", ""] + [
             f"- rep {r['rep']} {tools[r['tool']]} {r['op']}: {r['status']}" for r in failed]
