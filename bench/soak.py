@@ -91,6 +91,13 @@ egress:
 """
 
 
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3, or already gone
+        return None
+
+
 # ---- data --------------------------------------------------------------------------------------
 
 # Every other pool blob holds bytes of 16 values only (4 bits of entropy a byte), so zstd halves
@@ -340,6 +347,7 @@ class Soak:
     problems: list[dict] = field(default_factory=list)
     anomalies: list[dict] = field(default_factory=list)
     procs: dict[int, tuple[subprocess.Popen, str, bool]] = field(default_factory=dict)
+    pidfds: dict[int, int | None] = field(default_factory=dict)  # pid -> pidfd (see run)
     killed: set[int] = field(default_factory=set)
     commits: list[tuple[str, int]] = field(default_factory=list)
     expected: dict[tuple[str, int], dict[str, str]] = field(default_factory=dict)
@@ -423,8 +431,13 @@ class Soak:
         p = subprocess.Popen(argv, env=env or self.env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
                              cwd=self.work)
+        # A pidfd names this process and no other: a kill through it can never hit a process
+        # that got the PID after ours was reaped (PIDs wrap at 32768 here, and the soak starts
+        # thousands of processes next to, e.g., a test session's server).
+        pidfd = _pidfd(p.pid)
         with self.lock:
             self.procs[p.pid] = (p, kind, killable)
+            self.pidfds[p.pid] = pidfd
         timed_out = False
         try:
             if on_line is not None:
@@ -449,6 +462,9 @@ class Soak:
         finally:
             with self.lock:
                 self.procs.pop(p.pid, None)
+                fd = self.pidfds.pop(p.pid, None)
+                if fd is not None:
+                    os.close(fd)
                 chaos = p.pid in self.killed
                 self.killed.discard(p.pid)
         r = Run(p.returncode, out, err, chaos_killed=chaos, timed_out=timed_out)
@@ -472,6 +488,22 @@ class Soak:
                     self.problem("client met an integrity error", client=kind, stderr=msg)
         return r
 
+    def sigkill(self, p: subprocess.Popen) -> bool:
+        """SIGKILL one of our clients, through its pidfd where the OS has them; False if it is
+        gone already."""
+        with self.lock:
+            fd = self.pidfds.get(p.pid)
+            if fd is not None:
+                try:
+                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+                except ProcessLookupError:
+                    return False
+                return True
+        if p.poll() is not None:
+            return False
+        p.send_signal(signal.SIGKILL)
+        return True
+
     def kill_all(self) -> int:
         """SIGKILL every client still running, by the PIDs we started."""
         with self.lock:
@@ -482,8 +514,8 @@ class Soak:
                 with self.lock:
                     self.killed.add(p.pid)  # not a failure of the client
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(p.pid, signal.SIGKILL)
-                    n += 1
+                    if self.sigkill(p):
+                        n += 1
         return n
 
     MINIMUMS = ("push.ok", "shard.committed", "checkpointer.saved", "suspend.committed",
@@ -801,7 +833,10 @@ class Soak:
                     with self.lock:
                         self.killed.add(pid)
                     try:
-                        os.kill(pid, signal.SIGKILL)
+                        with self.lock:
+                            entry = self.procs.get(pid)
+                        if entry is None or not self.sigkill(entry[0]):
+                            raise ProcessLookupError(pid)
                         self.count(f"kill.{kind}")
                     except ProcessLookupError:
                         with self.lock:
