@@ -94,6 +94,13 @@ class LakeFile(io.RawIOBase):
     def segment_sizes(self) -> list[int]:
         return segment_sizes(self.entry)
 
+    def fetch_segment(self, i: int) -> bytes | memoryview:
+        """Segment i (a chunk, or a packed file whole), downloaded and verified, bypassing
+        this file's own cache and readahead: for readers that schedule fetches themselves
+        (ckptlake/torch/planread.py).  Thread-safe; counted in bytes_fetched/requests."""
+        self._check_open()
+        return self._fetch(i)
+
     # -- io.RawIOBase -------------------------------------------------------------------------
 
     @property

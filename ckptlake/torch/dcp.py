@@ -14,13 +14,15 @@ last one in: its push commits the version, before DCP's closing broadcast lets a
 A rank that fails or dies before its record is written leaves the step pending (no version);
 a re-run of the same step (same bytes) completes it exactly once.
 
-Reading resolves the ref once (all reads come from that one version) and serves DCP's
-(file, offset, length) requests from `LakeFile`s: ranged GETs of the chunks concerned, each
-verified before use, so a reader with another world size (resharding) fetches what it needs.
+Reading resolves the ref once (all reads come from that one version).  `read_data` gets a
+rank's whole plan, every (file, offset, length) it needs: the chunks those touch are fetched
+in parallel, each once and verified before use, and handed to torch as they arrive
+(planread.py), so a reader with another world size (resharding) fetches what it needs.
 """
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import shutil
 import tempfile
@@ -36,6 +38,7 @@ from ..core.reader import DEFAULT_READAHEAD, LakeFile
 from ..errors import NotFound, UsageError
 from ..format import layout
 from ..format.refs import Ref, validate_artifact
+from .planread import DEFAULT_WINDOW
 
 if TYPE_CHECKING:
     from ..core.shards import ShardPushResult
@@ -256,12 +259,17 @@ class LakeReader(FileSystemReader):
 
     The ref is resolved once, here: a missing ref raises NotFound and a version without DCP
     `.metadata` raises NotADcpCheckpoint (both name the ref/version) before any collective.
-    Ranks may number differently from the save (DCP reshards from the metadata).
-    `readahead`: chunks fetched ahead per open file (LakeFile's).
+    Ranks may number differently from the save (DCP reshards from the metadata): each rank
+    fetches only the chunks its part of the plan touches, with the lake's concurrency, at most
+    `window` bytes ahead of torch (ckptlake/torch/planread.py).  `readahead`: chunks fetched
+    ahead when torch reads the `.metadata` (LakeFile's).  `bytes_fetched`: what this reader
+    downloaded for data so far.
     """
 
     def __init__(self, lake: "Lake", ref: str | Ref, *,
-                 readahead: int = DEFAULT_READAHEAD) -> None:
+                 readahead: int = DEFAULT_READAHEAD, window: int = DEFAULT_WINDOW) -> None:
+        if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+            raise UsageError(f"window must be a non-negative number of bytes, got {window!r}")
         m = catalog.resolve(lake.store, ref)
         entry = next((f for f in m.files if f.path == METADATA_FILE), None)
         if entry is None or entry.symlink is not None:
@@ -272,6 +280,8 @@ class LakeReader(FileSystemReader):
         super().__init__("")
         self.fs = _VersionFS(lake, m, readahead)
         self.path = ""
+        self.window = window
+        self.bytes_fetched = 0
 
     @property
     def version(self) -> str:
@@ -286,6 +296,52 @@ class LakeReader(FileSystemReader):
     @classmethod
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike) -> bool:
         return False
+
+    def read_data(self, plan: Any, planner: Any) -> Any:
+        # FileSystemReader.read_data's per-request handling, with the requests served by
+        # planread: this rank's chunks fetched in parallel, ahead of torch (see its docstring)
+        import torch
+        from torch.distributed.checkpoint.planner import LoadItemType
+        from torch.distributed._shard._utils import narrow_tensor_by_index
+        from torch.futures import Future
+
+        from .planread import read_plan
+
+        requests = []
+        for item in plan.items:
+            md = self.storage_data[item.storage_index]
+            requests.append((item, self.fs.concat_path(self.path, md.relative_path),
+                             md.offset, md.length))
+        requests.sort(key=lambda r: (r[1], r[2]))
+
+        def handle(req: Any, stream: IO[bytes]) -> None:
+            md = self.storage_data[req.storage_index]
+            src = self.transforms.transform_load_stream(
+                req, getattr(md, "transform_descriptors", None) or (), stream)
+            if req.type == LoadItemType.BYTE_IO:
+                planner.load_bytes(req, io.BytesIO(src.read(-1)))
+                return
+            seekable = src if src.seekable() else io.BytesIO(src.read(-1))
+            tensor = torch.load(seekable, map_location="cpu", weights_only=True)
+            tensor = narrow_tensor_by_index(tensor, req.storage_offsets, req.lengths)
+            target = planner.resolve_tensor(req).detach()
+            if target.size() != tensor.size():
+                raise AssertionError(f"req {req.storage_index} mismatch sizes "
+                                     f"{target.size()} vs {tensor.size()}")
+            target.copy_(tensor)
+            planner.commit_tensor(req, target)
+
+        files = {path: self.fs.create_stream(path, "rb") for path in {r[1] for r in requests}}
+        try:
+            read_plan(requests, files, handle, workers=self.fs.lake.concurrency,
+                      window=self.window)
+        finally:
+            for f in files.values():
+                self.bytes_fetched += f.bytes_fetched
+                f.close()
+        fut: Future = Future()
+        fut.set_result(None)
+        return fut
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
         if kwargs.get("rank") is not None:
