@@ -32,6 +32,7 @@ from typing import IO, TYPE_CHECKING, Any
 from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.filesystem import FileSystemBase, _item_size, _StoragePrefix
 from torch.distributed.checkpoint.metadata import StorageMeta
+from torch.distributed.checkpoint.staging import BlockingAsyncStager
 
 from ..core import catalog
 from ..core.reader import DEFAULT_READAHEAD, LakeFile
@@ -72,13 +73,18 @@ class LakeWriter(FileSystemWriter):
     has room for twice the rank's bytes, else the system temporary directory; removed after
     the push).  `thread_count`: torch's writer
     threads, which also split a rank's data into that many files.
+    `cache_staged_state_dict` (`dcp.async_save` only): keep this rank's staged copy of the
+    state after the save, per artifact in the process, and copy the next async save of the
+    artifact into it (no fresh memory to fault in: the loop waits less); it costs one copy
+    of the rank's state held between saves (ckptlake/torch/staging.py; `staging.clear_cache()`
+    frees it).  False: a fresh copy per save, freed with it.
     """
 
     def __init__(self, lake: "Lake", artifact: str, *, step: int,
                  metrics: dict[str, float] | None = None, metadata: dict[str, str] | None = None,
                  aliases: tuple[str, ...] | list[str] = (), staging_dir: str | os.PathLike | None = None,
                  thread_count: int = 1, stale_after: float | None = None,
-                 cache_staged_state_dict: bool = False) -> None:
+                 cache_staged_state_dict: bool = True) -> None:
         validate_artifact(artifact)
         layout.check_step(step)
         self.lake, self.artifact, self.step = lake, artifact, step
@@ -161,6 +167,7 @@ class LakeWriter(FileSystemWriter):
                 self.path = self.fs.init_path(tempfile.mkdtemp(prefix="ckptlake-dcp-", dir=_SHM))
         fut = super().write_data(plan, planner)
         fut.wait()
+        self._release_staged()  # the files are written: nothing reads the staged copy now
         # Raises here, so DCP reports this rank's failure to the coordinator (no finish).
         self.result = self._push(self.path, self.rank or 0)
         return fut
@@ -187,6 +194,24 @@ class LakeWriter(FileSystemWriter):
         finally:
             _remove_staging(path)
         return result
+
+    def stage(self, state_dict: Any) -> Any:
+        # dcp.async_save's copy of the state (what the loop waits for): staging.py's, one
+        # threaded copy per tensor into buffers of ours, kept per artifact with
+        # cache_staged_state_dict=True
+        from .staging import stage
+
+        # a previous save of this writer that never reached write_data keeps its buffers:
+        # its thread might still hold them
+        staged = self._staged = stage(
+            state_dict, cache_key=self.artifact if self.cache_staged_state_dict else None,
+            fallback=lambda sd: BlockingAsyncStager().stage(sd))  # torch's, uncached
+        return staged.state
+
+    def _release_staged(self) -> None:
+        staged, self._staged = getattr(self, "_staged", None), None
+        if staged is not None:
+            staged.release()
 
     def _cleanup(self) -> None:
         _remove_staging(getattr(self, "path", None))
