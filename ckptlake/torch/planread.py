@@ -15,7 +15,7 @@ Rules kept from LakeFile (core/reader.py, whose `fetch_segment` does every downl
   part plus chunk rounding).
 
 Memory: segments fetched ahead of the reader are bounded by `window` bytes (at least one
-segment is always in flight).  A request's middle segments are released as soon as torch has
+segment is always in flight), read into chunk buffers that are reused once released.  A request's middle segments are released as soon as torch has
 read past them (torch.load reads a large tensor's storage in one pass), its first and last
 (the zip's headers and central directory) when the request is done; a segment is dropped once
 every request touching it is done.  A segment read again after it was dropped (a reader that
@@ -34,7 +34,7 @@ from ..core.reader import LakeFile
 
 Key = tuple[str, int]  # (file path in the version, segment index)
 
-DEFAULT_WINDOW = 256 << 20  # bytes fetched ahead of the reader
+DEFAULT_WINDOW = 64 << 20  # bytes fetched ahead of the reader (why: docs/benchmarks.md)
 
 
 class Fetcher:
@@ -48,6 +48,12 @@ class Fetcher:
         self._lock = threading.Lock()
         self._futures: dict[Key, Future] = {}
         self._held = 0  # bytes of segments submitted and not yet released
+        # chunk buffers of released segments, reused for the next fetches: a fresh
+        # chunk-sized allocation per fetch is mapped, faulted in and unmapped every time
+        # (Store.get_into)
+        self._buffers: dict[Key, bytearray] = {}
+        self._free: list[bytearray] = []
+        self._keep = 2 + window // max(1, max((self._size(k) for k in order), default=1))
         self._next = 0  # the next position of `order` to submit
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers),
                                         thread_name_prefix="ckptlake-dcpread")
@@ -57,12 +63,19 @@ class Fetcher:
     def _size(self, key: Key) -> int:
         return self._files[key[0]].segment_sizes[key[1]]
 
-    def _fetch(self, key: Key) -> bytes | memoryview:
-        return self._files[key[0]].fetch_segment(key[1])
+    def _fetch(self, key: Key, buffer: bytearray | None = None) -> bytes | memoryview:
+        return self._files[key[0]].fetch_segment(key[1], buffer)
 
     def _submit(self, key: Key) -> Future:
-        fut = self._futures[key] = self._pool.submit(self._fetch, key)
-        self._held += self._size(key)
+        size = self._size(key)
+        buffer = next((b for b in self._free if len(b) >= size), None)
+        if buffer is not None:
+            self._free.remove(buffer)
+        else:
+            buffer = bytearray(size)
+        fut = self._futures[key] = self._pool.submit(self._fetch, key, buffer)
+        self._buffers[key] = buffer
+        self._held += size
         return fut
 
     def _pump(self) -> None:
@@ -80,7 +93,8 @@ class Fetcher:
             if fut is None and self._uses[key] > 0:
                 fut = self._submit(key)  # needed before its turn (or the window was full)
         if fut is None:
-            return self._fetch(key)  # dropped already and read again: fetched uncached
+            return self._fetch(key)  # dropped already and read again: fetched uncached, into
+            # memory of its own (the caller may keep it)
         return fut.result()
 
     def release(self, key: Key) -> None:
@@ -89,8 +103,13 @@ class Fetcher:
             self._uses[key] -= 1
             if self._uses[key] <= 0:
                 fut = self._futures.pop(key, None)
+                buffer = self._buffers.pop(key, None)
                 if fut is not None:
-                    fut.cancel()
+                    # a buffer is reused only once its fetch is over (a running one writes
+                    # into it); the reader holds no view of it after release
+                    if (fut.cancel() or fut.done()) and buffer is not None \
+                            and len(self._free) < self._keep:
+                        self._free.append(buffer)
                     self._held -= self._size(key)
                 self._pump()
 
@@ -99,6 +118,8 @@ class Fetcher:
             for fut in self._futures.values():
                 fut.cancel()
             self._futures.clear()
+            self._buffers.clear()
+            self._free.clear()
             self._next = len(self._order)
         self._pool.shutdown(wait=True, cancel_futures=True)
 
