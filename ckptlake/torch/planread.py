@@ -15,8 +15,9 @@ Rules kept from LakeFile (core/reader.py, whose `fetch_segment` does every downl
   part plus chunk rounding).
 
 Memory: segments fetched ahead of the reader are bounded by `window` bytes (at least one
-segment is always in flight), read into chunk buffers that are reused once released.  A request's middle segments are released as soon as torch has
-read past them (torch.load reads a large tensor's storage in one pass), its first and last
+segment is always in flight), read into chunk buffers that are reused once released.  A
+request's middle segments are released once torch has read as many bytes of them as the
+request holds (torch.load reads a large tensor's storage in one pass), its first and last
 (the zip's headers and central directory) when the request is done; a segment is dropped once
 every request touching it is done.  A segment read again after it was dropped (a reader that
 seeks back) is fetched again, uncached: correct, only slower.
@@ -34,6 +35,7 @@ from ..core.reader import LakeFile
 
 Key = tuple[str, int]  # (file path in the version, segment index)
 
+SMALL_SEGMENT = 1 << 20  # a request keeps segments smaller than this until it is done
 DEFAULT_WINDOW = 64 << 20  # bytes fetched ahead of the reader (why: docs/benchmarks.md)
 
 
@@ -136,9 +138,14 @@ class RangeStream(io.RawIOBase):
         self._off, self._len = offset, length
         self._pos = 0
         self.keys = segments_of(starts, offset, length)
-        self._pinned = {self.keys[0], self.keys[-1]} if self.keys else set()
+        # kept until close: the first and last (zip headers, central directory) and small ones
+        # (zip records between tensors' data, read in many small pieces: worth no refetch)
+        self._pinned = ({self.keys[0], self.keys[-1]} if self.keys else set()) | {
+            i for i in self.keys if sizes[i] < SMALL_SEGMENT}
         self._released: set[int] = set()
         self._spare: tuple[int, bytes | memoryview] | None = None
+        self._got: dict[int, int] = {}  # bytes read so far per segment
+        self.error: BaseException | None = None  # a failed read's
 
     def readable(self) -> bool:
         return True
@@ -159,6 +166,15 @@ class RangeStream(io.RawIOBase):
         return self._pos
 
     def readinto(self, buffer: Any) -> int:
+        try:
+            return self._readinto(buffer)
+        except BaseException as e:
+            # torch.load reads through C++, which replaces our error (IntegrityError naming
+            # the chunk) with one of its own: read_plan raises this one instead
+            self.error = e
+            raise
+
+    def _readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
         n = 0
         while n < len(view) and self._pos < self._len:
@@ -171,8 +187,7 @@ class RangeStream(io.RawIOBase):
             data.release()
             n += take
             self._pos += take
-            if self._off + self._pos >= start + self._sizes[i]:  # read past segment i
-                self._done(i)
+            self._done(i, take)
         return n
 
     def _segment(self, i: int) -> bytes | memoryview:
@@ -184,8 +199,16 @@ class RangeStream(io.RawIOBase):
             self._spare = (i, self._f.get((self._path, i)))
         return self._spare[1]
 
-    def _done(self, i: int) -> None:
-        if i not in self._pinned and i not in self._released:
+    def _done(self, i: int, n: int) -> None:
+        """n more bytes of segment i were read: released once as many bytes as the request
+        holds of it were (torch.load reads a large tensor's storage in one pass, after
+        reading the zip's central directory at the end, which may reach into the same
+        segments: being read past does not make a segment done)."""
+        if i in self._pinned or i in self._released:
+            return
+        self._got[i] = self._got.get(i, 0) + n
+        start, end = self._starts[i], self._starts[i] + self._sizes[i]
+        if self._got[i] >= min(end, self._off + self._len) - max(start, self._off):
             self._released.add(i)
             self._f.release((self._path, i))
 
@@ -247,6 +270,11 @@ def read_plan(requests: list[tuple[Any, str, int, int]], files: dict[str, LakeFi
         for req, path, offset, length in requests:
             starts, sizes = layout[path]
             with RangeStream(fetcher, path, starts, sizes, offset, length) as stream:
-                handle(req, stream)
+                try:
+                    handle(req, stream)
+                except BaseException:
+                    if stream.error is not None:
+                        raise stream.error from None
+                    raise
     finally:
         fetcher.close()
