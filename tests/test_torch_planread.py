@@ -82,3 +82,12 @@ def test_segments_and_order() -> None:
     assert segments_of(starts, 12, 30) == [1, 2, 3]
     assert fetch_order([1, 2, 3, 4]) == [4, 1, 2, 3]  # a zip's end, start, then the rest
     assert fetch_order([1, 2]) == [1, 2]
+
+
+@pytest.mark.parametrize("window", [-1, 1.5, True])
+def test_a_bad_window_is_a_usage_error(local_lake_url: str, window: Any) -> None:
+    from ckptlake.errors import UsageError
+
+    lake, version = _save(local_lake_url)
+    with pytest.raises(UsageError, match="window must be"):
+        LakeReader(lake, f"m@v{version}", window=window)
