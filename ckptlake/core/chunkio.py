@@ -7,6 +7,7 @@ the object and the version.  Encoding rules: docs/format.md, "Chunk encodings".
 """
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 from typing import Callable
@@ -56,9 +57,13 @@ class CodecUnavailable(CkptlakeError):
 
 
 def open_object(algo: str, d: str, data: bytes | bytearray | memoryview, *,
-                raw_size: int | None, where: str, key: str | None = None
+                raw_size: int | None, where: str, key: str | None = None,
+                into: bytearray | memoryview | mmap.mmap | None = None
                 ) -> bytes | bytearray | memoryview:
     """The raw bytes of chunk `d` from its stored object `data`, verified against `d`.
+
+    into: where a frame is decoded to, if big enough for it (codecs.decode); the result is
+    then a view of it, valid until the caller reuses the buffer.
 
     raw_size: the chunk's raw length when the reader knows it (a whole-chunk reference); an
     object of exactly that size is raw.  Otherwise a frame is decoded, and an object that is
@@ -69,7 +74,9 @@ def open_object(algo: str, d: str, data: bytes | bytearray | memoryview, *,
     if raw_size is None or len(data) != raw_size:
         if codecs.looks_framed(data) and (raw_size is None or len(data) < raw_size):
             try:
-                out = codecs.decode(data)
+                rawlen = codecs.frame_rawlen(data)
+                out = codecs.decode(data, into if into is not None and len(into) >= rawlen
+                                    else None)
             except codecs.MissingCodec as e:
                 raise CodecUnavailable(f"chunk {key or layout.chunk_key(d)} of {where}: {e}",
                                        hint="install it and try again") from None
