@@ -52,6 +52,33 @@ def fix_mmap_threshold() -> None:
 DECODERS = threading.BoundedSemaphore(max(1, min(4, os.cpu_count() or 1)))
 
 
+class DecodeBuffers:
+    """Page-aligned buffers to decode frames into, reused across chunks; take them under
+    DECODERS, so at most that many exist per reader.  Why not a fresh bytearray per chunk:
+    its pages are faulted in anew every time (under the CLI's fixed mmap threshold, a fresh
+    mapping per chunk: most of a compressed pull's system time), and it is not page-aligned,
+    so a pull could not write the decoded chunk with O_DIRECT."""
+
+    def __init__(self, capacity: int = 0) -> None:
+        self.capacity = capacity
+        self._free: list[mmap.mmap] = []
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> mmap.mmap | None:
+        if n > codecs.MAX_RAW:
+            return None  # the decoder refuses such a frame anyway
+        with self._lock:
+            for i, b in enumerate(self._free):
+                if len(b) >= n:
+                    return self._free.pop(i)
+        return mmap.mmap(-1, max(n, self.capacity, 1))
+
+    def give(self, buf: mmap.mmap | None) -> None:
+        if buf is not None:
+            with self._lock:
+                self._free.append(buf)
+
+
 class CodecUnavailable(CkptlakeError):
     """A chunk needs a codec library that is not installed (the data is fine)."""
 

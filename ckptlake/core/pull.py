@@ -41,7 +41,7 @@ from ..units import format_bytes
 from .browse import object_sizes
 from .cache import ChunkCache
 from ..format import codecs
-from .chunkio import DECODERS, fix_mmap_threshold, open_object
+from .chunkio import DECODERS, DecodeBuffers, fix_mmap_threshold, open_object
 from .reuse import LocalSources, local_sources
 
 _READ_BLOCK = 4 * 1024 * 1024
@@ -483,27 +483,7 @@ class _Fetcher:
         if m.stored:
             fix_mmap_threshold()  # decoding allocates chunk-sized buffers (see there)
         self.chunk_capacity = max(self.object_size.values(), default=0)
-        self._decode_free: list[mmap.mmap] = []  # see _decode_buffer
-        self._decode_lock = threading.Lock()
-
-    def _decode_buffer(self, n: int) -> mmap.mmap | None:
-        """A page-aligned buffer to decode a frame into, reused across chunks (taken under
-        DECODERS, so at most that many exist).  Why not a fresh bytearray per chunk: its pages
-        are faulted in anew every time, and it is not page-aligned, so the O_DIRECT write of
-        the decoded chunk failed and turned direct writes off for the rest of the pull
-        (buffered writes cost ~2.3 s of kernel time per GiB, see _write)."""
-        if n > codecs.MAX_RAW:
-            return None  # the decoder refuses such a frame anyway
-        with self._decode_lock:
-            for i, b in enumerate(self._decode_free):
-                if len(b) >= n:
-                    return self._decode_free.pop(i)
-        return mmap.mmap(-1, max(n, self.chunk_capacity, 1))
-
-    def _give_decode_buffer(self, buf: mmap.mmap | None) -> None:
-        if buf is not None:
-            with self._decode_lock:
-                self._decode_free.append(buf)
+        self._decode = DecodeBuffers(self.chunk_capacity)
 
     def _buffer(self) -> mmap.mmap:
         """One chunk-sized buffer per worker thread, reused for every chunk it fetches.
@@ -593,7 +573,7 @@ class _Fetcher:
         # version, and nothing reaches the destination (staging is discarded)
         if codecs.looks_framed(data):
             with DECODERS:  # the decoded copy lives until written: bounded
-                buf = self._decode_buffer(codecs.frame_rawlen(data))
+                buf = self._decode.take(codecs.frame_rawlen(data))
                 try:
                     opened = memoryview(open_object(self.m.hash, unit.digest, data,
                                                     raw_size=None, key=key, where=where,
@@ -601,7 +581,7 @@ class _Fetcher:
                     self._finish(unit, opened, key, per_part)
                     del opened
                 finally:
-                    self._give_decode_buffer(buf)
+                    self._decode.give(buf)
             return
         self._finish(unit, open_object(self.m.hash, unit.digest, data, raw_size=None, key=key,
                                        where=where), key, per_part)
