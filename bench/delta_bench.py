@@ -18,6 +18,8 @@ weights + AdamW state, as safetensors; cached in `--out`).  Then, for each pair 
   the codec without a hint (zstd / bf16 / fp32 bit planes), byte planes + zstd, plain zstd-1;
 * best of both per chunk (what a shipped design would store).
 
+Every winning delta is decoded and XORed back onto the parent: it must give the child's bytes.
+
 A chunk whose bytes equal the parent's costs nothing either way (dedup) and is counted apart.
 CPU time (time.process_time, this process, one thread) of the delta encode is reported per
 GiB of raw chunk: XOR + the hinted codec alone, and XOR + trying every candidate.
@@ -138,10 +140,11 @@ def compare(parent: bytes, child: bytes) -> dict[str, Tally]:
         wide = np.uint64 if cut.length % 8 == 0 else np.uint8
         x = np.bitwise_xor(np.frombuffer(c, wide), np.frombuffer(p, wide)).tobytes()
         t_xor = time.process_time() - t0
-        sizes = {}
+        sizes, frames = {}, {}
         for cname, enc in candidates.items():
             t0 = time.process_time()
-            sizes[cname] = _stored(enc(x, cut.dtype), cut.length)
+            frames[cname] = enc(x, cut.dtype)
+            sizes[cname] = _stored(frames[cname], cut.length)
             dt = time.process_time() - t0
             t.delta_cpu_all += dt
             if cname == "codec+hint":
@@ -149,6 +152,11 @@ def compare(parent: bytes, child: bytes) -> dict[str, Tally]:
         t.delta_cpu += t_xor
         t.delta_cpu_all += t_xor
         won = min(sizes, key=sizes.get)
+        if sizes[won] < cut.length:  # the delta restores the child: no measuring mistake
+            back = np.frombuffer(codecs.decode(frames[won]), np.uint8)
+            if np.bitwise_xor(back, np.frombuffer(p, np.uint8)).tobytes() != c:
+                raise SystemExit(f"delta_bench: {won} delta of bytes {cut.offset}+"
+                                 f"{cut.length} does not restore the child")
         t.wins[won] = t.wins.get(won, 0) + cut.length
         t.plain += plain
         t.delta += sizes[won]
