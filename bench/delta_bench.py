@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -209,8 +210,6 @@ def main() -> None:
     losses = make_checkpoints(args.steps, args.interval, out)
     print(f"trained/loaded {args.steps} steps in {time.time() - t0:.0f} s; loss at saves: "
           + ", ".join(f"{s}:{l:.2f}" for s, l in sorted(losses.items())))
-    import os
-
     print(f"torch {torch.__version__}, numpy {numpy.__version__}, zstandard "
           f"{zstandard.__version__}, Python {sys.version.split()[0]}; load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
