@@ -117,52 +117,86 @@ def fixed_cuts(start: int, length: int, chunk_size: int, dtype: str | None = Non
 
 def cut_layout(layout: Layout, size: int, chunk_size: int) -> list[Cut]:
     """The cuts of a file of `size` bytes with this layout (module doc)."""
-    large = min(SMALL, chunk_size)
-    cuts = fixed_cuts(0, min(layout.head, size), chunk_size)
-    run: list[tuple[int, int, str | None, bool]] = []  # (start, end, dtype, is_item)
+    cuts: list[Cut] = []
+    cutter = Cutter(chunk_size, min(layout.head, size), cuts.append)
+    for it in layout.items:
+        cutter.item(it)
+    cutter.finish(size if layout.tail is None else layout.tail, size)
+    return cuts
 
-    def close() -> None:
-        if run:
-            start, end = run[0][0], run[-1][1]
-            cuts.append(Cut(start, end - start, _run_dtype(run)))
-            run.clear()
 
-    def add(name: str, pieces: list[tuple[int, int, str | None, bool]]) -> None:
+class Cutter:
+    """cut_layout's rules applied to items handed in one at a time, in file order, each cut
+    passed to `emit` as soon as it is final: a file being written (core/streampush.py) is cut
+    exactly as a push of the finished file would cut it, without holding the file.
+
+    A large item may be announced before its end is known (`large_begins`), so that its
+    fixed-size pieces can be cut while it is still being written."""
+
+    def __init__(self, chunk_size: int, head: int, emit: Callable[[Cut], None]) -> None:
+        self.chunk_size = chunk_size
+        self.large = min(SMALL, chunk_size)
+        self.emit = emit
+        self.run: list[tuple[int, int, str | None, bool]] = []  # (start, end, dtype, is_item)
+        self.pos = head  # the end of what has been handed to a cut or to the run
+        for c in fixed_cuts(0, head, chunk_size):
+            emit(c)
+
+    def _close(self) -> None:
+        if self.run:
+            start, end = self.run[0][0], self.run[-1][1]
+            self.emit(Cut(start, end - start, _run_dtype(self.run)))
+            self.run.clear()
+
+    def _add(self, name: str, pieces: list[tuple[int, int, str | None, bool]]) -> None:
         """Pack pieces (an item and the bytes leading up to it) into the current run."""
+        run, chunk_size = self.run, self.chunk_size
         held = run[-1][1] - run[0][0] if run else 0
         key = zlib.crc32(name.encode("utf-8", "surrogatepass"))
         boundary = bool(name) and key & 31 == 0 and held >= chunk_size // 8
         if run and (held + pieces[-1][1] - pieces[0][0] > chunk_size or boundary):
-            close()
+            self._close()
         run.extend(pieces)
 
-    def glue(start: int, end: int) -> None:
+    def _glue(self, start: int, end: int) -> None:
         """Bytes of no item: a long stretch is cut like a large item, a short one packed."""
-        if end - start >= large:
-            close()
-            cuts.extend(fixed_cuts(start, end - start, chunk_size))
+        if end - start >= self.large:
+            self._close()
+            for c in fixed_cuts(start, end - start, self.chunk_size):
+                self.emit(c)
         elif end > start:
-            add("", [(start, end, None, False)])
+            self._add("", [(start, end, None, False)])
 
-    pos = layout.head
-    for it in layout.items:
-        if it.end - it.start >= large:
-            glue(pos, it.start)  # its zip header: packed before it, never into its chunks
-            close()
-            cuts.extend(fixed_cuts(it.start, it.end - it.start, chunk_size, it.dtype))
-        else:
-            if it.start - pos >= large or it.end - pos > chunk_size:
-                glue(pos, it.start)
-                pos = it.start
-            # the few bytes leading up to a small item (its zip header) travel with it
-            lead = [(pos, it.start, None, False)] if it.start > pos else []
-            add(it.name, lead + [(it.start, it.end, it.dtype, True)])
-        pos = it.end
-    tail = size if layout.tail is None else layout.tail
-    glue(pos, tail)
-    close()
-    cuts.extend(fixed_cuts(tail, size - tail, chunk_size))
-    return cuts
+    def item(self, it: Item) -> None:
+        if it.end - it.start >= self.large:
+            self.large_begins(it.start)
+            for c in fixed_cuts(it.start, it.end - it.start, self.chunk_size, it.dtype):
+                self.emit(c)
+            self.pos = it.end
+            return
+        pos = self.pos
+        if it.start - pos >= self.large or it.end - pos > self.chunk_size:
+            self._glue(pos, it.start)
+            pos = it.start
+        # the few bytes leading up to a small item (its zip header) travel with it
+        lead = [(pos, it.start, None, False)] if it.start > pos else []
+        self._add(it.name, lead + [(it.start, it.end, it.dtype, True)])
+        self.pos = it.end
+
+    def large_begins(self, start: int) -> None:
+        """An item of at least `large` bytes starts at `start`: what precedes it is cut; the
+        caller cuts the item itself (fixed_cuts from `start`) and then sets `pos` to its end."""
+        self._glue(self.pos, start)  # its zip header: packed before it, never into its chunks
+        self._close()
+        self.pos = start
+
+    def finish(self, tail: int, size: int) -> None:
+        """What follows the last item: bytes up to `tail` packed or cut, then [tail, size) in
+        fixed pieces of its own."""
+        self._glue(self.pos, tail)
+        self._close()
+        for c in fixed_cuts(tail, size - tail, self.chunk_size):
+            self.emit(c)
 
 
 def _run_dtype(run: Sequence[tuple[int, int, str | None, bool]]) -> str | None:
