@@ -91,6 +91,16 @@ def test_planner_cuts_like_push(kind: str, chunk_size: int) -> None:
         assert stream_cuts(data, chunk_size, seed) == list(want.cuts)
 
 
+def test_planner_without_storage_sizes_searches_descriptors(monkeypatch: Any) -> None:
+    """data.pkl's sizes only spare the search for each storage's end: without them (an
+    untyped storage, a data.pkl too large to read) the cuts are the same."""
+    real = chunking.storage_dtypes
+    monkeypatch.setattr(chunking, "storage_dtypes", lambda data, sizes=None: real(data))
+    data = torch_bytes(5)
+    want = chunking.plan(lambda o, n: data[o:o + n], len(data), MiB)
+    assert stream_cuts(data, MiB, 5) == list(want.cuts)
+
+
 def test_planner_truncated_torch_archive_still_covers_the_file() -> None:
     data = torch_bytes(1)[:3 * MiB + 5]  # no directory: cut what is left at fixed offsets
     cuts = stream_cuts(data, MiB)
@@ -167,8 +177,19 @@ def test_writer_memory_stays_bounded(lake: Lake) -> None:
         for pos in range(0, len(data), 64 * 1024):
             f.write(data[pos:pos + 64 * 1024])
             peak = max(peak, len(f._buf))
-    assert b"".join(lake.cat("run@v1", "m.pt")) == data
+        big = random.Random(0).randbytes(30 * MiB)
+        big_peak = [0]
+        real_drain = f._drain
+
+        def drain(eof: bool) -> None:
+            big_peak[0] = max(big_peak[0], len(f._buf))
+            real_drain(eof)
+
+        f._drain = drain  # type: ignore[method-assign]
+        f.write(big)  # one write much larger than a chunk is still taken a chunk at a time
+    assert b"".join(lake.cat("run@v1", "m.pt")) == data + big
     assert len(data) > 10 * MiB and peak <= 2 * MiB + 64 * 1024
+    assert big_peak[0] <= 2 * MiB
 
 
 def test_exception_inside_with_commits_nothing(lake: Lake) -> None:

@@ -100,15 +100,18 @@ class StreamWriter(io.RawIOBase):
         if self.closed or self._entry is not None:
             raise ValueError("write to a closed lake file")
         self._raise_failure()
-        with memoryview(data) as view:
-            n = view.nbytes
-            self._buf += view
-        self._written += n
-        if not self._started and self._written >= self._small:
-            self._started = True
-        if self._started:
-            self._planner.advance(self._buf, self._base)
-            self._drain(eof=False)
+        with memoryview(data) as view, view.cast("B") as flat:
+            n = flat.nbytes
+            # a piece at a time: one write of a 2 GiB storage must not be held whole
+            for pos in range(0, n, self._cs):
+                piece = flat[pos:pos + self._cs]
+                self._buf += piece
+                self._written += len(piece)
+                if not self._started and self._written >= self._small:
+                    self._started = True
+                if self._started:
+                    self._planner.advance(self._buf, self._base)
+                    self._drain(eof=False)
         return n
 
     # -- finishing --

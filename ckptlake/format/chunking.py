@@ -514,12 +514,14 @@ class _Stub:
         pass
 
 
-def storage_dtypes(data: bytes) -> dict[str, str]:
+def storage_dtypes(data: bytes, sizes: dict[str, int] | None = None) -> dict[str, str]:
     """Storage key -> dtype, from a torch data.pkl, without running it: every global it names
     is a _Stub class (nothing is imported, no code of the pickle's choosing runs), storages are
     the persistent ids ('storage', type, key, location, numel), and a tensor rebuilt by
     `_rebuild_tensor_v3` names its dtype as an argument (dtypes without a storage class).
-    Anything unexpected, or more than MAX_PICKLE_OPS opcodes: {} (no hints)."""
+    Anything unexpected, or more than MAX_PICKLE_OPS opcodes: {} (no hints).
+    `sizes`, if given, receives key -> byte size of the storages whose id names a typed class
+    (numel x its item size)."""
     import pickle
     import pickletools
 
@@ -555,6 +557,8 @@ def storage_dtypes(data: bytes) -> dict[str, str]:
             dtype = _TORCH_DTYPES.get(getattr(pid[1], "qualname", ""))
             if dtype:
                 found.setdefault(pid[2], dtype)
+                if sizes is not None and type(pid[4]) is int and dtype in ITEMSIZE:
+                    sizes[pid[2]] = pid[4] * ITEMSIZE[dtype]
             return stub
 
     try:
@@ -621,11 +625,11 @@ class StreamPlanner:
         self._pieces = 0  # fixed pieces of the current large entry cut so far
         self._cutter: Cutter | None = None
         self._prefix = ""
-        self._pkl: bytes | None = None
         self._pkl_end = 0
         self._pkl_ok = False  # data.pkl stored uncompressed and small enough to read dtypes
         self._little = True
-        self._dtypes: dict[str, str] | None = None
+        self._dtypes: dict[str, str] = {}
+        self._sizes: dict[str, int] = {}  # storage key -> byte size data.pkl implies
         self._storages = 0
         self._deferred: list[Item] = []
         self._last_end: int | None = None  # end of the last item handed to the cutter
@@ -753,7 +757,29 @@ class StreamPlanner:
             self._scan = min(end, stop)
         else:
             found, stop, after = False, 0, 0
-            while True:
+            expect = self._sizes.get(name[len(self._prefix) + len("data/"):]) \
+                if self._storage(name) and method == 0 else None
+            if expect is not None:
+                # data.pkl says how long this storage is: look for its descriptor there
+                # only, instead of searching every byte of the storage for one
+                q = start + expect
+                if end - q >= 24 or (eof and end - q >= 16):
+                    fields = bytes(buf[q - base:q - base + 24])
+                    if fields[:4] == _DESCRIPTOR and (
+                            struct.unpack("<I", fields[8:12])[0] == expect
+                            or (len(fields) >= 24
+                                and struct.unpack("<Q", fields[8:16])[0] == expect)):
+                        desc = 16 if struct.unpack("<I", fields[8:12])[0] == expect else 24
+                        found, stop, after = True, q, q + desc
+                    else:
+                        self._fall_back(f"zip entry {name!r} is not as long as data.pkl says")
+                        return False
+                else:
+                    self._scan = min(end, q)
+                    if eof:
+                        self._fall_back(f"zip entry {name!r} has no end")
+                        return False
+            while not found and expect is None:
                 i = buf.find(_DESCRIPTOR, self._scan - base)
                 if i < 0:
                     self._scan = max(self._scan, end - 3)
@@ -780,7 +806,8 @@ class StreamPlanner:
         if self._cutter is None:  # data.pkl ended
             self._pkl_end = stop
             if self._pkl_ok and stop - start <= MAX_PICKLE:
-                self._pkl = bytes(buf[start - base:stop - base])
+                self._dtypes = storage_dtypes(bytes(buf[start - base:stop - base]),
+                                              self._sizes)
         elif self._large or stop - start >= self._cutter.large:
             self._grow_large(start, stop, name, method, final=True)
         else:
@@ -794,10 +821,8 @@ class StreamPlanner:
         return name.startswith(self._prefix + "data/")
 
     def _dtype(self, name: str, method: int) -> str | None:
-        if not self._storage(name) or method != 0:
+        if not self._storage(name) or method != 0 or not self._little:
             return None
-        if self._dtypes is None:
-            self._dtypes = storage_dtypes(self._pkl) if self._pkl and self._little else {}
         return self._dtypes.get(name[len(self._prefix) + len("data/"):])
 
     def _item(self, it: Item) -> None:
