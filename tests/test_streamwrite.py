@@ -282,3 +282,32 @@ def test_writer_on_seaweedfs(s3_lake_url: str, tmp_path: Any) -> None:
     (tmp_path / "model.pt").write_bytes(buf.getvalue())
     assert lake.push(tmp_path / "model.pt", "pushed").bytes_uploaded == 0
     assert chunk_digests(lake, "model@v1") == chunk_digests(lake, "pushed@v1")
+
+
+def test_dcp_save_streams_the_layout_filesystemreader_loads(tmp_path: Any) -> None:
+    """LakeWriter streams each rank's files (no staging); the version holds exactly
+    FileSystemWriter's layout, so a pulled copy loads with torch's own FileSystemReader."""
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import FileSystemReader
+
+    import ckptlake
+    from ckptlake.torch import LakeWriter
+
+    lake = ckptlake.open("file://" + str(tmp_path / "lake"), chunk_size=MiB)
+    state = {"w": torch.randn(900, 1000), "b": torch.arange(10.0), "n": 4}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch: no process group, one process
+        w = LakeWriter(lake, "dcp", step=1, thread_count=2)
+        dcp.save(state, storage_writer=w)
+        assert w.version == 1
+        files = sorted(f["path"] for f in lake.files("dcp@v1")["files"])
+        assert files == [".metadata", "__0_0.distcp", "__0_1.distcp"]
+        lake.pull("dcp@v1", tmp_path / "pulled")
+        loaded = {"w": torch.zeros(900, 1000), "b": torch.zeros(10), "n": 0}
+        dcp.load(loaded, storage_reader=FileSystemReader(str(tmp_path / "pulled")))
+        assert torch.equal(loaded["w"], state["w"]) and loaded["n"] == 4
+        w2 = LakeWriter(lake, "dcp", step=2, thread_count=2)
+        dcp.save(state, storage_writer=w2)  # unchanged: no data byte goes up again
+    assert w2.version == 2 and w2.result.bytes_uploaded == 0

@@ -44,6 +44,16 @@ class _StreamUploader(_Uploader):
                             "reused; nothing was committed", hint="write the file again")
 
 
+def new_uploader(store: Store, *, algo: str, progress: Progress,
+                 throttle: Throttle | None = None, parts: Parts | None = None,
+                 compression: str = COMPRESSION_NONE) -> _Uploader:
+    """push's uploader for bytes that are written rather than read from files."""
+    up = _StreamUploader(store, SourceTree(root="", kind="file"), algo, progress,
+                         (), throttle, parts, compression)
+    up.known = None  # size unknown: a HEAD per chunk, as push does in a large lake
+    return up
+
+
 class StreamWriter(io.RawIOBase):
     """A write-only, non-seekable binary file whose bytes go to the lake as chunks.
 
@@ -55,7 +65,10 @@ class StreamWriter(io.RawIOBase):
 
     def __init__(self, store: Store, path: str, *, algo: str, chunk_size: int,
                  concurrency: int, progress: Progress, throttle: Throttle | None = None,
-                 parts: Parts | None = None, compression: str = COMPRESSION_NONE) -> None:
+                 parts: Parts | None = None, compression: str = COMPRESSION_NONE,
+                 uploader: _Uploader | None = None) -> None:
+        """`uploader`: share one with other files written at the same time (one dedup,
+        one set of counters and stored-size hints: a DCP rank's files); None: its own."""
         super().__init__()
         self.path = path
         self._cs = chunk_size
@@ -63,9 +76,9 @@ class StreamWriter(io.RawIOBase):
         self._small = min(PACK_THRESHOLD, chunk_size)
         self._planner = chunking.StreamPlanner(chunk_size)
         self._tensors: TensorObserver | None = None
-        self._up = _StreamUploader(store, SourceTree(root="", kind="file"), algo, progress,
-                                   (), throttle, parts, compression)
-        self._up.known = None  # size unknown: a HEAD per chunk, as push does in a large lake
+        self._up = uploader or new_uploader(store, algo=algo, progress=progress,
+                                            throttle=throttle, parts=parts,
+                                            compression=compression)
         self._algo = algo
         self._progress = progress
         self._workers = max(1, concurrency)
