@@ -7,7 +7,8 @@ between reps) in 8 tensors plus a small one.  Each op runs in a fresh spawned pr
 client); tools run interleaved per rep; medians are reported.  Per op: wall time of the call
 and client CPU-seconds per GiB (user+sys of the process, all its threads, during the call).
 The loaded dict is compared with the saved one (outside the timing).  Lake defaults (its
-compression setting included) are used, as a user would get them.
+compression setting included: auto for the new lake) are used, as a user would get them,
+unless --compression says otherwise.
 
     python bench/torch_file_bench.py                  # 512 MiB, 5 reps
     python bench/torch_file_bench.py --size-mib 256 --reps 3
@@ -68,7 +69,9 @@ def _child(job: dict, out: str) -> None:
         from ckptlake.torch import load, save
 
         lake = ckptlake.open(job["url"], endpoint_url=job["endpoint"])
-        r, res["save"] = _timed(lambda: save(state, lake, "bench/file", step=job["seed"]))
+        opts = {"compression": job["compression"]} if job["compression"] else {}
+        r, res["save"] = _timed(lambda: save(state, lake, "bench/file", step=job["seed"],
+                                             **opts))
         got, res["load"] = _timed(lambda: load(lake, f"bench/file@v{r.version}"))
     else:
         from s3torchconnector import S3Checkpoint, S3ClientConfig
@@ -106,6 +109,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-mib", type=int, default=512)
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--compression", choices=["auto", "none"], default=None,
+                    help="ckptlake's compression (default: the lake's, auto for a new lake)")
     args = ap.parse_args()
     from server import SeaweedFS
 
@@ -121,7 +126,7 @@ def main() -> None:
             for tool in ("ckptlake", "s3checkpoint"):
                 job = {"tool": tool, "size_mib": args.size_mib, "seed": rep * 10 + 1,
                        "url": f"s3://{BUCKET}/lake", "endpoint": weed.endpoint, "env": env,
-                       "tag": f"r{rep}"}
+                       "tag": f"r{rep}", "compression": args.compression}
                 r = runs.setdefault(tool, [])
                 r.append(run_job(job, scratch))
                 print(f"rep {rep} {tool}: " + ", ".join(
@@ -130,7 +135,8 @@ def main() -> None:
         import torch
         import s3torchconnector
 
-        print(f"\n{args.size_mib} MiB state dict, {args.reps} reps, medians "
+        print(f"\n{args.size_mib} MiB state dict, {args.reps} reps, medians, ckptlake "
+              f"compression {args.compression or 'lake default'} "
               f"(torch {torch.__version__}, s3torchconnector {s3torchconnector.__version__})")
         summary: dict[str, dict[str, float]] = {}
         for name, rs in runs.items():
