@@ -61,6 +61,12 @@ def safetensors_bytes(seed: int = 0) -> bytes:
     return struct.pack("<Q", len(raw)) + raw + bytes(data)
 
 
+def small_safetensors() -> bytes:
+    header = {"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 12]}}
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + bytes(12)
+
+
 def stream_cuts(data: bytes, chunk_size: int, seed: int = 0) -> list[chunking.Cut]:
     """The planner fed `data` in random pieces, cuts taken as their bytes are complete."""
     rng = random.Random(seed)
@@ -144,13 +150,15 @@ def chunk_digests(lake: Lake, ref: str) -> list[tuple[str, int]]:
     return [(c.digest, c.size) for c in entry.chunks]
 
 
-@pytest.mark.parametrize("kind", ["torch", "safetensors", "random", "small", "empty"])
+@pytest.mark.parametrize("kind", ["torch", "safetensors", "random", "small", "empty",
+                                  "small-safetensors"])
 def test_writer_stores_the_chunks_push_stores(lake: Lake, tmp_path: Any, kind: str) -> None:
     data = {"torch": lambda: torch_bytes(3), "safetensors": lambda: safetensors_bytes(3),
             "random": lambda: random.Random(3).randbytes(4 * MiB + 5),
             "small": lambda: b"tiny config",
+            "small-safetensors": small_safetensors,
             "empty": lambda: b""}[kind]()
-    name = "m.safetensors" if kind == "safetensors" else "m.pt"
+    name = "m.safetensors" if "safetensors" in kind else "m.pt"
     with lake.writer("streamed", name, step=5, metrics={"loss": 0.5}) as f:
         write_in_pieces(f, data)
     assert f.result.version == 1 and f.result.bytes_scanned == len(data)
@@ -164,7 +172,7 @@ def test_writer_stores_the_chunks_push_stores(lake: Lake, tmp_path: Any, kind: s
     a = catalog.load_manifest(lake.store, "streamed", 1).files[0]
     b = catalog.load_manifest(lake.store, "pushed", 1).files[0]
     assert (a.path, a.size, a.digest, a.tensors) == (b.path, b.size, b.digest, b.tensors)
-    if kind == "safetensors":
+    if "safetensors" in kind:
         assert a.tensors
     assert b"".join(lake.cat("streamed@v1", name)) == data
     assert lake.resolve("streamed@step=5").version == 1

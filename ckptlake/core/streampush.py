@@ -25,7 +25,7 @@ from ..errors import TransferError, UsageError
 from ..format import chunking
 from ..format.header import COMPRESSION_NONE, digest
 from ..format.manifest import ChunkRef, FileEntry
-from ..format.safetensors import TensorObserver, is_safetensors
+from ..format.safetensors import TensorObserver, header_length, is_safetensors, parse_header
 from ..store.base import Store
 from ..transfer.parts import Parts
 from ..transfer.progress import Progress
@@ -143,6 +143,7 @@ class StreamWriter(io.RawIOBase):
                 data = bytes(self._buf)
                 self._buf = bytearray()
                 file_digest = digest(self._algo, data)
+                self._small_tensors(data)
                 d = self._up._store([data], _Pack((0,)))
                 self._refs.append((0, ChunkRef(d, size, 0)))
             elif size:
@@ -189,6 +190,18 @@ class StreamWriter(io.RawIOBase):
         return self._written
 
     # -- internals --
+
+    def _small_tensors(self, data: bytes) -> None:
+        """A small safetensors file gets its tensor records too, as push gives it."""
+        if not is_safetensors(self.path):
+            return
+        n = header_length(data[:8])
+        header = parse_header(data[:8 + n], len(data)) if n is not None else None
+        if header is not None:
+            self._tensors = TensorObserver(())
+            self._tensors.add(self.path, header)
+            self._tensors.use_hash(self._algo)
+            self._tensors.on_read(self.path, 0, data)
 
     def _drain(self, eof: bool) -> None:
         """Submit every cut whose bytes are all written."""
