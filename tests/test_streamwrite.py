@@ -251,6 +251,25 @@ def test_failed_upload_surfaces_at_close() -> None:
     assert no_versions(lake, "run")
 
 
+def test_chunk_swept_by_gc_during_the_write_commits_nothing(lake: Lake, monkeypatch: Any) -> None:
+    """A concurrent gc swept a chunk the write reused: the written bytes are gone, so the
+    guard's re-upload cannot happen and the commit is refused (a push would re-read its
+    source)."""
+    from ckptlake.core import gc_guard
+
+    real = gc_guard.guard_commit
+
+    def swept(store: Any, *, referenced: set[str], reupload: Any, **kw: Any) -> Any:
+        reupload(set(sorted(referenced)[:1]))
+        return real(store, referenced=referenced, reupload=reupload, **kw)
+
+    monkeypatch.setattr(gc_guard, "guard_commit", swept)
+    with pytest.raises(TransferError, match="concurrent gc"):
+        with lake.writer("run", "m.bin") as f:
+            f.write(random.Random(2).randbytes(3 * MiB))
+    assert no_versions(lake, "run")
+
+
 @pytest.mark.parametrize("path", ["", "/abs.pt", "a/../b.pt", "a//b"])
 def test_bad_path_is_refused_before_writing(lake: Lake, path: str) -> None:
     with pytest.raises(UsageError, match="lake file path"):
