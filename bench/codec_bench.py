@@ -38,7 +38,9 @@ def corpus(limit: int = 4_000_000) -> bytes:
     return bytes(out[:limit])
 
 
-def train(steps: int, seed: int = 0):
+def train(steps: int, seed: int = 0, on_step=None):
+    """The model and its AdamW optimizer after `steps` steps; on_step(step, model, opt, loss)
+    runs after each step (bench/delta_bench.py saves its checkpoints there)."""
     import torch
     from torch import nn
 
@@ -73,29 +75,36 @@ def train(steps: int, seed: int = 0):
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if on_step is not None:
+            on_step(step + 1, model, opt, loss.item())
         if step % 50 == 0 or step == steps - 1:
             print(f"step {step} loss {loss.item():.3f} ({time.time() - t0:.0f} s)",
                   file=sys.stderr)
     return model, opt
 
 
-def checkpoints(steps: int, out: Path) -> dict[str, bytes]:
-    """name -> safetensors bytes (tensors back to back: what a push chunks)."""
+def state_blobs(model, opt) -> dict[str, bytes]:
+    """name -> safetensors bytes (tensors back to back: what a push chunks) of the weights in
+    fp32 and bf16, and of the fp32 weights with the AdamW state."""
     import torch
     from safetensors.torch import save
 
-    cached = {n: out / f"{n}.safetensors" for n in ("bf16", "fp32", "fp32+adamw")}
-    if all(p.exists() for p in cached.values()):
-        return {n: p.read_bytes() for n, p in cached.items()}
-    model, opt = train(steps)
     sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     state = dict(sd)
-    for i, (name, p) in enumerate(model.named_parameters()):
+    for name, p in model.named_parameters():
         s = opt.state[p]
         state[f"optim.{name}.exp_avg"] = s["exp_avg"].contiguous()
         state[f"optim.{name}.exp_avg_sq"] = s["exp_avg_sq"].contiguous()
-    blobs = {"fp32": save(sd), "bf16": save({k: v.to(torch.bfloat16) for k, v in sd.items()}),
-             "fp32+adamw": save(state)}
+    return {"fp32": save(sd), "bf16": save({k: v.to(torch.bfloat16) for k, v in sd.items()}),
+            "fp32+adamw": save(state)}
+
+
+def checkpoints(steps: int, out: Path) -> dict[str, bytes]:
+    """name -> safetensors bytes of the checkpoint after `steps` steps (cached in `out`)."""
+    cached = {n: out / f"{n}.safetensors" for n in ("bf16", "fp32", "fp32+adamw")}
+    if all(p.exists() for p in cached.values()):
+        return {n: p.read_bytes() for n, p in cached.items()}
+    blobs = state_blobs(*train(steps))
     out.mkdir(parents=True, exist_ok=True)
     for n, b in blobs.items():
         cached[n].write_bytes(b)

@@ -56,7 +56,8 @@ def ensure_venv(with_ckptlake: bool) -> None:
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
     wanted = [("requirements", HERE / "requirements.txt", ("-r", str(HERE / "requirements.txt")))]
     if with_ckptlake:
-        wanted.append(("ckptlake", REPO / "pyproject.toml", ("-e", str(REPO))))
+        # with the blake3 extra, for the ckptlake-b3 tool (a BLAKE3 lake)
+        wanted.append(("ckptlake", REPO / "pyproject.toml", ("-e", f"{REPO}[blake3]")))
     for name, source, pip_args in wanted:
         stamp = VENV / f".bench-{name}.sha256"
         digest = hashlib.sha256(source.read_bytes()).hexdigest()
@@ -275,8 +276,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--datasets", type=names(list(datasets.DATASETS)), default=["ckpt1g"],
                    help=f"comma-separated, of: {', '.join(datasets.DATASETS)} (default ckpt1g)")
     p.add_argument("--reps", type=int, default=5, help="repetitions per tool and op (default 5)")
-    p.add_argument("--tools", type=names(list(TOOLS)), default=list(TOOLS),
-                   help=f"comma-separated, of: {', '.join(TOOLS)} (default all)")
+    default_tools = [t for t in TOOLS if t != "ckptlake-b3"]
+    p.add_argument("--tools", type=names(list(TOOLS)), default=default_tools,
+                   help=f"comma-separated, of: {', '.join(TOOLS)} (default all but "
+                        "ckptlake-b3)")
     p.add_argument("--out", type=Path, help="markdown file to write/replace the section(s) in, "
                                             "e.g. docs/benchmarks.md")
     return p.parse_args(argv)
@@ -293,7 +296,7 @@ def main(argv: list[str]) -> None:
                          + (["--out", str(args.out)] if args.out else []))
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` us: stop the server on the way out
     WORK.mkdir(exist_ok=True)
-    ensure_venv(with_ckptlake="ckptlake" in args.tools)
+    ensure_venv(with_ckptlake=any(t.startswith("ckptlake") for t in args.tools))
     data = {name: datasets.build(name, WORK / "data", log) for name in args.datasets}
     need = max(d.total_bytes for d in data.values()) * 2.2  # one copy on the server, one downloaded
     if shutil.disk_usage(WORK).free < need:

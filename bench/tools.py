@@ -74,6 +74,15 @@ class CkptLake(Tool):
         return f"ckptlake {meta.stdout.strip()} (editable, git {git.stdout.strip() or '?'})"
 
 
+class CkptLakeBlake3(CkptLake):
+    """The same CLI on a BLAKE3 lake (`push --hash blake3` into a fresh lake): issue 13's
+    hash choice, measured side by side with the default SHA-256 lake and the peers."""
+    name, label = "ckptlake-b3", "ckptlake, BLAKE3 lake"
+
+    def upload(self, src, bucket, prefix):
+        return [*super().upload(src, bucket, prefix), "--hash", "blake3"]
+
+
 class AwsCli(Tool):
     name, label = "aws", "aws s3 cp --recursive"
 
@@ -163,4 +172,4 @@ class CrtVerify(Crt):
     flags = ("--verify",)
 
 
-TOOLS = {t.name: t for t in (CkptLake, AwsCli, S5cmd, Rclone, Boto3TM, Crt, CrtVerify)}
+TOOLS = {t.name: t for t in (CkptLake, CkptLakeBlake3, AwsCli, S5cmd, Rclone, Boto3TM, Crt, CrtVerify)}

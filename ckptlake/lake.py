@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import os
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from .core.shards import PendingStep, ShardPushResult
     from .core.reader import LakeFile
     from .core.show import VersionDetail
+    from .core.streampush import CommittingWriter
 
 
 class Lake:
@@ -220,6 +222,71 @@ class Lake:
         warnings = self._after_commit(artifact, result.version)
         return dataclasses.replace(result, warnings=[*result.warnings, *warnings]) \
             if warnings else result
+
+    def writer(self, artifact: str, path: str, *, step: int | None = None,
+               metrics: dict[str, float] | None = None, metadata: dict[str, str] | None = None,
+               aliases: Sequence[str] = (), parents: Sequence[Any] = (),
+               relation: str = "derived-from", inputs: Sequence[str | dict[str, str]] = (),
+               provenance: bool | dict[str, Any] = True, compression: str | None = None,
+               progress: Progress | None = None) -> "CommittingWriter":
+        """A write-only binary file that becomes the next version of `artifact`, holding this
+        one file at `path`: `with lake.writer("run", "model.pt", step=N) as f:
+        torch.save(state, f)`.
+
+        Bytes are cut, hashed, compressed and uploaded while they are written (no local
+        copy; memory about (concurrency + 2) x chunk size), into the same chunks as
+        `push` of the finished file would store.  A clean close (or `with` exit) commits,
+        like `push` of a one-file directory, and leaves the PushResult in `.result`; an
+        exception inside the `with` block, or `abort()`, commits nothing.  Upload errors are
+        raised by the next write or by close.  The file is not seekable (torch.save, pickle,
+        safetensors' `save` into bytes, tar streams need no seek).  Arguments are checked
+        here, before any byte is written; see `push` for their meaning.
+        """
+        from .core import clock
+        from .core import lineage as _lineage
+        from .core import provenance as _provenance
+        from .core import push as _push
+        from .core.lakeheader import open_or_create_header
+        from .core.streampush import CommittingWriter, check_path
+
+        validate_artifact(artifact)
+        check_path(path)
+        for name in aliases:
+            validate_alias(name)
+        if step is not None:
+            layout.check_step(step)
+        checked_metrics, checked_metadata = check_metrics(metrics), check_metadata(metadata)
+        input_items = tuple(dict(i) if isinstance(i, dict) else _lineage.parse_input(i)
+                            for i in inputs)
+        parent_edges = _lineage.resolve_parents(self.store, parents, relation=relation) \
+            if parents else ()
+        fields: dict[str, Any] = {"parents": parent_edges, "inputs": input_items}
+        if provenance is not False:
+            fields["provenance"] = {**_provenance.collect(None),
+                                    **(provenance if isinstance(provenance, dict) else {})}
+        started, started_wall = clock.now(), time.time()
+        header, created = open_or_create_header(
+            self.store, **({"chunk_size": self.chunk_size} if self.chunk_size else {}))
+        mode = _push.resolve_compression(compression, header.compression)
+        watch = self._watching(progress)
+        watched = watch.__enter__()
+
+        def commit(entry: Any, w: Any) -> PushResult:
+            result = _push.commit_upload(
+                self.store, artifact, header=header, created=created, compression=mode,
+                files=(entry,), dirs=(), kind="file", up=w.uploader, step=step,
+                metrics=checked_metrics, metadata=checked_metadata,
+                aliases=list(aliases), lake_url=self.url, manifest_fields=fields,
+                started=started, started_wall=started_wall, bytes_scanned=w.size)
+            warnings = self._after_commit(artifact, result.version)
+            return dataclasses.replace(result, warnings=[*result.warnings, *warnings]) \
+                if warnings else result
+
+        return CommittingWriter(
+            self.store, path, algo=header.hash, chunk_size=self.chunk_size or header.chunk_size,
+            concurrency=self.concurrency, progress=watched, throttle=self.throttle,
+            parts=self.parts, compression=mode, commit=commit,
+            release=lambda: watch.__exit__(None, None, None))
 
     def _after_commit(self, artifact: str, version: int) -> list[str]:
         """Write the indexes derived from the committed manifest (docs/format.md, "Indexes"):

@@ -236,3 +236,46 @@ def test_sharded_push_compresses_and_merges_the_hints(local_lake_url: str,
         name = f"shard{rank}.safetensors"
         assert (tmp_path / "out" / name).read_bytes() == (d / name).read_bytes()
     assert lake.tensors("sh/ckpt", "w", path="shard1.safetensors")["w"].shape == (512, 512)
+
+
+def test_a_compressed_pull_decodes_into_few_reused_aligned_buffers(
+        local_lake_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every frame is decoded into a buffer of a small pool (at most one per concurrent
+    decoder), and the decoded whole chunks are written with O_DIRECT (page-aligned memory).
+    A fresh bytearray per chunk cost a compressed pull most of its system time and could not
+    be written direct."""
+    import mmap
+
+    from ckptlake.core import chunkio, pull as pull_mod
+
+    rng = np.random.default_rng(11)
+    src = tmp_path / "src"
+    src.mkdir()
+    w = (rng.standard_normal(6 * CH // 4) * 0.02).astype(np.float32)  # 6 chunks of fp32
+    (src / "w.bin").write_bytes(w.tobytes())
+    lake = ckptlake.open(local_lake_url, chunk_size=CH, concurrency=6)
+    assert lake.push(src, "m").ratio < 0.95
+    made: list[int] = []
+    real_mmap = mmap.mmap
+
+    class Counted(chunkio.DecodeBuffers):
+        def take(self, n: int):  # type: ignore[override]
+            before = len(self._free)
+            buf = super().take(n)
+            if len(self._free) == before:  # none was free: a new one
+                made.append(n)
+            return buf
+
+    writes: list[tuple[bool, bool]] = []
+    real_write = pull_mod._write
+
+    def spy(path, piece, offset, *, direct):  # type: ignore[no-untyped-def]
+        writes.append((direct, isinstance(piece.obj, real_mmap)))
+        return real_write(path, piece, offset, direct=direct)
+
+    monkeypatch.setattr(pull_mod, "DecodeBuffers", Counted)
+    monkeypatch.setattr(pull_mod, "_write", spy)
+    lake.pull("m", tmp_path / "out")
+    assert (tmp_path / "out" / "w.bin").read_bytes() == (src / "w.bin").read_bytes()
+    assert 1 <= len(made) <= chunkio.DECODERS._initial_value  # type: ignore[attr-defined]
+    assert len(writes) == 6 and all(direct and mapped for direct, mapped in writes)

@@ -302,13 +302,14 @@ def test_single_process_save_and_typed_load_errors(local_lake_url: str, tmp_path
     state = {"w": torch.arange(10.0), "n": 4}
     stage = tmp_path / "stage"
     stage.mkdir()
-    w = LakeWriter(lake, "solo", step=3, staging_dir=stage)
+    with pytest.warns(DeprecationWarning, match="staging_dir"):
+        w = LakeWriter(lake, "solo", step=3, staging_dir=stage)
     dcp.save(state, storage_writer=w)  # no process group: a world of one
     assert w.version == 1 and w.commit_result.committed and w.commit_result.committed_here
     loaded = {"w": torch.zeros(10), "n": 0}
     dcp.load(loaded, storage_reader=LakeReader(lake, "solo@latest"))
     assert torch.equal(loaded["w"], state["w"]) and loaded["n"] == 4
-    assert list(stage.iterdir()) == []  # the staged files are gone once pushed
+    assert list(stage.iterdir()) == []  # nothing is staged: files stream into the lake
 
     (tmp_path / "plain").mkdir()
     (tmp_path / "plain" / "model.bin").write_bytes(b"not a dcp checkpoint")

@@ -7,6 +7,7 @@ the object and the version.  Encoding rules: docs/format.md, "Chunk encodings".
 """
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 from typing import Callable
@@ -51,14 +52,45 @@ def fix_mmap_threshold() -> None:
 DECODERS = threading.BoundedSemaphore(max(1, min(4, os.cpu_count() or 1)))
 
 
+class DecodeBuffers:
+    """Page-aligned buffers to decode frames into, reused across chunks; take them under
+    DECODERS, so at most that many exist per reader.  Why not a fresh bytearray per chunk:
+    its pages are faulted in anew every time (under the CLI's fixed mmap threshold, a fresh
+    mapping per chunk: most of a compressed pull's system time), and it is not page-aligned,
+    so a pull could not write the decoded chunk with O_DIRECT."""
+
+    def __init__(self, capacity: int = 0) -> None:
+        self.capacity = capacity
+        self._free: list[mmap.mmap] = []
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> mmap.mmap | None:
+        if n > codecs.MAX_RAW:
+            return None  # the decoder refuses such a frame anyway
+        with self._lock:
+            for i, b in enumerate(self._free):
+                if len(b) >= n:
+                    return self._free.pop(i)
+        return mmap.mmap(-1, max(n, self.capacity, 1))
+
+    def give(self, buf: mmap.mmap | None) -> None:
+        if buf is not None:
+            with self._lock:
+                self._free.append(buf)
+
+
 class CodecUnavailable(CkptlakeError):
     """A chunk needs a codec library that is not installed (the data is fine)."""
 
 
 def open_object(algo: str, d: str, data: bytes | bytearray | memoryview, *,
-                raw_size: int | None, where: str, key: str | None = None
+                raw_size: int | None, where: str, key: str | None = None,
+                into: bytearray | memoryview | mmap.mmap | None = None
                 ) -> bytes | bytearray | memoryview:
     """The raw bytes of chunk `d` from its stored object `data`, verified against `d`.
+
+    into: where a frame is decoded to, if big enough for it (codecs.decode); the result is
+    then a view of it, valid until the caller reuses the buffer.
 
     raw_size: the chunk's raw length when the reader knows it (a whole-chunk reference); an
     object of exactly that size is raw.  Otherwise a frame is decoded, and an object that is
@@ -69,7 +101,9 @@ def open_object(algo: str, d: str, data: bytes | bytearray | memoryview, *,
     if raw_size is None or len(data) != raw_size:
         if codecs.looks_framed(data) and (raw_size is None or len(data) < raw_size):
             try:
-                out = codecs.decode(data)
+                rawlen = codecs.frame_rawlen(data)
+                out = codecs.decode(data, into if into is not None and len(into) >= rawlen
+                                    else None)
             except codecs.MissingCodec as e:
                 raise CodecUnavailable(f"chunk {key or layout.chunk_key(d)} of {where}: {e}",
                                        hint="install it and try again") from None

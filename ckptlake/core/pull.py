@@ -41,7 +41,7 @@ from ..units import format_bytes
 from .browse import object_sizes
 from .cache import ChunkCache
 from ..format import codecs
-from .chunkio import DECODERS, fix_mmap_threshold, open_object
+from .chunkio import DECODERS, DecodeBuffers, fix_mmap_threshold, open_object
 from .reuse import LocalSources, local_sources
 
 _READ_BLOCK = 4 * 1024 * 1024
@@ -483,6 +483,7 @@ class _Fetcher:
         if m.stored:
             fix_mmap_threshold()  # decoding allocates chunk-sized buffers (see there)
         self.chunk_capacity = max(self.object_size.values(), default=0)
+        self._decode = DecodeBuffers(self.chunk_capacity)
 
     def _buffer(self) -> mmap.mmap:
         """One chunk-sized buffer per worker thread, reused for every chunk it fetches.
@@ -572,9 +573,15 @@ class _Fetcher:
         # version, and nothing reaches the destination (staging is discarded)
         if codecs.looks_framed(data):
             with DECODERS:  # the decoded copy lives until written: bounded
-                opened = memoryview(open_object(self.m.hash, unit.digest, data, raw_size=None,
-                                                key=key, where=where))
-                self._finish(unit, opened, key, per_part)
+                buf = self._decode.take(codecs.frame_rawlen(data))
+                try:
+                    opened = memoryview(open_object(self.m.hash, unit.digest, data,
+                                                    raw_size=None, key=key, where=where,
+                                                    into=buf))
+                    self._finish(unit, opened, key, per_part)
+                    del opened
+                finally:
+                    self._decode.give(buf)
             return
         self._finish(unit, open_object(self.m.hash, unit.digest, data, raw_size=None, key=key,
                                        where=where), key, per_part)

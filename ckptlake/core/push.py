@@ -436,8 +436,6 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
     "auto" | "none", None for the lake header's setting.
     """
     from . import clock
-    from .catalog import set_alias
-    from .gc_guard import guard_commit
 
     # Both clocks: the guard takes the larger elapsed time (a suspended machine's monotonic
     # clock under-reports it; see core/clock.py).
@@ -449,9 +447,30 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
                             chunk_size=chunk_size or header.chunk_size,
                             concurrency=concurrency, progress=progress, observers=observers,
                             throttle=throttle, parts=parts, compression=mode)
+    return commit_upload(store, artifact, header=header, created=created, compression=mode,
+                         files=files, dirs=tuple(tree.empty_dirs), kind=tree.kind, up=up,
+                         step=step, metrics=metrics, metadata=metadata, aliases=aliases,
+                         lake_url=lake_url, manifest_fields=manifest_fields,
+                         started=started, started_wall=started_wall,
+                         bytes_scanned=tree.total_bytes)
+
+
+def commit_upload(store: Store, artifact: str, *, header: Any, created: bool, compression: str,
+                  files: tuple[FileEntry, ...], dirs: tuple[str, ...], kind: str,
+                  up: "_Uploader", step: int | None, metrics: dict[str, float],
+                  metadata: dict[str, str], aliases: Sequence[str], lake_url: str,
+                  manifest_fields: dict[str, Any] | None, started: float,
+                  started_wall: float, bytes_scanned: int) -> PushResult:
+    """Commit uploaded files as the next version (the second half of a push, shared with a
+    stream-written file: core/streampush.py).  `started*`: when the upload began (the gc
+    guard's window)."""
+    from . import clock
+    from .catalog import set_alias
+    from .gc_guard import guard_commit
+
     draft = Manifest(
-        artifact=artifact, version=0, kind=tree.kind, hash=header.hash, files=files,
-        dirs=tuple(tree.empty_dirs), step=step, created=utcnow(), created_by=user_at_host(),
+        artifact=artifact, version=0, kind=kind, hash=header.hash, files=files,
+        dirs=dirs, step=step, created=utcnow(), created_by=user_at_host(),
         tool=tool_version(), metrics=dict(metrics), metadata=dict(metadata),
         stored=dict(up.stored), **(manifest_fields or {}))
     # A concurrent gc may sweep a chunk this push deduplicated against; the guard restores
@@ -464,11 +483,11 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
         set_alias(store, artifact, name, manifest.version)
     return PushResult(
         lake=lake_url, artifact=artifact, version=manifest.version, step=step,
-        files=len(tree.files) + len(tree.symlinks), bytes_scanned=tree.total_bytes,
+        files=sum(1 for _ in files), bytes_scanned=bytes_scanned,
         bytes_uploaded=up.uploaded.value, bytes_deduplicated=up.deduplicated.value,
         chunks_uploaded=up.uploaded.count, chunks_deduplicated=up.deduplicated.count,
         bytes_sent=up.sent.value, bytes_stored=manifest.stored_bytes,
-        compression=mode,
+        compression=compression,
         aliases=list(aliases), seconds=round(clock.now() - started, 3),
         warnings=[new_lake_warning(lake_url)] if created else [])
 

@@ -499,21 +499,9 @@ def push_shard(store: Store, tree: SourceTree, artifact: str, *, step: int, rank
     `wait_seconds`: how long a rank that sees the full set but not the claim waits for the
     owner to commit (default: stale_after plus a minute, so a dead owner is replaced).
     """
-    from .catalog import set_alias
-
-    if world < 1 or not 0 <= rank < world:
-        raise UsageError(f"shard rank must be in 0..WORLD-1, got {rank}/{world}")
-    # Before anything is written: a step the keys cannot hold would leave a record that no
-    # listing parses (never committed, invisible to `pending`, unprotected from gc).
-    layout.check_step(step)
     started, started_wall = clock.now(), time.time()  # both: see core/clock.py
-    header, created = open_or_create_header(
-        store, **({"chunk_size": chunk_size} if chunk_size else {}))
-    # Refuse cheaply before uploading when the step is already known to be incompatible.
-    keys, has_claim = _list_step(store, artifact, step)
-    if others := _other_worlds(keys, world):
-        raise Conflict(f"{artifact} step {step} already has shards of a world of "
-                       f"{', '.join(map(str, sorted(others)))} ranks, not {world}")
+    header, created = begin_shard(store, artifact, step=step, rank=rank, world=world,
+                                  chunk_size=chunk_size)
     from .push import resolve_compression
 
     files, up = upload_tree(store, tree, algo=header.hash,
@@ -521,10 +509,47 @@ def push_shard(store: Store, tree: SourceTree, artifact: str, *, step: int, rank
                             progress=progress, observers=observers,
                             parts=parts, **({"throttle": throttle} if throttle else {}),
                             compression=resolve_compression(compression, header.compression))
+    return record_shard(store, artifact, header=header, created=created, files=files,
+                        dirs=tuple(tree.empty_dirs), up=up, step=step, rank=rank, world=world,
+                        metrics=metrics, metadata=metadata, aliases=aliases,
+                        lake_url=lake_url, stale_after=stale_after,
+                        wait_seconds=wait_seconds, started=started,
+                        started_wall=started_wall, bytes_scanned=tree.total_bytes)
+
+
+def begin_shard(store: Store, artifact: str, *, step: int, rank: int, world: int,
+                chunk_size: int | None) -> tuple[Any, bool]:
+    """The checks before a rank uploads anything: (lake header, whether it was created)."""
+    if world < 1 or not 0 <= rank < world:
+        raise UsageError(f"shard rank must be in 0..WORLD-1, got {rank}/{world}")
+    # Before anything is written: a step the keys cannot hold would leave a record that no
+    # listing parses (never committed, invisible to `pending`, unprotected from gc).
+    layout.check_step(step)
+    header, created = open_or_create_header(
+        store, **({"chunk_size": chunk_size} if chunk_size else {}))
+    # Refuse cheaply before uploading when the step is already known to be incompatible.
+    keys, has_claim = _list_step(store, artifact, step)
+    if others := _other_worlds(keys, world):
+        raise Conflict(f"{artifact} step {step} already has shards of a world of "
+                       f"{', '.join(map(str, sorted(others)))} ranks, not {world}")
+    return header, created
+
+
+def record_shard(store: Store, artifact: str, *, header: Any, created: bool,
+                 files: tuple[Any, ...], dirs: tuple[str, ...], up: Any, step: int,
+                 rank: int, world: int, metrics: dict[str, float],
+                 metadata: dict[str, str], aliases: Sequence[str], lake_url: str,
+                 stale_after: float, wait_seconds: float | None, started: float,
+                 started_wall: float, bytes_scanned: int) -> ShardPushResult:
+    """Write this rank's record of uploaded `files` and commit the step if it completes it
+    (the second half of push_shard, shared with ranks that stream their files:
+    ckptlake/torch/dcp.py).  `up`: the uploader (counters, stored-size hints, reupload)."""
+    from .catalog import set_alias
+
     record = ShardRecord(
         artifact=artifact, step=step, rank=rank, world=world, aliases=tuple(aliases),
         manifest=Manifest(artifact=artifact, version=0, kind="dir", hash=header.hash,
-                          files=files, dirs=tuple(tree.empty_dirs), step=step,
+                          files=files, dirs=dirs, step=step,
                           created=utcnow(), created_by=user_at_host(), tool=tool_version(),
                           metrics=dict(metrics), metadata=dict(metadata),
                           stored=dict(up.stored)))
@@ -569,8 +594,8 @@ def push_shard(store: Store, tree: SourceTree, artifact: str, *, step: int, rank
     return ShardPushResult(
         lake=lake_url, artifact=artifact, step=step, rank=rank, world=world,
         shards_present=len(present_ranks), version=version, committed_here=here,
-        repeated=repeated, files=len(tree.files) + len(tree.symlinks),
-        bytes_scanned=tree.total_bytes, bytes_uploaded=up.uploaded.value,
+        repeated=repeated, files=len(files),
+        bytes_scanned=bytes_scanned, bytes_uploaded=up.uploaded.value,
         bytes_deduplicated=up.deduplicated.value, chunks_uploaded=up.uploaded.count,
         chunks_deduplicated=up.deduplicated.count,
         seconds=round(clock.now() - started, 3),

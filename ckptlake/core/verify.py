@@ -64,8 +64,8 @@ from ..transfer.parts import Parts
 from ..transfer.pool import bounded_map
 from ..transfer.progress import NullProgress, Progress
 from ..transfer.throttle import Throttle
-from ..format.codecs import looks_framed
-from .chunkio import DECODERS, fix_mmap_threshold, open_object
+from ..format.codecs import frame_rawlen, looks_framed
+from .chunkio import DECODERS, DecodeBuffers, fix_mmap_threshold, open_object
 from .createonce import EMPTY_NOTE
 from .identity import iso, utcnow
 
@@ -667,11 +667,16 @@ class _Run:
             stored = len(data)
             if looks_framed(data):
                 with DECODERS:  # the decoded copy is chunk-sized: a bounded number at once
-                    self._check_read(d, data, size, stored, pack_files)
+                    into = decode.take(frame_rawlen(data))
+                    try:
+                        self._check_read(d, data, size, stored, pack_files, into)
+                    finally:
+                        decode.give(into)
             else:
                 self._check_read(d, data, size, stored, pack_files)
             self.progress.advance(size)
 
+        decode = DecodeBuffers()
         if any(self.refs.hint):
             fix_mmap_threshold()  # decoding allocates chunk-sized buffers (see there)
         try:
@@ -682,12 +687,13 @@ class _Run:
             self.progress.finish()
 
     def _check_read(self, d: bytes, data: Any, size: int, stored: int,
-                    pack_files: dict[bytes, Any]) -> None:
-        """Decode (if a frame) and hash one chunk read by --read-data; record the verdict."""
+                    pack_files: dict[bytes, Any], into: Any = None) -> None:
+        """Decode (if a frame, into `into`) and hash one chunk read by --read-data; record
+        the verdict."""
         try:  # decoded if it is a frame, then checked against its digest
             data = open_object(self.algo, d.hex(), data,
                                raw_size=size if self.refs.need[d] & 1 else None,
-                               where="the lake")
+                               where="the lake", into=into)
             ok = True
         except IntegrityError:
             ok = False

@@ -117,52 +117,86 @@ def fixed_cuts(start: int, length: int, chunk_size: int, dtype: str | None = Non
 
 def cut_layout(layout: Layout, size: int, chunk_size: int) -> list[Cut]:
     """The cuts of a file of `size` bytes with this layout (module doc)."""
-    large = min(SMALL, chunk_size)
-    cuts = fixed_cuts(0, min(layout.head, size), chunk_size)
-    run: list[tuple[int, int, str | None, bool]] = []  # (start, end, dtype, is_item)
+    cuts: list[Cut] = []
+    cutter = Cutter(chunk_size, min(layout.head, size), cuts.append)
+    for it in layout.items:
+        cutter.item(it)
+    cutter.finish(size if layout.tail is None else layout.tail, size)
+    return cuts
 
-    def close() -> None:
-        if run:
-            start, end = run[0][0], run[-1][1]
-            cuts.append(Cut(start, end - start, _run_dtype(run)))
-            run.clear()
 
-    def add(name: str, pieces: list[tuple[int, int, str | None, bool]]) -> None:
+class Cutter:
+    """cut_layout's rules applied to items handed in one at a time, in file order, each cut
+    passed to `emit` as soon as it is final: a file being written (core/streampush.py) is cut
+    exactly as a push of the finished file would cut it, without holding the file.
+
+    A large item may be announced before its end is known (`large_begins`), so that its
+    fixed-size pieces can be cut while it is still being written."""
+
+    def __init__(self, chunk_size: int, head: int, emit: Callable[[Cut], None]) -> None:
+        self.chunk_size = chunk_size
+        self.large = min(SMALL, chunk_size)
+        self.emit = emit
+        self.run: list[tuple[int, int, str | None, bool]] = []  # (start, end, dtype, is_item)
+        self.pos = head  # the end of what has been handed to a cut or to the run
+        for c in fixed_cuts(0, head, chunk_size):
+            emit(c)
+
+    def _close(self) -> None:
+        if self.run:
+            start, end = self.run[0][0], self.run[-1][1]
+            self.emit(Cut(start, end - start, _run_dtype(self.run)))
+            self.run.clear()
+
+    def _add(self, name: str, pieces: list[tuple[int, int, str | None, bool]]) -> None:
         """Pack pieces (an item and the bytes leading up to it) into the current run."""
+        run, chunk_size = self.run, self.chunk_size
         held = run[-1][1] - run[0][0] if run else 0
         key = zlib.crc32(name.encode("utf-8", "surrogatepass"))
         boundary = bool(name) and key & 31 == 0 and held >= chunk_size // 8
         if run and (held + pieces[-1][1] - pieces[0][0] > chunk_size or boundary):
-            close()
+            self._close()
         run.extend(pieces)
 
-    def glue(start: int, end: int) -> None:
+    def _glue(self, start: int, end: int) -> None:
         """Bytes of no item: a long stretch is cut like a large item, a short one packed."""
-        if end - start >= large:
-            close()
-            cuts.extend(fixed_cuts(start, end - start, chunk_size))
+        if end - start >= self.large:
+            self._close()
+            for c in fixed_cuts(start, end - start, self.chunk_size):
+                self.emit(c)
         elif end > start:
-            add("", [(start, end, None, False)])
+            self._add("", [(start, end, None, False)])
 
-    pos = layout.head
-    for it in layout.items:
-        if it.end - it.start >= large:
-            glue(pos, it.start)  # its zip header: packed before it, never into its chunks
-            close()
-            cuts.extend(fixed_cuts(it.start, it.end - it.start, chunk_size, it.dtype))
-        else:
-            if it.start - pos >= large or it.end - pos > chunk_size:
-                glue(pos, it.start)
-                pos = it.start
-            # the few bytes leading up to a small item (its zip header) travel with it
-            lead = [(pos, it.start, None, False)] if it.start > pos else []
-            add(it.name, lead + [(it.start, it.end, it.dtype, True)])
-        pos = it.end
-    tail = size if layout.tail is None else layout.tail
-    glue(pos, tail)
-    close()
-    cuts.extend(fixed_cuts(tail, size - tail, chunk_size))
-    return cuts
+    def item(self, it: Item) -> None:
+        if it.end - it.start >= self.large:
+            self.large_begins(it.start)
+            for c in fixed_cuts(it.start, it.end - it.start, self.chunk_size, it.dtype):
+                self.emit(c)
+            self.pos = it.end
+            return
+        pos = self.pos
+        if it.start - pos >= self.large or it.end - pos > self.chunk_size:
+            self._glue(pos, it.start)
+            pos = it.start
+        # the few bytes leading up to a small item (its zip header) travel with it
+        lead = [(pos, it.start, None, False)] if it.start > pos else []
+        self._add(it.name, lead + [(it.start, it.end, it.dtype, True)])
+        self.pos = it.end
+
+    def large_begins(self, start: int) -> None:
+        """An item of at least `large` bytes starts at `start`: what precedes it is cut; the
+        caller cuts the item itself (fixed_cuts from `start`) and then sets `pos` to its end."""
+        self._glue(self.pos, start)  # its zip header: packed before it, never into its chunks
+        self._close()
+        self.pos = start
+
+    def finish(self, tail: int, size: int) -> None:
+        """What follows the last item: bytes up to `tail` packed or cut, then [tail, size) in
+        fixed pieces of its own."""
+        self._glue(self.pos, tail)
+        self._close()
+        for c in fixed_cuts(tail, size - tail, self.chunk_size):
+            self.emit(c)
 
 
 def _run_dtype(run: Sequence[tuple[int, int, str | None, bool]]) -> str | None:
@@ -480,12 +514,14 @@ class _Stub:
         pass
 
 
-def storage_dtypes(data: bytes) -> dict[str, str]:
+def storage_dtypes(data: bytes, sizes: dict[str, int] | None = None) -> dict[str, str]:
     """Storage key -> dtype, from a torch data.pkl, without running it: every global it names
     is a _Stub class (nothing is imported, no code of the pickle's choosing runs), storages are
     the persistent ids ('storage', type, key, location, numel), and a tensor rebuilt by
     `_rebuild_tensor_v3` names its dtype as an argument (dtypes without a storage class).
-    Anything unexpected, or more than MAX_PICKLE_OPS opcodes: {} (no hints)."""
+    Anything unexpected, or more than MAX_PICKLE_OPS opcodes: {} (no hints).
+    `sizes`, if given, receives key -> byte size of the storages whose id names a typed class
+    (numel x its item size)."""
     import pickle
     import pickletools
 
@@ -521,6 +557,8 @@ def storage_dtypes(data: bytes) -> dict[str, str]:
             dtype = _TORCH_DTYPES.get(getattr(pid[1], "qualname", ""))
             if dtype:
                 found.setdefault(pid[2], dtype)
+                if sizes is not None and type(pid[4]) is int and dtype in ITEMSIZE:
+                    sizes[pid[2]] = pid[4] * ITEMSIZE[dtype]
             return stub
 
     try:
@@ -535,3 +573,315 @@ def storage_dtypes(data: bytes) -> dict[str, str]:
                 if found.setdefault(key, dtype) != dtype:
                     found[key] = ""  # one storage, two dtypes: no hint
     return {k: v for k, v in found.items() if v}
+
+
+# --- cutting a file while it is written ---------------------------------------------------------
+
+_LOCAL = b"PK\x03\x04"
+_DESCRIPTOR = b"PK\x07\x08"
+_DIRECTORY = (b"PK\x01\x02", b"PK\x05\x06", b"PK\x06\x06")
+
+
+class StreamPlanner:
+    """The cuts of a file whose bytes arrive in order and whose size is known only at the end
+    (core/streampush.py), the same as `plan` gives for the finished file wherever the layout
+    can be followed from the front:
+
+    - safetensors: the header comes first and describes the whole file; `plan` runs on it
+      (for the size the header implies) as soon as it is in;
+    - a torch.save archive (data.pkl first): followed entry by entry.  A stream-written zip
+      has no sizes in its local headers (a data descriptor follows each entry's bytes), so an
+      entry ends at the first descriptor whose size field matches the distance from the
+      entry's start; a large storage is cut into fixed pieces while it arrives.  The records
+      after the last storage (the zip tail in `_torch`) are held until the central directory
+      shows that no storage follows them;
+    - anything else (including other zips and npy/npz, whose rules need the directory or the
+      size): fixed offsets.
+
+    If the bytes turn out not to be what was followed (a safetensors file longer or shorter
+    than its header says, a zip entry that cannot be parsed), what was not yet cut is cut at
+    fixed offsets from there: cuts that differ from push's cost dedup, never bytes.
+
+    `advance(buf, base, eof)` sees bytes [base, base + len(buf)); `base` never passes the end
+    of the cuts taken out of `out`.  Nothing is kept of `buf` but copies of a safetensors
+    header or a data.pkl (bounded by MAX_HEADER / MAX_PICKLE).
+    """
+
+    def __init__(self, chunk_size: int) -> None:
+        self.cs = chunk_size
+        self.out: list[Cut] = []  # cuts found, in file order; the caller takes them
+        self.kind = "fixed"  # "safetensors" | "torch" | "fixed" once known
+        self.header: Any = None  # a parsed safetensors header (for tensor records)
+        self.note: str | None = None  # why the rest of the file was cut at fixed offsets
+        self._cut_to = 0  # end of the last cut found
+        self._mode = "sniff"
+        self._fixed_from = 0
+        self._expect: int | None = None  # safetensors: the size the header implies
+        # torch archive state
+        self._p = 0  # where the next structure (local header / directory) starts
+        self._entry: tuple[str, int, int, int | None] | None = None  # name, start, method, size
+        self._scan = 0
+        self._large = False  # the current entry was announced to the cutter as large
+        self._pieces = 0  # fixed pieces of the current large entry cut so far
+        self._cutter: Cutter | None = None
+        self._prefix = ""
+        self._pkl_end = 0
+        self._pkl_ok = False  # data.pkl stored uncompressed and small enough to read dtypes
+        self._little = True
+        self._dtypes: dict[str, str] = {}
+        self._sizes: dict[str, int] = {}  # storage key -> byte size data.pkl implies
+        self._storages = 0
+        self._deferred: list[Item] = []
+        self._last_end: int | None = None  # end of the last item handed to the cutter
+
+    def _emit(self, cut: Cut) -> None:
+        self.out.append(cut)
+        self._cut_to = cut.offset + cut.length
+
+    def _fall_back(self, why: str) -> None:
+        self.note = f"{why}; the rest cut at fixed offsets from byte {self._cut_to}"
+        log.debug("ckptlake: %s", self.note)
+        self._mode, self._fixed_from, self._cutter = "fixed", self._cut_to, None
+        self._deferred = []
+
+    def advance(self, buf: Any, base: int, eof: bool = False) -> None:
+        end = base + len(buf)
+        if self._mode == "sniff":
+            if len(buf) < 8 and not eof:
+                return
+            prefix = bytes(buf[:9])
+            if prefix.startswith(_LOCAL):
+                self._mode, self.kind = "zip", "torch"
+            elif header_length(prefix[:8]) is not None and prefix[8:9] == b"{":
+                self._mode, self.kind = "safetensors", "safetensors"
+            else:
+                self._mode = "fixed"
+        if self._mode == "safetensors":
+            self._safetensors(buf, base, eof)
+        if self._mode == "zip":
+            self._zip(buf, base, eof)
+        if self._mode == "planned" and self._expect is not None and end > self._expect:
+            self.note = f"safetensors file longer than the {self._expect} bytes its header says"
+            self._mode, self._fixed_from = "fixed", self._cut_to
+        if self._mode == "fixed":
+            while self._fixed_from + self.cs <= end:
+                self._emit(Cut(self._fixed_from, self.cs))
+                self._fixed_from += self.cs
+            if eof and end > self._fixed_from:
+                self._emit(Cut(self._fixed_from, end - self._fixed_from))
+                self._fixed_from = end
+        if eof and self._mode == "planned" and self._expect != end:
+            self.note = f"safetensors file of {end} bytes, its header says {self._expect}"
+            log.debug("ckptlake: %s", self.note)
+
+    def _safetensors(self, buf: Any, base: int, eof: bool) -> None:
+        n = header_length(bytes(buf[:8]))
+        assert n is not None
+        if len(buf) < 8 + n and not eof:
+            return
+        raw = bytes(buf[:8 + n])
+        header = parse_header(raw, 1 << 62) if len(raw) == 8 + n else None
+        if header is None:
+            self.kind, self._mode = "fixed", "fixed"  # as `plan` does with such a header
+            return
+        size = max([header.data_start, *(t[4] for t in header.tensors)])
+
+        def read(offset: int, k: int) -> bytes:
+            if offset + k > len(raw):
+                raise Lying("needs more than the header")
+            return raw[offset:offset + k]
+
+        p = plan(read, size, self.cs)
+        self.kind = p.kind
+        self.header = header if p.kind == "safetensors" else None
+        self._expect = size
+        for c in p.cuts:
+            self._emit(c)
+        self._mode = "planned"  # every cut is out; what lies past them: the caller's
+
+    # -- torch archives --
+
+    def _zip(self, buf: Any, base: int, eof: bool) -> None:
+        end = base + len(buf)
+        while self._mode == "zip":
+            if self._entry is not None:
+                if not self._entry_data(buf, base, end, eof):
+                    return
+                continue
+            p = self._p
+            if end - p < 30:
+                if eof:
+                    self._fall_back("torch archive ends inside a zip header")
+                return
+            sig = bytes(buf[p - base:p - base + 4])
+            if sig in _DIRECTORY:
+                self._directory(end, eof)
+                return
+            if sig != _LOCAL:
+                self._fall_back(f"no zip header at byte {p}")
+                return
+            flags, method = struct.unpack("<HH", buf[p - base + 6:p - base + 10])
+            csize, = struct.unpack("<I", buf[p - base + 18:p - base + 22])
+            n, m = struct.unpack("<HH", buf[p - base + 26:p - base + 30])
+            if end - p < 30 + n + m:
+                if eof:
+                    self._fall_back("torch archive ends inside a zip header")
+                return
+            name = bytes(buf[p - base + 30:p - base + 30 + n]).decode("utf-8", "replace")
+            start = p + 30 + n + m
+            size = None if flags & 8 else csize
+            if size == 0xFFFFFFFF:
+                self._fall_back(f"zip entry {name!r} is zip64 with sizes in its header")
+                return
+            if p == 0:
+                if not (name.endswith("/data.pkl") and name.count("/") == 1):
+                    self._fall_back("a zip that is no torch archive")
+                    self.kind = "fixed"
+                    return
+                self._prefix = name[:-len("data.pkl")]
+                self._pkl_ok = method == 0
+            elif self._cutter is None:  # the entry after data.pkl: its header goes with it
+                self._head(start)
+            self._entry = (name, start, method, size)
+            self._scan, self._large, self._pieces = start, False, 0
+
+    def _head(self, head: int) -> None:
+        self._cutter = Cutter(self.cs, head, self._emit)
+
+    def _entry_data(self, buf: Any, base: int, end: int, eof: bool) -> bool:
+        """Follow the current entry's bytes; True once it ended (the next header is due)."""
+        name, start, method, size = self._entry  # type: ignore[misc]
+        if size is not None:
+            stop, after = start + size, start + size
+            found = end >= stop
+            self._scan = min(end, stop)
+        else:
+            found, stop, after = False, 0, 0
+            expect = self._sizes.get(name[len(self._prefix) + len("data/"):]) \
+                if self._storage(name) and method == 0 else None
+            if expect is not None:
+                # data.pkl says how long this storage is: look for its descriptor there
+                # only, instead of searching every byte of the storage for one
+                q = start + expect
+                if end - q >= 24 or (eof and end - q >= 16):
+                    fields = bytes(buf[q - base:q - base + 24])
+                    if fields[:4] == _DESCRIPTOR and (
+                            struct.unpack("<I", fields[8:12])[0] == expect
+                            or (len(fields) >= 24
+                                and struct.unpack("<Q", fields[8:16])[0] == expect)):
+                        desc = 16 if struct.unpack("<I", fields[8:12])[0] == expect else 24
+                        found, stop, after = True, q, q + desc
+                    else:
+                        self._fall_back(f"zip entry {name!r} is not as long as data.pkl says")
+                        return False
+                else:
+                    self._scan = min(end, q)
+                    if eof:
+                        self._fall_back(f"zip entry {name!r} has no end")
+                        return False
+            while not found and expect is None:
+                i = buf.find(_DESCRIPTOR, self._scan - base)
+                if i < 0:
+                    self._scan = max(self._scan, end - 3)
+                    break
+                q = base + i
+                if end - q < 24 and not eof:
+                    self._scan = q
+                    break
+                fields = bytes(buf[i:i + 24])
+                if len(fields) >= 16 and struct.unpack("<I", fields[8:12])[0] == q - start:
+                    found, stop, after = True, q, q + 16
+                    break
+                if len(fields) >= 24 and struct.unpack("<Q", fields[8:16])[0] == q - start:
+                    found, stop, after = True, q, q + 24
+                    break
+                self._scan = q + 1
+        known = stop if found else max(start, min(self._scan, end))  # bytes [start, known)
+        if self._cutter is not None and not found and known - start >= self._cutter.large:
+            self._grow_large(start, known, name, method)
+        if not found:
+            if eof:
+                self._fall_back(f"zip entry {name!r} has no end")
+            return False
+        if self._cutter is None:  # data.pkl ended
+            self._pkl_end = stop
+            if self._pkl_ok and stop - start <= MAX_PICKLE:
+                self._dtypes = storage_dtypes(bytes(buf[start - base:stop - base]),
+                                              self._sizes)
+        elif self._large or stop - start >= self._cutter.large:
+            self._grow_large(start, stop, name, method, final=True)
+        else:
+            self._item(Item(start, stop, name, self._dtype(name, method)))
+        self._entry, self._p = None, after
+        if name.endswith("byteorder") and name == self._prefix + "byteorder" and stop - start <= 16:
+            self._little = bytes(buf[start - base:stop - base]) == b"little"
+        return True
+
+    def _storage(self, name: str) -> bool:
+        return name.startswith(self._prefix + "data/")
+
+    def _dtype(self, name: str, method: int) -> str | None:
+        if not self._storage(name) or method != 0 or not self._little:
+            return None
+        return self._dtypes.get(name[len(self._prefix) + len("data/"):])
+
+    def _item(self, it: Item) -> None:
+        """Hand a small item to the cutter, or hold it: records after the last storage belong
+        to the tail, which is known only when the directory comes."""
+        assert self._cutter is not None
+        if self._storage(it.name):
+            for held in self._deferred:
+                self._cutter.item(held)
+                self._last_end = held.end
+            self._deferred = []
+            self._storages += 1
+        elif self._storages:
+            if it.end > it.start:
+                self._deferred.append(it)
+            return
+        if it.end > it.start:  # `_checked` drops empty items
+            self._cutter.item(it)
+            self._last_end = it.end
+
+    def _grow_large(self, start: int, known: int, name: str, method: int,
+                    final: bool = False) -> None:
+        """Cut the fixed pieces of a large entry that lie within [start, known)."""
+        cutter = self._cutter
+        assert cutter is not None
+        dtype = self._dtype(name, method)
+        if not self._large:
+            if self._storage(name):
+                self._storages += 1
+            # (a large record after the storages is not torch's layout: it is cut as an item)
+            for held in self._deferred:
+                cutter.item(held)
+            self._deferred = []
+            cutter.large_begins(start)
+            self._large = True
+        size = ITEMSIZE.get(dtype or "", 0)
+        while True:
+            off = self._pieces * self.cs
+            if start + off >= known or (not final and start + off + self.cs > known):
+                break
+            length = min(self.cs, known - start - off)
+            self._emit(Cut(start + off, length, dtype if size and off % size == 0 else None))
+            self._pieces += 1
+        if final:
+            cutter.pos = known
+            self._last_end = known
+
+    def _directory(self, end: int, eof: bool) -> None:
+        """The central directory: every record still held is tail; the tail (from the end of
+        the last item) is cut at fixed offsets like the rest of the file."""
+        if self._cutter is None:
+            self._head(self._pkl_end)  # data.pkl alone
+        cutter = self._cutter
+        assert cutter is not None
+        self._deferred = []
+        if self._last_end is None:  # no items: `plan` packs or cuts what follows the head
+            if eof:
+                cutter.finish(end, end)
+                self._mode = "done"
+            return
+        cutter.finish(self._last_end, self._last_end)
+        self._mode, self._fixed_from = "fixed", self._last_end

@@ -28,6 +28,7 @@ equals the chunk's raw length is raw, whatever bytes it starts with.
 from __future__ import annotations
 
 import struct
+import threading
 from dataclasses import dataclass
 
 MAGIC = b"CKZ\x01"
@@ -102,13 +103,51 @@ def bit_planes_fast() -> bool:
     return _numpy() is not None
 
 
-# Elements per block of the numpy transforms: temporaries stay at a few MiB whatever the chunk
-# size (memory bound of a push: docs/format.md, Chunks).
-_BLOCK = 1 << 20
+# Elements per block of the numpy transforms.  Why this small: every temporary of a block is a
+# fresh allocation, and one of 1 MiB or more is a fresh mmap under the CLI's fixed glibc
+# threshold (core/chunkio.fix_mmap_threshold), page-faulted in and unmapped again: with 2^20
+# elements that system time exceeded the transform's own (bf16 decode 356 MB/s with the fixed
+# threshold, 881 without).  At 2^15 (64-128 KiB temporaries) they come from the heap and stay
+# in cache: decode ~720 MB/s with the threshold fixed, ~1.1 GB/s without (/tmp micro, one core).
+_BLOCK = 1 << 15
 
 
-def split(data: bytes | memoryview, transform: int) -> list[bytes | bytearray]:
-    """The planes of `data` (whose length is a multiple of the transform's width)."""
+class _Scratch:
+    """Reusable plane-sized buffers: encoding and decoding need a few chunk-sized planes per
+    chunk, and allocating them fresh for every chunk costs page faults (and, under the fixed
+    mmap threshold, an mmap/munmap each).  At most `keep` idle buffers are kept, so what stays
+    allocated is bounded by the callers' own concurrency (push and pull bound their encoders
+    and decoders), not by the number of threads that ever encoded."""
+
+    def __init__(self, keep: int = 8) -> None:
+        self.keep = keep
+        self._idle: list[bytearray] = []
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bytearray:
+        with self._lock:
+            for i, b in enumerate(self._idle):
+                if len(b) >= n:
+                    return self._idle.pop(i)
+            if self._idle and len(self._idle) >= self.keep:
+                self._idle.pop(0)  # too small for what is asked now: let it go
+        return bytearray(n)
+
+    def give(self, *bufs: bytearray) -> None:
+        with self._lock:
+            for b in bufs:
+                if len(self._idle) < self.keep:
+                    self._idle.append(b)
+
+
+_SCRATCH = _Scratch()
+
+
+def split(data: bytes | memoryview, transform: int,
+          buffers: list[bytearray] | None = None) -> list[bytes | bytearray | memoryview]:
+    """The planes of `data` (whose length is a multiple of the transform's width).  With
+    `buffers` (one per plane, each at least len(data) // width long), the bit transforms write
+    the planes into them and return views of them."""
     width = _WIDTH[transform]
     if transform in (PLANES_BYTES2, PLANES_BYTES4):
         data = bytes(data) if not isinstance(data, bytes) else data
@@ -117,7 +156,9 @@ def split(data: bytes | memoryview, transform: int) -> list[bytes | bytearray]:
     if np is not None:
         words = np.frombuffer(data, dtype="<u2" if width == 2 else "<u4")
         n = len(words)
-        planes = [bytearray(n) for _ in range(2 if width == 2 else 4)]
+        count = 2 if width == 2 else 4
+        planes: list = ([memoryview(b)[:n] for b in buffers] if buffers is not None
+                        else [bytearray(n) for _ in range(count)])
         views = [np.frombuffer(p, dtype=np.uint8) for p in planes]
         for s in range(0, n, _BLOCK):
             w = words[s:s + _BLOCK]
@@ -299,26 +340,34 @@ def encode(data: bytes | memoryview, choice: Choice) -> bytes | bytearray | None
     width = _WIDTH[choice.transform]
     aligned = n - n % width
     tail = bytes(data[aligned:])
-    planes = split(memoryview(data)[:aligned], choice.transform)
-    parts: list[bytes | bytearray] = []
-    heads: list[bytes] = []
-    total = HEAD.size + 1 + len(tail)
-    for k in range(len(planes)):
-        plane = planes[k]
-        packed = cctx.compress(plane) if _worth(cctx, plane) else None
-        if packed is not None and len(packed) < len(plane) * WORTH:
-            heads.append(PLANE.pack(MODE_ZSTD, len(packed)))
-            parts.append(packed)
-            planes[k] = b""  # released: only what is stored stays
-        else:
-            heads.append(PLANE.pack(MODE_STORED, len(plane)))
-            parts.append(plane)
-        total += PLANE.size + len(parts[-1])
-        if total >= n:
-            return None
-    del planes
-    return b"".join([HEAD.pack(MAGIC, CODEC_PLANES, choice.transform, 0, n),
-                     bytes((len(parts),)), *heads, *parts, tail])
+    scratch = None
+    if choice.transform in (PLANES_BF16, PLANES_FP32) and bit_planes_fast():
+        scratch = [_SCRATCH.take(aligned // width) for _ in range(2 if width == 2 else 4)]
+    try:
+        planes = split(memoryview(data)[:aligned], choice.transform, scratch)
+        parts: list[bytes | bytearray | memoryview] = []
+        heads: list[bytes] = []
+        total = HEAD.size + 1 + len(tail)
+        for k in range(len(planes)):
+            plane = planes[k]
+            packed = cctx.compress(plane) if _worth(cctx, plane) else None
+            if packed is not None and len(packed) < len(plane) * WORTH:
+                heads.append(PLANE.pack(MODE_ZSTD, len(packed)))
+                parts.append(packed)
+                planes[k] = b""  # released: only what is stored stays
+            else:
+                heads.append(PLANE.pack(MODE_STORED, len(plane)))
+                parts.append(plane)
+            total += PLANE.size + len(parts[-1])
+            if total >= n:
+                return None
+        del planes
+        return b"".join([HEAD.pack(MAGIC, CODEC_PLANES, choice.transform, 0, n),
+                         bytes((len(parts),)), *heads, *parts, tail])
+    finally:
+        if scratch is not None:
+            parts = planes = None  # type: ignore[assignment]  # views into the scratch
+            _SCRATCH.give(*scratch)
 
 
 def _worth(cctx, plane: bytes) -> bool:
@@ -357,9 +406,15 @@ def describe(data: bytes | memoryview) -> str:
     return f"planes-{names.get(param, param)}" if codec == CODEC_PLANES else f"codec {codec}"
 
 
-def decode(data: bytes | memoryview) -> bytes | bytearray:
+def decode(data: bytes | memoryview, into: bytearray | memoryview | None = None
+           ) -> bytes | bytearray | memoryview:
     """The raw bytes a frame stands for.  CodecError if it is not a frame this reader knows or
-    it is damaged; the caller still checks the result against the chunk's digest."""
+    it is damaged; the caller still checks the result against the chunk's digest.
+
+    into: a writable buffer of at least the frame's raw length (see frame_rawlen) to decode
+    into, returned as a view of its first rawlen bytes: a reader that writes each chunk out
+    before the next (a pull) reuses one buffer instead of faulting in a fresh chunk each time,
+    and chooses its alignment (O_DIRECT writes need page-aligned memory)."""
     if not looks_framed(data):
         raise CodecError("not a ckptlake chunk frame")
     view = memoryview(data)
@@ -368,11 +423,17 @@ def decode(data: bytes | memoryview) -> bytes | bytearray:
         raise CodecError(f"unknown frame flags {flags:#x}")
     if rawlen > MAX_RAW:
         raise CodecError(f"frame claims {rawlen} raw bytes, more than any chunk holds")
+    if into is not None and len(into) < rawlen:
+        raise ValueError(f"decode buffer of {len(into)} bytes for a frame of {rawlen}")
+    out = memoryview(into)[:rawlen] if into is not None else None
     body = view[HEAD.size:]
     if codec == CODEC_ZSTD:
         if param != 0:
             raise CodecError(f"unknown zstd parameter {param}")
-        return _unzstd(body, rawlen)
+        if out is None:
+            return _unzstd(body, rawlen)
+        _unzstd(body, rawlen, out)
+        return out
     if codec != CODEC_PLANES:
         raise CodecError(f"unknown codec id {codec}")
     if param not in _WIDTH:
@@ -391,24 +452,41 @@ def decode(data: bytes | memoryview) -> bytes | bytearray:
         if mode not in (MODE_STORED, MODE_ZSTD):
             raise CodecError(f"unknown plane mode {mode}")
         metas.append((mode, length))
-    planes = []
-    for mode, length in metas:
-        if pos + length > len(body):
-            raise CodecError("frame is truncated")
-        chunk = body[pos:pos + length]
-        pos += length
-        # a stored plane is read where it lies (no copy)
-        planes.append(chunk if mode == MODE_STORED else _unzstd(chunk, rawlen // width))
-    tail = body[pos:]
-    if len(tail) != rawlen % width:
-        raise CodecError("wrong number of bytes after the last plane")
-    out = join(planes, param, rawlen - len(tail), bytearray(rawlen))
-    if len(tail):
-        out[rawlen - len(tail):] = tail
-    return out
+    planes: list[bytes | memoryview] = []
+    taken: list[bytearray] = []
+    n = rawlen // width
+    try:
+        for mode, length in metas:
+            if pos + length > len(body):
+                raise CodecError("frame is truncated")
+            chunk = body[pos:pos + length]
+            pos += length
+            if mode == MODE_STORED:
+                planes.append(chunk)  # read where it lies (no copy)
+            else:
+                buf = _SCRATCH.take(n)
+                taken.append(buf)
+                planes.append(_unzstd(chunk, n, memoryview(buf)[:n]))
+        tail = body[pos:]
+        if len(tail) != rawlen % width:
+            raise CodecError("wrong number of bytes after the last plane")
+        if out is None:
+            out = memoryview(bytearray(rawlen))
+            result: bytes | bytearray | memoryview = out.obj  # type: ignore[assignment]
+        else:
+            result = out
+        join(planes, param, rawlen - len(tail), out[:rawlen - len(tail)])
+        if len(tail):
+            out[rawlen - len(tail):] = tail
+        return result
+    finally:
+        planes = []
+        _SCRATCH.give(*taken)
 
 
-def _unzstd(body: memoryview, rawlen: int) -> bytes:
+def _unzstd(body: memoryview, rawlen: int, into: memoryview | None = None
+            ) -> bytes | memoryview:
+    """One zstd frame of exactly rawlen bytes, decompressed (into `into` if given)."""
     zstd = _zstd()
     try:
         # a frame declaring more than it may hold is refused before anything is allocated
@@ -417,9 +495,20 @@ def _unzstd(body: memoryview, rawlen: int) -> bytes:
         if declared > rawlen:
             raise CodecError(f"zstd data declares {declared} bytes, more than the {rawlen} "
                              "expected")
-        out = zstd.ZstdDecompressor().decompress(body, max_output_size=rawlen)
+        if into is None:
+            out = zstd.ZstdDecompressor().decompress(body, max_output_size=rawlen)
+            if len(out) != rawlen:
+                raise CodecError("zstd data decodes to the wrong length")
+            return out
+        reader = zstd.ZstdDecompressor().stream_reader(body)
+        got = 0
+        while got < rawlen:
+            k = reader.readinto(into[got:rawlen])
+            if not k:
+                break
+            got += k
+        if got != rawlen or reader.read(1):
+            raise CodecError("zstd data decodes to the wrong length")
     except zstd.ZstdError as e:
         raise CodecError(f"zstd data is corrupt ({e})") from None
-    if len(out) != rawlen:
-        raise CodecError("zstd data decodes to the wrong length")
-    return out
+    return into[:rawlen]

@@ -233,6 +233,13 @@ class TensorObserver:
                 header=header, digests=[TensorDigest(t[3], t[4]) for t in header.tensors],
                 starts=[t[3] for t in header.tensors])
 
+    def add(self, path: str, header: Header) -> None:
+        """Record the tensors of `path` from a header already parsed (a file being written,
+        whose header was seen first: core/streampush.py)."""
+        self._plans[path] = _FilePlan(
+            header=header, digests=[TensorDigest(t[3], t[4]) for t in header.tensors],
+            starts=[t[3] for t in header.tensors])
+
     def use_hash(self, algo: str) -> None:
         """Digest tensors with the lake's hash; push calls it once it has read the lake header
         (the observer is made before), before any byte is read."""

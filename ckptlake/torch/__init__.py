@@ -1,4 +1,5 @@
-"""PyTorch integration: `torch.distributed.checkpoint` (DCP) storage backed by a lake, the
+"""PyTorch integration: `save` / `load` of one torch.save file streamed to and from a lake,
+`torch.distributed.checkpoint` (DCP) storage backed by a lake, the
 HF transformers Trainer callback (`LakeTrainerCallback`, `pull_for_resume`) and a Lightning
 `CheckpointIO` (`LakeCheckpointIO`).
 
@@ -11,11 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from .dcp import LakeReader, LakeWriter, NotADcpCheckpoint
+from .single import load, save
 
 _LAZY = {"LakeTrainerCallback": "hf", "NotATrainerCheckpoint": "hf", "pull_for_resume": "hf",
          "LakeCheckpointIO": "lightning", "NotALightningCheckpoint": "lightning"}
 
-__all__ = ["LakeReader", "LakeWriter", "NotADcpCheckpoint", *_LAZY]
+__all__ = ["LakeReader", "LakeWriter", "NotADcpCheckpoint", "load", "save", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -5,10 +5,12 @@ Layout: the version holds exactly what torch's FileSystemWriter writes into a di
 "DCP checkpoints"), so a pulled version loads with `FileSystemReader` too.
 
 Writing reuses the sharded-commit protocol (core/shards.py) instead of a coordinator of our own,
-with WORLD + 1 shard records: each of DCP's WORLD ranks stages its data files in a private
-temporary directory (FileSystemWriter's own code, so the bytes are torch's) and pushes them as
-record `<rank>-of-<WORLD+1>` at the end of `write_data`, all ranks in parallel; the coordinator
-pushes `.metadata` alone as record `<WORLD>-of-<WORLD+1>` in `finish`.  DCP gathers every
+with WORLD + 1 shard records: each of DCP's WORLD ranks writes its data files with
+FileSystemWriter's own code (so the bytes are torch's), through a file system whose write
+streams are lake writers (core/streampush.py): the bytes become chunk uploads while torch
+serialises them, with no staged copy, and the rank records the finished files as record
+`<rank>-of-<WORLD+1>` at the end of `write_data`, all ranks in parallel; the coordinator
+records `.metadata` alone as record `<WORLD>-of-<WORLD+1>` in `finish`.  DCP gathers every
 rank's write results before the coordinator's `finish`, so the metadata record is always the
 last one in: its push commits the version, before DCP's closing broadcast lets any rank return.
 A rank that fails or dies before its record is written leaves the step pending (no version);
@@ -21,16 +23,17 @@ in parallel, each once and verified before use, and handed to torch as they arri
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import os
-import shutil
-import tempfile
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+import threading
+import time
+import warnings
+from typing import IO, TYPE_CHECKING, Any, Iterator
 
 from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
-from torch.distributed.checkpoint.filesystem import FileSystemBase, _item_size, _StoragePrefix
+from torch.distributed.checkpoint.filesystem import FileSystemBase, _StoragePrefix
 from torch.distributed.checkpoint.metadata import StorageMeta
 from torch.distributed.checkpoint.staging import BlockingAsyncStager
 
@@ -69,10 +72,9 @@ class LakeWriter(FileSystemWriter):
     with the lake's chunk dedup, compression and verification.  One writer per save (the step
     is the version's identity: saving the same step again is a harmless repeat).
     `metrics`, `metadata`, `aliases` are recorded on the version like `Lake.push`'s.
-    `staging_dir`: where each rank stages its files before pushing (default: /dev/shm when it
-    has room for twice the rank's bytes, else the system temporary directory; removed after
-    the push).  `thread_count`: torch's writer
-    threads, which also split a rank's data into that many files.
+    `thread_count`: torch's writer threads, which also split a rank's data into that many
+    files (written and uploaded at once, sharing the lake's concurrency).  `staging_dir` is
+    deprecated and ignored: files are no longer staged (a DeprecationWarning says so).
     `cache_staged_state_dict` (`dcp.async_save` only): keep this rank's staged copy of the
     state after the save, per artifact in the process, and copy the next async save of the
     artifact into it (no fresh memory to fault in: the loop waits less); it costs one copy
@@ -89,14 +91,19 @@ class LakeWriter(FileSystemWriter):
         layout.check_step(step)
         self.lake, self.artifact, self.step = lake, artifact, step
         self._metrics, self._metadata, self._aliases = metrics, metadata, tuple(aliases)
-        self._staging_root = os.fspath(staging_dir) if staging_dir is not None else None
+        if staging_dir is not None:
+            warnings.warn("LakeWriter(staging_dir=...) is deprecated and ignored: each rank's "
+                          "files are streamed into the lake, never staged",
+                          DeprecationWarning, stacklevel=2)
         self._stale_after = stale_after
         self._is_coordinator = True
         self._world = 1
         self.result: "ShardPushResult | None" = None  # this rank's data push, after the save
         self.commit_result: "ShardPushResult | None" = None  # the coordinator's .metadata push
-        super().__init__(self._new_staging(), sync_files=False, thread_count=thread_count,
+        super().__init__("", sync_files=False, thread_count=thread_count,
                          cache_staged_state_dict=cache_staged_state_dict, overwrite=True)
+        self.fs = _LakeFS(lake)
+        self.path = ""  # FileSystemWriter made it Path("."): names are relative to the version
 
     @property
     def version(self) -> int | None:
@@ -114,17 +121,14 @@ class LakeWriter(FileSystemWriter):
         except NotFound:
             return None
 
-    def _new_staging(self) -> str:
-        return tempfile.mkdtemp(prefix="ckptlake-dcp-", dir=self._staging_root)
-
     def reset(self, checkpoint_id: str | os.PathLike | None = None) -> None:
         # checkpoint_id names a directory for FileSystemWriter; here the lake, artifact and
         # step name the checkpoint, so a different id is a mistake, not a place to write.
         if checkpoint_id is not None and str(checkpoint_id) != self._checkpoint_name():
             raise UsageError(f"LakeWriter writes {self._checkpoint_name()}, not checkpoint_id "
                              f"{checkpoint_id!r}", hint="leave checkpoint_id unset")
-        self._cleanup()
-        self.path = self.fs.init_path(self._new_staging())
+        self.fs = _LakeFS(self.lake)
+        self.path = ""
         self.save_id = ""
         self.result = self.commit_result = None
 
@@ -156,43 +160,47 @@ class LakeWriter(FileSystemWriter):
     def write_data(self, plan: Any, planner: Any) -> Any:
         storage: _LakePrefix = plan.storage_data
         self._world = storage.world
-        if self._staging_root is None:
-            # Stage in memory (tmpfs) when it has room for twice this rank's bytes: the files
-            # live only until pushed, and a disk under load made writing them cost more than
-            # the upload (bench/torch_bench.py).
-            need = 2 * sum(_item_size(i) for i in plan.items if i.tensor_data is not None)
-            need += 64 << 20  # objects (BYTE_IO items, no size known) and slack
-            if _free_bytes(_SHM) >= need:
-                self._cleanup()
-                self.path = self.fs.init_path(tempfile.mkdtemp(prefix="ckptlake-dcp-", dir=_SHM))
+        fs = self.fs = _LakeFS(self.lake, self.thread_count)
+        fs.begin(self.artifact, self.step, self.rank or 0, self._world + 1)
         fut = super().write_data(plan, planner)
         fut.wait()
-        self._release_staged()  # the files are written: nothing reads the staged copy now
         # Raises here, so DCP reports this rank's failure to the coordinator (no finish).
-        self.result = self._push(self.path, self.rank or 0)
+        self.result = self._record(fs, self.rank or 0)
+        # this rank's files are written and recorded: nothing reads the staged copy now (not
+        # released on failure: the buffers are then dropped, never reused)
+        self._release_staged()
         return fut
 
     def finish(self, metadata: Any, results: list[Any]) -> None:
-        meta_dir = self._new_staging()
-        data_dir, self.path = self.path, meta_dir
+        data_fs, fs = self.fs, _LakeFS(self.lake)
+        self.fs = fs
+        fs.begin(self.artifact, self.step, self._world, self._world + 1)
         try:
-            super().finish(metadata, results)  # writes <staging>/.metadata
+            super().finish(metadata, results)  # writes (and renames) .metadata
         finally:
-            self.path = data_dir
-        result = self.commit_result = self._push(meta_dir, self._world)
+            self.fs = data_fs
+        result = self.commit_result = self._record(fs, self._world)
         if not result.committed:
             raise RuntimeError(f"{self.artifact} step {self.step}: not committed after "
                                f"every rank's write ({result.shards_present} of "
                                f"{result.world} shard records seen)")
 
-    def _push(self, path: str, shard: int) -> "ShardPushResult":
-        try:
-            result = self.lake.push_shard(
-                path, self.artifact, step=self.step, rank=shard, world=self._world + 1,
-                metrics=self._metrics, metadata=self._metadata, aliases=self._aliases,
-                stale_after=self._stale_after)
-        finally:
-            _remove_staging(path)
+    def _record(self, fs: "_LakeFS", shard: int) -> "ShardPushResult":
+        from ..core import shards
+        from ..core.values import check_metadata, check_metrics
+
+        lake, up = self.lake, fs.uploader
+        files = fs.entries()
+        result = shards.record_shard(
+            lake.store, self.artifact, header=fs.header, created=fs.created, files=files,
+            dirs=(), up=up, step=self.step, rank=shard, world=self._world + 1,
+            metrics=check_metrics(self._metrics), metadata=check_metadata(self._metadata),
+            aliases=list(self._aliases), lake_url=lake.url,
+            stale_after=shards.DEFAULT_STALE_AFTER if self._stale_after is None
+            else self._stale_after, wait_seconds=None, started=fs.started,
+            started_wall=fs.started_wall, bytes_scanned=sum(f.size for f in files))
+        if result.committed_here and result.version is not None:
+            lake._after_commit(self.artifact, result.version)
         return result
 
     def stage(self, state_dict: Any) -> Any:
@@ -213,24 +221,89 @@ class LakeWriter(FileSystemWriter):
         if staged is not None:
             staged.release()
 
-    def _cleanup(self) -> None:
-        _remove_staging(getattr(self, "path", None))
+class _LakeFS(FileSystemBase):
+    """FileSystemWriter's file access for one rank's save: each file written is a lake
+    writer (core/streampush.py) whose chunks upload while torch writes; `entries()` are the
+    finished files, for the rank's shard record.  There are no directories; `rename` (of
+    `.metadata.tmp`) renames the entry."""
 
+    def __init__(self, lake: "Lake", thread_count: int = 1) -> None:
+        self.lake = lake
+        self._threads = max(1, thread_count)
+        self._files: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self.header: Any = None
+        self.uploader: Any = None
 
-_SHM = "/dev/shm"
+    def begin(self, artifact: str, step: int, rank: int, world: int) -> None:
+        """The shard's checks and the lake header, before any byte is uploaded."""
+        from ..core import clock, shards
+        from ..core.push import resolve_compression
+        from ..core.streampush import new_uploader
+        from ..transfer.progress import NullProgress
 
+        self.started, self.started_wall = clock.now(), time.time()
+        lake = self.lake
+        self.header, self.created = shards.begin_shard(
+            lake.store, artifact, step=step, rank=rank, world=world,
+            chunk_size=lake.chunk_size)
+        self.compression = resolve_compression(None, self.header.compression)
+        self.uploader = new_uploader(lake.store, algo=self.header.hash,
+                                     progress=NullProgress(), throttle=lake.throttle,
+                                     parts=lake.parts, compression=self.compression)
 
-def _free_bytes(path: str) -> int:
-    try:
-        st = os.statvfs(path)
-    except OSError:
-        return 0
-    return st.f_bavail * st.f_frsize
+    @contextlib.contextmanager
+    def create_stream(self, path: str | os.PathLike, mode: str) -> Iterator[IO[bytes]]:
+        from ..core.streampush import StreamWriter
+        from ..transfer.progress import NullProgress
 
+        if mode != "wb" or self.header is None:
+            raise UsageError(f"LakeWriter cannot open {path} with mode {mode!r}")
+        lake = self.lake
+        writer = StreamWriter(lake.store, str(path), algo=self.header.hash,
+                              chunk_size=lake.chunk_size or self.header.chunk_size,
+                              concurrency=max(1, lake.concurrency // self._threads),
+                              progress=NullProgress(), throttle=lake.throttle,
+                              parts=lake.parts, compression=self.compression,
+                              uploader=self.uploader)
+        try:
+            yield writer  # type: ignore[misc]
+        except BaseException:
+            writer.abort()
+            raise
+        entry = writer.finish()
+        with self._lock:
+            self._files[entry.path] = entry
 
-def _remove_staging(path: Any) -> None:
-    if path and os.path.isdir(path) and Path(path).name.startswith("ckptlake-dcp-"):
-        shutil.rmtree(path, ignore_errors=True)
+    def entries(self) -> tuple[Any, ...]:
+        with self._lock:
+            return tuple(sorted(self._files.values(), key=lambda e: e.path))
+
+    def concat_path(self, path: str | os.PathLike, suffix: str) -> str:
+        return suffix if str(path) in ("", ".") else f"{path}/{suffix}"
+
+    def init_path(self, path: str | os.PathLike) -> str:
+        return str(path)
+
+    def rename(self, path: Any, new_path: Any) -> None:
+        with self._lock:
+            entry = self._files.pop(str(path))
+            self._files[str(new_path)] = dataclasses.replace(entry, path=str(new_path))
+
+    def mkdir(self, path: Any) -> None:
+        pass
+
+    @classmethod
+    def validate_checkpoint_id(cls, checkpoint_id: Any) -> bool:
+        return False
+
+    def exists(self, path: str | os.PathLike) -> bool:
+        with self._lock:
+            return str(path) in self._files
+
+    def rm_file(self, path: Any) -> None:
+        with self._lock:
+            self._files.pop(str(path), None)
 
 
 class _VersionFS(FileSystemBase):

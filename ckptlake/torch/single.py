@@ -1,0 +1,35 @@
+"""torch.save / torch.load of one file in a lake, streamed: `save` serialises straight into
+chunk uploads (core/streampush.py, no local file), `load` reads through `Lake.open` (ranged,
+verified GETs)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+
+if TYPE_CHECKING:
+    from ..format.refs import Ref
+    from ..lake import Lake
+    from ..results import PushResult
+
+
+def save(obj: Any, lake: "Lake", artifact: str, path: str = "model.pt", *,
+         step: int | None = None, metrics: dict[str, float] | None = None,
+         metadata: dict[str, str] | None = None, aliases: Sequence[str] = (),
+         **options: Any) -> "PushResult":
+    """`torch.save(obj)` as the next version of `artifact`, one file at `path`.  Commits once
+    the whole file is stored; if torch.save raises, nothing is committed.  `options` go to
+    `Lake.writer` (parents, inputs, compression, ...)."""
+    with lake.writer(artifact, path, step=step, metrics=metrics, metadata=metadata,
+                     aliases=aliases, **options) as f:
+        torch.save(obj, f)
+    return f.result
+
+
+def load(lake: "Lake", ref: "str | Ref", path: str | None = "model.pt", *,
+         map_location: Any = None, weights_only: bool = True) -> Any:
+    """`torch.load` of `path` in version `ref` (path None: the version's only file).
+    `weights_only=True` (torch's default) refuses pickled code; pass False only for
+    versions you trust."""
+    with lake.open(ref, path) as f:
+        return torch.load(f, map_location=map_location, weights_only=weights_only)
