@@ -46,6 +46,7 @@ class Fetcher:
     def __init__(self, files: dict[str, LakeFile], order: list[Key], uses: Counter,
                  *, workers: int, window: int) -> None:
         self._files, self._order, self._uses = files, order, uses
+        self._sizes = {path: f.segment_sizes for path, f in files.items()}  # (computed lists)
         self._window = window
         self._lock = threading.Lock()
         self._futures: dict[Key, Future] = {}
@@ -63,7 +64,7 @@ class Fetcher:
             self._pump()
 
     def _size(self, key: Key) -> int:
-        return self._files[key[0]].segment_sizes[key[1]]
+        return self._sizes[key[0]][key[1]]
 
     def _fetch(self, key: Key, buffer: bytearray | None = None) -> bytes | memoryview:
         return self._files[key[0]].fetch_segment(key[1], buffer)
