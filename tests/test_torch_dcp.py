@@ -141,8 +141,54 @@ def _save_step5(rank: int, world: int, lake: Any) -> dict[str, Any]:
     return {"version": w.version, "repeated": w.result.repeated}
 
 
+BIG = 2048  # the weight of the byte-counting scenarios: BIG x BIG float32, 16 MiB
+SMALL_CHUNK = 1 << 20
+
+
+def _big_weight() -> Any:  # random: incompressible, so stored bytes are raw bytes
+    return torch.rand(BIG, BIG, generator=torch.Generator().manual_seed(5))
+
+
+def _big_state(world: int, *, zeros: bool = False) -> dict[str, Any]:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    w = torch.zeros(BIG, BIG) if zeros else _big_weight()
+    mesh = init_device_mesh("cpu", (world,))
+    state = {"w": distribute_tensor(w, mesh, [Shard(0)]),
+             "b": torch.zeros(1000) if zeros else _bias()}
+    if not zeros:  # saved, not loaded: its shards share each rank's file with w's
+        state["v"] = distribute_tensor(_big_weight() + 1, mesh, [Shard(0)])
+    return state
+
+
+def _save_big(rank: int, world: int, lake: Any) -> dict[str, Any]:
+    import torch.distributed.checkpoint as dcp
+
+    from ckptlake.torch import LakeWriter
+
+    lake = ckptlake.open(lake.url, chunk_size=SMALL_CHUNK)
+    w = LakeWriter(lake, "big", step=1)
+    dcp.save(_big_state(world), storage_writer=w)
+    return {"version": w.version}
+
+
+def _load_big(rank: int, world: int, lake: Any) -> dict[str, Any]:
+    import torch.distributed.checkpoint as dcp
+
+    from ckptlake.torch import LakeReader
+
+    state = _big_state(world, zeros=True)
+    # a window of two chunks: the fetches ahead stay bounded, and the load still completes
+    reader = LakeReader(lake, "big@v1", window=2 * SMALL_CHUNK)
+    dcp.load(state, storage_reader=reader)
+    return {"fetched": reader.bytes_fetched,
+            "w_equal": bool(torch.equal(state["w"].to_local(), _big_weight().chunk(world)[rank])),
+            "b_equal": bool(torch.equal(state["b"], _bias()))}
+
+
 SCENARIOS = {"save_twice": _save_twice, "load": _load, "save_dying": _save_dying,
-             "save_step5": _save_step5}
+             "save_step5": _save_step5, "save_big": _save_big, "load_big": _load_big}
 
 
 # ---- parent side ------------------------------------------------------------------------------
@@ -208,6 +254,23 @@ def test_save_is_one_version_and_loads_resharded(lake_url: str, tmp_path: Path) 
         assert r["w_equal"] and r["b_equal"] and r["epoch"] == 3
         assert "Missing key in checkpoint state_dict: model.new" in r["strict"]
         assert r["partial_w_equal"] and r["partial_new_untouched"]
+
+
+def test_a_resharded_rank_fetches_its_half_plus_chunk_rounding(s3_lake_url: str,
+                                                               tmp_path: Path) -> None:
+    reports, _ = _world(4, s3_lake_url, "save_big", tmp_path)
+    _ok(reports, 4)
+    # Saved by 4 ranks (a quarter of w and of v each, in one file per rank), loaded by 2 into
+    # a state without v: each rank needs two quarters of w, i.e. half of it, and b.
+    reports, _ = _world(2, s3_lake_url, "load_big", tmp_path)
+    _ok(reports, 2)
+    half = BIG * BIG * 4 // 2
+    for r in reports.values():
+        assert r["w_equal"] and r["b_equal"]
+        # its half (stored compressed a little: random floats in [0, 1) share exponent
+        # bytes) and at most one extra chunk per file it reads from (torch.save's zip records,
+        # b); the whole files it reads from would be twice as much
+        assert half // 2 <= r["fetched"] <= half + 3 * SMALL_CHUNK, r["fetched"]
 
 
 def test_rank_death_leaves_no_version_and_a_rerun_commits_once(local_lake_url: str,

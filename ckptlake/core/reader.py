@@ -94,6 +94,15 @@ class LakeFile(io.RawIOBase):
     def segment_sizes(self) -> list[int]:
         return segment_sizes(self.entry)
 
+    def fetch_segment(self, i: int, buffer: bytearray | None = None) -> bytes | memoryview:
+        """Segment i (a chunk, or a packed file whole), downloaded and verified, bypassing
+        this file's own cache and readahead: for readers that schedule fetches themselves
+        (ckptlake/torch/planread.py).  `buffer` (reused by the caller, at least the chunk's
+        size): a whole chunk is read into it (Store.get_into: no chunk-sized allocation), and
+        the result may be a view of it.  Thread-safe; counted in bytes_fetched/requests."""
+        self._check_open()
+        return self._fetch(i, buffer)
+
     # -- io.RawIOBase -------------------------------------------------------------------------
 
     @property
@@ -212,7 +221,7 @@ class LakeFile(io.RawIOBase):
             self.requests += requests
             self.bytes_fetched += nbytes
 
-    def _fetch(self, i: int) -> bytes | memoryview:
+    def _fetch(self, i: int, buffer: bytearray | None = None) -> bytes | memoryview:
         """Download segment i and verify it; nothing unverified leaves this function."""
         _, refs = self._segments[i]
         e = self.entry
@@ -222,12 +231,14 @@ class LakeFile(io.RawIOBase):
             if self._throttle is not None:
                 self._throttle.acquire(c.size)
             if self._parts is not None and self._parts.applies(c.size):
+                into = buffer if buffer is not None and len(buffer) >= c.size else None
                 data: bytes | memoryview = self._parts.get_into(self.store, key, c.size,
-                                                                bytearray(c.size))
+                                                                into or bytearray(c.size))
                 self._count(len(self._parts.ranges(c.size)), len(data))
             else:
                 try:
-                    data = self.store.get(key)
+                    data = (self.store.get(key) if buffer is None or len(buffer) < c.size
+                            else self.store.get_into(key, buffer))
                 except NotFound:
                     raise chunkio.missing(c.digest, self.name) from None
                 self._count(1, len(data))

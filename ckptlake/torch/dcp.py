@@ -16,14 +16,16 @@ last one in: its push commits the version, before DCP's closing broadcast lets a
 A rank that fails or dies before its record is written leaves the step pending (no version);
 a re-run of the same step (same bytes) completes it exactly once.
 
-Reading resolves the ref once (all reads come from that one version) and serves DCP's
-(file, offset, length) requests from `LakeFile`s: ranged GETs of the chunks concerned, each
-verified before use, so a reader with another world size (resharding) fetches what it needs.
+Reading resolves the ref once (all reads come from that one version).  `read_data` gets a
+rank's whole plan, every (file, offset, length) it needs: the chunks those touch are fetched
+in parallel, each once and verified before use, and handed to torch as they arrive
+(planread.py), so a reader with another world size (resharding) fetches what it needs.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import os
 import threading
 import time
@@ -33,12 +35,14 @@ from typing import IO, TYPE_CHECKING, Any, Iterator
 from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.filesystem import FileSystemBase, _StoragePrefix
 from torch.distributed.checkpoint.metadata import StorageMeta
+from torch.distributed.checkpoint.staging import BlockingAsyncStager
 
 from ..core import catalog
 from ..core.reader import DEFAULT_READAHEAD, LakeFile
 from ..errors import NotFound, UsageError
 from ..format import layout
 from ..format.refs import Ref, validate_artifact
+from .planread import DEFAULT_WINDOW
 
 if TYPE_CHECKING:
     from ..core.shards import ShardPushResult
@@ -71,13 +75,18 @@ class LakeWriter(FileSystemWriter):
     `thread_count`: torch's writer threads, which also split a rank's data into that many
     files (written and uploaded at once, sharing the lake's concurrency).  `staging_dir` is
     deprecated and ignored: files are no longer staged (a DeprecationWarning says so).
+    `cache_staged_state_dict` (`dcp.async_save` only): keep this rank's staged copy of the
+    state after the save, per artifact in the process, and copy the next async save of the
+    artifact into it (no fresh memory to fault in: the loop waits less); it costs one copy
+    of the rank's state held between saves (ckptlake/torch/staging.py; `staging.clear_cache()`
+    frees it).  False: a fresh copy per save, freed with it.
     """
 
     def __init__(self, lake: "Lake", artifact: str, *, step: int,
                  metrics: dict[str, float] | None = None, metadata: dict[str, str] | None = None,
                  aliases: tuple[str, ...] | list[str] = (), staging_dir: str | os.PathLike | None = None,
                  thread_count: int = 1, stale_after: float | None = None,
-                 cache_staged_state_dict: bool = False) -> None:
+                 cache_staged_state_dict: bool = True) -> None:
         validate_artifact(artifact)
         layout.check_step(step)
         self.lake, self.artifact, self.step = lake, artifact, step
@@ -157,6 +166,9 @@ class LakeWriter(FileSystemWriter):
         fut.wait()
         # Raises here, so DCP reports this rank's failure to the coordinator (no finish).
         self.result = self._record(fs, self.rank or 0)
+        # this rank's files are written and recorded: nothing reads the staged copy now (not
+        # released on failure: the buffers are then dropped, never reused)
+        self._release_staged()
         return fut
 
     def finish(self, metadata: Any, results: list[Any]) -> None:
@@ -191,6 +203,23 @@ class LakeWriter(FileSystemWriter):
             lake._after_commit(self.artifact, result.version)
         return result
 
+    def stage(self, state_dict: Any) -> Any:
+        # dcp.async_save's copy of the state (what the loop waits for): staging.py's, one
+        # threaded copy per tensor into buffers of ours, kept per artifact with
+        # cache_staged_state_dict=True
+        from .staging import stage
+
+        # a previous save of this writer that never reached write_data keeps its buffers:
+        # its thread might still hold them
+        staged = self._staged = stage(
+            state_dict, cache_key=self.artifact if self.cache_staged_state_dict else None,
+            fallback=lambda sd: BlockingAsyncStager().stage(sd))  # torch's, uncached
+        return staged.state
+
+    def _release_staged(self) -> None:
+        staged, self._staged = getattr(self, "_staged", None), None
+        if staged is not None:
+            staged.release()
 
 class _LakeFS(FileSystemBase):
     """FileSystemWriter's file access for one rank's save: each file written is a lake
@@ -328,12 +357,17 @@ class LakeReader(FileSystemReader):
 
     The ref is resolved once, here: a missing ref raises NotFound and a version without DCP
     `.metadata` raises NotADcpCheckpoint (both name the ref/version) before any collective.
-    Ranks may number differently from the save (DCP reshards from the metadata).
-    `readahead`: chunks fetched ahead per open file (LakeFile's).
+    Ranks may number differently from the save (DCP reshards from the metadata): each rank
+    fetches only the chunks its part of the plan touches, with the lake's concurrency, at most
+    `window` bytes ahead of torch (ckptlake/torch/planread.py).  `readahead`: chunks fetched
+    ahead when torch reads the `.metadata` (LakeFile's).  `bytes_fetched`: what this reader
+    downloaded for data so far.
     """
 
     def __init__(self, lake: "Lake", ref: str | Ref, *,
-                 readahead: int = DEFAULT_READAHEAD) -> None:
+                 readahead: int = DEFAULT_READAHEAD, window: int = DEFAULT_WINDOW) -> None:
+        if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+            raise UsageError(f"window must be a non-negative number of bytes, got {window!r}")
         m = catalog.resolve(lake.store, ref)
         entry = next((f for f in m.files if f.path == METADATA_FILE), None)
         if entry is None or entry.symlink is not None:
@@ -344,6 +378,8 @@ class LakeReader(FileSystemReader):
         super().__init__("")
         self.fs = _VersionFS(lake, m, readahead)
         self.path = ""
+        self.window = window
+        self.bytes_fetched = 0
 
     @property
     def version(self) -> str:
@@ -358,6 +394,52 @@ class LakeReader(FileSystemReader):
     @classmethod
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike) -> bool:
         return False
+
+    def read_data(self, plan: Any, planner: Any) -> Any:
+        # FileSystemReader.read_data's per-request handling, with the requests served by
+        # planread: this rank's chunks fetched in parallel, ahead of torch (see its docstring)
+        import torch
+        from torch.distributed.checkpoint.planner import LoadItemType
+        from torch.distributed._shard._utils import narrow_tensor_by_index
+        from torch.futures import Future
+
+        from .planread import read_plan
+
+        requests = []
+        for item in plan.items:
+            md = self.storage_data[item.storage_index]
+            requests.append((item, self.fs.concat_path(self.path, md.relative_path),
+                             md.offset, md.length))
+        requests.sort(key=lambda r: (r[1], r[2]))
+
+        def handle(req: Any, stream: IO[bytes]) -> None:
+            md = self.storage_data[req.storage_index]
+            src = self.transforms.transform_load_stream(
+                req, getattr(md, "transform_descriptors", None) or (), stream)
+            if req.type == LoadItemType.BYTE_IO:
+                planner.load_bytes(req, io.BytesIO(src.read(-1)))
+                return
+            seekable = src if src.seekable() else io.BytesIO(src.read(-1))
+            tensor = torch.load(seekable, map_location="cpu", weights_only=True)
+            tensor = narrow_tensor_by_index(tensor, req.storage_offsets, req.lengths)
+            target = planner.resolve_tensor(req).detach()
+            if target.size() != tensor.size():
+                raise AssertionError(f"req {req.storage_index} mismatch sizes "
+                                     f"{target.size()} vs {tensor.size()}")
+            target.copy_(tensor)
+            planner.commit_tensor(req, target)
+
+        files = {path: self.fs.create_stream(path, "rb") for path in {r[1] for r in requests}}
+        try:
+            read_plan(requests, files, handle, workers=self.fs.lake.concurrency,
+                      window=self.window)
+        finally:
+            for f in files.values():
+                self.bytes_fetched += f.bytes_fetched
+                f.close()
+        fut: Future = Future()
+        fut.set_result(None)
+        return fut
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
         if kwargs.get("rank") is not None:

@@ -1,0 +1,131 @@
+"""`dcp.async_save` staging for LakeWriter: the copy of the state the upload reads while the
+training loop goes on.
+
+Why not torch's default (BlockingAsyncStager): the loop is blocked for the whole copy, and for
+a CPU DTensor torch's `_create_cpu_state_dict` first deep-copies the tensor (a full copy into
+fresh, page-faulting memory) only to replace its local tensor with a new empty one that
+`_copy_state_dict` then fills: two copies, single-threaded under OMP_NUM_THREADS=1.  Here each
+tensor is copied once, by several threads in slices (torch's copy_ releases the GIL), into
+buffers that are either new or, with a cache, kept from the previous save of the artifact
+(reused memory does not page-fault again).  Measured in docs/benchmarks.md ("async_save
+staging").
+
+Safety: the staged state never aliases a tensor of the caller's: every tensor (plain, a
+Parameter, a DTensor's local shard) is copied into a buffer only this module hands out, and a
+cached buffer set is handed out again only after the save that used it released it (the
+writer does once its rank's files are written), so two overlapping async saves of one
+artifact never share buffers.  Non-tensor values are passed by reference, as torch's stager
+does.  Anything else torch may hold in a state dict (ShardedTensor, other tensor subclasses)
+makes the whole state go through torch's own stager instead.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+COPY_THREADS = max(1, min(4, os.cpu_count() or 1))
+SLICE_BYTES = 8 << 20  # a large tensor is copied in slices of this size, one per task
+
+Path = tuple[Any, ...]
+
+# artifact -> the buffer set of its last save, once released (at most one set per artifact:
+# the memory a cache costs is one copy of the rank's state)
+_CACHE: dict[str, dict[Path, Any]] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def clear_cache(artifact: str | None = None) -> None:
+    """Free the cached staging buffers of `artifact` (None: of every artifact)."""
+    with _CACHE_LOCK:
+        if artifact is None:
+            _CACHE.clear()
+        else:
+            _CACHE.pop(artifact, None)
+
+
+class _Unsupported(Exception):
+    pass
+
+
+class Staged:
+    """One save's staged copy: `state` for torch, `release()` once nothing reads it."""
+
+    def __init__(self, state: Any, buffers: dict[Path, Any], cache_key: str | None) -> None:
+        self.state, self._buffers, self._key = state, buffers, cache_key
+
+    def release(self) -> None:
+        buffers, self._buffers = self._buffers, None
+        if buffers is not None and self._key is not None:
+            with _CACHE_LOCK:
+                _CACHE[self._key] = buffers
+
+
+def stage(state: dict[str, Any], *, cache_key: str | None,
+          fallback: Callable[[dict[str, Any]], Any], threads: int = COPY_THREADS) -> Staged:
+    """A copy of `state` whose tensors are on the CPU in memory nobody else holds.
+    cache_key: reuse (and later keep) the buffers of the previous save under this key."""
+    import torch
+
+    with _CACHE_LOCK:
+        old = _CACHE.pop(cache_key, None) if cache_key is not None else None
+    old = old or {}
+    buffers: dict[Path, Any] = {}
+    copies: list[tuple[Any, Any]] = []
+
+    def buffer(path: Path, src: Any) -> Any:
+        b = old.get(path)
+        if b is None or b.shape != src.shape or b.dtype != src.dtype:
+            b = torch.empty(src.shape, dtype=src.dtype)
+        buffers[path] = b
+        copies.append((b, src.detach()))
+        return b
+
+    def walk(v: Any, path: Path) -> Any:
+        if isinstance(v, dict):
+            return {k: walk(x, path + (k,)) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x, path + (i,)) for i, x in enumerate(v)]
+        if isinstance(v, tuple) and type(v) is tuple:
+            return tuple(walk(x, path + (i,)) for i, x in enumerate(v))
+        if not isinstance(v, torch.Tensor):
+            return v
+        if type(v) in (torch.Tensor, torch.nn.Parameter):
+            return buffer(path, v)
+        from torch.distributed.tensor import DTensor
+
+        if type(v) is DTensor:
+            local = buffer(path, v.to_local())
+            return DTensor.from_local(local, v.device_mesh, v.placements, run_check=False,
+                                      shape=v.shape, stride=v.stride())
+        raise _Unsupported(type(v).__name__)
+
+    try:
+        staged = walk(state, ())
+    except _Unsupported:
+        return Staged(fallback(state), {}, None)
+    copy_all(copies, threads)
+    return Staged(staged, buffers, cache_key)
+
+
+def copy_all(pairs: list[tuple[Any, Any]], threads: int) -> None:
+    """dst.copy_(src) for every pair; large contiguous tensors in slices, by `threads`."""
+    jobs: list[tuple[Any, Any]] = []
+    for dst, src in pairs:
+        size = src.numel() * src.element_size()
+        if (size >= 2 * SLICE_BYTES and src.dim() > 0 and src.is_contiguous()
+                and dst.is_contiguous() and src.device.type == "cpu"):
+            d, s = dst.view(-1), src.view(-1)
+            step = max(1, SLICE_BYTES // src.element_size())
+            jobs.extend((d[i:i + step], s[i:i + step]) for i in range(0, d.numel(), step))
+        else:
+            jobs.append((dst, src))
+    if threads <= 1 or len(jobs) <= 1:
+        for d, s in jobs:
+            d.copy_(s)
+        return
+    with ThreadPoolExecutor(max_workers=min(threads, len(jobs)),
+                            thread_name_prefix="ckptlake-stage") as pool:
+        for _ in pool.map(lambda j: j[0].copy_(j[1]), jobs):
+            pass

@@ -1,0 +1,90 @@
+"""ckptlake.torch.staging: the copy `dcp.async_save` stages with LakeWriter."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from ckptlake.torch import staging  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache() -> Any:
+    staging.clear_cache()
+    yield
+    staging.clear_cache()
+
+
+def _state() -> dict[str, Any]:
+    big = torch.arange(3 * (staging.SLICE_BYTES // 4) + 5, dtype=torch.float32)  # sliced copy
+    return {"model": {"w": big, "p": torch.nn.Parameter(torch.ones(4, 3)),
+                      "t": torch.arange(12.0).reshape(3, 4).t()},  # not contiguous
+            "optim": [{"step": 7, "m": torch.zeros(5)}], "name": "run", "pair": (1, torch.ones(2))}
+
+
+def _tensors(v: Any) -> list[Any]:
+    if isinstance(v, dict):
+        return [t for x in v.values() for t in _tensors(x)]
+    if isinstance(v, (list, tuple)):
+        return [t for x in v for t in _tensors(x)]
+    return [v] if isinstance(v, torch.Tensor) else []
+
+
+def _unreachable(_: Any) -> Any:
+    raise AssertionError("fallback used")
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_staged_copy_is_equal_and_never_aliases_the_source(threads: int) -> None:
+    src = _state()
+    st = staging.stage(src, cache_key=None, fallback=_unreachable, threads=threads)
+    out = st.state
+    assert out["name"] == "run" and out["optim"][0]["step"] == 7 and out["pair"][0] == 1
+    for a, b in zip(_tensors(src), _tensors(out), strict=True):
+        assert torch.equal(a, b) and a.dtype == b.dtype
+        assert a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr()
+        assert not b.requires_grad
+    # the training loop goes on mutating its tensors: the staged copy does not change
+    for t in _tensors(src):
+        with torch.no_grad():
+            t.add_(1)
+    assert torch.equal(out["model"]["w"][:3], torch.tensor([0.0, 1.0, 2.0]))
+    assert torch.equal(out["model"]["p"], torch.ones(4, 3))
+
+
+def test_cached_buffers_are_reused_only_after_release() -> None:
+    first = staging.stage(_state(), cache_key="run", fallback=_unreachable)
+    ptr = first.state["model"]["w"].data_ptr()
+    # a second save while the first is still being written gets buffers of its own
+    second = staging.stage(_state(), cache_key="run", fallback=_unreachable)
+    assert second.state["model"]["w"].data_ptr() != ptr
+    first.release()
+    src = _state()
+    with torch.no_grad():
+        src["model"]["w"].mul_(2)
+    third = staging.stage(src, cache_key="run", fallback=_unreachable)
+    assert third.state["model"]["w"].data_ptr() == ptr  # the released set, refilled
+    assert torch.equal(third.state["model"]["w"], src["model"]["w"])
+    # a tensor whose shape changed gets a new buffer
+    third.release()
+    src["model"]["w"] = torch.ones(10)
+    fourth = staging.stage(src, cache_key="run", fallback=_unreachable)
+    assert torch.equal(fourth.state["model"]["w"], torch.ones(10))
+    staging.clear_cache("run")
+    fourth.release()
+    staging.clear_cache("run")
+    assert staging.stage(_state(), cache_key="run", fallback=_unreachable).state[
+        "model"]["w"].data_ptr() != ptr
+
+
+def test_unknown_tensor_subclasses_go_through_the_fallback() -> None:
+    class Odd(torch.Tensor):
+        pass
+
+    src = {"x": torch.ones(3).as_subclass(Odd)}
+    st = staging.stage(src, cache_key="run", fallback=lambda sd: {"fallback": sd})
+    assert "fallback" in st.state
+    st.release()  # nothing to keep
+    assert "run" not in staging._CACHE
