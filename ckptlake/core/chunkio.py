@@ -76,7 +76,10 @@ class DecodeBuffers:
     def give(self, buf: mmap.mmap | None) -> None:
         if buf is not None:
             with self._lock:
-                self._free.append(buf)
+                if len(self._free) < self.KEEP:
+                    self._free.append(buf)
+
+    KEEP = 8  # idle buffers kept at most (a reader decodes at most DECODERS at once)
 
 
 class CodecUnavailable(CkptlakeError):
