@@ -338,3 +338,68 @@ def test_dcp_save_streams_the_layout_filesystemreader_loads(tmp_path: Any) -> No
         w2 = LakeWriter(lake, "dcp", step=2, thread_count=2)
         dcp.save(state, storage_writer=w2)  # unchanged: no data byte goes up again
     assert w2.version == 2 and w2.result.bytes_uploaded == 0
+
+
+def _condemn(lake: Lake, digests: list[str]) -> None:
+    """A gc condemnation record naming these chunks (docs/format.md, "Records gc writes")."""
+    import os
+
+    from ckptlake.format import layout
+
+    lake.store.put(layout.condemned_key("20260101T000000.000000Z", os.urandom(4).hex()),
+                   json.dumps({"ckptlake_condemned": 1, "created": "2026-01-01T00:00:00Z",
+                               "chunks": digests, "sizes": [0] * len(digests),
+                               "swept_at": None}).encode())
+
+
+def _chunks(lake: Lake, ref: str) -> list[str]:
+    from ckptlake.core import catalog
+
+    return sorted({c.digest for f in catalog.resolve(lake.store, ref).files for c in f.chunks})
+
+
+def test_reused_condemned_chunks_swept_after_the_commit_are_restored(
+        lake: Lake, monkeypatch: Any) -> None:
+    """The race a push repairs from its source: a gc whose listing predates the commit sweeps
+    a condemned chunk the write deduplicated against, right after the commit.  A stream keeps
+    the bytes of such chunks until the guard is done and stores them again: the committed
+    version stays complete."""
+    from ckptlake.core import gc_guard
+    from ckptlake.format import layout
+
+    data = random.Random(7).randbytes(3 * MiB + 5)
+    with lake.writer("old", "m.bin") as f:
+        f.write(data)
+    _condemn(lake, _chunks(lake, "old"))  # orphaned and condemned (its version deleted)
+    swept: list[str] = []
+
+    def racing(store: Any, *, referenced: set[str], commit: Any, reupload: Any,
+               **kw: Any) -> Any:
+        result = commit()
+        store.delete([layout.chunk_key(d) for d in sorted(referenced)])  # the sweep
+        swept.extend(referenced)
+        reupload(gc_guard.missing_chunks(store, referenced))
+        return result
+
+    monkeypatch.setattr(gc_guard, "guard_commit", racing)
+    with lake.writer("new", "m.bin") as f:
+        f.write(data)
+    assert f.result.bytes_uploaded == 0 and swept  # deduplicated, then swept, then restored
+    with lake.open("new", "m.bin") as fh:
+        assert fh.read() == data
+
+
+def test_chunks_condemned_during_the_write_fail_it_before_the_commit(lake: Lake) -> None:
+    """A chunk the write reused was condemned after the write started (its bytes were not
+    kept): the write fails with nothing committed, and a second write succeeds."""
+    data = random.Random(8).randbytes(2 * MiB + 3)
+    with lake.writer("old", "m.bin") as f:
+        f.write(data)
+    with pytest.raises(TransferError, match="condemned"):
+        with lake.writer("new", "m.bin") as f:
+            f.write(data)
+            _condemn(lake, _chunks(lake, "old"))
+    assert no_versions(lake, "new")
+    with lake.writer("new", "m.bin") as f:  # the records are read at the start now
+        f.write(data)
+    assert f.result.version == 1

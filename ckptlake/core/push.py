@@ -323,6 +323,13 @@ class _Uploader:
         d = self._store(box, unit)
         return [(i, 0, ChunkRef(d, size, off), fd) for i, size, off, fd in files]
 
+    def before_commit(self) -> None:
+        """Called right before the commit's guard (core/gc_guard.guard_commit): a push can
+        restore any chunk from its source, so nothing to check (see core/streampush.py)."""
+
+    def release(self) -> None:
+        """Called once the commit's guard is done (see core/streampush.py)."""
+
     def reupload(self, digests: set[str]) -> None:
         """Store these chunks again from the source (a concurrent gc swept them).
 
@@ -475,10 +482,14 @@ def commit_upload(store: Store, artifact: str, *, header: Any, created: bool, co
         stored=dict(up.stored), **(manifest_fields or {}))
     # A concurrent gc may sweep a chunk this push deduplicated against; the guard restores
     # such chunks from our source around the commit (protocol: docs/format.md, "Deleting").
-    manifest = guard_commit(store, referenced=draft.chunk_digests(),
-                            commit=lambda: commit_version(store, draft),
-                            reupload=up.reupload, started=started,
-                            started_wall=started_wall)
+    up.before_commit()
+    try:
+        manifest = guard_commit(store, referenced=draft.chunk_digests(),
+                                commit=lambda: commit_version(store, draft),
+                                reupload=up.reupload, started=started,
+                                started_wall=started_wall)
+    finally:
+        up.release()
     for name in aliases:
         set_alias(store, artifact, name, manifest.version)
     return PushResult(

@@ -567,9 +567,13 @@ def record_shard(store: Store, artifact: str, *, header: Any, created: bool,
     try:
         # The record is what makes gc treat this rank's chunks as live (like a manifest), so
         # it is written under the same guard as a push's commit.
-        guard_commit(store, referenced=record.manifest.chunk_digests(),
-                     commit=lambda: create_once(store, key, record.encode()),
-                     reupload=up.reupload, started=started, started_wall=started_wall)
+        up.before_commit()
+        try:
+            guard_commit(store, referenced=record.manifest.chunk_digests(),
+                         commit=lambda: create_once(store, key, record.encode()),
+                         reupload=up.reupload, started=started, started_wall=started_wall)
+        finally:
+            up.release()
     except PreconditionFailed:
         existing = decode_record(store.get(key), key=key)
         if existing.identity() != record.identity():

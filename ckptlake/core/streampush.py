@@ -22,7 +22,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from ..errors import TransferError, UsageError
-from ..format import chunking
+from ..format import chunking, layout
 from ..format.header import COMPRESSION_NONE, digest
 from ..format.manifest import ChunkRef, FileEntry
 from ..format.safetensors import TensorObserver, header_length, is_safetensors, parse_header
@@ -35,13 +35,96 @@ from .scan import SourceTree
 
 
 class _StreamUploader(_Uploader):
-    """push's uploader, fed bytes instead of reading a source tree."""
+    """push's uploader, fed bytes instead of reading a source tree.
+
+    A push restores a chunk that a concurrent gc swept (after it deduplicated against it) by
+    reading its source again (core/gc_guard.py); a stream has no source to read.  gc only
+    sweeps chunks named in its condemnation records (docs/format.md, "Deleting"), so the bytes
+    of every chunk this write deduplicated against a *condemned* chunk are kept in a temporary
+    file until the commit's guard is done, and stored again from there if it asks.  Just
+    before the commit the records are read again: a chunk condemned meanwhile whose bytes were
+    not kept fails the write with nothing committed (a second write keeps them).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from .gc_guard import _RecordCache
+
+        self._records = _RecordCache()
+        self._condemned, self._all_at_risk = self._records.condemned(self.store)
+        self._reused: set[str] = set()  # deduplicated against, bytes not kept
+        self._kept: dict[str, tuple[int, int]] = {}  # digest -> (offset, length) in _spill
+        self._spill: Any = None
+        self._spill_lock = threading.Lock()
+        self._put_keys: set[str] = set()
+
+    def _put(self, key: str, data: bytes, d: str | None, *, progress: Any = None) -> None:
+        super()._put(key, data, d, progress=progress)
+        with self._lock:
+            self._put_keys.add(key)
+
+    def _store_once(self, d: str, box: list[bytes], unit: Any) -> None:
+        data = box[0]
+        super()._store_once(d, box, unit)
+        with self._lock:
+            if layout.chunk_key(d) in self._put_keys:
+                return  # stored by this write: not at gc's mercy
+            at_risk = self._all_at_risk or d in self._condemned
+            if not at_risk:
+                self._reused.add(d)
+                return
+        self._keep(d, data)
+
+    def _keep(self, d: str, data: bytes) -> None:
+        import tempfile
+
+        with self._spill_lock:
+            if d in self._kept:
+                return
+            if self._spill is None:
+                self._spill = tempfile.TemporaryFile(prefix="ckptlake-kept-")
+            at = self._spill.seek(0, io.SEEK_END)
+            self._spill.write(data)
+            self._kept[d] = (at, len(data))
+
+    def before_commit(self) -> None:
+        condemned, unreadable = self._records.condemned(self.store)
+        with self._lock:
+            lost = set(self._reused) if unreadable else self._reused & condemned
+        if lost:
+            raise TransferError(f"a concurrent gc condemned {len(lost)} chunk(s) this write "
+                                "reused after it started; nothing was committed",
+                                hint="write the file again (the next write keeps their bytes "
+                                     "until its commit is safe)")
 
     def reupload(self, digests: set[str]) -> None:
-        # The guard asks for this only when a concurrent gc swept a chunk this write
-        # deduplicated against; the written bytes are gone, so the commit cannot be made safe.
-        raise TransferError(f"a concurrent gc removed {len(digests)} chunk(s) this write "
-                            "reused; nothing was committed", hint="write the file again")
+        missing = sorted(d for d in digests if d not in self._kept)
+        if missing:
+            raise TransferError(f"a concurrent gc removed {len(missing)} chunk(s) this write "
+                                "reused and whose bytes it no longer has; the version may be "
+                                "incomplete", hint="run: ckptlake verify, then write the file "
+                                                   "again")
+        for d in sorted(digests):
+            at, n = self._kept[d]
+            with self._spill_lock:
+                self._spill.seek(at)
+                data = self._spill.read(n)
+            if digest(self.algo, data) != d:
+                raise TransferError("a kept chunk changed on local disk before a swept chunk "
+                                    "could be restored", hint="write the file again")
+            body = self._body(data, self.unit_of[d]) if d in self.stored else None
+            if body is None:
+                self._put(layout.chunk_key(d), data, d)
+            else:
+                self._put(layout.chunk_key(d), body, None)
+
+    def release(self) -> None:
+        """Drop the kept bytes (after the commit's guard)."""
+        with self._spill_lock:
+            if self._spill is not None:
+                self._spill.close()
+                self._spill = None
+            self._kept.clear()
 
 
 def new_uploader(store: Store, *, algo: str, progress: Progress,
