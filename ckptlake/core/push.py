@@ -340,12 +340,16 @@ class _Uploader:
             if digest(self.algo, data) != d:
                 raise SourceChanged("a pushed file changed before a swept chunk could be "
                                     "restored", hint="push again")
-            # stored as the manifest's hint says (encoded or raw), so ranged readers agree
-            body = self._body(data, self.unit_of[d]) if d in self.stored else None
-            if body is None:
-                self._put(layout.chunk_key(d), data, d)
-            else:
-                self._put(layout.chunk_key(d), body, None)
+            self._restore(d, data)
+
+    def _restore(self, d: str, data: bytes) -> None:
+        """Store a swept chunk again as the manifest's hint says (encoded or raw), so ranged
+        readers agree."""
+        body = self._body(data, self.unit_of[d]) if d in self.stored else None
+        if body is None:
+            self._put(layout.chunk_key(d), data, d)
+        else:
+            self._put(layout.chunk_key(d), body, None)
 
 
 def upload_tree(store: Store, tree: SourceTree, *, algo: str, chunk_size: int, concurrency: int,

@@ -112,11 +112,7 @@ class _StreamUploader(_Uploader):
             if digest(self.algo, data) != d:
                 raise TransferError("a kept chunk changed on local disk before a swept chunk "
                                     "could be restored", hint="write the file again")
-            body = self._body(data, self.unit_of[d]) if d in self.stored else None
-            if body is None:
-                self._put(layout.chunk_key(d), data, d)
-            else:
-                self._put(layout.chunk_key(d), body, None)
+            self._restore(d, data)
 
     def release(self) -> None:
         """Drop the kept bytes (after the commit's guard)."""
