@@ -188,17 +188,15 @@ def split(data: bytes | memoryview, transform: int,
 
 
 def join(planes: list[bytes | memoryview], transform: int, rawlen: int,
-         into: bytearray | None = None) -> bytes | bytearray:
-    """The elements the planes hold, in `into`'s first `rawlen` bytes if given (so a caller can
-    append a tail without copying the whole chunk again), else in a new buffer."""
+         into: bytearray | memoryview | None = None) -> bytearray | memoryview:
+    """The elements the planes hold, written into `into` (a writable buffer of exactly
+    `rawlen` bytes, e.g. a view into a decode buffer) if given, else into a new buffer."""
     width = _WIDTH[transform]
     n = rawlen // width
     if any(len(p) != n for p in planes):
         raise CodecError("plane lengths do not match the frame's raw length")
     if into is not None and len(into) != rawlen:
-        whole = into
-        _join(planes, transform, n, width, memoryview(whole)[:rawlen])
-        return whole
+        raise ValueError(f"join into {len(into)} bytes, expected {rawlen}")
     out = into if into is not None else bytearray(rawlen)
     _join(planes, transform, n, width, out)
     return out
