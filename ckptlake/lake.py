@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from .core.shards import PendingStep, ShardPushResult
     from .core.reader import LakeFile
     from .core.show import VersionDetail
+    from .core.whole import WholeFile
     from .core.streampush import CommittingWriter
 
 
@@ -598,7 +599,8 @@ class Lake:
     # ---- reading in place (issue 14) ------------------------------------------------------
 
     def open(self, ref: str | Ref, path: str | None = None, *,
-             readahead: int | None = None, replica: str | None = None) -> "LakeFile":
+             readahead: int | None = None, replica: str | None = None,
+             max_buffer: int = 0) -> "LakeFile | WholeFile":
         """A read-only, seekable binary file object over one file of a version, fetched chunk
         by chunk with ranged GETs and verified before any byte is returned (core/reader.py):
         `torch.load`, `zipfile`, `tarfile`, `json.load` read it as they read a local file.
@@ -608,13 +610,37 @@ class Lake:
         (default 2; memory (3 + readahead) x chunk size).  NotFound names the version and
         close matches; a directory is a UsageError.  Use it as a context manager, or close it.
         `replica`: as for `pull` (None: the replica of the client's region, if any).
-        """
-        from .core.reader import DEFAULT_READAHEAD, LakeFile, find_file
 
+        `max_buffer`: a file of at most this many bytes is instead read whole before open
+        returns (core/whole.py): all its chunks in parallel at the lake's concurrency, each
+        decoded into its place in one buffer of the file's size and verified, then served
+        from memory.  For a reader that reads all of the file (torch.load) that is faster and
+        takes less CPU; memory is the file's size until closed.  Default 0: always stream.
+        """
+        from .core.reader import find_file
+
+        if isinstance(max_buffer, bool) or not isinstance(max_buffer, int) or max_buffer < 0:
+            raise UsageError(f"max_buffer must be a non-negative integer, got {max_buffer!r}")
         m = catalog.resolve(self.store, ref)
-        entry = find_file(m, path)
-        return LakeFile(self._data(replica), entry, m.hash, name=f"{m.artifact}@v{m.version}:{entry.path}",
-                        readahead=DEFAULT_READAHEAD if readahead is None else readahead,
+        return self._open_entry(m, find_file(m, path), readahead=readahead, replica=replica,
+                                max_buffer=max_buffer)
+
+    def _open_entry(self, m: Any, entry: Any, *, readahead: int | None = None,
+                    replica: str | None = None, max_buffer: int = 0
+                    ) -> "LakeFile | WholeFile":
+        from .core.reader import DEFAULT_READAHEAD, LakeFile
+
+        name = f"{m.artifact}@v{m.version}:{entry.path}"
+        readahead = DEFAULT_READAHEAD if readahead is None else readahead
+        if 0 < entry.size <= max_buffer and entry.symlink is None:
+            if isinstance(readahead, bool) or not isinstance(readahead, int) or readahead < 0:
+                raise UsageError(f"readahead must be a non-negative integer, got {readahead!r}")
+            from .core.whole import read_whole
+
+            return read_whole(self._data(replica), entry, m.hash, name=name,
+                              workers=self.concurrency, parts=self.parts,
+                              throttle=self.throttle, stored=m.stored)
+        return LakeFile(self._data(replica), entry, m.hash, name=name, readahead=readahead,
                         parts=self.parts, throttle=self.throttle, stored=m.stored)
 
     def tensors(self, ref: str | Ref, names: "str | Sequence[str] | None" = None, *,
@@ -687,11 +713,10 @@ class Lake:
         entry = reader.find_file(m, path)
         if entry.tensors is not None:
             return _to_device(self._tensors(m, None, entry.path, "pt"), map_location)
-        from .core.reader import DEFAULT_READAHEAD, LakeFile
+        from .core.whole import default_max_buffer
 
-        with LakeFile(self._data(), entry, m.hash, name=f"{m.artifact}@v{m.version}:{entry.path}",
-                      readahead=DEFAULT_READAHEAD, parts=self.parts,
-                      throttle=self.throttle, stored=m.stored) as fh:
+        # read whole, in parallel, when memory allows (as ckptlake.torch.load; core/whole.py)
+        with self._open_entry(m, entry, max_buffer=default_max_buffer()) as fh:
             try:
                 return torch.load(fh, map_location=map_location, weights_only=True)
             except CkptlakeError:

@@ -1,6 +1,6 @@
 """torch.save / torch.load of one file in a lake, streamed: `save` serialises straight into
-chunk uploads (core/streampush.py, no local file), `load` reads through `Lake.open` (ranged,
-verified GETs)."""
+chunk uploads (core/streampush.py, no local file), `load` reads through `Lake.open`: the whole
+file in parallel into memory when it fits (core/whole.py), else streamed chunk by chunk."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
@@ -27,9 +27,21 @@ def save(obj: Any, lake: "Lake", artifact: str, path: str = "model.pt", *,
 
 
 def load(lake: "Lake", ref: "str | Ref", path: str | None = "model.pt", *,
-         map_location: Any = None, weights_only: bool = True) -> Any:
+         map_location: Any = None, weights_only: bool = True,
+         max_buffer: int | None = None) -> Any:
     """`torch.load` of `path` in version `ref` (path None: the version's only file).
     `weights_only=True` (torch's default) refuses pickled code; pass False only for
-    versions you trust."""
-    with lake.open(ref, path) as f:
+    versions you trust.
+
+    torch.load reads every byte of the file, so a file of at most `max_buffer` bytes is
+    fetched whole first (`Lake.open(max_buffer=...)`, core/whole.py: all chunks in parallel,
+    decoded into place in one buffer, verified) and torch copies its storages straight out of
+    that buffer: the peak is about twice the file (the buffer plus the tensors).  A larger
+    file streams chunk by chunk (`Lake.open`), so one larger than memory still loads.
+    Default None: 40 % of the memory available now (core/whole.default_max_buffer), which
+    keeps that peak under 80 % of it; 0 always streams."""
+    from ..core.whole import default_max_buffer
+
+    bound = default_max_buffer() if max_buffer is None else max_buffer
+    with lake.open(ref, path, max_buffer=bound) as f:
         return torch.load(f, map_location=map_location, weights_only=weights_only)
