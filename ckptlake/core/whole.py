@@ -136,7 +136,7 @@ class _Receive:
         with self._lock:
             if self._free:
                 return self._free.pop()
-        return mmap.mmap(-1, max(1, self.size))
+        return chunkio.anonymous(max(1, self.size))
 
     def give(self, buf: mmap.mmap) -> None:
         with self._lock:
@@ -189,7 +189,7 @@ def read_whole(store: Store, entry: FileEntry, algo: str, *, name: str, workers:
     if pos != size:
         raise IntegrityError(f"{name}: its chunks add up to {pos} bytes, not {size}",
                                      hint="the manifest is damaged; run ckptlake verify")
-    buf = mmap.mmap(-1, size)
+    buf = chunkio.anonymous(size)
     view = memoryview(buf)
     encoded = [stored[d] for d in places if d in stored]
     receive = _Receive(max(encoded, default=0))
@@ -208,6 +208,7 @@ def read_whole(store: Store, entry: FileEntry, algo: str, *, name: str, workers:
         wire = stored.get(d, n)
         if throttle is not None:
             throttle.acquire(wire)
+        _populate(buf, offset, n)
         scratch = receive.take() if d in stored else None
         try:
             into = memoryview(scratch)[:wire] if scratch is not None else target
@@ -254,6 +255,28 @@ def read_whole(store: Store, entry: FileEntry, algo: str, *, name: str, workers:
     out = WholeFile(buf, size, name)
     out.requests, out.bytes_fetched = counts
     return out
+
+
+_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux >= 5.14
+_populate_ok = hasattr(mmap.mmap, "madvise")
+
+
+def _populate(buf: mmap.mmap, offset: int, n: int) -> None:
+    """Fault in the pages of [offset, offset+n) in one call, before the chunk is written there.
+
+    Why: a 4 KiB page fault per first touch, taken in recv and in the decoder, costs more than
+    the kernel populating the range at once: writing 512 MiB in 16 MiB pieces here (a VM)
+    cost 0.49 CPU-s/GiB with faults, 0.40 after MADV_POPULATE_WRITE (0.58 in shared memory,
+    see chunkio.anonymous).  Done per chunk in the workers, so it runs in parallel like the
+    fetches."""
+    global _populate_ok
+    if not _populate_ok:
+        return
+    start = offset - offset % mmap.PAGESIZE
+    try:
+        buf.madvise(_POPULATE_WRITE, start, offset + n - start)
+    except (OSError, ValueError):
+        _populate_ok = False  # an older kernel: first touch faults them in as before
 
 
 def _same_start(a: memoryview, b: memoryview) -> bool:
