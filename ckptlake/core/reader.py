@@ -31,6 +31,7 @@ from __future__ import annotations
 import bisect
 import difflib
 import io
+import mmap
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,6 +48,7 @@ from ..transfer.throttle import Throttle
 from . import chunkio
 
 DEFAULT_READAHEAD = 2
+_Held = tuple["bytes | memoryview", "tuple[mmap.mmap, ...]"]  # a segment and its buffers
 KEEP = 3  # segments kept after reading (the current one included)
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")  # torch.save's zip archives, by convention
 
@@ -81,9 +83,15 @@ class LakeFile(io.RawIOBase):
         self._starts = [s for s, _ in self._segments]
         self._pos = 0
         self._lock = threading.Lock()
-        # the segment being read and the ones read just before it, oldest first
-        self._recent: OrderedDict[int, bytes | memoryview] = OrderedDict()
-        self._ahead: dict[int, Future[bytes | memoryview]] = {}
+        # the segment being read and the ones read just before it, oldest first, each with
+        # the chunk buffers it holds (given back to _free once it is dropped)
+        self._recent: OrderedDict[int, _Held] = OrderedDict()
+        self._ahead: dict[int, Future[_Held]] = {}
+        # idle chunk buffers, to receive and decode chunks into: reused, not allocated fresh
+        # for every chunk (see _fetch_held)
+        self._free: list[mmap.mmap] = []
+        self._free_lock = threading.Lock()
+        self._capacity = max((c.size for c in entry.chunks if c.offset is None), default=0)
         self._last: int | None = None  # segment of the previous read
         self._pool: ThreadPoolExecutor | None = None
         self._stats = threading.Lock()
@@ -172,6 +180,8 @@ class LakeFile(io.RawIOBase):
                 f.cancel()
             self._ahead.clear()
             self._recent.clear()
+            with self._free_lock:
+                self._free.clear()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         super().close()
@@ -190,25 +200,59 @@ class LakeFile(io.RawIOBase):
         if i in self._recent:  # the current one, or one read shortly before
             self._recent.move_to_end(i)
             self._last = i
-            return self._recent[i]
+            return self._recent[i][0]
         # forward into the next segment: a sequential reader (torch.load's storages, tar
         # members); anything else (the first read, the jump to a zip's central directory,
         # seeks back) prefetches nothing
         sequential = self._last is not None and i == self._last + 1
         self._last = i
         while len(self._recent) >= KEEP:  # released before fetching: the memory bound
-            self._recent.popitem(last=False)
+            self._give(self._recent.popitem(last=False)[1][1])
         future = self._ahead.pop(i, None)
-        # drop prefetches the reader has jumped past or away from
+        # drop prefetches the reader has jumped past or away from (one already running keeps
+        # its buffers: they are not reused, only freed with it)
         for k in [k for k in self._ahead if not i < k <= i + self.readahead]:
             self._ahead.pop(k).cancel()
         if sequential and self.readahead:
             for k in range(i + 1, min(i + 1 + self.readahead, len(self._segments))):
                 if k not in self._ahead and k not in self._recent:
-                    self._ahead[k] = self._executor().submit(self._fetch, k)
-        data = future.result() if future is not None else self._fetch(i)
-        self._recent[i] = data
-        return data
+                    self._ahead[k] = self._executor().submit(self._fetch_held, k)
+        held = future.result() if future is not None else self._fetch_held(i)
+        self._recent[i] = held
+        return held[0]
+
+    def _take(self) -> mmap.mmap:
+        with self._free_lock:
+            if self._free:
+                return self._free.pop()
+        return chunkio.anonymous(max(1, self._capacity))
+
+    def _give(self, buffers: "tuple[mmap.mmap, ...]") -> None:
+        with self._free_lock:
+            for b in buffers:
+                if len(self._free) < KEEP + self.readahead + 2:
+                    self._free.append(b)
+
+    def _fetch_held(self, i: int) -> "_Held":
+        """Segment i as _fetch returns it, a whole chunk received into one of this file's
+        reused buffers and, if stored encoded, decoded into another; with the buffer its bytes
+        are in (given back when the segment is dropped).
+
+        Why: a fresh bytes object per GET and a fresh decode buffer per chunk are page-faulted
+        in anew every time, and Store.get reads an S3 body through urllib3's copies where
+        get_into receives it straight into the buffer (store/s3.py)."""
+        _, refs = self._segments[i]
+        if not (len(refs) == 1 and refs[0].offset is None):
+            return self._fetch(i), ()
+        recv, dec = self._take(), self._take()
+        try:
+            data = self._fetch(i, recv, decode_into=dec)  # type: ignore[arg-type]
+        except BaseException:
+            self._give((recv, dec))
+            raise
+        owner = data.obj if isinstance(data, memoryview) else None
+        self._give(tuple(b for b in (recv, dec) if b is not owner))
+        return data, tuple(b for b in (recv, dec) if b is owner)
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -221,8 +265,10 @@ class LakeFile(io.RawIOBase):
             self.requests += requests
             self.bytes_fetched += nbytes
 
-    def _fetch(self, i: int, buffer: bytearray | None = None) -> bytes | memoryview:
-        """Download segment i and verify it; nothing unverified leaves this function."""
+    def _fetch(self, i: int, buffer: bytearray | None = None,
+               decode_into: bytearray | mmap.mmap | None = None) -> bytes | memoryview:
+        """Download segment i and verify it; nothing unverified leaves this function.
+        decode_into: where a chunk stored encoded is decoded to (if large enough)."""
         _, refs = self._segments[i]
         e = self.entry
         if len(refs) == 1 and refs[0].offset is None:
@@ -244,7 +290,7 @@ class LakeFile(io.RawIOBase):
                 self._count(1, len(data))
             # decoded if stored encoded, and verified: IntegrityError names chunk and version
             return chunkio.open_object(self.algo, c.digest, data, raw_size=c.size,
-                                       where=self.name)
+                                       where=self.name, into=decode_into)
         data = self._packed(refs, self._stored)
         if ((len(data) != e.size or e.digest is None
              or hash_digest(self.algo, data) != e.digest)
