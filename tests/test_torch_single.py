@@ -264,3 +264,28 @@ def test_memory_bound_is_a_share_of_available_memory(monkeypatch: pytest.MonkeyP
     assert whole.default_max_buffer() == int(10 * 1024 ** 3 * whole.MEMORY_SHARE)
     monkeypatch.setattr(whole, "memory_available", lambda: None)
     assert whole.default_max_buffer() == 0  # unknown: stream
+
+
+def test_lakefile_reuses_its_chunk_buffers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    """Streaming (lake.open without max_buffer) receives and decodes into a few reused
+    buffers, not fresh ones per chunk, and still returns the right bytes after reuse."""
+    from ckptlake.core import chunkio, reader
+
+    lake = Lake(MemoryStore(), chunk_size=MiB)
+    sd = {f"l{i}": torch.randn(MiB // 4, generator=torch.Generator().manual_seed(i))
+          for i in range(12)}  # 12 MiB of fp32: encoded chunks
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    (tmp_path / "m.pt").write_bytes(buf.getvalue())
+    lake.push(tmp_path / "m.pt", "m", compression="auto")
+    made: list[int] = []
+    real = chunkio.anonymous
+    monkeypatch.setattr(chunkio, "anonymous", lambda n: made.append(n) or real(n))
+    with lake.open("m", readahead=2) as f:
+        assert isinstance(f, LakeFile)
+        assert f.read() == buf.getvalue()
+        f.seek(0)
+        assert same(torch.load(f, weights_only=True), sd)
+    chunks = len(chunks_of(lake, "m", 1, "m.pt"))
+    assert chunks >= 12 and 0 < len(made) <= 2 * (reader.KEEP + 2 + 1)
