@@ -614,8 +614,9 @@ class Lake:
         `max_buffer`: a file of at most this many bytes is instead read whole before open
         returns (core/whole.py): all its chunks in parallel at the lake's concurrency, each
         decoded into its place in one buffer of the file's size and verified, then served
-        from memory.  For a reader that reads all of the file (torch.load) that is faster and
-        takes less CPU; memory is the file's size until closed.  Default 0: always stream.
+        from memory (the file's size, until closed).  For a reader of all of the file whose
+        limit is fetching, not the client's CPU: the fresh buffer's page faults made it cost
+        more CPU than streaming on 2 cores (docs/benchmarks.md).  Default 0: always stream.
         """
         from .core.reader import find_file
 
@@ -713,10 +714,7 @@ class Lake:
         entry = reader.find_file(m, path)
         if entry.tensors is not None:
             return _to_device(self._tensors(m, None, entry.path, "pt"), map_location)
-        from .core.whole import default_max_buffer
-
-        # read whole, in parallel, when memory allows (as ckptlake.torch.load; core/whole.py)
-        with self._open_entry(m, entry, max_buffer=default_max_buffer()) as fh:
+        with self._open_entry(m, entry) as fh:
             try:
                 return torch.load(fh, map_location=map_location, weights_only=True)
             except CkptlakeError:

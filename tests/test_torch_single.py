@@ -74,9 +74,9 @@ def test_load_round_trips_read_whole(lake_url: str, compression: str,
     r = save(sd, lake, "m", compression=compression)
     m = json.loads(lake.store.get(layout.version_key("m", r.version)))
     assert bool(m.get("stored")) == (compression == "auto")  # encoded chunks, or none
-    assert same(load(lake, "m@latest"), sd)
+    assert same(load(lake, "m@latest", max_buffer=None), sd)  # the memory bound: fits
     assert calls == ["m@v1:model.pt"]
-    assert same(load(lake, "m@latest", max_buffer=0), sd)  # streamed: same tensors
+    assert same(load(lake, "m@latest"), sd)  # the default streams: same tensors
     assert calls == ["m@v1:model.pt"]
 
 
@@ -99,11 +99,13 @@ def test_file_above_the_bound_streams(calls: list[str], monkeypatch: pytest.Monk
     assert same(load(lake, "m", max_buffer=1024), sd)  # tiny bound: streamed
     assert calls == [] and isinstance(opened[-1], LakeFile)
     monkeypatch.setattr(whole, "default_max_buffer", lambda: 1024)
-    assert same(load(lake, "m"), sd)  # the default bound, made tiny: streamed too
+    assert same(load(lake, "m", max_buffer=None), sd)  # the memory bound, made tiny: streamed
     assert calls == [] and isinstance(opened[-1], LakeFile)
     monkeypatch.setattr(whole, "default_max_buffer", lambda: BIG)
-    assert same(load(lake, "m"), sd)
+    assert same(load(lake, "m", max_buffer=None), sd)
     assert calls == ["m@v1:model.pt"] and isinstance(opened[-1], WholeFile)
+    assert same(load(lake, "m"), sd)  # the default: streamed
+    assert isinstance(opened[-1], LakeFile)
 
 
 def test_map_location_and_weights_only_pass_through(tmp_path: Path) -> None:
@@ -118,15 +120,17 @@ def test_map_location_and_weights_only_pass_through(tmp_path: Path) -> None:
         seen.append(location)
         return storage
 
-    assert same(load(lake, "m", map_location=where), sd)
-    assert seen and set(seen) == {"cpu"}
-    meta = load(lake, "m", map_location="meta")
-    assert meta["w"].device.type == "meta" and meta["w"].shape == sd["w"].shape
     save({"obj": Custom(5), "w": sd["w"]}, lake, "code")
-    with pytest.raises(pickle.UnpicklingError):
-        load(lake, "code")  # weights_only=True by default
-    got = load(lake, "code", weights_only=False)
-    assert got["obj"].v == 5 and torch.equal(got["w"], sd["w"])
+    for mb in (0, BIG):  # streamed and read whole
+        seen.clear()
+        assert same(load(lake, "m", map_location=where, max_buffer=mb), sd)
+        assert seen and set(seen) == {"cpu"}
+        meta = load(lake, "m", map_location="meta", max_buffer=mb)
+        assert meta["w"].device.type == "meta" and meta["w"].shape == sd["w"].shape
+        with pytest.raises(pickle.UnpicklingError):
+            load(lake, "code", max_buffer=mb)  # weights_only=True by default
+        got = load(lake, "code", weights_only=False, max_buffer=mb)
+        assert got["obj"].v == 5 and torch.equal(got["w"], sd["w"])
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])
@@ -144,8 +148,9 @@ def test_corrupt_chunk_raises_and_returns_nothing(where: str, request: pytest.Fi
     body[len(body) // 2] ^= 0xFF
     lake.store.put(key, bytes(body))
     got: list[Any] = []
-    with pytest.raises(IntegrityError, match=rf"chunk {key} of m@v1:model\.pt is corrupt"):
-        got.append(load(lake, "m"))
+    for mb in (BIG, 0):  # read whole, streamed
+        with pytest.raises(IntegrityError, match=rf"chunk {key} of m@v1:model\.pt is corrupt"):
+            got.append(load(lake, "m", max_buffer=mb))
     assert got == [] and calls == ["m@v1:model.pt"]
     with pytest.raises(IntegrityError, match="m@v1"):
         lake.open("m", "model.pt", max_buffer=BIG)
@@ -170,8 +175,8 @@ def test_packed_empty_and_several_chunk_files(tmp_path: Path, calls: list[str]) 
     (src / "data.bin").write_bytes(raw + raw)  # the same chunks twice: fetched once
     lake.push(src, "d")
     assert any(len(c) > 2 for c in chunks_of(lake, "d", 1, "small.pt")), "packed"
-    assert same(load(lake, "d", "small.pt"), small)
-    assert same(load(lake, "d", "model.pt"), sd)
+    assert same(load(lake, "d", "small.pt", max_buffer=BIG), small)
+    assert same(load(lake, "d", "model.pt", max_buffer=BIG), sd)
     assert calls == ["d@v1:small.pt", "d@v1:model.pt"]
     with lake.open("d", "config.json", max_buffer=BIG) as f:
         assert isinstance(f, WholeFile) and json.load(f) == {"a": 1}
@@ -247,14 +252,6 @@ def test_large_chunks_come_in_parts(tmp_path: Path) -> None:
         assert f.read() == data
         assert f.requests == 3 + 3 + 1 and f.bytes_fetched == len(data)
     lake.close()
-
-
-def test_load_state_dict_reads_whole(tmp_path: Path, calls: list[str]) -> None:
-    lake = Lake(MemoryStore(), chunk_size=MiB)
-    sd = {k: v for k, v in state(6).items() if k != "step"}
-    torch.save(sd, tmp_path / "model.pt")
-    lake.push(tmp_path / "model.pt", "s")
-    assert same(lake.load_state_dict("s"), sd) and calls == ["s@v1:model.pt"]
 
 
 def test_memory_bound_is_a_share_of_available_memory(monkeypatch: pytest.MonkeyPatch) -> None:

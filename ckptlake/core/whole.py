@@ -14,8 +14,14 @@ IntegrityError names the chunk and the version (as LakeFile's does) and the buff
 
 Memory: the whole file, for as long as the WholeFile is open (a torch.load holds it and the
 tensors it builds: about twice the file at the peak), plus one receive buffer per worker for
-chunks stored encoded.  Hence the bound `default_max_buffer`: callers fall back to streaming
-(Lake.open without max_buffer) above it, so a file larger than memory still loads.
+chunks stored encoded.  Hence the bound (`Lake.open(max_buffer=)`, `default_max_buffer`):
+above it callers stream (LakeFile), so a file larger than memory still loads.
+
+Cost: the fresh file-sized buffer is page-faulted in once (populated per chunk, see
+_populate), which streaming through LakeFile's reused chunk buffers does not pay: on the
+2-core test machine a 1 GiB torch.load took ~0.3 CPU-s/GiB more this way, and the parallel
+fetch bought no time there, the client's CPU being the limit (docs/benchmarks.md, "whole-file
+load").  Hence opt-in: it is for readers limited by fetch latency, not CPU.
 """
 from __future__ import annotations
 
@@ -324,7 +330,7 @@ def memory_available() -> int | None:
 
 
 def default_max_buffer() -> int:
-    """The largest file `ckptlake.torch.load` reads whole: MEMORY_SHARE of the memory
-    available now (0 when unknown: stream)."""
+    """The largest file `ckptlake.torch.load(max_buffer=None)` reads whole: MEMORY_SHARE of
+    the memory available now (0 when unknown: stream)."""
     avail = memory_available()
     return int(avail * MEMORY_SHARE) if avail else 0

@@ -1,6 +1,6 @@
 """torch.save / torch.load of one file in a lake, streamed: `save` serialises straight into
-chunk uploads (core/streampush.py, no local file), `load` reads through `Lake.open`: the whole
-file in parallel into memory when it fits (core/whole.py), else streamed chunk by chunk."""
+chunk uploads (core/streampush.py, no local file), `load` reads through `Lake.open`, chunk by chunk
+(or, with max_buffer, the whole file in parallel into memory first: core/whole.py)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
@@ -28,20 +28,25 @@ def save(obj: Any, lake: "Lake", artifact: str, path: str = "model.pt", *,
 
 def load(lake: "Lake", ref: "str | Ref", path: str | None = "model.pt", *,
          map_location: Any = None, weights_only: bool = True,
-         max_buffer: int | None = None) -> Any:
+         max_buffer: int | None = 0) -> Any:
     """`torch.load` of `path` in version `ref` (path None: the version's only file).
     `weights_only=True` (torch's default) refuses pickled code; pass False only for
     versions you trust.
 
-    torch.load reads every byte of the file, so a file of at most `max_buffer` bytes is
-    fetched whole first (`Lake.open(max_buffer=...)`, core/whole.py: all chunks in parallel,
-    decoded into place in one buffer, verified) and torch copies its storages straight out of
-    that buffer: the peak is about twice the file (the buffer plus the tensors).  A larger
-    file streams chunk by chunk (`Lake.open`), so one larger than memory still loads.
-    Default None: 40 % of the memory available now (core/whole.default_max_buffer), which
-    keeps that peak under 80 % of it; 0 always streams."""
-    from ..core.whole import default_max_buffer
+    The file streams chunk by chunk through `Lake.open` (reused, verified chunk buffers;
+    memory a few chunks).  `max_buffer`: a file of at most that many bytes is instead fetched
+    whole first (`Lake.open(max_buffer=...)`, core/whole.py: all chunks in parallel, decoded
+    into place in one buffer, verified) and torch copies its storages out of that buffer: the
+    peak is about twice the file.  None: 40 % of the memory available now (the cgroup's limit
+    counts; core/whole.default_max_buffer), which keeps that peak under 80 % of it.
+    Why streaming is the default: on the 2-core test machine it took less CPU and time than
+    the whole-file read, whose file-sized buffer costs its page faults (1 GiB: 3.5 vs 3.9
+    CPU-s/GiB, docs/benchmarks.md, "whole-file load"); reading whole pays where fetching, not
+    the client's CPU, is the limit (many cores, a distant store)."""
+    bound = max_buffer
+    if bound is None:
+        from ..core.whole import default_max_buffer
 
-    bound = default_max_buffer() if max_buffer is None else max_buffer
+        bound = default_max_buffer()
     with lake.open(ref, path, max_buffer=bound) as f:
         return torch.load(f, map_location=map_location, weights_only=weights_only)
