@@ -53,8 +53,9 @@ def anonymous(n: int) -> mmap.mmap:
     Why not mmap.mmap(-1, n): Python maps it MAP_SHARED, i.e. shmem, whose page faults go
     through the page cache (shmem_get_folio, LRU): with perf on a whole-file torch load, 6.5 %
     of the client's CPU was shmem_get_folio_gfp; writing 512 MiB into a fresh buffer here cost
-    0.58 CPU-s/GiB shared, 0.49 private.  Private memory faults as cheaply as malloc's.  (Not MADV_HUGEPAGE: with THP's defrag in "madvise" mode the faults
-    of such a buffer compact memory synchronously; measured here: 13 system CPU-s per GiB.)"""
+    0.58 CPU-s/GiB shared, 0.49 private.  Private memory faults as cheaply as malloc's.
+    (Not MADV_HUGEPAGE: with THP's defrag in "madvise" mode the faults of such a buffer
+    compact memory synchronously; once measured here: 13 system CPU-s per GiB.)"""
     flags = getattr(mmap, "MAP_PRIVATE", 0)
     return mmap.mmap(-1, n, flags=flags) if flags else mmap.mmap(-1, n)
 

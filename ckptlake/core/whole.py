@@ -194,7 +194,7 @@ def read_whole(store: Store, entry: FileEntry, algo: str, *, name: str, workers:
         pos += c.size
     if pos != size:
         raise IntegrityError(f"{name}: its chunks add up to {pos} bytes, not {size}",
-                                     hint="the manifest is damaged; run ckptlake verify")
+                             hint="the manifest is damaged; run ckptlake verify")
     buf = chunkio.anonymous(size)
     view = memoryview(buf)
     encoded = [stored[d] for d in places if d in stored]
