@@ -180,10 +180,10 @@ class LakeFile(io.RawIOBase):
                 f.cancel()
             self._ahead.clear()
             self._recent.clear()
-            with self._free_lock:
-                self._free.clear()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        with self._free_lock:  # after the prefetches ended: none gives a buffer back later
+            self._free.clear()
         super().close()
 
     def __repr__(self) -> str:
