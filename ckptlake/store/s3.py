@@ -49,6 +49,7 @@ class _Boto:
     """The boto3/botocore names we use, imported on first need."""
 
     def __init__(self) -> None:
+        _import_botocore_compat()
         import botocore.config
         import botocore.exceptions as bex
         import botocore.session
@@ -73,6 +74,30 @@ class _Boto:
         # Every exception a boto3 call can raise for reasons outside our code.
         self.all_errors: tuple[type[BaseException], ...] = (
             bex.ClientError, bex.BotoCoreError, *self.transient_errors)
+
+
+def _import_botocore_compat() -> None:
+    """Import botocore.compat without awscrt when the user has turned the C runtime off.
+
+    botocore.compat imports `awscrt.auth` (~30 ms, a large compiled library) only to learn
+    whether it may sign with it, and then reads BOTO_DISABLE_CRT.  With the variable set to
+    true the answer is no either way, so the import is skipped and HAS_CRT comes out False
+    exactly as botocore would set it.  Without the variable botocore behaves as always (its
+    C signer, which ckptlake hands the chunk digest to; see _install_crt_payload_hint).  Only
+    the first import of botocore.compat in a process is affected, and `awscrt.auth` stays
+    importable afterwards."""
+    import os
+    import sys
+
+    if "botocore.compat" in sys.modules or "awscrt.auth" in sys.modules \
+            or os.environ.get("BOTO_DISABLE_CRT", "false").lower() != "true":
+        return
+    sys.modules["awscrt.auth"] = None  # type: ignore[assignment]  # import raises ImportError
+    try:
+        import botocore.compat  # noqa: F401
+    finally:
+        if sys.modules.get("awscrt.auth", 0) is None:
+            del sys.modules["awscrt.auth"]
 
 
 _boto: _Boto | None = None
