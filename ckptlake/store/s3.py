@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import io
 import re
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator, NoReturn, Sequence
@@ -273,9 +274,62 @@ class _PlainJSONFileLoader:
         return None
 
 
-def _as_bytes(data: bytes | bytearray | memoryview) -> bytes:
-    """bytes for the request body: botocore (and moto) handle bytes everywhere, views not."""
-    return data if isinstance(data, bytes) else bytes(data)
+def _as_body(data: bytes | bytearray | memoryview) -> Any:
+    """The request body for `data` without copying it.  bytes go as they are; a buffer (a
+    view into a reused page-aligned buffer, a multipart part of one) goes as a seekable reader
+    of it, which botocore sends (and, where it signs the body, hashes) piece by piece: copying
+    it into bytes would be a fresh chunk-sized mapping per request, whose page faults cost
+    ~1 CPU-s per GiB pushed (perf, docs/benchmarks.md)."""
+    if isinstance(data, bytes):
+        return data
+    if len(memoryview(data)) < _COPY_BELOW:
+        return bytes(data)  # small: a copy costs nothing and every stub and mock takes bytes
+    return _BufferBody(data)
+
+
+_COPY_BELOW = 1 << 20  # glibc serves smaller allocations from the heap: no fresh mapping
+
+
+class _BufferBody(io.RawIOBase):
+    """A read-only, seekable file over a buffer whose read() returns views of it (hashlib and
+    sendall take views; nothing is copied)."""
+
+    def __init__(self, data: bytearray | memoryview) -> None:
+        super().__init__()
+        self._view = memoryview(data).cast("B")
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def read(self, size: int | None = -1) -> "memoryview | bytes":  # type: ignore[override]
+        if size is None or size < 0:  # "all of it" is for consumers that want bytes (moto)
+            piece = bytes(self._view[self._pos:])
+            self._pos = max(self._pos, len(self._view))
+            return piece
+        end = min(len(self._view), self._pos + size)
+        piece = self._view[min(self._pos, end):end]
+        self._pos = max(self._pos, end)
+        return piece
+
+    def readinto(self, buffer: Any) -> int:
+        piece = self.read(len(buffer))
+        buffer[:len(piece)] = piece
+        return len(piece)
 
 
 def _plain_readinto(raw: Any) -> Any:
@@ -572,7 +626,7 @@ class S3Store(Store):
             kwargs["IfNoneMatch"] = "*"
         if if_match is not None:
             kwargs["IfMatch"] = if_match
-        body = _as_bytes(data)
+        body = _as_body(data)
         try:
             r = self._client.put_object(Bucket=self.bucket, Key=self._full(key), Body=body,
                                         **kwargs)
@@ -682,7 +736,7 @@ class S3Store(Store):
 
     def upload_part(self, key: str, upload_id: str, part_number: int,
                     data: bytes | bytearray | memoryview) -> str:
-        body = _as_bytes(data)
+        body = _as_body(data)
         try:
             r = self._client.upload_part(Bucket=self.bucket, Key=self._full(key),
                                          UploadId=upload_id, PartNumber=part_number, Body=body)
