@@ -65,7 +65,7 @@ from ..transfer.pool import bounded_map
 from ..transfer.progress import NullProgress, Progress
 from ..transfer.throttle import Throttle
 from ..format.codecs import frame_rawlen, looks_framed
-from .chunkio import DECODERS, DecodeBuffers, fix_mmap_threshold, open_object
+from .chunkio import DECODERS, ChunkBuffers, fix_mmap_threshold, open_object
 from .createonce import EMPTY_NOTE
 from .identity import iso, utcnow
 
@@ -676,7 +676,7 @@ class _Run:
                 self._check_read(d, data, size, stored, pack_files)
             self.progress.advance(size)
 
-        decode = DecodeBuffers()
+        decode = ChunkBuffers()
         if any(self.refs.hint):
             fix_mmap_threshold()  # decoding allocates chunk-sized buffers (see there)
         try:

@@ -27,6 +27,7 @@ equals the chunk's raw length is raw, whatever bytes it starts with.
 """
 from __future__ import annotations
 
+import mmap
 import struct
 import threading
 from dataclasses import dataclass
@@ -356,49 +357,74 @@ def choose(data: bytes | memoryview, dtype: str | None = None) -> Choice:
     return best
 
 
-def encode(data: bytes | memoryview, choice: Choice) -> bytes | bytearray | None:
+def encode(data: bytes | memoryview, choice: Choice,
+           into: bytearray | memoryview | mmap.mmap | None = None
+           ) -> bytearray | memoryview | None:
     """The frame for `data` under `choice`, or None when it would not be shorter than the raw
-    bytes (then the chunk is stored raw)."""
+    bytes (then the chunk is stored raw).
+
+    into: a writable buffer of at least len(data) bytes to assemble the frame in (a frame is
+    always shorter); the result is then a view of its start.  A pusher reuses a few such
+    buffers instead of joining a fresh chunk-sized frame per chunk (each a fresh mapping to
+    fault in, under the CLI's fixed mmap threshold).  Without it, a new bytearray."""
     if choice.codec == 0:
         return None
     n = len(data)
+    if into is not None and len(into) < n:
+        raise ValueError(f"encode into {len(into)} bytes, expected at least {n}")
     zstd = _zstd()
-    cctx = zstd.ZstdCompressor(level=ZSTD_LEVEL)
+    out = memoryview(into if into is not None else bytearray(n)).cast("B")
     if choice.codec == CODEC_ZSTD:
-        out = HEAD.pack(MAGIC, CODEC_ZSTD, 0, 0, n) + cctx.compress(data)
-        return out if len(out) < n else None
+        packed = zstd.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
+        size = HEAD.size + len(packed)
+        if size >= n:
+            return None
+        HEAD.pack_into(out, 0, MAGIC, CODEC_ZSTD, 0, 0, n)
+        out[HEAD.size:size] = packed
+        return _frame(out, size, into)
     cctx = _plane_compressor(zstd)
     width = _WIDTH[choice.transform]
     aligned = n - n % width
-    tail = bytes(data[aligned:])
+    tail = memoryview(data)[aligned:]
+    count = width if choice.transform in (PLANES_BYTES2, PLANES_BYTES4) else \
+        (2 if width == 2 else 4)
     scratch = None
     if choice.transform in (PLANES_BF16, PLANES_FP32) and bit_planes_fast():
-        scratch = [_SCRATCH.take(aligned // width) for _ in range(2 if width == 2 else 4)]
+        scratch = [_SCRATCH.take(aligned // width) for _ in range(count)]
     try:
         planes = split(memoryview(data)[:aligned], choice.transform, scratch)
-        parts: list[bytes | bytearray | memoryview] = []
-        heads: list[bytes] = []
-        total = HEAD.size + 1 + len(tail)
+        pos = HEAD.size + 1 + PLANE.size * len(planes)  # the plane heads are written last
         for k in range(len(planes)):
             plane = planes[k]
             packed = cctx.compress(plane) if _worth(cctx, plane) else None
             if packed is not None and len(packed) < len(plane) * WORTH:
-                heads.append(PLANE.pack(MODE_ZSTD, len(packed)))
-                parts.append(packed)
-                planes[k] = b""  # released: only what is stored stays
+                mode, body = MODE_ZSTD, packed
             else:
-                heads.append(PLANE.pack(MODE_STORED, len(plane)))
-                parts.append(plane)
-            total += PLANE.size + len(parts[-1])
-            if total >= n:
+                mode, body = MODE_STORED, plane
+            if pos + len(body) + len(tail) >= n:
                 return None
-        del planes
-        return b"".join([HEAD.pack(MAGIC, CODEC_PLANES, choice.transform, 0, n),
-                         bytes((len(parts),)), *heads, *parts, tail])
+            PLANE.pack_into(out, HEAD.size + 1 + PLANE.size * k, mode, len(body))
+            out[pos:pos + len(body)] = body
+            pos += len(body)
+            planes[k] = b""  # released: only what is stored stays
+        out[pos:pos + len(tail)] = tail
+        pos += len(tail)
+        HEAD.pack_into(out, 0, MAGIC, CODEC_PLANES, choice.transform, 0, n)
+        out[HEAD.size] = len(planes)
+        return _frame(out, pos, into)
     finally:
         if scratch is not None:
-            parts = planes = None  # type: ignore[assignment]  # views into the scratch
+            planes = plane = None  # type: ignore[assignment]  # views into the scratch
             _SCRATCH.give(*scratch)
+
+
+def _frame(out: memoryview, size: int, into: object) -> bytearray | memoryview:
+    if into is not None:
+        return out[:size]
+    buf = out.obj
+    out.release()
+    del buf[size:]  # type: ignore[union-attr]  # our own bytearray: shrink it in place
+    return buf  # type: ignore[return-value]
 
 
 def _worth(cctx, plane: bytes) -> bool:
@@ -409,9 +435,11 @@ def _worth(cctx, plane: bytes) -> bool:
     return _zlen(cctx, sample) < len(sample) * WORTH
 
 
-def encode_auto(data: bytes | memoryview, dtype: str | None = None) -> bytes | bytearray | None:
-    """Choose and encode: the frame, or None to store `data` raw."""
-    return encode(data, choose(data, dtype))
+def encode_auto(data: bytes | memoryview, dtype: str | None = None,
+                into: bytearray | memoryview | mmap.mmap | None = None
+                ) -> bytearray | memoryview | None:
+    """Choose and encode (into `into`, see encode): the frame, or None to store `data` raw."""
+    return encode(data, choose(data, dtype), into)
 
 
 # --- decoding -------------------------------------------------------------------------------
