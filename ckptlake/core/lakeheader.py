@@ -35,7 +35,12 @@ def check_requested_hash(name: str) -> str:
     is written -- a lake must never be created with a hash its creator cannot compute."""
     if name not in SUPPORTED_HASHES:
         raise UsageError(f"unknown hash {name!r}", hint=f"use {' or '.join(SUPPORTED_HASHES)}")
-    return check_hash(name)
+    try:
+        return check_hash(name)
+    except UsageError:  # blake3 missing: say what would be created, and the way around it
+        raise UsageError(f"cannot create a {name} lake: the {name} package is not installed",
+                         hint=f"pip install {name}, or create a SHA-256 lake "
+                              "(push --hash sha256)") from None
 
 
 def open_or_create_header(store: Store, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -44,9 +49,10 @@ def open_or_create_header(store: Store, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
     """(the header, whether this call created the lake).  Creating one is worth saying: a
     mistyped lake location is otherwise a silent new lake.
 
-    `hash`: the chunk hash a new lake gets (None: sha256).  It only chooses for a new lake:
-    an existing lake with another hash is refused (exit 2) rather than silently used, since
-    the caller asked for something this lake cannot give."""
+    `hash`: the chunk hash a new lake gets (None: DEFAULT_HASH, blake3).  It only chooses for
+    a new lake: an existing lake with another hash is refused (exit 2) rather than silently
+    used, since the caller asked for something this lake cannot give; an existing lake
+    without `hash` named keeps its own, whatever the default has become."""
     if hash is not None:
         check_requested_hash(hash)
     for _ in range(5):
@@ -58,7 +64,9 @@ def open_or_create_header(store: Store, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
                                  "creates it",
                                  hint="push without --hash, or to a new lake location")
             return existing, False
-        header = LakeHeader(hash=hash or DEFAULT_HASH, chunk_size=chunk_size,
+        # only now, for a lake about to be created: an existing lake's hash needs no default
+        algo = hash or check_requested_hash(DEFAULT_HASH)
+        header = LakeHeader(hash=algo, chunk_size=chunk_size,
                             compression=compression,
                             created=datetime.now(timezone.utc).isoformat().replace("+00:00",
                                                                                    "Z"))
