@@ -25,9 +25,12 @@ def read_header(store: Store) -> LakeHeader | None:
 
 
 def ensure_header(store: Store, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                  compression: str = DEFAULT_COMPRESSION) -> LakeHeader:
-    """Read the header, creating it if this is the lake's first write (race-safe)."""
-    return open_or_create_header(store, chunk_size=chunk_size, compression=compression)[0]
+                  compression: str = DEFAULT_COMPRESSION,
+                  hash: str | None = None) -> LakeHeader:
+    """Read the header, creating it if this is the lake's first write (race-safe; `hash` as
+    for open_or_create_header)."""
+    return open_or_create_header(store, chunk_size=chunk_size, compression=compression,
+                                 hash=hash)[0]
 
 
 def check_requested_hash(name: str) -> str:
