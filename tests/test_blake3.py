@@ -239,6 +239,33 @@ def test_sha256_lake_is_unaffected(lake_url: str, tmp_path: Path) -> None:
     assert cli("verify", "--lake", lake_url, "--read-data").exit_code == 0
 
 
+@pytest.mark.parametrize("loss", ["deleted", "zero-byte"])
+def test_a_lost_header_keeps_the_lakes_hash(local_lake_url: str, tmp_path: Path,
+                                            loss: str) -> None:
+    """A header lost under existing versions is rewritten by the next push with their hash,
+    not the default for new lakes (a SHA-256 lake must not turn BLAKE3 under its own
+    manifests); verify, meanwhile, checks chunks with the manifests' hash."""
+    src = source(tmp_path)
+    root = Path(local_lake_url[7:])
+    for name, algo in (("sha", "sha256"), ("b3", "blake3")):
+        url = f"{local_lake_url}-{name}"
+        assert cli("push", src, "a", "--lake", url, "--hash", algo).exit_code == 0
+        head = Path(f"{root}-{name}", layout.HEADER_KEY)
+        head.unlink() if loss == "deleted" else head.write_bytes(b"")
+        v = cli("verify", "--lake", url, "--read-data", "--json")
+        problems = json.loads(v.stdout)["problems"]
+        assert v.exit_code == 5 and [p["kind"] for p in problems] == ["header"], problems
+        other = "blake3" if algo == "sha256" else "sha256"
+        r = cli("push", src, "a", "--lake", url, "--hash", other)
+        assert r.exit_code == 2 and algo in r.stderr and "Traceback" not in r.stderr
+        r = cli("push", source(tmp_path, f"{name}2", bump="layer.1.w"), "a", "--lake", url)
+        assert r.exit_code == 0, r.stderr
+        assert json.loads(head.read_text())["hash"] == algo
+        assert json.loads(Path(f"{root}-{name}", layout.version_key("a", 2)).read_text())[
+            "hash"] == algo
+        assert cli("verify", "--lake", url, "--read-data").exit_code == 0
+
+
 def test_cli_hash_option(local_lake_url: str, tmp_path: Path) -> None:
     src = source(tmp_path)
     r = cli("push", src, "c", "--lake", local_lake_url, "--hash", "md5")
