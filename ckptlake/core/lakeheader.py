@@ -49,10 +49,11 @@ def check_requested_hash(name: str) -> str:
 
 def versions_hash(store: Store) -> str | None:
     """The hash the first version manifest of a lake without a header names (None: no
-    version, or the first one unreadable).  A header lost (deleted, or cut to zero bytes) under existing
-    versions must be rewritten with their hash, not with the default for new lakes: a SHA-256
-    lake would otherwise turn into a BLAKE3 one under its own SHA-256 manifests.  One listing,
-    and one GET if it finds a version: only on the push that writes a header."""
+    version, or the first one unreadable).  A header lost (deleted, or cut to zero bytes)
+    under existing versions must be rewritten with their hash, not with the default for new
+    lakes: a SHA-256 lake would otherwise turn into a BLAKE3 one under its own SHA-256
+    manifests.  One listing, and one GET if it finds a version: only on the push that writes
+    a header."""
     for obj in store.list(ARTIFACTS_PREFIX):
         if parse_version_key(obj.key) is None:
             continue
