@@ -183,9 +183,10 @@ class Lake:
         collected unless False; a dict adds to or overrides what is collected.
         `compression`: "auto" (store chunks encoded where that saves bytes) or "none";
         default: the lake header's setting ("auto" for lakes this version creates, "none"
-        for older lakes).  `hash`: "sha256" (default) or "blake3" (needs `ckptlake[blake3]`),
-        the chunk hash of a lake this push creates; naming another hash than an existing
-        lake's is refused (UsageError).
+        for older lakes).  `hash`: "blake3" (default) or "sha256", the chunk hash of a lake
+        this push creates; an existing lake keeps its own (SHA-256 for lakes made before
+        BLAKE3 was the default), and naming another hash than an existing lake's is refused
+        (UsageError).
         """
         from .core import lineage as _lineage
         from .core import provenance as _provenance

@@ -1,5 +1,6 @@
 """What a push asks of the store: one listing instead of a HEAD per chunk where that is cheaper,
-and no second SHA-256 of each chunk in the S3 signer."""
+and, in a SHA-256 lake, no second SHA-256 of each chunk in the S3 signer (a BLAKE3 lake's
+digests cannot stand in for it: tests/test_blake3.py)."""
 from __future__ import annotations
 
 import filecmp
@@ -16,6 +17,8 @@ import pytest
 
 from ckptlake.core import push as push_mod
 from ckptlake.format import layout
+from ckptlake.format.header import DEFAULT_HASH
+from ckptlake.format.header import digest as hash_of
 from ckptlake.lake import Lake
 from ckptlake.store.memory import MemoryStore
 
@@ -92,7 +95,7 @@ def test_wrong_sized_chunk_in_listing_is_sent_again(tmp_path: Path) -> None:
     lake = Lake(store, chunk_size=MiB, concurrency=4)
     src = tree(tmp_path / "a", n_big=1)
     first = (src / "shard0.bin").read_bytes()[:MiB]
-    key = layout.chunk_key(hashlib.sha256(first).hexdigest())
+    key = layout.chunk_key(hash_of(DEFAULT_HASH, first))  # the hash of the lake the push makes
     store.put(key, b"")
     lake.push(src, "p/r/ckpt")
     assert store.get(key) == first

@@ -109,31 +109,32 @@ def test_building_the_app_imports_no_command_and_no_pydantic() -> None:
 
 
 def test_help_builds_every_command_without_pydantic(tmp_path: Path) -> None:
-    got = probe(["--help"], ("pydantic", "boto3", "botocore", "yaml", *COMMAND_MODULES),
+    got = probe(["--help"], ("pydantic", "boto3", "botocore", "yaml", "blake3", *COMMAND_MODULES),
                 cwd=tmp_path, env={"COLUMNS": "100"})
     assert got["code"] == 0, got["stderr"]
     assert got["modules"] == sorted(COMMAND_MODULES)  # the help lists them all
 
 
 @pytest.mark.parametrize("args,needs", [
-    (["pull", "demo/one", "DEST"], ("ckptlake.cli.pull", "ckptlake.core.pull")),
+    (["pull", "demo/one", "DEST"], ("blake3", "ckptlake.cli.pull", "ckptlake.core.pull")),
     (["pull", "demo/one", "DEST", "--concurrency", "2", "--include", "*.bin"],
-     ("ckptlake.cli.pull", "ckptlake.core.pull")),
+     ("blake3", "ckptlake.cli.pull", "ckptlake.core.pull")),
     (["ls"], ("ckptlake.cli.ls",)),
     (["ls", "demo/one"], ("ckptlake.cli.ls",)),
-    (["cat", "demo/one", "one.bin"], ("ckptlake.cli.cat",)),
+    (["cat", "demo/one", "one.bin"], ("blake3", "ckptlake.cli.cat")),
     (["push", "SRC", "demo/two", "--step", "3", "--metric", "loss=1.5"],
-     ("ckptlake.cli.push", "ckptlake.core.push", "ckptlake.core.scan",
+     ("blake3", "ckptlake.cli.push", "ckptlake.core.push", "ckptlake.core.scan",
       "ckptlake.policy.retention")),  # the commit guard's grace period (core/gc_guard.py)
 ], ids=["pull", "pull-options", "ls", "ls-artifact", "cat", "push"])
 def test_local_lake_command_imports(small_lake: str, tmp_path: Path, args: list[str],
                                     needs: tuple[str, ...]) -> None:
     """A local-lake command outside a terminal: its own module and the engine half it uses,
-    nothing else (no botocore, no pydantic, no PyYAML without a config file, no rich bar)."""
+    nothing else (no botocore, no pydantic, no PyYAML without a config file, no rich bar;
+    blake3, the hash of this new lake, only where bytes are hashed)."""
     args = [str(tmp_path / "dest") if a == "DEST" else str(tmp_path / "src") if a == "SRC"
             else a for a in args]
     watch = (*HEAVY, *COMMAND_MODULES, "ckptlake.core.push", "ckptlake.core.pull",
-             "ckptlake.core.gc", "ckptlake.core.du", "ckptlake.core.scan",
+             "ckptlake.core.gc", "ckptlake.core.du", "ckptlake.core.scan", "blake3",
              # settings most commands never use: loaded when configured (or for gc / du)
              "ckptlake.policy.retention", "ckptlake.core.cache", "ckptlake.policy.replicas")
     got = probe([*args, "--lake", small_lake], watch, cwd=tmp_path)
@@ -152,7 +153,7 @@ def test_config_file_is_still_read(small_lake: str, tmp_path: Path) -> None:
 
 def test_shell_completion_imports_no_typer(small_lake: str, tmp_path: Path) -> None:
     got = probe(["__complete", "ref", "demo/", "--", "ckptlake", "pull", "--lake", small_lake,
-                 "demo/"], ("typer", "rich", *HEAVY, *COMMAND_MODULES), cwd=tmp_path)
+                 "demo/"], ("typer", "rich", "blake3", *HEAVY, *COMMAND_MODULES), cwd=tmp_path)
     assert got["code"] == 0, got["stderr"]
     assert got["modules"] == []
 

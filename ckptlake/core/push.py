@@ -373,7 +373,10 @@ class _Uploader:
         if self.parts is not None and self.parts.applies(len(data)):
             self.parts.put(self.store, key, data, on_part=progress)
             return
-        # a raw chunk's digest is the body's SHA-256: an S3 signer need not hash it again
+        # in a SHA-256 lake a raw chunk's digest is the body's SHA-256: an S3 signer need not
+        # hash it again.  A BLAKE3 lake (the default) cannot lend it, and the signer hashes on
+        # plain http; BLAKE3's cheaper hashing still wins (docs/benchmarks.md, "BLAKE3 the
+        # default for new lakes").
         self.store.put(key, data, sha256=d if d is not None and self.algo == "sha256" else None)
         if progress is not None:
             progress(len(data))
@@ -511,7 +514,7 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
          compression: str | None = None, hash: str | None = None) -> PushResult:
     """Push a scanned tree as the next version of `artifact`.
 
-    `hash`: the chunk hash if this push creates the lake (None: sha256); see
+    `hash`: the chunk hash if this push creates the lake (None: DEFAULT_HASH); see
     open_or_create_header.
 
     `observers` see the bytes as they are read (see FileObserver); `manifest_fields` sets

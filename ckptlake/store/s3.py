@@ -108,7 +108,9 @@ _boto: _Boto | None = None
 # CPU.  The chunk's key already *is* that SHA-256, so a put may hand it over (`sha256=`): it
 # travels from the call to the signer in the request context, and the signer uses it instead of
 # hashing.  A server that verifies signed payloads (AWS S3, MinIO) checks the body against it
-# exactly as against botocore's own value (SeaweedFS 4.48 verifies neither).
+# exactly as against botocore's own value (SeaweedFS 4.48 verifies neither).  Only SHA-256
+# lakes have such keys; a BLAKE3 lake's chunks (the default for new lakes) are hashed by the
+# signer over plain http and go unsigned over https (_UNSIGNED_CONTEXT below).
 # Over https too: botocore signs UNSIGNED-PAYLOAD only when a checksum header accompanies the
 # body, and with request_checksum_calculation=when_required a PutObject carries none.
 _PAYLOAD_PARAM = "CkptlakePayloadSHA256"
