@@ -51,7 +51,7 @@ def build(store, *, versions: int, chunks: int, artifacts: int, workers: int) ->
     from ckptlake.core.lakeheader import ensure_header
     from ckptlake.format.manifest import ChunkRef, FileEntry, Manifest
 
-    ensure_header(store)
+    ensure_header(store, hash="sha256")  # the manifests below name sha256
     rng = random.Random(1)
     garbage = chunks // 20
     referenced = chunks - garbage

@@ -56,7 +56,7 @@ def build(root: Path, *, versions: int, chunks: int, artifacts: int) -> dict:
     from ckptlake.store import open_store
 
     store = open_store(f"file://{root}")
-    ensure_header(store)
+    ensure_header(store, hash="sha256")  # the manifests below name sha256
     t0 = time.monotonic()
     digests: list[str] = []
     made: set[str] = set()

@@ -98,10 +98,12 @@ def open(lake: str | None = None, *, config: str | None = None, endpoint_url: st
 
 def _replicas(cfg: Any, choice: str | None, url: str, endpoint: str | None, **opts: Any) -> Any:
     """The config's replicas (validated: errors name file and line), or None without any."""
-    from .policy.replicas import check_not_origin, load_replicas
-
     if choice is not None and (not isinstance(choice, str) or not choice):
         raise UsageError(f"replica must be a replica name or 'none', got {choice!r}")
+    if getattr(cfg, "replicas", None) is None and choice in (None, "none"):
+        return None  # the common case, without importing the replicas' validation (start-up)
+    from .policy.replicas import check_not_origin, load_replicas
+
     specs = load_replicas(cfg)
     if not specs:
         if choice not in (None, "none"):
@@ -120,7 +122,6 @@ def _replicas(cfg: Any, choice: str | None, url: str, endpoint: str | None, **op
 
 
 def _chunk_cache(cache: Any, cache_size: int | None, cfg: Any) -> Any:
-    from .core.cache import DEFAULT_CACHE_SIZE, ChunkCache
     from .policy.config import resolve_cache
 
     if cache is False:
@@ -133,10 +134,15 @@ def _chunk_cache(cache: Any, cache_size: int | None, cfg: Any) -> Any:
                                  hint="set $CKPTLAKE_CACHE or cache: in ckptlake.yaml, or "
                                       "pass cache=DIR")
             return None
-        return ChunkCache(setting.dir, cache_size or setting.size or DEFAULT_CACHE_SIZE)
-    if not isinstance(cache, (str, _os.PathLike)) or not _os.fspath(cache):
+        directory, size = setting.dir, cache_size or setting.size
+    elif not isinstance(cache, (str, _os.PathLike)) or not _os.fspath(cache):
         raise UsageError(f"cache must be a directory, True, False or None, got {cache!r}")
-    return ChunkCache(cache, cache_size or DEFAULT_CACHE_SIZE)
+    else:
+        directory, size = cache, cache_size
+    # imported only for a cache in use: most commands run without one (start-up, issue 13)
+    from .core.cache import DEFAULT_CACHE_SIZE, ChunkCache
+
+    return ChunkCache(directory, size or DEFAULT_CACHE_SIZE)
 
 
 def _first(*values: float | None) -> float:

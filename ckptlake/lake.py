@@ -15,14 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from .core import catalog
-from .core.scan import scan
 from .core.values import check_metadata, check_metrics
 from .errors import CkptlakeError, TransferError, TransientError, UsageError
 from .format import layout
 from .format.refs import Ref, parse_ref, validate_alias, validate_artifact
 from .policy.config import (DEFAULT_CONCURRENCY, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE,
                             check_chunk_size, check_concurrency, check_part_settings)
-from .policy.retention import resolve_retention
 from .results import (AliasResult, ArtifactInfo, PullResult, PushResult, VerifyResult,
                       VersionInfo)
 from .store.base import Store
@@ -186,9 +184,10 @@ class Lake:
         collected unless False; a dict adds to or overrides what is collected.
         `compression`: "auto" (store chunks encoded where that saves bytes) or "none";
         default: the lake header's setting ("auto" for lakes this version creates, "none"
-        for older lakes).  `hash`: "sha256" (default) or "blake3" (needs `ckptlake[blake3]`),
-        the chunk hash of a lake this push creates; naming another hash than an existing
-        lake's is refused (UsageError).
+        for older lakes).  `hash`: "blake3" (default) or "sha256", the chunk hash of a lake
+        this push creates; an existing lake keeps its own (SHA-256 for lakes made before
+        BLAKE3 was the default), and naming another hash than an existing lake's is refused
+        (UsageError).
         """
         from .core import lineage as _lineage
         from .core import provenance as _provenance
@@ -206,6 +205,8 @@ class Lake:
                         **(metadata or {})}
         parent_edges = _lineage.resolve_parents(self.store, parents, relation=relation) \
             if parents else ()
+        from .core.scan import scan
+
         tree = scan(source, exclude=tuple(exclude), follow_symlinks=follow_symlinks)
         fields: dict[str, Any] = {"parents": parent_edges, "inputs": input_items}
         if provenance is not False:
@@ -516,6 +517,8 @@ class Lake:
             raise UsageError(f"shard rank must be in 0..{world - 1} for a world of {world}, "
                              f"got {rank}")
         from .format.safetensors import TensorObserver
+
+        from .core.scan import scan
 
         tree = scan(source, exclude=tuple(exclude), follow_symlinks=follow_symlinks)
         tensors = TensorObserver((f.path, f.abspath) for f in tree.files)
@@ -838,6 +841,7 @@ class Lake:
         for the config file's.  match: consider only artifacts matching this glob.
         """
         from .core.gc import plan_gc
+        from .policy.retention import resolve_retention
 
         return plan_gc(self.store, resolve_retention(policy), now=now, match=match)
 
@@ -897,6 +901,7 @@ class Lake:
         listings and manifests only (core/du.py); prefix selects the artifacts reported,
         sharing is always counted lake-wide."""
         from .core.du import disk_usage
+        from .policy.retention import resolve_retention
 
         if price is None:
             price = resolve_retention(None).storage_price_per_gb_month

@@ -74,6 +74,9 @@ class SeaweedFS:
     pid: int
     log_path: Path
     env: dict[str, str] = field(repr=False)
+    # the same server over TLS (self-signed for 127.0.0.1; clients trust it via AWS_CA_BUNDLE)
+    https_endpoint_url: str = ""
+    ca_bundle: str = ""
 
     def client(self) -> Any:
         import boto3
@@ -171,6 +174,36 @@ def _wait_ready(proc: subprocess.Popen[bytes], endpoint: str, log_path: Path) ->
     client.delete_object(Bucket=SEAWEED_BUCKET, Key="warm-up")
 
 
+def _self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, for the server's https listener (cryptography
+    comes with moto)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import ipaddress
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "tls-cert.pem", directory / "tls-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.TraditionalOpenSSL,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory, _isolated_session_env: None,
               test_env_dirs: dict[str, str]) -> Iterator[SeaweedFS]:
@@ -179,9 +212,11 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory, _isolated_session_env: N
     data = base / "data"
     data.mkdir()
     log_path = base / "weed.log"
-    s3, master, volume, filer = _free_ports(4)
+    s3, master, volume, filer, s3_tls = _free_ports(5)
+    cert, key = _self_signed_cert(base)
     cmd = [str(weed), "server", "-s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
            f"-s3.port={s3}", f"-master.port={master}", f"-volume.port={volume}",
+           f"-s3.port.https={s3_tls}", f"-s3.cert.file={cert}", f"-s3.key.file={key}",
            f"-filer.port={filer}", f"-dir={data}", "-volume.max=0",
            "-master.volumeSizeLimitMB=256", "-master.telemetry=false",
            # 4.x also opens Iceberg (8181) and Lance (9101) listeners on fixed ports: two
@@ -206,7 +241,8 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory, _isolated_session_env: N
             if name != "AWS_ENDPOINT_URL":
                 env.pop(name, None)
         yield SeaweedFS(endpoint_url=endpoint, bucket=SEAWEED_BUCKET, pid=proc.pid,
-                        log_path=log_path, env=env)
+                        log_path=log_path, env=env,
+                        https_endpoint_url=f"https://127.0.0.1:{s3_tls}", ca_bundle=str(cert))
     finally:
         _stop(proc)
 

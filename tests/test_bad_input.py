@@ -14,7 +14,7 @@ from typing import Any, Callable
 import pytest
 from typer.testing import CliRunner
 
-import ckptlake.lake
+import ckptlake.core.scan
 from ckptlake.cli.app import app
 from ckptlake.core.scan import scan as real_scan
 from ckptlake.format import layout
@@ -85,7 +85,7 @@ def test_source_changed_between_scan_and_read(src: Path, lake: str, lake_dir: Pa
         change(src / "a.bin")
         return tree
 
-    monkeypatch.setattr(ckptlake.lake, "scan", scan_then_change)
+    monkeypatch.setattr(ckptlake.core.scan, "scan", scan_then_change)
     r = run("push", src, "p/a", "--lake", lake, "--chunk-size", "1MiB")
     line = error_line(r, 6)
     assert "a.bin" in line and "nothing was committed" in line
@@ -125,7 +125,7 @@ def test_file_made_unreadable_after_scan(src: Path, lake: str, lake_dir: Path,
             monkeypatch.setattr(os, "open", open_as_user)
         return tree
 
-    monkeypatch.setattr(ckptlake.lake, "scan", scan_then_chmod)
+    monkeypatch.setattr(ckptlake.core.scan, "scan", scan_then_chmod)
     line = error_line(run("push", src, "p/a", "--lake", lake), 4)
     assert "a.bin" in line
     assert versions(lake_dir) == []

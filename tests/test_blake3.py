@@ -1,6 +1,8 @@
 """BLAKE3 lakes (issue 13, item 3): a lake whose header says `hash: blake3` names and verifies
-every chunk, packed file and tensor with BLAKE3; SHA-256 lakes are unchanged; a missing blake3
-package or an unknown hash stops with a one-line error."""
+every chunk, packed file and tensor with BLAKE3, and every new lake gets it unless its first
+push names sha256; SHA-256 lakes (`--hash sha256`, and every lake made before BLAKE3 was the
+default) stay SHA-256; a missing blake3 package or an unknown hash stops with a one-line
+error."""
 from __future__ import annotations
 
 import hashlib
@@ -164,22 +166,50 @@ class SignerSpy(MemoryStore):
 
 
 def test_signer_hint_only_for_sha256_lakes(tmp_path: Path) -> None:
+    """The trade of the default: a new lake (BLAKE3) gives the S3 signer no digest to reuse;
+    a lake created with hash="sha256" does."""
     data = np.random.default_rng(9).bytes(CH + 5)
     (tmp_path / "w.bin").write_bytes(data)
-    for algo, expect in (("sha256", hashlib.sha256(data[:CH]).hexdigest()), ("blake3", None)):
+    sha = hashlib.sha256(data[:CH]).hexdigest()
+    for algo, named, expect in (("sha256", sha, sha), ("blake3", b3(data[:CH]), None),
+                                (None, b3(data[:CH]), None)):
         store = SignerSpy()
         Lake(store, chunk_size=CH).push(tmp_path / "w.bin", "a", hash=algo, compression="none")
-        key = [k for k in store.hints if k.endswith(hashlib.sha256(data[:CH]).hexdigest()
-                                                    if algo == "sha256" else b3(data[:CH]))]
+        key = [k for k in store.hints if k.endswith(named)]
         assert key and store.hints[key[0]] == expect, algo
 
 
-def test_sha256_lake_is_unaffected(local_lake_url: str, tmp_path: Path) -> None:
+def test_a_new_lake_is_a_blake3_lake(lake_url: str, tmp_path: Path) -> None:
+    """No hash named (library or CLI, local or S3): the header, the manifest and every chunk
+    key say BLAKE3."""
     src = source(tmp_path)
-    r = cli("push", src, "s", "--lake", local_lake_url, "--json")
+    r = cli("push", src, "n", "--lake", lake_url, "--chunk-size", "1MiB", "--json")
     assert r.exit_code == 0, r.stderr
-    lake = ckptlake.open(local_lake_url, chunk_size=CH)
-    assert json.loads(lake.store.get(layout.HEADER_KEY))["hash"] == "sha256"
+    lake = ckptlake.open(lake_url, chunk_size=CH)
+    assert json.loads(lake.store.get(layout.HEADER_KEY))["hash"] == "blake3"
+    m = json.loads(lake.store.get(layout.version_key("n", 1)))
+    assert m["hash"] == "blake3"
+    rnd = (src / "random.bin").read_bytes()
+    files = {f["path"]: f for f in m["files"]}
+    assert [c[0] for c in files["random.bin"]["chunks"]] == [b3(rnd[:CH]), b3(rnd[CH:])]
+    assert files["cfg/4.json"]["digest"] == b3((src / "cfg" / "4.json").read_bytes())
+    assert cli("pull", "n", tmp_path / "o", "--lake", lake_url).exit_code == 0
+    assert tree(tmp_path / "o") == tree(src)
+    other = Lake(MemoryStore(), chunk_size=CH)
+    other.push(src, "n")
+    assert json.loads(other.store.get(layout.HEADER_KEY))["hash"] == "blake3"
+
+
+def test_sha256_lake_is_unaffected(lake_url: str, tmp_path: Path) -> None:
+    """`--hash sha256` creates a SHA-256 lake, and later pushes without the option keep it
+    SHA-256 (header unchanged) and deduplicate against its chunks."""
+    src = source(tmp_path)
+    r = cli("push", src, "s", "--lake", lake_url, "--hash", "sha256", "--chunk-size", "1MiB",
+            "--json")
+    assert r.exit_code == 0, r.stderr
+    lake = ckptlake.open(lake_url, chunk_size=CH)
+    header = lake.store.get(layout.HEADER_KEY)
+    assert json.loads(header)["hash"] == "sha256"
     m = json.loads(lake.store.get(layout.version_key("s", 1)))
     cfg = (src / "cfg" / "4.json").read_bytes()
     assert {f["path"]: f for f in m["files"]}["cfg/4.json"]["digest"] == \
@@ -189,11 +219,51 @@ def test_sha256_lake_is_unaffected(local_lake_url: str, tmp_path: Path) -> None:
     inner = b"".join(hashlib.sha256(data[i:i + CH]).digest() for i in range(0, len(data), CH))
     assert t["digest"] == hashlib.sha256(inner).hexdigest()
     # naming the lake's own hash is fine; another one is refused before anything is sent
-    assert cli("push", src, "s", "--lake", local_lake_url, "--hash", "sha256").exit_code == 0
-    r = cli("push", src, "s", "--lake", local_lake_url, "--hash", "blake3")
+    assert cli("push", src, "s", "--lake", lake_url, "--hash", "sha256").exit_code == 0
+    r = cli("push", src, "s", "--lake", lake_url, "--hash", "blake3")
     assert r.exit_code == 2 and "sha256" in r.stderr and "Traceback" not in r.stderr
-    assert cli("pull", "s", tmp_path / "o", "--lake", local_lake_url).exit_code == 0
+    assert cli("pull", "s", tmp_path / "o", "--lake", lake_url).exit_code == 0
     assert tree(tmp_path / "o") == tree(src)
+    # a push without --hash: the header decides, not the new default
+    r = cli("push", source(tmp_path, "src2", bump="layer.2.w"), "s", "--lake", lake_url,
+            "--chunk-size", "1MiB", "--json")
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["version"] == 3 and doc["chunks_uploaded"] > 0 and doc["chunks_deduplicated"] > 0
+    assert lake.store.get(layout.HEADER_KEY) == header
+    m = json.loads(lake.store.get(layout.version_key("s", 3)))
+    assert m["hash"] == "sha256"
+    rnd = (src / "random.bin").read_bytes()
+    assert [c[0] for c in {f["path"]: f for f in m["files"]}["random.bin"]["chunks"]] == \
+        [hashlib.sha256(rnd[:CH]).hexdigest(), hashlib.sha256(rnd[CH:]).hexdigest()]
+    assert cli("verify", "--lake", lake_url, "--read-data").exit_code == 0
+
+
+@pytest.mark.parametrize("loss", ["deleted", "zero-byte"])
+def test_a_lost_header_keeps_the_lakes_hash(local_lake_url: str, tmp_path: Path,
+                                            loss: str) -> None:
+    """A header lost under existing versions is rewritten by the next push with their hash,
+    not the default for new lakes (a SHA-256 lake must not turn BLAKE3 under its own
+    manifests); verify, meanwhile, checks chunks with the manifests' hash."""
+    src = source(tmp_path)
+    root = Path(local_lake_url[7:])
+    for name, algo in (("sha", "sha256"), ("b3", "blake3")):
+        url = f"{local_lake_url}-{name}"
+        assert cli("push", src, "a", "--lake", url, "--hash", algo).exit_code == 0
+        head = Path(f"{root}-{name}", layout.HEADER_KEY)
+        head.unlink() if loss == "deleted" else head.write_bytes(b"")
+        v = cli("verify", "--lake", url, "--read-data", "--json")
+        problems = json.loads(v.stdout)["problems"]
+        assert v.exit_code == 5 and [p["kind"] for p in problems] == ["header"], problems
+        other = "blake3" if algo == "sha256" else "sha256"
+        r = cli("push", src, "a", "--lake", url, "--hash", other)
+        assert r.exit_code == 2 and algo in r.stderr and "Traceback" not in r.stderr
+        r = cli("push", source(tmp_path, f"{name}2", bump="layer.1.w"), "a", "--lake", url)
+        assert r.exit_code == 0, r.stderr
+        assert json.loads(head.read_text())["hash"] == algo
+        assert json.loads(Path(f"{root}-{name}", layout.version_key("a", 2)).read_text())[
+            "hash"] == algo
+        assert cli("verify", "--lake", url, "--read-data").exit_code == 0
 
 
 def test_cli_hash_option(local_lake_url: str, tmp_path: Path) -> None:
@@ -219,10 +289,19 @@ def no_blake3(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_missing_package_creating_a_lake(local_lake_url: str, tmp_path: Path,
                                          no_blake3: None) -> None:
+    """blake3 is a dependency, but `pip install --no-deps` skips it: a new lake is then
+    refused (not silently made SHA-256), with the two ways out; a SHA-256 lake needs no
+    blake3."""
     src = source(tmp_path)
-    r = cli("push", src, "x", "--lake", local_lake_url, "--hash", "blake3")
-    assert r.exit_code == 2 and "ckptlake[blake3]" in r.stderr and "Traceback" not in r.stderr
-    assert not Path(local_lake_url[7:], layout.HEADER_KEY).exists(), "no lake was created"
+    for named in (("--hash", "blake3"), ()):
+        r = cli("push", src, "x", "--lake", local_lake_url, *named)
+        assert r.exit_code == 2 and "Traceback" not in r.stderr, named
+        assert "pip install blake3" in r.stderr and "--hash sha256" in r.stderr, named
+        assert not Path(local_lake_url[7:], layout.HEADER_KEY).exists(), "no lake was created"
+    r = cli("push", src, "x", "--lake", local_lake_url, "--hash", "sha256")
+    assert r.exit_code == 0, r.stderr
+    assert cli("pull", "x", tmp_path / "o", "--lake", local_lake_url).exit_code == 0
+    assert cli("push", src, "x", "--lake", local_lake_url).exit_code == 0
 
 
 def test_missing_package_reading_a_blake3_lake(local_lake_url: str, tmp_path: Path,
@@ -235,7 +314,7 @@ def test_missing_package_reading_a_blake3_lake(local_lake_url: str, tmp_path: Pa
                  ("verify", "--read-data")):
         r = cli(*args, "--lake", local_lake_url)
         assert r.exit_code == 2, (args, r.stdout, r.stderr)
-        assert "ckptlake[blake3]" in r.stderr and "Traceback" not in r.stderr, args
+        assert "pip install blake3" in r.stderr and "Traceback" not in r.stderr, args
     assert not (tmp_path / "o").exists()
 
 

@@ -94,7 +94,7 @@ def test_corrupt_entry_is_dropped_and_refetched(setup, tmp_path: Path, damage: s
     assert store.chunk_bytes == MiB == r.bytes_downloaded  # only the damaged chunk
     assert any("corrupt chunk cache entry" in w for w in r.warnings)
     # refetched and cached again, intact
-    assert digest("sha256", victim.read_bytes()) == victim.name
+    assert digest(victim.parent.parent.name, victim.read_bytes()) == victim.name  # <hash>/<hh>/
 
 
 def test_cache_write_failure_fails_the_cache_not_the_pull(setup, tmp_path: Path,
@@ -182,7 +182,7 @@ def test_concurrent_processes_share_one_cache(tmp_path: Path) -> None:
         assert tree_bytes(tmp_path / f"d{i}") == tree_bytes(src)
     entries = entry_files(cache_dir)
     for e in entries:
-        assert digest("sha256", e.read_bytes()) == e.name
+        assert digest(e.parent.parent.name, e.read_bytes()) == e.name
     # each chunk came from the lake once, whichever process fetched it (ChunkCache.filling)
     assert downloaded == sum(e.stat().st_size for e in entries) > 4 * MiB
     assert os.listdir(cache_dir / "tmp") == []

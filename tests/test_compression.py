@@ -258,7 +258,7 @@ def test_a_compressed_pull_decodes_into_few_reused_aligned_buffers(
     made: list[int] = []
     real_mmap = mmap.mmap
 
-    class Counted(chunkio.DecodeBuffers):
+    class Counted(chunkio.ChunkBuffers):
         def take(self, n: int):  # type: ignore[override]
             before = len(self._free)
             buf = super().take(n)
@@ -273,7 +273,7 @@ def test_a_compressed_pull_decodes_into_few_reused_aligned_buffers(
         writes.append((direct, isinstance(piece.obj, real_mmap)))
         return real_write(path, piece, offset, direct=direct)
 
-    monkeypatch.setattr(pull_mod, "DecodeBuffers", Counted)
+    monkeypatch.setattr(pull_mod, "ChunkBuffers", Counted)
     monkeypatch.setattr(pull_mod, "_write", spy)
     lake.pull("m", tmp_path / "out")
     assert (tmp_path / "out" / "w.bin").read_bytes() == (src / "w.bin").read_bytes()

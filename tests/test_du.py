@@ -58,7 +58,7 @@ def built(store: Store) -> dict[str, str]:
       pend   70000  only the pending step
       orphan 600000  nothing
     """
-    ensure_header(store)
+    ensure_header(store, hash="sha256")  # chunk() names chunks by SHA-256
     c = {name: chunk(store, size, name) for name, size in
          [("only_a1", 1000), ("a12", 200), ("ab", 30), ("pack", 4000), ("b_pend", 5),
           ("pend", 70000), ("orphan", 600000)]}

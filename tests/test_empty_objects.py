@@ -17,7 +17,7 @@ from ckptlake.core import catalog
 from ckptlake.core.push import commit_version
 from ckptlake.errors import NotFound
 from ckptlake.format import layout
-from ckptlake.format.header import decode_header
+from ckptlake.format.header import DEFAULT_HASH, decode_header
 from ckptlake.format.manifest import Manifest
 from ckptlake.lake import Lake
 from ckptlake.policy.retention import RetentionPolicy, Rule
@@ -55,7 +55,7 @@ def test_push_takes_over_an_empty_header_and_an_empty_manifest(
     store.put(layout.version_key(ART, 1), b"")
     result = lake.push(_src(tmp_path), ART)
     assert result.version == 1  # replaced at 1, not moved on to 2
-    assert decode_header(store.get(layout.HEADER_KEY)).hash == "sha256"
+    assert decode_header(store.get(layout.HEADER_KEY)).hash == DEFAULT_HASH  # a new lake's
     assert [v.version for v in lake.versions(ART)] == [1]
     assert lake.resolve(f"{ART}@latest").version == 1
     lake.gc(lake.gc_plan(_keep_last(1)))

@@ -99,12 +99,16 @@ def test_new_code_reads_an_old_lake(old_lake: str, tmp_path: Path) -> None:
 def test_new_code_writes_an_old_lake_raw_and_old_code_still_reads_it(
         old_lake: str, old_code: Path, tmp_path: Path) -> None:
     lake = ckptlake.open(old_lake)
+    header = lake.store.get(layout.HEADER_KEY)
+    assert json.loads(header)["hash"] == "sha256"
     files = {**sources(2), "cfg/b.txt": b"version 3\n"}
     r = lake.push(write(tmp_path / "src3", files), ART, step=300)
     assert r.version == 3 and r.compression == "none"  # the old header means none
     m = json.loads(lake.store.get(layout.version_key(ART, 3)))
     assert "stored" not in m and m["ckptlake_manifest"] == 1
-    assert "compression" not in json.loads(lake.store.get(layout.HEADER_KEY))
+    # new lakes are BLAKE3 lakes; this one keeps its SHA-256, so v2's chunks are reused
+    assert m["hash"] == "sha256" and r.chunks_deduplicated > 0
+    assert lake.store.get(layout.HEADER_KEY) == header
     # the code that made the lake reads what the new code wrote
     old = run_old(old_code, "pull", f"{ART}@v3", tmp_path / "old3", "--lake", old_lake)
     assert old.returncode == 0, old.stderr

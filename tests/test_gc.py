@@ -18,6 +18,7 @@ from ckptlake.cli.app import app
 from ckptlake.core import digestset
 from ckptlake.core import gc as gcmod
 from ckptlake.core.gc import execute, plan_gc
+from ckptlake.core.lakeheader import read_header
 from ckptlake.core.push import commit_version
 from ckptlake.errors import ConfigError, IntegrityError, NotFound
 from ckptlake.format import layout
@@ -327,8 +328,9 @@ def test_sweep_never_deletes_with_a_listing_older_than_the_window(
 
     def on_event(name: str) -> None:
         if name == "mark.done":  # a push commits right after our listing, then time passes
+            algo = read_header(store).hash  # type: ignore[union-attr]
             commit_version(store, Manifest(artifact="p/ckpt", version=0, kind="dir",
-                                           hash="sha256", files=files, metrics=v1["metrics"]))
+                                           hash=algo, files=files, metrics=v1["metrics"]))
             clock.t += 11
 
     result = execute(store, plan_gc(store, p, now=later(4)()), now=later(4), clock=clock,
@@ -358,8 +360,9 @@ def test_a_sweep_batch_whose_lookups_outlast_the_window_is_asked_again(
 
     def contains(self: Any, digest: object) -> bool:
         if slow and slow.pop():  # the first lookup of the sweep: slow, and a push commits
+            algo = read_header(store).hash  # type: ignore[union-attr]
             commit_version(store, Manifest(artifact="p/ckpt", version=0, kind="dir",
-                                           hash="sha256", files=files, metrics=v1["metrics"]))
+                                           hash=algo, files=files, metrics=v1["metrics"]))
             clock.t += 11
         return real_contains(self, digest)
 

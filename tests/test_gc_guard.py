@@ -183,13 +183,16 @@ def test_guarded_push_survives_a_gc_that_sweeps_its_deduplicated_chunks(tmp_path
     from ckptlake.core.scan import scan
     from ckptlake.transfer.progress import NullProgress
 
+    from ckptlake.core.lakeheader import read_header
+
+    algo = read_header(store).hash  # the lake's, as core.push uses
     tree = scan(src)
-    files, up = pushmod.upload_tree(store, tree, algo="sha256", chunk_size=1 << 20,
+    files, up = pushmod.upload_tree(store, tree, algo=algo, chunk_size=1 << 20,
                                     concurrency=2, progress=NullProgress())
     assert up.deduplicated.value == 3 << 20, "the push deduplicated against condemned chunks"
     swept = execute(store, plan_gc(store, policy, now=t4()), now=t4)  # gc runs mid-push
     assert swept.chunks_swept == 3
-    draft = Manifest(artifact="p/ckpt", version=0, kind="dir", hash="sha256", files=files)
+    draft = Manifest(artifact="p/ckpt", version=0, kind="dir", hash=algo, files=files)
     clock = Clock()
     m = guard_commit(store, referenced=draft.chunk_digests(),
                      commit=lambda: commit_version(store, draft), reupload=up.reupload,

@@ -21,6 +21,7 @@ from ckptlake.core import gc_guard
 from ckptlake.core.catalog import resolve, version_numbers
 from ckptlake.core.gc import execute, plan_gc
 from ckptlake.core.gc_guard import GcSettings, guard_commit, read_settings
+from ckptlake.core.lakeheader import read_header
 from ckptlake.core.push import commit_version
 from ckptlake.errors import ConfigError, IntegrityError, UsageError
 from ckptlake.format import layout
@@ -301,8 +302,9 @@ def test_gc_does_not_sweep_with_a_listing_that_aged_while_the_machine_slept(
             files = tuple(FileEntry(path=f"c{i}", size=store.stat(layout.chunk_key(d)).size,
                                     chunks=(ChunkRef(d, store.stat(layout.chunk_key(d)).size),))
                           for i, d in enumerate(sorted(doomed)))
+            algo = read_header(store).hash  # type: ignore[union-attr]
             commit_version(store, Manifest(artifact="p/ckpt", version=0, kind="dir",
-                                           hash="sha256", files=files))
+                                           hash=algo, files=files))
             suspension.suspend(31)
 
     result = execute(store, plan_gc(store, policy, now=later(4)()), now=later(4),

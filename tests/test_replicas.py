@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import ckptlake
+from ckptlake.core.lakeheader import read_header
 from ckptlake.core.replicas import ReplicaSet, replicate, stored_chunk_ok
 from ckptlake.errors import (AccessDenied, ConfigError, NotFound, TransferError, UsageError)
 from ckptlake.format import layout
@@ -184,7 +185,8 @@ def test_pull_through_crosses_once_per_chunk(tmp_path: Path) -> None:
     assert len(held) == len([k for k in origin.keys() if k.startswith("chunks/")])
     # Nothing but chunks (and, once it holds the whole version, a copy of its manifest for
     # --offline-replica) is written to a replica; each chunk holds its digest's bytes.
-    assert all(stored_chunk_ok("sha256", d, data) for d, data in held.items())
+    algo = read_header(origin).hash  # type: ignore[union-attr]
+    assert all(stored_chunk_ok(algo, d, data) for d, data in held.items())
     written = sorted(p.relative_to(tmp_path / "eu").as_posix()
                      for p in (tmp_path / "eu").rglob("*")
                      if p.is_file() and not p.relative_to(tmp_path / "eu").parts[0]
@@ -460,7 +462,7 @@ def test_replica_sweep_waits_for_grace_and_spares_referenced_chunks(tmp_path: Pa
     stray = b"not referenced by anything"
     from ckptlake.format.header import digest
 
-    d = digest("sha256", stray)
+    d = digest(read_header(lake.store).hash, stray)  # type: ignore[union-attr]
     replica.put(layout.chunk_key(d), stray)
     t0 = datetime.now(timezone.utc)
     settings = GcSettings(grace_period=3600, sweep_window=5, record_retention=10)
@@ -493,7 +495,7 @@ def test_replicate_survives_a_sweep_racing_it(tmp_path: Path) -> None:
     lake.push(write_src(tmp_path / "s1", 1), "m/a")
     replica = open_store((tmp_path / "eu").as_uri())
     payload = random.Random(9).randbytes(MiB)  # one chunk at chunk_size 1 MiB
-    k = layout.chunk_key(digest("sha256", payload))
+    k = layout.chunk_key(digest(read_header(lake.store).hash, payload))  # type: ignore[union-attr]
     replica.put(k, payload)  # in the replica, referenced by nothing yet
     settings = GcSettings(grace_period=3600, sweep_window=4, record_retention=8)
     spec = lake.replicas.specs[0]  # type: ignore[union-attr]

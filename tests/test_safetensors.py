@@ -7,6 +7,7 @@ import random
 import struct
 from pathlib import Path
 
+import blake3
 import pytest
 
 from ckptlake.errors import SourceChanged
@@ -21,11 +22,11 @@ st = pytest.importorskip("safetensors.numpy")
 MiB = 1024 * 1024
 
 
-def reference_digest(data: bytes, start: int, end: int) -> str:
-    """The documented definition, computed the obvious way."""
-    blocks = [hashlib.sha256(data[lo:min(end, lo + BLOCK)]).digest()
-              for lo in range(start, end, BLOCK)]
-    return hashlib.sha256(b"".join(blocks)).hexdigest()
+def reference_digest(data: bytes, start: int, end: int, algo: str = "sha256") -> str:
+    """The documented definition, computed the obvious way, with the lake's hash `algo`."""
+    h = {"sha256": hashlib.sha256, "blake3": blake3.blake3}[algo]
+    blocks = [h(data[lo:min(end, lo + BLOCK)]).digest() for lo in range(start, end, BLOCK)]
+    return h(b"".join(blocks)).hexdigest()
 
 
 def write_model(path: Path, seed: int = 0, big: bool = True) -> dict[str, object]:
@@ -205,7 +206,7 @@ def test_push_records_tensors_whatever_the_chunking(tmp_path: Path, chunk_size: 
         assert tensors is not None and {t.name for t in tensors} == {
             "bias", "embed", "empty", "ids", "mask"}
         for t in tensors:
-            assert t.digest == reference_digest(data, t.start, t.end)
+            assert t.digest == reference_digest(data, t.start, t.end, m.hash)
     # the same bytes pushed with another chunk size give the same tensor digests
     other = Lake(MemoryStore(), chunk_size=3 * MiB, concurrency=2)
     r2 = other.push(src, "m/ckpt")

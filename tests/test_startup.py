@@ -109,30 +109,34 @@ def test_building_the_app_imports_no_command_and_no_pydantic() -> None:
 
 
 def test_help_builds_every_command_without_pydantic(tmp_path: Path) -> None:
-    got = probe(["--help"], ("pydantic", "boto3", "botocore", "yaml", *COMMAND_MODULES),
+    got = probe(["--help"], ("pydantic", "boto3", "botocore", "yaml", "blake3", *COMMAND_MODULES),
                 cwd=tmp_path, env={"COLUMNS": "100"})
     assert got["code"] == 0, got["stderr"]
     assert got["modules"] == sorted(COMMAND_MODULES)  # the help lists them all
 
 
 @pytest.mark.parametrize("args,needs", [
-    (["pull", "demo/one", "DEST"], ("ckptlake.cli.pull", "ckptlake.core.pull")),
+    (["pull", "demo/one", "DEST"], ("blake3", "ckptlake.cli.pull", "ckptlake.core.pull")),
     (["pull", "demo/one", "DEST", "--concurrency", "2", "--include", "*.bin"],
-     ("ckptlake.cli.pull", "ckptlake.core.pull")),
+     ("blake3", "ckptlake.cli.pull", "ckptlake.core.pull")),
     (["ls"], ("ckptlake.cli.ls",)),
     (["ls", "demo/one"], ("ckptlake.cli.ls",)),
-    (["cat", "demo/one", "one.bin"], ("ckptlake.cli.cat",)),
+    (["cat", "demo/one", "one.bin"], ("blake3", "ckptlake.cli.cat")),
     (["push", "SRC", "demo/two", "--step", "3", "--metric", "loss=1.5"],
-     ("ckptlake.cli.push", "ckptlake.core.push")),
+     ("blake3", "ckptlake.cli.push", "ckptlake.core.push", "ckptlake.core.scan",
+      "ckptlake.policy.retention")),  # the commit guard's grace period (core/gc_guard.py)
 ], ids=["pull", "pull-options", "ls", "ls-artifact", "cat", "push"])
 def test_local_lake_command_imports(small_lake: str, tmp_path: Path, args: list[str],
                                     needs: tuple[str, ...]) -> None:
     """A local-lake command outside a terminal: its own module and the engine half it uses,
-    nothing else (no botocore, no pydantic, no PyYAML without a config file, no rich bar)."""
+    nothing else (no botocore, no pydantic, no PyYAML without a config file, no rich bar;
+    blake3, the hash of this new lake, only where bytes are hashed)."""
     args = [str(tmp_path / "dest") if a == "DEST" else str(tmp_path / "src") if a == "SRC"
             else a for a in args]
     watch = (*HEAVY, *COMMAND_MODULES, "ckptlake.core.push", "ckptlake.core.pull",
-             "ckptlake.core.gc", "ckptlake.core.du")
+             "ckptlake.core.gc", "ckptlake.core.du", "ckptlake.core.scan", "blake3",
+             # settings most commands never use: loaded when configured (or for gc / du)
+             "ckptlake.policy.retention", "ckptlake.core.cache", "ckptlake.policy.replicas")
     got = probe([*args, "--lake", small_lake], watch, cwd=tmp_path)
     assert got["code"] == 0, got["stderr"]
     assert got["modules"] == sorted(needs)
@@ -149,7 +153,7 @@ def test_config_file_is_still_read(small_lake: str, tmp_path: Path) -> None:
 
 def test_shell_completion_imports_no_typer(small_lake: str, tmp_path: Path) -> None:
     got = probe(["__complete", "ref", "demo/", "--", "ckptlake", "pull", "--lake", small_lake,
-                 "demo/"], ("typer", "rich", *HEAVY, *COMMAND_MODULES), cwd=tmp_path)
+                 "demo/"], ("typer", "rich", "blake3", *HEAVY, *COMMAND_MODULES), cwd=tmp_path)
     assert got["code"] == 0, got["stderr"]
     assert got["modules"] == []
 
@@ -215,6 +219,52 @@ def test_s3_pull_makes_one_botocore_client(s3_lake_url: str, tmp_path: Path) -> 
     assert calls == ["ListObjectsV2", "GetObject", "GetObject"], calls
     assert (tmp_path / "dest" / "one.bin").read_bytes() == (src / "one.bin").read_bytes()
 
+
+
+@pytest.mark.seaweedfs
+def test_s3_pull_skips_awscrt_when_disabled(s3_lake_url: str, tmp_path: Path) -> None:
+    """botocore imports awscrt (~30 ms) only to decide whether to sign with it; the suite runs
+    with BOTO_DISABLE_CRT=true (conftest.py), so the answer is known without it."""
+    pytest.importorskip("awscrt")  # installed by the [test] extra: otherwise nothing to skip
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "one.bin").write_bytes(os.urandom(1024))
+    import ckptlake
+
+    lake = ckptlake.open(s3_lake_url)
+    try:
+        lake.push(src, "demo/one")
+    finally:
+        lake.close()
+    got = probe(["pull", "demo/one", str(tmp_path / "dest"), "--lake", s3_lake_url],
+                ("botocore.compat", "awscrt.auth", "_awscrt"), cwd=tmp_path,
+                env={"BOTO_DISABLE_CRT": "true"})
+    assert got["code"] == 0, got["stderr"]
+    assert got["modules"] == ["botocore.compat"]
+
+
+@pytest.mark.parametrize("disabled", [True, False], ids=["crt-disabled", "default"])
+def test_botocore_decides_about_awscrt_as_before(disabled: bool) -> None:
+    """Skipping botocore's awscrt import under BOTO_DISABLE_CRT=true changes nothing botocore
+    decides: HAS_CRT is what botocore itself would set, and awscrt stays importable."""
+    pytest.importorskip("awscrt")
+    env = {k: v for k, v in os.environ.items() if k != "BOTO_DISABLE_CRT"}
+    if disabled:
+        env["BOTO_DISABLE_CRT"] = "true"
+    code = ("import sys\n"
+            "from ckptlake.store.s3 import _b\n"
+            "_b()\n"
+            "import botocore.compat\n"
+            "before = '_awscrt' in sys.modules\n"
+            "import awscrt.auth\n"
+            "print(botocore.compat.HAS_CRT, before, awscrt.auth.__name__)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    has_crt, imported_before, name = r.stdout.split()
+    assert has_crt == str(not disabled)
+    assert imported_before == str(not disabled)
+    assert name == "awscrt.auth"
 
 # ---- the light value conversion gives what Typer's own gives -----------------------------------
 

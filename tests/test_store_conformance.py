@@ -5,6 +5,7 @@ compare-and-swap, ordered listing), so each test here runs unchanged against eve
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -63,6 +64,15 @@ def test_put_get_roundtrip_all_buffer_types(store: Store) -> None:
     assert store.get("a/bytearray") == b"world"
     assert store.get("a/memoryview") == b"view"
     assert store.get("a/empty") == b""
+
+
+def test_put_large_buffers_without_bytes(store: Store) -> None:
+    """Chunk-sized views and bytearrays (S3: sent from the buffer, not copied into bytes)."""
+    big = os.urandom(3 * 1024 * 1024 + 5)
+    store.put("b/view", memoryview(big)[5:])
+    store.put("b/bytearray", bytearray(big))
+    assert store.get("b/view") == big[5:]
+    assert store.get("b/bytearray") == big
 
 
 def test_put_replaces_whole_object(store: Store) -> None:

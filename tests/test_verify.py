@@ -340,7 +340,7 @@ def synthetic(store: Any, artifact: str, n_chunks: int, size: int = 100,
         entries.append(FileEntry(path=f"f{i:04d}", size=size, chunks=(ChunkRef(d, size),)))
     from ckptlake.core.lakeheader import ensure_header
 
-    ensure_header(store)
+    ensure_header(store, hash="sha256")  # the chunks above are named by hashlib's SHA-256
     commit_version(store, Manifest(artifact=artifact, version=0, kind="dir", hash="sha256",
                                    files=tuple(entries)))
     return keys

@@ -65,15 +65,18 @@ def anonymous(n: int) -> mmap.mmap:
 DECODERS = threading.BoundedSemaphore(max(1, min(4, os.cpu_count() or 1)))
 
 
-class DecodeBuffers:
-    """Page-aligned buffers to decode frames into, reused across chunks; take them under
-    DECODERS, so at most that many exist per reader.  Why not a fresh bytearray per chunk:
-    its pages are faulted in anew every time (under the CLI's fixed mmap threshold, a fresh
-    mapping per chunk: most of a compressed pull's system time), and it is not page-aligned,
-    so a pull could not write the decoded chunk with O_DIRECT."""
+class ChunkBuffers:
+    """Page-aligned chunk-sized buffers, reused across chunks: what a pull decodes frames into
+    (taken under DECODERS), what a push reads source chunks and assembles frames in.  Why not a
+    fresh buffer per chunk: its pages are faulted in anew every time (under the CLI's fixed
+    mmap threshold, a fresh mapping per chunk: most of a compressed pull's system time, ~1 of a
+    push's ~6 client CPU-s per GiB), and it is not page-aligned, so a pull could not write the
+    decoded chunk with O_DIRECT.  At most `keep` idle buffers stay: the callers bound how many
+    are in use at once (decoders, upload workers)."""
 
-    def __init__(self, capacity: int = 0) -> None:
+    def __init__(self, capacity: int = 0, keep: int = 8) -> None:
         self.capacity = capacity
+        self.keep = keep
         self._free: list[mmap.mmap] = []
         self._lock = threading.Lock()
 
@@ -89,10 +92,8 @@ class DecodeBuffers:
     def give(self, buf: mmap.mmap | None) -> None:
         if buf is not None:
             with self._lock:
-                if len(self._free) < self.KEEP:
+                if len(self._free) < self.keep:
                     self._free.append(buf)
-
-    KEEP = 8  # idle buffers kept at most (a reader decodes at most DECODERS at once)
 
 
 class CodecUnavailable(CkptlakeError):

@@ -275,7 +275,7 @@ def check_tensor(t: TensorInfo, dig: TensorDigest) -> None:
 
 def read_tensor_into(store: Store, entry: FileEntry, t: TensorInfo, buffer: bytearray, *,
                      workers: int = _VALUE_WORKERS, stored: dict[str, int] | None = None,
-                     algo: str = "sha256", where: str = "") -> int:
+                     algo: str, where: str = "") -> int:
     """Every byte of tensor `t` into `buffer` (len t.nbytes): exactly its range, one ranged GET
     per chunk piece (up to `workers` at a time), verified against its block digest before
     returning (IntegrityError, and the buffer must not be used, if they differ).  Returns the
@@ -353,7 +353,7 @@ def _as_float(np: Any, data: bytes, dtype: str) -> Any:
 
 
 def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorInfo],
-             ranges: RangeReader | None = None) -> dict[str, Any]:
+             ranges: RangeReader) -> dict[str, Any]:
     """ranges: shared by the pairs of one diff, so that a chunk stored encoded is fetched
     (whole) once however many of its tensors are compared."""
     np = require_numpy()
@@ -363,19 +363,18 @@ def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorI
     def count(n: int) -> None:
         wire[0] += n
 
-    shared = ranges or RangeReader(store, "sha256", {}, ea.path)
     out: dict[str, Any] = {"name": y.name, "file": eb.path}
     if x.dtype not in _NUMPY:
         return {**out, "error": f"unsupported dtype {x.dtype}", "bytes_fetched": 0}
     # tensor digests use the lake's hash, as its chunk digests do
-    digests = (TensorDigest(x.start, x.end, shared.algo), TensorDigest(y.start, y.end,
-                                                                        shared.algo))
+    digests = (TensorDigest(x.start, x.end, ranges.algo), TensorDigest(y.start, y.end,
+                                                                        ranges.algo))
     max_abs, ss_diff, ss_a, nonfinite = 0.0, 0.0, 0.0, 0
     for w in range(0, x.nbytes, WINDOW):
         n = min(WINDOW, x.nbytes - w)
         sides = []
         for entry, t, dig in ((ea, x, digests[0]), (eb, y, digests[1])):
-            data = b"".join(read_range(store, entry, t.start + w, n, shared, count))
+            data = b"".join(read_range(store, entry, t.start + w, n, ranges, count))
             dig.add(t.start + w, data)
             sides.append(_as_float(np, data, t.dtype))
         va, vb = sides
@@ -400,7 +399,7 @@ def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorI
     return out
 
 
-def tensor_values(store: Store, pairs: list[tuple[Any, ...]], algo: str = "sha256",
+def tensor_values(store: Store, pairs: list[tuple[Any, ...]], algo: str,
                   stored: dict[str, int] | None = None) -> dict[str, Any]:
     """Value statistics for changed tensors (same dtype and shape), fetching only their bytes
     (`stored`: both manifests' stored-size hints)."""

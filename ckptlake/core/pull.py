@@ -25,7 +25,7 @@ import stat
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ..errors import (AccessDenied, Conflict, IntegrityError, NotFound, UnsafeManifest,
                       UsageError)
@@ -40,10 +40,12 @@ from ..transfer.progress import Progress
 from ..transfer.throttle import Throttle
 from ..units import format_bytes
 from .browse import object_sizes
-from .cache import ChunkCache
 from ..format import codecs
-from .chunkio import DECODERS, DecodeBuffers, fix_mmap_threshold, open_object
+from .chunkio import DECODERS, ChunkBuffers, fix_mmap_threshold, open_object
 from .reuse import LocalSources, local_sources
+
+if TYPE_CHECKING:  # a cache is optional: its module loads only when one is configured
+    from .cache import ChunkCache
 
 _READ_BLOCK = 4 * 1024 * 1024
 
@@ -485,7 +487,7 @@ class _Fetcher:
             fix_mmap_threshold()  # decoding allocates chunk-sized buffers (see there)
         self.chunk_capacity = max(self.object_size.values(), default=0)
         # room for any chunk at any in-page shift (see _shift): one size, so every buffer fits
-        self._decode = DecodeBuffers(self.chunk_capacity + _DIRECT_ALIGN)
+        self._decode = ChunkBuffers(self.chunk_capacity + _DIRECT_ALIGN)
 
     def _buffer(self) -> mmap.mmap:
         """One chunk-sized buffer per worker thread, reused for every chunk it fetches.

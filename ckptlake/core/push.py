@@ -7,18 +7,19 @@ collect after its grace period.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import threading
 import time
 import zlib
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from ..errors import NotFound, PreconditionFailed, SourceChanged, TransferError, UsageError
 from ..format import chunking, codecs, layout
 from ..format.header import COMPRESSION_NONE, digest
-from .chunkio import fix_mmap_threshold
+from .chunkio import ChunkBuffers, fix_mmap_threshold
 from .createonce import create_once
 from .lakeheader import open_or_create_header
 from ..format.manifest import ChunkRef, FileEntry, Manifest
@@ -159,6 +160,40 @@ class _Claim:
         self.stored = False
 
 
+class _Box:
+    """A unit's raw bytes, held only as long as they are needed: released as soon as they are
+    encoded, so that a worker then holds only the (smaller) frame while it uploads (the memory
+    bound).  `on_release` hands a reused buffer back (see _Uploader._unit_bytes)."""
+
+    def __init__(self, data: bytes | memoryview,
+                 on_release: Callable[[], None] | None = None) -> None:
+        self.data: Any = data
+        self._on_release = on_release
+
+    def release(self) -> None:
+        if self.data is None:
+            return
+        if self._on_release is not None:
+            self.data.release()  # a view of a reused buffer: nothing may read it after this
+            self._on_release()
+        self.data = None
+
+
+class _Frame:
+    """An encoded chunk in a reused buffer; `with` it, and the buffer goes back afterwards."""
+
+    def __init__(self, view: memoryview | bytearray, buf: Any, pool: ChunkBuffers) -> None:
+        self.view, self._buf, self._pool = view, buf, pool
+
+    def __enter__(self) -> "_Frame":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if isinstance(self.view, memoryview):
+            self.view.release()
+        self._pool.give(self._buf)
+
+
 class _Uploader:
     """Reads, hashes and stores units; one instance per push, shared by the worker threads.
 
@@ -170,7 +205,8 @@ class _Uploader:
 
     def __init__(self, store: Store, tree: SourceTree, algo: str, progress: Progress,
                  observers: Sequence[FileObserver] = (), throttle: Throttle | None = None,
-                 parts: Parts | None = None, compression: str = COMPRESSION_NONE) -> None:
+                 parts: Parts | None = None, compression: str = COMPRESSION_NONE,
+                 concurrency: int = 8) -> None:
         self.store, self.tree, self.algo, self.progress = store, tree, algo, progress
         self.observers = observers
         self.throttle = throttle or Throttle(None)
@@ -187,39 +223,63 @@ class _Uploader:
         # Encoding is CPU work on a chunk-sized copy: at most one per core at a time keeps the
         # memory bound (concurrency x chunk, plus this many x ~2 chunks) and loses no speed.
         self._encoders = threading.BoundedSemaphore(max(1, min(4, os.cpu_count() or 1)))
+        # Source chunks are read into, and frames assembled in, reused page-aligned buffers
+        # (see ChunkBuffers): every worker holds at most one of each.
+        self._buffers = ChunkBuffers(keep=2 * max(1, concurrency))
         self.unit_of: dict[str, _Slice | _Pack] = {}  # digest -> unit, for re-uploads
         self._claims: dict[str, _Claim] = {}  # digest -> its store in this push
         self._lock = threading.Lock()
         self.known: dict[str, int] | None = None  # chunk key -> size listed at start, if listed
 
-    def _read(self, f: SourceFile, offset: int, length: int, *, observe: bool = True) -> bytes:
+    def _read(self, f: SourceFile, offset: int, into: memoryview, *,
+              observe: bool = True) -> None:
+        """Fill `into` with the file's bytes from `offset` (its length says how many)."""
         fd = f.open()
         try:
-            data = os.pread(fd, length, offset)
+            got = 0
+            while got < len(into):
+                n = os.preadv(fd, [into[got:]], offset + got)
+                if n == 0:
+                    raise SourceChanged(f"{f.abspath} shrank while it was being pushed; "
+                                        "nothing was committed",
+                                        hint="push again once the writer is done")
+                got += n
         finally:
             os.close(fd)
-        if len(data) != length:
-            raise SourceChanged(f"{f.abspath} shrank while it was being pushed; nothing was "
-                                "committed", hint="push again once the writer is done")
         if observe:
             for obs in self.observers:
-                obs.on_read(f.path, offset, data)
-        return data
+                obs.on_read(f.path, offset, into)
 
-    def _read_unit(self, unit: _Slice | _Pack, *, observe: bool = True) -> bytes:
-        if isinstance(unit, _Slice):
-            return self._read(self.tree.files[unit.file], unit.offset, unit.length,
-                              observe=observe)
-        return b"".join(self._read(self.tree.files[i], 0, self.tree.files[i].size,
-                                   observe=observe) for i in unit.files)
+    @contextlib.contextmanager
+    def _unit_bytes(self, unit: _Slice | _Pack, *, observe: bool = True) -> Iterator[_Box]:
+        """A unit's bytes, read into a reused buffer that goes back when the box is released
+        (at the latest on exit), so nothing may keep a reference to them beyond that:
+        observers copy what they keep."""
+        n = unit.length if isinstance(unit, _Slice) else \
+            sum(self.tree.files[i].size for i in unit.files)
+        buf = self._buffers.take(n)
+        view = memoryview(buf)[:n] if buf is not None else memoryview(bytearray(n))
+        box = _Box(view, lambda: self._buffers.give(buf))
+        try:
+            if isinstance(unit, _Slice):
+                self._read(self.tree.files[unit.file], unit.offset, view, observe=observe)
+            else:
+                at = 0
+                for i in unit.files:
+                    size = self.tree.files[i].size
+                    self._read(self.tree.files[i], 0, view[at:at + size], observe=observe)
+                    at += size
+            yield box
+        finally:
+            box.release()
 
-    def _store(self, box: list[bytes], unit: _Slice | _Pack) -> str:
-        """Store one unit's bytes, box[0] (reporting them as progress); returns their digest.
+    def _store(self, box: _Box, unit: _Slice | _Pack) -> str:
+        """Store one unit's bytes, box.data (reporting them as progress); returns their digest.
 
         The bytes come in a box so that they can be released as soon as they are encoded:
         a worker then holds only the (smaller) frame while it uploads (the memory bound)."""
-        d = digest(self.algo, box[0])
-        n = len(box[0])
+        d = digest(self.algo, box.data)
+        n = len(box.data)
         while True:
             with self._lock:
                 self.unit_of.setdefault(d, unit)
@@ -243,7 +303,7 @@ class _Uploader:
             claim.done.set()
         return d
 
-    def _body(self, data: bytes, unit: _Slice | _Pack) -> bytes | None:
+    def _body(self, data: bytes | memoryview, unit: _Slice | _Pack) -> "_Frame | None":
         """The frame to store for `data`, or None to store it raw (compression off, or no
         encoding saves enough: a stored object is never larger than the raw chunk)."""
         if self.compression == COMPRESSION_NONE or not (
@@ -251,10 +311,18 @@ class _Uploader:
             return None
         with self._encoders:
             # a tensor-aware planner may say what the slice holds; else the sample decides
-            # bytes (not a bytearray, which the S3 store would copy for the whole upload)
-            return codecs.encode_auto(data, getattr(unit, "dtype", None))
+            frame = self._buffers.take(len(data))
+            try:
+                body = codecs.encode_auto(data, getattr(unit, "dtype", None), into=frame)
+            except BaseException:
+                self._buffers.give(frame)
+                raise
+            if body is None:
+                self._buffers.give(frame)
+                return None
+            return _Frame(body, frame, self._buffers)
 
-    def _store_once(self, d: str, box: list[bytes], unit: _Slice | _Pack) -> None:
+    def _store_once(self, d: str, box: _Box, unit: _Slice | _Pack) -> None:
         """Check (listing or HEAD) and if need be upload the first occurrence of digest d."""
         key = layout.chunk_key(d)
         # Content-addressed: an existing object of the right size holds exactly these bytes.
@@ -271,7 +339,7 @@ class _Uploader:
         # renames whole files, and SeaweedFS 4.48, checked by cutting PUTs at 1 MiB, 3 MiB and
         # 5 MiB into their bodies, kept nothing (only a PUT cut right after its head leaves a
         # zero-byte object).  A reader would still catch such an object by its digest.
-        n = len(box[0])
+        n = len(box.data)
         stored = (self.known.get(key) if self.known is not None
                   else _stored_size(self.store, key))
         if stored is not None and 0 < stored <= n:
@@ -281,19 +349,21 @@ class _Uploader:
             self.deduplicated.add(n)
             self.progress.advance(n)
             return
-        body = self._body(box[0], unit)
+        body = self._body(box.data, unit)
         if body is None:
             self.throttle.acquire(n)
-            self._put(key, box[0], d, progress=self.progress.advance)
+            self._put(key, box.data, d, progress=self.progress.advance)
             self.sent.add(n)
         else:
-            box.clear()  # the raw bytes are no longer needed: only the frame is held
-            self.throttle.acquire(len(body))
-            with self._lock:
-                self.stored[d] = len(body)
-            self._put(key, body, None, progress=None)
+            box.release()  # the raw bytes are no longer needed: only the frame is held
+            with body:
+                size = len(body.view)
+                self.throttle.acquire(size)
+                with self._lock:
+                    self.stored[d] = size
+                self._put(key, body.view, None, progress=None)
             self.progress.advance(n)
-            self.sent.add(len(body))
+            self.sent.add(size)
         self.uploaded.add(n)
 
     def _put(self, key: str, data: bytes, d: str | None, *,
@@ -303,25 +373,28 @@ class _Uploader:
         if self.parts is not None and self.parts.applies(len(data)):
             self.parts.put(self.store, key, data, on_part=progress)
             return
-        # a raw chunk's digest is the body's SHA-256: an S3 signer need not hash it again
+        # in a SHA-256 lake a raw chunk's digest is the body's SHA-256: an S3 signer need not
+        # hash it again.  A BLAKE3 lake (the default) cannot lend it, and the signer hashes on
+        # plain http; BLAKE3's cheaper hashing still wins (docs/benchmarks.md, "BLAKE3 the
+        # default for new lakes").
         self.store.put(key, data, sha256=d if d is not None and self.algo == "sha256" else None)
         if progress is not None:
             progress(len(data))
 
     def __call__(self, unit: _Slice | _Pack) -> list[tuple[int, int, ChunkRef, str | None]]:
         """Returns (file index, offset in file, chunk ref, whole-file digest or None)."""
-        box = [self._read_unit(unit)]
-        if isinstance(unit, _Slice):
+        with self._unit_bytes(unit) as box:
+            if isinstance(unit, _Slice):
+                d = self._store(box, unit)
+                return [(unit.file, unit.offset, ChunkRef(d, unit.length), None)]
+            files, offset = [], 0
+            for i in unit.files:  # each packed file's own digest, before the pack is released
+                size = self.tree.files[i].size
+                files.append((i, size, offset,
+                              digest(self.algo, box.data[offset:offset + size])))
+                offset += size
             d = self._store(box, unit)
-            return [(unit.file, unit.offset, ChunkRef(d, unit.length), None)]
-        files, offset = [], 0
-        for i in unit.files:  # each packed file's own digest, before the pack is released
-            size = self.tree.files[i].size
-            with memoryview(box[0]) as view:
-                files.append((i, size, offset, digest(self.algo, view[offset:offset + size])))
-            offset += size
-        d = self._store(box, unit)
-        return [(i, 0, ChunkRef(d, size, off), fd) for i, size, off, fd in files]
+            return [(i, 0, ChunkRef(d, size, off), fd) for i, size, off, fd in files]
 
     def before_commit(self) -> None:
         """Called right before the commit's guard (core/gc_guard.guard_commit): a push can
@@ -336,20 +409,21 @@ class _Uploader:
         The source must still hold the same bytes: they are re-hashed before upload.
         """
         for d in sorted(digests):
-            data = self._read_unit(self.unit_of[d], observe=False)
-            if digest(self.algo, data) != d:
-                raise SourceChanged("a pushed file changed before a swept chunk could be "
-                                    "restored", hint="push again")
-            self._restore(d, data)
+            with self._unit_bytes(self.unit_of[d], observe=False) as box:
+                if digest(self.algo, box.data) != d:
+                    raise SourceChanged("a pushed file changed before a swept chunk could be "
+                                        "restored", hint="push again")
+                self._restore(d, box.data)
 
-    def _restore(self, d: str, data: bytes) -> None:
+    def _restore(self, d: str, data: bytes | memoryview) -> None:
         """Store a swept chunk again as the manifest's hint says (encoded or raw), so ranged
         readers agree."""
         body = self._body(data, self.unit_of[d]) if d in self.stored else None
         if body is None:
             self._put(layout.chunk_key(d), data, d)
         else:
-            self._put(layout.chunk_key(d), body, None)
+            with body:
+                self._put(layout.chunk_key(d), body.view, None)
 
 
 def upload_tree(store: Store, tree: SourceTree, *, algo: str, chunk_size: int, concurrency: int,
@@ -365,7 +439,8 @@ def upload_tree(store: Store, tree: SourceTree, *, algo: str, chunk_size: int, c
     """
     for observer in observers:
         observer.use_hash(algo)
-    uploader = _Uploader(store, tree, algo, progress, observers, throttle, parts, compression)
+    uploader = _Uploader(store, tree, algo, progress, observers, throttle, parts, compression,
+                         concurrency)
     refs: dict[int, list[tuple[int, ChunkRef]]] = {i: [] for i in range(len(tree.files))}
     digests: dict[int, str] = {}
     progress.start(phase="push", total_bytes=tree.total_bytes, total_files=len(tree.files))
@@ -439,7 +514,7 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
          compression: str | None = None, hash: str | None = None) -> PushResult:
     """Push a scanned tree as the next version of `artifact`.
 
-    `hash`: the chunk hash if this push creates the lake (None: sha256); see
+    `hash`: the chunk hash if this push creates the lake (None: DEFAULT_HASH); see
     open_or_create_header.
 
     `observers` see the bytes as they are read (see FileObserver); `manifest_fields` sets

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from ..errors import (AccessDenied, CkptlakeError, IntegrityError, NotFound, PreconditionFailed,
                       TransferError, TransientError, UsageError)
 from ..format import layout
-from ..format.header import DEFAULT_HASH
+from ..format.header import LEGACY_HASH
 from ..format.manifest import Manifest
 from ..policy.replicas import ReplicaSpec, check_not_origin
 from ..results import _Result
@@ -63,7 +63,7 @@ class _Verifier:
                     from .lakeheader import read_header
 
                     header = read_header(self.origin)
-                    self._algo = header.hash if header is not None else DEFAULT_HASH
+                    self._algo = header.hash if header is not None else LEGACY_HASH
         return self._algo
 
     def __call__(self, digest: str, stored: bytes | bytearray | memoryview) -> bool:

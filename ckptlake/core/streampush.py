@@ -30,7 +30,7 @@ from ..store.base import Store
 from ..transfer.parts import Parts
 from ..transfer.progress import Progress
 from ..transfer.throttle import Throttle
-from .push import PACK_THRESHOLD, _Pack, _Slice, _Uploader
+from .push import PACK_THRESHOLD, _Box, _Pack, _Slice, _Uploader
 from .scan import SourceTree
 
 
@@ -63,8 +63,8 @@ class _StreamUploader(_Uploader):
         with self._lock:
             self._put_keys.add(key)
 
-    def _store_once(self, d: str, box: list[bytes], unit: Any) -> None:
-        data = box[0]
+    def _store_once(self, d: str, box: _Box, unit: Any) -> None:
+        data = box.data
         super()._store_once(d, box, unit)
         with self._lock:
             if layout.chunk_key(d) in self._put_keys:
@@ -223,7 +223,7 @@ class StreamWriter(io.RawIOBase):
                 self._buf = bytearray()
                 file_digest = digest(self._algo, data)
                 self._small_tensors(data)
-                d = self._up._store([data], _Pack((0,)))
+                d = self._up._store(_Box(data), _Pack((0,)))
                 self._refs.append((0, ChunkRef(d, size, 0)))
             elif size:
                 self._planner.advance(self._buf, self._base, eof=True)
@@ -327,7 +327,7 @@ class StreamWriter(io.RawIOBase):
         if self._tensors is not None:
             self._tensors.on_read(self.path, cut.offset, data)
         unit = _Slice(0, cut.offset, cut.length, cut.dtype)
-        box = [data]
+        box = _Box(data)
         del data
         return cut.offset, ChunkRef(self._up._store(box, unit), cut.length)
 

@@ -54,7 +54,7 @@ from typing import Any, Iterator
 
 from ..errors import IntegrityError, NotFound, UsageError
 from ..format import layout
-from ..format.header import DEFAULT_HASH, LakeHeader, decode_header
+from ..format.header import LEGACY_HASH, SUPPORTED_HASHES, LakeHeader, decode_header
 from ..format.header import digest as hash_of
 from ..format.manifest import Manifest, decode_manifest
 from ..format.refs import Ref, parse_ref, validate_alias, validate_artifact
@@ -65,7 +65,7 @@ from ..transfer.pool import bounded_map
 from ..transfer.progress import NullProgress, Progress
 from ..transfer.throttle import Throttle
 from ..format.codecs import frame_rawlen, looks_framed
-from .chunkio import DECODERS, DecodeBuffers, fix_mmap_threshold, open_object
+from .chunkio import DECODERS, ChunkBuffers, fix_mmap_threshold, open_object
 from .createonce import EMPTY_NOTE
 from .identity import iso, utcnow
 
@@ -247,7 +247,9 @@ class _Run:
         self.progress = progress
         self.problems: list[dict[str, Any]] = []
         self.warnings: list[str] = []
-        self.algo = DEFAULT_HASH
+        # The header's, once read.  Without one: the manifests' own (collect), else SHA-256,
+        # what every lake before BLAKE3 used; never DEFAULT_HASH, which is for new lakes.
+        self.algo = LEGACY_HASH
         self.header: LakeHeader | None = None
         self.refs = _Refs()
         self.live_extra: set[bytes] = set()  # unreadable manifests' chunks: not orphans
@@ -347,11 +349,17 @@ class _Run:
     def collect(self, versions: dict[tuple[str, int], int]) -> None:
         from .shards import META_COMMIT_ID
 
+        hashes: set[str] = set()
         for item, m in self.read_manifests(versions):
             self.good.append(item)
             self.add(m)
+            hashes.add(m.hash)
             if META_COMMIT_ID in m.metadata:
                 self.commit_ids[item] = m.metadata[META_COMMIT_ID]
+        if self.header is None and len(hashes) == 1 and hashes <= set(SUPPORTED_HASHES):
+            # a lost header (reported as a problem): the manifests still say how their chunks
+            # are named, so --read-data does not call every chunk of a BLAKE3 lake corrupt
+            self.algo = hashes.pop()
 
     def add(self, m: Manifest) -> None:
         """Record what `m` requires of its chunks; with --read-data also the (offset, size,
@@ -676,7 +684,7 @@ class _Run:
                 self._check_read(d, data, size, stored, pack_files)
             self.progress.advance(size)
 
-        decode = DecodeBuffers()
+        decode = ChunkBuffers()
         if any(self.refs.hint):
             fix_mmap_threshold()  # decoding allocates chunk-sized buffers (see there)
         try:

@@ -27,6 +27,7 @@ equals the chunk's raw length is raw, whatever bytes it starts with.
 """
 from __future__ import annotations
 
+import mmap
 import struct
 import threading
 from dataclasses import dataclass
@@ -103,13 +104,37 @@ def bit_planes_fast() -> bool:
     return _numpy() is not None
 
 
-# Elements per block of the numpy transforms.  Why this small: every temporary of a block is a
-# fresh allocation, and one of 1 MiB or more is a fresh mmap under the CLI's fixed glibc
-# threshold (core/chunkio.fix_mmap_threshold), page-faulted in and unmapped again: with 2^20
-# elements that system time exceeded the transform's own (bf16 decode 356 MB/s with the fixed
-# threshold, 881 without).  At 2^15 (64-128 KiB temporaries) they come from the heap and stay
-# in cache: decode ~720 MB/s with the threshold fixed, ~1.1 GB/s without (/tmp micro, one core).
-_BLOCK = 1 << 15
+# Elements per block of the numpy transforms, whose temporaries are per-thread arrays of this
+# size reused for every block (_block_scratch), written through `out=`: no allocation per block
+# (a fresh temporary of >= 1 MiB is a fresh mmap under the CLI's fixed glibc threshold,
+# core/chunkio.fix_mmap_threshold) and no copy of a result into place.  At 2^16 elements the
+# three 128 KiB temporaries stay in cache while the interpreter's cost per numpy call is paid
+# over 2-4x fewer blocks than at the 2^15 of fresh temporaries before: measured bf16 join
+# 2.4 -> 3.0-3.3 GB/s, fp32 1.8 -> 2.5 GB/s (one core, /tmp micro); a 2 GiB bf16 pull spent
+# ~0.6 of its 5.1 client CPU-s in the interpreter driving the 2^15 blocks (perf).
+_BLOCK = 1 << 16
+_block_local = threading.local()
+
+
+def _block_scratch(np):
+    """Three uint16 arrays of _BLOCK elements, this thread's own (decoders run in parallel)."""
+    arrays = getattr(_block_local, "arrays", None)
+    if arrays is None:
+        arrays = _block_local.arrays = tuple(np.empty(_BLOCK, dtype=np.uint16)
+                                             for _ in range(3))
+    return arrays
+
+
+def _top_halves(np, exp, sm, out, a, b) -> None:
+    """out = the 16-bit top halves (sign, exponent, 7 mantissa bits) from the exponent and
+    sign+mantissa planes (uint8 arrays of out's length; a, b: uint16 scratch as long)."""
+    np.left_shift(exp, 7, out=a, dtype=np.uint16)
+    np.copyto(b, sm)
+    np.bitwise_and(b, 0x7F, out=out)
+    out |= a
+    b &= 0x80
+    b <<= 8
+    out |= b
 
 
 class _Scratch:
@@ -160,19 +185,26 @@ def split(data: bytes | memoryview, transform: int,
         planes: list = ([memoryview(b)[:n] for b in buffers] if buffers is not None
                         else [bytearray(n) for _ in range(count)])
         views = [np.frombuffer(p, dtype=np.uint8) for p in planes]
+        low_bytes = np.frombuffer(data, dtype=np.uint8).reshape(-1, 4) if width == 4 else None
+        a_all, b_all, c_all = _block_scratch(np)
         for s in range(0, n, _BLOCK):
-            w = words[s:s + _BLOCK]
-            top = (w >> 16).astype(np.uint16) if width == 4 else w
+            e = min(s + _BLOCK, n)
+            a, b = a_all[:e - s], b_all[:e - s]
+            if width == 2:
+                top = words[s:e]
+            else:  # the high half of each fp32 word, made contiguous (faster than strided)
+                top = c_all[:e - s]
+                np.right_shift(words[s:e], 16, out=top, casting="unsafe")
             # exponent = bits 7-14; sign (bit 15) and mantissa (bits 0-6) meet in the low
             # byte of m | m >> 8 with m = top & 0x807F; the casts keep the low byte
-            np.copyto(views[0][s:s + _BLOCK], top >> 7, casting="unsafe")
-            m = top & 0x807F
-            m |= m >> 8
-            np.copyto(views[1][s:s + _BLOCK], m, casting="unsafe")
-            if width == 4:
-                b = w.view(np.uint8).reshape(-1, 4)
-                views[2][s:s + _BLOCK] = b[:, 0]
-                views[3][s:s + _BLOCK] = b[:, 1]
+            np.right_shift(top, 7, out=views[0][s:e], casting="unsafe")
+            np.bitwise_and(top, 0x807F, out=a)
+            np.right_shift(a, 8, out=b)
+            a |= b
+            np.copyto(views[1][s:e], a, casting="unsafe")
+            if low_bytes is not None:
+                views[2][s:e] = low_bytes[s:e, 0]
+                views[3][s:e] = low_bytes[s:e, 1]
         return planes
     data = bytes(data) if not isinstance(data, bytes) else data
     hi, lo = data[width - 1::width], data[width - 2::width]
@@ -209,24 +241,26 @@ def _join(planes: list[bytes | memoryview], transform: int, n: int, width: int,
             out[k::width] = p
         return
     np = _numpy()
-    if np is not None and width == 2:  # bf16: 16-bit words (measured faster than bytes)
-        words = np.frombuffer(out, dtype="<u2")
+    if np is not None:
         views = [np.frombuffer(p, dtype=np.uint8) for p in planes]
+        halves = np.frombuffer(out, dtype="<u2")
+        a_all, b_all, c_all = _block_scratch(np)
+        if width == 2:  # bf16: each 16-bit word is a top half, computed in place
+            for s in range(0, n, _BLOCK):
+                e = min(s + _BLOCK, n)
+                _top_halves(np, views[0][s:e], views[1][s:e], halves[s:e], a_all[:e - s],
+                            b_all[:e - s])
+            return
+        # fp32: top halves computed contiguously, then written every other 16-bit word; the
+        # two low bytes are stored planes, copied into their byte columns
+        tops, low_bytes = halves.reshape(-1, 2)[:, 1], np.frombuffer(out, np.uint8).reshape(-1, 4)
         for s in range(0, n, _BLOCK):
-            exp = views[0][s:s + _BLOCK].astype(np.uint16)
-            sm = views[1][s:s + _BLOCK].astype(np.uint16)
-            words[s:s + _BLOCK] = ((sm & 0x80) << 8) | (exp << 7) | (sm & 0x7F)
-        return
-    if np is not None:  # fp32: byte columns (measured faster than 32-bit words)
-        raw = np.frombuffer(out, dtype=np.uint8).reshape(-1, width)
-        views = [np.frombuffer(p, dtype=np.uint8) for p in planes]
-        for s in range(0, n, _BLOCK):
-            exp, sm = views[0][s:s + _BLOCK], views[1][s:s + _BLOCK]
-            raw[s:s + _BLOCK, width - 1] = (sm & 0x80) | (exp >> 1)
-            raw[s:s + _BLOCK, width - 2] = (exp << 7) | (sm & 0x7F)
-            if width == 4:
-                raw[s:s + _BLOCK, 0] = views[2][s:s + _BLOCK]
-                raw[s:s + _BLOCK, 1] = views[3][s:s + _BLOCK]
+            e = min(s + _BLOCK, n)
+            c = c_all[:e - s]
+            _top_halves(np, views[0][s:e], views[1][s:e], c, a_all[:e - s], b_all[:e - s])
+            tops[s:e] = c
+            low_bytes[s:e, 0] = views[2][s:e]
+            low_bytes[s:e, 1] = views[3][s:e]
         return
     exp_i, sm_i = int.from_bytes(planes[0], "little"), int.from_bytes(planes[1], "little")
     hi = (sm_i & _fill(n, 0x80)) | ((exp_i >> 1) & _fill(n, 0x7F))
@@ -323,49 +357,74 @@ def choose(data: bytes | memoryview, dtype: str | None = None) -> Choice:
     return best
 
 
-def encode(data: bytes | memoryview, choice: Choice) -> bytes | bytearray | None:
+def encode(data: bytes | memoryview, choice: Choice,
+           into: bytearray | memoryview | mmap.mmap | None = None
+           ) -> bytearray | memoryview | None:
     """The frame for `data` under `choice`, or None when it would not be shorter than the raw
-    bytes (then the chunk is stored raw)."""
+    bytes (then the chunk is stored raw).
+
+    into: a writable buffer of at least len(data) bytes to assemble the frame in (a frame is
+    always shorter); the result is then a view of its start.  A pusher reuses a few such
+    buffers instead of joining a fresh chunk-sized frame per chunk (each a fresh mapping to
+    fault in, under the CLI's fixed mmap threshold).  Without it, a new bytearray."""
     if choice.codec == 0:
         return None
     n = len(data)
+    if into is not None and len(into) < n:
+        raise ValueError(f"encode into {len(into)} bytes, expected at least {n}")
     zstd = _zstd()
-    cctx = zstd.ZstdCompressor(level=ZSTD_LEVEL)
+    out = memoryview(into if into is not None else bytearray(n)).cast("B")
     if choice.codec == CODEC_ZSTD:
-        out = HEAD.pack(MAGIC, CODEC_ZSTD, 0, 0, n) + cctx.compress(data)
-        return out if len(out) < n else None
+        packed = zstd.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
+        size = HEAD.size + len(packed)
+        if size >= n:
+            return None
+        HEAD.pack_into(out, 0, MAGIC, CODEC_ZSTD, 0, 0, n)
+        out[HEAD.size:size] = packed
+        return _frame(out, size, into)
     cctx = _plane_compressor(zstd)
     width = _WIDTH[choice.transform]
     aligned = n - n % width
-    tail = bytes(data[aligned:])
+    tail = memoryview(data)[aligned:]
+    count = width if choice.transform in (PLANES_BYTES2, PLANES_BYTES4) else \
+        (2 if width == 2 else 4)
     scratch = None
     if choice.transform in (PLANES_BF16, PLANES_FP32) and bit_planes_fast():
-        scratch = [_SCRATCH.take(aligned // width) for _ in range(2 if width == 2 else 4)]
+        scratch = [_SCRATCH.take(aligned // width) for _ in range(count)]
     try:
         planes = split(memoryview(data)[:aligned], choice.transform, scratch)
-        parts: list[bytes | bytearray | memoryview] = []
-        heads: list[bytes] = []
-        total = HEAD.size + 1 + len(tail)
+        pos = HEAD.size + 1 + PLANE.size * len(planes)  # the plane heads are written last
         for k in range(len(planes)):
             plane = planes[k]
             packed = cctx.compress(plane) if _worth(cctx, plane) else None
             if packed is not None and len(packed) < len(plane) * WORTH:
-                heads.append(PLANE.pack(MODE_ZSTD, len(packed)))
-                parts.append(packed)
-                planes[k] = b""  # released: only what is stored stays
+                mode, body = MODE_ZSTD, packed
             else:
-                heads.append(PLANE.pack(MODE_STORED, len(plane)))
-                parts.append(plane)
-            total += PLANE.size + len(parts[-1])
-            if total >= n:
+                mode, body = MODE_STORED, plane
+            if pos + len(body) + len(tail) >= n:
                 return None
-        del planes
-        return b"".join([HEAD.pack(MAGIC, CODEC_PLANES, choice.transform, 0, n),
-                         bytes((len(parts),)), *heads, *parts, tail])
+            PLANE.pack_into(out, HEAD.size + 1 + PLANE.size * k, mode, len(body))
+            out[pos:pos + len(body)] = body
+            pos += len(body)
+            planes[k] = b""  # released: only what is stored stays
+        out[pos:pos + len(tail)] = tail
+        pos += len(tail)
+        HEAD.pack_into(out, 0, MAGIC, CODEC_PLANES, choice.transform, 0, n)
+        out[HEAD.size] = len(planes)
+        return _frame(out, pos, into)
     finally:
         if scratch is not None:
-            parts = planes = None  # type: ignore[assignment]  # views into the scratch
+            planes = plane = None  # type: ignore[assignment]  # views into the scratch
             _SCRATCH.give(*scratch)
+
+
+def _frame(out: memoryview, size: int, into: object) -> bytearray | memoryview:
+    if into is not None:
+        return out[:size]
+    buf = out.obj
+    out.release()
+    del buf[size:]  # type: ignore[union-attr]  # our own bytearray: shrink it in place
+    return buf  # type: ignore[return-value]
 
 
 def _worth(cctx, plane: bytes) -> bool:
@@ -376,9 +435,11 @@ def _worth(cctx, plane: bytes) -> bool:
     return _zlen(cctx, sample) < len(sample) * WORTH
 
 
-def encode_auto(data: bytes | memoryview, dtype: str | None = None) -> bytes | bytearray | None:
-    """Choose and encode: the frame, or None to store `data` raw."""
-    return encode(data, choose(data, dtype))
+def encode_auto(data: bytes | memoryview, dtype: str | None = None,
+                into: bytearray | memoryview | mmap.mmap | None = None
+                ) -> bytearray | memoryview | None:
+    """Choose and encode (into `into`, see encode): the frame, or None to store `data` raw."""
+    return encode(data, choose(data, dtype), into)
 
 
 # --- decoding -------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from .header import DEFAULT_HASH, new_hasher
+from .header import HASH_SHA256, new_hasher
 from .manifest import TensorInfo
 
 BLOCK = 1024 * 1024
@@ -149,7 +149,7 @@ class TensorDigest:
     Each byte must be fed exactly once.  Thread-safe: whole blocks are hashed outside the lock.
     """
 
-    def __init__(self, start: int, end: int, algo: str = DEFAULT_HASH) -> None:
+    def __init__(self, start: int, end: int, algo: str = HASH_SHA256) -> None:
         self.start, self.end, self.algo = start, end, algo
         new_hasher(algo)  # an unknown or unavailable hash fails here, not in a worker thread
         self._lock = threading.Lock()

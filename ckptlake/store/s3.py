@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import io
 import re
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator, NoReturn, Sequence
@@ -49,6 +50,7 @@ class _Boto:
     """The boto3/botocore names we use, imported on first need."""
 
     def __init__(self) -> None:
+        _import_botocore_compat()
         import botocore.config
         import botocore.exceptions as bex
         import botocore.session
@@ -75,6 +77,30 @@ class _Boto:
             bex.ClientError, bex.BotoCoreError, *self.transient_errors)
 
 
+def _import_botocore_compat() -> None:
+    """Import botocore.compat without awscrt when the user has turned the C runtime off.
+
+    botocore.compat imports `awscrt.auth` (~30 ms, a large compiled library) only to learn
+    whether it may sign with it, and then reads BOTO_DISABLE_CRT.  With the variable set to
+    true the answer is no either way, so the import is skipped and HAS_CRT comes out False
+    exactly as botocore would set it.  Without the variable botocore behaves as always (its
+    C signer, which ckptlake hands the chunk digest to; see _install_crt_payload_hint).  Only
+    the first import of botocore.compat in a process is affected, and `awscrt.auth` stays
+    importable afterwards."""
+    import os
+    import sys
+
+    if "botocore.compat" in sys.modules or "awscrt.auth" in sys.modules \
+            or os.environ.get("BOTO_DISABLE_CRT", "false").lower() != "true":
+        return
+    sys.modules["awscrt.auth"] = None  # type: ignore[assignment]  # import raises ImportError
+    try:
+        import botocore.compat  # noqa: F401
+    finally:
+        if sys.modules.get("awscrt.auth", 0) is None:
+            del sys.modules["awscrt.auth"]
+
+
 _boto: _Boto | None = None
 
 # SigV4 over plain http (MinIO, SeaweedFS, on-prem gateways) signs the SHA-256 of every body,
@@ -82,11 +108,31 @@ _boto: _Boto | None = None
 # CPU.  The chunk's key already *is* that SHA-256, so a put may hand it over (`sha256=`): it
 # travels from the call to the signer in the request context, and the signer uses it instead of
 # hashing.  A server that verifies signed payloads (AWS S3, MinIO) checks the body against it
-# exactly as against botocore's own value (SeaweedFS 4.48 verifies neither).
+# exactly as against botocore's own value (SeaweedFS 4.48 verifies neither).  Only SHA-256
+# lakes have such keys; a BLAKE3 lake's chunks (the default for new lakes) are hashed by the
+# signer over plain http and go unsigned over https (_UNSIGNED_CONTEXT below).
 # Over https too: botocore signs UNSIGNED-PAYLOAD only when a checksum header accompanies the
 # body, and with request_checksum_calculation=when_required a PutObject carries none.
 _PAYLOAD_PARAM = "CkptlakePayloadSHA256"
 _PAYLOAD_CONTEXT = "ckptlake_payload_sha256"
+# A body whose SHA-256 is not known for free (a BLAKE3 lake's chunks, any encoded chunk, a
+# multipart part) goes UNSIGNED-PAYLOAD over https instead of being hashed for the signature:
+# TLS already protects it in transit, and the lake verifies every chunk's digest on every read,
+# which a signed payload would not add to.  Measured: -0.73 client CPU-s per GiB pushed to a
+# BLAKE3 lake (docs/benchmarks.md, "BLAKE3 lakes").  Over plain http bodies stay signed, the
+# only thing there that lets the server refuse a body altered on the way.
+_UNSIGNED_CONTEXT = "ckptlake_unsigned_over_tls"
+
+
+def _mark_unsigned_over_tls(context: dict[str, Any], **_: Any) -> None:
+    """provide-client-params handler for PutObject / UploadPart (see _UNSIGNED_CONTEXT)."""
+    context[_UNSIGNED_CONTEXT] = True
+
+
+def _unsigned_over_tls(request: Any) -> bool:
+    return (request.context.get(_UNSIGNED_CONTEXT, False)
+            and request.context.get(_PAYLOAD_CONTEXT) is None
+            and request.url.startswith("https://"))
 
 
 def _take_payload_sha256(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
@@ -115,7 +161,13 @@ def _install_payload_hint() -> None:
             return known
         return original(self, request)
 
+    should_sign = S3SigV4Auth._should_sha256_sign_payload
+
+    def should_sha256_sign_payload(self: Any, request: Any) -> bool:
+        return not _unsigned_over_tls(request) and should_sign(self, request)
+
     S3SigV4Auth.payload = payload
+    S3SigV4Auth._should_sha256_sign_payload = should_sha256_sign_payload
     S3SigV4Auth._ckptlake_payload_hint = True
     _install_crt_payload_hint()
 
@@ -139,7 +191,13 @@ def _install_crt_payload_hint() -> None:
         # at all; it decides that after asking, with the same rules as the Python signer.
         return request.context.get(_PAYLOAD_CONTEXT) or original(self, request)
 
+    should_sign = CrtS3SigV4Auth._should_sha256_sign_payload
+
+    def should_sha256_sign_payload(self: Any, request: Any) -> bool:
+        return not _unsigned_over_tls(request) and should_sign(self, request)
+
     CrtS3SigV4Auth._get_existing_sha256 = existing_sha256
+    CrtS3SigV4Auth._should_sha256_sign_payload = should_sha256_sign_payload
     CrtS3SigV4Auth._ckptlake_payload_hint = True
 
 
@@ -218,9 +276,62 @@ class _PlainJSONFileLoader:
         return None
 
 
-def _as_bytes(data: bytes | bytearray | memoryview) -> bytes:
-    """bytes for the request body: botocore (and moto) handle bytes everywhere, views not."""
-    return data if isinstance(data, bytes) else bytes(data)
+def _as_body(data: bytes | bytearray | memoryview) -> Any:
+    """The request body for `data` without copying it.  bytes go as they are; a buffer (a
+    view into a reused page-aligned buffer, a multipart part of one) goes as a seekable reader
+    of it, which botocore sends (and, where it signs the body, hashes) piece by piece: copying
+    it into bytes would be a fresh chunk-sized mapping per request, whose page faults cost
+    ~1 CPU-s per GiB pushed (perf, docs/benchmarks.md)."""
+    if isinstance(data, bytes):
+        return data
+    if len(memoryview(data)) < _COPY_BELOW:
+        return bytes(data)  # small: a copy costs nothing and every stub and mock takes bytes
+    return _BufferBody(data)
+
+
+_COPY_BELOW = 1 << 20  # glibc serves smaller allocations from the heap: no fresh mapping
+
+
+class _BufferBody(io.RawIOBase):
+    """A read-only, seekable file over a buffer whose read() returns views of it (hashlib and
+    sendall take views; nothing is copied)."""
+
+    def __init__(self, data: bytearray | memoryview) -> None:
+        super().__init__()
+        self._view = memoryview(data).cast("B")
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def read(self, size: int | None = -1) -> "memoryview | bytes":  # type: ignore[override]
+        if size is None or size < 0:  # "all of it" is for consumers that want bytes (moto)
+            piece = bytes(self._view[self._pos:])
+            self._pos = max(self._pos, len(self._view))
+            return piece
+        end = min(len(self._view), self._pos + size)
+        piece = self._view[min(self._pos, end):end]
+        self._pos = max(self._pos, end)
+        return piece
+
+    def readinto(self, buffer: Any) -> int:
+        piece = self.read(len(buffer))
+        buffer[:len(piece)] = piece
+        return len(piece)
 
 
 def _plain_readinto(raw: Any) -> Any:
@@ -259,8 +370,10 @@ class S3Store(Store):
         self._client = self._make_client(endpoint_url, profile, region, max_connections,
                                          connect_timeout, read_timeout)
         self._closed = False
-        self._client.meta.events.register("provide-client-params.s3.PutObject",
-                                          _take_payload_sha256)
+        events = self._client.meta.events
+        events.register("provide-client-params.s3.PutObject", _take_payload_sha256)
+        for op in ("PutObject", "UploadPart"):
+            events.register(f"provide-client-params.s3.{op}", _mark_unsigned_over_tls)
 
     def __repr__(self) -> str:
         return f"S3Store({self.url!r})"
@@ -515,7 +628,7 @@ class S3Store(Store):
             kwargs["IfNoneMatch"] = "*"
         if if_match is not None:
             kwargs["IfMatch"] = if_match
-        body = _as_bytes(data)
+        body = _as_body(data)
         try:
             r = self._client.put_object(Bucket=self.bucket, Key=self._full(key), Body=body,
                                         **kwargs)
@@ -625,7 +738,7 @@ class S3Store(Store):
 
     def upload_part(self, key: str, upload_id: str, part_number: int,
                     data: bytes | bytearray | memoryview) -> str:
-        body = _as_bytes(data)
+        body = _as_body(data)
         try:
             r = self._client.upload_part(Bucket=self.bucket, Key=self._full(key),
                                          UploadId=upload_id, PartNumber=part_number, Body=body)
