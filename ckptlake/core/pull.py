@@ -41,7 +41,7 @@ from ..transfer.throttle import Throttle
 from ..units import format_bytes
 from .browse import object_sizes
 from ..format import codecs
-from .chunkio import DECODERS, ChunkBuffers, fix_mmap_threshold, open_object
+from .chunkio import DECODERS, ChunkBuffers, anonymous, fix_mmap_threshold, open_object
 from .reuse import LocalSources, local_sources
 
 if TYPE_CHECKING:  # a cache is optional: its module loads only when one is configured
@@ -492,12 +492,12 @@ class _Fetcher:
     def _buffer(self) -> mmap.mmap:
         """One chunk-sized buffer per worker thread, reused for every chunk it fetches.
 
-        Anonymous mmap: page-aligned, as O_DIRECT writes require.
+        Private anonymous memory (chunkio.anonymous): page-aligned, as O_DIRECT writes
+        require.
         """
         buf = getattr(self._local, "buffer", None)
         if buf is None:
-            buf = self._local.buffer = mmap.mmap(-1, max(self.chunk_capacity, 1)
-                                                 + _DIRECT_ALIGN)
+            buf = self._local.buffer = anonymous(max(self.chunk_capacity, 1) + _DIRECT_ALIGN)
         return buf
 
     def _view(self, unit: _Unit) -> memoryview:

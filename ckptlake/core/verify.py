@@ -65,7 +65,7 @@ from ..transfer.pool import bounded_map
 from ..transfer.progress import NullProgress, Progress
 from ..transfer.throttle import Throttle
 from ..format.codecs import frame_rawlen, looks_framed
-from .chunkio import DECODERS, ChunkBuffers, fix_mmap_threshold, open_object
+from .chunkio import DECODERS, ChunkBuffers, anonymous, fix_mmap_threshold, open_object
 from .createonce import EMPTY_NOTE
 from .identity import iso, utcnow
 
@@ -659,7 +659,7 @@ class _Run:
         def check(d: bytes) -> None:
             buf = getattr(local, "buffer", None)
             if buf is None:  # one per worker, reused (as pull); mmap: pages only as touched
-                buf = local.buffer = mmap.mmap(-1, max(capacity, 1))
+                buf = local.buffer = anonymous(max(capacity, 1))
             key = layout.chunk_key(d.hex())
             size = need[d] >> 1
             self.throttle.acquire(size)
