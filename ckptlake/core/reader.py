@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import bisect
 import difflib
-import io
 import mmap
 import threading
 from collections import OrderedDict
@@ -44,6 +43,7 @@ from ..format.manifest import FileEntry, LinkResolver, Manifest, TensorInfo
 from ..format.safetensors import is_safetensors
 from ..store.base import Store
 from ..transfer.parts import Parts
+from .rawio import SeekableReader
 from ..transfer.throttle import Throttle
 from . import chunkio
 
@@ -53,7 +53,7 @@ KEEP = 3  # segments kept after reading (the current one included)
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")  # torch.save's zip archives, by convention
 
 
-class LakeFile(io.RawIOBase):
+class LakeFile(SeekableReader):
     """The bytes of one regular file of a version; see the module docstring."""
 
     def __init__(self, store: Store, entry: FileEntry, algo: str, *, name: str = "",
@@ -111,38 +111,14 @@ class LakeFile(io.RawIOBase):
         self._check_open()
         return self._fetch(i, buffer)
 
-    # -- io.RawIOBase -------------------------------------------------------------------------
+    # -- the file interface (SeekableReader keeps the position) -----------------------------
 
     @property
     def size(self) -> int:
         return self.entry.size
 
-    def readable(self) -> bool:
-        self._check_open()
-        return True
-
-    def seekable(self) -> bool:
-        self._check_open()
-        return True
-
-    def tell(self) -> int:
-        self._check_open()
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        self._check_open()
-        if whence == io.SEEK_SET:
-            pos = offset
-        elif whence == io.SEEK_CUR:
-            pos = self._pos + offset
-        elif whence == io.SEEK_END:
-            pos = self.entry.size + offset
-        else:
-            raise ValueError(f"invalid whence ({whence!r})")
-        if pos < 0:
-            raise ValueError(f"negative seek position {pos}")
-        self._pos = pos
-        return pos
+    def _length(self) -> int:
+        return self.entry.size
 
     def readinto(self, buffer: Any) -> int:
         self._check_open()
@@ -188,10 +164,6 @@ class LakeFile(io.RawIOBase):
 
     def __repr__(self) -> str:
         return f"<LakeFile {self.name!r} size={self.entry.size}>"
-
-    def _check_open(self) -> None:
-        if self.closed:
-            raise ValueError("I/O operation on closed file")
 
     # -- segments -----------------------------------------------------------------------------
 

@@ -25,7 +25,6 @@ load").  Hence opt-in: it is for readers limited by fetch latency, not CPU.
 """
 from __future__ import annotations
 
-import io
 import mmap
 import os
 import threading
@@ -39,6 +38,7 @@ from ..transfer.parts import Parts
 from ..transfer.pool import bounded_map
 from ..transfer.throttle import Throttle
 from . import chunkio
+from .rawio import SeekableReader
 
 # The share of available memory a whole-file buffer may take: torch.load then holds the
 # buffer and the tensors it builds from it (~2x the file), so the peak stays under 80 % of
@@ -46,7 +46,7 @@ from . import chunkio
 MEMORY_SHARE = 0.4
 
 
-class WholeFile(io.RawIOBase):
+class WholeFile(SeekableReader):
     """A read-only, seekable binary file object over a file's verified bytes in memory (what
     `read_whole` returns).  readinto copies straight from the buffer into the caller's (torch's
     storages), read returns bytes; close() releases the buffer."""
@@ -64,27 +64,8 @@ class WholeFile(io.RawIOBase):
     def size(self) -> int:
         return self._size
 
-    def readable(self) -> bool:
-        self._check_open()
-        return True
-
-    def seekable(self) -> bool:
-        self._check_open()
-        return True
-
-    def tell(self) -> int:
-        self._check_open()
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        self._check_open()
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}.get(whence)
-        if base is None:
-            raise ValueError(f"invalid whence ({whence!r})")
-        if base + offset < 0:
-            raise ValueError(f"negative seek position {base + offset}")
-        self._pos = base + offset
-        return self._pos
+    def _length(self) -> int:
+        return self._size
 
     def readinto(self, buffer: Any) -> int:
         self._check_open()
@@ -123,10 +104,6 @@ class WholeFile(io.RawIOBase):
 
     def __repr__(self) -> str:
         return f"<WholeFile {self.name!r} size={self._size}>"
-
-    def _check_open(self) -> None:
-        if self.closed:
-            raise ValueError("I/O operation on closed file")
 
 
 class _Receive:

@@ -32,6 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
 from ..core.reader import LakeFile
+from ..core.rawio import SeekableReader
 
 Key = tuple[str, int]  # (file path in the version, segment index)
 
@@ -127,7 +128,7 @@ class Fetcher:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-class RangeStream(io.RawIOBase):
+class RangeStream(SeekableReader):
     """Bytes [offset, offset+length) of one file, read from the Fetcher's segments: what torch
     reads one request from (seekable, as torch.load needs).  close() releases its segments."""
 
@@ -148,23 +149,8 @@ class RangeStream(io.RawIOBase):
         self._got: dict[int, int] = {}  # bytes read so far per segment
         self.error: BaseException | None = None  # a failed read's
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._len}.get(whence)
-        if base is None:
-            raise ValueError(f"invalid whence ({whence!r})")
-        if base + offset < 0:
-            raise ValueError(f"negative seek position {base + offset}")
-        self._pos = base + offset
-        return self._pos
+    def _length(self) -> int:
+        return self._len
 
     def readinto(self, buffer: Any) -> int:
         try:
