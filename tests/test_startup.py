@@ -167,20 +167,26 @@ def test_old_entry_point_still_works(tmp_path: Path) -> None:
     assert r.stdout.startswith("ckptlake ")
 
 
-@pytest.mark.seaweedfs
-def test_s3_pull_makes_one_botocore_client(s3_lake_url: str, tmp_path: Path) -> None:
-    """An S3 pull creates one botocore session and one client (each costs ~0.05-0.1 s), never
-    imports boto3, and makes no request it does not need before the first byte."""
+def _push_one_kib(lake_url: str, tmp_path: Path) -> Path:
+    """demo/one: a version of one 1 KiB file in the lake, pushed in process; its source dir."""
+    import ckptlake
+
     src = tmp_path / "src"
     src.mkdir()
     (src / "one.bin").write_bytes(os.urandom(1024))
-    import ckptlake
-
-    lake = ckptlake.open(s3_lake_url)
+    lake = ckptlake.open(lake_url)
     try:
         lake.push(src, "demo/one")
     finally:
         lake.close()
+    return src
+
+
+@pytest.mark.seaweedfs
+def test_s3_pull_makes_one_botocore_client(s3_lake_url: str, tmp_path: Path) -> None:
+    """An S3 pull creates one botocore session and one client (each costs ~0.05-0.1 s), never
+    imports boto3, and makes no request it does not need before the first byte."""
+    src = _push_one_kib(s3_lake_url, tmp_path)
     counting = (
         "import botocore.session\n"
         "counts = {'sessions': 0, 'clients': 0}\n"
@@ -226,16 +232,7 @@ def test_s3_pull_skips_awscrt_when_disabled(s3_lake_url: str, tmp_path: Path) ->
     """botocore imports awscrt (~30 ms) only to decide whether to sign with it; the suite runs
     with BOTO_DISABLE_CRT=true (conftest.py), so the answer is known without it."""
     pytest.importorskip("awscrt")  # installed by the [test] extra: otherwise nothing to skip
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "one.bin").write_bytes(os.urandom(1024))
-    import ckptlake
-
-    lake = ckptlake.open(s3_lake_url)
-    try:
-        lake.push(src, "demo/one")
-    finally:
-        lake.close()
+    _push_one_kib(s3_lake_url, tmp_path)
     got = probe(["pull", "demo/one", str(tmp_path / "dest"), "--lake", s3_lake_url],
                 ("botocore.compat", "awscrt.auth", "_awscrt"), cwd=tmp_path,
                 env={"BOTO_DISABLE_CRT": "true"})
