@@ -293,13 +293,17 @@ def _widen_send_blocks(client: Any) -> None:
     """botocore hands every PutObject / UploadPart body over as a file (bytes too: it wraps
     them in BytesIO), and urllib3 sends a file in `blocksize` pieces, one sendall each: at its
     16 KiB default a 16 MiB chunk is 1,024 system calls.  There is no public setting; urllib3's
-    pool manager takes `blocksize` as a pool key, so it is set there.  A botocore without that
-    attribute keeps its default."""
-    manager = getattr(getattr(getattr(client, "_endpoint", None), "http_session", None),
-                      "_manager", None)
-    pool_kw = getattr(manager, "connection_pool_kw", None)
+    pool managers take `blocksize` as a pool key, so it goes there: into the direct one, made
+    with the client, and into the kwargs a proxy's is made from on first use.  A botocore
+    without these attributes keeps its default."""
+    session = getattr(getattr(client, "_endpoint", None), "http_session", None)
+    pool_kw = getattr(getattr(session, "_manager", None), "connection_pool_kw", None)
     if isinstance(pool_kw, dict):
         pool_kw["blocksize"] = _SEND_BLOCK
+    kwargs_of = getattr(session, "_get_pool_manager_kwargs", None)
+    if callable(kwargs_of):
+        session._get_pool_manager_kwargs = (  # type: ignore[union-attr]
+            lambda **extra: {**kwargs_of(**extra), "blocksize": _SEND_BLOCK})
 
 
 # 256 KiB cut the client's CPU of a 2 GiB push by as much as 1 MiB did (3.3 vs 4.0 CPU-s;
