@@ -21,6 +21,18 @@ from pathlib import Path
 READY_BUCKET = "bench"
 
 
+def _remove_sockets(args: list) -> None:
+    """The /tmp/seaweedfs-*.sock files weed leaves (tests/weedsockets.py, shared with the suite)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    try:
+        from weedsockets import remove_sockets
+    finally:
+        sys.path.pop(0)
+    remove_sockets(args)
+
+
 def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
@@ -121,6 +133,8 @@ class SeaweedFS:
             except subprocess.TimeoutExpired:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        if self.proc is not None:
+            _remove_sockets(self.proc.args)
         self.proc = None
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from weedsockets import remove_sockets
 
 # awscrt is installed for one test (test_push_requests.py: the hint reaches botocore's C signer),
 # and its mere presence makes botocore sign with it everywhere.  The suite runs as a plain
@@ -126,8 +127,9 @@ def _log_tail(path: Path, lines: int = 40) -> str:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop the server we started, by its PID only."""
+    """Stop the server we started, by its PID only, and remove the sockets it leaves."""
     if proc.poll() is not None:
+        remove_sockets(proc.args)
         return
     proc.send_signal(signal.SIGTERM)
     try:
@@ -137,6 +139,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)
+    remove_sockets(proc.args)
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], endpoint: str, log_path: Path) -> None:

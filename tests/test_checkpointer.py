@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from weedsockets import remove_sockets
 
 import ckptlake
 from ckptlake.checkpointer import host_copy, load_safetensors, write_safetensors
@@ -448,6 +449,7 @@ class PrivateWeed:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.kill()  # throw-away data: no graceful shutdown needed
+        remove_sockets(self.cmd)
 
 
 @pytest.fixture
