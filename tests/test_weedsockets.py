@@ -1,8 +1,8 @@
 """weedsockets.remove_sockets: a killed `weed server` leaves no /tmp/seaweedfs-*.sock behind."""
 from __future__ import annotations
 
-import os
 import glob
+import os
 import socket
 import subprocess
 import time
@@ -17,20 +17,23 @@ def _bound_socket(path: str) -> None:
         s.bind(path)
 
 
-def test_removes_the_sockets_of_its_ports_only(tmp_path: Path) -> None:
-    port = 20000 + os.getpid() % 9000  # unlikely to be a live server's; cleaned up below
+def test_removes_the_sockets_of_its_ports_only() -> None:
+    port = 20000 + os.getpid() % 9000
     mine = [f"/tmp/seaweedfs-s3-{port}.sock", f"/tmp/seaweedfs-s3-grpc-{port + 10000}.sock"]
     other = f"/tmp/seaweedfs-s3-{port + 1}.sock"
     not_a_socket = f"/tmp/seaweedfs-master-grpc-{port}.sock"
+    made: list[str] = []  # only these are removed at the end: never a live server's
     try:
         for path in [*mine, other]:
-            _bound_socket(path)
-        Path(not_a_socket).write_text("")
+            _bound_socket(path)  # fails (in use) rather than touch a live server's socket
+            made.append(path)
+        with open(not_a_socket, "x"):
+            made.append(not_a_socket)
         remove_sockets(["weed", "server", f"-s3.port={port}", "-s3.port.iceberg=0"])
         assert not any(os.path.exists(p) for p in mine)
         assert os.path.exists(other) and os.path.exists(not_a_socket)
     finally:
-        for path in [*mine, other, not_a_socket]:
+        for path in made:
             if os.path.lexists(path):
                 os.unlink(path)
 

@@ -43,9 +43,9 @@ from ..format.manifest import FileEntry, LinkResolver, Manifest, TensorInfo
 from ..format.safetensors import is_safetensors
 from ..store.base import Store
 from ..transfer.parts import Parts
-from .rawio import SeekableReader
 from ..transfer.throttle import Throttle
 from . import chunkio
+from .rawio import SeekableReader
 
 DEFAULT_READAHEAD = 2
 _Held = tuple["bytes | memoryview", "tuple[mmap.mmap, ...]"]  # a segment and its buffers
