@@ -1,12 +1,14 @@
-"""DCP load A/B, interleaved in the same gloo world: LakeReader's planned parallel read_data
-(ckptlake/torch/planread.py) next to torch's FileSystemReader.read_data over LakeFile streams
-(LakeReader's previous read path), loading the same version, alternating the order every rep.
+"""DCP load A/B, interleaved in the same gloo world, loading the same version, alternating
+the order every rep: LakeReader's read_data (planned parallel fetches, ckptlake/torch/planread.py,
+large tensor items read straight into the destination, itemread.py) next to the same with every
+item through torch.load + copy_ (`--old planread`, the read path before itemread), or next to
+torch's FileSystemReader.read_data over LakeFile streams (`--old torch`, before planread).
 
 Why a separate script: on a shared, loaded machine the peers' numbers in bench/torch_bench.py
 move by ±40 % between runs; alternating the two read paths in one world compares them under the
 same load.  Wall: the slowest rank per load; CPU: user+sys of both ranks per GiB of state.
 
-    .venv/bin/python bench/dcp_load_ab.py 512 6      # MiB of state, reps
+    .venv/bin/python bench/dcp_load_ab.py 512 6 [--old planread|torch]  # MiB of state, reps
 """
 from __future__ import annotations
 
@@ -48,8 +50,20 @@ def _child(rank: int, world: int, port: int, job: dict, out: str) -> None:
     import ckptlake
     from ckptlake.torch import LakeReader, LakeWriter
 
+    from ckptlake.torch import itemread
+
+    direct_min = itemread.DIRECT_MIN
+
     class OldReader(LakeReader):
-        read_data = FileSystemReader.read_data
+        if job["old"] == "torch":
+            read_data = FileSystemReader.read_data
+        else:
+            def read_data(self, plan: Any, planner: Any) -> Any:
+                itemread.DIRECT_MIN = 1 << 62  # every item through torch.load
+                try:
+                    return super().read_data(plan, planner)
+                finally:
+                    itemread.DIRECT_MIN = direct_min
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world, timeout=timedelta(seconds=600))
@@ -65,8 +79,9 @@ def _child(rank: int, world: int, port: int, job: dict, out: str) -> None:
     writer = LakeWriter(lake, "ab/dcp", step=1)
     ref = state(False)
     dcp.save(ref, storage_writer=writer)
-    paths = [("torch read_data over LakeFile (before)", OldReader),
-             ("planread (after)", LakeReader)]
+    before = ("torch read_data over LakeFile" if job["old"] == "torch"
+              else "planread, torch.load per item")
+    paths = [(f"{before} (before)", OldReader), ("LakeReader (after)", LakeReader)]
     res: dict[str, list[list[float]]] = {name: [] for name, _ in paths}
     for rep in range(job["reps"]):
         for name, cls in paths if rep % 2 == 0 else paths[::-1]:
@@ -84,8 +99,12 @@ def _child(rank: int, world: int, port: int, job: dict, out: str) -> None:
 
 
 def main() -> None:
-    size = int(sys.argv[1]) if len(sys.argv) > 1 else 512
-    reps = int(sys.argv[2]) if len(sys.argv) > 2 else 6
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    old = "torch" if "--old" in sys.argv and sys.argv[sys.argv.index("--old") + 1] == "torch" \
+        else "planread"
+    args = [a for a in args if a != old]
+    size = int(args[0]) if args else 512
+    reps = int(args[1]) if len(args) > 1 else 6
     from server import SeaweedFS
 
     scratch = Path(tempfile.mkdtemp(prefix="dcpload-"))
@@ -95,7 +114,7 @@ def main() -> None:
         env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
                "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": weed.endpoint,
                "OMP_NUM_THREADS": "1"}
-        job = {"size_mib": size, "reps": reps, "url": f"s3://{BUCKET}/lake",
+        job = {"size_mib": size, "reps": reps, "old": old, "url": f"s3://{BUCKET}/lake",
                "endpoint": weed.endpoint, "env": env}
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

@@ -19,7 +19,9 @@ a re-run of the same step (same bytes) completes it exactly once.
 Reading resolves the ref once (all reads come from that one version).  `read_data` gets a
 rank's whole plan, every (file, offset, length) it needs: the chunks those touch are fetched
 in parallel, each once and verified before use, and handed to torch as they arrive
-(planread.py), so a reader with another world size (resharding) fetches what it needs.
+(planread.py), so a reader with another world size (resharding) fetches what it needs.  A large
+tensor item is read from those chunks straight into the tensor it loads into, where that is
+exactly what torch.load + copy_ would give (itemread.py); others go through torch.load.
 """
 from __future__ import annotations
 
@@ -403,6 +405,7 @@ class LakeReader(FileSystemReader):
         from torch.distributed._shard._utils import narrow_tensor_by_index
         from torch.futures import Future
 
+        from .itemread import DIRECT_MIN, read_into
         from .planread import read_plan
 
         requests = []
@@ -419,10 +422,15 @@ class LakeReader(FileSystemReader):
             if req.type == LoadItemType.BYTE_IO:
                 planner.load_bytes(req, io.BytesIO(src.read(-1)))
                 return
+            target = planner.resolve_tensor(req).detach()
+            if src is stream and md.length >= DIRECT_MIN and read_into(
+                    stream, req, target, name=self.version):
+                planner.commit_tensor(req, target)
+                return
             seekable = src if src.seekable() else io.BytesIO(src.read(-1))
+            seekable.seek(0)
             tensor = torch.load(seekable, map_location="cpu", weights_only=True)
             tensor = narrow_tensor_by_index(tensor, req.storage_offsets, req.lengths)
-            target = planner.resolve_tensor(req).detach()
             if target.size() != tensor.size():
                 raise AssertionError(f"req {req.storage_index} mismatch sizes "
                                      f"{target.size()} vs {tensor.size()}")
