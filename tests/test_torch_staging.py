@@ -88,3 +88,28 @@ def test_unknown_tensor_subclasses_go_through_the_fallback() -> None:
     assert "fallback" in st.state
     st.release()  # nothing to keep
     assert "run" not in staging._CACHE
+
+
+def _resident() -> int:
+    import os
+
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="Linux madvise")
+def test_a_fresh_buffer_is_populated_in_one_call_before_its_copy() -> None:
+    """populate maps a fresh tensor's pages without touching them (what the copy would fault in
+    page by page); on a kernel without MADV_POPULATE_WRITE it turns itself off."""
+    size = 64 << 20
+    t = torch.empty(size, dtype=torch.uint8)  # fresh mapping: nothing resident yet
+    before = _resident()
+    staging._madvise = None
+    staging.populate(t)
+    if staging._madvise is False:
+        pytest.skip("this kernel has no MADV_POPULATE_WRITE")
+    assert _resident() - before >= size - (1 << 20)
+    src = torch.arange(size // 8, dtype=torch.int64)
+    dst = torch.empty_like(src)
+    staging.copy_all([(dst, src, True)], threads=2)
+    assert torch.equal(dst, src)

@@ -7,8 +7,9 @@ fresh, page-faulting memory) only to replace its local tensor with a new empty o
 `_copy_state_dict` then fills: two copies, single-threaded under OMP_NUM_THREADS=1.  Here each
 tensor is copied once, by several threads in slices (torch's copy_ releases the GIL), into
 buffers that are either new or, with a cache, kept from the previous save of the artifact
-(reused memory does not page-fault again).  Measured in docs/benchmarks.md ("async_save
-staging").
+(reused memory does not page-fault again); a new buffer's pages are mapped by one madvise
+call per slice before its copy, not one fault per page (`populate`).  Measured in
+docs/benchmarks.md ("async_save staging").
 
 Safety: the staged state never aliases a tensor of the caller's: every tensor (plain, a
 Parameter, a DTensor's local shard) is copied into a buffer only this module hands out, and a
@@ -76,10 +77,11 @@ def stage(state: dict[str, Any], *, cache_key: str | None,
 
     def buffer(path: Path, src: Any) -> Any:
         b = old.get(path)
-        if b is None or b.shape != src.shape or b.dtype != src.dtype:
+        fresh = b is None or b.shape != src.shape or b.dtype != src.dtype
+        if fresh:
             b = torch.empty(src.shape, dtype=src.dtype)
         buffers[path] = b
-        copies.append((b, src.detach()))
+        copies.append((b, src.detach(), fresh))
         return b
 
     def walk(v: Any, path: Path) -> Any:
@@ -109,23 +111,68 @@ def stage(state: dict[str, Any], *, cache_key: str | None,
     return Staged(staged, buffers, cache_key)
 
 
-def copy_all(pairs: list[tuple[Any, Any]], threads: int) -> None:
-    """dst.copy_(src) for every pair; large contiguous tensors in slices, by `threads`."""
-    jobs: list[tuple[Any, Any]] = []
-    for dst, src in pairs:
+def copy_all(pairs: list[tuple[Any, Any, bool]], threads: int) -> None:
+    """dst.copy_(src) for every (dst, src, dst_is_fresh); large contiguous tensors in slices,
+    by `threads`; a fresh destination slice is populated first (see `populate`)."""
+    jobs: list[tuple[Any, Any, bool]] = []
+    for dst, src, fresh in pairs:
         size = src.numel() * src.element_size()
         if (size >= 2 * SLICE_BYTES and src.dim() > 0 and src.is_contiguous()
                 and dst.is_contiguous() and src.device.type == "cpu"):
             d, s = dst.view(-1), src.view(-1)
             step = max(1, SLICE_BYTES // src.element_size())
-            jobs.extend((d[i:i + step], s[i:i + step]) for i in range(0, d.numel(), step))
+            jobs.extend((d[i:i + step], s[i:i + step], fresh) for i in range(0, d.numel(), step))
         else:
-            jobs.append((dst, src))
+            jobs.append((dst, src, fresh and size >= SLICE_BYTES))
+
+    def run(job: tuple[Any, Any, bool]) -> None:
+        d, s, fresh = job
+        if fresh:
+            populate(d)
+        d.copy_(s)
+
     if threads <= 1 or len(jobs) <= 1:
-        for d, s in jobs:
-            d.copy_(s)
+        for job in jobs:
+            run(job)
         return
     with ThreadPoolExecutor(max_workers=min(threads, len(jobs)),
                             thread_name_prefix="ckptlake-stage") as pool:
-        for _ in pool.map(lambda j: j[0].copy_(j[1]), jobs):
+        for _ in pool.map(run, jobs):
             pass
+
+
+_MADV_POPULATE_WRITE = 23  # Linux >= 5.14
+_madvise: Any = None
+
+
+def populate(t: Any) -> None:
+    """Map the pages of a fresh contiguous CPU tensor's memory in one call (Linux
+    MADV_POPULATE_WRITE) instead of one page fault per 4 KiB page during the copy.  Why:
+    the faults are most of what the first `dcp.async_save` blocks for (docs/benchmarks.md,
+    "async_save staging").  Nothing on other systems or older kernels (the copy faults them)."""
+    global _madvise
+    if _madvise is None:
+        _madvise = _libc_madvise()
+    if not _madvise or not t.is_contiguous():
+        return
+    page = os.sysconf("SC_PAGE_SIZE")
+    start, end = t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
+    first, last = -(-start // page) * page, end // page * page
+    if last > first and _madvise(first, last - first, _MADV_POPULATE_WRITE) != 0:
+        _madvise = False  # not supported here: stop trying
+
+
+def _libc_madvise() -> Any:
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
