@@ -56,8 +56,15 @@ MAX_ENCODED_CHUNK = 64 * 1024 * 1024
 # Below this, a frame's head and a zstd frame's overhead eat the gain: stored raw.
 MIN_ENCODED_CHUNK = 4096
 ZSTD_LEVEL = 1
-# A plane (or a whole chunk) is worth compressing only if a sample of it saves this much.
+# A chunk is worth encoding only if a sample of it saves this much.
 WORTH = 0.97
+# A plane is stored compressed only if that saves this much of it.  Why not WORTH: a plane
+# costs a zstd decode at ~1.3 GB/s of plane on every pull whatever it saves, and a plane that
+# saves a few % (the second mantissa byte of uniform-random floats: 0.967; an AdamW state's
+# sign+mantissa plane: 0.959) is where a pull's decode time goes for <1 % of the chunk
+# (docs/benchmarks.md, "Plane threshold").  Trained weights compress only their exponent
+# plane (0.29-0.33), far below either bound.
+PLANE_WORTH = 0.90
 SAMPLE = 256 * 1024
 # The largest decoded size a frame may claim; decode refuses more (a hostile frame must not
 # make a reader allocate a terabyte).
@@ -319,7 +326,12 @@ def _planes_cost(cctx, sample: bytes, transform: int) -> int:
     """Size of the sample's frame under `transform` (cctx: the plane compressor)."""
     width = _WIDTH[transform]
     sample = sample[:len(sample) - len(sample) % width]
-    return sum(min(len(p), _zlen(cctx, p)) for p in split(sample, transform)) + 16 + 9 * width
+    return sum(_plane_cost(cctx, p) for p in split(sample, transform)) + 16 + 9 * width
+
+
+def _plane_cost(cctx, plane) -> int:
+    packed = _zlen(cctx, plane)
+    return packed if packed < len(plane) * PLANE_WORTH else len(plane)
 
 
 def choose(data: bytes | memoryview, dtype: str | None = None) -> Choice:
@@ -397,7 +409,7 @@ def encode(data: bytes | memoryview, choice: Choice,
         for k in range(len(planes)):
             plane = planes[k]
             packed = cctx.compress(plane) if _worth(cctx, plane) else None
-            if packed is not None and len(packed) < len(plane) * WORTH:
+            if packed is not None and len(packed) < len(plane) * PLANE_WORTH:
                 mode, body = MODE_ZSTD, packed
             else:
                 mode, body = MODE_STORED, plane
@@ -432,7 +444,7 @@ def _worth(cctx, plane: bytes) -> bool:
     if len(plane) <= 2 * SAMPLE // 4:
         return True
     sample = plane[len(plane) // 2:len(plane) // 2 + SAMPLE // 4]
-    return _zlen(cctx, sample) < len(sample) * WORTH
+    return _zlen(cctx, sample) < len(sample) * PLANE_WORTH
 
 
 def encode_auto(data: bytes | memoryview, dtype: str | None = None,
