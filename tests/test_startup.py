@@ -421,3 +421,36 @@ def test_exit_skips_the_final_garbage_collections(tmp_path: Path) -> None:
                        cwd=tmp_path, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == [r.stdout.splitlines()[0], "FROZEN True"], r.stdout
+
+
+_GC_PROBE = r"""
+import gc, json, sys
+sys.argv = ["ckptlake", *sys.argv[1:]]
+import ckptlake.cli.output as output
+seen = []
+real = output.open_lake
+def open_lake(*a, **k):
+    seen.append(gc.isenabled())
+    lake = real(*a, **k)
+    seen.append(gc.isenabled())
+    return lake
+output.open_lake = open_lake
+from ckptlake.cli.main import main
+try:
+    main()
+except SystemExit as exc:
+    print(json.dumps({"code": exc.code, "seen": seen, "after": gc.isenabled()}))
+"""
+
+
+@pytest.mark.parametrize("command", [["ls"], ["pull", "demo/one", "DEST"]])
+def test_the_collector_is_off_for_start_up_and_back_on_for_the_work(
+        small_lake: str, tmp_path: Path, command: list[str]) -> None:
+    """The console script starts with the garbage collector off (no passes over the imports
+    and the client's models) and open_lake turns it back on: a command's own work (watch runs
+    for days) has its garbage collected as anywhere else."""
+    args = [str(tmp_path / "dest") if a == "DEST" else a for a in command]
+    r = subprocess.run([sys.executable, "-c", _GC_PROBE, *args, "--lake", small_lake],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    got = json.loads(r.stdout.splitlines()[-1])
+    assert got == {"code": 0, "seen": [False, True], "after": True}, r.stderr

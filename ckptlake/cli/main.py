@@ -20,8 +20,16 @@ def main() -> None:
         os._exit(code)
     import gc
 
+    # No collector passes during start-up either: the imports and the S3 client's parsed models
+    # (~100k objects, all alive to the end) made gen-2 passes that found nothing (~0.015 s of a
+    # 1 KiB S3 pull, docs/benchmarks.md).  open_lake turns it back on, with all that frozen,
+    # before a command's own work (watch runs for days; its garbage must be collected).
+    gc.disable()
+    from . import output
     from .app import app
     from .output import PROG
+
+    output.COLLECTOR_PAUSED = True
 
     # Frozen objects are skipped by the garbage collector's passes.  What the imports made lives
     # as long as the process, so no pass needs to look at it (~0.02 s of a 1 KiB S3 pull); and

@@ -367,7 +367,25 @@ def open_lake(common: CommonOptions, *, chunk_size: int | None = None,
         from ..policy.config import parse_size
 
         bandwidth = parse_size(max_bandwidth)
-    return ckptlake.open(common.lake, config=str(common.config) if common.config else None,
+    lake = ckptlake.open(common.lake, config=str(common.config) if common.config else None,
                          endpoint_url=common.endpoint_url, profile=common.profile,
                          region=common.region, chunk_size=chunk_size, concurrency=concurrency,
                          max_bandwidth=bandwidth)
+    resume_collector()
+    return lake
+
+
+# Set by the console script (cli/main.py), which starts with the garbage collector off.
+COLLECTOR_PAUSED = False
+
+
+def resume_collector() -> None:
+    """The collector back on once start-up is over (the lake open), with what start-up made
+    frozen: it lives as long as the command, so no pass needs to look at it."""
+    global COLLECTOR_PAUSED
+    if COLLECTOR_PAUSED:
+        import gc
+
+        COLLECTOR_PAUSED = False
+        gc.freeze()
+        gc.enable()
