@@ -8,7 +8,6 @@ the object and the version.  Encoding rules: docs/format.md, "Chunk encodings".
 from __future__ import annotations
 
 import mmap
-import os
 import threading
 from typing import Callable
 
@@ -61,8 +60,12 @@ def anonymous(n: int) -> mmap.mmap:
 
 
 # Decoding holds a chunk-sized result (and its planes) until it is written: at most this many
-# at a time keeps a pull's memory bound (concurrency x chunk, plus this many x ~2 chunks).
-DECODERS = threading.BoundedSemaphore(max(1, min(4, os.cpu_count() or 1)))
+# at a time keeps a pull's memory bound (concurrency x chunk, plus this many x ~1.75 chunks).
+# Not the number of cores: a slot is held through the chunk's write as well, so with 2 slots
+# (2 cores) fetch threads sat waiting for a slot while the slots waited on the disk.  Measured
+# on a 2 GiB bf16 pull, 2 cores (docs/benchmarks.md, "Decode slots"): 2 slots 3.91 s at 197 MiB
+# peak RSS, 4 slots 3.36 s at 253 MiB, 6 slots 3.33 s at 300 MiB.
+DECODERS = threading.BoundedSemaphore(4)
 
 
 class ChunkBuffers:
