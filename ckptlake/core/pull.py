@@ -346,7 +346,8 @@ class _Staging:
         os.close(self._lock)
 
 
-def _preallocate(fd: int, size: int, ranges: list[tuple[int, int]] | None = None) -> None:
+def _preallocate(fd: int, size: int, ranges: list[tuple[int, int]] | None = None, *,
+                 reserve: bool = True) -> None:
     """Reserve the file's blocks before the parallel writes (only `ranges`, (offset, length),
     if given: the rest stays a hole).
 
@@ -358,6 +359,8 @@ def _preallocate(fd: int, size: int, ranges: list[tuple[int, int]] | None = None
     if size == 0:
         return
     os.ftruncate(fd, size)
+    if not reserve:
+        return
     try:
         for offset, length in [(0, size)] if ranges is None else ranges:
             os.posix_fallocate(fd, offset, length)
@@ -411,15 +414,25 @@ def _prepare(staging: _Staging, entries: list[FileEntry], algo: str) -> dict[str
     """
     zeros = zero_chunks(entries, algo)
     units: dict[str, _Unit] = {}
+    made: set[str] = set()  # directories made (or found) here: one mkdir per directory
     for e in entries:
         path = staging.file(e.path)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        parent = os.path.dirname(path)
+        if parent not in made:
+            os.makedirs(parent, exist_ok=True)
+            made.add(parent)
         fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o777 if e.executable else 0o666)
         try:
-            fresh = os.fstat(fd).st_size != e.size
+            had = os.fstat(fd).st_size
+            fresh = had != e.size
             if fresh:
-                os.ftruncate(fd, 0)
-                _preallocate(fd, e.size, _data_ranges(e, zeros) if zeros else None)
+                if had:
+                    os.ftruncate(fd, 0)
+                # A file of one chunk is written by one write: nothing to gain from reserving
+                # its blocks first (see _preallocate), and a tree of many small files (a
+                # pull's first ~0.05 s per 200 files, before any chunk is fetched) pays for it.
+                _preallocate(fd, e.size, _data_ranges(e, zeros) if zeros else None,
+                             reserve=len(e.chunks) > 1)
         except OSError as err:
             if err.errno != errno.EFBIG:
                 raise
