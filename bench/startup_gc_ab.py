@@ -47,7 +47,10 @@ def main() -> None:
                 res[name].append(time.perf_counter() - t)
                 if r.returncode != 0:
                     sys.exit(r.stderr.decode())
-                shutil.rmtree(dest)
+                if dest.is_dir():
+                    shutil.rmtree(dest)
+                else:
+                    dest.unlink()
         for name, xs in res.items():
             print(f"{name}: median {statistics.median(xs):.3f} s, min {min(xs):.3f} s")
     finally:
