@@ -12,10 +12,9 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from server import SeaweedFS
+from server import scratch_server
 from startup_bench import scrubbed_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,11 +24,7 @@ PY = ROOT / ".venv/bin/python"
 def main() -> None:
     src, variants = sys.argv[1], sys.argv[2].split(",")
     reps = int(sys.argv[3]) if len(sys.argv) > 3 else 4
-    (ROOT / "bench/.work").mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="slots-", dir=ROOT / "bench/.work"))
-    weed = SeaweedFS(ROOT / ".venv/bin/weed", scratch / "weed").start()
-    try:
-        weed.create_bucket("slots")
+    with scratch_server(ROOT, "slots-", "slots") as (scratch, weed):
         env = scrubbed_env(weed.endpoint, scratch)
         ck, lake = str(ROOT / ".venv/bin/ckptlake"), "s3://slots/lake"
         subprocess.run([ck, "push", src, "w/a", "--lake", lake, "--quiet"], env=env, check=True)
@@ -60,9 +55,6 @@ def main() -> None:
             print(f"{v}: wall {statistics.median(x[0] for x in xs):.2f} s "
                   f"({', '.join(f'{x[0]:.2f}' for x in xs)}), peak RSS "
                   f"{max(x[1] for x in xs):.0f} MiB, CPU {statistics.median(x[2] for x in xs):.2f} s")
-    finally:
-        weed.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ with no -s3.config SeaweedFS runs without IAM, so any (or no) credentials are ac
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -145,3 +146,17 @@ class SeaweedFS:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def scratch_server(root: Path, prefix: str, bucket: str):
+    """A scratch directory under root/bench/.work and a SeaweedFS in it with `bucket` made:
+    (scratch, server), both gone on exit (the A/B scripts' common setting)."""
+    (root / "bench/.work").mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=root / "bench/.work"))
+    try:
+        with SeaweedFS(root / ".venv/bin/weed", scratch / "weed") as weed:
+            weed.create_bucket(bucket)
+            yield scratch, weed
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -11,11 +11,10 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from server import SeaweedFS
+from server import scratch_server
 from startup_bench import scrubbed_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,11 +26,7 @@ VARIANTS = {"before (collector on)": f"import gc; gc.disable = lambda: None; {MA
 
 def main() -> None:
     reps = int(sys.argv[1]) if len(sys.argv) > 1 else 21
-    (ROOT / "bench/.work").mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="startgc-", dir=ROOT / "bench/.work"))
-    weed = SeaweedFS(ROOT / ".venv/bin/weed", scratch / "weed").start()
-    try:
-        weed.create_bucket("startgc")
+    with scratch_server(ROOT, "startgc-", "startgc") as (scratch, weed):
         env = scrubbed_env(weed.endpoint, scratch)
         (scratch / "f").write_bytes(os.urandom(1024))
         lake = "s3://startgc/lake"
@@ -53,9 +48,6 @@ def main() -> None:
                     dest.unlink()
         for name, xs in res.items():
             print(f"{name}: median {statistics.median(xs):.3f} s, min {min(xs):.3f} s")
-    finally:
-        weed.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
