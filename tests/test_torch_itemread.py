@@ -166,3 +166,29 @@ def test_an_item_that_is_no_zip_is_declined() -> None:
     torch.save(x, legacy, _use_new_zipfile_serialization=False)
     legacy.seek(0)
     assert read_into(legacy, _whole(x), torch.zeros_like(x), name="t") is False
+
+
+def _rezip(item: io.BytesIO, *, deflate: bool = False, cut: int = 0) -> io.BytesIO:
+    """The same archive written again by Python's zipfile: records deflated, or the tensor's
+    record `cut` bytes short."""
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(item) as src, zipfile.ZipFile(
+            out, "w", zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if "/data/" in info.filename and cut:
+                data = data[:-cut]
+            dst.writestr(info.filename, data)
+    out.seek(0)
+    return out
+
+
+@pytest.mark.parametrize("how", ["deflated", "short record"])
+def test_a_record_that_is_not_the_whole_storage_stored_is_declined(how: str) -> None:
+    x = _sample(torch.float32, (256, 64))
+    item = _rezip(_item(x), deflate=how == "deflated", cut=4 if how == "short record" else 0)
+    target = torch.zeros_like(x)
+    assert read_into(item, _whole(x), target, name="t") is False
+    assert not target.any()

@@ -13,11 +13,14 @@ What makes that safe to do instead of torch.load:
 - it is used only when the result is the same as torch.load + `copy_` would give: one plain
   tensor, the requested part of it contiguous in the record, destination a contiguous CPU
   tensor of the same dtype and size, no conjugate/negative view bits, the record in this
-  machine's byte order; anything else falls back to torch.load (the caller does that).
+  machine's byte order, stored uncompressed and holding the whole storage (read from the
+  zip's own headers, not taken from the pickle); anything else falls back to torch.load (the
+  caller does that), whose error then names what is wrong.
 """
 from __future__ import annotations
 
 import pickle
+import struct
 import sys
 import zipfile
 from typing import Any
@@ -39,17 +42,20 @@ def read_into(stream: Any, req: Any, target: Any, *, name: str) -> bool:
         return False
     # the byte order first: torch.load swaps a foreign-order storage even on the meta device
     try:
-        if not _native_order(stream):
+        native, records = _zip_facts(stream)
+        if not native:
             return False
         stream.seek(0)
         meta = torch.load(stream, map_location="meta", weights_only=True)
     except (zipfile.BadZipFile, RuntimeError, pickle.UnpicklingError):
         return False  # not a zip item torch.load can describe: its own load says what is wrong
-    if (type(meta) is not torch.Tensor or meta.layout != torch.strided or meta.is_conj() or meta.is_neg()
-            or meta.dtype != target.dtype):
+    if (type(meta) is not torch.Tensor or meta.layout != torch.strided or meta.is_conj()
+            or meta.is_neg() or meta.dtype != target.dtype):
         return False
     offset = getattr(meta.untyped_storage(), "_checkpoint_offset", None)
-    if not isinstance(offset, int):
+    # the storage's bytes are all inside one stored (uncompressed) record starting there, as
+    # torch.load would insist when reading it
+    if not isinstance(offset, int) or records.get(offset, -1) < meta.untyped_storage().nbytes():
         return False
     part = narrow_tensor_by_index(meta, req.storage_offsets, req.lengths)
     if part.size() != target.size():
@@ -73,19 +79,35 @@ def read_into(stream: Any, req: Any, target: Any, *, name: str) -> bool:
     return True
 
 
-def _native_order(stream: Any) -> bool:
-    """The item's storages are in this machine's byte order (torch.load would swap them)."""
-    import torch
-
+def _zip_facts(stream: Any) -> tuple[bool, dict[int, int]]:
+    """Whether the item's storages are in this machine's byte order (torch.load would swap
+    them), and {offset of a stored record's data in the item: its length}."""
     stream.seek(0)
     with zipfile.ZipFile(stream) as zf:
-        name = next((n for n in zf.namelist() if n.rsplit("/", 1)[-1] == "byteorder"), None)
-        if name is not None:
-            return zf.read(name).decode() == sys.byteorder
-    # no record: torch.load applies the process's load endianness setting (native by default)
+        infos = zf.infolist()
+        order = next((i for i in infos if i.filename.rsplit("/", 1)[-1] == "byteorder"), None)
+        native = zf.read(order).decode() == sys.byteorder if order is not None \
+            else _native_by_default()
+        records = {}
+        for info in infos:
+            if info.compress_type == zipfile.ZIP_STORED and "/data/" in info.filename:
+                stream.seek(info.header_offset)
+                head = stream.read(_LOCAL_HEAD.size)
+                if len(head) != _LOCAL_HEAD.size or head[:4] != b"PK\x03\x04":
+                    raise zipfile.BadZipFile("bad local header")
+                name_len, extra_len = _LOCAL_HEAD.unpack(head)[-2:]
+                records[info.header_offset + _LOCAL_HEAD.size + name_len + extra_len] = \
+                    info.file_size
+    return native, records
+
+
+_LOCAL_HEAD = struct.Struct("<4s5H3I2H")  # a zip local file header, up to its name
+
+
+def _native_by_default() -> bool:
+    """No byteorder record: torch.load applies the process's load endianness setting."""
     from torch.serialization import LoadEndianness, get_default_load_endianness
 
     order = get_default_load_endianness()
     return order is None or order == LoadEndianness.NATIVE or (
         order == LoadEndianness.LITTLE) == (sys.byteorder == "little")
-
