@@ -116,9 +116,10 @@ def chunks(data: bytes) -> list[bytes]:
 
 
 def measure(name: str, data: bytes, enc, dec) -> tuple[float, float, float]:
-    # one untimed round first: a codec's first call pays its imports and set-up (numpy for
-    # ckptlake's planes: the first checkpoint measured showed ~90 instead of ~470 MB/s)
-    warm = bytes(bytearray(data[:1 << 20]))
+    # one untimed round on a whole chunk first: a codec's first call pays its imports and
+    # set-up (numpy, chunk-sized scratch buffers for ckptlake's planes), which a push pays
+    # once, not per chunk; the bf16 checkpoint is one chunk, so timed cold it showed 90 MB/s
+    warm = bytes(bytearray(data[:CHUNK]))
     z = enc(warm)
     if z is not None:
         dec(z)
