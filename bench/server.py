@@ -71,7 +71,7 @@ class SeaweedFS:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(prefix="seaweedfs-", dir=self.workdir))
         self.s3_port, master, volume, filer = free_ports(4)
-        cmd = [str(self.weed), "server", "-s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        cmd = [str(self.weed), f"-logdir={self.dir}", "server", "-s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                f"-s3.port={self.s3_port}", f"-master.port={master}",
                f"-volume.port={volume}", f"-filer.port={filer}", f"-dir={self.dir}",
                "-volume.max=0", "-master.volumeSizeLimitMB=256", "-master.telemetry=false",

@@ -217,7 +217,8 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory, _isolated_session_env: N
     log_path = base / "weed.log"
     s3, master, volume, filer, s3_tls = _free_ports(5)
     cert, key = _self_signed_cert(base)
-    cmd = [str(weed), "server", "-s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+    # -logdir: glog files go beside weed.log, not into /tmp (a suite left ~18 there)
+    cmd = [str(weed), f"-logdir={base}", "server", "-s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
            f"-s3.port={s3}", f"-master.port={master}", f"-volume.port={volume}",
            f"-s3.port.https={s3_tls}", f"-s3.cert.file={cert}", f"-s3.key.file={key}",
            f"-filer.port={filer}", f"-dir={data}", "-volume.max=0",

@@ -462,7 +462,7 @@ def private_weed(tmp_path: Path) -> Iterator[PrivateWeed]:
     workdir = tmp_path / "weed"
     (workdir / "data").mkdir(parents=True)
     s3, master, volume, filer = _free_ports(4)
-    cmd = [str(weed), "server", "-s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+    cmd = [str(weed), f"-logdir={workdir}", "server", "-s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
            f"-s3.port={s3}", f"-master.port={master}", f"-volume.port={volume}",
            f"-filer.port={filer}", f"-dir={workdir / 'data'}", "-volume.max=0",
            "-master.volumeSizeLimitMB=64", "-master.telemetry=false", "-s3.port.iceberg=0",

@@ -818,7 +818,7 @@ def seaweedfs_eu(tmp_path_factory: pytest.TempPathFactory, seaweedfs):  # type: 
     (base / "data").mkdir()
     log_path = base / "weed.log"
     s3, master, volume, filer = _free_ports(4)
-    cmd = [str(weed), "server", "-s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+    cmd = [str(weed), f"-logdir={base}", "server", "-s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
            f"-s3.port={s3}", f"-master.port={master}", f"-volume.port={volume}",
            f"-filer.port={filer}", f"-dir={base / 'data'}", "-volume.max=0",
            "-master.volumeSizeLimitMB=256", "-master.telemetry=false",

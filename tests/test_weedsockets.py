@@ -7,6 +7,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from weedsockets import remove_sockets
@@ -44,8 +45,8 @@ def test_a_stopped_server_leaves_none(tmp_path: Path) -> None:
     from conftest import _free_ports, _stop, _weed_binary
 
     s3, master, volume, filer = _free_ports(4)
-    args = [str(_weed_binary()), "server", "-s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-s3.port={s3}", f"-master.port={master}", f"-volume.port={volume}",
+    args = [str(_weed_binary()), f"-logdir={tmp_path}", "server", "-s3", "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1", f"-s3.port={s3}", f"-master.port={master}", f"-volume.port={volume}",
             f"-filer.port={filer}", f"-dir={tmp_path}", "-volume.max=0",
             "-master.volumeSizeLimitMB=64", "-master.telemetry=false", "-s3.port.iceberg=0",
             "-s3.port.lance=0", "-volume.preStopSeconds=0"]
@@ -66,3 +67,11 @@ def test_a_stopped_server_leaves_none(tmp_path: Path) -> None:
             if p.rsplit("-", 1)[1][:-len(".sock")] in
             {str(n) for port in (s3, master, volume, filer) for n in (port, port + 10000)}]
     assert left == []
+
+
+@pytest.mark.seaweedfs
+def test_the_session_server_logs_beside_its_log_not_in_tmp(seaweedfs: Any) -> None:
+    """weed's glog files (weed.<host>.<user>.log.<LEVEL>.<time>.<pid>) default to /tmp, where
+    every server of a suite left a few: the servers here pass -logdir."""
+    assert not glob.glob(f"/tmp/weed.*.{seaweedfs.pid}")
+    assert glob.glob(str(seaweedfs.log_path.parent / f"weed.*.{seaweedfs.pid}"))
