@@ -246,6 +246,9 @@ def _join(planes: list[bytes | memoryview], transform: int, n: int, width: int,
         for k, p in enumerate(planes):
             out[k::width] = p
         return
+    # Plane 0 or 1 of a bit transform may lie in the last n bytes of `out` itself (decode):
+    # block [s, e) of it is read (into scratch) before out's bytes [width*s, width*e) are
+    # written, and those never reach past the plane's byte e, so nothing is overwritten unread.
     np = _numpy()
     if np is not None:
         views = [np.frombuffer(p, dtype=np.uint8) for p in planes]
@@ -525,14 +528,29 @@ def decode(data: bytes | memoryview, into: bytearray | memoryview | None = None
     planes: list[bytes | memoryview] = []
     taken: list[bytearray] = []
     n = rawlen // width
+    joined = n * width
+    if out is None:
+        out = memoryview(bytearray(rawlen))
+        result: bytes | bytearray | memoryview = out.obj  # type: ignore[assignment]
+    else:
+        result = out
+    # The first compressed one of the two top planes is decompressed into the last n bytes of
+    # the output itself (see _join: every block of it is read before the output bytes over it
+    # are written), the others into scratch planes: a bf16 chunk then decodes with no memory
+    # beyond its output (a pull holds 8 MiB less per decode slot).
+    # (bit transforms only: a byte-plane join writes strided across the whole output at once)
+    in_place = next((i for i, (mode, _) in enumerate(metas[:2]) if mode == MODE_ZSTD),
+                    None) if param in (PLANES_BF16, PLANES_FP32) else None
     try:
-        for mode, length in metas:
+        for i, (mode, length) in enumerate(metas):
             if pos + length > len(body):
                 raise CodecError("frame is truncated")
             chunk = body[pos:pos + length]
             pos += length
             if mode == MODE_STORED:
                 planes.append(chunk)  # read where it lies (no copy)
+            elif i == in_place:
+                planes.append(_unzstd(chunk, n, out[joined - n:joined]))
             else:
                 buf = _SCRATCH.take(n)
                 taken.append(buf)
@@ -540,12 +558,7 @@ def decode(data: bytes | memoryview, into: bytearray | memoryview | None = None
         tail = body[pos:]
         if len(tail) != rawlen % width:
             raise CodecError("wrong number of bytes after the last plane")
-        if out is None:
-            out = memoryview(bytearray(rawlen))
-            result: bytes | bytearray | memoryview = out.obj  # type: ignore[assignment]
-        else:
-            result = out
-        join(planes, param, rawlen - len(tail), out[:rawlen - len(tail)])
+        join(planes, param, joined, out[:joined])
         if len(tail):
             out[rawlen - len(tail):] = tail
         return result
