@@ -269,9 +269,9 @@ def test_a_compressed_pull_decodes_into_few_reused_aligned_buffers(
     writes: list[tuple[bool, bool]] = []
     real_write = pull_mod._write
 
-    def spy(path, piece, offset, *, direct):  # type: ignore[no-untyped-def]
+    def spy(path, piece, offset, *, direct, **kw):  # type: ignore[no-untyped-def]
         writes.append((direct, isinstance(piece.obj, real_mmap)))
-        return real_write(path, piece, offset, direct=direct)
+        return real_write(path, piece, offset, direct=direct, **kw)
 
     monkeypatch.setattr(pull_mod, "ChunkBuffers", Counted)
     monkeypatch.setattr(pull_mod, "_write", spy)
@@ -322,3 +322,117 @@ def test_unaligned_tensor_chunks_are_written_direct_but_their_edges(
         (src / "model.safetensors").read_bytes()
     assert all(n < 4096 for n in buffered), buffered  # edges, and the (small) header chunk
     assert sum(buffered) < size // 10
+
+
+def _unaligned_model(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(6)
+    src = tmp_path / "src"
+    src.mkdir()
+    w = {f"t{i}": (rng.standard_normal(3 * CH // 4 + 1000 * i) * 0.02).astype(np.float32)
+         for i in range(6)}  # ~3 MiB tensors at offsets that are not multiples of 4 KiB
+    write_safetensors(src / "model.safetensors", w)
+    return src
+
+
+def _direct_io_or_skip(tmp_path: Path) -> None:
+    import os
+
+    probe = tmp_path / "probe"
+    probe.write_bytes(b"")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_DIRECT))
+    except (OSError, AttributeError):
+        pytest.skip("this filesystem refuses O_DIRECT")
+    probe.unlink()
+
+
+@pytest.mark.parametrize("held_bytes", [1, 4 * 1024 * 1024])
+def test_unaligned_edges_are_written_after_the_direct_writes(
+        local_lake_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        held_bytes: int) -> None:
+    """The unaligned edges of directly written chunks are held back and written in batches
+    (pull._Leftovers): a buffered write between direct writes to one file waits for all of
+    them (ext4's inode lock) and new ones queue behind it.  With room for all of them they go
+    out in one batch after the last direct write; with room for none, one batch per chunk.
+    Either way the pulled bytes are the pushed ones."""
+    import fcntl
+    import os
+
+    from ckptlake.core import pull as pull_mod
+
+    _direct_io_or_skip(tmp_path)
+    src = _unaligned_model(tmp_path)
+    lake = ckptlake.open(local_lake_url, chunk_size=CH, concurrency=1)
+    lake.push(src, "m")
+    events: list[str] = []
+    real_pwrite, real_batch = os.pwrite, pull_mod._Leftovers._write
+
+    def pwrite(fd, data, offset):  # type: ignore[no-untyped-def]
+        direct = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT
+        events.append("direct" if direct else "buffered")
+        return real_pwrite(fd, data, offset)
+
+    def batch(self, pieces, digests):  # type: ignore[no-untyped-def]
+        events.append(f"batch {len(pieces)}")
+        return real_batch(self, pieces, digests)
+
+    monkeypatch.setattr(pull_mod.os, "pwrite", pwrite)
+    monkeypatch.setattr(pull_mod._Leftovers, "_write", batch)
+    monkeypatch.setattr(pull_mod, "_direct_ok", True)
+    monkeypatch.setattr(pull_mod, "LEFTOVER_BYTES", held_bytes)
+    lake.pull("m", tmp_path / "out")
+    monkeypatch.undo()
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == \
+        (src / "model.safetensors").read_bytes()
+    batches = [e for e in events if e.startswith("batch") and e != "batch 0"]
+    directs = [i for i, e in enumerate(events) if e == "direct"]
+    assert len(directs) >= 6
+    if held_bytes > 1:
+        assert len(batches) == 1, events
+        first_batch = events.index(batches[0])
+        assert max(directs) < first_batch  # every edge after every direct write
+        assert int(batches[0].split()[1]) >= 6  # the edges of the six unaligned tensors
+    else:
+        assert len(batches) >= 6, events
+
+
+def test_an_interrupted_pull_journals_only_chunks_whose_edges_are_written(
+        local_lake_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk whose unaligned edges are still held back is not in the journal: the journal
+    claims only chunks whose every byte is staged (checked here chunk by chunk, as a resume
+    would), and the resumed pull restores the file exactly."""
+    import os
+
+    from ckptlake.core import pull as pull_mod
+
+    _direct_io_or_skip(tmp_path)
+    src = _unaligned_model(tmp_path)
+    lake = ckptlake.open(local_lake_url, chunk_size=CH, concurrency=1)
+    lake.push(src, "m")
+    monkeypatch.setattr(pull_mod, "_direct_ok", True)
+    real = pull_mod._Fetcher._download
+    seen: list[str] = []
+    units: list = []
+
+    def download(self, unit, key):  # type: ignore[no-untyped-def]
+        if len(seen) == 8:
+            raise KeyboardInterrupt
+        seen.append(self.m.hash)
+        units.append(unit)
+        return real(self, unit, key)
+
+    monkeypatch.setattr(pull_mod._Fetcher, "_download", download)
+    monkeypatch.setattr(pull_mod, "LEFTOVER_BYTES", 5 * 4096)  # a batch every 5 chunks
+    with pytest.raises(KeyboardInterrupt):
+        lake.pull("m", tmp_path / "out")
+    staging = next(p for p in tmp_path.iterdir() if ".ckptlake-pull-" in p.name)
+    journal = pull_mod.journaled_chunks(str(staging))
+    written = [u for u in units if u.digest in journal]
+    assert 0 < len(written) < len(units)  # some chunks still held their edges
+    for u in written:
+        assert pull_mod._already_staged(u, seen[0]), u.digest
+    monkeypatch.undo()
+    lake.pull("m", tmp_path / "out")
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == \
+        (src / "model.safetensors").read_bytes()
+    assert not [p for p in os.listdir(tmp_path) if ".ckptlake-pull-" in p]

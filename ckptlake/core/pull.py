@@ -501,6 +501,7 @@ class _Fetcher:
         self.chunk_capacity = max(self.object_size.values(), default=0)
         # room for any chunk at any in-page shift (see _shift): one size, so every buffer fits
         self._decode = ChunkBuffers(self.chunk_capacity + _DIRECT_ALIGN)
+        self.leftovers = _Leftovers(staging)
 
     def _buffer(self) -> mmap.mmap:
         """One chunk-sized buffer per worker thread, reused for every chunk it fetches.
@@ -629,6 +630,7 @@ class _Fetcher:
         """Write a verified chunk's bytes to every place the version needs them, then journal
         it (a resumed pull re-verifies what the journal names)."""
         view = data
+        held: list[tuple[str, int, bytes]] = []
         for path, file_offset, chunk_offset, length, file_digest in unit.targets:
             piece = view[chunk_offset:chunk_offset + length]
             if len(piece) != length:
@@ -636,8 +638,11 @@ class _Fetcher:
             if file_digest is not None and digest(self.m.hash, piece) != file_digest:
                 raise IntegrityError(f"packed file in chunk {key} does not match its digest")
             _write(path, piece, file_offset,
-                   direct=chunk_offset == 0 and isinstance(data.obj, mmap.mmap))
-        self.staging.record(unit.digest)
+                   direct=chunk_offset == 0 and isinstance(data.obj, mmap.mmap), held=held)
+        if held:
+            self.leftovers.add(unit.digest, held)  # journaled once they are written
+        else:
+            self.staging.record(unit.digest)
 
 
 _DIRECT_ALIGN = 4096
@@ -657,8 +662,12 @@ def _shift(unit: "_Unit") -> int:
 _direct_ok = not os.environ.get("CKPTLAKE_NO_DIRECT_IO") and hasattr(os, "O_DIRECT")
 
 
-def _write(path: str, piece: memoryview, offset: int, *, direct: bool) -> None:
+def _write(path: str, piece: memoryview, offset: int, *, direct: bool,
+           held: list[tuple[str, int, bytes]] | None = None) -> None:
     """Write a verified piece at its offset in a staged file.
+
+    held: where the unaligned head and tail of a direct write go instead of being written
+    (as (path, offset, bytes); see _Leftovers).
 
     The page-aligned part of a chunk bypasses the page cache (O_DIRECT): measured here, right
     after the server had taken a 1 GiB upload, copying pulled bytes into new page-cache pages
@@ -693,10 +702,79 @@ def _write(path: str, piece: memoryview, offset: int, *, direct: bool) -> None:
                 rest = [(piece[:head], offset),
                         (piece[head + aligned:], offset + head + aligned)]
                 for part, at in rest:
-                    if len(part):
+                    if not len(part):
+                        continue
+                    if held is not None:
+                        held.append((path, at, bytes(part)))
+                    else:
                         _buffered(path, part, at)
                 return
     _buffered(path, piece, offset)
+
+
+# What _Leftovers holds back at most before writing it out.
+LEFTOVER_BYTES = 4 * 1024 * 1024
+
+
+class _Leftovers:
+    """The unaligned heads and tails of the chunks written with O_DIRECT, held back and
+    written through the page cache in batches, not one by one between the direct writes.
+
+    Why: a buffered write takes the file's inode lock exclusively, and ext4 holds it shared
+    through every direct write in flight on the file; a buffered write of a few hundred bytes
+    then waits for those writes to finish, and new direct writes queue behind it.  Measured on
+    a 2 GiB bf16 pull from SeaweedFS (tensor-aligned chunks start anywhere in their file):
+    528 such writes took 2.5 thread-s (median 0.03 ms, p90 16 ms, max 44 ms), all of it with
+    a decode slot held, while the disk was busy 1.5 s of the pull's 3.6 s.
+
+    A chunk is journaled only once its held pieces are written, so an interrupted pull fetches
+    again the chunks whose ends were still held.  At most LEFTOVER_BYTES are held (pieces are
+    under a page each): memory stays bounded whatever the size of the version.
+    """
+
+    def __init__(self, staging: "_Staging") -> None:
+        self.staging = staging
+        self._lock = threading.Lock()
+        self._pieces: list[tuple[str, int, bytes]] = []
+        self._digests: list[str] = []
+        self._bytes = 0
+
+    def add(self, chunk_digest: str, pieces: list[tuple[str, int, bytes]]) -> None:
+        with self._lock:
+            self._pieces += pieces
+            self._digests.append(chunk_digest)
+            self._bytes += sum(len(p[2]) for p in pieces)
+            if self._bytes < LEFTOVER_BYTES:
+                return
+            batch = self._take()
+        self._write(*batch)
+
+    def flush(self) -> None:
+        with self._lock:
+            batch = self._take()
+        self._write(*batch)
+
+    def _take(self) -> tuple[list[tuple[str, int, bytes]], list[str]]:
+        batch = self._pieces, self._digests
+        self._pieces, self._digests, self._bytes = [], [], 0
+        return batch
+
+    def _write(self, pieces: list[tuple[str, int, bytes]], digests: list[str]) -> None:
+        pieces.sort(key=lambda p: (p[0], p[1]))  # one open per file
+        fd, open_path = -1, None
+        try:
+            for path, offset, data in pieces:
+                if path != open_path:
+                    if fd >= 0:
+                        os.close(fd)
+                        fd = -1
+                    fd, open_path = os.open(path, os.O_WRONLY), path
+                os.pwrite(fd, data, offset)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        for d in digests:
+            self.staging.record(d)
 
 
 def _buffered(path: str, piece: memoryview, offset: int) -> None:
@@ -791,6 +869,7 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
         for _ in bounded_map(fetcher, list(units.values()), workers=concurrency,
                              name="ckptlake-pull"):
             pass
+        fetcher.leftovers.flush()
         _place(placement, staging)
         keep = False
     except (IntegrityError, UnsafeManifest, Conflict, UsageError):
