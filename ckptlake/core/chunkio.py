@@ -59,12 +59,15 @@ def anonymous(n: int) -> mmap.mmap:
     return mmap.mmap(-1, n, flags=flags) if flags else mmap.mmap(-1, n)
 
 
-# Decoding holds a chunk-sized result (and its planes) until it is written: at most this many
-# at a time keeps a pull's memory bound (concurrency x chunk, plus this many x ~1.75 chunks).
+# Decoding holds a chunk-sized result (and any plane it could not decode in place, see
+# codecs.decode) until it is written: at most this many at a time keeps a pull's memory bound
+# (concurrency x chunk, plus this many x 1-1.75 chunks).
 # Not the number of cores: a slot is held through the chunk's write as well, so with 2 slots
 # (2 cores) fetch threads sat waiting for a slot while the slots waited on the disk.  Measured
 # on a 2 GiB bf16 pull, 2 cores (docs/benchmarks.md, "Decode slots"): 2 slots 3.91 s at 197 MiB
-# peak RSS, 4 slots 3.36 s at 253 MiB, 6 slots 3.33 s at 300 MiB.
+# peak RSS, 4 slots 3.36 s at 253 MiB, 6 slots 3.33 s at 300 MiB.  With planes decoded in
+# place and the chunks' unaligned edges written in batches (pull._Leftovers), 4 slots peak at
+# 214 MiB and 6 at 246 MiB; 6 measured 0-4 % faster (medians of 5-6 interleaved pulls): kept 4.
 DECODERS = threading.BoundedSemaphore(4)
 
 
