@@ -71,11 +71,13 @@ def _summary(records: list[dict], tools: dict[str, str]) -> list[str]:
 
 def _raw(records: list[dict], tools: dict[str, str], label: str = "tool") -> list[str]:
     lines = [f"| rep | {label} | op | wall s | MiB/s | client CPU s | server CPU s | other CPU s "
-             "| peak RSS MiB | status |",
-             "|--:|---|---|--:|--:|--:|--:|--:|--:|---|"]
+             "| peak RSS MiB | flush s | status |",
+             "|--:|---|---|--:|--:|--:|--:|--:|--:|--:|---|"]
     for r in records:
+        flush = f"{r['flush_s']:.2f}" if "flush_s" in r else ""
         nums = (f"{r['wall_s']:.2f} | {mibps(r):.1f} | {r['cpu_s']:.2f} | {r['server_cpu_s']:.2f} "
-                f"| {r['other_cpu_s']:.2f} | {r['rss_mib']:.0f}" if "wall_s" in r else " | | | | | ")
+                f"| {r['other_cpu_s']:.2f} | {r['rss_mib']:.0f} | {flush}" if "wall_s" in r
+                else " | | | | | | ")
         status = r["status"].replace("|", "/")
         lines.append(f"| {r['rep']} | {tools[r['tool']]} | {r['op']} | {nums} | {status} |")
     return lines
@@ -116,7 +118,9 @@ def section(ds, records: list[dict], meta: dict) -> str:
         *reproduce(meta),
         "Setup: one `weed server -s3` (SeaweedFS) on loopback on the same machine, so client and "
         "server share the cores; warm page cache (nothing is dropped between runs); source data, "
-        "server data and downloads on the same disk. Every tool at its default settings. "
+        "server data and downloads on the same disk; `sync` before and after every run, untimed "
+        "(no run waits behind an earlier run's writeback; 'flush s' in the raw numbers is what "
+        "the run left for the kernel to write). Every tool at its default settings. "
         f"{meta['reps']} reps, tools interleaved (rep 1: all tools, rep 2: all tools, ...), after "
         f"one uncounted upload + download by {tools[next(iter(tools))]} (the first writes after "
         "the server starts are slower while SeaweedFS grows its volumes). Each "

@@ -140,6 +140,11 @@ def measure(cmd: list[str], env: dict, logbase: Path, server_pid: int) -> dict:
     peak RSS come from os.wait4 on the child plus the tree sampler above. Also records the
     server's CPU and that of everything else on the machine during the run (background noise)."""
     with open(f"{logbase}.out", "wb") as out, open(f"{logbase}.err", "wb") as err:
+        # Every run starts with nothing left to write back: an earlier run's dirty pages (the
+        # server's volume files after an upload, a page-cache writer's downloads) would be
+        # written back during whichever run came 30 s later, and only runs that write to the
+        # disk themselves (O_DIRECT) would wait behind them.
+        os.sync()
         busy0, server0 = cpu_seconds(server_pid)
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
@@ -160,9 +165,14 @@ def measure(cmd: list[str], env: dict, logbase: Path, server_pid: int) -> dict:
         wall = time.perf_counter() - t0
         busy1, server1 = cpu_seconds(server_pid)
         proc.returncode = os.waitstatus_to_exitcode(status)
+        # Not timed: what the run left for the kernel to write (a download through the page
+        # cache is on disk only after this; one written with O_DIRECT already is).
+        t1 = time.perf_counter()
+        os.sync()
+        flush = time.perf_counter() - t1
     cpu = ru.ru_utime + ru.ru_stime
     rec = {"wall_s": wall, "cpu_s": cpu, "rss_mib": max(ru.ru_maxrss, sampler.peak // 1024) / 1024,
-           "server_cpu_s": server1 - server0,
+           "server_cpu_s": server1 - server0, "flush_s": flush,
            "other_cpu_s": max(0.0, busy1 - busy0 - cpu - (server1 - server0)),
            "rc": proc.returncode, "status": "ok", "cmd": shlex.join(cmd)}
     try:  # ckptlake --json: keep its result document (bytes uploaded, deduplicated, ...)
