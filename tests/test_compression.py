@@ -391,6 +391,8 @@ def test_unaligned_edges_are_written_after_the_direct_writes(
         assert len(batches) == 1, events
         first_batch = events.index(batches[0])
         assert max(directs) < first_batch  # every edge after every direct write
+        # and so is every buffered write (the header chunk, too small to write direct)
+        assert all(i > max(directs) for i, e in enumerate(events) if e == "buffered")
         assert int(batches[0].split()[1]) >= 6  # the edges of the six unaligned tensors
     else:
         assert len(batches) >= 6, events

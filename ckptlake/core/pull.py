@@ -667,7 +667,7 @@ def _write(path: str, piece: memoryview, offset: int, *, direct: bool,
     """Write a verified piece at its offset in a staged file.
 
     held: where the unaligned head and tail of a direct write go instead of being written
-    (as (path, offset, bytes); see _Leftovers).
+    (as (path, offset, bytes); see _Leftovers), and a chunk too small to write direct.
 
     The page-aligned part of a chunk bypasses the page cache (O_DIRECT): measured here, right
     after the server had taken a 1 GiB upload, copying pulled bytes into new page-cache pages
@@ -709,11 +709,18 @@ def _write(path: str, piece: memoryview, offset: int, *, direct: bool,
                     else:
                         _buffered(path, part, at)
                 return
+    if held is not None and direct and _direct_ok and n <= _HELD_WHOLE:
+        # a chunk too small to write direct (a norm's weights) lands in a file that others
+        # write direct just the same: held like an edge
+        held.append((path, offset, bytes(piece)))
+        return
     _buffered(path, piece, offset)
 
 
 # What _Leftovers holds back at most before writing it out.
 LEFTOVER_BYTES = 4 * 1024 * 1024
+# A chunk that cannot be written direct at all is held back whole up to this size.
+_HELD_WHOLE = 64 * 1024
 
 
 class _Leftovers:
@@ -727,9 +734,11 @@ class _Leftovers:
     528 such writes took 2.5 thread-s (median 0.03 ms, p90 16 ms, max 44 ms), all of it with
     a decode slot held, while the disk was busy 1.5 s of the pull's 3.6 s.
 
-    A chunk is journaled only once its held pieces are written, so an interrupted pull fetches
-    again the chunks whose ends were still held.  At most LEFTOVER_BYTES are held (pieces are
-    under a page each): memory stays bounded whatever the size of the version.
+    Chunks too small to be written direct at all (up to _HELD_WHOLE: a norm's weights, a
+    safetensors header) are held whole, for the same reason.  A chunk is journaled only once
+    its held pieces are written, so an interrupted pull fetches again the chunks whose pieces
+    were still held.  At most LEFTOVER_BYTES (+ one chunk's pieces) are held: memory stays
+    bounded whatever the size of the version.
     """
 
     def __init__(self, staging: "_Staging") -> None:
