@@ -502,6 +502,7 @@ class _Fetcher:
         # room for any chunk at any in-page shift (see _shift): one size, so every buffer fits
         self._decode = ChunkBuffers(self.chunk_capacity + _DIRECT_ALIGN)
         self.leftovers = _Leftovers(staging)
+        self.shared_files: set[str] = set()  # staged files of more than one chunk (pull())
 
     def _buffer(self) -> mmap.mmap:
         """One chunk-sized buffer per worker thread, reused for every chunk it fetches.
@@ -637,8 +638,10 @@ class _Fetcher:
                 raise IntegrityError(f"chunk {key} is shorter than the manifest says")
             if file_digest is not None and digest(self.m.hash, piece) != file_digest:
                 raise IntegrityError(f"packed file in chunk {key} does not match its digest")
+            # only a file that other chunks write too can have direct writes in flight
             _write(path, piece, file_offset,
-                   direct=chunk_offset == 0 and isinstance(data.obj, mmap.mmap), held=held)
+                   direct=chunk_offset == 0 and isinstance(data.obj, mmap.mmap),
+                   held=held if path in self.shared_files else None)
         if held:
             self.leftovers.add(unit.digest, held)  # journaled once they are written
         else:
@@ -724,8 +727,9 @@ _HELD_WHOLE = 64 * 1024
 
 
 class _Leftovers:
-    """The unaligned heads and tails of the chunks written with O_DIRECT, held back and
-    written through the page cache in batches, not one by one between the direct writes.
+    """The unaligned heads and tails of the chunks written with O_DIRECT into files of more
+    than one chunk, held back and written through the page cache in batches, not one by one
+    between the direct writes (a file of one chunk has no other writes to wait for).
 
     Why: a buffered write takes the file's inode lock exclusively, and ext4 holds it shared
     through every direct write in flight on the file; a buffered write of a few hundred bytes
@@ -875,6 +879,8 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
                               {e.path: staging.file(e.path) for e in placement.download},
                               reference)
         fetcher = _Fetcher(store, m, progress, staging, throttle, parts, local, cache)
+        fetcher.shared_files = {staging.file(e.path) for e in placement.download
+                                if len(e.chunks) > 1}
         for _ in bounded_map(fetcher, list(units.values()), workers=concurrency,
                              name="ckptlake-pull"):
             pass
