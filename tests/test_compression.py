@@ -281,55 +281,12 @@ def test_a_compressed_pull_decodes_into_few_reused_aligned_buffers(
     assert len(writes) == 6 and all(direct and mapped for direct, mapped in writes)
 
 
-@pytest.mark.parametrize("compression", ["auto", "none"])
-def test_unaligned_tensor_chunks_are_written_direct_but_their_edges(
-        local_lake_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        compression: str) -> None:
-    """Tensor-aligned chunks start wherever their tensor does (a safetensors header of any
-    length): a chunk's page-aligned middle still goes to the file with O_DIRECT, only its
-    unaligned head and tail (< 4 KiB each) through the page cache.  Before, every such chunk
-    went through the page cache: half of a 2 GiB bf16 pull's client CPU on this machine."""
-    import os
-
-    from ckptlake.core import pull as pull_mod
-
-    probe = tmp_path / "probe"
-    probe.write_bytes(b"")
-    try:
-        os.close(os.open(probe, os.O_WRONLY | os.O_DIRECT))
-    except (OSError, AttributeError):
-        pytest.skip("this filesystem refuses O_DIRECT")
-    rng = np.random.default_rng(5)
+def _unaligned_model(tmp_path: Path, tensors: int = 6, seed: int = 6) -> Path:
+    rng = np.random.default_rng(seed)
     src = tmp_path / "src"
     src.mkdir()
     w = {f"t{i}": (rng.standard_normal(3 * CH // 4 + 1000 * i) * 0.02).astype(np.float32)
-         for i in range(4)}  # ~3 MiB tensors at offsets that are not multiples of 4 KiB
-    write_safetensors(src / "model.safetensors", w)
-    lake = ckptlake.open(local_lake_url, chunk_size=CH)
-    lake.push(src, "m", compression=compression)
-    buffered: list[int] = []
-    real = pull_mod._buffered
-
-    def spy(path, piece, offset):  # type: ignore[no-untyped-def]
-        buffered.append(len(piece))
-        return real(path, piece, offset)
-
-    monkeypatch.setattr(pull_mod, "_buffered", spy)
-    monkeypatch.setattr(pull_mod, "_direct_ok", True)
-    lake.pull("m", tmp_path / "out")
-    size = (src / "model.safetensors").stat().st_size
-    assert (tmp_path / "out" / "model.safetensors").read_bytes() == \
-        (src / "model.safetensors").read_bytes()
-    assert all(n < 4096 for n in buffered), buffered  # edges, and the (small) header chunk
-    assert sum(buffered) < size // 10
-
-
-def _unaligned_model(tmp_path: Path) -> Path:
-    rng = np.random.default_rng(6)
-    src = tmp_path / "src"
-    src.mkdir()
-    w = {f"t{i}": (rng.standard_normal(3 * CH // 4 + 1000 * i) * 0.02).astype(np.float32)
-         for i in range(6)}  # ~3 MiB tensors at offsets that are not multiples of 4 KiB
+         for i in range(tensors)}  # ~3 MiB tensors at offsets that are not multiples of 4 KiB
     write_safetensors(src / "model.safetensors", w)
     return src
 
@@ -344,6 +301,44 @@ def _direct_io_or_skip(tmp_path: Path) -> None:
     except (OSError, AttributeError):
         pytest.skip("this filesystem refuses O_DIRECT")
     probe.unlink()
+
+
+@pytest.mark.parametrize("compression", ["auto", "none"])
+def test_unaligned_tensor_chunks_are_written_direct_but_their_edges(
+        local_lake_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        compression: str) -> None:
+    """Tensor-aligned chunks start wherever their tensor does (a safetensors header of any
+    length): a chunk's page-aligned middle still goes to the file with O_DIRECT, only its
+    unaligned head and tail (< 4 KiB each) through the page cache.  Before, every such chunk
+    went through the page cache: half of a 2 GiB bf16 pull's client CPU on this machine."""
+    import fcntl
+    import os
+
+    from ckptlake.core import pull as pull_mod
+
+    _direct_io_or_skip(tmp_path)
+    src = _unaligned_model(tmp_path, tensors=4, seed=5)
+    lake = ckptlake.open(local_lake_url, chunk_size=CH)
+    lake.push(src, "m", compression=compression)
+    buffered: list[int] = []
+    direct: list[int] = []
+    real = os.pwrite
+
+    def spy(fd, data, offset):  # type: ignore[no-untyped-def]
+        is_direct = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT
+        (direct if is_direct else buffered).append(len(data))
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(pull_mod.os, "pwrite", spy)
+    monkeypatch.setattr(pull_mod, "_direct_ok", True)
+    lake.pull("m", tmp_path / "out")
+    monkeypatch.undo()
+    size = (src / "model.safetensors").stat().st_size
+    assert sum(direct) > size * 9 // 10
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == \
+        (src / "model.safetensors").read_bytes()
+    assert all(n < 4096 for n in buffered), buffered  # edges, and the (small) header chunk
+    assert sum(buffered) < size // 10
 
 
 @pytest.mark.parametrize("held_bytes", [1, 4 * 1024 * 1024])
