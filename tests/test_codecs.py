@@ -266,3 +266,27 @@ def test_every_plane_mode_combination_decodes(monkeypatch, transform: int, count
         assert bytes(codecs.decode(frame)) == data, modes
         buf = bytearray(b"\xa5" * (len(data) + 64))
         assert bytes(codecs.decode(frame, into=buf)) == data, modes
+
+
+def test_a_damaged_plane_frame_fails_before_its_output_is_allocated() -> None:
+    """A frame whose header claims a large chunk but whose planes are cut short (or leave bytes
+    over) is refused from its layout alone: decoding it without a buffer must not allocate the
+    claimed size first."""
+    import tracemalloc
+
+    data = _bf16(_floats(4096))
+    good = _planes_frame(data, codecs.PLANES_BF16, [codecs.MODE_ZSTD, codecs.MODE_STORED])
+    big = 512 << 20  # claimed raw length
+    header = codecs.HEAD.pack(codecs.MAGIC, codecs.CODEC_PLANES, codecs.PLANES_BF16, 0, big)
+    damaged = [header + good[codecs.HEAD.size:],  # planes far shorter than claimed
+               header + good[codecs.HEAD.size:-100],  # and truncated
+               good + b"\x00"]  # a byte after the last plane
+    for frame in damaged:
+        tracemalloc.start()
+        try:
+            with pytest.raises(codecs.CodecError):
+                codecs.decode(frame)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 4 << 20, peak

@@ -525,9 +525,18 @@ def decode(data: bytes | memoryview, into: bytearray | memoryview | None = None
         if mode not in (MODE_STORED, MODE_ZSTD):
             raise CodecError(f"unknown plane mode {mode}")
         metas.append((mode, length))
+    n = rawlen // width
+    # the layout is checked before the output is allocated: a damaged frame claiming a large
+    # chunk fails without taking its memory
+    end = pos + sum(length for _, length in metas)
+    if end > len(body):
+        raise CodecError("frame is truncated")
+    if len(body) - end != rawlen % width:
+        raise CodecError("wrong number of bytes after the last plane")
+    if any(mode == MODE_STORED and length != n for mode, length in metas):
+        raise CodecError("plane lengths do not match the frame's raw length")
     planes: list[bytes | memoryview] = []
     taken: list[bytearray] = []
-    n = rawlen // width
     joined = n * width
     if out is None:
         out = memoryview(bytearray(rawlen))
@@ -543,8 +552,6 @@ def decode(data: bytes | memoryview, into: bytearray | memoryview | None = None
                     None) if param in (PLANES_BF16, PLANES_FP32) else None
     try:
         for i, (mode, length) in enumerate(metas):
-            if pos + length > len(body):
-                raise CodecError("frame is truncated")
             chunk = body[pos:pos + length]
             pos += length
             if mode == MODE_STORED:
@@ -556,8 +563,6 @@ def decode(data: bytes | memoryview, into: bytearray | memoryview | None = None
                 taken.append(buf)
                 planes.append(_unzstd(chunk, n, memoryview(buf)[:n]))
         tail = body[pos:]
-        if len(tail) != rawlen % width:
-            raise CodecError("wrong number of bytes after the last plane")
         join(planes, param, joined, out[:joined])
         if len(tail):
             out[rawlen - len(tail):] = tail
