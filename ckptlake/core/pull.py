@@ -481,7 +481,9 @@ class _Fetcher:
     def __init__(self, store: Store, m: Manifest, progress: Progress,
                  staging: _Staging, throttle: Throttle | None = None,
                  parts: Parts | None = None, local: LocalSources | None = None,
-                 cache: ChunkCache | None = None) -> None:
+                 cache: ChunkCache | None = None,
+                 shared_files: set[str] | frozenset[str] = frozenset()
+                 ) -> None:
         self.store, self.m, self.progress, self.staging = store, m, progress, staging
         self.throttle = throttle or Throttle(None)
         self.parts = parts
@@ -502,7 +504,7 @@ class _Fetcher:
         # room for any chunk at any in-page shift (see _shift): one size, so every buffer fits
         self._decode = ChunkBuffers(self.chunk_capacity + _DIRECT_ALIGN)
         self.leftovers = _Leftovers(staging)
-        self.shared_files: set[str] = set()  # staged files of more than one chunk (pull())
+        self.shared_files = shared_files  # staged files written by more than one chunk
 
     def _buffer(self) -> mmap.mmap:
         """One chunk-sized buffer per worker thread, reused for every chunk it fetches.
@@ -878,9 +880,9 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
         local = local_sources(m, placement.download, placement.reused, placement.finals,
                               {e.path: staging.file(e.path) for e in placement.download},
                               reference)
-        fetcher = _Fetcher(store, m, progress, staging, throttle, parts, local, cache)
-        fetcher.shared_files = {staging.file(e.path) for e in placement.download
-                                if len(e.chunks) > 1}
+        fetcher = _Fetcher(store, m, progress, staging, throttle, parts, local, cache,
+                           shared_files={staging.file(e.path) for e in placement.download
+                                         if len(e.chunks) > 1})
         for _ in bounded_map(fetcher, list(units.values()), workers=concurrency,
                              name="ckptlake-pull"):
             pass
