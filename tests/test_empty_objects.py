@@ -71,6 +71,7 @@ def test_readers_skip_an_empty_manifest_and_the_next_push_replaces_it(
     with pytest.raises(NotFound):
         lake.resolve(f"{ART}@v2")
     assert [a.latest for a in lake.artifacts()] == [1]
+    assert [(a.artifact, a.version_count) for a in lake.du().artifacts] == [(ART, 1)]
     plan = lake.gc_plan(_keep_last(1))  # the empty one is no version and no root
     assert plan.versions_total == 1
     lake.gc(plan)

@@ -257,6 +257,17 @@ def test_manifest_that_names_another_artifact_or_does_not_parse(local: tuple[str
     assert doc["versions_checked"] == 4 and doc["versions_ok"] == 2
 
 
+def test_manifest_nested_too_deep_is_unrestorable_not_an_internal_error(
+        local: tuple[str, Lake]) -> None:
+    url, lake = local
+    v1 = lake.store.get(layout.version_key(ART, 1))
+    deep = v1[:-1] + b',"provenance":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    lake.store.put(layout.version_key(ART, 1), deep)
+    code, doc = verify_json(url)
+    assert code == EXIT_INTEGRITY
+    assert [(u["artifact"], u["version"]) for u in doc["unrestorable"]] == [(ART, 1)]
+
+
 def test_alias_pointing_at_a_version_gc_deleted(local: tuple[str, Lake]) -> None:
     url, lake = local
     lake.alias(f"{ART}@v1", "prod")

@@ -359,11 +359,15 @@ class _Lister(threading.Thread):
             totals.metadata_bytes += info.size
             if self.roots_ready.is_set():
                 continue
+            # a zero-byte manifest, tombstone or shard record (a PUT cut after its head) is
+            # none, as gc counts them (core/gc.py, _Listing.of)
             if parsed := layout.parse_version_key(info.key):
-                listing.versions[parsed] = info.size
+                if info.size > 0:
+                    listing.versions[parsed] = info.size
             elif tomb := layout.parse_tombstone_key(info.key):
-                listing.tombs.add(tomb)
-            elif shard := layout.parse_shard_key(info.key):
+                if info.size > 0:
+                    listing.tombs.add(tomb)
+            elif (shard := layout.parse_shard_key(info.key)) and info.size > 0:
                 artifact, step, rank, _ = shard
                 if rank is None:
                     listing.claims.add((artifact, step))

@@ -803,7 +803,7 @@ def _lenient_digests(data: bytes) -> set[bytes]:
     try:
         raw = json.loads(data)
         return _digests_of(raw, "manifest") if isinstance(raw, dict) else set()
-    except (ValueError, IntegrityError):
+    except (ValueError, IntegrityError, RecursionError):  # RecursionError: nested too deep
         return set()
 
 
