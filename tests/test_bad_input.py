@@ -245,6 +245,38 @@ def test_crafted_manifest_is_refused_before_writing(pushed: Path, lake: str, tmp
     assert "0000000001.json" in line
 
 
+def _resize_ref(doc: dict[str, Any], path: str, index: int, size: int) -> None:
+    """Make a whole-chunk reference claim `size` bytes, with every total still adding up."""
+    f = next(f for f in doc["files"] if f["path"] == path)
+    old = f["chunks"][index][1]
+    f["chunks"][index][1] = size
+    f["size"] += size - old
+    if "total_bytes" in doc:
+        doc["total_bytes"] += size - old
+
+
+def test_whole_chunk_reference_that_claims_less_than_the_chunk(lake: str, lake_dir: Path,
+                                                               tmp_path: Path) -> None:
+    """[digest, size] is the whole chunk: a smaller size would splice the first bytes of one
+    chunk onto the next, bytes that were never pushed (a pull wrote them, exit 0)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(os.urandom(3 * MiB // 2))
+    (src / "z.bin").write_bytes(bytes(3 * MiB))  # one all-zero chunk, referenced 3 times
+    for name in ("a.bin", "z.bin"):
+        r = run("push", src / name, f"p/{name[0]}", "--lake", lake, "--chunk-size", "1MiB",
+                "--compression", "none")
+        assert r.exit_code == 0, r.stderr
+    tamper(lake_dir / layout.version_key("p/a", 1), lambda d: _resize_ref(d, "a.bin", 0, 1000))
+    # the zero chunk once with another size: never taken for 1000 zeros
+    tamper(lake_dir / layout.version_key("p/z", 1), lambda d: _resize_ref(d, "z.bin", 1, 1000))
+    for art, name in (("p/a", "a.bin"), ("p/z", "z.bin")):
+        dest = tmp_path / f"out-{name}"
+        line = error_line(run("pull", art, dest, "--lake", lake), 5)
+        assert f"of {art}@v1 holds {MiB} bytes, but the manifest says 1000" in line, line
+        assert not dest.exists() and not list(tmp_path.glob(f".out-{name}.*"))
+
+
 def test_path_too_long_for_the_destination(pushed: Path, lake: str, tmp_path: Path) -> None:
     """Every segment fits NAME_MAX but the whole path, below the destination, exceeds PATH_MAX."""
     long_path = "/".join(["d" * 250] * 16)

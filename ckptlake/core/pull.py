@@ -395,14 +395,17 @@ def zero_chunks(entries: list[FileEntry], algo: str) -> set[str]:
     for e in entries:
         for c in e.chunks:
             if c.offset is None and c.size:
-                refs.setdefault(c.digest, [c.size, 0])[1] += 1
+                ref = refs.setdefault(c.digest, [c.size, 0])
+                ref[1] += 1
+                if ref[0] != c.size:  # one chunk, two sizes: a damaged manifest, which the
+                    ref[0] = -1       # download path reports; never written as zeros
     counts: dict[int, int] = {}
     for size, n in refs.values():
-        if n > 1:
+        if n > 1 and size > 0:
             counts[size] = counts.get(size, 0) + n
     sizes = sorted(counts, key=lambda sz: -counts[sz])[:_ZERO_SIZES]
     zeros = {_zero_digest(algo, sz) for sz in sizes}
-    return {d for d in refs if d in zeros}
+    return {d for d, (size, _) in refs.items() if d in zeros and size > 0}
 
 
 def _prepare(staging: _Staging, entries: list[FileEntry], algo: str) -> dict[str, _Unit]:
@@ -636,8 +639,14 @@ class _Fetcher:
         held: list[tuple[str, int, bytes]] = []
         for path, file_offset, chunk_offset, length, file_digest in unit.targets:
             piece = view[chunk_offset:chunk_offset + length]
-            if len(piece) != length:
-                raise IntegrityError(f"chunk {key} is shorter than the manifest says")
+            # a whole-chunk reference (no file digest) is the whole chunk: a size that says
+            # less would splice part of a chunk into the file, bytes that were never pushed
+            if len(piece) != length or (file_digest is None and length != len(view)):
+                raise IntegrityError(
+                    f"chunk {key} of {self.m.artifact}@v{self.m.version} holds {len(view)} "
+                    f"bytes, but the manifest says {length}"
+                    + ("" if file_digest is None else f" from offset {chunk_offset}"),
+                    hint="the manifest is damaged; nothing was written from it")
             if file_digest is not None and digest(self.m.hash, piece) != file_digest:
                 raise IntegrityError(f"packed file in chunk {key} does not match its digest")
             # only a file that other chunks write too can have direct writes in flight
