@@ -100,6 +100,41 @@ def test_tensor_values_match_after_compression(lake_url: str, tmp_path: Path) ->
         np.testing.assert_array_equal(got[k], arr)
 
 
+def test_diff_values_reads_a_chunk_re_stored_encoded_after_its_manifest(
+        local_lake_url: str, tmp_path: Path) -> None:
+    """v1 is pushed raw (no `stored` hints); one of its chunks is then stored again as a
+    frame, as a later `auto` push restoring a lost chunk leaves it.  Pull already reads the
+    object, not the hint; diff --values must too (it reported the lake corrupt, exit 5)."""
+    rng = np.random.default_rng(3)
+    w = {"a": (rng.standard_normal((512, 1024)) * 0.02).astype(np.float32)}
+    write_safetensors(tmp_path / "m1.safetensors", w)
+    w2 = {"a": w["a"].copy()}
+    w2["a"][0, 0] += 1
+    write_safetensors(tmp_path / "m2.safetensors", w2)
+    lake = ckptlake.open(local_lake_url, chunk_size=CH)
+    lake.push(tmp_path / "m1.safetensors", "m/d", compression="none")
+    lake.push(tmp_path / "m2.safetensors", "m/d", compression="none")
+    m1 = json.loads(lake.store.get(layout.version_key("m/d", 1)))
+    m2 = json.loads(lake.store.get(layout.version_key("m/d", 2)))
+    only_v1 = [c[0] for c in m1["files"][0]["chunks"]
+               if c[0] not in {c2[0] for c2 in m2["files"][0]["chunks"]}]
+    assert only_v1 and not m1.get("stored")
+    key = layout.chunk_key(only_v1[0])
+    frame = codecs.encode_auto(lake.store.get(key), "F32")
+    assert frame is not None
+    lake.store.put(key, bytes(frame))
+    got = lake.diff("m/d@v1", "m/d@v2", values=True)
+    (changed,) = got.tensors["changed"]
+    assert changed["values"]["max_abs_diff"] == pytest.approx(1.0)
+    # damaged for real: still an error, naming the version the chunk belongs to
+    data = bytearray(lake.store.get(key))
+    data[len(data) // 2] ^= 0xFF
+    lake.store.put(key, bytes(data))
+    r = cli("diff", "m/d@v1", "m/d@v2", "--values", "--yes", "--lake", local_lake_url)
+    assert r.exit_code == 5, r.stdout
+    assert "m/d@v1" in r.stderr and "diff --values" not in r.stderr, r.stderr
+
+
 def test_raw_and_encoded_pushers_dedup_against_each_other(local_lake_url: str,
                                                           tmp_path: Path) -> None:
     src = source(tmp_path)

@@ -221,7 +221,9 @@ def diff(store: Store, a: Manifest, b: Manifest, *, values: bool = False,
                  and not (files["added"] or files["removed"] or files["modified"]))
     result_values = None
     if values:
-        result_values = tensor_values(store, pairs, b.hash, {**a.stored, **b.stored})
+        result_values = tensor_values(store, pairs, b.hash, {**a.stored, **b.stored},
+                                      where=(f"{a.artifact}@v{a.version}",
+                                             f"{b.artifact}@v{b.version}"))
         by_name = {(t["name"], t["file"]): t for t in result_values["tensors"]}
         for t in tensors["changed"]:
             t["values"] = {k: v for k, v in by_name[(t["name"], t["file"])].items()
@@ -266,11 +268,13 @@ def read_range(store: Store, entry: FileEntry, start: int, length: int,
         yield data
 
 
-def check_tensor(t: TensorInfo, dig: TensorDigest) -> None:
+def check_tensor(t: TensorInfo, dig: TensorDigest, where: str = "") -> None:
     """The bytes fed to `dig` must be the tensor's recorded bytes."""
     if not dig.complete or dig.hexdigest() != t.digest:
-        raise IntegrityError(f"tensor {t.name}: bytes read do not match its recorded digest",
-                             hint="the lake may be corrupt; run a pull to verify chunks")
+        of = f" of {where}" if where else ""
+        raise IntegrityError(f"tensor {t.name}{of}: bytes read do not match its recorded "
+                             "digest", hint="the lake may be corrupt; run: ckptlake verify "
+                                            "--read-data")
 
 
 def read_tensor_into(store: Store, entry: FileEntry, t: TensorInfo, buffer: bytearray, *,
@@ -324,7 +328,7 @@ def _read_tensor_into(store: Store, entry: FileEntry, t: TensorInfo, buffer: byt
               for p in ([piece] if (layout.parse_chunk_key(piece[0]) or "") in stored
                         else _split(piece))]
     fetched = sum(bounded_map(fetch, pieces, workers=workers, name="ckptlake-tensor"))
-    check_tensor(t, dig)
+    check_tensor(t, dig, where)
     return fetched
 
 
@@ -353,9 +357,9 @@ def _as_float(np: Any, data: bytes, dtype: str) -> Any:
 
 
 def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorInfo],
-             ranges: RangeReader) -> dict[str, Any]:
-    """ranges: shared by the pairs of one diff, so that a chunk stored encoded is fetched
-    (whole) once however many of its tensors are compared."""
+             ranges: tuple[RangeReader, RangeReader]) -> dict[str, Any]:
+    """ranges: one per side, each shared by the pairs of one diff, so that a chunk stored
+    encoded is fetched (whole) once however many of its tensors are compared."""
     np = require_numpy()
     ea, x, eb, y = pair
     wire = [0]  # bytes this pair made cross the wire
@@ -367,14 +371,15 @@ def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorI
     if x.dtype not in _NUMPY:
         return {**out, "error": f"unsupported dtype {x.dtype}", "bytes_fetched": 0}
     # tensor digests use the lake's hash, as its chunk digests do
-    digests = (TensorDigest(x.start, x.end, ranges.algo), TensorDigest(y.start, y.end,
-                                                                        ranges.algo))
+    algo = ranges[0].algo
+    digests = (TensorDigest(x.start, x.end, algo), TensorDigest(y.start, y.end, algo))
     max_abs, ss_diff, ss_a, nonfinite = 0.0, 0.0, 0.0, 0
     for w in range(0, x.nbytes, WINDOW):
         n = min(WINDOW, x.nbytes - w)
         sides = []
-        for entry, t, dig in ((ea, x, digests[0]), (eb, y, digests[1])):
-            data = b"".join(read_range(store, entry, t.start + w, n, ranges, count))
+        for entry, t, dig, side in ((ea, x, digests[0], ranges[0]),
+                                    (eb, y, digests[1], ranges[1])):
+            data = b"".join(read_range(store, entry, t.start + w, n, side, count))
             dig.add(t.start + w, data)
             sides.append(_as_float(np, data, t.dtype))
         va, vb = sides
@@ -387,8 +392,8 @@ def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorI
             max_abs = max(max_abs, float(np.abs(d).max()))
         ss_diff += float(np.dot(d, d))
         ss_a += float(np.dot(va, va))
-    for t, dig in ((x, digests[0]), (y, digests[1])):
-        check_tensor(t, dig)
+    for t, dig, side in ((x, digests[0], ranges[0]), (y, digests[1], ranges[1])):
+        check_tensor(t, dig, side.where)
     if ss_a > 0:
         rel: float | None = math.sqrt(ss_diff) / math.sqrt(ss_a)
     else:
@@ -400,13 +405,40 @@ def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorI
 
 
 def tensor_values(store: Store, pairs: list[tuple[Any, ...]], algo: str,
-                  stored: dict[str, int] | None = None) -> dict[str, Any]:
+                  stored: dict[str, int] | None = None,
+                  where: tuple[str, str] = ("diff --values", "diff --values")
+                  ) -> dict[str, Any]:
     """Value statistics for changed tensors (same dtype and shape), fetching only their bytes
-    (`stored`: both manifests' stored-size hints)."""
+    (`stored`: both manifests' stored-size hints; `where`: each side's version, as errors
+    name it).
+
+    A pair whose check fails is compared again with every chunk read whole, as
+    read_tensor_into does: a hint may be stale (a chunk re-stored encoded after the manifest
+    was written, docs/format.md "Chunk encodings"), and only damaged data fails twice."""
     if pairs:
         require_numpy()  # fail before any request if numpy is missing
-    ranges = RangeReader(store, algo, stored or {}, "diff --values", keep=2 * _VALUE_WORKERS)
-    stats = sorted(bounded_map(lambda p: _compare(store, p, ranges), pairs,
-                               workers=_VALUE_WORKERS,
-                               name="ckptlake-diff"), key=lambda s: (s["file"], s["name"]))
+    stored = stored or {}
+    ranges = tuple(RangeReader(store, algo, stored, w, keep=_VALUE_WORKERS) for w in where)
+    whole = tuple(RangeReader(store, algo, chunkio.EveryChunk(), w, keep=_VALUE_WORKERS)
+                  for w in where)
+
+    def compare(pair: tuple[Any, ...]) -> dict[str, Any]:
+        try:
+            return _compare(store, pair, ranges)  # type: ignore[arg-type]
+        except IntegrityError:
+            ea, x, eb, y = pair
+            touched = [layout.parse_chunk_key(piece[0]) or ""
+                       for e, t in ((ea, x), (eb, y)) for piece in _pieces(e, t.start, t.nbytes)]
+            if not chunkio.retry_whole(stored, touched):
+                raise
+            try:
+                return _compare(store, pair, whole)  # type: ignore[arg-type]
+            except IntegrityError as e:  # the chunk is named; say which tensor needed it
+                if e.message.startswith("tensor "):
+                    raise
+                raise IntegrityError(f"{e.message} (comparing tensor {y.name} of {eb.path})",
+                                     hint=e.hint) from None
+
+    stats = sorted(bounded_map(compare, pairs, workers=_VALUE_WORKERS, name="ckptlake-diff"),
+                   key=lambda s: (s["file"], s["name"]))
     return {"bytes_fetched": sum(s["bytes_fetched"] for s in stats), "tensors": stats}
