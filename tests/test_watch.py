@@ -206,3 +206,21 @@ def test_watch_cli_validates_before_touching_the_lake(tmp_path) -> None:
     r = CliRunner().invoke(app, ["watch", str(tmp_path), ART, "--step-regex", "nogroup",
                                  "--lake", "s3://no-such-bucket-here/x"])
     assert r.exit_code == 2 and "group" in r.output
+
+
+def test_watch_once_over_a_missing_directory_is_not_found(tmp_path) -> None:
+    """A one-shot watch (cron) over a mistyped DIR pushed nothing and exited 0."""
+    from typer.testing import CliRunner
+
+    from ckptlake.cli.app import app
+
+    lake = f"file://{tmp_path / 'lake'}"
+    r = CliRunner().invoke(app, ["watch", str(tmp_path / "nosuch"), ART, "--once",
+                                 "--lake", lake, "--json"])
+    assert r.exit_code == 3, r.output
+    assert "no such directory" in json.loads(r.stdout)["error"]["message"]
+    (tmp_path / "afile").write_text("x")
+    for once in (["--once"], []):  # a file is never a watch directory
+        r = CliRunner().invoke(app, ["watch", str(tmp_path / "afile"), ART, *once,
+                                     "--lake", lake])
+        assert r.exit_code == 2 and "is a file" in r.output, r.output

@@ -84,6 +84,13 @@ def watch(
 
         validate_artifact(artifact)
         compile_step_regex(step_regex)
+        # A long-running watch may start before the trainer makes DIR; a one-shot run over a
+        # DIR that is not there would push nothing and exit 0, hiding a typo from cron.
+        if once and not os.path.isdir(directory):  # (a file is refused by the argument)
+            from ..errors import NotFound
+
+            raise NotFound(f"{directory}: no such directory",
+                           hint="check the path (without --once, watch waits for it)")
         size = None
         if chunk_size is not None:
             from ..policy.config import parse_size
