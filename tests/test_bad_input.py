@@ -406,3 +406,23 @@ def test_zero_chunks_are_written_into_kept_staged_files(tmp_path: Path, lake: st
     r = run("pull", "p/z", tmp_path / "out", "--lake", lake)
     assert r.exit_code == 0, r.stderr
     assert (tmp_path / "out" / "z.bin").read_bytes() == (src / "z.bin").read_bytes()
+
+
+def test_source_name_that_is_not_utf8_is_refused_before_upload(lake: str, lake_dir: Path,
+                                                              tmp_path: Path) -> None:
+    """A name the file system allows but UTF-8 cannot hold crashed push (exit 1, no name)."""
+    src = tmp_path / "src8"
+    src.mkdir()
+    (src / "ok.txt").write_text("x")
+    bad = os.fsdecode(b"\xff\xfe.bin")
+    (src / bad).write_bytes(b"y")
+    line = error_line(run("push", src, "p/u", "--lake", lake), 2)
+    assert "\\xff\\xfe.bin" in line and "UTF-8" in line and "--exclude" in line, line
+    assert not versions(lake_dir)
+    line = error_line(run("push", src / bad, "p/u", "--lake", lake), 2)  # a single file
+    assert "\\xff\\xfe.bin" in line, line
+    (src / "link").symlink_to(bad)  # a link to it, with the file excluded
+    line = error_line(run("push", src, "p/u", "--lake", lake, "--exclude", "*.bin"), 2)
+    assert "\\xff\\xfe.bin" in line, line
+    r = run("push", src, "p/u", "--lake", lake, "--exclude", "*.bin", "--exclude", "link")
+    assert r.exit_code == 0, r.stderr

@@ -84,6 +84,18 @@ def _excluded(rel: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
+def _check_name(rel: str, abspath: str) -> None:
+    """Manifests store paths as UTF-8 (JSON): a name that is not (bytes the file system
+    allows, decoded by Python with surrogate escapes) cannot be stored, so it is refused
+    before anything is uploaded, not met as an encoding error mid-push."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(abspath).decode("utf-8", "backslashreplace")
+        raise UsageError(f"{shown}: the name is not valid UTF-8, which a lake cannot store",
+                         hint="rename it, or --exclude it") from None
+
+
 def _source_file(rel: str, abspath: str, st: os.stat_result) -> SourceFile:
     # Unreadable files fail the push here, before anything is uploaded (the read would fail
     # only after the other files' chunks were sent).
@@ -106,6 +118,7 @@ def scan(source: str | Path, *, exclude: tuple[str, ...] = (),
     except PermissionError:
         raise AccessDenied(f"cannot read push source {source}: permission denied") from None
     if stat.S_ISREG(st.st_mode):
+        _check_name(os.path.basename(root), root)
         return SourceTree(root=root, kind="file",
                           files=[_source_file(os.path.basename(root), root, st)])
     if not stat.S_ISDIR(st.st_mode):
@@ -139,6 +152,7 @@ def _walk(tree: SourceTree, absdir: str, reldir: str, real_root: str,
         rel = f"{reldir}{entry.name}"
         if _excluded(rel, exclude):
             continue
+        _check_name(rel, entry.path)
         kept += 1
         if entry.is_symlink():
             if _keep_symlink(tree, entry, rel, real_root, follow):
@@ -172,7 +186,9 @@ def _keep_symlink(tree: SourceTree, entry: os.DirEntry, rel: str, real_root: str
         # Store the target relative to the link's real directory, so it survives a move
         # and a puller can check lexically that it stays inside the tree.
         link_dir = os.path.realpath(os.path.dirname(entry.path))
-        tree.symlinks.append((rel, os.path.relpath(resolved, link_dir).replace(os.sep, "/")))
+        stored = os.path.relpath(resolved, link_dir).replace(os.sep, "/")
+        _check_name(stored, resolved)
+        tree.symlinks.append((rel, stored))
         return True
     if not follow:
         raise UsageError(f"symlink {rel} -> {target} points outside the pushed tree",
