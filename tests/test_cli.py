@@ -265,6 +265,15 @@ def test_metric_message_names_the_bad_value(src: Path, no_open: None) -> None:
     assert "loss=abc" in r.stderr and "not a number" in r.stderr
 
 
+@pytest.mark.parametrize("name", ["a b", "\u00fc", "nl\nx", "loss<2", "x" * 129])
+def test_metric_name_no_selector_could_use_is_refused(src: Path, no_open: None,
+                                                      name: str) -> None:
+    """Stored, such a name could never be named by @min:, --where or --sort."""
+    r = run("push", src, "a/b", "--metric", f"{name}=1")
+    assert r.exit_code == 2 and "invalid metric name" in r.stderr, r.stderr
+    one_line_error(r)
+
+
 # ---- error mapping ---------------------------------------------------------------------------
 
 ERRORS = [

@@ -88,6 +88,13 @@ def parse_pairs(values: list[str] | None, option: str, *, numeric: bool) -> dict
         if key in out:
             raise UsageError(f"{option} {key!r} given more than once")
         if numeric:
+            from ..format.refs import METRIC_NAME
+
+            # a name @min:/@max:, --where and --sort could not name later is refused now
+            if not METRIC_NAME.fullmatch(key):
+                raise UsageError(f"{option} {item!r}: invalid metric name {key!r}",
+                                 hint="use up to 128 of [A-Za-z0-9._/-], e.g. val_loss or "
+                                      "eval/accuracy")
             try:
                 number = float(raw)
             except ValueError:
