@@ -172,6 +172,27 @@ def test_errors_and_quiet(target: Target, tmp_path: Path) -> None:
     assert (r.stdout, r.stderr) == ("", "")
 
 
+def test_a_stdout_that_cannot_be_written_is_one_line_not_tracebacks(target: Target,
+                                                                     tmp_path: Path) -> None:
+    """> /dev/full: the JSON error document cannot go to stdout either; three chained
+    tracebacks came out (exit 1 as an 'internal error')."""
+    src = make_tree(tmp_path / "src", seed=6)
+    target.run("push", src, "full/ckpt", "--quiet")
+    argv = [sys.executable, "-m", "ckptlake", "--lake", target.url]
+    for args in (["ls", "--json"], ["ls", "full/ckpt"], ["pull", "full/ckpt", tmp_path / "o",
+                                                          "--json"],
+                 ["cat", "full/ckpt", "model.bin"]):
+        with open("/dev/full", "w") as full:
+            r = subprocess.run([*argv, *map(str, args)], stdout=full, stderr=subprocess.PIPE,
+                               text=True, env=target.env, cwd=target.cwd,
+                               stdin=subprocess.DEVNULL, timeout=120)
+        lines = [ln for ln in r.stderr.splitlines() if not ln.startswith("using lake")]
+        assert r.returncode == 1, (args, r.stderr)
+        assert len(lines) == 1 and "cannot write" in lines[0] and "No space left" in lines[0] \
+            and "internal error" not in lines[0], (args, r.stderr)
+    assert tree_bytes(tmp_path / "o") == tree_bytes(src)  # the pull itself was done
+
+
 def test_lake_origin_from_environment(target: Target, tmp_path: Path) -> None:
     src = make_tree(tmp_path / "src", seed=6)
     env = {**target.env, "CKPTLAKE_LAKE": target.url}

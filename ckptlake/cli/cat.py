@@ -9,7 +9,7 @@ import typer
 from .help import epilog
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, LakeOpt, ProfileOpt,
                       QuietOpt, RegionOpt, ReplicaOpt)
-from .output import Output, open_lake, require_lake
+from .output import Output, OutputFailed, open_lake, require_lake
 
 HELP = ("Write the file PATH of the version REF to stdout, verifying every chunk before it is "
         "written.")
@@ -53,7 +53,13 @@ def cat(
             sink = sys.stdout.buffer
             via = {"replica": replica} if replica is not None else {}
             for piece in handle.cat(parsed, path, on_warning=out.warn, **via):
-                sink.write(piece)
-                sink.flush()  # what is verified goes out; nothing is held back or written ahead
+                try:
+                    sink.write(piece)
+                    sink.flush()  # what is verified goes out; nothing is held back or ahead
+                except BrokenPipeError:
+                    raise  # `cat ... | head`: the reader left (guard stays quiet)
+                except OSError as e:
+                    raise OutputFailed(f"cannot write {path} to stdout: "
+                                       f"{e.strerror or e}") from None
         finally:
             handle.close()

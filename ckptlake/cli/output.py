@@ -211,8 +211,11 @@ def report_error(exc: BaseException, *, as_json: bool, debug: bool) -> int:
         # its password, say), so the traceback is redacted like every other line.
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         sys.stderr.write(redact(text))
-    if as_json:
-        _write(sys.stdout, json.dumps(error_doc(type_name, message, code)))
+    if as_json and not isinstance(exc, OutputFailed):
+        try:
+            _write(sys.stdout, json.dumps(error_doc(type_name, message, code)))
+        except (OSError, ValueError):  # stdout is what failed: the line below still goes out
+            _silence_stdout()
     if isinstance(exc, KeyboardInterrupt):
         line = f"{PROG}: interrupted"
     elif internal:
@@ -228,6 +231,21 @@ def report_error(exc: BaseException, *, as_json: bool, debug: bool) -> int:
 def _write(stream: Any, text: str) -> None:
     stream.write(text + "\n")
     stream.flush()
+
+
+class OutputFailed(CkptlakeError):
+    """stdout could not take the result (a full disk, a closed terminal): not a bug, and
+    nothing more can be written there (exit 1, like a reader that left the pipe)."""
+
+
+def write_stdout(text: str) -> None:
+    """The result, to stdout; a failure to write it is said on stderr as what it is."""
+    try:
+        _write(sys.stdout, text)
+    except BrokenPipeError:
+        raise  # the reader left: Output.guard stays quiet about it
+    except (OSError, ValueError) as e:
+        raise OutputFailed(f"cannot write the output to stdout: {one_line(str(e))}") from None
 
 
 # --- the output object ------------------------------------------------------------------------
@@ -265,15 +283,15 @@ class Output:
     def result(self, doc: dict[str, Any], human: str | None) -> None:
         """The command's result: the JSON document, or the human text, or nothing (--quiet)."""
         if self.json:
-            _write(sys.stdout, json.dumps(redact_data(doc), allow_nan=False))
+            write_stdout(json.dumps(redact_data(doc), allow_nan=False))
         elif not self.quiet and human is not None:
-            _write(sys.stdout, redact(human))
+            write_stdout(redact(human))
 
     def table(self, doc: dict[str, Any], headers: Sequence[str],
               rows: Sequence[Sequence[str]], *, empty: str) -> None:
         """A listing: JSON, or a rich table on a terminal, or plain aligned columns."""
         if self.json:
-            _write(sys.stdout, json.dumps(redact_data(doc), allow_nan=False))
+            write_stdout(json.dumps(redact_data(doc), allow_nan=False))
             return
         if self.quiet:
             return
@@ -291,7 +309,7 @@ class Output:
                 table.add_row(*row)
             Console(highlight=False, markup=False).print(table)
         else:
-            _write(sys.stdout, plain_table(headers, rows))
+            write_stdout(plain_table(headers, rows))
 
     # progress -------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -324,6 +342,8 @@ class Output:
             raise typer.Exit(EXIT_ERROR) from None
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - this is the top level
             code = report_error(exc, as_json=self.json, debug=self.debug)
+            if isinstance(exc, OutputFailed):
+                _silence_stdout()  # the interpreter's last flush must not fail again
             raise typer.Exit(code) from None
 
 
