@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from .core import catalog
 from .core.values import check_metadata, check_metrics
-from .errors import CkptlakeError, TransferError, TransientError, UsageError
+from .errors import CkptlakeError, NotFound, TransferError, TransientError, UsageError
 from .format import layout
 from .format.refs import Ref, parse_ref, validate_alias, validate_artifact
 from .policy.config import (DEFAULT_CONCURRENCY, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE,
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from .core.show import VersionDetail
     from .core.whole import WholeFile
     from .core.streampush import CommittingWriter
+    from .format.manifest import Manifest
 
 
 class Lake:
@@ -143,8 +144,6 @@ class Lake:
         """Whether a lake is here: its header (written by the first push), or at least one
         artifact of a lake whose header was lost.  Readers use it to tell "no lake at this
         location" (a typo, most likely) from an empty lake."""
-        from .errors import NotFound
-
         try:
             self.store.stat(layout.HEADER_KEY)
             return True
@@ -365,7 +364,7 @@ class Lake:
                 raise UsageError(f"reference directory {r} does not exist or is not a directory",
                                  hint="--reference names a directory holding an earlier copy")
         try:
-            m = select(catalog.resolve(self.store, ref), paths, include, exclude)
+            m = select(self._manifest(ref), paths, include, exclude)
         except (TransferError, TransientError) as exc:
             if not offline_replica or self.replica_for(replica) is None:
                 raise
@@ -435,7 +434,7 @@ class Lake:
         `prefix`, only those at or below that path (NotFound if none).  Reads one manifest."""
         from .core.browse import list_files
 
-        m = catalog.resolve(self.store, ref)
+        m = self._manifest(ref)
         return {"artifact": m.artifact, "version": m.version, "files": list_files(m, prefix)}
 
     def cat(self, ref: str | Ref, path: str, *, replica: str | None = None,
@@ -448,7 +447,7 @@ class Lake:
         version.  The manifest is read (and the path checked) before the first item."""
         from .core.browse import find_file, read_file
 
-        m = catalog.resolve(self.store, ref)
+        m = self._manifest(ref)
         entry = find_file(m, path)
         return read_file(self._data(replica, on_warning), m, entry, throttle=self.throttle)
 
@@ -472,11 +471,26 @@ class Lake:
 
     ls = versions
 
+    def _manifest(self, ref: str | Ref) -> "Manifest":
+        """catalog.resolve, except that at a location holding no lake at all the error says
+        so, as the CLI's readers do: "artifact x has no versions" sends a user with a mistyped
+        lake URL looking for a typo in the artifact instead."""
+        try:
+            return catalog.resolve(self.store, ref)
+        except NotFound:
+            if self.exists():
+                raise
+            from .redact import redact
+
+            raise NotFound(f"no lake at {redact(self.url)}: nothing was ever pushed there",
+                           hint="check the lake location; the first push creates a lake"
+                           ) from None
+
     def resolve(self, ref: str | Ref) -> VersionInfo:
         """The version a reference names right now (latest, vN, step=N, an alias, or
         min:METRIC / max:METRIC: the best value among the live versions, ties to the newest)."""
         ref = parse_ref(ref) if isinstance(ref, str) else ref
-        m = catalog.resolve(self.store, ref)
+        m = self._manifest(ref)
         return catalog.version_info(m, catalog.aliases(self.store, m.artifact))
 
     def alias(self, ref: str | Ref, name: str) -> AliasResult:
@@ -485,7 +499,7 @@ class Lake:
         NotFound if a gc deleted that version meanwhile; the alias is then put back as it was
         (docs/format.md, "Alias record")."""
         validate_alias(name)
-        m = catalog.resolve(self.store, ref)
+        m = self._manifest(ref)
         return catalog.set_alias(self.store, m.artifact, name, m.version)
 
     # ---- training nodes (issue 6): sharded commits, async checkpointer --------------------
@@ -585,7 +599,7 @@ class Lake:
         """
         from .core import diff as _diff
 
-        ma, mb = catalog.resolve(self.store, a), catalog.resolve(self.store, b)
+        ma, mb = self._manifest(a), self._manifest(b)
         if (values or inspect) and egress is not None:
             from .core import egress as _egress
 
@@ -625,7 +639,7 @@ class Lake:
 
         if isinstance(max_buffer, bool) or not isinstance(max_buffer, int) or max_buffer < 0:
             raise UsageError(f"max_buffer must be a non-negative integer, got {max_buffer!r}")
-        m = catalog.resolve(self.store, ref)
+        m = self._manifest(ref)
         return self._open_entry(m, find_file(m, path), readahead=readahead, replica=replica,
                                 max_buffer=max_buffer)
 
@@ -662,7 +676,7 @@ class Lake:
         from .core.reader import require
 
         require(framework)  # a missing numpy/torch fails before any request
-        return self._tensors(catalog.resolve(self.store, ref), names, path, framework)
+        return self._tensors(self._manifest(ref), names, path, framework)
 
     def _tensors(self, m: Any, names: Any, path: str | None, framework: str) -> dict[str, Any]:
         from .core import reader
@@ -698,7 +712,7 @@ class Lake:
         from .core import reader
 
         torch = reader.require("pt")
-        m = catalog.resolve(self.store, ref)
+        m = self._manifest(ref)
         if path is None:
             torch_files = [e.path for e in m.files
                            if e.symlink is None and e.path.lower().endswith(reader.TORCH_SUFFIXES)]
@@ -741,7 +755,7 @@ class Lake:
         from .core import reader
         from .format import state as _state
 
-        m = catalog.resolve(self.store, ref)
+        m = self._manifest(ref)
         what = f"{m.artifact}@v{m.version}"
         by_path = {e.path: e for e in m.files if e.symlink is None}
         entry = by_path.get(_state.SKELETON_FILENAME)
@@ -813,7 +827,7 @@ class Lake:
         from .policy.config import load_config
         from .policy.egress import load_egress
 
-        m = select(catalog.resolve(self.store, ref), paths, include, exclude)
+        m = select(self._manifest(ref), paths, include, exclude)
         policy = egress if egress is not None else load_egress(load_config())
         return _egress.estimate_pull(self._data(replica), m, os.fspath(destination), policy,
                                      self.cache)
@@ -828,7 +842,7 @@ class Lake:
         from .policy.config import load_config
         from .policy.egress import load_egress
 
-        ma, mb = catalog.resolve(self.store, a), catalog.resolve(self.store, b)
+        ma, mb = self._manifest(a), self._manifest(b)
         policy = egress if egress is not None else load_egress(load_config())
         return _egress.estimate_diff(self.store, ma, mb, policy, values=values,
                                      inspect=inspect)
@@ -887,7 +901,7 @@ class Lake:
                                                           if self.replicas is None else ""),
                              hint="replicas are declared under replicas: in ckptlake.yaml")
         spec = self.replicas.by_name(to)
-        m = catalog.resolve(self.store, ref)
+        m = self._manifest(ref)
         with self._watching(progress) as progress:
             return replicate(self.store, self._replica_backend(spec), m, spec=spec,
                              lake_url=self.url, concurrency=self.concurrency, verify=verify,

@@ -447,3 +447,19 @@ def test_pull_warns_about_abandoned_staging_dirs(lake: Lake, tmp_path: Path) -> 
     assert str(stale) in warnings[0] and "3.00 MiB" in warnings[0]
     assert str(busy) not in warnings[0]
     assert stale.exists(), "nothing is deleted on the user's behalf"
+
+
+def test_library_readers_say_when_there_is_no_lake_at_all(lake: Lake, store: MemoryStore,
+                                                          tmp_path: Path) -> None:
+    """The CLI says "no lake at URL" for a mistyped location; the library (and the torch
+    integrations on it) said "artifact m/ckpt has no versions", pointing at the artifact."""
+    for call in (lambda: lake.resolve("m/ckpt"), lambda: lake.resolve("m/ckpt@v3"),
+                 lambda: lake.resolve("m/ckpt@best"), lambda: lake.pull("m/ckpt", tmp_path / "o")):
+        with pytest.raises(NotFound, match="no lake at memory://"):
+            call()
+    src = tmp_path / "s"
+    src.mkdir()
+    (src / "f").write_text("x")
+    lake.push(src, "other/a")
+    with pytest.raises(NotFound, match="artifact m/ckpt has no versions"):  # a lake: as before
+        lake.resolve("m/ckpt")
