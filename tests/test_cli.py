@@ -260,6 +260,11 @@ def test_usage_errors_with_json_give_one_document(case: str, src: Path, tmp_path
     one_line_error(r)
 
 
+def test_max_bandwidth_zero_is_refused_as_in_the_config(src: Path, no_open: None) -> None:
+    r = run("push", src, "a/b", "--max-bandwidth", "0")
+    assert r.exit_code == 2 and "must be positive" in r.stderr, r.stderr
+
+
 def test_metric_message_names_the_bad_value(src: Path, no_open: None) -> None:
     r = run("push", src, "a/b", "--metric", "loss=abc")
     assert "loss=abc" in r.stderr and "not a number" in r.stderr

@@ -61,10 +61,10 @@ def test_throttle_spaces_requests_to_the_rate() -> None:
 
     t = Throttle(100.0, clock=lambda: now[0], sleep=sleep)
     for _ in range(5):
-        t.acquire(50)  # 250 bytes at 100 B/s: the last one may start at t=2.0
-    assert slept == pytest.approx([0.5, 0.5, 0.5, 0.5])
+        t.acquire(50)  # 250 bytes at 100 B/s: the last one may go at t=2.5, the first at 0.5
+    assert slept == pytest.approx([0.5] * 5)  # never more than rate x t sent by time t
     Throttle(None, clock=lambda: now[0], sleep=sleep).acquire(10**9)
-    assert len(slept) == 4
+    assert len(slept) == 5
 
 
 def test_memory_bound_formula() -> None:

@@ -387,6 +387,11 @@ def open_lake(common: CommonOptions, *, chunk_size: int | None = None,
         from ..policy.config import parse_size
 
         bandwidth = parse_size(max_bandwidth)
+        if bandwidth <= 0:  # as the config file says: 0 would mean no limit, silently
+            from ..errors import UsageError
+
+            raise UsageError(f"--max-bandwidth {max_bandwidth}: must be positive",
+                             hint="leave it out for no limit")
     lake = ckptlake.open(common.lake, config=str(common.config) if common.config else None,
                          endpoint_url=common.endpoint_url, profile=common.profile,
                          region=common.region, chunk_size=chunk_size, concurrency=concurrency,
