@@ -210,7 +210,8 @@ def test_not_found_and_usage(two_versions: tuple[str, Lake], tmp_path: Path) -> 
     r = cli("verify", "--lake", tmp_path / "no-lake")
     assert r.exit_code == EXIT_NOT_FOUND and "no lake at" in r.stderr
     for args in (["--read-data-subset", "0%"], ["--read-data-subset", "3/2"],
-                 ["--read-data-subset", "x"], ["--seed", "3"], [f"{ART}@"]):
+                 ["--read-data-subset", "x"], ["--seed", "3"], [f"{ART}@"],
+                 ["--read-data", "--read-data-subset", "5%"]):  # (--read-data was ignored)
         assert cli("verify", "--lake", url, *args).exit_code == EXIT_USAGE, args
 
 

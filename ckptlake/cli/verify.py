@@ -72,6 +72,9 @@ def verify(
             parse_ref(target) if "@" in target else validate_artifact(target)
         if read_data_subset is not None:
             parse_subset(read_data_subset)  # a bad value fails before the lake is opened
+            if read_data:  # (--read-data was silently ignored: only the subset was read)
+                raise UsageError("--read-data reads every chunk and --read-data-subset a part "
+                                 "of them: give one of the two")
         if seed is not None and read_data_subset is None:
             raise UsageError("--seed chooses the chunks of --read-data-subset; give that too")
         handle = open_lake(common, concurrency=concurrency, max_bandwidth=max_bandwidth)
