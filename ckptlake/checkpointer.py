@@ -34,7 +34,11 @@ Snapshots of files (`snapshot=`)
   files that have new inodes (and none rewritten under the same inode) prove a replacing
   writer, and from then on links are used.  Any sign of in-place rewriting (at a save, or a
   link snapshot failing its check) switches the path back to copying for good.  So "auto" is
-  never less safe than "copy", and as cheap as "link" for atomic writers after the first save.
+  as safe as "copy" for a writer that keeps to one way of writing, and as cheap as "link" for
+  atomic writers after the first save.  A writer that replaced its files at one save and then
+  rewrites them in place while that save is still uploading costs that one checkpoint (it
+  fails loudly with SourceChanged, never torn; the path copies from then on): use "copy" for
+  a writer that mixes both.
 
 Failures are never silent
 -------------------------
