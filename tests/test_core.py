@@ -463,3 +463,24 @@ def test_library_readers_say_when_there_is_no_lake_at_all(lake: Lake, store: Mem
     lake.push(src, "other/a")
     with pytest.raises(NotFound, match="artifact m/ckpt has no versions"):  # a lake: as before
         lake.resolve("m/ckpt")
+
+
+def test_push_leaves_out_what_an_interrupted_pull_staged_in_the_tree(lake: Lake,
+                                                                     tmp_path: Path) -> None:
+    """A pull into an existing directory stages inside it (core/pull.py, staging_dir); one that
+    was interrupted leaves its preallocated files there, which a push of that directory must
+    not take for the user's data.  A directory merely named alike is pushed."""
+    src = tmp_path / "src"
+    staged = src / ".ckptlake-pull-0123456789ab"
+    (staged / "data").mkdir(parents=True)
+    (staged / ".lock").write_bytes(b"")
+    (staged / "journal").write_text("")
+    (staged / "data" / "model.bin").write_bytes(bytes(4096))
+    (src / "model.bin").write_bytes(b"mine")
+    (src / ".ckptlake-pull-notes").mkdir()
+    (src / ".ckptlake-pull-notes" / "n.txt").write_text("kept")
+    lake.push(src, "a/s")
+    out = tmp_path / "out"
+    lake.pull("a/s", out)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == \
+        [".ckptlake-pull-notes/n.txt", "model.bin"]

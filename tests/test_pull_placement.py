@@ -41,7 +41,10 @@ def snapshot(root: Path) -> dict[str, tuple[str, object]]:
 
 
 def stagings(dst: Path) -> list[str]:
-    return [n for n in os.listdir(dst.parent) if ".ckptlake-pull-" in n]
+    """Staging directories beside dst, and inside it (where a pull into an existing directory
+    stages)."""
+    return [n for d in (dst.parent, dst) if d.is_dir() for n in os.listdir(d)
+            if ".ckptlake-pull-" in n]
 
 
 @pytest.fixture
@@ -191,3 +194,84 @@ def test_something_appearing_in_the_way_during_the_pull_is_a_conflict(url: str,
         lk.pull(ART, dst, progress=Intruder())
     assert (dst / "emptydir").read_bytes() == b"late"
     assert stagings(dst) == []
+
+
+# ---- executable bits --------------------------------------------------------------------------
+
+def executable(p: Path) -> bool:
+    return bool(p.stat().st_mode & 0o100)
+
+
+@pytest.fixture
+def xurl(tmp_path: Path) -> str:
+    """pl/x@v1: run.sh executable; @v2: the same bytes, not executable."""
+    xs = tmp_path / "xs"
+    xs.mkdir()
+    (xs / "run.sh").write_bytes(b"#!/bin/sh\n")
+    (xs / "data.bin").write_bytes(b"data")
+    (xs / "run.sh").chmod(0o755)
+    lake_url = f"file://{tmp_path / 'lake'}"
+    with ckptlake.open(lake_url) as lk:
+        lk.push(xs, "pl/x")
+        (xs / "run.sh").chmod(0o644)
+        assert lk.push(xs, "pl/x").version == 2
+    return lake_url
+
+
+def xpull(url: str, ref: str, dst: Path, *extra: str) -> tuple[int, list[str], str]:
+    r = CliRunner().invoke(app, ["pull", ref, str(dst), "--lake", url, "--json", *extra])
+    errors = [line for line in r.output.splitlines() if line.startswith("ckptlake: ")]
+    return r.exit_code, errors, r.output
+
+
+def test_force_restores_the_executable_bit_of_identical_bytes(xurl: str, tmp_path: Path) -> None:
+    """The reported case: v1 over v2 with --force left run.sh -rw-r--r-- (its bytes matched,
+    so it was kept as identical, mode and all)."""
+    o = tmp_path / "o"
+    assert xpull(xurl, "pl/x@v2", o)[0] == EXIT_OK
+    assert not executable(o / "run.sh")
+    code, errors, output = xpull(xurl, "pl/x@v1", o, "--force")
+    assert code == EXIT_OK, output
+    assert executable(o / "run.sh") and (o / "run.sh").stat().st_mode & 0o777 == 0o755
+    assert '"bytes_downloaded": 0' in output  # the bit, not the bytes
+    assert xpull(xurl, "pl/x@v2", o, "--force")[0] == EXIT_OK
+    assert (o / "run.sh").stat().st_mode & 0o777 == 0o644
+    assert stagings(o) == []
+
+
+@pytest.mark.parametrize("have, want", [("pl/x@v2", "pl/x@v1"), ("pl/x@v1", "pl/x@v2")])
+def test_an_executable_bit_that_differs_is_a_conflict_without_force(
+        xurl: str, tmp_path: Path, have: str, want: str) -> None:
+    """A merge pull (exit 0 before, the bit left as it was): the file differs from the
+    version, so, as for bytes that differ, nothing changes without --force."""
+    o = tmp_path / "o"
+    assert xpull(xurl, have, o)[0] == EXIT_OK
+    (o / "mine.txt").write_bytes(b"keep me")
+    mode = (o / "run.sh").stat().st_mode
+    before = snapshot(o)
+    code, errors, output = xpull(xurl, want, o)
+    assert code == EXIT_CONFLICT, output
+    assert len(errors) == 1 and "run.sh (its executable bit differs)" in errors[0], output
+    assert snapshot(o) == before and (o / "run.sh").stat().st_mode == mode
+    assert stagings(o) == []
+    assert xpull(xurl, want, o, "--force")[0] == EXIT_OK
+    assert executable(o / "run.sh") == (want == "pl/x@v1")
+    assert (o / "mine.txt").read_bytes() == b"keep me"
+
+
+def test_single_file_version_executable_bit(tmp_path: Path) -> None:
+    f = tmp_path / "tool"
+    f.write_bytes(b"#!/bin/sh\n")
+    f.chmod(0o755)
+    lake_url = f"file://{tmp_path / 'lake'}"
+    with ckptlake.open(lake_url) as lk:
+        lk.push(f, "pl/tool")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["pull", "pl/tool", str(out), "--lake", lake_url])
+    assert r.exit_code == EXIT_OK and executable(out), r.output
+    out.chmod(0o600)
+    r = CliRunner().invoke(app, ["pull", "pl/tool", str(out), "--lake", lake_url])
+    assert r.exit_code == EXIT_CONFLICT and "executable bit" in r.output, r.output
+    r = CliRunner().invoke(app, ["pull", "pl/tool", str(out), "--lake", lake_url, "--force"])
+    assert r.exit_code == EXIT_OK, r.output
+    assert out.stat().st_mode & 0o777 == 0o700  # executable where readable, nothing more

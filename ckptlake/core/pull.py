@@ -2,12 +2,14 @@
 
 Safety rules (docs/format.md, "Reading"):
 - Every byte is verified against its chunk digest before it is written anywhere a user looks.
-- Data is written into a staging directory beside the destination; final names appear only
-  after every file of the version is complete and verified: a new destination directory appears
-  with one rename, an existing one receives one rename per file.  A failed or interrupted pull
-  never leaves a half-written file under a final name.
-- Files already at the destination that are identical are kept (not downloaded again); files
-  that differ are a Conflict unless `force`; files the version does not mention are left alone.
+- Data is written into a staging directory on the destination's file system (beside a new
+  destination, inside an existing one: see staging_dir); final names appear only after every
+  file of the version is complete and verified: a new destination directory appears with one
+  rename, an existing one receives one rename per file.  A failed or interrupted pull never
+  leaves a half-written file under a final name.
+- Files already at the destination that are identical (bytes and executable bit) are kept (not
+  downloaded again); files that differ are a Conflict unless `force`; files the version does
+  not mention are left alone.
 - Manifest paths were validated when decoded (format/manifest.py); here we also refuse to write
   through symlinks that already exist in the destination and lead outside it.
 """
@@ -27,8 +29,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
-from ..errors import (AccessDenied, Conflict, IntegrityError, NotFound, UnsafeManifest,
-                      UsageError)
+from ..errors import (AccessDenied, CkptlakeError, Conflict, IntegrityError, NotFound,
+                      UnsafeManifest, UsageError)
 from ..format import layout
 from ..format.header import digest, new_hasher
 from ..format.manifest import FileEntry, LinkResolver, Manifest
@@ -101,10 +103,11 @@ class _Placement:
     """The whole placement plan, checked before anything is downloaded or moved.
 
     Into an existing directory (merge semantics): an identical file is kept; a file or symlink
-    that differs, or that stands where the version needs a directory (one of its directories,
-    or the parent of one of its paths), is a conflict that `force` resolves by replacing it; a
-    directory where the version has a file or a symlink is a conflict even with `force`, since
-    removing it could lose files the version does not mention.  Every conflict is found here,
+    that differs (a file in its bytes, or only in its executable bit, which `force` sets), or
+    that stands where the version needs a directory (one of its directories, or the parent of
+    one of its paths), is a conflict that `force` resolves by replacing it; a directory where
+    the version has a file or a symlink is a conflict even with `force`, since removing it
+    could lose files the version does not mention.  Every conflict is found here,
     so a refused pull leaves the destination exactly as it was.  A symlink to a directory
     inside the destination counts as that directory; one that leads outside is unsafe.
     """
@@ -125,6 +128,7 @@ class _Placement:
         self.reused: list[FileEntry] = []
         self.links: list[FileEntry] = []
         self.clear: list[str] = []  # files and symlinks replaced by directories (force)
+        self.modes: list[tuple[str, bool]] = []  # identical bytes, other executable bit (force)
         self._check(force)
         try:
             os.makedirs(parent, exist_ok=True)
@@ -181,6 +185,11 @@ class _Placement:
                 blocked.append((final, "file"))
             elif stat.S_ISREG(st.st_mode) and _matches(final, e, self.m.hash):
                 self.reused.append(e)
+                # Restoring the version includes its executable bits (README): a file that
+                # differs in that bit alone differs, and `force` fixes the bit, bytes kept.
+                if bool(st.st_mode & stat.S_IXUSR) != e.executable:
+                    differ.append(f"{final} (its executable bit differs)")
+                    self.modes.append((final, e.executable))
             else:
                 differ.append(final)
                 self.download.append(e)
@@ -237,16 +246,54 @@ class _Placement:
                              hint="refusing to restore it; pull into an empty directory")
 
 
+# Every staging directory's name holds this (core/reuse.py skips such directories).
+_TAG = ".ckptlake-pull-"
+_ID_CHARS = 12
+
+
 def staging_dir(final_root: str, lake_url: str, m: Manifest) -> str:
-    """The staging directory of a pull of this version to this final path (see _Staging)."""
+    """The staging directory of a pull of this version to this final path (see _Staging).
+
+    It must be where placement can rename from: a rename cannot cross file systems (EXDEV),
+    and an existing destination directory may be a mount point (a docker volume, an NVMe
+    mount) whose parent is another file system, or read-only.  So staging lives in the
+    directory that receives the version's top-level entries: beside a new destination (which
+    then appears with one rename), inside an existing one, under a hidden name.  A re-run
+    computes the same path, which is how an interrupted pull finds its work again.
+    """
     text = f"{lake_url}\0{m.artifact}\0{m.version}"
     # A partial pull (core/browse.py) stages apart: a whole pull's staged files must not be
     # renamed into a destination that asked for part of the version, nor the other way round.
     if selection := getattr(m, "selection", ()):
         text += "\0" + "\0".join(selection)
-    ident = hashlib.sha256(text.encode()).hexdigest()
+    ident = hashlib.sha256(text.encode()).hexdigest()[:_ID_CHARS]
+    if m.kind == "dir" and os.path.isdir(final_root):
+        return os.path.join(final_root, _TAG + ident)
     parent, name = os.path.split(final_root)
-    return os.path.join(parent, f".{name}.ckptlake-pull-{ident[:12]}")
+    return os.path.join(parent, _beside_prefix(parent, name) + ident)
+
+
+def _beside_prefix(parent: str, name: str) -> str:
+    """`.NAME.ckptlake-pull-`, the name of a staging directory beside NAME without its id;
+    for a NAME too long for that to fit the file system's name limit (a legal 250-character
+    destination), NAME is cut and a hash of the whole of it keeps the prefix NAME's own."""
+    prefix = f".{name}{_TAG}"
+    limit = _name_max(parent)
+    raw = os.fsencode(name)
+    if len(os.fsencode(prefix)) + _ID_CHARS <= limit:
+        return prefix
+    mark = "~" + hashlib.sha256(raw).hexdigest()[:8]
+    room = limit - _ID_CHARS - len(_TAG) - len(mark) - 1
+    # cut on bytes (the limit counts bytes); a cut UTF-8 sequence round-trips as escapes
+    return f".{os.fsdecode(raw[:max(room, 0)])}{mark}{_TAG}"
+
+
+def _name_max(directory: str) -> int:
+    try:
+        limit = os.pathconf(directory, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+    return limit if limit > 0 else 255
 
 
 def final_root(m: Manifest, destination: str) -> str:
@@ -260,15 +307,21 @@ def final_root(m: Manifest, destination: str) -> str:
 
 
 def abandoned_stagings(final_root: str) -> list[tuple[str, int]]:
-    """Staging directories beside `final_root` that no running pull holds, with the bytes they
-    occupy: what interrupted pulls left that nobody re-ran (another version, say, once `latest`
-    moved on).  Each holds files preallocated at full size, so they are worth a word."""
+    """Staging directories of `final_root` (beside it, and inside it when it is a directory,
+    see staging_dir) that no running pull holds, with the bytes they occupy: what interrupted
+    pulls left that nobody re-ran (another version, say, once `latest` moved on).  Each holds
+    files preallocated at full size, so they are worth a word."""
     parent, name = os.path.split(final_root)
-    prefix = f".{name}.ckptlake-pull-"
-    try:
-        entries = [e.path for e in os.scandir(parent) if e.name.startswith(prefix) and e.is_dir()]
-    except OSError:
-        return []
+    places = [(parent, _beside_prefix(parent, name))]
+    if os.path.isdir(final_root):
+        places.append((final_root, _TAG))
+    entries = []
+    for where, prefix in places:
+        try:
+            entries += [e.path for e in os.scandir(where)
+                        if e.name.startswith(prefix) and e.is_dir(follow_symlinks=False)]
+        except OSError:
+            continue
     return sorted((path, _disk_usage(path)) for path in entries if not _held(path))
 
 
@@ -302,12 +355,13 @@ def journaled_chunks(staging: str) -> set[str]:
     try:
         with open(os.path.join(staging, "journal")) as fh:
             return {line.strip() for line in fh if line.endswith("\n")}
-    except (FileNotFoundError, NotADirectoryError):  # no staging (or a file where it would be)
+    except OSError:  # no staging (or a file where it would be): nothing to resume from
         return set()
 
 
 class _Staging:
-    """A directory beside the destination, owned by one pull at a time (flock).
+    """A directory the version's files are renamed from (see staging_dir), owned by one pull
+    at a time (flock).
 
     Its name is derived from (lake, artifact, version), so a pull that was interrupted or lost
     its connection finds its earlier work again: `journal` lists the chunks whose bytes were
@@ -317,19 +371,33 @@ class _Staging:
 
     def __init__(self, final_root: str, lake_url: str, m: Manifest) -> None:
         self.path = staging_dir(final_root, lake_url, m)
+        name = os.path.basename(self.path)
+        if os.path.dirname(self.path) == final_root and any(
+                path.split("/", 1)[0] == name for path in [*(e.path for e in m.files), *m.dirs]):
+            # only a crafted version names it (the name hashes lake, artifact and version):
+            # placing it would rename staged files into their own staging directory
+            raise UnsafeManifest(f"{m.artifact}@v{m.version} has a path named like the staging "
+                                 f"directory of a pull into {final_root}: {name}",
+                                 hint="refusing to pull it into an existing directory")
+        made = not os.path.isdir(self.path)
+        os.makedirs(self.path, exist_ok=True)
+        self._lock = -1
         try:
-            os.makedirs(self.path, exist_ok=True)
             self._lock = os.open(os.path.join(self.path, ".lock"), os.O_CREAT | os.O_RDWR, 0o600)
-        except PermissionError:
-            raise AccessDenied(f"cannot write next to {final_root}: permission denied") from None
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock)
-            raise Conflict(f"another pull into {final_root} is running") from None
-        self.done = journaled_chunks(self.path)
-        self._journal = open(os.path.join(self.path, "journal"), "a",
-                             buffering=1)  # line-buffered: one write per chunk
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                made = False  # the other pull's
+                raise Conflict(f"another pull into {final_root} is running") from None
+            self.done = journaled_chunks(self.path)
+            self._journal = open(os.path.join(self.path, "journal"), "a",
+                                 buffering=1)  # line-buffered: one write per chunk
+        except BaseException:
+            if self._lock >= 0:
+                os.close(self._lock)
+            if made:  # nothing in it worth keeping, and it would be in the user's way
+                shutil.rmtree(self.path, ignore_errors=True)
+            raise
         self._journal_lock = threading.Lock()
 
     def file(self, rel: str) -> str:
@@ -842,9 +910,13 @@ def _place_planned(p: _Placement, staging: _Staging) -> None:
         for e in p.links:
             link = staging.file(e.path)
             os.makedirs(os.path.dirname(link), exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(link)  # made by a run interrupted just before its rename
             os.symlink(e.symlink, link)  # type: ignore[arg-type]
         os.rename(data, p.final_root)  # the whole tree appears at once
         return
+    for path, executable in p.modes:  # --force: only the executable bit differs
+        _set_executable(path, executable)
     for path in p.clear:  # --force: files and symlinks where the version has directories
         os.unlink(path)
     for e in p.download:
@@ -853,15 +925,112 @@ def _place_planned(p: _Placement, staging: _Staging) -> None:
         os.replace(staging.file(e.path), final)
     for d in m.dirs:
         os.makedirs(os.path.join(p.final_root, *d.split("/")), exist_ok=True)
-    for e in p.links:
+    links = os.path.join(staging.path, "links")
+    for i, e in enumerate(p.links):
         final = p.finals[e.path]
         if os.path.islink(final) and os.readlink(final) == e.symlink:
             continue
         os.makedirs(os.path.dirname(final), exist_ok=True)
-        tmp = staging.file(e.path) + ".link"
-        os.makedirs(os.path.dirname(tmp), exist_ok=True)
+        # a short name of its own: the link's name plus a suffix could pass NAME_MAX
+        os.makedirs(links, exist_ok=True)
+        tmp = os.path.join(links, str(i))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)  # made by a run interrupted before its rename
         os.symlink(e.symlink, tmp)  # type: ignore[arg-type]
         os.replace(tmp, final)
+
+
+def _set_executable(path: str, executable: bool) -> None:
+    """Give the file the version's executable bit, keeping the rest of its mode: execute
+    where it is readable (as a new file gets 0o777 less the umask), or nowhere."""
+    mode = stat.S_IMODE(os.lstat(path).st_mode)
+    if executable:
+        mode |= (mode & 0o444) >> 2 | stat.S_IXUSR
+    else:
+        mode &= ~0o111
+    os.chmod(path, mode)
+
+
+def _check_renames(p: _Placement, staging: _Staging) -> None:
+    """Refuse, before anything is downloaded, a merge pull whose files would be renamed onto
+    another file system than the staging directory's (a mount below the destination):
+    otherwise placement would fail half way, some files moved and the rest not.  A new
+    destination and a single file are renamed within one directory: nothing to check."""
+    if p.fresh or p.m.kind != "dir":
+        return
+    moved = list(p.download) + [
+        e for e in p.links
+        if not (os.path.islink(p.finals[e.path]) and os.readlink(p.finals[e.path]) == e.symlink)]
+    checked: set[str] = set()
+    for e in moved:
+        d = os.path.dirname(p.finals[e.path])
+        # a directory still to be made is made on its nearest existing ancestor's file system
+        while d != p.final_root and d not in checked and not os.path.isdir(d):
+            d = os.path.dirname(d)
+        if d in checked:
+            continue
+        checked.add(d)
+        if _other_file_system(staging.path, d):
+            raise UsageError(f"{d} is on another file system than {p.final_root}: the version's "
+                             "files cannot be renamed into it",
+                             hint="pull into a directory with no mount point below it")
+
+
+def _other_file_system(staging: str, directory: str) -> bool:
+    """Would a rename from `staging` into `directory` fail with EXDEV?  Asked without changing
+    anything: Linux compares the two parents' mounts before it refuses to rename ".", so that
+    rename fails with EXDEV across mounts (bind mounts of one file system too, which share
+    st_dev) and with EBUSY otherwise."""
+    try:
+        if os.stat(staging).st_dev != os.stat(directory).st_dev:
+            return True
+        os.rename(os.path.join(staging, "."), os.path.join(directory, "."))
+    except OSError as e:
+        return e.errno == errno.EXDEV
+    return False  # "." is never renamed; not reached
+
+
+# What no re-run can fix on this file system: staged bytes are not worth keeping.
+_HOPELESS = (errno.EFBIG, errno.ENAMETOOLONG, errno.EXDEV, errno.EBUSY)
+
+
+def _failure(e: OSError, destination: str) -> CkptlakeError | None:
+    """The typed error for an OSError while staging or placing a version: the file system's
+    refusals (permissions, read-only, full, limits, mounts) are the user's to act on; None
+    for anything else, which is unexpected and stays an internal error (exit 1, --debug)."""
+    where = _shown(e.filename2) or _shown(e.filename) or destination
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return AccessDenied(f"cannot write to {where}: {e.strerror}",
+                            hint="pull into a directory you can write to")
+    if e.errno == errno.ENOSPC:
+        return UsageError(f"no space left on the device holding {destination}",
+                          hint="free some space and pull again: verified chunks are kept")
+    if e.errno == errno.EDQUOT:
+        return UsageError(f"disk quota exceeded on the device holding {destination}",
+                          hint="free some space and pull again: verified chunks are kept")
+    if e.errno == errno.ENAMETOOLONG:
+        return UsageError(f"cannot write {where}: {e.strerror}",
+                          hint="pull into a directory with a shorter path")
+    if e.errno == errno.EFBIG:
+        return UsageError(f"cannot write {where}: {e.strerror}",
+                          hint="the version cannot be restored on this file system")
+    if e.errno in (errno.EXDEV, errno.EBUSY):  # a mount point where a file would be renamed
+        return UsageError(f"cannot move the version into place at {where}: {e.strerror}",
+                          hint="pull into a directory with no mount point below it")
+    return None
+
+
+def _shown(path: str | bytes | int | None) -> str | None:
+    """`path` as the user knows it: a path inside a staging directory names the directory
+    that holds the staging instead (its name means nothing to the user)."""
+    if path is None or isinstance(path, int):
+        return None
+    text = os.fsdecode(path)
+    parts = text.split(os.sep)
+    for i, part in enumerate(parts):
+        if _TAG in part:
+            return os.sep.join(parts[:i]) or os.sep
+    return text
 
 
 def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrency: int,
@@ -872,19 +1041,16 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
     try:
         placement = _Placement(m, destination, force)
         staging = _Staging(placement.final_root, lake_url, m)
-    except PermissionError as e:
-        raise AccessDenied(f"cannot write to {destination}: {e.strerror}") from None
     except OSError as e:
-        if e.errno != errno.ENAMETOOLONG:
+        if (failure := _failure(e, destination)) is None:
             raise
-        raise UsageError(f"cannot restore {m.artifact}@v{m.version} into {destination}: "
-                         f"{e.strerror}", hint="pull into a directory with a shorter path"
-                         ) from None
+        raise failure from None
     total = sum(e.size for e in placement.download)
     progress.start(phase="pull", total_bytes=total, total_files=len(placement.download))
     cache = cache.session() if cache is not None else None
     keep = True  # interrupted or storage failing: keep staged chunks for the next attempt
     try:
+        _check_renames(placement, staging)
         units = _prepare(staging, placement.download, m.hash)
         local = local_sources(m, placement.download, placement.reused, placement.finals,
                               {e.path: staging.file(e.path) for e in placement.download},
@@ -902,15 +1068,11 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
         keep = False  # nothing worth resuming from
         raise
     except OSError as e:
-        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise AccessDenied(f"cannot write to {destination}: {e.strerror}") from None
-        if e.errno == errno.ENOSPC:
-            raise UsageError(f"no space left on the device holding {destination}") from None
-        if e.errno in (errno.EFBIG, errno.ENAMETOOLONG):
+        if e.errno in _HOPELESS:
             keep = False  # no retry can succeed on this file system
-            raise UsageError(f"cannot write {e.filename or destination}: {e.strerror}",
-                             hint="the version cannot be restored on this file system") from None
-        raise
+        if (failure := _failure(e, destination)) is None:
+            raise
+        raise failure from None
     finally:
         staging.close(keep=keep)
         progress.finish()

@@ -84,6 +84,14 @@ def _excluded(rel: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
+def _pull_staging(entry: os.DirEntry) -> bool:
+    """The staging directory an interrupted pull left in (or beside) a directory
+    (core/pull.py, staging_dir: preallocated, partly written files): never part of a push of
+    that directory.  Known by its name and its lock file."""
+    return (".ckptlake-pull-" in entry.name and entry.is_dir(follow_symlinks=False)
+            and os.path.isfile(os.path.join(entry.path, ".lock")))
+
+
 def _check_name(rel: str, abspath: str) -> None:
     """Manifests store paths as UTF-8 (JSON): a name that is not (bytes the file system
     allows, decoded by Python with surrogate escapes) cannot be stored, so it is refused
@@ -150,7 +158,7 @@ def _walk(tree: SourceTree, absdir: str, reldir: str, real_root: str,
     kept = 0
     for entry in entries:
         rel = f"{reldir}{entry.name}"
-        if _excluded(rel, exclude):
+        if _excluded(rel, exclude) or _pull_staging(entry):
             continue
         _check_name(rel, entry.path)
         kept += 1
