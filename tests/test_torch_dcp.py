@@ -10,6 +10,9 @@ import json
 import multiprocessing
 import os
 import socket
+import subprocess
+import sys
+import textwrap
 import traceback
 from datetime import timedelta
 from pathlib import Path
@@ -320,6 +323,60 @@ def test_single_process_save_and_typed_load_errors(local_lake_url: str, tmp_path
         LakeReader(lake, "solo@v7")
     with pytest.raises(NotFound, match="nothere"):
         LakeReader(lake, "nothere@latest")
+
+
+def test_resaving_a_step_with_writer_threads_commits_it_once(local_lake_url: str) -> None:
+    import torch.distributed.checkpoint as dcp
+
+    from ckptlake.torch import LakeWriter
+
+    lake = ckptlake.open(local_lake_url)
+    g = torch.Generator().manual_seed(0)
+    state = {f"t{i}": torch.randn(200, 500, generator=g) for i in range(8)}
+    # torch's two writer threads finish in either order, a coin toss per save: over ten steps
+    # an order-dependent .metadata differs between a save and its repeat (almost) surely
+    for step in range(1, 11):
+        first = LakeWriter(lake, "t", step=step, thread_count=2)
+        dcp.save(state, storage_writer=first)
+        again = LakeWriter(lake, "t", step=step, thread_count=2)
+        dcp.save(state, storage_writer=again)
+        assert again.version == first.version == step
+        assert again.result.repeated and again.commit_result.repeated
+        assert _uploaded(again) == 0, step
+        if step > 1:  # the unchanged state at a new step uploads nothing either
+            assert _uploaded(first) == 0, step
+    assert [v.step for v in lake.versions("t")] == list(range(1, 11))
+    assert lake.pending("t") == []
+
+
+EXIT_SCRIPT = textwrap.dedent("""
+    import sys, torch, torch.distributed.checkpoint as dcp, ckptlake
+    from ckptlake.torch import LakeWriter
+    lake = ckptlake.open(sys.argv[1])
+    w = torch.randn(1000, 1000, generator=torch.Generator().manual_seed(7))
+    dcp.async_save({"w": w}, storage_writer=LakeWriter(lake, "a/ck", step=1))
+    print("main done", flush=True)   # falls off the end: the future is never waited on
+""")
+
+
+def test_an_async_save_still_running_at_exit_is_committed(local_lake_url: str,
+                                                          tmp_path: Path) -> None:
+    import torch.distributed.checkpoint as dcp
+
+    from ckptlake.torch import LakeReader
+
+    script = tmp_path / "train.py"
+    script.write_text(EXIT_SCRIPT)
+    p = subprocess.run([sys.executable, str(script), local_lake_url], capture_output=True,
+                       text=True, timeout=240)
+    assert p.returncode == 0, p.stderr
+    assert "main done" in p.stdout and "LOST" not in p.stderr, p.stderr
+    lake = ckptlake.open(local_lake_url)
+    assert [(v.version, v.step) for v in lake.versions("a/ck")] == [(1, 1)]
+    loaded = {"w": torch.zeros(1000, 1000)}
+    dcp.load(loaded, storage_reader=LakeReader(lake, "a/ck@v1"))
+    assert torch.equal(loaded["w"],
+                       torch.randn(1000, 1000, generator=torch.Generator().manual_seed(7)))
 
 
 def test_importing_ckptlake_does_not_import_torch() -> None:

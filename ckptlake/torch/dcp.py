@@ -16,6 +16,11 @@ last one in: its push commits the version, before DCP's closing broadcast lets a
 A rank that fails or dies before its record is written leaves the step pending (no version);
 a re-run of the same step (same bytes) completes it exactly once.
 
+`dcp.async_save` writes from torch's thread, which Python lets finish when the main thread is
+done, but after concurrent.futures has begun refusing new work, so the lake writes would fail
+and the checkpoint be lost unseen.  An exit hook that runs first (as the Checkpointer's does)
+waits for every async save under way; one that fails then is logged as LOST.
+
 Reading resolves the ref once (all reads come from that one version).  `read_data` gets a
 rank's whole plan, every (file, offset, length) it needs: the chunks those touch are fetched
 in parallel, each once and verified before use, and handed to torch as they arrive
@@ -25,9 +30,11 @@ exactly what torch.load + copy_ would give (itemread.py); others go through torc
 """
 from __future__ import annotations
 
+import concurrent.futures.thread  # noqa: F401  (imported first: see _register_exit_hook)
 import contextlib
 import dataclasses
 import io
+import logging
 import os
 import threading
 import time
@@ -49,6 +56,8 @@ from .planread import DEFAULT_WINDOW
 if TYPE_CHECKING:
     from ..core.shards import ShardPushResult
     from ..lake import Lake
+
+log = logging.getLogger("ckptlake")
 
 METADATA_FILE = ".metadata"  # torch's name for the global DCP metadata file
 DATA_SUFFIX = ".distcp"
@@ -102,6 +111,7 @@ class LakeWriter(FileSystemWriter):
         self._world = 1
         self.result: "ShardPushResult | None" = None  # this rank's data push, after the save
         self.commit_result: "ShardPushResult | None" = None  # the coordinator's .metadata push
+        self._async: _AsyncSave | None = None  # a dcp.async_save under way, for the exit hook
         super().__init__("", sync_files=False, thread_count=thread_count,
                          cache_staged_state_dict=cache_staged_state_dict, overwrite=True)
         self.fs = _LakeFS(lake)
@@ -142,6 +152,9 @@ class LakeWriter(FileSystemWriter):
         return f"{self.artifact}@step{self.step}"
 
     def storage_meta(self) -> StorageMeta | None:
+        if self._async is not None and self._async.thread is None:
+            # torch's first call in a save, from the thread the save runs in
+            self._async.thread = threading.current_thread()
         # The same for every save of the artifact (no staging path, step or random save id):
         # a re-run of a step writes the same `.metadata` (its shard record is a harmless
         # repeat), and saving an unchanged state at another step uploads nothing at all.
@@ -160,20 +173,32 @@ class LakeWriter(FileSystemWriter):
                 for i, p in enumerate(plans)]
 
     def write_data(self, plan: Any, planner: Any) -> Any:
-        storage: _LakePrefix = plan.storage_data
-        self._world = storage.world
-        fs = self.fs = _LakeFS(self.lake, self.thread_count)
-        fs.begin(self.artifact, self.step, self.rank or 0, self._world + 1)
-        fut = super().write_data(plan, planner)
-        fut.wait()
-        # Raises here, so DCP reports this rank's failure to the coordinator (no finish).
-        self.result = self._record(fs, self.rank or 0)
-        # this rank's files are written and recorded: nothing reads the staged copy now (not
-        # released on failure: the buffers are then dropped, never reused)
-        self._release_staged()
-        return fut
+        # only the coordinator has more to write (finish)
+        with self._async_step(last=not self._is_coordinator):
+            storage: _LakePrefix = plan.storage_data
+            self._world = storage.world
+            fs = self.fs = _LakeFS(self.lake, self.thread_count)
+            fs.begin(self.artifact, self.step, self.rank or 0, self._world + 1)
+            fut = super().write_data(plan, planner)
+            fut.wait()
+            # Raises here, so DCP reports this rank's failure to the coordinator (no finish).
+            self.result = self._record(fs, self.rank or 0)
+            # this rank's files are written and recorded: nothing reads the staged copy now
+            # (not released on failure: the buffers are then dropped, never reused)
+            self._release_staged()
+            return fut
 
     def finish(self, metadata: Any, results: list[Any]) -> None:
+        with self._async_step(last=True):
+            self._finish(metadata, results)
+
+    def _finish(self, metadata: Any, results: list[Any]) -> None:
+        # torch lists a rank's results in the order its writer threads happened to finish,
+        # and `.metadata` pickles them in that order: in file order, identical saves write
+        # identical bytes (a re-run of the step repeats its record instead of conflicting, an
+        # unchanged state uploads nothing), and thread_count=1 keeps the order it always had.
+        results = [sorted(rank, key=lambda r: (r.storage_data.relative_path,
+                                               r.storage_data.offset)) for rank in results]
         data_fs, fs = self.fs, _LakeFS(self.lake)
         self.fs = fs
         fs.begin(self.artifact, self.step, self._world, self._world + 1)
@@ -216,12 +241,126 @@ class LakeWriter(FileSystemWriter):
         staged = self._staged = stage(
             state_dict, cache_key=self.artifact if self.cache_staged_state_dict else None,
             fallback=lambda sd: BlockingAsyncStager().stage(sd))  # torch's, uncached
+        # known from here, not from torch's thread: that may start only after the main
+        # thread has finished and the exit hook has looked
+        self._async = _AsyncSave.begin(f"{self.artifact} step {self.step}")
         return staged.state
 
     def _release_staged(self) -> None:
         staged, self._staged = getattr(self, "_staged", None), None
         if staged is not None:
             staged.release()
+
+    @contextlib.contextmanager
+    def _async_step(self, *, last: bool) -> Iterator[None]:
+        """Tell the exit hook when an async save's writes are over (a failure ends them)."""
+        try:
+            yield
+        except BaseException as exc:
+            self._async_over(exc)
+            raise
+        if last:
+            self._async_over(None)
+
+    def _async_over(self, error: BaseException | None) -> None:
+        save, self._async = self._async, None
+        if save is not None:
+            save.end(error)
+
+
+# ---- interpreter exit ---------------------------------------------------------------------------
+
+# How long the exit hook waits for a staged async save to reach this process's writer: torch's
+# thread gets there within moments; a save that never does (torch's process executor, which
+# cannot take a LakeWriter) must not hold the exit up for long.
+START_GRACE = 10.0
+
+_SAVES: "set[_AsyncSave]" = set()
+_SAVES_COND = threading.Condition()
+_HOOKED = False
+
+
+class _AsyncSave:
+    """One `dcp.async_save` to a LakeWriter, from its staging to the end of its writes."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.thread: threading.Thread | None = None  # torch's, once the save reaches us
+        self.error: BaseException | None = None
+        self.ended = False
+        self.staged_at = time.monotonic()
+
+    @classmethod
+    def begin(cls, name: str) -> "_AsyncSave":
+        save = cls(name)
+        _register_exit_hook()
+        with _SAVES_COND:
+            _SAVES.add(save)
+        return save
+
+    def end(self, error: BaseException | None) -> None:
+        with _SAVES_COND:
+            self.ended, self.error = True, error
+            _SAVES.discard(self)
+            _SAVES_COND.notify_all()
+
+    def over(self) -> bool:
+        # a thread that ends without our say failed before writing (or another rank failed):
+        # nothing more of ours runs; the exiting thread itself is never saving
+        if self.ended:
+            return True
+        if self.thread is None:  # only a thread Python will join can still run it (torch's)
+            others = any(not t.daemon and t.is_alive() and t is not threading.current_thread()
+                         for t in threading.enumerate())
+            return not others or time.monotonic() - self.staged_at > START_GRACE
+        return not self.thread.is_alive() or self.thread is threading.current_thread()
+
+    def loss(self) -> str | None:
+        if self.error is not None:
+            first = (str(self.error).strip().splitlines() or [""])[0]
+            return f"its dcp.async_save failed ({type(self.error).__name__}: {first})"
+        if self.ended:
+            return None
+        if self.thread is None:
+            return "its dcp.async_save never started writing in this process"
+        return "its dcp.async_save ended without committing it (wait on its future for why)"
+
+
+def _at_exit() -> None:
+    with _SAVES_COND:
+        # one already over failed before the exit began: its future said so
+        saves = sorted((s for s in _SAVES if not s.over()), key=lambda s: s.name)
+    if not saves:
+        return
+    log.warning("ckptlake: the process is exiting with dcp.async_save of %s under way: waiting "
+                "for it", ", ".join(s.name for s in saves))
+    with _SAVES_COND:
+        while not all(s.over() for s in saves):
+            _SAVES_COND.wait(0.2)  # polled too: a thread's end is not notified
+    for s in saves:
+        loss = s.loss()
+        if loss is not None:
+            log.error("ckptlake: LOST DCP checkpoint %s: %s", s.name, loss)
+
+
+def _register_exit_hook() -> None:
+    """Run before the interpreter refuses new thread pools (see checkpointer.py's, the same
+    reasoning: threading exit hooks run last registered first, and concurrent.futures.thread
+    registered its own when this module imported it)."""
+    global _HOOKED
+    with _SAVES_COND:
+        if _HOOKED:
+            return
+        _HOOKED = True
+        register = getattr(threading, "_register_atexit", None)
+        if register is not None:
+            with contextlib.suppress(RuntimeError):  # already shutting down
+                register(_at_exit)
+                return
+        import atexit
+
+        atexit.register(_at_exit)  # too late to save it, not to say it was lost
+
 
 class _LakeFS(FileSystemBase):
     """FileSystemWriter's file access for one rank's save: each file written is a lake
