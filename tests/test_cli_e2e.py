@@ -193,6 +193,33 @@ def test_a_stdout_that_cannot_be_written_is_one_line_not_tracebacks(target: Targ
     assert tree_bytes(tmp_path / "o") == tree_bytes(src)  # the pull itself was done
 
 
+def test_cat_never_ends_short_with_exit_0(target: Target, tmp_path: Path) -> None:
+    """A buffered stdout took 64 KiB - 2 MiB of a 3 MiB chunk and said so only by write's
+    return value: cat exited 0 with a short file (past a file size limit) or after its
+    reader left (| head)."""
+    import resource
+
+    src = tmp_path / "s"
+    src.mkdir()
+    (src / "state.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    target.run("push", src, "short/ckpt", "--compression", "none", "--quiet")
+    argv = [sys.executable, "-m", "ckptlake", "cat", "short/ckpt", "state.bin", "--lake",
+            target.url]
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2 * 1024 * 1024, 2 * 1024 * 1024))
+
+    with open(tmp_path / "out", "wb") as out:
+        r = subprocess.run(argv, stdout=out, stderr=subprocess.PIPE, text=True, env=target.env,
+                           stdin=subprocess.DEVNULL, preexec_fn=limit, timeout=120)
+    assert r.returncode == 1 and "cannot write state.bin to stdout" in r.stderr, r.stderr
+    reader = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=target.env,
+                              stdin=subprocess.DEVNULL)
+    assert reader.stdout is not None and len(reader.stdout.read(10)) == 10
+    reader.stdout.close()  # the reader leaves, as `head -c 10` does
+    assert reader.wait(timeout=120) == 1
+
+
 def test_lake_origin_from_environment(target: Target, tmp_path: Path) -> None:
     src = make_tree(tmp_path / "src", seed=6)
     env = {**target.env, "CKPTLAKE_LAKE": target.url}

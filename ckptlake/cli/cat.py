@@ -1,8 +1,9 @@
 """`ckptlake cat REF PATH`: one file of a version to stdout, verified chunk by chunk."""
 from __future__ import annotations
 
+import errno
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -54,8 +55,7 @@ def cat(
             via = {"replica": replica} if replica is not None else {}
             for piece in handle.cat(parsed, path, on_warning=out.warn, **via):
                 try:
-                    sink.write(piece)
-                    sink.flush()  # what is verified goes out; nothing is held back or ahead
+                    _write_all(sink, piece)
                 except BrokenPipeError:
                     raise  # `cat ... | head`: the reader left (guard stays quiet)
                 except OSError as e:
@@ -63,3 +63,18 @@ def cat(
                                        f"{e.strerror or e}") from None
         finally:
             handle.close()
+
+
+def _write_all(sink: Any, piece: bytes | memoryview) -> None:
+    """Every byte of a verified piece out before the next (nothing held back or written
+    ahead).  A buffered stdout may take only part of a large write and say so by its return
+    value (a file hitting its size limit; a pipe whose reader left after 64 KiB): the rest
+    is written again, so the limit or the closed pipe raises instead of a short file and
+    exit 0."""
+    view = memoryview(piece).cast("B")
+    while len(view):
+        n = sink.write(view)
+        if not n:
+            raise OSError(errno.EIO, "stdout took none of the bytes")
+        view = view[n:]
+    sink.flush()
