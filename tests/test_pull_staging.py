@@ -370,3 +370,15 @@ def test_symlink_with_a_long_name_into_an_existing_directory(tmp_path: Path) -> 
     pull_json(lake_url, "st/links", dest)
     assert os.readlink(dest / ("l" * 252)) == "a.txt"
     assert stagings(tmp_path, dest) == []
+
+
+def test_a_destination_that_cannot_be_created_is_one_line(url: str, tmp_path: Path) -> None:
+    """/proc refuses new entries with ENOENT: that was an internal error (exit 1)."""
+    from typer.testing import CliRunner
+
+    from ckptlake.cli.app import app
+
+    for dest, said in (("/proc/nonexist/x", "cannot create /proc/nonexist"),
+                       ("/proc/x", "cannot write to /proc")):
+        r = CliRunner().invoke(app, ["pull", ART, dest, "--lake", url])
+        assert r.exit_code == 2 and said in r.output and "internal" not in r.output, r.output

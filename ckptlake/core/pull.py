@@ -1042,9 +1042,16 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
         placement = _Placement(m, destination, force)
         staging = _Staging(placement.final_root, lake_url, m)
     except OSError as e:
-        if (failure := _failure(e, destination)) is None:
-            raise
-        raise failure from None
+        if (failure := _failure(e, destination)) is not None:
+            raise failure from None
+        if e.errno == errno.ENOENT:  # creating DEST's parent or the staging there
+            named = os.fsdecode(e.filename) if isinstance(e.filename, (str, bytes)) else None
+            shown = _shown(named) or destination
+            what = f"create {shown}" if shown == named else f"write to {shown}"
+            raise UsageError(f"cannot {what}: {e.strerror}",
+                             hint="pull into a directory that exists or can be created"
+                             ) from None
+        raise
     total = sum(e.size for e in placement.download)
     progress.start(phase="pull", total_bytes=total, total_files=len(placement.download))
     cache = cache.session() if cache is not None else None
