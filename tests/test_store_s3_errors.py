@@ -395,6 +395,14 @@ def test_unknown_profile_is_usage_error() -> None:
     assert "no-such-profile-here" in str(info.value)
 
 
+def test_unknown_profile_from_the_environment_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It said "AWS profile None not found" (the --profile argument, not given)."""
+    monkeypatch.setenv("AWS_PROFILE", "env-profile-nowhere")
+    with pytest.raises(UsageError) as info:
+        S3Store("bucket", "p", endpoint_url="http://127.0.0.1:9")
+    assert "'env-profile-nowhere' ($AWS_PROFILE)" in str(info.value)
+
+
 def test_invalid_endpoint_is_usage_error() -> None:
     with pytest.raises(UsageError):
         S3Store("bucket", "p", endpoint_url="not a url")

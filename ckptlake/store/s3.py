@@ -427,8 +427,11 @@ class S3Store(Store):
             if region is not None:
                 session.set_config_variable("region", region)
             client = session.create_client("s3", endpoint_url=endpoint_url, config=config)
-        except b.ProfileNotFound:
-            raise UsageError(f"AWS profile {profile!r} not found",
+        except b.ProfileNotFound as exc:
+            # the name botocore looked for: --profile's, or $AWS_PROFILE's when none was given
+            name = profile if profile is not None else getattr(exc, "kwargs", {}).get("profile")
+            origin = "" if profile is not None else " ($AWS_PROFILE)"
+            raise UsageError(f"AWS profile {name!r}{origin} not found",
                              hint="check ~/.aws/config or --profile") from None
         except ValueError as exc:  # botocore's answer to a malformed endpoint URL
             raise UsageError(f"{self.url}: invalid endpoint URL: {self._scrub(str(exc))}",
