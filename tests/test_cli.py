@@ -260,6 +260,11 @@ def test_usage_errors_with_json_give_one_document(case: str, src: Path, tmp_path
     one_line_error(r)
 
 
+def test_push_to_a_reference_says_push_takes_a_name(src: Path, no_open: None) -> None:
+    r = run("push", src, "x/y@v2")
+    assert r.exit_code == 2 and "is a reference" in r.stderr and "'x/y'" in r.stderr, r.stderr
+
+
 def test_max_bandwidth_zero_is_refused_as_in_the_config(src: Path, no_open: None) -> None:
     r = run("push", src, "a/b", "--max-bandwidth", "0")
     assert r.exit_code == 2 and "must be positive" in r.stderr, r.stderr

@@ -8,7 +8,7 @@ checkpoints reads two manifests and no tensor data.
 `values=True` then fetches only the tensors whose data changed (same dtype and shape), with
 ranged GETs of the chunks that hold them, a window at a time (memory stays bounded whatever the
 tensor size), verifies each against its recorded digest, and reports the largest absolute
-difference and the relative L2 change ||b - a|| / ||a||.  It needs numpy (`ckptlake[numpy]`).
+difference and the relative L2 change ||b - a|| / ||a||.  It needs numpy (a base dependency).
 Exactly `values_to_fetch(value_pairs(a, b))` bytes are fetched (both sides of each changed
 tensor of a comparable dtype; nothing else), which is what the egress guard prices
 (core/egress.py, `estimate_diff`) before the first ranged GET.
@@ -344,8 +344,8 @@ def require_numpy() -> Any:
     try:
         import numpy
     except ImportError:
-        raise UsageError("diff --values needs numpy",
-                         hint="pip install 'ckptlake[numpy]'") from None
+        raise UsageError("diff --values needs numpy (a dependency of ckptlake: this "
+                         "installation left it out)", hint="pip install numpy") from None
     return numpy
 
 

@@ -46,6 +46,11 @@ def validate_artifact(artifact: str) -> str:
         raise UsageError("empty artifact name", hint=GRAMMAR)
     if len(artifact) > 512:
         raise UsageError(f"artifact name longer than 512 characters: {artifact[:40]}...")
+    if "@" in artifact:  # a reference where a name is wanted (`push DIR x/y@v2`)
+        name = artifact.partition("@")[0]
+        raise UsageError(f"{artifact!r} is a reference; this takes an artifact name alone",
+                         hint=f"use {name!r}: a push always makes the next version"
+                         if name else GRAMMAR)
     for seg in artifact.split("/"):
         if not seg:
             raise UsageError(f"artifact {artifact!r} has an empty path segment", hint=GRAMMAR)
