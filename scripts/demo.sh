@@ -40,7 +40,7 @@ set +x
 lake=$($ck ls --json | .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["lake"])')
 echo
 echo "demo: ckptlake is installed in ./.venv: run .venv/bin/ckptlake, or 'source .venv/bin/activate'"
-echo "demo: the demo pushed demo/run-1/ckpt (80 MiB) into the lake $lake"
+echo "demo: the demo pushed demo/run-1/ckpt (two 64 MiB versions, 80 MiB stored) into the lake $lake"
 case "$lake" in
     file://*) dir=${lake#file://}
         echo "demo: that lake now takes $(du -sh "$dir" | cut -f1) in $dir; if you pushed" \
