@@ -386,3 +386,12 @@ def test_importing_ckptlake_does_not_import_torch() -> None:
     code = ("import sys, ckptlake; ckptlake.open; assert 'torch' not in sys.modules; "
             "import ckptlake.torch; assert 'torch' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_reader_of_a_location_with_no_lake_says_so(tmp_path) -> None:
+    import ckptlake
+    from ckptlake.errors import NotFound
+    from ckptlake.torch import LakeReader
+
+    with pytest.raises(NotFound, match="no lake at file://"):
+        LakeReader(ckptlake.open(f"file://{tmp_path / 'nolake'}"), "m/ckpt")

@@ -46,7 +46,6 @@ from torch.distributed.checkpoint.filesystem import FileSystemBase, _StoragePref
 from torch.distributed.checkpoint.metadata import StorageMeta
 from torch.distributed.checkpoint.staging import BlockingAsyncStager
 
-from ..core import catalog
 from ..core.reader import DEFAULT_READAHEAD, LakeFile
 from ..errors import NotFound, UsageError
 from ..format import layout
@@ -509,7 +508,7 @@ class LakeReader(FileSystemReader):
                  readahead: int = DEFAULT_READAHEAD, window: int = DEFAULT_WINDOW) -> None:
         if isinstance(window, bool) or not isinstance(window, int) or window < 0:
             raise UsageError(f"window must be a non-negative number of bytes, got {window!r}")
-        m = catalog.resolve(lake.store, ref)
+        m = lake._manifest(ref)  # (its NotFound says when there is no lake at all)
         entry = next((f for f in m.files if f.path == METADATA_FILE), None)
         if entry is None or entry.symlink is not None:
             raise NotADcpCheckpoint(
