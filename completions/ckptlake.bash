@@ -1,8 +1,8 @@
 # ckptlake shell completion, generated from the CLI's command tree.
 # Do not edit: regenerate with `python -m ckptlake.cli.completions --write completions/`.
-# Commands and options are static; artifact names, aliases, @vN/@step=N and
-# the paths in a version come from the lake (`ckptlake __complete`: cached,
-# time-boxed).
+# Commands, options and fixed values (cache ls|prune, --format, ...) are
+# static; artifact names, aliases, @vN/@step=N and the paths in a version come
+# from the lake (`ckptlake __complete`: cached, time-boxed).
 # Install: source it from ~/.bashrc, or copy it to /usr/share/bash-completion/completions/ckptlake.
 
 _ckptlake_files() {
@@ -104,8 +104,11 @@ _ckptlake() {
             ;;
         push)
             case "$prev" in
+                --relation) COMPREPLY=( $(compgen -W "derived-from resumed-from fine-tuned-from evaluated-from" -- "$cur") ); return 0 ;;
+                --compression) COMPREPLY=( $(compgen -W "auto none" -- "$cur") ); return 0 ;;
+                --hash) COMPREPLY=( $(compgen -W "sha256 blake3" -- "$cur") ); return 0 ;;
                 --meta-file|--config) _ckptlake_files "$cur"; return 0 ;;
-                --step|--metric|--meta|--alias|--exclude|--parent|--relation|--input|--shard|--chunk-size|--compression|--hash|--concurrency|--max-bandwidth|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+                --step|--metric|--meta|--alias|--exclude|--parent|--input|--shard|--chunk-size|--concurrency|--max-bandwidth|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
             esac
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=( $(compgen -W "--step --metric --meta --alias --exclude --follow-symlinks --parent --relation --input --meta-file --shard --chunk-size --compression --hash --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
@@ -194,8 +197,9 @@ _ckptlake() {
             ;;
         lineage)
             case "$prev" in
+                --format|-f) COMPREPLY=( $(compgen -W "tree json dot mermaid" -- "$cur") ); return 0 ;;
                 --config) _ckptlake_files "$cur"; return 0 ;;
-                --depth|--format|-f|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+                --depth|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
             esac
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=( $(compgen -W "--up --down --both --depth --format -f --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
@@ -248,8 +252,9 @@ _ckptlake() {
             ;;
         du)
             case "$prev" in
+                --sort) COMPREPLY=( $(compgen -W "stored exclusive logical name" -- "$cur") ); return 0 ;;
                 --config) _ckptlake_files "$cur"; return 0 ;;
-                --sort|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+                --lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
             esac
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=( $(compgen -W "--versions --sort --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
@@ -284,6 +289,10 @@ _ckptlake() {
                 COMPREPLY=( $(compgen -W "--max-size --all --dry-run --dir --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
+            _ckptlake_npos "--max-size --dir --config"
+            case "$npos" in
+                0) COMPREPLY=( $(compgen -W "ls prune" -- "$cur") ) ;;  # ACTION
+            esac
             ;;
         replicate)
             case "$prev" in

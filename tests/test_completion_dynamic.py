@@ -339,9 +339,10 @@ class _Pty:
     def send(self, text: str) -> None:
         os.write(self.master, text.encode())
 
-    def expect(self, needle: str, timeout: float = 60.0) -> str:
+    def expect(self, needle: str, timeout: float = 60.0, start: int = 0) -> str:
+        """Wait for `needle` in what the terminal showed (from offset `start`)."""
         deadline = time.monotonic() + timeout
-        while needle not in self.seen:
+        while needle not in self.seen[start:]:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(f"{needle!r} never appeared; the terminal shows:\n"
@@ -463,5 +464,46 @@ def test_real_fish_tab_completes_paths(files_lake: Path, shell_env: dict[str, st
     try:
         term.send("ckptlake cat art@v1 tok\tv\t")
         term.expect("tokenizer/vocab.json")
+    finally:
+        term.close()
+
+
+# ---- fixed values (no lake involved) -----------------------------------------------------------
+
+def _start_shell(shell: str, tmp_path: Path) -> _Pty:
+    if shutil.which(shell) is None:
+        pytest.skip(f"{shell} is not installed (scripts/test.sh installs it best-effort)")
+    # no `ckptlake` on PATH and no lake: these values come from the script alone
+    env = {**os.environ, "HOME": str(tmp_path), "TERM": "dumb", "INPUTRC": "/dev/null"}
+    if shell == "bash":
+        return _interactive(["bash", "--norc", "--noprofile", "-i"],
+                            f"PS1='$ '; source '{COMPLETIONS / 'ckptlake.bash'}'", env, tmp_path)
+    if shell == "zsh":
+        fpath = tmp_path / "zfunc"
+        fpath.mkdir()
+        shutil.copy(COMPLETIONS / "_ckptlake", fpath / "_ckptlake")
+        return _interactive(["zsh", "-f", "-i"],
+                            f"PS1='$ '; fpath=({fpath} $fpath); autoload -Uz compinit; "
+                            "compinit -u -D", env, tmp_path)
+    return _interactive(["fish", "--no-config", "-i"],
+                        f"source '{COMPLETIONS / 'ckptlake.fish'}'", env, tmp_path)
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_real_shell_tab_completes_fixed_values(shell: str, tmp_path: Path) -> None:
+    """cache's ACTION and the values of lineage --format, du --sort and push --compression,
+    --hash and --relation: one TAB completes a unique prefix."""
+    term = _start_shell(shell, tmp_path)
+    try:
+        for typed, value in (("ckptlake cache p", "prune"),
+                             ("ckptlake lineage a --format mer", "mermaid"),
+                             ("ckptlake lineage a -f do", "dot"),
+                             ("ckptlake du --sort ex", "exclusive"),
+                             ("ckptlake push src a --compression n", "none"),
+                             ("ckptlake push --hash bl", "blake3"),
+                             ("ckptlake push --parent p --relation res", "resumed-from")):
+            start = len(term.seen)
+            term.send(f"\x15{typed}\t")
+            term.expect(value, timeout=20.0, start=start)
     finally:
         term.close()

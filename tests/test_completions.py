@@ -5,12 +5,15 @@ option and forgets to regenerate, users' TAB completion silently goes stale.
 """
 from __future__ import annotations
 
+import enum
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Annotated
 
 import pytest
 import typer
+from typer.testing import CliRunner
 
 from ckptlake.cli import completions
 from ckptlake.cli.app import app
@@ -59,8 +62,8 @@ def test_every_command_and_long_option_appears(shell: str) -> None:
         for command, opts in options.items():
             if command:
                 for opt in opts:
-                    assert f"__fish_seen_subcommand_from {command}' -l {opt[2:]}" in text or \
-                        f"__fish_seen_subcommand_from {command}' -s " in text
+                    assert f"__ckptlake_using {command}' -l {opt[2:]}" in text or \
+                        f"__ckptlake_using {command}' -s " in text
 
 
 def test_contract_options_are_present() -> None:
@@ -140,7 +143,7 @@ def test_zsh_script_shape() -> None:
 def test_fish_script_shape() -> None:
     text = (COMPLETIONS / "ckptlake.fish").read_text()
     assert "complete -c ckptlake -f" in text
-    assert "complete -c ckptlake -n '__fish_seen_subcommand_from push' -F" in text
+    assert "complete -c ckptlake -n '__ckptlake_using push' -F" in text
     inside = False  # the helper functions (completion from the lake)
     for line in text.splitlines():
         if line.startswith("function __ckptlake_"):
@@ -155,3 +158,189 @@ def test_fish_script_shape() -> None:
 def test_module_prints_one_script(capsys: pytest.CaptureFixture[str]) -> None:
     assert completions.main(["--shell", "bash"]) == 0
     assert capsys.readouterr().out == completions.render("bash")
+
+
+# ---- fixed values: what an option or argument accepts from a fixed set completes -------------
+
+# (command, option or argument) -> the values, in the order the scripts offer them
+FIXED = {
+    ("cache", "ACTION"): ("ls", "prune"),
+    ("lineage", "--format"): ("tree", "json", "dot", "mermaid"),
+    ("du", "--sort"): ("stored", "exclusive", "logical", "name"),
+    ("push", "--compression"): ("auto", "none"),
+    ("push", "--hash"): ("sha256", "blake3"),
+    ("push", "--relation"): ("derived-from", "resumed-from", "fine-tuned-from",
+                             "evaluated-from"),
+}
+
+
+def _fixed_in_tree() -> dict[tuple[str, str], tuple[str, ...]]:
+    _, subs = completions.command_tree()
+    found = {}
+    for cmd in subs:
+        found.update({(cmd.name, o.long[0]): o.choices for o in cmd.options if o.choices})
+        found.update({(cmd.name, a.metavar): a.choices for a in cmd.args if a.choices})
+    return found
+
+
+def test_fixed_values_come_from_where_the_commands_check_them() -> None:
+    """Declared once: the values the command accepts are the values that complete."""
+    from ckptlake.cli import cache, lineage
+    from ckptlake.core.du import SORT_KEYS
+    from ckptlake.format.codecs import COMPRESSION_MODES
+    from ckptlake.format.header import SUPPORTED_HASHES
+    from ckptlake.format.manifest import RELATIONS
+
+    checked = {("cache", "ACTION"): cache.ACTIONS, ("lineage", "--format"): lineage.FORMATS,
+               ("du", "--sort"): SORT_KEYS, ("push", "--compression"): COMPRESSION_MODES,
+               ("push", "--hash"): SUPPORTED_HASHES, ("push", "--relation"): RELATIONS}
+    assert _fixed_in_tree() == checked == FIXED
+
+
+def test_bad_fixed_values_are_refused_as_before() -> None:
+    """Declaring the values for completion leaves each command's own check (one line, exit 2)."""
+    expected = {
+        ("cache", "nonsense"): "unknown cache action 'nonsense' (use ls or prune)",
+        ("lineage", "a", "--format", "x"): "unknown --format 'x' (one of tree, json, dot, "
+                                           "mermaid)",
+        ("du", "--sort", "size"): "--sort 'size': expected one of stored, exclusive, logical, "
+                                  "name",
+        ("push", "src", "a", "--compression", "zip"): "--compression must be auto or none, not "
+                                                      "'zip'",
+        ("push", "src", "a", "--hash", "md5"): "--hash must be sha256 or blake3, not 'md5'",
+        ("push", "src", "a", "--parent", "b", "--relation", "x"):
+            "unknown relation 'x' (one of derived-from, resumed-from, fine-tuned-from, "
+            "evaluated-from)",
+    }
+    for args, message in expected.items():
+        r = CliRunner().invoke(app, list(args))
+        assert (r.exit_code, r.stderr) == (2, f"ckptlake: error: {message}\n"), args
+
+
+def _names(command: str, name: str) -> list[str]:
+    if not name.startswith("--"):
+        return []
+    group = typer.main.get_command(app)
+    (param,) = [p for p in group.commands[command].params if name in p.opts]
+    return [*(o for o in param.opts if o.startswith("--")),
+            *(o for o in param.opts if not o.startswith("--"))]
+
+
+@pytest.mark.parametrize("shell", sorted(completions.FILES))
+def test_scripts_offer_the_fixed_values(shell: str) -> None:
+    text = (COMPLETIONS / completions.FILES[shell]).read_text()
+    for (command, name), values in FIXED.items():
+        words = " ".join(values)
+        names = _names(command, name)
+        if shell == "bash":
+            compgen = f'COMPREPLY=( $(compgen -W "{words}" -- "$cur") )'
+            want = (f"{'|'.join(names)}) {compgen}; return 0 ;;" if names
+                    else f"0) {compgen} ;;  # {name}")
+        elif shell == "zsh":
+            want = f":({words})'" if names else f"'1:{name}:({words})'"
+        else:
+            flags = " ".join(f"-s {n[1:]}" for n in names if not n.startswith("--"))
+            want = (f"{flags} -l {name[2:]} -x -a '{words}'".lstrip() if names
+                    else f"__ckptlake_arg 0 --max-size --dir --config' -a '{words}'")
+        assert want in text, (shell, command, name)
+    if shell == "zsh":
+        assert "'1:ACTION:(ls prune)'" in text
+        assert "{-f+,--format=}'[tree (default), json, dot (Graphviz) or mermaid]:FORMAT:" \
+               "(tree json dot mermaid)'" in text
+
+
+def test_bash_completes_fixed_values(tmp_path: Path) -> None:
+    (tmp_path / "ls.txt").write_bytes(b"")  # never offered: ACTION is not a path
+    c = _bash_complete
+    assert c(["ckptlake", "cache", ""], tmp_path) == ["ls", "prune"]
+    assert c(["ckptlake", "cache", "p"], tmp_path) == ["prune"]
+    assert c(["ckptlake", "--json", "cache", "--dir", "d", ""], tmp_path) == ["ls", "prune"]
+    assert c(["ckptlake", "cache", "ls", ""], tmp_path) == []  # one ACTION
+    assert c(["ckptlake", "cache", "-"], tmp_path)[:2] == ["--max-size", "--all"]
+    assert c(["ckptlake", "lineage", "a", "--format", ""], tmp_path) == \
+        ["tree", "json", "dot", "mermaid"]
+    assert c(["ckptlake", "lineage", "-f", "m"], tmp_path) == ["mermaid"]
+    assert c(["ckptlake", "lineage", "--format", "=", "d"], tmp_path) == ["dot"]  # --format=d
+    assert c(["ckptlake", "du", "--sort", ""], tmp_path) == \
+        ["stored", "exclusive", "logical", "name"]
+    assert c(["ckptlake", "du", "--sort", "e"], tmp_path) == ["exclusive"]
+    assert c(["ckptlake", "push", "src", "a", "--compression", ""], tmp_path) == \
+        ["auto", "none"]
+    assert c(["ckptlake", "push", "--hash", "b"], tmp_path) == ["blake3"]
+    assert c(["ckptlake", "push", "--parent", "x", "--relation", ""], tmp_path) == \
+        ["derived-from", "resumed-from", "fine-tuned-from", "evaluated-from"]
+    assert c(["ckptlake", "push", "--relation", "f"], tmp_path) == ["fine-tuned-from"]
+    # still free-form: ls --sort takes metric names
+    assert c(["ckptlake", "ls", "a", "--sort", ""], tmp_path) == []
+
+
+def _fish_complete(line: str) -> list[str]:
+    fish = shutil.which("fish")
+    if fish is None:
+        pytest.skip("fish is not installed")
+    r = subprocess.run([fish, "--no-config", "-c",
+                        f"source '{COMPLETIONS / 'ckptlake.fish'}'; complete -C $argv[1]", line],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    return [candidate.split("\t")[0] for candidate in r.stdout.splitlines()]
+
+
+def test_fish_completes_fixed_values() -> None:
+    f = _fish_complete
+    assert f("ckptlake cache ") == ["ls", "prune"]
+    assert f("ckptlake --json cache p") == ["prune"]
+    assert f("ckptlake lineage a --format ") == ["dot", "json", "mermaid", "tree"]  # sorted
+    assert f("ckptlake lineage -f m") == ["mermaid"]
+    assert f("ckptlake du --sort ") == ["exclusive", "logical", "name", "stored"]
+    assert f("ckptlake du --sort=e") == ["--sort=exclusive"]
+    assert f("ckptlake push src a --compression ") == ["auto", "none"]
+    assert f("ckptlake push --hash ") == ["blake3", "sha256"]
+    assert f("ckptlake push --relation f") == ["fine-tuned-from"]
+
+
+def test_fish_subcommand_is_the_first_word() -> None:
+    """`cache ls` is cache's ACTION, not the ls command: ls's options and PATH argument (which
+    would ask the lake) are not offered after it; and --lake URL before the command is an
+    option's value, not the command."""
+    f = _fish_complete
+    assert f("ckptlake cache ls --w") == []
+    assert f("ckptlake cache ls --d") == ["--debug", "--dir", "--dry-run"]
+    assert f("ckptlake cache ls ") == []
+    assert f("ckptlake ls --w") == ["--where"]
+    assert f("ckptlake --lake x ca") == ["cache", "cat"]
+    assert f("ckptlake -l x lineage a -f d") == ["dot"]
+
+
+class Speed(str, enum.Enum):
+    fast = "fast"
+    slow = "slow"
+
+
+def _paint(mode: Annotated[str, typer.Argument(
+               metavar="MODE", autocompletion=lambda: ("matte", "gloss"))],
+           speed: Annotated[Speed, typer.Option("--speed", "-s")] = Speed.fast) -> None:
+    """Paint."""
+
+
+def _bad(value: Annotated[str, typer.Option(
+             "--value", autocompletion=lambda: ("two words",))] = "") -> None:
+    """Bad."""
+
+
+def test_generator_reads_enums_and_autocompletion() -> None:
+    mini = typer.Typer()
+    mini.command("paint")(_paint)
+    mini.command("other")(_bad)
+    with pytest.raises(ValueError, match="two words"):
+        completions.render("bash", mini)
+    mini = typer.Typer()
+    mini.command("paint")(_paint)
+    mini.command("noop")(lambda: None)
+    _, (paint, _) = completions.command_tree(mini)
+    assert paint.args[0].choices == ("matte", "gloss")
+    assert [o.choices for o in paint.options if o.long == ("--speed",)] == [("fast", "slow")]
+    assert '0) COMPREPLY=( $(compgen -W "matte gloss" -- "$cur") )' in \
+        completions.render("bash", mini)
+    zsh = completions.render("zsh", mini)
+    assert "{-s+,--speed=}'[]:SPEED:(fast slow)'" in zsh and "'1:MODE:(matte gloss)'" in zsh
+    assert "-l speed -x -a 'fast slow'" in completions.render("fish", mini)

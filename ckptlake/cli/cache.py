@@ -28,7 +28,8 @@ ACTIONS = ("ls", "prune")
 
 def cache(
     action: Annotated[str, typer.Argument(
-        metavar="ACTION", show_default=False, help="ls or prune.")],
+        metavar="ACTION", show_default=False, help="ls or prune.",
+        autocompletion=lambda: ACTIONS)],  # what the completion scripts offer (completions.py)
     max_size: Annotated[Optional[str], typer.Option(
         "--max-size", metavar="SIZE", show_default=False,
         help="prune: keep at most SIZE (e.g. 5GiB) instead of the cache's bound.")] = None,

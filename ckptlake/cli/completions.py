@@ -8,11 +8,22 @@ generate plain scripts from it, commit them under completions/, and a test fails
     python -m ckptlake.cli.completions --shell zsh > _ckptlake # one script on stdout
 
 The tree is read from `typer.main.get_command(app)` (names, options, help, which arguments are
-paths), never hand-written, and the output is deterministic (no dates, no paths, stable order).
+paths, which values an option or argument takes from a fixed set), never hand-written, and the
+output is deterministic (no dates, no paths, stable order).
+
+Fixed values (`cache ls|prune`, `lineage --format`, `du --sort`, ...) are declared once, where
+the parameter is defined, as `autocompletion=lambda: VALUES` (or a function that imports VALUES
+from the engine: that import then stays out of the command's start-up); the parameter stays a
+str, and the command checks it against the same VALUES, with its own message and exit code.
+The generator bakes in what Typer completes for an empty word, so such an `autocompletion`
+must return a fixed list (values from the lake complete through `ckptlake __complete`, see
+lake_kind).  An Enum or Literal type's values are read the same way, but Typer would then
+check the value itself (another message) through its pydantic adapter (slower start-up).
 """
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
@@ -38,6 +49,7 @@ class Opt:
     multiple: bool
     metavar: str
     path: str | None  # "file", "dir", "any" or None
+    choices: tuple[str, ...] = ()  # the fixed set of values it takes, if any
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,7 @@ class Arg:
     help: str
     path: str | None
     variadic: bool = False  # takes any number of words (nargs=-1)
+    choices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,6 +93,23 @@ def _path_kind(param: Any) -> str | None:
     return "any"
 
 
+# What a fixed value may look like: one word that needs no quoting or escaping in any of the
+# three shells (inside compgen -W "...", an _arguments (...) action, a fish -a '...').
+_CHOICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
+
+
+def _choices(param: Any, ctx: Any) -> tuple[str, ...]:
+    """The fixed values of a parameter: what Typer completes for an empty word (an Enum's
+    values, or what its `autocompletion` returns), in their declared order."""
+    values = tuple(item.value for item in param.shell_complete(ctx, "")
+                   if getattr(item, "type", "plain") == "plain")
+    for value in values:
+        if not isinstance(value, str) or not _CHOICE.match(value):
+            raise ValueError(f"{param.name}: the value {value!r} cannot be written into the "
+                             f"completion scripts (one word of {_CHOICE.pattern[:-2]})")
+    return values
+
+
 def _params(command: Any, ctx: Any) -> tuple[tuple[Opt, ...], tuple[Arg, ...]]:
     options: list[Opt] = []
     args: list[Arg] = []
@@ -89,7 +119,8 @@ def _params(command: Any, ctx: Any) -> tuple[tuple[Opt, ...], tuple[Arg, ...]]:
         if param.param_type_name == "argument":
             args.append(Arg(metavar=param.metavar or param.name.upper(),
                             help=_short_help(getattr(param, "help", None)),
-                            path=_path_kind(param), variadic=param.nargs == -1))
+                            path=_path_kind(param), variadic=param.nargs == -1,
+                            choices=_choices(param, ctx)))
             continue
         names = [*param.opts, *param.secondary_opts]
         is_flag = bool(getattr(param, "is_flag", False)) or bool(getattr(param, "count", False))
@@ -101,6 +132,7 @@ def _params(command: Any, ctx: Any) -> tuple[tuple[Opt, ...], tuple[Arg, ...]]:
             multiple=bool(param.multiple),
             metavar=param.metavar or (param.name or "VALUE").upper(),
             path=_path_kind(param),
+            choices=_choices(param, ctx) if not is_flag else (),
         ))
     return tuple(options), tuple(args)
 
@@ -131,7 +163,7 @@ def lake_kind(arg: Arg) -> str | None:
     an artifact (or a prefix of names), 'path' for a path inside the version the command's
     first argument (a REF) names, None otherwise: these are completed from the lake by
     `ckptlake __complete` (cli/complete.py), the rest statically."""
-    if arg.path:
+    if arg.path or arg.choices:
         return None
     if arg.metavar in ("PATH", "[PATH]..."):
         return "path"
@@ -148,7 +180,7 @@ def path_options(cmd: Cmd) -> list[Opt]:
     GLOB values complete the same paths (a path is a glob matching itself)."""
     if not any(lake_kind(a) == "path" for a in cmd.args):
         return []
-    return [o for o in cmd.options if o.takes_value and not o.path
+    return [o for o in cmd.options if o.takes_value and not o.path and not o.choices
             and set(o.long) & {"--include", "--exclude"}]
 
 
@@ -156,9 +188,9 @@ def _header(comment: str, install: str) -> list[str]:
     return [
         f"{comment} {PROG} shell completion, generated from the CLI's command tree.",
         f"{comment} Do not edit: regenerate with `{REGEN}`.",
-        f"{comment} Commands and options are static; artifact names, aliases, @vN/@step=N and",
-        f"{comment} the paths in a version come from the lake (`{PROG} __complete`: cached,",
-        f"{comment} time-boxed).",
+        f"{comment} Commands, options and fixed values (cache ls|prune, --format, ...) are",
+        f"{comment} static; artifact names, aliases, @vN/@step=N and the paths in a version come",
+        f"{comment} from the lake (`{PROG} __complete`: cached, time-boxed).",
         f"{comment} {install}",
     ]
 
@@ -169,14 +201,23 @@ def _bash_words(words: list[str]) -> str:
     return " ".join(words)
 
 
+def _bash_choices(choices: tuple[str, ...]) -> str:
+    return f"COMPREPLY=( $(compgen -W \"{_bash_words(list(choices))}\" -- \"$cur\") )"
+
+
 def _bash_value_case(cmd: Cmd) -> list[str]:
-    """Complete the value of an option that takes one (files for paths, nothing otherwise)."""
+    """Complete the value of an option that takes one (its fixed values, files for paths,
+    nothing otherwise)."""
     if not any(o.takes_value for o in cmd.options):
         return []
     out = ["            case \"$prev\" in"]
+    for o in cmd.options:
+        if o.takes_value and o.choices:
+            out.append(f"                {'|'.join((*o.long, *o.short))}) "
+                       f"{_bash_choices(o.choices)}; return 0 ;;")
     for kind, fn in (("file", "_ckptlake_files"), ("any", "_ckptlake_files"),
                      ("dir", "_ckptlake_dirs")):
-        names_k = [n for o in cmd.options if o.takes_value and o.path == kind
+        names_k = [n for o in cmd.options if o.takes_value and o.path == kind and not o.choices
                    for n in (*o.long, *o.short)]
         if names_k:
             out.append(f"                {'|'.join(names_k)}) {fn} \"$cur\"; return 0 ;;")
@@ -185,7 +226,7 @@ def _bash_value_case(cmd: Cmd) -> list[str]:
         valued = [n for o in cmd.options if o.takes_value for n in (*o.long, *o.short)]
         out.append(f"                {'|'.join(lake_opts)}) _ckptlake_npos "
                    f"\"{_bash_words(valued)}\"; _ckptlake_lake path \"$cur\"; return 0 ;;")
-    plain = [n for o in cmd.options if o.takes_value and o.path is None
+    plain = [n for o in cmd.options if o.takes_value and o.path is None and not o.choices
              and o not in path_options(cmd) for n in (*o.long, *o.short)]
     if plain:
         out.append(f"                {'|'.join(plain)}) return 0 ;;  # free-form value")
@@ -306,12 +347,17 @@ def bash_script(top: Cmd, subs: list[Cmd]) -> str:
             "                return 0",
             "            fi",
         ]
-        path_args = [(i, a) for i, a in enumerate(cmd.args) if a.path or lake_kind(a)]
+        path_args = [(i, a) for i, a in enumerate(cmd.args)
+                     if a.path or a.choices or lake_kind(a)]
         if path_args:
             out.append(f"            _ckptlake_npos \"{_bash_words(valued)}\"")
             out.append("            case \"$npos\" in")
             for i, a in path_args:
                 pos = "*" if a.variadic else str(i)
+                if a.choices:
+                    out.append(f"                {pos}) {_bash_choices(a.choices)} ;;  "
+                               f"# {a.metavar}")
+                    continue
                 if kind := lake_kind(a):
                     out.append(f"                {pos}) _ckptlake_lake {kind} \"$cur\" ;;  "
                                f"# {a.metavar}")
@@ -348,6 +394,11 @@ def _zmsg(text: str) -> str:
     return _zq(text.replace(":", "\\:"))
 
 
+def _zsh_choices(choices: tuple[str, ...]) -> str:
+    """An _arguments action offering these words."""
+    return "(" + " ".join(choices) + ")"
+
+
 def _zsh_option(opt: Opt, lake_paths: bool = False) -> str:
     names = [*opt.short, *opt.long]
     action = ""
@@ -355,6 +406,8 @@ def _zsh_option(opt: Opt, lake_paths: bool = False) -> str:
         completer = "_files -/" if opt.path == "dir" else ("_files" if opt.path else " ")
         if lake_paths:
             completer = "_ckptlake_lake path"
+        if opt.choices:
+            completer = _zsh_choices(opt.choices)
 
         action = f":{_zmsg(opt.metavar)}:{completer}"
 
@@ -406,6 +459,8 @@ def zsh_script(top: Cmd, subs: list[Cmd]) -> str:
             completer = "_files -/" if a.path == "dir" else ("_files" if a.path else " ")
             if kind := lake_kind(a):
                 completer = f"_ckptlake_lake {kind}"
+            if a.choices:
+                completer = _zsh_choices(a.choices)
             pos = "*" if a.variadic else str(i)
             specs.append(f"'{pos}:{_zmsg(a.metavar)}:{completer}'")
         out.append(f"_ckptlake_{cmd.name}() {{")
@@ -451,14 +506,18 @@ def _fish_option(cond: str, opt: Opt, lake_paths: str = "") -> str:
     parts += [f"-s {n[1:]}" for n in opt.short]
     parts += [f"-l {n[2:]}" for n in opt.long]
     if opt.takes_value:
-        parts.append("-r -F" if opt.path else "-x")
-    if lake_paths:
+        parts.append("-r -F" if opt.path and not opt.choices else "-x")
+    if opt.choices:
+        parts.append(f"-a {_fq(' '.join(opt.choices))}")
+    elif lake_paths:
         parts.append(f"-a {_fq(lake_paths)}")
     parts.append(f"-d {_fq(opt.help)}")
     return " ".join(parts)
 
 
 def fish_script(top: Cmd, subs: list[Cmd]) -> str:
+    # the options before the subcommand that take a value (--lake URL ...)
+    top_valued = " ".join(n for o in top.options if o.takes_value for n in (*o.long, *o.short))
     out = _header("#", "Install: copy it to ~/.config/fish/completions/ckptlake.fish.")
     out += ["", f"complete -c {PROG} -f", ""]
     out += [
@@ -476,16 +535,12 @@ def fish_script(top: Cmd, subs: list[Cmd]) -> str:
         "    ckptlake __complete $argv[1] (commandline -ct) -- $tokens 2>/dev/null",
         "end",
         "",
-        "# The positional words after the subcommand, one per line; $argv: the subcommand's",
-        "# options that take a value.",
-        "function __ckptlake_positional",
+        "# Whether the subcommand is $argv[1] (no argument: whether one is typed yet): the first",
+        "# word after ckptlake that is neither an option nor the value of one.  Not",
+        "# __fish_seen_subcommand_from: `ckptlake cache ls` is cache's, not ls's.",
+        "function __ckptlake_using",
         "    set -l skip 0",
-        "    set -l seen 0",
         "    for t in (commandline -opc)[2..-1]",
-        "        if test $seen = 0",
-        "            string match -q -- '-*' $t; or set seen 1",
-        "            continue",
-        "        end",
         "        if test $skip = 1",
         "            set skip 0",
         "            continue",
@@ -493,9 +548,40 @@ def fish_script(top: Cmd, subs: list[Cmd]) -> str:
         "        switch $t",
         "            case '--*=*'",
         "            case '-*'",
-        "                contains -- $t $argv; and set skip 1",
+        f"                contains -- $t {top_valued}; and set skip 1",
         "            case '*'",
-        "                echo $t",
+        "                set -q argv[1]; or return 0",
+        "                test $t = $argv[1]",
+        "                return",
+        "        end",
+        "    end",
+        "    return 1",
+        "end",
+        "",
+        "# The positional words after the subcommand, one per line; $argv: the subcommand's",
+        "# options that take a value.",
+        "function __ckptlake_positional",
+        "    set -l skip 0",
+        "    set -l seen 0",
+        "    for t in (commandline -opc)[2..-1]",
+        "        if test $skip = 1",
+        "            set skip 0",
+        "            continue",
+        "        end",
+        "        switch $t",
+        "            case '--*=*'",
+        "            case '-*'",
+        "                if test $seen = 0",
+        f"                    contains -- $t {top_valued}; and set skip 1",
+        "                else",
+        "                    contains -- $t $argv; and set skip 1",
+        "                end",
+        "            case '*'",
+        "                if test $seen = 0",
+        "                    set seen 1",
+        "                else",
+        "                    echo $t",
+        "                end",
         "        end",
         "    end",
         "end",
@@ -514,11 +600,11 @@ def fish_script(top: Cmd, subs: list[Cmd]) -> str:
         "end",
         "",
     ]
-    out += [_fish_option("__fish_use_subcommand", o) for o in top.options]
-    out += [f"complete -c {PROG} -n {_fq('__fish_use_subcommand')} -a {_fq(c.name)} "
+    out += [_fish_option("not __ckptlake_using", o) for o in top.options]
+    out += [f"complete -c {PROG} -n {_fq('not __ckptlake_using')} -a {_fq(c.name)} "
             f"-d {_fq(c.help)}" for c in subs]
     for cmd in subs:
-        cond = f"__fish_seen_subcommand_from {cmd.name}"
+        cond = f"__ckptlake_using {cmd.name}"
         out += ["", f"# {cmd.name} " + " ".join(a.metavar for a in cmd.args)]
         valued = " ".join(n for o in cmd.options if o.takes_value for n in (*o.long, *o.short))
         lake_paths = f"(__ckptlake_lake path {valued})".replace(" )", ")")
@@ -528,9 +614,12 @@ def fish_script(top: Cmd, subs: list[Cmd]) -> str:
         if any(a.path for a in cmd.args):
             out.append(f"complete -c {PROG} -n {_fq(cond)} -F")
         for i, a in enumerate(cmd.args):
-            if kind := lake_kind(a):
-                pos = f"{i}+" if a.variadic else str(i)
-                at = f"{cond}; and __ckptlake_arg {pos} {valued}".rstrip()
+            pos = f"{i}+" if a.variadic else str(i)
+            at = f"{cond}; and __ckptlake_arg {pos} {valued}".rstrip()
+            if a.choices:
+                out.append(f"complete -c {PROG} -n {_fq(at)} -a {_fq(' '.join(a.choices))}"
+                           f" -d {_fq(a.metavar)}")
+            elif kind := lake_kind(a):
                 call = lake_paths if kind == "path" else f"(__ckptlake_lake {kind})"
                 out.append(f"complete -c {PROG} -n {_fq(at)} -a {_fq(call)}"
                            f" -d {_fq(a.metavar)}")

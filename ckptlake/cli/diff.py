@@ -22,8 +22,8 @@ EPILOG = epilog(
     "Bytes: how much of B's stored chunks A already holds, i.e. what a pull of B costs given "
     "A.  Tensors: added, removed, reshaped, retyped (dtype), changed (same dtype and shape, "
     "other data), matched by name across the files of each version.  --values fetches only the "
-    "changed tensors and reports max |B-A| and the relative L2 change ||B-A||/||A|| (needs "
-    "numpy: pip install 'ckptlake[numpy]').  --inspect looks inside modified files: "
+    "changed tensors and reports max |B-A| and the relative L2 change ||B-A||/||A||.  "
+    "--inspect looks inside modified files: "
     "safetensors __metadata__, and torch archives (.pt/.pth/.bin) by storage (CRC-32 and size "
     "from the zip directory) and, with torch installed, by tensor name, dtype and shape; it "
     "reads whole chunks, typically each side's first and last.  A modified file nobody looked "
@@ -45,8 +45,8 @@ def diff(
     b: Annotated[str, typer.Argument(
         metavar="B", show_default=False, help="The new version: ARTIFACT or ARTIFACT@SELECTOR.")],
     values: Annotated[bool, typer.Option(
-        "--values", help="Download the changed tensors (only those) and compare their values "
-                         "(needs numpy).")] = False,
+        "--values", help="Download the changed tensors (only those) and compare their "
+                         "values.")] = False,
     inspect: Annotated[bool, typer.Option(
         "--inspect", help="Look inside modified files: safetensors metadata, torch archives' "
                           "storages and tensors (reads a few chunks per file).")] = False,

@@ -29,6 +29,15 @@ EPILOG = epilog(
     "a chunk.  PREFIX selects the artifacts shown (as for ls); sharing is always counted "
     "lake-wide.")
 
+
+def _sort_keys() -> tuple[str, ...]:
+    """--sort's keys, for the shell completion scripts (completions.py); core/du.py is imported
+    when they are asked for, not when the option is built."""
+    from ..core.du import SORT_KEYS
+
+    return SORT_KEYS
+
+
 HEADERS = ("ARTIFACT", "VERSIONS", "LOGICAL", "STORED", "EXCLUSIVE", "SHARED", "$/MONTH",
            "FREES $/MONTH")
 
@@ -41,8 +50,8 @@ def du(
         "--versions", help="Also one row per version (its exclusive bytes: chunks no other "
                            "version references).")] = False,
     sort: Annotated[str, typer.Option(
-        "--sort", metavar="KEY", help="stored, exclusive or logical (largest first), or name.")]
-        = "stored",
+        "--sort", metavar="KEY", help="stored, exclusive or logical (largest first), or name.",
+        autocompletion=_sort_keys)] = "stored",
     lake: LakeOpt = None,
     endpoint_url: EndpointOpt = None,
     profile: ProfileOpt = None,

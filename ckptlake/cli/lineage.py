@@ -44,7 +44,8 @@ def lineage(
         help="Follow at most N edges from REF (default: all).")] = None,
     format_: Annotated[str, typer.Option(
         "--format", "-f", metavar="FORMAT", show_default=False,
-        help="tree (default), json, dot (Graphviz) or mermaid.")] = "tree",
+        help="tree (default), json, dot (Graphviz) or mermaid.",
+        autocompletion=lambda: FORMATS)] = "tree",  # completions.py offers these
     lake: LakeOpt = None,
     endpoint_url: EndpointOpt = None,
     profile: ProfileOpt = None,

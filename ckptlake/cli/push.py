@@ -26,6 +26,26 @@ EPILOG = epilog(
     "line, host, user, Python and ckptlake versions; .safetensors files get per-tensor "
     "digests for diff.")
 
+# The values of --relation, --compression and --hash, defined by the lake format: the command
+# checks them, and the shell completion scripts (completions.py) offer them.  Imported when
+# asked for, not when the options are built (`ckptlake push` start-up).
+def _relations() -> tuple[str, ...]:
+    from ..format.manifest import RELATIONS
+
+    return RELATIONS
+
+
+def _compression_modes() -> tuple[str, ...]:
+    from ..format.codecs import COMPRESSION_MODES
+
+    return COMPRESSION_MODES
+
+
+def _hashes() -> tuple[str, ...]:
+    from ..format.header import SUPPORTED_HASHES
+
+    return SUPPORTED_HASHES
+
 
 def push(
     source: Annotated[Path, typer.Argument(
@@ -59,7 +79,8 @@ def push(
     relation: Annotated[Optional[str], typer.Option(
         "--relation", metavar="RELATION", show_default=False,
         help="Relation of --parent without a :RELATION suffix: derived-from (default), "
-             "resumed-from, fine-tuned-from or evaluated-from.")] = None,
+             "resumed-from, fine-tuned-from or evaluated-from.",
+        autocompletion=_relations)] = None,
     input_: Annotated[Optional[list[str]], typer.Option(
         "--input", metavar="URI[#DIGEST]", show_default=False,
         help="A dataset or other input this version was made from (repeatable), e.g. "
@@ -78,13 +99,14 @@ def push(
     compression: Annotated[Optional[str], typer.Option(
         "--compression", metavar="auto|none", show_default=False,
         help="Store chunks compressed where that saves bytes (auto) or raw (none); default: "
-             "the lake's setting (auto for new lakes, none for lakes made before compression).")]
-        = None,
+             "the lake's setting (auto for new lakes, none for lakes made before compression).",
+        autocompletion=_compression_modes)] = None,
     hash_: Annotated[Optional[str], typer.Option(
         "--hash", metavar="sha256|blake3", show_default=False,
         help="Chunk hash of the lake this push creates (default blake3, which hashes ~5x "
              "faster; sha256 where SHA-256 keys are required). An existing lake keeps its "
-             "own; naming another is refused.")] = None,
+             "own; naming another is refused.",
+        autocompletion=_hashes)] = None,
     concurrency: ConcurrencyOpt = None,
     max_bandwidth: MaxBandwidthOpt = None,
     lake: LakeOpt = None,
@@ -125,18 +147,19 @@ def push(
             from ..policy.config import parse_size
 
             size = parse_size(chunk_size)
-        if compression is not None and compression not in ("auto", "none"):
+        if compression is not None and compression not in _compression_modes():
             from ..errors import UsageError
 
-            raise UsageError(f"--compression must be auto or none, not {compression!r}")
+            raise UsageError(f"--compression must be {' or '.join(_compression_modes())}, "
+                             f"not {compression!r}")
         if hash_ is not None:
             from ..errors import UsageError
 
             if shard is not None:
                 raise UsageError("--hash cannot be combined with --shard yet",
                                  hint="create the lake with a plain push --hash first")
-            if hash_ not in ("sha256", "blake3"):
-                raise UsageError(f"--hash must be sha256 or blake3, not {hash_!r}")
+            if hash_ not in _hashes():
+                raise UsageError(f"--hash must be {' or '.join(_hashes())}, not {hash_!r}")
         rank_world = parse_shard(shard, step) if shard is not None else None
         handle = open_lake(common, chunk_size=size, concurrency=concurrency,
                            max_bandwidth=max_bandwidth)
