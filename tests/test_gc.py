@@ -24,7 +24,7 @@ from ckptlake.errors import ConfigError, IntegrityError, NotFound
 from ckptlake.format import layout
 from ckptlake.format.manifest import ChunkRef, FileEntry, Manifest
 from ckptlake.lake import Lake
-from ckptlake.policy.retention import KeepBest, RetentionPolicy, Rule
+from ckptlake.policy.retention import MAX_DURATION, KeepBest, RetentionPolicy, Rule, Tier
 from ckptlake.store import open_store
 from ckptlake.store.base import Store
 from ckptlake.store.memory import MemoryStore
@@ -280,6 +280,86 @@ def test_grace_period_condemns_first_and_sweeps_a_later_run(lake: Lake, store: S
     assert third.records_removed == 1 and not list(store.list(layout.CONDEMNED_PREFIX))
     v.check_pull("p/ckpt", 2)
     v.check_pull("p/ckpt", 3)
+
+
+def backdate(store: Store, key: str, when: datetime) -> None:
+    """Set an object's last-modified time (what condemn and the plan compare with the grace)."""
+    if isinstance(store, MemoryStore):
+        data, etag, _ = store._objects[key]
+        store._objects[key] = (data, etag, when)
+    else:
+        os.utime(getattr(store, "inner", store)._path(key), (when.timestamp(),) * 2)
+
+
+def chunks_of(store: Store, artifact: str, version: int) -> set[str]:
+    doc = json.loads(store.get(layout.version_key(artifact, version)))
+    return {c[0] for f in doc["files"] for c in f.get("chunks", [])}
+
+
+def test_freed_after_is_when_the_youngest_freed_chunk_can_be_swept(lake: Lake, store: Store,
+                                                                   tmp_path: Path) -> None:
+    """A chunk only deleted versions use but younger than the grace period is not condemned by
+    this run: the first run after its grace condemns it and a run a grace later sweeps it.  The
+    plan's freed_after is that time for the youngest such chunk (it used to say now + grace for
+    all), and not a moment later or earlier: runs at the right times free every announced byte
+    by freed_after, and the last of them not before."""
+    v = Versions(lake, tmp_path)
+    v.push(n=3)
+    doomed = chunks_of(store, "p/ckpt", 1) - chunks_of(store, "p/ckpt", 2) \
+        - chunks_of(store, "p/ckpt", 3)
+    assert len(doomed) >= 2
+    young, *old = sorted(doomed)
+    t0 = datetime.now(timezone.utc)
+    for d in old:
+        backdate(store, layout.chunk_key(d), t0 - timedelta(hours=5))
+    info = {layout.parse_chunk_key(o.key): o for o in store.list(layout.CHUNKS_PREFIX)}
+    m = info[young].modified
+    hour = timedelta(hours=1)
+    p = policy(grace=3600)
+
+    plan = plan_gc(store, p, now=t0)
+    assert plan.freed_after == m + 2 * hour > t0 + hour
+    assert plan.freed_by_versions.objects == len(doomed) and plan.bytes_freed_now == 0
+    assert (plan.freed_by_versions_young.objects, plan.freed_by_versions_young.bytes) == \
+        (1, info[young].size)
+    assert plan.to_dict()["freed_by_versions_young"] == {"objects": 1, "bytes": info[young].size}
+    assert plan.bytes_freed == sum(info[d].size for d in doomed)
+    later_plan = plan_gc(store, p, now=t0 + 5 * hour)  # every chunk older than the grace
+    assert later_plan.freed_after == t0 + 6 * hour
+    assert later_plan.freed_by_versions_young.objects == 0
+
+    def run(at: datetime) -> Any:
+        return execute(store, plan_gc(store, p, now=at), now=lambda: at)
+
+    assert execute(store, plan, now=lambda: t0).chunks_condemned == len(old)
+    at_grace = run(m + hour)  # the old ones' record is not ripe yet; the young one is condemned
+    assert (at_grace.chunks_swept, at_grace.chunks_condemned) == (0, 1)
+    before = run(plan.freed_after - timedelta(microseconds=1))
+    assert before.bytes_swept == plan.bytes_freed - info[young].size
+    assert young in chunk_keys(store)
+    last = run(plan.freed_after)
+    assert last.bytes_swept == info[young].size and not chunk_keys(store) & doomed
+    v.check_pull("p/ckpt", 2)
+    v.check_pull("p/ckpt", 3)
+
+
+def test_the_longest_durations_plan_and_run(lake: Lake, store: Store, tmp_path: Path) -> None:
+    """100 years (retention.MAX_DURATION) in every duration still fits gc's datetime arithmetic:
+    now - grace, keep_within, tier.after, and freed_after = modified + 2 x grace."""
+    v = Versions(lake, tmp_path)
+    v.push(n=3)
+    rule = Rule(match="*/ckpt", keep_last=1, keep_within=MAX_DURATION,
+                tier=Tier(MAX_DURATION, "STANDARD_IA"), index=0)
+    p = policy(rule, grace=MAX_DURATION)
+    now = datetime.now(timezone.utc)
+    plan = plan_gc(store, p, now=now)
+    assert plan.versions_deleted == 0 and plan.freed_after == now + timedelta(days=36500)
+    execute(store, plan)
+    p = policy(replace(rule, keep_within=None), grace=MAX_DURATION)
+    plan = plan_gc(store, p, now=now)
+    assert plan.versions_deleted == 2
+    assert plan.freed_after > now + timedelta(days=2 * 36500 - 1)
+    assert execute(store, plan).chunks_condemned == 0
 
 
 def test_a_condemned_chunk_referenced_again_is_rescued(lake: Lake, store: Store,
@@ -560,6 +640,17 @@ def test_cli_policy_errors_exit_2_before_the_lake_is_opened(tmp_path: Path,
     r = cli("gc", "--policy", bad, "--dry-run")
     assert r.exit_code == 2
     assert f"{bad}:3: retention.rules[0]: this rule keeps nothing" in r.stderr
+
+
+def test_cli_a_duration_beyond_100_years_exits_2(tmp_path: Path) -> None:
+    """It used to reach gc's datetime arithmetic: 'internal error: OverflowError', exit 1."""
+    bad = tmp_path / "policy.yaml"
+    bad.write_text("retention:\n  grace_period: 100000000w\n  rules:\n    - match: c\n"
+                   "      keep_last: 1\n")
+    r = cli("gc", "--policy", bad, "--dry-run", "--lake", tmp_path / "lake")
+    assert r.exit_code == 2, r.stderr
+    assert f"{bad}:2: retention.grace_period: must be at most 36500d (100 years), got " \
+           "100000000w" in r.stderr
 
 
 def test_cli_policy_file_and_match(cli_lake: tuple[Path, Lake, Versions]) -> None:

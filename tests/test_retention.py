@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from ckptlake.errors import ConfigError
 from ckptlake.policy.config import load_config
-from ckptlake.policy.retention import (KeepBest, RetentionPolicy, Rule, VersionFacts,
-                                       check_metrics, format_duration, load_retention,
-                                       parse_duration, select)
+from ckptlake.policy.retention import (MAX_DURATION, KeepBest, RetentionPolicy, Rule,
+                                       VersionFacts, check_metrics, format_duration,
+                                       load_retention, parse_duration, select)
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
 DAY = timedelta(days=1)
@@ -129,6 +129,45 @@ def test_policy_errors_name_file_line_and_key(tmp_path: Path, text: str, line: i
     assert (err.line, err.key) == (line, key), str(err)
     assert words in str(err)
     assert str(err).startswith(f"{tmp_path / 'ckptlake.yaml'}:{line}: {key}: ")
+
+
+@pytest.mark.parametrize("text,line,key", [
+    ("retention:\n  grace_period: 99999999999999999999w\n", 2, "retention.grace_period"),
+    ("retention:\n  grace_period: 100000000w\n", 2, "retention.grace_period"),
+    ("retention:\n  grace_period: 36501d\n", 2, "retention.grace_period"),
+    ("retention:\n  rules:\n    - match: c\n      keep_within: 99999999999d\n", 4,
+     "retention.rules[0].keep_within"),
+    ("retention:\n  rules:\n    - match: c\n      keep_last: 1\n      tier:\n"
+     "        after: 99999999999999999999w\n        class: STANDARD_IA\n", 6,
+     "retention.rules[0].tier.after"),
+    ("retention:\n  sweep_window: 1" + "0" * 400 + "s\n", 2, "retention.sweep_window"),
+    ("retention:\n  record_retention: 1" + "0" * 5000 + "s\n", 2,
+     "retention.record_retention"),
+])
+def test_durations_above_100_years_are_refused(tmp_path: Path, text: str, line: int,
+                                               key: str) -> None:
+    """Unbounded, they reached gc's datetime arithmetic and failed there with an OverflowError
+    (exit 1, 'internal error'); 5000 digits would not even reach it (int() refuses them)."""
+    err = config_error(tmp_path, text)
+    assert (err.line, err.key) == (line, key), str(err)
+    assert str(err).startswith(f"{tmp_path / 'ckptlake.yaml'}:{line}: {key}: must be at most "
+                               "36500d (100 years), got ")
+    assert err.hint
+
+
+def test_durations_up_to_100_years_are_accepted(tmp_path: Path) -> None:
+    p = policy_from(tmp_path, """\
+        retention:
+          grace_period: 36500d
+          rules:
+            - match: c
+              keep_within: 5214w
+              tier: {after: 0036500d, class: STANDARD_IA}
+        """)
+    assert p.grace_period == MAX_DURATION == parse_duration("36500d")
+    assert p.rules[0].keep_within == 5214 * 7 * 86400 and p.rules[0].tier.after == MAX_DURATION
+    with pytest.raises(ValueError, match="at most 36500d"):
+        parse_duration("36501d")
 
 
 # ---- selection ---------------------------------------------------------------------------------

@@ -341,6 +341,10 @@ class GcPlan(_Result):
     versions_deleted: int = 0
     chunks: Tally = field(default_factory=Tally)  # every chunk in the lake
     freed_by_versions: Tally = field(default_factory=Tally)  # only deleted versions use them
+    # The part of freed_by_versions younger than grace_period: this run does not condemn them
+    # (condemn takes only chunks older than the grace), a run after their grace does, and a
+    # run a grace after that sweeps them.  They set freed_after.
+    freed_by_versions_young: Tally = field(default_factory=Tally)
     garbage: Tally = field(default_factory=Tally)  # unreferenced, older than grace: condemned now
     young_garbage: Tally = field(default_factory=Tally)  # unreferenced, younger than grace
     condemned_ripe: Tally = field(default_factory=Tally)  # in records, sweepable now
@@ -353,8 +357,11 @@ class GcPlan(_Result):
     footprint_before: Tally = field(default_factory=Tally)  # lake-owned objects
     footprint_after: Tally = field(default_factory=Tally)
     bytes_freed: int = 0  # once everything in the plan is swept
-    bytes_freed_now: int = 0  # by this run (the rest after grace_period, by a later run)
-    freed_after: datetime | None = None  # when the rest becomes sweepable
+    bytes_freed_now: int = 0  # by this run (the rest after grace_period, by later runs)
+    # The earliest time by which later runs can have swept all of the rest (None with
+    # grace_period 0: this run sweeps everything); a young chunk needs one run after its own
+    # grace to condemn it, then one a grace after that.  See _freed_after.
+    freed_after: datetime | None = None
     monthly_saving_usd: float = 0.0
     tiering: TieringPlan | None = None  # None: no rule has `tier` (core/tiering.py)
 
@@ -468,6 +475,7 @@ def _plan(store: Store, policy: RetentionPolicy, now: datetime, match: str | Non
 
     # 3. One listing of everything: chunks by fate, the footprint, foreign objects.
     per_artifact = [0] * len(plan.artifacts)
+    youngest: datetime | None = None  # the newest chunk of freed_by_versions_young
     for info in store.list(""):
         digest = layout.parse_chunk_key(info.key)
         if digest is None:
@@ -494,6 +502,9 @@ def _plan(store: Store, policy: RetentionPolicy, now: datetime, match: str | Non
         elif (owner := doomed.get(b)) is not None:
             plan.freed_by_versions.add(info.size)
             per_artifact[owner] += info.size
+            if info.modified > now - grace:  # the test condemn() applies, at this plan's now
+                plan.freed_by_versions_young.add(info.size)
+                youngest = info.modified if youngest is None else max(youngest, info.modified)
         elif info.modified <= now - grace:
             plan.garbage.add(info.size)
         else:
@@ -513,13 +524,32 @@ def _plan(store: Store, policy: RetentionPolicy, now: datetime, match: str | Non
     if settings.grace_period == 0:
         plan.bytes_freed_now = plan.bytes_freed
     else:
-        plan.freed_after = now + grace
+        plan.freed_after = _freed_after(now, grace, youngest)
     plan.footprint_after.objects += plan.footprint_before.objects - sum(t.objects for t in freed)
     plan.footprint_after.bytes += plan.footprint_before.bytes - plan.bytes_freed
     plan.monthly_saving_usd = round(plan.bytes_freed / GB * policy.storage_price_per_gb_month, 4)
     if tier is not None:
         plan.tiering = tier.finish()
     return plan
+
+
+def _freed_after(now: datetime, grace: timedelta, youngest: datetime | None) -> datetime:
+    """The earliest time by which gc runs can have swept *every* byte a plan made at `now`
+    frees but this run does not (grace > 0), by the run's own rules (docs/format.md, "Order of
+    a gc run"): a run at t condemns a chunk last modified at m only if m <= t - grace, into a
+    record created at t; a run at t' sweeps that record only if created <= t' - grace, and it
+    sweeps before it condemns, so never in the run that wrote the record.  sweep_window bounds
+    the age of the listing a sweep deletes with, not which run sweeps.
+
+    So a chunk modified at m is swept by the first run at or after max(now, m + grace) + grace,
+    if a run condemned it at max(now, m + grace) (a later condemning run delays it as much).
+    Chunks this run condemns (garbage, freed_by_versions older than the grace) give now + grace,
+    records not ripe yet are ripe sooner, and the newest chunk of freed_by_versions_young gives
+    the latest time of all: stating that keeps "the rest by the first gc run after T" true for
+    all the bytes the plan announces and prices, not only for the oldest."""
+    if youngest is None:
+        return now + grace
+    return max(now, youngest + grace) + grace
 
 
 def _artifact_plan(artifact: str, rule_line: int | None, reads: list[_Read],

@@ -41,7 +41,8 @@ from .config import describe_value, line_of, load_config
 
 __all__ = [
     "DEFAULT_GRACE_PERIOD", "DEFAULT_PRICE_PER_GB_MONTH", "DEFAULT_RECORD_RETENTION",
-    "DEFAULT_SWEEP_WINDOW", "MAX_RECORD_RETENTION", "MAX_SWEEP_WINDOW", "MIN_SWEEP_WINDOW",
+    "DEFAULT_SWEEP_WINDOW", "MAX_DURATION", "MAX_RECORD_RETENTION", "MAX_SWEEP_WINDOW",
+    "MIN_SWEEP_WINDOW",
     "COLD_CLASSES", "ClassPrice", "DEFAULT_CLASS_PRICES", "Decision", "KeepBest",
     "RESTORE_CLASSES", "RetentionPolicy", "Rule", "Tier", "VersionFacts",
     "check_metrics", "cold_class", "format_duration", "load_retention", "parse_duration",
@@ -65,6 +66,13 @@ DEFAULT_RECORD_RETENTION = 15 * 60.0
 MIN_SWEEP_WINDOW = 1.0
 MAX_SWEEP_WINDOW = 3600.0
 MAX_RECORD_RETENTION = 86400.0
+# Every duration (grace_period, keep_within, tier.after, ...): at most 100 years.  gc does
+# datetime arithmetic with them -- now - grace_period, now - keep_within, a plan's freed_after up
+# to now + 2 x grace_period -- and datetime ends at year 9999 (timedelta at 999,999,999 days):
+# unbounded, 100000000w failed with an OverflowError in the middle of gc.  100 years keeps
+# all of that far inside datetime's range from any plausible now, and is longer than any
+# policy means ("forever" is keep_all: true).
+MAX_DURATION = 100 * 365 * 86400.0
 
 RETENTION_KEYS = ("grace_period", "storage_price_per_gb_month", "rules", "sweep_window",
                   "record_retention", "storage_classes")
@@ -112,20 +120,39 @@ KEEP_BEST_KEYS = ("metric", "mode", "count", "keep_missing")
 _DURATION = re.compile(r"([0-9]+)(s|m|h|d|w)")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION_HINT = "write a whole number and a unit: 0s, 90s, 30m, 24h, 7d, 2w"
+_TOO_LONG_HINTS = {  # what to write instead, by key
+    "grace_period": "it only delays the sweep of unreferenced chunks; the default is 24h",
+    "keep_within": "to keep every version, use keep_all: true",
+    "after": "to leave these versions in STANDARD, remove `tier`",
+    "sweep_window": "sweep_window is 1s to 1h",
+    "record_retention": "record_retention is at most 1d",
+}
 
 
 # --------------------------------------------------------------------------------------------
 # Durations
 
+class DurationTooLong(ValueError):
+    """A well-formed duration above MAX_DURATION."""
+
+
 def parse_duration(value: Any) -> float:
     """``24h`` -> 86400.0.  ValueError with a reason for anything else (bare numbers included:
-    is ``7`` seconds or days?)."""
+    is ``7`` seconds or days?), DurationTooLong above MAX_DURATION."""
     if isinstance(value, bool) or not isinstance(value, str):
         raise ValueError(f"must be a duration such as 24h or 7d, got {describe_value(value)}")
     m = _DURATION.fullmatch(value.strip())
     if m is None:
         raise ValueError(f"not a duration: {value!r}")
-    return float(int(m.group(1)) * _UNIT_SECONDS[m.group(2)])
+    # Bounded here, on the digits and then the exact integer: int() refuses numbers of more
+    # than 4300 digits and float() overflows past ~1e308 -- both would escape as something
+    # other than this refusal -- and every caller does datetime arithmetic with the result.
+    digits = m.group(1).lstrip("0") or "0"
+    seconds = int(digits) * _UNIT_SECONDS[m.group(2)] if len(digits) <= 12 else None
+    if seconds is None or seconds > MAX_DURATION:
+        raise DurationTooLong(f"must be at most {format_duration(MAX_DURATION)} (100 years), "
+                              f"got {value.strip()}")
+    return float(seconds)
 
 
 def format_duration(seconds: float) -> str:
@@ -246,6 +273,8 @@ class _Checker:
             return default
         try:
             return parse_duration(value)
+        except DurationTooLong as exc:
+            raise self.fail(str(exc), f"{path}.{key}", _TOO_LONG_HINTS.get(key)) from None
         except ValueError as exc:
             raise self.fail(str(exc), f"{path}.{key}", _DURATION_HINT) from None
 
