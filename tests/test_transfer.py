@@ -67,6 +67,41 @@ def test_throttle_spaces_requests_to_the_rate() -> None:
     assert len(slept) == 5
 
 
+def test_ctrl_c_ends_the_bandwidth_waits_of_that_transfer_only() -> None:
+    """Each running item of an interrupted pool sat out its turn under --max-bandwidth and
+    then sent its chunk anyway (a capped push took 7.8 s to exit on Ctrl-C); now it stops
+    waiting.  Another transfer's waits (a background upload) are not touched."""
+    from ckptlake.errors import Interrupted
+
+    throttle = Throttle(1000.0)  # each item below waits its 4 s turn
+    outcomes: list[str] = []
+    started = threading.Barrier(3)
+
+    def send(n: int) -> None:
+        started.wait()
+        try:
+            throttle.acquire(4000)
+            outcomes.append("sent")
+        except Interrupted:
+            outcomes.append("stopped")
+
+    def items():  # the main thread is interrupted once both items are running
+        yield 1
+        yield 2
+        started.wait()
+        raise KeyboardInterrupt
+
+    other = Throttle(1e9)  # another transfer's: it still waits and sends
+    background: list[str] = []
+    worker = threading.Thread(target=lambda: list(bounded_map(
+        lambda _: (other.acquire(1), background.append("sent")), [0], workers=1)))
+    with pytest.raises(KeyboardInterrupt):
+        list(bounded_map(send, items(), workers=2))
+    worker.start()
+    worker.join()
+    assert outcomes == ["stopped", "stopped"] and background == ["sent"]
+
+
 def test_memory_bound_formula() -> None:
     MiB = 1024 * 1024
     assert TransferConfig().memory_bound() == BASE_MEMORY + 8 * 16 * MiB * 2

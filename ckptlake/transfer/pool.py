@@ -15,10 +15,29 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+_worker = threading.local()
+
+
+def stop_event() -> threading.Event | None:
+    """Set once the bounded_map whose item this thread runs is interrupted (Ctrl-C): what the
+    item still has to wait for (transfer/throttle.py) it need not wait for any more."""
+    return getattr(_worker, "stop", None)
+
+
 def bounded_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int,
                 name: str = "ckptlake") -> Iterator[R]:
     """Yield fn(item) for every item, in completion order, with at most `workers` running."""
     workers = max(1, workers)
+    stop = threading.Event()
+
+    def run(item: T) -> R:
+        outer = getattr(_worker, "stop", None)
+        _worker.stop = stop
+        try:
+            return fn(item)
+        finally:
+            _worker.stop = outer
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name) as pool:
         pending: set[Future[R]] = set()
         try:
@@ -27,11 +46,14 @@ def bounded_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int,
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in done:
                         yield fut.result()
-                pending.add(pool.submit(fn, item))
+                pending.add(pool.submit(run, item))
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
                     yield fut.result()
+        except KeyboardInterrupt:
+            stop.set()  # the running items stop waiting for bandwidth (they still finish)
+            raise
         finally:
             # Failure or interruption: drop what has not started; let running ones finish.
             for fut in pending:
