@@ -86,7 +86,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from .core.scan import SourceTree, scan
-from .core.values import check_metadata, check_metrics
+from .core.values import check_inputs, check_metadata, check_metrics, check_names
 from .errors import SourceChanged, UsageError
 from .format import layout
 from .format import state as _state_format
@@ -193,6 +193,7 @@ class Checkpointer:
         if keep_last is not None and (isinstance(keep_last, bool)
                                       or not isinstance(keep_last, int) or keep_last < 1):
             raise UsageError(f"keep_last must be an integer >= 1, not {keep_last!r}")
+        aliases = check_names(aliases, "aliases")
         for name in aliases:
             validate_alias(name)
         if on_sigterm is not None and on_sigterm not in ON_SIGTERM:
@@ -296,7 +297,7 @@ class Checkpointer:
                 return None
             self._raise_error()  # the upload we waited for may have failed
             job = self._snapshot_files(src, step, metrics_, metadata_, aliases_,
-                                       tuple(exclude))
+                                       check_names(exclude, "exclude"))
             job.lineage = lineage
             return self._enqueue(job)
 
@@ -404,6 +405,7 @@ class Checkpointer:
                     ) -> tuple[dict[str, float], dict[str, str], tuple[str, ...]]:
         if step is not None:
             layout.check_step(step)
+        aliases = check_names(aliases, "aliases")
         for name in aliases:
             validate_alias(name)
         return (check_metrics(dict(metrics or {})), check_metadata(dict(metadata or {})),
@@ -421,10 +423,7 @@ class Checkpointer:
             out["parents"] = _lineage.resolve_parents(self.lake.store, parents,
                                                       relation=relation) if parents else ()
         if inputs is not None:
-            if isinstance(inputs, (str, bytes)):
-                inputs = [inputs]
-            out["inputs"] = tuple(dict(i) if isinstance(i, dict) else _lineage.parse_input(i)
-                                  for i in inputs)
+            out["inputs"] = check_inputs(inputs)
         return out
 
     def _save_lineage(self, parents: Sequence[Any] | None,

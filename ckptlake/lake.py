@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from .core import catalog
-from .core.values import check_metadata, check_metrics
+from .core.values import check_inputs, check_metadata, check_metrics, check_names
 from .errors import CkptlakeError, NotFound, TransferError, TransientError, UsageError
 from .format import layout
 from .format.refs import Ref, parse_ref, validate_alias, validate_artifact
@@ -49,6 +49,13 @@ if TYPE_CHECKING:
     from .core.whole import WholeFile
     from .core.streampush import CommittingWriter
     from .format.manifest import Manifest
+
+
+def _one_parent_or_many(parents: Any) -> Any:
+    """parents=: one reference (a string or a Ref) is one parent, not its characters."""
+    if parents is None:
+        return ()
+    return (parents,) if isinstance(parents, (str, Ref)) else parents
 
 
 class Lake:
@@ -194,19 +201,20 @@ class Lake:
         from .format.safetensors import TensorObserver
 
         validate_artifact(artifact)
+        aliases, exclude = check_names(aliases, "aliases"), check_names(exclude, "exclude")
         for name in aliases:
             validate_alias(name)
         if step is not None:
             layout.check_step(step)
-        input_items = tuple(dict(i) if isinstance(i, dict) else _lineage.parse_input(i)
-                            for i in inputs)
+        input_items = check_inputs(inputs)
         all_metadata = {**(_provenance.load_meta_file(meta_file) if meta_file else {}),
                         **(metadata or {})}
+        parents = _one_parent_or_many(parents)
         parent_edges = _lineage.resolve_parents(self.store, parents, relation=relation) \
             if parents else ()
         from .core.scan import scan
 
-        tree = scan(source, exclude=tuple(exclude), follow_symlinks=follow_symlinks)
+        tree = scan(source, exclude=exclude, follow_symlinks=follow_symlinks)
         fields: dict[str, Any] = {"parents": parent_edges, "inputs": input_items}
         if provenance is not False:
             fields["provenance"] = {**_provenance.collect(source),
@@ -252,13 +260,14 @@ class Lake:
 
         validate_artifact(artifact)
         check_path(path)
+        aliases = check_names(aliases, "aliases")
         for name in aliases:
             validate_alias(name)
         if step is not None:
             layout.check_step(step)
         checked_metrics, checked_metadata = check_metrics(metrics), check_metadata(metadata)
-        input_items = tuple(dict(i) if isinstance(i, dict) else _lineage.parse_input(i)
-                            for i in inputs)
+        input_items = check_inputs(inputs)
+        parents = _one_parent_or_many(parents)
         parent_edges = _lineage.resolve_parents(self.store, parents, relation=relation) \
             if parents else ()
         fields: dict[str, Any] = {"parents": parent_edges, "inputs": input_items}
@@ -521,20 +530,28 @@ class Lake:
         from .core import shards
 
         validate_artifact(artifact)
+        aliases, exclude = check_names(aliases, "aliases"), check_names(exclude, "exclude")
         for name in aliases:
             validate_alias(name)
         layout.check_step(step)
         for what, n in (("rank", rank), ("world", world)):
             if isinstance(n, bool) or not isinstance(n, int) or n < 0:
                 raise UsageError(f"{what} must be a non-negative integer, got {n!r}")
+        if world < 1:
+            raise UsageError(f"world must be at least 1, got {world}")
         if not 0 <= rank < world:
             raise UsageError(f"shard rank must be in 0..{world - 1} for a world of {world}, "
                              f"got {rank}")
+        for what, t in (("stale_after", stale_after), ("wait_seconds", wait_seconds)):
+            # checked before the upload: a bad one failed after it, leaving the step stuck
+            if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float))
+                                  or not t >= 0):
+                raise UsageError(f"{what} must be a non-negative number of seconds, got {t!r}")
         from .format.safetensors import TensorObserver
 
         from .core.scan import scan
 
-        tree = scan(source, exclude=tuple(exclude), follow_symlinks=follow_symlinks)
+        tree = scan(source, exclude=exclude, follow_symlinks=follow_symlinks)
         tensors = TensorObserver((f.path, f.abspath) for f in tree.files)
         with self._watching(progress) as progress:
             result = shards.push_shard(

@@ -484,3 +484,55 @@ def test_push_leaves_out_what_an_interrupted_pull_staged_in_the_tree(lake: Lake,
     lake.pull("a/s", out)
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == \
         [".ckptlake-pull-notes/n.txt", "model.bin"]
+
+
+def test_one_string_is_one_alias_pattern_input_or_parent(lake: Lake, tmp_path: Path) -> None:
+    """exclude="*.txt" was iterated as "*", ".", ... and committed an empty version;
+    aliases="best" made the aliases b, e, s, t."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "model.bin").write_bytes(b"x" * 100)
+    (src / "notes.txt").write_text("n")
+    base = lake.push(src, "run/base")
+    r = lake.push(src, "run/ckpt", exclude="*.txt", aliases="best", inputs="s3://data/wiki",
+                  parents="run/base")
+    assert (r.files, r.aliases) == (1, ["best"])
+    m = lake.show("run/ckpt")
+    assert m.inputs == [{"uri": "s3://data/wiki"}]
+    assert [(p["artifact"], p["version"]) for p in m.parents] == [("run/base", base.version)]
+    ck = lake.checkpointer("run/ck", aliases="good")
+    assert ck.save(src, step=1, exclude="*.txt").result().files == 1
+    assert lake.resolve("run/ck@good").version == 1
+    ck.close()
+
+
+@pytest.mark.parametrize("bad", [[{"url": "s3://x"}], [{"uri": 3}], [None], [{"uri": "a b"}],
+                                 [{"uri": "s3://x", "digest": 5}]])
+def test_an_input_readers_would_refuse_is_refused_before_the_push(lake: Lake, tmp_path: Path,
+                                                                  bad: list) -> None:
+    """A dict stored unchecked ({"url": ...}) was committed, and every later read of the
+    artifact's versions failed (IntegrityError: malformed input record)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x")
+    lake.push(src, "data/prep")
+    with pytest.raises(UsageError, match="invalid input"):
+        lake.push(src, "data/prep", inputs=bad)
+    assert [v.version for v in lake.versions("data/prep")] == [1]
+    r = lake.push(src, "data/prep", inputs=[{"uri": "s3://data#x", "digest": "sha256:ab"}])
+    assert lake.show(f"data/prep@v{r.version}").inputs == \
+        [{"uri": "s3://data#x", "digest": "sha256:ab"}]
+
+
+def test_numpy_float_metrics_and_push_shard_timeouts(lake: Lake, tmp_path: Path) -> None:
+    np = pytest.importorskip("numpy")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x")
+    r = lake.push(src, "m/a", metrics={"loss": np.float32(1.5)})
+    assert lake.show(f"m/a@v{r.version}").metrics == {"loss": 1.5}
+    for kw in ({"stale_after": "x"}, {"wait_seconds": -5}, {"world": 0, "rank": 0}):
+        args = {"step": 1, "rank": 0, "world": 1, **kw}
+        with pytest.raises(UsageError):
+            lake.push_shard(src, "m/s", **args)
+    assert lake.pending("m/s") == []  # refused before anything was uploaded
