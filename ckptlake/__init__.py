@@ -75,7 +75,9 @@ def open(lake: str | None = None, *, config: str | None = None, endpoint_url: st
     cfg = load_config(config)
     url, origin = resolve_lake(lake, cfg)
     chunk_cache = _chunk_cache(cache, cache_size, cfg)
-    concurrency = concurrency or cfg.concurrency
+    # None means "from the config"; 0 is a value, refused by Lake as Lake(store, ...) refuses
+    # it (with `or`, 0 silently became the default, and max_bandwidth=0 no limit)
+    concurrency = cfg.concurrency if concurrency is None else concurrency
     store = open_store(url, endpoint_url=endpoint_url or cfg.endpoint_url,
                        profile=profile or cfg.profile, region=region or cfg.region,
                        # chunk workers plus part workers (transfer/parts.py), and a few spare
@@ -89,10 +91,13 @@ def open(lake: str | None = None, *, config: str | None = None, endpoint_url: st
                          read_timeout=_first(read_timeout, cfg.read_timeout,
                                              DEFAULT_READ_TIMEOUT),
                          max_connections=2 * (concurrency or 8) + 4)
-    return Lake(store, chunk_size=chunk_size or cfg.chunk_size, concurrency=concurrency,
-                max_bandwidth=max_bandwidth or cfg.max_bandwidth,
-                multipart_threshold=multipart_threshold or cfg.multipart_threshold,
-                part_size=part_size or cfg.part_size, origin=origin, cache=chunk_cache,
+    def given(value: Any, default: Any) -> Any:
+        return default if value is None else value
+
+    return Lake(store, chunk_size=given(chunk_size, cfg.chunk_size), concurrency=concurrency,
+                max_bandwidth=given(max_bandwidth, cfg.max_bandwidth),
+                multipart_threshold=given(multipart_threshold, cfg.multipart_threshold),
+                part_size=given(part_size, cfg.part_size), origin=origin, cache=chunk_cache,
                 replicas=replicas)
 
 

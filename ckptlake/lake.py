@@ -754,8 +754,9 @@ class Lake:
             except CkptlakeError:
                 raise
             except Exception as exc:  # torch's own errors: not a torch file, unsafe pickle
+                first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]  # may be ""
                 raise UsageError(f"torch.load of {m.artifact}@v{m.version}:{entry.path} "
-                                 f"failed: {str(exc).splitlines()[0][:300]}",
+                                 f"failed: {first}",
                                  hint="only weights_only=True files load this way") from None
 
     def load_state(self, ref: str | Ref, *, map_location: Any = None) -> Any:
@@ -980,4 +981,11 @@ def _to_device(tensors: dict[str, Any], map_location: Any) -> dict[str, Any]:
         return tensors
     if callable(map_location) or isinstance(map_location, dict):
         raise UsageError("map_location for safetensors must be a device (e.g. 'cpu')")
-    return {k: v.to(map_location) for k, v in tensors.items()}
+    try:
+        return {k: v.to(map_location) for k, v in tensors.items()}
+    except (RuntimeError, AssertionError, TypeError, ValueError) as exc:
+        # torch's answer to a device it does not know or was not built for ("cuda" on a
+        # CPU build: an AssertionError), as torch.load's path reports it
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+        raise UsageError(f"map_location={map_location!r}: {first}",
+                         hint="name a device this torch has, e.g. 'cpu'") from None

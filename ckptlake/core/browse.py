@@ -19,6 +19,7 @@ directory.  Each PATH and --include must select something, else NotFound (exit 3
 from __future__ import annotations
 
 import dataclasses
+import os
 import posixpath
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -58,11 +59,21 @@ def object_sizes(m: Manifest) -> dict[str, int]:
     return out
 
 
-def _clean(path: str) -> str:
-    p = path.strip().replace("\\", "/")
+def _clean(path: "str | os.PathLike[str]") -> str:
+    p = _path_text(path).strip().replace("\\", "/")
     while p.startswith("./"):
         p = p[2:]
     return p.strip("/")
+
+
+def _path_text(path: Any) -> str:
+    """A path inside a version, as str or os.PathLike (a pathlib.Path, as for push and pull's
+    local paths); anything else is a UsageError, not an AttributeError from deep inside."""
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str):
+        raise UsageError(f"a path inside a version must be a string, got {path!r}")
+    return path
 
 
 def _parents(path: str) -> Iterator[str]:

@@ -11,7 +11,7 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ..errors import IntegrityError, NotFound, PreconditionFailed, TransferError
+from ..errors import IntegrityError, NotFound, PreconditionFailed, TransferError, UsageError
 from ..format import layout
 from ..format.manifest import Manifest, decode_manifest
 from ..format.refs import Ref, parse_ref, validate_alias, validate_artifact
@@ -110,6 +110,8 @@ def _decode_alias(data: bytes) -> int:
 def resolve(store: Store, ref: str | Ref) -> Manifest:
     """The manifest a reference names (see format/refs.py for the grammar)."""
     ref = parse_ref(ref) if isinstance(ref, str) else ref
+    if not isinstance(ref, Ref):
+        raise UsageError(f"a reference is a string (ARTIFACT[@SELECTOR]) or a Ref, got {ref!r}")
     if ref.kind == "version":
         return load_manifest(store, ref.artifact, int(ref.value))  # type: ignore[arg-type]
     if ref.kind == "alias":

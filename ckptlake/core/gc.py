@@ -380,6 +380,8 @@ def plan_gc(store: Store, policy: RetentionPolicy, *, now: datetime | None = Non
             match: str | None = None) -> GcPlan:
     """What gc would do now, and why.  Reads only; raises ConfigError for a keep_best metric
     that no matched version has (naming the policy line)."""
+    if now is not None and now.tzinfo is None:
+        now = now.replace(tzinfo=timezone.utc)  # a naive time is taken as UTC, as stored times
     scratch = _Scratch()
     try:
         return _plan(store, policy, now or utcnow(), match, scratch)

@@ -306,6 +306,10 @@ def find_file(m: Manifest, path: str | None) -> FileEntry:
     """
     ref = f"{m.artifact}@v{m.version}"
     regular = {e.path: e for e in m.files if e.symlink is None}
+    if path is not None:
+        from .browse import _path_text
+
+        path = _path_text(path)  # a pathlib.Path too
     if path is None:
         if m.kind == "file":
             return m.files[0]

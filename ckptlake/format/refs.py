@@ -42,6 +42,8 @@ GRAMMAR = (
 
 def validate_artifact(artifact: str) -> str:
     """Return artifact unchanged, or raise UsageError saying what is wrong with it."""
+    if not isinstance(artifact, str):
+        raise UsageError(f"an artifact name is a string, got {artifact!r}", hint=GRAMMAR)
     if not artifact:
         raise UsageError("empty artifact name", hint=GRAMMAR)
     if len(artifact) > 512:
