@@ -382,3 +382,42 @@ def test_a_destination_that_cannot_be_created_is_one_line(url: str, tmp_path: Pa
                        ("/proc/x", "cannot write to /proc")):
         r = CliRunner().invoke(app, ["pull", ART, dest, "--lake", url])
         assert r.exit_code == 2 and said in r.output and "internal" not in r.output, r.output
+
+
+@pytest.mark.parametrize("new_dest", [False, True], ids=["into-existing", "beside-new"])
+def test_a_planted_staging_path_is_never_followed(url: str, src: Path, tmp_path: Path,
+                                                  new_dest: bool) -> None:
+    """The staging name is predictable; beside a new DEST it may be in a shared directory
+    (/tmp).  A symlink planted there made the pull write the version's files where it led: a
+    file outside DEST was overwritten with the version's bytes (exit 0)."""
+    from typer.testing import CliRunner
+
+    from ckptlake.cli.app import app
+    from ckptlake.core import catalog
+    from ckptlake.core.pull import final_root, staging_dir
+
+    dest = tmp_path / "dest"
+    if not new_dest:
+        dest.mkdir()
+    outside = tmp_path / "outside"
+    (outside / "data").mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"VICTIM")
+    os.symlink(victim, outside / "data" / "top.txt")
+    with ckptlake.open(url) as lk:
+        m = catalog.resolve(lk.store, ART)
+        planted = Path(staging_dir(final_root(m, str(dest)), lk.url, m))
+    os.symlink(outside, planted)
+    r = CliRunner().invoke(app, ["pull", ART, str(dest), "--lake", url])
+    assert r.exit_code == 6 and "it is a symlink" in r.output, r.output
+    assert victim.read_bytes() == b"VICTIM" and sorted(os.listdir(outside)) == ["data"]
+    os.unlink(planted)
+    if os.geteuid() == 0:  # (only root can make a directory another user's)
+        planted.mkdir()
+        os.chown(planted, 12345, 12345)  # a directory another user made there
+        r = CliRunner().invoke(app, ["pull", ART, str(dest), "--lake", url])
+        assert r.exit_code == 6 and "another user's directory" in r.output, r.output
+        planted.rmdir()
+    r = CliRunner().invoke(app, ["pull", ART, str(dest), "--lake", url])
+    assert r.exit_code == 0, r.output
+    expect_version(dest, src)

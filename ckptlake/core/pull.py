@@ -359,6 +359,31 @@ def journaled_chunks(staging: str) -> set[str]:
         return set()
 
 
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _own_directory(path: str) -> bool:
+    """Make the staging directory `path`, or accept the one an earlier pull of this user
+    left; True if made here.  Its name is predictable (see staging_dir), and beside a new
+    destination it may sit in a directory others can write (/tmp): a symlink planted there, or
+    a directory another user made, would have this pull write the version's files wherever it
+    leads, and place them (a planted link to a file outside was overwritten with the version's
+    bytes).  So the path must be a real directory of this user, made by mkdir, not followed."""
+    try:
+        os.mkdir(path, 0o700)
+        return True
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        what = "a symlink" if stat.S_ISLNK(st.st_mode) else (
+            "not a directory" if not stat.S_ISDIR(st.st_mode) else "another user's directory")
+        raise Conflict(f"refusing to stage a pull in {path}: it is {what}, not one this user's "
+                       "pull made", hint="remove it (nothing of yours is in it), or pull "
+                                         "elsewhere")
+    return False
+
+
 class _Staging:
     """A directory the version's files are renamed from (see staging_dir), owned by one pull
     at a time (flock).
@@ -379,11 +404,11 @@ class _Staging:
             raise UnsafeManifest(f"{m.artifact}@v{m.version} has a path named like the staging "
                                  f"directory of a pull into {final_root}: {name}",
                                  hint="refusing to pull it into an existing directory")
-        made = not os.path.isdir(self.path)
-        os.makedirs(self.path, exist_ok=True)
+        made = _own_directory(self.path)
         self._lock = -1
         try:
-            self._lock = os.open(os.path.join(self.path, ".lock"), os.O_CREAT | os.O_RDWR, 0o600)
+            self._lock = os.open(os.path.join(self.path, ".lock"),
+                                 os.O_CREAT | os.O_RDWR | _NOFOLLOW, 0o600)
             try:
                 fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -492,7 +517,8 @@ def _prepare(staging: _Staging, entries: list[FileEntry], algo: str) -> dict[str
         if parent not in made:
             os.makedirs(parent, exist_ok=True)
             made.add(parent)
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o777 if e.executable else 0o666)
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY | _NOFOLLOW,  # (see _own_directory)
+                     0o777 if e.executable else 0o666)
         try:
             had = os.fstat(fd).st_size
             fresh = had != e.size
