@@ -118,9 +118,22 @@ def redact(text: str) -> str:
     return text
 
 
+def _whole_value(arg: str) -> str:
+    """One argument is one value: after a secret-named `name=` everything to the end of the
+    argument is masked (`--meta "password=correct horse battery"` kept three of its four
+    words when the value ran to the first space, as it must in free text)."""
+    pos = 0
+    while (m := _NAME_EQ.search(arg, pos)) is not None:
+        if is_secret_name(m.group(1)) and m.end() < len(arg):
+            return arg[:m.end()] + MASK
+        pos = m.end()
+    return arg
+
+
 def redact_argv(argv: Sequence[str]) -> list[str]:
-    """A command line as it may be stored: `redact` on each argument, and the value after an
-    option that names a secret (`--hf-token X`, `--password X`) masked too."""
+    """A command line as it may be stored: `redact` on each argument (the whole rest of an
+    argument after a secret-named `name=`), and the value after an option that names a
+    secret (`--hf-token X`, `--password X`) masked too."""
     out: list[str] = []
     hide_next = False
     for raw in argv:
@@ -132,7 +145,7 @@ def redact_argv(argv: Sequence[str]) -> list[str]:
         hide_next = False
         if arg.startswith("-") and "=" not in arg and is_secret_name(arg):
             hide_next = True
-        out.append(redact(arg))
+        out.append(redact(_whole_value(arg)))
     return out
 
 

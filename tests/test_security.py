@@ -224,6 +224,27 @@ def test_redact_argv_and_metadata() -> None:
         "--meta", "token=***", "s3://b/p"]
     assert redact_metadata({"token": SECRET, "ds": f"https://u:{SECRET}@h/x", "lr": "3"}) == {
         "token": "***", "ds": "https://h/x", "lr": "3"}
+    # one argument is one value: a passphrase with spaces or commas is masked whole (three
+    # of four words were stored in the manifest's provenance before)
+    assert redact_argv(["--meta", "password=correct horse battery staple",
+                        "--meta", "secret=S1,STAIL1", "lr=3e-4,token=a b", "run name=x y"]) == [
+        "--meta", "password=***", "--meta", "secret=***", "lr=3e-4,token=***", "run name=x y"]
+
+
+def test_a_secret_metric_value_is_not_echoed_in_the_error(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ckptlake.cli.app import app
+
+    src = tmp_path / "s"
+    src.mkdir()
+    (src / "f").write_text("x")
+    r = CliRunner().invoke(app, ["push", str(src), "a/b", "--metric", f"token={SECRET}",
+                                 "--lake", f"file://{tmp_path / 'l'}"])
+    assert r.exit_code == 2 and "not a number" in r.output and SECRET not in r.output, r.output
+    r = CliRunner().invoke(app, ["ls", "a/b", "--where", f"token={SECRET}",
+                                 "--lake", f"file://{tmp_path / 'l'}"])
+    assert r.exit_code == 2 and SECRET not in r.output, r.output
 
 
 # ---- 6. every output, every stored object --------------------------------------------------------

@@ -98,7 +98,9 @@ def parse_pairs(values: list[str] | None, option: str, *, numeric: bool) -> dict
             try:
                 number = float(raw)
             except ValueError:
-                raise UsageError(f"{option} {item!r}: value {raw!r} is not a number") from None
+                # (the value is not echoed on its own: KEY=VALUE is, and is masked when KEY
+                # names a secret)
+                raise UsageError(f"{option} {item!r}: the value is not a number") from None
             if not math.isfinite(number):
                 raise UsageError(f"{option} {item!r}: value must be a finite number")
             out[key] = number

@@ -65,7 +65,7 @@ def parse_where(text: str) -> Condition:
     try:
         value = float(m.group("value"))
     except ValueError:
-        raise UsageError(f"invalid --where {text!r}: {m.group('value')!r} is not a number",
+        raise UsageError(f"invalid --where {text!r}: the value is not a number",
                          hint=WHERE_GRAMMAR) from None
     if not math.isfinite(value):
         raise UsageError(f"invalid --where {text!r}: the value must be a finite number")
