@@ -178,9 +178,11 @@ class Lake:
         """Upload a file or directory as the next version of `artifact`.
 
         Only chunks the lake does not hold yet are sent.  The version becomes visible at once
-        and whole when the manifest is written, after every chunk; if anything fails (or a file
-        changes while it is read) nothing is committed and a re-run re-sends only what is
-        missing.
+        and whole when the manifest is written, after every chunk (one exception: a push that
+        deduplicated against a chunk a concurrent gc sweeps restores it within sweep_window +
+        1 s of its commit, before returning; docs/format.md, "Residual risks"); if anything
+        fails (or a file changes while it is read) nothing is committed and a re-run re-sends
+        only what is missing.
 
         Lineage: `parents` are references ("REF" or "REF:RELATION", Refs, or (ref, relation)
         pairs; `relation` is the default), resolved now to fixed version numbers (NotFound if
