@@ -65,7 +65,6 @@ uploading at the deadline is lost whole (its manifest is written last), never to
 """
 from __future__ import annotations
 
-import concurrent.futures.thread  # noqa: F401  (imported first: see _register_exit_hook)
 import contextlib
 import errno
 import json
@@ -86,6 +85,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from .core.scan import SourceTree, scan
+from .core.exithooks import before_pools_close
 from .core.values import check_inputs, check_metadata, check_metrics, check_names
 from .errors import SourceChanged, UsageError
 from .format import layout
@@ -246,7 +246,7 @@ class Checkpointer:
                                         daemon=True)
         self._thread.start()
         _LIVE.add(self)
-        _register_exit_hook()
+        before_pools_close(_at_exit)
         if on_sigterm is not None:
             self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
 
@@ -775,8 +775,6 @@ def _is_library_error(exc: BaseException) -> bool:
 # ---- exit hook ----------------------------------------------------------------------------------
 
 _LIVE: "weakref.WeakSet[Checkpointer]" = weakref.WeakSet()
-_HOOKED = False
-_HOOK_LOCK = threading.Lock()
 _HOST = socket.gethostname().replace("-", "_") or "host"
 
 
@@ -786,29 +784,6 @@ def _at_exit() -> None:
             ck._drain_at_exit()
         except Exception as exc:  # noqa: BLE001 - exiting anyway; say so
             log.error("ckptlake: could not wait for pending checkpoints at exit: %s", exc)
-
-
-def _register_exit_hook() -> None:
-    """Run before the interpreter refuses new thread pools.
-
-    concurrent.futures sets its shutdown flag in a *threading* exit hook, which runs before
-    `atexit` hooks; after that an upload cannot start its worker pool.  Threading exit hooks run
-    in reverse order of registration and concurrent.futures.thread was imported (registering
-    its hook) when this module was, so ours runs first.
-    """
-    global _HOOKED
-    with _HOOK_LOCK:
-        if _HOOKED:
-            return
-        _HOOKED = True
-        register = getattr(threading, "_register_atexit", None)
-        if register is not None:
-            with contextlib.suppress(RuntimeError):  # already shutting down
-                register(_at_exit)
-                return
-        import atexit
-
-        atexit.register(_at_exit)
 
 
 def _sweep_stale_snapshots(base: str) -> None:
