@@ -190,10 +190,154 @@ def test_something_appearing_in_the_way_during_the_pull_is_a_conflict(url: str,
             if not (dst / "emptydir").exists():
                 (dst / "emptydir").write_bytes(b"late")
 
-    with ckptlake.open(url) as lk, pytest.raises(Conflict, match="changed while"):
+    with ckptlake.open(url) as lk, pytest.raises(Conflict, match="changed while") as info:
         lk.pull(ART, dst, progress=Intruder())
     assert (dst / "emptydir").read_bytes() == b"late"
-    assert stagings(dst) == []
+    # the files were placed before the directory met the intruder: said, and the staging kept
+    assert f"{dst} now holds part of {ART}@v1" in str(info.value)
+    assert len(stagings(dst)) == 1
+    (dst / "emptydir").unlink()
+    with ckptlake.open(url) as lk:
+        assert lk.pull(ART, dst).bytes_downloaded == 0
+    expect_version(dst, kept={})
+
+
+class Writer:
+    """A progress that writes `path` (once) while the version is being downloaded: a user, or
+    another pull, putting a file where the plan found nothing."""
+
+    def __new__(cls, path: Path) -> object:
+        from ckptlake.transfer.progress import NullProgress
+
+        class _Writer(NullProgress):
+            def advance(self, nbytes: int) -> None:
+                if not path.exists():
+                    path.write_bytes(b"late")
+        return _Writer()
+
+
+@pytest.mark.parametrize("links", [True, False], ids=["hard-links", "no-hard-links"])
+def test_a_file_appearing_where_the_plan_found_nothing_is_kept(
+        url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, links: bool) -> None:
+    """Data loss before: rename(2) silently replaced the user's file with the version's."""
+    import errno
+
+    from ckptlake.errors import Conflict
+
+    if not links:  # a file system without hard links: the name is checked again instead
+        def no_link(*args: object, **kw: object) -> None:
+            raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+        monkeypatch.setattr(os, "link", no_link)
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    with ckptlake.open(url) as lk, pytest.raises(Conflict, match="appeared during the pull"):
+        lk.pull(ART, dst, progress=Writer(dst / "top.txt"))
+    assert (dst / "top.txt").read_bytes() == b"late"
+    assert len(stagings(dst)) == 1  # kept: the re-run need not download again
+    (dst / "top.txt").unlink()
+    with ckptlake.open(url) as lk:
+        assert lk.pull(ART, dst).bytes_downloaded == 0
+    expect_version(dst, kept={})
+
+
+def test_a_symlink_appearing_where_the_plan_found_nothing_is_kept(url: str,
+                                                                  tmp_path: Path) -> None:
+    from ckptlake.errors import Conflict
+
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    with ckptlake.open(url) as lk, pytest.raises(Conflict, match="link appeared during"):
+        lk.pull(ART, dst, progress=Writer(dst / "link"))
+    assert (dst / "link").read_bytes() == b"late"
+
+
+def test_a_single_file_appearing_during_its_pull_is_kept(tmp_path: Path) -> None:
+    from ckptlake.errors import Conflict
+
+    f = tmp_path / "model.bin"
+    f.write_bytes(b"weights")
+    lake_url = f"file://{tmp_path / 'lake'}"
+    with ckptlake.open(lake_url) as lk:
+        lk.push(f, "pl/file")
+    out = tmp_path / "out.bin"
+    with ckptlake.open(lake_url) as lk, pytest.raises(Conflict, match="appeared during"):
+        lk.pull("pl/file", out, progress=Writer(out))
+    assert out.read_bytes() == b"late"
+    assert len(stagings(out)) == 1
+
+
+def test_two_pulls_of_different_versions_into_one_directory(tmp_path: Path) -> None:
+    """Both exited 0 before, one having silently overwritten the other's files."""
+    from ckptlake.errors import Conflict
+    from ckptlake.transfer.progress import NullProgress
+
+    src = tmp_path / "src"
+    src.mkdir()
+    lake_url = f"file://{tmp_path / 'lake'}"
+    with ckptlake.open(lake_url) as lk:
+        for text in (b"one", b"two"):
+            (src / "f.bin").write_bytes(text)
+            lk.push(src, "pl/two")
+    dst = tmp_path / "dst"
+    dst.mkdir()
+
+    class Other(NullProgress):  # v2 is pulled while v1 downloads
+        def advance(self, nbytes: int) -> None:
+            if not (dst / "f.bin").exists():
+                with ckptlake.open(lake_url) as other:
+                    other.pull("pl/two@v2", dst)
+
+    with ckptlake.open(lake_url) as lk, pytest.raises(Conflict, match="appeared during"):
+        lk.pull("pl/two@v1", dst, progress=Other())
+    assert (dst / "f.bin").read_bytes() == b"two"
+
+
+# ---- a failure half way through placing -------------------------------------------------------
+
+@pytest.mark.parametrize("failure", ["EPERM", "EXDEV", "interrupt"])
+def test_a_failure_while_placing_says_the_destination_is_partly_placed(
+        url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str) -> None:
+    """The second of three renames fails: one file of the version is placed, two are not.
+    Before: "cannot write to .../b.bin" or a bare "interrupted", and the staging deleted on
+    EXDEV/EBUSY; now the error says so and the re-run places the rest without downloading."""
+    import errno
+    import json
+
+    from ckptlake.errors import EXIT_ACCESS, EXIT_INTERRUPTED, EXIT_USAGE
+
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    for rel in ("d/a.bin", "sub/deep/b.bin", "top.txt"):
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        (dst / rel).write_bytes(b"older")
+    real_replace, calls = os.replace, []
+
+    def replace(a: object, b: object, *args: object, **kw: object) -> None:
+        if ".ckptlake-pull-" in os.fsdecode(a):  # type: ignore[arg-type]
+            calls.append(b)
+            if len(calls) == 2:
+                if failure == "interrupt":
+                    raise KeyboardInterrupt
+                code = getattr(errno, failure)
+                raise OSError(code, os.strerror(code), a, None, b)
+        real_replace(a, b, *args, **kw)  # type: ignore[arg-type]
+
+    with monkeypatch.context() as mp:
+        mp.setattr(os, "replace", replace)
+        code, errors, output = pull(url, dst, "--force")
+    expected = {"EPERM": EXIT_ACCESS, "EXDEV": EXIT_USAGE, "interrupt": EXIT_INTERRUPTED}
+    assert code == expected[failure], output
+    assert len(errors) == 1 and f"{dst} now holds part of {ART}@v1" in errors[0], output
+    assert f"ckptlake pull {ART}@v1 {dst} --force" in errors[0], output
+    assert "Traceback" not in output and "internal error" not in output
+    assert sorted(snapshot(dst)[r][1] == b"older" for r in  # type: ignore[index]
+                  ("d/a.bin", "sub/deep/b.bin", "top.txt")) == [False, True, True]
+    assert len(stagings(dst)) == 1  # kept: the rest is in it, verified
+    r = CliRunner().invoke(app, ["pull", f"{ART}@v1", str(dst), "--lake", url, "--force",
+                                 "--json"])
+    assert r.exit_code == EXIT_OK, r.output
+    assert json.loads(r.stdout)["bytes_downloaded"] == 0
+    expect_version(dst, kept={})
 
 
 # ---- executable bits --------------------------------------------------------------------------
@@ -275,3 +419,18 @@ def test_single_file_version_executable_bit(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["pull", "pl/tool", str(out), "--lake", lake_url, "--force"])
     assert r.exit_code == EXIT_OK, r.output
     assert out.stat().st_mode & 0o777 == 0o700  # executable where readable, nothing more
+
+
+def test_force_gives_a_hard_linked_file_its_own_mode(xurl: str, tmp_path: Path) -> None:
+    """A `cp -al` snapshot shares the file's inode: chmod in place made the snapshot's copy
+    executable too.  Now the destination gets its own copy with the version's bit."""
+    o = tmp_path / "o"
+    assert xpull(xurl, "pl/x@v2", o)[0] == EXIT_OK
+    snap = tmp_path / "snap.sh"
+    os.link(o / "run.sh", snap)
+    code, errors, output = xpull(xurl, "pl/x@v1", o, "--force")
+    assert code == EXIT_OK, output
+    assert executable(o / "run.sh") and not executable(snap)
+    assert snap.read_bytes() == (o / "run.sh").read_bytes() == b"#!/bin/sh\n"
+    assert (o / "run.sh").stat().st_nlink == 1 and snap.stat().st_nlink == 1
+    assert stagings(o) == []

@@ -299,6 +299,43 @@ def test_read_only_destination_is_access_denied(url: str, tmp_path: Path,
     assert stagings(tmp_path) == []
 
 
+def test_up_to_date_read_only_destination_pulls_without_staging(
+        url: str, src: Path, tmp_path: Path, read_only: list[Path]) -> None:
+    """A regression: staging was made inside the destination even with nothing to write, so
+    an up-to-date read-only destination (a read-only model cache) failed with exit 4."""
+    dest = tmp_path / "dest"
+    first = pull_json(url, ART, dest)
+    read_only.append(dest)
+    again = pull_json(url, ART, dest)
+    assert again["bytes_downloaded"] == 0 and again["bytes_reused"] == first["bytes_total"]
+    assert again["warnings"] == []
+    expect_version(dest, src)
+    # something to do still needs the staging, and says why it cannot make it
+    (dest / "top.txt").unlink()
+    line = error_line(run("pull", ART, dest, "--lake", url), EXIT_ACCESS)
+    assert "Read-only file system" in line, line
+
+
+def test_a_version_folder_named_like_a_staging_is_not_offered_for_deletion(
+        tmp_path: Path) -> None:
+    """`.ckptlake-pull-notes` of the user's own (no `.lock`, as core/scan.py tells) was
+    reported as an abandoned staging, with the advice to delete it."""
+    s = tmp_path / "src"
+    (s / ".ckptlake-pull-notes").mkdir(parents=True)
+    (s / ".ckptlake-pull-notes" / "n.txt").write_bytes(b"my notes" * 1000)
+    (s / "a.txt").write_bytes(b"a")
+    lake_url = f"file://{tmp_path / 'lake'}"
+    dest = tmp_path / "dest"
+    with ckptlake.open(lake_url) as lk:
+        lk.push(s, "st/notes")
+        assert lk.pull("st/notes", dest).warnings == []
+        assert lk.pull("st/notes", dest).warnings == []
+        (dest / "a.txt").unlink()
+        assert lk.pull("st/notes", dest).warnings == []
+    assert (dest / ".ckptlake-pull-notes" / "n.txt").read_bytes() == b"my notes" * 1000
+    assert pull_mod.abandoned_stagings(str(dest)) == []
+
+
 # ---- names as long as a file system allows ----------------------------------------------------
 
 @pytest.mark.parametrize("name", ["n" * 250, "é" * 127], ids=["250-chars", "254-bytes-utf8"])

@@ -29,8 +29,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
-from ..errors import (AccessDenied, CkptlakeError, Conflict, IntegrityError, NotFound,
-                      UnsafeManifest, UsageError)
+from ..errors import (AccessDenied, CkptlakeError, Conflict, IntegrityError, Interrupted,
+                      NotFound, UnsafeManifest, UsageError)
 from ..format import layout
 from ..format.header import digest, new_hasher
 from ..format.manifest import FileEntry, LinkResolver, Manifest
@@ -129,6 +129,9 @@ class _Placement:
         self.links: list[FileEntry] = []
         self.clear: list[str] = []  # files and symlinks replaced by directories (force)
         self.modes: list[tuple[str, bool]] = []  # identical bytes, other executable bit (force)
+        # paths found absent: placed only if still absent (see _place_new), never replaced
+        self.absent: set[str] = set()
+        self.changed = 0  # changes placement made to the destination (see _partly_placed)
         self._check(force)
         try:
             os.makedirs(parent, exist_ok=True)
@@ -170,6 +173,8 @@ class _Placement:
                     st = os.lstat(final)
                 except (FileNotFoundError, NotADirectoryError):
                     pass  # NotADirectory: a single file's parent path is a file (see __init__)
+            if st is None:
+                self.absent.add(e.path)
             if e.symlink is not None:
                 self.links.append(e)
                 if st is None or (stat.S_ISLNK(st.st_mode) and os.readlink(final) == e.symlink):
@@ -204,6 +209,21 @@ class _Placement:
                            hint="use --force to overwrite them, or pull into an empty directory")
         if self.links and not self.fresh:
             self._check_links()
+
+    def idle(self) -> bool:
+        """Is the destination already the version (nothing to download, clear, chmod, link or
+        make)?  Then the pull writes nothing, so it needs no staging directory: an up-to-date
+        destination on a read-only file system (a read-only mount of a model cache) pulls
+        fine, as it did before staging moved inside the destination."""
+        if self.fresh or self.download or self.clear or self.modes:
+            return False
+        for e in self.links:
+            final = self.finals[e.path]
+            if not (os.path.islink(final) and os.readlink(final) == e.symlink):
+                return False
+        return self.m.kind != "dir" or all(
+            os.path.isdir(os.path.join(self.final_root, *d.split("/")))
+            for d in _needed_dirs(self.m))
 
     def _check_links(self) -> None:
         """The version's symlinks must stay inside the destination as it will be: through the
@@ -310,7 +330,10 @@ def abandoned_stagings(final_root: str) -> list[tuple[str, int]]:
     """Staging directories of `final_root` (beside it, and inside it when it is a directory,
     see staging_dir) that no running pull holds, with the bytes they occupy: what interrupted
     pulls left that nobody re-ran (another version, say, once `latest` moved on).  Each holds
-    files preallocated at full size, so they are worth a word."""
+    files preallocated at full size, so they are worth a word.  Known by the name and the
+    `.lock` every staging holds (as core/scan.py's _pull_staging): a directory of the user's
+    own, or of a version, named `.ckptlake-pull-notes` is no staging, and must never be
+    offered for deletion."""
     parent, name = os.path.split(final_root)
     places = [(parent, _beside_prefix(parent, name))]
     if os.path.isdir(final_root):
@@ -319,7 +342,8 @@ def abandoned_stagings(final_root: str) -> list[tuple[str, int]]:
     for where, prefix in places:
         try:
             entries += [e.path for e in os.scandir(where)
-                        if e.name.startswith(prefix) and e.is_dir(follow_symlinks=False)]
+                        if e.name.startswith(prefix) and e.is_dir(follow_symlinks=False)
+                        and os.path.isfile(os.path.join(e.path, ".lock"))]
         except OSError:
             continue
     return sorted((path, _disk_usage(path)) for path in entries if not _held(path))
@@ -941,14 +965,20 @@ def _place_planned(p: _Placement, staging: _Staging) -> None:
             os.symlink(e.symlink, link)  # type: ignore[arg-type]
         os.rename(data, p.final_root)  # the whole tree appears at once
         return
-    for path, executable in p.modes:  # --force: only the executable bit differs
-        _set_executable(path, executable)
+    for i, (path, executable) in enumerate(p.modes):  # --force: only the executable bit differs
+        _fix_executable(path, executable, staging, i)
+        p.changed += 1
     for path in p.clear:  # --force: files and symlinks where the version has directories
         os.unlink(path)
+        p.changed += 1
     for e in p.download:
         final = p.finals[e.path]
         os.makedirs(os.path.dirname(final), exist_ok=True)
-        os.replace(staging.file(e.path), final)
+        if e.path in p.absent:
+            _place_new(staging.file(e.path), final)
+        else:  # planned: --force replaces what differs
+            os.replace(staging.file(e.path), final)
+        p.changed += 1
     for d in m.dirs:
         os.makedirs(os.path.join(p.final_root, *d.split("/")), exist_ok=True)
     links = os.path.join(staging.path, "links")
@@ -957,6 +987,13 @@ def _place_planned(p: _Placement, staging: _Staging) -> None:
         if os.path.islink(final) and os.readlink(final) == e.symlink:
             continue
         os.makedirs(os.path.dirname(final), exist_ok=True)
+        if e.path in p.absent:  # symlink(2) never replaces: anything there appeared since
+            try:
+                os.symlink(e.symlink, final)  # type: ignore[arg-type]
+            except FileExistsError:
+                raise _appeared(final) from None
+            p.changed += 1
+            continue
         # a short name of its own: the link's name plus a suffix could pass NAME_MAX
         os.makedirs(links, exist_ok=True)
         tmp = os.path.join(links, str(i))
@@ -964,6 +1001,55 @@ def _place_planned(p: _Placement, staging: _Staging) -> None:
             os.unlink(tmp)  # made by a run interrupted before its rename
         os.symlink(e.symlink, tmp)  # type: ignore[arg-type]
         os.replace(tmp, final)
+        p.changed += 1
+
+
+# A file system that has no hard links (or none here) says so with one of these.
+_NO_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.EXDEV,
+             errno.ENOSYS)
+
+
+def _place_new(staged: str, final: str) -> None:
+    """Move a staged file to a final name the plan found absent, never over anything that
+    appeared there during the pull (a file the user wrote, another pull's): rename(2) would
+    replace it silently, link(2) refuses (EEXIST), so the file is linked, then unlinked from
+    staging.  Where the file system has no hard links (some FUSE and network mounts, vfat),
+    the name is checked again just before the rename: a narrow window remains there, since
+    Linux offers no portable rename that refuses to replace.  A crash between link and unlink
+    leaves the file placed and its staged name too: the re-run finds it identical."""
+    try:
+        os.link(staged, final, follow_symlinks=False)
+    except FileExistsError:
+        raise _appeared(final) from None
+    except OSError as e:
+        if e.errno not in _NO_LINKS:
+            raise
+        if os.path.lexists(final):
+            raise _appeared(final) from None
+        os.replace(staged, final)
+        return
+    os.unlink(staged)
+
+
+def _appeared(path: str) -> Conflict:
+    return Conflict(f"{path} appeared during the pull",
+                    hint="move it away and pull again: the verified files are kept")
+
+
+def _fix_executable(path: str, executable: bool, staging: "_Staging", i: int) -> None:
+    """Give the file the version's executable bit.  A file with other hard links (a `cp -al`
+    snapshot, a `--reference` tree) shares its mode with them: chmod would change the
+    snapshot too, so the destination gets its own copy with the bit, renamed over it."""
+    if os.lstat(path).st_nlink <= 1:
+        _set_executable(path, executable)
+        return
+    tmp = os.path.join(staging.path, "modes", str(i))
+    os.makedirs(os.path.dirname(tmp), exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # left by a run interrupted before its rename
+    shutil.copy2(path, tmp)  # bytes, mode and times; the bit is set below
+    _set_executable(tmp, executable)
+    os.replace(tmp, path)
 
 
 def _set_executable(path: str, executable: bool) -> None:
@@ -1059,6 +1145,59 @@ def _shown(path: str | bytes | int | None) -> str | None:
     return text
 
 
+def _partly_placed(e: BaseException, p: _Placement, destination: str) -> CkptlakeError:
+    """The error for a failure or interrupt after placement changed the destination: it now
+    mixes the version with what was there, which the user must hear (a bare "interrupted" or
+    "cannot write to f99.bin" reads as if nothing happened).  The staging is kept, even for
+    errors that otherwise drop it (EXDEV, a conflict): the files not yet placed are in it,
+    verified, so the re-run places them without downloading them again.  Ctrl-C stays exit
+    130, as Interrupted (the CLI prints a bare KeyboardInterrupt as "interrupted", no more)."""
+    ref = f"{p.m.artifact}@v{p.m.version}"
+    partly = f"{p.final_root} now holds part of {ref}"
+    if getattr(p.m, "selection", ()):
+        again = "run the same pull again with --force to finish placing it from the kept staging"
+    else:
+        again = (f"run `ckptlake pull {ref} {p.final_root} --force` to finish placing it from "
+                 "the kept staging")
+    if isinstance(e, Conflict):  # something appeared in the way: --force would replace it
+        again = f"move it away, then {again.replace(' --force', '')} (--force replaces it)"
+    if isinstance(e, KeyboardInterrupt):
+        return Interrupted(f"interrupted while placing {ref}: {partly}", hint=again)
+    if isinstance(e, CkptlakeError):
+        failure: CkptlakeError = e
+    elif isinstance(e, OSError) and (known := _failure(e, destination)) is not None:
+        failure = known
+    else:
+        failure = CkptlakeError(f"{type(e).__name__}: {e}")
+    failure.message = f"{failure.message}; {partly}"
+    failure.hint = again
+    failure.args = (failure.message,)
+    return failure
+
+
+def _leftover_warning(final_root: str) -> list[str]:
+    if not (left := abandoned_stagings(final_root)):
+        return []
+    more = f" and {len(left) - 1} more" if len(left) > 1 else ""
+    return [f"interrupted pulls left {format_bytes(sum(n for _, n in left))} in "
+            f"{left[0][0]}{more}; delete them if those pulls will not be re-run"]
+
+
+def _up_to_date(p: _Placement, lake_url: str, progress: Progress,
+                started: float) -> PullResult:
+    """The result of a pull that finds the destination already holding the version: every
+    byte reused, nothing staged (see _Placement.idle)."""
+    m = p.m
+    progress.start(phase="pull", total_bytes=0, total_files=0)
+    progress.finish()
+    warnings = _leftover_warning(p.final_root)
+    return PullResult(
+        warnings=warnings, lake=lake_url, artifact=m.artifact, version=m.version,
+        destination=p.final_root, files=len(m.files), bytes_total=m.total_bytes,
+        bytes_downloaded=0, bytes_reused=sum(e.size for e in p.reused), bytes_resumed=0,
+        seconds=round(time.monotonic() - started, 3), bytes_from_cache=0)
+
+
 def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrency: int,
          progress: Progress, lake_url: str, throttle: Throttle | None = None,
          parts: Parts | None = None, cache: ChunkCache | None = None,
@@ -1066,6 +1205,8 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
     started = time.monotonic()
     try:
         placement = _Placement(m, destination, force)
+        if placement.idle():
+            return _up_to_date(placement, lake_url, progress, started)
         staging = _Staging(placement.final_root, lake_url, m)
     except OSError as e:
         if (failure := _failure(e, destination)) is not None:
@@ -1082,6 +1223,7 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
     progress.start(phase="pull", total_bytes=total, total_files=len(placement.download))
     cache = cache.session() if cache is not None else None
     keep = True  # interrupted or storage failing: keep staged chunks for the next attempt
+    placing = False
     try:
         _check_renames(placement, staging)
         units = _prepare(staging, placement.download, m.hash)
@@ -1095,12 +1237,20 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
                              name="ckptlake-pull"):
             pass
         fetcher.leftovers.flush()
+        placing = True
         _place(placement, staging)
         keep = False
-    except (IntegrityError, UnsafeManifest, Conflict, UsageError):
-        keep = False  # nothing worth resuming from
-        raise
-    except OSError as e:
+    except BaseException as e:
+        if placement.changed:  # keep the staging: the re-run finishes without downloading
+            raise _partly_placed(e, placement, destination) from (
+                None if isinstance(e, (CkptlakeError, OSError, KeyboardInterrupt)) else e)
+        if isinstance(e, (IntegrityError, UnsafeManifest, Conflict, UsageError)):
+            # nothing worth resuming from, but for something that appeared in the way while
+            # placing: every file is verified in staging, for the re-run once it is moved
+            keep = placing and isinstance(e, Conflict)
+            raise
+        if not isinstance(e, OSError):
+            raise
         if e.errno in _HOPELESS:
             keep = False  # no retry can succeed on this file system
         if (failure := _failure(e, destination)) is None:
@@ -1118,10 +1268,7 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
         warnings.append(f"dropped {cache.dropped} corrupt chunk cache "
                         f"entr{'y' if cache.dropped == 1 else 'ies'} in {cache.dir} and "
                         "downloaded those chunks instead")
-    if left := abandoned_stagings(placement.final_root):
-        more = f" and {len(left) - 1} more" if len(left) > 1 else ""
-        warnings.append(f"interrupted pulls left {format_bytes(sum(n for _, n in left))} in "
-                        f"{left[0][0]}{more}; delete them if those pulls will not be re-run")
+    warnings += _leftover_warning(placement.final_root)
     return PullResult(
         warnings=warnings,
         lake=lake_url, artifact=m.artifact, version=m.version,
