@@ -7,12 +7,15 @@ of stalling the suite.
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 import traceback
 from datetime import timedelta
 from pathlib import Path
@@ -377,6 +380,125 @@ def test_an_async_save_still_running_at_exit_is_committed(local_lake_url: str,
     dcp.load(loaded, storage_reader=LakeReader(lake, "a/ck@v1"))
     assert torch.equal(loaded["w"],
                        torch.randn(1000, 1000, generator=torch.Generator().manual_seed(7)))
+
+
+STAGER_EXIT_SCRIPT = textwrap.dedent("""
+    import sys, threading, time, torch, torch.distributed.checkpoint as dcp, ckptlake
+    from concurrent.futures import Future
+    from torch.distributed.checkpoint.staging import BlockingAsyncStager
+    from ckptlake.torch import LakeWriter
+
+    class BackgroundStager(BlockingAsyncStager):  # stages in the background, as DefaultStager
+        def stage(self, state_dict):              # can: torch's thread reaches the writer late
+            done = Future()
+            def later():
+                time.sleep(1.5)
+                done.set_result(BlockingAsyncStager.stage(self, state_dict))
+            threading.Thread(target=later, daemon=True).start()
+            return done
+
+    lake = ckptlake.open(sys.argv[1])
+    w = torch.randn(1000, 1000, generator=torch.Generator().manual_seed(7))
+    dcp.save({"w": w}, storage_writer=LakeWriter(lake, "a/sync", step=1))  # over: no wait
+    unused = LakeWriter(lake, "a/unused", step=1)  # never saved with: nothing to wait for
+    # a stager of the caller's own: torch never calls the writer's stage()
+    dcp.async_save({"w": w}, storage_writer=LakeWriter(lake, "a/ck", step=1),
+                   async_stager=BackgroundStager())
+    print("main done", flush=True)
+""")
+
+
+def test_an_async_save_with_its_own_stager_still_running_at_exit_is_committed(
+        local_lake_url: str, tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(STAGER_EXIT_SCRIPT)
+    p = subprocess.run([sys.executable, str(script), local_lake_url], capture_output=True,
+                       text=True, timeout=240)
+    assert p.returncode == 0, p.stderr
+    assert "main done" in p.stdout and "LOST" not in p.stderr, p.stderr
+    assert "a/unused" not in p.stderr and "a/sync" not in p.stderr, p.stderr
+    lake = ckptlake.open(local_lake_url)
+    assert [(v.version, v.step) for v in lake.versions("a/ck")] == [(1, 1)]
+    assert [v.step for v in lake.versions("a/sync")] == [1]
+
+
+SLOW_EXIT_SCRIPT = textwrap.dedent("""
+    import sys, time, torch, torch.distributed.checkpoint as dcp, ckptlake
+    from ckptlake.torch import LakeWriter
+    write_data = LakeWriter.write_data
+    def slow(self, *args):  # long enough to be interrupted while the exit hook waits
+        time.sleep(3)
+        return write_data(self, *args)
+    LakeWriter.write_data = slow
+    lake = ckptlake.open(sys.argv[1])
+    w = torch.randn(100, 100, generator=torch.Generator().manual_seed(7))
+    dcp.async_save({"w": w}, storage_writer=LakeWriter(lake, "a/ck", step=1))
+    print("main done", flush=True)
+""")
+
+
+def test_an_interrupt_while_waiting_at_exit_says_what_is_lost(local_lake_url: str,
+                                                               tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(SLOW_EXIT_SCRIPT)
+    p = subprocess.Popen([sys.executable, str(script), local_lake_url], text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    err = []
+    try:
+        for line in p.stderr:  # type: ignore[union-attr]
+            err.append(line)
+            if "waiting for it" in line:
+                p.send_signal(signal.SIGINT)  # Ctrl-C while the exit hook waits
+                break
+        out, rest = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    stderr = "".join(err) + rest
+    assert "main done" in out, stderr
+    assert ("ckptlake: LOST DCP checkpoint a/ck step 1: interrupted while waiting at exit"
+            in stderr), stderr
+    assert "Exception ignored" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+
+
+def _unwritable_lake(url: str) -> Any:
+    """A lake whose every chunk directory is a file: no chunk can be stored."""
+    lake = ckptlake.open(url)
+    chunks = Path(url[len("file://"):]) / "chunks"
+    chunks.mkdir(parents=True, exist_ok=True)
+    for i in range(256):
+        (chunks / f"{i:02x}").write_bytes(b"")
+    return lake
+
+
+def test_a_failed_async_save_is_logged_at_once_with_the_lakes_error(
+        local_lake_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    from ckptlake.errors import UsageError
+    from ckptlake.torch import LakeWriter
+
+    lake = _unwritable_lake(local_lake_url)
+    state = {"w": torch.randn(1000, 1000, generator=torch.Generator().manual_seed(7))}
+    with caplog.at_level(logging.ERROR, logger="ckptlake"):
+        f = dcp.async_save(state, storage_writer=LakeWriter(lake, "a/ck", step=1))
+        deadline = time.monotonic() + 60
+        while not f.done() and time.monotonic() < deadline:
+            time.sleep(0.02)  # over, and nobody reads its future
+        assert f.done()
+        failed = [r.getMessage() for r in caplog.records if r.name == "ckptlake"]
+        assert len(failed) == 1, failed
+        # the lake's error, not torch's zip writer's "unexpected pos" that followed it
+        assert failed[0].startswith("ckptlake: dcp.async_save of a/ck step 1 failed: "
+                                    "UsageError: "), failed
+        assert "cannot be written" in failed[0] and failed[0].endswith("(not committed)")
+        caplog.clear()
+        # a synchronous save's failure is its caller's to see (the lake's error): not logged
+        with pytest.raises(CheckpointException) as raised:
+            dcp.save(state, storage_writer=LakeWriter(lake, "a/ck", step=2))
+        assert [r.getMessage() for r in caplog.records if r.name == "ckptlake"] == []
+    [(error, _)] = raised.value.failures.values()  # (exception, its traceback)
+    assert isinstance(error, UsageError) and "cannot be written" in str(error), error
 
 
 def test_importing_ckptlake_does_not_import_torch() -> None:

@@ -19,7 +19,12 @@ a re-run of the same step (same bytes) completes it exactly once.
 `dcp.async_save` writes from torch's thread, which Python lets finish when the main thread is
 done, but after concurrent.futures has begun refusing new work, so the lake writes would fail
 and the checkpoint be lost unseen.  An exit hook that runs first (as the Checkpointer's does)
-waits for every async save under way; one that fails then is logged as LOST.
+waits for every async save under way; one that fails then is logged as LOST.  A save is known
+to the hook from the caller's thread (the writer's construction, or its `stage`), because
+torch's thread may reach the writer only after the main thread has finished; with a stager
+of the caller's own (`async_stager=`) the construction is the only such moment.  An async save
+that fails before the exit is logged at once (nobody may ever read its future); a synchronous
+`dcp.save` is not tracked at all: its failure is raised to its caller.
 
 Reading resolves the ref once (all reads come from that one version).  `read_data` gets a
 rank's whole plan, every (file, offset, length) it needs: the chunks those touch are fetched
@@ -30,7 +35,6 @@ exactly what torch.load + copy_ would give (itemread.py); others go through torc
 """
 from __future__ import annotations
 
-import concurrent.futures.thread  # noqa: F401  (imported first: see _register_exit_hook)
 import contextlib
 import dataclasses
 import io
@@ -39,6 +43,7 @@ import os
 import threading
 import time
 import warnings
+import weakref
 from typing import IO, TYPE_CHECKING, Any, Iterator
 
 from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
@@ -46,6 +51,7 @@ from torch.distributed.checkpoint.filesystem import FileSystemBase, _StoragePref
 from torch.distributed.checkpoint.metadata import StorageMeta
 from torch.distributed.checkpoint.staging import BlockingAsyncStager
 
+from ..core.exithooks import before_pools_close
 from ..core.reader import DEFAULT_READAHEAD, LakeFile
 from ..errors import NotFound, UsageError
 from ..format import layout
@@ -80,7 +86,9 @@ class LakeWriter(FileSystemWriter):
     Every rank passes its own writer with the same artifact and step; all ranks' data become
     one version of `artifact` at `step`, committed once after every rank's files are stored,
     with the lake's chunk dedup, compression and verification.  One writer per save (the step
-    is the version's identity: saving the same step again is a harmless repeat).
+    is the version's identity: saving the same step again with the same state and settings
+    (`thread_count`) is a harmless repeat; another `thread_count` splits the data into other
+    files, and the lake refuses that as a Conflict).
     `metrics`, `metadata`, `aliases` are recorded on the version like `Lake.push`'s.
     `thread_count`: torch's writer threads, which also split a rank's data into that many
     files (written and uploaded at once, sharing the lake's concurrency).  `staging_dir` is
@@ -115,6 +123,10 @@ class LakeWriter(FileSystemWriter):
                          cache_staged_state_dict=cache_staged_state_dict, overwrite=True)
         self.fs = _LakeFS(lake)
         self.path = ""  # FileSystemWriter made it Path("."): names are relative to the version
+        # Known to the exit hook from here, the caller's thread: with a stager of the caller's
+        # own, torch never calls stage(), and its thread may reach this writer only after the
+        # main thread has finished and the hook has looked.
+        self._track()
 
     @property
     def version(self) -> int | None:
@@ -151,19 +163,20 @@ class LakeWriter(FileSystemWriter):
         return f"{self.artifact}@step{self.step}"
 
     def storage_meta(self) -> StorageMeta | None:
-        if self._async is not None and self._async.thread is None:
-            # torch's first call in a save, from the thread the save runs in
-            self._async.thread = threading.current_thread()
+        # torch's first call in a save, from the thread the save runs in
+        self._save_started()
         # The same for every save of the artifact (no staging path, step or random save id):
         # a re-run of a step writes the same `.metadata` (its shard record is a harmless
         # repeat), and saving an unchanged state at another step uploads nothing at all.
         return StorageMeta(checkpoint_id=self.artifact, save_id="")
 
     def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
-        super().set_up_storage_writer(is_coordinator, *args, **kwargs)
-        if not self.use_collectives:
-            raise UsageError("LakeWriter needs dcp.save with collectives (use_collectives=True)",
-                             hint="all ranks' files are committed as one version")
+        with self._async_step(last=False):
+            super().set_up_storage_writer(is_coordinator, *args, **kwargs)
+            if not self.use_collectives:
+                raise UsageError("LakeWriter needs dcp.save with collectives "
+                                 "(use_collectives=True)",
+                                 hint="all ranks' files are committed as one version")
         self._is_coordinator = is_coordinator
 
     def prepare_global_plan(self, plans: list[Any]) -> list[Any]:
@@ -242,13 +255,37 @@ class LakeWriter(FileSystemWriter):
             fallback=lambda sd: BlockingAsyncStager().stage(sd))  # torch's, uncached
         # known from here, not from torch's thread: that may start only after the main
         # thread has finished and the exit hook has looked
-        self._async = _AsyncSave.begin(f"{self.artifact} step {self.step}")
+        self._track().staged()
         return staged.state
 
     def _release_staged(self) -> None:
         staged, self._staged = getattr(self, "_staged", None), None
         if staged is not None:
             staged.release()
+
+    def _track(self) -> "_AsyncSave":
+        """The save this writer is about to make, known to the exit hook (not yet started).
+        A previous save of the writer stays known until its thread ends."""
+        save = self._async
+        if save is None or save.ended or save.thread is not None:
+            save = self._async = _AsyncSave.begin(f"{self.artifact} step {self.step}", self)
+        return save
+
+    def _save_started(self) -> None:
+        """A save reached this writer, in this thread: an async one is tracked from here to
+        the end of its writes (a reused writer's from here only: nothing of it ran in the
+        caller's thread); a synchronous one is not, as its caller sees how it ends."""
+        save, thread = self._async, threading.current_thread()
+        if save is not None and save.thread is thread and not save.ended:
+            return  # the same save again (FileSystemWriter.finish asks for storage_meta too)
+        staged = save is not None and save.is_staged and save.thread is None
+        if not (staged or _is_torch_async_thread(thread)):
+            if save is not None and save.thread is None:
+                self._async = None
+                save.drop()
+            return
+        save = self._track()
+        save.thread = thread
 
     @contextlib.contextmanager
     def _async_step(self, *, last: bool) -> Iterator[None]:
@@ -274,91 +311,132 @@ class LakeWriter(FileSystemWriter):
 # cannot take a LakeWriter) must not hold the exit up for long.
 START_GRACE = 10.0
 
+# The name torch's thread executor gives its one thread (dcp.async_save's default): a save in it
+# is an async one, and while it is alive a writer not yet reached may still be (it ends after
+# its save, so waiting for it costs nothing: Python would join it before exiting anyway).
+_TORCH_ASYNC_THREAD = "AsyncCheckpointExecutor"
+
 _SAVES: "set[_AsyncSave]" = set()
 _SAVES_COND = threading.Condition()
-_HOOKED = False
+
+
+def _is_torch_async_thread(thread: threading.Thread) -> bool:
+    return thread.name.startswith(_TORCH_ASYNC_THREAD)
+
+
+def _reason(error: BaseException) -> str:
+    first = (str(error).strip().splitlines() or [""])[0]
+    return f"{type(error).__name__}: {first}"
 
 
 class _AsyncSave:
-    """One `dcp.async_save` to a LakeWriter, from its staging to the end of its writes."""
+    """One `dcp.async_save` to a LakeWriter, from the writer's construction (or staging) to the
+    end of its writes."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, writer: Any) -> None:
         self.name = name
+        # a writer gone can run no save: its entry is dropped (the set stays bounded)
+        self.writer = weakref.ref(writer)
         self.thread: threading.Thread | None = None  # torch's, once the save reaches us
         self.error: BaseException | None = None
         self.ended = False
+        self.is_staged = False  # the writer staged it (dcp.async_save without a stager of its own)
+        self.awaited = False  # the exit hook waits for it and reports how it ends
         self.staged_at = time.monotonic()
 
     @classmethod
-    def begin(cls, name: str) -> "_AsyncSave":
-        save = cls(name)
-        _register_exit_hook()
+    def begin(cls, name: str, writer: Any) -> "_AsyncSave":
+        save = cls(name, writer)
+        before_pools_close(_at_exit)
         with _SAVES_COND:
+            for gone in [s for s in _SAVES if s.writer() is None
+                         or (s.thread is not None and not s.thread.is_alive())]:
+                _SAVES.discard(gone)  # (its thread ended without our say: it is over)
             _SAVES.add(save)
         return save
 
+    def staged(self) -> None:
+        self.is_staged, self.staged_at = True, time.monotonic()
+
+    def drop(self) -> None:
+        """Not (or no longer) a save for the exit hook to wait for."""
+        with _SAVES_COND:
+            _SAVES.discard(self)
+            _SAVES_COND.notify_all()
+
     def end(self, error: BaseException | None) -> None:
+        thread = self.thread or threading.current_thread()
         with _SAVES_COND:
             self.ended, self.error = True, error
             _SAVES.discard(self)
             _SAVES_COND.notify_all()
+            report = not self.awaited
+        # An async save's failure sits in a future nobody may read: said at once, as the
+        # Checkpointer says a background failure (the exit hook says it of one it waits for);
+        # a synchronous save's is raised to its caller.
+        if error is not None and report and (self.is_staged or _is_torch_async_thread(thread)):
+            log.error("ckptlake: dcp.async_save of %s failed: %s (not committed)",
+                      self.name, _reason(error))
 
     def over(self) -> bool:
         # a thread that ends without our say failed before writing (or another rank failed):
         # nothing more of ours runs; the exiting thread itself is never saving
-        if self.ended:
+        if self.ended or self.writer() is None:
             return True
-        if self.thread is None:  # only a thread Python will join can still run it (torch's)
-            others = any(not t.daemon and t.is_alive() and t is not threading.current_thread()
+        me = threading.current_thread()
+        if self.thread is None:
+            # only a thread Python will join can still run it: torch's executor thread, or
+            # (for a save this writer staged) any such thread for a few moments
+            if any(_is_torch_async_thread(t) and t.is_alive() and t is not me
+                   for t in threading.enumerate()):
+                return False
+            if not self.is_staged:
+                return True  # an unused writer, or a save run synchronously elsewhere
+            others = any(not t.daemon and t.is_alive() and t is not me
                          for t in threading.enumerate())
             return not others or time.monotonic() - self.staged_at > START_GRACE
-        return not self.thread.is_alive() or self.thread is threading.current_thread()
+        return not self.thread.is_alive() or self.thread is me
 
     def loss(self) -> str | None:
         if self.error is not None:
-            first = (str(self.error).strip().splitlines() or [""])[0]
-            return f"its dcp.async_save failed ({type(self.error).__name__}: {first})"
+            return f"its dcp.async_save failed ({_reason(self.error)})"
         if self.ended:
             return None
         if self.thread is None:
+            if not self.is_staged:
+                return None  # never used for a save that reached this process's writer
             return "its dcp.async_save never started writing in this process"
         return "its dcp.async_save ended without committing it (wait on its future for why)"
 
 
 def _at_exit() -> None:
     with _SAVES_COND:
-        # one already over failed before the exit began: its future said so
+        # one already over failed before the exit began: that was logged when it did
         saves = sorted((s for s in _SAVES if not s.over()), key=lambda s: s.name)
+        for s in saves:
+            s.awaited = True
     if not saves:
         return
-    log.warning("ckptlake: the process is exiting with dcp.async_save of %s under way: waiting "
-                "for it", ", ".join(s.name for s in saves))
-    with _SAVES_COND:
-        while not all(s.over() for s in saves):
-            _SAVES_COND.wait(0.2)  # polled too: a thread's end is not notified
+    try:
+        # (a writer not yet reached by torch's thread may be unused: not named unless staged)
+        known = [s.name for s in saves if s.thread is not None or s.is_staged]
+        log.warning("ckptlake: the process is exiting with dcp.async_save of %s under way: "
+                    "waiting for it", ", ".join(known) or "a LakeWriter")
+        with _SAVES_COND:
+            while not all(s.over() for s in saves):
+                _SAVES_COND.wait(0.2)  # polled too: a thread's end is not notified
+    except KeyboardInterrupt:
+        # Python would print "Exception ignored in _at_exit" and a traceback: say what the
+        # interrupt cost instead (torch's thread still runs, but its lake writes will fail)
+        for s in saves:
+            loss = s.loss() if s.ended else "interrupted while waiting at exit"
+            if loss is not None:
+                log.error("ckptlake: LOST DCP checkpoint %s: %s", s.name, loss)
+        return
     for s in saves:
         loss = s.loss()
         if loss is not None:
             log.error("ckptlake: LOST DCP checkpoint %s: %s", s.name, loss)
-
-
-def _register_exit_hook() -> None:
-    """Run before the interpreter refuses new thread pools (see checkpointer.py's, the same
-    reasoning: threading exit hooks run last registered first, and concurrent.futures.thread
-    registered its own when this module imported it)."""
-    global _HOOKED
-    with _SAVES_COND:
-        if _HOOKED:
-            return
-        _HOOKED = True
-        register = getattr(threading, "_register_atexit", None)
-        if register is not None:
-            with contextlib.suppress(RuntimeError):  # already shutting down
-                register(_at_exit)
-                return
-        import atexit
-
-        atexit.register(_at_exit)  # too late to save it, not to say it was lost
 
 
 class _LakeFS(FileSystemBase):
@@ -408,8 +486,14 @@ class _LakeFS(FileSystemBase):
                               uploader=self.uploader)
         try:
             yield writer  # type: ignore[misc]
-        except BaseException:
+        except BaseException as exc:
             writer.abort()
+            lake_error = writer._error
+            if isinstance(exc, Exception) and lake_error is not None and exc is not lake_error:
+                # torch's zip writer swallows the lake's error raised by write() and fails on
+                # its own ("[enforce fail at inline_container.cc] unexpected pos"): the lake's
+                # is the cause worth reporting
+                raise lake_error from None
             raise
         entry = writer.finish()
         with self._lock:
