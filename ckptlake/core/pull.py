@@ -1106,30 +1106,37 @@ def _other_file_system(staging: str, directory: str) -> bool:
 _HOPELESS = (errno.EFBIG, errno.ENAMETOOLONG, errno.EXDEV, errno.EBUSY)
 
 
+_WRITE_HINT = "pull into a directory you can write to"
+_SPACE_HINT = "free some space and pull again: verified chunks are kept"
+# errno -> (error type, message, hint) for the file system's refusals while staging or placing
+_FS_FAILURES: dict[int, tuple[type[CkptlakeError], str, str]] = {
+    errno.EACCES: (AccessDenied, "cannot write to {where}: {why}", _WRITE_HINT),
+    errno.EPERM: (AccessDenied, "cannot write to {where}: {why}", _WRITE_HINT),
+    errno.EROFS: (AccessDenied, "cannot write to {where}: {why}", _WRITE_HINT),
+    errno.ENOSPC: (UsageError, "no space left on the device holding {dest}", _SPACE_HINT),
+    errno.EDQUOT: (UsageError, "disk quota exceeded on the device holding {dest}", _SPACE_HINT),
+    errno.ENAMETOOLONG: (UsageError, "cannot write {where}: {why}",
+                         "pull into a directory with a shorter path"),
+    errno.EFBIG: (UsageError, "cannot write {where}: {why}",
+                  "the version cannot be restored on this file system"),
+    # a mount point where a file would be renamed
+    errno.EXDEV: (UsageError, "cannot move the version into place at {where}: {why}",
+                  "pull into a directory with no mount point below it"),
+    errno.EBUSY: (UsageError, "cannot move the version into place at {where}: {why}",
+                  "pull into a directory with no mount point below it"),
+}
+
+
 def _failure(e: OSError, destination: str) -> CkptlakeError | None:
     """The typed error for an OSError while staging or placing a version: the file system's
     refusals (permissions, read-only, full, limits, mounts) are the user's to act on; None
     for anything else, which is unexpected and stays an internal error (exit 1, --debug)."""
+    known = _FS_FAILURES.get(e.errno) if e.errno is not None else None
+    if known is None:
+        return None
+    kind, text, hint = known
     where = _shown(e.filename2) or _shown(e.filename) or destination
-    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return AccessDenied(f"cannot write to {where}: {e.strerror}",
-                            hint="pull into a directory you can write to")
-    if e.errno == errno.ENOSPC:
-        return UsageError(f"no space left on the device holding {destination}",
-                          hint="free some space and pull again: verified chunks are kept")
-    if e.errno == errno.EDQUOT:
-        return UsageError(f"disk quota exceeded on the device holding {destination}",
-                          hint="free some space and pull again: verified chunks are kept")
-    if e.errno == errno.ENAMETOOLONG:
-        return UsageError(f"cannot write {where}: {e.strerror}",
-                          hint="pull into a directory with a shorter path")
-    if e.errno == errno.EFBIG:
-        return UsageError(f"cannot write {where}: {e.strerror}",
-                          hint="the version cannot be restored on this file system")
-    if e.errno in (errno.EXDEV, errno.EBUSY):  # a mount point where a file would be renamed
-        return UsageError(f"cannot move the version into place at {where}: {e.strerror}",
-                          hint="pull into a directory with no mount point below it")
-    return None
+    return kind(text.format(where=where, why=e.strerror, dest=destination), hint=hint)
 
 
 def _shown(path: str | bytes | int | None) -> str | None:
