@@ -260,14 +260,6 @@ def test_usage_errors_with_json_give_one_document(case: str, src: Path, tmp_path
     one_line_error(r)
 
 
-@pytest.mark.parametrize("fmt", ["dot", "mermaid"])
-def test_lineage_json_with_another_format_is_refused(fmt: str, no_open: None) -> None:
-    """--format dot --json printed the JSON document and dropped --format without a word."""
-    r = run("lineage", "a/b", "--format", fmt, "--json")
-    assert r.exit_code == 2, r.stdout
-    assert json.loads(r.stdout)["error"]["message"].startswith("--json prints the JSON")
-
-
 def test_push_to_a_reference_says_push_takes_a_name(src: Path, no_open: None) -> None:
     r = run("push", src, "x/y@v2")
     assert r.exit_code == 2 and "is a reference" in r.stderr and "'x/y'" in r.stderr, r.stderr
