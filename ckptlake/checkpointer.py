@@ -418,8 +418,6 @@ class Checkpointer:
 
         out: dict[str, Any] = {}
         if parents is not None:
-            if isinstance(parents, (str, bytes)):
-                parents = [parents]
             out["parents"] = _lineage.resolve_parents(self.lake.store, parents,
                                                       relation=relation) if parents else ()
         if inputs is not None:

@@ -51,13 +51,6 @@ if TYPE_CHECKING:
     from .format.manifest import Manifest
 
 
-def _one_parent_or_many(parents: Any) -> Any:
-    """parents=: one reference (a string or a Ref) is one parent, not its characters."""
-    if parents is None:
-        return ()
-    return (parents,) if isinstance(parents, (str, Ref)) else parents
-
-
 class Lake:
     """One lake: a store plus the format rules.  Safe to use from several threads."""
 
@@ -211,7 +204,6 @@ class Lake:
         input_items = check_inputs(inputs)
         all_metadata = {**(_provenance.load_meta_file(meta_file) if meta_file else {}),
                         **(metadata or {})}
-        parents = _one_parent_or_many(parents)
         parent_edges = _lineage.resolve_parents(self.store, parents, relation=relation) \
             if parents else ()
         from .core.scan import scan
@@ -269,7 +261,6 @@ class Lake:
             layout.check_step(step)
         checked_metrics, checked_metadata = check_metrics(metrics), check_metadata(metadata)
         input_items = check_inputs(inputs)
-        parents = _one_parent_or_many(parents)
         parent_edges = _lineage.resolve_parents(self.store, parents, relation=relation) \
             if parents else ()
         fields: dict[str, Any] = {"parents": parent_edges, "inputs": input_items}

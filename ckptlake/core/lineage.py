@@ -84,11 +84,14 @@ def resolve_parents(store: Store, parents: Iterable[str | Ref | tuple[str | Ref,
                     relation: str = DEFAULT_RELATION) -> tuple[dict[str, Any], ...]:
     """Fix each parent to the version number it names now; NotFound if it does not exist.
 
-    Accepts "REF[:RELATION]" strings, Refs (with `relation`) or (ref, relation) pairs.
+    Accepts "REF[:RELATION]" strings, Refs (with `relation`) or (ref, relation) pairs; one
+    string or Ref alone is one parent (iterated, a string was its characters).
     """
     from .catalog import resolve
 
     check_relation(relation)
+    if isinstance(parents, (str, Ref)):
+        parents = (parents,)
     specs: list[tuple[Ref, str]] = []
     for p in parents:
         if isinstance(p, tuple):
