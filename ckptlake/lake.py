@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from .core import catalog
-from .core.values import check_inputs, check_metadata, check_metrics, check_names
+from .core.values import (check_destination, check_inputs, check_metadata, check_metrics,
+                          check_names)
 from .errors import CkptlakeError, NotFound, TransferError, TransientError, UsageError
 from .format import layout
 from .format.refs import Ref, parse_ref, validate_alias, validate_artifact
@@ -360,6 +361,7 @@ class Lake:
         from .core import pull as _pull  # here, not at import: ls and push do not need it
         from .core.browse import select
 
+        destination = check_destination(destination)
         refs = [os.fspath(r) for r in reference]
         for r in refs:
             if not os.path.isdir(r):
@@ -838,6 +840,7 @@ class Lake:
         from .policy.config import load_config
         from .policy.egress import load_egress
 
+        destination = check_destination(destination)
         m = select(self._manifest(ref), paths, include, exclude)
         policy = egress if egress is not None else load_egress(load_config())
         return _egress.estimate_pull(self._data(replica), m, os.fspath(destination), policy,

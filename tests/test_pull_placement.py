@@ -434,3 +434,28 @@ def test_force_gives_a_hard_linked_file_its_own_mode(xurl: str, tmp_path: Path) 
     assert snap.read_bytes() == (o / "run.sh").read_bytes() == b"#!/bin/sh\n"
     assert (o / "run.sh").stat().st_nlink == 1 and snap.stat().st_nlink == 1
     assert stagings(o) == []
+
+
+def test_single_file_into_dest_with_trailing_slash(tmp_path: Path, monkeypatch) -> None:
+    """`pull ART nd/` of a single-file version puts the file into a directory nd (made if
+    missing), as cp and `aws s3 cp` do; the CLI's Path argument used to drop the "/" and
+    write a file named nd.  An empty DEST is refused instead of merging into the cwd."""
+    url = (tmp_path / "lake").as_uri()
+    src = tmp_path / "weights.bin"
+    src.write_bytes(b"single file")
+    runner = CliRunner()
+    assert runner.invoke(app, ["--lake", url, "push", str(src), "one/file"]).exit_code == EXIT_OK
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    r = runner.invoke(app, ["--lake", url, "pull", "one/file", "nd/"])
+    assert r.exit_code == EXIT_OK, r.output
+    assert (work / "nd").is_dir() and (work / "nd" / "weights.bin").read_bytes() == b"single file"
+    r = runner.invoke(app, ["--lake", url, "pull", "one/file", "a/b/"])
+    assert r.exit_code == EXIT_OK and (work / "a" / "b" / "weights.bin").is_file()
+    before = sorted(os.listdir(work))
+    r = runner.invoke(app, ["--lake", url, "pull", "one/file", ""])
+    assert r.exit_code == 2 and "destination is empty" in r.output
+    assert sorted(os.listdir(work)) == before
+    with pytest.raises(ckptlake.UsageError):
+        ckptlake.open(url).pull("one/file", "")

@@ -54,9 +54,12 @@ def pull(
         metavar="REF", show_default=False,
         help="What to restore: ARTIFACT or ARTIFACT@SELECTOR (latest, vN, step=N, alias, "
              "min:METRIC, max:METRIC).")],
+    # Parsed as str (a Path drops the trailing "/" that says "into this directory", and turns
+    # "" into "."); annotated Path so the completions offer files.
     dest: Annotated[Path, typer.Argument(
-        metavar="DEST", show_default=False,
-        help="Directory to restore into (a file path for single-file artifacts).")],
+        metavar="DEST", show_default=False, parser=str,
+        help="Directory to restore into (for a single-file artifact: its path, or DIR/ to "
+             "put it into DIR).")],
     paths: Annotated[Optional[list[str]], typer.Argument(
         metavar="[PATH]...", show_default=False,
         help="Pull only these files / directories of the version.")] = None,

@@ -322,7 +322,9 @@ def final_root(m: Manifest, destination: str) -> str:
     dest = os.path.abspath(destination)
     if m.kind == "file":
         name = m.files[0].path.rsplit("/", 1)[-1]
-        return os.path.join(dest, name) if os.path.isdir(dest) else dest
+        # "DIR/" means into DIR, made if missing (as cp, aws s3 cp): abspath drops the "/".
+        into = destination.endswith(("/", os.sep)) or os.path.isdir(dest)
+        return os.path.join(dest, name) if into else dest
     return dest
 
 

@@ -81,3 +81,15 @@ def check_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
             raise UsageError("metadata keys must be non-empty strings")
         out[k] = str(v)
     return out
+
+
+def check_destination(destination: Any) -> str:
+    """pull's DEST: "" would merge the version into the current directory (a Path made of it
+    is "."), which nobody means; say "." for that.  A trailing "/" is kept: it says "into
+    this directory" (core/pull.final_root)."""
+    if not isinstance(destination, (str, os.PathLike)):
+        raise UsageError(f"destination must be a path, got {destination!r}")
+    out = os.fspath(destination)
+    if not isinstance(out, str) or not out:
+        raise UsageError("destination is empty", hint='name a directory; "." is the current one')
+    return out
