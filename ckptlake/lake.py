@@ -484,11 +484,24 @@ class Lake:
         except NotFound:
             if self.exists():
                 raise
-            from .redact import redact
+            raise self.absent_error() from None
 
-            raise NotFound(f"no lake at {redact(self.url)}: nothing was ever pushed there",
-                           hint="check the lake location; the first push creates a lake"
-                           ) from None
+    def absent_error(self, origin: str | None = None) -> NotFound:
+        """What to say where no lake is (`origin`: where the location came from, e.g.
+        "--lake").  A local location that is a file gets its own words: "nothing was ever
+        pushed there" would send the user looking for a lake that cannot exist."""
+        from .redact import redact
+        from .store.local import LocalStore
+
+        where = redact(self.url) + (f" ({origin})" if origin else "")
+        base = self.store
+        while (inner := getattr(base, "inner", None)) is not None:  # a retry wrapper
+            base = inner
+        if isinstance(base, LocalStore) and (blocker := base.root_blocker()) is not None:
+            return NotFound(f"no lake at {where}: {blocker} is a file, not a directory",
+                            hint="a local lake is a directory (file:///path)")
+        return NotFound(f"no lake at {where}: nothing was ever pushed there",
+                        hint="check the lake location; the first push creates a lake")
 
     def resolve(self, ref: str | Ref) -> VersionInfo:
         """The version a reference names right now (latest, vN, step=N, an alias, or

@@ -426,3 +426,18 @@ def test_source_name_that_is_not_utf8_is_refused_before_upload(lake: str, lake_d
     assert "\\xff\\xfe.bin" in line, line
     r = run("push", src, "p/u", "--lake", lake, "--exclude", "*.bin", "--exclude", "link")
     assert r.exit_code == 0, r.stderr
+
+
+@pytest.mark.parametrize("below", ["", "sub/lake"])
+def test_local_lake_location_that_is_a_file(tmp_path: Path, src: Path, below: str) -> None:
+    """--lake naming a file (or a path below one) says so: a push said "cannot hold both 'a'
+    and 'a/...' keys" (a clash between keys the user never named) and readers said "nothing
+    was ever pushed there"."""
+    blocker = tmp_path / "notadir"
+    blocker.write_bytes(b"x")
+    url = (blocker / below).as_uri() if below else blocker.as_uri()
+    line = error_line(run("--lake", url, "push", src, "a/b"), 2)
+    assert f"{blocker} is a file" in line and "a/..." not in line
+    line = error_line(run("--lake", url, "ls"), 3)
+    assert f"{blocker} is a file, not a directory" in line
+    assert blocker.read_bytes() == b"x"

@@ -370,11 +370,7 @@ def require_lake(lake: "Lake") -> None:
     """Readers refuse a location that holds no lake (exit 3) instead of listing nothing: a
     mistyped --lake must not look like an empty lake.  Writers create the lake (push)."""
     if not lake.exists():
-        from ..errors import NotFound
-
-        raise NotFound(f"no lake at {lake_url(lake)} ({lake_origin(lake)}): nothing was ever "
-                       "pushed there", hint="check the lake location; the first push creates "
-                                            "a lake")
+        raise lake.absent_error(lake_origin(lake))
 
 
 def open_lake(common: CommonOptions, *, chunk_size: int | None = None,

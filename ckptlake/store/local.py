@@ -173,11 +173,23 @@ class LocalStore(Store):
         try:
             yield
         except (IsADirectoryError, NotADirectoryError, FileExistsError) as exc:
+            if (blocker := self.root_blocker()) is not None:
+                raise UsageError(f"the lake location {self.url} cannot be a directory: "
+                                 f"{blocker} is a file",
+                                 hint="a local lake is a directory (file:///path)") from exc
             raise UsageError(
                 f"{self._describe(key)}: cannot be written: {exc.strerror}",
                 hint="a local lake cannot hold both 'a' and 'a/...' keys") from exc
         except OSError as exc:
             raise _map_os_error(exc, self._describe(key)) from exc
+
+    def root_blocker(self) -> str | None:
+        """The lake's root, or the nearest existing ancestor, when it is no directory: then
+        no key can be written, and the key-clash message would mislead."""
+        p = self.root
+        while not os.path.lexists(p) and p != p.parent:
+            p = p.parent
+        return None if os.path.isdir(p) else str(p)
 
     # ---- locking ---------------------------------------------------------------------------
 
