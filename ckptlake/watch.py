@@ -3,20 +3,36 @@
 For trainers that only write files (shell scripts, frameworks with their own checkpoint loop):
 the SageMaker-style checkpoint sync, run beside the trainer.
 
-* A *checkpoint* is an entry of DIR (a sub-directory or a file) whose name matches `pattern`
-  (a glob) and `step_regex` (its first group, or the group named `step`, is the step).
+* A *checkpoint* is an entry of DIR (a sub-directory or a file, not a symlink: said once and
+  left alone) whose name matches `pattern` (a glob) and `step_regex` (its first group, or the
+  group named `step`, is the step; ASCII digits only).  The default takes the number after a
+  `step` token if the name has one (Lightning `epoch=0-step=100.ckpt`, `global_step_100`),
+  else the first number (`checkpoint-500`, `step_100`, Orbax `100`): the first number of a
+  Lightning name is its epoch, which many checkpoints share.
 * It is *complete* when it holds the `marker` file (a directory checkpoint; Orbax writes
   `commit_success.txt`, others `COMMIT_SUCCESS`), or, without a marker, when nothing in it has
   been modified for `settle` seconds.  With a marker configured, a checkpoint without it is
   never pushed, however old (it is a crashed, partial write).
 * Complete checkpoints are pushed oldest step first, one at a time.  A step already in the lake
-  is never pushed again: at start the watcher learns the steps of the artifact's versions, so a
-  restarted watcher does not duplicate.  A complete checkpoint whose step is *lower* than a step
-  already in the lake is skipped (and said so): pushing it would make an older step `latest`.
+  is never pushed again: the watcher reads the artifact's steps at start and again right before
+  each push, so neither a restarted watcher nor two overlapping ones (cron) duplicate a step,
+  bar a push that lands between that read and its own commit.  A complete checkpoint whose
+  step is *lower* than a step already in the lake is skipped (and said so): pushing it would
+  make an older step `latest`.  A second entry with the step of one already pushed (a
+  `--step-regex` that reads the same number from two names) is never pushed and said so: it
+  is not what the lake holds.
 * `keep_local=N` deletes local checkpoints older than the newest N once they are in the lake
-  (never one that is not).
+  (never one that is not): one this watcher pushed and that has not changed since, or, for
+  steps pushed before it started, the only local entry of that step with as many bytes as the
+  lake's version.  A step two local entries share is never pruned.
 * A push that fails for a transient reason (storage unreachable, files changed under it) is
-  retried after `retry_delay` seconds; a usage, access or integrity error stops the watcher.
+  retried after `retry_delay` seconds, and no later step is pushed before it (step order); a
+  checkpoint the lake cannot store (a FIFO or a file name that is not UTF-8 in it, a part that
+  cannot be read: the push's own scan of it fails again) is reported once and passed over,
+  and the watcher goes on with the next.  An error of the lake itself (credentials, integrity,
+  a missing bucket, a usage error) stops the watcher.  `run(once=True)` makes one pass and
+  then raises the first checkpoint's failure, if any, restated with its name (same class, so
+  the same exit code).
 
 The library reports through `on_event(WatchEvent)`; it never prints.
 """
@@ -26,19 +42,24 @@ import fnmatch
 import os
 import re
 import shutil
+import stat
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from .errors import (AccessDenied, CkptlakeError, IntegrityError, NotFound, SourceChanged,
-                      UsageError)
+                     TransferError, UsageError)
 from .format.layout import MAX_NUMBER
 from .results import PushResult
 
 if TYPE_CHECKING:
     from .lake import Lake
     from .transfer.progress import Progress
+
+# The number after a `step` token if there is one, else the first number (module docstring).
+DEFAULT_STEP_REGEX = r"(?:.*?step[=_-]?)?(\d+)"
 
 
 @dataclass(frozen=True)
@@ -54,8 +75,10 @@ class WatchEvent:
     """What happened to one checkpoint.
 
     kind: "pushed" (result set), "known" (already in the lake), "skipped" (older than a pushed
-    step), "failed" (error set; retried later), "pruned" (local copy deleted), "abandoned"
-    (an upload cut short by a stop; nothing committed).
+    step, a symlink, gone, changed since pushed...), "duplicate" (its step is that of another
+    entry, pushed already: never pushed), "failed" (error set; retried later, except in a
+    `once` run), "pruned" (local copy deleted), "abandoned" (an upload cut short by a stop;
+    nothing committed).
     """
 
     kind: str
@@ -64,6 +87,14 @@ class WatchEvent:
     message: str
     result: PushResult | None = None
     error: BaseException | None = field(default=None, compare=False)
+
+
+class _Tree(NamedTuple):
+    """What `keep_local` compares to tell a checkpoint from a later one of the same name."""
+
+    inode: int
+    newest: float  # newest modification time of the entry and everything below it
+    size: int  # bytes of its regular files, as a version's total_bytes counts them
 
 
 FATAL = (UsageError, AccessDenied, IntegrityError)
@@ -81,13 +112,20 @@ def compile_step_regex(step_regex: str) -> re.Pattern[str]:
     return rx
 
 
+def shown(name: str) -> str:
+    """A file name as it can be printed (one that is not UTF-8 holds surrogate escapes)."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 class Watcher:
     """Scans `directory`; `run()` pushes until stopped, `poll_once()` does one pass."""
 
     def __init__(self, lake: "Lake", directory: str | os.PathLike[str], artifact: str, *,
-                 pattern: str = "*", step_regex: str = r"(\d+)", marker: str | None = None,
-                 settle: float = 30.0, keep_local: int | None = None, poll: float = 2.0,
-                 retry_delay: float = 30.0, on_event: Callable[[WatchEvent], None] | None = None,
+                 pattern: str = "*", step_regex: str = DEFAULT_STEP_REGEX,
+                 marker: str | None = None, settle: float = 30.0,
+                 keep_local: int | None = None, poll: float = 2.0, retry_delay: float = 30.0,
+                 exclude: tuple[str, ...] | list[str] = (),
+                 on_event: Callable[[WatchEvent], None] | None = None,
                  progress: "Progress | None" = None,
                  clock: Callable[[], float] = time.time) -> None:
         from .format.refs import validate_artifact
@@ -110,25 +148,40 @@ class Watcher:
         self.keep_local = keep_local
         self.poll = poll
         self.retry_delay = retry_delay
+        self.exclude = tuple(exclude)
         self.on_event = on_event or (lambda event: None)
         self.progress = progress
         self.clock = clock
+        self.once = False  # set by run(): a failure is then final, not retried
         self.pushed: set[int] = set()  # steps in the lake
         self.current: Candidate | None = None  # being pushed right now
+        self.found: list[Candidate] = []  # the last pass's checkpoints
+        self.pending: list[Candidate] = []  # ... of which not complete yet
+        self.failures: dict[str, tuple[Candidate, BaseException]] = {}  # name -> last failure
+        self._lake_sizes: dict[int, set[int]] = {}  # step -> total_bytes of its versions
         self._said: set[tuple[str, str]] = set()  # (kind, name) already reported
-        self._retry_at: dict[str, float] = {}  # name -> monotonic time of the next attempt
+        # name -> (monotonic time of the next attempt, whether later steps wait for it)
+        self._retry_at: dict[str, tuple[float, bool]] = {}
         self._learned = False
-        self._pushed_here: set[int] = set()
+        self._mine: dict[str, tuple[int, _Tree | None]] = {}  # name -> (step, tree) pushed here
+        self._mine_steps: dict[int, str] = {}  # step -> name pushed here
 
     # ---- what is there ----------------------------------------------------------------------
 
     def learn(self) -> None:
-        """Which steps the lake already holds (so a restart does not push them again)."""
+        """Which steps the lake holds: at start (a restart does not push them again) and before
+        each push (another watcher, or a push that failed after its commit, may have added
+        one since)."""
         try:
             versions = self.lake.versions(self.artifact)
         except NotFound:
             versions = []
-        self.pushed = {v.step for v in versions if v.step is not None}
+        sizes: dict[int, set[int]] = {}
+        for v in versions:
+            if v.step is not None:
+                sizes.setdefault(v.step, set()).add(v.total_bytes)
+        self._lake_sizes = sizes
+        self.pushed = set(sizes)
         self._learned = True
 
     def candidates(self) -> list[Candidate]:
@@ -137,6 +190,13 @@ class Watcher:
             entries = list(os.scandir(self.directory))
         except FileNotFoundError:
             return []  # the trainer has not created it yet
+        except NotADirectoryError:
+            raise UsageError(f"{self.directory} is not a directory",
+                             hint="watch the directory the trainer writes its checkpoints "
+                                  "into") from None
+        except PermissionError:
+            raise AccessDenied(f"cannot list {self.directory}: permission denied",
+                               hint="fix its permissions") from None
         out = []
         for entry in entries:
             if entry.name.startswith(".") or not fnmatch.fnmatchcase(entry.name, self.pattern):
@@ -145,89 +205,184 @@ class Watcher:
             if not m:
                 continue
             raw = m.group("step") if "step" in self.step_rx.groupindex else m.group(1)
-            if raw is None or not raw.isdigit():
+            if raw is None:
                 continue
             try:
                 is_dir = entry.is_dir(follow_symlinks=False)
-                if not is_dir and not entry.is_file(follow_symlinks=False):
+                is_link = entry.is_symlink()
+                if not is_dir and not is_link and not entry.is_file(follow_symlinks=False):
                     continue
             except OSError:
                 continue
-            out.append(Candidate(entry.name, entry.path, int(raw), is_dir))
+            c = Candidate(entry.name, entry.path, int(raw) if _is_number(raw) else -1, is_dir)
+            if c.step < 0:
+                self._say("skipped", c, f"not pushing {shown(c.name)}: the step regex read "
+                                        f"{shown(raw)!r} from its name, which is no number")
+            elif is_link:  # pruning it would delete what it points to, elsewhere
+                self._say("skipped", c, f"not pushing {shown(c.name)}: it is a symlink (watch "
+                                        "pushes the real files and directories of DIR)")
+            else:
+                out.append(c)
         return sorted(out, key=lambda c: (c.step, c.name))
 
     def is_complete(self, c: Candidate) -> bool:
         if self.marker is not None and c.is_dir:
             return os.path.isfile(os.path.join(c.path, self.marker))
-        newest = _newest_mtime(c.path)
-        return newest is not None and self.clock() - newest >= self.settle
+        tree = _tree(c.path)
+        return tree is not None and self.clock() - tree.newest >= self.settle
 
     # ---- one pass ---------------------------------------------------------------------------
 
     def poll_once(self, stop: threading.Event | None = None) -> int:
-        """Push every complete checkpoint not in the lake yet; return how many were pushed."""
+        """Push every complete checkpoint not in the lake yet, in step order, up to the first
+        that fails for a reason that may pass; return how many were pushed."""
         if not self._learned:
             self.learn()
         pushed = 0
-        for c in self.candidates():
+        self.found = self.candidates()
+        self.pending = []
+        for c in self.found:
             if stop is not None and stop.is_set():
                 break
+            if c.name in self._mine:
+                continue
             if c.step in self.pushed:
-                if c.step not in self._pushed_here:
-                    self._say("known", c, f"step {c.step} ({c.name}) is already in the lake")
+                self._already(c)
                 continue
             if c.step > MAX_NUMBER:  # e.g. a timestamp the step regex matched
-                self._say("skipped", c, f"not pushing {c.name}: step {c.step} is larger than "
-                                        f"the largest step a lake holds, {MAX_NUMBER}")
+                self._say("skipped", c, f"not pushing {shown(c.name)}: step {c.step} is larger "
+                                        f"than the largest step a lake holds, {MAX_NUMBER}")
                 continue
             if not self.is_complete(c):
+                self.pending.append(c)
                 continue
-            highest = max(self.pushed, default=None)
-            if highest is not None and c.step < highest:
-                self._say("skipped", c, f"not pushing {c.name}: step {c.step} is older than "
-                                        f"step {highest}, already in the lake")
+            if self._older(c):
                 continue
-            if time.monotonic() < self._retry_at.get(c.name, 0.0):
+            at, blocking = self._retry_at.get(c.name, (0.0, False))
+            if time.monotonic() < at:
+                if blocking:
+                    break  # nothing overtakes a checkpoint that is to be retried
                 continue
-            if self._push(c):
+            outcome = self._push(c)
+            if outcome == "pushed":
                 pushed += 1
+            elif outcome == "retry":
+                break
         if pushed and self.keep_local:
             self._prune()
         return pushed
 
-    def _push(self, c: Candidate) -> bool:
-        self.current = c
+    def _already(self, c: Candidate) -> None:
+        """Its step is in the lake: from this very entry before a restart, or from another."""
+        other = self._mine_steps.get(c.step)
+        if other is None:
+            self._say("known", c, f"step {c.step} ({shown(c.name)}) is already in the lake")
+        elif ("duplicate", c.name) not in self._said and self.is_complete(c):
+            self._say("duplicate", c, f"not pushing {shown(c.name)}: step {c.step} was pushed "
+                                      f"from {shown(other)} already; two checkpoints have that "
+                                      "step (give each its own with --step-regex)")
+
+    def _older(self, c: Candidate) -> bool:
+        highest = max(self.pushed, default=None)
+        if highest is None or c.step >= highest:
+            return False
+        self._say("skipped", c, f"not pushing {shown(c.name)}: step {c.step} is older than "
+                                f"step {highest}, already in the lake")
+        return True
+
+    def _push(self, c: Candidate) -> str:
+        """"pushed", "known" (another pusher was first), "skipped", "gone", "bad" (go on with
+        the next) or "retry" (stop the pass)."""
+        tree = _tree(c.path)
         try:
-            result = self.lake.push(c.path, self.artifact, step=c.step,
-                                    progress=self.progress)
+            self.learn()
         except FATAL:
             raise
         except (CkptlakeError, OSError) as exc:
-            gone = isinstance(exc, NotFound) or (isinstance(exc, OSError)
-                                                 and not os.path.exists(c.path))
-            if gone:
-                self._say("failed", c, f"{c.name} disappeared before it could be pushed",
-                          error=exc)
-                return False
-            delay = 1.0 if isinstance(exc, SourceChanged) else self.retry_delay
-            self._retry_at[c.name] = time.monotonic() + delay
-            self.on_event(WatchEvent("failed", c.step, c.name,
-                                     f"push of {c.name} failed, retrying in {delay:.0f} s: "
-                                     f"{exc}", error=exc))
-            return False
+            return self._failed(c, exc)
+        if c.step in self.pushed:
+            self._already(c)
+            self._forget(c)
+            return "known"
+        if self._older(c):
+            self._forget(c)
+            return "skipped"
+        self.current = c
+        try:
+            result = self.lake.push(c.path, self.artifact, step=c.step, exclude=self.exclude,
+                                    progress=self.progress)
+        except (CkptlakeError, OSError) as exc:
+            return self._failed(c, exc)
         finally:
             self.current = None
         self.pushed.add(c.step)
-        self._pushed_here.add(c.step)
+        self._lake_sizes.setdefault(c.step, set()).add(result.bytes_scanned)
+        self._mine[c.name] = (c.step, tree)
+        self._mine_steps[c.step] = c.name
+        self._forget(c)
+        self.on_event(WatchEvent("pushed", c.step, c.name, f"pushed {shown(c.name)}",
+                                 result=result))
+        return "pushed"
+
+    def _failed(self, c: Candidate, exc: BaseException) -> str:
+        """Whose failure it is decides what follows: a checkpoint that vanished is no failure,
+        one the lake cannot store is passed over, the lake's own problems stop the watcher and
+        the rest are retried, before any later step."""
+        if not os.path.lexists(c.path):
+            self._forget(c)
+            self._say("skipped", c, f"{shown(c.name)} disappeared before it could be pushed")
+            return "gone"
+        if isinstance(exc, (UsageError, AccessDenied)):
+            if not self._source_fault(c):
+                raise exc
+            self.failures[c.name] = (c, exc)
+            self._retry_at[c.name] = (time.monotonic() + self.retry_delay, False)
+            self._say("failed", c, f"not pushing {shown(c.name)}: {exc}", error=exc)
+            return "bad"
+        if isinstance(exc, (IntegrityError, NotFound)):  # the source is there: the lake's
+            raise exc
+        if isinstance(exc, TransferError):
+            # A push can fail after its manifest was written (a lost reply to the commit): it
+            # is in the lake then, and pushing it again would make a second version.
+            try:
+                self.learn()
+            except (CkptlakeError, OSError):
+                pass
+            if c.step in self.pushed:
+                self._forget(c)
+                self._say("known", c, f"step {c.step} ({shown(c.name)}) is in the lake after "
+                                      f"all: its push was committed before it failed ({exc})")
+                return "known"
+        delay = 1.0 if isinstance(exc, SourceChanged) else self.retry_delay
+        self.failures[c.name] = (c, exc)
+        self._retry_at[c.name] = (time.monotonic() + delay, True)
+        retry = "" if self.once else f", retrying in {delay:.0f} s"
+        self.on_event(WatchEvent("failed", c.step, c.name,
+                                 f"push of {shown(c.name)} failed{retry}: {exc}", error=exc))
+        return "retry"
+
+    def _source_fault(self, c: Candidate) -> bool:
+        """Whether the push failed on the checkpoint itself: the push's scan of it, run again,
+        fails too (a usage or access error of the lake would not)."""
+        from .core.scan import scan
+
+        try:
+            scan(c.path, exclude=self.exclude)
+        except (UsageError, AccessDenied, NotFound, SourceChanged, OSError):
+            return True
+        return False
+
+    def _forget(self, c: Candidate) -> None:
+        self.failures.pop(c.name, None)
         self._retry_at.pop(c.name, None)
-        self.on_event(WatchEvent("pushed", c.step, c.name, f"pushed {c.name}", result=result))
-        return True
 
     def _prune(self) -> None:
         assert self.keep_local
-        # Only checkpoints the lake holds count and go: an incomplete or unpushed one is
-        # never deleted, and never pushes a pushed one out of the newest N.
-        local = [c for c in self.candidates() if c.step in self.pushed]
+        # Only checkpoints known to be in the lake count and go: an incomplete, unpushed or
+        # changed one is never deleted, and never pushes a pushed one out of the newest N.
+        found = self.candidates()
+        entries_of = Counter(c.step for c in found)
+        local = [c for c in found if self._in_lake(c, entries_of[c.step])]
         older = local[:-self.keep_local] if len(local) > self.keep_local else []
         for c in older:
             try:
@@ -238,10 +393,28 @@ class Watcher:
             except FileNotFoundError:
                 continue
             except OSError as exc:
-                self._say("failed", c, f"could not prune {c.name}: {exc}", error=exc)
+                self._say("failed", c, f"could not prune {shown(c.name)}: {exc}", error=exc)
                 continue
-            self.on_event(WatchEvent("pruned", c.step, c.name,
-                                     f"removed local {c.name} (step {c.step} is in the lake)"))
+            self._mine.pop(c.name, None)
+            self.on_event(WatchEvent("pruned", c.step, c.name, f"removed local "
+                                     f"{shown(c.name)} (step {c.step} is in the lake)"))
+
+    def _in_lake(self, c: Candidate, entries: int) -> bool:
+        """Whether this very entry is what the lake holds for its step: pushed from here and
+        unchanged since, or (pushed before this watcher started) the step's only entry, with
+        the bytes of its version.  A step's number alone is not enough: a step regex can read
+        one number from several names."""
+        mine = self._mine.get(c.name)
+        if mine is not None:
+            step, tree = mine
+            if step == c.step and tree is not None and _tree(c.path) == tree:
+                return True
+            self._say("skipped", c, f"keeping {shown(c.name)}: it changed after it was pushed")
+            return False
+        if entries != 1 or c.step in self._mine_steps or c.step not in self._lake_sizes:
+            return False
+        tree = _tree(c.path)
+        return tree is not None and tree.size in self._lake_sizes[c.step]
 
     def _say(self, kind: str, c: Candidate, message: str, error: Any = None) -> None:
         if (kind, c.name) in self._said:
@@ -252,27 +425,51 @@ class Watcher:
     # ---- the loop ---------------------------------------------------------------------------
 
     def run(self, stop: threading.Event, *, once: bool = False) -> None:
-        """Poll and push until `stop` is set (or one pass, with `once`)."""
+        """Poll and push until `stop` is set (or one pass, with `once`: then the first
+        checkpoint that could not be pushed is raised, so a cron job sees it)."""
+        self.once = once
         self.learn()
         while not stop.is_set():
             self.poll_once(stop)
             if once:
+                if self.failures:
+                    raise self._failure()
                 return
             stop.wait(self.poll)
 
+    def _failure(self) -> CkptlakeError:
+        """The first failure, restated with the checkpoint's name (and how many more failed)."""
+        (c, exc), more = next(iter(self.failures.values())), len(self.failures) - 1
+        also = f" (and {more} more)" if more else ""
+        if isinstance(exc, CkptlakeError):
+            err = CkptlakeError.__new__(type(exc))  # its class: its type name and exit code
+            CkptlakeError.__init__(err, f"could not push {shown(c.name)}{also}: {exc.message}",
+                                   hint=exc.hint)
+            return err
+        return CkptlakeError(f"could not push {shown(c.name)}{also}: {exc}")
 
-def _newest_mtime(path: str) -> float | None:
-    """Newest modification time of `path` and everything below it (None if it vanished)."""
+
+def _is_number(raw: str) -> bool:
+    return raw.isascii() and raw.isdigit()  # '²' and '٣' are digits to str.isdigit
+
+
+def _tree(path: str) -> _Tree | None:
+    """Newest modification time and regular-file bytes of `path` and everything below it
+    (None if it vanished)."""
     try:
-        newest = os.lstat(path).st_mtime
+        st = os.lstat(path)
     except FileNotFoundError:
         return None
-    if not os.path.isdir(path) or os.path.islink(path):
-        return newest
+    newest, size = st.st_mtime, st.st_size if stat.S_ISREG(st.st_mode) else 0
+    if not stat.S_ISDIR(st.st_mode):
+        return _Tree(st.st_ino, newest, size)
     for dirpath, dirnames, filenames in os.walk(path):
         for name in dirnames + filenames:
             try:
-                newest = max(newest, os.lstat(os.path.join(dirpath, name)).st_mtime)
+                sub = os.lstat(os.path.join(dirpath, name))
             except FileNotFoundError:
                 continue
-    return newest
+            newest = max(newest, sub.st_mtime)
+            if stat.S_ISREG(sub.st_mode):
+                size += sub.st_size
+    return _Tree(st.st_ino, newest, size)

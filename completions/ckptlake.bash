@@ -228,13 +228,13 @@ _ckptlake() {
         watch)
             case "$prev" in
                 --config) _ckptlake_files "$cur"; return 0 ;;
-                --pattern|--step-regex|--marker|--settle|--drain|--keep-local|--poll|--chunk-size|--concurrency|--max-bandwidth|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+                --pattern|--step-regex|--marker|--settle|--drain|--keep-local|--poll|--exclude|--chunk-size|--concurrency|--max-bandwidth|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=( $(compgen -W "--pattern --step-regex --marker --settle --drain --keep-local --poll --once --chunk-size --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                COMPREPLY=( $(compgen -W "--pattern --step-regex --marker --settle --drain --keep-local --poll --exclude --once --chunk-size --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
-            _ckptlake_npos "--pattern --step-regex --marker --settle --drain --keep-local --poll --chunk-size --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config"
+            _ckptlake_npos "--pattern --step-regex --marker --settle --drain --keep-local --poll --exclude --chunk-size --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config"
             case "$npos" in
                 0) _ckptlake_dirs "$cur" ;;  # DIR
                 1) _ckptlake_lake artifact "$cur" ;;  # ARTIFACT

@@ -263,6 +263,7 @@ complete -c ckptlake -n '__ckptlake_using watch' -l settle -x -d 'Without --mark
 complete -c ckptlake -n '__ckptlake_using watch' -l drain -x -d 'On SIGTERM/SIGINT, wait this long for the upload under way, then abandon it'
 complete -c ckptlake -n '__ckptlake_using watch' -l keep-local -x -d 'Delete pushed local checkpoints beyond the newest N'
 complete -c ckptlake -n '__ckptlake_using watch' -l poll -x -d 'How often to look at DIR'
+complete -c ckptlake -n '__ckptlake_using watch' -l exclude -x -d 'Skip files matching GLOB, relative to each checkpoint (repeatable)'
 complete -c ckptlake -n '__ckptlake_using watch' -l once -d 'Push what is complete now, then exit (for cron and scripts)'
 complete -c ckptlake -n '__ckptlake_using watch' -l chunk-size -x -d 'Chunk size for upload and dedup, e.g. 16MiB (default: from the config)'
 complete -c ckptlake -n '__ckptlake_using watch' -l concurrency -x -d 'Parallel transfers (default: from the config, else the library\'s default)'
@@ -272,12 +273,12 @@ complete -c ckptlake -n '__ckptlake_using watch' -l endpoint-url -x -d 'S3 endpo
 complete -c ckptlake -n '__ckptlake_using watch' -l profile -x -d 'AWS credentials profile to use'
 complete -c ckptlake -n '__ckptlake_using watch' -l region -x -d 'Region of the bucket'
 complete -c ckptlake -n '__ckptlake_using watch' -l config -r -F -d 'Config file to read instead of the default search'
-complete -c ckptlake -n '__ckptlake_using watch' -l json -d 'Print exactly one JSON document on stdout (also for errors); no progress, no notes'
+complete -c ckptlake -n '__ckptlake_using watch' -l json -d 'Print one JSON document per line on stdout: one per pushed checkpoint (and the error\'s, for errors); warnings still on stderr; no progress, no notes'
 complete -c ckptlake -n '__ckptlake_using watch' -s q -l quiet -d 'Print nothing but errors'
 complete -c ckptlake -n '__ckptlake_using watch' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__ckptlake_using watch' -s h -l help -d 'Show this message and exit'
 complete -c ckptlake -n '__ckptlake_using watch' -F
-complete -c ckptlake -n '__ckptlake_using watch; and __ckptlake_arg 1 --pattern --step-regex --marker --settle --drain --keep-local --poll --chunk-size --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake artifact)' -d 'ARTIFACT'
+complete -c ckptlake -n '__ckptlake_using watch; and __ckptlake_arg 1 --pattern --step-regex --marker --settle --drain --keep-local --poll --exclude --chunk-size --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake artifact)' -d 'ARTIFACT'
 
 # gc 
 complete -c ckptlake -n '__ckptlake_using gc' -l dry-run -d 'Print the plan and change nothing'

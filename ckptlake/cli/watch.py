@@ -10,10 +10,13 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ..redact import redact
+from ..watch import DEFAULT_STEP_REGEX, shown
 from .help import epilog
-from .options import (CommonOptions, ConcurrencyOpt, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt,
-                      LakeOpt, MaxBandwidthOpt, ProfileOpt, QuietOpt, RegionOpt)
-from .output import Output, open_lake, push_summary
+from .options import (OUTPUT_PANEL, CommonOptions, ConcurrencyOpt, ConfigOpt, DebugOpt,
+                      EndpointOpt, LakeOpt, MaxBandwidthOpt, ProfileOpt, QuietOpt, RegionOpt)
+from .output import Output, lake_origin, lake_url, open_lake, push_summary
+from .text import PROG
 
 HELP = ("Watch DIR and push each new complete checkpoint in it to ARTIFACT, in step order.\n\n"
         "Runs beside a trainer until stopped.  A restarted watch skips the steps the lake "
@@ -23,11 +26,25 @@ EPILOG = epilog(
     "Example: ckptlake watch /opt/ml/checkpoints gpt2/run-7/ckpt --pattern 'step_*' "
     r"--step-regex 'step_(\d+)' --marker COMMIT_SUCCESS --keep-local 2",
     "A checkpoint is an entry of DIR matching --pattern whose name yields a step through "
-    "--step-regex (its first group, or the group named 'step').  It is complete once it holds "
-    "the --marker file or, without --marker, once nothing in it changed for --settle seconds.  "
-    "A complete checkpoint older than a step already in the lake is skipped (it would become "
-    "'latest').  One line per pushed checkpoint on stdout (with --json: one JSON document per "
-    "line); skips, retries and prunes on stderr.")
+    "--step-regex (its first group, or the group named 'step'; the default reads the number "
+    "after 'step' if the name has one, else its first number: epoch=0-step=100.ckpt is step "
+    "100, checkpoint-500 step 500).  It is complete once it holds the --marker file or, "
+    "without --marker, once nothing in it changed for --settle seconds.  A complete checkpoint "
+    "older than a step already in the lake is skipped (it would become 'latest'), and so is "
+    "a second entry with the step of one already pushed.  A failed push is retried before any "
+    "later step; a checkpoint that cannot be pushed (a FIFO in it, an unreadable file: "
+    "--exclude them) is passed over.  With --once, a checkpoint that failed makes the exit "
+    "code that of its error.",
+    "Output: one line per pushed checkpoint on stdout (with --json: one JSON document per "
+    "line, push's plus \"checkpoint\", and an error document last if --once failed); notes "
+    "(skips, prunes) and warnings (failed pushes, retries) on stderr, one line each; with "
+    "--json only the warnings.")
+
+# Not the shared --json: a watch prints a document per pushed checkpoint, not one in all.
+JsonOpt = Annotated[bool, typer.Option(
+    "--json", rich_help_panel=OUTPUT_PANEL,
+    help="Print one JSON document per line on stdout: one per pushed checkpoint (and the "
+         "error's, for errors); warnings still on stderr; no progress, no notes.")]
 
 
 def watch(
@@ -41,7 +58,7 @@ def watch(
         "--pattern", metavar="GLOB", help="Names of checkpoint entries in DIR.")] = "*",
     step_regex: Annotated[str, typer.Option(
         "--step-regex", metavar="REGEX",
-        help="Regular expression whose first group is the step.")] = r"(\d+)",
+        help="Regular expression whose first group is the step.")] = DEFAULT_STEP_REGEX,
     marker: Annotated[Optional[str], typer.Option(
         "--marker", metavar="NAME", show_default=False,
         help="File whose presence inside a checkpoint directory marks it complete.")] = None,
@@ -57,6 +74,9 @@ def watch(
         help="Delete pushed local checkpoints beyond the newest N.")] = None,
     poll: Annotated[float, typer.Option(
         "--poll", metavar="SECONDS", min=0.05, help="How often to look at DIR.")] = 2.0,
+    exclude: Annotated[Optional[list[str]], typer.Option(
+        "--exclude", metavar="GLOB", show_default=False,
+        help="Skip files matching GLOB, relative to each checkpoint (repeatable).")] = None,
     once: Annotated[bool, typer.Option(
         "--once", help="Push what is complete now, then exit (for cron and scripts).")]
         = False,
@@ -101,19 +121,26 @@ def watch(
         try:
             out.lake_line(handle)
 
+            origin = {"lake": lake_url(handle), "lake_origin": lake_origin(handle)}
+
             def on_event(event: WatchEvent) -> None:
                 if event.kind == "pushed" and event.result is not None:
-                    doc = {**event.result.to_dict(), "checkpoint": event.name}
-                    out.result(doc, push_summary(event.result) + f" <- {event.name}")
-                elif event.kind == "failed":
-                    out.warn(event.message)
+                    for warning in event.result.warnings:
+                        _warn(out, warning)
+                    doc = {**event.result.to_dict(), **origin, "checkpoint": event.name}
+                    out.result(doc, push_summary(event.result) + f" <- {shown(event.name)}")
+                elif event.kind in ("failed", "duplicate"):
+                    _warn(out, event.message)
                 else:
-                    out.note(f"{event.message}")
+                    out.note(event.message)
 
             watcher = Watcher(handle, directory, artifact, pattern=pattern,
                               step_regex=step_regex, marker=marker, settle=settle,
-                              keep_local=keep_local, poll=poll, on_event=on_event)
+                              keep_local=keep_local, poll=poll, exclude=list(exclude or []),
+                              on_event=on_event)
             code = _run(watcher, out, once=once, drain=drain)
+            if once and not code:
+                _say_what_waits(watcher, out, directory, pattern)
         finally:
             handle.close()
     raise typer.Exit(code)
@@ -163,6 +190,33 @@ def _run(watcher: Any, out: Output, *, once: bool, drain: float) -> int:
     if got:
         out.note("stopped")
     return _exit_code(got)
+
+
+def _warn(out: Output, message: str) -> None:
+    """A warning, on stderr under --json too: a watch runs unattended, and a push that failed
+    must show somewhere (stdout stays one JSON document per line)."""
+    if out.json:
+        sys.stderr.write(f"{PROG}: warning: {redact(message)}\n")
+        sys.stderr.flush()
+    else:
+        out.warn(message)
+
+
+def _say_what_waits(watcher: Any, out: Output, directory: Path, pattern: str) -> None:
+    """What a --once run left behind, and why: it runs from cron, where a --pattern that
+    matches nothing and a checkpoint that never completes look just like a quiet trainer."""
+    if not watcher.found:
+        out.note(f"nothing to push: no entry of {directory} matches --pattern {pattern!r} "
+                 "and --step-regex")
+        return
+    waiting = watcher.pending
+    if not waiting:
+        return
+    names = ", ".join(shown(c.name) for c in waiting[:3]) + (", ..." if len(waiting) > 3 else "")
+    why = (f"no {watcher.marker} in them yet" if watcher.marker is not None else
+           f"changed less than {watcher.settle:g} s ago")
+    out.note(f"not complete yet, left for a later run: {len(waiting)} "
+             f"checkpoint{'s' if len(waiting) != 1 else ''} ({names}; {why})")
 
 
 def _exit_code(signals: list[int]) -> int:
