@@ -126,6 +126,8 @@ def _light_value(annotation: Any, info: Any, value: Any, param: Any, ctx: Any) -
     Python: a str for str; an int or float written as digits, within min/max; a Path (then
     Typer's own exists/file/dir checks).  `_NO` for anything else, bad values included, so
     that Typer's adapter produces the value or its usual error message."""
+    if info.parser is str:  # a Path argument that keeps what was typed (pull's "DEST/")
+        return value if type(value) is str else _NO
     if info.parser is not None or getattr(info, "clamp", False):
         return _NO
     if get_origin(annotation) is list:
