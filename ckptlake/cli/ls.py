@@ -169,7 +169,8 @@ def tree_rows(files: list[dict[str, Any]]) -> list[list[str]]:
             d = "/".join(parts[:i])
             if d not in shown:
                 shown.add(d)
-                rows.append(["  " * (i - 1) + parts[i - 1] + "/", format_bytes(below[d]), "dir"])
+                rows.append(["  " * (i - 1) + shown_name(parts[i - 1]) + "/",
+                             format_bytes(below[d]), "dir"])
         if f["kind"] == "dir" and f["path"] in shown:
             continue
         row = file_row(f)
@@ -184,9 +185,29 @@ def file_row(f: dict[str, Any]) -> list[str]:
     if kind == "safetensors":
         kind = f"safetensors ({f['tensors']} tensors)"
     elif kind == "symlink":
-        kind = f"symlink -> {f['target']}"
+        kind = f"symlink -> {shown_name(f['target'])}"
     size = "-" if f["kind"] in ("dir", "symlink") else format_bytes(f["size"])
-    return [f["path"] + ("/" if f["kind"] == "dir" else ""), size, kind]
+    return [shown_name(f["path"]) + ("/" if f["kind"] == "dir" else ""), size, kind]
+
+
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def shown_name(name: str) -> str:
+    """A file name as a table cell: a name is whatever the pushing file system allowed, and a
+    newline in it would break the row, an escape sequence would drive the terminal.  Control
+    characters become C-style escapes (`\\n`, `\\x1b`), as `ls -b` shows them; --json keeps
+    the name exact."""
+    if name.isprintable():
+        return name
+    return "".join(_ESCAPES.get(c, f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+                   if _control(c) else c for c in name)
+
+
+def _control(c: str) -> bool:
+    import unicodedata
+
+    return unicodedata.category(c) in ("Cc", "Zl", "Zp")
 
 
 def pending_row(p: Any) -> list[str]:

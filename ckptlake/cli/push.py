@@ -48,8 +48,11 @@ def _hashes() -> tuple[str, ...]:
 
 
 def push(
+    # readable=False: an unreadable SOURCE is the library's AccessDenied (exit 4), as anything
+    # unreadable inside it is, not click's usage error (exit 2)
     source: Annotated[Path, typer.Argument(
-        metavar="SOURCE", show_default=False, help="File or directory to upload.")],
+        metavar="SOURCE", show_default=False, readable=False,
+        help="File or directory to upload.")],
     artifact: Annotated[str, typer.Argument(
         metavar="ARTIFACT", show_default=False,
         help="Artifact to add a version to, e.g. gpt2/run-7/ckpt (no @selector).")],
@@ -165,6 +168,7 @@ def push(
                            max_bandwidth=max_bandwidth)
         try:
             out.lake_line(handle)
+            check_lake_outside(handle, source, exclude or [])
             if rank_world is not None:
                 with out.progress() as progress:
                     shard_result = handle.push_shard(
@@ -192,6 +196,26 @@ def push(
             out.result(doc, push_summary(result))
         finally:
             handle.close()
+
+
+def check_lake_outside(handle: Any, source: Path, exclude: list[str]) -> None:
+    """A local lake inside SOURCE would be pushed into itself: every version would hold the
+    lake's objects so far, each push bigger than the last.  Refused before anything is read."""
+    url = str(getattr(handle, "url", ""))
+    if not url.startswith("file://") or not source.is_dir():
+        return
+    from ..core.scan import lake_inside
+
+    where = lake_inside(source, url[len("file://"):], tuple(exclude))
+    if where is not None:
+        from ..errors import UsageError
+
+        if where == ".":
+            raise UsageError(f"the lake {url} is SOURCE itself",
+                             hint="push the directory that holds the checkpoint, not the lake")
+        raise UsageError(f"the lake {url} is inside SOURCE (at {where}/), so every version "
+                         "would store it", hint=f"--exclude '{where}/', or keep the lake "
+                                                "outside SOURCE")
 
 
 def parse_lineage(parents: list[str] | None, relation: str | None,

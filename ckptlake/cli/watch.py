@@ -122,11 +122,14 @@ def watch(
             out.lake_line(handle)
 
             origin = {"lake": lake_url(handle), "lake_origin": lake_origin(handle)}
+            warned: set[str] = set()  # one --exclude goes to every checkpoint: said once
 
             def on_event(event: WatchEvent) -> None:
                 if event.kind == "pushed" and event.result is not None:
                     for warning in event.result.warnings:
-                        _warn(out, warning)
+                        if warning not in warned:
+                            warned.add(warning)
+                            _warn(out, warning)
                     doc = {**event.result.to_dict(), **origin, "checkpoint": event.name}
                     out.result(doc, push_summary(event.result) + f" <- {shown(event.name)}")
                 elif event.kind in ("failed", "duplicate"):

@@ -229,14 +229,22 @@ class _Placement:
         """The version's symlinks must stay inside the destination as it will be: through the
         version's own links (already checked when the manifest was decoded) and through links
         already on disk that the version leaves in place (a merge pull into an existing
-        directory, whose `data -> /mnt/data` would make `cur -> data/x` lead outside)."""
+        directory, whose `data -> /mnt/data` would make `cur -> data/x` lead outside).
+
+        And a link of the version is never placed through a symlink to a directory already
+        in the destination: its target is read from where it lands, so with `sub -> x/y/real`
+        the version's `sub/up -> ../file.txt` would name `x/y/file.txt`, not the version's
+        `file.txt`, and other links resolving through it could not be checked at all (the
+        version's links are known by their paths in the version, not where they land)."""
         regular = {e.path for e in self.m.files if e.symlink is None}
+        # replaced by directories (--force): the kernel will not follow what is there now
+        cleared = {os.path.relpath(p, self.final_root).replace(os.sep, "/") for p in self.clear}
         root_abs = self.final_root
         seen: dict[str, str | None] = {}
 
         def on_disk(rel: str) -> str | None:
-            if rel in regular:
-                return None  # the version puts a regular file there
+            if rel in regular or rel in cleared:
+                return None  # the version puts a regular file or a directory there
             if rel not in seen:
                 path = os.path.join(root_abs, *rel.split("/"))
                 try:
@@ -250,6 +258,16 @@ class _Placement:
 
         links = {e.path: e.symlink for e in self.links if e.symlink is not None}
         LinkResolver(links, where=self.final_root, lookup=on_disk).check_all()
+        for path in links:
+            parts = path.split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                if on_disk(d := "/".join(parts[:i])) is not None:
+                    raise Conflict(
+                        f"the version's symlink {path} would be placed through the symlink "
+                        f"{os.path.join(root_abs, *d.split('/'))}, where its target "
+                        f"{links[path][:200]!r} may name another file than in the version",
+                        hint="replace that symlink by the directory it points to, or pull "
+                             "into an empty directory")
 
     def _from_root(self, target: str, link: str) -> str:
         """An existing link's absolute target as a path from the destination's root ("/..."),

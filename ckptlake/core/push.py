@@ -533,12 +533,15 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
                             chunk_size=chunk_size or header.chunk_size,
                             concurrency=concurrency, progress=progress, observers=observers,
                             throttle=throttle, parts=parts, compression=mode)
-    return commit_upload(store, artifact, header=header, created=created, compression=mode,
-                         files=files, dirs=tuple(tree.empty_dirs), kind=tree.kind, up=up,
-                         step=step, metrics=metrics, metadata=metadata, aliases=aliases,
-                         lake_url=lake_url, manifest_fields=manifest_fields,
-                         started=started, started_wall=started_wall,
-                         bytes_scanned=tree.total_bytes)
+    result = commit_upload(store, artifact, header=header, created=created, compression=mode,
+                           files=files, dirs=tuple(tree.empty_dirs), kind=tree.kind, up=up,
+                           step=step, metrics=metrics, metadata=metadata, aliases=aliases,
+                           lake_url=lake_url, manifest_fields=manifest_fields,
+                           started=started, started_wall=started_wall,
+                           bytes_scanned=tree.total_bytes)
+    if tree.warnings:  # the scan's (an --exclude that matched nothing)
+        result = replace(result, warnings=[*tree.warnings, *result.warnings])
+    return result
 
 
 def commit_upload(store: Store, artifact: str, *, header: Any, created: bool, compression: str,

@@ -8,11 +8,13 @@ from __future__ import annotations
 import errno
 import fnmatch
 import os
+import posixpath
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import AccessDenied, NotFound, SourceChanged, UsageError
+from ..errors import AccessDenied, IntegrityError, NotFound, SourceChanged, UsageError
+from ..format.manifest import check_links
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,10 @@ class SourceFile:
         return fd
 
     def check_unchanged(self) -> None:
+        """Changes that move size, mtime or inode: write(2), truncate, a replacing rename.
+        Stores through a shared mmap into pages already dirty move none of them (README).
+        ctime is not compared: a trainer's `ln step_2000/model latest/model` changes it and
+        nothing else, and must not fail the push."""
         try:
             st = os.stat(self.abspath)
         except FileNotFoundError:
@@ -73,15 +79,82 @@ class SourceTree:
     files: list[SourceFile] = field(default_factory=list)
     symlinks: list[tuple[str, str]] = field(default_factory=list)  # (path, relative target)
     empty_dirs: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. an --exclude that matched nothing
 
     @property
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
 
 
-def _excluded(rel: str, patterns: tuple[str, ...]) -> bool:
+@dataclass(frozen=True)
+class _Pattern:
+    given: str  # as the user wrote it, for the warning
+    glob: str
+    anchored: bool  # "/x" or "./x": the whole relative path only, not any name
+    dir_only: bool  # "x/": directories (and links to them) only, with everything below
+
+
+def _patterns(exclude: tuple[str, ...] | list[str]) -> list[_Pattern]:
+    """--exclude globs as written in shells and other tools' ignore files: `sub/`, `./sub`
+    and `/sub` used to match nothing at all, silently."""
+    out = []
+    for given in exclude:
+        glob, anchored = given, False
+        while glob.startswith("./") or glob.startswith("/"):
+            glob, anchored = glob[1:] if glob[0] == "/" else glob[2:], True
+        dir_only = glob.endswith("/")
+        glob = glob.rstrip("/")
+        if not glob or glob == ".":
+            raise UsageError(f"--exclude {given!r} names the whole push source",
+                             hint="exclude what is inside it, e.g. --exclude 'logs/'")
+        out.append(_Pattern(given, glob, anchored, dir_only))
+    return out
+
+
+@dataclass
+class _Excludes:
+    patterns: list[_Pattern]
+    matched: set[str] = field(default_factory=set)  # `given` of those that matched something
+
+
+def _excluded(path: str, excludes: _Excludes) -> bool:
+    """`path` is relative, a directory's with a trailing "/".  Every pattern is tried (not
+    the first match only), so that `matched` tells which ones matched nothing."""
+    is_dir, rel = path.endswith("/"), path.rstrip("/")
     name = rel.rsplit("/", 1)[-1]
-    return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
+    hit = False
+    for p in excludes.patterns:
+        if (not p.dir_only or is_dir) and (fnmatch.fnmatchcase(rel, p.glob) or (
+                not p.anchored and fnmatch.fnmatchcase(name, p.glob))):
+            excludes.matched.add(p.given)
+            hit = True
+    return hit
+
+
+def lake_inside(source: str | Path, lake_dir: str, exclude: tuple[str, ...] = ()) -> str | None:
+    """Where (relative to `source`, "." for itself) the local lake `lake_dir` lies inside a
+    push source that would include it, else None.  Pushing it would store the lake's own
+    objects in every version, each push making the next one bigger."""
+    root, lake = os.path.realpath(os.fspath(source)), os.path.realpath(lake_dir)
+    if lake != root and not lake.startswith(root.rstrip(os.sep) + os.sep):
+        return None
+    rel = os.path.relpath(lake, root).replace(os.sep, "/")
+    if rel == ".":
+        return rel
+    parts, excludes = rel.split("/"), _Excludes(_patterns(exclude))
+    for i in range(1, len(parts) + 1):
+        if _excluded("/".join(parts[:i]) + "/", excludes):
+            return None
+    return rel
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    """A directory, or a symlink to one, for `--exclude 'name/'`: whether the link would be
+    kept or followed, the user who wrote that means it.  A loop or a dangling link is not."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def _pull_staging(entry: os.DirEntry) -> bool:
@@ -133,19 +206,42 @@ def scan(source: str | Path, *, exclude: tuple[str, ...] = (),
         raise UsageError(f"push source {source} is neither a file nor a directory")
     tree = SourceTree(root=root, kind="dir")
     real_root = os.path.realpath(root)
+    excludes = _Excludes(_patterns(exclude))
     try:
-        _walk(tree, root, "", real_root, exclude, follow_symlinks, seen=set())
+        _walk(tree, root, "", real_root, excludes, follow_symlinks, seen=set())
     except (FileNotFoundError, NotADirectoryError) as e:  # removed or replaced while we looked
         raise SourceChanged(f"{e.filename or source} changed while it was being scanned",
                             hint="push again once the writer is done") from None
+    except OSError as e:
+        if e.errno not in (errno.ENAMETOOLONG, errno.ELOOP):
+            raise
+        # a tree deeper than PATH_MAX, or than the kernel follows links: the path itself can
+        # be thousands of characters, so only its ends are shown
+        raise UsageError(f"cannot read {_short(e.filename or source)}: {e.strerror}",
+                         hint="--exclude what lies that deep, or push a directory below it")\
+            from None
     tree.files.sort(key=lambda f: f.path)
     tree.symlinks.sort()
     tree.empty_dirs.sort()
+    # Without the source's name: a watch passes one --exclude to every checkpoint and says
+    # each warning once.
+    tree.warnings += [f"--exclude {p.given!r} matched nothing"
+                      for p in excludes.patterns if p.given not in excludes.matched]
+    try:  # the check a puller makes: a version it would refuse is never committed
+        check_links(dict(tree.symlinks), where=os.fspath(source))
+    except IntegrityError as e:
+        raise UsageError(f"{e.message}; a pull would refuse it",
+                         hint="exclude it with --exclude") from None
     return tree
 
 
+def _short(path: str | bytes | int, keep: int = 60) -> str:
+    text = os.fsdecode(path) if not isinstance(path, int) else str(path)
+    return text if len(text) <= 2 * keep + 5 else f"{text[:keep]}...{text[-keep:]}"
+
+
 def _walk(tree: SourceTree, absdir: str, reldir: str, real_root: str,
-          exclude: tuple[str, ...], follow: bool, seen: set[tuple[int, int]]) -> None:
+          exclude: _Excludes, follow: bool, seen: set[tuple[int, int]]) -> None:
     try:
         entries = sorted(os.scandir(absdir), key=lambda e: e.name)
     except PermissionError:
@@ -158,7 +254,7 @@ def _walk(tree: SourceTree, absdir: str, reldir: str, real_root: str,
     kept = 0
     for entry in entries:
         rel = f"{reldir}{entry.name}"
-        if _excluded(rel, exclude) or _pull_staging(entry):
+        if _excluded(rel + ("/" if _is_dir(entry) else ""), exclude) or _pull_staging(entry):
             continue
         _check_name(rel, entry.path)
         kept += 1
@@ -191,10 +287,12 @@ def _keep_symlink(tree: SourceTree, entry: os.DirEntry, rel: str, real_root: str
                              hint="exclude it with --exclude") from None
     resolved = os.path.realpath(entry.path)
     if resolved == real_root or resolved.startswith(real_root + os.sep):
-        # Store the target relative to the link's real directory, so it survives a move
-        # and a puller can check lexically that it stays inside the tree.
-        link_dir = os.path.realpath(os.path.dirname(entry.path))
-        stored = os.path.relpath(resolved, link_dir).replace(os.sep, "/")
+        # Store the target relative to where the link is in the tree, so it survives a move
+        # and a puller can check lexically that it stays inside the tree.  Not relative to
+        # the link's real directory: below a directory reached through --follow-symlinks
+        # that is somewhere else entirely.
+        in_tree = os.path.relpath(resolved, real_root).replace(os.sep, "/")
+        stored = posixpath.relpath("/" + in_tree, "/" + posixpath.dirname(rel))
         _check_name(stored, resolved)
         tree.symlinks.append((rel, stored))
         return True

@@ -264,9 +264,12 @@ class LinkResolver:
             self.resolve(path)
 
     def resolve(self, path: str) -> tuple[list[str], int]:
-        """(components of where the link at `path` leads, links followed on the way).  The
-        link's parent directory must itself hold no symlink (true of every path this class
-        builds, and of manifest paths, which may not lie below a link)."""
+        """(components of where the link at `path` leads, links followed on the way).
+
+        The kernel reads a relative target from the directory the link is in on disk, so the
+        link's parent is resolved first: a version's `a/b/L -> ../../x` placed through an
+        existing `a -> q/..` lands in `b/`, and its `../..` then climbs out of the tree.  A
+        manifest alone never has a symlink among a path's parents; `lookup` may."""
         if path in self._done:
             return self._done[path]
         if path in self._active:
@@ -275,9 +278,18 @@ class LinkResolver:
         target = self._target(path)
         assert target is not None
         self._active.add(path)
-        cur = [] if target.startswith("/") else path.split("/")[:-1]
-        hops = 1
-        for seg in target.split("/"):
+        cur, hops = self._walk([], path.split("/")[:-1], path, target, 1)
+        if target.startswith("/"):
+            cur = []
+        cur, hops = self._walk(cur, target.split("/"), path, target, hops)
+        self._active.discard(path)
+        self._done[path] = (cur, hops)
+        return cur, hops
+
+    def _walk(self, cur: list[str], segments: list[str], path: str, target: str,
+              hops: int) -> tuple[list[str], int]:
+        """Follow `segments` from `cur` as the kernel would, resolving each symlink met."""
+        for seg in segments:
             if seg in ("", "."):
                 continue
             if seg == "..":
@@ -291,15 +303,21 @@ class LinkResolver:
             cur.append(seg)
             rel = "/".join(cur)
             if self._target(rel) is not None:
-                cur, more = self.resolve(rel)
-                cur, hops = list(cur), hops + more
+                resolved, more = self.resolve(rel)
+                cur, hops = list(resolved), hops + more
                 if hops > MAX_LINK_HOPS:
                     raise UnsafeManifest(f"{self.where}: symlink {path!r} leads through more "
                                          f"than {MAX_LINK_HOPS} symlinks (a loop?)",
                                          hint="refusing to restore it")
-        self._active.discard(path)
-        self._done[path] = (cur, hops)
         return cur, hops
+
+
+def check_links(links: Mapping[str, str], *, where: str = "manifest") -> None:
+    """What a reader checks of a version's symlinks (each target, then every chain), for a
+    writer to run before it commits: a version that pull would refuse must not be written."""
+    for path, target in links.items():
+        _check_symlink(path, target)
+    LinkResolver(links, where=where).check_all()
 
 
 def _req(obj: dict[str, Any], key: str, typ: type | tuple[type, ...], where: str) -> Any:
