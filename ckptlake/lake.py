@@ -414,12 +414,17 @@ class Lake:
         from .core import pull as _pull
         from .core.browse import select
         from .core.replicas import resolve_offline
+        from .store.replica import OfflineReplicaStore
 
         spec = self.replica_for(replica)
         backend = self._replica_backend(spec)
         m = select(resolve_offline(backend, ref), paths, include, exclude)
+        # A chunk the replica lacks is the replica's gap with the lake out of reach (exit 8),
+        # not a chunk "missing from the lake".
+        data = OfflineReplicaStore(backend, name=spec.name, chunk_digest=layout.parse_chunk_key,
+                                   origin_url=self.url, origin_error=str(exc))
         with self._watching(progress) as progress:
-            result = _pull.pull(backend, m, os.fspath(destination), force=force,
+            result = _pull.pull(data, m, os.fspath(destination), force=force,
                                 concurrency=self.concurrency, progress=progress,
                                 lake_url=self.url, throttle=self.throttle, parts=self.parts,
                                 cache=self.cache if use_cache else None, reference=reference)

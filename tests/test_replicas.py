@@ -788,7 +788,7 @@ def test_offline_replica_serves_what_the_replica_holds_and_says_so(tmp_path: Pat
     assert r.replica["offline"] is True
     with pytest.raises(NotFound, match="holds no such version"):
         lake.pull("m/a@v2", tmp_path / "o4", offline_replica=True)
-    with pytest.raises(NotFound, match="aliases live only there"):
+    with pytest.raises(TransferError, match="aliases live only there"):
         lake.pull("m/a@prod", tmp_path / "o5", offline_replica=True)
     origin.down = False
     # Online again: the origin is the truth (latest is v2), and gc's deletions reach the

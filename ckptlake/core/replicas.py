@@ -19,7 +19,7 @@ from ..errors import (AccessDenied, CkptlakeError, IntegrityError, NotFound, Pre
 from ..format import layout
 from ..format.header import LEGACY_HASH
 from ..format.manifest import Manifest
-from ..policy.replicas import ReplicaSpec, check_not_origin
+from ..policy.replicas import ReplicaSpec, check_not_origin, inherited_endpoint
 from ..results import _Result
 from ..store.base import Store
 from ..store.replica import ReplicaStore
@@ -109,10 +109,15 @@ class ReplicaSet:
                     return s
         return None
 
+    def endpoint_of(self, spec: ReplicaSpec) -> str | None:
+        """Where an s3:// replica is reached: its `endpoint_url`, else the lake's (a file
+        that points the lake at MinIO/SeaweedFS means its replicas there too), else None."""
+        return inherited_endpoint(spec.url, spec.endpoint_url, self.origin_endpoint)
+
     def open_store(self, spec: ReplicaSpec) -> Store:
         from ..store import open_store
 
-        return open_store(spec.url, endpoint_url=spec.endpoint_url, profile=spec.profile,
+        return open_store(spec.url, endpoint_url=self.endpoint_of(spec), profile=spec.profile,
                           region=spec.region if spec.url.startswith("s3://") else None,
                           max_connections=self.max_connections,
                           retry_attempts=REPLICA_RETRY_ATTEMPTS,
@@ -290,15 +295,24 @@ def keep_manifest(origin: Store, replica: Store, m: Manifest) -> bool:
 
 def resolve_offline(replica: Store, ref: Any) -> Manifest:
     """The manifest `ref` names among the copies the replica holds (latest, vN, step=N,
-    min:/max: -- aliases live only at the origin)."""
+    min:/max: -- aliases live only at the origin).
+
+    An alias is a TransferError, not NotFound: the alias may well exist; what is missing is
+    the lake that holds it (a script retrying on exit 8 is right to)."""
     from ..format.refs import parse_ref
-    from .catalog import resolve
+    from .catalog import resolve, version_numbers
 
     parsed = parse_ref(ref) if isinstance(ref, str) else ref
     if parsed.kind == "alias":
-        raise NotFound(f"the lake cannot be reached, and aliases live only there: "
-                       f"{parsed.artifact}@{parsed.value} cannot be resolved offline",
-                       hint="name a version (@vN) or @latest of what the replica holds")
+        try:
+            held = version_numbers(replica, parsed.artifact)
+        except CkptlakeError:
+            held = []
+        where = (f"the newest version the replica holds is {parsed.artifact}@v{held[-1]}"
+                 if held else "the replica holds no version of it")
+        raise TransferError(f"the lake cannot be reached, and aliases live only there: "
+                            f"{parsed.artifact}@{parsed.value} cannot be resolved offline",
+                            hint=f"name a version (@vN) instead; {where}")
     try:
         return resolve(replica, parsed)
     except NotFound as exc:

@@ -22,6 +22,10 @@ lake (docs/format.md, "Sharded commits"):
    manifest does an owner move the intent to another number, and only by compare-and-swap, so at
    any time the only number a manifest of this step can land on is the current intent.  Timing
    therefore decides only how soon a crashed owner is replaced, never correctness.
+5. gc may delete the version meanwhile (tombstone, then manifest).  An inherited N with a
+   tombstone is never written again: a tombstone carrying the commit_id means the step was
+   committed as N and deleted, which the claim then records and the caller is told (NotFound);
+   a committed claim whose manifest is gone is reported the same way, not as success.
 
 A rank that sees the full set but loses the claim waits (polling the claim) until the step is
 committed, taking over if the owner goes stale; a rank that does not see the full set returns at
@@ -37,7 +41,7 @@ import time
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..errors import Conflict, IntegrityError, NotFound, PreconditionFailed, UsageError
 from ..format import layout
@@ -362,6 +366,42 @@ def _manifest_commit_id(store: Store, artifact: str, number: int) -> str | None:
         return None
 
 
+def _deleted_step(artifact: str, step: int, version: int, tomb: Any) -> NotFound:
+    """NotFound for a step committed as `version` that gc deleted since: pushing a rank of it
+    again must not look like success (the checkpoint is no longer in the lake), and must not
+    commit it again under the deleted number (docs/format.md, "Deleting (gc)")."""
+    when = f"was {tomb.deleted_text()}" if tomb is not None else "no longer exists"
+    reason = f"{tomb.reason}; " if tomb is not None and tomb.reason else ""
+    return NotFound(f"{artifact} step {step} was committed as v{version}, which {when}",
+                    hint=f"{reason}push the checkpoint as another step to store it again; "
+                         f"list what is left with: ckptlake ls {artifact} --all")
+
+
+def _check_still_there(store: Store, artifact: str, step: int, version: int) -> None:
+    """Raise _deleted_step if the committed manifest of `step` is gone.  The manifest is
+    looked at before the tombstone: gc writes the tombstone first and deletes the manifest
+    after, so a manifest found missing always has its tombstone by then."""
+    from . import tombstones
+
+    try:
+        if store.stat(layout.version_key(artifact, version)).size > 0:
+            return
+    except NotFound:
+        pass
+    raise _deleted_step(artifact, step, version, tombstones.load(store, artifact, version))
+
+
+def _own_tombstone(store: Store, claim: Claim, number: int) -> Any:
+    """The tombstone at `number` if it is this step's version that gc deleted (it carries the
+    manifest's metadata, so the commit_id); None if there is none, or it is a foreign one."""
+    from . import tombstones
+
+    tomb = tombstones.load(store, claim.artifact, number)
+    if tomb is not None and tomb.metadata.get(META_COMMIT_ID) == claim.commit_id:
+        return tomb
+    return None
+
+
 def _next_number(store: Store, artifact: str, after: int | None) -> int:
     from .catalog import version_numbers
 
@@ -390,6 +430,11 @@ def _commit(store: Store, claim: Claim, etag: str, records: list[ShardRecord],
     # written it already).  Any other number only after seeing the intent taken by a foreign
     # version, and only by compare-and-swap.
     n = claim.version if claim.state == "committing" else None
+    # An intent we inherit may be a number gc has deleted since: the version a previous owner
+    # committed there (its tombstone carries our commit_id), or a foreign one.  Creating the
+    # manifest there would bring a deleted number back, so it is not tried while a tombstone
+    # says so (a number we choose below is latest + 1, which gc never deletes).
+    inherited = n is not None
     after: int | None = None
     for attempt in range(200):
         if n is None:
@@ -403,15 +448,26 @@ def _commit(store: Store, claim: Claim, etag: str, records: list[ShardRecord],
             claim = replace(claim, state="committing", version=n, updated=utcnow())
             etag = _cas(store, key, claim, etag)
         try:
+            if inherited and store.exists(layout.tombstone_key(claim.artifact, n)):
+                raise PreconditionFailed("a tombstone holds the intended number")
             # create_once: an empty object at N (a PUT cut after its head) is taken over at N
             create_once(store, layout.version_key(claim.artifact, n),
                         replace(manifest, version=n).encode())
             break
         except PreconditionFailed:
+            # The manifest first, then the tombstone: gc writes the tombstone before it deletes
+            # the manifest, so a manifest gone by now has its tombstone, and one still there
+            # (a gc in flight, or one that spared it for an alias) is the commit.
             if _manifest_commit_id(store, claim.artifact, n) == claim.commit_id:
                 break  # a previous owner (or our own retried write) got there: that is the commit
+            if (tomb := _own_tombstone(store, claim, n)) is not None:
+                # Committed as N, then deleted by gc: record the commit, never redo it.
+                with contextlib.suppress(_LostClaim):
+                    _cas(store, key, replace(claim, state="committed", version=n,
+                                             updated=utcnow(), error=None), etag)
+                raise _deleted_step(claim.artifact, claim.step, n, tomb) from None
             time.sleep(random.random() * min(1.0, 0.01 * 2 ** min(attempt, 7)))
-            after, n = n, None
+            after, n, inherited = n, None, False
     else:
         raise Conflict(f"could not claim a version number for {claim.artifact} after 200 "
                        "attempts", hint="too many concurrent pushers; push any rank again")
@@ -423,17 +479,29 @@ def _commit(store: Store, claim: Claim, etag: str, records: list[ShardRecord],
     return n
 
 
+# While following a live owner, how often the caller hears that we are still waiting.
+WAIT_NOTE_EVERY = 60.0
+
+
 def finish_step(store: Store, artifact: str, step: int, world: int, *, stale_after: float,
                 wait_seconds: float, owner: str | None = None,
-                poll: float = 0.2) -> tuple[int | None, bool]:
+                poll: float = 0.2,
+                on_note: Callable[[str], None] | None = None) -> tuple[int | None, bool]:
     """Commit a step whose WORLD records are all in (or follow whoever is committing it).
 
     Returns (version or None if still being committed by a live owner after `wait_seconds`,
-    whether this call wrote the manifest).  Raises Conflict if the step failed.
+    whether this call wrote the manifest).  Raises Conflict if the step failed, NotFound if it
+    was committed and gc has deleted the version since.
+
+    `on_note`: told when this call starts waiting for another owner (and every
+    WAIT_NOTE_EVERY seconds after), and when it takes over: a dead owner is replaced only
+    after `stale_after` (minutes by default), which must not look like a hang.
     """
     owner = owner or _new_owner()
     key = layout.shard_claim_key(artifact, step)
-    deadline = time.monotonic() + wait_seconds
+    started = time.monotonic()
+    deadline = started + wait_seconds
+    next_note = started
     header = None
     while True:
         got = _read_claim(store, key)
@@ -454,14 +522,22 @@ def finish_step(store: Store, artifact: str, step: int, world: int, *, stale_aft
                 raise Conflict(f"{artifact} step {step} is being committed with {claim.world} "
                                f"ranks, not {world}")
             if claim.state == "committed":
+                if claim.version is not None:
+                    _check_still_there(store, artifact, step, claim.version)
                 return claim.version, False
             if claim.state == "failed":
                 raise Conflict(f"{artifact} step {step} cannot be committed: {claim.error}",
                                hint="remove its shard records and push every rank again")
             if claim.owner != owner:
-                if claim.age() < stale_after:
-                    if time.monotonic() >= deadline:
+                age = claim.age()
+                if age < stale_after:
+                    now = time.monotonic()
+                    if now >= deadline:
                         return None, False
+                    if on_note is not None and now >= next_note:
+                        next_note = now + WAIT_NOTE_EVERY
+                        on_note(_wait_note(artifact, step, claim, age, stale_after,
+                                           deadline - now))
                     time.sleep(poll * (0.5 + random.random()))
                     poll = min(poll * 1.5, 2.0)
                     continue
@@ -471,6 +547,9 @@ def finish_step(store: Store, artifact: str, step: int, world: int, *, stale_aft
                     etag = _cas(store, key, mine, etag)
                 except _LostClaim:
                     continue
+                if on_note is not None:
+                    on_note(f"{artifact} step {step}: taking over its commit from {claim.owner} "
+                            f"(silent for {age:.0f} s)")
                 claim = mine
         keys, _ = _list_step(store, artifact, step)
         records = _load_records(store, artifact, step, world, keys)
@@ -482,6 +561,16 @@ def finish_step(store: Store, artifact: str, step: int, world: int, *, stale_aft
             return _commit(store, claim, etag, records, header.hash), True
         except _LostClaim:
             continue
+
+
+def _wait_note(artifact: str, step: int, claim: Claim, age: float, stale_after: float,
+               left: float) -> str:
+    takeover = stale_after - age
+    then = (f"taking over in {takeover:.0f} s if it is still not done" if takeover <= left
+            else f"giving up in {left:.0f} s (the step stays pending; push any rank again)")
+    what = "committing" if claim.state == "committing" else "claimed"
+    return (f"{artifact} step {step}: waiting for the owner of its commit ({claim.owner}, "
+            f"{what} {age:.0f} s ago); {then}")
 
 
 def push_shard(store: Store, tree: SourceTree, artifact: str, *, step: int, rank: int,
@@ -514,7 +603,8 @@ def push_shard(store: Store, tree: SourceTree, artifact: str, *, step: int, rank
                         metrics=metrics, metadata=metadata, aliases=aliases,
                         lake_url=lake_url, stale_after=stale_after,
                         wait_seconds=wait_seconds, started=started,
-                        started_wall=started_wall, bytes_scanned=tree.total_bytes)
+                        started_wall=started_wall, bytes_scanned=tree.total_bytes,
+                        progress=progress)
 
 
 def begin_shard(store: Store, artifact: str, *, step: int, rank: int, world: int,
@@ -532,6 +622,13 @@ def begin_shard(store: Store, artifact: str, *, step: int, rank: int, world: int
     if others := _other_worlds(keys, world):
         raise Conflict(f"{artifact} step {step} already has shards of a world of "
                        f"{', '.join(map(str, sorted(others)))} ranks, not {world}")
+    if has_claim:
+        # A rank of a step committed and since deleted by gc (a job restarted from an old
+        # step): say so before its bytes are uploaded as chunks nothing would reference.
+        got = _read_claim(store, layout.shard_claim_key(artifact, step))
+        if got is not None and got[0].state == "committed" and got[0].version is not None \
+                and got[0].world == world:
+            _check_still_there(store, artifact, step, got[0].version)
     return header, created
 
 
@@ -540,10 +637,12 @@ def record_shard(store: Store, artifact: str, *, header: Any, created: bool,
                  rank: int, world: int, metrics: dict[str, float],
                  metadata: dict[str, str], aliases: Sequence[str], lake_url: str,
                  stale_after: float, wait_seconds: float | None, started: float,
-                 started_wall: float, bytes_scanned: int) -> ShardPushResult:
+                 started_wall: float, bytes_scanned: int,
+                 progress: Progress | None = None) -> ShardPushResult:
     """Write this rank's record of uploaded `files` and commit the step if it completes it
     (the second half of push_shard, shared with ranks that stream their files:
-    ckptlake/torch/dcp.py).  `up`: the uploader (counters, stored-size hints, reupload)."""
+    ckptlake/torch/dcp.py).  `up`: the uploader (counters, stored-size hints, reupload).
+    `progress` gets a note while this rank waits for another rank's commit."""
     from .catalog import set_alias
 
     record = ShardRecord(
@@ -590,7 +689,8 @@ def record_shard(store: Store, artifact: str, *, header: Any, created: bool,
     if len(present_ranks) == world or has_claim:
         version, here = finish_step(
             store, artifact, step, world, stale_after=stale_after,
-            wait_seconds=stale_after + 60 if wait_seconds is None else wait_seconds)
+            wait_seconds=stale_after + 60 if wait_seconds is None else wait_seconds,
+            on_note=progress.note if progress is not None else None)
         if version is not None and here:
             for rec_alias in sorted({a for r in _aliases_of(store, artifact, step, world, keys)
                                      for a in r}):

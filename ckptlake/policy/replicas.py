@@ -15,7 +15,13 @@ line and the key (`replicas[1].region`).  Why the checks:
   never match the client's region, and every pull would pay the crossing the replica exists to
   save;
 * two replicas in one region: which one a client reads would be arbitrary;
-* a replica whose URL is the origin's: pull-through would read and write the lake itself.
+* a replica whose URL is the origin's: pull-through would read and write the lake itself;
+  one inside the lake's prefix (or holding the lake under its own) mixes the two key spaces,
+  and gc and du would report the other's objects as "not the lake's".
+
+A replica without `endpoint_url` uses the lake's (the top-level key, or --endpoint-url): a
+file that sets one endpoint for a MinIO/SeaweedFS lake means its replicas to be there too,
+not at AWS (ReplicaSet.endpoint_of).
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ from typing import Any
 from ..errors import ConfigError, UsageError
 
 __all__ = ["ReplicaSpec", "REPLICA_KEYS", "KNOWN_REGIONS", "load_replicas", "same_location",
-           "check_not_origin"]
+           "overlap", "inherited_endpoint", "check_not_origin"]
 
 REPLICA_KEYS = ("name", "url", "region", "endpoint_url", "profile")
 NAME_RE = re.compile(r"[a-z0-9-]+")
@@ -167,10 +173,12 @@ def load_replicas(config: Any) -> list[ReplicaSpec]:
             from .config import resolve_lake
 
             origin_url = resolve_lake(None, _only_lake(config))[0]
-            if same_location(url, opt["endpoint_url"], origin_url,
-                             getattr(config, "endpoint_url", None)):
-                raise fail(f"is the origin lake itself ({origin_url})", f"{at}.url",
-                           "a replica must be another bucket or prefix")
+            origin_ep = getattr(config, "endpoint_url", None)
+            where = overlap(url, inherited_endpoint(url, opt["endpoint_url"], origin_ep),
+                            origin_url, origin_ep)
+            if where is not None:
+                raise fail(f"{_OVERLAP_TEXT[where]} ({origin_url})", f"{at}.url",
+                           "a replica must be another bucket, or a prefix outside the lake's")
         out.append(ReplicaSpec(name=name, url=url, region=region, line=line_of(at), **opt))
     return out
 
@@ -186,19 +194,74 @@ def _norm(url: str) -> str:
     return url.rstrip("/")
 
 
+def inherited_endpoint(url: str, endpoint: str | None, origin_endpoint: str | None
+                       ) -> str | None:
+    """The endpoint a replica at `url` is reached at: its own `endpoint_url`, else (s3://
+    only) the lake's, else None (the AWS default)."""
+    if endpoint is not None or not url.startswith("s3://"):
+        return endpoint
+    return origin_endpoint
+
+
+def _location(url: str) -> tuple[str, tuple[str, ...]] | None:
+    """(bucket or "file", path segments) of a lake URL; None if it does not parse."""
+    import os
+
+    from ..store import _parse_file, _parse_s3
+
+    try:
+        if url.startswith("s3://"):
+            bucket, prefix = _parse_s3(url)
+            return f"s3:{bucket}", tuple(prefix.split("/")) if prefix else ()
+        if url.startswith("file:"):
+            path = _parse_file(url)
+        elif "://" in url:
+            return None
+        else:
+            path = os.path.abspath(os.path.expanduser(url))
+    except UsageError:
+        return None
+    return "file", tuple(seg for seg in path.split("/") if seg)
+
+
+_OVERLAP_TEXT = {"same": "is the origin lake itself", "inside": "is inside the origin lake",
+                 "holds": "holds the origin lake under its prefix"}
+
+
+def overlap(a: str, a_endpoint: str | None, b: str, b_endpoint: str | None) -> str | None:
+    """How location `a` overlaps location `b`: "same", "inside" (a is under b's prefix),
+    "holds" (b is under a's), or None.  (S3: on the same endpoint; an unset endpoint matches
+    any, since both would use the default one.)"""
+    la, lb = _location(a), _location(b)
+    if la is None or lb is None:
+        return "same" if _norm(a) == _norm(b) else None
+    if la[0] != lb[0]:
+        return None
+    if a.startswith("s3://") and a_endpoint and b_endpoint \
+            and a_endpoint.rstrip("/") != b_endpoint.rstrip("/"):
+        return None
+    if la[1] == lb[1]:
+        return "same"
+    if la[1][:len(lb[1])] == lb[1]:
+        return "inside"
+    if lb[1][:len(la[1])] == la[1]:
+        return "holds"
+    return None
+
+
 def same_location(a: str, a_endpoint: str | None, b: str, b_endpoint: str | None) -> bool:
-    """Do two lake URLs name the same place?  (S3: same bucket and prefix on the same
-    endpoint; an unset endpoint matches any, since both would use the default one.)"""
-    if _norm(a) != _norm(b):
-        return False
-    if a.startswith("s3://") and a_endpoint and b_endpoint:
-        return a_endpoint.rstrip("/") == b_endpoint.rstrip("/")
-    return True
+    """Do two lake URLs name the same place?  (See overlap.)"""
+    return overlap(a, a_endpoint, b, b_endpoint) == "same"
 
 
 def check_not_origin(spec: ReplicaSpec, origin_url: str, origin_endpoint: str | None) -> None:
-    """At open time (the lake may come from --lake): a replica must not be the lake."""
-    if same_location(spec.url, spec.endpoint_url, origin_url, origin_endpoint):
-        raise UsageError(f"replica {spec.name!r} ({spec.url}) is the lake itself",
-                         hint="a replica must be another bucket or prefix; pass --replica none "
-                              "or fix replicas: in the config")
+    """At open time (the lake may come from --lake): a replica must not be the lake, nor
+    overlap it."""
+    where = overlap(spec.url, inherited_endpoint(spec.url, spec.endpoint_url, origin_endpoint),
+                    origin_url, origin_endpoint)
+    if where is not None:
+        what = {"same": "is the lake itself", "inside": f"is inside the lake {origin_url}",
+                "holds": f"holds the lake {origin_url} under its prefix"}[where]
+        raise UsageError(f"replica {spec.name!r} ({spec.url}) {what}",
+                         hint="a replica must be another bucket, or a prefix outside the "
+                              "lake's; pass --replica none or fix replicas: in the config")

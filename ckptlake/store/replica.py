@@ -83,6 +83,10 @@ class ReplicaStore(Store):
         # The pull hashes every chunk itself and calls refetch_into on a mismatch: hashing
         # the replica's copy here too would cost a second SHA-256 pass per byte.
         self._caller_verifies = caller_verifies
+        # With caller_verifies, what each chunk's replica reads were counted as (chunks, bytes)
+        # before the caller's check: a chunk that fails it is taken back out of
+        # `from_replica` by refetch_into, and counted once, as pulled through.
+        self._unverified: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
         self._inflight: dict[str, threading.Lock] = {}
         self.stats = ReplicaStats(name=name, region=region)
@@ -117,6 +121,19 @@ class ReplicaStore(Store):
         with self._lock:
             setattr(self.stats, f"chunks_{what}", getattr(self.stats, f"chunks_{what}") + 1)
             setattr(self.stats, f"bytes_{what}", getattr(self.stats, f"bytes_{what}") + n)
+
+    def _count_unverified(self, digest: str, n: int) -> None:
+        """Bytes served from the replica that only the caller checks."""
+        self._count("from_replica", n)
+        with self._lock:
+            chunks, nbytes = self._unverified.get(digest, (0, 0))
+            self._unverified[digest] = (chunks + 1, nbytes + n)
+
+    def _uncount_unverified(self, digest: str) -> None:
+        with self._lock:
+            chunks, nbytes = self._unverified.pop(digest, (0, 0))
+            self.stats.chunks_from_replica -= chunks
+            self.stats.bytes_from_replica -= nbytes
 
     def _warn(self, text: str) -> None:
         self.stats.warnings.append(text)
@@ -176,7 +193,10 @@ class ReplicaStore(Store):
                 self._down(exc)
                 data = None
             if data is not None:
-                if self._caller_verifies or self._verify(digest, data):
+                if self._caller_verifies:
+                    self._count_unverified(digest, len(data))
+                    return data
+                if self._verify(digest, data):
                     self._count("from_replica", len(data))
                     return data
                 return self._through(key, digest, buffer, repair=True)
@@ -245,7 +265,10 @@ class ReplicaStore(Store):
                 self._down(exc)
                 data = None
             if data is not None and (len(data) or not length):
-                self._count("from_replica", len(data))
+                if self._caller_verifies:
+                    self._count_unverified(digest, len(data))
+                else:
+                    self._count("from_replica", len(data))
                 return data
             if self.usable:
                 # Missing (or an empty object a cut upload left): the whole chunk comes through
@@ -288,10 +311,16 @@ class ReplicaStore(Store):
 
     def refetch_into(self, key: str, buffer: bytearray) -> memoryview:
         """A chunk whose bytes from this store did not match its digest, read again from the
-        origin (verified) and written over the replica's bad copy."""
+        origin (verified) and written over the replica's bad copy.  The bad copy was counted
+        as served from the replica; it is not, so it is taken back out of those counts."""
         digest = self._chunk_digest(key)
-        if digest is None or not self.usable:
+        if digest is None:
             return self.origin.get_into(key, buffer)
+        self._uncount_unverified(digest)
+        if not self.usable:
+            got = self.origin.get_into(key, buffer)
+            self._count("from_origin", len(got))
+            return got
         data = self._through(key, digest, buffer, repair=True)
         return data if isinstance(data, memoryview) else memoryview(data)
 
@@ -339,3 +368,101 @@ class ReplicaStore(Store):
     def close(self) -> None:
         """Nothing: both stores belong to whoever opened them (the Lake shares one replica
         connection pool between operations, each with its own ReplicaStore and stats)."""
+
+
+class OfflineReplicaStore(Store):
+    """A replica read on its own, because the origin cannot be reached (`pull
+    --offline-replica`): a chunk it lacks cannot be pulled through, and the error must say
+    so -- the replica lacks it and the lake is unreachable (TransferError, exit 8) -- not
+    "missing from the lake", which would send the operator after a lake that was never
+    asked.  Everything else is the replica's, unchanged."""
+
+    def __init__(self, replica: Store, *, name: str, chunk_digest: ChunkDigest,
+                 origin_url: str, origin_error: str) -> None:
+        self.replica = replica
+        self.url = replica.url
+        self.name = name
+        self._chunk_digest = chunk_digest
+        self._origin_url, self._origin_error = origin_url, origin_error
+
+    def __repr__(self) -> str:
+        return f"OfflineReplicaStore({self.replica!r})"
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "replica":
+            raise AttributeError(name)
+        return getattr(self.replica, name)
+
+    def _lacks(self, key: str) -> TransferError:
+        return TransferError(f"chunk {key} is not in replica {self.name} ({self.replica.url}), "
+                             f"and the lake {self._origin_url} cannot be reached "
+                             f"({self._origin_error})",
+                             hint="pull again once the lake is reachable, or pull a version "
+                                  "the replica holds whole (ckptlake replicate copies one)")
+
+    @contextlib.contextmanager
+    def _chunk_read(self, key: str) -> Iterator[None]:
+        try:
+            yield
+        except NotFound:
+            if self._chunk_digest(key) is None:
+                raise
+            raise self._lacks(key) from None
+
+    def get(self, key: str) -> bytes:
+        with self._chunk_read(key):
+            return self.replica.get(key)
+
+    def get_into(self, key: str, buffer: bytearray) -> memoryview:
+        with self._chunk_read(key):
+            return self.replica.get_into(key, buffer)
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        with self._chunk_read(key):
+            return self.replica.get_range(key, start, length)
+
+    def get_range_into(self, key: str, start: int, buffer: bytearray | memoryview) -> memoryview:
+        with self._chunk_read(key):
+            return self.replica.get_range_into(key, start, buffer)
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        return self.replica.get_with_etag(key)
+
+    def stat(self, key: str) -> ObjectInfo:
+        return self.replica.stat(key)
+
+    def put(self, key: str, data: bytes | bytearray | memoryview, *,
+            if_none_match: bool = False, if_match: str | None = None,
+            sha256: str | None = None) -> str:
+        return self.replica.put(key, data, if_none_match=if_none_match, if_match=if_match,
+                                sha256=sha256)
+
+    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        return self.replica.list(prefix, start_after=start_after)
+
+    def list_prefixes(self, prefix: str) -> Iterator[str]:
+        return self.replica.list_prefixes(prefix)
+
+    def delete(self, keys: Iterable[str]) -> None:
+        self.replica.delete(keys)
+
+    def create_multipart(self, key: str) -> str:
+        return self.replica.create_multipart(key)
+
+    def upload_part(self, key: str, upload_id: str, part_number: int,
+                    data: bytes | bytearray | memoryview) -> str:
+        return self.replica.upload_part(key, upload_id, part_number, data)
+
+    def complete_multipart(self, key: str, upload_id: str, parts: Sequence[tuple[int, str]], *,
+                           if_none_match: bool = False) -> str:
+        return self.replica.complete_multipart(key, upload_id, parts,
+                                               if_none_match=if_none_match)
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        self.replica.abort_multipart(key, upload_id)
+
+    def list_multipart(self, prefix: str = "") -> Iterator[MultipartUpload]:
+        return self.replica.list_multipart(prefix)
+
+    def close(self) -> None:
+        """Nothing: the replica belongs to whoever opened it (the Lake)."""
