@@ -45,8 +45,9 @@ Failures are never silent
 A background failure is logged at once (logger "ckptlake", ERROR) and raised by the next
 `save`, `save_state`, `wait` or `close`.  Nothing partial is ever committed: a version appears
 only when its manifest is written, after every chunk.  When the interpreter exits with uploads
-still pending, it waits for them (up to `exit_timeout` seconds) and logs loudly what was lost;
-a process killed by a signal cannot wait (use `on_sigterm=`, below).
+still pending, it waits for them (up to `exit_timeout` seconds; then, as on SIGTERM below,
+the running upload is cut off) and logs loudly what was lost; a process killed by a signal
+cannot wait (use `on_sigterm=`, below).
 
 Retention: after each commit, the policy file's retention rule for this artifact (or
 `keep_last=N`, which replaces that rule's keep_last, or is the whole rule when none matches) is
@@ -60,8 +61,10 @@ Preemption (`on_sigterm=`)
 A SIGTERM handler (installed in the main thread, where Python runs handlers; `close` restores
 the previous one): a save under way when the signal arrives is finished first; "save" then
 calls `final_save()`; then pending uploads are waited for up to `exit_timeout` and the process
-exits with 143 (SystemExit, so `finally` blocks and exit hooks run).  A checkpoint still
-uploading at the deadline is lost whole (its manifest is written last), never torn.
+exits with 143 (SystemExit, so `finally` blocks and exit hooks run; they do not wait a
+second time).  A checkpoint still uploading at the deadline is cut off (_CommitGate): it is
+lost whole and never commits later, though the upload thread cannot be killed; one LOST line
+says which.  Only one already past its last check before the commit gets CUTOFF_GRACE more.
 """
 from __future__ import annotations
 
@@ -87,7 +90,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 from .core.scan import SourceTree, scan
 from .core.exithooks import before_pools_close
 from .core.values import check_inputs, check_metadata, check_metrics, check_names
-from .errors import SourceChanged, UsageError
+from .errors import Interrupted, SourceChanged, UsageError
 from .format import layout
 from .format import state as _state_format
 from .format.refs import validate_alias, validate_artifact
@@ -108,6 +111,10 @@ ON_BUSY = ("wait", "skip", "queue")
 ON_SIGTERM = ("wait", "save")
 SIGTERM_EXIT = 143  # 128 + SIGTERM, what a shell reports for a process the signal killed
 DEFAULT_MAX_PENDING = 2
+# At the exit deadline the running upload is cut off; this long more is given for its requests
+# in flight to end (a PUT cannot be cut short) and its snapshot to be removed, or, for a job
+# already past its last check, for its commit to finish.
+CUTOFF_GRACE = 5.0
 SNAPSHOT_DIRNAME = ".ckptlake-snapshots"
 STATE_FILENAME = "model.safetensors"
 
@@ -131,9 +138,49 @@ class _Job:
     lineage: dict[str, Any] = field(default_factory=dict)  # manifest "parents"/"inputs"
     state_metadata: dict[str, str] = field(default_factory=dict)
     filename: str = STATE_FILENAME
+    # The exit deadline (Checkpointer._drain_at_exit, _CommitGate), under the cond:
+    cancelled: bool = False  # cut off: it must not commit any more
+    committing: bool = False  # past its last check before the commit: it commits (or fails)
+    stops: set[threading.Event] = field(default_factory=set)  # its upload pools' stop events
 
     def describe(self) -> str:
         return "step ?" if self.step is None else f"step {self.step}"
+
+
+class _CommitGate:
+    """Push's FileObserver hooks (core/push.py) give the exit deadline a hold on a running
+    upload: `on_read`, in every upload worker, records its pool's stop event
+    (transfer/pool.py `stop_event`), which ends a --max-bandwidth wait at once when set, and
+    refuses to read on for a cut-off job; `entry_fields`, called once the bytes are stored
+    and right before the commit, is the job's last check.  So "a checkpoint still uploading at
+    the deadline leaves no version" holds even though the upload thread cannot be killed.
+    (A tree without files has no such check; it has nothing to upload either.)"""
+
+    def __init__(self, ck: "Checkpointer", job: _Job) -> None:
+        self._ck, self._job = ck, job
+
+    def use_hash(self, algo: str) -> None:
+        pass
+
+    def on_read(self, path: str, offset: int, data: Any) -> None:
+        from .transfer.pool import stop_event
+
+        stop = stop_event()
+        with self._ck._cond:
+            self._check()
+            if stop is not None:
+                self._job.stops.add(stop)
+
+    def entry_fields(self, path: str, size: int) -> dict[str, Any]:
+        with self._ck._cond:
+            self._check()
+            self._job.committing = True
+        return {}
+
+    def _check(self) -> None:
+        if self._job.cancelled:
+            raise Interrupted(f"the upload of {self._ck.artifact} {self._job.describe()} was "
+                              "cut off at the exit deadline; nothing was committed")
 
 
 class Checkpointer:
@@ -237,6 +284,8 @@ class Checkpointer:
         self._errors: list[tuple[_Job, BaseException]] = []
         self._closed = False
         self._stopping = False
+        self._drained = False
+        self._logged_retention: set[str] = set()  # retention failures logged at ERROR once
         self._seen: dict[str, dict[str, tuple[int, int, int]]] = {}  # path -> file identities
         self._writer: dict[str, str] = {}  # path -> "replaces" | "in-place"
         self._pool: dict[str, Any] = {}  # tensor name -> free host buffer (reuse_buffers)
@@ -335,7 +384,12 @@ class Checkpointer:
             self._raise_error()
             with self._cond:
                 pool, self._pool = self._pool, {}
-            skeleton, tensors, fmt = state_copy(state, pool if self.reuse_buffers else {})
+            try:
+                skeleton, tensors, fmt = state_copy(state, pool if self.reuse_buffers else {})
+            except BaseException:  # a refused entry: the next save still copies into warm pages
+                with self._cond:
+                    self._pool = self._pool or pool
+                raise
             base = self.snapshot_dir or os.path.join(tempfile.gettempdir(),
                                                      "ckptlake-snapshots")
             skeleton["file"] = filename
@@ -389,15 +443,18 @@ class Checkpointer:
         try:
             return self.wait()
         finally:
-            with self._cond:
-                self._closed = self._stopping = True
-                self._cond.notify_all()
-            _LIVE.discard(self)
-            self._restore_handler()
-            if not self.pending:
-                for base in self._swept:  # leave no empty snapshot directories behind
-                    with contextlib.suppress(OSError):
-                        os.rmdir(base)
+            self._shut_down()
+
+    def _shut_down(self) -> None:
+        with self._cond:
+            self._closed = self._stopping = True
+            self._cond.notify_all()
+        _LIVE.discard(self)  # the exit hook has nothing more to wait for
+        self._restore_handler()
+        if not self.pending:
+            for base in self._swept:  # leave no empty snapshot directories behind
+                with contextlib.suppress(OSError):
+                    os.rmdir(base)
 
     # ---- the training thread's side --------------------------------------------------------
 
@@ -469,7 +526,7 @@ class Checkpointer:
             except Exception as exc:  # noqa: BLE001 - still wait for what is pending
                 log.error("ckptlake: the final save on SIGTERM failed: %s", exc)
         self._drain_at_exit()
-        self._restore_handler()
+        self._shut_down()  # the exit hook must not wait a second exit_timeout
         raise SystemExit(SIGTERM_EXIT)
 
     def _restore_handler(self) -> None:
@@ -647,14 +704,16 @@ class Checkpointer:
             extra["throttle"] = lake.throttle
         # What Lake.push adds to a version: per-tensor records of safetensors files, and
         # provenance (collected once per checkpointer: git state, command line, host).
+        observers: list[Any] = [_CommitGate(self, job)]
         try:
             from .format.safetensors import TensorObserver
 
             tensors = TensorObserver((f.path, f.abspath) for f in tree.files)
             if tensors:
-                extra["observers"] = [tensors]
+                observers.append(tensors)
         except ImportError:
             pass
+        extra["observers"] = observers
         provenance = self._provenance(job.source or None)
         fields = {k: v for k, v in job.lineage.items() if v}
         if provenance:
@@ -688,9 +747,16 @@ class Checkpointer:
                 self._retain()
             except Exception as exc:  # noqa: BLE001 - the checkpoint itself is committed
                 self.retention_errors.append(exc)
-                log.error("ckptlake: retention of %s after committing %s failed (the "
-                          "checkpoint is committed; nothing was deleted that should not "
-                          "be): %s", self.artifact, result.ref, exc)
+                # The same failure after every commit (a keep_best metric that no version has
+                # until the first validation) is said once, not once per checkpoint.
+                said = f"{type(exc).__name__}: {exc}"
+                level = logging.DEBUG if said in self._logged_retention else logging.ERROR
+                self._logged_retention.add(said)
+                log.log(level, "ckptlake: retention of %s after committing %s failed (the "
+                        "checkpoint is committed; nothing was deleted that should not be): "
+                        "%s%s", self.artifact, result.ref, exc,
+                        "" if level == logging.DEBUG else
+                        " (logged once; see retention_errors for repeats)")
         return result
 
     def _provenance(self, source: str | None) -> dict[str, Any]:
@@ -714,6 +780,10 @@ class Checkpointer:
                      ", ".join(done.versions_deleted))
 
     def _fail(self, job: _Job, exc: BaseException) -> None:
+        if job.cancelled:  # the exit drain reports it as lost, once
+            log.debug("ckptlake: checkpoint %s of %s: %s", job.describe(), self.artifact, exc)
+            job.future.set_exception(exc)
+            return
         log.error("ckptlake: checkpoint %s of %s failed in the background: %s (raised at the "
                   "next save, wait or close)", job.describe(), self.artifact, exc,
                   exc_info=not _is_library_error(exc))
@@ -724,7 +794,14 @@ class Checkpointer:
     # ---- interpreter exit ------------------------------------------------------------------
 
     def _drain_at_exit(self) -> None:
+        """Wait for pending uploads up to exit_timeout, then cut off the running one (unless it
+        is past its last check: its commit is let finish) and drop the queued ones, so that
+        no version appears after the deadline; log what was lost and why.  Runs once: after
+        the SIGTERM handler drained, the exit hook must not wait again."""
         with self._cond:
+            if self._drained:
+                return
+            self._drained = True
             jobs = ([self._active] if self._active else []) + list(self._queue)
         if jobs:
             log.warning("ckptlake: the process is exiting with %d checkpoint upload(s) of %s "
@@ -739,19 +816,45 @@ class Checkpointer:
                     if left is not None and left <= 0:
                         break
                     self._cond.wait(left)
-                lost = ([self._active] if self._active else []) + list(self._queue)
-                self._stopping = True
+                dropped = list(self._queue)
                 self._queue.clear()
+                self._stopping = True
+                active = self._active
+                if active is not None and not active.committing:
+                    active.cancelled = True
+                    for stop in active.stops:
+                        stop.set()
                 self._cond.notify_all()
-            if lost:
-                log.error("ckptlake: LOST checkpoint(s) of %s: %s were not uploaded before "
-                          "exit", self.artifact, ", ".join(j.describe() for j in lost))
+            for job in dropped:
+                shutil.rmtree(job.workdir, ignore_errors=True)
+            self._report_cutoff(active, dropped)
         with self._cond:
             errors, self._errors = list(self._errors), []
         for job, exc in errors:
             log.error("ckptlake: LOST checkpoint %s of %s: its upload failed (%s) and the "
                       "failure was never raised (no save/wait/close after it)",
                       job.describe(), self.artifact, exc)
+
+    def _report_cutoff(self, active: _Job | None, dropped: list[_Job]) -> None:
+        """After the deadline: let the running job end (CUTOFF_GRACE), then say what was lost."""
+        lost = [f"{j.describe()} (not started)" for j in dropped]
+        if active is not None:
+            end = time.monotonic() + CUTOFF_GRACE
+            with self._cond:
+                while self._active is active and end - time.monotonic() > 0:
+                    self._cond.wait(end - time.monotonic())
+            committed = active.future.done() and active.future.exception() is None
+            if active.cancelled and not committed:  # (a tree without files has no gate)
+                lost.insert(0, f"{active.describe()} (cut off while uploading)")
+            elif not active.future.done():
+                log.error("ckptlake: checkpoint %s of %s was being committed at the deadline "
+                          "and had not finished %g s later: it may or may not be committed "
+                          "(see: ckptlake ls %s)", active.describe(), self.artifact,
+                          CUTOFF_GRACE, self.artifact)
+        if lost:
+            log.error("ckptlake: LOST checkpoint(s) of %s: %s: not uploaded within exit_timeout "
+                      "(%s s); no version was committed for them", self.artifact,
+                      ", ".join(lost), self.exit_timeout)
 
 
 def _load_policy(retention: Any) -> "RetentionPolicy":
@@ -780,6 +883,7 @@ def _at_exit() -> None:
     for ck in list(_LIVE):
         try:
             ck._drain_at_exit()
+            ck._shut_down()  # and no empty snapshot directory left behind
         except Exception as exc:  # noqa: BLE001 - exiting anyway; say so
             log.error("ckptlake: could not wait for pending checkpoints at exit: %s", exc)
 
@@ -896,6 +1000,12 @@ _NP_DTYPES = {"f8": "F64", "f4": "F32", "f2": "F16", "i8": "I64", "i4": "I32", "
 # ml_dtypes / torch dtype names without a numpy equivalent -> (safetensors dtype, itemsize)
 _NAMED_DTYPES = {"bfloat16": ("BF16", 2), "float8_e4m3fn": ("F8_E4M3", 1),
                  "float8_e5m2": ("F8_E5M2", 1)}
+# torch dtype name -> safetensors dtype: every other dtype (fp8 e8m0fnu and the fnuz kinds,
+# fp4, complex, quantized) is refused, naming the entry, before anything is copied
+_TORCH_DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16",
+                 "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2", "int64": "I64",
+                 "int32": "I32", "int16": "I16", "int8": "I8", "uint64": "U64", "uint32": "U32",
+                 "uint16": "U16", "uint8": "U8", "bool": "BOOL"}
 
 
 def _flatten(state: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -912,7 +1022,30 @@ def _flatten(state: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, 
             yield name, value
 
 
-def _torch_host(value: Any, buf: Any) -> tuple[str, Any] | None:
+def _torch_dtype(name: str, t: Any) -> str:
+    """The safetensors dtype of torch tensor `t`, the state entry `name`.  Checked before any
+    copy, from dtype and layout alone: torch's own errors for the rest (a TypeError from
+    `.numpy()` on fp8 e8m0, NotImplementedError on a meta tensor) name neither the entry nor
+    what to do."""
+    torch = sys.modules["torch"]
+    kind = str(t.dtype).removeprefix("torch.")
+    if t.layout is not torch.strided or getattr(t, "is_nested", False):
+        layout_name = "nested" if getattr(t, "is_nested", False) else \
+            str(t.layout).removeprefix("torch.")
+        raise UsageError(f"state entry {name!r} is a {layout_name} tensor; save_state stores "
+                         "dense tensors", hint="save t.to_dense() (or its components)")
+    if t.device.type == "meta":
+        raise UsageError(f"state entry {name!r} is a meta tensor: it has no data to save",
+                         hint="materialize the module (to_empty + init, or load) first")
+    dtype = _TORCH_DTYPES.get(kind)
+    if dtype is None:
+        raise UsageError(f"state entry {name!r} has dtype {t.dtype}, which safetensors cannot "
+                         "store", hint="convert it (t.to(torch.bfloat16), ...); the fp8 types "
+                         "stored are float8_e4m3fn and float8_e5m2")
+    return dtype
+
+
+def _torch_host(name: str, value: Any, buf: Any) -> tuple[str, Any] | None:
     """(dtype, host numpy array) for a torch tensor; None if `value` is not one."""
     torch = sys.modules.get("torch")
     if torch is None or not isinstance(value, torch.Tensor):
@@ -920,12 +1053,12 @@ def _torch_host(value: Any, buf: Any) -> tuple[str, Any] | None:
     import numpy as np
 
     t = value.detach()
-    name = str(t.dtype).removeprefix("torch.")
-    if name in _NAMED_DTYPES:
-        dtype, size = _NAMED_DTYPES[name]
-        t = t.view(torch.int16 if size == 2 else torch.uint8)
-    else:
-        dtype = None
+    dtype = _torch_dtype(name, t)
+    if t.is_neg():  # a real view of a conjugate's imaginary part: numpy() refuses the bit
+        t = t.resolve_neg()
+    kind = str(t.dtype).removeprefix("torch.")
+    if kind in _NAMED_DTYPES:
+        t = t.view(torch.int16 if _NAMED_DTYPES[kind][1] == 2 else torch.uint8)
     if t.device.type != "cpu":
         t = t.to("cpu")  # the device-to-host copy is the copy we keep
         host = t.numpy()
@@ -939,19 +1072,16 @@ def _torch_host(value: Any, buf: Any) -> tuple[str, Any] | None:
             host = buf
         else:
             host = np.array(src, order="C", copy=True)
-    if dtype is None:
-        dtype = _NP_DTYPES.get(host.dtype.str[1:])
-        if dtype is None or host.dtype.kind not in "fiub":
-            raise UsageError(f"tensor dtype {t.dtype} cannot be stored in safetensors")
     return dtype, host
 
 
-def _leaf_spec(value: Any) -> tuple[tuple[int, ...], Any] | None:
+def _leaf_spec(name: str, value: Any) -> tuple[tuple[int, ...], Any] | None:
     """(shape, numpy dtype of the host buffer) that _copy_leaf would use; None: not a tensor."""
     import numpy as np
 
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(value, torch.Tensor):
+        _torch_dtype(name, value)
         dt = str(value.dtype).removeprefix("torch.")
         if dt in _NAMED_DTYPES:
             return tuple(value.shape), (np.int16 if _NAMED_DTYPES[dt][1] == 2 else np.uint8)
@@ -975,7 +1105,7 @@ def _host_specs(state: Any) -> list[tuple[str, tuple[int, ...], Any]]:
     specs: list[tuple[str, tuple[int, ...], Any]] = []
 
     def leaf(name: str, value: Any) -> str | None:
-        spec = _leaf_spec(value)
+        spec = _leaf_spec(name, value)
         if spec is not None:
             specs.append((name, *spec))
         return "np"  # only the names matter here; bad leaves fail at save_state
@@ -990,7 +1120,7 @@ def _copy_leaf(name: str, value: Any, buf: Any
     None if `value` is neither.  `buf` is a free array of a previous copy to copy into."""
     import numpy as np
 
-    got = _torch_host(value, buf)
+    got = _torch_host(name, value, buf)
     if got is not None:
         dtype, host = got
         return name, dtype, tuple(value.shape), host, "pt"

@@ -290,3 +290,16 @@ def test_ckptlake_torch_needs_transformers_only_for_its_names() -> None:
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True).stdout
     assert "pip install 'ckptlake[hf]'" in out, out
+
+
+def test_a_failure_raised_by_on_save_closes_the_checkpointer(
+        local_lake_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training ends with the raised failure, so on_train_end never closes the checkpointer:
+    on_save does, leaving no snapshot directory in output_dir."""
+    _failing_push(monkeypatch, {1})
+    cb = LakeTrainerCallback(ckptlake.open(local_lake_url), ART)
+    with pytest.raises(TransferError, match="lake is down at step 1"):
+        _trainer(tmp_path / "a", [cb], max_steps=3, save_steps=1).train()
+    assert cb._ck is None
+    assert not (tmp_path / "a" / ".ckptlake-snapshots").exists()
+    assert cb.close() == []  # nothing left to wait for, nothing raised again

@@ -125,9 +125,21 @@ class LakeTrainerCallback(TrainerCallback):
                              hint="LakeTrainerCallback pushes output_dir/checkpoint-<step>; "
                                   "hyperparameter-search runs are not supported")
         ck = self._checkpointer(args.output_dir)
-        # Raises the failure of an earlier upload, if one failed (checkpointer.py).
-        ck.save(path, step=step, metrics=latest_metrics(state.log_history or [], step),
-                metadata=self.metadata, aliases=self.aliases)
+        try:
+            # Raises the failure of an earlier upload, if one failed (checkpointer.py).
+            ck.save(path, step=step, metrics=latest_metrics(state.log_history or [], step),
+                    metadata=self.metadata, aliases=self.aliases)
+        except Exception as exc:
+            # It ends training: on_train_end will not come to close the checkpointer, which
+            # would leave its thread and the snapshot directory in output_dir behind.
+            # Closing waits for the uploads still queued; a failure of theirs is logged, the
+            # one raised here wins (Checkpointer.__exit__).
+            self._ck = None
+            try:
+                ck.__exit__(type(exc), exc, exc.__traceback__)
+            finally:
+                self._collect(ck)
+            raise
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.close()

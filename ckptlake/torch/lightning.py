@@ -12,7 +12,11 @@ checkpoint's identity on Lightning's side:
   versions saved under that path, through gc's deleter (core/gc.py `delete_versions`, the one
   the checkpointer's retention uses): a tombstone (lineage and `ckptlake show` say it expired),
   then the manifest; chunks are left to `ckptlake gc`.  Aliased versions and the artifact's
-  latest version (its claim on the version numbers) are never deleted.
+  latest version (its claim on the version numbers) are never deleted.  Once a save of this
+  fit has failed to upload, removals are skipped (logged) until `teardown()`: ModelCheckpoint
+  drops its kth best because the new checkpoint replaced it, and that one never arrived
+  (deleting would leave no `@min:val_loss` to resume from; a version left behind loses
+  nothing, retention or gc deletes it later).
 * Saving to a path that already names a version replaces it, as writing the file would
   (`last.ckpt`): the older version is deleted the same way once the new one is committed.
 * `load_checkpoint(path)` reads the newest version saved under `path`, so `ckpt_path="best"`
@@ -21,7 +25,11 @@ checkpoint's identity on Lightning's side:
   `lake://@SELECTOR` for the plugin's own artifact; `lake://` alone is its latest version.
 
 Nothing is written to the local `dirpath` (so `ckpt_path="last"`, which Lightning resolves by
-looking at local files, finds nothing: use `lake://run`, the latest version).
+looking at local files, finds nothing: use `lake://run`, the latest version).  Hence
+`ModelCheckpoint(save_last="link")` is not supported: Lightning symlinks `last.ckpt` to a
+file that does not exist, and fails (FileNotFoundError) when `dirpath` does not exist.  No
+hook of a CheckpointIO sees the callback's settings, so this cannot be refused up front; use
+`save_last=True` (a `last` version, replaced at each save) or none (`lake://run`).
 
 What is stored: the checkpoint dict as a training state (`Checkpointer.save_state`: tensors in
 safetensors, the rest in a JSON skeleton, docs/format.md "Training state"); loading never
@@ -94,8 +102,9 @@ class LakeCheckpointIO(CheckpointIO):
     behind the running upload): ModelCheckpoint saves twice at one step (top k, then
     `last.ckpt`), and "wait" would block the loop on the first upload.
 
-    After a `load_checkpoint`, later saves name the loaded version as their parent
-    (relation "resumed-from"), so `ckptlake lineage` shows where a resumed run came from.
+    After a `load_checkpoint`, later saves of that fit (until `teardown`) name the loaded
+    version as their parent (relation "resumed-from"), so `ckptlake lineage` shows where a
+    resumed run came from.
     `trainer.save_checkpoint(path, storage_options={...})` takes `metrics`, `metadata` and
     `aliases` for that one version.
     """
@@ -115,7 +124,10 @@ class LakeCheckpointIO(CheckpointIO):
         self._user_parents = self._options.pop("parents", ())
         if isinstance(self._user_parents, (str, bytes, Ref)):
             self._user_parents = [self._user_parents]
-        self._resumed_from: str | None = None
+        self._resumed_from: str | None = None  # this fit's load_checkpoint; None at teardown
+        # Paths whose save failed to upload in this fit (the jobs thread; cleared at teardown):
+        # while there is one, removals are skipped (see the module doc).
+        self._failed: list[str] = []
         #: Versions removed (deleted) on Lightning's request, as refs, in order.
         self.removed: list[str] = []
         #: Failures of removals (logged at ERROR; never raised: nothing is lost, a version
@@ -190,7 +202,9 @@ class LakeCheckpointIO(CheckpointIO):
 
     def teardown(self) -> None:
         """End of fit/validate/test: wait for uploads and removals, raise an upload failure.
-        The plugin stays usable: the next save starts a new checkpointer."""
+        The plugin stays usable: the next save starts a new checkpointer, and a later fit
+        neither names this fit's resumed-from version as its parent nor spares it, nor skips
+        removals for this fit's failed save."""
         with self._lock:
             ck, self._ck = self._ck, None
             jobs, self._jobs = self._jobs, None
@@ -200,6 +214,9 @@ class LakeCheckpointIO(CheckpointIO):
         finally:
             if jobs is not None:
                 jobs.shutdown(wait=True)
+            with self._lock:
+                self._resumed_from = None
+                self._failed = []
 
     # ---- public helpers --------------------------------------------------------------------
 
@@ -322,6 +339,7 @@ class LakeCheckpointIO(CheckpointIO):
         try:
             result = future.result()
         except BaseException:  # noqa: BLE001 - the checkpointer raises it at the next call
+            self._failed.append(key)
             return
         with self._job_errors(key):
             self._replace(key, result)
@@ -340,6 +358,12 @@ class LakeCheckpointIO(CheckpointIO):
         return f"{self.artifact}@v{number}" == self._resumed_from
 
     def _remove(self, key: str) -> None:
+        if self._failed:
+            log.warning("ckptlake: kept the versions of %s (%s), which Lightning removed: the "
+                        "save of %s failed to upload, so they may be the best this run has; "
+                        "retention or `ckptlake gc` deletes them later", self.artifact, key,
+                        os.path.basename(self._failed[0]))
+            return
         with self._job_errors(key):
             self._remove_now(key)
 
