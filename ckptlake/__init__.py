@@ -50,8 +50,10 @@ def open(lake: str | None = None, *, config: str | None = None, endpoint_url: st
     `cache`: a directory for the local chunk cache (core/cache.py), shared by every pull on
     this machine that names it: a chunk comes from the lake once.  None (the default):
     $CKPTLAKE_CACHE, else `cache:` in the config, else no cache; False: no cache.
-    `cache_size` bounds it in bytes (default $CKPTLAKE_CACHE_SIZE, the config's, or 20 GiB);
-    least recently used chunks are evicted beyond it.
+    `cache_size` bounds it in bytes, at least 1 MiB as in the config (default
+    $CKPTLAKE_CACHE_SIZE, the config's, or 20 GiB); least recently used chunks are evicted
+    beyond it.  A `cache_size` with no cache to bound (cache=False, or none configured) is a
+    UsageError: the caller meant a cache it would not get.
 
     `replica`: the regional replica (`replicas:` in the config) chunk reads go through by
     default: a name, "none" (the lake itself), or None: the replica whose region is the
@@ -60,7 +62,8 @@ def open(lake: str | None = None, *, config: str | None = None, endpoint_url: st
     """
     from .lake import Lake
     from .policy.config import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT,
-                                check_part_settings, check_timeout, load_config, resolve_lake)
+                                _cache_size_problem, check_part_settings, check_timeout,
+                                load_config, resolve_lake)
     from .store import open_store
 
     # Checked before anything else: a bad argument must not wait for the config or network.
@@ -69,9 +72,8 @@ def open(lake: str | None = None, *, config: str | None = None, endpoint_url: st
     if read_timeout is not None:
         check_timeout(read_timeout, "read timeout")
     check_part_settings(multipart_threshold, part_size)
-    if cache_size is not None and (isinstance(cache_size, bool) or not isinstance(cache_size, int)
-                                   or cache_size <= 0):
-        raise UsageError(f"cache_size must be a positive number of bytes, got {cache_size!r}")
+    if cache_size is not None and (problem := _cache_size_problem(cache_size)):
+        raise UsageError(f"cache_size {problem}", hint="e.g. 20 * 2**30 (20 GiB)")
     cfg = load_config(config)
     url, origin = resolve_lake(lake, cfg)
     chunk_cache = _chunk_cache(cache, cache_size, cfg)
@@ -130,12 +132,16 @@ def _chunk_cache(cache: Any, cache_size: int | None, cfg: Any) -> Any:
     from .policy.config import resolve_cache
 
     if cache is False:
+        if cache_size is not None:
+            raise UsageError("cache_size was given with cache=False",
+                             hint="leave cache_size out, or pass cache=DIR")
         return None
     if cache is None or cache is True:
         setting = resolve_cache(cfg)
         if setting is None:
-            if cache is True:
-                raise UsageError("cache=True, but no cache directory is configured",
+            if cache is True or cache_size is not None:
+                what = "cache=True" if cache is True else "cache_size was given"
+                raise UsageError(f"{what}, but no cache directory is configured",
                                  hint="set $CKPTLAKE_CACHE or cache: in ckptlake.yaml, or "
                                       "pass cache=DIR")
             return None

@@ -849,10 +849,13 @@ class Lake:
     def estimate_pull(self, ref: str | Ref, destination: str | Path, *,
                       egress: "EgressPolicy | None" = None, paths: Sequence[str] = (),
                       include: Sequence[str] = (), exclude: Sequence[str] = (),
-                      replica: str | None = None) -> "EgressEstimate":
+                      replica: str | None = None, use_cache: bool = True
+                      ) -> "EgressEstimate":
         """What pulling `ref` (or the part `paths`/`include`/`exclude` select, as in `pull`)
         into `destination` would download, over which route, at what cost; nothing is
-        downloaded or created.  egress None: the config file's policy."""
+        downloaded or created.  egress None: the config file's policy.  `use_cache`: as for
+        `pull` (False: chunks in the lake's chunk cache count as downloaded, as that pull
+        downloads them)."""
         from .core import egress as _egress
         from .core.browse import select
         from .policy.config import load_config
@@ -862,7 +865,7 @@ class Lake:
         m = select(self._manifest(ref), paths, include, exclude)
         policy = egress if egress is not None else load_egress(load_config())
         return _egress.estimate_pull(self._data(replica), m, os.fspath(destination), policy,
-                                     self.cache)
+                                     self.cache if use_cache else None)
 
     def estimate_diff(self, a: str | Ref, b: str | Ref, *,
                       egress: "EgressPolicy | None" = None, values: bool = True,

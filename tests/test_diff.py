@@ -508,3 +508,34 @@ def test_cli_diff_values_egress_guard(seaweedfs: Any, s3_lake_url: str,
         assert done["values"]["bytes_fetched"] == TENSOR_BYTES
         assert sum(x.bytes_down for x in chunk_gets()) == TENSOR_BYTES
         assert all("max_abs_diff" in x["values"] for x in done["tensors"]["changed"])
+
+
+def test_values_fetch_an_encoded_chunk_both_sides_hold_once(tmp_path: Path) -> None:
+    """A large tensor with one value changed: its other chunks are the same objects in both
+    versions.  Stored encoded, each is fetched whole once, as the estimate counts it (it
+    was fetched once per side, more than the egress guard had priced)."""
+    from ckptlake.policy.egress import EgressPolicy
+
+    store = ChunkCountingBucket()
+    lake = Lake(store, chunk_size=MiB, concurrency=4)
+    rng = np.random.default_rng(5)
+    a = {"w": (rng.standard_normal((768, 1024)) * 0.02).astype(np.float32)}  # 3 MiB
+    b = {"w": a["w"].copy()}
+    b["w"][-1, -1] += 1.0
+    for name, tensors in (("A", a), ("B", b)):
+        (tmp_path / name).mkdir()
+        st.save_file(tensors, str(tmp_path / name / "model.safetensors"))
+        lake.push(tmp_path / name, "big/ckpt", compression="auto")
+    m1, m2 = (json.loads(store.get(layout.version_key("big/ckpt", v))) for v in (1, 2))
+    shared = set(m1["stored"]) & set(m2["stored"])
+    assert shared, "some encoded chunks are the same in both versions"
+    est = lake.estimate_diff("big/ckpt@v1", "big/ckpt@v2",
+                             egress=EgressPolicy(client_region="eu-west-1",
+                                                 price_per_gb=PRICES))
+    r = lake.diff("big/ckpt@v1", "big/ckpt@v2", values=True)
+    (changed,) = r.tensors["changed"]
+    assert changed["values"]["max_abs_diff"] == pytest.approx(1.0)
+    keys = [k for k, _ in store.chunk_reads]
+    assert len(keys) == len(set(keys)), "no chunk object was fetched twice"
+    assert sum(n for _, n in store.chunk_reads) == r.values["bytes_fetched"] \
+        == est.bytes_to_download

@@ -48,3 +48,15 @@ def test_the_three_readers_share_it() -> None:
     for cls in (LakeFile, WholeFile, RangeStream):
         assert issubclass(cls, SeekableReader)
         assert cls.seek is SeekableReader.seek and cls.tell is SeekableReader.tell
+
+
+def test_seek_refuses_a_non_integer_like_a_file() -> None:
+    """A float offset is a TypeError at seek (as io.BytesIO), not at the next read."""
+    f, ref = Ten(), io.BytesIO(bytes(10))
+    for offset, whence in [(1.5, io.SEEK_SET), ("3", io.SEEK_SET), (2, 0.0)]:
+        with pytest.raises(TypeError):
+            ref.seek(offset, whence)
+        with pytest.raises(TypeError):
+            f.seek(offset, whence)
+    assert f.tell() == 0
+    assert f.seek(True) == 1  # like BytesIO: a bool is an int

@@ -1,6 +1,7 @@
 """`ckptlake cache ls|prune`: look at and trim the local chunk cache (core/cache.py)."""
 from __future__ import annotations
 
+import errno
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -51,7 +52,7 @@ def cache(
     out = Output(common)
     with out.guard():
         from ..core.cache import DEFAULT_CACHE_SIZE, ChunkCache
-        from ..errors import UsageError
+        from ..errors import NotFound, UsageError
         from ..policy.config import load_config, parse_size, resolve_cache
 
         if action not in ACTIONS:
@@ -63,6 +64,13 @@ def cache(
         limit = parse_size(max_size) if max_size is not None else None
         setting = resolve_cache(load_config(str(config) if config else None))
         if directory is not None:
+            # A configured cache that no pull has made yet is empty; a --dir that is not
+            # there is a typo, which "0 chunks" and exit 0 would hide.  (A file is refused
+            # by the option.)
+            if not directory.is_dir():
+                raise NotFound(f"{directory}: no such directory",
+                               hint="check the path, or leave --dir out for the configured "
+                                    "cache")
             size = setting.size if setting is not None else None
             where, origin = str(directory), "--dir"
         else:
@@ -89,9 +97,9 @@ def cache(
             out.result(doc, human)
             return
         target = 0 if all_ else limit if limit is not None else chunk_cache.max_size
-        r = chunk_cache.trim(target, dry_run=dry_run)
+        r = chunk_cache.trim(target, dry_run=dry_run, wait=True)
         if chunk_cache.failure:
-            raise UsageError(chunk_cache.failure)
+            raise _prune_failed(chunk_cache.failure, chunk_cache.failure_errno)
         if not dry_run:
             chunk_cache.versions()  # drops the records of versions with nothing left
         verb = "would delete" if dry_run else "deleted"
@@ -99,6 +107,19 @@ def cache(
                    f"{verb} {plural(r.entries_removed, 'chunk')} "
                    f"({format_bytes(r.bytes_removed)}) from {r.dir}; "
                    f"{plural(r.entries_left, 'chunk')} ({format_bytes(r.bytes_left)}) left")
+
+
+def _prune_failed(message: str, err: int | None) -> Exception:
+    """The error a failed prune exits with: its cause's class (README "Exit codes"), so a
+    read-only cache is a permission problem (4), not a bad command line."""
+    from ..errors import AccessDenied, Conflict, UsageError
+
+    if err in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return AccessDenied(message, hint="prune as the user who owns the cache, or make it "
+                                          "writable")
+    if err == errno.EWOULDBLOCK:
+        return Conflict(message, hint="run prune again once it is done")
+    return UsageError(message)
 
 
 def _ago(t: float) -> str:

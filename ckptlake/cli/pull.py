@@ -121,7 +121,8 @@ def pull(
             via = {"replica": replica} if replica is not None else {}
             pull_via = {**via, "offline_replica": True} if offline_replica else via
             if estimate:
-                est = handle.estimate_pull(parsed, dest, egress=egress, **via, **part)
+                est = handle.estimate_pull(parsed, dest, egress=egress, use_cache=not no_cache,
+                                            **via, **part)
                 out.result({**est.to_dict(), "lake": lake_url(handle),
                             "lake_origin": lake_origin(handle), "destination": str(dest),
                             **({"selection": selection} if selection else {})},

@@ -19,8 +19,14 @@ be stale.  Why it is safe without trusting the files:
   hold the same bytes); a reader opens either the old or the new file, never a partial one;
 * eviction (least recently used first: a hit touches the entry's mtime, since atime is often
   off) runs under an exclusive flock so two evictors do not both delete down to the bound;
-  a reader that already opened an evicted entry keeps reading it (POSIX unlink semantics),
-  one that comes later sees a miss;
+  a pull that finds it taken leaves the eviction to its holder instead of waiting for it (a
+  `cache prune` or a pull stopped with Ctrl-Z may hold it indefinitely); a reader that
+  already opened an evicted entry keeps reading it (POSIX unlink semantics), one that comes
+  later sees a miss;
+* anything but a regular file in an entry's place (a directory, a FIFO, a device, a socket)
+  is dropped like a corrupt entry, without being read: opening a FIFO would block the pull.
+  A symlink is followed: its target is hashed like any entry, so it can only serve the
+  right bytes;
 * a pull that misses takes a per-chunk flock before downloading and looks again once it holds
   it, so jobs on one node that pull the same version at the same time fetch each chunk once;
 * a failed cache write (full disk, read-only directory) never fails the pull: the cache is
@@ -34,14 +40,17 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
+import stat
 import threading
 import time
 from dataclasses import dataclass
 from typing import Iterator
 from datetime import datetime, timezone
 
-from ..errors import UsageError
+from ..errors import Interrupted, UsageError
 from ..format.header import digest as _digest
+from ..transfer.pool import stop_event
 
 GiB = 2**30
 DEFAULT_CACHE_SIZE = 20 * GiB
@@ -52,6 +61,9 @@ _TRIM_TO = 0.9
 # How long a pull waits for another one that is fetching the same chunk into the cache (a
 # 1 GiB chunk at 50 MiB/s takes 20 s) before fetching it itself.
 _FILL_WAIT = 120.0
+# How long `cache prune` waits for another process that holds the eviction lock (a pull
+# evicting takes well under a second; a holder stopped with Ctrl-Z never lets go).
+_EVICT_WAIT = 30.0
 _MAX_ENTRY = 2 * GiB  # above the largest chunk size (1 GiB, policy/config.py)
 
 
@@ -105,6 +117,7 @@ class ChunkCache:
         self._size: int | None = None  # this process's running estimate, scanned lazily
         self.dropped = 0  # entries found corrupt and deleted
         self.failure: str | None = None  # why writing was switched off, if it was
+        self.failure_errno: int | None = None  # the OSError's errno behind `failure`, if any
 
     def __repr__(self) -> str:
         return f"ChunkCache({self.dir!r}, max_size={self.max_size})"
@@ -122,14 +135,25 @@ class ChunkCache:
     def get_into(self, algo: str, digest: str, buffer: "bytearray | memoryview | object"
                  ) -> memoryview | None:
         """The entry's bytes, verified against `digest`, read into `buffer` (a new buffer if
-        the entry is larger); None if absent or dropped as corrupt."""
+        the entry is larger); None if absent, or dropped as corrupt or as no regular file."""
         path = self.entry_path(algo, digest)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+            # O_NONBLOCK: a FIFO in the entry's place would block the open until a writer came
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            # a socket, a link loop, a dangling link: never an entry; any other error, a miss
+            if e.errno in (errno.ENXIO, errno.ELOOP) or (e.errno == errno.ENOENT
+                                                         and os.path.islink(path)):
+                self._drop(path)
             return None
         try:
-            size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                os.close(fd)
+                fd = -1
+                self._drop(path)
+                return None
+            size = st.st_size
             target = memoryview(buffer)  # type: ignore[arg-type]
             if size > len(target) and size <= _MAX_ENTRY:
                 target = memoryview(bytearray(size))
@@ -142,9 +166,10 @@ class ChunkCache:
                 got += n
             view = view[:got]
         except OSError:
-            return None  # a directory in the way, an I/O error: a miss, not a verdict
+            return None  # an I/O error: a miss, not a verdict
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
         if got != size or _digest(algo, view) != digest:
             self._drop(path)
             return None
@@ -154,7 +179,7 @@ class ChunkCache:
 
     def _drop(self, path: str) -> None:
         with contextlib.suppress(OSError):
-            os.unlink(path)
+            _remove(path)
         with self._lock:
             self.dropped += 1
 
@@ -164,7 +189,7 @@ class ChunkCache:
         if self.failure is not None or len(data) > self.max_size:
             return
         path = self.entry_path(algo, digest)
-        if os.path.exists(path):
+        if os.path.isfile(path):
             return  # another pull cached it meanwhile (get_into verifies it when read)
         tmp_dir = os.path.join(self.dir, "tmp")
         tmp = os.path.join(tmp_dir, f"{digest[:16]}.{os.getpid()}.{threading.get_ident()}")
@@ -179,16 +204,17 @@ class ChunkCache:
             finally:
                 os.close(fd)
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except IsADirectoryError:  # a directory in the entry's place: it is not one
+                _remove(path)
+                os.replace(tmp, path)
         except OSError as e:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            with self._lock:
-                if self.failure is None:
-                    what = ("no space left on its device" if e.errno in (errno.ENOSPC,
-                                                                         errno.EDQUOT)
-                            else e.strerror or str(e))
-                    self.failure = f"could not write to the chunk cache {self.dir}: {what}"
+            what = ("no space left on its device" if e.errno in (errno.ENOSPC, errno.EDQUOT)
+                    else e.strerror or str(e))
+            self._fail(f"could not write to the chunk cache {self.dir}: {what}", e.errno)
             return
         self._added(len(data))
 
@@ -200,8 +226,10 @@ class ChunkCache:
 
         An flock on one of 4096 lock files (by the digest's first 3 hex digits: a collision
         only serialises two fetches).  Waiting is bounded by _FILL_WAIT, polled, so a stuck
-        holder or Ctrl-C never hangs this pull; past it, the chunk is fetched anyway.  Any
-        problem with the lock files means no lock, never a failed pull.
+        holder never hangs this pull; past it, the chunk is fetched anyway.  A worker of an
+        interrupted pull (transfer/pool.py, `stop_event`) stops waiting at once and raises
+        Interrupted, as throttle.py does: Ctrl-C must not sit out another process's fetch.
+        Any problem with the lock files means no lock, never a failed pull.
         """
         fd = None
         if self.failure is None:
@@ -216,23 +244,17 @@ class ChunkCache:
                 fd = None
         try:
             if fd is not None:
-                deadline = time.monotonic() + _FILL_WAIT
-                delay = 0.002
-                while True:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        if time.monotonic() >= deadline:
-                            break
-                        time.sleep(delay)
-                        delay = min(delay * 2, 0.05)
-                    except OSError:
-                        break
+                with contextlib.suppress(OSError):  # a filesystem without flock: no lock
+                    _flock_polled(fd, _FILL_WAIT)  # False: waited long enough, fetch anyway
             yield
         finally:
             if fd is not None:
                 os.close(fd)  # releases the lock
+
+    def _fail(self, message: str, err: int | None = None) -> None:
+        with self._lock:
+            if self.failure is None:
+                self.failure, self.failure_errno = message, err
 
     def _added(self, n: int) -> None:
         with self._lock:
@@ -299,7 +321,14 @@ class ChunkCache:
 
     def entries(self) -> list[CacheEntry]:
         """Every entry, least recently used first."""
+        return self._scan()[0]
+
+    def _scan(self) -> tuple[list[CacheEntry], list[str]]:
+        """(the entries, the paths of what sits in an entry's place but cannot be one: a
+        directory, a FIFO, ...).  A symlink counts as an entry at its own size: deleting it
+        frees no more."""
         found: list[CacheEntry] = []
+        strays: list[str] = []
         root = os.path.join(self.dir, "chunks")
         for algo in _listdir(root):
             for fan in _listdir(os.path.join(root, algo)):
@@ -309,9 +338,12 @@ class ChunkCache:
                         st = os.lstat(path)
                     except OSError:
                         continue
-                    found.append(CacheEntry(path, algo, name, st.st_size, st.st_mtime))
+                    if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                        found.append(CacheEntry(path, algo, name, st.st_size, st.st_mtime))
+                    else:
+                        strays.append(path)
         found.sort(key=lambda e: (e.used, e.path))
-        return found
+        return found, strays
 
     def stats(self, entries: list[CacheEntry] | None = None) -> CacheStats:
         entries = self.entries() if entries is None else entries
@@ -321,44 +353,67 @@ class ChunkCache:
                           newest_used=max(e.used for e in entries) if entries else None)
 
     @contextlib.contextmanager
-    def _evicting(self):
+    def _evicting(self, wait: float) -> Iterator[bool]:
+        """Hold the eviction lock; yields False if another process still held it after
+        `wait` seconds."""
         os.makedirs(self.dir, exist_ok=True)
         fd = os.open(os.path.join(self.dir, ".lock"), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC,
                      0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
+            yield _flock_polled(fd, wait)
         finally:
             os.close(fd)
 
-    def trim(self, max_size: int, *, dry_run: bool = False) -> PruneResult:
+    def trim(self, max_size: int, *, dry_run: bool = False, wait: bool = False
+             ) -> PruneResult:
         """Delete least recently used entries until at most `max_size` bytes are left (0: all),
-        and temporary files that a dead process left."""
+        and temporary files that a dead process left.
+
+        If another process is evicting, a pull (wait False) leaves it to that one and deletes
+        nothing; `cache prune` (wait True) waits up to _EVICT_WAIT for it, then fails."""
         if dry_run or not os.path.isdir(self.dir):  # a mistyped --dir is not created
             return self._plan(max_size, dry_run=dry_run, delete=False)
         try:
-            with self._evicting():
-                return self._plan(max_size, dry_run=False, delete=True)
+            with self._evicting(_EVICT_WAIT if wait else 0.0) as held:
+                if held:
+                    return self._plan(max_size, dry_run=False, delete=True)
+            if wait:
+                self._fail(f"another process is evicting from the chunk cache {self.dir} "
+                           f"(it holds {os.path.join(self.dir, '.lock')})", errno.EWOULDBLOCK)
         except OSError as e:
-            with self._lock:
-                if self.failure is None:
-                    self.failure = (f"could not evict from the chunk cache {self.dir}: "
-                                    f"{e.strerror or e}")
-            return PruneResult(self.dir, False, 0, 0, 0, 0)
+            self._fail(f"could not evict from the chunk cache {self.dir}: {e.strerror or e}",
+                       e.errno)
+        return PruneResult(self.dir, False, 0, 0, 0, 0)
 
     def _plan(self, max_size: int, *, dry_run: bool, delete: bool) -> PruneResult:
-        entries = self.entries()
+        """One entry that cannot be deleted is a failure noted, not the end of the trim: the
+        others still make room."""
+        entries, strays = self._scan()
         total = sum(e.size for e in entries)
         removed = removed_bytes = 0
+        kept = 0  # bytes of entries that could not be deleted
         for e in entries:
-            if total - removed_bytes <= max_size:
+            if total - removed_bytes - kept <= max_size:
                 break
             if delete:
-                with contextlib.suppress(FileNotFoundError):
+                try:
                     os.unlink(e.path)
+                except FileNotFoundError:
+                    pass  # a pull dropped it meanwhile
+                except OSError as err:
+                    self._fail(f"could not evict from the chunk cache {self.dir}: "
+                               f"{err.strerror or err}", err.errno)
+                    kept += e.size
+                    continue
             removed += 1
             removed_bytes += e.size
         if delete:
+            for path in strays:  # never an entry: a pull would drop it when it looked
+                try:
+                    _remove(path)
+                except OSError as err:
+                    self._fail(f"could not evict from the chunk cache {self.dir}: "
+                               f"{err.strerror or err}", err.errno)
             cutoff = time.time() - _TMP_MAX_AGE
             tmp_dir = os.path.join(self.dir, "tmp")
             for name in _listdir(tmp_dir):
@@ -370,6 +425,44 @@ class ChunkCache:
                 self._size = total - removed_bytes
         return PruneResult(self.dir, dry_run, removed, removed_bytes, len(entries) - removed,
                            total - removed_bytes)
+
+
+def _flock_polled(fd: int, wait: float) -> bool:
+    """Take an exclusive flock on `fd`, polling for up to `wait` seconds: whether it is held.
+
+    Polled, never a blocking flock: a worker thread blocked in flock() would keep a pull alive
+    past Ctrl-C for as long as another process holds the lock.  In an interrupted pull's worker
+    (transfer/pool.py) it raises Interrupted at once.  OSError for an error other than
+    "taken" (a filesystem without flock)."""
+    deadline = time.monotonic() + wait
+    delay = 0.002
+    stop = stop_event()
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+        if stop is None:
+            time.sleep(delay)
+        elif stop.wait(delay):
+            raise Interrupted("interrupted while waiting for a lock of the chunk cache")
+        delay = min(delay * 2, 0.05)
+
+
+def _remove(path: str) -> None:
+    """Delete what is at `path`, whatever it is (a directory too; a symlink itself, never
+    its target).  Raises OSError."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except (IsADirectoryError, PermissionError):
+        # unlink() of a directory: EISDIR on Linux, EPERM on macOS
+        if not os.path.isdir(path) or os.path.islink(path):
+            raise
+        shutil.rmtree(path)
 
 
 def _write_all(fd: int, view: memoryview) -> None:

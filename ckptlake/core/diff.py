@@ -358,8 +358,9 @@ def _as_float(np: Any, data: bytes, dtype: str) -> Any:
 
 def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorInfo],
              ranges: tuple[RangeReader, RangeReader]) -> dict[str, Any]:
-    """ranges: one per side, each shared by the pairs of one diff, so that a chunk stored
-    encoded is fetched (whole) once however many of its tensors are compared."""
+    """ranges: one per side (_side_readers), shared by the pairs of one diff, so that a
+    chunk stored encoded is fetched (whole) once however many of its tensors are compared,
+    on either side."""
     np = require_numpy()
     ea, x, eb, y = pair
     wire = [0]  # bytes this pair made cross the wire
@@ -404,6 +405,18 @@ def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorI
     return out
 
 
+def _side_readers(store: Store, algo: str, stored: Any, where: tuple[str, str]
+                  ) -> tuple[RangeReader, RangeReader]:
+    """A RangeReader per side, so that errors name that side's version, over one memory of
+    decoded chunks: an encoded chunk both versions hold (the unchanged chunks of a large
+    tensor with a few changed values) is fetched once, as values_to_fetch counts it, not once
+    per side.  Together they keep as many chunks as two separate readers would."""
+    a = RangeReader(store, algo, stored, where[0], keep=2 * _VALUE_WORKERS)
+    b = RangeReader(store, algo, stored, where[1], keep=2 * _VALUE_WORKERS)
+    b._decoded, b._lock, b._fetching = a._decoded, a._lock, a._fetching
+    return a, b
+
+
 def tensor_values(store: Store, pairs: list[tuple[Any, ...]], algo: str,
                   stored: dict[str, int] | None = None,
                   where: tuple[str, str] = ("diff --values", "diff --values")
@@ -418,9 +431,8 @@ def tensor_values(store: Store, pairs: list[tuple[Any, ...]], algo: str,
     if pairs:
         require_numpy()  # fail before any request if numpy is missing
     stored = stored or {}
-    ranges = tuple(RangeReader(store, algo, stored, w, keep=_VALUE_WORKERS) for w in where)
-    whole = tuple(RangeReader(store, algo, chunkio.EveryChunk(), w, keep=_VALUE_WORKERS)
-                  for w in where)
+    ranges = _side_readers(store, algo, stored, where)
+    whole = _side_readers(store, algo, chunkio.EveryChunk(), where)
 
     def compare(pair: tuple[Any, ...]) -> dict[str, Any]:
         try:

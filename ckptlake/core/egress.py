@@ -71,8 +71,8 @@ def objects_to_fetch(m: Manifest, destination: str, lake_url: str | None = None,
     whole_size = object_sizes(m)  # a pack is fetched whole, also for part of a version
     for e in needed:
         for ref in e.chunks:
-            if ref.digest in staged or (cache is not None and _cached(cache, m.hash,
-                                                                       ref.digest)):
+            if ref.digest in staged or (cache is not None and _cached(
+                    cache, m.hash, ref.digest, whole_size[ref.digest], ref.offset is None)):
                 staged_files[ref.digest] = staged_files.get(ref.digest, 0) + ref.size
                 continue
             # what crosses the wire: an encoded chunk at its stored size (manifest hint)
@@ -80,8 +80,17 @@ def objects_to_fetch(m: Manifest, destination: str, lake_url: str | None = None,
     return objects, present + sum(staged_files.values())
 
 
-def _cached(cache: "ChunkCache", algo: str, chunk: str) -> bool:
-    return os.path.isfile(cache.entry_path(algo, chunk))
+def _cached(cache: "ChunkCache", algo: str, chunk: str, size: int, whole: bool) -> bool:
+    """Whether the cache holds the chunk, by a stat of its entry: a regular file (a symlink's
+    target) of the chunk object's size as the cache keeps it, decoded (`size`: the raw size
+    the version tells, exact unless the chunk is a pack (`whole` False), which may run on
+    past this version's last file).  A truncated or empty entry would be dropped and
+    downloaded, so it counts as downloaded here."""
+    try:
+        st = os.stat(cache.entry_path(algo, chunk))
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and (st.st_size == size if whole else st.st_size >= size)
 
 
 def _present(path: str, entry: FileEntry, algo: str) -> bool:

@@ -5,6 +5,7 @@ io's own files do), and each class keeps only how it reads."""
 from __future__ import annotations
 
 import io
+import operator
 
 
 class SeekableReader(io.RawIOBase):
@@ -34,6 +35,9 @@ class SeekableReader(io.RawIOBase):
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         self._check_open()
+        # TypeError here, as io's files raise it, for 1.5 or "3": accepted, it would fail the
+        # next read far from its cause.  Anything with __index__ (numpy ints) is an offset.
+        offset, whence = operator.index(offset), operator.index(whence)
         if whence == io.SEEK_SET:
             pos = offset
         elif whence == io.SEEK_CUR:
