@@ -419,6 +419,25 @@ def test_cat_bad_paths(lake: Lake, src: Path) -> None:
         lake.cat("m/base", "tok")  # refused before any data is read, not at the first next()
 
 
+def test_cat_resolves_dot_segments_like_lake_open(lake: Lake, src: Path) -> None:
+    """"." is the version's root (a directory, exit 2, as "" and "/"), `tok/../config.json`
+    is config.json, as `lake.open` reads it; ".." above the root, or out of a symlink (where
+    the disk would climb from the link's target), is refused."""
+    (src / "dirlink").symlink_to("tok")
+    lake.push(src, "m/base")
+    for root in (".", "./", "/"):
+        r = run("cat", "m/base", root)
+        assert r.exit_code == 2 and "is a directory" in r.output, (root, r.output)
+    for path in ("tok/../config.json", "./config.json", "tok/./../config.json"):
+        r = run("cat", "m/base", path)
+        assert r.exit_code == 0 and r.stdout_bytes == (src / "config.json").read_bytes(), path
+        with lake.open("m/base", path) as fh:
+            assert fh.read() == (src / "config.json").read_bytes()
+    assert run("cat", "m/base", "../config.json").exit_code == 3
+    r = run("cat", "m/base", "dirlink/../config.json")
+    assert r.exit_code == 2 and "symlink dirlink" in r.output
+
+
 def test_cat_no_longer_points_at_show(lake: Lake, src: Path) -> None:
     lake.push(src, "m/base")
     r = run("cat", "m/base", "config.json")

@@ -66,6 +66,26 @@ def _clean(path: "str | os.PathLike[str]") -> str:
     return p.strip("/")
 
 
+def _normal(path: "str | os.PathLike[str]", name: str, links: set[str]) -> str:
+    """`path` with "." and ".." segments resolved: `cat REF .` said "'.' is not a file" where
+    "" and "/" said "is a directory", and `sub/../f` was not found.  A ".." after a symlink of
+    the version is refused: on disk it climbs from the link's target, not from the link."""
+    parts: list[str] = []
+    for seg in _path_text(path).strip().replace("\\", "/").split("/"):
+        if seg in ("", "."):
+            continue
+        if seg == "..":
+            if not parts:
+                raise NotFound(f"{path!r} leads outside {name}")
+            if "/".join(parts) in links:
+                raise UsageError(f"{path!r} climbs out of the symlink {'/'.join(parts)} of "
+                                 f"{name}", hint="name the file by its path without '..'")
+            parts.pop()
+            continue
+        parts.append(seg)
+    return "/".join(parts)
+
+
 def _path_text(path: Any) -> str:
     """A path inside a version, as str or os.PathLike (a pathlib.Path, as for push and pull's
     local paths); anything else is a UsageError, not an AttributeError from deep inside."""
@@ -187,8 +207,8 @@ def list_files(m: Manifest, prefix: str | None = None) -> list[dict[str, Any]]:
 def find_file(m: Manifest, path: str) -> FileEntry:
     """The regular file at `path`; UsageError (exit 2) for a directory or a symlink, NotFound
     (exit 3) for a path the version does not have."""
-    p = _clean(path)
     name = f"{m.artifact}@v{m.version}"
+    p = _normal(path, name, {e.path for e in m.files if e.symlink is not None})
     for e in m.files:
         if e.path == p:
             if e.symlink is not None:
