@@ -210,8 +210,8 @@ def test_header_setting_and_cli_option(local_lake_url: str, tmp_path: Path) -> N
 
 
 def test_diff_values_on_compressed_chunks_fetch_what_the_estimate_says(tmp_path: Path) -> None:
-    """A tensor in an encoded chunk is read by fetching the chunk whole (once per side); the
-    egress estimate counts exactly that."""
+    """A tensor in an encoded chunk is read by fetching the chunk whole (once, also when both
+    sides hold it); the egress estimate counts exactly that."""
     from test_diff import PRICES, ChunkCountingBucket, push_pair
 
     from ckptlake.lake import Lake
