@@ -1022,7 +1022,7 @@ def _flatten(state: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, 
             yield name, value
 
 
-def _torch_dtype(name: str, t: Any) -> str:
+def _torch_dtype(name: str, t: Any, *, meta_ok: bool = False) -> str:
     """The safetensors dtype of torch tensor `t`, the state entry `name`.  Checked before any
     copy, from dtype and layout alone: torch's own errors for the rest (a TypeError from
     `.numpy()` on fp8 e8m0, NotImplementedError on a meta tensor) name neither the entry nor
@@ -1034,7 +1034,7 @@ def _torch_dtype(name: str, t: Any) -> str:
             str(t.layout).removeprefix("torch.")
         raise UsageError(f"state entry {name!r} is a {layout_name} tensor; save_state stores "
                          "dense tensors", hint="save t.to_dense() (or its components)")
-    if t.device.type == "meta":
+    if t.device.type == "meta" and not meta_ok:
         raise UsageError(f"state entry {name!r} is a meta tensor: it has no data to save",
                          hint="materialize the module (to_empty + init, or load) first")
     dtype = _TORCH_DTYPES.get(kind)
@@ -1081,7 +1081,9 @@ def _leaf_spec(name: str, value: Any) -> tuple[tuple[int, ...], Any] | None:
 
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(value, torch.Tensor):
-        _torch_dtype(name, value)
+        # meta_ok: preparing buffers reads shapes and dtypes only, and a model built on the
+        # meta device (deferred init) is what a trainer has at start-up
+        _torch_dtype(name, value, meta_ok=True)
         dt = str(value.dtype).removeprefix("torch.")
         if dt in _NAMED_DTYPES:
             return tuple(value.shape), (np.int16 if _NAMED_DTYPES[dt][1] == 2 else np.uint8)

@@ -23,10 +23,14 @@ the SageMaker-style checkpoint sync, run beside the trainer.
   is not what the lake holds.
 * `keep_local=N` deletes local checkpoints older than the newest N once they are in the lake
   (never one that is not): one this watcher pushed and that has not changed since, or, for
-  steps pushed before it started, the only local entry of that step with as many bytes as the
-  lake's version.  A step two local entries share is never pruned.
+  steps pushed before it started, the only local entry of that step that is, by name, inode,
+  modification time and size, the one an earlier watch recorded in the version (metadata
+  `ckptlake.watch.entry`).  A step two local entries share is never pruned.
 * A push that fails for a transient reason (storage unreachable, files changed under it) is
-  retried after `retry_delay` seconds, and no later step is pushed before it (step order); a
+  retried, backing off from `retry_delay` seconds (1 s for a changed file) up to 5 minutes,
+  and no later step is pushed before it (step order) for its first BLOCKING_ATTEMPTS attempts;
+  after that it no longer holds the later ones back (said so: once one is pushed, it is
+  skipped as older).  A
   checkpoint the lake cannot store (a FIFO or a file name that is not UTF-8 in it, a part that
   cannot be read: the push's own scan of it fails again) is reported once and passed over,
   and the watcher goes on with the next.  An error of the lake itself (credentials, integrity,
@@ -60,6 +64,13 @@ if TYPE_CHECKING:
 
 # The number after a `step` token if there is one, else the first number (module docstring).
 DEFAULT_STEP_REGEX = r"(?:.*?step[=_-]?)?(\d+)"
+# Version metadata a watch records: which local entry, as it was, the version was pushed
+# from (_identity), so that a restarted watch's keep_local prunes only that very entry.
+META_ENTRY = "ckptlake.watch.entry"
+# A checkpoint whose push keeps failing holds later steps back this many attempts, backing off
+# up to MAX_RETRY_DELAY seconds between them.
+BLOCKING_ATTEMPTS = 5
+MAX_RETRY_DELAY = 300.0
 
 
 @dataclass(frozen=True)
@@ -124,7 +135,7 @@ class Watcher:
                  pattern: str = "*", step_regex: str = DEFAULT_STEP_REGEX,
                  marker: str | None = None, settle: float = 30.0,
                  keep_local: int | None = None, poll: float = 2.0, retry_delay: float = 30.0,
-                 exclude: tuple[str, ...] | list[str] = (),
+                 exclude: tuple[str, ...] | list[str] = (), follow_symlinks: bool = False,
                  on_event: Callable[[WatchEvent], None] | None = None,
                  progress: "Progress | None" = None,
                  clock: Callable[[], float] = time.time) -> None:
@@ -149,6 +160,7 @@ class Watcher:
         self.poll = poll
         self.retry_delay = retry_delay
         self.exclude = tuple(exclude)
+        self.follow_symlinks = follow_symlinks
         self.on_event = on_event or (lambda event: None)
         self.progress = progress
         self.clock = clock
@@ -158,10 +170,11 @@ class Watcher:
         self.found: list[Candidate] = []  # the last pass's checkpoints
         self.pending: list[Candidate] = []  # ... of which not complete yet
         self.failures: dict[str, tuple[Candidate, BaseException]] = {}  # name -> last failure
-        self._lake_sizes: dict[int, set[int]] = {}  # step -> total_bytes of its versions
+        self._lake_ids: dict[int, set[str]] = {}  # step -> META_ENTRY of its versions
         self._said: set[tuple[str, str]] = set()  # (kind, name) already reported
         # name -> (monotonic time of the next attempt, whether later steps wait for it)
         self._retry_at: dict[str, tuple[float, bool]] = {}
+        self._attempts: dict[str, int] = {}  # name -> failed pushes in a row
         self._learned = False
         self._mine: dict[str, tuple[int, _Tree | None]] = {}  # name -> (step, tree) pushed here
         self._mine_steps: dict[int, str] = {}  # step -> name pushed here
@@ -176,12 +189,12 @@ class Watcher:
             versions = self.lake.versions(self.artifact)
         except NotFound:
             versions = []
-        sizes: dict[int, set[int]] = {}
+        ids: dict[int, set[str]] = {}
         for v in versions:
             if v.step is not None:
-                sizes.setdefault(v.step, set()).add(v.total_bytes)
-        self._lake_sizes = sizes
-        self.pushed = set(sizes)
+                ids.setdefault(v.step, set()).add(v.metadata.get(META_ENTRY, ""))
+        self._lake_ids = ids
+        self.pushed = set(ids)
         self._learned = True
 
     def candidates(self) -> list[Candidate]:
@@ -309,14 +322,18 @@ class Watcher:
             return "skipped"
         self.current = c
         try:
-            result = self.lake.push(c.path, self.artifact, step=c.step, exclude=self.exclude,
-                                    progress=self.progress)
+            result = self.lake.push(
+                c.path, self.artifact, step=c.step, exclude=self.exclude,
+                follow_symlinks=self.follow_symlinks,
+                metadata={META_ENTRY: _identity(c.name, tree)} if tree is not None else None,
+                progress=self.progress)
         except (CkptlakeError, OSError) as exc:
             return self._failed(c, exc)
         finally:
             self.current = None
         self.pushed.add(c.step)
-        self._lake_sizes.setdefault(c.step, set()).add(result.bytes_scanned)
+        if tree is not None:
+            self._lake_ids.setdefault(c.step, set()).add(_identity(c.name, tree))
         self._mine[c.name] = (c.step, tree)
         self._mine_steps[c.step] = c.name
         self._forget(c)
@@ -353,13 +370,24 @@ class Watcher:
                 self._say("known", c, f"step {c.step} ({shown(c.name)}) is in the lake after "
                                       f"all: its push was committed before it failed ({exc})")
                 return "known"
-        delay = 1.0 if isinstance(exc, SourceChanged) else self.retry_delay
+        # Backing off: each attempt re-reads and re-hashes the checkpoint.  Later steps wait
+        # for it (step order), but not forever: a checkpoint that never stops changing, or a
+        # failure that always recurs, would starve every later one (and keep_local with them).
+        attempts = self._attempts[c.name] = self._attempts.get(c.name, 0) + 1
+        base = 1.0 if isinstance(exc, SourceChanged) else self.retry_delay
+        delay = min(base * 2 ** (attempts - 1), max(base, MAX_RETRY_DELAY))
+        blocking = attempts < BLOCKING_ATTEMPTS
         self.failures[c.name] = (c, exc)
-        self._retry_at[c.name] = (time.monotonic() + delay, True)
+        self._retry_at[c.name] = (time.monotonic() + delay, blocking)
         retry = "" if self.once else f", retrying in {delay:.0f} s"
+        waits = "" if self.once else (
+            "; later checkpoints wait for it" if blocking else
+            f"; failed {attempts} times: later checkpoints no longer wait for it, and once "
+            "one of them is pushed it is skipped as older")
         self.on_event(WatchEvent("failed", c.step, c.name,
-                                 f"push of {shown(c.name)} failed{retry}: {exc}", error=exc))
-        return "retry"
+                                 f"push of {shown(c.name)} failed{retry}{waits}: {exc}",
+                                 error=exc))
+        return "retry" if blocking else "bad"
 
     def _source_fault(self, c: Candidate) -> bool:
         """Whether the push failed on the checkpoint itself: the push's scan of it, run again,
@@ -367,7 +395,7 @@ class Watcher:
         from .core.scan import scan
 
         try:
-            scan(c.path, exclude=self.exclude)
+            scan(c.path, exclude=self.exclude, follow_symlinks=self.follow_symlinks)
         except (UsageError, AccessDenied, NotFound, SourceChanged, OSError):
             return True
         return False
@@ -375,6 +403,7 @@ class Watcher:
     def _forget(self, c: Candidate) -> None:
         self.failures.pop(c.name, None)
         self._retry_at.pop(c.name, None)
+        self._attempts.pop(c.name, None)
 
     def _prune(self) -> None:
         assert self.keep_local
@@ -401,9 +430,10 @@ class Watcher:
 
     def _in_lake(self, c: Candidate, entries: int) -> bool:
         """Whether this very entry is what the lake holds for its step: pushed from here and
-        unchanged since, or (pushed before this watcher started) the step's only entry, with
-        the bytes of its version.  A step's number alone is not enough: a step regex can read
-        one number from several names."""
+        unchanged since, or (pushed by an earlier watch) the step's only entry, with the
+        identity that watch recorded in the version (META_ENTRY).  Neither a step's number
+        (a step regex can read one number from several names) nor a size (a resumed run
+        rewrites a step with other weights of the same size) is enough."""
         mine = self._mine.get(c.name)
         if mine is not None:
             step, tree = mine
@@ -411,10 +441,10 @@ class Watcher:
                 return True
             self._say("skipped", c, f"keeping {shown(c.name)}: it changed after it was pushed")
             return False
-        if entries != 1 or c.step in self._mine_steps or c.step not in self._lake_sizes:
+        if entries != 1 or c.step in self._mine_steps or c.step not in self._lake_ids:
             return False
         tree = _tree(c.path)
-        return tree is not None and tree.size in self._lake_sizes[c.step]
+        return tree is not None and _identity(c.name, tree) in self._lake_ids[c.step]
 
     def _say(self, kind: str, c: Candidate, message: str, error: Any = None) -> None:
         if (kind, c.name) in self._said:
@@ -447,6 +477,12 @@ class Watcher:
                                    hint=exc.hint)
             return err
         return CkptlakeError(f"could not push {shown(c.name)}{also}: {exc}")
+
+
+def _identity(name: str, tree: _Tree) -> str:
+    """The entry as pushed: its name, inode, newest modification time and bytes.  Any
+    rewrite moves the time; a new directory of the same name gets another inode."""
+    return f"{shown(name)} inode={tree.inode} mtime={tree.newest!r} bytes={tree.size}"
 
 
 def _is_number(raw: str) -> bool:

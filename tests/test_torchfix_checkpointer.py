@@ -114,14 +114,32 @@ def test_unsupported_tensor_is_a_usage_error_naming_the_entry(local_lake_url, ki
     state = {"model": {"ok": np.zeros(3, np.float32), "bad": tensor}, "step": 1}
     with ckptlake.open(local_lake_url) as lake:
         with lake.checkpointer("run/t", retention=False) as ck:
-            for attempt in (lambda: ck.save_state(state, step=1),
-                            lambda: ck.prepare_state(state)):
+            # prepare_state reads shapes and dtypes only: a meta tensor is fine there
+            attempts = [lambda: ck.save_state(state, step=1)]
+            if kind != "meta":
+                attempts.append(lambda: ck.prepare_state(state))
+            for attempt in attempts:
                 with pytest.raises(UsageError, match=r"'model/bad'") as info:
                     attempt()
                 assert kind.split("_")[0] in str(info.value) or kind in ("conj", "meta")
             assert ck.pending == 0
         with pytest.raises(NotFound):
             lake.versions("run/t")
+
+
+def test_prepare_state_takes_a_model_built_on_the_meta_device(local_lake_url) -> None:
+    """Deferred init: the trainer prepares buffers from a meta model at start-up, then saves
+    the materialized one (2960456 refused the meta tensors there)."""
+    torch = pytest.importorskip("torch")
+    with torch.device("meta"):
+        meta = torch.nn.Linear(4, 4)
+    real = torch.nn.Linear(4, 4)
+    with ckptlake.open(local_lake_url) as lake:
+        with lake.checkpointer("run/t", retention=False) as ck:
+            ck.prepare_state(meta.state_dict())
+            ck.save_state(real.state_dict(), step=1)
+        out = lake.load_state("run/t")
+    assert torch.equal(torch.as_tensor(out["weight"]), real.weight.detach())
 
 
 def test_supported_fp8_and_neg_bit_views_round_trip(local_lake_url) -> None:

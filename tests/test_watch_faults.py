@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 import ckptlake
+import ckptlake.lake  # noqa: F401 (monkeypatched below: not imported by `import ckptlake`)
 from ckptlake.cli.app import app
 from ckptlake.errors import NotFound, TransferError, UsageError
 from ckptlake.watch import Watcher
@@ -271,3 +272,61 @@ def test_once_says_why_nothing_was_pushed(local_lake_url, tmp_path) -> None:
     assert r.exit_code == 0 and r.stdout.startswith(f"pushed {ART}@v1")
     assert "not pushing step_9: it is a symlink" in r.stderr
     assert "1 checkpoint (step_2; no DONE" in r.stderr
+
+
+def test_keep_local_never_prunes_a_step_rewritten_with_other_bytes_of_the_same_size(
+        local_lake_url, tmp_path) -> None:
+    """A resumed run rewrote step 100 with other weights of the same size: a restarted watch
+    took the matching size for the lake's copy and deleted weights the lake never had.  A
+    version pushed by hand (no entry recorded) is not pruned either."""
+    d = tmp_path / "ck"
+    write(d / "checkpoint-100" / "w.bin", b"A" * 4096)
+    write(d / "checkpoint-50" / "w.bin", b"Z" * 10)
+    with ckptlake.open(local_lake_url) as lake:
+        lake.push(d / "checkpoint-50", ART, step=50)  # by hand, not by a watch
+        Watcher(lake, d, ART, settle=0).poll_once()  # an earlier watch pushed step 100
+        (d / "checkpoint-100" / "w.bin").unlink()
+        (d / "checkpoint-100").rmdir()
+        write(d / "checkpoint-100" / "w.bin", b"B" * 4096)  # the rerun's own step 100
+        write(d / "checkpoint-200" / "w.bin", b"C" * 4096)
+        w = Watcher(lake, d, ART, settle=0, keep_local=1)
+        assert w.poll_once() == 1
+        assert (d / "checkpoint-100" / "w.bin").read_bytes() == b"B" * 4096
+        assert (d / "checkpoint-50").is_dir()
+        meta = lake.resolve(f"{ART}@step=200").metadata["ckptlake.watch.entry"]
+        assert meta.startswith("checkpoint-200 inode=") and meta.endswith("bytes=4096")
+    assert steps(local_lake_url) == [50, 100, 200]
+
+
+class Failing(Flaky):
+    """A lake whose push of one step always fails (a proxy that refuses one object)."""
+
+    def push(self, path: Any, artifact: str, *, step: int, **kw: Any) -> Any:
+        if step in self.fail:
+            raise TransferError("PUT chunk failed after 5 attempts: 403 from a proxy")
+        return self.lake.push(path, artifact, step=step, **kw)
+
+
+def test_a_push_that_keeps_failing_holds_later_steps_back_only_a_few_attempts(
+        local_lake_url, tmp_path) -> None:
+    """Step order held later checkpoints back for ever behind one that never went up (and
+    keep_local with them: the disk filled); now for BLOCKING_ATTEMPTS attempts, backing off,
+    and the warning says what waits."""
+    from ckptlake.watch import BLOCKING_ATTEMPTS
+
+    d = tmp_path / "ck"
+    for step in (100, 200):
+        write(d / f"step_{step}" / "w.bin", str(step).encode())
+    events: list[Any] = []
+    with ckptlake.open(local_lake_url) as real:
+        w = Watcher(Failing(real, {100: "always"}), d, ART, settle=0, retry_delay=0,
+                    on_event=events.append)
+        for _ in range(BLOCKING_ATTEMPTS - 1):
+            assert w.poll_once() == 0
+        assert steps(local_lake_url) == []
+        assert w.poll_once() == 1  # the last attempt lets step 200 go
+    assert steps(local_lake_url) == [200]
+    failed = [e.message for e in events if e.kind == "failed"]
+    assert len(failed) == BLOCKING_ATTEMPTS
+    assert all("later checkpoints wait for it" in m for m in failed[:-1])
+    assert "no longer wait for it" in failed[-1]
