@@ -116,8 +116,8 @@ def test_metadata_files_and_bytes(lake: Lake, tmp_path: Path) -> None:
     b = r.bytes
     assert b["total"] == b["shared"] + b["to_fetch"] and b["chunks_shared"] <= b["chunks"]
     doc = json.loads(json.dumps(r.to_dict(), allow_nan=False))
-    assert set(doc) == {"a", "b", "identical", "step", "metrics", "metadata", "files", "bytes",
-                        "tensors", "values", "contents"}
+    assert set(doc) == {"a", "b", "identical", "step", "kind", "metrics", "metadata", "files",
+                        "bytes", "tensors", "values", "contents"}
     # without --values: safetensors compared by their tensor records, nothing else looked into
     assert doc["contents"] == [
         {"path": "config.json", "kind": "other", "inspected": False,

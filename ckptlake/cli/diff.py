@@ -1,7 +1,7 @@
 """`ckptlake diff A B`: what changed between two versions, down to the tensor."""
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable
 
 import typer
 
@@ -21,14 +21,18 @@ EPILOG = epilog(
     "gpt2/base gpt2/run-7/model --values --json",
     "Bytes: how much of B's stored chunks A already holds, i.e. what a pull of B costs given "
     "A.  Tensors: added, removed, reshaped, retyped (dtype), changed (same dtype and shape, "
-    "other data), matched by name across the files of each version.  --values fetches only the "
-    "changed tensors and reports max |B-A| and the relative L2 change ||B-A||/||A||.  "
+    "other data), matched by file and name, then by name across the files of each version (a "
+    "tensor may move between shards).  --values fetches only the changed tensors and reports "
+    "max |B-A| and the relative L2 change ||B-A||/||A|| (integers subtracted exactly; elements "
+    "that became or stopped being NaN/inf are counted apart, as 'N non-finite').  "
     "--inspect looks inside modified files: "
     "safetensors __metadata__, and torch archives (.pt/.pth/.bin) by storage (CRC-32 and size "
     "from the zip directory) and, with torch installed, by tensor name, dtype and shape; it "
     "reads whole chunks, typically each side's first and last.  A modified file nobody looked "
-    "into is listed as 'contents not inspected'.  Exit 0 whether or not they differ; with "
-    "--exit-code, 1 when they differ (step, metrics, metadata or files).",
+    "into is listed as 'contents not inspected'.  Empty directories added or removed, and a "
+    "single-file version against a directory, count as differences.  Exit 0 whether or not "
+    "they differ; with --exit-code, 1 when they differ (kind, step, metrics, metadata, files "
+    "or empty directories).",
     "Egress: before --values or --inspect downloads anything, diff estimates the bytes it will "
     "fetch (both versions' ranges of the changed tensors; the chunks --inspect reads), the "
     "route and the cost, from egress: in ckptlake.yaml, exactly as pull does.  Above "
@@ -115,9 +119,24 @@ def _shape(shape: list[int]) -> str:
     return "[" + ", ".join(map(str, shape)) + "]"
 
 
+def _tensor_name(with_file: bool) -> Callable[[dict[str, Any]], str]:
+    """A tensor as its row names it: with several safetensors files one name may be in more
+    than one (model's and ema's `w`), so the file is said (both, for one that moved)."""
+    def name(x: dict[str, Any]) -> str:
+        if not with_file:
+            return str(x["name"])
+        where = x["file"] if x.get("file_a", x["file"]) == x["file"] else \
+            f"{x['file_a']} -> {x['file']}"
+        return f"{x['name']} ({where})"
+
+    return name
+
+
 def render(r: Any) -> str:
     lines = [f"diff {r.a['ref']} -> {r.b['ref']}"
              + ("  (identical)" if r.identical else "")]
+    if r.kind["changed"]:
+        lines.append(f"kind: {r.kind['a']} -> {r.kind['b']}")
     if r.step["changed"]:
         lines.append(f"step: {_num(r.step['a'])} -> {_num(r.step['b'])}")
     m = r.metrics
@@ -135,9 +154,11 @@ def render(r: Any) -> str:
         lines += [f"  - {k}: {v}" for k, v in md["removed"].items()]
     f = r.files
     unchanged_bytes = sum(x["size"] or 0 for x in f["unchanged"])
+    dirs = (f", empty directories: {len(f['dirs_added'])} added, "
+            f"{len(f['dirs_removed'])} removed" if f["dirs_added"] or f["dirs_removed"] else "")
     lines.append(f"files: {len(f['modified'])} modified, {len(f['added'])} added, "
                  f"{len(f['removed'])} removed, {len(f['unchanged'])} unchanged "
-                 f"({format_bytes(unchanged_bytes)})")
+                 f"({format_bytes(unchanged_bytes)}){dirs}")
 
     def size(x: Any) -> str:
         return "link" if x is None else format_bytes(x)
@@ -146,6 +167,8 @@ def render(r: Any) -> str:
                for x in f["modified"]]
     entries += [f"  A {x['path']}  {size(x['size'])}" for x in f["added"]]
     entries += [f"  D {x['path']}  {size(x['size'])}" for x in f["removed"]]
+    entries += [f"  A {d}/" for d in f["dirs_added"]]
+    entries += [f"  D {d}/" for d in f["dirs_removed"]]
     lines += _capped(entries, "files")
     by = r.bytes
     lines.append(f"bytes: {format_bytes(by['shared'])} of B's {format_bytes(by['total'])} "
@@ -159,9 +182,10 @@ def render(r: Any) -> str:
                      f"{len(t['retyped'])} retyped, {len(t['added'])} added, "
                      f"{len(t['removed'])} removed, {t['unchanged']} unchanged "
                      f"(in {', '.join(names)})")
+        name = _tensor_name(len(t["files"]) > 1)
         rows = []
         for x in t["changed"]:
-            text = f"  ~ {x['name']}  {x['dtype']} {_shape(x['shape'])}"
+            text = f"  ~ {name(x)}  {x['dtype']} {_shape(x['shape'])}"
             v = x.get("values")
             if v is not None:
                 if "error" in v:
@@ -169,13 +193,15 @@ def render(r: Any) -> str:
                 else:
                     text += f"  max|Δ| {v['max_abs_diff']:.4g}  rel L2 " + (
                         "-" if v["rel_l2"] is None else f"{v['rel_l2']:.4g}")
+                    if v.get("nonfinite"):
+                        text += f", {v['nonfinite']} non-finite"
             rows.append(text)
-        rows += [f"  ≠ {x['name']}  reshaped {x['dtype_a']} {_shape(x['shape_a'])} -> "
+        rows += [f"  ≠ {name(x)}  reshaped {x['dtype_a']} {_shape(x['shape_a'])} -> "
                  f"{x['dtype_b']} {_shape(x['shape_b'])}" for x in t["reshaped"]]
-        rows += [f"  ≠ {x['name']}  retyped {x['dtype_a']} -> {x['dtype_b']} "
+        rows += [f"  ≠ {name(x)}  retyped {x['dtype_a']} -> {x['dtype_b']} "
                  f"{_shape(x['shape_b'])}" for x in t["retyped"]]
-        rows += [f"  + {x['name']}  {x['dtype']} {_shape(x['shape'])}" for x in t["added"]]
-        rows += [f"  - {x['name']}  {x['dtype']} {_shape(x['shape'])}" for x in t["removed"]]
+        rows += [f"  + {name(x)}  {x['dtype']} {_shape(x['shape'])}" for x in t["added"]]
+        rows += [f"  - {name(x)}  {x['dtype']} {_shape(x['shape'])}" for x in t["removed"]]
         lines += _capped(rows, "tensors")
     lines += _contents(r.contents or [])
     if t["untracked_files"]:

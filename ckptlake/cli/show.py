@@ -14,7 +14,9 @@ HELP = ("Show everything about the version REF: files, totals, step, metrics, me
         "provenance, aliases, parents, inputs and children.")
 EPILOG = epilog(
     "Example: ckptlake show gpt2/run-7/model@prod --json",
-    "At most 50 files are listed; --json lists them all.  Parents and children whose version "
+    "At most 50 files are listed, then the empty directories (as dir/), at most 50 too; "
+    "--json lists them all.  Control characters in names are shown escaped (\\n, \\x1b), "
+    "as ls shows them; --json keeps names exact.  Parents and children whose version "
     "was deleted by gc are marked expired.")
 
 MAX_FILES = 50
@@ -68,8 +70,10 @@ def _pairs(d: dict[str, Any], numeric: bool = False) -> str:
 
 
 def render(d: Any) -> str:
-    """Aligned `label  value` lines, then provenance and the files."""
+    """Aligned `label  value` lines, then provenance, the files and the empty directories (a
+    pull creates them: they are part of the version)."""
     from ..core.identity import iso
+    from .ls import shown_name
 
     rows: list[tuple[str, str]] = [
         ("version", f"{d.artifact}@v{d.version}"),
@@ -108,11 +112,17 @@ def render(d: Any) -> str:
     lines.append("files")
     for f in d.files[:MAX_FILES]:
         if "symlink" in f:
-            lines.append(f"  {'link':>10}  {f['path']} -> {f['symlink']}")
+            lines.append(f"  {'link':>10}  {shown_name(f['path'])} -> "
+                         f"{shown_name(f['symlink'])}")
             continue
         extra = f"  ({f['tensors']} tensors)" if "tensors" in f else ""
         extra += "  (executable)" if f.get("executable") else ""
-        lines.append(f"  {format_bytes(f['size']):>10}  {f['path']}{extra}")
+        lines.append(f"  {format_bytes(f['size']):>10}  {shown_name(f['path'])}{extra}")
     if len(d.files) > MAX_FILES:
         lines.append(f"  ... {len(d.files) - MAX_FILES} more (--json lists them all)")
+    if d.dirs:
+        lines.append("empty directories")
+        lines += [f"  {'dir':>10}  {shown_name(path)}/" for path in d.dirs[:MAX_FILES]]
+        if len(d.dirs) > MAX_FILES:
+            lines.append(f"  ... {len(d.dirs) - MAX_FILES} more (--json lists them all)")
     return "\n".join(lines)

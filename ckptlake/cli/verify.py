@@ -29,7 +29,8 @@ EPILOG = epilog(
     "chunks (chosen by --seed, default 0: the same chunks each run), N/M part N of M (1/7 .. "
     "7/7 over a week read everything once).",
     "Orphan chunks (referenced by nothing) are reported but are not problems: gc collects "
-    "them.  Stale or failed shard steps and incomplete uploads are warnings.")
+    "them (not while a manifest is unreadable: gc refuses to run then, and the orphans may be "
+    "its chunks).  Stale or failed shard steps and incomplete uploads are warnings.")
 
 
 def verify(
@@ -115,8 +116,15 @@ def report_text(r: "VerifyResult") -> str:
     head += f" in {r.seconds:.1f} s"
     lines.append(head)
     if r.orphan_chunks:
-        lines.append(f"orphan chunks: {r.orphan_chunks} ({format_bytes(r.orphan_bytes or 0)}),"
-                     " referenced by nothing: gc collects them")
+        orphans = f"orphan chunks: {r.orphan_chunks} ({format_bytes(r.orphan_bytes or 0)})"
+        blocked = [p["key"] for p in r.problems if p.get("blocks_gc")]
+        if blocked:  # gc refuses to run, and these may be the unreadable manifest's chunks
+            names = ", ".join(blocked[:3]) + (" ..." if len(blocked) > 3 else "")
+            lines.append(f"{orphans}, referenced by no readable manifest: they may belong to "
+                         f"{names} (unreadable), and gc will not run until "
+                         f"{'it is' if len(blocked) == 1 else 'they are'} repaired or removed")
+        else:
+            lines.append(f"{orphans}, referenced by nothing: gc collects them")
     if r.pending_steps:
         lines.append(f"pending shard steps: {len(r.pending_steps)} (ckptlake ls --pending)")
     if r.incomplete_uploads:

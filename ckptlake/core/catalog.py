@@ -91,20 +91,27 @@ def aliases(store: Store, artifact: str) -> dict[str, int]:
         except NotFound:  # removed between list and get
             return name, None
         # an empty record (a PUT cut after its head) is no alias (docs/format.md)
-        return name, _decode_alias(data) if data else None
+        return name, _decode_alias(data, artifact, name) if data else None
 
     got = bounded_map(read, names, workers=_META_WORKERS, name="ckptlake-meta")
     return {name: v for name, v in got if v is not None}
 
 
-def _decode_alias(data: bytes) -> int:
+def _decode_alias(data: bytes, artifact: str | None = None, name: str | None = None) -> int:
+    """The version an alias record names.  Given the alias, the error names it and says how
+    to repair it: one bad record fails `ls ARTIFACT`, `show` of every version and gc (which
+    must not guess what it protects), and without its name only verify could find it."""
     try:
         version = json.loads(data)["version"]
     except (ValueError, KeyError, TypeError, RecursionError):
-        raise IntegrityError("malformed alias record") from None
-    if not isinstance(version, int) or version < 1:
+        version = None
+    if isinstance(version, int) and version >= 1:
+        return version
+    if artifact is None or name is None:
         raise IntegrityError("malformed alias record")
-    return version
+    raise IntegrityError(f"alias {name} of {artifact} is unusable: malformed alias record "
+                         f"{layout.alias_key(artifact, name)}",
+                         hint=f"point it again: ckptlake alias {artifact}@vN {name}")
 
 
 def resolve(store: Store, ref: str | Ref) -> Manifest:
@@ -119,7 +126,7 @@ def resolve(store: Store, ref: str | Ref) -> Manifest:
             data = store.get(layout.alias_key(ref.artifact, str(ref.value)))
             if not data:  # an empty record (a PUT cut after its head) is no alias
                 raise NotFound("empty alias record")
-            number = _decode_alias(data)
+            number = _decode_alias(data, ref.artifact, str(ref.value))
         except NotFound:
             known = ", ".join(sorted(aliases(store, ref.artifact))) or "none"
             raise NotFound(f"{ref.artifact} has no alias {ref.value!r} (aliases: {known})") \
@@ -230,7 +237,10 @@ def set_alias(store: Store, artifact: str, name: str, version: int) -> AliasResu
                 continue
             previous, previous_body = None, None
             break
-        previous = _decode_alias(data)
+        try:
+            previous = _decode_alias(data)
+        except IntegrityError:  # a malformed record is repaired by moving the alias
+            previous = None
         try:
             ours = store.put(key, body, if_match=etag)
             previous_body = data
@@ -241,7 +251,8 @@ def set_alias(store: Store, artifact: str, name: str, version: int) -> AliasResu
         raise TransferError(f"could not move alias {artifact}@{name}: too much contention")
     if not _survives(store, artifact, version):
         undone = _undo_alias(store, key, ours, previous_body)
-        what = (f"{artifact}@{name} is back at v{previous}" if previous_body is not None
+        back = f"v{previous}" if previous is not None else "its malformed record"
+        what = (f"{artifact}@{name} is back at {back}" if previous_body is not None
                 else f"{artifact}@{name} was removed again") if undone else \
             f"{artifact}@{name} was moved by someone else meanwhile and left as they set it"
         raise NotFound(f"{artifact}@v{version} was deleted by gc while the alias was being set; "

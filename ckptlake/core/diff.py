@@ -42,12 +42,16 @@ _NUMPY = {"F16": "<f2", "F32": "<f4", "F64": "<f8", "I8": "i1", "U8": "u1", "I16
 class DiffResult(_Result):
     a: dict[str, Any]  # {"artifact", "version", "step"}
     b: dict[str, Any]
-    identical: bool  # same files, step, metrics and metadata (time and provenance aside)
+    identical: bool  # same kind, files, empty directories, step, metrics and metadata (time
+    #                  and provenance aside)
     step: dict[str, Any]  # {"a", "b", "changed"}
+    # {"a", "b", "changed"}: "dir", or "file" (a single pushed file, restored as a file)
+    kind: dict[str, Any]
     metrics: dict[str, Any]  # {"added": {k: v}, "removed": {k: v}, "changed": {k: {a,b,delta}},
     #                           "unchanged": {k: v}}
     metadata: dict[str, Any]  # {"added": {k: v}, "removed": {k: v}, "changed": {k: {a, b}}}
-    files: dict[str, Any]  # {"added", "removed", "modified", "unchanged"}: lists with sizes
+    files: dict[str, Any]  # {"added", "removed", "modified", "unchanged"}: lists with sizes;
+    #                        {"dirs_added", "dirs_removed"}: empty directories' paths
     bytes: dict[str, Any]  # {"total", "shared", "to_fetch", "chunks", "chunks_shared"} of B
     tensors: dict[str, Any]  # {"added", "removed", "reshaped", "retyped", "changed",
     #                           "unchanged", "files", "untracked_files"}
@@ -104,7 +108,18 @@ def _files(a: Manifest, b: Manifest) -> dict[str, Any]:
             out["modified"].append({"path": path, "size_a": size(ea), "size_b": size(eb)})
         else:
             out["unchanged"].append({"path": path, "size": size(eb)})
+    out["dirs_added"], out["dirs_removed"] = _dirs(b, a), _dirs(a, b)
     return out
+
+
+def _dirs(m: Manifest, other: Manifest) -> list[str]:
+    """The empty directories of `m` that `other` lacks: a pull of one would not create them.
+    A directory `other` holds files in is there too (just not empty), and is not listed."""
+    there = set(other.dirs)
+    for path in [e.path for e in other.files] + list(other.dirs):
+        parts = path.split("/")
+        there.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    return sorted(set(m.dirs) - there)
 
 
 def _bytes(a: Manifest, b: Manifest) -> dict[str, Any]:
@@ -118,18 +133,41 @@ def _bytes(a: Manifest, b: Manifest) -> dict[str, Any]:
             "chunks": len(objects), "chunks_shared": len(objects & have)}
 
 
-def _tensor_map(m: Manifest) -> dict[str, tuple[FileEntry, TensorInfo]]:
-    """Tensors by name across the version's safetensors files (a sharded model's tensor may
-    move between shards); names present in several files are keyed `path::name`."""
-    found = [(e, t) for e in m.files if e.tensors for t in e.tensors]
-    counts: dict[str, int] = {}
-    for _, t in found:
-        counts[t.name] = counts.get(t.name, 0) + 1
-    return {(t.name if counts[t.name] == 1 else f"{e.path}::{t.name}"): (e, t) for e, t in found}
+Side = tuple[FileEntry, TensorInfo]
+
+
+def _tensor_pairs(a: Manifest, b: Manifest) -> list[tuple[Side | None, Side | None]]:
+    """The tensors of A and B, paired: first by file and name, so that a name several files
+    hold (model.safetensors' and ema.safetensors' `w`) is compared file by file; then, of those
+    left, a name found once on each side, whatever the files (a sharded model's tensor may
+    move between shards).  A name still ambiguous pairs with nothing: added and removed."""
+    def found(m: Manifest) -> dict[tuple[str, str], Side]:
+        return {(e.path, t.name): (e, t) for e in m.files if e.tensors for t in e.tensors}
+
+    ta, tb = found(a), found(b)
+    pairs: list[tuple[Side | None, Side | None]] = [(ta[k], tb[k])
+                                                    for k in ta.keys() & tb.keys()]
+    rest_a = [k for k in ta if k not in tb]
+    rest_b = [k for k in tb if k not in ta]
+    by_name_a: dict[str, list[tuple[str, str]]] = {}
+    by_name_b: dict[str, list[tuple[str, str]]] = {}
+    for keys, by_name in ((rest_a, by_name_a), (rest_b, by_name_b)):
+        for k in keys:
+            by_name.setdefault(k[1], []).append(k)
+    moved = {name for name in by_name_a.keys() & by_name_b.keys()
+             if len(by_name_a[name]) == 1 == len(by_name_b[name])}
+    pairs += [(ta[by_name_a[name][0]], tb[by_name_b[name][0]]) for name in moved]
+    pairs += [(ta[k], None) for k in rest_a if k[1] not in moved]
+    pairs += [(None, tb[k]) for k in rest_b if k[1] not in moved]
+
+    def order(pair: tuple[Side | None, Side | None]) -> tuple[str, str]:
+        e, t = pair[1] or pair[0]  # type: ignore[misc]
+        return t.name, e.path
+
+    return sorted(pairs, key=order)
 
 
 def _tensors(a: Manifest, b: Manifest) -> tuple[dict[str, Any], list[tuple[Any, ...]]]:
-    ta, tb = _tensor_map(a), _tensor_map(b)
     untracked = sorted({e.path for m in (a, b) for e in m.files
                         if is_safetensors(e.path) and e.symlink is None and e.tensors is None})
     out: dict[str, Any] = {"added": [], "removed": [], "reshaped": [], "retyped": [],
@@ -143,14 +181,14 @@ def _tensors(a: Manifest, b: Manifest) -> tuple[dict[str, Any], list[tuple[Any, 
         return {"name": t.name, "file": e.path, "dtype": t.dtype, "shape": list(t.shape),
                 "bytes": t.nbytes}
 
-    for key in sorted(ta.keys() | tb.keys()):
-        if key not in tb:
-            out["removed"].append(brief(*ta[key]))
+    for side_a, side_b in _tensor_pairs(a, b):
+        if side_b is None:
+            out["removed"].append(brief(*side_a))  # type: ignore[misc]
             continue
-        if key not in ta:
-            out["added"].append(brief(*tb[key]))
+        if side_a is None:
+            out["added"].append(brief(*side_b))
             continue
-        (ea, x), (eb, y) = ta[key], tb[key]
+        (ea, x), (eb, y) = side_a, side_b
         if x.shape != y.shape or x.dtype != y.dtype:
             kind = "reshaped" if x.shape != y.shape else "retyped"
             out[kind].append({"name": y.name, "file": eb.path, "file_a": ea.path,
@@ -218,7 +256,9 @@ def diff(store: Store, a: Manifest, b: Manifest, *, values: bool = False,
     identical = (a.step == b.step and not (metrics["added"] or metrics["removed"]
                                            or metrics["changed"])
                  and not (metadata["added"] or metadata["removed"] or metadata["changed"])
-                 and not (files["added"] or files["removed"] or files["modified"]))
+                 and not (files["added"] or files["removed"] or files["modified"]
+                          or files["dirs_added"] or files["dirs_removed"])
+                 and a.kind == b.kind)
     result_values = None
     if values:
         result_values = tensor_values(store, pairs, b.hash, {**a.stored, **b.stored},
@@ -234,6 +274,7 @@ def diff(store: Store, a: Manifest, b: Manifest, *, values: bool = False,
                                 read=inspect)
     return DiffResult(a=_ref(a), b=_ref(b), identical=identical,
                       step={"a": a.step, "b": b.step, "changed": a.step != b.step},
+                      kind={"a": a.kind, "b": b.kind, "changed": a.kind != b.kind},
                       metrics=metrics, metadata=metadata, files=files, bytes=_bytes(a, b),
                       tensors=tensors, values=result_values, contents=contents)
 
@@ -349,11 +390,35 @@ def require_numpy() -> Any:
     return numpy
 
 
-def _as_float(np: Any, data: bytes, dtype: str) -> Any:
+def _as_array(np: Any, data: bytes, dtype: str) -> Any:
     x = np.frombuffer(data, dtype=_NUMPY[dtype])
     if dtype == "BF16":  # bfloat16 is the top half of a float32
         x = (x.astype(np.uint32) << 16).view(np.float32)
-    return x.astype(np.float64)
+    return x
+
+
+def _delta(np: Any, a: Any, b: Any) -> tuple[Any, Any, int]:
+    """(A as float64 with NaN/inf as 0, B - A as float64, how many elements changed to or from
+    NaN/inf).  The difference leaves out unchanged elements (a NaN in both, inf in both) and
+    those non-finite changes, which only the count reports.
+
+    Integers are subtracted before anything becomes a float: a float64 holds 53 bits, so
+    2**62 + 1 and 2**62 were one value and the change was lost.  Their difference, taken in
+    the unsigned type of the same width, is exact modulo 2**bits, and |B - A| < 2**bits: it
+    is the magnitude, the comparison gives the sign (no int64 overflow, uint64 included)."""
+    if a.dtype.kind in "iu":
+        unsigned = a.dtype.str.replace("i", "u")
+        ua, ub = a.view(unsigned), b.view(unsigned)
+        up = b >= a
+        size = np.where(up, ub - ua, ua - ub).astype(np.float64)
+        return a.astype(np.float64), np.where(up, size, -size), 0
+    va, vb = a.astype(np.float64), b.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = vb - va
+    changed = ~((va == vb) | (np.isnan(va) & np.isnan(vb)))
+    nonfinite = changed & ~np.isfinite(d)
+    d = np.where(changed & ~nonfinite, d, 0.0)
+    return np.where(np.isfinite(va), va, 0.0), d, int(np.count_nonzero(nonfinite))
 
 
 def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorInfo],
@@ -382,13 +447,9 @@ def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorI
                                     (eb, y, digests[1], ranges[1])):
             data = b"".join(read_range(store, entry, t.start + w, n, side, count))
             dig.add(t.start + w, data)
-            sides.append(_as_float(np, data, t.dtype))
-        va, vb = sides
-        d = vb - va
-        finite = np.isfinite(d)
-        nonfinite += int(d.size - np.count_nonzero(finite))
-        d = np.where(finite, d, 0.0)
-        va = np.where(np.isfinite(va), va, 0.0)
+            sides.append(_as_array(np, data, t.dtype))
+        va, d, bad = _delta(np, *sides)
+        nonfinite += bad
         if d.size:
             max_abs = max(max_abs, float(np.abs(d).max()))
         ss_diff += float(np.dot(d, d))
@@ -401,7 +462,7 @@ def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorI
         rel = 0.0 if ss_diff == 0 else None  # relative to zero: undefined
     out.update(max_abs_diff=max_abs, rel_l2=rel, bytes_fetched=wire[0])
     if nonfinite:
-        out["nonfinite"] = nonfinite  # NaN/inf differences, left out of the numbers above
+        out["nonfinite"] = nonfinite  # changes to or from NaN/inf, left out of the numbers
     return out
 
 

@@ -18,7 +18,9 @@ What is checked, always with the readers pull and gc use (never a second parser 
 * condemnation records and gc/settings.json parse; incomplete multipart uploads of lake keys
   are listed (gc aborts them after its grace period: not a problem);
 * orphan chunks (referenced by no manifest and no uncommitted shard record) are counted, not
-  reported as problems: gc collects them.
+  reported as problems: gc collects them.  Not while a manifest is unreadable, though: its
+  chunks may be among them, and gc refuses to run until it is repaired or removed (its
+  problem says so: `blocks_gc`).
 
 `read_data` downloads each referenced chunk once and re-hashes it (and the files packed in it
 against their own digests); `subset` does that for a reproducible subset of the distinct
@@ -338,10 +340,12 @@ class _Run:
                 elif report:
                     why, data = got
                     self.bad_versions[item] = why
+                    seen = _lenient_digests(data)
+                    extra = {} if seen is not None else {"blocks_gc": True}
                     self.problem("manifest", f"v{item[1]} of {item[0]} cannot be restored: "
                                  f"its manifest is unusable: {why}", artifact=item[0],
-                                 version=item[1], key=layout.version_key(*item))
-                    self.live_extra.update(_lenient_digests(data))
+                                 version=item[1], key=layout.version_key(*item), **extra)
+                    self.live_extra.update(seen or ())
         finally:
             if report:
                 self.progress.finish()
@@ -795,16 +799,17 @@ class _Run:
                 "corrupt_chunks": corrupt, "message": message, "aliases": aliases}
 
 
-def _lenient_digests(data: bytes) -> set[bytes]:
+def _lenient_digests(data: bytes) -> set[bytes] | None:
     """The chunks an unusable manifest seems to reference (gc counts them as live too), so
-    they are not called orphans."""
+    they are not called orphans; None if gc cannot read its chunk list either: gc then
+    deletes nothing (core/gc.py), and which chunks are orphans is not known."""
     from .gc import _digests_of
 
     try:
         raw = json.loads(data)
-        return _digests_of(raw, "manifest") if isinstance(raw, dict) else set()
+        return _digests_of(raw, "manifest") if isinstance(raw, dict) else None
     except (ValueError, IntegrityError, RecursionError):  # RecursionError: nested too deep
-        return set()
+        return None
 
 
 def verify(store: Store, ref: "str | Ref | None" = None, *, lake_url: str, concurrency: int,
@@ -904,7 +909,7 @@ def _resolve(store: Store, artifact: str, ref: Ref) -> int:
         except NotFound:
             catalog.resolve(store, ref)  # raises NotFound naming the known aliases
             raise
-        n = catalog._decode_alias(data)
+        n = catalog._decode_alias(data, artifact, str(ref.value))
         if n not in catalog.version_numbers(store, artifact):
             catalog.load_manifest(store, artifact, n)  # raises NotFound, saying why
         return n

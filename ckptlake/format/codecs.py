@@ -572,11 +572,44 @@ def decode(data: bytes | memoryview, into: bytearray | memoryview | None = None
         _SCRATCH.give(*taken)
 
 
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _zstd_frame_end(zstd, body: memoryview) -> int:
+    """Where the zstd frame at the start of `body` ends (RFC 8878: its header, blocks each
+    behind a 3-byte header, the last one flagged, then a 4-byte checksum if the header says
+    so).  Walking the block headers costs one step per block (128 KiB of output at most)."""
+    if bytes(body[:4]) != _ZSTD_MAGIC:
+        raise CodecError("zstd data is corrupt (no zstd frame)")
+    pos = zstd.frame_header_size(body)
+    checksum = 4 if body[4] & 0x04 else 0
+    while True:
+        if pos + 3 > len(body):
+            raise CodecError("zstd data is truncated")
+        head = int.from_bytes(body[pos:pos + 3], "little")
+        kind = (head >> 1) & 3
+        if kind == 3:
+            raise CodecError("zstd data is corrupt (reserved block type)")
+        pos += 3 + (1 if kind == 1 else head >> 3)  # an RLE block stores one byte
+        if head & 1:
+            return pos + checksum
+
+
 def _unzstd(body: memoryview, rawlen: int, into: memoryview | None = None
             ) -> bytes | memoryview:
-    """One zstd frame of exactly rawlen bytes, decompressed (into `into` if given)."""
+    """One zstd frame of exactly rawlen bytes, decompressed (into `into` if given).
+
+    Anything after the frame makes the data corrupt, on both paths: the one-shot decompressor
+    stops at the frame's end and ignores the rest, the stream reader goes on and fails on it
+    (or not: a few bytes of a magic pass), so `cat` and verify accepted a chunk pull refused.
+    The frame's end is found first, and must be the payload's (docs/format.md)."""
     zstd = _zstd()
     try:
+        end = _zstd_frame_end(zstd, body)
+        if end > len(body):
+            raise CodecError("zstd data is truncated")
+        if end < len(body):
+            raise CodecError(f"zstd data is corrupt ({len(body) - end} bytes after its frame)")
         # a frame declaring more than it may hold is refused before anything is allocated
         # (the decompressor would size its output from the declaration)
         declared = zstd.frame_content_size(body)
