@@ -62,7 +62,8 @@ def open(lake: str | None = None, *, config: str | None = None, endpoint_url: st
     """
     from .lake import Lake
     from .policy.config import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT,
-                                _cache_size_problem, check_part_settings, check_timeout,
+                                _cache_size_problem, check_endpoint_option,
+                                check_part_settings, check_timeout,
                                 load_config, resolve_lake)
     from .store import open_store
 
@@ -72,6 +73,7 @@ def open(lake: str | None = None, *, config: str | None = None, endpoint_url: st
     if read_timeout is not None:
         check_timeout(read_timeout, "read timeout")
     check_part_settings(multipart_threshold, part_size)
+    check_endpoint_option(endpoint_url, "endpoint_url")
     if cache_size is not None and (problem := _cache_size_problem(cache_size)):
         raise UsageError(f"cache_size {problem}", hint="e.g. 20 * 2**30 (20 GiB)")
     cfg = load_config(config)

@@ -18,12 +18,17 @@ _ckptlake_dirs() {
 }
 
 # Artifact names, aliases and selectors ($1: ref or artifact), or the paths in the version
-# $ref names ($1: path; _ckptlake_npos sets ref) from the lake.  The word is taken from
-# COMP_LINE whole (COMP_WORDBREAKS splits art@step=N at '@' and '='), and what bash
-# treats as already typed is cut off the candidates.
+# $ref names ($1: path; _ckptlake_npos sets ref) from the lake.  The word, and the words
+# handed to __complete, come from COMP_LINE split at blanks: COMP_WORDS splits
+# art@step=N at '@' and '=', and --lake file:///x at ':' (the lake would be 'file').
+# Readline replaces only what follows the word's last COMP_WORDBREAKS character, that
+# character included if it is '@' or '$' (rl_special_prefixes): the rest is cut off
+# the candidates, so that what bash keeps is kept.
 _ckptlake_lake() {
-    local word="$2" keep
-    local -a extra=()
+    local word="$2" keep="" c j
+    local breaks=$' \t\n"\'@><=;|&(:'  # bash's default COMP_WORDBREAKS
+    [[ -n "${COMP_WORDBREAKS+set}" ]] && breaks="$COMP_WORDBREAKS"
+    local -a extra=() words=( "${COMP_WORDS[@]}" )
     if [[ "$1" == path ]]; then
         [[ -n "${ref-}" ]] || return 0
         extra=( "$ref" )
@@ -31,10 +36,20 @@ _ckptlake_lake() {
     if [[ -n "${COMP_LINE-}" ]]; then
         word="${COMP_LINE:0:COMP_POINT}"
         word="${word##*[[:space:]]}"
+        read -ra words <<< "$COMP_LINE"
     fi
-    keep="${word%"${word##*[=:@]}"}"
+    for (( j = ${#word} - 1; j >= 0; j-- )); do
+        c="${word:j:1}"
+        if [[ "$breaks" == *"$c"* ]]; then
+            case "$c" in
+                @|\$) keep="${word:0:j}" ;;
+                *) keep="${word:0:j+1}" ;;
+            esac
+            break
+        fi
+    done
     local IFS=$'\n'
-    COMPREPLY=( $("${COMP_WORDS[0]}" __complete "$1" "$word" "${extra[@]}" -- "${COMP_WORDS[@]}" 2>/dev/null) )
+    COMPREPLY=( $("${COMP_WORDS[0]}" __complete "$1" "$word" "${extra[@]}" -- "${words[@]}" 2>/dev/null) )
     COMPREPLY=( "${COMPREPLY[@]#"$keep"}" )
     if (( ${#COMPREPLY[@]} == 1 )) && [[ "${COMPREPLY[0]}" == */ ]]; then
         compopt -o nospace 2>/dev/null
@@ -231,7 +246,7 @@ _ckptlake() {
                 --pattern|--step-regex|--marker|--settle|--drain|--keep-local|--poll|--exclude|--chunk-size|--concurrency|--max-bandwidth|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=( $(compgen -W "--pattern --step-regex --marker --settle --drain --keep-local --poll --exclude --once --chunk-size --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                COMPREPLY=( $(compgen -W "--pattern --step-regex --marker --settle --drain --keep-local --poll --exclude --follow-symlinks --once --chunk-size --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
             _ckptlake_npos "--pattern --step-regex --marker --settle --drain --keep-local --poll --exclude --chunk-size --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config"

@@ -264,6 +264,7 @@ complete -c ckptlake -n '__ckptlake_using watch' -l drain -x -d 'On SIGTERM/SIGI
 complete -c ckptlake -n '__ckptlake_using watch' -l keep-local -x -d 'Delete pushed local checkpoints beyond the newest N'
 complete -c ckptlake -n '__ckptlake_using watch' -l poll -x -d 'How often to look at DIR'
 complete -c ckptlake -n '__ckptlake_using watch' -l exclude -x -d 'Skip files matching GLOB, relative to each checkpoint (repeatable)'
+complete -c ckptlake -n '__ckptlake_using watch' -l follow-symlinks -d 'Upload what symlinks inside a checkpoint point to instead of the links'
 complete -c ckptlake -n '__ckptlake_using watch' -l once -d 'Push what is complete now, then exit (for cron and scripts)'
 complete -c ckptlake -n '__ckptlake_using watch' -l chunk-size -x -d 'Chunk size for upload and dedup, e.g. 16MiB (default: from the config)'
 complete -c ckptlake -n '__ckptlake_using watch' -l concurrency -x -d 'Parallel transfers (default: from the config, else the library\'s default)'

@@ -283,9 +283,9 @@ def _bash_function(line: str, env: dict[str, str]) -> list[str]:
 def test_bash_function_completes_refs_in_their_positions(shell_env: dict[str, str]) -> None:
     f = _bash_function
     assert f("ckptlake pull gpt", shell_env) == ["gpt2-small"]
-    # bash replaces only what follows the last '@' or '=' (COMP_WORDBREAKS): candidates are
-    # cut to that
-    assert f("ckptlake pull gpt2-small@b", shell_env) == ["best"]
+    # bash replaces what follows the last '=' (COMP_WORDBREAKS), but readline keeps an '@' in
+    # the word it replaces: candidates are cut to that (to "best" they turned "@b" into "b")
+    assert f("ckptlake pull gpt2-small@b", shell_env) == ["@best"]
     assert f("ckptlake pull ru", shell_env) == ["runs/"]
     assert f("ckptlake pull gpt2-small@step=", shell_env) == ["300", "200", "100"]
     assert f("ckptlake pull gpt2-small@step=1", shell_env) == ["100"]
@@ -381,9 +381,9 @@ def test_real_bash_tab(shell_env: dict[str, str], tmp_path: Path) -> None:
         term.expect("ckptlake pull gpt2-small ")
         start = len(term.seen)
         term.send("\x15ckptlake pull gpt2-small@\t\t")  # twice: list the candidates
-        # bash lists what follows the '@' (a COMP_WORDBREAKS character)
+        # bash lists the candidates as they replace the word: with the '@' readline keeps
         listed = term.expect("step=100")[start:]
-        for c in ("best", "prod", "v3", "v1", "latest", "step=300"):
+        for c in ("@best", "@prod", "@v3", "@v1", "@latest", "@step=300"):
             assert c in listed.split()
         term.send("\x15ckptlake pull gpt2-small@step=3\t")
         term.expect("gpt2-small@step=300 ")

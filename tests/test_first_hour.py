@@ -190,7 +190,7 @@ def test_a_shard_push_into_a_new_lake_says_so_too(src: Path, tmp_path: Path) -> 
 
 def test_gc_names_a_missing_policy_file_as_the_policy(lake: str, tmp_path: Path) -> None:
     r = run("gc", "--dry-run", "--policy", tmp_path / "missing.yaml", "--lake", lake)
-    assert r.exit_code == 2
+    assert r.exit_code == 3
     line = r.stderr.splitlines()[-1]
     assert "policy file not found" in line and "from --policy" in line
     assert "--config" not in line and "ckptlake.yaml" not in line

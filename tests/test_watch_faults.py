@@ -330,3 +330,22 @@ def test_a_push_that_keeps_failing_holds_later_steps_back_only_a_few_attempts(
     assert len(failed) == BLOCKING_ATTEMPTS
     assert all("later checkpoints wait for it" in m for m in failed[:-1])
     assert "no longer wait for it" in failed[-1]
+
+
+def test_watch_follow_symlinks_stores_what_a_link_out_of_a_checkpoint_points_at(
+        local_lake_url, tmp_path) -> None:
+    """The hint for a link out of a checkpoint names --follow-symlinks; watch has it too."""
+    outside = tmp_path / "shared.json"
+    outside.write_text("{}")
+    d = tmp_path / "ck"
+    write(d / "step_1" / "w.bin")
+    os.symlink(outside, d / "step_1" / "cfg.json")
+    os.utime(d / "step_1", (1, 1))
+    args = ["--lake", local_lake_url, "watch", str(d), ART, "--once", "--settle", "0"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and "--follow-symlinks" in r.stderr, r.output
+    r = CliRunner().invoke(app, [*args, "--follow-symlinks"])
+    assert r.exit_code == 0, r.output
+    with ckptlake.open(local_lake_url) as lake:
+        assert lake.cat(f"{ART}@step=1", "cfg.json") is not None
+        assert b"".join(lake.cat(f"{ART}@step=1", "cfg.json")) == b"{}"

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 import re
 import sys
 from collections.abc import MutableMapping
@@ -33,7 +32,8 @@ from .. import __version__
 from .help import REF_EXAMPLES, REF_HELP, rich_escape
 from .options import (ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt, ProfileOpt, QuietOpt,
                       RegionOpt)
-from .output import EXIT_CODES_HELP, PROG, error_doc, one_line, redact, report_error
+from .output import (EXIT_CODES_HELP, PROG, OutputFailed, error_doc, one_line, redact,
+                     report_error, write_error_doc, write_stderr)
 
 try:  # Typer's coercion layer (0.26+); without it, Typer's own coercion runs unchanged
     from typer._coercion import RuntimeParam as _RuntimeParam
@@ -253,7 +253,7 @@ class _DebugNotes:
 
         class Stderr(logging.Handler):
             def emit(self, record: logging.LogRecord) -> None:  # stderr as it is now
-                sys.stderr.write(record.getMessage() + "\n")
+                write_stderr(record.getMessage())
 
         self._logger = logging.getLogger("ckptlake")
         self._handler, self._level = Stderr(logging.DEBUG), self._logger.level
@@ -353,7 +353,7 @@ class CkptlakeGroup(TyperGroup):
             if _is_click_error(exc):
                 code = _report_usage(exc, as_json=as_json)
             else:
-                code = report_error(exc, as_json=as_json, debug=debug)
+                code = report_error(_stdout_failure(exc), as_json=as_json, debug=debug)
         finally:
             if notes is not None:
                 notes.close()
@@ -368,6 +368,18 @@ class CkptlakeGroup(TyperGroup):
         if option is not None and getattr(option, "default", False) is None:
             option.default = False
         return _plain_param(option) if option is not None else None
+
+
+def _stdout_failure(exc: BaseException) -> BaseException:
+    """--help and --version write before any command body (whose Output.guard knows a stdout
+    that failed): an OSError while stdout cannot be flushed either is stdout's (`>&-`,
+    `>/dev/full`), said as such in one line (exit 1), not as a bug."""
+    if isinstance(exc, (OSError, ValueError)) and not isinstance(exc, OutputFailed):
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError, AttributeError):
+            return OutputFailed(f"cannot write the output to stdout: {one_line(str(exc))}")
+    return exc
 
 
 def _is_click_error(exc: BaseException) -> bool:
@@ -426,10 +438,8 @@ def _report_usage(exc: BaseException, *, as_json: bool) -> int:
                             ctx)
     hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
     if as_json:
-        sys.stdout.write(json.dumps(error_doc("UsageError", message, code)) + "\n")
-        sys.stdout.flush()
-    sys.stderr.write(f"{PROG}: error: {message}{hint}\n")
-    sys.stderr.flush()
+        write_error_doc(error_doc("UsageError", message, code))
+    write_stderr(f"{PROG}: error: {message}{hint}")
     return code
 
 

@@ -47,10 +47,12 @@ def estimate_summary(e: "EgressEstimate") -> str:
 
 
 def warn_egress(out: Output, e: "EgressEstimate", yes: bool) -> None:
-    """One line on stderr above warn_above_usd (a confirmation, if needed, says it instead)."""
+    """One line on stderr above warn_above_usd (a confirmation, if needed, says it instead);
+    with --json, one of the result document's "warnings": the cost is what a script that
+    pulls with --yes most needs to know about."""
     if e.warn and (yes or not e.needs_confirmation):
         out.warn(f"egress: {estimate_summary(e)} (above egress.warn_above_usd "
-                 f"{e.warn_above_usd:.2f})")
+                 f"{e.warn_above_usd:.2f})", document=True)
 
 
 def confirm_egress(out: Output) -> "Callable[[EgressEstimate], bool] | None":

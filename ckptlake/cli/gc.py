@@ -10,8 +10,8 @@ import typer
 from .help import epilog
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt)
-from .output import Output, format_age, format_bytes, lake_origin, lake_url, open_lake, \
-    plain_table, plural, require_lake
+from .output import Output, format_age, format_bytes, isatty, lake_origin, lake_url, \
+    open_lake, plain_table, plural, require_lake, write_stdout
 
 if TYPE_CHECKING:
     from ..core.gc import ArtifactPlan, GcPlan, GcResult
@@ -68,6 +68,11 @@ def gc(
         if match is not None and not match.strip():
             raise UsageError("--match is empty", hint="give a glob such as 'gpt2/*'")
         if policy is not None:
+            if not policy.exists():  # a missing local path (exit 3); a bad policy is exit 2
+                from ..errors import NotFound
+
+                raise NotFound(f"policy file not found: {policy} (from --policy)",
+                               hint="fix the path")
             config = load_config(str(policy), origin="--policy")
             if getattr(config, "retention", None) is None:
                 from ..errors import ConfigError
@@ -96,7 +101,7 @@ def gc(
                 out.result(doc, None)
                 return
             if plan.has_work and not yes:
-                if not out.json and sys.stdin.isatty() and sys.stderr.isatty():
+                if not out.json and isatty(sys.stdin) and isatty(sys.stderr):
                     show_plan(out, plan)
                     if not typer.confirm(f"Carry this out on {lake_url(handle)}?",
                                          default=False, err=True):
@@ -270,9 +275,8 @@ def show_plan(out: Output, plan: "GcPlan") -> None:
     or --quiet)."""
     if not out.human:
         return
-    if not sys.stdout.isatty():
-        sys.stdout.write(plan_text(plan) + "\n")
-        sys.stdout.flush()
+    if not isatty(sys.stdout):
+        write_stdout(plan_text(plan))
         return
     from rich import box
     from rich.console import Console

@@ -10,6 +10,8 @@ import sys
 
 
 def main() -> None:
+    if sys.stdin is None or sys.stdout is None or sys.stderr is None:
+        reopen_closed_streams()
     if sys.argv[1:2] == ["__complete"]:  # the shell scripts, at TAB time (cli/complete.py)
         import os
 
@@ -44,3 +46,32 @@ def main() -> None:
         app(prog_name=PROG)
     finally:
         gc.freeze()
+
+
+def reopen_closed_streams() -> None:
+    """Give a standard descriptor the caller closed (`2>&-`, `>&-`, `<&-`) /dev/null.
+
+    Why: Python makes such a stream None, and every write to it an AttributeError (an internal
+    error, and no result, for `ckptlake ls 2>&-`); and the descriptor is the next one any open
+    gets, so a lake file could end up where a stray write to fd 1 or 2 goes.  stdin reads
+    nothing (nobody to ask); stderr is best effort, so its notes go nowhere and the command
+    runs as usual; stdout is opened for reading only, so that writing the result fails as a
+    closed descriptor does (EBADF) and the command says it could not (cli/output.py,
+    `write_stdout`: exit 1), instead of claiming a result nobody got."""
+    import os
+
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is not None:
+            continue
+        try:
+            os.fstat(fd)
+        except OSError:
+            devnull = os.open(os.devnull, os.O_WRONLY if fd == 2 else os.O_RDONLY)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+        if fd == 0:
+            setattr(sys, name, open(fd, "r", closefd=False))
+        else:
+            setattr(sys, name, open(fd, "w", buffering=1, closefd=False,
+                                    errors="backslashreplace" if fd == 2 else "strict"))

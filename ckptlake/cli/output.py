@@ -60,6 +60,7 @@ Exit codes: 0 ok, 1 internal error, 2 usage, 3 not found, 4 access denied, 5 int
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import sys
@@ -210,12 +211,9 @@ def report_error(exc: BaseException, *, as_json: bool, debug: bool) -> int:
         # Exception messages in the chain quote URLs and arguments as given (an endpoint with
         # its password, say), so the traceback is redacted like every other line.
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        sys.stderr.write(redact(text))
+        write_stderr(redact(text).rstrip("\n"))
     if as_json and not isinstance(exc, OutputFailed):
-        try:
-            _write(sys.stdout, json.dumps(error_doc(type_name, message, code)))
-        except (OSError, ValueError):  # stdout is what failed: the line below still goes out
-            _silence_stdout()
+        write_error_doc(error_doc(type_name, message, code))
     if isinstance(exc, KeyboardInterrupt):
         line = f"{PROG}: interrupted"
     elif internal:
@@ -224,13 +222,45 @@ def report_error(exc: BaseException, *, as_json: bool, debug: bool) -> int:
             line += " (run again with --debug for the traceback)"
     else:
         line = f"{PROG}: error: {message}"
-    _write(sys.stderr, line)
+    write_stderr(line)
+    if isinstance(exc, OutputFailed):
+        _silence_stdout()  # the interpreter's last flush must not fail again
     return code
 
 
+def write_error_doc(doc: dict[str, Any]) -> None:
+    """An error's JSON document on stdout, if stdout still takes it: the error's line on
+    stderr says it anyway, and a second failure must not hide the first."""
+    try:
+        _write(sys.stdout, json.dumps(doc))
+    except (OSError, ValueError):
+        _silence_stdout()
+
+
 def _write(stream: Any, text: str) -> None:
+    if stream is None:  # a descriptor closed at start-up (cli/main.py gives it /dev/null)
+        raise OSError(errno.EBADF, "the stream is closed")
     stream.write(text + "\n")
     stream.flush()
+
+
+def write_stderr(text: str) -> None:
+    """A line on stderr, best effort: a closed or full stderr (`2>&-`, `2>/dev/full`) must not
+    turn a command that worked into an error, nor its error into another one.  What cannot be
+    written is dropped, and so is the rest of stderr (/dev/null from then on), so that the
+    interpreter's last flush does not fail on what is still buffered (exit 120)."""
+    try:
+        _write(sys.stderr, text)
+    except (OSError, ValueError):
+        _silence(sys.stderr)
+
+
+def isatty(stream: Any) -> bool:
+    """Whether `stream` is a terminal; False for a closed or detached one."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 class OutputFailed(CkptlakeError):
@@ -258,16 +288,22 @@ class Output:
         self.quiet = common.quiet and not common.json
         self.debug = common.debug
         self.human = not common.json and not common.quiet
+        self._doc_warnings: list[str] = []
 
     # stderr ---------------------------------------------------------------------------------
     def note(self, message: str) -> None:
         """A human note on stderr (never with --json or --quiet)."""
         if self.human:
-            _write(sys.stderr, redact(message))
+            write_stderr(redact(message))
 
-    def warn(self, message: str) -> None:
+    def warn(self, message: str, *, document: bool = False) -> None:
+        """A warning on stderr.  `document`: one the command's result does not carry itself
+        (pull's egress cost, from a hook): with --json it goes into the result document's
+        "warnings" instead, since a script reads that and never stderr."""
         if self.human:
-            _write(sys.stderr, f"{PROG}: warning: {redact(message)}")
+            write_stderr(f"{PROG}: warning: {redact(message)}")
+        elif self.json and document:
+            self._doc_warnings.append(message)
 
     def lake_line(self, lake: "Lake") -> None:
         """Say which lake and why, so nobody pushes to the embedded default by mistake; and
@@ -283,15 +319,23 @@ class Output:
     def result(self, doc: dict[str, Any], human: str | None) -> None:
         """The command's result: the JSON document, or the human text, or nothing (--quiet)."""
         if self.json:
-            write_stdout(json.dumps(redact_data(doc), allow_nan=False))
+            write_stdout(json.dumps(redact_data(self._with_warnings(doc)), allow_nan=False))
         elif not self.quiet and human is not None:
             write_stdout(redact(human))
+
+    def _with_warnings(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """`doc` with the warnings said for it (Output.warn(document=True)) first in its
+        "warnings"; each goes into one document only."""
+        if not self._doc_warnings:
+            return doc
+        said, self._doc_warnings = self._doc_warnings, []
+        return {**doc, "warnings": [*said, *doc.get("warnings", ())]}
 
     def table(self, doc: dict[str, Any], headers: Sequence[str],
               rows: Sequence[Sequence[str]], *, empty: str) -> None:
         """A listing: JSON, or a rich table on a terminal, or plain aligned columns."""
         if self.json:
-            write_stdout(json.dumps(redact_data(doc), allow_nan=False))
+            write_stdout(json.dumps(redact_data(self._with_warnings(doc)), allow_nan=False))
             return
         if self.quiet:
             return
@@ -299,7 +343,7 @@ class Output:
         if not rows:
             self.note(empty)
             return
-        if sys.stdout.isatty():
+        if isatty(sys.stdout):
             from rich import box
             from rich.console import Console
             from rich.table import Table
@@ -318,7 +362,7 @@ class Output:
         if not self.human:
             yield None
             return
-        if sys.stderr.isatty():
+        if isatty(sys.stderr):
             from .richbar import RichProgress
 
             with RichProgress() as bar:
@@ -342,18 +386,24 @@ class Output:
             raise typer.Exit(EXIT_ERROR) from None
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - this is the top level
             code = report_error(exc, as_json=self.json, debug=self.debug)
-            if isinstance(exc, OutputFailed):
-                _silence_stdout()  # the interpreter's last flush must not fail again
             raise typer.Exit(code) from None
 
 
 def _silence_stdout() -> None:
     """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    _silence(sys.stdout)
+
+
+def _silence(stream: Any) -> None:
+    """Point `stream`'s descriptor at /dev/null (what it still buffers goes there)."""
     import os
 
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
     except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
         pass
 
@@ -378,6 +428,9 @@ def open_lake(common: CommonOptions, *, chunk_size: int | None = None,
     """ckptlake.open with the command line's options (imported lazily: boto3 is slow)."""
     import ckptlake
 
+    from ..policy.config import check_endpoint_option
+
+    check_endpoint_option(common.endpoint_url)
     bandwidth = None
     if max_bandwidth is not None:
         from ..policy.config import parse_size

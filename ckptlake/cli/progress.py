@@ -46,8 +46,11 @@ class LineProgress:
 
     def _emit(self, line: str) -> None:
         with self._lock:  # whole lines, even with many workers retrying at once
-            sys.stderr.write(line + "\n")
-            sys.stderr.flush()
+            try:
+                sys.stderr.write(line + "\n")
+                sys.stderr.flush()
+            except (OSError, ValueError, AttributeError):
+                pass  # stderr is best effort (cli/output.py write_stderr): never the failure
 
 
 def _retry_line(*, key: str, attempt: int, error: str, delay: float) -> str:

@@ -140,6 +140,10 @@ def push(
         if meta_file is not None:
             from ..core.provenance import load_meta_file
 
+            if not meta_file.exists():  # a missing local path, as a missing SOURCE: exit 3
+                from ..errors import NotFound
+
+                raise NotFound(f"--meta-file {meta_file} does not exist", hint="fix the path")
             metadata = {**load_meta_file(meta_file), **metadata}
         if shard is not None and (parent or input_):
             from ..errors import UsageError
@@ -171,6 +175,8 @@ def push(
             check_lake_outside(handle, source, exclude or [])
             if rank_world is not None:
                 with out.progress() as progress:
+                    if progress is None and out.json:
+                        progress = _notes_only()
                     shard_result = handle.push_shard(
                         source, artifact, step=step, rank=rank_world[0], world=rank_world[1],
                         metrics=metrics, metadata=metadata, aliases=aliases,
@@ -196,6 +202,20 @@ def push(
             out.result(doc, push_summary(result))
         finally:
             handle.close()
+
+
+def _notes_only() -> Any:
+    """A sharded push's progress under --json: only its notes, on stderr, one line each.  A
+    rank waits up to minutes for another rank's commit (core/shards.py says so in a note), and
+    a rank that prints nothing meanwhile looks hung in the job's log; stdout stays the one
+    document, and retries and the bar stay off as --json has them.  (--quiet: errors only.)"""
+    from .progress import LineProgress
+
+    class NotesOnly(LineProgress):
+        def retry(self, *, key: str, attempt: int, error: str, delay: float) -> None:
+            pass
+
+    return NotesOnly()
 
 
 def check_lake_outside(handle: Any, source: Path, exclude: list[str]) -> None:

@@ -1,7 +1,6 @@
 """`ckptlake verify [ARTIFACT|REF]`: check that versions can be restored (restic's `check`)."""
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
@@ -9,7 +8,8 @@ import typer
 from .help import epilog
 from .options import (CommonOptions, ConcurrencyOpt, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt,
                       LakeOpt, MaxBandwidthOpt, ProfileOpt, QuietOpt, RegionOpt)
-from .output import PROG, Output, format_bytes, lake_origin, lake_url, open_lake, plural
+from .output import (PROG, Output, format_bytes, lake_origin, lake_url, open_lake, plural,
+                     write_stderr)
 
 if TYPE_CHECKING:
     from ..results import VerifyResult
@@ -95,9 +95,8 @@ def verify(
 
         first = result.problems[0]["message"]
         more = f" (and {len(result.problems) - 1} more)" if len(result.problems) > 1 else ""
-        sys.stderr.write(f"{PROG}: error: verify found {plural(len(result.problems), 'problem')}"
-                         f": {first}{more}\n")
-        sys.stderr.flush()
+        write_stderr(f"{PROG}: error: verify found {plural(len(result.problems), 'problem')}"
+                     f": {first}{more}")
         raise typer.Exit(EXIT_INTEGRITY)
 
 

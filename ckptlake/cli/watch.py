@@ -15,13 +15,15 @@ from ..watch import DEFAULT_STEP_REGEX, shown
 from .help import epilog
 from .options import (OUTPUT_PANEL, CommonOptions, ConcurrencyOpt, ConfigOpt, DebugOpt,
                       EndpointOpt, LakeOpt, MaxBandwidthOpt, ProfileOpt, QuietOpt, RegionOpt)
-from .output import Output, lake_origin, lake_url, open_lake, push_summary
+from .output import (Output, lake_origin, lake_url, open_lake, push_summary, report_error,
+                     write_stderr)
 from .text import PROG
 
 HELP = ("Watch DIR and push each new complete checkpoint in it to ARTIFACT, in step order.\n\n"
         "Runs beside a trainer until stopped.  A restarted watch skips the steps the lake "
         "already holds.  On SIGTERM it finishes the upload under way (or abandons it after "
-        "--drain seconds; nothing partial is committed) and exits 0.")
+        "--drain seconds; nothing partial is committed) and exits 0; on Ctrl-C (SIGINT) "
+        "likewise, then exits 130 as an interrupted command does.")
 EPILOG = epilog(
     "Example: ckptlake watch /opt/ml/checkpoints gpt2/run-7/ckpt --pattern 'step_*' "
     r"--step-regex 'step_(\d+)' --marker COMMIT_SUCCESS --keep-local 2",
@@ -33,12 +35,12 @@ EPILOG = epilog(
     "older than a step already in the lake is skipped (it would become 'latest'), and so is "
     "a second entry with the step of one already pushed.  A failed push is retried before any "
     "later step; a checkpoint that cannot be pushed (a FIFO in it, an unreadable file: "
-    "--exclude them) is passed over.  With --once, a checkpoint that failed makes the exit "
-    "code that of its error.",
+    "--exclude them; a symlink out of it: --follow-symlinks or --exclude) is passed over.  "
+    "With --once, a checkpoint that failed makes the exit code that of its error.",
     "Output: one line per pushed checkpoint on stdout (with --json: one JSON document per "
-    "line, push's plus \"checkpoint\", and an error document last if --once failed); notes "
-    "(skips, prunes) and warnings (failed pushes, retries) on stderr, one line each; with "
-    "--json only the warnings.")
+    "line, push's plus \"checkpoint\", and an error document last if --once failed or "
+    "Ctrl-C stopped it); notes (skips, prunes) and warnings (failed pushes, retries) on "
+    "stderr, one line each; with --json only the warnings.")
 
 # Not the shared --json: a watch prints a document per pushed checkpoint, not one in all.
 JsonOpt = Annotated[bool, typer.Option(
@@ -77,6 +79,10 @@ def watch(
     exclude: Annotated[Optional[list[str]], typer.Option(
         "--exclude", metavar="GLOB", show_default=False,
         help="Skip files matching GLOB, relative to each checkpoint (repeatable).")] = None,
+    follow_symlinks: Annotated[bool, typer.Option(
+        "--follow-symlinks",
+        help="Upload what symlinks inside a checkpoint point to instead of the links.")]
+        = False,
     once: Annotated[bool, typer.Option(
         "--once", help="Push what is complete now, then exit (for cron and scripts).")]
         = False,
@@ -140,7 +146,7 @@ def watch(
             watcher = Watcher(handle, directory, artifact, pattern=pattern,
                               step_regex=step_regex, marker=marker, settle=settle,
                               keep_local=keep_local, poll=poll, exclude=list(exclude or []),
-                              on_event=on_event)
+                              on_event=on_event, follow_symlinks=follow_symlinks)
             code = _run(watcher, out, once=once, drain=drain)
             if once and not code:
                 _say_what_waits(watcher, out, directory, pattern)
@@ -175,32 +181,41 @@ def _run(watcher: Any, out: Output, *, once: bool, drain: float) -> int:
             current = watcher.current
             if current is not None:
                 out.note(f"stopping: waiting up to {drain:g} s for the upload of "
-                         f"{current.name} to finish")
+                         f"{shown(current.name)} to finish")
             worker.join(drain)
             if worker.is_alive():
                 current = watcher.current
-                name = current.name if current is not None else "the current checkpoint"
-                out.warn(f"abandoned the upload of {name} after {drain:g} s; nothing of it was "
-                         "committed (a restarted watch pushes it again)")
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(_exit_code(got))  # worker threads cannot be interrupted mid-request
+                name = shown(current.name) if current is not None else "the current checkpoint"
+                _warn(out, f"abandoned the upload of {name} after {drain:g} s; nothing of it "
+                           "was committed (a restarted watch pushes it again)")
+                code = _exit_code(got)
+                if code:
+                    code = report_error(KeyboardInterrupt(), as_json=out.json, debug=False)
+                for stream in (sys.stdout, sys.stderr):
+                    try:
+                        stream.flush()
+                    except (OSError, ValueError):
+                        pass
+                os._exit(code)  # worker threads cannot be interrupted mid-request
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
     if failure:
         raise failure[0]
+    if _exit_code(got):
+        # Ctrl-C is an interruption, said as every command says it (one line, and with --json
+        # the Interrupted document; exit 130); SIGTERM is how a watch is asked to stop: exit 0.
+        raise KeyboardInterrupt
     if got:
         out.note("stopped")
-    return _exit_code(got)
+    return 0
 
 
 def _warn(out: Output, message: str) -> None:
     """A warning, on stderr under --json too: a watch runs unattended, and a push that failed
     must show somewhere (stdout stays one JSON document per line)."""
     if out.json:
-        sys.stderr.write(f"{PROG}: warning: {redact(message)}\n")
-        sys.stderr.flush()
+        write_stderr(f"{PROG}: warning: {redact(message)}")
     else:
         out.warn(message)
 

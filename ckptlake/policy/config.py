@@ -812,6 +812,15 @@ def resolve_lake(cli_lake: str | None, config: Config) -> tuple[str, str]:
     return default_lake_dir().as_uri(), "embedded default"
 
 
+def check_endpoint_option(value: str | None, option: str = "--endpoint-url") -> None:
+    """An endpoint given empty is refused, as an empty --lake is: dropped, it would send the
+    requests to AWS S3 (failing after retries, exit 8) instead of the store the user meant."""
+    if value is not None and not value.strip():
+        raise UsageError(f"{option} is empty",
+                         hint="give a URL such as http://localhost:9000, or leave it out for "
+                              "AWS S3")
+
+
 def _as_url(text: str, base: Path | None) -> str:
     text = text.strip()
     if _URL_SCHEME_RE.match(text):
