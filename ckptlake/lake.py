@@ -209,7 +209,8 @@ class Lake:
             if parents else ()
         from .core.scan import scan
 
-        tree = scan(source, exclude=exclude, follow_symlinks=follow_symlinks)
+        tree = scan(source, exclude=exclude, follow_symlinks=follow_symlinks,
+                    avoid=self._local_dir())
         fields: dict[str, Any] = {"parents": parent_edges, "inputs": input_items}
         if provenance is not False:
             fields["provenance"] = {**_provenance.collect(source),
@@ -491,6 +492,10 @@ class Lake:
                 raise
             raise self.absent_error() from None
 
+    def _local_dir(self) -> str | None:
+        """The directory of a local lake (scan refuses to push it into itself), else None."""
+        return self.url[len("file://"):] if self.url.startswith("file://") else None
+
     def absent_error(self, origin: str | None = None) -> NotFound:
         """What to say where no lake is (`origin`: where the location came from, e.g.
         "--lake").  A local location that is a file gets its own words: "nothing was ever
@@ -564,7 +569,8 @@ class Lake:
 
         from .core.scan import scan
 
-        tree = scan(source, exclude=exclude, follow_symlinks=follow_symlinks)
+        tree = scan(source, exclude=exclude, follow_symlinks=follow_symlinks,
+                    avoid=self._local_dir())
         tensors = TensorObserver((f.path, f.abspath) for f in tree.files)
         with self._watching(progress) as progress:
             result = shards.push_shard(

@@ -81,10 +81,14 @@ def test_merge_pull_refuses_a_link_that_would_name_another_file(tmp_path: Path) 
     (dest / "x" / "y" / "file.txt").write_text("EVIL")
     os.symlink("x/y/realsub", dest / "sub")
     before = _tree(dest)
-    for force in (False, True):  # --force never replaces a directory (which the link counts as)
-        with pytest.raises(Conflict, match="sub"):
-            lake.pull("e", dest, force=force)
-        assert _tree(dest) == before
+    with pytest.raises(Conflict, match="sub") as info:
+        lake.pull("e", dest)
+    assert _tree(dest) == before and "--force" in (info.value.hint or "")
+    # --force replaces the directory symlink (not what it points to) with a directory
+    lake.pull("e", dest, force=True)
+    assert os.path.isdir(dest / "sub") and not os.path.islink(dest / "sub")
+    assert (dest / "sub" / "link_up").read_text() == "hello"
+    assert (dest / "x" / "y" / "file.txt").read_text() == "EVIL"
 
 
 def test_merge_pull_still_puts_files_through_a_dir_link_inside(tmp_path: Path) -> None:

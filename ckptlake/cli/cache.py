@@ -97,7 +97,9 @@ def cache(
             out.result(doc, human)
             return
         target = 0 if all_ else limit if limit is not None else chunk_cache.max_size
-        r = chunk_cache.trim(target, dry_run=dry_run, wait=True)
+        lock = Path(chunk_cache.dir) / ".lock"
+        r = chunk_cache.trim(target, dry_run=dry_run, wait=True, on_wait=lambda: out.note(
+            f"waiting for another process evicting from the cache (it holds {lock})..."))
         if chunk_cache.failure:
             raise _prune_failed(chunk_cache.failure, chunk_cache.failure_errno)
         if not dry_run:

@@ -195,19 +195,20 @@ _ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 def shown_name(name: str) -> str:
     """A file name as a table cell: a name is whatever the pushing file system allowed, and a
-    newline in it would break the row, an escape sequence would drive the terminal.  Control
-    characters become C-style escapes (`\\n`, `\\x1b`), as `ls -b` shows them; --json keeps
-    the name exact."""
+    newline in it would break the row, an escape sequence would drive the terminal, a
+    bidirectional override (U+202E) would show the rest of the row reversed.  Every character
+    Python does not call printable (control, format, separator, unassigned, surrogate) becomes
+    a C-style escape (`\\n`, `\\x1b`, `\\u202e`), as `ls -b` shows them, except a plain
+    space; --json keeps the name exact."""
     if name.isprintable():
         return name
-    return "".join(_ESCAPES.get(c, f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
-                   if _control(c) else c for c in name)
+    return "".join(c if c == " " or c.isprintable() else _ESCAPES.get(c) or _escape(c)
+                   for c in name)
 
 
-def _control(c: str) -> bool:
-    import unicodedata
-
-    return unicodedata.category(c) in ("Cc", "Zl", "Zp")
+def _escape(c: str) -> str:
+    n = ord(c)
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
 
 
 def pending_row(p: Any) -> list[str]:

@@ -224,7 +224,9 @@ def check_lake_outside(handle: Any, source: Path, exclude: list[str]) -> None:
     url = str(getattr(handle, "url", ""))
     if not url.startswith("file://") or not source.is_dir():
         return
-    from ..core.scan import lake_inside
+    import shlex
+
+    from ..core.scan import exclude_pattern, lake_inside
 
     where = lake_inside(source, url[len("file://"):], tuple(exclude))
     if where is not None:
@@ -234,8 +236,9 @@ def check_lake_outside(handle: Any, source: Path, exclude: list[str]) -> None:
             raise UsageError(f"the lake {url} is SOURCE itself",
                              hint="push the directory that holds the checkpoint, not the lake")
         raise UsageError(f"the lake {url} is inside SOURCE (at {where}/), so every version "
-                         "would store it", hint=f"--exclude '{where}/', or keep the lake "
-                                                "outside SOURCE")
+                         "would store it",
+                         hint=f"--exclude {shlex.quote(exclude_pattern(where))}, or keep the "
+                              "lake outside SOURCE")
 
 
 def parse_lineage(parents: list[str] | None, relation: str | None,

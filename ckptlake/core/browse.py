@@ -28,7 +28,7 @@ from typing import Any, Iterator, Sequence
 from ..errors import IntegrityError, NotFound, UsageError
 from ..format import layout
 from ..format.header import digest as _digest
-from ..format.manifest import FileEntry, Manifest
+from ..format.manifest import FileEntry, LinkResolver, Manifest
 from ..store.base import Store
 from . import chunkio
 from .chunkio import RangeReader
@@ -64,26 +64,6 @@ def _clean(path: "str | os.PathLike[str]") -> str:
     while p.startswith("./"):
         p = p[2:]
     return p.strip("/")
-
-
-def _normal(path: "str | os.PathLike[str]", name: str, links: set[str]) -> str:
-    """`path` with "." and ".." segments resolved: `cat REF .` said "'.' is not a file" where
-    "" and "/" said "is a directory", and `sub/../f` was not found.  A ".." after a symlink of
-    the version is refused: on disk it climbs from the link's target, not from the link."""
-    parts: list[str] = []
-    for seg in _path_text(path).strip().replace("\\", "/").split("/"):
-        if seg in ("", "."):
-            continue
-        if seg == "..":
-            if not parts:
-                raise NotFound(f"{path!r} leads outside {name}")
-            if "/".join(parts) in links:
-                raise UsageError(f"{path!r} climbs out of the symlink {'/'.join(parts)} of "
-                                 f"{name}", hint="name the file by its path without '..'")
-            parts.pop()
-            continue
-        parts.append(seg)
-    return "/".join(parts)
 
 
 def _path_text(path: Any) -> str:
@@ -206,21 +186,47 @@ def list_files(m: Manifest, prefix: str | None = None) -> list[dict[str, Any]]:
 
 def find_file(m: Manifest, path: str) -> FileEntry:
     """The regular file at `path`; UsageError (exit 2) for a directory or a symlink, NotFound
-    (exit 3) for a path the version does not have."""
+    (exit 3) for a path the version does not have.
+
+    Read as `lake.open` reads it (core/reader.py), so that `cat` and `open` agree on what a
+    path names: "." and ".." segments, and a symlink of the version met on the way (`cur/f`
+    with `cur -> step1`) followed as a pull would make the disk follow it, a ".." after it
+    climbing from where it leads.  Only a path that ends at a symlink is refused: cat shows a
+    file's bytes, and which file the link names is for the user to see (the hint)."""
     name = f"{m.artifact}@v{m.version}"
-    p = _normal(path, name, {e.path for e in m.files if e.symlink is not None})
+    links = {e.path: e.symlink for e in m.files if e.symlink is not None}
+    resolver = LinkResolver(links, where=name)
+    segments = _path_text(path).strip().replace("\\", "/").split("/")
+    cur: list[str] = []
+    for i, seg in enumerate(segments):
+        if seg in ("", "."):
+            continue
+        if seg == "..":
+            if not cur:
+                raise NotFound(f"{path!r} leads outside {name}")
+            cur.pop()
+            continue
+        cur.append(seg)
+        p = "/".join(cur)
+        if p not in links:
+            continue
+        if not any(segments[i + 1:]):
+            target = posixpath.normpath(posixpath.join(posixpath.dirname(p), links[p]))
+            raise UsageError(f"{p} in {name} is a symlink (-> {links[p]}), not a file",
+                             hint=f"cat its target: ckptlake cat {name} {target}")
+        cur = list(resolver.resolve(p)[0])
+    p = "/".join(cur)
     for e in m.files:
-        if e.path == p:
-            if e.symlink is not None:
-                target = posixpath.normpath(posixpath.join(posixpath.dirname(p), e.symlink))
-                raise UsageError(f"{p} in {name} is a symlink (-> {e.symlink}), not a file",
-                                 hint=f"cat its target: ckptlake cat {name} {target}")
+        if e.path == p and e.symlink is None:
             return e
     if p == "" or p in m.dirs or any(e.path.startswith(p + "/") for e in m.files):
         raise UsageError(f"{p or '/'} in {name} is a directory, not a file",
                          hint=f"list it with: ckptlake ls {name} {p}".rstrip())
-    raise NotFound(f"{path!r} is not a file of {name}",
-                   hint=f"list its files with: ckptlake ls {name}")
+    hint = f"list its files with: ckptlake ls {name}"
+    if p != _clean(path):
+        raise NotFound(f"{path!r} in {name} leads to {p!r}, which the version does not hold",
+                       hint=hint)
+    raise NotFound(f"{path!r} is not a file of {name}", hint=hint)
 
 
 def read_file(store: Store, m: Manifest, entry: FileEntry, *, throttle: Any = None

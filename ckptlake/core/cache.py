@@ -45,7 +45,7 @@ import stat
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 from datetime import datetime, timezone
 
 from ..errors import Interrupted, UsageError
@@ -353,28 +353,31 @@ class ChunkCache:
                           newest_used=max(e.used for e in entries) if entries else None)
 
     @contextlib.contextmanager
-    def _evicting(self, wait: float) -> Iterator[bool]:
+    def _evicting(self, wait: float, on_wait: Callable[[], None] | None = None
+                  ) -> Iterator[bool]:
         """Hold the eviction lock; yields False if another process still held it after
         `wait` seconds."""
         os.makedirs(self.dir, exist_ok=True)
         fd = os.open(os.path.join(self.dir, ".lock"), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC,
                      0o644)
         try:
-            yield _flock_polled(fd, wait)
+            yield _flock_polled(fd, wait, on_wait)
         finally:
             os.close(fd)
 
-    def trim(self, max_size: int, *, dry_run: bool = False, wait: bool = False
-             ) -> PruneResult:
+    def trim(self, max_size: int, *, dry_run: bool = False, wait: bool = False,
+             on_wait: Callable[[], None] | None = None) -> PruneResult:
         """Delete least recently used entries until at most `max_size` bytes are left (0: all),
         and temporary files that a dead process left.
 
         If another process is evicting, a pull (wait False) leaves it to that one and deletes
-        nothing; `cache prune` (wait True) waits up to _EVICT_WAIT for it, then fails."""
+        nothing; `cache prune` (wait True) waits up to _EVICT_WAIT for it, then fails.
+        `on_wait` is called once if that wait begins: half a minute of silence looks like a
+        hang, and the library never prints."""
         if dry_run or not os.path.isdir(self.dir):  # a mistyped --dir is not created
             return self._plan(max_size, dry_run=dry_run, delete=False)
         try:
-            with self._evicting(_EVICT_WAIT if wait else 0.0) as held:
+            with self._evicting(_EVICT_WAIT if wait else 0.0, on_wait) as held:
                 if held:
                     return self._plan(max_size, dry_run=False, delete=True)
             if wait:
@@ -427,13 +430,14 @@ class ChunkCache:
                            total - removed_bytes)
 
 
-def _flock_polled(fd: int, wait: float) -> bool:
+def _flock_polled(fd: int, wait: float, on_wait: Callable[[], None] | None = None) -> bool:
     """Take an exclusive flock on `fd`, polling for up to `wait` seconds: whether it is held.
 
     Polled, never a blocking flock: a worker thread blocked in flock() would keep a pull alive
     past Ctrl-C for as long as another process holds the lock.  In an interrupted pull's worker
     (transfer/pool.py) it raises Interrupted at once.  OSError for an error other than
-    "taken" (a filesystem without flock)."""
+    "taken" (a filesystem without flock).  `on_wait`: called once, when the lock is found
+    taken and there is time to wait for it."""
     deadline = time.monotonic() + wait
     delay = 0.002
     stop = stop_event()
@@ -444,6 +448,9 @@ def _flock_polled(fd: int, wait: float) -> bool:
         except BlockingIOError:
             if time.monotonic() >= deadline:
                 return False
+            if on_wait is not None:
+                on_wait()
+                on_wait = None
         if stop is None:
             time.sleep(delay)
         elif stop.wait(delay):

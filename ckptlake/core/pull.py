@@ -109,7 +109,11 @@ class _Placement:
     the version has a file or a symlink is a conflict even with `force`, since removing it
     could lose files the version does not mention.  Every conflict is found here,
     so a refused pull leaves the destination exactly as it was.  A symlink to a directory
-    inside the destination counts as that directory; one that leads outside is unsafe.
+    inside the destination counts as that directory; one that leads outside is unsafe.  Two
+    paths of the version that such a symlink makes one (`a -> b` with the version's `a/f` and
+    `b/f`) are a conflict even with `force`: one would overwrite the other.  A directory
+    symlink that the version's own links would be read through differently (see _check_links)
+    is a conflict that `force` resolves by replacing it with the directory.
     """
 
     def __init__(self, m: Manifest, destination: str, force: bool) -> None:
@@ -128,6 +132,7 @@ class _Placement:
         self.reused: list[FileEntry] = []
         self.links: list[FileEntry] = []
         self.clear: list[str] = []  # files and symlinks replaced by directories (force)
+        self.relink: set[str] = set()  # directory symlinks among those (see _check_links)
         self.modes: list[tuple[str, bool]] = []  # identical bytes, other executable bit (force)
         # paths found absent: placed only if still absent (see _place_new), never replaced
         self.absent: set[str] = set()
@@ -139,9 +144,25 @@ class _Placement:
             raise Conflict(f"cannot create {parent}: a file is in the way") from None
 
     def _check(self, force: bool) -> None:
+        while True:
+            try:
+                return self._plan(force)
+            except _Relink as r:  # planned again: what lies below it is another place now
+                self.relink.add(r.directory)
+                self.download, self.reused, self.links = [], [], []
+                self.clear, self.modes, self.absent = [], [], set()
+
+    def _plan(self, force: bool) -> None:
         differ: list[str] = []  # what `force` replaces
         blocked: list[tuple[str, str]] = []  # (directory, what the version has there)
         absent: set[str] = set()  # needed directories that are missing or to be cleared
+        # Where each path of the version lands, relative to root_real: the destination's
+        # symlinks to directories are followed by the kernel, the version's new directories
+        # are not there yet.  `through`: the first such symlink on the way, for messages.
+        self._lands: dict[str, str] = {"": ""}
+        self._through: dict[str, str] = {}
+        self._cleared: set[str] = set()  # needed directories that are files or symlinks now
+        spots: dict[str, str] = {}  # landing -> the version's path that lands there
         if self.m.kind == "dir" and not self.fresh:
             for d in _needed_dirs(self.m):
                 if d.rpartition("/")[0] in absent:
@@ -156,17 +177,26 @@ class _Placement:
                 except FileNotFoundError:
                     absent.add(d)
                     continue
-                if stat.S_ISDIR(st.st_mode) or (stat.S_ISLNK(st.st_mode) and os.path.isdir(path)):
+                if stat.S_ISDIR(st.st_mode) or (stat.S_ISLNK(st.st_mode) and d not in self.relink
+                                                and os.path.isdir(path)):
                     continue
                 differ.append(f"{path} (the version has a directory there)")
                 self.clear.append(path)
+                self._cleared.add(d)
                 absent.add(d)
+            for d in _needed_dirs(self.m):  # directories may share a place, files may not
+                spots.setdefault(self._land(d, absent), d)
         for e in self.m.files:
             final = self.finals[e.path]
             if not self.fresh and self.m.kind == "dir" and not _inside(
                     self.root_real, os.path.dirname(final)):
                 raise UnsafeManifest(f"{e.path} would be written through a symlink that leads "
                                      f"outside {self.final_root}")
+            if not self.fresh and self.m.kind == "dir":
+                parent, _, name = e.path.rpartition("/")
+                spot = self._lands[e.path] = _join(self._land(parent, absent), name)
+                if (other := spots.setdefault(spot, e.path)) != e.path:
+                    self._same_place(e.path, other, spot)
             st = None
             if not self.fresh and e.path.rpartition("/")[0] not in absent:
                 try:
@@ -208,7 +238,33 @@ class _Placement:
             raise Conflict(f"destination holds different files: {differ[0]}{more}",
                            hint="use --force to overwrite them, or pull into an empty directory")
         if self.links and not self.fresh:
-            self._check_links()
+            self._check_links(force)
+
+    def _land(self, d: str, absent: set[str]) -> str:
+        """Where the version's directory `d` lands (see _plan); memoized, parents first."""
+        if d in self._lands:
+            return self._lands[d]
+        parent, _, name = d.rpartition("/")
+        rel = _join(self._land(parent, absent), name)
+        if parent in self._through:
+            self._through[d] = self._through[parent]
+        if d not in absent:
+            path = os.path.join(self.root_real, *rel.split("/"))
+            if os.path.islink(path):
+                real = os.path.relpath(os.path.realpath(path), self.root_real)
+                rel = "" if real == "." else real.replace(os.sep, "/")
+                self._through.setdefault(d, d)
+        self._lands[d] = rel
+        return rel
+
+    def _same_place(self, path: str, other: str, spot: str) -> None:
+        link = self._through.get(path.rpartition("/")[0]) or self._through.get(
+            other.rpartition("/")[0]) or self._through.get(other, "?")
+        raise Conflict(f"the version's {other} and {path} would both be "
+                       f"{os.path.join(self.root_real, *spot.split('/'))}: the symlink "
+                       f"{os.path.join(self.final_root, *link.split('/'))} makes them one",
+                       hint="replace that symlink by the directory it points to, or pull into "
+                            "an empty directory")
 
     def idle(self) -> bool:
         """Is the destination already the version (nothing to download, clear, chmod, link or
@@ -225,28 +281,32 @@ class _Placement:
             os.path.isdir(os.path.join(self.final_root, *d.split("/")))
             for d in _needed_dirs(self.m))
 
-    def _check_links(self) -> None:
+    def _check_links(self, force: bool) -> None:
         """The version's symlinks must stay inside the destination as it will be: through the
         version's own links (already checked when the manifest was decoded) and through links
         already on disk that the version leaves in place (a merge pull into an existing
-        directory, whose `data -> /mnt/data` would make `cur -> data/x` lead outside).
+        directory, whose `data -> /mnt/data` would make `cur -> data/x` lead outside).  Each
+        link is resolved from where it lands, as the kernel will read it.
 
-        And a link of the version is never placed through a symlink to a directory already
-        in the destination: its target is read from where it lands, so with `sub -> x/y/real`
-        the version's `sub/up -> ../file.txt` would name `x/y/file.txt`, not the version's
-        `file.txt`, and other links resolving through it could not be checked at all (the
-        version's links are known by their paths in the version, not where they land)."""
-        regular = {e.path for e in self.m.files if e.symlink is None}
+        A link placed through a symlink to a directory already in the destination reads its
+        target from there: with `sub -> x/y/real`, the version's `sub/up -> ../file.txt` would
+        name `x/y/file.txt`, not the version's `file.txt`.  Where it names what it names in
+        the version (`ckpt -> step1`, the version's `ckpt/latest -> model`) nothing is wrong;
+        otherwise that is a conflict, which `force` resolves by replacing the directory
+        symlink with a directory, so that the link lands where the version has it."""
+        def land(path: str) -> str:
+            return self._lands.get(path, path)
+
+        regular = {land(e.path) for e in self.m.files if e.symlink is None}
         # replaced by directories (--force): the kernel will not follow what is there now
-        cleared = {os.path.relpath(p, self.final_root).replace(os.sep, "/") for p in self.clear}
-        root_abs = self.final_root
+        cleared = {land(d) for d in self._cleared}
         seen: dict[str, str | None] = {}
 
         def on_disk(rel: str) -> str | None:
             if rel in regular or rel in cleared:
                 return None  # the version puts a regular file or a directory there
             if rel not in seen:
-                path = os.path.join(root_abs, *rel.split("/"))
+                path = os.path.join(self.root_real, *rel.split("/"))
                 try:
                     target = os.readlink(path)
                 except OSError:
@@ -257,31 +317,63 @@ class _Placement:
             return seen[rel]
 
         links = {e.path: e.symlink for e in self.links if e.symlink is not None}
-        LinkResolver(links, where=self.final_root, lookup=on_disk).check_all()
-        for path in links:
-            parts = path.split("/")[:-1]
-            for i in range(1, len(parts) + 1):
-                if on_disk(d := "/".join(parts[:i])) is not None:
-                    raise Conflict(
-                        f"the version's symlink {path} would be placed through the symlink "
-                        f"{os.path.join(root_abs, *d.split('/'))}, where its target "
-                        f"{links[path][:200]!r} may name another file than in the version",
-                        hint="replace that symlink by the directory it points to, or pull "
-                             "into an empty directory")
+        resolver = LinkResolver({land(p): t for p, t in links.items()}, where=self.final_root,
+                                lookup=on_disk)
+        in_version = LinkResolver(links)
+        for path, target in links.items():
+            directory = self._through.get(path.rpartition("/")[0])
+            if directory is None:
+                continue  # lands where the version has it
+            try:
+                named = resolver.locate("/".join(in_version.resolve(path)[0]))
+                same = resolver.resolve(land(path))[0] == named
+            except UnsafeManifest:
+                if not force:
+                    raise
+                same = False
+            if same:
+                continue
+            if force:
+                raise _Relink(directory)
+            raise Conflict(
+                f"the version's symlink {path} would be placed through the symlink "
+                f"{os.path.join(self.final_root, *directory.split('/'))}, where its target "
+                f"{target[:200]!r} names another file than in the version",
+                hint="use --force to replace that symlink by a directory, or pull into an "
+                     "empty directory")
+        resolver.check_all()
 
     def _from_root(self, target: str, link: str) -> str:
         """An existing link's absolute target as a path from the destination's root ("/..."),
-        or UnsafeManifest when it leads outside (the version's links must not go through it)."""
-        target = os.path.normpath(target)
-        for root in (self.final_root, self.root_real):
-            if target == root or target.startswith(root + os.sep):
-                return "/" + os.path.relpath(target, root).replace(os.sep, "/")
-        real = os.path.realpath(target)
-        if real == self.root_real or real.startswith(self.root_real + os.sep):
-            return "/" + os.path.relpath(real, self.root_real).replace(os.sep, "/")
+        or UnsafeManifest when it leads outside (the version's links must not go through it).
+
+        Never normalized as a string: the kernel resolves `s` in `root/s/../x` before the
+        `..`, so with `s -> /elsewhere/deep` that is `/elsewhere/x`, not `root/x`.  The target
+        is resolved one prefix at a time up to the first that reaches the destination, and
+        the rest is kept as written, `..` and all, for LinkResolver to walk through the tree
+        as the version leaves it (which also refuses a `..` that climbs out of it again)."""
+        parts = target.split("/")
+        for i in range(1, len(parts) + 1):
+            real = os.path.realpath("/" + "/".join(parts[:i]))
+            if real == self.root_real or real.startswith(self.root_real + os.sep):
+                rel = os.path.relpath(real, self.root_real).replace(os.sep, "/")
+                return "/" + _join("" if rel == "." else rel, "/".join(parts[i:]))
         raise UnsafeManifest(f"a symlink of the version would lead outside {self.final_root} "
                              f"through the existing symlink {link}",
                              hint="refusing to restore it; pull into an empty directory")
+
+
+class _Relink(Exception):
+    """`force` replaces the destination's directory symlink at `directory` (a path of the
+    version) with a directory: the placement is planned again without following it."""
+
+    def __init__(self, directory: str) -> None:
+        super().__init__(directory)
+        self.directory = directory
+
+
+def _join(base: str, name: str) -> str:
+    return f"{base}/{name}" if base and name else base or name
 
 
 # Every staging directory's name holds this (core/reuse.py skips such directories).

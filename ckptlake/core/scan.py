@@ -9,6 +9,7 @@ import errno
 import fnmatch
 import os
 import posixpath
+import shlex
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +149,15 @@ def lake_inside(source: str | Path, lake_dir: str, exclude: tuple[str, ...] = ()
     return rel
 
 
+def exclude_pattern(rel: str) -> str:
+    """The --exclude that leaves out exactly the directory `rel` (relative to the source), to
+    suggest in a message: anchored, since a bare `sub/` also drops every other directory named
+    `sub`, and with fnmatch's special characters escaped, since `lake[1]/` would match
+    `lake1/` and not `lake[1]/`."""
+    escaped = "".join(f"[{c}]" if c in "*?[" else c for c in rel.strip("/"))
+    return f"/{escaped}/"
+
+
 def _is_dir(entry: os.DirEntry) -> bool:
     """A directory, or a symlink to one, for `--exclude 'name/'`: whether the link would be
     kept or followed, the user who wrote that means it.  A loop or a dangling link is not."""
@@ -189,8 +199,14 @@ def _source_file(rel: str, abspath: str, st: os.stat_result) -> SourceFile:
 
 
 def scan(source: str | Path, *, exclude: tuple[str, ...] = (),
-         follow_symlinks: bool = False) -> SourceTree:
-    """Describe `source` (a file or a directory) for a push."""
+         follow_symlinks: bool = False, avoid: str | None = None) -> SourceTree:
+    """Describe `source` (a file or a directory) for a push.
+
+    `avoid`: a local lake's directory, which the push must not read.  Checked on every
+    directory walked, by its real path: reached through a symlink that --follow-symlinks
+    follows, the lake is nowhere below SOURCE on paper (the push's own check of where the
+    lake lies cannot see it), yet every version would store it, each push bigger than the last.
+    A SOURCE that is itself inside that directory is not this check's business."""
     root = os.path.abspath(os.fspath(source))
     try:
         st = os.stat(root)
@@ -207,8 +223,13 @@ def scan(source: str | Path, *, exclude: tuple[str, ...] = (),
     tree = SourceTree(root=root, kind="dir")
     real_root = os.path.realpath(root)
     excludes = _Excludes(_patterns(exclude))
+    if avoid is not None:
+        avoid = os.path.realpath(avoid)
+        if _below(real_root, avoid):
+            avoid = None
     try:
-        _walk(tree, root, "", real_root, excludes, follow_symlinks, seen=set())
+        _walk(tree, root, "", real_root, excludes, follow_symlinks, seen=set(),
+              real=real_root, avoid=avoid)
     except (FileNotFoundError, NotADirectoryError) as e:  # removed or replaced while we looked
         raise SourceChanged(f"{e.filename or source} changed while it was being scanned",
                             hint="push again once the writer is done") from None
@@ -240,8 +261,21 @@ def _short(path: str | bytes | int, keep: int = 60) -> str:
     return text if len(text) <= 2 * keep + 5 else f"{text[:keep]}...{text[-keep:]}"
 
 
+def _below(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
 def _walk(tree: SourceTree, absdir: str, reldir: str, real_root: str,
-          exclude: _Excludes, follow: bool, seen: set[tuple[int, int]]) -> None:
+          exclude: _Excludes, follow: bool, seen: set[tuple[int, int]], *, real: str,
+          avoid: str | None) -> None:
+    """`real`: absdir's real path (a directory's is its parent's plus its name, unless it
+    was reached through a followed symlink)."""
+    if avoid is not None and reldir and _below(real, avoid):
+        where = reldir.rstrip("/")
+        raise UsageError(f"the push source's {where}/ leads into the lake {avoid}, so every "
+                         "version would store it",
+                         hint=f"--exclude {shlex.quote(exclude_pattern(where))}, or keep the "
+                              "lake out of SOURCE")
     try:
         entries = sorted(os.scandir(absdir), key=lambda e: e.name)
     except PermissionError:
@@ -258,14 +292,17 @@ def _walk(tree: SourceTree, absdir: str, reldir: str, real_root: str,
             continue
         _check_name(rel, entry.path)
         kept += 1
+        below = os.path.join(real, entry.name)
         if entry.is_symlink():
             if _keep_symlink(tree, entry, rel, real_root, follow):
                 continue
             st = os.stat(entry.path)  # follow it: store what it points at
+            below = os.path.realpath(entry.path)
         else:
             st = entry.stat(follow_symlinks=False)
         if stat.S_ISDIR(st.st_mode):
-            _walk(tree, entry.path, rel + "/", real_root, exclude, follow, seen)
+            _walk(tree, entry.path, rel + "/", real_root, exclude, follow, seen, real=below,
+                  avoid=avoid)
         elif stat.S_ISREG(st.st_mode):
             tree.files.append(_source_file(rel, entry.path, st))
         else:

@@ -286,6 +286,12 @@ class LinkResolver:
         self._done[path] = (cur, hops)
         return cur, hops
 
+    def locate(self, path: str) -> list[str]:
+        """Components of where `path` (a directory, or a path the links do not name) leads,
+        each symlink on the way resolved: where a file placed at `path` would land, or what a
+        path of the version names once it lies below symlinks a destination already has."""
+        return self._walk([], path.split("/"), path, path, 0)[0]
+
     def _walk(self, cur: list[str], segments: list[str], path: str, target: str,
               hops: int) -> tuple[list[str], int]:
         """Follow `segments` from `cur` as the kernel would, resolving each symlink met."""
@@ -294,10 +300,10 @@ class LinkResolver:
                 continue
             if seg == "..":
                 if not cur:
+                    what = repr(path) if path == target else f"symlink {path!r} -> {target[:200]!r}"
                     raise UnsafeManifest(
-                        f"{self.where}: symlink {path!r} -> {target[:200]!r} leads outside the "
-                        "tree (resolved through the symlinks in it)",
-                        hint="refusing to restore it")
+                        f"{self.where}: {what} leads outside the tree (resolved through the "
+                        "symlinks in it)", hint="refusing to restore it")
                 cur.pop()
                 continue
             cur.append(seg)

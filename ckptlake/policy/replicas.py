@@ -228,17 +228,37 @@ _OVERLAP_TEXT = {"same": "is the origin lake itself", "inside": "is inside the o
                  "holds": "holds the origin lake under its prefix"}
 
 
+def _server(endpoint: str | None) -> tuple[str, str, int | None, str] | None:
+    """An endpoint URL as what names the server: scheme and host compared case-insensitively,
+    the scheme's default port spelled out.  None is AWS's own endpoint."""
+    if not endpoint:
+        return None
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(endpoint.strip())
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:  # not a port: compared as written
+        return scheme, parts.netloc.lower(), None, parts.path.rstrip("/")
+    port = port or {"http": 80, "https": 443}.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port, parts.path.rstrip("/")
+
+
 def overlap(a: str, a_endpoint: str | None, b: str, b_endpoint: str | None) -> str | None:
     """How location `a` overlaps location `b`: "same", "inside" (a is under b's prefix),
-    "holds" (b is under a's), or None.  (S3: on the same endpoint; an unset endpoint matches
-    any, since both would use the default one.)"""
+    "holds" (b is under a's), or None.
+
+    S3: only on the same server.  An endpoint is the one each is reached at (for a replica,
+    after inheritance: see inherited_endpoint), so an unset one is AWS's and differs from any
+    custom one: `s3://ml-ckpts` at AWS and `s3://ml-ckpts/eu` on a MinIO are two buckets that
+    happen to share a name."""
+    if a.startswith("s3://") and _server(a_endpoint) != _server(b_endpoint):
+        return None
     la, lb = _location(a), _location(b)
     if la is None or lb is None:
         return "same" if _norm(a) == _norm(b) else None
     if la[0] != lb[0]:
-        return None
-    if a.startswith("s3://") and a_endpoint and b_endpoint \
-            and a_endpoint.rstrip("/") != b_endpoint.rstrip("/"):
         return None
     if la[1] == lb[1]:
         return "same"
