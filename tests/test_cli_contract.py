@@ -102,6 +102,16 @@ def _only_error(stderr: str) -> str:
     return lines[0]
 
 
+@needs_dev_full
+@pytest.mark.parametrize("args", [["--version"], ["push", "--help"]])
+def test_help_and_version_to_a_full_disk_are_one_line(args: list[str]) -> None:
+    """Not "internal error": the failed write dropped its buffer, so flushing again to see
+    whether stdout was at fault succeeded."""
+    r = cli(*args, full=1)
+    assert r.returncode == 1
+    assert _only_error(r.stderr).startswith("ckptlake: error: cannot write the output to stdout")
+
+
 def test_a_closed_stdout_is_one_line_and_exit_1(lake: str, tmp_path: Path) -> None:
     r = cli("ls", "a/b", "--lake", lake, close=1)
     assert r.returncode == 1

@@ -98,6 +98,20 @@ def test_nan_or_inf_in_both_versions_is_unchanged(lake: Lake, tmp_path: Path) ->
     assert "non-finite" not in run("diff", "u@v1", "u@v2", "--values").stdout
 
 
+def test_a_finite_change_whose_difference_overflows_is_no_nan(lake: Lake, tmp_path: Path,
+                                                             recwarn: Any) -> None:
+    """1e308 -> -1e308 is a finite change: counted in max|Δ| (at the largest float), not as
+    non-finite; only 1 -> nan and nan -> 2 are.  No numpy overflow warning on stderr."""
+    push(lake, tmp_path, "o", {"m.safetensors": {"x": np.array(
+        [1, np.nan, np.inf, 1e308, -1e308, np.nan], dtype=np.float64)}})
+    push(lake, tmp_path, "o", {"m.safetensors": {"x": np.array(
+        [np.nan, np.nan, np.inf, -1e308, 1e308, 2], dtype=np.float64)}})
+    got = values(lake, "o")["x"]
+    assert got["nonfinite"] == 2
+    assert got["max_abs_diff"] == np.finfo(np.float64).max and got["rel_l2"] is None
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
 @pytest.mark.parametrize("dtype, a, b, max_abs", [
     (np.int64, [2**62, 5], [2**62 + 1, 5], 1.0),
     (np.int64, [-2**63, 0], [2**63 - 1, 0], float(2**64 - 1)),
@@ -156,3 +170,15 @@ def test_a_single_file_against_a_directory_holding_it_differs(lake: Lake,
     res = run("diff", "k@v1", "k@v2", "--exit-code")
     assert res.exit_code == 1 and "kind: file -> dir" in res.stdout
     assert lake.diff("k@v2", "k@v2").identical
+
+
+def test_diff_escapes_names_as_ls_and_show_do(lake: Lake, tmp_path: Path) -> None:
+    """A name with an escape sequence or a newline drove the terminal and broke the listing."""
+    for i, name in enumerate(("x\x1b[31mred\nnl", "e\tdir")):
+        d = tmp_path / f"s{i}"
+        d.mkdir()
+        (d / "same").write_bytes(b"s")
+        (d / name).mkdir() if i else (d / name).write_bytes(b"r")
+        lake.push(d, "esc")
+    out = run("diff", "esc@v1", "esc@v2").stdout
+    assert "\x1b" not in out and "x\\x1b[31mred\\nnl" in out and "e\\tdir/" in out

@@ -57,6 +57,8 @@ def test_a_malformed_alias_record_is_named_and_alias_repairs_it(lake: Lake,
     lake.alias("r/ckpt@v1", "best")
     lake.alias("r/ckpt@v2", "prod")
     key = layout.alias_key("r/ckpt", "best")
+    lake.store.put(key, b'{"alias": "best", "version": true}')  # a bool is no version
+    assert run("show", "r/ckpt@best").exit_code == 5
     lake.store.put(key, b'{"alias": "best", "version": "one"}')
     for args in (("ls", "r/ckpt"), ("show", "r/ckpt@v2"), ("show", "r/ckpt@best")):
         r = run(*args)

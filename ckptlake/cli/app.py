@@ -17,6 +17,7 @@ lists of them) are converted without Typer's pydantic adapters, which cost ~0.07
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib
 import re
 import sys
@@ -374,6 +375,9 @@ def _stdout_failure(exc: BaseException) -> BaseException:
     """--help and --version write before any command body (whose Output.guard knows a stdout
     that failed): an OSError while stdout cannot be flushed either is stdout's (`>&-`,
     `>/dev/full`), said as such in one line (exit 1), not as a bug."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EPIPE, errno.EBADF):
+        # a write that failed dropped its buffer: flushing again succeeds, proving nothing
+        return OutputFailed(f"cannot write the output to stdout: {one_line(str(exc))}")
     if isinstance(exc, (OSError, ValueError)) and not isinstance(exc, OutputFailed):
         try:
             sys.stdout.flush()

@@ -7,6 +7,7 @@ import typer
 
 from .egress import confirm_egress, egress_policy, estimate_summary, warn_egress
 from .help import epilog
+from .text import shown_name
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt)
 from .output import (Output, format_bytes, lake_origin, lake_url, open_lake,
@@ -210,7 +211,9 @@ def render(r: Any) -> str:
     if r.values is not None:
         lines.append(f"values: fetched {format_bytes(r.values['bytes_fetched'])} "
                      f"for {len(r.values['tensors'])} changed tensors")
-    return "\n".join(lines)
+    # names come from the pushing file system: a newline or an escape sequence in one must
+    # neither break the listing nor drive the terminal (as ls and show escape them)
+    return "\n".join(shown_name(line) for line in lines)
 
 
 def _contents(contents: list[dict[str, Any]]) -> list[str]:

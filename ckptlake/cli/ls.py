@@ -10,6 +10,7 @@ from .help import epilog
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt)
 from .output import Output, format_age, format_bytes, lake_url, open_lake, require_lake
+from .text import shown_name
 
 HELP = ("List the artifacts of the lake, the versions of ARTIFACT, or the files of the version "
         "REF (ARTIFACT@SELECTOR).")
@@ -188,27 +189,6 @@ def file_row(f: dict[str, Any]) -> list[str]:
         kind = f"symlink -> {shown_name(f['target'])}"
     size = "-" if f["kind"] in ("dir", "symlink") else format_bytes(f["size"])
     return [shown_name(f["path"]) + ("/" if f["kind"] == "dir" else ""), size, kind]
-
-
-_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
-
-
-def shown_name(name: str) -> str:
-    """A file name as a table cell: a name is whatever the pushing file system allowed, and a
-    newline in it would break the row, an escape sequence would drive the terminal, a
-    bidirectional override (U+202E) would show the rest of the row reversed.  Every character
-    Python does not call printable (control, format, separator, unassigned, surrogate) becomes
-    a C-style escape (`\\n`, `\\x1b`, `\\u202e`), as `ls -b` shows them, except a plain
-    space; --json keeps the name exact."""
-    if name.isprintable():
-        return name
-    return "".join(c if c == " " or c.isprintable() else _ESCAPES.get(c) or _escape(c)
-                   for c in name)
-
-
-def _escape(c: str) -> str:
-    n = ord(c)
-    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
 
 
 def pending_row(p: Any) -> list[str]:

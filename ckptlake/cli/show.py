@@ -73,7 +73,7 @@ def render(d: Any) -> str:
     """Aligned `label  value` lines, then provenance, the files and the empty directories (a
     pull creates them: they are part of the version)."""
     from ..core.identity import iso
-    from .ls import shown_name
+    from .text import shown_name
 
     rows: list[tuple[str, str]] = [
         ("version", f"{d.artifact}@v{d.version}"),

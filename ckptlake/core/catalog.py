@@ -105,7 +105,7 @@ def _decode_alias(data: bytes, artifact: str | None = None, name: str | None = N
         version = json.loads(data)["version"]
     except (ValueError, KeyError, TypeError, RecursionError):
         version = None
-    if isinstance(version, int) and version >= 1:
+    if type(version) is int and version >= 1:  # not True, which Python calls an int
         return version
     if artifact is None or name is None:
         raise IntegrityError("malformed alias record")

@@ -416,8 +416,11 @@ def _delta(np: Any, a: Any, b: Any) -> tuple[Any, Any, int]:
     with np.errstate(invalid="ignore", over="ignore"):
         d = vb - va
     changed = ~((va == vb) | (np.isnan(va) & np.isnan(vb)))
-    nonfinite = changed & ~np.isfinite(d)
-    d = np.where(changed & ~nonfinite, d, 0.0)
+    # by the values, not by their difference: 1e308 -> -1e308 is a finite change whose
+    # difference overflows (kept, at the largest float: "at least that much")
+    nonfinite = changed & ~(np.isfinite(va) & np.isfinite(vb))
+    big = np.finfo(np.float64).max
+    d = np.clip(np.where(changed & ~nonfinite, d, 0.0), -big, big)
     return np.where(np.isfinite(va), va, 0.0), d, int(np.count_nonzero(nonfinite))
 
 
@@ -452,12 +455,15 @@ def _compare(store: Store, pair: tuple[FileEntry, TensorInfo, FileEntry, TensorI
         nonfinite += bad
         if d.size:
             max_abs = max(max_abs, float(np.abs(d).max()))
-        ss_diff += float(np.dot(d, d))
-        ss_a += float(np.dot(va, va))
+        with np.errstate(over="ignore", invalid="ignore"):  # huge values: inf, handled below
+            ss_diff += float(np.dot(d, d))
+            ss_a += float(np.dot(va, va))
     for t, dig, side in ((x, digests[0], ranges[0]), (y, digests[1], ranges[1])):
         check_tensor(t, dig, side.where)
-    if ss_a > 0:
-        rel: float | None = math.sqrt(ss_diff) / math.sqrt(ss_a)
+    if not (math.isfinite(ss_diff) and math.isfinite(ss_a)):
+        rel: float | None = None  # sums of squares beyond float64: not a number we can give
+    elif ss_a > 0:
+        rel = math.sqrt(ss_diff) / math.sqrt(ss_a)
     else:
         rel = 0.0 if ss_diff == 0 else None  # relative to zero: undefined
     out.update(max_abs_diff=max_abs, rel_l2=rel, bytes_fetched=wire[0])
