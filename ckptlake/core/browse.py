@@ -184,6 +184,31 @@ def list_files(m: Manifest, prefix: str | None = None) -> list[dict[str, Any]]:
 
 # ---- cat REF PATH ---------------------------------------------------------------------------
 
+def walk_path(path: "str | os.PathLike[str]", links: dict[str, str], where: str, *,
+              follow_last: bool) -> list[str]:
+    """The components of where `path` leads in a version whose symlinks are `links`: "." and
+    ".." segments as the disk reads them, and each symlink met on the way followed as a pull
+    would make the disk follow it (a ".." after it climbs from where it leads); the last
+    component too if `follow_last`.  Shared by `cat` (find_file) and `lake.open`
+    (core/reader.py), so that they agree on what a path names."""
+    resolver = LinkResolver(links, where=where)
+    segments = _path_text(path).strip().replace("\\", "/").split("/")
+    cur: list[str] = []
+    for i, seg in enumerate(segments):
+        if seg in ("", "."):
+            continue
+        if seg == "..":
+            if not cur:
+                raise NotFound(f"{path!r} leads outside {where}")
+            cur.pop()
+            continue
+        cur.append(seg)
+        p = "/".join(cur)
+        if p in links and (follow_last or any(segments[i + 1:])):
+            cur = list(resolver.resolve(p)[0])
+    return cur
+
+
 def find_file(m: Manifest, path: str) -> FileEntry:
     """The regular file at `path`; UsageError (exit 2) for a directory or a symlink, NotFound
     (exit 3) for a path the version does not have.
@@ -195,27 +220,11 @@ def find_file(m: Manifest, path: str) -> FileEntry:
     file's bytes, and which file the link names is for the user to see (the hint)."""
     name = f"{m.artifact}@v{m.version}"
     links = {e.path: e.symlink for e in m.files if e.symlink is not None}
-    resolver = LinkResolver(links, where=name)
-    segments = _path_text(path).strip().replace("\\", "/").split("/")
-    cur: list[str] = []
-    for i, seg in enumerate(segments):
-        if seg in ("", "."):
-            continue
-        if seg == "..":
-            if not cur:
-                raise NotFound(f"{path!r} leads outside {name}")
-            cur.pop()
-            continue
-        cur.append(seg)
-        p = "/".join(cur)
-        if p not in links:
-            continue
-        if not any(segments[i + 1:]):
-            target = posixpath.normpath(posixpath.join(posixpath.dirname(p), links[p]))
-            raise UsageError(f"{p} in {name} is a symlink (-> {links[p]}), not a file",
-                             hint=f"cat its target: ckptlake cat {name} {target}")
-        cur = list(resolver.resolve(p)[0])
-    p = "/".join(cur)
+    p = "/".join(walk_path(path, links, name, follow_last=False))
+    if p in links:
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(p), links[p]))
+        raise UsageError(f"{p} in {name} is a symlink (-> {links[p]}), not a file",
+                         hint=f"cat its target: ckptlake cat {name} {target}")
     for e in m.files:
         if e.path == p and e.symlink is None:
             return e

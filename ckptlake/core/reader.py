@@ -39,7 +39,7 @@ from typing import Any, Sequence
 from ..errors import IntegrityError, NotFound, UsageError
 from ..format import layout
 from ..format.header import digest as hash_digest
-from ..format.manifest import FileEntry, LinkResolver, Manifest, TensorInfo
+from ..format.manifest import FileEntry, Manifest, TensorInfo
 from ..format.safetensors import is_safetensors
 from ..store.base import Store
 from ..transfer.parts import Parts
@@ -315,20 +315,10 @@ def find_file(m: Manifest, path: str | None) -> FileEntry:
             return m.files[0]
         raise UsageError(f"{ref} is a directory of {len(regular)} files: name one",
                          hint=_some(regular))
+    from .browse import walk_path
+
     links = {e.path: e.symlink for e in m.files if e.symlink is not None}
-    resolver = LinkResolver(links, where=ref)
-    cur: list[str] = []
-    for seg in path.replace("\\", "/").split("/"):
-        if seg in ("", "."):
-            continue
-        if seg == "..":
-            if not cur:
-                raise NotFound(f"{path!r} leads outside {ref}")
-            cur.pop()
-            continue
-        cur.append(seg)
-        if "/".join(cur) in links:
-            cur = list(resolver.resolve("/".join(cur))[0])
+    cur = walk_path(path, links, ref, follow_last=True)
     target = "/".join(cur)
     if target in regular:
         return regular[target]
