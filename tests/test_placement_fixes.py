@@ -10,23 +10,7 @@ import pytest
 
 from ckptlake.errors import Conflict, UnsafeManifest
 from ckptlake.lake import Lake
-from ckptlake.store.memory import MemoryStore
-
-
-def _lake() -> Lake:
-    return Lake(MemoryStore(), chunk_size=1 << 20, concurrency=2)
-
-
-def _tree(dest: Path) -> dict[str, str]:
-    """Everything under dest (staging directories too): the proof nothing was written."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(dest):
-        for name in dirnames + filenames:
-            p = os.path.join(dirpath, name)
-            rel = os.path.relpath(p, dest)
-            out[rel] = ("-> " + os.readlink(p)) if os.path.islink(p) else \
-                ("dir" if os.path.isdir(p) else Path(p).read_text())
-    return out
+from test_sources_fixes import _lake, _tree  # the same helpers: a memory lake, DEST as a dict
 
 
 # ---- an absolute target already in DEST is not normalized before it is resolved ----------
