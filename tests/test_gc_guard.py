@@ -200,3 +200,46 @@ def test_guarded_push_survives_a_gc_that_sweeps_its_deduplicated_chunks(tmp_path
     out = tmp_path / "out"
     lake.pull(f"p/ckpt@v{m.version}", out)
     assert (out / "w.bin").read_bytes() == (src / "w.bin").read_bytes()
+
+
+def test_the_wait_after_the_commit_is_said_and_names_an_unreadable_record(setup) -> None:
+    """An unreadable record makes every push wait sweep_window (up to an hour) after its
+    commit: a push said nothing, looked hung, and the record was never named."""
+    store, blobs, clock = setup
+    condemn(store, [sorted(blobs)[0]])
+    told: list[str] = []
+    m = manifest(sorted(blobs), {d: len(b) for d, b in blobs.items()})
+    guard_commit(store, referenced=set(blobs), started=clock.t, settings=SETTINGS, clock=clock,
+                 sleep=clock.sleep, reupload=lambda d: None, on_wait=told.append,
+                 commit=lambda: commit_version(store, m))
+    assert len(told) == 1 and "waiting 6 s to check 1 chunk" in told[0]
+    bad = layout.condemned_key("20260102T000000.000000Z", "abcd1234")
+    store.put(bad, b'{"ckptlake_condemned": 1, "created": "gar')
+    told.clear()
+    m2 = manifest(sorted(blobs), {d: len(b) for d, b in blobs.items()})
+    guard_commit(store, referenced=set(blobs), started=clock.t, settings=SETTINGS, clock=clock,
+                 sleep=clock.sleep, reupload=lambda d: None, on_wait=told.append,
+                 commit=lambda: commit_version(store, m2))
+    assert len(told) == 1 and bad in told[0] and "unreadable" in told[0]
+    assert f"{len(blobs)} chunks" in told[0]
+
+
+def test_cli_push_says_it_waits_for_an_unreadable_record(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ckptlake.cli.app import app
+    from ckptlake.store.local import LocalStore
+
+    url = (tmp_path / "lake").as_uri()
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "w.bin").write_bytes(b"w" * 1000)
+    runner = CliRunner()
+    assert runner.invoke(app, ["--lake", url, "push", str(src), "a/b"]).exit_code == 0
+    store = LocalStore(tmp_path / "lake")
+    store.put(layout.GC_SETTINGS_KEY, GcSettings(0, 1, 2).encode(updated="x", updated_by="y"))
+    bad = layout.condemned_key("20260102T000000.000000Z", "abcd1234")
+    store.put(bad, b'{"ckptlake_condemned": 1, "created": "gar')
+    r = runner.invoke(app, ["--lake", url, "push", str(src), "a/b"])
+    assert r.exit_code == 0, r.output
+    assert "waiting" in r.stderr and bad in r.stderr, r.stderr

@@ -224,12 +224,14 @@ class _RecordCache:
 
     def __init__(self) -> None:
         self.chunks: dict[str, frozenset[str]] = {}
+        self.unreadable: list[str] = []  # keys of the last listing's unreadable records
 
     def condemned(self, store: Store) -> tuple[set[str], bool]:
         """(every chunk named in a listed record, whether some record was unreadable)."""
         keys = record_keys(store)
         new = [k for k in keys if k not in self.chunks]
         records, bad = read_records(store, new, lenient=True)
+        self.unreadable = bad
         for r in records:
             self.chunks[r.key] = frozenset(r.chunks)
         out: set[str] = set()
@@ -239,6 +241,16 @@ class _RecordCache:
 
 
 # ---- the guard ---------------------------------------------------------------------------
+
+def _wait_message(wait: float, chunks: int, unreadable: list[str]) -> str:
+    what = f"{chunks} chunk{'s' if chunks != 1 else ''}"
+    if unreadable:
+        return (f"waiting {wait:.0f} s to check the {what} of this version: the condemnation "
+                f"record {unreadable[0]} is unreadable, so a gc may have swept any of them "
+                "(every push waits until it is removed; `ckptlake verify` names it)")
+    return (f"waiting {wait:.0f} s to check {what} of this version that a concurrent gc "
+            "condemned (docs/format.md, \"The push side\")")
+
 
 def missing_chunks(store: Store, digests: Iterable[str]) -> set[str]:
     def absent(d: str) -> str | None:
@@ -253,7 +265,8 @@ def guard_commit(store: Store, *, referenced: set[str], commit: Callable[[], M],
                  started: float | None = None, started_wall: float | None = None,
                  clock: Callable[[], float] | None = None,
                  wall: Callable[[], float] | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> M:
+                 sleep: Callable[[float], None] = time.sleep,
+                 on_wait: Callable[[str], None] | None = None) -> M:
     """Commit a push so that a concurrent gc cannot leave it with a swept chunk.
 
     referenced: every chunk digest the manifest references.  commit(): writes the manifest and
@@ -262,6 +275,9 @@ def guard_commit(store: Store, *, referenced: set[str], commit: Callable[[], M],
     checked or uploaded); clock defaults to core.clock.now, wall to time.time.  started=None
     means unknown, and every referenced chunk is checked before the commit.  settings: fixed
     settings (tests); None reads gc/settings.json before the commit and again after it.
+    on_wait(message): told before the wait after the commit, which lasts up to
+    `sweep_window` (up to an hour): a push must not look hung, and an unreadable record,
+    which makes every push wait, must be named.
     Returns commit()'s result.
     """
     if clock is None:
@@ -309,6 +325,8 @@ def guard_commit(store: Store, *, referenced: set[str], commit: Callable[[], M],
     if at_risk:
         wait = committed + window + WAIT_MARGIN - clock()
         if wait > 0:
+            if on_wait is not None:
+                on_wait(_wait_message(wait, len(at_risk), cache.unreadable))
             sleep(wait)
         missing = missing_chunks(store, at_risk)
         if missing:

@@ -538,7 +538,7 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
                            step=step, metrics=metrics, metadata=metadata, aliases=aliases,
                            lake_url=lake_url, manifest_fields=manifest_fields,
                            started=started, started_wall=started_wall,
-                           bytes_scanned=tree.total_bytes)
+                           bytes_scanned=tree.total_bytes, progress=progress)
     if tree.warnings:  # the scan's (an --exclude that matched nothing)
         result = replace(result, warnings=[*tree.warnings, *result.warnings])
     return result
@@ -549,7 +549,8 @@ def commit_upload(store: Store, artifact: str, *, header: Any, created: bool, co
                   up: "_Uploader", step: int | None, metrics: dict[str, float],
                   metadata: dict[str, str], aliases: Sequence[str], lake_url: str,
                   manifest_fields: dict[str, Any] | None, started: float,
-                  started_wall: float, bytes_scanned: int) -> PushResult:
+                  started_wall: float, bytes_scanned: int,
+                  progress: Progress | None = None) -> PushResult:
     """Commit uploaded files as the next version (the second half of a push, shared with a
     stream-written file: core/streampush.py).  `started*`: when the upload began (the gc
     guard's window)."""
@@ -569,7 +570,8 @@ def commit_upload(store: Store, artifact: str, *, header: Any, created: bool, co
         manifest = guard_commit(store, referenced=draft.chunk_digests(),
                                 commit=lambda: commit_version(store, draft),
                                 reupload=up.reupload, started=started,
-                                started_wall=started_wall)
+                                started_wall=started_wall,
+                                on_wait=progress.note if progress is not None else None)
     finally:
         up.release()
     for name in aliases:
