@@ -707,7 +707,8 @@ class Lake:
         or of all the version's safetensors files; a name in several files needs `path`).
         framework "np" (numpy arrays) or "pt" (torch tensors); both imported only here.  numpy
         has no bfloat16 or float8: such tensors raise UsageError with "np" (use "pt").
-        An unknown name raises NotFound listing close matches.  Returns {name: array}.
+        An unknown name raises NotFound listing close matches (without any, some of the
+        names the version holds).  Returns {name: array}.
         """
         from .core.reader import require
 

@@ -214,6 +214,7 @@ complete -c ckptlake -n '__ckptlake_using cat' -l endpoint-url -x -d 'S3 endpoin
 complete -c ckptlake -n '__ckptlake_using cat' -l profile -x -d 'AWS credentials profile to use'
 complete -c ckptlake -n '__ckptlake_using cat' -l region -x -d 'Region of the bucket'
 complete -c ckptlake -n '__ckptlake_using cat' -l config -r -F -d 'Config file to read instead of the default search'
+complete -c ckptlake -n '__ckptlake_using cat' -l json -d 'Errors as a JSON document on stdout; on success stdout is still the file\'s bytes'
 complete -c ckptlake -n '__ckptlake_using cat' -s q -l quiet -d 'Print nothing but errors'
 complete -c ckptlake -n '__ckptlake_using cat' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__ckptlake_using cat' -s h -l help -d 'Show this message and exit'

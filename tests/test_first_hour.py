@@ -132,7 +132,7 @@ def test_readers_refuse_a_location_without_a_lake(args: list[str], lake: str,
     r = run(*argv, "--lake", typo)
     assert r.exit_code == 3, (r.stdout, r.stderr)
     assert f"no lake at {typo}" in r.stderr.splitlines()[-1]
-    if argv[0] != "cat":  # cat has no --json: its stdout is the file
+    if argv[0] != "cat":  # cat's --json is for errors only: tested in test_readme_fixes
         doc = json.loads(run(*argv, "--lake", typo, "--json").stdout)
         assert doc["error"]["type"] == "NotFound" and doc["error"]["exit_code"] == 3
     assert not (tmp_path / "lakee").exists(), "a reader created something"

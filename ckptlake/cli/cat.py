@@ -7,10 +7,12 @@ from typing import Annotated, Any
 
 import typer
 
+from ..redact import redact
 from .help import epilog
-from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, LakeOpt, ProfileOpt,
-                      QuietOpt, RegionOpt, ReplicaOpt)
-from .output import Output, OutputFailed, open_lake, require_lake
+from .options import (OUTPUT_PANEL, CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, LakeOpt,
+                      ProfileOpt, QuietOpt, RegionOpt, ReplicaOpt)
+from .output import Output, OutputFailed, open_lake, require_lake, write_stderr
+from .text import PROG
 
 HELP = ("Write the file PATH of the version REF to stdout, verifying every chunk before it is "
         "written.")
@@ -20,7 +22,17 @@ EPILOG = epilog(
     "a large one is read chunk by chunk; the manifest is the only other object read.  A chunk "
     "that does not match its digest stops the output before any of its bytes (exit 5); what "
     "was written before it was verified.  A directory or a symlink is a usage error (exit 2: "
-    "list a directory with ckptlake ls REF PATH); a path the version does not have, exit 3.")
+    "list a directory with ckptlake ls REF PATH); a path the version does not have, exit 3.  "
+    "With --json, stdout is still the file's bytes on success; an error is the JSON error "
+    "document there (unless some of the file was already written), and warnings stay on "
+    "stderr.")
+
+# Not the shared --json: on success stdout is the file, not a document.  It is taken at all so
+# that `ckptlake --json CMD` works for every command (a script that sets --json globally) and
+# a failure reads as every command's does.
+JsonOpt = Annotated[bool, typer.Option(
+    "--json", rich_help_panel=OUTPUT_PANEL,
+    help="Errors as a JSON document on stdout; on success stdout is still the file's bytes.")]
 
 
 def cat(
@@ -36,12 +48,14 @@ def cat(
     profile: ProfileOpt = None,
     region: RegionOpt = None,
     config: ConfigOpt = None,
+    json_: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """No --json: stdout is the file.  Errors are one line on stderr, as everywhere."""
+    """stdout is the file, with --json too; errors are one line on stderr, as everywhere
+    (and with --json the error document on stdout, while none of the file is there)."""
     common = CommonOptions(lake=lake, endpoint_url=endpoint_url, profile=profile, region=region,
-                           config=config, json=False, quiet=quiet, debug=debug)
+                           config=config, json=json_, quiet=quiet, debug=debug)
     out = Output(common)
     with out.guard():
         from ..format.refs import parse_ref
@@ -53,7 +67,14 @@ def cat(
             require_lake(handle)
             sink = sys.stdout.buffer
             via = {"replica": replica} if replica is not None else {}
-            for piece in handle.cat(parsed, path, on_warning=out.warn, **via):
+            # With --json there is no document for the warnings to go into: stderr, as a
+            # watch's (a corrupt cache entry replaced is worth knowing either way).
+            warn = out.warn if not out.json else _warn_on_stderr
+            for piece in handle.cat(parsed, path, on_warning=warn, **via):
+                # From the first byte on, stdout is the file: an error document appended to
+                # part of it would read as the file's last bytes, so the error is the line on
+                # stderr alone (and the exit code).
+                out.json = False
                 try:
                     _write_all(sink, piece)
                 except BrokenPipeError:
@@ -63,6 +84,10 @@ def cat(
                                        f"{e.strerror or e}") from None
         finally:
             handle.close()
+
+
+def _warn_on_stderr(message: str) -> None:
+    write_stderr(f"{PROG}: warning: {redact(message)}")
 
 
 def _write_all(sink: Any, piece: bytes | memoryview) -> None:

@@ -10,7 +10,7 @@ from .help import epilog
 from .text import shown_name
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt)
-from .output import (Output, format_bytes, lake_origin, lake_url, open_lake,
+from .output import (Output, format_bytes, lake_origin, lake_url, open_lake, plural,
                      require_lake)
 
 HELP = ("Compare version A with version B (of one artifact or of two): step, metrics, "
@@ -112,8 +112,8 @@ def _num(x: Any) -> str:
 def _capped(lines: list[str], what: str) -> list[str]:
     if len(lines) <= MAX_LINES:
         return lines
-    return lines[:MAX_LINES] + [f"    ... {len(lines) - MAX_LINES} more {what} (--json lists "
-                                "them all)"]
+    return lines[:MAX_LINES] + [f"    ... {plural(len(lines) - MAX_LINES, 'more ' + what)} "
+                                "(--json lists them all)"]
 
 
 def _shape(shape: list[int]) -> str:
@@ -170,11 +170,11 @@ def render(r: Any) -> str:
     entries += [f"  D {x['path']}  {size(x['size'])}" for x in f["removed"]]
     entries += [f"  A {d}/" for d in f["dirs_added"]]
     entries += [f"  D {d}/" for d in f["dirs_removed"]]
-    lines += _capped(entries, "files")
+    lines += _capped(entries, "file")
     by = r.bytes
     lines.append(f"bytes: {format_bytes(by['shared'])} of B's {format_bytes(by['total'])} "
-                 f"already in A ({by['chunks_shared']} of {by['chunks']} chunks); a pull of B "
-                 f"given A fetches {format_bytes(by['to_fetch'])}")
+                 f"already in A ({by['chunks_shared']} of {plural(by['chunks'], 'chunk')}); "
+                 f"a pull of B given A fetches {format_bytes(by['to_fetch'])}")
     t = r.tensors
     if t["files"]:
         names = t["files"][:3] + ([f"{len(t['files']) - 3} more"] if len(t["files"]) > 3 else [])
@@ -203,14 +203,14 @@ def render(r: Any) -> str:
                  f"{_shape(x['shape_b'])}" for x in t["retyped"]]
         rows += [f"  + {name(x)}  {x['dtype']} {_shape(x['shape'])}" for x in t["added"]]
         rows += [f"  - {name(x)}  {x['dtype']} {_shape(x['shape'])}" for x in t["removed"]]
-        lines += _capped(rows, "tensors")
+        lines += _capped(rows, "tensor")
     lines += _contents(r.contents or [])
     if t["untracked_files"]:
         lines.append("no tensor records (pushed before ckptlake recorded them, or not a valid "
                      "safetensors file): " + ", ".join(t["untracked_files"]))
     if r.values is not None:
         lines.append(f"values: fetched {format_bytes(r.values['bytes_fetched'])} "
-                     f"for {len(r.values['tensors'])} changed tensors")
+                     f"for {plural(len(r.values['tensors']), 'changed tensor')}")
     # names come from the pushing file system: a newline or an escape sequence in one must
     # neither break the listing nor drive the terminal (as ls and show escape them)
     return "\n".join(shown_name(line) for line in lines)
@@ -254,7 +254,7 @@ def _contents(contents: list[dict[str, Any]]) -> list[str]:
                 f"{_shape(x['shape_b'])}" for x in t["retyped"]]
         sub += [f"    + {x['name']}  {x['dtype']} {_shape(x['shape'])}" for x in t["added"]]
         sub += [f"    - {x['name']}  {x['dtype']} {_shape(x['shape'])}" for x in t["removed"]]
-        rows += _capped(sub, "tensors")
+        rows += _capped(sub, "tensor")
     fetched = sum(c.get("bytes_fetched", 0) for c in contents)
     if fetched:
         rows.append(f"  (read {format_bytes(fetched)} of chunks to look inside)")

@@ -108,7 +108,8 @@ def gc(
                         raise PolicyRefusal("gc cancelled; nothing was changed")
                 else:
                     raise PolicyRefusal(
-                        f"gc would delete {plan.versions_deleted} versions and sweep "
+                        f"gc would delete {plan.versions_deleted} "
+                        f"version{'s' if plan.versions_deleted != 1 else ''} and sweep "
                         f"{format_bytes(plan.bytes_freed)}"
                         + (f", and move {len(plan.tiering.todo)} chunks to colder storage "
                            "classes" if plan.tiering is not None and plan.tiering.todo else "")

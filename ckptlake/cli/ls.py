@@ -184,7 +184,8 @@ def tree_rows(files: list[dict[str, Any]]) -> list[list[str]]:
 def file_row(f: dict[str, Any]) -> list[str]:
     kind = f["kind"]
     if kind == "safetensors":
-        kind = f"safetensors ({f['tensors']} tensors)"
+        n = f["tensors"]
+        kind = f"safetensors ({n} tensor{'s' if n != 1 else ''})"
     elif kind == "symlink":
         kind = f"symlink -> {shown_name(f['target'])}"
     size = "-" if f["kind"] in ("dir", "symlink") else format_bytes(f["size"])

@@ -8,7 +8,7 @@ import typer
 from .help import epilog
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt)
-from .output import Output, format_bytes, lake_url, open_lake, require_lake
+from .output import Output, format_bytes, lake_url, open_lake, plural, require_lake
 
 HELP = ("Show everything about the version REF: files, totals, step, metrics, metadata, "
         "provenance, aliases, parents, inputs and children.")
@@ -83,7 +83,8 @@ def render(d: Any) -> str:
                  f"chunk{'s' if d.chunks != 1 else ''}"
                  + (f" ({format_bytes(d.stored_bytes)} stored, "
                     f"{d.stored_bytes / d.total_bytes:.2f} of logical)"
-                    if d.total_bytes and d.stored_bytes != d.total_bytes else "")),
+                    if d.total_bytes and format_bytes(d.stored_bytes)
+                    != format_bytes(d.total_bytes) else "")),
         ("step", "-" if d.step is None else str(d.step)),
         ("created", f"{iso(d.created)} by {d.created_by or '?'} ({d.tool or '?'})"),
         ("aliases", ", ".join(d.aliases) or "-"),
@@ -115,7 +116,7 @@ def render(d: Any) -> str:
             lines.append(f"  {'link':>10}  {shown_name(f['path'])} -> "
                          f"{shown_name(f['symlink'])}")
             continue
-        extra = f"  ({f['tensors']} tensors)" if "tensors" in f else ""
+        extra = f"  ({plural(f['tensors'], 'tensor')})" if "tensors" in f else ""
         extra += "  (executable)" if f.get("executable") else ""
         lines.append(f"  {format_bytes(f['size']):>10}  {shown_name(f['path'])}{extra}")
     if len(d.files) > MAX_FILES:

@@ -73,6 +73,18 @@ def _inside(root_real: str, path: str) -> bool:
     return real == root_real or real.startswith(root_real + os.sep)
 
 
+def _link_leading_out(root: str, root_real: str, path: str) -> str | None:
+    """The first symlink on the way from `root` to the version's `path` (its directories)
+    that leads outside the destination, to name in the error: the user has to remove or
+    move it.  None if none is found (the tree changed meanwhile)."""
+    here = root
+    for part in path.split("/")[:-1]:
+        here = os.path.join(here, part)
+        if os.path.islink(here) and not _inside(root_real, here):
+            return here
+    return None
+
+
 def _matches(path: str, entry: FileEntry, algo: str) -> bool:
     """Does the regular file at `path` hold exactly the entry's bytes?"""
     if os.path.getsize(path) != entry.size:
@@ -170,8 +182,12 @@ class _Placement:
                     continue
                 path = os.path.join(self.final_root, *d.split("/"))
                 if not _inside(self.root_real, os.path.dirname(path)):
-                    raise UnsafeManifest(f"{d} would be created through a symlink that leads "
-                                         f"outside {self.final_root}")
+                    link = _link_leading_out(self.final_root, self.root_real, d + "/")
+                    raise UnsafeManifest(
+                        f"{d} would be created through "
+                        + (f"the symlink {link}, which leads " if link else
+                           "a symlink that leads ") + f"outside {self.final_root}",
+                        hint="remove or move that symlink, or pull into an empty directory")
                 try:
                     st = os.lstat(path)
                 except FileNotFoundError:
@@ -190,8 +206,12 @@ class _Placement:
             final = self.finals[e.path]
             if not self.fresh and self.m.kind == "dir" and not _inside(
                     self.root_real, os.path.dirname(final)):
-                raise UnsafeManifest(f"{e.path} would be written through a symlink that leads "
-                                     f"outside {self.final_root}")
+                link = _link_leading_out(self.final_root, self.root_real, e.path)
+                raise UnsafeManifest(
+                    f"{e.path} would be written through "
+                    + (f"the symlink {link}, which leads " if link else "a symlink that leads ")
+                    + f"outside {self.final_root}",
+                    hint="remove or move that symlink, or pull into an empty directory")
             if not self.fresh and self.m.kind == "dir":
                 parent, _, name = e.path.rpartition("/")
                 spot = self._lands[e.path] = _join(self._land(parent, absent), name)

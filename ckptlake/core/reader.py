@@ -386,14 +386,25 @@ def select_tensors(m: Manifest, names: Sequence[str] | None, path: str | None
             where = f"{path} of {ref}" if path is not None else ref
             raise NotFound(f"no tensor {name!r} in {where}",
                            hint=("did you mean " + ", ".join(close) + "?") if close
-                           else f"it holds {len(by_name)} tensors; list them with "
-                                "lake.show() or ckptlake show")
+                           else _some_tensors(list(by_name)))
         if len(found) > 1:
             raise UsageError(f"tensor {name!r} is in several files of {ref}: "
                              + ", ".join(e.path for e, _ in found),
                              hint="pass path= to choose one file")
         out.append(found[0])
     return out
+
+
+def _some_tensors(names: list[str]) -> str:
+    """A few of the names, in the hint itself: nothing else lists a version's tensor names
+    (show and ls count them; diff names the changed ones), so naming some is the way to
+    show what a name looks like here ("model.embed.weight" or "embed.weight")."""
+    if not names:
+        return "it holds no tensors"
+    names = sorted(names)
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    count = "1 tensor" if len(names) == 1 else f"{len(names)} tensors"
+    return f"it holds {count}: " + ", ".join(names[:5]) + more
 
 
 # safetensors dtype -> numpy dtype / torch dtype attribute name
