@@ -319,3 +319,22 @@ def test_an_unreadable_manifest_is_an_integrity_error(tmp_path: Path,
     r = cli("du", "--lake", tmp_path / "lake")
     assert r.exit_code == 5
     assert "du cannot read artifacts/b/ckpt/@v/0000000002.json" in r.stderr
+
+
+def test_chunks_shared_with_a_pending_step_are_not_called_shared_between_artifacts(
+        tmp_path: Path) -> None:
+    """One artifact and a pending sharded step of it holding v1's bytes: du said "shared
+    between artifacts" of a lake with one artifact."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "w.bin").write_bytes(os.urandom(4096))
+    url = (tmp_path / "lake").as_uri()
+    runner = CliRunner()
+    assert runner.invoke(app, ["--lake", url, "push", str(src), "r/sh"]).exit_code == 0
+    r = runner.invoke(app, ["--lake", url, "push", str(src), "r/sh", "--step", "100",
+                            "--shard", "0/2"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["--lake", url, "du"])
+    assert r.exit_code == 0, r.output
+    assert "shared (between artifacts, or with a pending sharded step) 4.00 KiB" in r.stdout
+    assert "only in pending sharded steps 0 B" in r.stdout

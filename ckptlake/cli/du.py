@@ -23,7 +23,8 @@ EPILOG = epilog(
     "else references (no other artifact; for a version, no other version; no pending sharded "
     "step): deleting it alone, then gc, frees exactly these.  SHARED: STORED - EXCLUSIVE.  "
     "$/MONTH at retention.storage_price_per_gb_month of the config file.",
-    "The last line reconciles the listing: exclusive + shared between artifacts + pending + "
+    "The last line reconciles the listing: exclusive + shared (between artifacts, or with a "
+    "pending sharded step) + only in pending steps + "
     "orphan chunks (nothing references them; gc collects them) = the bytes under chunks/; "
     "manifests, aliases and summaries are metadata.  Reads listings and manifests only, never "
     "a chunk.  PREFIX selects the artifacts shown (as for ls); sharing is always counted "
@@ -131,8 +132,9 @@ def totals_text(report: "DuReport") -> str:
         f"{plural(t.artifacts, 'artifact')}, {plural(t.versions, 'version')}, "
         f"{format_bytes(t.logical_bytes)} logical",
         f"chunks: {format_bytes(t.chunk_bytes)} ({t.chunk_objects}) = exclusive to one artifact "
-        f"{format_bytes(t.exclusive_bytes)} + shared between artifacts "
-        f"{format_bytes(t.shared_bytes)} + pending sharded steps {format_bytes(t.pending_bytes)}"
+        f"{format_bytes(t.exclusive_bytes)} + shared (between artifacts, or with a pending "
+        f"sharded step) {format_bytes(t.shared_bytes)} + only in pending sharded steps "
+        f"{format_bytes(t.pending_bytes)}"
         f" + orphans {format_bytes(t.orphan_bytes)} ({t.orphan_objects}; gc collects them)",
         f"metadata (manifests, aliases, summaries, ...): {format_bytes(t.metadata_bytes)} "
         f"({t.metadata_objects})"
