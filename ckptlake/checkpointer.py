@@ -47,7 +47,10 @@ A background failure is logged at once (logger "ckptlake", ERROR) and raised by 
 only when its manifest is written, after every chunk.  When the interpreter exits with uploads
 still pending, it waits for them (up to `exit_timeout` seconds; then, as on SIGTERM below,
 the running upload is cut off) and logs loudly what was lost; a process killed by a signal
-cannot wait (use `on_sigterm=`, below).
+cannot wait (use `on_sigterm=`, below).  A Ctrl-C that interrupts `close()` (or `wait()`)
+leaves the pending uploads to that exit wait: they are not dropped unsaid.  A manifest write
+whose answer was lost is read back (core/push.py `commit_version`), so a checkpoint reported
+failed is not in the lake, unless the error says it may be (OutcomeUnknown, naming the version).
 
 Retention: after each commit, the policy file's retention rule for this artifact (or
 `keep_last=N`, which replaces that rule's keep_last, or is the whole rule when none matches) is
@@ -65,6 +68,11 @@ exits with 143 (SystemExit, so `finally` blocks and exit hooks run; they do not 
 second time).  A checkpoint still uploading at the deadline is cut off (_CommitGate): it is
 lost whole and never commits later, though the upload thread cannot be killed; one LOST line
 says which.  Only one already past its last check before the commit gets CUTOFF_GRACE more.
+The deadline is the process's too: a cut-off upload starts no new request or retry
+(store/retry.py stops at its pool's stop event), and a request still in flight after the grace
+(a stalled PUT ends only at read_timeout, then 5 attempts: minutes) is not waited for, since
+upload workers are daemon threads (transfer/pool.py); its snapshot is removed.  So the exit
+comes at most exit_timeout + CUTOFF_GRACE (+ the final save) after the signal.
 """
 from __future__ import annotations
 
@@ -150,7 +158,8 @@ class _Job:
 class _CommitGate:
     """Push's FileObserver hooks (core/push.py) give the exit deadline a hold on a running
     upload: `on_read`, in every upload worker, records its pool's stop event
-    (transfer/pool.py `stop_event`), which ends a --max-bandwidth wait at once when set, and
+    (transfer/pool.py `stop_event`), which, when set, ends a --max-bandwidth wait and a retry
+    backoff at once and lets no further attempt of a request start (store/retry.py), and
     refuses to read on for a cut-off job; `entry_fields`, called once the bytes are stored
     and right before the commit, is the job's last check.  So "a checkpoint still uploading at
     the deadline leaves no version" holds even though the upload thread cannot be killed.
@@ -439,11 +448,27 @@ class Checkpointer:
 
     def close(self) -> list[PushResult]:
         """Wait for pending uploads, stop the background thread, raise the first background
-        failure not raised yet.  Idempotent."""
+        failure not raised yet.  Idempotent.
+
+        Interrupted while waiting (Ctrl-C: KeyboardInterrupt) with uploads still pending, it
+        takes no new saves but stays registered with the exit hook, which then waits for them
+        (up to exit_timeout), cuts off the rest and logs them as LOST: shutting down here
+        would let the interpreter kill the background thread mid-upload, losing the checkpoint
+        with no word and leaving its snapshot behind.  A later close() finishes the job."""
         try:
-            return self.wait()
-        finally:
+            results = self.wait()
+        except Exception:  # a background failure, raised: nothing is left to wait for
             self._shut_down()
+            raise
+        except BaseException:
+            with self._cond:
+                self._closed = True
+                unfinished = bool(self._queue or self._active is not None or self._errors)
+            if not unfinished:
+                self._shut_down()
+            raise
+        self._shut_down()
+        return results
 
     def _shut_down(self) -> None:
         with self._cond:
@@ -451,10 +476,12 @@ class Checkpointer:
             self._cond.notify_all()
         _LIVE.discard(self)  # the exit hook has nothing more to wait for
         self._restore_handler()
-        if not self.pending:
-            for base in self._swept:  # leave no empty snapshot directories behind
-                with contextlib.suppress(OSError):
-                    os.rmdir(base)
+        # Leave no empty snapshot directories behind.  Tried even with a job still running
+        # (one cut off at exit and stuck in a request, whose snapshot _report_cutoff removed):
+        # rmdir removes only an empty directory, and _new_workdir recreates a removed one.
+        for base in self._swept:
+            with contextlib.suppress(OSError):
+                os.rmdir(base)
 
     # ---- the training thread's side --------------------------------------------------------
 
@@ -836,13 +863,24 @@ class Checkpointer:
                       job.describe(), self.artifact, exc)
 
     def _report_cutoff(self, active: _Job | None, dropped: list[_Job]) -> None:
-        """After the deadline: let the running job end (CUTOFF_GRACE), then say what was lost."""
+        """After the deadline: let the running job end (CUTOFF_GRACE), then say what was lost.
+
+        A cut-off job still running after the grace is stuck in a request (a stalled PUT ends
+        only at its timeout); the process exits without it (its upload workers are daemon
+        threads, transfer/pool.py), so its snapshot is removed here: the background thread,
+        whose `finally` would remove it, dies with the interpreter, often before or in the
+        middle of that.  The job cannot commit any more, so nothing needs those bytes.  (A job
+        past its last check keeps its snapshot: its commit may yet need it, to restore a chunk
+        a concurrent gc swept; a later checkpointer of this host sweeps it up.)"""
         lost = [f"{j.describe()} (not started)" for j in dropped]
         if active is not None:
             end = time.monotonic() + CUTOFF_GRACE
             with self._cond:
                 while self._active is active and end - time.monotonic() > 0:
                     self._cond.wait(end - time.monotonic())
+                stuck = self._active is active
+            if stuck and active.cancelled:
+                shutil.rmtree(active.workdir, ignore_errors=True)
             committed = active.future.done() and active.future.exception() is None
             if active.cancelled and not committed:  # (a tree without files has no gate)
                 lost.insert(0, f"{active.describe()} (cut off while uploading)")

@@ -106,6 +106,12 @@ class StorageClassUnsupported(TransferError):
     that one); the object is unchanged."""
 
 
+class OutcomeUnknown(TransferError):
+    """A conditional write (a version's manifest, an alias) ran out of attempts, and an attempt
+    may have landed although no answer came back: the object may hold what was sent.  The
+    message says what to check before rerunning (a rerun may duplicate a version)."""
+
+
 class TransientError(TransferError):
     """A failure worth retrying (5xx, SlowDown, timeouts, connection resets).
 

@@ -485,7 +485,16 @@ def commit_version(store: Store, manifest: Manifest) -> Manifest:
     Two pushers may both see v7 as the latest and both try v8: exactly one create succeeds, the
     other re-lists and tries again, so both commit, with distinct numbers, and nothing is
     overwritten.
+
+    A manifest write that runs out of attempts may still have landed (the server wrote it and
+    then went away before answering: store/retry.py, OutcomeUnknown).  Reported as a plain
+    failure, the version would exist although the caller was told it failed, and the rerun the
+    error asks for would commit the same checkpoint again.  So the key is read back
+    (_settle_unknown): holding our bytes, the version is ours and committed; holding another
+    writer's, we lost the race and take the next number; absent, nothing was committed; and if
+    it cannot be read either, the error says that vN may have been committed.
     """
+    from ..errors import OutcomeUnknown
     from .catalog import version_numbers
 
     numbers = version_numbers(store, manifest.artifact)
@@ -493,16 +502,60 @@ def commit_version(store: Store, manifest: Manifest) -> Manifest:
     for attempt in range(200):
         check_next_version(manifest.artifact, n)
         candidate = replace(manifest, version=n)
+        key = layout.version_key(manifest.artifact, n)
+        body = candidate.encode()
         try:
             # create_once: an empty object at N (a PUT cut after its head) is taken over at N
-            create_once(store, layout.version_key(manifest.artifact, n), candidate.encode())
+            create_once(store, key, body)
             return candidate
         except PreconditionFailed:
-            time.sleep(random.random() * min(1.0, 0.01 * 2 ** min(attempt, 7)))
-            numbers = version_numbers(store, manifest.artifact)
-            n = max(n + 1, (numbers[-1] if numbers else 0) + 1)
+            pass
+        except OutcomeUnknown as exc:
+            if _settle_unknown(store, key, body, manifest.artifact, n, exc):
+                return candidate
+        time.sleep(random.random() * min(1.0, 0.01 * 2 ** min(attempt, 7)))
+        numbers = version_numbers(store, manifest.artifact)
+        n = max(n + 1, (numbers[-1] if numbers else 0) + 1)
     raise TransferError(f"could not claim a version number for {manifest.artifact} after 200 "
                         "attempts", hint="too many concurrent pushers; try again")
+
+
+# Waits before the second and later reads of a manifest whose write had an unknown outcome:
+# the outage that ate the write's answer may last beyond the retry layer's own attempts.
+_READBACK_WAITS = (1.0, 4.0)
+
+
+def _settle_unknown(store: Store, key: str, body: bytes, artifact: str, number: int,
+                    error: TransferError) -> bool:
+    """After the manifest write of `artifact`@v`number` at `key` gave up with an unknown
+    outcome (`error`): True if the key holds `body` (our write landed: committed), False if it
+    holds another writer's manifest (a lost race: take the next number).  Raises a plain
+    TransferError if the key is absent or empty (nothing committed: a rerun is right), and
+    OutcomeUnknown naming the version if it cannot be read within a few tries (bounded)."""
+    from ..errors import OutcomeUnknown
+
+    last: Exception | None = None
+    for wait in (0.0, *_READBACK_WAITS):
+        time.sleep(wait)
+        try:
+            stored = store.get(key)
+        except NotFound:
+            stored = b""
+        except TransferError as exc:  # still unreachable (after the retry layer's attempts)
+            last = exc
+            continue
+        if stored == body:
+            return True
+        if stored:
+            return False
+        raise TransferError(error.message, hint=error.hint) from error  # nothing landed
+    raise OutcomeUnknown(
+        f"{artifact}: version v{number} may have been committed: writing its manifest failed "
+        f"({error.message}) after an attempt that may have landed, and reading it back failed "
+        f"too ({last})",
+        hint=f"see `ckptlake ls {artifact}` before saving this checkpoint again: if "
+             f"v{number} is there, it is this one, and a rerun would store it a second time"
+    ) from error
 
 
 def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | None,
@@ -571,7 +624,7 @@ def commit_upload(store: Store, artifact: str, *, header: Any, created: bool, co
                                 commit=lambda: commit_version(store, draft),
                                 reupload=up.reupload, started=started,
                                 started_wall=started_wall,
-                                on_wait=progress.note if progress is not None else None)
+                                on_wait=getattr(progress, "note", None))
     finally:
         up.release()
     for name in aliases:

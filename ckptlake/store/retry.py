@@ -7,6 +7,12 @@ Jitter") spreads the retries of many worker threads hitting the same SlowDown ap
 
 Only TransientError is retried.  NotFound, PreconditionFailed, AccessDenied and permanent
 TransferErrors are answers, not hiccups: retrying them would only delay the same answer.
+
+Inside a bounded_map worker whose pool is stopped (Ctrl-C, or a Checkpointer's exit deadline
+cutting its upload off: transfer/pool.py `stop_event`) no new attempt is started and a backoff
+ends at once, with Interrupted: the caller has given the work up, and a retry loop that goes on
+(5 attempts of a stalled request: minutes) is what kept a preempted trainer from exiting.  The
+attempt in flight is not cut short; it ends as it ends.
 """
 from __future__ import annotations
 
@@ -14,7 +20,9 @@ import random
 import time
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
-from ..errors import NotFound, PreconditionFailed, TransferError, TransientError, UsageError
+from ..errors import (Interrupted, NotFound, OutcomeUnknown, PreconditionFailed, TransferError,
+                      TransientError, UsageError)
+from ..transfer.pool import stop_event
 from .base import MultipartUpload, ObjectInfo, Store
 
 T = TypeVar("T")
@@ -26,12 +34,13 @@ class RetryingStore(Store):
 
     on_retry(key, attempt, error, delay) is called before each sleep; `attempt` is the 1-based
     number of the attempt that just failed.  It is a plain attribute so an operation can point
-    it at its progress reporter for the duration of a push or pull.
+    it at its progress reporter for the duration of a push or pull.  `sleep`: a test's stand-in
+    for the backoff (None: wait, ending the wait when this worker's pool is stopped).
     """
 
     def __init__(self, inner: Store, *, attempts: int = 5, base_delay: float = 0.2,
                  max_delay: float = 10.0, on_retry: OnRetry | None = None,
-                 sleep: Callable[[float], None] = time.sleep,
+                 sleep: Callable[[float], None] | None = None,
                  rand: Callable[[], float] = random.random) -> None:
         if attempts < 1:
             raise UsageError(f"retry attempts must be at least 1, not {attempts}")
@@ -56,12 +65,32 @@ class RetryingStore(Store):
 
     # ---- the loop --------------------------------------------------------------------------
 
-    def _backoff(self, key: str, failed: int, error: TransientError) -> None:
-        """Sleep before the next try; `failed` is the 0-based index of the attempt that failed."""
+    def _backoff(self, key: str, failed: int, error: TransientError, *,
+                 interruptible: bool = True) -> None:
+        """Sleep before the next try; `failed` is the 0-based index of the attempt that failed.
+        Interrupted if this worker's pool is stopped meanwhile (unless not `interruptible`)."""
         delay = self._rand() * min(self.max_delay, self.base_delay * 2 ** failed)
         if self.on_retry is not None:
             self.on_retry(key, failed + 1, str(error), delay)
-        self._sleep(delay)
+        stop = stop_event() if interruptible else None
+        if self._sleep is not None:
+            self._sleep(delay)
+        elif stop is None:
+            time.sleep(delay)
+        elif stop.wait(delay):
+            raise self._stopped(key, error)
+
+    def _check_stop(self, key: str, error: TransientError | None = None) -> None:
+        """Before an attempt: Interrupted if this worker's pool was stopped (module doc)."""
+        stop = stop_event()
+        if stop is not None and stop.is_set():
+            raise self._stopped(key, error)
+
+    def _stopped(self, key: str, error: TransientError | None) -> Interrupted:
+        where = f"{self.url}/{key}" if key else self.url
+        last = "" if error is None else \
+            f" (last error: {str(error).removeprefix(f'{where}: ')})"
+        return Interrupted(f"{where}: given up: the transfer was interrupted{last}")
 
     def _give_up(self, key: str, attempts: int, error: TransientError) -> TransferError:
         where = f"{self.url}/{key}" if key else self.url
@@ -70,14 +99,18 @@ class RetryingStore(Store):
                              hint="check connectivity to the storage, then rerun (finished "
                                   "work is kept)")
 
-    def _call(self, key: str, fn: Callable[[], T]) -> T:
+    def _call(self, key: str, fn: Callable[[], T], *, interruptible: bool = True) -> T:
+        last: TransientError | None = None
         for attempt in range(self.attempts):
+            if interruptible:
+                self._check_stop(key, last)
             try:
                 return fn()
             except TransientError as exc:
                 if attempt + 1 == self.attempts:
                     raise self._give_up(key, self.attempts, exc) from exc
-                self._backoff(key, attempt, exc)
+                last = exc
+                self._backoff(key, attempt, exc, interruptible=interruptible)
         raise AssertionError("unreachable")  # pragma: no cover
 
     # ---- reads -----------------------------------------------------------------------------
@@ -116,17 +149,29 @@ class RetryingStore(Store):
         Equal bytes from another writer are indistinguishable from ours; callers that use a
         conditional put to claim exclusive ownership (a version number, say) must make their
         bytes unique to the writer, which manifests with a writer id and timestamp already are.
+
+        A conditional put that runs out of attempts raises OutcomeUnknown (a TransferError):
+        every attempt failed in a way that may have written, so the key may hold our bytes
+        although we were never told; a caller for whom that matters (a version's manifest:
+        core/push.py `commit_version`) reads the key back.  An unconditional put is idempotent:
+        running out of attempts there is a plain TransferError, and a rerun writes it again.
         """
         conditional = if_none_match or if_match is not None
         uncertain = False  # did an earlier attempt fail in a way that may have written?
+        last: TransientError | None = None
         for attempt in range(self.attempts):
+            self._check_stop(key, last)
             try:
                 return self.inner.put(key, data, if_none_match=if_none_match, if_match=if_match,
                                       sha256=sha256)
             except TransientError as exc:
                 if attempt + 1 == self.attempts:
-                    raise self._give_up(key, self.attempts, exc) from exc
+                    error = self._give_up(key, self.attempts, exc)
+                    if conditional:
+                        raise OutcomeUnknown(error.message, hint=error.hint) from exc
+                    raise error from exc
                 uncertain = conditional
+                last = exc
                 self._backoff(key, attempt, exc)
             except PreconditionFailed:
                 etag = self._etag_if_holds(key, data) if uncertain else None
@@ -225,7 +270,9 @@ class RetryingStore(Store):
         which only gc does, and only for long-abandoned uploads).
         """
         uncertain = False
+        last: TransientError | None = None
         for attempt in range(self.attempts):
+            self._check_stop(key, last)
             try:
                 return self.inner.complete_multipart(key, upload_id, parts,
                                                      if_none_match=if_none_match)
@@ -233,6 +280,7 @@ class RetryingStore(Store):
                 if attempt + 1 == self.attempts:
                     raise self._give_up(key, self.attempts, exc) from exc
                 uncertain = True
+                last = exc
                 self._backoff(key, attempt, exc)
             except (PreconditionFailed, NotFound):
                 if uncertain and not self._pending(key, upload_id):
@@ -244,7 +292,9 @@ class RetryingStore(Store):
         return any(u.upload_id == upload_id for u in self.list_multipart(key))
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
-        self._call(key, lambda: self.inner.abort_multipart(key, upload_id))
+        # Clean-up after a failure, an interruption too: not given up when the pool stops.
+        self._call(key, lambda: self.inner.abort_multipart(key, upload_id),
+                   interruptible=False)
 
     @property
     def supports_storage_classes(self) -> bool:  # type: ignore[override]

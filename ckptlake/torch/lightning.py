@@ -359,10 +359,12 @@ class LakeCheckpointIO(CheckpointIO):
 
     def _remove(self, key: str) -> None:
         if self._failed:
-            log.warning("ckptlake: kept the versions of %s (%s), which Lightning removed: the "
-                        "save of %s failed to upload, so they may be the best this run has; "
-                        "retention or `ckptlake gc` deletes them later", self.artifact, key,
-                        os.path.basename(self._failed[0]))
+            # `key` may name no version at all (every save of it failed): say what was not
+            # deleted, not that versions were kept
+            log.warning("ckptlake: %s: did not delete %s, which Lightning removed: the save "
+                        "of %s failed to upload, so what it names, if anything, may be the "
+                        "best this run has; retention or `ckptlake gc` deletes it later",
+                        self.artifact, key, os.path.basename(self._failed[0]))
             return
         with self._job_errors(key):
             self._remove_now(key)

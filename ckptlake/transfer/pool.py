@@ -4,12 +4,22 @@ Why not `executor.map`: it submits every item at once, so a 20 GiB file would qu
 reads and memory would follow.  Here the submitting loop blocks until a slot frees, which is what
 bounds memory to `workers` chunk buffers.  On the first failure nothing new is submitted, the
 running items finish (their side effects are idempotent), and the first error is re-raised.
+
+Why not `ThreadPoolExecutor` either: its threads are joined at interpreter exit (by
+concurrent.futures' exit hook, then by threading's join of every non-daemon thread), and a
+worker inside a request cannot be interrupted.  A Checkpointer's exit deadline (checkpointer.py,
+"Preemption") cuts off an upload whose request has stalled; with joined threads the process
+could not exit until that request, and every retry after it, had timed out (minutes).  Our
+workers are daemon threads: `bounded_map` itself always waits for the items it started before it
+returns, so in a normal run nothing is left behind; only a worker that its caller has already
+abandoned at exit (a cut-off upload, after the deadline and its grace) is not waited for.
 """
 from __future__ import annotations
 
+import queue
 import threading
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Callable, Iterable, Iterator, TypeVar
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -19,9 +29,62 @@ _worker = threading.local()
 
 
 def stop_event() -> threading.Event | None:
-    """Set once the bounded_map whose item this thread runs is interrupted (Ctrl-C): what the
-    item still has to wait for (transfer/throttle.py) it need not wait for any more."""
+    """Set once the bounded_map whose item this thread runs is interrupted (Ctrl-C) or cut off
+    (a Checkpointer's exit deadline): what the item still has to wait for (transfer/throttle.py)
+    it need not wait for any more, and the retry layer (store/retry.py) starts no further
+    attempt."""
     return getattr(_worker, "stop", None)
+
+
+class _DaemonPool:
+    """The little of ThreadPoolExecutor that bounded_map uses (submit, shutdown), on daemon
+    threads, which the interpreter does not join at exit (see the module doc)."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._workers, self._name = workers, name
+        self._tasks: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = \
+            queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = threading.Semaphore(0)
+
+    def submit(self, fn: Callable[[], R]) -> "Future[R]":
+        fut: Future[R] = Future()
+        self._tasks.put((fut, fn))
+        # bounded_map never has more than `workers` items out, so one thread per item up to
+        # `workers`, unless one is idle and will take it
+        if not self._idle.acquire(blocking=False) and len(self._threads) < self._workers:
+            thread = threading.Thread(target=self._work, daemon=True,
+                                      name=f"{self._name}_{len(self._threads)}")
+            thread.start()
+            self._threads.append(thread)
+        return fut
+
+    def _work(self) -> None:
+        while True:
+            task = self._tasks.get()
+            if task is None:
+                return
+            _run_one(*task)
+            del task  # an idle thread holds nothing of the item it ran
+            self._idle.release()
+
+    def shutdown(self) -> None:
+        """Let the started items finish, then end the threads (cancelled items are skipped)."""
+        for _ in self._threads:
+            self._tasks.put(None)
+        for thread in self._threads:
+            thread.join()
+
+
+def _run_one(fut: "Future[Any]", fn: Callable[[], Any]) -> None:
+    if not fut.set_running_or_notify_cancel():
+        return  # cancelled before it started
+    try:
+        result = fn()
+    except BaseException as exc:  # noqa: BLE001 - handed to the consumer, as an executor does
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
 
 
 def bounded_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int,
@@ -38,26 +101,29 @@ def bounded_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int,
         finally:
             _worker.stop = outer
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name) as pool:
-        pending: set[Future[R]] = set()
-        try:
-            for item in items:
-                if len(pending) >= workers:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        yield fut.result()
-                pending.add(pool.submit(run, item))
-            while pending:
+    pool = _DaemonPool(workers, name)
+    pending: set[Future[R]] = set()
+    try:
+        for item in items:
+            if len(pending) >= workers:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
                     yield fut.result()
-        except KeyboardInterrupt:
-            stop.set()  # the running items stop waiting for bandwidth (they still finish)
-            raise
-        finally:
-            # Failure or interruption: drop what has not started; let running ones finish.
-            for fut in pending:
-                fut.cancel()
+            pending.add(pool.submit(lambda item=item: run(item)))  # type: ignore[misc]
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield fut.result()
+    except KeyboardInterrupt:
+        # The running items stop waiting for bandwidth and start no new attempt of a request
+        # (store/retry.py); a request in flight ends as it ends.
+        stop.set()
+        raise
+    finally:
+        # Failure or interruption: drop what has not started; let running ones finish.
+        for fut in pending:
+            fut.cancel()
+        pool.shutdown()
 
 
 class Counter:
