@@ -100,6 +100,29 @@ def test_cat_takes_json_and_still_writes_the_file(tmp_path: Path, lake_url: str)
     assert r.stderr.startswith("ckptlake: error: ")  # the line, as every command says it
 
 
+def test_cat_json_warnings_go_to_stderr_unless_quiet(tmp_path: Path, lake_url: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """cat --json has no document to hold a warning (stdout is the file): stderr, and
+    nothing with -q."""
+    from ckptlake.lake import Lake
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f.txt").write_text("x")
+    assert run("push", src, "m/w", "--lake", lake_url, "-q").exit_code == 0
+    real_cat = Lake.cat
+
+    def cat(self: Any, *a: Any, on_warning: Any = None, **kw: Any) -> Any:
+        on_warning("replica eu cannot be read")
+        return real_cat(self, *a, **kw)
+
+    monkeypatch.setattr(Lake, "cat", cat)
+    r = run("cat", "m/w", "f.txt", "--lake", lake_url, "--json")
+    assert r.exit_code == 0 and "warning: replica eu cannot be read" in r.stderr
+    r = run("cat", "m/w", "f.txt", "--lake", lake_url, "--json", "-q")
+    assert r.exit_code == 0 and r.stderr == "" and r.stdout_bytes == b"x"
+
+
 def test_cat_json_after_part_of_the_file_adds_no_document(tmp_path: Path) -> None:
     """A corrupt third chunk: stdout holds the first two, and nothing else (a document there
     would read as the file's last bytes); the error is the stderr line and exit 5."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -106,3 +107,31 @@ def test_memory_bound_formula() -> None:
     MiB = 1024 * 1024
     assert TransferConfig().memory_bound() == BASE_MEMORY + 8 * 16 * MiB * 2
     assert TransferConfig(concurrency=4).memory_bound(64 * MiB) == BASE_MEMORY + 4 * 64 * MiB * 2
+
+
+def test_stopping_a_bounded_map_stops_the_maps_inside_its_items() -> None:
+    """catalog reads run aliases() (a bounded_map) as an item of another: a stop (Ctrl-C, a
+    Checkpointer's exit deadline) reached only the outer map's items, and the inner items
+    waited out their retries and back-offs."""
+    from ckptlake.transfer.pool import stop_event
+
+    inner_waits: list[bool] = []
+    outer_stop: list[Any] = []
+    started = threading.Event()
+
+    def inner_item(_: int) -> None:
+        stop = stop_event()
+        assert stop is not None
+        started.set()
+        inner_waits.append(stop.wait(30))  # a back-off that a stop ends at once
+
+    def outer_item(i: int) -> None:
+        if i == 0:
+            outer_stop.append(stop_event())
+            list(bounded_map(inner_item, range(2), workers=2))
+
+    setter = threading.Thread(target=lambda: (started.wait(10), outer_stop[0].set()))
+    setter.start()
+    list(bounded_map(outer_item, range(2), workers=2))
+    setter.join()
+    assert inner_waits == [True, True]

@@ -69,7 +69,9 @@ def cat(
             via = {"replica": replica} if replica is not None else {}
             # With --json there is no document for the warnings to go into: stderr, as a
             # watch's (a corrupt cache entry replaced is worth knowing either way).
-            warn = out.warn if not out.json else _warn_on_stderr
+            # --json has no document for warnings to go in: stderr, unless --quiet
+            warn = out.warn if not out.json else (
+                (lambda message: None) if common.quiet else _warn_on_stderr)
             for piece in handle.cat(parsed, path, on_warning=warn, **via):
                 # From the first byte on, stdout is the file: an error document appended to
                 # part of it would read as the file's last bytes, so the error is the line on

@@ -529,9 +529,10 @@ def _settle_unknown(store: Store, key: str, body: bytes, artifact: str, number: 
                     error: TransferError) -> bool:
     """After the manifest write of `artifact`@v`number` at `key` gave up with an unknown
     outcome (`error`): True if the key holds `body` (our write landed: committed), False if it
-    holds another writer's manifest (a lost race: take the next number).  Raises a plain
-    TransferError if the key is absent or empty (nothing committed: a rerun is right), and
-    OutcomeUnknown naming the version if it cannot be read within a few tries (bounded)."""
+    holds another writer's manifest (a lost race: take the next number).  A key found absent
+    or empty is written again (conditionally): that commits ours, or finds the late write.
+    Raises OutcomeUnknown naming the version if it cannot be settled within a few tries
+    (bounded)."""
     from ..errors import OutcomeUnknown
 
     last: Exception | None = None
@@ -548,7 +549,23 @@ def _settle_unknown(store: Store, key: str, body: bytes, artifact: str, number: 
             return True
         if stored:
             return False
-        raise TransferError(error.message, hint=error.hint) from error  # nothing landed
+        # Absent now is not "never": the timed-out write may still be on its way to the
+        # server.  Writing again, conditionally, settles it: ours lands (committed), or the
+        # late one did (412: read it back), and a late one after ours gets 412 itself.
+        try:
+            create_once(store, key, body)
+            return True
+        except PreconditionFailed:
+            try:
+                stored = store.get(key)
+            except (NotFound, TransferError) as exc:
+                last = exc
+                break
+            if stored:
+                return stored == body
+        except TransferError as exc:
+            last = exc
+            break
     raise OutcomeUnknown(
         f"{artifact}: version v{number} may have been committed: writing its manifest failed "
         f"({error.message}) after an attempt that may have landed, and reading it back failed "

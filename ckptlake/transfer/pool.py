@@ -36,6 +36,31 @@ def stop_event() -> threading.Event | None:
     return getattr(_worker, "stop", None)
 
 
+class _Stop(threading.Event):
+    """A bounded_map's stop event, which also sets the stop events of the maps run inside its
+    items (their workers see only their own: the thread-local is per thread)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._children: list[_Stop] = []
+        self._lock = threading.Lock()
+
+    def child(self) -> "_Stop":
+        c = _Stop()
+        with self._lock:
+            self._children = [x for x in self._children if not x.is_set()] + [c]
+            if self.is_set():
+                c.set()
+        return c
+
+    def set(self) -> None:
+        super().set()
+        with self._lock:
+            children, self._children = self._children, []
+        for c in children:
+            c.set()
+
+
 class _DaemonPool:
     """The little of ThreadPoolExecutor that bounded_map uses (submit, shutdown), on daemon
     threads, which the interpreter does not join at exit (see the module doc)."""
@@ -91,7 +116,10 @@ def bounded_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int,
                 name: str = "ckptlake") -> Iterator[R]:
     """Yield fn(item) for every item, in completion order, with at most `workers` running."""
     workers = max(1, workers)
-    stop = threading.Event()
+    # Nested inside an item of another bounded_map (catalog reads run aliases() as an item,
+    # which maps again): stopping the outer one stops this one too.
+    parent = stop_event()
+    stop = parent.child() if isinstance(parent, _Stop) else _Stop()
 
     def run(item: T) -> R:
         outer = getattr(_worker, "stop", None)
