@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from ckptlake.cli.app import app
 from ckptlake.core import catalog
 from ckptlake.errors import NotFound, UnsafeManifest
 from ckptlake.format import layout
+from test_readme import safetensors  # the same minimal writer
 
 ROOT = Path(__file__).parent.parent
 KiB, MiB = 1024, 1024 * 1024
@@ -168,20 +168,6 @@ def test_push_summary_leaves_out_sizes_that_print_the_same() -> None:
 
 
 # ---- plurals, and a hint that names tensors -----------------------------------------------------
-
-def safetensors(path: Path, tensors: dict[str, list[float]]) -> None:
-    header: dict[str, Any] = {}
-    data = b""
-    for name, values in tensors.items():
-        raw = struct.pack(f"<{len(values)}f", *values)
-        header[name] = {"dtype": "F32", "shape": [len(values)],
-                        "data_offsets": [len(data), len(data) + len(raw)]}
-        data += raw
-    head = json.dumps(header).encode()
-    head += b" " * (-len(head) % 8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(struct.pack("<Q", len(head)) + head + data)
-
 
 @pytest.fixture
 def one_tensor(tmp_path: Path, lake_url: str) -> str:
