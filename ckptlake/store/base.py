@@ -169,3 +169,65 @@ class Store(abc.ABC):
 
     def close(self) -> None:
         """Release connections/threads.  Idempotent."""
+
+
+class ForwardingStore(Store):
+    """A store that passes every object call to `self.inner`: the base of wrappers that change
+    a few calls (a replica's reads) and keep the rest as they are, without a copy of each.
+    Storage classes and `close` are not forwarded: a wrapper neither moves objects between
+    classes nor owns the store it wraps."""
+
+    inner: Store
+
+    def get(self, key: str) -> bytes:
+        return self.inner.get(key)
+
+    def get_into(self, key: str, buffer: bytearray) -> memoryview:
+        return self.inner.get_into(key, buffer)
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        return self.inner.get_range(key, start, length)
+
+    def get_range_into(self, key: str, start: int, buffer: bytearray | memoryview) -> memoryview:
+        return self.inner.get_range_into(key, start, buffer)
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        return self.inner.get_with_etag(key)
+
+    def stat(self, key: str) -> ObjectInfo:
+        return self.inner.stat(key)
+
+    def exists(self, key: str) -> bool:
+        return self.inner.exists(key)
+
+    def put(self, key: str, data: bytes | bytearray | memoryview, *,
+            if_none_match: bool = False, if_match: str | None = None,
+            sha256: str | None = None) -> str:
+        return self.inner.put(key, data, if_none_match=if_none_match, if_match=if_match,
+                              sha256=sha256)
+
+    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        return self.inner.list(prefix, start_after=start_after)
+
+    def list_prefixes(self, prefix: str) -> Iterator[str]:
+        return self.inner.list_prefixes(prefix)
+
+    def delete(self, keys: Iterable[str]) -> None:
+        self.inner.delete(keys)
+
+    def create_multipart(self, key: str) -> str:
+        return self.inner.create_multipart(key)
+
+    def upload_part(self, key: str, upload_id: str, part_number: int,
+                    data: bytes | bytearray | memoryview) -> str:
+        return self.inner.upload_part(key, upload_id, part_number, data)
+
+    def complete_multipart(self, key: str, upload_id: str, parts: Sequence[tuple[int, str]], *,
+                           if_none_match: bool = False) -> str:
+        return self.inner.complete_multipart(key, upload_id, parts, if_none_match=if_none_match)
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        self.inner.abort_multipart(key, upload_id)
+
+    def list_multipart(self, prefix: str = "") -> Iterator[MultipartUpload]:
+        return self.inner.list_multipart(prefix)

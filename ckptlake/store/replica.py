@@ -36,11 +36,11 @@ from __future__ import annotations
 import contextlib
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 
 from ..errors import (AccessDenied, CkptlakeError, NotFound, PreconditionFailed, TransferError,
                       TransientError)
-from .base import MultipartUpload, ObjectInfo, Store
+from .base import ForwardingStore, Store
 
 Verify = Callable[[str, "bytes | bytearray | memoryview"], bool]
 ChunkDigest = Callable[[str], "str | None"]
@@ -69,12 +69,13 @@ class ReplicaStats:
         return {k: v for k, v in self.__dict__.items() if k != "warnings"}
 
 
-class ReplicaStore(Store):
+class ReplicaStore(ForwardingStore):
     def __init__(self, origin: Store, replica: Store, *, name: str, region: str,
                  verify: Verify, chunk_digest: ChunkDigest, write: bool = True,
                  on_warning: Callable[[str], None] | None = None,
                  caller_verifies: bool = False) -> None:
         self.origin, self.replica = origin, replica
+        self.inner = origin  # what is not a chunk read goes to the origin (ForwardingStore)
         self.url = origin.url
         self.name, self.region = name, region
         self._verify, self._chunk_digest = verify, chunk_digest
@@ -96,7 +97,7 @@ class ReplicaStore(Store):
 
     # Backend extras (bucket_region, root) and on_retry belong to the origin.
     def __getattr__(self, name: str) -> Any:
-        if name in ("origin", "replica"):
+        if name in ("origin", "replica", "inner"):
             raise AttributeError(name)
         return getattr(self.origin, name)
 
@@ -324,53 +325,12 @@ class ReplicaStore(Store):
         data = self._through(key, digest, buffer, repair=True)
         return data if isinstance(data, memoryview) else memoryview(data)
 
-    def get_with_etag(self, key: str) -> tuple[bytes, str]:
-        return self.origin.get_with_etag(key)
-
-    def stat(self, key: str) -> ObjectInfo:
-        return self.origin.stat(key)
-
-    def exists(self, key: str) -> bool:
-        return self.origin.exists(key)
-
-    def put(self, key: str, data: bytes | bytearray | memoryview, *,
-            if_none_match: bool = False, if_match: str | None = None,
-            sha256: str | None = None) -> str:
-        return self.origin.put(key, data, if_none_match=if_none_match, if_match=if_match,
-                               sha256=sha256)
-
-    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
-        return self.origin.list(prefix, start_after=start_after)
-
-    def list_prefixes(self, prefix: str) -> Iterator[str]:
-        return self.origin.list_prefixes(prefix)
-
-    def delete(self, keys: Iterable[str]) -> None:
-        self.origin.delete(keys)
-
-    def create_multipart(self, key: str) -> str:
-        return self.origin.create_multipart(key)
-
-    def upload_part(self, key: str, upload_id: str, part_number: int,
-                    data: bytes | bytearray | memoryview) -> str:
-        return self.origin.upload_part(key, upload_id, part_number, data)
-
-    def complete_multipart(self, key: str, upload_id: str, parts: Sequence[tuple[int, str]], *,
-                           if_none_match: bool = False) -> str:
-        return self.origin.complete_multipart(key, upload_id, parts, if_none_match=if_none_match)
-
-    def abort_multipart(self, key: str, upload_id: str) -> None:
-        self.origin.abort_multipart(key, upload_id)
-
-    def list_multipart(self, prefix: str = "") -> Iterator[MultipartUpload]:
-        return self.origin.list_multipart(prefix)
-
     def close(self) -> None:
         """Nothing: both stores belong to whoever opened them (the Lake shares one replica
         connection pool between operations, each with its own ReplicaStore and stats)."""
 
 
-class OfflineReplicaStore(Store):
+class OfflineReplicaStore(ForwardingStore):
     """A replica read on its own, because the origin cannot be reached (`pull
     --offline-replica`): a chunk it lacks cannot be pulled through, and the error must say
     so -- the replica lacks it and the lake is unreachable (TransferError, exit 8) -- not
@@ -379,7 +339,7 @@ class OfflineReplicaStore(Store):
 
     def __init__(self, replica: Store, *, name: str, chunk_digest: ChunkDigest,
                  origin_url: str, origin_error: str) -> None:
-        self.replica = replica
+        self.replica = self.inner = replica  # reads are the replica's; so is the rest
         self.url = replica.url
         self.name = name
         self._chunk_digest = chunk_digest
@@ -389,7 +349,7 @@ class OfflineReplicaStore(Store):
         return f"OfflineReplicaStore({self.replica!r})"
 
     def __getattr__(self, name: str) -> Any:
-        if name == "replica":
+        if name in ("replica", "inner"):
             raise AttributeError(name)
         return getattr(self.replica, name)
 
@@ -424,45 +384,6 @@ class OfflineReplicaStore(Store):
     def get_range_into(self, key: str, start: int, buffer: bytearray | memoryview) -> memoryview:
         with self._chunk_read(key):
             return self.replica.get_range_into(key, start, buffer)
-
-    def get_with_etag(self, key: str) -> tuple[bytes, str]:
-        return self.replica.get_with_etag(key)
-
-    def stat(self, key: str) -> ObjectInfo:
-        return self.replica.stat(key)
-
-    def put(self, key: str, data: bytes | bytearray | memoryview, *,
-            if_none_match: bool = False, if_match: str | None = None,
-            sha256: str | None = None) -> str:
-        return self.replica.put(key, data, if_none_match=if_none_match, if_match=if_match,
-                                sha256=sha256)
-
-    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
-        return self.replica.list(prefix, start_after=start_after)
-
-    def list_prefixes(self, prefix: str) -> Iterator[str]:
-        return self.replica.list_prefixes(prefix)
-
-    def delete(self, keys: Iterable[str]) -> None:
-        self.replica.delete(keys)
-
-    def create_multipart(self, key: str) -> str:
-        return self.replica.create_multipart(key)
-
-    def upload_part(self, key: str, upload_id: str, part_number: int,
-                    data: bytes | bytearray | memoryview) -> str:
-        return self.replica.upload_part(key, upload_id, part_number, data)
-
-    def complete_multipart(self, key: str, upload_id: str, parts: Sequence[tuple[int, str]], *,
-                           if_none_match: bool = False) -> str:
-        return self.replica.complete_multipart(key, upload_id, parts,
-                                               if_none_match=if_none_match)
-
-    def abort_multipart(self, key: str, upload_id: str) -> None:
-        self.replica.abort_multipart(key, upload_id)
-
-    def list_multipart(self, prefix: str = "") -> Iterator[MultipartUpload]:
-        return self.replica.list_multipart(prefix)
 
     def close(self) -> None:
         """Nothing: the replica belongs to whoever opened it (the Lake)."""
