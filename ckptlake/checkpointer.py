@@ -97,7 +97,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from .core.scan import SourceTree, scan
 from .core.exithooks import before_pools_close
-from .core.values import check_inputs, check_metadata, check_metrics, check_names
+from .core.values import (check_arg, check_inputs, check_metadata, check_metrics,
+                          check_policy_arg)
 from .errors import Interrupted, SourceChanged, UsageError
 from .format import layout
 from .format import state as _state_format
@@ -243,13 +244,15 @@ class Checkpointer:
         if max_pending is not None:
             if on_busy != "queue":
                 raise UsageError("max_pending applies to on_busy='queue' only")
-            if isinstance(max_pending, bool) or not isinstance(max_pending, int) \
-                    or max_pending < 1:
-                raise UsageError(f"max_pending must be an integer >= 1, not {max_pending!r}")
-        if keep_last is not None and (isinstance(keep_last, bool)
-                                      or not isinstance(keep_last, int) or keep_last < 1):
-            raise UsageError(f"keep_last must be an integer >= 1, not {keep_last!r}")
-        aliases = check_names(aliases, "aliases")
+            max_pending = check_arg("max_pending", max_pending, "int", minimum=1)
+        keep_last = check_arg("keep_last", keep_last, "int", optional=True, minimum=1)
+        check_arg("exit_timeout", exit_timeout, "seconds", optional=True)
+        check_arg("reuse_buffers", reuse_buffers, "bool")
+        check_arg("snapshot_dir", snapshot_dir, "path", optional=True)
+        check_arg("final_save", final_save, "callable", optional=True)
+        if not isinstance(retention, bool):
+            check_policy_arg("retention", retention)
+        aliases = check_arg("aliases", aliases, "names")
         for name in aliases:
             validate_alias(name)
         if on_sigterm is not None and on_sigterm not in ON_SIGTERM:
@@ -346,16 +349,16 @@ class Checkpointer:
         resolved now, in this call.
         """
         metrics_, metadata_, aliases_ = self._check_args(step, metrics, metadata, aliases)
+        exclude = check_arg("exclude", exclude, "names")
         lineage = self._save_lineage(parents, inputs, relation)
-        src = os.path.abspath(os.fspath(path))
+        src = os.path.abspath(os.fspath(check_arg("path", path, "path")))
         with self._saving():
             self._check_open()
             self._raise_error()
             if not self._make_room(step):
                 return None
             self._raise_error()  # the upload we waited for may have failed
-            job = self._snapshot_files(src, step, metrics_, metadata_, aliases_,
-                                       check_names(exclude, "exclude"))
+            job = self._snapshot_files(src, step, metrics_, metadata_, aliases_, exclude)
             job.lineage = lineage
             return self._enqueue(job)
 
@@ -382,6 +385,7 @@ class Checkpointer:
         if not isinstance(state, Mapping):
             raise UsageError(f"save_state needs a mapping (e.g. {{'model': ..., 'optim': ...}}), "
                              f"not {type(state).__name__}")
+        check_arg("filename", filename, "str")
         if not filename or "/" in filename or filename in (".", "..") \
                 or filename == _state_format.SKELETON_FILENAME:
             raise UsageError(f"filename must be a plain file name, not {filename!r}")
@@ -435,7 +439,8 @@ class Checkpointer:
         background failure; return the results of all committed checkpoints so far.
 
         TimeoutError if `timeout` seconds pass first (nothing is cancelled)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        check_arg("timeout", timeout, "seconds", optional=True)
+        deadline = None if timeout in (None, float("inf")) else time.monotonic() + timeout
         with self._cond:
             while self._queue or self._active is not None:
                 left = None if deadline is None else deadline - time.monotonic()
@@ -489,7 +494,7 @@ class Checkpointer:
                     ) -> tuple[dict[str, float], dict[str, str], tuple[str, ...]]:
         if step is not None:
             layout.check_step(step)
-        aliases = check_names(aliases, "aliases")
+        aliases = check_arg("aliases", aliases, "names")
         for name in aliases:
             validate_alias(name)
         return (check_metrics(dict(metrics or {})), check_metadata(dict(metadata or {})),

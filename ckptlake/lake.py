@@ -11,12 +11,13 @@ import dataclasses
 import os
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from .core import catalog
-from .core.values import (check_destination, check_inputs, check_metadata, check_metrics,
-                          check_names)
+from .core.values import (check_arg, check_destination, check_inputs, check_metadata,
+                          check_metrics, check_policy_arg, check_provenance)
 from .errors import CkptlakeError, NotFound, TransferError, TransientError, UsageError
 from .format import layout
 from .format.refs import Ref, parse_ref, validate_alias, validate_artifact
@@ -75,8 +76,7 @@ class Lake:
         self._replica_backends: dict[str, Store] = {}
         self.chunk_size = chunk_size  # None: the lake header's default
         self.concurrency = concurrency or DEFAULT_CONCURRENCY
-        if max_bandwidth is not None and max_bandwidth <= 0:
-            raise UsageError(f"max bandwidth must be positive, got {max_bandwidth}")
+        check_arg("max_bandwidth", max_bandwidth, "number", optional=True, positive=True)
         # One bucket for the whole Lake: the limit holds across concurrent operations.
         self.throttle = Throttle(max_bandwidth)
         # Chunk objects of at least the threshold move as multipart uploads / ranged GETs.
@@ -197,11 +197,16 @@ class Lake:
         from .format.safetensors import TensorObserver
 
         validate_artifact(artifact)
-        aliases, exclude = check_names(aliases, "aliases"), check_names(exclude, "exclude")
+        aliases, exclude = check_arg("aliases", aliases, "names"), \
+            check_arg("exclude", exclude, "names")
         for name in aliases:
             validate_alias(name)
         if step is not None:
             layout.check_step(step)
+        check_arg("source", source, "path")
+        check_arg("follow_symlinks", follow_symlinks, "bool")
+        check_arg("meta_file", meta_file, "path", optional=True)
+        check_provenance(provenance)
         input_items = check_inputs(inputs)
         all_metadata = {**(_provenance.load_meta_file(meta_file) if meta_file else {}),
                         **(metadata or {})}
@@ -256,7 +261,8 @@ class Lake:
 
         validate_artifact(artifact)
         check_path(path)
-        aliases = check_names(aliases, "aliases")
+        aliases = check_arg("aliases", aliases, "names")
+        check_provenance(provenance)
         for name in aliases:
             validate_alias(name)
         if step is not None:
@@ -363,7 +369,15 @@ class Lake:
         from .core.browse import select
 
         destination = check_destination(destination)
-        refs = [os.fspath(r) for r in reference]
+        for what, flag in (("force", force), ("yes", yes), ("use_cache", use_cache),
+                           ("offline_replica", offline_replica)):
+            check_arg(what, flag, "bool")
+        check_arg("replica", replica, "str", optional=True)
+        check_arg("confirm", confirm, "callable", optional=True)
+        check_arg("on_estimate", on_estimate, "callable", optional=True)
+        paths, include, exclude = (check_arg(what, v, "names") for what, v in (
+            ("paths", paths), ("include", include), ("exclude", exclude)))
+        refs = list(check_arg("reference", reference, "names"))
         for r in refs:
             if not os.path.isdir(r):
                 raise UsageError(f"reference directory {r} does not exist or is not a directory",
@@ -419,7 +433,8 @@ class Lake:
 
         spec = self.replica_for(replica)
         backend = self._replica_backend(spec)
-        m = select(resolve_offline(backend, ref), paths, include, exclude)
+        # A version the replica lacks is exit 8, not 3: it may exist at the unreachable lake.
+        m = select(resolve_offline(backend, ref, name=spec.name), paths, include, exclude)
         # A chunk the replica lacks is the replica's gap with the lake out of reach (exit 8),
         # not a chunk "missing from the lake".
         data = OfflineReplicaStore(backend, name=spec.name, chunk_digest=layout.parse_chunk_key,
@@ -457,13 +472,15 @@ class Lake:
         version.  The manifest is read (and the path checked) before the first item."""
         from .core.browse import find_file, read_file
 
+        check_arg("replica", replica, "str", optional=True)
+        check_arg("on_warning", on_warning, "callable", optional=True)
         m = self._manifest(ref)
         entry = find_file(m, path)
         return read_file(self._data(replica, on_warning), m, entry, throttle=self.throttle)
 
     def artifacts(self, prefix: str = "") -> list[ArtifactInfo]:
         """Artifacts with at least one version, sorted by name."""
-        return catalog.artifacts(self.store, prefix)
+        return catalog.artifacts(self.store, check_arg("prefix", prefix, "str"))
 
     def versions(self, artifact: str, *, where: Sequence[str] = (), sort: str | None = None,
                  limit: int | None = None) -> list[VersionInfo]:
@@ -472,6 +489,18 @@ class Lake:
         `where` ("val_loss<2.5", "step>=1000": all must hold), `sort` ("val_loss",
         "-val_loss") and `limit` select among them (see core/query.py).
         """
+        from .core.query import Condition, Sort
+
+        if isinstance(where, (str, Condition)):
+            where = (where,)  # one condition, not its characters
+        where = tuple(where) if isinstance(where, Iterable) else where
+        if not isinstance(where, tuple) or not all(isinstance(w, (str, Condition))
+                                                   for w in where):
+            raise UsageError(f"where must be a condition string (e.g. 'val_loss<2.5') or a "
+                             f"list of them, got {where!r}")
+        if sort is not None and not isinstance(sort, Sort):
+            check_arg("sort", sort, "str")
+        limit = check_arg("limit", limit, "int", optional=True, minimum=0)
         found = catalog.versions(self.store, artifact)
         if not where and sort is None and limit is None:
             return found
@@ -525,7 +554,7 @@ class Lake:
 
         NotFound if a gc deleted that version meanwhile; the alias is then put back as it was
         (docs/format.md, "Alias record")."""
-        validate_alias(name)
+        validate_alias(check_arg("name", name, "str"))
         m = self._manifest(ref)
         return catalog.set_alias(self.store, m.artifact, name, m.version)
 
@@ -548,13 +577,15 @@ class Lake:
         from .core import shards
 
         validate_artifact(artifact)
-        aliases, exclude = check_names(aliases, "aliases"), check_names(exclude, "exclude")
+        aliases, exclude = check_arg("aliases", aliases, "names"), \
+            check_arg("exclude", exclude, "names")
         for name in aliases:
             validate_alias(name)
         layout.check_step(step)
-        for what, n in (("rank", rank), ("world", world)):
-            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-                raise UsageError(f"{what} must be a non-negative integer, got {n!r}")
+        check_arg("source", source, "path")
+        check_arg("follow_symlinks", follow_symlinks, "bool")
+        rank, world = check_arg("rank", rank, "int", minimum=0), \
+            check_arg("world", world, "int", minimum=0)
         if world < 1:
             raise UsageError(f"world must be at least 1, got {world}")
         if not 0 <= rank < world:
@@ -562,9 +593,7 @@ class Lake:
                              f"got {rank}")
         for what, t in (("stale_after", stale_after), ("wait_seconds", wait_seconds)):
             # checked before the upload: a bad one failed after it, leaving the step stuck
-            if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float))
-                                  or not t >= 0):
-                raise UsageError(f"{what} must be a non-negative number of seconds, got {t!r}")
+            check_arg(what, t, "seconds", optional=True)
         from .format.safetensors import TensorObserver
 
         from .core.scan import scan
@@ -607,6 +636,7 @@ class Lake:
         Reads listings, manifests and tombstones only, never a data chunk: no egress guard."""
         from .core.lineage import lineage
 
+        check_arg("depth", depth, "int", optional=True, minimum=0)
         return lineage(self.store, ref, direction=direction, depth=depth)
 
     def show(self, ref: str | Ref) -> "VersionDetail":
@@ -635,6 +665,10 @@ class Lake:
         """
         from .core import diff as _diff
 
+        for what, flag in (("values", values), ("inspect", inspect), ("yes", yes)):
+            check_arg(what, flag, "bool")
+        check_arg("confirm", confirm, "callable", optional=True)
+        check_arg("on_estimate", on_estimate, "callable", optional=True)
         ma, mb = self._manifest(a), self._manifest(b)
         if (values or inspect) and egress is not None:
             from .core import egress as _egress
@@ -673,8 +707,8 @@ class Lake:
         """
         from .core.reader import find_file
 
-        if isinstance(max_buffer, bool) or not isinstance(max_buffer, int) or max_buffer < 0:
-            raise UsageError(f"max_buffer must be a non-negative integer, got {max_buffer!r}")
+        max_buffer = check_arg("max_buffer", max_buffer, "int", minimum=0)
+        check_arg("replica", replica, "str", optional=True)
         m = self._manifest(ref)
         return self._open_entry(m, find_file(m, path), readahead=readahead, replica=replica,
                                 max_buffer=max_buffer)
@@ -687,8 +721,7 @@ class Lake:
         name = f"{m.artifact}@v{m.version}:{entry.path}"
         readahead = DEFAULT_READAHEAD if readahead is None else readahead
         if 0 < entry.size <= max_buffer and entry.symlink is None:
-            if isinstance(readahead, bool) or not isinstance(readahead, int) or readahead < 0:
-                raise UsageError(f"readahead must be a non-negative integer, got {readahead!r}")
+            check_arg("readahead", readahead, "int", minimum=0)
             from .core.whole import read_whole
 
             return read_whole(self._data(replica), entry, m.hash, name=name,
@@ -869,6 +902,10 @@ class Lake:
         from .policy.egress import load_egress
 
         destination = check_destination(destination)
+        check_arg("use_cache", use_cache, "bool")
+        check_arg("replica", replica, "str", optional=True)
+        paths, include, exclude = (check_arg(what, v, "names") for what, v in (
+            ("paths", paths), ("include", include), ("exclude", exclude)))
         m = select(self._manifest(ref), paths, include, exclude)
         policy = egress if egress is not None else load_egress(load_config())
         return _egress.estimate_pull(self._data(replica), m, os.fspath(destination), policy,
@@ -884,6 +921,8 @@ class Lake:
         from .policy.config import load_config
         from .policy.egress import load_egress
 
+        check_arg("values", values, "bool")
+        check_arg("inspect", inspect, "bool")
         ma, mb = self._manifest(a), self._manifest(b)
         policy = egress if egress is not None else load_egress(load_config())
         return _egress.estimate_diff(self.store, ma, mb, policy, values=values,
@@ -899,6 +938,12 @@ class Lake:
         from .core.gc import plan_gc
         from .policy.retention import resolve_retention
 
+        from datetime import datetime
+
+        check_policy_arg("policy", policy)
+        check_arg("match", match, "str", optional=True)
+        if now is not None and not isinstance(now, datetime):
+            raise UsageError(f"now must be a datetime or None, got {now!r}")
         return plan_gc(self.store, resolve_retention(policy), now=now, match=match)
 
     def gc(self, plan: "GcPlan", *, on_event: "Callable[[str], None] | None" = None
@@ -908,6 +953,12 @@ class Lake:
         interrupt and re-run, and safe next to concurrent pushes."""
         from .core.gc import execute
 
+        from .core.gc import GcPlan
+
+        if not isinstance(plan, GcPlan):
+            raise UsageError(f"plan must be a GcPlan (from lake.gc_plan()), got "
+                             f"{type(plan).__name__}")
+        check_arg("on_event", on_event, "callable", optional=True)
         result = execute(self.store, plan, on_event=on_event)
         if self.replicas is not None and self.replicas.specs:
             self._gc_replicas(plan, result)
@@ -923,8 +974,9 @@ class Lake:
         settings = GcSettings(**plan.settings)
         for spec in self.replicas.specs:  # type: ignore[union-attr]
             try:
-                result.replicas.append(gc_replica(self.store, self._replica_backend(spec),
-                                                  spec, settings))
+                result.replicas.append(gc_replica(
+                    self.store, self._replica_backend(spec), spec, settings,
+                    origin_endpoint=self.replicas.origin_endpoint))  # type: ignore[union-attr]
             except CkptlakeError as exc:
                 result.warnings.append(f"replica {spec.name} ({spec.url}) was not swept: "
                                        f"{exc}")
@@ -938,6 +990,8 @@ class Lake:
         and replace any that do not match."""
         from .core.replicas import replicate
 
+        check_arg("to", to, "str")
+        check_arg("verify", verify, "bool")
         if self.replicas is None or to == "none":
             raise UsageError(f"no replica named {to!r}" + (" (none are configured)"
                                                           if self.replicas is None else ""),
@@ -947,7 +1001,7 @@ class Lake:
         with self._watching(progress) as progress:
             return replicate(self.store, self._replica_backend(spec), m, spec=spec,
                              lake_url=self.url, concurrency=self.concurrency, verify=verify,
-                             progress=progress)
+                             progress=progress, origin_endpoint=self.replicas.origin_endpoint)
 
     def du(self, prefix: str = "", *, versions: bool = False, sort: str = "stored",
            price: float | None = None) -> "DuReport":
@@ -959,6 +1013,9 @@ class Lake:
         from .core.du import disk_usage
         from .policy.retention import resolve_retention
 
+        check_arg("prefix", prefix, "str")
+        check_arg("versions", versions, "bool")
+        price = check_arg("price", price, "number", optional=True, minimum=0)
         if price is None:
             price = resolve_retention(None).storage_price_per_gb_month
         return disk_usage(self.store, prefix=prefix, versions=versions, price=price, sort=sort)
@@ -969,7 +1026,7 @@ class Lake:
 
     def expired_counts(self, prefix: str = "") -> dict[str, int]:
         """artifact -> number of its versions gc deleted."""
-        return catalog.expired_counts(self.store, prefix)
+        return catalog.expired_counts(self.store, check_arg("prefix", prefix, "str"))
 
     def verify(self, ref: str | Ref | None = None, *, read_data: bool = False,
                subset: "str | float | None" = None, seed: int | None = None,
@@ -987,6 +1044,10 @@ class Lake:
         """
         from .core.verify import verify
 
+        check_arg("read_data", read_data, "bool")
+        if ref is not None and not isinstance(ref, (str, Ref)):
+            raise UsageError(f"ref must be None (the whole lake), an artifact or a reference "
+                             f"string, or a Ref, got {ref!r}")
         with self._watching(progress) as progress:
             return verify(self.store, ref, lake_url=self.url, concurrency=self.concurrency,
                           read_data=read_data, subset=subset, seed=seed, parts=self.parts,

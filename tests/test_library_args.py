@@ -65,3 +65,93 @@ def test_torch_loads_fail_as_usage_errors(lake: Lake, tmp_path: Path) -> None:
     for device in ("nodev", "cuda:99"):  # unknown; or not built for (CPU torch: AssertionError)
         with pytest.raises(UsageError, match="map_location"):
             lake.load_state_dict("a/st", "m.safetensors", map_location=device)
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda lk, d: lk.versions("a/b", limit="2"), "limit must be a non-negative integer"),
+    (lambda lk, d: lk.versions("a/b", limit=1.5), "limit must be a non-negative integer"),
+    (lambda lk, d: lk.versions("a/b", sort=1), "sort must be a string"),
+    (lambda lk, d: lk.versions("a/b", where=1), "where must be a condition string"),
+    (lambda lk, d: lk.du(price="1"), "price must be a non-negative number"),
+    (lambda lk, d: lk.du(price=-1), "price must be a non-negative number"),
+    (lambda lk, d: lk.du(prefix=1), "prefix must be a string"),
+    (lambda lk, d: lk.du(versions="no"), "versions must be True or False"),
+    (lambda lk, d: lk.artifacts(1), "prefix must be a string"),
+    (lambda lk, d: lk.expired_counts(1), "prefix must be a string"),
+    (lambda lk, d: lk.lineage("a/b", depth="2"), "depth must be a non-negative integer"),
+    (lambda lk, d: lk.gc_plan(match=1), "match must be a string"),
+    (lambda lk, d: lk.gc_plan(now="2030-01-01"), "now must be a datetime"),
+    (lambda lk, d: lk.gc_plan(policy=1), "policy must be a RetentionPolicy"),
+    (lambda lk, d: lk.gc("plan"), "plan must be a GcPlan"),
+    (lambda lk, d: lk.alias("a/b", 1), "name must be a string"),
+    (lambda lk, d: lk.verify(read_data="no"), "read_data must be True or False"),
+    (lambda lk, d: lk.pull("a/b", d, force="no"), "force must be True or False"),
+    (lambda lk, d: lk.pull("a/b", d, use_cache=1), "use_cache must be True or False"),
+    (lambda lk, d: lk.pull("a/b", d, paths=1), "paths must be a string or a list"),
+    (lambda lk, d: lk.pull("a/b", d, reference=1), "reference must be a string or a list"),
+    (lambda lk, d: lk.pull("a/b", d, replica=1), "replica must be a string"),
+    (lambda lk, d: lk.estimate_pull("a/b", d, use_cache="no"), "use_cache must be True"),
+    (lambda lk, d: lk.diff("a/b", "a/b", values="no"), "values must be True or False"),
+    (lambda lk, d: lk.push(d, "a/c", follow_symlinks="no"), "follow_symlinks must be True"),
+    (lambda lk, d: lk.push(d, "a/c", meta_file=1), "meta_file must be a path"),
+    (lambda lk, d: lk.push(d, "a/c", provenance="no"), "provenance must be True, False or"),
+    (lambda lk, d: lk.push(d, "a/c", aliases=1), "aliases must be a string or a list"),
+    (lambda lk, d: lk.push(1, "a/c"), "source must be a path"),
+    (lambda lk, d: lk.verify(1), "ref must be None"),
+    (lambda lk, d: lk.open("a/b", "sub/model.bin", replica=1), "replica must be a string"),
+    (lambda lk, d: Lake(lk.store, max_bandwidth="1"), "max_bandwidth must be a positive"),
+    (lambda lk, d: lk.checkpointer("a/f", exit_timeout="2"), "exit_timeout must be a non-neg"),
+    (lambda lk, d: lk.checkpointer("a/f", reuse_buffers="no"), "reuse_buffers must be True"),
+    (lambda lk, d: lk.checkpointer("a/f", snapshot_dir=1), "snapshot_dir must be a path"),
+    (lambda lk, d: lk.checkpointer("a/f", retention=1), "retention must be a RetentionPolicy"),
+])
+def test_wrong_types_name_the_parameter_and_the_type(lake: Lake, tmp_path: Path, call,
+                                                      words: str) -> None:
+    """A bare TypeError from deep inside before (limit="2" compared with 0, price="1"
+    multiplied), or worse, a string taken for True: force="no" replaced files."""
+    dest = tmp_path / "dest"
+    with pytest.raises(UsageError) as err:
+        call(lake, dest)
+    assert words in str(err.value) and err.value.exit_code == 2
+    assert not dest.exists()
+
+
+def test_flags_and_counts_may_be_numpys(lake: Lake, tmp_path: Path) -> None:
+    np = pytest.importorskip("numpy")
+    assert lake.pull("a/b", tmp_path / "o", force=np.bool_(True)).version == 1
+    assert len(lake.versions("a/b", limit=np.int64(1))) == 1
+
+
+def test_checkpointer_calls_check_their_arguments(lake: Lake, tmp_path: Path) -> None:
+    with lake.checkpointer("a/ck", retention=False) as ck:
+        for call, words in ((lambda: ck.wait(timeout="1"), "timeout must be a non-negative"),
+                            (lambda: ck.save(1), "path must be a path"),
+                            (lambda: ck.save(tmp_path, exclude=1), "exclude must be a string"),
+                            (lambda: ck.save_state({}, filename=1), "filename must be a string"),
+                            (lambda: ck.save_state({}, aliases=2), "aliases must be a string")):
+            with pytest.raises(UsageError, match=words):
+                call()
+        assert ck.wait(timeout=float("inf")) == []  # for ever: no deadline
+
+
+def test_one_where_string_is_one_condition(lake: Lake, tmp_path: Path) -> None:
+    """Iterated, "loss<2" was the conditions "l", "o", ...: an error about "l"."""
+    lake.push(tmp_path / "src", "a/m", metrics={"loss": 1.5})
+    assert [v.version for v in lake.versions("a/m", where="loss<2")] == [1]
+    assert lake.versions("a/m", where="loss>2") == []
+
+
+@pytest.mark.parametrize("max_buffer", [0, 1 << 20], ids=["streamed", "whole"])
+def test_an_opened_file_is_read_only_like_a_file_opened_rb(lake: Lake,
+                                                           max_buffer: int) -> None:
+    import io
+
+    with lake.open("a/b", "sub/model.bin", max_buffer=max_buffer) as f:
+        assert f.writable() is False
+        for call in (lambda: f.write(b"x"), lambda: f.writelines([b"x"]), lambda: f.truncate(),
+                     lambda: f.truncate(0)):
+            with pytest.raises(io.UnsupportedOperation, match="immutable.*Lake.writer"):
+                call()
+        assert f.read() == b"weights"  # unharmed
+    with pytest.raises(ValueError, match="closed"):
+        f.write(b"x")

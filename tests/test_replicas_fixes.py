@@ -119,3 +119,71 @@ def test_config_refuses_a_replica_inside_the_lake(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"replicas\[0\]\.url: is inside the origin lake"):
         load_replicas(load_config(str(cfg)))
     assert os.path.isfile(cfg)
+
+
+def test_offline_pull_of_a_version_the_replica_lacks_is_exit_8_not_3(tmp_path: Path) -> None:
+    """The version may well exist at the lake: what is missing is the lake.  Exit 3 told a
+    script "no such version"."""
+    origin = FlakyOrigin()
+    lake = memory_lake(tmp_path, origin=origin)
+    lake.push(write_src(tmp_path / "s1", 1, size=1 << 16), "m/a", step=10)
+    lake.pull("m/a", tmp_path / "o1")  # v1 is servable offline
+    lake.push(write_src(tmp_path / "s2", 2, size=1 << 16), "m/a", step=20)  # v2 is not
+    lake.push(write_src(tmp_path / "s3", 3, size=1 << 16), "m/b")
+    origin.down = True
+    for ref in ("m/a@v2", "m/a@step=20", "m/b", "m/a@max:loss"):
+        with pytest.raises(TransferError) as err:
+            lake.pull(ref, tmp_path / "o2", offline_replica=True)
+        text = str(err.value)
+        assert err.value.exit_code == EXIT_TRANSFER
+        assert f"replica eu holds no copy of {ref}" in text and "cannot be reached" in text
+        assert f"ckptlake replicate {ref} --to eu" in text
+        assert ("holds is m/a@v1" if ref.startswith("m/a") else "no version of m/b") in text
+    assert not (tmp_path / "o2").exists()
+    assert lake.pull("m/a@step=10", tmp_path / "o3", offline_replica=True).version == 1
+
+
+ENDPOINT = "http://127.0.0.1:8333"
+
+
+def nested_replica_lake(tmp_path: Path, endpoint: str) -> "tuple":  # type: ignore[type-arg]
+    """A lake at s3://origin-bucket/lake on a custom endpoint, with a replica under its prefix
+    whose own endpoint_url names a server (in-memory stores: nothing is contacted)."""
+    from ckptlake.lake import Lake
+    from ckptlake.store.memory import MemoryStore
+    from test_replicas import S3LikeOrigin
+
+    spec = ReplicaSpec(name="eu", url="s3://origin-bucket/lake/eu", region="eu-west-1",
+                       endpoint_url=endpoint)
+    origin = S3LikeOrigin()
+    origin.url = "s3://origin-bucket/lake"
+    lake = Lake(origin, replicas=ReplicaSet([spec], origin_endpoint=ENDPOINT))
+    replica = lake._replica_backends["eu"] = MemoryStore("eu")
+    lake.push(write_src(tmp_path / "s1", 1, size=1 << 16), "m/a")
+    return lake, replica
+
+
+def test_replicate_and_gc_refuse_a_replica_nested_in_a_lake_on_a_custom_endpoint(
+        tmp_path: Path) -> None:
+    """With None (AWS) as the lake's endpoint, a replica naming the lake's own server in its
+    endpoint_url looked like one on another server: replicate wrote into the lake's prefix,
+    and gc swept there with its own records."""
+    lake, replica = nested_replica_lake(tmp_path, "HTTP://127.0.0.1:8333/")
+    with pytest.raises(UsageError, match=r"replica 'eu' .* is inside the lake") as err:
+        lake.replicate("m/a", "eu")
+    assert err.value.exit_code == EXIT_USAGE
+    lake.push(write_src(tmp_path / "s2", 2, size=1 << 16), "m/a")
+    from ckptlake.policy.retention import RetentionPolicy, Rule
+
+    result = lake.gc(lake.gc_plan(RetentionPolicy(rules=(Rule(match="m/*", keep_last=1),),
+                                                  grace_period=0, sweep_window=5,
+                                                  record_retention=10)))
+    assert result.replicas == [] and any("not swept" in w and "is inside the lake" in w
+                                         for w in result.warnings)
+    assert replica.keys() == []
+
+
+def test_a_replica_on_another_server_may_share_the_lakes_bucket_name(tmp_path: Path) -> None:
+    lake, replica = nested_replica_lake(tmp_path, "http://127.0.0.1:9000")
+    assert lake.replicate("m/a", "eu").chunks_copied > 0
+    assert any(k.startswith("chunks/") for k in replica.keys())

@@ -355,6 +355,12 @@ class GcPlan(_Result):
     foreign: Tally = field(default_factory=Tally)
     foreign_keys: list[str] = field(default_factory=list)  # the first FOREIGN_SHOWN
     footprint_before: Tally = field(default_factory=Tally)  # lake-owned objects
+    # Once the plan is carried out and everything it frees is swept: footprint_before less the
+    # deleted manifests and freed chunks.  It leaves out what gc writes itself, which a plan
+    # cannot size without writing it: a tombstone in each deleted manifest's place (~350
+    # bytes), condemnation records (~80 bytes per condemned chunk, one object per 100,000,
+    # removed record_retention after their sweep) and gc/settings.json.  Said so in README's
+    # JSON table; a few KiB next to the chunks, which are MiB each.
     footprint_after: Tally = field(default_factory=Tally)
     bytes_freed: int = 0  # once everything in the plan is swept
     bytes_freed_now: int = 0  # by this run (the rest after grace_period, by later runs)

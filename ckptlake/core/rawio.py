@@ -29,6 +29,29 @@ class SeekableReader(io.RawIOBase):
         self._check_open()
         return True
 
+    # Read-only as `open(path, "rb")` is: writable() False, and the writing calls raise
+    # io.UnsupportedOperation (an OSError and a ValueError, which is what code probing a file
+    # object catches), where io.RawIOBase's write raised a bare NotImplementedError.
+    def writable(self) -> bool:
+        self._check_open()
+        return False
+
+    def _read_only(self, op: str) -> io.UnsupportedOperation:
+        self._check_open()
+        name = getattr(self, "name", "") or "this file"
+        return io.UnsupportedOperation(
+            f"{op}: {name} is read-only (versions in a lake are immutable; write a new "
+            "version with Lake.writer() or Lake.push())")
+
+    def write(self, data: object) -> int:
+        raise self._read_only("write")
+
+    def writelines(self, lines: object) -> None:
+        raise self._read_only("writelines")
+
+    def truncate(self, size: int | None = None) -> int:
+        raise self._read_only("truncate")
+
     def tell(self) -> int:
         self._check_open()
         return self._pos

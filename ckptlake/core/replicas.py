@@ -161,7 +161,8 @@ class ReplicateResult(_Result):
 
 def replicate(origin: Store, replica: Store, m: Manifest, *, spec: ReplicaSpec, lake_url: str,
               concurrency: int, verify: bool = False, progress: Progress | None = None,
-              settings_override: Any = None) -> ReplicateResult:
+              settings_override: Any = None,
+              origin_endpoint: str | None = None) -> ReplicateResult:
     """Copy the chunks of version `m` that `replica` lacks, verified, create-if-absent.
 
     Resumable like a push: presence is looked up first (one HEAD per chunk), so a re-run after
@@ -174,12 +175,17 @@ def replicate(origin: Store, replica: Store, m: Manifest, *, spec: ReplicaSpec, 
     condemnation records: chunks a record names are checked again once any such sweep is over
     (sweep_window after the copy), and copied again if gone.  When `replicate` returns, the
     replica holds every chunk of the version, and keeps them while the version lives.
+
+    origin_endpoint: the endpoint the origin is reached at (ReplicaSet.origin_endpoint; None:
+    AWS's), for the check that the replica is not the lake nor nested in it: with None for a
+    lake on a MinIO/SeaweedFS, a replica naming that server in its own `endpoint_url` looked
+    like one at another server, and a replica inside the lake passed.
     """
     from . import clock as _clock
     from .browse import object_sizes
     from .gc_guard import guard_commit, read_settings
 
-    check_not_origin(spec, origin.url, None)
+    check_not_origin(spec, origin.url, origin_endpoint)
     progress = progress or NullProgress()
     started = time.monotonic()
     guard_started, guard_started_wall = _clock.now(), time.time()
@@ -293,32 +299,41 @@ def keep_manifest(origin: Store, replica: Store, m: Manifest) -> bool:
     return True
 
 
-def resolve_offline(replica: Store, ref: Any) -> Manifest:
+def resolve_offline(replica: Store, ref: Any, *, name: str | None = None) -> Manifest:
     """The manifest `ref` names among the copies the replica holds (latest, vN, step=N,
-    min:/max: -- aliases live only at the origin).
+    min:/max: -- aliases live only at the origin).  `name`: the replica's, for the messages.
 
-    An alias is a TransferError, not NotFound: the alias may well exist; what is missing is
-    the lake that holds it (a script retrying on exit 8 is right to)."""
+    What the replica lacks is a TransferError (exit 8), not NotFound (exit 3): the alias, or
+    the version the replica holds no copy of, may well exist; what is missing is the lake that
+    holds it (a script retrying on exit 8 is right to; one taking exit 3 as "no such version"
+    would be wrong)."""
     from ..format.refs import parse_ref
     from .catalog import resolve, version_numbers
 
     parsed = parse_ref(ref) if isinstance(ref, str) else ref
-    if parsed.kind == "alias":
+    replica_name = f"replica {name}" if name else "the replica"
+
+    def newest() -> str:
         try:
             held = version_numbers(replica, parsed.artifact)
         except CkptlakeError:
             held = []
-        where = (f"the newest version the replica holds is {parsed.artifact}@v{held[-1]}"
-                 if held else "the replica holds no version of it")
+        return (f"the newest version {replica_name} holds is {parsed.artifact}@v{held[-1]}"
+                if held else f"{replica_name} holds no version of {parsed.artifact}")
+
+    if parsed.kind == "alias":
         raise TransferError(f"the lake cannot be reached, and aliases live only there: "
                             f"{parsed.artifact}@{parsed.value} cannot be resolved offline",
-                            hint=f"name a version (@vN) instead; {where}")
+                            hint=f"name a version (@vN) instead; {newest()}")
     try:
         return resolve(replica, parsed)
-    except NotFound as exc:
-        raise NotFound(f"the lake cannot be reached, and the replica holds no such version: "
-                       f"{exc}", hint="replicas hold the versions pulled through them whole, "
-                                      "or copied with ckptlake replicate") from None
+    except NotFound:
+        raise TransferError(
+            f"the lake cannot be reached, and {replica_name} holds no copy of {parsed}: it may "
+            "exist at the lake",
+            hint=f"{newest()}; when the lake is back, pull it again, or copy it into the "
+                 f"replica ahead of time: ckptlake replicate {parsed} --to {name or 'NAME'}"
+        ) from None
 
 
 def _drop_stale_manifests(origin: Store, replica: Store) -> int:
@@ -367,17 +382,18 @@ def replica_presence(replica: Store, digests: dict[str, int], workers: int = 16
 
 def gc_replica(origin: Store, replica: Store, spec: ReplicaSpec, settings: Any, *,
                on_event: Callable[[str], None] | None = None, now: Any = None,
-               clock: Any = None) -> dict[str, Any]:
+               clock: Any = None, origin_endpoint: str | None = None) -> dict[str, Any]:
     """Sweep one replica with gc's own protocol (docs/format.md, "Replicas"): its records
     live in the replica (`gc/condemned/`), its mark lists the *origin's* roots.  Chunks no live
     origin version (or pending shard) references are condemned once older than grace_period
     (by the replica's LastModified), and swept a grace period later with a mark listing no
-    older than sweep_window.  Returns the run's GcResult as a dict, with the replica named."""
+    older than sweep_window.  Returns the run's GcResult as a dict, with the replica named.
+    origin_endpoint: as for `replicate`."""
     from . import clock as _clock
     from .gc import _Execution
     from .identity import utcnow
 
-    check_not_origin(spec, origin.url, None)
+    check_not_origin(spec, origin.url, origin_endpoint)
     if clock is None:
         def clock() -> float:
             return _clock.now()

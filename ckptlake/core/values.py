@@ -1,4 +1,5 @@
-"""Checks of the user-given values a version records (metrics, metadata).
+"""Checks of the user-given values a version records (metrics, metadata), and of the
+library's plain arguments (check_arg).
 
 Shared by the library's push and the checkpointer, which must refuse bad values on the
 caller's thread, before anything is uploaded.
@@ -8,6 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from collections.abc import Iterable
 from typing import Any
 
 from ..errors import UsageError
@@ -93,3 +95,75 @@ def check_destination(destination: Any) -> str:
     if not isinstance(out, str) or not out:
         raise UsageError("destination is empty", hint='name a directory; "." is the current one')
     return out
+
+
+_KINDS = {"bool": "True or False", "int": "an integer", "number": "a number",
+          "seconds": "a non-negative number of seconds", "str": "a string",
+          "path": "a path (str or os.PathLike)", "callable": "a callable",
+          "names": "a string or a list of strings"}
+
+
+def check_arg(name: str, value: Any, kind: str, *, optional: bool = False,
+              minimum: float | None = None, positive: bool = False) -> Any:
+    """The one check of the library's plain arguments (Lake, Checkpointer): UsageError (exit 2)
+    naming the parameter and the type it takes, else the value to use (an int for "int", a
+    float for "number" and "seconds", a tuple for "names").
+
+    Why: a wrong type otherwise fails far from its cause with a bare TypeError (`limit="2"`
+    compared with 0, `price="1"` multiplied), or, for a flag, passes as True: `force="no"`
+    replaced the destination's files.  Bools are refused where numbers are meant (True is no
+    count), and numbers where bools are (1 may be a typo for another argument).  "seconds"
+    may be infinite (wait for ever); "number" may not (a price, a rate)."""
+    if value is None and optional:
+        return None
+    given, what = value, _KINDS[kind]
+    endless = kind == "seconds"
+    if endless:
+        kind, minimum = "number", 0
+    elif minimum == 0 or positive:
+        what = f"a {'positive' if positive else 'non-negative'} {what.split()[-1]}"
+    elif minimum is not None:
+        what = f"{what} >= {minimum:g}"
+    if kind == "bool":  # numpy's too (np.True_ from a comparison): no bool subclass
+        ok = isinstance(value, bool) or (getattr(getattr(value, "dtype", None), "kind", "")
+                                         == "b" and getattr(value, "ndim", None) == 0)
+        value = bool(value) if ok else value
+    elif kind in ("int", "number"):
+        ok = isinstance(value, numbers.Integral if kind == "int" else numbers.Real) \
+            and not isinstance(value, bool) and (math.isfinite(value) or endless
+                                                 and value == math.inf)
+        if ok:
+            value = int(value) if kind == "int" else float(value)
+            ok = not ((minimum is not None and value < minimum) or (positive and value <= 0))
+    elif kind == "str":
+        ok = isinstance(value, str)
+    elif kind == "path":
+        ok = isinstance(value, (str, os.PathLike)) and isinstance(os.fspath(value), str)
+    elif kind == "callable":
+        ok = callable(value)
+    else:  # "names": check_names takes one string as one name, and fails on a number
+        if isinstance(value, (str, os.PathLike, Iterable)):
+            return check_names(value, name)
+        ok = False
+    if not ok:
+        shown = repr(given) if len(repr(given)) <= 60 else repr(given)[:57] + "..."
+        raise UsageError(f"{name} must be {what}{' or None' if optional else ''}, got {shown}")
+    return value
+
+
+def check_provenance(provenance: Any) -> None:
+    if not isinstance(provenance, (bool, dict)):
+        raise UsageError(f"provenance must be True, False or a dict of fields to add, got "
+                         f"{provenance!r}")
+
+
+def check_policy_arg(name: str, policy: Any) -> None:
+    """A retention policy argument: a RetentionPolicy, the path of a file holding one, or None
+    (the config file's)."""
+    from ..policy.retention import RetentionPolicy
+
+    if policy is None or isinstance(policy, RetentionPolicy):
+        return
+    if not isinstance(policy, (str, os.PathLike)) or not isinstance(os.fspath(policy), str):
+        raise UsageError(f"{name} must be a RetentionPolicy, the path of a policy file, or "
+                         f"None, got {policy!r}")

@@ -276,7 +276,12 @@ def same_location(a: str, a_endpoint: str | None, b: str, b_endpoint: str | None
 
 def check_not_origin(spec: ReplicaSpec, origin_url: str, origin_endpoint: str | None) -> None:
     """At open time (the lake may come from --lake): a replica must not be the lake, nor
-    overlap it."""
+    overlap it.
+
+    `origin_endpoint` is where the lake is reached (None: AWS's own endpoint, not "unknown"):
+    callers pass the lake's real one (ReplicaSet.origin_endpoint).  None for a lake on a
+    MinIO/SeaweedFS put a replica that names that server in its `endpoint_url` on another
+    server than the lake, and let one inside the lake through."""
     where = overlap(spec.url, inherited_endpoint(spec.url, spec.endpoint_url, origin_endpoint),
                     origin_url, origin_endpoint)
     if where is not None:
