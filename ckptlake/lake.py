@@ -23,8 +23,8 @@ from .format import layout
 from .format.refs import Ref, parse_ref, validate_alias, validate_artifact
 from .policy.config import (DEFAULT_CONCURRENCY, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE,
                             check_chunk_size, check_concurrency, check_part_settings)
-from .results import (AliasResult, ArtifactInfo, PullResult, PushResult, VerifyResult,
-                      VersionInfo)
+from .results import (AliasRemoveResult, AliasResult, ArtifactInfo, DeleteResult, PullResult,
+                      PushResult, VerifyResult, VersionInfo)
 from .store.base import Store
 from .transfer.parts import Parts
 from .transfer.progress import NullProgress, Progress
@@ -557,6 +557,123 @@ class Lake:
         validate_alias(check_arg("name", name, "str"))
         m = self._manifest(ref)
         return catalog.set_alias(self.store, m.artifact, name, m.version)
+
+    def remove_alias(self, artifact: str, name: str) -> AliasRemoveResult:
+        """Remove alias `name` of `artifact` (MLflow's delete_registered_model_alias).  The
+        version it named is then no longer protected from gc's retention, nor from `delete`.
+        NotFound (naming the aliases there are) if there is no such alias.  A concurrent move
+        of the same alias is either removed too or stands (docs/format.md, "Alias record")."""
+        validate_artifact(check_arg("artifact", artifact, "str"))
+        validate_alias(check_arg("name", name, "str"))
+        try:
+            return catalog.remove_alias(self.store, artifact, name)
+        except NotFound:
+            if self.exists():
+                raise
+            raise self.absent_error() from None
+
+    def delete(self, ref: str | Ref, *, reason: str | None = None, dry_run: bool = False
+               ) -> DeleteResult:
+        """Delete one version by hand (`ckptlake rm`): a bad checkpoint, or one pushed with a
+        secret in it.  It becomes unreadable at once; its chunks stay until gc sweeps them.
+
+        gc's own deleter does it (core/gc.delete_versions: tombstone, aliases read again, then
+        the manifest), so lineage keeps the version (as expired, rule "ckptlake rm", with
+        `reason`) and an alias set meanwhile spares it.  Refused (PolicyRefusal, exit 7) for
+        the artifact's latest version -- a push numbers its version latest + 1, so its number
+        could be handed out twice -- and for an aliased version.  NotFound for a version that
+        does not exist or was deleted already.  dry_run: every check, nothing written.
+        """
+        from .core import tombstones
+        from .core.gc import ArtifactPlan, GcResult, VersionPlan, delete_versions
+        from .core.identity import user_at_host, utcnow
+        from .errors import IntegrityError, PolicyRefusal
+        from .redact import redact
+
+        ref = parse_ref(ref) if isinstance(ref, str) else ref
+        if not isinstance(ref, Ref):
+            raise UsageError(f"a reference is a string (ARTIFACT@SELECTOR) or a Ref, got "
+                             f"{ref!r}")
+        check_arg("reason", reason, "str", optional=True)
+        check_arg("dry_run", dry_run, "bool")
+        if reason is not None:
+            reason = " ".join(reason.split())
+            if not reason or len(reason) > 500 or not reason.isprintable():
+                raise UsageError("reason must be 1 to 500 printable characters (whitespace and "
+                                 "newlines become single spaces)",
+                                 hint="e.g. reason='pushed with an API token in it'")
+            reason = redact(reason)  # it is stored, and shown by every read of the version
+        artifact = ref.artifact
+        created: Any = None
+        try:
+            m = self._manifest(ref)
+            number, step, created, created_by = m.version, m.step, m.created, m.created_by
+            total_bytes, files = m.total_bytes, len(m.files)
+        except IntegrityError:
+            # A manifest no reader accepts blocks gc (it must not guess what the version
+            # references); deleting it by its number is the way out.
+            if ref.kind != "version":
+                raise
+            number = int(ref.value)  # type: ignore[arg-type]
+            step, created_by, total_bytes, files = None, "", 0, 0
+            created = self.store.stat(layout.version_key(artifact, number)).modified
+        numbers = catalog.version_numbers(self.store, artifact)
+        if not numbers or number >= numbers[-1]:
+            what = {"version": f"{artifact}@v{number} is the latest version of {artifact}",
+                    "latest": f"{ref} (without @SELECTOR) means its latest version, v{number}"
+                    }.get(ref.kind, f"{ref} is v{number}, the latest version of {artifact}")
+            raise PolicyRefusal(
+                f"{what}, which is never deleted: the next push would take its number again",
+                hint=f"push a newer version of {artifact} first; rm deletes one version, "
+                     "ARTIFACT@vN, never a whole artifact")
+        names = sorted(a for a, v in catalog.aliases(self.store, artifact).items()
+                       if v == number)
+        if names:
+            raise self._aliased(artifact, number, names)
+        who = user_at_host()
+        reason = reason or f"deleted by hand by {who}"
+        now = utcnow()
+        result = DeleteResult(
+            lake=self.url, artifact=artifact, version=number, step=step, created=created,
+            created_by=created_by, total_bytes=total_bytes, files=files,
+            rule=tombstones.RM_RULE, reason=reason, dry_run=dry_run, deleted=False)
+        if dry_run:
+            return result
+        plan = VersionPlan(
+            artifact=artifact, version=number, step=step, created=created or now,
+            age_seconds=max(0, int((now - (created or now)).total_seconds())),
+            total_bytes=total_bytes, files=files, keep=False, rule=tombstones.RM_RULE,
+            reason=reason)
+        done = GcResult()
+        delete_versions(self.store, ArtifactPlan(
+            artifact=artifact, rule=tombstones.RM_RULE, rule_line=None, versions=len(numbers),
+            delete=[plan], kept=[], kept_by={}), done, deleted=now)
+        if f"{artifact}@v{number}" in done.versions_deleted:
+            return dataclasses.replace(result, deleted=True, deleted_at=now, deleted_by=who)
+        if f"{artifact}@v{number}" in done.versions_spared:  # aliased while we deleted
+            names = sorted(a for a, v in catalog.aliases(self.store, artifact).items()
+                           if v == number)
+            if names:
+                raise self._aliased(artifact, number, names)
+            raise PolicyRefusal(f"{artifact}@v{number} was aliased while rm ran, so it was not "
+                                "deleted (the alias has been removed again since)",
+                                hint="run the same rm again")
+        catalog.load_manifest(self.store, artifact, number)  # deleted by someone else: says so
+        raise NotFound(f"{artifact}@v{number} was deleted meanwhile",
+                       hint=f"list what is left with: ckptlake ls {artifact} --all")
+
+    @staticmethod
+    def _aliased(artifact: str, number: int, names: list[str]) -> CkptlakeError:
+        """The refusal to delete an aliased version, naming the command that frees it."""
+        from .errors import PolicyRefusal
+
+        which = ", ".join(names)
+        return PolicyRefusal(
+            f"{artifact}@v{number} is aliased ({which}) and an aliased version is never "
+            "deleted", hint="remove the alias first: " + "; ".join(
+                f"ckptlake alias --delete {artifact} {n}" for n in names[:3])
+            + (" ..." if len(names) > 3 else "") + f"; or move it: ckptlake alias "
+            f"{artifact}@vN {names[0]}")
 
     # ---- training nodes (issue 6): sharded commits, async checkpointer --------------------
 

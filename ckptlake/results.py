@@ -116,6 +116,43 @@ class AliasResult(_Result):
 
 
 @dataclass(frozen=True)
+class AliasRemoveResult(_Result):
+    """`alias --delete`: the record is gone, so the version it named is no longer protected
+    from gc's retention (nor from `rm`)."""
+
+    artifact: str
+    alias: str
+    previous: int | None  # the version it pointed at; None if its record was malformed
+    removed: bool = True
+
+
+@dataclass(frozen=True)
+class DeleteResult(_Result):
+    """`rm` / `Lake.delete`: one version deleted by hand (or, with dry_run, what would be).
+    Its chunks are not deleted here: gc's sweep takes those no other version uses, after
+    retention.grace_period (docs/format.md, "Deleting (gc)")."""
+
+    lake: str
+    artifact: str
+    version: int
+    step: int | None
+    created: datetime  # for an unreadable manifest: when its object was written
+    created_by: str
+    total_bytes: int
+    files: int
+    rule: str  # what the tombstone names as the deleter: "ckptlake rm"
+    reason: str
+    dry_run: bool
+    deleted: bool  # False with dry_run
+    deleted_at: datetime | None = None
+    deleted_by: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.artifact}@v{self.version}"
+
+
+@dataclass(frozen=True)
 class VerifyResult(_Result):
     """What `verify` found (core/verify.py).  `problems` make the CLI exit 5; orphan chunks
     and warnings do not (gc collects orphans; warnings need a person, not a repair)."""

@@ -18,7 +18,8 @@ _ckptlake_dirs() {
 }
 
 # Artifact names, aliases and selectors ($1: ref or artifact), or the paths in the version
-# $ref names ($1: path; _ckptlake_npos sets ref) from the lake.  The word, and the words
+# $ref names ($1: path), or the aliases of its artifact ($1: alias), from the lake
+# (_ckptlake_npos sets ref).  The word, and the words
 # handed to __complete, come from COMP_LINE split at blanks: COMP_WORDS splits
 # art@step=N at '@' and '=', and --lake file:///x at ':' (the lake would be 'file').
 # Readline replaces only what follows the word's last COMP_WORDBREAKS character, that
@@ -29,7 +30,7 @@ _ckptlake_lake() {
     local breaks=$' \t\n"\'@><=;|&(:'  # bash's default COMP_WORDBREAKS
     [[ -n "${COMP_WORDBREAKS+set}" ]] && breaks="$COMP_WORDBREAKS"
     local -a extra=() words=( "${COMP_WORDS[@]}" )
-    if [[ "$1" == path ]]; then
+    if [[ "$1" == path || "$1" == alias ]]; then
         [[ -n "${ref-}" ]] || return 0
         extra=( "$ref" )
     fi
@@ -102,7 +103,7 @@ _ckptlake() {
     cmd=""
     for (( i = 1; i < COMP_CWORD; i++ )); do
         case "${COMP_WORDS[i]}" in
-            push|pull|ls|alias|show|cat|lineage|diff|watch|gc|du|verify|cache|replicate) cmd="${COMP_WORDS[i]}"; cmd_index=i; break ;;
+            push|pull|ls|alias|show|cat|lineage|diff|watch|gc|rm|du|verify|cache|replicate) cmd="${COMP_WORDS[i]}"; cmd_index=i; break ;;
         esac
     done
     case "$cmd" in
@@ -114,7 +115,7 @@ _ckptlake() {
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=( $(compgen -W "--version --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
             else
-                COMPREPLY=( $(compgen -W "push pull ls alias show cat lineage diff watch gc du verify cache replicate" -- "$cur") )
+                COMPREPLY=( $(compgen -W "push pull ls alias show cat lineage diff watch gc rm du verify cache replicate" -- "$cur") )
             fi
             ;;
         push)
@@ -173,12 +174,13 @@ _ckptlake() {
                 --lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=( $(compgen -W "--lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                COMPREPLY=( $(compgen -W "--delete -d --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
             _ckptlake_npos "--lake -l --endpoint-url --profile --region --config"
             case "$npos" in
                 0) _ckptlake_lake ref "$cur" ;;  # REF
+                1) _ckptlake_lake alias "$cur" ;;  # NAME
             esac
             ;;
         show)
@@ -264,6 +266,20 @@ _ckptlake() {
                 COMPREPLY=( $(compgen -W "--dry-run --yes -y --policy --match --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
+            ;;
+        rm)
+            case "$prev" in
+                --config) _ckptlake_files "$cur"; return 0 ;;
+                --reason|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=( $(compgen -W "--reason --dry-run --yes -y --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                return 0
+            fi
+            _ckptlake_npos "--reason --lake -l --endpoint-url --profile --region --config"
+            case "$npos" in
+                0) _ckptlake_lake ref "$cur" ;;  # REF
+            esac
             ;;
         du)
             case "$prev" in

@@ -8,14 +8,15 @@
 complete -c ckptlake -f
 
 # Artifact names, aliases and selectors ($argv[1]: ref or artifact) from the lake, or
-# ($argv[1]: path) the paths in the version the first positional names; $argv[2..]
-# are then the subcommand's options that take a value.
+# ($argv[1]: path) the paths in the version the first positional names, or ($argv[1]:
+# alias) the aliases of its artifact; $argv[2..] are then the subcommand's options
+# that take a value.
 function __ckptlake_lake
     set -l tokens (commandline -opc)
-    if test $argv[1] = path
+    if contains -- $argv[1] path alias
         set -l ref (__ckptlake_positional $argv[2..-1])[1]
         test -n "$ref"; or return 0
-        ckptlake __complete path (commandline -ct) $ref -- $tokens 2>/dev/null
+        ckptlake __complete $argv[1] (commandline -ct) $ref -- $tokens 2>/dev/null
         return 0
     end
     ckptlake __complete $argv[1] (commandline -ct) -- $tokens 2>/dev/null
@@ -105,6 +106,7 @@ complete -c ckptlake -n 'not __ckptlake_using' -a 'lineage' -d 'Show where the v
 complete -c ckptlake -n 'not __ckptlake_using' -a 'diff' -d 'Compare version A with version B (of one artifact or of two): step, metrics, metadata, files, bytes shared, and tensors of .safetensors files'
 complete -c ckptlake -n 'not __ckptlake_using' -a 'watch' -d 'Watch DIR and push each new complete checkpoint in it to ARTIFACT, in step order'
 complete -c ckptlake -n 'not __ckptlake_using' -a 'gc' -d 'Delete the versions the retention policy no longer keeps, and the chunks nothing references any more'
+complete -c ckptlake -n 'not __ckptlake_using' -a 'rm' -d 'Delete one version of an artifact: it cannot be read any more, at once'
 complete -c ckptlake -n 'not __ckptlake_using' -a 'du' -d 'Show what each artifact (and with --versions each version) stores: logical, stored, exclusive and shared bytes, and their monthly cost'
 complete -c ckptlake -n 'not __ckptlake_using' -a 'verify' -d 'Check that versions can be restored: the lake header, every manifest, that every chunk they reference exists with the right size, aliases, shard steps and gc\'s records'
 complete -c ckptlake -n 'not __ckptlake_using' -a 'cache' -d 'Show or trim the local chunk cache that pulls read through'
@@ -184,6 +186,7 @@ complete -c ckptlake -n '__ckptlake_using ls; and __ckptlake_arg 0 --where --sor
 complete -c ckptlake -n '__ckptlake_using ls; and __ckptlake_arg 1 --where --sort --limit --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake path --where --sort --limit --lake -l --endpoint-url --profile --region --config)' -d 'PATH'
 
 # alias REF NAME
+complete -c ckptlake -n '__ckptlake_using alias' -s d -l delete -d 'Remove alias NAME of the artifact REF (no @SELECTOR) instead; exit 3 if it has no such alias'
 complete -c ckptlake -n '__ckptlake_using alias' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
 complete -c ckptlake -n '__ckptlake_using alias' -l endpoint-url -x -d 'S3 endpoint for S3-compatible stores (MinIO, SeaweedFS, R2, ...)'
 complete -c ckptlake -n '__ckptlake_using alias' -l profile -x -d 'AWS credentials profile to use'
@@ -194,6 +197,7 @@ complete -c ckptlake -n '__ckptlake_using alias' -s q -l quiet -d 'Print nothing
 complete -c ckptlake -n '__ckptlake_using alias' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__ckptlake_using alias' -s h -l help -d 'Show this message and exit'
 complete -c ckptlake -n '__ckptlake_using alias; and __ckptlake_arg 0 --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'REF'
+complete -c ckptlake -n '__ckptlake_using alias; and __ckptlake_arg 1 --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake alias --lake -l --endpoint-url --profile --region --config)' -d 'NAME'
 
 # show REF
 complete -c ckptlake -n '__ckptlake_using show' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
@@ -296,6 +300,21 @@ complete -c ckptlake -n '__ckptlake_using gc' -l json -d 'Print exactly one JSON
 complete -c ckptlake -n '__ckptlake_using gc' -s q -l quiet -d 'Print nothing but errors'
 complete -c ckptlake -n '__ckptlake_using gc' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__ckptlake_using gc' -s h -l help -d 'Show this message and exit'
+
+# rm REF
+complete -c ckptlake -n '__ckptlake_using rm' -l reason -x -d 'Why, kept in the version\'s tombstone and shown by every later read of it; one line (default: \'deleted by hand by USER@HOST\')'
+complete -c ckptlake -n '__ckptlake_using rm' -l dry-run -d 'Say what would be deleted and change nothing'
+complete -c ckptlake -n '__ckptlake_using rm' -s y -l yes -d 'Delete without asking'
+complete -c ckptlake -n '__ckptlake_using rm' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
+complete -c ckptlake -n '__ckptlake_using rm' -l endpoint-url -x -d 'S3 endpoint for S3-compatible stores (MinIO, SeaweedFS, R2, ...)'
+complete -c ckptlake -n '__ckptlake_using rm' -l profile -x -d 'AWS credentials profile to use'
+complete -c ckptlake -n '__ckptlake_using rm' -l region -x -d 'Region of the bucket'
+complete -c ckptlake -n '__ckptlake_using rm' -l config -r -F -d 'Config file to read instead of the default search'
+complete -c ckptlake -n '__ckptlake_using rm' -l json -d 'Print exactly one JSON document on stdout (also for errors); no progress, no notes'
+complete -c ckptlake -n '__ckptlake_using rm' -s q -l quiet -d 'Print nothing but errors'
+complete -c ckptlake -n '__ckptlake_using rm' -l debug -d 'Print the traceback of errors on stderr'
+complete -c ckptlake -n '__ckptlake_using rm' -s h -l help -d 'Show this message and exit'
+complete -c ckptlake -n '__ckptlake_using rm; and __ckptlake_arg 0 --reason --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'REF'
 
 # du PREFIX
 complete -c ckptlake -n '__ckptlake_using du' -l versions -d 'Also one row per version (its exclusive bytes: chunks no other version references)'

@@ -268,8 +268,8 @@ class _DebugNotes:
 
 # The commands, in the order `ckptlake --help` lists them.  Each lives in the module of its name
 # (cli/push.py ...) as a function of that name, with HELP and EPILOG beside it.
-COMMANDS = ("push", "pull", "ls", "alias", "show", "cat", "lineage", "diff", "watch", "gc", "du",
-            "verify", "cache", "replicate")
+COMMANDS = ("push", "pull", "ls", "alias", "show", "cat", "lineage", "diff", "watch", "gc", "rm",
+            "du", "verify", "cache", "replicate")
 
 
 def build_command(name: str) -> Any:
@@ -288,7 +288,7 @@ def build_command(name: str) -> Any:
 
 class _LazyCommands(MutableMapping):
     """The group's subcommands: every name known up front (help, did-you-mean, completions),
-    each built on first lookup, so `ckptlake pull` neither imports nor builds the other 12."""
+    each built on first lookup, so `ckptlake pull` neither imports nor builds the others."""
 
     def __init__(self, names: Iterable[str], build: Callable[[str], Any]) -> None:
         self._names = list(names)
@@ -405,6 +405,7 @@ COMMAND_SYNONYMS = {
     "info": "show", "inspect": "show", "describe": "show",
     "history": "lineage", "compare": "diff",
     "prune": "gc", "clean": "gc", "cleanup": "gc", "purge": "gc",
+    "delete": "rm", "remove": "rm", "del": "rm", "erase": "rm",
     "check": "verify", "fsck": "verify", "validate": "verify",
 }
 OPTION_SYNONYMS = {

@@ -9,7 +9,9 @@ they run this, which prints candidates one per line:
   (newest first, at most MAX_EACH of each kind);
 * KIND `path` (`ckptlake __complete path WORD REF -- WORDS`): the paths inside the version REF
   names that start with WORD, one directory level at a time: `dir/` for a directory (the shell
-  adds no space), the name for a file or a symlink.  `--include=WORD` keeps its `--include=`.
+  adds no space), the name for a file or a symlink.  `--include=WORD` keeps its `--include=`;
+* KIND `alias` (`ckptlake __complete alias WORD REF -- WORDS`): the aliases of REF's artifact
+  that start with WORD (`alias REF NAME`, `alias --delete ARTIFACT NAME`).
 
 Why it is cheap: names come from delimiter listings along the typed path (one request per
 level, one per matching child to tell an artifact from a directory), never a listing of the
@@ -173,9 +175,10 @@ class Lookups:
                 t.start()
             for t in threads:
                 t.join()
+            # an empty record (a removal cut short, a PUT cut after its head) is no alias
             aliases = sorted(parsed[1] for info in found[layout.aliases_prefix(artifact)]
                              if (parsed := layout.parse_alias_key(info.key))
-                             and parsed[0] == artifact)
+                             and parsed[0] == artifact and info.size > 0)
             committed = {parsed[1]: info.modified
                          for info in found[layout.versions_prefix(artifact)]
                          if (parsed := layout.parse_version_key(info.key))
@@ -270,6 +273,15 @@ def paths(lookups: Lookups, word: str, ref: str) -> list[str]:
             if n.startswith(fragment)]
 
 
+def alias_names(lookups: Lookups, word: str, ref: str) -> list[str]:
+    """The aliases of the artifact `ref` names that start with word (from the same cached
+    listing as the @ALIAS selectors)."""
+    from ..format.refs import parse_ref
+
+    artifact = parse_ref(ref).artifact
+    return [a for a in lookups.selectors(artifact)["aliases"] if a.startswith(word)]
+
+
 def _opener(options: dict[str, str]) -> tuple[str, Callable[[], Any]]:
     """(the lake's cache key, a function opening its store); resolving the URL reads only the
     config file, never the network."""
@@ -300,6 +312,8 @@ def candidates(kind: str, word: str, words: list[str], *, budget: float = BUDGET
     find: Callable[[Lookups, str], list[str]]
     if kind == "path":
         find = lambda lookups, w: paths(lookups, w, ref)  # noqa: E731
+    elif kind == "alias":
+        find = lambda lookups, w: alias_names(lookups, w, ref)  # noqa: E731
     else:
         find = refs if kind == "ref" else names
     try:  # a fresh cached answer needs no store at all (nor boto3's import)
@@ -349,13 +363,14 @@ class _Stale(Cache):
 
 def main(argv: list[str]) -> int:
     """Never fails loudly: a completion that errors prints nothing, exit 0."""
-    usage = "usage: ckptlake __complete artifact|ref WORD | path WORD REF [-- WORDS...]\n"
-    if len(argv) < 2 or argv[0] not in ("artifact", "ref", "path"):
+    usage = ("usage: ckptlake __complete artifact|ref WORD | path|alias WORD REF "
+             "[-- WORDS...]\n")
+    if len(argv) < 2 or argv[0] not in ("artifact", "ref", "path", "alias"):
         sys.stderr.write(usage)
         return 2
     kind, word, rest = argv[0], argv[1], argv[2:]
     ref = ""
-    if kind == "path":
+    if kind in ("path", "alias"):
         if not rest or rest[0] == "--":
             sys.stderr.write(usage)
             return 2

@@ -161,12 +161,15 @@ def command_tree(app: typer.Typer | None = None) -> tuple[Cmd, list[Cmd]]:
 def lake_kind(arg: Arg) -> str | None:
     """'ref' for an argument naming a version (ARTIFACT@SELECTOR), 'artifact' for one naming
     an artifact (or a prefix of names), 'path' for a path inside the version the command's
-    first argument (a REF) names, None otherwise: these are completed from the lake by
-    `ckptlake __complete` (cli/complete.py), the rest statically."""
+    first argument (a REF) names, 'alias' for an alias of that argument's artifact (`alias`'s
+    NAME), None otherwise: these are completed from the lake by `ckptlake __complete`
+    (cli/complete.py), the rest statically."""
     if arg.path or arg.choices:
         return None
     if arg.metavar in ("PATH", "[PATH]..."):
         return "path"
+    if arg.metavar == "NAME":
+        return "alias"
     names = set(arg.metavar.split("|"))
     if "REF" in names or arg.metavar in ("A", "B"):
         return "ref"
@@ -254,7 +257,8 @@ def bash_script(top: Cmd, subs: list[Cmd]) -> str:
         "}",
         "",
         "# Artifact names, aliases and selectors ($1: ref or artifact), or the paths in the version",
-        "# $ref names ($1: path; _ckptlake_npos sets ref) from the lake.  The word, and the words",
+        "# $ref names ($1: path), or the aliases of its artifact ($1: alias), from the lake",
+        "# (_ckptlake_npos sets ref).  The word, and the words",
         "# handed to __complete, come from COMP_LINE split at blanks: COMP_WORDS splits",
         "# art@step=N at '@' and '=', and --lake file:///x at ':' (the lake would be 'file').",
         "# Readline replaces only what follows the word's last COMP_WORDBREAKS character, that",
@@ -265,7 +269,7 @@ def bash_script(top: Cmd, subs: list[Cmd]) -> str:
         "    local breaks=$' \\t\\n\"\\'@><=;|&(:'  # bash's default COMP_WORDBREAKS",
         "    [[ -n \"${COMP_WORDBREAKS+set}\" ]] && breaks=\"$COMP_WORDBREAKS\"",
         "    local -a extra=() words=( \"${COMP_WORDS[@]}\" )",
-        "    if [[ \"$1\" == path ]]; then",
+        "    if [[ \"$1\" == path || \"$1\" == alias ]]; then",
         "        [[ -n \"${ref-}\" ]] || return 0",
         "        extra=( \"$ref\" )",
         "    fi",
@@ -451,10 +455,11 @@ def zsh_script(top: Cmd, subs: list[Cmd]) -> str:
     out += [
         "# Artifact names, aliases and selectors (last argument: ref or artifact; _arguments",
         "# puts its compadd options first), or the paths in the version the first argument",
-        "# names (path), from the lake; 'dir/' levels get no space after them.",
+        "# names (path), or the aliases of its artifact (alias), from the lake; 'dir/' levels",
+        "# get no space after them.",
         "_ckptlake_lake() {",
         "  local -a found dirs names extra",
-        "  if [[ ${@[-1]} == path ]]; then",
+        "  if [[ ${@[-1]} == (path|alias) ]]; then",
         "    [[ -n ${line[1]-} ]] || return 1",
         "    extra=( \"${(Q)line[1]}\" )",
         "  fi",
@@ -537,14 +542,15 @@ def fish_script(top: Cmd, subs: list[Cmd]) -> str:
     out += ["", f"complete -c {PROG} -f", ""]
     out += [
         "# Artifact names, aliases and selectors ($argv[1]: ref or artifact) from the lake, or",
-        "# ($argv[1]: path) the paths in the version the first positional names; $argv[2..]",
-        "# are then the subcommand's options that take a value.",
+        "# ($argv[1]: path) the paths in the version the first positional names, or ($argv[1]:",
+        "# alias) the aliases of its artifact; $argv[2..] are then the subcommand's options",
+        "# that take a value.",
         "function __ckptlake_lake",
         "    set -l tokens (commandline -opc)",
-        "    if test $argv[1] = path",
+        "    if contains -- $argv[1] path alias",
         "        set -l ref (__ckptlake_positional $argv[2..-1])[1]",
         "        test -n \"$ref\"; or return 0",
-        "        ckptlake __complete path (commandline -ct) $ref -- $tokens 2>/dev/null",
+        "        ckptlake __complete $argv[1] (commandline -ct) $ref -- $tokens 2>/dev/null",
         "        return 0",
         "    end",
         "    ckptlake __complete $argv[1] (commandline -ct) -- $tokens 2>/dev/null",
@@ -635,7 +641,9 @@ def fish_script(top: Cmd, subs: list[Cmd]) -> str:
                 out.append(f"complete -c {PROG} -n {_fq(at)} -a {_fq(' '.join(a.choices))}"
                            f" -d {_fq(a.metavar)}")
             elif kind := lake_kind(a):
-                call = lake_paths if kind == "path" else f"(__ckptlake_lake {kind})"
+                call = lake_paths if kind == "path" else \
+                    f"(__ckptlake_lake alias {valued})".replace(" )", ")") if kind == "alias" \
+                    else f"(__ckptlake_lake {kind})"
                 out.append(f"complete -c {PROG} -n {_fq(at)} -a {_fq(call)}"
                            f" -d {_fq(a.metavar)}")
     out.append("")

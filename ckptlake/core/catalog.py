@@ -15,7 +15,7 @@ from ..errors import IntegrityError, NotFound, PreconditionFailed, TransferError
 from ..format import layout
 from ..format.manifest import Manifest, decode_manifest
 from ..format.refs import Ref, parse_ref, validate_alias, validate_artifact
-from ..results import AliasResult, ArtifactInfo, VersionInfo
+from ..results import AliasRemoveResult, AliasResult, ArtifactInfo, VersionInfo
 from ..store.base import Store
 from ..transfer.pool import bounded_map
 from .identity import iso, user_at_host, utcnow
@@ -255,9 +255,76 @@ def set_alias(store: Store, artifact: str, name: str, version: int) -> AliasResu
         what = (f"{artifact}@{name} is back at {back}" if previous_body is not None
                 else f"{artifact}@{name} was removed again") if undone else \
             f"{artifact}@{name} was moved by someone else meanwhile and left as they set it"
-        raise NotFound(f"{artifact}@v{version} was deleted by gc while the alias was being set; "
-                       f"{what}", hint=f"pick a version that exists: ckptlake ls {artifact}")
+        by = _deleter(store, artifact, version)
+        raise NotFound(f"{artifact}@v{version} was deleted by {by} while the alias was being "
+                       f"set; {what}", hint=f"pick a version that exists: ckptlake ls {artifact}")
     return AliasResult(artifact, name, version, previous)
+
+
+def _deleter(store: Store, artifact: str, version: int) -> str:
+    """'gc' or 'ckptlake rm', from the version's tombstone: both delete by the same protocol,
+    and the message should send the user to the one that did it."""
+    from . import tombstones
+
+    try:
+        tomb = tombstones.load(store, artifact, version)
+    except TransferError:  # the message matters less than the failure it explains
+        return "gc"
+    return tombstones.RM_RULE if tomb is not None and tomb.rule == tombstones.RM_RULE else "gc"
+
+
+def remove_alias(store: Store, artifact: str, name: str) -> AliasRemoveResult:
+    """Remove alias `name`: compare-and-swap its record to an empty one (which every reader
+    takes for no alias, docs/format.md "Empty objects"), then delete that empty record.
+
+    The store has no conditional delete, so a plain delete could drop a move that landed
+    between our read and the delete.  The swap pins what is removed: a mover that got in first
+    makes it fail, and we remove what they set (the user asked for no alias, whatever it
+    named); a mover after it replaces the empty record by compare-and-swap, as a create.  Only
+    a mover landing between our check of the empty record and its delete is lost: a
+    one-request window, documented in docs/format.md ("Alias record").
+    """
+    validate_artifact(artifact)
+    validate_alias(name)
+    key = layout.alias_key(artifact, name)
+    for attempt in range(50):
+        try:
+            data, etag = store.get_with_etag(key)
+        except NotFound:
+            data, etag = b"", ""
+        if not data:  # absent, or empty (a PUT cut after its head): no alias
+            # names from the listing alone: one malformed record must not hide the others
+            known = ", ".join(sorted(
+                parsed[1] for info in store.list(layout.aliases_prefix(artifact))
+                if (parsed := layout.parse_alias_key(info.key)) and parsed[0] == artifact
+                and info.size > 0)) or "none"
+            raise NotFound(f"{artifact} has no alias {name!r} (aliases: {known})",
+                           hint=f"list versions and their aliases with: ckptlake ls {artifact}")
+        try:
+            previous: int | None = _decode_alias(data)
+        except IntegrityError:  # a malformed record is removed all the same
+            previous = None
+        try:
+            store.put(key, b"", if_match=etag)
+            break
+        except PreconditionFailed:  # moved meanwhile: remove what it names now
+            time.sleep(random.random() * 0.05 * (attempt + 1))
+    else:
+        raise TransferError(f"could not remove alias {artifact}@{name}: too much contention")
+    _drop_empty(store, key)
+    return AliasRemoveResult(artifact, name, previous)
+
+
+def _drop_empty(store: Store, key: str) -> None:
+    """Delete an alias record if it is (still) empty.  One left behind, by a storage failure
+    here, is harmless: the alias is removed already (readers take an empty record for no
+    alias, and the next `alias` of that name replaces it), so the failure is not reported."""
+    try:
+        if store.get(key):
+            return  # set again since our swap: theirs stands
+        store.delete([key])
+    except (NotFound, TransferError):
+        pass
 
 
 def _survives(store: Store, artifact: str, version: int) -> bool:
@@ -343,7 +410,8 @@ def artifacts(store: Store, prefix: str = "") -> list[ArtifactInfo]:
             if n >= latest:
                 latest, updated = n, info.modified
             found[art] = (count + 1, latest, updated)
-        elif parsed_alias := layout.parse_alias_key(info.key):
+        elif (parsed_alias := layout.parse_alias_key(info.key)) and info.size > 0:
+            # an empty record (a removal cut short, a PUT cut after its head) is no alias
             alias_names.setdefault(parsed_alias[0], []).append(parsed_alias[1])
     return [ArtifactInfo(artifact=a, versions=c, latest=n, updated=t,
                          aliases=sorted(alias_names.get(a, [])))

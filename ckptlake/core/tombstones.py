@@ -23,6 +23,9 @@ from .createonce import create_once
 from .identity import iso, user_at_host
 
 TOMBSTONE_FORMAT = 1
+# The `rule` of a tombstone `ckptlake rm` (Lake.delete) wrote: a version deleted by hand, by
+# gc's deleter, is told apart from gc's by this alone (the record is the same).
+RM_RULE = "ckptlake rm"
 _WORKERS = 16
 
 
@@ -55,8 +58,11 @@ class Tombstone(_Result):
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
     def deleted_text(self) -> str:
-        """'deleted by gc on 2026-05-01 12:00:00Z under rules[0] (match '*/*/ckpt')'."""
+        """'deleted by gc on 2026-05-01 12:00:00Z under rules[0] (match '*/*/ckpt')', or for
+        one deleted by hand, 'deleted with ckptlake rm on 2026-05-01 12:00:00Z by ops@host'."""
         when = self.deleted.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        if self.rule == RM_RULE:
+            return f"deleted with {RM_RULE} on {when} by {self.deleted_by or '?'}"
         return f"deleted by gc on {when} under {self.rule}"
 
 

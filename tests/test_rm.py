@@ -1,0 +1,476 @@
+"""`ckptlake rm` (Lake.delete) and `alias --delete` (Lake.remove_alias).
+
+rm deletes one version by gc's own deleter (tombstone, aliases read again, manifest), never the
+latest nor an aliased one, and leaves its chunks to gc's sweep; alias removal swaps the record
+for an empty one (no alias) before deleting it, so a concurrent move is removed too or stands
+(docs/format.md, "Deleting one version by hand (rm)" and "Alias record")."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from typer.testing import CliRunner
+
+import ckptlake
+from ckptlake.cli.app import app
+from ckptlake.core import catalog, shards
+from ckptlake.core import tombstones as tombs
+from ckptlake.core.identity import utcnow
+from ckptlake.errors import CkptlakeError, IntegrityError, NotFound, PolicyRefusal, UsageError
+from ckptlake.format import layout
+from ckptlake.lake import Lake
+from ckptlake.store.memory import MemoryStore
+
+ART = "p/ckpt"
+
+
+def cli(*args: Any, input: str | None = None) -> Any:
+    return CliRunner().invoke(app, [str(a) for a in args], input=input,
+                              catch_exceptions=False)
+
+
+def push(lake: Lake, tmp_path: Path, artifact: str = ART, n: int = 3, **kw: Any) -> list[int]:
+    """n versions of distinct random content (each its own chunk)."""
+    out = []
+    for i in range(n):
+        src = tmp_path / f"src-{artifact.replace('/', '_')}-{i}-{os.urandom(3).hex()}"
+        src.mkdir()
+        (src / "w.bin").write_bytes(os.urandom(200 + i))
+        out.append(lake.push(src, artifact, **kw).version)
+    return out
+
+
+def keys(store: Any, prefix: str = "") -> set[str]:
+    return {o.key for o in store.list(prefix)}
+
+
+class Hooked(MemoryStore):
+    """Runs a one-shot hook at a chosen point of a deleter's or a remover's sequence."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.before_tomb_put: Callable[[], None] | None = None
+        self.before_manifest_delete: Callable[[], None] | None = None
+        self.after_alias_read: Callable[[], None] | None = None
+        self.after_empty_alias_put: Callable[[], None] | None = None
+        self.alias_written = threading.Event()
+
+    @staticmethod
+    def _fire(hook: Callable[[], None] | None) -> None:
+        if hook is not None:
+            hook()
+
+    def put(self, key, data, **kw):  # type: ignore[no-untyped-def]
+        if layout.parse_tombstone_key(key) and self.before_tomb_put:
+            hook, self.before_tomb_put = self.before_tomb_put, None
+            hook()
+        etag = super().put(key, data, **kw)
+        if layout.parse_alias_key(key):
+            if data:
+                self.alias_written.set()
+            elif self.after_empty_alias_put:
+                hook, self.after_empty_alias_put = self.after_empty_alias_put, None
+                hook()
+        return etag
+
+    def get_with_etag(self, key):  # type: ignore[no-untyped-def]
+        got = super().get_with_etag(key)
+        if layout.parse_alias_key(key) and self.after_alias_read:
+            hook, self.after_alias_read = self.after_alias_read, None
+            hook()
+        return got
+
+    def delete(self, keys):  # type: ignore[no-untyped-def]
+        keys = list(keys)
+        if any(layout.parse_version_key(k) for k in keys) and self.before_manifest_delete:
+            hook, self.before_manifest_delete = self.before_manifest_delete, None
+            hook()
+        return super().delete(keys)
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> Lake:
+    lake = Lake(Hooked(), chunk_size=1 << 20)
+    push(lake, tmp_path)
+    return lake
+
+
+# ---- the library ---------------------------------------------------------------------------
+
+def test_rm_leaves_a_tombstone_lineage_and_the_chunks(local_lake_url: str, tmp_path: Path
+                                                      ) -> None:
+    with ckptlake.open(local_lake_url) as lake:
+        push(lake, tmp_path)
+        push(lake, tmp_path, "q/ft", n=1, parents=[f"{ART}@v2"])
+        chunks = keys(lake.store, "chunks/")
+        r = lake.delete(f"{ART}@v2", reason="pushed with\nan API token in it")
+        assert (r.ref, r.deleted, r.dry_run, r.rule) == (f"{ART}@v2", True, False, "ckptlake rm")
+        assert r.reason == "pushed with an API token in it"  # one line
+        assert [v.version for v in lake.versions(ART)] == [1, 3]
+        (t,) = lake.expired(ART)
+        assert (t.version, t.rule, t.reason) == (2, "ckptlake rm", r.reason)
+        node = lake.lineage("q/ft@v1").node(f"{ART}@v2")
+        assert node.status == "expired" and node.deleted
+        for read in (lambda: lake.show(f"{ART}@v2"), lambda: lake.pull(f"{ART}@v2", tmp_path / "o"),
+                     lambda: lake.delete(f"{ART}@v2")):
+            with pytest.raises(NotFound, match=r"p/ckpt@v2 was deleted with ckptlake rm on .* by "
+                                               r".*API token in it; list what is left") as err:
+                read()
+            assert err.value.exit_code == 3
+        assert keys(lake.store, "chunks/") == chunks  # left to gc's sweep
+
+
+def test_rm_refuses_the_latest_aliased_missing_and_bad_input(lake: Lake) -> None:
+    lake.alias(f"{ART}@v1", "prod")
+    before = keys(lake.store)
+    for ref, pattern in ((ART, r"p/ckpt \(without @SELECTOR\) means its latest version, v3"),
+                         (f"{ART}@v3", r"p/ckpt@v3 is the latest version of p/ckpt"),
+                         (f"{ART}@latest", "latest version, v3"),
+                         (f"{ART}@prod", r"p/ckpt@v1 is aliased \(prod\)"),
+                         (f"{ART}@v1", "alias --delete p/ckpt prod")):
+        with pytest.raises(PolicyRefusal, match=pattern) as err:
+            lake.delete(ref)
+        assert err.value.exit_code == 7
+    with pytest.raises(PolicyRefusal, match="push a newer version of p/ckpt first"):
+        lake.delete(ART, dry_run=True)
+    with pytest.raises(NotFound, match="p/ckpt@v9 does not exist"):
+        lake.delete(f"{ART}@v9")
+    for bad in ({"reason": ""}, {"reason": "x" * 501}, {"reason": 3}, {"reason": "a\x00b"},
+                {"dry_run": "no"}):
+        with pytest.raises(UsageError):
+            lake.delete(f"{ART}@v2", **bad)
+    with pytest.raises(UsageError):
+        lake.delete(f"{ART}@v2@x")
+    r = lake.delete(f"{ART}@v2", dry_run=True)
+    assert (r.version, r.deleted, r.dry_run) == (2, False, True)
+    assert r.reason.startswith("deleted by hand by ")
+    assert keys(lake.store) == before  # refusals and the dry run wrote nothing
+
+
+def test_an_alias_set_while_rm_runs_spares_the_version(lake: Lake) -> None:
+    """Between rm's first read of the aliases and its tombstone: the second read sees it."""
+    store = lake.store
+    store.before_tomb_put = lambda: lake.alias(f"{ART}@v2", "prod")
+    with pytest.raises(PolicyRefusal, match=r"p/ckpt@v2 is aliased \(prod\)"):
+        lake.delete(f"{ART}@v2")
+    assert store.exists(layout.version_key(ART, 2))
+    assert not store.exists(layout.tombstone_key(ART, 2))  # its new tombstone went again
+    assert catalog.aliases(store, ART) == {"prod": 2}
+
+
+def test_an_alias_landing_right_before_rms_delete_is_undone(lake: Lake,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """After rm's last read of the aliases: the alias side sees the tombstone, waits, finds the
+    manifest gone and removes its record, so no alias names a deleted version."""
+    monkeypatch.setattr(catalog, "_SETTLE_POLL", 0.01)
+    store = lake.store
+    errors: list[BaseException] = []
+
+    def set_alias() -> None:
+        try:
+            lake.alias(f"{ART}@v2", "prod")
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            errors.append(exc)
+
+    thread = threading.Thread(target=set_alias)
+
+    def alias_lands_now() -> None:
+        thread.start()
+        assert store.alias_written.wait(10)
+
+    store.before_manifest_delete = alias_lands_now
+    assert lake.delete(f"{ART}@v2").deleted
+    thread.join(30)
+    assert not thread.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], NotFound)
+    assert "p/ckpt@v2 was deleted by ckptlake rm while the alias was being set; p/ckpt@prod " \
+           "was removed again" in str(errors[0])
+    assert catalog.aliases(store, ART) == {}
+    assert not store.exists(layout.version_key(ART, 2))
+
+
+def test_rm_racing_alias_never_deletes_an_aliased_version(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """Free-running threads: whoever wins, no alias is left on a deleted version."""
+    monkeypatch.setattr(catalog, "_SETTLE_POLL", 0.001)
+    outcomes = set()
+    for i in range(12):
+        lake = Lake(MemoryStore(), chunk_size=1 << 20)
+        (tmp_path / str(i)).mkdir()
+        push(lake, tmp_path / str(i), n=3)
+        barrier = threading.Barrier(2)
+        got: dict[str, Any] = {}
+
+        def run(name: str, fn: Callable[[], Any]) -> None:
+            barrier.wait()
+            try:
+                got[name] = fn()
+            except CkptlakeError as exc:
+                got[name] = exc
+
+        threads = [threading.Thread(target=run, args=("rm", lambda: lake.delete(f"{ART}@v2"))),
+                   threading.Thread(target=run, args=("alias",
+                                                      lambda: lake.alias(f"{ART}@v2", "prod")))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        alive = lake.store.exists(layout.version_key(ART, 2))
+        aliased = catalog.aliases(lake.store, ART).get("prod") == 2
+        assert alive or not aliased, got
+        assert alive == (not getattr(got["rm"], "deleted", False)), got
+        outcomes.add((alive, aliased))
+    assert outcomes <= {(True, True), (False, False)}
+
+
+def test_rm_of_a_manifest_no_reader_accepts(lake: Lake) -> None:
+    """Such a manifest stops gc; deleting it by number is the way out."""
+    key = layout.version_key(ART, 1)
+    lake.store.put(key, b'{"not": "a manifest"}')
+    with pytest.raises(IntegrityError):
+        lake.show(f"{ART}@v1")
+    r = lake.delete(f"{ART}@v1", reason="corrupt")
+    assert r.deleted and r.files == 0
+    assert not lake.store.exists(key)
+    assert [t.version for t in lake.expired(ART)] == [1]
+
+
+def test_a_shard_step_rm_deleted_is_never_committed_again(local_lake_url: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """As after gc (tests/test_shards_gc.py): the owner died after writing the manifest; rm
+    deleted it; a takeover finds rm's tombstone with its commit_id and stops."""
+
+    class Crash(BaseException):
+        pass
+
+    art = "res/ck"
+    with ckptlake.open(local_lake_url) as lake:
+        dirs = []
+        for r in range(2):
+            d = tmp_path / f"rank{r}"
+            d.mkdir()
+            (d / f"__{r}_0.distcp").write_bytes(os.urandom(1000))
+            dirs.append(d)
+        lake.push_shard(dirs[0], art, step=1, rank=0, world=2)
+        real_cas = shards._cas
+
+        def dying_cas(store, key, claim, etag):  # type: ignore[no-untyped-def]
+            if claim.state == "committed":
+                raise Crash()
+            return real_cas(store, key, claim, etag)
+
+        monkeypatch.setattr(shards, "_cas", dying_cas)
+        with pytest.raises(Crash):
+            lake.push_shard(dirs[1], art, step=1, rank=1, world=2)
+        monkeypatch.setattr(shards, "_cas", real_cas)
+        push(lake, tmp_path, art, n=1)
+        assert lake.delete(f"{art}@v1").deleted
+        key = layout.shard_claim_key(art, 1)
+        claim = shards.decode_claim(lake.store.get(key), key=key)
+        assert claim.state == "committing"
+        lake.store.put(key, replace(claim, updated=utcnow() - timedelta(hours=1)).encode())
+        with pytest.raises(NotFound, match=r"res/ck step 1 was committed as v1, which was "
+                                           r"deleted with ckptlake rm on "):
+            lake.push_shard(dirs[1], art, step=1, rank=1, world=2, stale_after=60)
+        assert not lake.store.exists(layout.version_key(art, 1))
+        assert [v.version for v in lake.versions(art)] == [2]
+
+
+# ---- alias removal ---------------------------------------------------------------------------
+
+def test_remove_alias(lake: Lake) -> None:
+    lake.alias(f"{ART}@v1", "prod")
+    lake.alias(f"{ART}@v2", "best")
+    r = lake.remove_alias(ART, "prod")
+    assert r.to_dict() == {"artifact": ART, "alias": "prod", "previous": 1, "removed": True}
+    assert not lake.store.exists(layout.alias_key(ART, "prod"))  # no empty record left
+    with pytest.raises(NotFound, match=r"p/ckpt has no alias 'prod' \(aliases: best\)") as err:
+        lake.remove_alias(ART, "prod")
+    assert err.value.exit_code == 3
+    for bad in ((ART, "latest"), (ART, 3), (None, "prod"), ("a@b", "prod")):
+        with pytest.raises(UsageError):
+            lake.remove_alias(*bad)
+    # the version is free again: rm may take it now
+    assert lake.delete(f"{ART}@v1").deleted
+    # a malformed record is removed all the same; an empty one is no alias
+    lake.store.put(layout.alias_key(ART, "bad"), b"{")
+    assert lake.remove_alias(ART, "bad").previous is None
+    lake.store.put(layout.alias_key(ART, "cut"), b"")
+    with pytest.raises(NotFound, match=r"no alias 'cut' \(aliases: best\)"):
+        lake.remove_alias(ART, "cut")
+    assert lake.artifacts()[0].aliases == ["best"]  # the empty record is not listed
+    lake.store.put(layout.alias_key(ART, "worse"), b"[]")  # malformed: still named
+    with pytest.raises(NotFound, match=r"no alias 'cut' \(aliases: best, worse\)"):
+        lake.remove_alias(ART, "cut")
+
+
+def test_a_move_before_the_removal_is_removed_with_it(lake: Lake) -> None:
+    lake.alias(f"{ART}@v1", "prod")
+    lake.store.after_alias_read = lambda: catalog.set_alias(lake.store, ART, "prod", 3)
+    assert lake.remove_alias(ART, "prod").previous == 3  # what it named when it went
+    assert catalog.aliases(lake.store, ART) == {}
+
+
+def test_a_move_after_the_removal_stands(lake: Lake) -> None:
+    lake.alias(f"{ART}@v1", "prod")
+    lake.store.after_empty_alias_put = lambda: catalog.set_alias(lake.store, ART, "prod", 3)
+    assert lake.remove_alias(ART, "prod").previous == 1
+    assert catalog.aliases(lake.store, ART) == {"prod": 3}
+
+
+def test_alias_names_complete_from_the_lake(lake: Lake, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from ckptlake.cli import complete
+
+    root = tmp_path / "lk"
+    with ckptlake.open("file://" + str(root)) as local:
+        push(local, tmp_path, n=2)
+        local.alias(f"{ART}@v1", "prod")
+        local.alias(f"{ART}@v1", "prev")
+        local.store.put(layout.alias_key(ART, "pcut"), b"")  # no alias
+    monkeypatch.setenv("CKPTLAKE_LAKE", "file://" + str(root))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    words = ["ckptlake", "alias", "--delete", ART, "p"]
+    assert complete.candidates("alias", "p", words, ref=ART) == ["prev", "prod"]
+    assert complete.candidates("alias", "", words, ref=f"{ART}@v2") == ["prev", "prod"]
+    assert complete.main(["alias", "pr"]) == 2  # no REF
+    # the bash script asks for them at alias's NAME, with the artifact of its first argument
+    import shutil
+    import sys
+
+    from test_completion_dynamic import ROOT, _bash_function
+
+    if shutil.which("bash") is None:
+        pytest.skip("no bash")
+    exe = tmp_path / "bin" / "ckptlake"
+    exe.parent.mkdir()
+    exe.write_text(f"#!/bin/sh\nexec '{sys.executable}' -m ckptlake \"$@\"\n")
+    exe.chmod(0o755)
+    env = {**os.environ, "PATH": f"{exe.parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
+    assert _bash_function(f"ckptlake alias --delete {ART} p", env) == ["prev", "prod"]
+    assert _bash_function(f"ckptlake alias {ART}@v2 pro", env) == ["prod"]
+
+
+# ---- the CLI ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def cli_lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Lake:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CKPTLAKE_LAKE", "file://" + str(tmp_path / "lake"))
+    lake = ckptlake.open("file://" + str(tmp_path / "lake"))
+    push(lake, tmp_path)
+    lake.alias(f"{ART}@v1", "prod")
+    return lake
+
+
+def test_cli_rm_asks_or_needs_yes(cli_lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = keys(cli_lake.store)
+    r = cli("rm", f"{ART}@v2", "--dry-run")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.startswith("would delete p/ckpt@v2 (") and "reason: deleted by hand by" \
+        in r.stdout
+    assert "ckptlake gc --yes" in r.stdout and "grace_period" in r.stdout
+    doc = json.loads(cli("rm", f"{ART}@v2", "--dry-run", "--json").stdout)
+    assert (doc["version"], doc["dry_run"], doc["deleted"], doc["rule"]) == (
+        2, True, False, "ckptlake rm")
+    r = cli("rm", f"{ART}@v2")  # no terminal, no --yes
+    assert r.exit_code == 7 and "--yes" in r.stderr
+    r = cli("rm", f"{ART}@v2", "--json")
+    assert r.exit_code == 7 and json.loads(r.stdout)["error"]["type"] == "PolicyRefusal"
+    monkeypatch.setattr("ckptlake.cli.rm.isatty", lambda stream: True)
+    r = cli("rm", f"{ART}@v2", input="n\n")
+    assert r.exit_code == 7 and "rm cancelled; nothing was changed" in r.stderr
+    assert "p/ckpt@v2 (" in r.stderr and "Delete p/ckpt@v2 from" in r.stderr
+    assert keys(cli_lake.store) == before
+    r = cli("rm", f"{ART}@v2", "--reason", "bad data", input="y\n")
+    assert r.exit_code == 0, r.stderr
+    assert "\ndeleted p/ckpt@v2 (" in r.stdout and "reason: bad data" in r.stdout  # after "y"
+    assert "unreadable at once" in r.stdout
+    r = cli("rm", "--yes", f"{ART}@v2")
+    assert r.exit_code == 3 and "was deleted with ckptlake rm" in r.stderr
+
+
+def test_cli_rm_refusals_and_usage(cli_lake: Lake, tmp_path: Path) -> None:
+    for ref, code, words in ((ART, 7, "means its latest version, v3"),
+                             (f"{ART}@v1", 7, "ckptlake alias --delete p/ckpt prod"),
+                             (f"{ART}@v7", 3, "does not exist"),
+                             (f"{ART}@", 2, ""),
+                             ("nope/x@v1", 3, "")):
+        r = cli("rm", ref, "--yes")
+        assert r.exit_code == code, (ref, r.stderr)
+        assert words in r.stderr and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) <= 2  # the lake line, the error
+    for bad in ("", " \n ", "bell\x07"):
+        r = cli("rm", f"{ART}@v2", "--reason", bad, "--yes")
+        assert r.exit_code == 2 and "--reason must be 1 to 500 printable" in r.stderr
+    r = cli("rm", f"{ART}@v2", "--yes", "--lake", "file://" + str(tmp_path / "none"))
+    assert r.exit_code == 3 and "no lake at" in r.stderr
+    r = cli("delete", f"{ART}@v2")
+    assert r.exit_code == 2 and "ckptlake calls it 'rm'" in r.stderr
+
+
+def test_cli_alias_delete(cli_lake: Lake) -> None:
+    r = cli("alias", "--delete", f"{ART}@v1", "prod")
+    assert r.exit_code == 2 and "alias --delete p/ckpt prod" in r.stderr
+    r = cli("alias", "--delete", ART, "nope")
+    assert r.exit_code == 3 and "p/ckpt has no alias 'nope' (aliases: prod)" in r.stderr
+    r = cli("alias", "-d", ART, "prod")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.startswith("removed alias prod of p/ckpt (was v1)")
+    assert "gc's retention rules" in r.stdout
+    cli("alias", f"{ART}@v2", "best")
+    doc = json.loads(cli("alias", "--delete", ART, "best", "--json").stdout)
+    assert doc == {"artifact": ART, "alias": "best", "previous": 2, "removed": True}
+    assert catalog.aliases(cli_lake.store, ART) == {}
+
+
+# ---- end to end on a real S3 server ----------------------------------------------------------
+
+def test_rm_end_to_end_on_seaweedfs(s3_lake_url: str, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CKPTLAKE_LAKE", s3_lake_url)
+    with ckptlake.open(s3_lake_url) as lake:
+        chunks = [keys(lake.store, "chunks/")]
+        for _ in range(3):
+            push(lake, tmp_path, n=1)
+            chunks.append(keys(lake.store, "chunks/"))
+    only_v2 = chunks[2] - chunks[1]
+    assert only_v2
+    assert cli("alias", f"{ART}@v1", "prod").exit_code == 0
+    r = cli("rm", f"{ART}@v2")
+    assert r.exit_code == 7 and "--yes" in r.stderr  # no terminal
+    doc = json.loads(cli("rm", f"{ART}@v2", "--reason", "secret", "--yes", "--json").stdout)
+    assert (doc["artifact"], doc["version"], doc["deleted"], doc["reason"]) == (
+        ART, 2, True, "secret")
+    doc = json.loads(cli("ls", ART, "--all", "--json").stdout)
+    assert [(t["version"], t["rule"]) for t in doc["expired"]] == [(2, "ckptlake rm")]
+    assert [v["version"] for v in doc["versions"]] == [1, 3]
+    r = cli("pull", f"{ART}@v2", tmp_path / "out")
+    assert r.exit_code == 3 and "deleted with ckptlake rm on" in r.stderr
+    assert not (tmp_path / "out").exists()
+    r = cli("rm", f"{ART}@v3", "--yes")
+    assert r.exit_code == 7 and "latest version" in r.stderr
+    r = cli("rm", f"{ART}@v1", "--yes", "--json")
+    assert r.exit_code == 7 and "aliased (prod)" in json.loads(r.stdout)["error"]["message"]
+    # gc sweeps what only v2 used (grace_period 0: in one run), and nothing else
+    (tmp_path / "now.yaml").write_text("retention:\n  grace_period: 0s\n")
+    r = cli("gc", "--policy", tmp_path / "now.yaml", "--yes", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["result"]["chunks_swept"] == len(only_v2)
+    with ckptlake.open(s3_lake_url) as lake:
+        assert keys(lake.store, "chunks/") == chunks[3] - only_v2
+    assert cli("pull", f"{ART}@v1", tmp_path / "v1").exit_code == 0
+    doc = json.loads(cli("alias", "--delete", ART, "prod", "--json").stdout)
+    assert doc["previous"] == 1
+    assert cli("rm", f"{ART}@v1", "--yes").exit_code == 0  # no longer aliased
