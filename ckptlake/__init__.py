@@ -89,7 +89,8 @@ def open(lake: str | None = None, *, config: str | None = None, endpoint_url: st
                        connect_timeout=_first(connect_timeout, cfg.connect_timeout,
                                               DEFAULT_CONNECT_TIMEOUT),
                        read_timeout=_first(read_timeout, cfg.read_timeout, DEFAULT_READ_TIMEOUT))
-    replicas = _replicas(cfg, replica, url, endpoint_url or cfg.endpoint_url,
+    replicas = _replicas(cfg, replica, url, endpoint_url or cfg.endpoint_url
+                         or _resolved_endpoint(store),
                          connect_timeout=_first(connect_timeout, cfg.connect_timeout,
                                                 DEFAULT_CONNECT_TIMEOUT),
                          read_timeout=_first(read_timeout, cfg.read_timeout,
@@ -156,6 +157,16 @@ def _chunk_cache(cache: Any, cache_size: int | None, cfg: Any) -> Any:
     from .core.cache import DEFAULT_CACHE_SIZE, ChunkCache
 
     return ChunkCache(directory, size or DEFAULT_CACHE_SIZE)
+
+
+def _resolved_endpoint(store: Any) -> "str | None":
+    """The S3 endpoint of a lake opened without one here ($AWS_ENDPOINT_URL, README): None
+    would mean AWS to the replica nesting check, which would then miss a replica on the
+    lake's own server."""
+    while getattr(store, "inner", None) is not None:
+        store = store.inner
+    resolved = getattr(store, "resolved_endpoint", None)
+    return resolved() if resolved is not None else None
 
 
 def _first(*values: float | None) -> float:

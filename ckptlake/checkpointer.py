@@ -80,6 +80,7 @@ import contextlib
 import errno
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -840,7 +841,8 @@ class Checkpointer:
                         "pending (%s): waiting for them%s", len(jobs), self.artifact,
                         ", ".join(j.describe() for j in jobs),
                         "" if self.exit_timeout is None else f" up to {self.exit_timeout} s")
-            deadline = None if self.exit_timeout is None else \
+            # inf is "wait for ever" too (Condition.wait(inf) raises OverflowError)
+            deadline = None if self.exit_timeout in (None, math.inf) else \
                 time.monotonic() + self.exit_timeout
             with self._cond:
                 while self._queue or self._active is not None:

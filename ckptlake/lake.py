@@ -491,7 +491,9 @@ class Lake:
         """
         from .core.query import Condition, Sort
 
-        if isinstance(where, (str, Condition)):
+        if where is None:
+            where = ()
+        elif isinstance(where, (str, Condition)):
             where = (where,)  # one condition, not its characters
         where = tuple(where) if isinstance(where, Iterable) else where
         if not isinstance(where, tuple) or not all(isinstance(w, (str, Condition))

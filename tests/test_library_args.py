@@ -3,6 +3,7 @@ documented types are ckptlake's typed errors (UsageError), never a TypeError, At
 IndexError or AssertionError from deep inside (found by an audit of the Python API)."""
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from pathlib import Path
 
@@ -155,3 +156,46 @@ def test_an_opened_file_is_read_only_like_a_file_opened_rb(lake: Lake,
         assert f.read() == b"weights"  # unharmed
     with pytest.raises(ValueError, match="closed"):
         f.write(b"x")
+
+
+def _review_lake(tmp_path: Path) -> "ckptlake.Lake":
+    lk = ckptlake.open(f"file://{tmp_path / 'lake'}")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f.txt").write_text("x")
+    lk.push(src, "a/b")
+    return lk
+
+
+# Review of 83fba27: None is no names as before, a huge int is no OverflowError, and an
+# infinite exit_timeout waits at exit instead of losing the checkpoint.
+
+
+def test_none_is_no_names_as_before(tmp_path: Path) -> None:
+    """check_names always took None as "none"; check_arg refused it (push(aliases=None))."""
+    lake = _review_lake(tmp_path)
+    r = lake.push(tmp_path / "src", "a/b", aliases=None, exclude=None)
+    assert r.version == 2
+    lake.pull("a/b", tmp_path / "o", paths=None, include=None, exclude=None, reference=None)
+    lake.checkpointer("a/c", aliases=None).close()
+
+
+def test_a_huge_int_is_a_usage_error_not_overflow(tmp_path: Path) -> None:
+    lake = _review_lake(tmp_path)
+    assert len(lake.versions("a/b", limit=10 ** 400)) == 1  # worked before 83fba27
+    with pytest.raises(UsageError, match="price"):
+        lake.du(price=10 ** 400)
+
+
+def test_exit_timeout_inf_waits_at_exit(tmp_path: Path) -> None:
+    """check_arg admits an infinite exit_timeout ("wait for ever"); the exit hook then raised
+    OverflowError from Condition.wait and the pending checkpoint was lost."""
+    src = tmp_path / "s"
+    src.mkdir()
+    (src / "f").write_bytes(os.urandom(600_000))
+    with ckptlake.open(f"file://{tmp_path / 'lake'}", max_bandwidth=1_000_000) as lk:
+        ck = lk.checkpointer("a/b", exit_timeout=float("inf"))
+        ck.save(src, step=1)
+        ck._drain_at_exit()  # what the exit hook / SIGTERM handler runs
+        assert [v.step for v in lk.versions("a/b")] == [1]
+        ck.close()

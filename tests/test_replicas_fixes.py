@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import ckptlake
+
 from ckptlake.core.browse import object_sizes
 from ckptlake.core.replicas import ReplicaSet
 from ckptlake.errors import EXIT_TRANSFER, EXIT_USAGE, TransferError, UsageError
@@ -187,3 +189,15 @@ def test_a_replica_on_another_server_may_share_the_lakes_bucket_name(tmp_path: P
     lake, replica = nested_replica_lake(tmp_path, "http://127.0.0.1:9000")
     assert lake.replicate("m/a", "eu").chunks_copied > 0
     assert any(k.startswith("chunks/") for k in replica.keys())
+
+
+def test_nesting_uses_the_endpoint_botocore_resolved(tmp_path: Path, monkeypatch) -> None:
+    """README: the endpoint may come from AWS_ENDPOINT_URL.  The lake's endpoint was then None
+    (AWS) in the check, so a replica naming that server passed even when it is the lake."""
+    ep = "http://127.0.0.1:1"  # nothing is contacted: the check runs at open
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"replicas:\n  - name: eu\n    url: s3://bkt/lake\n    region: eu-west-1\n"
+                   f"    endpoint_url: {ep}\n")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", ep)
+    with pytest.raises(UsageError, match="is the lake itself"):
+        ckptlake.open("s3://bkt/lake", config=str(cfg), replica="eu")

@@ -327,10 +327,10 @@ def resolve_offline(replica: Store, ref: Any, *, name: str | None = None) -> Man
                             hint=f"name a version (@vN) instead; {newest()}")
     try:
         return resolve(replica, parsed)
-    except NotFound:
+    except NotFound as exc:  # its reason too: "no live version has the metric 'x'"
         raise TransferError(
-            f"the lake cannot be reached, and {replica_name} holds no copy of {parsed}: it may "
-            "exist at the lake",
+            f"the lake cannot be reached, and {replica_name} holds no copy of {parsed} "
+            f"({exc.message}): it may exist at the lake",
             hint=f"{newest()}; when the lake is back, pull it again, or copy it into the "
                  f"replica ahead of time: ckptlake replicate {parsed} --to {name or 'NAME'}"
         ) from None

@@ -114,6 +114,8 @@ def check_arg(name: str, value: Any, kind: str, *, optional: bool = False,
     replaced the destination's files.  Bools are refused where numbers are meant (True is no
     count), and numbers where bools are (1 may be a typo for another argument).  "seconds"
     may be infinite (wait for ever); "number" may not (a price, a rate)."""
+    if value is None and kind == "names":
+        return ()  # as check_names always took it: no names
     if value is None and optional:
         return None
     given, what = value, _KINDS[kind]
@@ -129,12 +131,18 @@ def check_arg(name: str, value: Any, kind: str, *, optional: bool = False,
                                          == "b" and getattr(value, "ndim", None) == 0)
         value = bool(value) if ok else value
     elif kind in ("int", "number"):
+        # an int is finite however large (math.isfinite(10**400) overflows)
         ok = isinstance(value, numbers.Integral if kind == "int" else numbers.Real) \
-            and not isinstance(value, bool) and (math.isfinite(value) or endless
-                                                 and value == math.inf)
+            and not isinstance(value, bool) and (isinstance(value, numbers.Integral)
+                                                 or math.isfinite(value)
+                                                 or endless and value == math.inf)
         if ok:
-            value = int(value) if kind == "int" else float(value)
-            ok = not ((minimum is not None and value < minimum) or (positive and value <= 0))
+            try:
+                value = int(value) if kind == "int" else float(value)
+            except OverflowError:  # 10**400 as a price: no float holds it
+                ok = False
+            ok = ok and not ((minimum is not None and value < minimum)
+                             or (positive and value <= 0))
     elif kind == "str":
         ok = isinstance(value, str)
     elif kind == "path":
@@ -152,7 +160,7 @@ def check_arg(name: str, value: Any, kind: str, *, optional: bool = False,
 
 
 def check_provenance(provenance: Any) -> None:
-    if not isinstance(provenance, (bool, dict)):
+    if provenance is not None and not isinstance(provenance, (bool, dict)):
         raise UsageError(f"provenance must be True, False or a dict of fields to add, got "
                          f"{provenance!r}")
 

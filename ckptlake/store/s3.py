@@ -401,6 +401,17 @@ class S3Store(Store):
     def __repr__(self) -> str:
         return f"S3Store({self.url!r})"
 
+    def resolved_endpoint(self) -> str | None:
+        """The endpoint botocore talks to when none was passed here ($AWS_ENDPOINT_URL(_S3), a
+        profile's services section), or None for AWS's own: what the replica nesting check
+        compares (a replica on the lake's own server may sit inside the lake)."""
+        from urllib.parse import urlsplit
+
+        endpoint = getattr(self._client.meta, "endpoint_url", None)
+        host = (urlsplit(endpoint).hostname or "").lower() if endpoint else ""
+        return None if not host or host.endswith((".amazonaws.com", ".amazonaws.com.cn")) \
+            else endpoint
+
     def _make_client(self, endpoint_url: str | None, profile: str | None, region: str | None,
                      max_connections: int, connect_timeout: float, read_timeout: float) -> Any:
         b = _b()
