@@ -32,14 +32,29 @@ in parallel, each once and verified before use, and handed to torch as they arri
 (planread.py), so a reader with another world size (resharding) fetches what it needs.  A large
 tensor item is read from those chunks straight into the tensor it loads into, where that is
 exactly what torch.load + copy_ would give (itemread.py); others go through torch.load.
+
+Reading never runs code from the lake: anyone who can push could otherwise make every loading
+process run theirs.  The `.metadata` is unpickled with only DCP's metadata classes (and the
+torch/builtin values they hold) allowed, never with torch's plain `pickle.load`; an object item
+(BYTE_IO), which torch's planner loads with `torch.load(weights_only=False)`, reaches the
+planner only once torch's weights-only load has accepted its bytes.
+
+The ranks must agree on what they read and write, each having resolved its own ref or been
+given its own step: every rank's local plan says which (artifact, version) it reads, or which
+(lake, artifact, step) it writes, and the coordinator compares them in `prepare_global_plan`,
+before any data is read or written (no collective of our own: the plans are gathered anyway).
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
+import functools
 import io
 import logging
 import os
+import pickle
+import re
 import threading
 import time
 import warnings
@@ -53,7 +68,7 @@ from torch.distributed.checkpoint.staging import BlockingAsyncStager
 
 from ..core.exithooks import before_pools_close
 from ..core.reader import DEFAULT_READAHEAD, LakeFile
-from ..errors import NotFound, UsageError
+from ..errors import Conflict, IntegrityError, NotFound, UsageError
 from ..format import layout
 from ..format.refs import Ref, validate_artifact
 from .planread import DEFAULT_WINDOW
@@ -78,6 +93,47 @@ class _LakePrefix(_StoragePrefix):
     knows (from the number of plans); the global plan carries it to every rank."""
 
     world: int = 1
+
+
+@dataclasses.dataclass(eq=False)
+class _SaveTarget:
+    """What one rank's writer saves to, in its local plan: the coordinator refuses a save whose
+    ranks disagree before anything is written (each would otherwise record a pending step of
+    its own, and torch would fail with an untyped error after the uploads).
+    eq=False: compared by value explicitly; hashed by identity for _STALE_TARGETS."""
+
+    lake: str
+    artifact: str
+    step: int
+
+
+# Targets the coordinator has already checked.  With torch's plan caching
+# (`DefaultSavePlanner(enable_plan_caching=True)`) a rank whose plan did not change sends no
+# plan, and the coordinator may re-plan with the plan it cached from an earlier save, target
+# and all: such a stale target says nothing about this save, so it is not compared.
+_STALE_TARGETS: "weakref.WeakSet[_SaveTarget]" = weakref.WeakSet()
+
+
+@dataclasses.dataclass(frozen=True)
+class _ReadSource:
+    """The version one rank's reader reads, in its local plan."""
+
+    artifact: str
+    version: int
+
+
+def _ranks_text(ranks: list[int], limit: int = 8) -> str:
+    shown = ", ".join(map(str, ranks[:limit]))
+    more = f" and {len(ranks) - limit} more" if len(ranks) > limit else ""
+    return f"rank{'s' if len(ranks) > 1 else ''} {shown}{more}"
+
+
+def _by_value(values: dict[int, Any]) -> list[tuple[Any, list[int]]]:
+    """[(value, ranks that have it)], in order of the lowest rank."""
+    groups: dict[Any, list[int]] = {}
+    for rank in sorted(values):
+        groups.setdefault(values[rank], []).append(rank)
+    return list(groups.items())
 
 
 class LakeWriter(FileSystemWriter):
@@ -118,6 +174,7 @@ class LakeWriter(FileSystemWriter):
         self._world = 1
         self.result: "ShardPushResult | None" = None  # this rank's data push, after the save
         self.commit_result: "ShardPushResult | None" = None  # the coordinator's .metadata push
+        self._version: int | None = None  # the committed version, once learned
         self._async: _AsyncSave | None = None  # a dcp.async_save under way, for the exit hook
         super().__init__("", sync_files=False, thread_count=thread_count,
                          cache_staged_state_dict=cache_staged_state_dict, overwrite=True)
@@ -131,18 +188,37 @@ class LakeWriter(FileSystemWriter):
     @property
     def version(self) -> int | None:
         """The version this save committed (None before it has).  Only the rank whose record
-        completed the step learns it from its push; the others look it up by step, which is
-        safe once `dcp.save` has returned, as the commit precedes every rank's return."""
+        completed the step learns it from its push; the others read it from the step's claim
+        (docs/format.md, "Sharded commits"), which names the version the step's records became,
+        once `dcp.save` has returned (the commit precedes every rank's return).  Not by
+        `@step=`: another version pushed at the same step later would be the newest."""
+        if self._version is not None:
+            return self._version
         if self.commit_result is not None and self.commit_result.version is not None:
-            return self.commit_result.version
-        if self.result is None:
+            self._version = self.commit_result.version
+        elif self.result is None:
             return None
-        if self.result.version is not None:
-            return self.result.version
+        elif self.result.version is not None:
+            self._version = self.result.version
+        else:
+            self._version = self._claimed_version(self.result.world)
+        return self._version
+
+    def _claimed_version(self, world: int) -> int | None:
+        from ..core import shards
+
+        key = layout.shard_claim_key(self.artifact, self.step)
         try:
-            return self.lake.resolve(f"{self.artifact}@step={self.step}").version
+            data = self.lake.store.get(key)
         except NotFound:
             return None
+        if not data:
+            return None  # a claim's PUT cut short: not committed
+        claim = shards.decode_claim(data, key=key)
+        # the claim of a world this rank's record is part of (records are written once)
+        if claim.state != "committed" or claim.world != world:
+            return None
+        return claim.version
 
     def reset(self, checkpoint_id: str | os.PathLike | None = None) -> None:
         # checkpoint_id names a directory for FileSystemWriter; here the lake, artifact and
@@ -154,6 +230,7 @@ class LakeWriter(FileSystemWriter):
         self.path = ""
         self.save_id = ""
         self.result = self.commit_result = None
+        self._version = None
 
     @classmethod
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike) -> bool:
@@ -179,10 +256,37 @@ class LakeWriter(FileSystemWriter):
                                  hint="all ranks' files are committed as one version")
         self._is_coordinator = is_coordinator
 
+    def prepare_local_plan(self, plan: Any) -> Any:
+        plan = super().prepare_local_plan(plan)
+        return dataclasses.replace(plan, storage_data=_SaveTarget(
+            self.lake.url, self.artifact, self.step))
+
     def prepare_global_plan(self, plans: list[Any]) -> list[Any]:
+        self._check_targets(plans)
         world = len(plans)
         return [dataclasses.replace(p, storage_data=_LakePrefix(f"__{i}_", world))
                 for i, p in enumerate(plans)]
+
+    def _check_targets(self, plans: list[Any]) -> None:
+        targets = {i: p.storage_data for i, p in enumerate(plans)
+                   if isinstance(p.storage_data, _SaveTarget)
+                   and p.storage_data not in _STALE_TARGETS}
+        for t in targets.values():
+            _STALE_TARGETS.add(t)
+        # the coordinator's own writer counts as well: its plan may be a cached one
+        values = {i: (t.lake, t.artifact, t.step) for i, t in targets.items()}
+        values.setdefault(self.rank or 0, (self.lake.url, self.artifact, self.step))
+        groups = _by_value(values)
+        if len(groups) < 2:
+            return
+        lakes = len({lake for (lake, _, _), _ in groups}) > 1
+        said = "; ".join(
+            f"{_ranks_text(ranks)}: {artifact} step {step}" + (f" in {lake}" if lakes else "")
+            for (lake, artifact, step), ranks in groups)
+        raise UsageError(f"the ranks of this dcp.save do not write the same checkpoint ({said}): "
+                         "nothing was written",
+                         hint="give every rank's LakeWriter the same lake, artifact and step: "
+                              "the global step, not a per-rank counter")
 
     def write_data(self, plan: Any, planner: Any) -> Any:
         # only the coordinator has more to write (finish)
@@ -576,11 +680,126 @@ class _VersionFS(FileSystemBase):
         raise UsageError(f"{self._name()} is read-only")
 
 
+# ---- unpickling without running code ---------------------------------------------------------
+
+class _Refused(Exception):
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
+@functools.lru_cache(maxsize=1)
+def _metadata_globals() -> dict[str, Any]:
+    """Every global a DCP `.metadata` legitimately refers to, by pickled name: the dataclasses
+    and enums of DCP's metadata module, FileSystemWriter's per-item storage record, torch's
+    dtypes/layouts/memory formats and `torch.Size`, the `pathlib` path FileSystemWriter keeps
+    as `checkpoint_id`, and a few harmless containers.  Found by unpickling the `.metadata` of
+    real saves (tensors, DTensors, optimizer states, object items, every dtype, channels-last);
+    each one, called or built with any arguments, only makes a value."""
+    import collections
+    import pathlib
+
+    import torch
+    from torch.distributed.checkpoint import filesystem, metadata
+
+    allowed: dict[str, Any] = {}
+    for name, obj in vars(metadata).items():
+        if isinstance(obj, type) and obj.__module__ == metadata.__name__ and (
+                dataclasses.is_dataclass(obj) or issubclass(obj, enum.Enum)):
+            allowed[f"{metadata.__name__}.{name}"] = obj
+    allowed[f"{filesystem.__name__}._StorageInfo"] = filesystem._StorageInfo
+    try:  # where torch before 2.1 kept TensorProperties (older saves name it there)
+        from torch.distributed._shard.sharded_tensor import metadata as old
+    except ImportError:  # pragma: no cover - torch dropped it
+        pass
+    else:
+        for name in ("TensorProperties", "MEM_FORMAT_ENCODING"):
+            if isinstance(getattr(old, name, None), type):
+                allowed[f"{old.__name__}.{name}"] = getattr(old, name)
+    for name, obj in vars(torch).items():
+        if isinstance(obj, (torch.dtype, torch.layout, torch.memory_format)):
+            allowed[f"torch.{name}"] = obj
+    allowed["torch.Size"] = torch.Size
+    allowed["torch.serialization._get_layout"] = torch.serialization._get_layout
+    for module in ("pathlib", "pathlib._local"):  # (Python 3.13 defines them in the latter)
+        for name in ("PurePath", "PurePosixPath", "PureWindowsPath", "Path", "PosixPath",
+                     "WindowsPath"):
+            allowed[f"{module}.{name}"] = getattr(pathlib, name)
+    allowed["collections.OrderedDict"] = collections.OrderedDict
+    allowed["builtins.set"] = set
+    allowed["builtins.frozenset"] = frozenset
+    return allowed
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """pickle's own unpickler, which reaches code only through `find_class` (and
+    `persistent_load`, which it refuses when not given one): allowing only
+    `_metadata_globals()` there means nothing but those can be called or built."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        obj = _metadata_globals().get(f"{module}.{name}")
+        if obj is None:
+            raise _Refused(f"{module}.{name}")
+        return obj
+
+
+def _load_metadata(data: bytes, version: str) -> Any:
+    """The DCP `Metadata` pickled in `data`, unpickled without running code; IntegrityError
+    naming the version for anything else."""
+    from torch.distributed.checkpoint.metadata import Metadata
+
+    hint = ("a DCP .metadata holds only torch's checkpoint metadata: this one was not written "
+            "by dcp.save, or was altered since; load only versions you trust")
+    try:
+        metadata = _MetadataUnpickler(io.BytesIO(data)).load()
+    except _Refused as exc:
+        raise IntegrityError(f"{version}: its {METADATA_FILE} refers to {exc.what}, which is "
+                             "not DCP metadata: refused, as unpickling it could run code",
+                             hint=hint) from None
+    except Exception as exc:  # nothing of the version's ran: only values were made
+        raise IntegrityError(f"{version}: its {METADATA_FILE} is not a readable DCP metadata "
+                             f"({_reason(exc)})", hint=hint) from None
+    if not isinstance(metadata, Metadata) or not isinstance(
+            getattr(metadata, "storage_data", None), dict):
+        raise IntegrityError(f"{version}: its {METADATA_FILE} holds a "
+                             f"{type(metadata).__name__}, not DCP metadata", hint=hint)
+    return metadata
+
+
+def _check_object_item(data: bytes, where: str) -> None:
+    """Raise IntegrityError unless torch's weights-only load accepts the object item `data`.
+    torch's planners load object items with `torch.load(weights_only=False)`; a pickle that
+    the weights-only load accepts refers to nothing but the values it allows (plus the
+    user's `torch.serialization.add_safe_globals`), so loading it in full runs no more
+    than that.  Costs a second unpickling of each object item (they are small)."""
+    import torch
+
+    try:
+        torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        text = str(exc)  # torch's is long: the refused global, or the unpickler's complaint
+        if found := re.search(r"GLOBAL ([\w.]+)", text):
+            why = f"refers to {found.group(1)}"
+        elif found := re.search(r"WeightsUnpickler error: ([^\n]+)", text):
+            why = found.group(1).strip()
+        else:
+            why = _reason(exc)
+        raise IntegrityError(
+            f"{where} is a pickled object that torch's weights-only load refuses ({why}): "
+            "not loaded, as loading it could run code",
+            hint="if you trust the version and the class, allow it with "
+                 "torch.serialization.safe_globals([...]) around dcp.load") from None
+
+
 class LakeReader(FileSystemReader):
     """A DCP `StorageReader`: `dcp.load(state, storage_reader=LakeReader(lake, "run@latest"))`.
 
     The ref is resolved once, here: a missing ref raises NotFound and a version without DCP
-    `.metadata` raises NotADcpCheckpoint (both name the ref/version) before any collective.
+    `.metadata` raises NotADcpCheckpoint (both name the ref/version) before any collective,
+    as does a `.metadata` that is not DCP metadata alone (IntegrityError naming what it refers
+    to: it is read here, and never unpickled with anything else allowed).  The ranks must
+    read one version: ranks whose refs resolved to different versions (a moving ref such as
+    `@latest` resolved around a commit) fail the load with a Conflict before any data is read.
     Ranks may number differently from the save (DCP reshards from the metadata): each rank
     fetches only the chunks its part of the plan touches, with the lake's concurrency, at most
     `window` bytes ahead of torch (ckptlake/torch/planread.py).  `readahead`: chunks fetched
@@ -604,6 +823,10 @@ class LakeReader(FileSystemReader):
         self.path = ""
         self.window = window
         self.bytes_fetched = 0
+        with self.fs.create_stream(METADATA_FILE, "rb") as f:
+            self._metadata_bytes = f.read()
+        # checked here, before any collective; handed to torch's first read_metadata
+        self._metadata: Any = _load_metadata(self._metadata_bytes, self.version)
 
     @property
     def version(self) -> str:
@@ -642,7 +865,11 @@ class LakeReader(FileSystemReader):
             src = self.transforms.transform_load_stream(
                 req, getattr(md, "transform_descriptors", None) or (), stream)
             if req.type == LoadItemType.BYTE_IO:
-                planner.load_bytes(req, io.BytesIO(src.read(-1)))
+                data = src.read(-1)
+                # torch's planner loads it with weights_only=False, i.e. runs whatever the
+                # pickle says: only bytes torch's weights-only load accepts get there
+                _check_object_item(data, f"{self.version}: item {req.dest_index.fqn}")
+                planner.load_bytes(req, io.BytesIO(data))
                 return
             target = planner.resolve_tensor(req).detach()
             if src is stream and md.length >= DIRECT_MIN and read_into(
@@ -675,4 +902,34 @@ class LakeReader(FileSystemReader):
         if kwargs.get("rank") is not None:
             raise UsageError(f"{self.version}: LakeReader reads checkpoints saved with "
                              "collectives (one global .metadata)")
-        return super().read_metadata(*args, **kwargs)
+        # FileSystemReader.read_metadata, without its pickle.load; a fresh object per load
+        # (torch and planners may change the one they get)
+        metadata, self._metadata = self._metadata, None
+        if metadata is None:
+            metadata = _load_metadata(self._metadata_bytes, self.version)
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+    def prepare_local_plan(self, plan: Any) -> Any:
+        plan = super().prepare_local_plan(plan)
+        return dataclasses.replace(plan, storage_data=_ReadSource(self.manifest.artifact,
+                                                                   self.manifest.version))
+
+    def prepare_global_plan(self, plans: list[Any]) -> list[Any]:
+        plans = super().prepare_global_plan(plans)
+        sources = {i: p.storage_data for i, p in enumerate(plans)
+                   if isinstance(p.storage_data, _ReadSource)}
+        groups = _by_value(sources)
+        if len(groups) > 1:
+            said = "; ".join(f"{s.artifact}@v{s.version} on {_ranks_text(ranks)}"
+                             for s, ranks in groups)
+            newest = max(sources.values(), key=lambda s: s.version)
+            raise Conflict(
+                f"the ranks of this dcp.load resolved their refs to different versions "
+                f"({said}): nothing was loaded, as the state would mix them",
+                hint=f"give every rank the same version, e.g. "
+                     f"LakeReader(lake, \"{newest.artifact}@v{newest.version}\") (resolve a "
+                     "moving ref such as @latest once, e.g. on rank 0, and broadcast it)")
+        return [dataclasses.replace(p, storage_data=None) for p in plans]
