@@ -1257,10 +1257,13 @@ def write_safetensors(path: str, tensors: Sequence[tuple[str, str, tuple[int, ..
                       metadata: Mapping[str, str] | None = None) -> int:
     """Write a safetensors file: u64-le header length, JSON header (space-padded to a multiple
     of 8), then each tensor's bytes back to back in name order.  Returns the file size."""
+    from .format.safetensors import check_tensor_name
+
     header: dict[str, Any] = {}
     offset = 0
     ordered = sorted(tensors, key=lambda t: t[0])
     for name, dtype, shape, arr in ordered:
+        check_tensor_name(name)  # before the file is opened: nothing half-written
         n = int(arr.nbytes)
         header[name] = {"dtype": dtype, "shape": list(shape),
                         "data_offsets": [offset, offset + n]}

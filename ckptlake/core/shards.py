@@ -21,7 +21,9 @@ lake (docs/format.md, "Sharded commits"):
    that far), so the step is never committed twice.  Only after seeing N taken by a foreign
    manifest does an owner move the intent to another number, and only by compare-and-swap, so at
    any time the only number a manifest of this step can land on is the current intent.  Timing
-   therefore decides only how soon a crashed owner is replaced, never correctness.
+   therefore decides only how soon a crashed owner is replaced, never correctness.  An owner
+   that is alive when its commit fails on a storage error *releases* the claim (backdates it,
+   keeping commit_id and intent), so the next push takes over at once instead of waiting.
 5. gc may delete the version meanwhile (tombstone, then manifest).  An inherited N with a
    tombstone is never written again: a tombstone carrying the commit_id means the step was
    committed as N and deleted, which the claim then records and the caller is told (NotFound);
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import time
@@ -43,12 +46,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
-from ..errors import Conflict, IntegrityError, NotFound, PreconditionFailed, UsageError
+from ..errors import (AccessDenied, Conflict, IntegrityError, NotFound, PreconditionFailed,
+                      TransferError, UsageError)
 from ..format import layout
 from ..format.manifest import FileEntry, Manifest, decode_manifest
 from ..results import _Result
 from ..store.base import Store
-from ..transfer.progress import Progress
+from ..transfer.progress import NullProgress, Progress
 from . import clock
 from .createonce import create_once
 from .identity import iso, tool_version, user_at_host, utcnow
@@ -68,6 +72,12 @@ DEFAULT_STALE_AFTER = 300.0
 # Up to this many ranks, each rank checks its files against the records already in before
 # writing its own (WORLD small reads per rank); above it only the committer checks.
 PRECHECK_MAX_WORLD = 64
+# `updated` of a claim its owner released after a storage error it saw (alive, so it knows it
+# stopped): older than any `stale_after`, so the next push takes over at once, by the ordinary
+# takeover (same commit_id and intent; docs/format.md, "Crashes and takeover").
+RELEASED_AT = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+log = logging.getLogger("ckptlake")
 
 
 # ---- results ----------------------------------------------------------------------------------
@@ -192,16 +202,29 @@ class Claim:
     updated: datetime
     version: int | None = None  # intent while committing; the version once committed
     error: str | None = None
+    # Recorded with the commit: the aliases the records ask for, and whether they have been
+    # set.  None (a claim of an older ckptlake): unknown, so a repeat never sets them.
+    aliases: tuple[str, ...] | None = None
+    aliases_set: bool | None = None
 
     def encode(self) -> bytes:
-        return json.dumps({
+        doc: dict[str, Any] = {
             "ckptlake_shard_claim": CLAIM_FORMAT, "artifact": self.artifact, "step": self.step,
             "world": self.world, "commit_id": self.commit_id, "state": self.state,
             "owner": self.owner, "updated": iso(self.updated), "version": self.version,
-            "error": self.error}, separators=(",", ":"), ensure_ascii=False).encode()
+            "error": self.error}
+        if self.aliases is not None:
+            doc["aliases"] = list(self.aliases)
+        if self.aliases_set is not None:
+            doc["aliases_set"] = self.aliases_set
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
     def age(self, now: datetime | None = None) -> float:
         return ((now or utcnow()) - self.updated).total_seconds()
+
+    @property
+    def released(self) -> bool:
+        return self.updated <= RELEASED_AT
 
 
 _STATES = ("claimed", "committing", "committed", "failed")
@@ -216,11 +239,19 @@ def decode_claim(data: bytes, *, key: str) -> Claim:
         version = raw.get("version")
         if version is not None and (not isinstance(version, int) or version < 1):
             raise ValueError
+        aliases, aliases_set = raw.get("aliases"), raw.get("aliases_set")
+        if aliases is not None and (not isinstance(aliases, list)
+                                    or not all(isinstance(a, str) for a in aliases)):
+            raise ValueError
+        if aliases_set is not None and not isinstance(aliases_set, bool):
+            raise ValueError
         return Claim(artifact=str(raw["artifact"]), step=int(raw["step"]),
                      world=int(raw["world"]), commit_id=str(raw["commit_id"]),
                      state=raw["state"], owner=str(raw["owner"]),
                      updated=updated if updated.tzinfo else updated.replace(tzinfo=timezone.utc),
-                     version=version, error=raw.get("error"))
+                     version=version, error=raw.get("error"),
+                     aliases=None if aliases is None else tuple(aliases),
+                     aliases_set=aliases_set)
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise IntegrityError(f"{key}: malformed shard claim") from None
 
@@ -471,12 +502,53 @@ def _commit(store: Store, claim: Claim, etag: str, records: list[ShardRecord],
     else:
         raise Conflict(f"could not claim a version number for {claim.artifact} after 200 "
                        "attempts", hint="too many concurrent pushers; push any rank again")
-    done = replace(claim, state="committed", version=n, updated=utcnow(), error=None)
+    aliases = tuple(sorted({a for r in records for a in r.aliases}))
+    done = replace(claim, state="committed", version=n, updated=utcnow(), error=None,
+                   aliases=aliases, aliases_set=not aliases)
     try:
-        _cas(store, key, done, etag)
+        etag = _cas(store, key, done, etag)
     except _LostClaim:
-        pass  # whoever took over finds the manifest at N carrying our commit_id
+        return n  # whoever took over finds the manifest at N carrying our commit_id (and aliases)
+    _set_step_aliases(store, key, done, etag)
     return n
+
+
+def _set_step_aliases(store: Store, key: str, claim: Claim, etag: str) -> None:
+    """Point the aliases recorded with the commit at its version, then record in the claim that
+    they are set.  A process that dies in between leaves them unset, and whoever pushes a rank
+    of the step again sets them; once recorded as set they are never set again, so an alias
+    moved on purpose since stays where it was moved."""
+    from .catalog import set_alias
+
+    if claim.state != "committed" or claim.version is None or claim.aliases_set is not False:
+        return
+    for name in claim.aliases or ():
+        set_alias(store, claim.artifact, name, claim.version)
+    with contextlib.suppress(_LostClaim):  # someone else recorded it (or is about to)
+        _cas(store, key, replace(claim, aliases_set=True, updated=utcnow()), etag)
+
+
+def _release(store: Store, key: str, owner: str, exc: BaseException) -> None:
+    """Best effort, after a storage error in a live owner: mark our claim released so the next
+    push takes it over at once, instead of everyone waiting `stale_after` for an owner that
+    is known to have stopped.  Safe whatever the error hid: the release keeps the commit_id
+    and the intent N, so a takeover tries N first and finds a manifest that did land (an
+    OutcomeUnknown write), exactly as after a crash; and it is a compare-and-swap on the
+    claim as read, only while we still own it."""
+    why = (str(exc).splitlines() or [""])[0][:300] or type(exc).__name__
+    try:
+        got = _read_claim(store, key)
+        if got is None or got[0].owner != owner or got[0].state not in ("claimed", "committing"):
+            return
+        claim, etag = got
+        _cas(store, key, replace(claim, updated=RELEASED_AT,
+                                 error=f"released by its owner after a storage error: {why}"),
+             etag)
+    except Exception:  # the store is likely still failing: the claim goes stale as after a crash
+        log.debug("ckptlake: could not release the claim %s", key, exc_info=True)
+        return
+    log.info("ckptlake: released the claim %s after a storage error: the next push of the "
+             "step takes over at once", key)
 
 
 # While following a live owner, how often the caller hears that we are still waiting.
@@ -495,10 +567,30 @@ def finish_step(store: Store, artifact: str, step: int, world: int, *, stale_aft
 
     `on_note`: told when this call starts waiting for another owner (and every
     WAIT_NOTE_EVERY seconds after), and when it takes over: a dead owner is replaced only
-    after `stale_after` (minutes by default), which must not look like a hang.
+    after `stale_after` (minutes by default), which must not look like a hang.  None: the
+    `ckptlake` logger gets them as warnings (the DCP writer has no progress to tell).
+
+    A storage error while this call owns the claim releases it (best effort) before it is
+    raised, so a re-run does not wait `stale_after` for an owner known to have stopped.
     """
     owner = owner or _new_owner()
     key = layout.shard_claim_key(artifact, step)
+    try:
+        return _finish_step(store, artifact, step, world, key=key, stale_after=stale_after,
+                            wait_seconds=wait_seconds, owner=owner, poll=poll,
+                            note=on_note or _log_note)
+    except (TransferError, AccessDenied) as exc:
+        _release(store, key, owner, exc)
+        raise
+
+
+def _log_note(message: str) -> None:
+    log.warning("ckptlake: %s", message)
+
+
+def _finish_step(store: Store, artifact: str, step: int, world: int, *, key: str,
+                 stale_after: float, wait_seconds: float, owner: str, poll: float,
+                 note: Callable[[str], None]) -> tuple[int | None, bool]:
     started = time.monotonic()
     deadline = started + wait_seconds
     next_note = started
@@ -519,37 +611,41 @@ def finish_step(store: Store, artifact: str, step: int, world: int, *, stale_aft
         else:
             claim, etag = got
             if claim.world != world:
-                raise Conflict(f"{artifact} step {step} is being committed with {claim.world} "
-                               f"ranks, not {world}")
+                keys, _ = _list_step(store, artifact, step)
+                held, removable = _earlier_save(store, artifact, step, claim.world, keys)
+                raise Conflict(f"{artifact} step {step} is held by {held}: it was written by a "
+                               f"world of {claim.world} shard records, this save by {world}",
+                               hint=_rerun_hint(artifact, step, removable))
             if claim.state == "committed":
                 if claim.version is not None:
                     _check_still_there(store, artifact, step, claim.version)
+                    # a repeat after the committing process died before setting the aliases
+                    _set_step_aliases(store, key, claim, etag)
                 return claim.version, False
             if claim.state == "failed":
                 raise Conflict(f"{artifact} step {step} cannot be committed: {claim.error}",
                                hint="remove its shard records and push every rank again")
             if claim.owner != owner:
                 age = claim.age()
-                if age < stale_after:
+                if age < stale_after and not claim.released:
                     now = time.monotonic()
                     if now >= deadline:
                         return None, False
-                    if on_note is not None and now >= next_note:
+                    if now >= next_note:
                         next_note = now + WAIT_NOTE_EVERY
-                        on_note(_wait_note(artifact, step, claim, age, stale_after,
-                                           deadline - now))
+                        note(_wait_note(artifact, step, claim, age, stale_after,
+                                        deadline - now))
                     time.sleep(poll * (0.5 + random.random()))
                     poll = min(poll * 1.5, 2.0)
                     continue
-                # Presumed dead: take over, keeping its commit_id and intent.
-                mine = replace(claim, owner=owner, updated=utcnow())
+                # Presumed dead, or released: take over, keeping its commit_id and intent.
+                mine = replace(claim, owner=owner, updated=utcnow(), error=None)
                 try:
                     etag = _cas(store, key, mine, etag)
                 except _LostClaim:
                     continue
-                if on_note is not None:
-                    on_note(f"{artifact} step {step}: taking over its commit from {claim.owner} "
-                            f"(silent for {age:.0f} s)")
+                note(f"{artifact} step {step}: taking over its commit from {claim.owner} "
+                     + (f"({claim.error})" if claim.released else f"(silent for {age:.0f} s)"))
                 claim = mine
         keys, _ = _list_step(store, artifact, step)
         records = _load_records(store, artifact, step, world, keys)
@@ -620,8 +716,11 @@ def begin_shard(store: Store, artifact: str, *, step: int, rank: int, world: int
     # Refuse cheaply before uploading when the step is already known to be incompatible.
     keys, has_claim = _list_step(store, artifact, step)
     if others := _other_worlds(keys, world):
-        raise Conflict(f"{artifact} step {step} already has shards of a world of "
-                       f"{', '.join(map(str, sorted(others)))} ranks, not {world}")
+        other = max(others, key=lambda w: (sum(1 for _, x in keys if x == w), w))
+        held, removable = _earlier_save(store, artifact, step, other, keys)
+        raise Conflict(f"{artifact} step {step} is held by {held}: it was written by a world "
+                       f"of {other} shard records, this save by {world}",
+                       hint=_rerun_hint(artifact, step, removable and len(others) == 1))
     if has_claim:
         # A rank of a step committed and since deleted by gc (a job restarted from an old
         # step): say so before its bytes are uploaded as chunks nothing would reference.
@@ -642,9 +741,8 @@ def record_shard(store: Store, artifact: str, *, header: Any, created: bool,
     """Write this rank's record of uploaded `files` and commit the step if it completes it
     (the second half of push_shard, shared with ranks that stream their files:
     ckptlake/torch/dcp.py).  `up`: the uploader (counters, stored-size hints, reupload).
-    `progress` gets a note while this rank waits for another rank's commit."""
-    from .catalog import set_alias
-
+    `progress` gets a note while this rank waits for another rank's commit (without one, or
+    with a NullProgress, the `ckptlake` logger gets it as a warning)."""
     record = ShardRecord(
         artifact=artifact, step=step, rank=rank, world=world, aliases=tuple(aliases),
         manifest=Manifest(artifact=artifact, version=0, kind="dir", hash=header.hash,
@@ -676,25 +774,30 @@ def record_shard(store: Store, artifact: str, *, header: Any, created: bool,
     except PreconditionFailed:
         existing = decode_record(store.get(key), key=key)
         if existing.identity() != record.identity():
-            raise Conflict(f"rank {rank} of {world} of {artifact} step {step} was already pushed "
-                           "with other files", hint="a step's shards are written once; push to "
-                                                    "another step or artifact") from None
+            keys, _ = _list_step(store, artifact, step)
+            held, removable = _earlier_save(store, artifact, step, world, keys)
+            raise Conflict(f"{artifact} step {step}: shard record {rank} of {world} was "
+                           f"already pushed with other files, by {held}",
+                           hint="the state, or how it is split into files (e.g. thread_count), "
+                                "changed since; " + _rerun_hint(artifact, step, removable)
+                           ) from None
         repeated = True
     keys, has_claim = _list_step(store, artifact, step)
     if others := _other_worlds(keys, world):
-        raise Conflict(f"{artifact} step {step} has shards of a world of "
-                       f"{', '.join(map(str, sorted(others)))} ranks as well as {world}")
+        raise Conflict(f"{artifact} step {step} has shard records of a world of "
+                       f"{', '.join(map(str, sorted(others)))} as well as {world}: saves of "
+                       "different world sizes wrote the step",
+                       hint=_rerun_hint(artifact, step, False))
     present_ranks = {r for r, w in keys if w == world}
     version, here = None, False
     if len(present_ranks) == world or has_claim:
+        # The commit sets the records' aliases (or a repeat does, if the committing process
+        # died first): see _set_step_aliases.
         version, here = finish_step(
             store, artifact, step, world, stale_after=stale_after,
             wait_seconds=stale_after + 60 if wait_seconds is None else wait_seconds,
-            on_note=progress.note if progress is not None else None)
-        if version is not None and here:
-            for rec_alias in sorted({a for r in _aliases_of(store, artifact, step, world, keys)
-                                     for a in r}):
-                set_alias(store, artifact, rec_alias, version)
+            on_note=None if progress is None or isinstance(progress, NullProgress)
+            else progress.note)
     return ShardPushResult(
         lake=lake_url, artifact=artifact, step=step, rank=rank, world=world,
         shards_present=len(present_ranks), version=version, committed_here=here,
@@ -706,9 +809,32 @@ def record_shard(store: Store, artifact: str, *, header: Any, created: bool,
         warnings=[new_lake_warning(lake_url)] if created else [])
 
 
-def _aliases_of(store: Store, artifact: str, step: int, world: int,
-                keys: dict[tuple[int, int], str]) -> list[tuple[str, ...]]:
-    return [r.aliases for r in _load_records(store, artifact, step, world, keys)]
+def _earlier_save(store: Store, artifact: str, step: int, world: int,
+                  keys: dict[tuple[int, int], str]) -> tuple[str, bool]:
+    """How an earlier save of a world of `world` records holds the step, for a refusal, and
+    whether its records could be deleted by hand without losing a version (no claim yet, so
+    no manifest of the step can exist)."""
+    n = sum(1 for _, w in keys if w == world)
+    try:
+        got = _read_claim(store, layout.shard_claim_key(artifact, step))
+    except IntegrityError:
+        got = None
+    claim = got[0] if got else None
+    if claim is not None and claim.state == "committed" and claim.version is not None:
+        return f"the save committed as v{claim.version}", False
+    if claim is not None and claim.state == "failed":
+        return f"an earlier save that failed ({claim.error})", True
+    return (f"an earlier save that did not finish ({n} of {world} shard records in"
+            + ("; its commit was under way)" if claim is not None else ")"), claim is None)
+
+
+def _rerun_hint(artifact: str, step: int, removable: bool) -> str:
+    hint = "a step is written once: save this checkpoint as another step"
+    if removable:
+        hint += (f", or delete that save's records (the objects under "
+                 f"{layout.shard_step_prefix(artifact, step)} in the lake) and save it again")
+    return (hint + f"; `ckptlake ls {artifact} --pending` lists unfinished steps (a DCP save "
+            "of R ranks writes R + 1 shard records: one per rank, one for .metadata)")
 
 
 # ---- pending ----------------------------------------------------------------------------------
@@ -764,14 +890,15 @@ def classify_step(artifact: str, step: int, records: set[tuple[int, int]],
         state = "incomplete" if missing else "ready"
     elif claim.state == "failed":
         state = "failed"
-    elif claim.age(now) >= stale_after:
+    elif claim.age(now) >= stale_after or claim.released:
         state = "stale"
     else:
         state = claim.state
     return PendingStep(
         artifact=artifact, step=step, world=world, ranks=ranks, missing=missing, state=state,
         owner=claim.owner if claim else None,
-        claim_age_seconds=round(claim.age(now), 1) if claim else None,
+        # a released claim's `updated` is a marker, not when it was last touched
+        claim_age_seconds=round(claim.age(now), 1) if claim and not claim.released else None,
         version=claim.version if claim else None,
         error=claim.error if claim else (
             f"shards of world sizes {sorted(worlds)}" if len(worlds) > 1 else None))

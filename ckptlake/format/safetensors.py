@@ -67,6 +67,21 @@ def is_safetensors(path: str) -> bool:
     return path.lower().endswith(SUFFIX)
 
 
+# The header's free-form entry: readers (ours and the safetensors library) skip it or refuse
+# the file, so a tensor written under this name is lost.
+METADATA_KEY = "__metadata__"
+
+
+def check_tensor_name(name: str) -> None:
+    """For writers: refuse a tensor name no reader could give back (save_state's encoder
+    renames a state key "__metadata__" before it gets here; a direct caller is told)."""
+    from ..errors import UsageError
+
+    if name == METADATA_KEY:
+        raise UsageError(f"a safetensors tensor cannot be named {METADATA_KEY!r}: that is the "
+                         "header's metadata entry", hint="rename the tensor")
+
+
 def header_length(prefix: bytes) -> int | None:
     """N from the first 8 bytes, or None if they cannot start a safetensors file."""
     if len(prefix) < 8:

@@ -31,6 +31,8 @@ from ..errors import UsageError
 
 STATE_VERSION = 1
 SKELETON_FILENAME = "ckptlake-state.json"
+# safetensors' own header entry: never a tensor name (format/safetensors.py refuses it too).
+RESERVED_NAME = "__metadata__"
 
 # A tensor leaf seen by the walk: (generated name, value); the callback returns its framework
 # ("pt" | "np") or None when the value is not a tensor/array.
@@ -43,14 +45,32 @@ def _segment(key: Any) -> str:
 
 
 def _describe(path: tuple[str, ...]) -> str:
-    return "/".join(path) or "the top level"
+    # backslashreplace: a path holding a lone surrogate must still print (stderr is UTF-8)
+    return ("/".join(path) or "the top level").encode("utf-8", "backslashreplace").decode()
+
+
+def _check_text(text: str, what: str, path: tuple[str, ...]) -> None:
+    """Refuse a string UTF-8 cannot encode (a lone surrogate, e.g. from a file name decoded
+    with surrogateescape) while the state is walked: found later, it surfaced as a bare
+    UnicodeEncodeError from writing the skeleton, naming nothing."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start:exc.end].encode("utf-8", "backslashreplace").decode()
+        raise UsageError(f"state {what} at {_describe(path)} is not valid Unicode text: it holds "
+                         f"the lone surrogate {bad} at character {exc.start}",
+                         hint="fix the string before saving, e.g. "
+                              "s.encode('utf-8', 'replace').decode()") from None
 
 
 def encode(state: Any, tensor: TensorHook) -> dict[str, Any]:
     """The skeleton of `state`; `tensor(name, value)` is called once per tensor leaf, in a
     deterministic order, with a unique name (the leaf's path, "/"-joined, keys escaped
-    "~" -> "~0", "/" -> "~1"; "~~N" appended if two paths escape to the same name)."""
-    used: set[str] = set()
+    "~" -> "~0", "/" -> "~1"; "~~N" appended if two paths escape to the same name, or if the
+    path is RESERVED_NAME)."""
+    # Taken from the start: safetensors keeps its own header entry under this name, so a
+    # tensor of that name (a top-level key "__metadata__") would be overwritten by it.
+    used: set[str] = {RESERVED_NAME}
 
     def name_for(path: tuple[str, ...]) -> str:
         base = "/".join(path) or "_"
@@ -64,7 +84,10 @@ def encode(state: Any, tensor: TensorHook) -> dict[str, Any]:
     def walk(value: Any, path: tuple[str, ...], depth: int) -> Any:
         if depth > 200:
             raise UsageError(f"state is nested too deeply at {_describe(path)} (a cycle?)")
-        if value is None or isinstance(value, (bool, str)):
+        if isinstance(value, str):
+            _check_text(value, "string", path)
+            return value
+        if value is None or isinstance(value, bool):
             return value
         if isinstance(value, int) and not _is_np_generic(value):
             return int(value)
@@ -115,7 +138,10 @@ def _float(value: float) -> Any:
 
 
 def _key(key: Any, path: tuple[str, ...]) -> Any:
-    if key is None or isinstance(key, (bool, str)):
+    if isinstance(key, str):
+        _check_text(key, "dict key", (*path, _segment(key)))
+        return key
+    if key is None or isinstance(key, bool):
         return key
     if isinstance(key, int) and not _is_np_generic(key):
         return int(key)
@@ -211,5 +237,5 @@ def decode(skeleton: dict[str, Any], tensors: dict[str, Any], what: str) -> Any:
     return build(skeleton["root"])
 
 
-__all__ = ["STATE_VERSION", "SKELETON_FILENAME", "encode", "decode", "dumps", "parse",
-           "tensor_refs"]
+__all__ = ["STATE_VERSION", "SKELETON_FILENAME", "RESERVED_NAME", "encode", "decode", "dumps",
+           "parse", "tensor_refs"]
