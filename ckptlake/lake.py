@@ -277,7 +277,8 @@ class Lake:
                                     **(provenance if isinstance(provenance, dict) else {})}
         started, started_wall = clock.now(), time.time()
         header, created = open_or_create_header(
-            self.store, **({"chunk_size": self.chunk_size} if self.chunk_size else {}))
+            self.store, **({"chunk_size": self.chunk_size} if self.chunk_size else {}),
+            compression=compression)  # an explicit choice is a new lake's default
         mode = _push.resolve_compression(compression, header.compression)
         watch = self._watching(progress)
         watched = watch.__enter__()

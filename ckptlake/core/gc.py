@@ -15,7 +15,9 @@ Plan, then execute (restic's PlanPrune/Execute): `plan_gc` only reads and return
    `sweep_window` (else mark again first); then rewrite the record with `swept_at`.  Records
    swept more than `record_retention` ago are removed.
 4. **Condemn** -- chunks not in L, last modified before now - grace_period, and in no unswept
-   record, are written into new records (<= 100,000 digests each).  With grace_period 0 the new
+   record, are written into new records (<= 100,000 digests each).  Zero-byte records (a PUT
+   cut after its head: they condemn nothing, and their random keys are never written again)
+   are removed once older than `record_retention`.  With grace_period 0 the new
    records are ripe at once: they are swept in the same run, after a fresh mark whose listing
    starts after the records were written.  Incomplete multipart uploads of lake keys older than
    the grace period are aborted.
@@ -275,15 +277,16 @@ class _RecordRef:
     swept_at: datetime | None
 
 
-def _stream_records(store: Store) -> Iterator[Record | str]:
-    """Each readable condemnation record, or the key of a malformed one, a few at a time so
-    that gc never holds every record's chunk list at once.  A record deleted between list and
-    get is skipped (records are removed only long after their sweep)."""
+def _stream_records(store: Store, keys: list[str] | None = None) -> Iterator[Record | str]:
+    """Each readable condemnation record (of `keys`, default all), or the key of a malformed
+    one, a few at a time so that gc never holds every record's chunk list at once.  A record
+    deleted between list and get is skipped (records are removed only long after their
+    sweep)."""
     def read(key: str) -> Record | str | None:
         return read_record(store, key)
 
-    for got in bounded_map(read, record_keys(store), workers=_RECORD_WORKERS,
-                           name="ckptlake-gc"):
+    for got in bounded_map(read, record_keys(store) if keys is None else keys,
+                           workers=_RECORD_WORKERS, name="ckptlake-gc"):
         if got is not None:
             yield got
 
@@ -785,6 +788,8 @@ class _Execution:
         self.pending = self.scratch.set()  # the chunks of unswept records (read before the mark)
         self.raw = _unretried(self.data)
         self.batch_seconds = 0.0
+        # (key, last modified) of zero-byte records, listed by read_records
+        self.empty_records: list[tuple[str, datetime]] = []
 
     # -- 0. settings
     def publish_settings(self) -> None:
@@ -812,7 +817,15 @@ class _Execution:
         """The records (without their chunk lists) and the keys of malformed ones; the chunks
         of the unswept ones go into `pending`."""
         refs, bad = [], []
-        for rec in _stream_records(self.data):
+        keys = []
+        for info in self.data.list(layout.CONDEMNED_PREFIX):
+            if not layout.is_condemned_key(info.key):
+                continue
+            if info.size == 0:
+                self.empty_records.append((info.key, info.modified))
+            else:
+                keys.append(info.key)
+        for rec in _stream_records(self.data, keys):
             if isinstance(rec, str):
                 bad.append(rec)
                 continue
@@ -922,6 +935,28 @@ class _Execution:
         if old:
             self.data.delete(old)
             self.result.records_removed += len(old)
+        for key, modified in self.empty_records:
+            if modified <= cutoff and self._remove_empty_record(key):
+                self.result.records_removed += 1
+
+    def _remove_empty_record(self, key: str) -> bool:
+        """Delete a zero-byte record (a gc's PUT cut after its head), if it is still empty.
+
+        Nobody rewrites it (its key is random; only the gc that cut it could take it over by
+        compare-and-swap, within seconds), so without this it would stay for ever.  There is
+        no conditional delete: swapping it to empty first pins it, as alias removal does
+        (core/catalog.remove_alias), so a writer that read it before fails its own swap; only
+        one reading it in the one request between the swap and the delete would lose its
+        record -- a writer that has been stalled for record_retention already."""
+        try:
+            data, etag = self.data.get_with_etag(key)
+            if data:
+                return False  # taken over after all: an ordinary record now
+            self.data.put(key, b"", if_match=etag)
+            self.data.delete([key])
+        except (NotFound, PreconditionFailed):
+            return False
+        return True
 
     # -- 4. condemn
     def condemn(self) -> list[_RecordRef]:

@@ -113,8 +113,23 @@ class GcSettings:
             raise IntegrityError(f"{layout.GC_SETTINGS_KEY} is malformed", hint=hint)
         out = cls(**values)
         if problem := out.problem():
-            raise IntegrityError(f"{layout.GC_SETTINGS_KEY} is refused: {problem}", hint=hint)
+            # Who wrote it: a gc from before the bounds (the first release had none) keeps
+            # rewriting the file on every run, so "run ckptlake gc" alone does not last.
+            who = ", ".join(f"{k} {_shown(raw.get(k))}" for k in ("updated_by", "updated"))
+            raise IntegrityError(
+                f"{layout.GC_SETTINGS_KEY} is refused: {problem} ({who}): a ckptlake gc "
+                "older than these bounds (or a hand edit) wrote it",
+                hint="fix retention: in that gc's ckptlake.yaml or upgrade its ckptlake, then "
+                     "run ckptlake gc (it rewrites the file)")
         return out
+
+
+def _shown(value: Any) -> str:
+    """A field of the file for a one-line message: printable, bounded, or "unknown"."""
+    if not isinstance(value, str) or not value:
+        return "unknown"
+    text = "".join(c if c.isprintable() else "?" for c in value[:80])
+    return text + ("..." if len(value) > 80 else "")
 
 
 # What a pusher assumes when it cannot read the settings after its commit: the slowest sweep

@@ -5,8 +5,10 @@ import json
 from datetime import datetime, timezone
 
 from ..errors import NotFound, PreconditionFailed, UsageError
-from ..format.header import (DEFAULT_CHUNK_SIZE, DEFAULT_COMPRESSION, DEFAULT_HASH,
-                             SUPPORTED_HASHES, LakeHeader, check_hash, decode_header)
+from ..format.codecs import COMPRESSION_MODES
+from ..format.header import (COMPRESSION_NONE, DEFAULT_CHUNK_SIZE, DEFAULT_COMPRESSION,
+                             DEFAULT_HASH, SUPPORTED_HASHES, LakeHeader, check_hash,
+                             decode_header)
 from ..format.layout import ARTIFACTS_PREFIX, HEADER_KEY, parse_version_key
 from ..store.base import Store
 from .createonce import create_once
@@ -25,11 +27,16 @@ def read_header(store: Store) -> LakeHeader | None:
     return decode_header(data) if data else None
 
 
+# What open_or_create_header says it did (falsy: nothing was written).
+NEW_LAKE = "new"
+REWRITTEN = "rewritten"
+
+
 def ensure_header(store: Store, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                  compression: str = DEFAULT_COMPRESSION,
+                  compression: str | None = None,
                   hash: str | None = None) -> LakeHeader:
-    """Read the header, creating it if this is the lake's first write (race-safe; `hash` as
-    for open_or_create_header)."""
+    """Read the header, creating it if this is the lake's first write (race-safe; `hash` and
+    `compression` as for open_or_create_header)."""
     return open_or_create_header(store, chunk_size=chunk_size, compression=compression,
                                  hash=hash)[0]
 
@@ -47,22 +54,24 @@ def check_requested_hash(name: str) -> str:
                               "(push --hash sha256)") from None
 
 
-def versions_hash(store: Store) -> str | None:
-    """The hash the first version manifest of a lake without a header names (None: no
-    version, or the first one unreadable).  A header lost (deleted, or cut to zero bytes)
+def versions_hash(store: Store) -> tuple[bool, str | None]:
+    """(whether a lake without a header has versions, the hash its first version manifest
+    names: None if that one is unreadable).  A header lost (deleted, or cut to zero bytes)
     under existing versions must be rewritten with their hash, not with the default for new
     lakes: a SHA-256 lake would otherwise turn into a BLAKE3 one under its own SHA-256
-    manifests.  One listing, and one GET if it finds a version: only on the push that writes
-    a header."""
+    manifests.  Zero-byte manifests are no versions.  One listing, and one GET if it finds a
+    version: only on the push that writes a header."""
     for obj in store.list(ARTIFACTS_PREFIX):
-        if parse_version_key(obj.key) is None:
+        if obj.size == 0 or parse_version_key(obj.key) is None:
             continue
         try:
             algo = json.loads(store.get(obj.key)).get("hash")
-        except (NotFound, ValueError, AttributeError, RecursionError):
-            return None
-        return algo if isinstance(algo, str) else None
-    return None
+        except NotFound:  # deleted since the listing (gc): look on
+            continue
+        except (ValueError, AttributeError, RecursionError):
+            return True, None
+        return True, algo if isinstance(algo, str) else None
+    return False, None
 
 
 def _check_same_hash(lake: str, asked: str | None) -> None:
@@ -73,35 +82,45 @@ def _check_same_hash(lake: str, asked: str | None) -> None:
 
 
 def open_or_create_header(store: Store, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                          compression: str = DEFAULT_COMPRESSION,
-                          hash: str | None = None) -> tuple[LakeHeader, bool]:
-    """(the header, whether this call created the lake).  Creating one is worth saying: a
-    mistyped lake location is otherwise a silent new lake.
+                          compression: str | None = None,
+                          hash: str | None = None) -> tuple[LakeHeader, str]:
+    """(the header, what this call wrote: "" nothing, NEW_LAKE, or REWRITTEN -- a lost header
+    under existing versions).  Writing one is worth saying: a mistyped lake location is
+    otherwise a silent new lake.
 
     `hash`: the chunk hash a new lake gets (None: DEFAULT_HASH, blake3).  It only chooses for
     a new lake: an existing lake with another hash is refused (exit 2) rather than silently
     used, since the caller asked for something this lake cannot give; an existing lake
-    without `hash` named keeps its own, whatever the default has become."""
+    without `hash` named keeps its own, whatever the default has become.
+
+    `compression`: the pusher's explicit choice (None: none made), which a new lake keeps as
+    its default (DEFAULT_COMPRESSION without one): a lake created with `--compression none`
+    for a fleet of older readers must not start storing frames at the next push without the
+    option.  A header rewritten under existing versions says `none` whatever was asked: the
+    lost one may have been an older ckptlake's `none` lake, and readers decode frames
+    whatever the header says, so `none` is always safe."""
     if hash is not None:
         check_requested_hash(hash)
+    if compression is not None and compression not in COMPRESSION_MODES:
+        raise UsageError(f"unknown compression {compression!r}", hint="use auto or none")
     for _ in range(5):
         existing = read_header(store)
         if existing is not None:
             _check_same_hash(existing.hash, hash)
-            return existing, False
+            return existing, ""
         # No header: a new lake, or one whose header was lost under its versions, which
         # keeps their hash.  Only now is the default needed (and blake3 checked for).
-        kept = versions_hash(store)
+        has_versions, kept = versions_hash(store)
         if kept is not None:
             _check_same_hash(check_hash(kept), hash)
         algo = kept or hash or check_requested_hash(DEFAULT_HASH)
-        header = LakeHeader(hash=algo, chunk_size=chunk_size,
-                            compression=compression,
+        mode = COMPRESSION_NONE if has_versions else compression or DEFAULT_COMPRESSION
+        header = LakeHeader(hash=algo, chunk_size=chunk_size, compression=mode,
                             created=datetime.now(timezone.utc).isoformat().replace("+00:00",
                                                                                    "Z"))
         try:
             create_once(store, HEADER_KEY, header.encode())
         except PreconditionFailed:  # another writer created it first: theirs wins
             continue
-        return header, True
+        return header, REWRITTEN if has_versions else NEW_LAKE
     raise PreconditionFailed(f"{HEADER_KEY} could not be read or created")

@@ -20,7 +20,7 @@ from ..errors import NotFound, PreconditionFailed, SourceChanged, TransferError,
 from ..format import chunking, codecs, layout
 from ..format.header import COMPRESSION_NONE, digest
 from .chunkio import ChunkBuffers, fix_mmap_threshold
-from .createonce import create_once
+from .createonce import create_once, later_version
 from .lakeheader import open_or_create_header
 from ..format.manifest import ChunkRef, FileEntry, Manifest
 from ..results import PushResult
@@ -493,6 +493,11 @@ def commit_version(store: Store, manifest: Manifest) -> Manifest:
     (_settle_unknown): holding our bytes, the version is ours and committed; holding another
     writer's, we lost the race and take the next number; absent, nothing was committed; and if
     it cannot be read either, the error says that vN may have been committed.
+
+    An empty manifest at N (a PUT cut after its head) is taken over at N only while no
+    non-empty version above N exists (create_once): a first-release pusher counts it as a
+    version and may have committed N+1 meanwhile, and ours, committed after that, must not get
+    the lower number.
     """
     from ..errors import OutcomeUnknown
     from .catalog import version_numbers
@@ -505,7 +510,8 @@ def commit_version(store: Store, manifest: Manifest) -> Manifest:
         key = layout.version_key(manifest.artifact, n)
         body = candidate.encode()
         try:
-            # create_once: an empty object at N (a PUT cut after its head) is taken over at N
+            # create_once: an empty object at N (a PUT cut after its head) is taken over at N,
+            # unless a later version exists (then 412, and the re-listing below moves past it)
             create_once(store, key, body)
             return candidate
         except PreconditionFailed:
@@ -530,7 +536,12 @@ def _settle_unknown(store: Store, key: str, body: bytes, artifact: str, number: 
     """After the manifest write of `artifact`@v`number` at `key` gave up with an unknown
     outcome (`error`): True if the key holds `body` (our write landed: committed), False if it
     holds another writer's manifest (a lost race: take the next number).  A key found absent
-    or empty is written again (conditionally): that commits ours, or finds the late write.
+    or empty is written again (conditionally): that commits ours, or finds the late write --
+    but not once a non-empty version above N exists (False: take highest + 1), since ours,
+    committed after that one, would get the lower number (a first-release pusher counts an
+    empty vN as a version).  Our first write landing late at an *absent* N after that would be
+    a second copy at the lower number, never the newest hidden; at an empty N it cannot land
+    (If-None-Match fails on the empty object).
     Raises OutcomeUnknown naming the version if it cannot be settled within a few tries
     (bounded)."""
     from ..errors import OutcomeUnknown
@@ -553,6 +564,8 @@ def _settle_unknown(store: Store, key: str, body: bytes, artifact: str, number: 
         # server.  Writing again, conditionally, settles it: ours lands (committed), or the
         # late one did (412: read it back), and a late one after ours gets 412 itself.
         try:
+            if later_version(store, artifact, number) is not None:
+                return False
             create_once(store, key, body)
             return True
         except PreconditionFailed:
@@ -563,6 +576,7 @@ def _settle_unknown(store: Store, key: str, body: bytes, artifact: str, number: 
                 break
             if stored:
                 return stored == body
+            return False  # still empty: left alone for a later version (create_once)
         except TransferError as exc:
             last = exc
             break
@@ -596,8 +610,10 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
     # Both clocks: the guard takes the larger elapsed time (a suspended machine's monotonic
     # clock under-reports it; see core/clock.py).
     started, started_wall = clock.now(), time.time()
+    # An explicit compression goes into the header of a lake this push creates, as --hash does
     header, created = open_or_create_header(
-        store, **({"chunk_size": chunk_size} if chunk_size else {}), hash=hash)
+        store, **({"chunk_size": chunk_size} if chunk_size else {}), hash=hash,
+        compression=compression)
     mode = resolve_compression(compression, header.compression)
     files, up = upload_tree(store, tree, algo=header.hash,
                             chunk_size=chunk_size or header.chunk_size,
@@ -614,7 +630,8 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
     return result
 
 
-def commit_upload(store: Store, artifact: str, *, header: Any, created: bool, compression: str,
+def commit_upload(store: Store, artifact: str, *, header: Any, created: "bool | str",
+                  compression: str,
                   files: tuple[FileEntry, ...], dirs: tuple[str, ...], kind: str,
                   up: "_Uploader", step: int | None, metrics: dict[str, float],
                   metadata: dict[str, str], aliases: Sequence[str], lake_url: str,
@@ -623,7 +640,7 @@ def commit_upload(store: Store, artifact: str, *, header: Any, created: bool, co
                   progress: Progress | None = None) -> PushResult:
     """Commit uploaded files as the next version (the second half of a push, shared with a
     stream-written file: core/streampush.py).  `started*`: when the upload began (the gc
-    guard's window)."""
+    guard's window).  `created`: what open_or_create_header wrote (falsy: nothing)."""
     from . import clock
     from .catalog import set_alias
     from .gc_guard import guard_commit
@@ -654,9 +671,16 @@ def commit_upload(store: Store, artifact: str, *, header: Any, created: bool, co
         bytes_sent=up.sent.value, bytes_stored=manifest.stored_bytes,
         compression=compression,
         aliases=list(aliases), seconds=round(clock.now() - started, 3),
-        warnings=[new_lake_warning(lake_url)] if created else [])
+        warnings=[new_lake_warning(lake_url, created)] if created else [])
 
 
-def new_lake_warning(lake_url: str) -> str:
+def new_lake_warning(lake_url: str, created: "bool | str" = True) -> str:
+    """What a push that wrote the lake header says (`created` from open_or_create_header)."""
+    from .lakeheader import REWRITTEN
+
+    if created == REWRITTEN:
+        return (f"rewrote the lost lake header of {lake_url}: it had versions but no "
+                "ckptlake.json; the new header keeps their hash and says compression none, "
+                "which every ckptlake can read (--compression auto compresses a push)")
     return (f"created a new lake at {lake_url}: there was none (if you meant an existing lake, "
             "check the lake location)")

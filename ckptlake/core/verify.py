@@ -4,7 +4,9 @@ What is checked, always with the readers pull and gc use (never a second parser 
 
 * the lake header (format/header.py);
 * every manifest under `@v/` decodes and validates as pull validates it, and names itself
-  (its `artifact` and `version` match its key); its hash is the lake's;
+  (its `artifact` and `version` match its key); its chunks are checked with its own `hash`,
+  as pull reads them (one that differs from the header's is a warning: a lost header
+  rewritten by an older ckptlake);
 * every chunk a manifest references exists, with a size that can hold what the manifests say:
   a chunk referenced whole (a slice) must be exactly that size; a pack must reach at least the
   end of every file read from it (a sharded commit may keep a file from one rank's pack and
@@ -68,7 +70,7 @@ from ..transfer.progress import NullProgress, Progress
 from ..transfer.throttle import Throttle
 from ..format.codecs import frame_rawlen, looks_framed
 from .chunkio import DECODERS, ChunkBuffers, anonymous, fix_mmap_threshold, open_object
-from .createonce import EMPTY_NOTE
+from .createonce import EMPTY_NOTE, EMPTY_RECORD_NOTE
 from .identity import iso, utcnow
 
 _META_WORKERS = 16
@@ -252,6 +254,9 @@ class _Run:
         # The header's, once read.  Without one: the manifests' own (collect), else SHA-256,
         # what every lake before BLAKE3 used; never DEFAULT_HASH, which is for new lakes.
         self.algo = LEGACY_HASH
+        # digest -> the hash of the manifest that references it, where that is not self.algo
+        # (a header that disagrees with its manifests): usually empty
+        self.chunk_algo: dict[bytes, str] = {}
         self.header: LakeHeader | None = None
         self.refs = _Refs()
         self.live_extra: set[bytes] = set()  # unreadable manifests' chunks: not orphans
@@ -318,8 +323,6 @@ class _Run:
             return item, (str(exc), data)
         if m.artifact != artifact or m.version != n:
             return item, (f"{key} claims to be {m.artifact}@v{m.version}", data)
-        if self.header is not None and m.hash != self.header.hash:
-            return item, (f"{key} uses hash {m.hash!r}, the lake {self.header.hash!r}", data)
         return item, m
 
     def read_manifests(self, versions: dict[tuple[str, int], int], *, report: bool = True
@@ -354,22 +357,43 @@ class _Run:
         from .shards import META_COMMIT_ID
 
         hashes: set[str] = set()
+        # hash -> the versions whose manifest names it although the header names another
+        other: dict[str, list[tuple[str, int]]] = {}
         for item, m in self.read_manifests(versions):
             self.good.append(item)
             self.add(m)
             hashes.add(m.hash)
+            if self.header is not None and m.hash != self.header.hash:
+                other.setdefault(m.hash, []).append(item)
             if META_COMMIT_ID in m.metadata:
                 self.commit_ids[item] = m.metadata[META_COMMIT_ID]
         if self.header is None and len(hashes) == 1 and hashes <= set(SUPPORTED_HASHES):
             # a lost header (reported as a problem): the manifests still say how their chunks
             # are named, so --read-data does not call every chunk of a BLAKE3 lake corrupt
             self.algo = hashes.pop()
+            self.chunk_algo = {d: a for d, a in self.chunk_algo.items() if a != self.algo}
+        for algo, items in sorted(other.items()):
+            # A reader verifies a manifest's chunks with the manifest's own hash (pull does):
+            # such versions restore.  The usual cause: a lost BLAKE3 header rewritten as
+            # SHA-256 by a ckptlake older than BLAKE3, which knows no other hash.
+            assert self.header is not None
+            first = min(items)
+            count = f"{len(items)} version{'s' if len(items) != 1 else ''}"
+            self.warnings.append(
+                f"the manifests of {count} (first: {first[0]}@v{first[1]}) name hash "
+                f"{algo!r}, the lake header {self.header.hash!r} (a lost header rewritten by "
+                f"an older ckptlake?): their chunks are checked with {algo}, as pull reads "
+                f"them; new pushes use the header's {self.header.hash}")
 
     def add(self, m: Manifest) -> None:
         """Record what `m` requires of its chunks; with --read-data also the (offset, size,
         digest) of each file packed in a chosen pack: a pack whose digest matches may still be
         cut wrongly by a manifest."""
         self.refs.add_manifest(m)
+        if m.hash != self.algo:
+            for f in m.files:
+                for c in f.chunks:
+                    self.chunk_algo[bytes.fromhex(c.digest)] = m.hash
         if self.pack_files is None:
             return
         for f in m.files:
@@ -504,7 +528,7 @@ class _Run:
         keys = []
         for info in self.store.list(layout.CONDEMNED_PREFIX):
             if layout.is_condemned_key(info.key) and info.size == 0:
-                self.warnings.append(f"{info.key} is an {EMPTY_NOTE}")
+                self.warnings.append(f"{info.key} is an {EMPTY_RECORD_NOTE}")
             elif layout.is_condemned_key(info.key):
                 keys.append(info.key)
             else:
@@ -619,6 +643,10 @@ class _Run:
                 self.sizes[d] = size
         self._probe_frames()
 
+    def algo_of(self, d: bytes) -> str:
+        """The hash that named chunk `d`: its manifest's (see chunk_algo)."""
+        return self.chunk_algo.get(d, self.algo)
+
     def _size_ok(self, d: bytes, size: int) -> bool:
         return d not in self.refs.conflicting and (_fits(self.refs.need[d], size)
                                                    or self.refs.hint.get(d) == size)
@@ -633,7 +661,7 @@ class _Run:
         def check(d: bytes) -> tuple[bytes, bool]:
             try:
                 data = self.store.get(layout.chunk_key(d.hex()))
-                open_object(self.algo, d.hex(), data, raw_size=None, where="the lake")
+                open_object(self.algo_of(d), d.hex(), data, raw_size=None, where="the lake")
             except (NotFound, IntegrityError):
                 return d, False
             return d, True
@@ -702,8 +730,9 @@ class _Run:
                     pack_files: dict[bytes, Any], into: Any = None) -> None:
         """Decode (if a frame, into `into`) and hash one chunk read by --read-data; record
         the verdict."""
+        algo = self.algo_of(d)
         try:  # decoded if it is a frame, then checked against its digest
-            data = open_object(self.algo, d.hex(), data,
+            data = open_object(algo, d.hex(), data,
                                raw_size=size if self.refs.need[d] & 1 else None,
                                where="the lake", into=into)
             ok = True
@@ -713,7 +742,7 @@ class _Run:
         if ok:
             for off, length, fd in pack_files.get(d, ()):
                 piece = data[off:off + length]
-                if len(piece) != length or hash_of(self.algo, piece) != fd.hex():
+                if len(piece) != length or hash_of(algo, piece) != fd.hex():
                     bad.append((d, off, length, fd))
         with self._lock:
             self.chunks_read += 1
@@ -853,7 +882,7 @@ def verify(store: Store, ref: "str | Ref | None" = None, *, lake_url: str, concu
         run.problem("header", f"the lake has versions but no {layout.HEADER_KEY}",
                     key=layout.HEADER_KEY)
     if listing is not None:
-        run.warnings += [f"{key} is an {EMPTY_NOTE}" for key in listing.empties]
+        run.warnings += [f"{key} is an {_empty_note(key, listing)}" for key in listing.empties]
     run.collect(versions)
     if listing is not None:
         run.check_aliases(listing)
@@ -881,6 +910,17 @@ def verify(store: Store, ref: "str | Ref | None" = None, *, lake_url: str, concu
         pending_steps=run.pending, condemnation_records=run.records,
         incomplete_uploads=run.upload_count, incomplete_upload_list=run.uploads,
         warnings=run.warnings)
+
+
+def _empty_note(key: str, listing: _Listing) -> str:
+    """What becomes of an empty create-once object: the next write replaces it, except an
+    empty manifest below a version (no push takes it over: core/createonce.py)."""
+    parsed = layout.parse_version_key(key)
+    if parsed is not None and any(a == parsed[0] and n > parsed[1]
+                                  for a, n in listing.versions):
+        return ("empty object left by a cut upload; no version, and left alone (a later "
+                "version exists, so no push takes this number over)")
+    return EMPTY_NOTE
 
 
 def _scope(ref: "str | Ref | None") -> tuple[str | None, Ref | None, str]:
