@@ -201,6 +201,12 @@ def test_an_explicit_compression_on_the_first_push_goes_into_the_header(
     with other.writer(ART, "model.bin", compression="none") as f:
         f.write(b"x" * 1000)
     assert json.loads(other.store.get(layout.HEADER_KEY)).get("compression", "none") == "none"
+    # and so does a sharded push (push --shard, the DCP writer's core)
+    sharded = Lake(MemoryStore(), chunk_size=MiB)
+    r1 = sharded.push_shard(_src(tmp_path, "s4"), ART, step=1, rank=0, world=1,
+                            compression="none")
+    assert json.loads(sharded.store.get(layout.HEADER_KEY)).get("compression", "none") == "none"
+    assert any("created a new lake" in w for w in r1.warnings)
     # and a new lake without a choice still gets the default
     fresh = Lake(MemoryStore(), chunk_size=MiB)
     fresh.push(_src(tmp_path, "s3"), ART)

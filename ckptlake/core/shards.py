@@ -686,7 +686,7 @@ def push_shard(store: Store, tree: SourceTree, artifact: str, *, step: int, rank
     """
     started, started_wall = clock.now(), time.time()  # both: see core/clock.py
     header, created = begin_shard(store, artifact, step=step, rank=rank, world=world,
-                                  chunk_size=chunk_size)
+                                  chunk_size=chunk_size, compression=compression)
     from .push import resolve_compression
 
     files, up = upload_tree(store, tree, algo=header.hash,
@@ -704,15 +704,18 @@ def push_shard(store: Store, tree: SourceTree, artifact: str, *, step: int, rank
 
 
 def begin_shard(store: Store, artifact: str, *, step: int, rank: int, world: int,
-                chunk_size: int | None) -> tuple[Any, bool]:
-    """The checks before a rank uploads anything: (lake header, whether it was created)."""
+                chunk_size: int | None, compression: str | None = None
+                ) -> tuple[Any, "bool | str"]:
+    """The checks before a rank uploads anything: (lake header, what open_or_create_header
+    wrote).  An explicit `compression` goes into the header of a lake this creates, as a
+    push's does (docs/format.md, the lake header)."""
     if world < 1 or not 0 <= rank < world:
         raise UsageError(f"shard rank must be in 0..WORLD-1, got {rank}/{world}")
     # Before anything is written: a step the keys cannot hold would leave a record that no
     # listing parses (never committed, invisible to `pending`, unprotected from gc).
     layout.check_step(step)
     header, created = open_or_create_header(
-        store, **({"chunk_size": chunk_size} if chunk_size else {}))
+        store, **({"chunk_size": chunk_size} if chunk_size else {}), compression=compression)
     # Refuse cheaply before uploading when the step is already known to be incompatible.
     keys, has_claim = _list_step(store, artifact, step)
     if others := _other_worlds(keys, world):
@@ -731,7 +734,7 @@ def begin_shard(store: Store, artifact: str, *, step: int, rank: int, world: int
     return header, created
 
 
-def record_shard(store: Store, artifact: str, *, header: Any, created: bool,
+def record_shard(store: Store, artifact: str, *, header: Any, created: "bool | str",
                  files: tuple[Any, ...], dirs: tuple[str, ...], up: Any, step: int,
                  rank: int, world: int, metrics: dict[str, float],
                  metadata: dict[str, str], aliases: Sequence[str], lake_url: str,
@@ -806,7 +809,7 @@ def record_shard(store: Store, artifact: str, *, header: Any, created: bool,
         bytes_deduplicated=up.deduplicated.value, chunks_uploaded=up.uploaded.count,
         chunks_deduplicated=up.deduplicated.count,
         seconds=round(clock.now() - started, 3),
-        warnings=[new_lake_warning(lake_url)] if created else [])
+        warnings=[new_lake_warning(lake_url, created)] if created else [])
 
 
 def _earlier_save(store: Store, artifact: str, step: int, world: int,
