@@ -498,7 +498,7 @@ class Checkpointer:
         aliases = check_arg("aliases", aliases, "names")
         for name in aliases:
             validate_alias(name)
-        return (check_metrics(dict(metrics or {})), check_metadata(dict(metadata or {})),
+        return (check_metrics(metrics), check_metadata(metadata),
                 tuple(dict.fromkeys((*self.aliases, *aliases))))
 
     def _resolve_lineage(self, parents: Sequence[Any] | None,

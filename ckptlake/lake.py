@@ -209,7 +209,7 @@ class Lake:
         check_provenance(provenance)
         input_items = check_inputs(inputs)
         all_metadata = {**(_provenance.load_meta_file(meta_file) if meta_file else {}),
-                        **(metadata or {})}
+                        **check_metadata(metadata)}
         parent_edges = _lineage.resolve_parents(self.store, parents, relation=relation) \
             if parents else ()
         from .core.scan import scan

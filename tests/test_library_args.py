@@ -199,3 +199,12 @@ def test_exit_timeout_inf_waits_at_exit(tmp_path: Path) -> None:
         ck._drain_at_exit()  # what the exit hook / SIGTERM handler runs
         assert [v.step for v in lk.versions("a/b")] == [1]
         ck.close()
+
+
+def test_metadata_that_is_no_mapping_is_a_usage_error(tmp_path: Path) -> None:
+    """A list of metadata failed with an AttributeError (.items) in every writer."""
+    lake = _review_lake(tmp_path)
+    with pytest.raises(UsageError, match="metadata must be a mapping"):
+        lake.push(tmp_path / "src", "a/b", metadata=["x"])  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="metadata must be a mapping"):
+        lake.checkpointer("a/c").save(tmp_path / "src", step=1, metadata=["x"])  # type: ignore

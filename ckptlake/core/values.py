@@ -78,6 +78,9 @@ def check_inputs(inputs: Any) -> tuple[dict[str, str], ...]:
 
 def check_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
     out: dict[str, str] = {}
+    if metadata is not None and not hasattr(metadata, "items"):  # a list failed on .items
+        shown = repr(metadata) if len(repr(metadata)) <= 60 else repr(metadata)[:57] + "..."
+        raise UsageError(f"metadata must be a mapping of key to string, got {shown}")
     for k, v in (metadata or {}).items():
         if not isinstance(k, str) or not k:
             raise UsageError("metadata keys must be non-empty strings")

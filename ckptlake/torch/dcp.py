@@ -68,9 +68,11 @@ from torch.distributed.checkpoint.staging import BlockingAsyncStager
 
 from ..core.exithooks import before_pools_close
 from ..core.reader import DEFAULT_READAHEAD, LakeFile
+from ..core.values import check_arg
 from ..errors import Conflict, IntegrityError, NotFound, UsageError
 from ..format import layout
 from ..format.refs import Ref, validate_artifact
+from ._args import check_lake, check_version_fields
 from .planread import DEFAULT_WINDOW
 
 if TYPE_CHECKING:
@@ -161,10 +163,18 @@ class LakeWriter(FileSystemWriter):
                  aliases: tuple[str, ...] | list[str] = (), staging_dir: str | os.PathLike | None = None,
                  thread_count: int = 1, stale_after: float | None = None,
                  cache_staged_state_dict: bool = True) -> None:
+        # all checked here, before any upload: torch calls _record after the rank's data
+        check_lake(lake)
         validate_artifact(artifact)
         layout.check_step(step)
+        self._metrics, self._metadata, self._aliases = check_version_fields(
+            metrics, metadata, aliases)
+        check_arg("staging_dir", staging_dir, "path", optional=True)
+        thread_count = check_arg("thread_count", thread_count, "int", positive=True)
+        stale_after = check_arg("stale_after", stale_after, "seconds", optional=True)
+        cache_staged_state_dict = check_arg("cache_staged_state_dict", cache_staged_state_dict,
+                                            "bool")
         self.lake, self.artifact, self.step = lake, artifact, step
-        self._metrics, self._metadata, self._aliases = metrics, metadata, tuple(aliases)
         if staging_dir is not None:
             warnings.warn("LakeWriter(staging_dir=...) is deprecated and ignored: each rank's "
                           "files are streamed into the lake, never staged",
@@ -330,14 +340,13 @@ class LakeWriter(FileSystemWriter):
 
     def _record(self, fs: "_LakeFS", shard: int) -> "ShardPushResult":
         from ..core import shards
-        from ..core.values import check_metadata, check_metrics
 
         lake, up = self.lake, fs.uploader
         files = fs.entries()
         result = shards.record_shard(
             lake.store, self.artifact, header=fs.header, created=fs.created, files=files,
             dirs=(), up=up, step=self.step, rank=shard, world=self._world + 1,
-            metrics=check_metrics(self._metrics), metadata=check_metadata(self._metadata),
+            metrics=self._metrics, metadata=self._metadata,
             aliases=list(self._aliases), lake_url=lake.url,
             stale_after=shards.DEFAULT_STALE_AFTER if self._stale_after is None
             else self._stale_after, wait_seconds=None, started=fs.started,
@@ -809,8 +818,9 @@ class LakeReader(FileSystemReader):
 
     def __init__(self, lake: "Lake", ref: str | Ref, *,
                  readahead: int = DEFAULT_READAHEAD, window: int = DEFAULT_WINDOW) -> None:
-        if isinstance(window, bool) or not isinstance(window, int) or window < 0:
-            raise UsageError(f"window must be a non-negative number of bytes, got {window!r}")
+        check_lake(lake)
+        readahead = check_arg("readahead", readahead, "int", minimum=0)
+        window = check_arg("window", window, "int", minimum=0)
         m = lake._manifest(ref)  # (its NotFound says when there is no lake at all)
         entry = next((f for f in m.files if f.path == METADATA_FILE), None)
         if entry is None or entry.symlink is not None:

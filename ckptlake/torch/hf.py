@@ -38,8 +38,10 @@ except ImportError as exc:  # pragma: no cover - the [hf] extra installs it
 
 from ..checkpointer import Checkpointer
 from ..core import catalog
+from ..core.values import check_arg
 from ..errors import UsageError
 from ..format.refs import validate_artifact
+from ._args import check_lake, check_version_fields
 
 if TYPE_CHECKING:
     from ..lake import Lake
@@ -87,12 +89,13 @@ class LakeTrainerCallback(TrainerCallback):
     def __init__(self, lake: "Lake | str", artifact: str, *,
                  metadata: Mapping[str, str] | None = None, aliases: Sequence[str] = (),
                  **checkpointer_options: Any) -> None:
+        # checked here: the first on_save, maybe hours into the run, would find them bad
         validate_artifact(artifact)
+        check_lake(lake, url=True)
+        _, metadata, self.aliases = check_version_fields(None, metadata, aliases)
         self.lake = _open_lake(lake)
         self.artifact = artifact
-        self.metadata = {"framework": f"transformers {transformers.__version__}",
-                         **dict(metadata or {})}
-        self.aliases = tuple(aliases)
+        self.metadata = {"framework": f"transformers {transformers.__version__}", **metadata}
         self.options = dict(checkpointer_options)
         try:  # a misspelt option fails here, not after the first checkpoint of a long run
             inspect.signature(Checkpointer).bind(self.lake, artifact, **self.options)
@@ -234,6 +237,9 @@ def pull_for_resume(lake: "Lake | str", ref: str, dest: str | os.PathLike[str], 
     trainer_state.json.  A destination holding other files is a Conflict unless `force`;
     files already there and identical are kept (a re-run downloads nothing).
     """
+    check_lake(lake, url=True)
+    check_arg("dest", dest, "path")
+    check_arg("force", force, "bool")
     lake = _open_lake(lake)
     m = catalog.resolve(lake.store, ref)
     what = f"{m.artifact}@v{m.version}"

@@ -62,10 +62,12 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
         f"ckptlake.torch.LakeCheckpointIO needs Lightning ({exc}): "
         "pip install 'ckptlake[lightning]'", name=exc.name) from None
 
+from ..core.values import check_arg
 from ..errors import CkptlakeError, NotFound, UsageError
 from ..format import layout
 from ..format import state as _state
 from ..format.refs import Ref, parse_ref, validate_artifact
+from ._args import check_lake, check_version_fields
 
 if TYPE_CHECKING:
     from ..checkpointer import Checkpointer
@@ -113,6 +115,8 @@ class LakeCheckpointIO(CheckpointIO):
                  **checkpointer_options: Any) -> None:
         super().__init__()
         validate_artifact(artifact)
+        check_lake(lake, url=True)
+        async_upload = check_arg("async_upload", async_upload, "bool")  # "no" was True
         if isinstance(lake, str):
             import ckptlake
 
@@ -151,7 +155,7 @@ class LakeCheckpointIO(CheckpointIO):
         extra = _storage_options(storage_options)
         if not isinstance(checkpoint, Mapping):
             raise UsageError(f"a Lightning checkpoint is a dict, not {type(checkpoint).__name__}")
-        raw = os.fspath(path)
+        raw = os.fspath(check_arg("path", path, "path"))
         key = _path_key(raw)
         step = checkpoint.get("global_step")
         if isinstance(step, bool) or not isinstance(step, int):
@@ -196,7 +200,7 @@ class LakeCheckpointIO(CheckpointIO):
         return checkpoint
 
     def remove_checkpoint(self, path: Any) -> None:
-        done = self._submit(self._remove, _path_key(os.fspath(path)))
+        done = self._submit(self._remove, _path_key(os.fspath(check_arg("path", path, "path"))))
         if not self.async_upload:
             done.result()
 
@@ -232,8 +236,9 @@ class LakeCheckpointIO(CheckpointIO):
     def version_of(self, path: Any) -> int | None:
         """The newest version saved under `path` (after waiting for pending work); None if
         there is none."""
+        key = _path_key(os.fspath(check_arg("path", path, "path")))
         self.wait()
-        found = self._submit(self._lookup, _path_key(os.fspath(path))).result()
+        found = self._submit(self._lookup, key).result()
         return found[-1] if found else None
 
     @property
@@ -283,7 +288,7 @@ class LakeCheckpointIO(CheckpointIO):
     def _ref_for(self, path: Any) -> Ref:
         if isinstance(path, Ref):
             return path
-        text = os.fspath(path)
+        text = os.fspath(check_arg("path", path, "path"))
         if text.startswith(SCHEME):
             rest = text[len(SCHEME):]
             if not rest or rest.startswith("@"):
@@ -476,9 +481,10 @@ def _storage_options(options: Any) -> dict[str, Any]:
         raise UsageError(f"storage_options must be a dict with keys among "
                          f"{', '.join(_STORAGE_OPTIONS)}, got {options!r}")
     out = dict(options)
-    if "aliases" in out:
-        aliases = out["aliases"]
-        out["aliases"] = (aliases,) if isinstance(aliases, str) else tuple(aliases)
+    # checked here, on Lightning's thread: the merge with the monitored metrics and the
+    # checkpointer's checks come later (a list of metrics failed there with a TypeError)
+    out["metrics"], out["metadata"], out["aliases"] = check_version_fields(
+        out.get("metrics"), out.get("metadata"), out.get("aliases"))
     return out
 
 

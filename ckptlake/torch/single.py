@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
+from ..core.values import check_arg
+from ._args import check_lake, check_version_fields
+
 if TYPE_CHECKING:
     from ..format.refs import Ref
     from ..lake import Lake
@@ -19,7 +22,10 @@ def save(obj: Any, lake: "Lake", artifact: str, path: str = "model.pt", *,
          **options: Any) -> "PushResult":
     """`torch.save(obj)` as the next version of `artifact`, one file at `path`.  Commits once
     the whole file is stored; if torch.save raises, nothing is committed.  `options` go to
-    `Lake.writer` (parents, inputs, compression, ...)."""
+    `Lake.writer` (parents, inputs, compression, ...), which checks them all before
+    torch.save runs."""
+    check_lake(lake)
+    metrics, metadata, aliases = check_version_fields(metrics, metadata, aliases)
     with lake.writer(artifact, path, step=step, metrics=metrics, metadata=metadata,
                      aliases=aliases, **options) as f:
         torch.save(obj, f)
@@ -43,7 +49,11 @@ def load(lake: "Lake", ref: "str | Ref", path: str | None = "model.pt", *,
     the whole-file read, whose file-sized buffer costs its page faults (1 GiB: 3.5 vs 3.9
     CPU-s/GiB, docs/benchmarks.md, "whole-file load"); reading whole pays where fetching, not
     the client's CPU, is the limit (many cores, a distant store)."""
-    bound = max_buffer
+    check_lake(lake)
+    check_arg("path", path, "path", optional=True)
+    # (0 would be False: the pickle's code would run)
+    weights_only = check_arg("weights_only", weights_only, "bool")
+    bound = check_arg("max_buffer", max_buffer, "int", optional=True, minimum=0)
     if bound is None:
         from ..core.whole import default_max_buffer
 
