@@ -208,3 +208,14 @@ def test_metadata_that_is_no_mapping_is_a_usage_error(tmp_path: Path) -> None:
         lake.push(tmp_path / "src", "a/b", metadata=["x"])  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="metadata must be a mapping"):
         lake.checkpointer("a/c").save(tmp_path / "src", step=1, metadata=["x"])  # type: ignore
+
+
+def test_lone_surrogates_in_metadata_and_metric_names_are_usage_errors(tmp_path: Path) -> None:
+    """`--meta note=$'\\xff'` arrives as '\\udcff': the push failed with a bare
+    UnicodeEncodeError (exit 1) after its upload."""
+    lake = _review_lake(tmp_path)
+    for kw in ({"metadata": {"note": "\udcff"}}, {"metadata": {"k\ud800": "v"}},
+               {"metrics": {"loss\udcff": 1.0}}):
+        with pytest.raises(UsageError, match="not valid Unicode"):
+            lake.push(tmp_path / "src", "a/b", **kw)  # type: ignore[arg-type]
+    assert [v.version for v in lake.versions("a/b")] == [1]

@@ -22,6 +22,7 @@ def check_metrics(metrics: dict[str, float] | None) -> dict[str, float]:
     for k, v in (metrics or {}).items():
         if not isinstance(k, str) or not k:
             raise UsageError("metric names must be non-empty strings")
+        check_text(k, "metric name")
         # numbers.Real: numpy's float32 too (a logger's value), which is no float subclass
         if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
             raise UsageError(f"metric {k!r} must be a finite number, got {v!r}")
@@ -84,8 +85,21 @@ def check_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
     for k, v in (metadata or {}).items():
         if not isinstance(k, str) or not k:
             raise UsageError("metadata keys must be non-empty strings")
-        out[k] = str(v)
+        out[check_text(k, "metadata key")] = check_text(str(v), f"metadata value of {k!r}")
     return out
+
+
+def check_text(text: str, what: str) -> str:
+    """`text` if it can be stored (manifests are UTF-8 JSON): a lone surrogate -- a command
+    line's undecodable byte ($'\\xff' arrives as '\\udcff') -- failed the push with a bare
+    UnicodeEncodeError after its upload."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UsageError(f"{what} is not valid Unicode text: it holds {text[exc.start]!r} at "
+                         f"character {exc.start}",
+                         hint="pass text, not raw bytes (decode it, or use its hex)") from None
+    return text
 
 
 def check_destination(destination: Any) -> str:
