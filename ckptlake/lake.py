@@ -608,16 +608,23 @@ class Lake:
             reason = redact(reason)  # it is stored, and shown by every read of the version
         artifact = ref.artifact
         created: Any = None
+        m: Any = None
         try:
             m = self._manifest(ref)
             number, step, created, created_by = m.version, m.step, m.created, m.created_by
             total_bytes, files = m.total_bytes, len(m.files)
-        except IntegrityError:
+        except IntegrityError as exc:
             # A manifest no reader accepts blocks gc (it must not guess what the version
-            # references); deleting it by its number is the way out.
+            # references); deleting it by its number is the way out -- unless a newer ckptlake
+            # wrote it: that one is a good version this one cannot read.
             if ref.kind != "version":
                 raise
             number = int(ref.value)  # type: ignore[arg-type]
+            if self._newer_manifest(artifact, number, exc):
+                raise PolicyRefusal(
+                    f"{artifact}@v{number} was written by a newer ckptlake ({exc.message}); rm "
+                    "deletes an unreadable manifest only when it is damaged",
+                    hint="upgrade ckptlake, then run the same rm") from None
             step, created_by, total_bytes, files = None, "", 0, 0
             created = self.store.stat(layout.version_key(artifact, number)).modified
         numbers = catalog.version_numbers(self.store, artifact)
@@ -642,18 +649,24 @@ class Lake:
             rule=tombstones.RM_RULE, reason=reason, dry_run=dry_run, deleted=False)
         if dry_run:
             return result
+        replaced = self._replace_stale_tombstone(artifact, number, m, result, now)
         plan = VersionPlan(
             artifact=artifact, version=number, step=step, created=created or now,
             age_seconds=max(0, int((now - (created or now)).total_seconds())),
             total_bytes=total_bytes, files=files, keep=False, rule=tombstones.RM_RULE,
             reason=reason)
         done = GcResult()
-        delete_versions(self.store, ArtifactPlan(
+        written = delete_versions(self.store, ArtifactPlan(
             artifact=artifact, rule=tombstones.RM_RULE, rule_line=None, versions=len(numbers),
             delete=[plan], kept=[], kept_by={}), done, deleted=now)
         if f"{artifact}@v{number}" in done.versions_deleted:
-            return dataclasses.replace(result, deleted=True, deleted_at=now, deleted_by=who)
+            if replaced or number in written:
+                return dataclasses.replace(result, deleted=True, deleted_at=now, deleted_by=who)
+            # another deleter's tombstone landed first: the lake records its reason and time
+            raise self._deleted_meanwhile(artifact, number)
         if f"{artifact}@v{number}" in done.versions_spared:  # aliased while we deleted
+            if replaced:  # ours, next to a version that stays: gone again, as gc's own go
+                self.store.delete([layout.tombstone_key(artifact, number)])
             names = sorted(a for a, v in catalog.aliases(self.store, artifact).items()
                            if v == number)
             if names:
@@ -664,6 +677,77 @@ class Lake:
         catalog.load_manifest(self.store, artifact, number)  # deleted by someone else: says so
         raise NotFound(f"{artifact}@v{number} was deleted meanwhile",
                        hint=f"list what is left with: ckptlake ls {artifact} --all")
+
+    def _newer_manifest(self, artifact: str, number: int, exc: CkptlakeError) -> bool:
+        """Whether an unreadable manifest is one a newer ckptlake wrote (a higher
+        `ckptlake_manifest`, or what decode_manifest says only a newer one writes)."""
+        import json
+
+        from .format.manifest import MANIFEST_FORMAT
+
+        if exc.hint == "upgrade ckptlake":
+            return True
+        try:
+            raw = json.loads(self.store.get(layout.version_key(artifact, number)))
+        except (NotFound, ValueError, RecursionError):
+            return False
+        fmt = raw.get("ckptlake_manifest") if isinstance(raw, dict) else None
+        return type(fmt) is int and fmt > MANIFEST_FORMAT
+
+    def _replace_stale_tombstone(self, artifact: str, number: int, m: Any,
+                                 result: DeleteResult, now: Any) -> bool:
+        """Make room for rm's tombstone where one stands next to the manifest already.
+
+        One older than catalog.ALIAS_SETTLE_SECONDS is an interrupted deleter's: it is
+        replaced by compare-and-swap (True), so the lake records this deletion's reason and
+        time, which rm reports.  A younger one is a deleter at work now: its deletion is
+        reported instead (NotFound), and nothing is written."""
+        from .core import tombstones
+        from .core.gc import _raw_metadata
+        from .core.identity import user_at_host
+        from .errors import PreconditionFailed
+
+        key = layout.tombstone_key(artifact, number)
+        try:
+            data, etag = self.store.get_with_etag(key)
+        except NotFound:
+            return False
+        if not data:  # a PUT cut after its head: the deleter's create replaces it
+            return False
+        old = tombstones.decode(data)
+        if old is not None and (now - old.deleted).total_seconds() < \
+                catalog.ALIAS_SETTLE_SECONDS:
+            raise self._deleted_meanwhile(artifact, number)
+        if m is not None:
+            mine = tombstones.from_manifest(m, deleted=now, rule=tombstones.RM_RULE,
+                                            reason=result.reason)
+        else:
+            mine = tombstones.Tombstone(
+                artifact=artifact, version=number, step=None, created=result.created or now,
+                created_by="", metrics={}, parents=[], total_bytes=0, files=0,
+                metadata=_raw_metadata(self.store, layout.version_key(artifact, number)),
+                deleted=now, deleted_by=user_at_host(), rule=tombstones.RM_RULE,
+                reason=result.reason)
+        try:
+            self.store.put(key, mine.encode(), if_match=etag)
+        except PreconditionFailed:  # another deleter replaced or removed it just now
+            raise self._deleted_meanwhile(artifact, number) from None
+        return True
+
+    def _deleted_meanwhile(self, artifact: str, number: int) -> NotFound:
+        """What the lake records of a deletion another deleter (gc, rm) made or is making."""
+        from .core import tombstones
+
+        tomb = tombstones.load(self.store, artifact, number)
+        what = tomb.deleted_text() if tomb is not None else "deleted"
+        why = f"{tomb.reason}; " if tomb is not None and tomb.reason else ""
+        if self.store.exists(layout.version_key(artifact, number)):
+            return NotFound(f"{artifact}@v{number} is being deleted by another deleter "
+                            f"(its tombstone: {what})",
+                            hint=f"{why}if ckptlake ls {artifact} still lists it in a minute, "
+                                 "that deleter was interrupted: run the same rm again")
+        return NotFound(f"{artifact}@v{number} was {what} meanwhile",
+                        hint=f"{why}list what is left with: ckptlake ls {artifact} --all")
 
     @staticmethod
     def _aliased(artifact: str, number: int, names: list[str]) -> CkptlakeError:

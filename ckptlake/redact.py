@@ -110,11 +110,23 @@ def redact_url(text: str) -> str:
     return _URL.sub(_clean_url, text) if "://" in text else text
 
 
+# In free text (an rm --reason, an error message): `--hf-token VALUE`, `Bearer VALUE`
+_OPTION_VALUE = re.compile(r"(?<![A-Za-z0-9_.\-])(--?[A-Za-z][A-Za-z0-9_\-]*)([ \t]+)"
+                           r"(?!-)([^\s'\"]+)")
+_BEARER = re.compile(r"(?<![A-Za-z0-9])(bearer[ \t]+)([A-Za-z0-9._~+/=\-]{6,})", re.IGNORECASE)
+
+
 def redact(text: str) -> str:
-    """`text` with every URL credential, query value and secret-named `key=value` masked."""
+    """`text` with every URL credential, query value and secret-named `key=value` masked, and
+    the value after a secret-named option (`--hf-token X`) or `Bearer`."""
     text = redact_url(text)
     if "=" in text:
         text = _secret_pairs(text)
+    if "-" in text:
+        text = _OPTION_VALUE.sub(lambda m: m.group(1) + m.group(2) + MASK
+                                 if is_secret_name(m.group(1)) else m.group(0), text)
+    if "earer" in text or "EARER" in text:
+        text = _BEARER.sub(lambda m: m.group(1) + MASK, text)
     return text
 
 

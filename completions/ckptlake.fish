@@ -172,7 +172,7 @@ complete -c ckptlake -n '__ckptlake_using ls' -l where -x -d 'Keep versions matc
 complete -c ckptlake -n '__ckptlake_using ls' -l sort -x -d 'Sort versions by a metric (or step, version, size); -KEY or KEY:desc for descending'
 complete -c ckptlake -n '__ckptlake_using ls' -l limit -x -d 'Show at most N versions (the first N after --sort, else the newest N)'
 complete -c ckptlake -n '__ckptlake_using ls' -l tree -d 'With REF: show the files as an indented tree, directories with the total size below them'
-complete -c ckptlake -n '__ckptlake_using ls' -s a -l all -d 'Also show versions deleted by gc, as expired (with ARTIFACT), or how many each artifact lost (without)'
+complete -c ckptlake -n '__ckptlake_using ls' -s a -l all -d 'Also show versions deleted (by gc or rm), as expired (with ARTIFACT), or how many each artifact lost (without)'
 complete -c ckptlake -n '__ckptlake_using ls' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
 complete -c ckptlake -n '__ckptlake_using ls' -l endpoint-url -x -d 'S3 endpoint for S3-compatible stores (MinIO, SeaweedFS, R2, ...)'
 complete -c ckptlake -n '__ckptlake_using ls' -l profile -x -d 'AWS credentials profile to use'

@@ -2,7 +2,7 @@
 
 rm deletes one version by gc's own deleter (tombstone, aliases read again, manifest), never the
 latest nor an aliased one, and leaves its chunks to gc's sweep; alias removal swaps the record
-for an empty one (no alias) before deleting it, so a concurrent move is removed too or stands
+for an empty one (no alias) and leaves it, so a concurrent move is removed too or stands
 (docs/format.md, "Deleting one version by hand (rm)" and "Alias record")."""
 from __future__ import annotations
 
@@ -59,7 +59,9 @@ class Hooked(MemoryStore):
         self.before_manifest_delete: Callable[[], None] | None = None
         self.after_alias_read: Callable[[], None] | None = None
         self.after_empty_alias_put: Callable[[], None] | None = None
+        self.after_alias_get: Callable[[], None] | None = None
         self.alias_written = threading.Event()
+        self.alias_deletes: list[str] = []
 
     @staticmethod
     def _fire(hook: Callable[[], None] | None) -> None:
@@ -79,6 +81,13 @@ class Hooked(MemoryStore):
                 hook()
         return etag
 
+    def get(self, key):  # type: ignore[no-untyped-def]
+        got = super().get(key)
+        if layout.parse_alias_key(key) and self.after_alias_get:
+            hook, self.after_alias_get = self.after_alias_get, None
+            hook()
+        return got
+
     def get_with_etag(self, key):  # type: ignore[no-untyped-def]
         got = super().get_with_etag(key)
         if layout.parse_alias_key(key) and self.after_alias_read:
@@ -88,6 +97,7 @@ class Hooked(MemoryStore):
 
     def delete(self, keys):  # type: ignore[no-untyped-def]
         keys = list(keys)
+        self.alias_deletes += [k for k in keys if layout.parse_alias_key(k)]
         if any(layout.parse_version_key(k) for k in keys) and self.before_manifest_delete:
             hook, self.before_manifest_delete = self.before_manifest_delete, None
             hook()
@@ -243,6 +253,104 @@ def test_rm_of_a_manifest_no_reader_accepts(lake: Lake) -> None:
     assert [t.version for t in lake.expired(ART)] == [1]
 
 
+def _gc_tomb(lake: Lake, number: int, age: timedelta) -> tombs.Tombstone:
+    m = catalog.load_manifest(lake.store, ART, number)
+    return tombs.from_manifest(m, deleted=utcnow() - age, rule="rules[0] (match 'p/*')",
+                               reason="not among the newest 1")
+
+
+def test_rm_replaces_an_interrupted_deleters_tombstone(lake: Lake) -> None:
+    """A gc killed after its tombstone left one next to the live manifest: rm's replaces it,
+    so the lake records the reason and time rm reports."""
+    assert tombs.write(lake.store, _gc_tomb(lake, 2, timedelta(days=30)))
+    r = lake.delete(f"{ART}@v2", reason="pushed with a secret")
+    assert r.deleted
+    t = tombs.load(lake.store, ART, 2)
+    assert (t.rule, t.reason, t.deleted) == ("ckptlake rm", "pushed with a secret",
+                                             r.deleted_at)
+    assert not lake.store.exists(layout.version_key(ART, 2))
+
+
+def test_rm_reports_a_deletion_another_deleter_is_making(lake: Lake) -> None:
+    """A young tombstone is a deleter at work: rm reports its deletion and writes nothing."""
+    assert tombs.write(lake.store, _gc_tomb(lake, 2, timedelta(seconds=1)))
+    before = {k: lake.store.get(k) for k in keys(lake.store)}
+    with pytest.raises(NotFound, match=r"p/ckpt@v2 is being deleted by another deleter \(its "
+                                       r"tombstone: deleted by gc on .*run the same rm again"
+                       ) as err:
+        lake.delete(f"{ART}@v2", reason="mine")
+    assert err.value.exit_code == 3
+    assert {k: lake.store.get(k) for k in keys(lake.store)} == before
+
+
+def test_rm_never_claims_a_deletion_whose_tombstone_another_wrote(lake: Lake) -> None:
+    """A concurrent gc's tombstone lands right before rm's: the manifest goes (both wanted
+    that), and rm reports what the lake records, gc's deletion, not its own."""
+    lake.store.before_tomb_put = lambda: tombs.write(lake.store,
+                                                     _gc_tomb(lake, 2, timedelta(0)))
+    with pytest.raises(NotFound, match=r"p/ckpt@v2 was deleted by gc on .* meanwhile \(not "
+                                       r"among the newest 1; list what is left"):
+        lake.delete(f"{ART}@v2", reason="mine")
+    assert not lake.store.exists(layout.version_key(ART, 2))
+    assert tombs.load(lake.store, ART, 2).rule == "rules[0] (match 'p/*')"
+
+
+def test_rm_refuses_a_manifest_a_newer_ckptlake_wrote(lake: Lake) -> None:
+    key = layout.version_key(ART, 1)
+    newer = json.dumps({"ckptlake_manifest": 2, "artifact": ART, "version": 1}).encode()
+    lake.store.put(key, newer)
+    with pytest.raises(PolicyRefusal, match=r"p/ckpt@v1 was written by a newer ckptlake .*"
+                                            r"upgrade ckptlake, then run the same rm") as err:
+        lake.delete(f"{ART}@v1")
+    assert err.value.exit_code == 7
+    assert lake.store.get(key) == newer and not lake.expired(ART)
+    # a damaged one goes, and its tombstone keeps the metadata (a shard step's commit id)
+    lake.store.put(key, b'{"ckptlake_manifest": 1, "metadata": {"ckptlake.shard_commit": "c1"}}')
+    assert lake.delete(f"{ART}@v1").deleted
+    assert tombs.load(lake.store, ART, 1).metadata == {"ckptlake.shard_commit": "c1"}
+
+
+def _sharded(lake: Lake, tmp_path: Path, art: str, step: int, ranks: range) -> None:
+    for r in ranks:
+        d = tmp_path / f"{art.replace('/', '_')}-{step}-{r}"
+        d.mkdir()
+        (d / f"__{r}_0.distcp").write_bytes(os.urandom(1000))
+        lake.push_shard(d, art, step=step, rank=r, world=2)
+
+
+def test_gc_sweeps_a_deleted_step_whose_claim_stayed_committing(tmp_path: Path) -> None:
+    """The committer died between the manifest and the claim's last swap; rm deleted the
+    version: its records are no roots (the tombstone carries the claim's commit id), and gc
+    sweeps its chunks.  A step still committing (its intent N free, or another version there)
+    keeps its chunks."""
+    from ckptlake.policy.retention import RetentionPolicy
+
+    lake = Lake(MemoryStore(), chunk_size=1 << 20)
+    art = "sh/c"
+    base = keys(lake.store, "chunks/")
+    _sharded(lake, tmp_path, art, 10, range(2))  # v1
+    done_chunks = keys(lake.store, "chunks/") - base
+    push(lake, tmp_path, art, n=2)  # v2, v3
+    claim_key = layout.shard_claim_key(art, 10)
+    claim = json.loads(lake.store.get(claim_key))
+    lake.store.put(claim_key, json.dumps({**claim, "state": "committing"}).encode())
+    # step 20: only rank 0 arrived; a claim (written by hand) says committing with intent v2,
+    # which a foreign version holds; step 30: intent v9, nothing there
+    before = keys(lake.store, "chunks/")
+    _sharded(lake, tmp_path, art, 20, range(1))
+    _sharded(lake, tmp_path, art, 30, range(1))
+    pending_chunks = keys(lake.store, "chunks/") - before
+    for step, n in ((20, 2), (30, 9)):
+        lake.store.put(layout.shard_claim_key(art, step), json.dumps(
+            {**claim, "step": step, "version": n, "state": "committing",
+             "commit_id": f"other{step}"}).encode())
+    assert lake.delete(f"{art}@v1").deleted
+    lake.gc(lake.gc_plan(RetentionPolicy(grace_period=0.0)))
+    left = keys(lake.store, "chunks/")
+    assert not done_chunks & left  # swept
+    assert pending_chunks and pending_chunks <= left  # still roots
+
+
 def test_a_shard_step_rm_deleted_is_never_committed_again(local_lake_url: str, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:
@@ -292,7 +400,9 @@ def test_remove_alias(lake: Lake) -> None:
     lake.alias(f"{ART}@v2", "best")
     r = lake.remove_alias(ART, "prod")
     assert r.to_dict() == {"artifact": ART, "alias": "prod", "previous": 1, "removed": True}
-    assert not lake.store.exists(layout.alias_key(ART, "prod"))  # no empty record left
+    # the empty record stays (no alias to every reader): nothing is deleted unconditionally
+    assert lake.store.get(layout.alias_key(ART, "prod")) == b""
+    assert lake.store.alias_deletes == []
     with pytest.raises(NotFound, match=r"p/ckpt has no alias 'prod' \(aliases: best\)") as err:
         lake.remove_alias(ART, "prod")
     assert err.value.exit_code == 3
@@ -325,6 +435,52 @@ def test_a_move_after_the_removal_stands(lake: Lake) -> None:
     lake.store.after_empty_alias_put = lambda: catalog.set_alias(lake.store, ART, "prod", 3)
     assert lake.remove_alias(ART, "prod").previous == 1
     assert catalog.aliases(lake.store, ART) == {"prod": 3}
+
+
+def test_a_move_right_after_the_removal_is_never_deleted(lake: Lake) -> None:
+    """The removal ends with its swap to empty: a move that lands after it (here: at the
+    point where a removal would check the empty record before deleting it) stands."""
+    lake.alias(f"{ART}@v1", "prod")
+    moved: list[bool] = []
+
+    def move() -> None:
+        catalog.set_alias(lake.store, ART, "prod", 3)
+        moved.append(True)
+
+    lake.store.after_alias_get = move
+    assert lake.remove_alias(ART, "prod").previous == 1
+    if not moved:  # the removal read nothing after its swap: the move lands now
+        lake.store.after_alias_get = None
+        move()
+    assert catalog.aliases(lake.store, ART) == {"prod": 3}
+    assert lake.store.alias_deletes == []
+
+
+def test_verify_takes_an_empty_alias_record_for_no_alias(lake: Lake,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """What every removal leaves: verify agrees with show (not found, exit 3) and finds no
+    problem in the artifact, only a note on the record."""
+    lake.alias(f"{ART}@v1", "prod")
+    lake.alias(f"{ART}@v2", "best")
+    lake.remove_alias(ART, "prod")
+    for read in (lambda: lake.show(f"{ART}@prod"), lambda: lake.verify(f"{ART}@prod")):
+        with pytest.raises(NotFound, match=r"p/ckpt has no alias 'prod' \(aliases: best\)") \
+                as err:
+            read()
+        assert err.value.exit_code == 3
+    for scope in (ART, None):
+        res = lake.verify(scope)
+        assert res.ok and not res.problems, res.problems
+        (note,) = [w for w in res.warnings if "@alias/prod" in w]
+        assert "empty alias record: no alias (left by `alias --delete`" in note
+    # emptied between verify's listing and its read of the record: no alias either
+    lake.alias(f"{ART}@v1", "gone")
+    real_get = lake.store.get
+    monkeypatch.setattr(lake.store, "get", lambda key: b"" if key == layout.alias_key(
+        ART, "gone") else real_get(key))
+    res = lake.verify(ART)
+    assert res.ok and not res.problems, res.problems
 
 
 def test_alias_names_complete_from_the_lake(lake: Lake, tmp_path: Path,
@@ -398,6 +554,46 @@ def test_cli_rm_asks_or_needs_yes(cli_lake: Lake, monkeypatch: pytest.MonkeyPatc
     assert "unreadable at once" in r.stdout
     r = cli("rm", "--yes", f"{ART}@v2")
     assert r.exit_code == 3 and "was deleted with ckptlake rm" in r.stderr
+
+
+def test_cli_eof_or_ctrl_c_at_the_prompt(cli_lake: Lake, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not "internal error: Abort": EOF is a refusal (exit 7), Ctrl-C an interruption."""
+    import typer
+
+    monkeypatch.setattr("ckptlake.cli.rm.isatty", lambda stream: True)
+    monkeypatch.setattr("ckptlake.cli.gc.isatty", lambda stream: True)
+    (tmp_path / "keep1.yaml").write_text(
+        "retention:\n  rules:\n    - match: 'p/*'\n      keep_last: 1\n")
+    before = keys(cli_lake.store)
+    gc = ("gc", "--policy", tmp_path / "keep1.yaml")
+    for args in (("rm", f"{ART}@v2"), gc):
+        r = cli(*args, input="")  # EOF
+        assert r.exit_code == 7, r.stderr
+        assert f"{args[0]} cancelled; nothing was changed" in r.stderr and "Abort" not in r.stderr
+
+    def ctrl_c(*a: Any, **kw: Any) -> bool:  # what click's prompt does with a KeyboardInterrupt
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise typer.Abort() from None
+
+    monkeypatch.setattr("ckptlake.cli.rm.typer.confirm", ctrl_c)
+    for args in (("rm", f"{ART}@v2"), gc):
+        r = cli(*args)
+        assert r.exit_code == 130 and "ckptlake: interrupted" in r.stderr, r.stderr
+    assert keys(cli_lake.store) == before
+
+
+def test_reason_redaction_and_option_synonyms(cli_lake: Lake) -> None:
+    r = cli_lake.delete(f"{ART}@v2", dry_run=True,
+                        reason="pushed with --hf-token hf_abc123 and Bearer eyJhbGciOi.x-y")
+    assert r.reason == "pushed with --hf-token *** and Bearer ***"
+    for args, hint in ((("alias", "--remove", ART, "prod"), "did you mean --delete?"),
+                       (("alias", "--unset", ART, "prod"), "did you mean --delete?"),
+                       (("rm", "--force", f"{ART}@v2"), "did you mean --yes?")):
+        res = cli(*args)
+        assert res.exit_code == 2 and hint in res.stderr, res.stderr
 
 
 def test_cli_rm_refusals_and_usage(cli_lake: Lake, tmp_path: Path) -> None:

@@ -415,6 +415,8 @@ OPTION_SYNONYMS = {
     "--bwlimit": "--max-bandwidth", "--limit-rate": "--max-bandwidth",
     "--endpoint": "--endpoint-url", "--s3-endpoint": "--endpoint-url",
     "--metadata": "--meta",
+    "--remove": "--delete", "--rm": "--delete", "--unset": "--delete",  # alias
+    "--force": "--yes",  # rm, gc (pull has a --force of its own)
 }
 _NO_COMMAND = re.compile(r"^No such command '([^']+)'\.?")
 _NO_OPTION = re.compile(r"^No such option: (\S+?)(?: \(Possible options: [^)]*\))?$")

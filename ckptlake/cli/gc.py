@@ -103,8 +103,9 @@ def gc(
             if plan.has_work and not yes:
                 if not out.json and isatty(sys.stdin) and isatty(sys.stderr):
                     show_plan(out, plan)
-                    if not typer.confirm(f"Carry this out on {lake_url(handle)}?",
-                                         default=False, err=True):
+                    from .rm import confirm
+
+                    if not confirm(f"Carry this out on {lake_url(handle)}?", "gc"):
                         raise PolicyRefusal("gc cancelled; nothing was changed")
                 else:
                     raise PolicyRefusal(

@@ -17,8 +17,8 @@ FORMATS = ("tree", "json", "dot", "mermaid")
 HELP = ("Show where the version REF came from (--up, the default), what was made from it "
         "(--down), or both.\n\n"
         "Parents are followed across artifacts (resumed-from, fine-tuned-from, derived-from, "
-        "evaluated-from); inputs such as datasets are leaves.  Versions deleted by gc are shown "
-        "as expired, unknown ones as missing.")
+        "evaluated-from); inputs such as datasets are leaves.  Versions deleted (by gc or "
+        "rm) are shown as expired, unknown ones as missing.")
 EPILOG = epilog(
     "Examples: ckptlake lineage gpt2/run-7/eval   |   ckptlake lineage gpt2/base@v1 --down "
     "--depth 2   |   ckptlake lineage gpt2/run-7/model --both --format dot | dot -Tsvg > "

@@ -63,7 +63,7 @@ def ls(
         "--tree", help="With REF: show the files as an indented tree, directories with the "
                        "total size below them.")] = False,
     all_: Annotated[bool, typer.Option(
-        "--all", "-a", help="Also show versions deleted by gc, as expired (with ARTIFACT), or "
+        "--all", "-a", help="Also show versions deleted (by gc or rm), as expired (with ARTIFACT), or "
                             "how many each artifact lost (without).")] = False,
     lake: LakeOpt = None,
     endpoint_url: EndpointOpt = None,

@@ -37,7 +37,8 @@ def rm(
     reason: Annotated[Optional[str], typer.Option(
         "--reason", metavar="TEXT", show_default=False,
         help="Why, kept in the version's tombstone and shown by every later read of it; one "
-             "line (default: 'deleted by hand by USER@HOST').")] = None,
+             "line (default: 'deleted by hand by USER@HOST').  Do not paste the secret: "
+             "the reason is stored and shown (obvious token forms are masked).")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Say what would be deleted and change nothing.")] = False,
     yes: Annotated[bool, typer.Option(
@@ -82,8 +83,7 @@ def rm(
             if not yes:
                 if not out.json and isatty(sys.stdin) and isatty(sys.stderr):
                     out.note(f"{describe(plan)}\n{chunks_note(plan)}")
-                    if not typer.confirm(f"Delete {plan.ref} from {lake_url(handle)}?",
-                                         default=False, err=True):
+                    if not confirm(f"Delete {plan.ref} from {lake_url(handle)}?", "rm"):
                         raise PolicyRefusal("rm cancelled; nothing was changed")
                 else:
                     raise PolicyRefusal(f"rm would delete {plan.ref}; nothing was changed",
@@ -94,6 +94,20 @@ def rm(
             out.result(doc, f"deleted {describe(result)}\n{chunks_note(result)}")
         finally:
             handle.close()
+
+
+def confirm(question: str, command: str) -> bool:
+    """typer.confirm, with its Abort (EOF or Ctrl-C at the prompt) told apart: Ctrl-C is an
+    interruption (exit 130), EOF a refusal (exit 7); neither is an internal error."""
+    from ..errors import PolicyRefusal
+
+    try:
+        return typer.confirm(question, default=False, err=True)
+    except typer.Abort as exc:
+        typer.echo(err=True)  # end the prompt's line: the error goes on one of its own
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        raise PolicyRefusal(f"{command} cancelled; nothing was changed") from None
 
 
 def describe(r: "DeleteResult") -> str:

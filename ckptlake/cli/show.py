@@ -17,7 +17,7 @@ EPILOG = epilog(
     "At most 50 files are listed, then the empty directories (as dir/), at most 50 too; "
     "--json lists them all.  Control characters in names are shown escaped (\\n, \\x1b), "
     "as ls shows them; --json keeps names exact.  Parents and children whose version "
-    "was deleted by gc are marked expired.")
+    "was deleted (by gc or rm) are marked expired.")
 
 MAX_FILES = 50
 

@@ -274,15 +274,16 @@ def _deleter(store: Store, artifact: str, version: int) -> str:
 
 
 def remove_alias(store: Store, artifact: str, name: str) -> AliasRemoveResult:
-    """Remove alias `name`: compare-and-swap its record to an empty one (which every reader
-    takes for no alias, docs/format.md "Empty objects"), then delete that empty record.
+    """Remove alias `name`: compare-and-swap its record to an empty one, which every reader
+    takes for no alias (docs/format.md "Empty objects"), and leave it there.
 
-    The store has no conditional delete, so a plain delete could drop a move that landed
-    between our read and the delete.  The swap pins what is removed: a mover that got in first
-    makes it fail, and we remove what they set (the user asked for no alias, whatever it
-    named); a mover after it replaces the empty record by compare-and-swap, as a create.  Only
-    a mover landing between our check of the empty record and its delete is lost: a
-    one-request window, documented in docs/format.md ("Alias record").
+    The store has no conditional delete, so any delete -- of the record, or of the empty one
+    after checking it -- could drop a move that landed just before it and already reported
+    success.  The swap alone pins what is removed: a mover that got in first makes it fail,
+    and we remove what they set (the user asked for no alias, whatever it named); a mover
+    after it replaces the empty record by compare-and-swap, as a create, and stands.  The
+    empty record costs one listing entry; gc does not remove it either (docs/format.md,
+    "Alias record").
     """
     validate_artifact(artifact)
     validate_alias(name)
@@ -311,20 +312,7 @@ def remove_alias(store: Store, artifact: str, name: str) -> AliasRemoveResult:
             time.sleep(random.random() * 0.05 * (attempt + 1))
     else:
         raise TransferError(f"could not remove alias {artifact}@{name}: too much contention")
-    _drop_empty(store, key)
     return AliasRemoveResult(artifact, name, previous)
-
-
-def _drop_empty(store: Store, key: str) -> None:
-    """Delete an alias record if it is (still) empty.  One left behind, by a storage failure
-    here, is harmless: the alias is removed already (readers take an empty record for no
-    alias, and the next `alias` of that name replaces it), so the failure is not reported."""
-    try:
-        if store.get(key):
-            return  # set again since our swap: theirs stands
-        store.delete([key])
-    except (NotFound, TransferError):
-        pass
 
 
 def _survives(store: Store, artifact: str, version: int) -> bool:

@@ -26,7 +26,7 @@ EMPTY_NOTE = "empty object left by a cut upload; the next write replaces it"
 # A condemnation record's key is random and never written again: gc removes an empty one
 # once it is older than record_retention (core/gc.py).
 EMPTY_RECORD_NOTE = ("empty object left by a cut upload (it condemns nothing; gc removes it "
-                     "once it is older than record_retention)")
+                     "once it is older than record_retention and an hour)")
 
 
 def later_version(store: Store, artifact: str, number: int) -> int | None:

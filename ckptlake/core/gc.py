@@ -17,7 +17,8 @@ Plan, then execute (restic's PlanPrune/Execute): `plan_gc` only reads and return
 4. **Condemn** -- chunks not in L, last modified before now - grace_period, and in no unswept
    record, are written into new records (<= 100,000 digests each).  Zero-byte records (a PUT
    cut after its head: they condemn nothing, and their random keys are never written again)
-   are removed once older than `record_retention`.  With grace_period 0 the new
+   are removed once older than `record_retention` and at least an hour.  With grace_period 0
+   the new
    records are ripe at once: they are swept in the same run, after a fresh mark whose listing
    starts after the records were written.  Incomplete multipart uploads of lake keys older than
    the grace period are aborted.
@@ -70,6 +71,9 @@ _META_WORKERS = 16
 _RECORD_WORKERS = 4  # a record is up to ~7 MB of JSON: few in flight
 _REMARK_ATTEMPTS = 3
 _DELETE_ATTEMPTS = 5
+# A zero-byte condemnation record is removed only once at least this old (and older than
+# record_retention): its age is the only guard (see _Execution._remove_empty_record).
+EMPTY_RECORD_MIN_AGE = 3600.0
 # Digests each per-chunk structure keeps in memory before it spills a sorted run to disk, and
 # where (None: the system's temporary directory).  Tests set a tiny SPILL_AT so that the
 # on-disk path runs on small lakes.
@@ -210,10 +214,15 @@ class _ShardRoots:
     """Chunks of a sharded step whose version is not committed yet are referenced only by the
     ranks' shard records (core/shards.py): those records are roots, like manifests.
 
-    A step stops being a root once its claim says `committed` with version N *and* the same
-    listing showed N's manifest (then the manifest is the root) or N's tombstone (then gc
-    deleted the version on purpose).  Records are immutable and committed steps stay
-    committed, and L only grows: a record read once is not read (nor yielded) again.
+    A step stops being a root once its claim names version N *and* the same listing showed
+    N's manifest (then the manifest is the root) or N's tombstone (then gc or rm deleted the
+    version on purpose), and either the claim says `committed`, or it says `committing` (the
+    committer died between the manifest and its last compare-and-swap) and that manifest or
+    tombstone carries the claim's commit_id: N is the only number the step's manifest can land
+    on, and no owner writes it again (core/shards.py), so the step is done.  A committing
+    claim whose N is free, or holds another version, is still a root.  Records are immutable,
+    done steps stay done, and L only grows: a record read once is not read (nor yielded)
+    again.
     """
 
     def __init__(self, store: Store) -> None:
@@ -221,12 +230,30 @@ class _ShardRoots:
         self.done: set[tuple[str, int]] = set()
         self.seen: set[str] = set()
 
-    def _committed_version(self, artifact: str, step: int) -> int | None:
+    def _finished(self, artifact: str, step: int, listing: _Listing) -> bool:
         raw = _load_json_any(self.store, layout.shard_claim_key(artifact, step))
-        if isinstance(raw, dict) and raw.get("state") == "committed" \
-                and isinstance(raw.get("version"), int):
-            return raw["version"]
-        return None
+        if not isinstance(raw, dict) or type(raw.get("version")) is not int:
+            return False
+        n = raw["version"]
+        if (artifact, n) not in listing.versions and (artifact, n) not in listing.tombs:
+            return False
+        if raw.get("state") == "committed":
+            return True
+        commit_id = raw.get("commit_id")
+        return raw.get("state") == "committing" and isinstance(commit_id, str) \
+            and bool(commit_id) and self._carries(artifact, n, commit_id)
+
+    def _carries(self, artifact: str, n: int, commit_id: str) -> bool:
+        """Whether N's manifest, or else its tombstone (the manifest deleted since), carries
+        `commit_id`; an unreadable one does not (it stays a root: gc never guesses)."""
+        from .shards import META_COMMIT_ID
+
+        raw = _load_json_any(self.store, layout.version_key(artifact, n))
+        metadata = raw.get("metadata") if isinstance(raw, dict) else None
+        if isinstance(metadata, dict) and metadata.get(META_COMMIT_ID) == commit_id:
+            return True
+        tomb = tombs.load(self.store, artifact, n)
+        return tomb is not None and tomb.metadata.get(META_COMMIT_ID) == commit_id
 
     def _record(self, key: str) -> set[bytes]:
         if key in self.seen:
@@ -246,12 +273,9 @@ class _ShardRoots:
         for (artifact, step), keys in listing.shard_records.items():
             if (artifact, step) in self.done:
                 continue
-            if (artifact, step) in listing.claims:
-                n = self._committed_version(artifact, step)
-                if n is not None and ((artifact, n) in listing.versions
-                                      or (artifact, n) in listing.tombs):
-                    self.done.add((artifact, step))
-                    continue
+            if (artifact, step) in listing.claims and self._finished(artifact, step, listing):
+                self.done.add((artifact, step))
+                continue
             for key in keys:
                 yield from self._record(key)
 
@@ -673,10 +697,14 @@ def _unretried(store: Store) -> Store:
 
 
 def delete_versions(store: Store, ap: ArtifactPlan, result: GcResult, *, deleted: datetime,
-                    event: Event = lambda name: None) -> None:
+                    event: Event = lambda name: None) -> set[int]:
     """gc's step 1 for one artifact: a tombstone for each version of `ap.delete`, an alias
     re-check, then the manifests.  The one deleter of versions: `gc` and the checkpointer's
-    after-commit retention (`retain`) both use it; chunks are left to gc's sweep."""
+    after-commit retention (`retain`) both use it; chunks are left to gc's sweep.
+
+    Returns the versions whose tombstone this call wrote: a tombstone found in place (an
+    interrupted gc's, a concurrent deleter's) is kept, and `rm` must not then claim the
+    deletion as its own (Lake.delete)."""
     from .catalog import load_manifest
 
     deleted_at = deleted
@@ -697,7 +725,10 @@ def delete_versions(store: Store, ap: ArtifactPlan, result: GcResult, *, deleted
         except IntegrityError:  # a manifest pull would refuse: keep what can be read
             tomb = tombs.Tombstone(
                 artifact=ap.artifact, version=v.version, step=v.step, created=v.created,
-                created_by="", metrics={}, metadata={}, parents=[],
+                created_by="", metrics={}, parents=[],
+                # the metadata, if the JSON parses: a sharded step's takeover looks for its
+                # commit id there (core/shards.py), so the number is never committed again
+                metadata=_raw_metadata(store, layout.version_key(ap.artifact, v.version)),
                 total_bytes=v.total_bytes, files=v.files, deleted=deleted_at,
                 deleted_by=user_at_host(), rule=v.rule or "?", reason=v.reason)
         if tombs.write(store, tomb):
@@ -716,6 +747,17 @@ def delete_versions(store: Store, ap: ArtifactPlan, result: GcResult, *, deleted
     store.delete([layout.version_key(ap.artifact, n) for n in doomed])
     result.versions_deleted += [f"{ap.artifact}@v{n}" for n in doomed]
     event("retention.artifact")
+    return written
+
+
+def _raw_metadata(store: Store, key: str) -> dict[str, Any]:
+    """The `metadata` object of a manifest no reader accepts, or {} (best effort)."""
+    try:
+        raw = json.loads(store.get(key))
+    except (NotFound, TransferError, ValueError, RecursionError):
+        return {}
+    metadata = raw.get("metadata") if isinstance(raw, dict) else None
+    return dict(metadata) if isinstance(metadata, dict) else {}
 
 
 def retain(store: Store, artifact: str, policy: RetentionPolicy, *,
@@ -935,26 +977,30 @@ class _Execution:
         if old:
             self.data.delete(old)
             self.result.records_removed += len(old)
+        empty_cutoff = self.now() - timedelta(
+            seconds=max(self.settings.record_retention, EMPTY_RECORD_MIN_AGE))
         for key, modified in self.empty_records:
-            if modified <= cutoff and self._remove_empty_record(key):
+            if modified <= empty_cutoff and self._remove_empty_record(key):
                 self.result.records_removed += 1
 
     def _remove_empty_record(self, key: str) -> bool:
         """Delete a zero-byte record (a gc's PUT cut after its head), if it is still empty.
 
-        Nobody rewrites it (its key is random; only the gc that cut it could take it over by
-        compare-and-swap, within seconds), so without this it would stay for ever.  There is
-        no conditional delete: swapping it to empty first pins it, as alias removal does
-        (core/catalog.remove_alias), so a writer that read it before fails its own swap; only
-        one reading it in the one request between the swap and the delete would lose its
-        record -- a writer that has been stalled for record_retention already."""
+        Nobody else writes it (its key is random; only the gc whose PUT was cut takes it over,
+        within its own retries), so without this it would stay for ever.  Nothing can lock
+        it first: there is no conditional delete, and a swap to empty by compare-and-swap
+        pins nothing on S3, where an empty object's ETag is the MD5 of nothing before and
+        after.  Its age is the guard: that gc would have to stall for
+        max(record_retention, 1 h) between its cut PUT and its takeover.  If its takeover
+        lands after the delete, its If-Match PUT fails and it writes the record under a fresh
+        key (_write_record); if it lands between the check below and the delete, its record
+        is deleted, which loses no data: a record is read again before its sweep, and its
+        chunks are condemned again by a later run."""
         try:
-            data, etag = self.data.get_with_etag(key)
-            if data:
+            if self.data.stat(key).size:
                 return False  # taken over after all: an ordinary record now
-            self.data.put(key, b"", if_match=etag)
             self.data.delete([key])
-        except (NotFound, PreconditionFailed):
+        except NotFound:
             return False
         return True
 
@@ -981,14 +1027,29 @@ class _Execution:
         return written
 
     def _write_record(self, batch: list[tuple[str, int]]) -> _RecordRef:
-        created = self.now()
-        compact = created.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-        key = layout.condemned_key(compact, secrets.token_hex(8))
-        raw = {"ckptlake_condemned": RECORD_FORMAT, "created": iso(created),
-               "created_by": user_at_host(), "grace_period": self.settings.grace_period,
-               "chunks": [d for d, _ in batch], "sizes": [s for _, s in batch],
-               "swept_at": None}
-        create_once(self.data, key, json.dumps(raw, separators=(",", ":")).encode())
+        for attempt in range(3):
+            created = self.now()
+            compact = created.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+            key = layout.condemned_key(compact, secrets.token_hex(8))
+            raw = {"ckptlake_condemned": RECORD_FORMAT, "created": iso(created),
+                   "created_by": user_at_host(), "grace_period": self.settings.grace_period,
+                   "chunks": [d for d, _ in batch], "sizes": [s for _, s in batch],
+                   "swept_at": None}
+            body = json.dumps(raw, separators=(",", ":")).encode()
+            try:
+                create_once(self.data, key, body)
+                break
+            except PreconditionFailed:
+                # The key is random, so this is our own write whose response was lost, or
+                # our takeover of our own cut (empty) write after another gc removed it as
+                # an old empty record (_remove_empty_record): a fresh key then.
+                try:
+                    if self.data.get(key) == body:
+                        break
+                except NotFound:
+                    pass
+                if attempt == 2:
+                    raise
         self.result.records_written += 1
         self.result.chunks_condemned += len(batch)
         self.event("condemn.record")

@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from ..errors import NotFound, PreconditionFailed, UsageError
+from ..errors import IntegrityError, NotFound, PreconditionFailed, UsageError
 from ..format.codecs import COMPRESSION_MODES
-from ..format.header import (COMPRESSION_NONE, DEFAULT_CHUNK_SIZE, DEFAULT_COMPRESSION,
-                             DEFAULT_HASH, SUPPORTED_HASHES, LakeHeader, check_hash,
-                             decode_header)
+from ..format.header import (COMPRESSION_AUTO, COMPRESSION_NONE, DEFAULT_CHUNK_SIZE,
+                             DEFAULT_COMPRESSION, DEFAULT_HASH, HASH_BLAKE3, SUPPORTED_HASHES,
+                             LakeHeader, check_hash, decode_header)
 from ..format.layout import ARTIFACTS_PREFIX, HEADER_KEY, parse_version_key
 from ..store.base import Store
 from .createonce import create_once
@@ -54,24 +54,36 @@ def check_requested_hash(name: str) -> str:
                               "(push --hash sha256)") from None
 
 
+# Unreadable manifests versions_hash looks past before it gives up: a lake whose first
+# fifty manifests are all damaged needs a person anyway.
+_UNREADABLE_TRIES = 50
+
+
 def versions_hash(store: Store) -> tuple[bool, str | None]:
-    """(whether a lake without a header has versions, the hash its first version manifest
-    names: None if that one is unreadable).  A header lost (deleted, or cut to zero bytes)
-    under existing versions must be rewritten with their hash, not with the default for new
-    lakes: a SHA-256 lake would otherwise turn into a BLAKE3 one under its own SHA-256
-    manifests.  Zero-byte manifests are no versions.  One listing, and one GET if it finds a
-    version: only on the push that writes a header."""
+    """(whether a lake without a header has versions, the hash the first readable version
+    manifest names: None if none of the first few names one).  A header lost (deleted, or cut
+    to zero bytes) under existing versions must be rewritten with their hash, not with the
+    default for new lakes: a SHA-256 lake would otherwise turn into a BLAKE3 one under its own
+    SHA-256 manifests.  So an unreadable manifest is looked past, as one deleted since the
+    listing is.  Zero-byte manifests are no versions.  One listing, and one GET per manifest
+    until one is readable: only on the push that writes a header."""
+    has_versions, unreadable = False, 0
     for obj in store.list(ARTIFACTS_PREFIX):
         if obj.size == 0 or parse_version_key(obj.key) is None:
             continue
+        has_versions = True
         try:
             algo = json.loads(store.get(obj.key)).get("hash")
         except NotFound:  # deleted since the listing (gc): look on
             continue
         except (ValueError, AttributeError, RecursionError):
-            return True, None
-        return True, algo if isinstance(algo, str) else None
-    return False, None
+            algo = None
+        if isinstance(algo, str) and algo:
+            return True, algo
+        unreadable += 1
+        if unreadable >= _UNREADABLE_TRIES:
+            break
+    return has_versions, None
 
 
 def _check_same_hash(lake: str, asked: str | None) -> None:
@@ -96,9 +108,12 @@ def open_or_create_header(store: Store, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
     `compression`: the pusher's explicit choice (None: none made), which a new lake keeps as
     its default (DEFAULT_COMPRESSION without one): a lake created with `--compression none`
     for a fleet of older readers must not start storing frames at the next push without the
-    option.  A header rewritten under existing versions says `none` whatever was asked: the
-    lost one may have been an older ckptlake's `none` lake, and readers decode frames
-    whatever the header says, so `none` is always safe."""
+    option.  A header rewritten under existing versions keeps their hash (`hash` may choose
+    only when no manifest says it: else the push is refused, exit 5) and, unless the push
+    names a compression, says `none` under SHA-256 versions (the lost one may have been an
+    older ckptlake's `none` lake, read by ckptlakes that know no frames) and `auto` under
+    BLAKE3 ones (every ckptlake that reads BLAKE3 lakes decodes frames: compression came
+    first, so `none` would protect no reader)."""
     if hash is not None:
         check_requested_hash(hash)
     if compression is not None and compression not in COMPRESSION_MODES:
@@ -113,8 +128,20 @@ def open_or_create_header(store: Store, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
         has_versions, kept = versions_hash(store)
         if kept is not None:
             _check_same_hash(check_hash(kept), hash)
+        elif has_versions and hash is None:
+            # the default would be a guess: BLAKE3 under SHA-256 versions names every new
+            # chunk differently from theirs (and the other way round)
+            raise IntegrityError(
+                "the lake header is lost and no manifest says which hash it used (the first "
+                "version manifests are unreadable)",
+                hint=f"restore {HEADER_KEY} or push --hash {'|'.join(SUPPORTED_HASHES)}")
         algo = kept or hash or check_requested_hash(DEFAULT_HASH)
-        mode = COMPRESSION_NONE if has_versions else compression or DEFAULT_COMPRESSION
+        if compression is not None:
+            mode = compression
+        elif has_versions:
+            mode = COMPRESSION_AUTO if algo == HASH_BLAKE3 else COMPRESSION_NONE
+        else:
+            mode = DEFAULT_COMPRESSION
         header = LakeHeader(hash=algo, chunk_size=chunk_size, compression=mode,
                             created=datetime.now(timezone.utc).isoformat().replace("+00:00",
                                                                                    "Z"))

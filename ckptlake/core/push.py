@@ -671,16 +671,29 @@ def commit_upload(store: Store, artifact: str, *, header: Any, created: "bool | 
         bytes_sent=up.sent.value, bytes_stored=manifest.stored_bytes,
         compression=compression,
         aliases=list(aliases), seconds=round(clock.now() - started, 3),
-        warnings=[new_lake_warning(lake_url, created)] if created else [])
+        warnings=[new_lake_warning(lake_url, created, header)] if created else [])
 
 
-def new_lake_warning(lake_url: str, created: "bool | str" = True) -> str:
-    """What a push that wrote the lake header says (`created` from open_or_create_header)."""
+def new_lake_warning(lake_url: str, created: "bool | str" = True, header: Any = None) -> str:
+    """What a push that wrote the lake header says (`created` from open_or_create_header;
+    `header`, the one written: a rewritten header's compression is worth naming, since older
+    readers of a SHA-256 lake may know no compressed chunks)."""
+    from ..format.header import HASH_BLAKE3
     from .lakeheader import REWRITTEN
 
     if created == REWRITTEN:
+        said = "keeps their hash"
+        if header is not None:
+            said += f" ({header.hash}) and says compression {header.compression}"
+            if header.compression == COMPRESSION_NONE:
+                said += (", which every ckptlake can read (push --compression auto to "
+                         "compress)")
+            elif header.hash == HASH_BLAKE3:
+                said += ", which every ckptlake that reads BLAKE3 lakes can read"
+            else:
+                said += (" as the push asked (a ckptlake older than compression cannot read "
+                         "its compressed chunks)")
         return (f"rewrote the lost lake header of {lake_url}: it had versions but no "
-                "ckptlake.json; the new header keeps their hash and says compression none, "
-                "which every ckptlake can read (--compression auto compresses a push)")
+                f"{layout.HEADER_KEY}; the new header {said}")
     return (f"created a new lake at {lake_url}: there was none (if you meant an existing lake, "
             "check the lake location)")

@@ -289,8 +289,18 @@ def merge_records(records: Sequence[ShardRecord], *, artifact: str, step: int, w
     file in one rank and a directory in another, or different bytes under one path, is a
     Conflict.  Metrics and metadata are merged; on a key present in several ranks the lowest
     rank wins.
+
+    A record whose hash is not `hash_algo` is a Conflict too: the manifest names one hash for
+    every chunk, so a rank that uploaded under another one (the lake header lost and rewritten
+    with another hash while the step was pending) would commit a version nothing can restore.
     """
     records = sorted(records, key=lambda r: r.rank)
+    for rec in records:
+        if rec.manifest.hash != hash_algo:
+            raise Conflict(f"{artifact} step {step}: rank {rec.rank}'s shard record names "
+                           f"hash {rec.manifest.hash!r}, the lake header {hash_algo!r} (the "
+                           "header changed while the step was pending)",
+                           hint="remove the step's @shards records and push every rank again")
     by_path: dict[str, tuple[int, FileEntry]] = {}
     dirs: set[str] = set()
     metrics: dict[str, float] = {}
@@ -809,7 +819,7 @@ def record_shard(store: Store, artifact: str, *, header: Any, created: "bool | s
         bytes_deduplicated=up.deduplicated.value, chunks_uploaded=up.uploaded.count,
         chunks_deduplicated=up.deduplicated.count,
         seconds=round(clock.now() - started, 3),
-        warnings=[new_lake_warning(lake_url, created)] if created else [])
+        warnings=[new_lake_warning(lake_url, created, header)] if created else [])
 
 
 def _earlier_save(store: Store, artifact: str, step: int, world: int,

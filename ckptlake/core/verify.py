@@ -6,7 +6,8 @@ What is checked, always with the readers pull and gc use (never a second parser 
 * every manifest under `@v/` decodes and validates as pull validates it, and names itself
   (its `artifact` and `version` match its key); its chunks are checked with its own `hash`,
   as pull reads them (one that differs from the header's is a warning: a lost header
-  rewritten by an older ckptlake);
+  rewritten by an older ckptlake; one this ckptlake cannot hash with, unknown or BLAKE3
+  without the blake3 package, makes the version unrestorable, as pull stops on it);
 * every chunk a manifest references exists, with a size that can hold what the manifests say:
   a chunk referenced whole (a slice) must be exactly that size; a pack must reach at least the
   end of every file read from it (a sharded commit may keep a file from one rank's pack and
@@ -56,9 +57,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from ..errors import IntegrityError, NotFound, UsageError
+from ..errors import CkptlakeError, IntegrityError, NotFound, UsageError
 from ..format import layout
-from ..format.header import LEGACY_HASH, SUPPORTED_HASHES, LakeHeader, decode_header
+from ..format.header import (LEGACY_HASH, SUPPORTED_HASHES, LakeHeader, check_hash,
+                             decode_header)
 from ..format.header import digest as hash_of
 from ..format.manifest import Manifest, decode_manifest
 from ..format.refs import Ref, parse_ref, validate_alias, validate_artifact
@@ -254,9 +256,15 @@ class _Run:
         # The header's, once read.  Without one: the manifests' own (collect), else SHA-256,
         # what every lake before BLAKE3 used; never DEFAULT_HASH, which is for new lakes.
         self.algo = LEGACY_HASH
-        # digest -> the hash of the manifest that references it, where that is not self.algo
-        # (a header that disagrees with its manifests): usually empty
-        self.chunk_algo: dict[bytes, str] = {}
+        # digest -> every hash the manifests referencing it name, for digests one of them
+        # names with another hash than self.algo (a header that disagrees with its
+        # manifests): usually empty.  A set, not one hash: a manifest naming a wrong hash
+        # must not decide how a chunk another version shares is judged.
+        self.chunk_algo: dict[bytes, set[str]] = {}
+        # (digest, hash) of chunks that match their digest under another hash naming them
+        # but not under this one: corrupt only for the versions whose manifest names it
+        self.wrong_hash: set[tuple[bytes, str]] = set()
+        self._hash_why: dict[str, str | None] = {}  # hash -> why this ckptlake cannot use it
         self.header: LakeHeader | None = None
         self.refs = _Refs()
         self.live_extra: set[bytes] = set()  # unreadable manifests' chunks: not orphans
@@ -360,6 +368,15 @@ class _Run:
         # hash -> the versions whose manifest names it although the header names another
         other: dict[str, list[tuple[str, int]]] = {}
         for item, m in self.read_manifests(versions):
+            if (why := self.unusable(m.hash)) is not None:
+                # pull stops on this manifest before reading a chunk (exit 5, or 2 without
+                # the blake3 package): not restorable here, whatever its chunks hold
+                self.bad_versions[item] = why
+                self.problem("manifest", f"v{item[1]} of {item[0]} cannot be restored: its "
+                             f"manifest is unusable: {why}", artifact=item[0],
+                             version=item[1], key=layout.version_key(*item))
+                self.live_extra.update(_digests(m))  # still referenced: not orphans
+                continue
             self.good.append(item)
             self.add(m)
             hashes.add(m.hash)
@@ -371,7 +388,7 @@ class _Run:
             # a lost header (reported as a problem): the manifests still say how their chunks
             # are named, so --read-data does not call every chunk of a BLAKE3 lake corrupt
             self.algo = hashes.pop()
-            self.chunk_algo = {d: a for d, a in self.chunk_algo.items() if a != self.algo}
+            self.chunk_algo = {d: a for d, a in self.chunk_algo.items() if a != {self.algo}}
         for algo, items in sorted(other.items()):
             # A reader verifies a manifest's chunks with the manifest's own hash (pull does):
             # such versions restore.  The usual cause: a lost BLAKE3 header rewritten as
@@ -389,11 +406,19 @@ class _Run:
         """Record what `m` requires of its chunks; with --read-data also the (offset, size,
         digest) of each file packed in a chosen pack: a pack whose digest matches may still be
         cut wrongly by a manifest."""
+        if self.unusable(m.hash) is not None:  # an uncommitted shard record's: cannot judge
+            self.live_extra.update(_digests(m))
+            return
+        if m.hash != self.algo or self.chunk_algo:
+            for d in _digests(m):
+                named = self.chunk_algo.get(d)
+                if named is None:
+                    if m.hash == self.algo:
+                        continue
+                    # referenced before, with no entry: by manifests naming self.algo
+                    named = self.chunk_algo[d] = {self.algo} if d in self.refs.need else set()
+                named.add(m.hash)
         self.refs.add_manifest(m)
-        if m.hash != self.algo:
-            for f in m.files:
-                for c in f.chunks:
-                    self.chunk_algo[bytes.fromhex(c.digest)] = m.hash
         if self.pack_files is None:
             return
         for f in m.files:
@@ -419,8 +444,8 @@ class _Run:
 
         for (artifact, name), data in bounded_map(read, listing.aliases, workers=_META_WORKERS,
                                                   name="ckptlake-verify"):
-            if data is None:
-                continue  # removed since the listing
+            if not data:
+                continue  # removed since the listing, or emptied: no alias (alias --delete)
             self.aliases_checked += 1
             key = layout.alias_key(artifact, name)
             try:
@@ -643,9 +668,21 @@ class _Run:
                 self.sizes[d] = size
         self._probe_frames()
 
-    def algo_of(self, d: bytes) -> str:
-        """The hash that named chunk `d`: its manifest's (see chunk_algo)."""
-        return self.chunk_algo.get(d, self.algo)
+    def unusable(self, name: str) -> str | None:
+        """Why this ckptlake cannot hash with `name` (pull's check, once per hash), or None."""
+        if name not in self._hash_why:
+            try:
+                check_hash(name)
+                self._hash_why[name] = None
+            except CkptlakeError as exc:
+                self._hash_why[name] = (f"it names hash {name!r}, which this ckptlake "
+                                        f"cannot use: {exc.hint or exc.message}")
+        return self._hash_why[name]
+
+    def algos_of(self, d: bytes) -> list[str]:
+        """The hashes that named chunk `d`: its manifests' (see chunk_algo)."""
+        named = self.chunk_algo.get(d)
+        return sorted(named) if named else [self.algo]
 
     def _size_ok(self, d: bytes, size: int) -> bool:
         return d not in self.refs.conflicting and (_fits(self.refs.need[d], size)
@@ -661,10 +698,15 @@ class _Run:
         def check(d: bytes) -> tuple[bytes, bool]:
             try:
                 data = self.store.get(layout.chunk_key(d.hex()))
-                open_object(self.algo_of(d), d.hex(), data, raw_size=None, where="the lake")
-            except (NotFound, IntegrityError):
+            except NotFound:
                 return d, False
-            return d, True
+            for algo in self.algos_of(d):
+                try:
+                    open_object(algo, d.hex(), data, raw_size=None, where="the lake")
+                    return d, True
+                except IntegrityError:
+                    pass
+            return d, False
 
         for d, ok in bounded_map(check, suspects, workers=_META_WORKERS,
                                  name="ckptlake-verify"):
@@ -730,14 +772,21 @@ class _Run:
                     pack_files: dict[bytes, Any], into: Any = None) -> None:
         """Decode (if a frame, into `into`) and hash one chunk read by --read-data; record
         the verdict."""
-        algo = self.algo_of(d)
-        try:  # decoded if it is a frame, then checked against its digest
-            data = open_object(algo, d.hex(), data,
-                               raw_size=size if self.refs.need[d] & 1 else None,
-                               where="the lake", into=into)
+        algos = self.algos_of(d)
+        ok = False
+        wrong = []
+        for i, algo in enumerate(algos):  # one, unless manifests disagree on the hash
+            try:  # decoded if it is a frame, then checked against its digest
+                data = open_object(algo, d.hex(), data,
+                                   raw_size=size if self.refs.need[d] & 1 else None,
+                                   where="the lake", into=into)
+            except IntegrityError:
+                wrong.append((d, algo))
+                continue
             ok = True
-        except IntegrityError:
-            ok = False
+            # the others judged on the decoded bytes (decoding again would reuse `into`)
+            wrong += [(d, a) for a in algos[i + 1:] if hash_of(a, data) != d.hex()]
+            break
         bad = []
         if ok:
             for off, length, fd in pack_files.get(d, ()):
@@ -749,6 +798,8 @@ class _Run:
             self.bytes_read += stored
             if not ok:
                 self.corrupt.add(d)
+            else:
+                self.wrong_hash.update(wrong)
             self.bad_packed.update(bad)
 
     # -- per version
@@ -760,7 +811,8 @@ class _Run:
             unrestorable[item] = self._entry(item, 0, 0, f"v{item[1]} of {item[0]} cannot be "
                                                          f"restored: its manifest is unusable: "
                                                          f"{why}")
-        if not (self.missing or self.sizes or self.corrupt or self.bad_packed):
+        if not (self.missing or self.sizes or self.corrupt or self.bad_packed
+                or self.wrong_hash):
             return list(unrestorable.values())
         wanted = {item: versions.get(item, 0) for item in self.good}
         for item, m in self.read_manifests(wanted, report=False):
@@ -811,8 +863,8 @@ class _Run:
                 d = bytes.fromhex(c.digest)
                 if d in self.missing:
                     missing.add(d)
-                elif d in self.corrupt or (d in self.sizes and not _fits(
-                        _need(c.size, c.offset), self.sizes[d])):
+                elif d in self.corrupt or (d, m.hash) in self.wrong_hash or (
+                        d in self.sizes and not _fits(_need(c.size, c.offset), self.sizes[d])):
                     corrupt.add(d)
                 elif c.offset is not None and f.digest is not None and (
                         d, c.offset, c.size, bytes.fromhex(f.digest)) in self.bad_packed:
@@ -826,6 +878,12 @@ class _Run:
             message += f" (aliases: {', '.join(aliases)})"
         return {"artifact": item[0], "version": item[1], "missing_chunks": missing,
                 "corrupt_chunks": corrupt, "message": message, "aliases": aliases}
+
+
+def _digests(m: Manifest) -> Iterator[bytes]:
+    for f in m.files:
+        for c in f.chunks:
+            yield bytes.fromhex(c.digest)
 
 
 def _lenient_digests(data: bytes) -> set[bytes] | None:
@@ -906,7 +964,8 @@ def verify(store: Store, ref: "str | Ref | None" = None, *, lake_url: str, concu
         aliases_checked=run.aliases_checked, seconds=round(time.monotonic() - started, 3),
         read_data=(chosen.text if chosen else "all") if reading else None,
         seed=seed, bytes_checked=run.bytes_referenced, chunks_missing=len(run.missing),
-        chunks_corrupt=len(run.corrupt | set(run.sizes)), shard_steps_checked=run.steps_checked,
+        chunks_corrupt=len(run.corrupt | set(run.sizes) | {d for d, _ in run.wrong_hash}),
+        shard_steps_checked=run.steps_checked,
         pending_steps=run.pending, condemnation_records=run.records,
         incomplete_uploads=run.upload_count, incomplete_upload_list=run.uploads,
         warnings=run.warnings)
@@ -914,7 +973,11 @@ def verify(store: Store, ref: "str | Ref | None" = None, *, lake_url: str, concu
 
 def _empty_note(key: str, listing: _Listing) -> str:
     """What becomes of an empty create-once object: the next write replaces it, except an
-    empty manifest below a version (no push takes it over: core/createonce.py)."""
+    empty manifest below a version (no push takes it over: core/createonce.py).  An empty
+    alias record is also what every alias removal leaves (core/catalog.remove_alias)."""
+    if layout.parse_alias_key(key):
+        return ("empty alias record: no alias (left by `alias --delete`, or by a cut upload); "
+                "the next `alias` of that name replaces it")
     parsed = layout.parse_version_key(key)
     if parsed is not None and any(a == parsed[0] and n > parsed[1]
                                   for a, n in listing.versions):
@@ -947,8 +1010,10 @@ def _resolve(store: Store, artifact: str, ref: Ref) -> int:
         try:
             data = store.get(layout.alias_key(artifact, str(ref.value)))
         except NotFound:
+            data = b""
+        if not data:  # absent, or empty (a removed alias, a cut PUT): no alias, as for show
             catalog.resolve(store, ref)  # raises NotFound naming the known aliases
-            raise
+            raise NotFound(f"{artifact} has no alias {ref.value!r}")  # set meanwhile: rare
         n = catalog._decode_alias(data, artifact, str(ref.value))
         if n not in catalog.version_numbers(store, artifact):
             catalog.load_manifest(store, artifact, n)  # raises NotFound, saying why
