@@ -155,6 +155,57 @@ def test_aliases_lost_to_a_death_after_the_commit_are_set_by_a_rerun_once(
     assert lake.resolve(f"{ART}@best").version == 2
 
 
+def test_a_repeat_leaves_an_alias_the_run_moved_on_since(lake, tmp_path, monkeypatch,
+                                                         caplog) -> None:
+    """The committer of step 5 dies after setting `best` but before recording it; step 6
+    moves `best` on; a straggler re-push of step 5 must not move it back (nor fail when it
+    cannot set an alias: the step is committed)."""
+    from ckptlake.core import catalog
+
+    first = tmp_path / "first"
+    first.mkdir()
+    (first / "f").write_text("x")
+    lake.push(first, ART)  # v1
+    d5 = [rank_dir(tmp_path, r, seed=5) for r in range(2)]
+    lake.push_shard(d5[0], ART, step=5, rank=0, world=2, aliases=["best", "s5"])
+    real_cas = shards._cas
+
+    def cas(store: Any, key: str, claim: shards.Claim, etag: str) -> str:
+        if claim.state == "committed" and claim.aliases_set is True:
+            raise _Died()  # killed between setting the aliases and recording it
+        return real_cas(store, key, claim, etag)
+
+    with monkeypatch.context() as m:
+        m.setattr(shards, "_cas", cas)
+        with pytest.raises(_Died):
+            lake.push_shard(d5[1], ART, step=5, rank=1, world=2, aliases=["best", "s5"])
+    assert lake.resolve(f"{ART}@best").version == 2 and claim_of(lake, 5).aliases_set is False
+    d6 = [rank_dir(tmp_path, r, seed=6) for r in range(2)]
+    for r in range(2):
+        lake.push_shard(d6[r], ART, step=6, rank=r, world=2, aliases=["best"])
+    assert lake.resolve(f"{ART}@best").version == 3
+    lake.alias(f"{ART}@v1", "s5")  # moved by hand to an older version, after the commit
+
+    def fail(*a: Any, **kw: Any) -> None:
+        raise TransferError("alias PUT failed")
+
+    again = lake.push_shard(d5[0], ART, step=5, rank=0, world=2, aliases=["best", "s5"])
+    assert again.repeated and again.version == 2
+    assert lake.resolve(f"{ART}@best").version == 3 and lake.resolve(f"{ART}@s5").version == 1
+    assert claim_of(lake, 5).aliases_set is True
+
+    # a repeat that must set an alias and cannot: logged, the push still succeeds
+    lake.store.put(layout.shard_claim_key(ART, 5),
+                   replace(claim_of(lake, 5), aliases=("best", "new"), aliases_set=False).encode())
+    monkeypatch.setattr(catalog, "set_alias", fail)
+    with caplog.at_level(logging.WARNING, logger="ckptlake"):
+        again = lake.push_shard(d5[1], ART, step=5, rank=1, world=2, aliases=["best", "new"])
+    assert again.repeated and again.version == 2
+    assert f"{ART} step 5 (v2): could not set alias new: alias PUT failed" in caplog.text
+    assert claim_of(lake, 5).aliases_set is False  # the next repeat tries again
+    assert lake.resolve(f"{ART}@best").version == 3
+
+
 def test_a_claim_without_alias_fields_never_sets_aliases_on_a_repeat(lake, tmp_path) -> None:
     """A step committed by an older ckptlake: whether its aliases were set is unknown."""
     dirs = [rank_dir(tmp_path, r) for r in range(2)]

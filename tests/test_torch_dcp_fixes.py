@@ -1,10 +1,12 @@
 """ckptlake.torch DCP: loading runs no code from the lake, and the ranks of a save or load agree.
 
-- a crafted `.metadata` (or object item) is refused by name and its code never runs, while real
-  saves of several kinds still load;
+- a crafted `.metadata` (or object item) is refused by name and its code never runs, nor can
+  it set attributes on an allowed class (pickle BUILD), while real saves of several kinds load;
 - ranks whose moving ref resolved to different versions fail the load with a Conflict instead
   of mixing tensors of two versions;
-- ranks that disagree on the step fail the save with a UsageError before anything is written;
+- ranks that disagree on the step fail the save with a UsageError before anything is written,
+  with torch's plan caching too, and after the write (typed, before `.metadata`) when the
+  planner drops the ranks' targets; ranks reaching one file:// lake by different paths save;
 - `LakeWriter.version` on a non-coordinator rank stays the version its save committed when
   another version of the same step appears later.
 
@@ -86,6 +88,52 @@ def test_a_crafted_metadata_is_refused_and_runs_nothing(local_lake_url: str,
     _push_dir(lake, tmp_path, "dict", {".metadata": pickle.dumps({"a": 1})}, "shared/model")
     with pytest.raises(IntegrityError, match=r"shared/model@v3: its \.metadata holds a dict"):
         LakeReader(lake, "shared/model@v3")
+
+
+def test_a_crafted_metadata_cannot_change_an_allowed_class(local_lake_url: str,
+                                                           tmp_path: Path) -> None:
+    """pickle's BUILD sets attributes on whatever find_class returned, a class included: a
+    few opcodes before a genuine Metadata would rewire pathlib for the whole process."""
+    import pathlib
+
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import FileSystemWriter
+
+    from ckptlake.torch import LakeReader
+
+    lake = ckptlake.open(local_lake_url)
+    real = tmp_path / "real"
+    dcp.save({"w": torch.ones(3)}, storage_writer=FileSystemWriter(real), no_dist=True)
+    body = pickle.dumps(pickle.loads((real / ".metadata").read_bytes()), protocol=2)
+    assert body[:2] == b"\x80\x02"
+
+    def string(s: str) -> bytes:
+        return b"X" + len(s).to_bytes(4, "little") + s.encode()
+
+    original = pathlib.PurePath.__dict__["is_relative_to"]
+    crafted = {  # each followed by the genuine Metadata
+        # GLOBAL PurePath; (None, {'is_relative_to': Path}); BUILD; POP: setattr on the class
+        "class": (b"cpathlib\nPurePath\nN}" + string("is_relative_to") + b"cpathlib\nPath\ns"
+                  + b"\x86b0", r"sets attributes on the class pathlib\.PurePath"),
+        # a Metadata whose state names no field of it (here, one that shadows __setstate__)
+        "dunder": (b"ctorch.distributed.checkpoint.metadata\nMetadata\n)\x81}"
+                   + string("__setstate__") + b"cbuiltins\nset\nsb0",
+                   r"sets '__setstate__' on a torch\.distributed\.checkpoint\.metadata\.Metadata"),
+    }
+    for n, (name, (ops, refusal)) in enumerate(crafted.items(), start=1):
+        _push_dir(lake, tmp_path, name, {".metadata": b"\x80\x02" + ops + body[2:]},
+                  "shared/model")
+        with pytest.raises(IntegrityError, match=rf"shared/model@v{n}: its \.metadata "
+                                                 f"{refusal}") as e:
+            LakeReader(lake, f"shared/model@v{n}")
+        assert e.value.exit_code == 5
+        assert pathlib.PurePath.__dict__["is_relative_to"] is original
+    assert not pathlib.Path("/etc").is_relative_to("/tmp")
+    # the genuine metadata alone still loads
+    lake.push(real, "shared/model")
+    loaded = {"w": torch.zeros(3)}
+    dcp.load(loaded, storage_reader=LakeReader(lake, "shared/model@v3"), no_dist=True)
+    assert torch.equal(loaded["w"], torch.ones(3))
 
 
 def test_a_crafted_object_item_is_refused_and_runs_nothing(local_lake_url: str,
@@ -187,6 +235,19 @@ def _failure(e: BaseException) -> dict[str, Any]:
             "codes": {str(r): getattr(exc, "exit_code", None) for r, (exc, _) in failures.items()}}
 
 
+def _drops_targets() -> Any:
+    """A save planner that drops the local plans' storage_data (as torch's plan caching did
+    for an unchanged plan): the ranks' agreement can be checked only once they have written."""
+    from torch.distributed.checkpoint import DefaultSavePlanner
+
+    class DropsTargets(DefaultSavePlanner):
+        def create_global_plan(self, all_plans: list[Any]) -> Any:
+            plans, md = super().create_global_plan(all_plans)
+            return [dataclasses.replace(p, storage_data=None) for p in plans], md
+
+    return DropsTargets()
+
+
 def _agreement(rank: int, world: int, lake: Any) -> dict[str, Any]:
     import torch.distributed.checkpoint as dcp
 
@@ -228,6 +289,41 @@ def _agreement(rank: int, world: int, lake: Any) -> dict[str, Any]:
     dist.barrier()
     out["w2_version"] = w2.version  # read only now: the claim, not @step=2 (now v3)
     out["w2_committed_here"] = bool(w2.result.committed_here or w2.commit_result)
+
+    # torch's plan caching: from the second save on, an unchanged plan carried no target
+    from torch.distributed.checkpoint import DefaultSavePlanner
+
+    for step in (1, 2, 10 + rank):
+        try:
+            dcp.save(_state(world, step), storage_writer=LakeWriter(lake, "cached", step=step),
+                     planner=DefaultSavePlanner(enable_plan_caching=True))
+            out["cached_drift"] = "saved"
+        except BaseException as e:
+            out["cached_drift"] = _failure(e)
+    # a planner that drops the targets: checked once written, before .metadata, and typed
+    try:
+        dcp.save(_state(world, 4), storage_writer=LakeWriter(lake, "dropped", step=20 + rank),
+                 planner=_drops_targets())
+        out["dropped"] = "saved"
+    except BaseException as e:
+        out["dropped"] = _failure(e)
+
+    # rank 1 reaches the same shared directory through a symlink (another mount point): fine
+    other = Path(tempfile.mkdtemp())
+    if rank == 1:
+        (other / "link").symlink_to(lake.url[len("file://"):])
+    linked = ckptlake.open(f"file://{other / 'link'}") if rank == 1 else lake
+    w = LakeWriter(linked, "linked", step=1)
+    dcp.save(_state(world, 5), storage_writer=w)
+    out["linked"] = w.version
+    # ...but a path that is another directory is named once the commit cannot happen
+    try:
+        dcp.save(_state(world, 6), storage_writer=LakeWriter(
+            ckptlake.open(f"file://{other / 'elsewhere'}") if rank == 1 else lake, "linked",
+            step=2))
+        out["elsewhere"] = "saved"
+    except BaseException as e:
+        out["elsewhere"] = _failure(e)
     return out
 
 
@@ -286,6 +382,22 @@ def test_ranks_agree_on_the_version_they_load_and_the_step_they_save(local_lake_
         assert r["mixed_untouched"]
         # F6: the version this save committed, on the coordinator and the other rank alike
         assert r["w2_version"] == 2, r
+        # plan caching: refused before anything was written, as without it
+        cached = r["cached_drift"]
+        assert cached != "saved" and cached["types"] == {"0": "UsageError"}, cached
+        assert "rank 0: cached step 10; rank 1: cached step 11" in cached["text"]
+        assert "nothing was written" in cached["text"]
+        # no targets in the plans: typed and named after the write, not torch's RuntimeError
+        dropped = r["dropped"]
+        assert dropped != "saved" and dropped["types"] == {"0": "UsageError"}, dropped
+        assert "rank 0: dropped step 20; rank 1: dropped step 21" in dropped["text"]
+        assert "not committed; each rank's files are recorded as a pending step" \
+            in dropped["text"]
+        assert r["linked"] == 1
+        elsewhere = r["elsewhere"]
+        assert elsewhere != "saved" and elsewhere["types"] == {"0": "UsageError"}, elsewhere
+        assert "linked step 2: not committed, as the ranks wrote to different lakes (rank 0: " \
+            f"{local_lake_url}; rank 1: file://" in elsewhere["text"]
     assert not reports[1]["w2_committed_here"]  # rank 1 learnt it from the step's claim
     # ...before anything was written: no record, no pending step
     assert reports[0]["drift_pending"] == [] and reports[0]["drift_listed"] == []
@@ -293,3 +405,7 @@ def test_ranks_agree_on_the_version_they_load_and_the_step_they_save(local_lake_
     lake = ckptlake.open(local_lake_url)
     assert [(v.version, v.step) for v in lake.versions("run")] == [(1, 1), (2, 2), (3, 2)]
     assert lake.pending("run") == []
+    assert [(v.version, v.step) for v in lake.versions("cached")] == [(1, 1), (2, 2)]
+    assert lake.pending("cached") == []
+    assert [(p.step, p.ranks) for p in lake.pending("dropped")] == [(20, [0]), (21, [1])]
+    assert [(v.version, v.step) for v in lake.versions("linked")] == [(1, 1)]

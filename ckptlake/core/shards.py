@@ -523,19 +523,59 @@ def _commit(store: Store, claim: Claim, etag: str, records: list[ShardRecord],
     return n
 
 
-def _set_step_aliases(store: Store, key: str, claim: Claim, etag: str) -> None:
+def _set_step_aliases(store: Store, key: str, claim: Claim, etag: str, *,
+                      repeat: bool = False) -> None:
     """Point the aliases recorded with the commit at its version, then record in the claim that
     they are set.  A process that dies in between leaves them unset, and whoever pushes a rank
     of the step again sets them; once recorded as set they are never set again, so an alias
-    moved on purpose since stays where it was moved."""
+    moved on purpose since stays where it was moved.
+
+    `repeat`: run by a re-push of the step or a rank that followed the committer, maybe long
+    after the commit (the committer may have died after setting some aliases, and the run moved
+    them on since).  Such a caller leaves an alias that names a newer version, or that was
+    written after the commit (its record's `updated`), where it is: moving `best` back to an old
+    step would undo the run's own later choice.  Its failure to set one is logged, not raised:
+    the step is committed, and the push that found it so has done its part."""
     from .catalog import set_alias
 
     if claim.state != "committed" or claim.version is None or claim.aliases_set is not False:
         return
+    done = True
     for name in claim.aliases or ():
-        set_alias(store, claim.artifact, name, claim.version)
-    with contextlib.suppress(_LostClaim):  # someone else recorded it (or is about to)
-        _cas(store, key, replace(claim, aliases_set=True, updated=utcnow()), etag)
+        try:
+            if repeat and _alias_moved_since(store, claim, name):
+                continue
+            set_alias(store, claim.artifact, name, claim.version)
+        except Exception as exc:
+            if not repeat:
+                raise
+            done = False  # the next repeat tries again
+            log.warning("ckptlake: %s step %d (v%d): could not set alias %s: %s", claim.artifact,
+                        claim.step, claim.version, name, (str(exc).splitlines() or [""])[0])
+    if done:
+        with contextlib.suppress(_LostClaim):  # someone else recorded it (or is about to)
+            _cas(store, key, replace(claim, aliases_set=True, updated=utcnow()), etag)
+
+
+def _alias_moved_since(store: Store, claim: Claim, name: str) -> bool:
+    """Whether alias `name` already names the claim's version, a newer one, or was written
+    after the commit (see _set_step_aliases); False for a missing or unreadable record."""
+    try:
+        data = store.get(layout.alias_key(claim.artifact, name))
+    except NotFound:
+        return False
+    try:
+        raw = json.loads(data)
+        version, updated = raw["version"], raw.get("updated")
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return False  # an empty or malformed record: set_alias repairs it
+    if type(version) is int and version >= claim.version:
+        return True
+    try:
+        when = datetime.fromisoformat(str(updated).replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)) > claim.updated
 
 
 def _release(store: Store, key: str, owner: str, exc: BaseException) -> None:
@@ -630,7 +670,7 @@ def _finish_step(store: Store, artifact: str, step: int, world: int, *, key: str
                 if claim.version is not None:
                     _check_still_there(store, artifact, step, claim.version)
                     # a repeat after the committing process died before setting the aliases
-                    _set_step_aliases(store, key, claim, etag)
+                    _set_step_aliases(store, key, claim, etag, repeat=True)
                 return claim.version, False
             if claim.state == "failed":
                 raise Conflict(f"{artifact} step {step} cannot be committed: {claim.error}",

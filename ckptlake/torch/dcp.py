@@ -43,6 +43,8 @@ The ranks must agree on what they read and write, each having resolved its own r
 given its own step: every rank's local plan says which (artifact, version) it reads, or which
 (lake, artifact, step) it writes, and the coordinator compares them in `prepare_global_plan`,
 before any data is read or written (no collective of our own: the plans are gathered anyway).
+A writer's target rides along in its write results too, for the coordinator to check again
+before `.metadata` where the plans lost it (a planner that drops storage_data).
 """
 from __future__ import annotations
 
@@ -101,12 +103,48 @@ class _LakePrefix(_StoragePrefix):
 class _SaveTarget:
     """What one rank's writer saves to, in its local plan: the coordinator refuses a save whose
     ranks disagree before anything is written (each would otherwise record a pending step of
-    its own, and torch would fail with an untyped error after the uploads).
-    eq=False: compared by value explicitly; hashed by identity for _STALE_TARGETS."""
+    its own, and torch would fail with an untyped error after the uploads).  Also in each
+    rank's write results, for `_finish` to check where the plans could not carry it.
+    eq=False: compared by value explicitly; hashed by identity for _STALE_TARGETS.
 
-    lake: str
+    `lake` is what identifies the lake across hosts, compared: an S3 lake's bucket, prefix
+    and endpoint; None for a file:// lake, whose path says nothing (ranks may reach one
+    shared directory through a symlink or another mount point).  `url`: for messages."""
+
+    lake: str | None
     artifact: str
     step: int
+    url: str = ""
+
+    @classmethod
+    def of(cls, writer: "LakeWriter") -> "_SaveTarget":
+        url = writer.lake.url
+        lake = None
+        if url.startswith("s3://"):
+            client = getattr(writer.lake.store, "_client", None)
+            endpoint = getattr(getattr(client, "meta", None), "endpoint_url", None)
+            lake = f"{url} at {endpoint}" if endpoint else url
+        return cls(lake, writer.artifact, writer.step, url)
+
+    @property
+    def key(self) -> tuple[str | None, str, int]:
+        return (self.lake, self.artifact, self.step)
+
+
+# In a rank's write results (stripped by `_finish`): the rank's _SaveTarget.
+_TARGET_INDEX = "__ckptlake_save_target__"
+
+
+def _disagreement(targets: dict[int, _SaveTarget]) -> str | None:
+    """'rank 0: run step 10; rank 1: run step 11' when the ranks do not save one checkpoint."""
+    groups = _by_value({i: t.key for i, t in targets.items()})
+    if len(groups) < 2:
+        return None
+    lakes = len({lake for (lake, _, _), _ in groups}) > 1
+    return "; ".join(
+        f"{_ranks_text(ranks)}: {artifact} step {step}" + (f" in {lake or 'a file:// lake'}"
+                                                           if lakes else "")
+        for (lake, artifact, step), ranks in groups)
 
 
 # Targets the coordinator has already checked.  With torch's plan caching
@@ -136,6 +174,25 @@ def _by_value(values: dict[int, Any]) -> list[tuple[Any, list[int]]]:
     for rank in sorted(values):
         groups.setdefault(values[rank], []).append(rank)
     return list(groups.items())
+
+
+def _forget_cached_plans() -> None:
+    """torch's plan caching (`DefaultSavePlanner(enable_plan_caching=True)`) sends no plan for
+    a rank whose plan did not change, nor any storage_data: the coordinator would never see
+    that rank's _SaveTarget, and ranks saving different steps would upload before anything
+    noticed.  Forget the plans torch cached (class attributes of SavePlanner, private: a torch
+    without them has nothing to forget), so every rank plans afresh with every LakeWriter save;
+    it costs caching's saving of the planning collectives.  `_finish` checks the targets again
+    (a planner of another kind may drop them too)."""
+    try:
+        from torch.distributed.checkpoint.planner import SavePlanner
+    except ImportError:  # pragma: no cover
+        return
+    for name in ("_cached_save_plan", "_cached_all_plans", "_cached_global_plan",
+                 "_cached_metadata", "_cached_final_save_plan"):
+        cached = getattr(SavePlanner, name, None)
+        if isinstance(cached, dict):
+            cached.clear()
 
 
 class LakeWriter(FileSystemWriter):
@@ -265,11 +322,11 @@ class LakeWriter(FileSystemWriter):
                                  "(use_collectives=True)",
                                  hint="all ranks' files are committed as one version")
         self._is_coordinator = is_coordinator
+        _forget_cached_plans()
 
     def prepare_local_plan(self, plan: Any) -> Any:
         plan = super().prepare_local_plan(plan)
-        return dataclasses.replace(plan, storage_data=_SaveTarget(
-            self.lake.url, self.artifact, self.step))
+        return dataclasses.replace(plan, storage_data=_SaveTarget.of(self))
 
     def prepare_global_plan(self, plans: list[Any]) -> list[Any]:
         self._check_targets(plans)
@@ -284,15 +341,10 @@ class LakeWriter(FileSystemWriter):
         for t in targets.values():
             _STALE_TARGETS.add(t)
         # the coordinator's own writer counts as well: its plan may be a cached one
-        values = {i: (t.lake, t.artifact, t.step) for i, t in targets.items()}
-        values.setdefault(self.rank or 0, (self.lake.url, self.artifact, self.step))
-        groups = _by_value(values)
-        if len(groups) < 2:
+        targets.setdefault(self.rank or 0, _SaveTarget.of(self))
+        said = _disagreement(targets)
+        if said is None:
             return
-        lakes = len({lake for (lake, _, _), _ in groups}) > 1
-        said = "; ".join(
-            f"{_ranks_text(ranks)}: {artifact} step {step}" + (f" in {lake}" if lakes else "")
-            for (lake, artifact, step), ranks in groups)
         raise UsageError(f"the ranks of this dcp.save do not write the same checkpoint ({said}): "
                          "nothing was written",
                          hint="give every rank's LakeWriter the same lake, artifact and step: "
@@ -312,13 +364,29 @@ class LakeWriter(FileSystemWriter):
             # this rank's files are written and recorded: nothing reads the staged copy now
             # (not released on failure: the buffers are then dropped, never reused)
             self._release_staged()
-            return fut
+            # where this rank saved, for the coordinator's _finish (see _check_written)
+            from torch.distributed.checkpoint.metadata import MetadataIndex
+            from torch.distributed.checkpoint.storage import WriteResult
+            from torch.futures import Future
+
+            done: Future = Future()
+            done.set_result([*fut.value(), WriteResult(
+                index=MetadataIndex(_TARGET_INDEX), size_in_bytes=0,
+                storage_data=_SaveTarget.of(self))])
+            return done
 
     def finish(self, metadata: Any, results: list[Any]) -> None:
         with self._async_step(last=True):
             self._finish(metadata, results)
 
     def _finish(self, metadata: Any, results: list[Any]) -> None:
+        targets: dict[int, _SaveTarget] = {}
+        for i, rank in enumerate(results):
+            targets.update({i: r.storage_data for r in rank
+                            if isinstance(r.storage_data, _SaveTarget)})
+        results = [[r for r in rank if not isinstance(r.storage_data, _SaveTarget)]
+                   for rank in results]
+        self._check_written(targets)
         # torch lists a rank's results in the order its writer threads happened to finish,
         # and `.metadata` pickles them in that order: in file order, identical saves write
         # identical bytes (a re-run of the step repeats its record instead of conflicting, an
@@ -334,9 +402,30 @@ class LakeWriter(FileSystemWriter):
             self.fs = data_fs
         result = self.commit_result = self._record(fs, self._world)
         if not result.committed:
-            raise RuntimeError(f"{self.artifact} step {self.step}: not committed after "
-                               f"every rank's write ({result.shards_present} of "
-                               f"{result.world} shard records seen)")
+            seen = f"{result.shards_present} of {result.world} shard records seen"
+            urls = _by_value({i: t.url for i, t in targets.items()})
+            if len(urls) > 1:  # file:// paths, not compared before: not one directory after all
+                said = "; ".join(f"{_ranks_text(ranks)}: {url}" for url, ranks in urls)
+                raise UsageError(f"{self.artifact} step {self.step}: not committed, as the "
+                                 f"ranks wrote to different lakes ({said}; {seen})",
+                                 hint="give every rank the same lake (one shared directory)")
+            raise Conflict(f"{self.artifact} step {self.step}: not committed after every "
+                           f"rank's write ({seen})",
+                           hint=f"`ckptlake ls {self.artifact} --pending` shows the step; "
+                                "save it again")
+
+    def _check_written(self, targets: dict[int, _SaveTarget]) -> None:
+        """The agreement check of `prepare_global_plan`, for a save whose plans did not carry
+        the ranks' targets (a planner that drops or caches `storage_data`): too late to write
+        nothing, but before `.metadata` is, so no version mixes the ranks' saves."""
+        said = _disagreement(targets)
+        if said is None:
+            return
+        raise UsageError(f"the ranks of this dcp.save do not write the same checkpoint ({said}): "
+                         "not committed; each rank's files are recorded as a pending step",
+                         hint="give every rank's LakeWriter the same lake, artifact and step: "
+                              "the global step, not a per-rank counter; `ckptlake ls "
+                              f"{self.artifact} --pending` lists the unfinished steps")
 
     def _record(self, fs: "_LakeFS", shard: int) -> "ShardPushResult":
         from ..core import shards
@@ -692,9 +781,10 @@ class _VersionFS(FileSystemBase):
 # ---- unpickling without running code ---------------------------------------------------------
 
 class _Refused(Exception):
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, says: str | None = None) -> None:
         super().__init__(what)
         self.what = what
+        self.says = says or f"refers to {what}, which is not DCP metadata"
 
 
 @functools.lru_cache(maxsize=1)
@@ -740,16 +830,62 @@ def _metadata_globals() -> dict[str, Any]:
     return allowed
 
 
-class _MetadataUnpickler(pickle.Unpickler):
-    """pickle's own unpickler, which reaches code only through `find_class` (and
+class _MetadataUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
+    """pickle's pure-Python unpickler, which reaches code only through `find_class` (and
     `persistent_load`, which it refuses when not given one): allowing only
-    `_metadata_globals()` there means nothing but those can be called or built."""
+    `_metadata_globals()` there means nothing but those can be called or built.
+
+    Not the C `pickle.Unpickler`: its BUILD opcode sets attributes on whatever object is below
+    it, a class, enum member or dtype that `find_class` returned included, for the whole
+    process (`GLOBAL pathlib.PurePath; (None, {'is_relative_to': ...}); BUILD` rewires every
+    path of every later caller), and it cannot be overridden there.  Here BUILD is allowed
+    only on an instance of an allowed dataclass, made by this load, with a state that can
+    only set its fields (no dunder names, which would shadow `__setstate__` and the like).
+    Costs pure-Python speed: about 0.5 s per 10,000 tensors of `.metadata`, once per load."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
 
     def find_class(self, module: str, name: str) -> Any:
         obj = _metadata_globals().get(f"{module}.{name}")
         if obj is None:
             raise _Refused(f"{module}.{name}")
         return obj
+
+    def _load_build(self) -> None:
+        inst, state = self.stack[-2], self.stack[-1]
+        kind = type(inst)
+        fields = _built_types().get(kind, False)
+        if fields is False:
+            what = (f"the class {inst.__module__}.{inst.__qualname__}" if isinstance(inst, type)
+                    else f"a {kind.__module__}.{kind.__qualname__}")
+            raise _Refused(what, f"sets attributes on {what} (pickle BUILD), which would "
+                                 "change it for the whole process")
+        if fields is not None:  # (None: the class's own __setstate__, which sets its fields)
+            slots = None
+            if isinstance(state, tuple) and len(state) == 2:
+                state, slots = state
+            for names, only_fields in ((state, False), (slots, True)):
+                if not names:
+                    continue
+                bad = [k for k in names if not isinstance(k, str) or k.startswith("__")
+                       or (only_fields and k not in fields)] if isinstance(names, dict) else [names]
+                if bad:
+                    what = f"{kind.__module__}.{kind.__qualname__}"
+                    raise _Refused(what, f"sets {str(bad[0])[:80]!r} on a {what}, which is "
+                                         "not one of its fields")
+        pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
+
+    dispatch[pickle.BUILD[0]] = _load_build
+
+
+@functools.lru_cache(maxsize=1)
+def _built_types() -> dict[type, frozenset[str] | None]:
+    """The allowed classes whose instances a `.metadata` may set state on (BUILD): their
+    field names, or None for one with a `__setstate__` of its own (TensorProperties)."""
+    return {v: None if getattr(v, "__setstate__", None) is not None
+            else frozenset(f.name for f in dataclasses.fields(v))
+            for v in _metadata_globals().values()
+            if isinstance(v, type) and dataclasses.is_dataclass(v)}
 
 
 def _load_metadata(data: bytes, version: str) -> Any:
@@ -762,9 +898,8 @@ def _load_metadata(data: bytes, version: str) -> Any:
     try:
         metadata = _MetadataUnpickler(io.BytesIO(data)).load()
     except _Refused as exc:
-        raise IntegrityError(f"{version}: its {METADATA_FILE} refers to {exc.what}, which is "
-                             "not DCP metadata: refused, as unpickling it could run code",
-                             hint=hint) from None
+        raise IntegrityError(f"{version}: its {METADATA_FILE} {exc.says}: refused, as "
+                             "unpickling it could run code", hint=hint) from None
     except Exception as exc:  # nothing of the version's ran: only values were made
         raise IntegrityError(f"{version}: its {METADATA_FILE} is not a readable DCP metadata "
                              f"({_reason(exc)})", hint=hint) from None
