@@ -199,6 +199,21 @@ SCENARIOS = {"save_twice": _save_twice, "load": _load, "save_dying": _save_dying
 
 # ---- parent side ------------------------------------------------------------------------------
 
+def run_ranks(procs: list[Any], seconds: float) -> list[int]:
+    """Start the rank processes, give each `seconds` to finish, kill the rest: the ranks that
+    hung (a test asserts there are none, and never waits for ever)."""
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(seconds)
+    hung = [r for r, p in enumerate(procs) if p.is_alive()]
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join()
+    return hung
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -214,15 +229,7 @@ def _world(world: int, url: str, scenario: str, tmp: Path) -> tuple[dict[int, di
     env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "XDG_", "CKPTLAKE"))}
     procs = [ctx.Process(target=_child, args=(r, world, port, url, scenario, str(out), env))
              for r in range(world)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(JOIN_SECONDS)
-    hung = [r for r, p in enumerate(procs) if p.is_alive()]
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-            p.join()
+    hung = run_ranks(procs, JOIN_SECONDS)
     assert not hung, f"ranks {hung} of {scenario} did not finish (a hang)"
     reports = {int(f.stem[4:]): json.loads(f.read_text()) for f in out.glob("rank*.json")}
     return reports, [p.exitcode for p in procs]

@@ -37,6 +37,7 @@ if not dist.is_available():  # pragma: no cover
 
 import ckptlake  # noqa: E402
 from ckptlake.errors import IntegrityError  # noqa: E402
+from test_torch_dcp import run_ranks  # noqa: E402
 
 JOIN_SECONDS = 120
 
@@ -352,15 +353,7 @@ def test_ranks_agree_on_the_version_they_load_and_the_step_they_save(local_lake_
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_child, args=(r, world, port, local_lake_url, str(tmp_path), env))
              for r in range(world)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(JOIN_SECONDS)
-    hung = [r for r, p in enumerate(procs) if p.is_alive()]
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-            p.join()
+    hung = run_ranks(procs, JOIN_SECONDS)
     assert not hung, f"ranks {hung} did not finish (a hang)"
     reports = {int(f.stem[4:]): json.loads(f.read_text()) for f in tmp_path.glob("rank*.json")}
     assert sorted(reports) == [0, 1]
