@@ -106,6 +106,7 @@ from .format import state as _state_format
 from .format.refs import validate_alias, validate_artifact
 from .policy.retention import resolve_retention
 from .results import PushResult
+from .transfer.pool import start_thread
 
 if TYPE_CHECKING:
     import numpy as np
@@ -306,7 +307,7 @@ class Checkpointer:
         self._provenance_cache: dict[str, Any] | None = None
         self._thread = threading.Thread(target=self._run, name="ckptlake-checkpointer",
                                         daemon=True)
-        self._thread.start()
+        start_thread(self._thread)  # (it and its upload workers never take the SIGTERM)
         _LIVE.add(self)
         before_pools_close(_at_exit)
         if on_sigterm is not None:
@@ -432,7 +433,7 @@ class Checkpointer:
 
         thread = threading.Thread(target=allocate if self.reuse_buffers else (lambda: None),
                                   name="ckptlake-prepare", daemon=True)
-        thread.start()
+        start_thread(thread)
         return thread
 
     def wait(self, timeout: float | None = None) -> list[PushResult]:
@@ -735,6 +736,8 @@ class Checkpointer:
         extra: dict[str, Any] = {}
         if getattr(lake, "throttle", None) is not None:
             extra["throttle"] = lake.throttle
+        if getattr(lake, "parts", None) is not None:  # chunks >= the threshold go up in parts,
+            extra["parts"] = lake.parts  # as Lake.push sends them; the exit deadline stops them
         # What Lake.push adds to a version: per-tensor records of safetensors files, and
         # provenance (collected once per checkpointer: git state, command line, host).
         observers: list[Any] = [_CommitGate(self, job)]

@@ -9,6 +9,14 @@ down as ranged GETs straight into the chunk buffer, `part_size` bytes each, up t
 time.  A failed part is retried alone (by the store's retry layer); an upload that fails for good
 is aborted here, and one a killed process leaves behind is aborted by gc after its grace period.
 
+A chunk in parts is stopped as a chunk in one request is (transfer/pool.py `stop_event`: Ctrl-C,
+a Checkpointer's exit deadline): its parts run under the stop of the map whose item moves the
+chunk, so no part starts after the stop and the retry layer starts no new attempt of a running
+one; an upload given up is not completed, and is aborted once its running parts have ended.  A
+part stalled in its request is not waited for at exit: part workers are daemon threads, like
+bounded_map's, and `close` does not join them.  The upload of such a part is left to gc's
+clean-up of incomplete uploads (docs/format.md, gc step 8).
+
 The whole chunk is still held in memory while its parts move: its key is the digest of all its
 bytes, known only once it was read (push), and verified only once all of it arrived (pull).  The
 memory bound (transfer/config.py) is therefore unchanged: concurrency x chunk_size.
@@ -22,13 +30,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, wait
 from dataclasses import dataclass, field
 from typing import Callable, Sequence, TypeVar
 
-from ..errors import CkptlakeError
+from ..errors import CkptlakeError, Interrupted
 from ..policy.config import DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, MIN_PART_SIZE
 from ..store.base import Store
+from .pool import _DaemonPool, new_stop, stop_event, stopped_by
 
 MAX_PARTS = 10_000  # S3: parts per upload
 
@@ -51,13 +60,14 @@ class Parts:
     """Settings plus one thread pool, shared by every chunk worker of a Lake.
 
     Chunk workers block on their parts; part tasks never wait on anything, so a pool of its own
-    (rather than the chunk workers' pool) cannot deadlock.
+    (rather than the chunk workers' pool) cannot deadlock.  Its threads are daemon threads (see
+    the module doc), started once, as the first parts need them.
     """
 
     threshold: int = DEFAULT_MULTIPART_THRESHOLD
     part_size: int = DEFAULT_PART_SIZE
     workers: int = 8
-    _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
+    _pool: _DaemonPool | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def applies(self, size: int) -> bool:
@@ -71,6 +81,7 @@ class Parts:
             on_part: Callable[[int], None] | None = None) -> None:
         """Store `data` at `key` as a multipart upload; abort it if any part fails for good."""
         view = memoryview(data)
+        where = f"{store.url}/{key}"
         upload_id = store.create_multipart(key)
         try:
             def send(part: tuple[int, int, int]) -> tuple[int, str]:
@@ -80,7 +91,9 @@ class Parts:
                     on_part(length)
                 return number, etag
 
-            store.complete_multipart(key, upload_id, self._run(send, self.ranges(len(view))))
+            etags = self._run(send, self.ranges(len(view)), where)
+            _check_stop(where)  # (the retry layer checks too; a store without it would not)
+            store.complete_multipart(key, upload_id, etags)
         except BaseException:
             # If the abort fails too (server down), gc aborts the upload after its grace
             # period; the error worth reporting is the one that stopped the upload.
@@ -105,41 +118,73 @@ class Parts:
             return got
 
         ranges = self.ranges(size)
+        done = self._run(fetch, ranges, f"{store.url}/{key}")
         total = 0
-        for (_, start, length), got in zip(ranges, self._run(fetch, ranges)):
+        for (_, start, length), got in zip(ranges, done):
             total = start + got
             if got < length:  # the object ends here
                 break
         return view[:total]
 
     def _run(self, fn: Callable[[tuple[int, int, int]], R],
-             parts: Sequence[tuple[int, int, int]]) -> list[R]:
-        """fn over every part on the pool; results in part order.
+             parts: Sequence[tuple[int, int, int]], where: str) -> list[R]:
+        """fn over every part on the pool, under a stop of its own that the caller's stop
+        (its map's) sets too; results in part order.
 
-        On the first failure the parts not started are cancelled and the running ones are
-        waited for -- they write into the caller's buffer, which must not change under them
-        after we return -- then that failure is raised.
+        On the first failure, or a Ctrl-C in the caller's thread, that stop is set (a running
+        part starts no new attempt: store/retry.py), the parts not started are cancelled, and
+        the running ones are waited for -- they read or write the caller's buffer, which must
+        not change under them after we return -- then that failure is raised.
         """
-        pool = self._executor()
-        futures: list[Future[R]] = [pool.submit(fn, p) for p in parts]
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        stop = new_stop()
+
+        def run(part: tuple[int, int, int]) -> R:
+            with stopped_by(stop):
+                _check_stop(where)
+                return fn(part)
+
+        with self._lock:  # (not shut down by a close() meanwhile)
+            pool = self._executor()
+            futures: list[Future[R]] = [pool.submit(lambda p=p: run(p))  # type: ignore[misc]
+                                        for p in parts]
+        try:
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        except BaseException:  # KeyboardInterrupt
+            _give_up(stop, futures)
+            raise
         failed = next((f for f in futures if f in done and f.exception() is not None), None)
         if failed is not None:
-            for f in pending:
-                f.cancel()
-            wait(pending)
+            _give_up(stop, futures)
             raise failed.exception()  # type: ignore[misc]
+        stop.set()  # (all done: lets the caller's stop drop it from its children)
         return [f.result() for f in futures]
 
-    def _executor(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=max(1, self.workers),
-                                                thread_name_prefix="ckptlake-part")
-            return self._pool
+    def _executor(self) -> _DaemonPool:
+        """(Called with the lock held.)"""
+        if self._pool is None:
+            self._pool = _DaemonPool(max(1, self.workers), "ckptlake-part")
+        return self._pool
 
     def close(self) -> None:
+        """End the part workers as they finish; not waited for, as a part stalled in its request
+        (abandoned at an exit deadline) would hold the caller until the request's timeout.
+        Parts used after this get a new pool."""
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=False)
+
+
+def _check_stop(where: str) -> None:
+    """Interrupted if this thread's map was stopped: a part is not started, nor an upload
+    completed, after the stop."""
+    stop = stop_event()
+    if stop is not None and stop.is_set():
+        raise Interrupted(f"{where}: given up: the transfer was interrupted")
+
+
+def _give_up(stop: threading.Event, futures: Sequence[Future[R]]) -> None:
+    stop.set()
+    for f in futures:
+        f.cancel()  # those not started
+    wait(futures)

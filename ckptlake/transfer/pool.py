@@ -13,10 +13,20 @@ could not exit until that request, and every retry after it, had timed out (minu
 workers are daemon threads: `bounded_map` itself always waits for the items it started before it
 returns, so in a normal run nothing is left behind; only a worker that its caller has already
 abandoned at exit (a cut-off upload, after the deadline and its grace) is not waited for.
+
+Our threads start with the asynchronous signals blocked (`start_thread`).  The kernel hands a
+signal sent to the process (SIGTERM at preemption, Ctrl-C's SIGINT) to any thread that does
+not block it, and a thread that is just starting takes it as it sets its signal mask; Python
+then only flags the signal for the main thread, which runs the handler at its next bytecode.
+A main thread blocked in a call (a sleep, `Checkpointer.close()` waiting for a stalled upload)
+is not woken, so a Checkpointer's SIGTERM handler never ran and a preempted trainer never
+exited.  With ours blocking them, such signals go to the main thread, and interrupt its call.
 """
 from __future__ import annotations
 
+import contextlib
 import queue
+import signal
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any, Callable, Iterable, Iterator, TypeVar
@@ -34,6 +44,45 @@ def stop_event() -> threading.Event | None:
     it need not wait for any more, and the retry layer (store/retry.py) starts no further
     attempt."""
     return getattr(_worker, "stop", None)
+
+
+def new_stop() -> "_Stop":
+    """A stop event for work this thread hands to other threads: a child of this thread's own
+    (stopping the map whose item this thread runs stops that work too), else a fresh one."""
+    parent = stop_event()
+    return parent.child() if isinstance(parent, _Stop) else _Stop()
+
+
+@contextlib.contextmanager
+def stopped_by(stop: threading.Event) -> Iterator[None]:
+    """Run the enclosed work as an item of a map with this stop event (`stop_event()`)."""
+    outer = getattr(_worker, "stop", None)
+    _worker.stop = stop
+    try:
+        yield
+    finally:
+        _worker.stop = outer
+
+
+# Those the kernel sends to the thread that caused them (a fault; abort()): blocked there, they
+# would kill the process without running its handler (faulthandler's traceback).
+_SYNCHRONOUS = ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGSYS", "SIGABRT")
+_ASYNC_SIGNALS = (set(signal.valid_signals())
+                  - {getattr(signal, n) for n in _SYNCHRONOUS if hasattr(signal, n)}
+                  if hasattr(signal, "pthread_sigmask") else set())  # (none to block on Windows)
+
+
+def start_thread(thread: threading.Thread) -> None:
+    """`thread.start()`, the new thread (and every thread it starts) blocking the asynchronous
+    signals: see the module doc.  (It inherits the mask of the thread that starts it.)"""
+    if not _ASYNC_SIGNALS:
+        thread.start()
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _ASYNC_SIGNALS)
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class _Stop(threading.Event):
@@ -63,7 +112,8 @@ class _Stop(threading.Event):
 
 class _DaemonPool:
     """The little of ThreadPoolExecutor that bounded_map uses (submit, shutdown), on daemon
-    threads, which the interpreter does not join at exit (see the module doc)."""
+    threads, which the interpreter does not join at exit (see the module doc).  Also the
+    shared part pool of transfer/parts.py, whose callers submit from many threads at once."""
 
     def __init__(self, workers: int, name: str) -> None:
         self._workers, self._name = workers, name
@@ -71,17 +121,22 @@ class _DaemonPool:
             queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._idle = threading.Semaphore(0)
+        self._lock = threading.Lock()
+        self._shut = False
 
     def submit(self, fn: Callable[[], R]) -> "Future[R]":
         fut: Future[R] = Future()
-        self._tasks.put((fut, fn))
-        # bounded_map never has more than `workers` items out, so one thread per item up to
-        # `workers`, unless one is idle and will take it
-        if not self._idle.acquire(blocking=False) and len(self._threads) < self._workers:
-            thread = threading.Thread(target=self._work, daemon=True,
-                                      name=f"{self._name}_{len(self._threads)}")
-            thread.start()
-            self._threads.append(thread)
+        with self._lock:
+            if self._shut:  # no thread would ever run it
+                raise RuntimeError(f"{self._name}: pool already shut down")
+            self._tasks.put((fut, fn))
+            # one thread per item up to `workers`, unless one is idle and will take it (more
+            # items than that, which only the shared part pool has, queue for the threads)
+            if not self._idle.acquire(blocking=False) and len(self._threads) < self._workers:
+                thread = threading.Thread(target=self._work, daemon=True,
+                                          name=f"{self._name}_{len(self._threads)}")
+                start_thread(thread)
+                self._threads.append(thread)
         return fut
 
     def _work(self) -> None:
@@ -93,12 +148,17 @@ class _DaemonPool:
             del task  # an idle thread holds nothing of the item it ran
             self._idle.release()
 
-    def shutdown(self) -> None:
-        """Let the started items finish, then end the threads (cancelled items are skipped)."""
-        for _ in self._threads:
-            self._tasks.put(None)
-        for thread in self._threads:
-            thread.join()
+    def shutdown(self, wait: bool = True) -> None:
+        """Let the started items finish, then end the threads (cancelled items are skipped).
+        wait=False: do not wait for that (a thread stuck in a request then ends with it)."""
+        with self._lock:
+            self._shut = True
+            threads = list(self._threads)
+            for _ in threads:
+                self._tasks.put(None)
+        if wait:
+            for thread in threads:
+                thread.join()
 
 
 def _run_one(fut: "Future[Any]", fn: Callable[[], Any]) -> None:
@@ -118,16 +178,11 @@ def bounded_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int,
     workers = max(1, workers)
     # Nested inside an item of another bounded_map (catalog reads run aliases() as an item,
     # which maps again): stopping the outer one stops this one too.
-    parent = stop_event()
-    stop = parent.child() if isinstance(parent, _Stop) else _Stop()
+    stop = new_stop()
 
     def run(item: T) -> R:
-        outer = getattr(_worker, "stop", None)
-        _worker.stop = stop
-        try:
+        with stopped_by(stop):
             return fn(item)
-        finally:
-            _worker.stop = outer
 
     pool = _DaemonPool(workers, name)
     pending: set[Future[R]] = set()
