@@ -242,6 +242,11 @@ def test_upload_threads_leave_sigterm_to_the_main_thread(tmp_path: Path) -> None
         ck.close()
         from_ck = len(store.masks)
         lake.push(tmp_path / "src", "masks/pushed")
+        # and the pools of a streamed write (torch.save, DCP) and of a read in place
+        with lake.writer("masks/streamed", "w.bin") as f:
+            f.write(os.urandom(3 * MiB))
+        with lake.open("masks/pushed", "big.bin", readahead=2) as f:
+            assert len(f.read()) == 12 * MiB
     assert set(signal.pthread_sigmask(signal.SIG_BLOCK, [])) == before
     names = [name for name, _ in store.masks]
     for which in (names[:from_ck], names[from_ck:]):

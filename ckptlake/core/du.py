@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Iterator, TypeVar
@@ -49,6 +49,7 @@ from ..errors import IntegrityError
 from ..format import layout
 from ..results import _Result
 from ..store.base import Store
+from ..transfer.pool import Executor, start_thread
 from .gc import GB, _Listing, _read_version, _ShardRoots
 
 _META_WORKERS = 16
@@ -201,7 +202,7 @@ def disk_usage(store: Store, *, prefix: str = "", versions: bool = False,
     # 1. One listing of everything, in a thread: roots (manifests, shard records) come first
     # (artifacts/ sorts before chunks/), and the manifests are read while chunks are listed.
     lister = _Lister(store, totals, listing, table, shift)
-    lister.start()
+    start_thread(lister)  # (it never takes a SIGTERM meant for the main thread)
     lister.roots_ready.wait()
     lister.check()
 
@@ -378,7 +379,7 @@ class _Lister(threading.Thread):
 def _ordered_map(fn: Callable[[T], R], items: list[T], *, workers: int) -> Iterator[R]:
     """fn over items with `workers` threads, results in input order, at most 4 x workers
     submitted ahead (bounded memory, and parallel across artifact boundaries)."""
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ckptlake-du") as pool:
+    with Executor(max_workers=workers, thread_name_prefix="ckptlake-du") as pool:
         window: deque[Future[R]] = deque()
         try:
             for item in items:

@@ -44,6 +44,7 @@ from ..format.safetensors import is_safetensors
 from ..store.base import Store
 from ..transfer.parts import Parts
 from ..transfer.throttle import Throttle
+from ..transfer.pool import Executor
 from . import chunkio
 from .rawio import SeekableReader
 
@@ -228,7 +229,7 @@ class LakeFile(SeekableReader):
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self.readahead,
+            self._pool = Executor(max_workers=self.readahead,
                                             thread_name_prefix="ckptlake-read")
         return self._pool
 

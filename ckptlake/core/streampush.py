@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 import threading
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any
 
 from ..errors import TransferError, UsageError
@@ -30,6 +30,7 @@ from ..store.base import Store
 from ..transfer.parts import Parts
 from ..transfer.progress import Progress
 from ..transfer.throttle import Throttle
+from ..transfer.pool import Executor
 from .push import PACK_THRESHOLD, _Box, _Pack, _Slice, _Uploader
 from .scan import SourceTree
 
@@ -161,7 +162,7 @@ class StreamWriter(io.RawIOBase):
         self._algo = algo
         self._progress = progress
         self._workers = max(1, concurrency)
-        self._pool = ThreadPoolExecutor(max_workers=self._workers,
+        self._pool = Executor(max_workers=self._workers,
                                         thread_name_prefix="ckptlake-stream")
         self._pending: set[Future[tuple[int, ChunkRef]]] = set()
         self._refs: list[tuple[int, ChunkRef]] = []

@@ -67,6 +67,7 @@ from ..errors import CkptlakeError, NotFound, UsageError
 from ..format import layout
 from ..format import state as _state
 from ..format.refs import Ref, parse_ref, validate_artifact
+from ..transfer.pool import Executor
 from ._args import check_lake, check_version_fields
 
 if TYPE_CHECKING:
@@ -281,7 +282,7 @@ class LakeCheckpointIO(CheckpointIO):
     def _submit(self, fn: Any, *args: Any) -> "Future[Any]":
         with self._lock:
             if self._jobs is None:
-                self._jobs = ThreadPoolExecutor(max_workers=1,
+                self._jobs = Executor(max_workers=1,
                                                 thread_name_prefix="ckptlake-lightning")
             return self._jobs.submit(fn, *args)
 

@@ -28,11 +28,12 @@ import bisect
 import io
 import threading
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, Callable
 
 from ..core.reader import LakeFile
 from ..core.rawio import SeekableReader
+from ..transfer.pool import Executor
 
 Key = tuple[str, int]  # (file path in the version, segment index)
 
@@ -59,7 +60,7 @@ class Fetcher:
         self._free: list[bytearray] = []
         self._keep = 2 + window // max(1, max((self._size(k) for k in order), default=1))
         self._next = 0  # the next position of `order` to submit
-        self._pool = ThreadPoolExecutor(max_workers=max(1, workers),
+        self._pool = Executor(max_workers=max(1, workers),
                                         thread_name_prefix="ckptlake-dcpread")
         with self._lock:
             self._pump()

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
+
+from ..transfer.pool import Executor
 
 COPY_THREADS = max(1, min(4, os.cpu_count() or 1))
 SLICE_BYTES = 8 << 20  # a large tensor is copied in slices of this size, one per task
@@ -135,7 +136,7 @@ def copy_all(pairs: list[tuple[Any, Any, bool]], threads: int) -> None:
         for job in jobs:
             run(job)
         return
-    with ThreadPoolExecutor(max_workers=min(threads, len(jobs)),
+    with Executor(max_workers=min(threads, len(jobs)),
                             thread_name_prefix="ckptlake-stage") as pool:
         for _ in pool.map(run, jobs):
             pass

@@ -28,7 +28,7 @@ import contextlib
 import queue
 import signal
 import threading
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -72,17 +72,34 @@ _ASYNC_SIGNALS = (set(signal.valid_signals())
                   if hasattr(signal, "pthread_sigmask") else set())  # (none to block on Windows)
 
 
-def start_thread(thread: threading.Thread) -> None:
-    """`thread.start()`, the new thread (and every thread it starts) blocking the asynchronous
-    signals: see the module doc.  (It inherits the mask of the thread that starts it.)"""
+@contextlib.contextmanager
+def _signals_blocked() -> Iterator[None]:
+    """The asynchronous signals blocked in this thread meanwhile: a thread started inside
+    inherits the mask, and keeps them blocked for good."""
     if not _ASYNC_SIGNALS:
-        thread.start()
+        yield
         return
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _ASYNC_SIGNALS)
     try:
-        thread.start()
+        yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def start_thread(thread: threading.Thread) -> None:
+    """`thread.start()`, the new thread (and every thread it starts) blocking the asynchronous
+    signals: see the module doc.  (It inherits the mask of the thread that starts it.)"""
+    with _signals_blocked():
+        thread.start()
+
+
+class Executor(ThreadPoolExecutor):
+    """A ThreadPoolExecutor whose workers block the asynchronous signals (see the module doc):
+    it starts them inside `submit`, in the caller's thread, so the mask is set around that."""
+
+    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> "Future[R]":
+        with _signals_blocked():
+            return super().submit(fn, *args, **kwargs)
 
 
 class _Stop(threading.Event):
