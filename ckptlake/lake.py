@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from .core import catalog
 from .core.values import (check_arg, check_destination, check_inputs, check_metadata,
-                          check_metrics, check_policy_arg, check_provenance)
+                          check_metrics, check_policy_arg, check_provenance, check_reason)
 from .errors import CkptlakeError, NotFound, TransferError, TransientError, UsageError
 from .format import layout
 from .format.refs import Ref, parse_ref, validate_alias, validate_artifact
@@ -597,14 +597,9 @@ class Lake:
         if not isinstance(ref, Ref):
             raise UsageError(f"a reference is a string (ARTIFACT@SELECTOR) or a Ref, got "
                              f"{ref!r}")
-        check_arg("reason", reason, "str", optional=True)
         check_arg("dry_run", dry_run, "bool")
+        reason = check_reason(reason)
         if reason is not None:
-            reason = " ".join(reason.split())
-            if not reason or len(reason) > 500 or not reason.isprintable():
-                raise UsageError("reason must be 1 to 500 printable characters (whitespace and "
-                                 "newlines become single spaces)",
-                                 hint="e.g. reason='pushed with an API token in it'")
             reason = redact(reason)  # it is stored, and shown by every read of the version
         artifact = ref.artifact
         created: Any = None

@@ -26,6 +26,7 @@ from ckptlake.errors import CkptlakeError, IntegrityError, NotFound, PolicyRefus
 from ckptlake.format import layout
 from ckptlake.lake import Lake
 from ckptlake.store.memory import MemoryStore
+from test_shards_gc import die_before_committed, rank_dir
 
 ART = "p/ckpt"
 
@@ -357,29 +358,10 @@ def test_a_shard_step_rm_deleted_is_never_committed_again(local_lake_url: str, t
     """As after gc (tests/test_shards_gc.py): the owner died after writing the manifest; rm
     deleted it; a takeover finds rm's tombstone with its commit_id and stops."""
 
-    class Crash(BaseException):
-        pass
-
     art = "res/ck"
     with ckptlake.open(local_lake_url) as lake:
-        dirs = []
-        for r in range(2):
-            d = tmp_path / f"rank{r}"
-            d.mkdir()
-            (d / f"__{r}_0.distcp").write_bytes(os.urandom(1000))
-            dirs.append(d)
-        lake.push_shard(dirs[0], art, step=1, rank=0, world=2)
-        real_cas = shards._cas
-
-        def dying_cas(store, key, claim, etag):  # type: ignore[no-untyped-def]
-            if claim.state == "committed":
-                raise Crash()
-            return real_cas(store, key, claim, etag)
-
-        monkeypatch.setattr(shards, "_cas", dying_cas)
-        with pytest.raises(Crash):
-            lake.push_shard(dirs[1], art, step=1, rank=1, world=2)
-        monkeypatch.setattr(shards, "_cas", real_cas)
+        die_before_committed(lake, [rank_dir(tmp_path, r, 1000) for r in range(2)], art,
+                             monkeypatch)
         push(lake, tmp_path, art, n=1)
         assert lake.delete(f"{art}@v1").deleted
         key = layout.shard_claim_key(art, 1)
@@ -388,7 +370,7 @@ def test_a_shard_step_rm_deleted_is_never_committed_again(local_lake_url: str, t
         lake.store.put(key, replace(claim, updated=utcnow() - timedelta(hours=1)).encode())
         with pytest.raises(NotFound, match=r"res/ck step 1 was committed as v1, which was "
                                            r"deleted with ckptlake rm on "):
-            lake.push_shard(dirs[1], art, step=1, rank=1, world=2, stale_after=60)
+            lake.push_shard(tmp_path / "rank1", art, step=1, rank=1, world=2, stale_after=60)
         assert not lake.store.exists(layout.version_key(art, 1))
         assert [v.version for v in lake.versions(art)] == [2]
 

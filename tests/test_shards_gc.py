@@ -43,6 +43,23 @@ class _Crash(BaseException):
     """The committing rank dies (SIGKILL) right before marking the claim committed."""
 
 
+def die_before_committed(lake, dirs: list[Path], art: str, monkeypatch) -> None:
+    """Rank 0 then rank 1 of step 1; the committer (rank 1) dies after writing the manifest,
+    before its claim says committed (tests/test_rm.py uses it too)."""
+    lake.push_shard(dirs[0], art, step=1, rank=0, world=2)
+    real_cas = shards._cas
+
+    def dying_cas(store, key, claim, etag):  # type: ignore[no-untyped-def]
+        if claim.state == "committed":
+            raise _Crash()
+        return real_cas(store, key, claim, etag)
+
+    monkeypatch.setattr(shards, "_cas", dying_cas)
+    with pytest.raises(_Crash):
+        lake.push_shard(dirs[1], art, step=1, rank=1, world=2)
+    monkeypatch.setattr(shards, "_cas", real_cas)
+
+
 def _claim(lake) -> shards.Claim:
     key = layout.shard_claim_key(ART, 1)
     return shards.decode_claim(lake.store.get(key), key=key)
@@ -54,18 +71,7 @@ def _chunk_keys(lake) -> set[str]:
 
 def test_takeover_does_not_bring_back_a_version_gc_deleted(lake, tmp_path, monkeypatch) -> None:
     dirs = [rank_dir(tmp_path, r) for r in range(2)]
-    lake.push_shard(dirs[0], ART, step=1, rank=0, world=2)
-    real_cas = shards._cas
-
-    def dying_cas(store, key, claim, etag):  # type: ignore[no-untyped-def]
-        if claim.state == "committed":
-            raise _Crash()
-        return real_cas(store, key, claim, etag)
-
-    monkeypatch.setattr(shards, "_cas", dying_cas)
-    with pytest.raises(_Crash):
-        lake.push_shard(dirs[1], ART, step=1, rank=1, world=2)
-    monkeypatch.setattr(shards, "_cas", real_cas)
+    die_before_committed(lake, dirs, ART, monkeypatch)
     assert lake.store.exists(layout.version_key(ART, 1))
     assert _claim(lake).state == "committing"
 

@@ -60,16 +60,12 @@ def rm(
                            config=config, json=json_, quiet=quiet, debug=debug)
     out = Output(common)
     with out.guard():
-        from ..errors import PolicyRefusal, UsageError
+        from ..core.values import check_reason
+        from ..errors import PolicyRefusal
         from ..format.refs import parse_ref
 
         parsed = parse_ref(ref)
-        if reason is not None:  # as Lake.delete checks it, before the lake is opened
-            reason = " ".join(reason.split())
-            if not reason or len(reason) > 500 or not reason.isprintable():
-                raise UsageError("--reason must be 1 to 500 printable characters (whitespace "
-                                 "and newlines become single spaces)",
-                                 hint="e.g. --reason 'pushed with an API token in it'")
+        reason = check_reason(reason, "--reason")  # as Lake.delete does, before the lake opens
         handle = open_lake(common)
         try:
             out.lake_line(handle)

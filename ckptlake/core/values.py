@@ -192,3 +192,16 @@ def check_policy_arg(name: str, policy: Any) -> None:
     if not isinstance(policy, (str, os.PathLike)) or not isinstance(os.fspath(policy), str):
         raise UsageError(f"{name} must be a RetentionPolicy, the path of a policy file, or "
                          f"None, got {policy!r}")
+
+
+def check_reason(reason: str | None, name: str = "reason") -> str | None:
+    """A deletion's reason as stored in its tombstone and shown by every later read: one line
+    of at most 500 printable characters (whitespace runs, newlines too, become one space)."""
+    if reason is None:
+        return None
+    reason = " ".join(check_arg(name, reason, "str").split())
+    if not reason or len(reason) > 500 or not reason.isprintable():
+        raise UsageError(f"{name} must be 1 to 500 printable characters (whitespace and "
+                         "newlines become single spaces)",
+                         hint="e.g. 'pushed with an API token in it'")
+    return reason
