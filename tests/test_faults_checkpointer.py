@@ -317,6 +317,7 @@ def test_lightning_removal_skip_names_what_was_not_deleted(local_lake_url: str,
     io._failed = ["/ckpts/epoch=0-step=4.ckpt"]  # what a failed upload records
     with caplog.at_level(logging.WARNING, logger="ckptlake"):
         io.remove_checkpoint("/ckpts/epoch=0-step=2.ckpt")
+        io.wait()  # the removal runs on the plugin's job thread (async_upload)
     assert "lt: did not delete /ckpts/epoch=0-step=2.ckpt, which Lightning removed" \
         in caplog.text, caplog.text
     assert "kept the versions" not in caplog.text
