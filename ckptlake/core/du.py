@@ -49,7 +49,7 @@ from ..errors import IntegrityError
 from ..format import layout
 from ..results import _Result
 from ..store.base import Store
-from ..transfer.pool import Executor, start_thread
+from ..transfer.pool import Executor, cancel, start_thread, wait_result
 from .gc import GB, _Listing, _read_version, _ShardRoots
 
 _META_WORKERS = 16
@@ -385,12 +385,11 @@ def _ordered_map(fn: Callable[[T], R], items: list[T], *, workers: int) -> Itera
             for item in items:
                 window.append(pool.submit(fn, item))
                 if len(window) >= 4 * workers:
-                    yield window.popleft().result()
+                    yield wait_result(window.popleft())
             while window:
-                yield window.popleft().result()
+                yield wait_result(window.popleft())
         finally:
-            for fut in window:
-                fut.cancel()
+            cancel(window)
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from ..format.safetensors import is_safetensors
 from ..store.base import Store
 from ..transfer.parts import Parts
 from ..transfer.throttle import Throttle
-from ..transfer.pool import Executor
+from ..transfer.pool import Executor, cancel, signals_blocked, wait_result
 from . import chunkio
 from .rawio import SeekableReader
 
@@ -153,12 +153,13 @@ class LakeFile(SeekableReader):
             return
         with self._lock:
             pool, self._pool = self._pool, None
-            for f in self._ahead.values():
-                f.cancel()
+            cancel(self._ahead.values())
             self._ahead.clear()
             self._recent.clear()
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            with signals_blocked():  # (a Ctrl-C here could leave a future's lock taken)
+                pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=True)
         with self._free_lock:  # after the prefetches ended: none gives a buffer back later
             self._free.clear()
         super().close()
@@ -184,13 +185,13 @@ class LakeFile(SeekableReader):
         future = self._ahead.pop(i, None)
         # drop prefetches the reader has jumped past or away from (one already running keeps
         # its buffers: they are not reused, only freed with it)
-        for k in [k for k in self._ahead if not i < k <= i + self.readahead]:
-            self._ahead.pop(k).cancel()
+        cancel([self._ahead.pop(k) for k in [k for k in self._ahead
+                                             if not i < k <= i + self.readahead]])
         if sequential and self.readahead:
             for k in range(i + 1, min(i + 1 + self.readahead, len(self._segments))):
                 if k not in self._ahead and k not in self._recent:
                     self._ahead[k] = self._executor().submit(self._fetch_held, k)
-        held = future.result() if future is not None else self._fetch_held(i)
+        held = wait_result(future) if future is not None else self._fetch_held(i)
         self._recent[i] = held
         return held[0]
 

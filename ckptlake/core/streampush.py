@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 import threading
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future
 from typing import Any
 
 from ..errors import TransferError, UsageError
@@ -30,7 +30,7 @@ from ..store.base import Store
 from ..transfer.parts import Parts
 from ..transfer.progress import Progress
 from ..transfer.throttle import Throttle
-from ..transfer.pool import Executor
+from ..transfer.pool import Completions, Executor, failure, outcome, signals_blocked
 from .push import PACK_THRESHOLD, _Box, _Pack, _Slice, _Uploader
 from .scan import SourceTree
 
@@ -164,7 +164,7 @@ class StreamWriter(io.RawIOBase):
         self._workers = max(1, concurrency)
         self._pool = Executor(max_workers=self._workers,
                                         thread_name_prefix="ckptlake-stream")
-        self._pending: set[Future[tuple[int, ChunkRef]]] = set()
+        self._pending: Completions[tuple[int, ChunkRef]] = Completions()
         self._refs: list[tuple[int, ChunkRef]] = []
         self._buf = bytearray()
         self._base = 0  # file offset of self._buf[0]
@@ -252,9 +252,10 @@ class StreamWriter(io.RawIOBase):
     def abort(self) -> None:
         """Stop: chunks not yet started are dropped, running uploads finish (their effect,
         a stored chunk, is harmless); nothing is returned to commit."""
-        for fut in self._pending:
-            fut.cancel()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        with signals_blocked():  # (a second Ctrl-C here could leave a future's lock taken)
+            self._pending.cancel()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=True)  # (the running ones, interruptibly)
         self._buf = bytearray()
         if not self.closed:
             self._progress.finish()
@@ -319,10 +320,10 @@ class StreamWriter(io.RawIOBase):
 
     def _submit(self, cut: chunking.Cut, data: bytes) -> None:
         while len(self._pending) >= self._workers:
-            done, self._pending = wait(self._pending, return_when=FIRST_COMPLETED)
-            self._collect(done)
+            self._collect([self._pending.next()])
             self._raise_failure()
-        self._pending.add(self._pool.submit(self._store, cut, data))
+        with signals_blocked():  # (not submitted and left untracked by a Ctrl-C)
+            self._pending.add(self._pool.submit(self._store, cut, data))
 
     def _store(self, cut: chunking.Cut, data: bytes) -> tuple[int, ChunkRef]:
         if self._tensors is not None:
@@ -332,28 +333,24 @@ class StreamWriter(io.RawIOBase):
         del data
         return cut.offset, ChunkRef(self._up._store(box, unit), cut.length)
 
-    def _collect(self, done: set[Future[tuple[int, ChunkRef]]]) -> None:
+    def _collect(self, done: list[Future[tuple[int, ChunkRef]]]) -> None:
         for fut in done:
-            exc = fut.exception()
+            exc = failure(fut)
             if exc is not None:
                 if self._error is None:
                     self._error = exc
             else:
-                self._refs.append(fut.result())
+                self._refs.append(outcome(fut))
 
     def _wait_all(self) -> None:
         while self._pending:
-            done, self._pending = wait(self._pending, return_when=FIRST_COMPLETED)
-            self._collect(done)
+            self._collect([self._pending.next()])
         self._raise_failure()
 
     def _raise_failure(self) -> None:
         if self._error is None:
             # collect finished uploads without blocking, so a failure shows at the next write
-            done = {f for f in self._pending if f.done()}
-            if done:
-                self._pending -= done
-                self._collect(done)
+            self._collect(self._pending.ready())
         if self._error is not None:
             raise self._error
 

@@ -30,14 +30,15 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from concurrent.futures import FIRST_EXCEPTION, Future, wait
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable, Sequence, TypeVar
 
 from ..errors import CkptlakeError, Interrupted
 from ..policy.config import DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, MIN_PART_SIZE
 from ..store.base import Store
-from .pool import _DaemonPool, new_stop, stop_event, stopped_by
+from .pool import (Completions, _DaemonPool, signals_blocked, failure, new_stop, outcome,
+                   stop_event, stopped_by)
 
 MAX_PARTS = 10_000  # S3: parts per upload
 
@@ -143,21 +144,25 @@ class Parts:
                 _check_stop(where)
                 return fn(part)
 
-        with self._lock:  # (not shut down by a close() meanwhile)
-            pool = self._executor()
-            futures: list[Future[R]] = [pool.submit(lambda p=p: run(p))  # type: ignore[misc]
-                                        for p in parts]
+        futures: list[Future[R]] = []
+        finished: Completions[R] = Completions()
         try:
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        except BaseException:  # KeyboardInterrupt
-            _give_up(stop, futures)
+            # (a Ctrl-C waits until every part is submitted and known to `finished`: none is
+            # left running unseen, on the caller's buffer, after we return)
+            with signals_blocked(), self._lock:  # (not shut down by a close() meanwhile)
+                pool = self._executor()
+                for p in parts:
+                    futures.append(pool.submit(lambda p=p: run(p)))  # type: ignore[misc]
+                    finished.add(futures[-1])
+            while finished:
+                error = failure(finished.next())
+                if error is not None:
+                    raise error
+        except BaseException:  # the first failure, or a Ctrl-C
+            _give_up(stop, finished)
             raise
-        failed = next((f for f in futures if f in done and f.exception() is not None), None)
-        if failed is not None:
-            _give_up(stop, futures)
-            raise failed.exception()  # type: ignore[misc]
         stop.set()  # (all done: lets the caller's stop drop it from its children)
-        return [f.result() for f in futures]
+        return [outcome(f) for f in futures]
 
     def _executor(self) -> _DaemonPool:
         """(Called with the lock held.)"""
@@ -183,8 +188,8 @@ def _check_stop(where: str) -> None:
         raise Interrupted(f"{where}: given up: the transfer was interrupted")
 
 
-def _give_up(stop: threading.Event, futures: Sequence[Future[R]]) -> None:
-    stop.set()
-    for f in futures:
-        f.cancel()  # those not started
-    wait(futures)
+def _give_up(stop: threading.Event, futures: Completions[R]) -> None:
+    with signals_blocked():
+        stop.set()
+    futures.cancel()
+    futures.drain()

@@ -24,12 +24,13 @@ exited.  With ours blocking them, such signals go to the main thread, and interr
 """
 from __future__ import annotations
 
+import _signal
 import contextlib
 import queue
 import signal
 import threading
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -66,30 +67,48 @@ def stopped_by(stop: threading.Event) -> Iterator[None]:
 
 # Those the kernel sends to the thread that caused them (a fault; abort()): blocked there, they
 # would kill the process without running its handler (faulthandler's traceback).
-_SYNCHRONOUS = ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGSYS", "SIGABRT")
-_ASYNC_SIGNALS = (set(signal.valid_signals())
-                  - {getattr(signal, n) for n in _SYNCHRONOUS if hasattr(signal, n)}
-                  if hasattr(signal, "pthread_sigmask") else set())  # (none to block on Windows)
+# (And SIGKILL and SIGSTOP cannot be blocked.)
+_SYNCHRONOUS = ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGSYS", "SIGABRT",
+                "SIGKILL", "SIGSTOP")
+_ASYNC_SIGNALS = frozenset(int(s) for s in signal.valid_signals()
+                           if s not in {getattr(signal, n) for n in _SYNCHRONOUS
+                                        if hasattr(signal, n)}) \
+    if hasattr(signal, "pthread_sigmask") else frozenset()  # (none to block on Windows)
+# signal.pthread_sigmask() turns every signal of the mask it returns into a Signals enum:
+# ~70 us per call in a thread that blocks them all, against ~1 us for the C function it wraps
+_sigmask = getattr(_signal, "pthread_sigmask", None)
 
 
 @contextlib.contextmanager
-def _signals_blocked() -> Iterator[None]:
+def signals_blocked() -> Iterator[None]:
     """The asynchronous signals blocked in this thread meanwhile: a thread started inside
-    inherits the mask, and keeps them blocked for good."""
+    inherits the mask, and keeps them blocked for good.  A signal that arrives meanwhile
+    waits, and its handler (a Ctrl-C's KeyboardInterrupt) runs as the mask is restored.
+
+    Also what makes a short step safe from a Ctrl-C in the middle: Python runs a signal's
+    handler between any two bytecodes, and one that raises there can leave a lock taken
+    (`with condition:` raised in after Condition.__enter__ took the lock, before the block
+    began) or a structure half-updated, and a worker then waits for good."""
     if not _ASYNC_SIGNALS:
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _ASYNC_SIGNALS)
+    # the mask as it is, read before anything is blocked: a handler that raises after this
+    # leaves nothing to undo, one after the SIG_BLOCK is inside the try
+    previous = _sigmask(signal.SIG_BLOCK, ())
+    if _ASYNC_SIGNALS <= previous:  # (our own threads: blocked for good)
+        yield
+        return
     try:
+        _sigmask(signal.SIG_BLOCK, _ASYNC_SIGNALS)
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        _sigmask(signal.SIG_SETMASK, previous)
 
 
 def start_thread(thread: threading.Thread) -> None:
     """`thread.start()`, the new thread (and every thread it starts) blocking the asynchronous
     signals: see the module doc.  (It inherits the mask of the thread that starts it.)"""
-    with _signals_blocked():
+    with signals_blocked():
         thread.start()
 
 
@@ -98,7 +117,7 @@ class Executor(ThreadPoolExecutor):
     it starts them inside `submit`, in the caller's thread, so the mask is set around that."""
 
     def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> "Future[R]":
-        with _signals_blocked():
+        with signals_blocked():
             return super().submit(fn, *args, **kwargs)
 
 
@@ -142,18 +161,26 @@ class _DaemonPool:
         self._shut = False
 
     def submit(self, fn: Callable[[], R]) -> "Future[R]":
+        """All of it runs with the asynchronous signals blocked, the thread that is started
+        inheriting that mask: a Ctrl-C that arrives meanwhile waits, and is raised only as the
+        mask is restored, with the task queued and its thread started *and* counted.  Raised
+        between the two, the thread was not counted, took one of shutdown's end markers, and
+        left a counted thread waiting for a marker that never came: the map hung for good (in
+        most runs of 400 interrupted maps)."""
         fut: Future[R] = Future()
-        with self._lock:
+        with signals_blocked(), self._lock:
             if self._shut:  # no thread would ever run it
                 raise RuntimeError(f"{self._name}: pool already shut down")
-            self._tasks.put((fut, fn))
             # one thread per item up to `workers`, unless one is idle and will take it (more
-            # items than that, which only the shared part pool has, queue for the threads)
+            # items than that, which only the shared part pool has, queue for the threads);
+            # started before the item is queued: if it cannot be (RuntimeError: can't start
+            # new thread), the item is not left in the queue with no thread to run it
             if not self._idle.acquire(blocking=False) and len(self._threads) < self._workers:
                 thread = threading.Thread(target=self._work, daemon=True,
                                           name=f"{self._name}_{len(self._threads)}")
-                start_thread(thread)
+                thread.start()
                 self._threads.append(thread)
+            self._tasks.put((fut, fn))
         return fut
 
     def _work(self) -> None:
@@ -168,7 +195,7 @@ class _DaemonPool:
     def shutdown(self, wait: bool = True) -> None:
         """Let the started items finish, then end the threads (cancelled items are skipped).
         wait=False: do not wait for that (a thread stuck in a request then ends with it)."""
-        with self._lock:
+        with signals_blocked(), self._lock:  # (an end marker for each thread, even on Ctrl-C)
             self._shut = True
             threads = list(self._threads)
             for _ in threads:
@@ -189,6 +216,89 @@ def _run_one(fut: "Future[Any]", fn: Callable[[], Any]) -> None:
         fut.set_result(result)
 
 
+class Completions(Generic[R]):
+    """Futures in the order they finish, for a thread that a Ctrl-C may interrupt while it
+    waits for them (the main thread).  Not concurrent.futures.wait(): interrupted as it takes
+    the futures' locks one after the other, it leaves some taken, and the worker that then
+    finishes such a future blocks for good, and with it whoever waits for that worker: a
+    Ctrl-C hung the process.  Waiting here is on a queue, which no worker ever waits for, and
+    whatever takes a future's lock runs with the signals blocked (`signals_blocked`).
+    A future's outcome: `outcome()`, for the same reason."""
+
+    def __init__(self) -> None:
+        self._finished: queue.SimpleQueue[Future[R]] = queue.SimpleQueue()
+        self.pending: set[Future[R]] = set()
+
+    def add(self, fut: "Future[R]") -> None:
+        with signals_blocked():  # (never pending without the callback that reports it)
+            fut.add_done_callback(self._finished.put)
+            self.pending.add(fut)
+
+    def next(self) -> "Future[R]":
+        """The next future to finish (or be cancelled); blocks while there is none."""
+        fut = self._finished.get()
+        self.pending.discard(fut)
+        return fut
+
+    def ready(self) -> "list[Future[R]]":
+        """Those finished already, without blocking."""
+        out = []
+        while True:
+            try:
+                fut = self._finished.get_nowait()
+            except queue.Empty:
+                return out
+            self.pending.discard(fut)
+            out.append(fut)
+
+    def cancel(self) -> None:
+        """Cancel those not started."""
+        cancel(self.pending)
+
+    def drain(self) -> None:
+        """Wait for every one to finish or be cancelled (`cancel()` first, or this waits for
+        all of them).  (One taken from the queue by a `next()` that a Ctrl-C then cut short
+        is still pending, but done: it is not waited for.)"""
+        while True:
+            with signals_blocked():
+                self.pending = {f for f in self.pending if not f.done()}
+            if not self.pending:
+                return
+            self.next()
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+
+def outcome(fut: "Future[R]") -> R:
+    """The result of a finished future, or its exception raised: see Completions."""
+    with signals_blocked():
+        return fut.result()
+
+
+def wait_result(fut: "Future[R]") -> R:
+    """`fut.result()`, waiting for it in a way a Ctrl-C can interrupt safely: see Completions
+    (Future.result() waits on the future's lock)."""
+    finished: queue.SimpleQueue[Future[R]] = queue.SimpleQueue()
+    with signals_blocked():
+        fut.add_done_callback(finished.put)
+    finished.get()
+    return outcome(fut)
+
+
+def cancel(futures: Iterable["Future[Any]"]) -> None:
+    """Cancel those not started: see Completions."""
+    with signals_blocked():
+        for fut in list(futures):
+            fut.cancel()
+
+
+def failure(fut: "Future[Any]") -> BaseException | None:
+    """The exception of a finished future, if any: see Completions."""
+    with signals_blocked():
+        return fut.exception()
+
+
 def bounded_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int,
                 name: str = "ckptlake") -> Iterator[R]:
     """Yield fn(item) for every item, in completion order, with at most `workers` running."""
@@ -202,27 +312,23 @@ def bounded_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int,
             return fn(item)
 
     pool = _DaemonPool(workers, name)
-    pending: set[Future[R]] = set()
+    pending: Completions[R] = Completions()
     try:
         for item in items:
             if len(pending) >= workers:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    yield fut.result()
+                yield outcome(pending.next())
             pending.add(pool.submit(lambda item=item: run(item)))  # type: ignore[misc]
         while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                yield fut.result()
+            yield outcome(pending.next())
     except KeyboardInterrupt:
         # The running items stop waiting for bandwidth and start no new attempt of a request
         # (store/retry.py); a request in flight ends as it ends.
-        stop.set()
+        with signals_blocked():
+            stop.set()
         raise
     finally:
         # Failure or interruption: drop what has not started; let running ones finish.
-        for fut in pending:
-            fut.cancel()
+        pending.cancel()
         pool.shutdown()
 
 
