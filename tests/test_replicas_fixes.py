@@ -185,6 +185,17 @@ def test_replicate_and_gc_refuse_a_replica_nested_in_a_lake_on_a_custom_endpoint
     assert replica.keys() == []
 
 
+@pytest.mark.parametrize("name", ["http://localhost:8333", "http://[::1]:8333",
+                                  "http://127.0.0.2:8333/"])
+def test_this_hosts_loopback_names_are_one_server(tmp_path: Path, name: str) -> None:
+    """A lake at 127.0.0.1 and a replica config naming `localhost` (or ::1): one server, so a
+    replica inside the lake is refused (it was taken for another server and written into)."""
+    lake, replica = nested_replica_lake(tmp_path, name)
+    with pytest.raises(UsageError, match=r"replica 'eu' .* is inside the lake"):
+        lake.replicate("m/a", "eu")
+    assert replica.keys() == []
+
+
 def test_a_replica_on_another_server_may_share_the_lakes_bucket_name(tmp_path: Path) -> None:
     lake, replica = nested_replica_lake(tmp_path, "http://127.0.0.1:9000")
     assert lake.replicate("m/a", "eu").chunks_copied > 0

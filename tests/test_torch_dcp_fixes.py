@@ -402,3 +402,21 @@ def test_ranks_agree_on_the_version_they_load_and_the_step_they_save(local_lake_
     assert lake.pending("cached") == []
     assert [(p.step, p.ranks) for p in lake.pending("dropped")] == [(20, [0]), (21, [1])]
     assert [(v.version, v.step) for v in lake.versions("linked")] == [(1, 1)]
+
+
+def test_ranks_reaching_one_s3_server_by_loopback_names_save_one_checkpoint() -> None:
+    """Rank 0's config said http://localhost:8333, rank 1's http://127.0.0.1:8333: the save
+    target compared the endpoints as written and refused one server as two lakes."""
+    from types import SimpleNamespace
+
+    from ckptlake.torch.dcp import _SaveTarget
+
+    def target(endpoint: str, bucket: str = "bkt") -> Any:
+        client = SimpleNamespace(meta=SimpleNamespace(endpoint_url=endpoint))
+        lake = SimpleNamespace(url=f"s3://{bucket}/lake", store=SimpleNamespace(_client=client))
+        return _SaveTarget.of(SimpleNamespace(lake=lake, artifact="run", step=3))  # type: ignore
+
+    assert target("http://localhost:8333").key == target("http://127.0.0.1:8333/").key
+    assert target("http://localhost:8333").key != target("http://localhost:9000").key
+    assert target("http://localhost:8333").key != target("http://localhost:8333", "b2").key
+    assert target("https://s3.example.com").key != target("http://s3.example.com").key

@@ -228,9 +228,12 @@ _OVERLAP_TEXT = {"same": "is the origin lake itself", "inside": "is inside the o
                  "holds": "holds the origin lake under its prefix"}
 
 
-def _server(endpoint: str | None) -> tuple[str, str, int | None, str] | None:
+def server_of(endpoint: str | None) -> tuple[str, str, int | None, str] | None:
     """An endpoint URL as what names the server: scheme and host compared case-insensitively,
-    the scheme's default port spelled out.  None is AWS's own endpoint."""
+    the scheme's default port spelled out, this host's loopback names as one (`localhost`,
+    127.0.0.1, ::1: one server on this machine, however a config spells it).  Other names
+    are not resolved: two names on one address may well be two services (virtual hosts; R2's
+    per-account endpoints).  None is AWS's own endpoint."""
     if not endpoint:
         return None
     from urllib.parse import urlsplit
@@ -242,7 +245,10 @@ def _server(endpoint: str | None) -> tuple[str, str, int | None, str] | None:
     except ValueError:  # not a port: compared as written
         return scheme, parts.netloc.lower(), None, parts.path.rstrip("/")
     port = port or {"http": 80, "https": 443}.get(scheme)
-    return scheme, (parts.hostname or "").lower(), port, parts.path.rstrip("/")
+    host = (parts.hostname or "").lower().rstrip(".")
+    if host in ("localhost", "::1") or host.startswith("127.") and host.count(".") == 3:
+        host = "localhost"
+    return scheme, host, port, parts.path.rstrip("/")
 
 
 def overlap(a: str, a_endpoint: str | None, b: str, b_endpoint: str | None) -> str | None:
@@ -253,7 +259,7 @@ def overlap(a: str, a_endpoint: str | None, b: str, b_endpoint: str | None) -> s
     after inheritance: see inherited_endpoint), so an unset one is AWS's and differs from any
     custom one: `s3://ml-ckpts` at AWS and `s3://ml-ckpts/eu` on a MinIO are two buckets that
     happen to share a name."""
-    if a.startswith("s3://") and _server(a_endpoint) != _server(b_endpoint):
+    if a.startswith("s3://") and server_of(a_endpoint) != server_of(b_endpoint):
         return None
     la, lb = _location(a), _location(b)
     if la is None or lb is None:

@@ -74,6 +74,7 @@ from ..core.values import check_arg
 from ..errors import Conflict, IntegrityError, NotFound, UsageError
 from ..format import layout
 from ..format.refs import Ref, validate_artifact
+from ..policy.replicas import server_of
 from ._args import check_lake, check_version_fields
 from .planread import DEFAULT_WINDOW
 
@@ -123,7 +124,13 @@ class _SaveTarget:
         if url.startswith("s3://"):
             client = getattr(writer.lake.store, "_client", None)
             endpoint = getattr(getattr(client, "meta", None), "endpoint_url", None)
-            lake = f"{url} at {endpoint}" if endpoint else url
+            server = server_of(endpoint)  # (`localhost` and 127.0.0.1 are one server)
+            if server is not None:
+                scheme, host, port, path = server
+                url_ = f"{scheme}://{host}" + (f":{port}" if port is not None else "") + path
+                lake = f"{url} at {url_}"
+            else:
+                lake = url
         return cls(lake, writer.artifact, writer.step, url)
 
     @property
