@@ -23,8 +23,8 @@ from .format import layout
 from .format.refs import Ref, parse_ref, validate_alias, validate_artifact
 from .policy.config import (DEFAULT_CONCURRENCY, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE,
                             check_chunk_size, check_concurrency, check_part_settings)
-from .results import (AliasRemoveResult, AliasResult, ArtifactInfo, DeleteResult, PullResult,
-                      PushResult, VerifyResult, VersionInfo)
+from .results import (AliasRemoveResult, AliasResult, ArtifactInfo, DeleteResult,
+                      DiscardResult, PullResult, PushResult, VerifyResult, VersionInfo)
 from .store.base import Store
 from .transfer.parts import Parts
 from .transfer.progress import NullProgress, Progress
@@ -820,6 +820,35 @@ class Lake:
         if artifact is not None:
             validate_artifact(artifact)
         return shards.pending(self.store, artifact)
+
+    def discard_pending(self, artifact: str, step: int, *, reason: str | None = None,
+                        dry_run: bool = False, stale_after: float | None = None
+                        ) -> DiscardResult:
+        """Discard a sharded step that never committed (`ckptlake rm ARTIFACT@step=N
+        --pending`): a crashed save whose records block its re-run ("already pushed with
+        other files") and keep their chunks alive as gc roots.  Afterwards the step saves
+        again as a fresh one, and gc sweeps the chunks only it used after the grace period.
+
+        Refused (PolicyRefusal, exit 7) for a committed step (rm ARTIFACT@vN deletes its
+        version) and for a claim updated less than `stale_after` seconds ago (default
+        core/shards.DEFAULT_STALE_AFTER): an owner may be committing it.  NotFound if the step
+        has nothing under it; Conflict if the commit turns out to have landed.  dry_run:
+        the checks, nothing written.  The protocol: docs/format.md, "Discarding a pending
+        step"."""
+        from .core import shards
+        from .redact import redact
+
+        validate_artifact(artifact)
+        step = check_arg("step", step, "int", minimum=0)
+        layout.check_step(step)
+        check_arg("dry_run", dry_run, "bool")
+        stale_after = check_arg("stale_after", stale_after, "seconds", optional=True)
+        reason = check_reason(reason)
+        if reason is not None:
+            reason = redact(reason)  # it is stored in the claim and shown by every push
+        return shards.discard_step(
+            self.store, artifact, step, lake_url=self.url, reason=reason, dry_run=dry_run,
+            stale_after=shards.DEFAULT_STALE_AFTER if stale_after is None else stale_after)
 
     def checkpointer(self, artifact: str, **options: Any) -> "Checkpointer":
         """An asynchronous checkpointer for `artifact`: `save()`/`save_state()` return at once

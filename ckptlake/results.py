@@ -153,6 +153,34 @@ class DeleteResult(_Result):
 
 
 @dataclass(frozen=True)
+class DiscardResult(_Result):
+    """`rm ARTIFACT@step=N --pending` / `Lake.discard_pending`: a sharded step that never
+    committed (a crashed save), discarded so the step can be saved again; with dry_run, what
+    would go.  No chunk is deleted here: the records were gc roots, and gc's sweep takes the
+    chunks nothing else references after retention.grace_period (docs/format.md, "Discarding
+    a pending step")."""
+
+    lake: str
+    artifact: str
+    step: int
+    world: int  # of the claim, else the largest world among the records
+    state: str  # as `ls --pending` said: incomplete | ready | stale | failed | conflict
+    ranks: list[int]  # ranks of `world` whose record was in
+    records: int  # shard records deleted (would be, with dry_run), of every world
+    keys: list[str]  # their keys
+    reason: str  # kept in the step's claim while the discard runs (default: who)
+    dry_run: bool
+    discarded: bool  # False with dry_run
+    error: str | None = None  # why an earlier commit failed, for a failed step
+    version: int | None = None  # the intended version number of the commit that stopped
+    newest_record_age_seconds: float | None = None  # how long ago the last record came in
+
+    @property
+    def ref(self) -> str:
+        return f"{self.artifact}@step={self.step}"
+
+
+@dataclass(frozen=True)
 class VerifyResult(_Result):
     """What `verify` found (core/verify.py).  `problems` make the CLI exit 5; orphan chunks
     and warnings do not (gc collects orphans; warnings need a person, not a repair)."""

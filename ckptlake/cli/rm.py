@@ -1,4 +1,5 @@
-"""`ckptlake rm REF`: delete one version by hand (a bad checkpoint, one pushed with a secret)."""
+"""`ckptlake rm REF`: delete one version by hand (a bad checkpoint, one pushed with a secret);
+with --pending, discard a sharded step that never committed (a crashed save)."""
 from __future__ import annotations
 
 import sys
@@ -13,12 +14,17 @@ from .output import Output, format_age, format_bytes, isatty, lake_origin, lake_
     open_lake, plural, require_lake
 
 if TYPE_CHECKING:
-    from ..results import DeleteResult
+    from ..format.refs import Ref
+    from ..results import DeleteResult, DiscardResult
 
 HELP = ("Delete one version of an artifact: it cannot be read any more, at once.\n\n"
         "Its chunks stay in storage until gc sweeps the ones no other version uses, after "
         "retention.grace_period.  --dry-run says what would be deleted.  Otherwise rm asks on "
-        "a terminal, and elsewhere needs --yes.")
+        "a terminal, and elsewhere needs --yes.\n\n"
+        "With --pending, REF is ARTIFACT@step=N and rm discards that sharded step instead: a "
+        "save (e.g. torch DCP) that crashed before its commit, whose shard records block a "
+        "re-run of the step and keep their chunks from gc.  Refused for a committed step and "
+        "for a commit under way that is not stale yet.")
 EPILOG = epilog(
     "Example: ckptlake rm gpt2/run-7/ckpt@v12 --reason 'pushed with an API token in it' --yes",
     "Never deletes an artifact's latest version (the next push would take its number again: "
@@ -27,13 +33,17 @@ EPILOG = epilog(
     "ARTIFACT --all; lineage shows it as expired).  To get its bytes out of storage (a leaked "
     "secret): ckptlake gc --yes condemns the chunks only it used once they are older than "
     "retention.grace_period, and a gc run a grace period later deletes them (one run, with "
-    "grace_period: 0s); docs/format.md, 'Deleting (gc)'.")
+    "grace_period: 0s); docs/format.md, 'Deleting (gc)'.",
+    "Example: ckptlake rm gpt2/run-7/ckpt@step=2000 --pending --reason 'rank 3 OOM-killed' "
+    "--yes (see the pending steps with ckptlake ls ARTIFACT --pending; then save the step "
+    "again, with any world size).  docs/format.md, 'Discarding a pending step'.")
 
 
 def rm(
     ref: Annotated[str, typer.Argument(
         metavar="REF", show_default=False,
-        help="The version to delete: ARTIFACT@vN (or any ARTIFACT@SELECTOR naming one).")],
+        help="The version to delete: ARTIFACT@vN (or any ARTIFACT@SELECTOR naming one); "
+             "with --pending, the step to discard: ARTIFACT@step=N.")],
     reason: Annotated[Optional[str], typer.Option(
         "--reason", metavar="TEXT", show_default=False,
         help="Why, kept in the version's tombstone and shown by every later read of it; one "
@@ -43,6 +53,9 @@ def rm(
         "--dry-run", help="Say what would be deleted and change nothing.")] = False,
     yes: Annotated[bool, typer.Option(
         "--yes", "-y", help="Delete without asking.")] = False,
+    pending: Annotated[bool, typer.Option(
+        "--pending", help="Discard the sharded step ARTIFACT@step=N that never committed "
+                          "(its shard records and claim), so it can be saved again.")] = False,
     lake: LakeOpt = None,
     endpoint_url: EndpointOpt = None,
     profile: ProfileOpt = None,
@@ -66,6 +79,10 @@ def rm(
 
         parsed = parse_ref(ref)
         reason = check_reason(reason, "--reason")  # as Lake.delete does, before the lake opens
+        if pending:
+            _discard(out, common, step_ref(parsed, ref), reason=reason, dry_run=dry_run,
+                     yes=yes)
+            return
         handle = open_lake(common)
         try:
             out.lake_line(handle)
@@ -90,6 +107,79 @@ def rm(
             out.result(doc, f"deleted {describe(result)}\n{chunks_note(result)}")
         finally:
             handle.close()
+
+
+def step_ref(parsed: "Ref", text: str) -> "Ref":
+    """REF of `rm --pending`: a pending step has no version, so only @step=N names it."""
+    from ..errors import UsageError
+
+    if parsed.kind != "step":
+        raise UsageError(f"--pending discards a step that never committed: REF must be "
+                         f"ARTIFACT@step=N, got {text!r}",
+                         hint=f"ckptlake ls {parsed.artifact} --pending lists the pending "
+                              "steps; without --pending, rm deletes a version")
+    return parsed
+
+
+def _discard(out: Output, common: CommonOptions, ref: "Ref", *, reason: str | None,
+             dry_run: bool, yes: bool) -> None:
+    """rm's flow for a pending step: plan (every check, nothing written), ask, discard.  The
+    discard checks everything again, so a commit that starts while the user reads the
+    question is refused, not discarded."""
+    from ..errors import PolicyRefusal
+
+    artifact, step = ref.artifact, int(ref.value)  # type: ignore[arg-type]
+    handle = open_lake(common)
+    try:
+        out.lake_line(handle)
+        require_lake(handle)
+        plan = handle.discard_pending(artifact, step, reason=reason, dry_run=True)
+        doc: dict[str, Any] = {**plan.to_dict(), "lake": lake_url(handle),
+                               "lake_origin": lake_origin(handle)}
+        if dry_run:
+            out.result(doc, f"would discard {describe_pending(plan)}\n{pending_note(plan)}")
+            return
+        if not yes:
+            if not out.json and isatty(sys.stdin) and isatty(sys.stderr):
+                out.note(f"{describe_pending(plan)}\n{pending_note(plan)}")
+                if not confirm(f"Discard {plan.ref} from {lake_url(handle)}?", "rm"):
+                    raise PolicyRefusal("rm cancelled; nothing was changed")
+            else:
+                raise PolicyRefusal(f"rm would discard the pending step {plan.ref}; nothing "
+                                    "was changed",
+                                    hint="see what with --dry-run, discard it with --yes")
+        result = handle.discard_pending(artifact, step, reason=reason)
+        doc = {**result.to_dict(), "lake": lake_url(handle),
+               "lake_origin": lake_origin(handle)}
+        out.result(doc, f"discarded {describe_pending(result)}\n{pending_note(result)}")
+    finally:
+        handle.close()
+
+
+def describe_pending(r: "DiscardResult") -> str:
+    """'a/b@step=2000 (incomplete: ranks 0, 2 of 4 in, 2 shard records, the last 3h ago);
+    reason: ...'."""
+    ranks = ", ".join(map(str, r.ranks)) or "none"
+    last = ("" if r.newest_record_age_seconds is None else
+            f", the last {format_age_seconds(r.newest_record_age_seconds)} ago")
+    failed = f"; it failed: {r.error}" if r.error else ""
+    return (f"{r.ref} ({r.state}: ranks {ranks} of {r.world} in, "
+            f"{plural(r.records, 'shard record')}{last}{failed}); reason: {r.reason}")
+
+
+def format_age_seconds(seconds: float) -> str:
+    from datetime import datetime, timedelta, timezone
+
+    then = datetime(2000, 1, 1, tzinfo=timezone.utc)
+    return format_age(then, then + timedelta(seconds=seconds))
+
+
+def pending_note(r: "DiscardResult") -> str:
+    """What the discard frees and what it does not: the step, not the chunks (gc's job)."""
+    when = "can now" if r.discarded else "could then"
+    return (f"the step {when} be saved again, as a fresh step of any world size; chunks only "
+            "its records used stay in storage until gc deletes them (`ckptlake gc --yes`, "
+            "after retention.grace_period)")
 
 
 def confirm(question: str, command: str) -> bool:

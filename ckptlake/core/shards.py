@@ -32,6 +32,10 @@ lake (docs/format.md, "Sharded commits"):
 A rank that sees the full set but loses the claim waits (polling the claim) until the step is
 committed, taking over if the owner goes stale; a rank that does not see the full set returns at
 once: the step is pending until the last rank arrives.
+
+A step that never committed (a crashed save) is discarded by `discard_step` (`ckptlake rm
+ARTIFACT@step=N --pending`): it fails the claim first -- a state every ckptlake obeys -- then
+deletes the records and the claim, so the step can be saved again from scratch.
 """
 from __future__ import annotations
 
@@ -50,7 +54,7 @@ from ..errors import (AccessDenied, Conflict, IntegrityError, NotFound, Precondi
                       TransferError, UsageError)
 from ..format import layout
 from ..format.manifest import FileEntry, Manifest, decode_manifest
-from ..results import _Result
+from ..results import DiscardResult, _Result
 from ..store.base import Store
 from ..transfer.progress import NullProgress, Progress
 from . import clock
@@ -300,7 +304,8 @@ def merge_records(records: Sequence[ShardRecord], *, artifact: str, step: int, w
             raise Conflict(f"{artifact} step {step}: rank {rec.rank}'s shard record names "
                            f"hash {rec.manifest.hash!r}, the lake header {hash_algo!r} (the "
                            "header changed while the step was pending)",
-                           hint="remove the step's @shards records and push every rank again")
+                           hint=f"`ckptlake rm {artifact}@step={step} --pending --yes` "
+                                "discards its shard records; then push every rank again")
     by_path: dict[str, tuple[int, FileEntry]] = {}
     dirs: set[str] = set()
     metrics: dict[str, float] = {}
@@ -674,7 +679,8 @@ def _finish_step(store: Store, artifact: str, step: int, world: int, *, key: str
                 return claim.version, False
             if claim.state == "failed":
                 raise Conflict(f"{artifact} step {step} cannot be committed: {claim.error}",
-                               hint="remove its shard records and push every rank again")
+                               hint=f"`ckptlake rm {artifact}@step={step} --pending --yes` "
+                                    "discards its shard records; then push every rank again")
             if claim.owner != owner:
                 age = claim.age()
                 if age < stale_after and not claim.released:
@@ -773,7 +779,7 @@ def begin_shard(store: Store, artifact: str, *, step: int, rank: int, world: int
         held, removable = _earlier_save(store, artifact, step, other, keys)
         raise Conflict(f"{artifact} step {step} is held by {held}: it was written by a world "
                        f"of {other} shard records, this save by {world}",
-                       hint=_rerun_hint(artifact, step, removable and len(others) == 1))
+                       hint=_rerun_hint(artifact, step, removable))
     if has_claim:
         # A rank of a step committed and since deleted by gc (a job restarted from an old
         # step): say so before its bytes are uploaded as chunks nothing would reference.
@@ -840,7 +846,8 @@ def record_shard(store: Store, artifact: str, *, header: Any, created: "bool | s
         raise Conflict(f"{artifact} step {step} has shard records of a world of "
                        f"{', '.join(map(str, sorted(others)))} as well as {world}: saves of "
                        "different world sizes wrote the step",
-                       hint=_rerun_hint(artifact, step, False))
+                       hint=_rerun_hint(artifact, step,
+                                        _earlier_save(store, artifact, step, world, keys)[1]))
     present_ranks = {r for r, w in keys if w == world}
     version, here = None, False
     if len(present_ranks) == world or has_claim:
@@ -865,8 +872,8 @@ def record_shard(store: Store, artifact: str, *, header: Any, created: "bool | s
 def _earlier_save(store: Store, artifact: str, step: int, world: int,
                   keys: dict[tuple[int, int], str]) -> tuple[str, bool]:
     """How an earlier save of a world of `world` records holds the step, for a refusal, and
-    whether its records could be deleted by hand without losing a version (no claim yet, so
-    no manifest of the step can exist)."""
+    whether `rm ARTIFACT@step=N --pending` may discard it (it never committed; a commit under
+    way is discarded only once stale, which that command checks)."""
     n = sum(1 for _, w in keys if w == world)
     try:
         got = _read_claim(store, layout.shard_claim_key(artifact, step))
@@ -878,14 +885,15 @@ def _earlier_save(store: Store, artifact: str, step: int, world: int,
     if claim is not None and claim.state == "failed":
         return f"an earlier save that failed ({claim.error})", True
     return (f"an earlier save that did not finish ({n} of {world} shard records in"
-            + ("; its commit was under way)" if claim is not None else ")"), claim is None)
+            + ("; its commit was under way)" if claim is not None else ")"), True)
 
 
 def _rerun_hint(artifact: str, step: int, removable: bool) -> str:
     hint = "a step is written once: save this checkpoint as another step"
     if removable:
-        hint += (f", or delete that save's records (the objects under "
-                 f"{layout.shard_step_prefix(artifact, step)} in the lake) and save it again")
+        hint += (f", or discard that save (`ckptlake rm {artifact}@step={step} --pending "
+                 f"--yes` deletes its records under {layout.shard_step_prefix(artifact, step)}) "
+                 "and save it again")
     return (hint + f"; `ckptlake ls {artifact} --pending` lists unfinished steps (a DCP save "
             "of R ranks writes R + 1 shard records: one per rank, one for .metadata)")
 
@@ -955,3 +963,165 @@ def classify_step(artifact: str, step: int, records: set[tuple[int, int]],
         version=claim.version if claim else None,
         error=claim.error if claim else (
             f"shards of world sizes {sorted(worlds)}" if len(worlds) > 1 else None))
+
+
+# ---- discarding a pending step ----------------------------------------------------------------
+
+# How many passes delete records that appear while a discard runs (ranks still pushing); a
+# record written after the last pass belongs to a save that found the step failed and was told.
+_DISCARD_PASSES = 3
+
+
+def discard_step(store: Store, artifact: str, step: int, *, lake_url: str,
+                 reason: str | None = None, dry_run: bool = False,
+                 stale_after: float = DEFAULT_STALE_AFTER) -> DiscardResult:
+    """Delete a step that never committed (its records and claim), so it can be saved again.
+
+    Why a protocol and not a prefix delete: ranks of the save (or of its re-run) may still be
+    pushing, and an owner presumed dead may still be committing.  The step is first *taken*
+    with a state every ckptlake already obeys -- the claim `failed` ("discarded by ...") stops
+    every committer and takeover with a Conflict -- then its records go, the claim last, so a
+    crash midway leaves a failed step that running this again finishes (docs/format.md,
+    "Discarding a pending step").  A live claim and a committed step are refused (exit 7); a
+    commit found to have landed at the claim's intent is recorded as committed, not
+    discarded (Conflict, exit 6).
+    """
+    key = layout.shard_claim_key(artifact, step)
+    for _ in range(100):
+        keys, newest = _list_step_records(store, artifact, step)
+        got = _read_claim(store, key)
+        if not keys and got is None:
+            raise NotFound(f"{artifact} has no pending step {step}: no shard records and no "
+                           "claim under it",
+                           hint=f"`ckptlake ls {artifact} --pending` lists its pending steps")
+        claim, etag = got if got is not None else (None, "")
+        now = utcnow()
+        if claim is not None:
+            _refuse_discard(store, artifact, step, claim, now, stale_after)
+        state = classify_step(artifact, step, set(keys), claim, now=now,
+                              stale_after=stale_after)
+        assert state is not None  # only a committed claim classifies as None: refused above
+        who = user_at_host()
+        plan = DiscardResult(
+            lake=lake_url, artifact=artifact, step=step, world=state.world, state=state.state,
+            ranks=state.ranks, records=len(keys), keys=sorted(keys.values()),
+            reason=reason or f"discarded by hand by {who}", dry_run=dry_run, discarded=False,
+            error=state.error if state.state == "failed" else None, version=state.version,
+            newest_record_age_seconds=None if newest is None
+            else round(max(0.0, (now - newest).total_seconds()), 1))
+        if dry_run:
+            return plan
+        # Take the step: from here no rank commits it, and no takeover moves its intent.
+        error = f"discarded by {who}" + (f": {reason}" if reason else "")
+        try:
+            if claim is None:
+                taken = Claim(artifact=artifact, step=step, world=state.world,
+                              commit_id=uuid.uuid4().hex, state="failed", owner=_new_owner(),
+                              updated=now, error=error)
+                etag = create_once(store, key, taken.encode())
+            else:
+                # commit_id and intent stay: a re-run of an interrupted discard checks the
+                # intent again, and so would a takeover by an older ckptlake (it never does:
+                # a failed claim stops it).
+                taken = replace(claim, state="failed", owner=_new_owner(), updated=now,
+                                error=error)
+                etag = _cas(store, key, taken, etag)
+        except (PreconditionFailed, _LostClaim):
+            continue  # someone created or moved the claim meanwhile: look again
+        if claim is not None and claim.version is not None:
+            _check_not_committed(store, claim, key, taken, etag, keys)
+        deleted = _delete_step_records(store, artifact, step)
+        store.delete([key])
+        return replace(plan, discarded=True, records=len(deleted), keys=deleted)
+    raise Conflict(f"{artifact} step {step}: its claim kept changing while it was being "
+                   "discarded", hint="a save of the step is running: stop it, then run this "
+                                     "again")
+
+
+def _refuse_discard(store: Store, artifact: str, step: int, claim: Claim, now: datetime,
+                    stale_after: float) -> None:
+    """PolicyRefusal for a step that is not a crashed save: committed, or an owner at work."""
+    from ..errors import PolicyRefusal
+
+    if claim.state == "committed":
+        if claim.version is None:
+            raise PolicyRefusal(f"{artifact} step {step} is committed; it is not pending")
+        try:
+            _check_still_there(store, artifact, step, claim.version)
+        except NotFound as gone:
+            raise PolicyRefusal(
+                f"{gone.message}; a committed step is never saved again, so it is not "
+                "discarded", hint=f"save the checkpoint as another step; `ckptlake ls "
+                                  f"{artifact} --pending` lists the pending steps") from None
+        raise PolicyRefusal(
+            f"{artifact} step {step} is committed as v{claim.version}: ckptlake rm "
+            f"{artifact}@v{claim.version} deletes it",
+            hint="--pending discards only steps that never committed (ckptlake ls "
+                 f"{artifact} --pending)")
+    if claim.state in ("claimed", "committing") and not claim.released:
+        age = claim.age(now)
+        if age < stale_after:
+            raise PolicyRefusal(
+                f"{artifact} step {step} is being committed by {claim.owner} (its claim is "
+                f"{claim.state}, updated {age:.0f} s ago): it goes stale in "
+                f"{stale_after - age:.0f} s if that owner is dead",
+                hint="wait for the commit; if no rank of the save is alive, run this again "
+                     f"once `ckptlake ls {artifact} --pending` shows the step stale")
+
+
+def _check_not_committed(store: Store, claim: Claim, key: str, taken: Claim, etag: str,
+                         keys: dict[tuple[int, int], str]) -> None:
+    """After taking the step: the claim's intent N may hold the step's commit (its owner got
+    as far as the manifest).  Then the step *is* committed: record it as a takeover would
+    (claim committed with N and the records' aliases, set unless moved since) and refuse.  A
+    tombstone at N carrying the commit_id means committed and deleted since: nothing of it is
+    left to keep, so the discard goes on.  The manifest is read before the tombstone (gc
+    writes the tombstone first)."""
+    n = claim.version
+    assert n is not None
+    if _manifest_commit_id(store, claim.artifact, n) != claim.commit_id:
+        return
+    try:
+        records = _load_records(store, claim.artifact, claim.step, claim.world, keys)
+        aliases: tuple[str, ...] | None = tuple(sorted({a for r in records for a in r.aliases}))
+    except (NotFound, IntegrityError):
+        aliases = None  # unknown: never set later (as for a claim of an older ckptlake)
+    done = replace(claim, state="committed", version=n, updated=utcnow(), error=None,
+                   aliases=aliases, aliases_set=None if aliases is None else not aliases)
+    with contextlib.suppress(_LostClaim):
+        etag = _cas(store, key, done, etag)
+        _set_step_aliases(store, key, done, etag, repeat=True)
+    raise Conflict(f"{claim.artifact} step {claim.step} was committed as v{n} (its "
+                   "commit landed before the discard took the step); nothing was discarded",
+                   hint=f"ckptlake rm {claim.artifact}@v{n} deletes that version")
+
+
+def _list_step_records(store: Store, artifact: str, step: int
+                       ) -> tuple[dict[tuple[int, int], str], datetime | None]:
+    """_list_step's records, and when the newest of them was written (None: no record)."""
+    records: dict[tuple[int, int], str] = {}
+    newest: datetime | None = None
+    for info in store.list(layout.shard_step_prefix(artifact, step)):
+        parsed = layout.parse_shard_key(info.key)
+        if parsed and parsed[0] == artifact and parsed[1] == step and parsed[2] is not None \
+                and info.size > 0:
+            records[(parsed[2], parsed[3])] = info.key  # type: ignore[index]
+            newest = info.modified if newest is None else max(newest, info.modified)
+    return records, newest
+
+
+def _delete_step_records(store: Store, artifact: str, step: int) -> list[str]:
+    """Delete every shard record of the step, of every world, empty ones too (a PUT cut
+    after its head); listed again after each pass, for records that came in meanwhile."""
+    deleted: list[str] = []
+    for _ in range(_DISCARD_PASSES):
+        found = []
+        for info in store.list(layout.shard_step_prefix(artifact, step)):
+            parsed = layout.parse_shard_key(info.key)
+            if parsed and parsed[0] == artifact and parsed[1] == step and parsed[2] is not None:
+                found.append(info.key)
+        if not found:
+            break
+        store.delete(found)
+        deleted.extend(k for k in found if k not in deleted)
+    return sorted(deleted)

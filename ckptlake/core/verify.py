@@ -540,10 +540,11 @@ class _Run:
                 continue
             self.pending.append(state.to_dict())
             if state.state in ("stale", "failed", "conflict"):
+                discard = (f"`ckptlake rm {artifact}@step={step} --pending --yes` discards it; "
+                           "then push every rank again")
                 what = {"stale": "its commit looks abandoned: push any rank again to take over",
-                        "failed": f"its commit failed ({state.error}): remove its @shards "
-                                  "records and push every rank again",
-                        "conflict": f"{state.error}: remove the wrong records"}[state.state]
+                        "failed": f"its commit failed ({state.error}): {discard}",
+                        "conflict": f"{state.error}: {discard}"}[state.state]
                 self.warnings.append(f"step {step} of {artifact} is {state.state}: {what}")
 
     # -- gc's records

@@ -1,0 +1,337 @@
+"""Discarding a sharded step that never committed (`ckptlake rm ARTIFACT@step=N --pending`,
+`Lake.discard_pending`): a crashed save stops blocking its re-run and stops holding its chunks
+as gc roots, while live and committed steps are refused (docs/format.md, "Discarding a pending
+step")."""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Iterable
+
+import pytest
+from typer.testing import CliRunner
+
+import ckptlake
+from ckptlake.cli.app import app
+from ckptlake.core import shards
+from ckptlake.core.identity import utcnow
+from ckptlake.errors import Conflict, NotFound, PolicyRefusal, TransferError
+from ckptlake.format import layout
+from ckptlake.lake import Lake
+from ckptlake.policy.retention import RetentionPolicy, Rule
+from ckptlake.store.memory import MemoryStore
+
+ART = "dd/ckpt"
+
+
+@pytest.fixture
+def lake(local_lake_url: str):
+    with ckptlake.open(local_lake_url) as lk:
+        yield lk
+
+
+def rank_dir(root: Path, rank: int, *, seed: int = 0, name: str | None = None,
+             size: int = 150_000, extra: dict[str, bytes] | None = None) -> Path:
+    """One rank's DCP-like files: `__<rank>_0.distcp` (random, by seed), or `name`."""
+    d = root / f"r{rank}-s{seed}-{name or 'x'}-{random.random()}"
+    d.mkdir(parents=True)
+    (d / (name or f"__{rank}_0.distcp")).write_bytes(random.Random(seed * 1000 + rank)
+                                                     .randbytes(size))
+    for n, data in (extra or {}).items():
+        (d / n).write_bytes(data)
+    return d
+
+
+def paths(lake: Lake, ref: str) -> list[str]:
+    return [f["path"] for f in lake.files(ref)["files"]]
+
+
+def step_keys(lake: Lake, step: int) -> set[str]:
+    return {i.key for i in lake.store.list(layout.shard_step_prefix(ART, step))}
+
+
+def claim_of(lake: Lake, step: int) -> shards.Claim:
+    key = layout.shard_claim_key(ART, step)
+    return shards.decode_claim(lake.store.get(key), key=key)
+
+
+def put_claim(lake: Lake, step: int, world: int, **kw: Any) -> None:
+    claim = shards.Claim(artifact=ART, step=step, world=world, commit_id="c0ffee",
+                         owner="trainer@node-3:77:abc", updated=utcnow(), **kw)
+    lake.store.put(layout.shard_claim_key(ART, step), claim.encode())
+
+
+def records_only(lake: Lake, dirs: Iterable[tuple[Path, int]], step: int, world: int) -> None:
+    """Records in, nobody committing (a crash right after the last record)."""
+    real = shards.finish_step
+    shards.finish_step = lambda *a, **kw: (None, False)  # type: ignore[assignment]
+    try:
+        for d, rank in dirs:
+            lake.push_shard(d, ART, step=step, rank=rank, world=world)
+    finally:
+        shards.finish_step = real  # type: ignore[assignment]
+
+
+# ---- the library ------------------------------------------------------------------------------
+
+def test_crashed_step_is_discarded_and_saved_again_with_other_contents(lake, tmp_path) -> None:
+    """A DCP-shaped save of 2 ranks (world 3: two .distcp records and .metadata) that crashed
+    after rank 0: its re-run with other bytes is refused until the step is discarded."""
+    assert lake.push_shard(rank_dir(tmp_path, 0), ART, step=7, rank=0, world=3).version is None
+    with pytest.raises(Conflict, match="already pushed with other files") as info:
+        lake.push_shard(rank_dir(tmp_path, 0, seed=1), ART, step=7, rank=0, world=3)
+    assert f"ckptlake rm {ART}@step=7 --pending --yes" in (info.value.hint or "")
+
+    plan = lake.discard_pending(ART, 7, dry_run=True)
+    assert (plan.state, plan.world, plan.ranks, plan.records, plan.discarded) == (
+        "incomplete", 3, [0], 1, False)
+    assert len(step_keys(lake, 7)) == 1  # the dry run wrote nothing
+    done = lake.discard_pending(ART, 7, reason="rank 1 was OOM-killed")
+    assert (done.discarded, done.records, done.reason) == (True, 1, "rank 1 was OOM-killed")
+    assert done.keys == [layout.shard_record_key(ART, 7, 0, 3)]
+    assert step_keys(lake, 7) == set() and lake.pending() == []
+    with pytest.raises(NotFound, match=f"{ART} has no pending step 7"):
+        lake.discard_pending(ART, 7)
+
+    # The re-run, another world size (1 rank + .metadata) and other bytes: one fresh commit.
+    r0 = lake.push_shard(rank_dir(tmp_path, 0, seed=1), ART, step=7, rank=0, world=2)
+    meta = lake.push_shard(rank_dir(tmp_path, 1, seed=1, name=".metadata", size=300), ART,
+                           step=7, rank=1, world=2)
+    assert (r0.version, meta.version, meta.committed_here) == (None, 1, True)
+    assert paths(lake, f"{ART}@step=7") == [".metadata", "__0_0.distcp"]
+    assert claim_of(lake, 7).state == "committed"
+    checked = lake.verify(ART)
+    assert checked.ok and checked.pending_steps == [] and checked.shard_steps_checked == 1
+
+
+def test_a_failed_step_becomes_committable(lake, tmp_path) -> None:
+    records_only(lake, [(rank_dir(tmp_path, 0), 0), (rank_dir(tmp_path, 1), 1)], 3, 2)
+    put_claim(lake, 3, 2, state="failed", error="ranks 0 and 1 both wrote 'x' with different "
+                                                "contents")
+    with pytest.raises(Conflict, match="cannot be committed") as info:
+        lake.push_shard(rank_dir(tmp_path, 0), ART, step=3, rank=0, world=2)
+    assert f"ckptlake rm {ART}@step=3 --pending" in (info.value.hint or "")
+    done = lake.discard_pending(ART, 3)
+    assert (done.state, done.records, done.error) == ("failed", 2, "ranks 0 and 1 both wrote "
+                                                      "'x' with different contents")
+    assert done.reason.startswith("discarded by hand by ")
+    assert step_keys(lake, 3) == set()
+    for rank in (0, 1):
+        r = lake.push_shard(rank_dir(tmp_path, rank, seed=2), ART, step=3, rank=rank, world=2)
+    assert r.version == 1
+
+
+def test_a_live_claim_is_refused_and_a_stale_one_discarded(lake, tmp_path) -> None:
+    records_only(lake, [(rank_dir(tmp_path, 0), 0), (rank_dir(tmp_path, 1), 1)], 4, 2)
+    put_claim(lake, 4, 2, state="committing", version=1)
+    before = step_keys(lake, 4)
+    with pytest.raises(PolicyRefusal, match=r"is being committed by trainer@node-3:77:abc .* "
+                                            r"goes stale in \d+ s") as info:
+        lake.discard_pending(ART, 4)
+    assert info.value.exit_code == 7
+    assert step_keys(lake, 4) == before and claim_of(lake, 4).state == "committing"
+    # Its owner died: once stale (here: a shorter stale_after), the step is discarded.
+    done = lake.discard_pending(ART, 4, stale_after=0)
+    assert (done.state, done.version, done.records) == ("stale", 1, 2)
+    assert step_keys(lake, 4) == set()
+    assert not lake.store.exists(layout.version_key(ART, 1))
+
+
+def test_a_committed_step_is_refused(lake, tmp_path) -> None:
+    for rank in (0, 1):
+        lake.push_shard(rank_dir(tmp_path, rank), ART, step=5, rank=rank, world=2)
+    before = step_keys(lake, 5)
+    with pytest.raises(PolicyRefusal, match=rf"step 5 is committed as v1: ckptlake rm "
+                                            rf"{ART}@v1 deletes it") as info:
+        lake.discard_pending(ART, 5)
+    assert info.value.exit_code == 7 and step_keys(lake, 5) == before
+
+
+def test_a_stale_commit_whose_manifest_landed_is_recorded_not_discarded(lake, tmp_path,
+                                                                        monkeypatch) -> None:
+    """The owner wrote v1 and died before its claim said committed: the step IS committed."""
+    lake.push_shard(rank_dir(tmp_path, 0), ART, step=6, rank=0, world=2)
+    real = shards._cas
+
+    class Crash(BaseException):
+        pass
+
+    def dying(store, key, claim, etag):  # type: ignore[no-untyped-def]
+        if claim.state == "committed":
+            raise Crash()
+        return real(store, key, claim, etag)
+
+    monkeypatch.setattr(shards, "_cas", dying)
+    with pytest.raises(Crash):
+        lake.push_shard(rank_dir(tmp_path, 1), ART, step=6, rank=1, world=2, aliases=["best"])
+    monkeypatch.setattr(shards, "_cas", real)
+    key = layout.shard_claim_key(ART, 6)
+    lake.store.put(key, replace(claim_of(lake, 6),
+                                updated=utcnow() - timedelta(hours=1)).encode())
+    before = step_keys(lake, 6)
+    with pytest.raises(Conflict, match=r"step 6 was committed as v1 .*nothing was discarded"
+                       ) as info:
+        lake.discard_pending(ART, 6)
+    assert info.value.exit_code == 6
+    assert step_keys(lake, 6) == before
+    claim = claim_of(lake, 6)
+    assert (claim.state, claim.version, claim.aliases_set) == ("committed", 1, True)
+    assert lake.resolve(f"{ART}@best").version == 1  # as a takeover would have set it
+    assert paths(lake, f"{ART}@v1") == ["__0_0.distcp", "__1_0.distcp"]
+    assert lake.pending() == []
+
+
+def test_a_rank_claiming_the_step_first_wins_over_the_discard(lake, tmp_path,
+                                                              monkeypatch) -> None:
+    """The last rank's claim lands between the discard's read and its create: the discard
+    loses the create, reads the live claim and refuses; nothing is deleted."""
+    records_only(lake, [(rank_dir(tmp_path, r), r) for r in (0, 1)], 12, 2)
+    before = step_keys(lake, 12)
+    real = shards.create_once
+
+    def racing(store, key, body):  # type: ignore[no-untyped-def]
+        if key == layout.shard_claim_key(ART, 12) and not store.exists(key):
+            put_claim(lake, 12, 2, state="claimed")
+        return real(store, key, body)
+
+    monkeypatch.setattr(shards, "create_once", racing)
+    with pytest.raises(PolicyRefusal, match="is being committed by trainer@node-3"):
+        lake.discard_pending(ART, 12)
+    assert step_keys(lake, 12) == before | {layout.shard_claim_key(ART, 12)}
+    assert claim_of(lake, 12).state == "claimed"
+
+
+class FailingDelete(MemoryStore):
+    """Dies (a storage error) after deleting the first record of a discard."""
+
+    armed = True
+
+    def delete(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        if self.armed and any("@shards/" in k for k in keys):
+            super().delete(keys[:1])
+            raise TransferError("connection reset while deleting")
+        super().delete(keys)
+
+
+def test_a_discard_cut_midway_leaves_a_failed_step_and_a_rerun_finishes_it(tmp_path) -> None:
+    store = FailingDelete()
+    lake = Lake(store)
+    records_only(lake, [(rank_dir(tmp_path, r), r) for r in (0, 1)], 8, 3)
+    with pytest.raises(TransferError):
+        lake.discard_pending(ART, 8, reason="bad run")
+    left = step_keys(lake, 8)
+    assert len(left) == 2 and layout.shard_claim_key(ART, 8) in left  # a record and the claim
+    [p] = lake.pending()
+    assert (p.state, p.error) == ("failed", p.error) and p.error.endswith(": bad run")
+    assert p.error.startswith("discarded by ")
+    with pytest.raises(Conflict, match="cannot be committed: discarded by"):
+        lake.push_shard(rank_dir(tmp_path, 2, seed=3), ART, step=8, rank=2, world=3)
+    store.armed = False
+    done = lake.discard_pending(ART, 8)
+    assert (done.state, done.discarded) == ("failed", True)
+    assert done.records == 2  # the one left, and rank 2's written before its refusal
+    assert step_keys(lake, 8) == set() and lake.pending() == []
+    for r in range(3):
+        res = lake.push_shard(rank_dir(tmp_path, r, seed=4), ART, step=8, rank=r, world=3)
+    assert res.version == 1
+
+
+def test_gc_sweeps_the_chunks_only_the_discarded_step_used(tmp_path) -> None:
+    lake = Lake(MemoryStore())
+    big = (1 << 20) + 10  # above the pack threshold: each file its own chunks
+    shared = random.Random(99).randbytes(big)
+    v1 = lake.push(rank_dir(tmp_path, 0, seed=5, size=big, extra={"shared.bin": shared}), ART,
+                   step=1)
+    lake.push_shard(rank_dir(tmp_path, 0, seed=6, size=big, extra={"shared.bin": shared}), ART,
+                    step=2, rank=0, world=2)
+    rec_key = layout.shard_record_key(ART, 2, 0, 2)
+    step_chunks = shards.decode_record(lake.store.get(rec_key), key=rec_key
+                                       ).manifest.chunk_digests()
+    kept = lake._manifest(f"{ART}@v{v1.version}").chunk_digests()
+    only_step = set(step_chunks) - set(kept)
+    assert only_step and set(step_chunks) & set(kept)
+
+    def chunks() -> set[Any]:
+        return {d for o in lake.store.list(layout.CHUNKS_PREFIX)
+                if (d := layout.parse_chunk_key(o.key))}
+
+    policy = RetentionPolicy(rules=(Rule(match="dd/*", keep_last=5),), grace_period=0,
+                             sweep_window=1, record_retention=2)
+    for _ in range(2):
+        lake.gc(lake.gc_plan(policy))
+    assert only_step <= chunks()  # a pending step's records are roots
+    lake.discard_pending(ART, 2)
+    for _ in range(2):
+        lake.gc(lake.gc_plan(policy))
+    assert not only_step & chunks()
+    assert set(kept) <= chunks()
+    dest = tmp_path / "pulled"
+    lake.pull(f"{ART}@v1", dest)
+    assert (dest / "shared.bin").read_bytes() == shared
+
+
+def test_library_arguments_are_checked(lake) -> None:
+    from ckptlake.errors import UsageError
+
+    for kw in ({"step": -1}, {"step": "3"}, {"step": 1, "dry_run": "yes"},
+               {"step": 1, "reason": "a\x00b"}, {"step": 1, "stale_after": -5}):
+        with pytest.raises(UsageError):
+            lake.discard_pending(ART, **kw)
+    with pytest.raises(UsageError):
+        lake.discard_pending("bad@name", 1)
+
+
+# ---- the CLI ----------------------------------------------------------------------------------
+
+def cli(*args: Any, input: str | None = None) -> Any:
+    return CliRunner().invoke(app, [str(a) for a in args], input=input,
+                              catch_exceptions=False)
+
+
+@pytest.fixture
+def cli_lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    url = "file://" + str(tmp_path / "lake")
+    monkeypatch.setenv("CKPTLAKE_LAKE", url)
+    with ckptlake.open(url) as lk:
+        lk.push_shard(rank_dir(tmp_path, 0), ART, step=9, rank=0, world=2)
+        yield lk
+
+
+def test_cli_pending_needs_a_step_selector(cli_lake) -> None:
+    for ref in (f"{ART}@v1", ART, f"{ART}@best"):
+        r = cli("rm", ref, "--pending", "--yes")
+        assert r.exit_code == 2, r.stderr
+        assert "REF must be ARTIFACT@step=N" in r.stderr and "Traceback" not in r.stderr
+    assert len(step_keys(cli_lake, 9)) == 1
+
+
+def test_cli_asks_or_needs_yes_and_dry_run_changes_nothing(cli_lake, monkeypatch) -> None:
+    before = {(i.key, i.etag) for i in cli_lake.store.list("")}
+    r = cli("rm", f"{ART}@step=9", "--pending", "--dry-run")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.startswith(f"would discard {ART}@step=9 (incomplete: ranks 0 of 2 in, "
+                               "1 shard record")
+    assert "ckptlake gc --yes" in r.stdout
+    doc = json.loads(cli("rm", f"{ART}@step=9", "--pending", "--dry-run", "--json").stdout)
+    assert (doc["step"], doc["state"], doc["records"], doc["dry_run"], doc["discarded"]) == (
+        9, "incomplete", 1, True, False)
+    r = cli("rm", f"{ART}@step=9", "--pending")  # no terminal, no --yes
+    assert r.exit_code == 7 and "--yes" in r.stderr
+    monkeypatch.setattr("ckptlake.cli.rm.isatty", lambda stream: True)
+    r = cli("rm", f"{ART}@step=9", "--pending", input="n\n")
+    assert r.exit_code == 7 and "rm cancelled; nothing was changed" in r.stderr
+    assert {(i.key, i.etag) for i in cli_lake.store.list("")} == before
+    r = cli("rm", f"{ART}@step=9", "--pending", "--json", "--yes", "--reason", "crashed")
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert (doc["artifact"], doc["step"], doc["world"], doc["ranks"], doc["records"],
+            doc["discarded"], doc["reason"]) == (ART, 9, 2, [0], 1, True, "crashed")
+    assert doc["keys"] == [layout.shard_record_key(ART, 9, 0, 2)] and "lake" in doc
+    assert step_keys(cli_lake, 9) == set()
+    r = cli("rm", f"{ART}@step=9", "--pending", "--yes")
+    assert r.exit_code == 3 and f"ckptlake ls {ART} --pending" in r.stderr
