@@ -89,6 +89,23 @@ def test_storage_error_in_the_owner_releases_the_claim_and_a_rerun_takes_over_at
     assert claim_of(lake, 5).state == "committed" and lake.pending() == []
 
 
+@pytest.mark.parametrize("land", [False, True], ids=["cut-before", "landed"])
+def test_a_ctrl_c_in_the_owner_releases_the_claim_too(lake, tmp_path, monkeypatch,
+                                                       land) -> None:
+    """A Ctrl-C during the commit left the claim `committing`: every re-run waited
+    stale_after (5 minutes) for an owner known to have stopped."""
+    dirs = [rank_dir(tmp_path, r) for r in range(2)]
+    lake.push_shard(dirs[0], ART, step=6, rank=0, world=2)
+    with monkeypatch.context() as m:
+        fail_manifest_puts(m, lake, KeyboardInterrupt(), land=land)  # type: ignore[arg-type]
+        with pytest.raises(KeyboardInterrupt):
+            lake.push_shard(dirs[1], ART, step=6, rank=1, world=2)
+    [p] = lake.pending()
+    assert p.state == "stale" and "interrupted" in (p.error or "")
+    again = lake.push_shard(dirs[0], ART, step=6, rank=0, world=2, wait_seconds=10)
+    assert again.repeated and again.version == 1 and len(lake.versions(ART)) == 1
+
+
 def test_release_touches_only_a_claim_this_attempt_owns(lake, tmp_path) -> None:
     dirs = [rank_dir(tmp_path, r) for r in range(2)]
     lake.push_shard(dirs[0], ART, step=6, rank=0, world=2)

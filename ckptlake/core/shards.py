@@ -50,8 +50,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
-from ..errors import (AccessDenied, Conflict, IntegrityError, NotFound, PreconditionFailed,
-                      TransferError, UsageError)
+from ..errors import (AccessDenied, Conflict, IntegrityError, Interrupted, NotFound,
+                      PreconditionFailed, TransferError, UsageError)
 from ..format import layout
 from ..format.manifest import FileEntry, Manifest, decode_manifest
 from ..results import DiscardResult, _Result
@@ -584,26 +584,32 @@ def _alias_moved_since(store: Store, claim: Claim, name: str) -> bool:
 
 
 def _release(store: Store, key: str, owner: str, exc: BaseException) -> None:
-    """Best effort, after a storage error in a live owner: mark our claim released so the next
-    push takes it over at once, instead of everyone waiting `stale_after` for an owner that
-    is known to have stopped.  Safe whatever the error hid: the release keeps the commit_id
-    and the intent N, so a takeover tries N first and finds a manifest that did land (an
-    OutcomeUnknown write), exactly as after a crash; and it is a compare-and-swap on the
-    claim as read, only while we still own it."""
-    why = (str(exc).splitlines() or [""])[0][:300] or type(exc).__name__
+    """Best effort, after a storage error or an interruption (Ctrl-C) in a live owner: mark
+    our claim released so the next push takes it over at once, instead of everyone waiting
+    `stale_after` for an owner that is known to have stopped.  Safe whatever the error hid:
+    the release keeps the commit_id and the intent N, so a takeover tries N first and finds a
+    manifest that did land (an OutcomeUnknown write, or one the Ctrl-C cut short of its
+    answer), exactly as after a crash; and it is a compare-and-swap on the claim as read,
+    only while we still own it.  (A second Ctrl-C meanwhile ends it: the claim then goes
+    stale as after a crash.)"""
+    if isinstance(exc, (KeyboardInterrupt, Interrupted)):
+        why = "interrupted"
+    else:
+        why = "after a storage error: " + (
+            (str(exc).splitlines() or [""])[0][:300] or type(exc).__name__)
     try:
         got = _read_claim(store, key)
         if got is None or got[0].owner != owner or got[0].state not in ("claimed", "committing"):
             return
         claim, etag = got
         _cas(store, key, replace(claim, updated=RELEASED_AT,
-                                 error=f"released by its owner after a storage error: {why}"),
+                                 error=f"released by its owner {why}"),
              etag)
     except Exception:  # the store is likely still failing: the claim goes stale as after a crash
         log.debug("ckptlake: could not release the claim %s", key, exc_info=True)
         return
-    log.info("ckptlake: released the claim %s after a storage error: the next push of the "
-             "step takes over at once", key)
+    log.info("ckptlake: released the claim %s (%s): the next push of the step takes over "
+             "at once", key, why)
 
 
 # While following a live owner, how often the caller hears that we are still waiting.
@@ -625,8 +631,9 @@ def finish_step(store: Store, artifact: str, step: int, world: int, *, stale_aft
     after `stale_after` (minutes by default), which must not look like a hang.  None: the
     `ckptlake` logger gets them as warnings (the DCP writer has no progress to tell).
 
-    A storage error while this call owns the claim releases it (best effort) before it is
-    raised, so a re-run does not wait `stale_after` for an owner known to have stopped.
+    A storage error or a Ctrl-C while this call owns the claim releases it (best effort)
+    before it is raised, so a re-run does not wait `stale_after` for an owner known to have
+    stopped.
     """
     owner = owner or _new_owner()
     key = layout.shard_claim_key(artifact, step)
@@ -634,7 +641,7 @@ def finish_step(store: Store, artifact: str, step: int, world: int, *, stale_aft
         return _finish_step(store, artifact, step, world, key=key, stale_after=stale_after,
                             wait_seconds=wait_seconds, owner=owner, poll=poll,
                             note=on_note or _log_note)
-    except (TransferError, AccessDenied) as exc:
+    except (TransferError, AccessDenied, Interrupted, KeyboardInterrupt) as exc:
         _release(store, key, owner, exc)
         raise
 
