@@ -274,6 +274,33 @@ def test_gc_sweeps_the_chunks_only_the_discarded_step_used(tmp_path) -> None:
     assert (dest / "shared.bin").read_bytes() == shared
 
 
+def test_gc_reads_a_record_rewritten_by_the_next_save_within_one_run(tmp_path) -> None:
+    """gc cached shard records by key for a whole run ("records are immutable"): a discard and
+    the next save's rank 0, between gc's mark and its sweep, rewrote that key with other
+    chunks, which gc then swept; rank 1 committed a version missing them."""
+    lake = Lake(MemoryStore())
+    big = (1 << 20) + 10
+    lake.push_shard(rank_dir(tmp_path, 0, seed=1, size=big), ART, step=5, rank=0, world=2)
+    policy = RetentionPolicy(rules=(Rule(match="dd/*", keep_last=5),), grace_period=0,
+                             sweep_window=1, record_retention=2)
+    fired: list[int] = []
+
+    def on_event(name: str) -> None:
+        if name == "mark.done" and not fired:
+            fired.append(lake.discard_pending(ART, 5).records)
+            lake.push_shard(rank_dir(tmp_path, 0, seed=2, size=big), ART, step=5, rank=0,
+                            world=2)
+
+    lake.gc(lake.gc_plan(policy), on_event=on_event)
+    assert fired == [1]
+    assert lake.push_shard(rank_dir(tmp_path, 1, seed=2, size=big), ART, step=5, rank=1,
+                           world=2).version == 1
+    assert lake.verify(ART).ok
+    lake.pull(f"{ART}@v1", tmp_path / "out")
+    assert (tmp_path / "out" / "__0_0.distcp").read_bytes() == \
+        random.Random(2000).randbytes(big)
+
+
 def test_library_arguments_are_checked(lake) -> None:
     from ckptlake.errors import UsageError
 

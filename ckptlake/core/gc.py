@@ -186,7 +186,8 @@ class _Listing:
     def __init__(self) -> None:
         self.versions: dict[tuple[str, int], int] = {}  # (artifact, N) -> manifest size
         self.tombs: set[tuple[str, int]] = set()
-        self.shard_records: dict[tuple[str, int], list[str]] = {}  # (artifact, step) -> keys
+        # (artifact, step) -> (key, etag) of its records
+        self.shard_records: dict[tuple[str, int], list[tuple[str, str]]] = {}
         self.claims: set[tuple[str, int]] = set()
 
     @classmethod
@@ -206,7 +207,8 @@ class _Listing:
                 if rank is None:
                     out.claims.add((artifact, step))
                 else:
-                    out.shard_records.setdefault((artifact, step), []).append(info.key)
+                    out.shard_records.setdefault((artifact, step), []).append(
+                        (info.key, info.etag))
         return out
 
 
@@ -220,15 +222,17 @@ class _ShardRoots:
     committer died between the manifest and its last compare-and-swap) and that manifest or
     tombstone carries the claim's commit_id: N is the only number the step's manifest can land
     on, and no owner writes it again (core/shards.py), so the step is done.  A committing
-    claim whose N is free, or holds another version, is still a root.  Records are immutable,
-    done steps stay done, and L only grows: a record read once is not read (nor yielded)
-    again.
+    claim whose N is free, or holds another version, is still a root.  Done steps stay done,
+    and L only grows: a record read once is not read (nor yielded) again -- a record *as
+    listed*, by key and ETag: a record is written once, but `rm ARTIFACT@step=N --pending`
+    deletes a crashed save's records, and the step's next save writes the same keys with
+    other chunks, which a cache by key alone never read (its chunks were swept under it).
     """
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.done: set[tuple[str, int]] = set()
-        self.seen: set[str] = set()
+        self.seen: set[tuple[str, str]] = set()  # (key, etag) as listed
 
     def _finished(self, artifact: str, step: int, listing: _Listing) -> bool:
         raw = _load_json_any(self.store, layout.shard_claim_key(artifact, step))
@@ -255,8 +259,8 @@ class _ShardRoots:
         tomb = tombs.load(self.store, artifact, n)
         return tomb is not None and tomb.metadata.get(META_COMMIT_ID) == commit_id
 
-    def _record(self, key: str) -> set[bytes]:
-        if key in self.seen:
+    def _record(self, key: str, etag: str) -> set[bytes]:
+        if (key, etag) in self.seen:
             return set()
         raw = _load_json_any(self.store, key)
         if raw is None:
@@ -265,7 +269,9 @@ class _ShardRoots:
             raise IntegrityError(f"gc cannot read the shard record {key}",
                                  hint="gc deletes nothing while a shard record is "
                                       "unreadable; fix or remove it")
-        self.seen.add(key)
+        # (what was read may be newer than the listing: then a later listing shows its
+        # ETag, and it is read again; L only grows)
+        self.seen.add((key, etag))
         return _digests_of(raw["manifest"], key)
 
     def digests(self, listing: _Listing) -> Iterator[bytes]:
@@ -276,8 +282,8 @@ class _ShardRoots:
             if (artifact, step) in listing.claims and self._finished(artifact, step, listing):
                 self.done.add((artifact, step))
                 continue
-            for key in keys:
-                yield from self._record(key)
+            for key, etag in keys:
+                yield from self._record(key, etag)
 
 
 def _load_json_any(store: Store, key: str) -> Any | None:
