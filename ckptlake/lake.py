@@ -822,8 +822,8 @@ class Lake:
         return shards.pending(self.store, artifact)
 
     def discard_pending(self, artifact: str, step: int, *, reason: str | None = None,
-                        dry_run: bool = False, stale_after: float | None = None
-                        ) -> DiscardResult:
+                        dry_run: bool = False, stale_after: float | None = None,
+                        force: bool = False) -> DiscardResult:
         """Discard a sharded step that never committed (`ckptlake rm ARTIFACT@step=N
         --pending`): a crashed save whose records block its re-run ("already pushed with
         other files") and keep their chunks alive as gc roots.  Afterwards the step saves
@@ -831,10 +831,13 @@ class Lake:
 
         Refused (PolicyRefusal, exit 7) for a committed step (rm ARTIFACT@vN deletes its
         version) and for a claim updated less than `stale_after` seconds ago (default
-        core/shards.DEFAULT_STALE_AFTER): an owner may be committing it.  NotFound if the step
-        has nothing under it; Conflict if the commit turns out to have landed.  dry_run:
-        the checks, nothing written.  The protocol: docs/format.md, "Discarding a pending
-        step"."""
+        core/shards.DEFAULT_STALE_AFTER): an owner may be committing it; and, unless `force`
+        (every rank of that save has stopped), while the step's newest shard record is younger
+        than `stale_after`: a rank still writing would leave a record the step's next save
+        commits with its own.  NotFound if the step has nothing under it; Conflict
+        (shards.LandedCommit) if the commit turns out to have landed, with dry_run too.
+        dry_run: the checks, nothing written.  The protocol: docs/format.md, "Discarding a
+        pending step"."""
         from .core import shards
         from .redact import redact
 
@@ -842,13 +845,15 @@ class Lake:
         step = check_arg("step", step, "int", minimum=0)
         layout.check_step(step)
         check_arg("dry_run", dry_run, "bool")
+        check_arg("force", force, "bool")
         stale_after = check_arg("stale_after", stale_after, "seconds", optional=True)
         reason = check_reason(reason)
         if reason is not None:
             reason = redact(reason)  # it is stored in the claim and shown by every push
         return shards.discard_step(
             self.store, artifact, step, lake_url=self.url, reason=reason, dry_run=dry_run,
-            stale_after=shards.DEFAULT_STALE_AFTER if stale_after is None else stale_after)
+            stale_after=shards.DEFAULT_STALE_AFTER if stale_after is None else stale_after,
+            force=force)
 
     def checkpointer(self, artifact: str, **options: Any) -> "Checkpointer":
         """An asynchronous checkpointer for `artifact`: `save()`/`save_state()` return at once

@@ -168,7 +168,8 @@ class DiscardResult(_Result):
     ranks: list[int]  # ranks of `world` whose record was in
     records: int  # shard records deleted (would be, with dry_run), of every world
     keys: list[str]  # their keys
-    reason: str  # kept in the step's claim while the discard runs (default: who)
+    reason: str  # kept in the step's claim while the discard runs (default: who; run again,
+    #              the first discard's, which the claim keeps)
     dry_run: bool
     discarded: bool  # False with dry_run
     error: str | None = None  # why an earlier commit failed, for a failed step

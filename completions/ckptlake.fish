@@ -306,6 +306,7 @@ complete -c ckptlake -n '__ckptlake_using rm' -l reason -x -d 'Why, kept in the 
 complete -c ckptlake -n '__ckptlake_using rm' -l dry-run -d 'Say what would be deleted and change nothing'
 complete -c ckptlake -n '__ckptlake_using rm' -s y -l yes -d 'Delete without asking'
 complete -c ckptlake -n '__ckptlake_using rm' -l pending -d 'Discard the sharded step ARTIFACT@step=N that never committed (its shard records and claim), so it can be saved again'
+complete -c ckptlake -n '__ckptlake_using rm' -l force -d 'With --pending: discard even though the step\'s newest shard record is younger than 5 minutes'
 complete -c ckptlake -n '__ckptlake_using rm' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
 complete -c ckptlake -n '__ckptlake_using rm' -l endpoint-url -x -d 'S3 endpoint for S3-compatible stores (MinIO, SeaweedFS, R2, ...)'
 complete -c ckptlake -n '__ckptlake_using rm' -l profile -x -d 'AWS credentials profile to use'

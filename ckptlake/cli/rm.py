@@ -23,8 +23,10 @@ HELP = ("Delete one version of an artifact: it cannot be read any more, at once.
         "a terminal, and elsewhere needs --yes.\n\n"
         "With --pending, REF is ARTIFACT@step=N and rm discards that sharded step instead: a "
         "save (e.g. torch DCP) that crashed before its commit, whose shard records block a "
-        "re-run of the step and keep their chunks from gc.  Refused for a committed step and "
-        "for a commit under way that is not stale yet.")
+        "re-run of the step and keep their chunks from gc.  Refused for a committed step, "
+        "for a commit under way that is not stale yet, and (unless --force) while the step's "
+        "newest shard record is younger than 5 minutes: a rank of that save still writing "
+        "would leave a record that the step's next save commits with its own.")
 EPILOG = epilog(
     "Example: ckptlake rm gpt2/run-7/ckpt@v12 --reason 'pushed with an API token in it' --yes",
     "Never deletes an artifact's latest version (the next push would take its number again: "
@@ -56,6 +58,10 @@ def rm(
     pending: Annotated[bool, typer.Option(
         "--pending", help="Discard the sharded step ARTIFACT@step=N that never committed "
                           "(its shard records and claim), so it can be saved again.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="With --pending: discard even though the step's newest shard record "
+                        "is younger than 5 minutes.  Only when every rank of that save has "
+                        "stopped.")] = False,
     lake: LakeOpt = None,
     endpoint_url: EndpointOpt = None,
     profile: ProfileOpt = None,
@@ -81,8 +87,16 @@ def rm(
         reason = check_reason(reason, "--reason")  # as Lake.delete does, before the lake opens
         if pending:
             _discard(out, common, step_ref(parsed, ref), reason=reason, dry_run=dry_run,
-                     yes=yes)
+                     yes=yes, force=force)
             return
+        if force:
+            from ..errors import UsageError
+
+            # `rm --force` (a peer tool's "do not ask") said "did you mean --yes?" before
+            # --force existed here; it still does, and deletes nothing.
+            raise UsageError("--force is for rm --pending only (a pending step all of whose "
+                             "ranks have stopped); did you mean --yes?",
+                             hint="rm deletes a version without asking with --yes")
         handle = open_lake(common)
         try:
             out.lake_line(handle)
@@ -122,10 +136,13 @@ def step_ref(parsed: "Ref", text: str) -> "Ref":
 
 
 def _discard(out: Output, common: CommonOptions, ref: "Ref", *, reason: str | None,
-             dry_run: bool, yes: bool) -> None:
+             dry_run: bool, yes: bool, force: bool) -> None:
     """rm's flow for a pending step: plan (every check, nothing written), ask, discard.  The
     discard checks everything again, so a commit that starts while the user reads the
-    question is refused, not discarded."""
+    question is refused, not discarded.  A plan that finds the step committed after all
+    (LandedCommit) fails as the real run would; with --yes the real run goes first, to record
+    the commit in the claim (it deletes nothing and fails the same way)."""
+    from ..core.shards import LandedCommit
     from ..errors import PolicyRefusal
 
     artifact, step = ref.artifact, int(ref.value)  # type: ignore[arg-type]
@@ -133,13 +150,19 @@ def _discard(out: Output, common: CommonOptions, ref: "Ref", *, reason: str | No
     try:
         out.lake_line(handle)
         require_lake(handle)
-        plan = handle.discard_pending(artifact, step, reason=reason, dry_run=True)
-        doc: dict[str, Any] = {**plan.to_dict(), "lake": lake_url(handle),
-                               "lake_origin": lake_origin(handle)}
-        if dry_run:
+        try:
+            plan = handle.discard_pending(artifact, step, reason=reason, dry_run=True,
+                                          force=force)
+        except LandedCommit:
+            if dry_run or not yes:
+                raise
+            plan = None  # the real run records the commit and raises LandedCommit itself
+        if dry_run and plan is not None:
+            doc: dict[str, Any] = {**plan.to_dict(), "lake": lake_url(handle),
+                                   "lake_origin": lake_origin(handle)}
             out.result(doc, f"would discard {describe_pending(plan)}\n{pending_note(plan)}")
             return
-        if not yes:
+        if not yes and plan is not None:
             if not out.json and isatty(sys.stdin) and isatty(sys.stderr):
                 out.note(f"{describe_pending(plan)}\n{pending_note(plan)}")
                 if not confirm(f"Discard {plan.ref} from {lake_url(handle)}?", "rm"):
@@ -148,7 +171,7 @@ def _discard(out: Output, common: CommonOptions, ref: "Ref", *, reason: str | No
                 raise PolicyRefusal(f"rm would discard the pending step {plan.ref}; nothing "
                                     "was changed",
                                     hint="see what with --dry-run, discard it with --yes")
-        result = handle.discard_pending(artifact, step, reason=reason)
+        result = handle.discard_pending(artifact, step, reason=reason, force=force)
         doc = {**result.to_dict(), "lake": lake_url(handle),
                "lake_origin": lake_origin(handle)}
         out.result(doc, f"discarded {describe_pending(result)}\n{pending_note(result)}")

@@ -35,7 +35,10 @@ once: the step is pending until the last rank arrives.
 
 A step that never committed (a crashed save) is discarded by `discard_step` (`ckptlake rm
 ARTIFACT@step=N --pending`): it fails the claim first -- a state every ckptlake obeys -- then
-deletes the records and the claim, so the step can be saved again from scratch.
+deletes the records and the claim, so the step can be saved again from scratch.  Records carry
+no save identity, so a record written after the discard would join the next save's: the discard
+waits until the newest record is `stale_after` old (or is forced), and a rank that finds its
+claim or records gone under it fails (Conflict) instead of committing or following another.
 """
 from __future__ import annotations
 
@@ -619,7 +622,8 @@ WAIT_NOTE_EVERY = 60.0
 def finish_step(store: Store, artifact: str, step: int, world: int, *, stale_after: float,
                 wait_seconds: float, owner: str | None = None,
                 poll: float = 0.2,
-                on_note: Callable[[str], None] | None = None) -> tuple[int | None, bool]:
+                on_note: Callable[[str], None] | None = None,
+                saw_all: bool = True, rank: int | None = None) -> tuple[int | None, bool]:
     """Commit a step whose WORLD records are all in (or follow whoever is committing it).
 
     Returns (version or None if still being committed by a live owner after `wait_seconds`,
@@ -634,13 +638,18 @@ def finish_step(store: Store, artifact: str, step: int, world: int, *, stale_aft
     A storage error or a Ctrl-C while this call owns the claim releases it (best effort)
     before it is raised, so a re-run does not wait `stale_after` for an owner known to have
     stopped.
+
+    `saw_all`: whether the caller saw all WORLD records (False: it came only because it saw a
+    claim); `rank`: the caller's rank, whose record must still be there.  They tell a step
+    discarded under this call (`rm --pending`: records and claim deleted), which is a Conflict,
+    from a step that is merely pending.
     """
     owner = owner or _new_owner()
     key = layout.shard_claim_key(artifact, step)
     try:
         return _finish_step(store, artifact, step, world, key=key, stale_after=stale_after,
                             wait_seconds=wait_seconds, owner=owner, poll=poll,
-                            note=on_note or _log_note)
+                            note=on_note or _log_note, saw_all=saw_all, rank=rank)
     except (TransferError, AccessDenied, Interrupted, KeyboardInterrupt) as exc:
         _release(store, key, owner, exc)
         raise
@@ -650,16 +659,45 @@ def _log_note(message: str) -> None:
     log.warning("ckptlake: %s", message)
 
 
+def _discarded_meanwhile(artifact: str, step: int, doing: str = "committing") -> Conflict:
+    """The step was discarded (`rm --pending`), and maybe saved again, while this rank was at
+    it: its claim vanished or came back with another commit_id, or its records vanished.
+    Never success, never a claim of ours: the records this rank would commit are gone."""
+    return Conflict(f"{artifact} step {step} was discarded while this rank was {doing} it; "
+                    "save it again",
+                    hint=f"`ckptlake ls {artifact} --pending` shows what is left of the step; "
+                         "a save that completed meanwhile is listed by `ckptlake ls "
+                         f"{artifact}`")
+
+
 def _finish_step(store: Store, artifact: str, step: int, world: int, *, key: str,
                  stale_after: float, wait_seconds: float, owner: str, poll: float,
-                 note: Callable[[str], None]) -> tuple[int | None, bool]:
+                 note: Callable[[str], None], saw_all: bool = True,
+                 rank: int | None = None) -> tuple[int | None, bool]:
     started = time.monotonic()
     deadline = started + wait_seconds
     next_note = started
     header = None
+    # The commit_id of the claim this call created, took over or followed.  A claim's
+    # commit_id never changes while the step lives (takeovers and releases keep it), so a
+    # claim gone or bearing another one means the step was discarded under us (maybe saved
+    # again since): following that claim would return another save's version as ours.
+    ours: str | None = None
     while True:
         got = _read_claim(store, key)
         if got is None:
+            if ours is not None:
+                raise _discarded_meanwhile(artifact, step)
+            # Only a rank that sees all WORLD records creates a claim, so they are listed
+            # again: those this call was called for may have been discarded since.  A rank
+            # that came for a claim it saw finds it deleted: only a discard deletes a claim.
+            keys, _ = _list_step(store, artifact, step)
+            if not saw_all:
+                if rank is not None and (rank, world) not in keys:
+                    raise _discarded_meanwhile(artifact, step, "pushing")
+                return None, False  # our record outlived the discard: pending, as any rank
+            if sum(1 for _, w in keys if w == world) < world:
+                raise _discarded_meanwhile(artifact, step)
             claim = Claim(artifact=artifact, step=step, world=world,
                           commit_id=uuid.uuid4().hex, state="claimed", owner=owner,
                           updated=utcnow())
@@ -672,6 +710,8 @@ def _finish_step(store: Store, artifact: str, step: int, world: int, *, key: str
                 claim, etag = got  # our own create, retried after a lost response
         else:
             claim, etag = got
+            if ours is not None and claim.commit_id != ours:
+                raise _discarded_meanwhile(artifact, step)
             if claim.world != world:
                 keys, _ = _list_step(store, artifact, step)
                 held, removable = _earlier_save(store, artifact, step, claim.world, keys)
@@ -688,6 +728,7 @@ def _finish_step(store: Store, artifact: str, step: int, world: int, *, key: str
                 raise Conflict(f"{artifact} step {step} cannot be committed: {claim.error}",
                                hint=f"`ckptlake rm {artifact}@step={step} --pending --yes` "
                                     "discards its shard records; then push every rank again")
+            ours = claim.commit_id
             if claim.owner != owner:
                 age = claim.age()
                 if age < stale_after and not claim.released:
@@ -710,11 +751,21 @@ def _finish_step(store: Store, artifact: str, step: int, world: int, *, key: str
                 note(f"{artifact} step {step}: taking over its commit from {claim.owner} "
                      + (f"({claim.error})" if claim.released else f"(silent for {age:.0f} s)"))
                 claim = mine
+        ours = claim.commit_id
         keys, _ = _list_step(store, artifact, step)
-        records = _load_records(store, artifact, step, world, keys)
-        if len(records) != world:
-            raise IntegrityError(f"{artifact} step {step}: claimed with {len(records)} of "
-                                 f"{world} shard records present")
+        try:
+            records: list[ShardRecord] | None = _load_records(store, artifact, step, world,
+                                                              keys)
+        except NotFound:  # listed, then deleted: a discard took the step from us
+            records = None
+        if records is None or len(records) != world:
+            again = _read_claim(store, key)
+            if again is None or again[0].commit_id != ours or again[0].state == "failed":
+                continue  # discarded (or being discarded) meanwhile: the loop says so
+            raise IntegrityError(f"{artifact} step {step}: claimed with "
+                                 f"{len(records or ())} of {world} shard records present",
+                                 hint=f"`ckptlake rm {artifact}@step={step} --pending` "
+                                      "discards the step once its claim is stale")
         header = header or ensure_header(store)
         try:
             return _commit(store, claim, etag, records, header.hash), True
@@ -822,8 +873,11 @@ def record_shard(store: Store, artifact: str, *, header: Any, created: "bool | s
         # A collision with records already in would make the step uncommittable: refuse
         # before writing ours.  Best effort (records may race with ours, and the check costs
         # WORLD reads per rank, hence the bound); the committer checks again, authoritatively.
-        present = [r for r in _load_records(store, artifact, step, world, keys)
-                   if r.rank != rank]
+        try:
+            present = [r for r in _load_records(store, artifact, step, world, keys)
+                       if r.rank != rank]
+        except NotFound:  # listed, then deleted: only a discard deletes a record
+            raise _discarded_meanwhile(artifact, step, "pushing") from None
         merge_records([*present, record], artifact=artifact, step=step, world=world,
                       hash_algo=header.hash, commit_id="check")
     repeated = False
@@ -838,7 +892,10 @@ def record_shard(store: Store, artifact: str, *, header: Any, created: "bool | s
         finally:
             up.release()
     except PreconditionFailed:
-        existing = decode_record(store.get(key), key=key)
+        try:
+            existing = decode_record(store.get(key), key=key)
+        except NotFound:  # there at our write, then deleted: a discard
+            raise _discarded_meanwhile(artifact, step, "pushing") from None
         if existing.identity() != record.identity():
             keys, _ = _list_step(store, artifact, step)
             held, removable = _earlier_save(store, artifact, step, world, keys)
@@ -864,7 +921,7 @@ def record_shard(store: Store, artifact: str, *, header: Any, created: "bool | s
             store, artifact, step, world, stale_after=stale_after,
             wait_seconds=stale_after + 60 if wait_seconds is None else wait_seconds,
             on_note=None if progress is None or isinstance(progress, NullProgress)
-            else progress.note)
+            else progress.note, saw_all=len(present_ranks) == world, rank=rank)
     return ShardPushResult(
         lake=lake_url, artifact=artifact, step=step, rank=rank, world=world,
         shards_present=len(present_ranks), version=version, committed_here=here,
@@ -977,11 +1034,21 @@ def classify_step(artifact: str, step: int, records: set[tuple[int, int]],
 # How many passes delete records that appear while a discard runs (ranks still pushing); a
 # record written after the last pass belongs to a save that found the step failed and was told.
 _DISCARD_PASSES = 3
+# How the `error` of a claim a discard took begins ("discarded by USER@HOST: REASON").
+DISCARDED_BY = "discarded by "
+
+
+class LandedCommit(Conflict):
+    """The step to discard is committed after all: a manifest at its claim's intent carries
+    its commit_id (the owner got that far, then died before its claim said so).  A class of
+    its own so that `rm --pending` can let the real run record the commit without asking:
+    it deletes nothing."""
 
 
 def discard_step(store: Store, artifact: str, step: int, *, lake_url: str,
                  reason: str | None = None, dry_run: bool = False,
-                 stale_after: float = DEFAULT_STALE_AFTER) -> DiscardResult:
+                 stale_after: float = DEFAULT_STALE_AFTER, force: bool = False
+                 ) -> DiscardResult:
     """Delete a step that never committed (its records and claim), so it can be saved again.
 
     Why a protocol and not a prefix delete: ranks of the save (or of its re-run) may still be
@@ -991,12 +1058,16 @@ def discard_step(store: Store, artifact: str, step: int, *, lake_url: str,
     crash midway leaves a failed step that running this again finishes (docs/format.md,
     "Discarding a pending step").  A live claim and a committed step are refused (exit 7); a
     commit found to have landed at the claim's intent is recorded as committed, not
-    discarded (Conflict, exit 6).
+    discarded (LandedCommit, exit 6).
+
+    Records younger than `stale_after` are refused too (exit 7) unless `force`: a rank of the
+    save may still be uploading, and a record it writes after the discard is not told apart
+    from the next save's, which would commit it with its own (a version mixing two saves).
     """
     key = layout.shard_claim_key(artifact, step)
     for _ in range(100):
         keys, newest = _list_step_records(store, artifact, step)
-        got = _read_claim(store, key)
+        got = _read_claim_to_discard(store, key, artifact, step)
         if not keys and got is None:
             raise NotFound(f"{artifact} has no pending step {step}: no shard records and no "
                            "claim under it",
@@ -1005,21 +1076,30 @@ def discard_step(store: Store, artifact: str, step: int, *, lake_url: str,
         now = utcnow()
         if claim is not None:
             _refuse_discard(store, artifact, step, claim, now, stale_after)
+        age = None if newest is None else max(0.0, (now - newest).total_seconds())
+        if age is not None and age < stale_after and not force:
+            _refuse_young(artifact, step, age, stale_after)
         state = classify_step(artifact, step, set(keys), claim, now=now,
                               stale_after=stale_after)
         assert state is not None  # only a committed claim classifies as None: refused above
         who = user_at_host()
+        # A discard run again (one cut midway) keeps the first one's reason in the claim.
+        first = claim.error if claim is not None and claim.state == "failed" \
+            and (claim.error or "").startswith(DISCARDED_BY) else None
         plan = DiscardResult(
             lake=lake_url, artifact=artifact, step=step, world=state.world, state=state.state,
             ranks=state.ranks, records=len(keys), keys=sorted(keys.values()),
-            reason=reason or f"discarded by hand by {who}", dry_run=dry_run, discarded=False,
-            error=state.error if state.state == "failed" else None, version=state.version,
-            newest_record_age_seconds=None if newest is None
-            else round(max(0.0, (now - newest).total_seconds()), 1))
+            reason=reason or first or f"discarded by hand by {who}", dry_run=dry_run,
+            discarded=False, error=state.error if state.state == "failed" else None,
+            version=state.version,
+            newest_record_age_seconds=None if age is None else round(age, 1))
         if dry_run:
+            if claim is not None and claim.version is not None \
+                    and _manifest_commit_id(store, artifact, claim.version) == claim.commit_id:
+                raise _landed(claim, would=True)  # what the real run finds (read-only here)
             return plan
         # Take the step: from here no rank commits it, and no takeover moves its intent.
-        error = f"discarded by {who}" + (f": {reason}" if reason else "")
+        error = first or (f"{DISCARDED_BY}{who}" + (f": {reason}" if reason else ""))
         try:
             if claim is None:
                 taken = Claim(artifact=artifact, step=step, world=state.world,
@@ -1037,12 +1117,65 @@ def discard_step(store: Store, artifact: str, step: int, *, lake_url: str,
             continue  # someone created or moved the claim meanwhile: look again
         if claim is not None and claim.version is not None:
             _check_not_committed(store, claim, key, taken, etag, keys)
-        deleted = _delete_step_records(store, artifact, step)
+
+        def still_ours(deleted: list[str]) -> None:
+            _check_still_taken(store, key, artifact, step, taken.owner, deleted)
+
+        deleted = _delete_step_records(store, artifact, step, before_each=still_ours)
+        still_ours(deleted)
         store.delete([key])
         return replace(plan, discarded=True, records=len(deleted), keys=deleted)
     raise Conflict(f"{artifact} step {step}: its claim kept changing while it was being "
                    "discarded", hint="a save of the step is running: stop it, then run this "
                                      "again")
+
+
+def _read_claim_to_discard(store: Store, key: str, artifact: str, step: int
+                           ) -> tuple[Claim, str] | None:
+    """_read_claim, with what to do about a claim no ckptlake here can read."""
+    try:
+        return _read_claim(store, key)
+    except IntegrityError as exc:
+        raise IntegrityError(
+            exc.message,
+            hint="a newer ckptlake may have written it: upgrade and run this again; if it is "
+                 f"damaged, with every rank of the save of {artifact} step {step} stopped, "
+                 f"delete that object ({key}) with your storage's tools and run this again"
+        ) from None
+
+
+def _refuse_young(artifact: str, step: int, age: float, stale_after: float) -> None:
+    """PolicyRefusal while the step's newest record is younger than `stale_after`."""
+    from ..errors import PolicyRefusal
+
+    raise PolicyRefusal(
+        f"{artifact} step {step}: its newest shard record was written {age:.0f} s ago, so a "
+        "rank of that save may still be writing (a record written after the discard would "
+        f"be committed with the next save's); refused until it is {stale_after:.0f} s old, "
+        f"in {max(1.0, stale_after - age):.0f} s",
+        hint="if every rank of that save has stopped, discard it now with --force "
+             "(Lake.discard_pending(..., force=True))")
+
+
+def _check_still_taken(store: Store, key: str, artifact: str, step: int, owner: str,
+                       deleted: list[str]) -> None:
+    """Before each deletion: stop unless the claim is still the failed one this discard wrote
+    (by its owner token).  Another discard may have taken it, finished, and let the next save
+    write its records and claim, which this one must not delete.  Read, then delete: a claim
+    that changes between the two is not seen (docs/format.md, "Discarding a pending step")."""
+    got = _read_claim_to_discard(store, key, artifact, step)
+    if got is not None and got[0].state == "failed" and got[0].owner == owner:
+        return
+    now = "gone" if got is None else f"{got[0].state}, owned by {got[0].owner}"
+    raise Conflict(f"{artifact} step {step}: another discard (or a save after it) took the "
+                   f"step while this one ran (its claim is {now}); this one stopped after "
+                   f"deleting {_plural_records(len(deleted))}",
+                   hint=f"`ckptlake ls {artifact} --pending` shows what is left of the step; "
+                        "run this again if it is still pending")
+
+
+def _plural_records(n: int) -> str:
+    return f"{n} shard record" + ("" if n == 1 else "s")
 
 
 def _refuse_discard(store: Store, artifact: str, step: int, claim: Claim, now: datetime,
@@ -1098,9 +1231,17 @@ def _check_not_committed(store: Store, claim: Claim, key: str, taken: Claim, eta
     with contextlib.suppress(_LostClaim):
         etag = _cas(store, key, done, etag)
         _set_step_aliases(store, key, done, etag, repeat=True)
-    raise Conflict(f"{claim.artifact} step {claim.step} was committed as v{n} (its "
-                   "commit landed before the discard took the step); nothing was discarded",
-                   hint=f"ckptlake rm {claim.artifact}@v{n} deletes that version")
+    raise _landed(claim, would=False)
+
+
+def _landed(claim: Claim, *, would: bool) -> LandedCommit:
+    """`would`: said by a dry run, which records nothing."""
+    n = claim.version
+    done = ("a discard would record that and delete nothing" if would
+            else "nothing was discarded")
+    return LandedCommit(f"{claim.artifact} step {claim.step} was committed as v{n} (its "
+                        f"commit landed before its claim said so); {done}",
+                        hint=f"ckptlake rm {claim.artifact}@v{n} deletes that version")
 
 
 def _list_step_records(store: Store, artifact: str, step: int
@@ -1117,9 +1258,11 @@ def _list_step_records(store: Store, artifact: str, step: int
     return records, newest
 
 
-def _delete_step_records(store: Store, artifact: str, step: int) -> list[str]:
+def _delete_step_records(store: Store, artifact: str, step: int,
+                         before_each: Callable[[list[str]], None]) -> list[str]:
     """Delete every shard record of the step, of every world, empty ones too (a PUT cut
-    after its head); listed again after each pass, for records that came in meanwhile."""
+    after its head); listed again after each pass, for records that came in meanwhile.
+    `before_each(deleted so far)` runs before each deletion and raises to stop it."""
     deleted: list[str] = []
     for _ in range(_DISCARD_PASSES):
         found = []
@@ -1129,6 +1272,7 @@ def _delete_step_records(store: Store, artifact: str, step: int) -> list[str]:
                 found.append(info.key)
         if not found:
             break
+        before_each(deleted)
         store.delete(found)
         deleted.extend(k for k in found if k not in deleted)
     return sorted(deleted)
