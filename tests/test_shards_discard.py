@@ -23,6 +23,7 @@ from ckptlake.format import layout
 from ckptlake.lake import Lake
 from ckptlake.policy.retention import RetentionPolicy, Rule
 from ckptlake.store.memory import MemoryStore
+from test_shards_gc import die_before_committed
 
 ART = "dd/ckpt"
 
@@ -153,24 +154,7 @@ def test_a_committed_step_is_refused(lake, tmp_path) -> None:
 def test_a_stale_commit_whose_manifest_landed_is_recorded_not_discarded(lake, tmp_path,
                                                                         monkeypatch) -> None:
     """The owner wrote v1 and died before its claim said committed: the step IS committed."""
-    lake.push_shard(rank_dir(tmp_path, 0), ART, step=6, rank=0, world=2)
-    real = shards._cas
-
-    class Crash(BaseException):
-        pass
-
-    def dying(store, key, claim, etag):  # type: ignore[no-untyped-def]
-        if claim.state == "committed":
-            raise Crash()
-        return real(store, key, claim, etag)
-
-    monkeypatch.setattr(shards, "_cas", dying)
-    with pytest.raises(Crash):
-        lake.push_shard(rank_dir(tmp_path, 1), ART, step=6, rank=1, world=2, aliases=["best"])
-    monkeypatch.setattr(shards, "_cas", real)
-    key = layout.shard_claim_key(ART, 6)
-    lake.store.put(key, replace(claim_of(lake, 6),
-                                updated=utcnow() - timedelta(hours=1)).encode())
+    landed_commit(lake, tmp_path, monkeypatch, aliases=("best",))
     before = step_keys(lake, 6)
     with pytest.raises(Conflict, match=r"step 6 was committed as v1 .*nothing was discarded"
                        ) as info:
@@ -529,23 +513,11 @@ def test_a_rerun_discard_keeps_the_first_reason(tmp_path) -> None:
     assert done.reason.endswith(": rank 2 OOM-killed") and done.discarded
 
 
-def landed_commit(lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def landed_commit(lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                  aliases: tuple[str, ...] = ()) -> None:
     """Step 6: its owner wrote v1 and died before its claim said committed; claim stale."""
-    lake.push_shard(rank_dir(tmp_path, 0), ART, step=6, rank=0, world=2)
-    real = shards._cas
-
-    class Crash(BaseException):
-        pass
-
-    def dying(store, key, claim, etag):  # type: ignore[no-untyped-def]
-        if claim.state == "committed":
-            raise Crash()
-        return real(store, key, claim, etag)
-
-    monkeypatch.setattr(shards, "_cas", dying)
-    with pytest.raises(Crash):
-        lake.push_shard(rank_dir(tmp_path, 1), ART, step=6, rank=1, world=2)
-    monkeypatch.setattr(shards, "_cas", real)
+    die_before_committed(lake, [rank_dir(tmp_path, r) for r in range(2)], ART, monkeypatch,
+                         step=6, aliases=aliases)
     key = layout.shard_claim_key(ART, 6)
     lake.store.put(key, replace(claim_of(lake, 6),
                                 updated=utcnow() - timedelta(hours=1)).encode())

@@ -43,10 +43,12 @@ class _Crash(BaseException):
     """The committing rank dies (SIGKILL) right before marking the claim committed."""
 
 
-def die_before_committed(lake, dirs: list[Path], art: str, monkeypatch) -> None:
-    """Rank 0 then rank 1 of step 1; the committer (rank 1) dies after writing the manifest,
-    before its claim says committed (tests/test_rm.py uses it too)."""
-    lake.push_shard(dirs[0], art, step=1, rank=0, world=2)
+def die_before_committed(lake, dirs: list[Path], art: str, monkeypatch, *, step: int = 1,
+                         aliases: tuple[str, ...] = ()) -> None:
+    """Rank 0 then rank 1 of `step`; the committer (rank 1) dies after writing the manifest,
+    before its claim says committed (tests/test_rm.py and test_shards_discard.py use it
+    too)."""
+    lake.push_shard(dirs[0], art, step=step, rank=0, world=2)
     real_cas = shards._cas
 
     def dying_cas(store, key, claim, etag):  # type: ignore[no-untyped-def]
@@ -56,7 +58,7 @@ def die_before_committed(lake, dirs: list[Path], art: str, monkeypatch) -> None:
 
     monkeypatch.setattr(shards, "_cas", dying_cas)
     with pytest.raises(_Crash):
-        lake.push_shard(dirs[1], art, step=1, rank=1, world=2)
+        lake.push_shard(dirs[1], art, step=step, rank=1, world=2, aliases=list(aliases))
     monkeypatch.setattr(shards, "_cas", real_cas)
 
 
