@@ -261,6 +261,22 @@ def test_a_ctrl_c_during_an_import_still_exits_130(tmp_path: Path) -> None:
     assert (done.returncode, done.stderr.splitlines()[-1:]) == (130, ["ckptlake: interrupted"])
 
 
+def test_a_ctrl_c_while_the_cli_starts_exits_130_without_a_traceback(tmp_path: Path) -> None:
+    """Before the command's guard: the Typer app and the command's modules importing (the first
+    ~0.1-0.3 s).  It printed a Python traceback and died by SIGINT (8 of 30 early Ctrl-Cs)."""
+    (tmp_path / "early_ctrl_c.py").write_text(
+        "import sys\n"
+        "import ckptlake.cli.main as m\n"
+        "def load():\n"
+        "    exec('raise KeyboardInterrupt')  # as a Ctrl-C inside an import\n"
+        "m._load = load\n"
+        "sys.argv = ['ckptlake', 'ls']\n"
+        "m.main()\n")
+    done = subprocess.run([sys.executable, "-m", "early_ctrl_c"], capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL, cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (130, "ckptlake: interrupted\n")
+
+
 def test_ctrl_c_during_push_exits_130_and_leaves_no_version(target: Target,
                                                              tmp_path: Path) -> None:
     big = tmp_path / "big.bin"

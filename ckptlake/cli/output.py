@@ -391,26 +391,13 @@ class Output:
             raise typer.Exit(EXIT_ERROR) from None
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - this is the top level
             if isinstance(exc, KeyboardInterrupt):
-                _forget_unhandled_interrupt()
+                from .main import forget_unhandled_interrupt
+
+                forget_unhandled_interrupt()
             code = report_error(exc, as_json=self.json, debug=self.debug)
             raise typer.Exit(code) from None
 
 
-def _forget_unhandled_interrupt() -> None:
-    """A Ctrl-C handled here must end in exit 130, as documented.  CPython 3.11 marks a
-    KeyboardInterrupt that leaves any `exec()` of a string as unhandled for good, caught
-    later or not, and `python -m ckptlake` then ends by killing itself with SIGINT instead of
-    exiting 130 (a shell shows 130 either way; a parent process sees -2).  Commands import
-    lazily, and imports exec strings (dataclasses), so a Ctrl-C during an import did that: 5
-    of 60 interrupted pushes.  (The `ckptlake` script exits at once on SystemExit and never
-    looks.)  The mark is a private C global (`_Py_UnhandledKeyboardInterrupt`); where it
-    cannot be found (another Python), nothing is done."""
-    try:
-        import ctypes
-
-        ctypes.c_int.in_dll(ctypes.pythonapi, "_Py_UnhandledKeyboardInterrupt").value = 0
-    except (ImportError, AttributeError, ValueError, OSError):  # pragma: no cover
-        pass
 
 
 def _silence_stdout() -> None:

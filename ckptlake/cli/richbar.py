@@ -57,7 +57,19 @@ class RichProgress:
         self._phase = ""
 
     def __enter__(self) -> "RichProgress":
-        self._bar.start()
+        from ..transfer.pool import signals_blocked
+
+        # rich's refresh thread inherits the mask: blocking the signals, it does not take a
+        # Ctrl-C meant for the main thread (transfer/pool.py, the module doc)
+        try:
+            with signals_blocked():
+                self._bar.start()
+        except BaseException:
+            # a Ctrl-C deferred to the end of the block (or one in start()): no `with` body
+            # runs, so no __exit__ either; stopped here, the bar gives stderr back, and the
+            # "interrupted" line is seen
+            self._bar.stop()
+            raise
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -67,7 +67,7 @@ from ..errors import CkptlakeError, NotFound, UsageError
 from ..format import layout
 from ..format import state as _state
 from ..format.refs import Ref, parse_ref, validate_artifact
-from ..transfer.pool import Executor
+from ..transfer.pool import Executor, wait_result
 from ._args import check_lake, check_version_fields
 
 if TYPE_CHECKING:
@@ -175,8 +175,8 @@ class LakeCheckpointIO(CheckpointIO):
             return
         done = self._submit(self._after_save, key, future)
         if not self.async_upload:
-            future.result()
-            done.result()
+            wait_result(future)
+            wait_result(done)
 
     def load_checkpoint(self, path: Any, map_location: Any | None = None,
                         weights_only: bool | None = None) -> dict[str, Any]:
@@ -203,7 +203,7 @@ class LakeCheckpointIO(CheckpointIO):
     def remove_checkpoint(self, path: Any) -> None:
         done = self._submit(self._remove, _path_key(os.fspath(check_arg("path", path, "path"))))
         if not self.async_upload:
-            done.result()
+            wait_result(done)
 
     def teardown(self) -> None:
         """End of fit/validate/test: wait for uploads and removals, raise an upload failure.
@@ -232,14 +232,14 @@ class LakeCheckpointIO(CheckpointIO):
             ck = self._ck
         if ck is not None:
             ck.wait()
-        self._submit(lambda: None).result()
+        wait_result(self._submit(lambda: None))
 
     def version_of(self, path: Any) -> int | None:
         """The newest version saved under `path` (after waiting for pending work); None if
         there is none."""
         key = _path_key(os.fspath(check_arg("path", path, "path")))
         self.wait()
-        found = self._submit(self._lookup, key).result()
+        found = wait_result(self._submit(self._lookup, key))
         return found[-1] if found else None
 
     @property
@@ -296,7 +296,7 @@ class LakeCheckpointIO(CheckpointIO):
                 rest = self.artifact + rest
             return parse_ref(rest)
         key = _path_key(text)
-        found = self._submit(self._lookup, key).result()
+        found = wait_result(self._submit(self._lookup, key))
         if not found:
             raise NotFound(f"ckpt_path {text!r}: no version of {self.artifact} was saved as "
                            f"{key}", hint=f"resume from a ref: ckpt_path='{SCHEME}"
@@ -343,7 +343,7 @@ class LakeCheckpointIO(CheckpointIO):
 
     def _after_save(self, key: str, future: "Future[PushResult]") -> None:
         try:
-            result = future.result()
+            result = wait_result(future)
         except BaseException:  # noqa: BLE001 - the checkpointer raises it at the next call
             self._failed.append(key)
             return

@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 from ..core.reader import LakeFile
 from ..core.rawio import SeekableReader
-from ..transfer.pool import Executor
+from ..transfer.pool import Executor, cancel, signals_blocked, wait_result
 
 Key = tuple[str, int]  # (file path in the version, segment index)
 
@@ -100,7 +100,7 @@ class Fetcher:
         if fut is None:
             return self._fetch(key)  # dropped already and read again: fetched uncached, into
             # memory of its own (the caller may keep it)
-        return fut.result()
+        return wait_result(fut)  # (not fut.result(): pool.Completions says why)
 
     def release(self, key: Key) -> None:
         """One request is done with `key`; the last one frees it."""
@@ -112,21 +112,23 @@ class Fetcher:
                 if fut is not None:
                     # a buffer is reused only once its fetch is over (a running one writes
                     # into it); the reader holds no view of it after release
-                    if (fut.cancel() or fut.done()) and buffer is not None \
-                            and len(self._free) < self._keep:
+                    with signals_blocked():  # (a future's lock: pool.Completions)
+                        over = fut.cancel() or fut.done()
+                    if over and buffer is not None and len(self._free) < self._keep:
                         self._free.append(buffer)
                     self._held -= self._size(key)
                 self._pump()
 
     def close(self) -> None:
         with self._lock:
-            for fut in self._futures.values():
-                fut.cancel()
+            cancel(self._futures.values())
             self._futures.clear()
             self._buffers.clear()
             self._free.clear()
             self._next = len(self._order)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        with signals_blocked():  # (its cancelling takes futures' locks: pool.Completions)
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=True)
 
 
 class RangeStream(SeekableReader):

@@ -25,7 +25,7 @@ import os
 import threading
 from typing import Any, Callable
 
-from ..transfer.pool import Executor
+from ..transfer.pool import Executor, cancel, wait_result
 
 COPY_THREADS = max(1, min(4, os.cpu_count() or 1))
 SLICE_BYTES = 8 << 20  # a large tensor is copied in slices of this size, one per task
@@ -138,8 +138,13 @@ def copy_all(pairs: list[tuple[Any, Any, bool]], threads: int) -> None:
         return
     with Executor(max_workers=min(threads, len(jobs)),
                             thread_name_prefix="ckptlake-stage") as pool:
-        for _ in pool.map(run, jobs):
-            pass
+        futures = [pool.submit(run, job) for job in jobs]
+        try:
+            for fut in futures:
+                wait_result(fut)  # (not pool.map: pool.Completions says why)
+        except BaseException:
+            cancel(futures)
+            raise
 
 
 _MADV_POPULATE_WRITE = 23  # Linux >= 5.14

@@ -95,14 +95,50 @@ def signals_blocked() -> Iterator[None]:
     # the mask as it is, read before anything is blocked: a handler that raises after this
     # leaves nothing to undo, one after the SIG_BLOCK is inside the try
     previous = _sigmask(signal.SIG_BLOCK, ())
-    if _ASYNC_SIGNALS <= previous:  # (our own threads: blocked for good)
+    if _ASYNC_SIGNALS <= previous:  # (our own threads, and blocks nested in one: already)
         yield
         return
+    # The mask alone does not keep a Ctrl-C out of the block: the kernel then hands the SIGINT
+    # to any thread that does not block it (numpy's OpenBLAS thread, torch's OpenMP ones,
+    # rich's refresh thread, a notebook's), Python flags it, and the main thread raises at its
+    # next bytecode -- inside the block.  So in the main thread a SIGINT with Python's default
+    # handler is deferred to the end of the block (`_deferring_int`); a handler of the user's
+    # own is left alone, and so is any other signal's.
+    main = threading.get_ident() == _MAIN_IDENT
+    if main and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _deferring_int)
     try:
         _sigmask(signal.SIG_BLOCK, _ASYNC_SIGNALS)
-        yield
+        if main:
+            _deferred.depth += 1
+        try:
+            yield
+        finally:
+            if main:
+                _deferred.depth -= 1
     finally:
         _sigmask(signal.SIG_SETMASK, previous)
+        if main and _deferred.depth == 0 and _deferred.pending:
+            _deferred.pending = False
+            raise KeyboardInterrupt
+
+
+class _Deferred:
+    depth = 0  # signals_blocked blocks the main thread is in
+    pending = False  # a SIGINT came meanwhile
+
+
+_deferred = _Deferred()
+_MAIN_IDENT = threading.main_thread().ident
+
+
+def _deferring_int(signum: int, frame: Any) -> None:
+    """Python's default SIGINT handler (KeyboardInterrupt), except inside signals_blocked in
+    the main thread, where the KeyboardInterrupt waits for the end of the block."""
+    if _deferred.depth:
+        _deferred.pending = True
+        return
+    raise KeyboardInterrupt
 
 
 def start_thread(thread: threading.Thread) -> None:
@@ -156,17 +192,19 @@ class _DaemonPool:
         self._tasks: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = \
             queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
-        self._idle = threading.Semaphore(0)
+        # a token per idle thread: a queue, not a threading.Semaphore, whose Python lock code a
+        # Ctrl-C could interrupt with its lock taken
+        self._idle: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._shut = False
 
     def submit(self, fn: Callable[[], R]) -> "Future[R]":
-        """All of it runs with the asynchronous signals blocked, the thread that is started
-        inheriting that mask: a Ctrl-C that arrives meanwhile waits, and is raised only as the
-        mask is restored, with the task queued and its thread started *and* counted.  Raised
-        between the two, the thread was not counted, took one of shutdown's end markers, and
-        left a counted thread waiting for a marker that never came: the map hung for good (in
-        most runs of 400 interrupted maps)."""
+        """All of it runs inside signals_blocked (the thread that is started inherits the
+        mask): a Ctrl-C that arrives meanwhile is raised as the block ends, with the task
+        queued and its thread started *and* counted.  Raised between the two, the thread was
+        not counted, took one of shutdown's end markers, and left a counted thread waiting for
+        a marker that never came: the map hung for good (in most runs of 400 interrupted
+        maps).  The threads now pass one end marker on (`_work`), so even that cannot hang."""
         fut: Future[R] = Future()
         with signals_blocked(), self._lock:
             if self._shut:  # no thread would ever run it
@@ -175,7 +213,7 @@ class _DaemonPool:
             # items than that, which only the shared part pool has, queue for the threads);
             # started before the item is queued: if it cannot be (RuntimeError: can't start
             # new thread), the item is not left in the queue with no thread to run it
-            if not self._idle.acquire(blocking=False) and len(self._threads) < self._workers:
+            if not self._idle_thread() and len(self._threads) < self._workers:
                 thread = threading.Thread(target=self._work, daemon=True,
                                           name=f"{self._name}_{len(self._threads)}")
                 thread.start()
@@ -183,23 +221,33 @@ class _DaemonPool:
             self._tasks.put((fut, fn))
         return fut
 
+    def _idle_thread(self) -> bool:
+        try:
+            self._idle.get_nowait()
+        except queue.Empty:
+            return False
+        return True
+
     def _work(self) -> None:
         while True:
             task = self._tasks.get()
             if task is None:
+                # passed on to the next thread: one end marker ends them all, however many
+                # there are (a Ctrl-C between starting a thread and counting it cannot leave
+                # one waiting for a marker that never comes)
+                self._tasks.put(None)
                 return
             _run_one(*task)
             del task  # an idle thread holds nothing of the item it ran
-            self._idle.release()
+            self._idle.put(None)
 
     def shutdown(self, wait: bool = True) -> None:
         """Let the started items finish, then end the threads (cancelled items are skipped).
         wait=False: do not wait for that (a thread stuck in a request then ends with it)."""
-        with signals_blocked(), self._lock:  # (an end marker for each thread, even on Ctrl-C)
+        with signals_blocked(), self._lock:
             self._shut = True
             threads = list(self._threads)
-            for _ in threads:
-                self._tasks.put(None)
+            self._tasks.put(None)  # (each thread passes it on)
         if wait:
             for thread in threads:
                 thread.join()
