@@ -373,7 +373,8 @@ class _Lister(threading.Thread):
                 if rank is None:
                     listing.claims.add((artifact, step))
                 else:
-                    listing.shard_records.setdefault((artifact, step), []).append(info.key)
+                    listing.shard_records.setdefault((artifact, step), []).append(
+                        (info.key, info.etag))
 
 
 def _ordered_map(fn: Callable[[T], R], items: list[T], *, workers: int) -> Iterator[R]:
