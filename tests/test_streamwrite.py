@@ -210,6 +210,30 @@ def test_exception_inside_with_commits_nothing(lake: Lake) -> None:
         f.write(b"x")
 
 
+def test_a_write_cut_by_ctrl_c_fails_every_later_write(monkeypatch: Any) -> None:
+    """A Ctrl-C inside write() left part of the data in; torch.save's next write went through,
+    and the user got torch's "unexpected pos" RuntimeError instead of the interruption."""
+    from ckptlake.core.streampush import StreamWriter
+
+    lake = Lake(MemoryStore(), chunk_size=MiB, concurrency=2)
+    real, calls = StreamWriter._drain, []
+
+    def drain(self: Any, *, eof: bool) -> None:
+        calls.append(1)
+        if len(calls) == 2:  # the second piece of the write
+            raise KeyboardInterrupt
+        real(self, eof=eof)
+
+    monkeypatch.setattr(StreamWriter, "_drain", drain)
+    with pytest.raises(KeyboardInterrupt):
+        with lake.writer("run", "m.bin") as f:
+            try:
+                f.write(random.Random(0).randbytes(4 * MiB))
+            except KeyboardInterrupt:
+                f.write(b"end record")  # what torch.save does next
+    assert no_versions(lake, "run")
+
+
 def test_unclosed_writer_commits_nothing(lake: Lake) -> None:
     f = lake.writer("run", "m.pt")
     f.write(random.Random(0).randbytes(2 * MiB))

@@ -195,16 +195,24 @@ class StreamWriter(io.RawIOBase):
         self._raise_failure()
         with memoryview(data) as view, view.cast("B") as flat:
             n = flat.nbytes
-            # a piece at a time: one write of a 2 GiB storage must not be held whole
-            for pos in range(0, n, self._cs):
-                piece = flat[pos:pos + self._cs]
-                self._buf += piece
-                self._written += len(piece)
-                if not self._started and self._written >= self._small:
-                    self._started = True
-                if self._started:
-                    self._planner.advance(self._buf, self._base)
-                    self._drain(eof=False)
+            try:
+                # a piece at a time: one write of a 2 GiB storage must not be held whole
+                for pos in range(0, n, self._cs):
+                    piece = flat[pos:pos + self._cs]
+                    self._buf += piece
+                    self._written += len(piece)
+                    if not self._started and self._written >= self._small:
+                        self._started = True
+                    if self._started:
+                        self._planner.advance(self._buf, self._base)
+                        self._drain(eof=False)
+            except BaseException as exc:
+                # Part of `data` may be in: the file is torn.  Every later write (and the
+                # finish) raises this again.  A Ctrl-C here surfaced as torch.save's
+                # "RuntimeError: unexpected pos", as the next write it made went through.
+                if self._error is None:
+                    self._error = exc
+                raise
         return n
 
     # -- finishing --
