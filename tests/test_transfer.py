@@ -108,26 +108,55 @@ def test_ctrl_c_ends_the_bandwidth_waits_of_that_transfer_only() -> None:
 
 
 _INTERRUPTED_MAPS = r"""
-import random, signal, sys, time
+import os, random, signal, sys, threading, time
+import _signal
 from ckptlake.transfer.pool import Completions, Executor, bounded_map
 
-armed = False
+seed, mode, rounds = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+if mode == "alarm":  # a handler raising KeyboardInterrupt in the main thread, on a timer
+    armed = False
 
-def interrupt(signum, frame):  # a Ctrl-C: KeyboardInterrupt in the main thread
-    if armed:
-        raise KeyboardInterrupt
+    def interrupt(signum, frame):
+        if armed:
+            raise KeyboardInterrupt
 
-def interrupted(fn, delay):
-    global armed
-    try:
-        armed = True
-        signal.setitimer(signal.ITIMER_REAL, delay)  # (one shot)
-        fn()
-        armed = False  # (a signal after this is ignored: it can only land here, in the try)
-        return 0
-    except KeyboardInterrupt:
-        armed = False
-        return 1
+    signal.signal(signal.SIGALRM, interrupt)
+
+    def interrupted(fn, delay):
+        global armed
+        try:
+            armed = True
+            signal.setitimer(signal.ITIMER_REAL, delay)  # (one shot)
+            fn()
+            armed = False  # (a signal after this is ignored: it can only land in the try)
+            return 0
+        except KeyboardInterrupt:
+            armed = False
+            return 1
+else:  # a real SIGINT, with a thread that does not block it (numpy's, rich's, a notebook's):
+    # the kernel may hand it the Ctrl-C while the main thread blocks the signals
+    threading.Thread(target=time.sleep, args=(1e6,), daemon=True).start()
+    fire, delay = threading.Semaphore(0), [0.0]
+
+    def ctrl_c():
+        while True:
+            fire.acquire()
+            time.sleep(delay[0])
+            os.kill(os.getpid(), signal.SIGINT)
+
+    _signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    threading.Thread(target=ctrl_c, daemon=True).start()  # (it blocks SIGINT itself)
+    _signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+    def interrupted(fn, d):
+        try:
+            delay[0] = d
+            fire.release()
+            fn()
+            time.sleep(0.01)  # (a late Ctrl-C lands here)
+            return 0
+        except KeyboardInterrupt:
+            return 1
 
 def whole_map():
     for _ in bounded_map(lambda x: x, range(40), workers=8):
@@ -141,16 +170,29 @@ def wait_for_futures():
     while waiting:
         waiting.next()
 
-signal.signal(signal.SIGALRM, interrupt)
-rng = random.Random(int(sys.argv[1]))
+rng = random.Random(seed)
 maps = sum(interrupted(whole_map, rng.uniform(0.0001, 0.0015)) for _ in range(150))
 waits = 0
-for _ in range(1000):
+for _ in range(rounds):
     waiting = Completions()
     waits += interrupted(wait_for_futures, rng.uniform(0.00005, 0.0008))
     waiting.drain()  # every worker still finishes its future
 print(maps, waits)
 """
+
+
+def run_interrupted_maps(mode: str, seed: int, rounds: int) -> None:
+    """150 maps and `rounds` waits for futures, each interrupted at a random point, in a
+    subprocess that must not hang; the interruptions must land in both."""
+    env = {**os.environ, "PYTHONFAULTHANDLER": ""}
+    try:
+        done = subprocess.run([sys.executable, "-c", _INTERRUPTED_MAPS, str(seed), mode,
+                               str(rounds)], env=env, capture_output=True, text=True,
+                              timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("an interrupted map hung")
+    assert done.returncode == 0, done.stderr
+    assert all(int(n) > 0 for n in done.stdout.split())
 
 
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="POSIX interval timers")
@@ -160,68 +202,7 @@ def test_a_ctrl_c_anywhere_in_a_map_never_hangs_it() -> None:
     hung in 6 of 6 runs of this).  And concurrent.futures.wait(), interrupted while it takes
     the futures' locks, leaves some held, so the worker finishing such a future blocks for
     good (3 of 4 runs hung with wait() in place of Completions)."""
-    env = {**os.environ, "PYTHONFAULTHANDLER": ""}
-    try:
-        done = subprocess.run([sys.executable, "-c", _INTERRUPTED_MAPS, "7"], env=env,
-                              capture_output=True, text=True, timeout=120)
-    except subprocess.TimeoutExpired:
-        pytest.fail("an interrupted map hung")
-    assert done.returncode == 0, done.stderr
-    assert all(int(n) > 0 for n in done.stdout.split())  # (interruptions did land in both)
-
-
-_SIGINT_WITH_A_FOREIGN_THREAD = r"""
-import os, random, signal, sys, threading, time
-import _signal
-from ckptlake.transfer.pool import Completions, Executor, bounded_map
-
-# a thread that does not block SIGINT (numpy's OpenBLAS thread, rich's, a notebook's): the
-# kernel may hand it a Ctrl-C while the main thread blocks the signals
-threading.Thread(target=time.sleep, args=(1e6,), daemon=True).start()
-fire = threading.Semaphore(0)
-delay = [0.0]
-
-def ctrl_c():
-    while True:
-        fire.acquire()
-        time.sleep(delay[0])
-        os.kill(os.getpid(), signal.SIGINT)
-
-_signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-threading.Thread(target=ctrl_c, daemon=True).start()  # (it blocks SIGINT itself)
-_signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-
-def interrupted(fn, d):
-    try:
-        delay[0] = d
-        fire.release()
-        fn()
-        time.sleep(0.01)  # (a late Ctrl-C lands here)
-        return 0
-    except KeyboardInterrupt:
-        return 1
-
-def whole_map():
-    for _ in bounded_map(lambda x: x, range(40), workers=8):
-        pass
-
-pool = Executor(8)
-
-def wait_for_futures():
-    for _ in range(64):
-        waiting.add(pool.submit(time.sleep, 0.0002))
-    while waiting:
-        waiting.next()
-
-rng = random.Random(int(sys.argv[1]))
-maps = sum(interrupted(whole_map, rng.uniform(0.0001, 0.0015)) for _ in range(150))
-waits = 0
-for _ in range(300):
-    waiting = Completions()
-    waits += interrupted(wait_for_futures, rng.uniform(0.00005, 0.0008))
-    waiting.drain()
-print(maps, waits)
-"""
+    run_interrupted_maps("alarm", 7, 1000)
 
 
 def test_a_ctrl_c_taken_by_a_foreign_thread_never_hangs_a_map() -> None:
@@ -230,13 +211,7 @@ def test_a_ctrl_c_taken_by_a_foreign_thread_never_hangs_a_map() -> None:
     the KeyboardInterrupt was raised inside the block anyway: the map hung as before (3 of 3
     runs; 4 of 30 Ctrl-Cs of a push on a terminal).  The default SIGINT handler now defers it
     to the end of the block in the main thread."""
-    try:
-        done = subprocess.run([sys.executable, "-c", _SIGINT_WITH_A_FOREIGN_THREAD, "3"],
-                              capture_output=True, text=True, timeout=120)
-    except subprocess.TimeoutExpired:
-        pytest.fail("an interrupted map hung")
-    assert done.returncode == 0, done.stderr
-    assert all(int(n) > 0 for n in done.stdout.split())
+    run_interrupted_maps("sigint", 3, 300)
 
 
 def test_memory_bound_formula() -> None:
