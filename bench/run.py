@@ -286,10 +286,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--datasets", type=names(list(datasets.DATASETS)), default=["ckpt1g"],
                    help=f"comma-separated, of: {', '.join(datasets.DATASETS)} (default ckpt1g)")
     p.add_argument("--reps", type=int, default=5, help="repetitions per tool and op (default 5)")
-    default_tools = [t for t in TOOLS if t != "ckptlake-sha256"]
+    default_tools = [t for t in TOOLS if t not in ("ckptlake-sha256", "ckptlake-base")]
     p.add_argument("--tools", type=names(list(TOOLS)), default=default_tools,
                    help=f"comma-separated, of: {', '.join(TOOLS)} (default all but "
-                        "ckptlake-sha256)")
+                        "ckptlake-sha256 and ckptlake-base)")
     p.add_argument("--out", type=Path, help="markdown file to write/replace the section(s) in, "
                                             "e.g. docs/benchmarks.md")
     return p.parse_args(argv)

@@ -85,6 +85,37 @@ class CkptLakeSha256(CkptLake):
         return [*super().upload(src, bucket, prefix), "--hash", "sha256"]
 
 
+class CkptLakeBase(CkptLake):
+    """ckptlake from another checkout, for an A/B of a change in one run, interleaved with the
+    current one: BENCH_CKPTLAKE_BASE names a directory holding that revision's `ckptlake`
+    package (`git archive REV ckptlake | tar -x -C DIR`), run with this venv's packages."""
+    name, label = "ckptlake-base", "ckptlake, base revision"
+
+    def base(self) -> Path:
+        import os
+        base = os.environ.get("BENCH_CKPTLAKE_BASE")
+        if not base or not (Path(base) / "ckptlake" / "__main__.py").exists():
+            raise RuntimeError("set BENCH_CKPTLAKE_BASE to a directory holding a `ckptlake` "
+                               "package (git archive REV ckptlake | tar -x -C DIR)")
+        return Path(base).resolve()
+
+    def exe(self, name):
+        if name != "ckptlake":
+            return super().exe(name)
+        # a wrapper, since the runner's environment drops PYTHONPATH on purpose
+        wrapper = HERE / ".work" / "ckptlake-base"
+        wrapper.parent.mkdir(parents=True, exist_ok=True)
+        wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={self.base()} exec {super().exe('python')} "
+                           f"-m ckptlake \"$@\"\n")
+        wrapper.chmod(0o755)
+        return str(wrapper)
+
+    def version(self, env):
+        Tool.version(self, env)
+        rev = (self.base() / "REVISION")
+        return f"ckptlake at {rev.read_text().strip() if rev.exists() else self.base()}"
+
+
 class AwsCli(Tool):
     name, label = "aws", "aws s3 cp --recursive"
 
@@ -174,4 +205,4 @@ class CrtVerify(Crt):
     flags = ("--verify",)
 
 
-TOOLS = {t.name: t for t in (CkptLake, CkptLakeSha256, AwsCli, S5cmd, Rclone, Boto3TM, Crt, CrtVerify)}
+TOOLS = {t.name: t for t in (CkptLake, CkptLakeSha256, CkptLakeBase, AwsCli, S5cmd, Rclone, Boto3TM, Crt, CrtVerify)}
