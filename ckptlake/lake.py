@@ -765,13 +765,20 @@ class Lake:
                    exclude: Sequence[str] = (), follow_symlinks: bool = False,
                    progress: Progress | None = None, stale_after: float | None = None,
                    wait_seconds: float | None = None,
-                   compression: str | None = None) -> "ShardPushResult":
+                   compression: str | None = None,
+                   save_id: str | None = None) -> "ShardPushResult":
         """Push rank `rank`'s files of a checkpoint written by `world` ranks at `step`.
 
         The version is committed exactly once, when the last rank's record is in (see
         docs/format.md, "Sharded commits"); until then `pending()` lists the step.  Ranks keep
         their relative paths: they must write distinct file names (or identical bytes).
         Pushing a rank twice is harmless.  `result.version` is None while ranks are missing.
+
+        `save_id`: the same for every rank of one save, another for each attempt (e.g. the
+        scheduler's job id and restart count).  Without it, a re-run of a crashed save can
+        commit a version mixing the crashed save's leftover records with its own; with it, a
+        rank meeting another save's records is refused (Conflict) until that save is
+        discarded (`discard_pending`).
         """
         from .core import shards
 
@@ -793,6 +800,10 @@ class Lake:
         for what, t in (("stale_after", stale_after), ("wait_seconds", wait_seconds)):
             # checked before the upload: a bad one failed after it, leaving the step stuck
             check_arg(what, t, "seconds", optional=True)
+        if save_id is not None:
+            from .format.refs import validate_save_id
+
+            validate_save_id(save_id)
         from .format.safetensors import TensorObserver
 
         from .core.scan import scan
@@ -808,7 +819,8 @@ class Lake:
                 aliases=list(aliases), progress=progress, lake_url=self.url,
                 stale_after=shards.DEFAULT_STALE_AFTER if stale_after is None else stale_after,
                 wait_seconds=wait_seconds, throttle=self.throttle, parts=self.parts,
-                observers=[tensors] if tensors else [], compression=compression)
+                observers=[tensors] if tensors else [], compression=compression,
+                save=save_id)
         if result.committed_here and result.version is not None:
             self._after_commit(artifact, result.version)
         return result

@@ -124,13 +124,13 @@ _ckptlake() {
                 --compression) COMPREPLY=( $(compgen -W "auto none" -- "$cur") ); return 0 ;;
                 --hash) COMPREPLY=( $(compgen -W "sha256 blake3" -- "$cur") ); return 0 ;;
                 --meta-file|--config) _ckptlake_files "$cur"; return 0 ;;
-                --step|--metric|--meta|--alias|--exclude|--parent|--input|--shard|--chunk-size|--concurrency|--max-bandwidth|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+                --step|--metric|--meta|--alias|--exclude|--parent|--input|--shard|--save-id|--chunk-size|--concurrency|--max-bandwidth|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=( $(compgen -W "--step --metric --meta --alias --exclude --follow-symlinks --parent --relation --input --meta-file --shard --chunk-size --compression --hash --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                COMPREPLY=( $(compgen -W "--step --metric --meta --alias --exclude --follow-symlinks --parent --relation --input --meta-file --shard --save-id --chunk-size --compression --hash --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
-            _ckptlake_npos "--step --metric --meta --alias --exclude --parent --relation --input --meta-file --shard --chunk-size --compression --hash --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config"
+            _ckptlake_npos "--step --metric --meta --alias --exclude --parent --relation --input --meta-file --shard --save-id --chunk-size --compression --hash --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config"
             case "$npos" in
                 0) _ckptlake_files "$cur" ;;  # SOURCE
                 1) _ckptlake_lake artifact "$cur" ;;  # ARTIFACT

@@ -96,6 +96,11 @@ def push(
         "--shard", metavar="RANK/WORLD", show_default=False,
         help="Push rank RANK's files of a checkpoint written by WORLD ranks (needs --step); "
              "the version is committed once, when all WORLD ranks are in.")] = None,
+    save_id: Annotated[Optional[str], typer.Option(
+        "--save-id", metavar="ID", show_default=False,
+        help="With --shard: the same for every rank of one save, another for each attempt "
+             "(e.g. \"$SLURM_JOB_ID.$SLURM_RESTART_COUNT\"), so that a re-run never commits a "
+             "crashed save's leftover shards with its own.")] = None,
     chunk_size: Annotated[Optional[str], typer.Option(
         "--chunk-size", metavar="SIZE", show_default=False,
         help="Chunk size for upload and dedup, e.g. 16MiB (default: from the config).")] = None,
@@ -168,6 +173,15 @@ def push(
             if hash_ not in _hashes():
                 raise UsageError(f"--hash must be {' or '.join(_hashes())}, not {hash_!r}")
         rank_world = parse_shard(shard, step) if shard is not None else None
+        if save_id is not None:
+            from ..format.refs import validate_save_id
+
+            if shard is None:
+                from ..errors import UsageError
+
+                raise UsageError("--save-id needs --shard RANK/WORLD: it names one save of a "
+                                 "sharded checkpoint")
+            validate_save_id(save_id)
         handle = open_lake(common, chunk_size=size, concurrency=concurrency,
                            max_bandwidth=max_bandwidth)
         try:
@@ -181,7 +195,7 @@ def push(
                         source, artifact, step=step, rank=rank_world[0], world=rank_world[1],
                         metrics=metrics, metadata=metadata, aliases=aliases,
                         exclude=list(exclude or []), follow_symlinks=follow_symlinks,
-                        progress=progress, compression=compression)
+                        progress=progress, compression=compression, save_id=save_id)
                 for warning in shard_result.warnings:
                     out.warn(warning)
                 doc = {**shard_result.to_dict(), "lake": lake_url(handle),

@@ -57,6 +57,7 @@ from ..errors import (AccessDenied, Conflict, IntegrityError, Interrupted, NotFo
                       PreconditionFailed, TransferError, UsageError)
 from ..format import layout
 from ..format.manifest import FileEntry, Manifest, decode_manifest
+from ..format.refs import validate_save_id
 from ..results import DiscardResult, _Result
 from ..store.base import Store
 from ..transfer.progress import NullProgress, Progress
@@ -73,6 +74,7 @@ CLAIM_FORMAT = 1
 # Manifest metadata keys a sharded commit adds (visible in `ls --json`).
 META_COMMIT_ID = "ckptlake.shard_commit"
 META_WORLD = "ckptlake.shard_world"
+META_SAVE = "ckptlake.shard_save"
 # A claim untouched this long is presumed dead and may be taken over.  The owner needs it only
 # for a few requests (read WORLD records, write one manifest), so minutes are generous.
 DEFAULT_STALE_AFTER = 300.0
@@ -108,6 +110,7 @@ class ShardPushResult(_Result):
     chunks_deduplicated: int
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    save_id: str | None = None  # the save this rank's record belongs to (--save-id)
 
     @property
     def committed(self) -> bool:
@@ -144,18 +147,23 @@ class ShardRecord:
     world: int
     manifest: Manifest  # the rank's files (version 0, kind "dir")
     aliases: tuple[str, ...] = ()
+    # The save this record belongs to, if the ranks were given one (push --shard --save-id):
+    # records of different saves never commit together (docs/format.md, "Save identity").
+    save: str | None = None
 
     def identity(self) -> tuple[Any, ...]:
         """What must match for a repeated push to count as the same shard."""
-        return (self.artifact, self.step, self.rank, self.world,
+        return (self.artifact, self.step, self.rank, self.world, self.save,
                 tuple(_content_key(f) for f in self.manifest.files), self.manifest.dirs)
 
     def encode(self) -> bytes:
-        return json.dumps({
+        doc: dict[str, Any] = {
             "ckptlake_shard": SHARD_FORMAT, "artifact": self.artifact, "step": self.step,
-            "rank": self.rank, "world": self.world, "aliases": list(self.aliases),
-            "manifest": self.manifest.to_json()}, separators=(",", ":"),
-            ensure_ascii=False).encode()
+            "rank": self.rank, "world": self.world, "aliases": list(self.aliases)}
+        if self.save is not None:
+            doc["save"] = self.save
+        doc["manifest"] = self.manifest.to_json()
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def decode_record(data: bytes, *, key: str) -> ShardRecord:
@@ -169,9 +177,15 @@ def decode_record(data: bytes, *, key: str) -> ShardRecord:
     try:
         artifact, step, rank, world = raw["artifact"], raw["step"], raw["rank"], raw["world"]
         aliases = tuple(str(a) for a in raw.get("aliases") or ())
+        save = raw.get("save")
         inner = json.dumps(raw["manifest"]).encode()
     except (KeyError, TypeError):
         raise IntegrityError(f"{key}: malformed shard record") from None
+    if save is not None:
+        try:
+            validate_save_id(save)
+        except UsageError:
+            raise IntegrityError(f"{key}: malformed shard record (save id)") from None
     if not all(isinstance(x, int) and not isinstance(x, bool) for x in (step, rank, world)) \
             or not 0 <= rank < world:
         raise IntegrityError(f"{key}: malformed shard record")
@@ -180,7 +194,7 @@ def decode_record(data: bytes, *, key: str) -> ShardRecord:
         raise IntegrityError(f"{key} claims to be rank {rank} of {world} of {artifact} step "
                              f"{step}")
     return ShardRecord(artifact=artifact, step=step, rank=rank, world=world,
-                       manifest=decode_manifest(inner, key=key), aliases=aliases)
+                       manifest=decode_manifest(inner, key=key), aliases=aliases, save=save)
 
 
 def _content_key(f: FileEntry) -> tuple[Any, ...]:
@@ -302,6 +316,11 @@ def merge_records(records: Sequence[ShardRecord], *, artifact: str, step: int, w
     with another hash while the step was pending) would commit a version nothing can restore.
     """
     records = sorted(records, key=lambda r: r.rank)
+    saves = {rec.save for rec in records}
+    if len(saves) > 1:
+        raise Conflict(f"{artifact} step {step}: its shard records come from different saves "
+                       f"({_describe_saves(records)})",
+                       hint=_rerun_hint(artifact, step, True))
     for rec in records:
         if rec.manifest.hash != hash_algo:
             raise Conflict(f"{artifact} step {step}: rank {rec.rank}'s shard record names "
@@ -344,6 +363,8 @@ def merge_records(records: Sequence[ShardRecord], *, artifact: str, step: int, w
                            "in another", hint="each rank must write distinct file names")
     empty_dirs = tuple(sorted(d for d in dirs if d not in parents))
     metadata.update({META_COMMIT_ID: commit_id, META_WORLD: str(world)})
+    if records and records[0].save is not None:
+        metadata[META_SAVE] = records[0].save
     chosen = tuple(by_path[p][1] for p in sorted(paths))
     referenced = {c.digest for f in chosen for c in f.chunks}
     stored = {d: n for rec in records for d, n in rec.manifest.stored.items() if d in referenced}
@@ -356,6 +377,20 @@ def merge_records(records: Sequence[ShardRecord], *, artifact: str, step: int, w
     # The checks every reader makes (symlinks, duplicates...), before anything is committed.
     decode_manifest(replace(manifest, version=1).encode(), key=f"{artifact} step {step}")
     return manifest
+
+
+def _save_name(save: str | None) -> str:
+    return f"save {save!r}" if save is not None else "a save without a save id"
+
+
+def _describe_saves(records: Sequence[ShardRecord]) -> str:
+    """rank 0, 2: save 'job7.0'; rank 1: a save without a save id"""
+    by_save: dict[str | None, list[int]] = {}
+    for rec in sorted(records, key=lambda r: r.rank):
+        by_save.setdefault(rec.save, []).append(rec.rank)
+    return "; ".join(f"rank{'s' if len(ranks) > 1 else ''} "
+                     f"{', '.join(map(str, ranks[:8]))}{' ...' if len(ranks) > 8 else ''}: "
+                     f"{_save_name(save)}" for save, ranks in by_save.items())
 
 
 # ---- the protocol -----------------------------------------------------------------------------
@@ -789,8 +824,12 @@ def push_shard(store: Store, tree: SourceTree, artifact: str, *, step: int, rank
                progress: Progress, lake_url: str, stale_after: float = DEFAULT_STALE_AFTER,
                wait_seconds: float | None = None, throttle: Any = None,
                observers: Sequence[Any] = (), parts: Any = None,
-               compression: str | None = None) -> ShardPushResult:
+               compression: str | None = None, save: str | None = None) -> ShardPushResult:
     """Upload this rank's files and record them; commit the step if this rank completes it.
+
+    `save`: the save's identity, the same for every rank of one save and another for each
+    attempt; records of different saves never commit together (a re-run meeting a crashed
+    save's records is refused instead of committing a mix of both).
 
     `compression`: as for a push (None: the lake header's); the rank's record carries the
     stored-size hints of its chunks, and the committed manifest merges them.
@@ -800,7 +839,7 @@ def push_shard(store: Store, tree: SourceTree, artifact: str, *, step: int, rank
     """
     started, started_wall = clock.now(), time.time()  # both: see core/clock.py
     header, created = begin_shard(store, artifact, step=step, rank=rank, world=world,
-                                  chunk_size=chunk_size, compression=compression)
+                                  chunk_size=chunk_size, compression=compression, save=save)
     from .push import resolve_compression
 
     files, up = upload_tree(store, tree, algo=header.hash,
@@ -814,12 +853,12 @@ def push_shard(store: Store, tree: SourceTree, artifact: str, *, step: int, rank
                         lake_url=lake_url, stale_after=stale_after,
                         wait_seconds=wait_seconds, started=started,
                         started_wall=started_wall, bytes_scanned=tree.total_bytes,
-                        progress=progress)
+                        progress=progress, save=save)
 
 
 def begin_shard(store: Store, artifact: str, *, step: int, rank: int, world: int,
-                chunk_size: int | None, compression: str | None = None
-                ) -> tuple[Any, "bool | str"]:
+                chunk_size: int | None, compression: str | None = None,
+                save: str | None = None) -> tuple[Any, "bool | str"]:
     """The checks before a rank uploads anything: (lake header, what open_or_create_header
     wrote).  An explicit `compression` goes into the header of a lake this creates, as a
     push's does (docs/format.md, the lake header)."""
@@ -838,6 +877,18 @@ def begin_shard(store: Store, artifact: str, *, step: int, rank: int, world: int
         raise Conflict(f"{artifact} step {step} is held by {held}: it was written by a world "
                        f"of {other} shard records, this save by {world}",
                        hint=_rerun_hint(artifact, step, removable))
+    if save is not None:
+        validate_save_id(save)
+    if keys:
+        # Another save's records (one read: every record of a step is meant to be one save's;
+        # mixed ones are refused later, by the record's own check and the committer's)
+        first = keys[min(keys)]
+        try:
+            other = decode_record(store.get(first), key=first)
+        except NotFound:  # listed, then deleted: only a discard deletes a record
+            raise _discarded_meanwhile(artifact, step, "pushing") from None
+        if other.save != save:
+            _refuse_other_save(store, artifact, step, world, keys, [other], save)
     if has_claim:
         # A rank of a step committed and since deleted by gc (a job restarted from an old
         # step): say so before its bytes are uploaded as chunks nothing would reference.
@@ -854,14 +905,15 @@ def record_shard(store: Store, artifact: str, *, header: Any, created: "bool | s
                  metadata: dict[str, str], aliases: Sequence[str], lake_url: str,
                  stale_after: float, wait_seconds: float | None, started: float,
                  started_wall: float, bytes_scanned: int,
-                 progress: Progress | None = None) -> ShardPushResult:
+                 progress: Progress | None = None, save: str | None = None
+                 ) -> ShardPushResult:
     """Write this rank's record of uploaded `files` and commit the step if it completes it
     (the second half of push_shard, shared with ranks that stream their files:
     ckptlake/torch/dcp.py).  `up`: the uploader (counters, stored-size hints, reupload).
     `progress` gets a note while this rank waits for another rank's commit (without one, or
     with a NullProgress, the `ckptlake` logger gets it as a warning)."""
     record = ShardRecord(
-        artifact=artifact, step=step, rank=rank, world=world, aliases=tuple(aliases),
+        artifact=artifact, step=step, rank=rank, world=world, aliases=tuple(aliases), save=save,
         manifest=Manifest(artifact=artifact, version=0, kind="dir", hash=header.hash,
                           files=files, dirs=dirs, step=step,
                           created=utcnow(), created_by=user_at_host(), tool=tool_version(),
@@ -878,6 +930,8 @@ def record_shard(store: Store, artifact: str, *, header: Any, created: "bool | s
                        if r.rank != rank]
         except NotFound:  # listed, then deleted: only a discard deletes a record
             raise _discarded_meanwhile(artifact, step, "pushing") from None
+        if foreign := [r for r in present if r.save != save]:
+            _refuse_other_save(store, artifact, step, world, keys, foreign, save)
         merge_records([*present, record], artifact=artifact, step=step, world=world,
                       hash_algo=header.hash, commit_id="check")
     repeated = False
@@ -896,6 +950,9 @@ def record_shard(store: Store, artifact: str, *, header: Any, created: "bool | s
             existing = decode_record(store.get(key), key=key)
         except NotFound:  # there at our write, then deleted: a discard
             raise _discarded_meanwhile(artifact, step, "pushing") from None
+        if existing.save != record.save:
+            keys, _ = _list_step(store, artifact, step)
+            _refuse_other_save(store, artifact, step, world, keys, [existing], save)
         if existing.identity() != record.identity():
             keys, _ = _list_step(store, artifact, step)
             held, removable = _earlier_save(store, artifact, step, world, keys)
@@ -930,7 +987,8 @@ def record_shard(store: Store, artifact: str, *, header: Any, created: "bool | s
         bytes_deduplicated=up.deduplicated.value, chunks_uploaded=up.uploaded.count,
         chunks_deduplicated=up.deduplicated.count,
         seconds=round(clock.now() - started, 3),
-        warnings=[new_lake_warning(lake_url, created, header)] if created else [])
+        warnings=[new_lake_warning(lake_url, created, header)] if created else [],
+        save_id=save)
 
 
 def _earlier_save(store: Store, artifact: str, step: int, world: int,
@@ -950,6 +1008,16 @@ def _earlier_save(store: Store, artifact: str, step: int, world: int,
         return f"an earlier save that failed ({claim.error})", True
     return (f"an earlier save that did not finish ({n} of {world} shard records in"
             + ("; its commit was under way)" if claim is not None else ")"), True)
+
+
+def _refuse_other_save(store: Store, artifact: str, step: int, world: int,
+                       keys: dict[tuple[int, int], str], foreign: Sequence[ShardRecord],
+                       save: str | None) -> None:
+    """Conflict: the step holds records of another save than this rank's (`foreign`)."""
+    held, removable = _earlier_save(store, artifact, step, world, keys)
+    raise Conflict(f"{artifact} step {step} is held by {held}, {_describe_saves(foreign)}; "
+                   f"this rank is of {_save_name(save)}",
+                   hint=_rerun_hint(artifact, step, removable))
 
 
 def _rerun_hint(artifact: str, step: int, removable: bool) -> str:

@@ -32,6 +32,9 @@ _STEP = re.compile(r"step=(-?[0-9]+)")
 _BEST = re.compile(r"(min|max):(.*)", re.S)
 # Metric names as `ls --where` shows them; '/' too, for W&B-style names (train/loss).
 METRIC_NAME = re.compile(r"[A-Za-z0-9._/-]{1,128}")
+# What a sharded save's identity may look like: what a job scheduler's ids combine into
+# ("$SLURM_JOB_ID.$SLURM_RESTART_COUNT", "run-7:3"), and nothing a shell or JSON mangles.
+_SAVE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+=@-]{0,127}")
 
 GRAMMAR = (
     "ARTIFACT[@SELECTOR]: ARTIFACT is a/b/c with segments of [A-Za-z0-9._-]; "
@@ -75,6 +78,15 @@ def validate_alias(name: str) -> str:
                          hint="aliases match [A-Za-z][A-Za-z0-9._-]* and may not be "
                               "'latest' or look like a version (v3)")
     return name
+
+
+def validate_save_id(save_id: str) -> str:
+    if not isinstance(save_id, str) or not _SAVE_ID.fullmatch(save_id):
+        raise UsageError(f"invalid save id {save_id!r}",
+                         hint="1-128 characters of A-Z a-z 0-9 . _ : + = @ -, starting with a "
+                              "letter or digit; the same for every rank of one save, another "
+                              "for each attempt (e.g. \"$SLURM_JOB_ID.$SLURM_RESTART_COUNT\")")
+    return save_id
 
 
 @dataclass(frozen=True)
