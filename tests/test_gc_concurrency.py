@@ -13,6 +13,11 @@ version cannot be deleted until that pusher pushes twice more: it pulls and chec
 version it committed right away, and at the end every survivor is checked again.  (With the
 guard replaced by a plain commit this test fails: versions lose swept chunks.)
 
+A reader pulls every version as soon as a listing shows it, while its push may still be in
+its guard: with pins (gc_guard) a version is whole from the moment it is listed.  (Before pins
+the guard restored swept chunks only after the commit, and such pulls failed with a missing
+chunk: 29 in one run of the adversarial race of docs/format.md, "Residual risks".)
+
 gc runs with its per-chunk digest sets spilled to disk after a few digests (SPILL_AT), the path
 a lake of millions of chunks takes; the in-memory path races in test_gc_acceptance's CLI runs.
 """
@@ -31,7 +36,7 @@ from ckptlake.core import push as pushmod
 from ckptlake.core.gc import execute, plan_gc
 from ckptlake.core.gc_guard import guard_commit
 from ckptlake.core.scan import scan
-from ckptlake.errors import NotFound
+from ckptlake.errors import IntegrityError, NotFound
 from ckptlake.core.lakeheader import ensure_header
 from ckptlake.format.manifest import Manifest
 from ckptlake.lake import Lake
@@ -140,8 +145,38 @@ def test_pushes_and_gc_passes_race_and_every_survivor_is_whole(
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
+    early: dict[str, int] = {"pulled": 0, "gone": 0}
+    early_failures: list[str] = []
+
+    def reader() -> None:
+        """Pulls each version the moment a listing shows it (its push may be in its guard)."""
+        lake = Lake(store)
+        seen: set[tuple[str, int]] = set()
+        try:
+            while time.monotonic() < deadline:
+                for seed in range(PUSHERS):
+                    artifact = f"race/p{seed}/ckpt"
+                    for n in catalog.version_numbers(store, artifact):
+                        if (artifact, n) in seen:
+                            continue
+                        seen.add((artifact, n))
+                        try:
+                            lake.pull(f"{artifact}@v{n}", tmp_path / "early" / f"{seed}-{n}")
+                            early["pulled"] += 1
+                        except (NotFound, IntegrityError) as exc:
+                            try:  # deleted by retention meanwhile: not a failure
+                                catalog.load_manifest(store, artifact, n)
+                            except NotFound:
+                                early["gone"] += 1
+                                continue
+                            early_failures.append(f"{artifact}@v{n}: {exc}")
+                time.sleep(0.01)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
     threads = [threading.Thread(target=pusher, args=(n,)) for n in range(PUSHERS)]
     threads += [threading.Thread(target=collector) for _ in range(GCS)]
+    threads.append(threading.Thread(target=reader))
     for t in threads:
         t.start()
     for t in threads:
@@ -150,7 +185,10 @@ def test_pushes_and_gc_passes_race_and_every_survivor_is_whole(
     print(f"\nconcurrency run: {stats['pushes']} pushes, {stats['gc_passes']} gc passes, "
           f"{stats['deleted']} versions deleted, {stats['swept']} chunks swept, "
           f"{stats['rescued']} rescued by a fresh mark, {stats['restored']} restored by the "
-          f"push guard")
+          f"push guard; {early['pulled']} versions pulled as soon as listed "
+          f"({early['gone']} deleted first)")
+    assert early_failures == [], early_failures
+    assert early["pulled"] >= 8
     # The run must have exercised the protocol, or it proves nothing.
     assert stats["pushes"] >= 8 and stats["gc_passes"] >= 4
     assert stats["deleted"] >= 3 and stats["swept"] >= 3

@@ -118,7 +118,8 @@ def test_the_wait_uses_a_sweep_window_raised_while_the_push_was_committing(blobs
     guard_commit(store, referenced=set(data), commit=commit, reupload=reuploader(store, data),
                  started=clock.t, clock=clock, sleep=clock.sleep)
     clock.advance(3600)  # whatever else that sweep does, long after
-    assert clock.slept == [pytest.approx(21)]
+    # 5 + 1 s before the commit (since the pin), then 20 + 1 s after it: the raised window
+    assert clock.slept == [pytest.approx(6), pytest.approx(21)]
     assert store.get(layout.chunk_key(victim)) == data[victim], "the swept chunk was restored"
 
 

@@ -58,7 +58,8 @@ from . import tombstones as tombs
 from .catalog import aliases as read_aliases
 from .createonce import create_once
 from .digestset import DEFAULT_MEMORY_LIMIT, DigestMap, DigestSet, Spool
-from .gc_guard import (RECORD_FORMAT, GcSettings, Record, decode_record, read_record,
+from .gc_guard import (PIN_EXPIRY, RECORD_FORMAT, GcSettings, Record, decode_pin, decode_record,
+                       read_record,
                        record_keys)
 from .identity import iso, user_at_host, utcnow
 from .tiering import TieringPlan, TieringPlanner, execute_tiering
@@ -644,6 +645,7 @@ class GcResult(_Result):
     bytes_swept: int = 0
     chunks_rescued: int = 0  # condemned, but referenced again by the time of the sweep
     records_removed: int = 0
+    pins_removed: int = 0  # left by pushes that died before deleting them (gc_guard)
     multipart_aborted: int = 0
     manifest_listings: int = 0
     warnings: list[str] = field(default_factory=list)
@@ -659,10 +661,14 @@ class _Marker:
     not read yet.  Chunks of manifests deleted since stay in L: that only keeps more.
     """
 
-    def __init__(self, store: Store, clock: Callable[[], float], scratch: _Scratch) -> None:
+    def __init__(self, store: Store, clock: Callable[[], float], scratch: _Scratch,
+                 pins: Store | None = None) -> None:
         self.store, self.clock = store, clock
+        # where committing pushes pin their chunks: beside the chunks (a replica's own)
+        self.pins = store if pins is None else pins
         self.live = scratch.set()
         self.read: set[tuple[str, int]] = set()
+        self.pins_read: set[tuple[str, str]] = set()  # (key, etag): a pin is written once
         self.shards = _ShardRoots(store)
         self.started: float | None = None
         self.started_wall = 0.0
@@ -670,6 +676,9 @@ class _Marker:
 
     def mark(self) -> None:
         started, started_wall = self.clock(), time.time()
+        # Pins before the manifests: a push deletes its pin only after its commit, so a listing
+        # that misses the pin (gone) sees the manifest (docs/format.md, "The push side").
+        self._mark_pins()
         listing = _Listing.of(self.store)
         new = [layout.version_key(a, n) for a, n in listing.versions if (a, n) not in self.read]
 
@@ -686,6 +695,22 @@ class _Marker:
         self.read.update(listing.versions)
         self.started, self.started_wall = started, started_wall
         self.listings += 1
+
+    def _mark_pins(self) -> None:
+        new = [(info.key, info.etag) for info in self.pins.list(layout.PINS_PREFIX)
+               if layout.is_pin_key(info.key) and info.size > 0
+               and (info.key, info.etag) not in self.pins_read]
+
+        def chunks(item: tuple[str, str]) -> set[bytes]:
+            try:
+                data = self.pins.get(item[0])
+            except NotFound:
+                return set()  # its push committed (or gave up) meanwhile
+            return {bytes.fromhex(d) for d in decode_pin(item[0], data)} if data else set()
+
+        for got in bounded_map(chunks, new, workers=_META_WORKERS, name="ckptlake-gc"):
+            self.live.update(got)
+        self.pins_read.update(new)
 
     def age(self) -> float:
         """The larger of two estimates (overestimating only re-marks sooner): the clock may skip
@@ -832,7 +857,7 @@ class _Execution:
         self.event = on_event or (lambda name: None)
         self.result = GcResult()
         self.scratch = _Scratch()
-        self.marker = _Marker(store, clock, self.scratch)
+        self.marker = _Marker(store, clock, self.scratch, pins=self.data)
         self.pending = self.scratch.set()  # the chunks of unswept records (read before the mark)
         self.raw = _unretried(self.data)
         self.batch_seconds = 0.0
@@ -989,6 +1014,18 @@ class _Execution:
             if modified <= empty_cutoff and self._remove_empty_record(key):
                 self.result.records_removed += 1
 
+    def remove_expired_pins(self) -> None:
+        """Pins of pushes that died before deleting theirs.  A push never commits under a pin
+        older than PIN_MAX_AGE by its own clock; this removes pins last modified more than
+        PIN_EXPIRY ago by gc's, before the mark, so an expired pin (even an unreadable one)
+        neither keeps its chunks nor stops gc."""
+        cutoff = self.now() - timedelta(seconds=PIN_EXPIRY)
+        old = [info.key for info in self.data.list(layout.PINS_PREFIX)
+               if layout.is_pin_key(info.key) and info.modified <= cutoff]
+        if old:
+            self.data.delete(old)
+            self.result.pins_removed += len(old)
+
     def _remove_empty_record(self, key: str) -> bool:
         """Delete a zero-byte record (a gc's PUT cut after its head), if it is still empty.
 
@@ -1068,6 +1105,7 @@ class _Execution:
         # that started after the record existed (else a push committing in between could miss
         # it).
         records, bad = self.read_records()
+        self.remove_expired_pins()
         self.mark()
         for key in bad:
             self.result.warnings.append(malformed.format(key=key))

@@ -2,50 +2,53 @@
 
 gc never takes a lock (docs/format.md, "Deleting (gc)").  It condemns unreferenced chunks in
 records under `gc/condemned/`, and sweeps a record only after the grace period, using a listing
-of the manifests that is never older than `sweep_window` seconds.  A push that deduplicated
+of the roots that is never older than `sweep_window` seconds.  A push that deduplicated
 against (or uploaded) a chunk that a sweep then deleted is caught here:
 
-1. Before committing: if the push has been running for `record_retention - sweep_window` or
-   longer, every referenced chunk is checked with HEAD (and re-uploaded if missing), because
-   records of sweeps older than that may be gone by the time step 3 lists them.  Otherwise
-   only the chunks named in condemnation records are checked -- the cheap common case, usually
-   none.
-2. `commit()` writes the manifest.
-3. After the commit the records are listed again: `at_risk` = referenced chunks named in any
-   record (swept ones included: they stay listed for `record_retention` after their sweep);
-   every referenced chunk if `record_retention` has passed since the push (or the full check)
-   began, or a record is unreadable.
-   If there are any, wait until `sweep_window` (+1 s) has passed since the commit -- any sweep
-   whose listing of manifests predates the commit has stopped deleting by then -- and HEAD each
-   at-risk chunk; the missing ones are re-uploaded from the push's source.  The settings this
-   step uses are read from the lake *after* the commit: a gc publishes its settings before its
-   listing, so every gc whose listing missed our manifest published them before our commit.
+0. The push *pins* every chunk it references: a `gc/pins/` object listing them, which every gc
+   that lists its roots from then on counts as a root (it lists the pins before the manifests,
+   and the pin goes only after the commit, so a listing sees the pin or the manifest).
+1. The records are listed (after the pin, and so are the settings): `at_risk` = referenced
+   chunks named in any record (every one if a record is unreadable).  If there are any, wait
+   until `sweep_window` (+1 s) has passed since the pin -- a sweep whose listing predates the
+   pin has stopped deleting by then, and later ones see the pin -- HEAD each and re-upload the
+   missing ones from the push's source.  A push that has run for `record_retention -
+   sweep_window` or longer also HEADs every other referenced chunk (a deletion older than
+   the records still listed), without a wait.
+2. `commit()` writes the manifest: every chunk it names is there, and stays.
+3. For a gc from before pins (which does not read them), the check after the commit that
+   came before them: the records are listed again and, if any names a referenced chunk, the
+   push waits `sweep_window` from the commit and restores what is missing.  Then the pin goes.
 
-Why that is enough: a sweep that deletes chunk K after our commit listed the manifests before it
-(otherwise it would have seen ours, which references K).  Its record was written before that
-listing, so it is listed in step 3 (it is retained `record_retention` after the sweep, and the
-push began less than `record_retention` before the deletion, or step 1 re-checked everything).
-The sweep deletes only within `sweep_window` of its listing, so after the wait K is either
-present or visibly missing, and is then restored.  Assumptions and the residual risk are in
-docs/format.md.
+Why that is enough: a sweep that deletes chunk K after step 1's listing listed its roots before
+the pin (otherwise K would be in L).  Its record was written before that listing, and is
+retained `record_retention` after the sweep, so step 1 lists it: K is at risk.  The sweep
+deletes only within `sweep_window` of its listing, so after the wait K is either present or
+visibly missing, and is restored; a chunk restored then is in every later listing's L (the pin,
+then the manifest).  A deletion before step 1's listing is found by its HEAD: of the at-risk
+chunks (after the wait), or of every chunk once the records of such deletions may be gone.  A push that dies
+after its commit therefore leaves a whole version, and a pull of a version as soon as it is
+listed finds every chunk.  Assumptions and the residual risk are in docs/format.md.
 
 Time: "how long the push has run" is the larger of two estimates, core.clock.now() (counts
 suspended time) and the wall clock, since overestimating it only checks more chunks; "how long
-since the commit" (the wait) is core.clock.now() alone, since overestimating that would cut the
-wait short.
+since the pin / the commit" (the waits) is core.clock.now() alone, since overestimating that
+would cut the wait short.
 
 This module is imported by push: it stays small and imports nothing heavy.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
+import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, TypeVar
 
-from ..errors import AccessDenied, IntegrityError, NotFound, TransferError
+from ..errors import AccessDenied, CkptlakeError, IntegrityError, NotFound, TransferError
 from ..format import layout
 from ..policy.retention import (DEFAULT_GRACE_PERIOD, DEFAULT_RECORD_RETENTION,
                                 DEFAULT_SWEEP_WINDOW, MAX_RECORD_RETENTION, MAX_SWEEP_WINDOW,
@@ -53,12 +56,21 @@ from ..policy.retention import (DEFAULT_GRACE_PERIOD, DEFAULT_RECORD_RETENTION,
 from ..store.base import Store
 from ..transfer.pool import bounded_map
 from . import clock as _clock
+from .identity import iso, user_at_host, utcnow
 
 M = TypeVar("M")
 
 SETTINGS_FORMAT = 1
 RECORD_FORMAT = 1
 WAIT_MARGIN = 1.0  # seconds added to sweep_window: clock-rate drift, request latency
+PIN_FORMAT = 1
+# A push commits under its pin only while the pin is younger than this by its own clock, and
+# gc removes pins last modified longer ago than PIN_EXPIRY (the server's time against gc's
+# clock): the day and a half between them absorbs clock skew, and a push spends minutes between
+# its pin and its commit (the wait is at most sweep_window, an hour).
+PIN_MAX_AGE = 12 * 3600.0
+PIN_EXPIRY = 2 * 86400.0
+log = logging.getLogger("ckptlake")
 _WORKERS = 16
 
 
@@ -257,8 +269,11 @@ class _RecordCache:
 
 # ---- the guard ---------------------------------------------------------------------------
 
-def _wait_message(wait: float, chunks: int, unreadable: list[str]) -> str:
+def _wait_message(wait: float, chunks: int, unreadable: list[str], again: bool = False) -> str:
     what = f"{chunks} chunk{'s' if chunks != 1 else ''}"
+    if again:
+        return (f"waiting {wait:.0f} s more to check the {what} again after the commit, for a "
+                "gc older than pins (docs/format.md, \"The push side\")")
     if unreadable:
         return (f"waiting {wait:.0f} s to check the {what} of this version: the condemnation "
                 f"record {unreadable[0]} is unreadable, so a gc may have swept any of them "
@@ -275,6 +290,48 @@ def missing_chunks(store: Store, digests: Iterable[str]) -> set[str]:
                                    name="ckptlake-guard") if d is not None}
 
 
+# ---- pins -----------------------------------------------------------------------------------
+
+def encode_pin(chunks: Iterable[str]) -> bytes:
+    return json.dumps({"ckptlake_pin": PIN_FORMAT, "created": iso(utcnow()),
+                       "created_by": user_at_host(), "chunks": sorted(chunks)},
+                      separators=(",", ":")).encode()
+
+
+def decode_pin(key: str, data: bytes) -> set[str]:
+    """The chunk digests a pin holds; IntegrityError if it is not a pin this gc can read (gc
+    then deletes nothing: the pin may be all that keeps a committing push's chunks)."""
+    try:
+        raw = json.loads(data)
+        if raw.get("ckptlake_pin") != PIN_FORMAT:
+            raise ValueError("format")
+        chunks = {str(d) for d in raw["chunks"]}
+        if any(layout.parse_chunk_key(layout.chunk_key(d)) is None for d in chunks):
+            raise ValueError("chunks")
+        return chunks
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        raise IntegrityError(f"gc cannot read the pin {key}",
+                             hint="gc deletes nothing while a pin is unreadable: upgrade "
+                                  "ckptlake if a newer one wrote it, or delete it once no push "
+                                  "is committing") from None
+
+
+def write_pin(store: Store, chunks: Iterable[str]) -> str:
+    key = layout.pin_key(utcnow().strftime("%Y%m%dT%H%M%S.%fZ"), secrets.token_hex(8))
+    store.put(key, encode_pin(chunks))
+    return key
+
+
+def _unpin(store: Store, key: str) -> None:
+    """Best effort: a pin left behind only keeps chunks a while longer (gc removes it after
+    PIN_EXPIRY), so failing to delete it must not fail a push that committed."""
+    try:
+        store.delete([key])
+    except CkptlakeError as exc:
+        log.warning("could not delete the pin %s (%s); gc removes it after %s", key, exc,
+                    format_duration(PIN_EXPIRY))
+
+
 def guard_commit(store: Store, *, referenced: set[str], commit: Callable[[], M],
                  reupload: Callable[[set[str]], None], settings: GcSettings | None = None,
                  started: float | None = None, started_wall: float | None = None,
@@ -289,10 +346,10 @@ def guard_commit(store: Store, *, referenced: set[str], commit: Callable[[], M],
     started, started_wall: clock() and wall() when the push began (before its first chunk was
     checked or uploaded); clock defaults to core.clock.now, wall to time.time.  started=None
     means unknown, and every referenced chunk is checked before the commit.  settings: fixed
-    settings (tests); None reads gc/settings.json before the commit and again after it.
-    on_wait(message): told before the wait after the commit, which lasts up to
-    `sweep_window` (up to an hour): a push must not look hung, and an unreadable record,
-    which makes every push wait, must be named.
+    settings (tests); None reads gc/settings.json after the pin and again after the commit.
+    on_wait(message): told before each wait, which lasts up to `sweep_window` (up to an
+    hour): a push must not look hung, and an unreadable record, which makes every push wait,
+    must be named.
     Returns commit()'s result.
     """
     if clock is None:
@@ -307,43 +364,62 @@ def guard_commit(store: Store, *, referenced: set[str], commit: Callable[[], M],
         out = clock() - since
         return out if since_wall is None else max(out, wall() - since_wall)
 
-    before = settings or read_settings(store)
-    cache = _RecordCache()
-    # Chunks checked at `since` or later need only records younger than record_retention;
-    # `since` is the start of the push, or of a check of every referenced chunk.
-    since, since_wall = started, started_wall
-    # Step 1, before the commit (also narrows the window of the residual risk).
-    if since is None or age(since, since_wall) >= before.record_retention - before.sweep_window:
-        since, since_wall = clock(), wall()
-        check = set(referenced)
-    else:
-        condemned, unreadable = cache.condemned(store)
-        check = set(referenced) if unreadable else referenced & condemned
-    if check:
-        missing = missing_chunks(store, check)
-        if missing:
-            reupload(missing)
-    # Step 2.
-    result = commit()
-    committed = clock()
-    # Step 3: sweeps that raced the commit, bounded by the settings read *now*: a gc publishes
-    # its settings before the listing that missed our manifest, so this read sees them (or
-    # later ones).  Settings read before the commit may predate a gc that raised sweep_window.
-    after = settings or _settings_after_commit(store)
-    window = max(before.sweep_window, after.sweep_window)
-    retention = min(before.record_retention, after.record_retention)
-    condemned, unreadable = cache.condemned(store)
-    if unreadable or age(since, since_wall) >= retention:
-        at_risk = set(referenced)  # records of a sweep that hit us may already be gone
-    else:
-        at_risk = referenced & condemned
-    if at_risk:
-        wait = committed + window + WAIT_MARGIN - clock()
+    def restore(at_risk: set[str], since: float, window: float, again: bool = False) -> None:
+        """Wait until `window` has passed since `since`, then put back what is missing."""
+        wait = since + window + WAIT_MARGIN - clock()
         if wait > 0:
             if on_wait is not None:
-                on_wait(_wait_message(wait, len(at_risk), cache.unreadable))
+                on_wait(_wait_message(wait, len(at_risk), cache.unreadable, again))
             sleep(wait)
         missing = missing_chunks(store, at_risk)
         if missing:
             reupload(missing)
-    return result
+
+    # Step 0: the pin.  Everything after it is read after it: the settings of every gc whose
+    # listing predates the pin were published before that listing, so before the pin.
+    pin = write_pin(store, referenced)
+    pinned = clock()
+    try:
+        before = settings or read_settings(store)
+        cache = _RecordCache()
+        # Chunks checked at `since` or later need only records younger than record_retention;
+        # `since` is the start of the push, or of a check of every referenced chunk.
+        since, since_wall = started, started_wall
+        # Step 1.  A sweep that can still delete a chunk after this listing listed its roots
+        # before the pin, so its record, written before that, is listed now: those chunks
+        # are waited for.  Chunks deleted before this listing are found by a HEAD; the records
+        # of such deletions may be gone once the push has run for record_retention, so then
+        # every chunk is checked (without a wait: what deleted it is over).
+        condemned, unreadable = cache.condemned(store)
+        at_risk = set(referenced) if unreadable else referenced & condemned
+        if since is None or age(since, since_wall) >= before.record_retention - before.sweep_window:
+            since, since_wall = clock(), wall()
+            missing = missing_chunks(store, set(referenced) - at_risk)
+            if missing:
+                reupload(missing)
+        if at_risk:
+            restore(at_risk, pinned, before.sweep_window)
+        if clock() - pinned > PIN_MAX_AGE:
+            raise TransferError(
+                f"this push spent {format_duration(clock() - pinned)} between pinning its chunks "
+                f"and its commit, longer than {format_duration(PIN_MAX_AGE)}: gc may have "
+                "removed the pin, so nothing was committed", hint="push again")
+        # Step 2.
+        result = commit()
+        committed = clock()
+        # Step 3, for gc runs that do not read pins: sweeps that raced the commit, bounded by
+        # the settings read *now* (such a gc published its settings before the listing that
+        # missed our manifest).
+        after = settings or _settings_after_commit(store)
+        window = max(before.sweep_window, after.sweep_window)
+        retention = min(before.record_retention, after.record_retention)
+        condemned, unreadable = cache.condemned(store)
+        if unreadable or age(since, since_wall) >= retention:
+            at_risk = set(referenced)  # records of a sweep that hit us may already be gone
+        else:
+            at_risk = referenced & condemned
+        if at_risk:
+            restore(at_risk, committed, window, again=True)
+        return result
+    finally:
+        _unpin(store, pin)

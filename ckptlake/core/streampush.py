@@ -102,9 +102,10 @@ class _StreamUploader(_Uploader):
         missing = sorted(d for d in digests if d not in self._kept)
         if missing:
             raise TransferError(f"a concurrent gc removed {len(missing)} chunk(s) this write "
-                                "reused and whose bytes it no longer has; the version may be "
-                                "incomplete", hint="run: ckptlake verify, then write the file "
-                                                   "again")
+                                "reused and whose bytes it no longer has; nothing was committed, "
+                                "unless a gc from before pins swept them after the commit: then "
+                                "the version may be incomplete",
+                                hint="run: ckptlake verify, then write the file again")
         for d in sorted(digests):
             at, n = self._kept[d]
             with self._spill_lock:

@@ -16,11 +16,13 @@ ARTIFACTS_PREFIX = "artifacts/"
 GC_PREFIX = "gc/"
 CONDEMNED_PREFIX = "gc/condemned/"
 GC_SETTINGS_KEY = "gc/settings.json"
+PINS_PREFIX = "gc/pins/"
 
 _VERSION_KEY = re.compile(r"artifacts/(.+)/@v/([0-9]{10})\.json")
 _ALIAS_KEY = re.compile(r"artifacts/(.+)/@alias/([^/]+)\.json")
 _CHUNK_KEY = re.compile(r"chunks/([0-9a-f]{2})/([0-9a-f]{16,128})")
 _CONDEMNED_KEY = re.compile(r"gc/condemned/[0-9]{8}T[0-9]{6}\.[0-9]{6}Z-[0-9a-f]{8,32}\.json")
+_PIN_KEY = re.compile(r"gc/pins/[0-9]{8}T[0-9]{6}\.[0-9]{6}Z-[0-9a-f]{8,32}\.json")
 
 
 # Version numbers and steps appear in keys as exactly 10 zero-padded digits (lexical key order is
@@ -214,6 +216,15 @@ def is_condemned_key(key: str) -> bool:
     return _CONDEMNED_KEY.fullmatch(key) is not None
 
 
+def pin_key(created_compact: str, token: str) -> str:
+    """`gc/pins/<YYYYMMDDTHHMMSS.ffffffZ>-<hex>.json`: a committing push's chunks (gc_guard)."""
+    return f"{PINS_PREFIX}{created_compact}-{token}.json"
+
+
+def is_pin_key(key: str) -> bool:
+    return _PIN_KEY.fullmatch(key) is not None
+
+
 _CHILD_MARKER = re.compile(
     r"artifacts/(.+?)/@children/([0-9]{10})\.([A-Za-z0-9._!-]+)@([0-9]{10})\.([a-z-]+)")
 
@@ -223,6 +234,6 @@ def is_lake_key(key: str) -> bool:
     gc reports it and never deletes it (docs/format.md)."""
     return (key in (HEADER_KEY, GC_SETTINGS_KEY) or parse_chunk_key(key) is not None
             or parse_version_key(key) is not None or parse_alias_key(key) is not None
-            or parse_tombstone_key(key) is not None or is_condemned_key(key)
+            or parse_tombstone_key(key) is not None or is_condemned_key(key) or is_pin_key(key)
             or parse_summary_key(key) is not None or parse_shard_key(key) is not None
             or _CHILD_MARKER.fullmatch(key) is not None)

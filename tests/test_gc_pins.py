@@ -1,0 +1,161 @@
+"""Pins: a committing push's chunks are a gc root from before its check until after its commit
+(core/gc_guard.py; docs/format.md, "The push side").  So the push checks and restores them
+*before* the commit: a version is whole from the moment it is listed, and a pusher that dies
+right after its commit leaves it whole (before pins it restored swept chunks only after the
+commit, and a pusher dying in between left a version with a missing chunk)."""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from ckptlake.core import gc_guard
+from ckptlake.core.catalog import load_manifest
+from ckptlake.core.gc import execute, plan_gc
+from ckptlake.core.gc_guard import GcSettings, guard_commit, write_pin
+from ckptlake.core.push import commit_version
+from ckptlake.errors import IntegrityError, TransferError
+from ckptlake.format import layout
+from ckptlake.lake import Lake
+from ckptlake.policy.retention import RetentionPolicy, Rule
+from ckptlake.store.memory import MemoryStore
+from test_gc_guard import SETTINGS, Clock, condemn, manifest, run, setup  # noqa: F401
+
+POLICY = RetentionPolicy(rules=(Rule(match="*", keep_last=1),), grace_period=0,
+                         sweep_window=5, record_retention=60)
+
+
+def pins(store: MemoryStore) -> list[str]:
+    return [i.key for i in store.list(layout.PINS_PREFIX)]
+
+
+def test_a_chunk_swept_after_the_pin_is_back_before_the_commit(setup, monkeypatch) -> None:
+    """A sweep whose listing predates the pin deletes a chunk the push deduplicated, right
+    after the pin: the push waits out that sweep's window and restores the chunk, then
+    commits a whole version; the pin covered every chunk until the commit, then went."""
+    store, blobs, clock = setup
+    victim = sorted(blobs)[1]
+    condemn(store, [victim])
+    real_put = store.put
+
+    def put(key, data, **kw):  # type: ignore[no-untyped-def]
+        out = real_put(key, data, **kw)
+        if layout.is_pin_key(key):
+            store.delete([layout.chunk_key(victim)])  # the racing sweep's delete lands now
+        return out
+
+    monkeypatch.setattr(store, "put", put)
+    at_commit: dict[str, object] = {}
+    m = manifest(sorted(blobs), {d: len(b) for d, b in blobs.items()})
+
+    def commit():
+        at_commit["missing"] = [d for d in blobs if not store.exists(layout.chunk_key(d))]
+        [key] = pins(store)
+        at_commit["pinned"] = gc_guard.decode_pin(key, store.get(key))
+        return commit_version(store, m)
+
+    result, restored = run(store, blobs, clock, commit=commit)
+    assert at_commit["missing"] == [], "the version was whole when it was committed"
+    assert at_commit["pinned"] == set(blobs)
+    assert restored[0] == {victim} and result.version == 1
+    assert clock.slept[0] == pytest.approx(SETTINGS.sweep_window + 1), "waited since the pin"
+    assert pins(store) == []
+
+
+def test_the_pin_goes_when_the_push_fails_and_an_old_pin_commits_nothing(
+        setup, monkeypatch) -> None:
+    store, blobs, clock = setup
+
+    def failing():
+        raise TransferError("the manifest PUT failed")
+
+    with pytest.raises(TransferError, match="manifest PUT failed"):
+        run(store, blobs, clock, commit=failing)
+    assert pins(store) == []
+
+    # A push whose wait outlasts the pin's lifetime must not commit: gc may have removed it.
+    condemn(store, [sorted(blobs)[0]])
+    monkeypatch.setattr(gc_guard, "PIN_MAX_AGE", SETTINGS.sweep_window / 2)
+    committed: list[int] = []
+    with pytest.raises(TransferError, match="between pinning its chunks and its commit"):
+        run(store, blobs, clock, commit=lambda: committed.append(1))
+    assert committed == [] and pins(store) == []
+
+
+def two_versions(tmp_path: Path) -> tuple[MemoryStore, set[str]]:
+    """A lake whose v1 retention deletes (keep_last 1): its chunks are unreferenced."""
+    store = MemoryStore()
+    lake = Lake(store, chunk_size=1 << 20)
+    for name, size in (("a", 2 << 20), ("b", 100)):
+        src = tmp_path / name
+        src.mkdir()
+        (src / "w.bin").write_bytes(os.urandom(size))
+        lake.push(src, "p/ckpt")
+    v1 = load_manifest(store, "p/ckpt", 1).chunk_digests()
+    return store, v1
+
+
+def chunks_left(store: MemoryStore, digests: set[str]) -> set[str]:
+    return {d for d in digests if store.exists(layout.chunk_key(d))}
+
+
+def test_gc_keeps_pinned_chunks_and_removes_expired_pins(tmp_path: Path) -> None:
+    store, v1 = two_versions(tmp_path)
+    pin = write_pin(store, v1)
+    first = execute(store, plan_gc(store, POLICY))
+    assert first.versions_deleted == ["p/ckpt@v1"]
+    assert first.chunks_condemned == 0 and chunks_left(store, v1) == v1, "pinned: a root"
+    assert pins(store) == [pin]
+
+    later = lambda: datetime.now(timezone.utc) + timedelta(days=3)  # noqa: E731
+    second = execute(store, plan_gc(store, POLICY, now=later()), now=later)
+    assert second.pins_removed == 1 and pins(store) == []
+    assert second.chunks_condemned == len(v1) and chunks_left(store, v1) == set()
+
+
+def test_an_unreadable_pin_stops_the_sweep(tmp_path: Path) -> None:
+    store, v1 = two_versions(tmp_path)
+    bad = layout.pin_key("20261206T000000.000000Z", "abcdef12")
+    store.put(bad, b'{"ckptlake_pin": 1, "chunks": ["not a digest"]}')
+    with pytest.raises(IntegrityError, match=f"gc cannot read the pin {bad}"):
+        execute(store, plan_gc(store, POLICY))
+    assert chunks_left(store, v1) == v1
+    assert layout.is_lake_key(bad), "a pin is the lake's, not a foreign object"
+
+
+def test_a_chunk_pinned_while_gc_marks_again_is_not_swept(tmp_path: Path) -> None:
+    """grace 0: the run condemns v1's chunks, then marks again before sweeping them; a push
+    that pinned them in between (it deduplicated against them) keeps them."""
+    store, v1 = two_versions(tmp_path)
+    events: list[str] = []
+
+    def on_event(name: str) -> None:
+        events.append(name)
+        if name == "condemn.done":
+            write_pin(store, v1)
+
+    r = execute(store, plan_gc(store, POLICY), on_event=on_event)
+    assert "condemn.done" in events and r.chunks_condemned == len(v1)
+    assert r.chunks_swept == 0 and chunks_left(store, v1) == v1
+
+
+def test_settings_are_read_after_the_pin(setup, monkeypatch) -> None:
+    """A gc that raised sweep_window published it before the listing that missed our pin: the
+    push reads the settings after writing the pin, so it waits the raised window."""
+    store, blobs, clock = setup
+    condemn(store, [sorted(blobs)[0]])
+    store.put(layout.GC_SETTINGS_KEY, GcSettings(0, 2, 4).encode(updated="x", updated_by="y"))
+    real_put = store.put
+
+    def put(key, data, **kw):  # type: ignore[no-untyped-def]
+        out = real_put(key, data, **kw)
+        if layout.is_pin_key(key):
+            real_put(layout.GC_SETTINGS_KEY,
+                     GcSettings(0, 9, 20).encode(updated="x", updated_by="y"))
+        return out
+
+    monkeypatch.setattr(store, "put", put)
+    run(store, blobs, clock, settings=None)
+    assert clock.slept[0] == pytest.approx(10)
