@@ -318,6 +318,13 @@ def test_shard_steps_gc_records_and_uploads(local: tuple[str, Lake], tmp_path: P
     assert sorted(p["kind"] for p in doc["problems"]) == ["gc", "shard"]
     assert doc["incomplete_uploads"] == 1
     assert doc["incomplete_upload_list"][0]["key"] == layout.chunk_key("cd" * 32)
+    # a pin gc cannot read stops its sweep: verify names it
+    pin = layout.pin_key("20261206T000000.000000Z", "ef" * 4)
+    lake.store.put(pin, b'{"ckptlake_pin": 7}')
+    code, doc = verify_json(url)
+    assert code == EXIT_INTEGRITY
+    assert [p for p in doc["problems"] if p.get("key") == pin and p["kind"] == "gc"
+            and "gc cannot read the pin" in p["message"]], doc["problems"]
 
 
 def test_missing_chunk_of_a_pending_shard_is_a_problem(local: tuple[str, Lake],

@@ -18,7 +18,7 @@ What is checked, always with the readers pull and gc use (never a second parser 
 * shard records and claims parse, committed claims point at their manifest (or its tombstone),
   and the chunks of steps not committed yet exist (gc keeps them as roots, so they must);
   pending steps are classified like `ls --pending` (stale/failed ones are warnings);
-* condemnation records and gc/settings.json parse; incomplete multipart uploads of lake keys
+* condemnation records, pins (gc_guard) and gc/settings.json parse; incomplete multipart uploads of lake keys
   are listed (gc aborts them after its grace period: not a problem);
 * orphan chunks (referenced by no manifest and no uncommitted shard record) are counted, not
   reported as problems: gc collects them.  Not while a manifest is unreadable, though: its
@@ -549,7 +549,7 @@ class _Run:
 
     # -- gc's records
     def check_gc(self) -> None:
-        from .gc_guard import GcSettings, read_records
+        from .gc_guard import GcSettings, decode_pin, read_records
 
         keys = []
         for info in self.store.list(layout.CONDEMNED_PREFIX):
@@ -564,6 +564,17 @@ class _Run:
         for key in bad:
             self.problem("gc", f"condemnation record {key} is malformed (gc neither sweeps nor "
                          "removes it)", key=key)
+        for info in self.store.list(layout.PINS_PREFIX):
+            if not layout.is_pin_key(info.key):
+                self.warnings.append(f"{info.key} is not a pin (foreign; left alone)")
+            elif info.size:
+                try:
+                    decode_pin(info.key, self.store.get(info.key))
+                except NotFound:
+                    pass  # its push finished meanwhile
+                except IntegrityError as exc:
+                    self.problem("gc", f"{exc} (gc sweeps nothing while it is there)",
+                                 key=info.key)
         try:
             GcSettings.decode(self.store.get(layout.GC_SETTINGS_KEY))
         except NotFound:
