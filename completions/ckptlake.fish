@@ -124,7 +124,7 @@ complete -c ckptlake -n '__ckptlake_using push' -l relation -x -a 'derived-from 
 complete -c ckptlake -n '__ckptlake_using push' -l input -x -d 'A dataset or other input this version was made from (repeatable), e.g'
 complete -c ckptlake -n '__ckptlake_using push' -l meta-file -r -F -d 'JSON or YAML mapping to record as metadata, e.g'
 complete -c ckptlake -n '__ckptlake_using push' -l shard -x -d 'Push rank RANK\'s files of a checkpoint written by WORLD ranks (needs --step); the version is committed once, when all WORLD ranks are in'
-complete -c ckptlake -n '__ckptlake_using push' -l save-id -x -d 'With --shard: the same for every rank of one save, another for each attempt (e.g'
+complete -c ckptlake -n '__ckptlake_using push' -l save-id -x -d 'With --shard: an id the same on every rank of one save and new for each attempt, so that a re-run never commits a crashed save\'s leftover shards with its own (the scheduler\'s job id and attempt number, say)'
 complete -c ckptlake -n '__ckptlake_using push' -l chunk-size -x -d 'Chunk size for upload and dedup, e.g. 16MiB (default: from the config)'
 complete -c ckptlake -n '__ckptlake_using push' -l compression -x -a 'auto none' -d 'Store chunks compressed where that saves bytes (auto) or raw (none); default: the lake\'s setting (auto for new lakes, none for lakes made before compression)'
 complete -c ckptlake -n '__ckptlake_using push' -l hash -x -a 'sha256 blake3' -d 'Chunk hash of the lake this push creates (default blake3, which hashes ~5x faster; sha256 where SHA-256 keys are required)'

@@ -132,8 +132,9 @@ def test_clean_lake(two_versions: tuple[str, Lake]) -> None:
     assert counted.chunk_reads() == [] and counted.count("stat") == 0
     assert counted.count("list", "chunks/") == 1 and counted.count("list", "artifacts/") == 1
     assert counted.count("get", "artifacts/") == 3  # two manifests, one alias
-    # and: the header, gc/settings.json, the listings of gc/condemned/ and of uploads
-    assert len(counted.calls) == 9
+    # and: the header, gc/settings.json, the listings of gc/condemned/, gc/pins/ and uploads
+    assert counted.count("list", "gc/pins/") == 1
+    assert len(counted.calls) == 10
 
 
 def test_missing_chunk_names_the_versions(two_versions: tuple[str, Lake]) -> None:

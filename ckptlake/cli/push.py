@@ -98,9 +98,9 @@ def push(
              "the version is committed once, when all WORLD ranks are in.")] = None,
     save_id: Annotated[Optional[str], typer.Option(
         "--save-id", metavar="ID", show_default=False,
-        help="With --shard: the same for every rank of one save, another for each attempt "
-             "(e.g. \"$SLURM_JOB_ID.$SLURM_RESTART_COUNT\"), so that a re-run never commits a "
-             "crashed save's leftover shards with its own.")] = None,
+        help="With --shard: an id the same on every rank of one save and new for each "
+             "attempt, so that a re-run never commits a crashed save's leftover shards with "
+             "its own (the scheduler's job id and attempt number, say).")] = None,
     chunk_size: Annotated[Optional[str], typer.Option(
         "--chunk-size", metavar="SIZE", show_default=False,
         help="Chunk size for upload and dedup, e.g. 16MiB (default: from the config).")] = None,

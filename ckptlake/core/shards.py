@@ -36,9 +36,11 @@ once: the step is pending until the last rank arrives.
 A step that never committed (a crashed save) is discarded by `discard_step` (`ckptlake rm
 ARTIFACT@step=N --pending`): it fails the claim first -- a state every ckptlake obeys -- then
 deletes the records and the claim, so the step can be saved again from scratch.  Records carry
-no save identity, so a record written after the discard would join the next save's: the discard
-waits until the newest record is `stale_after` old (or is forced), and a rank that finds its
-claim or records gone under it fails (Conflict) instead of committing or following another.
+a save identity only if the ranks were given one (`save`): without it a record written after
+the discard would join the next save's, so the discard waits until the newest record is
+`stale_after` old (or is forced), and a rank that finds its claim or records gone under it
+fails (Conflict) instead of committing or following another.  Records of different saves
+never commit together (merge_records refuses them).
 """
 from __future__ import annotations
 
@@ -181,11 +183,10 @@ def decode_record(data: bytes, *, key: str) -> ShardRecord:
         inner = json.dumps(raw["manifest"]).encode()
     except (KeyError, TypeError):
         raise IntegrityError(f"{key}: malformed shard record") from None
-    if save is not None:
-        try:
-            validate_save_id(save)
-        except UsageError:
-            raise IntegrityError(f"{key}: malformed shard record (save id)") from None
+    # Read leniently (any bounded string; written strictly, validate_save_id): an id another
+    # tool or a later ckptlake wrote must not make every push of the step fail.
+    if save is not None and (not isinstance(save, str) or not 0 < len(save) <= 256):
+        raise IntegrityError(f"{key}: malformed shard record (save id)")
     if not all(isinstance(x, int) and not isinstance(x, bool) for x in (step, rank, world)) \
             or not 0 <= rank < world:
         raise IntegrityError(f"{key}: malformed shard record")
@@ -320,7 +321,8 @@ def merge_records(records: Sequence[ShardRecord], *, artifact: str, step: int, w
     if len(saves) > 1:
         raise Conflict(f"{artifact} step {step}: its shard records come from different saves "
                        f"({_describe_saves(records)})",
-                       hint=_rerun_hint(artifact, step, True))
+                       hint=f"`ckptlake rm {artifact}@step={step} --pending` discards them; then "
+                            "save the step again")
     for rec in records:
         if rec.manifest.hash != hash_algo:
             raise Conflict(f"{artifact} step {step}: rank {rec.rank}'s shard record names "
@@ -879,16 +881,7 @@ def begin_shard(store: Store, artifact: str, *, step: int, rank: int, world: int
                        hint=_rerun_hint(artifact, step, removable))
     if save is not None:
         validate_save_id(save)
-    if keys:
-        # Another save's records (one read: every record of a step is meant to be one save's;
-        # mixed ones are refused later, by the record's own check and the committer's)
-        first = keys[min(keys)]
-        try:
-            other = decode_record(store.get(first), key=first)
-        except NotFound:  # listed, then deleted: only a discard deletes a record
-            raise _discarded_meanwhile(artifact, step, "pushing") from None
-        if other.save != save:
-            _refuse_other_save(store, artifact, step, world, keys, [other], save)
+    committed = False
     if has_claim:
         # A rank of a step committed and since deleted by gc (a job restarted from an old
         # step): say so before its bytes are uploaded as chunks nothing would reference.
@@ -896,6 +889,19 @@ def begin_shard(store: Store, artifact: str, *, step: int, rank: int, world: int
         if got is not None and got[0].state == "committed" and got[0].version is not None \
                 and got[0].world == world:
             _check_still_there(store, artifact, step, got[0].version)
+            committed = True
+    if keys and not committed:
+        # Another save's records (one read: every record of a step is meant to be one save's;
+        # mixed ones are refused later, by the record's own check and the committer's).  A
+        # committed step cannot mix saves any more: there a rank with the same files is a
+        # repeat whatever its save (a requeued job pushing the step again), as without ids.
+        first = keys[min(keys)]
+        try:
+            other = decode_record(store.get(first), key=first)
+        except NotFound:  # listed, then deleted: only a discard deletes a record
+            raise _discarded_meanwhile(artifact, step, "pushing") from None
+        if other.save != save:
+            _refuse_other_save(store, artifact, step, world, keys, [other], save)
     return header, created
 
 
@@ -930,10 +936,12 @@ def record_shard(store: Store, artifact: str, *, header: Any, created: "bool | s
                        if r.rank != rank]
         except NotFound:  # listed, then deleted: only a discard deletes a record
             raise _discarded_meanwhile(artifact, step, "pushing") from None
-        if foreign := [r for r in present if r.save != save]:
+        foreign = [r for r in present if r.save != save]
+        if foreign and not (has_claim and _committed(store, artifact, step, world)):
             _refuse_other_save(store, artifact, step, world, keys, foreign, save)
-        merge_records([*present, record], artifact=artifact, step=step, world=world,
-                      hash_algo=header.hash, commit_id="check")
+        merge_records([*present, replace(record, save=foreign[0].save) if foreign else record],
+                      artifact=artifact, step=step, world=world, hash_algo=header.hash,
+                      commit_id="check")
     repeated = False
     try:
         # The record is what makes gc treat this rank's chunks as live (like a manifest), so
@@ -951,8 +959,10 @@ def record_shard(store: Store, artifact: str, *, header: Any, created: "bool | s
         except NotFound:  # there at our write, then deleted: a discard
             raise _discarded_meanwhile(artifact, step, "pushing") from None
         if existing.save != record.save:
-            keys, _ = _list_step(store, artifact, step)
-            _refuse_other_save(store, artifact, step, world, keys, [existing], save)
+            keys, has_claim = _list_step(store, artifact, step)
+            if not (has_claim and _committed(store, artifact, step, world)):
+                _refuse_other_save(store, artifact, step, world, keys, [existing], save)
+            record = replace(record, save=existing.save)  # committed: the files decide
         if existing.identity() != record.identity():
             keys, _ = _list_step(store, artifact, step)
             held, removable = _earlier_save(store, artifact, step, world, keys)
@@ -1013,11 +1023,28 @@ def _earlier_save(store: Store, artifact: str, step: int, world: int,
 def _refuse_other_save(store: Store, artifact: str, step: int, world: int,
                        keys: dict[tuple[int, int], str], foreign: Sequence[ShardRecord],
                        save: str | None) -> None:
-    """Conflict: the step holds records of another save than this rank's (`foreign`)."""
+    """Conflict: the step holds records of another save than this rank's (`foreign`), which
+    may be a crashed earlier save (discard it) or the live one after a discard (this rank is
+    the straggler: stop it); the message says which it looks like, never guesses."""
     held, removable = _earlier_save(store, artifact, step, world, keys)
+    held = held.replace("an earlier save", "another save", 1)
+    hint = "a step is written by one save"
+    if removable:
+        hint += (f": if that save crashed (every rank of it stopped), `ckptlake rm "
+                 f"{artifact}@step={step} --pending --yes` discards it, then save again; if it "
+                 "is the current save, this rank is a leftover of an older one: stop it")
     raise Conflict(f"{artifact} step {step} is held by {held}, {_describe_saves(foreign)}; "
-                   f"this rank is of {_save_name(save)}",
-                   hint=_rerun_hint(artifact, step, removable))
+                   f"this rank is of {_save_name(save)}", hint=hint)
+
+
+def _committed(store: Store, artifact: str, step: int, world: int) -> bool:
+    """Whether the step's claim says committed (for this world): its records can no longer
+    be mixed with another save's, so save ids stop mattering there."""
+    try:
+        got = _read_claim(store, layout.shard_claim_key(artifact, step))
+    except IntegrityError:
+        return False
+    return got is not None and got[0].state == "committed" and got[0].world == world
 
 
 def _rerun_hint(artifact: str, step: int, removable: bool) -> str:
@@ -1219,7 +1246,8 @@ def _refuse_young(artifact: str, step: int, age: float, stale_after: float) -> N
     raise PolicyRefusal(
         f"{artifact} step {step}: its newest shard record was written {age:.0f} s ago, so a "
         "rank of that save may still be writing (a record written after the discard would "
-        f"be committed with the next save's); refused until it is {stale_after:.0f} s old, "
+        "join the next save's, and be committed with it unless the saves have --save-id); "
+        f"refused until it is {stale_after:.0f} s old, "
         f"in {max(1.0, stale_after - age):.0f} s",
         hint="if every rank of that save has stopped, discard it now with --force "
              "(Lake.discard_pending(..., force=True))")

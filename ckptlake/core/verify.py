@@ -538,6 +538,13 @@ class _Run:
             state = classify_step(artifact, step, set(got["records"]), claim, now=now)
             if state is None:
                 continue
+            saves = {record.save for _, record in got["records"].values()}
+            if len(saves) > 1 and not committed:
+                # every push of either save is refused, so nothing ever marks the step failed
+                self.warnings.append(
+                    f"step {step} of {artifact} holds shard records of {len(saves)} saves: it "
+                    f"cannot commit; `ckptlake rm {artifact}@step={step} --pending --yes` "
+                    "discards it (with every rank of both stopped)")
             self.pending.append(state.to_dict())
             if state.state in ("stale", "failed", "conflict"):
                 discard = (f"`ckptlake rm {artifact}@step={step} --pending --yes` discards it; "
