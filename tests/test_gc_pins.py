@@ -16,7 +16,7 @@ from ckptlake.core.catalog import load_manifest
 from ckptlake.core.gc import execute, plan_gc
 from ckptlake.core.gc_guard import GcSettings, guard_commit, write_pin
 from ckptlake.core.push import commit_version
-from ckptlake.errors import IntegrityError, TransferError
+from ckptlake.errors import AccessDenied, IntegrityError, OutcomeUnknown, TransferError
 from ckptlake.format import layout
 from ckptlake.lake import Lake
 from ckptlake.policy.retention import RetentionPolicy, Rule
@@ -159,3 +159,109 @@ def test_settings_are_read_after_the_pin(setup, monkeypatch) -> None:
     monkeypatch.setattr(store, "put", put)
     run(store, blobs, clock, settings=None)
     assert clock.slept[0] == pytest.approx(10)
+
+
+# ---- after review ------------------------------------------------------------------------------
+
+class _NoPins(MemoryStore):
+    """A role that may write chunks and manifests but not gc/pins/ (set up before pins)."""
+
+    def put(self, key, data, **kw):  # type: ignore[no-untyped-def]
+        if layout.is_pin_key(key):
+            raise AccessDenied(f"PUT {key}: access denied")
+        return super().put(key, data, **kw)
+
+
+def test_without_the_right_to_pin_a_push_checks_after_its_commit(tmp_path: Path,
+                                                                 caplog) -> None:
+    """The protocol from before pins, not a failed push after its whole upload."""
+    store = _NoPins()
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "w.bin").write_bytes(os.urandom(1000))
+    with caplog.at_level("WARNING", logger="ckptlake"):
+        assert Lake(store).push(src, "p/ckpt").version == 1
+    assert "allow PUT and DELETE on gc/pins/" in caplog.text
+
+
+def test_a_commit_of_unknown_outcome_keeps_its_pin(setup) -> None:
+    """The manifest PUT may still land: its chunks stay pinned until gc expires the pin."""
+    store, blobs, clock = setup
+
+    def unknown():
+        raise OutcomeUnknown("the manifest PUT timed out")
+
+    with pytest.raises(OutcomeUnknown):
+        run(store, blobs, clock, commit=unknown)
+    [pin] = pins(store)
+    assert gc_guard.decode_pin(pin, store.get(pin)) == set(blobs)
+
+
+def test_the_pin_age_counts_the_wall_clock_too(setup) -> None:
+    """Where the clock skips a suspension (no CLOCK_BOOTTIME), the wall clock still says the
+    push slept for days: gc may have expired the pin meanwhile, so nothing is committed."""
+    store, blobs, clock = setup
+    condemn(store, [sorted(blobs)[0]])
+    walls = iter([0.0] + [3 * 86400.0] * 100)  # the pin at 0, then days later
+    committed: list[int] = []
+    with pytest.raises(TransferError, match="between pinning its chunks and its commit"):
+        guard_commit(store, referenced=set(blobs), started=clock.t, started_wall=0.0,
+                     settings=SETTINGS, clock=clock, wall=lambda: next(walls),
+                     sleep=clock.sleep, reupload=lambda d: None,
+                     commit=lambda: committed.append(1))
+    assert committed == [] and pins(store) == []
+
+
+def test_a_replica_copy_waits_once(setup) -> None:
+    """Its manifest is a root before the pin: no second wait after a commit that is none."""
+    store, blobs, clock = setup
+    condemn(store, [sorted(blobs)[0]])
+    guard_commit(store, referenced=set(blobs), started=clock.t, settings=SETTINGS, clock=clock,
+                 sleep=clock.sleep, reupload=lambda d: None, commit=lambda: None,
+                 recheck_after_commit=False)
+    assert clock.slept == [pytest.approx(SETTINGS.sweep_window + 1)] and pins(store) == []
+
+
+def test_a_gc_stops_sweeping_a_record_another_gc_swept(monkeypatch) -> None:
+    """Two runs sweep record R = [X, J]; between the slow one's batches the other sweeps R
+    whole, R is removed as old, and a push re-uploads J, finds it in no record, and commits
+    without waiting: the slow run's next batch must not delete J (invariant 5)."""
+    import hashlib
+    import json
+
+    from ckptlake.core import gc as gcmod
+    from ckptlake.format.manifest import ChunkRef, FileEntry, Manifest
+
+    monkeypatch.setattr(gcmod, "DELETE_BATCH", 1)  # R's batches, one chunk each
+    store = MemoryStore()
+    blobs = {}
+    for _ in range(2):
+        data = os.urandom(100)
+        blobs[hashlib.sha256(data).hexdigest()] = data
+        store.put(layout.chunk_key(hashlib.sha256(data).hexdigest()), data)
+    x, j = sorted(blobs)
+    store.put(layout.condemned_key("20260101T000000.000000Z", "abcd1234"),
+              json.dumps({"ckptlake_condemned": 1, "created": "2026-01-01T00:00:00Z",
+                          "chunks": [x, j], "sizes": [100, 100], "swept_at": None}).encode())
+    policy = RetentionPolicy(rules=(Rule(match="none", keep_last=1),), grace_period=3600,
+                             sweep_window=30, record_retention=900)
+    later = lambda: datetime.now(timezone.utc) + timedelta(seconds=2000)  # noqa: E731
+    fired: list[int] = []
+
+    def between_batches(name: str) -> None:
+        if name != "sweep.batch" or fired:
+            return
+        fired.append(1)
+        assert execute(store, plan_gc(store, policy)).chunks_swept >= 1  # the other run
+        assert execute(store, plan_gc(store, policy, now=later()), now=later).records_removed
+        store.put(layout.chunk_key(j), blobs[j])  # a push uploads J again and commits
+        m = Manifest(artifact="p/ckpt", version=0, kind="dir", hash="sha256",
+                     files=(FileEntry(path="f", size=100, chunks=(ChunkRef(j, 100),)),))
+        clock = Clock()
+        guard_commit(store, referenced={j}, commit=lambda: commit_version(store, m),
+                     reupload=lambda ds: None, settings=GcSettings(3600, 30, 900),
+                     started=clock.t, clock=clock, sleep=clock.sleep)
+        assert clock.slept == [], "J is in no listed record"
+
+    execute(store, plan_gc(store, policy), on_event=between_batches)
+    assert fired and store.exists(layout.chunk_key(j)), "the committed version's chunk"

@@ -7,7 +7,8 @@ Plan, then execute (restic's PlanPrune/Execute): `plan_gc` only reads and return
 1. **Retention** -- for each version the plan deletes: re-read the aliases (a version aliased
    meanwhile is kept), write its tombstone (create-if-absent), re-read the aliases once more,
    then delete the manifest.  Tombstone first: lineage never loses a version.
-2. **Mark** -- list every manifest; L = the chunks they reference.  The time at which the
+2. **Mark** -- list every pin (gc/pins/, a committing push's chunks; pins 2 days old are
+   removed first), then every manifest; L = the chunks they reference.  The time at which the
    listing *started* is remembered, on core.clock (counts suspended time) and the wall clock;
    its age is the larger of the two.
 3. **Sweep** -- for each ripe (older than grace_period), unswept condemnation record: delete its
@@ -24,7 +25,7 @@ Plan, then execute (restic's PlanPrune/Execute): `plan_gc` only reads and return
    the grace period are aborted.
 
 gc deletes only what the lake's format owns (format/layout.is_lake_key): chunk keys it condemned,
-manifests the plan named, its own records.  Anything else under the prefix is reported in the
+manifests the plan named, its own records, pins older than 2 days.  Anything else under the prefix is reported in the
 plan, never deleted.
 
 Memory is bounded (docs/gc-at-scale.md): every per-chunk structure -- L, the survivors' and
@@ -954,6 +955,11 @@ class _Execution:
         sizes = dict(zip(rec.chunks, rec.sizes))
         chunks = list(rec.chunks)
         for i in range(0, len(chunks), DELETE_BATCH):
+            if i and not self._still_unswept(rec):
+                # Another gc swept it meanwhile, and its record may be removed
+                # record_retention later: a push that then finds the chunk in no record does
+                # not wait for this sweep (invariant 5), so it must not go on deleting.
+                return
             batch = chunks[i:i + DELETE_BATCH]
             self._delete_chunks(batch, sizes)
             self.event("sweep.batch")
@@ -964,6 +970,12 @@ class _Execution:
             pass  # another gc swept (or removed) it meanwhile
         self.result.records_swept += 1
         self.event("sweep.record")
+
+    def _still_unswept(self, rec: Record) -> bool:
+        try:
+            return self.data.stat(rec.key).etag == rec.etag
+        except NotFound:
+            return False
 
     def _delete_chunks(self, batch: list[str], sizes: dict[str, int]) -> None:
         for attempt in range(_DELETE_ATTEMPTS):

@@ -48,7 +48,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, TypeVar
 
-from ..errors import AccessDenied, CkptlakeError, IntegrityError, NotFound, TransferError
+from ..errors import (AccessDenied, CkptlakeError, IntegrityError, Interrupted, NotFound,
+                      OutcomeUnknown, TransferError)
 from ..format import layout
 from ..policy.retention import (DEFAULT_GRACE_PERIOD, DEFAULT_RECORD_RETENTION,
                                 DEFAULT_SWEEP_WINDOW, MAX_RECORD_RETENTION, MAX_SWEEP_WINDOW,
@@ -338,7 +339,8 @@ def guard_commit(store: Store, *, referenced: set[str], commit: Callable[[], M],
                  clock: Callable[[], float] | None = None,
                  wall: Callable[[], float] | None = None,
                  sleep: Callable[[float], None] = time.sleep,
-                 on_wait: Callable[[str], None] | None = None) -> M:
+                 on_wait: Callable[[str], None] | None = None,
+                 recheck_after_commit: bool = True) -> M:
     """Commit a push so that a concurrent gc cannot leave it with a swept chunk.
 
     referenced: every chunk digest the manifest references.  commit(): writes the manifest and
@@ -349,7 +351,9 @@ def guard_commit(store: Store, *, referenced: set[str], commit: Callable[[], M],
     settings (tests); None reads gc/settings.json after the pin and again after the commit.
     on_wait(message): told before each wait, which lasts up to `sweep_window` (up to an
     hour): a push must not look hung, and an unreadable record, which makes every push wait,
-    must be named.
+    must be named.  recheck_after_commit=False: no step 3 (a replica's copy, whose manifest
+    was a root before the pin: a gc ignoring pins can hurt it only with a listing older than
+    the pin, which step 1 waits out).
     Returns commit()'s result.
     """
     if clock is None:
@@ -377,8 +381,17 @@ def guard_commit(store: Store, *, referenced: set[str], commit: Callable[[], M],
 
     # Step 0: the pin.  Everything after it is read after it: the settings of every gc whose
     # listing predates the pin were published before that listing, so before the pin.
-    pin = write_pin(store, referenced)
-    pinned = clock()
+    try:
+        pin: str | None = write_pin(store, referenced)
+    except AccessDenied as exc:
+        # A role that may write chunks and manifests but not gc/pins/ (set up before pins):
+        # the protocol from before them, a check after the commit (docs/format.md).
+        log.warning("cannot pin this push's chunks (%s): checking them after the commit "
+                    "instead; allow PUT and DELETE on gc/pins/ (docs/format.md, \"The push "
+                    "side\")", exc)
+        pin = None
+    pinned, pinned_wall = clock(), wall()
+    keep_pin = False
     try:
         before = settings or read_settings(store)
         cache = _RecordCache()
@@ -397,16 +410,29 @@ def guard_commit(store: Store, *, referenced: set[str], commit: Callable[[], M],
             missing = missing_chunks(store, set(referenced) - at_risk)
             if missing:
                 reupload(missing)
-        if at_risk:
+        if at_risk and pin is not None:
             restore(at_risk, pinned, before.sweep_window)
-        if clock() - pinned > PIN_MAX_AGE:
+        elif at_risk:  # no pin: restore what is gone now, and check again after the commit
+            missing = missing_chunks(store, at_risk)
+            if missing:
+                reupload(missing)
+        if pin is not None and age(pinned, pinned_wall) > PIN_MAX_AGE:
             raise TransferError(
-                f"this push spent {format_duration(clock() - pinned)} between pinning its chunks "
-                f"and its commit, longer than {format_duration(PIN_MAX_AGE)}: gc may have "
-                "removed the pin, so nothing was committed", hint="push again")
+                f"this push spent {format_duration(age(pinned, pinned_wall))} between pinning "
+                f"its chunks and its commit, longer than {format_duration(PIN_MAX_AGE)}: gc may "
+                "have removed the pin, so nothing was committed", hint="push again")
         # Step 2.
-        result = commit()
+        try:
+            result = commit()
+        except BaseException as exc:
+            # A commit whose outcome is unknown (or cut short) may still land: its chunks stay
+            # pinned until gc expires the pin, so a late manifest is not missing one.
+            keep_pin = isinstance(exc, (OutcomeUnknown, Interrupted)) \
+                or not isinstance(exc, CkptlakeError)
+            raise
         committed = clock()
+        if not recheck_after_commit and pin is not None:
+            return result
         # Step 3, for gc runs that do not read pins: sweeps that raced the commit, bounded by
         # the settings read *now* (such a gc published its settings before the listing that
         # missed our manifest).
@@ -419,7 +445,8 @@ def guard_commit(store: Store, *, referenced: set[str], commit: Callable[[], M],
         else:
             at_risk = referenced & condemned
         if at_risk:
-            restore(at_risk, committed, window, again=True)
+            restore(at_risk, committed, window, again=pin is not None)
         return result
     finally:
-        _unpin(store, pin)
+        if pin is not None and not keep_pin:
+            _unpin(store, pin)

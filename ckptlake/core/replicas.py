@@ -2,7 +2,8 @@
 time (`replicate`), and sweeping them with gc.
 
 A replica holds only chunk objects, under the same keys as the origin (`chunks/<hh>/<digest>`),
-plus gc's condemnation records for its own sweep (`gc/condemned/...`).  It is a cache: every
+plus gc's condemnation records for its own sweep (`gc/condemned/...`) and the pins of copies
+into it under way (`gc/pins/...`, core/gc_guard.py).  It is a cache: every
 chunk in it can be fetched again from the origin, so losing one costs a crossing, never a
 version.  Manifests, aliases and tombstones are read from the origin only (store/replica.py),
 so a replica never serves a version gc deleted or an alias that moved.
@@ -260,7 +261,7 @@ def replicate(origin: Store, replica: Store, m: Manifest, *, spec: ReplicaSpec, 
         settings = read_settings(origin) if settings_override is None else settings_override
         guard_commit(replica, referenced=set(sizes), commit=lambda: None, reupload=recopy,
                      settings=settings, started=guard_started,
-                     started_wall=guard_started_wall)
+                     started_wall=guard_started_wall, recheck_after_commit=False)
         keep_manifest(origin, replica, m)  # whole now: servable with --offline-replica
     except (TransientError, TransferError, AccessDenied) as exc:
         raise TransferError(f"replicate to {spec.name} ({spec.url}) stopped: {exc}",

@@ -580,7 +580,8 @@ class _Run:
                 except NotFound:
                     pass  # its push finished meanwhile
                 except IntegrityError as exc:
-                    self.problem("gc", f"{exc} (gc sweeps nothing while it is there)",
+                    self.problem("gc", f"{exc} (gc sweeps nothing while it is there, until "
+                                 "it expires 2 days after it was written)",
                                  key=info.key)
         try:
             GcSettings.decode(self.store.get(layout.GC_SETTINGS_KEY))

@@ -57,7 +57,8 @@ DEFAULT_SWEEP_WINDOW = 30.0
 # (core/gc_guard.py), so longer means fewer such checks and a few more tiny records to read.
 DEFAULT_RECORD_RETENTION = 15 * 60.0
 # Bounds.  sweep_window: at least 1 s (the pushers' 1 s margin must stay small next to it); at
-# most 1 h, because every push that uses a condemned chunk sleeps that long after its commit,
+# most 1 h, because every push that uses a condemned chunk sleeps that long before its commit
+# (and again after it),
 # and a listing of the manifests that takes an hour means a lake far beyond what gc is built for
 # (an hour lists millions of keys; a re-mark reads only new manifests).  record_retention: at
 # least 2 x sweep_window (docs/format.md, invariant 5); at most 1 d, because every push lists
@@ -318,7 +319,7 @@ def load_retention(config: Any) -> RetentionPolicy:
     if window > MAX_SWEEP_WINDOW:
         raise c.fail(f"must be at most {format_duration(MAX_SWEEP_WINDOW)}, got "
                      f"{format_duration(window)}", "retention.sweep_window",
-                     "a push that uses a condemned chunk sleeps this long after its commit")
+                     "a push that uses a condemned chunk sleeps this long before its commit")
     keep_records = c.duration(raw, "record_retention", "retention", None)
     if keep_records is None:
         keep_records = max(DEFAULT_RECORD_RETENTION, 2 * window)
