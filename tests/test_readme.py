@@ -3,7 +3,8 @@ against one local lake, so the README cannot drift from the CLI.
 
 * Shell blocks: each `ckptlake ...` line runs in-process (Typer's runner) and must exit 0 (0 or
   1 with `--exit-code`).  `# comments` and `\\` continuations are understood; of a pipeline only
-  the ckptlake part runs (`| dot -Tsvg` needs Graphviz).  `$RANK`/`$WORLD_SIZE` are 0 and 1.
+  the ckptlake part runs (`| dot -Tsvg` needs Graphviz).  `$RANK`/`$WORLD_SIZE` are 0 and 1,
+  `$SLURM_JOB_ID`/`$SLURM_RESTART_COUNT` 4711 and 0.
 * Python blocks are executed; YAML blocks are loaded as ckptlake.yaml (and checked as a policy).
 * A block preceded by `<!-- not-run: REASON -->` is skipped (S3, training-loop sketches, the
   set-up scripts); `<!-- install: ... -->` blocks run in tests/test_install.py;
@@ -123,6 +124,8 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CKPTLAKE_LAKE", lake.as_uri())
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("SLURM_JOB_ID", "4711")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
     monkeypatch.setenv("CKPTLAKE_CACHE", str(tmp_path / "cache"))  # `cache ls` needs one
     for step, scale in (("step_2000", 1.0), ("step_100", 1.5), ("step_300", 1.25)):
         model(work / "ckpt" / step, scale)
