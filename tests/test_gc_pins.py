@@ -5,6 +5,7 @@ right after its commit leaves it whole (before pins it restored swept chunks onl
 commit, and a pusher dying in between left a version with a missing chunk)."""
 from __future__ import annotations
 
+import hashlib
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -16,7 +17,8 @@ from ckptlake.core.catalog import load_manifest
 from ckptlake.core.gc import execute, plan_gc
 from ckptlake.core.gc_guard import GcSettings, guard_commit, write_pin
 from ckptlake.core.push import commit_version
-from ckptlake.errors import AccessDenied, IntegrityError, OutcomeUnknown, TransferError
+from ckptlake.errors import (AccessDenied, IntegrityError, Interrupted, OutcomeUnknown,
+                             TransferError)
 from ckptlake.format import layout
 from ckptlake.lake import Lake
 from ckptlake.policy.retention import RetentionPolicy, Rule
@@ -184,17 +186,58 @@ def test_without_the_right_to_pin_a_push_checks_after_its_commit(tmp_path: Path,
     assert "allow PUT and DELETE on gc/pins/" in caplog.text
 
 
-def test_a_commit_of_unknown_outcome_keeps_its_pin(setup) -> None:
+def test_without_the_right_to_pin_a_chunk_swept_after_the_commit_is_restored() -> None:
+    """The fallback is the protocol from before pins: the check after the commit."""
+    store = _NoPins()
+    blobs = {}
+    for i in range(3):
+        data = os.urandom(100 + i)
+        d = hashlib.sha256(data).hexdigest()
+        store.put(layout.chunk_key(d), data)
+        blobs[d] = data
+    victim = sorted(blobs)[1]
+    condemn(store, [victim])
+    m = manifest(sorted(blobs), {d: len(b) for d, b in blobs.items()})
+
+    def commit():
+        committed = commit_version(store, m)
+        store.delete([layout.chunk_key(victim)])  # a gc from before pins sweeps it now
+        return committed
+
+    _, restored = run(store, blobs, Clock(), commit=commit)
+    assert restored[-1] == {victim} and store.get(layout.chunk_key(victim)) == blobs[victim]
+
+
+@pytest.mark.parametrize("exc", [OutcomeUnknown("the manifest PUT timed out"),
+                                 Interrupted("interrupted"), KeyboardInterrupt()],
+                         ids=["unknown", "interrupted", "ctrl-c"])
+def test_a_commit_of_unknown_outcome_keeps_its_pin(setup, exc) -> None:
     """The manifest PUT may still land: its chunks stay pinned until gc expires the pin."""
     store, blobs, clock = setup
 
     def unknown():
-        raise OutcomeUnknown("the manifest PUT timed out")
+        raise exc
 
-    with pytest.raises(OutcomeUnknown):
+    with pytest.raises(type(exc)):
         run(store, blobs, clock, commit=unknown)
     [pin] = pins(store)
     assert gc_guard.decode_pin(pin, store.get(pin)) == set(blobs)
+
+
+def test_a_pin_put_that_fails_after_landing_is_deleted(setup, monkeypatch) -> None:
+    store, blobs, clock = setup
+    real_put = store.put
+
+    def put(key, data, **kw):  # type: ignore[no-untyped-def]
+        out = real_put(key, data, **kw)
+        if layout.is_pin_key(key):
+            raise TransferError("PUT: connection reset (retries spent)")
+        return out
+
+    monkeypatch.setattr(store, "put", put)
+    with pytest.raises(TransferError, match="connection reset"):
+        run(store, blobs, clock)
+    assert pins(store) == [] and not store.exists(layout.version_key("p/ckpt", 1))
 
 
 def test_the_pin_age_counts_the_wall_clock_too(setup) -> None:
@@ -210,6 +253,32 @@ def test_the_pin_age_counts_the_wall_clock_too(setup) -> None:
                      sleep=clock.sleep, reupload=lambda d: None,
                      commit=lambda: committed.append(1))
     assert committed == [] and pins(store) == []
+
+
+def test_replicate_asks_for_one_wait(monkeypatch, tmp_path: Path) -> None:
+    """replicate's guard call skips the check after its commit (the wiring, not only the
+    parameter: a replica copy whose manifest is already a root)."""
+    from ckptlake.core import replicas
+
+    seen: list[dict] = []
+    real = gc_guard.guard_commit
+
+    def spy(*a, **kw):  # type: ignore[no-untyped-def]
+        seen.append(kw)
+        return real(*a, **kw)
+
+    from ckptlake.policy.replicas import ReplicaSpec
+
+    origin, replica = MemoryStore(), MemoryStore()
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "w.bin").write_bytes(os.urandom(1000))
+    Lake(origin).push(src, "p/ckpt")
+    monkeypatch.setattr(gc_guard, "guard_commit", spy)  # replicate imports it when it runs
+    spec = ReplicaSpec(name="eu", url="memory://eu", region="eu-west-1")
+    replicas.replicate(origin, replica, load_manifest(origin, "p/ckpt", 1), spec=spec,
+                       lake_url="memory://lake", concurrency=2)
+    assert len(seen) == 1 and seen[0].get("recheck_after_commit") is False
 
 
 def test_a_replica_copy_waits_once(setup) -> None:
@@ -265,3 +334,59 @@ def test_a_gc_stops_sweeping_a_record_another_gc_swept(monkeypatch) -> None:
 
     execute(store, plan_gc(store, policy), on_event=between_batches)
     assert fired and store.exists(layout.chunk_key(j)), "the committed version's chunk"
+
+
+def test_a_gc_rechecks_the_record_right_before_each_delete(monkeypatch) -> None:
+    """As above, but the other gc sweeps and removes the record while the slow run re-marks
+    before a batch (its listing aged): checked between batches only, the run deleted J.
+    (Found by the second review.)"""
+    import hashlib
+    import json
+
+    from ckptlake.core import gc as gcmod
+    from ckptlake.format.manifest import ChunkRef, FileEntry, Manifest
+
+    monkeypatch.setattr(gcmod, "DELETE_BATCH", 1)
+    store = MemoryStore()
+    blobs = {}
+    for _ in range(2):
+        data = os.urandom(100)
+        d = hashlib.sha256(data).hexdigest()
+        blobs[d] = data
+        store.put(layout.chunk_key(d), data)
+    x, j = sorted(blobs)
+    store.put(layout.condemned_key("20260101T000000.000000Z", "abcd1234"),
+              json.dumps({"ckptlake_condemned": 1, "created": "2026-01-01T00:00:00Z",
+                          "chunks": [x, j], "sizes": [100, 100], "swept_at": None}).encode())
+    policy = RetentionPolicy(rules=(Rule(match="none", keep_last=1),), grace_period=3600,
+                             sweep_window=30, record_retention=900)
+    later = lambda: datetime.now(timezone.utc) + timedelta(seconds=2000)  # noqa: E731
+    gc_clock = [0.0]
+    state = {"armed": False, "fired": False}
+    real_mark = gcmod._Marker.mark
+
+    def mark(self):  # type: ignore[no-untyped-def]  # the slow gc's re-mark in batch 2's _fresh: listing, then the race
+        real_mark(self)
+        if state["armed"] and not state["fired"]:
+            state["fired"] = True
+            assert execute(store, plan_gc(store, policy)).chunks_swept >= 1  # other gc
+            assert execute(store, plan_gc(store, policy, now=later()), now=later).records_removed
+            store.put(layout.chunk_key(j), blobs[j])  # a push uploads J again and commits
+            m = Manifest(artifact="p/ckpt", version=0, kind="dir", hash="sha256",
+                         files=(FileEntry(path="f", size=100, chunks=(ChunkRef(j, 100),)),))
+            c = Clock()
+            guard_commit(store, referenced={j}, commit=lambda: commit_version(store, m),
+                         reupload=lambda ds: None, settings=GcSettings(3600, 30, 900),
+                         started=c.t, clock=c, sleep=c.sleep)
+            assert c.slept == [], "J is in no listed record"
+
+    monkeypatch.setattr(gcmod._Marker, "mark", mark)
+
+    def on_event(name: str) -> None:
+        if name == "sweep.batch" and not state["armed"]:
+            state["armed"] = True
+            gc_clock[0] += 1000  # the listing is old now: batch 2 re-marks (slow lookups, say)
+
+    execute(store, plan_gc(store, policy), clock=lambda: gc_clock[0], on_event=on_event)
+    assert state["fired"]
+    assert store.exists(layout.chunk_key(j)), "the committed version's chunk was deleted"

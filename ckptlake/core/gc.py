@@ -955,13 +955,9 @@ class _Execution:
         sizes = dict(zip(rec.chunks, rec.sizes))
         chunks = list(rec.chunks)
         for i in range(0, len(chunks), DELETE_BATCH):
-            if i and not self._still_unswept(rec):
-                # Another gc swept it meanwhile, and its record may be removed
-                # record_retention later: a push that then finds the chunk in no record does
-                # not wait for this sweep (invariant 5), so it must not go on deleting.
-                return
             batch = chunks[i:i + DELETE_BATCH]
-            self._delete_chunks(batch, sizes)
+            if not self._delete_chunks(batch, sizes, rec):
+                return  # another gc swept it meanwhile: that sweep's record is the one listed
             self.event("sweep.batch")
         doc = {**rec.raw, "swept_at": iso(self.now())}
         try:
@@ -977,16 +973,25 @@ class _Execution:
         except NotFound:
             return False
 
-    def _delete_chunks(self, batch: list[str], sizes: dict[str, int]) -> None:
+    def _delete_chunks(self, batch: list[str], sizes: dict[str, int],
+                       rec: Record | None = None) -> bool:
+        """Delete the batch's chunks not in L; False (nothing deleted) if `rec` was swept by
+        another gc meanwhile.  Why check right before the delete: that gc's record is removed
+        record_retention after its sweep, and a push that then finds a chunk in no record
+        commits without waiting for sweeps (invariant 5); a run still deleting for the same
+        record after that (its re-marks and retries took long) could delete a chunk such a push
+        re-uploaded and committed."""
         for attempt in range(_DELETE_ATTEMPTS):
             self._fresh()
             doomed = [d for d in batch if bytes.fromhex(d) not in self.marker.live]
             if not doomed:
                 self.result.chunks_rescued += len(batch)
-                return
+                return True
             if self.marker.age() > self.settings.sweep_window - max(
                     0.25 * self.settings.sweep_window, 2 * self.batch_seconds):
                 continue  # the lookups took long (a slow disk?): fresh listing, ask again
+            if rec is not None and not self._still_unswept(rec):
+                return False
             listing_age = self.marker.age()
             t0 = self.clock()
             try:
@@ -1007,7 +1012,7 @@ class _Execution:
             self.result.chunks_rescued += len(batch) - len(doomed)
             self.result.chunks_swept += len(doomed)
             self.result.bytes_swept += sum(sizes.get(d, 0) for d in doomed)
-            return
+            return True
         raise TransferError(
             f"gc: could not delete a batch of chunks within retention.sweep_window "
             f"({format_duration(self.settings.sweep_window)}) of a listing; nothing more was "

@@ -317,8 +317,12 @@ def decode_pin(key: str, data: bytes) -> set[str]:
                                   "is committing") from None
 
 
-def write_pin(store: Store, chunks: Iterable[str]) -> str:
-    key = layout.pin_key(utcnow().strftime("%Y%m%dT%H%M%S.%fZ"), secrets.token_hex(8))
+def new_pin_key() -> str:
+    return layout.pin_key(utcnow().strftime("%Y%m%dT%H%M%S.%fZ"), secrets.token_hex(8))
+
+
+def write_pin(store: Store, chunks: Iterable[str], key: str | None = None) -> str:
+    key = key or new_pin_key()
     store.put(key, encode_pin(chunks))
     return key
 
@@ -381,8 +385,9 @@ def guard_commit(store: Store, *, referenced: set[str], commit: Callable[[], M],
 
     # Step 0: the pin.  Everything after it is read after it: the settings of every gc whose
     # listing predates the pin were published before that listing, so before the pin.
+    pin: str | None = new_pin_key()
     try:
-        pin: str | None = write_pin(store, referenced)
+        write_pin(store, referenced, pin)
     except AccessDenied as exc:
         # A role that may write chunks and manifests but not gc/pins/ (set up before pins):
         # the protocol from before them, a check after the commit (docs/format.md).
@@ -390,6 +395,11 @@ def guard_commit(store: Store, *, referenced: set[str], commit: Callable[[], M],
                     "instead; allow PUT and DELETE on gc/pins/ (docs/format.md, \"The push "
                     "side\")", exc)
         pin = None
+    except BaseException:
+        # the PUT may have landed before it failed (retries spent, Ctrl-C): no commit follows,
+        # so the pin would only keep its chunks for 2 days
+        _unpin(store, pin)
+        raise
     pinned, pinned_wall = clock(), wall()
     keep_pin = False
     try:
