@@ -6,6 +6,7 @@ commit, and a pusher dying in between left a version with a missing chunk)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -390,3 +391,33 @@ def test_a_gc_rechecks_the_record_right_before_each_delete(monkeypatch) -> None:
     execute(store, plan_gc(store, policy), clock=lambda: gc_clock[0], on_event=on_event)
     assert state["fired"]
     assert store.exists(layout.chunk_key(j)), "the committed version's chunk was deleted"
+
+
+def test_the_dry_run_counts_pinned_chunks_as_kept(tmp_path: Path) -> None:
+    """gc --dry-run said pinned chunks would be freed; the run keeps them (and says so)."""
+    from typer.testing import CliRunner
+
+    from ckptlake.cli.app import app
+    from ckptlake.store.local import LocalStore
+
+    url = (tmp_path / "lake").as_uri()
+    store = LocalStore(tmp_path / "lake")
+    lake = Lake(store, chunk_size=1 << 20)
+    for name, size in (("a", 2 << 20), ("b", 100)):
+        src = tmp_path / name
+        src.mkdir()
+        (src / "w.bin").write_bytes(os.urandom(size))
+        lake.push(src, "p/ckpt")
+    write_pin(store, load_manifest(store, "p/ckpt", 1).chunk_digests())
+    (tmp_path / "ckptlake.yaml").write_text(
+        "retention:\n  grace_period: 0s\n  sweep_window: 5s\n  rules:\n"
+        "    - match: '*'\n      keep_last: 1\n")
+    r = CliRunner().invoke(app, ["gc", "--dry-run", "--json", "--lake", url,
+                                 "--config", str(tmp_path / "ckptlake.yaml")])
+    assert r.exit_code == 0, r.output
+    plan = json.loads(r.stdout)["plan"]
+    assert (plan["pins"], plan["pins_expired"], plan["unreadable_pins"]) == (1, 0, [])
+    assert plan["freed_by_versions"]["objects"] == 0, "v1's chunks are pinned"
+    r = CliRunner().invoke(app, ["gc", "--dry-run", "--lake", url,
+                                 "--config", str(tmp_path / "ckptlake.yaml")])
+    assert "pins of pushes committing now (their chunks are kept): 1" in r.stdout, r.stdout

@@ -187,6 +187,13 @@ def summary_lines(plan: "GcPlan") -> list[str]:
                      f"{len(plan.multipart)}")
     if plan.unreadable_records:
         lines.append(f"malformed gc records (left alone): {', '.join(plan.unreadable_records)}")
+    if plan.pins or plan.pins_expired:
+        lines.append(f"pins of pushes committing now (their chunks are kept): {plan.pins}"
+                     + (f"; expired (left by pushes that died), removed by this run: "
+                        f"{plan.pins_expired}" if plan.pins_expired else ""))
+    if plan.unreadable_pins:
+        lines.append(f"unreadable pins (gc sweeps nothing until they are fixed or expire): "
+                     f"{', '.join(plan.unreadable_pins[:5])}")
     if plan.foreign.objects:
         shown = ", ".join(plan.foreign_keys[:5])
         more = f" and {plan.foreign.objects - 5} more" if plan.foreign.objects > 5 else ""

@@ -386,6 +386,11 @@ class GcPlan(_Result):
     condemned_waiting: Tally = field(default_factory=Tally)  # in records, not ripe yet
     records: int = 0
     unreadable_records: list[str] = field(default_factory=list)
+    # Pins of pushes committing now (gc_guard): roots, so their chunks are not garbage; the
+    # expired ones (2 days old: their push died) the run removes before its mark.
+    pins: int = 0
+    pins_expired: int = 0
+    unreadable_pins: list[str] = field(default_factory=list)  # the run stops at these
     multipart: list[dict[str, str]] = field(default_factory=list)  # to abort
     foreign: Tally = field(default_factory=Tally)
     foreign_keys: list[str] = field(default_factory=list)  # the first FOREIGN_SHOWN
@@ -449,6 +454,7 @@ def _plan(store: Store, policy: RetentionPolicy, now: datetime, match: str | Non
     tier = TieringPlanner(store, policy, scratch, now) if policy.tiers else None
     shard_chunks = _ShardRoots(store).digests(listing)
     survivors.update(shard_chunks if tier is None else tier.hot_stream(shard_chunks))
+    _plan_pins(store, plan, now, survivors, tier)
     doomed = scratch.map()  # digest -> index of the (first) artifact plan whose deletions free it
     spool = scratch.spool()  # the chunks of the versions of the artifact being decided
     metric_seen: dict[int, bool] = {}
@@ -574,6 +580,28 @@ def _plan(store: Store, policy: RetentionPolicy, now: datetime, match: str | Non
     if tier is not None:
         plan.tiering = tier.finish()
     return plan
+
+
+def _plan_pins(store: Store, plan: GcPlan, now: datetime, survivors: Any, tier: Any) -> None:
+    """The pins as the run will see them: expired ones it removes, the others are roots."""
+    expiry = now - timedelta(seconds=PIN_EXPIRY)
+    for info in store.list(layout.PINS_PREFIX):
+        if not layout.is_pin_key(info.key):
+            continue
+        if info.modified <= expiry:
+            plan.pins_expired += 1
+            continue
+        plan.pins += 1
+        if not info.size:
+            continue
+        try:
+            chunks = [bytes.fromhex(d) for d in decode_pin(info.key, store.get(info.key))]
+            # a committing version's: hot, like an uncommitted step's (never tiered down)
+            survivors.update(chunks if tier is None else tier.hot_stream(chunks))
+        except NotFound:
+            pass  # its push finished meanwhile
+        except IntegrityError:
+            plan.unreadable_pins.append(info.key)
 
 
 def _freed_after(now: datetime, grace: timedelta, youngest: datetime | None) -> datetime:
