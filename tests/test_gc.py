@@ -366,7 +366,8 @@ def test_a_condemned_chunk_referenced_again_is_rescued(lake: Lake, store: Store,
                                                        tmp_path: Path) -> None:
     v = Versions(lake, tmp_path)
     v.push(n=3)
-    p = policy(grace=3600)
+    # a short sweep_window: the push below waits it out twice (before and after its commit)
+    p = policy(grace=3600, window=1, records=2)
     execute(store, plan_gc(store, p))
     execute(store, plan_gc(store, p, now=later(2)()), now=later(2))  # condemns v1's chunks
     doomed = chunk_keys(store) - live_chunks(store)
