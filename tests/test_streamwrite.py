@@ -416,9 +416,14 @@ def test_reused_condemned_chunks_swept_after_the_commit_are_restored(
 def test_chunks_condemned_during_the_write_fail_it_before_the_commit(lake: Lake) -> None:
     """A chunk the write reused was condemned after the write started (its bytes were not
     kept): the write fails with nothing committed, and a second write succeeds."""
+    from ckptlake.core.gc_guard import GcSettings
+    from ckptlake.format import layout
+
     data = random.Random(8).randbytes(2 * MiB + 3)
     with lake.writer("old", "m.bin") as f:
         f.write(data)
+    # a short sweep_window: the second write waits it out twice (before and after its commit)
+    lake.store.put(layout.GC_SETTINGS_KEY, GcSettings(0, 1, 2).encode(updated="t", updated_by="t"))
     with pytest.raises(TransferError, match="condemned"):
         with lake.writer("new", "m.bin") as f:
             f.write(data)
