@@ -5,7 +5,6 @@ right after its commit leaves it whole (before pins it restored swept chunks onl
 commit, and a pusher dying in between left a version with a missing chunk)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from datetime import datetime, timedelta, timezone
@@ -24,7 +23,7 @@ from ckptlake.format import layout
 from ckptlake.lake import Lake
 from ckptlake.policy.retention import RetentionPolicy, Rule
 from ckptlake.store.memory import MemoryStore
-from test_gc_guard import SETTINGS, Clock, condemn, manifest, run, setup  # noqa: F401
+from test_gc_guard import SETTINGS, Clock, chunk, condemn, manifest, run, setup  # noqa: F401
 
 POLICY = RetentionPolicy(rules=(Rule(match="*", keep_last=1),), grace_period=0,
                          sweep_window=5, record_retention=60)
@@ -87,9 +86,10 @@ def test_the_pin_goes_when_the_push_fails_and_an_old_pin_commits_nothing(
     assert committed == [] and pins(store) == []
 
 
-def two_versions(tmp_path: Path) -> tuple[MemoryStore, set[str]]:
-    """A lake whose v1 retention deletes (keep_last 1): its chunks are unreferenced."""
-    store = MemoryStore()
+def two_versions(tmp_path: Path, store=None):  # type: ignore[no-untyped-def]
+    """A lake (memory by default) whose v1 retention deletes (keep_last 1): (store, v1's
+    chunks, unreferenced once v1 goes)."""
+    store = MemoryStore() if store is None else store
     lake = Lake(store, chunk_size=1 << 20)
     for name, size in (("a", 2 << 20), ("b", 100)):
         src = tmp_path / name
@@ -190,12 +190,8 @@ def test_without_the_right_to_pin_a_push_checks_after_its_commit(tmp_path: Path,
 def test_without_the_right_to_pin_a_chunk_swept_after_the_commit_is_restored() -> None:
     """The fallback is the protocol from before pins: the check after the commit."""
     store = _NoPins()
-    blobs = {}
-    for i in range(3):
-        data = os.urandom(100 + i)
-        d = hashlib.sha256(data).hexdigest()
-        store.put(layout.chunk_key(d), data)
-        blobs[d] = data
+    blobs = {d: store.get(layout.chunk_key(d))
+             for d in (chunk(store, os.urandom(100 + i)) for i in range(3))}
     victim = sorted(blobs)[1]
     condemn(store, [victim])
     m = manifest(sorted(blobs), {d: len(b) for d, b in blobs.items()})
@@ -292,23 +288,15 @@ def test_a_replica_copy_waits_once(setup) -> None:
     assert clock.slept == [pytest.approx(SETTINGS.sweep_window + 1)] and pins(store) == []
 
 
-def test_a_gc_stops_sweeping_a_record_another_gc_swept(monkeypatch) -> None:
-    """Two runs sweep record R = [X, J]; between the slow one's batches the other sweeps R
-    whole, R is removed as old, and a push re-uploads J, finds it in no record, and commits
-    without waiting: the slow run's next batch must not delete J (invariant 5)."""
-    import hashlib
-    import json
-
+def _one_record_of_two_chunks(monkeypatch):  # type: ignore[no-untyped-def]
+    """Record R = [X, J] on a memory lake, swept one chunk per batch; (store, blobs, J, policy,
+    a clock 2000 s later: beyond record_retention, so a run then removes R once swept)."""
     from ckptlake.core import gc as gcmod
-    from ckptlake.format.manifest import ChunkRef, FileEntry, Manifest
 
-    monkeypatch.setattr(gcmod, "DELETE_BATCH", 1)  # R's batches, one chunk each
+    monkeypatch.setattr(gcmod, "DELETE_BATCH", 1)
     store = MemoryStore()
-    blobs = {}
-    for _ in range(2):
-        data = os.urandom(100)
-        blobs[hashlib.sha256(data).hexdigest()] = data
-        store.put(layout.chunk_key(hashlib.sha256(data).hexdigest()), data)
+    blobs = {chunk(store, os.urandom(100)): b"" for _ in range(2)}
+    blobs = {d: store.get(layout.chunk_key(d)) for d in blobs}
     x, j = sorted(blobs)
     store.put(layout.condemned_key("20260101T000000.000000Z", "abcd1234"),
               json.dumps({"ckptlake_condemned": 1, "created": "2026-01-01T00:00:00Z",
@@ -316,22 +304,37 @@ def test_a_gc_stops_sweeping_a_record_another_gc_swept(monkeypatch) -> None:
     policy = RetentionPolicy(rules=(Rule(match="none", keep_last=1),), grace_period=3600,
                              sweep_window=30, record_retention=900)
     later = lambda: datetime.now(timezone.utc) + timedelta(seconds=2000)  # noqa: E731
+    return store, blobs, j, policy, later
+
+
+def _other_gc_sweeps_then_a_push_commits_j(store, blobs, j, policy, later) -> None:  # type: ignore[no-untyped-def]
+    """Another gc sweeps R whole, a run record_retention later removes it, and a push
+    re-uploads J and commits, finding J in no record: it does not wait."""
+    from ckptlake.format.manifest import ChunkRef, FileEntry, Manifest
+
+    assert execute(store, plan_gc(store, policy)).chunks_swept >= 1
+    assert execute(store, plan_gc(store, policy, now=later()), now=later).records_removed
+    store.put(layout.chunk_key(j), blobs[j])
+    m = Manifest(artifact="p/ckpt", version=0, kind="dir", hash="sha256",
+                 files=(FileEntry(path="f", size=100, chunks=(ChunkRef(j, 100),)),))
+    clock = Clock()
+    guard_commit(store, referenced={j}, commit=lambda: commit_version(store, m),
+                 reupload=lambda ds: None, settings=GcSettings(3600, 30, 900),
+                 started=clock.t, clock=clock, sleep=clock.sleep)
+    assert clock.slept == [], "J is in no listed record"
+
+
+def test_a_gc_stops_sweeping_a_record_another_gc_swept(monkeypatch) -> None:
+    """Two runs sweep record R = [X, J]; between the slow one's batches the other sweeps R
+    whole, R is removed as old, and a push re-uploads J, finds it in no record, and commits
+    without waiting: the slow run's next batch must not delete J (invariant 5)."""
+    store, blobs, j, policy, later = _one_record_of_two_chunks(monkeypatch)
     fired: list[int] = []
 
     def between_batches(name: str) -> None:
-        if name != "sweep.batch" or fired:
-            return
-        fired.append(1)
-        assert execute(store, plan_gc(store, policy)).chunks_swept >= 1  # the other run
-        assert execute(store, plan_gc(store, policy, now=later()), now=later).records_removed
-        store.put(layout.chunk_key(j), blobs[j])  # a push uploads J again and commits
-        m = Manifest(artifact="p/ckpt", version=0, kind="dir", hash="sha256",
-                     files=(FileEntry(path="f", size=100, chunks=(ChunkRef(j, 100),)),))
-        clock = Clock()
-        guard_commit(store, referenced={j}, commit=lambda: commit_version(store, m),
-                     reupload=lambda ds: None, settings=GcSettings(3600, 30, 900),
-                     started=clock.t, clock=clock, sleep=clock.sleep)
-        assert clock.slept == [], "J is in no listed record"
+        if name == "sweep.batch" and not fired:
+            fired.append(1)
+            _other_gc_sweeps_then_a_push_commits_j(store, blobs, j, policy, later)
 
     execute(store, plan_gc(store, policy), on_event=between_batches)
     assert fired and store.exists(layout.chunk_key(j)), "the committed version's chunk"
@@ -341,45 +344,18 @@ def test_a_gc_rechecks_the_record_right_before_each_delete(monkeypatch) -> None:
     """As above, but the other gc sweeps and removes the record while the slow run re-marks
     before a batch (its listing aged): checked between batches only, the run deleted J.
     (Found by the second review.)"""
-    import hashlib
-    import json
-
     from ckptlake.core import gc as gcmod
-    from ckptlake.format.manifest import ChunkRef, FileEntry, Manifest
 
-    monkeypatch.setattr(gcmod, "DELETE_BATCH", 1)
-    store = MemoryStore()
-    blobs = {}
-    for _ in range(2):
-        data = os.urandom(100)
-        d = hashlib.sha256(data).hexdigest()
-        blobs[d] = data
-        store.put(layout.chunk_key(d), data)
-    x, j = sorted(blobs)
-    store.put(layout.condemned_key("20260101T000000.000000Z", "abcd1234"),
-              json.dumps({"ckptlake_condemned": 1, "created": "2026-01-01T00:00:00Z",
-                          "chunks": [x, j], "sizes": [100, 100], "swept_at": None}).encode())
-    policy = RetentionPolicy(rules=(Rule(match="none", keep_last=1),), grace_period=3600,
-                             sweep_window=30, record_retention=900)
-    later = lambda: datetime.now(timezone.utc) + timedelta(seconds=2000)  # noqa: E731
+    store, blobs, j, policy, later = _one_record_of_two_chunks(monkeypatch)
     gc_clock = [0.0]
     state = {"armed": False, "fired": False}
     real_mark = gcmod._Marker.mark
 
-    def mark(self):  # type: ignore[no-untyped-def]  # the slow gc's re-mark in batch 2's _fresh: listing, then the race
-        real_mark(self)
+    def mark(self):  # type: ignore[no-untyped-def]
+        real_mark(self)  # the slow run's re-mark before batch 2, then the race
         if state["armed"] and not state["fired"]:
             state["fired"] = True
-            assert execute(store, plan_gc(store, policy)).chunks_swept >= 1  # other gc
-            assert execute(store, plan_gc(store, policy, now=later()), now=later).records_removed
-            store.put(layout.chunk_key(j), blobs[j])  # a push uploads J again and commits
-            m = Manifest(artifact="p/ckpt", version=0, kind="dir", hash="sha256",
-                         files=(FileEntry(path="f", size=100, chunks=(ChunkRef(j, 100),)),))
-            c = Clock()
-            guard_commit(store, referenced={j}, commit=lambda: commit_version(store, m),
-                         reupload=lambda ds: None, settings=GcSettings(3600, 30, 900),
-                         started=c.t, clock=c, sleep=c.sleep)
-            assert c.slept == [], "J is in no listed record"
+            _other_gc_sweeps_then_a_push_commits_j(store, blobs, j, policy, later)
 
     monkeypatch.setattr(gcmod._Marker, "mark", mark)
 
@@ -401,14 +377,8 @@ def test_the_dry_run_counts_pinned_chunks_as_kept(tmp_path: Path) -> None:
     from ckptlake.store.local import LocalStore
 
     url = (tmp_path / "lake").as_uri()
-    store = LocalStore(tmp_path / "lake")
-    lake = Lake(store, chunk_size=1 << 20)
-    for name, size in (("a", 2 << 20), ("b", 100)):
-        src = tmp_path / name
-        src.mkdir()
-        (src / "w.bin").write_bytes(os.urandom(size))
-        lake.push(src, "p/ckpt")
-    write_pin(store, load_manifest(store, "p/ckpt", 1).chunk_digests())
+    store, v1 = two_versions(tmp_path, LocalStore(tmp_path / "lake"))
+    write_pin(store, v1)
     (tmp_path / "ckptlake.yaml").write_text(
         "retention:\n  grace_period: 0s\n  sweep_window: 5s\n  rules:\n"
         "    - match: '*'\n      keep_last: 1\n")
