@@ -307,7 +307,8 @@ def _one_record_of_two_chunks(monkeypatch):  # type: ignore[no-untyped-def]
     return store, blobs, j, policy, later
 
 
-def _other_gc_sweeps_then_a_push_commits_j(store, blobs, j, policy, later) -> None:  # type: ignore[no-untyped-def]
+def _other_gc_sweeps_then_a_push_commits_j(  # type: ignore[no-untyped-def]
+        store, blobs, j, policy, later) -> None:
     """Another gc sweeps R whole, a run record_retention later removes it, and a push
     re-uploads J and commits, finding J in no record: it does not wait."""
     from ckptlake.format.manifest import ChunkRef, FileEntry, Manifest

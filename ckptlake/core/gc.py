@@ -25,8 +25,8 @@ Plan, then execute (restic's PlanPrune/Execute): `plan_gc` only reads and return
    the grace period are aborted.
 
 gc deletes only what the lake's format owns (format/layout.is_lake_key): chunk keys it condemned,
-manifests the plan named, its own records, pins older than 2 days.  Anything else under the prefix is reported in the
-plan, never deleted.
+manifests the plan named, its own records, pins older than 2 days.  Anything else under the
+prefix is reported in the plan, never deleted.
 
 Memory is bounded (docs/gc-at-scale.md): every per-chunk structure -- L, the survivors' and
 the deleted versions' chunks, the chunks of unswept records, the digests of the versions being
@@ -59,9 +59,8 @@ from . import tombstones as tombs
 from .catalog import aliases as read_aliases
 from .createonce import create_once
 from .digestset import DEFAULT_MEMORY_LIMIT, DigestMap, DigestSet, Spool
-from .gc_guard import (PIN_EXPIRY, RECORD_FORMAT, GcSettings, Record, decode_pin, decode_record,
-                       read_record,
-                       record_keys)
+from .gc_guard import (PIN_EXPIRY, RECORD_FORMAT, GcSettings, Record, decode_record, read_pin,
+                       read_record, record_keys)
 from .identity import iso, user_at_host, utcnow
 from .tiering import TieringPlan, TieringPlanner, execute_tiering
 
@@ -592,16 +591,13 @@ def _plan_pins(store: Store, plan: GcPlan, now: datetime, survivors: Any, tier: 
             plan.pins_expired += 1
             continue
         plan.pins += 1
-        if not info.size:
-            continue
         try:
-            chunks = [bytes.fromhex(d) for d in decode_pin(info.key, store.get(info.key))]
-            # a committing version's: hot, like an uncommitted step's (never tiered down)
-            survivors.update(chunks if tier is None else tier.hot_stream(chunks))
-        except NotFound:
-            pass  # its push finished meanwhile
+            chunks = [bytes.fromhex(d) for d in read_pin(store, info.key)]
         except IntegrityError:
             plan.unreadable_pins.append(info.key)
+            continue
+        # a committing version's: hot, like an uncommitted step's (never tiered down)
+        survivors.update(chunks if tier is None else tier.hot_stream(chunks))
 
 
 def _freed_after(now: datetime, grace: timedelta, youngest: datetime | None) -> datetime:
@@ -731,11 +727,7 @@ class _Marker:
                and (info.key, info.etag) not in self.pins_read]
 
         def chunks(item: tuple[str, str]) -> set[bytes]:
-            try:
-                data = self.pins.get(item[0])
-            except NotFound:
-                return set()  # its push committed (or gave up) meanwhile
-            return {bytes.fromhex(d) for d in decode_pin(item[0], data)} if data else set()
+            return {bytes.fromhex(d) for d in read_pin(self.pins, item[0])}
 
         for got in bounded_map(chunks, new, workers=_META_WORKERS, name="ckptlake-gc"):
             self.live.update(got)

@@ -26,9 +26,9 @@ retained `record_retention` after the sweep, so step 1 lists it: K is at risk.  
 deletes only within `sweep_window` of its listing, so after the wait K is either present or
 visibly missing, and is restored; a chunk restored then is in every later listing's L (the pin,
 then the manifest).  A deletion before step 1's listing is found by its HEAD: of the at-risk
-chunks (after the wait), or of every chunk once the records of such deletions may be gone.  A push that dies
-after its commit therefore leaves a whole version, and a pull of a version as soon as it is
-listed finds every chunk.  Assumptions and the residual risk are in docs/format.md.
+chunks (after the wait), or of every chunk once the records of such deletions may be gone.
+A push that dies after its commit therefore leaves a whole version, and a pull of a version
+as soon as it is listed finds every chunk.  Assumptions and the residual risk are in docs/format.md.
 
 Time: "how long the push has run" is the larger of two estimates, core.clock.now() (counts
 suspended time) and the wall clock, since overestimating it only checks more chunks; "how long
@@ -317,6 +317,16 @@ def decode_pin(key: str, data: bytes) -> set[str]:
                                   "is committing") from None
 
 
+def read_pin(store: Store, key: str) -> set[str]:
+    """A pin's chunks; none if it is gone (its push finished) or empty (a PUT cut after its
+    head); IntegrityError if it is unreadable."""
+    try:
+        data = store.get(key)
+    except NotFound:
+        return set()
+    return decode_pin(key, data) if data else set()
+
+
 def new_pin_key() -> str:
     return layout.pin_key(utcnow().strftime("%Y%m%dT%H%M%S.%fZ"), secrets.token_hex(8))
 
@@ -415,7 +425,8 @@ def guard_commit(store: Store, *, referenced: set[str], commit: Callable[[], M],
         # every chunk is checked (without a wait: what deleted it is over).
         condemned, unreadable = cache.condemned(store)
         at_risk = set(referenced) if unreadable else referenced & condemned
-        if since is None or age(since, since_wall) >= before.record_retention - before.sweep_window:
+        long_run = before.record_retention - before.sweep_window
+        if since is None or age(since, since_wall) >= long_run:
             since, since_wall = clock(), wall()
             missing = missing_chunks(store, set(referenced) - at_risk)
             if missing:

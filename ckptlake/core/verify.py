@@ -18,8 +18,8 @@ What is checked, always with the readers pull and gc use (never a second parser 
 * shard records and claims parse, committed claims point at their manifest (or its tombstone),
   and the chunks of steps not committed yet exist (gc keeps them as roots, so they must);
   pending steps are classified like `ls --pending` (stale/failed ones are warnings);
-* condemnation records, pins (gc_guard) and gc/settings.json parse; incomplete multipart uploads of lake keys
-  are listed (gc aborts them after its grace period: not a problem);
+* condemnation records, pins (gc_guard) and gc/settings.json parse; incomplete multipart
+  uploads of lake keys are listed (gc aborts them after its grace period: not a problem);
 * orphan chunks (referenced by no manifest and no uncommitted shard record) are counted, not
   reported as problems: gc collects them.  Not while a manifest is unreadable, though: its
   chunks may be among them, and gc refuses to run until it is repaired or removed (its
@@ -556,7 +556,7 @@ class _Run:
 
     # -- gc's records
     def check_gc(self) -> None:
-        from .gc_guard import GcSettings, decode_pin, read_records
+        from .gc_guard import GcSettings, read_pin, read_records
 
         keys = []
         for info in self.store.list(layout.CONDEMNED_PREFIX):
@@ -574,11 +574,9 @@ class _Run:
         for info in self.store.list(layout.PINS_PREFIX):
             if not layout.is_pin_key(info.key):
                 self.warnings.append(f"{info.key} is not a pin (foreign; left alone)")
-            elif info.size:
+            else:
                 try:
-                    decode_pin(info.key, self.store.get(info.key))
-                except NotFound:
-                    pass  # its push finished meanwhile
+                    read_pin(self.store, info.key)
                 except IntegrityError as exc:
                     self.problem("gc", f"{exc} (gc sweeps nothing while it is there, until "
                                  "it expires 2 days after it was written)",
