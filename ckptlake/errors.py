@@ -71,6 +71,12 @@ class IntegrityError(CkptlakeError):
     exit_code = EXIT_INTEGRITY
 
 
+class MissingChunk(IntegrityError):
+    """A chunk a version references is not in the lake.  Raised by readers, which know only
+    the chunk; the library API asks whether the version itself was deleted meanwhile (a
+    pull racing gc or `ckptlake rm`), which is no integrity failure (catalog.deleted_meanwhile)."""
+
+
 class UnsafeManifest(IntegrityError):
     """A manifest would write outside the destination (absolute path, `..`, symlink escape)."""
 

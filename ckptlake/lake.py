@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 from .core import catalog
 from .core.values import (check_arg, check_destination, check_inputs, check_metadata,
                           check_metrics, check_policy_arg, check_provenance, check_reason)
-from .errors import CkptlakeError, NotFound, TransferError, TransientError, UsageError
+from .errors import (CkptlakeError, MissingChunk, NotFound, TransferError, TransientError,
+                     UsageError)
 from .format import layout
 from .format.refs import Ref, parse_ref, validate_alias, validate_artifact
 from .policy.config import (DEFAULT_CONCURRENCY, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE,
@@ -401,10 +402,15 @@ class Lake:
                 on_estimate(est)
             _egress.enforce(est, yes=yes, confirm=confirm)
         with self._watching(progress) as progress:
-            result = _pull.pull(data, m, os.fspath(destination), force=force,
-                                concurrency=self.concurrency, progress=progress,
-                                lake_url=self.url, throttle=self.throttle, parts=self.parts,
-                                cache=self.cache if use_cache else None, reference=refs)
+            try:
+                result = _pull.pull(data, m, os.fspath(destination), force=force,
+                                    concurrency=self.concurrency, progress=progress,
+                                    lake_url=self.url, throttle=self.throttle, parts=self.parts,
+                                    cache=self.cache if use_cache else None, reference=refs)
+            except MissingChunk as e:  # chunks are all fetched before anything is placed
+                raise catalog.deleted_meanwhile(
+                    self.store, m.artifact, m.version, e,
+                    doing="being pulled; nothing of it was placed") from None
         stats = getattr(data, "stats", None)
         if stats is None:
             return result
@@ -477,7 +483,14 @@ class Lake:
         check_arg("on_warning", on_warning, "callable", optional=True)
         m = self._manifest(ref)
         entry = find_file(m, path)
-        return read_file(self._data(replica, on_warning), m, entry, throttle=self.throttle)
+        return self._unless_deleted(
+            m, read_file(self._data(replica, on_warning), m, entry, throttle=self.throttle))
+
+    def _unless_deleted(self, m: "Manifest", chunks: Iterator[bytes]) -> Iterator[bytes]:
+        try:
+            yield from chunks
+        except MissingChunk as e:
+            raise catalog.deleted_meanwhile(self.store, m.artifact, m.version, e) from None
 
     def artifacts(self, prefix: str = "") -> list[ArtifactInfo]:
         """Artifacts with at least one version, sorted by name."""

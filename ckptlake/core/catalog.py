@@ -11,7 +11,8 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ..errors import IntegrityError, NotFound, PreconditionFailed, TransferError, UsageError
+from ..errors import (CkptlakeError, IntegrityError, MissingChunk, NotFound, PreconditionFailed,
+                      TransferError, UsageError)
 from ..format import layout
 from ..format.manifest import Manifest, decode_manifest
 from ..format.refs import Ref, parse_ref, validate_alias, validate_artifact
@@ -73,6 +74,33 @@ def _deleted_or_missing(store: Store, artifact: str, number: int) -> NotFound:
                              "--all")
     return NotFound(f"{artifact}@v{number} does not exist",
                     hint=f"list versions with: ckptlake ls {artifact}")
+
+
+def deleted_meanwhile(store: Store, artifact: str, number: int, error: MissingChunk, *,
+                      doing: str = "being read") -> CkptlakeError:
+    """What a reader's missing chunk means.  Once gc (or `ckptlake rm`) has deleted a version's
+    manifest, it may sweep the chunks a reader of that version is still fetching: the version
+    is gone (NotFound, exit 3, with its tombstone), not damaged.  A version whose manifest is
+    still there has lost a chunk: `error`, unchanged (exit 5).  `store` is the lake's own, where
+    manifests live (a replica's copy of one would not tell)."""
+    key = layout.version_key(artifact, number)
+    try:
+        gone = store.stat(key).size == 0  # an empty record is no version (format.md)
+    except NotFound:
+        gone = True
+    except CkptlakeError:  # the question cannot be answered now: report what was seen
+        return error
+    if not gone:
+        return error
+    try:
+        deleted = _deleted_or_missing(store, artifact, number)
+    except CkptlakeError:
+        deleted = NotFound(f"{artifact}@v{number} does not exist",
+                           hint=f"list versions with: ckptlake ls {artifact}")
+    deleted.message = (f"{deleted.message.replace(' does not exist', ' was deleted')} while it "
+                       f"was {doing}")
+    deleted.args = (deleted.message,)
+    return deleted
 
 
 def _missing_artifact(artifact: str) -> NotFound:

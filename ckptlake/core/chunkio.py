@@ -11,7 +11,7 @@ import mmap
 import threading
 from typing import Callable
 
-from ..errors import CkptlakeError, IntegrityError, NotFound
+from ..errors import CkptlakeError, IntegrityError, MissingChunk, NotFound
 from ..format import codecs, layout
 from ..format.header import digest as hash_digest
 from ..store.base import Store
@@ -144,10 +144,13 @@ def open_object(algo: str, d: str, data: bytes | bytearray | memoryview, *,
                          hint="nothing was written from it; run: ckptlake verify --read-data")
 
 
-def missing(d: str, where: str) -> IntegrityError:
-    return IntegrityError(f"chunk {layout.chunk_key(d)} of {where} is missing from the lake",
-                          hint="if a push crashed while gc swept it, pushing the same source "
-                               "again restores it")
+MISSING_HINT = ("run `ckptlake verify` to find every version it affects; pushing the same "
+                "source again restores the chunk")
+
+
+def missing(d: str, where: str) -> MissingChunk:
+    return MissingChunk(f"chunk {layout.chunk_key(d)} of {where} is missing from the lake",
+                        hint=MISSING_HINT)
 
 
 def fetch(store: Store, algo: str, d: str, *, raw_size: int | None, where: str

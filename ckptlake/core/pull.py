@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
 from ..errors import (AccessDenied, CkptlakeError, Conflict, IntegrityError, Interrupted,
-                      NotFound, UnsafeManifest, UsageError)
+                      MissingChunk, NotFound, UnsafeManifest, UsageError)
 from ..format import layout
 from ..format.header import digest, new_hasher
 from ..format.manifest import FileEntry, LinkResolver, Manifest
@@ -43,7 +43,8 @@ from ..transfer.throttle import Throttle
 from ..units import format_bytes
 from .browse import object_sizes
 from ..format import codecs
-from .chunkio import DECODERS, ChunkBuffers, anonymous, fix_mmap_threshold, open_object
+from .chunkio import (DECODERS, MISSING_HINT, ChunkBuffers, anonymous, fix_mmap_threshold,
+                      open_object)
 from .reuse import LocalSources, local_sources
 
 if TYPE_CHECKING:  # a cache is optional: its module loads only when one is configured
@@ -830,10 +831,8 @@ class _Fetcher:
             else:
                 data = self.store.get_into(key, self._view(unit))  # type: ignore[arg-type]
         except NotFound:
-            raise IntegrityError(f"chunk {key} of {self.m.artifact}@v{self.m.version} is "
-                                 "missing from the lake",
-                                 hint="if a push crashed while gc swept it, pushing the same "
-                                      "source again restores it") from None
+            raise MissingChunk(f"chunk {key} of {self.m.artifact}@v{self.m.version} is "
+                               "missing from the lake", hint=MISSING_HINT) from None
         self.downloaded.add(len(data))  # bytes that crossed the wire
         where = f"{self.m.artifact}@v{self.m.version}"
         try:
