@@ -533,3 +533,52 @@ def test_large_chunks_are_read_in_parts() -> None:
     store.inner.put(key, bytes(11 * MiB))
     assert lake.verify(read_data=True).unrestorable[0]["corrupt_chunks"] == 1
     lake.close()
+
+
+def test_a_pack_cut_between_two_references_hurts_every_version_reading_it(
+        local: tuple[str, Lake]) -> None:
+    """A pack shared by a version that reads only its start (a sharded merge makes such
+    manifests) and cut between the two ends cannot match its digest, so a pull of either
+    version fails: verify must not call the one reading less restorable."""
+    url, lake = local
+    m = load_manifest(lake.store, ART, 1)
+    first = next(f for f in m.files if f.chunks and f.chunks[0].offset == 0)
+    pack = first.chunks[0].digest
+    ends = [c.offset + c.size for f in m.files for c in f.chunks if c.digest == pack]
+    assert max(ends) > first.size, "the pack holds more than its first file"
+    commit_version(lake.store, Manifest(artifact="g/q", version=0, kind="dir", hash=m.hash,
+                                        files=(first,)))
+    key = layout.chunk_key(pack)
+    lake.store.put(key, lake.store.get(key)[:first.size + 1])  # past g/q's end, short of v1's
+    code, doc = verify_json(url, "--read-data")
+    assert code == EXIT_INTEGRITY
+    assert {(u["artifact"], u["version"]) for u in doc["unrestorable"]} >= {(ART, 1), ("g/q", 1)}
+    with pytest.raises(Exception, match="corrupt"):
+        lake.pull("g/q@v1", Path(lake.store.root).parent / "q-out")  # what verify predicts
+
+
+def test_a_version_deleted_while_verify_runs_is_not_counted(local: tuple[str, Lake],
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """gc (or rm) deleting a version and sweeping its chunks between verify's manifest reads
+    and its chunk listing: no problem, and its swept chunks are not counted as missing."""
+    url, lake = local
+    own = sorted(set(chunks_of(lake, 1)) - set(chunks_of(lake, 2)))
+    assert own
+    store_type = type(lake.store)
+    real_list = store_type.list
+    done: list[bool] = []
+
+    def listing(self: Any, prefix: str = "", **kw: Any) -> Any:
+        if prefix.startswith("chunks/") and not done:
+            done.append(True)
+            lake.delete(f"{ART}@v1")
+            self.delete(own)
+        return real_list(self, prefix, **kw)
+
+    monkeypatch.setattr(store_type, "list", listing)
+    code, doc = verify_json(url)
+    assert done, "verify listed no chunks: the test deleted nothing"
+    assert code == EXIT_OK, doc["problems"]
+    assert doc["chunks_missing"] == 0 and doc["versions_checked"] == 1
+    assert any("deleted while verify ran" in w for w in doc["warnings"])

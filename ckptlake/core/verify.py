@@ -269,6 +269,10 @@ class _Run:
         self.refs = _Refs()
         self.live_extra: set[bytes] = set()  # unreadable manifests' chunks: not orphans
         self.good: list[tuple[str, int]] = []  # versions whose manifest is usable
+        # set by blame: versions deleted while verify ran, and the missing chunks still
+        # referenced (None: blame found nothing to re-read)
+        self.gone: set[tuple[str, int]] = set()
+        self.missing_referenced: set[bytes] | None = None
         self.bad_versions: dict[tuple[str, int], str] = {}  # -> why unusable
         self.commit_ids: dict[tuple[str, int], str] = {}
         self.root_records: list[str] = []  # shard records of uncommitted steps
@@ -833,8 +837,14 @@ class _Run:
                 or self.wrong_hash):
             return list(unrestorable.values())
         wanted = {item: versions.get(item, 0) for item in self.good}
+        # What the versions and records still there reference: a version gc deleted (and
+        # swept) while verify ran is no problem, and its chunks are not counted as missing.
+        self.gone = set(wanted)
+        self.missing_referenced = set()
         for item, m in self.read_manifests(wanted, report=False):
+            self.gone.discard(item)
             missing, corrupt, files = self._hurt(m)
+            self.missing_referenced |= missing
             if not (missing or corrupt or files):
                 continue
             what = []
@@ -863,6 +873,7 @@ class _Run:
             except (NotFound, IntegrityError):
                 continue
             missing, corrupt, files = self._hurt(record.manifest)
+            self.missing_referenced |= missing
             if missing or corrupt or files:
                 self.problem("shard", f"rank {record.rank} of step {record.step} of "
                              f"{record.artifact} references {len(missing)} missing and "
@@ -882,7 +893,12 @@ class _Run:
                 if d in self.missing:
                     missing.add(d)
                 elif d in self.corrupt or (d, m.hash) in self.wrong_hash or (
-                        d in self.sizes and not _fits(_need(c.size, c.offset), self.sizes[d])):
+                        d in self.sizes and (d not in self.refs.conflicting or not _fits(
+                            _need(c.size, c.offset), self.sizes[d]))):
+                    # An object too short for the strictest reference cannot match its
+                    # digest, so a pull of every version reading it fails, also of one that
+                    # reads only its start (a pack shared after a sharded merge).  Only where
+                    # the references disagree (a manifest lies) does each count alone.
                     corrupt.add(d)
                 elif c.offset is not None and f.digest is not None and (
                         d, c.offset, c.size, bytes.fromhex(f.digest)) in self.bad_packed:
@@ -970,7 +986,11 @@ def verify(store: Store, ref: "str | Ref | None" = None, *, lake_url: str, concu
         run.read_data()
     unrestorable = run.blame(versions)
     hurt = {(u["artifact"], u["version"]) for u in unrestorable}
-    checked = len(run.good) + len(run.bad_versions)
+    checked = len(run.good) - len(run.gone) + len(run.bad_versions)
+    if run.gone:
+        run.warnings.append(f"{len(run.gone)} version{'s were' if len(run.gone) != 1 else ' was'}"
+                            " deleted while verify ran (gc or ckptlake rm): not counted")
+    missing = run.missing if run.missing_referenced is None else run.missing_referenced
     return VerifyResult(
         lake=lake_url, scope=scope, versions_checked=checked,
         versions_ok=checked - len(hurt), chunks_checked=len(run.refs.need),
@@ -981,7 +1001,7 @@ def verify(store: Store, ref: "str | Ref | None" = None, *, lake_url: str, concu
         unrestorable=unrestorable,
         aliases_checked=run.aliases_checked, seconds=round(time.monotonic() - started, 3),
         read_data=(chosen.text if chosen else "all") if reading else None,
-        seed=seed, bytes_checked=run.bytes_referenced, chunks_missing=len(run.missing),
+        seed=seed, bytes_checked=run.bytes_referenced, chunks_missing=len(missing),
         chunks_corrupt=len(run.corrupt | set(run.sizes) | {d for d, _ in run.wrong_hash}),
         shard_steps_checked=run.steps_checked,
         pending_steps=run.pending, condemnation_records=run.records,
