@@ -392,3 +392,26 @@ def test_the_dry_run_counts_pinned_chunks_as_kept(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["gc", "--dry-run", "--lake", url,
                                  "--config", str(tmp_path / "ckptlake.yaml")])
     assert "pins of pushes committing now (their chunks are kept): 1" in r.stdout, r.stdout
+
+
+def test_an_empty_object_left_where_a_swept_chunk_was_is_restored(setup, monkeypatch) -> None:
+    """A sweep deletes a chunk the push deduplicated, and another writer's cut re-upload leaves
+    an empty object at its key (SeaweedFS keeps a PUT cut after its head as 0 bytes): the
+    guard's check took it for present and committed a version no pull could read."""
+    store, blobs, clock = setup
+    victim = sorted(blobs)[1]
+    condemn(store, [victim])
+    real_put = store.put
+
+    def put(key, data, **kw):  # type: ignore[no-untyped-def]
+        out = real_put(key, data, **kw)
+        if layout.is_pin_key(key):
+            real_put(layout.chunk_key(victim), b"")  # swept, then a cut PUT's empty object
+        return out
+
+    monkeypatch.setattr(store, "put", put)
+    m = manifest(sorted(blobs), {d: len(b) for d, b in blobs.items()})
+    result, restored = run(store, blobs, clock, commit=lambda: commit_version(store, m))
+    assert restored and victim in restored[0]
+    assert store.get(layout.chunk_key(victim)) == blobs[victim]
+    assert result.version == 1

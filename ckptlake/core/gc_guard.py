@@ -284,8 +284,15 @@ def _wait_message(wait: float, chunks: int, unreadable: list[str], again: bool =
 
 
 def missing_chunks(store: Store, digests: Iterable[str]) -> set[str]:
+    """The chunks to upload again: absent, or empty.  An empty object is what a PUT cut after
+    its head leaves on some servers (SeaweedFS; docs/format.md, "Empty objects"), e.g. another
+    writer's re-upload of a chunk a sweep had just deleted; taken for present, it committed a
+    version whose chunk no pull can read."""
     def absent(d: str) -> str | None:
-        return None if store.exists(layout.chunk_key(d)) else d
+        try:
+            return d if store.stat(layout.chunk_key(d)).size == 0 else None
+        except NotFound:
+            return d
 
     return {d for d in bounded_map(absent, sorted(digests), workers=_WORKERS,
                                    name="ckptlake-guard") if d is not None}
