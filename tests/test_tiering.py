@@ -295,7 +295,8 @@ def test_moves_on_s3_with_moto_and_pulls_back_bit_exact(moto_store: Any,
         "provide-client-params.s3.CopyObject", lambda params, **_: calls.append(dict(params)))
     result = execute(moto_store, plan, now=lambda: later)
     assert result.tiering == {"chunks_moved": 2, "bytes_moved": 2 * 300 * 1024,
-                              "chunks_skipped": 0, "unsupported": None}
+                              "chunks_skipped": 0, "unsupported": None,
+                              "chunks_failed": 0, "failed": None}
     assert len(calls) == 2 and all(c["MetadataDirective"] == "COPY" and
                                    c["StorageClass"] == "STANDARD_IA" and
                                    c["CopySourceIfMatch"] for c in calls)
@@ -438,3 +439,43 @@ def test_early_deletion_and_objects_too_large_to_copy() -> None:
     assert t.early_deletion.objects == len(own) > 0
     assert t.early_deletion_usd == pytest.approx(
         len(own) * 256 * MiB / GB * 0.004 * 80 / 30, abs=1e-4)
+
+
+class _Refusing(MemoryStore):
+    """Storage classes, but moves fail: every one (an IAM deny on the class), or only the
+    ones in `fail` (a server failing after retries)."""
+
+    def __init__(self, deny: bool = False, fail: frozenset[str] = frozenset()) -> None:
+        super().__init__(storage_classes=True)
+        self.deny, self.fail = deny, fail
+
+    def set_storage_class(self, key: str, storage_class: str, *, etag: str | None = None
+                          ) -> None:
+        from ckptlake.errors import AccessDenied, TransferError
+
+        if self.deny:
+            raise AccessDenied(f"{key}: AccessDenied (x-amz-storage-class)")
+        if key in self.fail:
+            raise TransferError(f"{key}: failed after 5 attempts")
+        super().set_storage_class(key, storage_class, etag=etag)
+
+
+def test_a_refused_move_does_not_fail_the_gc_run(tmp_path: Path) -> None:
+    """Tiering runs last, after the run's deletions and sweeps: a move the store refuses used
+    to raise out of gc (exit 4), dropping the run's result and skipping the replicas' gc."""
+    later = datetime.now(timezone.utc) + timedelta(days=60)
+    denied = _Refusing(deny=True)
+    _tiered_lake(denied, tmp_path / "d")
+    result = Lake(denied).gc(plan_gc(denied, TIER_ALL, now=later))
+    assert result.tiering["chunks_moved"] == 0 and result.tiering["chunks_failed"] == 2
+    assert "AccessDenied" in result.tiering["failed"]
+    assert any("tiering: 2 of 2 moves failed" in w for w in result.warnings)
+
+    flaky = _Refusing()
+    _tiered_lake(flaky, tmp_path / "f")
+    plan = plan_gc(flaky, TIER_ALL, now=later)
+    flaky.fail = frozenset({plan.tiering.todo[1][0]})
+    result = execute(flaky, plan, now=lambda: later)
+    assert (result.tiering["chunks_moved"], result.tiering["chunks_failed"]) == (1, 1)
+    assert _classes(flaky)[plan.tiering.todo[1][0]] == "STANDARD"  # the next run moves it
+    assert len(plan_gc(flaky, TIER_ALL, now=later).tiering.todo) == 1

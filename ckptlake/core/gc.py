@@ -1196,6 +1196,11 @@ def execute(store: Store, plan: GcPlan, *, settings: GcSettings | None = None,
                 run.result.warnings.append(
                     f"tiering skipped: the server keeps no storage classes ({tiered.unsupported}"
                     "); no chunk was moved")
+            if tiered.failed:
+                run.result.warnings.append(
+                    f"tiering: {tiered.chunks_failed} of {len(plan.tiering.todo)} moves failed "
+                    f"({tiered.failed}); {tiered.chunks_moved} moved, the next gc tries the "
+                    "rest again")
     finally:
         run.scratch.close()
     run.result.manifest_listings = run.marker.listings

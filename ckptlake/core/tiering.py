@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Iterable, Iterator
 
-from ..errors import NotFound, PreconditionFailed, StorageClassUnsupported
+from ..errors import (AccessDenied, CkptlakeError, Interrupted, NotFound, PreconditionFailed,
+                      StorageClassUnsupported)
 from ..format import layout
 from ..policy.retention import (COLD_CLASSES, MIN_TIER_OBJECT, ClassPrice, Decision,
                                 RetentionPolicy, Rule, cold_class)
@@ -198,6 +199,8 @@ class TieringResult(_Result):
     bytes_moved: int = 0
     chunks_skipped: int = 0  # gone or changed since the plan
     unsupported: str | None = None  # the server's refusal: nothing moved
+    chunks_failed: int = 0  # moves the store refused or failed (after retries)
+    failed: str | None = None  # the first such failure
 
 
 def execute_tiering(store: Store, plan: TieringPlan) -> TieringResult:
@@ -209,12 +212,19 @@ def execute_tiering(store: Store, plan: TieringPlan) -> TieringResult:
     if not plan.supported or not todo:
         return result
 
-    def move(item: tuple[str, str, int, str]) -> int | None:
+    def move(item: tuple[str, str, int, str]) -> int | None | CkptlakeError:
         key, etag, size, cls = item
         try:
             store.set_storage_class(key, cls, etag=etag or None)
         except (NotFound, PreconditionFailed):
             return None
+        except (StorageClassUnsupported, Interrupted):
+            raise
+        except CkptlakeError as exc:
+            # Tiering runs after gc's deletions and sweeps: one refused move (an IAM deny on
+            # the storage class, a failing server) must not fail the run that did them, nor
+            # keep the replicas from being swept.  Reported, and the next run tries again.
+            return exc
         return size
 
     try:
@@ -222,9 +232,15 @@ def execute_tiering(store: Store, plan: TieringPlan) -> TieringResult:
     except StorageClassUnsupported as exc:
         result.unsupported = str(exc)
         return result
+    if isinstance(first, AccessDenied):
+        result.chunks_failed, result.failed = len(todo), str(first)  # every move would be
+        return result
     for got in [first, *bounded_map(move, todo[1:], workers=_WORKERS, name="ckptlake-tier")]:
         if got is None:
             result.chunks_skipped += 1
+        elif isinstance(got, CkptlakeError):
+            result.chunks_failed += 1
+            result.failed = result.failed or str(got)
         else:
             result.chunks_moved += 1
             result.bytes_moved += got
