@@ -558,6 +558,13 @@ class Lake:
         return NotFound(f"no lake at {where}: nothing was ever pushed there",
                         hint="check the lake location; the first push creates a lake")
 
+    def _check_known(self) -> None:
+        """Before deleting or rewriting records: refuse a lake of a newer format (exit 5),
+        as push does (core/lakeheader.check_known)."""
+        from .core.lakeheader import check_known
+
+        check_known(self.store)
+
     def resolve(self, ref: str | Ref) -> VersionInfo:
         """The version a reference names right now (latest, vN, step=N, an alias, or
         min:METRIC / max:METRIC: the best value among the live versions, ties to the newest)."""
@@ -571,6 +578,7 @@ class Lake:
         NotFound if a gc deleted that version meanwhile; the alias is then put back as it was
         (docs/format.md, "Alias record")."""
         validate_alias(check_arg("name", name, "str"))
+        self._check_known()
         m = self._manifest(ref)
         return catalog.set_alias(self.store, m.artifact, name, m.version)
 
@@ -581,6 +589,7 @@ class Lake:
         of the same alias is either removed too or stands (docs/format.md, "Alias record")."""
         validate_artifact(check_arg("artifact", artifact, "str"))
         validate_alias(check_arg("name", name, "str"))
+        self._check_known()
         try:
             return catalog.remove_alias(self.store, artifact, name)
         except NotFound:
@@ -614,6 +623,7 @@ class Lake:
         reason = check_reason(reason)
         if reason is not None:
             reason = redact(reason)  # it is stored, and shown by every read of the version
+        self._check_known()
         artifact = ref.artifact
         created: Any = None
         m: Any = None
@@ -875,6 +885,7 @@ class Lake:
         reason = check_reason(reason)
         if reason is not None:
             reason = redact(reason)  # it is stored in the claim and shown by every push
+        self._check_known()
         return shards.discard_step(
             self.store, artifact, step, lake_url=self.url, reason=reason, dry_run=dry_run,
             stale_after=shards.DEFAULT_STALE_AFTER if stale_after is None else stale_after,

@@ -62,6 +62,7 @@ from .digestset import DEFAULT_MEMORY_LIMIT, DigestMap, DigestSet, Spool
 from .gc_guard import (PIN_EXPIRY, RECORD_FORMAT, GcSettings, Record, decode_record, read_pin,
                        read_record, record_keys)
 from .identity import iso, user_at_host, utcnow
+from .lakeheader import check_known
 from .tiering import TieringPlan, TieringPlanner, execute_tiering
 
 GB = 1 << 30
@@ -427,6 +428,7 @@ def plan_gc(store: Store, policy: RetentionPolicy, *, now: datetime | None = Non
     that no matched version has (naming the policy line)."""
     if now is not None and now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)  # a naive time is taken as UTC, as stored times
+    check_known(store)
     scratch = _Scratch()
     try:
         return _plan(store, policy, now or utcnow(), match, scratch)
@@ -1178,6 +1180,7 @@ def execute(store: Store, plan: GcPlan, *, settings: GcSettings | None = None,
             return _clock.now()  # looked up per call: replaceable in tests
 
     started = clock()
+    check_known(store)  # again: the plan may be old, and the lake upgraded since
     settings = settings or GcSettings(**plan.settings)
     if problem := settings.problem():  # pushers would refuse (or outwait) such settings
         raise UsageError(f"gc settings refused: {problem}",

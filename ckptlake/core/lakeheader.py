@@ -27,6 +27,14 @@ def read_header(store: Store) -> LakeHeader | None:
     return decode_header(data) if data else None
 
 
+def check_known(store: Store) -> None:
+    """Refuse (IntegrityError, exit 5: "upgrade ckptlake") a lake whose header this ckptlake
+    cannot read, before anything that deletes or rewrites records: a newer format may keep
+    chunks alive by references this version does not know of (gc would sweep them), or read
+    records differently.  Push refuses by the same check; a lake without a header passes."""
+    read_header(store)
+
+
 # What open_or_create_header says it did (falsy: nothing was written).
 NEW_LAKE = "new"
 REWRITTEN = "rewritten"
