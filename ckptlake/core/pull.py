@@ -168,6 +168,7 @@ class _Placement:
     def _plan(self, force: bool) -> None:
         differ: list[str] = []  # what `force` replaces
         blocked: list[tuple[str, str]] = []  # (directory, what the version has there)
+        special: list[str] = []  # FIFOs, sockets, devices where the version has a file
         absent: set[str] = set()  # needed directories that are missing or to be cleared
         # Where each path of the version lands, relative to root_real: the destination's
         # symlinks to directories are followed by the kernel, the version's new directories
@@ -226,6 +227,12 @@ class _Placement:
                     pass  # NotADirectory: a single file's parent path is a file (see __init__)
             if st is None:
                 self.absent.add(e.path)
+            elif not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)
+                      or stat.S_ISDIR(st.st_mode)):
+                # a FIFO, a socket, a device node (as root, `pull ART /dev/null --force`
+                # replaced /dev/null): never the user's data to overwrite
+                special.append(final)
+                continue
             if e.symlink is not None:
                 self.links.append(e)
                 if st is None or (stat.S_ISLNK(st.st_mode) and os.readlink(final) == e.symlink):
@@ -249,6 +256,11 @@ class _Placement:
             else:
                 differ.append(final)
                 self.download.append(e)
+        if special:
+            more = f" (and {len(special) - 1} more)" if len(special) > 1 else ""
+            raise Conflict(f"{special[0]} is not a regular file (a FIFO, socket or device); the "
+                           f"version has a file there{more}",
+                           hint="--force never replaces one: pull to another path")
         if blocked:
             more = f" (and {len(blocked) - 1} more)" if len(blocked) > 1 else ""
             raise Conflict(f"{blocked[0][0]} is a directory; the version has a {blocked[0][1]} "
@@ -457,6 +469,31 @@ def final_root(m: Manifest, destination: str) -> str:
         into = destination.endswith(("/", os.sep)) or os.path.isdir(dest)
         return os.path.join(dest, name) if into else dest
     return dest
+
+
+def _check_outside_lake(m: Manifest, destination: str, lake_url: str) -> None:
+    """A pull must not write into the local lake it reads: with --force it replaced the lake's
+    own objects (a version holding a `ckptlake.json` overwrote the header), and without it,
+    a version could add objects to the lake (a crafted manifest).  Refused before anything is
+    read: DEST at or inside the lake, or a version path at or below the lake inside DEST."""
+    if not lake_url.startswith("file://"):
+        return
+    lake = os.path.realpath(lake_url[len("file://"):])
+    root = os.path.realpath(final_root(m, destination))
+    if root == lake or root.startswith(lake.rstrip(os.sep) + os.sep):
+        where = "is the lake" if root == lake else "is inside the lake"
+        raise UsageError(f"{destination} {where} {lake_url}: pulling there would write into "
+                         "the lake's own files",
+                         hint="pull into a directory outside the lake")
+    if m.kind == "file" or not lake.startswith(root.rstrip(os.sep) + os.sep):
+        return
+    rel = os.path.relpath(lake, root).replace(os.sep, "/")
+    for path in [*(e.path for e in m.files), *m.dirs]:
+        if path == rel or path.startswith(rel + "/"):
+            raise UsageError(f"{m.artifact}@v{m.version} has {path}, inside the lake {lake_url} "
+                             f"(at {rel}/ in {destination}): pulling it there would write into "
+                             "the lake's own files",
+                             hint="pull into a directory that does not hold the lake")
 
 
 def abandoned_stagings(final_root: str) -> list[tuple[str, int]]:
@@ -1418,6 +1455,7 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
          parts: Parts | None = None, cache: ChunkCache | None = None,
          reference: Sequence[str] = ()) -> PullResult:
     started = time.monotonic()
+    _check_outside_lake(m, destination, lake_url)
     try:
         placement = _Placement(m, destination, force)
         if placement.idle():
