@@ -441,7 +441,8 @@ def _load_rule(c: _Checker, item: Any, i: int) -> Rule:
         raise c.fail("this rule keeps nothing: every version it matches would be deleted "
                      "(only aliased and latest versions would survive)", path,
                      "add a keep_* clause (keep_last: 1 keeps the newest), or keep_all: true; "
-                     "to drop an artifact entirely, delete it by hand")
+                     "an artifact's latest version is never deleted (ckptlake rm deletes the "
+                     "others one by one)")
     return rule
 
 
