@@ -133,14 +133,17 @@ class Lake:
 
     def _data(self, replica: str | None = None,
               on_warning: "Callable[[str], None] | None" = None,
-              caller_verifies: bool = False) -> Store:
+              caller_verifies: bool = False, algo: str | None = None) -> Store:
         """The store chunk bytes are read from: the lake, or (store/replica.py) the lake with
-        chunk reads going through the selected replica.  Manifests always come from the lake."""
+        chunk reads going through the selected replica.  Manifests always come from the lake.
+        algo: the hash of the manifest read (the replica checks bytes with it; None: the lake
+        header's)."""
         spec = self.replica_for(replica)
         if spec is None:
             return self.store
         return self.replicas.wrap(self.store, spec, self._replica_backend(spec),  # type: ignore[union-attr]
-                                  on_warning=on_warning, caller_verifies=caller_verifies)
+                                  on_warning=on_warning, caller_verifies=caller_verifies,
+                                  algo=algo)
 
     def exists(self) -> bool:
         """Whether a lake is here: its header (written by the first push), or at least one
@@ -392,7 +395,8 @@ class Lake:
             return self._pull_offline(exc, ref, destination, replica=replica, force=force,
                                       progress=progress, paths=paths, include=include,
                                       exclude=exclude, reference=refs, use_cache=use_cache)
-        data = self._data(replica, caller_verifies=True)  # the pull hashes every chunk
+        # the pull hashes every chunk, with the manifest's hash
+        data = self._data(replica, caller_verifies=True, algo=m.hash)
         if egress is not None:
             from .core import egress as _egress
 
@@ -420,10 +424,11 @@ class Lake:
         # cache, or the origin uncached): it holds the version whole, servable offline.
         through = stats.chunks_from_replica + stats.chunks_pulled_through
         if stats.writes_off is None and stats.replica_down is None \
-                and stats.chunks_from_origin == 0 and through >= len(object_sizes(m)):
-            from .core.replicas import keep_manifest
+                and stats.chunks_from_origin == 0 and through >= len(object_sizes(m)) \
+                and data.writable():  # type: ignore[attr-defined]
+            from .core.replicas import keep_pulled_manifest
 
-            keep_manifest(self.store, data.replica, m)  # type: ignore[attr-defined]
+            keep_pulled_manifest(self.store, data.replica, m)  # type: ignore[attr-defined]
         return dataclasses.replace(result, replica=stats.to_dict(),
                                    warnings=[*data.warnings, *result.warnings])  # type: ignore[attr-defined]
 
@@ -435,11 +440,13 @@ class Lake:
         its chunks), verified like any pull; no egress guard (the replica is in this region)."""
         from .core import pull as _pull
         from .core.browse import select
-        from .core.replicas import resolve_offline
+        from .core.replicas import check_offline, resolve_offline
         from .store.replica import OfflineReplicaStore
 
         spec = self.replica_for(replica)
         backend = self._replica_backend(spec)
+        # Another lake's manifest copies would be served as this lake's versions.
+        check_offline(backend, spec, self.url)
         # A version the replica lacks is exit 8, not 3: it may exist at the unreachable lake.
         m = select(resolve_offline(backend, ref, name=spec.name), paths, include, exclude)
         # A chunk the replica lacks is the replica's gap with the lake out of reach (exit 8),
@@ -484,7 +491,8 @@ class Lake:
         m = self._manifest(ref)
         entry = find_file(m, path)
         return self._unless_deleted(
-            m, read_file(self._data(replica, on_warning), m, entry, throttle=self.throttle))
+            m, read_file(self._data(replica, on_warning, algo=m.hash), m, entry,
+                         throttle=self.throttle))
 
     def _unless_deleted(self, m: "Manifest", chunks: Iterator[bytes]) -> Iterator[bytes]:
         try:

@@ -192,7 +192,7 @@ def test_pull_through_crosses_once_per_chunk(tmp_path: Path) -> None:
                      if p.is_file() and not p.relative_to(tmp_path / "eu").parts[0]
                      .startswith("."))
     assert [w for w in written if not w.startswith("chunks/")] == \
-        ["artifacts/m/a/@v/0000000001.json"]
+        ["artifacts/m/a/@v/0000000001.json", "ckptlake-replica.json"]
 
 
 def test_manifests_and_aliases_come_from_the_origin(tmp_path: Path) -> None:
@@ -907,6 +907,13 @@ def test_cli_offline_replica_when_the_lake_is_unreachable(tmp_path: Path) -> Non
     dead = ["--lake", "s3://bk/lake", "--endpoint-url", f"http://127.0.0.1:{port}"]
     down = run("pull", "m/a", str(tmp_path / "o2"), *dead, "--replica", "eu")
     assert down.returncode != 0 and not (tmp_path / "o2").exists()
+    # the replica is bound to the lake at `local`: another URL's offline pull is refused...
+    refused = run("pull", "m/a", str(tmp_path / "o3"), *dead, "--replica", "eu",
+                  "--offline-replica")
+    assert refused.returncode == 2 and "belongs to another lake" in refused.stderr
+    # ...so the unreachable lake stands in for it by the marker's origin
+    marker = tmp_path / "eu" / "ckptlake-replica.json"
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "origin": "s3://bk/lake"}))
     offline = run("pull", "m/a", str(tmp_path / "o3"), *dead, "--replica", "eu",
                   "--offline-replica", "--json")
     assert offline.returncode == 0, offline.stderr

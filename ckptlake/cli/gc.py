@@ -94,6 +94,7 @@ def gc(
                                    "dry_run": dry_run, "plan": plan.to_dict()}
             replicas = getattr(handle, "replicas", None)
             if replicas is not None and replicas.specs:
+                check_replicas(handle)
                 out.note("after the lake, gc sweeps its replicas with the same protocol: "
                          + ", ".join(f"{s.name} ({s.url})" for s in replicas.specs))
             if dry_run:
@@ -125,6 +126,25 @@ def gc(
             out.result(doc, result_summary(plan, result))
         finally:
             handle.close()
+
+
+def check_replicas(handle: Any) -> None:
+    """Refuse (exit 2) before anything is deleted, in the lake or a replica, if a replica is
+    another lake's or is a lake: its sweep would delete that lake's manifests and chunks
+    (core/replicas.bind_replica).  The library's gc skips such a replica with a warning
+    after the lake's gc; the command says so first, and changes nothing.  A replica that
+    cannot be asked now is left to the sweep, which warns."""
+    from ..core.replicas import bind_replica
+    from ..errors import CkptlakeError, UsageError
+
+    for spec in handle.replicas.specs:
+        try:
+            bind_replica(handle.store, handle._replica_backend(spec), spec, create=False,
+                         records=True)
+        except UsageError:
+            raise
+        except CkptlakeError:
+            pass
 
 
 # ---- rendering -------------------------------------------------------------------------------
@@ -325,6 +345,8 @@ def result_summary(plan: "GcPlan", r: "GcResult") -> str:
             f"{r.seconds:.1f} s"
             + "".join(f"; replica {x['replica']}: condemned {x['chunks_condemned']}, swept "
                       f"{x['chunks_swept']} chunks ({format_bytes(x['bytes_swept'])})"
+                      + (f", dropped {x['manifests_dropped']} manifest copies"
+                         if x.get("manifests_dropped") else "")
                       for x in getattr(r, "replicas", ()))
             + (f"; tiered {r.tiering['chunks_moved']} chunks "
                f"({format_bytes(r.tiering['bytes_moved'])})" if r.tiering else ""))

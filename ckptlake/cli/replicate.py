@@ -16,12 +16,14 @@ HELP = ("Copy the chunks of the version REF that the replica NAME lacks, so that
 EPILOG = epilog(
     "Example (CI, after publishing a model): ckptlake replicate gpt2/run-7/model@candidate "
     "--to eu --json",
-    "Replicas are declared under replicas: in ckptlake.yaml.  Only chunks are copied (manifests "
-    "and aliases stay in the lake, which pulls always ask).  Each chunk is verified against its "
-    "digest before it is written, create-if-absent.  Resumable: a re-run after an interruption "
-    "copies only what is still missing.  --verify also reads back the chunks already in the "
-    "replica and replaces any that do not match.  gc removes from replicas the chunks no live "
-    "version references.")
+    "Replicas are declared under replicas: in ckptlake.yaml.  The chunks are copied, then the "
+    "version's manifest (read only by pull --offline-replica: online pulls ask the lake for "
+    "manifests and aliases).  Each chunk is verified against its digest before it is written, "
+    "create-if-absent.  Resumable: a re-run after an interruption copies only what is still "
+    "missing.  --verify also reads back the chunks already in the replica and replaces any "
+    "that do not match.  A replica serves one lake: the first write names the lake in its "
+    "ckptlake-replica.json, and a replica naming another lake, or that is a lake, is refused "
+    "(exit 2).  gc removes from replicas the chunks no live version references.")
 
 
 def replicate(

@@ -2,14 +2,23 @@
 time (`replicate`), and sweeping them with gc.
 
 A replica holds only chunk objects, under the same keys as the origin (`chunks/<hh>/<digest>`),
-plus gc's condemnation records for its own sweep (`gc/condemned/...`) and the pins of copies
-into it under way (`gc/pins/...`, core/gc_guard.py).  It is a cache: every
+plus gc's condemnation records for its own sweep (`gc/condemned/...`), the pins of copies
+into it under way (`gc/pins/...`, core/gc_guard.py), copies of the manifests of versions it
+holds whole (for --offline-replica), and its marker (`ckptlake-replica.json`, naming the one
+lake it serves).  It is a cache: every
 chunk in it can be fetched again from the origin, so losing one costs a crossing, never a
 version.  Manifests, aliases and tombstones are read from the origin only (store/replica.py),
 so a replica never serves a version gc deleted or an alias that moved.
+
+Why the marker: a replica's gc deletes manifest copies the origin lacks and sweeps chunks no
+origin version references, and its manifest copies are keyed by artifact@vN alone.  Pointed
+at another lake, or shared by two lakes, it would delete the other lake's versions and serve
+one lake's checkpoint for the other's offline.  So every writer and gc binds the replica to
+its lake first (bind_replica), and refuses one that is bound to another lake or is a lake.
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,7 +29,7 @@ from ..errors import (AccessDenied, CkptlakeError, IntegrityError, NotFound, Pre
 from ..format import layout
 from ..format.header import LEGACY_HASH
 from ..format.manifest import Manifest
-from ..policy.replicas import ReplicaSpec, check_not_origin, inherited_endpoint
+from ..policy.replicas import ReplicaSpec, check_not_origin, inherited_endpoint, location_key
 from ..results import _Result
 from ..store.base import Store
 from ..store.replica import ReplicaStore
@@ -50,21 +59,26 @@ def stored_chunk_ok(algo: str, digest: str, stored: bytes | bytearray | memoryvi
 
 
 class _Verifier:
-    """stored_chunk_ok with the lake's hash algorithm, read from the origin's header once."""
+    """stored_chunk_ok with the hash of the version being read: the manifest's `hash` when the
+    caller knows it (every reader verifies a manifest's chunks with that manifest's hash: a
+    header may be lost, or rewritten by an old pusher), else the lake header's, read once;
+    without a header, the first readable manifest's (what a push would rewrite it with), else
+    LEGACY_HASH."""
 
-    def __init__(self, origin: Store) -> None:
+    def __init__(self, origin: Store, algo: str | None = None) -> None:
         self.origin = origin
-        self._algo: str | None = None
+        self._algo: str | None = algo
         self._lock = threading.Lock()
 
     def algo(self) -> str:
         if self._algo is None:
             with self._lock:
                 if self._algo is None:
-                    from .lakeheader import read_header
+                    from .lakeheader import read_header, versions_hash
 
                     header = read_header(self.origin)
-                    self._algo = header.hash if header is not None else LEGACY_HASH
+                    self._algo = header.hash if header is not None \
+                        else versions_hash(self.origin)[1] or LEGACY_HASH
         return self._algo
 
     def __call__(self, digest: str, stored: bytes | bytearray | memoryview) -> bool:
@@ -83,6 +97,9 @@ class ReplicaSet:
     read_timeout: float = 60.0
     max_connections: int = 20
     origin_endpoint: str | None = None
+    # (replica name, origin URL) -> "read" or "write": the bindings this process has checked
+    # (bind_replica).  A marker is written once, so a passed check stays passed.
+    _bound: dict[tuple[str, str], str] = field(default_factory=dict, repr=False, compare=False)
 
     def names(self) -> list[str]:
         return [s.name for s in self.specs]
@@ -127,13 +144,175 @@ class ReplicaSet:
 
     def wrap(self, origin: Store, spec: ReplicaSpec, replica: Store,
              on_warning: Callable[[str], None] | None = None,
-             caller_verifies: bool = False) -> ReplicaStore:
+             caller_verifies: bool = False, algo: str | None = None) -> ReplicaStore:
         """`origin` with chunk reads going through `replica` (store/replica.py), opened from
-        `spec` by open_store."""
+        `spec` by open_store.  `algo`: the hash of the manifest being read (None: the
+        header's).  The replica is checked to be this lake's before its first read, and bound
+        to it before its first write (bind_replica); one that is not is left unused."""
         check_not_origin(spec, origin.url, self.origin_endpoint)
         return ReplicaStore(origin, replica, name=spec.name, region=spec.region,
-                            verify=_Verifier(origin), chunk_digest=layout.parse_chunk_key,
-                            on_warning=on_warning, caller_verifies=caller_verifies)
+                            verify=_Verifier(origin, algo), chunk_digest=layout.parse_chunk_key,
+                            on_warning=on_warning, caller_verifies=caller_verifies,
+                            bind=self.binder(origin, spec, replica))
+
+    def binder(self, origin: Store, spec: ReplicaSpec, replica: Store
+               ) -> Callable[[bool], None]:
+        """bind_replica(create=...) for a ReplicaStore, remembering what passed: a pull
+        through a replica checks it once per process, not once per operation."""
+        key = (spec.name, origin.url)
+
+        def bind(create: bool) -> None:
+            done = self._bound.get(key)
+            if done == "write" or (done == "read" and not create):
+                return
+            bind_replica(origin, replica, spec, create=create)
+            self._bound[key] = "write" if create else "read"
+
+        return bind
+
+
+# ---- binding a replica to its lake ----------------------------------------------------------
+
+MARKER_KEY = "ckptlake-replica.json"
+MARKER_FORMAT = 1
+
+
+def lake_identity(origin: Store) -> dict[str, str] | None:
+    """What names a lake whatever URL reaches it: its header's `created` and `hash`, both fixed
+    when its first push writes the header.  None: no header (never pushed to, or lost)."""
+    from .lakeheader import read_header
+
+    header = read_header(origin)
+    if header is None or not header.created:
+        return None
+    return {"created": header.created, "hash": header.hash}
+
+
+def read_marker(replica: Store, spec: ReplicaSpec) -> tuple[dict[str, Any] | None, str | None]:
+    """(the replica's marker, None if it has none; the ETag of an empty one).  An empty marker
+    is what a cut PUT leaves: no marker, replaced by compare-and-swap on that ETag."""
+    try:
+        data, etag = replica.get_with_etag(MARKER_KEY)
+    except NotFound:
+        return None, None
+    if not data:
+        return None, etag
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        doc = None
+    if not (isinstance(doc, dict) and isinstance(doc.get("format"), int)
+            and isinstance(doc.get("origin"), str)
+            and (doc.get("lake") is None or isinstance(doc.get("lake"), dict))):
+        raise UsageError(f"replica {spec.name!r} ({spec.url}): its {MARKER_KEY} is not a "
+                         "replica marker; nothing is written or deleted there",
+                         hint=f"if the location is this lake's replica, delete {MARKER_KEY} "
+                              "there (the next write names this lake in it)")
+    if doc["format"] > MARKER_FORMAT:
+        raise UsageError(f"replica {spec.name!r} ({spec.url}) is bound by a newer ckptlake "
+                         f"(marker format {doc['format']})", hint="upgrade ckptlake")
+    return doc, None
+
+
+def _lake_evidence(replica: Store, *, records: bool) -> str | None:
+    """What in the replica's root says it is a lake (its header; with `records`, lake records
+    a replica never holds: aliases, tombstones, summaries, shard records, gc settings)."""
+    try:
+        replica.stat(layout.HEADER_KEY)
+        return f"a lake header, {layout.HEADER_KEY}"
+    except NotFound:
+        pass
+    if not records:
+        return None
+    try:
+        replica.stat(layout.GC_SETTINGS_KEY)
+        return f"lake records ({layout.GC_SETTINGS_KEY})"
+    except NotFound:
+        pass
+    for info in replica.list(layout.ARTIFACTS_PREFIX):
+        if layout.parse_version_key(info.key) is None and layout.is_lake_key(info.key):
+            return f"lake records ({info.key})"
+    return None
+
+
+def _describe_marker(doc: dict[str, Any]) -> str:
+    lake = doc.get("lake") or {}
+    created = f", created {lake['created']}" if isinstance(lake.get("created"), str) else ""
+    return f"{doc['origin']}{created}"
+
+
+def _names_this_lake(doc: dict[str, Any], origin_url: str,
+                     ours: dict[str, str] | None) -> bool:
+    """Does a marker name this lake?  By the lakes' identities when both are known (a lake
+    reached by another URL, or moved, is still itself; a lake re-created at the same URL is
+    not); else by the origin's location."""
+    theirs = doc.get("lake")
+    if theirs and ours is not None:
+        return all(theirs.get(k) == v for k, v in ours.items())
+    return location_key(doc["origin"]) == location_key(origin_url)
+
+
+def bind_replica(origin: Store, replica: Store, spec: ReplicaSpec, *, create: bool,
+                 records: bool = False) -> None:
+    """Check that `replica` is this lake's, before writing into it or sweeping it: UsageError
+    (exit 2) if its marker names another lake, or if it is a lake itself (a header, or lake
+    records).  A replica without a marker (older than markers) is adopted: with `create`,
+    its marker is written (create-if-absent; an empty one is replaced by compare-and-swap).
+
+    records: also look for lake records in the replica (one listing of `artifacts/`) when it
+    has a marker (gc: about to delete there); a replica without one is always looked at."""
+    ours = lake_identity(origin)
+    for _ in range(5):
+        doc, empty_etag = read_marker(replica, spec)
+        evidence = _lake_evidence(replica, records=doc is None or bool(records))
+        if evidence is not None:
+            raise UsageError(f"replica {spec.name!r} ({spec.url}) is another lake: it holds "
+                             f"{evidence}; nothing is written or deleted there",
+                             hint="a replica must be a location of its own: fix replicas: in "
+                                  "ckptlake.yaml")
+        if doc is not None:
+            if not _names_this_lake(doc, origin.url, ours):
+                raise UsageError(
+                    f"replica {spec.name!r} ({spec.url}) belongs to another lake: its "
+                    f"{MARKER_KEY} names {_describe_marker(doc)}, not this lake {origin.url}"
+                    + (f" (created {ours['created']})" if ours else "")
+                    + "; nothing is written or deleted there",
+                    hint="give each lake a replica location of its own (replicas: in "
+                         "ckptlake.yaml); if it is this lake's (moved, or its header "
+                         f"rewritten), delete {MARKER_KEY} and artifacts/ in the replica")
+            return
+        if not create:
+            return
+        body = json.dumps({"format": MARKER_FORMAT, "origin": origin.url, "lake": ours},
+                          indent=1).encode()
+        try:
+            if empty_etag is not None:
+                replica.put(MARKER_KEY, body, if_match=empty_etag)
+            else:
+                replica.put(MARKER_KEY, body, if_none_match=True)
+            return
+        except PreconditionFailed:
+            continue  # another writer bound it first: read whose it is
+    raise PreconditionFailed(f"{spec.url}/{MARKER_KEY} could not be read or created")
+
+
+def check_offline(replica: Store, spec: ReplicaSpec, origin_url: str) -> None:
+    """Before serving a version from the replica alone: refuse one bound to another lake, or
+    that is a lake.  The origin cannot be reached, so its identity is unknown: the marker's
+    `origin` must be this lake's location.  A replica without a marker is served (nothing is
+    written offline)."""
+    doc, _ = read_marker(replica, spec)
+    evidence = _lake_evidence(replica, records=False)
+    if evidence is not None:
+        raise UsageError(f"replica {spec.name!r} ({spec.url}) is another lake: it holds "
+                         f"{evidence}; its versions are not this lake's",
+                         hint="fix replicas: in ckptlake.yaml")
+    if doc is not None and location_key(doc["origin"]) != location_key(origin_url):
+        raise UsageError(f"replica {spec.name!r} ({spec.url}) belongs to another lake: its "
+                         f"{MARKER_KEY} names {_describe_marker(doc)}, not this lake "
+                         f"{origin_url}; its versions are not this lake's",
+                         hint="pull with --lake set to the lake it names, or without "
+                              "--offline-replica once this lake is reachable")
 
 
 # ---- replicate ------------------------------------------------------------------------------
@@ -187,10 +366,15 @@ def replicate(origin: Store, replica: Store, m: Manifest, *, spec: ReplicaSpec, 
     from .gc_guard import guard_commit, read_settings
 
     check_not_origin(spec, origin.url, origin_endpoint)
+    try:
+        bind_replica(origin, replica, spec, create=True)
+    except (TransientError, TransferError, AccessDenied) as exc:
+        raise TransferError(f"replicate to {spec.name} ({spec.url}) stopped: {exc}",
+                            hint="run it again once the replica can be written") from None
     progress = progress or NullProgress()
     started = time.monotonic()
     guard_started, guard_started_wall = _clock.now(), time.time()
-    check = _Verifier(origin)
+    check = _Verifier(origin, m.hash)  # the manifest's hash: the header may be lost
     sizes = object_sizes(m)
     total = sum(sizes.values())
     lock = threading.Lock()
@@ -199,7 +383,16 @@ def replicate(origin: Store, replica: Store, m: Manifest, *, spec: ReplicaSpec, 
     progress.start(phase="replicate", total_bytes=total, total_files=len(sizes))
 
     def copy(key: str, digest: str, *, over: bool) -> int:
-        data = origin.get(key)
+        try:
+            data = origin.get(key)
+        except NotFound:
+            # What a pull of the version says: gone with its version (exit 3), or lost (exit 5)
+            from .catalog import deleted_meanwhile
+            from .chunkio import missing
+
+            raise deleted_meanwhile(origin, m.artifact, m.version,
+                                    missing(digest, f"{m.artifact}@v{m.version}"),
+                                    doing="being replicated") from None
         if not check(digest, data):
             from ..errors import IntegrityError
 
@@ -292,12 +485,45 @@ def keep_manifest(origin: Store, replica: Store, m: Manifest) -> bool:
         data = origin.get(key)
         if not data:
             return False
-        replica.put(key, data, if_none_match=True)
+        try:
+            replica.put(key, data, if_none_match=True)
+            return True
+        except PreconditionFailed:
+            pass
+        # A copy is there: ours, another writer's -- or the empty object of a cut PUT, which
+        # offline readers skip and create-if-absent would never replace.  The origin's bytes
+        # are the truth: anything else there is replaced by compare-and-swap.
+        held, etag = replica.get_with_etag(key)
+        if held == data:
+            return True
+        replica.put(key, data, if_match=etag)
     except PreconditionFailed:
-        return True
+        return True  # replaced meanwhile by another writer of the same bytes
     except CkptlakeError:
         return False
     return True
+
+
+def keep_pulled_manifest(origin: Store, replica: Store, m: Manifest) -> bool:
+    """keep_manifest after a whole pull through the replica, which (unlike `replicate`) ran
+    no commit guard: a replica sweep may have deleted a chunk the pull read from it, and a
+    manifest copy would then promise offline readers a version the replica no longer holds
+    whole.  A sweep deletes only chunks a condemnation record names, and a live version's
+    chunks are not condemned anew, so: no copy while a record there names one of its chunks
+    (or one cannot be read).  The copy is best effort; `replicate` makes it under the guard."""
+    from .browse import object_sizes
+    from .gc_guard import read_records
+
+    try:
+        records, unreadable = read_records(replica, lenient=True)
+    except CkptlakeError:
+        return False
+    if unreadable:
+        return False
+    chunks = set(object_sizes(m))
+    if any(chunks.intersection(r.chunks) for r in records):
+        return False
+    return keep_manifest(origin, replica, m)
 
 
 def resolve_offline(replica: Store, ref: Any, *, name: str | None = None) -> Manifest:
@@ -395,6 +621,9 @@ def gc_replica(origin: Store, replica: Store, spec: ReplicaSpec, settings: Any, 
     from .identity import utcnow
 
     check_not_origin(spec, origin.url, origin_endpoint)
+    # Before anything is deleted there: a replica bound to another lake, or that is a lake,
+    # holds that lake's chunks and manifests, which this lake's roots do not name.
+    bind_replica(origin, replica, spec, create=True, records=True)
     if clock is None:
         def clock() -> float:
             return _clock.now()

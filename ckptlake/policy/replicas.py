@@ -33,7 +33,7 @@ from typing import Any
 from ..errors import ConfigError, UsageError
 
 __all__ = ["ReplicaSpec", "REPLICA_KEYS", "KNOWN_REGIONS", "load_replicas", "same_location",
-           "overlap", "inherited_endpoint", "check_not_origin"]
+           "overlap", "inherited_endpoint", "check_not_origin", "location_key"]
 
 REPLICA_KEYS = ("name", "url", "region", "endpoint_url", "profile")
 NAME_RE = re.compile(r"[a-z0-9-]+")
@@ -204,7 +204,8 @@ def inherited_endpoint(url: str, endpoint: str | None, origin_endpoint: str | No
 
 
 def _location(url: str) -> tuple[str, tuple[str, ...]] | None:
-    """(bucket or "file", path segments) of a lake URL; None if it does not parse."""
+    """(bucket or "file", path segments) of a lake URL; None if it does not parse.  A file
+    path is resolved (os.path.realpath), so two spellings of one directory are one place."""
     import os
 
     from ..store import _parse_file, _parse_s3
@@ -221,6 +222,9 @@ def _location(url: str) -> tuple[str, tuple[str, ...]] | None:
             path = os.path.abspath(os.path.expanduser(url))
     except UsageError:
         return None
+    # Where the directory really is: a replica at a symlink to the lake (or to a directory
+    # inside it) is the lake, however the config spells it.
+    path = os.path.realpath(path)
     return "file", tuple(seg for seg in path.split("/") if seg)
 
 
@@ -273,6 +277,15 @@ def overlap(a: str, a_endpoint: str | None, b: str, b_endpoint: str | None) -> s
     if lb[1][:len(la[1])] == la[1]:
         return "holds"
     return None
+
+
+def location_key(url: str) -> str:
+    """A lake URL as one string per place (file paths resolved, trailing slashes dropped), for
+    comparing a replica marker's `origin` with the lake's URL when no endpoint is known."""
+    loc = _location(url)
+    if loc is None:
+        return _norm(url)
+    return f"{loc[0]}:/" + "/".join(loc[1])
 
 
 def same_location(a: str, a_endpoint: str | None, b: str, b_endpoint: str | None) -> bool:

@@ -25,6 +25,10 @@ The rules (docs/format.md, "Replicas"):
 * **A cache never fails a read.**  A replica that cannot be read (unreachable, refused)
   is switched off for the rest of this store's life and the origin serves; one that refuses
   writes keeps serving what it holds and stops being filled.  Each is one warning.
+* **One lake's replica.**  Before its first read the replica is checked to be this lake's,
+  and before its first write it is bound to it (`bind`, handed in by core: the replica's
+  marker).  One bound to another lake, or that is a lake, is switched off like an unreadable
+  one: the pull reads the origin, with one warning, and nothing is written there.
 
 The digest check is a function handed in by core (`verify(digest, stored_bytes) -> bool`),
 not a hash here: the stored object's bytes are what a chunk key names only while chunks are
@@ -73,7 +77,8 @@ class ReplicaStore(ForwardingStore):
     def __init__(self, origin: Store, replica: Store, *, name: str, region: str,
                  verify: Verify, chunk_digest: ChunkDigest, write: bool = True,
                  on_warning: Callable[[str], None] | None = None,
-                 caller_verifies: bool = False) -> None:
+                 caller_verifies: bool = False,
+                 bind: Callable[[bool], None] | None = None) -> None:
         self.origin, self.replica = origin, replica
         self.inner = origin  # what is not a chunk read goes to the origin (ForwardingStore)
         self.url = origin.url
@@ -91,6 +96,12 @@ class ReplicaStore(ForwardingStore):
         self._lock = threading.Lock()
         self._inflight: dict[str, threading.Lock] = {}
         self.stats = ReplicaStats(name=name, region=region)
+        # bind(create): raises if the replica is not this lake's (UsageError) or cannot be
+        # asked; create=True also writes its marker if it has none.  _bound: 0 not checked,
+        # 1 checked for reads, 2 bound for writes.
+        self._bind = bind
+        self._bound = 0 if bind is not None else 2
+        self._bind_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"ReplicaStore(origin={self.origin!r}, replica={self.replica!r})"
@@ -155,9 +166,39 @@ class ReplicaStore(ForwardingStore):
                 self._warn(f"replica {self.name} ({self.replica.url}) refused a write ({exc}); "
                            "chunks it lacks are read from the origin and not cached")
 
+    def _refused(self, exc: CkptlakeError) -> None:
+        with self._lock:
+            if self.stats.replica_down is None:
+                self.stats.replica_down = str(exc)
+                self._warn(f"replica {self.name} is not used: {exc}; reading from the origin "
+                           "instead (egress charged)")
+
+    def _binding(self, write: bool) -> bool:
+        """Whether the replica may be read (write=False) or written (True), checking it is
+        this lake's the first time each is asked."""
+        need = 2 if write else 1
+        if self._bound < need:
+            with self._bind_lock:
+                if self._bound < need and self.stats.replica_down is None \
+                        and (not write or self.stats.writes_off is None):
+                    try:
+                        self._bind(write)  # type: ignore[misc]
+                    except _READ_FAILURES as exc:
+                        (self._writes_off if write else self._down)(exc)
+                    except CkptlakeError as exc:  # another lake's, a lake, a bad marker
+                        self._refused(exc)
+                    else:
+                        self._bound = need
+        return self.stats.replica_down is None and (not write or self._bound >= need)
+
     @property
     def usable(self) -> bool:
-        return self.stats.replica_down is None
+        return self._binding(write=False)
+
+    def writable(self) -> bool:
+        """Whether something may be written into the replica now (bound to this lake first:
+        a caller writing besides the pull-through, such as the manifest copy, asks this)."""
+        return self._write and self.stats.writes_off is None and self._binding(write=True)
 
     def _single_flight(self, digest: str) -> threading.Lock:
         with self._lock:
@@ -242,7 +283,8 @@ class ReplicaStore(ForwardingStore):
 
     def _store(self, key: str, data: bytes | bytearray | memoryview, *, replace: bool) -> bool:
         """Write verified bytes into the replica; False if it was not written (writes off)."""
-        if not self._write or self.stats.writes_off is not None or not self.usable:
+        if not self._write or self.stats.writes_off is not None \
+                or not self._binding(write=True):
             return False
         try:
             if replace:
