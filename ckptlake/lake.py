@@ -766,7 +766,8 @@ class Lake:
 
         tomb = tombstones.load(self.store, artifact, number)
         what = tomb.deleted_text() if tomb is not None else "deleted"
-        why = f"{tomb.reason}; " if tomb is not None and tomb.reason else ""
+        # labelled: bare, the user's --reason ("oops") read as part of the hint
+        why = f"reason: {tomb.reason}; " if tomb is not None and tomb.reason else ""
         if self.store.exists(layout.version_key(artifact, number)):
             return NotFound(f"{artifact}@v{number} is being deleted by another deleter "
                             f"(its tombstone: {what})",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ckptlake.errors import EXIT_USAGE, ConfigError, UsageError
+from ckptlake.errors import EXIT_NOT_FOUND, EXIT_USAGE, ConfigError, NotFound, UsageError
 from ckptlake.policy.config import (
     KNOWN_KEYS,
     Config,
@@ -132,9 +132,9 @@ def test_explicit_tilde_is_expanded(isolated: Path) -> None:
 def test_explicit_missing_file(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Even with a perfectly good fallback around, a named file that is missing is an error.
     write(isolated / "work" / "ckptlake.yaml", "lake: /cwd\n")
-    with pytest.raises(UsageError, match="config file not found: nope.yaml") as info:
+    with pytest.raises(NotFound, match="config file not found: nope.yaml") as info:
         load_config("nope.yaml")
-    assert info.value.exit_code == EXIT_USAGE
+    assert info.value.exit_code == EXIT_NOT_FOUND  # a missing local path, as for --policy
     assert "--config" in str(info.value)
 
 
@@ -146,7 +146,7 @@ def test_explicit_directory_is_not_a_config(isolated: Path) -> None:
 def test_env_missing_file(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write(isolated / "work" / "ckptlake.yaml", "lake: /cwd\n")
     monkeypatch.setenv("CKPTLAKE_CONFIG", str(isolated / "gone.yaml"))
-    with pytest.raises(UsageError, match=r"config file not found.*\$CKPTLAKE_CONFIG"):
+    with pytest.raises(NotFound, match=r"config file not found.*\$CKPTLAKE_CONFIG"):
         find_config(None)
 
 

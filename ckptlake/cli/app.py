@@ -398,7 +398,7 @@ def _is_click_error(exc: BaseException) -> bool:
 # what ckptlake calls an alias; s5cmd/rclone say workers/transfers/bwlimit).  Click's own
 # did-you-mean only knows spelling, and for `push --tag` it offered --meta.
 COMMAND_SYNONYMS = {
-    "tag": "alias", "label": "alias", "promote": "alias",
+    "tag": "alias", "tags": "alias", "label": "alias", "promote": "alias",
     "upload": "push", "put": "push", "commit": "push", "save": "push", "add": "push",
     "download": "pull", "get": "pull", "fetch": "pull", "checkout": "pull", "restore": "pull",
     "list": "ls", "log": "ls", "versions": "ls",

@@ -63,7 +63,9 @@ def diff(
                             "egress.confirm_above_usd without asking.")] = False,
     exit_code: Annotated[bool, typer.Option(
         "--exit-code", help="Exit with 1 if the versions differ, 0 if not (like git diff "
-                            "--exit-code).")] = False,
+                            "--exit-code).  1 is otherwise the code of an internal error, "
+                            "which prints an error line; other errors keep their "
+                            "codes.")] = False,
     lake: LakeOpt = None,
     endpoint_url: EndpointOpt = None,
     profile: ProfileOpt = None,

@@ -27,8 +27,8 @@ EPILOG = epilog(
     "pending sharded step) + only in pending steps + "
     "orphan chunks (nothing references them; gc collects them) = the bytes under chunks/; "
     "manifests, aliases and summaries are metadata.  Reads listings and manifests only, never "
-    "a chunk.  PREFIX selects the artifacts shown (as for ls); sharing is always counted "
-    "lake-wide.")
+    "a chunk.  PREFIX selects the artifacts shown by the start of their name (gpt2/ or "
+    "gpt2/run-7, not a glob); sharing is always counted lake-wide.")
 
 
 def _sort_keys() -> tuple[str, ...]:

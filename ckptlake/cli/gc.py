@@ -339,14 +339,17 @@ def show_plan(out: Output, plan: "GcPlan") -> None:
 
 def result_summary(plan: "GcPlan", r: "GcResult") -> str:
     spared = f" ({len(r.versions_spared)} aliased meanwhile, kept)" if r.versions_spared else ""
-    return (f"gc: deleted {len(r.versions_deleted)} versions{spared}, condemned "
-            f"{r.chunks_condemned} chunks, swept {r.chunks_swept} chunks "
-            f"({format_bytes(r.bytes_swept)}), aborted {r.multipart_aborted} uploads in "
-            f"{r.seconds:.1f} s"
+    def copies(n: int) -> str:
+        return f"{n} manifest cop{'y' if n == 1 else 'ies'}"
+
+    return (f"gc: deleted {plural(len(r.versions_deleted), 'version')}{spared}, condemned "
+            f"{plural(r.chunks_condemned, 'chunk')}, swept {plural(r.chunks_swept, 'chunk')} "
+            f"({format_bytes(r.bytes_swept)}), aborted {plural(r.multipart_aborted, 'upload')} "
+            f"in {r.seconds:.1f} s"
             + "".join(f"; replica {x['replica']}: condemned {x['chunks_condemned']}, swept "
-                      f"{x['chunks_swept']} chunks ({format_bytes(x['bytes_swept'])})"
-                      + (f", dropped {x['manifests_dropped']} manifest copies"
+                      f"{plural(x['chunks_swept'], 'chunk')} ({format_bytes(x['bytes_swept'])})"
+                      + (f", dropped {copies(x['manifests_dropped'])}"
                          if x.get("manifests_dropped") else "")
                       for x in getattr(r, "replicas", ()))
-            + (f"; tiered {r.tiering['chunks_moved']} chunks "
+            + (f"; tiered {plural(r.tiering['chunks_moved'], 'chunk')} "
                f"({format_bytes(r.tiering['bytes_moved'])})" if r.tiering else ""))

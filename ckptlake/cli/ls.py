@@ -255,7 +255,8 @@ def version_row(v: Any, columns: list[str] | tuple[str, ...] = ()) -> list[str]:
     own = [f"{v.metrics[k]:g}" if k in v.metrics else "-" for k in columns]
     size = format_bytes(v.total_bytes)
     stored = getattr(v, "stored_bytes", None)
-    if stored is not None and stored != v.total_bytes:  # compressed (or deduplicated inside)
-        size += f" ({format_bytes(stored)} stored)"
+    # compressed (or deduplicated inside); not "11.8 MiB (11.8 MiB stored)" for a few bytes
+    if stored is not None and (shown := format_bytes(stored)) != size:
+        size += f" ({shown} stored)"
     return [f"v{v.version}", "-" if v.step is None else str(v.step), size,
             format_age(v.created), ", ".join(v.aliases) or "-", *own, metrics]

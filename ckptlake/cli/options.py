@@ -84,7 +84,8 @@ def parse_pairs(values: list[str] | None, option: str, *, numeric: bool) -> dict
         key, eq, raw = item.partition("=")
         key = key.strip()
         if not eq or not key:
-            raise UsageError(f"{option} {item!r}: expected KEY=VALUE with a non-empty KEY")
+            # (NAME, not KEY: errors go through redact, which masks the value of `KEY=`)
+            raise UsageError(f"{option} {item!r}: expected NAME=VALUE with a non-empty NAME")
         if key in out:
             raise UsageError(f"{option} {key!r} given more than once")
         if numeric:
@@ -98,7 +99,7 @@ def parse_pairs(values: list[str] | None, option: str, *, numeric: bool) -> dict
             try:
                 number = float(raw)
             except ValueError:
-                # (the value is not echoed on its own: KEY=VALUE is, and is masked when KEY
+                # (the value is not echoed on its own: NAME=VALUE is, and is masked when NAME
                 # names a secret)
                 raise UsageError(f"{option} {item!r}: the value is not a number") from None
             if not math.isfinite(number):

@@ -1,6 +1,7 @@
 """`ckptlake show REF`: everything about one version."""
 from __future__ import annotations
 
+import shlex
 from typing import Annotated, Any
 
 import typer
@@ -105,7 +106,12 @@ def render(d: Any) -> str:
             state = "dirty" if git.get("dirty") else "clean" if git.get("dirty") is False else "?"
             rows.append(("git", f"{git.get('commit')} ({state}) in {git.get('root') or '?'}"))
         if p.get("command"):
-            rows.append(("command", " ".join(p["command"])))
+            # quoted as a shell would need it (`push "sp ace" t/x` is not 3 arguments), and
+            # redacted per argument first: the redaction of the printed line cannot see a
+            # secret after `--hf-token` once quoting put it in quotes (an old manifest's)
+            from ..redact import redact_argv
+
+            rows.append(("command", shlex.join(redact_argv([str(a) for a in p["command"]]))))
         rows.append(("host", f"{p.get('user', '?')}@{p.get('hostname', '?')}, Python "
                              f"{p.get('python', '?')}, ckptlake {p.get('ckptlake', '?')}"))
     width = max(len(label) for label, _ in rows)

@@ -70,7 +70,7 @@ def _deleted_or_missing(store: Store, artifact: str, number: int) -> NotFound:
     tomb = tombstones.load(store, artifact, number)
     if tomb is not None:
         return NotFound(f"{artifact}@v{number} was {tomb.deleted_text()}",
-                        hint=f"{tomb.reason}; list what is left with: ckptlake ls {artifact} "
+                        hint=f"{_reason(tomb)}list what is left with: ckptlake ls {artifact} "
                              "--all")
     return NotFound(f"{artifact}@v{number} does not exist",
                     hint=f"list versions with: ckptlake ls {artifact}")
@@ -101,6 +101,12 @@ def deleted_meanwhile(store: Store, artifact: str, number: int, error: MissingCh
                        f"was {doing}")
     deleted.args = (deleted.message,)
     return deleted
+
+
+def _reason(tomb: "Tombstone") -> str:
+    """The deletion's recorded reason for a hint, labelled: bare, a user's `rm --reason`
+    ("oops") read as part of the advice."""
+    return f"reason: {tomb.reason}; " if tomb.reason else ""
 
 
 def _missing_artifact(artifact: str) -> NotFound:
@@ -180,7 +186,7 @@ def resolve(store: Store, ref: str | Ref) -> Manifest:
         if tomb.step == ref.value:
             raise NotFound(f"{ref.artifact}@step={ref.value} (v{tomb.version}) was "
                            f"{tomb.deleted_text()}",
-                           hint=f"{tomb.reason}; list what is left with: ckptlake ls "
+                           hint=f"{_reason(tomb)}list what is left with: ckptlake ls "
                                 f"{ref.artifact} --all")
     raise NotFound(f"{ref.artifact} has no version with step {ref.value}",
                    hint=f"list versions with: ckptlake ls {ref.artifact}")

@@ -108,7 +108,7 @@ class ReplicaSet:
         for s in self.specs:
             if s.name == name:
                 return s
-        known = ", ".join(self.names()) or "none are configured"
+        known = ("replicas: " + ", ".join(self.names())) if self.specs else "none are configured"
         raise UsageError(f"no replica named {name!r} ({known})",
                          hint="replicas are declared under replicas: in ckptlake.yaml; "
                               "--replica none reads the origin")

@@ -957,8 +957,10 @@ def verify(store: Store, ref: "str | Ref | None" = None, *, lake_url: str, concu
         listing = _Listing.of(store, artifact)
         if artifact is None and not has_header and listing.empty \
                 and next(iter(store.list(layout.CHUNKS_PREFIX)), None) is None:
-            raise NotFound(f"no lake at {lake_url}: it holds no {layout.HEADER_KEY} and no "
-                           "versions", hint="check --lake")
+            # (no header, no version, no chunk) in the words of Lake.absent_error: the location
+            # may come from the config, the environment or the embedded default, not --lake
+            raise NotFound(f"no lake at {lake_url}: nothing was ever pushed there",
+                           hint="check the lake location; the first push creates a lake")
         if artifact is not None and listing.empty:
             raise NotFound(f"artifact {artifact} has no versions in this lake",
                            hint="list artifacts with: ckptlake ls")
@@ -974,7 +976,10 @@ def verify(store: Store, ref: "str | Ref | None" = None, *, lake_url: str, concu
         run.problem("header", f"the lake has versions but no {layout.HEADER_KEY}",
                     key=layout.HEADER_KEY)
     if listing is not None:
-        run.warnings += [f"{key} is an {_empty_note(key, listing)}" for key in listing.empties]
+        # An empty alias record is what every `alias --delete` leaves (core/catalog.remove_alias)
+        # and no alias, by design: a warning on it in every later verify would be noise.
+        run.warnings += [f"{key} is an {_empty_note(key, listing)}" for key in listing.empties
+                         if not layout.parse_alias_key(key)]
     run.collect(versions)
     if listing is not None:
         run.check_aliases(listing)
@@ -1011,11 +1016,7 @@ def verify(store: Store, ref: "str | Ref | None" = None, *, lake_url: str, concu
 
 def _empty_note(key: str, listing: _Listing) -> str:
     """What becomes of an empty create-once object: the next write replaces it, except an
-    empty manifest below a version (no push takes it over: core/createonce.py).  An empty
-    alias record is also what every alias removal leaves (core/catalog.remove_alias)."""
-    if layout.parse_alias_key(key):
-        return ("empty alias record: no alias (left by `alias --delete`, or by a cut upload); "
-                "the next `alias` of that name replaces it")
+    empty manifest below a version (no push takes it over: core/createonce.py)."""
     parsed = layout.parse_version_key(key)
     if parsed is not None and any(a == parsed[0] and n > parsed[1]
                                   for a, n in listing.versions):

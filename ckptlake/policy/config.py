@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import urlparse
 
-from ..errors import ConfigError, UsageError
+from ..errors import ConfigError, NotFound, UsageError
 from ..format.header import MAX_CHUNK_SIZE as _HEADER_MAX_CHUNK_SIZE
 from ..format.header import MIN_CHUNK_SIZE as _HEADER_MIN_CHUNK_SIZE
 from ..redact import redact, redact_url
@@ -348,15 +348,19 @@ def find_config(explicit: str | None, origin: str = "--config") -> Path | None:
 
 
 def _must_exist(name: str, origin: str) -> Path:
+    """Anything that exists and is not a directory will do: `--config <(...)` is a pipe
+    (/dev/fd/63), not a regular file.  A missing path is exit 3 like every other missing local
+    path (--meta-file, --policy, watch DIR); a directory is a usage error (exit 2)."""
     path = Path(name).expanduser()
-    if not path.is_file():
-        what = "is a directory" if path.is_dir() else "does not exist"
+    if not path.exists() or path.is_dir():
+        what, error = (("is a directory", UsageError) if path.is_dir()
+                       else ("does not exist", NotFound))
         if origin in ("--config", "$CKPTLAKE_CONFIG"):
-            raise UsageError(f"config file not found: {name} ({what}; from {origin})",
-                             hint="fix the path, or drop it to use ./ckptlake.yaml or "
-                                  "~/.config/ckptlake/ckptlake.yaml")
-        raise UsageError(f"policy file not found: {name} ({what}; from {origin})",
-                         hint="fix the path")
+            raise error(f"config file not found: {name} ({what}; from {origin})",
+                        hint="fix the path, or drop it to use ./ckptlake.yaml or "
+                             "~/.config/ckptlake/ckptlake.yaml")
+        raise error(f"policy file not found: {name} ({what}; from {origin})",
+                    hint="fix the path")
     return path.absolute()
 
 
@@ -373,7 +377,7 @@ def load_config(explicit: str | None = None, *, origin: str = "--config") -> Con
         return Config()
     source = str(path)
     try:
-        raw = path.read_bytes()
+        raw = _read_config(path)
     except OSError as exc:
         raise ConfigError(f"cannot read config file: {exc.strerror or exc}", path=source) from exc
     try:
@@ -383,6 +387,23 @@ def load_config(explicit: str | None = None, *, origin: str = "--config") -> Con
                           line=raw[:exc.start].count(b"\n") + 1,
                           hint="save it as UTF-8") from exc
     return _parse(text, source)
+
+
+# A pipe (`--config <(...)`) can be read only once, and one command may load its config twice
+# (gc and du for the retention, then again to open the lake): the second read found it empty and
+# quietly used the embedded default lake.  Its bytes are kept for the process, by inode, so
+# another pipe reusing /dev/fd/63 later is read afresh.
+_PIPED: dict[tuple[str, int, int], bytes] = {}
+
+
+def _read_config(path: Path) -> bytes:
+    if path.is_file():
+        return path.read_bytes()
+    st = path.stat()
+    key = (str(path), st.st_dev, st.st_ino)
+    if key not in _PIPED:
+        _PIPED[key] = path.read_bytes()
+    return _PIPED[key]
 
 
 def _parse(text: str, source: str) -> Config:
