@@ -5,10 +5,15 @@ the SageMaker-style checkpoint sync, run beside the trainer.
 
 * A *checkpoint* is an entry of DIR (a sub-directory or a file, not a symlink: said once and
   left alone) whose name matches `pattern` (a glob) and `step_regex` (its first group, or the
-  group named `step`, is the step; ASCII digits only).  The default takes the number after a
-  `step` token if the name has one (Lightning `epoch=0-step=100.ckpt`, `global_step_100`),
-  else the first number (`checkpoint-500`, `step_100`, Orbax `100`): the first number of a
-  Lightning name is its epoch, which many checkpoints share.
+  group named `step`, is the step; ASCII digits only).  An entry the glob takes but the regex
+  does not is said once as ignored.  The default regex takes only names that say they are
+  checkpoints: the number after a `step` token if the name has one (Lightning
+  `epoch=0-step=100.ckpt`, `global_step100`), else after a `checkpoint`, `ckpt`, `iter`,
+  `iteration` or `epoch` token (`checkpoint-500`, `ckpt_100.pt`, Megatron `iter_0001000`), or a
+  name that is a number (Orbax `100`); never a name with a `tmp` or `temp` token (a copy being
+  written: `tmp-checkpoint-500`).  The first number of any name, as it once was, made a
+  TensorBoard `events.out.tfevents.1701234567.host` step 1701234567, the lake's newest step
+  for good (`rm` never deletes a latest), and every real checkpoint after it "older".
 * It is *complete* when it holds the `marker` file (a directory checkpoint; Orbax writes
   `commit_success.txt`, others `COMMIT_SUCCESS`), or, without a marker, when nothing in it has
   been modified for `settle` seconds.  With a marker configured, a checkpoint without it is
@@ -17,15 +22,22 @@ the SageMaker-style checkpoint sync, run beside the trainer.
   is never pushed again: the watcher reads the artifact's steps at start and again right before
   each push, so neither a restarted watcher nor two overlapping ones (cron) duplicate a step,
   bar a push that lands between that read and its own commit.  A complete checkpoint whose
-  step is *lower* than a step already in the lake is skipped (and said so): pushing it would
-  make an older step `latest`.  A second entry with the step of one already pushed (a
-  `--step-regex` that reads the same number from two names) is never pushed and said so: it
-  is not what the lake holds.
+  step is *lower* than a step already in the lake is *blocked*: pushing it would make an
+  older step `latest`.  It is a warning (once per entry) naming the step in the way and how
+  to get rid of it, and a `once` run raises it (Conflict) after its pass: a stray step far
+  ahead, or a trainer restarted from an earlier step, leaves every later checkpoint out of
+  the lake, which nobody would notice from a note.  A second entry with the step of one
+  already pushed (a `--step-regex` that reads the same number from two names) is never pushed
+  and said so: it is not what the lake holds.
 * `keep_local=N` deletes local checkpoints older than the newest N once they are in the lake
   (never one that is not): one this watcher pushed and that has not changed since, or, for
   steps pushed before it started, the only local entry of that step that is, by name, inode,
   modification time and size, the one an earlier watch recorded in the version (metadata
-  `ckptlake.watch.entry`).  A step two local entries share is never pruned.
+  `ckptlake.watch.entry`).  A step two local entries share is never pruned.  The newest N
+  are counted by step among the entries of one *name shape* (the name with its numbers
+  blanked: `step_100` and `step_200` are one, `events.out.tfevents.1701234567.host`
+  another): a stray numbered file a broad `step_regex` pushed is never one of a trainer's
+  newest N, so it cannot push the real checkpoints out of them.
 * A push that fails for a transient reason (storage unreachable, files changed under it) is
   retried, backing off from `retry_delay` seconds (1 s for a changed file) up to 5 minutes,
   and no later step is pushed before it (step order) for its first BLOCKING_ATTEMPTS attempts;
@@ -45,6 +57,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import shlex
 import shutil
 import stat
 import threading
@@ -53,8 +66,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
-from .errors import (AccessDenied, CkptlakeError, IntegrityError, NotFound, SourceChanged,
-                     TransferError, UsageError)
+from .errors import (AccessDenied, CkptlakeError, Conflict, IntegrityError, NotFound,
+                     SourceChanged, TransferError, UsageError)
 from .format.layout import MAX_NUMBER
 from .results import PushResult
 
@@ -62,8 +75,17 @@ if TYPE_CHECKING:
     from .lake import Lake
     from .transfer.progress import Progress
 
-# The number after a `step` token if there is one, else the first number (module docstring).
-DEFAULT_STEP_REGEX = r"(?:.*?step[=_-]?)?(\d+)"
+# Checkpoint names only (module docstring): no tmp/temp token; then the number after a step
+# token, else after another checkpoint token, else a name that is a number.  Tokens start a
+# word ("attempt" holds no "temp", "stepper" is no step), in any case.
+DEFAULT_STEP_REGEX = (r"(?i)^(?!.*(?<![a-z])(?:tmp|temp)(?![a-z]))"
+                      r"(?:.*?(?<![a-z])steps?[-_=.]?"
+                      r"|.*?(?<![a-z])(?:checkpoint|ckpt|iter|iteration|epoch)s?[-_=.]?"
+                      r"|(?=[0-9]+\Z))"
+                      r"(?P<step>[0-9]+)")
+# What --help says of it.
+DEFAULT_STEP_RULE = ("the number after step, checkpoint, ckpt, iter or epoch in the name, or a "
+                     "name that is a number; not a name with a tmp or temp token")
 # Version metadata a watch records: which local entry, as it was, the version was pushed
 # from (_identity), so that a restarted watch's keep_local prunes only that very entry.
 META_ENTRY = "ckptlake.watch.entry"
@@ -85,11 +107,13 @@ class Candidate:
 class WatchEvent:
     """What happened to one checkpoint.
 
-    kind: "pushed" (result set), "known" (already in the lake), "skipped" (older than a pushed
-    step, a symlink, gone, changed since pushed...), "duplicate" (its step is that of another
-    entry, pushed already: never pushed), "failed" (error set; retried later, except in a
-    `once` run), "pruned" (local copy deleted), "abandoned" (an upload cut short by a stop;
-    nothing committed).
+    kind: "pushed" (result set), "known" (already in the lake), "skipped" (a symlink, gone,
+    changed since pushed...), "ignored" (its name is no checkpoint's: step -1), "blocked"
+    (complete, but older than a step in the lake: error set, a Conflict saying which step is
+    in the way and what to do), "duplicate" (its step is that of another entry, pushed
+    already: never pushed), "failed" (error set; retried later, except in a `once` run),
+    "pruned" (local copy deleted), "abandoned" (an upload cut short by a stop; nothing
+    committed).
     """
 
     kind: str
@@ -171,6 +195,7 @@ class Watcher:
         self.pending: list[Candidate] = []  # ... of which not complete yet
         self.failures: dict[str, tuple[Candidate, BaseException]] = {}  # name -> last failure
         self._lake_ids: dict[int, set[str]] = {}  # step -> META_ENTRY of its versions
+        self._lake_from: dict[int, tuple[int, str | None]] = {}  # step -> (version, entry name)
         self._said: set[tuple[str, str]] = set()  # (kind, name) already reported
         # name -> (monotonic time of the next attempt, whether later steps wait for it)
         self._retry_at: dict[str, tuple[float, bool]] = {}
@@ -190,10 +215,13 @@ class Watcher:
         except NotFound:
             versions = []
         ids: dict[int, set[str]] = {}
+        origin: dict[int, tuple[int, str | None]] = {}
         for v in versions:
             if v.step is not None:
                 ids.setdefault(v.step, set()).add(v.metadata.get(META_ENTRY, ""))
+                origin[v.step] = (v.version, _entry_name(v.metadata.get(META_ENTRY)))
         self._lake_ids = ids
+        self._lake_from = origin
         self.pushed = set(ids)
         self._learned = True
 
@@ -215,10 +243,10 @@ class Watcher:
             if entry.name.startswith(".") or not fnmatch.fnmatchcase(entry.name, self.pattern):
                 continue
             m = self.step_rx.search(entry.name)
-            if not m:
-                continue
-            raw = m.group("step") if "step" in self.step_rx.groupindex else m.group(1)
+            raw = (None if m is None else
+                   m.group("step") if "step" in self.step_rx.groupindex else m.group(1))
             if raw is None:
+                self._ignored(entry.name, entry.path)
                 continue
             try:
                 is_dir = entry.is_dir(follow_symlinks=False)
@@ -237,6 +265,18 @@ class Watcher:
             else:
                 out.append(c)
         return sorted(out, key=lambda c: (c.step, c.name))
+
+    def _ignored(self, name: str, path: str) -> None:
+        """Said once: the one way to tell a checkpoint named unlike the default expects from
+        a TensorBoard or log file that must not be one."""
+        c = Candidate(name, path, -1, False)
+        if self.step_rx.pattern == DEFAULT_STEP_REGEX:
+            why = ("not named as a checkpoint is by default (step_100, checkpoint-500, "
+                   "epoch=3-step=1200.ckpt, iter_0001000, ckpt_100.pt, 100: see --step-regex in "
+                   "watch --help; other names need --pattern and --step-regex)")
+        else:
+            why = f"--step-regex {shown(self.step_rx.pattern)!r} reads no step from its name"
+        self._say("ignored", c, f"ignoring {shown(name)}: {why}")
 
     def is_complete(self, c: Candidate) -> bool:
         if self.marker is not None and c.is_dir:
@@ -296,11 +336,27 @@ class Watcher:
                                       "step (give each its own with --step-regex)")
 
     def _older(self, c: Candidate) -> bool:
+        """Whether a higher step is in the lake, which blocks `c` (module docstring): a
+        failure of `c` then, for a `once` run's exit code, and a warning naming the step in
+        the way and how to get it out of the way."""
         highest = max(self.pushed, default=None)
         if highest is None or c.step >= highest:
             return False
-        self._say("skipped", c, f"not pushing {shown(c.name)}: step {c.step} is older than "
-                                f"step {highest}, already in the lake")
+        version, entry = self._lake_from.get(highest, (None, None))
+        ref = f"{self.artifact}@v{version}" if version is not None else \
+            f"{self.artifact}@step={highest}"
+        source = f", pushed from {shown(entry)}" if entry else ""
+        err = Conflict(
+            f"step {c.step} is older than step {highest} ({ref}{source}), already in the lake: "
+            "a watch never pushes an older step (it would become the latest)",
+            hint=f"if step {highest} is no checkpoint, push this one by hand "
+                 f"(ckptlake push {shlex.quote(shown(c.path))} {self.artifact} --step {c.step}), "
+                 f"then ckptlake rm {ref} (rm never deletes the latest version), and watch with "
+                 f"a --pattern or --step-regex that leaves {shown(entry) if entry else 'it'} "
+                 "out; or watch into a new artifact")
+        self._forget(c)
+        self.failures[c.name] = (c, err)
+        self._say("blocked", c, f"not pushing {shown(c.name)}: {err}", error=err)
         return True
 
     def _push(self, c: Candidate) -> str:
@@ -317,8 +373,7 @@ class Watcher:
             self._already(c)
             self._forget(c)
             return "known"
-        if self._older(c):
-            self._forget(c)
+        if self._older(c):  # another pusher went past it since the pass began
             return "skipped"
         self.current = c
         try:
@@ -332,6 +387,7 @@ class Watcher:
         finally:
             self.current = None
         self.pushed.add(c.step)
+        self._lake_from[c.step] = (result.version, c.name)
         if tree is not None:
             self._lake_ids.setdefault(c.step, set()).add(_identity(c.name, tree))
         self._mine[c.name] = (c.step, tree)
@@ -409,10 +465,15 @@ class Watcher:
         assert self.keep_local
         # Only checkpoints known to be in the lake count and go: an incomplete, unpushed or
         # changed one is never deleted, and never pushes a pushed one out of the newest N.
+        # The newest N of each name shape (module docstring), `found` being in step order.
         found = self.candidates()
         entries_of = Counter(c.step for c in found)
-        local = [c for c in found if self._in_lake(c, entries_of[c.step])]
-        older = local[:-self.keep_local] if len(local) > self.keep_local else []
+        shapes: dict[str, list[Candidate]] = {}
+        for c in found:
+            if self._in_lake(c, entries_of[c.step]):
+                shapes.setdefault(_shape(c.name), []).append(c)
+        older = sorted((c for local in shapes.values() for c in local[:-self.keep_local]),
+                       key=lambda c: (c.step, c.name))
         for c in older:
             try:
                 if c.is_dir:
@@ -483,6 +544,18 @@ def _identity(name: str, tree: _Tree) -> str:
     """The entry as pushed: its name, inode, newest modification time and bytes.  Any
     rewrite moves the time; a new directory of the same name gets another inode."""
     return f"{shown(name)} inode={tree.inode} mtime={tree.newest!r} bytes={tree.size}"
+
+
+def _entry_name(identity: str | None) -> str | None:
+    """The name in an _identity (None for a version no watch pushed)."""
+    if not identity or " inode=" not in identity:
+        return None
+    return identity.rsplit(" inode=", 1)[0]
+
+
+def _shape(name: str) -> str:
+    """`name` with its numbers blanked: what a trainer's checkpoints have in common."""
+    return re.sub(r"[0-9]+", "#", name)
 
 
 def _is_number(raw: str) -> bool:

@@ -173,11 +173,12 @@ def test_settle_rule_keep_local_and_older_steps(local_lake_url, tmp_path) -> Non
         now[0] = 1025.0
         assert w.poll_once() == 1 and lake_steps(local_lake_url) == [100, 200]
         assert sorted(p.name for p in d.iterdir()) == ["ckpt-00200.pt", "notes.txt"]
-        make(150, 900.0)  # complete, but older than a pushed step: skipped, kept locally
+        make(150, 900.0)  # complete, but older than a pushed step: blocked, kept locally
         make(300, 1020.0)  # not settled yet: never pruned, not pushed
         assert w.poll_once() == 0
-        assert [e.kind for e in events] == ["pushed", "pushed", "pruned", "skipped"]
-        assert "older than step 200" in events[-1].message
+        assert [e.kind for e in events] == ["pushed", "pushed", "pruned", "blocked"]
+        assert "older than step 200 (shell/run/ckpt@v2, pushed from ckpt-00200.pt)" in \
+            events[-1].message
         assert (d / "ckpt-00150.pt").exists() and (d / "ckpt-00300.pt").exists()
 
 

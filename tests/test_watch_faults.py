@@ -94,15 +94,15 @@ def test_keep_local_after_a_restart_prunes_only_the_entry_that_matches_the_lake(
     write(d / "step_100" / "w.bin", b"a" * 10)
     with ckptlake.open(local_lake_url) as lake:
         Watcher(lake, d, ART, settle=0).poll_once()  # an earlier run pushed it
-        write(d / "step_100.tmp" / "w.bin", b"b" * 7)  # same step, other content
+        write(d / "step_100-copy" / "w.bin", b"b" * 7)  # same step, other content
         write(d / "step_200" / "w.bin", b"c")
         write(d / "step_300" / "w.bin", b"d")
         w = Watcher(lake, d, ART, settle=0, keep_local=1)
         assert w.poll_once() == 2
         # step 100 has two local entries: neither is known to be the lake's, both stay
-        assert sorted(p.name for p in d.iterdir()) == ["step_100", "step_100.tmp", "step_300"]
-        (d / "step_100.tmp" / "w.bin").unlink()
-        (d / "step_100.tmp").rmdir()
+        assert sorted(p.name for p in d.iterdir()) == ["step_100", "step_100-copy", "step_300"]
+        (d / "step_100-copy" / "w.bin").unlink()
+        (d / "step_100-copy").rmdir()
         write(d / "step_400" / "w.bin", b"e")
         assert w.poll_once() == 1  # now step_100 is alone, with the lake's 10 bytes
         assert sorted(p.name for p in d.iterdir()) == ["step_400"]

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..redact import redact
-from ..watch import DEFAULT_STEP_REGEX, shown
+from ..watch import DEFAULT_STEP_REGEX, DEFAULT_STEP_RULE, shown
 from .help import epilog
 from .options import (OUTPUT_PANEL, CommonOptions, ConcurrencyOpt, ConfigOpt, DebugOpt,
                       EndpointOpt, LakeOpt, MaxBandwidthOpt, ProfileOpt, QuietOpt, RegionOpt)
@@ -28,19 +28,25 @@ EPILOG = epilog(
     "Example: ckptlake watch /opt/ml/checkpoints gpt2/run-7/ckpt --pattern 'step_*' "
     r"--step-regex 'step_(\d+)' --marker COMMIT_SUCCESS --keep-local 2",
     "A checkpoint is an entry of DIR matching --pattern whose name yields a step through "
-    "--step-regex (its first group, or the group named 'step'; the default reads the number "
-    "after 'step' if the name has one, else its first number: epoch=0-step=100.ckpt is step "
-    "100, checkpoint-500 step 500).  It is complete once it holds the --marker file or, "
-    "without --marker, once nothing in it changed for --settle seconds.  A complete checkpoint "
-    "older than a step already in the lake is skipped (it would become 'latest'), and so is "
-    "a second entry with the step of one already pushed.  A failed push is retried before any "
-    "later step; a checkpoint that cannot be pushed (a FIFO in it, an unreadable file: "
-    "--exclude them; a symlink out of it: --follow-symlinks or --exclude) is passed over.  "
-    "With --once, a checkpoint that failed makes the exit code that of its error.",
+    "--step-regex (its first group, or the group named 'step').  The default takes only "
+    "names that say they are checkpoints: the number after 'step' if the name has one, else "
+    "after 'checkpoint', 'ckpt', 'iter' or 'epoch', or a name that is a number "
+    "(epoch=3-step=1200.ckpt is step 1200, checkpoint-500 500, iter_0001000 1000, ckpt_100.pt "
+    "and Orbax's 100 100); never one with a 'tmp' or 'temp' token.  Other entries "
+    "(events.out.tfevents.*, train.log.1, last.ckpt) are ignored, said once.  A checkpoint is "
+    "complete once it holds the --marker file or, without --marker, once nothing in it "
+    "changed for --settle seconds.  "
+    "A complete checkpoint older than a step already in the lake is not pushed (it would "
+    "become 'latest'): a warning names the step in its way and how to remove it, and --once "
+    "then exits 6.  A second entry with the step of one already pushed is not pushed either.  "
+    "A failed push is retried before any later step; a checkpoint that cannot be pushed (a "
+    "FIFO in it, an unreadable file: --exclude them; a symlink out of it: --follow-symlinks or "
+    "--exclude) is passed over.  With --once, a checkpoint that failed makes the exit code "
+    "that of its error.",
     "Output: one line per pushed checkpoint on stdout (with --json: one JSON document per "
     "line, push's plus \"checkpoint\", and an error document last if --once failed or "
-    "Ctrl-C stopped it); notes (skips, prunes) and warnings (failed pushes, retries) on "
-    "stderr, one line each; with --json only the warnings.")
+    "Ctrl-C stopped it); notes (skips, ignored names, prunes) and warnings (failed or "
+    "blocked pushes, retries) on stderr, one line each; with --json only the warnings.")
 
 # Not the shared --json: a watch prints a document per pushed checkpoint, not one in all.
 JsonOpt = Annotated[bool, typer.Option(
@@ -59,8 +65,9 @@ def watch(
     pattern: Annotated[str, typer.Option(
         "--pattern", metavar="GLOB", help="Names of checkpoint entries in DIR.")] = "*",
     step_regex: Annotated[str, typer.Option(
-        "--step-regex", metavar="REGEX",
-        help="Regular expression whose first group is the step.")] = DEFAULT_STEP_REGEX,
+        "--step-regex", metavar="REGEX", show_default=False,
+        help="Regular expression whose first group is the step.  Default: "
+             f"{DEFAULT_STEP_RULE}.")] = DEFAULT_STEP_REGEX,
     marker: Annotated[Optional[str], typer.Option(
         "--marker", metavar="NAME", show_default=False,
         help="File whose presence inside a checkpoint directory marks it complete.")] = None,
@@ -73,7 +80,9 @@ def watch(
         = 60.0,
     keep_local: Annotated[Optional[int], typer.Option(
         "--keep-local", metavar="N", min=1, show_default=False,
-        help="Delete pushed local checkpoints beyond the newest N.")] = None,
+        help="Delete pushed local checkpoints beyond the newest N.  N counts per name shape "
+             "(step_100 and step_200 are one; a numbered file of another name does not "
+             "count).")] = None,
     poll: Annotated[float, typer.Option(
         "--poll", metavar="SECONDS", min=0.05, help="How often to look at DIR.")] = 2.0,
     exclude: Annotated[Optional[list[str]], typer.Option(
@@ -140,7 +149,7 @@ def watch(
                     doc = {**event.result.to_dict(), **origin, "checkpoint": event.name,
                            "warnings": kept}
                     out.result(doc, push_summary(event.result) + f" <- {shown(event.name)}")
-                elif event.kind in ("failed", "duplicate"):
+                elif event.kind in ("failed", "duplicate", "blocked"):
                     _warn(out, event.message)
                 else:
                     out.note(event.message)
