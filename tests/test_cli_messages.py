@@ -214,3 +214,27 @@ def test_ls_shows_stored_bytes_only_where_they_read_differently() -> None:
     assert size(12_373_000, 12_372_000) == "11.8 MiB"
     assert re.fullmatch(r"11\.8 MiB \(5\.\d+ MiB stored\)", size(12_373_000, 6_000_000))
     assert size(1000, None) == size(1000, 1000) == "1000 B"
+
+
+def test_a_policy_file_naming_another_lake_is_refused(tmp_path: Path) -> None:
+    """`gc --policy prod.yaml` whose file says `lake: ./prod-lake` ran on whatever lake was in
+    use (the embedded default, another --lake) and applied prod's retention there."""
+    src = tmp_path / "s"
+    src.mkdir()
+    (src / "a").write_text("a")
+    run = CliRunner()
+    for lk in ("prod-lake", "other"):
+        r = run.invoke(app, ["push", str(src), "t/a", "--lake", str(tmp_path / lk)])
+        assert r.exit_code == 0, r.stderr
+    policy = tmp_path / "prod.yaml"
+    policy.write_text("lake: ./prod-lake\nretention:\n  rules:\n    - match: '*'\n"
+                      "      keep_last: 1\n")
+    r = run.invoke(app, ["gc", "--policy", str(policy), "--yes", "--lake",
+                         str(tmp_path / "other")])
+    assert r.exit_code == 2, (r.stdout, r.stderr)
+    assert "names the lake" in r.stderr and "line 1" in r.stderr and "other" in r.stderr
+    # the lake it names, by another spelling (a symlink), is that lake
+    (tmp_path / "alias").symlink_to(tmp_path / "prod-lake")
+    r = run.invoke(app, ["gc", "--policy", str(policy), "--dry-run", "--lake",
+                         str(tmp_path / "alias")])
+    assert r.exit_code == 0, r.stderr

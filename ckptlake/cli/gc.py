@@ -85,6 +85,8 @@ def gc(
         handle = open_lake(common)
         try:
             out.lake_line(handle)
+            if policy is not None:
+                check_policy_lake(config, policy, handle)
             require_lake(handle)
             if not retention.rules:
                 out.note(f"no retention rules in {retention.source or 'any config file'}: "
@@ -335,6 +337,23 @@ def show_plan(out: Output, plan: "GcPlan") -> None:
         console.print(table)
         for line in lines[1:]:
             console.print(line)
+
+
+def check_policy_lake(config: Any, policy: Path, handle: Any) -> None:
+    """A --policy file that names a lake (a whole ckptlake.yaml given as the policy) is meant
+    for that lake: applied to another one (gc run from the wrong directory, or with another
+    --lake), its retention deletes versions there.  Refused before the plan."""
+    from ..errors import UsageError
+    from ..policy.config import named_lake, same_location
+
+    named = named_lake(config)
+    if named is None or same_location(named, lake_url(handle)):
+        return
+    raise UsageError(f"--policy {policy} names the lake {named} (lake: on line "
+                     f"{config.line_of('lake')}), but gc would run on {lake_url(handle)} "
+                     f"({lake_origin(handle)})",
+                     hint=f"run it with --lake {named}, or remove lake: from the policy file "
+                          "to apply its retention to any lake")
 
 
 def result_summary(plan: "GcPlan", r: "GcResult") -> str:

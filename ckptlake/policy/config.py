@@ -833,6 +833,27 @@ def resolve_lake(cli_lake: str | None, config: Config) -> tuple[str, str]:
     return default_lake_dir().as_uri(), "embedded default"
 
 
+def named_lake(config: Config) -> str | None:
+    """The lake URL a config file's `lake:` names (relative paths as resolve_lake takes them),
+    or None: what a --policy file says of its lake, which gc must not silently ignore."""
+    if config.lake is None:
+        return None
+    return _as_url(config.lake, Path(config.source).parent if config.source else None)
+
+
+def same_location(a: str, b: str) -> bool:
+    """Whether two lake URLs name one place: file URLs by their resolved paths (symlinks,
+    percent-encoding), others by their text without a trailing slash."""
+    from urllib.parse import unquote, urlsplit
+
+    def key(url: str) -> str:
+        if url.startswith("file:"):
+            return "file:" + os.path.realpath(unquote(urlsplit(url).path))
+        return url.rstrip("/")
+
+    return key(a) == key(b)
+
+
 def check_endpoint_option(value: str | None, option: str = "--endpoint-url") -> None:
     """An endpoint given empty is refused, as an empty --lake is: dropped, it would send the
     requests to AWS S3 (failing after retries, exit 8) instead of the store the user meant."""
