@@ -176,11 +176,12 @@ class Lake:
         """Upload a file or directory as the next version of `artifact`.
 
         Only chunks the lake does not hold yet are sent.  The version becomes visible at once
-        and whole when the manifest is written, after every chunk (one exception: a push that
-        deduplicated against a chunk a concurrent gc sweeps restores it within sweep_window +
-        1 s of its commit, before returning; docs/format.md, "Residual risks"); if anything
-        fails (or a file changes while it is read) nothing is committed and a re-run re-sends
-        only what is missing.
+        and whole when the manifest is written, after every chunk (a chunk it deduplicated
+        against that a concurrent gc swept is restored before that: docs/format.md, "The push
+        side"); if anything fails (or a file changes while it is read) nothing is committed
+        and a re-run re-sends only what is missing.  An alias that cannot be set after the
+        commit raises its error saying the version is committed (do not push again: set the
+        alias with `alias`).
 
         Lineage: `parents` are references ("REF" or "REF:RELATION", Refs, or (ref, relation)
         pairs; `relation` is the default), resolved now to fixed version numbers (NotFound if
@@ -226,14 +227,29 @@ class Lake:
                                     **(provenance if isinstance(provenance, dict) else {})}
         tensors = TensorObserver((f.path, f.abspath) for f in tree.files)
         with self._watching(progress) as progress:
-            result = _push.push(self.store, tree, artifact, chunk_size=self.chunk_size,
-                                concurrency=self.concurrency, step=step,
-                                metrics=check_metrics(metrics),
-                                metadata=check_metadata(all_metadata), aliases=list(aliases),
-                                progress=progress, lake_url=self.url, throttle=self.throttle,
-                                parts=self.parts, observers=[tensors] if tensors else [],
-                                manifest_fields=fields, compression=compression, hash=hash)
-        warnings = self._after_commit(artifact, result.version)
+            try:
+                result = _push.push(
+                    self.store, tree, artifact, chunk_size=self.chunk_size,
+                    concurrency=self.concurrency, step=step, metrics=check_metrics(metrics),
+                    metadata=check_metadata(all_metadata), aliases=list(aliases),
+                    progress=progress, lake_url=self.url, throttle=self.throttle,
+                    parts=self.parts, observers=[tensors] if tensors else [],
+                    manifest_fields=fields, compression=compression, hash=hash)
+            except _push.AliasNotSet as exc:
+                return self._indexed(exc)
+        return self._indexed(result)
+
+    def _indexed(self, result: PushResult | Any) -> PushResult:
+        """The committed version's indexes written (_after_commit); for an alias that could
+        not be set after the commit (core/push.AliasNotSet), written too, then its error."""
+        from .core.push import AliasNotSet
+
+        failed = result if isinstance(result, AliasNotSet) else None
+        if failed is not None:
+            result = failed.result
+        warnings = self._after_commit(result.artifact, result.version)
+        if failed is not None:
+            raise failed.committed_error()
         return dataclasses.replace(result, warnings=[*result.warnings, *warnings]) \
             if warnings else result
 
@@ -288,15 +304,16 @@ class Lake:
         watched = watch.__enter__()
 
         def commit(entry: Any, w: Any) -> PushResult:
-            result = _push.commit_upload(
-                self.store, artifact, header=header, created=created, compression=mode,
-                files=(entry,), dirs=(), kind="file", up=w.uploader, step=step,
-                metrics=checked_metrics, metadata=checked_metadata,
-                aliases=list(aliases), lake_url=self.url, manifest_fields=fields,
-                started=started, started_wall=started_wall, bytes_scanned=w.size)
-            warnings = self._after_commit(artifact, result.version)
-            return dataclasses.replace(result, warnings=[*result.warnings, *warnings]) \
-                if warnings else result
+            try:
+                result = _push.commit_upload(
+                    self.store, artifact, header=header, created=created, compression=mode,
+                    files=(entry,), dirs=(), kind="file", up=w.uploader, step=step,
+                    metrics=checked_metrics, metadata=checked_metadata,
+                    aliases=list(aliases), lake_url=self.url, manifest_fields=fields,
+                    started=started, started_wall=started_wall, bytes_scanned=w.size)
+            except _push.AliasNotSet as exc:
+                return self._indexed(exc)
+            return self._indexed(result)
 
         return CommittingWriter(
             self.store, path, algo=header.hash, chunk_size=self.chunk_size or header.chunk_size,

@@ -16,7 +16,8 @@ import zlib
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
-from ..errors import NotFound, PreconditionFailed, SourceChanged, TransferError, UsageError
+from ..errors import (CkptlakeError, Interrupted, NotFound, PreconditionFailed, SourceChanged,
+                      TransferError, UsageError)
 from ..format import chunking, codecs, layout
 from ..format.header import COMPRESSION_NONE, digest
 from .chunkio import ChunkBuffers, fix_mmap_threshold
@@ -661,17 +662,48 @@ def commit_upload(store: Store, artifact: str, *, header: Any, created: "bool | 
                                 on_wait=getattr(progress, "note", None))
     finally:
         up.release()
+    done: list[str] = []
+    failed: tuple[str, CkptlakeError] | None = None
     for name in aliases:
-        set_alias(store, artifact, name, manifest.version)
-    return PushResult(
+        try:
+            set_alias(store, artifact, name, manifest.version)
+        except CkptlakeError as exc:
+            if isinstance(exc, Interrupted):
+                raise
+            failed = (name, exc)
+            break
+        done.append(name)
+    result = PushResult(
         lake=lake_url, artifact=artifact, version=manifest.version, step=step,
         files=sum(1 for _ in files), bytes_scanned=bytes_scanned,
         bytes_uploaded=up.uploaded.value, bytes_deduplicated=up.deduplicated.value,
         chunks_uploaded=up.uploaded.count, chunks_deduplicated=up.deduplicated.count,
         bytes_sent=up.sent.value, bytes_stored=manifest.stored_bytes,
         compression=compression,
-        aliases=list(aliases), seconds=round(clock.now() - started, 3),
+        aliases=done, seconds=round(clock.now() - started, 3),
         warnings=[new_lake_warning(lake_url, created, header)] if created else [])
+    if failed is not None:
+        raise AliasNotSet(result, *failed)
+    return result
+
+
+class AliasNotSet(Exception):
+    """An alias write failed after the version was committed.  Not a failed push: re-running
+    it would add a second version.  The caller writes the version's indexes, then raises
+    `error` saying the version is committed and how to set the alias (Lake.push)."""
+
+    def __init__(self, result: PushResult, name: str, error: CkptlakeError) -> None:
+        super().__init__(name)
+        self.result, self.name, self.error = result, name, error
+
+    def committed_error(self) -> CkptlakeError:
+        ref = f"{self.result.artifact}@v{self.result.version}"
+        err = self.error
+        err.message = f"{ref} is committed, but alias {self.name} could not be set: {err.message}"
+        err.hint = (f"set it with: ckptlake alias {ref} {self.name} (pushing again would "
+                    "commit another version)")
+        err.args = (err.message,)
+        return err
 
 
 def new_lake_warning(lake_url: str, created: "bool | str" = True, header: Any = None) -> str:
