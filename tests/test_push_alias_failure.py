@@ -57,3 +57,22 @@ def test_writer_says_the_version_is_committed(tmp_path: Path,
             with lake.writer("a/w", "model.pt", aliases=["prod"]) as f:
                 f.write(b"x" * 1000)
         assert [v.version for v in lake.versions("a/w")] == [1]
+
+
+def test_writer_finish_commits_and_a_failed_commit_is_raised_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """finish() on a lake writer closed it without committing, and the close after it was a
+    silent no-op; a close() retried after a failed commit was one too."""
+    with ckptlake.open(f"file://{tmp_path / 'lake'}") as lake:
+        with lake.writer("a/f", "model.pt", step=1) as f:
+            f.write(b"x" * 3000)
+            entry = f.finish()
+        assert entry.size == 3000 and f.result is not None and f.result.version == 1
+        assert [v.version for v in lake.versions("a/f")] == [1]
+        _refuse(monkeypatch, "prod")
+        w = lake.writer("a/f", "model.pt", aliases=["prod"])
+        w.write(b"y" * 10)
+        for _ in range(2):
+            with pytest.raises(TransferError, match="a/f@v2 is committed"):
+                w.close()
+        assert [v.version for v in lake.versions("a/f")] == [1, 2]

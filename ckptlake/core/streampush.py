@@ -385,6 +385,7 @@ class CommittingWriter(StreamWriter):
         self._commit = commit
         self._release = release  # called once, when the writer is done either way
         self.result: Any = None
+        self._failed: BaseException | None = None  # the commit's error, raised again
         super().__init__(*args, **kwargs)
 
     def _done(self) -> None:
@@ -392,13 +393,28 @@ class CommittingWriter(StreamWriter):
         if release is not None:
             release()
 
-    def close(self) -> None:
-        if not self.closed and self._entry is None:
+    def finish(self) -> FileEntry:
+        """Wait for every chunk and commit the version, once.  StreamWriter's finish() only
+        waited: called on a lake writer, it closed it, and the close after it committed
+        nothing, silently.  A commit that failed is raised again by every later call: trying
+        it again could commit a second version if the first one landed."""
+        entry = super().finish()
+        if self._failed is not None:
+            raise self._failed
+        if self.result is None:
             try:
-                entry = self.finish()
                 self.result = self._commit(entry, self)
+            except BaseException as exc:
+                self._failed = exc
+                raise
             finally:
                 self._done()
+        return entry
+
+    def close(self) -> None:
+        if self.closed and self._entry is None:
+            return  # aborted: nothing to commit
+        self.finish()
 
     def abort(self) -> None:
         try:
