@@ -77,6 +77,12 @@ class MissingChunk(IntegrityError):
     pull racing gc or `ckptlake rm`), which is no integrity failure (catalog.deleted_meanwhile)."""
 
 
+class NewerEncoding(IntegrityError):
+    """A chunk is stored in an encoding this ckptlake does not know (a codec id or frame flag
+    of a newer writer): upgrade ckptlake to read it.  Exit code 5 still, as for a corrupt
+    chunk: this reader cannot vouch for the bytes either way."""
+
+
 class UnsafeManifest(IntegrityError):
     """A manifest would write outside the destination (absolute path, `..`, symlink escape)."""
 

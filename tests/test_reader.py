@@ -308,7 +308,7 @@ def test_bf16_needs_torch_with_numpy(lake: Lake, tmp_path: Path) -> None:
     (tmp_path / "b.safetensors").write_bytes(struct.pack("<Q", len(header)) + header
                                              + b"\x80\x3f\x00\x40")
     lake.push(tmp_path / "b.safetensors", "m/bf", compression="none")  # raw: ranged reads
-    with pytest.raises(UsageError, match="numpy has no dtype"):
+    with pytest.raises(UsageError, match="ml_dtypes is not installed"):
         lake.tensors("m/bf", framework="np")
     torch = pytest.importorskip("torch")
     got = lake.tensors("m/bf", framework="pt")["x"]

@@ -11,7 +11,7 @@ import mmap
 import threading
 from typing import Callable
 
-from ..errors import CkptlakeError, IntegrityError, MissingChunk, NotFound
+from ..errors import CkptlakeError, IntegrityError, MissingChunk, NewerEncoding, NotFound
 from ..format import codecs, layout
 from ..format.header import digest as hash_digest
 from ..store.base import Store
@@ -121,6 +121,7 @@ def open_object(algo: str, d: str, data: bytes | bytearray | memoryview, *,
     start with the frame magic, and the digest decides.
     """
     reason = "it does not match its digest"
+    newer: str | None = None  # a frame of an encoding this reader does not know
     if raw_size is None or len(data) != raw_size:
         if codecs.looks_framed(data) and (raw_size is None or len(data) < raw_size):
             try:
@@ -130,6 +131,8 @@ def open_object(algo: str, d: str, data: bytes | bytearray | memoryview, *,
             except codecs.MissingCodec as e:
                 raise CodecUnavailable(f"chunk {key or layout.chunk_key(d)} of {where}: {e}",
                                        hint="install it and try again") from None
+            except codecs.UnknownEncoding as e:
+                newer = f"{codecs.describe(data)} frame: {e}"
             except codecs.CodecError as e:
                 reason = f"{codecs.describe(data)} frame: {e}"
             else:
@@ -139,7 +142,12 @@ def open_object(algo: str, d: str, data: bytes | bytearray | memoryview, *,
                 reason = (f"its {codecs.describe(data)} frame does not match its digest "
                           "once decoded")
     if (raw_size is None or len(data) == raw_size) and hash_digest(algo, data) == d:
-        return data
+        return data  # a raw chunk that happens to start like a frame
+    if newer is not None:
+        raise NewerEncoding(f"chunk {key or layout.chunk_key(d)} of {where} was written by a "
+                            f"newer ckptlake: its {newer}",
+                            hint="upgrade ckptlake (pip install -U ckptlake) to read it; "
+                                 "nothing was written from it")
     raise IntegrityError(f"chunk {key or layout.chunk_key(d)} of {where} is corrupt: {reason}",
                          hint="nothing was written from it; run: ckptlake verify --read-data")
 

@@ -436,9 +436,31 @@ def require(framework: str) -> Any:
                          hint=f"pip install 'ckptlake[{module}]'") from None
 
 
+# safetensors dtype -> ml_dtypes attribute: numpy's view of them, when ml_dtypes is installed
+_ML_DTYPES = {"BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+
+
+def _ml_dtype(dtype: str) -> Any:
+    """The ml_dtypes dtype of a BF16/F8 tensor; None without ml_dtypes (or another dtype).
+    Why: `Checkpointer.save_state` stores ml_dtypes arrays (framework "np"), and
+    `load_safetensors` returns them so; load_state refused them."""
+    name = _ML_DTYPES.get(dtype)
+    if name is None:
+        return None
+    try:
+        import ml_dtypes  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return getattr(ml_dtypes, name, None)
+
+
 def check_dtype(t: TensorInfo, framework: str, lib: Any) -> None:
     """Refuse, before anything is fetched, a dtype the framework cannot represent."""
-    if framework == "np" and t.dtype not in _NP_DTYPES:
+    if framework == "np" and t.dtype not in _NP_DTYPES and _ml_dtype(t.dtype) is None:
+        if t.dtype in _ML_DTYPES:
+            raise UsageError(f"tensor {t.name} is {t.dtype}, which numpy reads through "
+                             "ml_dtypes, and ml_dtypes is not installed",
+                             hint="pip install ml_dtypes (or read it with framework='pt')")
         raise UsageError(f"tensor {t.name} is {t.dtype}, which numpy has no dtype for",
                          hint="use framework='pt' (torch)")
     if framework == "pt" and not hasattr(lib, _PT_DTYPES.get(t.dtype, "-")):
@@ -448,7 +470,8 @@ def check_dtype(t: TensorInfo, framework: str, lib: Any) -> None:
 def as_array(buffer: bytearray, t: TensorInfo, framework: str, lib: Any) -> Any:
     """A writable array over `buffer` (no copy), little-endian as safetensors stores it."""
     if framework == "np":
-        return lib.frombuffer(buffer, dtype=_NP_DTYPES[t.dtype]).reshape(t.shape)
+        dtype = _NP_DTYPES.get(t.dtype) or _ml_dtype(t.dtype)
+        return lib.frombuffer(buffer, dtype=dtype).reshape(t.shape)
     dtype = getattr(lib, _PT_DTYPES[t.dtype])
     if not buffer:
         return lib.empty(t.shape, dtype=dtype)

@@ -77,6 +77,12 @@ class CodecError(Exception):
     """An object that claims to be a frame but is not one this reader can decode."""
 
 
+class UnknownEncoding(CodecError):
+    """A frame whose head names a codec, parameter or flag this reader does not know: what a
+    newer writer's encoding looks like here (readers refuse it, docs/format.md), so the
+    reader says to upgrade rather than that the chunk is corrupt."""
+
+
 class MissingCodec(CodecError):
     """The frame is well-formed but needs a library that is not installed."""
 
@@ -493,7 +499,7 @@ def decode(data: bytes | memoryview, into: bytearray | memoryview | None = None
     view = memoryview(data)
     magic, codec, param, flags, rawlen = HEAD.unpack_from(view)
     if flags != 0:
-        raise CodecError(f"unknown frame flags {flags:#x}")
+        raise UnknownEncoding(f"unknown frame flags {flags:#x}")
     if rawlen > MAX_RAW:
         raise CodecError(f"frame claims {rawlen} raw bytes, more than any chunk holds")
     if into is not None and len(into) < rawlen:
@@ -502,15 +508,15 @@ def decode(data: bytes | memoryview, into: bytearray | memoryview | None = None
     body = view[HEAD.size:]
     if codec == CODEC_ZSTD:
         if param != 0:
-            raise CodecError(f"unknown zstd parameter {param}")
+            raise UnknownEncoding(f"unknown zstd parameter {param}")
         if out is None:
             return _unzstd(body, rawlen)
         _unzstd(body, rawlen, out)
         return out
     if codec != CODEC_PLANES:
-        raise CodecError(f"unknown codec id {codec}")
+        raise UnknownEncoding(f"unknown codec id {codec}")
     if param not in _WIDTH:
-        raise CodecError(f"unknown plane transform {param}")
+        raise UnknownEncoding(f"unknown plane transform {param}")
     width = _WIDTH[param]
     count = len(split(b"\0" * width, param))
     if len(body) < 1 or body[0] != count:
@@ -523,7 +529,7 @@ def decode(data: bytes | memoryview, into: bytearray | memoryview | None = None
         mode, length = PLANE.unpack_from(body, pos)
         pos += PLANE.size
         if mode not in (MODE_STORED, MODE_ZSTD):
-            raise CodecError(f"unknown plane mode {mode}")
+            raise UnknownEncoding(f"unknown plane mode {mode}")
         metas.append((mode, length))
     n = rawlen // width
     # the layout is checked before the output is allocated: a damaged frame claiming a large
