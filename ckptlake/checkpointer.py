@@ -72,7 +72,16 @@ The deadline is the process's too: a cut-off upload starts no new request or ret
 (store/retry.py stops at its pool's stop event), and a request still in flight after the grace
 (a stalled PUT ends only at read_timeout, then 5 attempts: minutes) is not waited for, since
 upload workers are daemon threads (transfer/pool.py); its snapshot is removed.  So the exit
-comes at most exit_timeout + CUTOFF_GRACE (+ the final save) after the signal.
+comes at most exit_timeout + CUTOFF_GRACE (+ the final save's host copy) after the signal: the
+final save's wait for the running upload counts against exit_timeout, and at the deadline the
+final checkpoint is not taken (logged).
+
+`close` restores the previous handler only if the checkpointer's is still the installed one.
+Otherwise (another was installed over it: Lightning's signal connector wraps it, and puts it
+back at the end of the fit) the checkpointer's handler may run after `close`: it then passes
+the signal on, to the checkpointer that replaced it (`_take_over`, the Lightning plugin's
+next one) if there is one, else to the handler it replaced (or the default action, death by
+the signal), never terminating on behalf of a closed checkpointer.
 """
 from __future__ import annotations
 
@@ -238,31 +247,13 @@ class Checkpointer:
             (NotFound now if one does not exist); `save`/`save_state` may override both.
         """
         validate_artifact(artifact)
-        if on_busy not in ON_BUSY:
-            raise UsageError(f"on_busy must be one of {', '.join(ON_BUSY)}, not {on_busy!r}")
-        if snapshot not in SNAPSHOT_MODES:
-            raise UsageError(f"snapshot must be one of {', '.join(SNAPSHOT_MODES)}, "
-                             f"not {snapshot!r}")
-        if max_pending is not None:
-            if on_busy != "queue":
-                raise UsageError("max_pending applies to on_busy='queue' only")
-            max_pending = check_arg("max_pending", max_pending, "int", minimum=1)
-        keep_last = check_arg("keep_last", keep_last, "int", optional=True, minimum=1)
-        check_arg("exit_timeout", exit_timeout, "seconds", optional=True)
-        check_arg("reuse_buffers", reuse_buffers, "bool")
-        check_arg("snapshot_dir", snapshot_dir, "path", optional=True)
-        check_arg("final_save", final_save, "callable", optional=True)
-        if not isinstance(retention, bool):
-            check_policy_arg("retention", retention)
-        aliases = check_arg("aliases", aliases, "names")
-        for name in aliases:
-            validate_alias(name)
-        if on_sigterm is not None and on_sigterm not in ON_SIGTERM:
-            raise UsageError(f"on_sigterm must be one of {', '.join(ON_SIGTERM)}, not "
-                             f"{on_sigterm!r}")
-        if (on_sigterm == "save") != (final_save is not None):
-            raise UsageError("on_sigterm='save' needs final_save= (a callable that saves), "
-                             "and final_save= needs on_sigterm='save'")
+        checked = check_options(keep_last=keep_last, on_busy=on_busy, max_pending=max_pending,
+                                snapshot=snapshot, snapshot_dir=snapshot_dir, aliases=aliases,
+                                exit_timeout=exit_timeout, reuse_buffers=reuse_buffers,
+                                progress=progress, retention=retention, on_sigterm=on_sigterm,
+                                final_save=final_save)
+        keep_last, max_pending, aliases = (checked["keep_last"], checked["max_pending"],
+                                           checked["aliases"])
         if on_sigterm is not None and threading.current_thread() is not threading.main_thread():
             raise UsageError("on_sigterm needs the checkpointer to be made in the main thread "
                              "(Python runs signal handlers there only)")
@@ -272,6 +263,13 @@ class Checkpointer:
         self._sigterm_pending = False
         self._terminating = False
         self._previous_handler: Any = None
+        self._restored = False  # the previous SIGTERM handler was put back (_restore_handler)
+        self._retired = False  # shut down: a SIGTERM reaching it is passed on (_on_sigterm)
+        self._successor: Checkpointer | None = None  # see _take_over
+        # SIGTERM: the exit deadline (monotonic; None: none) and how much of it the final
+        # save spent waiting for the running upload (_terminate, _make_room)
+        self._exit_deadline: float | None = None
+        self._room_waited = 0.0
         self.retention = _load_policy(retention)
         self._lineage = self._resolve_lineage(parents, inputs, relation)
         self.artifact = artifact
@@ -279,6 +277,8 @@ class Checkpointer:
         self.on_busy = on_busy
         self.max_pending = max_pending or DEFAULT_MAX_PENDING
         self.snapshot = snapshot
+        # "link" chosen for the user (the HF callback, after a probe): a failed link copies
+        self._link_falls_back = False
         self.snapshot_dir = os.fspath(snapshot_dir) if snapshot_dir is not None else None
         self.aliases = tuple(aliases)
         self.exit_timeout = exit_timeout
@@ -387,10 +387,7 @@ class Checkpointer:
         if not isinstance(state, Mapping):
             raise UsageError(f"save_state needs a mapping (e.g. {{'model': ..., 'optim': ...}}), "
                              f"not {type(state).__name__}")
-        check_arg("filename", filename, "str")
-        if not filename or "/" in filename or filename in (".", "..") \
-                or filename == _state_format.SKELETON_FILENAME:
-            raise UsageError(f"filename must be a plain file name, not {filename!r}")
+        check_state_filename(filename)
         with self._saving():
             self._check_open()
             self._raise_error()
@@ -408,10 +405,11 @@ class Checkpointer:
             base = self.snapshot_dir or os.path.join(tempfile.gettempdir(),
                                                      "ckptlake-snapshots")
             skeleton["file"] = filename
+            encoded = _state_format.dumps(skeleton)  # before the workdir: nothing to leak
             job = _Job(kind="state", step=step, metrics=metrics_, metadata=metadata_,
                        aliases=aliases_, workdir=self._new_workdir(base), tensors=tensors,
                        filename=filename, state_metadata={"format": fmt},
-                       skeleton=_state_format.dumps(skeleton), lineage=lineage)
+                       skeleton=encoded, lineage=lineage)
             return self._enqueue(job)
 
     def prepare_state(self, state: Mapping[str, Any]) -> threading.Thread:
@@ -480,6 +478,8 @@ class Checkpointer:
     def _shut_down(self) -> None:
         with self._cond:
             self._closed = self._stopping = True
+            self._retired = True
+            self._pool = {}  # a closed one saves no more: its host copy is not kept alive
             self._cond.notify_all()
         _LIVE.discard(self)  # the exit hook has nothing more to wait for
         self._restore_handler()
@@ -524,6 +524,13 @@ class Checkpointer:
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         if self._terminating:
             return  # already draining: a second SIGTERM changes nothing
+        if self._retired:
+            # Closed, but its handler is still installed: one that could not be restored at
+            # close (someone installed another over it, as Lightning's signal connector does,
+            # which then puts this one back at the end of the fit).  Terminating here would
+            # take no final checkpoint and keep the user's own handler from ever running.
+            self._pass_on(signum, frame)
+            return
         if self._save_lock.locked():
             # A save is being taken (the loop was inside save()): let it finish, so that it
             # is uploaded too; _saving acts on it when it is done.
@@ -545,32 +552,73 @@ class Checkpointer:
                 self._sigterm_pending = False
                 self._terminate()
 
+    def _pass_on(self, signum: int, frame: Any) -> None:
+        """A SIGTERM reaching this closed checkpointer: to its successor, if live (_take_over),
+        else to the handler that was installed before it (or the default action, death by
+        the signal, for SIG_DFL)."""
+        ck, seen = self, {id(self)}
+        while ck._retired and ck._successor is not None and id(ck._successor) not in seen:
+            ck = ck._successor
+            seen.add(id(ck))
+        if not ck._retired:
+            ck._on_sigterm(signum, frame)
+            return
+        previous = ck._previous_handler
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:  # SIG_DFL, or None (not installed from Python)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def _take_over(self, old: "Checkpointer") -> None:
+        """Become the checkpointer that a SIGTERM reaching `old` (closed, replaced by this one)
+        goes to.  If `old` could not restore the handler it replaced, its own may still be
+        installed (or be put back by whoever wrapped it): then this one restores, at its
+        close, what `old` would have, not the wrapper it found installed."""
+        if old is self or self.on_sigterm is None or old.on_sigterm is None:
+            return
+        if not old._restored and old._previous_handler is not None:
+            self._previous_handler = old._previous_handler
+        old._successor = self
+
     def _terminate(self) -> None:
         """SIGTERM: the final save (on_sigterm="save"), then wait for uploads up to
         exit_timeout, then exit 143.  A checkpoint still uploading at the deadline is lost
         whole: its manifest, written last, is never written."""
         self._terminating = True
+        started = time.monotonic()
+        self._room_waited = 0.0
+        self._exit_deadline = None if self.exit_timeout in (None, math.inf) else \
+            started + self.exit_timeout
+        final = self.on_sigterm == "save" and self.final_save is not None and not self._closed
         log.warning("ckptlake: SIGTERM: %s%s, then exiting", "taking a final checkpoint of "
-                    f"{self.artifact} and " if self.on_sigterm == "save" else "",
+                    f"{self.artifact} and " if final else "",
                     "waiting for pending uploads"
                     + ("" if self.exit_timeout is None else f" (up to {self.exit_timeout} s)"))
-        if self.on_sigterm == "save" and self.final_save is not None and not self._closed:
+        if final:
             try:
-                self.final_save()
+                self.final_save()  # type: ignore[misc]
             except Exception as exc:  # noqa: BLE001 - still wait for what is pending
                 log.error("ckptlake: the final save on SIGTERM failed: %s", exc)
+            if self._exit_deadline is not None:
+                # The final save's own time (its host copy) comes on top of exit_timeout; its
+                # wait for the running upload (_make_room) does not.
+                self._exit_deadline += max(0.0, time.monotonic() - started - self._room_waited)
         self._drain_at_exit()
         self._shut_down()  # the exit hook must not wait a second exit_timeout
         raise SystemExit(SIGTERM_EXIT)
 
     def _restore_handler(self) -> None:
-        if self.on_sigterm is None or self._previous_handler is None:
+        """Put back the handler this one replaced, if this one is still the installed one.
+        Otherwise (another was installed over it, or not the main thread) `_previous_handler`
+        is kept: this handler may still run, and passes the signal on to it (_on_sigterm)."""
+        if self.on_sigterm is None or self._previous_handler is None or self._restored:
             return
         if threading.current_thread() is threading.main_thread():
             with contextlib.suppress(ValueError, TypeError):
                 if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
                     signal.signal(signal.SIGTERM, self._previous_handler)
-            self._previous_handler = None
+                    self._restored = True
 
     def _check_open(self) -> None:
         if self._closed:
@@ -603,15 +651,36 @@ class Checkpointer:
                 self.skipped.append(step)
                 return False
             if self.on_busy == "wait":
-                while self._active is not None or self._queue:
-                    self._cond.wait()
-                return True
+                return self._wait_room(lambda: self._active is not None or bool(self._queue),
+                                       step)
             if len(self._queue) >= self.max_pending:
                 log.info("ckptlake: checkpoint queue of %s is full (%d waiting); waiting",
                          self.artifact, len(self._queue))
-                while len(self._queue) >= self.max_pending:
-                    self._cond.wait()
+                return self._wait_room(lambda: len(self._queue) >= self.max_pending, step)
             return True
+
+    def _wait_room(self, busy: Callable[[], bool], step: int | None) -> bool:
+        """Wait (under the cond) until not `busy()`.  The final save on SIGTERM waits only up
+        to the exit deadline (the exit is promised within exit_timeout + CUTOFF_GRACE): then
+        it is not taken, and False says so."""
+        deadline = self._exit_deadline if self._terminating else None
+        started = time.monotonic()
+        try:
+            while busy():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    running = self._active.describe() if self._active else "a queued upload"
+                    log.error("ckptlake: SIGTERM: the final checkpoint %s of %s was not taken: "
+                              "the upload of %s was still running at the exit deadline "
+                              "(exit_timeout %s s)", "?" if step is None else step,
+                              self.artifact, running, self.exit_timeout)
+                    self.skipped.append(step)
+                    return False
+                self._cond.wait(left)
+            return True
+        finally:
+            if self._terminating:
+                self._room_waited += time.monotonic() - started
 
     def _enqueue(self, job: _Job) -> Future:
         with self._cond:
@@ -624,7 +693,12 @@ class Checkpointer:
             self._swept.add(base)
             _sweep_stale_snapshots(base)
         for _ in range(3):  # another process may remove the (empty) base in between
-            os.makedirs(base, exist_ok=True)
+            try:
+                os.makedirs(base, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise UsageError(f"cannot make snapshots in {base}: it (or a directory above "
+                                 "it) is not a directory", hint="use another snapshot_dir"
+                                 ) from None
             try:
                 return tempfile.mkdtemp(prefix=f"{_HOST}-{os.getpid()}-", dir=base)
             except FileNotFoundError:
@@ -646,7 +720,7 @@ class Checkpointer:
             dest = os.path.join(root, os.path.basename(src)) if tree.kind == "file" else root
             linked = _materialize(tree, dest, link=link)
             if link and not linked:
-                if self.snapshot == "link":
+                if self.snapshot == "link" and not self._link_falls_back:
                     raise UsageError(f"cannot hard-link {src} into {base} (another filesystem?)",
                                      hint="use snapshot='copy' or a snapshot_dir on the same "
                                           "filesystem")
@@ -840,13 +914,17 @@ class Checkpointer:
             self._drained = True
             jobs = ([self._active] if self._active else []) + list(self._queue)
         if jobs:
+            # inf is "wait for ever" too (Condition.wait(inf) raises OverflowError).  After a
+            # SIGTERM, the deadline is the signal's (_terminate), not a second exit_timeout.
+            deadline = self._exit_deadline if self._exit_deadline is not None else \
+                None if self.exit_timeout in (None, math.inf) else \
+                time.monotonic() + self.exit_timeout
+            wait = "" if self.exit_timeout is None else f" up to {self.exit_timeout} s"
+            if self._room_waited and deadline is not None:
+                wait += f" from the signal ({max(0.0, deadline - time.monotonic()):.1f} s left)"
             log.warning("ckptlake: the process is exiting with %d checkpoint upload(s) of %s "
                         "pending (%s): waiting for them%s", len(jobs), self.artifact,
-                        ", ".join(j.describe() for j in jobs),
-                        "" if self.exit_timeout is None else f" up to {self.exit_timeout} s")
-            # inf is "wait for ever" too (Condition.wait(inf) raises OverflowError)
-            deadline = None if self.exit_timeout in (None, math.inf) else \
-                time.monotonic() + self.exit_timeout
+                        ", ".join(j.describe() for j in jobs), wait)
             with self._cond:
                 while self._queue or self._active is not None:
                     left = None if deadline is None else deadline - time.monotonic()
@@ -903,6 +981,77 @@ class Checkpointer:
             log.error("ckptlake: LOST checkpoint(s) of %s: %s: not uploaded within exit_timeout "
                       "(%s s); no version was committed for them", self.artifact,
                       ", ".join(lost), self.exit_timeout)
+
+
+_PROGRESS_METHODS = ("start", "advance", "file_done", "retry", "note", "finish")
+
+
+def check_options(*, keep_last: Any = None, on_busy: Any = "wait", max_pending: Any = None,
+                  snapshot: Any = "auto", snapshot_dir: Any = None, aliases: Any = (),
+                  exit_timeout: Any = None, reuse_buffers: Any = True, progress: Any = None,
+                  retention: Any = None, on_sigterm: Any = None, final_save: Any = None
+                  ) -> dict[str, Any]:
+    """The checks of the Checkpointer's options that need neither a lake nor a thread; the
+    values to use ({"keep_last", "max_pending", "aliases"} normalized).
+
+    Shared with the integrations that make their checkpointer later (the HF callback makes
+    it at `on_train_begin`): a bad value must fail where it is written, not hours in, and a
+    bad `progress` or a `snapshot_dir` that is a file failed only in the background (every
+    upload) or at the first save."""
+    if on_busy not in ON_BUSY:
+        raise UsageError(f"on_busy must be one of {', '.join(ON_BUSY)}, not {on_busy!r}")
+    if snapshot not in SNAPSHOT_MODES:
+        raise UsageError(f"snapshot must be one of {', '.join(SNAPSHOT_MODES)}, "
+                         f"not {snapshot!r}")
+    if max_pending is not None:
+        if on_busy != "queue":
+            raise UsageError("max_pending applies to on_busy='queue' only")
+        max_pending = check_arg("max_pending", max_pending, "int", minimum=1)
+    keep_last = check_arg("keep_last", keep_last, "int", optional=True, minimum=1)
+    check_arg("exit_timeout", exit_timeout, "seconds", optional=True)
+    check_arg("reuse_buffers", reuse_buffers, "bool")
+    check_arg("snapshot_dir", snapshot_dir, "path", optional=True)
+    if snapshot_dir is not None and os.path.lexists(snapshot_dir) \
+            and not os.path.isdir(snapshot_dir):
+        raise UsageError(f"snapshot_dir {os.fspath(snapshot_dir)} is not a directory",
+                         hint="name a directory (it is made if missing)")
+    check_arg("final_save", final_save, "callable", optional=True)
+    if progress is not None:
+        lacking = [m for m in _PROGRESS_METHODS if not callable(getattr(progress, m, None))]
+        if lacking:
+            shown = repr(progress) if len(repr(progress)) <= 60 else repr(progress)[:57] + "..."
+            raise UsageError(f"progress must be a Progress (methods {', '.join(lacking)} "
+                             f"missing), got {shown}",
+                             hint="see ckptlake.transfer.progress.Progress, or leave it None")
+    if not isinstance(retention, bool):
+        check_policy_arg("retention", retention)
+    aliases = check_arg("aliases", aliases, "names")
+    for name in aliases:
+        validate_alias(name)
+    if on_sigterm is not None and on_sigterm not in ON_SIGTERM:
+        raise UsageError(f"on_sigterm must be one of {', '.join(ON_SIGTERM)}, not "
+                         f"{on_sigterm!r}")
+    if (on_sigterm == "save") != (final_save is not None):
+        raise UsageError("on_sigterm='save' needs final_save= (a callable that saves), "
+                         "and final_save= needs on_sigterm='save'")
+    return {"keep_last": keep_last, "max_pending": max_pending, "aliases": aliases}
+
+
+def check_state_filename(filename: Any) -> str:
+    """save_state's `filename`: one plain file name a manifest can hold.  Checked before
+    anything is copied: a NUL failed the upload in the background, and a name the manifest
+    refuses (over 255 bytes, not UTF-8) failed it after the copy."""
+    from .core.values import check_text
+    from .format.manifest import MAX_NAME_BYTES
+
+    check_arg("filename", filename, "str")
+    if not filename or "/" in filename or "\x00" in filename or filename in (".", "..") \
+            or filename == _state_format.SKELETON_FILENAME:
+        raise UsageError(f"filename must be a plain file name, not {filename!r}")
+    check_text(filename, "filename")
+    if len(filename.encode("utf-8")) > MAX_NAME_BYTES:
+        raise UsageError(f"filename is longer than {MAX_NAME_BYTES} bytes: {filename[:40]!r}...")
+    return filename
 
 
 def _load_policy(retention: Any) -> "RetentionPolicy":
@@ -1321,6 +1470,6 @@ def load_safetensors(path: str | os.PathLike[str]) -> dict[str, "np.ndarray"]:
     return out
 
 
-__all__ = ["Checkpointer", "host_copy", "state_copy", "write_safetensors", "load_safetensors",
-           "SNAPSHOT_MODES", "ON_BUSY"]
+__all__ = ["Checkpointer", "check_options", "host_copy", "state_copy", "write_safetensors",
+           "load_safetensors", "SNAPSHOT_MODES", "ON_BUSY"]
 

@@ -314,7 +314,7 @@ def test_lightning_removal_skip_names_what_was_not_deleted(local_lake_url: str,
     from ckptlake.torch.lightning import LakeCheckpointIO
 
     io = LakeCheckpointIO(ckptlake.open(local_lake_url), "lt")
-    io._failed = ["/ckpts/epoch=0-step=4.ckpt"]  # what a failed upload records
+    io._failed = [("/ckpts/epoch=0-step=4.ckpt", "failed to upload")]  # a failed upload's
     with caplog.at_level(logging.WARNING, logger="ckptlake"):
         io.remove_checkpoint("/ckpts/epoch=0-step=2.ckpt")
         io.wait()  # the removal runs on the plugin's job thread (async_upload)

@@ -265,8 +265,10 @@ def test_latest_metrics_keeps_the_newest_finite_value_of_each() -> None:
                {"eval_loss": 2.5, "epoch": 0.2, "step": 2},
                {"loss": float("nan"), "grad_norm": 1.0, "tag": "x", "flag": True, "step": 3},
                {"loss": 1.0, "step": 9}]
+    # an evaluation's metrics belong to its own step only (test_torch_review.py)
     assert latest_metrics(history, 3) == {"learning_rate": 0.1, "epoch": 0.2,
-                                          "eval_loss": 2.5, "grad_norm": 1.0}
+                                          "grad_norm": 1.0}
+    assert latest_metrics(history, 2)["eval_loss"] == 2.5
     assert latest_metrics(history, 9)["loss"] == 1.0
 
 

@@ -36,9 +36,9 @@ except ImportError as exc:  # pragma: no cover - the [hf] extra installs it
     raise ImportError("ckptlake.torch's transformers integration needs transformers and "
                       "accelerate: pip install 'ckptlake[hf]'") from exc
 
-from ..checkpointer import Checkpointer
+from ..checkpointer import SNAPSHOT_DIRNAME, Checkpointer, check_options
 from ..core import catalog
-from ..core.values import check_arg
+from ..core.values import check_arg, check_inputs
 from ..errors import UsageError
 from ..format.refs import validate_artifact
 from ._args import check_lake, check_version_fields
@@ -69,10 +69,12 @@ class LakeTrainerCallback(TrainerCallback):
     """Push every checkpoint the transformers `Trainer` saves to `artifact`, in the background.
 
     Each `checkpoint-<step>` directory becomes one version with the Trainer's global step as
-    its step and, as its metrics, the latest value of every number in `state.log_history`
-    (loss, grad_norm, learning_rate, epoch, eval_* ...: a value logged at an earlier step
-    stays until it is logged again; non-finite ones are left out).  So `@step=N`,
-    `min:eval_loss` and the retention rules (`keep_best`) work on Trainer checkpoints.
+    its step and, as its metrics, the latest value of every number of training in
+    `state.log_history` (loss, grad_norm, learning_rate, epoch ...: a value logged at an
+    earlier step stays until it is logged again; non-finite ones are left out), and the
+    evaluation's (eval_*) only if it evaluated at that very step: a checkpoint that was not
+    evaluated has no eval_loss.  So `@step=N`, `min:eval_loss` and the retention rules
+    (`keep_best`) work on Trainer checkpoints.
 
     lake: a Lake, or a lake URL to open.  metadata / aliases: added to every version.
     Other keyword options go to `Lake.checkpointer` (keep_last, retention, on_busy,
@@ -103,6 +105,14 @@ class LakeTrainerCallback(TrainerCallback):
             raise UsageError(f"LakeTrainerCallback: {exc}",
                              hint="options are Lake.checkpointer's (keep_last, on_busy, ...)"
                              ) from None
+        # Their values too (the checkpointer is made at on_train_begin); only the snapshot
+        # mode, when not given, waits for output_dir.
+        checked = {k: v for k, v in self.options.items()
+                   if k in inspect.signature(check_options).parameters
+                   and not (k == "snapshot" and v is None)}
+        check_options(**checked)
+        if "inputs" in self.options:
+            check_inputs(self.options["inputs"])
         #: Results of every committed checkpoint, over all `train()` calls.
         self.results: list[PushResult] = []
         self._ck: Checkpointer | None = None
@@ -173,9 +183,18 @@ class LakeTrainerCallback(TrainerCallback):
     def _checkpointer(self, output_dir: str) -> "Checkpointer":
         if self._ck is None:
             options = dict(self.options)
-            if options.get("snapshot") is None:
-                options["snapshot"] = "link" if _can_hard_link(output_dir) else "copy"
+            chosen = options.get("snapshot") is None
+            if chosen:
+                # Linked from output_dir/checkpoint-N into where the snapshots go: a
+                # snapshot_dir on another filesystem failed the first save, hours in.
+                base = options.get("snapshot_dir") or os.path.join(output_dir,
+                                                                   SNAPSHOT_DIRNAME)
+                options["snapshot"] = "link" if _can_hard_link(output_dir, os.fspath(base)) \
+                    else "copy"
             self._ck = self.lake.checkpointer(self.artifact, **options)
+            # A mode chosen here, not by the user: a link that fails after all (a checkpoint
+            # on another mount) copies instead of failing the save.
+            self._ck._link_falls_back = chosen
             self._seen = 0
         return self._ck
 
@@ -189,16 +208,26 @@ class LakeTrainerCallback(TrainerCallback):
 
 
 def latest_metrics(log_history: Sequence[Mapping[str, Any]], step: int) -> dict[str, float]:
-    """The latest value of every finite number logged at or before `step` ("step" itself and
-    non-numbers left out): what a checkpoint's version records as its metrics."""
+    """What a checkpoint's version records as its metrics: the latest value of every finite
+    number of training logged at or before `step`, and those of an evaluation logged at
+    `step` itself ("step" and non-numbers left out).
+
+    Why evaluations are not carried forward: a checkpoint that was never evaluated would get
+    the eval_loss of an earlier one, and `@min:eval_loss` or keep_best (ties go to the newest)
+    would pick it over the checkpoint that earned the score."""
     out: dict[str, float] = {}
     for entry in log_history:
         logged_at = entry.get("step")
         if isinstance(logged_at, int) and logged_at > step:
             continue
+        evaluated = _evaluation_prefixes(entry)
         for key, value in entry.items():
             if key == "step" or not isinstance(key, str) or not key:
                 continue
+            if key.startswith(evaluated):
+                if logged_at != step or isinstance(logged_at, bool):
+                    out.pop(key, None)  # an older evaluation: not this checkpoint's
+                    continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             if math.isfinite(value):
@@ -208,14 +237,35 @@ def latest_metrics(log_history: Sequence[Mapping[str, Any]], step: int) -> dict[
     return out
 
 
-def _can_hard_link(directory: str) -> bool:
-    os.makedirs(directory, exist_ok=True)
+def _evaluation_prefixes(entry: Mapping[str, Any]) -> tuple[str, ...]:
+    """The key prefixes of evaluation metrics in a log_history entry: "eval_", and the
+    `metric_key_prefix` of an `evaluate()` that used another, known by the "<prefix>_runtime"
+    every evaluation logs ("train_runtime" is training's summary)."""
+    prefixes = {"eval_"}
+    for key in entry:
+        if isinstance(key, str) and key.endswith("_runtime") and key != "train_runtime":
+            prefixes.add(key[:-len("runtime")])
+    return tuple(prefixes)
+
+
+def _can_hard_link(directory: str, into: str | None = None) -> bool:
+    """Whether a file made in `directory` can be hard-linked into `into` (default: itself).
+    Directories it had to make for the probe are removed again (empty, as they were not)."""
+    made: list[str] = []
     try:
+        os.makedirs(directory, exist_ok=True)
+        target = into if into is not None else directory
+        missing = os.path.abspath(target)
+        while not os.path.lexists(missing):
+            made.append(missing)
+            missing = os.path.dirname(missing)
+        os.makedirs(target, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".ckptlake-link-", dir=directory)
     except OSError:
+        _remove_dirs(made)
         return False
     os.close(fd)
-    link = f"{probe}-{uuid.uuid4().hex[:8]}"
+    link = os.path.join(target, f"{os.path.basename(probe)}-{uuid.uuid4().hex[:8]}")
     try:
         os.link(probe, link)
         os.unlink(link)
@@ -224,6 +274,15 @@ def _can_hard_link(directory: str) -> bool:
         return False
     finally:
         os.unlink(probe)
+        _remove_dirs(made)
+
+
+def _remove_dirs(made: list[str]) -> None:
+    for path in made:  # deepest first
+        try:
+            os.rmdir(path)
+        except OSError:
+            break
 
 
 def pull_for_resume(lake: "Lake | str", ref: str, dest: str | os.PathLike[str], *,

@@ -13,10 +13,11 @@ checkpoint's identity on Lightning's side:
   the checkpointer's retention uses): a tombstone (lineage and `ckptlake show` say it expired),
   then the manifest; chunks are left to `ckptlake gc`.  Aliased versions and the artifact's
   latest version (its claim on the version numbers) are never deleted.  Once a save of this
-  fit has failed to upload, removals are skipped (logged) until `teardown()`: ModelCheckpoint
-  drops its kth best because the new checkpoint replaced it, and that one never arrived
-  (deleting would leave no `@min:val_loss` to resume from; a version left behind loses
-  nothing, retention or gc deletes it later).
+  fit has failed to upload, or was skipped (`on_busy="skip"`, an upload still running),
+  removals are skipped (logged) until `teardown()`: ModelCheckpoint drops its kth best
+  because the new checkpoint replaced it, and that one never arrived (deleting would leave
+  no `@min:val_loss` to resume from; a version left behind loses nothing, retention or gc
+  deletes it later).
 * Saving to a path that already names a version replaces it, as writing the file would
   (`last.ckpt`): the older version is deleted the same way once the new one is committed.
 * `load_checkpoint(path)` reads the newest version saved under `path`, so `ckpt_path="best"`
@@ -103,7 +104,11 @@ class LakeCheckpointIO(CheckpointIO):
     rules after each commit, which may delete a version ModelCheckpoint still counts.
     `on_busy` defaults to "queue" here (at most `max_pending`, default 2, host copies wait
     behind the running upload): ModelCheckpoint saves twice at one step (top k, then
-    `last.ckpt`), and "wait" would block the loop on the first upload.
+    `last.ckpt`), and "wait" would block the loop on the first upload.  With "skip", the
+    first skipped save stops removals until `teardown` (as a failed one does: module doc), so
+    the lake keeps more versions than ModelCheckpoint's top k.
+    The checkpointer is made at once, and again at each `teardown` (not at the next save):
+    with `on_sigterm`, a SIGTERM in the next fit before its first save must reach a live one.
 
     After a `load_checkpoint`, later saves of that fit (until `teardown`) name the loaded
     version as their parent (relation "resumed-from"), so `ckptlake lineage` shows where a
@@ -130,9 +135,10 @@ class LakeCheckpointIO(CheckpointIO):
         if isinstance(self._user_parents, (str, bytes, Ref)):
             self._user_parents = [self._user_parents]
         self._resumed_from: str | None = None  # this fit's load_checkpoint; None at teardown
-        # Paths whose save failed to upload in this fit (the jobs thread; cleared at teardown):
-        # while there is one, removals are skipped (see the module doc).
-        self._failed: list[str] = []
+        # (path, what happened) of the saves of this fit that failed to upload or were skipped
+        # (the jobs thread; cleared at teardown): while there is one, removals are skipped
+        # (see the module doc).
+        self._failed: list[tuple[str, str]] = []
         #: Versions removed (deleted) on Lightning's request, as refs, in order.
         self.removed: list[str] = []
         #: Failures of removals (logged at ERROR; never raised: nothing is lost, a version
@@ -140,6 +146,7 @@ class LakeCheckpointIO(CheckpointIO):
         self.removal_errors: list[BaseException] = []
         self._lock = threading.Lock()
         self._ck: Checkpointer | None = None
+        self._retired_ck: Checkpointer | None = None  # the last one closed (_take_over)
         self._jobs: ThreadPoolExecutor | None = None
         # path -> versions.  Read now, before any save: afterwards only the jobs thread updates
         # it, after each save in order, so a removal never sees a version saved after it.
@@ -171,7 +178,13 @@ class LakeCheckpointIO(CheckpointIO):
         ck = self._checkpointer()
         future = ck.save_state(checkpoint, step=step, metrics=metrics, metadata=metadata,
                                aliases=extra.get("aliases", ()))
-        if future is None:  # on_busy="skip": the checkpointer logged it
+        if future is None:
+            # on_busy="skip" (the checkpointer logged it): Lightning goes on as if it were
+            # saved, and may now remove the checkpoint this one replaces.  Recorded in order
+            # with the removals, as a failed upload is.
+            done = self._submit(self._failed.append, (key, "was skipped (on_busy='skip')"))
+            if not self.async_upload:
+                wait_result(done)
             return
         done = self._submit(self._after_save, key, future)
         if not self.async_upload:
@@ -207,14 +220,21 @@ class LakeCheckpointIO(CheckpointIO):
 
     def teardown(self) -> None:
         """End of fit/validate/test: wait for uploads and removals, raise an upload failure.
-        The plugin stays usable: the next save starts a new checkpointer, and a later fit
-        neither names this fit's resumed-from version as its parent nor spares it, nor skips
-        removals for this fit's failed save."""
+        The plugin stays usable: a new checkpointer is made at once, and a later fit neither
+        names this fit's resumed-from version as its parent nor spares it, nor skips
+        removals for this fit's failed or skipped save.
+
+        Why at once, not at the next save: with `on_sigterm`, a SIGTERM in the next fit
+        before its first save must reach a live checkpointer.  Lightning's signal connector
+        puts back, after this, the handler it found at the start of the fit (the closed
+        checkpointer's), which passes the signal on to the new one (Checkpointer._take_over)."""
         with self._lock:
             ck, self._ck = self._ck, None
             jobs, self._jobs = self._jobs, None
         try:
             if ck is not None:
+                with self._lock:
+                    self._retired_ck = ck
                 ck.close()
         finally:
             if jobs is not None:
@@ -222,6 +242,11 @@ class LakeCheckpointIO(CheckpointIO):
             with self._lock:
                 self._resumed_from = None
                 self._failed = []
+            try:
+                self._checkpointer()
+            except Exception as exc:  # noqa: BLE001 - the next save makes it (or fails)
+                log.warning("ckptlake: %s: could not make the next checkpointer at teardown "
+                            "(the next save makes it): %s", self.artifact, exc)
 
     # ---- public helpers --------------------------------------------------------------------
 
@@ -267,6 +292,8 @@ class LakeCheckpointIO(CheckpointIO):
                     # The resumed-from version is one of the user's parents already.
                     self._ck = Checkpointer(self.lake, self.artifact,
                                             parents=self._user_parents, **self._options)
+                if self._retired_ck is not None:
+                    self._ck._take_over(self._retired_ck)
             return self._ck
 
     def _resumed(self, what: str) -> None:
@@ -275,6 +302,8 @@ class LakeCheckpointIO(CheckpointIO):
         with self._lock:
             self._resumed_from = what
             ck, self._ck = self._ck, None
+            if ck is not None:
+                self._retired_ck = ck
         if ck is not None:
             ck.close()
         self._checkpointer()
@@ -345,7 +374,7 @@ class LakeCheckpointIO(CheckpointIO):
         try:
             result = wait_result(future)
         except BaseException:  # noqa: BLE001 - the checkpointer raises it at the next call
-            self._failed.append(key)
+            self._failed.append((key, "failed to upload"))
             return
         with self._job_errors(key):
             self._replace(key, result)
@@ -367,10 +396,11 @@ class LakeCheckpointIO(CheckpointIO):
         if self._failed:
             # `key` may name no version at all (every save of it failed): say what was not
             # deleted, not that versions were kept
+            path, what = self._failed[0]
             log.warning("ckptlake: %s: did not delete %s, which Lightning removed: the save "
-                        "of %s failed to upload, so what it names, if anything, may be the "
-                        "best this run has; retention or `ckptlake gc` deletes it later",
-                        self.artifact, key, os.path.basename(self._failed[0]))
+                        "of %s %s, so what it names, if anything, may be the best this run "
+                        "has; retention or `ckptlake gc` deletes it later",
+                        self.artifact, key, os.path.basename(path), what)
             return
         with self._job_errors(key):
             self._remove_now(key)
