@@ -718,7 +718,19 @@ class Checkpointer:
         try:
             root = os.path.join(workdir, "data")
             dest = os.path.join(root, os.path.basename(src)) if tree.kind == "file" else root
-            linked = _materialize(tree, dest, link=link)
+            try:
+                linked = _materialize(tree, dest, link=link)
+            except FileNotFoundError as exc:
+                raise SourceChanged(f"{exc.filename or src} disappeared while it was being "
+                                    "snapshotted; nothing was saved",
+                                    hint="save again once the writer is done") from None
+            if not linked:
+                # A copy read while the writer rewrote the file in place mixes old and new
+                # bytes that the source never held at once; push would then commit the copy
+                # (it checks only the copy, which nobody changes).  A link is the file
+                # itself: push's own check covers it.
+                for f in tree.files:
+                    f.check_unchanged()
             if link and not linked:
                 if self.snapshot == "link" and not self._link_falls_back:
                     raise UsageError(f"cannot hard-link {src} into {base} (another filesystem?)",
