@@ -413,5 +413,9 @@ def test_pull_of_a_chunk_in_a_newer_encoding_says_upgrade(local_lake_url: str,
     lake.store.put(key, bytes(body))
     with pytest.raises(errors.NewerEncoding, match="newer ckptlake"):
         lake.pull("new/enc", tmp_path / "dest")
-    # verify --read-data still counts it as a bad chunk (exit 5); see the report for wording
-    assert not lake.verify("new/enc", read_data=True).ok
+    # verify --read-data: a bad chunk (exit 5), named as a newer writer's, not as damage
+    res = lake.verify("new/enc", read_data=True)
+    assert not res.ok
+    [entry] = res.unrestorable
+    assert "encoding of a newer ckptlake" in entry["message"]
+    assert "corrupt" not in entry["message"], entry["message"]

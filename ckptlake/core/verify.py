@@ -57,7 +57,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from ..errors import CkptlakeError, IntegrityError, NotFound, UsageError
+from ..errors import CkptlakeError, IntegrityError, NewerEncoding, NotFound, UsageError
 from ..format import layout
 from ..format.header import (LEGACY_HASH, SUPPORTED_HASHES, LakeHeader, check_hash,
                              decode_header)
@@ -283,6 +283,9 @@ class _Run:
         self.missing: set[bytes] = set()
         self.sizes: dict[bytes, int] = {}  # listed size of chunks whose size does not fit
         self.corrupt: set[bytes] = set()
+        # of those (and of the wrong-sized), the ones in an encoding this ckptlake does not
+        # know: a newer writer's, not damage (reported apart: upgrade, then verify again)
+        self.newer: set[bytes] = set()
         # (pack, offset, size, file digest) of packed files whose bytes do not match
         self.bad_packed: set[tuple[bytes, int, int, bytes]] = set()
         self.orphans: int | None = None
@@ -717,23 +720,28 @@ class _Run:
         suspects = [d for d, size in self.sizes.items()
                     if d not in self.refs.conflicting and 0 < size < self.refs.need[d] >> 1]
 
-        def check(d: bytes) -> tuple[bytes, bool]:
+        def check(d: bytes) -> tuple[bytes, bool | None]:
             try:
                 data = self.store.get(layout.chunk_key(d.hex()))
             except NotFound:
                 return d, False
+            newer = False
             for algo in self.algos_of(d):
                 try:
                     open_object(algo, d.hex(), data, raw_size=None, where="the lake")
                     return d, True
+                except NewerEncoding:
+                    newer = True
                 except IntegrityError:
                     pass
-            return d, False
+            return d, None if newer else False
 
         for d, ok in bounded_map(check, suspects, workers=_META_WORKERS,
                                  name="ckptlake-verify"):
             if ok:
                 self.sizes.pop(d, None)
+            elif ok is None:
+                self.newer.add(d)
 
     def _sized(self, d: bytes, size: int) -> None:
         need = self.refs.need[d]
@@ -795,13 +803,17 @@ class _Run:
         """Decode (if a frame, into `into`) and hash one chunk read by --read-data; record
         the verdict."""
         algos = self.algos_of(d)
-        ok = False
+        ok = newer = False
         wrong = []
         for i, algo in enumerate(algos):  # one, unless manifests disagree on the hash
             try:  # decoded if it is a frame, then checked against its digest
                 data = open_object(algo, d.hex(), data,
                                    raw_size=size if self.refs.need[d] & 1 else None,
                                    where="the lake", into=into)
+            except NewerEncoding:
+                newer = True
+                wrong.append((d, algo))
+                continue
             except IntegrityError:
                 wrong.append((d, algo))
                 continue
@@ -820,6 +832,8 @@ class _Run:
             self.bytes_read += stored
             if not ok:
                 self.corrupt.add(d)
+                if newer:
+                    self.newer.add(d)
             else:
                 self.wrong_hash.update(wrong)
             self.bad_packed.update(bad)
@@ -850,9 +864,14 @@ class _Run:
             what = []
             if missing:
                 what.append(f"{len(missing)} chunk{'s' if len(missing) != 1 else ''} missing")
-            if corrupt:
-                what.append(f"{len(corrupt)} chunk{'s' if len(corrupt) != 1 else ''} "
+            damaged, newer = corrupt - self.newer, corrupt & self.newer
+            if damaged:
+                what.append(f"{len(damaged)} chunk{'s' if len(damaged) != 1 else ''} "
                             "corrupt")
+            if newer:
+                what.append(f"{len(newer)} chunk{'s' if len(newer) != 1 else ''} in an "
+                            "encoding of a newer ckptlake (upgrade ckptlake, then verify "
+                            "again)")
             if files:
                 what.append(f"{len(files)} packed file{'s' if len(files) != 1 else ''} "
                             "do not match their digest")
