@@ -101,3 +101,16 @@ def test_cat_of_a_version_deleted_meanwhile_is_not_found(lake: Lake, tmp_path: P
     with pytest.raises(NotFound, match=r"@v1 was deleted with ckptlake rm .* while it was "
                                        r"being read"):
         b"".join(chunks)
+
+
+def test_open_of_a_version_deleted_meanwhile_is_not_found(lake: Lake, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """Lake.open (what torch loads read through) and whole-file reads."""
+    _two_versions(lake, tmp_path)
+    _sweep_on_first_get(lake, monkeypatch, delete=True)
+    with pytest.raises(NotFound, match=r"@v1 was deleted with ckptlake rm .* while it was "
+                                       r"being read") as err:
+        with lake.open(f"{ART}@v1", "model.bin") as f:
+            f.read()
+    assert err.value.exit_code == EXIT_NOT_FOUND

@@ -161,13 +161,27 @@ def missing(d: str, where: str) -> MissingChunk:
                         hint=MISSING_HINT)
 
 
+def missing_from(store: Store, d: str, where: str) -> CkptlakeError:
+    """missing(), unless the version `where` names ("ARTIFACT@vN" or "ARTIFACT@vN:PATH") was
+    deleted meanwhile (gc or rm, then a sweep under the reader): then NotFound from its
+    tombstone (catalog.deleted_meanwhile).  `store` may be a replica's wrapper: manifests are
+    read from the lake through it."""
+    err = missing(d, where)
+    artifact, sep, number = where.split(":", 1)[0].rpartition("@v")
+    if not (sep and number.isdigit()):
+        return err
+    from .catalog import deleted_meanwhile
+
+    return deleted_meanwhile(store, artifact, int(number), err)
+
+
 def fetch(store: Store, algo: str, d: str, *, raw_size: int | None, where: str
           ) -> bytes | bytearray | memoryview:
     """GET the whole chunk object and return its verified raw bytes."""
     try:
         data = store.get(layout.chunk_key(d))
     except NotFound:
-        raise missing(d, where) from None
+        raise missing_from(store, d, where) from None
     return open_object(algo, d, data, raw_size=raw_size, where=where)
 
 
@@ -236,7 +250,7 @@ class RangeReader:
         try:
             data = self.store.get_range(layout.chunk_key(d), start, length)
         except NotFound:
-            raise missing(d, self.where) from None
+            raise missing_from(self.store, d, self.where) from None
         report = count or self.on_fetch
         if report is not None:
             report(len(data))

@@ -260,7 +260,7 @@ class LakeFile(SeekableReader):
                     data = (self.store.get(key) if buffer is None or len(buffer) < c.size
                             else self.store.get_into(key, buffer))
                 except NotFound:
-                    raise chunkio.missing(c.digest, self.name) from None
+                    raise chunkio.missing_from(self.store, c.digest, self.name) from None
                 self._count(1, len(data))
             # decoded if stored encoded, and verified: IntegrityError names chunk and version
             return chunkio.open_object(self.algo, c.digest, data, raw_size=c.size,

@@ -203,7 +203,7 @@ def read_whole(store: Store, entry: FileEntry, algo: str, *, name: str, workers:
                     data = store.get_into(key, into)  # type: ignore[arg-type]
                     count(1, len(data))
             except NotFound:
-                raise chunkio.missing(d, name) from None
+                raise chunkio.missing_from(store, d, name) from None
             if scratch is None and len(data) != n and getattr(data, "obj", None) is buf:
                 # shorter than the chunk: an encoded object the manifest has no hint for;
                 # it cannot be decoded where it lies
