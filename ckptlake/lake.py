@@ -493,19 +493,27 @@ class Lake:
         m = self._manifest(ref)
         return {"artifact": m.artifact, "version": m.version, "files": list_files(m, prefix)}
 
-    def cat(self, ref: str | Ref, path: str, *, replica: str | None = None,
+    def cat(self, ref: str | Ref, path: str | None = None, *, replica: str | None = None,
             on_warning: "Callable[[str], None] | None" = None) -> Iterator[bytes]:
         """The bytes of one file of a version, chunk by chunk, each verified before it is
         yielded (IntegrityError at the first that does not match, and nothing after).
 
         A small (packed) file costs one ranged GET of its bytes; a large one, one GET per
         chunk.  UsageError for a directory or a symlink, NotFound for a path not in the
-        version.  The manifest is read (and the path checked) before the first item."""
+        version.  `path` may be left out for a version that is one file.  The manifest is
+        read (and the path checked) before the first item."""
         from .core.browse import find_file, read_file
 
         check_arg("replica", replica, "str", optional=True)
         check_arg("on_warning", on_warning, "callable", optional=True)
+        check_arg("path", path, "str", optional=True)
         m = self._manifest(ref)
+        if path is None:
+            if m.kind != "file":
+                raise UsageError(f"{m.artifact}@v{m.version} is a directory: say which file",
+                                 hint=f"list its files with: ckptlake ls "
+                                      f"{m.artifact}@v{m.version}")
+            path = m.files[0].path
         entry = find_file(m, path)
         return self._unless_deleted(
             m, read_file(self._data(replica, on_warning, algo=m.hash), m, entry,

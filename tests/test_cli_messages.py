@@ -238,3 +238,17 @@ def test_a_policy_file_naming_another_lake_is_refused(tmp_path: Path) -> None:
     r = run.invoke(app, ["gc", "--policy", str(policy), "--dry-run", "--lake",
                          str(tmp_path / "alias")])
     assert r.exit_code == 0, r.stderr
+
+
+def test_cat_of_a_single_file_artifact_needs_no_path(tmp_path: Path) -> None:
+    (tmp_path / "f.txt").write_text("hi\n")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a").write_text("a")
+    lake = ["--lake", str(tmp_path / "lk")]
+    run = CliRunner()
+    assert run.invoke(app, ["push", str(tmp_path / "f.txt"), "t/one", *lake]).exit_code == 0
+    assert run.invoke(app, ["push", str(tmp_path / "d"), "t/dir", *lake]).exit_code == 0
+    r = run.invoke(app, ["cat", "t/one", *lake])
+    assert r.exit_code == 0 and r.stdout == "hi\n", (r.stdout, r.stderr)
+    r = run.invoke(app, ["cat", "t/dir", *lake])
+    assert r.exit_code == 2 and "is a directory: say which file" in r.stderr

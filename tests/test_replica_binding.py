@@ -271,4 +271,4 @@ def test_gc_summary_names_manifest_copies_dropped(tmp_path: Path) -> None:
     plan = lake.gc_plan(POLICY)
     result = lake.gc(plan)
     assert result.replicas[0]["manifests_dropped"] == 1
-    assert "dropped 1 manifest copies" in result_summary(plan, result)
+    assert "dropped 1 manifest copy" in result_summary(plan, result)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import errno
 import sys
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -39,9 +39,10 @@ def cat(
     ref: Annotated[str, typer.Argument(
         metavar="REF", show_default=False,
         help="The version: ARTIFACT or ARTIFACT@SELECTOR.")],
-    path: Annotated[str, typer.Argument(
+    path: Annotated[Optional[str], typer.Argument(
         metavar="PATH", show_default=False,
-        help="The file's path in the version (as ckptlake ls REF shows it).")],
+        help="The file's path in the version (as ckptlake ls REF shows it); optional for "
+             "an artifact that is one file.")] = None,
     replica: ReplicaOpt = None,
     lake: LakeOpt = None,
     endpoint_url: EndpointOpt = None,
