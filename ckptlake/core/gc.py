@@ -49,6 +49,7 @@ from typing import Any, Callable, Iterator
 from ..errors import (IntegrityError, NotFound, PreconditionFailed, TransferError,
                       TransientError, UsageError)
 from ..format import layout
+from ..format.times import parse_time
 from ..policy.retention import (Decision, RetentionPolicy, VersionFacts, format_duration,
                                 select)
 from ..results import _Result
@@ -165,9 +166,7 @@ def _read_version(store: Store, artifact: str, number: int
     step = raw.get("step")
     metrics = raw.get("metrics") if isinstance(raw.get("metrics"), dict) else {}
     try:
-        created = datetime.fromisoformat(str(raw.get("created")).replace("Z", "+00:00"))
-        if created.tzinfo is None:
-            created = created.replace(tzinfo=timezone.utc)
+        created = parse_time(raw.get("created"))
     except ValueError:
         created = datetime.fromtimestamp(0, timezone.utc)  # unknown: as old as can be
     files = raw.get("files") if isinstance(raw.get("files"), list) else []

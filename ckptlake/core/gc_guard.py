@@ -45,12 +45,13 @@ import math
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable, Iterable, TypeVar
 
 from ..errors import (AccessDenied, CkptlakeError, IntegrityError, Interrupted, NotFound,
                       OutcomeUnknown, TransferError)
 from ..format import layout
+from ..format.times import parse_time
 from ..policy.retention import (DEFAULT_GRACE_PERIOD, DEFAULT_RECORD_RETENTION,
                                 DEFAULT_SWEEP_WINDOW, MAX_RECORD_RETENTION, MAX_SWEEP_WINDOW,
                                 MIN_SWEEP_WINDOW, format_duration)
@@ -152,11 +153,24 @@ UNKNOWN_SETTINGS = GcSettings(grace_period=0.0, sweep_window=MAX_SWEEP_WINDOW,
 
 
 def read_settings(store: Store) -> GcSettings:
-    """What the lake's gc uses; the defaults when no gc has run yet."""
+    """What the lake's gc uses; the defaults when no gc has run yet.
+
+    An empty file (a gc's PUT cut after its head, docs/format.md "Empty objects") is no
+    settings, as gc itself takes it (it rewrites it), but not "no gc has run": the cut write
+    replaced settings a gc may still be sweeping with, and they are gone.  So the worst case
+    ckptlake allows, as when the file cannot be read after a commit: slower pushes (every
+    chunk checked, an hour's wait for a condemned one) until the next gc rewrites it, never a
+    wait cut short.  Refusing it instead failed every push until then (exit 5)."""
     try:
-        return GcSettings.decode(store.get(layout.GC_SETTINGS_KEY))
+        data = store.get(layout.GC_SETTINGS_KEY)
     except NotFound:
         return GcSettings()
+    if not data:
+        log.warning("%s is empty (a cut write): assuming the slowest gc ckptlake allows "
+                    "(sweep_window %s) until a ckptlake gc rewrites it", layout.GC_SETTINGS_KEY,
+                    format_duration(UNKNOWN_SETTINGS.sweep_window))
+        return UNKNOWN_SETTINGS
+    return GcSettings.decode(data)
 
 
 def _settings_after_commit(store: Store) -> GcSettings:
@@ -181,11 +195,6 @@ class Record:
     raw: dict[str, Any]
 
 
-def _time(value: Any) -> datetime:
-    t = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
-
-
 def decode_record(key: str, data: bytes, etag: str) -> Record:
     try:
         raw = json.loads(data)
@@ -197,8 +206,8 @@ def decode_record(key: str, data: bytes, etag: str) -> Record:
                                             for d in chunks):
             raise ValueError("chunks")
         swept = raw.get("swept_at")
-        return Record(key=key, etag=etag, created=_time(raw["created"]), chunks=chunks,
-                      sizes=sizes, swept_at=None if swept is None else _time(swept), raw=raw)
+        return Record(key=key, etag=etag, created=parse_time(raw["created"]), chunks=chunks,
+                      sizes=sizes, swept_at=None if swept is None else parse_time(swept), raw=raw)
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise IntegrityError(f"condemnation record {key} is malformed",
                              hint="gc does not sweep it; remove it once you know why") from None

@@ -60,6 +60,7 @@ from ..errors import (AccessDenied, Conflict, IntegrityError, Interrupted, NotFo
 from ..format import layout
 from ..format.manifest import FileEntry, Manifest, decode_manifest
 from ..format.refs import validate_save_id
+from ..format.times import parse_time
 from ..results import DiscardResult, _Result
 from ..store.base import Store
 from ..transfer.progress import NullProgress, Progress
@@ -257,7 +258,7 @@ def decode_claim(data: bytes, *, key: str) -> Claim:
         raw = json.loads(data)
         if raw.get("ckptlake_shard_claim") != CLAIM_FORMAT or raw["state"] not in _STATES:
             raise ValueError
-        updated = datetime.fromisoformat(str(raw["updated"]).replace("Z", "+00:00"))
+        updated = parse_time(raw["updated"])
         version = raw.get("version")
         if version is not None and (not isinstance(version, int) or version < 1):
             raise ValueError
@@ -270,7 +271,7 @@ def decode_claim(data: bytes, *, key: str) -> Claim:
         return Claim(artifact=str(raw["artifact"]), step=int(raw["step"]),
                      world=int(raw["world"]), commit_id=str(raw["commit_id"]),
                      state=raw["state"], owner=str(raw["owner"]),
-                     updated=updated if updated.tzinfo else updated.replace(tzinfo=timezone.utc),
+                     updated=updated,
                      version=version, error=raw.get("error"),
                      aliases=None if aliases is None else tuple(aliases),
                      aliases_set=aliases_set)
@@ -617,10 +618,10 @@ def _alias_moved_since(store: Store, claim: Claim, name: str) -> bool:
     if type(version) is int and version >= claim.version:
         return True
     try:
-        when = datetime.fromisoformat(str(updated).replace("Z", "+00:00"))
+        when = parse_time(updated)
     except ValueError:
         return False
-    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)) > claim.updated
+    return when > claim.updated
 
 
 def _release(store: Store, key: str, owner: str, exc: BaseException) -> None:

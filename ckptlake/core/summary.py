@@ -18,11 +18,12 @@ import dataclasses
 import json
 import zlib
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Iterable
 
 from ..format import layout
 from ..format.manifest import Manifest, is_metric_value
+from ..format.times import parse_time
 from ..store.base import ObjectInfo, Store
 from .identity import iso
 
@@ -97,10 +98,7 @@ def _decode(payload: str) -> Summary:
     total, files, stored = doc["b"], doc["f"], doc.get("t", doc["b"])
     if not all(isinstance(n, int) and not isinstance(n, bool) for n in (total, files, stored)):
         raise ValueError("malformed sizes")
-    created = datetime.fromisoformat(str(doc["c"]).replace("Z", "+00:00"))
-    if created.tzinfo is None:
-        created = created.replace(tzinfo=timezone.utc)
-    return Summary(step=step, created=created,
+    return Summary(step=step, created=parse_time(doc["c"]),
                    created_by=str(doc.get("u", "")), total_bytes=total, files=files,
                    stored_bytes=stored,
                    metrics={k: float(v) for k, v in metrics.items()},

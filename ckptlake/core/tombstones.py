@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import NotFound, PreconditionFailed
 from ..format import layout
 from ..format.manifest import Manifest, is_metric_value
+from ..format.times import parse_time
 from ..results import _Result
 from ..store.base import Store
 from ..transfer.pool import bounded_map
@@ -74,11 +75,6 @@ def from_manifest(m: Manifest, *, deleted: datetime, rule: str, reason: str) -> 
         deleted=deleted, deleted_by=user_at_host(), rule=rule, reason=reason)
 
 
-def _time(value: Any) -> datetime:
-    t = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
-
-
 def decode(data: bytes) -> Tombstone | None:
     """None for anything that is not a readable tombstone (it is then simply not shown)."""
     try:
@@ -88,11 +84,11 @@ def decode(data: bytes) -> Tombstone | None:
         return Tombstone(
             artifact=str(raw["artifact"]), version=int(raw["version"]),
             step=raw.get("step") if isinstance(raw.get("step"), int) else None,
-            created=_time(raw["created"]), created_by=str(raw.get("created_by", "")),
+            created=parse_time(raw["created"]), created_by=str(raw.get("created_by", "")),
             metrics={k: v for k, v in dict(raw.get("metrics") or {}).items()
                      if is_metric_value(v)}, metadata=dict(raw.get("metadata") or {}),
             parents=list(raw.get("parents") or []), total_bytes=int(raw.get("total_bytes", 0)),
-            files=int(raw.get("files", 0)), deleted=_time(raw["deleted"]),
+            files=int(raw.get("files", 0)), deleted=parse_time(raw["deleted"]),
             deleted_by=str(raw.get("deleted_by", "")), rule=str(raw.get("rule", "?")),
             reason=str(raw.get("reason", "")))
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):

@@ -40,8 +40,9 @@ CODEC_PLANES = 2
 # Plane transforms.  BYTES2/BYTES4: byte k of every 2-/4-byte element forms plane k.
 # BF16: plane 0 = the 8 exponent bits of each little-endian bf16/fp32-high-half element, plane 1
 # = sign bit + 7 mantissa bits (what ZipNN does: the exponent is the only compressible part,
-# and bf16's byte boundary cuts it in two).  FP32: plane 0 = exponent byte, planes 1-3 =
-# the three bytes holding sign and 23 mantissa bits.
+# and bf16's byte boundary cuts it in two).  FP32: planes 0 and 1 as for BF16 from the upper
+# 16 bits of each element (exponent; sign + top 7 mantissa bits), plane 2 = byte 0 and plane
+# 3 = byte 1 of the element (the low 16 mantissa bits).
 PLANES_BYTES2 = 1
 PLANES_BYTES4 = 2
 PLANES_BF16 = 3

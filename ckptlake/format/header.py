@@ -120,6 +120,13 @@ def decode_header(data: bytes) -> LakeHeader:
         fmt, algo, size = raw["ckptlake_lake"], raw["hash"], raw["chunk_size"]
     except (ValueError, KeyError, TypeError, RecursionError):
         raise IntegrityError(f"{HEADER_KEY} is not a ckptlake lake header") from None
+    # `true == 1` in Python (and 1.0 == 1): only the integer counts, or a header another tool
+    # wrote as `"ckptlake_lake": true` would be taken for format 1 by us and refused by others
+    if type(fmt) is not int:
+        raise IntegrityError(f"{HEADER_KEY}: ckptlake_lake {fmt!r} is not an integer format "
+                             "version",
+                             hint="upgrade ckptlake if a newer one wrote it, else the lake "
+                                  "header is damaged: restore it")
     if fmt != LAKE_FORMAT:
         raise IntegrityError(f"lake format {fmt} is not supported", hint="upgrade ckptlake")
     new_hasher(algo)  # refuse early if we cannot verify its chunks

@@ -21,8 +21,6 @@ PINS_PREFIX = "gc/pins/"
 _VERSION_KEY = re.compile(r"artifacts/(.+)/@v/([0-9]{10})\.json")
 _ALIAS_KEY = re.compile(r"artifacts/(.+)/@alias/([^/]+)\.json")
 _CHUNK_KEY = re.compile(r"chunks/([0-9a-f]{2})/([0-9a-f]{16,128})")
-_CONDEMNED_KEY = re.compile(r"gc/condemned/[0-9]{8}T[0-9]{6}\.[0-9]{6}Z-[0-9a-f]{8,32}\.json")
-_PIN_KEY = re.compile(r"gc/pins/[0-9]{8}T[0-9]{6}\.[0-9]{6}Z-[0-9a-f]{8,32}\.json")
 
 
 # Version numbers and steps appear in keys as exactly 10 zero-padded digits (lexical key order is
@@ -165,7 +163,11 @@ def parse_tombstone_key(key: str) -> tuple[str, int] | None:
 # --- sharded commits (docs/format.md, "Sharded commits") -------------------------------------
 # One record per rank, then one claim object per step; the claim decides who writes the manifest.
 
-_SHARD_KEY = re.compile(r"artifacts/(.+)/@shards/([0-9]{10})/(?:([0-9]+)-of-([0-9]+)|commit)\.json")
+# Rank and world in plain decimal, no leading zeros: `03-of-08.json` and `3-of-8.json` would
+# both be rank 3 of 8, two records for one rank of which a reader could only keep one.  Only
+# the form writers write is a record; any other key there is not the lake's (docs/format.md).
+_SHARD_KEY = re.compile(
+    r"artifacts/(.+)/@shards/([0-9]{10})/(?:(0|[1-9][0-9]*)-of-([1-9][0-9]*)|commit)\.json")
 
 
 def shards_prefix(artifact: str) -> str:
@@ -213,7 +215,14 @@ def condemned_key(created_compact: str, token: str) -> str:
 
 
 def is_condemned_key(key: str) -> bool:
-    return _CONDEMNED_KEY.fullmatch(key) is not None
+    """Every object under `gc/condemned/` is a condemnation record, whatever its name.
+
+    Writers use condemned_key's form, but nothing is read from a record's name (ripeness is
+    its `created` field), and a record a reader skipped for its name is one a push does not
+    wait for while a gc sweeps its chunks: a reused chunk swept under a commit.  Something
+    there that is no record at all reads as a malformed one, which is loud and safe (pushes
+    wait, gc neither sweeps nor removes it, verify names it), never as nothing."""
+    return key.startswith(CONDEMNED_PREFIX) and len(key) > len(CONDEMNED_PREFIX)
 
 
 def pin_key(created_compact: str, token: str) -> str:
@@ -222,7 +231,10 @@ def pin_key(created_compact: str, token: str) -> str:
 
 
 def is_pin_key(key: str) -> bool:
-    return _PIN_KEY.fullmatch(key) is not None
+    """Every object under `gc/pins/` is a pin, whatever its name: a pin skipped for its name
+    is not a gc root, and its push's reused chunks could be swept under its commit.  Nothing
+    is read from the name (a pin expires by its LastModified)."""
+    return key.startswith(PINS_PREFIX) and len(key) > len(PINS_PREFIX)
 
 
 _CHILD_MARKER = re.compile(

@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 from ..errors import IntegrityError, UnsafeManifest
 from ..redact import redact, redact_argv, redact_data, redact_metadata
 from .header import MAX_CHUNK_SIZE
+from .times import parse_time
 
 MANIFEST_FORMAT = 1
 _HEX = re.compile(r"[0-9a-f]{16,128}")
@@ -65,8 +66,9 @@ class TensorInfo:
     """One tensor of a `.safetensors` file, recorded at push (format/safetensors.py).
 
     `start`/`end` are absolute byte offsets of the tensor's data in the file; `digest` is the
-    block digest of those bytes (sha256 of the sha256s of its 1 MiB blocks, counted from its
-    first byte), so two versions can be compared tensor by tensor without reading tensor data.
+    block digest of those bytes (the lake's hash of the concatenated hashes of its 1 MiB
+    blocks, counted from its first byte: BLAKE3 or SHA-256, as the manifest's `hash`), so two
+    versions can be compared tensor by tensor without reading tensor data.
     """
 
     name: str
@@ -432,18 +434,20 @@ def _parse_inputs(raw: Any, key: str) -> tuple[dict[str, str], ...]:
     out = []
     for i in raw:
         if (not isinstance(i, dict) or not isinstance(i.get("uri"), str) or not i["uri"]
-                or not isinstance(i.get("digest", ""), str) or set(i) - {"uri", "digest"}):
+                or not isinstance(i.get("digest", ""), str)):
             raise IntegrityError(f"{key}: malformed input record")
-        out.append(dict(i))
+        # Fields this version does not know are dropped, not refused: readers ignore unknown
+        # fields everywhere (docs/format.md, "Unknown fields"), and one refused here made the
+        # whole artifact's `ls` fail.
+        out.append({k: i[k] for k in ("uri", "digest") if k in i})
     return tuple(out)
 
 
 def _parse_time(value: Any, where: str) -> datetime:
     try:
-        t = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return parse_time(value)
     except ValueError:
         raise IntegrityError(f"{where}: malformed 'created' time") from None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
 def is_metric_value(value: Any) -> bool:
@@ -494,7 +498,7 @@ def decode_manifest(data: bytes, *, key: str = "manifest") -> Manifest:
         raise IntegrityError(f"{key}: unknown kind {kind!r}")
     try:
         files = tuple(_parse_file(f, i) for i, f in enumerate(_req(raw, "files", list, key)))
-        dirs = tuple(check_relpath(d, what="directory") for d in raw.get("dirs", []))
+        dirs = tuple(check_relpath(d, what="directory") for d in raw.get("dirs") or [])
     except IntegrityError as e:  # say which manifest (UnsafeManifest stays UnsafeManifest)
         if e.message.startswith(key):
             raise
@@ -515,7 +519,9 @@ def decode_manifest(data: bytes, *, key: str = "manifest") -> Manifest:
     if kind == "file" and (len(files) != 1 or files[0].symlink is not None or dirs):
         raise IntegrityError(f"{key}: a file artifact must hold exactly one regular file")
     step = raw.get("step")
-    if step is not None and (not isinstance(step, int) or isinstance(step, bool)):
+    if step is not None and (not isinstance(step, int) or isinstance(step, bool) or step < 0):
+        # writers refuse a negative step (layout.check_step): one read back would sort
+        # before every real step and select nothing sensible with step=N
         raise IntegrityError(f"{key}: malformed step")
     metrics = raw.get("metrics") or {}
     metadata = raw.get("metadata") or {}
