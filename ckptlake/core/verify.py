@@ -567,21 +567,19 @@ class _Run:
 
         keys = []
         for info in self.store.list(layout.CONDEMNED_PREFIX):
-            if layout.is_condemned_key(info.key) and info.size == 0:
+            if not layout.is_condemned_key(info.key):
+                continue  # (the prefix itself: a directory marker)
+            if info.size == 0:
                 self.warnings.append(f"{info.key} is an {EMPTY_RECORD_NOTE}")
-            elif layout.is_condemned_key(info.key):
-                keys.append(info.key)
             else:
-                self.warnings.append(f"{info.key} is not a gc record (foreign; left alone)")
+                keys.append(info.key)
         records, bad = read_records(self.store, keys, lenient=True)
         self.records = len(records)
         for key in bad:
             self.problem("gc", f"condemnation record {key} is malformed (gc neither sweeps nor "
                          "removes it)", key=key)
         for info in self.store.list(layout.PINS_PREFIX):
-            if not layout.is_pin_key(info.key):
-                self.warnings.append(f"{info.key} is not a pin (foreign; left alone)")
-            else:
+            if layout.is_pin_key(info.key):
                 try:
                     read_pin(self.store, info.key)
                 except IntegrityError as exc:
@@ -589,7 +587,13 @@ class _Run:
                                  "it expires 2 days after it was written)",
                                  key=info.key)
         try:
-            GcSettings.decode(self.store.get(layout.GC_SETTINGS_KEY))
+            settings = self.store.get(layout.GC_SETTINGS_KEY)
+            if not settings:
+                self.warnings.append(
+                    f"{layout.GC_SETTINGS_KEY} is empty (a gc's write cut after its head): "
+                    "pushes assume the slowest gc until the next gc rewrites it")
+            else:
+                GcSettings.decode(settings)
         except NotFound:
             pass
         except IntegrityError as exc:
