@@ -103,7 +103,7 @@ _ckptlake() {
     cmd=""
     for (( i = 1; i < COMP_CWORD; i++ )); do
         case "${COMP_WORDS[i]}" in
-            push|pull|ls|alias|show|cat|lineage|diff|watch|gc|rm|du|verify|cache|replicate) cmd="${COMP_WORDS[i]}"; cmd_index=i; break ;;
+            push|pull|ls|alias|show|cat|lineage|diff|watch|gc|rm|du|verify|cache|replicate|completion) cmd="${COMP_WORDS[i]}"; cmd_index=i; break ;;
         esac
     done
     case "$cmd" in
@@ -115,7 +115,7 @@ _ckptlake() {
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=( $(compgen -W "--version --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
             else
-                COMPREPLY=( $(compgen -W "push pull ls alias show cat lineage diff watch gc rm du verify cache replicate" -- "$cur") )
+                COMPREPLY=( $(compgen -W "push pull ls alias show cat lineage diff watch gc rm du verify cache replicate completion" -- "$cur") )
             fi
             ;;
         push)
@@ -337,6 +337,16 @@ _ckptlake() {
             _ckptlake_npos "--to --concurrency --lake -l --endpoint-url --profile --region --config"
             case "$npos" in
                 0) _ckptlake_lake ref "$cur" ;;  # REF
+            esac
+            ;;
+        completion)
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=( $(compgen -W "--debug --help -h" -- "$cur") )
+                return 0
+            fi
+            _ckptlake_npos ""
+            case "$npos" in
+                0) COMPREPLY=( $(compgen -W "bash zsh fish" -- "$cur") ) ;;  # SHELL
             esac
             ;;
     esac

@@ -98,7 +98,7 @@ complete -c ckptlake -n 'not __ckptlake_using' -l debug -d 'Print the traceback 
 complete -c ckptlake -n 'not __ckptlake_using' -s h -l help -d 'Show this message and exit'
 complete -c ckptlake -n 'not __ckptlake_using' -a 'push' -d 'Upload SOURCE (a file or a directory) as the next version of ARTIFACT'
 complete -c ckptlake -n 'not __ckptlake_using' -a 'pull' -d 'Restore the version REF resolves to into DEST, verifying every byte'
-complete -c ckptlake -n 'not __ckptlake_using' -a 'ls' -d 'List the artifacts of the lake, the versions of ARTIFACT, or the files of the version REF (ARTIFACT@SELECTOR)'
+complete -c ckptlake -n 'not __ckptlake_using' -a 'ls' -d 'List the artifacts of the lake (or those under PREFIX/), the versions of ARTIFACT, or the files of the version REF (ARTIFACT@SELECTOR)'
 complete -c ckptlake -n 'not __ckptlake_using' -a 'alias' -d 'Point alias NAME of the artifact at the version REF resolves to'
 complete -c ckptlake -n 'not __ckptlake_using' -a 'show' -d 'Show everything about the version REF: files, totals, step, metrics, metadata, provenance, aliases, parents, inputs and children'
 complete -c ckptlake -n 'not __ckptlake_using' -a 'cat' -d 'Write the file PATH of the version REF to stdout, verifying every chunk before it is written'
@@ -111,6 +111,7 @@ complete -c ckptlake -n 'not __ckptlake_using' -a 'du' -d 'Show what each artifa
 complete -c ckptlake -n 'not __ckptlake_using' -a 'verify' -d 'Check that versions can be restored: the lake header, every manifest, that every chunk they reference exists with the right size, aliases, shard steps and gc\'s records'
 complete -c ckptlake -n 'not __ckptlake_using' -a 'cache' -d 'Show or trim the local chunk cache that pulls read through'
 complete -c ckptlake -n 'not __ckptlake_using' -a 'replicate' -d 'Copy the chunks of the version REF that the replica NAME lacks, so that pulls in its region read them there'
+complete -c ckptlake -n 'not __ckptlake_using' -a 'completion' -d 'Print the shell completion script for SHELL (bash, zsh or fish) on stdout'
 
 # push SOURCE ARTIFACT
 complete -c ckptlake -n '__ckptlake_using push' -l step -x -d 'Training step of this checkpoint (integer >= 0); select it later with @step=N'
@@ -376,3 +377,8 @@ complete -c ckptlake -n '__ckptlake_using replicate' -s q -l quiet -d 'Print not
 complete -c ckptlake -n '__ckptlake_using replicate' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__ckptlake_using replicate' -s h -l help -d 'Show this message and exit'
 complete -c ckptlake -n '__ckptlake_using replicate; and __ckptlake_arg 0 --to --concurrency --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'REF'
+
+# completion SHELL
+complete -c ckptlake -n '__ckptlake_using completion' -l debug -d 'Print the traceback of errors on stderr'
+complete -c ckptlake -n '__ckptlake_using completion' -s h -l help -d 'Show this message and exit'
+complete -c ckptlake -n '__ckptlake_using completion; and __ckptlake_arg 0' -a 'bash zsh fish' -d 'SHELL'

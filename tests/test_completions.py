@@ -165,6 +165,7 @@ def test_module_prints_one_script(capsys: pytest.CaptureFixture[str]) -> None:
 # (command, option or argument) -> the values, in the order the scripts offer them
 FIXED = {
     ("cache", "ACTION"): ("ls", "prune"),
+    ("completion", "SHELL"): ("bash", "zsh", "fish"),
     ("lineage", "--format"): ("tree", "json", "dot", "mermaid"),
     ("du", "--sort"): ("stored", "exclusive", "logical", "name"),
     ("push", "--compression"): ("auto", "none"),
@@ -185,13 +186,14 @@ def _fixed_in_tree() -> dict[tuple[str, str], tuple[str, ...]]:
 
 def test_fixed_values_come_from_where_the_commands_check_them() -> None:
     """Declared once: the values the command accepts are the values that complete."""
-    from ckptlake.cli import cache, lineage
+    from ckptlake.cli import cache, completion, lineage
     from ckptlake.core.du import SORT_KEYS
     from ckptlake.format.codecs import COMPRESSION_MODES
     from ckptlake.format.header import SUPPORTED_HASHES
     from ckptlake.format.manifest import RELATIONS
 
-    checked = {("cache", "ACTION"): cache.ACTIONS, ("lineage", "--format"): lineage.FORMATS,
+    checked = {("cache", "ACTION"): cache.ACTIONS, ("completion", "SHELL"): completion.SHELLS,
+               ("lineage", "--format"): lineage.FORMATS,
                ("du", "--sort"): SORT_KEYS, ("push", "--compression"): COMPRESSION_MODES,
                ("push", "--hash"): SUPPORTED_HASHES, ("push", "--relation"): RELATIONS}
     assert _fixed_in_tree() == checked == FIXED
@@ -201,6 +203,7 @@ def test_bad_fixed_values_are_refused_as_before() -> None:
     """Declaring the values for completion leaves each command's own check (one line, exit 2)."""
     expected = {
         ("cache", "nonsense"): "unknown cache action 'nonsense' (use ls or prune)",
+        ("completion", "tcsh"): "unknown shell 'tcsh' (use bash, zsh or fish)",
         ("lineage", "a", "--format", "x"): "unknown --format 'x' (one of tree, json, dot, "
                                            "mermaid)",
         ("du", "--sort", "size"): "--sort 'size': expected one of stored, exclusive, logical, "
@@ -240,8 +243,10 @@ def test_scripts_offer_the_fixed_values(shell: str) -> None:
             want = f":({words})'" if names else f"'1:{name}:({words})'"
         else:
             flags = " ".join(f"-s {n[1:]}" for n in names if not n.startswith("--"))
+            # a positional: counted past the command's value-taking options (cache: 3)
+            takes = {"cache": " --max-size --dir --config"}.get(command, "")
             want = (f"{flags} -l {name[2:]} -x -a '{words}'".lstrip() if names
-                    else f"__ckptlake_arg 0 --max-size --dir --config' -a '{words}'")
+                    else f"__ckptlake_arg 0{takes}' -a '{words}'")
         assert want in text, (shell, command, name)
     if shell == "zsh":
         assert "'1:ACTION:(ls prune)'" in text
@@ -344,3 +349,13 @@ def test_generator_reads_enums_and_autocompletion() -> None:
     zsh = completions.render("zsh", mini)
     assert "{-s+,--speed=}'[]:SPEED:(fast slow)'" in zsh and "'1:MODE:(matte gloss)'" in zsh
     assert "-l speed -x -a 'fast slow'" in completions.render("fish", mini)
+
+
+@pytest.mark.parametrize("shell", sorted(completions.FILES))
+def test_completion_command_prints_the_committed_script(shell: str) -> None:
+    """`ckptlake completion SHELL`: what a pip/pipx install (no checkout) sources."""
+    r = CliRunner().invoke(app, ["completion", shell], catch_exceptions=False)
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout == (COMPLETIONS / completions.FILES[shell]).read_text(encoding="utf-8")
+    bad = CliRunner().invoke(app, ["completion", "tcsh"], catch_exceptions=False)
+    assert bad.exit_code == 2 and "unknown shell 'tcsh'" in bad.stderr

@@ -269,7 +269,7 @@ class _DebugNotes:
 # The commands, in the order `ckptlake --help` lists them.  Each lives in the module of its name
 # (cli/push.py ...) as a function of that name, with HELP and EPILOG beside it.
 COMMANDS = ("push", "pull", "ls", "alias", "show", "cat", "lineage", "diff", "watch", "gc", "rm",
-            "du", "verify", "cache", "replicate")
+            "du", "verify", "cache", "replicate", "completion")
 
 
 def build_command(name: str) -> Any:
