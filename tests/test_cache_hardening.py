@@ -309,3 +309,32 @@ def test_open_cache_size_needs_a_cache_and_a_real_bound(tmp_path: Path,
     monkeypatch.setenv("CKPTLAKE_CACHE", str(tmp_path / "env"))
     with ckptlake.open(url, cache_size=2 * MiB) as lk:  # bounds the configured one
         assert lk.cache.dir == str(tmp_path / "env") and lk.cache.max_size == 2 * MiB
+
+
+@pytest.mark.parametrize("level", ["algo", "fan"])
+def test_prune_never_follows_a_symlinked_directory_out_of_the_cache(tmp_path: Path,
+                                                                   level: str) -> None:
+    """A symlink in the place of chunks/<algo> or chunks/<algo>/<fan> (anyone who can write to
+    a shared cache can make one): eviction listed the files it pointed at as entries and
+    deleted them.  Now it removes the link itself, and nothing behind it."""
+    victim = tmp_path / "victim"
+    (victim / "ab").mkdir(parents=True)  # a subdirectory: what chunks/<algo>/<fan> looks like
+    (victim / "notes.txt").write_text("precious")
+    (victim / "model.safetensors").write_text("data")
+    (victim / "ab" / "weights.bin").write_text("more")
+    cache = tmp_path / "vc"
+    if level == "algo":
+        (cache / "chunks").mkdir(parents=True)
+        (cache / "chunks" / "blake3").symlink_to(victim)
+    else:
+        (cache / "chunks" / "blake3").mkdir(parents=True)
+        (cache / "chunks" / "blake3" / "zz").symlink_to(victim)
+    r = CliRunner().invoke(app, ["cache", "ls", "--dir", str(cache), "--json"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0 and json.loads(r.stdout)["entries"] == 0, r.stdout
+    r = CliRunner().invoke(app, ["cache", "prune", "--all", "--dir", str(cache), "--json"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.stderr
+    assert sorted(p.name for p in victim.iterdir()) == ["ab", "model.safetensors", "notes.txt"]
+    assert (victim / "notes.txt").read_text() == "precious"
+    assert (victim / "ab" / "weights.bin").read_text() == "more"

@@ -330,8 +330,26 @@ class ChunkCache:
         found: list[CacheEntry] = []
         strays: list[str] = []
         root = os.path.join(self.dir, "chunks")
-        for algo in _listdir(root):
-            for fan in _listdir(os.path.join(root, algo)):
+
+        def subdirs(parent: str) -> list[str]:
+            """Real directories only.  A symlink in a directory's place is a stray (its link
+            removed, never followed): through `chunks/<algo>/zz -> /home/you`, eviction
+            deleted the files of whatever it pointed at, and a cache is often shared."""
+            out = []
+            for name in _listdir(parent):
+                path = os.path.join(parent, name)
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    out.append(name)
+                else:
+                    strays.append(path)
+            return out
+
+        for algo in subdirs(root):
+            for fan in subdirs(os.path.join(root, algo)):
                 for name in _listdir(os.path.join(root, algo, fan)):
                     path = os.path.join(root, algo, fan, name)
                     try:
