@@ -78,6 +78,9 @@ def open(lake: str | None = None, *, config: str | None = None, endpoint_url: st
         raise UsageError(f"cache_size {problem}", hint="e.g. 20 * 2**30 (20 GiB)")
     cfg = load_config(config)
     url, origin = resolve_lake(lake, cfg)
+    if endpoint_url is None and cfg.endpoint_url and url.startswith("s3://"):
+        # Said next to the lake: a config file's endpoint redirects even an explicit --lake
+        origin += f"; endpoint {cfg.endpoint_url} from endpoint_url: in {cfg.source}"
     chunk_cache = _chunk_cache(cache, cache_size, cfg)
     # None means "from the config"; 0 is a value, refused by Lake as Lake(store, ...) refuses
     # it (with `or`, 0 silently became the default, and max_bandwidth=0 no limit)

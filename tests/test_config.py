@@ -624,3 +624,57 @@ def test_example_file_loads_and_documents_every_key() -> None:
         "confirm_above_usd": 25.00,
     }
     assert config.line_of("retention.rules[0].keep_last") is not None
+
+
+# ---- the working directory's config must be the user's ----------------------------------------
+
+def test_a_cwd_config_others_may_write_is_refused_until_named(isolated: Path) -> None:
+    """Read without being named, ./ckptlake.yaml chose the endpoint even an explicit --lake
+    talked to, with the user's credentials: whoever could write it (a cloned repository, a
+    shared directory) could redirect a push.  As git does: the user's own, or named."""
+    import os
+
+    from ckptlake.policy.config import load_config
+
+    cfg = isolated / "work" / "ckptlake.yaml"
+    cfg.write_text("endpoint_url: http://127.0.0.1:9\n")
+    os.chmod(cfg, 0o666)
+    with pytest.raises(ConfigError, match="others may write it") as err:
+        load_config()
+    assert "--config ./ckptlake.yaml" in (err.value.hint or "")
+    assert load_config("ckptlake.yaml").endpoint_url == "http://127.0.0.1:9"  # named: used
+    os.chmod(cfg, 0o664)  # group-writable, the user's own (umask 002): fine
+    assert load_config().endpoint_url == "http://127.0.0.1:9"
+    if os.getuid() == 0:
+        os.chown(cfg, 1234, -1)
+        os.chmod(cfg, 0o644)
+        with pytest.raises(ConfigError, match="belongs to uid 1234, not you"):
+            load_config()
+
+
+def test_a_config_endpoint_is_named_next_to_the_lake(isolated: Path) -> None:
+    import ckptlake
+
+    (isolated / "work" / "ckptlake.yaml").write_text("endpoint_url: http://127.0.0.1:9\n")
+    lake = ckptlake.open("s3://corp/team")
+    assert "endpoint http://127.0.0.1:9 from endpoint_url: in" in lake.origin
+
+
+@pytest.mark.parametrize("text", ["retention: " + "[" * 5000 + "]" * 5000,
+                                  "a: " + "{a: " * 3000 + "1" + "}" * 3000])
+def test_a_config_nested_too_deeply_is_a_config_error(isolated: Path, text: str) -> None:
+    from ckptlake.policy.config import load_config
+
+    (isolated / "work" / "deep.yaml").write_text(text)
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_config("deep.yaml")
+
+
+def test_a_huge_config_is_refused_without_reading_it_all(isolated: Path) -> None:
+    from ckptlake.policy.config import MAX_CONFIG_BYTES, load_config
+
+    (isolated / "work" / "big.yaml").write_bytes(b"#" * (MAX_CONFIG_BYTES + 10))
+    with pytest.raises(ConfigError, match="larger than 4 MiB"):
+        load_config("big.yaml")
+    with pytest.raises(ConfigError, match="larger than 4 MiB"):
+        load_config("/dev/zero")

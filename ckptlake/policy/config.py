@@ -340,11 +340,35 @@ def find_config(explicit: str | None, origin: str = "--config") -> Path | None:
     env = os.environ.get("CKPTLAKE_CONFIG", "")
     if env:
         return _must_exist(env, "$CKPTLAKE_CONFIG")
-    for candidate in (Path.cwd() / CONFIG_FILENAME,
-                      _xdg_dir("XDG_CONFIG_HOME", ".config") / "ckptlake" / CONFIG_FILENAME):
-        if candidate.is_file():
-            return candidate.absolute()
-    return None
+    here = Path.cwd() / CONFIG_FILENAME
+    if here.is_file():
+        _check_trusted(here)
+        return here.absolute()
+    home = _xdg_dir("XDG_CONFIG_HOME", ".config") / "ckptlake" / CONFIG_FILENAME
+    return home.absolute() if home.is_file() else None
+
+
+def _check_trusted(path: Path) -> None:
+    """The working directory's config is read without being named, so whoever can put one
+    there (a cloned repository, a shared directory, /tmp) would choose the lake and endpoint
+    that an explicit --lake talks to, with the user's credentials (a push would send the
+    checkpoint there).  As git does for repositories: it must be the user's own (or root's),
+    and no one else may write it.  Naming it (--config) is the way to use another one."""
+    try:
+        st = path.stat()
+    except OSError:
+        return
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    if uid is None:
+        return
+    others_write = bool(st.st_mode & 0o002) or (st.st_uid != uid and st.st_mode & 0o020)
+    if st.st_uid in (uid, 0) and not others_write:
+        return
+    why = "others may write it" if others_write else f"it belongs to uid {st.st_uid}, not you"
+    raise ConfigError(f"refusing to read {CONFIG_FILENAME} from the working directory: {why}",
+                      path=str(path.absolute()),
+                      hint=f"if you trust it, name it: --config ./{CONFIG_FILENAME} (or "
+                           "$CKPTLAKE_CONFIG)")
 
 
 def _must_exist(name: str, origin: str) -> Path:
@@ -396,17 +420,43 @@ def load_config(explicit: str | None = None, *, origin: str = "--config") -> Con
 _PIPED: dict[tuple[str, int, int], bytes] = {}
 
 
+# A config file is a page of settings; anything far larger is a mistake (`--config /dev/zero`
+# read for ever, a 200 MB file took 81 s and 640 MB before the command ran).
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+
+
 def _read_config(path: Path) -> bytes:
     if path.is_file():
-        return path.read_bytes()
-    st = path.stat()
-    key = (str(path), st.st_dev, st.st_ino)
-    if key not in _PIPED:
-        _PIPED[key] = path.read_bytes()
-    return _PIPED[key]
+        data = _read_bounded(path)
+    else:
+        st = path.stat()
+        key = (str(path), st.st_dev, st.st_ino)
+        if key not in _PIPED:
+            _PIPED[key] = _read_bounded(path)
+        data = _PIPED[key]
+    return data
+
+
+def _read_bounded(path: Path) -> bytes:
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"is larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB: not a "
+                          "config file", path=str(path), hint="check the path")
+    return data
 
 
 def _parse(text: str, source: str) -> Config:
+    try:
+        return _parse_nested(text, source)
+    except RecursionError:
+        # thousands of nested [ or { (PyYAML's composer and our builder recurse per level)
+        raise ConfigError("is nested too deeply to be a config file", path=source,
+                          hint="a config is a few levels of keys: see ckptlake.example.yaml"
+                          ) from None
+
+
+def _parse_nested(text: str, source: str) -> Config:
     _import_yaml()
     root = _compose(text, source)
     if root is None or (isinstance(root, ScalarNode) and root.tag == _NULL_TAG):
