@@ -506,7 +506,6 @@ class Lake:
 
         check_arg("replica", replica, "str", optional=True)
         check_arg("on_warning", on_warning, "callable", optional=True)
-        check_arg("path", path, "str", optional=True)
         m = self._manifest(ref)
         if path is None:
             if m.kind != "file":
