@@ -302,3 +302,28 @@ def test_cli_pull_through_the_env_cache_and_no_cache(tmp_path: Path) -> None:
     assert docs[2]["bytes_downloaded"] == docs[0]["bytes_downloaded"]
     res = runner.invoke(app, ["pull", ART, str(tmp_path / "d"), "--lake", url], env=env)
     assert res.exit_code == 0 and "chunk cache" in res.stderr and "from the cache" in res.stdout
+
+
+def test_a_pull_does_not_evict_its_own_cached_chunks(tmp_path: Path) -> None:
+    """The egress estimate counts a version's cached chunks as free; with a cache smaller than
+    cached + downloaded, the pull's own downloads evicted them (least recently used) before it
+    read them, and it downloaded them after all (8 MiB against an estimate of 4)."""
+    store = ChunkCountingStore()
+    lake = Lake(store, chunk_size=MiB, concurrency=1, cache=ChunkCache(tmp_path / "c", 5 * MiB))
+    rnd = random.Random(7)
+    shared, own = rnd.randbytes(4 * MiB), rnd.randbytes(4 * MiB)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "big2.bin").write_bytes(shared)
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "big1.bin").write_bytes(own)
+    (tmp_path / "demo" / "big2.bin").write_bytes(shared)
+    lake.push(tmp_path / "other", "c/other")
+    lake.push(tmp_path / "demo", "c/demo")
+    lake.pull("c/other", tmp_path / "o1")  # caches the 4 shared chunks
+    est = lake.estimate_pull("c/demo", tmp_path / "o2")
+    assert est.bytes_to_download == 4 * MiB
+    got = lake.pull("c/demo", tmp_path / "o2")
+    assert got.bytes_downloaded == est.bytes_to_download, (got.bytes_downloaded,
+                                                          got.bytes_from_cache)
+    assert tree_bytes(tmp_path / "o2") == {"big1.bin": own, "big2.bin": shared}
+    assert sum(e.size for e in lake.cache.entries()) <= 5 * MiB + 4 * MiB  # bound + protected

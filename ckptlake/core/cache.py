@@ -118,6 +118,11 @@ class ChunkCache:
         self.dropped = 0  # entries found corrupt and deleted
         self.failure: str | None = None  # why writing was switched off, if it was
         self.failure_errno: int | None = None  # the OSError's errno behind `failure`, if any
+        # Entries this handle's trims leave alone: a pull's chunks that were cached when it
+        # began (its egress estimate counted them as free).  Its own downloads went over the
+        # bound and evicted them, least recently used, before it read them: the pull paid for
+        # them after all.  At most the cache's size, so the bound still holds but for them.
+        self.protect: frozenset[str] = frozenset()
 
     def __repr__(self) -> str:
         return f"ChunkCache({self.dir!r}, max_size={self.max_size})"
@@ -416,6 +421,9 @@ class ChunkCache:
         for e in entries:
             if total - removed_bytes - kept <= max_size:
                 break
+            if e.digest in self.protect:
+                kept += e.size
+                continue
             if delete:
                 try:
                     os.unlink(e.path)

@@ -1480,6 +1480,9 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
     try:
         _check_renames(placement, staging)
         units = _prepare(staging, placement.download, m.hash)
+        if cache is not None:  # (see ChunkCache.protect)
+            cache.protect = frozenset(d for d in units
+                                      if os.path.isfile(cache.entry_path(m.hash, d)))
         local = local_sources(m, placement.download, placement.reused, placement.finals,
                               {e.path: staging.file(e.path) for e in placement.download},
                               reference)
