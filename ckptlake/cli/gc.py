@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional, Sequence
 
 import typer
 
@@ -75,10 +75,9 @@ def gc(
                                hint="fix the path")
             config = load_config(str(policy), origin="--policy")
             if getattr(config, "retention", None) is None:
-                from ..errors import ConfigError
+                from ..policy.retention import no_section_error
 
-                raise ConfigError("has no `retention:` section", path=config.source,
-                                  hint="see the policy example in README.md, 'Retention and gc'")
+                raise no_section_error(config)
         else:
             config = load_config(str(common.config) if common.config else None)
         retention = load_retention(config)
@@ -92,6 +91,7 @@ def gc(
                 out.note(f"no retention rules in {retention.source or 'any config file'}: "
                          "every artifact is kept whole; gc only collects unreferenced chunks")
             plan = handle.gc_plan(retention, match=match)
+            notes = idle_rules(retention, plan)
             doc: dict[str, Any] = {"lake": lake_url(handle), "lake_origin": lake_origin(handle),
                                    "dry_run": dry_run, "plan": plan.to_dict()}
             replicas = getattr(handle, "replicas", None)
@@ -100,12 +100,12 @@ def gc(
                 out.note("after the lake, gc sweeps its replicas with the same protocol: "
                          + ", ".join(f"{s.name} ({s.url})" for s in replicas.specs))
             if dry_run:
-                show_plan(out, plan)
+                show_plan(out, plan, notes)
                 out.result(doc, None)
                 return
             if plan.has_work and not yes:
                 if not out.json and isatty(sys.stdin) and isatty(sys.stderr):
-                    show_plan(out, plan)
+                    show_plan(out, plan, notes)
                     from .rm import confirm
 
                     if not confirm(f"Carry this out on {lake_url(handle)}?", "gc"):
@@ -120,7 +120,7 @@ def gc(
                         + "; nothing was changed",
                         hint="see the plan with --dry-run, carry it out with --yes")
             else:
-                show_plan(out, plan)
+                show_plan(out, plan, notes)
             result = handle.gc(plan)
             doc["result"] = result.to_dict()
             for warning in result.warnings:
@@ -275,8 +275,20 @@ def tiering_lines(plan: "GcPlan") -> list[str]:
     return lines
 
 
-def plan_text(plan: "GcPlan") -> str:
-    """The plan as plain text (pipes, logs)."""
+def idle_rules(retention: Any, plan: "GcPlan") -> list[str]:
+    """A line for each rule whose match fits none of the artifacts considered: a typo in a
+    glob ('gtp2/*') otherwise looks exactly like a rule that keeps everything it sees.  Not
+    an error: a rule for artifacts not pushed yet is fine.  None with --match, which leaves
+    the other artifacts (and their rules) out on purpose."""
+    if plan.match is not None:
+        return []
+    names = [ap.artifact for ap in plan.artifacts]
+    return [f"{rule.label} matches no artifact" + (f" (line {rule.line})" if rule.line else "")
+            for rule in retention.rules if not any(rule.matches(n) for n in names)]
+
+
+def plan_text(plan: "GcPlan", notes: Sequence[str] = ()) -> str:
+    """The plan as plain text (pipes, logs); `notes` (idle_rules) before the summary."""
     blocks = []
     for ap in plan.artifacts:
         block = [artifact_heading(ap)]
@@ -288,7 +300,7 @@ def plan_text(plan: "GcPlan") -> str:
     if not plan.artifacts:
         blocks.append("no versions to consider" + (f" matching {plan.match!r}" if plan.match
                                                    else ""))
-    blocks.append("\n".join(summary_lines(plan)))
+    blocks.append("\n".join([*notes, *summary_lines(plan)]))
     if plan.tiering is not None:
         lines = tiering_lines(plan)
         blocks.append("\n".join([lines[0], _indent(plain_table(TIER_HEADERS,
@@ -301,13 +313,13 @@ def _indent(text: str) -> str:
     return "\n".join("  " + line for line in text.splitlines())
 
 
-def show_plan(out: Output, plan: "GcPlan") -> None:
+def show_plan(out: Output, plan: "GcPlan", notes: Sequence[str] = ()) -> None:
     """The plan on stdout: rich tables on a terminal, plain text otherwise (not with --json
     or --quiet)."""
     if not out.human:
         return
     if not isatty(sys.stdout):
-        write_stdout(plan_text(plan))
+        write_stdout(plan_text(plan, notes))
         return
     from rich import box
     from rich.console import Console
@@ -325,7 +337,7 @@ def show_plan(out: Output, plan: "GcPlan") -> None:
                 table.add_row(*row)
             console.print(table)
         console.print()
-    for line in summary_lines(plan):
+    for line in [*notes, *summary_lines(plan)]:
         console.print(line)
     if plan.tiering is not None:
         lines = tiering_lines(plan)

@@ -1,5 +1,5 @@
-"""`ckptlake ls [ARTIFACT | REF [PATH]]`: list artifacts, the versions of one artifact, or the
-files of one version."""
+"""`ckptlake ls [PREFIX/ | ARTIFACT | REF [PATH]]`: list artifacts (all, or those under a
+prefix), the versions of one artifact, or the files of one version."""
 from __future__ import annotations
 
 from typing import Annotated, Any, Optional
@@ -12,10 +12,13 @@ from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, 
 from .output import Output, format_age, format_bytes, lake_url, open_lake, require_lake
 from .text import shown_name
 
-HELP = ("List the artifacts of the lake, the versions of ARTIFACT, or the files of the version "
-        "REF (ARTIFACT@SELECTOR).")
+HELP = ("List the artifacts of the lake (or those under PREFIX/), the versions of ARTIFACT, or "
+        "the files of the version REF (ARTIFACT@SELECTOR).")
 EPILOG = epilog(
     "Without ARTIFACT: one row per artifact (name, versions, latest, updated, aliases).\n"
+    "With PREFIX/ (ending in '/', as for aws s3 ls): the same rows, for the artifacts whose "
+    "name starts with it (ckptlake ls gpt2/); none is an empty listing (exit 0), as for an "
+    "empty lake.\n"
     "With ARTIFACT: one row per version (vN, step, size, age, aliases, metrics).\n"
     "With REF (a selector: gpt2/ckpt@v3, gpt2/ckpt@latest, gpt2/ckpt@min:val_loss): one row "
     "per file of that version (path, size, kind: file, dir, symlink or safetensors with its "
@@ -39,8 +42,9 @@ VERSION_HEADERS = ("VERSION", "STEP", "SIZE", "AGE", "ALIASES", "METRICS")
 def ls(
     artifact: Annotated[Optional[str], typer.Argument(
         metavar="ARTIFACT|REF", show_default=False,
-        help="Artifact whose versions to list (default: list all artifacts), or a version "
-             "(ARTIFACT@SELECTOR) whose files to list.")] = None,
+        help="Artifact whose versions to list (default: list all artifacts), a version "
+             "(ARTIFACT@SELECTOR) whose files to list, or a PREFIX/ (ending in '/') whose "
+             "artifacts to list.")] = None,
     path: Annotated[Optional[str], typer.Argument(
         metavar="PATH", show_default=False,
         help="With REF: list only this file or what is below this directory.")] = None,
@@ -81,6 +85,9 @@ def ls(
     with out.guard():
         from ..format.refs import parse_ref, validate_artifact
 
+        prefix = artifact_prefix(artifact, path)
+        if prefix is not None:
+            artifact = None
         if artifact is not None and ("@" in artifact or path is not None):
             ref = parse_ref(artifact)
             if pending or where or sort is not None or limit is not None or all_:
@@ -108,32 +115,45 @@ def ls(
                              "(ARTIFACT@SELECTOR)")
         if artifact is not None:
             validate_artifact(artifact)
-        query = parse_query(artifact, where, sort, limit)
+        query = parse_query(artifact, where, sort, limit, prefix=prefix)
         handle = open_lake(common)
         try:
             out.lake_line(handle)
             require_lake(handle)
             if pending:
                 steps = handle.pending(artifact)
+                if prefix is not None:
+                    steps = [p for p in steps if p.artifact.startswith(prefix)]
                 doc = {"lake": lake_url(handle), "artifact": artifact,
                        "pending": [p.to_dict() for p in steps]}
                 out.table(doc, PENDING_HEADERS, [pending_row(p) for p in steps],
                           empty="no pending sharded steps")
             elif artifact is None:
-                artifacts = handle.artifacts()
+                # (a key prefix: artifacts/gpt2/ also holds the versions of an artifact gpt2)
+                artifacts = [a for a in handle.artifacts(prefix or "")
+                             if a.artifact.startswith(prefix or "")]
                 doc: dict[str, Any] = {"lake": lake_url(handle),
+                                       **({"prefix": prefix} if prefix is not None else {}),
                                        "artifacts": [a.to_dict() for a in artifacts]}
                 rows = [artifact_row(a) for a in artifacts]
                 headers: tuple[str, ...] = ARTIFACT_HEADERS
                 if all_:
-                    counts = handle.expired_counts()
+                    counts = handle.expired_counts(prefix or "")
                     for a, row in zip(doc["artifacts"], rows):
                         a["expired"] = counts.get(a["artifact"], 0)
                         row.append(str(a["expired"]))
                     headers += ("EXPIRED",)
-                out.table(doc, headers, rows, empty=f"no artifacts in {lake_url(handle)}")
+                out.table(doc, headers, rows, empty=f"no artifacts in {lake_url(handle)}" + (
+                    f" starting with {prefix!r}" if prefix is not None else ""))
             else:
-                versions = handle.versions(artifact, **query)
+                from ..core.query import select, unknown_sort_key
+
+                # all of them first: whether any version has the --sort metric is asked of all
+                found = handle.versions(artifact)
+                versions = select(found, **query) if query else found
+                if (key := unknown_sort_key(found, query.get("sort"))) is not None:
+                    out.warn(f"no version of {artifact} has metric {key!r}: --sort {sort} "
+                             "leaves them in version order", document=True)
                 doc = {"lake": lake_url(handle), "artifact": artifact,
                        "versions": [v.to_dict() for v in versions]}
                 columns = metric_columns(query)
@@ -222,8 +242,27 @@ def artifact_row(a: Any) -> list[str]:
             ", ".join(a.aliases) or "-"]
 
 
+def artifact_prefix(arg: str | None, path: str | None) -> str | None:
+    """`ls gpt2/`: the artifact prefix an argument ending in '/' names (checked as the
+    artifact name before it, so a typo is still exit 2), else None.
+
+    Why '/': `aws s3 ls` and s5cmd list what is under `prefix/`, and an artifact name never
+    ends in '/', so the trailing slash cannot be read two ways."""
+    if arg is None or not arg.endswith("/") or "@" in arg:
+        return None
+    from ..format.refs import validate_artifact
+
+    if path is not None:
+        from ..errors import UsageError
+
+        raise UsageError(f"{arg} is a prefix: it lists artifacts, which have no PATH",
+                         hint="list the files of one version with: ckptlake ls REF PATH")
+    validate_artifact(arg[:-1])
+    return arg
+
+
 def parse_query(artifact: str | None, where: list[str] | None, sort: str | None,
-                limit: int | None) -> dict[str, Any]:
+                limit: int | None, *, prefix: str | None = None) -> dict[str, Any]:
     """--where/--sort/--limit as Lake.versions keywords (only those given), checked before the
     lake is opened."""
     from ..core.query import parse_sort, parse_where
@@ -238,7 +277,8 @@ def parse_query(artifact: str | None, where: list[str] | None, sort: str | None,
     if query and artifact is None:
         from ..errors import UsageError
 
-        raise UsageError("--where, --sort and --limit select versions: give an ARTIFACT")
+        raise UsageError("--where, --sort and --limit select versions: give an ARTIFACT"
+                         + (f", not a prefix ({prefix})" if prefix is not None else ""))
     return query
 
 

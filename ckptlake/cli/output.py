@@ -456,6 +456,13 @@ def open_lake(common: CommonOptions, *, chunk_size: int | None = None,
                          endpoint_url=common.endpoint_url, profile=common.profile,
                          region=common.region, chunk_size=chunk_size, concurrency=concurrency,
                          max_bandwidth=bandwidth)
+    if common.endpoint_url is not None and lake_url(lake).startswith("file://") and not any(
+            spec.url.startswith("s3://") and spec.endpoint_url is None
+            for spec in getattr(getattr(lake, "replicas", None), "specs", ())):
+        # Said, not refused: a wrapper may add it to every command.  (An s3:// replica without
+        # its own endpoint_url is reached at the lake's: there the option does something.)
+        Output(common).warn(f"--endpoint-url has no effect on a local lake ({lake_url(lake)}); "
+                            "it is for S3-compatible stores (s3://...)")
     resume_collector()
     return lake
 

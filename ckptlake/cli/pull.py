@@ -2,6 +2,7 @@
 a file)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -114,6 +115,12 @@ def pull(
         handle = open_lake(common, concurrency=concurrency,
                            max_bandwidth=max_bandwidth)
         try:
+            if offline_replica and getattr(handle, "replicas", None) is None:
+                from ..errors import UsageError
+
+                # else it reads as a fallback in place, until the day the lake is unreachable
+                raise UsageError("--offline-replica: no replicas are configured",
+                                 hint="replicas are declared under replicas: in ckptlake.yaml")
             out.lake_line(handle)
             part = {"paths": list(paths or ()), "include": list(include or ()),
                     "exclude": list(exclude or ())}
@@ -123,8 +130,10 @@ def pull(
             if estimate:
                 est = handle.estimate_pull(parsed, dest, egress=egress, use_cache=not no_cache,
                                             **via, **part)
+                # absolute, as the pull's own document has it: a script compares the two
                 out.result({**est.to_dict(), "lake": lake_url(handle),
-                            "lake_origin": lake_origin(handle), "destination": str(dest),
+                            "lake_origin": lake_origin(handle),
+                            "destination": os.path.abspath(dest),
                             **({"selection": selection} if selection else {})},
                            estimate_summary(est))
                 return

@@ -223,8 +223,11 @@ def find_file(m: Manifest, path: str) -> FileEntry:
     p = "/".join(walk_path(path, links, name, follow_last=False))
     if p in links:
         target = posixpath.normpath(posixpath.join(posixpath.dirname(p), links[p]))
-        raise UsageError(f"{p} in {name} is a symlink (-> {links[p]}), not a file",
-                         hint=f"cat its target: ckptlake cat {name} {target}")
+        hint = f"cat its target: ckptlake cat {name} {target}"
+        if (where := _dir_behind(m, links, name, p)) is not None:
+            # `cat` of a directory is refused too: the hint must be a command that works
+            hint = f"list its target with: ckptlake ls {name} {where}".rstrip()
+        raise UsageError(f"{p} in {name} is a symlink (-> {links[p]}), not a file", hint=hint)
     for e in m.files:
         if e.path == p and e.symlink is None:
             return e
@@ -236,6 +239,18 @@ def find_file(m: Manifest, path: str) -> FileEntry:
         raise NotFound(f"{path!r} in {name} leads to {p!r}, which the version does not hold",
                        hint=hint)
     raise NotFound(f"{path!r} is not a file of {name}", hint=hint)
+
+
+def _dir_behind(m: Manifest, links: dict[str, str], name: str, link: str) -> str | None:
+    """The directory of the version the symlink `link` leads to (through any further links;
+    "" for the root), or None: a file, or a dangling or unsafe link, whose hint stays `cat`."""
+    try:
+        p = "/".join(walk_path(link, links, name, follow_last=True))
+    except (NotFound, UsageError, IntegrityError):
+        return None
+    if p == "" or p in m.dirs or any(e.path.startswith(p + "/") for e in m.files):
+        return p
+    return None
 
 
 def read_file(store: Store, m: Manifest, entry: FileEntry, *, throttle: Any = None

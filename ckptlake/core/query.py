@@ -118,3 +118,14 @@ def query_keys(where: Sequence[str | Condition] = (), sort: str | Sort | None = 
         if k not in FIELDS and k not in out:
             out.append(k)
     return out
+
+
+def unknown_sort_key(versions: Sequence[VersionInfo], sort: str | Sort | None) -> str | None:
+    """The metric `sort` names when no version has it (a typo, `-nope`), else None: such a
+    sort leaves the versions in version order, which looks like a sort that worked."""
+    if sort is None:
+        return None
+    key = (parse_sort(sort) if isinstance(sort, str) else sort).key
+    if key in FIELDS or not versions or any(key in v.metrics for v in versions):
+        return None
+    return key

@@ -7,7 +7,8 @@ SELECTOR is one of:
   latest      the highest version number (the default when '@...' is omitted)
   vN          version number N (1 <= N <= 9999999999, layout.MAX_NUMBER)
   step=N      the newest version whose step is N (0 <= N <= 9999999999)
-  NAME        an alias, [A-Za-z][A-Za-z0-9._-]* (not 'latest', not of the form vN)
+  NAME        an alias, [A-Za-z][A-Za-z0-9._-]*, at most 128 characters (not 'latest', not
+              of the form vN)
   min:METRIC  the live version with the lowest value of METRIC (ties: the newest)
   max:METRIC  the live version with the highest value of METRIC (ties: the newest)
 
@@ -26,7 +27,9 @@ _SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
 # must fit NAME_MAX (255 bytes): a longer one would fail only when the manifest is written,
 # after every chunk was uploaded.
 MAX_SEGMENT = 255
-_ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,127}")
+# Named in the usage error: a longer name that fits the pattern read as a wrong pattern.
+MAX_ALIAS = 128
+_ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,%d}" % (MAX_ALIAS - 1))
 _VERSION = re.compile(r"v([0-9]+)")
 _STEP = re.compile(r"step=(-?[0-9]+)")
 _BEST = re.compile(r"(min|max):(.*)", re.S)
@@ -74,9 +77,13 @@ def validate_artifact(artifact: str) -> str:
 
 def validate_alias(name: str) -> str:
     if name == "latest" or _VERSION.fullmatch(name) or not _ALIAS.fullmatch(name):
-        raise UsageError(f"invalid alias name {name!r}",
-                         hint="aliases match [A-Za-z][A-Za-z0-9._-]* and may not be "
-                              "'latest' or look like a version (v3)")
+        why = (f": {len(name)} characters long, the limit is {MAX_ALIAS}"
+               if len(name) > MAX_ALIAS and _ALIAS.fullmatch(name[:MAX_ALIAS]) else "")
+        shown = name if len(name) <= 40 else name[:37] + "..."
+        raise UsageError(f"invalid alias name {shown!r}{why}",
+                         hint=f"aliases match [A-Za-z][A-Za-z0-9._-]*, at most {MAX_ALIAS} "
+                              "characters, and may not be 'latest' or look like a version "
+                              "(v3)")
     return name
 
 

@@ -355,6 +355,20 @@ def load_retention(config: Any) -> RetentionPolicy:
                            source=c.policy.source, lines=c.policy.lines)
 
 
+def no_section_error(config: Any) -> ConfigError:
+    """What `gc --policy FILE` says of a FILE without retention settings.  A `retention:` key
+    with nothing under it reads as no section to YAML, but
+    "has no `retention:` section" then sends the user looking for a line they can see."""
+    source = getattr(config, "source", None)
+    line = (getattr(config, "lines", None) or {}).get("retention")
+    if line is not None:
+        return ConfigError("`retention:` is empty", path=source, line=line,
+                           hint="put its settings under it, indented (e.g. rules: [{match: "
+                                "'*/*/ckpt', keep_last: 5}]); see README.md, 'Retention and gc'")
+    return ConfigError("has no `retention:` section", path=source,
+                       hint="see the policy example in README.md, 'Retention and gc'")
+
+
 def _load_class_prices(c: _Checker, raw: Any, standard: float) -> dict[str, ClassPrice]:
     """The default table, with storage_price_per_gb_month as STANDARD's price and any
     per-class override (`storage_classes: {STANDARD_IA: {price_per_gb_month: 0.0125}}`)."""
