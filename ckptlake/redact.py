@@ -8,20 +8,28 @@ dependencies, so every layer can import it.
 
 Rules (docs/format.md, "Lineage", repeats them for a second implementation):
 - URL user info is removed (`scheme://user:password@host/p` -> `scheme://host/p`).  The
-  password may hold `/`, `:`, `+`, `=` (AWS secret keys do), so the user info runs to the first
-  `@` after `://`, unless what precedes that `@` is plainly `host:port/path` or `host/path`
-  (then the `@` is part of a path, as in `s3://bucket/x@v1`).
+  password may hold `/`, `:`, `+`, `=` (AWS secret keys do) and even `@`, so once a URL has
+  user info it runs to the LAST `@` of the URL (before a next `scheme://`): where that is more
+  than a client would take as user info (`https://u:p@ss/word@host/x`), more is removed rather
+  than a piece of the password kept.  A URL has user info when an `@` comes before its first
+  `/`, `?` or `#`, or when what comes before that is `x:y` and plainly not `host:port`
+  (`s3://bucket/x@v1` and `http://h.example:9000/a/@v/1` have none: that `@` is in a path).
 - A URL's query string, and anything after it, becomes `?...` (presigned URLs carry their
   signature, credential and token there).
-- A `name=value` pair anywhere (a fragment `#access_token=...`, `--meta token=...`), and
-  `--name=value` or `--name value` on a command line, whose name names a secret (token,
-  secret, password, credential, api key, auth, signature, ...: `is_secret_name`) keeps its
-  name; its value becomes `***`.
+- A `name=value` pair anywhere (a fragment `#access_token=...`, `--meta token=...`), a
+  `"name": value` pair as JSON or a Python repr writes it, a `name: value` line as YAML or an
+  HTTP header writes it, and `--name=value` or `--name value` on a command line, whose name
+  names a secret (token, secret, password, credential, api key, auth, signature, ...:
+  `is_secret_name`) keeps its name; its value becomes `***` (`"***"` after a quoted name).
+- Secret values the process knows to be in use (`remember_secrets`: a store's secret key and
+  session token) are masked wherever they appear.
 """
 from __future__ import annotations
 
+import functools
 import re
-from typing import Any, Sequence
+import threading
+from typing import Any, Iterable, Sequence
 
 MASK = "***"
 
@@ -32,8 +40,28 @@ _SCHEME_RE = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,31}://")
 _URL = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^\s'\"<>(){}`\x1b]*")
 _HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]*\]|localhost|[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+)"
                         r":\d{1,5}(?:[/?#]|$)", re.IGNORECASE)
+_AUTHORITY_END = re.compile(r"[/?#]")
 _NAME_EQ = re.compile(r"(?<![A-Za-z0-9_.\-])([A-Za-z0-9_.\-]{0,127}[A-Za-z0-9_])=")
-_VALUE_END = re.compile(r"[\s&;,'\"\x1b]|$")
+_VALUE_END = re.compile(r"[\s&;,'\"\x1b]")
+# `"name": value` (JSON, a Python repr; a quote may be escaped, as in JSON inside JSON), or
+# `name: value` (YAML, an HTTP header; a space must follow the colon, so `s3://` and
+# `input:s3://...` are no pairs).  A bare name right after `/`, `:` or `@` is a path segment
+# (`s3://b/p/my-token: not found`), not a label.
+_NAME_COLON = re.compile(r"(?<![A-Za-z0-9_.\-\\])(\\?[\"'])([A-Za-z0-9_.\- ]{1,128})\1[ \t]*:[ \t]*"
+                         r"|(?<![A-Za-z0-9_.\-\\/:@])([A-Za-z0-9_.\-]{0,127}[A-Za-z0-9_]):[ \t]+")
+# After a quoted name a value is a quoted string, or one scalar (`1234`, `true`); after a bare
+# name it is the rest of the line (a YAML passphrase has spaces; so has `Basic dXNlcjpw`), up to
+# what ends a flow-style or repr'd mapping entry.
+_SCALAR_END = re.compile(r"[\s,;&'\"}\]\x1b]")
+_LINE_END = re.compile(r"[\r\n,'\"}\]\x1b]")
+# Not secrets whatever their name, and telling: `"use_auth": false`.
+_LITERALS = frozenset({"true", "false", "null", "none", "~"})
+# `SomeAuthError: message` in a traceback labels an exception, not a value.
+_EXCEPTION_NAME = re.compile(r"(?:Error|Exception|Warning|Exit)$")
+# A masked value never runs further than this: each secret name's search for where its value
+# ends is bounded, so a hostile 1 MB manifest value costs linear time however it is built.
+# (No real credential comes near it.)
+_MAX_VALUE = 65536
 # Words that name a secret when they are a whole part of a key (`hf_token`, `db.password`).
 _SECRET_PARTS = frozenset({
     "token", "secret", "password", "passwd", "pwd", "pass", "passphrase", "credential",
@@ -45,8 +73,17 @@ _KEY_QUALIFIERS = frozenset({"api", "access", "secret", "private", "auth", "sign
                              "encryption", "client", "master", "account", "session", "x"})
 
 
+# Every name `is_secret_name` accepts holds one of these (letters and digits only, any case);
+# most names hold none, and redaction asks about every `name=` in a text.
+_SECRET_HINT = re.compile(r"token|secret|pass|pwd|credential|auth|key|sig|cookie|bearer|sas")
+_NOT_ALNUM = re.compile(r"[^a-z0-9]+")
+
+
+@functools.lru_cache(maxsize=4096)
 def is_secret_name(name: str) -> bool:
     """Does `name` (an option, a metadata key, a query key) name a secret?"""
+    if not _SECRET_HINT.search(_NOT_ALNUM.sub("", str(name).lower())):
+        return False
     spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(name).lstrip("-"))
     parts = [p for p in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if p]
     if not parts:
@@ -63,18 +100,25 @@ def is_secret_name(name: str) -> bool:
 
 
 def _without_userinfo(url: str) -> str:
-    """`url` (one scheme://... token, which may hold further URLs) without user info."""
+    """`url` (one scheme://... token, which may hold further URLs) without user info.
+
+    To the last `@`, not the first: a client splits user info from the host at the last `@`
+    of the authority, so a password holding `@` lost only its first piece; and past the
+    authority, since a password may hold `/` too (where it does, more than the user info may
+    go: better than a piece of the password staying).
+    """
     starts = [m.start() for m in _SCHEME_RE.finditer(url)]
     out, prev = [], 0
     for i, start in enumerate(starts):
         end = starts[i + 1] if i + 1 < len(starts) else len(url)
         host = url.index("://", start) + 3
-        at = url.find("@", host, end)
+        at = url.rfind("@", host, end)
         if at == -1:
             continue
-        info = url[host:at]
-        if "/" in info and (_HOST_PORT.match(info) or ":" not in info.split("/", 1)[0]):
-            continue  # `host:port/path@...` or `host/path@...`: the `@` belongs to a path
+        cut = _AUTHORITY_END.search(url, host, end)
+        first = url[host:cut.start() if cut else end]
+        if "@" not in first and (":" not in first or _HOST_PORT.match(url, host, end)):
+            continue  # `host[:port]/path@...`: every `@` is in the path
         out.append(url[prev:host])
         prev = at + 1
     out.append(url[prev:])
@@ -86,19 +130,77 @@ def _clean_url(m: re.Match[str]) -> str:
     return head + "?..." if qmark else head
 
 
+def _value_end(ends: re.Pattern[str], text: str, start: int) -> int:
+    """Where a value starting at `start` ends: at the first of `ends`, and never further than
+    _MAX_VALUE on (the search is what must stay bounded)."""
+    limit = min(len(text), start + _MAX_VALUE)
+    m = ends.search(text, start, limit)
+    return m.start() if m else limit
+
+
+# A quoted value: to its closing quote (escapes skipped), else to the end of the line.
+_QUOTED = {
+    '"': re.compile(r'"(?:[^"\\\r\n]|\\[^\r\n])*"?'),
+    "'": re.compile(r"'(?:[^'\\\r\n]|\\[^\r\n])*'?"),
+    '\\"': re.compile(r'\\"[^\r\n]*?(?:\\"|(?=[\r\n])|$)'),
+    "\\'": re.compile(r"\\'[^\r\n]*?(?:\\'|(?=[\r\n])|$)"),
+}
+
+
+def _quoted_end(text: str, start: int, quote: str) -> int:
+    """The end (after the closing quote) of the string opening with `quote` at `start`."""
+    m = _QUOTED[quote].match(text, start, min(len(text), start + _MAX_VALUE))
+    return m.end() if m else start + len(quote)
+
+
 def _secret_pairs(text: str) -> str:
     """Mask the value of every `name=value` whose name names a secret.  Names are found one
     `=` at a time, so `--meta=token=X` reaches `token`; a masked value (which may itself hold
-    `=`) runs to whitespace, `&`, `;`, `,` or a quote."""
+    `=`) runs to whitespace, `&`, `;`, `,` or a quote.  Where a value ends is looked for only
+    after a secret name, and the value is then consumed: each character is scanned a bounded
+    number of times (`a=a=a=...` took minutes for a megabyte)."""
     out, pos = [], 0
     while (m := _NAME_EQ.search(text, pos)) is not None:
-        end = _VALUE_END.search(text, m.end()).start()  # type: ignore[union-attr]
-        if is_secret_name(m.group(1)) and end > m.end() and text[m.end():end] != MASK:
-            out.append(text[pos:m.end()] + MASK)
-            pos = end
-        else:
-            out.append(text[pos:m.end()])
-            pos = m.end()
+        start = m.end()
+        if is_secret_name(m.group(1)):
+            end = _value_end(_VALUE_END, text, start)
+            if end > start and text[start:end] != MASK:
+                out.append(text[pos:start] + MASK)
+                pos = end
+                continue
+        out.append(text[pos:start])
+        pos = start
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _secret_colon_pairs(text: str) -> str:
+    """Mask the value of every `"name": value` and `name: value` whose name names a secret:
+    a structure stored as JSON text (a metadata value `[{"api_key": "..."}]`), a dict in an
+    exception message, a YAML line, an HTTP header.  A quoted value keeps its quotes, so JSON
+    stays JSON; any other value after a quoted name becomes `"***"`."""
+    out, pos = [], 0
+    while (m := _NAME_COLON.search(text, pos)) is not None:
+        start = m.end()
+        quote, name = (m.group(1), m.group(2)) if m.group(2) is not None else (None, m.group(3))
+        if is_secret_name(name) and not _EXCEPTION_NAME.search(name):
+            if text.startswith(("'", '"', "\\'", '\\"'), start):
+                q = text[start:start + 2] if text[start] == "\\" else text[start]
+                end = _quoted_end(text, start, q)
+                value, masked = text[start + len(q):end].removesuffix(q), q + MASK + q
+            else:
+                end = _value_end(_SCALAR_END if quote else _LINE_END, text, start)
+                value = text[start:end].rstrip()
+                end = start + len(value)
+                masked = '"***"' if quote else MASK
+                if value.startswith(("{", "[")):  # a nested value: its own keys tell
+                    value = ""
+            if value and value != MASK and value.lower() not in _LITERALS:
+                out.append(text[pos:start] + masked)
+                pos = end
+                continue
+        out.append(text[pos:start])
+        pos = start
     out.append(text[pos:])
     return "".join(out)
 
@@ -117,11 +219,18 @@ _BEARER = re.compile(r"(?<![A-Za-z0-9])(bearer[ \t]+)([A-Za-z0-9._~+/=\-]{6,})",
 
 
 def redact(text: str) -> str:
-    """`text` with every URL credential, query value and secret-named `key=value` masked, and
-    the value after a secret-named option (`--hf-token X`) or `Bearer`."""
+    """`text` with every URL credential, query value, secret-named `key=value`, `"key": value`
+    and `key: value` and known secret value masked, and the value after a secret-named option
+    (`--hf-token X`) or `Bearer`."""
+    text = str(text)
+    for secret in _known_secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
     text = redact_url(text)
     if "=" in text:
         text = _secret_pairs(text)
+    if ":" in text:
+        text = _secret_colon_pairs(text)
     if "-" in text:
         text = _OPTION_VALUE.sub(lambda m: m.group(1) + m.group(2) + MASK
                                  if is_secret_name(m.group(1)) else m.group(0), text)
@@ -177,3 +286,65 @@ def redact_metadata(metadata: dict[str, str]) -> dict[str, str]:
     other values go through `redact` (a URL in a value loses its credentials)."""
     return {k: (MASK if is_secret_name(k) and v else redact(v)) if isinstance(v, str) else v
             for k, v in metadata.items()}
+
+
+def redact_tree(value: Any) -> Any:
+    """A parsed document (a --meta-file) as it may be stored: at any depth the value of a
+    secret-named key is masked whole, and every other string goes through `redact`.
+
+    Key by key, before the document is turned into text: a list of dicts (`callbacks: [{type:
+    wandb, api_key: ...}]`) is stored as one JSON string, where no `name=value` shows the
+    secret.  None, booleans and empty values are kept (`use_auth: false` is no secret).
+    """
+    active: set[int] = set()
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, str):
+            return redact(v)
+        if not isinstance(v, (dict, list, tuple)):
+            return v
+        if id(v) in active:  # a YAML alias of its own ancestor
+            raise ValueError("the document refers to itself (a recursive YAML alias)")
+        active.add(id(v))
+        try:
+            if isinstance(v, dict):
+                return {(redact(k) if isinstance(k, str) else k):
+                        MASK if _maskable(x) and is_secret_name(str(k)) else walk(x)
+                        for k, x in v.items()}
+            return [walk(x) for x in v]
+        finally:
+            active.discard(id(v))
+
+    return walk(value)
+
+
+def _maskable(value: Any) -> bool:
+    return value is not None and not isinstance(value, bool) and value not in ("", [], {})
+
+
+# Secret values known to be in use (a store's secret key and session token): text no pattern
+# recognises (a botocore message, a --debug traceback of a failed request) may quote them.
+# Longest first, so that a secret holding another is masked whole; a tuple replaced whole, so
+# that redact() reads it without the lock.
+_known_secrets: tuple[str, ...] = ()
+_known_recent: list[str] = []  # oldest first
+_known_lock = threading.Lock()
+_MIN_KNOWN = 8  # shorter values would blank innocent words; real secrets are long
+_MAX_KNOWN = 64  # refreshed session tokens must not grow the list without end
+
+
+def remember_secrets(values: Iterable[str | None]) -> None:
+    """Mask these values (and their URL-encoded forms) in everything redacted from now on."""
+    from urllib.parse import quote
+
+    global _known_secrets
+    new = []
+    for v in values:
+        if isinstance(v, str) and len(v) >= _MIN_KNOWN:
+            new += [v, quote(v, safe="")]
+    if not new:
+        return
+    with _known_lock:
+        recent = [s for s in _known_recent if s not in new] + list(dict.fromkeys(new))
+        _known_recent[:] = recent[-_MAX_KNOWN:]
+        _known_secrets = tuple(sorted(_known_recent, key=len, reverse=True))

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..redact import redact_argv
+from ..redact import redact, redact_argv, redact_tree
 
 _GIT_TIMEOUT = 5.0
 
@@ -90,6 +90,8 @@ def load_meta_file(path: str | os.PathLike[str]) -> dict[str, str]:
 
     Nested mappings are flattened with dots (`optimizer.lr`); values are stored as strings:
     strings as they are, anything else as JSON (`3e-4` -> "0.0003", `[1, 2]` -> "[1, 2]").
+    Secret-named keys are masked at any depth before that (ckptlake/redact.py `redact_tree`):
+    inside a list turned into JSON text (`callbacks: [{api_key: ...}]`) nothing would tell.
     """
     import json
 
@@ -111,10 +113,14 @@ def load_meta_file(path: str | os.PathLike[str]) -> dict[str, str]:
     except ValueError as exc:  # json.JSONDecodeError
         raise UsageError(f"--meta-file {p} is not valid JSON: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - yaml.YAMLError, without importing yaml early
-        raise UsageError(f"--meta-file {p} is not valid YAML: "
-                         f"{' '.join(str(exc).split())}") from None
+        raise UsageError(f"--meta-file {p} is not valid YAML: {_yaml_problem(exc, text)}"
+                         ) from None
     if not isinstance(doc, dict):
         raise UsageError(f"--meta-file {p} must hold a mapping of keys to values")
+    try:
+        doc = redact_tree(doc)
+    except (ValueError, RecursionError) as exc:
+        raise UsageError(f"--meta-file {p}: {exc}") from None
     out: dict[str, str] = {}
 
     def walk(prefix: str, value: Any) -> None:
@@ -129,3 +135,23 @@ def load_meta_file(path: str | os.PathLike[str]) -> dict[str, str]:
     if doc:
         walk("", doc)
     return out
+
+
+def _yaml_problem(exc: BaseException, text: str) -> str:
+    """What is wrong with a meta file and where, without PyYAML's quote of the offending
+    lines: a meta file holds tokens, and the error lands in CI logs (as policy/config.py)."""
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None)
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if problem is None and isinstance(getattr(exc, "character", None), (int, str)):
+        char = exc.character  # type: ignore[attr-defined]  # yaml.reader.ReaderError
+        code = char if isinstance(char, int) else ord(char[:1] or "\0")
+        position = getattr(exc, "position", 0) or 0
+        return f"unacceptable character #x{code:04x} on line {text[:position].count(chr(10)) + 1}"
+    if problem is None:
+        return type(exc).__name__
+    context = getattr(exc, "context", None)
+    message = redact(str(problem)) + (f" ({redact(str(context))})"
+                                      if context and context != problem else "")
+    if mark is not None:
+        message += f" on line {mark.line + 1}, column {mark.column + 1}"
+    return message

@@ -1,0 +1,277 @@
+"""A review of ckptlake/redact.py and its callers reproduced secrets that got through, and a
+redaction that took minutes.
+
+2. A list in a --meta-file (callbacks, loggers) was stored as JSON text, where `"api_key": ...`
+   is no `name=value`: stored in the manifest and shown by `show`.
+3. A URL password holding `@` lost only its first piece (user info ran to the first `@`).
+4. redact() searched for a value's end after every `name=`, secret or not: quadratic, and every
+   reader of a manifest holding `a=a=a=...` paid for it.
+9. A malformed --meta-file's YAML error quoted the offending line, token and all.
+10. `--debug` tracebacks showed the store's secret key where the store's own messages masked it.
+"""
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import quote
+
+import pytest
+from typer.testing import CliRunner
+
+from ckptlake import redact as redact_module
+from ckptlake.cli.app import app
+from ckptlake.core.provenance import load_meta_file
+from ckptlake.format import layout
+from ckptlake.redact import MASK, redact
+
+KEY = "0123456789abcdefSECRET"
+HF = "hf_SECRETSECRET"
+META_YAML = f"""\
+callbacks:
+  - {{type: wandb, api_key: {KEY}}}
+loggers: [{{name: hf, token: {HF}}}]
+optimizer: {{lr: 0.0003, auth: {{user: me, password: {KEY}x}}}}
+"""
+
+
+def _push(tmp_path: Path, *extra: str) -> tuple[Any, Path]:
+    src = tmp_path / "src"
+    src.mkdir(exist_ok=True)
+    (src / "w.bin").write_bytes(b"w")
+    root = tmp_path / "lake"
+    r = CliRunner().invoke(app, ["push", str(src), "demo/ck", "--lake", str(root), *extra])
+    return r, root
+
+
+# ---- 2. lists in a --meta-file -------------------------------------------------------------------
+
+@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+def test_secrets_in_meta_file_lists_are_neither_stored_nor_shown(tmp_path: Path,
+                                                                 suffix: str) -> None:
+    import yaml
+
+    meta = tmp_path / f"meta{suffix}"
+    doc = yaml.safe_load(META_YAML)
+    meta.write_text(META_YAML if suffix == ".yaml" else json.dumps(doc))
+    r, root = _push(tmp_path, "--meta-file", str(meta))
+    assert r.exit_code == 0, r.output
+    for p in root.rglob("*"):
+        if p.is_file():
+            assert KEY.encode() not in p.read_bytes() and HF.encode() not in p.read_bytes(), p
+    m = json.loads((root / layout.version_key("demo/ck", 1)).read_bytes())
+    assert json.loads(m["metadata"]["callbacks"]) == [{"type": "wandb", "api_key": MASK}]
+    assert json.loads(m["metadata"]["loggers"]) == [{"name": "hf", "token": MASK}]
+    assert m["metadata"]["optimizer.lr"] == "0.0003"
+    for json_ in ([], ["--json"]):
+        r = CliRunner().invoke(app, ["show", "demo/ck", "--lake", str(root), *json_])
+        assert r.exit_code == 0, r.output
+        assert KEY not in r.output and HF not in r.output and "wandb" in r.output, r.output
+
+
+def test_meta_file_structure_is_masked_by_key_at_any_depth(tmp_path: Path) -> None:
+    meta = tmp_path / "m.yaml"
+    meta.write_text("run: {cbs: [[{x: {hf_token: abcdefgh}}]], use_auth: false, pin: 1234}\n"
+                    "secrets: [a, b]\nsort_key: 3\nempty_token: ''\n")
+    assert load_meta_file(meta) == {
+        "run.cbs": '[[{"x": {"hf_token": "***"}}]]', "run.use_auth": "false",
+        "run.pin": "1234", "secrets": MASK, "sort_key": "3", "empty_token": ""}
+    from ckptlake.redact import redact_tree
+
+    assert redact_tree({"k": [{"Authorization": "Basic x"}], "n": None}) == {
+        "k": [{"Authorization": MASK}], "n": None}
+
+
+def test_a_recursive_yaml_alias_is_a_usage_error(tmp_path: Path) -> None:
+    meta = tmp_path / "m.yaml"
+    meta.write_text("a: &x [1, *x]\n")
+    r, _root = _push(tmp_path, "--meta-file", str(meta))
+    assert r.exit_code == 2 and "refers to itself" in r.output, r.output
+
+
+@pytest.mark.parametrize("text,expected", [
+    (f'[{{"type": "wandb", "api_key": "{KEY}"}}]', '[{"type": "wandb", "api_key": "***"}]'),
+    (f'{{"token":"{HF}","lr":3}}', '{"token":"***","lr":3}'),
+    (f"{{'password': 'a\\'b', 'lr': 3}}", "{'password': '***', 'lr': 3}"),
+    ('{"pin": 1234, "api_key": 1234, "use_auth": false, "token": null}',
+     '{"pin": 1234, "api_key": "***", "use_auth": false, "token": null}'),
+    (f'{{"auth": {{"user": "me", "password": "{KEY}"}}}}',
+     '{"auth": {"user": "me", "password": "***"}}'),
+    (f'{{"x": "{{\\"token\\": \\"{HF}\\"}}"}}', '{"x": "{\\"token\\": \\"***\\"}"}'),
+    (f"password: correct horse {KEY}\nlr: 3", "password: ***\nlr: 3"),
+    (f"- {{name: hf, token: {HF}}}", "- {name: hf, token: ***}"),
+    (f"Authorization: Basic {KEY}", "Authorization: ***"),
+    (f"x-api-key: {KEY}, retry", "x-api-key: ***, retry"),
+    # left alone: labels that are no pair, exception names, paths
+    ("input:s3://data/wiki#sha256:ab12", "input:s3://data/wiki#sha256:ab12"),
+    ("botocore.exceptions.NoCredentialsError: Unable to locate credentials",
+     "botocore.exceptions.NoCredentialsError: Unable to locate credentials"),
+    ("s3://b/p/artifacts/my-token: get: 403", "s3://b/p/artifacts/my-token: get: 403"),
+    ('{"tokenizer": "gpt2", "sort_key": 3}', '{"tokenizer": "gpt2", "sort_key": 3}'),
+])
+def test_json_and_yaml_pairs(text: str, expected: str) -> None:
+    assert redact(text) == expected
+    assert redact(expected) == expected
+
+
+def test_such_a_value_already_in_a_lake_is_not_shown(tmp_path: Path) -> None:
+    """Versions pushed before the fix hold the JSON text: masked when read."""
+    r, root = _push(tmp_path)
+    assert r.exit_code == 0, r.output
+    path = root / layout.version_key("demo/ck", 1)
+    doc = json.loads(path.read_bytes())
+    doc["metadata"] = {"callbacks": json.dumps([{"type": "wandb", "api_key": KEY}])}
+    path.write_text(json.dumps(doc))
+    for json_ in ([], ["--json"]):
+        r = CliRunner().invoke(app, ["show", "demo/ck", "--lake", str(root), *json_])
+        assert r.exit_code == 0 and KEY not in r.output and "wandb" in r.output, r.output
+
+
+# ---- 3. URL passwords holding `@` ----------------------------------------------------------------
+
+PASSWORDS = ["p@ss", "hunter2@secret", "p@ss/word", "a/b@c:d", "@lead", "trail@", "p@s?s#x",
+             "Se@Cr/Et+K3y=", "x@y@z"]
+
+
+@pytest.mark.parametrize("password", PASSWORDS)
+@pytest.mark.parametrize("shape", [
+    "https://user:{pw}@host.example.com/path", "postgres://u:{pw}@db/x", "s3://ak:{pw}@bucket/p@v1",
+    "http://u:{pw}@127.0.0.1:9000/b/a/@v/1.json", "endpoint `https://u:{pw}@h:8443` failed",
+    "--input=https://u:{pw}@h/d?sig=1 and s3://k:{pw}@b/c", "git+https://u:{pw}@github.com/o/r",
+])
+def test_no_piece_of_a_url_password_survives(shape: str, password: str) -> None:
+    text = shape.format(pw=password)
+    once = redact(text)
+    assert redact(once) == once
+    pieces = [p for p in password.replace("/", "@").replace("?", "@").replace("#", "@")
+              .split("@") if len(p) >= 2]
+    assert not [p for p in pieces if p in once.replace("host.example.com", "")], (text, once)
+    assert "u:" not in once and "user:" not in once and "ak:" not in once, once
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("https://user:p@ss/word@host.example.com/path", "https://host.example.com/path"),
+    ("postgres://u:hunter2@secret@db/x", "postgres://db/x"),
+    ("https://u:pa?ss@host/x", "https://host/x"),
+    # no user info: every `@` is in the path, nothing is removed
+    ("s3://bucket/runs/x@v3/f", "s3://bucket/runs/x@v3/f"),
+    ("http://127.0.0.1:9000/bucket/artifacts/a/@v/0000000001.json",
+     "http://127.0.0.1:9000/bucket/artifacts/a/@v/0000000001.json"),
+    ("https://host/x?mail=a@b", "https://host/x?..."),
+    ("hf://datasets/org/name@rev", "hf://datasets/org/name@rev"),
+])
+def test_url_user_info_to_the_last_at(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+def test_redaction_is_idempotent() -> None:
+    """Stored values are redacted again when read: a second pass must change nothing."""
+    rng = random.Random(7)
+    atoms = ["https://", "s3://", "u", ":", "p", "@", "/", "?", "#", "=", "&", " ", "\n", "'",
+             '"', "token", "key", "a", "-", "--hf-token", "Bearer ", "{", "}", "[", ",", "*",
+             "\\", "host.example.com", ":9000"]
+    for _ in range(4000):
+        text = "".join(rng.choice(atoms) for _ in range(rng.randint(1, 14)))
+        once = redact(text)
+        assert redact(once) == once, (text, once)
+
+
+# ---- 4. linear time ------------------------------------------------------------------------------
+
+HOSTILE = ["a=", "a=b&", "token=", "token=a ", "ab1=", '"a": ', '"token": "', "token: ", "a: ",
+           "--token ", "-a ", "bearer ", "http://a@", "x://", "a:b@", "'k':'", '\\"token\\": \\"',
+           "https://u:p@h/x?token=", "=", ":"]
+
+
+def _best(fn: Callable[[], object], runs: int) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+@pytest.mark.parametrize("unit", HOSTILE)
+def test_redaction_time_grows_linearly(unit: str) -> None:
+    """Four times the text may not take much more than four times as long (a quadratic scan
+    takes sixteen).  Ratios of best-of runs, no wall-clock limit: a loaded machine slows both."""
+    small, big = unit * (16_000 // len(unit)), unit * (64_000 // len(unit))
+    t_small = _best(lambda: redact(small), 5)
+    t_big = _best(lambda: redact(big), 1)
+    if t_big >= 8 * t_small:  # once more before calling it quadratic: a pause, a busy core
+        t_small = min(t_small, _best(lambda: redact(small), 5))
+        t_big = min(t_big, _best(lambda: redact(big), 2))
+    assert t_big < 8 * max(t_small, 1e-4), (unit, t_small, t_big)
+
+
+def test_a_hostile_megabyte_is_redacted() -> None:
+    """The size that never finished (`a=` * 500000): it completes, and stays redacted."""
+    for unit in HOSTILE:
+        text = unit * (1_000_000 // len(unit))
+        once = redact(text)
+        assert len(once) <= len(text) + len(text) // 2
+
+
+# ---- 9. YAML errors ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("body,where", [
+    (f"a: 1\nb: [token_{KEY}\n", "line 3, column 1"),
+    (f"a: 1\n\ttoken: {KEY}\n", "line 2, column 1"),
+    (f"a: 1\ntoken: {KEY}: x\n", "line 2, column"),
+    (f"a: 1\ntoken: \"{KEY}\x01\"\n", "line 2"),
+])
+def test_a_yaml_error_names_the_place_not_the_line(tmp_path: Path, body: str, where: str) -> None:
+    meta = tmp_path / "meta.yaml"
+    meta.write_text(body)
+    r, _root = _push(tmp_path, "--meta-file", str(meta))
+    assert r.exit_code == 2 and "not valid YAML" in r.output, r.output
+    assert KEY not in r.output and where in r.output, r.output
+
+
+# ---- 10. the store's own secrets in --debug tracebacks ------------------------------------------
+
+def test_the_stores_secrets_are_masked_in_debug_tracebacks(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from ckptlake.cli.output import report_error
+    from ckptlake.store.s3 import S3Store
+
+    monkeypatch.setattr(redact_module, "_known_secrets", (), raising=False)
+    monkeypatch.setattr(redact_module, "_known_recent", [], raising=False)
+    secret, token = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYzEXAMPLEKEY", "FwoGZXIvYXdzEXAMPLETOKEN"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", token)
+    store = S3Store("bucket", "p", endpoint_url="http://127.0.0.1:9")
+    try:
+        def fail() -> None:
+            raise RuntimeError(f"signing with {secret} ({token}), quoted {quote(secret, safe='')}")
+        try:
+            fail()
+        except RuntimeError as exc:
+            report_error(exc, as_json=False, debug=True)
+    finally:
+        store.close()
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "signing with" in err, err
+    for piece in ("wJalrXUtnFEMI", "bPxRfiCYzEXAMPLEKEY", "FwoGZXIvYXdz"):
+        assert piece not in err, err
+
+
+def test_remembered_secrets_are_bounded_and_short_ones_ignored(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(redact_module, "_known_secrets", ())
+    monkeypatch.setattr(redact_module, "_known_recent", [])
+    redact_module.remember_secrets(["short", None, "a-long-secret-value"])
+    assert redact("short a-long-secret-value") == f"short {MASK}"
+    for i in range(200):
+        redact_module.remember_secrets([f"rotated-session-token-{i:04d}"])
+    assert len(redact_module._known_secrets) <= 64
+    assert redact("rotated-session-token-0199") == MASK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-q"]))
