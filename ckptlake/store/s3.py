@@ -16,7 +16,7 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator, NoReturn, Sequence
 
-from ..errors import (AccessDenied, CkptlakeError, NotFound, PreconditionFailed,
+from ..errors import (AccessDenied, CkptlakeError, NotFound, OutcomeUnknown, PreconditionFailed,
                       StorageClassUnsupported, TransferError, TransientError, UsageError)
 from ..redact import redact
 from .base import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, MultipartUpload,
@@ -34,8 +34,18 @@ _ACCESS_CODES = frozenset({"AccessDenied", "403", "Forbidden", "InvalidAccessKey
 _TRANSIENT_CODES = frozenset({"500", "502", "503", "504", "SlowDown", "RequestTimeout",
                               "InternalError", "ServiceUnavailable", "Throttling",
                               "ThrottlingException", "TooManyRequests", "429",
-                              "OperationAborted"})
+                              "OperationAborted",
+                              # The body's digest did not match what was sent: a body altered
+                              # on the way (a bad NIC, a middlebox), which a resend of the same
+                              # buffer cures.  Nothing was written, so a retry is safe.
+                              "BadDigest", "XAmzContentSHA256Mismatch"})
 _CREDENTIALS_HINT = "configure AWS credentials (env vars, ~/.aws, SSO) or pass --profile"
+# A signature is only valid within 15 minutes of the server's clock: new credentials would be
+# refused just the same.
+_CLOCK_HINT = ("this machine's clock is off by more than 15 minutes from the server's: sync it "
+               "(NTP, e.g. `timedatectl set-ntp true`)")
+_REGION_HINT = ("use a region name such as eu-west-1 (--region, region: in the config, "
+                "$AWS_DEFAULT_REGION, or the profile's region)")
 _BUCKET_HINT = "create the bucket or fix --lake"
 
 # Anything that looks like signing material is cut from messages before they reach a user.
@@ -63,6 +73,7 @@ class _Boto:
         self.BotoCoreError = bex.BotoCoreError
         self.ProfileNotFound = bex.ProfileNotFound
         self.SSLError = bex.SSLError
+        self.InvalidRegionError = bex.InvalidRegionError
         self.credential_errors: tuple[type[BaseException], ...] = (
             bex.NoCredentialsError, bex.PartialCredentialsError, bex.CredentialRetrievalError,
             bex.TokenRetrievalError, bex.UnauthorizedSSOTokenError)
@@ -72,9 +83,12 @@ class _Boto:
             bex.IncompleteReadError,
             urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError,
             http.client.IncompleteRead, ConnectionError, TimeoutError)
-        # Every exception a boto3 call can raise for reasons outside our code.
+        # Every exception a boto3 call can raise for reasons outside our code.  RecursionError
+        # too: botocore's S3 handlers call the client from inside a call (the region
+        # redirector's HeadBucket), and a server that keeps answering them the same way (a
+        # redirect) recurses until Python stops it; that is the server's answer, not our bug.
         self.all_errors: tuple[type[BaseException], ...] = (
-            bex.ClientError, bex.BotoCoreError, *self.transient_errors)
+            bex.ClientError, bex.BotoCoreError, *self.transient_errors, RecursionError)
 
 
 def _import_botocore_compat() -> None:
@@ -374,6 +388,33 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
+def _drop_region_redirector(client: Any) -> None:
+    """Take botocore's S3 region redirector off `client`.
+
+    It exists for AWS, where a bucket in another region answers 301 and HeadBucket names the
+    right region.  Another server (MinIO behind an nginx that sends http:// to https://, a
+    gateway answering PermanentRedirect) has no region to name: the redirector asks HeadBucket,
+    which is redirected too and asks HeadBucket again, ~80 requests deep until RecursionError.
+    Without it a redirect is one answer, told as such (S3Store._redirect_hint).  botocore has
+    no public way to reach the handler it registered, so it is found among the event handlers
+    by its class; a botocore that stores them otherwise keeps it (RecursionError is still
+    mapped to a TransferError)."""
+    from botocore import utils
+
+    kinds = tuple(k for k in (getattr(utils, "S3RegionRedirectorv2", None),
+                              getattr(utils, "S3RegionRedirector", None)) if k is not None)
+    events = client.meta.events
+    search = getattr(getattr(getattr(events, "_emitter", events), "_handlers", None),
+                     "prefix_search", None)
+    if not kinds or not callable(search):
+        return
+    for event in ("needs-retry.s3", "before-parameter-build.s3",
+                  "before-endpoint-resolution.s3", "before-call.s3"):
+        for handler in list(search(event)):
+            if isinstance(getattr(handler, "__self__", None), kinds):
+                events.unregister(event, handler)
+
+
 class S3Store(Store):
     """Store over `s3://bucket/prefix`.  Thread-safe: one boto3 client is shared by all threads."""
 
@@ -392,6 +433,8 @@ class S3Store(Store):
         self._client = self._make_client(endpoint_url, profile, region, max_connections,
                                          connect_timeout, read_timeout)
         _widen_send_blocks(self._client)
+        if self.resolved_endpoint() is not None:
+            _drop_region_redirector(self._client)
         self._closed = False
         events = self._client.meta.events
         events.register("provide-client-params.s3.PutObject", _take_payload_sha256)
@@ -438,6 +481,9 @@ class S3Store(Store):
             if region is not None:
                 session.set_config_variable("region", region)
             client = session.create_client("s3", endpoint_url=endpoint_url, config=config)
+        except b.InvalidRegionError as exc:  # a ValueError too, so caught before that one
+            raise UsageError(f"{self.url}: invalid region: {self._scrub(str(exc))}",
+                             hint=_REGION_HINT) from None
         except b.ProfileNotFound as exc:
             # the name botocore looked for: --profile's, or $AWS_PROFILE's when none was given
             name = profile if profile is not None else getattr(exc, "kwargs", {}).get("profile")
@@ -461,6 +507,9 @@ class S3Store(Store):
                 # Too-short values would also blank innocent words; real secrets are long.
                 self._secrets = [s for s in (frozen.secret_key, frozen.token)
                                  if s and len(s) >= 8]
+                # ... nor a --debug traceback, which only ckptlake/redact.py sees
+                from ..redact import remember_secrets
+                remember_secrets(self._secrets)
 
     # ---- keys, messages, errors ------------------------------------------------------------
 
@@ -483,6 +532,13 @@ class S3Store(Store):
         if isinstance(exc, b.ClientError):
             return self._map_client_error(exc, what, op)
         cause = self._scrub(f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, RecursionError):
+            return TransferError(f"{what}: {op}: the S3 client recursed without end (botocore "
+                                 "kept re-sending the request; the server's answers loop, a "
+                                 "redirect most often)",
+                                 hint="check --endpoint-url: it must name the S3 server itself")
+        if isinstance(exc, b.InvalidRegionError):
+            return UsageError(f"{what}: {op}: invalid region: {cause}", hint=_REGION_HINT)
         if isinstance(exc, b.credential_errors):
             return AccessDenied(f"{what}: {op}: {cause}", hint=_CREDENTIALS_HINT)
         if isinstance(exc, b.SSLError):
@@ -505,12 +561,75 @@ class S3Store(Store):
             return NotFound(f"{what}: not found")
         if code in _PRECONDITION_CODES or status == 412:
             return PreconditionFailed(text)
+        if code in ("PermanentRedirect", "TemporaryRedirect", "Redirect", "301", "302", "307",
+                    "308") or (isinstance(status, int) and 300 <= status < 400):
+            return TransferError(text, hint=self._redirect_hint(exc.response))
+        if code == "RequestTimeTooSkewed":
+            return AccessDenied(text, hint=_CLOCK_HINT)
+        if code == "AuthorizationHeaderMalformed" and error.get("Region"):
+            # botocore's region redirector re-signed these for AWS; other endpoints go without
+            # it (_drop_region_redirector), so the fix is the user's.
+            region = self._scrub(str(error["Region"]))
+            return TransferError(text, hint=f"the server expects region {region}: pass "
+                                            f"--region {region}")
+        if status == 400 and code in ("", "400", "BadRequest") \
+                and getattr(exc, "operation_name", "") in ("HeadObject", "HeadBucket"):
+            # A HEAD answer has no body, so S3 cannot say why; refusing a request whose session
+            # token expired (or is not valid) or that is signed for another region is what a bare
+            # 400 there means in practice.  `ls` and `show` start with a HEAD: a transfer error
+            # (exit 8, "check connectivity") would send the user the wrong way.
+            return AccessDenied(f"{text}: S3 answers a HEAD this way when the session "
+                                "token has expired or is invalid, or the request is signed for "
+                                "the wrong region",
+                                hint="refresh the credentials (new session token, `aws sso "
+                                     "login`) or pass --profile; check --region")
         if code in _ACCESS_CODES or status == 403:
             return AccessDenied(text, hint=_CREDENTIALS_HINT)
         if code in _TRANSIENT_CODES or status == 429 or \
                 (isinstance(status, int) and 500 <= status < 600):
             return TransientError(text)
         return TransferError(text)
+
+    def _redirect_hint(self, response: dict[str, Any]) -> str:
+        """Where a 3xx answer points.  botocore does not follow redirects (and we switch its S3
+        region redirector off for other endpoints than AWS's), so a redirect is a
+        misconfiguration to name: an http:// endpoint behind a proxy that sends everyone to
+        https://, or an AWS bucket in another region."""
+        from urllib.parse import urlsplit
+
+        headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        region = headers.get("x-amz-bucket-region")
+        if region:
+            return f"the bucket is in region {region}: pass --region {region}"
+        location = str(headers.get("location") or response.get("Error", {}).get("Endpoint")
+                       or "")
+        parts = urlsplit(location)
+        if parts.scheme and parts.netloc:  # the server, not the object's path on it
+            location = f"{parts.scheme}://{parts.netloc}"
+        if location:
+            return (f"the endpoint redirects to {self._scrub(location)}: use that URL "
+                    "(http->https?)")
+        return "the endpoint answers with a redirect: point --endpoint-url at the S3 server " \
+            "itself (http->https?)"
+
+    def _etag(self, response: dict[str, Any], key: str, op: str, *,
+              written: bool = False) -> str:
+        """The ETag of a write's answer.  A success without one (a proxy stripping headers, a
+        server that is S3-like only in part) gives the caller nothing to build on: If-Match
+        needs it, and so does completing a multipart upload.  `written`: the answer was to a
+        conditional put, whose object is in place although we cannot name its version:
+        OutcomeUnknown, so a caller that must know (a version's manifest) reads it back."""
+        etag = response.get("ETag")
+        if etag:
+            return str(etag)
+        meta = response.get("ResponseMetadata", {})
+        status = meta.get("HTTPStatusCode", "?")
+        server = meta.get("HTTPHeaders", {}).get("server")
+        answer = f"{status}" + (f" (server: {self._scrub(str(server))})" if server else "")
+        message = (f"{self._describe(key)}: {op}: the server answered {answer} without an ETag "
+                   "header" + (" (the object was written)" if written else ""))
+        hint = "the endpoint (or a proxy in front of it) must pass S3's ETag header through"
+        raise (OutcomeUnknown if written else TransferError)(message, hint=hint)
 
     def _fail(self, exc: BaseException, key: str, op: str) -> NoReturn:
         raise self._map(exc, self._describe(key), op) from exc
@@ -549,12 +668,34 @@ class S3Store(Store):
 
     def _check_ranged(self, response: dict[str, Any], key: str, op: str,
                       kwargs: dict[str, Any]) -> None:
-        """A ranged GET answered with the whole object (a server that ignores Range) must not
-        pass for the range."""
-        if "Range" in kwargs and not response.get("ContentRange"):
+        """A ranged GET answered with the whole object (a server that ignores Range), or with
+        other bytes than those asked for, must not pass for the range.
+
+        Not retried (TransferError, not TransientError): a server or caching proxy that
+        answers a range with another one does so on every try, so five attempts would only
+        delay the same answer, and the wrong offset is a bug to name, not a hiccup.  A range
+        may end early only where the object does (S3 clips a range running past the end)."""
+        if "Range" not in kwargs:
+            return
+        got = response.get("ContentRange")
+        if not got:
             response["Body"].close()
             raise TransferError(f"{self._describe(key)}: {op}: the server ignored the Range "
                                 "header (answered with the whole object)")
+        asked = re.fullmatch(r"bytes=(\d+)-(\d+)", kwargs["Range"])
+        answer = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", str(got).strip())
+        if asked is None:  # pragma: no cover - we only ask for closed ranges
+            return
+        start, end = int(asked[1]), int(asked[2])
+        if answer is not None:
+            first, last = int(answer[1]), int(answer[2])
+            clipped = answer[3] != "*" and last == int(answer[3]) - 1
+            if first == start and (last == end or (first <= last < end and clipped)):
+                return
+        response["Body"].close()
+        raise TransferError(f"{self._describe(key)}: {op}: the server answered the range "
+                            f"{kwargs['Range']} with Content-Range {self._scrub(str(got))!r}",
+                            hint="a server or proxy in front of it mangles ranged reads")
 
     def get(self, key: str) -> bytes:
         return self._get_object(key, "get")[0]
@@ -676,7 +817,7 @@ class S3Store(Store):
                 raise PreconditionFailed(f"{self._describe(key)}: does not exist "
                                          f"(expected ETag {if_match})") from exc
             raise error from exc
-        return r["ETag"]
+        return self._etag(r, key, "put", written=if_none_match or if_match is not None)
 
     def delete(self, keys: Iterable[str]) -> None:
         batch: list[str] = []
@@ -781,7 +922,7 @@ class S3Store(Store):
                                          UploadId=upload_id, PartNumber=part_number, Body=body)
         except _b().all_errors as exc:
             self._fail(exc, key, f"upload_part {part_number}")
-        return r["ETag"]
+        return self._etag(r, key, f"upload_part {part_number}")
 
     def complete_multipart(self, key: str, upload_id: str, parts: Sequence[tuple[int, str]], *,
                            if_none_match: bool = False) -> str:
@@ -793,7 +934,7 @@ class S3Store(Store):
                 **kwargs)
         except _b().all_errors as exc:
             self._fail(exc, key, "complete_multipart")
-        return r["ETag"]
+        return self._etag(r, key, "complete_multipart")
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         try:
