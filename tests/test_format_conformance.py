@@ -184,17 +184,20 @@ def test_one_time_parser() -> None:
 
 # ---- 4. an empty gc/settings.json -------------------------------------------------------
 
-def test_empty_settings_are_the_worst_case_not_an_error(setup) -> None:
+def test_empty_settings_are_the_slowest_sweep_not_an_error(setup) -> None:
+    """Empty settings: a push reusing a condemned chunk waits the slowest sweep (an hour) for
+    it; one that reuses none does not wait at all (with record_retention 0, every push waited
+    an hour after its commit)."""
     store, blobs, clock = setup
     store.put(layout.GC_SETTINGS_KEY, b"")
-    assert read_settings(store) == gc_guard.UNKNOWN_SETTINGS
+    assert read_settings(store) == gc_guard.EMPTY_SETTINGS
+    result, _ = run(store, blobs, clock, settings=None)
+    assert result.version == 1 and clock.slept == [], "no record names its chunks: no wait"
     victim = sorted(blobs)[0]
     store.put(layout.condemned_key("20260101T000000.000000Z", "ab" * 4), record([victim]))
-    store.calls.clear()
     result, _ = run(store, blobs, clock, settings=None)
-    assert result.version == 1, "the push commits"
-    assert clock.slept[0] == pytest.approx(gc_guard.UNKNOWN_SETTINGS.sweep_window + 1)
-    assert store.calls["stat"] >= len(blobs), "every referenced chunk checked"
+    assert result.version == 2, "the push commits"
+    assert clock.slept[0] == pytest.approx(gc_guard.EMPTY_SETTINGS.sweep_window + 1)
 
 
 def test_gc_rewrites_an_empty_settings_file(tmp_path: Path) -> None:
@@ -319,3 +322,27 @@ def test_replica_identity_is_the_headers_created_and_hash() -> None:
                                              "chunk_size": 1 << 24,
                                              "created": created}).encode())
     assert replicas.lake_identity(store) == {"created": created, "hash": "sha256"}
+
+
+
+@pytest.mark.parametrize("prefix", ["gc/condemned/", "gc/pins/"])
+def test_a_folder_marker_under_gc_is_no_record_nor_pin(prefix: str, tmp_path: Path) -> None:
+    """S3 consoles, s3fs and Cyberduck create "folders" as keys ending in "/": read as a
+    record or pin, `gc/condemned/archive/` stopped every push and every gc (no store reads
+    such a key)."""
+    from ckptlake.lake import Lake
+
+    from ckptlake.store.local import validate_key
+
+    store, _ = two_versions(tmp_path)
+    store.put(prefix + "archive/", b"")
+    for name in ("get", "get_with_etag"):  # as the S3 store does: it refuses such keys
+        real = getattr(store, name)
+        setattr(store, name, lambda key, *a, _real=real, **kw: _real(validate_key(key), *a, **kw))
+    assert not layout.is_condemned_key(prefix + "archive/")
+    assert not layout.is_pin_key(prefix + "archive/")
+    execute(store, plan_gc(store, POLICY))
+    src = tmp_path / "again"
+    src.mkdir()
+    (src / "f").write_bytes(b"x" * 100)
+    Lake(store).push(src, "c/after")

@@ -150,6 +150,14 @@ def _shown(value: Any) -> str:
 # ckptlake allows, and records that may already be gone (so every referenced chunk is at risk).
 UNKNOWN_SETTINGS = GcSettings(grace_period=0.0, sweep_window=MAX_SWEEP_WINDOW,
                               record_retention=0.0)
+# What a pusher assumes when the file is empty (a gc's write cut after its head): the slowest
+# sweep, but records kept as long as this format allows.  With record_retention 0 (as above)
+# every push, reusing a condemned chunk or not, waited an hour after its commit until the next
+# gc rewrote the file; this way only a push that reuses a chunk a record names waits.  What it
+# gives up: a record a gc removed under a shorter record_retention, while a push ran longer
+# than that (docs/format.md, "Residual risks").
+EMPTY_SETTINGS = GcSettings(grace_period=0.0, sweep_window=MAX_SWEEP_WINDOW,
+                            record_retention=MAX_RECORD_RETENTION)
 
 
 def read_settings(store: Store) -> GcSettings:
@@ -157,19 +165,20 @@ def read_settings(store: Store) -> GcSettings:
 
     An empty file (a gc's PUT cut after its head, docs/format.md "Empty objects") is no
     settings, as gc itself takes it (it rewrites it), but not "no gc has run": the cut write
-    replaced settings a gc may still be sweeping with, and they are gone.  So the worst case
-    ckptlake allows, as when the file cannot be read after a commit: slower pushes (every
-    chunk checked, an hour's wait for a condemned one) until the next gc rewrites it, never a
-    wait cut short.  Refusing it instead failed every push until then (exit 5)."""
+    replaced settings a gc may still be sweeping with, and they are gone.  So the slowest
+    sweep ckptlake allows (EMPTY_SETTINGS): an hour's wait for a condemned chunk until the
+    next gc rewrites it, never a wait cut short.  Refusing it instead failed every push until
+    then (exit 5)."""
     try:
         data = store.get(layout.GC_SETTINGS_KEY)
     except NotFound:
         return GcSettings()
     if not data:
-        log.warning("%s is empty (a cut write): assuming the slowest gc ckptlake allows "
-                    "(sweep_window %s) until a ckptlake gc rewrites it", layout.GC_SETTINGS_KEY,
-                    format_duration(UNKNOWN_SETTINGS.sweep_window))
-        return UNKNOWN_SETTINGS
+        log.warning("%s is empty (a gc's write was cut): a push that reuses a chunk gc "
+                    "condemned waits %s for it (the slowest gc ckptlake allows); run `ckptlake "
+                    "gc` to rewrite the file", layout.GC_SETTINGS_KEY,
+                    format_duration(EMPTY_SETTINGS.sweep_window))
+        return EMPTY_SETTINGS
     return GcSettings.decode(data)
 
 

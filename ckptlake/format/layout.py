@@ -222,7 +222,16 @@ def is_condemned_key(key: str) -> bool:
     wait for while a gc sweeps its chunks: a reused chunk swept under a commit.  Something
     there that is no record at all reads as a malformed one, which is loud and safe (pushes
     wait, gc neither sweeps nor removes it, verify names it), never as nothing."""
-    return key.startswith(CONDEMNED_PREFIX) and len(key) > len(CONDEMNED_PREFIX)
+    return _gc_object(key, CONDEMNED_PREFIX)
+
+
+def _gc_object(key: str, prefix: str) -> bool:
+    """Under `prefix`, a key that can be an object of ours: not a "folder" (`gc/pins/old/`,
+    what S3 consoles, s3fs and Cyberduck create), nor a key no store would read (an empty,
+    `.` or `..` segment): read as a record or pin, those stopped every push and every gc."""
+    if not key.startswith(prefix) or len(key) == len(prefix) or "\x00" in key:
+        return False
+    return all(part not in ("", ".", "..") for part in key[len(prefix):].split("/"))
 
 
 def pin_key(created_compact: str, token: str) -> str:
@@ -234,7 +243,7 @@ def is_pin_key(key: str) -> bool:
     """Every object under `gc/pins/` is a pin, whatever its name: a pin skipped for its name
     is not a gc root, and its push's reused chunks could be swept under its commit.  Nothing
     is read from the name (a pin expires by its LastModified)."""
-    return key.startswith(PINS_PREFIX) and len(key) > len(PINS_PREFIX)
+    return _gc_object(key, PINS_PREFIX)
 
 
 _CHILD_MARKER = re.compile(
