@@ -272,3 +272,70 @@ def test_gc_summary_names_manifest_copies_dropped(tmp_path: Path) -> None:
     result = lake.gc(plan)
     assert result.replicas[0]["manifests_dropped"] == 1
     assert "dropped 1 manifest copy" in result_summary(plan, result)
+
+
+# ---- the binding's own review ---------------------------------------------------------------
+
+def test_a_warm_pull_reads_no_records_and_binds_once(tmp_path: Path) -> None:
+    """Every pull through a replica read all its condemnation records (34 MB of them cost a
+    warm pull a second) and bound the replica twice (read, then write), each with a GET of
+    the lake's header; a manifest copy already there needs neither."""
+    lake = lake_on(tmp_path, named_origin("warm"))
+    lake.push(write_src(tmp_path / "s", 1), "m/a")
+    lake.pull("m/a", tmp_path / "o1")  # cold: binds the replica, copies the manifest
+    assert manifest_copies(tmp_path / "eu") == ["artifacts/m/a/@v/0000000001.json"]
+    warm = lake_on(tmp_path, lake.store)  # a new process: nothing remembered
+    calls: list[tuple[str, str]] = []
+    backend = warm._replica_backend(warm.replica_for("eu"))
+    for name in ("get", "get_with_etag", "get_into", "list", "stat"):
+        real = getattr(backend, name)
+        setattr(backend, name, lambda key="", *a, _n=name, _r=real, **kw:
+                (calls.append((_n, key)), _r(key, *a, **kw))[1])
+    warm._replica_backend = lambda spec: backend  # type: ignore[method-assign]
+    warm.pull("m/a", tmp_path / "o2")
+    assert not [c for c in calls if c[1].startswith(layout.CONDEMNED_PREFIX)], calls
+    assert sum(1 for c in calls if c[1] == MARKER) == 1, calls
+
+
+def test_a_marker_with_a_nul_origin_is_refused_not_a_crash(tmp_path: Path) -> None:
+    lake = lake_on(tmp_path, named_origin("nul"))
+    lake.push(write_src(tmp_path / "s", 1), "m/a")
+    (tmp_path / "eu").mkdir()
+    (tmp_path / "eu" / MARKER).write_text(json.dumps(
+        {"format": 1, "origin": "file:///srv/lake%00", "lake": None}))
+    got = lake.pull("m/a", tmp_path / "o1")  # the origin serves, with a warning
+    assert any("another lake" in w for w in got.warnings), got.warnings
+
+
+def test_a_rewritten_header_is_named_as_such(tmp_path: Path) -> None:
+    root = tmp_path / "lake"
+    spec = ReplicaSpec(name="eu", url=(tmp_path / "eu").as_uri(), region="eu-west-1")
+    lake = Lake(open_store(root.as_uri()), replicas=ReplicaSet([spec], client_region="x"))
+    lake.push(write_src(tmp_path / "s", 1), "m/a")
+    lake.replicate("m/a", "eu")
+    (root / layout.HEADER_KEY).unlink()
+    lake.push(write_src(tmp_path / "s2", 2), "m/a")  # rewrites the lost header: new `created`
+    with pytest.raises(UsageError, match="same place when it had another identity"):
+        lake.replicate("m/a", "eu")
+
+
+def test_cli_gc_runs_when_a_replica_cannot_be_opened(tmp_path: Path) -> None:
+    """A replica whose store cannot be opened now (a missing AWS profile: a ConfigError) is
+    the sweep's warning, as in the library; the check before the plan refused the lake's own
+    gc with exit 2."""
+    from typer.testing import CliRunner
+
+    from ckptlake.cli.app import app
+
+    lake = tmp_path / "lake"
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"lake: {lake.as_uri()}\nreplicas:\n  - name: eu\n    url: s3://bk/eu\n"
+                   "    region: eu-west-1\n    profile: no-such-profile-here\n"
+                   "retention:\n  rules:\n    - match: '*'\n      keep_last: 1\n")
+    src = write_src(tmp_path / "s", 1)
+    r = CliRunner().invoke(app, ["push", str(src), "m/a", "--config", str(cfg)],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.stderr
+    r = CliRunner().invoke(app, ["gc", "--yes", "--config", str(cfg)], catch_exceptions=False)
+    assert r.exit_code == 0, r.stderr
+    assert "not swept" in r.stderr and "no-such-profile-here" in r.stderr

@@ -141,8 +141,11 @@ def check_replicas(handle: Any) -> None:
 
     for spec in handle.replicas.specs:
         try:
-            bind_replica(handle.store, handle._replica_backend(spec), spec, create=False,
-                         records=True)
+            backend = handle._replica_backend(spec)
+        except CkptlakeError:  # (a missing AWS profile is a ConfigError: a UsageError too)
+            continue
+        try:
+            bind_replica(handle.store, backend, spec, create=False, records=True)
         except UsageError:
             raise
         except CkptlakeError:

@@ -165,8 +165,9 @@ class ReplicaSet:
             done = self._bound.get(key)
             if done == "write" or (done == "read" and not create):
                 return
-            bind_replica(origin, replica, spec, create=create)
-            self._bound[key] = "write" if create else "read"
+            marked = bind_replica(origin, replica, spec, create=create)
+            # a marker naming this lake was there: nothing left for a write to create
+            self._bound[key] = "write" if create or marked else "read"
 
         return bind
 
@@ -253,7 +254,7 @@ def _names_this_lake(doc: dict[str, Any], origin_url: str,
 
 
 def bind_replica(origin: Store, replica: Store, spec: ReplicaSpec, *, create: bool,
-                 records: bool = False) -> None:
+                 records: bool = False) -> bool:
     """Check that `replica` is this lake's, before writing into it or sweeping it: UsageError
     (exit 2) if its marker names another lake, or if it is a lake itself (a header, or lake
     records).  A replica without a marker (older than markers) is adopted: with `create`,
@@ -271,6 +272,16 @@ def bind_replica(origin: Store, replica: Store, spec: ReplicaSpec, *, create: bo
                              hint="a replica must be a location of its own: fix replicas: in "
                                   "ckptlake.yaml")
         if doc is not None:
+            if not _names_this_lake(doc, origin.url, ours) and \
+                    location_key(doc["origin"]) == location_key(origin.url):
+                raise UsageError(
+                    f"replica {spec.name!r} ({spec.url}) was bound to the lake at this same "
+                    f"place when it had another identity (created "
+                    f"{(doc.get('lake') or {}).get('created', '?')}, now "
+                    f"{ours['created'] if ours else '?'}): its header was rewritten, or the "
+                    "lake was made anew here; nothing is written or deleted there",
+                    hint=f"if the replica's copies are this lake's, delete {MARKER_KEY} and "
+                         "artifacts/ in the replica (the next write binds it again)")
             if not _names_this_lake(doc, origin.url, ours):
                 raise UsageError(
                     f"replica {spec.name!r} ({spec.url}) belongs to another lake: its "
@@ -280,9 +291,9 @@ def bind_replica(origin: Store, replica: Store, spec: ReplicaSpec, *, create: bo
                     hint="give each lake a replica location of its own (replicas: in "
                          "ckptlake.yaml); if it is this lake's (moved, or its header "
                          f"rewritten), delete {MARKER_KEY} and artifacts/ in the replica")
-            return
+            return True
         if not create:
-            return
+            return False
         body = json.dumps({"format": MARKER_FORMAT, "origin": origin.url, "lake": ours},
                           indent=1).encode()
         try:
@@ -290,7 +301,7 @@ def bind_replica(origin: Store, replica: Store, spec: ReplicaSpec, *, create: bo
                 replica.put(MARKER_KEY, body, if_match=empty_etag)
             else:
                 replica.put(MARKER_KEY, body, if_none_match=True)
-            return
+            return True
         except PreconditionFailed:
             continue  # another writer bound it first: read whose it is
     raise PreconditionFailed(f"{spec.url}/{MARKER_KEY} could not be read or created")
@@ -514,6 +525,11 @@ def keep_pulled_manifest(origin: Store, replica: Store, m: Manifest) -> bool:
     from .browse import object_sizes
     from .gc_guard import read_records
 
+    try:  # a copy already there (a warm pull): manifests never change, so nothing to do
+        if replica.get(layout.version_key(m.artifact, m.version)):
+            return True
+    except CkptlakeError:
+        pass
     try:
         records, unreadable = read_records(replica, lenient=True)
     except CkptlakeError:

@@ -224,7 +224,10 @@ def _location(url: str) -> tuple[str, tuple[str, ...]] | None:
         return None
     # Where the directory really is: a replica at a symlink to the lake (or to a directory
     # inside it) is the lake, however the config spells it.
-    path = os.path.realpath(path)
+    try:
+        path = os.path.realpath(path)
+    except (ValueError, OSError):  # a NUL byte (a malformed replica marker's origin), ...
+        return None
     return "file", tuple(seg for seg in path.split("/") if seg)
 
 
