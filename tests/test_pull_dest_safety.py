@@ -60,3 +60,59 @@ def test_force_never_replaces_a_fifo(tmp_path: Path) -> None:
         assert r.exit_code == EXIT_CONFLICT, (r.stdout, r.stderr)
         assert "not a regular file" in r.stderr
     assert fifo.is_fifo() and (tmp_path / "d" / "w.bin").is_fifo()
+
+
+def test_pull_never_writes_into_the_lake_through_a_symlink_in_dest(tmp_path: Path) -> None:
+    """DEST/sub -> the lake: the version's sub/ckptlake.json replaced the lake's header."""
+    evil = tmp_path / "evil"
+    (evil / "sub").mkdir(parents=True)
+    (evil / "sub" / "ckptlake.json").write_text('{"evil": 1}')
+    lake = tmp_path / "d" / "thelake"
+    url = f"file://{lake}"
+    assert cli("push", evil, "x/w", "--lake", url).exit_code == EXIT_OK
+    before = _lake_files(lake)
+    (tmp_path / "d" / "sub").symlink_to("thelake")
+    r = cli("pull", "x/w", tmp_path / "d", "--lake", url, "--force")
+    assert r.exit_code == EXIT_USAGE, (r.stdout, r.stderr)
+    assert "inside the lake" in r.stderr
+    assert _lake_files(lake) == before
+
+
+def test_force_never_replaces_a_fifo_where_the_version_has_a_directory(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "ctl").mkdir(parents=True)
+    (src / "ctl" / "f.bin").write_bytes(b"x" * 10)
+    url = f"file://{tmp_path / 'lake'}"
+    assert cli("push", src, "x/d", "--lake", url).exit_code == EXIT_OK
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    os.mkfifo(dest / "ctl")
+    r = cli("pull", "x/d", dest, "--lake", url, "--force")
+    assert r.exit_code == EXIT_CONFLICT, (r.stdout, r.stderr)
+    assert "not a regular file" in r.stderr and (dest / "ctl").is_fifo()
+
+
+def test_a_failing_syncfs_is_one_line_and_places_nothing(tmp_path: Path,
+                                                        monkeypatch: Any) -> None:
+    """syncfs failing with EIO: the bytes may not be on the disk; a second pull in a process
+    raised UnboundLocalError (ctypes imported inside the function)."""
+    import errno as errno_mod
+
+    from ckptlake.core import pull as pull_mod
+
+    src = tmp_path / "w.bin"
+    src.write_bytes(os.urandom(100))
+    url = f"file://{tmp_path / 'lake'}"
+    assert cli("push", src, "x/one", "--lake", url).exit_code == EXIT_OK
+    assert cli("pull", "x/one", tmp_path / "o1", "--lake", url).exit_code == EXIT_OK
+
+    def failing(fd: int) -> int:
+        import ctypes
+
+        ctypes.set_errno(errno_mod.EIO)
+        return -1
+
+    monkeypatch.setattr(pull_mod, "_syncfs", failing)
+    r = cli("pull", "x/one", tmp_path / "o2", "--lake", url)
+    assert r.exit_code == 5 and "could not flush the pulled files" in r.stderr, r.stderr
+    assert not (tmp_path / "o2").exists()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import ctypes.util
 import errno
 import fcntl
 import hashlib
@@ -198,6 +199,10 @@ class _Placement:
                 if stat.S_ISDIR(st.st_mode) or (stat.S_ISLNK(st.st_mode) and d not in self.relink
                                                 and os.path.isdir(path)):
                     continue
+                if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+                    special.append(path)  # a FIFO, socket or device: never --force'd away
+                    absent.add(d)
+                    continue
                 differ.append(f"{path} (the version has a directory there)")
                 self.clear.append(path)
                 self._cleared.add(d)
@@ -259,7 +264,7 @@ class _Placement:
         if special:
             more = f" (and {len(special) - 1} more)" if len(special) > 1 else ""
             raise Conflict(f"{special[0]} is not a regular file (a FIFO, socket or device); the "
-                           f"version has a file there{more}",
+                           f"version has a file or directory there{more}",
                            hint="--force never replaces one: pull to another path")
         if blocked:
             more = f" (and {len(blocked) - 1} more)" if len(blocked) > 1 else ""
@@ -494,6 +499,32 @@ def _check_outside_lake(m: Manifest, destination: str, lake_url: str) -> None:
                              f"(at {rel}/ in {destination}): pulling it there would write into "
                              "the lake's own files",
                              hint="pull into a directory that does not hold the lake")
+
+
+def _check_landing(p: "_Placement", lake_url: str) -> None:
+    """_check_outside_lake by where each file and directory really lands: a directory symlink
+    in DEST (`DEST/sub -> the lake`, anywhere) is followed when placing, so a version's
+    `sub/ckptlake.json` replaced the lake's header with --force.  One realpath per distinct
+    directory, for local lakes only."""
+    if not lake_url.startswith("file://"):
+        return
+    lake = os.path.realpath(lake_url[len("file://"):])
+    inside = lake.rstrip(os.sep) + os.sep
+    seen: dict[str, str] = {}
+    paths = [*p.finals.values(),
+             *(os.path.join(p.final_root, *d.split("/"), "") for d in p.m.dirs)]
+    for final in paths:
+        parent = os.path.dirname(final)
+        real = seen.get(parent)
+        if real is None:
+            real = seen[parent] = os.path.realpath(parent)
+        if real == lake or real.startswith(inside):
+            raise UsageError(f"{p.m.artifact}@v{p.m.version} would place "
+                             f"{os.path.relpath(final, p.final_root)} inside the lake "
+                             f"{lake_url} (through {parent}): pulling it there would write "
+                             "into the lake's own files",
+                             hint="pull into a directory whose symlinks do not lead into the "
+                                  "lake")
 
 
 def abandoned_stagings(final_root: str) -> list[tuple[str, int]]:
@@ -1336,7 +1367,6 @@ def _flush_to_disk(staging: str, files: list[str]) -> None:
     if _syncfs is False:
         _syncfs = None
         try:
-            import ctypes.util
             libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
             _syncfs = libc.syncfs
         except (OSError, AttributeError, TypeError):
@@ -1344,12 +1374,19 @@ def _flush_to_disk(staging: str, files: list[str]) -> None:
     if _syncfs is not None:
         fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            if _syncfs(fd) == 0:  # type: ignore[operator]
-                return
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err), staging)
+            done = _syncfs(fd)  # type: ignore[operator]
+            err = ctypes.get_errno() if done != 0 else 0
         finally:
             os.close(fd)
+        if done == 0:
+            return
+        if err not in (errno.ENOSYS, errno.EPERM, errno.EOPNOTSUPP, errno.EINVAL):
+            # EIO and the like: the bytes may not be on the disk; nothing is placed
+            raise IntegrityError(f"could not flush the pulled files to the disk holding "
+                                 f"{os.path.dirname(staging)}: {os.strerror(err)}",
+                                 hint="check the disk (dmesg), then pull again: verified chunks "
+                                      "are kept")
+        # a file system or sandbox without syncfs: one fsync per file, below
     for path in files:
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -1458,6 +1495,7 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
     _check_outside_lake(m, destination, lake_url)
     try:
         placement = _Placement(m, destination, force)
+        _check_landing(placement, lake_url)
         if placement.idle():
             return _up_to_date(placement, lake_url, progress, started)
         staging = _Staging(placement.final_root, lake_url, m)
