@@ -266,6 +266,9 @@ class Checkpointer:
         self._restored = False  # the previous SIGTERM handler was put back (_restore_handler)
         self._retired = False  # shut down: a SIGTERM reaching it is passed on (_on_sigterm)
         self._successor: Checkpointer | None = None  # see _take_over
+        # Makes the checkpointer that replaces this one once it is closed (the Lightning
+        # plugin's next), for a SIGTERM that reaches this one before that exists (_pass_on)
+        self._revive: Callable[[], Checkpointer] | None = None
         # SIGTERM: the exit deadline (monotonic; None: none) and how much of it the final
         # save spent waiting for the running upload (_terminate, _make_room)
         self._exit_deadline: float | None = None
@@ -560,6 +563,17 @@ class Checkpointer:
         while ck._retired and ck._successor is not None and id(ck._successor) not in seen:
             ck = ck._successor
             seen.add(id(ck))
+        if ck._retired and ck._successor is None and ck._revive is not None:
+            revive, ck._revive = ck._revive, None
+            try:
+                fresh = revive()  # sets ck._successor (_take_over)
+            except Exception as exc:  # noqa: BLE001 - the signal still goes on, below
+                log.error("ckptlake: SIGTERM: could not make the next checkpointer of %s to "
+                          "take a final checkpoint: %s", ck.artifact, exc)
+            else:
+                if fresh is not ck and not fresh._retired:
+                    fresh._on_sigterm(signum, frame)
+                    return
         if not ck._retired:
             ck._on_sigterm(signum, frame)
             return

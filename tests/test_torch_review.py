@@ -419,3 +419,23 @@ def test_pull_of_a_chunk_in_a_newer_encoding_says_upgrade(local_lake_url: str,
     [entry] = res.unrestorable
     assert "encoding of a newer ckptlake" in entry["message"]
     assert "corrupt" not in entry["message"], entry["message"]
+
+
+def test_a_torn_down_plugin_leaves_no_checkpointer_thread(local_lake_url: str) -> None:
+    """Making the next checkpointer at every teardown left one thread per torn-down plugin (a
+    hyperparameter sweep of 5 trials: 5 threads) and did store reads on Lightning's SIGTERM
+    exit path; the next one is made by the next save, or by a SIGTERM that needs it."""
+    from ckptlake.torch.lightning import LakeCheckpointIO
+
+    def checkpointer_threads() -> int:
+        return sum(1 for t in threading.enumerate() if t.name.startswith("ckptlake-checkpointer")
+                   and t.is_alive())
+
+    before = checkpointer_threads()
+    lake = ckptlake.open(local_lake_url)
+    for _ in range(3):
+        LakeCheckpointIO(lake, "pl/trial").teardown()
+    deadline = time.monotonic() + 10
+    while checkpointer_threads() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert checkpointer_threads() == before

@@ -144,7 +144,10 @@ class LakeCheckpointIO(CheckpointIO):
         #: Failures of removals (logged at ERROR; never raised: nothing is lost, a version
         #: remains that ModelCheckpoint no longer counts, for retention or gc to delete).
         self.removal_errors: list[BaseException] = []
-        self._lock = threading.Lock()
+        # Re-entrant: a SIGTERM while this thread holds it (making a checkpointer) runs the
+        # final save, which takes it again (save_checkpoint -> _checkpointer): a plain Lock
+        # deadlocked there.
+        self._lock = threading.RLock()
         self._ck: Checkpointer | None = None
         self._retired_ck: Checkpointer | None = None  # the last one closed (_take_over)
         self._jobs: ThreadPoolExecutor | None = None
@@ -224,10 +227,12 @@ class LakeCheckpointIO(CheckpointIO):
         names this fit's resumed-from version as its parent nor spares it, nor skips
         removals for this fit's failed or skipped save.
 
-        Why at once, not at the next save: with `on_sigterm`, a SIGTERM in the next fit
-        before its first save must reach a live checkpointer.  Lightning's signal connector
-        puts back, after this, the handler it found at the start of the fit (the closed
-        checkpointer's), which passes the signal on to the new one (Checkpointer._take_over)."""
+        The next checkpointer is made by the next fit's first save.  With `on_sigterm`, a
+        SIGTERM in the next fit before that save reaches the closed one (Lightning's signal
+        connector puts back, after this, the handler it found at the start of the fit): it
+        then makes the next one, which takes the signal (Checkpointer._revive).  Made here
+        instead, it cost a thread per torn-down plugin, store reads on Lightning's own
+        SIGTERM exit path, and a window in which a SIGTERM found neither."""
         with self._lock:
             ck, self._ck = self._ck, None
             jobs, self._jobs = self._jobs, None
@@ -235,6 +240,8 @@ class LakeCheckpointIO(CheckpointIO):
             if ck is not None:
                 with self._lock:
                     self._retired_ck = ck
+                if ck.on_sigterm is not None:
+                    ck._revive = self._checkpointer
                 ck.close()
         finally:
             if jobs is not None:
@@ -242,11 +249,6 @@ class LakeCheckpointIO(CheckpointIO):
             with self._lock:
                 self._resumed_from = None
                 self._failed = []
-            try:
-                self._checkpointer()
-            except Exception as exc:  # noqa: BLE001 - the next save makes it (or fails)
-                log.warning("ckptlake: %s: could not make the next checkpointer at teardown "
-                            "(the next save makes it): %s", self.artifact, exc)
 
     # ---- public helpers --------------------------------------------------------------------
 
