@@ -462,7 +462,16 @@ class Checkpointer:
         takes no new saves but stays registered with the exit hook, which then waits for them
         (up to exit_timeout), cuts off the rest and logs them as LOST: shutting down here
         would let the interpreter kill the background thread mid-upload, losing the checkpoint
-        with no word and leaving its snapshot behind.  A later close() finishes the job."""
+        with no word and leaving its snapshot behind.  A later close() finishes the job.
+
+        After the exit drain (SIGTERM, or the exit hook) it waits for nothing: what was still
+        uploading then was cut off and logged as LOST, and waiting for a request stalled in it
+        (until read_timeout) broke the exit deadline (`with` and Lightning's teardown close
+        on the way out)."""
+        if self._drained:
+            self._shut_down()
+            self._raise_error()
+            return list(self.results)
         try:
             results = self.wait()
         except Exception:  # a background failure, raised: nothing is left to wait for
@@ -536,10 +545,16 @@ class Checkpointer:
             return
         if self._save_lock.locked():
             # A save is being taken (the loop was inside save()): let it finish, so that it
-            # is uploaded too; _saving acts on it when it is done.
+            # is uploaded too; _saving acts on it when it is done.  The exit deadline starts
+            # now: a save waiting for room (on_busy="wait", a full queue) waits only until it
+            # (_wait_room), or the running upload would hold the exit back without bound.
             self._sigterm_pending = True
+            if self._exit_deadline is None and self.exit_timeout not in (None, math.inf):
+                self._exit_deadline = time.monotonic() + self.exit_timeout
             log.warning("ckptlake: SIGTERM during a save of %s: finishing it first",
                         self.artifact)
+            with self._cond:  # (its lock is free: the loop waits in _cond.wait, if at all)
+                self._cond.notify_all()
             return
         self._terminate()
 
@@ -602,8 +617,9 @@ class Checkpointer:
         self._terminating = True
         started = time.monotonic()
         self._room_waited = 0.0
-        self._exit_deadline = None if self.exit_timeout in (None, math.inf) else \
-            started + self.exit_timeout
+        if self._exit_deadline is None:  # (set already if the signal came during a save)
+            self._exit_deadline = None if self.exit_timeout in (None, math.inf) else \
+                started + self.exit_timeout
         final = self.on_sigterm == "save" and self.final_save is not None and not self._closed
         log.warning("ckptlake: SIGTERM: %s%s, then exiting", "taking a final checkpoint of "
                     f"{self.artifact} and " if final else "",
@@ -677,14 +693,16 @@ class Checkpointer:
         """Wait (under the cond) until not `busy()`.  The final save on SIGTERM waits only up
         to the exit deadline (the exit is promised within exit_timeout + CUTOFF_GRACE): then
         it is not taken, and False says so."""
-        deadline = self._exit_deadline if self._terminating else None
         started = time.monotonic()
         try:
             while busy():
+                # read each time: a SIGTERM may arrive during the wait (_on_sigterm)
+                deadline = self._exit_deadline if (self._terminating
+                                                   or self._sigterm_pending) else None
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     running = self._active.describe() if self._active else "a queued upload"
-                    log.error("ckptlake: SIGTERM: the final checkpoint %s of %s was not taken: "
+                    log.error("ckptlake: SIGTERM: the checkpoint %s of %s was not taken: "
                               "the upload of %s was still running at the exit deadline "
                               "(exit_timeout %s s)", "?" if step is None else step,
                               self.artifact, running, self.exit_timeout)

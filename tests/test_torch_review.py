@@ -221,7 +221,7 @@ def test_final_save_wait_for_the_running_upload_ends_at_the_exit_deadline(
     assert info.value.code == 143
     assert ck.skipped == [2]
     text = caplog.text
-    assert "the final checkpoint 2 of run/final was not taken: the upload of step 1" in text
+    assert "the checkpoint 2 of run/final was not taken: the upload of step 1" in text
     # the deadline passed while the final save waited: the drain cuts step 1 off at once
     assert text.index("was not taken") < text.index("LOST checkpoint(s) of run/final: step 1")
     with pytest.raises(NotFound):
@@ -439,3 +439,65 @@ def test_a_torn_down_plugin_leaves_no_checkpointer_thread(local_lake_url: str) -
     while checkpointer_threads() > before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert checkpointer_threads() == before
+
+
+def test_a_sigterm_during_a_save_waiting_for_room_keeps_the_exit_deadline(
+        local_lake_url: str, monkeypatch: pytest.MonkeyPatch, caplog: Any) -> None:
+    """The loop's save waits for the running upload (on_busy="wait"); a SIGTERM then only set
+    a flag, and the exit deadline started after that whole upload (19 s past exit_timeout 1 s
+    in the review).  Now the deadline starts at the signal and the waiting save gives up."""
+    from ckptlake.core import push as push_mod
+
+    release = threading.Event()
+    real = push_mod.push
+
+    def slow_push(*a: Any, **k: Any) -> Any:
+        if k.get("step") == 1:
+            release.wait(30)
+        return real(*a, **k)
+
+    monkeypatch.setattr(push_mod, "push", slow_push)
+    lake = ckptlake.open(local_lake_url)
+    ck = lake.checkpointer("run/room", on_sigterm="wait", exit_timeout=0.2)
+    try:
+        ck.save_state({"w": [1.0]}, step=1)
+        threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+        with caplog.at_level(logging.ERROR, logger="ckptlake"), \
+                pytest.raises(SystemExit) as exited:
+            ck.save_state({"w": [2.0]}, step=2)  # waits for step 1's upload: room
+        assert exited.value.code == 143
+        assert "the checkpoint 2 of run/room was not taken" in caplog.text
+    finally:
+        release.set()
+
+
+def test_close_after_the_sigterm_drain_does_not_wait_for_a_cut_off_upload(
+        local_lake_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`with lake.checkpointer(...)` (and Lightning's teardown) closes on the way out of a
+    SIGTERM: close() waited for the upload the drain had just cut off, stalled in a request
+    (until read_timeout), past the promised exit deadline."""
+    from ckptlake.core import push as push_mod
+
+    release = threading.Event()
+    real = push_mod.push
+
+    def stalled_push(*a: Any, **k: Any) -> Any:
+        release.wait(60)
+        return real(*a, **k)
+
+    monkeypatch.setattr(push_mod, "push", stalled_push)
+    watchdog = threading.Timer(15, release.set)  # ends the stall: a close waiting for it
+    watchdog.start()                             # returns only after this
+    lake = ckptlake.open(local_lake_url)
+    closed_before_release: list[bool] = []
+    try:
+        with pytest.raises(SystemExit):
+            with lake.checkpointer("run/stall", on_sigterm="wait", exit_timeout=0.2) as ck:
+                ck.save_state({"w": [1.0]}, step=1)
+                threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+                time.sleep(20)  # the signal interrupts this; the drain cuts step 1 off
+        closed_before_release.append(not release.is_set())
+    finally:
+        release.set()
+        watchdog.cancel()
+    assert closed_before_release == [True]
