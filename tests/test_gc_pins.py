@@ -33,6 +33,20 @@ def pins(store: MemoryStore) -> list[str]:
     return [i.key for i in store.list(layout.PINS_PREFIX)]
 
 
+def after_the_pin(store: MemoryStore, monkeypatch, action) -> None:  # type: ignore[no-untyped-def]
+    """Run action(the real put) right after each pin's PUT lands: what a racing sweep (or
+    another writer) does between a push's pin and its checks."""
+    real_put = store.put
+
+    def put(key, data, **kw):  # type: ignore[no-untyped-def]
+        out = real_put(key, data, **kw)
+        if layout.is_pin_key(key):
+            action(real_put)
+        return out
+
+    monkeypatch.setattr(store, "put", put)
+
+
 def test_a_chunk_swept_after_the_pin_is_back_before_the_commit(setup, monkeypatch) -> None:
     """A sweep whose listing predates the pin deletes a chunk the push deduplicated, right
     after the pin: the push waits out that sweep's window and restores the chunk, then
@@ -40,15 +54,8 @@ def test_a_chunk_swept_after_the_pin_is_back_before_the_commit(setup, monkeypatc
     store, blobs, clock = setup
     victim = sorted(blobs)[1]
     condemn(store, [victim])
-    real_put = store.put
-
-    def put(key, data, **kw):  # type: ignore[no-untyped-def]
-        out = real_put(key, data, **kw)
-        if layout.is_pin_key(key):
-            store.delete([layout.chunk_key(victim)])  # the racing sweep's delete lands now
-        return out
-
-    monkeypatch.setattr(store, "put", put)
+    # the racing sweep's delete lands right after the pin
+    after_the_pin(store, monkeypatch, lambda put: store.delete([layout.chunk_key(victim)]))
     at_commit: dict[str, object] = {}
     m = manifest(sorted(blobs), {d: len(b) for d, b in blobs.items()})
 
@@ -401,15 +408,8 @@ def test_an_empty_object_left_where_a_swept_chunk_was_is_restored(setup, monkeyp
     store, blobs, clock = setup
     victim = sorted(blobs)[1]
     condemn(store, [victim])
-    real_put = store.put
-
-    def put(key, data, **kw):  # type: ignore[no-untyped-def]
-        out = real_put(key, data, **kw)
-        if layout.is_pin_key(key):
-            real_put(layout.chunk_key(victim), b"")  # swept, then a cut PUT's empty object
-        return out
-
-    monkeypatch.setattr(store, "put", put)
+    # swept, then a cut PUT's empty object, right after the pin
+    after_the_pin(store, monkeypatch, lambda put: put(layout.chunk_key(victim), b""))
     m = manifest(sorted(blobs), {d: len(b) for d, b in blobs.items()})
     result, restored = run(store, blobs, clock, commit=lambda: commit_version(store, m))
     assert restored and victim in restored[0]
