@@ -446,7 +446,10 @@ def test_a_sigterm_during_a_save_waiting_for_room_keeps_the_exit_deadline(
     """The loop's save waits for the running upload (on_busy="wait"); a SIGTERM then only set
     a flag, and the exit deadline started after that whole upload (19 s past exit_timeout 1 s
     in the review).  Now the deadline starts at the signal and the waiting save gives up."""
+    from ckptlake import checkpointer as ck_mod
     from ckptlake.core import push as push_mod
+
+    monkeypatch.setattr(ck_mod, "CUTOFF_GRACE", 0.2)  # the deadline's grace: a fast test
 
     release = threading.Event()
     real = push_mod.push
@@ -476,7 +479,10 @@ def test_close_after_the_sigterm_drain_does_not_wait_for_a_cut_off_upload(
     """`with lake.checkpointer(...)` (and Lightning's teardown) closes on the way out of a
     SIGTERM: close() waited for the upload the drain had just cut off, stalled in a request
     (until read_timeout), past the promised exit deadline."""
+    from ckptlake import checkpointer as ck_mod
     from ckptlake.core import push as push_mod
+
+    monkeypatch.setattr(ck_mod, "CUTOFF_GRACE", 0.2)  # the deadline's grace: a fast test
 
     release = threading.Event()
     real = push_mod.push
