@@ -507,3 +507,45 @@ def test_close_after_the_sigterm_drain_does_not_wait_for_a_cut_off_upload(
         release.set()
         watchdog.cancel()
     assert closed_before_release == [True]
+
+
+def test_lightning_sync_upload_final_save_keeps_the_exit_deadline(
+        local_lake_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """async_upload=False with on_sigterm="save": the final save waited for its own upload
+    without bound inside save_checkpoint (8 s past exit_timeout 1 s in the review); the exit
+    drain waits for it, up to the deadline."""
+    pytest.importorskip("lightning.pytorch")
+    from ckptlake import checkpointer as ck_mod
+    from ckptlake.core import push as push_mod
+    from ckptlake.torch import LakeCheckpointIO
+
+    monkeypatch.setattr(ck_mod, "CUTOFF_GRACE", 0.2)
+    release = threading.Event()
+    real = push_mod.push
+
+    def stalled_push(*a: Any, **k: Any) -> Any:
+        if k.get("step") == 99:
+            release.wait(60)
+        return real(*a, **k)
+
+    monkeypatch.setattr(push_mod, "push", stalled_push)
+    watchdog = threading.Timer(15, release.set)  # a wait for the stalled upload ends here
+    watchdog.start()
+    lake = ckptlake.open(local_lake_url)
+    final = str(tmp_path / "preempt.ckpt")
+    io: Any = None
+    io = LakeCheckpointIO(lake, "pl/sync", async_upload=False, on_sigterm="save",
+                          exit_timeout=0.2,
+                          final_save=lambda: io.save_checkpoint(_lightning_ckpt(final, 99, None),
+                                                                final))
+    exited_before_release: list[bool] = []
+    try:
+        threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+        with pytest.raises(SystemExit) as exited:
+            time.sleep(20)  # the training loop; the signal interrupts it
+        exited_before_release.append(not release.is_set())
+        assert exited.value.code == 143
+    finally:
+        release.set()
+        watchdog.cancel()
+    assert exited_before_release == [True]

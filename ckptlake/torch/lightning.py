@@ -186,11 +186,14 @@ class LakeCheckpointIO(CheckpointIO):
             # saved, and may now remove the checkpoint this one replaces.  Recorded in order
             # with the removals, as a failed upload is.
             done = self._submit(self._failed.append, (key, "was skipped (on_busy='skip')"))
-            if not self.async_upload:
+            if not self.async_upload and not ck._terminating:
                 wait_result(done)
             return
         done = self._submit(self._after_save, key, future)
-        if not self.async_upload:
+        # The final save on SIGTERM (ck._terminating) does not wait for its upload here: the
+        # exit drain waits for it up to exit_timeout; waiting here without bound broke the
+        # exit deadline with async_upload=False (8 s past exit_timeout 1 s in the review).
+        if not self.async_upload and not ck._terminating:
             wait_result(future)
             wait_result(done)
 
