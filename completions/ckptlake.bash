@@ -341,7 +341,7 @@ _ckptlake() {
             ;;
         completion)
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=( $(compgen -W "--debug --help -h" -- "$cur") )
+                COMPREPLY=( $(compgen -W "--json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
             _ckptlake_npos ""

@@ -379,6 +379,8 @@ complete -c ckptlake -n '__ckptlake_using replicate' -s h -l help -d 'Show this 
 complete -c ckptlake -n '__ckptlake_using replicate; and __ckptlake_arg 0 --to --concurrency --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'REF'
 
 # completion SHELL
+complete -c ckptlake -n '__ckptlake_using completion' -l json -d 'Errors as a JSON document on stdout; on success stdout is still the script'
+complete -c ckptlake -n '__ckptlake_using completion' -s q -l quiet -d 'Print nothing but errors'
 complete -c ckptlake -n '__ckptlake_using completion' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__ckptlake_using completion' -s h -l help -d 'Show this message and exit'
 complete -c ckptlake -n '__ckptlake_using completion; and __ckptlake_arg 0' -a 'bash zsh fish' -d 'SHELL'

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from .help import epilog
-from .options import CommonOptions, DebugOpt
+from .options import OUTPUT_PANEL, CommonOptions, DebugOpt, QuietOpt
 from .output import Output, write_stdout
 
 HELP = "Print the shell completion script for SHELL (bash, zsh or fish) on stdout."
@@ -24,15 +24,23 @@ EPILOG = epilog(
 
 SHELLS = ("bash", "zsh", "fish")
 
+# Not the shared --json: on success stdout is the script, not a document.  Taken so that a
+# script setting `ckptlake --json` for every command gets its errors as documents here too.
+JsonOpt = Annotated[bool, typer.Option(
+    "--json", rich_help_panel=OUTPUT_PANEL,
+    help="Errors as a JSON document on stdout; on success stdout is still the script.")]
+
 
 def completion(
     shell: Annotated[str, typer.Argument(
         metavar="SHELL", show_default=False, help="bash, zsh or fish.",
         autocompletion=lambda: SHELLS)],  # what the completion scripts offer
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Needs no lake and no config."""
-    out = Output(CommonOptions(debug=debug))
+    out = Output(CommonOptions(json=json_, quiet=quiet, debug=debug))
     with out.guard():
         from ..errors import UsageError
 
