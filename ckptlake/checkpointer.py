@@ -269,6 +269,7 @@ class Checkpointer:
         # Makes the checkpointer that replaces this one once it is closed (the Lightning
         # plugin's next), for a SIGTERM that reaches this one before that exists (_pass_on)
         self._revive: Callable[[], Checkpointer] | None = None
+        self._saver: threading.Thread | None = None  # the thread inside a save (_saving)
         # SIGTERM: the exit deadline (monotonic; None: none) and how much of it the final
         # save spent waiting for the running upload (_terminate, _make_room)
         self._exit_deadline: float | None = None
@@ -546,10 +547,12 @@ class Checkpointer:
         if self._save_lock.locked():
             # A save is being taken (the loop was inside save()): let it finish, so that it
             # is uploaded too; _saving acts on it when it is done.  The exit deadline starts
-            # now: a save waiting for room (on_busy="wait", a full queue) waits only until it
-            # (_wait_room), or the running upload would hold the exit back without bound.
+            # now for a save of the main thread (the one _saving acts for): waiting for room
+            # (on_busy="wait", a full queue) it waits only until then (_wait_room), or the
+            # running upload would hold the exit back without bound.
             self._sigterm_pending = True
-            if self._exit_deadline is None and self.exit_timeout not in (None, math.inf):
+            if self._saver is threading.main_thread() and self._exit_deadline is None \
+                    and self.exit_timeout not in (None, math.inf):
                 self._exit_deadline = time.monotonic() + self.exit_timeout
             log.warning("ckptlake: SIGTERM during a save of %s: finishing it first",
                         self.artifact)
@@ -564,7 +567,11 @@ class Checkpointer:
         skipped or failed)."""
         try:
             with self._save_lock:
-                yield
+                self._saver = threading.current_thread()
+                try:
+                    yield
+                finally:
+                    self._saver = None
         finally:
             if self._sigterm_pending and threading.current_thread() is threading.main_thread():
                 self._sigterm_pending = False
@@ -580,6 +587,9 @@ class Checkpointer:
             seen.add(id(ck))
         if ck._retired and ck._successor is None and ck._revive is not None:
             revive, ck._revive = ck._revive, None
+            # A second SIGTERM while the next one is being made reaches this one again: with
+            # no successor yet it would fall to the default action (death, no final save).
+            ck._terminating = True
             try:
                 fresh = revive()  # sets ck._successor (_take_over)
             except Exception as exc:  # noqa: BLE001 - the signal still goes on, below
@@ -697,8 +707,10 @@ class Checkpointer:
         try:
             while busy():
                 # read each time: a SIGTERM may arrive during the wait (_on_sigterm)
-                deadline = self._exit_deadline if (self._terminating
-                                                   or self._sigterm_pending) else None
+                deadline = self._exit_deadline if (
+                    self._terminating or (self._sigterm_pending
+                                          and threading.current_thread()
+                                          is threading.main_thread())) else None
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     running = self._active.describe() if self._active else "a queued upload"

@@ -549,3 +549,88 @@ def test_lightning_sync_upload_final_save_keeps_the_exit_deadline(
         release.set()
         watchdog.cancel()
     assert exited_before_release == [True]
+
+
+REVIVE_TWICE = textwrap.dedent('''
+    import os, signal, sys
+    import ckptlake
+    lake = ckptlake.open(sys.argv[1])
+    finals = []
+    ck1 = lake.checkpointer("c/rv", on_sigterm="save", exit_timeout=2,
+                            final_save=lambda: finals.append("ck1"))
+    mine = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, lambda s, f: mine(s, f))  # a wrapper over it (Lightning's)
+    ck1.close()  # cannot restore: another handler is installed
+    signal.signal(signal.SIGTERM, mine)  # the wrapper puts the closed one's back
+
+    def revive():
+        os.kill(os.getpid(), signal.SIGTERM)  # a second SIGTERM while the next one is made
+        ck2 = lake.checkpointer("c/rv", on_sigterm="save", exit_timeout=2,
+                                final_save=lambda: (finals.append("ck2"), print("final ck2",
+                                                    flush=True)))
+        ck2._take_over(ck1)
+        return ck2
+
+    ck1._revive = revive
+    os.kill(os.getpid(), signal.SIGTERM)
+    print("not reached", flush=True)
+''')
+
+
+def test_a_second_sigterm_while_the_next_checkpointer_is_made_is_no_death(
+        tmp_path: Path) -> None:
+    """A SIGTERM reaching a closed checkpointer makes the next one (_revive); a second
+    SIGTERM meanwhile found no successor and fell to the default action: death, no final
+    save."""
+    script = tmp_path / "revive.py"
+    script.write_text(REVIVE_TWICE)
+    done = subprocess.run([sys.executable, str(script), (tmp_path / "lake").as_uri()],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 143, (done.returncode, done.stdout, done.stderr[-2000:])
+    assert "final ck2" in done.stdout and "not reached" not in done.stdout
+
+
+def test_a_sigterm_during_a_worker_threads_save_skips_none_of_its_saves(
+        local_lake_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exit deadline started at a SIGTERM during any thread's save, but only the main
+    thread's save acts on the signal: a worker's later saves waiting for room were all
+    dropped ("not taken") and the process did not exit either."""
+    from ckptlake.core import push as push_mod
+
+    real = push_mod.push
+
+    def slow_push(*a: Any, **k: Any) -> Any:
+        time.sleep(0.3)
+        return real(*a, **k)
+
+    monkeypatch.setattr(push_mod, "push", slow_push)
+    lake = ckptlake.open(local_lake_url)
+    ck = lake.checkpointer("run/worker", on_sigterm="wait", exit_timeout=0.2)
+    fired = threading.Event()
+    results: list[bool] = []
+
+    real_workdir = ck._new_workdir
+
+    def workdir(base: str) -> str:  # inside save_state, its lock held: the signal comes now
+        if len(results) == 2 and not fired.is_set():
+            fired.set()
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.3)  # the main thread runs the handler meanwhile
+        return real_workdir(base)
+
+    ck._new_workdir = workdir  # type: ignore[method-assign]
+
+    def worker() -> None:
+        for step in range(1, 5):
+            results.append(ck.save_state({"w": [float(step)]}, step=step) is not None)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    deadline = time.monotonic() + 30
+    while t.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the main thread runs the handler here
+    t.join(5)
+    ck._sigterm_pending = False  # (swallowed: the worker's save does not act on it)
+    ck.close()
+    assert results == [True, True, True, True] and ck.skipped == []
+    assert [v.step for v in lake.versions("run/worker")] == [1, 2, 3, 4]
