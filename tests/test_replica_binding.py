@@ -339,3 +339,17 @@ def test_cli_gc_runs_when_a_replica_cannot_be_opened(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["gc", "--yes", "--config", str(cfg)], catch_exceptions=False)
     assert r.exit_code == 0, r.stderr
     assert "not swept" in r.stderr and "no-such-profile-here" in r.stderr
+
+
+def test_a_warm_pull_still_replaces_a_differing_manifest_copy(tmp_path: Path) -> None:
+    """The warm-pull shortcut trusted any copy that was there; format.md says a copy that
+    differs from the origin's manifest is replaced (offline readers verify against it)."""
+    lake = lake_on(tmp_path, named_origin("diff"))
+    lake.push(write_src(tmp_path / "s", 1), "m/a")
+    lake.pull("m/a", tmp_path / "o1")
+    copy = tmp_path / "eu" / "artifacts" / "m" / "a" / "@v" / "0000000001.json"
+    doc = json.loads(copy.read_text())
+    doc["metadata"] = {"tampered": "yes"}
+    copy.write_text(json.dumps(doc))
+    lake_on(tmp_path, lake.store).pull("m/a", tmp_path / "o2")
+    assert copy.read_bytes() == lake.store.get(layout.version_key("m/a", 1))

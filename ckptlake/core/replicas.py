@@ -525,8 +525,10 @@ def keep_pulled_manifest(origin: Store, replica: Store, m: Manifest) -> bool:
     from .browse import object_sizes
     from .gc_guard import read_records
 
-    try:  # a copy already there (a warm pull): manifests never change, so nothing to do
-        if replica.get(layout.version_key(m.artifact, m.version)):
+    key = layout.version_key(m.artifact, m.version)
+    try:  # the same copy there already (a warm pull): nothing to write, no records to read
+        held = replica.get(key)
+        if held and held == origin.get(key):
             return True
     except CkptlakeError:
         pass
