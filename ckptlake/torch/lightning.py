@@ -107,8 +107,8 @@ class LakeCheckpointIO(CheckpointIO):
     `last.ckpt`), and "wait" would block the loop on the first upload.  With "skip", the
     first skipped save stops removals until `teardown` (as a failed one does: module doc), so
     the lake keeps more versions than ModelCheckpoint's top k.
-    The checkpointer is made at once, and again at each `teardown` (not at the next save):
-    with `on_sigterm`, a SIGTERM in the next fit before its first save must reach a live one.
+    The checkpointer is made at once, and again by the first save after each `teardown`; with
+    `on_sigterm`, a SIGTERM before that save makes it then (Checkpointer._revive).
 
     After a `load_checkpoint`, later saves of that fit (until `teardown`) name the loaded
     version as their parent (relation "resumed-from"), so `ckptlake lineage` shows where a
@@ -226,7 +226,7 @@ class LakeCheckpointIO(CheckpointIO):
 
     def teardown(self) -> None:
         """End of fit/validate/test: wait for uploads and removals, raise an upload failure.
-        The plugin stays usable: a new checkpointer is made at once, and a later fit neither
+        The plugin stays usable: a new checkpointer is made when needed, and a later fit neither
         names this fit's resumed-from version as its parent nor spares it, nor skips
         removals for this fit's failed or skipped save.
 
