@@ -514,15 +514,10 @@ class Lake:
                                       f"{m.artifact}@v{m.version}")
             path = m.files[0].path
         entry = find_file(m, path)
-        return self._unless_deleted(
-            m, read_file(self._data(replica, on_warning, algo=m.hash), m, entry,
-                         throttle=self.throttle))
-
-    def _unless_deleted(self, m: "Manifest", chunks: Iterator[bytes]) -> Iterator[bytes]:
-        try:
-            yield from chunks
-        except MissingChunk as e:
-            raise catalog.deleted_meanwhile(self.store, m.artifact, m.version, e) from None
+        # (a chunk missing because the version was deleted meanwhile is NotFound already:
+        # core/chunkio.missing_from)
+        return read_file(self._data(replica, on_warning, algo=m.hash), m, entry,
+                         throttle=self.throttle)
 
     def artifacts(self, prefix: str = "") -> list[ArtifactInfo]:
         """Artifacts with at least one version, sorted by name."""

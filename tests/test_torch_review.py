@@ -42,6 +42,23 @@ def _lightning_ckpt(path: str, step: int, score: float | None) -> dict[str, Any]
                           {"monitor": "val_loss", "best_k_models": best}}}
 
 
+def hold_push(monkeypatch: pytest.MonkeyPatch, step: int | None = None) -> threading.Event:
+    """Every push (or only that of `step`) waits until the returned event is set (at most a
+    minute): an upload stalled in a request."""
+    from ckptlake.core import push as push_mod
+
+    release = threading.Event()
+    real = push_mod.push
+
+    def held(*a: Any, **k: Any) -> Any:
+        if step is None or k.get("step") == step:
+            release.wait(60)
+        return real(*a, **k)
+
+    monkeypatch.setattr(push_mod, "push", held)
+    return release
+
+
 def test_lightning_skipped_save_keeps_the_checkpoint_it_was_to_replace(
         local_lake_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -447,19 +464,10 @@ def test_a_sigterm_during_a_save_waiting_for_room_keeps_the_exit_deadline(
     a flag, and the exit deadline started after that whole upload (19 s past exit_timeout 1 s
     in the review).  Now the deadline starts at the signal and the waiting save gives up."""
     from ckptlake import checkpointer as ck_mod
-    from ckptlake.core import push as push_mod
 
     monkeypatch.setattr(ck_mod, "CUTOFF_GRACE", 0.2)  # the deadline's grace: a fast test
 
-    release = threading.Event()
-    real = push_mod.push
-
-    def slow_push(*a: Any, **k: Any) -> Any:
-        if k.get("step") == 1:
-            release.wait(30)
-        return real(*a, **k)
-
-    monkeypatch.setattr(push_mod, "push", slow_push)
+    release = hold_push(monkeypatch, step=1)
     lake = ckptlake.open(local_lake_url)
     ck = lake.checkpointer("run/room", on_sigterm="wait", exit_timeout=0.2)
     try:
@@ -480,18 +488,10 @@ def test_close_after_the_sigterm_drain_does_not_wait_for_a_cut_off_upload(
     SIGTERM: close() waited for the upload the drain had just cut off, stalled in a request
     (until read_timeout), past the promised exit deadline."""
     from ckptlake import checkpointer as ck_mod
-    from ckptlake.core import push as push_mod
 
     monkeypatch.setattr(ck_mod, "CUTOFF_GRACE", 0.2)  # the deadline's grace: a fast test
 
-    release = threading.Event()
-    real = push_mod.push
-
-    def stalled_push(*a: Any, **k: Any) -> Any:
-        release.wait(60)
-        return real(*a, **k)
-
-    monkeypatch.setattr(push_mod, "push", stalled_push)
+    release = hold_push(monkeypatch)
     watchdog = threading.Timer(15, release.set)  # ends the stall: a close waiting for it
     watchdog.start()                             # returns only after this
     lake = ckptlake.open(local_lake_url)
@@ -516,19 +516,10 @@ def test_lightning_sync_upload_final_save_keeps_the_exit_deadline(
     drain waits for it, up to the deadline."""
     pytest.importorskip("lightning.pytorch")
     from ckptlake import checkpointer as ck_mod
-    from ckptlake.core import push as push_mod
     from ckptlake.torch import LakeCheckpointIO
 
     monkeypatch.setattr(ck_mod, "CUTOFF_GRACE", 0.2)
-    release = threading.Event()
-    real = push_mod.push
-
-    def stalled_push(*a: Any, **k: Any) -> Any:
-        if k.get("step") == 99:
-            release.wait(60)
-        return real(*a, **k)
-
-    monkeypatch.setattr(push_mod, "push", stalled_push)
+    release = hold_push(monkeypatch, step=99)
     watchdog = threading.Timer(15, release.set)  # a wait for the stalled upload ends here
     watchdog.start()
     lake = ckptlake.open(local_lake_url)
