@@ -74,7 +74,10 @@ The deadline is the process's too: a cut-off upload starts no new request or ret
 upload workers are daemon threads (transfer/pool.py); its snapshot is removed.  So the exit
 comes at most exit_timeout + CUTOFF_GRACE (+ the final save's host copy) after the signal: the
 final save's wait for the running upload counts against exit_timeout, and at the deadline the
-final checkpoint is not taken (logged).
+final checkpoint is not taken (logged).  A SIGTERM during a save of the main thread starts
+the deadline at the signal too: that save is finished first, but if its own host copy
+outlasts exit_timeout, its upload starts past the deadline and is cut off at once (lost,
+logged).
 
 `close` restores the previous handler only if the checkpointer's is still the installed one.
 Otherwise (another was installed over it: Lightning's signal connector wraps it, and puts it
@@ -976,7 +979,7 @@ class Checkpointer:
                 None if self.exit_timeout in (None, math.inf) else \
                 time.monotonic() + self.exit_timeout
             wait = "" if self.exit_timeout is None else f" up to {self.exit_timeout} s"
-            if self._room_waited and deadline is not None:
+            if self._exit_deadline is not None:  # counted from the signal, not from here
                 wait += f" from the signal ({max(0.0, deadline - time.monotonic()):.1f} s left)"
             log.warning("ckptlake: the process is exiting with %d checkpoint upload(s) of %s "
                         "pending (%s): waiting for them%s", len(jobs), self.artifact,

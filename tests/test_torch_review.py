@@ -482,6 +482,51 @@ def test_a_sigterm_during_a_save_waiting_for_room_keeps_the_exit_deadline(
         release.set()
 
 
+def test_a_sigterm_during_a_slow_host_copy_counts_the_deadline_from_the_signal(
+        local_lake_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: Any) -> None:
+    """A SIGTERM while the main thread's save copies its snapshot: that save is finished, but
+    the exit deadline runs from the signal, so a copy outlasting exit_timeout leaves its upload
+    no time: it is cut off and logged as LOST (documented in the module docstring and README).
+    A deadline restarted after the copy would let this 0.3 s upload commit."""
+    from ckptlake import checkpointer as ck_mod
+    from ckptlake.core import push as push_mod
+
+    monkeypatch.setattr(ck_mod, "CUTOFF_GRACE", 0.2)
+    real_materialize, real_push = ck_mod._materialize, push_mod.push
+
+    def slow_copy(*a: Any, **k: Any) -> Any:
+        time.sleep(1.0)  # the SIGTERM comes in here
+        return real_materialize(*a, **k)
+
+    def short_upload(*a: Any, **k: Any) -> Any:
+        time.sleep(0.3)
+        return real_push(*a, **k)
+
+    monkeypatch.setattr(ck_mod, "_materialize", slow_copy)
+    monkeypatch.setattr(push_mod, "push", short_upload)
+    src = tmp_path / "ckpt"
+    src.mkdir()
+    (src / "w.bin").write_bytes(b"w" * 4096)
+    lake = ckptlake.open(local_lake_url)
+    ck = lake.checkpointer("run/slowcopy", on_sigterm="wait", exit_timeout=0.5,
+                           snapshot="copy")
+    timer = threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="ckptlake"), \
+                pytest.raises(SystemExit) as exited:
+            ck.save(src, step=1)
+    finally:
+        timer.cancel()
+    assert exited.value.code == 143
+    assert "SIGTERM during a save of run/slowcopy" in caplog.text
+    assert "LOST checkpoint(s) of run/slowcopy: step 1" in caplog.text, caplog.text
+    assert "from the signal" in caplog.text, caplog.text
+    with pytest.raises(NotFound):
+        lake.versions("run/slowcopy")
+
+
 def test_close_after_the_sigterm_drain_does_not_wait_for_a_cut_off_upload(
         local_lake_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """`with lake.checkpointer(...)` (and Lightning's teardown) closes on the way out of a
