@@ -24,8 +24,9 @@ from .format import layout
 from .format.refs import Ref, parse_ref, validate_alias, validate_artifact
 from .policy.config import (DEFAULT_CONCURRENCY, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE,
                             check_chunk_size, check_concurrency, check_part_settings)
-from .results import (AliasRemoveResult, AliasResult, ArtifactInfo, DeleteResult,
-                      DiscardResult, PullResult, PushResult, VerifyResult, VersionInfo)
+from .results import (AliasRemoveResult, AliasResult, ArtifactInfo, DeleteArtifactResult,
+                      DeleteResult, DiscardResult, PullResult, PushResult, VerifyResult,
+                      VersionInfo)
 from .store.base import Store
 from .transfer.parts import Parts
 from .transfer.progress import NullProgress, Progress
@@ -632,9 +633,10 @@ class Lake:
         gc's own deleter does it (core/gc.delete_versions: tombstone, aliases read again, then
         the manifest), so lineage keeps the version (as expired, rule "ckptlake rm", with
         `reason`) and an alias set meanwhile spares it.  Refused (PolicyRefusal, exit 7) for
-        the artifact's latest version -- a push numbers its version latest + 1, so its number
-        could be handed out twice -- and for an aliased version.  NotFound for a version that
-        does not exist or was deleted already.  dry_run: every check, nothing written.
+        an aliased version.  The latest version may go too: a push numbers its version above
+        every tombstone as well as every manifest (catalog.next_number), so its number is never
+        handed out again.  NotFound for a version that does not exist or was deleted already.
+        dry_run: every check, nothing written.
         """
         from .core import tombstones
         from .core.gc import ArtifactPlan, GcResult, VersionPlan, delete_versions
@@ -642,7 +644,15 @@ class Lake:
         from .errors import IntegrityError, PolicyRefusal
         from .redact import redact
 
-        ref = parse_ref(ref) if isinstance(ref, str) else ref
+        if isinstance(ref, str):
+            bare = "@" not in ref
+            ref = parse_ref(ref)
+            if bare:  # one version, named: `rm ARTIFACT` reads like "the whole artifact"
+                raise UsageError(
+                    f"rm deletes one version: name it, e.g. {ref.artifact}@latest or "
+                    f"{ref.artifact}@v1",
+                    hint=f"to delete every version of {ref.artifact}: ckptlake rm "
+                         f"{ref.artifact} --all")
         if not isinstance(ref, Ref):
             raise UsageError(f"a reference is a string (ARTIFACT@SELECTOR) or a Ref, got "
                              f"{ref!r}")
@@ -673,14 +683,6 @@ class Lake:
             step, created_by, total_bytes, files = None, "", 0, 0
             created = self.store.stat(layout.version_key(artifact, number)).modified
         numbers = catalog.version_numbers(self.store, artifact)
-        if not numbers or number >= numbers[-1]:
-            what = {"version": f"{artifact}@v{number} is the latest version of {artifact}",
-                    "latest": f"{ref} (without @SELECTOR) means its latest version, v{number}"
-                    }.get(ref.kind, f"{ref} is v{number}, the latest version of {artifact}")
-            raise PolicyRefusal(
-                f"{what}, which is never deleted: the next push would take its number again",
-                hint=f"push a newer version of {artifact} first; rm deletes one version, "
-                     "ARTIFACT@vN, never a whole artifact")
         names = sorted(a for a, v in catalog.aliases(self.store, artifact).items()
                        if v == number)
         if names:
@@ -722,6 +724,106 @@ class Lake:
         catalog.load_manifest(self.store, artifact, number)  # deleted by someone else: says so
         raise NotFound(f"{artifact}@v{number} was deleted meanwhile",
                        hint=f"list what is left with: ckptlake ls {artifact} --all")
+
+    def delete_artifact(self, artifact: str, *, reason: str | None = None,
+                        dry_run: bool = False, upto: int | None = None
+                        ) -> DeleteArtifactResult:
+        """Delete every version of `artifact` by hand (`ckptlake rm ARTIFACT --all`): what
+        MLflow's "delete registered model" or W&B's "delete collection" do.  Each version goes
+        as `delete` deletes one (tombstone, aliases read again, manifest), in one batch; chunks
+        are left to gc.  The artifact's numbers stay claimed by the tombstones: a later push
+        to it takes the next number, never an old one.
+
+        Refused (PolicyRefusal, exit 7) while any alias names a version (the aliases say
+        which versions are in use: remove them first), or if a newer ckptlake wrote a
+        manifest; NotFound if it has no live version.  upto: only versions up to vN (what a
+        dry run showed the user: one pushed since is not deleted unasked).  Versions pushed
+        while it runs stay, and so does one aliased meanwhile (`spared`)."""
+        from .core import tombstones
+        from .core.gc import ArtifactPlan, GcResult, VersionPlan, delete_versions
+        from .core.identity import user_at_host, utcnow
+        from .errors import IntegrityError, PolicyRefusal
+        from .format.refs import validate_artifact
+        from .redact import redact
+
+        if not isinstance(artifact, str):
+            raise UsageError(f"artifact must be a string, got {artifact!r}")
+        validate_artifact(artifact)
+        check_arg("dry_run", dry_run, "bool")
+        if upto is not None:
+            check_arg("upto", upto, "int")
+        reason = check_reason(reason)
+        if reason is not None:
+            reason = redact(reason)
+        self._check_known()
+        numbers = [n for n in catalog.version_numbers(self.store, artifact)
+                   if upto is None or n <= upto]
+        if not numbers:
+            if upto is None and next(iter(self.store.list(layout.tombstones_prefix(artifact))),
+                                     None) is not None:
+                raise NotFound(f"every version of {artifact} was deleted already",
+                               hint=f"see them with: ckptlake ls {artifact} --all")
+            raise NotFound(f"{artifact} has no version",
+                           hint="see the artifacts with: ckptlake ls")
+        named = sorted((v, a) for a, v in catalog.aliases(self.store, artifact).items()
+                       if v in numbers)
+        if named:
+            shown = ", ".join(f"{a} -> v{v}" for v, a in named[:5]) + \
+                (" ..." if len(named) > 5 else "")
+            raise PolicyRefusal(
+                f"{artifact} has aliased versions ({shown}); an aliased version is never "
+                "deleted, so nothing was deleted",
+                hint="remove the aliases first: " + "; ".join(
+                    f"ckptlake alias --delete {artifact} {a}" for _, a in named[:3])
+                + (" ..." if len(named) > 3 else ""))
+        now = utcnow()
+        plans: list[VersionPlan] = []
+        total = files = 0
+        who = user_at_host()
+        reason = reason or f"deleted by hand by {who}"
+        for n in numbers:
+            step: int | None = None
+            try:
+                m = catalog.load_manifest(self.store, artifact, n)
+                step, created, size, count = m.step, m.created, m.total_bytes, len(m.files)
+            except NotFound:
+                continue  # deleted meanwhile
+            except IntegrityError as exc:
+                if self._newer_manifest(artifact, n, exc):
+                    raise PolicyRefusal(
+                        f"{artifact}@v{n} was written by a newer ckptlake ({exc.message}); "
+                        "nothing was deleted", hint="upgrade ckptlake, then run the same rm"
+                    ) from None
+                created = self.store.stat(layout.version_key(artifact, n)).modified
+                size = count = 0
+            total += size
+            files += count
+            plans.append(VersionPlan(
+                artifact=artifact, version=n, step=step, created=created,
+                age_seconds=max(0, int((now - created).total_seconds())), total_bytes=size,
+                files=count, keep=False, rule=tombstones.RM_RULE, reason=reason))
+        result = DeleteArtifactResult(
+            lake=self.url, artifact=artifact, versions=[p.version for p in plans],
+            total_bytes=total, files=files, rule=tombstones.RM_RULE, reason=reason,
+            dry_run=dry_run)
+        if dry_run:
+            return result
+        done = GcResult()
+        delete_versions(self.store, ArtifactPlan(
+            artifact=artifact, rule=tombstones.RM_RULE, rule_line=None, versions=len(numbers),
+            delete=plans, kept=[], kept_by={}), done, deleted=now)
+
+        def numbers_in(refs: list[str]) -> list[int]:
+            prefix = f"{artifact}@v"
+            return sorted(int(r[len(prefix):]) for r in refs if r.startswith(prefix))
+
+        deleted = numbers_in(done.versions_deleted)
+        spared = numbers_in(done.versions_spared)
+        gone = [p.version for p in plans if p.version not in deleted and p.version not in spared]
+        return dataclasses.replace(
+            result, deleted=deleted, spared=spared, gone=gone,
+            remaining=catalog.version_numbers(self.store, artifact), deleted_at=now,
+            deleted_by=who)
 
     def _newer_manifest(self, artifact: str, number: int, exc: CkptlakeError) -> bool:
         """Whether an unreadable manifest is one a newer ckptlake wrote (a higher

@@ -153,6 +153,30 @@ class DeleteResult(_Result):
 
 
 @dataclass(frozen=True)
+class DeleteArtifactResult(_Result):
+    """`rm ARTIFACT --all` / `Lake.delete_artifact`: every version of an artifact deleted by
+    hand (or, with dry_run, what would be); each leaves a tombstone, as `rm` of one does.
+    Chunks are left to gc's sweep.  `spared`: aliased while rm ran (kept); `gone`: deleted by
+    another deleter meanwhile; `remaining`: versions live after the run (those and any pushed
+    meanwhile, which rm never deletes)."""
+
+    lake: str
+    artifact: str
+    versions: list[int]  # what the run deletes (dry_run: would delete)
+    total_bytes: int
+    files: int
+    rule: str
+    reason: str
+    dry_run: bool
+    deleted: list[int] = field(default_factory=list)
+    spared: list[int] = field(default_factory=list)
+    gone: list[int] = field(default_factory=list)
+    remaining: list[int] = field(default_factory=list)
+    deleted_at: datetime | None = None
+    deleted_by: str = ""
+
+
+@dataclass(frozen=True)
 class DiscardResult(_Result):
     """`rm ARTIFACT@step=N --pending` / `Lake.discard_pending`: a sharded step that never
     committed (a crashed save), discarded so the step can be saved again; with dry_run, what

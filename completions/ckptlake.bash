@@ -273,7 +273,7 @@ _ckptlake() {
                 --reason|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=( $(compgen -W "--reason --dry-run --yes -y --pending --force --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                COMPREPLY=( $(compgen -W "--reason --dry-run --yes -y --all --pending --force --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
             _ckptlake_npos "--reason --lake -l --endpoint-url --profile --region --config"

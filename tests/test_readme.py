@@ -141,6 +141,8 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         model(setup / f"base{version}", scale)
         ok(["push", str(setup / f"base{version}"), "base/model", "--quiet"])
     ok(["push", str(setup / "base3"), "gpt2-small/base", "--quiet"])
+    for version in (1, 2):  # an abandoned run, for `rm ARTIFACT --all`
+        ok(["push", str(setup / f"base{version}"), "gpt2-small/run-3/ckpt", "--quiet"])
     for version in range(1, 4):  # 3 versions of two more checkpoints
         model(setup / f"gpt2-{version}", 6.0 + version)
         ok(["push", str(setup / f"gpt2-{version}"), "gpt2/ckpt", "--quiet"])

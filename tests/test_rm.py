@@ -1,7 +1,8 @@
 """`ckptlake rm` (Lake.delete) and `alias --delete` (Lake.remove_alias).
 
-rm deletes one version by gc's own deleter (tombstone, aliases read again, manifest), never the
-latest nor an aliased one, and leaves its chunks to gc's sweep; alias removal swaps the record
+rm deletes one version (or, with --all, every version) by gc's own deleter (tombstone, aliases
+read again, manifest), never an aliased one, and leaves its chunks to gc's sweep; a push numbers
+above every tombstone, so a deleted latest number is never handed out again; alias removal swaps the record
 for an empty one (no alias) and leaves it, so a concurrent move is removed too or stands
 (docs/format.md, "Deleting one version by hand (rm)" and "Alias record")."""
 from __future__ import annotations
@@ -137,19 +138,20 @@ def test_rm_leaves_a_tombstone_lineage_and_the_chunks(local_lake_url: str, tmp_p
         assert keys(lake.store, "chunks/") == chunks  # left to gc's sweep
 
 
-def test_rm_refuses_the_latest_aliased_missing_and_bad_input(lake: Lake) -> None:
+def test_rm_refuses_a_bare_artifact_aliased_missing_and_bad_input(lake: Lake) -> None:
     lake.alias(f"{ART}@v1", "prod")
     before = keys(lake.store)
-    for ref, pattern in ((ART, r"p/ckpt \(without @SELECTOR\) means its latest version, v3"),
-                         (f"{ART}@v3", r"p/ckpt@v3 is the latest version of p/ckpt"),
-                         (f"{ART}@latest", "latest version, v3"),
-                         (f"{ART}@prod", r"p/ckpt@v1 is aliased \(prod\)"),
+    for ref, pattern in ((f"{ART}@prod", r"p/ckpt@v1 is aliased \(prod\)"),
                          (f"{ART}@v1", "alias --delete p/ckpt prod")):
         with pytest.raises(PolicyRefusal, match=pattern) as err:
             lake.delete(ref)
         assert err.value.exit_code == 7
-    with pytest.raises(PolicyRefusal, match="push a newer version of p/ckpt first"):
-        lake.delete(ART, dry_run=True)
+    # ARTIFACT alone reads like the whole artifact: name the version, or use delete_artifact
+    for dry in (True, False):
+        with pytest.raises(UsageError, match="rm deletes one version: name it, e.g. "
+                                             "p/ckpt@latest") as err:
+            lake.delete(ART, dry_run=dry)
+        assert "ckptlake rm p/ckpt --all" in str(err.value)
     with pytest.raises(NotFound, match="p/ckpt@v9 does not exist"):
         lake.delete(f"{ART}@v9")
     for bad in ({"reason": ""}, {"reason": "x" * 501}, {"reason": 3}, {"reason": "a\x00b"},
@@ -578,7 +580,7 @@ def test_reason_redaction_and_option_synonyms(cli_lake: Lake) -> None:
 
 
 def test_cli_rm_refusals_and_usage(cli_lake: Lake, tmp_path: Path) -> None:
-    for ref, code, words in ((ART, 7, "means its latest version, v3"),
+    for ref, code, words in ((ART, 2, "rm deletes one version: name it"),
                              (f"{ART}@v1", 7, "ckptlake alias --delete p/ckpt prod"),
                              (f"{ART}@v7", 3, "does not exist"),
                              (f"{ART}@", 2, ""),
@@ -636,8 +638,6 @@ def test_rm_end_to_end_on_seaweedfs(s3_lake_url: str, tmp_path: Path,
     r = cli("pull", f"{ART}@v2", tmp_path / "out")
     assert r.exit_code == 3 and "deleted with ckptlake rm on" in r.stderr
     assert not (tmp_path / "out").exists()
-    r = cli("rm", f"{ART}@v3", "--yes")
-    assert r.exit_code == 7 and "latest version" in r.stderr
     r = cli("rm", f"{ART}@v1", "--yes", "--json")
     assert r.exit_code == 7 and "aliased (prod)" in json.loads(r.stdout)["error"]["message"]
     # gc sweeps what only v2 used (grace_period 0: in one run), and nothing else
@@ -651,3 +651,153 @@ def test_rm_end_to_end_on_seaweedfs(s3_lake_url: str, tmp_path: Path,
     doc = json.loads(cli("alias", "--delete", ART, "prod", "--json").stdout)
     assert doc["previous"] == 1
     assert cli("rm", f"{ART}@v1", "--yes").exit_code == 0  # no longer aliased
+
+
+# ---- deleting the latest version; every version (rm --all) -----------------------------------
+
+class ListHook(MemoryStore):
+    """Runs a one-shot hook right after the first listing of `@v/` or `@tomb/` of ART: between
+    a pusher's two listings (catalog.next_number)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.after_number_listing: Callable[[], None] | None = None
+
+    def list(self, prefix: str = "", *, start_after: str | None = None):  # type: ignore[override]
+        items = list(super().list(prefix, start_after=start_after))
+        if self.after_number_listing and prefix in (layout.versions_prefix(ART),
+                                                    layout.tombstones_prefix(ART)):
+            hook, self.after_number_listing = self.after_number_listing, None
+            hook()
+        return iter(items)
+
+
+def test_a_deleted_latest_number_is_never_handed_out_again(tmp_path: Path) -> None:
+    lake = Lake(MemoryStore(), chunk_size=1 << 20)
+    push(lake, tmp_path)  # v1-v3
+    r = lake.delete(f"{ART}@latest", reason="bad run")
+    assert (r.version, r.deleted) == (3, True)
+    assert push(lake, tmp_path, n=1) == [4]
+    assert lake.delete(f"{ART}@v4").deleted and lake.delete(f"{ART}@v2").deleted
+    assert push(lake, tmp_path, n=1) == [5]
+    assert [v.version for v in lake.versions(ART)] == [1, 5]
+    with pytest.raises(NotFound, match="p/ckpt@v3 was deleted with ckptlake rm"):
+        lake.pull(f"{ART}@v3", tmp_path / "out")
+    # a tombstone another writer named without padding counts too
+    lake.store.put(f"artifacts/{ART}/@tomb/17.json", b"{}")
+    assert push(lake, tmp_path, n=1) == [18]
+
+
+def test_a_latest_deleted_between_the_pushers_two_listings_is_seen(tmp_path: Path) -> None:
+    """The pusher lists @v/ before @tomb/: a version deleted in between is in the second
+    listing (the deleter wrote its tombstone before deleting the manifest).  Listing them the
+    other way round hands v3 out again."""
+    store = ListHook()
+    lake = Lake(store, chunk_size=1 << 20)
+    push(lake, tmp_path)  # v1-v3
+    other = Lake(store, chunk_size=1 << 20)
+    store.after_number_listing = lambda: other.delete(f"{ART}@v3")
+    assert push(lake, tmp_path, n=1) == [4]
+    assert store.after_number_listing is None  # the deletion ran between the listings
+    assert tombs.load(store, ART, 3) is not None
+
+
+def test_a_sharded_step_after_the_latest_was_deleted_takes_a_new_number(tmp_path: Path
+                                                                        ) -> None:
+    lake = Lake(MemoryStore(), chunk_size=1 << 20)
+    art = "sh/latest"
+    push(lake, tmp_path, art, n=2)
+    assert lake.delete(f"{art}@v2").deleted
+    _sharded(lake, tmp_path, art, 7, range(2))
+    assert [(v.version, v.step) for v in lake.versions(art)] == [(1, None), (3, 7)]
+
+
+def test_rm_all_deletes_every_version_and_keeps_the_numbers(tmp_path: Path) -> None:
+    lake = Lake(MemoryStore(), chunk_size=1 << 20)
+    push(lake, tmp_path)
+    push(lake, tmp_path, "p/other", n=1)
+    lake.alias(f"{ART}@v2", "prod")
+    before = keys(lake.store)
+    with pytest.raises(PolicyRefusal, match=r"p/ckpt has aliased versions \(prod -> v2\)") \
+            as err:
+        lake.delete_artifact(ART)
+    assert err.value.exit_code == 7 and "ckptlake alias --delete p/ckpt prod" in str(err.value)
+    with pytest.raises(PolicyRefusal, match="aliased versions"):
+        lake.delete_artifact(ART, dry_run=True)  # the same checks
+    assert keys(lake.store) == before
+    lake.remove_alias(ART, "prod")
+    plan = lake.delete_artifact(ART, dry_run=True, reason="abandoned")
+    assert (plan.versions, plan.deleted, plan.dry_run, plan.reason) == (
+        [1, 2, 3], [], True, "abandoned")
+    assert plan.files == 3 and plan.total_bytes == 200 + 201 + 202
+    push(lake, tmp_path, n=1)  # v4: pushed after the plan the user saw
+    done = lake.delete_artifact(ART, reason="abandoned", upto=max(plan.versions))
+    assert (done.deleted, done.spared, done.gone, done.remaining) == ([1, 2, 3], [], [], [4])
+    done = lake.delete_artifact(ART)
+    assert (done.versions, done.deleted, done.remaining) == ([4], [4], [])
+    assert [t.version for t in lake.expired(ART)] == [1, 2, 3, 4]
+    assert {t.reason for t in lake.expired(ART)[:3]} == {"abandoned"}
+    assert [v.version for v in lake.versions("p/other")] == [1]  # another artifact untouched
+    for call in (lambda: lake.versions(ART), lambda: lake.pull(ART, tmp_path / "o"),
+                 lambda: lake.delete_artifact(ART)):
+        with pytest.raises(NotFound, match="every version of p/ckpt was deleted"):
+            call()
+    with pytest.raises(NotFound, match="nope/x has no version"):
+        lake.delete_artifact("nope/x")
+    for bad in ({"artifact": "a@b"}, {"artifact": 3}, {"artifact": ART, "dry_run": 1},
+                {"artifact": ART, "reason": ""}, {"artifact": ART, "upto": "3"}):
+        with pytest.raises(UsageError):
+            lake.delete_artifact(**bad)  # type: ignore[arg-type]
+    assert push(lake, tmp_path, n=1) == [5]
+
+
+def test_rm_all_spares_a_version_aliased_while_it_runs(tmp_path: Path) -> None:
+    store = Hooked()
+    lake = Lake(store, chunk_size=1 << 20)
+    push(lake, tmp_path)
+    store.before_tomb_put = lambda: lake.alias(f"{ART}@v2", "late")  # after the first read
+    done = lake.delete_artifact(ART)
+    assert (done.deleted, done.spared, done.remaining) == ([1, 3], [2], [2])
+    assert [v.version for v in lake.versions(ART)] == [2]
+    assert tombs.load(store, ART, 2) is None  # its tombstone was removed again
+
+
+def test_rm_all_refuses_a_newer_manifest_and_deletes_a_damaged_one(tmp_path: Path) -> None:
+    lake = Lake(MemoryStore(), chunk_size=1 << 20)
+    push(lake, tmp_path, n=2)
+    key = layout.version_key(ART, 1)
+    good = lake.store.get(key)
+    lake.store.put(key, json.dumps({**json.loads(good), "ckptlake_manifest": 99}).encode())
+    before = keys(lake.store)
+    with pytest.raises(PolicyRefusal, match="written by a newer ckptlake"):
+        lake.delete_artifact(ART)
+    assert keys(lake.store) == before
+    lake.store.put(key, b'{"damaged": ')
+    assert lake.delete_artifact(ART).deleted == [1, 2]
+
+
+def test_cli_rm_all(cli_lake: Lake, tmp_path: Path) -> None:
+    for args, words in (((f"{ART}@v1", "--all"), "REF is ARTIFACT, without @SELECTOR"),
+                        ((ART, "--all", "--pending"), "without --pending or --force"),
+                        ((ART, "--all", "--force"), "without --pending or --force")):
+        r = cli("rm", *args, "--yes")
+        assert r.exit_code == 2 and words in r.stderr, r.stderr
+    r = cli("rm", ART, "--all", "--yes")
+    assert r.exit_code == 7 and "aliased versions (prod -> v1)" in r.stderr
+    assert cli("alias", "--delete", ART, "prod").exit_code == 0
+    r = cli("rm", ART, "--all")
+    assert r.exit_code == 7 and "--yes" in r.stderr  # no terminal: needs --yes
+    doc = json.loads(cli("rm", ART, "--all", "--dry-run", "--json").stdout)
+    assert (doc["versions"], doc["deleted"], doc["dry_run"]) == ([1, 2, 3], [], True)
+    assert [v.version for v in cli_lake.versions(ART)] == [1, 2, 3]
+    r = cli("rm", ART, "--all", "--yes", "--reason", "abandoned run")
+    assert r.exit_code == 0, r.stderr
+    assert "deleted 3 versions of p/ckpt (v1-v3); reason: abandoned run" in r.stdout
+    r = cli("ls", ART)
+    assert r.exit_code == 3 and "every version of p/ckpt was deleted" in r.stderr
+    doc = json.loads(cli("ls", ART, "--all", "--json").stdout)
+    assert doc["versions"] == [] and [t["version"] for t in doc["expired"]] == [1, 2, 3]
+    doc = json.loads(cli("ls", "--all", "--json").stdout)
+    [row] = [a for a in doc["artifacts"] if a["artifact"] == ART]
+    assert (row["versions"], row["latest"], row["expired"]) == (0, None, 3)
+    assert ART not in cli("ls").stdout  # without --all: live artifacts only

@@ -142,6 +142,18 @@ def ls(
                     for a, row in zip(doc["artifacts"], rows):
                         a["expired"] = counts.get(a["artifact"], 0)
                         row.append(str(a["expired"]))
+                    # every version deleted (rm --all): still listed, as gc's plan and
+                    # lineage still know it
+                    live = {a.artifact for a in artifacts}
+                    gone = sorted(a for a in counts
+                                  if a not in live and a.startswith(prefix or ""))
+                    doc["artifacts"] += [{"artifact": a, "versions": 0, "latest": None,
+                                          "updated": None, "aliases": [],
+                                          "expired": counts[a]} for a in gone]
+                    rows += [[a, "0", "-", "-", "-", str(counts[a])] for a in gone]
+                    order = sorted(range(len(rows)), key=lambda i: rows[i][0])
+                    rows = [rows[i] for i in order]
+                    doc["artifacts"] = [doc["artifacts"][i] for i in order]
                     headers += ("EXPIRED",)
                 out.table(doc, headers, rows, empty=f"no artifacts in {lake_url(handle)}" + (
                     f" starting with {prefix!r}" if prefix is not None else ""))
@@ -149,7 +161,17 @@ def ls(
                 from ..core.query import select, unknown_sort_key
 
                 # all of them first: whether any version has the --sort metric is asked of all
-                found = handle.versions(artifact)
+                from ..errors import NotFound
+
+                try:
+                    found = handle.versions(artifact)
+                except NotFound:
+                    # every version deleted (rm --all): --all still shows them, as expired
+                    if not all_ or not (gone_versions := handle.expired(artifact)):
+                        raise
+                    found = []
+                else:
+                    gone_versions = None
                 versions = select(found, **query) if query else found
                 if (key := unknown_sort_key(found, query.get("sort"))) is not None:
                     out.warn(f"no version of {artifact} has metric {key!r}: --sort {sort} "
@@ -160,8 +182,9 @@ def ls(
                 rows = [version_row(v, columns) for v in versions]
                 headers = VERSION_HEADERS[:-1] + tuple(columns) + VERSION_HEADERS[-1:]
                 if all_:
-                    rows, headers = with_expired(handle.expired(artifact), versions, rows,
-                                                 headers, columns, doc, ordered=not query)
+                    rows, headers = with_expired(
+                        handle.expired(artifact) if gone_versions is None else gone_versions,
+                        versions, rows, headers, columns, doc, ordered=not query)
                 out.table(doc, headers,
                           rows, empty=f"{artifact} has no versions"
                           + (" matching the query" if query else ""))

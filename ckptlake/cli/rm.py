@@ -15,9 +15,10 @@ from .output import Output, format_age, format_bytes, isatty, lake_origin, lake_
 
 if TYPE_CHECKING:
     from ..format.refs import Ref
-    from ..results import DeleteResult, DiscardResult
+    from ..results import DeleteArtifactResult, DeleteResult, DiscardResult
 
-HELP = ("Delete one version of an artifact: it cannot be read any more, at once.\n\n"
+HELP = ("Delete one version of an artifact (or, with --all, every version of it): it cannot "
+        "be read any more, at once.\n\n"
         "Its chunks stay in storage until gc sweeps the ones no other version uses, after "
         "retention.grace_period.  --dry-run says what would be deleted.  Otherwise rm asks on "
         "a terminal, and elsewhere needs --yes.\n\n"
@@ -29,9 +30,13 @@ HELP = ("Delete one version of an artifact: it cannot be read any more, at once.
         "would leave a record that the step's next save commits with its own.")
 EPILOG = epilog(
     "Example: ckptlake rm gpt2/run-7/ckpt@v12 --reason 'pushed with an API token in it' --yes",
-    "Never deletes an artifact's latest version (the next push would take its number again: "
-    "push a newer one first) nor an aliased one (ckptlake alias --delete ARTIFACT NAME "
-    "first); both exit 7.  The version leaves a tombstone with the reason (ckptlake ls "
+    "Example: ckptlake rm gpt2/run-7/ckpt --all --reason 'abandoned run' --yes (every "
+    "version; a bare ARTIFACT without --all is a usage error, exit 2: name the version, "
+    "e.g. ARTIFACT@latest).",
+    "Never deletes an aliased version (ckptlake alias --delete ARTIFACT NAME first): exit 7, "
+    "and with --all nothing is deleted while any alias names a version.  The latest version "
+    "may go: the next push takes the next number, never a deleted one (pushers of ckptlake "
+    "before 2026-12-07 do not know that: see docs/format.md).  The version leaves a tombstone with the reason (ckptlake ls "
     "ARTIFACT --all; lineage shows it as expired).  To get its bytes out of storage (a leaked "
     "secret): ckptlake gc --yes condemns the chunks only it used once they are older than "
     "retention.grace_period, and a gc run a grace period later deletes them (one run, with "
@@ -45,7 +50,8 @@ def rm(
     ref: Annotated[str, typer.Argument(
         metavar="REF", show_default=False,
         help="The version to delete: ARTIFACT@vN (or any ARTIFACT@SELECTOR naming one); "
-             "with --pending, the step to discard: ARTIFACT@step=N.")],
+             "with --all, the ARTIFACT; with --pending, the step to discard: "
+             "ARTIFACT@step=N.")],
     reason: Annotated[Optional[str], typer.Option(
         "--reason", metavar="TEXT", show_default=False,
         help="Why, kept in the version's tombstone and shown by every later read of it; one "
@@ -55,6 +61,9 @@ def rm(
         "--dry-run", help="Say what would be deleted and change nothing.")] = False,
     yes: Annotated[bool, typer.Option(
         "--yes", "-y", help="Delete without asking.")] = False,
+    all_: Annotated[bool, typer.Option(
+        "--all", help="Delete every version of the artifact REF (refused while an alias names "
+                      "one of them).")] = False,
     pending: Annotated[bool, typer.Option(
         "--pending", help="Discard the sharded step ARTIFACT@step=N that never committed "
                           "(its shard records and claim), so it can be saved again.")] = False,
@@ -83,15 +92,28 @@ def rm(
         from ..errors import PolicyRefusal
         from ..format.refs import parse_ref
 
+        from ..errors import UsageError
+
         parsed = parse_ref(ref)
         reason = check_reason(reason, "--reason")  # as Lake.delete does, before the lake opens
+        if all_:
+            if pending or force or "@" in ref:
+                raise UsageError("--all deletes every version of an artifact: REF is ARTIFACT, "
+                                 "without @SELECTOR, and without --pending or --force",
+                                 hint=f"ckptlake rm {parsed.artifact} --all --dry-run shows "
+                                      "what would go")
+            _delete_all(out, common, parsed.artifact, reason=reason, dry_run=dry_run, yes=yes)
+            return
+        if "@" not in ref and not pending:
+            raise UsageError(f"rm deletes one version: name it, e.g. {parsed.artifact}@latest "
+                             f"or {parsed.artifact}@v1",
+                             hint=f"to delete every version of {parsed.artifact}: ckptlake rm "
+                                  f"{parsed.artifact} --all")
         if pending:
             _discard(out, common, step_ref(parsed, ref), reason=reason, dry_run=dry_run,
                      yes=yes, force=force)
             return
         if force:
-            from ..errors import UsageError
-
             # `rm --force` (a peer tool's "do not ask") said "did you mean --yes?" before
             # --force existed here; it still does, and deletes nothing.
             raise UsageError("--force is for rm --pending only (a pending step all of whose "
@@ -121,6 +143,80 @@ def rm(
             out.result(doc, f"deleted {describe(result)}\n{chunks_note(result)}")
         finally:
             handle.close()
+
+
+def _delete_all(out: Output, common: CommonOptions, artifact: str, *, reason: str | None,
+                dry_run: bool, yes: bool) -> None:
+    """rm --all: plan (every check, nothing written), ask, delete what the plan showed (a
+    version pushed while the user reads the question is not deleted unasked: `upto`)."""
+    from ..errors import PolicyRefusal
+
+    handle = open_lake(common)
+    try:
+        out.lake_line(handle)
+        require_lake(handle)
+        plan = handle.delete_artifact(artifact, reason=reason, dry_run=True)
+        doc: dict[str, Any] = {**plan.to_dict(), "lake": lake_url(handle),
+                               "lake_origin": lake_origin(handle)}
+        if dry_run:
+            out.result(doc, f"would delete {describe_all(plan)}\n{all_note(plan)}")
+            return
+        if not yes:
+            if not out.json and isatty(sys.stdin) and isatty(sys.stderr):
+                out.note(f"{describe_all(plan)}\n{all_note(plan)}")
+                if not confirm(f"Delete every version of {artifact} "
+                               f"({plural(len(plan.versions), 'version')}) from "
+                               f"{lake_url(handle)}?", "rm"):
+                    raise PolicyRefusal("rm cancelled; nothing was changed")
+            else:
+                raise PolicyRefusal(f"rm would delete every version of {artifact} "
+                                    f"({plural(len(plan.versions), 'version')}); nothing was "
+                                    "changed", hint="see what with --dry-run, delete them with "
+                                                    "--yes")
+        result = handle.delete_artifact(artifact, reason=reason, upto=max(plan.versions))
+        doc = {**result.to_dict(), "lake": lake_url(handle), "lake_origin": lake_origin(handle)}
+        if result.spared:
+            out.warn(f"{_versions(result.spared)} of {artifact} {_were(result.spared)} aliased "
+                     "while rm ran and stay")
+        newer = sorted(set(result.remaining) - set(result.spared))
+        if newer:
+            out.warn(f"{_versions(newer)} of {artifact} {_were(newer)} pushed while rm ran "
+                     "and stay")
+        out.result(doc, f"deleted {plural(len(result.deleted), 'version')} of {artifact}"
+                        f"{' (' + _versions(result.deleted) + ')' if result.deleted else ''}"
+                        f"; reason: {result.reason}\n{all_note(result)}")
+    finally:
+        handle.close()
+
+
+def _versions(numbers: list[int]) -> str:
+    """'v1-v3, v5' (runs shortened)."""
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return ", ".join(f"v{r[0]}" if len(r) == 1 else f"v{r[0]}-v{r[-1]}" for r in runs)
+
+
+def _were(numbers: list[int]) -> str:
+    return "was" if len(numbers) == 1 else "were"
+
+
+def describe_all(r: "DeleteArtifactResult") -> str:
+    """'every version of a/b: 3 versions (v1-v3), 1.0 GiB in 12 files; reason: ...'."""
+    return (f"every version of {r.artifact}: {plural(len(r.versions), 'version')} "
+            f"({_versions(r.versions)}), {format_bytes(r.total_bytes)} in "
+            f"{plural(r.files, 'file')}; reason: {r.reason}")
+
+
+def all_note(r: "DeleteArtifactResult") -> str:
+    when = "are" if r.deleted else "will be"
+    return (f"the versions {when} unreadable at once, each leaving a tombstone (`ckptlake ls "
+            f"{r.artifact} --all`); a later push to {r.artifact} starts after the highest "
+            "deleted number; their chunks that no other version uses stay in storage until gc "
+            "deletes them (`ckptlake gc --yes`, after retention.grace_period)")
 
 
 def step_ref(parsed: "Ref", text: str) -> "Ref":

@@ -43,6 +43,25 @@ def version_numbers(store: Store, artifact: str) -> list[int]:
     return sorted(out)
 
 
+def next_number(store: Store, artifact: str) -> int:
+    """The number a new version of `artifact` takes: one above every version committed and
+    every version deleted (docs/format.md, "Version numbers"), so that a number is never handed
+    out twice even after the latest version was deleted.
+
+    Manifests are listed before tombstones: a deleter writes the tombstone before it deletes
+    the manifest, so a version deleted between the two listings is seen in the second one.
+    Only tombstones above the highest manifest are listed (keys are zero-padded; an unpadded
+    key of another writer sorts after the padded ones and is parsed like them)."""
+    numbers = version_numbers(store, artifact)
+    top = numbers[-1] if numbers else 0
+    start = layout.tombstone_key(artifact, top) if top else None
+    for info in store.list(layout.tombstones_prefix(artifact), start_after=start):
+        parsed = layout.parse_tombstone_key(info.key)
+        if parsed and parsed[0] == artifact:
+            top = max(top, parsed[1])
+    return top + 1
+
+
 def load_manifest(store: Store, artifact: str, number: int) -> Manifest:
     key = layout.version_key(artifact, number)
     try:
@@ -109,7 +128,15 @@ def _reason(tomb: "Tombstone") -> str:
     return f"reason: {tomb.reason}; " if tomb.reason else ""
 
 
-def _missing_artifact(artifact: str) -> NotFound:
+def _missing_artifact(store: Store, artifact: str) -> NotFound:
+    """No live version: never pushed, or every version deleted (rm --all, tombstones say)."""
+    try:
+        deleted = next(iter(store.list(layout.tombstones_prefix(artifact))), None) is not None
+    except CkptlakeError:
+        deleted = False
+    if deleted:
+        return NotFound(f"every version of {artifact} was deleted",
+                        hint=f"see them with: ckptlake ls {artifact} --all")
     return NotFound(f"artifact {artifact} has no versions in this lake",
                     hint="list artifacts with: ckptlake ls")
 
@@ -170,7 +197,7 @@ def resolve(store: Store, ref: str | Ref) -> Manifest:
         return _best(store, ref.artifact, ref.kind, str(ref.value))
     numbers = version_numbers(store, ref.artifact)
     if not numbers:
-        raise _missing_artifact(ref.artifact)
+        raise _missing_artifact(store, ref.artifact)
     if ref.kind == "latest":
         return load_manifest(store, ref.artifact, numbers[-1])
     # step=N: newest version with that step; read manifests newest first, a batch at a time.
@@ -206,7 +233,7 @@ def _best(store: Store, artifact: str, kind: str, metric: str) -> Manifest:
                            name="ckptlake-meta"))
     live, sums = got["v"], got["s"]
     if not live:
-        raise _missing_artifact(artifact)
+        raise _missing_artifact(store, artifact)
     metrics: dict[int, dict[str, Any]] = {}
     unsummarised = []
     for n, written in live.items():
@@ -417,7 +444,7 @@ def versions(store: Store, artifact: str) -> list[VersionInfo]:
     got = dict(bounded_map(lambda k: (k, jobs[k]()), list(jobs), workers=3,
                            name="ckptlake-meta"))
     if not got["v"]:
-        raise _missing_artifact(artifact)
+        raise _missing_artifact(store, artifact)
     return _version_infos(store, artifact, got["v"], got["a"], got["s"])
 
 

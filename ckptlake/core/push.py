@@ -501,10 +501,9 @@ def commit_version(store: Store, manifest: Manifest) -> Manifest:
     the lower number.
     """
     from ..errors import OutcomeUnknown
-    from .catalog import version_numbers
+    from .catalog import next_number
 
-    numbers = version_numbers(store, manifest.artifact)
-    n = (numbers[-1] if numbers else 0) + 1
+    n = next_number(store, manifest.artifact)
     for attempt in range(200):
         check_next_version(manifest.artifact, n)
         candidate = replace(manifest, version=n)
@@ -521,8 +520,7 @@ def commit_version(store: Store, manifest: Manifest) -> Manifest:
             if _settle_unknown(store, key, body, manifest.artifact, n, exc):
                 return candidate
         time.sleep(random.random() * min(1.0, 0.01 * 2 ** min(attempt, 7)))
-        numbers = version_numbers(store, manifest.artifact)
-        n = max(n + 1, (numbers[-1] if numbers else 0) + 1)
+        n = max(n + 1, next_number(store, manifest.artifact))
     raise TransferError(f"could not claim a version number for {manifest.artifact} after 200 "
                         "attempts", hint="too many concurrent pushers; try again")
 

@@ -490,11 +490,9 @@ def _own_tombstone(store: Store, claim: Claim, number: int) -> Any:
 
 
 def _next_number(store: Store, artifact: str, after: int | None) -> int:
-    from .catalog import version_numbers
+    from .catalog import next_number
 
-    numbers = version_numbers(store, artifact)
-    n = (numbers[-1] if numbers else 0) + 1
-    return check_next_version(artifact, max(n, (after or 0) + 1))
+    return check_next_version(artifact, max(next_number(store, artifact), (after or 0) + 1))
 
 
 def _commit(store: Store, claim: Claim, etag: str, records: list[ShardRecord],
@@ -520,7 +518,7 @@ def _commit(store: Store, claim: Claim, etag: str, records: list[ShardRecord],
     # An intent we inherit may be a number gc has deleted since: the version a previous owner
     # committed there (its tombstone carries our commit_id), or a foreign one.  Creating the
     # manifest there would bring a deleted number back, so it is not tried while a tombstone
-    # says so (a number we choose below is latest + 1, which gc never deletes).
+    # says so (a number we choose below is above every version and tombstone listed).
     inherited = n is not None
     after: int | None = None
     for attempt in range(200):
