@@ -103,6 +103,16 @@ def _stored_size(store: Store, key: str) -> int | None:
         return None
 
 
+def _frame_of(store: Store, key: str, rawlen: int) -> bool:
+    """Whether the object at `key` starts like a frame of `rawlen` raw bytes (False if it is
+    gone meanwhile: it is written again)."""
+    try:
+        head = store.get_range(key, 0, codecs.HEAD.size)
+    except NotFound:
+        return False
+    return codecs.head_of_frame(head, rawlen)
+
+
 # One listing page (1000 keys on S3) is billed like ~12 HEADs and answers sequentially, so the
 # lake's chunk listing replaces per-chunk HEADs only while it stays well below their number.
 HEADS_PER_LIST_PAGE = 8
@@ -335,14 +345,20 @@ class _Uploader:
         # what the commit guard restores either way.
         # An object smaller than the raw bytes (but not empty) is a frame another pusher
         # stored: equally valid (readers decode it and check the digest), so it counts as
-        # present.  Only an empty or oversized object is written again.  This trusts that no
-        # server keeps a *truncated* non-empty object: a PUT is atomic on S3, the local store
-        # renames whole files, and SeaweedFS 4.48, checked by cutting PUTs at 1 MiB, 3 MiB and
-        # 5 MiB into their bodies, kept nothing (only a PUT cut right after its head leaves a
-        # zero-byte object).  A reader would still catch such an object by its digest.
+        # present, once its first 16 bytes read as the head of a frame of these n bytes
+        # (one small ranged GET): a raw object cut short or damaged (by hand, by a disk) fails
+        # that and is written again, which also repairs the versions that reference it; a
+        # version committed on top of it could never be pulled.  Only an empty, oversized or
+        # headless object is written again.  This trusts that no server keeps a *truncated*
+        # frame: a PUT is atomic on S3, the local store renames whole files, and SeaweedFS
+        # 4.48, checked by cutting PUTs at 1 MiB, 3 MiB and 5 MiB into their bodies, kept
+        # nothing (only a PUT cut right after its head leaves a zero-byte object).  A reader
+        # (and verify --read-data) would still catch such an object by its digest.
         n = len(box.data)
         stored = (self.known.get(key) if self.known is not None
                   else _stored_size(self.store, key))
+        if stored is not None and 0 < stored < n and not _frame_of(self.store, key, n):
+            stored = None
         if stored is not None and 0 < stored <= n:
             if stored < n:
                 with self._lock:

@@ -474,6 +474,16 @@ def frame_rawlen(data: bytes | memoryview) -> int:
     return HEAD.unpack_from(data)[4]
 
 
+def head_of_frame(data: bytes | memoryview, rawlen: int) -> bool:
+    """Whether `data` (an object's first HEAD.size bytes, or more) is the head of a frame of
+    a known codec that decodes to `rawlen` bytes: what a deduplicating pusher reads of an
+    object smaller than the raw chunk before trusting it (a damaged raw object fails it)."""
+    if len(data) < HEAD.size:
+        return False
+    magic, codec, _param, flags, n = HEAD.unpack_from(data)
+    return magic == MAGIC and codec in (CODEC_ZSTD, CODEC_PLANES) and flags == 0 and n == rawlen
+
+
 def describe(data: bytes | memoryview) -> str:
     """A frame's encoding in words (for verify and error messages)."""
     if not looks_framed(data):

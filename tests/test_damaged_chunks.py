@@ -1,0 +1,64 @@
+"""A push that deduplicates against a damaged chunk object must not commit on top of it.
+
+An object smaller than its raw chunk counts as a frame another pusher stored; before this
+check a raw chunk cut short (by hand, by a disk) was taken for one, the re-push committed a
+version no pull could read (exit 0), and its manifest recorded the damaged size, so verify
+then accepted it too."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ckptlake
+from ckptlake.format import layout
+
+MiB = 1 << 20
+
+
+def chunk_objects(lake, version_key: str) -> dict[str, int]:
+    m = json.loads(lake.store.get(version_key))
+    digests = {c["digest"] if isinstance(c, dict) else c[0]
+               for f in m["files"] for c in f.get("chunks", [])}
+    return {layout.chunk_key(d): lake.store.stat(layout.chunk_key(d)).size for d in digests}
+
+
+@pytest.fixture(params=["local", "seaweedfs"])
+def url(request: pytest.FixtureRequest) -> str:
+    return request.getfixturevalue("local_lake_url" if request.param == "local"
+                                   else "s3_lake_url")
+
+
+def test_a_repush_rewrites_a_raw_chunk_cut_short(url: str, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "x.bin").write_bytes(os.urandom(3 * MiB))  # incompressible: stored raw
+    with ckptlake.open(url, chunk_size=MiB) as lake:
+        lake.push(src, "t/a")
+        objs = chunk_objects(lake, layout.version_key("t/a", 1))
+        key = sorted(k for k, size in objs.items() if size == MiB)[0]
+        good = lake.store.get(key)
+        lake.store.put(key, good[:1000])  # damaged: cut short, not empty
+        r = lake.push(src, "t/b")
+        assert r.chunks_uploaded == 1 and r.bytes_uploaded == MiB
+        assert lake.store.get(key) == good  # written again: t/a is whole again too
+        for art in ("t/a", "t/b"):
+            lake.pull(art, tmp_path / art.replace("/", "_"))
+            assert (tmp_path / art.replace("/", "_") / "x.bin").read_bytes() == \
+                (src / "x.bin").read_bytes()
+        assert lake.verify().ok
+
+
+def test_a_repush_still_deduplicates_real_frames(url: str, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    w = (np.random.default_rng(0).standard_normal(1 << 20) * 0.02).astype(np.float32)
+    np.save(src / "w.npy", w)
+    with ckptlake.open(url, chunk_size=MiB) as lake:
+        first = lake.push(src, "t/f", compression="auto")
+        assert first.bytes_stored is not None and first.bytes_stored < first.bytes_scanned
+        again = lake.push(src, "t/g", compression="auto")
+        assert again.chunks_uploaded == 0 and again.bytes_sent == 0
