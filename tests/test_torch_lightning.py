@@ -240,7 +240,7 @@ def test_save_refuses_objects_and_takes_storage_options(
     io.save_checkpoint({**ckpt, "global_step": 8}, tmp_path / "y.ckpt")
     io.remove_checkpoint("rel.ckpt")
     assert [x.version for x in lake.versions(ART)] == [1, 2]
-    # The latest version holds the artifact's version-number claim: kept, until it is not.
+    # The latest version is never deleted by retention: kept, until it is not the latest.
     io.remove_checkpoint(tmp_path / "y.ckpt")
     assert [x.version for x in lake.versions(ART)] == [1, 2]
     io.save_checkpoint({**ckpt, "global_step": 9}, tmp_path / "z.ckpt")

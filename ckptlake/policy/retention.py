@@ -15,8 +15,9 @@ Semantics (also in ckptlake.example.yaml and docs/format.md):
   ``*`` also matches ``/``); an artifact no rule matches is kept whole;
 * within a rule a version is kept if ANY ``keep_*`` clause keeps it;
 * a version an alias points at is always kept, whatever the rule says;
-* the latest version of an artifact is always kept: its number is the artifact's claim on the
-  version numbers (a push takes latest + 1), so deleting it could hand the same number out twice;
+* the latest version of an artifact is always kept: it is what a resume reads, and pushers of
+  ckptlake before 2026-12-07 numbered a new version latest + 1 from the manifests alone (now a
+  push numbers above the tombstones too, so only `rm` deletes a latest version, by hand);
 * ``keep_best`` keeps versions that lack the metric unless ``keep_missing: false``;
 * ``tier: {after, class}`` never changes what is kept: it says which kept versions are cold
   (`cold_class`), whose chunks gc moves to a cheaper S3 storage class (core/tiering.py).
@@ -554,7 +555,7 @@ def _select_artifact(group: list[VersionFacts], rule: Rule | None,
         if number in keeps:
             keeps[number].append(f"alias {name}")
     latest = group[-1].version
-    keeps[latest].append("latest version (holds the artifact's version-number claim)")
+    keeps[latest].append("latest version (always kept: what a resume reads)")
     if rule is None:
         return [Decision(v.artifact, v.version, v.step, v.created, True, None,
                          tuple(keeps[v.version] + ["no retention rule matches this artifact"]))

@@ -451,8 +451,8 @@ class LakeCheckpointIO(CheckpointIO):
             kept = [n for n in numbers if n in latest]
             if kept:
                 log.warning("ckptlake: kept %s@v%d (%s): it is the latest version of the "
-                            "artifact, which holds its version-number claim", self.artifact,
-                            kept[0], key)
+                            "artifact, which is never deleted by retention (a resume reads "
+                            "it)", self.artifact, kept[0], key)
             now = utcnow()
             plans = [VersionPlan(artifact=self.artifact, version=n, step=None, created=now,
                                  age_seconds=0, total_bytes=0, files=0, keep=False,
