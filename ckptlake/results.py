@@ -220,7 +220,7 @@ class VerifyResult(_Result):
     orphan_chunks: int | None  # None unless the whole lake was checked
     orphan_bytes: int | None
     # {"kind", "artifact", "version", "message", ...}; kind one of header, manifest, chunks,
-    # alias, shard, gc
+    # tombstone, alias, shard, gc
     problems: list[dict[str, Any]]
     # {"artifact", "version", "missing_chunks", "corrupt_chunks", "message", "aliases"}
     unrestorable: list[dict[str, Any]]

@@ -101,13 +101,15 @@ def verify(
 
 
 def report_text(r: "VerifyResult") -> str:
-    """The human report: problems first (one line each), then the counts."""
+    """The human report: problems first (one line each), then the counts.  The chunks'
+    bytes are their decoded sizes (what the manifests reference, bytes_checked), not what
+    they take in storage: `du` prints those, and a compressed lake's differ."""
     lines = [f"problem: {p['message']}" for p in r.problems]
     scope = "the whole lake" if r.scope == "lake" else r.scope
     head = (f"verified {scope}: {plural(r.versions_checked, 'version')} "
             f"({r.versions_ok} restorable), {r.aliases_checked} "
             f"alias{'es' if r.aliases_checked != 1 else ''}, "
-            f"{plural(r.chunks_checked, 'chunk')} ({format_bytes(r.bytes_checked)})")
+            f"{plural(r.chunks_checked, 'chunk')} ({format_bytes(r.bytes_checked)} decoded)")
     if r.read_data is not None:
         head += (f"; read {plural(r.chunks_read, 'chunk')} ({format_bytes(r.bytes_read)}"
                  + (f", subset {r.read_data}, seed {r.seed}" if r.read_data != "all" else "")

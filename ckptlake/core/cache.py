@@ -294,8 +294,15 @@ class ChunkCache:
 
     def versions(self, entries: list[CacheEntry] | None = None) -> list[dict]:
         """Every recorded version with the bytes of its chunks still cached, newest pull
-        first; records with none of their chunks left are deleted."""
-        present = {(e.algo, e.digest) for e in (self.entries() if entries is None else entries)}
+        first; records with none of their chunks left are deleted.
+
+        A chunk counts as cached only if its entry is at least the size the record gives it
+        (a truncated entry is a miss: the pull drops it and downloads the chunk).  The record
+        has the end of the last file read from each chunk, exact for a slice, a lower bound
+        for a pack (a sharded merge may keep a pack longer than its references), so a slice
+        entry that is too long is counted; reading it drops it."""
+        present = {(e.algo, e.digest): e.size
+                   for e in (self.entries() if entries is None else entries)}
         root = os.path.join(self.dir, "versions")
         out = []
         for name in _listdir(root):
@@ -308,7 +315,8 @@ class ChunkCache:
                 chunks = doc["chunks"]
                 algo = doc["hash"]
                 total = sum(int(n) for n in chunks.values())
-                cached = sum(int(n) for d, n in chunks.items() if (algo, d) in present)
+                cached = sum(int(n) for d, n in chunks.items()
+                             if present.get((algo, d), -1) >= int(n))
                 row = {"lake": str(doc["lake"]), "artifact": str(doc["artifact"]),
                        "version": int(doc["version"]), "pulled": str(doc["pulled"]),
                        "chunks": len(chunks), "bytes": total, "bytes_cached": cached}
@@ -330,8 +338,12 @@ class ChunkCache:
 
     def _scan(self) -> tuple[list[CacheEntry], list[str]]:
         """(the entries, the paths of what sits in an entry's place but cannot be one: a
-        directory, a FIFO, ...).  A symlink counts as an entry at its own size: deleting it
-        frees no more."""
+        directory, a FIFO, a file whose name is no digest of its hash, ...).  A symlink counts
+        as an entry at its own size: deleting it frees no more.
+
+        A name is an entry only if it is a lowercase hex digest (of its hash's length, for a
+        hash this ckptlake knows) under its first two digits: a pull looks nothing else up, so
+        anything else would be counted against the bound, and shown, but never used."""
         found: list[CacheEntry] = []
         strays: list[str] = []
         root = os.path.join(self.dir, "chunks")
@@ -361,7 +373,8 @@ class ChunkCache:
                         st = os.lstat(path)
                     except OSError:
                         continue
-                    if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                    if (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)) \
+                            and _entry_name(algo, fan, name):
                         found.append(CacheEntry(path, algo, name, st.st_size, st.st_mtime))
                     else:
                         strays.append(path)
@@ -454,6 +467,19 @@ class ChunkCache:
                 self._size = total - removed_bytes
         return PruneResult(self.dir, dry_run, removed, removed_bytes, len(entries) - removed,
                            total - removed_bytes)
+
+
+# hex digits of a digest, per hash (format/header.py SUPPORTED_HASHES); a hash not listed
+# here (a newer ckptlake's, sharing the cache) is checked for hex only
+_DIGEST_HEX = {"sha256": 64, "blake3": 64}
+_HEX = frozenset("0123456789abcdef")
+
+
+def _entry_name(algo: str, fan: str, name: str) -> bool:
+    """Whether `name` under chunks/<algo>/<fan>/ is where a pull would look for a chunk."""
+    want = _DIGEST_HEX.get(algo)
+    return (len(name) == want if want is not None else len(name) > 2) \
+        and name[:2] == fan and set(name) <= _HEX
 
 
 def _flock_polled(fd: int, wait: float, on_wait: Callable[[], None] | None = None) -> bool:

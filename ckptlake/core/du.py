@@ -38,6 +38,7 @@ counters are kept.  Beyond ~100M chunks this wants gc's disk-spilled sorted dige
 """
 from __future__ import annotations
 
+import json
 import threading
 from collections import deque
 from concurrent.futures import Future
@@ -261,7 +262,7 @@ def disk_usage(store: Store, *, prefix: str = "", versions: bool = False,
     # Artifacts whose every version went meanwhile get no row; the index must still match.
     rows_by_name = {r.artifact: r for r in rows}
     rows = [rows_by_name.get(name) or DuArtifact(artifact=name) for name in names]
-    pending = set(_ShardRoots(store).digests(listing))  # an iterator, may repeat a digest
+    pending = set(_ShardRoots(store, command="du", hint=_HINT).digests(listing))  # may repeat
     owners.art_of.append(len(names))
     owners.reference(len(version_rows), len(names), pending)
 
@@ -400,20 +401,45 @@ class _Version:
     digests: frozenset[bytes]
 
 
+_HINT = "its chunks would be misattributed; ckptlake verify names the problem"
+
+
+class _Kept:
+    """The store, keeping the bytes of the manifest gc's reader fetches: du checks that the
+    manifest names its own version without a second GET."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.data: bytes | None = None
+
+    def get(self, key: str) -> bytes:
+        self.data = self.store.get(key)
+        return self.data
+
+
 def _read(store: Store, artifact: str, number: int) -> _Version | None:
     """gc's reader of a version's facts and chunk digests (without gc's spool: du keeps the
-    digests of the versions it has read ahead of the listing, bounded by _MAX_BUFFERED)."""
+    digests of the versions it has read ahead of the listing, bounded by _MAX_BUFFERED).
+
+    Unlike gc, du refuses a manifest that names another version, as ls, show and verify do:
+    gc must count its chunks as live whatever it says, but du would charge them (and its
+    size) to the wrong artifact.  That costs a second JSON parse of each manifest: gc's reader
+    does not hand out what it parsed."""
+    key = layout.version_key(artifact, number)
+    kept = _Kept(store)
     try:
-        got = _read_version(store, artifact, number)
+        got = _read_version(kept, artifact, number)  # type: ignore[arg-type]
         if got is None:
             return None
         read, digests = got
-        return _Version(read.facts, read.total_bytes, frozenset(digests))
     except IntegrityError:
-        raise IntegrityError(
-            f"du cannot read {layout.version_key(artifact, number)}: not a readable manifest",
-            hint="its chunks would be misattributed; ckptlake verify names the problem") \
-            from None
+        raise IntegrityError(f"du cannot read {key}: not a readable manifest",
+                             hint=_HINT) from None
+    raw = json.loads(kept.data or b"{}")  # parsed once already by gc's reader: valid JSON
+    named, n = raw.get("artifact"), raw.get("version")
+    if named != artifact or type(n) is not int or n != number:
+        raise IntegrityError(f"du cannot read {key}: it claims to be {named}@v{n}", hint=_HINT)
+    return _Version(read.facts, read.total_bytes, frozenset(digests))
 
 
 def _sorted(rows: list, sort: str) -> list:  # type: ignore[type-arg]

@@ -230,8 +230,11 @@ class _ShardRoots:
     other chunks, which a cache by key alone never read (its chunks were swept under it).
     """
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, store: Store, *, command: str = "gc",
+                 hint: str = "gc deletes nothing while a shard record is unreadable; fix or "
+                             "remove it") -> None:
+        # `du` reads the same roots: its error names du, not gc (command, hint)
+        self.store, self.command, self.hint = store, command, hint
         self.done: set[tuple[str, int]] = set()
         self.seen: set[tuple[str, str]] = set()  # (key, etag) as listed
 
@@ -267,13 +270,16 @@ class _ShardRoots:
         if raw is None:
             return set()  # removed meanwhile
         if not isinstance(raw, dict) or not isinstance(raw.get("manifest"), dict):
-            raise IntegrityError(f"gc cannot read the shard record {key}",
-                                 hint="gc deletes nothing while a shard record is "
-                                      "unreadable; fix or remove it")
+            raise IntegrityError(f"{self.command} cannot read the shard record {key}",
+                                 hint=self.hint)
         # (what was read may be newer than the listing: then a later listing shows its
         # ETag, and it is read again; L only grows)
         self.seen.add((key, etag))
-        return _digests_of(raw["manifest"], key)
+        try:
+            return _digests_of(raw["manifest"], key)
+        except IntegrityError:
+            raise IntegrityError(f"{self.command} cannot read the chunk list of the shard "
+                                 f"record {key}", hint=self.hint) from None
 
     def digests(self, listing: _Listing) -> Iterator[bytes]:
         """The chunks of the root shard records not yielded before (L only grows)."""

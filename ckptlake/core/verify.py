@@ -13,6 +13,11 @@ What is checked, always with the readers pull and gc use (never a second parser 
   end of every file read from it (a sharded commit may keep a file from one rank's pack and
   drop the same file from another's, so a pack may be longer than its references: the format
   guarantees only the lower bound);
+* the listing summary (`@s/` key) readers would use for a version agrees with its manifest
+  (whole lake or one artifact: they come with the listing); one that does not is a warning
+  naming its key: `ls` shows it, and deleting the key makes readers read the manifest;
+* tombstones decode and name their own version (an unreadable one is a problem: readers skip
+  it, and a sharded step committed as that version could be committed again);
 * aliases parse and point at a version whose manifest exists (one gc deleted is a problem:
   pulls of it fail);
 * shard records and claims parse, committed claims point at their manifest (or its tombstone),
@@ -34,17 +39,18 @@ Problems are reported per version: a version is *unrestorable* when its manifest
 or one of its chunks is missing, the wrong size or corrupt.  Working out which versions a bad
 chunk hurts re-reads the manifests, only when some chunk is bad.
 
-Cost: one listing of `artifacts/` (of the scope), one GET per manifest, alias, shard record and
-claim, one listing of `chunks/` (whole lake; for one artifact or version, only while listing is
-cheaper than one HEAD per chunk, else HEADs for the rest).  No chunk is read without
-`read_data`.
+Cost: one listing of `artifacts/` (of the scope), one GET per manifest, tombstone, alias, shard
+record and claim, one listing of `chunks/` (whole lake; for one artifact or version, only while
+listing is cheaper than one HEAD per chunk, else HEADs for the rest).  No chunk is read
+without `read_data`.
 
 Memory: the distinct referenced chunks, as 32-byte digests with one int of required size each,
 plus one sorted list of them: 125 bytes per chunk (tracemalloc, 400k chunks: 50 MB; ~125 MB for
 a lake of 1M chunks).  The listing of `artifacts/` keeps one entry per version, alias and shard
-step; manifests are decoded 16 at a time (as gc reads them) and dropped.  With
-`read_data`, also the (offset, size, digest) of each file packed in a chosen pack (~100 bytes
-per small file), and one chunk buffer per worker (concurrency x chunk size, as pull).
+step, and each version's summary key (usually under 200 characters, at most 800); manifests
+are decoded 16 at a time (as gc reads them) and dropped.  With `read_data`, also the (offset,
+size, digest) of each file packed in a chosen pack (~100 bytes per small file), and one chunk
+buffer per worker (concurrency x chunk size, as pull).
 """
 from __future__ import annotations
 
@@ -55,6 +61,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Iterator
 
 from ..errors import CkptlakeError, IntegrityError, NewerEncoding, NotFound, UsageError
@@ -65,7 +72,7 @@ from ..format.header import digest as hash_of
 from ..format.manifest import Manifest, decode_manifest
 from ..format.refs import Ref, parse_ref, validate_alias, validate_artifact
 from ..results import VerifyResult
-from ..store.base import Store
+from ..store.base import ObjectInfo, Store
 from ..transfer.parts import Parts
 from ..transfer.pool import bounded_map
 from ..transfer.progress import NullProgress, Progress
@@ -193,7 +200,11 @@ class _Listing:
     """One listing of `artifacts/` (or of one artifact), sorted by kind."""
 
     versions: dict[tuple[str, int], int] = field(default_factory=dict)  # -> manifest size
+    # when each manifest was written: a summary older than it is not used (summary.usable)
+    written: dict[tuple[str, int], datetime] = field(default_factory=dict)
     tombs: set[tuple[str, int]] = field(default_factory=set)
+    # (artifact, N) -> its listing summaries (@s/ keys) as (key, time written); usually one
+    summaries: dict[tuple[str, int], list[tuple[str, datetime]]] = field(default_factory=dict)
     aliases: list[tuple[str, str]] = field(default_factory=list)
     steps: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     # zero-byte create-once objects (a PUT cut after its head): absent, reported as warnings
@@ -210,6 +221,7 @@ class _Listing:
                     out.empties.append(key)
             elif (parsed := layout.parse_version_key(key)) and _mine(parsed[0], artifact):
                 out.versions[parsed] = info.size
+                out.written[parsed] = info.modified
             elif (tomb := layout.parse_tombstone_key(key)) and _mine(tomb[0], artifact):
                 out.tombs.add(tomb)
             elif (alias := layout.parse_alias_key(key)) and _mine(alias[0], artifact):
@@ -220,6 +232,8 @@ class _Listing:
                     g["claim"] = True
                 else:
                     g["records"][(shard[2], shard[3])] = key
+            elif (summ := layout.parse_summary_key(key)) and _mine(summ[0], artifact):
+                out.summaries.setdefault(summ[:2], []).append((key, info.modified))
         return out
 
     @property
@@ -243,6 +257,12 @@ def _mine(artifact: str, scope: str | None) -> bool:
 
 
 # ---- the run ---------------------------------------------------------------------------------
+
+def _same_metrics(a: dict[str, float], b: dict[str, float]) -> bool:
+    """Equal, a NaN equal to a NaN (another writer may record one; readers skip it)."""
+    return a.keys() == b.keys() and all(
+        x == y or (x != x and y != y) for x, y in ((a[k], b[k]) for k in a))
+
 
 class _Run:
     def __init__(self, store: Store, *, lake_url: str, concurrency: int, parts: Parts | None,
@@ -368,7 +388,8 @@ class _Run:
             if report:
                 self.progress.finish()
 
-    def collect(self, versions: dict[tuple[str, int], int]) -> None:
+    def collect(self, versions: dict[tuple[str, int], int],
+                listing: "_Listing | None" = None) -> None:
         from .shards import META_COMMIT_ID
 
         hashes: set[str] = set()
@@ -386,6 +407,8 @@ class _Run:
                 continue
             self.good.append(item)
             self.add(m)
+            if listing is not None:
+                self.check_summary(item, m, listing)
             hashes.add(m.hash)
             if self.header is not None and m.hash != self.header.hash:
                 other.setdefault(m.hash, []).append(item)
@@ -408,6 +431,81 @@ class _Run:
                 f"{algo!r}, the lake header {self.header.hash!r} (a lost header rewritten by "
                 f"an older ckptlake?): their chunks are checked with {algo}, as pull reads "
                 f"them; new pushes use the header's {self.header.hash}")
+
+    def check_summary(self, item: tuple[str, int], m: Manifest, listing: _Listing) -> None:
+        """Compare the listing summary readers would use for this version (the same choice
+        as theirs: summary.summaries_from, then usable) with its manifest.  `ls` and step=N
+        selectors trust a usable summary over the manifest, so a wrong one shows wrong sizes
+        or resolves a step to the wrong version; a warning, since the manifest (what pull
+        restores) is right and deleting the summary key repairs it (readers then read the
+        manifest)."""
+        from .summary import summaries_from, usable
+
+        listed = listing.summaries.get(item)
+        if not listed:
+            return
+        artifact, n = item
+        infos = [ObjectInfo(key=key, size=0, etag="", modified=t) for key, t in listed]
+        s = summaries_from(artifact, infos).get(n)
+        if s is None or not usable(s, listing.written.get(item)):
+            return  # undecodable or older than the manifest: readers ignore it
+        key = next((i.key for i in infos if summaries_from(artifact, [i]).get(n) == s),
+                   infos[-1].key)
+        said: list[tuple[str, Any, Any]] = [
+            ("step", s.step, m.step), ("created", s.created, m.created),
+            ("created_by", s.created_by, m.created_by),
+            ("total_bytes", s.total_bytes, m.total_bytes), ("files", s.files, len(m.files)),
+            ("stored_bytes", s.stored_bytes, m.stored_bytes),
+            ("metrics", s.metrics, {k: float(v) for k, v in m.metrics.items()})]
+        if s.metadata is not None:
+            said.append(("metadata", s.metadata, {k: str(v) for k, v in m.metadata.items()}))
+        wrong = []
+        for name, summary, manifest in said:
+            if summary == manifest or (name == "metrics" and _same_metrics(summary, manifest)):
+                continue
+            if isinstance(summary, datetime):
+                summary, manifest = iso(summary), iso(manifest)
+            wrong.append(name if isinstance(summary, dict)
+                         else f"{name} {summary!r}, manifest {manifest!r}")
+        if wrong:
+            self.warnings.append(
+                f"the listing summary of {artifact}@v{n} disagrees with its manifest "
+                f"({'; '.join(wrong)}): ls shows the summary's; delete {key} and readers "
+                "read the manifest instead")
+
+    def check_tombstones(self, listing: _Listing) -> None:
+        """Each tombstone must decode and name its own version.  An unreadable one is a
+        problem, as an unreadable alias or shard record is: readers skip it silently (ls --all
+        and lineage leave the version out, pull calls it nonexistent), and a takeover of the
+        sharded step committed as that version no longer sees the step was committed, so it
+        commits it again under a new number (core/shards.py, _own_tombstone)."""
+        from .tombstones import decode
+
+        def read(item: tuple[str, int]) -> tuple[tuple[str, int], bytes | None]:
+            try:
+                return item, self.store.get(layout.tombstone_key(*item))
+            except NotFound:
+                return item, None
+
+        for (artifact, n), data in bounded_map(read, sorted(listing.tombs),
+                                               workers=_META_WORKERS, name="ckptlake-verify"):
+            if not data:
+                continue  # removed since the listing (rm replaces a stale one), or emptied
+            key = layout.tombstone_key(artifact, n)
+            tomb = decode(data)
+            if tomb is None:
+                why = "not a readable tombstone"
+            elif (tomb.artifact, tomb.version) != (artifact, n):
+                why = f"it claims to be {tomb.artifact}@v{tomb.version}"
+            else:
+                continue
+            self.problem("tombstone", f"the tombstone of v{n} of {artifact} is unusable: {why} "
+                         f"({key}); ls --all, lineage and pull no longer know v{n} was deleted",
+                         artifact=artifact, version=n, key=key,
+                         hint=f"put a readable tombstone back at {key} (from the bucket's "
+                              "object versioning or a backup); do not delete it: it keeps "
+                              f"v{n}'s number from being handed out again, and a sharded step "
+                              "committed as it would be committed again")
 
     def add(self, m: Manifest) -> None:
         """Record what `m` requires of its chunks; with --read-data also the (offset, size,
@@ -1003,8 +1101,9 @@ def verify(store: Store, ref: "str | Ref | None" = None, *, lake_url: str, concu
         # and no alias, by design: a warning on it in every later verify would be noise.
         run.warnings += [f"{key} is an {_empty_note(key, listing)}" for key in listing.empties
                          if not layout.parse_alias_key(key)]
-    run.collect(versions)
+    run.collect(versions, listing)
     if listing is not None:
+        run.check_tombstones(listing)
         run.check_aliases(listing)
         run.check_steps(listing)
     if artifact is None:

@@ -1,0 +1,220 @@
+"""Findings of an ops review that checked verify, du and `cache ls` against the storage itself:
+records readers skip in silence (a malformed tombstone, a listing summary that disagrees with
+its manifest) must reach verify's report; du's errors name du and refuse what ls refuses;
+verify says which bytes it counts; `cache ls` counts only entries a pull could use."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+import ckptlake
+from ckptlake.cli.app import app
+from ckptlake.core import tombstones
+from ckptlake.core.cache import ChunkCache
+from ckptlake.core.catalog import load_manifest
+from ckptlake.core.identity import utcnow
+from ckptlake.core.summary import _pack, _unpack
+from ckptlake.errors import EXIT_INTEGRITY, EXIT_OK
+from ckptlake.format import layout
+from ckptlake.lake import Lake
+
+MiB = 1 << 20
+
+
+def cli(*args: Any) -> Any:
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def verify_json(url: str) -> tuple[int, dict[str, Any]]:
+    r = cli("verify", "--lake", url, "--json")
+    return r.exit_code, json.loads(r.stdout)
+
+
+def tree(root: Path, seed: int) -> Path:
+    """One slice (more than a chunk's worth) and two small packed files."""
+    rng = random.Random(seed)
+    root.mkdir()
+    (root / "big.bin").write_bytes(rng.randbytes(MiB + 100))
+    for name in ("a.txt", "b.txt"):
+        (root / name).write_bytes(rng.randbytes(300))
+    return root
+
+
+@pytest.fixture
+def lake(local_lake_url: str, tmp_path: Path) -> Any:
+    handle = ckptlake.open(local_lake_url, chunk_size=MiB)
+    handle.push(tree(tmp_path / "a", 1), "m/a", step=1)
+    handle.push(tree(tmp_path / "a2", 2), "m/a", step=2, metrics={"loss": 0.1, "epoch": 3},
+                metadata={"run": "r7"})
+    handle.push(tree(tmp_path / "b", 3), "m/b", step=1)
+    yield local_lake_url, handle
+    handle.close()
+
+
+def delete_like_gc(lake: Lake, artifact: str, n: int) -> str:
+    """gc's order: the tombstone, then the manifest; returns the tombstone's key."""
+    m = load_manifest(lake.store, artifact, n)
+    tombstones.write(lake.store, tombstones.from_manifest(m, deleted=utcnow(), rule="rules[0]",
+                                                          reason="not among the newest 1"))
+    lake.store.delete([layout.version_key(artifact, n)])
+    return layout.tombstone_key(artifact, n)
+
+
+# ---- A: a malformed tombstone ------------------------------------------------------------------
+
+def test_verify_reports_a_tombstone_it_cannot_read_or_that_names_another_version(
+        lake: tuple[str, Lake]) -> None:
+    url, handle = lake
+    key = delete_like_gc(handle, "m/a", 1)
+    assert verify_json(url)[0] == EXIT_OK  # a readable tombstone is no problem
+    handle.store.put(key, b"garbage\n")
+    code, doc = verify_json(url)
+    assert code == EXIT_INTEGRITY
+    assert [(p["kind"], p["artifact"], p["version"], p["key"]) for p in doc["problems"]] == \
+        [("tombstone", "m/a", 1, key)]
+    assert "not a readable tombstone" in doc["problems"][0]["message"]
+    assert "do not delete it" in doc["problems"][0]["hint"]
+    r = cli("verify", "--lake", url)
+    assert r.exit_code == EXIT_INTEGRITY and key in r.stderr
+    # one copied from another version reads fine but describes that one
+    other = delete_like_gc(handle, "m/b", 1)
+    handle.store.put(key, handle.store.get(other))
+    code, doc = verify_json(url)
+    assert code == EXIT_INTEGRITY
+    assert [p["key"] for p in doc["problems"]] == [key]
+    assert "claims to be m/b@v1" in doc["problems"][0]["message"]
+    # scoped to the artifact, it is checked too
+    r = cli("verify", "m/a", "--lake", url, "--json")
+    assert r.exit_code == EXIT_INTEGRITY and json.loads(r.stdout)["problems"][0]["key"] == key
+
+
+# ---- B: a listing summary that disagrees with its manifest -------------------------------------
+
+def summary_infos(lake: Lake, artifact: str) -> list[Any]:
+    return list(lake.store.list(layout.summaries_prefix(artifact)))
+
+
+def test_verify_warns_on_a_listing_summary_that_disagrees_with_its_manifest(
+        lake: tuple[str, Lake]) -> None:
+    url, handle = lake
+    [old] = [i.key for i in summary_infos(handle, "m/b")]
+    real = handle.show("m/b@v1").total_bytes
+    doc = _unpack(layout.parse_summary_key(old)[2])
+    doc["b"] = 7
+    forged = layout.summary_key("m/b", 1, _pack(doc))
+    handle.store.put(forged, b"")
+    handle.store.delete([old])
+    assert [v.total_bytes for v in handle.versions("m/b")] == [7]  # ls trusts it
+    code, out = verify_json(url)
+    assert code == EXIT_OK, out["problems"]
+    [warning] = [w for w in out["warnings"] if "listing summary" in w]
+    assert f"total_bytes 7, manifest {real}" in warning and f"stored_bytes 7" in warning
+    assert forged in warning and "m/b@v1" in warning
+    assert not [w for w in out["warnings"] if "m/a@" in w]  # the true ones pass
+    # the repair the warning names: without the key, readers read the manifest
+    handle.store.delete([forged])
+    assert [v.total_bytes for v in handle.versions("m/b")] == [real]
+    code, out = verify_json(url)
+    assert code == EXIT_OK and not [w for w in out["warnings"] if "listing summary" in w]
+
+
+def test_a_summary_older_than_its_manifest_is_not_checked(lake: tuple[str, Lake]) -> None:
+    """Readers ignore it (a deleted version's whose number was taken again): so does verify."""
+    url, handle = lake
+    [old] = [i.key for i in summary_infos(handle, "m/b")]
+    doc = _unpack(layout.parse_summary_key(old)[2])
+    doc["b"] = 7
+    forged = layout.summary_key("m/b", 1, _pack(doc))
+    handle.store.put(forged, b"")
+    handle.store.delete([old])
+    root = url[len("file://"):]
+    os.utime(os.path.join(root, forged), (1_000_000, 1_000_000))
+    assert [v.total_bytes for v in handle.versions("m/b")] != [7]
+    code, out = verify_json(url)
+    assert code == EXIT_OK and not [w for w in out["warnings"] if "listing summary" in w]
+
+
+# ---- C, D: du's own errors ---------------------------------------------------------------------
+
+def test_du_names_itself_for_an_unreadable_shard_record(lake: tuple[str, Lake],
+                                                        tmp_path: Path) -> None:
+    url, handle = lake
+    handle.push_shard(tree(tmp_path / "r0", 4), "m/p", step=5, rank=0, world=2)
+    [key] = [i.key for i in handle.store.list(layout.ARTIFACTS_PREFIX + "m/p/")
+             if (s := layout.parse_shard_key(i.key)) and s[2] is not None]
+    handle.store.put(key, b"garbage\n")
+    r = cli("du", "--lake", url)
+    assert r.exit_code == EXIT_INTEGRITY
+    assert f"du cannot read the shard record {key}" in r.stderr
+    assert "gc" not in r.stderr.replace("ckptlake", "")
+    # a record whose manifest has no readable chunk list, likewise
+    handle.store.put(key, json.dumps({"manifest": {"files": [{"chunks": [["zz"]]}]}}).encode())
+    r = cli("du", "--lake", url)
+    assert r.exit_code == EXIT_INTEGRITY
+    assert f"du cannot read the chunk list of the shard record {key}" in r.stderr
+
+
+def test_du_refuses_a_manifest_that_names_another_version(lake: tuple[str, Lake]) -> None:
+    url, handle = lake
+    key = layout.version_key("m/b", 1)
+    raw = json.loads(handle.store.get(key))
+    raw["artifact"] = "m/x"
+    handle.store.put(key, json.dumps(raw).encode())
+    r = cli("du", "--lake", url)
+    assert r.exit_code == EXIT_INTEGRITY
+    assert f"du cannot read {key}: it claims to be m/x@v1" in r.stderr
+    raw["artifact"], raw["version"] = "m/b", True  # JSON true is no version number
+    handle.store.put(key, json.dumps(raw).encode())
+    r = cli("du", "--lake", url)
+    assert r.exit_code == EXIT_INTEGRITY and "it claims to be m/b@vTrue" in r.stderr
+    raw["version"] = 1
+    handle.store.put(key, json.dumps(raw).encode())
+    assert cli("du", "--lake", url).exit_code == EXIT_OK
+
+
+# ---- E: which bytes verify counts --------------------------------------------------------------
+
+def test_verify_says_its_bytes_are_decoded_sizes(local_lake_url: str, tmp_path: Path) -> None:
+    """A compressed lake stores less than its chunks decode to; du prints the stored bytes."""
+    src = tmp_path / "z"
+    src.mkdir()
+    (src / "zeros.bin").write_bytes(bytes(2 * MiB))
+    with ckptlake.open(local_lake_url, chunk_size=MiB) as handle:
+        handle.push(src, "m/z", step=1)
+    r = cli("verify", "--lake", local_lake_url)
+    assert r.exit_code == EXIT_OK
+    assert "1 chunk (1.00 MiB decoded)" in r.stdout, r.stdout
+    doc = verify_json(local_lake_url)[1]
+    assert doc["bytes_checked"] == MiB  # the JSON field keeps its name and meaning
+
+
+# ---- F: what `cache ls` counts -----------------------------------------------------------------
+
+def test_cache_ls_counts_neither_truncated_entries_nor_foreign_names(tmp_path: Path) -> None:
+    cache = ChunkCache(tmp_path / "cache", 10 * MiB)
+    whole, cut = b"w" * 1000, b"c" * 3000
+    dw, dc = (hashlib.sha256(b).hexdigest() for b in (whole, cut))
+    cache.put("sha256", dw, whole)
+    cache.put("sha256", dc, cut)
+    cache.record_version("file:///lake", "m/a", 1, "sha256", {dw: len(whole), dc: len(cut)})
+    with open(cache.entry_path("sha256", dc), "r+b") as fh:
+        fh.truncate(100)  # a disk that filled up, a copy cut short
+    fan = Path(cache.entry_path("sha256", dw)).parent
+    (fan / "notes.txt").write_bytes(b"x" * 500)  # not a digest: no pull ever reads it
+    (fan / (dw[:-1] + "Z")).write_bytes(b"y" * 50)
+    r = cli("cache", "ls", "--dir", cache.dir, "--json")
+    assert r.exit_code == EXIT_OK, r.output
+    doc = json.loads(r.stdout)
+    assert (doc["entries"], doc["bytes"]) == (2, 1000 + 100)
+    [version] = doc["versions"]
+    assert (version["bytes"], version["bytes_cached"]) == (4000, 1000)
+    r = cli("cache", "prune", "--dir", cache.dir)  # what is no entry goes with a prune
+    assert r.exit_code == EXIT_OK and not (fan / "notes.txt").exists()
+    assert Path(cache.entry_path("sha256", dw)).read_bytes() == whole
