@@ -136,27 +136,37 @@ if mode == "alarm":  # a handler raising KeyboardInterrupt in the main thread, o
 else:  # a real SIGINT, with a thread that does not block it (numpy's, rich's, a notebook's):
     # the kernel may hand it the Ctrl-C while the main thread blocks the signals
     threading.Thread(target=time.sleep, args=(1e6,), daemon=True).start()
-    fire, delay = threading.Semaphore(0), [0.0]
+    fire, sent, delay = threading.Semaphore(0), threading.Event(), [0.0]
 
     def ctrl_c():
         while True:
             fire.acquire()
             time.sleep(delay[0])
             os.kill(os.getpid(), signal.SIGINT)
+            sent.set()
 
     _signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     threading.Thread(target=ctrl_c, daemon=True).start()  # (it blocks SIGINT itself)
     _signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
     def interrupted(fn, d):
+        # Every Ctrl-C is waited for here, however late a loaded machine delivers it (one
+        # landing after this returned escaped the script: a flaky failure, not a hang), and it
+        # must arrive: one that never does was swallowed.
+        inside = False
         try:
+            sent.clear()
             delay[0] = d
+            inside = True
             fire.release()
             fn()
-            time.sleep(0.01)  # (a late Ctrl-C lands here)
-            return 0
+            inside = False
+            sent.wait()
+            time.sleep(30)  # the Ctrl-C was sent: it interrupts this
+            sys.exit("a Ctrl-C was lost")
         except KeyboardInterrupt:
-            return 1
+            sent.wait()
+            return 1 if inside else 0
 
 def whole_map():
     for _ in bounded_map(lambda x: x, range(40), workers=8):
