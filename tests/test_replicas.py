@@ -560,6 +560,13 @@ def test_egress_estimate_names_where_bytes_come_from(tmp_path: Path) -> None:
     assert "from replica eu (eu-west-1), $0.00" in text and "through from us-east-1" in text
     plain = lake.estimate_pull("m/a@v2", tmp_path / "new2", egress=policy, replica="none")
     assert plain.sources == [] and plain.cost_usd >= est2.cost_usd
+    # a replica copy cut short is not counted as held: the pull fetches it from the origin
+    copy = sorted(p for p in (tmp_path / "eu" / "chunks").rglob("*") if p.is_file())[0]
+    copy.write_bytes(copy.read_bytes()[:100])
+    est3 = lake.estimate_pull("m/a@v1", tmp_path / "new1", egress=policy)
+    rep3, org3 = est3.sources
+    assert org3["bytes"] == origin.stat(layout.chunk_key(copy.name)).size > 100
+    assert rep3["bytes"] == est3.bytes_to_download - org3["bytes"] and est3.cost_usd > 0
 
 
 # ---- S3 (SeaweedFS): origin and replica under two prefixes --------------------------------

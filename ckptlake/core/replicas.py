@@ -602,11 +602,13 @@ def _drop_stale_manifests(origin: Store, replica: Store) -> int:
 def replica_presence(replica: Store, digests: dict[str, int], workers: int = 16
                      ) -> tuple[int, int]:
     """(bytes of these chunk objects the replica holds, bytes it lacks): one HEAD each.
-    A replica that cannot be asked counts as holding nothing (the pull would fall back)."""
+    A replica that cannot be asked counts as holding nothing (the pull would fall back), and
+    so does a copy of another size than the object the pull expects (a copy cut short or
+    damaged: the pull fetches it from the origin, so its bytes cross the origin's route)."""
     def has(item: tuple[str, int]) -> tuple[int, bool]:
         digest, size = item
         try:
-            return size, replica.stat(layout.chunk_key(digest)).size > 0
+            return size, replica.stat(layout.chunk_key(digest)).size == size
         except NotFound:
             return size, False
 
