@@ -141,4 +141,12 @@ def totals_text(report: "DuReport") -> str:
         + (f"; not the lake's: {format_bytes(t.foreign_bytes)} ({t.foreign_objects})"
            if t.foreign_objects else ""),
     ]
+    if t.incomplete_uploads:
+        held = ("of unknown size" if t.incomplete_upload_bytes is None
+                else f"holding {format_bytes(t.incomplete_upload_bytes)}")
+        lines.append(f"incomplete uploads: {t.incomplete_uploads} {held}, billed as stored and "
+                     "not in the object totals above (gc aborts those older than "
+                     "retention.grace_period; ckptlake verify lists them)")
+    elif t.incomplete_uploads is None:
+        lines.append("incomplete uploads: unknown (the store could not list them)")
     return "\n".join(lines)

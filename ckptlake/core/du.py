@@ -110,7 +110,12 @@ class DuTotals(_Result):
     versions: int = 0
     logical_bytes: int = 0
     missing_chunks: int = 0  # references to chunks the listing lacks (ckptlake verify)
-    total_usd_month: float = 0.0
+    # Multipart uploads never completed nor aborted (a push killed mid-upload): no object is
+    # listed for them, but their parts are billed as stored until gc aborts them (once
+    # older than grace_period).  None: the store could not list them or tell their size.
+    incomplete_uploads: int | None = 0
+    incomplete_upload_bytes: int | None = 0
+    total_usd_month: float = 0.0  # the objects and the incomplete uploads' parts
 
 
 @dataclass
@@ -306,7 +311,9 @@ def disk_usage(store: Store, *, prefix: str = "", versions: bool = False,
         totals.versions += row.version_count
         totals.logical_bytes += row.logical_bytes
     totals.artifacts = sum(1 for r in rows if r.version_count)
-    totals.total_usd_month = _usd(totals.total_bytes, price)
+    _count_uploads(store, totals)
+    totals.total_usd_month = _usd(totals.total_bytes + (totals.incomplete_upload_bytes or 0),
+                                  price)
     shown = [r for r in rows if r.version_count and r.artifact.startswith(prefix)]
     return DuReport(lake=store.url, prefix=prefix, sort=sort,
                     storage_price_per_gb_month=price, artifacts=_sorted(shown, sort),
@@ -440,6 +447,32 @@ def _read(store: Store, artifact: str, number: int) -> _Version | None:
     if named != artifact or type(n) is not int or n != number:
         raise IntegrityError(f"du cannot read {key}: it claims to be {named}@v{n}", hint=_HINT)
     return _Version(read.facts, read.total_bytes, frozenset(digests))
+
+
+def _count_uploads(store: Store, totals: DuTotals) -> None:
+    """The unfinished multipart uploads under the lake and the bytes of their parts (one
+    listing, one ListParts each).  A store that cannot list them, or a server that refuses,
+    leaves None (unknown), not a failed report: du's other numbers stand."""
+    from ..errors import CkptlakeError, Interrupted, NotFound
+
+    count = size = 0
+    try:
+        for upload in store.list_multipart(""):
+            try:
+                got = store.multipart_bytes(upload.key, upload.upload_id)
+            except NotFound:
+                continue  # completed or aborted since the listing
+            count += 1
+            if got is None or size is None:
+                size = None
+            else:
+                size += got
+    except Interrupted:
+        raise
+    except CkptlakeError:
+        totals.incomplete_uploads = totals.incomplete_upload_bytes = None
+        return
+    totals.incomplete_uploads, totals.incomplete_upload_bytes = count, size
 
 
 def _sorted(rows: list, sort: str) -> list:  # type: ignore[type-arg]

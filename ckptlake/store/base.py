@@ -154,6 +154,12 @@ class Store(abc.ABC):
     def list_multipart(self, prefix: str = "") -> Iterator[MultipartUpload]:
         """Uploads started and neither completed nor aborted."""
 
+    def multipart_bytes(self, key: str, upload_id: str) -> int | None:
+        """Bytes of the parts an unfinished upload holds (S3 bills them as stored until the
+        upload is completed or aborted; `du` counts them); None if this store cannot tell.
+        NotFound if the upload is gone."""
+        return None
+
     #: Whether objects have storage classes that set_storage_class can change (S3).
     supports_storage_classes: bool = False
 
@@ -231,3 +237,6 @@ class ForwardingStore(Store):
 
     def list_multipart(self, prefix: str = "") -> Iterator[MultipartUpload]:
         return self.inner.list_multipart(prefix)
+
+    def multipart_bytes(self, key: str, upload_id: str) -> int | None:
+        return self.inner.multipart_bytes(key, upload_id)

@@ -544,6 +544,15 @@ class LocalStore(Store):
             return
         shutil.rmtree(self._upload_dir(upload_id), ignore_errors=True)
 
+    def multipart_bytes(self, key: str, upload_id: str) -> int | None:
+        self._upload_meta(key, upload_id)
+        total = 0
+        with self._errors(key):
+            for entry in os.scandir(self._upload_dir(upload_id)):
+                if entry.name.startswith("part-") and entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+        return total
+
     def list_multipart(self, prefix: str = "") -> Iterator[MultipartUpload]:
         _validate_prefix(prefix)
         base = self.root / MULTIPART_DIR

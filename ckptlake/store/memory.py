@@ -146,6 +146,13 @@ class MemoryStore(Store):
         with self._lock:
             self._uploads.pop(upload_id, None)
 
+    def multipart_bytes(self, key: str, upload_id: str) -> int | None:
+        with self._lock:
+            upload = self._uploads.get(upload_id)
+            if upload is None or upload[0] != key:
+                raise NotFound(f"no upload {upload_id} of {key}")
+            return sum(len(p) for p in upload[2].values())
+
     def list_multipart(self, prefix: str = "") -> Iterator[MultipartUpload]:
         with self._lock:
             items = [(k, uid, t) for uid, (k, t, _) in self._uploads.items()

@@ -251,6 +251,9 @@ class RetryingStore(Store):
         return self._relist(prefix, lambda: self.inner.list_multipart(prefix),
                             lambda u: u.upload_id)
 
+    def multipart_bytes(self, key: str, upload_id: str) -> int | None:
+        return self._call(key, lambda: self.inner.multipart_bytes(key, upload_id))
+
     # ---- multipart -------------------------------------------------------------------------
 
     def create_multipart(self, key: str) -> str:

@@ -954,6 +954,13 @@ class S3Store(Store):
                 yield MultipartUpload(key=u["Key"][cut:], upload_id=u["UploadId"],
                                       initiated=_utc(u["Initiated"]))
 
+    def multipart_bytes(self, key: str, upload_id: str) -> int | None:
+        total = 0
+        for page in self._paginate("list_parts", key, Key=self._key_base + key,
+                                   UploadId=upload_id):
+            total += sum(int(p.get("Size", 0)) for p in page.get("Parts", ()))
+        return total
+
     # ---- extras ----------------------------------------------------------------------------
 
     def bucket_region(self) -> str | None:
