@@ -495,18 +495,29 @@ class Lake:
         return {"artifact": m.artifact, "version": m.version, "files": list_files(m, prefix)}
 
     def cat(self, ref: str | Ref, path: str | None = None, *, replica: str | None = None,
-            on_warning: "Callable[[str], None] | None" = None) -> Iterator[bytes]:
+            on_warning: "Callable[[str], None] | None" = None,
+            egress: "EgressPolicy | None" = None, yes: bool = False,
+            confirm: "Callable[[EgressEstimate], bool] | None" = None,
+            on_estimate: "Callable[[EgressEstimate], None] | None" = None) -> Iterator[bytes]:
         """The bytes of one file of a version, chunk by chunk, each verified before it is
         yielded (IntegrityError at the first that does not match, and nothing after).
 
         A small (packed) file costs one ranged GET of its bytes; a large one, one GET per
         chunk.  UsageError for a directory or a symlink, NotFound for a path not in the
         version.  `path` may be left out for a version that is one file.  The manifest is
-        read (and the path checked) before the first item."""
+        read (and the path checked) before the first item.
+
+        egress: the egress guard of `pull` (see there) for this file's bytes (a pack counted
+        whole: an upper bound): estimated and priced before anything is read; above
+        confirm_above_usd nothing is read unless `yes` or `confirm(estimate)` (else
+        PolicyRefusal).  None (the default): no egress check."""
         from .core.browse import find_file, read_file
 
         check_arg("replica", replica, "str", optional=True)
         check_arg("on_warning", on_warning, "callable", optional=True)
+        check_arg("yes", yes, "bool")
+        check_arg("confirm", confirm, "callable", optional=True)
+        check_arg("on_estimate", on_estimate, "callable", optional=True)
         m = self._manifest(ref)
         if path is None:
             if m.kind != "file":
@@ -515,10 +526,19 @@ class Lake:
                                       f"{m.artifact}@v{m.version}")
             path = m.files[0].path
         entry = find_file(m, path)
+        data = self._data(replica, on_warning, algo=m.hash)
+        if egress is not None:
+            from .core import egress as _egress
+
+            est = _egress.estimate_pull(data, dataclasses.replace(m, files=(entry,), dirs=()),
+                                        None, egress, self.cache, route_if_needed=True,
+                                        operation="cat")
+            if on_estimate is not None:
+                on_estimate(est)
+            _egress.enforce(est, yes=yes, confirm=confirm)
         # (a chunk missing because the version was deleted meanwhile is NotFound already:
         # core/chunkio.missing_from)
-        return read_file(self._data(replica, on_warning, algo=m.hash), m, entry,
-                         throttle=self.throttle)
+        return read_file(data, m, entry, throttle=self.throttle)
 
     def artifacts(self, prefix: str = "") -> list[ArtifactInfo]:
         """Artifacts with at least one version, sorted by name."""

@@ -215,6 +215,7 @@ complete -c ckptlake -n '__ckptlake_using show; and __ckptlake_arg 0 --lake -l -
 
 # cat REF PATH
 complete -c ckptlake -n '__ckptlake_using cat' -l replica -x -d 'Read chunks through this regional replica (replicas: in ckptlake.yaml), or \'none\' for the lake itself (default: the replica in the client\'s region, if any)'
+complete -c ckptlake -n '__ckptlake_using cat' -s y -l yes -d 'Accept an egress cost above egress.confirm_above_usd without asking'
 complete -c ckptlake -n '__ckptlake_using cat' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
 complete -c ckptlake -n '__ckptlake_using cat' -l endpoint-url -x -d 'S3 endpoint for S3-compatible stores (MinIO, SeaweedFS, R2, ...)'
 complete -c ckptlake -n '__ckptlake_using cat' -l profile -x -d 'AWS credentials profile to use'

@@ -232,3 +232,58 @@ def test_cli_estimate_on_a_local_lake(tmp_path: Path, monkeypatch: pytest.Monkey
     r = CliRunner().invoke(app, ["pull", "p/ckpt", str(tmp_path / "out"), "--lake", lake,
                                  "--estimate"])
     assert "would download 4.88 KiB of 4.88 KiB; a local lake (no egress)" in r.stdout
+
+
+def test_cat_has_the_pull_egress_guard(bucket_lake, tmp_path: Path) -> None:
+    """cat read a file's bytes across regions with no estimate, warning or confirmation: a
+    `cat model.safetensors > x` of a large checkpoint paid the egress a pull would have asked
+    about.  The estimate is this file's bytes (a pack counted whole: an upper bound)."""
+    lake, src = bucket_lake
+    price = {"same_region": 0.0, "inter_region": 1000.0, "internet": 2000.0}
+    strict = EgressPolicy(client_region="eu-west-1", price_per_gb=price, warn_above_usd=1,
+                          confirm_above_usd=2)
+    before = lake.store.bytes_out
+    with pytest.raises(PolicyRefusal, match=r"cat of p/ckpt@v1 would download 3\.00 MiB.*"
+                                            r"above egress\.confirm_above_usd"):
+        lake.cat("p/ckpt", "big.bin", egress=strict)
+    assert lake.store.bytes_out - before < 10_000, "only the manifest was read"
+    seen: list = []
+    data = b"".join(lake.cat("p/ckpt", "big.bin", egress=strict, yes=True,
+                             on_estimate=seen.append))
+    assert data == (src / "big.bin").read_bytes()
+    assert seen[0].operation == "cat" and seen[0].bytes_total == 3 * MiB + 5
+    assert seen[0].bytes_to_download >= 3 * MiB and seen[0].needs_confirmation
+    # a small packed file stays under both thresholds: no question
+    small = []
+    assert b"".join(lake.cat("p/ckpt", "a.txt", egress=strict, on_estimate=small.append)) == \
+        (src / "a.txt").read_bytes()
+    assert not small[0].warn and small[0].bytes_total == 1000
+
+
+def test_cli_cat_refuses_an_expensive_read_without_yes(s3_lake_url: str, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from ckptlake.cli.app import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "src").mkdir()
+    body = os.urandom(2 * MiB)
+    (tmp_path / "src" / "w.bin").write_bytes(body)
+    (tmp_path / "ckptlake.yaml").write_text(textwrap.dedent("""\
+        egress:
+          lake_region: us-east-1
+          client_region: eu-west-1
+          price_per_gb: {same_region: 0.0, inter_region: 1000.0, internet: 2000.0}
+          warn_above_usd: 0.5
+          confirm_above_usd: 1.0
+        """))
+    os.chmod(tmp_path / "ckptlake.yaml", 0o600)
+    common = ["--lake", s3_lake_url, "--config", str(tmp_path / "ckptlake.yaml")]
+    r = CliRunner().invoke(app, ["push", str(tmp_path / "src"), "p/cat", "-q", *common])
+    assert r.exit_code == 0, r.stderr
+    r = CliRunner().invoke(app, ["cat", "p/cat", "w.bin", *common])
+    assert r.exit_code == 7 and r.stdout == ""
+    assert "cat of p/cat@v1 would download 2.00 MiB" in r.stderr and "--yes" in r.stderr
+    r = CliRunner().invoke(app, ["cat", "p/cat", "w.bin", "--yes", *common])
+    assert r.exit_code == 0 and r.stdout_bytes == body
+    assert "warning: egress: cat of p/cat@v1: would download 2.00 MiB for a file of " \
+           "2.00 MiB; us-east-1 -> eu-west-1 (inter-region)" in r.stderr

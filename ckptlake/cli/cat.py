@@ -25,7 +25,9 @@ EPILOG = epilog(
     "list a directory with ckptlake ls REF PATH); a path the version does not have, exit 3.  "
     "With --json, stdout is still the file's bytes on success; an error is the JSON error "
     "document there (unless some of the file was already written), and warnings stay on "
-    "stderr.")
+    "stderr.  The egress guard of pull applies (egress: in ckptlake.yaml): above "
+    "egress.warn_above_usd it warns on stderr, above egress.confirm_above_usd it asks on a "
+    "terminal and elsewhere needs --yes (exit 7, nothing written).")
 
 # Not the shared --json: on success stdout is the file, not a document.  It is taken at all so
 # that `ckptlake --json CMD` works for every command (a script that sets --json globally) and
@@ -44,6 +46,9 @@ def cat(
         help="The file's path in the version (as ckptlake ls REF shows it); optional for "
              "an artifact that is one file.")] = None,
     replica: ReplicaOpt = None,
+    yes: Annotated[bool, typer.Option(
+        "--yes", "-y", help="Accept an egress cost above egress.confirm_above_usd without "
+                            "asking.")] = False,
     lake: LakeOpt = None,
     endpoint_url: EndpointOpt = None,
     profile: ProfileOpt = None,
@@ -61,7 +66,10 @@ def cat(
     with out.guard():
         from ..format.refs import parse_ref
 
+        from .egress import confirm_egress, egress_policy, estimate_summary
+
         parsed = parse_ref(ref)
+        egress = egress_policy(common)
         handle = open_lake(common)
         try:
             out.lake_line(handle)
@@ -73,7 +81,13 @@ def cat(
             # --json has no document for warnings to go in: stderr, unless --quiet
             warn = out.warn if not out.json else (
                 (lambda message: None) if common.quiet else _warn_on_stderr)
-            for piece in handle.cat(parsed, path, on_warning=warn, **via):
+            def priced(e: Any) -> None:  # pull's warn_egress, to where cat's warnings go
+                if e.warn and (yes or not e.needs_confirmation):
+                    warn(f"egress: {estimate_summary(e)} (above egress.warn_above_usd "
+                         f"{e.warn_above_usd:.2f})")
+
+            for piece in handle.cat(parsed, path, on_warning=warn, egress=egress, yes=yes,
+                                    confirm=confirm_egress(out), on_estimate=priced, **via):
                 # From the first byte on, stdout is the file: an error document appended to
                 # part of it would read as the file's last bytes, so the error is the line on
                 # stderr alone (and the exit code).

@@ -41,15 +41,18 @@ def bytes_to_fetch(m: Manifest, destination: str, lake_url: str | None = None,
     return sum(objects.values()), present
 
 
-def objects_to_fetch(m: Manifest, destination: str, lake_url: str | None = None,
+def objects_to_fetch(m: Manifest, destination: str | None, lake_url: str | None = None,
                      cache: "ChunkCache | None" = None) -> tuple[dict[str, int], int]:
     """({digest: object size} the pull downloads, bytes it will not download): the chunks
-    behind bytes_to_fetch, for an estimate that asks a replica which it holds."""
+    behind bytes_to_fetch, for an estimate that asks a replica which it holds.  destination
+    None: a read to stdout (`cat`), where nothing is present nor journaled."""
     from .browse import object_sizes
     from .pull import final_root, journaled_chunks, staging_dir
 
-    root = final_root(m, destination)
-    if m.kind == "file":
+    root = final_root(m, destination) if destination is not None else ""
+    if destination is None:
+        finals: dict[str, str] = {}
+    elif m.kind == "file":
         finals = {m.files[0].path: root}
     elif os.path.lexists(root) and not os.path.isdir(root):
         finals = {}  # the pull will refuse; nothing is present
@@ -67,7 +70,8 @@ def objects_to_fetch(m: Manifest, destination: str, lake_url: str | None = None,
             needed.append(e)
     objects: dict[str, int] = {}
     staged_files: dict[str, int] = {}
-    staged = journaled_chunks(staging_dir(root, lake_url, m)) if lake_url else set()
+    staged = journaled_chunks(staging_dir(root, lake_url, m)) \
+        if lake_url and destination is not None else set()
     whole_size = object_sizes(m)  # a pack is fetched whole, also for part of a version
     for e in needed:
         for ref in e.chunks:
@@ -160,15 +164,18 @@ def _below_thresholds(policy: EgressPolicy, nbytes: int) -> bool:
                if limit is not None)
 
 
-def estimate_pull(store: Store, m: Manifest, destination: str, policy: EgressPolicy,
+def estimate_pull(store: Store, m: Manifest, destination: str | None, policy: EgressPolicy,
                   cache: "ChunkCache | None" = None, *,
-                  route_if_needed: bool = False) -> EgressEstimate:
+                  route_if_needed: bool = False, operation: str = "pull") -> EgressEstimate:
+    """destination None, operation "cat": reading one file to stdout (m holds that file).  A
+    pack counts whole, as for a pull, though cat reads only its file's range of a raw one:
+    an upper bound."""
     objects, present = objects_to_fetch(m, destination, store.url, cache)
     replica = getattr(store, "replica", None) is not None and getattr(store, "usable", False)
     # The replica's split prices each share on its own route: that needs the routes resolved.
     est = estimate_download(store, policy, artifact=m.artifact, version=m.version,
                             bytes_total=m.total_bytes, bytes_present=present,
-                            bytes_to_download=sum(objects.values()),
+                            bytes_to_download=sum(objects.values()), operation=operation,
                             route_if_needed=route_if_needed and not replica)
     if replica:
         est = with_replica_sources(est, store, objects, policy)
@@ -257,6 +264,7 @@ def estimate_diff(store: Store, a: Manifest, b: Manifest, policy: EgressPolicy, 
 
 
 _HINTS = {"pull": "run again with --yes to accept the cost, or pull from a lake in your region",
+          "cat": "run again with --yes to accept the cost, or read from a lake in your region",
           "diff": "run again with --yes to accept the cost, or without --values and --inspect "
                   "(the diff of the manifests downloads no tensor data)"}
 
