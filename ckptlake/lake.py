@@ -530,8 +530,9 @@ class Lake:
         if egress is not None:
             from .core import egress as _egress
 
+            # (no cache: cat reads every chunk from the lake, never from the chunk cache)
             est = _egress.estimate_pull(data, dataclasses.replace(m, files=(entry,), dirs=()),
-                                        None, egress, self.cache, route_if_needed=True,
+                                        None, egress, None, route_if_needed=True,
                                         operation="cat")
             if on_estimate is not None:
                 on_estimate(est)
@@ -725,7 +726,7 @@ class Lake:
         done = GcResult()
         written = delete_versions(self.store, ArtifactPlan(
             artifact=artifact, rule=tombstones.RM_RULE, rule_line=None, versions=len(numbers),
-            delete=[plan], kept=[], kept_by={}), done, deleted=now)
+            delete=[plan], kept=[], kept_by={}), done, deleted=now, keep_latest=False)
         if f"{artifact}@v{number}" in done.versions_deleted:
             if replaced or number in written:
                 return dataclasses.replace(result, deleted=True, deleted_at=now, deleted_by=who)
@@ -771,7 +772,7 @@ class Lake:
         validate_artifact(artifact)
         check_arg("dry_run", dry_run, "bool")
         if upto is not None:
-            check_arg("upto", upto, "int")
+            check_arg("upto", upto, "int", minimum=1)
         reason = check_reason(reason)
         if reason is not None:
             reason = redact(reason)
@@ -779,12 +780,7 @@ class Lake:
         numbers = [n for n in catalog.version_numbers(self.store, artifact)
                    if upto is None or n <= upto]
         if not numbers:
-            if upto is None and next(iter(self.store.list(layout.tombstones_prefix(artifact))),
-                                     None) is not None:
-                raise NotFound(f"every version of {artifact} was deleted already",
-                               hint=f"see them with: ckptlake ls {artifact} --all")
-            raise NotFound(f"{artifact} has no version",
-                           hint="see the artifacts with: ckptlake ls")
+            raise self._nothing_to_delete(artifact)
         named = sorted((v, a) for a, v in catalog.aliases(self.store, artifact).items()
                        if v in numbers)
         if named:
@@ -822,16 +818,33 @@ class Lake:
                 artifact=artifact, version=n, step=step, created=created,
                 age_seconds=max(0, int((now - created).total_seconds())), total_bytes=size,
                 files=count, keep=False, rule=tombstones.RM_RULE, reason=reason))
+        if not plans:  # every manifest went between the listing and its read
+            raise self._nothing_to_delete(artifact)
         result = DeleteArtifactResult(
             lake=self.url, artifact=artifact, versions=[p.version for p in plans],
             total_bytes=total, files=files, rule=tombstones.RM_RULE, reason=reason,
             dry_run=dry_run)
         if dry_run:
             return result
+        tombed = {parsed[1] for info in self.store.list(layout.tombstones_prefix(artifact))
+                  if (parsed := layout.parse_tombstone_key(info.key)) and parsed[0] == artifact}
+        for p in plans:
+            if p.version not in tombed:
+                continue
+            # an interrupted deleter's tombstone next to a live manifest records this
+            # deletion instead, as rm of one version does; a young one (a deleter at work)
+            # is left to it
+            with contextlib.suppress(NotFound):
+                try:
+                    m = catalog.load_manifest(self.store, artifact, p.version)
+                except IntegrityError:
+                    m = None
+                self._replace_stale_tombstone(artifact, p.version, m, result, now,
+                                              created=p.created)
         done = GcResult()
         delete_versions(self.store, ArtifactPlan(
             artifact=artifact, rule=tombstones.RM_RULE, rule_line=None, versions=len(numbers),
-            delete=plans, kept=[], kept_by={}), done, deleted=now)
+            delete=plans, kept=[], kept_by={}), done, deleted=now, keep_latest=False)
 
         def numbers_in(refs: list[str]) -> list[int]:
             prefix = f"{artifact}@v"
@@ -844,6 +857,14 @@ class Lake:
             result, deleted=deleted, spared=spared, gone=gone,
             remaining=catalog.version_numbers(self.store, artifact), deleted_at=now,
             deleted_by=who)
+
+    def _nothing_to_delete(self, artifact: str) -> NotFound:
+        """delete_artifact with no version left to delete: deleted already (tombstones say
+        so), or never pushed."""
+        if next(iter(self.store.list(layout.tombstones_prefix(artifact))), None) is not None:
+            return NotFound(f"every version of {artifact} was deleted already",
+                            hint=f"see them with: ckptlake ls {artifact} --all")
+        return NotFound(f"{artifact} has no version", hint="see the artifacts with: ckptlake ls")
 
     def _newer_manifest(self, artifact: str, number: int, exc: CkptlakeError) -> bool:
         """Whether an unreadable manifest is one a newer ckptlake wrote (a higher
@@ -862,7 +883,8 @@ class Lake:
         return type(fmt) is int and fmt > MANIFEST_FORMAT
 
     def _replace_stale_tombstone(self, artifact: str, number: int, m: Any,
-                                 result: DeleteResult, now: Any) -> bool:
+                                 result: "DeleteResult | DeleteArtifactResult", now: Any,
+                                 created: Any = None) -> bool:
         """Make room for rm's tombstone where one stands next to the manifest already.
 
         One older than catalog.ALIAS_SETTLE_SECONDS is an interrupted deleter's: it is
@@ -890,7 +912,7 @@ class Lake:
                                             reason=result.reason)
         else:
             mine = tombstones.Tombstone(
-                artifact=artifact, version=number, step=None, created=result.created or now,
+                artifact=artifact, version=number, step=None, created=created or getattr(result, 'created', None) or now,
                 created_by="", metrics={}, parents=[], total_bytes=0, files=0,
                 metadata=_raw_metadata(self.store, layout.version_key(artifact, number)),
                 deleted=now, deleted_by=user_at_host(), rule=tombstones.RM_RULE,

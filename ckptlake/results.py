@@ -157,8 +157,8 @@ class DeleteArtifactResult(_Result):
     """`rm ARTIFACT --all` / `Lake.delete_artifact`: every version of an artifact deleted by
     hand (or, with dry_run, what would be); each leaves a tombstone, as `rm` of one does.
     Chunks are left to gc's sweep.  `spared`: aliased while rm ran (kept); `gone`: deleted by
-    another deleter meanwhile; `remaining`: versions live after the run (those and any pushed
-    meanwhile, which rm never deletes)."""
+    another deleter meanwhile; `remaining`: versions live after the run (the spared ones, and
+    any pushed after the plan: rm deletes only what its plan showed)."""
 
     lake: str
     artifact: str

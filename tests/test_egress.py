@@ -287,3 +287,11 @@ def test_cli_cat_refuses_an_expensive_read_without_yes(s3_lake_url: str, tmp_pat
     assert r.exit_code == 0 and r.stdout_bytes == body
     assert "warning: egress: cat of p/cat@v1: would download 2.00 MiB for a file of " \
            "2.00 MiB; us-east-1 -> eu-west-1 (inter-region)" in r.stderr
+    # A pull that filled the chunk cache does not make cat free: cat reads no cache (the
+    # estimate subtracted cached chunks, and the guard let the read through unasked).
+    monkeypatch.setenv("CKPTLAKE_CACHE", str(tmp_path / "cache"))
+    r = CliRunner().invoke(app, ["pull", "p/cat", str(tmp_path / "out"), "--yes", *common])
+    assert r.exit_code == 0, r.stderr
+    assert any((tmp_path / "cache").rglob("*")), "the pull filled the cache"
+    r = CliRunner().invoke(app, ["cat", "p/cat", "w.bin", *common])
+    assert r.exit_code == 7 and r.stdout == ""

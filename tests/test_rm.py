@@ -801,3 +801,106 @@ def test_cli_rm_all(cli_lake: Lake, tmp_path: Path) -> None:
     [row] = [a for a in doc["artifacts"] if a["artifact"] == ART]
     assert (row["versions"], row["latest"], row["expired"]) == (0, None, 3)
     assert ART not in cli("ls").stdout  # without --all: live artifacts only
+
+
+def test_a_gc_planned_before_rm_deleted_the_latest_never_deletes_the_new_latest(
+        tmp_path: Path) -> None:
+    """gc planned while v3 was the latest (keep_last 1: v1 and v2 go); rm deleted v3 before
+    gc ran: the run deleted v1 and v2 too, leaving no version at all.  gc re-lists with its
+    last alias read and spares a doomed version that would be the latest."""
+    from ckptlake.policy.retention import RetentionPolicy, Rule
+
+    lake = Lake(MemoryStore(), chunk_size=1 << 20)
+    push(lake, tmp_path)
+    plan = lake.gc_plan(RetentionPolicy(rules=(Rule(match="*", keep_last=1),),
+                                        grace_period=3600.0))
+    assert [v.version for a in plan.artifacts for v in a.delete] == [1, 2]
+    assert lake.delete(f"{ART}@latest").deleted
+    result = lake.gc(plan)
+    assert result.versions_deleted == [f"{ART}@v1"]
+    assert f"{ART}@v2" in result.versions_spared
+    assert [v.version for v in lake.versions(ART)] == [2]
+    assert tombs.load(lake.store, ART, 2) is None  # its fresh tombstone went again
+
+
+class AfterTombListing(MemoryStore):
+    """Runs a one-shot hook right after a listing of ART's tombstones returns: between a
+    pusher's choice of its number (catalog.next_number) and its manifest write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hook: Callable[[], None] | None = None
+
+    def list(self, prefix: str = "", *, start_after: str | None = None):  # type: ignore[override]
+        items = list(super().list(prefix, start_after=start_after))
+        if self.hook and prefix == layout.tombstones_prefix(ART):
+            hook, self.hook = self.hook, None
+            hook()
+        return iter(items)
+
+
+@pytest.mark.parametrize("sharded", [False, True], ids=["push", "sharded"])
+def test_a_number_committed_and_deleted_after_the_listing_is_not_taken(
+        tmp_path: Path, sharded: bool) -> None:
+    """Another pusher commits v2 and rm deletes it (the latest) after this pusher listed
+    (seeing v1): the key v2 is free again, but the number is not -- its tombstone says so."""
+    store = AfterTombListing()
+    lake = Lake(store, chunk_size=1 << 20)
+    push(lake, tmp_path, n=1)
+    other = Lake(store, chunk_size=1 << 20)
+
+    def commit_and_delete() -> None:
+        assert push(other, tmp_path, n=1) == [2]
+        assert other.delete(f"{ART}@v2").deleted
+
+    store.hook = commit_and_delete
+    if sharded:
+        d = tmp_path / "rank0"
+        d.mkdir()
+        (d / "__0_0.distcp").write_bytes(os.urandom(1000))
+        lake.push_shard(d, ART, step=7, rank=0, world=1)
+    else:
+        push(lake, tmp_path, n=1)
+    assert store.hook is None  # it ran
+    assert [v.version for v in lake.versions(ART)] == [1, 3]
+    assert [t.version for t in lake.expired(ART)] == [2]
+
+
+def test_rm_all_whose_versions_another_deleter_took_meanwhile_is_not_found(
+        tmp_path: Path) -> None:
+    """The plan listed v1 and v2, another rm --all deleted both before the plan read their
+    manifests: an empty plan (the CLI then took max() of nothing: an internal error, exit 1)."""
+
+    class Racing(MemoryStore):
+        hook: Callable[[], None] | None = None
+
+        def get(self, key):  # type: ignore[no-untyped-def]
+            if self.hook and layout.parse_version_key(key):
+                hook, self.hook = self.hook, None
+                hook()
+            return super().get(key)
+
+    store = Racing()
+    lake = Lake(store, chunk_size=1 << 20)
+    push(lake, tmp_path, n=2)
+    store.hook = lambda: Lake(store).delete_artifact(ART)
+    with pytest.raises(NotFound, match="every version of p/ckpt was deleted already"):
+        lake.delete_artifact(ART, dry_run=True)
+    with pytest.raises(UsageError):
+        lake.delete_artifact(ART, upto=0)
+
+
+def test_rm_all_replaces_an_interrupted_deleters_tombstone_and_leaves_a_young_one(
+        lake: Lake) -> None:
+    """As rm of one version: an old tombstone next to a live manifest (a killed gc's) is
+    replaced by rm's, so ls --all and lineage tell this deletion; a young one (a deleter at
+    work) is its deleter's.  rm --all kept every old one: the versions read as gc's."""
+    assert tombs.write(lake.store, _gc_tomb(lake, 2, timedelta(days=30)))
+    assert tombs.write(lake.store, _gc_tomb(lake, 3, timedelta(seconds=1)))
+    done = lake.delete_artifact(ART, reason="abandoned")
+    assert done.deleted == [1, 2, 3]
+    by = {t.version: t for t in lake.expired(ART)}
+    assert (by[1].rule, by[1].reason) == ("ckptlake rm", "abandoned")
+    assert (by[2].rule, by[2].reason, by[2].deleted) == ("ckptlake rm", "abandoned",
+                                                         done.deleted_at)
+    assert by[3].rule == "rules[0] (match 'p/*')"

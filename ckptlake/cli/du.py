@@ -128,7 +128,9 @@ def totals_text(report: "DuReport") -> str:
     t = report.lake_totals
     lines = [
         f"lake: {format_bytes(t.total_bytes)} in {plural(t.objects, 'object')}, "
-        f"{_usd(t.total_usd_month)}/month at ${report.storage_price_per_gb_month:g}/GB-month; "
+        f"{_usd(t.total_usd_month)}/month"
+        + (" with the incomplete uploads" if t.incomplete_upload_bytes else "")
+        + f" at ${report.storage_price_per_gb_month:g}/GB-month; "
         f"{plural(t.artifacts, 'artifact')}, {plural(t.versions, 'version')}, "
         f"{format_bytes(t.logical_bytes)} logical",
         f"chunks: {format_bytes(t.chunk_bytes)} ({t.chunk_objects}) = exclusive to one artifact "

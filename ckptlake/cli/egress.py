@@ -41,11 +41,9 @@ def estimate_summary(e: "EgressEstimate") -> str:
                 f"{format_bytes(e.bytes_to_download)} of changed tensors "
                 f"({format_bytes(e.bytes_total)} in the two versions){tail}")
     if e.operation == "cat":
-        have = f" ({format_bytes(e.bytes_present)} in the chunk cache)" if e.bytes_present \
-            else ""
         return (f"cat of {e.artifact}@v{e.version}: would download "
                 f"{format_bytes(e.bytes_to_download)} for a file of "
-                f"{format_bytes(e.bytes_total)}{have}{tail}")
+                f"{format_bytes(e.bytes_total)}{tail}")
     have = f" ({format_bytes(e.bytes_present)} already at the destination)" \
         if e.bytes_present else ""
     return (f"{e.artifact}@v{e.version}: would download {format_bytes(e.bytes_to_download)} of "

@@ -81,7 +81,7 @@ def rm(
     debug: DebugOpt = False,
 ) -> None:
     """REF and --reason are checked before the lake is opened (exit 2 on a typo).  Every
-    check (latest, aliases, existence) runs before asking; what is deleted is then the vN that
+    check (aliases, existence) runs before asking; what is deleted is then the vN that
     REF resolved to, so an alias or @min: that moves while the user reads the question does
     not change what goes."""
     common = CommonOptions(lake=lake, endpoint_url=endpoint_url, profile=profile, region=region,

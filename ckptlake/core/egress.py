@@ -167,9 +167,9 @@ def _below_thresholds(policy: EgressPolicy, nbytes: int) -> bool:
 def estimate_pull(store: Store, m: Manifest, destination: str | None, policy: EgressPolicy,
                   cache: "ChunkCache | None" = None, *,
                   route_if_needed: bool = False, operation: str = "pull") -> EgressEstimate:
-    """destination None, operation "cat": reading one file to stdout (m holds that file).  A
-    pack counts whole, as for a pull, though cat reads only its file's range of a raw one:
-    an upper bound."""
+    """destination None, operation "cat": reading one file to stdout (m holds that file; no
+    cache: cat reads none).  A pack counts whole, as for a pull, though cat reads only its
+    file's range of a raw one: an upper bound."""
     objects, present = objects_to_fetch(m, destination, store.url, cache)
     replica = getattr(store, "replica", None) is not None and getattr(store, "usable", False)
     # The replica's split prices each share on its own route: that needs the routes resolved.

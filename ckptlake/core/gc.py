@@ -756,15 +756,20 @@ def _unretried(store: Store) -> Store:
 
 
 def delete_versions(store: Store, ap: ArtifactPlan, result: GcResult, *, deleted: datetime,
-                    event: Event = lambda name: None) -> set[int]:
+                    event: Event = lambda name: None, keep_latest: bool = True) -> set[int]:
     """gc's step 1 for one artifact: a tombstone for each version of `ap.delete`, an alias
     re-check, then the manifests.  The one deleter of versions: `gc` and the checkpointer's
     after-commit retention (`retain`) both use it; chunks are left to gc's sweep.
 
+    keep_latest (gc, retention, Lightning; not `rm`): a plan made while vN was the latest may
+    doom vN-1, and an `rm` of vN meanwhile would make the run delete the new latest, or every
+    version.  So `@v/` is listed again with the aliases' last read, and a doomed version above
+    every version that stays is spared (its new tombstone removed, as for a late alias).
+
     Returns the versions whose tombstone this call wrote: a tombstone found in place (an
     interrupted gc's, a concurrent deleter's) is kept, and `rm` must not then claim the
     deletion as its own (Lake.delete)."""
-    from .catalog import load_manifest
+    from .catalog import load_manifest, version_numbers
 
     deleted_at = deleted
     aliased = set(read_aliases(store, ap.artifact).values())
@@ -799,6 +804,13 @@ def delete_versions(store: Store, ap: ArtifactPlan, result: GcResult, *, deleted
     aliased = set(read_aliases(store, ap.artifact).values())
     doomed = [v.version for v in todo if v.version not in gone and v.version not in aliased]
     late = [v.version for v in todo if v.version in aliased]
+    if keep_latest and doomed:
+        staying = set(version_numbers(store, ap.artifact)) - set(doomed)
+        top = max(staying, default=0)
+        above = max((n for n in doomed if n > top), default=None)
+        if above is not None:  # the artifact's latest now: an rm took the one above it
+            doomed.remove(above)
+            late.append(above)
     result.versions_spared += [f"{ap.artifact}@v{n}" for n in late]
     stale = [layout.tombstone_key(ap.artifact, n) for n in late if n in written]
     if stale:

@@ -518,7 +518,9 @@ def _commit(store: Store, claim: Claim, etag: str, records: list[ShardRecord],
     # An intent we inherit may be a number gc has deleted since: the version a previous owner
     # committed there (its tombstone carries our commit_id), or a foreign one.  Creating the
     # manifest there would bring a deleted number back, so it is not tried while a tombstone
-    # says so (a number we choose below is above every version and tombstone listed).
+    # says so.  A number we choose below is above every version and tombstone listed, but a
+    # version committed there after the listing may have been deleted (rm of the latest):
+    # the same check covers it.
     inherited = n is not None
     after: int | None = None
     for attempt in range(200):
@@ -533,7 +535,9 @@ def _commit(store: Store, claim: Claim, etag: str, records: list[ShardRecord],
             claim = replace(claim, state="committing", version=n, updated=utcnow())
             etag = _cas(store, key, claim, etag)
         try:
-            if inherited and store.exists(layout.tombstone_key(claim.artifact, n)):
+            # (also a number we chose: a version committed there and deleted since our
+            # listing leaves only its tombstone, and the number is not free)
+            if store.exists(layout.tombstone_key(claim.artifact, n)):
                 raise PreconditionFailed("a tombstone holds the intended number")
             # create_once: an empty object at N (a PUT cut after its head) is taken over at N
             create_once(store, layout.version_key(claim.artifact, n),

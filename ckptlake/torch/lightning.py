@@ -12,7 +12,7 @@ checkpoint's identity on Lightning's side:
   versions saved under that path, through gc's deleter (core/gc.py `delete_versions`, the one
   the checkpointer's retention uses): a tombstone (lineage and `ckptlake show` say it expired),
   then the manifest; chunks are left to `ckptlake gc`.  Aliased versions and the artifact's
-  latest version (its claim on the version numbers) are never deleted.  Once a save of this
+  latest version (what a resume reads) are never deleted.  Once a save of this
   fit has failed to upload, or was skipped (`on_busy="skip"`, an upload still running),
   removals are skipped (logged) until `teardown()`: ModelCheckpoint drops its kth best
   because the new checkpoint replaced it, and that one never arrived (deleting would leave
