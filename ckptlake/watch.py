@@ -13,7 +13,7 @@ the SageMaker-style checkpoint sync, run beside the trainer.
   name that is a number (Orbax `100`); never a name with a `tmp` or `temp` token (a copy being
   written: `tmp-checkpoint-500`).  The first number of any name, as it once was, made a
   TensorBoard `events.out.tfevents.1701234567.host` step 1701234567, the lake's newest step
-  for good (`rm` never deletes a latest), and every real checkpoint after it "older".
+  (until someone found it and ran `rm` on it), and every real checkpoint after it "older".
 * It is *complete* when it holds the `marker` file (a directory checkpoint; Orbax writes
   `commit_success.txt`, others `COMMIT_SUCCESS`), or, without a marker, when nothing in it has
   been modified for `settle` seconds.  With a marker configured, a checkpoint without it is
@@ -21,9 +21,13 @@ the SageMaker-style checkpoint sync, run beside the trainer.
 * Complete checkpoints are pushed oldest step first, one at a time.  A step already in the lake
   is never pushed again: the watcher reads the artifact's steps at start and again right before
   each push, so neither a restarted watcher nor two overlapping ones (cron) duplicate a step,
-  bar a push that lands between that read and its own commit.  A complete checkpoint whose
-  step is *lower* than a step already in the lake is *blocked*: pushing it would make an
-  older step `latest`.  It is a warning (once per entry) naming the step in the way and how
+  bar a push that lands between that read and its own commit.  Nor is a step whose version
+  was *deleted* (`rm`, or gc: its tombstone, read with the steps, keeps the step): a secret
+  `rm` took out must not come back with the next pass, so it is a note (once per step) saying
+  to push it by hand to restore it.  A complete checkpoint whose step is *lower* than a
+  step in the lake (a live version's: a deleted step blocks nothing, or one `rm` of a stray
+  latest step would leave every later checkpoint out) is *blocked*: pushing it would make
+  an older step `latest`.  It is a warning (once per entry) naming the step in the way and how
   to get rid of it, and a `once` run raises it (Conflict) after its pass: a stray step far
   ahead, or a trainer restarted from an earlier step, leaves every later checkpoint out of
   the lake, which nobody would notice from a note.  A second entry with the step of one
@@ -72,6 +76,7 @@ from .format.layout import MAX_NUMBER
 from .results import PushResult
 
 if TYPE_CHECKING:
+    from .core.tombstones import Tombstone
     from .lake import Lake
     from .transfer.progress import Progress
 
@@ -107,13 +112,14 @@ class Candidate:
 class WatchEvent:
     """What happened to one checkpoint.
 
-    kind: "pushed" (result set), "known" (already in the lake), "skipped" (a symlink, gone,
-    changed since pushed...), "ignored" (its name is no checkpoint's: step -1), "blocked"
-    (complete, but older than a step in the lake: error set, a Conflict saying which step is
-    in the way and what to do), "duplicate" (its step is that of another entry, pushed
-    already: never pushed), "failed" (error set; retried later, except in a `once` run),
-    "pruned" (local copy deleted), "abandoned" (an upload cut short by a stop; nothing
-    committed).
+    kind: "pushed" (result set), "known" (already in the lake), "deleted" (its step's
+    version was deleted from the lake, by `rm` or gc: never pushed again; said once per
+    step), "skipped" (a symlink, gone, changed since pushed...), "ignored" (its name is no
+    checkpoint's: step -1), "blocked" (complete, but older than a step in the lake: error
+    set, a Conflict saying which step is in the way and what to do), "duplicate" (its step
+    is that of another entry, pushed already: never pushed), "failed" (error set; retried
+    later, except in a `once` run), "pruned" (local copy deleted), "abandoned" (an upload
+    cut short by a stop; nothing committed).
     """
 
     kind: str
@@ -196,6 +202,10 @@ class Watcher:
         self.failures: dict[str, tuple[Candidate, BaseException]] = {}  # name -> last failure
         self._lake_ids: dict[int, set[str]] = {}  # step -> META_ENTRY of its versions
         self._lake_from: dict[int, tuple[int, str | None]] = {}  # step -> (version, entry name)
+        # step -> the tombstone of its newest deleted version, for steps no live version has
+        self.deleted: dict[int, "Tombstone"] = {}
+        self._tombs: dict[str, "Tombstone | None"] = {}  # tombstone key -> what it holds
+        self._said_deleted: set[int] = set()  # steps whose "deleted" note was given
         self._said: set[tuple[str, str]] = set()  # (kind, name) already reported
         # name -> (monotonic time of the next attempt, whether later steps wait for it)
         self._retry_at: dict[str, tuple[float, bool]] = {}
@@ -209,7 +219,9 @@ class Watcher:
     def learn(self) -> None:
         """Which steps the lake holds: at start (a restart does not push them again) and before
         each push (another watcher, or a push that failed after its commit, may have added
-        one since)."""
+        one since).  And which steps it held in versions since deleted (`rm`, gc): the
+        tombstones, listed after the manifests (a deleter writes the tombstone first, so a
+        version deleted in between is seen in one of the two listings)."""
         try:
             versions = self.lake.versions(self.artifact)
         except NotFound:
@@ -220,10 +232,41 @@ class Watcher:
             if v.step is not None:
                 ids.setdefault(v.step, set()).add(v.metadata.get(META_ENTRY, ""))
                 origin[v.step] = (v.version, _entry_name(v.metadata.get(META_ENTRY)))
+        live = {v.version for v in versions}
+        deleted: dict[int, "Tombstone"] = {}
+        for tomb in self._tombstones(live):
+            if tomb.step is not None and tomb.step not in ids and (
+                    tomb.step not in deleted or tomb.version > deleted[tomb.step].version):
+                deleted[tomb.step] = tomb
         self._lake_ids = ids
         self._lake_from = origin
         self.pushed = set(ids)
+        self.deleted = deleted
         self._learned = True
+
+    def _tombstones(self, live: set[int]) -> "list[Tombstone]":
+        """The artifact's tombstones other than those of live versions (a gc that stopped
+        between its two writes).  One listing per call; each tombstone is read once per
+        watcher (create-once, never rewritten: a long run with gc retention would otherwise
+        read every tombstone again before each push), at the key listed (padded or not)."""
+        from .core.tombstones import decode
+        from .format.layout import parse_tombstone_key, tombstones_prefix
+
+        store = getattr(self.lake, "store", None)
+        if store is None:  # a stand-in for a Lake (tests wrap one): no tombstones to read
+            return []
+        keys = []
+        for info in store.list(tombstones_prefix(self.artifact)):
+            parsed = parse_tombstone_key(info.key)
+            if parsed and parsed[0] == self.artifact and parsed[1] not in live:
+                keys.append(info.key)
+        for key in keys:
+            if self._tombs.get(key) is None:  # not read yet, or unreadable: read (again)
+                try:
+                    self._tombs[key] = decode(store.get(key))
+                except NotFound:  # removed since the listing (rm put the version back)
+                    self._tombs.pop(key, None)
+        return [t for key in keys if (t := self._tombs.get(key)) is not None]
 
     def candidates(self) -> list[Candidate]:
         """Checkpoints in the directory, by step (complete or not)."""
@@ -302,6 +345,9 @@ class Watcher:
             if c.step in self.pushed:
                 self._already(c)
                 continue
+            if c.step in self.deleted:
+                self._was_deleted(c)
+                continue
             if c.step > MAX_NUMBER:  # e.g. a timestamp the step regex matched
                 self._say("skipped", c, f"not pushing {shown(c.name)}: step {c.step} is larger "
                                         f"than the largest step a lake holds, {MAX_NUMBER}")
@@ -335,10 +381,28 @@ class Watcher:
                                       f"from {shown(other)} already; two checkpoints have that "
                                       "step (give each its own with --step-regex)")
 
+    def _was_deleted(self, c: Candidate) -> None:
+        """Its step's version was deleted (`rm`: a leaked secret, a bad checkpoint; or gc):
+        pushing it again would undo that.  A note, once per step, not a failure: the deletion
+        was someone's decision, and a `once` run that kept failing on it would be noise."""
+        self._forget(c)
+        if c.step in self._said_deleted:
+            return
+        self._said_deleted.add(c.step)
+        tomb = self.deleted[c.step]
+        self.on_event(WatchEvent(
+            "deleted", c.step, c.name,
+            f"not pushing {shown(c.name)}: step {c.step} of {self.artifact} was in the lake as "
+            f"v{tomb.version}, {tomb.deleted_text()}; a watch never pushes a deleted step again "
+            f"(to restore it, push it by hand: ckptlake push {shlex.quote(shown(c.path))} "
+            f"{self.artifact} --step {c.step})"))
+
     def _older(self, c: Candidate) -> bool:
         """Whether a higher step is in the lake, which blocks `c` (module docstring): a
         failure of `c` then, for a `once` run's exit code, and a warning naming the step in
-        the way and how to get it out of the way."""
+        the way and how to get it out of the way.  Only live versions' steps count: a deleted
+        latest step (a stray version `rm` took out) must not make every later checkpoint
+        "older"."""
         highest = max(self.pushed, default=None)
         if highest is None or c.step >= highest:
             return False
@@ -349,11 +413,12 @@ class Watcher:
         err = Conflict(
             f"step {c.step} is older than step {highest} ({ref}{source}), already in the lake: "
             "a watch never pushes an older step (it would become the latest)",
-            hint=f"if step {highest} is no checkpoint, push this one by hand "
-                 f"(ckptlake push {shlex.quote(shown(c.path))} {self.artifact} --step {c.step}), "
-                 f"then ckptlake rm {ref} (rm never deletes the latest version), and watch with "
-                 f"a --pattern or --step-regex that leaves {shown(entry) if entry else 'it'} "
-                 "out; or watch into a new artifact")
+            hint=f"if step {highest} is no checkpoint, delete it: ckptlake rm {ref} (a watch "
+                 "never pushes a deleted step again, so the blocked checkpoints then go up; or "
+                 "push this one by hand first: ckptlake push "
+                 f"{shlex.quote(shown(c.path))} {self.artifact} --step {c.step}), and watch "
+                 f"with a --pattern or --step-regex that leaves {shown(entry) if entry else 'it'}"
+                 " out; or watch into a new artifact")
         self._forget(c)
         self.failures[c.name] = (c, err)
         self._say("blocked", c, f"not pushing {shown(c.name)}: {err}", error=err)
@@ -372,6 +437,9 @@ class Watcher:
         if c.step in self.pushed:
             self._already(c)
             self._forget(c)
+            return "known"
+        if c.step in self.deleted:  # deleted since the pass began
+            self._was_deleted(c)
             return "known"
         if self._older(c):  # another pusher went past it since the pass began
             return "skipped"
@@ -495,6 +563,8 @@ class Watcher:
         identity that watch recorded in the version (META_ENTRY).  Neither a step's number
         (a step regex can read one number from several names) nor a size (a resumed run
         rewrites a step with other weights of the same size) is enough."""
+        if c.step not in self.pushed:  # deleted from the lake since (rm): the only copy now
+            return False
         mine = self._mine.get(c.name)
         if mine is not None:
             step, tree = mine

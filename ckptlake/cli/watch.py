@@ -38,14 +38,17 @@ EPILOG = epilog(
     "changed for --settle seconds.  "
     "A complete checkpoint older than a step already in the lake is not pushed (it would "
     "become 'latest'): a warning names the step in its way and how to remove it, and --once "
-    "then exits 6.  A second entry with the step of one already pushed is not pushed either.  "
+    "then exits 6.  A second entry with the step of one already pushed is not pushed either, "
+    "nor a step whose version was deleted (rm, or gc: a note; push it by hand to restore "
+    "it); a deleted step blocks no later one.  "
     "A failed push is retried before any later step; a checkpoint that cannot be pushed (a "
     "FIFO in it, an unreadable file: --exclude them; a symlink out of it: --follow-symlinks or "
     "--exclude) is passed over.  With --once, a checkpoint that failed makes the exit code "
     "that of its error.",
     "Output: one line per pushed checkpoint on stdout (with --json: one JSON document per "
     "line, push's plus \"checkpoint\", and an error document last if --once failed or "
-    "Ctrl-C stopped it); notes (skips, ignored names, prunes) and warnings (failed or "
+    "Ctrl-C stopped it); notes (skips, deleted steps, ignored names, prunes) and warnings "
+    "(failed or "
     "blocked pushes, retries) on stderr, one line each; with --json only the warnings.")
 
 # Not the shared --json: a watch prints a document per pushed checkpoint, not one in all.

@@ -95,6 +95,20 @@ def decode(data: bytes) -> Tombstone | None:
         return None
 
 
+def newer_format(data: bytes) -> int | None:
+    """The `ckptlake_tombstone` format number of a tombstone a newer ckptlake wrote (above
+    TOMBSTONE_FORMAT), else None: `decode` returns None for it as for a damaged one, but it
+    is no damage (verify says to upgrade, not to restore a backup)."""
+    try:
+        raw = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    fmt = raw.get("ckptlake_tombstone") if isinstance(raw, dict) else None
+    if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > TOMBSTONE_FORMAT:
+        return fmt
+    return None
+
+
 def write(store: Store, tomb: Tombstone) -> bool:
     """Create the tombstone; False if one exists already (an earlier, interrupted gc wrote it:
     it describes the same immutable version, so it is kept)."""

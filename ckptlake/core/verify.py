@@ -202,7 +202,9 @@ class _Listing:
     versions: dict[tuple[str, int], int] = field(default_factory=dict)  # -> manifest size
     # when each manifest was written: a summary older than it is not used (summary.usable)
     written: dict[tuple[str, int], datetime] = field(default_factory=dict)
-    tombs: set[tuple[str, int]] = field(default_factory=set)
+    # (artifact, N) -> the tombstone keys listed for it: zero-padded, as writers write them,
+    # or not (layout.parse_tombstone_key takes both; next_number and lineage count either)
+    tombs: dict[tuple[str, int], list[str]] = field(default_factory=dict)
     # (artifact, N) -> its listing summaries (@s/ keys) as (key, time written); usually one
     summaries: dict[tuple[str, int], list[tuple[str, datetime]]] = field(default_factory=dict)
     aliases: list[tuple[str, str]] = field(default_factory=list)
@@ -223,7 +225,7 @@ class _Listing:
                 out.versions[parsed] = info.size
                 out.written[parsed] = info.modified
             elif (tomb := layout.parse_tombstone_key(key)) and _mine(tomb[0], artifact):
-                out.tombs.add(tomb)
+                out.tombs.setdefault(tomb, []).append(key)
             elif (alias := layout.parse_alias_key(key)) and _mine(alias[0], artifact):
                 out.aliases.append(alias)
             elif (shard := layout.parse_shard_key(key)) and _mine(shard[0], artifact):
@@ -478,21 +480,38 @@ class _Run:
         problem, as an unreadable alias or shard record is: readers skip it silently (ls --all
         and lineage leave the version out, pull calls it nonexistent), and a takeover of the
         sharded step committed as that version no longer sees the step was committed, so it
-        commits it again under a new number (core/shards.py, _own_tombstone)."""
-        from .tombstones import decode
+        commits it again under a new number (core/shards.py, _own_tombstone).
 
-        def read(item: tuple[str, int]) -> tuple[tuple[str, int], bytes | None]:
+        Each is read at the key listed: an unpadded `@tomb/8.json` (which the listing parses
+        as N=8, like its readers) was once read at the padded key, found absent and skipped.
+        One a newer ckptlake wrote (`ckptlake_tombstone` above ours) is a problem too, as a
+        newer manifest is (this ckptlake's readers skip it just the same), but it is no
+        damage: the advice is to upgrade, not to restore a backup."""
+        from .tombstones import TOMBSTONE_FORMAT, decode, newer_format
+
+        def read(item: tuple[str, int, str]) -> tuple[tuple[str, int, str], bytes | None]:
             try:
-                return item, self.store.get(layout.tombstone_key(*item))
+                return item, self.store.get(item[2])
             except NotFound:
                 return item, None
 
-        for (artifact, n), data in bounded_map(read, sorted(listing.tombs),
-                                               workers=_META_WORKERS, name="ckptlake-verify"):
+        items = sorted((artifact, n, key) for (artifact, n), keys in listing.tombs.items()
+                       for key in keys)
+        for (artifact, n, key), data in bounded_map(read, items, workers=_META_WORKERS,
+                                                    name="ckptlake-verify"):
             if not data:
                 continue  # removed since the listing (rm replaces a stale one), or emptied
-            key = layout.tombstone_key(artifact, n)
             tomb = decode(data)
+            if tomb is None and (fmt := newer_format(data)) is not None:
+                self.problem("tombstone", f"the tombstone of v{n} of {artifact} was written by "
+                             f"a newer ckptlake (tombstone format {fmt}; this one reads "
+                             f"{TOMBSTONE_FORMAT}) ({key}): this ckptlake's ls --all, lineage "
+                             f"and pull do not know v{n} was deleted", artifact=artifact,
+                             version=n, key=key,
+                             hint="upgrade ckptlake, then verify again; do not delete or "
+                                  f"replace it: it keeps v{n}'s number from being handed out "
+                                  "again")
+                continue
             if tomb is None:
                 why = "not a readable tombstone"
             elif (tomb.artifact, tomb.version) != (artifact, n):
