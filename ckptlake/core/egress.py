@@ -47,9 +47,11 @@ def objects_to_fetch(m: Manifest, destination: str | None, lake_url: str | None 
     behind bytes_to_fetch, for an estimate that asks a replica which it holds.  destination
     None: a read to stdout (`cat`), where nothing is present nor journaled."""
     from .browse import object_sizes
-    from .pull import final_root, journaled_chunks, staging_dir
 
-    root = final_root(m, destination) if destination is not None else ""
+    if destination is not None:  # (cat's estimate does without pull's module: start-up)
+        from .pull import final_root, journaled_chunks, staging_dir
+
+        root = final_root(m, destination)
     if destination is None:
         finals: dict[str, str] = {}
     elif m.kind == "file":
