@@ -31,4 +31,6 @@ for sh in zsh fish; do
     fi
 done
 echo "test.sh: running pytest; it removes its temporary files when every test passes" >&2
-exec .venv/bin/python -m pytest "$@"
+# Two workers, a test file's tests on one (its module fixtures made once): the suite waits on
+# servers and subprocesses much of the time.  Each worker starts its own SeaweedFS.
+exec .venv/bin/python -m pytest -n 2 --dist loadfile "$@"
