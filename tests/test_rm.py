@@ -839,11 +839,12 @@ class AfterTombListing(MemoryStore):
         return iter(items)
 
 
-@pytest.mark.parametrize("sharded", [False, True], ids=["push", "sharded"])
-def test_a_number_committed_and_deleted_after_the_listing_is_not_taken(
-        tmp_path: Path, sharded: bool) -> None:
-    """Another pusher commits v2 and rm deletes it (the latest) after this pusher listed
-    (seeing v1): the key v2 is free again, but the number is not -- its tombstone says so."""
+def test_a_number_committed_and_deleted_before_a_sharded_commit_writes_is_not_taken(
+        tmp_path: Path) -> None:
+    """Another pusher commits v2 and rm deletes it (the latest) after this sharded commit
+    listed (seeing v1) and before its manifest write (its claim is updated in between): the
+    key v2 is free again, but the number is not -- its tombstone says so.  (A plain push
+    writes right after its listings: that one request is a residual risk, docs/format.md.)"""
     store = AfterTombListing()
     lake = Lake(store, chunk_size=1 << 20)
     push(lake, tmp_path, n=1)
@@ -854,13 +855,10 @@ def test_a_number_committed_and_deleted_after_the_listing_is_not_taken(
         assert other.delete(f"{ART}@v2").deleted
 
     store.hook = commit_and_delete
-    if sharded:
-        d = tmp_path / "rank0"
-        d.mkdir()
-        (d / "__0_0.distcp").write_bytes(os.urandom(1000))
-        lake.push_shard(d, ART, step=7, rank=0, world=1)
-    else:
-        push(lake, tmp_path, n=1)
+    d = tmp_path / "rank0"
+    d.mkdir()
+    (d / "__0_0.distcp").write_bytes(os.urandom(1000))
+    lake.push_shard(d, ART, step=7, rank=0, world=1)
     assert store.hook is None  # it ran
     assert [v.version for v in lake.versions(ART)] == [1, 3]
     assert [t.version for t in lake.expired(ART)] == [2]

@@ -526,11 +526,9 @@ def commit_version(store: Store, manifest: Manifest) -> Manifest:
         key = layout.version_key(manifest.artifact, n)
         body = candidate.encode()
         try:
-            # A number deleted since our listing (another pusher committed N, then rm deleted
-            # it: its tombstone was written first) is not taken again: the key is free, but
-            # the number is not (docs/format.md, write order step 5).
-            if store.exists(layout.tombstone_key(manifest.artifact, n)):
-                raise PreconditionFailed(f"v{n} of {manifest.artifact} was deleted")
+            # (N comes from listings made right before this write, @tomb/ last: a version
+            # committed at N and deleted since would have to do both within that one request;
+            # docs/format.md, Residual risks)
             # create_once: an empty object at N (a PUT cut after its head) is taken over at N,
             # unless a later version exists (then 412, and the re-listing below moves past it)
             create_once(store, key, body)
