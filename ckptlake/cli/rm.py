@@ -89,10 +89,8 @@ def rm(
     out = Output(common)
     with out.guard():
         from ..core.values import check_reason
-        from ..errors import PolicyRefusal
-        from ..format.refs import parse_ref
-
         from ..errors import UsageError
+        from ..format.refs import parse_ref
 
         parsed = parse_ref(ref)
         reason = check_reason(reason, "--reason")  # as Lake.delete does, before the lake opens
@@ -130,13 +128,9 @@ def rm(
                 out.result(doc, f"would delete {describe(plan)}\n{chunks_note(plan)}")
                 return
             if not yes:
-                if not out.json and isatty(sys.stdin) and isatty(sys.stderr):
-                    out.note(f"{describe(plan)}\n{chunks_note(plan)}")
-                    if not confirm(f"Delete {plan.ref} from {lake_url(handle)}?", "rm"):
-                        raise PolicyRefusal("rm cancelled; nothing was changed")
-                else:
-                    raise PolicyRefusal(f"rm would delete {plan.ref}; nothing was changed",
-                                        hint="see what with --dry-run, delete it with --yes")
+                ask_or_refuse(out, f"{describe(plan)}\n{chunks_note(plan)}",
+                              f"Delete {plan.ref} from {lake_url(handle)}?",
+                              f"delete {plan.ref}", "see what with --dry-run, delete it with --yes")
             result = handle.delete(plan.ref, reason=reason)
             doc = {**result.to_dict(), "lake": lake_url(handle),
                    "lake_origin": lake_origin(handle)}
@@ -149,8 +143,6 @@ def _delete_all(out: Output, common: CommonOptions, artifact: str, *, reason: st
                 dry_run: bool, yes: bool) -> None:
     """rm --all: plan (every check, nothing written), ask, delete what the plan showed (a
     version pushed while the user reads the question is not deleted unasked: `upto`)."""
-    from ..errors import PolicyRefusal
-
     handle = open_lake(common)
     try:
         out.lake_line(handle)
@@ -162,17 +154,10 @@ def _delete_all(out: Output, common: CommonOptions, artifact: str, *, reason: st
             out.result(doc, f"would delete {describe_all(plan)}\n{all_note(plan)}")
             return
         if not yes:
-            if not out.json and isatty(sys.stdin) and isatty(sys.stderr):
-                out.note(f"{describe_all(plan)}\n{all_note(plan)}")
-                if not confirm(f"Delete every version of {artifact} "
-                               f"({plural(len(plan.versions), 'version')}) from "
-                               f"{lake_url(handle)}?", "rm"):
-                    raise PolicyRefusal("rm cancelled; nothing was changed")
-            else:
-                raise PolicyRefusal(f"rm would delete every version of {artifact} "
-                                    f"({plural(len(plan.versions), 'version')}); nothing was "
-                                    "changed", hint="see what with --dry-run, delete them with "
-                                                    "--yes")
+            every = f"every version of {artifact} ({plural(len(plan.versions), 'version')})"
+            ask_or_refuse(out, f"{describe_all(plan)}\n{all_note(plan)}",
+                          f"Delete {every} from {lake_url(handle)}?", f"delete {every}",
+                          "see what with --dry-run, delete them with --yes")
         result = handle.delete_artifact(artifact, reason=reason, upto=max(plan.versions))
         doc = {**result.to_dict(), "lake": lake_url(handle), "lake_origin": lake_origin(handle)}
         if result.spared:
@@ -239,7 +224,6 @@ def _discard(out: Output, common: CommonOptions, ref: "Ref", *, reason: str | No
     (LandedCommit) fails as the real run would; with --yes the real run goes first, to record
     the commit in the claim (it deletes nothing and fails the same way)."""
     from ..core.shards import LandedCommit
-    from ..errors import PolicyRefusal
 
     artifact, step = ref.artifact, int(ref.value)  # type: ignore[arg-type]
     handle = open_lake(common)
@@ -259,14 +243,10 @@ def _discard(out: Output, common: CommonOptions, ref: "Ref", *, reason: str | No
             out.result(doc, f"would discard {describe_pending(plan)}\n{pending_note(plan)}")
             return
         if not yes and plan is not None:
-            if not out.json and isatty(sys.stdin) and isatty(sys.stderr):
-                out.note(f"{describe_pending(plan)}\n{pending_note(plan)}")
-                if not confirm(f"Discard {plan.ref} from {lake_url(handle)}?", "rm"):
-                    raise PolicyRefusal("rm cancelled; nothing was changed")
-            else:
-                raise PolicyRefusal(f"rm would discard the pending step {plan.ref}; nothing "
-                                    "was changed",
-                                    hint="see what with --dry-run, discard it with --yes")
+            ask_or_refuse(out, f"{describe_pending(plan)}\n{pending_note(plan)}",
+                          f"Discard {plan.ref} from {lake_url(handle)}?",
+                          f"discard the pending step {plan.ref}",
+                          "see what with --dry-run, discard it with --yes")
         result = handle.discard_pending(artifact, step, reason=reason, force=force)
         doc = {**result.to_dict(), "lake": lake_url(handle),
                "lake_origin": lake_origin(handle)}
@@ -299,6 +279,19 @@ def pending_note(r: "DiscardResult") -> str:
     return (f"the step {when} be saved again, as a fresh step of any world size; chunks only "
             "its records used stay in storage until gc deletes them (`ckptlake gc --yes`, "
             "after retention.grace_period)")
+
+
+def ask_or_refuse(out: Output, shown: str, question: str, would: str, hint: str) -> None:
+    """Without --yes: on a terminal, show what goes and ask (no: exit 7); elsewhere (CI,
+    pipes, --json) nobody can answer, so refuse (exit 7) and change nothing."""
+    from ..errors import PolicyRefusal
+
+    if not out.json and isatty(sys.stdin) and isatty(sys.stderr):
+        out.note(shown)
+        if not confirm(question, "rm"):
+            raise PolicyRefusal("rm cancelled; nothing was changed")
+    else:
+        raise PolicyRefusal(f"rm would {would}; nothing was changed", hint=hint)
 
 
 def confirm(question: str, command: str) -> bool:
