@@ -62,3 +62,26 @@ def test_a_repush_still_deduplicates_real_frames(url: str, tmp_path: Path) -> No
         assert first.bytes_stored is not None and first.bytes_stored < first.bytes_scanned
         again = lake.push(src, "t/g", compression="auto")
         assert again.chunks_uploaded == 0 and again.bytes_sent == 0
+
+
+def test_verify_reads_a_frame_whose_manifests_disagree_on_its_size(local_lake_url: str,
+                                                                    tmp_path: Path) -> None:
+    """A frame cut short keeps its head, so a re-push trusts it and records the cut size; the
+    whole-lake verify then found the object at a recorded size and called both versions
+    restorable.  Two manifests recording different sizes make verify read and decode it."""
+    src = tmp_path / "src"
+    src.mkdir()
+    w = (np.random.default_rng(1).standard_normal(1 << 18) * 0.02).astype(np.float32)
+    np.save(src / "w.npy", w)  # 1 MiB of floats: one compressible chunk
+    with ckptlake.open(local_lake_url, chunk_size=MiB) as lake:
+        lake.push(src, "t/c", compression="auto")
+        m1 = json.loads(lake.store.get(layout.version_key("t/c", 1)))
+        (d, size), = [(d, n) for d, n in m1["stored"].items()]
+        key = layout.chunk_key(d)
+        lake.store.put(key, lake.store.get(key)[:size // 2])  # cut short, head intact
+        lake.push(src, "t/c", compression="auto")  # trusts it (the head is a frame's)
+        m2 = json.loads(lake.store.get(layout.version_key("t/c", 2)))
+        assert m2["stored"][d] == size // 2
+        res = lake.verify()
+        assert not res.ok
+        assert sorted(u["version"] for u in res.unrestorable) == [1, 2]

@@ -162,6 +162,10 @@ class _Refs:
         # digest -> the stored size a manifest recorded for an encoded chunk (Manifest.stored):
         # an object of that size passes the size check like a raw one of the raw size
         self.hint: dict[bytes, int] = {}
+        # digests two manifests recorded at different stored sizes: a push that reused a frame
+        # cut short (its head intact) recorded the cut size, so the size alone proves nothing
+        # and the object is read and decoded (_probe_frames)
+        self.contested: set[bytes] = set()
         # Most chunks of a lake have the same size: share one int object per requirement
         # (28 bytes a chunk saved; CPython caches only ints up to 256).
         self._ints: dict[int, int] = {}
@@ -187,7 +191,9 @@ class _Refs:
 
     def add_manifest(self, m: Manifest) -> None:
         for d, n in m.stored.items():
-            self.hint[bytes.fromhex(d)] = n
+            b = bytes.fromhex(d)
+            if self.hint.setdefault(b, n) != n:
+                self.contested.add(b)
         for f in m.files:
             for c in f.chunks:
                 self.add(bytes.fromhex(c.digest), c.size, c.offset)
@@ -831,13 +837,15 @@ class _Run:
         return sorted(named) if named else [self.algo]
 
     def _size_ok(self, d: bytes, size: int) -> bool:
-        return d not in self.refs.conflicting and (_fits(self.refs.need[d], size)
-                                                   or self.refs.hint.get(d) == size)
+        return d not in self.refs.conflicting and (
+            _fits(self.refs.need[d], size)
+            or (self.refs.hint.get(d) == size and d not in self.refs.contested))
 
     def _probe_frames(self) -> None:
         """A chunk smaller than its raw size that no manifest recorded at that size may be a
-        frame another pusher stored (docs/format.md, "Chunk encodings"): read and decode
-        those few before calling them corrupt."""
+        frame another pusher stored (docs/format.md, "Chunk encodings"), and one manifests
+        recorded at different sizes may be a frame cut short: read and decode those few before
+        calling them corrupt (or fine)."""
         suspects = [d for d, size in self.sizes.items()
                     if d not in self.refs.conflicting and 0 < size < self.refs.need[d] >> 1]
 
