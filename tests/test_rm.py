@@ -902,3 +902,43 @@ def test_rm_all_replaces_an_interrupted_deleters_tombstone_and_leaves_a_young_on
     assert (by[2].rule, by[2].reason, by[2].deleted) == ("ckptlake rm", "abandoned",
                                                          done.deleted_at)
     assert by[3].rule == "rules[0] (match 'p/*')"
+
+
+@pytest.mark.parametrize("whose", ["ours", "another"])
+def test_a_manifest_write_of_unknown_outcome_never_brings_a_deleted_number_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, whose: str) -> None:
+    """The write's answer was lost; before it was read back, the version at N was deleted
+    (rm of the latest).  Writing N again, as an absent key was, would bring the number back:
+    ours, undoing someone's rm (now: NotFound, saying so); another pusher's, reusing its
+    number (now: ours goes above it)."""
+    from ckptlake.core import push as push_mod
+    from ckptlake.errors import OutcomeUnknown
+
+    lake = Lake(MemoryStore(), chunk_size=1 << 20)
+    push(lake, tmp_path, n=1)
+    real = push_mod.create_once
+    other = Lake(lake.store, chunk_size=1 << 20)
+    cut: list[str] = []
+
+    def lost_answer(st, key, body):  # type: ignore[no-untyped-def]
+        if "/@v/" in key and not cut:
+            cut.append(key)
+            if whose == "ours":
+                real(st, key, body)  # landed; the answer was lost
+                assert other.delete(f"{ART}@v2", reason="bad").deleted
+            else:
+                assert push(other, tmp_path, n=1) == [2]
+                assert other.delete(f"{ART}@v2", reason="bad").deleted
+            raise OutcomeUnknown(f"simulated: the answer to {key} was lost")
+        return real(st, key, body)
+
+    monkeypatch.setattr(push_mod, "create_once", lost_answer)
+    if whose == "ours":
+        with pytest.raises(NotFound, match=r"p/ckpt@v2 was committed by this push, then "
+                                           r"deleted with ckptlake rm"):
+            push(lake, tmp_path, n=1)
+        assert [v.version for v in lake.versions(ART)] == [1]
+    else:
+        assert push(lake, tmp_path, n=1) == [3]
+        assert [v.version for v in lake.versions(ART)] == [1, 3]
+    assert [t.version for t in lake.expired(ART)] == [2]

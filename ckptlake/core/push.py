@@ -544,6 +544,28 @@ def commit_version(store: Store, manifest: Manifest) -> Manifest:
                         "attempts", hint="too many concurrent pushers; try again")
 
 
+def _deleted_at(store: Store, artifact: str, number: int, body: bytes) -> bool:
+    """Whether N was deleted (its tombstone is there): another writer's version committed
+    there and removed by gc or `rm` (True: take a later number, N is not free), or our own
+    write, landed and deleted before we could read it back -- then writing it again would undo
+    someone's deletion: NotFound, saying so."""
+    from .tombstones import load as load_tombstone
+
+    if not store.exists(layout.tombstone_key(artifact, number)):
+        return False
+    from ..format.manifest import decode_manifest
+
+    tomb = load_tombstone(store, artifact, number)
+    mine = decode_manifest(body, key=layout.version_key(artifact, number))
+    if tomb is not None and (tomb.created, tomb.created_by) == (mine.created, mine.created_by):
+        raise NotFound(f"{artifact}@v{number} was committed by this push, then "
+                       f"{tomb.deleted_text()} before the push could confirm it; nothing else "
+                       "was committed",
+                       hint=f"see `ckptlake ls {artifact} --all`; push again only to restore "
+                            "what was deleted")
+    return True
+
+
 # Waits before the second and later reads of a manifest whose write had an unknown outcome:
 # the outage that ate the write's answer may last beyond the retry layer's own attempts.
 _READBACK_WAITS = (1.0, 4.0)
@@ -583,6 +605,8 @@ def _settle_unknown(store: Store, key: str, body: bytes, artifact: str, number: 
         # late one did (412: read it back), and a late one after ours gets 412 itself.
         try:
             if later_version(store, artifact, number) is not None:
+                return False
+            if _deleted_at(store, artifact, number, body):
                 return False
             create_once(store, key, body)
             return True
