@@ -818,7 +818,7 @@ def test_a_gc_planned_before_rm_deleted_the_latest_never_deletes_the_new_latest(
     assert lake.delete(f"{ART}@latest").deleted
     result = lake.gc(plan)
     assert result.versions_deleted == [f"{ART}@v1"]
-    assert f"{ART}@v2" in result.versions_spared
+    assert result.versions_kept_latest == [f"{ART}@v2"] and result.versions_spared == []
     assert [v.version for v in lake.versions(ART)] == [2]
     assert tombs.load(lake.store, ART, 2) is None  # its fresh tombstone went again
 
@@ -942,3 +942,34 @@ def test_a_manifest_write_of_unknown_outcome_never_brings_a_deleted_number_back(
         assert push(lake, tmp_path, n=1) == [3]
         assert [v.version for v in lake.versions(ART)] == [1, 3]
     assert [t.version for t in lake.expired(ART)] == [2]
+
+
+def test_a_gc_deleting_while_rm_deletes_the_latest_keeps_the_next_one(tmp_path: Path,
+                                                                       monkeypatch) -> None:
+    """The review's race: rm of v3 has written its tombstone and is reading the aliases again
+    when gc's deleter (planned with v3 the latest: v1, v2 doomed) lists @v/ -- v3 is still
+    there, so it looked like a version that stays, and both went.  A live version with a
+    tombstone gc did not write is going: v2 is kept."""
+    from ckptlake.core import gc as gcmod
+    from ckptlake.policy.retention import RetentionPolicy, Rule
+
+    lake = Lake(MemoryStore(), chunk_size=1 << 20)
+    push(lake, tmp_path)
+    plan = lake.gc_plan(RetentionPolicy(rules=(Rule(match="*", keep_last=1),),
+                                        grace_period=3600.0))
+    (ap,) = [a for a in plan.artifacts if a.delete]
+    real = gcmod.read_aliases
+    calls: list[int] = []
+    result = gcmod.GcResult()
+
+    def reads(store, artifact):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 2:  # rm's second read: its tombstone is written, v3 still listed
+            gcmod.delete_versions(store, ap, result, deleted=utcnow())
+        return real(store, artifact)
+
+    monkeypatch.setattr(gcmod, "read_aliases", reads)
+    assert lake.delete(f"{ART}@v3").deleted
+    assert result.versions_deleted == [f"{ART}@v1"]
+    assert result.versions_kept_latest == [f"{ART}@v2"]
+    assert [v.version for v in lake.versions(ART)] == [2]

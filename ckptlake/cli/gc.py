@@ -373,6 +373,9 @@ def check_policy_lake(config: Any, policy: Path, handle: Any) -> None:
 
 def result_summary(plan: "GcPlan", r: "GcResult") -> str:
     spared = f" ({len(r.versions_spared)} aliased meanwhile, kept)" if r.versions_spared else ""
+    if r.versions_kept_latest:  # an rm deleted the latest after the plan: the next one stays
+        spared += (f" ({', '.join(r.versions_kept_latest)} kept: the latest since an rm deleted "
+                   "the one above it)")
     def copies(n: int) -> str:
         return f"{n} manifest cop{'y' if n == 1 else 'ies'}"
 

@@ -669,6 +669,8 @@ def _clause(reason: str) -> str:
 class GcResult(_Result):
     versions_deleted: list[str] = field(default_factory=list)  # refs: a/b@v3
     versions_spared: list[str] = field(default_factory=list)  # aliased after the plan was made
+    # kept because it became the artifact's latest after the plan (an rm took the one above)
+    versions_kept_latest: list[str] = field(default_factory=list)
     tombstones_written: int = 0
     records_written: int = 0
     chunks_condemned: int = 0
@@ -804,15 +806,26 @@ def delete_versions(store: Store, ap: ArtifactPlan, result: GcResult, *, deleted
     aliased = set(read_aliases(store, ap.artifact).values())
     doomed = [v.version for v in todo if v.version not in gone and v.version not in aliased]
     late = [v.version for v in todo if v.version in aliased]
+    kept: list[int] = []
     if keep_latest and doomed:
-        staying = set(version_numbers(store, ap.artifact)) - set(doomed)
-        top = max(staying, default=0)
+        # A live version with a tombstone this call did not write is going too (an rm between
+        # its tombstone and its delete): tombstones are listed after the manifests, so one
+        # written before this listing of @v/ is seen.  (A version that merely stays tombstoned,
+        # as after an alias spared it, is then spared here once more than needed: harmless.)
+        live = set(version_numbers(store, ap.artifact))
+        going = {p[1] for info in store.list(layout.tombstones_prefix(ap.artifact),
+                                          start_after=layout.tombstone_key(ap.artifact,
+                                                                           min(doomed)))
+                 if (p := layout.parse_tombstone_key(info.key)) and p[0] == ap.artifact
+                 and p[1] not in written}
+        top = max(live - set(doomed) - going, default=0)
         above = max((n for n in doomed if n > top), default=None)
         if above is not None:  # the artifact's latest now: an rm took the one above it
             doomed.remove(above)
-            late.append(above)
+            kept.append(above)
+            result.versions_kept_latest.append(f"{ap.artifact}@v{above}")
     result.versions_spared += [f"{ap.artifact}@v{n}" for n in late]
-    stale = [layout.tombstone_key(ap.artifact, n) for n in late if n in written]
+    stale = [layout.tombstone_key(ap.artifact, n) for n in late + kept if n in written]
     if stale:
         store.delete(stale)
     store.delete([layout.version_key(ap.artifact, n) for n in doomed])

@@ -476,7 +476,11 @@ class LakeCheckpointIO(CheckpointIO):
         spared = [int(r.rsplit("@v", 1)[1]) for r in result.versions_spared]
         if spared:
             log.info("ckptlake: kept %s: aliased", ", ".join(result.versions_spared))
-        return kept + spared
+        latest = [int(r.rsplit("@v", 1)[1]) for r in result.versions_kept_latest]
+        if latest:
+            log.info("ckptlake: kept %s: the artifact's latest version since an rm deleted the "
+                     "one above it", ", ".join(result.versions_kept_latest))
+        return kept + spared + latest
 
 
 def _path_key(path: str) -> str:
