@@ -828,19 +828,25 @@ class Lake:
             return result
         tombed = {parsed[1] for info in self.store.list(layout.tombstones_prefix(artifact))
                   if (parsed := layout.parse_tombstone_key(info.key)) and parsed[0] == artifact}
+        replaced: set[int] = set()
+        theirs: set[int] = set()
         for p in plans:
             if p.version not in tombed:
                 continue
             # an interrupted deleter's tombstone next to a live manifest records this
-            # deletion instead, as rm of one version does; a young one (a deleter at work)
-            # is left to it
-            with contextlib.suppress(NotFound):
+            # deletion instead, as rm of one version does; a young one is a deleter at work:
+            # the manifest still goes (both want it gone), but the lake records that deletion,
+            # so it is reported as gone, not as this rm's
+            try:
                 try:
                     m = catalog.load_manifest(self.store, artifact, p.version)
                 except IntegrityError:
                     m = None
-                self._replace_stale_tombstone(artifact, p.version, m, result, now,
-                                              created=p.created)
+                if self._replace_stale_tombstone(artifact, p.version, m, result, now,
+                                                 created=p.created):
+                    replaced.add(p.version)
+            except NotFound:
+                theirs.add(p.version)
         done = GcResult()
         delete_versions(self.store, ArtifactPlan(
             artifact=artifact, rule=tombstones.RM_RULE, rule_line=None, versions=len(numbers),
@@ -850,8 +856,10 @@ class Lake:
             prefix = f"{artifact}@v"
             return sorted(int(r[len(prefix):]) for r in refs if r.startswith(prefix))
 
-        deleted = numbers_in(done.versions_deleted)
+        deleted = [n for n in numbers_in(done.versions_deleted) if n not in theirs]
         spared = numbers_in(done.versions_spared)
+        if stale := [layout.tombstone_key(artifact, n) for n in spared if n in replaced]:
+            self.store.delete(stale)  # ours, next to a version an alias spared (as rm's own)
         gone = [p.version for p in plans if p.version not in deleted and p.version not in spared]
         return dataclasses.replace(
             result, deleted=deleted, spared=spared, gone=gone,

@@ -896,7 +896,7 @@ def test_rm_all_replaces_an_interrupted_deleters_tombstone_and_leaves_a_young_on
     assert tombs.write(lake.store, _gc_tomb(lake, 2, timedelta(days=30)))
     assert tombs.write(lake.store, _gc_tomb(lake, 3, timedelta(seconds=1)))
     done = lake.delete_artifact(ART, reason="abandoned")
-    assert done.deleted == [1, 2, 3]
+    assert (done.deleted, done.gone, done.remaining) == ([1, 2], [3], [])
     by = {t.version: t for t in lake.expired(ART)}
     assert (by[1].rule, by[1].reason) == ("ckptlake rm", "abandoned")
     assert (by[2].rule, by[2].reason, by[2].deleted) == ("ckptlake rm", "abandoned",
@@ -973,3 +973,12 @@ def test_a_gc_deleting_while_rm_deletes_the_latest_keeps_the_next_one(tmp_path: 
     assert result.versions_deleted == [f"{ART}@v1"]
     assert result.versions_kept_latest == [f"{ART}@v2"]
     assert [v.version for v in lake.versions(ART)] == [2]
+
+
+def test_rm_all_reports_a_version_another_deleter_is_deleting_as_gone(lake: Lake) -> None:
+    """A young tombstone (a deleter at work) next to v2: rm --all listed v2 as deleted with
+    its own reason while the lake records the other's.  It is the other's deletion: gone."""
+    assert tombs.write(lake.store, _gc_tomb(lake, 2, timedelta(seconds=1)))
+    done = lake.delete_artifact(ART, reason="wipe")
+    assert (done.deleted, done.gone, done.remaining) == ([1, 3], [2], [])
+    assert tombs.load(lake.store, ART, 2).rule == "rules[0] (match 'p/*')"
