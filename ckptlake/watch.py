@@ -22,26 +22,36 @@ the SageMaker-style checkpoint sync, run beside the trainer.
   is never pushed again: the watcher reads the artifact's steps at start and again right before
   each push, so neither a restarted watcher nor two overlapping ones (cron) duplicate a step,
   bar a push that lands between that read and its own commit.  Nor is a step whose version
-  was *deleted* (`rm`, or gc: its tombstone, read with the steps, keeps the step): a secret
-  `rm` took out must not come back with the next pass, so it is a note (once per step) saying
-  to push it by hand to restore it.  A complete checkpoint whose step is *lower* than a
-  step in the lake (a live version's: a deleted step blocks nothing, or one `rm` of a stray
-  latest step would leave every later checkpoint out) is *blocked*: pushing it would make
-  an older step `latest`.  It is a warning (once per entry) naming the step in the way and how
-  to get rid of it, and a `once` run raises it (Conflict) after its pass: a stray step far
-  ahead, or a trainer restarted from an earlier step, leaves every later checkpoint out of
-  the lake, which nobody would notice from a note.  A second entry with the step of one
+  was *deleted* (`rm`, or gc: its tombstone keeps the step): a secret `rm` took out must not
+  come back with the next pass, so it is a note (once per step) saying to push it by hand to
+  restore it.  The tombstones are listed with the steps but read only when a complete
+  checkpoint's step is no live version's (or keep_local must tell how a step went), all
+  unread ones at once, in parallel, and each once per watcher: a lake with gc retention holds
+  thousands, and a cron `--once` run with nothing new to push should not read them all.
+  A complete checkpoint whose step is *lower* than a step in the lake (a live version's: a
+  deleted step blocks nothing, or one `rm` of a stray latest step would leave every later
+  checkpoint out) is *blocked*: pushing it would make an older step `latest`.  It is a
+  warning (once per entry) naming the step in the way and how to get rid of it, and a `once`
+  run raises it (Conflict) after its pass: a stray step far ahead, or a trainer restarted
+  from an earlier step, leaves every later checkpoint out of the lake, which nobody would
+  notice from a note.  A second entry with the step of one
   already pushed (a `--step-regex` that reads the same number from two names) is never pushed
   and said so: it is not what the lake holds.
 * `keep_local=N` deletes local checkpoints older than the newest N once they are in the lake
   (never one that is not): one this watcher pushed and that has not changed since, or, for
   steps pushed before it started, the only local entry of that step that is, by name, inode,
   modification time and size, the one an earlier watch recorded in the version (metadata
-  `ckptlake.watch.entry`).  A step two local entries share is never pruned.  The newest N
-  are counted by step among the entries of one *name shape* (the name with its numbers
-  blanked: `step_100` and `step_200` are one, `events.out.tfevents.1701234567.host`
-  another): a stray numbered file a broad `step_regex` pushed is never one of a trainer's
-  newest N, so it cannot push the real checkpoints out of them.
+  `ckptlake.watch.entry`).  A step two local entries share is never pruned.  A step whose
+  version was deleted since: by a retention rule (gc, the checkpointer's retain, Lightning's:
+  any tombstone rule but `ckptlake rm`) it is pruned as if still in the lake (the same checks,
+  against the identity its tombstone kept): retention deleting a step is no reason to keep
+  its local copy, and a watch that kept every such step filled the disk.  By `ckptlake rm`
+  (a leaked secret, a bad checkpoint) it is kept: the local copy may be the only one left,
+  and what becomes of it is the user's decision.  The newest N are counted by step among the
+  entries of one *name shape* (the name with its numbers blanked: `step_100` and `step_200`
+  are one, `events.out.tfevents.1701234567.host` another): a stray numbered file a broad
+  `step_regex` pushed is never one of a trainer's newest N, so it cannot push the real
+  checkpoints out of them.
 * A push that fails for a transient reason (storage unreachable, files changed under it) is
   retried, backing off from `retry_delay` seconds (1 s for a changed file) up to 5 minutes,
   and no later step is pushed before it (step order) for its first BLOCKING_ATTEMPTS attempts;
@@ -74,6 +84,7 @@ from .errors import (AccessDenied, CkptlakeError, Conflict, IntegrityError, NotF
                      SourceChanged, TransferError, UsageError)
 from .format.layout import MAX_NUMBER
 from .results import PushResult
+from .transfer.pool import bounded_map
 
 if TYPE_CHECKING:
     from .core.tombstones import Tombstone
@@ -98,6 +109,8 @@ META_ENTRY = "ckptlake.watch.entry"
 # up to MAX_RETRY_DELAY seconds between them.
 BLOCKING_ATTEMPTS = 5
 MAX_RETRY_DELAY = 300.0
+# Tombstones read at once (one GET each): a lake with gc retention holds thousands.
+TOMBSTONE_WORKERS = 16
 
 
 @dataclass(frozen=True)
@@ -114,12 +127,12 @@ class WatchEvent:
 
     kind: "pushed" (result set), "known" (already in the lake), "deleted" (its step's
     version was deleted from the lake, by `rm` or gc: never pushed again; said once per
-    step), "skipped" (a symlink, gone, changed since pushed...), "ignored" (its name is no
-    checkpoint's: step -1), "blocked" (complete, but older than a step in the lake: error
-    set, a Conflict saying which step is in the way and what to do), "duplicate" (its step
-    is that of another entry, pushed already: never pushed), "failed" (error set; retried
-    later, except in a `once` run), "pruned" (local copy deleted), "abandoned" (an upload
-    cut short by a stop; nothing committed).
+    step, once the checkpoint is complete), "skipped" (a symlink, gone, changed since
+    pushed...), "ignored" (its name is no checkpoint's: step -1), "blocked" (complete, but
+    older than a step in the lake: error set, a Conflict saying which step is in the way and
+    what to do), "duplicate" (its step is that of another entry, pushed already: never
+    pushed), "failed" (error set; retried later, except in a `once` run), "pruned" (local
+    copy deleted), "abandoned" (an upload cut short by a stop; nothing committed).
     """
 
     kind: str
@@ -202,9 +215,11 @@ class Watcher:
         self.failures: dict[str, tuple[Candidate, BaseException]] = {}  # name -> last failure
         self._lake_ids: dict[int, set[str]] = {}  # step -> META_ENTRY of its versions
         self._lake_from: dict[int, tuple[int, str | None]] = {}  # step -> (version, entry name)
-        # step -> the tombstone of its newest deleted version, for steps no live version has
-        self.deleted: dict[int, "Tombstone"] = {}
-        self._tombs: dict[str, "Tombstone | None"] = {}  # tombstone key -> what it holds
+        # the tombstone keys of the artifact's deleted versions, as last listed (learn)
+        self._tomb_keys: list[str] = []
+        # tombstone key -> what it holds (None: unreadable); create-once, so read once
+        self._tombs: dict[str, "Tombstone | None"] = {}
+        self._tomb_tried: set[str] = set()  # read since the listing: absent or empty then
         self._said_deleted: set[int] = set()  # steps whose "deleted" note was given
         self._said: set[tuple[str, str]] = set()  # (kind, name) already reported
         # name -> (monotonic time of the next attempt, whether later steps wait for it)
@@ -219,9 +234,10 @@ class Watcher:
     def learn(self) -> None:
         """Which steps the lake holds: at start (a restart does not push them again) and before
         each push (another watcher, or a push that failed after its commit, may have added
-        one since).  And which steps it held in versions since deleted (`rm`, gc): the
-        tombstones, listed after the manifests (a deleter writes the tombstone first, so a
-        version deleted in between is seen in one of the two listings)."""
+        one since).  And the keys of the tombstones of versions since deleted (`rm`, gc),
+        listed after the manifests (a deleter writes the tombstone first, so a version deleted
+        in between is seen in one of the two listings); they are read only when needed
+        (_deleted): one GET each, and a new watcher (every cron `--once` run) knows none."""
         try:
             versions = self.lake.versions(self.artifact)
         except NotFound:
@@ -232,24 +248,17 @@ class Watcher:
             if v.step is not None:
                 ids.setdefault(v.step, set()).add(v.metadata.get(META_ENTRY, ""))
                 origin[v.step] = (v.version, _entry_name(v.metadata.get(META_ENTRY)))
-        live = {v.version for v in versions}
-        deleted: dict[int, "Tombstone"] = {}
-        for tomb in self._tombstones(live):
-            if tomb.step is not None and tomb.step not in ids and (
-                    tomb.step not in deleted or tomb.version > deleted[tomb.step].version):
-                deleted[tomb.step] = tomb
+        tomb_keys = self._list_tombstones({v.version for v in versions})
         self._lake_ids = ids
         self._lake_from = origin
         self.pushed = set(ids)
-        self.deleted = deleted
+        self._tomb_keys = tomb_keys
+        self._tomb_tried = set()
         self._learned = True
 
-    def _tombstones(self, live: set[int]) -> "list[Tombstone]":
-        """The artifact's tombstones other than those of live versions (a gc that stopped
-        between its two writes).  One listing per call; each tombstone is read once per
-        watcher (create-once, never rewritten: a long run with gc retention would otherwise
-        read every tombstone again before each push), at the key listed (padded or not)."""
-        from .core.tombstones import decode
+    def _list_tombstones(self, live: set[int]) -> list[str]:
+        """The keys of the artifact's tombstones other than those of live versions (a gc that
+        stopped between its two writes): one listing, no reads."""
         from .format.layout import parse_tombstone_key, tombstones_prefix
 
         store = getattr(self.lake, "store", None)
@@ -260,13 +269,47 @@ class Watcher:
             parsed = parse_tombstone_key(info.key)
             if parsed and parsed[0] == self.artifact and parsed[1] not in live:
                 keys.append(info.key)
-        for key in keys:
-            if self._tombs.get(key) is None:  # not read yet, or unreadable: read (again)
-                try:
-                    self._tombs[key] = decode(store.get(key))
-                except NotFound:  # removed since the listing (rm put the version back)
-                    self._tombs.pop(key, None)
-        return [t for key in keys if (t := self._tombs.get(key)) is not None]
+        return keys
+
+    def _read_tombstones(self) -> None:
+        """Read every listed tombstone not read yet, TOMBSTONE_WORKERS at a time, at the key
+        listed (padded or not).  All of them: which one holds a step is known only once it is
+        read.  Each result is kept for the watcher's life, an unreadable one (None) too: a
+        tombstone is written once and never rewritten, so reading it again (before each push,
+        in a long run with gc retention) would cost a GET for the same answer.  Not kept: a
+        key gone since the listing (rm put the version back; read again if listed again) or
+        an empty object (a cut upload the deleter's create replaces: docs/format.md), each
+        tried once per listing."""
+        from .core.tombstones import decode
+
+        todo = [k for k in self._tomb_keys if k not in self._tombs and k not in self._tomb_tried]
+        if not todo:
+            return
+        store = self.lake.store
+
+        def read(key: str) -> tuple[str, bytes]:
+            try:
+                return key, store.get(key)
+            except NotFound:
+                return key, b""
+
+        for key, data in bounded_map(read, todo, workers=TOMBSTONE_WORKERS,
+                                     name="ckptlake-watch"):
+            self._tomb_tried.add(key)
+            if data:
+                self._tombs[key] = decode(data)
+
+    def _deleted(self, step: int, *, read: bool = True) -> "list[Tombstone]":
+        """The tombstones of `step`'s deleted versions, newest first; none for a step a live
+        version has.  Reads the tombstones not read yet (unless `read` is False: then what
+        was read before)."""
+        if step in self.pushed or not self._tomb_keys:
+            return []
+        if read:
+            self._read_tombstones()
+        tombs = [t for key in self._tomb_keys
+                 if (t := self._tombs.get(key)) is not None and t.step == step]
+        return sorted(tombs, key=lambda t: t.version, reverse=True)
 
     def candidates(self) -> list[Candidate]:
         """Checkpoints in the directory, by step (complete or not)."""
@@ -345,9 +388,6 @@ class Watcher:
             if c.step in self.pushed:
                 self._already(c)
                 continue
-            if c.step in self.deleted:
-                self._was_deleted(c)
-                continue
             if c.step > MAX_NUMBER:  # e.g. a timestamp the step regex matched
                 self._say("skipped", c, f"not pushing {shown(c.name)}: step {c.step} is larger "
                                         f"than the largest step a lake holds, {MAX_NUMBER}")
@@ -355,9 +395,29 @@ class Watcher:
             if not self.is_complete(c):
                 self.pending.append(c)
                 continue
+            at, blocking = self._retry_at.get(c.name, (0.0, False))
+            # Whether its step was deleted: only now, for a complete checkpoint that no live
+            # version has (the tombstones are read the first time).  A failed read is its
+            # failure, retried as a push is; and no read before its backoff is over.
+            if (time.monotonic() < at and
+                    any(k not in self._tombs and k not in self._tomb_tried
+                        for k in self._tomb_keys)):
+                if blocking:
+                    break
+                continue
+            try:
+                deleted = self._deleted(c.step)
+            except FATAL:
+                raise
+            except (CkptlakeError, OSError) as exc:
+                if self._failed(c, exc) == "retry":
+                    break
+                continue
+            if deleted:
+                self._was_deleted(c, deleted[0])
+                continue
             if self._older(c):
                 continue
-            at, blocking = self._retry_at.get(c.name, (0.0, False))
             if time.monotonic() < at:
                 if blocking:
                     break  # nothing overtakes a checkpoint that is to be retried
@@ -381,7 +441,7 @@ class Watcher:
                                       f"from {shown(other)} already; two checkpoints have that "
                                       "step (give each its own with --step-regex)")
 
-    def _was_deleted(self, c: Candidate) -> None:
+    def _was_deleted(self, c: Candidate, tomb: "Tombstone") -> None:
         """Its step's version was deleted (`rm`: a leaked secret, a bad checkpoint; or gc):
         pushing it again would undo that.  A note, once per step, not a failure: the deletion
         was someone's decision, and a `once` run that kept failing on it would be noise."""
@@ -389,7 +449,6 @@ class Watcher:
         if c.step in self._said_deleted:
             return
         self._said_deleted.add(c.step)
-        tomb = self.deleted[c.step]
         self.on_event(WatchEvent(
             "deleted", c.step, c.name,
             f"not pushing {shown(c.name)}: step {c.step} of {self.artifact} was in the lake as "
@@ -430,6 +489,7 @@ class Watcher:
         tree = _tree(c.path)
         try:
             self.learn()
+            deleted = self._deleted(c.step)  # reads only tombstones listed since
         except FATAL:
             raise
         except (CkptlakeError, OSError) as exc:
@@ -438,8 +498,8 @@ class Watcher:
             self._already(c)
             self._forget(c)
             return "known"
-        if c.step in self.deleted:  # deleted since the pass began
-            self._was_deleted(c)
+        if deleted:  # deleted since the pass began
+            self._was_deleted(c, deleted[0])
             return "known"
         if self._older(c):  # another pusher went past it since the pass began
             return "skipped"
@@ -537,8 +597,18 @@ class Watcher:
         found = self.candidates()
         entries_of = Counter(c.step for c in found)
         shapes: dict[str, list[Candidate]] = {}
+        read = True
         for c in found:
-            if self._in_lake(c, entries_of[c.step]):
+            try:
+                in_lake = self._in_lake(c, entries_of[c.step], read=read)
+            except FATAL:
+                raise
+            except (CkptlakeError, OSError) as exc:
+                # How its step was deleted is unknown: kept, pruned at a later pass.
+                read, in_lake = False, False
+                self._say("skipped", c, f"keeping {shown(c.name)} for now: could not read "
+                                        f"the lake's tombstones ({exc})")
+            if in_lake:
                 shapes.setdefault(_shape(c.name), []).append(c)
         older = sorted((c for local in shapes.values() for c in local[:-self.keep_local]),
                        key=lambda c: (c.step, c.name))
@@ -554,28 +624,48 @@ class Watcher:
                 self._say("failed", c, f"could not prune {shown(c.name)}: {exc}", error=exc)
                 continue
             self._mine.pop(c.name, None)
+            where = ("is in the lake" if c.step in self.pushed else
+                     "was in the lake until a retention rule deleted it")
             self.on_event(WatchEvent("pruned", c.step, c.name, f"removed local "
-                                     f"{shown(c.name)} (step {c.step} is in the lake)"))
+                                     f"{shown(c.name)} (step {c.step} {where})"))
 
-    def _in_lake(self, c: Candidate, entries: int) -> bool:
+    def _in_lake(self, c: Candidate, entries: int, *, read: bool = True) -> bool:
         """Whether this very entry is what the lake holds for its step: pushed from here and
         unchanged since, or (pushed by an earlier watch) the step's only entry, with the
         identity that watch recorded in the version (META_ENTRY).  Neither a step's number
         (a step regex can read one number from several names) nor a size (a resumed run
-        rewrites a step with other weights of the same size) is enough."""
-        if c.step not in self.pushed:  # deleted from the lake since (rm): the only copy now
-            return False
+        rewrites a step with other weights of the same size) is enough.
+
+        A step whose version was deleted since counts as held if a retention rule deleted it
+        (gc, the checkpointer's retain, Lightning: any rule but RM_RULE), with the identity
+        its tombstone kept: a step retention dropped is no reason to keep the local copy, and
+        keeping every one filled the disk.  Never if `ckptlake rm` deleted it (a leaked
+        secret, a bad checkpoint): the local copy may be the only one left, the user decides.
+        The tombstones are read (`read`) only for an entry that could be pruned: pushed from
+        here, or the only complete entry of its step."""
+        from .core.tombstones import RM_RULE
+
         mine = self._mine.get(c.name)
+        if c.step in self.pushed:
+            ids = self._lake_ids.get(c.step)
+        elif mine is None and (entries != 1 or c.step in self._mine_steps
+                               or not self.is_complete(c)):
+            return False  # no tombstone needed to tell
+        else:
+            deleted = self._deleted(c.step, read=read)
+            if not deleted or any(t.rule == RM_RULE for t in deleted):
+                return False  # not in the lake, or deleted by hand: the only copy now
+            ids = {t.metadata.get(META_ENTRY, "") for t in deleted}
         if mine is not None:
             step, tree = mine
             if step == c.step and tree is not None and _tree(c.path) == tree:
                 return True
             self._say("skipped", c, f"keeping {shown(c.name)}: it changed after it was pushed")
             return False
-        if entries != 1 or c.step in self._mine_steps or c.step not in self._lake_ids:
+        if entries != 1 or c.step in self._mine_steps or ids is None:
             return False
         tree = _tree(c.path)
-        return tree is not None and _identity(c.name, tree) in self._lake_ids[c.step]
+        return tree is not None and _identity(c.name, tree) in ids
 
     def _say(self, kind: str, c: Candidate, message: str, error: Any = None) -> None:
         if (kind, c.name) in self._said:

@@ -3,7 +3,8 @@
 A. `watch` pushed a step again whose version was deleted: the README's leaked-secret recipe
    (`rm` the version) ended with the secret back in the lake at the next pass.  A deleted
    step is now never pushed again (a note once per step), a deleted latest step blocks no
-   later checkpoint, and keep_local never prunes the local copy of a step deleted from the lake.
+   later checkpoint, and keep_local never prunes the local copy of a step `rm` deleted (one a
+   retention rule deleted is pruned as before: review 2, at the end).
 B. verify called a tombstone of a newer ckptlake "not a readable tombstone" (advice: restore a
    backup), and read an unpadded tombstone key (`@tomb/8.json`) at the padded key, so it was
    skipped in silence.
@@ -206,3 +207,139 @@ def test_verify_reads_an_unpadded_tombstone_key_at_that_key(local_lake_url: str,
         code, out = verify_json(local_lake_url)
         assert code == EXIT_INTEGRITY
         assert [p["key"] for p in out["problems"]] == [unpadded]
+
+
+# ---- review 2: keep_local and retention; what a watch reads of the tombstones -----------------
+
+def retain_last_2(lake: Any) -> None:
+    """The checkpointer's retention after each commit (gc's deleter, rule 'keep_last=2
+    (checkpointer)'): a tombstone for every version it deletes."""
+    from ckptlake.core.gc import retain
+    from ckptlake.policy.retention import RetentionPolicy
+
+    retain(lake.store, ART, RetentionPolicy(), keep_last=2)
+
+
+def local_steps(d: Path) -> list[int]:
+    return sorted(int(p.name.split("_")[1]) for p in d.iterdir())
+
+
+def test_keep_local_prunes_a_step_retention_deleted(local_lake_url: str,
+                                                    tmp_path: Path) -> None:
+    """keep_local kept the local copy of every step whose version was deleted, retention's
+    too: with keep_last=2 retention after each commit, ten steps left all ten on disk (the
+    disk fills).  A step retention deleted is pruned as before; one `rm` deleted is kept."""
+    d = tmp_path / "wdir"
+    events: list[Any] = []
+    with ckptlake.open(local_lake_url) as lake:
+        w = Watcher(lake, d, ART, step_regex=r"step_(\d+)", settle=0, keep_local=3,
+                    on_event=events.append)
+        for step in range(1, 11):
+            write(d / f"step_{step}" / "w.bin", f"weights {step}".encode())
+            assert w.poll_once() == 1
+            retain_last_2(lake)
+    assert local_steps(d) == [8, 9, 10]
+    pruned = [e for e in events if e.kind == "pruned"]
+    assert sorted(e.step for e in pruned) == list(range(1, 8))
+    assert "until a retention rule deleted it" in pruned[0].message
+    assert steps(local_lake_url) == [(9, 9), (10, 10)]
+
+
+def test_keep_local_of_restarted_watches_prunes_by_the_identity_in_the_tombstone(
+        local_lake_url: str, tmp_path: Path) -> None:
+    """A cron `watch --once` is a new watcher each time: a step retention deleted before it
+    left the newest N is pruned by the entry identity its tombstone kept (as a live version's
+    is); a step `ckptlake rm` deleted stays (the only copy left, the user decides)."""
+    d = tmp_path / "wdir"
+    pruned: list[int] = []
+    with ckptlake.open(local_lake_url) as lake:
+        for step in range(1, 11):
+            write(d / f"step_{step}" / "w.bin", f"weights {step}".encode())
+            w = Watcher(lake, d, ART, step_regex=r"step_(\d+)", settle=0, keep_local=3,
+                        on_event=lambda e: pruned.append(e.step) if e.kind == "pruned" else None)
+            assert w.poll_once() == 1
+            retain_last_2(lake)
+            if step == 4:  # live: v3, v4; step 3 held a secret
+                lake.delete(f"{ART}@v3", reason="secret")
+    assert local_steps(d) == [3, 8, 9, 10]
+    assert sorted(pruned) == [1, 2, 4, 5, 6, 7]
+
+
+class TombCounting:
+    """Wraps a MemoryStore: counts GETs of tombstone keys; with `barrier`, every such GET
+    waits for the others (a watch that reads them one at a time breaks it)."""
+
+    def __init__(self) -> None:
+        from ckptlake.store.memory import MemoryStore
+
+        self.store = MemoryStore()
+        self.gets: dict[str, int] = {}
+        self.barrier: Any = None
+
+    def install(self) -> None:
+        inner = self.store.get
+
+        def get(key: str) -> bytes:
+            if layout.parse_tombstone_key(key):
+                self.gets[key] = self.gets.get(key, 0) + 1
+                if self.barrier is not None:
+                    self.barrier.wait()
+            return inner(key)
+
+        self.store.get = get  # type: ignore[method-assign]
+
+
+def test_a_watch_reads_tombstones_only_when_needed_in_parallel_and_once(tmp_path: Path) -> None:
+    """learn() read every tombstone of the artifact, one GET after another, in every new
+    watcher (3000 tombstones: 3000 GETs before a cron `--once` run's first pass), and read
+    the unreadable ones again at every learn().  Now a watch with no complete checkpoint of
+    a step no live version has reads none; the first that has one reads each tombstone
+    once, all at a time; none is read again, an unreadable one neither."""
+    import shutil
+    import threading
+
+    from ckptlake.lake import Lake
+
+    counting = TombCounting()
+    lake = Lake(counting.store, chunk_size=1 << 20, concurrency=4)
+    d = tmp_path / "wdir"
+    for step in range(1, 6):
+        write(d / f"step_{step}" / "w.bin", f"weights {step}".encode())
+        write(d / f"step_{step}" / "DONE", b"")
+        lake.push(d / f"step_{step}", ART, step=step)
+        retain_last_2(lake)  # deletes v1..v3: three tombstones
+    bad = layout.tombstones_prefix(ART) + "0000000042.json"
+    counting.store.put(bad, b"not a tombstone")  # unreadable: None
+    tomb_keys = sorted(i.key for i in counting.store.list(layout.tombstones_prefix(ART)))
+    assert len(tomb_keys) == 4
+    for step in (1, 2, 3):  # their local copies were pruned (keep_local)
+        shutil.rmtree(d / f"step_{step}")
+    counting.install()
+    write(d / "step_6" / "w.bin", b"weights 6")  # being written: no marker yet
+
+    def watcher() -> Watcher:
+        return Watcher(lake, d, ART, step_regex=r"step_(\d+)", marker="DONE", keep_local=5)
+
+    # steps 4, 5 live, 6 incomplete: no tombstone needed, none read
+    for _ in range(2):  # two cron runs, each a new watcher
+        w = watcher()
+        w.run(threading.Event(), once=True)
+        assert counting.gets == {}
+    w = watcher()
+    assert w.poll_once() == 0 and counting.gets == {}
+    # step 6 completes: it must be told from a deleted step, so the tombstones are read,
+    # each once, in parallel (a barrier all four GETs must reach together)
+    counting.barrier = threading.Barrier(len(tomb_keys), timeout=5)
+    write(d / "step_6" / "DONE", b"")
+    assert w.poll_once() == 1
+    assert sorted(counting.gets) == tomb_keys and set(counting.gets.values()) == {1}
+    counting.barrier = None
+    # later passes and pushes (a learn() each) read none again, the unreadable one neither
+    write(d / "step_1" / "w.bin", b"weights 1")  # a deleted step comes back locally
+    write(d / "step_1" / "DONE", b"")
+    for step in (7, 8):
+        write(d / f"step_{step}" / "w.bin", f"weights {step}".encode())
+        write(d / f"step_{step}" / "DONE", b"")
+        assert w.poll_once() == 1
+    assert sorted(counting.gets) == tomb_keys and set(counting.gets.values()) == {1}
+    assert [v.step for v in lake.versions(ART)] == [4, 5, 6, 7, 8]
