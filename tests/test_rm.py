@@ -982,3 +982,31 @@ def test_rm_all_reports_a_version_another_deleter_is_deleting_as_gone(lake: Lake
     done = lake.delete_artifact(ART, reason="wipe")
     assert (done.deleted, done.gone, done.remaining) == ([1, 3], [2], [])
     assert tombs.load(lake.store, ART, 2).rule == "rules[0] (match 'p/*')"
+
+
+def test_an_unpadded_tombstone_is_read_like_a_padded_one(local_lake_url: str, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """docs/format.md lets a tombstone's number go unpadded (another writer's).  Readers of
+    one number read only the padded key: a shard takeover missed the step's deletion and
+    committed it again, and `ls --all` showed a number that had both keys twice."""
+    art = "res/unpadded"
+    with ckptlake.open(local_lake_url) as lake:
+        die_before_committed(lake, [rank_dir(tmp_path, r, 1000) for r in range(2)], art,
+                             monkeypatch)
+        push(lake, tmp_path, art, n=1)
+        assert lake.delete(f"{art}@v1").deleted
+        padded = layout.tombstone_key(art, 1)
+        unpadded = f"{layout.tombstones_prefix(art)}1.json"
+        lake.store.put(unpadded, lake.store.get(padded))  # another writer's key ...
+        lake.store.delete([padded])  # ... and only that one
+        assert tombs.load(lake.store, art, 1) is not None
+        key = layout.shard_claim_key(art, 1)
+        claim = shards.decode_claim(lake.store.get(key), key=key)
+        lake.store.put(key, replace(claim, updated=utcnow() - timedelta(hours=1)).encode())
+        with pytest.raises(NotFound, match=r"res/unpadded step 1 was committed as v1, which "
+                                           r"was deleted"):
+            lake.push_shard(tmp_path / "rank1", art, step=1, rank=1, world=2, stale_after=60)
+        assert [v.version for v in lake.versions(art)] == [2]
+        lake.store.put(padded, lake.store.get(unpadded))  # both keys now
+        assert [t.version for t in lake.expired(art)] == [1]

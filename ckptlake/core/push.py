@@ -549,9 +549,9 @@ def _deleted_at(store: Store, artifact: str, number: int, body: bytes) -> bool:
     there and removed by gc or `rm` (True: take a later number, N is not free), or our own
     write, landed and deleted before we could read it back -- then writing it again would undo
     someone's deletion: NotFound, saying so."""
-    from .tombstones import load as load_tombstone
+    from .tombstones import load as load_tombstone, present
 
-    if not store.exists(layout.tombstone_key(artifact, number)):
+    if not present(store, artifact, number):
         return False
     from ..format.manifest import decode_manifest
 

@@ -499,6 +499,8 @@ def _commit(store: Store, claim: Claim, etag: str, records: list[ShardRecord],
             hash_algo: str) -> int:
     """Write the manifest as the claim's owner; return the version.  Raises _LostClaim if the
     claim was taken over (then the new owner finishes), Conflict if the records collide."""
+    from . import tombstones
+
     key = layout.shard_claim_key(claim.artifact, claim.step)
     try:
         manifest = merge_records(records, artifact=claim.artifact, step=claim.step,
@@ -537,7 +539,7 @@ def _commit(store: Store, claim: Claim, etag: str, records: list[ShardRecord],
         try:
             # (also a number we chose: a version committed there and deleted since our
             # listing leaves only its tombstone, and the number is not free)
-            if store.exists(layout.tombstone_key(claim.artifact, n)):
+            if tombstones.present(store, claim.artifact, n):
                 raise PreconditionFailed("a tombstone holds the intended number")
             # create_once: an empty object at N (a PUT cut after its head) is taken over at N
             create_once(store, layout.version_key(claim.artifact, n),

@@ -120,19 +120,39 @@ def write(store: Store, tomb: Tombstone) -> bool:
         return False
 
 
+def _keys(artifact: str, number: int) -> list[str]:
+    """Where N's tombstone may be: ckptlake writes the zero-padded key; docs/format.md lets
+    another writer leave the number unpadded."""
+    padded = layout.tombstone_key(artifact, number)
+    plain = f"{layout.tombstones_prefix(artifact)}{number}.json"
+    return [padded] if plain == padded else [padded, plain]
+
+
 def load(store: Store, artifact: str, number: int) -> Tombstone | None:
-    try:
-        return decode(store.get(layout.tombstone_key(artifact, number)))
-    except NotFound:
-        return None
+    """N's tombstone, at its padded key or else its unpadded one (a shard takeover, an alias
+    re-check and `ls --all` read it here: one they missed let a deleted step be committed
+    again, or showed v3 twice)."""
+    for key in _keys(artifact, number):
+        try:
+            data = store.get(key)
+        except NotFound:
+            continue
+        if data:
+            return decode(data)
+    return None
+
+
+def present(store: Store, artifact: str, number: int) -> bool:
+    """Whether N has a tombstone (of any size: a number with one is not free), padded or not."""
+    return any(store.exists(key) for key in _keys(artifact, number))
 
 
 def numbers(store: Store, artifact: str) -> list[int]:
-    out = []
+    out = set()
     for info in store.list(layout.tombstones_prefix(artifact)):
         parsed = layout.parse_tombstone_key(info.key)
         if parsed and parsed[0] == artifact:
-            out.append(parsed[1])
+            out.add(parsed[1])
     return sorted(out)
 
 
