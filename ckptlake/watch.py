@@ -591,6 +591,15 @@ class Watcher:
 
     def _prune(self) -> None:
         assert self.keep_local
+        # What the lake holds is read again first: the last read was before the push, and a
+        # version deleted during the upload (an rm of a leaked secret, minutes for a large
+        # checkpoint) left this copy the only one.  Unreadable now: nothing goes this pass.
+        try:
+            self.learn()
+        except FATAL:
+            raise
+        except (CkptlakeError, OSError):
+            return
         # Only checkpoints known to be in the lake count and go: an incomplete, unpushed or
         # changed one is never deleted, and never pushes a pushed one out of the newest N.
         # The newest N of each name shape (module docstring), `found` being in step order.

@@ -343,3 +343,39 @@ def test_a_watch_reads_tombstones_only_when_needed_in_parallel_and_once(tmp_path
         assert w.poll_once() == 1
     assert sorted(counting.gets) == tomb_keys and set(counting.gets.values()) == {1}
     assert [v.step for v in lake.versions(ART)] == [4, 5, 6, 7, 8]
+
+
+def test_keep_local_never_prunes_a_step_rm_deleted_during_the_next_push(tmp_path: Path) -> None:
+    """The prune worked from what the lake held before the upload: a version deleted while the
+    next checkpoint uploaded (an rm of a leaked secret) still counted as in the lake, and its
+    local copy -- the only one left -- was deleted, "step 2 is in the lake"."""
+    from ckptlake.lake import Lake
+    from ckptlake.store.memory import MemoryStore
+    from ckptlake.watch import Watcher
+
+    lake = Lake(MemoryStore(), chunk_size=1 << 20)
+    wdir = tmp_path / "w"
+    wdir.mkdir()
+    events: list[Any] = []
+    watcher = Watcher(lake, wdir, "w/ckpt", keep_local=1, settle=0.0, on_event=events.append)
+    for step in (1, 2):
+        d = wdir / f"step_{step}"
+        d.mkdir()
+        (d / "w.bin").write_bytes(os.urandom(100))
+        watcher.poll_once()
+    assert [v.step for v in lake.versions("w/ckpt")] == [1, 2]
+    real = lake.push
+
+    def push_after_an_rm(*a: Any, **k: Any) -> Any:
+        if k.get("step") == 3:
+            assert lake.delete("w/ckpt@v2", reason="leaked secret").deleted
+        return real(*a, **k)
+
+    lake.push = push_after_an_rm  # type: ignore[method-assign]
+    d = wdir / "step_3"
+    d.mkdir()
+    (d / "w.bin").write_bytes(os.urandom(100))
+    watcher.poll_once()
+    assert [v.step for v in lake.versions("w/ckpt")] == [1, 3]
+    assert (wdir / "step_2").exists(), [e.message for e in events if e.kind == "pruned"]
+    assert not (wdir / "step_1").exists()  # in the lake, older than the newest 1: pruned
