@@ -826,8 +826,7 @@ class Lake:
             dry_run=dry_run)
         if dry_run:
             return result
-        tombed = {parsed[1] for info in self.store.list(layout.tombstones_prefix(artifact))
-                  if (parsed := layout.parse_tombstone_key(info.key)) and parsed[0] == artifact}
+        tombed = set(tombstones.numbers(self.store, artifact))
         replaced: set[int] = set()
         theirs: set[int] = set()
         for p in plans:

@@ -354,6 +354,24 @@ def test_gc_sweeps_a_deleted_step_whose_claim_stayed_committing(tmp_path: Path) 
     assert pending_chunks and pending_chunks <= left  # still roots
 
 
+def _step_committed_then_deleted(lake: Lake, tmp_path: Path, art: str,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Step 1 of `art` committed as v1 by an owner that died before recording it (its claim
+    stays `committing`), then v1 deleted by rm (v2 pushed on top)."""
+    die_before_committed(lake, [rank_dir(tmp_path, r, 1000) for r in range(2)], art,
+                         monkeypatch)
+    push(lake, tmp_path, art, n=1)
+    assert lake.delete(f"{art}@v1").deleted
+
+
+def _age_claim(lake: Lake, art: str) -> None:
+    """Make step 1's `committing` claim stale, so the next rank's push takes it over."""
+    key = layout.shard_claim_key(art, 1)
+    claim = shards.decode_claim(lake.store.get(key), key=key)
+    assert claim.state == "committing"
+    lake.store.put(key, replace(claim, updated=utcnow() - timedelta(hours=1)).encode())
+
+
 def test_a_shard_step_rm_deleted_is_never_committed_again(local_lake_url: str, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:
@@ -362,14 +380,8 @@ def test_a_shard_step_rm_deleted_is_never_committed_again(local_lake_url: str, t
 
     art = "res/ck"
     with ckptlake.open(local_lake_url) as lake:
-        die_before_committed(lake, [rank_dir(tmp_path, r, 1000) for r in range(2)], art,
-                             monkeypatch)
-        push(lake, tmp_path, art, n=1)
-        assert lake.delete(f"{art}@v1").deleted
-        key = layout.shard_claim_key(art, 1)
-        claim = shards.decode_claim(lake.store.get(key), key=key)
-        assert claim.state == "committing"
-        lake.store.put(key, replace(claim, updated=utcnow() - timedelta(hours=1)).encode())
+        _step_committed_then_deleted(lake, tmp_path, art, monkeypatch)
+        _age_claim(lake, art)
         with pytest.raises(NotFound, match=r"res/ck step 1 was committed as v1, which was "
                                            r"deleted with ckptlake rm on "):
             lake.push_shard(tmp_path / "rank1", art, step=1, rank=1, world=2, stale_after=60)
@@ -992,18 +1004,13 @@ def test_an_unpadded_tombstone_is_read_like_a_padded_one(local_lake_url: str, tm
     committed it again, and `ls --all` showed a number that had both keys twice."""
     art = "res/unpadded"
     with ckptlake.open(local_lake_url) as lake:
-        die_before_committed(lake, [rank_dir(tmp_path, r, 1000) for r in range(2)], art,
-                             monkeypatch)
-        push(lake, tmp_path, art, n=1)
-        assert lake.delete(f"{art}@v1").deleted
+        _step_committed_then_deleted(lake, tmp_path, art, monkeypatch)
         padded = layout.tombstone_key(art, 1)
         unpadded = f"{layout.tombstones_prefix(art)}1.json"
         lake.store.put(unpadded, lake.store.get(padded))  # another writer's key ...
         lake.store.delete([padded])  # ... and only that one
         assert tombs.load(lake.store, art, 1) is not None
-        key = layout.shard_claim_key(art, 1)
-        claim = shards.decode_claim(lake.store.get(key), key=key)
-        lake.store.put(key, replace(claim, updated=utcnow() - timedelta(hours=1)).encode())
+        _age_claim(lake, art)
         with pytest.raises(NotFound, match=r"res/unpadded step 1 was committed as v1, which "
                                            r"was deleted"):
             lake.push_shard(tmp_path / "rank1", art, step=1, rank=1, world=2, stale_after=60)

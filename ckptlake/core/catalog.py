@@ -52,14 +52,11 @@ def next_number(store: Store, artifact: str) -> int:
     the manifest, so a version deleted between the two listings is seen in the second one.
     Only tombstones above the highest manifest are listed (keys are zero-padded; an unpadded
     key of another writer sorts after the padded ones and is parsed like them)."""
+    from . import tombstones
+
     numbers = version_numbers(store, artifact)
     top = numbers[-1] if numbers else 0
-    start = layout.tombstone_key(artifact, top) if top else None
-    for info in store.list(layout.tombstones_prefix(artifact), start_after=start):
-        parsed = layout.parse_tombstone_key(info.key)
-        if parsed and parsed[0] == artifact:
-            top = max(top, parsed[1])
-    return top + 1
+    return max([top, *tombstones.numbers(store, artifact, above=top)]) + 1
 
 
 def load_manifest(store: Store, artifact: str, number: int) -> Manifest:

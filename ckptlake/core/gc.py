@@ -813,11 +813,7 @@ def delete_versions(store: Store, ap: ArtifactPlan, result: GcResult, *, deleted
         # written before this listing of @v/ is seen.  (A version that merely stays tombstoned,
         # as after an alias spared it, is then spared here once more than needed: harmless.)
         live = set(version_numbers(store, ap.artifact))
-        going = {p[1] for info in store.list(layout.tombstones_prefix(ap.artifact),
-                                          start_after=layout.tombstone_key(ap.artifact,
-                                                                           min(doomed)))
-                 if (p := layout.parse_tombstone_key(info.key)) and p[0] == ap.artifact
-                 and p[1] not in written}
+        going = set(tombs.numbers(store, ap.artifact, above=min(doomed))) - written
         top = max(live - set(doomed) - going, default=0)
         above = max((n for n in doomed if n > top), default=None)
         if above is not None:  # the artifact's latest now: an rm took the one above it

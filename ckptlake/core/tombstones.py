@@ -147,9 +147,13 @@ def present(store: Store, artifact: str, number: int) -> bool:
     return any(store.exists(key) for key in _keys(artifact, number))
 
 
-def numbers(store: Store, artifact: str) -> list[int]:
+def numbers(store: Store, artifact: str, *, above: int = 0) -> list[int]:
+    """The numbers that have a tombstone (of any size), ascending.  above: only those keys
+    after N's padded key are listed (unpadded ones sort after the padded, so a number above N
+    is never missed; a few at or below N may come too)."""
     out = set()
-    for info in store.list(layout.tombstones_prefix(artifact)):
+    start = layout.tombstone_key(artifact, above) if above else None
+    for info in store.list(layout.tombstones_prefix(artifact), start_after=start):
         parsed = layout.parse_tombstone_key(info.key)
         if parsed and parsed[0] == artifact:
             out.add(parsed[1])
