@@ -827,6 +827,9 @@ class Checkpointer:
                 if not self._queue:
                     return
                 job = self._active = self._queue.popleft()
+                # a save waiting for room in a full queue (on_busy="queue") has it now: without
+                # this it slept until this whole upload ended (the training loop idle for it)
+                self._cond.notify_all()
             try:
                 result = self._execute(job)
             except BaseException as exc:  # noqa: BLE001 - reported to the training thread

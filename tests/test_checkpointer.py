@@ -241,6 +241,40 @@ def test_on_busy_queue_keeps_each_snapshot_and_blocks_only_when_full(lake, tmp_p
             {"f": f"content of step {step}".encode()}
 
 
+def test_a_full_queue_has_room_as_soon_as_the_uploader_takes_a_checkpoint(
+        lake, tmp_path, monkeypatch) -> None:
+    """on_busy="queue": a save waiting for room goes on when the uploader takes the queued
+    checkpoint, not when that checkpoint's upload ends (the training loop would sit idle for a
+    whole upload).  The uploader is made to start late, as on a loaded machine, so that both
+    checkpoints are queued before it takes the first."""
+    from ckptlake import checkpointer as ck_mod
+
+    starters: list[threading.Timer] = []
+
+    def late_start(thread: threading.Thread) -> None:
+        starters.append(threading.Timer(0.3, thread.start))  # after save 2 is waiting
+        starters[-1].start()
+
+    monkeypatch.setattr(ck_mod, "start_thread", late_start)
+    src = tmp_path / "c"
+    src.mkdir()
+    (src / "f").write_bytes(b"x" * 100)
+    gate = Gate()
+    with lake.checkpointer(ART, on_busy="queue", max_pending=1, progress=gate) as ck:
+        gate.close()  # the upload of step 1 waits until the test opens it
+        try:
+            first = ck.save(src, step=1)  # queued: the uploader has not started
+            t, _ = _in_thread(lambda: ck.save(src, step=2))
+            assert gate.reached.wait(30)  # the uploader took step 1 and is uploading it
+            t.join(10)
+            assert not t.is_alive(), "save 2 waited for the upload of step 1 to end"
+            assert not first.done()
+        finally:
+            gate.open()
+        ck.wait()
+    assert steps(lake) == [1, 2]
+
+
 def test_options_are_validated(lake) -> None:
     for kw in ({"on_busy": "later"}, {"snapshot": "hard"}, {"keep_last": 0},
                {"max_pending": 3}, {"on_busy": "queue", "max_pending": 0}):
