@@ -28,6 +28,9 @@ the SageMaker-style checkpoint sync, run beside the trainer.
   checkpoint's step is no live version's (or keep_local must tell how a step went), all
   unread ones at once, in parallel, and each once per watcher: a lake with gc retention holds
   thousands, and a cron `--once` run with nothing new to push should not read them all.
+  An unusable tombstone (damaged, another version's, a newer ckptlake's format) hides which
+  step it deleted, and counted as no deletion it let the deleted step back: the watch stops
+  then (IntegrityError, naming the key) until it is put right, pushing nothing.
   A complete checkpoint whose step is *lower* than a step in the lake (a live version's: a
   deleted step blocks nothing, or one `rm` of a stray latest step would leave every later
   checkpoint out) is *blocked*: pushing it would make an older step `latest`.  It is a
@@ -217,9 +220,12 @@ class Watcher:
         self._lake_from: dict[int, tuple[int, str | None]] = {}  # step -> (version, entry name)
         # the tombstone keys of the artifact's deleted versions, as last listed (learn)
         self._tomb_keys: list[str] = []
-        # tombstone key -> what it holds (None: unreadable); create-once, so read once
-        self._tombs: dict[str, "Tombstone | None"] = {}
+        # tombstone key -> what it holds; create-once, so read once
+        self._tombs: dict[str, "Tombstone"] = {}
         self._tomb_tried: set[str] = set()  # read since the listing: absent or empty then
+        # tombstone key -> why it is unusable (damaged, another version's, a newer format):
+        # read again after each listing, as a repair should be noticed
+        self._tomb_bad: dict[str, str] = {}
         self._said_deleted: set[int] = set()  # steps whose "deleted" note was given
         self._said: set[tuple[str, str]] = set()  # (kind, name) already reported
         # name -> (monotonic time of the next attempt, whether later steps wait for it)
@@ -254,6 +260,7 @@ class Watcher:
         self.pushed = set(ids)
         self._tomb_keys = tomb_keys
         self._tomb_tried = set()
+        self._tomb_bad = {}
         self._learned = True
 
     def _list_tombstones(self, live: set[int]) -> list[str]:
@@ -277,10 +284,12 @@ class Watcher:
         read.  Each result is kept for the watcher's life, an unreadable one (None) too: a
         tombstone is written once and never rewritten, so reading it again (before each push,
         in a long run with gc retention) would cost a GET for the same answer.  Not kept: a
-        key gone since the listing (rm put the version back; read again if listed again) or
-        an empty object (a cut upload the deleter's create replaces: docs/format.md), each
-        tried once per listing."""
-        from .core.tombstones import decode
+        key gone since the listing (rm put the version back; read again if listed again), an
+        empty object (a cut upload the deleter's create replaces: docs/format.md), or an
+        unusable one (_tomb_bad, which the next listing clears: put right, it is read again),
+        each tried once per listing."""
+        from .core.tombstones import TOMBSTONE_FORMAT, decode, newer_format
+        from .format.layout import parse_tombstone_key
 
         todo = [k for k in self._tomb_keys if k not in self._tombs and k not in self._tomb_tried]
         if not todo:
@@ -296,8 +305,20 @@ class Watcher:
         for key, data in bounded_map(read, todo, workers=TOMBSTONE_WORKERS,
                                      name="ckptlake-watch"):
             self._tomb_tried.add(key)
-            if data:
-                self._tombs[key] = decode(data)
+            if not data:
+                continue
+            tomb, parsed = decode(data), parse_tombstone_key(key)
+            if tomb is not None and parsed and (tomb.artifact, tomb.version) == parsed:
+                self._tombs[key] = tomb
+            elif tomb is None and (fmt := newer_format(data)) is not None:
+                self._tomb_bad[key] = (f"a newer ckptlake wrote it (tombstone format {fmt}; "
+                                       f"this one reads {TOMBSTONE_FORMAT}): upgrade ckptlake")
+            else:
+                self._tomb_bad[key] = (
+                    "it is damaged" if tomb is None else
+                    f"it claims to be {tomb.artifact}@v{tomb.version}") + (
+                    ": ckptlake verify reports it; put a readable tombstone back there (from "
+                    "the bucket's object versioning or a backup)")
 
     def _deleted(self, step: int, *, read: bool = True) -> "list[Tombstone]":
         """The tombstones of `step`'s deleted versions, newest first; none for a step a live
@@ -307,6 +328,15 @@ class Watcher:
             return []
         if read:
             self._read_tombstones()
+        bad = [key for key in self._tomb_keys if key in self._tomb_bad]
+        if bad:
+            # Which step it deleted is unknown, and it may be this one (a leaked secret rm
+            # took out): pushing would undo the deletion.  Counted as no deletion, it was.
+            raise IntegrityError(
+                f"cannot tell whether step {step} of {self.artifact} was deleted: the "
+                f"tombstone {bad[0]} is unusable"
+                + (f" ({len(bad) - 1} more)" if len(bad) > 1 else ""),
+                hint=self._tomb_bad[bad[0]])
         tombs = [t for key in self._tomb_keys
                  if (t := self._tombs.get(key)) is not None and t.step == step]
         return sorted(tombs, key=lambda t: t.version, reverse=True)

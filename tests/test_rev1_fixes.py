@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 import ckptlake
@@ -294,7 +295,8 @@ def test_a_watch_reads_tombstones_only_when_needed_in_parallel_and_once(tmp_path
     watcher (3000 tombstones: 3000 GETs before a cron `--once` run's first pass), and read
     the unreadable ones again at every learn().  Now a watch with no complete checkpoint of
     a step no live version has reads none; the first that has one reads each tombstone
-    once, all at a time; none is read again, an unreadable one neither."""
+    once, all at a time; none is read again.  (An unusable one stops the watch: see
+    test_an_unusable_tombstone_stops_the_watch_it_may_be_the_deleted_step_s.)"""
     import shutil
     import threading
 
@@ -308,10 +310,8 @@ def test_a_watch_reads_tombstones_only_when_needed_in_parallel_and_once(tmp_path
         write(d / f"step_{step}" / "DONE", b"")
         lake.push(d / f"step_{step}", ART, step=step)
         retain_last_2(lake)  # deletes v1..v3: three tombstones
-    bad = layout.tombstones_prefix(ART) + "0000000042.json"
-    counting.store.put(bad, b"not a tombstone")  # unreadable: None
     tomb_keys = sorted(i.key for i in counting.store.list(layout.tombstones_prefix(ART)))
-    assert len(tomb_keys) == 4
+    assert len(tomb_keys) == 3
     for step in (1, 2, 3):  # their local copies were pruned (keep_local)
         shutil.rmtree(d / f"step_{step}")
     counting.install()
@@ -328,13 +328,13 @@ def test_a_watch_reads_tombstones_only_when_needed_in_parallel_and_once(tmp_path
     w = watcher()
     assert w.poll_once() == 0 and counting.gets == {}
     # step 6 completes: it must be told from a deleted step, so the tombstones are read,
-    # each once, in parallel (a barrier all four GETs must reach together)
+    # each once, in parallel (a barrier all three GETs must reach together)
     counting.barrier = threading.Barrier(len(tomb_keys), timeout=5)
     write(d / "step_6" / "DONE", b"")
     assert w.poll_once() == 1
     assert sorted(counting.gets) == tomb_keys and set(counting.gets.values()) == {1}
     counting.barrier = None
-    # later passes and pushes (a learn() each) read none again, the unreadable one neither
+    # later passes and pushes (a learn() each) read none again
     write(d / "step_1" / "w.bin", b"weights 1")  # a deleted step comes back locally
     write(d / "step_1" / "DONE", b"")
     for step in (7, 8):
@@ -343,6 +343,46 @@ def test_a_watch_reads_tombstones_only_when_needed_in_parallel_and_once(tmp_path
         assert w.poll_once() == 1
     assert sorted(counting.gets) == tomb_keys and set(counting.gets.values()) == {1}
     assert [v.step for v in lake.versions(ART)] == [4, 5, 6, 7, 8]
+
+
+@pytest.mark.parametrize("damage", ["garbage", "other version", "newer format"])
+def test_an_unusable_tombstone_stops_the_watch_it_may_be_the_deleted_step_s(
+        local_lake_url: str, tmp_path: Path, damage: str) -> None:
+    """An unusable tombstone counted as no deletion: after `rm` of a step that held a secret,
+    a damaged (or newer-format) tombstone let the next watch push the step back.  Which step
+    it deleted is unknown, so a watch with a complete checkpoint no live version holds stops
+    (exit 5, naming the key and what to do), pushing nothing; once the tombstone is put right
+    it goes on, and the deleted step stays deleted."""
+    d = trainer_dir(tmp_path, 100, 200)
+    watch = ("watch", d, ART, "--once", "--settle", "0", "--lake", local_lake_url)
+    assert cli(*watch).exit_code == EXIT_OK
+    r = cli("rm", f"{ART}@latest", "--reason", "secret", "--yes", "--lake", local_lake_url)
+    assert r.exit_code == EXIT_OK, r.output
+    key = layout.tombstone_key(ART, 2)
+    with ckptlake.open(local_lake_url) as lake:
+        good = lake.store.get(key)
+        doc = json.loads(good)
+        if damage == "garbage":
+            bad = b"{not json"
+        elif damage == "other version":
+            bad = json.dumps({**doc, "version": 7}).encode()
+        else:
+            bad = json.dumps({**doc, "ckptlake_tombstone": 2}).encode()
+        lake.store.put(key, bad)
+    write(d / "step_300" / "w.bin", b"weights 300")
+    for _ in range(2):  # a restarted watch, twice: each reads the tombstone again
+        r = cli(*watch)
+        assert r.exit_code == EXIT_INTEGRITY, r.output
+        assert steps(local_lake_url) == [(1, 100)]
+        assert f"the tombstone {key} is unusable" in r.stderr
+        assert "Traceback" not in r.output
+        assert ("upgrade ckptlake" in r.stderr) == (damage == "newer format")
+    with ckptlake.open(local_lake_url) as lake:
+        lake.store.put(key, good)
+    r = cli(*watch)
+    assert r.exit_code == EXIT_OK, r.output
+    assert steps(local_lake_url) == [(1, 100), (3, 300)]
+    assert "step 200 of w/ckpt was in the lake as v2, deleted with ckptlake rm" in r.stderr
 
 
 def test_keep_local_never_prunes_a_step_rm_deleted_during_the_next_push(tmp_path: Path) -> None:
