@@ -956,6 +956,60 @@ def test_a_manifest_write_of_unknown_outcome_never_brings_a_deleted_number_back(
     assert [t.version for t in lake.expired(ART)] == [2]
 
 
+def test_a_manifest_write_of_unknown_outcome_stops_at_an_unusable_tombstone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As above (ours, landed, then rm'd), with rm's tombstone damaged: read as "another's"
+    it made the push take a later number, committing what rm had deleted again.  Whose
+    version N was cannot be told: the push stops (IntegrityError naming the key), nothing
+    committed."""
+    from ckptlake.core import push as push_mod
+    from ckptlake.errors import IntegrityError, OutcomeUnknown
+
+    lake = Lake(MemoryStore(), chunk_size=1 << 20)
+    push(lake, tmp_path, n=1)
+    real = push_mod.create_once
+    other = Lake(lake.store, chunk_size=1 << 20)
+    key = layout.tombstone_key(ART, 2)
+
+    def lost_answer(st, k, body):  # type: ignore[no-untyped-def]
+        if "/@v/" in k and not other.store.exists(key):
+            real(st, k, body)  # landed; the answer was lost
+            assert other.delete(f"{ART}@v2", reason="secret").deleted
+            st.put(key, b"{damaged")
+            raise OutcomeUnknown(f"simulated: the answer to {k} was lost")
+        return real(st, k, body)
+
+    monkeypatch.setattr(push_mod, "create_once", lost_answer)
+    with pytest.raises(IntegrityError, match=rf"the tombstone of {ART}@v2 \({key}\) is "
+                                             r"unusable: it is damaged"):
+        push(lake, tmp_path, n=1)
+    assert [v.version for v in lake.versions(ART)] == [1]
+
+
+def test_a_shard_takeover_stops_at_an_unusable_tombstone(local_lake_url: str, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """The takeover of a step committed as v1 and rm'd since found rm's tombstone damaged,
+    took it for another version's, and committed the step again as v3.  Now it stops (exit 5,
+    the key named) until the tombstone is put back; then it says the step was deleted."""
+    art = "res/damaged"
+    with ckptlake.open(local_lake_url) as lake:
+        _step_committed_then_deleted(lake, tmp_path, art, monkeypatch)
+        key = layout.tombstone_key(art, 1)
+        good = lake.store.get(key)
+        lake.store.put(key, good[: len(good) // 2])
+        _age_claim(lake, art)
+        with pytest.raises(IntegrityError, match=rf"the tombstone of {art}@v1 \({key}\) is "
+                                                 r"unusable"):
+            lake.push_shard(tmp_path / "rank1", art, step=1, rank=1, world=2, stale_after=60)
+        assert [v.version for v in lake.versions(art)] == [2]
+        lake.store.put(key, good)
+        with pytest.raises(NotFound, match=rf"{art} step 1 was committed as v1, which was "
+                                           r"deleted"):
+            lake.push_shard(tmp_path / "rank1", art, step=1, rank=1, world=2, stale_after=60)
+        assert [v.version for v in lake.versions(art)] == [2]
+
+
 def test_a_gc_deleting_while_rm_deletes_the_latest_keeps_the_next_one(tmp_path: Path,
                                                                        monkeypatch) -> None:
     """The review's race: rm of v3 has written its tombstone and is reading the aliases again

@@ -548,14 +548,15 @@ def _deleted_at(store: Store, artifact: str, number: int, body: bytes) -> bool:
     """Whether N was deleted (its tombstone is there): another writer's version committed
     there and removed by gc or `rm` (True: take a later number, N is not free), or our own
     write, landed and deleted before we could read it back -- then writing it again would undo
-    someone's deletion: NotFound, saying so."""
-    from .tombstones import load as load_tombstone, present
+    someone's deletion: NotFound, saying so.  IntegrityError if the tombstone cannot be read
+    (whose version N was is unknown then)."""
+    from .tombstones import load_strict, present
 
     if not present(store, artifact, number):
         return False
     from ..format.manifest import decode_manifest
 
-    tomb = load_tombstone(store, artifact, number)
+    tomb = load_strict(store, artifact, number)
     mine = decode_manifest(body, key=layout.version_key(artifact, number))
     if tomb is not None and (tomb.created, tomb.created_by) == (mine.created, mine.created_by):
         raise NotFound(f"{artifact}@v{number} was committed by this push, then "

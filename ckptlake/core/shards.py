@@ -480,10 +480,12 @@ def _check_still_there(store: Store, artifact: str, step: int, version: int) -> 
 
 def _own_tombstone(store: Store, claim: Claim, number: int) -> Any:
     """The tombstone at `number` if it is this step's version that gc deleted (it carries the
-    manifest's metadata, so the commit_id); None if there is none, or it is a foreign one."""
+    manifest's metadata, so the commit_id); None if there is none, or it is a foreign one.
+    IntegrityError if it cannot be read: taken for a foreign one, it let the step be committed
+    again under a new number after its version was deleted."""
     from . import tombstones
 
-    tomb = tombstones.load(store, claim.artifact, number)
+    tomb = tombstones.load_strict(store, claim.artifact, number)
     if tomb is not None and tomb.metadata.get(META_COMMIT_ID) == claim.commit_id:
         return tomb
     return None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ..errors import NotFound, PreconditionFailed
+from ..errors import IntegrityError, NotFound, PreconditionFailed
 from ..format import layout
 from ..format.manifest import Manifest, is_metric_value
 from ..format.times import parse_time
@@ -139,6 +139,35 @@ def load(store: Store, artifact: str, number: int) -> Tombstone | None:
             continue
         if data:
             return decode(data)
+    return None
+
+
+def load_strict(store: Store, artifact: str, number: int) -> Tombstone | None:
+    """As `load`, for a caller that must know whose version N was before it writes (a shard
+    takeover: our step's, deleted, or another's; a push settling a lost write): a tombstone
+    there that is unusable (damaged, another version's, a newer format) raises IntegrityError
+    naming its key.  `load` returns None for it, and read as "another's" it let a takeover
+    commit a deleted step again."""
+    for key in _keys(artifact, number):
+        try:
+            data = store.get(key)
+        except NotFound:
+            continue
+        if not data:
+            continue
+        tomb = decode(data)
+        if tomb is not None and (tomb.artifact, tomb.version) == (artifact, number):
+            return tomb
+        fmt = newer_format(data) if tomb is None else None
+        why = (f"a newer ckptlake wrote it (tombstone format {fmt})" if fmt is not None else
+               "it is damaged" if tomb is None else
+               f"it claims to be {tomb.artifact}@v{tomb.version}")
+        raise IntegrityError(
+            f"the tombstone of {artifact}@v{number} ({key}) is unusable: {why}; whose version "
+            f"v{number} was cannot be told, so nothing was committed",
+            hint="upgrade ckptlake" if fmt is not None else
+                 f"ckptlake verify reports it; put a readable tombstone back at {key} (from "
+                 "the bucket's object versioning or a backup), then push again")
     return None
 
 
