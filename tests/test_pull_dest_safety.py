@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from ckptlake.cli.app import app
@@ -116,3 +117,34 @@ def test_a_failing_syncfs_is_one_line_and_places_nothing(tmp_path: Path,
     r = cli("pull", "x/one", tmp_path / "o2", "--lake", url)
     assert r.exit_code == 5 and "could not flush the pulled files" in r.stderr, r.stderr
     assert not (tmp_path / "o2").exists()
+
+
+@pytest.mark.parametrize("entry", [".lock", "journal", "data"])
+def test_a_symlink_in_a_kept_staging_directory_is_refused(tmp_path: Path, entry: str) -> None:
+    """The staging directory an interrupted pull keeps is reused by the next pull of the same
+    version.  A symlink in it had the journal appended wherever it led (a file outside the
+    destination), and the lock's or data's made the pull an internal error.  Now: exit 6, a
+    one-line error saying to remove it, nothing written through the link, nothing placed."""
+    import ckptlake
+    from ckptlake.core.catalog import load_manifest
+    from ckptlake.core.pull import staging_dir
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "w.bin").write_bytes(os.urandom(50_000))
+    url = f"file://{tmp_path / 'lake'}"
+    assert cli("push", src, "t/a", "--lake", url).exit_code == EXIT_OK
+    dest = tmp_path / "dest"
+    with ckptlake.open(url) as lake:
+        stage = staging_dir(str(dest), lake.url, load_manifest(lake.store, "t/a", 1))
+    os.mkdir(stage, 0o700)
+    target = tmp_path / "elsewhere"
+    os.symlink(target, os.path.join(stage, entry))
+    r = cli("pull", "t/a", dest, "--lake", url)
+    assert r.exit_code == EXIT_CONFLICT, r.output
+    assert f"its {entry} is a symlink" in r.stderr and "rm -rf" in r.stderr
+    assert "internal error" not in r.stderr and "Traceback" not in r.output
+    assert not target.exists() and not dest.exists()
+    os.unlink(os.path.join(stage, entry))  # as the message says: then the pull goes through
+    assert cli("pull", "t/a", dest, "--lake", url).exit_code == EXIT_OK
+    assert (dest / "w.bin").read_bytes() == (src / "w.bin").read_bytes()

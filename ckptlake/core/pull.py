@@ -23,6 +23,7 @@ import fcntl
 import hashlib
 import mmap
 import os
+import shlex
 import shutil
 import stat
 import threading
@@ -622,6 +623,22 @@ def _own_directory(path: str) -> bool:
     return False
 
 
+def _check_kept(path: str) -> None:
+    """A staging directory an earlier pull left holds only what pulls make: its lock, journal
+    and data are no symlinks (one planted there had the journal appended wherever it led, and
+    the lock's made the pull an internal error).  Conflict, saying to remove it, otherwise."""
+    for name in (".lock", "journal", "data"):
+        try:
+            st = os.lstat(os.path.join(path, name))
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(st.st_mode) or (name == "data") != stat.S_ISDIR(st.st_mode):
+            raise Conflict(f"refusing to resume the pull staged in {path}: its {name} is "
+                           f"{'a symlink' if stat.S_ISLNK(st.st_mode) else 'of the wrong type'}"
+                           ", which no pull makes",
+                           hint=f"remove it: rm -rf {shlex.quote(path)}; then pull again")
+
+
 class _Staging:
     """A directory the version's files are renamed from (see staging_dir), owned by one pull
     at a time (flock).
@@ -643,6 +660,8 @@ class _Staging:
                                  f"directory of a pull into {final_root}: {name}",
                                  hint="refusing to pull it into an existing directory")
         made = _own_directory(self.path)
+        if not made:
+            _check_kept(self.path)
         self._lock = -1
         try:
             self._lock = os.open(os.path.join(self.path, ".lock"),
@@ -653,8 +672,10 @@ class _Staging:
                 made = False  # the other pull's
                 raise Conflict(f"another pull into {final_root} is running") from None
             self.done = journaled_chunks(self.path)
-            self._journal = open(os.path.join(self.path, "journal"), "a",
-                                 buffering=1)  # line-buffered: one write per chunk
+            self._journal = os.fdopen(  # line-buffered: one write per chunk
+                os.open(os.path.join(self.path, "journal"),
+                        os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW, 0o600),
+                "a", buffering=1)
         except BaseException:
             if self._lock >= 0:
                 os.close(self._lock)
