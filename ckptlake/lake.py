@@ -734,7 +734,7 @@ class Lake:
             raise self._deleted_meanwhile(artifact, number)
         if f"{artifact}@v{number}" in done.versions_spared:  # aliased while we deleted
             if replaced:  # ours, next to a version that stays: gone again, as gc's own go
-                self.store.delete([layout.tombstone_key(artifact, number)])
+                self._unwrite_tombstones(artifact, {number: replaced})
             names = sorted(a for a, v in catalog.aliases(self.store, artifact).items()
                            if v == number)
             if names:
@@ -827,7 +827,7 @@ class Lake:
         if dry_run:
             return result
         tombed = set(tombstones.numbers(self.store, artifact))
-        replaced: set[int] = set()
+        replaced: dict[int, bytes] = {}
         theirs: set[int] = set()
         for p in plans:
             if p.version not in tombed:
@@ -841,9 +841,9 @@ class Lake:
                     m = catalog.load_manifest(self.store, artifact, p.version)
                 except IntegrityError:
                     m = None
-                if self._replace_stale_tombstone(artifact, p.version, m, result, now,
-                                                 created=p.created):
-                    replaced.add(p.version)
+                if body := self._replace_stale_tombstone(artifact, p.version, m, result, now,
+                                                         created=p.created):
+                    replaced[p.version] = body
             except NotFound:
                 theirs.add(p.version)
         done = GcResult()
@@ -857,8 +857,8 @@ class Lake:
 
         deleted = [n for n in numbers_in(done.versions_deleted) if n not in theirs]
         spared = numbers_in(done.versions_spared)
-        if stale := [layout.tombstone_key(artifact, n) for n in spared if n in replaced]:
-            self.store.delete(stale)  # ours, next to a version an alias spared (as rm's own)
+        if stale := {n: replaced[n] for n in spared if n in replaced}:
+            self._unwrite_tombstones(artifact, stale)  # next to a version an alias spared
         gone = [p.version for p in plans if p.version not in deleted and p.version not in spared]
         return dataclasses.replace(
             result, deleted=deleted, spared=spared, gone=gone,
@@ -891,12 +891,12 @@ class Lake:
 
     def _replace_stale_tombstone(self, artifact: str, number: int, m: Any,
                                  result: "DeleteResult | DeleteArtifactResult", now: Any,
-                                 created: Any = None) -> bool:
+                                 created: Any = None) -> bytes | None:
         """Make room for rm's tombstone where one stands next to the manifest already.
 
         One older than catalog.ALIAS_SETTLE_SECONDS is an interrupted deleter's: it is
-        replaced by compare-and-swap (True), so the lake records this deletion's reason and
-        time, which rm reports.  A younger one is a deleter at work now: its deletion is
+        replaced by compare-and-swap (its new bytes are returned), so the lake records this
+        deletion's reason and time, which rm reports.  A younger one is a deleter at work now: its deletion is
         reported instead (NotFound), and nothing is written."""
         from .core import tombstones
         from .core.gc import _raw_metadata
@@ -907,9 +907,9 @@ class Lake:
         try:
             data, etag = self.store.get_with_etag(key)
         except NotFound:
-            return False
+            return None
         if not data:  # a PUT cut after its head: the deleter's create replaces it
-            return False
+            return None
         old = tombstones.decode(data)
         if old is not None and (now - old.deleted).total_seconds() < \
                 catalog.ALIAS_SETTLE_SECONDS:
@@ -924,11 +924,26 @@ class Lake:
                 metadata=_raw_metadata(self.store, layout.version_key(artifact, number)),
                 deleted=now, deleted_by=user_at_host(), rule=tombstones.RM_RULE,
                 reason=result.reason)
+        body = mine.encode()
         try:
-            self.store.put(key, mine.encode(), if_match=etag)
+            self.store.put(key, body, if_match=etag)
         except PreconditionFailed:  # another deleter replaced or removed it just now
             raise self._deleted_meanwhile(artifact, number) from None
-        return True
+        return body
+
+    def _unwrite_tombstones(self, artifact: str, bodies: dict[int, bytes]) -> None:
+        """Remove the tombstones rm put next to versions an alias then spared; one whose
+        manifest another deleter (which found the tombstone in place, and no alias) deleted
+        meanwhile is put back: the version must not be left with neither, its number free
+        (gc's deleter does the same: core/gc.py delete_versions)."""
+        from .core.createonce import create_once
+        from .errors import PreconditionFailed
+
+        self.store.delete([layout.tombstone_key(artifact, n) for n in bodies])
+        for n, body in bodies.items():
+            if not self.store.exists(layout.version_key(artifact, n)):
+                with contextlib.suppress(PreconditionFailed):
+                    create_once(self.store, layout.tombstone_key(artifact, n), body)
 
     def _deleted_meanwhile(self, artifact: str, number: int) -> NotFound:
         """What the lake records of a deletion another deleter (gc, rm) made or is making."""

@@ -1071,3 +1071,81 @@ def test_an_unpadded_tombstone_is_read_like_a_padded_one(local_lake_url: str, tm
         assert [v.version for v in lake.versions(art)] == [2]
         lake.store.put(padded, lake.store.get(unpadded))  # both keys now
         assert [t.version for t in lake.expired(art)] == [1]
+
+
+class AfterDelete(MemoryStore):
+    """Runs a one-shot hook right after a delete of the chosen key."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.key = ""
+        self.hook: Callable[[], None] | None = None
+
+    def delete(self, keys_):  # type: ignore[no-untyped-def]
+        out = super().delete(keys_)
+        if self.hook is not None and self.key in keys_:
+            hook, self.hook = self.hook, None
+            hook()
+        return out
+
+
+@pytest.mark.parametrize("stale", [False, True])
+def test_a_spared_version_whose_manifest_another_deleter_took_keeps_a_tombstone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stale: bool) -> None:
+    """Two deleters of v2: A (this rm) spares it for an alias that landed during its run and
+    removes its tombstone; B found that tombstone in place, saw no alias, and deletes the
+    manifest right then.  v2 had neither, its number free for the next push (a ref to p/ckpt@v2
+    would then name another version).  A looks again after removing its tombstone and puts it
+    back.  (`stale`: the tombstone A removes is one it replaced, an interrupted gc's.)"""
+    store = AfterDelete()
+    lake = Lake(store, chunk_size=1 << 20)
+    push(lake, tmp_path)
+    if stale:
+        assert tombs.write(store, _gc_tomb(lake, 2, timedelta(days=30)))
+    real_aliases = catalog.aliases
+    reads: list[int] = []
+
+    def aliases(st, artifact):  # type: ignore[no-untyped-def]
+        reads.append(1)
+        return {"late": 2} if len(reads) >= 3 else real_aliases(st, artifact)
+
+    store.key = layout.tombstone_key(ART, 2)
+    store.hook = lambda: store.delete([layout.version_key(ART, 2)])  # B's delete, just now
+    from ckptlake.core import gc as gcmod
+
+    monkeypatch.setattr(gcmod, "read_aliases", aliases)  # the deleter's two reads
+    monkeypatch.setattr(catalog, "aliases", aliases)  # rm's own, before and after
+    with pytest.raises(PolicyRefusal, match=r"p/ckpt@v2 is aliased \(late\)"):
+        lake.delete(f"{ART}@v2")
+    assert not store.exists(layout.version_key(ART, 2))
+    assert [(t.version, t.rule) for t in lake.expired(ART)] == [(2, "ckptlake rm")]
+    assert push(lake, tmp_path, n=1) == [4]  # the number stays taken
+
+
+def test_a_deleter_that_found_the_tombstone_in_place_puts_it_back_if_it_went(
+        tmp_path: Path) -> None:
+    """The other side of the race above: this deleter (gc's) found v2's tombstone in place
+    (another deleter's), deleted the manifest, and right then the other, sparing v2, removed
+    its tombstone.  This one looks after its delete and writes its own."""
+    from ckptlake.core import gc as gcmod
+    from ckptlake.core.gc import ArtifactPlan, GcResult, VersionPlan
+
+    store = AfterDelete()
+    lake = Lake(store, chunk_size=1 << 20)
+    push(lake, tmp_path)
+    m = catalog.load_manifest(store, ART, 2)
+    now = utcnow()
+    assert tombs.write(store, tombs.from_manifest(m, deleted=now, rule="ckptlake rm",
+                                                  reason="other deleter"))
+    store.key = layout.version_key(ART, 2)
+    store.hook = lambda: store.delete([layout.tombstone_key(ART, 2)])  # the other spares v2
+    plan = VersionPlan(artifact=ART, version=2, step=None, created=m.created, age_seconds=0,
+                       total_bytes=m.total_bytes, files=len(m.files), keep=False,
+                       rule="rules[0]", reason="not among the newest 1")
+    result = GcResult()
+    written = gcmod.delete_versions(store, ArtifactPlan(
+        artifact=ART, rule="rules[0]", rule_line=None, versions=3, delete=[plan], kept=[],
+        kept_by={}), result, deleted=now)
+    assert written == set() and result.versions_deleted == [f"{ART}@v2"]
+    assert [(t.version, t.rule) for t in lake.expired(ART)] == [(2, "rules[0]")]
+    assert push(lake, tmp_path, n=1) == [4]

@@ -780,6 +780,7 @@ def delete_versions(store: Store, ap: ArtifactPlan, result: GcResult, *, deleted
                                if v.version in aliased]
     written: set[int] = set()
     gone: set[int] = set()
+    mine: dict[int, tombs.Tombstone] = {}
     for v in todo:
         try:
             m = load_manifest(store, ap.artifact, v.version)
@@ -797,6 +798,7 @@ def delete_versions(store: Store, ap: ArtifactPlan, result: GcResult, *, deleted
                 metadata=_raw_metadata(store, layout.version_key(ap.artifact, v.version)),
                 total_bytes=v.total_bytes, files=v.files, deleted=deleted_at,
                 deleted_by=user_at_host(), rule=v.rule or "?", reason=v.reason)
+        mine[v.version] = tomb
         if tombs.write(store, tomb):
             written.add(v.version)
             result.tombstones_written += 1
@@ -821,11 +823,23 @@ def delete_versions(store: Store, ap: ArtifactPlan, result: GcResult, *, deleted
             kept.append(above)
             result.versions_kept_latest.append(f"{ap.artifact}@v{above}")
     result.versions_spared += [f"{ap.artifact}@v{n}" for n in late]
-    stale = [layout.tombstone_key(ap.artifact, n) for n in late + kept if n in written]
-    if stale:
-        store.delete(stale)
+    unwritten = [n for n in late + kept if n in written]
+    if unwritten:
+        store.delete([layout.tombstone_key(ap.artifact, n) for n in unwritten])
     store.delete([layout.version_key(ap.artifact, n) for n in doomed])
     result.versions_deleted += [f"{ap.artifact}@v{n}" for n in doomed]
+    # Two deleters of one version, one of which spares it (an alias it saw) and removes its
+    # tombstone while the other, which found that tombstone in place and saw no alias,
+    # deletes the manifest: the version had neither, and its number was free to be handed out
+    # again (a ref to vN then named another version).  Each side looks again after its own
+    # step, so whichever acts last puts a tombstone back: one request per such version, none
+    # in the usual case (a tombstone this call wrote, a version deleted).
+    for n in unwritten:
+        if not store.exists(layout.version_key(ap.artifact, n)):
+            tombs.write(store, mine[n])
+    for n in doomed:
+        if n not in written and n in mine and not tombs.present(store, ap.artifact, n):
+            tombs.write(store, mine[n])
     event("retention.artifact")
     return written
 
