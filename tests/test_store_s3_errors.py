@@ -430,6 +430,7 @@ def test_delete_ignores_missing_key_errors(store: S3Store, stub: Stubber) -> Non
     stub.add_response("delete_objects", {"Errors": [
         {"Key": "pre/fix/a", "Code": "NoSuchKey", "Message": "gone"}]})
     store.delete(["a"])
+    stub.assert_no_pending_responses()  # (the request was sent)
 
 
 # ---- secrets never leak --------------------------------------------------------------------------

@@ -41,6 +41,25 @@ def test_bounded_map_never_exceeds_workers_and_returns_everything() -> None:
     assert peak <= 3
 
 
+def test_bounded_map_takes_no_item_beyond_the_workers_and_the_one_that_waits() -> None:
+    """The submitting loop, not the pool, is what bounds a map (module doc): an item taken
+    from the iterable while no slot is free is queued and held for nothing, and a generator
+    that does work per item it yields runs ahead of the map.  The peak-of-running-items check
+    above cannot see that (the pool's threads cap it anyway).  When the first result comes out,
+    `workers` items were submitted and one more is waiting for a slot."""
+    pulled = []
+
+    def items():
+        for i in range(10):
+            pulled.append(i)
+            yield i
+
+    results = bounded_map(lambda i: i, items(), workers=3)
+    first = next(results)
+    assert len(pulled) == 3 + 1
+    assert sorted([first, *results]) == list(range(10))
+
+
 def test_bounded_map_stops_submitting_after_a_failure() -> None:
     started = []
 

@@ -5,13 +5,14 @@ really sent (dedup, resume) without a proxy.
 """
 from __future__ import annotations
 
+import hashlib
 import threading
 import uuid
 from collections import Counter
 from datetime import datetime, timezone
 from typing import Iterable, Iterator, Sequence
 
-from ..errors import NotFound, PreconditionFailed
+from ..errors import NotFound, PreconditionFailed, TransferError
 from .base import MultipartUpload, ObjectInfo, Store
 
 
@@ -24,7 +25,8 @@ class MemoryStore(Store):
         self.classes: dict[str, str] = {}  # key -> class other than STANDARD
         self._lock = threading.Lock()
         self._objects: dict[str, tuple[bytes, str, datetime]] = {}
-        self._uploads: dict[str, tuple[str, datetime, dict[int, bytes]]] = {}
+        # upload id -> (key, initiated, {part number: (bytes, the part's ETag)})
+        self._uploads: dict[str, tuple[str, datetime, dict[int, tuple[bytes, str]]]] = {}
         self.calls: Counter[str] = Counter()
         self.bytes_in = 0  # bytes written by put/upload_part
         self.bytes_out = 0  # bytes returned by get/get_range
@@ -127,19 +129,37 @@ class MemoryStore(Store):
         with self._lock:
             if upload_id not in self._uploads:
                 raise NotFound(f"{self.url}/{key}: multipart upload {upload_id} not found")
-            self._uploads[upload_id][2][part_number] = bytes(data)
+            # S3's part ETag: the part's MD5, so a part sent again with other bytes gets
+            # another ETag, and completing with the old one is refused (as S3 refuses it).
+            etag = f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
+            self._uploads[upload_id][2][part_number] = (bytes(data), etag)
             self.bytes_in += len(data)
-        return f'"{part_number}"'
+        return etag
 
     def complete_multipart(self, key: str, upload_id: str, parts: Sequence[tuple[int, str]], *,
                            if_none_match: bool = False) -> str:
+        """Refuses what S3 refuses (InvalidPartOrder, InvalidPart) with the upload left
+        pending, as S3 leaves it: the parts must be listed in ascending order, each with the
+        ETag its upload_part returned.  (S3's minimum part size is not checked here.)"""
         self.calls["complete_multipart"] += 1
+        where = f"{self.url}/{key}"
         with self._lock:
             if upload_id not in self._uploads:
-                raise NotFound(f"{self.url}/{key}: multipart upload {upload_id} not found")
-            _, _, stored = self._uploads.pop(upload_id)
-        return self.put(key, b"".join(stored[n] for n, _ in sorted(parts)),
-                        if_none_match=if_none_match)
+                raise NotFound(f"{where}: multipart upload {upload_id} not found")
+            stored = self._uploads[upload_id][2]
+            if not parts:
+                raise TransferError(f"{where}: multipart upload needs at least one part")
+            numbers = [n for n, _ in parts]
+            if numbers != sorted(set(numbers)):
+                raise TransferError(f"{where}: parts must be listed in ascending order "
+                                    "without duplicates (InvalidPartOrder)")
+            for number, etag in parts:
+                if number not in stored or stored[number][1] != etag:
+                    raise TransferError(f"{where}: part {number} missing or its ETag does "
+                                        "not match (InvalidPart)")
+            body = b"".join(stored[n][0] for n in numbers)
+            del self._uploads[upload_id]
+        return self.put(key, body, if_none_match=if_none_match)
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         self.calls["abort_multipart"] += 1
@@ -151,7 +171,7 @@ class MemoryStore(Store):
             upload = self._uploads.get(upload_id)
             if upload is None or upload[0] != key:
                 raise NotFound(f"no upload {upload_id} of {key}")
-            return sum(len(p) for p in upload[2].values())
+            return sum(len(p) for p, _ in upload[2].values())
 
     def list_multipart(self, prefix: str = "") -> Iterator[MultipartUpload]:
         with self._lock:
