@@ -9,7 +9,7 @@ Only TransientError is retried.  NotFound, PreconditionFailed, AccessDenied and 
 TransferErrors are answers, not hiccups: retrying them would only delay the same answer.
 
 Inside a bounded_map worker whose pool is stopped (Ctrl-C, or a Checkpointer's exit deadline
-cutting its upload off: transfer/pool.py `stop_event`) no new attempt is started and a backoff
+cutting its upload off: stops.py `stop_event`) no new attempt is started and a backoff
 ends at once, with Interrupted: the caller has given the work up, and a retry loop that goes on
 (5 attempts of a stalled request: minutes) is what kept a preempted trainer from exiting.  The
 attempt in flight is not cut short; it ends as it ends.
@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from ..errors import (Interrupted, NotFound, OutcomeUnknown, PreconditionFailed, TransferError,
                       TransientError, UsageError)
-from ..transfer.pool import stop_event
+from ..stops import stop_event
 from .base import MultipartUpload, ObjectInfo, Store
 
 T = TypeVar("T")

@@ -32,19 +32,10 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
+from ..stops import _worker, stop_event, stopped_by  # noqa: F401 - re-exported
+
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-_worker = threading.local()
-
-
-def stop_event() -> threading.Event | None:
-    """Set once the bounded_map whose item this thread runs is interrupted (Ctrl-C) or cut off
-    (a Checkpointer's exit deadline): what the item still has to wait for (transfer/throttle.py)
-    it need not wait for any more, and the retry layer (store/retry.py) starts no further
-    attempt."""
-    return getattr(_worker, "stop", None)
 
 
 def new_stop() -> "_Stop":
@@ -52,17 +43,6 @@ def new_stop() -> "_Stop":
     (stopping the map whose item this thread runs stops that work too), else a fresh one."""
     parent = stop_event()
     return parent.child() if isinstance(parent, _Stop) else _Stop()
-
-
-@contextlib.contextmanager
-def stopped_by(stop: threading.Event) -> Iterator[None]:
-    """Run the enclosed work as an item of a map with this stop event (`stop_event()`)."""
-    outer = getattr(_worker, "stop", None)
-    _worker.stop = stop
-    try:
-        yield
-    finally:
-        _worker.stop = outer
 
 
 # Those the kernel sends to the thread that caused them (a fault; abort()): blocked there, they
