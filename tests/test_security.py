@@ -215,6 +215,14 @@ def test_secret_names() -> None:
         assert is_secret_name(name), name
     for name in ("tokenizer", "max_tokens", "sort_key", "author", "lr", "keys", "monkey"):
         assert not is_secret_name(name), name
+    # all-lowercase compounds, as env vars and flags are often spelled: a word that ends in a
+    # secret's name is one, or an `--hftoken` value is kept in clear in a version's provenance
+    for name in ("hftoken", "githubtoken", "wandbtoken", "authtoken", "dbpassword"):
+        assert is_secret_name(name), name
+        assert redact(f"{name}={SECRET}") == f"{name}=***", name
+        assert redact_argv([f"--{name}", SECRET, f"--{name}={SECRET}"]) == [
+            f"--{name}", "***", f"--{name}=***"], name
+        assert redact_metadata({name: SECRET}) == {name: "***"}, name
 
 
 def test_redact_argv_and_metadata() -> None:
