@@ -266,6 +266,14 @@ def test_every_plane_mode_combination_decodes(monkeypatch, transform: int, count
         assert bytes(codecs.decode(frame)) == data, modes
         buf = bytearray(b"\xa5" * (len(data) + 64))
         assert bytes(codecs.decode(frame, into=buf)) == data, modes
+        # what a pusher reads of it tells its exact size (push.py: a frame cut short or
+        # with bytes after it is written again)
+        head = frame[:codecs.FRAME_PREFIX]
+        assert codecs.frame_size(head) == len(frame), modes
+        assert codecs.fits_frame(head, len(data), len(frame))
+        assert not codecs.fits_frame(head, len(data), len(frame) - 1)
+        assert not codecs.fits_frame(head, len(data), len(frame) + 1)
+        assert not codecs.fits_frame(head, len(data) + 1, len(frame))
 
 
 def test_a_damaged_plane_frame_fails_before_its_output_is_allocated() -> None:

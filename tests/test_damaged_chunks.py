@@ -64,20 +64,54 @@ def test_a_repush_still_deduplicates_real_frames(url: str, tmp_path: Path) -> No
         assert again.chunks_uploaded == 0 and again.bytes_sent == 0
 
 
-def test_verify_reads_a_frame_whose_manifests_disagree_on_its_size(local_lake_url: str,
-                                                                    tmp_path: Path) -> None:
-    """A frame cut short keeps its head, so a re-push trusts it and records the cut size; the
-    whole-lake verify then found the object at a recorded size and called both versions
-    restorable.  Two manifests recording different sizes make verify read and decode it."""
+def test_a_repush_rewrites_a_planes_frame_cut_short(url: str, tmp_path: Path) -> None:
+    """A tensor chunk's frame cut short behind its intact head passed the head check: the
+    re-push deduplicated against it, and recorded the cut size.  A planes frame's table says
+    its exact size: one that does not add up to the object is written again (one ranged GET,
+    as before), which also repairs the first version."""
+    from ckptlake.format import codecs
+
     src = tmp_path / "src"
     src.mkdir()
-    w = (np.random.default_rng(1).standard_normal(1 << 18) * 0.02).astype(np.float32)
+    w = (np.random.default_rng(2).standard_normal(1 << 18) * 0.02).astype(np.float32)
     np.save(src / "w.npy", w)  # 1 MiB of floats: one compressible chunk
+    with ckptlake.open(url, chunk_size=MiB) as lake:
+        lake.push(src, "t/p", compression="auto")
+        m1 = json.loads(lake.store.get(layout.version_key("t/p", 1)))
+        (d, size), = [(d, n) for d, n in m1["stored"].items()]
+        key = layout.chunk_key(d)
+        good = lake.store.get(key)
+        assert codecs.describe(good) == "planes-fp32" and codecs.frame_size(good) == size
+        for cut in (good[:size - 1], good + b"\0"):  # a byte short; a byte too many
+            lake.store.put(key, cut)
+            r = lake.push(src, "t/p", compression="auto")
+            assert r.chunks_uploaded == 1, cut
+            assert lake.store.get(key) == good
+        for n in (1, 2, 3):
+            out = tmp_path / f"out{n}"
+            lake.pull(f"t/p@v{n}", out)
+            assert (out / "w.npy").read_bytes() == (src / "w.npy").read_bytes()
+
+
+def test_verify_reads_a_frame_whose_manifests_disagree_on_its_size(local_lake_url: str,
+                                                                    tmp_path: Path) -> None:
+    """A plain zstd frame cut short keeps its head (its size is not in it), so a re-push trusts
+    it and records the cut size; the whole-lake verify then found the object at a recorded
+    size and called both versions restorable.  Two manifests recording different sizes make
+    verify read and decode it."""
+    from ckptlake.format import codecs
+
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(1)
+    lines = [json.dumps({"step": i, "loss": float(x)}) for i, x in enumerate(rng.random(40000))]
+    (src / "log.jsonl").write_text("\n".join(lines)[:MiB])  # 1 MiB of text: one zstd chunk
     with ckptlake.open(local_lake_url, chunk_size=MiB) as lake:
         lake.push(src, "t/c", compression="auto")
         m1 = json.loads(lake.store.get(layout.version_key("t/c", 1)))
         (d, size), = [(d, n) for d, n in m1["stored"].items()]
         key = layout.chunk_key(d)
+        assert codecs.describe(lake.store.get(key)) == "zstd"
         lake.store.put(key, lake.store.get(key)[:size // 2])  # cut short, head intact
         lake.push(src, "t/c", compression="auto")  # trusts it (the head is a frame's)
         m2 = json.loads(lake.store.get(layout.version_key("t/c", 2)))

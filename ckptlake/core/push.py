@@ -103,14 +103,15 @@ def _stored_size(store: Store, key: str) -> int | None:
         return None
 
 
-def _frame_of(store: Store, key: str, rawlen: int) -> bool:
-    """Whether the object at `key` starts like a frame of `rawlen` raw bytes (False if it is
-    gone meanwhile: it is written again)."""
+def _frame_of(store: Store, key: str, rawlen: int, size: int) -> bool:
+    """Whether the object at `key`, of `size` bytes, is a frame of `rawlen` raw bytes, by its
+    head and (a planes frame) its plane table (False if it is gone meanwhile: it is written
+    again)."""
     try:
-        head = store.get_range(key, 0, codecs.HEAD.size)
+        head = store.get_range(key, 0, min(size, codecs.FRAME_PREFIX))
     except NotFound:
         return False
-    return codecs.head_of_frame(head, rawlen)
+    return codecs.fits_frame(head, rawlen, size)
 
 
 # One listing page (1000 keys on S3) is billed like ~12 HEADs and answers sequentially, so the
@@ -345,19 +346,21 @@ class _Uploader:
         # what the commit guard restores either way.
         # An object smaller than the raw bytes (but not empty) is a frame another pusher
         # stored: equally valid (readers decode it and check the digest), so it counts as
-        # present, once its first 16 bytes read as the head of a frame of these n bytes
-        # (one small ranged GET): a raw object cut short or damaged (by hand, by a disk) fails
-        # that and is written again, which also repairs the versions that reference it; a
-        # version committed on top of it could never be pulled.  Only an empty, oversized or
-        # headless object is written again.  This trusts that no server keeps a *truncated*
-        # frame: a PUT is atomic on S3, the local store renames whole files, and SeaweedFS
-        # 4.48, checked by cutting PUTs at 1 MiB, 3 MiB and 5 MiB into their bodies, kept
-        # nothing (only a PUT cut right after its head leaves a zero-byte object).  A reader
-        # (and verify --read-data) would still catch such an object by its digest.
+        # present, once its first bytes read as the head of a frame of these n bytes and, for
+        # a planes frame (tensors), its plane table adds up to the object's size (one small
+        # ranged GET): a raw object cut short or damaged (by hand, by a disk), or a planes
+        # frame cut short, fails that and is written again, which also repairs the versions
+        # that reference it; a version committed on top of it could never be pulled.  A plain
+        # zstd frame's size is not in its head: one cut short behind an intact head is still
+        # trusted.  No server was seen keeping a truncated object: a PUT is atomic on S3, the
+        # local store renames whole files, and SeaweedFS 4.48, checked by cutting PUTs at
+        # 1 MiB, 3 MiB and 5 MiB into their bodies, kept nothing (only a PUT cut right after its
+        # head leaves a zero-byte object).  A reader (and verify --read-data) would still catch
+        # such an object by its digest.
         n = len(box.data)
         stored = (self.known.get(key) if self.known is not None
                   else _stored_size(self.store, key))
-        if stored is not None and 0 < stored < n and not _frame_of(self.store, key, n):
+        if stored is not None and 0 < stored < n and not _frame_of(self.store, key, n, stored):
             stored = None
         if stored is not None and 0 < stored <= n:
             if stored < n:

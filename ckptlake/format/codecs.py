@@ -484,6 +484,37 @@ def head_of_frame(data: bytes | memoryview, rawlen: int) -> bool:
     return magic == MAGIC and codec in (CODEC_ZSTD, CODEC_PLANES) and flags == 0 and n == rawlen
 
 
+# What a pusher reads of an object smaller than its raw chunk: the head and, for a planes frame,
+# its plane table (at most 4 planes), from which the frame's exact size follows.
+FRAME_PREFIX = HEAD.size + 1 + PLANE.size * 4
+
+
+def frame_size(data: bytes | memoryview) -> int | None:
+    """The exact size of the planes frame that `data` (its first FRAME_PREFIX bytes, or more)
+    begins: the head, the plane table, the planes' stored lengths and the tail of raw bytes.
+    None for a zstd frame (its size is not in its head), or if `data` is too short to tell."""
+    if len(data) < HEAD.size + 1:
+        return None
+    _magic, codec, param, _flags, n = HEAD.unpack_from(data)
+    width = _WIDTH.get(param)
+    count = data[HEAD.size]
+    if codec != CODEC_PLANES or width is None or not 1 <= count <= 4 or \
+            len(data) < HEAD.size + 1 + PLANE.size * count:
+        return None
+    lengths = [PLANE.unpack_from(data, HEAD.size + 1 + PLANE.size * k)[1] for k in range(count)]
+    return HEAD.size + 1 + PLANE.size * count + sum(lengths) + n % width
+
+
+def fits_frame(data: bytes | memoryview, rawlen: int, size: int) -> bool:
+    """Whether an object of `size` bytes that begins with `data` can be a whole frame of
+    `rawlen` raw bytes: its head says so and, for a planes frame, its plane table adds up to
+    exactly `size` (a frame cut short, or with bytes after it, fails that)."""
+    if not head_of_frame(data, rawlen):
+        return False
+    expected = frame_size(data)
+    return expected is None or expected == size
+
+
 def describe(data: bytes | memoryview) -> str:
     """A frame's encoding in words (for verify and error messages)."""
     if not looks_framed(data):
