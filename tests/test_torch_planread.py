@@ -74,6 +74,41 @@ def test_a_corrupt_chunk_fails_the_load_and_names_it(local_lake_url: str) -> Non
     assert "corrupt" in str(e.value) and key in str(e.value)
 
 
+def test_a_corrupt_chunk_read_through_torch_load_names_it(local_lake_url: str) -> None:
+    """Items torch.load reads (here: under DIRECT_MIN, so not read in place): its C++ zip
+    reader replaces the lake's error with one of its own; the user must still learn which
+    chunk is corrupt (IntegrityError, exit code 5), not get torch's unrelated complaint."""
+    from ckptlake.errors import IntegrityError
+    from ckptlake.torch.itemread import DIRECT_MIN
+
+    g = torch.Generator().manual_seed(2)
+    src = {"x": torch.rand(1024, 200, generator=g), "y": torch.rand(1024, 200, generator=g)}
+    assert src["x"].numel() * 4 < DIRECT_MIN
+    lake = ckptlake.open(local_lake_url, chunk_size=MiB)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcp.save(src, storage_writer=LakeWriter(lake, "small", step=1), no_dist=True)
+    m = catalog.resolve(lake.store, "small@v1")
+    entry = next(f for f in m.files if f.path.endswith(".distcp"))
+    assert len(entry.chunks) > 1
+    # not the first chunk: torch.load's first look (Python, is it a zip) reads that one; a
+    # later chunk is first read by the C++ reader (the item's central directory)
+    key = layout.chunk_key(entry.chunks[1].digest)
+    path = Path(local_lake_url[len("file://"):]) / key
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    target = {"x": torch.zeros(1024, 200), "y": torch.zeros(1024, 200)}
+    with pytest.raises(BaseException) as e:  # DCP wraps it in its CheckpointException
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dcp.load(target, storage_reader=LakeReader(lake, "small@v1"), no_dist=True)
+    failures = getattr(e.value, "failures", None) or {0: (e.value, None)}
+    errors = [exc for exc, _ in failures.values()]
+    assert [type(exc) for exc in errors] == [IntegrityError], errors
+    assert "corrupt" in str(errors[0]) and key in str(errors[0])
+
+
 def test_segments_and_order() -> None:
     starts = [0, 10, 20, 30]
     assert segments_of(starts, 0, 0) == []
