@@ -631,9 +631,9 @@ def _alias_moved_since(store: Store, claim: Claim, name: str) -> bool:
 
 
 def _release(store: Store, key: str, owner: str, exc: BaseException) -> None:
-    """Best effort, after a storage error or an interruption (Ctrl-C) in a live owner: mark
-    our claim released so the next push takes it over at once, instead of everyone waiting
-    `stale_after` for an owner that is known to have stopped.  Safe whatever the error hid:
+    """Best effort, after a storage error, an unusable record or an interruption (Ctrl-C) in a
+    live owner: mark our claim released so the next push takes it over at once, instead of
+    everyone waiting `stale_after` for an owner that is known to have stopped.  Safe whatever the error hid:
     the release keeps the commit_id and the intent N, so a takeover tries N first and finds a
     manifest that did land (an OutcomeUnknown write, or one the Ctrl-C cut short of its
     answer), exactly as after a crash; and it is a compare-and-swap on the claim as read,
@@ -642,7 +642,7 @@ def _release(store: Store, key: str, owner: str, exc: BaseException) -> None:
     if isinstance(exc, (KeyboardInterrupt, Interrupted)):
         why = "interrupted"
     else:
-        why = "after a storage error: " + (
+        why = "after an error: " + (
             (str(exc).splitlines() or [""])[0][:300] or type(exc).__name__)
     try:
         got = _read_claim(store, key)
@@ -694,7 +694,9 @@ def finish_step(store: Store, artifact: str, step: int, world: int, *, stale_aft
         return _finish_step(store, artifact, step, world, key=key, stale_after=stale_after,
                             wait_seconds=wait_seconds, owner=owner, poll=poll,
                             note=on_note or _log_note, saw_all=saw_all, rank=rank)
-    except (TransferError, AccessDenied, Interrupted, KeyboardInterrupt) as exc:
+    except (TransferError, AccessDenied, IntegrityError, Interrupted, KeyboardInterrupt) as exc:
+        # (IntegrityError: an unusable tombstone at the intended number, which the user is
+        # told to put right and push again: the retry must not wait out `stale_after`)
         _release(store, key, owner, exc)
         raise
 
