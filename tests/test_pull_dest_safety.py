@@ -119,12 +119,14 @@ def test_a_failing_syncfs_is_one_line_and_places_nothing(tmp_path: Path,
     assert not (tmp_path / "o2").exists()
 
 
-@pytest.mark.parametrize("entry", [".lock", "journal", "data"])
+@pytest.mark.parametrize("entry", [".lock", "journal", "data", "links", "modes", "data/sub"])
 def test_a_symlink_in_a_kept_staging_directory_is_refused(tmp_path: Path, entry: str) -> None:
     """The staging directory an interrupted pull keeps is reused by the next pull of the same
     version.  A symlink in it had the journal appended wherever it led (a file outside the
-    destination), and the lock's or data's made the pull an internal error.  Now: exit 6, a
-    one-line error saying to remove it, nothing written through the link, nothing placed."""
+    destination), staged files written through a linked directory below data (a file outside
+    overwritten), a resumed placement unlink a file outside (links, modes), and the lock's
+    made the pull an internal error.  Now: exit 6, a one-line error saying to remove it,
+    nothing written through the link, nothing placed."""
     import ckptlake
     from ckptlake.core.catalog import load_manifest
     from ckptlake.core.pull import staging_dir
@@ -139,12 +141,16 @@ def test_a_symlink_in_a_kept_staging_directory_is_refused(tmp_path: Path, entry:
         stage = staging_dir(str(dest), lake.url, load_manifest(lake.store, "t/a", 1))
     os.mkdir(stage, 0o700)
     target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "precious").write_bytes(b"precious")
+    os.makedirs(os.path.dirname(os.path.join(stage, entry)), exist_ok=True)
     os.symlink(target, os.path.join(stage, entry))
     r = cli("pull", "t/a", dest, "--lake", url)
     assert r.exit_code == EXIT_CONFLICT, r.output
-    assert f"its {entry} is a symlink" in r.stderr and "rm -rf" in r.stderr
+    assert f"{entry} in it is a symlink" in r.stderr and "rm -rf" in r.stderr
     assert "internal error" not in r.stderr and "Traceback" not in r.output
-    assert not target.exists() and not dest.exists()
+    assert os.listdir(target) == ["precious"] and not dest.exists()
+    assert (target / "precious").read_bytes() == b"precious"
     os.unlink(os.path.join(stage, entry))  # as the message says: then the pull goes through
     assert cli("pull", "t/a", dest, "--lake", url).exit_code == EXIT_OK
     assert (dest / "w.bin").read_bytes() == (src / "w.bin").read_bytes()

@@ -624,19 +624,35 @@ def _own_directory(path: str) -> bool:
 
 
 def _check_kept(path: str) -> None:
-    """A staging directory an earlier pull left holds only what pulls make: its lock, journal
-    and data are no symlinks (one planted there had the journal appended wherever it led, and
-    the lock's made the pull an internal error).  Conflict, saying to remove it, otherwise."""
-    for name in (".lock", "journal", "data"):
+    """A staging directory an earlier pull left holds only what pulls make: its lock and
+    journal are files, its data, links and modes directories, and below data nothing but
+    directories and files.  A symlink planted in it had the journal appended wherever it led,
+    staged files written through a linked directory (a file outside the destination
+    overwritten), and a resumed placement of symlinks or modes unlink a file outside.
+    Conflict, saying to remove it, otherwise.  A walk of the staged tree: only on resume."""
+    def refuse(rel: str, what: str) -> Conflict:
+        return Conflict(f"refusing to resume the pull staged in {path}: {rel} in it is {what}, "
+                        "which no pull makes",
+                        hint=f"remove it: rm -rf {shlex.quote(path)}; then pull again")
+
+    for name, want_dir in ((".lock", False), ("journal", False), ("data", True),
+                           ("links", True), ("modes", True)):
         try:
             st = os.lstat(os.path.join(path, name))
         except FileNotFoundError:
             continue
-        if stat.S_ISLNK(st.st_mode) or (name == "data") != stat.S_ISDIR(st.st_mode):
-            raise Conflict(f"refusing to resume the pull staged in {path}: its {name} is "
-                           f"{'a symlink' if stat.S_ISLNK(st.st_mode) else 'of the wrong type'}"
-                           ", which no pull makes",
-                           hint=f"remove it: rm -rf {shlex.quote(path)}; then pull again")
+        if stat.S_ISLNK(st.st_mode):
+            raise refuse(name, "a symlink")
+        if (stat.S_ISDIR(st.st_mode) if want_dir else stat.S_ISREG(st.st_mode)) is False:
+            raise refuse(name, "of the wrong type")
+    root = os.path.join(path, "data")
+    for top, dirs, files in os.walk(root):  # never follows a link (followlinks=False)
+        for entry in dirs + files:
+            full = os.path.join(top, entry)
+            mode = os.lstat(full).st_mode
+            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                raise refuse(os.path.relpath(full, path),
+                             "a symlink" if stat.S_ISLNK(mode) else "not a file")
 
 
 class _Staging:
