@@ -733,8 +733,8 @@ class Lake:
             # another deleter's tombstone landed first: the lake records its reason and time
             raise self._deleted_meanwhile(artifact, number)
         if f"{artifact}@v{number}" in done.versions_spared:  # aliased while we deleted
-            if replaced:  # ours, next to a version that stays: gone again, as gc's own go
-                self._unwrite_tombstones(artifact, {number: replaced})
+            if replaced and self._unwrite_tombstones(artifact, {number: replaced}):
+                raise self._deleted_meanwhile(artifact, number)  # by another deleter
             names = sorted(a for a, v in catalog.aliases(self.store, artifact).items()
                            if v == number)
             if names:
@@ -858,7 +858,9 @@ class Lake:
         deleted = [n for n in numbers_in(done.versions_deleted) if n not in theirs]
         spared = numbers_in(done.versions_spared)
         if stale := {n: replaced[n] for n in spared if n in replaced}:
-            self._unwrite_tombstones(artifact, stale)  # next to a version an alias spared
+            # next to a version an alias spared; one another deleter took meanwhile is gone
+            taken = self._unwrite_tombstones(artifact, stale)
+            spared = [n for n in spared if n not in taken]
         gone = [p.version for p in plans if p.version not in deleted and p.version not in spared]
         return dataclasses.replace(
             result, deleted=deleted, spared=spared, gone=gone,
@@ -931,19 +933,22 @@ class Lake:
             raise self._deleted_meanwhile(artifact, number) from None
         return body
 
-    def _unwrite_tombstones(self, artifact: str, bodies: dict[int, bytes]) -> None:
+    def _unwrite_tombstones(self, artifact: str, bodies: dict[int, bytes]) -> set[int]:
         """Remove the tombstones rm put next to versions an alias then spared; one whose
         manifest another deleter (which found the tombstone in place, and no alias) deleted
-        meanwhile is put back: the version must not be left with neither, its number free
-        (gc's deleter does the same: core/gc.py delete_versions)."""
-        from .core.createonce import create_once
-        from .errors import PreconditionFailed
+        meanwhile is put back (tombstones.put_back: the version must not be left with neither,
+        its number free; gc's deleter does the same).  Returns the numbers put back."""
+        from .core import tombstones
 
         self.store.delete([layout.tombstone_key(artifact, n) for n in bodies])
+        back = set()
         for n, body in bodies.items():
             if not self.store.exists(layout.version_key(artifact, n)):
-                with contextlib.suppress(PreconditionFailed):
-                    create_once(self.store, layout.tombstone_key(artifact, n), body)
+                tomb = tombstones.decode(body)
+                if tomb is not None:
+                    tombstones.put_back(self.store, tomb, spared_by=tombstones.RM_RULE)
+                back.add(n)
+        return back
 
     def _deleted_meanwhile(self, artifact: str, number: int) -> NotFound:
         """What the lake records of a deletion another deleter (gc, rm) made or is making."""

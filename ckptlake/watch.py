@@ -676,13 +676,14 @@ class Watcher:
         rewrites a step with other weights of the same size) is enough.
 
         A step whose version was deleted since counts as held if a retention rule deleted it
-        (gc, the checkpointer's retain, Lightning: any rule but RM_RULE), with the identity
+        (gc, the checkpointer's retain, Lightning: any rule but RM_RULE and OTHER_RULE, which
+        a deleter that spared the version puts back when another took it), with the identity
         its tombstone kept: a step retention dropped is no reason to keep the local copy, and
         keeping every one filled the disk.  Never if `ckptlake rm` deleted it (a leaked
         secret, a bad checkpoint): the local copy may be the only one left, the user decides.
         The tombstones are read (`read`) only for an entry that could be pruned: pushed from
         here, or the only complete entry of its step."""
-        from .core.tombstones import RM_RULE
+        from .core.tombstones import OTHER_RULE, RM_RULE
 
         mine = self._mine.get(c.name)
         if c.step in self.pushed:
@@ -692,7 +693,7 @@ class Watcher:
             return False  # no tombstone needed to tell
         else:
             deleted = self._deleted(c.step, read=read)
-            if not deleted or any(t.rule == RM_RULE for t in deleted):
+            if not deleted or any(t.rule in (RM_RULE, OTHER_RULE) for t in deleted):
                 return False  # not in the lake, or deleted by hand: the only copy now
             ids = {t.metadata.get(META_ENTRY, "") for t in deleted}
         if mine is not None:

@@ -1101,8 +1101,8 @@ def test_a_spared_version_whose_manifest_another_deleter_took_keeps_a_tombstone(
     """Two deleters of v2: A (this rm) spares it for an alias that landed during its run and
     removes its tombstone; B found that tombstone in place, saw no alias, and deletes the
     manifest right then.  v2 had neither, its number free for the next push (a ref to p/ckpt@v2
-    would then name another version).  A looks again after removing its tombstone and puts it
-    back.  (`stale`: the tombstone A removes is one it replaced, an interrupted gc's.)"""
+    would then name another version).  A looks again after removing its tombstone and puts one
+    back, and says v2 was deleted (it said "aliased, never deleted").  (`stale`: the tombstone A removes is one it replaced, an interrupted gc's.)"""
     store = AfterDelete()
     lake = Lake(store, chunk_size=1 << 20)
     push(lake, tmp_path)
@@ -1121,10 +1121,16 @@ def test_a_spared_version_whose_manifest_another_deleter_took_keeps_a_tombstone(
 
     monkeypatch.setattr(gcmod, "read_aliases", aliases)  # the deleter's two reads
     monkeypatch.setattr(catalog, "aliases", aliases)  # rm's own, before and after
-    with pytest.raises(PolicyRefusal, match=r"p/ckpt@v2 is aliased \(late\)"):
+    # not "aliased, not deleted": the other deleter deleted it, which rm says
+    with pytest.raises(NotFound, match=r"p/ckpt@v2 was deleted by a deleter \(gc or ckptlake "
+                                       r"rm\) around "):
         lake.delete(f"{ART}@v2")
     assert not store.exists(layout.version_key(ART, 2))
-    assert [(t.version, t.rule) for t in lake.expired(ART)] == [(2, "ckptlake rm")]
+    # put back with the deleter unknown: not rm's own record (rm kept it), nor retention's
+    # (watch --keep-local would prune the local copy of a step rm'd by hand)
+    [tomb] = lake.expired(ART)
+    assert (tomb.version, tomb.rule) == (2, tombs.OTHER_RULE)
+    assert "while ckptlake rm spared it" in tomb.reason
     assert push(lake, tmp_path, n=1) == [4]  # the number stays taken
 
 
@@ -1155,3 +1161,41 @@ def test_a_deleter_that_found_the_tombstone_in_place_puts_it_back_if_it_went(
     assert written == set() and result.versions_deleted == [f"{ART}@v2"]
     assert [(t.version, t.rule) for t in lake.expired(ART)] == [(2, "rules[0]")]
     assert push(lake, tmp_path, n=1) == [4]
+
+
+def test_gc_sparing_a_version_another_deleter_took_reports_it_and_puts_back_a_neutral_tombstone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """gc's side of the race: its last alias read spares v2, and the other deleter deletes the
+    manifest as gc removes its tombstone.  gc put back its own record (retention's rule: a
+    watch --keep-local would then prune the local copy of a step someone rm'd by hand) and
+    reported v2 as spared.  Now: a tombstone saying the deleter is unknown, a warning, and v2
+    not among the spared."""
+    from ckptlake.core import gc as gcmod
+    from ckptlake.core.gc import ArtifactPlan, GcResult, VersionPlan
+
+    store = AfterDelete()
+    lake = Lake(store, chunk_size=1 << 20)
+    push(lake, tmp_path)
+    m = catalog.load_manifest(store, ART, 2)
+    reads: list[int] = []
+    real = gcmod.read_aliases
+
+    def aliases(st, artifact):  # type: ignore[no-untyped-def]
+        reads.append(1)
+        return {"late": 2} if len(reads) >= 2 else real(st, artifact)
+
+    monkeypatch.setattr(gcmod, "read_aliases", aliases)
+    store.key = layout.tombstone_key(ART, 2)
+    store.hook = lambda: store.delete([layout.version_key(ART, 2)])  # the other deleter
+    plan = VersionPlan(artifact=ART, version=2, step=None, created=m.created, age_seconds=0,
+                       total_bytes=m.total_bytes, files=len(m.files), keep=False,
+                       rule="rules[0]", reason="not among the newest 1")
+    result = GcResult()
+    gcmod.delete_versions(store, ArtifactPlan(
+        artifact=ART, rule="rules[0]", rule_line=None, versions=3, delete=[plan], kept=[],
+        kept_by={}), result, deleted=utcnow())
+    assert result.versions_spared == [] and result.versions_deleted == []
+    assert result.warnings == [f"{ART}@v2 was spared, but another deleter deleted it meanwhile"]
+    [tomb] = lake.expired(ART)
+    assert (tomb.version, tomb.rule) == (2, tombs.OTHER_RULE)
+    assert "while rules[0] spared it" in tomb.reason

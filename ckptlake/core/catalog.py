@@ -328,7 +328,9 @@ def _deleter(store: Store, artifact: str, version: int) -> str:
         tomb = tombstones.load(store, artifact, version)
     except TransferError:  # the message matters less than the failure it explains
         return "gc"
-    return tombstones.RM_RULE if tomb is not None and tomb.rule == tombstones.RM_RULE else "gc"
+    if tomb is not None and tomb.rule in (tombstones.RM_RULE, tombstones.OTHER_RULE):
+        return tombstones.RM_RULE if tomb.rule == tombstones.RM_RULE else "gc or ckptlake rm"
+    return "gc"
 
 
 def remove_alias(store: Store, artifact: str, name: str) -> AliasRemoveResult:

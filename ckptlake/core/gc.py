@@ -836,7 +836,13 @@ def delete_versions(store: Store, ap: ArtifactPlan, result: GcResult, *, deleted
     # in the usual case (a tombstone this call wrote, a version deleted).
     for n in unwritten:
         if not store.exists(layout.version_key(ap.artifact, n)):
-            tombs.write(store, mine[n])
+            tombs.put_back(store, mine[n], spared_by=mine[n].rule)
+            ref = f"{ap.artifact}@v{n}"  # not spared after all: deleted by the other
+            for kept_refs in (result.versions_spared, result.versions_kept_latest):
+                if ref in kept_refs:
+                    kept_refs.remove(ref)
+            result.warnings.append(f"{ref} was spared, but another deleter deleted it "
+                                   "meanwhile")
     for n in doomed:
         if n not in written and n in mine and not tombs.present(store, ap.artifact, n):
             tombs.write(store, mine[n])

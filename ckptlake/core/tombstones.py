@@ -27,6 +27,9 @@ TOMBSTONE_FORMAT = 1
 # The `rule` of a tombstone `ckptlake rm` (Lake.delete) wrote: a version deleted by hand, by
 # gc's deleter, is told apart from gc's by this alone (the record is the same).
 RM_RULE = "ckptlake rm"
+# The `rule` of a tombstone put back by a deleter that spared the version (an alias it saw)
+# after another deleter, which saw none, deleted the manifest: which one (rm, gc) is unknown.
+OTHER_RULE = "another deleter"
 _WORKERS = 16
 
 
@@ -64,7 +67,22 @@ class Tombstone(_Result):
         when = self.deleted.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
         if self.rule == RM_RULE:
             return f"deleted with {RM_RULE} on {when} by {self.deleted_by or '?'}"
+        if self.rule == OTHER_RULE:
+            return f"deleted by a deleter (gc or ckptlake rm) around {when}"
         return f"deleted by gc on {when} under {self.rule}"
+
+
+def put_back(store: Store, tomb: Tombstone, spared_by: str) -> None:
+    """Write a tombstone for a version this deleter spared but found deleted since (another
+    deleter, which found this one's tombstone in place and saw no alias, deleted the
+    manifest while this one removed its tombstone): the version must not be left with
+    neither, its number free again.  Its rule says the deleter is unknown (OTHER_RULE): not
+    this one, which kept the version, and readers must not take it for retention's."""
+    import dataclasses
+
+    write(store, dataclasses.replace(
+        tomb, rule=OTHER_RULE, reason=f"deleted by another deleter while {spared_by} spared it "
+                                      "for an alias"))
 
 
 def from_manifest(m: Manifest, *, deleted: datetime, rule: str, reason: str) -> Tombstone:
