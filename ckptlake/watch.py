@@ -281,8 +281,8 @@ class Watcher:
     def _read_tombstones(self) -> None:
         """Read every listed tombstone not read yet, TOMBSTONE_WORKERS at a time, at the key
         listed (padded or not).  All of them: which one holds a step is known only once it is
-        read.  Each result is kept for the watcher's life, an unreadable one (None) too: a
-        tombstone is written once and never rewritten, so reading it again (before each push,
+        read.  Each usable one is kept for the watcher's life: a tombstone is written once
+        and never rewritten, so reading it again (before each push,
         in a long run with gc retention) would cost a GET for the same answer.  Not kept: a
         key gone since the listing (rm put the version back; read again if listed again), an
         empty object (a cut upload the deleter's create replaces: docs/format.md), or an
