@@ -441,3 +441,31 @@ def test_local_lake_location_that_is_a_file(tmp_path: Path, src: Path, below: st
     line = error_line(run("--lake", url, "ls"), 3)
     assert f"{blocker} is a file, not a directory" in line
     assert blocker.read_bytes() == b"x"
+
+
+def test_an_empty_selector_is_named_as_such() -> None:
+    """`a/b@` read "invalid selector ''": the check meant for it sat behind the branch for no
+    selector at all, where an empty one never arrived."""
+    from ckptlake.errors import UsageError
+    from ckptlake.format.refs import parse_ref
+
+    with pytest.raises(UsageError, match=r"empty selector after '@' in 'a/b@'"):
+        parse_ref("a/b@")
+
+
+def test_a_chain_of_links_longer_than_the_kernel_follows_is_not_called_a_loop(
+        tmp_path: Path) -> None:
+    """41 links in a row, no loop: push called it "part of a symlink loop", and the user went
+    looking for one."""
+    import ckptlake
+    from ckptlake.errors import UsageError
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"x")
+    for i in range(41):
+        os.symlink("f" if i == 0 else f"l{i - 1}", src / f"l{i}")
+    with ckptlake.open(f"file://{tmp_path / 'lake'}") as lake:
+        with pytest.raises(UsageError, match=r"symlink l40 -> l39 is part of a symlink loop, "
+                                             r"or of a chain of more links than the kernel"):
+            lake.push(src, "t/links")

@@ -320,7 +320,8 @@ def _keep_symlink(tree: SourceTree, entry: os.DirEntry, rel: str, real_root: str
         os.stat(entry.path)
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # a puller would refuse it (format/manifest.py)
-            raise UsageError(f"symlink {rel} -> {target} is part of a symlink loop",
+            raise UsageError(f"symlink {rel} -> {target} is part of a symlink loop, or of a "
+                             "chain of more links than the kernel follows (40)",
                              hint="exclude it with --exclude") from None
     resolved = os.path.realpath(entry.path)
     if resolved == real_root or resolved.startswith(real_root + os.sep):

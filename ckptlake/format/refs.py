@@ -128,9 +128,9 @@ def parse_ref(text: str) -> Ref:
     """Parse ARTIFACT[@SELECTOR]; raise UsageError with the grammar on anything else."""
     artifact, at, selector = text.strip().partition("@")
     validate_artifact(artifact)
+    if at and not selector:
+        raise UsageError(f"empty selector after '@' in {text!r}", hint=GRAMMAR)
     if not at or selector == "latest":
-        if at and not selector:
-            raise UsageError(f"empty selector after '@' in {text!r}", hint=GRAMMAR)
         return Ref(artifact)
     if m := _VERSION.fullmatch(selector):
         n = _number(m.group(1), selector)
