@@ -103,6 +103,24 @@ def test_gc_deleting_the_version_while_the_alias_side_checks_fails(
     assert alias_record(store, "prod") == 1
 
 
+def test_a_tombstone_at_the_unpadded_key_is_seen_by_the_alias_side(
+        lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/format.md lets a tombstone's number go unpadded (another writer's).  The alias
+    side looked only at the padded key: it saw no gc in flight, and the alias was left naming
+    the version that gc then deleted."""
+    monkeypatch.setattr(catalog, "_SETTLE_POLL", 0.01)
+    store = lake.store
+    lake.alias(f"{ART}@v1", "prod")
+    tombstone(store, 2)
+    padded = layout.tombstone_key(ART, 2)
+    store.put(f"{layout.tombstones_prefix(ART)}2.json", store.get(padded))
+    store.delete([padded])
+    store.on_tomb_check = gc_deletes(store, 2)
+    with pytest.raises(NotFound, match="deleted by gc"):
+        lake.alias(f"{ART}@v2", "prod")
+    assert alias_record(store, "prod") == 1
+
+
 def test_gc_that_saw_the_alias_removes_its_tombstone_and_the_alias_stands(
         lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(catalog, "_SETTLE_POLL", 0.01)

@@ -257,3 +257,28 @@ def test_du_counts_the_parts_of_incomplete_uploads(where: str, request: pytest.F
         assert "incomplete uploads: 1 holding 5.00 MiB" in r.stdout, r.stdout
     store.abort_multipart(key, upload)
     assert disk_usage(store).lake_totals.incomplete_uploads == 0
+
+
+def test_a_forged_summary_never_makes_a_version_the_best(tmp_path: Path) -> None:
+    """@min:/@max: rank the versions by their listing summaries, one listing for all: a summary
+    that disagrees with its manifest (forged, damaged: verify warns of it) made `@min:loss`
+    name, and pull restore, a version the manifests do not rank best.  The chosen version's
+    manifest is read anyway: it must agree, else the choice is made again by it."""
+    from ckptlake.store.memory import MemoryStore
+
+    handle = Lake(MemoryStore(), chunk_size=1 << 20)
+    for i, loss in enumerate((3.0, 2.0, 4.0)):
+        src = tmp_path / f"s{i}"
+        src.mkdir()
+        (src / "w.bin").write_bytes(os.urandom(100 + i))
+        handle.push(src, "m/c", metrics={"loss": loss})
+    [old] = [i.key for i in summary_infos(handle, "m/c")
+             if layout.parse_summary_key(i.key)[1] == 1]
+    doc = _unpack(layout.parse_summary_key(old)[2])
+    doc["m"] = {"loss": 0.5}  # v1 claims the best loss
+    handle.store.put(layout.summary_key("m/c", 1, _pack(doc)), b"")
+    handle.store.delete([old])
+    assert handle.resolve("m/c@min:loss").version == 2
+    assert handle.resolve("m/c@max:loss").version == 3
+    handle.pull("m/c@min:loss", tmp_path / "out")
+    assert (tmp_path / "out" / "w.bin").stat().st_size == 101  # v2's file

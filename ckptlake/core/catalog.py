@@ -241,18 +241,28 @@ def _best(store: Store, artifact: str, kind: str, metric: str) -> Manifest:
             unsummarised.append(n)
     read = {m.version: m for m in load_manifests(store, artifact, unsummarised)}
     metrics.update({n: m.metrics for n, m in read.items()})
-    scored = [(float(v), n) for n, ms in metrics.items()
-              if isinstance(v := ms.get(metric), (int, float)) and not isinstance(v, bool)
-              and math.isfinite(v)]
-    if not scored:
-        known = sorted({k for ms in metrics.values() for k in ms})
-        raise NotFound(f"no live version of {artifact} has the metric {metric!r} "
-                       f"(metrics: {', '.join(known) or 'none'})",
-                       hint=f"list versions and their metrics with: ckptlake ls {artifact}")
-    # Ties go to the newest version: compare (value, -n) for min, (value, n) for max.
-    best = (min(scored, key=lambda t: (t[0], -t[1])) if kind == "min"
-            else max(scored, key=lambda t: (t[0], t[1])))[1]
-    return read[best] if best in read else load_manifest(store, artifact, best)
+    while True:
+        scored = [(float(v), n) for n, ms in metrics.items()
+                  if isinstance(v := ms.get(metric), (int, float)) and not isinstance(v, bool)
+                  and math.isfinite(v)]
+        if not scored:
+            known = sorted({k for ms in metrics.values() for k in ms})
+            raise NotFound(f"no live version of {artifact} has the metric {metric!r} "
+                           f"(metrics: {', '.join(known) or 'none'})",
+                           hint=f"list versions and their metrics with: ckptlake ls {artifact}")
+        # Ties go to the newest version: compare (value, -n) for min, (value, n) for max.
+        best = (min(scored, key=lambda t: (t[0], -t[1])) if kind == "min"
+                else max(scored, key=lambda t: (t[0], t[1])))[1]
+        if best in read:
+            return read[best]
+        # Chosen by its listing summary: the manifest is read anyway, and must agree.  A
+        # summary that disagrees (forged, or damaged: verify warns of it) made this ref name
+        # a version the manifests do not make best; it is scored by its manifest instead,
+        # and the choice made again.
+        m = read[best] = load_manifest(store, artifact, best)
+        if m.metrics.get(metric) == metrics[best].get(metric):
+            return m
+        metrics[best] = m.metrics
 
 
 # How long set_alias waits for a gc that is deleting the version right now (a tombstone next to
@@ -382,17 +392,19 @@ def _survives(store: Store, artifact: str, version: int) -> bool:
     manifest after it.  So: no tombstone now means any gc deleting the version reads the
     aliases after our write, and spares it.  A tombstone means that gc is in flight (it then
     deletes the manifest, or, having seen our alias, removes the tombstone) or was interrupted
-    long ago: wait until one of the two is gone, up to ALIAS_SETTLE_SECONDS.
+    long ago: wait until one of the two is gone, up to ALIAS_SETTLE_SECONDS.  The tombstone
+    at either key readers accept (padded or not: tombstones.keys): one at the unpadded key
+    went unseen, and the alias was left naming the version gc deleted.
     """
-    from . import clock
+    from . import clock, tombstones
 
     manifest = layout.version_key(artifact, version)
-    tomb = layout.tombstone_key(artifact, version)
+    tombs = tombstones.keys(artifact, version)
     deadline = clock.now() + ALIAS_SETTLE_SECONDS
     while True:
         if not store.exists(manifest):
             return False
-        if not _nonempty(store, tomb) or clock.now() >= deadline:
+        if not any(_nonempty(store, t) for t in tombs) or clock.now() >= deadline:
             return True
         time.sleep(_SETTLE_POLL)
 

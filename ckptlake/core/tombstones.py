@@ -138,7 +138,7 @@ def write(store: Store, tomb: Tombstone) -> bool:
         return False
 
 
-def _keys(artifact: str, number: int) -> list[str]:
+def keys(artifact: str, number: int) -> list[str]:
     """Where N's tombstone may be: ckptlake writes the zero-padded key; docs/format.md lets
     another writer leave the number unpadded."""
     padded = layout.tombstone_key(artifact, number)
@@ -150,7 +150,7 @@ def load(store: Store, artifact: str, number: int) -> Tombstone | None:
     """N's tombstone, at its padded key or else its unpadded one (a shard takeover, an alias
     re-check and `ls --all` read it here: one they missed let a deleted step be committed
     again, or showed v3 twice)."""
-    for key in _keys(artifact, number):
+    for key in keys(artifact, number):
         try:
             data = store.get(key)
         except NotFound:
@@ -166,7 +166,7 @@ def load_strict(store: Store, artifact: str, number: int) -> Tombstone | None:
     there that is unusable (damaged, another version's, a newer format) raises IntegrityError
     naming its key.  `load` returns None for it, and read as "another's" it let a takeover
     commit a deleted step again."""
-    for key in _keys(artifact, number):
+    for key in keys(artifact, number):
         try:
             data = store.get(key)
         except NotFound:
@@ -191,7 +191,7 @@ def load_strict(store: Store, artifact: str, number: int) -> Tombstone | None:
 
 def present(store: Store, artifact: str, number: int) -> bool:
     """Whether N has a tombstone (of any size: a number with one is not free), padded or not."""
-    return any(store.exists(key) for key in _keys(artifact, number))
+    return any(store.exists(key) for key in keys(artifact, number))
 
 
 def numbers(store: Store, artifact: str, *, above: int = 0) -> list[int]:
