@@ -91,6 +91,14 @@ def test_estimate_prices_the_route() -> None:
     assert unknown.route == "unknown" and unknown.cost_is_upper_bound
     assert unknown.cost_usd == 0.09 and "up to $0.09" == unknown.cost_text()
     assert "set egress.lake_region and egress.client_region" in unknown.route_text()
+    # an upper bound whatever the prices: at the highest, not at `internet`'s (an inter-region
+    # price above it let a costly pull through unasked)
+    steep = EgressPolicy(price_per_gb={"same_region": 0.0, "inter_region": 1000.0,
+                                       "internet": 0.09}, confirm_above_usd=1)
+    unknown = estimate(steep, artifact="a", version=1, bytes_total=GiB, bytes_present=0,
+                       bytes_to_download=GiB, local=False, lake_region=None,
+                       lake_region_origin="unknown", environ={})
+    assert (unknown.price_per_gb, unknown.needs_confirmation) == (1000.0, True)
     local = estimate(p, artifact="a", version=1, bytes_total=GiB, bytes_present=0,
                      bytes_to_download=GiB, local=True, lake_region=None,
                      lake_region_origin="n/a")

@@ -225,7 +225,7 @@ def with_replica_sources(est: EgressEstimate, store: Store, objects: dict[str, i
     on the lake's route (docs/format.md, "Replicas")."""
     import dataclasses
 
-    from ..policy.egress import GB, route_between
+    from ..policy.egress import GB, route_between, route_price
     from .replicas import replica_presence
 
     held, lacking = replica_presence(store.replica, objects)  # type: ignore[attr-defined]
@@ -235,8 +235,7 @@ def with_replica_sources(est: EgressEstimate, store: Store, objects: dict[str, i
         replica_price = origin_price = 0.0
     else:
         replica_route = route_between(region, est.client_region)
-        replica_price = policy.price_per_gb["internet" if replica_route == "unknown"
-                                            else replica_route]
+        replica_price = route_price(policy, replica_route)
         origin_route, origin_price = est.route, est.price_per_gb
     sources = [
         {"source": f"replica {store.name}", "region": region,  # type: ignore[attr-defined]

@@ -270,6 +270,15 @@ class EgressEstimate:
         return "; ".join(parts)
 
 
+def route_price(policy: EgressPolicy, route: str) -> float:
+    """USD per GB over `route`; an unknown route at the highest configured price, so that the
+    estimate is an upper bound whatever the prices (at `internet`'s, a configured inter-region
+    price above it let an expensive pull through unasked)."""
+    if route == "unknown":
+        return max(policy.price_per_gb.values(), default=0.0)
+    return policy.price_per_gb[route]
+
+
 def estimate(policy: EgressPolicy, *, artifact: str, version: int, bytes_total: int,
              bytes_present: int, bytes_to_download: int, local: bool,
              lake_region: str | None, lake_region_origin: str,
@@ -282,7 +291,7 @@ def estimate(policy: EgressPolicy, *, artifact: str, version: int, bytes_total: 
     else:
         client, client_origin = client_region(policy, environ)
         route = route_between(lake_region, client)
-        price = policy.price_per_gb["internet" if route == "unknown" else route]
+        price = route_price(policy, route)
     cost = bytes_to_download / GB * price
     return EgressEstimate(
         artifact=artifact, version=version, bytes_total=bytes_total, bytes_present=bytes_present,
