@@ -12,8 +12,8 @@ import pytest
 
 from ckptlake.errors import SourceChanged
 from ckptlake.format.manifest import decode_manifest
-from ckptlake.format.safetensors import (BLOCK, TensorDigest, TensorObserver, parse_header,
-                                         read_header)
+from ckptlake.format.safetensors import (BLOCK, MAX_HEADER, TensorDigest, TensorObserver,
+                                         header_length, parse_header, read_header)
 from ckptlake.lake import Lake
 from ckptlake.store.memory import MemoryStore
 
@@ -63,10 +63,20 @@ def test_header_parse(tmp_path: Path) -> None:
     b"", b"\x00" * 8, struct.pack("<Q", 10) + b"{}",  # too short
     struct.pack("<Q", 2) + b"[]",  # not an object
     struct.pack("<Q", 5) + b"notjs",
-    struct.pack("<Q", 2 ** 40),  # absurd header length
+    struct.pack("<Q", 2 ** 40),  # absurd header length (also shorter than it says)
 ])
 def test_header_parse_rejects_garbage(raw: bytes) -> None:
     assert parse_header(raw, 10 ** 9) is None
+
+
+def test_header_length_above_the_limit_is_absurd() -> None:
+    """A length prefix past MAX_HEADER (which the safetensors library refuses too) is no
+    safetensors file: without the bound, push and the streaming planner would read and hold
+    a header of up to the whole file before finding out."""
+    assert header_length(struct.pack("<Q", MAX_HEADER + 1)) is None
+    assert header_length(struct.pack("<Q", 2 ** 40)) is None
+    assert header_length(struct.pack("<Q", MAX_HEADER)) == MAX_HEADER
+    assert header_length(struct.pack("<Q", 1)) is None
 
 
 def _header(doc: dict) -> bytes:
