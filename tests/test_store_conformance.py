@@ -185,9 +185,10 @@ def test_if_none_match_race_has_one_winner(store: Store) -> None:
     assert store.get("race/claim") == f"writer {winners[0]}".encode()
 
 
-def test_if_match_race_has_one_winner(store: Store) -> None:
+def _if_match_race(store: Store, writers: int) -> None:
+    """`writers` threads replace one object with If-Match on its ETag at once: one wins."""
     etag = store.put("race/cas", b"start")
-    barrier = threading.Barrier(8)
+    barrier = threading.Barrier(writers)
     won: list[int] = []
 
     def attempt(i: int) -> None:
@@ -198,13 +199,17 @@ def test_if_match_race_has_one_winner(store: Store) -> None:
         except PreconditionFailed:
             pass
 
-    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(8)]
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(writers)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert len(won) == 1
     assert store.get("race/cas") == f"writer {won[0]}".encode()
+
+
+def test_if_match_race_has_one_winner(store: Store) -> None:
+    _if_match_race(store, 8)
 
 
 def test_local_if_match_race_has_one_winner_with_a_slow_etag_check(
@@ -217,7 +222,6 @@ def test_local_if_match_race_has_one_winner_with_a_slow_etag_check(
     from ckptlake.store import local as local_mod
 
     store = LocalStore(tmp_path / "lake")
-    etag = store.put("race/cas", b"start")
     real_etag = local_mod._quoted_etag
 
     def slow_etag(st: os.stat_result) -> str:
@@ -225,24 +229,7 @@ def test_local_if_match_race_has_one_winner_with_a_slow_etag_check(
         return real_etag(st)
 
     monkeypatch.setattr(local_mod, "_quoted_etag", slow_etag)
-    barrier = threading.Barrier(4)
-    won: list[int] = []
-
-    def attempt(i: int) -> None:
-        barrier.wait()
-        try:
-            store.put("race/cas", f"writer {i}".encode(), if_match=etag)
-            won.append(i)
-        except PreconditionFailed:
-            pass
-
-    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(won) == 1
-    assert store.get("race/cas") == f"writer {won[0]}".encode()
+    _if_match_race(store, 4)
 
 
 # ---- listing ---------------------------------------------------------------------------------

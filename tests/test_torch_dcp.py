@@ -19,7 +19,7 @@ import time
 import traceback
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -59,19 +59,27 @@ def _state(world: int, *, zeros: bool = False) -> dict[str, Any]:
 
 # ---- child side -------------------------------------------------------------------------------
 
-def _child(rank: int, world: int, port: int, url: str, scenario: str, out: str,
-           env: dict[str, str]) -> None:
+def rank_main(rank: int, world: int, port: int, out: str, env: dict[str, str],
+              body: Callable[[], dict[str, Any]]) -> None:
+    """A spawned rank: join the gloo world, run `body`, write what it returned (or how it
+    failed) to OUT/rank<N>.json for the parent to assert on, and exit at once."""
     os.environ.update(env)
     result: dict[str, Any] = {"rank": rank}
     try:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                                 world_size=world, timeout=timedelta(seconds=20))
-        result.update(SCENARIOS[scenario](rank, world, ckptlake.open(url)))
+        result.update(body())
     except BaseException as e:  # reported to the parent, which asserts on it
         result["error"] = f"{type(e).__name__}: {e}"
         result["traceback"] = traceback.format_exc()[-3000:]
     Path(out, f"rank{rank}.json").write_text(json.dumps(result))
     os._exit(0)  # no destroy_process_group: a peer may be dead
+
+
+def _child(rank: int, world: int, port: int, url: str, scenario: str, out: str,
+           env: dict[str, str]) -> None:
+    rank_main(rank, world, port, out, env,
+              lambda: SCENARIOS[scenario](rank, world, ckptlake.open(url)))
 
 
 def _save_twice(rank: int, world: int, lake: Any) -> dict[str, Any]:

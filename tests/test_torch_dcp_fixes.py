@@ -23,8 +23,6 @@ import os
 import pickle
 import socket
 import tempfile
-import traceback
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +35,7 @@ if not dist.is_available():  # pragma: no cover
 
 import ckptlake  # noqa: E402
 from ckptlake.errors import IntegrityError  # noqa: E402
-from test_torch_dcp import run_ranks  # noqa: E402
+from test_torch_dcp import rank_main, run_ranks  # noqa: E402
 
 JOIN_SECONDS = 120
 
@@ -329,17 +327,8 @@ def _agreement(rank: int, world: int, lake: Any) -> dict[str, Any]:
 
 
 def _child(rank: int, world: int, port: int, url: str, out: str, env: dict[str, str]) -> None:
-    os.environ.update(env)
-    result: dict[str, Any] = {"rank": rank}
-    try:
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                world_size=world, timeout=timedelta(seconds=20))
-        result.update(_agreement(rank, world, ckptlake.open(url)))
-    except BaseException as e:  # reported to the parent, which asserts on it
-        result["error"] = f"{type(e).__name__}: {e}"
-        result["traceback"] = traceback.format_exc()[-3000:]
-    Path(out, f"rank{rank}.json").write_text(json.dumps(result))
-    os._exit(0)
+    rank_main(rank, world, port, out, env,
+              lambda: _agreement(rank, world, ckptlake.open(url)))
 
 
 def test_ranks_agree_on_the_version_they_load_and_the_step_they_save(local_lake_url: str,

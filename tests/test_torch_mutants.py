@@ -12,9 +12,7 @@ import multiprocessing
 import os
 import socket
 import threading
-import traceback
 import warnings
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,7 @@ if not dist.is_available():  # pragma: no cover
 import ckptlake  # noqa: E402
 from ckptlake.errors import IntegrityError, NotFound, UsageError  # noqa: E402
 from ckptlake.torch import LakeReader, LakeWriter, staging  # noqa: E402
-from test_torch_dcp import run_ranks  # noqa: E402
+from test_torch_dcp import rank_main, run_ranks  # noqa: E402
 
 MiB = 1 << 20
 pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
@@ -267,17 +265,7 @@ def _unshared(rank: int, world: int, url: str, other: str) -> dict[str, Any]:
 
 def _child(rank: int, world: int, port: int, url: str, other: str, out: str,
            env: dict[str, str]) -> None:
-    os.environ.update(env)
-    result: dict[str, Any] = {"rank": rank}
-    try:
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                world_size=world, timeout=timedelta(seconds=20))
-        result.update(_unshared(rank, world, url, other))
-    except BaseException as e:  # reported to the parent, which asserts on it
-        result["error"] = f"{type(e).__name__}: {e}"
-        result["traceback"] = traceback.format_exc()[-3000:]
-    Path(out, f"rank{rank}.json").write_text(json.dumps(result))
-    os._exit(0)
+    rank_main(rank, world, port, out, env, lambda: _unshared(rank, world, url, other))
 
 
 def test_a_step_not_committed_after_every_write_fails_the_save(local_lake_url: str,
