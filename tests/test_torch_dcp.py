@@ -228,19 +228,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def spawn_world(target: Any, world: int, out: Path, *args: Any, seconds: float = JOIN_SECONDS,
+                env: dict[str, str] | None = None) -> tuple[dict[int, dict], list[int]]:
+    """Run `target(rank, world, port, *args, out, env)` in `world` spawned processes (a gloo
+    world, see rank_main); ({rank: report}, exit codes).  No rank may hang."""
+    ctx = multiprocessing.get_context("spawn")
+    port = _free_port()
+    if env is None:
+        env = {k: v for k, v in os.environ.items()
+               if k.startswith(("AWS_", "XDG_", "CKPTLAKE"))}
+    procs = [ctx.Process(target=target, args=(r, world, port, *args, str(out), env))
+             for r in range(world)]
+    hung = run_ranks(procs, seconds)
+    assert not hung, f"ranks {hung} of {args} did not finish (a hang)"
+    reports = {int(f.stem[4:]): json.loads(f.read_text()) for f in out.glob("rank*.json")}
+    return reports, [p.exitcode for p in procs]
+
+
 def _world(world: int, url: str, scenario: str, tmp: Path) -> tuple[dict[int, dict], list[int]]:
     """Run `scenario` on `world` ranks; ({rank: report}, exit codes)."""
     out = tmp / f"{scenario}-{world}-{os.urandom(3).hex()}"
     out.mkdir()
-    ctx = multiprocessing.get_context("spawn")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "XDG_", "CKPTLAKE"))}
-    procs = [ctx.Process(target=_child, args=(r, world, port, url, scenario, str(out), env))
-             for r in range(world)]
-    hung = run_ranks(procs, JOIN_SECONDS)
-    assert not hung, f"ranks {hung} of {scenario} did not finish (a hang)"
-    reports = {int(f.stem[4:]): json.loads(f.read_text()) for f in out.glob("rank*.json")}
-    return reports, [p.exitcode for p in procs]
+    return spawn_world(_child, world, out, url, scenario)
 
 
 def _ok(reports: dict[int, dict], world: int) -> None:

@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
-import multiprocessing
 import os
 import pickle
-import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -35,7 +32,7 @@ if not dist.is_available():  # pragma: no cover
 
 import ckptlake  # noqa: E402
 from ckptlake.errors import IntegrityError  # noqa: E402
-from test_torch_dcp import rank_main, run_ranks  # noqa: E402
+from test_torch_dcp import rank_main, spawn_world  # noqa: E402
 
 JOIN_SECONDS = 120
 
@@ -334,17 +331,10 @@ def _child(rank: int, world: int, port: int, url: str, out: str, env: dict[str, 
 def test_ranks_agree_on_the_version_they_load_and_the_step_they_save(local_lake_url: str,
                                                                       tmp_path: Path) -> None:
     world = 2
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "XDG_", "CKPTLAKE"))}
     env["TMPDIR"] = str(tmp_path)
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_child, args=(r, world, port, local_lake_url, str(tmp_path), env))
-             for r in range(world)]
-    hung = run_ranks(procs, JOIN_SECONDS)
-    assert not hung, f"ranks {hung} did not finish (a hang)"
-    reports = {int(f.stem[4:]): json.loads(f.read_text()) for f in tmp_path.glob("rank*.json")}
+    reports, _ = spawn_world(_child, world, tmp_path, local_lake_url, seconds=JOIN_SECONDS,
+                             env=env)
     assert sorted(reports) == [0, 1]
     for r in reports.values():
         assert "error" not in r, r.get("traceback")

@@ -8,9 +8,7 @@ resume from an older version than the one asked for, a load that mixes two versi
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
-import socket
 import threading
 import warnings
 from pathlib import Path
@@ -27,7 +25,7 @@ if not dist.is_available():  # pragma: no cover
 import ckptlake  # noqa: E402
 from ckptlake.errors import IntegrityError, NotFound, UsageError  # noqa: E402
 from ckptlake.torch import LakeReader, LakeWriter, staging  # noqa: E402
-from test_torch_dcp import rank_main, run_ranks  # noqa: E402
+from test_torch_dcp import rank_main, spawn_world  # noqa: E402
 
 MiB = 1 << 20
 pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
@@ -276,19 +274,11 @@ def test_a_step_not_committed_after_every_write_fails_the_save(local_lake_url: s
     world = 2
     other = tmp_path / "other-host"
     ckptlake.open(local_lake_url)  # (made; rank 1's copy of the path is another directory)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items()
            if k.startswith(("AWS_", "XDG_", "CKPTLAKE", "PYTHONPATH"))}
     env["TMPDIR"] = str(tmp_path)
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_child, args=(r, world, port, local_lake_url,
-                                              f"file://{other}", str(tmp_path), env))
-             for r in range(world)]
-    hung = run_ranks(procs, JOIN_SECONDS)
-    assert not hung, f"ranks {hung} did not finish (a hang)"
-    reports = {int(f.stem[4:]): json.loads(f.read_text()) for f in tmp_path.glob("rank*.json")}
+    reports, _ = spawn_world(_child, world, tmp_path, local_lake_url, f"file://{other}",
+                             seconds=JOIN_SECONDS, env=env)
     assert sorted(reports) == [0, 1]
     for r in reports.values():
         assert "error" not in r, r.get("traceback")
