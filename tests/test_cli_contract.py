@@ -166,8 +166,11 @@ def test_an_empty_endpoint_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 # ---- warnings in the --json document -------------------------------------------------------------
 
 def _costly(estimate: Any) -> Any:
-    """The estimate of a route that costs: $5 with a warning above $1."""
-    return dataclasses.replace(estimate, route="internet", cost_usd=5.0, warn_above_usd=1.0)
+    """The estimate of a route that costs: $5 with a warning above $1 and a confirmation above
+    $2, which the tests' --yes gives: the warning must still be in the document (the cost is
+    what a script that pulls with --yes most needs to know about)."""
+    return dataclasses.replace(estimate, route="internet", cost_usd=5.0, warn_above_usd=1.0,
+                               confirm_above_usd=2.0)
 
 
 def test_the_egress_warning_is_in_pulls_json_document(lake: str, tmp_path: Path,

@@ -434,8 +434,10 @@ def test_a_move_after_the_removal_stands(lake: Lake) -> None:
 
 
 def test_a_move_right_after_the_removal_is_never_deleted(lake: Lake) -> None:
-    """The removal ends with its swap to empty: a move that lands after it (here: at the
-    point where a removal would check the empty record before deleting it) stands."""
+    """The removal ends with its swap to empty: a move that lands right after the swap, while
+    the removal is still running (where a removal that went on to delete the empty record
+    would do so), stands: the remover deletes no alias record, so it never drops a move that
+    already reported success."""
     lake.alias(f"{ART}@v1", "prod")
     moved: list[bool] = []
 
@@ -443,11 +445,9 @@ def test_a_move_right_after_the_removal_is_never_deleted(lake: Lake) -> None:
         catalog.set_alias(lake.store, ART, "prod", 3)
         moved.append(True)
 
-    lake.store.after_alias_get = move
+    lake.store.after_empty_alias_put = move  # fires when the removal's swap returns
     assert lake.remove_alias(ART, "prod").previous == 1
-    if not moved:  # the removal read nothing after its swap: the move lands now
-        lake.store.after_alias_get = None
-        move()
+    assert moved, "the move landed during the removal"
     assert catalog.aliases(lake.store, ART) == {"prod": 3}
     assert lake.store.alias_deletes == []
 
