@@ -18,6 +18,7 @@ from ckptlake.format import layout
 from ckptlake.lake import Lake
 from ckptlake.policy.egress import EgressPolicy
 from ckptlake.store.memory import MemoryStore
+from test_egress import FakeBucket as Bucket
 
 MiB = 1 << 20
 ART = "p/ckpt"
@@ -116,30 +117,8 @@ def test_step_names_the_newest_version_with_that_step_past_one_batch(tmp_path: P
     assert lake.resolve("a@step=100").version == 20
 
 
-# ---- 3. @min: and a stale summary of a reused number --------------------------------------------
-
-def test_min_metric_ignores_the_summary_of_a_deleted_version_whose_number_was_reused(
-        tmp_path: Path) -> None:
-    """A summary older than its manifest describes a deleted version whose number was claimed
-    again: `a@min:loss` must rank the live version by its own manifest (loss 1.0, best), not by
-    the dead one's summary (9.0), or `pull a@min:loss` gives the user a worse checkpoint."""
-    from datetime import timedelta
-
-    store = MemoryStore()
-    lake = Lake(store, chunk_size=MiB)
-    src = src_dir(tmp_path / "s")
-    lake.push(src, "a", metrics={"loss": 9.0})
-    old = next(k for k in store.keys() if k.startswith("artifacts/a/@s/"))
-    data, etag, t = store._objects[old]
-    store._objects[old] = (data, etag, t - timedelta(seconds=60))  # written long ago
-    store.delete([layout.version_key("a", 1)])  # deleted (as gc would) ...
-    store.delete([k for k in store.keys() if k.startswith("artifacts/a/@s/") and k != old])
-    lake.push(src, "a", metrics={"loss": 1.0}, provenance=False)  # ... and v1 claimed again
-    store.delete([k for k in store.keys() if k.startswith("artifacts/a/@s/") and k != old])
-    lake.push(src, "a", metrics={"loss": 5.0})  # v2, with its own (good) summary
-    assert catalog.resolve(store, "a@min:loss").version == 1
-    assert catalog.resolve(store, "a@max:loss").version == 2
-
+# (3. @min: and a stale summary of a reused number: tests/test_show_ls.py
+# test_summary_of_a_deleted_version_is_not_used_for_its_reused_number)
 
 # ---- 4. alias records whose version is not a positive int -------------------------------------
 
@@ -195,21 +174,6 @@ def test_a_move_between_our_read_and_our_write_is_seen(lake: Lake, record: bytes
 
 
 # ---- 7, 8, 11. the egress guard -----------------------------------------------------------------
-
-class Bucket(MemoryStore):
-    """A MemoryStore that looks like an S3 lake in `region` (no network involved); with
-    `classes`, it keeps storage classes as S3 does."""
-
-    def __init__(self, region: str | None, classes: bool = False) -> None:
-        super().__init__(storage_classes=classes)
-        self.url = "s3://fake-bucket/lake"
-        self.region = region
-        self.region_asked = 0
-
-    def bucket_region(self) -> str | None:
-        self.region_asked += 1
-        return self.region
-
 
 def bucket_lake(tmp_path: Path, store: Bucket) -> Lake:
     lake = Lake(store, chunk_size=MiB)

@@ -108,10 +108,11 @@ def test_estimate_prices_the_route() -> None:
 # ---- against a lake ------------------------------------------------------------------------
 
 class FakeBucket(MemoryStore):
-    """A MemoryStore that looks like an S3 lake in another region (no network involved)."""
+    """A MemoryStore that looks like an S3 lake in another region (no network involved); with
+    `classes`, it keeps storage classes as S3 does."""
 
-    def __init__(self, region: str | None) -> None:
-        super().__init__()
+    def __init__(self, region: str | None, classes: bool = False) -> None:
+        super().__init__(storage_classes=classes)
         self.url = "s3://fake-bucket/lake"
         self.region = region
         self.region_asked = 0

@@ -205,3 +205,8 @@ def test_summary_of_a_deleted_version_is_not_used_for_its_reused_number(
     store.delete([k for k in store.keys() if k.startswith("artifacts/a/@s/") and k != old])
     [v] = lake.versions("a")
     assert (v.version, v.metrics) == (1, {"loss": 1.0}), "the manifest, not the stale summary"
+    # @min:/@max: rank v1 by its own manifest too (by the dead one's summary, 9.0, pull
+    # a@min:loss gave a worse checkpoint)
+    lake.push(src, "a", metrics={"loss": 5.0})  # v2, with its own (good) summary
+    assert lake.resolve("a@min:loss").version == 1
+    assert lake.resolve("a@max:loss").version == 2
