@@ -274,6 +274,9 @@ def test_every_plane_mode_combination_decodes(monkeypatch, transform: int, count
         assert not codecs.fits_frame(head, len(data), len(frame) - 1)
         assert not codecs.fits_frame(head, len(data), len(frame) + 1)
         assert not codecs.fits_frame(head, len(data) + 1, len(frame))
+        # cut inside its plane table: what a pusher reads is all there is
+        for cut in (codecs.HEAD.size, codecs.HEAD.size + 1 + codecs.PLANE.size * count - 1):
+            assert not codecs.fits_frame(frame[:cut], len(data), cut), (modes, cut)
 
 
 def test_a_damaged_plane_frame_fails_before_its_output_is_allocated() -> None:

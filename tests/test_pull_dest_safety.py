@@ -125,8 +125,10 @@ def test_a_symlink_in_a_kept_staging_directory_is_refused(tmp_path: Path, entry:
     version.  A symlink in it had the journal appended wherever it led (a file outside the
     destination), staged files written through a linked directory below data (a file outside
     overwritten), a resumed placement unlink a file outside (links, modes), and the lock's
-    made the pull an internal error.  Now: exit 6, a one-line error saying to remove it,
-    nothing written through the link, nothing placed."""
+    made the pull an internal error.  Now: where no pull makes a symlink, exit 6, a one-line
+    error saying to remove it, nothing written through the link, nothing placed; below data,
+    where a pull makes the version's own just before its last rename, the link is removed,
+    never followed, and the pull goes on."""
     import ckptlake
     from ckptlake.core.catalog import load_manifest
     from ckptlake.core.pull import staging_dir
@@ -146,6 +148,13 @@ def test_a_symlink_in_a_kept_staging_directory_is_refused(tmp_path: Path, entry:
     os.makedirs(os.path.dirname(os.path.join(stage, entry)), exist_ok=True)
     os.symlink(target, os.path.join(stage, entry))
     r = cli("pull", "t/a", dest, "--lake", url)
+    if entry == "data/sub":
+        assert r.exit_code == EXIT_OK, r.output
+        assert os.listdir(target) == ["precious"]
+        assert (target / "precious").read_bytes() == b"precious"
+        assert (dest / "w.bin").read_bytes() == (src / "w.bin").read_bytes()
+        assert not (dest / "sub").exists()
+        return
     assert r.exit_code == EXIT_CONFLICT, r.output
     assert f"{entry} in it is a symlink" in r.stderr and "rm -rf" in r.stderr
     assert "internal error" not in r.stderr and "Traceback" not in r.output
@@ -154,3 +163,46 @@ def test_a_symlink_in_a_kept_staging_directory_is_refused(tmp_path: Path, entry:
     os.unlink(os.path.join(stage, entry))  # as the message says: then the pull goes through
     assert cli("pull", "t/a", dest, "--lake", url).exit_code == EXIT_OK
     assert (dest / "w.bin").read_bytes() == (src / "w.bin").read_bytes()
+
+
+def test_a_pull_interrupted_before_its_last_rename_resumes(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pull makes the version's symlinks in its staging directory just before the rename
+    that places it; interrupted there (Ctrl-C, or DEST appearing meanwhile), the next pull must
+    resume from the staged bytes, not refuse the symlinks as planted."""
+    import ckptlake
+    from ckptlake.errors import Conflict
+
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "empty").mkdir()
+    (src / "a.bin").write_bytes(os.urandom(50_000))
+    (src / "run.sh").write_bytes(b"#!/bin/sh\n")
+    os.chmod(src / "run.sh", 0o755)
+    os.symlink("a.bin", src / "lnk")
+    os.symlink("../a.bin", src / "sub" / "l2")
+    url = f"file://{tmp_path / 'lake'}"
+    dest = tmp_path / "dest"
+    with ckptlake.open(url) as lake:
+        lake.push(src, "t/links")
+        real = os.rename
+
+        def appears(a: Any, b: Any, *args: Any, **kw: Any) -> Any:
+            if os.fspath(b) == str(dest):
+                dest.mkdir()  # DEST appears right before the placing rename
+                (dest / "x").write_bytes(b"x")
+            return real(a, b, *args, **kw)
+
+        monkeypatch.setattr(os, "rename", appears)
+        with pytest.raises(Conflict, match="appeared while the version was being pulled"):
+            lake.pull("t/links", dest)
+        monkeypatch.setattr(os, "rename", real)
+        staged = [p for p in tmp_path.iterdir() if ".ckptlake-pull-" in p.name]
+        assert len(staged) == 1 and os.path.islink(staged[0] / "data" / "lnk")  # kept
+        (dest / "x").unlink()
+        dest.rmdir()
+        done = lake.pull("t/links", dest)
+    assert done.bytes_downloaded == 0  # resumed from the staged bytes
+    assert sorted(os.listdir(dest)) == ["a.bin", "empty", "lnk", "run.sh", "sub"]
+    assert os.readlink(dest / "lnk") == "a.bin" and os.readlink(dest / "sub" / "l2") == "../a.bin"
+    assert os.access(dest / "run.sh", os.X_OK)

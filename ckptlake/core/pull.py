@@ -623,36 +623,41 @@ def _own_directory(path: str) -> bool:
     return False
 
 
-def _check_kept(path: str) -> None:
-    """A staging directory an earlier pull left holds only what pulls make: its lock and
-    journal are files, its data, links and modes directories, and below data nothing but
-    directories and files.  A symlink planted in it had the journal appended wherever it led,
-    staged files written through a linked directory (a file outside the destination
-    overwritten), and a resumed placement of symlinks or modes unlink a file outside.
-    Conflict, saying to remove it, otherwise.  A walk of the staged tree: only on resume."""
-    def refuse(rel: str, what: str) -> Conflict:
-        return Conflict(f"refusing to resume the pull staged in {path}: {rel} in it is {what}, "
-                        "which no pull makes",
-                        hint=f"remove it: rm -rf {shlex.quote(path)}; then pull again")
+def _refuse_kept(path: str, rel: str, what: str) -> Conflict:
+    return Conflict(f"refusing to resume the pull staged in {path}: {rel} in it is {what}, "
+                    "which no pull makes",
+                    hint=f"remove it: rm -rf {shlex.quote(path)}; then pull again")
 
-    for name, want_dir in ((".lock", False), ("journal", False), ("data", True),
-                           ("links", True), ("modes", True)):
+
+def _check_kept(path: str) -> None:
+    """A staging directory an earlier pull left (checked under its lock: no other pull is
+    using it) holds only what pulls make: its journal a file, its data, links and modes
+    directories, and below data directories, files and the version's own symlinks (made
+    there just before the rename that places them: a pull interrupted then leaves them).  A
+    symlink planted where a pull makes none had the journal appended wherever it led, and a
+    resumed placement unlink a file outside (links, modes): refused (Conflict, saying to remove
+    it).  One below data, planted or the version's, is removed, never followed: a planted
+    linked directory had staged files written outside the destination, and whatever sat
+    behind one is simply fetched again."""
+    for name, want_dir in (("journal", False), ("data", True), ("links", True),
+                           ("modes", True)):
         try:
             st = os.lstat(os.path.join(path, name))
         except FileNotFoundError:
             continue
         if stat.S_ISLNK(st.st_mode):
-            raise refuse(name, "a symlink")
+            raise _refuse_kept(path, name, "a symlink")
         if (stat.S_ISDIR(st.st_mode) if want_dir else stat.S_ISREG(st.st_mode)) is False:
-            raise refuse(name, "of the wrong type")
+            raise _refuse_kept(path, name, "of the wrong type")
     root = os.path.join(path, "data")
     for top, dirs, files in os.walk(root):  # never follows a link (followlinks=False)
         for entry in dirs + files:
             full = os.path.join(top, entry)
             mode = os.lstat(full).st_mode
-            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
-                raise refuse(os.path.relpath(full, path),
-                             "a symlink" if stat.S_ISLNK(mode) else "not a file")
+            if stat.S_ISLNK(mode):
+                os.unlink(full)  # the link itself; os.walk does not descend into it
+            elif not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                raise _refuse_kept(path, os.path.relpath(full, path), "not a file")
 
 
 class _Staging:
@@ -676,17 +681,22 @@ class _Staging:
                                  f"directory of a pull into {final_root}: {name}",
                                  hint="refusing to pull it into an existing directory")
         made = _own_directory(self.path)
-        if not made:
-            _check_kept(self.path)
         self._lock = -1
         try:
-            self._lock = os.open(os.path.join(self.path, ".lock"),
-                                 os.O_CREAT | os.O_RDWR | _NOFOLLOW, 0o600)
+            try:
+                self._lock = os.open(os.path.join(self.path, ".lock"),
+                                     os.O_CREAT | os.O_RDWR | _NOFOLLOW, 0o600)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise _refuse_kept(self.path, ".lock", "a symlink") from None
+                raise
             try:
                 fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 made = False  # the other pull's
                 raise Conflict(f"another pull into {final_root} is running") from None
+            if not made:
+                _check_kept(self.path)
             self.done = journaled_chunks(self.path)
             self._journal = os.fdopen(  # line-buffered: one write per chunk
                 os.open(os.path.join(self.path, "journal"),

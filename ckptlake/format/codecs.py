@@ -492,13 +492,16 @@ FRAME_PREFIX = HEAD.size + 1 + PLANE.size * 4
 def frame_size(data: bytes | memoryview) -> int | None:
     """The exact size of the planes frame that `data` (its first FRAME_PREFIX bytes, or more)
     begins: the head, the plane table, the planes' stored lengths and the tail of raw bytes.
-    None for a zstd frame (its size is not in its head), or if `data` is too short to tell."""
+    None for a zstd frame (its size is not in its head), and for data that cannot begin a
+    planes frame: an unknown transform, a plane count other than the transform's, or too few
+    bytes for the plane table."""
     if len(data) < HEAD.size + 1:
         return None
     _magic, codec, param, _flags, n = HEAD.unpack_from(data)
     width = _WIDTH.get(param)
     count = data[HEAD.size]
-    if codec != CODEC_PLANES or width is None or not 1 <= count <= 4 or \
+    # every transform stores one plane per byte of its element (bf16: exponent, sign+mantissa)
+    if codec != CODEC_PLANES or width is None or count != width or \
             len(data) < HEAD.size + 1 + PLANE.size * count:
         return None
     lengths = [PLANE.unpack_from(data, HEAD.size + 1 + PLANE.size * k)[1] for k in range(count)]
@@ -506,13 +509,16 @@ def frame_size(data: bytes | memoryview) -> int | None:
 
 
 def fits_frame(data: bytes | memoryview, rawlen: int, size: int) -> bool:
-    """Whether an object of `size` bytes that begins with `data` can be a whole frame of
-    `rawlen` raw bytes: its head says so and, for a planes frame, its plane table adds up to
-    exactly `size` (a frame cut short, or with bytes after it, fails that)."""
+    """Whether an object of `size` bytes that begins with `data` (at least its first
+    min(size, FRAME_PREFIX) bytes) can be a whole frame of `rawlen` raw bytes: its head says
+    so and, for a planes frame, its plane table adds up to exactly `size` (a frame cut short,
+    even inside its table, or with bytes after it, fails that).  A zstd frame passes on its
+    head (its size is not in it)."""
     if not head_of_frame(data, rawlen):
         return False
-    expected = frame_size(data)
-    return expected is None or expected == size
+    if HEAD.unpack_from(data)[1] != CODEC_PLANES:
+        return True
+    return frame_size(data) == size
 
 
 def describe(data: bytes | memoryview) -> str:

@@ -14,8 +14,8 @@ The estimate has three parts:
   (``egress.lake_region``, else the bucket's own answer to HeadBucket) and the client's
   (``egress.client_region``, else ``$AWS_REGION`` / ``$AWS_DEFAULT_REGION``).  ``client_region:
   internet`` says the client is outside the cloud.  If either region is unknown the route is
-  ``unknown`` and the estimate uses the internet price: an upper bound, said as such.  Nothing
-  here ever asks the EC2 metadata service or any other network address;
+  ``unknown`` and the estimate uses the highest configured price: an upper bound, said as
+  such.  Nothing here ever asks the EC2 metadata service or any other network address;
 * **cost**: bytes / 2^30 (GB as cloud providers bill it) x the route's price.
 
 Above ``warn_above_usd`` the CLI prints one warning line; above ``confirm_above_usd`` the
@@ -192,7 +192,7 @@ class EgressEstimate:
     client_region_origin: str
     price_per_gb: float
     cost_usd: float
-    cost_is_upper_bound: bool  # the route is unknown: priced as internet egress
+    cost_is_upper_bound: bool  # the route is unknown: priced at the highest price_per_gb
     warn_above_usd: float | None
     confirm_above_usd: float | None
     operation: str = "pull"  # what downloads: "pull", "cat" or "diff" (diff --values)
