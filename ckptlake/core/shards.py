@@ -642,7 +642,8 @@ def _release(store: Store, key: str, owner: str, exc: BaseException) -> None:
     if isinstance(exc, (KeyboardInterrupt, Interrupted)):
         why = "interrupted"
     else:
-        why = "after an error: " + (
+        why = ("at an unusable record: " if isinstance(exc, IntegrityError)
+               else "after a storage error: ") + (
             (str(exc).splitlines() or [""])[0][:300] or type(exc).__name__)
     try:
         got = _read_claim(store, key)
