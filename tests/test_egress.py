@@ -304,3 +304,43 @@ def test_cli_cat_refuses_an_expensive_read_without_yes(s3_lake_url: str, tmp_pat
     assert any((tmp_path / "cache").rglob("*")), "the pull filled the cache"
     r = CliRunner().invoke(app, ["cat", "p/cat", "w.bin", *common])
     assert r.exit_code == 7 and r.stdout == ""
+
+
+@pytest.mark.parametrize("command", ["pull", "cat"])
+def test_eof_at_the_egress_question_is_a_refusal(s3_lake_url: str, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 command: str) -> None:
+    """Ctrl-D at "Download anyway?" on a terminal said "internal error: Abort", exit 1: the
+    egress question called typer.confirm itself, not the helper rm's and gc's questions go
+    through.  EOF is a refusal (exit 7, nothing downloaded); "y" downloads."""
+    from ckptlake.cli.app import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "src").mkdir()
+    body = os.urandom(2 * MiB)
+    (tmp_path / "src" / "w.bin").write_bytes(body)
+    (tmp_path / "ckptlake.yaml").write_text(textwrap.dedent("""\
+        egress:
+          lake_region: us-east-1
+          client_region: eu-west-1
+          price_per_gb: {same_region: 0.0, inter_region: 1000.0, internet: 2000.0}
+          confirm_above_usd: 1.0
+        """))
+    os.chmod(tmp_path / "ckptlake.yaml", 0o600)
+    common = ["--lake", s3_lake_url, "--config", str(tmp_path / "ckptlake.yaml")]
+    assert CliRunner().invoke(app, ["push", str(tmp_path / "src"), "p/eof", "-q",
+                                    *common]).exit_code == 0
+    monkeypatch.setattr("ckptlake.cli.egress.isatty", lambda stream: True)  # a terminal
+    dest = tmp_path / "dest"
+    args = ["pull", "p/eof", str(dest)] if command == "pull" else ["cat", "p/eof", "w.bin"]
+    r = CliRunner().invoke(app, [*args, *common], input="")  # EOF at the question
+    assert r.exit_code == 7, r.output
+    assert "Download anyway?" in r.stderr and "internal error" not in r.stderr
+    assert f"{command} cancelled; nothing was downloaded" in r.stderr
+    assert not dest.exists() and r.stdout.strip() == ""  # (CliRunner echoes the input there)
+    r = CliRunner().invoke(app, [*args, *common], input="y\n")
+    assert r.exit_code == 0, r.output
+    if command == "pull":
+        assert (dest / "w.bin").read_bytes() == body
+    else:
+        assert r.stdout_bytes.endswith(body)

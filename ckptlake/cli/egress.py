@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-import typer
-
 from .options import CommonOptions
-from .output import Output
+from .output import Output, isatty
 
 if TYPE_CHECKING:
     from ..policy.egress import EgressEstimate, EgressPolicy
@@ -63,12 +61,14 @@ def confirm_egress(out: Output) -> "Callable[[EgressEstimate], bool] | None":
     """On a terminal, ask; elsewhere (CI, pipes, --json) there is nobody to ask."""
     import sys
 
-    if out.json or not (sys.stdin.isatty() and sys.stderr.isatty()):
+    if out.json or not (isatty(sys.stdin) and isatty(sys.stderr)):
         return None
 
     def ask(e: "EgressEstimate") -> bool:
-        return typer.confirm(f"egress: {estimate_summary(e)}, above egress.confirm_above_usd "
-                             f"{e.confirm_above_usd:.2f}.  Download anyway?", default=False,
-                             err=True)
+        from .ask import confirm
+
+        return confirm(f"egress: {estimate_summary(e)}, above egress.confirm_above_usd "
+                       f"{e.confirm_above_usd:.2f}.  Download anyway?", e.operation,
+                       undone="nothing was downloaded")
 
     return ask

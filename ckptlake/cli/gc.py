@@ -106,7 +106,7 @@ def gc(
             if plan.has_work and not yes:
                 if not out.json and isatty(sys.stdin) and isatty(sys.stderr):
                     show_plan(out, plan, notes)
-                    from .rm import confirm
+                    from .ask import confirm
 
                     if not confirm(f"Carry this out on {lake_url(handle)}?", "gc"):
                         raise PolicyRefusal("gc cancelled; nothing was changed")

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
+from .ask import confirm
 from .help import epilog
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt)
@@ -292,20 +293,6 @@ def ask_or_refuse(out: Output, shown: str, question: str, would: str, hint: str)
             raise PolicyRefusal("rm cancelled; nothing was changed")
     else:
         raise PolicyRefusal(f"rm would {would}; nothing was changed", hint=hint)
-
-
-def confirm(question: str, command: str) -> bool:
-    """typer.confirm, with its Abort (EOF or Ctrl-C at the prompt) told apart: Ctrl-C is an
-    interruption (exit 130), EOF a refusal (exit 7); neither is an internal error."""
-    from ..errors import PolicyRefusal
-
-    try:
-        return typer.confirm(question, default=False, err=True)
-    except typer.Abort as exc:
-        typer.echo(err=True)  # end the prompt's line: the error goes on one of its own
-        if isinstance(exc.__context__, KeyboardInterrupt):
-            raise KeyboardInterrupt from None
-        raise PolicyRefusal(f"{command} cancelled; nothing was changed") from None
 
 
 def describe(r: "DeleteResult") -> str:
