@@ -633,12 +633,12 @@ def _alias_moved_since(store: Store, claim: Claim, name: str) -> bool:
 def _release(store: Store, key: str, owner: str, exc: BaseException) -> None:
     """Best effort, after a storage error, an unusable record or an interruption (Ctrl-C) in a
     live owner: mark our claim released so the next push takes it over at once, instead of
-    everyone waiting `stale_after` for an owner that is known to have stopped.  Safe whatever the error hid:
-    the release keeps the commit_id and the intent N, so a takeover tries N first and finds a
-    manifest that did land (an OutcomeUnknown write, or one the Ctrl-C cut short of its
-    answer), exactly as after a crash; and it is a compare-and-swap on the claim as read,
-    only while we still own it.  (A second Ctrl-C meanwhile ends it: the claim then goes
-    stale as after a crash.)"""
+    everyone waiting `stale_after` for an owner that is known to have stopped.  Safe whatever
+    the error hid: the release keeps the commit_id and the intent N, so a takeover tries N
+    first and finds a manifest that did land (an OutcomeUnknown write, or one the Ctrl-C cut
+    short of its answer), exactly as after a crash; and it is a compare-and-swap on the claim
+    as read, only while we still own it.  (A second Ctrl-C meanwhile ends it: the claim then
+    goes stale as after a crash.)"""
     if isinstance(exc, (KeyboardInterrupt, Interrupted)):
         why = "interrupted"
     else:
