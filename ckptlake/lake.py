@@ -898,8 +898,8 @@ class Lake:
 
         One older than catalog.ALIAS_SETTLE_SECONDS is an interrupted deleter's: it is
         replaced by compare-and-swap (its new bytes are returned), so the lake records this
-        deletion's reason and time, which rm reports.  A younger one is a deleter at work now: its deletion is
-        reported instead (NotFound), and nothing is written."""
+        deletion's reason and time, which rm reports.  A younger one is a deleter at work
+        now: its deletion is reported instead (NotFound), and nothing is written."""
         from .core import tombstones
         from .core.gc import _raw_metadata
         from .core.identity import user_at_host
