@@ -134,9 +134,43 @@ def test_a_closed_stdout_is_one_line_and_exit_1(lake: str, tmp_path: Path) -> No
     assert r.returncode == 3 and "artifact nosuch/x" in _only_error(r.stderr)
 
 
-def test_a_closed_stdin_is_nobody_to_ask(lake: str) -> None:
-    r = cli("gc", "--lake", lake, close=0)
-    assert r.returncode == 0, r.stderr  # nothing to delete: no question needed
+def test_a_closed_stdin_is_nobody_to_ask(lake: str, tmp_path: Path) -> None:
+    """`ckptlake gc <&-` (cron, a daemon) with a plan that deletes, stderr on a terminal:
+    nobody can answer, so gc refuses (exit 7, asking for --yes), asks nothing and deletes
+    nothing.  Not a crash on a None stdin, and not a question read from whatever the closed
+    descriptor turns into."""
+    import pty
+
+    r0 = cli("gc", "--lake", lake, close=0)
+    assert r0.returncode == 0, r0.stderr  # nothing to delete: no question needed
+    (tmp_path / "src" / "w.bin").write_bytes(b"x" * 1000)
+    with Lake(open_store(lake)) as handle:
+        handle.push(tmp_path / "src", "a/b")
+    policy = tmp_path / "keep1.yaml"
+    policy.write_text("retention:\n  rules:\n    - match: 'a/*'\n      keep_last: 1\n")
+    master, slave = pty.openpty()  # stderr a terminal: only the closed stdin says "nobody"
+    os.write(master, b"y\n")  # what a question read from that terminal would get
+    try:
+        r = subprocess.run([sys.executable, "-m", "ckptlake", "gc", "--lake", lake,
+                            "--policy", str(policy)], preexec_fn=lambda: os.close(0),
+                           stdout=subprocess.PIPE, stderr=slave, text=True, timeout=120)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(master)
+    err = b"".join(chunks).decode(errors="replace")
+    assert r.returncode == 7, err
+    assert "gc would delete 1 version" in err and "--yes" in err, err
+    assert "[y/N]" not in err and "cancelled" not in err and "Traceback" not in err
+    assert versions(lake, "a/b") == [1, 2]
 
 
 # ---- exit codes of inputs ------------------------------------------------------------------------

@@ -269,8 +269,11 @@ def test_cat_has_the_pull_egress_guard(bucket_lake, tmp_path: Path) -> None:
     assert not small[0].warn and small[0].bytes_total == 1000
 
 
-def test_cli_cat_refuses_an_expensive_read_without_yes(s3_lake_url: str, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def costly_lake(s3_lake_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                artifact: str, *, warn: bool = False) -> tuple[list[str], bytes]:
+    """`artifact`@v1 (one 2 MiB file, w.bin) on an S3 lake whose download costs about $2 by
+    the config in tmp_path (inter-region, above confirm_above_usd 1.0; with `warn`, above
+    warn_above_usd 0.5 too): (the lake and config options, the file's bytes)."""
     from ckptlake.cli.app import app
 
     monkeypatch.chdir(tmp_path)
@@ -282,13 +285,20 @@ def test_cli_cat_refuses_an_expensive_read_without_yes(s3_lake_url: str, tmp_pat
           lake_region: us-east-1
           client_region: eu-west-1
           price_per_gb: {same_region: 0.0, inter_region: 1000.0, internet: 2000.0}
-          warn_above_usd: 0.5
           confirm_above_usd: 1.0
-        """))
+        """) + ("  warn_above_usd: 0.5\n" if warn else ""))
     os.chmod(tmp_path / "ckptlake.yaml", 0o600)
     common = ["--lake", s3_lake_url, "--config", str(tmp_path / "ckptlake.yaml")]
-    r = CliRunner().invoke(app, ["push", str(tmp_path / "src"), "p/cat", "-q", *common])
-    assert r.exit_code == 0, r.stderr
+    r = CliRunner().invoke(app, ["push", str(tmp_path / "src"), artifact, "-q", *common])
+    assert r.exit_code == 0, r.output
+    return common, body
+
+
+def test_cli_cat_refuses_an_expensive_read_without_yes(s3_lake_url: str, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from ckptlake.cli.app import app
+
+    common, body = costly_lake(s3_lake_url, tmp_path, monkeypatch, "p/cat", warn=True)
     r = CliRunner().invoke(app, ["cat", "p/cat", "w.bin", *common])
     assert r.exit_code == 7 and r.stdout == ""
     assert "cat of p/cat@v1 would download 2.00 MiB" in r.stderr and "--yes" in r.stderr
@@ -315,21 +325,7 @@ def test_eof_at_the_egress_question_is_a_refusal(s3_lake_url: str, tmp_path: Pat
     through.  EOF is a refusal (exit 7, nothing downloaded); "y" downloads."""
     from ckptlake.cli.app import app
 
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "src").mkdir()
-    body = os.urandom(2 * MiB)
-    (tmp_path / "src" / "w.bin").write_bytes(body)
-    (tmp_path / "ckptlake.yaml").write_text(textwrap.dedent("""\
-        egress:
-          lake_region: us-east-1
-          client_region: eu-west-1
-          price_per_gb: {same_region: 0.0, inter_region: 1000.0, internet: 2000.0}
-          confirm_above_usd: 1.0
-        """))
-    os.chmod(tmp_path / "ckptlake.yaml", 0o600)
-    common = ["--lake", s3_lake_url, "--config", str(tmp_path / "ckptlake.yaml")]
-    assert CliRunner().invoke(app, ["push", str(tmp_path / "src"), "p/eof", "-q",
-                                    *common]).exit_code == 0
+    common, body = costly_lake(s3_lake_url, tmp_path, monkeypatch, "p/eof")
     monkeypatch.setattr("ckptlake.cli.egress.isatty", lambda stream: True)  # a terminal
     dest = tmp_path / "dest"
     args = ["pull", "p/eof", str(dest)] if command == "pull" else ["cat", "p/eof", "w.bin"]
