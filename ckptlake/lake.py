@@ -946,7 +946,8 @@ class Lake:
             if not self.store.exists(layout.version_key(artifact, n)):
                 tomb = tombstones.decode(body)
                 if tomb is not None:
-                    tombstones.put_back(self.store, tomb, spared_by=tombstones.RM_RULE)
+                    tombstones.put_back(self.store, tomb,
+                                        spared="ckptlake rm spared it for an alias")
                 back.add(n)
         return back
 

@@ -206,3 +206,29 @@ def test_a_pull_interrupted_before_its_last_rename_resumes(tmp_path: Path,
     assert sorted(os.listdir(dest)) == ["a.bin", "empty", "lnk", "run.sh", "sub"]
     assert os.readlink(dest / "lnk") == "a.bin" and os.readlink(dest / "sub" / "l2") == "../a.bin"
     assert os.access(dest / "run.sh", os.X_OK)
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_a_lock_that_is_no_file_in_a_kept_staging_directory_is_refused(tmp_path: Path,
+                                                                       kind: str) -> None:
+    """A `.lock` that is a directory was an internal error (IsADirectoryError), and a FIFO was
+    taken for the lock: both are refused as what no pull makes (exit 6)."""
+    import ckptlake
+    from ckptlake.core.catalog import load_manifest
+    from ckptlake.core.pull import staging_dir
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "w.bin").write_bytes(os.urandom(5_000))
+    url = f"file://{tmp_path / 'lake'}"
+    assert cli("push", src, "t/l", "--lake", url).exit_code == EXIT_OK
+    dest = tmp_path / "dest"
+    with ckptlake.open(url) as lake:
+        stage = staging_dir(str(dest), lake.url, load_manifest(lake.store, "t/l", 1))
+    os.mkdir(stage, 0o700)
+    lock = os.path.join(stage, ".lock")
+    os.mkdir(lock) if kind == "directory" else os.mkfifo(lock)
+    r = cli("pull", "t/l", dest, "--lake", url)
+    assert r.exit_code == EXIT_CONFLICT, r.output
+    assert ".lock in it is of the wrong type" in r.stderr and "internal error" not in r.stderr
+    assert not dest.exists()

@@ -1130,7 +1130,8 @@ def test_a_spared_version_whose_manifest_another_deleter_took_keeps_a_tombstone(
     # (watch --keep-local would prune the local copy of a step rm'd by hand)
     [tomb] = lake.expired(ART)
     assert (tomb.version, tomb.rule) == (2, tombs.OTHER_RULE)
-    assert "while ckptlake rm spared it" in tomb.reason
+    assert "while ckptlake rm spared it for an alias" in tomb.reason
+    assert tomb.deleted_by == ""  # not this rm's: it kept v2
     assert push(lake, tmp_path, n=1) == [4]  # the number stays taken
 
 
@@ -1198,4 +1199,5 @@ def test_gc_sparing_a_version_another_deleter_took_reports_it_and_puts_back_a_ne
     assert result.warnings == [f"{ART}@v2 was spared, but another deleter deleted it meanwhile"]
     [tomb] = lake.expired(ART)
     assert (tomb.version, tomb.rule) == (2, tombs.OTHER_RULE)
-    assert "while rules[0] spared it" in tomb.reason
+    assert tomb.reason == "deleted by another deleter while gc spared it for an alias"
+    assert tomb.deleted_by == ""  # not gc's: gc kept it

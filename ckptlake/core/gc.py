@@ -836,7 +836,9 @@ def delete_versions(store: Store, ap: ArtifactPlan, result: GcResult, *, deleted
     # in the usual case (a tombstone this call wrote, a version deleted).
     for n in unwritten:
         if not store.exists(layout.version_key(ap.artifact, n)):
-            tombs.put_back(store, mine[n], spared_by=mine[n].rule)
+            deleter = "ckptlake rm" if mine[n].rule == tombs.RM_RULE else "gc"
+            tombs.put_back(store, mine[n], spared=f"{deleter} spared it " + (
+                "for an alias" if n in late else "as the artifact's latest"))
             ref = f"{ap.artifact}@v{n}"  # not spared after all: deleted by the other
             for kept_refs in (result.versions_spared, result.versions_kept_latest):
                 if ref in kept_refs:

@@ -689,7 +689,11 @@ class _Staging:
             except OSError as exc:
                 if exc.errno == errno.ELOOP:
                     raise _refuse_kept(self.path, ".lock", "a symlink") from None
+                if exc.errno in (errno.EISDIR, errno.ENXIO):  # a directory, a socket
+                    raise _refuse_kept(self.path, ".lock", "of the wrong type") from None
                 raise
+            if not stat.S_ISREG(os.fstat(self._lock).st_mode):  # a FIFO opens
+                raise _refuse_kept(self.path, ".lock", "of the wrong type")
             try:
                 fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -72,17 +72,18 @@ class Tombstone(_Result):
         return f"deleted by gc on {when} under {self.rule}"
 
 
-def put_back(store: Store, tomb: Tombstone, spared_by: str) -> None:
+def put_back(store: Store, tomb: Tombstone, spared: str) -> None:
     """Write a tombstone for a version this deleter spared but found deleted since (another
     deleter, which found this one's tombstone in place and saw no alias, deleted the
     manifest while this one removed its tombstone): the version must not be left with
     neither, its number free again.  Its rule says the deleter is unknown (OTHER_RULE): not
-    this one, which kept the version, and readers must not take it for retention's."""
+    this one, which kept the version (`spared`: how, for the reason), and readers must not
+    take it for retention's; nor is `deleted_by` this one's."""
     import dataclasses
 
     write(store, dataclasses.replace(
-        tomb, rule=OTHER_RULE, reason=f"deleted by another deleter while {spared_by} spared it "
-                                      "for an alias"))
+        tomb, rule=OTHER_RULE, deleted_by="",
+        reason=f"deleted by another deleter while {spared}"))
 
 
 def from_manifest(m: Manifest, *, deleted: datetime, rule: str, reason: str) -> Tombstone:
