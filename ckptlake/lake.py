@@ -827,7 +827,7 @@ class Lake:
         if dry_run:
             return result
         tombed = set(tombstones.numbers(self.store, artifact))
-        replaced: dict[int, bytes] = {}
+        replaced: "dict[int, Tombstone]" = {}
         theirs: set[int] = set()
         for p in plans:
             if p.version not in tombed:
@@ -841,9 +841,9 @@ class Lake:
                     m = catalog.load_manifest(self.store, artifact, p.version)
                 except IntegrityError:
                     m = None
-                if body := self._replace_stale_tombstone(artifact, p.version, m, result, now,
+                if tomb := self._replace_stale_tombstone(artifact, p.version, m, result, now,
                                                          created=p.created):
-                    replaced[p.version] = body
+                    replaced[p.version] = tomb
             except NotFound:
                 theirs.add(p.version)
         done = GcResult()
@@ -893,11 +893,11 @@ class Lake:
 
     def _replace_stale_tombstone(self, artifact: str, number: int, m: Any,
                                  result: "DeleteResult | DeleteArtifactResult", now: Any,
-                                 created: Any = None) -> bytes | None:
+                                 created: Any = None) -> "Tombstone | None":
         """Make room for rm's tombstone where one stands next to the manifest already.
 
         One older than catalog.ALIAS_SETTLE_SECONDS is an interrupted deleter's: it is
-        replaced by compare-and-swap (its new bytes are returned), so the lake records this
+        replaced by compare-and-swap (the new one is returned), so the lake records this
         deletion's reason and time, which rm reports.  A younger one is a deleter at work
         now: its deletion is reported instead (NotFound), and nothing is written."""
         from .core import tombstones
@@ -926,28 +926,24 @@ class Lake:
                 metadata=_raw_metadata(self.store, layout.version_key(artifact, number)),
                 deleted=now, deleted_by=user_at_host(), rule=tombstones.RM_RULE,
                 reason=result.reason)
-        body = mine.encode()
         try:
-            self.store.put(key, body, if_match=etag)
+            self.store.put(key, mine.encode(), if_match=etag)
         except PreconditionFailed:  # another deleter replaced or removed it just now
             raise self._deleted_meanwhile(artifact, number) from None
-        return body
+        return mine
 
-    def _unwrite_tombstones(self, artifact: str, bodies: dict[int, bytes]) -> set[int]:
+    def _unwrite_tombstones(self, artifact: str, written: "dict[int, Tombstone]") -> set[int]:
         """Remove the tombstones rm put next to versions an alias then spared; one whose
         manifest another deleter (which found the tombstone in place, and no alias) deleted
         meanwhile is put back (tombstones.put_back: the version must not be left with neither,
         its number free; gc's deleter does the same).  Returns the numbers put back."""
         from .core import tombstones
 
-        self.store.delete([layout.tombstone_key(artifact, n) for n in bodies])
+        self.store.delete([layout.tombstone_key(artifact, n) for n in written])
         back = set()
-        for n, body in bodies.items():
+        for n, tomb in written.items():
             if not self.store.exists(layout.version_key(artifact, n)):
-                tomb = tombstones.decode(body)
-                if tomb is not None:
-                    tombstones.put_back(self.store, tomb,
-                                        spared="ckptlake rm spared it for an alias")
+                tombstones.put_back(self.store, tomb, spared="ckptlake rm spared it for an alias")
                 back.add(n)
         return back
 
