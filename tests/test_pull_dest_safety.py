@@ -119,6 +119,25 @@ def test_a_failing_syncfs_is_one_line_and_places_nothing(tmp_path: Path,
     assert not (tmp_path / "o2").exists()
 
 
+def _kept_staging(tmp_path: Path, artifact: str) -> tuple[Path, str, Path, str]:
+    """`artifact`@v1 (one file, w.bin) in a local lake, and the empty staging directory an
+    interrupted pull of it into tmp_path/dest would have kept: (source, lake URL, dest, it)."""
+    import ckptlake
+    from ckptlake.core.catalog import load_manifest
+    from ckptlake.core.pull import staging_dir
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "w.bin").write_bytes(os.urandom(50_000))
+    url = f"file://{tmp_path / 'lake'}"
+    assert cli("push", src, artifact, "--lake", url).exit_code == EXIT_OK
+    dest = tmp_path / "dest"
+    with ckptlake.open(url) as lake:
+        stage = staging_dir(str(dest), lake.url, load_manifest(lake.store, artifact, 1))
+    os.mkdir(stage, 0o700)
+    return src, url, dest, stage
+
+
 @pytest.mark.parametrize("entry", [".lock", "journal", "data", "links", "modes", "data/sub"])
 def test_a_symlink_in_a_kept_staging_directory_is_refused(tmp_path: Path, entry: str) -> None:
     """The staging directory an interrupted pull keeps is reused by the next pull of the same
@@ -129,19 +148,7 @@ def test_a_symlink_in_a_kept_staging_directory_is_refused(tmp_path: Path, entry:
     error saying to remove it, nothing written through the link, nothing placed; below data,
     where a pull makes the version's own just before its last rename, the link is removed,
     never followed, and the pull goes on."""
-    import ckptlake
-    from ckptlake.core.catalog import load_manifest
-    from ckptlake.core.pull import staging_dir
-
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "w.bin").write_bytes(os.urandom(50_000))
-    url = f"file://{tmp_path / 'lake'}"
-    assert cli("push", src, "t/a", "--lake", url).exit_code == EXIT_OK
-    dest = tmp_path / "dest"
-    with ckptlake.open(url) as lake:
-        stage = staging_dir(str(dest), lake.url, load_manifest(lake.store, "t/a", 1))
-    os.mkdir(stage, 0o700)
+    src, url, dest, stage = _kept_staging(tmp_path, "t/a")
     target = tmp_path / "elsewhere"
     target.mkdir()
     (target / "precious").write_bytes(b"precious")
@@ -213,19 +220,7 @@ def test_a_lock_that_is_no_file_in_a_kept_staging_directory_is_refused(tmp_path:
                                                                        kind: str) -> None:
     """A `.lock` that is a directory was an internal error (IsADirectoryError), and a FIFO was
     taken for the lock: both are refused as what no pull makes (exit 6)."""
-    import ckptlake
-    from ckptlake.core.catalog import load_manifest
-    from ckptlake.core.pull import staging_dir
-
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "w.bin").write_bytes(os.urandom(5_000))
-    url = f"file://{tmp_path / 'lake'}"
-    assert cli("push", src, "t/l", "--lake", url).exit_code == EXIT_OK
-    dest = tmp_path / "dest"
-    with ckptlake.open(url) as lake:
-        stage = staging_dir(str(dest), lake.url, load_manifest(lake.store, "t/l", 1))
-    os.mkdir(stage, 0o700)
+    _, url, dest, stage = _kept_staging(tmp_path, "t/l")
     lock = os.path.join(stage, ".lock")
     os.mkdir(lock) if kind == "directory" else os.mkfifo(lock)
     r = cli("pull", "t/l", dest, "--lake", url)
