@@ -2,7 +2,22 @@
 pull's warning) and the CLI's tables and summaries say the same size the same way."""
 from __future__ import annotations
 
+import math
+import sys
+from typing import Any
+
 _UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+_FLOAT_MAX = sys.float_info.max
+
+
+def finite_number(value: Any) -> bool:
+    """Whether `value` is a finite number (a bool is none): what a metric, a price or a
+    duration read from storage or a config must be.  An int beyond a float's range is none
+    either: math.isfinite raises OverflowError on it (a crafted 400-digit value was an
+    internal error wherever it was read)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    return abs(value) <= _FLOAT_MAX if isinstance(value, int) else math.isfinite(value)
 
 
 def format_bytes(n: int | float) -> str:

@@ -678,3 +678,16 @@ def test_a_huge_config_is_refused_without_reading_it_all(isolated: Path) -> None
         load_config("big.yaml")
     with pytest.raises(ConfigError, match="larger than 4 MiB"):
         load_config("/dev/zero")
+
+
+def test_a_number_too_large_for_a_float_is_a_config_error(tmp_path: Path) -> None:
+    """A 400-digit integer in the config (a price, a duration) made math.isfinite raise
+    OverflowError: an internal error instead of the line that is wrong."""
+    from ckptlake.errors import ConfigError
+    from ckptlake.policy.egress import load_egress
+
+    path = tmp_path / "c.yaml"
+    path.write_text("egress:\n  warn_above_usd: " + "9" * 400 + "\n")
+    path.chmod(0o600)
+    with pytest.raises(ConfigError, match="warn_above_usd"):
+        load_egress(load_config(str(path)))

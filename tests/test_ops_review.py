@@ -282,3 +282,34 @@ def test_a_forged_summary_never_makes_a_version_the_best(tmp_path: Path) -> None
     assert handle.resolve("m/c@max:loss").version == 3
     handle.pull("m/c@min:loss", tmp_path / "out")
     assert (tmp_path / "out" / "w.bin").stat().st_size == 101  # v2's file
+
+
+def test_integer_metrics_rank_exactly_and_a_huge_one_is_no_metric(tmp_path: Path) -> None:
+    """Token counts are integers: @min:/@max: compared them as floats, so two counts that differ
+    beyond 2^53 tied (the newer won whichever was larger).  And an integer beyond a float's
+    range made math.isfinite raise OverflowError: a crafted manifest with a 400-digit metric
+    was an internal error in every reader; it is no metric (an integrity error)."""
+    from ckptlake.errors import IntegrityError
+    from ckptlake.format.manifest import decode_manifest, is_metric_value
+    from ckptlake.store.memory import MemoryStore
+
+    handle = Lake(MemoryStore(), chunk_size=1 << 20)
+    for i, tokens in enumerate((2**60 + 1, 2**60)):  # v2 has fewer, by 1
+        src = tmp_path / f"s{i}"
+        src.mkdir()
+        (src / "w.bin").write_bytes(os.urandom(100 + i))
+        handle.push(src, "m/t")
+        # as another writer records them (ckptlake's push stores metrics as floats)
+        key = layout.version_key("m/t", i + 1)
+        doc = json.loads(handle.store.get(key))
+        doc["metrics"] = {"tokens": tokens}
+        handle.store.put(key, json.dumps(doc).encode())
+    handle.store.delete([i.key for i in summary_infos(handle, "m/t")])
+    assert handle.resolve("m/t@min:tokens").version == 2
+    assert handle.resolve("m/t@max:tokens").version == 1
+    assert not is_metric_value(10**400) and is_metric_value(2**60)
+    key = layout.version_key("m/t", 1)
+    doc = json.loads(handle.store.get(key))
+    doc["metrics"] = {"tokens": 10**400}
+    with pytest.raises(IntegrityError):
+        decode_manifest(json.dumps(doc).encode(), key=key)

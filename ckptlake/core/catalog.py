@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import (CkptlakeError, IntegrityError, MissingChunk, NotFound, PreconditionFailed,
                       TransferError, UsageError)
 from ..format import layout
-from ..format.manifest import Manifest, decode_manifest
+from ..format.manifest import Manifest, decode_manifest, is_metric_value
 from ..format.refs import Ref, parse_ref, validate_alias, validate_artifact
 from ..results import AliasRemoveResult, AliasResult, ArtifactInfo, VersionInfo
 from ..store.base import Store
@@ -223,8 +223,6 @@ def _best(store: Store, artifact: str, kind: str, metric: str) -> Manifest:
     number of versions); only versions without a usable summary have their manifest read, and
     then the chosen one.  Values that are missing or not finite numbers do not take part.
     """
-    import math
-
     jobs = {"v": lambda: committed(store, artifact), "s": lambda: read_summaries(store, artifact)}
     got = dict(bounded_map(lambda k: (k, jobs[k]()), list(jobs), workers=2,
                            name="ckptlake-meta"))
@@ -242,9 +240,9 @@ def _best(store: Store, artifact: str, kind: str, metric: str) -> Manifest:
     read = {m.version: m for m in load_manifests(store, artifact, unsummarised)}
     metrics.update({n: m.metrics for n, m in read.items()})
     while True:
-        scored = [(float(v), n) for n, ms in metrics.items()
-                  if isinstance(v := ms.get(metric), (int, float)) and not isinstance(v, bool)
-                  and math.isfinite(v)]
+        # the values as stored: Python compares ints and floats exactly (float() made two
+        # integer counts that differ beyond 2^53 equal, and the tie went to the newer)
+        scored = [(v, n) for n, ms in metrics.items() if is_metric_value(v := ms.get(metric))]
         if not scored:
             known = sorted({k for ms in metrics.values() for k in ms})
             raise NotFound(f"no live version of {artifact} has the metric {metric!r} "

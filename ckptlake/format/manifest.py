@@ -9,7 +9,6 @@ any byte is written to the destination.
 from __future__ import annotations
 
 import json
-import math
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any, Callable, Mapping
 
 from ..errors import IntegrityError, UnsafeManifest
 from ..redact import redact, redact_argv, redact_data, redact_metadata
+from ..units import finite_number
 from .header import MAX_CHUNK_SIZE
 from .times import parse_time
 
@@ -453,8 +453,7 @@ def _parse_time(value: Any, where: str) -> datetime:
 def is_metric_value(value: Any) -> bool:
     """A metric is a finite number (what push accepts); anything else read back from storage
     would break every comparison, sort and format that `ls`, `show` and `diff` make."""
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
+    return finite_number(value)
 
 
 def _depth(value: Any) -> int:

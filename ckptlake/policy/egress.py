@@ -24,12 +24,12 @@ having downloaded nothing.  Local lakes have no egress.
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from ..errors import ConfigError
+from ..units import finite_number
 
 __all__ = ["EgressEstimate", "EgressPolicy", "ROUTES", "client_region", "estimate",
            "load_egress", "route_between"]
@@ -116,8 +116,7 @@ def _load_egress(config: Any) -> EgressPolicy:
         return value.strip()
 
     def usd(value: Any, key: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value) or value < 0:
+        if not finite_number(value) or value < 0:
             raise fail(f"must be an amount in USD >= 0, got {_describe(value)}", key)
         return float(value)
 

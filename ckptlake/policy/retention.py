@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import ConfigError
+from ..units import finite_number
 from .config import describe_value, line_of, load_config
 
 __all__ = [
@@ -284,8 +284,7 @@ class _Checker:
         value = raw.get(key)
         if value is None:
             return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value) or value < 0:
+        if not finite_number(value) or value < 0:
             raise self.fail(f"must be a number >= 0, got {describe_value(value)}", f"{path}.{key}")
         return float(value)
 
@@ -616,8 +615,7 @@ def _keep_best(group: list[VersionFacts], best: KeepBest, keeps: dict[int, list[
 
 
 def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and math.isfinite(value)
+    return finite_number(value)
 
 
 def _aware(t: datetime) -> datetime:
