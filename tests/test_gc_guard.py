@@ -246,3 +246,17 @@ def test_cli_push_says_it_waits_for_an_unreadable_record(tmp_path: Path) -> None
     r = runner.invoke(app, ["--lake", url, "push", str(src), "a/b"])
     assert r.exit_code == 0, r.output
     assert "waiting" in r.stderr and bad in r.stderr, r.stderr
+
+
+def test_settings_with_a_number_too_large_for_a_float_are_malformed() -> None:
+    """float() of a 400-digit integer raises OverflowError, which escaped as an internal
+    error from every push and gc that read gc/settings.json."""
+    import json as _json
+
+    from ckptlake.core.gc_guard import GcSettings
+    from ckptlake.errors import IntegrityError
+
+    doc = {"ckptlake_gc_settings": 1, "grace_period": int("9" * 400), "sweep_window": 3600,
+           "record_retention": 86400}
+    with pytest.raises(IntegrityError, match="is malformed"):
+        GcSettings.decode(_json.dumps(doc).encode())

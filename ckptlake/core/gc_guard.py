@@ -121,7 +121,8 @@ class GcSettings:
             raw = json.loads(data)
             values = {k: float(raw[k]) for k in ("grace_period", "sweep_window",
                                                  "record_retention")}
-        except (ValueError, KeyError, TypeError, RecursionError):
+        except (ValueError, KeyError, TypeError, RecursionError, OverflowError):
+            # (OverflowError: an integer too large for a float, a crafted file's)
             raise IntegrityError(f"{layout.GC_SETTINGS_KEY} is malformed", hint=hint) from None
         if raw.get("ckptlake_gc_settings") != SETTINGS_FORMAT:
             raise IntegrityError(f"{layout.GC_SETTINGS_KEY} is malformed", hint=hint)
