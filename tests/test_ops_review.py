@@ -16,14 +16,12 @@ from typer.testing import CliRunner
 
 import ckptlake
 from ckptlake.cli.app import app
-from ckptlake.core import tombstones
 from ckptlake.core.cache import ChunkCache
-from ckptlake.core.catalog import load_manifest
-from ckptlake.core.identity import utcnow
 from ckptlake.core.summary import _pack, _unpack
 from ckptlake.errors import EXIT_INTEGRITY, EXIT_OK
 from ckptlake.format import layout
 from ckptlake.lake import Lake
+from test_rev1_fixes import delete_like_gc
 
 MiB = 1 << 20
 
@@ -56,15 +54,6 @@ def lake(local_lake_url: str, tmp_path: Path) -> Any:
     handle.push(tree(tmp_path / "b", 3), "m/b", step=1)
     yield local_lake_url, handle
     handle.close()
-
-
-def delete_like_gc(lake: Lake, artifact: str, n: int) -> str:
-    """gc's order: the tombstone, then the manifest; returns the tombstone's key."""
-    m = load_manifest(lake.store, artifact, n)
-    tombstones.write(lake.store, tombstones.from_manifest(m, deleted=utcnow(), rule="rules[0]",
-                                                          reason="not among the newest 1"))
-    lake.store.delete([layout.version_key(artifact, n)])
-    return layout.tombstone_key(artifact, n)
 
 
 # ---- A: a malformed tombstone ------------------------------------------------------------------

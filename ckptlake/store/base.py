@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Iterator, Sequence
 
+from ..errors import TransferError
+
 # Network timeouts of remote backends, in seconds.  connect: the longest wait while connecting
 # and while sending a request, body included (urllib3 applies it to both); read: the longest
 # wait for a response and for each further piece of its body.
@@ -240,3 +242,16 @@ class ForwardingStore(Store):
 
     def multipart_bytes(self, key: str, upload_id: str) -> int | None:
         return self.inner.multipart_bytes(key, upload_id)
+
+
+def part_numbers(where: str, parts: Sequence[tuple[int, str]]) -> list[int]:
+    """The part numbers of a multipart completion, refused as S3 refuses them: none at all, or
+    not in ascending order without duplicates (InvalidPartOrder).  For the stores that stand
+    in for S3 (local, memory): what S3 refuses must fail there too, or a pusher's bug passes."""
+    if not parts:
+        raise TransferError(f"{where}: multipart upload needs at least one part")
+    numbers = [n for n, _ in parts]
+    if numbers != sorted(set(numbers)):
+        raise TransferError(f"{where}: parts must be listed in ascending order without "
+                            "duplicates (InvalidPartOrder)")
+    return numbers

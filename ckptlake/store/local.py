@@ -33,7 +33,7 @@ from typing import Iterable, Iterator, Sequence
 
 from ..errors import (AccessDenied, CkptlakeError, NotFound, PreconditionFailed, TransferError,
                       TransientError, UsageError)
-from .base import MultipartUpload, ObjectInfo, Store
+from .base import MultipartUpload, ObjectInfo, Store, part_numbers
 
 LOCK_DIR = ".ckptlake-locks"
 MULTIPART_DIR = ".ckptlake-multipart"
@@ -501,12 +501,7 @@ class LocalStore(Store):
     def _checked_parts(self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
                        ) -> list[Path]:
         """The part files to join, refusing what S3 refuses (order, ETag, size)."""
-        if not parts:
-            raise TransferError(f"{self._describe(key)}: multipart upload needs at least one part")
-        numbers = [n for n, _ in parts]
-        if numbers != sorted(set(numbers)):
-            raise TransferError(f"{self._describe(key)}: parts must be listed in ascending "
-                                "order without duplicates (InvalidPartOrder)")
+        part_numbers(self._describe(key), parts)
         directory = self._upload_dir(upload_id)
         paths = []
         for i, (number, etag) in enumerate(parts):

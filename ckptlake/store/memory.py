@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Iterable, Iterator, Sequence
 
 from ..errors import NotFound, PreconditionFailed, TransferError
-from .base import MultipartUpload, ObjectInfo, Store
+from .base import MultipartUpload, ObjectInfo, Store, part_numbers
 
 
 class MemoryStore(Store):
@@ -147,12 +147,7 @@ class MemoryStore(Store):
             if upload_id not in self._uploads:
                 raise NotFound(f"{where}: multipart upload {upload_id} not found")
             stored = self._uploads[upload_id][2]
-            if not parts:
-                raise TransferError(f"{where}: multipart upload needs at least one part")
-            numbers = [n for n, _ in parts]
-            if numbers != sorted(set(numbers)):
-                raise TransferError(f"{where}: parts must be listed in ascending order "
-                                    "without duplicates (InvalidPartOrder)")
+            numbers = part_numbers(where, parts)
             for number, etag in parts:
                 if number not in stored or stored[number][1] != etag:
                     raise TransferError(f"{where}: part {number} missing or its ETag does "
