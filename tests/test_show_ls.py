@@ -87,6 +87,20 @@ def test_where_sort_limit(lake: Lake, src: Path) -> None:
     assert select(versions, where=["size>0"]) == versions
 
 
+def test_sort_ties_go_to_the_newest_like_min_max(lake: Lake, src: Path) -> None:
+    """`ls --sort val_loss --limit 1` names the version `@min:val_loss` pulls (and keep_best
+    keeps): on a tie, the newest.  Sorted oldest first, a CI script picking the best from `ls`
+    got another version than `pull @min:`."""
+    for i, val in enumerate([2.0, 1.5, 1.5, 3.0, 1.5, None, None], start=1):
+        lake.push(src, "run/ckpt", step=i, metrics={} if val is None else {"val_loss": val})
+    got = [v.version for v in lake.versions("run/ckpt", sort="val_loss")]
+    assert got == [5, 3, 2, 1, 4, 7, 6]
+    assert got[0] == lake.resolve("run/ckpt@min:val_loss").version
+    got = [v.version for v in lake.versions("run/ckpt", sort="-val_loss", limit=3)]
+    assert got == [4, 1, 5]
+    assert lake.resolve("run/ckpt@max:val_loss").version == 4
+
+
 def test_cli_ls_query_and_metric_columns(lake: Lake, src: Path) -> None:
     fill(lake, src)
     r = run("ls", "run/ckpt", "--where", "val_loss<2.5", "--where", "step>=1000",

@@ -1,7 +1,8 @@
 """`ls --where/--sort/--limit`: select versions by their metrics and step.
 
     --where 'val_loss<2.5' --where 'step>=1000'   all conditions must hold
-    --sort val_loss | -val_loss | val_loss:desc   versions lacking the key sort last
+    --sort val_loss | -val_loss | val_loss:desc   versions lacking the key sort last; ties
+                                                  (and those) newest first, as @min:/@max:
     --limit N                                     first N after sorting; without --sort, the
                                                   N newest versions (still listed oldest first)
 
@@ -97,11 +98,13 @@ def select(versions: Sequence[VersionInfo], *, where: Sequence[str | Condition] 
     if order is None:
         return out[-limit:] if limit else ([] if limit == 0 else out)
 
+    # Ties go to the newest version, as `@min:`/`@max:` and keep_best break them: `--sort
+    # val_loss --limit 1` is the version `@min:val_loss` pulls.
     def sort_key(v: VersionInfo) -> tuple[Any, ...]:
         x = value_of(v, order.key)  # type: ignore[union-attr]
         if x is None:
-            return (1, 0.0, v.version)
-        return (0, -x if order.descending else x, v.version)  # type: ignore[union-attr]
+            return (1, 0.0, -v.version)
+        return (0, -x if order.descending else x, -v.version)  # type: ignore[union-attr]
 
     out.sort(key=sort_key)
     return out if limit is None else out[:limit]
