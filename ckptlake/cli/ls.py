@@ -32,8 +32,9 @@ EPILOG = epilog(
     "'step>=1000' --sort val_loss --limit 5\n"
     "--where KEY OP NUMBER (OP one of < <= > >= == !=; KEY a metric, step, version or size; "
     "all must hold; versions without the metric never match).  --sort KEY ascending, -KEY or "
-    "KEY:desc descending (versions without it last; ties newest first, as @min:/@max:).  --limit N: the first N after sorting, "
-    "else the N newest.  Metrics named in --where/--sort get their own columns.")
+    "KEY:desc descending (versions without it last; ties newest first, as @min:/@max:).  "
+    "--limit N: the first N after sorting, else the N newest.  Metrics named in --where/--sort "
+    "get their own columns.")
 
 ARTIFACT_HEADERS = ("ARTIFACT", "VERSIONS", "LATEST", "UPDATED", "ALIASES")
 VERSION_HEADERS = ("VERSION", "STEP", "SIZE", "AGE", "ALIASES", "METRICS")
