@@ -173,7 +173,8 @@ class Lake:
              inputs: Sequence[str | dict[str, str]] = (),
              meta_file: str | Path | None = None,
              provenance: bool | dict[str, Any] = True,
-             compression: str | None = None, hash: str | None = None) -> PushResult:
+             compression: str | None = None, hash: str | None = None,
+             dry_run: bool = False) -> PushResult:
         """Upload a file or directory as the next version of `artifact`.
 
         Only chunks the lake does not hold yet are sent.  The version becomes visible at once
@@ -196,6 +197,11 @@ class Lake:
         this push creates; an existing lake keeps its own (SHA-256 for lakes made before
         BLAKE3 was the default), and naming another hash than an existing lake's is refused
         (UsageError).
+
+        `dry_run`: every check a push makes, the source read and hashed and each chunk looked
+        up in the lake (and encoded, to count the bytes to send), and nothing written: the
+        result (`dry_run` True) says what the push would upload and which version number it
+        would take now.
         """
         from .core import lineage as _lineage
         from .core import provenance as _provenance
@@ -211,6 +217,7 @@ class Lake:
             layout.check_step(step)
         check_arg("source", source, "path")
         check_arg("follow_symlinks", follow_symlinks, "bool")
+        check_arg("dry_run", dry_run, "bool")
         check_arg("meta_file", meta_file, "path", optional=True)
         check_provenance(provenance)
         input_items = check_inputs(inputs)
@@ -222,6 +229,14 @@ class Lake:
 
         tree = scan(source, exclude=exclude, follow_symlinks=follow_symlinks,
                     avoid=self._local_dir())
+        if dry_run:
+            check_metrics(metrics)  # what the push would refuse, the dry run refuses
+            check_metadata(all_metadata)
+            with self._watching(progress) as progress:
+                return _push.plan(self.store, tree, artifact, chunk_size=self.chunk_size,
+                                  concurrency=self.concurrency, step=step,
+                                  aliases=list(aliases), progress=progress,
+                                  lake_url=self.url, compression=compression, hash=hash)
         fields: dict[str, Any] = {"parents": parent_edges, "inputs": input_items}
         if provenance is not False:
             fields["provenance"] = {**_provenance.collect(source),

@@ -43,6 +43,9 @@ class PushResult(_Result):
     bytes_sent: int | None = None  # None: not known (a result made by hand)
     bytes_stored: int | None = None
     compression: str = "none"
+    # push --dry-run: nothing was written; the counts are what the push would do, `version`
+    # the number it would take now, `aliases` those it would set.
+    dry_run: bool = False
 
     @property
     def ref(self) -> str:

@@ -127,7 +127,7 @@ _ckptlake() {
                 --step|--metric|--meta|--alias|--exclude|--parent|--input|--shard|--save-id|--chunk-size|--concurrency|--max-bandwidth|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=( $(compgen -W "--step --metric --meta --alias --exclude --follow-symlinks --parent --relation --input --meta-file --shard --save-id --chunk-size --compression --hash --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                COMPREPLY=( $(compgen -W "--step --metric --meta --alias --exclude --follow-symlinks --parent --relation --input --meta-file --shard --save-id --chunk-size --compression --hash --dry-run --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
             _ckptlake_npos "--step --metric --meta --alias --exclude --parent --relation --input --meta-file --shard --save-id --chunk-size --compression --hash --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config"

@@ -129,6 +129,7 @@ complete -c ckptlake -n '__ckptlake_using push' -l save-id -x -d 'With --shard: 
 complete -c ckptlake -n '__ckptlake_using push' -l chunk-size -x -d 'Chunk size for upload and dedup, e.g. 16MiB (default: from the config)'
 complete -c ckptlake -n '__ckptlake_using push' -l compression -x -a 'auto none' -d 'Store chunks compressed where that saves bytes (auto) or raw (none); default: the lake\'s setting (auto for new lakes, none for lakes made before compression)'
 complete -c ckptlake -n '__ckptlake_using push' -l hash -x -a 'sha256 blake3' -d 'Chunk hash of the lake this push creates (default blake3, which hashes ~5x faster; sha256 where SHA-256 keys are required)'
+complete -c ckptlake -n '__ckptlake_using push' -l dry-run -d 'Read and hash SOURCE, look each chunk up in the lake and say what the push would upload (after compression) and which version it would be; write nothing'
 complete -c ckptlake -n '__ckptlake_using push' -l concurrency -x -d 'Parallel transfers (default: from the config, else the library\'s default)'
 complete -c ckptlake -n '__ckptlake_using push' -l max-bandwidth -x -d 'Limit transfer speed to SIZE per second for the whole process, e.g. 50MiB'
 complete -c ckptlake -n '__ckptlake_using push' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'

@@ -123,14 +123,16 @@ def push_summary(r: Any) -> str:
         extra.append(f"step {r.step}")
     if r.aliases:
         extra.append(("alias " if len(r.aliases) == 1 else "aliases ") + ", ".join(r.aliases))
-    head = f"pushed {r.artifact}@v{r.version}" + (f" ({'; '.join(extra)})" if extra else "")
+    dry = getattr(r, "dry_run", False)
+    head = (f"would push {r.artifact} as v{r.version}" if dry else
+            f"pushed {r.artifact}@v{r.version}") + (f" ({'; '.join(extra)})" if extra else "")
     # "(as N)" and "stored N" only when they say something: compared as printed, since sizes
     # a few bytes apart (a chunk's frame header) round alike ("64.0 MiB uploaded (as 64.0
     # MiB)").  --json has the exact counts.
     sent = getattr(r, "bytes_sent", None)
     stored = getattr(r, "bytes_stored", None)
     uploaded = format_bytes(r.bytes_uploaded)
-    uploaded = (f"{uploaded} uploaded"
+    uploaded = (f"{uploaded} {'to upload' if dry else 'uploaded'}"
                 + (f" (as {format_bytes(sent)})"
                    if sent is not None and format_bytes(sent) != uploaded else ""))
     ratio = getattr(r, "ratio", None)
@@ -138,8 +140,10 @@ def push_summary(r: Any) -> str:
                    if ratio is not None and stored is not None
                    and format_bytes(stored) != format_bytes(r.bytes_scanned) else "")
     return (f"{head}: {plural(r.files, 'file')}, {format_bytes(r.bytes_scanned)} scanned, "
-            f"{uploaded}, {format_bytes(r.bytes_deduplicated)} deduplicated, {stored_part}"
-            f"{_timing(r.bytes_scanned, r.seconds)}")
+            f"{uploaded}, {format_bytes(r.bytes_deduplicated)} "
+            f"{'already in the lake' if dry else 'deduplicated'}, {stored_part}"
+            f"{_timing(r.bytes_scanned, r.seconds)}"
+            + ("; nothing was written (--dry-run)" if dry else ""))
 
 
 def pull_summary(r: Any) -> str:

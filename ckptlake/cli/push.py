@@ -115,6 +115,11 @@ def push(
              "faster; sha256 where SHA-256 keys are required). An existing lake keeps its "
              "own; naming another is refused.",
         autocompletion=_hashes)] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run",
+        help="Read and hash SOURCE, look each chunk up in the lake and say what the push would "
+             "upload (after compression) and which version it would be; write nothing.")
+    ] = False,
     concurrency: ConcurrencyOpt = None,
     max_bandwidth: MaxBandwidthOpt = None,
     lake: LakeOpt = None,
@@ -154,6 +159,11 @@ def push(
             from ..errors import UsageError
 
             raise UsageError("--parent and --input cannot be combined with --shard yet")
+        if shard is not None and dry_run:
+            from ..errors import UsageError
+
+            raise UsageError("--dry-run cannot be combined with --shard yet",
+                             hint="try the rank's directory with a plain push --dry-run")
         size = None
         if chunk_size is not None:
             from ..policy.config import parse_size
@@ -208,7 +218,7 @@ def push(
                                      exclude=list(exclude or []),
                                      follow_symlinks=follow_symlinks, progress=progress,
                                      compression=compression,
-                                     hash=hash_, **lineage)
+                                     hash=hash_, dry_run=dry_run, **lineage)
             for warning in getattr(result, "warnings", ()):
                 out.warn(warning)
             doc = {**result.to_dict(), "lake": lake_url(handle),

@@ -103,7 +103,8 @@ def _check_same_hash(lake: str, asked: str | None) -> None:
 
 def open_or_create_header(store: Store, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
                           compression: str | None = None,
-                          hash: str | None = None) -> tuple[LakeHeader, str]:
+                          hash: str | None = None, write: bool = True
+                          ) -> tuple[LakeHeader, str]:
     """(the header, what this call wrote: "" nothing, NEW_LAKE, or REWRITTEN -- a lost header
     under existing versions).  Writing one is worth saying: a mistyped lake location is
     otherwise a silent new lake.
@@ -121,7 +122,10 @@ def open_or_create_header(store: Store, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
     names a compression, says `none` under SHA-256 versions (the lost one may have been an
     older ckptlake's `none` lake, read by ckptlakes that know no frames) and `auto` under
     BLAKE3 ones (every ckptlake that reads BLAKE3 lakes decodes frames: compression came
-    first, so `none` would protect no reader)."""
+    first, so `none` would protect no reader).
+
+    `write=False` (push --dry-run): every check, and the header a push would write returned
+    with what it would say, but nothing written."""
     if hash is not None:
         check_requested_hash(hash)
     if compression is not None and compression not in COMPRESSION_MODES:
@@ -153,6 +157,8 @@ def open_or_create_header(store: Store, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
         header = LakeHeader(hash=algo, chunk_size=chunk_size, compression=mode,
                             created=datetime.now(timezone.utc).isoformat().replace("+00:00",
                                                                                    "Z"))
+        if not write:
+            return header, REWRITTEN if has_versions else NEW_LAKE
         try:
             create_once(store, HEADER_KEY, header.encode())
         except PreconditionFailed:  # another writer created it first: theirs wins

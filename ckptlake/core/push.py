@@ -22,7 +22,7 @@ from ..format import chunking, codecs, layout
 from ..format.header import COMPRESSION_NONE, digest
 from .chunkio import ChunkBuffers, fix_mmap_threshold
 from .createonce import create_once, later_version
-from .lakeheader import open_or_create_header
+from .lakeheader import REWRITTEN, open_or_create_header
 from ..format.manifest import ChunkRef, FileEntry, Manifest
 from ..results import PushResult
 from ..store.base import Store
@@ -446,21 +446,34 @@ class _Uploader:
                 self._put(layout.chunk_key(d), body.view, None)
 
 
+class _DryRun(_Uploader):
+    """Decides every chunk as a push does -- what the lake holds (the same listing or HEADs,
+    the same check of a present frame), what a new chunk encodes to -- and sends nothing:
+    `push --dry-run` then reports what the push would upload, in the push's own counts."""
+
+    def _put(self, key: str, data: bytes, d: str | None, *,
+             progress: Callable[[int], None] | None = None) -> None:
+        if progress is not None:
+            progress(len(data))
+
+
 def upload_tree(store: Store, tree: SourceTree, *, algo: str, chunk_size: int, concurrency: int,
                 progress: Progress, observers: Sequence[FileObserver] = (),
                 throttle: Throttle | None = None, parts: Parts | None = None,
-                compression: str = COMPRESSION_NONE
+                compression: str = COMPRESSION_NONE, dry_run: bool = False
                 ) -> tuple[tuple[FileEntry, ...], _Uploader]:
     """Store every byte of the tree as chunks; return manifest file entries.
 
     `parts`: how chunks of at least its threshold move (multipart); None: one PUT per chunk.
     `compression`: "auto" stores chunks encoded where that saves bytes, "none" raw.
-    The uploader's `stored` holds the manifest's stored-size hints.
+    The uploader's `stored` holds the manifest's stored-size hints.  `dry_run`: store nothing
+    (the entries and the uploader's counts are what a push would have).
     """
     for observer in observers:
         observer.use_hash(algo)
-    uploader = _Uploader(store, tree, algo, progress, observers, throttle, parts, compression,
-                         concurrency)
+    uploader = (_DryRun if dry_run else _Uploader)(
+        store, tree, algo, progress, observers, None if dry_run else throttle, parts,
+        compression, concurrency)
     refs: dict[int, list[tuple[int, ChunkRef]]] = {i: [] for i in range(len(tree.files))}
     digests: dict[int, str] = {}
     progress.start(phase="push", total_bytes=tree.total_bytes, total_files=len(tree.files))
@@ -676,6 +689,47 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
     return result
 
 
+def plan(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | None,
+         concurrency: int, step: int | None, aliases: Sequence[str], progress: Progress,
+         lake_url: str, compression: str | None = None, hash: str | None = None) -> PushResult:
+    """What `push` of `tree` would do, doing nothing (`push --dry-run`): the source read and
+    hashed, each chunk looked up in the lake and a new one encoded exactly as a push would, the
+    version number the push would take now (another push landing first takes it), and no
+    byte written -- no chunk, no manifest, no lake header (a lake that does not exist yet is
+    a warning saying the push would create it)."""
+    from . import clock
+    from .catalog import next_number
+
+    started = clock.now()
+    header, created = open_or_create_header(
+        store, **({"chunk_size": chunk_size} if chunk_size else {}), hash=hash,
+        compression=compression, write=False)
+    mode = resolve_compression(compression, header.compression)
+    files, up = upload_tree(store, tree, algo=header.hash,
+                            chunk_size=chunk_size or header.chunk_size,
+                            concurrency=concurrency, progress=progress, compression=mode,
+                            dry_run=True)
+    number = check_next_version(artifact, next_number(store, artifact))
+    draft = Manifest(artifact=artifact, version=number, kind=tree.kind, hash=header.hash,
+                     files=files, dirs=tuple(tree.empty_dirs), step=step, created=utcnow(),
+                     created_by=user_at_host(), tool=tool_version(), stored=dict(up.stored))
+    warnings = list(tree.warnings)
+    if created == REWRITTEN:
+        warnings.append(f"the lake header of {lake_url} is lost (it has versions but no "
+                        f"{layout.HEADER_KEY}): the push would write a new one, hash "
+                        f"{header.hash}, compression {header.compression}")
+    elif created:
+        warnings.append(f"there is no lake at {lake_url} yet: the push would create it (if "
+                        "you meant an existing lake, check the lake location)")
+    return PushResult(
+        lake=lake_url, artifact=artifact, version=number, step=step, files=len(files),
+        bytes_scanned=tree.total_bytes, bytes_uploaded=up.uploaded.value,
+        bytes_deduplicated=up.deduplicated.value, chunks_uploaded=up.uploaded.count,
+        chunks_deduplicated=up.deduplicated.count, bytes_sent=up.sent.value,
+        bytes_stored=draft.stored_bytes, compression=mode, aliases=list(aliases),
+        seconds=round(clock.now() - started, 3), warnings=warnings, dry_run=True)
+
+
 def commit_upload(store: Store, artifact: str, *, header: Any, created: "bool | str",
                   compression: str,
                   files: tuple[FileEntry, ...], dirs: tuple[str, ...], kind: str,
@@ -756,7 +810,6 @@ def new_lake_warning(lake_url: str, created: "bool | str" = True, header: Any = 
     `header`, the one written: a rewritten header's compression is worth naming, since older
     readers of a SHA-256 lake may know no compressed chunks)."""
     from ..format.header import HASH_BLAKE3
-    from .lakeheader import REWRITTEN
 
     if created == REWRITTEN:
         said = "keeps their hash"
