@@ -40,6 +40,8 @@ def test_dry_run_says_what_the_push_does_and_writes_nothing(lake_url: str,
     plan = json.loads(dry.stdout)
     assert plan["dry_run"] is True
     assert objects(lake_url) == {}, "a dry run on a new lake created it"
+    if lake_url.startswith("file://"):
+        assert not Path(lake_url[len("file://"):]).exists()
     assert any("would create it" in w for w in plan["warnings"])
     with ckptlake.open(lake_url, chunk_size=CH) as lake:
         done = lake.push(src, "run/ckpt").to_dict()
@@ -104,3 +106,17 @@ def test_dry_run_of_a_lake_whose_header_is_lost(local_lake_url: str, tmp_path: P
     assert doc["version"] == 2 and doc["bytes_uploaded"] == 0
     assert any("header" in w and "is lost" in w for w in doc["warnings"]), doc["warnings"]
     assert not header.exists()
+
+
+def test_dry_run_of_one_file(local_lake_url: str, tmp_path: Path) -> None:
+    f = tmp_path / "model.bin"
+    f.write_bytes(bytes(range(256)) * 400)
+    with ckptlake.open(local_lake_url) as lake:
+        plan = lake.push(f, "run/model", dry_run=True, metrics={"acc": 0.5})
+        assert (plan.dry_run, plan.version, plan.files, plan.bytes_uploaded) == \
+            (True, 1, 1, 102400)
+        assert lake.artifacts() == []
+        done = lake.push(f, "run/model")
+        assert (done.version, done.bytes_sent) == (1, plan.bytes_sent)
+        again = lake.push(f, "run/model", dry_run=True)
+        assert (again.version, again.bytes_uploaded, again.bytes_deduplicated) == (2, 0, 102400)
