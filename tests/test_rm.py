@@ -1079,6 +1079,29 @@ def test_an_unpadded_tombstone_is_read_like_a_padded_one(local_lake_url: str, tm
         assert [t.version for t in lake.expired(art)] == [1]
 
 
+def test_a_tombstone_key_of_another_width_is_no_tombstone(local_lake_url: str,
+                                                          tmp_path: Path) -> None:
+    """Only the padded (10 digits) and the unpadded number are tombstone keys.  `042.json` was
+    parsed as 42 by the numbering (the next push took v43) while every check that reads a
+    number's tombstone (ls --all, shard takeover, the alias check) looked only at the two
+    keys: counted by one side and unseen by the other."""
+    art = "res/width"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(b"a")
+    with ckptlake.open(local_lake_url) as lake:
+        lake.push(src, art)
+        lake.delete(f"{art}@v1")
+        body = lake.store.get(layout.tombstone_key(art, 1))
+        for key in ("042.json", "00000000042.json", "0.json"):
+            lake.store.put(layout.tombstones_prefix(art) + key, body)
+            assert layout.parse_tombstone_key(layout.tombstones_prefix(art) + key) is None
+        assert lake.push(src, art).version == 2
+        assert [t.version for t in lake.expired(art)] == [1]
+    for key, number in (("0000000042.json", 42), ("42.json", 42)):
+        assert layout.parse_tombstone_key(layout.tombstones_prefix(art) + key) == (art, number)
+
+
 class AfterDelete(MemoryStore):
     """Runs a one-shot hook right after a delete of the chosen key."""
 

@@ -149,13 +149,16 @@ def tombstones_prefix(artifact: str) -> str:
     return f"{ARTIFACTS_PREFIX}{artifact}/@tomb/"
 
 
-_TOMB_KEY = re.compile(r"artifacts/(.+)/@tomb/([0-9]+)\.json")
+# Padded to 10 digits (what ckptlake writes) or unpadded (another writer's): `042.json` is
+# neither, and no tombstone -- counted by the numbering but read by nobody, it would hide
+# which version it deleted from every check that reads tombstones by number.
+_TOMB_KEY = re.compile(r"artifacts/(.+)/@tomb/([0-9]{10}|[1-9][0-9]{0,9})\.json")
 
 
 def parse_tombstone_key(key: str) -> tuple[str, int] | None:
     """(artifact, number) of a gc tombstone (JSON with number, step, metrics, parents, deleted,
     rule), written when gc deletes a version; lineage shows such versions as expired.  The
-    number may be zero-padded or not."""
+    number is zero-padded to 10 digits or not padded at all (tombstones.keys reads both)."""
     m = _TOMB_KEY.fullmatch(key)
     return (m.group(1), int(m.group(2))) if m else None
 
