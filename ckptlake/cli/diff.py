@@ -166,8 +166,11 @@ def render(r: Any) -> str:
     def size(x: Any) -> str:
         return "link" if x is None else format_bytes(x)
 
+    notes = {"mode": "  (executable bit only)",
+             "unknown": "  (cut into chunks differently: bytes not compared; --inspect reads "
+                        "both to tell)"}
     entries = [f"  M {x['path']}  {size(x['size_a'])} -> {size(x['size_b'])}"
-               for x in f["modified"]]
+               + notes.get(x.get("content", ""), "") for x in f["modified"]]
     entries += [f"  A {x['path']}  {size(x['size'])}" for x in f["added"]]
     entries += [f"  D {x['path']}  {size(x['size'])}" for x in f["removed"]]
     entries += [f"  A {d}/" for d in f["dirs_added"]]

@@ -50,13 +50,15 @@ class DiffResult(_Result):
     metrics: dict[str, Any]  # {"added": {k: v}, "removed": {k: v}, "changed": {k: {a,b,delta}},
     #                           "unchanged": {k: v}}
     metadata: dict[str, Any]  # {"added": {k: v}, "removed": {k: v}, "changed": {k: {a, b}}}
-    files: dict[str, Any]  # {"added", "removed", "modified", "unchanged"}: lists with sizes;
-    #                        {"dirs_added", "dirs_removed"}: empty directories' paths
+    files: dict[str, Any]  # {"added", "removed", "modified", "unchanged"}: lists with sizes
+    #                        (modified ones with "content": changed | mode | unknown, see
+    #                        _content); {"dirs_added", "dirs_removed"}: empty directories' paths
     bytes: dict[str, Any]  # {"total", "shared", "to_fetch", "chunks", "chunks_shared"} of B
     tensors: dict[str, Any]  # {"added", "removed", "reshaped", "retyped", "changed",
     #                           "unchanged", "files", "untracked_files"}
     values: dict[str, Any] | None = None  # {"bytes_fetched", "tensors"} with values=True
-    # per modified file: {"path", "kind", "inspected", ...} (core/contents.py)
+    # per modified file but those whose bytes are the same ("mode"): {"path", "kind",
+    # "inspected", ...} (core/contents.py)
     contents: list[dict[str, Any]] | None = None
 
     @property
@@ -69,11 +71,37 @@ def _ref(m: Manifest) -> dict[str, Any]:
             "ref": f"{m.artifact}@v{m.version}"}
 
 
-def _content(e: FileEntry) -> tuple[Any, ...]:
-    if e.symlink is not None:
-        return ("link", e.symlink)
-    body = e.digest if e.digest is not None else tuple((c.digest, c.size) for c in e.chunks)
-    return ("file", e.size, e.executable, body)
+def _same_bytes(ea: FileEntry, eb: FileEntry) -> bool | None:
+    """Whether two regular files hold the same bytes, as far as their manifest entries tell;
+    None when they cannot: the versions cut the file into chunks differently (another chunk
+    size, a ckptlake that cuts structured files anew, a file packed on one side only), and equal
+    bytes cut differently have different chunk digests.  Compared by chunk lists alone, such a
+    file was "modified" and `diff --exit-code` said 1 for a byte-identical file."""
+    if ea.size != eb.size:
+        return False
+    if ea.digest is not None and eb.digest is not None:  # whole-file digests (packed files)
+        return ea.digest == eb.digest
+    ca = [(c.digest, c.size) for c in ea.chunks]
+    cb = [(c.digest, c.size) for c in eb.chunks]
+    if ca == cb:
+        return True
+    if ea.digest is None and eb.digest is None and [n for _, n in ca] == [n for _, n in cb]:
+        return False  # cut alike, so a chunk whose digest differs holds other bytes
+    return None
+
+
+def _content(ea: FileEntry, eb: FileEntry) -> str:
+    """How an entry present in both versions compares: "same" (unchanged), "changed" (its
+    bytes or its link target), "mode" (only the executable bit), "unknown" (its bytes
+    not comparable from the manifests, see _same_bytes; the executable bit may differ too)."""
+    if ea.symlink is not None or eb.symlink is not None:
+        return "same" if ea.symlink == eb.symlink else "changed"
+    same = _same_bytes(ea, eb)
+    if same is False:
+        return "changed"
+    if same is None:
+        return "unknown"
+    return "same" if ea.executable == eb.executable else "mode"
 
 
 def _dict_diff(a: dict[str, Any], b: dict[str, Any], *, numeric: bool) -> dict[str, Any]:
@@ -104,8 +132,9 @@ def _files(a: Manifest, b: Manifest) -> dict[str, Any]:
             out["added"].append({"path": path, "size": size(eb)})  # type: ignore[arg-type]
         elif eb is None:
             out["removed"].append({"path": path, "size": size(ea)})
-        elif _content(ea) != _content(eb):
-            out["modified"].append({"path": path, "size_a": size(ea), "size_b": size(eb)})
+        elif (content := _content(ea, eb)) != "same":
+            out["modified"].append({"path": path, "size_a": size(ea), "size_b": size(eb),
+                                    "content": content})
         else:
             out["unchanged"].append({"path": path, "size": size(eb)})
     out["dirs_added"], out["dirs_removed"] = _dirs(b, a), _dirs(a, b)
@@ -217,8 +246,66 @@ def bytes_to_fetch(a: Manifest, b: Manifest, *, values: bool = True,
 
     total = values_to_fetch(value_pairs(a, b), {**a.stored, **b.stored}) if values else 0
     if inspect:
-        total += bytes_to_read(a, b, [f["path"] for f in _files(a, b)["modified"]])
+        modified = _files(a, b)["modified"]
+        total += bytes_to_read(a, b, _to_look_into(modified))
+        fa, fb = {e.path: e for e in a.files}, {e.path: e for e in b.files}
+        total += sum(_read_cost(a, fa[f["path"]]) + _read_cost(b, fb[f["path"]])
+                     for f in modified if f["content"] == "unknown")
     return total
+
+
+def _to_look_into(modified: list[dict[str, Any]]) -> list[str]:
+    """The modified files whose insides may differ: not those whose bytes are the same (only
+    the executable bit changed)."""
+    return [f["path"] for f in modified if f["content"] != "mode"]
+
+
+def _read_cost(m: Manifest, e: FileEntry) -> int:
+    """What reading file `e` of `m` whole downloads: its chunk pieces, an encoded chunk (the
+    manifest's `stored` hint) whole at its stored size."""
+    return sum(m.stored.get(c.digest, c.size) for c in e.chunks)
+
+
+_COMPARE_BLOCK = 4 * 1024 * 1024
+
+
+def _compare_bytes(store: Store, a: Manifest, ea: FileEntry, b: Manifest, eb: FileEntry
+                   ) -> tuple[bool, int]:
+    """(whether the two files hold the same bytes, bytes downloaded): both read through
+    LakeFile (every chunk verified), block by block, up to the first difference."""
+    from .reader import LakeFile
+
+    files = (LakeFile(store, ea, a.hash, stored=a.stored),
+             LakeFile(store, eb, b.hash, stored=b.stored))
+    try:
+        x, y = bytearray(_COMPARE_BLOCK), bytearray(_COMPARE_BLOCK)
+        while True:
+            n, k = files[0].readinto(x), files[1].readinto(y)
+            if n != k or x[:n] != y[:k]:
+                return False, sum(f.bytes_fetched for f in files)
+            if n == 0:
+                return True, sum(f.bytes_fetched for f in files)
+    finally:
+        for f in files:
+            f.close()
+
+
+def _resolve_unknown(store: Store, a: Manifest, b: Manifest, files: dict[str, Any]) -> None:
+    """`--inspect`: read both sides of each modified file whose bytes the manifests could not
+    compare (cut into chunks differently), and settle it: unchanged (moved there), "mode"
+    (only the executable bit) or "changed"; its `bytes_fetched` says what that read."""
+    fa, fb = {e.path: e for e in a.files}, {e.path: e for e in b.files}
+    for f in [f for f in files["modified"] if f["content"] == "unknown"]:
+        ea, eb = fa[f["path"]], fb[f["path"]]
+        same, f["bytes_fetched"] = _compare_bytes(store, a, ea, b, eb)
+        if not same:
+            f["content"] = "changed"
+        elif ea.executable != eb.executable:
+            f["content"] = "mode"
+        else:
+            files["modified"].remove(f)
+            files["unchanged"].append({"path": f["path"], "size": f["size_b"]})
+    files["unchanged"].sort(key=lambda f: f["path"])
 
 
 def values_to_fetch(pairs: list[tuple[Any, ...]], stored: dict[str, int] | None = None) -> int:
@@ -248,8 +335,11 @@ def diff(store: Store, a: Manifest, b: Manifest, *, values: bool = False,
     """`contents` says, per modified file, whether and how it was looked into
     (core/contents.py).  inspect=True reads inside modified files: safetensors
     `__metadata__`, torch archives' storages and tensors (whole chunks: typically each side's
-    first and last chunk of such a file; `bytes_to_fetch` counts them)."""
+    first and last chunk of such a file; `bytes_to_fetch` counts them), and both sides, whole,
+    of a file whose bytes the manifests cannot compare (content "unknown")."""
     files = _files(a, b)
+    if inspect:
+        _resolve_unknown(store, a, b, files)
     metrics = _dict_diff(a.metrics, b.metrics, numeric=True)
     metadata = _dict_diff(a.metadata, b.metadata, numeric=False)
     tensors, pairs = _tensors(a, b)
@@ -270,8 +360,7 @@ def diff(store: Store, a: Manifest, b: Manifest, *, values: bool = False,
                            if k not in ("name", "file")}
     from .contents import inspect_modified
 
-    contents = inspect_modified(store, a, b, [f["path"] for f in files["modified"]],
-                                read=inspect)
+    contents = inspect_modified(store, a, b, _to_look_into(files["modified"]), read=inspect)
     return DiffResult(a=_ref(a), b=_ref(b), identical=identical,
                       step={"a": a.step, "b": b.step, "changed": a.step != b.step},
                       kind={"a": a.kind, "b": b.kind, "changed": a.kind != b.kind},
