@@ -849,11 +849,11 @@ class _Run:
         suspects = [d for d, size in self.sizes.items()
                     if d not in self.refs.conflicting and 0 < size < self.refs.need[d] >> 1]
 
-        def check(d: bytes) -> tuple[bytes, bool | None]:
+        def check(d: bytes) -> tuple[bytes, bool | str | None]:
             try:
                 data = self.store.get(layout.chunk_key(d.hex()))
-            except NotFound:
-                return d, False
+            except NotFound:  # gone since its HEAD (gc swept it): missing, not corrupt
+                return d, "gone"
             newer = False
             for algo in self.algos_of(d):
                 try:
@@ -867,7 +867,10 @@ class _Run:
 
         for d, ok in bounded_map(check, suspects, workers=_META_WORKERS,
                                  name="ckptlake-verify"):
-            if ok:
+            if ok == "gone":
+                self.sizes.pop(d, None)
+                self.missing.add(d)
+            elif ok:
                 self.sizes.pop(d, None)
             elif ok is None:
                 self.newer.add(d)
