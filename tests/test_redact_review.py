@@ -199,15 +199,17 @@ def _best(fn: Callable[[], object], runs: int) -> float:
 
 @pytest.mark.parametrize("unit", HOSTILE)
 def test_redaction_time_grows_linearly(unit: str) -> None:
-    """Four times the text may not take much more than four times as long (a quadratic scan
-    takes sixteen).  Ratios of best-of runs of CPU time, no wall-clock limit."""
-    small, big = unit * (16_000 // len(unit)), unit * (64_000 // len(unit))
+    """Sixteen times the text may not take much more than sixteen times as long (a quadratic
+    scan takes 256).  Ratios of best-of runs of CPU time, no wall-clock limit; the bound (48)
+    is 3x from either side, so that a loaded machine's noise (a ratio of 8.7 against a bound
+    of 8 was seen for 4x the text under a load of 4-5 on 2 cores) cannot fail a linear scan."""
+    small, big = unit * (8_000 // len(unit)), unit * (128_000 // len(unit))
     t_small = _best(lambda: redact(small), 5)
     t_big = _best(lambda: redact(big), 1)
-    if t_big >= 8 * t_small:  # once more before calling it quadratic: a pause, a busy core
+    if t_big >= 48 * t_small:  # once more before calling it quadratic: a pause, a busy core
         t_small = min(t_small, _best(lambda: redact(small), 5))
         t_big = min(t_big, _best(lambda: redact(big), 2))
-    assert t_big < 8 * max(t_small, 1e-4), (unit, t_small, t_big)
+    assert t_big < 48 * max(t_small, 1e-4), (unit, t_small, t_big)
 
 
 # What redaction must take out of a megabyte of each unit that holds a secret's value: a
