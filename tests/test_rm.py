@@ -1098,6 +1098,9 @@ def test_a_tombstone_key_of_another_width_is_no_tombstone(local_lake_url: str,
             assert layout.parse_tombstone_key(layout.tombstones_prefix(art) + key) is None
         assert lake.push(src, art).version == 2
         assert [t.version for t in lake.expired(art)] == [1]
+        lake.store.put(layout.versions_prefix(art) + "3.json", b"{}")  # an unpadded "manifest"
+        said = [w for w in lake.verify(art).warnings if "name no version" in w]
+        assert len(said) == 1 and "4 objects under @v/ or @tomb/" in said[0], said
     for key, number in (("0000000042.json", 42), ("42.json", 42)):
         assert layout.parse_tombstone_key(layout.tombstones_prefix(art) + key) == (art, number)
 

@@ -217,6 +217,9 @@ class _Listing:
     steps: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     # zero-byte create-once objects (a PUT cut after its head): absent, reported as warnings
     empties: list[str] = field(default_factory=list)
+    # keys under @v/ or @tomb/ that name no version (`@v/42.json`, `@tomb/042.json`): every
+    # reader ignores them, so one meant as a manifest or a deletion counts for nothing
+    strays: list[str] = field(default_factory=list)
 
     @classmethod
     def of(cls, store: Store, artifact: str | None) -> "_Listing":
@@ -242,12 +245,16 @@ class _Listing:
                     g["records"][(shard[2], shard[3])] = key
             elif (summ := layout.parse_summary_key(key)) and _mine(summ[0], artifact):
                 out.summaries.setdefault(summ[:2], []).append((key, info.modified))
+            elif (stray := _RECORD_DIR.fullmatch(key)) and _mine(stray.group(1), artifact):
+                out.strays.append(key)
         return out
 
     @property
     def empty(self) -> bool:
         return not (self.versions or self.tombs or self.aliases or self.steps)
 
+
+_RECORD_DIR = re.compile(r"artifacts/(.+)/@(?:v|tomb)/[^/]+")
 
 _CREATE_ONCE = (layout.parse_version_key, layout.parse_tombstone_key, layout.parse_alias_key,
                 layout.parse_shard_key)
@@ -1131,6 +1138,13 @@ def verify(store: Store, ref: "str | Ref | None" = None, *, lake_url: str, concu
         # and no alias, by design: a warning on it in every later verify would be noise.
         run.warnings += [f"{key} is an {_empty_note(key, listing)}" for key in listing.empties
                          if not layout.parse_alias_key(key)]
+        if listing.strays:
+            n = len(listing.strays)
+            run.warnings.append(
+                f"{n} object{'s' if n != 1 else ''} under @v/ or @tomb/ name{'' if n != 1 else 's'}"
+                f" no version (first: {listing.strays[0]}): ckptlake reads neither a manifest "
+                "nor a tombstone there (keys are 10-digit zero-padded numbers; a tombstone's may "
+                "be unpadded), so whatever it was meant to record counts for nothing")
     run.collect(versions, listing)
     if listing is not None:
         run.check_tombstones(listing)
