@@ -17,28 +17,12 @@ from ckptlake.format import layout
 from ckptlake.lake import Lake
 from ckptlake.store.memory import MemoryStore
 from test_compression import write_safetensors
-from test_lineage import _tombstone, manifest
+# test_lineage's fixtures too: a MemoryStore lake with 1 MiB chunks, a one-file source
+from test_lineage import _tombstone, lake, manifest, src, store  # noqa: F401
+from test_diff import cli_lake  # noqa: F401  (the lake above as ckptlake.open's)
 
 np = pytest.importorskip("numpy")
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-def store() -> MemoryStore:
-    return MemoryStore()
-
-
-@pytest.fixture
-def lake(store: MemoryStore) -> Lake:
-    return Lake(store, chunk_size=MiB, concurrency=4)
-
-
-@pytest.fixture
-def src(tmp_path: Path) -> Path:
-    d = tmp_path / "src"
-    d.mkdir()
-    (d / "w.bin").write_bytes(b"weights" * 100)
-    return d
 
 
 def _dir(tmp_path: Path, name: str) -> Path:
@@ -68,13 +52,6 @@ def test_a_name_held_twice_on_each_side_pairs_with_nothing(lake: Lake, tmp_path:
         ("w", "shard1.safetensors"), ("w", "shard2.safetensors")]
     assert t["changed"] == [] and t["unchanged"] == 0
     assert t["reshaped"] == [] and t["retyped"] == []
-
-
-@pytest.fixture
-def cli_lake(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> Lake:
-    lake.close = lambda: None  # type: ignore[method-assign]
-    monkeypatch.setattr(ckptlake, "open", lambda *a, **k: lake)
-    return lake
 
 
 def _exit_code(*args: str) -> int:
