@@ -269,10 +269,20 @@ def test_corrupt_replica_chunk_is_detected_refetched_and_replaced(tmp_path: Path
     assert same_tree(src, tmp_path / "o2")
     assert r.replica["chunks_repaired"] == 1
     assert victim.read_bytes() == good  # replaced by verified origin bytes
-    victim.write_bytes(b"")  # what a cut upload leaves on some servers
+    # What a cut upload leaves on some servers, in a chunk of w.bin (read whole) and in the
+    # pack holding config.json (a ranged read): both found from the manifest.
+    files = {f.path: f for f in lake._manifest("m/a").files}
+    pack = files["config.json"].chunks[0]
+    assert pack.offset is not None
+    cut = {tmp_path / "eu" / layout.chunk_key(d)
+           for d in (files["w.bin"].chunks[-1].digest, pack.digest)}
+    goods = {p: p.read_bytes() for p in cut}
+    assert len(goods) == 2 and all(goods.values())
+    for p in cut:
+        p.write_bytes(b"")
     for path in ("w.bin", "config.json"):  # whole-chunk reads, and a ranged read of a pack
         assert b"".join(lake.cat("m/a", path)) == (src / path).read_bytes()
-    assert victim.read_bytes() == good
+    assert {p: p.read_bytes() for p in cut} == goods
 
 
 def test_corrupt_origin_chunk_is_never_written_into_the_replica(tmp_path: Path) -> None:
