@@ -316,6 +316,7 @@ class Lake:
             self.store, **({"chunk_size": self.chunk_size} if self.chunk_size else {}),
             compression=compression)  # an explicit choice is a new lake's default
         mode = _push.resolve_compression(compression, header.compression)
+        _push.check_settings(self.store)  # what the commit's guard would refuse, refused now
         watch = self._watching(progress)
         watched = watch.__enter__()
 

@@ -49,6 +49,7 @@ def test_a_file_cut_differently_is_unknown_until_inspected(local_lake_url: str,
         d = lake.diff("m@v1", "m@v2", inspect=True)
         assert d.identical and d.files["modified"] == []
         assert [f["path"] for f in d.files["unchanged"]] == ["note.txt", "w.dat"]
+        assert d.files["unchanged"][1]["bytes_fetched"] == 6 * MiB, "what settling it read"
     r = cli("--lake", local_lake_url, "diff", "m@v1", "m@v2", "--exit-code")
     assert r.exit_code == 1
     assert "cut into chunks differently: bytes not compared" in r.stdout

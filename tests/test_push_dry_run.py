@@ -120,3 +120,44 @@ def test_dry_run_of_one_file(local_lake_url: str, tmp_path: Path) -> None:
         assert (done.version, done.bytes_sent) == (1, plan.bytes_sent)
         again = lake.push(f, "run/model", dry_run=True)
         assert (again.version, again.bytes_uploaded, again.bytes_deduplicated) == (2, 0, 102400)
+
+
+def test_dry_run_refuses_gc_settings_the_commit_would_refuse(local_lake_url: str,
+                                                             tmp_path: Path) -> None:
+    """The commit's guard refuses a damaged gc/settings.json: the dry run said exit 0, and the
+    push itself refused only after uploading every chunk (left for gc, which refuses the same
+    file).  Both refuse now, before anything is sent."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(b"a" * 10_000)
+    with ckptlake.open(local_lake_url) as lake:
+        lake.push(src, "run/ckpt")
+        lake.store.put("gc/settings.json", b'{"bad": 1}')
+        (src / "b.bin").write_bytes(b"b" * 10_000)
+        before = objects(local_lake_url)
+        with pytest.raises(ckptlake.IntegrityError, match="gc/settings.json"):
+            lake.push(src, "run/ckpt", dry_run=True)
+        with pytest.raises(ckptlake.IntegrityError, match="gc/settings.json"):
+            lake.push(src, "run/ckpt")
+        with pytest.raises(ckptlake.IntegrityError, match="gc/settings.json"):
+            lake.writer("run/one", "w.bin")
+        assert objects(local_lake_url) == before, "a chunk was sent before the refusal"
+    r = cli("--lake", local_lake_url, "push", src, "run/ckpt", "--dry-run")
+    assert r.exit_code == 5, r.stderr
+
+
+def test_dry_run_to_a_local_path_that_is_a_file(tmp_path: Path) -> None:
+    """No lake there yet, and none can ever be: the push says so (exit 2), and so must the dry
+    run, not "the push would create it"."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(b"a")
+    afile = tmp_path / "afile"
+    afile.write_text("hi")
+    for extra in (["--dry-run"], []):
+        r = cli("--lake", f"file://{afile}", "push", src, "q", *extra)
+        assert r.exit_code == 2 and "is a file" in r.stderr, (extra, r.stderr)
+    r = cli("--lake", f"file://{afile}/sub", "push", src, "q", "--dry-run")
+    assert r.exit_code == 2 and "is a file" in r.stderr, r.stderr
+    assert afile.read_text() == "hi"
+

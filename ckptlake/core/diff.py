@@ -293,7 +293,8 @@ def _compare_bytes(store: Store, a: Manifest, ea: FileEntry, b: Manifest, eb: Fi
 def _resolve_unknown(store: Store, a: Manifest, b: Manifest, files: dict[str, Any]) -> None:
     """`--inspect`: read both sides of each modified file whose bytes the manifests could not
     compare (cut into chunks differently), and settle it: unchanged (moved there), "mode"
-    (only the executable bit) or "changed"; its `bytes_fetched` says what that read."""
+    (only the executable bit) or "changed"; its `bytes_fetched` (kept when it moves) says
+    what that read."""
     fa, fb = {e.path: e for e in a.files}, {e.path: e for e in b.files}
     for f in [f for f in files["modified"] if f["content"] == "unknown"]:
         ea, eb = fa[f["path"]], fb[f["path"]]
@@ -304,7 +305,8 @@ def _resolve_unknown(store: Store, a: Manifest, b: Manifest, files: dict[str, An
             f["content"] = "mode"
         else:
             files["modified"].remove(f)
-            files["unchanged"].append({"path": f["path"], "size": f["size_b"]})
+            files["unchanged"].append({"path": f["path"], "size": f["size_b"],
+                                       "bytes_fetched": f["bytes_fetched"]})
     files["unchanged"].sort(key=lambda f: f["path"])
 
 

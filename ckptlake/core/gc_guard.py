@@ -183,6 +183,19 @@ def read_settings(store: Store) -> GcSettings:
     return GcSettings.decode(data)
 
 
+def check_settings(store: Store) -> None:
+    """Refuse (IntegrityError) the gc settings a commit's guard would refuse, before a push
+    uploads anything: read only at the commit, a damaged file failed the push after every
+    chunk was sent (chunks left for gc, which refuses the same file).  An absent or empty file
+    passes, as read_settings takes them."""
+    try:
+        data = store.get(layout.GC_SETTINGS_KEY)
+    except NotFound:
+        return
+    if data:
+        GcSettings.decode(data)
+
+
 def _settings_after_commit(store: Store) -> GcSettings:
     """read_settings, for a push that has committed: failing now would leave a committed
     version unchecked, so an unreadable (or refused) file means the worst case instead."""

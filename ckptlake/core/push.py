@@ -22,6 +22,7 @@ from ..format import chunking, codecs, layout
 from ..format.header import COMPRESSION_NONE, digest
 from .chunkio import ChunkBuffers, fix_mmap_threshold
 from .createonce import create_once, later_version
+from .gc_guard import check_settings
 from .lakeheader import REWRITTEN, open_or_create_header
 from ..format.manifest import ChunkRef, FileEntry, Manifest
 from ..results import PushResult
@@ -674,6 +675,7 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
         store, **({"chunk_size": chunk_size} if chunk_size else {}), hash=hash,
         compression=compression)
     mode = resolve_compression(compression, header.compression)
+    check_settings(store)
     files, up = upload_tree(store, tree, algo=header.hash,
                             chunk_size=chunk_size or header.chunk_size,
                             concurrency=concurrency, progress=progress, observers=observers,
@@ -704,7 +706,10 @@ def plan(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
     header, created = open_or_create_header(
         store, **({"chunk_size": chunk_size} if chunk_size else {}), hash=hash,
         compression=compression, write=False)
+    if created:
+        store.check_writable()  # (a local lake path that is a file: what the first write says)
     mode = resolve_compression(compression, header.compression)
+    check_settings(store)
     files, up = upload_tree(store, tree, algo=header.hash,
                             chunk_size=chunk_size or header.chunk_size,
                             concurrency=concurrency, progress=progress, compression=mode,

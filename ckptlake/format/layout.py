@@ -18,7 +18,8 @@ CONDEMNED_PREFIX = "gc/condemned/"
 GC_SETTINGS_KEY = "gc/settings.json"
 PINS_PREFIX = "gc/pins/"
 
-_VERSION_KEY = re.compile(r"artifacts/(.+)/@v/([0-9]{10})\.json")
+# versions are numbered from 1: `0000000000.json` names none (verify warns of such a key)
+_VERSION_KEY = re.compile(r"artifacts/(.+)/@v/((?!0{10})[0-9]{10})\.json")
 _ALIAS_KEY = re.compile(r"artifacts/(.+)/@alias/([^/]+)\.json")
 _CHUNK_KEY = re.compile(r"chunks/([0-9a-f]{2})/([0-9a-f]{16,128})")
 
@@ -152,7 +153,7 @@ def tombstones_prefix(artifact: str) -> str:
 # Padded to 10 digits (what ckptlake writes) or unpadded (another writer's): `042.json` is
 # neither, and no tombstone -- counted by the numbering but read by nobody, it would hide
 # which version it deleted from every check that reads tombstones by number.
-_TOMB_KEY = re.compile(r"artifacts/(.+)/@tomb/([0-9]{10}|[1-9][0-9]{0,9})\.json")
+_TOMB_KEY = re.compile(r"artifacts/(.+)/@tomb/((?!0{10})[0-9]{10}|[1-9][0-9]{0,9})\.json")
 
 
 def parse_tombstone_key(key: str) -> tuple[str, int] | None:

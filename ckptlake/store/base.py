@@ -175,6 +175,11 @@ class Store(abc.ABC):
 
         raise StorageClassUnsupported(f"{self.url}: this lake has no storage classes")
 
+    def check_writable(self) -> None:
+        """Raise what the first write would, where no key can ever be written (a local lake
+        path that is a file): `push --dry-run` writes nothing and must still refuse such a
+        location as the push would.  Nothing by default (other failures are the request's)."""
+
     def close(self) -> None:
         """Release connections/threads.  Idempotent."""
 

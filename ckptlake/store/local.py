@@ -168,15 +168,18 @@ class LocalStore(Store):
         except OSError as exc:
             raise _map_os_error(exc, self._describe(key)) from exc
 
+    def check_writable(self) -> None:
+        if (blocker := self.root_blocker()) is not None:
+            raise UsageError(f"the lake location {self.url} cannot be a directory: "
+                             f"{blocker} is a file",
+                             hint="a local lake is a directory (file:///path)")
+
     @contextlib.contextmanager
     def _write_errors(self, key: str) -> Iterator[None]:
         try:
             yield
         except (IsADirectoryError, NotADirectoryError, FileExistsError) as exc:
-            if (blocker := self.root_blocker()) is not None:
-                raise UsageError(f"the lake location {self.url} cannot be a directory: "
-                                 f"{blocker} is a file",
-                                 hint="a local lake is a directory (file:///path)") from exc
+            self.check_writable()
             raise UsageError(
                 f"{self._describe(key)}: cannot be written: {exc.strerror}",
                 hint="a local lake cannot hold both 'a' and 'a/...' keys") from exc

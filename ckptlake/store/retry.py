@@ -308,5 +308,8 @@ class RetryingStore(Store):
         # A copy onto itself is idempotent: retrying one that did land changes nothing.
         self._call(key, lambda: self.inner.set_storage_class(key, storage_class, etag=etag))
 
+    def check_writable(self) -> None:
+        self.inner.check_writable()
+
     def close(self) -> None:
         self.inner.close()
