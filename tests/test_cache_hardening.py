@@ -338,3 +338,36 @@ def test_prune_never_follows_a_symlinked_directory_out_of_the_cache(tmp_path: Pa
     assert sorted(p.name for p in victim.iterdir()) == ["ab", "model.safetensors", "notes.txt"]
     assert (victim / "notes.txt").read_text() == "precious"
     assert (victim / "ab" / "weights.bin").read_text() == "more"
+
+
+def test_pulls_at_once_see_each_others_entries(tmp_path: Path) -> None:
+    """Each pull's handle counted only its own writes: four pulls at once each stayed under
+    the bound while the directory held four times it.  A handle now rescans the directory
+    once it has added a tenth of the bound, so together they overshoot by about that much
+    each, not by the bound each."""
+    bound, size = 10_000, 1000
+    handles = [ChunkCache(tmp_path / "cache", bound).session() for _ in range(4)]
+    for i in range(6):  # 6000 bytes each: under the bound, 24000 between them
+        for k, h in enumerate(handles):
+            data = bytes([k]) * (size - 8) + i.to_bytes(8, "big")
+            h.put("sha256", digest("sha256", data), data)
+    total = sum(e.size for e in ChunkCache(tmp_path / "cache", bound).entries())
+    assert total <= bound + 4 * (bound // 10 + size), total
+
+
+def test_a_hit_on_an_entry_that_is_a_symlink_touches_no_file_outside(tmp_path: Path) -> None:
+    """A hit marks the entry used (LRU).  Through a symlink entry it set the time of the file
+    outside the cache the link points at, while eviction reads the link's own time."""
+    cache = ChunkCache(tmp_path / "cache", 10 * MiB)
+    data = b"x" * 4096
+    d = digest("sha256", data)
+    outside = tmp_path / "users-file"
+    outside.write_bytes(data)
+    os.utime(outside, (1000, 1000))
+    entry = Path(cache.entry_path("sha256", d))
+    entry.parent.mkdir(parents=True)
+    entry.symlink_to(outside)
+    os.utime(entry, (2000, 2000), follow_symlinks=False)
+    assert bytes(cache.get_into("sha256", d, bytearray(len(data)))) == data
+    assert outside.stat().st_mtime == 1000
+    assert entry.lstat().st_mtime > 2000

@@ -58,6 +58,11 @@ _TMP_MAX_AGE = 3600.0  # seconds: a temporary entry this old belongs to a proces
 # After an eviction the cache holds at most this fraction of its bound: evicting a little more
 # than needed keeps a cache near its bound from rescanning on every insert.
 _TRIM_TO = 0.9
+# A handle counts its own writes; other processes' only a scan of the directory sees.  Scanned
+# again once this handle has added this share of the bound since it last looked: N pulls at
+# once then overshoot by about N x that share, where counting only their own writes let them
+# hold N x the bound between them.
+_RESCAN_SHARE = 0.1
 # How long a pull waits for another one that is fetching the same chunk into the cache (a
 # 1 GiB chunk at 50 MiB/s takes 20 s) before fetching it itself.
 _FILL_WAIT = 120.0
@@ -115,6 +120,7 @@ class ChunkCache:
         self.max_size = max_size
         self._lock = threading.Lock()
         self._size: int | None = None  # this process's running estimate, scanned lazily
+        self._unscanned = 0  # bytes this handle added since its estimate was last scanned
         self.dropped = 0  # entries found corrupt and deleted
         self.failure: str | None = None  # why writing was switched off, if it was
         self.failure_errno: int | None = None  # the OSError's errno behind `failure`, if any
@@ -178,8 +184,10 @@ class ChunkCache:
         if got != size or _digest(algo, view) != digest:
             self._drop(path)
             return None
-        with contextlib.suppress(OSError):
-            os.utime(path)  # LRU: this entry was just used
+        with contextlib.suppress(OSError, NotImplementedError):
+            # LRU: this entry was just used.  Its own time, as eviction reads it (lstat): not
+            # the time of a file outside the cache an entry that is a symlink points at
+            os.utime(path, follow_symlinks=False)
         return view
 
     def _drop(self, path: str) -> None:
@@ -263,8 +271,9 @@ class ChunkCache:
 
     def _added(self, n: int) -> None:
         with self._lock:
-            if self._size is None:
-                self._size = sum(e.size for e in self.entries())
+            self._unscanned += n
+            if self._size is None or self._unscanned > self.max_size * _RESCAN_SHARE:
+                self._size, self._unscanned = sum(e.size for e in self.entries()), 0
             else:
                 self._size += n
             over = self._size > self.max_size
@@ -464,7 +473,7 @@ class ChunkCache:
                     if os.lstat(path).st_mtime < cutoff:
                         os.unlink(path)
             with self._lock:
-                self._size = total - removed_bytes
+                self._size, self._unscanned = total - removed_bytes, 0
         return PruneResult(self.dir, dry_run, removed, removed_bytes, len(entries) - removed,
                            total - removed_bytes)
 
