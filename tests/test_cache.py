@@ -140,9 +140,15 @@ def test_lru_eviction_keeps_the_bound(tmp_path: Path) -> None:
 
 
 def test_oversized_chunk_is_not_cached(tmp_path: Path) -> None:
+    """A chunk larger than the whole cache is not written: writing it would evict every
+    entry (the small ones a user still pulls from) and then itself, for nothing."""
     c = ChunkCache(tmp_path / "c", 100)
+    small = b"s" * 50
+    c.put("sha256", digest("sha256", small), small)
+    os.utime(c.entry_path("sha256", digest("sha256", small)), (1000, 1000))  # the LRU one
     c.put("sha256", digest("sha256", b"x" * 200), b"x" * 200)
-    assert c.entries() == []
+    assert [e.digest for e in c.entries()] == [digest("sha256", small)]
+    assert c.failure is None
 
 
 CONCURRENT = textwrap.dedent("""
@@ -307,11 +313,13 @@ def test_cli_pull_through_the_env_cache_and_no_cache(tmp_path: Path) -> None:
 def test_a_pull_does_not_evict_its_own_cached_chunks(tmp_path: Path) -> None:
     """The egress estimate counts a version's cached chunks as free; with a cache smaller than
     cached + downloaded, the pull's own downloads evicted them (least recently used) before it
-    read them, and it downloaded them after all (8 MiB against an estimate of 4)."""
+    read them, and it downloaded them after all (12 MiB against an estimate of 8).  Only the
+    chunks cached when the pull began are spared: its own downloads are still evicted, so the
+    cache ends at most its bound plus those (8 MiB of its own against a 5 MiB bound)."""
     store = ChunkCountingStore()
     lake = Lake(store, chunk_size=MiB, concurrency=1, cache=ChunkCache(tmp_path / "c", 5 * MiB))
     rnd = random.Random(7)
-    shared, own = rnd.randbytes(4 * MiB), rnd.randbytes(4 * MiB)
+    shared, own = rnd.randbytes(4 * MiB), rnd.randbytes(8 * MiB)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "big2.bin").write_bytes(shared)
     (tmp_path / "demo").mkdir()
@@ -321,7 +329,7 @@ def test_a_pull_does_not_evict_its_own_cached_chunks(tmp_path: Path) -> None:
     lake.push(tmp_path / "demo", "c/demo")
     lake.pull("c/other", tmp_path / "o1")  # caches the 4 shared chunks
     est = lake.estimate_pull("c/demo", tmp_path / "o2")
-    assert est.bytes_to_download == 4 * MiB
+    assert est.bytes_to_download == 8 * MiB
     got = lake.pull("c/demo", tmp_path / "o2")
     assert got.bytes_downloaded == est.bytes_to_download, (got.bytes_downloaded,
                                                           got.bytes_from_cache)
