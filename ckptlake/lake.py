@@ -123,6 +123,16 @@ class Lake:
             return None
         return self.replicas.select(replica)
 
+    def replica_named(self, name: str) -> "Any":
+        """The configured replica `name` (a ReplicaSpec): UsageError if there is none of that
+        name ("none" included), from the configuration alone, before any request."""
+        check_arg("to", name, "str")
+        if self.replicas is None or name == "none":
+            raise UsageError(f"no replica named {name!r}" + (" (none are configured)"
+                                                            if self.replicas is None else ""),
+                             hint="replicas are declared under replicas: in ckptlake.yaml")
+        return self.replicas.by_name(name)
+
     def _replica_backend(self, spec: Any) -> Store:
         with self._watch_lock:
             backend = self._replica_backends.get(spec.name)
@@ -1471,13 +1481,8 @@ class Lake:
         and replace any that do not match."""
         from .core.replicas import replicate
 
-        check_arg("to", to, "str")
         check_arg("verify", verify, "bool")
-        if self.replicas is None or to == "none":
-            raise UsageError(f"no replica named {to!r}" + (" (none are configured)"
-                                                          if self.replicas is None else ""),
-                             hint="replicas are declared under replicas: in ckptlake.yaml")
-        spec = self.replicas.by_name(to)
+        spec = self.replica_named(to)
         m = self._manifest(ref)
         with self._watching(progress) as progress:
             return replicate(self.store, self._replica_backend(spec), m, spec=spec,

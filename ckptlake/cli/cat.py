@@ -73,6 +73,8 @@ def cat(
         handle = open_lake(common)
         try:
             out.lake_line(handle)
+            if replica is not None:  # a typo is exit 2 before any request, not exit 8 after
+                handle.replica_for(replica)
             require_lake(handle)
             sink = sys.stdout.buffer
             via = {"replica": replica} if replica is not None else {}

@@ -108,3 +108,14 @@ def parse_pairs(values: list[str] | None, option: str, *, numeric: bool) -> dict
         else:
             out[key] = raw
     return out
+
+
+def check_source(value: Any, what: str, hint: str = "name a file or directory") -> Path:
+    """SOURCE (or watch's DIR) as given, refused if empty: "" is no path, and read as "." it
+    pushed (or watched) the current directory, what a script with an unset variable never
+    means.  Say "." for that."""
+    from ..errors import UsageError
+
+    if not str(value):
+        raise UsageError(f"{what} is empty", hint=f'{hint}; "." is the current directory')
+    return Path(value)

@@ -122,6 +122,8 @@ def pull(
                 raise UsageError("--offline-replica: no replicas are configured",
                                  hint="replicas are declared under replicas: in ckptlake.yaml")
             out.lake_line(handle)
+            if replica is not None:  # a typo is exit 2 before any request, not exit 8 after
+                handle.replica_for(replica)
             part = {"paths": list(paths or ()), "include": list(include or ()),
                     "exclude": list(exclude or ())}
             selection = {k: v for k, v in part.items() if v}

@@ -1,6 +1,7 @@
 """`ckptlake push SOURCE ARTIFACT`: upload a file or directory as the next version."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -8,7 +9,7 @@ import typer
 
 from .help import epilog
 from .options import (ConcurrencyOpt, MaxBandwidthOpt, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
-                      ProfileOpt, QuietOpt, RegionOpt, CommonOptions, parse_pairs)
+                      ProfileOpt, QuietOpt, RegionOpt, CommonOptions, check_source, parse_pairs)
 from .output import Output, format_bytes, lake_origin, lake_url, open_lake, push_summary
 
 HELP = (
@@ -49,9 +50,10 @@ def _hashes() -> tuple[str, ...]:
 
 def push(
     # readable=False: an unreadable SOURCE is the library's AccessDenied (exit 4), as anything
-    # unreadable inside it is, not click's usage error (exit 2)
+    # unreadable inside it is, not click's usage error (exit 2).  Parsed as str: a Path turns
+    # "" (an unset $CKPT) into ".", and the push uploaded the current directory.
     source: Annotated[Path, typer.Argument(
-        metavar="SOURCE", show_default=False, readable=False,
+        metavar="SOURCE", show_default=False, readable=False, parser=str,
         help="File or directory to upload.")],
     artifact: Annotated[str, typer.Argument(
         metavar="ARTIFACT", show_default=False,
@@ -141,6 +143,7 @@ def push(
         from ..format.refs import validate_alias, validate_artifact
 
         validate_artifact(artifact)
+        source = check_source(source, "SOURCE")
         if step is not None:
             check_step(step, "--step")
         metrics = parse_pairs(metric, "--metric", numeric=True)
@@ -289,7 +292,9 @@ def parse_shard(value: str, step: int | None) -> tuple[int, int]:
     from ..errors import UsageError
 
     rank_s, slash, world_s = value.partition("/")
-    if not slash or not rank_s.strip().isdigit() or not world_s.strip().isdigit():
+    # ASCII digits only: str.isdigit() takes "²", which int() refuses (an internal error)
+    if not slash or not re.fullmatch(r"[0-9]+", rank_s.strip()) \
+            or not re.fullmatch(r"[0-9]+", world_s.strip()):
         raise UsageError(f"--shard {value!r}: expected RANK/WORLD, e.g. 3/8")
     rank, world = int(rank_s), int(world_s)
     if world < 1 or rank >= world:

@@ -56,6 +56,7 @@ def replicate(
         handle = open_lake(common, concurrency=concurrency)
         try:
             out.lake_line(handle)
+            handle.replica_named(to)  # a typo is exit 2 before any request, not exit 8 after
             require_lake(handle)
             with out.progress() as progress:
                 result = handle.replicate(parsed, to, verify=verify, progress=progress)

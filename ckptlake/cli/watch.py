@@ -1,6 +1,7 @@
 """`ckptlake watch DIR ARTIFACT`: push each new complete checkpoint a trainer writes to DIR."""
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -14,7 +15,8 @@ from ..redact import redact
 from ..watch import DEFAULT_STEP_REGEX, DEFAULT_STEP_RULE, shown
 from .help import epilog
 from .options import (OUTPUT_PANEL, CommonOptions, ConcurrencyOpt, ConfigOpt, DebugOpt,
-                      EndpointOpt, LakeOpt, MaxBandwidthOpt, ProfileOpt, QuietOpt, RegionOpt)
+                      EndpointOpt, LakeOpt, MaxBandwidthOpt, ProfileOpt, QuietOpt, RegionOpt,
+                      check_source)
 from .output import (Output, lake_origin, lake_url, open_lake, push_summary, report_error,
                      write_stderr)
 from .text import PROG
@@ -59,8 +61,11 @@ JsonOpt = Annotated[bool, typer.Option(
 
 
 def watch(
+    # Parsed as str: a Path turns "" (an unset variable) into ".", and the watch pushed the
+    # current directory's entries.  file_okay=False now only tells the completions that DIR
+    # is a directory: a file is refused below.
     directory: Annotated[Path, typer.Argument(
-        metavar="DIR", show_default=False, file_okay=False,
+        metavar="DIR", show_default=False, file_okay=False, parser=str,
         help="Directory the trainer writes its checkpoints into.")],
     artifact: Annotated[str, typer.Argument(
         metavar="ARTIFACT", show_default=False,
@@ -117,10 +122,21 @@ def watch(
                            config=config, json=json_, quiet=quiet, debug=debug)
     out = Output(common)
     with out.guard():
+        from ..errors import UsageError
         from ..watch import WatchEvent, Watcher, compile_step_regex
         from ..format.refs import validate_artifact
 
         validate_artifact(artifact)
+        directory = check_source(directory, "DIR", "name the directory the trainer writes "
+                                 "checkpoints into")
+        if directory.is_file():
+            raise UsageError(f"DIR {directory} is a file, not a directory",
+                             hint="name the directory the trainer writes checkpoints into")
+        for name, value in (("--poll", poll), ("--settle", settle)):
+            if not math.isfinite(value):
+                raise UsageError(f"{name} must be a finite number of seconds, not {value:g}")
+        # inf: wait as long as the upload takes (Thread.join refuses more than TIMEOUT_MAX)
+        drain = min(drain, threading.TIMEOUT_MAX)
         compile_step_regex(step_regex)
         # A long-running watch may start before the trainer makes DIR; a one-shot run over a
         # DIR that is not there would push nothing and exit 0, hiding a typo from cron.

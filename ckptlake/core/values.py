@@ -164,6 +164,10 @@ def check_arg(name: str, value: Any, kind: str, *, optional: bool = False,
         ok = isinstance(value, str)
     elif kind == "path":
         ok = isinstance(value, (str, os.PathLike)) and isinstance(os.fspath(value), str)
+        if ok and os.fspath(value) == "":
+            # no path: made a Path, "" is "." (a push of the current directory)
+            raise UsageError(f"{name} is empty", hint='name a path; "." is the current '
+                                                      "directory")
     elif kind == "callable":
         ok = callable(value)
     else:  # "names": check_names takes one string as one name, and fails on a number

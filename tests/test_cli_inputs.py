@@ -1,0 +1,111 @@
+"""Command-line inputs a mutation review of the CLI found mishandled: an empty SOURCE or DIR
+read as the current directory, non-ASCII digits in --shard, an endless --poll/--drain, and a
+mistyped replica name reported as a connection failure."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+import ckptlake
+from ckptlake.cli.app import app
+
+from test_cli import no_open  # noqa: F401  (fixture: usage errors never open the lake)
+
+
+def cli(*args: object) -> Any:
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture
+def in_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory holding a file nobody asked to upload."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "notes.txt").write_text("private")
+    monkeypatch.chdir(cwd)
+    return cwd
+
+
+@pytest.mark.usefixtures("no_open")
+def test_an_empty_source_or_dir_is_no_current_directory(in_cwd: Path) -> None:
+    """`ckptlake push "$CKPT" a/b` with $CKPT unset uploaded the working directory (a Path
+    made of "" is "."), and `watch ""` watched it; pull refused an empty DEST already."""
+    r = cli("push", "", "e/e")
+    assert r.exit_code == 2 and "SOURCE is empty" in r.stderr, r.stderr
+    r = cli("watch", "", "w/z", "--once")
+    assert r.exit_code == 2 and "DIR is empty" in r.stderr, r.stderr
+    r = cli("watch", "notes.txt", "w/z", "--once")
+    assert r.exit_code == 2 and "is a file" in r.stderr, r.stderr
+
+
+def test_the_library_refuses_an_empty_source(in_cwd: Path, tmp_path: Path) -> None:
+    with ckptlake.open(f"file://{tmp_path / 'lake'}") as lake:
+        with pytest.raises(ckptlake.UsageError, match="source is empty"):
+            lake.push("", "e/e")
+        assert lake.artifacts() == []
+
+
+@pytest.mark.usefixtures("no_open")
+@pytest.mark.parametrize("shard", ["²/3", "0/³", "١/2"])
+def test_shard_numbers_are_ascii_digits(in_cwd: Path, shard: str) -> None:
+    """str.isdigit() takes "²" and "١", which int() refuses or reads: an internal error (exit
+    1) where a usage error belongs."""
+    r = cli("push", ".", "s/a", "--shard", shard, "--step", 1)
+    assert r.exit_code == 2 and "expected RANK/WORLD" in r.stderr, r.stderr
+
+
+@pytest.mark.usefixtures("no_open")
+@pytest.mark.parametrize("option", ["--poll", "--settle"])
+def test_watch_intervals_must_be_finite(in_cwd: Path, option: str) -> None:
+    """`--poll inf` pushed one checkpoint, then failed with an internal OverflowError (a wait
+    longer than the platform's time_t)."""
+    r = cli("watch", ".", "w/z", "--once", option, "inf")
+    assert r.exit_code == 2 and "finite" in r.stderr, r.stderr
+
+
+def test_watch_drain_inf_waits_for_the_upload(in_cwd: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--drain inf` means wait as long as the upload takes; Thread.join(inf) raised
+    OverflowError, so a SIGTERM abandoned the upload with an internal error."""
+    import threading
+
+    from ckptlake.cli import watch as cli_watch
+
+    seen: list[float] = []
+
+    def run(watcher: Any, out: Any, *, once: bool, drain: float) -> int:
+        seen.append(drain)
+        t = threading.Thread(target=lambda: None)
+        t.start()
+        t.join(drain)  # what _run does with it: OverflowError for inf
+        return 0
+
+    monkeypatch.setattr(cli_watch, "_run", run)
+    (in_cwd / "step_1").mkdir()
+    r = cli("--lake", f"file://{tmp_path / 'lake'}", "watch", ".", "w/z", "--drain", "inf")
+    assert r.exit_code == 0, r.stderr
+    assert seen == [threading.TIMEOUT_MAX]
+
+
+def test_a_mistyped_replica_is_a_usage_error_before_any_request(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the lake out of reach, `cat --replica nope`, `pull --estimate --replica nope` and
+    `replicate --to nope` retried the lake and said it could not connect (exit 8): the typo
+    hid behind a connection error.  The name is checked from the configuration first."""
+    cfg = tmp_path / "ckptlake.yaml"
+    cfg.write_text("replicas:\n  - name: eu\n    url: file://" + str(tmp_path / "eu")
+                   + "\n    region: eu-west-1\n")
+    monkeypatch.setenv("CKPTLAKE_CONFIG", str(cfg))
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    dead = ["--lake", "s3://bucket/p", "--endpoint-url", "http://127.0.0.1:9"]
+    for args in (["cat", "a/b", "f", "--replica", "nope"],
+                 ["pull", "a/b", str(tmp_path / "out"), "--estimate", "--replica", "nope"],
+                 ["replicate", "a/b", "--to", "nope"],
+                 ["replicate", "a/b", "--to", "none"]):
+        r = cli(*dead, *args)
+        assert r.exit_code == 2 and "no replica named" in r.stderr, (args, r.stderr)
+    assert not os.path.exists(tmp_path / "out")
