@@ -148,9 +148,19 @@ def test_file_deleted_while_scanning(src: Path, lake: str, lake_dir: Path,
     assert chunks(lake_dir) == [] and versions(lake_dir) == []
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can list a chmod 000 directory")
-def test_unreadable_directory(src: Path, lake: str, lake_dir: Path) -> None:
+def test_unreadable_directory(src: Path, lake: str, lake_dir: Path,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
     (src / "sub").chmod(0)
+    if os.geteuid() == 0:  # root lists anything: refuse the listing as it would be refused
+        real_scandir = os.scandir
+        sub = str(src / "sub")
+
+        def scandir_as_user(path: Any = ".") -> Any:
+            if os.fspath(path) == sub:
+                raise PermissionError(13, "Permission denied", sub)
+            return real_scandir(path)
+
+        monkeypatch.setattr(os, "scandir", scandir_as_user)
     try:
         line = error_line(run("push", src, "p/a", "--lake", lake), 4)
     finally:

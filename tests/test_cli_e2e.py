@@ -218,6 +218,11 @@ def test_cat_never_ends_short_with_exit_0(target: Target, tmp_path: Path) -> Non
     assert reader.stdout is not None and len(reader.stdout.read(10)) == 10
     reader.stdout.close()  # the reader leaves, as `head -c 10` does
     assert reader.wait(timeout=120) == 1
+    # quietly, as cat(1) in a pipe: `ckptlake cat ... | head` prints no error after head's
+    # bytes (stderr holds the "using lake" note alone)
+    assert reader.stderr is not None
+    said = reader.stderr.read().decode()
+    assert [line for line in said.splitlines() if not line.startswith("using lake ")] == [], said
 
 
 def test_lake_origin_from_environment(target: Target, tmp_path: Path) -> None:

@@ -923,7 +923,8 @@ def test_cli_offline_replica_when_the_lake_is_unreachable(tmp_path: Path) -> Non
         port = s.getsockname()[1]
     dead = ["--lake", "s3://bk/lake", "--endpoint-url", f"http://127.0.0.1:{port}"]
     down = run("pull", "m/a", str(tmp_path / "o2"), *dead, "--replica", "eu")
-    assert down.returncode != 0 and not (tmp_path / "o2").exists()
+    assert down.returncode == 8, down.stderr  # storage unreachable, not some other failure
+    assert not (tmp_path / "o2").exists()
     # the replica is bound to the lake at `local`: another URL's offline pull is refused...
     refused = run("pull", "m/a", str(tmp_path / "o3"), *dead, "--replica", "eu",
                   "--offline-replica")
