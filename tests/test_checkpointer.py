@@ -104,11 +104,13 @@ def test_writer_may_rewrite_in_place_right_after_save(lake, tmp_path, mode) -> N
     with lake.checkpointer(ART, snapshot=mode, progress=gate) as ck:
         write_in_place(src / "w.bin", b"A" * 3000)
         gate.close()
-        fut = ck.save(src, step=1)
-        assert gate.reached.wait(30)
-        write_in_place(src / "w.bin", b"B" * 3000)  # the trainer carries on at once
-        (src / "new.txt").write_text("written after save")
-        gate.open()
+        try:
+            fut = ck.save(src, step=1)
+            assert gate.reached.wait(30)
+            write_in_place(src / "w.bin", b"B" * 3000)  # the trainer carries on at once
+            (src / "new.txt").write_text("written after save")
+        finally:
+            gate.open()
         assert fut.result(60).version == 1
     assert pulled(lake, ART, tmp_path / "r") == {"w.bin": b"A" * 3000}
     assert not (tmp_path / "ckpt" / ".ckptlake-snapshots").exists()
@@ -122,10 +124,12 @@ def test_link_snapshot_of_an_in_place_writer_fails_loudly_and_commits_nothing(
     gate = Gate()
     ck = lake.checkpointer(ART, snapshot="link", progress=gate)
     gate.close()
-    ck.save(src, step=1)
-    assert gate.reached.wait(30)
-    write_in_place(src / "w.bin", b"B" * 5001)  # under the hard link
-    gate.open()
+    try:
+        ck.save(src, step=1)
+        assert gate.reached.wait(30)
+        write_in_place(src / "w.bin", b"B" * 5001)  # under the hard link
+    finally:
+        gate.open()
     with pytest.raises(SourceChanged):
         ck.save(src, step=2)
     assert "rewritten in place" in caplog.text and "failed in the background" in caplog.text
@@ -184,13 +188,16 @@ def test_on_busy_wait_blocks_until_the_previous_upload_is_committed(lake, tmp_pa
     order: list[str] = []
     with lake.checkpointer(ART, on_busy="wait", progress=gate) as ck:
         gate.close()
-        first = ck.save(src, step=1)
-        first.add_done_callback(lambda f: order.append("step 1 committed"))
-        assert gate.reached.wait(30)
-        t, box = _in_thread(lambda: (ck.save(src, step=2), order.append("save 2 returned")))
-        t.join(0.3)
-        assert t.is_alive() and order == []  # held while step 1 uploads
-        gate.open()
+        try:
+            first = ck.save(src, step=1)
+            first.add_done_callback(lambda f: order.append("step 1 committed"))
+            assert gate.reached.wait(30)
+            t, box = _in_thread(lambda: (ck.save(src, step=2),
+                                         order.append("save 2 returned")))
+            t.join(0.3)
+            assert t.is_alive() and order == []  # held while step 1 uploads
+        finally:
+            gate.open()
         t.join(30)
         assert order == ["step 1 committed", "save 2 returned"]
     assert steps(lake) == [1, 2]
@@ -203,11 +210,13 @@ def test_on_busy_skip_drops_the_new_checkpoint_and_logs_it(lake, tmp_path, caplo
     gate = Gate()
     with lake.checkpointer(ART, on_busy="skip", progress=gate) as ck:
         gate.close()
-        assert ck.save(src, step=1) is not None
-        assert gate.reached.wait(30)
-        assert ck.save(src, step=2) is None
-        assert ck.skipped == [2]
-        gate.open()
+        try:
+            assert ck.save(src, step=1) is not None
+            assert gate.reached.wait(30)
+            assert ck.save(src, step=2) is None
+            assert ck.skipped == [2]
+        finally:
+            gate.open()
         ck.wait()
         assert ck.save(src, step=3) is not None  # not busy any more
     assert "skipped checkpoint 2" in caplog.text
@@ -220,18 +229,20 @@ def test_on_busy_queue_keeps_each_snapshot_and_blocks_only_when_full(lake, tmp_p
     gate = Gate()
     with lake.checkpointer(ART, on_busy="queue", max_pending=2, progress=gate) as ck:
         gate.close()
-        futures = []
-        for step in (1, 2, 3):
-            write_in_place(src / "f", f"content of step {step}".encode())
-            futures.append(ck.save(src, step=step))
-            if step == 1:
-                assert gate.reached.wait(30)
-        assert ck.pending == 3 and not any(f.done() for f in futures)
-        write_in_place(src / "f", b"content of step 4")
-        t, box = _in_thread(lambda: ck.save(src, step=4))
-        t.join(0.3)
-        assert t.is_alive()  # one uploading + two queued = full
-        gate.open()
+        try:
+            futures = []
+            for step in (1, 2, 3):
+                write_in_place(src / "f", f"content of step {step}".encode())
+                futures.append(ck.save(src, step=step))
+                if step == 1:
+                    assert gate.reached.wait(30)
+            assert ck.pending == 3 and not any(f.done() for f in futures)
+            write_in_place(src / "f", b"content of step 4")
+            t, box = _in_thread(lambda: ck.save(src, step=4))
+            t.join(0.3)
+            assert t.is_alive()  # one uploading + two queued = full
+        finally:
+            gate.open()
         t.join(30)
         assert not t.is_alive()
         ck.wait()
@@ -290,7 +301,26 @@ def test_options_are_validated(lake) -> None:
 
 # ---- save_state --------------------------------------------------------------------------------
 
-def test_save_state_copies_synchronously_and_restores_bit_exact(lake, tmp_path) -> None:
+def hold_state_writes(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """The background thread writes no safetensors file until the returned event is set: a
+    test mutates its tensors after save_state returned and then sets it, so an upload that
+    read the live tensors instead of the host copy holds the mutated values every time, not
+    only when the writer happened to lose the race."""
+    from ckptlake import checkpointer as ck_mod
+
+    mutated = threading.Event()
+    real_write = ck_mod.write_safetensors
+
+    def held_write(*a: Any, **k: Any) -> int:
+        assert mutated.wait(60), "the test never released the safetensors write"
+        return real_write(*a, **k)
+
+    monkeypatch.setattr(ck_mod, "write_safetensors", held_write)
+    return mutated
+
+
+def test_save_state_copies_synchronously_and_restores_bit_exact(lake, tmp_path,
+                                                                monkeypatch) -> None:
     state = {"model": {"w": np.arange(20_000, dtype=np.float32).reshape(100, 200),
                        "b": np.linspace(0, 1, 7).astype(np.float16)},
              "opt": {"step": 12, "lr": 3e-4, "mask": np.array([True, False, True])},
@@ -299,13 +329,14 @@ def test_save_state_copies_synchronously_and_restores_bit_exact(lake, tmp_path) 
     expect = {"model/w": state["model"]["w"].copy(), "model/b": state["model"]["b"].copy(),
               "opt/mask": np.array([True, False, True]), "big_endian": np.arange(5),
               "layers/0": np.ones(2, np.int8)}
-    gate = Gate()
-    with lake.checkpointer(ART, progress=gate) as ck:
-        gate.close()
-        fut = ck.save_state(state, step=12)
-        state["model"]["w"] += 1  # the optimizer step right after the save
-        state["model"]["b"][:] = 0
-        gate.open()
+    mutated = hold_state_writes(monkeypatch)
+    with lake.checkpointer(ART) as ck:
+        try:
+            fut = ck.save_state(state, step=12)
+            state["model"]["w"] += 1  # the optimizer step right after the save
+            state["model"]["b"][:] = 0
+        finally:
+            mutated.set()  # only now may the background thread write the file
         fut.result(60)
     lake.pull(ART, tmp_path / "r")
     got = load_safetensors(tmp_path / "r" / "model.safetensors")
@@ -357,14 +388,20 @@ def test_prepare_state_warms_the_buffers_the_first_save_uses(lake, tmp_path) -> 
     assert np.array_equal(got["w"], state["w"]) and np.array_equal(got["b"], state["b"])
 
 
-def test_save_state_with_torch_tensors(lake, tmp_path) -> None:
+def test_save_state_with_torch_tensors(lake, tmp_path, monkeypatch) -> None:
     torch = pytest.importorskip("torch")
     state = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3),
              "h": torch.tensor([1.5, -2.0], dtype=torch.bfloat16),
              "i": torch.tensor([7], dtype=torch.int64), "p": torch.nn.Parameter(torch.ones(2))}
+    mutated = hold_state_writes(monkeypatch)
     with lake.checkpointer(ART) as ck:
-        ck.save_state(state, step=1)
-        state["w"].add_(1)
+        try:
+            ck.save_state(state, step=1)
+            state["w"].add_(1)  # the live tensor changes before the file is written
+            with torch.no_grad():
+                state["p"].mul_(3)
+        finally:
+            mutated.set()
     lake.pull(ART, tmp_path / "r")
     st = pytest.importorskip("safetensors.torch")
     got = st.load_file(str(tmp_path / "r" / "model.safetensors"))
@@ -385,8 +422,8 @@ def test_keep_last_deletes_older_manifests_but_never_aliased_ones(lake, tmp_path
             if step == 1:
                 lake.alias(f"{ART}@v1", "best")
     assert [(v.version, v.step) for v in lake.versions(ART)] == [(1, 1), (4, 4), (5, 5)]
-    if hasattr(lake, "expired"):  # gc's tombstones: lineage still shows them, as expired
-        assert [t.version for t in lake.expired(ART)] == [2, 3]
+    # gc's tombstones: lineage still shows them, as expired
+    assert [t.version for t in lake.expired(ART)] == [2, 3]
 
 
 # ---- interpreter exit ---------------------------------------------------------------------------
@@ -530,10 +567,12 @@ def test_server_killed_mid_upload_surfaces_at_next_save_and_commits_nothing(
         ck.save(src, step=1).result(60)  # a good checkpoint first
         (src / "big").write_bytes(os.urandom(24 * MiB))
         gate.close()
-        ck.save(src, step=2)
-        assert gate.reached.wait(60)  # some chunks of step 2 are stored
-        private_weed.kill()
-        gate.open()
+        try:
+            ck.save(src, step=2)
+            assert gate.reached.wait(60)  # some chunks of step 2 are stored
+            private_weed.kill()
+        finally:
+            gate.open()
         with pytest.raises(TransferError) as info:
             ck.save(src, step=3)
         assert "step 2" in " ".join(getattr(info.value, "__notes__", []))
@@ -555,10 +594,12 @@ def test_background_errors_are_raised_once_by_wait(lake, tmp_path) -> None:
     gate = Gate()
     ck.progress = gate
     gate.close()
-    fut = ck.save(src, step=1)
-    assert gate.reached.wait(30)
-    write_in_place(src / "f", b"yy")
-    gate.open()
+    try:
+        fut = ck.save(src, step=1)
+        assert gate.reached.wait(30)
+        write_in_place(src / "f", b"yy")
+    finally:
+        gate.open()
     with pytest.raises(CkptlakeError):
         ck.wait()
     assert isinstance(fut.exception(), SourceChanged)

@@ -17,6 +17,7 @@ import ckptlake
 np = pytest.importorskip("numpy")
 
 ART = "run/preempt"
+FINAL_STEP = 999_999  # the step of LOOP's final save (on_sigterm="save")
 
 LOOP = textwrap.dedent("""
     import sys, time
@@ -29,9 +30,9 @@ LOOP = textwrap.dedent("""
                           "param_groups": [{"lr": 0.1 / step, "betas": (0.9, 0.99)}]},
                 "step": step}
 
+    FINAL_STEP = 999_999  # the final save's step: the test looks for it in the lake
     lake = ckptlake.open(sys.argv[1], chunk_size=1024 * 1024)
-    last = {}
-    final = (lambda: last and ck.save_state(last["state"], step=last["step"]))
+    final = (lambda: ck.save_state(make_state(FINAL_STEP), step=FINAL_STEP))
     ck = lake.checkpointer("run/preempt", on_busy=sys.argv[2], retention=False,
                            exit_timeout=30, on_sigterm=sys.argv[3],
                            final_save=final if sys.argv[3] == "save" else None)
@@ -40,7 +41,6 @@ LOOP = textwrap.dedent("""
         state = make_state(step)
         if ck.save_state(state, step=step) is not None:  # None: skipped (on_busy="skip")
             print(step, flush=True)
-        last.update(state=state, step=step)
         time.sleep(0.01)
 """)
 
@@ -93,6 +93,10 @@ def test_sigterm_at_random_points_leaves_only_whole_checkpoints(tmp_path, trial)
         # Every save that was accepted before the signal was committed (waited for).
         accepted = {int(line) for line in out.split()}
         assert accepted <= {v.step for v in versions}
+        # The final save (on_sigterm="save") is committed too: the job's last state is what
+        # a preempted run resumes from; "wait" takes none.
+        assert (FINAL_STEP in {v.step for v in versions}) == (on_sigterm == "save"), \
+            err.decode()[-2000:]
         for v in versions:
             got = lake.load_state(f"{ART}@v{v.version}")
             assert got["step"] == v.step
