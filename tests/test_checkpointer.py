@@ -116,13 +116,9 @@ def test_writer_may_rewrite_in_place_right_after_save(lake, tmp_path, mode) -> N
     assert not (tmp_path / "ckpt" / ".ckptlake-snapshots").exists()
 
 
-def test_link_snapshot_of_an_in_place_writer_fails_loudly_and_commits_nothing(
-        lake, tmp_path, caplog) -> None:
-    src = tmp_path / "latest"
-    src.mkdir()
-    write_in_place(src / "w.bin", b"A" * 5000)
-    gate = Gate()
-    ck = lake.checkpointer(ART, snapshot="link", progress=gate)
+def save_then_rewrite_under_the_link(ck, gate, src) -> None:
+    """Save step 1 of `src` (a link snapshot), and rewrite its file in place while the upload
+    is held: the snapshot's bytes change under it."""
     gate.close()
     try:
         ck.save(src, step=1)
@@ -130,6 +126,16 @@ def test_link_snapshot_of_an_in_place_writer_fails_loudly_and_commits_nothing(
         write_in_place(src / "w.bin", b"B" * 5001)  # under the hard link
     finally:
         gate.open()
+
+
+def test_link_snapshot_of_an_in_place_writer_fails_loudly_and_commits_nothing(
+        lake, tmp_path, caplog) -> None:
+    src = tmp_path / "latest"
+    src.mkdir()
+    write_in_place(src / "w.bin", b"A" * 5000)
+    gate = Gate()
+    ck = lake.checkpointer(ART, snapshot="link", progress=gate)
+    save_then_rewrite_under_the_link(ck, gate, src)
     with pytest.raises(SourceChanged):
         ck.save(src, step=2)
     assert "rewritten in place" in caplog.text and "failed in the background" in caplog.text

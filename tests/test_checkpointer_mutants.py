@@ -23,7 +23,8 @@ import ckptlake
 from ckptlake import checkpointer as ck_mod
 from ckptlake.errors import SourceChanged
 
-from test_checkpointer import ART, Gate, write_atomic, write_in_place
+from test_checkpointer import (ART, Gate, save_then_rewrite_under_the_link, write_atomic,
+                               write_in_place)
 
 np = pytest.importorskip("numpy")
 
@@ -153,13 +154,7 @@ def test_with_block_raises_the_background_failure_on_a_clean_exit(lake, tmp_path
     gate = Gate()
     with pytest.raises(SourceChanged):
         with lake.checkpointer(ART, snapshot="link", progress=gate) as ck:
-            gate.close()
-            try:
-                ck.save(src, step=1)
-                assert gate.reached.wait(30)
-                write_in_place(src / "w.bin", b"B" * 5001)  # under the hard link
-            finally:
-                gate.open()
+            save_then_rewrite_under_the_link(ck, gate, src)
     with pytest.raises(ckptlake.NotFound):
         lake.versions(ART)
 
