@@ -60,10 +60,11 @@ def test_shard_numbers_are_ascii_digits(in_cwd: Path, shard: str) -> None:
 
 @pytest.mark.usefixtures("no_open")
 @pytest.mark.parametrize("option", ["--poll", "--settle"])
-def test_watch_intervals_must_be_finite(in_cwd: Path, option: str) -> None:
-    """`--poll inf` pushed one checkpoint, then failed with an internal OverflowError (a wait
-    longer than the platform's time_t)."""
-    r = cli("watch", ".", "w/z", "--once", option, "inf")
+@pytest.mark.parametrize("value", ["inf", "1e10"])
+def test_watch_intervals_must_be_finite(in_cwd: Path, option: str, value: str) -> None:
+    """`--poll inf` (or 1e10) pushed one checkpoint, then failed with an internal
+    OverflowError (a wait longer than the platform's time_t)."""
+    r = cli("watch", ".", "w/z", "--once", option, value)
     assert r.exit_code == 2 and "finite" in r.stderr, r.stderr
 
 
@@ -109,3 +110,16 @@ def test_a_mistyped_replica_is_a_usage_error_before_any_request(
         r = cli(*dead, *args)
         assert r.exit_code == 2 and "no replica named" in r.stderr, (args, r.stderr)
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_an_empty_path_inside_a_version_is_still_its_one_file(tmp_path: Path) -> None:
+    """The refusal of "" is for paths on this machine: inside a version, "" names a one-file
+    version's file (lake.open and torch.single.load agree)."""
+    torch = pytest.importorskip("torch")
+    from ckptlake.torch import single
+
+    with ckptlake.open(f"file://{tmp_path / 'lake'}") as lake:
+        single.save({"x": torch.ones(2)}, lake, "one")
+        assert torch.equal(single.load(lake, "one", "")["x"], torch.ones(2))
+        assert lake.open("one", "").read()[:2] == b"PK"  # the torch.save zip
+

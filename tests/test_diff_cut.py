@@ -55,6 +55,7 @@ def test_a_file_cut_differently_is_unknown_until_inspected(local_lake_url: str,
     assert "cut into chunks differently: bytes not compared" in r.stdout
     r = cli("--lake", local_lake_url, "diff", "m@v1", "m@v2", "--exit-code", "--inspect")
     assert r.exit_code == 0, r.stdout + r.stderr
+    assert "read 6.00 MiB to compare files cut into chunks differently" in r.stdout
 
 
 def test_inspect_finds_a_changed_byte_in_a_file_cut_differently(local_lake_url: str,

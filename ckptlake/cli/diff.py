@@ -210,6 +210,10 @@ def render(r: Any) -> str:
         rows += [f"  - {name(x)}  {x['dtype']} {_shape(x['shape'])}" for x in t["removed"]]
         lines += _capped(rows, "tensor")
     lines += _contents(r.contents or [])
+    settled = sum(x.get("bytes_fetched", 0) for x in f["unchanged"] + f["modified"])
+    if settled:
+        lines.append(f"read {format_bytes(settled)} to compare files cut into chunks "
+                     "differently (--inspect)")
     if t["untracked_files"]:
         lines.append("no tensor records (pushed before ckptlake recorded them, or not a valid "
                      "safetensors file): " + ", ".join(t["untracked_files"]))

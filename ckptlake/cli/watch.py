@@ -129,12 +129,14 @@ def watch(
         validate_artifact(artifact)
         directory = check_source(directory, "DIR", "name the directory the trainer writes "
                                  "checkpoints into")
-        if directory.is_file():
+        if os.path.isfile(directory):  # (False for a name too long: the watch says so later)
             raise UsageError(f"DIR {directory} is a file, not a directory",
                              hint="name the directory the trainer writes checkpoints into")
         for name, value in (("--poll", poll), ("--settle", settle)):
-            if not math.isfinite(value):
-                raise UsageError(f"{name} must be a finite number of seconds, not {value:g}")
+            # a wait longer than this is an OverflowError in Event.wait (platform time_t)
+            if not math.isfinite(value) or value > threading.TIMEOUT_MAX:
+                raise UsageError(f"{name} must be a finite number of seconds up to "
+                                 f"{threading.TIMEOUT_MAX:g}, not {value:g}")
         # inf: wait as long as the upload takes (Thread.join refuses more than TIMEOUT_MAX)
         drain = min(drain, threading.TIMEOUT_MAX)
         compile_step_regex(step_regex)
@@ -210,7 +212,8 @@ def _run(watcher: Any, out: Output, *, once: bool, drain: float) -> int:
         if stop.is_set() and worker.is_alive():
             current = watcher.current
             if current is not None:
-                out.note(f"stopping: waiting up to {drain:g} s for the upload of "
+                limit = f"up to {drain:g} s " if drain < threading.TIMEOUT_MAX else ""
+                out.note(f"stopping: waiting {limit}for the upload of "
                          f"{shown(current.name)} to finish")
             worker.join(drain)
             if worker.is_alive():

@@ -272,11 +272,21 @@ class ChunkCache:
     def _added(self, n: int) -> None:
         with self._lock:
             self._unscanned += n
-            if self._size is None or self._unscanned > self.max_size * _RESCAN_SHARE:
-                self._size, self._unscanned = sum(e.size for e in self.entries()), 0
+            scan = self._size is None or self._unscanned > self.max_size * _RESCAN_SHARE
+            if scan:
+                self._unscanned = 0
             else:
-                self._size += n
-            over = self._size > self.max_size
+                self._size += n  # type: ignore[operator]
+        if scan:
+            # Outside the lock: the other download threads' puts need not wait for the
+            # directory walk.  An entry renamed in during it may be counted again by its own
+            # _added: the estimate runs high by a few chunks until the next scan, and a trim
+            # (which counts afresh) starts early, never late.
+            total = sum(e.size for e in self.entries())
+            with self._lock:
+                self._size = total
+        with self._lock:
+            over = self._size > self.max_size  # type: ignore[operator]
         if over:
             self.trim(int(self.max_size * _TRIM_TO))
 

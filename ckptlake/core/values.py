@@ -121,7 +121,8 @@ _KINDS = {"bool": "True or False", "int": "an integer", "number": "a number",
 
 
 def check_arg(name: str, value: Any, kind: str, *, optional: bool = False,
-              minimum: float | None = None, positive: bool = False) -> Any:
+              minimum: float | None = None, positive: bool = False,
+              empty: bool = False) -> Any:
     """The one check of the library's plain arguments (Lake, Checkpointer): UsageError (exit 2)
     naming the parameter and the type it takes, else the value to use (an int for "int", a
     float for "number" and "seconds", a tuple for "names").
@@ -130,7 +131,9 @@ def check_arg(name: str, value: Any, kind: str, *, optional: bool = False,
     compared with 0, `price="1"` multiplied), or, for a flag, passes as True: `force="no"`
     replaced the destination's files.  Bools are refused where numbers are meant (True is no
     count), and numbers where bools are (1 may be a typo for another argument).  "seconds"
-    may be infinite (wait for ever); "number" may not (a price, a rate)."""
+    may be infinite (wait for ever); "number" may not (a price, a rate).  A "path" may not be
+    "" (made a Path, it is ".": a push of the current directory) unless `empty` (a path inside
+    a version, where "" names a one-file version's file)."""
     if value is None and kind == "names":
         return ()  # as check_names always took it: no names
     if value is None and optional:
@@ -164,7 +167,7 @@ def check_arg(name: str, value: Any, kind: str, *, optional: bool = False,
         ok = isinstance(value, str)
     elif kind == "path":
         ok = isinstance(value, (str, os.PathLike)) and isinstance(os.fspath(value), str)
-        if ok and os.fspath(value) == "":
+        if ok and not empty and os.fspath(value) == "":
             # no path: made a Path, "" is "." (a push of the current directory)
             raise UsageError(f"{name} is empty", hint='name a path; "." is the current '
                                                       "directory")

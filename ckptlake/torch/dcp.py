@@ -233,7 +233,7 @@ class LakeWriter(FileSystemWriter):
         layout.check_step(step)
         self._metrics, self._metadata, self._aliases = check_version_fields(
             metrics, metadata, aliases)
-        check_arg("staging_dir", staging_dir, "path", optional=True)
+        check_arg("staging_dir", staging_dir, "path", optional=True, empty=True)  # (ignored)
         thread_count = check_arg("thread_count", thread_count, "int", positive=True)
         stale_after = check_arg("stale_after", stale_after, "seconds", optional=True)
         cache_staged_state_dict = check_arg("cache_staged_state_dict", cache_staged_state_dict,

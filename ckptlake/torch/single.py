@@ -50,7 +50,7 @@ def load(lake: "Lake", ref: "str | Ref", path: str | None = "model.pt", *,
     CPU-s/GiB, docs/benchmarks.md, "whole-file load"); reading whole pays where fetching, not
     the client's CPU, is the limit (many cores, a distant store)."""
     check_lake(lake)
-    check_arg("path", path, "path", optional=True)
+    check_arg("path", path, "path", optional=True, empty=True)  # inside the version
     # (0 would be False: the pickle's code would run)
     weights_only = check_arg("weights_only", weights_only, "bool")
     bound = check_arg("max_buffer", max_buffer, "int", optional=True, minimum=0)
