@@ -231,17 +231,25 @@ def test_a_write_cut_by_ctrl_c_fails_every_later_write(monkeypatch: Any) -> None
             try:
                 f.write(random.Random(0).randbytes(4 * MiB))
             except KeyboardInterrupt:
-                f.write(b"end record")  # what torch.save does next
+                with pytest.raises(KeyboardInterrupt):
+                    f.write(b"end record")  # what torch.save does next: refused itself
+                raise
     assert no_versions(lake, "run")
 
 
 def test_unclosed_writer_commits_nothing(lake: Lake) -> None:
-    f = lake.writer("run", "m.pt")
-    f.write(random.Random(0).randbytes(2 * MiB))
-    del f
+    """A writer dropped without close (a crash path that never reached it) must not commit
+    the half-written file when collected: io's own finalizer calls close(), which commits.
+    1000 bytes keep no upload in flight, so nothing else holds the writer alive."""
     import gc
+    import weakref
 
+    f = lake.writer("run", "m.pt")
+    f.write(random.Random(0).randbytes(1000))
+    ref = weakref.ref(f)
+    del f
     gc.collect()
+    assert ref() is None
     assert no_versions(lake, "run")
 
 
