@@ -277,6 +277,7 @@ class ChunkCache:
                 self._unscanned = 0
             else:
                 self._size += n  # type: ignore[operator]
+                over = self._size > self.max_size
         if scan:
             # Outside the lock: the other download threads' puts need not wait for the
             # directory walk.  An entry renamed in during it may be counted again by its own
@@ -285,8 +286,7 @@ class ChunkCache:
             total = sum(e.size for e in self.entries())
             with self._lock:
                 self._size = total
-        with self._lock:
-            over = self._size > self.max_size  # type: ignore[operator]
+            over = total > self.max_size
         if over:
             self.trim(int(self.max_size * _TRIM_TO))
 

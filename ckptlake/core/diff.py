@@ -278,10 +278,10 @@ def _compare_bytes(store: Store, a: Manifest, ea: FileEntry, b: Manifest, eb: Fi
     files = (LakeFile(store, ea, a.hash, stored=a.stored),
              LakeFile(store, eb, b.hash, stored=b.stored))
     try:
-        x, y = bytearray(_COMPARE_BLOCK), bytearray(_COMPARE_BLOCK)
+        x, y = memoryview(bytearray(_COMPARE_BLOCK)), memoryview(bytearray(_COMPARE_BLOCK))
         while True:
             n, k = files[0].readinto(x), files[1].readinto(y)
-            if n != k or x[:n] != y[:k]:
+            if n != k or x[:n] != y[:k]:  # (views: compared in place, not copied)
                 return False, sum(f.bytes_fetched for f in files)
             if n == 0:
                 return True, sum(f.bytes_fetched for f in files)
