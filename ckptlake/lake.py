@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from .policy.retention import RetentionPolicy
     from .checkpointer import Checkpointer
     from .core.cache import ChunkCache
+    from .core.copy import CopyResult
     from .core.diff import DiffResult
     from .core.lineage import LineageGraph
     from .core.replicas import ReplicaSet, ReplicateResult
@@ -1489,6 +1490,144 @@ class Lake:
                              lake_url=self.url, concurrency=self.concurrency, verify=verify,
                              progress=progress, origin_endpoint=self.replicas.origin_endpoint)
 
+    def copy(self, ref: str | Ref, to: "Lake | None" = None, artifact: str | None = None, *,
+             aliases: Sequence[str] = (), progress: Progress | None = None,
+             egress: "EgressPolicy | None" = None, yes: bool = False,
+             confirm: "Callable[[EgressEstimate], bool] | None" = None,
+             on_estimate: "Callable[[EgressEstimate], None] | None" = None) -> "CopyResult":
+        """Copy version `ref` into lake `to` (None: this lake) as the next version of
+        `artifact` (None: the same name), with its files, step, metrics, metadata, inputs and
+        provenance; the new version's provenance says where it came from (`copied_from`), and
+        within one lake it is a child (derived-from) of the original.
+
+        Only the chunk objects the destination lacks are read and written, as they are
+        stored (encoded ones stay encoded, except into a lake whose header says compression
+        none), each verified against its digest before it is written.  The commit is a
+        push's: a new version number, aliases after it (an alias that cannot be set raises
+        its error saying the version is committed).  An interrupted copy commits nothing, and
+        a re-run copies only what is still missing.  A destination lake that does not exist
+        yet is created with the source's chunk hash.  One that hashes chunks differently
+        shares no chunk with this one: the version is then pulled into a temporary directory
+        and pushed (`rechunked` in the result; local disk for the whole version).
+
+        egress, yes, confirm, on_estimate: as for `pull`, for the bytes read from this lake.
+        """
+        from .core import copy as _copy
+        from .core.lakeheader import open_or_create_header, read_header, versions_hash
+        from .core.push import AliasNotSet
+        from .policy.replicas import overlap
+
+        if to is not None and not isinstance(to, Lake):
+            raise UsageError(f"to must be a Lake (ckptlake.open(...)), got {to!r}")
+        if artifact is not None:
+            validate_artifact(artifact)
+        if to is None and artifact is None:
+            raise UsageError("a copy needs somewhere to go: another lake (to=) or another "
+                             "artifact name (artifact=)",
+                             hint="ckptlake cp REF --to LAKE_URL, or --as ARTIFACT")
+        aliases = check_arg("aliases", aliases, "names")
+        for name in aliases:
+            validate_alias(name)
+        check_arg("yes", yes, "bool")
+        check_arg("confirm", confirm, "callable", optional=True)
+        check_arg("on_estimate", on_estimate, "callable", optional=True)
+        dest = to if to is not None else self
+        where = "same" if dest is self else overlap(
+            self.url, _endpoint(self.store), dest.url, _endpoint(dest.store))
+        if where in ("inside", "holds"):
+            raise UsageError(f"cannot copy between {self.url} and {dest.url}: one lake is "
+                             "inside the other", hint="copy into a lake of its own location")
+        same = where == "same"
+        if same:
+            dest = self
+        m = self._manifest(ref)
+        name = artifact if artifact is not None else m.artifact
+        existing = read_header(dest.store)
+        dest_hash = existing.hash if existing is not None else versions_hash(dest.store)[1]
+        if dest_hash is not None and dest_hash != m.hash:
+            return self._copy_rechunked(m, dest, name, aliases=aliases, progress=progress,
+                                        egress=egress, yes=yes, confirm=confirm,
+                                        on_estimate=on_estimate, dest_hash=dest_hash)
+        dest._check_known()
+
+        def before_copy(total: int, present: int, to_fetch: int) -> None:
+            if egress is None:
+                return
+            from .core import egress as _egress
+
+            est = _egress.estimate_download(
+                self.store, egress, artifact=m.artifact, version=m.version, bytes_total=total,
+                bytes_present=present, bytes_to_download=to_fetch, operation="cp",
+                route_if_needed=True)
+            if on_estimate is not None:
+                on_estimate(est)
+            _egress.enforce(est, yes=yes, confirm=confirm)
+
+        with self._watching(progress) as progress, dest._watching(progress):
+            result, pushed = _copy.copy_version(
+                self.store, dest.store, m, name, aliases=aliases,
+                concurrency=self.concurrency, source_url=self.url, dest_url=dest.url,
+                same_lake=same, progress=progress, throttle=dest.throttle,
+                open_header=lambda: open_or_create_header(dest.store, hash=m.hash),
+                before_copy=before_copy)
+        warnings = dest._after_commit(name, result.to_version)
+        if isinstance(pushed, AliasNotSet):
+            raise pushed.committed_error()
+        return dataclasses.replace(result, warnings=[*result.warnings, *warnings]) \
+            if warnings else result
+
+    def _copy_rechunked(self, m: "Manifest", dest: "Lake", artifact: str, *,
+                        aliases: Sequence[str], progress: Progress | None,
+                        egress: "EgressPolicy | None", yes: bool,
+                        confirm: "Callable[[EgressEstimate], bool] | None",
+                        on_estimate: "Callable[[EgressEstimate], None] | None",
+                        dest_hash: str) -> "CopyResult":
+        """Lake.copy between lakes of different chunk hashes: through a temporary local copy
+        (a pull, verified) and a push of it with the version's own fields."""
+        import tempfile
+
+        from .core import copy as _copy
+        from .core import pull as _pull
+
+        started = time.monotonic()
+        fields = _copy.copy_fields(m, source_url=self.url, same_lake=False)
+        with tempfile.TemporaryDirectory(prefix="ckptlake-cp-") as tmp:
+            target = os.path.join(tmp, m.files[0].path if m.kind == "file" else "version")
+            if egress is not None:
+                from .core import egress as _egress
+
+                est = _egress.estimate_pull(self.store, m, target, egress, None,
+                                            route_if_needed=True, operation="cp")
+                if on_estimate is not None:
+                    on_estimate(est)
+                _egress.enforce(est, yes=yes, confirm=confirm)
+            with self._watching(progress) as watched:
+                try:
+                    _pull.pull(self.store, m, target, force=False,
+                               concurrency=self.concurrency, progress=watched,
+                               lake_url=self.url, throttle=self.throttle, parts=self.parts)
+                except MissingChunk as e:
+                    raise catalog.deleted_meanwhile(
+                        self.store, m.artifact, m.version, e,
+                        doing="being copied; nothing of it was committed") from None
+            pushed = dest.push(target, artifact, step=m.step, metrics=m.metrics,
+                               metadata=m.metadata, aliases=aliases, progress=progress,
+                               inputs=list(m.inputs), provenance=fields["provenance"])
+        from .core.copy import CopyResult
+
+        return CopyResult(
+            lake=self.url, artifact=m.artifact, version=m.version, to_lake=dest.url,
+            to_artifact=artifact, to_version=pushed.version, files=len(m.files),
+            bytes=m.total_bytes, chunks=pushed.chunks_uploaded + pushed.chunks_deduplicated,
+            chunks_present=pushed.chunks_deduplicated, chunks_copied=pushed.chunks_uploaded,
+            bytes_copied=pushed.bytes_sent if pushed.bytes_sent is not None
+            else pushed.bytes_uploaded,
+            bytes_stored=pushed.bytes_stored, aliases=list(pushed.aliases),
+            seconds=round(time.monotonic() - started, 3), rechunked=True,
+            warnings=[f"{dest.url} hashes chunks with {dest_hash}, {self.url} with {m.hash}: "
+                      "no chunk is shared, so the version went through a local copy and a "
+                      "push", *pushed.warnings])
+
     def du(self, prefix: str = "", *, versions: bool = False, sort: str = "stored",
            price: float | None = None) -> "DuReport":
         """Per artifact (and per version with versions=True): logical, stored, exclusive
@@ -1545,6 +1684,14 @@ class Lake:
             backend.close()
         self._replica_backends = {}
         self.store.close()
+
+
+def _endpoint(store: Store) -> str | None:
+    """The endpoint an S3 store talks to (None: AWS's own, or a local lake)."""
+    while (inner := getattr(store, "inner", None)) is not None:
+        store = inner
+    resolved = getattr(store, "resolved_endpoint", None)
+    return resolved() if callable(resolved) else None
 
 
 def _to_device(tensors: dict[str, Any], map_location: Any) -> dict[str, Any]:

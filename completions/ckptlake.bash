@@ -103,7 +103,7 @@ _ckptlake() {
     cmd=""
     for (( i = 1; i < COMP_CWORD; i++ )); do
         case "${COMP_WORDS[i]}" in
-            push|pull|ls|alias|show|cat|lineage|diff|watch|gc|rm|du|verify|cache|replicate|completion) cmd="${COMP_WORDS[i]}"; cmd_index=i; break ;;
+            push|pull|cp|ls|alias|show|cat|lineage|diff|watch|gc|rm|du|verify|cache|replicate|completion) cmd="${COMP_WORDS[i]}"; cmd_index=i; break ;;
         esac
     done
     case "$cmd" in
@@ -115,7 +115,7 @@ _ckptlake() {
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=( $(compgen -W "--version --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
             else
-                COMPREPLY=( $(compgen -W "push pull ls alias show cat lineage diff watch gc rm du verify cache replicate completion" -- "$cur") )
+                COMPREPLY=( $(compgen -W "push pull cp ls alias show cat lineage diff watch gc rm du verify cache replicate completion" -- "$cur") )
             fi
             ;;
         push)
@@ -151,6 +151,20 @@ _ckptlake() {
                 0) _ckptlake_lake ref "$cur" ;;  # REF
                 1) _ckptlake_files "$cur" ;;  # DEST
                 *) _ckptlake_lake path "$cur" ;;  # [PATH]...
+            esac
+            ;;
+        cp)
+            case "$prev" in
+                --config) _ckptlake_files "$cur"; return 0 ;;
+                --to|--as|--alias|--to-endpoint-url|--to-profile|--to-region|--concurrency|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=( $(compgen -W "--to --as --alias --to-endpoint-url --to-profile --to-region --yes -y --concurrency --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                return 0
+            fi
+            _ckptlake_npos "--to --as --alias --to-endpoint-url --to-profile --to-region --concurrency --lake -l --endpoint-url --profile --region --config"
+            case "$npos" in
+                0) _ckptlake_lake ref "$cur" ;;  # REF
             esac
             ;;
         ls)

@@ -98,6 +98,7 @@ complete -c ckptlake -n 'not __ckptlake_using' -l debug -d 'Print the traceback 
 complete -c ckptlake -n 'not __ckptlake_using' -s h -l help -d 'Show this message and exit'
 complete -c ckptlake -n 'not __ckptlake_using' -a 'push' -d 'Upload SOURCE (a file or a directory) as the next version of ARTIFACT'
 complete -c ckptlake -n 'not __ckptlake_using' -a 'pull' -d 'Restore the version REF resolves to into DEST, verifying every byte'
+complete -c ckptlake -n 'not __ckptlake_using' -a 'cp' -d 'Copy the version REF into another lake (--to) or under another artifact name (--as), as its next version, with its step, metrics, metadata and provenance'
 complete -c ckptlake -n 'not __ckptlake_using' -a 'ls' -d 'List the artifacts of the lake (or those under PREFIX/), the versions of ARTIFACT, or the files of the version REF (ARTIFACT@SELECTOR)'
 complete -c ckptlake -n 'not __ckptlake_using' -a 'alias' -d 'Point alias NAME of the artifact at the version REF resolves to'
 complete -c ckptlake -n 'not __ckptlake_using' -a 'show' -d 'Show everything about the version REF: files, totals, step, metrics, metadata, provenance, aliases, parents, inputs and children'
@@ -168,6 +169,26 @@ complete -c ckptlake -n '__ckptlake_using pull' -s h -l help -d 'Show this messa
 complete -c ckptlake -n '__ckptlake_using pull' -F
 complete -c ckptlake -n '__ckptlake_using pull; and __ckptlake_arg 0 --include --exclude --reference --replica --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'REF'
 complete -c ckptlake -n '__ckptlake_using pull; and __ckptlake_arg 2+ --include --exclude --reference --replica --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake path --include --exclude --reference --replica --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config)' -d '[PATH]...'
+
+# cp REF
+complete -c ckptlake -n '__ckptlake_using cp' -l to -x -d 'The lake to copy into (s3://bucket/prefix or file:///path); default: this lake'
+complete -c ckptlake -n '__ckptlake_using cp' -l as -x -d 'The artifact to copy it to; default: the same name'
+complete -c ckptlake -n '__ckptlake_using cp' -l alias -x -d 'Point alias NAME at the new version (repeatable)'
+complete -c ckptlake -n '__ckptlake_using cp' -l to-endpoint-url -x -d 'S3 endpoint of the destination lake (default: --endpoint-url)'
+complete -c ckptlake -n '__ckptlake_using cp' -l to-profile -x -d 'AWS credentials profile for the destination (default: --profile)'
+complete -c ckptlake -n '__ckptlake_using cp' -l to-region -x -d 'Region of the destination bucket (default: --region)'
+complete -c ckptlake -n '__ckptlake_using cp' -s y -l yes -d 'Accept an egress cost above egress.confirm_above_usd without asking'
+complete -c ckptlake -n '__ckptlake_using cp' -l concurrency -x -d 'Parallel transfers (default: from the config, else the library\'s default)'
+complete -c ckptlake -n '__ckptlake_using cp' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
+complete -c ckptlake -n '__ckptlake_using cp' -l endpoint-url -x -d 'S3 endpoint for S3-compatible stores (MinIO, SeaweedFS, R2, ...)'
+complete -c ckptlake -n '__ckptlake_using cp' -l profile -x -d 'AWS credentials profile to use'
+complete -c ckptlake -n '__ckptlake_using cp' -l region -x -d 'Region of the bucket'
+complete -c ckptlake -n '__ckptlake_using cp' -l config -r -F -d 'Config file to read instead of the default search'
+complete -c ckptlake -n '__ckptlake_using cp' -l json -d 'Print exactly one JSON document on stdout (also for errors); no progress, no notes'
+complete -c ckptlake -n '__ckptlake_using cp' -s q -l quiet -d 'Print nothing but errors'
+complete -c ckptlake -n '__ckptlake_using cp' -l debug -d 'Print the traceback of errors on stderr'
+complete -c ckptlake -n '__ckptlake_using cp' -s h -l help -d 'Show this message and exit'
+complete -c ckptlake -n '__ckptlake_using cp; and __ckptlake_arg 0 --to --as --alias --to-endpoint-url --to-profile --to-region --concurrency --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'REF'
 
 # ls ARTIFACT|REF PATH
 complete -c ckptlake -n '__ckptlake_using ls' -l pending -d 'List sharded steps not committed yet (of ARTIFACT, or of all artifacts): how many of WORLD ranks are in, and why not committed'

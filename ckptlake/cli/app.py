@@ -268,8 +268,8 @@ class _DebugNotes:
 
 # The commands, in the order `ckptlake --help` lists them.  Each lives in the module of its name
 # (cli/push.py ...) as a function of that name, with HELP and EPILOG beside it.
-COMMANDS = ("push", "pull", "ls", "alias", "show", "cat", "lineage", "diff", "watch", "gc", "rm",
-            "du", "verify", "cache", "replicate", "completion")
+COMMANDS = ("push", "pull", "cp", "ls", "alias", "show", "cat", "lineage", "diff", "watch",
+            "gc", "rm", "du", "verify", "cache", "replicate", "completion")
 
 
 def build_command(name: str) -> Any:

@@ -266,6 +266,7 @@ def estimate_diff(store: Store, a: Manifest, b: Manifest, policy: EgressPolicy, 
 
 _HINTS = {"pull": "run again with --yes to accept the cost, or pull from a lake in your region",
           "cat": "run again with --yes to accept the cost, or read from a lake in your region",
+          "cp": "run again with --yes to accept the cost, or copy from a lake in your region",
           "diff": "run again with --yes to accept the cost, or without --values and --inspect "
                   "(the diff of the manifests downloads no tensor data)"}
 

@@ -194,7 +194,7 @@ class EgressEstimate:
     cost_is_upper_bound: bool  # the route is unknown: priced at the highest price_per_gb
     warn_above_usd: float | None
     confirm_above_usd: float | None
-    operation: str = "pull"  # what downloads: "pull", "cat" or "diff" (diff --values)
+    operation: str = "pull"  # what downloads: "pull", "cat", "cp" or "diff" (diff --values)
     base: str | None = None  # diff: version A, "artifact@vN"
     # Pulls through a replica: [{"source": "replica eu" | "origin", "region", "bytes", "route",
     # "price_per_gb", "cost_usd"}]; cost_usd is their sum.  Empty: every byte from the lake.
