@@ -38,6 +38,10 @@ def test_an_empty_source_or_dir_is_no_current_directory(in_cwd: Path) -> None:
     assert r.exit_code == 2 and "SOURCE is empty" in r.stderr, r.stderr
     r = cli("watch", "", "w/z", "--once")
     assert r.exit_code == 2 and "DIR is empty" in r.stderr, r.stderr
+    r = cli("cat", "a/b", "")
+    assert r.exit_code == 2 and "PATH is empty" in r.stderr, r.stderr
+    r = cli("cat", "a/b", " ")
+    assert r.exit_code == 2 and "PATH is empty" in r.stderr, r.stderr
     r = cli("watch", "notes.txt", "w/z", "--once")
     assert r.exit_code == 2 and "is a file" in r.stderr, r.stderr
 

@@ -69,6 +69,12 @@ def cat(
         from .egress import confirm_egress, egress_policy, estimate_summary
 
         parsed = parse_ref(ref)
+        if path is not None and not path.strip():
+            from ..errors import UsageError
+
+            # ("" named the version's root: "/ in a@v1 is a directory", unlike pull's words)
+            raise UsageError("PATH is empty", hint="name a file of the version (ckptlake ls "
+                             "REF lists them), or leave PATH out for a one-file artifact")
         egress = egress_policy(common)
         handle = open_lake(common)
         try:
