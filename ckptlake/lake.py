@@ -1610,9 +1610,25 @@ class Lake:
                     raise catalog.deleted_meanwhile(
                         self.store, m.artifact, m.version, e,
                         doing="being copied; nothing of it was committed") from None
-            pushed = dest.push(target, artifact, step=m.step, metrics=m.metrics,
-                               metadata=m.metadata, aliases=aliases, progress=progress,
-                               inputs=list(m.inputs), provenance=fields["provenance"])
+            # core push with the version's own fields: Lake.push would add this machine's
+            # provenance (and the git state around $TMPDIR) to the source's
+            from .core import push as _push
+            from .core.scan import scan
+            from .format.safetensors import TensorObserver
+
+            tree = scan(target, exclude=(), follow_symlinks=False, avoid=dest._local_dir())
+            tensors = TensorObserver((f.path, f.abspath) for f in tree.files)
+            with dest._watching(progress) as watched:
+                try:
+                    pushed = dest._indexed(_push.push(
+                        dest.store, tree, artifact, chunk_size=dest.chunk_size,
+                        concurrency=dest.concurrency, step=m.step, metrics=dict(m.metrics),
+                        metadata=dict(m.metadata), aliases=list(aliases), progress=watched,
+                        lake_url=dest.url, throttle=dest.throttle, parts=dest.parts,
+                        observers=[tensors] if tensors else [], manifest_fields=fields))
+                except _push.AliasNotSet as exc:
+                    dest._indexed(exc)  # raises the alias error, the version committed
+                    raise AssertionError("unreachable") from None
         from .core.copy import CopyResult
 
         return CopyResult(

@@ -227,7 +227,7 @@ def test_the_guard_copies_again_what_a_sweep_removed(a: ckptlake.Lake, tmp_path:
     m = a._manifest("run/x")
     d = sorted(m.chunk_digests())[0]
     b.store.delete([layout.chunk_key(d)])
-    copier = _Copier(a.store, b.store, m, decode=False, concurrency=2, progress=NullProgress(),
+    copier = _Copier(a.store, b.store, m, concurrency=2, progress=NullProgress(),
                      throttle=None)
     copier.reupload({d})
     assert b.store.get(layout.chunk_key(d)) == a.store.get(layout.chunk_key(d))
@@ -307,3 +307,81 @@ def test_cli_copies_and_reports_json(a: ckptlake.Lake, src: Path, tmp_path: Path
     assert r.exit_code == 3 and "no lake at" in r.stderr
     r = cli("cp", "run/x", "--lake", a.url, "--to", a.url + "/in")
     assert r.exit_code == 2 and "inside" in r.stderr
+
+
+def test_damaged_objects_at_the_destination_are_written_over_not_committed_on(
+        a: ckptlake.Lake, src: Path, tmp_path: Path) -> None:
+    """Push's rule: a raw object cut short, or a frame cut short, is written again (the
+    review found a copy committing on top of them, with their cut sizes as `stored` hints)."""
+    b = ckptlake.open("file://" + (tmp_path / "b").as_posix())
+    b.push(src, "other")
+    m = a._manifest("run/x")
+    for d in m.chunk_digests():
+        key = layout.chunk_key(d)
+        body = b.store.get(key)
+        b.store.put(key, body[:len(body) // 2])
+    r = a.copy("run/x", b)
+    assert r.chunks_repaired == r.chunks_copied == r.chunks and r.chunks_present == 0
+    copied = b._manifest("run/x")
+    assert copied.stored == m.stored
+    b.pull("run/x", tmp_path / "out")
+    assert tree(tmp_path / "out") == tree(src)
+    b.pull("other", tmp_path / "out2")  # the version the damage hit is whole again too
+    assert tree(tmp_path / "out2") == tree(src)
+
+
+def test_through_a_local_copy_the_provenance_is_the_sources_alone(
+        tmp_path: Path, src: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The review's case: the push of the temporary copy added this machine's command, host
+    and the git state around $TMPDIR to a version pushed without provenance."""
+    import subprocess
+
+    a = ckptlake.open("file://" + (tmp_path / "a").as_posix())
+    a.push(src, "m", provenance=False)
+    repo = tmp_path / "repo"
+    (repo / "tmp").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    monkeypatch.setenv("TMPDIR", str(repo / "tmp"))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    c = ckptlake.open("file://" + (tmp_path / "c").as_posix())
+    (tmp_path / "seed.txt").write_text("seed")
+    c.push(tmp_path / "seed.txt", "seed", hash="sha256")
+    r = a.copy("m", c)
+    assert r.rechunked
+    assert c._manifest("m").provenance == {"copied_from": {
+        "lake": a.url, "artifact": "m", "version": 1,
+        "created": a._manifest("m").created.isoformat().replace("+00:00", "Z")}}
+    assert not list((repo / "tmp").iterdir())
+
+
+def test_a_chunk_the_guard_copies_again_is_counted_once(
+        a: ckptlake.Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk found present, swept by a gc of the destination before the commit and copied
+    again by the guard: copied (and recopied), not also present."""
+    b = ckptlake.open("file://" + (tmp_path / "b").as_posix())
+    a.copy("run/x", b)
+    d = sorted(a._manifest("run/x").chunk_digests())[0]
+
+    def swept_then_guarded(self: _Copier) -> None:
+        self.dst.delete([layout.chunk_key(d)])
+        self.reupload({d})
+
+    monkeypatch.setattr(_Copier, "before_commit", swept_then_guarded)
+    r = a.copy("run/x", b)
+    assert (r.chunks_copied, r.chunks_recopied, r.chunks_present) == (1, 1, r.chunks - 1)
+    assert b.store.stat(layout.chunk_key(d)).size > 0
+
+
+def test_a_copy_that_fails_on_its_first_chunk_leaves_no_lake(
+        tmp_path: Path) -> None:
+    a = ckptlake.open("file://" + (tmp_path / "a").as_posix())
+    (tmp_path / "one.bin").write_bytes(random.Random(1).randbytes(1000))
+    a.push(tmp_path / "one.bin", "m")
+    (d,) = a._manifest("m").chunk_digests()
+    a.store.put(layout.chunk_key(d), b"x" * 1000)
+    b = ckptlake.open("file://" + (tmp_path / "b").as_posix())
+    with pytest.raises(IntegrityError):
+        a.copy("m", b)
+    assert not b.exists() and not (tmp_path / "b").exists()

@@ -55,6 +55,11 @@ class CopyResult(_Result):
     bytes_stored: int | None  # the new version's chunk objects as stored at the destination
     aliases: list[str]
     seconds: float
+    # damaged objects at the destination written over (empty, cut short), and chunks found
+    # present that a gc of the destination swept meanwhile, copied again (both in
+    # chunks_copied)
+    chunks_repaired: int = 0
+    chunks_recopied: int = 0
     # through a local copy and a push (the lakes hash chunks differently): the counts are the
     # push's (chunks_copied: the chunks it uploaded)
     rechunked: bool = False
@@ -83,45 +88,69 @@ class _Copier:
     """Moves chunk objects from `src` to `dst`, and stands in for a push's uploader in its
     commit (core/push.commit_upload): `stored`, the counters, and `reupload` for the guard."""
 
-    def __init__(self, src: Store, dst: Store, m: Manifest, *, decode: bool,
-                 concurrency: int, progress: Progress, throttle: Throttle | None) -> None:
+    def __init__(self, src: Store, dst: Store, m: Manifest, *, concurrency: int,
+                 progress: Progress, throttle: Throttle | None,
+                 header: Callable[[], Any] | None = None) -> None:
         from .browse import object_sizes
 
         self.src, self.dst, self.m = src, dst, m
-        self.decode = decode  # write frames decoded (a compression: none destination)
         self.concurrency = concurrency
         self.progress = progress
         self.throttle = throttle
-        self.sizes = object_sizes(m)  # digest -> raw length (a pack: at least)
+        # the destination's lake header, written on first need (before the first chunk, or
+        # the commit): a copy refused before it writes anything leaves no lake behind
+        self._header = header
+        self.sizes = object_sizes(m)  # digest -> raw length
         self.stored: dict[str, int] = {}
         self.uploaded, self.sent, self.deduplicated = Counter(), Counter(), Counter()
+        self.present: set[str] = set()
+        self.copied: set[str] = set()
+        self.bytes_copied = 0
         self._lock = threading.Lock()
 
-    def presence(self) -> dict[str, int]:
-        """digest -> size of the object the destination holds for it, for those it holds.
-        An empty object is what an upload cut after its head leaves: absent."""
-        def one(d: str) -> tuple[str, int | None]:
+    def presence(self) -> tuple[dict[str, int], set[str]]:
+        """(digest -> size of the object the destination holds for it, for those it holds
+        whole; the digests whose object there is damaged).  Push's rule (core/push.py
+        _store_once): an object of the raw size, or a smaller one that reads as a frame of
+        these raw bytes; an empty one (an upload cut after its head), a raw one cut short or
+        one longer than the chunk is damaged, written over, never committed on."""
+        from .push import _frame_of
+
+        def one(d: str) -> tuple[str, int | None, bool]:
+            key = layout.chunk_key(d)
             try:
-                return d, self.dst.stat(layout.chunk_key(d)).size
+                size = self.dst.stat(key).size
             except NotFound:
-                return d, None
+                return d, None, False
+            n = self.sizes[d]
+            ok = 0 < size <= n and (size == n or _frame_of(self.dst, key, n, size))
+            return d, size if ok else None, not ok
 
         found: dict[str, int] = {}
-        for d, size in bounded_map(one, sorted(self.sizes), workers=self.concurrency,
-                                   name="ckptlake-cp"):
-            if size:
+        damaged: set[str] = set()
+        for d, size, bad in bounded_map(one, sorted(self.sizes), workers=self.concurrency,
+                                        name="ckptlake-cp"):
+            if size is not None:
                 found[d] = size
-        return found
+            elif bad:
+                damaged.add(d)
+        return found, damaged
+
+    def header(self) -> Any:
+        return self._header() if self._header is not None else None
 
     def note_present(self, d: str, size: int) -> None:
         n = self.sizes[d]
-        if size < n or self.m.stored.get(d) == size:
-            self.stored[d] = size  # a frame (what the source's hint says, for a long pack)
+        with self._lock:
+            if size < n:
+                self.stored[d] = size  # a frame (presence checked its head)
+            self.present.add(d)
         self.deduplicated.add(n)
         self.progress.advance(n)
 
-    def copy(self, d: str) -> int:
-        """Copy chunk d's object, verified; the bytes written (0: another writer was first)."""
+    def copy(self, d: str, *, over: bool = False) -> int:
+        """Copy chunk d's object, verified; the bytes written (0: another writer was first).
+        over: write over what is there (a damaged object)."""
         from .catalog import deleted_meanwhile
         from .chunkio import missing, open_object
 
@@ -134,17 +163,23 @@ class _Copier:
                                     missing(d, where), doing="being copied") from None
         # every byte written is verified first (IntegrityError naming the chunk and version)
         raw = open_object(self.m.hash, d, data, raw_size=None, where=where, key=key)
+        header = self.header()
+        # into a `compression: none` lake (kept readable by ckptlakes that know no frames),
+        # decoded, as a push there would store it
+        decode = header is not None and header.compression == COMPRESSION_NONE
         framed = codecs.looks_framed(data) and len(data) < len(raw)
-        body = data if framed and not self.decode else raw
+        body = data if framed and not decode else raw
         n = self.sizes[d]
         if self.throttle is not None:
             self.throttle.acquire(len(body))
         try:
-            self.dst.put(key, body, if_none_match=True)
+            self.dst.put(key, body, if_none_match=not over)
         except PreconditionFailed:
             # written meanwhile (by a pusher or another copy): content-addressed, the same
             # bytes; or an empty object an upload cut after its head left, replaced
             if self.dst.stat(key).size:
+                with self._lock:
+                    self.present.add(d)
                 self.deduplicated.add(n)
                 self.progress.advance(n)
                 return 0
@@ -152,14 +187,18 @@ class _Copier:
         with self._lock:
             if len(body) < len(raw):
                 self.stored[d] = len(body)
+            else:
+                self.stored.pop(d, None)
+            self.copied.add(d)
+            self.bytes_copied += len(body)
         self.uploaded.add(n)
         self.sent.add(len(body))
         self.progress.advance(n)
         return len(body)
 
-    def copy_all(self, digests: Sequence[str]) -> None:
-        for _ in bounded_map(self.copy, sorted(digests), workers=self.concurrency,
-                             name="ckptlake-cp"):
+    def copy_all(self, digests: Sequence[str], *, over: set[str] = frozenset()) -> None:
+        for _ in bounded_map(lambda d: self.copy(d, over=d in over), sorted(digests),
+                             workers=self.concurrency, name="ckptlake-cp"):
             pass
 
     # -- what core/push.commit_upload asks of an uploader -------------------------------------
@@ -184,7 +223,9 @@ def copy_version(src: Store, dst: Store, m: Manifest, artifact: str, *, aliases:
     """Copy version `m` of `src` to the next version of `artifact` in `dst`.
 
     open_header(): the destination's lake header and what opening it wrote (core/lakeheader
-    open_or_create_header, with m's hash), called once the copy goes ahead.
+    open_or_create_header, with m's hash), called once, before the first chunk is written (or
+    the commit, if none is): a copy that fails first (a corrupt or missing chunk at the
+    source) leaves no lake where there was none.
 
     before_copy(bytes_total, bytes_present, bytes_to_download): told once the destination's
     holdings are known and before anything is written or read from the source (the egress
@@ -199,27 +240,35 @@ def copy_version(src: Store, dst: Store, m: Manifest, artifact: str, *, aliases:
     progress = progress or NullProgress()
     started, started_wall = clock.now(), time.time()
     check_settings(dst)  # what the commit's guard would refuse, refused before any byte moves
-    copier = _Copier(src, dst, m, decode=False, concurrency=concurrency, progress=progress,
-                     throttle=throttle)
-    present = copier.presence()
+    opened: list[tuple[Any, "bool | str"]] = []
+    lock = threading.Lock()
+
+    def header() -> Any:
+        with lock:
+            if not opened:
+                opened.append(open_header())
+            return opened[0][0]
+
+    copier = _Copier(src, dst, m, concurrency=concurrency, progress=progress,
+                     throttle=throttle, header=header)
+    present, damaged = copier.presence()
     missing = sorted(d for d in copier.sizes if d not in present)
     # the source's stored sizes where it said them (what crosses the wire), else raw
     to_fetch = sum(m.stored.get(d, copier.sizes[d]) for d in missing)
     total = sum(m.stored.get(d, n) for d, n in copier.sizes.items())
     if before_copy is not None:
         before_copy(total, total - to_fetch, to_fetch)
-    header, created = open_header()
-    copier.decode = header.compression == COMPRESSION_NONE
     progress.start(phase="copy", total_bytes=sum(copier.sizes.values()),
                    total_files=len(copier.sizes))
     try:
         for d, size in present.items():
             copier.note_present(d, size)
-        copier.copy_all(missing)
+        copier.copy_all(missing, over=damaged)
+        head = header()
         try:
             pushed: PushResult | Exception = commit_upload(
-                dst, artifact, header=header, created=created,
-                compression=header.compression, files=m.files, dirs=m.dirs, kind=m.kind,
+                dst, artifact, header=head, created=opened[0][1],
+                compression=head.compression, files=m.files, dirs=m.dirs, kind=m.kind,
                 up=copier, step=m.step, metrics=m.metrics, metadata=m.metadata,
                 aliases=list(aliases), lake_url=dest_url,
                 manifest_fields=copy_fields(m, source_url=source_url, same_lake=same_lake),
@@ -234,8 +283,10 @@ def copy_version(src: Store, dst: Store, m: Manifest, artifact: str, *, aliases:
     result = CopyResult(
         lake=source_url, artifact=m.artifact, version=m.version, to_lake=dest_url,
         to_artifact=artifact, to_version=r.version, files=len(m.files), bytes=m.total_bytes,
-        chunks=len(copier.sizes), chunks_present=copier.deduplicated.count,
-        chunks_copied=copier.uploaded.count, bytes_copied=copier.sent.value,
+        chunks=len(copier.sizes), chunks_present=len(copier.present - copier.copied),
+        chunks_copied=len(copier.copied), bytes_copied=copier.bytes_copied,
         bytes_stored=r.bytes_stored, aliases=list(r.aliases),
-        seconds=round(clock.now() - started, 3), warnings=list(r.warnings))
+        seconds=round(clock.now() - started, 3),
+        chunks_repaired=len(damaged & copier.copied),
+        chunks_recopied=len(copier.present & copier.copied), warnings=list(r.warnings))
     return result, pushed
