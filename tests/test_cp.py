@@ -113,6 +113,58 @@ def test_a_copy_out_of_an_s3_lake(s3_lake_url: str, src: Path, tmp_path: Path) -
     assert tree(tmp_path / "out") == tree(src)
 
 
+def test_between_two_lakes_on_one_s3_server_the_server_copies_the_chunks(
+        s3_lake_url: str, src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each chunk is read and verified here, then copied by the server (CopyObject with the
+    ETag read): no chunk byte is uploaded by the client, as with s5cmd or aws s3 cp between
+    buckets."""
+    from ckptlake.store.s3 import S3Store
+
+    a = ckptlake.open(s3_lake_url + "/a")
+    a.push(src, "m", step=9)
+    real_put = S3Store.put
+
+    def no_chunk_puts(self: S3Store, key: str, data: Any, **kw: Any) -> str:
+        assert not key.startswith("chunks/"), f"chunk {key} was uploaded, not copied"
+        return real_put(self, key, data, **kw)
+
+    monkeypatch.setattr(S3Store, "put", no_chunk_puts)
+    b = ckptlake.open(s3_lake_url + "/b")
+    r = a.copy("m", b, aliases=["prod"])
+    assert r.chunks_copied == r.chunks and r.bytes_copied == a._manifest("m").stored_bytes
+    monkeypatch.setattr(S3Store, "put", real_put)
+    b.pull("m@prod", tmp_path / "out")
+    assert tree(tmp_path / "out") == tree(src)
+    assert b._manifest("m").stored == a._manifest("m").stored
+
+    # a source object replaced between the read and the copy (ETag changed): the bytes read
+    # and verified are written instead, not whatever the source holds now
+    c = ckptlake.open(s3_lake_url + "/c")
+    d = sorted(a._manifest("m").chunk_digests())[0]
+    real_get = S3Store.get_with_etag
+
+    def stale_etag(self: S3Store, key: str) -> tuple[bytes, str]:
+        data, _etag = real_get(self, key)
+        return data, '"0123456789abcdef0123456789abcdef"'
+
+    puts: list[str] = []
+
+    def counted(self: S3Store, key: str, data: Any, **kw: Any) -> str:
+        puts.append(key)
+        return real_put(self, key, data, **kw)
+
+    monkeypatch.setattr(S3Store, "get_with_etag", stale_etag)
+    monkeypatch.setattr(S3Store, "put", counted)
+    r = a.copy("m", c)
+    assert r.chunks_copied == r.chunks
+    assert sorted(k for k in puts if k.startswith("chunks/")) == sorted(
+        layout.chunk_key(x) for x in a._manifest("m").chunk_digests())
+    monkeypatch.setattr(S3Store, "get_with_etag", real_get)
+    assert c.store.get(layout.chunk_key(d)) == a.store.get(layout.chunk_key(d))
+    c.pull("m", tmp_path / "out2")
+    assert tree(tmp_path / "out2") == tree(src)
+
+
 def test_within_one_lake_it_writes_no_chunk_and_is_a_child(a: ckptlake.Lake) -> None:
     before = chunk_keys(a)
     r = a.copy("run/x@v1", artifact="models/x", aliases=["candidate"])

@@ -175,6 +175,16 @@ class Store(abc.ABC):
 
         raise StorageClassUnsupported(f"{self.url}: this lake has no storage classes")
 
+    def copy_in(self, source: "Store", key: str, *, if_match: str | None = None) -> bool:
+        """Have the server copy object `key` of `source` to `key` here, its bytes never passing
+        through this process (S3: CopyObject between two lakes on one server), and True; False
+        when that cannot be done here (another kind of store, another server, a server or
+        credentials that refuse it): the caller moves the bytes itself.  if_match: only if the
+        source object still has this ETag (the bytes the caller verified), else
+        PreconditionFailed.  Unconditional at the destination (a copy over an object writes
+        the same bytes there: keys are content-addressed).  NotFound if the source is gone."""
+        return False
+
     def check_writable(self) -> None:
         """Raise what the first write would, where no key can ever be written (a local lake
         path that is a file): `push --dry-run` writes nothing and must still refuse such a

@@ -303,6 +303,13 @@ class RetryingStore(Store):
     def supports_storage_classes(self) -> bool:  # type: ignore[override]
         return self.inner.supports_storage_classes
 
+    def copy_in(self, source: Store, key: str, *, if_match: str | None = None) -> bool:
+        # Idempotent (the same bytes under the same key): retrying one that did land is
+        # harmless.  The inner store sees the unwrapped source (it compares servers).
+        while isinstance(source, RetryingStore):
+            source = source.inner
+        return self._call(key, lambda: self.inner.copy_in(source, key, if_match=if_match))
+
     def set_storage_class(self, key: str, storage_class: str, *, etag: str | None = None
                           ) -> None:
         # A copy onto itself is idempotent: retrying one that did land changes nothing.

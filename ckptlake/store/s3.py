@@ -896,6 +896,35 @@ class S3Store(Store):
                 raise StorageClassUnsupported(str(error)) from exc
             raise error from exc
 
+    # Set once a server or its credentials refused a copy between two buckets: every later
+    # chunk is moved by the caller without asking again.
+    _copy_refused = False
+
+    def copy_in(self, source: Store, key: str, *, if_match: str | None = None) -> bool:
+        """CopyObject from another S3Store on the same endpoint (a lake in another bucket or
+        under another prefix of this server).  Objects up to 5 GiB (a lake's chunk objects
+        are at most ~1 GiB)."""
+        if not isinstance(source, S3Store) or self._copy_refused or \
+                source._client.meta.endpoint_url != self._client.meta.endpoint_url:
+            return False
+        kwargs: dict[str, Any] = {"CopySourceIfMatch": if_match} if if_match else {}
+        try:
+            self._client.copy_object(Bucket=self.bucket, Key=self._full(key),
+                                     CopySource={"Bucket": source.bucket,
+                                                 "Key": source._full(key)}, **kwargs)
+        except _b().all_errors as exc:
+            error = self._map(exc, self._describe(key), "copy_in")
+            code = ""
+            if isinstance(exc, _b().ClientError):
+                code = str(exc.response.get("Error", {}).get("Code") or "")
+            if isinstance(error, AccessDenied) or code in ("NotImplemented", "InvalidRequest"):
+                # these credentials may not read that bucket, or the server copies no objects
+                # between buckets: the caller moves the bytes (which its reads can do)
+                self._copy_refused = True
+                return False
+            raise error from exc
+        return True
+
     def list_prefixes(self, prefix: str) -> Iterator[str]:
         if prefix and not prefix.endswith("/"):
             raise UsageError(f"list_prefixes: prefix {prefix!r} must end with '/'")
