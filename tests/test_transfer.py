@@ -70,7 +70,7 @@ def test_bounded_map_stops_submitting_after_a_failure() -> None:
         time.sleep(0.01)
         return i
 
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="boom"):
         list(bounded_map(work, range(1000), workers=2))
     assert len(started) < 20
 
