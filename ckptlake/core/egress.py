@@ -228,13 +228,19 @@ def with_replica_sources(est: EgressEstimate, store: Store, objects: dict[str, i
     from ..policy.egress import GB, route_between, route_price
     from .replicas import replica_presence
 
+    from ..policy.egress import client_region
+
     held, lacking = replica_presence(store.replica, objects)  # type: ignore[attr-defined]
     region = store.region  # type: ignore[attr-defined]
-    if est.route == "local":
+    client, client_origin = est.client_region, est.client_region_origin
+    if est.route == "local" and not is_remote(store.replica):  # type: ignore[attr-defined]
         replica_route = origin_route = "local"
         replica_price = origin_price = 0.0
     else:
-        replica_route = route_between(region, est.client_region)
+        # a local lake may have an S3 replica: what it serves crosses from its region
+        if est.route == "local":
+            client, client_origin = client_region(policy)
+        replica_route = route_between(region, client)
         replica_price = route_price(policy, replica_route)
         origin_route, origin_price = est.route, est.price_per_gb
     sources = [
@@ -246,7 +252,10 @@ def with_replica_sources(est: EgressEstimate, store: Store, objects: dict[str, i
          "cost_usd": round(lacking / GB * origin_price, 6)},
     ]
     cost = round(sum(s["cost_usd"] for s in sources), 6)
-    return dataclasses.replace(est, sources=sources, cost_usd=cost)
+    return dataclasses.replace(
+        est, sources=sources, cost_usd=cost, client_region=client,
+        client_region_origin=client_origin,
+        cost_is_upper_bound=est.cost_is_upper_bound or (held > 0 and replica_route == "unknown"))
 
 
 def estimate_diff(store: Store, a: Manifest, b: Manifest, policy: EgressPolicy, *,
