@@ -437,3 +437,34 @@ def test_a_copy_that_fails_on_its_first_chunk_leaves_no_lake(
     with pytest.raises(IntegrityError):
         a.copy("m", b)
     assert not b.exists() and not (tmp_path / "b").exists()
+
+
+def test_chunks_in_flight_are_bounded_by_memory_not_only_by_concurrency(
+        a: ckptlake.Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lake of 1 GiB chunks copied 8 at a time would hold ~16 GiB (each chunk and its decoded
+    bytes): the workers are cut to what COPY_MEMORY holds."""
+    import threading
+
+    from ckptlake.core import copy as copy_mod
+
+    largest = max(a._manifest("run/x").raw_sizes().values())
+    monkeypatch.setattr(copy_mod, "COPY_MEMORY", 2 * largest)  # room for one chunk
+    active, peak, lock = [0], [0], threading.Lock()
+    real = _Copier.copy
+
+    def counting(self: _Copier, d: str, **kw: Any) -> int:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        try:
+            import time
+            time.sleep(0.05)  # widen the window in which two would overlap
+            return real(self, d, **kw)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(_Copier, "copy", counting)
+    b = ckptlake.open("file://" + (tmp_path / "b").as_posix(), concurrency=8)
+    r = a.copy("run/x", b)
+    assert r.chunks_copied == r.chunks >= 3 and peak[0] == 1

@@ -38,6 +38,11 @@ from ..transfer.progress import NullProgress, Progress
 from ..transfer.throttle import Throttle
 
 
+# What the chunks in flight may take: with the default 16 MiB chunks this is no bound (8
+# workers x (16 MiB stored + 16 MiB decoded)); with chunks of 256 MiB and more it is.
+COPY_MEMORY = 512 << 20
+
+
 @dataclass(frozen=True)
 class CopyResult(_Result):
     lake: str  # the source
@@ -219,8 +224,12 @@ class _Copier:
         self.progress.advance(n)
 
     def copy_all(self, digests: Sequence[str], *, over: set[str] = frozenset()) -> None:
+        # Each worker holds one chunk object, and its decoded bytes while it is verified: a
+        # lake of 1 GiB chunks copies one or two at a time, not `concurrency` GiB at once.
+        largest = max((self.sizes[d] for d in digests), default=1)
+        workers = max(1, min(self.concurrency, COPY_MEMORY // (2 * largest)))
         for _ in bounded_map(lambda d: self.copy(d, over=d in over), sorted(digests),
-                             workers=self.concurrency, name="ckptlake-cp"):
+                             workers=workers, name="ckptlake-cp"):
             pass
 
     # -- what core/push.commit_upload asks of an uploader -------------------------------------
