@@ -19,7 +19,8 @@ EPILOG = epilog(
     "Examples: ckptlake cp gpt2/run-7/model@candidate --to s3://prod-models --alias prod "
     "--json;  ckptlake cp gpt2/run-7/ckpt@max:val_acc --as models/gpt2-small",
     "Only the chunks the destination lacks are read and written, as they are stored, each "
-    "verified against its digest first; the new version is committed like a push (a new "
+    "verified against its digest first (between two lakes on one S3 server, the server then "
+    "copies it: nothing is uploaded from here); the new version is committed like a push (a new "
     "version number; aliases after it).  Interrupted, it commits nothing, and a re-run copies "
     "only what is still missing.  The new version's provenance names the version it was "
     "copied from; within one lake it is also its child in `lineage` (derived-from).  A "
