@@ -1576,6 +1576,33 @@ class Lake:
         return dataclasses.replace(result, warnings=[*result.warnings, *warnings]) \
             if warnings else result
 
+    def estimate_copy(self, ref: str | Ref, to: "Lake | None" = None, *,
+                      egress: "EgressPolicy | None" = None) -> "EgressEstimate":
+        """What `copy(ref, to)` would read from this lake now (the chunk objects `to` lacks, as
+        stored; the whole version when the lakes hash chunks differently), over which route, at
+        what cost; nothing is copied or created.  egress None: the config file's policy."""
+        from .core import copy as _copy
+        from .core import egress as _egress
+        from .core.lakeheader import read_header, versions_hash
+        from .policy.config import load_config
+        from .policy.egress import load_egress
+
+        if to is not None and not isinstance(to, Lake):
+            raise UsageError(f"to must be a Lake (ckptlake.open(...)), got {to!r}")
+        dest = to if to is not None else self
+        policy = egress if egress is not None else load_egress(load_config())
+        m = self._manifest(ref)
+        existing = read_header(dest.store)
+        dest_hash = existing.hash if existing is not None else versions_hash(dest.store)[1]
+        if dest_hash is not None and dest_hash != m.hash:
+            total = to_read = m.stored_bytes  # a pull of the whole version
+        else:
+            total, to_read = _copy.bytes_to_copy(self.store, dest.store, m,
+                                                 concurrency=self.concurrency)
+        return _egress.estimate_download(
+            self.store, policy, artifact=m.artifact, version=m.version, bytes_total=total,
+            bytes_present=total - to_read, bytes_to_download=to_read, operation="cp")
+
     def _copy_rechunked(self, m: "Manifest", dest: "Lake", artifact: str, *,
                         aliases: Sequence[str], progress: Progress | None,
                         egress: "EgressPolicy | None", yes: bool,

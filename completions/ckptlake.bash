@@ -159,7 +159,7 @@ _ckptlake() {
                 --to|--as|--alias|--to-endpoint-url|--to-profile|--to-region|--concurrency|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=( $(compgen -W "--to --as --alias --to-endpoint-url --to-profile --to-region --yes -y --concurrency --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                COMPREPLY=( $(compgen -W "--to --as --alias --to-endpoint-url --to-profile --to-region --estimate --yes -y --concurrency --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
             _ckptlake_npos "--to --as --alias --to-endpoint-url --to-profile --to-region --concurrency --lake -l --endpoint-url --profile --region --config"

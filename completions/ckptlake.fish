@@ -177,6 +177,7 @@ complete -c ckptlake -n '__ckptlake_using cp' -l alias -x -d 'Point alias NAME a
 complete -c ckptlake -n '__ckptlake_using cp' -l to-endpoint-url -x -d 'S3 endpoint of the destination lake (default: --endpoint-url)'
 complete -c ckptlake -n '__ckptlake_using cp' -l to-profile -x -d 'AWS credentials profile for the destination (default: --profile)'
 complete -c ckptlake -n '__ckptlake_using cp' -l to-region -x -d 'Region of the destination bucket (default: --region)'
+complete -c ckptlake -n '__ckptlake_using cp' -l estimate -d 'Print what the copy would read from the lake and cost (egress); copy nothing'
 complete -c ckptlake -n '__ckptlake_using cp' -s y -l yes -d 'Accept an egress cost above egress.confirm_above_usd without asking'
 complete -c ckptlake -n '__ckptlake_using cp' -l concurrency -x -d 'Parallel transfers (default: from the config, else the library\'s default)'
 complete -c ckptlake -n '__ckptlake_using cp' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'

@@ -300,8 +300,11 @@ def test_egress_above_the_confirmation_threshold_needs_yes(
                                         "internet": 1000.0},
                           confirm_above_usd=0.01)
     seen: list[Any] = []
+    priced = s3.estimate_copy("m", local, egress=policy)
+    assert priced.needs_confirmation and priced.route == "inter_region"
     with pytest.raises(PolicyRefusal):
         s3.copy("m", local, egress=policy, on_estimate=seen.append)
+    assert seen[0].cost_usd == priced.cost_usd
     assert seen and seen[0].operation == "cp" and seen[0].bytes_to_download == \
         s3._manifest("m").stored_bytes
     assert not local.exists()  # refused before anything was written: not even a lake
@@ -476,3 +479,40 @@ def test_chunks_in_flight_are_bounded_by_memory_not_only_by_concurrency(
     b = ckptlake.open("file://" + (tmp_path / "b").as_posix(), concurrency=8)
     r = a.copy("run/x", b)
     assert r.chunks_copied == r.chunks >= 3 and peak[0] == 1
+
+
+def test_estimate_says_what_the_copy_would_read_and_creates_nothing(
+        a: ckptlake.Lake, tmp_path: Path) -> None:
+    b = ckptlake.open("file://" + (tmp_path / "b").as_posix())
+    m = a._manifest("run/x")
+    est = a.estimate_copy("run/x", b, egress=EgressPolicy())
+    assert (est.operation, est.bytes_total, est.bytes_to_download, est.bytes_present) == \
+        ("cp", m.stored_bytes, m.stored_bytes, 0)
+    assert not (tmp_path / "b").exists()
+    seen: list[Any] = []
+    a.copy("run/x", b, egress=EgressPolicy(), on_estimate=seen.append)
+    assert seen[0].bytes_to_download == est.bytes_to_download
+    again = a.estimate_copy("run/x", b, egress=EgressPolicy())
+    assert (again.bytes_to_download, again.bytes_present) == (0, m.stored_bytes)
+    # a lake of another hash: the whole version is read (pulled, then pushed)
+    c = ckptlake.open("file://" + (tmp_path / "c").as_posix())
+    (tmp_path / "seed.txt").write_text("seed")
+    c.push(tmp_path / "seed.txt", "seed", hash="sha256")
+    other = a.estimate_copy("run/x", c, egress=EgressPolicy())
+    assert other.bytes_to_download == m.stored_bytes
+    with pytest.raises(NotFound):
+        c.resolve("run/x")
+
+
+def test_cli_estimate_prints_the_estimate_and_copies_nothing(
+        a: ckptlake.Lake, tmp_path: Path) -> None:
+    to = "file://" + (tmp_path / "b").as_posix()
+    r = cli("cp", "run/x", "--lake", a.url, "--to", to, "--estimate", "--json")
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    m = a._manifest("run/x")
+    assert (doc["operation"], doc["bytes_to_download"], doc["to_lake"]) == \
+        ("cp", m.stored_bytes, to)
+    assert not (tmp_path / "b").exists()
+    r = cli("cp", "run/x", "--lake", a.url, "--to", to, "--estimate")
+    assert r.exit_code == 0 and "cp of run/x@v1: would read" in r.stdout, r.stdout

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .egress import confirm_egress, egress_policy, warn_egress
+from .egress import confirm_egress, egress_policy, estimate_summary, warn_egress
 from .help import epilog
 from .options import (CommonOptions, ConcurrencyOpt, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt,
                       LakeOpt, ProfileOpt, QuietOpt, RegionOpt)
@@ -30,8 +30,8 @@ EPILOG = epilog(
     "The destination is reached with --to-endpoint-url / --to-profile / --to-region if given, "
     "else with the lake's own options.  Egress: the bytes read from the lake are priced as a "
     "pull's (egress: in ckptlake.yaml); above egress.confirm_above_usd the copy needs --yes "
-    "(exit 7, nothing copied).  Exit 2 without --to or --as, or for two lakes one inside the "
-    "other.")
+    "(exit 7, nothing copied); --estimate prints the estimate only.  Exit 2 without --to or "
+    "--as, or for two lakes one inside the other.")
 
 
 def cp(
@@ -57,6 +57,9 @@ def cp(
     to_region: Annotated[Optional[str], typer.Option(
         "--to-region", metavar="NAME", show_default=False,
         help="Region of the destination bucket (default: --region).")] = None,
+    estimate: Annotated[bool, typer.Option(
+        "--estimate", help="Print what the copy would read from the lake and cost (egress); "
+                           "copy nothing.")] = False,
     yes: Annotated[bool, typer.Option(
         "--yes", "-y", help="Accept an egress cost above egress.confirm_above_usd without "
                             "asking.")] = False,
@@ -107,6 +110,13 @@ def cp(
                                      region=to_region or region)
             resume_collector()
             out.lake_line(handle)
+            if estimate:
+                est = handle.estimate_copy(parsed, dest, egress=egress)
+                out.result({**est.to_dict(), "lake": lake_url(handle),
+                            "lake_origin": lake_origin(handle),
+                            "to_lake": redact(dest.url if dest is not None else handle.url)},
+                           estimate_summary(est))
+                return
             with out.progress() as progress:
                 result = handle.copy(parsed, dest, as_, aliases=aliases, progress=progress,
                                      egress=egress, yes=yes, confirm=confirm_egress(out),

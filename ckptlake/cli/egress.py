@@ -42,6 +42,11 @@ def estimate_summary(e: "EgressEstimate") -> str:
         return (f"cat of {e.artifact}@v{e.version}: would download "
                 f"{format_bytes(e.bytes_to_download)} for a file of "
                 f"{format_bytes(e.bytes_total)}{tail}")
+    if e.operation == "cp":
+        have = f" ({format_bytes(e.bytes_present)} already in the destination lake)" \
+            if e.bytes_present else ""
+        return (f"cp of {e.artifact}@v{e.version}: would read {format_bytes(e.bytes_to_download)}"
+                f" of {format_bytes(e.bytes_total)} stored{have}{tail}")
     have = f" ({format_bytes(e.bytes_present)} already at the destination)" \
         if e.bytes_present else ""
     return (f"{e.artifact}@v{e.version}: would download {format_bytes(e.bytes_to_download)} of "

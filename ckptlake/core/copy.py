@@ -245,6 +245,25 @@ class _Copier:
         self.copy_all(sorted(digests))
 
 
+def _bytes_to_read(m: Manifest, sizes: dict[str, int], missing: Sequence[str]
+                   ) -> tuple[int, int]:
+    """(the version's chunk objects, those of `missing`), in bytes read from the source: its
+    stored sizes where the manifest says them (what crosses the wire), else raw."""
+    total = sum(m.stored.get(d, n) for d, n in sizes.items())
+    return total, sum(m.stored.get(d, sizes[d]) for d in missing)
+
+
+def bytes_to_copy(src: Store, dst: Store, m: Manifest, *, concurrency: int
+                  ) -> tuple[int, int]:
+    """(bytes of the version's chunk objects, bytes a copy of it into `dst` would read from
+    `src` now): the destination's holdings looked up as the copy looks them up, nothing
+    written (cp --estimate)."""
+    copier = _Copier(src, dst, m, concurrency=concurrency, progress=NullProgress(),
+                     throttle=None)
+    present, _damaged = copier.presence()
+    return _bytes_to_read(m, copier.sizes, [d for d in copier.sizes if d not in present])
+
+
 def copy_version(src: Store, dst: Store, m: Manifest, artifact: str, *, aliases: Sequence[str],
                  concurrency: int, source_url: str, dest_url: str, same_lake: bool,
                  progress: Progress | None = None, throttle: Throttle | None = None,
@@ -284,9 +303,7 @@ def copy_version(src: Store, dst: Store, m: Manifest, artifact: str, *, aliases:
                      throttle=throttle, header=header)
     present, damaged = copier.presence()
     missing = sorted(d for d in copier.sizes if d not in present)
-    # the source's stored sizes where it said them (what crosses the wire), else raw
-    to_fetch = sum(m.stored.get(d, copier.sizes[d]) for d in missing)
-    total = sum(m.stored.get(d, n) for d, n in copier.sizes.items())
+    total, to_fetch = _bytes_to_read(m, copier.sizes, missing)
     if before_copy is not None:
         before_copy(total, total - to_fetch, to_fetch)
     progress.start(phase="copy", total_bytes=sum(copier.sizes.values()),
