@@ -213,8 +213,9 @@ def redact_url(text: str) -> str:
 
 
 # In free text (an rm --reason, an error message): `--hf-token VALUE`, `Bearer VALUE`
+# (a value may start with one `-`: a random token does, one time in 64; `--x` is the next option)
 _OPTION_VALUE = re.compile(r"(?<![A-Za-z0-9_.\-])(--?[A-Za-z][A-Za-z0-9_\-]*)([ \t]+)"
-                           r"(?!-)([^\s'\"]+)")
+                           r"(?!--)([^\s'\"]+)")
 _BEARER = re.compile(r"(?<![A-Za-z0-9])(bearer[ \t]+)([A-Za-z0-9._~+/=\-]{6,})", re.IGNORECASE)
 
 
@@ -259,7 +260,9 @@ def redact_argv(argv: Sequence[str]) -> list[str]:
     hide_next = False
     for raw in argv:
         arg = str(raw)
-        if hide_next and not arg.startswith("-"):
+        # the parser takes the next argument as the value even when it starts with `-` (a
+        # random token does, one time in 64): only a `--name` is taken for the next option
+        if hide_next and not arg.startswith("--"):
             out.append(MASK)
             hide_next = False
             continue
@@ -283,8 +286,10 @@ def redact_data(value: Any) -> Any:
 
 def redact_metadata(metadata: dict[str, str]) -> dict[str, str]:
     """Metadata as it may be stored: a secret-named key keeps its name, its value is masked;
-    other values go through `redact` (a URL in a value loses its credentials)."""
-    return {k: (MASK if is_secret_name(k) and v else redact(v)) if isinstance(v, str) else v
+    other values go through `redact` (a URL in a value loses its credentials), and so do the
+    keys (`--meta "https://u:pw@host/ds=v1"` made the URL the key)."""
+    return {(redact(k) if isinstance(k, str) else k):
+            (MASK if is_secret_name(k) and v else redact(v)) if isinstance(v, str) else v
             for k, v in metadata.items()}
 
 

@@ -24,6 +24,7 @@ from typing import Any, Iterable
 from ..format import layout
 from ..format.manifest import Manifest, is_metric_value
 from ..format.times import parse_time
+from ..redact import redact
 from ..store.base import ObjectInfo, Store
 from .identity import iso
 
@@ -99,7 +100,7 @@ def _decode(payload: str) -> Summary:
     if not all(isinstance(n, int) and not isinstance(n, bool) for n in (total, files, stored)):
         raise ValueError("malformed sizes")
     return Summary(step=step, created=parse_time(doc["c"]),
-                   created_by=str(doc.get("u", "")), total_bytes=total, files=files,
+                   created_by=redact(str(doc.get("u", ""))), total_bytes=total, files=files,
                    stored_bytes=stored,
                    metrics={k: float(v) for k, v in metrics.items()},
                    metadata=None if metadata is None else {k: str(v)

@@ -17,6 +17,7 @@ from ..errors import IntegrityError, NotFound, PreconditionFailed
 from ..format import layout
 from ..format.manifest import Manifest, is_metric_value
 from ..format.times import parse_time
+from ..redact import redact, redact_metadata
 from ..results import _Result
 from ..store.base import Store
 from ..transfer.pool import bounded_map
@@ -59,6 +60,11 @@ class Tombstone(_Result):
     def encode(self) -> bytes:
         doc = {"ckptlake_tombstone": TOMBSTONE_FORMAT, **self.to_dict()}
         doc.pop("state")
+        # stored redacted, as a manifest is: a tombstone outlives the version `rm` took out
+        # for the secret it held, and copies its created_by and metadata
+        for name in ("created_by", "deleted_by", "reason"):
+            doc[name] = redact(str(doc[name]))
+        doc["metadata"] = redact_metadata(doc["metadata"])
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
     def deleted_text(self) -> str:
@@ -103,13 +109,15 @@ def decode(data: bytes) -> Tombstone | None:
         return Tombstone(
             artifact=str(raw["artifact"]), version=int(raw["version"]),
             step=raw.get("step") if isinstance(raw.get("step"), int) else None,
-            created=parse_time(raw["created"]), created_by=str(raw.get("created_by", "")),
+            created=parse_time(raw["created"]),
+            created_by=redact(str(raw.get("created_by", ""))),
             metrics={k: v for k, v in dict(raw.get("metrics") or {}).items()
-                     if is_metric_value(v)}, metadata=dict(raw.get("metadata") or {}),
+                     if is_metric_value(v)},
+            metadata=redact_metadata(dict(raw.get("metadata") or {})),
             parents=list(raw.get("parents") or []), total_bytes=int(raw.get("total_bytes", 0)),
             files=int(raw.get("files", 0)), deleted=parse_time(raw["deleted"]),
-            deleted_by=str(raw.get("deleted_by", "")), rule=str(raw.get("rule", "?")),
-            reason=str(raw.get("reason", "")))
+            deleted_by=redact(str(raw.get("deleted_by", ""))), rule=str(raw.get("rule", "?")),
+            reason=redact(str(raw.get("reason", ""))))
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None
 

@@ -539,7 +539,7 @@ def decode_manifest(data: bytes, *, key: str = "manifest") -> Manifest:
     return Manifest(
         artifact=_req(raw, "artifact", str, key), version=_req(raw, "version", int, key),
         kind=kind, hash=_req(raw, "hash", str, key), files=files, dirs=dirs, step=step,
-        created=_parse_time(raw.get("created"), key), created_by=str(raw.get("created_by", "")),
+        created=_parse_time(raw.get("created"), key), created_by=redact(str(raw.get("created_by", ""))),
         tool=str(raw.get("tool", "")), metrics=metrics, metadata=redact_metadata(metadata),
         parents=_parse_parents(raw.get("parents") or [], key),
         # Redacted on the way in as well: a manifest written before redaction, or by another
