@@ -51,3 +51,4 @@ def test_created_by_is_redacted_when_read_and_in_the_tombstone(tmp_path: Path) -
     lake.delete("a@v1")
     stored = b"".join(p.read_bytes() for p in (tmp_path / "lake").rglob("*") if p.is_file())
     assert SECRET.encode() not in stored
+

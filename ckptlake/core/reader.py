@@ -252,8 +252,11 @@ class LakeFile(SeekableReader):
                 self._throttle.acquire(c.size)
             if self._parts is not None and self._parts.applies(c.size):
                 into = buffer if buffer is not None and len(buffer) >= c.size else None
-                data: bytes | memoryview = self._parts.get_into(self.store, key, c.size,
-                                                                into or bytearray(c.size))
+                try:
+                    data: bytes | memoryview = self._parts.get_into(
+                        self.store, key, c.size, into or bytearray(c.size))
+                except NotFound:  # as in one request: missing, or its version deleted
+                    raise chunkio.missing_from(self.store, c.digest, self.name) from None
                 self._count(len(self._parts.ranges(c.size)), len(data))
             else:
                 try:
