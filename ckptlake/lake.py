@@ -1515,7 +1515,6 @@ class Lake:
         from .core import copy as _copy
         from .core.lakeheader import open_or_create_header, read_header, versions_hash
         from .core.push import AliasNotSet
-        from .policy.replicas import overlap
 
         if to is not None and not isinstance(to, Lake):
             raise UsageError(f"to must be a Lake (ckptlake.open(...)), got {to!r}")
@@ -1531,15 +1530,7 @@ class Lake:
         check_arg("yes", yes, "bool")
         check_arg("confirm", confirm, "callable", optional=True)
         check_arg("on_estimate", on_estimate, "callable", optional=True)
-        dest = to if to is not None else self
-        where = "same" if dest is self else overlap(
-            self.url, _endpoint(self.store), dest.url, _endpoint(dest.store))
-        if where in ("inside", "holds"):
-            raise UsageError(f"cannot copy between {self.url} and {dest.url}: one lake is "
-                             "inside the other", hint="copy into a lake of its own location")
-        same = where == "same"
-        if same:
-            dest = self
+        dest, same = self._copy_target(to)
         m = self._manifest(ref)
         name = artifact if artifact is not None else m.artifact
         existing = read_header(dest.store)
@@ -1550,15 +1541,13 @@ class Lake:
                                         on_estimate=on_estimate, dest_hash=dest_hash)
         dest._check_known()
 
-        def before_copy(total: int, present: int, to_fetch: int) -> None:
+        def before_copy(total: int, objects: dict[str, int]) -> None:
             if egress is None:
                 return
             from .core import egress as _egress
 
-            est = _egress.estimate_download(
-                self.store, egress, artifact=m.artifact, version=m.version, bytes_total=total,
-                bytes_present=present, bytes_to_download=to_fetch, operation="cp",
-                route_if_needed=True)
+            est = _egress.estimate_copy(self.store, m, objects, total, egress,
+                                        route_if_needed=True)
             if on_estimate is not None:
                 on_estimate(est)
             _egress.enforce(est, yes=yes, confirm=confirm)
@@ -1576,6 +1565,19 @@ class Lake:
         return dataclasses.replace(result, warnings=[*result.warnings, *warnings]) \
             if warnings else result
 
+    def _copy_target(self, to: "Lake | None") -> "tuple[Lake, bool]":
+        """(the lake a copy goes into, whether it is this one: `to` may name it another way);
+        UsageError for a lake inside the other, whose keys would mix."""
+        from .policy.replicas import overlap
+
+        dest = to if to is not None else self
+        where = "same" if dest is self else overlap(
+            self.url, _endpoint(self.store), dest.url, _endpoint(dest.store))
+        if where in ("inside", "holds"):
+            raise UsageError(f"cannot copy between {self.url} and {dest.url}: one lake is "
+                             "inside the other", hint="copy into a lake of its own location")
+        return (self, True) if where == "same" else (dest, False)
+
     def estimate_copy(self, ref: str | Ref, to: "Lake | None" = None, *,
                       egress: "EgressPolicy | None" = None) -> "EgressEstimate":
         """What `copy(ref, to)` would read from this lake now (the chunk objects `to` lacks, as
@@ -1589,19 +1591,18 @@ class Lake:
 
         if to is not None and not isinstance(to, Lake):
             raise UsageError(f"to must be a Lake (ckptlake.open(...)), got {to!r}")
-        dest = to if to is not None else self
+        dest, _same = self._copy_target(to)  # what the copy would refuse, refused
+        dest.store.check_writable()
         policy = egress if egress is not None else load_egress(load_config())
         m = self._manifest(ref)
         existing = read_header(dest.store)
         dest_hash = existing.hash if existing is not None else versions_hash(dest.store)[1]
         if dest_hash is not None and dest_hash != m.hash:
-            total = to_read = m.stored_bytes  # a pull of the whole version
-        else:
-            total, to_read = _copy.bytes_to_copy(self.store, dest.store, m,
-                                                 concurrency=self.concurrency)
-        return _egress.estimate_download(
-            self.store, policy, artifact=m.artifact, version=m.version, bytes_total=total,
-            bytes_present=total - to_read, bytes_to_download=to_read, operation="cp")
+            # a pull of the whole version (the copy's own guard prices it as one)
+            return _egress.estimate_pull(self.store, m, None, policy, operation="cp")
+        total, objects = _copy.objects_to_copy(self.store, dest.store, m,
+                                               concurrency=self.concurrency)
+        return _egress.estimate_copy(self.store, m, objects, total, policy)
 
     def _copy_rechunked(self, m: "Manifest", dest: "Lake", artifact: str, *,
                         aliases: Sequence[str], progress: Progress | None,

@@ -213,9 +213,12 @@ def redact_url(text: str) -> str:
 
 
 # In free text (an rm --reason, an error message): `--hf-token VALUE`, `Bearer VALUE`
-# (a value may start with one `-`: a random token does, one time in 64; `--x` is the next option)
+# (a value may start with one `-`: a random token does, one time in 64; `--x`, `-x` and `-` are
+# taken for the next option, or stdin)
 _OPTION_VALUE = re.compile(r"(?<![A-Za-z0-9_.\-])(--?[A-Za-z][A-Za-z0-9_\-]*)([ \t]+)"
-                           r"(?!--)([^\s'\"]+)")
+                           r"(?!--|-[A-Za-z]?(?![^\s'\"]))([^\s'\"]+)")
+# an argument after a secret-named option that is no value: the next option or stdin
+_NOT_A_VALUE = re.compile(r"--.*|-[A-Za-z]?", re.DOTALL)
 _BEARER = re.compile(r"(?<![A-Za-z0-9])(bearer[ \t]+)([A-Za-z0-9._~+/=\-]{6,})", re.IGNORECASE)
 
 
@@ -261,8 +264,9 @@ def redact_argv(argv: Sequence[str]) -> list[str]:
     for raw in argv:
         arg = str(raw)
         # the parser takes the next argument as the value even when it starts with `-` (a
-        # random token does, one time in 64): only a `--name` is taken for the next option
-        if hide_next and not arg.startswith("--"):
+        # random token does, one time in 64): only `--name`, a one-letter `-x` (a flag after
+        # a secret-named switch such as --use-auth-token) and `-` are left as they are
+        if hide_next and not _NOT_A_VALUE.fullmatch(arg):
             out.append(MASK)
             hide_next = False
             continue

@@ -55,7 +55,7 @@ def test_an_empty_object_appearing_after_the_presence_check_is_replaced(
     m = a._manifest("run/x")
     digests = sorted(m.chunk_digests())
 
-    def cut_uploads(total: int, present: int, to_fetch: int) -> None:
+    def cut_uploads(total: int, objects: dict[str, int]) -> None:
         for d in digests:
             b.store.put(layout.chunk_key(d), b"")
 

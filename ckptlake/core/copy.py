@@ -245,30 +245,31 @@ class _Copier:
         self.copy_all(sorted(digests))
 
 
-def _bytes_to_read(m: Manifest, sizes: dict[str, int], missing: Sequence[str]
-                   ) -> tuple[int, int]:
-    """(the version's chunk objects, those of `missing`), in bytes read from the source: its
-    stored sizes where the manifest says them (what crosses the wire), else raw."""
+def _to_read(m: Manifest, sizes: dict[str, int], missing: Sequence[str]
+             ) -> tuple[int, dict[str, int]]:
+    """(bytes of the version's chunk objects, digest -> bytes of each of `missing`), as read
+    from the source: its stored sizes where the manifest says them (what crosses the wire),
+    else raw."""
     total = sum(m.stored.get(d, n) for d, n in sizes.items())
-    return total, sum(m.stored.get(d, sizes[d]) for d in missing)
+    return total, {d: m.stored.get(d, sizes[d]) for d in missing}
 
 
-def bytes_to_copy(src: Store, dst: Store, m: Manifest, *, concurrency: int
-                  ) -> tuple[int, int]:
-    """(bytes of the version's chunk objects, bytes a copy of it into `dst` would read from
-    `src` now): the destination's holdings looked up as the copy looks them up, nothing
-    written (cp --estimate)."""
+def objects_to_copy(src: Store, dst: Store, m: Manifest, *, concurrency: int
+                    ) -> tuple[int, dict[str, int]]:
+    """What a copy of `m` into `dst` would read from `src` now (as _to_read): the
+    destination's holdings looked up as the copy looks them up, nothing written (cp
+    --estimate)."""
     copier = _Copier(src, dst, m, concurrency=concurrency, progress=NullProgress(),
                      throttle=None)
     present, _damaged = copier.presence()
-    return _bytes_to_read(m, copier.sizes, [d for d in copier.sizes if d not in present])
+    return _to_read(m, copier.sizes, [d for d in copier.sizes if d not in present])
 
 
 def copy_version(src: Store, dst: Store, m: Manifest, artifact: str, *, aliases: Sequence[str],
                  concurrency: int, source_url: str, dest_url: str, same_lake: bool,
                  progress: Progress | None = None, throttle: Throttle | None = None,
                  open_header: Callable[[], tuple[Any, "bool | str"]],
-                 before_copy: Callable[[int, int, int], None] | None = None,
+                 before_copy: Callable[[int, dict[str, int]], None] | None = None,
                  ) -> tuple[CopyResult, PushResult | Exception]:
     """Copy version `m` of `src` to the next version of `artifact` in `dst`.
 
@@ -277,9 +278,10 @@ def copy_version(src: Store, dst: Store, m: Manifest, artifact: str, *, aliases:
     the commit, if none is): a copy that fails first (a corrupt or missing chunk at the
     source) leaves no lake where there was none.
 
-    before_copy(bytes_total, bytes_present, bytes_to_download): told once the destination's
-    holdings are known and before anything is written or read from the source (the egress
-    guard: it may raise to stop the copy; a lake that did not exist is not created then).
+    before_copy(bytes_total, objects): told once the destination's holdings are known (objects:
+    digest -> stored bytes of each chunk object to read from the source) and before anything
+    is written or read from the source (the egress guard: it may raise to stop the copy; a
+    lake that did not exist is not created then).
 
     Returns the result and what core/push.commit_upload returned or raised as AliasNotSet (the
     caller writes the version's indexes, then raises the alias error)."""
@@ -303,9 +305,9 @@ def copy_version(src: Store, dst: Store, m: Manifest, artifact: str, *, aliases:
                      throttle=throttle, header=header)
     present, damaged = copier.presence()
     missing = sorted(d for d in copier.sizes if d not in present)
-    total, to_fetch = _bytes_to_read(m, copier.sizes, missing)
+    total, to_fetch = _to_read(m, copier.sizes, missing)
     if before_copy is not None:
-        before_copy(total, total - to_fetch, to_fetch)
+        before_copy(total, to_fetch)
     progress.start(phase="copy", total_bytes=sum(copier.sizes.values()),
                    total_files=len(copier.sizes))
     try:

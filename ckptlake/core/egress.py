@@ -188,6 +188,22 @@ def estimate_pull(store: Store, m: Manifest, destination: str | None, policy: Eg
     return est
 
 
+def estimate_copy(store: Store, m: Manifest, objects: dict[str, int], bytes_total: int,
+                  policy: EgressPolicy, *, route_if_needed: bool = False) -> EgressEstimate:
+    """What `cp` of `m` reads from `store`: `objects` (digest -> bytes as stored), the chunk
+    objects the destination lacks, of `bytes_total` in the version; priced as a pull's, the
+    retrieval fee of tiered chunks included."""
+    est = estimate_download(store, policy, artifact=m.artifact, version=m.version,
+                            bytes_total=bytes_total,
+                            bytes_present=bytes_total - sum(objects.values()),
+                            bytes_to_download=sum(objects.values()), operation="cp",
+                            route_if_needed=route_if_needed)
+    if policy.retrieval_per_gb and is_remote(store) and objects \
+            and getattr(store, "supports_storage_classes", False):
+        est = with_retrieval(est, store, objects, policy.retrieval_per_gb)
+    return est
+
+
 def with_retrieval(est: EgressEstimate, store: Store, objects: dict[str, int],
                    prices: Mapping[str, float]) -> EgressEstimate:
     """Add the retrieval fee of the chunks in a class that charges per GB read (STANDARD_IA,
@@ -287,9 +303,12 @@ def enforce(est: EgressEstimate, *, yes: bool,
         return
     if confirm is not None and confirm(est):
         return
+    # through a replica the bytes cross on each source's own route (a local lake's S3 replica
+    # is no "local lake (no egress)")
+    over = est.sources_text() if est.sources else f"over {est.route_text()}"
     raise PolicyRefusal(
         f"{est.subject()} would download "
-        f"{format_bytes(est.bytes_to_download)} over {est.route_text()}: {est.cost_text()}, "
+        f"{format_bytes(est.bytes_to_download)} {over}: {est.cost_text()}, "
         f"above egress.confirm_above_usd ({est.confirm_above_usd:.2f}); nothing was downloaded",
         hint=_HINTS.get(est.operation, _HINTS["pull"]))
 

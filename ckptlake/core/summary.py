@@ -24,7 +24,7 @@ from typing import Any, Iterable
 from ..format import layout
 from ..format.manifest import Manifest, is_metric_value
 from ..format.times import parse_time
-from ..redact import redact
+from ..redact import redact, redact_metadata
 from ..store.base import ObjectInfo, Store
 from .identity import iso
 
@@ -103,8 +103,10 @@ def _decode(payload: str) -> Summary:
                    created_by=redact(str(doc.get("u", ""))), total_bytes=total, files=files,
                    stored_bytes=stored,
                    metrics={k: float(v) for k, v in metrics.items()},
-                   metadata=None if metadata is None else {k: str(v)
-                                                           for k, v in metadata.items()})
+                   # redacted as a manifest's is when read (a summary written before keys
+                   # were redacted may hold a URL's password in one)
+                   metadata=None if metadata is None else redact_metadata(
+                       {k: str(v) for k, v in metadata.items()}))
 
 
 def _seconds(t: datetime) -> int:

@@ -82,10 +82,20 @@ def check_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
     if metadata is not None and not hasattr(metadata, "items"):  # a list failed on .items
         shown = repr(metadata) if len(repr(metadata)) <= 60 else repr(metadata)[:57] + "..."
         raise UsageError(f"metadata must be a mapping of key to string, got {shown}")
+    from ..redact import redact
+
+    stored: dict[str, str] = {}  # key as stored (redacted) -> the key given
     for k, v in (metadata or {}).items():
         if not isinstance(k, str) or not k:
             raise UsageError("metadata keys must be non-empty strings")
         out[check_text(k, "metadata key")] = check_text(str(v), f"metadata value of {k!r}")
+        # Keys are stored redacted: two that differ only in a credential or a query would
+        # become one, and one value would be lost without a word
+        seen = stored.setdefault(redact(k), k)
+        if seen != k:
+            raise UsageError(f"metadata keys {redact(seen)!r} and {redact(k)!r} are the same key "
+                             "once their credentials and query strings are removed, as keys "
+                             "are stored", hint="name them apart without secrets")
     return out
 
 
