@@ -507,3 +507,13 @@ def test_real_shell_tab_completes_fixed_values(shell: str, tmp_path: Path) -> No
             term.expect(value, timeout=20.0, start=start)
     finally:
         term.close()
+
+
+def test_an_empty_manifest_is_offered_as_no_version(lake_dir: Path) -> None:
+    """An empty object at @v/N (a PUT cut after its head) is no version: readers skip it and
+    the next push takes its number; TAB offered `@v4` that every command then refused."""
+    from ckptlake.format import layout
+
+    (lake_dir / layout.version_key("gpt2-small", 4)).write_bytes(b"")
+    got = complete.candidates("ref", "gpt2-small@v", [])
+    assert "gpt2-small@v4" not in got and "gpt2-small@v3" in got

@@ -179,10 +179,11 @@ class Lookups:
             aliases = sorted(parsed[1] for info in found[layout.aliases_prefix(artifact)]
                              if (parsed := layout.parse_alias_key(info.key))
                              and parsed[0] == artifact and info.size > 0)
+            # an empty manifest (a PUT cut after its head) is no version (summary.committed_from)
             committed = {parsed[1]: info.modified
                          for info in found[layout.versions_prefix(artifact)]
                          if (parsed := layout.parse_version_key(info.key))
-                         and parsed[0] == artifact}
+                         and parsed[0] == artifact and info.size > 0}
             summaries = summaries_from(artifact, found[layout.summaries_prefix(artifact)])
             steps = sorted({s.step for n, s in summaries.items()
                             if s.step is not None and usable(s, committed.get(n))},
