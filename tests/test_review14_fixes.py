@@ -99,3 +99,18 @@ def test_a_switch_named_like_a_secret_does_not_mask_the_flag_after_it() -> None:
     assert redact_argv(["--password", "-Xy9SeCrEt"]) == ["--password", "***"]
     assert redact("--use-auth-token -v") == "--use-auth-token -v"
     assert "SeCrEt" not in redact("--password -Xy9SeCrEt")
+
+
+def test_an_archived_object_says_restore_it_not_check_credentials(moto_store: object) -> None:
+    """A chunk someone moved to GLACIER answers a GET with 403 InvalidObjectState: the error
+    said "permission or credentials" (exit 4, configure AWS credentials), which no credential
+    fixes."""
+    from ckptlake.errors import AccessDenied, TransferError
+
+    store = moto_store
+    store.put("chunks/aa/x", b"hello")  # type: ignore[attr-defined]
+    store.set_storage_class("chunks/aa/x", "GLACIER")  # type: ignore[attr-defined]
+    with pytest.raises(TransferError) as e:
+        store.get("chunks/aa/x")  # type: ignore[attr-defined]
+    assert not isinstance(e.value, AccessDenied)
+    assert "archived" in e.value.message and "restore" in (e.value.hint or "")

@@ -583,6 +583,14 @@ class S3Store(Store):
                                 "the wrong region",
                                 hint="refresh the credentials (new session token, `aws sso "
                                      "login`) or pass --profile; check --region")
+        if code == "InvalidObjectState":
+            # a 403 too, but no credential is at fault: the object is in an archive class
+            # (GLACIER, DEEP_ARCHIVE) that a GET cannot read until it is restored
+            return TransferError(f"{text}: the object is archived (a GLACIER or DEEP_ARCHIVE "
+                                 "storage class) and cannot be read until it is restored",
+                                 hint="restore it (aws s3api restore-object) and run again, or "
+                                      "move it back to a class read at once (gc's tier rules "
+                                      "use only such classes)")
         if code in _ACCESS_CODES or status == 403:
             return AccessDenied(text, hint=_CREDENTIALS_HINT)
         if code in _TRANSIENT_CODES or status == 429 or \
