@@ -62,7 +62,8 @@ def _kind(ea: FileEntry, eb: FileEntry) -> str:
 def bytes_to_read(a: Manifest, b: Manifest, paths: list[str]) -> int:
     """What `inspect_modified(read=True)` downloads: whole segments (chunks, or a packed file),
     each side's first for a safetensors header, first and last for a torch archive (its
-    `data.pkl` and central directory; more only if either is larger than a chunk)."""
+    `data.pkl` and central directory).  An upper bound the inspection keeps to: a torch archive
+    whose directory or `data.pkl` reaches into another segment is not read further (_Priced)."""
     fa, fb = {e.path: e for e in a.files}, {e.path: e for e in b.files}
     total = 0
     for p in paths:
@@ -97,7 +98,8 @@ def _inspect(store: Store, a: Manifest, ea: FileEntry, b: Manifest, eb: FileEntr
     files = (LakeFile(store, ea, a.hash, readahead=0, stored=a.stored),
              LakeFile(store, eb, b.hash, readahead=0, stored=b.stored))
     try:
-        out.update(_safetensors(*files) if kind == "safetensors" else _torch(*files))
+        out.update(_safetensors(*files) if kind == "safetensors" else
+                   _torch(_Priced(files[0], ea), _Priced(files[1], eb)))
     finally:
         for f in files:
             f.close()
@@ -137,7 +139,51 @@ def _safetensors(fa: LakeFile, fb: LakeFile) -> dict[str, Any]:
 
 # --- torch archives ------------------------------------------------------------------------------
 
-def _zip(fh: LakeFile) -> zipfile.ZipFile | None:
+class _Unpriced(Exception):
+    """A read outside the segments bytes_to_read counted."""
+
+
+class _Priced(io.RawIOBase):
+    """A torch archive read only within its first and last segment: what the egress estimate
+    (bytes_to_read) counted.  Why: the guard prices the diff before anything is read; an
+    archive whose zip directory (~100 bytes a storage) or data.pkl outgrows a chunk would
+    otherwise read more than was priced (a 30,000-tensor archive at 1 MiB chunks read 2.65x
+    its estimate)."""
+
+    def __init__(self, fh: LakeFile, entry: FileEntry) -> None:
+        super().__init__()
+        self.fh, self.size = fh, entry.size
+        sizes = segment_sizes(entry)
+        first = sizes[0] if sizes else 0
+        last = self.size - sizes[-1] if len(sizes) > 1 else first
+        self.allowed = ((0, first), (last, self.size))
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self.fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.fh.tell()
+
+    def readinto(self, buffer: Any) -> int:
+        start = self.fh.tell()
+        end = min(start + len(buffer), self.size)
+        if end > start and not any(lo <= start and end <= hi for lo, hi in self.allowed):
+            raise _Unpriced(f"bytes {start}-{end}")
+        return self.fh.readinto(buffer)
+
+
+_UNPRICED = ("its zip directory or data.pkl reaches beyond the first and last chunk, which "
+             "the egress estimate counted: not read further (pull both versions of the file "
+             "to compare them)")
+
+
+def _zip(fh: Any) -> zipfile.ZipFile | None:
     try:  # reads the end of central directory first: the file's last chunk
         return zipfile.ZipFile(fh)
     except (zipfile.BadZipFile, ValueError, EOFError):
@@ -155,8 +201,11 @@ def _storages(zf: zipfile.ZipFile) -> tuple[str, dict[str, tuple[int, int]]] | N
                     if i.filename.startswith(prefix + "data/")}
 
 
-def _torch(fa: LakeFile, fb: LakeFile) -> dict[str, Any]:
-    za, zb = _zip(fa), _zip(fb)
+def _torch(fa: Any, fb: Any) -> dict[str, Any]:
+    try:
+        za, zb = _zip(fa), _zip(fb)
+    except _Unpriced:
+        return {"inspected": False, "reason": _UNPRICED}
     if za is None or zb is None:
         return {"inspected": False, "reason": "not a zip archive (torch's legacy format?)"}
     sa, sb = _storages(za), _storages(zb)
@@ -172,6 +221,10 @@ def _torch(fa: LakeFile, fb: LakeFile) -> dict[str, Any]:
         "changed": changed, "unchanged": len(a.keys() & b.keys()) - len(changed)}}
     try:
         ta, tb = _tensor_index(za, pa), _tensor_index(zb, pb)
+    except _Unpriced:
+        out["tensors"] = None
+        out["tensors_note"] = f"data.pkl not read: {_UNPRICED}"
+        return out
     except _NoTorch:
         out["tensors"] = None
         out["tensors_note"] = "tensor names need torch (pip install 'ckptlake[torch]')"

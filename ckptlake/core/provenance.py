@@ -85,6 +85,11 @@ def collect(source: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     return out
 
 
+# A run's hyper-parameters take kilobytes; every byte of a --meta-file lands in the manifest that
+# every ls/show/pull reads.  (A --meta-file /dev/zero ran the push out of memory.)
+MAX_META_FILE = 1 << 20
+
+
 def load_meta_file(path: str | os.PathLike[str]) -> dict[str, str]:
     """Metadata from a JSON or YAML mapping (e.g. the run's hyper-parameters).
 
@@ -99,10 +104,16 @@ def load_meta_file(path: str | os.PathLike[str]) -> dict[str, str]:
 
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with open(p, "rb") as f:  # at most the limit and one byte: a pipe (<(...)) is fine
+            raw = f.read(MAX_META_FILE + 1)
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read --meta-file {p}: {getattr(exc, 'strerror', None) or exc}"
                          ) from None
+    if len(raw) > MAX_META_FILE:
+        raise UsageError(f"--meta-file {p} is larger than {MAX_META_FILE >> 20} MiB",
+                         hint="it is stored in the version's manifest: pass the run's "
+                              "parameters, push large files as files of the version")
     try:
         if p.suffix.lower() == ".json":
             doc = json.loads(text)
@@ -112,6 +123,8 @@ def load_meta_file(path: str | os.PathLike[str]) -> dict[str, str]:
             doc = yaml.safe_load(text)
     except ValueError as exc:  # json.JSONDecodeError
         raise UsageError(f"--meta-file {p} is not valid JSON: {exc}") from None
+    except RecursionError:  # json's and yaml's parsers alike
+        raise UsageError(f"--meta-file {p} is nested too deeply") from None
     except Exception as exc:  # noqa: BLE001 - yaml.YAMLError, without importing yaml early
         raise UsageError(f"--meta-file {p} is not valid YAML: {_yaml_problem(exc, text)}"
                          ) from None
