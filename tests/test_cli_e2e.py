@@ -312,3 +312,25 @@ def test_ctrl_c_during_push_exits_130_and_leaves_no_version(target: Target,
     doc = json.loads(r.stdout)
     assert (r.returncode, doc.get("artifacts")) == (0, []) or \
         (r.returncode, doc["error"]["type"]) == (3, "NotFound"), (r.stdout, r.stderr)
+
+
+def test_a_ctrl_c_while_the_command_is_looked_up_is_reported(tmp_path: Path) -> None:
+    """Between the app's import and the command's guard (the command's module importing at its
+    lookup), Typer turned a Ctrl-C into a silent exit 130: no "interrupted" line, and for
+    --json no error document, which a CI script reading stdout needs (mutation review of the
+    CLI's output contract)."""
+    script = (
+        "import sys\n"
+        "import ckptlake.cli.app as app\n"
+        "def build(name):\n"
+        "    exec('raise KeyboardInterrupt')\n"
+        "app.build_command = build\n"
+        "sys.argv = ['ckptlake', 'ls', '--json']\n"
+        "from ckptlake.cli.main import main\n"
+        "main()\n")
+    (tmp_path / "lookup_ctrl_c.py").write_text(script)
+    done = subprocess.run([sys.executable, "-m", "lookup_ctrl_c"], capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL, cwd=tmp_path)
+    assert done.returncode == 130, done
+    assert json.loads(done.stdout)["error"]["type"] == "Interrupted"
+    assert done.stderr.splitlines()[-1:] == ["ckptlake: interrupted"]

@@ -335,6 +335,15 @@ class CkptlakeGroup(TyperGroup):
         self.commands = lazy
         _plain_params(self)
 
+    def invoke(self, ctx: Any) -> Any:
+        """A Ctrl-C outside a command's guard (while the command's module imports, at its
+        lookup) would reach Typer, which turns it into a silent exit 130: no error document
+        for --json, no "interrupted" line.  Passed on as _Interrupted, main reports it."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise _Interrupted() from exc
+
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,
              **extra: Any) -> Any:
@@ -348,7 +357,10 @@ class CkptlakeGroup(TyperGroup):
             rv = super().main(args=argv, prog_name=prog_name or PROG, complete_var=complete_var,
                               standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
-        except typer.Abort:
+        except (typer.Abort, _Interrupted):
+            from .main import forget_unhandled_interrupt
+
+            forget_unhandled_interrupt()
             code = report_error(KeyboardInterrupt(), as_json=as_json, debug=False)
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - top level
             if _is_click_error(exc):
@@ -369,6 +381,11 @@ class CkptlakeGroup(TyperGroup):
         if option is not None and getattr(option, "default", False) is None:
             option.default = False
         return _plain_param(option) if option is not None else None
+
+
+class _Interrupted(Exception):
+    """A KeyboardInterrupt that reached the group outside a command's guard (see
+    CkptlakeGroup.invoke)."""
 
 
 def _stdout_failure(exc: BaseException) -> BaseException:
