@@ -114,3 +114,18 @@ def test_an_archived_object_says_restore_it_not_check_credentials(moto_store: ob
         store.get("chunks/aa/x")  # type: ignore[attr-defined]
     assert not isinstance(e.value, AccessDenied)
     assert "archived" in e.value.message and "restore" in (e.value.hint or "")
+
+
+def test_numbers_of_thousands_of_digits_are_usage_errors() -> None:
+    """Python's int() refuses strings of over 4,300 digits with a ValueError: a selector padded
+    with zeros and a size of 5,000 digits were internal errors (exit 1, a traceback's words)
+    (mutation review of format/refs.py and units)."""
+    from ckptlake.format.refs import parse_ref
+    from ckptlake.policy.config import parse_size
+
+    assert parse_ref("a/b@v" + "0" * 5000 + "1").value == 1
+    assert parse_ref("a/b@step=" + "0" * 5000).value == 0
+    for text in ("1" * 5000, "0." + "1" * 5000, "1" * 5000 + "MiB"):
+        with pytest.raises(UsageError, match="not a size"):
+            parse_size(text)
+    assert parse_size("16MiB") == 16 * MiB and parse_size("1.5KiB") == 1536

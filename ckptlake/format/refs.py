@@ -121,7 +121,7 @@ def _number(digits: str, selector: str) -> int:
         shown = selector if len(selector) <= 40 else selector[:37] + "..."
         raise UsageError(f"{shown!r} is out of range: version numbers and steps go up to "
                          f"{MAX_NUMBER} ({NUMBER_DIGITS} digits in the lake's keys)")
-    return int(digits)
+    return int(digits.lstrip("0") or "0")  # (leading zeros count towards int()'s limit too)
 
 
 def parse_ref(text: str) -> Ref:

@@ -192,8 +192,9 @@ def parse_size(text: str | int) -> int:
             raise UsageError(f"size must not be negative, got {text}", hint=_SIZE_HINT)
         return text
     match = _SIZE_RE.fullmatch(text.strip())
-    if match is None:
-        raise UsageError(f"not a size: {text!r}", hint=_SIZE_HINT)
+    if match is None or len(match["num"]) > 40:  # (no size has 40 digits; int() refuses 4,300)
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise UsageError(f"not a size: {shown!r}", hint=_SIZE_HINT)
     unit = match["unit"].lower()
     if unit not in _SIZE_UNITS:
         if unit in ("k", "m", "g", "t"):
