@@ -135,14 +135,15 @@ def test_meta_file_errors(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
-def test_git_state_of_the_source_checkout(tmp_path: Path) -> None:
+def test_git_state_of_the_source_checkout(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
 
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(repo), *args], check=True, env=env,
+    def git(*args: str, where: Path = repo) -> str:
+        return subprocess.run(["git", "-C", str(where), *args], check=True, env=env,
                               capture_output=True, text=True).stdout.strip()
 
     git("init", "-q")
@@ -156,6 +157,16 @@ def test_git_state_of_the_source_checkout(tmp_path: Path) -> None:
     assert state == {"commit": head, "dirty": False, "root": str(repo)}
     (repo / "train.py").write_text("print(2)\n")
     assert git_state(str(repo))["dirty"] is True  # type: ignore[index]
+    # run from another checkout (whatever pytest's cwd is): the source's checkout wins, the
+    # cwd is only the fallback
+    other = tmp_path / "other"
+    other.mkdir()
+    git("init", "-q", where=other)
+    (other / "x.txt").write_text("other\n")
+    git("add", "x.txt", where=other)
+    git("commit", "-qm", "other", where=other)
+    assert git("rev-parse", "HEAD", where=other) != head
+    monkeypatch.chdir(other)
     assert collect(repo / "ckpt" / "w.bin")["git"]["commit"] == head
 
 
