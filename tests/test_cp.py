@@ -62,6 +62,17 @@ def chunk_keys(lake: ckptlake.Lake) -> set[str]:
     return {o.key for o in lake.store.list("chunks/")}
 
 
+def damaged_lake(root: Path, a: ckptlake.Lake, src: Path) -> ckptlake.Lake:
+    """A lake holding every chunk of a's run/x (pushed as `other`), each object cut to half."""
+    b = ckptlake.open("file://" + root.as_posix())
+    b.push(src, "other")
+    for d in a._manifest("run/x").chunk_digests():
+        key = layout.chunk_key(d)
+        body = b.store.get(key)
+        b.store.put(key, body[:len(body) // 2])
+    return b
+
+
 @pytest.fixture
 def src(tmp_path: Path) -> Path:
     return make_src(tmp_path / "src")
@@ -376,13 +387,8 @@ def test_damaged_objects_at_the_destination_are_written_over_not_committed_on(
         a: ckptlake.Lake, src: Path, tmp_path: Path) -> None:
     """Push's rule: a raw object cut short, or a frame cut short, is written again (the
     review found a copy committing on top of them, with their cut sizes as `stored` hints)."""
-    b = ckptlake.open("file://" + (tmp_path / "b").as_posix())
-    b.push(src, "other")
+    b = damaged_lake(tmp_path / "b", a, src)
     m = a._manifest("run/x")
-    for d in m.chunk_digests():
-        key = layout.chunk_key(d)
-        body = b.store.get(key)
-        b.store.put(key, body[:len(body) // 2])
     r = a.copy("run/x", b)
     assert r.chunks_repaired == r.chunks_copied == r.chunks and r.chunks_present == 0
     copied = b._manifest("run/x")

@@ -21,7 +21,7 @@ from ckptlake.format import layout
 from ckptlake.format.header import digest
 from ckptlake.policy.egress import EgressPolicy
 
-from test_cp import a, chunk_keys, cli, src, tree  # noqa: F401  (a, src: fixtures)
+from test_cp import a, chunk_keys, cli, damaged_lake, src, tree  # noqa: F401  (a, src: fixtures)
 
 
 def _sha256_lake(tmp_path: Path, name: str) -> ckptlake.Lake:
@@ -282,13 +282,8 @@ def test_the_egress_estimate_counts_damaged_objects_as_downloads(
         a: ckptlake.Lake, src: Path, tmp_path: Path) -> None:
     """Damaged objects at the destination are copied again from the source: the estimate the
     user is asked to confirm must count them, or it understates the bill."""
-    b = ckptlake.open("file://" + (tmp_path / "b").as_posix())
-    b.push(src, "other")
+    b = damaged_lake(tmp_path / "b", a, src)
     m = a._manifest("run/x")
-    for d in m.chunk_digests():
-        key = layout.chunk_key(d)
-        body = b.store.get(key)
-        b.store.put(key, body[:len(body) // 2])
     policy = EgressPolicy(lake_region="us-east-1", client_region="eu-west-1",
                           price_per_gb={"inter_region": 1000.0, "same_region": 0.0,
                                         "internet": 1000.0},
