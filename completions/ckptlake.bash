@@ -156,13 +156,13 @@ _ckptlake() {
         cp)
             case "$prev" in
                 --config) _ckptlake_files "$cur"; return 0 ;;
-                --to|--as|--alias|--to-endpoint-url|--to-profile|--to-region|--concurrency|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
+                --to|--as|--alias|--to-endpoint-url|--to-profile|--to-region|--concurrency|--max-bandwidth|--lake|-l|--endpoint-url|--profile|--region) return 0 ;;  # free-form value
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=( $(compgen -W "--to --as --alias --to-endpoint-url --to-profile --to-region --estimate --yes -y --concurrency --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
+                COMPREPLY=( $(compgen -W "--to --as --alias --to-endpoint-url --to-profile --to-region --estimate --yes -y --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config --json --quiet -q --debug --help -h" -- "$cur") )
                 return 0
             fi
-            _ckptlake_npos "--to --as --alias --to-endpoint-url --to-profile --to-region --concurrency --lake -l --endpoint-url --profile --region --config"
+            _ckptlake_npos "--to --as --alias --to-endpoint-url --to-profile --to-region --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config"
             case "$npos" in
                 0) _ckptlake_lake ref "$cur" ;;  # REF
             esac

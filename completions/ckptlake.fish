@@ -180,6 +180,7 @@ complete -c ckptlake -n '__ckptlake_using cp' -l to-region -x -d 'Region of the 
 complete -c ckptlake -n '__ckptlake_using cp' -l estimate -d 'Print what the copy would read from the lake and cost (egress); copy nothing'
 complete -c ckptlake -n '__ckptlake_using cp' -s y -l yes -d 'Accept an egress cost above egress.confirm_above_usd without asking'
 complete -c ckptlake -n '__ckptlake_using cp' -l concurrency -x -d 'Parallel transfers (default: from the config, else the library\'s default)'
+complete -c ckptlake -n '__ckptlake_using cp' -l max-bandwidth -x -d 'Limit transfer speed to SIZE per second for the whole process, e.g. 50MiB'
 complete -c ckptlake -n '__ckptlake_using cp' -s l -l lake -x -d 'Lake location (s3://bucket/prefix or file:///path)'
 complete -c ckptlake -n '__ckptlake_using cp' -l endpoint-url -x -d 'S3 endpoint for S3-compatible stores (MinIO, SeaweedFS, R2, ...)'
 complete -c ckptlake -n '__ckptlake_using cp' -l profile -x -d 'AWS credentials profile to use'
@@ -189,7 +190,7 @@ complete -c ckptlake -n '__ckptlake_using cp' -l json -d 'Print exactly one JSON
 complete -c ckptlake -n '__ckptlake_using cp' -s q -l quiet -d 'Print nothing but errors'
 complete -c ckptlake -n '__ckptlake_using cp' -l debug -d 'Print the traceback of errors on stderr'
 complete -c ckptlake -n '__ckptlake_using cp' -s h -l help -d 'Show this message and exit'
-complete -c ckptlake -n '__ckptlake_using cp; and __ckptlake_arg 0 --to --as --alias --to-endpoint-url --to-profile --to-region --concurrency --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'REF'
+complete -c ckptlake -n '__ckptlake_using cp; and __ckptlake_arg 0 --to --as --alias --to-endpoint-url --to-profile --to-region --concurrency --max-bandwidth --lake -l --endpoint-url --profile --region --config' -a '(__ckptlake_lake ref)' -d 'REF'
 
 # ls ARTIFACT|REF PATH
 complete -c ckptlake -n '__ckptlake_using ls' -l pending -d 'List sharded steps not committed yet (of ARTIFACT, or of all artifacts): how many of WORLD ranks are in, and why not committed'

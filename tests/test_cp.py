@@ -522,3 +522,26 @@ def test_cli_estimate_prints_the_estimate_and_copies_nothing(
     assert not (tmp_path / "b").exists()
     r = cli("cp", "run/x", "--lake", a.url, "--to", to, "--estimate")
     assert r.exit_code == 0 and "cp of run/x@v1: would read" in r.stdout, r.stdout
+
+
+def test_cli_max_bandwidth_limits_the_copy_and_is_checked(
+        a: ckptlake.Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--max-bandwidth as push and pull take it: the chunks a copy writes (or has the server
+    copy) go through the destination's limit; a bad value is exit 2 before any lake opens."""
+    from ckptlake.transfer.throttle import Throttle
+
+    charged: list[int] = []
+    real = Throttle.acquire
+
+    def spy(self: Throttle, n: int) -> None:
+        if self.rate is not None:
+            charged.append(n)
+        return real(self, n)
+
+    monkeypatch.setattr(Throttle, "acquire", spy)
+    to = "file://" + (tmp_path / "b").as_posix()
+    r = cli("cp", "run/x", "--lake", a.url, "--to", to, "--max-bandwidth", "1GiB", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert sum(charged) == json.loads(r.stdout)["bytes_copied"] > 0
+    r = cli("cp", "run/x", "--lake", a.url, "--to", to, "--max-bandwidth", "0")
+    assert r.exit_code == 2 and "must be positive" in r.stderr

@@ -9,9 +9,10 @@ import typer
 from .egress import confirm_egress, egress_policy, estimate_summary, warn_egress
 from .help import epilog
 from .options import (CommonOptions, ConcurrencyOpt, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt,
-                      LakeOpt, ProfileOpt, QuietOpt, RegionOpt)
+                      LakeOpt, MaxBandwidthOpt, ProfileOpt, QuietOpt, RegionOpt)
 from ..redact import redact
-from .output import Output, format_bytes, lake_origin, lake_url, require_lake, resume_collector
+from .output import (Output, format_bytes, lake_origin, lake_url, parse_bandwidth, require_lake,
+                     resume_collector)
 
 HELP = ("Copy the version REF into another lake (--to) or under another artifact name (--as), "
         "as its next version, with its step, metrics, metadata and provenance.")
@@ -64,6 +65,7 @@ def cp(
         "--yes", "-y", help="Accept an egress cost above egress.confirm_above_usd without "
                             "asking.")] = False,
     concurrency: ConcurrencyOpt = None,
+    max_bandwidth: MaxBandwidthOpt = None,
     lake: LakeOpt = None,
     endpoint_url: EndpointOpt = None,
     profile: ProfileOpt = None,
@@ -97,17 +99,19 @@ def cp(
         aliases = [validate_alias(name) for name in alias or []]
         check_endpoint_option(endpoint_url)
         check_endpoint_option(to_endpoint_url, "--to-endpoint-url")
+        bandwidth = parse_bandwidth(max_bandwidth)  # the chunks written (or server-copied)
         egress = egress_policy(common)
         cfg = str(config) if config else None
         handle = ckptlake.open(lake, config=cfg, endpoint_url=endpoint_url, profile=profile,
-                               region=region, concurrency=concurrency)
+                               region=region, concurrency=concurrency,
+                               max_bandwidth=bandwidth)
         dest = None
         try:
             if to is not None:
                 dest = ckptlake.open(to, config=cfg,
                                      endpoint_url=to_endpoint_url or endpoint_url,
                                      profile=to_profile or profile,
-                                     region=to_region or region)
+                                     region=to_region or region, max_bandwidth=bandwidth)
             resume_collector()
             out.lake_line(handle)
             if estimate:

@@ -438,6 +438,21 @@ def require_lake(lake: "Lake") -> None:
         raise lake.absent_error(lake_origin(lake))
 
 
+def parse_bandwidth(max_bandwidth: str | None) -> int | None:
+    """--max-bandwidth SIZE in bytes per second (None: no limit)."""
+    if max_bandwidth is None:
+        return None
+    from ..policy.config import parse_size
+
+    bandwidth = parse_size(max_bandwidth)
+    if bandwidth <= 0:  # as the config file says: 0 would mean no limit, silently
+        from ..errors import UsageError
+
+        raise UsageError(f"--max-bandwidth {max_bandwidth}: must be positive",
+                         hint="leave it out for no limit")
+    return bandwidth
+
+
 def open_lake(common: CommonOptions, *, chunk_size: int | None = None,
               concurrency: int | None = None, max_bandwidth: str | None = None) -> "Lake":
     """ckptlake.open with the command line's options (imported lazily: boto3 is slow)."""
@@ -446,16 +461,7 @@ def open_lake(common: CommonOptions, *, chunk_size: int | None = None,
     from ..policy.config import check_endpoint_option
 
     check_endpoint_option(common.endpoint_url)
-    bandwidth = None
-    if max_bandwidth is not None:
-        from ..policy.config import parse_size
-
-        bandwidth = parse_size(max_bandwidth)
-        if bandwidth <= 0:  # as the config file says: 0 would mean no limit, silently
-            from ..errors import UsageError
-
-            raise UsageError(f"--max-bandwidth {max_bandwidth}: must be positive",
-                             hint="leave it out for no limit")
+    bandwidth = parse_bandwidth(max_bandwidth)
     lake = ckptlake.open(common.lake, config=str(common.config) if common.config else None,
                          endpoint_url=common.endpoint_url, profile=common.profile,
                          region=common.region, chunk_size=chunk_size, concurrency=concurrency,
