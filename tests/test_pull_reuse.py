@@ -124,19 +124,27 @@ def test_modified_local_file_is_not_trusted(lake_v1_v2, tmp_path: Path) -> None:
     assert r.bytes_downloaded == store.chunk_bytes
 
 
-def test_identical_kept_file_supplies_a_shared_chunk(tmp_path: Path) -> None:
-    """v2 adds a copy of a file the destination already holds: found through the manifest."""
+def v1_pulled_v2_adds_a_copy(tmp_path: Path, seed: int
+                             ) -> tuple[ChunkCountingStore, Lake, Path, bytes]:
+    """(store, lake, dest, data): v1 holds a.bin, v2 adds b.bin, a copy of it; v1 is pulled
+    into dest."""
     store = ChunkCountingStore()
     lake = Lake(store, chunk_size=MiB, concurrency=2)
     src = tmp_path / "src"
     src.mkdir()
-    data = random.Random(1).randbytes(3 * MiB)
+    data = random.Random(seed).randbytes(3 * MiB)
     (src / "a.bin").write_bytes(data)
     lake.push(src, ART)
     (src / "b.bin").write_bytes(data)
     lake.push(src, ART)
     dest = tmp_path / "dest"
     lake.pull(f"{ART}@v1", dest)
+    return store, lake, dest, data
+
+
+def test_identical_kept_file_supplies_a_shared_chunk(tmp_path: Path) -> None:
+    """v2 adds a copy of a file the destination already holds: found through the manifest."""
+    store, lake, dest, data = v1_pulled_v2_adds_a_copy(tmp_path, seed=1)
     store.chunk_bytes = 0
     r = lake.pull(f"{ART}@v2", dest)  # no --force needed: nothing differs, b.bin is new
     assert (dest / "b.bin").read_bytes() == data

@@ -20,7 +20,7 @@ from ckptlake.lake import Lake
 
 from test_deleted_while_read import ART as DEL_ART
 from test_deleted_while_read import _sweep_on_first_get, _two_versions
-from test_pull_reuse import ART, ChunkCountingStore, MiB
+from test_pull_reuse import ART, ChunkCountingStore, MiB, v1_pulled_v2_adds_a_copy
 from test_reader import CH, CountingStore, hide, payload
 
 
@@ -31,18 +31,7 @@ def test_a_kept_file_changed_after_planning_is_not_copied_unverified(
     digest: otherwise the user gets a b.bin with wrong bytes and no error."""
     from ckptlake.core import pull as pull_mod
 
-    store = ChunkCountingStore()
-    lake = Lake(store, chunk_size=MiB, concurrency=2)
-    src = tmp_path / "src"
-    src.mkdir()
-    data = random.Random(11).randbytes(3 * MiB)
-    (src / "a.bin").write_bytes(data)
-    lake.push(src, ART)
-    (src / "b.bin").write_bytes(data)
-    lake.push(src, ART)
-    dest = tmp_path / "dest"
-    lake.pull(f"{ART}@v1", dest)
-
+    store, lake, dest, data = v1_pulled_v2_adds_a_copy(tmp_path, seed=11)
     real = pull_mod.local_sources
 
     def then_modify(*args: Any, **kwargs: Any) -> Any:
