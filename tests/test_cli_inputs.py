@@ -127,3 +127,52 @@ def test_an_empty_path_inside_a_version_is_still_its_one_file(tmp_path: Path) ->
         assert torch.equal(single.load(lake, "one", "")["x"], torch.ones(2))
         assert lake.open("one", "").read()[:2] == b"PK"  # the torch.save zip
 
+
+
+@pytest.mark.usefixtures("no_open")
+@pytest.mark.parametrize("shard", ["8/8", "-1/8", "0/0", "3", "3/8/1"])
+def test_a_shard_outside_its_world_is_refused_before_the_lake_opens(in_cwd: Path,
+                                                                    shard: str) -> None:
+    """The library refuses it too, but only after opening the lake (a network round trip and,
+    for a new lake, its header written)."""
+    r = cli("push", ".", "s/a", "--shard", shard, "--step", 1)
+    assert r.exit_code == 2, r.stderr
+    assert "RANK must be in 0..WORLD-1" in r.stderr or "expected RANK/WORLD" in r.stderr, r.stderr
+
+
+@pytest.mark.usefixtures("no_open")
+@pytest.mark.parametrize("option,first,second", [
+    ("--metric", "loss=1.5", "loss=2"),
+    ("--metric", "loss=1.5", " loss =1.5"),
+    ("--meta", "note=a", "note=b"),
+])
+def test_a_pair_given_twice_is_refused_not_one_kept(in_cwd: Path, option: str, first: str,
+                                                    second: str) -> None:
+    """Keeping either value silently would rank (or describe) the version by a number the user
+    may not have meant."""
+    r = cli("push", ".", "s/a", option, first, option, second)
+    assert r.exit_code == 2 and "given more than once" in r.stderr, r.stderr
+
+
+@pytest.mark.usefixtures("no_open")
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", "1e999"])
+def test_a_metric_must_be_finite(in_cwd: Path, value: str) -> None:
+    """NaN cannot be ranked by @min:/@max: or keep_best, and neither is valid JSON."""
+    r = cli("push", ".", "s/a", "--metric", f"loss={value}")
+    assert r.exit_code == 2 and "must be a finite number" in r.stderr, r.stderr
+
+
+def test_meta_values_are_kept_as_given_and_metrics_as_numbers(tmp_path: Path) -> None:
+    """--meta takes any text after the first '=' (another '=', an empty value); --metric reads
+    a number from its text."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(b"x")
+    lake = f"file://{tmp_path / 'lake'}"
+    r = cli("push", src, "m/a", "--lake", lake, "--meta", "cmd=a=b", "--meta", "empty=",
+            "--metric", " loss = 0.25", "--metric", "acc=1e-1")
+    assert r.exit_code == 0, r.stderr
+    with ckptlake.open(lake) as handle:
+        v = handle.show("m/a")
+    assert v.metadata == {"cmd": "a=b", "empty": ""}
+    assert v.metrics == {"loss": 0.25, "acc": 0.1}
