@@ -561,3 +561,33 @@ def test_cli_force_young_records_and_landed_commits(cli_lake, tmp_path, monkeypa
     r = cli("rm", f"{ART}@step=6", "--pending", "--force", "--yes")
     assert r.exit_code == 6 and "nothing was discarded" in r.stderr
     assert claim_of(cli_lake, 6).state == "committed"  # the real run recorded it
+
+
+class LateRecords(MemoryStore):
+    """Ranks still uploading: each of the first `late` deletions of the step's records lets
+    one more record land (copied from one already there, under the next rank's key)."""
+
+    late = 2
+    template: bytes = b""
+
+    def delete(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        super().delete(keys)
+        if self.late and any("@shards/" in k and "claim" not in k for k in keys):
+            rank = 3 - self.late
+            self.late -= 1
+            self.put(layout.shard_record_key(ART, 9, rank, 4), self.template)
+
+
+def test_records_landing_while_a_discard_deletes_are_deleted_too(tmp_path) -> None:
+    """A discard lists the step again after each pass of deletions: records written meanwhile
+    (by ranks that had not seen the claim turn failed) go too, or the re-run would commit a
+    crashed save's shard with its own."""
+    store = LateRecords()
+    lake = Lake(store)
+    records_only(lake, [(rank_dir(tmp_path, 0), 0)], 9, 4)
+    store.template = store.get(layout.shard_record_key(ART, 9, 0, 4))
+    done = lake.discard_pending(ART, 9, force=True)
+    assert store.late == 0
+    assert done.keys == sorted(layout.shard_record_key(ART, 9, r, 4) for r in (0, 1, 2))
+    assert step_keys(lake, 9) == set() and lake.pending() == []
