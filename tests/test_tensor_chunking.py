@@ -703,3 +703,75 @@ def test_cli_debug_shows_the_fallback_note(tmp_path: Path) -> None:
     notes = [ln for ln in r.stderr.splitlines() if "cut at fixed offsets" in ln]
     assert len(notes) == 2 and any("other.safetensors" in n for n in notes), r.stderr
     assert not logging.getLogger("ckptlake").handlers, "the handler is removed after the command"
+
+
+# ---- run bounds, leads and a zip's tail (mutation review mut32) --------------------------------
+
+def _safetensors_bytes(tensors: list[tuple[str, int, int, int]], total: int) -> bytes:
+    """A hand-made safetensors file: (name, start, end, F32 count) at the given data offsets,
+    zeros elsewhere (gaps are legal: the format only asks that tensors fit and not overlap)."""
+    header = {name: {"dtype": "F32", "shape": [count], "data_offsets": [s, e]}
+              for name, s, e, count in tensors}
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    data = bytearray(total)
+    for k, (_name, s, e, _count) in enumerate(tensors):
+        data[s:e] = bytes([k + 1]) * (e - s)
+    return struct.pack("<Q", len(raw)) + raw + bytes(data)
+
+
+def _plan_of(data: bytes) -> chunking.Plan:
+    return plan(lambda o, n: data[o:o + n], len(data), CS, name="m.safetensors")
+
+
+def test_tensors_between_half_and_one_chunk_are_a_chunk_each() -> None:
+    """A run of small tensors closes before it would pass the chunk size, not after: each of
+    these fills most of a chunk, so a run of two would overflow it (and the file, cut
+    inconsistently, would fall back to fixed offsets: every later chunk moves with the header)."""
+    n = 150_000  # 600,000 bytes of F32
+    data = _safetensors_bytes([(f"t{k}", k * 4 * n, (k + 1) * 4 * n, n) for k in range(3)],
+                              3 * 4 * n)
+    pl = _plan_of(data)
+    assert (pl.kind, pl.note) == ("safetensors", None)
+    head = pl.cuts[0].length
+    assert [(c.offset - head, c.length) for c in pl.cuts[1:]] == \
+        [(k * 4 * n, 4 * n) for k in range(3)]
+
+
+def test_bytes_before_a_small_tensor_that_would_overflow_its_chunk_are_cut_apart() -> None:
+    """Unused bytes (700,000) then a small tensor (600,000): together past one chunk, so the
+    lead is a piece of its own and the tensor starts its own chunk."""
+    data = _safetensors_bytes([("a", 0, 400, 100), ("b", 700_400, 1_300_400, 150_000)],
+                              1_300_400)
+    pl = _plan_of(data)
+    assert (pl.kind, pl.note) == ("safetensors", None)
+    head = pl.cuts[0].length
+    assert any(c.offset == head + 700_400 and c.length == 600_000 for c in pl.cuts), pl.cuts
+
+
+def test_an_npz_central_directory_is_a_chunk_of_its_own(tmp_path: Path) -> None:
+    """It names every entry's offset and CRC, so it changes with any entry: packed with the
+    last small arrays it would re-upload them too."""
+    import zipfile
+
+    np.savez(tmp_path / "s.npz", a=np.ones(1000, np.float32), b=np.zeros(500, np.int64))
+    pl = file_plan(tmp_path / "s.npz")
+    with zipfile.ZipFile(tmp_path / "s.npz") as z:
+        start_dir = z.start_dir
+    assert pl.kind == "npz"
+    last = pl.cuts[-1]
+    assert (last.offset, last.offset + last.length) == (start_dir, (tmp_path / "s.npz")
+                                                        .stat().st_size)
+
+
+def test_overlapping_items_are_a_lying_layout() -> None:
+    """Two zip entries sharing bytes (a crafted directory) cannot both be cut at their own
+    boundaries: the layout is refused, and plan() cuts the file at fixed offsets."""
+    with pytest.raises(chunking.Lying, match="overlap"):
+        chunking._checked("zip", 0, [chunking.Item(0, 10), chunking.Item(5, 20)], 100)
+    with pytest.raises(chunking.Lying, match="ends past the end"):
+        chunking._checked("zip", 0, [chunking.Item(0, 10), chunking.Item(10, 120)], 100)
+    layout = chunking._checked("zip", 4, [chunking.Item(10, 20), chunking.Item(4, 10),
+                                          chunking.Item(30, 30)], 100, zip_directory=True)
+    assert [(i.start, i.end) for i in layout.items] == [(4, 10), (10, 20)]
+    assert layout.tail == 20
