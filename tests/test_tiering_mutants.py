@@ -125,6 +125,8 @@ def test_intelligent_tiering_of_small_chunks_costs_more_and_never_pays_back() ->
     text = plan_text(plan)
     assert "paid back" not in text
     assert "in -" not in text
+    assert f"COSTS {-t.usd_month_saved:.4f} MORE" in text and "saves -" not in text
+    assert -t.usd_month_saved < 0.005  # shown to 4 places: 2 would read "COSTS 0.00 MORE"
 
 
 def test_chunk_of_exactly_128_kib_moves_one_byte_less_is_too_small() -> None:

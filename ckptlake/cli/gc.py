@@ -259,8 +259,12 @@ def tiering_lines(plan: "GcPlan") -> list[str]:
     lines = [f"tiering ({'; '.join(t.rules)}): {plural(t.versions_cold, 'cold version')}, "
              f"{t.versions_hot} hot; moves {moves}"]
     pay = "" if t.payback_days is None else f", paid back in {t.payback_days:g} days"
-    lines.append(f"  $/month {t.usd_month_before:.2f} -> {t.usd_month_after:.2f}, saves "
-                 f"{t.usd_month_saved:.2f}; one-time: ${t.copy_requests_usd:.2f} of copy "
+    # a plan can cost more than it saves (INTELLIGENT_TIERING's per-object fee on small chunks)
+    cost = -t.usd_month_saved
+    saves = f"saves {t.usd_month_saved:.2f}" if cost <= 0 else \
+        f"COSTS {cost:.2f} MORE" if cost >= 0.005 else f"COSTS {cost:.4f} MORE"
+    lines.append(f"  $/month {t.usd_month_before:.2f} -> {t.usd_month_after:.2f}, {saves}"
+                 f"; one-time: ${t.copy_requests_usd:.2f} of copy "
                  f"requests{pay}; minimum storage duration: ${t.min_duration_usd:.2f} billed "
                  "for the moved chunks even if gc deletes them sooner")
     left = [f"{label}: {_tally(u)}" for label, u in (
