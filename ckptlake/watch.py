@@ -75,7 +75,6 @@ import fnmatch
 import os
 import re
 import shlex
-import shutil
 import stat
 import threading
 import time
@@ -652,9 +651,12 @@ class Watcher:
         older = sorted((c for local in shapes.values() for c in local[:-self.keep_local]),
                        key=lambda c: (c.step, c.name))
         for c in older:
+            kept = 0
             try:
                 if c.is_dir:
-                    shutil.rmtree(c.path)
+                    from .core.scan import remove_pushed
+
+                    kept = remove_pushed(c.path, self.exclude)
                 else:
                     os.unlink(c.path)
             except FileNotFoundError:
@@ -665,8 +667,11 @@ class Watcher:
             self._mine.pop(c.name, None)
             where = ("is in the lake" if c.step in self.pushed else
                      "was in the lake until a retention rule deleted it")
-            self.on_event(WatchEvent("pruned", c.step, c.name, f"removed local "
-                                     f"{shown(c.name)} (step {c.step} {where})"))
+            what = f"removed local {shown(c.name)}"
+            if kept:
+                what = (f"removed what local {shown(c.name)} pushed, kept "
+                        f"{kept} {'entry' if kept == 1 else 'entries'} --exclude left out")
+            self.on_event(WatchEvent("pruned", c.step, c.name, f"{what} (step {c.step} {where})"))
 
     def _in_lake(self, c: Candidate, entries: int, *, read: bool = True) -> bool:
         """Whether this very entry is what the lake holds for its step: pushed from here and

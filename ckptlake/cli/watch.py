@@ -90,7 +90,7 @@ def watch(
         "--keep-local", metavar="N", min=1, show_default=False,
         help="Delete pushed local checkpoints beyond the newest N.  N counts per name shape "
              "(step_100 and step_200 are one; a numbered file of another name does not "
-             "count).")] = None,
+             "count).  What --exclude left out of a push stays.")] = None,
     poll: Annotated[float, typer.Option(
         "--poll", metavar="SECONDS", min=0.05, help="How often to look at DIR.")] = 2.0,
     exclude: Annotated[Optional[list[str]], typer.Option(

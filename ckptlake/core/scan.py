@@ -10,6 +10,7 @@ import fnmatch
 import os
 import posixpath
 import shlex
+import shutil
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -254,6 +255,39 @@ def scan(source: str | Path, *, exclude: tuple[str, ...] = (),
         raise UsageError(f"{e.message}; a pull would refuse it",
                          hint="exclude it with --exclude") from None
     return tree
+
+
+def remove_pushed(source: str | Path, exclude: tuple[str, ...] = ()) -> int:
+    """Delete what a push of the directory `source` with these excludes took (a pushed
+    checkpoint that `watch --keep-local` prunes); keep what they left out, and the directories
+    holding it.  Returns how many entries were kept.
+
+    Why not a plain rmtree: --exclude is how the README tells a user to keep notes, FIFOs and
+    unreadable files out of a push, and those are in no version: deleting them with the
+    checkpoint lost them.  Symlinks are removed as links, never followed."""
+    root = os.path.abspath(os.fspath(source))
+    if not exclude:
+        shutil.rmtree(root)
+        return 0
+    return _remove_below(root, "", _Excludes(_patterns(exclude)))
+
+
+def _remove_below(absdir: str, reldir: str, excludes: _Excludes) -> int:
+    kept = 0
+    for entry in sorted(os.scandir(absdir), key=lambda e: e.name):
+        rel = f"{reldir}{entry.name}"
+        if _excluded(rel + ("/" if _is_dir(entry) else ""), excludes) or _pull_staging(entry):
+            kept += 1
+        elif entry.is_dir(follow_symlinks=False):
+            kept += _remove_below(entry.path, rel + "/", excludes)
+        else:
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                pass
+    if not kept:
+        os.rmdir(absdir)
+    return kept
 
 
 def _short(path: str | bytes | int, keep: int = 60) -> str:
