@@ -11,9 +11,11 @@ the SageMaker-style checkpoint sync, run beside the trainer.
   `epoch=0-step=100.ckpt`, `global_step100`), else after a `checkpoint`, `ckpt`, `iter`,
   `iteration` or `epoch` token (`checkpoint-500`, `ckpt_100.pt`, Megatron `iter_0001000`), or a
   name that is a number (Orbax `100`); never a name with a `tmp` or `temp` token (a copy being
-  written: `tmp-checkpoint-500`).  The first number of any name, as it once was, made a
-  TensorBoard `events.out.tfevents.1701234567.host` step 1701234567, the lake's newest step
-  (until someone found it and ran `rm` on it), and every real checkpoint after it "older".
+  written: `tmp-checkpoint-500`), nor one ending in `.lock`, `.part`, `.partial`, `.incomplete`,
+  `.download`, `.crdownload`, `.bak`, `.swp` or `~` (a lock, a copy under way, a backup).  The
+  first number of any name, as it once was, made a TensorBoard
+  `events.out.tfevents.1701234567.host` step 1701234567, the lake's newest step (until someone
+  found it and ran `rm` on it), and every real checkpoint after it "older".
 * It is *complete* when it holds the `marker` file (a directory checkpoint; Orbax writes
   `commit_success.txt`, others `COMMIT_SUCCESS`), or, without a marker, when nothing in it has
   been modified for `settle` seconds.  With a marker configured, a checkpoint without it is
@@ -97,13 +99,18 @@ if TYPE_CHECKING:
 # token, else after another checkpoint token, else a name that is a number.  Tokens start a
 # word ("attempt" holds no "temp", "stepper" is no step), in any case.
 DEFAULT_STEP_REGEX = (r"(?i)^(?!.*(?<![a-z])(?:tmp|temp)(?![a-z]))"
+                      # nor a lock, a copy under way or a backup: `checkpoint-400.lock`, taken
+                      # as step 400, made the real checkpoint-400/ a duplicate of its step
+                      r"(?!.*(?:\.(?:lock|part|partial|incomplete|download|crdownload|bak|swp)"
+                      r"|~)\Z)"
                       r"(?:.*?(?<![a-z])steps?[-_=.]?"
                       r"|.*?(?<![a-z])(?:checkpoint|ckpt|iter|iteration|epoch)s?[-_=.]?"
                       r"|(?=[0-9]+\Z))"
                       r"(?P<step>[0-9]+)")
 # What --help says of it.
 DEFAULT_STEP_RULE = ("the number after step, checkpoint, ckpt, iter or epoch in the name, or a "
-                     "name that is a number; not a name with a tmp or temp token")
+                     "name that is a number; not a name with a tmp or temp token, nor one "
+                     "ending in .lock, .part, .partial, .incomplete, .download, .bak, .swp or ~")
 # Version metadata a watch records: which local entry, as it was, the version was pushed
 # from (_identity), so that a restarted watch's keep_local prunes only that very entry.
 META_ENTRY = "ckptlake.watch.entry"

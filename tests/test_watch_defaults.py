@@ -52,7 +52,11 @@ def test_the_default_takes_what_trainers_name_checkpoints_and_ignores_the_rest(
     others = [TFEVENTS, "train.log.1", "notes-v2.txt", "last.ckpt", "last-v1.ckpt",
               "trainer_state.json", "runs", "model-00001-of-00002.safetensors",
               "model-00042.safetensors", "latest_checkpointed_iteration.txt", "latest",
-              "tmp-checkpoint-600", "step_700.tmp", "42.orbax-checkpoint-tmp-1"]
+              "tmp-checkpoint-600", "step_700.tmp", "42.orbax-checkpoint-tmp-1",
+              # a lock beside a checkpoint, copies under way, backups
+              "checkpoint-400.lock", "step_100.part", "step_200.INCOMPLETE",
+              "ckpt_300.pt.partial", "ckpt_500.pt.download", "step_600.pt~", "step_800.bak",
+              "step_900.swp", "ckpt_10.pt.crdownload"]
     for name in [*checkpoints, *others]:
         write(d / name)
     write(d / ".hidden-step_9")  # hidden names are never looked at, nor reported
