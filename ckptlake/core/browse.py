@@ -60,7 +60,10 @@ def object_sizes(m: Manifest) -> dict[str, int]:
 
 
 def _clean(path: "str | os.PathLike[str]") -> str:
-    p = _path_text(path).strip().replace("\\", "/")
+    """A path as `ls` shows it, less a leading "./" and slashes at its ends.  A backslash and a
+    space are parts of a name (a push stores them as given): read as "/" and stripped, `a\\b`
+    and `"x "` named other files, `a/b` and `x`, whose bytes came out with exit 0."""
+    p = _path_text(path)
     while p.startswith("./"):
         p = p[2:]
     return p.strip("/")
@@ -192,7 +195,7 @@ def walk_path(path: "str | os.PathLike[str]", links: dict[str, str], where: str,
     component too if `follow_last`.  Shared by `cat` (find_file) and `lake.open`
     (core/reader.py), so that they agree on what a path names."""
     resolver = LinkResolver(links, where=where)
-    segments = _path_text(path).strip().replace("\\", "/").split("/")
+    segments = _path_text(path).split("/")  # (no backslash or space rewritten: _clean)
     cur: list[str] = []
     for i, seg in enumerate(segments):
         if seg in ("", "."):
