@@ -62,3 +62,27 @@ def test_a_leading_dot_slash_and_end_slashes_still_mean_the_same_path(lake_url: 
         assert (r.exit_code, r.stdout_bytes) == (0, want), (given, r.stderr)
     r = run("ls", ART, "a/", "--lake", lake_url, "--json")
     assert [f["path"] for f in json.loads(r.stdout)["files"]] == ["a/b"]
+
+
+def test_show_escapes_what_a_pusher_wrote(tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Metadata and the recorded command line are text anyone who can push chose: an escape
+    sequence in them drove the terminal of whoever ran `show` (diff and ls escaped already)."""
+    src = tmp_path / "one"
+    src.mkdir()
+    (src / "f").write_bytes(b"1")
+    url = f"file://{tmp_path / 'lake2'}"
+    evil = "x\x1b]0;pwned\x07y\nz\u202e"
+    monkeypatch.setattr("sys.argv", ["ckptlake", "push", "--meta", f"note={evil}"])
+    r = run("push", src, "p/esc", "--lake", url, "--meta", f"note={evil}",
+            "--meta", f"k\x1b[31m=v")
+    assert r.exit_code == 0, r.stderr
+    r = run("show", "p/esc", "--lake", url)
+    assert r.exit_code == 0, r.stderr
+    assert "\x1b" not in r.stdout and "\x07" not in r.stdout and "\u202e" not in r.stdout
+    assert "note=x\\x1b]0;pwned\\x07y\\nz\\u202e" in r.stdout
+    assert "k\\x1b[31m=v" in r.stdout
+    command = [line for line in r.stdout.splitlines() if line.startswith("command")]
+    assert len(command) == 1 and "\\x1b" in command[0], r.stdout
+    r = run("show", "p/esc", "--lake", url, "--json")
+    assert json.loads(r.stdout)["metadata"]["note"] == evil  # --json keeps it exact

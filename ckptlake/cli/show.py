@@ -115,7 +115,10 @@ def render(d: Any) -> str:
         rows.append(("host", f"{p.get('user', '?')}@{p.get('hostname', '?')}, Python "
                              f"{p.get('python', '?')}, ckptlake {p.get('ckptlake', '?')}"))
     width = max(len(label) for label, _ in rows)
-    lines = [f"{label.ljust(width)}  {value}" for label, value in rows]
+    # every value is one line of text anyone who can push wrote (metadata, the command line,
+    # git's root, the host): a newline or an escape sequence in it would break the layout or
+    # drive the reader's terminal, so it is escaped as file names are
+    lines = [f"{label.ljust(width)}  {shown_name(value)}" for label, value in rows]
     lines.append("files")
     for f in d.files[:MAX_FILES]:
         if "symlink" in f:
