@@ -68,6 +68,8 @@ def gc(
         if match is not None and not match.strip():
             raise UsageError("--match is empty", hint="give a glob such as 'gpt2/*'")
         if policy is not None:
+            # quoted, '~' reaches us unexpanded; --config and --lake expand it, so this does too
+            policy = policy.expanduser()
             if not policy.exists():  # a missing local path (exit 3); a bad policy is exit 2
                 from ..errors import NotFound
 

@@ -450,6 +450,14 @@ def parse_bandwidth(max_bandwidth: str | None) -> int | None:
 
         raise UsageError(f"--max-bandwidth {max_bandwidth}: must be positive",
                          hint="leave it out for no limit")
+    if bandwidth < 1024 and max_bandwidth.strip().replace(".", "", 1).isdigit():
+        # A bare number is bytes, but rclone's --bwlimit 50 (the option app.py points here)
+        # means 50 KiB/s: a push crawling at 50 B/s is never what was meant.
+        from ..errors import UsageError
+
+        raise UsageError(f"--max-bandwidth {max_bandwidth} is {bandwidth} bytes per second, "
+                         "surely not what was meant",
+                         hint=f"give a unit (per second): {max_bandwidth.strip()}KiB, 50MiB, 400MB")
     return bandwidth
 
 

@@ -874,13 +874,14 @@ def resolve_lake(cli_lake: str | None, config: Config) -> tuple[str, str]:
     if cli_lake is not None:
         if not cli_lake.strip():
             raise UsageError("--lake is empty", hint="give a URL such as s3://bucket/prefix or a path")
-        return _as_url(cli_lake, None), "--lake"
+        return _as_url(cli_lake, None, "--lake"), "--lake"
     env = os.environ.get("CKPTLAKE_LAKE", "")
     if env.strip():
-        return _as_url(env, None), "$CKPTLAKE_LAKE"
+        return _as_url(env, None, "$CKPTLAKE_LAKE"), "$CKPTLAKE_LAKE"
     if config.lake is not None:
         base = Path(config.source).parent if config.source else None
-        return _as_url(config.lake, base), f"lake: in {config.source or 'the config'}"
+        where = f"lake: in {config.source or 'the config'}"
+        return _as_url(config.lake, base, where), where
     return default_lake_dir().as_uri(), "embedded default"
 
 
@@ -914,10 +915,21 @@ def check_endpoint_option(value: str | None, option: str = "--endpoint-url") -> 
                               "AWS S3")
 
 
-def _as_url(text: str, base: Path | None) -> str:
+# A URL written with one slash (`file:/data/lake`, `s3:/bucket/x`): taken as a path, it was a
+# directory named "file:" under the working directory, created by the first push.
+_HALF_URL_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):/*(.*)", re.S)
+
+
+def _as_url(text: str, base: Path | None, what: str = "the lake") -> str:
     text = text.strip()
     if _URL_SCHEME_RE.match(text):
         return text
+    half = _HALF_URL_RE.fullmatch(text)
+    if half and "/" not in half.group(1):
+        scheme, rest = half.group(1), half.group(2)
+        meant = f"file:///{rest}" if scheme.lower() == "file" else f"{scheme}://{rest}"
+        raise UsageError(f"{what} {text!r} is neither a URL (scheme://...) nor a path",
+                         hint=f"did you mean {meant}? (a directory of that name: ./{text})")
     path = Path(text).expanduser()
     if not path.is_absolute():
         path = (base if base is not None else Path.cwd()) / path

@@ -49,6 +49,8 @@ def open_store(url: str, *, endpoint_url: str | None = None, profile: str | None
                          "query string", hint=_CREDENTIALS)
     match = _SCHEME.match(url)
     scheme = match.group(1).lower() if match else None
+    if endpoint_url is not None and scheme == "s3":
+        _check_endpoint_path(endpoint_url, _parse_s3(url)[0])
     inner: Store
     if scheme == "s3":
         bucket, prefix = _parse_s3(url)
@@ -69,6 +71,24 @@ def open_store(url: str, *, endpoint_url: str | None = None, profile: str | None
         raise UsageError(f"unsupported lake URL scheme {scheme}:// in {redact(url)!r}",
                          hint=_SUPPORTED)
     return RetryingStore(inner, attempts=retry_attempts)
+
+
+def _check_endpoint_path(endpoint_url: str, bucket: str) -> None:
+    """botocore puts an endpoint's path in front of every request's, so the lake's bucket pasted
+    onto the endpoint (http://host:8333/mybucket) made the lake "not found" (exit 3) rather than
+    a usage error naming the mistake.  Another path is left alone: a server behind a gateway
+    may be served under one.  A fragment never reaches a server; the query is refused above,
+    with its own hint."""
+    parts = urlsplit(endpoint_url.strip())
+    first = parts.path.strip("/").split("/")[0]
+    if first != bucket and not parts.fragment:
+        return
+    root = f"{parts.scheme}://{parts.netloc}"
+    raise UsageError(f"endpoint URL {redact(endpoint_url)!r} holds "
+                     + (f"the lake's bucket {bucket!r}" if first == bucket else "a fragment")
+                     + ": it names the server alone",
+                     hint=f"use http(s)://host[:port], here {root}, with the bucket in the lake "
+                          f"URL (s3://{bucket}/...)")
 
 
 def _parse_s3(url: str) -> tuple[str, str]:
