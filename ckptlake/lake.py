@@ -664,7 +664,8 @@ class Lake:
         NotFound (naming the aliases there are) if there is no such alias.  A concurrent move
         of the same alias is either removed too or stands (docs/format.md, "Alias record")."""
         validate_artifact(check_arg("artifact", artifact, "str"))
-        validate_alias(check_arg("name", name, "str"))
+        # (one set before new names took case into account stays removable)
+        validate_alias(check_arg("name", name, "str"), existing=True)
         self._check_known()
         try:
             return catalog.remove_alias(self.store, artifact, name)

@@ -21,7 +21,7 @@ EPILOG = epilog(
     "its aliases: one row per alias, the version it names; exit 0 with none, 3 for an "
     "artifact without versions)\n"
     "NAME matches [A-Za-z][A-Za-z0-9._-]*, at most 128 characters, and may not be 'latest' or "
-    "look like a version (v3).  "
+    "look like a version (v3), in any case (Latest, V3).  "
     "An aliased version is never deleted, by gc or rm; once its last alias is removed, gc's "
     "retention rules apply to it again (and rm may delete it).")
 
@@ -70,7 +70,8 @@ def alias(
                                       f"ckptlake alias {parsed.artifact}")
             list_aliases(out, common, parsed.artifact)
             return
-        validate_alias(name)
+        # one set before the rule took case into account stays removable
+        validate_alias(name, existing=delete)
         if delete and "@" in ref:
             raise UsageError(f"alias --delete takes an artifact, not a version: {ref}",
                              hint=f"ckptlake alias --delete {parsed.artifact} {name}")

@@ -16,6 +16,7 @@ lists of them) are converted without Typer's pydantic adapters, which cost ~0.07
 """
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import errno
 import importlib
@@ -353,6 +354,7 @@ class CkptlakeGroup(TyperGroup):
         as_json, debug = _wants(argv, "--json"), _wants(argv, "--debug")
         argv = hoist_global_options(argv, self)
         notes = _DebugNotes() if debug else None
+        version_json = _VERSION_JSON.set(as_json)
         try:
             rv = super().main(args=argv, prog_name=prog_name or PROG, complete_var=complete_var,
                               standalone_mode=False, **extra)
@@ -368,6 +370,7 @@ class CkptlakeGroup(TyperGroup):
             else:
                 code = report_error(_stdout_failure(exc), as_json=as_json, debug=debug)
         finally:
+            _VERSION_JSON.reset(version_json)
             if notes is not None:
                 notes.close()
         if standalone_mode:
@@ -479,9 +482,20 @@ app = typer.Typer(
 )
 
 
+# --version is eager: its callback runs before --json is parsed, so `main` says whether --json
+# was given (`ckptlake --version --json`: one JSON document, as every command's --json).
+_VERSION_JSON: contextvars.ContextVar[bool] = contextvars.ContextVar("ckptlake_version_json",
+                                                                      default=False)
+
+
 def _show_version(value: bool) -> None:
     if value:
-        typer.echo(f"{PROG} {__version__}")
+        if _VERSION_JSON.get():
+            import json
+
+            typer.echo(json.dumps({"version": __version__}))
+        else:
+            typer.echo(f"{PROG} {__version__}")
         raise typer.Exit(0)
 
 

@@ -28,7 +28,8 @@ EPILOG = epilog(
     "orphan chunks (nothing references them; gc collects them) = the bytes under chunks/; "
     "manifests, aliases and summaries are metadata.  Reads listings and manifests only, never "
     "a chunk.  PREFIX selects the artifacts shown by the start of their name (gpt2/ or "
-    "gpt2/run-7, not a glob); sharing is always counted lake-wide.")
+    "gpt2/run-7, not a glob, nor a version: exit 2 on '@'; --versions has a row per version); "
+    "sharing is always counted lake-wide.")
 
 
 def _sort_keys() -> tuple[str, ...]:
@@ -74,6 +75,14 @@ def du(
 
         if sort not in SORT_KEYS:
             raise UsageError(f"--sort {sort!r}: expected one of {', '.join(SORT_KEYS)}")
+        if prefix is not None and "@" in prefix:
+            # no artifact name holds '@': such a prefix matches nothing, which read as "no
+            # artifacts" (exit 0) for a user asking about one version
+            name = prefix.partition("@")[0]
+            raise UsageError(f"du takes the start of artifact names, not a version: {prefix}",
+                             hint=f"one row per version: ckptlake du {name} --versions; one "
+                                  f"version's size: ckptlake show {prefix}" if name else
+                                  "e.g. ckptlake du gpt2/ --versions")
         price = load_retention(load_config(str(config) if config else None)) \
             .storage_price_per_gb_month
         handle = open_lake(common)

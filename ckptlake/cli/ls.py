@@ -159,7 +159,7 @@ def ls(
                 out.table(doc, headers, rows, empty=f"no artifacts in {lake_url(handle)}" + (
                     f" starting with {prefix!r}" if prefix is not None else ""))
             else:
-                from ..core.query import select, unknown_sort_key
+                from ..core.query import Sort, select, unknown_sort_key
 
                 # all of them first: whether any version has the --sort metric is asked of all
                 from ..errors import NotFound
@@ -177,6 +177,12 @@ def ls(
                 if (key := unknown_sort_key(found, query.get("sort"))) is not None:
                     out.warn(f"no version of {artifact} has metric {key!r}: --sort {sort} "
                              "leaves them in version order", document=True)
+                # a typo in --where's metric empties the listing, which reads as "nothing
+                # matched" rather than "no such metric"
+                for text, cond in zip(where or (), query.get("where", ())):
+                    if (key := unknown_sort_key(found, Sort(cond.key))) is not None:
+                        out.warn(f"no version of {artifact} has metric {key!r}: --where "
+                                 f"{text} matches none of them", document=True)
                 doc = {"lake": lake_url(handle), "artifact": artifact,
                        "versions": [v.to_dict() for v in versions]}
                 columns = metric_columns(query)

@@ -134,8 +134,31 @@ def _missing_artifact(store: Store, artifact: str) -> NotFound:
     if deleted:
         return NotFound(f"every version of {artifact} was deleted",
                         hint=f"see them with: ckptlake ls {artifact} --all")
+    if _artifacts_below(store, artifact):
+        return NotFound(f"artifact {artifact} has no versions in this lake",
+                        hint=f"it is the start of other artifacts' names: list them with: "
+                             f"ckptlake ls {artifact}/")
     return NotFound(f"artifact {artifact} has no versions in this lake",
                     hint="list artifacts with: ckptlake ls")
+
+
+# One listing page: the hint is worth a request, not a walk through a large subtree.
+_BELOW_SCAN = 1000
+
+
+def _artifacts_below(store: Store, artifact: str) -> bool:
+    """Whether artifacts live under `artifact/` (`ls proj` for proj/run-1/ckpt): the user
+    meant the prefix, and "list artifacts with: ckptlake ls" would list the whole lake."""
+    try:
+        for i, info in enumerate(store.list(f"{layout.ARTIFACTS_PREFIX}{artifact}/")):
+            if i >= _BELOW_SCAN:
+                return False
+            parsed = layout.parse_version_key(info.key)
+            if parsed and parsed[0] != artifact and info.size:  # an empty one is no version
+                return True
+    except CkptlakeError:
+        pass
+    return False
 
 
 def aliases(store: Store, artifact: str) -> dict[str, int]:
@@ -354,7 +377,7 @@ def remove_alias(store: Store, artifact: str, name: str) -> AliasRemoveResult:
     "Alias record").
     """
     validate_artifact(artifact)
-    validate_alias(name)
+    validate_alias(name, existing=True)
     key = layout.alias_key(artifact, name)
     for attempt in range(50):
         try:

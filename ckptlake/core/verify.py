@@ -586,7 +586,7 @@ class _Run:
             self.aliases_checked += 1
             key = layout.alias_key(artifact, name)
             try:
-                validate_alias(name)
+                validate_alias(name, existing=True)  # (set before the rule took case in)
                 n = _decode_alias(data)
             except (UsageError, IntegrityError) as exc:
                 self.problem("alias", f"alias {name} of {artifact} is unusable: {exc}",

@@ -8,7 +8,7 @@ SELECTOR is one of:
   vN          version number N (1 <= N <= 9999999999, layout.MAX_NUMBER)
   step=N      the newest version whose step is N (0 <= N <= 9999999999)
   NAME        an alias, [A-Za-z][A-Za-z0-9._-]*, at most 128 characters (not 'latest', not
-              of the form vN)
+              of the form vN, in any case: a new alias `V2` is refused; one set before reads)
   min:METRIC  the live version with the lowest value of METRIC (ties: the newest)
   max:METRIC  the live version with the highest value of METRIC (ties: the newest)
 
@@ -44,6 +44,17 @@ GRAMMAR = (
     "SELECTOR is latest (default), vN, step=N, an alias name, or min:METRIC / max:METRIC "
     "(the version with the lowest / highest value of a metric)"
 )
+# What a lake location looks like where an artifact name was expected: s3://bkt/lake (as
+# s5cmd and aws take it), /data/lake, ~/lake, ./lake.
+_LOCATION = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://|[/~]|\.\.?/")
+
+
+def _name_hint(artifact: str) -> str:
+    """Why a location read as a name: users of s5cmd and aws give the lake where ckptlake takes
+    the artifact, and the grammar alone does not say where the lake goes instead."""
+    if _LOCATION.match(artifact):
+        return f"lake locations go in --lake (or CKPTLAKE_LAKE): ckptlake ls --lake {artifact}"
+    return GRAMMAR
 
 
 def validate_artifact(artifact: str) -> str:
@@ -59,31 +70,39 @@ def validate_artifact(artifact: str) -> str:
         raise UsageError(f"{artifact!r} is a reference; this takes an artifact name alone",
                          hint=f"use {name!r}: a push always makes the next version"
                          if name else GRAMMAR)
+    hint = _name_hint(artifact)
     for seg in artifact.split("/"):
         if not seg:
-            raise UsageError(f"artifact {artifact!r} has an empty path segment", hint=GRAMMAR)
+            raise UsageError(f"artifact {artifact!r} has an empty path segment", hint=hint)
         if seg in (".", ".."):
             raise UsageError(f"artifact {artifact!r} may not contain '.' or '..' segments",
-                             hint=GRAMMAR)
+                             hint=hint)
         if not _SEGMENT.fullmatch(seg):
             raise UsageError(f"artifact {artifact!r}: segment {seg!r} has characters outside "
-                             "[A-Za-z0-9._-]", hint=GRAMMAR)
+                             "[A-Za-z0-9._-]", hint=hint)
         if len(seg) > MAX_SEGMENT:
             raise UsageError(f"artifact {artifact[:40]}...: segment {seg[:20]}... is "
                              f"{len(seg)} characters long; the limit is {MAX_SEGMENT}",
-                             hint=GRAMMAR)
+                             hint=hint)
     return artifact
 
 
-def validate_alias(name: str) -> str:
-    if name == "latest" or _VERSION.fullmatch(name) or not _ALIAS.fullmatch(name):
+def validate_alias(name: str, *, existing: bool = False) -> str:
+    """Return name unchanged, or raise UsageError.
+
+    A new alias may not be `latest` or `vN` in any case: `@V2` and `@Latest` would read as the
+    version selectors to anyone but the parser.  existing=True (removing or checking an alias
+    a lake already holds) applies only the older, case-sensitive rule, so an alias set before
+    stays removable."""
+    reserved = name if existing else name.lower()
+    if reserved == "latest" or _VERSION.fullmatch(reserved) or not _ALIAS.fullmatch(name):
         why = (f": {len(name)} characters long, the limit is {MAX_ALIAS}"
                if len(name) > MAX_ALIAS and _ALIAS.fullmatch(name[:MAX_ALIAS]) else "")
         shown = name if len(name) <= 40 else name[:37] + "..."
         raise UsageError(f"invalid alias name {shown!r}{why}",
                          hint=f"aliases match [A-Za-z][A-Za-z0-9._-]*, at most {MAX_ALIAS} "
                               "characters, and may not be 'latest' or look like a version "
-                              "(v3)")
+                              "(v3), in any case")
     return name
 
 
