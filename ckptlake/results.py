@@ -46,6 +46,9 @@ class PushResult(_Result):
     # push --dry-run: nothing was written; the counts are what the push would do, `version`
     # the number it would take now, `aliases` those it would set.
     dry_run: bool = False
+    # alias -> the version it named before this push moved it (`alias` says "(was v1)"; a CI
+    # script moving `prod` by a push should see what it moved it from)
+    aliases_moved: dict[str, int] = field(default_factory=dict)
 
     @property
     def ref(self) -> str:

@@ -160,3 +160,26 @@ def test_version_with_json_is_one_json_document(args: list[str]) -> None:
     assert r.exit_code == 0
     assert json.loads(r.stdout) == {"version": ckptlake.__version__}
     assert run("--version").stdout.strip() == f"ckptlake {ckptlake.__version__}"
+
+
+# ---- push --alias moving an alias says so -----------------------------------------------------
+
+def test_push_alias_says_which_version_it_moved_the_alias_from(tmp_path: Path) -> None:
+    """`alias` says "(was v1)"; a push that moved `prod` said only "(alias prod)", and its
+    --json did not say prod had named another version."""
+    src = tmp_path / "m"
+    src.mkdir()
+    (src / "w.bin").write_bytes(b"1")
+    url = f"file://{tmp_path / 'lk'}"
+    r = run("push", src, "c/i", "--lake", url, "--alias", "prod", "--json")
+    assert json.loads(r.stdout)["aliases_moved"] == {}
+    (src / "w.bin").write_bytes(b"2")
+    r = run("push", src, "c/i", "--lake", url, "--alias", "prod", "--alias", "fresh")
+    assert r.exit_code == 0, r.output
+    assert "(aliases prod (moved from v1), fresh;" in r.stdout or \
+        "(aliases prod (moved from v1), fresh)" in r.stdout, r.stdout
+    (src / "w.bin").write_bytes(b"3")
+    r = run("push", src, "c/i", "--lake", url, "--alias", "prod", "--alias", "fresh", "--json")
+    doc = json.loads(r.stdout)
+    assert (doc["version"], doc["aliases"], doc["aliases_moved"]) == (
+        3, ["prod", "fresh"], {"prod": 2, "fresh": 2})

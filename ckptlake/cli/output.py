@@ -122,7 +122,9 @@ def push_summary(r: Any) -> str:
     if r.step is not None:
         extra.append(f"step {r.step}")
     if r.aliases:
-        extra.append(("alias " if len(r.aliases) == 1 else "aliases ") + ", ".join(r.aliases))
+        moved = getattr(r, "aliases_moved", None) or {}
+        extra.append(("alias " if len(r.aliases) == 1 else "aliases ") + ", ".join(
+            f"{a} (moved from v{moved[a]})" if a in moved else a for a in r.aliases))
     dry = getattr(r, "dry_run", False)
     head = (f"would push {r.artifact} as v{r.version}" if dry else
             f"pushed {r.artifact}@v{r.version}") + (f" ({'; '.join(extra)})" if extra else "")

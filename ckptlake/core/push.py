@@ -767,16 +767,19 @@ def commit_upload(store: Store, artifact: str, *, header: Any, created: "bool | 
     finally:
         up.release()
     done: list[str] = []
+    moved: dict[str, int] = {}
     failed: tuple[str, CkptlakeError] | None = None
     for name in aliases:
         try:
-            set_alias(store, artifact, name, manifest.version)
+            previous = set_alias(store, artifact, name, manifest.version).previous
         except CkptlakeError as exc:
             if isinstance(exc, Interrupted):
                 raise
             failed = (name, exc)
             break
         done.append(name)
+        if previous is not None and previous != manifest.version:
+            moved[name] = previous
     result = PushResult(
         lake=lake_url, artifact=artifact, version=manifest.version, step=step,
         files=sum(1 for _ in files), bytes_scanned=bytes_scanned,
@@ -784,7 +787,7 @@ def commit_upload(store: Store, artifact: str, *, header: Any, created: "bool | 
         chunks_uploaded=up.uploaded.count, chunks_deduplicated=up.deduplicated.count,
         bytes_sent=up.sent.value, bytes_stored=manifest.stored_bytes,
         compression=compression,
-        aliases=done, seconds=round(clock.now() - started, 3),
+        aliases=done, aliases_moved=moved, seconds=round(clock.now() - started, 3),
         warnings=[new_lake_warning(lake_url, created, header)] if created else [])
     if failed is not None:
         raise AliasNotSet(result, *failed)
