@@ -232,6 +232,13 @@ def test_usage_errors_exit_2_with_one_line(case: str, src: Path, tmp_path: Path,
     (["push", "SRC", "a/b", "--tag", "prod"], "No such option: --tag; did you mean --alias?"),
     (["pull", "a/b", "DEST", "--workers=4"], "did you mean --concurrency?"),
     (["push", "SRC", "a/b", "--bwlimit", "10MiB"], "did you mean --max-bandwidth?"),
+    # Click's spelling guesses ("Did you mean 'ls', 'alias'?") go where the name is known
+    (["list"], "error: No such command 'list'; ckptlake calls it 'ls' (see"),
+    (["version"], "ckptlake calls it '--version'"),
+    (["pull", "a/b", "DEST", "--overwrite"], "No such option: --overwrite; did you mean --force?"),
+    (["pull", "a/b", "DEST", "-f"], "No such option: -f; did you mean --force?"),  # cp -f
+    (["rm", "a/b@v1", "-f"], "No such option: -f; did you mean --yes?"),  # rm -f
+    (["gc", "--force"], "No such option: --force; did you mean --yes?"),
 ])
 def test_peer_tools_words_get_ckptlakes_name(args: list[str], hint: str, src: Path,
                                              tmp_path: Path, no_open: None) -> None:

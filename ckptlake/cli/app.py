@@ -427,6 +427,7 @@ COMMAND_SYNONYMS = {
     "prune": "gc", "clean": "gc", "cleanup": "gc", "purge": "gc",
     "delete": "rm", "remove": "rm", "del": "rm", "erase": "rm",
     "check": "verify", "fsck": "verify", "validate": "verify",
+    "version": "--version",
 }
 OPTION_SYNONYMS = {
     "--tag": "--alias", "--tags": "--alias", "--label": "--alias",
@@ -437,7 +438,11 @@ OPTION_SYNONYMS = {
     "--metadata": "--meta",
     "--remove": "--delete", "--rm": "--delete", "--unset": "--delete",  # alias
     "--force": "--yes",  # rm, gc (pull has a --force of its own)
+    # -f as rm -f (do not ask) on rm and gc, as cp -f (replace files) on pull
+    "-f": "--yes", "--overwrite": "--force", "--clobber": "--force",
 }
+# Where a command reads a peer's option otherwise (command name -> option -> ours).
+OPTION_SYNONYMS_OF = {"pull": {"-f": "--force"}}
 _NO_COMMAND = re.compile(r"^No such command '([^']+)'\.?")
 _NO_OPTION = re.compile(r"^No such option: (\S+?)(?: \(Possible options: [^)]*\))?$")
 
@@ -447,10 +452,14 @@ def _synonym_hint(message: str, ctx: Any) -> str:
     (and the option exists on this command)."""
     if m := _NO_COMMAND.match(message):
         ours = COMMAND_SYNONYMS.get(m.group(1).lower())
-        return f"{message.rstrip('.')}; ckptlake calls it '{ours}'" if ours else message
+        # (Click's own "Did you mean 'ls', 'alias'?" goes: it guesses by spelling, we know)
+        return f"No such command '{m.group(1)}'; ckptlake calls it '{ours}'" if ours else message
     if (m := _NO_OPTION.match(message)) and ctx is not None:
-        ours = OPTION_SYNONYMS.get(m.group(1).split("=", 1)[0].lower())
+        given = m.group(1).split("=", 1)[0]
+        given = given.lower() if given.startswith("--") else given  # (-F is not -f)
         command = getattr(ctx, "command", None)
+        ours = OPTION_SYNONYMS_OF.get(getattr(command, "name", ""), {}).get(given) \
+            or OPTION_SYNONYMS.get(given)
         known = {o for p in getattr(command, "params", ()) for o in getattr(p, "opts", ())}
         if ours in known:
             return f"No such option: {m.group(1)}; did you mean {ours}?"
