@@ -186,3 +186,20 @@ def test_a_directory_named_like_a_scheme_is_still_reachable(tmp_path: Path, src:
     r = run("push", src, "x/y", "--lake", "./file:/lake")
     assert r.exit_code == 0, r.output
     assert (tmp_path / "file:" / "lake").is_dir()
+
+
+@pytest.mark.parametrize("value", ["50", "'50'", "1000"])
+def test_the_config_files_max_bandwidth_takes_no_bare_small_number_either(
+        tmp_path: Path, value: str) -> None:
+    from ckptlake.errors import ConfigError
+    from ckptlake.policy.config import load_config
+
+    cfg = tmp_path / "ckptlake.yaml"
+    cfg.write_text(f"max_bandwidth: {value}\n")
+    with pytest.raises(ConfigError, match="bytes per second, surely not what was meant") as exc:
+        load_config(str(cfg))
+    assert "KiB" in (exc.value.hint or "")
+    cfg.write_text("max_bandwidth: 50KiB\n")
+    assert load_config(str(cfg)).max_bandwidth == 50 * 1024
+    cfg.write_text("max_bandwidth: 1024\n")
+    assert load_config(str(cfg)).max_bandwidth == 1024

@@ -740,6 +740,10 @@ def _check_bandwidth(b: _Builder, key: str, node: Node) -> int | None:
         raise b.error(exc.message, node, key, hint=exc.hint) from exc
     if rate <= 0:
         raise b.error("must be positive", node, key, hint="leave it out for no limit")
+    if rate < 1024 and (isinstance(value, int) or value.strip().replace(".", "", 1).isdigit()):
+        # as --max-bandwidth: a bare 50 is bytes (rclone's bwlimit would read KiB), never meant
+        raise b.error(f"{value} is {rate} bytes per second, surely not what was meant", node, key,
+                      hint=f"give a unit (per second): {str(value).strip()}KiB, 50MiB, 400MB")
     return rate
 
 
