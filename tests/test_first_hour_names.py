@@ -183,3 +183,26 @@ def test_push_alias_says_which_version_it_moved_the_alias_from(tmp_path: Path) -
     doc = json.loads(r.stdout)
     assert (doc["version"], doc["aliases"], doc["aliases_moved"]) == (
         3, ["prod", "fresh"], {"prod": 2, "fresh": 2})
+
+
+def test_a_sharded_step_commits_an_alias_an_older_client_recorded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ranks of one save may run two releases (a resumed job after an upgrade): an alias `V2`
+    recorded by the older one must not fail the newer one's commit of the step."""
+    import ckptlake.lake as lakemod
+
+    url = f"file://{tmp_path / 'lk'}"
+    dirs = []
+    for rank in (0, 1):
+        d = tmp_path / f"r{rank}"
+        d.mkdir()
+        (d / f"__{rank}_0.distcp").write_bytes(bytes([rank]) * 100)
+        dirs.append(d)
+    with ckptlake.open(url) as lake:
+        with monkeypatch.context() as m:  # the older client: no case rule
+            m.setattr(lakemod, "validate_alias", lambda name, **kw: name)
+            assert lake.push_shard(dirs[0], "s/h", step=1, rank=0, world=2,
+                                   aliases=["V2"]).version is None
+        r = lake.push_shard(dirs[1], "s/h", step=1, rank=1, world=2)
+        assert r.version == 1
+        assert lake.show("s/h@V2").version == 1

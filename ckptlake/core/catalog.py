@@ -294,7 +294,8 @@ ALIAS_SETTLE_SECONDS = 10.0
 _SETTLE_POLL = 0.2
 
 
-def set_alias(store: Store, artifact: str, name: str, version: int) -> AliasResult:
+def set_alias(store: Store, artifact: str, name: str, version: int, *,
+              recorded: bool = False) -> AliasResult:
     """Point `name` at `version` with compare-and-swap, so concurrent movers never lose updates
     silently: each move is applied whole, the last one to win the CAS stands.
 
@@ -302,8 +303,11 @@ def set_alias(store: Store, artifact: str, name: str, version: int) -> AliasResu
     before it deletes, so an alias written after that read would point at a deleted version.
     After the CAS the version is checked again (`_survives`); if gc took it, the alias is put
     back as it was and NotFound is raised (docs/format.md, "Alias record").
+
+    `recorded`: a name taken from a record an older client may have written (a sharded step's
+    claim), checked by the rule it was written under (refs.validate_alias, existing=True).
     """
-    validate_alias(name)
+    validate_alias(name, existing=recorded)
     key = layout.alias_key(artifact, name)
     body = json.dumps({"alias": name, "version": version, "updated": iso(utcnow()),
                        "updated_by": user_at_host()}).encode()

@@ -597,7 +597,8 @@ def _set_step_aliases(store: Store, key: str, claim: Claim, etag: str, *,
         try:
             if repeat and _alias_moved_since(store, claim, name):
                 continue
-            set_alias(store, claim.artifact, name, claim.version)
+            # (recorded: ranks of an older client may have written `V2`, refused as new now)
+            set_alias(store, claim.artifact, name, claim.version, recorded=True)
         except Exception as exc:
             if not repeat:
                 raise
