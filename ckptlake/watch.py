@@ -240,6 +240,8 @@ class Watcher:
         self._learned = False
         self._mine: dict[str, tuple[int, _Tree | None]] = {}  # name -> (step, tree) pushed here
         self._mine_steps: dict[int, str] = {}  # step -> name pushed here
+        # names pruned but for what --exclude left out of their push: no checkpoint any more
+        self._leftovers: set[str] = set()
 
     # ---- what is there ----------------------------------------------------------------------
 
@@ -419,7 +421,7 @@ class Watcher:
         for c in self.found:
             if stop is not None and stop.is_set():
                 break
-            if c.name in self._mine:
+            if c.name in self._mine or c.name in self._leftovers:
                 continue
             if c.step in self.pushed:
                 self._already(c)
@@ -482,7 +484,7 @@ class Watcher:
         pushing it again would undo that.  A note, once per step, not a failure: the deletion
         was someone's decision, and a `once` run that kept failing on it would be noise."""
         self._forget(c)
-        if c.step in self._said_deleted:
+        if c.step in self._said_deleted or self._nothing_to_push(c):
             return
         self._said_deleted.add(c.step)
         self.on_event(WatchEvent(
@@ -491,6 +493,19 @@ class Watcher:
             f"v{tomb.version}, {tomb.deleted_text()}; a watch never pushes a deleted step again "
             f"(to restore it, push it by hand: ckptlake push {shlex.quote(shown(c.path))} "
             f"{self.artifact} --step {c.step})"))
+
+    def _nothing_to_push(self, c: Candidate) -> bool:
+        """Whether what --exclude leaves of `c` is no file at all: what an earlier watch's
+        --keep-local left of a pushed checkpoint, not a checkpoint to restore by hand."""
+        if not self.exclude or not c.is_dir:
+            return False
+        from .core.scan import scan
+
+        try:
+            tree = scan(c.path, exclude=self.exclude, follow_symlinks=self.follow_symlinks)
+        except (CkptlakeError, OSError):
+            return False
+        return not tree.files and not tree.symlinks
 
     def _older(self, c: Candidate) -> bool:
         """Whether a higher step is in the lake, which blocks `c` (module docstring): a
@@ -644,6 +659,8 @@ class Watcher:
         shapes: dict[str, list[Candidate]] = {}
         read = True
         for c in found:
+            if c.name in self._leftovers:
+                continue
             try:
                 in_lake = self._in_lake(c, entries_of[c.step], read=read)
             except FATAL:
@@ -676,6 +693,7 @@ class Watcher:
                      "was in the lake until a retention rule deleted it")
             what = f"removed local {shown(c.name)}"
             if kept:
+                self._leftovers.add(c.name)
                 what = (f"removed what local {shown(c.name)} pushed, kept "
                         f"{kept} {'entry' if kept == 1 else 'entries'} --exclude left out")
             self.on_event(WatchEvent("pruned", c.step, c.name, f"{what} (step {c.step} {where})"))

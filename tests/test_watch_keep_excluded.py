@@ -96,3 +96,32 @@ def test_a_restarted_watch_leaves_the_kept_entries_alone(tmp_path: Path) -> None
         assert [v.step for v in lake.versions(ART)] == [100, 200]
     assert (root / "step_100" / "notes.local").read_text() == "precious 100"
     assert {e.kind for e in events} <= {"known", "skipped"}, events
+
+
+def test_what_pruning_left_is_no_duplicate_nor_a_deleted_step_to_restore(tmp_path: Path) -> None:
+    """The directory a prune leaves (only excluded files) was taken for a checkpoint again:
+    "step 100 was pushed from step_100 already; two checkpoints have that step", and, once gc
+    deleted the step, "to restore it, push it by hand" (a push of nothing but the notes)."""
+    from ckptlake.policy.retention import RetentionPolicy, Rule
+
+    root = tmp_path / "ck"
+    for step in (100, 200):
+        _checkpoint(root, step)
+    url = f"file://{tmp_path / 'lake'}"
+    exclude = ("*.local", "scratch/")
+    events: list[Any] = []
+    with ckptlake.open(url) as lake:
+        w = Watcher(lake, root, ART, settle=0, keep_local=1, exclude=exclude,
+                    on_event=events.append)
+        assert w.poll_once() == 2
+        assert w.poll_once() == 0
+        assert [e.kind for e in events] == ["pushed", "pushed", "pruned"], events
+        policy = RetentionPolicy(rules=(Rule(match=ART, keep_last=1),), grace_period=0)
+        lake.gc(lake.gc_plan(policy))
+        assert [v.step for v in lake.versions(ART)] == [200]
+        events.clear()
+        again = Watcher(lake, root, ART, settle=0, keep_local=1, exclude=exclude,
+                        on_event=events.append)
+        assert again.poll_once() == 0
+        assert [e.kind for e in events if e.kind not in ("known", "skipped")] == [], events
+    assert (root / "step_100" / "notes.local").exists()
