@@ -1,6 +1,7 @@
 """`ckptlake gc`: apply the retention policy and collect unreferenced chunks (plan, then act)."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional, Sequence
@@ -69,7 +70,7 @@ def gc(
             raise UsageError("--match is empty", hint="give a glob such as 'gpt2/*'")
         if policy is not None:
             # quoted, '~' reaches us unexpanded; --config and --lake expand it, so this does too
-            policy = policy.expanduser()
+            policy = Path(os.path.expanduser(policy))  # (~nosuchuser stays, as in a shell)
             if not policy.exists():  # a missing local path (exit 3); a bad policy is exit 2
                 from ..errors import NotFound
 

@@ -376,7 +376,7 @@ def _must_exist(name: str, origin: str) -> Path:
     """Anything that exists and is not a directory will do: `--config <(...)` is a pipe
     (/dev/fd/63), not a regular file.  A missing path is exit 3 like every other missing local
     path (--meta-file, --policy, watch DIR); a directory is a usage error (exit 2)."""
-    path = Path(name).expanduser()
+    path = Path(os.path.expanduser(name))  # (Path.expanduser raises for ~nosuchuser)
     if not path.exists() or path.is_dir():
         what, error = (("is a directory", UsageError) if path.is_dir()
                        else ("does not exist", NotFound))
@@ -806,7 +806,7 @@ def _check_cache(b: _Builder, key: str, node: Node) -> CacheSetting | None:
     size = None
     if size_node is not None:
         size = _check_size(b, f"{key}.size", size_node, _cache_size_problem, _CACHE_HINT)
-    path = Path(directory.strip()).expanduser()
+    path = Path(os.path.expanduser(directory.strip()))
     if not path.is_absolute():
         path = Path(b.source).parent / path
     return CacheSetting(dir=os.path.normpath(path), size=size,
@@ -920,8 +920,11 @@ def check_endpoint_option(value: str | None, option: str = "--endpoint-url") -> 
 
 
 # A URL written with one slash (`file:/data/lake`, `s3:/bucket/x`): taken as a path, it was a
-# directory named "file:" under the working directory, created by the first push.
+# directory named "file:" under the working directory, created by the first push.  Only the
+# schemes of lakes and object stores: `data:2024/lake` is a directory name like any other.
 _HALF_URL_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):/*(.*)", re.S)
+_LAKE_SCHEMES = {"file", "s3", "s3a", "s3n"}
+_OTHER_SCHEMES = {"gs", "gcs", "az", "abfs", "abfss", "wasb", "wasbs", "http", "https", "hdfs"}
 
 
 def _as_url(text: str, base: Path | None, what: str = "the lake") -> str:
@@ -929,12 +932,15 @@ def _as_url(text: str, base: Path | None, what: str = "the lake") -> str:
     if _URL_SCHEME_RE.match(text):
         return text
     half = _HALF_URL_RE.fullmatch(text)
-    if half and "/" not in half.group(1):
-        scheme, rest = half.group(1), half.group(2)
-        meant = f"file:///{rest}" if scheme.lower() == "file" else f"{scheme}://{rest}"
+    scheme = half.group(1).lower() if half else ""
+    if scheme in _LAKE_SCHEMES or scheme in _OTHER_SCHEMES:
+        rest = half.group(2)  # type: ignore[union-attr]
+        meant = (f"file:///{rest}" if scheme == "file" else f"s3://{rest}"
+                 if scheme in _LAKE_SCHEMES else "s3://bucket/prefix, file:///path or a path")
+        # (no '?' or ':' right after the URL: the redaction of the line would take it along)
         raise UsageError(f"{what} {text!r} is neither a URL (scheme://...) nor a path",
-                         hint=f"did you mean {meant}? (a directory of that name: ./{text})")
-    path = Path(text).expanduser()
+                         hint=f"write {meant} (./{text} for a directory of that name)")
+    path = Path(os.path.expanduser(text))  # (~nosuchuser stays as written, as in a shell)
     if not path.is_absolute():
         path = (base if base is not None else Path.cwd()) / path
     return Path(os.path.normpath(path)).as_uri()
