@@ -251,6 +251,10 @@ def test_peer_tools_words_get_ckptlakes_name(args: list[str], hint: str, src: Pa
 def test_synonym_only_offered_where_the_option_exists(no_open: None) -> None:
     line = one_line_error(run("ls", "--workers", "3"))  # ls has no --concurrency
     assert "did you mean" not in line and "--workers" in line
+    # on cat, cp and diff --yes accepts an egress cost: -f / --force are not that
+    for args in (["cat", "-f", "a/b", "x"], ["cp", "--force", "a/b", "--to", "/tmp/x"],
+                 ["diff", "-f", "a/b@v1", "a/b@v2"]):
+        assert "did you mean" not in one_line_error(run(*args)), args
     assert "calls it" not in one_line_error(run("frobnicate"))
 
 

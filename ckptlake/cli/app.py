@@ -437,12 +437,13 @@ OPTION_SYNONYMS = {
     "--endpoint": "--endpoint-url", "--s3-endpoint": "--endpoint-url",
     "--metadata": "--meta",
     "--remove": "--delete", "--rm": "--delete", "--unset": "--delete",  # alias
-    "--force": "--yes",  # rm, gc (pull has a --force of its own)
-    # -f as rm -f (do not ask) on rm and gc, as cp -f (replace files) on pull
-    "-f": "--yes", "--overwrite": "--force", "--clobber": "--force",
+    "--overwrite": "--force", "--clobber": "--force",
 }
-# Where a command reads a peer's option otherwise (command name -> option -> ours).
-OPTION_SYNONYMS_OF = {"pull": {"-f": "--force"}}
+# Where a command reads a peer's option its own way (command name -> option -> ours): -f and
+# --force as rm -f (do not ask) where --yes means that; as cp -f (replace files) on pull.  On
+# cat, cp and diff --yes accepts an egress cost: no force means that.
+OPTION_SYNONYMS_OF = {"pull": {"-f": "--force"}, "rm": {"-f": "--yes"},
+                      "gc": {"-f": "--yes", "--force": "--yes"}}
 _NO_COMMAND = re.compile(r"^No such command '([^']+)'\.?")
 _NO_OPTION = re.compile(r"^No such option: (\S+?)(?: \(Possible options: [^)]*\))?$")
 
