@@ -206,3 +206,19 @@ def test_a_sharded_step_commits_an_alias_an_older_client_recorded(
         r = lake.push_shard(dirs[1], "s/h", step=1, rank=1, world=2)
         assert r.version == 1
         assert lake.show("s/h@V2").version == 1
+
+
+def test_the_prefix_hint_holds_in_a_lake_whose_records_fill_a_listing_page(
+        tmp_path: Path) -> None:
+    """An artifact's own records (@children/, @s/, ...) sort before its versions: 1,000 of them
+    hid the artifact below `proj` from a key listing's first page."""
+    src = tmp_path / "m"
+    src.mkdir()
+    (src / "w.bin").write_bytes(b"1")
+    url = f"file://{tmp_path / 'lk'}"
+    assert run("push", src, "proj/run", "--lake", url).exit_code == 0
+    with ckptlake.open(url) as lake:
+        for i in range(1001):
+            lake.store.put(f"artifacts/proj/run/@children/{i:010d}.x", b"")
+    r = run("ls", "proj", "--lake", url)
+    assert r.exit_code == 3 and "ckptlake ls proj/" in r.stderr, r.stderr

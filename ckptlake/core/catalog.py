@@ -148,13 +148,15 @@ _BELOW_SCAN = 1000
 
 def _artifacts_below(store: Store, artifact: str) -> bool:
     """Whether artifacts live under `artifact/` (`ls proj` for proj/run-1/ckpt): the user
-    meant the prefix, and "list artifacts with: ckptlake ls" would list the whole lake."""
+    meant the prefix, and "list artifacts with: ckptlake ls" would list the whole lake.  By
+    the folders below it (one delimited listing), not its keys: an artifact's own records
+    (@alias/, @children/, @s/, ...) sort before any version and could fill a page."""
+    top = f"{layout.ARTIFACTS_PREFIX}{artifact}/"
     try:
-        for i, info in enumerate(store.list(f"{layout.ARTIFACTS_PREFIX}{artifact}/")):
+        for i, prefix in enumerate(store.list_prefixes(top)):
             if i >= _BELOW_SCAN:
                 return False
-            parsed = layout.parse_version_key(info.key)
-            if parsed and parsed[0] != artifact and info.size:  # an empty one is no version
+            if not prefix[len(top):].startswith("@"):
                 return True
     except CkptlakeError:
         pass
