@@ -110,7 +110,8 @@ DEFAULT_STEP_REGEX = (r"(?i)^(?!.*(?<![a-z])(?:tmp|temp)(?![a-z]))"
 # What --help says of it.
 DEFAULT_STEP_RULE = ("the number after step, checkpoint, ckpt, iter or epoch in the name, or a "
                      "name that is a number; not a name with a tmp or temp token, nor one "
-                     "ending in .lock, .part, .partial, .incomplete, .download, .bak, .swp or ~")
+                     "ending in .lock, .part, .partial, .incomplete, .download, .crdownload, "
+                     ".bak, .swp or ~")
 # Version metadata a watch records: which local entry, as it was, the version was pushed
 # from (_identity), so that a restarted watch's keep_local prunes only that very entry.
 META_ENTRY = "ckptlake.watch.entry"
