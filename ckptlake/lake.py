@@ -1671,7 +1671,8 @@ class Lake:
             seconds=round(time.monotonic() - started, 3), rechunked=True,
             warnings=[f"{dest.url} hashes chunks with {dest_hash}, {self.url} with {m.hash}: "
                       "no chunk is shared, so the version went through a local copy and a "
-                      "push", *pushed.warnings])
+                      "push", *pushed.warnings],
+            aliases_moved=dict(pushed.aliases_moved))
 
     def du(self, prefix: str = "", *, versions: bool = False, sort: str = "stored",
            price: float | None = None) -> "DuReport":

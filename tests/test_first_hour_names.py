@@ -222,3 +222,18 @@ def test_the_prefix_hint_holds_in_a_lake_whose_records_fill_a_listing_page(
             lake.store.put(f"artifacts/proj/run/@children/{i:010d}.x", b"")
     r = run("ls", "proj", "--lake", url)
     assert r.exit_code == 3 and "ckptlake ls proj/" in r.stderr, r.stderr
+
+
+def test_cp_alias_says_which_version_it_moved_the_alias_from(tmp_path: Path) -> None:
+    src = tmp_path / "m"
+    src.mkdir()
+    (src / "w.bin").write_bytes(b"1")
+    url, dst = f"file://{tmp_path / 'lk'}", f"file://{tmp_path / 'dst'}"
+    assert run("push", src, "c/i", "--lake", url).exit_code == 0
+    for n in (1, 2):
+        r = run("cp", "c/i", "--to", dst, "--alias", "prod", "--lake", url, "--json")
+        assert r.exit_code == 0, r.output
+        doc = json.loads(r.stdout)
+        assert (doc["to_version"], doc["aliases_moved"]) == (n, {} if n == 1 else {"prod": 1})
+    r = run("cp", "c/i", "--to", dst, "--alias", "prod", "--lake", url)
+    assert "(alias prod (moved from v2))" in r.stdout, r.stdout

@@ -141,7 +141,9 @@ def cp(
 
 def summary(r) -> str:  # type: ignore[no-untyped-def]
     where = "" if r.to_lake == r.lake else f"{redact(r.to_lake)} "
-    aliases = f" (alias {', '.join(r.aliases)})" if r.aliases else ""
+    moved = getattr(r, "aliases_moved", None) or {}
+    names = [f"{a} (moved from v{moved[a]})" if a in moved else a for a in r.aliases]
+    aliases = f" (alias {', '.join(names)})" if names else ""
     how = " through a local copy" if r.rechunked else ""
     return (f"copied {r.artifact}@v{r.version} -> {where}{r.to_artifact}@v{r.to_version}"
             f"{aliases}{how}: {r.chunks_copied} of {r.chunks} chunks written "

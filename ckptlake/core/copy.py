@@ -69,6 +69,8 @@ class CopyResult(_Result):
     # push's (chunks_copied: the chunks it uploaded)
     rechunked: bool = False
     warnings: list[str] = field(default_factory=list)
+    # alias -> the version it named before the copy moved it (as push's)
+    aliases_moved: dict[str, int] = field(default_factory=dict)
 
 
 def copy_fields(m: Manifest, *, source_url: str, same_lake: bool) -> dict[str, Any]:
@@ -338,5 +340,6 @@ def copy_version(src: Store, dst: Store, m: Manifest, artifact: str, *, aliases:
         bytes_stored=r.bytes_stored, aliases=list(r.aliases),
         seconds=round(clock.now() - started, 3),
         chunks_repaired=len(damaged & copier.copied),
-        chunks_recopied=len(copier.present & copier.copied), warnings=list(r.warnings))
+        chunks_recopied=len(copier.present & copier.copied), warnings=list(r.warnings),
+        aliases_moved=dict(r.aliases_moved))
     return result, pushed
