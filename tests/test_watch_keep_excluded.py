@@ -96,6 +96,7 @@ def test_a_restarted_watch_leaves_the_kept_entries_alone(tmp_path: Path) -> None
         assert [v.step for v in lake.versions(ART)] == [100, 200]
     assert (root / "step_100" / "notes.local").read_text() == "precious 100"
     assert {e.kind for e in events} <= {"known", "skipped"}, events
+    assert any(e.kind == "known" and e.step == 100 for e in events), events
 
 
 def test_what_pruning_left_is_no_duplicate_nor_a_deleted_step_to_restore(tmp_path: Path) -> None:
