@@ -13,25 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
 import ckptlake
-from ckptlake.cli.app import app
 from ckptlake.cli.output import parse_bandwidth
 from ckptlake.errors import UsageError
 from ckptlake.store import open_store
 
 
-def run(*args: Any) -> Any:
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
-@pytest.fixture
-def src(tmp_path: Path) -> Path:
-    d = tmp_path / "src"
-    d.mkdir()
-    (d / "a.bin").write_bytes(b"x" * 100)
-    return d
+from test_cli import run, src  # noqa: F401  (src: a fixture)
 
 
 # ---- --endpoint-url with a path --------------------------------------------------------------

@@ -22,28 +22,26 @@ from ckptlake.lake import Lake
 from test_show_ls import lake, run, src, store  # noqa: F401
 
 
-def section(stdout: str, heading: str) -> list[str]:
-    """The indented lines right under `heading` (up to the next unindented line)."""
-    lines = stdout.splitlines()
-    at = lines.index(heading)
+def _indented_after(lines: list[str], at: int) -> list[str]:
     out = []
     for line in lines[at + 1:]:
         if not line.startswith(" "):
             break
         out.append(line)
     return out
+
+
+def section(stdout: str, heading: str) -> list[str]:
+    """The indented lines right under `heading` (up to the next unindented line)."""
+    lines = stdout.splitlines()
+    return _indented_after(lines, lines.index(heading))
 
 
 def entries(stdout: str) -> list[str]:
     """The file and directory entry lines of `diff` (between `files:` and `bytes:`)."""
     lines = stdout.splitlines()
-    at = next(i for i, line in enumerate(lines) if line.startswith("files: "))
-    out = []
-    for line in lines[at + 1:]:
-        if not line.startswith(" "):
-            break
-        out.append(line)
-    return out
+    return _indented_after(lines, next(i for i, line in enumerate(lines)
+                                       if line.startswith("files: ")))
 
 
 def two_versions(lake: Lake, tmp_path: Path) -> None:  # noqa: F811
