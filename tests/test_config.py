@@ -691,3 +691,75 @@ def test_a_number_too_large_for_a_float_is_a_config_error(tmp_path: Path) -> Non
     path.chmod(0o600)
     with pytest.raises(ConfigError, match="warn_above_usd"):
         load_egress(load_config(str(path)))
+
+
+def test_a_config_of_another_user_or_root_its_group_may_write_is_refused(
+        isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Group-writable is fine for the user's own file (umask 002), not for another's or root's:
+    any member of its group could choose the endpoint a push sends the user's data to.  The
+    user is faked, so that this runs as root (the file root's) and as anyone else alike."""
+    import os
+
+    from ckptlake.policy.config import load_config
+
+    cfg = isolated / "work" / "ckptlake.yaml"
+    cfg.write_text("endpoint_url: http://127.0.0.1:9\n")
+    owner = cfg.stat().st_uid
+    monkeypatch.setattr(os, "getuid", lambda: owner + 1000)
+    os.chmod(cfg, 0o664)
+    with pytest.raises(ConfigError, match="others may write it"):
+        load_config()
+    os.chmod(cfg, 0o644)
+    if owner == 0:  # root's, and only root may write it: trusted, as git trusts it
+        assert load_config().endpoint_url == "http://127.0.0.1:9"
+    else:
+        with pytest.raises(ConfigError, match=f"belongs to uid {owner}, not you"):
+            load_config()
+
+
+def test_cache_size_from_the_environment_applies_to_the_configs_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node with a small disk lowers the size with $CKPTLAKE_CACHE_SIZE and keeps the
+    config's directory."""
+    from ckptlake.policy.config import _parse, resolve_cache
+
+    monkeypatch.delenv("CKPTLAKE_CACHE", raising=False)
+    monkeypatch.setenv("CKPTLAKE_CACHE_SIZE", "2GiB")
+    setting = resolve_cache(_parse("cache:\n  dir: c\n  size: 1GiB\n",
+                                   str(tmp_path / "ckptlake.yaml")))
+    assert (setting.dir, setting.size) == (str(tmp_path / "c"), 2 * 2**30)
+
+
+def test_a_piped_configs_relative_paths_are_the_working_directorys(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--config <(printf 'lake: ./lake')` is /dev/fd/63: its relative lake: and cache.dir
+    resolved against /dev/fd, a lake there "not found"."""
+    import os
+    import subprocess
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "f.bin").write_bytes(b"x")
+    script = ("import os, sys\n"
+              "r, w = os.pipe()\n"
+              "os.write(w, b'lake: ./lake\\ncache:\\n  dir: ./cache\\n'); os.close(w)\n"
+              "from ckptlake.cli.app import app\n"
+              "sys.argv = ['ckptlake', 'push', 'f.bin', 'p/f', '--config', f'/dev/fd/{r}']\n"
+              "app()\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       env={**os.environ, "CKPTLAKE_CACHE": "", "CKPTLAKE_LAKE": ""},
+                       pass_fds=(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"file://{tmp_path}/lake (lake: in /dev/fd/" in r.stderr, r.stderr
+    assert (tmp_path / "lake" / "ckptlake.json").exists()
+
+
+@pytest.mark.parametrize("path", ["x:/lake", "data:2024/lake", "ab:cd"])
+def test_a_name_with_a_colon_of_no_object_store_is_a_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    from ckptlake.policy.config import resolve_lake, Config
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CKPTLAKE_LAKE", raising=False)
+    url, origin = resolve_lake(path, Config())
+    assert url == (tmp_path / path).as_uri() and origin == "--lake"

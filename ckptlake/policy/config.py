@@ -808,7 +808,7 @@ def _check_cache(b: _Builder, key: str, node: Node) -> CacheSetting | None:
         size = _check_size(b, f"{key}.size", size_node, _cache_size_problem, _CACHE_HINT)
     path = Path(os.path.expanduser(directory.strip()))
     if not path.is_absolute():
-        path = Path(b.source).parent / path
+        path = (_base_dir(b.source) or Path.cwd()) / path
     return CacheSetting(dir=os.path.normpath(path), size=size,
                         origin=f"cache: in {b.source}")
 
@@ -883,10 +883,19 @@ def resolve_lake(cli_lake: str | None, config: Config) -> tuple[str, str]:
     if env.strip():
         return _as_url(env, None, "$CKPTLAKE_LAKE"), "$CKPTLAKE_LAKE"
     if config.lake is not None:
-        base = Path(config.source).parent if config.source else None
+        base = _base_dir(config.source)
         where = f"lake: in {config.source or 'the config'}"
         return _as_url(config.lake, base, where), where
     return default_lake_dir().as_uri(), "embedded default"
+
+
+def _base_dir(source: str | None) -> Path | None:
+    """What a config's relative paths (lake:, cache.dir) are relative to: its file's directory,
+    where it lives beside what it names; a config read from a pipe (`--config <(...)`, as
+    /dev/fd/63) has none, and /dev/fd/lake named nothing: then the working directory (None)."""
+    if not source or (os.path.exists(source) and not os.path.isfile(source)):
+        return None
+    return Path(source).parent
 
 
 def named_lake(config: Config) -> str | None:
@@ -894,7 +903,7 @@ def named_lake(config: Config) -> str | None:
     or None: what a --policy file says of its lake, which gc must not silently ignore."""
     if config.lake is None:
         return None
-    return _as_url(config.lake, Path(config.source).parent if config.source else None)
+    return _as_url(config.lake, _base_dir(config.source))
 
 
 def same_location(a: str, b: str) -> bool:
