@@ -43,8 +43,9 @@ def cat(
         help="The version: ARTIFACT or ARTIFACT@SELECTOR.")],
     path: Annotated[Optional[str], typer.Argument(
         metavar="PATH", show_default=False,
-        help="The file's path in the version (as ckptlake ls REF shows it); optional for "
-             "an artifact that is one file.")] = None,
+        help="The file's path in the version, exactly (as ckptlake ls REF shows it; a name "
+             "with control characters, which ls shows escaped, as ls --json gives it); "
+             "optional for an artifact that is one file.")] = None,
     replica: ReplicaOpt = None,
     yes: Annotated[bool, typer.Option(
         "--yes", "-y", help="Accept an egress cost above egress.confirm_above_usd without "
