@@ -152,6 +152,14 @@ def test_a_push_that_unpins_after_the_manifest_listing_keeps_its_chunks(
 
 # ---- 2. records are read before the mark ---------------------------------------------------------
 
+def unwrite(store: MemoryStore, artifact: str, n: int) -> None:
+    """Version n as if never written: its manifest and its listing summaries (written after
+    it) gone.  A manifest deleted alone is a lost version, and gc refuses to run."""
+    summaries = [i.key for i in store.list(f"{layout.ARTIFACTS_PREFIX}{artifact}/@s/")
+                 if (p := layout.parse_summary_key(i.key)) and p[1] == n]
+    store.delete([layout.version_key(artifact, n), *summaries])
+
+
 def test_a_record_written_after_the_mark_listing_is_not_swept_with_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Invariant 4: a chunk is deleted only if its record was written before the mark listing
@@ -165,7 +173,7 @@ def test_a_record_written_after_the_mark_listing_is_not_swept_with_it(
     lake.push(first, ART)
     lake.push(source(tmp_path, "b", 1000), ART)
     v1 = load_manifest(store, ART, 1)
-    store.delete([layout.version_key(ART, 1)])  # v1's chunks are referenced by nothing
+    unwrite(store, ART, 1)  # v1's chunks are referenced by nothing
     fired: list[str] = []
 
     def on_event(name: str) -> None:
@@ -195,7 +203,7 @@ def condemned_shard_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     lake.push(x, ART)
     digests = load_manifest(store, ART, 1).chunk_digests()
     assert len(digests) == 3
-    store.delete([layout.version_key(ART, 1)])
+    unwrite(store, ART, 1)
     pol = policy(grace=3600, keep_all=True)
     r = execute(store, plan_gc(store, pol, now=later(2)()), now=later(2))
     assert r.chunks_condemned == 3
@@ -218,7 +226,7 @@ def test_a_committed_claim_whose_manifest_the_listing_missed_keeps_its_records_a
     assert (claim.state, claim.version) == ("committed", 1)
     vkey = layout.version_key(ART, 1)
     manifest = store.get(vkey)
-    store.delete([vkey])  # not written yet when gc lists the manifests
+    unwrite(store, ART, 1)  # not written yet when gc lists the manifests
     plan = plan_gc(store, pol, now=later(4)())
     arm = hook_listing(monkeypatch, lambda: store.put(vkey, manifest))
     arm()

@@ -29,8 +29,8 @@ EPILOG = epilog(
     "chunks (chosen by --seed, default 0: the same chunks each run), N/M part N of M (1/7 .. "
     "7/7 over a week read everything once).",
     "Orphan chunks (referenced by nothing) are reported but are not problems: gc collects "
-    "them (not while a manifest is unreadable: gc refuses to run then, and the orphans may be "
-    "its chunks).  Stale or failed shard steps and incomplete uploads are warnings.")
+    "them (not while a manifest is unreadable, or lost: a version's summary without its "
+    "manifest or a tombstone; gc refuses to run then, and the orphans may be its chunks).  Stale or failed shard steps and incomplete uploads are warnings.")
 
 
 def verify(
@@ -122,7 +122,7 @@ def report_text(r: "VerifyResult") -> str:
         if blocked:  # gc refuses to run, and these may be the unreadable manifest's chunks
             names = ", ".join(blocked[:3]) + (" ..." if len(blocked) > 3 else "")
             lines.append(f"{orphans}, referenced by no readable manifest: they may belong to "
-                         f"{names} (unreadable), and gc will not run until "
+                         f"{names} (unreadable or lost), and gc will not run until "
                          f"{'it is' if len(blocked) == 1 else 'they are'} repaired or removed")
         else:
             lines.append(f"{orphans}, referenced by nothing: gc collects them")

@@ -190,6 +190,7 @@ class _Listing:
         # (artifact, step) -> (key, etag) of its records
         self.shard_records: dict[tuple[str, int], list[tuple[str, str]]] = {}
         self.claims: set[tuple[str, int]] = set()
+        self.summaries: dict[tuple[str, int], list[str]] = {}  # (artifact, N) -> its @s/ keys
 
     @classmethod
     def of(cls, store: Store) -> "_Listing":
@@ -203,6 +204,8 @@ class _Listing:
             elif tomb := layout.parse_tombstone_key(info.key):
                 if info.size > 0:  # likewise: an empty tombstone is none
                     out.tombs.add(tomb)
+            elif summ := layout.parse_summary_key(info.key):
+                out.summaries.setdefault(summ[:2], []).append(info.key)
             elif (shard := layout.parse_shard_key(info.key)) and info.size > 0:
                 artifact, step, rank, _ = shard
                 if rank is None:
@@ -211,6 +214,42 @@ class _Listing:
                     out.shard_records.setdefault((artifact, step), []).append(
                         (info.key, info.etag))
         return out
+
+
+def lost_versions(store: Store, summaries: dict[tuple[str, int], list[str]],
+                  versions: Any, tombstones: set[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Versions a listing shows a summary of but neither a manifest nor a tombstone: lost
+    outside ckptlake (a manifest deleted by hand or by a lifecycle rule).  A summary is written
+    after its manifest, and every deleter writes the tombstone before it removes the manifest,
+    so no step of ckptlake's own leaves that.  Each is looked at again after the listing: a
+    deleter racing it (docs/format.md, "Deleting") has written its tombstone by then."""
+    suspects = sorted(k for k in summaries if k not in versions and k not in tombstones)
+
+    def gone(item: tuple[str, int]) -> tuple[str, int] | None:
+        artifact, n = item
+        if store.exists(layout.version_key(artifact, n)) or tombs.present(store, artifact, n):
+            return None
+        return item
+
+    return [got for got in bounded_map(gone, suspects, workers=_META_WORKERS, name="ckptlake-gc")
+            if got is not None]
+
+
+def _refuse_lost(store: Store, listing: "_Listing") -> None:
+    """gc deletes nothing while a version is lost: its chunks are garbage to the mark, and a
+    sweep would make a manifest restored from bucket versioning or a backup point at nothing."""
+    lost = lost_versions(store, listing.summaries, listing.versions, listing.tombs)
+    if not lost:
+        return
+    artifact, n = lost[0]
+    more = f" (and {len(lost) - 1} more: ckptlake verify lists them)" if len(lost) > 1 else ""
+    keys = " ".join(listing.summaries[lost[0]])
+    raise IntegrityError(
+        f"{artifact}@v{n} is lost: its manifest is gone and no tombstone says it was deleted "
+        f"(its listing summary remains){more}",
+        hint="gc deletes nothing while a version is lost: restore its manifest "
+             f"({layout.version_key(artifact, n)}) from bucket versioning or a backup; if it is "
+             f"gone for good, delete its listing summary ({keys}), then run gc again")
 
 
 class _ShardRoots:
@@ -452,6 +491,7 @@ def _plan(store: Store, policy: RetentionPolicy, now: datetime, match: str | Non
 
     # 1. Versions, per artifact.
     listing = _Listing.of(store)
+    _refuse_lost(store, listing)
     numbers: dict[str, list[int]] = {}
     for artifact, n in listing.versions:
         numbers.setdefault(artifact, []).append(n)
@@ -714,6 +754,7 @@ class _Marker:
         # that misses the pin (gone) sees the manifest (docs/format.md, "The push side").
         self._mark_pins()
         listing = _Listing.of(self.store)
+        _refuse_lost(self.store, listing)
         new = [layout.version_key(a, n) for a, n in listing.versions if (a, n) not in self.read]
 
         def digests(key: str) -> set[bytes]:

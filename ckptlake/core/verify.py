@@ -488,6 +488,23 @@ class _Run:
                 f"({'; '.join(wrong)}): ls shows the summary's; delete {key} and readers "
                 "read the manifest instead")
 
+    def check_lost(self, listing: _Listing) -> None:
+        """A version with a listing summary but neither a manifest nor a tombstone was lost
+        outside ckptlake (gc.lost_versions): not restorable, and gc refuses to run until its
+        manifest is restored or its summary deleted (its chunks would be swept)."""
+        from .gc import lost_versions
+
+        for artifact, n in lost_versions(self.store, listing.summaries, listing.versions,
+                                         listing.tombs):
+            keys = " ".join(key for key, _ in listing.summaries[(artifact, n)])
+            self.problem("manifest", f"v{n} of {artifact} is lost: its manifest is gone and no "
+                         "tombstone says it was deleted (its listing summary remains)",
+                         artifact=artifact, version=n, key=layout.version_key(artifact, n),
+                         blocks_gc=True,
+                         hint="restore the manifest from bucket versioning or a backup before "
+                              "anything else (gc refuses to run meanwhile: a sweep would take "
+                              f"its chunks); if it is gone for good, delete {keys}")
+
     def check_tombstones(self, listing: _Listing) -> None:
         """Each tombstone must decode and name its own version.  An unreadable one is a
         problem, as an unreadable alias or shard record is: readers skip it silently (ls --all
@@ -1147,6 +1164,7 @@ def verify(store: Store, ref: "str | Ref | None" = None, *, lake_url: str, concu
                 "be unpadded), so whatever it was meant to record counts for nothing")
     run.collect(versions, listing)
     if listing is not None:
+        run.check_lost(listing)
         run.check_tombstones(listing)
         run.check_aliases(listing)
         run.check_steps(listing)

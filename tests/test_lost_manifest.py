@@ -1,0 +1,100 @@
+"""A version whose manifest is gone with no tombstone (deleted by hand, by a lifecycle rule):
+verify said "no problems found" and gc swept its chunks as garbage, so a manifest restored from
+bucket versioning then pointed at nothing.  Its listing summary (written after the manifest)
+shows it was committed; every ckptlake deleter writes a tombstone before it removes a manifest."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+import ckptlake
+from ckptlake.cli.app import app
+from ckptlake.format import layout
+
+ART = "t/lost"
+
+
+def run(*args: Any) -> Any:
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> tuple[str, Path, Path]:
+    """Three versions, each with a file of its own; v2's manifest deleted by hand."""
+    root = tmp_path / "lake"
+    url = f"file://{root}"
+    src = tmp_path / "src"
+    src.mkdir()
+    for n in (1, 2, 3):
+        (src / "w.bin").write_bytes(bytes([n]) * 5000)
+        assert run("push", src, ART, "--lake", url).exit_code == 0
+    manifest = root / layout.version_key(ART, 2)
+    saved = tmp_path / "v2.json"
+    saved.write_bytes(manifest.read_bytes())  # the copy bucket versioning would keep
+    manifest.unlink()
+    assert list((root / "artifacts" / ART / "@s").glob("0000000002.*"))
+    return url, root, saved
+
+
+def _policy(tmp_path: Path) -> Path:
+    p = tmp_path / "policy.yaml"
+    p.write_text("retention:\n  grace_period: 0s\n  rules:\n    - match: '*'\n"
+                 "      keep_last: 10\n")
+    return p
+
+
+def test_verify_reports_the_lost_version(lake: tuple[str, Path, Path]) -> None:
+    url, _, _ = lake
+    r = run("verify", "--lake", url, "--json")
+    assert r.exit_code == 5, r.output
+    [problem] = json.loads(r.stdout)["problems"]
+    assert (problem["artifact"], problem["version"]) == (ART, 2)
+    assert "is lost: its manifest is gone" in problem["message"]
+
+
+def test_gc_refuses_until_the_manifest_is_restored_or_the_summary_deleted(
+        lake: tuple[str, Path, Path], tmp_path: Path) -> None:
+    url, root, saved = lake
+    policy = _policy(tmp_path)
+    chunks = sorted(p.name for p in (root / "chunks").rglob("*") if p.is_file())
+    for extra in (["--dry-run"], ["--yes"]):
+        r = run("gc", "--policy", policy, "--lake", url, *extra)
+        assert r.exit_code == 5, r.output
+        assert f"{ART}@v2 is lost" in r.stderr and "restore its manifest" in r.stderr
+    assert sorted(p.name for p in (root / "chunks").rglob("*") if p.is_file()) == chunks
+    # restored from the backup: the version is whole again
+    (root / layout.version_key(ART, 2)).write_bytes(saved.read_bytes())
+    assert run("verify", "--lake", url).exit_code == 0
+    out = tmp_path / "out"
+    assert run("pull", f"{ART}@v2", out, "--lake", url).exit_code == 0
+    assert (out / "w.bin").read_bytes() == bytes([2]) * 5000
+    # gone for good: its summary deleted, gc runs and collects what only v2 held
+    (root / layout.version_key(ART, 2)).unlink()
+    for key in (root / "artifacts" / ART / "@s").glob("0000000002.*"):
+        key.unlink()
+    r = run("gc", "--policy", policy, "--lake", url, "--yes")
+    assert r.exit_code == 0, r.output
+    assert run("verify", "--lake", url).exit_code == 0
+
+
+def test_a_version_deleted_by_rm_or_gc_is_not_lost(tmp_path: Path) -> None:
+    """Their tombstone says so; their summary may stay (deleting it is always safe)."""
+    url = f"file://{tmp_path / 'lake'}"
+    src = tmp_path / "src"
+    src.mkdir()
+    for n in (1, 2, 3):
+        (src / "w.bin").write_bytes(bytes([n]) * 5000)
+        assert run("push", src, ART, "--lake", url).exit_code == 0
+    assert run("rm", f"{ART}@v2", "--lake", url, "--yes").exit_code == 0
+    with ckptlake.open(url) as handle:
+        from ckptlake.policy.retention import RetentionPolicy, Rule
+
+        handle.gc(handle.gc_plan(RetentionPolicy(rules=(Rule(match="*", keep_last=1),),
+                                                 grace_period=0)))
+        assert [v.version for v in handle.versions(ART)] == [3]
+    assert run("verify", "--lake", url).exit_code == 0
+    assert run("gc", "--policy", _policy(tmp_path), "--lake", url, "--yes").exit_code == 0
