@@ -271,3 +271,36 @@ def test_checkpoints_dropped_at_exit_leave_no_snapshots(lake, tmp_path, monkeypa
         gate.open()
     with pytest.raises(ckptlake.NotFound):
         lake.versions(ART)
+
+
+def test_a_final_save_at_a_step_already_saved_is_not_taken(lake, caplog) -> None:
+    """`final_save=lambda: ck.save_state(last_state, step=last_step)` saves the live tensors,
+    which a SIGTERM after the next optimizer step has moved on, under the last saved step:
+    committed, that mixed state became the latest.  The checkpoint taken at that step stands;
+    a final save of a new step is taken."""
+    live = {"w": np.full(4, 1.0)}
+    last = {"step": 0}
+    ck: Any = None
+
+    def final() -> None:
+        ck.save_state(live, step=last["step"])
+
+    ck = lake.checkpointer(ART, on_sigterm="save", final_save=final, exit_timeout=60,
+                           retention=False)
+    try:
+        for step in (1, 2):
+            live["w"][:] = step
+            ck.save_state(live, step=step)
+            last["step"] = step
+        ck.wait()
+        live["w"][:] = 2.5  # the next optimizer step ran; the signal comes before its save
+        with caplog.at_level(logging.WARNING, logger="ckptlake"), \
+                pytest.raises(SystemExit) as exited:
+            _sigterm_until_exit()
+        assert exited.value.code == 143
+    finally:
+        ck.close()
+    assert ck.skipped == [2]
+    assert "the final save of" in caplog.text and "step 2 was saved already" in caplog.text
+    assert [v.step for v in lake.versions(ART)] == [1, 2]
+    assert np.array_equal(lake.load_state(f"{ART}@latest")["w"], np.full(4, 2.0))
