@@ -140,6 +140,11 @@ class _SaveTarget:
 
 # In a rank's write results (stripped by `_finish`): the rank's _SaveTarget.
 _TARGET_INDEX = "__ckptlake_save_target__"
+# (lake url, artifact) -> (step, version) of the highest step this process committed: two
+# dcp.async_save calls that overlap (torch runs each on an executor of its own) commit in the
+# order they finish, so a later step can take the lower version number.
+_TOP_COMMIT: dict[tuple[str, str], tuple[int, int]] = {}
+_TOP_LOCK = threading.Lock()
 
 
 def _disagreement(targets: dict[int, _SaveTarget]) -> str | None:
@@ -449,7 +454,24 @@ class LakeWriter(FileSystemWriter):
             started_wall=fs.started_wall, bytes_scanned=sum(f.size for f in files))
         if result.committed_here and result.version is not None:
             lake._after_commit(self.artifact, result.version)
+            self._check_order(result.version)
         return result
+
+    def _check_order(self, version: int) -> None:
+        """Warn when this commit put an older step above a newer one: @latest (the highest
+        version) is then the older step, and a resume from it repeats training."""
+        key = (self.lake.url, self.artifact)
+        with _TOP_LOCK:
+            top = _TOP_COMMIT.get(key)
+            if top is None or self.step >= top[0]:
+                _TOP_COMMIT[key] = (self.step, version)
+                return
+        if version > top[1]:
+            log.warning("ckptlake: %s step %d was committed as v%d after step %d (v%d): "
+                        "@latest is now the older step.  Overlapping dcp.async_save calls "
+                        "commit in the order they finish: wait for the previous save's future "
+                        "before the next one", self.artifact, self.step, version, top[0],
+                        top[1])
 
     def stage(self, state_dict: Any) -> Any:
         # dcp.async_save's copy of the state (what the loop waits for): staging.py's, one
