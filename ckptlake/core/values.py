@@ -25,7 +25,11 @@ def check_metrics(metrics: dict[str, float] | None) -> dict[str, float]:
         check_text(k, "metric name")
         # numbers.Real: numpy's float32 too (a logger's value), which is no float subclass
         if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
-            raise UsageError(f"metric {k!r} must be a finite number, got {v!r}")
+            from ..format.layout import _as_python
+
+            raise UsageError(f"metric {k!r} must be a finite number, got {v!r}",
+                             hint=_as_python(v, "float", lambda x: isinstance(x, (int, float))
+                                             and not isinstance(x, bool) and math.isfinite(x)))
         out[k] = float(v)
     return out
 

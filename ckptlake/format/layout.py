@@ -6,6 +6,7 @@ with the keys of a nested artifact such as `<artifact>/v`.
 from __future__ import annotations
 
 import re
+from typing import Any, Callable
 
 from ..errors import UsageError
 
@@ -36,8 +37,24 @@ def check_step(step: object, what: str = "step") -> int:
     limit; `what` names it as the caller knows it (e.g. "--step")."""
     if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_NUMBER:
         raise UsageError(f"{what} must be an integer from 0 to {MAX_NUMBER} "
-                         f"({NUMBER_DIGITS} digits in the lake's keys), got {step!r}")
+                         f"({NUMBER_DIGITS} digits in the lake's keys), got {step!r}",
+                         hint=_as_python(step, "int", lambda x: isinstance(x, int)
+                                         and not isinstance(x, bool) and 0 <= x <= MAX_NUMBER))
     return step
+
+
+def _as_python(value: object, kind: str, ok: Callable[[Any], bool]) -> str | None:
+    """The fix for a numpy or torch number where a Python one is taken (a training loop's
+    counter, its loss): when its Python value (`.item()`) would do, it is the type that is
+    wrong, which "must be an integer" about a 6 does not say."""
+    package = type(value).__module__.split(".")[0]
+    if package not in ("numpy", "torch") or not hasattr(value, "item"):
+        return None
+    try:
+        good = ok(value.item())  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - a tensor of many elements, ...: no hint then
+        return None
+    return f"a {package} value: pass {kind}(x) or x.item()" if good else None
 
 
 def check_version(number: object) -> int:
