@@ -81,6 +81,10 @@ def gc(
                 from ..policy.retention import no_section_error
 
                 raise no_section_error(config)
+            if ignored := ignored_sections(config):
+                out.warn(f"--policy {policy}: gc reads only retention: (and lake:) from it; "
+                         f"ignored: {ignored}: those belong in ckptlake.yaml (or --config FILE)",
+                         document=True)
         else:
             config = load_config(str(common.config) if common.config else None)
         retention = load_retention(config)
@@ -94,7 +98,7 @@ def gc(
                 out.note(f"no retention rules in {retention.source or 'any config file'}: "
                          "every artifact is kept whole; gc only collects unreferenced chunks")
             plan = handle.gc_plan(retention, match=match)
-            notes = idle_rules(retention, plan)
+            notes = idle_rules(plan)
             doc: dict[str, Any] = {"lake": lake_url(handle), "lake_origin": lake_origin(handle),
                                    "dry_run": dry_run, "plan": plan.to_dict()}
             replicas = getattr(handle, "replicas", None)
@@ -285,16 +289,20 @@ def tiering_lines(plan: "GcPlan") -> list[str]:
     return lines
 
 
-def idle_rules(retention: Any, plan: "GcPlan") -> list[str]:
-    """A line for each rule whose match fits none of the artifacts considered: a typo in a
-    glob ('gtp2/*') otherwise looks exactly like a rule that keeps everything it sees.  Not
-    an error: a rule for artifacts not pushed yet is fine.  None with --match, which leaves
-    the other artifacts (and their rules) out on purpose."""
-    if plan.match is not None:
-        return []
-    names = [ap.artifact for ap in plan.artifacts]
-    return [f"{rule.label} matches no artifact" + (f" (line {rule.line})" if rule.line else "")
-            for rule in retention.rules if not any(rule.matches(n) for n in names)]
+def idle_rules(plan: "GcPlan") -> list[str]:
+    """The plan's notes on rules that decide nothing (GcPlan.idle_rules), as lines: a typo in
+    a glob ('gtp2/*') otherwise looks exactly like a rule that keeps everything it sees."""
+    return [f"{note['rule']} {note['why']}" + (f" (line {note['line']})" if note["line"] else "")
+            for note in plan.idle_rules]
+
+
+def ignored_sections(config: Any) -> str:
+    """The top-level keys of a --policy file that gc does not read, with their lines
+    ("chunk_size (line 1), egress (line 6)"): a whole ckptlake.yaml given as the policy is
+    fine, but settings written into a policy file meant for them would silently do nothing."""
+    keys = sorted((line, key) for key, line in (getattr(config, "lines", None) or {}).items()
+                  if "." not in key and "[" not in key and key not in ("retention", "lake"))
+    return ", ".join(f"{key} (line {line})" for line, key in keys)
 
 
 def plan_text(plan: "GcPlan", notes: Sequence[str] = ()) -> str:

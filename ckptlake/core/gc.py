@@ -50,8 +50,8 @@ from ..errors import (IntegrityError, NotFound, PreconditionFailed, TransferErro
                       TransientError, UsageError)
 from ..format import layout
 from ..format.times import parse_time
-from ..policy.retention import (Decision, RetentionPolicy, VersionFacts, format_duration,
-                                select)
+from ..policy.retention import (Decision, RetentionPolicy, Rule, VersionFacts,
+                                format_duration, select)
 from ..results import _Result
 from ..store.base import Store
 from ..transfer.pool import bounded_map
@@ -416,6 +416,11 @@ class GcPlan(_Result):
     storage_price_per_gb_month: float
     artifacts: list[ArtifactPlan]
     unmatched: list[str]  # artifacts no rule matches: kept whole
+    # Rules that decide nothing in this lake, each {"rule", "line", "why"}: a glob typo, a rule
+    # an earlier one shadows, a keep_every_steps over versions without a step.  Not errors (a
+    # rule for artifacts not pushed yet is fine), but otherwise indistinguishable in the plan
+    # from a rule that keeps everything it sees.  Over the whole lake, --match or not.
+    idle_rules: list[dict[str, Any]] = field(default_factory=list)
     versions_total: int = 0
     versions_deleted: int = 0
     chunks: Tally = field(default_factory=Tally)  # every chunk in the lake
@@ -469,7 +474,8 @@ class GcPlan(_Result):
 def plan_gc(store: Store, policy: RetentionPolicy, *, now: datetime | None = None,
             match: str | None = None) -> GcPlan:
     """What gc would do now, and why.  Reads only; raises ConfigError for a keep_best metric
-    that no matched version has (naming the policy line)."""
+    that no version of the rule's artifacts has, or a keep_every_steps rule (alone) over
+    versions without a step (naming the policy line)."""
     if now is not None and now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)  # a naive time is taken as UTC, as stored times
     check_known(store)
@@ -503,7 +509,7 @@ def _plan(store: Store, policy: RetentionPolicy, now: datetime, match: str | Non
     _plan_pins(store, plan, now, survivors, tier)
     doomed = scratch.map()  # digest -> index of the (first) artifact plan whose deletions free it
     spool = scratch.spool()  # the chunks of the versions of the artifact being decided
-    metric_seen: dict[int, bool] = {}
+    evidence = _RuleEvidence()
     for artifact in sorted(numbers):
         spool.reset()
         reads = []
@@ -517,16 +523,14 @@ def _plan(store: Store, policy: RetentionPolicy, now: datetime, match: str | Non
             continue
         reads.sort(key=lambda r: r.facts.version)
         plan.versions_total += len(reads)
+        rule = policy.rule_for(artifact)
         considered = match is None or fnmatch.fnmatchcase(artifact, match)
+        evidence.add(artifact, rule, reads, considered)
         if not considered:
             for r in reads:
                 chunks = spool.read(r.digests)
                 survivors.update(chunks if tier is None else tier.hot_stream(chunks))
             continue
-        rule = policy.rule_for(artifact)
-        if rule is not None and rule.keep_best is not None:
-            has = any(rule.keep_best.metric in r.facts.metrics for r in reads)
-            metric_seen[rule.index] = metric_seen.get(rule.index, False) or has
         alias_map = read_aliases(store, artifact)
         decisions = select([r.facts for r in reads], policy, {artifact: alias_map}, now)
         ap = _artifact_plan(artifact, rule.line if rule else None, reads, decisions, alias_map,
@@ -547,12 +551,7 @@ def _plan(store: Store, policy: RetentionPolicy, now: datetime, match: str | Non
                 plan.versions_deleted += 1
                 # The manifest goes, a tombstone (a few hundred bytes, not counted) comes.
                 plan.footprint_after.bytes -= manifest_sizes.get((artifact, r.facts.version), 0)
-    for rule in policy.rules:  # a keep_best metric nobody has is a typo: refuse
-        if rule.keep_best is not None and metric_seen.get(rule.index) is False:
-            raise policy.error(
-                f"no version of the artifacts this rule matches has the metric "
-                f"{rule.keep_best.metric!r}", f"retention.rules[{rule.index}].keep_best.metric",
-                "check the metric names with: ckptlake ls ARTIFACT")
+    plan.idle_rules = evidence.check(policy)
 
     # 2. Condemnation records.  (A chunk in a ripe and a waiting record counts as ripe: the
     # listing below asks `ripe` first.)
@@ -626,6 +625,78 @@ def _plan(store: Store, policy: RetentionPolicy, now: datetime, match: str | Non
     if tier is not None:
         plan.tiering = tier.finish()
     return plan
+
+
+class _RuleEvidence:
+    """What the lake's versions say about each rule, for the checks a policy cannot get from
+    its own text.  Gathered over every artifact a rule takes, --match or not: --match selects
+    what this run may delete, and a metric or a step that only other artifacts of the rule
+    carry is no typo (the manifests are read anyway, for the mark)."""
+
+    def __init__(self) -> None:
+        self.artifacts: list[str] = []
+        self.applied: set[int] = set()  # rules that decide an artifact this run considers
+        self.metric: dict[int, bool] = {}
+        self.step: dict[int, bool] = {}
+
+    def add(self, artifact: str, rule: Rule | None, reads: list[_Read], considered: bool
+            ) -> None:
+        self.artifacts.append(artifact)
+        if rule is None:
+            return
+        if considered:
+            self.applied.add(rule.index)
+        if rule.keep_best is not None:
+            has = any(rule.keep_best.metric in r.facts.metrics for r in reads)
+            self.metric[rule.index] = self.metric.get(rule.index, False) or has
+        if rule.keep_every_steps is not None:
+            has = any(r.facts.step is not None for r in reads)
+            self.step[rule.index] = self.step.get(rule.index, False) or has
+
+    def check(self, policy: RetentionPolicy) -> list[dict[str, Any]]:
+        """Refuse (naming the policy line) a clause that can keep nothing for a reason that is
+        almost always a mistake -- a keep_best metric nobody has (a typo), a keep_every_steps
+        rule over versions pushed without --step -- where it decides what this run deletes;
+        return the notes for the rules that decide nothing."""
+        notes: list[dict[str, Any]] = []
+        for rule in policy.rules:
+            applies = rule.index in self.applied
+            if rule.keep_best is not None and applies and self.metric.get(rule.index) is False:
+                raise policy.error(
+                    f"no version of the artifacts this rule matches has the metric "
+                    f"{rule.keep_best.metric!r}",
+                    f"retention.rules[{rule.index}].keep_best.metric",
+                    "check the metric names with: ckptlake ls ARTIFACT")
+            matched = [a for a in self.artifacts if rule.matches(a)]
+            if not matched:
+                notes.append(_rule_note(rule, "matches no artifact"))
+                continue
+            takers = sorted({taker.index: taker for a in matched
+                             if (taker := policy.rule_for(a)) is not None}.values(),
+                            key=lambda r: r.index)
+            if rule.index not in {r.index for r in takers}:
+                notes.append(_rule_note(rule, "never applies: " + " and ".join(
+                    f"rules[{r.index}]" + (f" on line {r.line}" if r.line else "")
+                    for r in takers) + f" take{'s' if len(takers) == 1 else ''} every artifact "
+                    "it matches"))
+                continue
+            if rule.keep_every_steps is None or self.step.get(rule.index) is not False:
+                continue
+            if applies and rule.clauses() == [f"keep_every_steps {rule.keep_every_steps}"]:
+                # alone, it deletes every version but the latest and the aliased ones
+                raise policy.error(
+                    "no version of the artifacts this rule matches has a step, so "
+                    "keep_every_steps keeps none of them",
+                    f"retention.rules[{rule.index}].keep_every_steps",
+                    "push them with --step N, or add a clause that needs no step, such as "
+                    "keep_last: 5")
+            notes.append(_rule_note(rule, "keeps no version by keep_every_steps: no version "
+                                          "it matches has a step"))
+        return notes
+
+
+def _rule_note(rule: Rule, why: str) -> dict[str, Any]:
+    return {"rule": rule.label, "line": rule.line, "why": why}
 
 
 def _plan_pins(store: Store, plan: GcPlan, now: datetime, survivors: Any, tier: Any) -> None:
