@@ -92,8 +92,10 @@ def cat(
                 (lambda message: None) if common.quiet else _warn_on_stderr)
             def priced(e: Any) -> None:  # pull's warn_egress, to where cat's warnings go
                 if e.warn and (yes or not e.needs_confirmation):
+                    from ..policy.egress import usd_text
+
                     warn(f"egress: {estimate_summary(e)} (above egress.warn_above_usd "
-                         f"{e.warn_above_usd:.2f})")
+                         f"{usd_text(e.warn_above_usd)})")
 
             for piece in handle.cat(parsed, path, on_warning=warn, egress=egress, yes=yes,
                                     confirm=confirm_egress(out), on_estimate=priced, **via):

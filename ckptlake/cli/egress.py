@@ -58,8 +58,10 @@ def warn_egress(out: Output, e: "EgressEstimate", yes: bool) -> None:
     with --json, one of the result document's "warnings": the cost is what a script that
     pulls with --yes most needs to know about."""
     if e.warn and (yes or not e.needs_confirmation):
+        from ..policy.egress import usd_text
+
         out.warn(f"egress: {estimate_summary(e)} (above egress.warn_above_usd "
-                 f"{e.warn_above_usd:.2f})", document=True)
+                 f"{usd_text(e.warn_above_usd)})", document=True)
 
 
 def confirm_egress(out: Output) -> "Callable[[EgressEstimate], bool] | None":
@@ -70,10 +72,11 @@ def confirm_egress(out: Output) -> "Callable[[EgressEstimate], bool] | None":
         return None
 
     def ask(e: "EgressEstimate") -> bool:
+        from ..policy.egress import usd_text
         from .ask import confirm
 
         return confirm(f"egress: {estimate_summary(e)}, above egress.confirm_above_usd "
-                       f"{e.confirm_above_usd:.2f}.  Download anyway?", e.operation,
+                       f"{usd_text(e.confirm_above_usd)}.  Download anyway?", e.operation,
                        undone="nothing was downloaded")
 
     return ask

@@ -132,6 +132,9 @@ def pull(
             if estimate:
                 est = handle.estimate_pull(parsed, dest, egress=egress, use_cache=not no_cache,
                                             **via, **part)
+                if not out.json:  # (--json: in the document's "warnings")
+                    for warning in getattr(est, "warnings", ()):
+                        out.warn(warning)
                 # absolute, as the pull's own document has it: a script compares the two
                 out.result({**est.to_dict(), "lake": lake_url(handle),
                             "lake_origin": lake_origin(handle),

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 from ..errors import CkptlakeError, PolicyRefusal
 from ..format.manifest import FileEntry, Manifest
-from ..policy.egress import GB, EgressEstimate, EgressPolicy, estimate
+from ..policy.egress import GB, EgressEstimate, EgressPolicy, estimate, usd_text
 from ..store.base import Store
 from ..units import format_bytes
 
@@ -181,6 +181,12 @@ def estimate_pull(store: Store, m: Manifest, destination: str | None, policy: Eg
                             route_if_needed=route_if_needed and not replica)
     if replica:
         est = with_replica_sources(est, store, objects, policy)
+    elif getattr(store, "replica", None) is not None:
+        import dataclasses
+
+        # the replica was refused or unreachable: without its warning the estimate prices
+        # every byte from the lake and does not say why, where the pull itself would
+        est = dataclasses.replace(est, warnings=list(store.warnings))  # type: ignore[attr-defined]
     origin = getattr(store, "origin", store)  # through a replica: the lake's classes
     if policy.retrieval_per_gb and is_remote(origin) and objects \
             and getattr(origin, "supports_storage_classes", False):
@@ -309,6 +315,7 @@ def enforce(est: EgressEstimate, *, yes: bool,
     raise PolicyRefusal(
         f"{est.subject()} would download "
         f"{format_bytes(est.bytes_to_download)} {over}: {est.cost_text()}, "
-        f"above egress.confirm_above_usd ({est.confirm_above_usd:.2f}); nothing was downloaded",
+        f"above egress.confirm_above_usd ({usd_text(est.confirm_above_usd)}); nothing was "
+        "downloaded",
         hint=_HINTS.get(est.operation, _HINTS["pull"]))
 

@@ -25,6 +25,7 @@ having downloaded nothing.  Local lakes have no egress.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
@@ -32,7 +33,7 @@ from ..errors import ConfigError
 from ..units import finite_number
 
 __all__ = ["EgressEstimate", "EgressPolicy", "ROUTES", "client_region", "estimate",
-           "load_egress", "route_between"]
+           "load_egress", "near_miss", "route_between", "usd_text"]
 
 GB = 1 << 30
 ROUTES = ("same_region", "inter_region", "internet")
@@ -56,6 +57,19 @@ class EgressPolicy:
     # estimate asks each chunk's storage class (a HEAD each).  None: the lake is not tiered by
     # ckptlake, no class is asked.
     retrieval_per_gb: Mapping[str, float] | None = None
+
+
+def usd_text(amount: float) -> str:
+    """An amount of USD for the egress lines: cents, or under a cent its first two
+    significant digits ("0.00018").  At cents only, a threshold of 0 fired on a pull
+    printed as "$0.00, above egress.confirm_above_usd (0.00)"."""
+    import math
+
+    if amount <= 0 or amount >= 0.01:
+        return f"{amount:.2f}"
+    if amount < 1e-6:  # below what an estimate rounds to: a configured threshold only
+        return f"{amount:.2g}"
+    return f"{amount:.{1 - math.floor(math.log10(amount))}f}".rstrip("0")
 
 
 def _describe(value: Any) -> str:
@@ -113,7 +127,13 @@ def _load_egress(config: Any) -> EgressPolicy:
         if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
             raise fail(f"must be a region name such as us-east-1, got {_describe(value)}",
                        f"egress.{key}")
-        return value.strip()
+        value = value.strip()
+        near = near_miss(value)
+        if near is not None:
+            # a typo never equals the replica's region nor the bucket's: every pull would
+            # silently pay the crossing (replicas[].region refuses the same typo)
+            raise fail(f"unknown region {value!r}", f"egress.{key}", f"did you mean {near}?")
+        return value
 
     def usd(value: Any, key: str) -> float:
         if not finite_number(value) or value < 0:
@@ -148,6 +168,32 @@ def _unknown(raw: Mapping[Any, Any], known: tuple[str, ...], path: str, fail: An
             close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
             hint = f"did you mean `{close[0]}`?" if close else "valid keys: " + ", ".join(known)
             raise fail("unknown key", f"{path}.{key}", hint)
+
+
+# Other clouds' names that sit near an AWS one without being a typo of it: GCP's regions
+# (us-east1, europe-west4) are one dash away from AWS's, and a client there is no mistake.
+_GCP_REGION = re.compile(r"(us|europe|asia|australia|northamerica|southamerica|me|africa)"
+                         r"-[a-z]+[1-9][0-9]?")
+# An AWS-shaped name the known list lacks is taken for a region newer than the list
+# (eu-west-4), not for a typo of its neighbour.
+_AWS_REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-(north|south|east|west|central|northeast|"
+                         r"northwest|southeast|southwest)-[1-9][0-9]?")
+
+
+def near_miss(region: str) -> str | None:
+    """The known region `region` is most likely a typo of, else None.  A region the known
+    list lacks is accepted unless it is close to one of the list (replicas[].region's
+    measure): new regions and other providers' names must not need a ckptlake release."""
+    import difflib
+
+    from .replicas import KNOWN_REGIONS
+
+    if region in KNOWN_REGIONS or _AWS_REGION.fullmatch(region) \
+            or _GCP_REGION.fullmatch(region):
+        return None
+    # (EU-WEST-1 too: regions are compared as written, so it would never match eu-west-1)
+    close = difflib.get_close_matches(region.lower(), sorted(KNOWN_REGIONS), n=1, cutoff=0.7)
+    return close[0] if close else None
 
 
 def client_region(policy: EgressPolicy, environ: Mapping[str, str] | None = None
@@ -202,6 +248,9 @@ class EgressEstimate:
     # Bytes in storage classes that charge per GB read (tiered by gc): [{"class", "bytes",
     # "price_per_gb", "cost_usd"}]; included in cost_usd.
     retrieval: list[dict[str, Any]] = field(default_factory=list)
+    # Pulls through a replica that is not used (another lake's, unreachable): why the bytes
+    # are priced from the lake; the pull says the same when it runs.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def warn(self) -> bool:
@@ -240,7 +289,7 @@ class EgressEstimate:
 
     def cost_text(self) -> str:
         bound = "up to " if self.cost_is_upper_bound else ""
-        return f"{bound}${self.cost_usd:.2f}"
+        return f"{bound}${usd_text(self.cost_usd)}"
 
     def retrieval_text(self) -> str:
         """"incl. $0.03 retrieval of 1.00 GiB in GLACIER_IR"; empty when nothing is cold."""
@@ -248,7 +297,7 @@ class EgressEstimate:
 
         if not self.retrieval:
             return ""
-        return "incl. " + ", ".join(f"${r['cost_usd']:.2f} retrieval of "
+        return "incl. " + ", ".join(f"${usd_text(r['cost_usd'])} retrieval of "
                                     f"{format_bytes(r['bytes'])} in {r['class']}"
                                     for r in self.retrieval)
 
@@ -262,10 +311,10 @@ class EgressEstimate:
             if s["source"] == "origin":
                 where = s.get("region") or "the lake (region unknown)"
                 parts.append(f"{format_bytes(s['bytes'])} through from {where}, "
-                             f"${s['cost_usd']:.2f}")
+                             f"${usd_text(s['cost_usd'])}")
                 continue
             parts.append(f"{format_bytes(s['bytes'])} from {s['source']} "
-                         f"({s.get('region') or 'an unknown region'}), ${s['cost_usd']:.2f}")
+                         f"({s.get('region') or 'an unknown region'}), ${usd_text(s['cost_usd'])}")
         return "; ".join(parts)
 
 
