@@ -393,7 +393,11 @@ class ArtifactPlan(_Result):
     delete: list[VersionPlan]
     kept: list[VersionPlan]
     kept_by: dict[str, list[int]]  # clause -> versions it keeps
-    bytes_freed: int = 0  # chunks that only this artifact's deleted versions reference
+    # chunks the plan's deletions free, each counted once: under the first artifact (in name
+    # order) whose deleted versions reference it.  A chunk the deleted versions of several
+    # artifacts share (a base model two runs copied) is freed only by deleting them all, and
+    # counted under the first; --match, deciding fewer artifacts, may count it elsewhere.
+    bytes_freed: int = 0
 
 
 @dataclass
