@@ -303,10 +303,12 @@ def test_reconciles_with_the_real_listing_and_gc_frees_exactly_the_exclusive_byt
         no_rules = RetentionPolicy(rules=(), grace_period=0, sweep_window=30,
                                    record_retention=60)
 
-        store.delete([layout.version_key("a/ckpt", 1)])
+        from test_gc_mutants import unwrite  # (a manifest deleted alone: a lost version)
+
+        unwrite(store, "a/ckpt", 1)
         freed = execute(store, plan_gc(store, no_rules)).bytes_swept
         assert freed == a_versions[1].exclusive_bytes + 12345
-        store.delete([layout.version_key("b/ckpt", 1)])
+        unwrite(store, "b/ckpt", 1)
         freed = execute(store, plan_gc(store, no_rules)).bytes_swept
         assert freed == got["b/ckpt"].exclusive_bytes > 0
     finally:

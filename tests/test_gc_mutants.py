@@ -13,7 +13,7 @@ import os
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 
@@ -152,7 +152,7 @@ def test_a_push_that_unpins_after_the_manifest_listing_keeps_its_chunks(
 
 # ---- 2. records are read before the mark ---------------------------------------------------------
 
-def unwrite(store: MemoryStore, artifact: str, n: int) -> None:
+def unwrite(store: Any, artifact: str, n: int) -> None:
     """Version n as if never written: its manifest and its listing summaries (written after
     it) gone.  A manifest deleted alone is a lost version, and gc refuses to run."""
     summaries = [i.key for i in store.list(f"{layout.ARTIFACTS_PREFIX}{artifact}/@s/")

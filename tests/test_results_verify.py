@@ -40,7 +40,7 @@ def test_a_truncated_manifests_chunks_are_not_promised_to_gc(local_lake_url: str
     assert r.exit_code == 5
     assert "gc collects them" not in r.stdout
     assert (f"orphan chunks: 1 (11 B), referenced by no readable manifest: they may belong "
-            f"to {key} (unreadable), and gc will not run until it is repaired or removed"
+            f"to {key} (unreadable or lost), and gc will not run until it is repaired or removed"
             ) in r.stdout  # v2's pack of a.txt and b.txt
     doc = json.loads(cli("verify", "--lake", local_lake_url, "--json").stdout)
     assert [(p["kind"], p["version"], p.get("blocks_gc")) for p in doc["problems"]] == [
