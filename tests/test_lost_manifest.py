@@ -22,16 +22,21 @@ def run(*args: Any) -> Any:
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-@pytest.fixture
-def lake(tmp_path: Path) -> tuple[str, Path, Path]:
-    """Three versions, each with a file of its own; v2's manifest deleted by hand."""
-    root = tmp_path / "lake"
+def three_versions(root: Path, src: Path) -> str:
+    """Three versions of ART, each with a file of its own: the lake's URL."""
     url = f"file://{root}"
-    src = tmp_path / "src"
     src.mkdir()
     for n in (1, 2, 3):
         (src / "w.bin").write_bytes(bytes([n]) * 5000)
         assert run("push", src, ART, "--lake", url).exit_code == 0
+    return url
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> tuple[str, Path, Path]:
+    """Three versions; v2's manifest deleted by hand."""
+    root = tmp_path / "lake"
+    url = three_versions(root, tmp_path / "src")
     manifest = root / layout.version_key(ART, 2)
     saved = tmp_path / "v2.json"
     saved.write_bytes(manifest.read_bytes())  # the copy bucket versioning would keep
@@ -83,12 +88,7 @@ def test_gc_refuses_until_the_manifest_is_restored_or_the_summary_deleted(
 
 def test_a_version_deleted_by_rm_or_gc_is_not_lost(tmp_path: Path) -> None:
     """Their tombstone says so; their summary may stay (deleting it is always safe)."""
-    url = f"file://{tmp_path / 'lake'}"
-    src = tmp_path / "src"
-    src.mkdir()
-    for n in (1, 2, 3):
-        (src / "w.bin").write_bytes(bytes([n]) * 5000)
-        assert run("push", src, ART, "--lake", url).exit_code == 0
+    url = three_versions(tmp_path / "lake", tmp_path / "src")
     assert run("rm", f"{ART}@v2", "--lake", url, "--yes").exit_code == 0
     with ckptlake.open(url) as handle:
         from ckptlake.policy.retention import RetentionPolicy, Rule
