@@ -265,7 +265,7 @@ class Checkpointer:
         self.final_save = final_save
         self._sigterm_pending = False
         self._terminating = False
-        self._top_step: int | None = None  # the highest step a save was taken at (not final)
+        self._last_step: int | None = None  # the step of the last save queued (_enqueue)
         self._previous_handler: Any = None
         self._restored = False  # the previous SIGTERM handler was put back (_restore_handler)
         self._retired = False  # shut down: a SIGTERM reaching it is passed on (_on_sigterm)
@@ -684,20 +684,16 @@ class Checkpointer:
     def _make_room(self, step: int | None) -> bool:
         """Apply on_busy; False if this checkpoint is skipped."""
         with self._cond:
-            if self._terminating and step is not None and self._top_step is not None \
-                    and step <= self._top_step:
+            if self._terminating and step is not None and step == self._last_step:
                 # The final save's state is the live one, maybe past a later optimizer step,
-                # under the step of a checkpoint already taken: committed, it would be the
+                # under the step of the checkpoint taken last: committed, it would be the
                 # latest, a mixed state resumed from.  The checkpoint taken stands.
                 log.warning("ckptlake: SIGTERM: the final save of %s at step %s was not taken: "
-                            "step %s was saved already (final_save should save the state of "
-                            "a step not saved yet)", self.artifact, step, self._top_step)
+                            "the last checkpoint taken was of that step (final_save should "
+                            "save the state of a step not saved yet)", self.artifact, step)
                 self.skipped.append(step)
                 return False
-            taken = self._room(step)
-            if taken and step is not None:
-                self._top_step = step if self._top_step is None else max(self._top_step, step)
-            return taken
+            return self._room(step)
 
     def _room(self, step: int | None) -> bool:
         with self._cond:
@@ -749,6 +745,7 @@ class Checkpointer:
 
     def _enqueue(self, job: _Job) -> Future:
         with self._cond:
+            self._last_step = job.step
             self._queue.append(job)
             self._cond.notify_all()
         return job.future

@@ -301,6 +301,32 @@ def test_a_final_save_at_a_step_already_saved_is_not_taken(lake, caplog) -> None
     finally:
         ck.close()
     assert ck.skipped == [2]
-    assert "the final save of" in caplog.text and "step 2 was saved already" in caplog.text
+    assert "the final save of" in caplog.text
+    assert "the last checkpoint taken was of that step" in caplog.text
     assert [v.step for v in lake.versions(ART)] == [1, 2]
     assert np.array_equal(lake.load_state(f"{ART}@latest")["w"], np.full(4, 2.0))
+
+
+def test_a_final_save_at_the_step_of_a_refused_save_is_taken(lake) -> None:
+    """A save refused before it was queued (an entry that cannot be stored, an earlier
+    upload's failure raised) took no checkpoint of its step: the final save of that step is
+    the only one, and is taken."""
+    live = {"w": np.full(4, 1.0)}
+    ck: Any = None
+
+    def final() -> None:
+        ck.save_state(live, step=2)
+
+    ck = lake.checkpointer(ART, on_sigterm="save", final_save=final, exit_timeout=60,
+                           retention=False)
+    try:
+        ck.save_state(live, step=1)
+        with pytest.raises(ckptlake.UsageError):
+            ck.save_state({"w": live["w"], "bad": object()}, step=2)
+        live["w"][:] = 2.0
+        with pytest.raises(SystemExit):
+            _sigterm_until_exit()
+    finally:
+        ck.close()
+    assert ck.skipped == []
+    assert [v.step for v in lake.versions(ART)] == [1, 2]
