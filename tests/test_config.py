@@ -763,3 +763,20 @@ def test_a_name_with_a_colon_of_no_object_store_is_a_directory(
     monkeypatch.delenv("CKPTLAKE_LAKE", raising=False)
     url, origin = resolve_lake(path, Config())
     assert url == (tmp_path / path).as_uri() and origin == "--lake"
+
+
+def test_a_config_on_stdin_from_a_file_resolves_against_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--config /dev/stdin < conf.yaml`: /dev/stdin is then that file (a regular file), and
+    its directory was /dev: the lake went to /dev/rel-lake."""
+    import os
+    import subprocess
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "conf.yaml").write_text("lake: rel-lake\n")
+    with open(tmp_path / "conf.yaml", "rb") as stdin:
+        r = subprocess.run([sys.executable, "-m", "ckptlake", "ls", "--config", "/dev/stdin"],
+                           stdin=stdin, capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "CKPTLAKE_LAKE": ""})
+    assert f"using lake file://{tmp_path}/rel-lake (lake: in /dev/stdin)" in r.stderr, r.stderr

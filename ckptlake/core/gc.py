@@ -478,8 +478,7 @@ class GcPlan(_Result):
 def plan_gc(store: Store, policy: RetentionPolicy, *, now: datetime | None = None,
             match: str | None = None) -> GcPlan:
     """What gc would do now, and why.  Reads only; raises ConfigError for a keep_best metric
-    that no version of the rule's artifacts has, or a keep_every_steps rule (alone) over
-    versions without a step (naming the policy line)."""
+    that no version of the rule's artifacts has (naming the policy line)."""
     if now is not None and now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)  # a naive time is taken as UTC, as stored times
     check_known(store)
@@ -658,10 +657,9 @@ class _RuleEvidence:
             self.step[rule.index] = self.step.get(rule.index, False) or has
 
     def check(self, policy: RetentionPolicy) -> list[dict[str, Any]]:
-        """Refuse (naming the policy line) a clause that can keep nothing for a reason that is
-        almost always a mistake -- a keep_best metric nobody has (a typo), a keep_every_steps
-        rule over versions pushed without --step -- where it decides what this run deletes;
-        return the notes for the rules that decide nothing."""
+        """Refuse (naming the policy line) a keep_best metric nobody has (a typo) where the rule
+        decides what this run deletes; return the notes for the rules that decide nothing, or
+        keep nothing by a clause (keep_every_steps over versions pushed without --step)."""
         notes: list[dict[str, Any]] = []
         for rule in policy.rules:
             applies = rule.index in self.applied
@@ -686,16 +684,11 @@ class _RuleEvidence:
                 continue
             if rule.keep_every_steps is None or self.step.get(rule.index) is not False:
                 continue
-            if applies and rule.clauses() == [f"keep_every_steps {rule.keep_every_steps}"]:
-                # alone, it deletes every version but the latest and the aliased ones
-                raise policy.error(
-                    "no version of the artifacts this rule matches has a step, so "
-                    "keep_every_steps keeps none of them",
-                    f"retention.rules[{rule.index}].keep_every_steps",
-                    "push them with --step N, or add a clause that needs no step, such as "
-                    "keep_last: 5")
+            # A note, not a refusal: alone, the rule deletes every version but the latest and
+            # the aliased ones, which the plan lists; refusing blocked gc (the sweep too) for
+            # a rule over an artifact whose one version it keeps anyway.
             notes.append(_rule_note(rule, "keeps no version by keep_every_steps: no version "
-                                          "it matches has a step"))
+                                          "it matches has a step (push them with --step N)"))
         return notes
 
 

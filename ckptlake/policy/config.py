@@ -893,8 +893,9 @@ def _base_dir(source: str | None) -> Path | None:
     """What a config's relative paths (lake:, cache.dir) are relative to: its file's directory,
     where it lives beside what it names; a config read from a pipe (`--config <(...)`, as
     /dev/fd/63) has none, and /dev/fd/lake named nothing: then the working directory (None)."""
-    if not source or (os.path.exists(source) and not os.path.isfile(source)):
-        return None
+    if not source or source.startswith(("/dev/", "/proc/")) or (
+            os.path.exists(source) and not os.path.isfile(source)):
+        return None  # (/dev/stdin of a file redirected in is a file: its directory is /dev)
     return Path(source).parent
 
 
