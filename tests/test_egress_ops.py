@@ -32,7 +32,7 @@ def egress_from(tmp_path: Path, body: str) -> EgressPolicy:
 
 
 @pytest.mark.parametrize("key", ["client_region", "lake_region"])
-@pytest.mark.parametrize("typo,meant", [("eu-west1", "eu-west-1"), ("eu-wset-1", "eu-west-1"),
+@pytest.mark.parametrize("typo,meant", [("eu-west1", "eu-west-1"), ("us-eest-1", "us-east-1"),
                                         ("US-EAST-1", "us-east-1")])
 def test_a_region_typo_is_refused_with_the_region_meant(tmp_path: Path, key: str, typo: str,
                                                         meant: str) -> None:
@@ -45,7 +45,10 @@ def test_a_region_typo_is_refused_with_the_region_meant(tmp_path: Path, key: str
 
 
 @pytest.mark.parametrize("region", ["eu-west-1", "ap-southeast-6", "eu-west-4", "us-east1",
-                                    "europe-west4", "westeurope", "dc-berlin", "weur"])
+                                    "europe-west4", "westeurope", "dc-berlin", "weur",
+                                    # Backblaze B2, Linode, Azure, GCP dual-region, Yandex
+                                    "us-west-004", "eu-central-003", "us-iad-1", "se-sto-1",
+                                    "uksouth", "canadacentral", "nam4", "ru-central1"])
 def test_a_well_formed_region_the_list_lacks_is_taken_as_written(tmp_path: Path,
                                                                  region: str) -> None:
     """Newer AWS regions, other clouds' names and a site name are no typos of a known one:

@@ -181,19 +181,30 @@ _AWS_REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-(north|south|east|west|cen
 
 
 def near_miss(region: str) -> str | None:
-    """The known region `region` is most likely a typo of, else None.  A region the known
-    list lacks is accepted unless it is close to one of the list (replicas[].region's
-    measure): new regions and other providers' names must not need a ckptlake release."""
-    import difflib
-
+    """The known region `region` is a typo of, else None: one that differs from it by case or
+    by one character inserted, dropped or changed (eu-west1, eu-wset-1 is two).  Anything
+    further is taken as written: other providers name their regions as they like (B2's
+    us-west-004, Linode's us-iad-1, Azure's uksouth), and a refusal here fails every pull."""
     from .replicas import KNOWN_REGIONS
 
     if region in KNOWN_REGIONS or _AWS_REGION.fullmatch(region) \
             or _GCP_REGION.fullmatch(region):
         return None
+    lower = region.lower()
     # (EU-WEST-1 too: regions are compared as written, so it would never match eu-west-1)
-    close = difflib.get_close_matches(region.lower(), sorted(KNOWN_REGIONS), n=1, cutoff=0.7)
-    return close[0] if close else None
+    return next((known for known in sorted(KNOWN_REGIONS) if _one_edit(lower, known)), None)
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Whether a and b are equal or one insertion, deletion or substitution apart."""
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) > len(b):
+        a, b = b, a
+    i = 0
+    while i < len(a) and a[i] == b[i]:
+        i += 1
+    return a[i + (len(a) == len(b)):] == b[i + 1:]
 
 
 def client_region(policy: EgressPolicy, environ: Mapping[str, str] | None = None
