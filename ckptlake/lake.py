@@ -713,6 +713,7 @@ class Lake:
         artifact = ref.artifact
         created: Any = None
         m: Any = None
+        lost: tuple[int, int | None, Any, str] | None = None
         try:
             m = self._manifest(ref)
             number, step, created, created_by = m.version, m.step, m.created, m.created_by
@@ -731,6 +732,15 @@ class Lake:
                     hint="upgrade ckptlake, then run the same rm") from None
             step, created_by, total_bytes, files = None, "", 0, 0
             created = self.store.stat(layout.version_key(artifact, number)).modified
+        except NotFound:
+            # A lost version (its listing summary, no manifest, no tombstone: a manifest
+            # deleted outside ckptlake) blocks gc; deleting it by its number records it as
+            # deleted, so its chunks may go and its number is never handed out again.
+            lost = self._lost(ref) if ref.kind == "version" else None
+            if lost is None:
+                raise
+            number, step, created, created_by = lost
+            total_bytes, files = 0, 0
         numbers = catalog.version_numbers(self.store, artifact)
         names = sorted(a for a, v in catalog.aliases(self.store, artifact).items()
                        if v == number)
@@ -745,6 +755,16 @@ class Lake:
             rule=tombstones.RM_RULE, reason=reason, dry_run=dry_run, deleted=False)
         if dry_run:
             return result
+        if lost is not None:
+            # nothing to delete but the record that it is deleted: the tombstone alone
+            tomb = tombstones.Tombstone(
+                artifact=artifact, version=number, step=step, created=created or now,
+                created_by=created_by, metrics={}, metadata={}, parents=[], total_bytes=0,
+                files=0, deleted=now, deleted_by=who, rule=tombstones.RM_RULE,
+                reason=f"{reason} (lost: its manifest was gone)")
+            if not tombstones.write(self.store, tomb):
+                raise self._deleted_meanwhile(artifact, number)
+            return dataclasses.replace(result, deleted=True, deleted_at=now, deleted_by=who)
         replaced = self._replace_stale_tombstone(artifact, number, m, result, now)
         plan = VersionPlan(
             artifact=artifact, version=number, step=step, created=created or now,
@@ -773,6 +793,19 @@ class Lake:
         catalog.load_manifest(self.store, artifact, number)  # deleted by someone else: says so
         raise NotFound(f"{artifact}@v{number} was deleted meanwhile",
                        hint=f"list what is left with: ckptlake ls {artifact} --all")
+
+    def _lost(self, ref: Ref) -> tuple[int, int | None, Any, str] | None:
+        """(number, step, created, created_by) of version `ref` if it is lost (core/gc.
+        lost_versions: a summary without manifest or tombstone), from its summary; else None."""
+        from .core.gc import lost_versions
+        from .core.summary import read_summaries
+
+        number = int(ref.value)  # type: ignore[arg-type]
+        summary = read_summaries(self.store, ref.artifact).get(number)
+        if summary is None or not lost_versions(self.store, {(ref.artifact, number): []},
+                                                set(), set()):
+            return None
+        return number, summary.step, summary.created, summary.created_by
 
     def delete_artifact(self, artifact: str, *, reason: str | None = None,
                         dry_run: bool = False, upto: int | None = None

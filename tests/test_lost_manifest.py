@@ -77,13 +77,31 @@ def test_gc_refuses_until_the_manifest_is_restored_or_the_summary_deleted(
     out = tmp_path / "out"
     assert run("pull", f"{ART}@v2", out, "--lake", url).exit_code == 0
     assert (out / "w.bin").read_bytes() == bytes([2]) * 5000
-    # gone for good: its summary deleted, gc runs and collects what only v2 held
+    # gone for good: rm records it as deleted (its number stays claimed), gc collects its chunks
     (root / layout.version_key(ART, 2)).unlink()
-    for key in (root / "artifacts" / ART / "@s").glob("0000000002.*"):
-        key.unlink()
+    r = run("gc", "--policy", policy, "--lake", url, "--dry-run")
+    assert f"record it as deleted: ckptlake rm {ART}@v2" in r.stderr, r.stderr
+    r = run("rm", f"{ART}@v2", "--lake", url, "--yes")
+    assert r.exit_code == 0, r.output
     r = run("gc", "--policy", policy, "--lake", url, "--yes")
     assert r.exit_code == 0, r.output
     assert run("verify", "--lake", url).exit_code == 0
+    assert sorted(p.name for p in (root / "chunks").rglob("*") if p.is_file()) != chunks
+    (tmp_path / "src" / "w.bin").write_bytes(b"new")
+    r = run("push", tmp_path / "src", ART, "--lake", url, "--json")
+    assert json.loads(r.stdout)["version"] == 4  # v2 is not handed out again
+    r = run("ls", ART, "--all", "--lake", url, "--json")
+    assert [v["version"] for v in json.loads(r.stdout)["versions"]] == [1, 3, 4]
+
+
+def test_rm_of_an_unreadable_manifest_is_the_way_out_gc_names(tmp_path: Path) -> None:
+    url = three_versions(tmp_path / "lake", tmp_path / "src")
+    key = tmp_path / "lake" / layout.version_key(ART, 2)
+    key.write_bytes(b"{not json")
+    r = run("gc", "--policy", _policy(tmp_path), "--lake", url, "--dry-run")
+    assert r.exit_code == 5 and f"delete the version: ckptlake rm {ART}@v2" in r.stderr
+    assert run("rm", f"{ART}@v2", "--lake", url, "--yes").exit_code == 0
+    assert run("gc", "--policy", _policy(tmp_path), "--lake", url, "--yes").exit_code == 0
 
 
 def test_a_version_deleted_by_rm_or_gc_is_not_lost(tmp_path: Path) -> None:

@@ -136,9 +136,18 @@ def _digests_of(raw: Any, key: str) -> set[bytes]:
                 out.add(bytes.fromhex(c[0]))
     except (AttributeError, TypeError, ValueError, IndexError):
         raise IntegrityError(f"gc cannot read the chunk list of {key}",
-                             hint="gc deletes nothing while a manifest is unreadable; fix or "
-                                  "remove that manifest") from None
+                             hint=_unreadable_hint(key)) from None
     return out
+
+
+def _unreadable_hint(key: str) -> str:
+    """`rm` deletes a version whose manifest no reader accepts (a tombstone, then the
+    manifest); removing the manifest by hand left its number free and, its summary still there,
+    the version lost."""
+    parsed = layout.parse_version_key(key)
+    way = f"delete the version: ckptlake rm {parsed[0]}@v{parsed[1]}" if parsed else \
+        "delete the version with ckptlake rm"
+    return f"gc deletes nothing while a manifest is unreadable; repair it, or {way}"
 
 
 def _load_json(store: Store, key: str) -> Any | None:
@@ -152,8 +161,7 @@ def _load_json(store: Store, key: str) -> Any | None:
         raw = None
     if not isinstance(raw, dict):
         raise IntegrityError(f"gc cannot read {key}: not a JSON manifest",
-                             hint="gc deletes nothing while a manifest is unreadable; fix or "
-                                  "remove that manifest")
+                             hint=_unreadable_hint(key))
     return raw
 
 
@@ -221,8 +229,10 @@ def lost_versions(store: Store, summaries: dict[tuple[str, int], list[str]],
     """Versions a listing shows a summary of but neither a manifest nor a tombstone: lost
     outside ckptlake (a manifest deleted by hand or by a lifecycle rule).  A summary is written
     after its manifest, and every deleter writes the tombstone before it removes the manifest,
-    so no step of ckptlake's own leaves that.  Each is looked at again after the listing: a
-    deleter racing it (docs/format.md, "Deleting") has written its tombstone by then."""
+    so none of ckptlake's own steps leaves that for longer than a moment: a deleter that spared
+    a version removes its tombstone and, if another deleter took the manifest meanwhile, puts
+    one back (tombstones.put_back), two requests later.  So each suspect is looked at again
+    after the listing, and once more LOST_RECHECK seconds later."""
     suspects = sorted(k for k in summaries if k not in versions and k not in tombstones)
 
     def gone(item: tuple[str, int]) -> tuple[str, int] | None:
@@ -231,25 +241,33 @@ def lost_versions(store: Store, summaries: dict[tuple[str, int], list[str]],
             return None
         return item
 
-    return [got for got in bounded_map(gone, suspects, workers=_META_WORKERS, name="ckptlake-gc")
-            if got is not None]
+    for again in range(2):
+        if again and suspects:
+            time.sleep(LOST_RECHECK)
+        suspects = [got for got in bounded_map(gone, suspects, workers=_META_WORKERS,
+                                               name="ckptlake-gc") if got is not None]
+    return suspects
+
+
+# How long after its first look a lost version is looked at once more (lost_versions).
+LOST_RECHECK = 1.0
 
 
 def _refuse_lost(store: Store, listing: "_Listing") -> None:
-    """gc deletes nothing while a version is lost: its chunks are garbage to the mark, and a
-    sweep would make a manifest restored from bucket versioning or a backup point at nothing."""
+    """gc sweeps nothing while a version is lost (the plan refuses before any deletion; the
+    mark, for a loss since the plan): its chunks are garbage to the mark, and a sweep would make
+    a manifest restored from bucket versioning or a backup point at nothing."""
     lost = lost_versions(store, listing.summaries, listing.versions, listing.tombs)
     if not lost:
         return
     artifact, n = lost[0]
     more = f" (and {len(lost) - 1} more: ckptlake verify lists them)" if len(lost) > 1 else ""
-    keys = " ".join(listing.summaries[lost[0]])
     raise IntegrityError(
         f"{artifact}@v{n} is lost: its manifest is gone and no tombstone says it was deleted "
         f"(its listing summary remains){more}",
-        hint="gc deletes nothing while a version is lost: restore its manifest "
+        hint="gc sweeps nothing while a version is lost: restore its manifest "
              f"({layout.version_key(artifact, n)}) from bucket versioning or a backup; if it is "
-             f"gone for good, delete its listing summary ({keys}), then run gc again")
+             f"gone for good, record it as deleted: ckptlake rm {artifact}@v{n}")
 
 
 class _ShardRoots:

@@ -496,14 +496,14 @@ class _Run:
 
         for artifact, n in lost_versions(self.store, listing.summaries, listing.versions,
                                          listing.tombs):
-            keys = " ".join(key for key, _ in listing.summaries[(artifact, n)])
             self.problem("manifest", f"v{n} of {artifact} is lost: its manifest is gone and no "
                          "tombstone says it was deleted (its listing summary remains)",
                          artifact=artifact, version=n, key=layout.version_key(artifact, n),
                          blocks_gc=True,
                          hint="restore the manifest from bucket versioning or a backup before "
                               "anything else (gc refuses to run meanwhile: a sweep would take "
-                              f"its chunks); if it is gone for good, delete {keys}")
+                              f"its chunks); if it is gone for good, record it as deleted: "
+                              f"ckptlake rm {artifact}@v{n}")
 
     def check_tombstones(self, listing: _Listing) -> None:
         """Each tombstone must decode and name its own version.  An unreadable one is a
