@@ -141,3 +141,22 @@ def test_policy_file_sections_gc_ignores_are_named(lake: str, tmp_path: Path) ->
                          "      keep_last: 5\n")
     r = run("gc", "--dry-run", "--policy", p, "--lake", lake)
     assert r.exit_code == 0 and "warning" not in r.stderr, r.stderr
+
+
+def test_the_config_in_use_given_as_the_policy_draws_no_warning(
+        lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`gc --policy ckptlake.yaml` where ckptlake.yaml is the config in use: its other
+    sections are read (as the config's); "those belong in ckptlake.yaml" sent the user back to
+    the same file."""
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "ckptlake.yaml"
+    cfg.write_text("chunk_size: 8MiB\nretention:\n  rules:\n    - match: '*'\n"
+                   "      keep_last: 5\n")
+    monkeypatch.setenv("CKPTLAKE_CONFIG", str(cfg))
+    r = run("gc", "--dry-run", "--policy", "ckptlake.yaml", "--lake", lake)
+    assert r.exit_code == 0, r.stderr
+    assert "ignored" not in r.stderr
+    other = tmp_path / "policy.yaml"
+    other.write_text(cfg.read_text())
+    r = run("gc", "--dry-run", "--policy", other, "--lake", lake)
+    assert "ignored: chunk_size (line 1)" in r.stderr

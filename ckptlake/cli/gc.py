@@ -81,7 +81,7 @@ def gc(
                 from ..policy.retention import no_section_error
 
                 raise no_section_error(config)
-            if ignored := ignored_sections(config):
+            if (ignored := ignored_sections(config)) and not _is_the_config(policy, common):
                 out.warn(f"--policy {policy}: gc reads only retention: (and lake:) from it; "
                          f"ignored: {ignored}: those belong in ckptlake.yaml (or --config FILE)",
                          document=True)
@@ -294,6 +294,19 @@ def idle_rules(plan: "GcPlan") -> list[str]:
     a glob ('gtp2/*') otherwise looks exactly like a rule that keeps everything it sees."""
     return [f"{note['rule']} {note['why']}" + (f" (line {note['line']})" if note["line"] else "")
             for note in plan.idle_rules]
+
+
+def _is_the_config(policy: Path, common: Any) -> bool:
+    """Whether the --policy file is also the config file in use: its other sections are read
+    then, as the config's, and "those belong in ckptlake.yaml" would send the user back to it."""
+    from ..errors import CkptlakeError
+    from ..policy.config import find_config
+
+    try:
+        found = find_config(str(common.config) if common.config else None)
+        return found is not None and os.path.samefile(found, policy)
+    except (CkptlakeError, OSError):
+        return False
 
 
 def ignored_sections(config: Any) -> str:
