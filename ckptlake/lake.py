@@ -684,7 +684,9 @@ class Lake:
         `reason`) and an alias set meanwhile spares it.  Refused (PolicyRefusal, exit 7) for
         an aliased version.  The latest version may go too: a push numbers its version above
         every tombstone as well as every manifest (catalog.next_number), so its number is never
-        handed out again.  NotFound for a version that does not exist or was deleted already.
+        handed out again.  A lost version (vN only: its summary, no manifest, no tombstone; gc
+        refuses to run while one is listed) gets its tombstone, nothing else to delete.
+        NotFound for a version that does not exist or was deleted already.
         dry_run: every check, nothing written.
         """
         from .core import tombstones
