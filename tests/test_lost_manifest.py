@@ -116,3 +116,17 @@ def test_a_version_deleted_by_rm_or_gc_is_not_lost(tmp_path: Path) -> None:
         assert [v.version for v in handle.versions(ART)] == [3]
     assert run("verify", "--lake", url).exit_code == 0
     assert run("gc", "--policy", _policy(tmp_path), "--lake", url, "--yes").exit_code == 0
+
+
+def test_a_lost_latest_versions_number_is_not_handed_out_again(tmp_path: Path) -> None:
+    """v3, the latest, lost: a push took v3 again (no manifest, no tombstone claimed it), which
+    hid the loss (v3 read as the new checkpoint, its old chunks garbage, swept by the next gc)."""
+    url = three_versions(tmp_path / "lake", tmp_path / "src")
+    (tmp_path / "lake" / layout.version_key(ART, 3)).unlink()
+    (tmp_path / "src" / "w.bin").write_bytes(b"next")
+    r = run("push", tmp_path / "src", ART, "--lake", url, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["version"] == 4
+    r = run("verify", "--lake", url, "--json")
+    assert [(p["version"], p["kind"]) for p in json.loads(r.stdout)["problems"]] == [
+        (3, "manifest")]

@@ -51,12 +51,21 @@ def next_number(store: Store, artifact: str) -> int:
     Manifests are listed before tombstones: a deleter writes the tombstone before it deletes
     the manifest, so a version deleted between the two listings is seen in the second one.
     Only tombstones above the highest manifest are listed (keys are zero-padded; an unpadded
-    key of another writer sorts after the padded ones and is parsed like them)."""
+    key of another writer sorts after the padded ones and is parsed like them).  So are listing
+    summaries: a summary above every manifest and tombstone is a lost latest version (its
+    manifest deleted outside ckptlake, core/gc.lost_versions), whose number handed out again
+    would hide the loss and, its chunks then garbage, let gc sweep them."""
     from . import tombstones
 
     numbers = version_numbers(store, artifact)
     top = numbers[-1] if numbers else 0
-    return max([top, *tombstones.numbers(store, artifact, above=top)]) + 1
+    top = max([top, *tombstones.numbers(store, artifact, above=top)])
+    prefix = layout.summaries_prefix(artifact)
+    for info in store.list(prefix, start_after=f"{prefix}{top:010d}/"):
+        parsed = layout.parse_summary_key(info.key)
+        if parsed and parsed[0] == artifact and parsed[1] > top:
+            top = parsed[1]
+    return top + 1
 
 
 def load_manifest(store: Store, artifact: str, number: int) -> Manifest:
