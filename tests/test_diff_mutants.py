@@ -238,9 +238,12 @@ def test_show_lists_only_the_versions_own_aliases(lake: Lake, src: Path) -> None
 # ---- lineage -----------------------------------------------------------------------------------
 
 def test_stale_summary_of_a_deleted_version_is_not_used_for_its_reused_number(
-        lake: Lake, store: MemoryStore, src: Path) -> None:
-    """kid@v1 deleted, its number claimed again; the old summary survives.  lineage down from
-    base must show the new kid@v1's metrics (from its manifest), not the dead one's."""
+        lake: Lake, store: MemoryStore, src: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kid@v1 deleted, its number claimed again (by a pusher from before 2026-12-07); the old
+    summary survives.  lineage down from base must show the new kid@v1's metrics (from its
+    manifest), not the dead one's."""
+    from ckptlake.core import catalog
+
     lake.push(src, "base")
     lake.push(src, "kid", parents=["base"], metrics={"loss": 9.0})
     old = next(k for k in store.keys() if k.startswith("artifacts/kid/@s/"))
@@ -248,7 +251,9 @@ def test_stale_summary_of_a_deleted_version_is_not_used_for_its_reused_number(
     store._objects[old] = (data, etag, t - timedelta(seconds=60))  # written long ago
     store.delete([layout.version_key("kid", 1)])
     store.delete([k for k in store.keys() if k.startswith("artifacts/kid/@s/") and k != old])
-    lake.push(src, "kid", parents=["base"], metrics={"loss": 1.0}, provenance=False)
+    with monkeypatch.context() as m:
+        m.setattr(catalog, "next_number", lambda store, artifact: 1)
+        lake.push(src, "kid", parents=["base"], metrics={"loss": 1.0}, provenance=False)
     store.delete([k for k in store.keys() if k.startswith("artifacts/kid/@s/") and k != old])
     node = lake.lineage("base", direction="down").node("kid@v1")
     assert node.status == "ok" and node.metrics == {"loss": 1.0}

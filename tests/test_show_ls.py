@@ -206,8 +206,10 @@ def test_cli_show(lake: Lake, src: Path) -> None:
 
 
 def test_summary_of_a_deleted_version_is_not_used_for_its_reused_number(
-        lake: Lake, store: MemoryStore, src: Path) -> None:
+        lake: Lake, store: MemoryStore, src: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from datetime import timedelta
+
+    from ckptlake.core import catalog
 
     lake.push(src, "a", metrics={"loss": 9.0})
     old = next(k for k in store.keys() if k.startswith("artifacts/a/@s/"))
@@ -215,7 +217,9 @@ def test_summary_of_a_deleted_version_is_not_used_for_its_reused_number(
     store._objects[old] = (data, etag, t - timedelta(seconds=60))  # written long ago
     store.delete([layout.version_key("a", 1)])  # deleted (as gc would) ...
     store.delete([k for k in store.keys() if k.startswith("artifacts/a/@s/") and k != old])
-    lake.push(src, "a", metrics={"loss": 1.0}, provenance=False)  # ... and v1 claimed again
+    with monkeypatch.context() as m:  # ... and v1 claimed again (a pusher from before
+        m.setattr(catalog, "next_number", lambda store, artifact: 1)  # 2026-12-07)
+        lake.push(src, "a", metrics={"loss": 1.0}, provenance=False)
     store.delete([k for k in store.keys() if k.startswith("artifacts/a/@s/") and k != old])
     [v] = lake.versions("a")
     assert (v.version, v.metrics) == (1, {"loss": 1.0}), "the manifest, not the stale summary"
