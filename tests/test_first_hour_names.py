@@ -237,3 +237,20 @@ def test_cp_alias_says_which_version_it_moved_the_alias_from(tmp_path: Path) -> 
         assert (doc["to_version"], doc["aliases_moved"]) == (n, {} if n == 1 else {"prod": 1})
     r = run("cp", "c/i", "--to", dst, "--alias", "prod", "--lake", url)
     assert "(alias prod (moved from v2))" in r.stdout, r.stdout
+
+
+def test_push_dry_run_says_which_aliases_it_would_move(tmp_path: Path) -> None:
+    src = tmp_path / "m"
+    src.mkdir()
+    (src / "w.bin").write_bytes(b"1")
+    url = f"file://{tmp_path / 'lk'}"
+    assert run("push", src, "c/d", "--lake", url, "--alias", "prod").exit_code == 0
+    (src / "w.bin").write_bytes(b"2")
+    r = run("push", src, "c/d", "--lake", url, "--alias", "prod", "--alias", "new",
+            "--dry-run", "--json")
+    assert json.loads(r.stdout)["aliases_moved"] == {"prod": 1}
+    r = run("push", src, "c/d", "--lake", url, "--alias", "prod", "--dry-run")
+    assert "would push c/d as v2 (alias prod (now on v1))" in r.stdout, r.stdout
+    r = run("push", src, "c/new", "--lake", f"file://{tmp_path / 'fresh'}", "--alias", "prod",
+            "--dry-run", "--json")  # no lake yet: nothing to read, nothing moved
+    assert r.exit_code == 0 and json.loads(r.stdout)["aliases_moved"] == {}

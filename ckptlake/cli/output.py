@@ -119,13 +119,14 @@ def _timing(nbytes: int, seconds: float) -> str:
 def push_summary(r: Any) -> str:
     """pushed a/b@v3 (step 2000): 12 files, 1.00 GiB scanned, 120.0 MiB uploaded, ..."""
     extra = []
+    dry = getattr(r, "dry_run", False)
     if r.step is not None:
         extra.append(f"step {r.step}")
     if r.aliases:
         moved = getattr(r, "aliases_moved", None) or {}
         extra.append(("alias " if len(r.aliases) == 1 else "aliases ") + ", ".join(
-            f"{a} (moved from v{moved[a]})" if a in moved else a for a in r.aliases))
-    dry = getattr(r, "dry_run", False)
+            f"{a} ({'now on' if dry else 'moved from'} v{moved[a]})" if a in moved else a
+            for a in r.aliases))
     head = (f"would push {r.artifact} as v{r.version}" if dry else
             f"pushed {r.artifact}@v{r.version}") + (f" ({'; '.join(extra)})" if extra else "")
     # "(as N)" and "stored N" only when they say something: compared as printed, since sizes

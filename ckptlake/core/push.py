@@ -700,6 +700,7 @@ def plan(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
     byte written -- no chunk, no manifest, no lake header (a lake that does not exist yet is
     a warning saying the push would create it)."""
     from . import clock
+    from .catalog import aliases as catalog_aliases
     from .catalog import next_number
 
     started = clock.now()
@@ -726,13 +727,17 @@ def plan(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
     elif created:
         warnings.append(f"there is no lake at {lake_url} yet: the push would create it (if "
                         "you meant an existing lake, check the lake location)")
+    # the aliases it would move off another version, as a real push reports them
+    current = catalog_aliases(store, artifact) if aliases and not created else {}
+    moved = {name: current[name] for name in aliases if name in current}
     return PushResult(
         lake=lake_url, artifact=artifact, version=number, step=step, files=len(files),
         bytes_scanned=tree.total_bytes, bytes_uploaded=up.uploaded.value,
         bytes_deduplicated=up.deduplicated.value, chunks_uploaded=up.uploaded.count,
         chunks_deduplicated=up.deduplicated.count, bytes_sent=up.sent.value,
         bytes_stored=draft.stored_bytes, compression=mode, aliases=list(aliases),
-        seconds=round(clock.now() - started, 3), warnings=warnings, dry_run=True)
+        seconds=round(clock.now() - started, 3), warnings=warnings, dry_run=True,
+        aliases_moved=moved)
 
 
 def commit_upload(store: Store, artifact: str, *, header: Any, created: "bool | str",
