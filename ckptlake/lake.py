@@ -715,7 +715,7 @@ class Lake:
         artifact = ref.artifact
         created: Any = None
         m: Any = None
-        lost: tuple[int, int | None, Any, str] | None = None
+        lost: "tuple[int, Any, Any] | None" = None
         try:
             m = self._manifest(ref)
             number, step, created, created_by = m.version, m.step, m.created, m.created_by
@@ -741,8 +741,12 @@ class Lake:
             lost = self._lost(ref) if ref.kind == "version" else None
             if lost is None:
                 raise
-            number, step, created, created_by = lost
-            total_bytes, files = 0, 0
+            number, summary, written = lost
+            step = summary.step if summary else None
+            created = summary.created if summary else written
+            created_by = summary.created_by if summary else ""
+            total_bytes = summary.total_bytes if summary else 0
+            files = summary.files if summary else 0
         numbers = catalog.version_numbers(self.store, artifact)
         names = sorted(a for a, v in catalog.aliases(self.store, artifact).items()
                        if v == number)
@@ -759,11 +763,13 @@ class Lake:
             return result
         if lost is not None:
             # nothing to delete but the record that it is deleted: the tombstone alone
+            summary = lost[1]  # what it knew of the version, if this ckptlake can read it
             tomb = tombstones.Tombstone(
                 artifact=artifact, version=number, step=step, created=created or now,
-                created_by=created_by, metrics={}, metadata={}, parents=[], total_bytes=0,
-                files=0, deleted=now, deleted_by=who, rule=tombstones.RM_RULE,
-                reason=f"{reason} (lost: its manifest was gone)")
+                created_by=created_by, metrics=dict(summary.metrics) if summary else {},
+                metadata=dict(summary.metadata or {}) if summary else {}, parents=[],
+                total_bytes=total_bytes, files=files, deleted=now, deleted_by=who,
+                rule=tombstones.RM_RULE, reason=f"{reason} (lost: its manifest was gone)")
             if not tombstones.write(self.store, tomb):
                 raise self._deleted_meanwhile(artifact, number)
             return dataclasses.replace(result, deleted=True, deleted_at=now, deleted_by=who)
@@ -796,18 +802,23 @@ class Lake:
         raise NotFound(f"{artifact}@v{number} was deleted meanwhile",
                        hint=f"list what is left with: ckptlake ls {artifact} --all")
 
-    def _lost(self, ref: Ref) -> tuple[int, int | None, Any, str] | None:
-        """(number, step, created, created_by) of version `ref` if it is lost (core/gc.
-        lost_versions: a summary without manifest or tombstone), from its summary; else None."""
+    def _lost(self, ref: Ref) -> "tuple[int, Any, Any] | None":
+        """(number, its summary or None, when its summary key was written) of version `ref` if
+        it is lost (core/gc.
+        lost_versions: a summary key without manifest or tombstone), else None.  The summary
+        is None for a key this ckptlake cannot decode (a newer encoding, a damaged one): gc
+        counts the key, so rm must too."""
         from .core.gc import lost_versions
-        from .core.summary import read_summaries
+        from .core.summary import summaries_from
 
         number = int(ref.value)  # type: ignore[arg-type]
-        summary = read_summaries(self.store, ref.artifact).get(number)
-        if summary is None or not lost_versions(self.store, {(ref.artifact, number): []},
-                                                set(), set()):
+        keys = [info for info in self.store.list(layout.summaries_prefix(ref.artifact))
+                if (p := layout.parse_summary_key(info.key)) and p[:2] == (ref.artifact, number)]
+        if not keys or not lost_versions(self.store, {(ref.artifact, number): []}, set(),
+                                         set()):
             return None
-        return number, summary.step, summary.created, summary.created_by
+        return (number, summaries_from(ref.artifact, keys).get(number),
+                max(info.modified for info in keys))
 
     def delete_artifact(self, artifact: str, *, reason: str | None = None,
                         dry_run: bool = False, upto: int | None = None

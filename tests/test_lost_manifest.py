@@ -130,3 +130,49 @@ def test_a_lost_latest_versions_number_is_not_handed_out_again(tmp_path: Path) -
     r = run("verify", "--lake", url, "--json")
     assert [(p["version"], p["kind"]) for p in json.loads(r.stdout)["problems"]] == [
         (3, "manifest")]
+
+
+def test_rm_of_a_lost_version_keeps_what_its_summary_knew_and_takes_any_summary_key(
+        tmp_path: Path) -> None:
+    """The tombstone carries the summary's size, files and metrics (`ls --all` showed "0 B");
+    a summary key this ckptlake cannot decode (a newer encoding) still makes the version lost
+    for gc, so rm takes it too (it said "does not exist", leaving gc blocked)."""
+    root = tmp_path / "lake"
+    url = f"file://{root}"
+    src = tmp_path / "src"
+    src.mkdir()
+    for n in (1, 2, 3):
+        (src / "w.bin").write_bytes(bytes([n]) * 5000)
+        assert run("push", src, ART, "--lake", url, "--metric", f"loss={n / 4}").exit_code == 0
+    (root / layout.version_key(ART, 2)).unlink()
+    assert run("rm", f"{ART}@v2", "--lake", url, "--yes").exit_code == 0
+    r = run("ls", ART, "--all", "--lake", url, "--json")
+    [v2] = [v for v in json.loads(r.stdout).get("expired", []) if v["version"] == 2] or \
+        [v for v in json.loads(r.stdout)["versions"] if v["version"] == 2]
+    assert (v2["total_bytes"], v2["files"], v2["metrics"]) == (5000, 1, {"loss": 0.5}), v2
+    # v3: its summary in a key this ckptlake cannot decode
+    (root / layout.version_key(ART, 3)).unlink()
+    [key] = (root / "artifacts" / ART / "@s").glob("0000000003.*")
+    key.rename(key.with_name("0000000003.yFUTUREFORMAT"))
+    assert run("gc", "--policy", _policy(tmp_path), "--lake", url, "--dry-run").exit_code == 5
+    assert run("rm", f"{ART}@v3", "--lake", url, "--yes").exit_code == 0
+    assert run("gc", "--policy", _policy(tmp_path), "--lake", url, "--yes").exit_code == 0
+
+
+def test_an_emptied_manifest_with_its_summary_is_lost_and_a_v0_summary_is_nothing(
+        tmp_path: Path) -> None:
+    """A manifest emptied outside ckptlake (ckptlake writes a summary only after a whole
+    manifest): its chunks were swept as garbage.  A stray summary key numbered 0 named a
+    'v0' that rm cannot take."""
+    root = tmp_path / "lake"
+    url = three_versions(root, tmp_path / "src")
+    (root / layout.version_key(ART, 2)).write_bytes(b"")
+    r = run("verify", "--lake", url, "--json")
+    assert [(p["version"], "is lost" in p["message"]) for p in json.loads(r.stdout)["problems"]
+            if p["kind"] == "manifest"] == [(2, True)]
+    assert run("gc", "--policy", _policy(tmp_path), "--lake", url, "--dry-run").exit_code == 5
+    assert run("rm", f"{ART}@v2", "--lake", url, "--yes").exit_code == 0
+    assert run("gc", "--policy", _policy(tmp_path), "--lake", url, "--yes").exit_code == 0
+    (root / "artifacts" / ART / "@s" / "0000000000.jAAAA").write_bytes(b"")
+    assert run("verify", "--lake", url).exit_code == 0
+    assert run("gc", "--policy", _policy(tmp_path), "--lake", url, "--dry-run").exit_code == 0

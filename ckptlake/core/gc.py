@@ -237,8 +237,13 @@ def lost_versions(store: Store, summaries: dict[tuple[str, int], list[str]],
 
     def gone(item: tuple[str, int]) -> tuple[str, int] | None:
         artifact, n = item
-        if store.exists(layout.version_key(artifact, n)) or tombs.present(store, artifact, n):
+        if tombs.present(store, artifact, n):
             return None
+        try:  # an empty manifest (a PUT cut after its head) is no version, as for the listing
+            if store.stat(layout.version_key(artifact, n)).size > 0:
+                return None
+        except NotFound:
+            pass
         return item
 
     for again in range(2):

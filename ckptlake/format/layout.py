@@ -111,7 +111,7 @@ def parse_alias_key(key: str) -> tuple[str, str] | None:
 # Both are derived from manifests and written after the manifest they describe; readers trust
 # them only for versions whose manifest is listed under @v/, so a stale entry is harmless.
 
-_SUMMARY_KEY = re.compile(r"artifacts/(.+)/@s/([0-9]{10})\.([A-Za-z0-9_/-]+)")
+_SUMMARY_KEY = re.compile(r"artifacts/(.+)/@s/((?!0{10})[0-9]{10})\.([A-Za-z0-9_/-]+)")
 _CHILD_REST = re.compile(r"([0-9]{10})\.([A-Za-z0-9._!-]+)@([0-9]{10})\.([a-z-]+)")
 
 
