@@ -762,8 +762,8 @@ class Lake:
         if dry_run:
             return result
         if lost is not None:
-            # nothing to delete but the record that it is deleted: the tombstone alone
-            summary = lost[1]  # what it knew of the version, if this ckptlake can read it
+            # nothing to delete but the record that it is deleted: the tombstone alone, with
+            # what the summary knew of the version (if this ckptlake can read it)
             tomb = tombstones.Tombstone(
                 artifact=artifact, version=number, step=step, created=created or now,
                 created_by=created_by, metrics=dict(summary.metrics) if summary else {},
@@ -804,18 +804,16 @@ class Lake:
 
     def _lost(self, ref: Ref) -> "tuple[int, Any, Any] | None":
         """(number, its summary or None, when its summary key was written) of version `ref` if
-        it is lost (core/gc.
-        lost_versions: a summary key without manifest or tombstone), else None.  The summary
-        is None for a key this ckptlake cannot decode (a newer encoding, a damaged one): gc
-        counts the key, so rm must too."""
+        it is lost (core/gc.lost_versions: a summary key without manifest or tombstone), else
+        None.  The summary is None for a key this ckptlake cannot decode (a newer encoding, a
+        damaged one): gc counts the key, so rm must too."""
         from .core.gc import lost_versions
         from .core.summary import summaries_from
 
         number = int(ref.value)  # type: ignore[arg-type]
         keys = [info for info in self.store.list(layout.summaries_prefix(ref.artifact))
                 if (p := layout.parse_summary_key(info.key)) and p[:2] == (ref.artifact, number)]
-        if not keys or not lost_versions(self.store, {(ref.artifact, number): []}, set(),
-                                         set()):
+        if not keys or not lost_versions(self.store, [(ref.artifact, number)], (), ()):
             return None
         return (number, summaries_from(ref.artifact, keys).get(number),
                 max(info.modified for info in keys))

@@ -445,23 +445,14 @@ def parse_bandwidth(max_bandwidth: str | None) -> int | None:
     """--max-bandwidth SIZE in bytes per second (None: no limit)."""
     if max_bandwidth is None:
         return None
-    from ..policy.config import parse_size
+    from ..errors import UsageError
+    from ..policy.config import parse_rate
 
-    bandwidth = parse_size(max_bandwidth)
-    if bandwidth <= 0:  # as the config file says: 0 would mean no limit, silently
-        from ..errors import UsageError
-
-        raise UsageError(f"--max-bandwidth {max_bandwidth}: must be positive",
-                         hint="leave it out for no limit")
-    if bandwidth < 1024 and max_bandwidth.strip().replace(".", "", 1).isdigit():
-        # A bare number is bytes, but rclone's --bwlimit 50 (the option app.py points here)
-        # means 50 KiB/s: a push crawling at 50 B/s is never what was meant.
-        from ..errors import UsageError
-
-        raise UsageError(f"--max-bandwidth {max_bandwidth} is {bandwidth} bytes per second, "
-                         "surely not what was meant",
-                         hint=f"give a unit (per second): {max_bandwidth.strip()}KiB, 50MiB, 400MB")
-    return bandwidth
+    try:
+        return parse_rate(max_bandwidth)
+    except UsageError as exc:  # the config file's rule, under the option's name
+        raise UsageError(f"--max-bandwidth {max_bandwidth}: {exc.message}", hint=exc.hint) \
+            from None
 
 
 def open_lake(common: CommonOptions, *, chunk_size: int | None = None,

@@ -44,7 +44,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import (IntegrityError, NotFound, PreconditionFailed, TransferError,
                       TransientError, UsageError)
@@ -198,7 +198,7 @@ class _Listing:
         # (artifact, step) -> (key, etag) of its records
         self.shard_records: dict[tuple[str, int], list[tuple[str, str]]] = {}
         self.claims: set[tuple[str, int]] = set()
-        self.summaries: dict[tuple[str, int], list[str]] = {}  # (artifact, N) -> its @s/ keys
+        self.summaries: set[tuple[str, int]] = set()  # (artifact, N) with an @s/ key
 
     @classmethod
     def of(cls, store: Store) -> "_Listing":
@@ -213,7 +213,7 @@ class _Listing:
                 if info.size > 0:  # likewise: an empty tombstone is none
                     out.tombs.add(tomb)
             elif summ := layout.parse_summary_key(info.key):
-                out.summaries.setdefault(summ[:2], []).append(info.key)
+                out.summaries.add(summ[:2])
             elif (shard := layout.parse_shard_key(info.key)) and info.size > 0:
                 artifact, step, rank, _ = shard
                 if rank is None:
@@ -224,8 +224,8 @@ class _Listing:
         return out
 
 
-def lost_versions(store: Store, summaries: dict[tuple[str, int], list[str]],
-                  versions: Any, tombstones: set[tuple[str, int]]) -> list[tuple[str, int]]:
+def lost_versions(store: Store, summarized: Iterable[tuple[str, int]], versions: Any,
+                  tombstones: Any) -> list[tuple[str, int]]:
     """Versions a listing shows a summary of but neither a manifest nor a tombstone: lost
     outside ckptlake (a manifest deleted by hand or by a lifecycle rule).  A summary is written
     after its manifest, and every deleter writes the tombstone before it removes the manifest,
@@ -233,7 +233,7 @@ def lost_versions(store: Store, summaries: dict[tuple[str, int], list[str]],
     a version removes its tombstone and, if another deleter took the manifest meanwhile, puts
     one back (tombstones.put_back), two requests later.  So each suspect is looked at again
     after the listing, and once more LOST_RECHECK seconds later."""
-    suspects = sorted(k for k in summaries if k not in versions and k not in tombstones)
+    suspects = sorted(k for k in summarized if k not in versions and k not in tombstones)
 
     def gone(item: tuple[str, int]) -> tuple[str, int] | None:
         artifact, n = item

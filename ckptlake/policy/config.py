@@ -735,15 +735,23 @@ def _check_bandwidth(b: _Builder, key: str, node: Node) -> int | None:
         raise b.error(f"must be bytes per second or a string like 50MiB, got {describe_value(value)}",
                       node, key, hint=_SIZE_HINT)
     try:
-        rate = parse_size(value)
+        return parse_rate(value)
     except UsageError as exc:
         raise b.error(exc.message, node, key, hint=exc.hint) from exc
+
+
+def parse_rate(text: str | int) -> int:
+    """A bandwidth limit (max_bandwidth:, --max-bandwidth) in bytes per second: a size,
+    positive (0 would read as no limit), and no bare number below 1024: that is bytes, where
+    rclone's --bwlimit 50 (the option the CLI points to --max-bandwidth) means 50 KiB/s, and a
+    transfer crawling at 50 B/s is never what was meant."""
+    rate = parse_size(text)
     if rate <= 0:
-        raise b.error("must be positive", node, key, hint="leave it out for no limit")
-    if rate < 1024 and (isinstance(value, int) or value.strip().replace(".", "", 1).isdigit()):
-        # as --max-bandwidth: a bare 50 is bytes (rclone's bwlimit would read KiB), never meant
-        raise b.error(f"{value} is {rate} bytes per second, surely not what was meant", node, key,
-                      hint=f"give a unit (per second): {str(value).strip()}KiB, 50MiB, 400MB")
+        raise UsageError("must be positive", hint="leave it out for no limit")
+    if rate < 1024 and (isinstance(text, int) or text.strip().replace(".", "", 1).isdigit()):
+        raise UsageError(f"a bare number is bytes: {rate} bytes per second, surely not what "
+                         "was meant",
+                         hint=f"give a unit (per second): {str(text).strip()}KiB, 50MiB, 400MB")
     return rate
 
 
