@@ -122,6 +122,26 @@ def test_the_suggested_exclude_is_not_said_to_match_nothing_on_the_first_push(sr
     assert "matched nothing" not in r.stderr and (src / "lake").is_dir()
 
 
+def test_the_library_and_watch_leave_the_lake_exclude_unsaid_too(src: Path) -> None:
+    """The rule is scan's (the local lake is what it is told to avoid), so Lake.push and a
+    watch of a directory holding the lake say it as the CLI does."""
+    from ckptlake.watch import Watcher
+
+    with ckptlake.open(f"file://{src / 'lake'}") as lake:
+        r = lake.push(src, "proj/lib", exclude=["/lake/", "/nothing-here/"])
+        assert [w for w in r.warnings if "matched nothing" in w] == [
+            "--exclude '/nothing-here/' matched nothing"]
+    root = src.parent / "runs"
+    (root / "step_1").mkdir(parents=True)
+    (root / "step_1" / "w.bin").write_bytes(b"w")
+    events: list[Any] = []
+    with ckptlake.open(f"file://{root / 'step_1' / 'lake'}") as lake:
+        Watcher(lake, root, "proj/w", settle=0, exclude=("/lake/",),
+                on_event=events.append).poll_once()
+        assert [v.step for v in lake.versions("proj/w")] == [1]
+    assert not any("matched nothing" in e.message for e in events), events
+
+
 def test_dry_run_and_json_leave_the_lake_exclude_unsaid_too(src: Path) -> None:
     r = _self_push(src, "--dry-run")
     assert r.exit_code == 0 and "matched nothing" not in r.stderr

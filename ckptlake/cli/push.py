@@ -200,7 +200,6 @@ def push(
         try:
             out.lake_line(handle)
             check_lake_outside(handle, source, exclude or [])
-            unsaid = lake_excludes(handle, source, exclude or [])
             if rank_world is not None:
                 with out.progress() as progress:
                     if progress is None and out.json:
@@ -210,7 +209,6 @@ def push(
                         metrics=metrics, metadata=metadata, aliases=aliases,
                         exclude=list(exclude or []), follow_symlinks=follow_symlinks,
                         progress=progress, compression=compression, save_id=save_id)
-                shard_result = _without(shard_result, unsaid)
                 for warning in shard_result.warnings:
                     out.warn(warning)
                 doc = {**shard_result.to_dict(), "lake": lake_url(handle),
@@ -224,7 +222,6 @@ def push(
                                      follow_symlinks=follow_symlinks, progress=progress,
                                      compression=compression,
                                      hash=hash_, dry_run=dry_run, **lineage)
-            result = _without(result, unsaid)
             for warning in getattr(result, "warnings", ()):
                 out.warn(warning)
             doc = {**result.to_dict(), "lake": lake_url(handle),
@@ -269,31 +266,6 @@ def check_lake_outside(handle: Any, source: Path, exclude: list[str]) -> None:
                          "would store it",
                          hint=f"--exclude {shlex.quote(exclude_pattern(where))}, or keep the "
                               "lake outside SOURCE")
-
-
-def lake_excludes(handle: Any, source: Path, exclude: list[str]) -> set[str]:
-    """The "--exclude GLOB matched nothing" warnings (core/scan.py) not to give: a pattern that
-    leaves out a local lake inside SOURCE is what check_lake_outside asks for, and on the first
-    push, before the lake's directory exists, it cannot match anything yet."""
-    url = str(getattr(handle, "url", ""))
-    if not exclude or not url.startswith("file://") or not source.is_dir():
-        return set()
-    from ..core.scan import lake_inside
-
-    lake_dir = url[len("file://"):]
-    if lake_inside(source, lake_dir) in (None, "."):
-        return set()
-    return {f"--exclude {glob!r} matched nothing" for glob in exclude
-            if lake_inside(source, lake_dir, (glob,)) is None}
-
-
-def _without(result: Any, unsaid: set[str]) -> Any:
-    """`result` without the `unsaid` warnings, so that --json's document drops them too."""
-    if not unsaid or not any(w in unsaid for w in getattr(result, "warnings", ())):
-        return result
-    from dataclasses import replace
-
-    return replace(result, warnings=[w for w in result.warnings if w not in unsaid])
 
 
 def parse_lineage(parents: list[str] | None, relation: str | None,

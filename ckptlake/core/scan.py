@@ -245,6 +245,13 @@ def scan(source: str | Path, *, exclude: tuple[str, ...] = (),
     tree.files.sort(key=lambda f: f.path)
     tree.symlinks.sort()
     tree.empty_dirs.sort()
+    if avoid is not None and _below(avoid, real_root):
+        # An --exclude of the local lake inside SOURCE (which a push asks for) is no typo when
+        # the lake's directory does not exist yet, before the first push: it matches the lake
+        # and the directories holding it all the same.
+        parts = os.path.relpath(avoid, real_root).replace(os.sep, "/").split("/")
+        for i in range(1, len(parts) + 1):
+            _excluded("/".join(parts[:i]) + "/", excludes)
     # Without the source's name: a watch passes one --exclude to every checkpoint and says
     # each warning once.
     tree.warnings += [f"--exclude {p.given!r} matched nothing"
