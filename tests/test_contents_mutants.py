@@ -25,13 +25,9 @@ from test_reader import write_safetensors  # noqa: E402  (with __metadata__)
 # test_lineage's fixtures: a MemoryStore lake with 1 MiB chunks
 from test_lineage import lake, manifest, store  # noqa: E402,F401
 
+from test_diff_mutants import _dir  # noqa: E402
+
 MiB = 1024 * 1024
-
-
-def _dir(tmp_path: Path, name: str) -> Path:
-    d = tmp_path / name
-    d.mkdir()
-    return d
 
 
 def _save(obj: object, path: Path) -> None:
