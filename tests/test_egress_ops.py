@@ -151,3 +151,31 @@ def test_a_sub_cent_warning_prints_a_nonzero_cost_and_threshold() -> None:
                    bytes_total=1 << 30, bytes_present=0, bytes_to_download=1 << 30,
                    local=False, lake_region="us-east-1", lake_region_origin="bucket")
     assert big.cost_text() == "$0.02"
+
+
+def test_a_cost_just_above_its_threshold_never_prints_equal_to_it() -> None:
+    """$1.004 against 1.00 read "$1.00, above ... (1.00)": the reader sees no reason."""
+    from ckptlake.cli.egress import warn_egress
+    from ckptlake.cli.options import CommonOptions
+    from ckptlake.cli.output import Output
+    from ckptlake.policy.egress import usd_text
+
+    n = int(50.2 * (1 << 30))  # 50.2 GB (GiB, as the price counts) at $0.02/GB: $1.004
+    est = estimate(EgressPolicy(client_region="eu-west-1", warn_above_usd=1.0,
+                                confirm_above_usd=1.0), artifact="a", version=1,
+                   bytes_total=n, bytes_present=0, bytes_to_download=n,
+                   local=False, lake_region="us-east-1", lake_region_origin="bucket")
+    assert usd_text(est.cost_usd) == "1.00"
+    assert est.warn and est.needs_confirmation
+    with pytest.raises(PolicyRefusal) as info:
+        enforce(est, yes=False, confirm=None)
+    assert "$1.004, above egress.confirm_above_usd (1.00)" in str(info.value), str(info.value)
+    out = Output(CommonOptions(json=True))
+    warn_egress(out, est, yes=True)
+    (line,) = out._with_warnings({})["warnings"]
+    assert "$1.004 at $0.02/GB (above egress.warn_above_usd 1.00)" in line, line
+    # more digits only where needed: apart at cents, below its threshold, no threshold
+    assert usd_text(1.5, above=1.0) == "1.50"
+    assert usd_text(1.004, above=1.004) == "1.00"
+    assert usd_text(1.004) == "1.00"
+    assert usd_text(1.0000004, above=1.0) == "1.0000004"

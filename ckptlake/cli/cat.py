@@ -94,7 +94,8 @@ def cat(
                 if e.warn and (yes or not e.needs_confirmation):
                     from ..policy.egress import usd_text
 
-                    warn(f"egress: {estimate_summary(e)} (above egress.warn_above_usd "
+                    warn(f"egress: {estimate_summary(e, e.warn_above_usd)} (above "
+                         f"egress.warn_above_usd "
                          f"{usd_text(e.warn_above_usd)})")
 
             for piece in handle.cat(parsed, path, on_warning=warn, egress=egress, yes=yes,

@@ -23,15 +23,15 @@ def egress_policy(common: CommonOptions) -> "EgressPolicy":
     return load_egress(load_config(str(common.config) if common.config else None))
 
 
-def estimate_summary(e: "EgressEstimate") -> str:
+def estimate_summary(e: "EgressEstimate", above: float | None = None) -> str:
     """pull: "a@v3: would download 1.20 GiB of 2.00 GiB (0.80 GiB already at the destination);
     us-east-1 -> eu-west-1 (inter-region); $0.02 at $0.02/GB".  diff: "diff --values a@v1 ->
     a@v3: would download 64.00 MiB of changed tensors (2.00 GiB in the two versions); ..."."""
     from .output import format_bytes
 
-    tail = f"; {e.route_text()}; {e.cost_text()} at ${e.price_per_gb:g}/GB"
+    tail = f"; {e.route_text()}; {e.cost_text(above)} at ${e.price_per_gb:g}/GB"
     if getattr(e, "sources", None):
-        tail = f"; {e.sources_text()}; {e.cost_text()} in all"
+        tail = f"; {e.sources_text()}; {e.cost_text(above)} in all"
     if getattr(e, "retrieval", None):
         tail += f" ({e.retrieval_text()})"
     if e.operation == "diff":
@@ -60,7 +60,8 @@ def warn_egress(out: Output, e: "EgressEstimate", yes: bool) -> None:
     if e.warn and (yes or not e.needs_confirmation):
         from ..policy.egress import usd_text
 
-        out.warn(f"egress: {estimate_summary(e)} (above egress.warn_above_usd "
+        out.warn(f"egress: {estimate_summary(e, e.warn_above_usd)} (above "
+                 f"egress.warn_above_usd "
                  f"{usd_text(e.warn_above_usd)})", document=True)
 
 
@@ -75,7 +76,8 @@ def confirm_egress(out: Output) -> "Callable[[EgressEstimate], bool] | None":
         from ..policy.egress import usd_text
         from .ask import confirm
 
-        return confirm(f"egress: {estimate_summary(e)}, above egress.confirm_above_usd "
+        return confirm(f"egress: {estimate_summary(e, e.confirm_above_usd)}, above "
+                       f"egress.confirm_above_usd "
                        f"{usd_text(e.confirm_above_usd)}.  Download anyway?", e.operation,
                        undone="nothing was downloaded")
 

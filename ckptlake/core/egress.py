@@ -314,7 +314,7 @@ def enforce(est: EgressEstimate, *, yes: bool,
     over = est.sources_text() if est.sources else f"over {est.route_text()}"
     raise PolicyRefusal(
         f"{est.subject()} would download "
-        f"{format_bytes(est.bytes_to_download)} {over}: {est.cost_text()}, "
+        f"{format_bytes(est.bytes_to_download)} {over}: {est.cost_text(est.confirm_above_usd)}, "
         f"above egress.confirm_above_usd ({usd_text(est.confirm_above_usd)}); nothing was "
         "downloaded",
         hint=_HINTS.get(est.operation, _HINTS["pull"]))

@@ -59,17 +59,27 @@ class EgressPolicy:
     retrieval_per_gb: Mapping[str, float] | None = None
 
 
-def usd_text(amount: float) -> str:
+def usd_text(amount: float, above: float | None = None) -> str:
     """An amount of USD for the egress lines: cents, or under a cent its first two
     significant digits ("0.00018").  At cents only, a threshold of 0 fired on a pull
-    printed as "$0.00, above egress.confirm_above_usd (0.00)"."""
+    printed as "$0.00, above egress.confirm_above_usd (0.00)".
+
+    above: the threshold `amount` exceeds, printed beside it.  A cost of $1.004 against a
+    threshold of 1.00 would read "$1.00, above ... (1.00)": more digits until the two differ."""
     import math
 
     if amount <= 0 or amount >= 0.01:
-        return f"{amount:.2f}"
-    if amount < 1e-6:  # below what an estimate rounds to: a configured threshold only
-        return f"{amount:.2g}"
-    return f"{amount:.{1 - math.floor(math.log10(amount))}f}".rstrip("0")
+        text = f"{amount:.2f}"
+    elif amount < 1e-6:  # below what an estimate rounds to: a configured threshold only
+        text = f"{amount:.2g}"
+    else:
+        text = f"{amount:.{1 - math.floor(math.log10(amount))}f}".rstrip("0")
+    if above is None or not amount > above or text != usd_text(above):
+        return text
+    for digits in range(3, 10):
+        if f"{amount:.{digits}f}" != f"{above:.{digits}f}":
+            return f"{amount:.{digits}f}"
+    return f"{amount!r}"
 
 
 def _describe(value: Any) -> str:
@@ -298,9 +308,10 @@ class EgressEstimate:
             text += f"; set {' and '.join(missing)} to know"
         return text
 
-    def cost_text(self) -> str:
+    def cost_text(self, above: float | None = None) -> str:
+        """above: the threshold the cost is compared with on the same line (usd_text)."""
         bound = "up to " if self.cost_is_upper_bound else ""
-        return f"{bound}${usd_text(self.cost_usd)}"
+        return f"{bound}${usd_text(self.cost_usd, above)}"
 
     def retrieval_text(self) -> str:
         """"incl. $0.03 retrieval of 1.00 GiB in GLACIER_IR"; empty when nothing is cold."""
