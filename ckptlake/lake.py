@@ -762,14 +762,9 @@ class Lake:
         if dry_run:
             return result
         if lost is not None:
-            # nothing to delete but the record that it is deleted: the tombstone alone, with
-            # what the summary knew of the version (if this ckptlake can read it)
-            tomb = tombstones.Tombstone(
-                artifact=artifact, version=number, step=step, created=created or now,
-                created_by=created_by, metrics=dict(summary.metrics) if summary else {},
-                metadata=dict(summary.metadata or {}) if summary else {}, parents=[],
-                total_bytes=total_bytes, files=files, deleted=now, deleted_by=who,
-                rule=tombstones.RM_RULE, reason=f"{reason} (lost: its manifest was gone)")
+            # nothing to delete but the record that it is deleted: the tombstone alone
+            tomb = self._lost_tombstone(artifact, number, summary, written, reason=reason,
+                                        now=now, who=who)
             if not tombstones.write(self.store, tomb):
                 raise self._deleted_meanwhile(artifact, number)
             return dataclasses.replace(result, deleted=True, deleted_at=now, deleted_by=who)
@@ -807,16 +802,53 @@ class Lake:
         it is lost (core/gc.lost_versions: a summary key without manifest or tombstone), else
         None.  The summary is None for a key this ckptlake cannot decode (a newer encoding, a
         damaged one): gc counts the key, so rm must too."""
+        number = int(ref.value)  # type: ignore[arg-type]
+        got = self._lost_versions(ref.artifact, only=number).get(number)
+        return None if got is None else (number, *got)
+
+    def _lost_versions(self, artifact: str, *, only: int | None = None,
+                       upto: int | None = None, live: Sequence[int] = ()
+                       ) -> "dict[int, tuple[Any, Any]]":
+        """Number -> (its summary or None, when its summary key was written) of each lost
+        version of `artifact` (see _lost), as gc would find them: rm of one and rm --all must
+        take the versions that block gc, no fewer.  only/upto: just that number, or those up to
+        it.  live: numbers known to have a manifest (rm --all listed them), not looked at."""
+        from .core import tombstones
         from .core.gc import lost_versions
         from .core.summary import summaries_from
 
-        number = int(ref.value)  # type: ignore[arg-type]
-        keys = [info for info in self.store.list(layout.summaries_prefix(ref.artifact))
-                if (p := layout.parse_summary_key(info.key)) and p[:2] == (ref.artifact, number)]
-        if not keys or not lost_versions(self.store, [(ref.artifact, number)], (), ()):
-            return None
-        return (number, summaries_from(ref.artifact, keys).get(number),
-                max(info.modified for info in keys))
+        keys: dict[int, list[Any]] = {}
+        for info in self.store.list(layout.summaries_prefix(artifact)):
+            p = layout.parse_summary_key(info.key)
+            if p and p[0] == artifact and (only is None or p[1] == only) and \
+                    (upto is None or p[1] <= upto):
+                keys.setdefault(p[1], []).append(info)
+        # listed after the summaries: a version deleted meanwhile has its tombstone by then
+        # (lost_versions looks at every suspect twice more anyway)
+        tombed = () if only is not None or not keys else \
+            {(artifact, n) for n in tombstones.numbers(self.store, artifact)}
+        lost = lost_versions(self.store, [(artifact, n) for n in keys],
+                             {(artifact, n) for n in live}, tombed) if keys else []
+        return {n: (summaries_from(artifact, keys[n]).get(n),
+                    max(info.modified for info in keys[n])) for _, n in lost}
+
+    @staticmethod
+    def _lost_tombstone(artifact: str, number: int, summary: Any, written: Any, *,
+                        reason: str, now: Any, who: str) -> "Tombstone":
+        """The tombstone rm writes for a lost version (its manifest is gone, so there is
+        nothing else to delete): with what the summary knew of it (if this ckptlake can read
+        it), so `ls --all` shows its size, not "0 B"."""
+        from .core import tombstones
+
+        return tombstones.Tombstone(
+            artifact=artifact, version=number, step=summary.step if summary else None,
+            created=(summary.created if summary else written) or now,
+            created_by=summary.created_by if summary else "",
+            metrics=dict(summary.metrics) if summary else {},
+            metadata=dict(summary.metadata or {}) if summary else {}, parents=[],
+            total_bytes=summary.total_bytes if summary else 0,
+            files=summary.files if summary else 0, deleted=now, deleted_by=who,
+            rule=tombstones.RM_RULE, reason=f"{reason} (lost: its manifest was gone)")
 
     def delete_artifact(self, artifact: str, *, reason: str | None = None,
                         dry_run: bool = False, upto: int | None = None
@@ -825,12 +857,13 @@ class Lake:
         MLflow's "delete registered model" or W&B's "delete collection" do.  Each version goes
         as `delete` deletes one (tombstone, aliases read again, manifest), in one batch; chunks
         are left to gc.  The artifact's numbers stay claimed by the tombstones: a later push
-        to it takes the next number, never an old one.
+        to it takes the next number, never an old one.  Its lost versions (see `delete`) get
+        their tombstone too (`lost`, among `versions`), so gc runs again afterwards.
 
         Refused (PolicyRefusal, exit 7) while any alias names a version (the aliases say
         which versions are in use: remove them first), or if a newer ckptlake wrote a
-        manifest; NotFound if it has no live version.  upto: only versions up to vN (what a
-        dry run showed the user: one pushed since is not deleted unasked).  Versions pushed
+        manifest; NotFound if it has no live or lost version.  upto: only versions up to vN
+        (what a dry run showed the user: one pushed since is not deleted unasked).  Versions pushed
         while it runs stay, and so does one aliased meanwhile (`spared`)."""
         from .core import tombstones
         from .core.gc import ArtifactPlan, GcResult, VersionPlan, delete_versions
@@ -851,10 +884,13 @@ class Lake:
         self._check_known()
         numbers = [n for n in catalog.version_numbers(self.store, artifact)
                    if upto is None or n <= upto]
-        if not numbers:
+        # Lost versions go too, as rm of one takes it: left out, they kept gc refusing after
+        # the artifact was "deleted", with nothing the user could see to delete.
+        lost = self._lost_versions(artifact, upto=upto, live=numbers)
+        if not numbers and not lost:
             raise self._nothing_to_delete(artifact)
         named = sorted((v, a) for a, v in catalog.aliases(self.store, artifact).items()
-                       if v in numbers)
+                       if v in numbers or v in lost)
         if named:
             shown = ", ".join(f"{a} -> v{v}" for v, a in named[:5]) + \
                 (" ..." if len(named) > 5 else "")
@@ -890,12 +926,16 @@ class Lake:
                 artifact=artifact, version=n, step=step, created=created,
                 age_seconds=max(0, int((now - created).total_seconds())), total_bytes=size,
                 files=count, keep=False, rule=tombstones.RM_RULE, reason=reason))
-        if not plans:  # every manifest went between the listing and its read
+        for summary, _ in lost.values():
+            total += summary.total_bytes if summary else 0
+            files += summary.files if summary else 0
+        if not plans and not lost:  # every manifest went between the listing and its read
             raise self._nothing_to_delete(artifact)
         result = DeleteArtifactResult(
-            lake=self.url, artifact=artifact, versions=[p.version for p in plans],
-            total_bytes=total, files=files, rule=tombstones.RM_RULE, reason=reason,
-            dry_run=dry_run)
+            lake=self.url, artifact=artifact,
+            versions=sorted([p.version for p in plans] + list(lost)), total_bytes=total,
+            files=files, rule=tombstones.RM_RULE, reason=reason, dry_run=dry_run,
+            lost=sorted(lost))
         if dry_run:
             return result
         tombed = set(tombstones.numbers(self.store, artifact))
@@ -919,21 +959,29 @@ class Lake:
             except NotFound:
                 theirs.add(p.version)
         done = GcResult()
-        delete_versions(self.store, ArtifactPlan(
-            artifact=artifact, rule=tombstones.RM_RULE, rule_line=None, versions=len(numbers),
-            delete=plans, kept=[], kept_by={}), done, deleted=now, keep_latest=False)
+        if plans:
+            delete_versions(self.store, ArtifactPlan(
+                artifact=artifact, rule=tombstones.RM_RULE, rule_line=None,
+                versions=len(numbers), delete=plans, kept=[], kept_by={}), done, deleted=now,
+                keep_latest=False)
+        # a lost version's tombstone is all there is to write; one there first is another
+        # deleter's (gone), as for rm of one
+        recorded = [n for n, (summary, written) in sorted(lost.items())
+                    if tombstones.write(self.store, self._lost_tombstone(
+                        artifact, n, summary, written, reason=reason, now=now, who=who))]
 
         def numbers_in(refs: list[str]) -> list[int]:
             prefix = f"{artifact}@v"
             return sorted(int(r[len(prefix):]) for r in refs if r.startswith(prefix))
 
-        deleted = [n for n in numbers_in(done.versions_deleted) if n not in theirs]
+        deleted = sorted([n for n in numbers_in(done.versions_deleted) if n not in theirs]
+                         + recorded)
         spared = numbers_in(done.versions_spared)
         if stale := {n: replaced[n] for n in spared if n in replaced}:
             # next to a version an alias spared; one another deleter took meanwhile is gone
             taken = self._unwrite_tombstones(artifact, stale)
             spared = [n for n in spared if n not in taken]
-        gone = [p.version for p in plans if p.version not in deleted and p.version not in spared]
+        gone = [n for n in result.versions if n not in deleted and n not in spared]
         return dataclasses.replace(
             result, deleted=deleted, spared=spared, gone=gone,
             remaining=catalog.version_numbers(self.store, artifact), deleted_at=now,

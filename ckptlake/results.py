@@ -164,7 +164,9 @@ class DeleteArtifactResult(_Result):
     hand (or, with dry_run, what would be); each leaves a tombstone, as `rm` of one does.
     Chunks are left to gc's sweep.  `spared`: aliased while rm ran (kept); `gone`: deleted by
     another deleter meanwhile; `remaining`: versions live after the run (the spared ones, and
-    any pushed after the plan: rm deletes only what its plan showed)."""
+    any pushed after the plan: rm deletes only what its plan showed).  `lost`: those of
+    `versions` that were lost (a summary, no manifest, no tombstone: they block gc), for
+    which rm writes only the tombstone."""
 
     lake: str
     artifact: str
@@ -180,6 +182,7 @@ class DeleteArtifactResult(_Result):
     remaining: list[int] = field(default_factory=list)
     deleted_at: datetime | None = None
     deleted_by: str = ""
+    lost: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

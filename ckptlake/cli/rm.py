@@ -168,9 +168,10 @@ def _delete_all(out: Output, common: CommonOptions, artifact: str, *, reason: st
         if newer:
             out.warn(f"{_versions(newer)} of {artifact} {_were(newer)} pushed while rm ran "
                      "and stay")
+        recorded = [n for n in result.lost if n in result.deleted]
         out.result(doc, f"deleted {plural(len(result.deleted), 'version')} of {artifact}"
                         f"{' (' + _versions(result.deleted) + ')' if result.deleted else ''}"
-                        f"; reason: {result.reason}\n{all_note(result)}")
+                        f"{lost_note(recorded)}; reason: {result.reason}\n{all_note(result)}")
     finally:
         handle.close()
 
@@ -194,7 +195,16 @@ def describe_all(r: "DeleteArtifactResult") -> str:
     """'every version of a/b: 3 versions (v1-v3), 1.0 GiB in 12 files; reason: ...'."""
     return (f"every version of {r.artifact}: {plural(len(r.versions), 'version')} "
             f"({_versions(r.versions)}), {format_bytes(r.total_bytes)} in "
-            f"{plural(r.files, 'file')}; reason: {r.reason}")
+            f"{plural(r.files, 'file')}{lost_note(r.lost)}; reason: {r.reason}")
+
+
+def lost_note(lost: list[int]) -> str:
+    """Why a version with no manifest is among those deleted: it is lost (see `verify`), and
+    its tombstone is what lets gc run again."""
+    if not lost:
+        return ""
+    return (f"; {_versions(lost)} {_were(lost)} lost (manifest gone outside ckptlake): only "
+            f"{'its tombstone is' if len(lost) == 1 else 'their tombstones are'} written")
 
 
 def all_note(r: "DeleteArtifactResult") -> str:

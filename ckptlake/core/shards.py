@@ -114,6 +114,9 @@ class ShardPushResult(_Result):
     seconds: float
     warnings: list[str] = field(default_factory=list)
     save_id: str | None = None  # the save this rank's record belongs to (--save-id)
+    # alias -> the version it named before this call moved it onto the step's version, as a
+    # push reports it (a CI script moving `prod` by a sharded save should see it too)
+    aliases_moved: dict[str, int] = field(default_factory=dict)
 
     @property
     def committed(self) -> bool:
@@ -498,9 +501,10 @@ def _next_number(store: Store, artifact: str, after: int | None) -> int:
 
 
 def _commit(store: Store, claim: Claim, etag: str, records: list[ShardRecord],
-            hash_algo: str) -> int:
+            hash_algo: str, moved: dict[str, int] | None = None) -> int:
     """Write the manifest as the claim's owner; return the version.  Raises _LostClaim if the
-    claim was taken over (then the new owner finishes), Conflict if the records collide."""
+    claim was taken over (then the new owner finishes), Conflict if the records collide.
+    `moved` gets the aliases the commit moved (see _set_step_aliases)."""
     from . import tombstones
 
     key = layout.shard_claim_key(claim.artifact, claim.step)
@@ -571,12 +575,12 @@ def _commit(store: Store, claim: Claim, etag: str, records: list[ShardRecord],
         etag = _cas(store, key, done, etag)
     except _LostClaim:
         return n  # whoever took over finds the manifest at N carrying our commit_id (and aliases)
-    _set_step_aliases(store, key, done, etag)
+    _set_step_aliases(store, key, done, etag, moved=moved)
     return n
 
 
 def _set_step_aliases(store: Store, key: str, claim: Claim, etag: str, *,
-                      repeat: bool = False) -> None:
+                      repeat: bool = False, moved: dict[str, int] | None = None) -> None:
     """Point the aliases recorded with the commit at its version, then record in the claim that
     they are set.  A process that dies in between leaves them unset, and whoever pushes a rank
     of the step again sets them; once recorded as set they are never set again, so an alias
@@ -587,7 +591,10 @@ def _set_step_aliases(store: Store, key: str, claim: Claim, etag: str, *,
     them on since).  Such a caller leaves an alias that names a newer version, or that was
     written after the commit (its record's `updated`), where it is: moving `best` back to an old
     step would undo the run's own later choice.  Its failure to set one is logged, not raised:
-    the step is committed, and the push that found it so has done its part."""
+    the step is committed, and the push that found it so has done its part.
+
+    `moved` (if given) gets each alias this call moved off another version, with that version:
+    the caller's result reports it, as a push's does."""
     from .catalog import set_alias
 
     if claim.state != "committed" or claim.version is None or claim.aliases_set is not False:
@@ -598,13 +605,17 @@ def _set_step_aliases(store: Store, key: str, claim: Claim, etag: str, *,
             if repeat and _alias_moved_since(store, claim, name):
                 continue
             # (recorded: ranks of an older client may have written `V2`, refused as new now)
-            set_alias(store, claim.artifact, name, claim.version, recorded=True)
+            previous = set_alias(store, claim.artifact, name, claim.version,
+                                 recorded=True).previous
         except Exception as exc:
             if not repeat:
                 raise
             done = False  # the next repeat tries again
             log.warning("ckptlake: %s step %d (v%d): could not set alias %s: %s", claim.artifact,
                         claim.step, claim.version, name, (str(exc).splitlines() or [""])[0])
+            continue
+        if moved is not None and previous is not None and previous != claim.version:
+            moved[name] = previous
     if done:
         with contextlib.suppress(_LostClaim):  # someone else recorded it (or is about to)
             _cas(store, key, replace(claim, aliases_set=True, updated=utcnow()), etag)
@@ -669,7 +680,8 @@ def finish_step(store: Store, artifact: str, step: int, world: int, *, stale_aft
                 wait_seconds: float, owner: str | None = None,
                 poll: float = 0.2,
                 on_note: Callable[[str], None] | None = None,
-                saw_all: bool = True, rank: int | None = None) -> tuple[int | None, bool]:
+                saw_all: bool = True, rank: int | None = None,
+                moved: dict[str, int] | None = None) -> tuple[int | None, bool]:
     """Commit a step whose WORLD records are all in (or follow whoever is committing it).
 
     Returns (version or None if still being committed by a live owner after `wait_seconds`,
@@ -689,13 +701,17 @@ def finish_step(store: Store, artifact: str, step: int, world: int, *, stale_aft
     claim); `rank`: the caller's rank, whose record must still be there.  They tell a step
     discarded under this call (`rm --pending`: records and claim deleted), which is a Conflict,
     from a step that is merely pending.
+
+    `moved`: filled with the aliases this call moved onto the version (alias -> the version it
+    named before), for the caller's result.
     """
     owner = owner or _new_owner()
     key = layout.shard_claim_key(artifact, step)
     try:
         return _finish_step(store, artifact, step, world, key=key, stale_after=stale_after,
                             wait_seconds=wait_seconds, owner=owner, poll=poll,
-                            note=on_note or _log_note, saw_all=saw_all, rank=rank)
+                            note=on_note or _log_note, saw_all=saw_all, rank=rank,
+                            moved=moved)
     except (TransferError, AccessDenied, IntegrityError, Interrupted, KeyboardInterrupt) as exc:
         # (IntegrityError: an unusable tombstone at the intended number, which the user is
         # told to put right and push again: the retry must not wait out `stale_after`)
@@ -721,7 +737,8 @@ def _discarded_meanwhile(artifact: str, step: int, doing: str = "committing") ->
 def _finish_step(store: Store, artifact: str, step: int, world: int, *, key: str,
                  stale_after: float, wait_seconds: float, owner: str, poll: float,
                  note: Callable[[str], None], saw_all: bool = True,
-                 rank: int | None = None) -> tuple[int | None, bool]:
+                 rank: int | None = None,
+                 moved: dict[str, int] | None = None) -> tuple[int | None, bool]:
     started = time.monotonic()
     deadline = started + wait_seconds
     next_note = started
@@ -770,7 +787,7 @@ def _finish_step(store: Store, artifact: str, step: int, world: int, *, key: str
                 if claim.version is not None:
                     _check_still_there(store, artifact, step, claim.version)
                     # a repeat after the committing process died before setting the aliases
-                    _set_step_aliases(store, key, claim, etag, repeat=True)
+                    _set_step_aliases(store, key, claim, etag, repeat=True, moved=moved)
                 return claim.version, False
             if claim.state == "failed":
                 raise Conflict(f"{artifact} step {step} cannot be committed: {claim.error}",
@@ -816,7 +833,7 @@ def _finish_step(store: Store, artifact: str, step: int, world: int, *, key: str
                                       "discards the step once its claim is stale")
         header = header or ensure_header(store)
         try:
-            return _commit(store, claim, etag, records, header.hash), True
+            return _commit(store, claim, etag, records, header.hash, moved), True
         except _LostClaim:
             continue
 
@@ -992,6 +1009,7 @@ def record_shard(store: Store, artifact: str, *, header: Any, created: "bool | s
                                         _earlier_save(store, artifact, step, world, keys)[1]))
     present_ranks = {r for r, w in keys if w == world}
     version, here = None, False
+    moved: dict[str, int] = {}
     if len(present_ranks) == world or has_claim:
         # The commit sets the records' aliases (or a repeat does, if the committing process
         # died first): see _set_step_aliases.
@@ -999,7 +1017,7 @@ def record_shard(store: Store, artifact: str, *, header: Any, created: "bool | s
             store, artifact, step, world, stale_after=stale_after,
             wait_seconds=stale_after + 60 if wait_seconds is None else wait_seconds,
             on_note=None if progress is None or isinstance(progress, NullProgress)
-            else progress.note, saw_all=len(present_ranks) == world, rank=rank)
+            else progress.note, saw_all=len(present_ranks) == world, rank=rank, moved=moved)
     return ShardPushResult(
         lake=lake_url, artifact=artifact, step=step, rank=rank, world=world,
         shards_present=len(present_ranks), version=version, committed_here=here,
@@ -1009,7 +1027,7 @@ def record_shard(store: Store, artifact: str, *, header: Any, created: "bool | s
         chunks_deduplicated=up.deduplicated.count,
         seconds=round(clock.now() - started, 3),
         warnings=[new_lake_warning(lake_url, created, header)] if created else [],
-        save_id=save)
+        save_id=save, aliases_moved=moved)
 
 
 def _earlier_save(store: Store, artifact: str, step: int, world: int,
