@@ -375,7 +375,9 @@ class Lake:
             _summary.write_summary(self.store, m)
         except CkptlakeError as exc:
             warnings.append(f"{artifact}@v{version} is committed, but its listing summary "
-                            f"could not be written (ls reads its manifest instead): {exc}")
+                            f"could not be written (ls reads its manifest instead; should the "
+                            f"manifest ever be deleted outside ckptlake, nothing says the "
+                            f"version existed): {exc}")
         return warnings
 
     def pull(self, ref: str | Ref, destination: str | Path, *, force: bool = False,
@@ -826,7 +828,7 @@ class Lake:
         # listed after the summaries: a version deleted meanwhile has its tombstone by then
         # (lost_versions looks at every suspect twice more anyway)
         tombed = () if only is not None or not keys else \
-            {(artifact, n) for n in tombstones.numbers(self.store, artifact)}
+            {(artifact, n) for n in tombstones.numbers(self.store, artifact, nonempty=True)}
         lost = lost_versions(self.store, [(artifact, n) for n in keys],
                              {(artifact, n) for n in live}, tombed) if keys else []
         return {n: (summaries_from(artifact, keys[n]).get(n),

@@ -145,7 +145,10 @@ def test_summaries_fall_back_to_manifests(lake: Lake, store: MemoryStore, src: P
     lake.push(src, "a", metrics=noise)  # incompressible: does not fit in a key
     keys = [k for k in store.keys() if k.startswith("artifacts/a/@s/")]
     parsed = {layout.parse_summary_key(k)[1]: k for k in keys}  # type: ignore[index]
-    assert set(parsed) == {1, 2}, "v3's metrics do not fit in a key: no summary"
+    assert set(parsed) == {1, 2, 3}
+    # v3's metrics do not fit in a key: its key says only that v3 was committed
+    assert parsed[3].endswith("." + summary.EVIDENCE_ONLY)
+    assert 3 not in summary.read_summaries(store, "a")
     assert all(len(k) <= summary.MAX_KEY for k in keys)
     store.put("artifacts/a/@s/0000000001.jnot-base64-json!", b"")  # garbage is skipped
     store.put(layout.summary_key("a", 9, "jeyJ4IjoxfQ"), b"")  # v9 has no manifest: ignored

@@ -232,12 +232,17 @@ def lost_versions(store: Store, summarized: Iterable[tuple[str, int]], versions:
     so none of ckptlake's own steps leaves that for longer than a moment: a deleter that spared
     a version removes its tombstone and, if another deleter took the manifest meanwhile, puts
     one back (tombstones.put_back), two requests later.  So each suspect is looked at again
-    after the listing, and once more LOST_RECHECK seconds later."""
+    after the listing, and once more LOST_RECHECK seconds later.  (Only a deleter killed inside
+    those two requests leaves a version of its own that way for good.)
+
+    The re-checks count a tombstone only if it records this version: an empty one (a PUT cut
+    after its head: the rm that wrote it failed, and the version stayed live) or a damaged one
+    says nothing about whether the manifest went on purpose."""
     suspects = sorted(k for k in summarized if k not in versions and k not in tombstones)
 
     def gone(item: tuple[str, int]) -> tuple[str, int] | None:
         artifact, n = item
-        if tombs.present(store, artifact, n):
+        if _recorded_deleted(store, artifact, n):
             return None
         try:  # an empty manifest (a PUT cut after its head) is no version, as for the listing
             if store.stat(layout.version_key(artifact, n)).size > 0:
@@ -254,6 +259,23 @@ def lost_versions(store: Store, summarized: Iterable[tuple[str, int]], versions:
     return suspects
 
 
+def _recorded_deleted(store: Store, artifact: str, n: int) -> bool:
+    """Whether N has a tombstone that records its deletion: one this ckptlake reads as N's, or
+    one a newer ckptlake wrote (its deleters write tombstones first, as ours do)."""
+    for key in tombs.keys(artifact, n):
+        try:
+            data = store.get(key)
+        except NotFound:
+            continue
+        if not data:
+            continue
+        tomb = tombs.decode(data)
+        if (tomb is not None and (tomb.artifact, tomb.version) == (artifact, n)) or \
+                (tomb is None and tombs.newer_format(data) is not None):
+            return True
+    return False
+
+
 # How long after its first look a lost version is looked at once more (lost_versions).
 LOST_RECHECK = 1.0
 
@@ -262,7 +284,10 @@ def _refuse_lost(store: Store, listing: "_Listing") -> None:
     """gc sweeps nothing while a version is lost (the plan refuses before any deletion; the
     mark, for a loss since the plan): its chunks are garbage to the mark, and a sweep would make
     a manifest restored from bucket versioning or a backup point at nothing."""
-    lost = lost_versions(store, listing.summaries, listing.versions, listing.tombs)
+    _refuse(lost_versions(store, listing.summaries, listing.versions, listing.tombs))
+
+
+def _refuse(lost: list[tuple[str, int]]) -> None:
     if not lost:
         return
     artifact, n = lost[0]
@@ -272,7 +297,8 @@ def _refuse_lost(store: Store, listing: "_Listing") -> None:
         f"(its listing summary remains){more}",
         hint="gc sweeps nothing while a version is lost: restore its manifest "
              f"({layout.version_key(artifact, n)}) from bucket versioning or a backup; if it is "
-             f"gone for good, record it as deleted: ckptlake rm {artifact}@v{n}")
+             f"gone for good (or a ckptlake deleter was killed mid-way), record it as deleted: "
+             f"ckptlake rm {artifact}@v{n}")
 
 
 class _ShardRoots:
@@ -846,14 +872,22 @@ class _Marker:
         self._mark_pins()
         listing = _Listing.of(self.store)
         _refuse_lost(self.store, listing)
-        new = [layout.version_key(a, n) for a, n in listing.versions if (a, n) not in self.read]
+        new = [(a, n) for a, n in listing.versions if (a, n) not in self.read]
+        vanished: list[tuple[str, int]] = []
 
-        def digests(key: str) -> set[bytes]:
+        def digests(item: tuple[str, int]) -> set[bytes]:
+            key = layout.version_key(*item)
             raw = _load_json(self.store, key)
-            return set() if raw is None else _digests_of(raw, key)
+            if raw is None:
+                vanished.append(item)
+                return set()
+            return _digests_of(raw, key)
 
         for got in bounded_map(digests, new, workers=_META_WORKERS, name="ckptlake-gc"):
             self.live.update(got)
+        # A manifest listed, then gone when read: a deleter's (its tombstone came first), or
+        # one lost in between, whose chunks this mark would otherwise leave out of L.
+        _refuse(lost_versions(self.store, vanished, (), ()))
         self.live.update(self.shards.digests(listing))
         # Merge spilled runs now, not at the first lookup of a sweep batch: the time it takes
         # counts against sweep_window either way, and _fresh() must see it.

@@ -66,8 +66,16 @@ def _unpack(payload: str) -> dict[str, Any]:
     return doc
 
 
+# The payload of a summary key too long to carry even the summary without metadata: no
+# summary (readers cannot decode it and read the manifest, as for any undecodable one), only
+# the evidence that vN was committed, which gc and verify need to tell the version lost if its
+# manifest is ever deleted outside ckptlake (docs/format.md, "Listing summaries").
+EVIDENCE_ONLY = "e"
+
+
 def summary_key(m: Manifest) -> str | None:
-    """The key for m's summary, or None if even the summary without metadata is too long."""
+    """The key for m's summary (without metadata if it is too long; the EVIDENCE_ONLY key if
+    that still is), or None if even that is too long (an artifact name near the limit)."""
     doc: dict[str, Any] = {"s": m.step, "c": iso(m.created), "u": m.created_by,
                            "b": m.total_bytes, "f": len(m.files), "m": m.metrics,
                            "d": m.metadata}
@@ -78,6 +86,8 @@ def summary_key(m: Manifest) -> str | None:
     if len(key) > MAX_KEY:  # without metadata: readers that need it read the manifest
         del doc["d"]
         key = layout.summary_key(m.artifact, m.version, _pack(doc))
+    if len(key) > MAX_KEY:
+        key = layout.summary_key(m.artifact, m.version, EVIDENCE_ONLY)
     return key if len(key) <= MAX_KEY else None
 
 

@@ -203,15 +203,17 @@ def present(store: Store, artifact: str, number: int) -> bool:
     return any(store.exists(key) for key in keys(artifact, number))
 
 
-def numbers(store: Store, artifact: str, *, above: int = 0) -> list[int]:
-    """The numbers that have a tombstone (of any size), ascending.  above: only those keys
+def numbers(store: Store, artifact: str, *, above: int = 0, nonempty: bool = False
+            ) -> list[int]:
+    """The numbers that have a tombstone (of any size, or with `nonempty` not empty: an empty
+    one claims its number but records no deletion), ascending.  above: only those keys
     after N's padded key are listed (unpadded ones sort after the padded, so a number above N
     is never missed; a few at or below N may come too)."""
     out = set()
     start = layout.tombstone_key(artifact, above) if above else None
     for info in store.list(layout.tombstones_prefix(artifact), start_after=start):
         parsed = layout.parse_tombstone_key(info.key)
-        if parsed and parsed[0] == artifact:
+        if parsed and parsed[0] == artifact and (info.size > 0 or not nonempty):
             out.add(parsed[1])
     return sorted(out)
 
