@@ -566,9 +566,36 @@ def test_resolve_lake_default_is_a_file_url_under_home(isolated: Path) -> None:
     assert origin == "embedded default"
 
 
-def test_empty_env_lake_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CKPTLAKE_LAKE", "  ")
+@pytest.mark.parametrize("value", ["", "  ", "\n"])
+def test_an_empty_env_lake_is_an_error_not_the_default(monkeypatch: pytest.MonkeyPatch,
+                                                       value: str) -> None:
+    """A CI secret that did not arrive (`CKPTLAKE_LAKE: ${{ secrets.LAKE }}`): read as unset,
+    the job published to the runner's own disk (the embedded default) with exit 0."""
+    monkeypatch.setenv("CKPTLAKE_LAKE", value)
+    for config in (Config(), Config(source="/c.yaml", lake="s3://b/p")):
+        with pytest.raises(UsageError, match=r"\$CKPTLAKE_LAKE is set but empty"):
+            resolve_lake(None, config)
+    assert resolve_lake("s3://b/q", Config())[0] == "s3://b/q"  # --lake still wins
+    monkeypatch.delenv("CKPTLAKE_LAKE")
     assert resolve_lake(None, Config(source="/c.yaml", lake="s3://b/p"))[1] == "lake: in /c.yaml"
+
+
+def test_an_empty_env_lake_fails_the_push_with_exit_2(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from ckptlake.cli.app import app
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.setenv("CKPTLAKE_LAKE", "")
+    (tmp_path / "f.bin").write_bytes(b"x")
+    r = CliRunner().invoke(app, ["push", str(tmp_path / "f.bin"), "ci/model", "--json"])
+    assert r.exit_code == 2, r.output
+    assert "CKPTLAKE_LAKE is set but empty" in json.loads(r.stdout)["error"]["message"]
+    assert not list((tmp_path / "home").rglob("ckptlake.json")), "no lake was created"
 
 
 def test_empty_cli_lake_is_an_error() -> None:
@@ -747,7 +774,8 @@ def test_a_piped_configs_relative_paths_are_the_working_directorys(
               "sys.argv = ['ckptlake', 'push', 'f.bin', 'p/f', '--config', f'/dev/fd/{r}']\n"
               "app()\n")
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                       env={**os.environ, "CKPTLAKE_CACHE": "", "CKPTLAKE_LAKE": ""},
+                       env={k: v for k, v in {**os.environ, "CKPTLAKE_CACHE": ""}.items()
+                            if k != "CKPTLAKE_LAKE"},
                        pass_fds=(), timeout=120)
     assert r.returncode == 0, r.stderr
     assert f"file://{tmp_path}/lake (lake: in /dev/fd/" in r.stderr, r.stderr
@@ -778,5 +806,5 @@ def test_a_config_on_stdin_from_a_file_resolves_against_the_working_directory(
     with open(tmp_path / "conf.yaml", "rb") as stdin:
         r = subprocess.run([sys.executable, "-m", "ckptlake", "ls", "--config", "/dev/stdin"],
                            stdin=stdin, capture_output=True, text=True, timeout=120,
-                           env={**os.environ, "CKPTLAKE_LAKE": ""})
+                           env={k: v for k, v in os.environ.items() if k != "CKPTLAKE_LAKE"})
     assert f"using lake file://{tmp_path}/rel-lake (lake: in /dev/stdin)" in r.stderr, r.stderr

@@ -887,8 +887,14 @@ def resolve_lake(cli_lake: str | None, config: Config) -> tuple[str, str]:
         if not cli_lake.strip():
             raise UsageError("--lake is empty", hint="give a URL such as s3://bucket/prefix or a path")
         return _as_url(cli_lake, None, "--lake"), "--lake"
-    env = os.environ.get("CKPTLAKE_LAKE", "")
-    if env.strip():
+    env = os.environ.get("CKPTLAKE_LAKE")
+    if env is not None:
+        # Set but empty is a CI secret that did not arrive (`CKPTLAKE_LAKE: ${{ secrets.X }}`):
+        # read as unset, the push went to the runner's own disk with exit 0.
+        if not env.strip():
+            raise UsageError("$CKPTLAKE_LAKE is set but empty",
+                             hint="set it to a lake URL, or unset it (unset CKPTLAKE_LAKE) to "
+                                  "use the config file's lake or the embedded default")
         return _as_url(env, None, "$CKPTLAKE_LAKE"), "$CKPTLAKE_LAKE"
     if config.lake is not None:
         base = _base_dir(config.source)
