@@ -355,6 +355,9 @@ class CkptlakeGroup(TyperGroup):
         argv = hoist_global_options(argv, self)
         notes = _DebugNotes() if debug else None
         version_json = _VERSION_JSON.set(as_json)
+        from .main import restore_signals, terminate_as_interrupt
+
+        ending = terminate_as_interrupt()
         try:
             rv = super().main(args=argv, prog_name=prog_name or PROG, complete_var=complete_var,
                               standalone_mode=False, **extra)
@@ -370,6 +373,7 @@ class CkptlakeGroup(TyperGroup):
             else:
                 code = report_error(_stdout_failure(exc), as_json=as_json, debug=debug)
         finally:
+            restore_signals(ending)
             _VERSION_JSON.reset(version_json)
             if notes is not None:
                 notes.close()

@@ -21,6 +21,7 @@ def main() -> None:
         code = complete(sys.argv[2:])
         # Not sys.exit: a lookup still waiting on a slow lake must not hold the shell.
         os._exit(code)
+    terminate_as_interrupt()
     try:
         app, prog = _load()
     except KeyboardInterrupt:  # a Ctrl-C while the command's modules import: no traceback
@@ -33,6 +34,48 @@ def main() -> None:
         import gc
 
         gc.freeze()
+
+
+# The signals that end a command the way Ctrl-C does: a CI job's cancel, `timeout`, a pod's
+# stop and `kill` send SIGTERM, a closed terminal SIGHUP.  Left to their default they killed
+# the process on the spot: no "interrupted" line, no --json error document, an exit status of
+# -15 that no table documents.
+_ENDING = ("SIGTERM", "SIGHUP")
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def terminate_as_interrupt() -> "list[tuple[int, Any]]":
+    """Make SIGTERM and SIGHUP raise KeyboardInterrupt in the main thread, so that every path
+    that handles Ctrl-C (stop the transfers, commit nothing partial, report `Interrupted`, exit
+    130) handles them too.  Only where they are at their default: a handler someone installed
+    (an application embedding the CLI, `watch`'s own drain on SIGTERM) or an ignored SIGHUP
+    (`nohup`) is left alone.  Returns what to restore (restore_signals)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return []
+    changed = []
+    for name in _ENDING:
+        number = getattr(signal, name, None)
+        if number is None:
+            continue
+        try:
+            if signal.getsignal(number) == signal.SIG_DFL:
+                changed.append((number, signal.signal(number, _interrupt)))
+        except (ValueError, OSError):  # pragma: no cover - not settable here
+            pass
+    return changed
+
+
+def restore_signals(changed: "list[tuple[int, Any]]") -> None:
+    import signal
+
+    for number, previous in changed:
+        signal.signal(number, previous)
 
 
 def _load() -> "tuple[Any, str]":
