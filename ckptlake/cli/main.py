@@ -22,6 +22,7 @@ def main() -> None:
         # Not sys.exit: a lookup still waiting on a slow lake must not hold the shell.
         os._exit(code)
     terminate_as_interrupt()
+    escape_unencodable_output()
     try:
         app, prog = _load()
     except KeyboardInterrupt:  # a Ctrl-C while the command's modules import: no traceback
@@ -34,6 +35,21 @@ def main() -> None:
         import gc
 
         gc.freeze()
+
+
+def escape_unencodable_output() -> None:
+    """On a stdout that cannot take every character (`PYTHONIOENCODING=ascii`, a C locale with
+    PYTHONUTF8=0), write what it cannot as escapes.  Strict, a file name with an accent, or
+    lineage's tree glyphs with plain ASCII names, failed the command with exit 1 and no
+    output at all.  (--json escapes non-ASCII itself; `cat` writes bytes.)"""
+    stream = sys.stdout
+    encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+    if encoding in ("utf8", "utf8sig") or getattr(stream, "errors", "strict") != "strict":
+        return
+    try:
+        stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):  # not a TextIOWrapper: leave it be
+        pass
 
 
 # The signals that end a command the way Ctrl-C does: a CI job's cancel, `timeout`, a pod's
