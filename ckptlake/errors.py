@@ -6,6 +6,8 @@ are one line and say what to do next; they never contain credentials or presigne
 """
 from __future__ import annotations
 
+from typing import Any
+
 # Exit codes (documented in README.md; scripts rely on them).
 EXIT_OK = 0
 EXIT_ERROR = 1  # unexpected failure (a bug, or an error we could not classify)
@@ -28,6 +30,10 @@ class CkptlakeError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        # Members the CLI's --json error document carries beside type, message and exit_code,
+        # for the few errors a script must act on without parsing the message (the version a
+        # push committed before its alias failed); empty for most.
+        self.fields: dict[str, Any] = {}
 
     def __str__(self) -> str:  # one line: message, then what to do
         return f"{self.message} ({self.hint})" if self.hint else self.message

@@ -240,14 +240,20 @@ class Lake:
 
         tree = scan(source, exclude=exclude, follow_symlinks=follow_symlinks,
                     avoid=self._local_dir())
+
+        def said_if_empty(result: PushResult) -> PushResult:
+            warning = _push.empty_version_warning(result, tree, os.fspath(source))
+            return dataclasses.replace(result, warnings=[warning, *result.warnings]) \
+                if warning else result
+
         if dry_run:
             check_metrics(metrics)  # what the push would refuse, the dry run refuses
             check_metadata(all_metadata)
             with self._watching(progress) as progress:
-                return _push.plan(self.store, tree, artifact, chunk_size=self.chunk_size,
-                                  concurrency=self.concurrency, step=step,
-                                  aliases=list(aliases), progress=progress,
-                                  lake_url=self.url, compression=compression, hash=hash)
+                return said_if_empty(_push.plan(
+                    self.store, tree, artifact, chunk_size=self.chunk_size,
+                    concurrency=self.concurrency, step=step, aliases=list(aliases),
+                    progress=progress, lake_url=self.url, compression=compression, hash=hash))
         fields: dict[str, Any] = {"parents": parent_edges, "inputs": input_items}
         if provenance is not False:
             fields["provenance"] = {**_provenance.collect(source),
@@ -264,7 +270,7 @@ class Lake:
                     manifest_fields=fields, compression=compression, hash=hash)
             except _push.AliasNotSet as exc:
                 return self._indexed(exc)
-        return self._indexed(result)
+        return said_if_empty(self._indexed(result))
 
     def _indexed(self, result: PushResult | Any) -> PushResult:
         """The committed version's indexes written (_after_commit); for an alias that could

@@ -150,8 +150,10 @@ class DeleteResult(_Result):
     reason: str
     dry_run: bool
     deleted: bool  # False with dry_run
+    # None when nothing was deleted (dry_run): a script tells "not deleted" by null in both,
+    # where "" would read as a deleter that is unknown
     deleted_at: datetime | None = None
-    deleted_by: str = ""
+    deleted_by: str | None = None
 
     @property
     def ref(self) -> str:
@@ -180,8 +182,8 @@ class DeleteArtifactResult(_Result):
     spared: list[int] = field(default_factory=list)
     gone: list[int] = field(default_factory=list)
     remaining: list[int] = field(default_factory=list)
-    deleted_at: datetime | None = None
-    deleted_by: str = ""
+    deleted_at: datetime | None = None  # both None with dry_run, as in DeleteResult
+    deleted_by: str | None = None
     lost: list[int] = field(default_factory=list)
 
 

@@ -53,6 +53,8 @@ error (any command; exit code as in the table below)::
 
   `type` is the library's error class (NotFound, Conflict, SourceChanged, ...), "UsageError" for
   a bad command line, "Interrupted" for Ctrl-C and "InternalError" for anything unexpected.
+  A push whose version was committed but whose --alias could not be set adds "artifact" and
+  "version" (the committed one) after these three.
 
 Exit codes: 0 ok, 1 internal error, 2 usage, 3 not found, 4 access denied, 5 integrity,
 6 conflict, 7 refused by policy, 8 transfer failed, 130 interrupted.
@@ -201,8 +203,13 @@ def plain_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 # --- errors -----------------------------------------------------------------------------------
 
-def error_doc(type_name: str, message: str, exit_code: int) -> dict[str, Any]:
-    return {"error": {"type": type_name, "message": message, "exit_code": exit_code}}
+def error_doc(type_name: str, message: str, exit_code: int,
+              fields: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`fields`: the error's own members (CkptlakeError.fields), after the three every error
+    document has, which they never replace."""
+    doc = {"type": type_name, "message": message, "exit_code": exit_code}
+    extra = {k: v for k, v in redact_data(fields or {}).items() if k not in doc}
+    return {"error": {**doc, **extra}}
 
 
 def classify(exc: BaseException) -> tuple[str, str, int, bool]:
@@ -225,7 +232,7 @@ def report_error(exc: BaseException, *, as_json: bool, debug: bool) -> int:
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         write_stderr(redact(text).rstrip("\n"))
     if as_json and not isinstance(exc, OutputFailed):
-        write_error_doc(error_doc(type_name, message, code))
+        write_error_doc(error_doc(type_name, message, code, getattr(exc, "fields", None)))
     if isinstance(exc, KeyboardInterrupt):
         line = f"{PROG}: interrupted"
     elif internal:

@@ -815,7 +815,31 @@ class AliasNotSet(Exception):
         err.hint = (f"set it with: ckptlake alias {ref} {self.name} (pushing again would "
                     "commit another version)")
         err.args = (err.message,)
+        # a CI script sets the alias itself, or records the version, from these
+        err.fields = {**getattr(err, "fields", {}), "artifact": self.result.artifact,
+                      "version": self.result.version}
         return err
+
+
+def empty_version_warning(result: PushResult, tree: SourceTree, source: str) -> str | None:
+    """What a push (or its dry run) of `tree`, the scan of `source`, says when the version
+    holds no file at all; None when it holds one.  A CI build that produced nothing would
+    otherwise publish an empty version, and move its aliases to it, with exit 0 and not a
+    word.  A warning, not a refusal: an empty version can be deliberate.  (Not for a sharded
+    push, whose rank may rightly hold no files: it does not come here.)"""
+    if result.files:
+        return None
+    if tree.excluded:
+        why = f"every file of the push source {source} matched --exclude"
+    elif tree.empty_dirs:
+        why = f"the push source {source} holds only empty directories"
+    else:
+        why = f"the push source {source} is an empty directory"
+    named = ""
+    if result.aliases:
+        named = (f" (--alias {', '.join(result.aliases)} "
+                 f"{'would name' if result.dry_run else 'names'} it)")
+    return f"{result.ref} {'would have' if result.dry_run else 'has'} no files: {why}{named}"
 
 
 def new_lake_warning(lake_url: str, created: "bool | str" = True, header: Any = None) -> str:

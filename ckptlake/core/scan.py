@@ -82,6 +82,9 @@ class SourceTree:
     symlinks: list[tuple[str, str]] = field(default_factory=list)  # (path, relative target)
     empty_dirs: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # e.g. an --exclude that matched nothing
+    # Entries --exclude left out: an empty tree with some is a push of a SOURCE whose every
+    # file matched, which the push's warning names as the likelier cause of an empty version.
+    excluded: int = 0
 
     @property
     def total_bytes(self) -> int:
@@ -329,7 +332,10 @@ def _walk(tree: SourceTree, absdir: str, reldir: str, real_root: str,
     kept = 0
     for entry in entries:
         rel = f"{reldir}{entry.name}"
-        if _excluded(rel + ("/" if _is_dir(entry) else ""), exclude) or _pull_staging(entry):
+        if _excluded(rel + ("/" if _is_dir(entry) else ""), exclude):
+            tree.excluded += 1
+            continue
+        if _pull_staging(entry):
             continue
         _check_name(rel, entry.path)
         kept += 1
