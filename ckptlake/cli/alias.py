@@ -6,7 +6,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .help import epilog
+from .help import epilog, examples
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt)
 from .output import Output, alias_summary, lake_url, open_lake, require_lake
@@ -16,10 +16,11 @@ HELP = ("Point alias NAME of the artifact at the version REF resolves to.\n\n"
         "With --delete, remove alias NAME of the artifact REF instead.  Without NAME, list the "
         "aliases of the artifact REF.")
 EPILOG = epilog(
-    "Example: ckptlake alias gpt2/run-7/ckpt@step=2000 best; "
-    "ckptlake alias --delete gpt2/run-7/ckpt candidate; ckptlake alias gpt2/run-7/ckpt (list "
-    "its aliases: one row per alias, the version it names; exit 0 with none, 3 for an "
-    "artifact without versions)\n"
+    examples("ckptlake alias gpt2/run-7/ckpt@step=2000 best",
+             "ckptlake alias --delete gpt2/run-7/ckpt candidate",
+             "ckptlake alias gpt2/run-7/ckpt  # list its aliases"),
+    "Without NAME: one row per alias, the version it names; exit 0 with none, 3 for an "
+    "artifact without versions.\n"
     "NAME matches [A-Za-z][A-Za-z0-9._-]*, at most 128 characters, and may not be 'latest' or "
     "look like a version (v3), in any case (Latest, V3).  "
     "An aliased version is never deleted, by gc or rm; once its last alias is removed, gc's "

@@ -231,6 +231,13 @@ class _Command(TyperCommand):
         option = super().get_help_option(ctx)
         return _plain_param(option) if option is not None else None
 
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        """Examples printed whole, one per line, at any width (cli/help.py): wrapped, a pasted
+        example was cut mid-command or mid-quote."""
+        from .help import format_help_with_examples
+
+        format_help_with_examples(self, ctx, formatter, super().format_help)
+
 
 def _plain_params(command: Any) -> None:
     """Render every parameter of `command` and of its subcommands the ways above.  Done here,

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .help import epilog
+from .help import epilog, examples
 from .options import CommonOptions, ConfigOpt, DebugOpt, JsonOpt, QuietOpt
 from .output import Output, format_bytes, plain_table, plural
 
@@ -17,7 +17,7 @@ HELP = ("Show or trim the local chunk cache that pulls read through.\n\n"
         "versions were pulled through it, with how much of each is still cached) or prune "
         "(delete least recently used chunks down to its bound, to --max-size, or --all).")
 EPILOG = epilog(
-    "Example: ckptlake cache ls; ckptlake cache prune --max-size 5GiB --dry-run",
+    examples("ckptlake cache ls", "ckptlake cache prune --max-size 5GiB --dry-run"),
     "The cache is opt-in: cache: {dir: DIR, size: SIZE} in ckptlake.yaml, or $CKPTLAKE_CACHE=DIR "
     "(and $CKPTLAKE_CACHE_SIZE=SIZE; default size 20GiB).  It holds chunks by digest, so one "
     "cache serves every lake; each chunk is verified when read, and a corrupt one is deleted "

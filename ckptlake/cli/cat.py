@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..redact import redact
-from .help import epilog
+from .help import epilog, examples
 from .options import (OUTPUT_PANEL, CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt, ReplicaOpt)
 from .output import Output, OutputFailed, open_lake, require_lake, write_stderr
@@ -17,7 +17,7 @@ from .text import PROG
 HELP = ("Write the file PATH of the version REF to stdout, verifying every chunk before it is "
         "written.")
 EPILOG = epilog(
-    "Example: ckptlake cat gpt2/run-7/ckpt@best config.json | jq .",
+    examples("ckptlake cat gpt2/run-7/ckpt@best config.json | jq ."),
     "Only the file's bytes are fetched: a small (packed) file is one ranged read of its pack, "
     "a large one is read chunk by chunk; the manifest is the only other object read.  A chunk "
     "that does not match its digest stops the output before any of its bytes (exit 5); what "

@@ -10,15 +10,16 @@ from typing import Annotated
 
 import typer
 
-from .help import epilog
+from .help import epilog, examples
 from .options import OUTPUT_PANEL, CommonOptions, DebugOpt, QuietOpt
 from .output import Output, write_stdout
 
 HELP = "Print the shell completion script for SHELL (bash, zsh or fish) on stdout."
 EPILOG = epilog(
-    "Example: ckptlake completion bash > ~/.local/share/bash-completion/completions/ckptlake",
-    "zsh: ckptlake completion zsh > ~/.zfunc/_ckptlake (a directory on your fpath, before "
-    "compinit); fish: ckptlake completion fish > ~/.config/fish/completions/ckptlake.fish.  "
+    examples("ckptlake completion bash > ~/.local/share/bash-completion/completions/ckptlake",
+             "ckptlake completion zsh > ~/.zfunc/_ckptlake  # a directory on your fpath, "
+             "before compinit",
+             "ckptlake completion fish > ~/.config/fish/completions/ckptlake.fish"),
     "Open a new shell afterwards.  Artifact names, aliases, selectors and paths complete from "
     "the lake the command line names (README, 'Shell completion').")
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from .egress import confirm_egress, egress_policy, estimate_summary, warn_egress
-from .help import epilog
+from .help import epilog, examples
 from .options import (CommonOptions, ConcurrencyOpt, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt,
                       LakeOpt, MaxBandwidthOpt, ProfileOpt, QuietOpt, RegionOpt)
 from ..redact import redact
@@ -17,8 +17,8 @@ from .output import (Output, format_bytes, lake_origin, lake_url, parse_bandwidt
 HELP = ("Copy the version REF into another lake (--to) or under another artifact name (--as), "
         "as its next version, with its step, metrics, metadata and provenance.")
 EPILOG = epilog(
-    "Examples: ckptlake cp gpt2/run-7/model@candidate --to s3://prod-models --alias prod "
-    "--json;  ckptlake cp gpt2/run-7/ckpt@max:val_acc --as models/gpt2-small",
+    examples("ckptlake cp gpt2/run-7/model@candidate --to s3://prod-models --alias prod --json",
+             "ckptlake cp gpt2/run-7/ckpt@max:val_acc --as models/gpt2-small"),
     "Only the chunks the destination lacks are read and written, as they are stored, each "
     "verified against its digest first (between two lakes on one S3 server, the server then "
     "copies it: nothing is uploaded from here); the new version is committed like a push (a new "

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Callable
 import typer
 
 from .egress import confirm_egress, egress_policy, estimate_summary, warn_egress
-from .help import epilog
+from .help import epilog, examples
 from .text import shown_name
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt)
@@ -18,8 +18,8 @@ HELP = ("Compare version A with version B (of one artifact or of two): step, met
         "Reads only the two manifests: tensors are compared by the digests recorded at push, "
         "so no tensor data is downloaded unless --values or --inspect is given.")
 EPILOG = epilog(
-    "Examples: ckptlake diff gpt2/run-7/ckpt@v3 gpt2/run-7/ckpt@v5   |   ckptlake diff "
-    "gpt2/base gpt2/run-7/model --values --json",
+    examples("ckptlake diff gpt2/run-7/ckpt@v3 gpt2/run-7/ckpt@v5",
+             "ckptlake diff gpt2/base gpt2/run-7/model --values --json"),
     "Bytes: how much of B's stored chunks A already holds, i.e. what a pull of B costs given "
     "A.  Tensors: added, removed, reshaped, retyped (dtype), changed (same dtype and shape, "
     "other data), matched by file and name, then by name across the files of each version (a "

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from .help import epilog
+from .help import epilog, examples
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt)
 from .output import (Output, format_bytes, lake_origin, lake_url, open_lake, plural,
@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 HELP = ("Show what each artifact (and with --versions each version) stores: logical, stored, "
         "exclusive and shared bytes, and their monthly cost.")
 EPILOG = epilog(
-    "Example: ckptlake du; ckptlake du gpt2/ --versions --sort exclusive; ckptlake du --json",
+    examples("ckptlake du", "ckptlake du gpt2/ --versions --sort exclusive",
+             "ckptlake du --json"),
     "LOGICAL: the versions' file sizes added up.  STORED: the chunk objects its versions "
     "reference, each counted once (a pack counts whole).  EXCLUSIVE: the stored bytes nothing "
     "else references (no other artifact; for a version, no other version; no pending sharded "

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional, Sequence
 
 import typer
 
-from .help import epilog
+from .help import epilog, examples
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt)
 from .output import Output, format_age, format_bytes, isatty, lake_origin, lake_url, \
@@ -24,7 +24,7 @@ HELP = ("Delete the versions the retention policy no longer keeps, and the chunk
         "storage-class moves with $/month before and after.  --dry-run stops there.  "
         "Otherwise gc asks on a terminal, and elsewhere needs --yes.")
 EPILOG = epilog(
-    "Example: ckptlake gc --dry-run; ckptlake gc --match 'gpt2/*' --yes",
+    examples("ckptlake gc --dry-run", "ckptlake gc --match 'gpt2/*' --yes"),
     "The policy is the retention: section of ckptlake.yaml (or of --policy FILE); see "
     "ckptlake.example.yaml.  Aliased versions and each artifact's latest version are always "
     "kept; an artifact no rule matches is kept whole.  Deleted versions leave a tombstone "
@@ -352,9 +352,9 @@ def show_plan(out: Output, plan: "GcPlan", notes: Sequence[str] = ()) -> None:
     if not isatty(sys.stdout):
         write_stdout(plan_text(plan, notes))
         return
-    from rich import box
     from rich.console import Console
-    from rich.table import Table
+
+    from .output import rich_table
 
     console = Console(highlight=False, markup=False)
     for ap in plan.artifacts:
@@ -362,11 +362,7 @@ def show_plan(out: Output, plan: "GcPlan", notes: Sequence[str] = ()) -> None:
         if ap.rule is not None and (kept := kept_line(ap)):
             console.print(kept)
         if ap.delete:
-            table = Table(*DELETE_HEADERS, box=box.SIMPLE_HEAD, show_edge=False,
-                          highlight=False)
-            for row in delete_rows(ap):
-                table.add_row(*row)
-            console.print(table)
+            console.print(rich_table(DELETE_HEADERS, delete_rows(ap)))
         console.print()
     for line in [*notes, *summary_lines(plan)]:
         console.print(line)
@@ -374,10 +370,7 @@ def show_plan(out: Output, plan: "GcPlan", notes: Sequence[str] = ()) -> None:
         lines = tiering_lines(plan)
         console.print()
         console.print(lines[0], style="bold")
-        table = Table(*TIER_HEADERS, box=box.SIMPLE_HEAD, show_edge=False, highlight=False)
-        for row in tiering_rows(plan):
-            table.add_row(*row)
-        console.print(table)
+        console.print(rich_table(TIER_HEADERS, tiering_rows(plan)))
         for line in lines[1:]:
             console.print(line)
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .help import epilog
+from .help import epilog, examples
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt)
 from .output import Output, lake_url, open_lake, require_lake
@@ -20,12 +20,13 @@ HELP = ("Show where the version REF came from (--up, the default), what was made
         "evaluated-from); inputs such as datasets are leaves.  Versions deleted (by gc or "
         "rm) are shown as expired, unknown ones as missing.")
 EPILOG = epilog(
-    "Examples: ckptlake lineage gpt2/run-7/eval   |   ckptlake lineage gpt2/base@v1 --down "
-    "--depth 2   |   ckptlake lineage gpt2/run-7/model --both --format dot | dot -Tsvg > "
-    "lineage.svg",
+    examples("ckptlake lineage gpt2/run-7/eval",
+             "ckptlake lineage gpt2/base@v1 --down --depth 2",
+             "ckptlake lineage gpt2/run-7/model --both --format dot | dot -Tsvg > lineage.svg"),
     "--format tree (default): artifact@vN, step, key metrics and the relation of each edge "
     "(↑ towards parents, ↓ towards children); a version reached twice is expanded once.  json: "
-    "{root, direction, depth, nodes, edges} (same as --json).  dot: Graphviz.  mermaid: a "
+    "the --json document, {lake, root, direction, depth, nodes, edges}.  dot: Graphviz.  "
+    "mermaid: a "
     "flowchart for Markdown.  Edges point from parent to child in dot and mermaid.")
 
 
@@ -74,14 +75,16 @@ def lineage(
             out.lake_line(handle)
             require_lake(handle)
             graph = handle.lineage(parsed, direction=direction, depth=depth)
-            # render only what is printed: a tree of 10,000 versions takes seconds to draw
-            doc = {"lake": lake_url(handle), **graph.to_dict()} if out.json else {}
-            out.result(doc, render(graph, format_) if out.human else None)
+            # render only what is printed: a tree of 10,000 versions takes seconds to draw.
+            # --format json prints the --json document, so a script may use either
+            doc = ({"lake": lake_url(handle), **graph.to_dict()}
+                   if out.json or format_ == "json" else {})
+            out.result(doc, render(graph, format_, doc) if out.human else None)
         finally:
             handle.close()
 
 
-def render(graph: Any, format_: str) -> str:
+def render(graph: Any, format_: str, doc: dict[str, Any]) -> str:
     from ..core import lineage as core
 
     if format_ == "dot":
@@ -91,7 +94,7 @@ def render(graph: Any, format_: str) -> str:
     if format_ == "json":
         import json
 
-        return json.dumps(graph.to_dict(), allow_nan=False)
+        return json.dumps(doc, allow_nan=False)
     return render_tree(core.tree(graph))
 
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .help import epilog
+from .help import epilog, examples
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt)
 from .output import Output, format_age, format_bytes, lake_url, open_lake, require_lake
@@ -15,6 +15,9 @@ from .text import shown_name
 HELP = ("List the artifacts of the lake (or those under PREFIX/), the versions of ARTIFACT, or "
         "the files of the version REF (ARTIFACT@SELECTOR).")
 EPILOG = epilog(
+    examples("ckptlake ls gpt2/",
+             "ckptlake ls gpt2/run-7/ckpt --where 'val_loss<2.5' --where 'step>=1000' "
+             "--sort val_loss --limit 5"),
     "Without ARTIFACT: one row per artifact (name, versions, latest, updated, aliases).\n"
     "With PREFIX/ (ending in '/', as for aws s3 ls): the same rows, for the artifacts whose "
     "name starts with it (ckptlake ls gpt2/); none is an empty listing (exit 0), as for an "
@@ -28,10 +31,8 @@ EPILOG = epilog(
     "With --all: also the versions gc deleted, shown as expired (from their tombstones: "
     "when and under which retention rule).\n"
     "A table on a terminal, plain aligned columns otherwise; --json for scripts.",
-    "Selecting versions: ckptlake ls gpt2/run-7/ckpt --where 'val_loss<2.5' --where "
-    "'step>=1000' --sort val_loss --limit 5\n"
-    "--where KEY OP NUMBER (OP one of < <= > >= == !=; KEY a metric, step, version or size; "
-    "all must hold; versions without the metric never match).  --sort KEY ascending, -KEY or "
+    "Selecting versions: --where KEY OP NUMBER (OP one of < <= > >= == !=; KEY a metric, "
+    "step, version or size; all must hold; versions without the metric never match).  --sort KEY ascending, -KEY or "
     "KEY:desc descending (versions without it last; ties newest first, as @min:/@max:).  "
     "--limit N: the first N after sorting, else the N newest.  Metrics named in --where/--sort "
     "get their own columns.")

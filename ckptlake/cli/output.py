@@ -65,6 +65,7 @@ import contextlib
 import errno
 import io
 import json
+import re
 import sys
 import traceback
 from datetime import datetime, timezone
@@ -199,6 +200,30 @@ def plain_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         cells = [cell.ljust(w) for cell, w in zip(row, widths)]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+_NUMBER = re.compile(r"[-+]?[0-9][0-9.,:]*( ?[A-Za-z%/]{0,4})?|[-—]?")
+
+
+def rich_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> Any:
+    """A terminal table that never cuts a value.  rich's default ellipsis made `team-a/very-
+    long-proj…` and a step `1234567…` of a narrow terminal's `ls`: nothing a user could copy.
+    Names fold onto the next line instead; numbers (a column of nothing else) keep their width
+    whole and never wrap, so it is the names that give way."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, highlight=False)
+    for k, header in enumerate(headers):
+        cells = [row[k] for row in rows if k < len(row)]
+        if all(_NUMBER.fullmatch(cell) for cell in cells):
+            table.add_column(header, no_wrap=True,
+                             min_width=max([len(header), *map(len, cells)]))
+        else:
+            table.add_column(header, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -363,14 +388,9 @@ class Output:
             self.note(empty)
             return
         if isatty(sys.stdout):
-            from rich import box
             from rich.console import Console
-            from rich.table import Table
 
-            table = Table(*headers, box=box.SIMPLE_HEAD, show_edge=False, highlight=False)
-            for row in rows:
-                table.add_row(*row)
-            Console(highlight=False, markup=False).print(table)
+            Console(highlight=False, markup=False).print(rich_table(headers, rows))
         else:
             write_stdout(plain_table(headers, rows))
 

@@ -10,7 +10,7 @@ import typer
 
 from ..errors import NotFound
 from .egress import confirm_egress, egress_policy, estimate_summary, warn_egress
-from .help import epilog
+from .help import epilog, examples
 from .options import (CommonOptions, ConcurrencyOpt, MaxBandwidthOpt, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt,
                       LakeOpt, ProfileOpt, QuietOpt, RegionOpt, ReplicaOpt)
 from .output import (Output, lake_origin, lake_url, open_lake, pull_summary,
@@ -19,7 +19,9 @@ from .output import (Output, lake_origin, lake_url, open_lake, pull_summary,
 HELP = ("Restore the version REF resolves to into DEST, verifying every byte.\n\n"
         "Without --force, nothing at DEST is overwritten.")
 EPILOG = epilog(
-    "Example: ckptlake pull gpt2/run-7/ckpt@best ./restore",
+    examples("ckptlake pull gpt2/run-7/ckpt@best ./restore",
+             "ckptlake pull gpt2/ckpt@v3 ./out config.json tokenizer/  # part of a version",
+             "ckptlake pull gpt2/ckpt@v3 ./out --include '*.json' --exclude 'optimizer/*'"),
     "Files already at DEST with the right content are kept, not downloaded again.  Files at "
     "DEST that differ from the version make the pull fail with a conflict (exit 6) unless "
     "--force is given; files that are not part of the version are left alone.",
@@ -28,8 +30,7 @@ EPILOG = epilog(
     "ckptlake.yaml.  Above egress.warn_above_usd it warns; above egress.confirm_above_usd it "
     "asks on a terminal and otherwise needs --yes (else exit 7, nothing downloaded).  "
     "--estimate prints the estimate only.",
-    "Part of a version: ckptlake pull gpt2/ckpt@v3 ./out config.json tokenizer/ or "
-    "--include '*.json' --exclude 'optimizer/*'.  A file, symlink or empty directory is pulled "
+    "Part of a version: a file, symlink or empty directory is pulled "
     "if it matches any PATH (an exact path, or a directory and everything below it) or any "
     "--include glob (everything, when neither is given), and no --exclude glob.  Globs match "
     "the whole relative path or one of its parent directories; * and ** also match '/'.  A "

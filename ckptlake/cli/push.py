@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .help import epilog
+from .help import epilog, examples
 from .options import (ConcurrencyOpt, MaxBandwidthOpt, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt, CommonOptions, check_source, parse_pairs)
 from .output import Output, format_bytes, lake_origin, lake_url, open_lake, push_summary
@@ -17,15 +17,15 @@ HELP = (
     "Chunks already in the lake are not uploaded again.  The version is committed atomically "
     "at the end: an interrupted or failed push leaves no version behind.")
 EPILOG = epilog(
-    "Example: ckptlake push ckpt/step_2000 gpt2/run-7/ckpt --step 2000 "
-    "--metric loss=2.31 --meta git=abc123 --alias best",
-    "Lineage: ckptlake push out/model gpt2/run-7/model --parent gpt2/run-7/ckpt@latest "
-    "--parent gpt2/base@v1:fine-tuned-from --input s3://data/wiki#sha256:ab12 "
-    "--meta-file params.yaml\n"
-    "Parents are stored as the version numbers they name now.  Recorded automatically: git "
-    "commit and dirty flag of the source's checkout (else the current directory's), command "
-    "line, host, user, Python and ckptlake versions; .safetensors files get per-tensor "
-    "digests for diff.")
+    examples("ckptlake push ckpt/step_2000 gpt2/run-7/ckpt --step 2000 --metric loss=2.31 "
+             "--meta git=abc123 --alias best",
+             "ckptlake push out/model gpt2/run-7/model --parent gpt2/run-7/ckpt@latest "
+             "--parent gpt2/base@v1:fine-tuned-from --input 's3://data/wiki#sha256:ab12' "
+             "--meta-file params.yaml  # with lineage"),
+    "Lineage: parents are stored as the version numbers they name now.  Recorded "
+    "automatically: git commit and dirty flag of the source's checkout (else the current "
+    "directory's), command line, host, user, Python and ckptlake versions; .safetensors files "
+    "get per-tensor digests for diff.")
 
 # The values of --relation, --compression and --hash, defined by the lake format: the command
 # checks them, and the shell completion scripts (completions.py) offer them.  Imported when

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .help import epilog
+from .help import epilog, examples
 from .options import (CommonOptions, ConcurrencyOpt, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt,
                       LakeOpt, ProfileOpt, QuietOpt, RegionOpt)
 from .output import Output, format_bytes, lake_origin, lake_url, open_lake, require_lake
@@ -14,8 +14,8 @@ from .output import Output, format_bytes, lake_origin, lake_url, open_lake, requ
 HELP = ("Copy the chunks of the version REF that the replica NAME lacks, so that pulls in its "
         "region read them there.")
 EPILOG = epilog(
-    "Example (CI, after publishing a model): ckptlake replicate gpt2/run-7/model@candidate "
-    "--to eu --json",
+    examples("ckptlake replicate gpt2/run-7/model@candidate --to eu --json  "
+             "# in CI, after publishing a model"),
     "Replicas are declared under replicas: in ckptlake.yaml.  The chunks are copied, then the "
     "version's manifest (read only by pull --offline-replica: online pulls ask the lake for "
     "manifests and aliases).  Each chunk is verified against its digest before it is written, "

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from .ask import confirm
-from .help import epilog
+from .help import epilog, examples
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt)
 from .output import Output, format_age, format_bytes, isatty, lake_origin, lake_url, \
@@ -30,10 +30,12 @@ HELP = ("Delete one version of an artifact (or, with --all, every version of it)
         "newest shard record is younger than 5 minutes: a rank of that save still writing "
         "would leave a record that the step's next save commits with its own.")
 EPILOG = epilog(
-    "Example: ckptlake rm gpt2/run-7/ckpt@v12 --reason 'pushed with an API token in it' --yes",
-    "Example: ckptlake rm gpt2/run-7/ckpt --all --reason 'abandoned run' --yes (every "
-    "version; a bare ARTIFACT without --all is a usage error, exit 2: name the version, "
-    "e.g. ARTIFACT@latest).",
+    examples("ckptlake rm gpt2/run-7/ckpt@v12 --reason 'pushed with an API token in it' --yes",
+             "ckptlake rm gpt2/run-7/ckpt --all --reason 'abandoned run' --yes  # every version",
+             "ckptlake rm gpt2/run-7/ckpt@step=2000 --pending --reason 'rank 3 OOM-killed' "
+             "--yes  # a pending step"),
+    "A bare ARTIFACT without --all is a usage error (exit 2): name the version, e.g. "
+    "ARTIFACT@latest.",
     "Never deletes an aliased version (ckptlake alias --delete ARTIFACT NAME first): exit 7, "
     "and with --all nothing is deleted while any alias names a version.  The latest version "
     "may go: the next push takes the next number, never a deleted one (pushers of ckptlake "
@@ -42,9 +44,9 @@ EPILOG = epilog(
     "secret): ckptlake gc --yes condemns the chunks only it used once they are older than "
     "retention.grace_period, and a gc run a grace period later deletes them (one run, with "
     "grace_period: 0s); docs/format.md, 'Deleting (gc)'.",
-    "Example: ckptlake rm gpt2/run-7/ckpt@step=2000 --pending --reason 'rank 3 OOM-killed' "
-    "--yes (see the pending steps with ckptlake ls ARTIFACT --pending; then save the step "
-    "again, with any world size).  docs/format.md, 'Discarding a pending step'.")
+    "--pending discards a sharded step that never committed (see them with ckptlake ls "
+    "ARTIFACT --pending); then save the step again, with any world size.  docs/format.md, "
+    "'Discarding a pending step'.")
 
 
 def rm(

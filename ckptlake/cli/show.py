@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .help import epilog
+from .help import epilog, examples
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt)
 from .output import Output, format_bytes, lake_url, open_lake, plural, require_lake
@@ -14,7 +14,7 @@ from .output import Output, format_bytes, lake_url, open_lake, plural, require_l
 HELP = ("Show everything about the version REF: files, totals, step, metrics, metadata, "
         "provenance, aliases, parents, inputs and children.")
 EPILOG = epilog(
-    "Example: ckptlake show gpt2/run-7/model@prod --json",
+    examples("ckptlake show gpt2/run-7/model@prod --json"),
     "At most 50 files are listed, then the empty directories (as dir/), at most 50 too; "
     "--json lists them all.  Control characters in names are shown escaped (\\n, \\x1b), "
     "as ls shows them; --json keeps names exact.  Parents and children whose version "

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from .help import epilog
+from .help import epilog, examples
 from .options import (CommonOptions, ConcurrencyOpt, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt,
                       LakeOpt, MaxBandwidthOpt, ProfileOpt, QuietOpt, RegionOpt)
 from .output import (PROG, Output, format_bytes, lake_origin, lake_url, open_lake, plural,
@@ -21,8 +21,8 @@ HELP = ("Check that versions can be restored: the lake header, every manifest, t
         "versions, aliases and shard steps; REF (ARTIFACT@SELECTOR): that one version.  "
         "Problems are reported per version; exit 5 if there are any.")
 EPILOG = epilog(
-    "Example: ckptlake verify; ckptlake verify gpt2/run-7/ckpt@prod --read-data; "
-    "ckptlake verify --read-data-subset 5% --seed 7",
+    examples("ckptlake verify", "ckptlake verify gpt2/run-7/ckpt@prod --read-data",
+             "ckptlake verify --read-data-subset 5% --seed 7"),
     "Without --read-data no chunk is downloaded: one listing of chunks/ checks existence and "
     "sizes.  --read-data downloads every referenced chunk once and re-hashes it (egress: it "
     "reads the whole lake); --read-data-subset N% re-hashes a reproducible subset of the "

@@ -13,7 +13,7 @@ import typer
 
 from ..redact import redact
 from ..watch import DEFAULT_STEP_REGEX, DEFAULT_STEP_RULE, shown
-from .help import epilog
+from .help import epilog, examples
 from .options import (OUTPUT_PANEL, CommonOptions, ConcurrencyOpt, ConfigOpt, DebugOpt,
                       EndpointOpt, LakeOpt, MaxBandwidthOpt, ProfileOpt, QuietOpt, RegionOpt,
                       check_source)
@@ -27,8 +27,8 @@ HELP = ("Watch DIR and push each new complete checkpoint in it to ARTIFACT, in s
         "--drain seconds; nothing partial is committed) and exits 0; on Ctrl-C (SIGINT) "
         "likewise, then exits 130 as an interrupted command does.")
 EPILOG = epilog(
-    "Example: ckptlake watch /opt/ml/checkpoints gpt2/run-7/ckpt --pattern 'step_*' "
-    r"--step-regex 'step_(\d+)' --marker COMMIT_SUCCESS --keep-local 2",
+    examples("ckptlake watch /opt/ml/checkpoints gpt2/run-7/ckpt --pattern 'step_*' "
+             r"--step-regex 'step_(\d+)' --marker COMMIT_SUCCESS --keep-local 2"),
     "A checkpoint is an entry of DIR matching --pattern whose name yields a step through "
     "--step-regex (its first group, or the group named 'step').  The default takes only "
     "names that say they are checkpoints: the number after 'step' if the name has one, else "

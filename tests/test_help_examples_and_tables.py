@@ -1,0 +1,104 @@
+"""What a CI-script author copies out of the CLI: the `--help` examples (each one whole, on one
+line, runnable as printed, at any terminal width) and `lineage --format json` (the --json
+document)."""
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import ckptlake
+from ckptlake.cli.app import COMMANDS, app
+
+WITH_EXAMPLES = list(COMMANDS)
+
+
+def example_lines(command: str, columns: int) -> list[str]:
+    """The lines of the paragraphs headed "Example:" / "Examples:" in `command --help`."""
+    r = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": str(columns)})
+    assert r.exit_code == 0, r.output
+    lines, found, inside = [], False, False
+    for line in r.stdout.splitlines():
+        if line.strip() in ("Example:", "Examples:"):
+            found = inside = True
+        elif inside and line.strip():
+            lines.append(line.strip())
+        else:
+            inside = False
+    assert found, f"{command} --help has no Examples: paragraph"
+    return lines
+
+
+def shell_words(line: str) -> list[str]:
+    """The line as a POSIX shell splits it, operators apart (raises on unbalanced quotes)."""
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    return list(lexer)
+
+
+@pytest.mark.parametrize("command", WITH_EXAMPLES)
+def test_help_examples_are_whole_runnable_lines_at_any_width(command: str) -> None:
+    narrow, wide = example_lines(command, 60), example_lines(command, 200)
+    assert narrow and narrow == wide
+    for line in narrow:
+        words = shell_words(line)
+        assert words[:2] == ["ckptlake", command], line
+        # one command per line: nothing chained, no prose a shell would parse, and a pipe
+        # feeds another program, never the next example
+        assert not {"(", ")", ";", "&", "&&", "||"} & set(words), line
+        assert words.count("ckptlake") == 1, line
+
+
+def test_examples_keep_their_quoted_arguments_whole() -> None:
+    for line in example_lines("rm", 60):
+        if "--reason" in line:
+            reason = shell_words(line)
+            assert reason[reason.index("--reason") + 1] in (
+                "pushed with an API token in it", "abandoned run", "rank 3 OOM-killed")
+
+
+def test_lineage_format_json_is_the_json_document(tmp_path: Path) -> None:
+    url = (tmp_path / "lake").as_uri()
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "w.bin").write_bytes(b"weights")
+    with ckptlake.open(url) as lake:
+        lake.push(src, "p/base")
+        lake.push(src, "p/model", parents=["p/base@v1"])
+    runner = CliRunner()
+    as_json = runner.invoke(app, ["lineage", "p/model", "--lake", url, "--json"])
+    as_format = runner.invoke(app, ["lineage", "p/model", "--lake", url, "--format", "json"])
+    assert as_json.exit_code == 0 and as_format.exit_code == 0, as_json.output + as_format.output
+    doc = json.loads(as_json.stdout)
+    assert "lake" in doc and doc["nodes"]
+    assert json.loads(as_format.stdout) == doc
+
+
+@pytest.mark.parametrize("width", [60, 80])
+def test_terminal_tables_never_cut_a_value(width: int) -> None:
+    """rich's default ellipsis showed `team-a/very-long-proj…` and a step `1234567…` on a
+    narrow terminal: names now fold onto the next line, numbers keep their width."""
+    import io
+
+    from rich.console import Console
+
+    from ckptlake.cli.output import rich_table
+
+    name = "team-a/very-long-project-name/with-a-long-run-name/ckpt"
+    alias = "another-long-alias-name-for-production"
+    rows = [[name, "123456789", "2.00 GiB", "13m", alias]]
+    out = io.StringIO()
+    Console(file=out, width=width, force_terminal=True, color_system=None,
+            highlight=False, markup=False).print(
+        rich_table(["ARTIFACT", "STEP", "SIZE", "AGE", "ALIASES"], rows))
+    text = out.getvalue()
+    assert "…" not in text
+    for whole in ("123456789", "2.00 GiB", "13m"):
+        assert whole in text, text
+    # the folded name's pieces, read down its column, are the name
+    lines = [line for line in text.splitlines()[2:] if line.strip()]
+    column = "".join(line.split()[0] for line in lines if line.split())
+    assert column.startswith(name), text
