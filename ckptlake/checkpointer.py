@@ -65,7 +65,8 @@ A SIGTERM handler (installed in the main thread, where Python runs handlers; `cl
 the previous one): a save under way when the signal arrives is finished first; "save" then
 calls `final_save()`; then pending uploads are waited for up to `exit_timeout` and the process
 exits with 143 (SystemExit, so `finally` blocks and exit hooks run; they do not wait a
-second time).  A checkpoint still uploading at the deadline is cut off (_CommitGate): it is
+second time).  A SIGTERM inside `with ck.atomic():` (the optimizer step) is acted on at the
+block's end, so that the final save is of a whole step.  A checkpoint still uploading at the deadline is cut off (_CommitGate): it is
 lost whole and never commits later, though the upload thread cannot be killed; one LOST line
 says which.  Only one already past its last check before the commit gets CUTOFF_GRACE more.
 The deadline is the process's too: a cut-off upload starts no new request or retry
@@ -264,6 +265,7 @@ class Checkpointer:
         self.on_sigterm = on_sigterm
         self.final_save = final_save
         self._sigterm_pending = False
+        self._atomic_depth = 0  # main-thread `with ck.atomic()` blocks open (see atomic)
         self._terminating = False
         self._last_step: int | None = None  # the step of the last save queued (_enqueue)
         self._previous_handler: Any = None
@@ -442,6 +444,32 @@ class Checkpointer:
         start_thread(thread)
         return thread
 
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """A block a SIGTERM does not interrupt (on_sigterm=): one arriving inside it is acted
+        on when it ends.  Wrap the optimizer step and the step count in it::
+
+            with ck.atomic():
+                opt.step()
+                step += 1
+
+        Why: Python runs a signal handler between any two bytecodes, so a SIGTERM landing in
+        `opt.step()` took the final save of a half-updated state (some parameters and their
+        moments a step ahead of the others) under the old step number, and committed it as
+        the latest, to be resumed from.  Nested blocks count as one.  Outside the main thread
+        (where no handler runs) it does nothing."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        self._atomic_depth += 1
+        try:
+            yield
+        finally:
+            self._atomic_depth -= 1
+            if not self._atomic_depth and self._sigterm_pending and not self._save_lock.locked():
+                self._sigterm_pending = False
+                self._terminate()
+
     def wait(self, timeout: float | None = None) -> list[PushResult]:
         """Block until every pending checkpoint is committed or failed; raise the first
         background failure; return the results of all committed checkpoints so far.
@@ -548,6 +576,15 @@ class Checkpointer:
             # take no final checkpoint and keep the user's own handler from ever running.
             self._pass_on(signum, frame)
             return
+        if self._atomic_depth:
+            # Inside `with ck.atomic()`: the state is mid-update (an optimizer step); the block's
+            # end acts on the signal.  The exit deadline starts now, as for a save.
+            self._sigterm_pending = True
+            if self._exit_deadline is None and self.exit_timeout not in (None, math.inf):
+                self._exit_deadline = time.monotonic() + self.exit_timeout
+            log.warning("ckptlake: SIGTERM inside an atomic block of %s: acting on it at the "
+                        "block's end", self.artifact)
+            return
         if self._save_lock.locked():
             # A save is being taken (the loop was inside save()): let it finish, so that it
             # is uploaded too; _saving acts on it when it is done.  The exit deadline starts
@@ -577,7 +614,8 @@ class Checkpointer:
                 finally:
                     self._saver = None
         finally:
-            if self._sigterm_pending and threading.current_thread() is threading.main_thread():
+            if self._sigterm_pending and threading.current_thread() is threading.main_thread() \
+                    and not self._atomic_depth:  # (inside an atomic block: at its end)
                 self._sigterm_pending = False
                 self._terminate()
 
