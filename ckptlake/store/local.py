@@ -47,6 +47,14 @@ MAX_PART_NUMBER = 10_000
 _MKDIR_ATTEMPTS = 5
 _TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EMFILE, errno.ENFILE, errno.EBUSY,
                                errno.ESTALE, errno.ETIMEDOUT, errno.EINTR})
+# A writer killed mid-write leaves its temp file (or multipart staging directory) behind, never
+# listed.  list_multipart reports those as uploads so that gc's abort of stale uploads removes
+# them (and verify and du count them).  Only once this old, whatever gc's grace period: a live
+# writer keeps its temp file's mtime fresh, so a younger one may still be in use.
+STALE_TEMP_SECONDS = 3600
+# gc and verify take only uploads of lake keys; a temp file's final key is unknown (often a
+# chunk whose name is its digest), so they are filed under the one key every lake has.
+TEMP_UPLOAD_KEY = "ckptlake.json"
 
 
 def validate_key(key: str) -> str:
@@ -122,6 +130,25 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _make_dirs(directory: Path) -> None:
+    """mkdir -p, fsyncing the parent of each directory made: a new directory's entry in its
+    parent is not durable until then, and a chunk written into it would vanish with it on a
+    power loss while a committed manifest names it.  A directory a concurrent writer made is
+    synced too, since that writer may not have done it yet when our write returns."""
+    missing = []
+    p = directory
+    while not p.is_dir() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            if not d.is_dir():
+                raise
+        _fsync_dir(d.parent)
 
 
 def _pread_into(fd: int, view: memoryview, offset: int) -> memoryview:
@@ -223,7 +250,7 @@ class LocalStore(Store):
         between our mkdir and our open.
         """
         for attempt in range(_MKDIR_ATTEMPTS):
-            directory.mkdir(parents=True, exist_ok=True)
+            _make_dirs(directory)
             tmp = directory / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
@@ -536,6 +563,9 @@ class LocalStore(Store):
         return _quoted_etag(st)
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
+        if key == TEMP_UPLOAD_KEY and (segments := _temp_segments(upload_id)) is not None:
+            self._remove_stale_temp(segments)
+            return
         try:
             self._upload_meta(key, upload_id)
         except NotFound:
@@ -543,6 +573,8 @@ class LocalStore(Store):
         shutil.rmtree(self._upload_dir(upload_id), ignore_errors=True)
 
     def multipart_bytes(self, key: str, upload_id: str) -> int | None:
+        if key == TEMP_UPLOAD_KEY and (segments := _temp_segments(upload_id)) is not None:
+            return self._temp_bytes(segments)
         self._upload_meta(key, upload_id)
         total = 0
         with self._errors(key):
@@ -557,7 +589,7 @@ class LocalStore(Store):
         try:
             names = [n for n in os.listdir(base) if not n.startswith(TMP_PREFIX)]
         except FileNotFoundError:
-            return
+            names = []
         except OSError as exc:
             raise _map_os_error(exc, f"{self.url}/{MULTIPART_DIR}") from exc
         uploads = []
@@ -565,8 +597,93 @@ class LocalStore(Store):
             upload = self._read_upload(base / upload_id / "meta.json", upload_id)
             if upload is not None and upload.key.startswith(prefix):
                 uploads.append(upload)
+        if TEMP_UPLOAD_KEY.startswith(prefix):
+            uploads.extend(self._stale_temps())
         uploads.sort(key=lambda u: (u.key, u.initiated, u.upload_id))  # S3's order
         yield from uploads
+
+    def _stale_temps(self) -> list[MultipartUpload]:
+        """What killed writers left: `.tmp-` files anywhere in the tree and staging directories
+        at the top of MULTIPART_DIR, older than STALE_TEMP_SECONDS.  Temp files inside a real
+        upload's directory go when that upload is completed or aborted, so are not walked."""
+        cutoff = time.time_ns() - STALE_TEMP_SECONDS * 1_000_000_000
+        found = []
+        stack = [(self.root, "")]
+        while stack:
+            directory, rel = stack.pop()
+            try:
+                with os.scandir(directory) as it:
+                    raw = list(it)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as exc:
+                raise _map_os_error(exc, f"{self.url}/{rel}") from exc
+            in_multipart = rel == MULTIPART_DIR + "/"
+            for entry in raw:
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                    if entry.name.startswith(TMP_PREFIX):
+                        kind_ok = is_dir or entry.is_file(follow_symlinks=False)
+                        st = entry.stat(follow_symlinks=False)
+                        if kind_ok and is_dir == in_multipart and st.st_mtime_ns <= cutoff:
+                            found.append(MultipartUpload(key=TEMP_UPLOAD_KEY,
+                                                         upload_id=rel + entry.name,
+                                                         initiated=_modified(st)))
+                    elif is_dir and not in_multipart and (rel or entry.name != LOCK_DIR):
+                        stack.append((Path(entry.path), rel + entry.name + "/"))
+                except OSError:
+                    continue  # gone while we looked
+        return found
+
+    def _open_parent(self, segments: Sequence[str]) -> int:
+        """A descriptor of the directory holding a temp entry, reached without following a
+        symlink, so that removing it never touches anything outside the lake."""
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for segment in segments[:-1]:
+                child = os.open(segment, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                                | os.O_CLOEXEC, dir_fd=fd)
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _remove_stale_temp(self, segments: Sequence[str]) -> None:
+        """Best effort, as aborting a real upload is: an entry we cannot remove (a symlink on
+        the way, no permission) is left for the next gc rather than failing this one."""
+        name = segments[-1]
+        try:
+            fd = self._open_parent(segments)
+        except OSError:
+            return
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            # Checked again at removal: an entry the listing saw may have been replaced since.
+            if st.st_mtime_ns > time.time_ns() - STALE_TEMP_SECONDS * 1_000_000_000:
+                return
+            if stat_mode.S_ISREG(st.st_mode):
+                os.unlink(name, dir_fd=fd)
+            elif stat_mode.S_ISDIR(st.st_mode) and segments[0] == MULTIPART_DIR:
+                shutil.rmtree(name, dir_fd=fd, ignore_errors=True)
+            else:
+                return
+        except OSError:
+            return
+        finally:
+            os.close(fd)
+        if segments[0] != MULTIPART_DIR:
+            self._prune_empty_parents(self.root.joinpath(*segments[:-1]))
+
+    def _temp_bytes(self, segments: Sequence[str]) -> int:
+        path = self.root.joinpath(*segments)
+        with self._errors("/".join(segments)):
+            st = os.lstat(path)
+            if not stat_mode.S_ISDIR(st.st_mode):
+                return st.st_size if stat_mode.S_ISREG(st.st_mode) else 0
+            return sum(e.stat(follow_symlinks=False).st_size for e in os.scandir(path)
+                       if e.is_file(follow_symlinks=False))
 
     @staticmethod
     def _read_upload(meta_path: Path, upload_id: str) -> MultipartUpload | None:
@@ -576,6 +693,20 @@ class LocalStore(Store):
                                    initiated=datetime.fromisoformat(meta["initiated"]))
         except (OSError, ValueError, KeyError, TypeError):
             return None  # completed/aborted while we looked, or not ours
+
+
+def _temp_segments(upload_id: str) -> list[str] | None:
+    """The path segments of a temp entry's upload id (its path in the lake, see _stale_temps),
+    None for any other id.  Real ids are hex, so neither can be taken for the other."""
+    if not isinstance(upload_id, str) or "\x00" in upload_id:
+        return None
+    segments = upload_id.split("/")
+    if any(s in ("", ".", "..") for s in segments) or not segments[-1].startswith(TMP_PREFIX) \
+            or any(s.startswith(TMP_PREFIX) for s in segments[:-1]) or segments[0] == LOCK_DIR:
+        return None
+    if segments[0] == MULTIPART_DIR and len(segments) != 2:
+        return None  # inside a real upload: aborting that upload removes it
+    return segments
 
 
 def _is_md5_hex(text: str) -> bool:
