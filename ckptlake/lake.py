@@ -393,7 +393,8 @@ class Lake:
              paths: Sequence[str] = (), include: Sequence[str] = (),
              exclude: Sequence[str] = (),
              reference: "Sequence[str | Path]" = (), use_cache: bool = True,
-             replica: str | None = None, offline_replica: bool = False) -> PullResult:
+             replica: str | None = None, offline_replica: bool = False,
+             _force_flag: str | None = None) -> PullResult:
         """Restore one version into `destination`, or part of it.
 
         A directory artifact restores into the directory `destination`; a file artifact
@@ -422,11 +423,16 @@ class Lake:
         offline_replica: if the lake cannot be reached, serve the version from that replica
         as it holds it (versions pulled through it whole, or replicated), saying so in the
         result's warnings; aliases, and deletions since, are not known then.
+
+        _force_flag: how error hints name `force` ("force=True" when None); the CLI passes
+        "--force".
         """
         from .core import pull as _pull  # here, not at import: ls and push do not need it
         from .core.browse import select
 
         destination = check_destination(destination)
+        force_flag = check_arg("_force_flag", _force_flag, "str", optional=True) \
+            or _pull.FORCE_KEYWORD
         for what, flag in (("force", force), ("yes", yes), ("use_cache", use_cache),
                            ("offline_replica", offline_replica)):
             check_arg(what, flag, "bool")
@@ -447,7 +453,8 @@ class Lake:
                 raise
             return self._pull_offline(exc, ref, destination, replica=replica, force=force,
                                       progress=progress, paths=paths, include=include,
-                                      exclude=exclude, reference=refs, use_cache=use_cache)
+                                      exclude=exclude, reference=refs, use_cache=use_cache,
+                                      force_flag=force_flag)
         # the pull hashes every chunk, with the manifest's hash
         data = self._data(replica, caller_verifies=True, algo=m.hash)
         if egress is not None:
@@ -463,7 +470,8 @@ class Lake:
                 result = _pull.pull(data, m, os.fspath(destination), force=force,
                                     concurrency=self.concurrency, progress=progress,
                                     lake_url=self.url, throttle=self.throttle, parts=self.parts,
-                                    cache=self.cache if use_cache else None, reference=refs)
+                                    cache=self.cache if use_cache else None, reference=refs,
+                                    force_flag=force_flag)
             except MissingChunk as e:  # chunks are all fetched before anything is placed
                 raise catalog.deleted_meanwhile(
                     self.store, m.artifact, m.version, e,
@@ -488,7 +496,8 @@ class Lake:
     def _pull_offline(self, exc: Exception, ref: str | Ref, destination: str | Path, *,
                       replica: str | None, force: bool, progress: Progress | None,
                       paths: Sequence[str], include: Sequence[str], exclude: Sequence[str],
-                      reference: Sequence[str], use_cache: bool) -> PullResult:
+                      reference: Sequence[str], use_cache: bool,
+                      force_flag: str) -> PullResult:
         """The lake is unreachable: the version as the replica holds it (its manifest copy and
         its chunks), verified like any pull; no egress guard (the replica is in this region)."""
         from .core import pull as _pull
@@ -510,7 +519,8 @@ class Lake:
             result = _pull.pull(data, m, os.fspath(destination), force=force,
                                 concurrency=self.concurrency, progress=progress,
                                 lake_url=self.url, throttle=self.throttle, parts=self.parts,
-                                cache=self.cache if use_cache else None, reference=reference)
+                                cache=self.cache if use_cache else None, reference=reference,
+                                force_flag=force_flag)
         note = (f"the lake {self.url} cannot be reached ({exc}); served {m.artifact}@v"
                 f"{m.version} from replica {spec.name} ({spec.region}) as it holds it "
                 "(--offline-replica): aliases, newer versions and deletions since are not known")

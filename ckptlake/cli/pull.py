@@ -154,7 +154,7 @@ def pull(
                                      egress=egress, yes=yes, confirm=confirm_egress(out),
                                      on_estimate=lambda e: warn_egress(out, e, yes),
                                      reference=reference or (), use_cache=not no_cache,
-                                     **pull_via, **part)
+                                     _force_flag="--force", **pull_via, **part)
             for warning in result.warnings:
                 out.warn(warning)
             doc = {**result.to_dict(), "lake": lake_url(handle),

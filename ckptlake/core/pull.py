@@ -53,6 +53,9 @@ if TYPE_CHECKING:  # a cache is optional: its module loads only when one is conf
     from .cache import ChunkCache
 
 _READ_BLOCK = 4 * 1024 * 1024
+# How hints spell the option that overwrites: a library caller's keyword; the CLI passes
+# "--force" (a hint naming a flag the caller cannot pass sends a Python user looking for it).
+FORCE_KEYWORD = "force=True"
 
 
 @dataclass
@@ -131,8 +134,10 @@ class _Placement:
     is a conflict that `force` resolves by replacing it with the directory.
     """
 
-    def __init__(self, m: Manifest, destination: str, force: bool) -> None:
+    def __init__(self, m: Manifest, destination: str, force: bool,
+                 force_flag: str = FORCE_KEYWORD) -> None:
         self.m = m
+        self.force_flag = force_flag
         dest = self.final_root = final_root(m, destination)
         if m.kind == "file":
             self.finals = {m.files[0].path: self.final_root}
@@ -266,16 +271,18 @@ class _Placement:
             more = f" (and {len(special) - 1} more)" if len(special) > 1 else ""
             raise Conflict(f"{special[0]} is not a regular file (a FIFO, socket or device); the "
                            f"version has a file or directory there{more}",
-                           hint="--force never replaces one: pull to another path")
+                           hint=f"{self.force_flag} never replaces one: pull to another path")
         if blocked:
             more = f" (and {len(blocked) - 1} more)" if len(blocked) > 1 else ""
             raise Conflict(f"{blocked[0][0]} is a directory; the version has a {blocked[0][1]} "
-                           f"there{more}", hint="--force never removes a directory: move it "
-                                                "away, or pull into an empty directory")
+                           f"there{more}", hint=f"{self.force_flag} never removes a directory: "
+                                                "move it away, or pull into an empty directory")
         if differ and not force:
             more = f" and {len(differ) - 1} more" if len(differ) > 1 else ""
-            raise Conflict(f"destination holds different files: {differ[0]}{more}",
-                           hint="use --force to overwrite them, or pull into an empty directory")
+            raise Conflict(f"destination holds different files than {self.m.artifact}@v"
+                           f"{self.m.version}: {differ[0]}{more}",
+                           hint=f"use {self.force_flag} to overwrite them, or pull into an "
+                                "empty directory")
         if self.links and not self.fresh:
             self._check_links(force)
 
@@ -378,8 +385,8 @@ class _Placement:
                 f"the version's symlink {path} would be placed through the symlink "
                 f"{os.path.join(self.final_root, *directory.split('/'))}, where its target "
                 f"{target[:200]!r} names another file than in the version",
-                hint="use --force to replace that symlink by a directory, or pull into an "
-                     "empty directory")
+                hint=f"use {self.force_flag} to replace that symlink by a directory, or pull "
+                     "into an empty directory")
         resolver.check_all()
 
     def _from_root(self, target: str, link: str) -> str:
@@ -1507,13 +1514,15 @@ def _partly_placed(e: BaseException, p: _Placement, destination: str) -> Ckptlak
     130, as Interrupted (the CLI prints a bare KeyboardInterrupt as "interrupted", no more)."""
     ref = f"{p.m.artifact}@v{p.m.version}"
     partly = f"{p.final_root} now holds part of {ref}"
-    if getattr(p.m, "selection", ()):
-        again = "run the same pull again with --force to finish placing it from the kept staging"
+    flag = p.force_flag
+    if getattr(p.m, "selection", ()) or flag != "--force":  # (a library call: no command line)
+        again = f"run the same pull again with {flag} to finish placing it from the kept staging"
     else:
         again = (f"run `ckptlake pull {ref} {p.final_root} --force` to finish placing it from "
                  "the kept staging")
-    if isinstance(e, Conflict):  # something appeared in the way: --force would replace it
-        again = f"move it away, then {again.replace(' --force', '')} (--force replaces it)"
+    if isinstance(e, Conflict):  # something appeared in the way: force would replace it
+        again = f"move it away, then {again.replace(f' with {flag}', '').replace(' --force', '')}" \
+                f" ({flag} replaces it)"
     if isinstance(e, KeyboardInterrupt):
         return Interrupted(f"interrupted while placing {ref}: {partly}", hint=again)
     if isinstance(e, CkptlakeError):
@@ -1554,11 +1563,13 @@ def _up_to_date(p: _Placement, lake_url: str, progress: Progress,
 def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrency: int,
          progress: Progress, lake_url: str, throttle: Throttle | None = None,
          parts: Parts | None = None, cache: ChunkCache | None = None,
-         reference: Sequence[str] = ()) -> PullResult:
+         reference: Sequence[str] = (), force_flag: str = FORCE_KEYWORD) -> PullResult:
+    """force_flag: how hints spell `force` for the caller (FORCE_KEYWORD, or the CLI's
+    "--force")."""
     started = time.monotonic()
     _check_outside_lake(m, destination, lake_url)
     try:
-        placement = _Placement(m, destination, force)
+        placement = _Placement(m, destination, force, force_flag)
         _check_landing(placement, lake_url)
         if placement.idle():
             return _up_to_date(placement, lake_url, progress, started)

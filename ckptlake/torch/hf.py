@@ -22,9 +22,12 @@ names is used.
 """
 from __future__ import annotations
 
+import errno
 import inspect
 import math
 import os
+import shutil
+import stat
 import tempfile
 import uuid
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -39,11 +42,12 @@ except ImportError as exc:  # pragma: no cover - the [hf] extra installs it
 from ..checkpointer import SNAPSHOT_DIRNAME, Checkpointer, check_options
 from ..core import catalog
 from ..core.values import check_arg, check_inputs
-from ..errors import UsageError
+from ..errors import AccessDenied, Conflict, UsageError
 from ..format.refs import validate_artifact
 from ._args import check_lake, check_version_fields
 
 if TYPE_CHECKING:
+    from ..format.manifest import Manifest
     from ..lake import Lake
     from ..results import PushResult
 
@@ -294,7 +298,11 @@ def pull_for_resume(lake: "Lake | str", ref: str, dest: str | os.PathLike[str], 
     The ref is resolved once: a version pushed meanwhile cannot mix in.  NotFound names a ref
     that does not exist; NotATrainerCheckpoint (exit code 2) a version without
     trainer_state.json.  A destination holding other files is a Conflict unless `force`;
-    files already there and identical are kept (a re-run downloads nothing).
+    files already there and identical are kept (a re-run downloads nothing).  With `force`,
+    files that differ are replaced, and those the version lacks are removed once the version
+    is in place: the Trainer loads scaler.pt, rng_state_<rank>.pth and the like whenever they
+    are present, so one left over from another run would resume a different state silently
+    (a plain pull leaves such files alone).  A pull that fails removes nothing.
     """
     check_lake(lake, url=True)
     check_arg("dest", dest, "path")
@@ -310,5 +318,63 @@ def pull_for_resume(lake: "Lake | str", ref: str, dest: str | os.PathLike[str], 
     name = f"{CHECKPOINT_PREFIX}-{m.step}" if m.step is not None \
         else f"{CHECKPOINT_PREFIX}-v{m.version}"
     path = os.path.join(os.fspath(dest), name)
+    extra = _not_in_version(path, m) if m.kind == "dir" else []
+    if extra and not force:
+        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+        raise Conflict(f"{extra[0]} is not part of {what}{more}: the Trainer may load it "
+                       "when resuming", hint="pass force=True to remove what the version "
+                                             "lacks, or pull into an empty directory")
     lake.pull(what, path, force=force)
+    for leftover in extra:
+        _remove(leftover)
     return path
+
+
+def _not_in_version(root: str, m: "Manifest") -> list[str]:
+    """What under the directory `root` the version `m` does not have (files, links, whole
+    directories), files first: the error names the first, and a stray scaler.pt says more
+    than a directory.  The pull's own staging directories are no leftovers (an interrupted
+    pull's re-run resumes from them); what the version has at a path, the pull compares."""
+    from ..core.pull import _TAG, _needed_dirs
+
+    paths = {e.path for e in m.files}
+    dirs = set(_needed_dirs(m))
+    extra: list[str] = []
+
+    def visit(rel: str) -> None:
+        try:
+            names = sorted(os.listdir(os.path.join(root, *rel.split("/")) if rel else root))
+        except (FileNotFoundError, NotADirectoryError):
+            return  # nothing there yet, or a file where the version has a directory
+        for name in names:
+            sub = f"{rel}/{name}" if rel else name
+            if not rel and name.startswith(_TAG):
+                continue
+            if sub in paths:
+                continue
+            full = os.path.join(root, *sub.split("/"))
+            if sub in dirs:
+                if not os.path.islink(full):  # a link there: the pull decides about it
+                    visit(sub)
+                continue
+            extra.append(full)
+
+    visit("")
+    return sorted(extra, key=lambda p: (os.path.isdir(p) and not os.path.islink(p), p))
+
+
+def _remove(path: str) -> None:
+    try:
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise AccessDenied(f"cannot remove {exc.filename or path}, which the pulled version "
+                               f"lacks: {exc.strerror}",
+                               hint="remove it yourself before resuming: the Trainer would "
+                                    "load it") from None
+        raise
