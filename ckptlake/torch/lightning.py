@@ -18,19 +18,30 @@ checkpoint's identity on Lightning's side:
   because the new checkpoint replaced it, and that one never arrived (deleting would leave
   no `@min:val_loss` to resume from; a version left behind loses nothing, retention or gc
   deletes it later).
-* Saving to a path that already names a version replaces it, as writing the file would
-  (`last.ckpt`): the older version is deleted the same way once the new one is committed.
+* A placeholder file is written at a local path (a few bytes naming the lake and artifact,
+  removed with the checkpoint): ModelCheckpoint decides whether a name is taken by looking at
+  its `dirpath` (`file_exists`), and with nothing there it reused `{epoch}.ckpt` for every
+  mid-epoch save instead of versioning it (`-v1`, `-v2`), so each save replaced the one
+  before and top k lost its best members.  With the placeholders it names checkpoints as it
+  does on disk.
+* Saving to a path that already names a version replaces it only where writing the file
+  would: Lightning's last checkpoint (`save_last`), or a path whose file Lightning saw and
+  chose anyway (the kth best it drops, re-saved under the same name).  The older version is
+  then deleted the same way once the new one is committed.  Otherwise (a URL `dirpath`, a
+  placeholder that could not be written or was deleted, a new `dirpath` on an old artifact)
+  both versions are kept and a warning names them: Lightning has lost track of the older
+  one, which may be its best.
 * `load_checkpoint(path)` reads the newest version saved under `path`, so `ckpt_path="best"`
   (ModelCheckpoint's `best_model_path`) works, and so does a ref: `ckpt_path="lake://REF"`
   with REF an ARTIFACT[@SELECTOR] (`lake://run@step=200`, `lake://run@min:val_loss`), or
   `lake://@SELECTOR` for the plugin's own artifact; `lake://` alone is its latest version.
 
-Nothing is written to the local `dirpath` (so `ckpt_path="last"`, which Lightning resolves by
-looking at local files, finds nothing: use `lake://run`, the latest version).  Hence
-`ModelCheckpoint(save_last="link")` is not supported: Lightning symlinks `last.ckpt` to a
-file that does not exist, and fails (FileNotFoundError) when `dirpath` does not exist.  No
-hook of a CheckpointIO sees the callback's settings, so this cannot be refused up front; use
-`save_last=True` (a `last` version, replaced at each save) or none (`lake://run`).
+Only those placeholders are written to a local `dirpath`: `ckpt_path="last"` finds the
+placeholder of the last checkpoint and loads its version, but a new `dirpath` has none (use
+`lake://run`, the latest version).  `ModelCheckpoint(save_last="link")` is not supported: the
+`last.ckpt` symlink names no version.  No hook of a CheckpointIO sees the callback's settings,
+so this cannot be refused up front; use `save_last=True` (a `last` version, replaced at each
+save) or none (`lake://run`).
 
 What is stored: the checkpoint dict as a training state (`Checkpointer.save_state`: tensors in
 safetensors, the rest in a JSON skeleton, docs/format.md "Training state"); loading never
@@ -49,6 +60,7 @@ saves and removals: do not wrap this plugin in it).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
 import os
@@ -84,6 +96,8 @@ EPOCH_KEY = "lightning.epoch"
 VERSION_KEY = "lightning.version"  # the Lightning version that wrote it
 _REQUIRED = ("state_dict", "global_step")  # what Lightning's restore reads first
 _STORAGE_OPTIONS = ("metrics", "metadata", "aliases")
+# The first line of a placeholder file: only a file that starts with it is removed or rewritten.
+PLACEHOLDER_MAGIC = b"ckptlake LakeCheckpointIO placeholder\n"
 
 
 class NotALightningCheckpoint(UsageError):
@@ -123,6 +137,7 @@ class LakeCheckpointIO(CheckpointIO):
         validate_artifact(artifact)
         check_lake(lake, url=True)
         async_upload = check_arg("async_upload", async_upload, "bool")  # "no" was True
+        _check_options(checkpointer_options)
         if isinstance(lake, str):
             import ckptlake
 
@@ -154,6 +169,10 @@ class LakeCheckpointIO(CheckpointIO):
         # path -> versions.  Read now, before any save: afterwards only the jobs thread updates
         # it, after each save in order, so a removal never sees a version saved after it.
         self._index: dict[str, list[int]] = self._read_index()
+        # Versions whose path Lightning removed but that were kept (resumed from, aliased, the
+        # latest, or after a failed save): a later save to that path replaces them, as it did
+        # the file.  The jobs thread's, as the index is.
+        self._disowned: set[int] = set()
         self._checkpointer()  # made now, so bad options fail here, not at the first save
 
     def __repr__(self) -> str:
@@ -168,6 +187,9 @@ class LakeCheckpointIO(CheckpointIO):
             raise UsageError(f"a Lightning checkpoint is a dict, not {type(checkpoint).__name__}")
         raw = os.fspath(check_arg("path", path, "path"))
         key = _path_key(raw)
+        local = "://" not in raw
+        # Lightning saves to a name whose file exists only to overwrite it (see the module doc)
+        overwrite = _is_last(checkpoint, key) or (local and os.path.lexists(raw))
         step = checkpoint.get("global_step")
         if isinstance(step, bool) or not isinstance(step, int):
             raise UsageError(f"checkpoint for {raw} has no integer global_step ({step!r})")
@@ -189,7 +211,9 @@ class LakeCheckpointIO(CheckpointIO):
             if not self.async_upload and not ck._terminating:
                 wait_result(done)
             return
-        done = self._submit(self._after_save, key, future)
+        if local:
+            self._write_placeholder(raw)
+        done = self._submit(self._after_save, key, future, overwrite)
         # The final save on SIGTERM (ck._terminating) does not wait for its upload here: the
         # exit drain waits for it up to exit_timeout; waiting here without bound broke the
         # exit deadline with async_upload=False (8 s past exit_timeout 1 s in the review).
@@ -220,7 +244,12 @@ class LakeCheckpointIO(CheckpointIO):
         return checkpoint
 
     def remove_checkpoint(self, path: Any) -> None:
-        done = self._submit(self._remove, _path_key(os.fspath(check_arg("path", path, "path"))))
+        raw = os.fspath(check_arg("path", path, "path"))
+        if "://" not in raw and _is_placeholder(raw):
+            # now, as Lightning removes a file: its next name check must find the name free
+            with contextlib.suppress(OSError):
+                os.remove(raw)
+        done = self._submit(self._remove, _path_key(raw))
         if not self.async_upload:
             wait_result(done)
 
@@ -375,18 +404,45 @@ class LakeCheckpointIO(CheckpointIO):
     def _lookup(self, key: str) -> list[int]:
         return list(self._index.get(key, []))
 
-    def _after_save(self, key: str, future: "Future[PushResult]") -> None:
+    def _write_placeholder(self, raw: str) -> None:
+        """What ModelCheckpoint's `file_exists` sees (module doc).  Failing to write it loses
+        nothing (a reused name then keeps both versions): logged, never raised."""
+        if os.path.lexists(raw) and not _is_placeholder(raw):
+            log.warning("ckptlake: did not write a placeholder over %s: it is not one", raw)
+            return
+        text = (f"This checkpoint is stored in the ckptlake lake {self.lake.url} as a version "
+                f"of {self.artifact} saved as this path (metadata {PATH_KEY}); load it with "
+                f"LakeCheckpointIO, or list it with: ckptlake ls {self.artifact}\n")
+        try:
+            os.makedirs(os.path.dirname(raw) or ".", exist_ok=True)
+            with open(raw, "wb") as f:
+                f.write(PLACEHOLDER_MAGIC + text.encode())
+        except OSError as exc:
+            log.warning("ckptlake: could not write the placeholder %s (%s): Lightning may reuse "
+                        "its name; both versions are then kept", raw, exc)
+
+    def _after_save(self, key: str, future: "Future[PushResult]", overwrite: bool) -> None:
         try:
             result = wait_result(future)
         except BaseException:  # noqa: BLE001 - the checkpointer raises it at the next call
             self._failed.append((key, "failed to upload"))
             return
         with self._job_errors(key):
-            self._replace(key, result)
+            self._replace(key, result, overwrite)
 
-    def _replace(self, key: str, result: "PushResult") -> None:
+    def _replace(self, key: str, result: "PushResult", overwrite: bool) -> None:
         index = self._index
         older = [n for n in index.get(key, []) if n != result.version]
+        # Lightning did not know the name was taken (on disk it would have versioned it), so
+        # an older version it has not removed may still be one of its best: kept, and no
+        # longer indexed, so a later removal of the path deletes only what Lightning means.
+        unseen = [] if overwrite else [n for n in older if n not in self._disowned]
+        if unseen:
+            log.warning("ckptlake: %s was saved as %s, which already names %s: kept both "
+                        "(Lightning reused the name without seeing its file; delete the older "
+                        "with `ckptlake rm` or leave it to retention)", result.ref, key,
+                        ", ".join(f"{self.artifact}@v{n}" for n in unseen))
+            older = [n for n in older if n not in unseen]
         kept = self._delete(key, [n for n in older if not self._is_resumed(n)],
                             f"replaced by {result.ref} (saved again as {os.path.basename(key)})")
         index[key] = sorted({*kept, *(n for n in older if self._is_resumed(n)),
@@ -402,6 +458,7 @@ class LakeCheckpointIO(CheckpointIO):
             # `key` may name no version at all (every save of it failed): say what was not
             # deleted, not that versions were kept
             path, what = self._failed[0]
+            self._disowned.update(self._index.get(key, ()))
             log.warning("ckptlake: %s: did not delete %s, which Lightning removed: the save "
                         "of %s %s, so what it names, if anything, may be the best this run "
                         "has; retention or `ckptlake gc` deletes it later",
@@ -434,6 +491,7 @@ class LakeCheckpointIO(CheckpointIO):
                      key)
         kept = self._delete(key, [n for n in doomed if n not in resumed],
                             f"removed by Lightning ({os.path.basename(key)})")
+        self._disowned.update(kept + resumed)
         if kept or resumed:
             index[key] = sorted(kept + resumed)
 
@@ -489,6 +547,41 @@ def _path_key(path: str) -> str:
     if "://" in path:
         return path
     return os.path.abspath(os.path.expanduser(path))
+
+
+def _is_last(checkpoint: Mapping[str, Any], key: str) -> bool:
+    """Whether `key` is a ModelCheckpoint's last checkpoint (`save_last`), which it sets
+    before saving and overwrites on disk at each save."""
+    callbacks = checkpoint.get("callbacks")
+    if not isinstance(callbacks, Mapping):
+        return False
+    for state in callbacks.values():
+        last = state.get("last_model_path") if isinstance(state, Mapping) else None
+        if isinstance(last, (str, os.PathLike)) and os.fspath(last) \
+                and _path_key(os.fspath(last)) == key:
+            return True
+    return False
+
+
+def _is_placeholder(raw: str) -> bool:
+    try:
+        with open(raw, "rb") as f:
+            return f.read(len(PLACEHOLDER_MAGIC)) == PLACEHOLDER_MAGIC
+    except OSError:
+        return False
+
+
+def _check_options(options: Mapping[str, Any]) -> None:
+    """A misspelt option fails here, with the accepted ones, not as a TypeError from the
+    checkpointer (hf.LakeTrainerCallback does the same)."""
+    from ..checkpointer import Checkpointer
+
+    accepted = [name for name, p in inspect.signature(Checkpointer).parameters.items()
+                if p.kind is p.KEYWORD_ONLY]
+    bad = [k for k in options if k not in accepted]
+    if bad:
+        raise UsageError(f"LakeCheckpointIO: unknown option {bad[0]!r}",
+                         hint="accepted: async_upload, " + ", ".join(accepted))
 
 
 def _monitored(checkpoint: Mapping[str, Any], path: str) -> dict[str, float]:
