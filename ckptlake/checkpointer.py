@@ -208,6 +208,51 @@ class _CommitGate:
                               "cut off at the exit deadline; nothing was committed")
 
 
+class _AtomicState:
+    """The main thread's atomic blocks (Checkpointer.atomic): how deep, and the checkpointer
+    whose SIGTERM waits for the outermost one to end.  Module-level, not per checkpointer: a
+    training loop's block must hold whichever checkpointer gets the signal (Lightning's plugin
+    makes a new one per fit, and a SIGTERM reaching a retired one is passed on)."""
+
+    depth = 0
+    pending: "Checkpointer | None" = None
+
+
+_ATOMIC = _AtomicState()
+
+
+def enter_atomic() -> None:
+    """Open an atomic block (see Checkpointer.atomic); for hooks that cannot use `with`
+    (torch/lightning.py's LakeStepGuard: before the optimizer step, to the batch's end)."""
+    if threading.current_thread() is threading.main_thread():
+        _ATOMIC.depth += 1
+
+
+def leave_atomic() -> None:
+    """Close one; at the outermost, act on a SIGTERM that arrived inside (may raise
+    SystemExit, as the signal would have)."""
+    if threading.current_thread() is not threading.main_thread() or not _ATOMIC.depth:
+        return
+    _ATOMIC.depth -= 1
+    ck = _ATOMIC.pending
+    if _ATOMIC.depth or ck is None or ck._save_lock.locked():
+        return  # (a save under way acts on it when it ends: _saving)
+    _ATOMIC.pending = None
+    if ck._sigterm_pending:
+        ck._sigterm_pending = False
+        ck._terminate()
+
+
+@contextlib.contextmanager
+def atomic() -> Iterator[None]:
+    """`with atomic():` — see Checkpointer.atomic."""
+    enter_atomic()
+    try:
+        yield
+    finally:
+        leave_atomic()
+
+
 class Checkpointer:
     """Background uploads of checkpoints into one artifact of a lake.  See the module doc.
 
@@ -265,7 +310,6 @@ class Checkpointer:
         self.on_sigterm = on_sigterm
         self.final_save = final_save
         self._sigterm_pending = False
-        self._atomic_depth = 0  # main-thread `with ck.atomic()` blocks open (see atomic)
         self._terminating = False
         self._last_step: int | None = None  # the step of the last save queued (_enqueue)
         self._previous_handler: Any = None
@@ -444,8 +488,8 @@ class Checkpointer:
         start_thread(thread)
         return thread
 
-    @contextlib.contextmanager
-    def atomic(self) -> Iterator[None]:
+    @staticmethod
+    def atomic() -> "contextlib.AbstractContextManager[None]":
         """A block a SIGTERM does not interrupt (on_sigterm=): one arriving inside it is acted
         on when it ends.  Wrap the optimizer step and the step count in it::
 
@@ -456,19 +500,10 @@ class Checkpointer:
         Why: Python runs a signal handler between any two bytecodes, so a SIGTERM landing in
         `opt.step()` took the final save of a half-updated state (some parameters and their
         moments a step ahead of the others) under the old step number, and committed it as
-        the latest, to be resumed from.  Nested blocks count as one.  Outside the main thread
+        the latest, to be resumed from.  Nested blocks count as one, and one block serves
+        every checkpointer of the process (module-level `atomic`).  Outside the main thread
         (where no handler runs) it does nothing."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        self._atomic_depth += 1
-        try:
-            yield
-        finally:
-            self._atomic_depth -= 1
-            if not self._atomic_depth and self._sigterm_pending and not self._save_lock.locked():
-                self._sigterm_pending = False
-                self._terminate()
+        return atomic()
 
     def wait(self, timeout: float | None = None) -> list[PushResult]:
         """Block until every pending checkpoint is committed or failed; raise the first
@@ -576,10 +611,11 @@ class Checkpointer:
             # take no final checkpoint and keep the user's own handler from ever running.
             self._pass_on(signum, frame)
             return
-        if self._atomic_depth:
+        if _ATOMIC.depth:
             # Inside `with ck.atomic()`: the state is mid-update (an optimizer step); the block's
             # end acts on the signal.  The exit deadline starts now, as for a save.
             self._sigterm_pending = True
+            _ATOMIC.pending = self
             if self._exit_deadline is None and self.exit_timeout not in (None, math.inf):
                 self._exit_deadline = time.monotonic() + self.exit_timeout
             log.warning("ckptlake: SIGTERM inside an atomic block of %s: acting on it at the "
@@ -615,7 +651,7 @@ class Checkpointer:
                     self._saver = None
         finally:
             if self._sigterm_pending and threading.current_thread() is threading.main_thread() \
-                    and not self._atomic_depth:  # (inside an atomic block: at its end)
+                    and not _ATOMIC.depth:  # (inside an atomic block: at its end)
                 self._sigterm_pending = False
                 self._terminate()
 

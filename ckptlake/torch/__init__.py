@@ -15,7 +15,8 @@ from .dcp import LakeReader, LakeWriter, NotADcpCheckpoint
 from .single import load, save
 
 _LAZY = {"LakeTrainerCallback": "hf", "NotATrainerCheckpoint": "hf", "pull_for_resume": "hf",
-         "LakeCheckpointIO": "lightning", "NotALightningCheckpoint": "lightning"}
+         "LakeCheckpointIO": "lightning", "NotALightningCheckpoint": "lightning",
+         "LakeStepGuard": "stepguard"}
 
 __all__ = ["LakeReader", "LakeWriter", "NotADcpCheckpoint", "load", "save", *_LAZY]
 

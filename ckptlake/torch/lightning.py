@@ -188,6 +188,7 @@ class LakeCheckpointIO(CheckpointIO):
         raw = os.fspath(check_arg("path", path, "path"))
         key = _path_key(raw)
         local = "://" not in raw
+        self._check_step_guard()
         # Lightning saves to a name whose file exists only to overwrite it (see the module doc)
         overwrite = _is_last(checkpoint, key) or (local and os.path.lexists(raw))
         step = checkpoint.get("global_step")
@@ -242,6 +243,22 @@ class LakeCheckpointIO(CheckpointIO):
         log.info("ckptlake: loaded Lightning checkpoint %s (%s)", what, os.fspath(path))
         self._resumed(what)
         return checkpoint
+
+    def _check_step_guard(self) -> None:
+        """on_sigterm="save" takes the final checkpoint where the signal lands; without
+        LakeStepGuard that may be inside an optimizer step (a half-updated state saved as the
+        latest).  Said once, at the first save."""
+        import sys
+
+        if self._options.get("on_sigterm") != "save" or getattr(self, "_guard_said", False):
+            return
+        self._guard_said = True
+        guard = sys.modules.get(f"{__package__}.stepguard")
+        if guard is None or not guard.SEEN:
+            log.warning("ckptlake: LakeCheckpointIO(on_sigterm='save') without "
+                        "ckptlake.torch.LakeStepGuard() in the Trainer's callbacks: a SIGTERM "
+                        "inside an optimizer step would save a half-updated state as the latest "
+                        "version")
 
     def remove_checkpoint(self, path: Any) -> None:
         raw = os.fspath(check_arg("path", path, "path"))
