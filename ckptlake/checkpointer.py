@@ -209,13 +209,25 @@ class _CommitGate:
 
 
 class _AtomicState:
-    """The main thread's atomic blocks (Checkpointer.atomic): how deep, and the checkpointer
-    whose SIGTERM waits for the outermost one to end.  Module-level, not per checkpointer: a
-    training loop's block must hold whichever checkpointer gets the signal (Lightning's plugin
-    makes a new one per fit, and a SIGTERM reaching a retired one is passed on)."""
+    """The atomic blocks open (Checkpointer.atomic): the main thread's, how deep, and the
+    checkpointer whose SIGTERM waits for the outermost to end; other threads', which the
+    handler (in the main thread) waits for before a final save reads their state.
+    Module-level, not per checkpointer: a training loop's block must hold whichever
+    checkpointer gets the signal (Lightning's plugin makes a new one per fit, and a SIGTERM
+    reaching a retired one is passed on)."""
 
-    depth = 0
-    pending: "Checkpointer | None" = None
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending: "Checkpointer | None" = None
+        self.others: dict[int, int] = {}  # thread ident -> depth, for threads but the main
+        self.cond = threading.Condition()
+
+    def wait_for_others(self, deadline: float | None) -> bool:
+        """Until no other thread is inside a block (or the deadline): False if one still is."""
+        with self.cond:
+            return self.cond.wait_for(lambda: not self.others,
+                                      None if deadline is None
+                                      else max(0.0, deadline - time.monotonic()))
 
 
 _ATOMIC = _AtomicState()
@@ -223,19 +235,35 @@ _ATOMIC = _AtomicState()
 
 def enter_atomic() -> None:
     """Open an atomic block (see Checkpointer.atomic); for hooks that cannot use `with`
-    (torch/lightning.py's LakeStepGuard: before the optimizer step, to the batch's end)."""
+    (torch/stepguard.py's LakeStepGuard: before the optimizer step, to the batch's end)."""
     if threading.current_thread() is threading.main_thread():
         _ATOMIC.depth += 1
+        return
+    with _ATOMIC.cond:
+        ident = threading.get_ident()
+        _ATOMIC.others[ident] = _ATOMIC.others.get(ident, 0) + 1
 
 
-def leave_atomic() -> None:
-    """Close one; at the outermost, act on a SIGTERM that arrived inside (may raise
-    SystemExit, as the signal would have)."""
-    if threading.current_thread() is not threading.main_thread() or not _ATOMIC.depth:
+def leave_atomic(act: bool = True) -> None:
+    """Close one; at the main thread's outermost, act on a SIGTERM that arrived inside (may
+    raise SystemExit, as the signal would have).  act=False (the block raised): the state may
+    be half-updated, so no final save of it now; the signal stays pending, for the next save
+    or block to act on, while the exception goes on (exit hooks still wait for uploads)."""
+    if threading.current_thread() is not threading.main_thread():
+        with _ATOMIC.cond:
+            ident = threading.get_ident()
+            left = _ATOMIC.others.get(ident, 0) - 1
+            if left > 0:
+                _ATOMIC.others[ident] = left
+            else:
+                _ATOMIC.others.pop(ident, None)
+            _ATOMIC.cond.notify_all()
+        return
+    if not _ATOMIC.depth:
         return
     _ATOMIC.depth -= 1
     ck = _ATOMIC.pending
-    if _ATOMIC.depth or ck is None or ck._save_lock.locked():
+    if not act or _ATOMIC.depth or ck is None or ck._save_lock.locked():
         return  # (a save under way acts on it when it ends: _saving)
     _ATOMIC.pending = None
     if ck._sigterm_pending:
@@ -249,8 +277,10 @@ def atomic() -> Iterator[None]:
     enter_atomic()
     try:
         yield
-    finally:
-        leave_atomic()
+    except BaseException:
+        leave_atomic(act=False)
+        raise
+    leave_atomic()
 
 
 class Checkpointer:
@@ -501,8 +531,11 @@ class Checkpointer:
         `opt.step()` took the final save of a half-updated state (some parameters and their
         moments a step ahead of the others) under the old step number, and committed it as
         the latest, to be resumed from.  Nested blocks count as one, and one block serves
-        every checkpointer of the process (module-level `atomic`).  Outside the main thread
-        (where no handler runs) it does nothing."""
+        every checkpointer of the process (module-level `atomic`).  In a thread other than
+        the main one (where the handler runs), the handler waits for the block to end before
+        the final save, up to the exit deadline.  A block that raises takes no final save
+        at its end (its state may be half-updated); the signal is then acted on at the next
+        save."""
         return atomic()
 
     def wait(self, timeout: float | None = None) -> list[PushResult]:
@@ -620,6 +653,8 @@ class Checkpointer:
                 self._exit_deadline = time.monotonic() + self.exit_timeout
             log.warning("ckptlake: SIGTERM inside an atomic block of %s: acting on it at the "
                         "block's end", self.artifact)
+            with self._cond:  # a save waiting for room reads the new deadline (_wait_room)
+                self._cond.notify_all()
             return
         if self._save_lock.locked():
             # A save is being taken (the loop was inside save()): let it finish, so that it
@@ -709,6 +744,11 @@ class Checkpointer:
             self._exit_deadline = None if self.exit_timeout in (None, math.inf) else \
                 started + self.exit_timeout
         final = self.on_sigterm == "save" and self.final_save is not None and not self._closed
+        if final and not _ATOMIC.wait_for_others(self._exit_deadline):
+            log.error("ckptlake: SIGTERM: the final checkpoint of %s was not taken: another "
+                      "thread was still inside an atomic block at the exit deadline",
+                      self.artifact)
+            final = False
         log.warning("ckptlake: SIGTERM: %s%s, then exiting", "taking a final checkpoint of "
                     f"{self.artifact} and " if final else "",
                     "waiting for pending uploads"

@@ -91,3 +91,92 @@ def test_atomic_blocks_nest_and_a_save_inside_one_waits_for_its_end(lake: Any) -
         ck.close()
     assert seen == ["inner", "outer", "after save", "final"]
     assert [v.step for v in lake.versions(ART)] == [1]
+
+
+def test_a_block_that_raises_takes_no_final_save_of_its_half_updated_state(lake: Any) -> None:
+    """The signal waits; the block then raises (a NaN check, say): a final save at its end
+    would commit the half-updated state.  The exception goes on; the next save acts."""
+    state = {"w": np.zeros(4)}
+    ck: Any = None
+    ck = lake.checkpointer(ART, on_sigterm="save", exit_timeout=60, retention=False,
+                           final_save=lambda: ck.save_state({"w": state["w"].copy()}, step=9))
+    try:
+        with pytest.raises(FloatingPointError):
+            with ck.atomic():
+                state["w"][:2] = 1
+                os.kill(os.getpid(), signal.SIGTERM)
+                raise FloatingPointError("step aborted half-way")
+        with pytest.raises(SystemExit):
+            state["w"][:] = 0  # the step undone; the loop saves
+            ck.save_state({"w": state["w"].copy()}, step=1)
+    finally:
+        ck.close()
+    steps = [(v.step, list(lake.load_state(f"{ART}@v{v.version}")["w"]))
+             for v in lake.versions(ART)]
+    assert steps == [(1, [0.0] * 4), (9, [0.0] * 4)], steps
+
+
+def test_a_block_in_another_thread_holds_the_final_save_back(lake: Any) -> None:
+    import threading
+    import time
+
+    state = {"w": np.zeros(4)}
+    inside, go = threading.Event(), threading.Event()
+
+    def train() -> None:
+        with ck.atomic():
+            state["w"][:2] = 1
+            inside.set()
+            go.wait(30)
+            time.sleep(0.3)
+            state["w"][2:] = 1
+
+    ck: Any = None
+    ck = lake.checkpointer(ART, on_sigterm="save", exit_timeout=60, retention=False,
+                           final_save=lambda: ck.save_state({"w": state["w"].copy()}, step=1))
+    worker = threading.Thread(target=train)
+    try:
+        worker.start()
+        assert inside.wait(30)
+        go.set()
+        with pytest.raises(SystemExit):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)
+    finally:
+        worker.join(30)
+        ck.close()
+    [v] = lake.versions(ART)
+    assert list(lake.load_state(f"{ART}@v{v.version}")["w"]) == [1.0] * 4
+
+
+def test_a_save_waiting_for_room_in_a_block_keeps_the_exit_deadline(
+        lake: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The signal inside the block set the deadline but woke no one: a save waiting for the
+    running upload (on_busy="wait") waited for all of it, past exit_timeout."""
+    import threading
+    import time
+
+    from ckptlake.core import push as push_mod
+
+    real, entered, release = push_mod.push, threading.Event(), threading.Event()
+
+    def slow_push(*args: Any, **kw: Any) -> Any:
+        entered.set()
+        release.wait(60)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(push_mod, "push", slow_push)
+    ck = lake.checkpointer(ART, on_sigterm="wait", on_busy="wait", exit_timeout=1,
+                           retention=False)
+    started = time.monotonic()
+    try:
+        ck.save_state({"w": np.zeros(4)}, step=1)
+        assert entered.wait(30)
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        with pytest.raises(SystemExit):
+            with ck.atomic():
+                ck.save_state({"w": np.ones(4)}, step=2)  # waits for room
+    finally:
+        release.set()
+        ck.close()
+    assert time.monotonic() - started < 20

@@ -56,11 +56,6 @@ class LakeStepGuard(Callback):
         if not self._open:
             return
         self._open = 0
-        if act:
-            leave_atomic()
-            return
-        # the batch did not end (an exception): close without acting mid-unwind; a SIGTERM
+        # act=False: the batch did not end (an exception): no final save mid-unwind; a SIGTERM
         # that waited is acted on by the next save, or at exit like any other
-        from .. import checkpointer as _ck
-
-        _ck._ATOMIC.depth = max(0, _ck._ATOMIC.depth - 1)
+        leave_atomic(act=act)
