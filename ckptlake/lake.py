@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 from .core import catalog
 from .core.values import (check_arg, check_destination, check_inputs, check_metadata,
                           check_metrics, check_policy_arg, check_provenance, check_reason)
-from .errors import (CkptlakeError, MissingChunk, NotFound, TransferError, TransientError,
-                     UsageError)
+from .errors import (CkptlakeError, Interrupted, MissingChunk, NotFound, TransferError,
+                     TransientError, UsageError)
 from .format import layout
 from .format.refs import Ref, parse_ref, validate_alias, validate_artifact
 from .policy.config import (DEFAULT_CONCURRENCY, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE,
@@ -280,7 +280,27 @@ class Lake:
         failed = result if isinstance(result, AliasNotSet) else None
         if failed is not None:
             result = failed.result
-        warnings = self._after_commit(result.artifact, result.version)
+        try:
+            warnings = self._after_commit(result.artifact, result.version)
+        except KeyboardInterrupt:
+            # Committed already: its indexes (a few small writes; the listing summary is what
+            # tells a lost manifest later) are finished with interrupts held back, and the
+            # interrupt is then reported with the version, as a retry must not push it again.
+            from .transfer.pool import signals_blocked
+
+            try:
+                with signals_blocked():
+                    self._after_commit(result.artifact, result.version)
+            except KeyboardInterrupt:
+                pass  # another one, held to the end of it: this is reported as interrupted
+            if failed is not None:
+                raise failed.committed_error() from None
+            ref = f"{result.artifact}@v{result.version}"
+            err = Interrupted(f"interrupted after {ref} was committed (whole: nothing to "
+                              "finish)", hint=f"pushing again would commit another version; "
+                                              f"see it with: ckptlake show {ref}")
+            err.fields = {"artifact": result.artifact, "version": result.version}
+            raise err from None
         if failed is not None:
             raise failed.committed_error()
         return dataclasses.replace(result, warnings=[*result.warnings, *warnings]) \

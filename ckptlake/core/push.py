@@ -777,9 +777,12 @@ def commit_upload(store: Store, artifact: str, *, header: Any, created: "bool | 
     for name in aliases:
         try:
             previous = set_alias(store, artifact, name, manifest.version).previous
-        except CkptlakeError as exc:
-            if isinstance(exc, Interrupted):
-                raise
+        except (CkptlakeError, KeyboardInterrupt) as exc:
+            if isinstance(exc, (Interrupted, KeyboardInterrupt)):
+                # The version is committed: an interrupt now (Ctrl-C, a CI cancel's SIGTERM)
+                # must say so, or a retry pushes it again; Lake.push writes its indexes first.
+                exc = Interrupted(f"interrupted while setting it (it may name v"
+                                  f"{manifest.version} or not)")
             failed = (name, exc)
             break
         done.append(name)
