@@ -90,3 +90,31 @@ def test_the_cli_leaves_the_callers_handlers_as_they_were() -> None:
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)
     assert CliRunner().invoke(app, ["--version"]).exit_code == 0
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)) == before
+
+
+def test_a_sigterm_waits_for_the_end_of_a_step_that_must_not_be_cut() -> None:
+    """signals_blocked defers a Ctrl-C to the block's end (a lock half-taken, a map hung
+    otherwise); the CLI's SIGTERM raised inside it whenever some thread (numpy's, torch's)
+    did not block signals and took it."""
+    import threading
+
+    from ckptlake.cli.main import restore_signals, terminate_as_interrupt
+    from ckptlake.transfer.pool import signals_blocked
+
+    stop = threading.Event()
+    foreign = threading.Thread(target=stop.wait, args=(30,))  # started outside: unblocked
+    foreign.start()
+    ending = terminate_as_interrupt()
+    where = []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with signals_blocked():
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(200):
+                    time.sleep(0.001)
+                where.append("block ran to its end")
+    finally:
+        restore_signals(ending)
+        stop.set()
+        foreign.join()
+    assert where == ["block ran to its end"]

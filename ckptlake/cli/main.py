@@ -21,8 +21,15 @@ def main() -> None:
         code = complete(sys.argv[2:])
         # Not sys.exit: a lookup still waiting on a slow lake must not hold the shell.
         os._exit(code)
-    terminate_as_interrupt()
+    ending = terminate_as_interrupt()
     escape_unencodable_output()
+    try:
+        _main()
+    finally:
+        restore_signals(ending)  # (main() may run inside another program, in-process)
+
+
+def _main() -> None:
     try:
         app, prog = _load()
     except KeyboardInterrupt:  # a Ctrl-C while the command's modules import: no traceback
@@ -60,6 +67,13 @@ _ENDING = ("SIGTERM", "SIGHUP")
 
 
 def _interrupt(signum: int, frame: Any) -> None:
+    """KeyboardInterrupt, or deferred to the end of a step that must not be cut
+    (transfer/pool.signals_blocked), as a Ctrl-C is.  The pool is looked up, not imported:
+    before it is loaded no such step can be under way."""
+    pool = sys.modules.get("ckptlake.transfer.pool")
+    if pool is not None:
+        pool.interrupt(signum, frame)
+        return
     raise KeyboardInterrupt
 
 

@@ -114,11 +114,18 @@ _MAIN_IDENT = threading.main_thread().ident
 
 def _deferring_int(signum: int, frame: Any) -> None:
     """Python's default SIGINT handler (KeyboardInterrupt), except inside signals_blocked in
-    the main thread, where the KeyboardInterrupt waits for the end of the block."""
+    the main thread, where the KeyboardInterrupt waits for the end of the block.  The CLI's
+    SIGTERM/SIGHUP handler (cli/main.py) is this too: a CI cancel must not cut a step a
+    Ctrl-C would not."""
     if _deferred.depth:
         _deferred.pending = True
         return
     raise KeyboardInterrupt
+
+
+def interrupt(signum: int, frame: Any) -> None:
+    """A signal handler that ends the program as Ctrl-C does (see _deferring_int)."""
+    _deferring_int(signum, frame)
 
 
 def start_thread(thread: threading.Thread) -> None:
