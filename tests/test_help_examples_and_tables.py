@@ -77,7 +77,7 @@ def test_lineage_format_json_is_the_json_document(tmp_path: Path) -> None:
     assert json.loads(as_format.stdout) == doc
 
 
-@pytest.mark.parametrize("width", [60, 80])
+@pytest.mark.parametrize("width", [30, 60, 80])
 def test_terminal_tables_never_cut_a_value(width: int) -> None:
     """rich's default ellipsis showed `team-a/very-long-proj…` and a step `1234567…` on a
     narrow terminal: names now fold onto the next line, numbers keep their width."""
@@ -96,9 +96,16 @@ def test_terminal_tables_never_cut_a_value(width: int) -> None:
         rich_table(["ARTIFACT", "STEP", "SIZE", "AGE", "ALIASES"], rows))
     text = out.getvalue()
     assert "…" not in text
-    for whole in ("123456789", "2.00 GiB", "13m"):
-        assert whole in text, text
-    # the folded name's pieces, read down its column, are the name
-    lines = [line for line in text.splitlines()[2:] if line.strip()]
-    column = "".join(line.split()[0] for line in lines if line.split())
-    assert column.startswith(name), text
+    # every column is there, and each cell's pieces, read down its column, are the value
+    lines = text.splitlines()
+    rule = next(i for i, line in enumerate(lines) if set(line.strip()) == {"─"})
+    body = [line for line in lines[rule + 1:] if line.strip()]
+    head = lines[:rule]
+    starts = sorted({i for line in head for i in range(len(line))
+                     if line[i] != " " and (i == 0 or line[i - 1] == " ")})
+    cols = [k for k in starts if all(line[k - 1:k] in ("", " ") for line in head + body)]
+    assert len(cols) == 5, text
+    for k, value in enumerate([name, "123456789", "2.00 GiB", "13m", alias]):
+        end = cols[k + 1] if k + 1 < len(cols) else None
+        down = "".join(line[cols[k]:end].strip() for line in body)
+        assert down.replace(" ", "") == value.replace(" ", ""), (value, text)

@@ -65,7 +65,6 @@ import contextlib
 import errno
 import io
 import json
-import re
 import sys
 import traceback
 from datetime import datetime, timezone
@@ -202,25 +201,17 @@ def plain_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-_NUMBER = re.compile(r"[-+]?[0-9][0-9.,:]*( ?[A-Za-z%/]{0,4})?|[-—]?")
-
-
 def rich_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> Any:
-    """A terminal table that never cuts a value.  rich's default ellipsis made `team-a/very-
-    long-proj…` and a step `1234567…` of a narrow terminal's `ls`: nothing a user could copy.
-    Names fold onto the next line instead; numbers (a column of nothing else) keep their width
-    whole and never wrap, so it is the names that give way."""
+    """A terminal table that never cuts a value, nor drops a column.  rich's default ellipsis
+    made `team-a/very-long-proj…` and a step `1234567…` of a narrow terminal's `ls`: nothing a
+    user could copy; and columns given a minimum width squeezed the others out of a very narrow
+    one altogether.  Every cell folds onto further lines instead."""
     from rich import box
     from rich.table import Table
 
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, highlight=False)
-    for k, header in enumerate(headers):
-        cells = [row[k] for row in rows if k < len(row)]
-        if all(_NUMBER.fullmatch(cell) for cell in cells):
-            table.add_column(header, no_wrap=True,
-                             min_width=max([len(header), *map(len, cells)]))
-        else:
-            table.add_column(header, overflow="fold")
+    for header in headers:
+        table.add_column(header, overflow="fold")
     for row in rows:
         table.add_row(*row)
     return table
