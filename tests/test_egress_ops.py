@@ -169,13 +169,17 @@ def test_a_cost_just_above_its_threshold_never_prints_equal_to_it() -> None:
     assert est.warn and est.needs_confirmation
     with pytest.raises(PolicyRefusal) as info:
         enforce(est, yes=False, confirm=None)
-    assert "$1.004, above egress.confirm_above_usd (1.00)" in str(info.value), str(info.value)
+    assert "$1.004, above egress.confirm_above_usd (1.000)" in str(info.value), str(info.value)
     out = Output(CommonOptions(json=True))
     warn_egress(out, est, yes=True)
     (line,) = out._with_warnings({})["warnings"]
-    assert "$1.004 at $0.02/GB (above egress.warn_above_usd 1.00)" in line, line
+    assert "$1.004 at $0.02/GB (above egress.warn_above_usd 1.000)" in line, line
     # more digits only where needed: apart at cents, below its threshold, no threshold
     assert usd_text(1.5, above=1.0) == "1.50"
     assert usd_text(1.004, above=1.004) == "1.00"
     assert usd_text(1.004) == "1.00"
     assert usd_text(1.0000004, above=1.0) == "1.0000004"
+    from ckptlake.policy.egress import threshold_text
+
+    assert (usd_text(2.0, above=1.999), threshold_text(1.999, 2.0)) == ("2.000", "1.999")
+    assert threshold_text(1.0, 1.5) == "1.00" and threshold_text(1.0, 0.5) == "1.00"

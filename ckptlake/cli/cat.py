@@ -92,11 +92,11 @@ def cat(
                 (lambda message: None) if common.quiet else _warn_on_stderr)
             def priced(e: Any) -> None:  # pull's warn_egress, to where cat's warnings go
                 if e.warn and (yes or not e.needs_confirmation):
-                    from ..policy.egress import usd_text
+                    from ..policy.egress import threshold_text
 
                     warn(f"egress: {estimate_summary(e, e.warn_above_usd)} (above "
                          f"egress.warn_above_usd "
-                         f"{usd_text(e.warn_above_usd)})")
+                         f"{threshold_text(e.warn_above_usd, e.cost_usd)})")
 
             for piece in handle.cat(parsed, path, on_warning=warn, egress=egress, yes=yes,
                                     confirm=confirm_egress(out), on_estimate=priced, **via):

@@ -58,11 +58,11 @@ def warn_egress(out: Output, e: "EgressEstimate", yes: bool) -> None:
     with --json, one of the result document's "warnings": the cost is what a script that
     pulls with --yes most needs to know about."""
     if e.warn and (yes or not e.needs_confirmation):
-        from ..policy.egress import usd_text
+        from ..policy.egress import threshold_text
 
         out.warn(f"egress: {estimate_summary(e, e.warn_above_usd)} (above "
                  f"egress.warn_above_usd "
-                 f"{usd_text(e.warn_above_usd)})", document=True)
+                 f"{threshold_text(e.warn_above_usd, e.cost_usd)})", document=True)
 
 
 def confirm_egress(out: Output) -> "Callable[[EgressEstimate], bool] | None":
@@ -73,12 +73,13 @@ def confirm_egress(out: Output) -> "Callable[[EgressEstimate], bool] | None":
         return None
 
     def ask(e: "EgressEstimate") -> bool:
-        from ..policy.egress import usd_text
+        from ..policy.egress import threshold_text
         from .ask import confirm
 
         return confirm(f"egress: {estimate_summary(e, e.confirm_above_usd)}, above "
                        f"egress.confirm_above_usd "
-                       f"{usd_text(e.confirm_above_usd)}.  Download anyway?", e.operation,
+                       f"{threshold_text(e.confirm_above_usd, e.cost_usd)}.  Download anyway?",
+                       e.operation,
                        undone="nothing was downloaded")
 
     return ask

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 from ..errors import CkptlakeError, PolicyRefusal
 from ..format.manifest import FileEntry, Manifest
-from ..policy.egress import GB, EgressEstimate, EgressPolicy, estimate, usd_text
+from ..policy.egress import (GB, EgressEstimate, EgressPolicy, estimate, threshold_text,
+                             usd_text)
 from ..store.base import Store
 from ..units import format_bytes
 
@@ -315,7 +316,8 @@ def enforce(est: EgressEstimate, *, yes: bool,
     raise PolicyRefusal(
         f"{est.subject()} would download "
         f"{format_bytes(est.bytes_to_download)} {over}: {est.cost_text(est.confirm_above_usd)}, "
-        f"above egress.confirm_above_usd ({usd_text(est.confirm_above_usd)}); nothing was "
+        f"above egress.confirm_above_usd "
+        f"({threshold_text(est.confirm_above_usd, est.cost_usd)}); nothing was "
         "downloaded",
         hint=_HINTS.get(est.operation, _HINTS["pull"]))
 

@@ -76,10 +76,23 @@ def usd_text(amount: float, above: float | None = None) -> str:
         text = f"{amount:.{1 - math.floor(math.log10(amount))}f}".rstrip("0")
     if above is None or not amount > above or text != usd_text(above):
         return text
+    return f"{amount:.{_digits_apart(amount, above)}f}"
+
+
+def _digits_apart(amount: float, above: float) -> int:
+    """The fewest decimals (3 or more) at which `amount` and `above` print differently."""
     for digits in range(3, 10):
         if f"{amount:.{digits}f}" != f"{above:.{digits}f}":
-            return f"{amount:.{digits}f}"
-    return f"{amount!r}"
+            return digits
+    return 17
+
+
+def threshold_text(threshold: float, cost: float) -> str:
+    """A threshold printed beside the cost that exceeds it (usd_text(cost, above=threshold)):
+    with as many decimals as the cost got, so "$2.000, above ... (2.00)" reads "(1.999)"."""
+    if cost > threshold and usd_text(cost) == usd_text(threshold):
+        return f"{threshold:.{_digits_apart(cost, threshold)}f}"
+    return usd_text(threshold)
 
 
 def _describe(value: Any) -> str:
