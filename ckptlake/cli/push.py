@@ -15,7 +15,8 @@ from .output import Output, format_bytes, lake_origin, lake_url, open_lake, push
 HELP = (
     "Upload SOURCE (a file or a directory) as the next version of ARTIFACT.\n\n"
     "Chunks already in the lake are not uploaded again.  The version is committed atomically "
-    "at the end: an interrupted or failed push leaves no version behind.")
+    "at the end: an interrupted or failed push leaves no version behind (one interrupted "
+    "after that commit says so, naming the version).")
 EPILOG = epilog(
     examples("ckptlake push ckpt/step_2000 gpt2/run-7/ckpt --step 2000 --metric loss=2.31 "
              "--meta git=abc123 --alias best",
