@@ -1198,9 +1198,29 @@ class Lake:
                 wait_seconds=wait_seconds, throttle=self.throttle, parts=self.parts,
                 observers=[tensors] if tensors else [], compression=compression,
                 save=save_id)
-        if result.committed_here and result.version is not None:
-            self._after_commit(artifact, result.version)
+        if result.version is not None:
+            if result.committed_here:
+                self._after_commit(artifact, result.version)
+            else:
+                self._ensure_indexed(artifact, result.version)
         return result
+
+    def _ensure_indexed(self, artifact: str, version: int) -> None:
+        """For a rank that found its step committed by another: write the version's indexes if
+        its listing summary is not there.  The committing process may have died between its
+        manifest and its summary, and a version without a summary cannot be told lost if its
+        manifest goes (docs/format.md, "Listing summaries").  One listing; the writes are the
+        same keys the committer writes, so doing them twice changes nothing."""
+        prefix = layout.summary_key(artifact, version, "")  # "<...>/@s/<NNNNNNNNNN>."
+        try:
+            if next(iter(self.store.list(prefix)), None) is not None:
+                return
+        except CkptlakeError:
+            return  # (the committer's own summary is the usual one; this is the spare)
+        import logging
+
+        for warning in self._after_commit(artifact, version):
+            logging.getLogger("ckptlake").warning("ckptlake: %s", warning)
 
     def pending(self, artifact: str | None = None) -> list["PendingStep"]:
         """Sharded steps without a committed version (ranks missing, or a commit under way)."""
