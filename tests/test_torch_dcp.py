@@ -446,42 +446,70 @@ def test_an_async_save_with_its_own_stager_still_running_at_exit_is_committed(
     assert [v.step for v in lake.versions("a/sync")] == [1]
 
 
-SLOW_EXIT_SCRIPT = textwrap.dedent("""
-    import sys, time, torch, torch.distributed.checkpoint as dcp, ckptlake
+GATED_EXIT_SCRIPT = textwrap.dedent("""
+    import os, sys, time, torch, torch.distributed.checkpoint as dcp, ckptlake
     from ckptlake.torch import LakeWriter
-    write_data = LakeWriter.write_data
-    def slow(self, *args):  # long enough to be interrupted while the exit hook waits
-        time.sleep(3)
-        return write_data(self, *args)
-    LakeWriter.write_data = slow
-    lake = ckptlake.open(sys.argv[1])
+    lake_url, gate = sys.argv[1:3]
+    record = LakeWriter._record
+    def gated(self, *args):  # held until the test opens the gate: "ok", or "fail"
+        while not os.path.exists(gate):
+            time.sleep(0.02)
+        if open(gate).read() == "fail":
+            raise OSError("the disk went away")
+        return record(self, *args)
+    LakeWriter._record = gated
+    lake = ckptlake.open(lake_url)
     w = torch.randn(100, 100, generator=torch.Generator().manual_seed(7))
     dcp.async_save({"w": w}, storage_writer=LakeWriter(lake, "a/ck", step=1))
     print("main done", flush=True)
 """)
 
 
+@pytest.mark.parametrize("outcome", ["ok", "fail"])
 def test_an_interrupt_while_waiting_at_exit_says_what_is_lost(local_lake_url: str,
-                                                               tmp_path: Path) -> None:
-    script = tmp_path / "train.py"
-    script.write_text(SLOW_EXIT_SCRIPT)
-    p = subprocess.Popen([sys.executable, str(script), local_lake_url], text=True,
+                                                               tmp_path: Path,
+                                                               outcome: str) -> None:
+    """Ctrl-C stops only the exit hook's wait: Python still joins torch's thread, so the save
+    may yet commit.  Said as "may be lost", then how it really ended."""
+    script, gate = tmp_path / "train.py", tmp_path / "gate"
+    script.write_text(GATED_EXIT_SCRIPT)
+    p = subprocess.Popen([sys.executable, str(script), local_lake_url, str(gate)], text=True,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     err = []
     try:
-        for line in p.stderr:  # type: ignore[union-attr]
+        assert p.stderr is not None
+        interrupted = False
+        for line in p.stderr:
             err.append(line)
+            if interrupted and line.startswith("ckptlake:"):
+                # what the hook said of the interrupt: the save goes on only now
+                gate.write_text(outcome)
+                break
             if "waiting for it" in line:
                 p.send_signal(signal.SIGINT)  # Ctrl-C while the exit hook waits
-                break
-        out, rest = p.communicate(timeout=60)
+                interrupted = True
+        out, rest = p.communicate(timeout=120)
     finally:
         p.kill()
     stderr = "".join(err) + rest
     assert "main done" in out, stderr
-    assert ("ckptlake: LOST DCP checkpoint a/ck step 1: interrupted while waiting at exit"
-            in stderr), stderr
+    assert ("ckptlake: DCP checkpoint a/ck step 1 may be lost: still being written when "
+            "interrupted" in stderr), stderr
     assert "Exception ignored" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    lake = ckptlake.open(local_lake_url)
+    try:
+        held = [(v.version, v.step) for v in lake.versions("a/ck")]
+    except NotFound:
+        held = []
+    if outcome == "ok":
+        assert held == [(1, 1)], stderr
+        assert "ckptlake: DCP checkpoint a/ck step 1 was committed after all" in stderr, stderr
+        assert "LOST" not in stderr, stderr
+    else:
+        assert held == [], stderr
+        assert ("ckptlake: LOST DCP checkpoint a/ck step 1: its dcp.async_save failed "
+                "(OSError: the disk went away)" in stderr), stderr
+        assert "committed" not in stderr, stderr
 
 
 def _unwritable_lake(url: str) -> Any:

@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -25,7 +26,8 @@ HELP = ("Watch DIR and push each new complete checkpoint in it to ARTIFACT, in s
         "Runs beside a trainer until stopped.  A restarted watch skips the steps the lake "
         "already holds.  On SIGTERM it finishes the upload under way (or abandons it after "
         "--drain seconds; nothing partial is committed) and exits 0; on Ctrl-C (SIGINT) "
-        "likewise, then exits 130 as an interrupted command does.")
+        "likewise, then exits 130 as an interrupted command does.  A second Ctrl-C abandons "
+        "the upload at once.")
 EPILOG = epilog(
     examples("ckptlake watch /opt/ml/checkpoints gpt2/run-7/ckpt --pattern 'step_*' "
              r"--step-regex 'step_(\d+)' --marker COMMIT_SUCCESS --keep-local 2"),
@@ -196,7 +198,16 @@ def _run(watcher: Any, out: Output, *, once: bool, drain: float) -> int:
         got.append(signum)
         stop.set()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    def again() -> bool:
+        # Ctrl-C while the drain waits: whoever pressed it will not wait (up to 60 s, or
+        # forever with --drain inf) for an upload they asked twice to stop
+        return any(s in _INTERRUPTING for s in got[1:])
+
+    # SIGHUP (a closed terminal) as Ctrl-C: drain, then interrupted; unless it is ignored
+    # (nohup), which it stays
+    watched = [signal.SIGTERM, signal.SIGINT] + [
+        s for s in _INTERRUPTING[1:] if signal.getsignal(s) != signal.SIG_IGN]
+    previous = {s: signal.signal(s, on_signal) for s in watched}
 
     def loop() -> None:
         try:
@@ -214,12 +225,19 @@ def _run(watcher: Any, out: Output, *, once: bool, drain: float) -> int:
             if current is not None:
                 limit = f"up to {drain:g} s " if drain < threading.TIMEOUT_MAX else ""
                 out.note(f"stopping: waiting {limit}for the upload of "
-                         f"{shown(current.name)} to finish")
-            worker.join(drain)
+                         f"{shown(current.name)} to finish (Ctrl-C again to abandon it)")
+            # in slices: a join is not cut short by the signal handler's return
+            deadline = time.monotonic() + drain
+            while worker.is_alive() and not again():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                worker.join(min(left, 0.2))
             if worker.is_alive():
                 current = watcher.current
                 name = shown(current.name) if current is not None else "the current checkpoint"
-                _warn(out, f"abandoned the upload of {name} after {drain:g} s; nothing of it "
+                why = "on Ctrl-C" if again() else f"after {drain:g} s"
+                _warn(out, f"abandoned the upload of {name} {why}; nothing of it "
                            "was committed (a restarted watch pushes it again)")
                 code = _exit_code(got)
                 if code:
@@ -281,4 +299,9 @@ def _say_what_waits(watcher: Any, out: Output, directory: Path, pattern: str) ->
 def _exit_code(signals: list[int]) -> int:
     from ..errors import EXIT_INTERRUPTED
 
-    return EXIT_INTERRUPTED if signals and signals[0] == signal.SIGINT else 0
+    # a Ctrl-C after a SIGTERM (to cut its drain short) interrupts too
+    return EXIT_INTERRUPTED if any(s in _INTERRUPTING for s in signals) else 0
+
+
+# The signals a watch takes as Ctrl-C (drain, then interrupted, exit 130); SIGTERM is a stop.
+_INTERRUPTING = (signal.SIGINT,) + ((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ())

@@ -657,15 +657,38 @@ def _at_exit() -> None:
             while not all(s.over() for s in saves):
                 _SAVES_COND.wait(0.2)  # polled too: a thread's end is not notified
     except KeyboardInterrupt:
-        # Python would print "Exception ignored in _at_exit" and a traceback: say what the
-        # interrupt cost instead (torch's thread still runs, but its lake writes will fail)
+        # Python would print "Exception ignored in _at_exit" and a traceback.  The interrupt
+        # stops only this wait: Python joins torch's thread next, so a save under way may still
+        # commit (or fail).  Say that much now, and how each ended once it has.
+        running = []
         for s in saves:
-            loss = s.loss() if s.ended else "interrupted while waiting at exit"
-            if loss is not None:
+            if not s.ended:
+                running.append(s)
+                if s.thread is not None or s.is_staged:
+                    log.warning("ckptlake: DCP checkpoint %s may be lost: still being written "
+                                "when interrupted (how it ends is logged at exit)", s.name)
+            elif (loss := s.loss()) is not None:
                 log.error("ckptlake: LOST DCP checkpoint %s: %s", s.name, loss)
+        if running:
+            import atexit
+
+            # atexit hooks run after Python has joined the non-daemon threads (torch's too)
+            atexit.register(_after_interrupt, running)
         return
     for s in saves:
         loss = s.loss()
+        if loss is not None:
+            log.error("ckptlake: LOST DCP checkpoint %s: %s", s.name, loss)
+
+
+def _after_interrupt(saves: "list[_AsyncSave]") -> None:
+    """How the saves an interrupted exit hook left running ended (it said they may be lost)."""
+    for s in saves:
+        if s.ended and s.error is None:
+            log.warning("ckptlake: DCP checkpoint %s was committed after all", s.name)
+            continue
+        # a thread still alive now is a daemon one, stopped mid-write by the exit
+        loss = s.loss() if s.over() else "still being written when the process exited"
         if loss is not None:
             log.error("ckptlake: LOST DCP checkpoint %s: %s", s.name, loss)
 
