@@ -455,6 +455,8 @@ class LakeWriter(FileSystemWriter):
         if result.committed_here and result.version is not None:
             lake._after_commit(self.artifact, result.version)
             self._check_order(result.version)
+        elif result.version is not None:  # a rank whose committer may have died before it
+            lake._ensure_indexed(self.artifact, result.version)
         return result
 
     def _check_order(self, version: int) -> None:
