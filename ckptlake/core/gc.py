@@ -242,7 +242,7 @@ def lost_versions(store: Store, summarized: Iterable[tuple[str, int]], versions:
 
     def gone(item: tuple[str, int]) -> tuple[str, int] | None:
         artifact, n = item
-        if _recorded_deleted(store, artifact, n):
+        if tombs.records_deletion(store, artifact, n):
             return None
         try:  # an empty manifest (a PUT cut after its head) is no version, as for the listing
             if store.stat(layout.version_key(artifact, n)).size > 0:
@@ -257,23 +257,6 @@ def lost_versions(store: Store, summarized: Iterable[tuple[str, int]], versions:
         suspects = [got for got in bounded_map(gone, suspects, workers=_META_WORKERS,
                                                name="ckptlake-gc") if got is not None]
     return suspects
-
-
-def _recorded_deleted(store: Store, artifact: str, n: int) -> bool:
-    """Whether N has a tombstone that records its deletion: one this ckptlake reads as N's, or
-    one a newer ckptlake wrote (its deleters write tombstones first, as ours do)."""
-    for key in tombs.keys(artifact, n):
-        try:
-            data = store.get(key)
-        except NotFound:
-            continue
-        if not data:
-            continue
-        tomb = tombs.decode(data)
-        if (tomb is not None and (tomb.artifact, tomb.version) == (artifact, n)) or \
-                (tomb is None and tombs.newer_format(data) is not None):
-            return True
-    return False
 
 
 # How long after its first look a lost version is looked at once more (lost_versions).

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import IntegrityError, NotFound, PreconditionFailed
 from ..format import layout
@@ -169,20 +169,36 @@ def load(store: Store, artifact: str, number: int) -> Tombstone | None:
     return None
 
 
+def _records(store: Store, artifact: str, number: int
+             ) -> Iterator[tuple[str, bytes, Tombstone | None]]:
+    """(key, bytes, decoded or None) of each non-empty tombstone object of N: an empty one (a
+    PUT cut after its head) records nothing."""
+    for key in keys(artifact, number):
+        try:
+            data = store.get(key)
+        except NotFound:
+            continue
+        if data:
+            yield key, data, decode(data)
+
+
+def records_deletion(store: Store, artifact: str, number: int) -> bool:
+    """Whether N has a tombstone that records its deletion: one this ckptlake reads as N's, or
+    one a newer ckptlake wrote (its deleters write tombstones first, as ours do).  gc's
+    lost-version re-check: an empty or damaged one says nothing about whether the manifest
+    went on purpose."""
+    return any((tomb is not None and (tomb.artifact, tomb.version) == (artifact, number))
+               or (tomb is None and newer_format(data) is not None)
+               for _, data, tomb in _records(store, artifact, number))
+
+
 def load_strict(store: Store, artifact: str, number: int) -> Tombstone | None:
     """As `load`, for a caller that must know whose version N was before it writes (a shard
     takeover: our step's, deleted, or another's; a push settling a lost write): a tombstone
     there that is unusable (damaged, another version's, a newer format) raises IntegrityError
     naming its key.  `load` returns None for it, and read as "another's" it let a takeover
     commit a deleted step again."""
-    for key in keys(artifact, number):
-        try:
-            data = store.get(key)
-        except NotFound:
-            continue
-        if not data:
-            continue
-        tomb = decode(data)
+    for key, data, tomb in _records(store, artifact, number):
         if tomb is not None and (tomb.artifact, tomb.version) == (artifact, number):
             return tomb
         fmt = newer_format(data) if tomb is None else None
