@@ -263,8 +263,9 @@ def leave_atomic(act: bool = True) -> None:
         return
     _ATOMIC.depth -= 1
     ck = _ATOMIC.pending
-    if not act or _ATOMIC.depth or ck is None or ck._save_lock.locked():
-        return  # (a save under way acts on it when it ends: _saving)
+    if not act or _ATOMIC.depth or ck is None or ck._saver is threading.main_thread():
+        return  # (a save of this thread under way acts on it when it ends: _saving; one of
+        # another thread, which _saving would not act for, the final save waits for)
     _ATOMIC.pending = None
     if ck._sigterm_pending:
         ck._sigterm_pending = False

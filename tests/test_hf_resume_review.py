@@ -162,3 +162,27 @@ def test_cli_spelling_of_force_is_passed_through(pulled: tuple[Any, Path]) -> No
     message = str(info.value)
     assert "gpt2/ckpt@v1" in message and "use --force to overwrite" in message, message
     assert "force=True" not in message
+
+
+def test_force_keeps_the_files_placed_through_a_link_to_a_directory_inside(
+        tmp_path: Path, local_lake_url: str) -> None:
+    """A link in checkpoint-N to a directory inside it is that directory to the pull, which
+    put the version's sub/ files in the link's target; force then removed the target as a
+    leftover, and the files with it."""
+    pytest.importorskip("transformers")
+    import ckptlake
+    from ckptlake.torch.hf import pull_for_resume
+
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "trainer_state.json").write_text("{}")
+    (src / "sub" / "a.bin").write_bytes(b"weights")
+    with ckptlake.open(local_lake_url) as lake:
+        lake.push(src, "hf/run", step=2)
+        ckpt = tmp_path / "out" / "checkpoint-2"
+        (ckpt / "real_sub").mkdir(parents=True)
+        (ckpt / "sub").symlink_to("real_sub")
+        (ckpt / "stray.pt").write_bytes(b"x")
+        pull_for_resume(lake, "hf/run@v1", tmp_path / "out", force=True)
+    assert (ckpt / "sub" / "a.bin").read_bytes() == b"weights"
+    assert not (ckpt / "stray.pt").exists()

@@ -180,3 +180,36 @@ def test_a_save_waiting_for_room_in_a_block_keeps_the_exit_deadline(
         release.set()
         ck.close()
     assert time.monotonic() - started < 20
+
+
+def test_a_save_of_another_thread_does_not_swallow_the_signal(lake: Any) -> None:
+    """The block's end left the signal to the save under way, which acts only for the main
+    thread: with another thread's save under way, nothing ever acted on it."""
+    import threading
+    import time
+
+    ck: Any = None
+    holding, release = threading.Event(), threading.Event()
+    ck = lake.checkpointer(ART, on_sigterm="save", exit_timeout=60, retention=False,
+                           final_save=lambda: ck.save_state({"w": np.ones(2)}, step=99))
+
+    def saver() -> None:
+        with ck._saving():  # what save_state holds while it snapshots
+            holding.set()
+            release.wait(30)
+
+    worker = threading.Thread(target=saver)
+    worker.start()
+    try:
+        assert holding.wait(30)
+        threading.Timer(0.3, release.set).start()
+        with pytest.raises(SystemExit) as exited:
+            with ck.atomic():
+                os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)  # the signal must be acted on at the block's end, not never
+        assert exited.value.code == 143
+    finally:
+        release.set()
+        worker.join(30)
+        ck.close()
+    assert [v.step for v in lake.versions(ART)] == [99]

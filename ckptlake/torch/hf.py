@@ -41,6 +41,7 @@ except ImportError as exc:  # pragma: no cover - the [hf] extra installs it
 
 from ..checkpointer import SNAPSHOT_DIRNAME, Checkpointer, check_options
 from ..core import catalog
+from ..core.pull import _needed_dirs
 from ..core.values import check_arg, check_inputs
 from ..errors import AccessDenied, Conflict, UsageError
 from ..format.refs import validate_artifact
@@ -325,8 +326,16 @@ def pull_for_resume(lake: "Lake | str", ref: str, dest: str | os.PathLike[str], 
                        "when resuming", hint="pass force=True to remove what the version "
                                              "lacks, or pull into an empty directory")
     lake.pull(what, path, force=force)
-    for leftover in extra:
-        _remove(leftover)
+    if extra:
+        # What the version now holds, as the file system resolves it: a link in `path` to a
+        # directory inside it is that directory to the pull, which placed the version's files
+        # in the link's target, so the target is no leftover (removed, it took them along).
+        placed = [os.path.realpath(os.path.join(path, *p.split("/")))
+                  for p in {*(f.path for f in m.files), *_needed_dirs(m)}]
+        for leftover in extra:
+            real = os.path.realpath(leftover)
+            if not any(r == real or r.startswith(real.rstrip(os.sep) + os.sep) for r in placed):
+                _remove(leftover)
     return path
 
 
@@ -335,7 +344,7 @@ def _not_in_version(root: str, m: "Manifest") -> list[str]:
     directories), files first: the error names the first, and a stray scaler.pt says more
     than a directory.  The pull's own staging directories are no leftovers (an interrupted
     pull's re-run resumes from them); what the version has at a path, the pull compares."""
-    from ..core.pull import _TAG, _needed_dirs
+    from ..core.pull import _TAG
 
     paths = {e.path for e in m.files}
     dirs = set(_needed_dirs(m))
