@@ -132,19 +132,23 @@ def test_a_block_in_another_thread_holds_the_final_save_back(lake: Any) -> None:
             state["w"][2:] = 1
 
     ck: Any = None
-    ck = lake.checkpointer(ART, on_sigterm="save", exit_timeout=60, retention=False,
+    ck = lake.checkpointer(ART, on_sigterm="save", exit_timeout=20, retention=False,
                            final_save=lambda: ck.save_state({"w": state["w"].copy()}, step=1))
     worker = threading.Thread(target=train)
     try:
         worker.start()
         assert inside.wait(30)
         go.set()
+        started = time.monotonic()
         with pytest.raises(SystemExit):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(30)
+        took = time.monotonic() - started
     finally:
         worker.join(30)
         ck.close()
+    # the block's end wakes the handler's wait (not the exit deadline, 20 s, ending it)
+    assert took < 10, took
     [v] = lake.versions(ART)
     assert list(lake.load_state(f"{ART}@v{v.version}")["w"]) == [1.0] * 4
 
