@@ -60,3 +60,26 @@ def test_an_interrupt_while_setting_an_alias_names_the_version(
     assert err["type"] == "Interrupted" and (err["artifact"], err["version"]) == ("ci/model", 1)
     assert "ci/model@v1 is committed, but alias prod could not be set" in err["message"]
     assert list((lake / "artifacts" / "ci" / "model" / "@s").iterdir())
+
+
+@pytest.mark.parametrize("alias", [[], ["--alias", "prod"]])
+def test_an_interrupt_in_the_guards_check_after_the_commit_names_the_version(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, alias: list[str]) -> None:
+    """The gc guard's step 3 (after the manifest) escaped as a bare KeyboardInterrupt: no
+    version named, no listing summary."""
+    from ckptlake.core import gc_guard
+
+    def interrupted(*args: Any, **kw: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gc_guard, "_settings_after_commit", interrupted)
+    (tmp_path / "m.bin").write_bytes(b"weights")
+    lake = tmp_path / "lake"
+    r = CliRunner().invoke(app, ["push", str(tmp_path / "m.bin"), "ci/model", *alias,
+                                 "--lake", str(lake), "--json"])
+    assert r.exit_code == 130, r.output
+    err = json.loads(r.stdout)["error"]
+    assert err["type"] == "Interrupted" and (err["artifact"], err["version"]) == ("ci/model", 1)
+    assert "ci/model@v1 is committed" in err["message"], err
+    assert list((lake / "artifacts" / "ci" / "model" / "@s").iterdir())
+    assert not (lake / "artifacts" / "ci" / "model" / "@alias").exists() or not alias

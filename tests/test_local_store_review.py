@@ -102,8 +102,8 @@ def test_gc_removes_stale_temp_files_of_killed_writers_and_keeps_fresh_ones(
 
 def test_stale_temps_are_listed_sized_and_removed_only_inside_the_lake(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "lake")
-    store.put("a/b", b"1")
-    temp = store.root / "a" / ".tmp-1-00"
+    store.put("artifacts/a/b", b"1")
+    temp = store.root / "artifacts" / "a" / ".tmp-1-0123456789abcdef"
     temp.write_bytes(b"12345")
     _old(temp)
     outside = tmp_path / "outside"
@@ -113,16 +113,16 @@ def test_stale_temps_are_listed_sized_and_removed_only_inside_the_lake(tmp_path:
     (store.root / "link").symlink_to(outside)  # not walked, never removed through
     (store.root / ".tmp-3-00").symlink_to(outside / ".tmp-2-00")
     [up] = store.list_multipart("")
-    assert up.upload_id == "a/.tmp-1-00" and up.key == layout.HEADER_KEY
+    assert up.upload_id == "artifacts/a/.tmp-1-0123456789abcdef" and up.key == layout.HEADER_KEY
     assert not list(store.list_multipart("chunks/"))
     assert store.multipart_bytes(up.key, up.upload_id) == 5
-    for bad in ("link/.tmp-2-00", "../outside/.tmp-2-00", ".tmp-3-00", "a/.tmp-1-00/.."):
+    for bad in ("link/.tmp-2-00", "../outside/.tmp-2-00", ".tmp-3-00", "artifacts/a/.tmp-1-0123456789abcdef/.."):
         store.abort_multipart(up.key, bad)
     assert (outside / ".tmp-2-00").read_bytes() == b"keep" and temp.exists()
-    store.abort_multipart("a/b", up.upload_id)  # the id is filed under its own key only
+    store.abort_multipart("artifacts/a/b", up.upload_id)  # the id is filed under its own key only
     assert temp.exists()
     store.abort_multipart(up.key, up.upload_id)
-    assert not temp.exists() and store.get("a/b") == b"1"
+    assert not temp.exists() and store.get("artifacts/a/b") == b"1"
     assert not list(store.list_multipart(""))
 
 
@@ -250,3 +250,23 @@ def test_dot_dot_never_reaches_outside_the_lake(tmp_path: Path) -> None:
     store.abort_multipart("k", "../../x")
     assert (outside / "meta.json").exists()
     assert store.get("x/y") == b"1" and store.get("x/meta.json") == meta
+
+
+def test_only_our_own_temp_names_in_the_lakes_own_directories_are_stale(tmp_path: Path) -> None:
+    """gc removed a user's `notes/.tmp-draft.txt` (any `.tmp-` name, anywhere under the root):
+    anything gc does not own is reported, never deleted."""
+    url, root = _lake(tmp_path)
+    (root / "notes").mkdir()
+    draft = root / "notes" / ".tmp-draft.txt"
+    draft.write_bytes(b"mine")
+    ours_elsewhere = root / "notes" / ".tmp-5-0123456789abcdef"  # our pattern, foreign place
+    ours_elsewhere.write_bytes(b"x")
+    odd = root / "chunks" / ".tmp-draft"  # our place, not our pattern
+    odd.parent.mkdir(exist_ok=True)
+    odd.write_bytes(b"y")
+    for p in (draft, ours_elsewhere, odd):
+        _old(p)
+    assert list(LocalStore(root).list_multipart("")) == []
+    r = run("gc", "--policy", _policy(tmp_path), "--lake", url, "--yes")
+    assert r.exit_code == 0, r.output
+    assert draft.read_bytes() == b"mine" and ours_elsewhere.exists() and odd.exists()

@@ -387,14 +387,14 @@ def test_an_interrupt_while_indexing_still_reports_the_alias_that_failed(
 
 def test_a_temp_file_written_again_after_the_listing_is_not_removed(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "lake")
-    store.put("a/b", b"1")
-    temp = store.root / "a" / ".tmp-1-00"
+    store.put("artifacts/a/b", b"1")
+    temp = store.root / "artifacts" / "a" / ".tmp-1-0123456789abcdef"
     temp.write_bytes(b"old")
     past = time.time() - 10 * 24 * 3600
     os.utime(temp, (past, past))
     [up] = store.list_multipart("")
-    assert up.upload_id == "a/.tmp-1-00"
+    assert up.upload_id == "artifacts/a/.tmp-1-0123456789abcdef"
     temp.write_bytes(b"a live writer's new bytes")  # fresh mtime: a writer at work
     store.abort_multipart(up.key, up.upload_id)
     assert temp.read_bytes() == b"a live writer's new bytes"
-    assert store.get("a/b") == b"1"
+    assert store.get("artifacts/a/b") == b"1"

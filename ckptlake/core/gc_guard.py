@@ -386,6 +386,16 @@ def _unpin(store: Store, key: str) -> None:
                     format_duration(PIN_EXPIRY))
 
 
+class CommittedInterrupt(KeyboardInterrupt):
+    """A Ctrl-C (or the CLI's SIGTERM) after guard_commit's commit() returned: `result` is
+    what it returned, the committed version.  A KeyboardInterrupt still, for every caller that
+    does not look."""
+
+    def __init__(self, result: Any) -> None:
+        super().__init__()
+        self.result = result
+
+
 def guard_commit(store: Store, *, referenced: set[str], commit: Callable[[], M],
                  reupload: Callable[[set[str]], None], settings: GcSettings | None = None,
                  started: float | None = None, started_wall: float | None = None,
@@ -491,22 +501,28 @@ def guard_commit(store: Store, *, referenced: set[str], commit: Callable[[], M],
                 or not isinstance(exc, CkptlakeError)
             raise
         committed = clock()
-        if not recheck_after_commit and pin is not None:
+        try:
+            if not recheck_after_commit and pin is not None:
+                return result
+            # Step 3, for gc runs that do not read pins: sweeps that raced the commit, bounded
+            # by the settings read *now* (such a gc published its settings before the listing
+            # that missed our manifest).
+            after = settings or _settings_after_commit(store)
+            window = max(before.sweep_window, after.sweep_window)
+            retention = min(before.record_retention, after.record_retention)
+            condemned, unreadable = cache.condemned(store)
+            if unreadable or age(since, since_wall) >= retention:
+                at_risk = set(referenced)  # records of a sweep that hit us may be gone
+            else:
+                at_risk = referenced & condemned
+            if at_risk:
+                restore(at_risk, committed, window, again=pin is not None)
             return result
-        # Step 3, for gc runs that do not read pins: sweeps that raced the commit, bounded by
-        # the settings read *now* (such a gc published its settings before the listing that
-        # missed our manifest).
-        after = settings or _settings_after_commit(store)
-        window = max(before.sweep_window, after.sweep_window)
-        retention = min(before.record_retention, after.record_retention)
-        condemned, unreadable = cache.condemned(store)
-        if unreadable or age(since, since_wall) >= retention:
-            at_risk = set(referenced)  # records of a sweep that hit us may already be gone
-        else:
-            at_risk = referenced & condemned
-        if at_risk:
-            restore(at_risk, committed, window, again=pin is not None)
-        return result
+        except KeyboardInterrupt as exc:
+            # committed: the caller must say which version, or a retry pushes it again; the
+            # pin stays (gc expires it), as step 3 may not have put back a swept chunk
+            keep_pin = True
+            raise CommittedInterrupt(result) from exc
     finally:
         if pin is not None and not keep_pin:
             _unpin(store, pin)

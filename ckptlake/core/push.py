@@ -753,7 +753,7 @@ def commit_upload(store: Store, artifact: str, *, header: Any, created: "bool | 
     guard's window).  `created`: what open_or_create_header wrote (falsy: nothing)."""
     from . import clock
     from .catalog import set_alias
-    from .gc_guard import guard_commit
+    from .gc_guard import CommittedInterrupt, guard_commit
 
     draft = Manifest(
         artifact=artifact, version=0, kind=kind, hash=header.hash, files=files,
@@ -763,18 +763,25 @@ def commit_upload(store: Store, artifact: str, *, header: Any, created: "bool | 
     # A concurrent gc may sweep a chunk this push deduplicated against; the guard restores
     # such chunks from our source around the commit (protocol: docs/format.md, "Deleting").
     up.before_commit()
+    interrupted = False
     try:
         manifest = guard_commit(store, referenced=draft.chunk_digests(),
                                 commit=lambda: commit_version(store, draft),
                                 reupload=up.reupload, started=started,
                                 started_wall=started_wall,
                                 on_wait=getattr(progress, "note", None))
+    except CommittedInterrupt as exc:  # committed, then interrupted: said with the version
+        manifest, interrupted = exc.result, True
     finally:
         up.release()
     done: list[str] = []
     moved: dict[str, int] = {}
-    failed: tuple[str, CkptlakeError] | None = None
-    for name in aliases:
+    failed: tuple[str | None, CkptlakeError] | None = None
+    if interrupted:
+        failed = (aliases[0] if aliases else None,
+                  Interrupted("interrupted right after the commit" if not aliases else
+                              "interrupted before it was set"))
+    for name in aliases if not interrupted else ():
         try:
             previous = set_alias(store, artifact, name, manifest.version).previous
         except (CkptlakeError, KeyboardInterrupt) as exc:
@@ -807,16 +814,24 @@ class AliasNotSet(Exception):
     it would add a second version.  The caller writes the version's indexes, then raises
     `error` saying the version is committed and how to set the alias (Lake.push)."""
 
-    def __init__(self, result: PushResult, name: str, error: CkptlakeError) -> None:
+    def __init__(self, result: PushResult, name: str | None, error: CkptlakeError) -> None:
         super().__init__(name)
         self.result, self.name, self.error = result, name, error
 
     def committed_error(self) -> CkptlakeError:
+        """name None: no alias was asked for; the commit itself was interrupted after its
+        manifest was written."""
         ref = f"{self.result.artifact}@v{self.result.version}"
         err = self.error
-        err.message = f"{ref} is committed, but alias {self.name} could not be set: {err.message}"
-        err.hint = (f"set it with: ckptlake alias {ref} {self.name} (pushing again would "
-                    "commit another version)")
+        if self.name is None:
+            err.message = f"{ref} is committed, but the push was {err.message}"
+            err.hint = f"pushing again would commit another version; see it with: " \
+                       f"ckptlake show {ref}"
+        else:
+            err.message = (f"{ref} is committed, but alias {self.name} could not be set: "
+                           f"{err.message}")
+            err.hint = (f"set it with: ckptlake alias {ref} {self.name} (pushing again would "
+                        "commit another version)")
         err.args = (err.message,)
         # a CI script sets the alias itself, or records the version, from these
         err.fields = {**getattr(err, "fields", {}), "artifact": self.result.artifact,

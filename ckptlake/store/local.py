@@ -25,6 +25,7 @@ import json
 import os
 import secrets
 import shutil
+import re
 import stat as stat_mode
 import time
 from datetime import datetime, timezone
@@ -622,14 +623,17 @@ class LocalStore(Store):
             for entry in raw:
                 try:
                     is_dir = entry.is_dir(follow_symlinks=False)
-                    if entry.name.startswith(TMP_PREFIX):
+                    if _is_our_temp(entry.name, staging=in_multipart):
                         kind_ok = is_dir or entry.is_file(follow_symlinks=False)
                         st = entry.stat(follow_symlinks=False)
                         if kind_ok and is_dir == in_multipart and st.st_mtime_ns <= cutoff:
                             found.append(MultipartUpload(key=TEMP_UPLOAD_KEY,
                                                          upload_id=rel + entry.name,
                                                          initiated=_modified(st)))
-                    elif is_dir and not in_multipart and (rel or entry.name != LOCK_DIR):
+                    elif is_dir and not in_multipart and not entry.name.startswith(TMP_PREFIX) \
+                            and (rel or entry.name in _OWNED_TOP):
+                        # only what the lake's format writes: a directory of anyone else's
+                        # under the lake root is foreign, and gc never deletes from it
                         stack.append((Path(entry.path), rel + entry.name + "/"))
                 except OSError:
                     continue  # gone while we looked
@@ -666,7 +670,7 @@ class LocalStore(Store):
             if stat_mode.S_ISREG(st.st_mode):
                 os.unlink(name, dir_fd=fd)
             elif stat_mode.S_ISDIR(st.st_mode) and segments[0] == MULTIPART_DIR:
-                shutil.rmtree(name, dir_fd=fd, ignore_errors=True)
+                _remove_flat_dir(name, fd)
             else:
                 return
         except OSError:
@@ -695,14 +699,46 @@ class LocalStore(Store):
             return None  # completed/aborted while we looked, or not ours
 
 
+# The lake root's directories a ckptlake writes into (format/layout.py's chunks/, artifacts/,
+# gc/; the store does not import the format) and the multipart area: the only places a temp
+# file of ours can be.
+_OWNED_TOP = frozenset({"chunks", "artifacts", "gc", MULTIPART_DIR})
+# Our temp names exactly: `.tmp-<pid>-<16 hex>` (_write_temp) and, as multipart staging
+# directories, `.tmp-<pid>-<32 hex>` (create_multipart).  A `.tmp-draft.txt` of a user's is
+# no temp of ours, and gc must not remove it.
+_TEMP_NAME = re.compile(r"\.tmp-[0-9]+-([0-9a-f]{16}|[0-9a-f]{32})")
+
+
+def _remove_flat_dir(name: str, parent_fd: int) -> None:
+    """Remove the directory `name` (in `parent_fd`) and the files in it, never following a
+    symlink: a multipart staging directory holds meta.json and temp files, nothing deeper.
+    (shutil.rmtree takes dir_fd only from Python 3.11.)"""
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 dir_fd=parent_fd)
+    try:
+        for entry in os.listdir(fd):
+            with contextlib.suppress(OSError):
+                os.unlink(entry, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent_fd)
+
+
+def _is_our_temp(name: str, *, staging: bool) -> bool:
+    m = _TEMP_NAME.fullmatch(name)
+    return m is not None and len(m.group(1)) == (32 if staging else 16)
+
+
 def _temp_segments(upload_id: str) -> list[str] | None:
     """The path segments of a temp entry's upload id (its path in the lake, see _stale_temps),
     None for any other id.  Real ids are hex, so neither can be taken for the other."""
     if not isinstance(upload_id, str) or "\x00" in upload_id:
         return None
     segments = upload_id.split("/")
-    if any(s in ("", ".", "..") for s in segments) or not segments[-1].startswith(TMP_PREFIX) \
-            or any(s.startswith(TMP_PREFIX) for s in segments[:-1]) or segments[0] == LOCK_DIR:
+    if any(s in ("", ".", "..") for s in segments) \
+            or not _is_our_temp(segments[-1], staging=segments[0] == MULTIPART_DIR) \
+            or any(s.startswith(TMP_PREFIX) for s in segments[:-1]) or segments[0] == LOCK_DIR \
+            or (len(segments) > 1 and segments[0] not in _OWNED_TOP):
         return None
     if segments[0] == MULTIPART_DIR and len(segments) != 2:
         return None  # inside a real upload: aborting that upload removes it
