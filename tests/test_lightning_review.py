@@ -152,3 +152,23 @@ def test_unknown_option_is_a_usage_error(local_lake_url: str) -> None:
                                              r"async_upload, keep_last, .*on_busy"):
             LakeCheckpointIO(lake, "a/b", foo=1)
         LakeCheckpointIO(lake, "a/b", keep_last=2).teardown()
+
+
+def test_a_placeholder_whose_upload_never_committed(local_lake_url: str, tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """Preempted after the placeholder, before the commit: `ckpt_path="last"` found last.ckpt
+    and every restart failed with NotFound.  For a last checkpoint the latest version is what
+    was meant; any other path names one checkpoint, and is refused."""
+    from ckptlake.errors import NotFound
+
+    with ckptlake.open(local_lake_url) as lake:
+        io = LakeCheckpointIO(lake, ART, async_upload=False)
+        io.save_checkpoint(_ckpt(2), tmp_path / "ck/epoch=0.ckpt")
+        for name in ("last.ckpt", "epoch=1.ckpt"):
+            io._write_placeholder(str(tmp_path / "ck" / name))  # the save that never landed
+        with caplog.at_level(logging.WARNING, logger="ckptlake"):
+            assert io.load_checkpoint(tmp_path / "ck/last.ckpt")["global_step"] == 2
+        assert "resuming from the latest version instead" in caplog.text
+        with pytest.raises(NotFound, match="never committed"):
+            io.load_checkpoint(tmp_path / "ck/epoch=1.ckpt")
+        io.teardown()

@@ -377,6 +377,20 @@ class LakeCheckpointIO(CheckpointIO):
             return parse_ref(rest)
         key = _path_key(text)
         found = wait_result(self._submit(self._lookup, key))
+        if not found and "://" not in text and _is_placeholder(text):
+            # Our placeholder, its upload never committed (the process died before; or the
+            # version was deleted since).  For ckpt_path="last", which Lightning found by this
+            # file, the latest version is what was meant: refusing made every restart of an
+            # auto-resuming job fail.  Any other path names one checkpoint: refused.
+            if os.path.basename(text).startswith("last"):
+                log.warning("ckptlake: %s names no committed version of %s (its upload never "
+                            "finished); resuming from the latest version instead", text,
+                            self.artifact)
+                return parse_ref(self.artifact)
+            raise NotFound(f"ckpt_path {text!r}: its upload to {self.artifact} never committed "
+                           "(or the version was deleted)",
+                           hint=f"remove that placeholder file, or resume from a ref: "
+                                f"ckpt_path='{SCHEME}{self.artifact}@latest'")
         if not found:
             raise NotFound(f"ckpt_path {text!r}: no version of {self.artifact} was saved as "
                            f"{key}", hint=f"resume from a ref: ckpt_path='{SCHEME}"
