@@ -674,8 +674,13 @@ def _at_exit() -> None:
         if running:
             import atexit
 
-            # atexit hooks run after Python has joined the non-daemon threads (torch's too)
-            atexit.register(_after_interrupt, running)
+            if getattr(threading.main_thread(), "_is_stopped", False):
+                # run as an atexit hook already (core/exithooks.py's fallback): the threads
+                # are joined, and a hook registered now would never run
+                _after_interrupt(running)
+            else:
+                # atexit hooks run after Python has joined the non-daemon threads (torch's)
+                atexit.register(_after_interrupt, running)
         return
     for s in saves:
         loss = s.loss()
