@@ -159,14 +159,7 @@ def load(store: Store, artifact: str, number: int) -> Tombstone | None:
     """N's tombstone, at its padded key or else its unpadded one (a shard takeover, an alias
     re-check and `ls --all` read it here: one they missed let a deleted step be committed
     again, or showed v3 twice)."""
-    for key in keys(artifact, number):
-        try:
-            data = store.get(key)
-        except NotFound:
-            continue
-        if data:
-            return decode(data)
-    return None
+    return next((tomb for _, _, tomb in _records(store, artifact, number)), None)
 
 
 def _records(store: Store, artifact: str, number: int
