@@ -595,7 +595,13 @@ def _is_last(checkpoint: Mapping[str, Any], key: str) -> bool:
 
 
 def _is_placeholder(raw: str) -> bool:
+    """Whether the file at `raw` is one of ours: a regular file (not followed through a link,
+    never a FIFO, which an open would wait on) that starts with the magic line."""
+    import stat
+
     try:
+        if not stat.S_ISREG(os.lstat(raw).st_mode):
+            return False
         with open(raw, "rb") as f:
             return f.read(len(PLACEHOLDER_MAGIC)) == PLACEHOLDER_MAGIC
     except OSError:
