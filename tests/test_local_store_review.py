@@ -270,3 +270,14 @@ def test_only_our_own_temp_names_in_the_lakes_own_directories_are_stale(tmp_path
     r = run("gc", "--policy", _policy(tmp_path), "--lake", url, "--yes")
     assert r.exit_code == 0, r.output
     assert draft.read_bytes() == b"mine" and ours_elsewhere.exists() and odd.exists()
+
+
+def test_the_local_stores_copies_of_the_lake_layout_match_it() -> None:
+    """The store does not import the format: its names for the header key and for the lake's
+    own top-level directories are copies, pinned here."""
+    from ckptlake.store import local
+
+    assert local.TEMP_UPLOAD_KEY == layout.HEADER_KEY
+    owned = {p.rstrip("/") for p in (layout.CHUNKS_PREFIX, layout.ARTIFACTS_PREFIX,
+                                     layout.GC_PREFIX)}
+    assert owned == local._OWNED_TOP - {local.MULTIPART_DIR}
