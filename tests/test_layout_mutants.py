@@ -40,11 +40,14 @@ def test_short_hex_names_under_chunks_are_foreign_and_kept_by_gc(lake: Lake, sto
     assert set(foreign) <= keys
 
 
-def test_parse_chunk_key_needs_at_least_16_hex_digits() -> None:
-    """15 hex digits are no digest (parse_chunk_key None); 16 are the shortest accepted."""
-    assert layout.parse_chunk_key("chunks/ab/ab" + "0" * 13) is None
+def test_parse_chunk_key_needs_exactly_64_hex_digits() -> None:
+    """Both hashes give 64 hex digits; an object under chunks/ of another width is not the
+    lake's (gc must never condemn it), so parse_chunk_key gives None for it."""
+    assert layout.parse_chunk_key("chunks/ab/ab" + "0" * 61) is None
+    assert layout.parse_chunk_key("chunks/ab/ab" + "0" * 63) is None
+    assert layout.parse_chunk_key("chunks/ab/ab" + "0" * 14) is None
     assert layout.parse_chunk_key("chunks/ab/abcd") is None
-    assert layout.parse_chunk_key("chunks/ab/ab" + "0" * 14) == "ab" + "0" * 14
+    assert layout.parse_chunk_key("chunks/ab/ab" + "0" * 62) == "ab" + "0" * 62
 
 
 # --- 2. a bool is no step -----------------------------------------------------------------------

@@ -415,7 +415,7 @@ def test_local_internal_files_never_listed(local: LocalStore) -> None:
     etag = local.put("a/c", b"1")
     local.put("a/c", b"2", if_match=etag)  # creates the lock dir
     local.create_multipart("a/d")  # creates the multipart dir
-    (local.root / "a" / ".tmp-123-abc").write_bytes(b"crashed writer")
+    (local.root / "a" / ".tmp-123-0123456789abcdef").write_bytes(b"crashed writer")
     (local.root / "empty" / "dir").mkdir(parents=True)
     assert (local.root / ".ckptlake-locks").is_dir()
     assert [i.key for i in local.list()] == ["a/b", "a/c"]
@@ -423,7 +423,7 @@ def test_local_internal_files_never_listed(local: LocalStore) -> None:
 
 
 def test_local_reserved_names_rejected(local: LocalStore) -> None:
-    for key in (".ckptlake-locks/x", ".ckptlake-multipart", "a/.tmp-1-2"):
+    for key in (".ckptlake-locks/x", ".ckptlake-multipart", "a/.tmp-1-0123456789abcdef"):
         with pytest.raises(UsageError):
             local.put(key, b"x")
 

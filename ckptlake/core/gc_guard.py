@@ -51,6 +51,7 @@ from typing import Any, Callable, Iterable, TypeVar
 from ..errors import (AccessDenied, CkptlakeError, IntegrityError, Interrupted, NotFound,
                       OutcomeUnknown, TransferError)
 from ..format import layout
+from ..format.header import is_format
 from ..format.times import parse_time
 from ..policy.retention import (DEFAULT_GRACE_PERIOD, DEFAULT_RECORD_RETENTION,
                                 DEFAULT_SWEEP_WINDOW, MAX_RECORD_RETENTION, MAX_SWEEP_WINDOW,
@@ -124,7 +125,7 @@ class GcSettings:
         except (ValueError, KeyError, TypeError, RecursionError, OverflowError):
             # (OverflowError: an integer too large for a float, a crafted file's)
             raise IntegrityError(f"{layout.GC_SETTINGS_KEY} is malformed", hint=hint) from None
-        if raw.get("ckptlake_gc_settings") != SETTINGS_FORMAT:
+        if not is_format(raw.get("ckptlake_gc_settings"), SETTINGS_FORMAT):
             raise IntegrityError(f"{layout.GC_SETTINGS_KEY} is malformed", hint=hint)
         out = cls(**values)
         if problem := out.problem():
@@ -221,7 +222,7 @@ class Record:
 def decode_record(key: str, data: bytes, etag: str) -> Record:
     try:
         raw = json.loads(data)
-        if raw.get("ckptlake_condemned") != RECORD_FORMAT:
+        if not is_format(raw.get("ckptlake_condemned"), RECORD_FORMAT):
             raise ValueError("format")
         chunks = tuple(str(d) for d in raw["chunks"])
         sizes = tuple(int(s) for s in raw.get("sizes") or [0] * len(chunks))
@@ -343,7 +344,7 @@ def decode_pin(key: str, data: bytes) -> set[str]:
     then deletes nothing: the pin may be all that keeps a committing push's chunks)."""
     try:
         raw = json.loads(data)
-        if raw.get("ckptlake_pin") != PIN_FORMAT:
+        if not is_format(raw.get("ckptlake_pin"), PIN_FORMAT):
             raise ValueError("format")
         chunks = {str(d) for d in raw["chunks"]}
         if any(layout.parse_chunk_key(layout.chunk_key(d)) is None for d in chunks):

@@ -58,6 +58,7 @@ from typing import Any, Callable, Sequence
 from ..errors import (AccessDenied, Conflict, IntegrityError, Interrupted, NotFound,
                       PreconditionFailed, TransferError, UsageError)
 from ..format import layout
+from ..format.header import is_format
 from ..format.manifest import FileEntry, Manifest, decode_manifest
 from ..format.refs import validate_save_id
 from ..format.times import parse_time
@@ -177,7 +178,7 @@ def decode_record(data: bytes, *, key: str) -> ShardRecord:
         raw = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise IntegrityError(f"{key}: not valid JSON") from None
-    if not isinstance(raw, dict) or raw.get("ckptlake_shard") != SHARD_FORMAT:
+    if not isinstance(raw, dict) or not is_format(raw.get("ckptlake_shard"), SHARD_FORMAT):
         raise IntegrityError(f"{key}: not a ckptlake shard record of format {SHARD_FORMAT}",
                              hint="upgrade ckptlake if the lake was written by a newer one")
     try:
@@ -259,7 +260,8 @@ _STATES = ("claimed", "committing", "committed", "failed")
 def decode_claim(data: bytes, *, key: str) -> Claim:
     try:
         raw = json.loads(data)
-        if raw.get("ckptlake_shard_claim") != CLAIM_FORMAT or raw["state"] not in _STATES:
+        if not is_format(raw.get("ckptlake_shard_claim"), CLAIM_FORMAT) \
+                or raw["state"] not in _STATES:
             raise ValueError
         updated = parse_time(raw["updated"])
         version = raw.get("version")

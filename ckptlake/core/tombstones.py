@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 from ..errors import IntegrityError, NotFound, PreconditionFailed
 from ..format import layout
+from ..format.header import is_format
 from ..format.manifest import Manifest, is_metric_value
 from ..format.times import parse_time
 from ..redact import redact, redact_metadata
@@ -104,7 +105,7 @@ def decode(data: bytes) -> Tombstone | None:
     """None for anything that is not a readable tombstone (it is then simply not shown)."""
     try:
         raw = json.loads(data)
-        if raw.get("ckptlake_tombstone") != TOMBSTONE_FORMAT:
+        if not is_format(raw.get("ckptlake_tombstone"), TOMBSTONE_FORMAT):
             return None
         return Tombstone(
             artifact=str(raw["artifact"]), version=int(raw["version"]),

@@ -493,8 +493,8 @@ def frame_size(data: bytes | memoryview) -> int | None:
     """The exact size of the planes frame that `data` (its first FRAME_PREFIX bytes, or more)
     begins: the head, the plane table, the planes' stored lengths and the tail of raw bytes.
     None for a zstd frame (its size is not in its head), and for data that cannot begin a
-    planes frame: an unknown transform, a plane count other than the transform's, or too few
-    bytes for the plane table."""
+    planes frame: an unknown transform, a plane count other than the transform's, too few
+    bytes for the plane table, or a plane mode this reader cannot decode."""
     if len(data) < HEAD.size + 1:
         return None
     _magic, codec, param, _flags, n = HEAD.unpack_from(data)
@@ -504,8 +504,10 @@ def frame_size(data: bytes | memoryview) -> int | None:
     if codec != CODEC_PLANES or width is None or count != width or \
             len(data) < HEAD.size + 1 + PLANE.size * count:
         return None
-    lengths = [PLANE.unpack_from(data, HEAD.size + 1 + PLANE.size * k)[1] for k in range(count)]
-    return HEAD.size + 1 + PLANE.size * count + sum(lengths) + n % width
+    table = [PLANE.unpack_from(data, HEAD.size + 1 + PLANE.size * k) for k in range(count)]
+    if any(mode not in (MODE_STORED, MODE_ZSTD) for mode, _ in table):
+        return None
+    return HEAD.size + 1 + PLANE.size * count + sum(length for _, length in table) + n % width
 
 
 def fits_frame(data: bytes | memoryview, rawlen: int, size: int) -> bool:
@@ -513,11 +515,17 @@ def fits_frame(data: bytes | memoryview, rawlen: int, size: int) -> bool:
     min(size, FRAME_PREFIX) bytes) can be a whole frame of `rawlen` raw bytes: its head says
     so and, for a planes frame, its plane table adds up to exactly `size` (a frame cut short,
     even inside its table, or with bytes after it, fails that).  A zstd frame passes on its
-    head (its size is not in it)."""
+    head (its size is not in it).
+
+    A frame this reader could not decode (a zstd parameter or plane mode it does not know, a
+    newer writer's) is no frame here: a push that took it for its chunk would commit a version
+    it cannot pull.  Writing its own encoding over it instead is safe, as both decode to the
+    bytes the key's digest names."""
     if not head_of_frame(data, rawlen):
         return False
-    if HEAD.unpack_from(data)[1] != CODEC_PLANES:
-        return True
+    _magic, codec, param, _flags, _n = HEAD.unpack_from(data)
+    if codec == CODEC_ZSTD:
+        return param == 0
     return frame_size(data) == size
 
 

@@ -114,20 +114,38 @@ class LakeHeader:
         return json.dumps(out, indent=1).encode()
 
 
+def is_format(value: object, known: int) -> bool:
+    """Whether a lake object's format field is the JSON integer `known`.  `true == 1` in
+    Python (and 1.0 == 1): only the integer counts, or an object another tool wrote as
+    `"ckptlake_manifest": true` would be read by us as format 1 and refused by others."""
+    return type(value) is int and value == known
+
+
+# Read by every command: one missing is named, not reported as no header at all.
+_REQUIRED = ("ckptlake_lake", "hash", "chunk_size")
+
+
 def decode_header(data: bytes) -> LakeHeader:
     try:
         raw = json.loads(data)
-        fmt, algo, size = raw["ckptlake_lake"], raw["hash"], raw["chunk_size"]
-    except (ValueError, KeyError, TypeError, RecursionError):
-        raise IntegrityError(f"{HEADER_KEY} is not a ckptlake lake header") from None
-    # `true == 1` in Python (and 1.0 == 1): only the integer counts, or a header another tool
-    # wrote as `"ckptlake_lake": true` would be taken for format 1 by us and refused by others
+    except (ValueError, RecursionError):
+        raw = None
+    if not isinstance(raw, dict):
+        raise IntegrityError(f"{HEADER_KEY} is not a ckptlake lake header")
+    for name in _REQUIRED:
+        if name not in raw:
+            raise IntegrityError(f"{HEADER_KEY}: the lake header has no {name} (damaged, or "
+                                 "not written by ckptlake)",
+                                 hint=f'restore it, or add "chunk_size": {DEFAULT_CHUNK_SIZE} '
+                                 "(the default)" if name == "chunk_size" else
+                                 f"restore {HEADER_KEY} from a copy of the lake")
+    fmt, algo, size = raw["ckptlake_lake"], raw["hash"], raw["chunk_size"]
     if type(fmt) is not int:
         raise IntegrityError(f"{HEADER_KEY}: ckptlake_lake {fmt!r} is not an integer format "
                              "version",
                              hint="upgrade ckptlake if a newer one wrote it, else the lake "
                                   "header is damaged: restore it")
-    if fmt != LAKE_FORMAT:
+    if not is_format(fmt, LAKE_FORMAT):
         raise IntegrityError(f"lake format {fmt} is not supported", hint="upgrade ckptlake")
     new_hasher(algo)  # refuse early if we cannot verify its chunks
     if (not isinstance(size, int) or isinstance(size, bool)
@@ -138,6 +156,9 @@ def decode_header(data: bytes) -> LakeHeader:
                                   "chunk_size (16777216 is the default)")
     compression = raw.get("compression", COMPRESSION_NONE)
     if not isinstance(compression, str):
-        raise IntegrityError(f"{HEADER_KEY}: compression {compression!r} is not a string")
+        # Kept as its JSON text, which names no known mode: readers, gc and verify ignore the
+        # setting as they ignore a newer writer's mode, and a push that relies on it refuses
+        # it by the same message (one that names its own mode works).
+        compression = json.dumps(compression)
     return LakeHeader(hash=algo, chunk_size=size, created=str(raw.get("created", "")),
                       compression=compression)

@@ -22,7 +22,9 @@ PINS_PREFIX = "gc/pins/"
 # versions are numbered from 1: `0000000000.json` names none (verify warns of such a key)
 _VERSION_KEY = re.compile(r"artifacts/(.+)/@v/((?!0{10})[0-9]{10})\.json")
 _ALIAS_KEY = re.compile(r"artifacts/(.+)/@alias/([^/]+)\.json")
-_CHUNK_KEY = re.compile(r"chunks/([0-9a-f]{2})/([0-9a-f]{16,128})")
+# Both hashes of format 1 give 32 bytes (64 hex digits): a key of another length under chunks/
+# is no chunk but someone else's object, which gc must never condemn or sweep.
+_CHUNK_KEY = re.compile(r"chunks/([0-9a-f]{2})/([0-9a-f]{64})")
 
 
 # Version numbers and steps appear in keys as exactly 10 zero-padded digits (lexical key order is

@@ -18,11 +18,14 @@ from typing import Any, Callable, Mapping
 from ..errors import IntegrityError, UnsafeManifest
 from ..redact import redact, redact_argv, redact_data, redact_metadata
 from ..units import finite_number
-from .header import MAX_CHUNK_SIZE
+from .header import MAX_CHUNK_SIZE, is_format
 from .times import parse_time
 
 MANIFEST_FORMAT = 1
-_HEX = re.compile(r"[0-9a-f]{16,128}")
+# A digest of the lake's hash (chunk references, file and tensor digests): both hashes of
+# format 1 give 32 bytes.  A chunk reference of another length names no chunk key (layout's
+# _CHUNK_KEY), so a manifest holding one is malformed rather than read with a chunk gc ignores.
+_HEX = re.compile(r"[0-9a-f]{64}")
 
 # Bounds a reader enforces (docs/format.md, "Manifests").  A manifest is data from storage:
 # whatever it says must fail here, as a malformed manifest, never later as an OSError, a
@@ -489,7 +492,7 @@ def decode_manifest(data: bytes, *, key: str = "manifest") -> Manifest:
         raise IntegrityError(f"{key}: not valid JSON") from None
     except RecursionError:
         raise IntegrityError(f"{key}: JSON nested too deeply") from None
-    if not isinstance(raw, dict) or raw.get("ckptlake_manifest") != MANIFEST_FORMAT:
+    if not isinstance(raw, dict) or not is_format(raw.get("ckptlake_manifest"), MANIFEST_FORMAT):
         raise IntegrityError(f"{key}: not a ckptlake manifest of format {MANIFEST_FORMAT}",
                              hint="upgrade ckptlake if the lake was written by a newer one")
     kind = _req(raw, "kind", str, key)

@@ -28,6 +28,7 @@ from collections import OrderedDict
 from typing import Any, Callable, Iterator
 
 from ..errors import UsageError
+from .header import is_format
 
 STATE_VERSION = 1
 SKELETON_FILENAME = "ckptlake-state.json"
@@ -185,7 +186,7 @@ def parse(raw: bytes, what: str) -> dict[str, Any]:
     if not isinstance(skeleton, dict) or "root" not in skeleton:
         raise UsageError(f"{what}: {SKELETON_FILENAME} is not a training-state skeleton")
     found = skeleton.get("ckptlake_state")
-    if found != STATE_VERSION:
+    if not is_format(found, STATE_VERSION):
         raise UsageError(f"{what}: training-state format {found!r} is not supported by this "
                          f"ckptlake (it reads {STATE_VERSION})", hint="upgrade ckptlake")
     return skeleton

@@ -77,12 +77,16 @@ def validate_key(key: str) -> str:
 
 
 def _validate_local_key(key: str) -> str:
-    """Also refuse the names this backend keeps for itself (they are never listed)."""
+    """Also refuse the names this backend keeps for itself (they are never listed).
+
+    Only the exact temp pattern is ours: `team/.tmp-run` is a valid artifact (an S3 lake
+    synced to a directory may hold one), and a key refused or hidden here for a mere `.tmp-`
+    prefix would be a version whose manifest stays while gc sweeps its unlisted chunks."""
     validate_key(key)
     segments = key.split("/")
-    if segments[0] in _RESERVED_ROOT_NAMES or any(s.startswith(TMP_PREFIX) for s in segments):
+    if segments[0] in _RESERVED_ROOT_NAMES or any(_TEMP_NAME.fullmatch(s) for s in segments):
         raise UsageError(f"invalid object key {key!r}: '{LOCK_DIR}', '{MULTIPART_DIR}' and "
-                         f"'{TMP_PREFIX}*' names are reserved by local lakes")
+                         f"'{TMP_PREFIX}<pid>-<hex>' names are reserved by local lakes")
     return key
 
 
@@ -459,7 +463,7 @@ class LocalStore(Store):
             raise _map_os_error(exc, f"{self.url}/{rel}") from exc
         entries = []
         for entry in raw:
-            if entry.name.startswith(TMP_PREFIX) or (not rel and entry.name in _RESERVED_ROOT_NAMES):
+            if _TEMP_NAME.fullmatch(entry.name) or (not rel and entry.name in _RESERVED_ROOT_NAMES):
                 continue
             try:
                 is_dir = entry.is_dir(follow_symlinks=False)
@@ -630,7 +634,7 @@ class LocalStore(Store):
                             found.append(MultipartUpload(key=TEMP_UPLOAD_KEY,
                                                          upload_id=rel + entry.name,
                                                          initiated=_modified(st)))
-                    elif is_dir and not in_multipart and not entry.name.startswith(TMP_PREFIX) \
+                    elif is_dir and not in_multipart and not _TEMP_NAME.fullmatch(entry.name) \
                             and (rel or entry.name in _OWNED_TOP):
                         # only what the lake's format writes: a directory of anyone else's
                         # under the lake root is foreign, and gc never deletes from it
@@ -737,7 +741,7 @@ def _temp_segments(upload_id: str) -> list[str] | None:
     segments = upload_id.split("/")
     if any(s in ("", ".", "..") for s in segments) \
             or not _is_our_temp(segments[-1], staging=segments[0] == MULTIPART_DIR) \
-            or any(s.startswith(TMP_PREFIX) for s in segments[:-1]) or segments[0] == LOCK_DIR \
+            or any(_TEMP_NAME.fullmatch(s) for s in segments[:-1]) or segments[0] == LOCK_DIR \
             or (len(segments) > 1 and segments[0] not in _OWNED_TOP):
         return None
     if segments[0] == MULTIPART_DIR and len(segments) != 2:
