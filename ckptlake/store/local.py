@@ -252,12 +252,14 @@ class LocalStore(Store):
         """Durably write a temp file in `directory`; returns its path and final stat.
 
         The parent is (re)created in a loop because a concurrent delete may prune it as empty
-        between our mkdir and our open.
+        between our mkdir and our open, or prune an ancestor while _make_dirs creates what
+        is below it (its mkdir then fails with ENOENT: two DCP ranks' pins on one host,
+        one deleting its own as the other writes, failed a save that way).
         """
         for attempt in range(_MKDIR_ATTEMPTS):
-            _make_dirs(directory)
             tmp = directory / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
             try:
+                _make_dirs(directory)
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
                 break
             except FileNotFoundError:

@@ -1,0 +1,57 @@
+"""A local lake's write racing another writer's delete, which prunes the directories it emptied.
+
+Two DCP ranks on one host share the lake's `gc/pins/`: one deleted its pin (and so pruned the
+emptied `gc/pins/` and `gc/`) while the other was creating `gc/pins/` for its own, and the
+other's save failed with "not found" (seen under load in test_torch_dcp_fixes)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ckptlake.store.local import LocalStore
+
+
+def test_a_write_survives_a_prune_of_the_directory_above_the_one_it_creates(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LocalStore(tmp_path / "lake")
+    store.put("gc/old", b"x")  # leaves gc/ ...
+    store.delete(["gc/old"])  # ... pruned: re-make it empty, as a deleter is about to prune it
+    (tmp_path / "lake" / "gc").mkdir()
+    original = Path.mkdir
+    pruned: list[Path] = []
+
+    def mkdir(self: Path, *args: object, **kwargs: object) -> None:
+        if self.name == "pins" and not pruned:
+            # the other writer's prune lands between our is_dir() of gc/ and our mkdir below it
+            self.parent.rmdir()
+            pruned.append(self.parent)
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    store.put("gc/pins/p.json", b"pin")
+    assert pruned, "the race was not staged: the test proves nothing"
+    assert store.get("gc/pins/p.json") == b"pin"
+
+
+def test_a_write_gives_up_on_a_directory_that_keeps_vanishing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The retry is bounded: a parent that vanishes on every attempt fails the write, typed."""
+    from ckptlake.errors import CkptlakeError
+
+    store = LocalStore(tmp_path / "lake")
+    (tmp_path / "lake" / "gc").mkdir(parents=True)
+    original = Path.mkdir
+    calls: list[Path] = []
+
+    def mkdir(self: Path, *args: object, **kwargs: object) -> None:
+        if self.name == "pins":
+            calls.append(self)
+            if self.parent.is_dir():
+                self.parent.rmdir()
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    with pytest.raises(CkptlakeError):
+        store.put("gc/pins/p.json", b"pin")
+    assert 1 < len(calls) <= 10
