@@ -65,6 +65,8 @@ def _orphan(root: Path, fill: str = "cd") -> str:
 
 def test_a_dot_tmp_artifact_is_listed_pulled_and_kept_by_gc_on_a_local_lake(
         tmp_path: Path) -> None:
+    """A version of `team/.tmp-run` on a local lake was hidden from ls, and gc swept its
+    chunks (on S3 the name was always ordinary: a lake synced to a directory held one)."""
     root, url = _lake(tmp_path)
     files = {"w.bin": bytes(range(256)) * 6000, "small.txt": b"hello"}
     src = _src(tmp_path, "src", files)
@@ -101,8 +103,9 @@ def test_a_stale_temp_under_a_dot_tmp_artifact_is_found_and_removed(tmp_path: Pa
     """A killed writer's temp file inside `artifacts/team/.tmp-run/` is gc's to remove like
     any other: the stale-temp walk must enter that directory, and only real temp names count."""
     store = LocalStore(tmp_path / "lake")
-    store.put("artifacts/team/.tmp-run/@v/keep.json", b"{}")
     d = tmp_path / "lake" / "artifacts" / "team" / ".tmp-run" / "@v"
+    d.mkdir(parents=True)
+    (d / "keep.json").write_bytes(b"{}")
     temp, other = d / ".tmp-7-0123456789abcdef", d / ".tmp-7-draft"
     for p in (temp, other):
         p.write_bytes(b"x")
@@ -115,13 +118,27 @@ def test_a_stale_temp_under_a_dot_tmp_artifact_is_found_and_removed(tmp_path: Pa
     assert store.get("artifacts/team/.tmp-run/@v/keep.json") == b"{}"
 
 
-def test_a_push_to_a_temp_named_artifact_is_refused_before_any_upload(tmp_path: Path) -> None:
+def test_a_temp_named_artifact_is_refused_by_a_local_lake_and_ordinary_on_s3(
+        tmp_path: Path) -> None:
+    """A segment of the exact temp form cannot be held by a local lake (refused, exit 2, no
+    version); on an S3 lake it is an ordinary name that every command reads (refusing it in
+    the artifact grammar stranded versions already there)."""
+    from ckptlake.lake import Lake
+    from ckptlake.store.memory import MemoryStore
+
     root, url = _lake(tmp_path)
-    src = _src(tmp_path, "src", {"w.bin": b"w" * 5000})
-    r = run("push", src, "a/.tmp-1-0123456789abcdef", "--lake", url)
+    files = {"w.bin": b"w" * 5000}
+    src = _src(tmp_path, "src", files)
+    name = "a/.tmp-1-0123456789abcdef"
+    r = run("push", src, name, "--lake", url)
     assert r.exit_code == 2, r.output
-    assert "reserved by local lakes' temporary files" in r.output
-    assert not (root / "chunks").exists()
+    assert "reserved by local lakes" in r.output and "Traceback" not in r.output
+    assert not (root / "artifacts").exists() or not list((root / "artifacts").rglob("*.json"))
+    lake = Lake(MemoryStore())
+    lake.push(src, name)
+    assert [v.version for v in lake.versions(name)] == [1]
+    lake.pull(name, tmp_path / "out")
+    assert _tree(tmp_path / "out") == files
 
 
 # ---- 2. only 64-hex keys under chunks/ are chunks -----------------------------------------
@@ -313,3 +330,52 @@ def test_a_zstd_frame_fits_only_with_parameter_0() -> None:
     bad = bytearray(frame)
     bad[5] = 9  # param
     assert not codecs.fits_frame(bytes(bad), len(data), len(bad))
+
+
+# ---- review of the above: a newer header, loose tombstone types, the format's hint ---------
+
+def test_a_newer_format_header_is_told_to_upgrade_not_to_restore() -> None:
+    """A newer format may name its fields otherwise: its missing `chunk_size` is no damage."""
+    from ckptlake.format.header import decode_header
+
+    for doc in ({"ckptlake_lake": 2, "hash": "sha256", "chunks": {}},
+                {"ckptlake_lake": 2, "digest": "sha3"}):
+        with pytest.raises(IntegrityError) as info:
+            decode_header(json.dumps(doc).encode())
+        assert "lake format 2 is not supported" in str(info.value)
+        assert info.value.hint == "upgrade ckptlake"
+
+
+@pytest.mark.parametrize("field,value", [("version", "1"), ("version", 1.9), ("version", True),
+                                         ("artifact", 5), ("artifact", None)])
+def test_a_tombstone_of_the_wrong_types_is_undecodable(field: str, value: Any) -> None:
+    """A `"version": 1.9` tombstone read as v1's counted, for gc's lost-version re-check, as
+    the record of v1's deletion."""
+    doc = {"ckptlake_tombstone": 1, "artifact": "a/b", "version": 1, "step": 3,
+           "created": "2026-01-01T00:00:00Z", "deleted": "2026-01-02T00:00:00Z"}
+    good = tombstones.decode(json.dumps(doc).encode())
+    assert good is not None and (good.artifact, good.version, good.step) == ("a/b", 1, 3)
+    doc[field] = value
+    assert tombstones.decode(json.dumps(doc).encode()) is None
+
+
+def test_a_tombstone_step_that_is_a_bool_is_no_step() -> None:
+    doc = {"ckptlake_tombstone": 1, "artifact": "a/b", "version": 1, "step": True,
+           "created": "2026-01-01T00:00:00Z", "deleted": "2026-01-02T00:00:00Z"}
+    t = tombstones.decode(json.dumps(doc).encode())
+    assert t is not None and t.step is None
+
+
+@pytest.mark.parametrize("value,hint", [(2, "upgrade ckptlake"),
+                                        (1.0, "not the integer 1: damaged, or written by "
+                                              "another tool"),
+                                        (True, "not the integer 1")])
+def test_a_manifest_format_hint_says_upgrade_only_for_a_newer_integer(value: Any,
+                                                                       hint: str) -> None:
+    from ckptlake.format.manifest import decode_manifest
+
+    with pytest.raises(IntegrityError) as info:
+        decode_manifest(json.dumps({"ckptlake_manifest": value}).encode(), key="k")
+    assert hint in (info.value.hint or "")
+    if value != 2:
+        assert "upgrade" not in (info.value.hint or "")

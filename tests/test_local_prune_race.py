@@ -36,8 +36,9 @@ def test_a_write_survives_a_prune_of_the_directory_above_the_one_it_creates(
 
 def test_a_write_gives_up_on_a_directory_that_keeps_vanishing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The retry is bounded: a parent that vanishes on every attempt fails the write, typed."""
-    from ckptlake.errors import CkptlakeError
+    """The retry is bounded: a parent that vanishes on every attempt fails the write, as a
+    race the retry layer tries again (TransientError), not as a missing key (exit 3)."""
+    from ckptlake.errors import TransientError
 
     store = LocalStore(tmp_path / "lake")
     (tmp_path / "lake" / "gc").mkdir(parents=True)
@@ -52,6 +53,6 @@ def test_a_write_gives_up_on_a_directory_that_keeps_vanishing(
         original(self, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Path, "mkdir", mkdir)
-    with pytest.raises(CkptlakeError):
+    with pytest.raises(TransientError, match="removed by concurrent deletes"):
         store.put("gc/pins/p.json", b"pin")
     assert 1 < len(calls) <= 10

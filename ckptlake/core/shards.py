@@ -58,7 +58,7 @@ from typing import Any, Callable, Sequence
 from ..errors import (AccessDenied, Conflict, IntegrityError, Interrupted, NotFound,
                       PreconditionFailed, TransferError, UsageError)
 from ..format import layout
-from ..format.header import is_format
+from ..format.header import format_hint, is_format
 from ..format.manifest import FileEntry, Manifest, decode_manifest
 from ..format.refs import validate_save_id
 from ..format.times import parse_time
@@ -180,7 +180,8 @@ def decode_record(data: bytes, *, key: str) -> ShardRecord:
         raise IntegrityError(f"{key}: not valid JSON") from None
     if not isinstance(raw, dict) or not is_format(raw.get("ckptlake_shard"), SHARD_FORMAT):
         raise IntegrityError(f"{key}: not a ckptlake shard record of format {SHARD_FORMAT}",
-                             hint="upgrade ckptlake if the lake was written by a newer one")
+                             hint=format_hint(raw.get("ckptlake_shard")
+                                              if isinstance(raw, dict) else None))
     try:
         artifact, step, rank, world = raw["artifact"], raw["step"], raw["rank"], raw["world"]
         aliases = tuple(str(a) for a in raw.get("aliases") or ())

@@ -107,9 +107,14 @@ def decode(data: bytes) -> Tombstone | None:
         raw = json.loads(data)
         if not is_format(raw.get("ckptlake_tombstone"), TOMBSTONE_FORMAT):
             return None
+        # Exactly the types docs/format.md requires: a version of "2" or 2.9 read as 2 would
+        # count, for gc's lost-version re-check, as the record of v2's deletion.
+        artifact, version, step = raw["artifact"], raw["version"], raw.get("step")
+        if not isinstance(artifact, str) or type(version) is not int:
+            return None
         return Tombstone(
-            artifact=str(raw["artifact"]), version=int(raw["version"]),
-            step=raw.get("step") if isinstance(raw.get("step"), int) else None,
+            artifact=artifact, version=version,
+            step=step if type(step) is int else None,
             created=parse_time(raw["created"]),
             created_by=redact(str(raw.get("created_by", ""))),
             metrics={k: v for k, v in dict(raw.get("metrics") or {}).items()

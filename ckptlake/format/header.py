@@ -121,6 +121,16 @@ def is_format(value: object, known: int) -> bool:
     return type(value) is int and value == known
 
 
+def format_hint(value: object) -> str:
+    """What to do about an object whose format field is not the integer 1 this reader knows:
+    upgrade for a higher integer (a newer ckptlake's), else it is damaged or another tool's
+    (no ckptlake ever wrote `true` or `1.0`)."""
+    if type(value) is int and value > 1:
+        return "upgrade ckptlake: a newer one wrote it"
+    return (f"its format field is {json.dumps(value)}, not the integer 1: damaged, or "
+            "written by another tool")
+
+
 # Read by every command: one missing is named, not reported as no header at all.
 _REQUIRED = ("ckptlake_lake", "hash", "chunk_size")
 
@@ -132,14 +142,13 @@ def decode_header(data: bytes) -> LakeHeader:
         raw = None
     if not isinstance(raw, dict):
         raise IntegrityError(f"{HEADER_KEY} is not a ckptlake lake header")
-    for name in _REQUIRED:
-        if name not in raw:
-            raise IntegrityError(f"{HEADER_KEY}: the lake header has no {name} (damaged, or "
-                                 "not written by ckptlake)",
-                                 hint=f'restore it, or add "chunk_size": {DEFAULT_CHUNK_SIZE} '
-                                 "(the default)" if name == "chunk_size" else
-                                 f"restore {HEADER_KEY} from a copy of the lake")
-    fmt, algo, size = raw["ckptlake_lake"], raw["hash"], raw["chunk_size"]
+    # The format first: a newer format may name its fields otherwise, and the answer to it is
+    # "upgrade", not "restore a damaged header".
+    if "ckptlake_lake" not in raw:
+        raise IntegrityError(f"{HEADER_KEY}: the lake header has no ckptlake_lake (damaged, or "
+                             "not written by ckptlake)",
+                             hint=f"restore {HEADER_KEY} from a copy of the lake")
+    fmt = raw["ckptlake_lake"]
     if type(fmt) is not int:
         raise IntegrityError(f"{HEADER_KEY}: ckptlake_lake {fmt!r} is not an integer format "
                              "version",
@@ -147,6 +156,14 @@ def decode_header(data: bytes) -> LakeHeader:
                                   "header is damaged: restore it")
     if not is_format(fmt, LAKE_FORMAT):
         raise IntegrityError(f"lake format {fmt} is not supported", hint="upgrade ckptlake")
+    for name in _REQUIRED:
+        if name not in raw:
+            raise IntegrityError(f"{HEADER_KEY}: the lake header has no {name} (damaged, or "
+                                 "not written by ckptlake)",
+                                 hint=f'restore it, or add "chunk_size": {DEFAULT_CHUNK_SIZE} '
+                                 "(the default)" if name == "chunk_size" else
+                                 f"restore {HEADER_KEY} from a copy of the lake")
+    algo, size = raw["hash"], raw["chunk_size"]
     new_hasher(algo)  # refuse early if we cannot verify its chunks
     if (not isinstance(size, int) or isinstance(size, bool)
             or not MIN_CHUNK_SIZE <= size <= MAX_CHUNK_SIZE):

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 from ..errors import IntegrityError, UnsafeManifest
 from ..redact import redact, redact_argv, redact_data, redact_metadata
 from ..units import finite_number
-from .header import MAX_CHUNK_SIZE, is_format
+from .header import MAX_CHUNK_SIZE, format_hint, is_format
 from .times import parse_time
 
 MANIFEST_FORMAT = 1
@@ -494,7 +494,8 @@ def decode_manifest(data: bytes, *, key: str = "manifest") -> Manifest:
         raise IntegrityError(f"{key}: JSON nested too deeply") from None
     if not isinstance(raw, dict) or not is_format(raw.get("ckptlake_manifest"), MANIFEST_FORMAT):
         raise IntegrityError(f"{key}: not a ckptlake manifest of format {MANIFEST_FORMAT}",
-                             hint="upgrade ckptlake if the lake was written by a newer one")
+                             hint=format_hint(raw.get("ckptlake_manifest")
+                                              if isinstance(raw, dict) else None))
     kind = _req(raw, "kind", str, key)
     if kind not in ("dir", "file"):
         raise IntegrityError(f"{key}: unknown kind {kind!r}")

@@ -27,11 +27,6 @@ _SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
 # must fit NAME_MAX (255 bytes): a longer one would fail only when the manifest is written,
 # after every chunk was uploaded.
 MAX_SEGMENT = 255
-# What a local lake names its temporary files and staging directories (store/local.py's
-# _TEMP_NAME; the format does not import the store).  Such a segment would be hidden from a
-# local lake's listings, its keys refused there: a version invisible to ls, with its chunks
-# swept by gc, on the lake an S3 one is synced to.
-_LOCAL_TEMP = re.compile(r"\.tmp-[0-9]+-([0-9a-f]{16}|[0-9a-f]{32})")
 # Named in the usage error: a longer name that fits the pattern read as a wrong pattern.
 MAX_ALIAS = 128
 _ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,%d}" % (MAX_ALIAS - 1))
@@ -89,10 +84,6 @@ def validate_artifact(artifact: str) -> str:
             raise UsageError(f"artifact {artifact[:40]}...: segment {seg[:20]}... is "
                              f"{len(seg)} characters long; the limit is {MAX_SEGMENT}",
                              hint=hint)
-        if _LOCAL_TEMP.fullmatch(seg):
-            raise UsageError(f"artifact {artifact!r}: segment {seg!r} has the form "
-                             "'.tmp-<digits>-<hex>', reserved by local lakes' temporary files",
-                             hint="rename that segment (any other '.tmp-' name is fine)")
     return artifact
 
 
