@@ -318,6 +318,28 @@ class LakeCheckpointIO(CheckpointIO):
         found = wait_result(self._submit(self._lookup, key))
         return found[-1] if found else None
 
+    def resume_path(self, selector: str = "latest") -> str | None:
+        """`ckpt_path` for a job that resumes when it can: `lake://ARTIFACT@vN`, the version
+        `selector` names now, or None while the artifact has no version (the first run starts
+        fresh).  Unlike `ckpt_path="last"`, which Lightning resolves in each node's own
+        `dirpath`, every rank reads this from the lake, so the ranks of a multi-node run agree
+        (unless a version is committed between their calls); pinned to a number, so a save
+        during the run cannot change what a rank loads.  A selector that names nothing in an
+        artifact that has versions is an error (NotFound), not a fresh start."""
+        check_arg("selector", selector, "str")
+        ref = parse_ref(f"{self.artifact}@{selector}")
+        try:
+            info = self.lake.resolve(ref)
+        except NotFound:
+            try:
+                live = self.lake.versions(self.artifact)
+            except NotFound:  # no version (never pushed, or every one deleted)
+                return None
+            if not live:
+                return None
+            raise
+        return f"{SCHEME}{info.artifact}@v{info.version}"
+
     @property
     def results(self) -> list["PushResult"]:
         """Commits of the current checkpointer (since the last teardown), in order."""
