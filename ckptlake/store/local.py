@@ -9,8 +9,9 @@ backend, so a lake tested on a laptop behaves the same in a bucket.  The mapping
 * If-Match (CAS)  -> check-then-replace under an ``fcntl.flock`` on a per-key-stripe lock file,
   which plain puts and deletes also take so they cannot slip between the check and the replace;
 * ETag            -> derived from (inode, mtime_ns, size); every write gets a fresh inode (the temp
-  file) and an mtime we set explicitly from the nanosecond clock, so a replacement always
-  changes it even on file systems whose own timestamps are coarse.
+  file) and an mtime we set explicitly from the nanosecond clock, made later than the replaced
+  file's under the key's lock: freed inodes are reused at once, so only a strictly increasing
+  mtime makes a replacement always change it, even where timestamps are whole seconds.
 
 One difference cannot be hidden: a directory tree cannot hold both ``a`` and ``a/b``.  Writing
 such a pair raises UsageError rather than silently losing one of them.
@@ -142,7 +143,11 @@ def _make_dirs(directory: Path) -> None:
     """mkdir -p, fsyncing the parent of each directory made: a new directory's entry in its
     parent is not durable until then, and a chunk written into it would vanish with it on a
     power loss while a committed manifest names it.  A directory a concurrent writer made is
-    synced too, since that writer may not have done it yet when our write returns."""
+    synced too, since that writer may not have done it yet when our write returns.
+
+    A FileExistsError for a directory that is gone by the time we look means another writer
+    made it and a deleter (or gc's temp cleanup) pruned it at once: the same race as a pruned
+    ancestor, so FileNotFoundError (retried by _write_temp), never the key-clash UsageError."""
     missing = []
     p = directory
     while not p.is_dir() and p != p.parent:
@@ -153,8 +158,35 @@ def _make_dirs(directory: Path) -> None:
             d.mkdir()
         except FileExistsError:
             if not d.is_dir():
+                if not os.path.lexists(d):
+                    raise FileNotFoundError(errno.ENOENT, "pruned by a concurrent delete",
+                                            str(d)) from None
                 raise
         _fsync_dir(d.parent)
+
+
+def _mtime_after(tmp: Path, st: os.stat_result, previous_ns: int) -> os.stat_result:
+    """Give the temp file about to replace a key an mtime later than the replaced file's.
+
+    The ETag is (inode, mtime, size), and a freed inode is reused at once: where the file
+    system keeps whole seconds (ext3, FAT, HFS+, some NFS; ext4 with 128-byte inodes), two
+    same-size rewrites within a second could give back the very ETag a reader saw before
+    both, and its stale compare-and-swap would succeed.  Called under the key's lock, so each
+    write's mtime strictly exceeds the last; the step grows for 2-second (FAT) granularity."""
+    if st.st_mtime_ns > previous_ns:
+        return st
+    fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        for step in (1, 2, 4):
+            mtime = previous_ns + step * 1_000_000_000
+            os.utime(fd, ns=(mtime, mtime))
+            st = os.fstat(fd)
+            if st.st_mtime_ns > previous_ns:
+                break
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return st
 
 
 def _pread_into(fd: int, view: memoryview, offset: int) -> memoryview:
@@ -248,22 +280,27 @@ class LocalStore(Store):
 
     # ---- temp files ------------------------------------------------------------------------
 
-    def _write_temp(self, directory: Path, chunks: Iterable[bytes | bytearray | memoryview]
-                    ) -> tuple[Path, os.stat_result]:
+    def _write_temp(self, directory: Path, chunks: Iterable[bytes | bytearray | memoryview],
+                    *, make_dirs: bool = True) -> tuple[Path, os.stat_result]:
         """Durably write a temp file in `directory`; returns its path and final stat.
 
         The parent is (re)created in a loop because a concurrent delete may prune it as empty
         between our mkdir and our open, or prune an ancestor while _make_dirs creates what
         is below it (its mkdir then fails with ENOENT: two DCP ranks' pins on one host,
-        one deleting its own as the other writes, failed a save that way).
+        one deleting its own as the other writes, failed a save that way).  Without
+        make_dirs a missing directory is FileNotFoundError at once: a multipart upload's
+        directory that is gone was aborted or completed, and recreating it would leak it.
         """
         for attempt in range(_MKDIR_ATTEMPTS):
             tmp = directory / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
             try:
-                _make_dirs(directory)
+                if make_dirs:
+                    _make_dirs(directory)
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
                 break
             except FileNotFoundError:
+                if not make_dirs:
+                    raise
                 if attempt == _MKDIR_ATTEMPTS - 1:
                     # a race, not a missing key: the retry layer tries the write again
                     raise TransientError(f"{directory}: removed by concurrent deletes (pruning "
@@ -284,21 +321,29 @@ class LocalStore(Store):
         os.close(fd)
         return tmp, st
 
-    def _place(self, tmp: Path, final: Path, key: str, *, if_none_match: bool = False,
-               if_match: str | None = None) -> None:
-        """Move a finished temp file to `final` with the requested condition; always consumes tmp."""
+    def _place(self, tmp: Path, st: os.stat_result, final: Path, key: str, *,
+               if_none_match: bool = False, if_match: str | None = None) -> os.stat_result:
+        """Move a finished temp file (whose stat is `st`) to `final` with the requested
+        condition; always consumes tmp.  Returns the placed file's stat: its ETag's source."""
         try:
             if if_none_match:
                 self._link_new(tmp, final, key)
             else:
                 with self._locked(key):
+                    try:
+                        current: os.stat_result | None = os.stat(final)
+                    except (FileNotFoundError, NotADirectoryError):
+                        current = None
                     if if_match is not None:
-                        self._check_etag(final, key, if_match)
+                        self._check_etag(current, key, if_match)
+                    if current is not None and stat_mode.S_ISREG(current.st_mode):
+                        st = _mtime_after(tmp, st, current.st_mtime_ns)
                     os.replace(tmp, final)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         _fsync_dir(final.parent)
+        return st
 
     def _link_new(self, tmp: Path, final: Path, key: str) -> None:
         try:
@@ -318,12 +363,10 @@ class LocalStore(Store):
                 ) from exc
             raise
 
-    def _check_etag(self, final: Path, key: str, expected: str) -> None:
-        try:
-            st = os.stat(final)
-        except (FileNotFoundError, NotADirectoryError):
+    def _check_etag(self, st: os.stat_result | None, key: str, expected: str) -> None:
+        if st is None:
             raise PreconditionFailed(f"{self._describe(key)}: does not exist "
-                                     f"(expected ETag {expected})") from None
+                                     f"(expected ETag {expected})")
         if _quoted_etag(st) != expected:
             raise PreconditionFailed(f"{self._describe(key)}: changed "
                                      f"(expected ETag {expected}, found {_quoted_etag(st)})")
@@ -402,7 +445,7 @@ class LocalStore(Store):
         final = self._path(key)
         with self._write_errors(key):
             tmp, st = self._write_temp(final.parent, [data])
-            self._place(tmp, final, key, if_none_match=if_none_match, if_match=if_match)
+            st = self._place(tmp, st, final, key, if_none_match=if_none_match, if_match=if_match)
         return _quoted_etag(st)
 
     def delete(self, keys: Iterable[str]) -> None:
@@ -475,8 +518,12 @@ class LocalStore(Store):
                 is_dir = entry.is_dir(follow_symlinks=False)
                 if not is_dir and not entry.is_file():
                     continue  # sockets, fifos, symlinks to directories: not objects
-            except OSError:
-                continue
+            except FileNotFoundError:
+                continue  # deleted while we listed
+            except OSError as exc:
+                # Without d_type (some NFS/FUSE) these stat: an ESTALE or EIO skipped here
+                # would drop a whole subtree (an artifact's @v/) and gc condemn its chunks.
+                raise _map_os_error(exc, self._describe(rel + entry.name)) from exc
             entries.append((rel + entry.name + ("/" if is_dir else ""), entry, is_dir))
         entries.sort(key=lambda e: e[0])
         return entries
@@ -535,8 +582,20 @@ class LocalStore(Store):
         # never pairs new bytes with an old ETag; completion picks the file the caller names.
         digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
         with self._errors(key):
-            tmp, _ = self._write_temp(directory, [data])
-            os.replace(tmp, directory / f"part-{part_number:05d}.{digest}")
+            try:
+                # Into the upload's directory as it is, never recreated: an abort or completion
+                # since our meta check removed it (S3's NoSuchUpload), and a directory made
+                # again here would hold parts without meta.json that nothing lists or removes.
+                tmp, _ = self._write_temp(directory, [data], make_dirs=False)
+                try:
+                    os.replace(tmp, directory / f"part-{part_number:05d}.{digest}")
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp)
+                    raise
+            except FileNotFoundError:
+                raise NotFound(f"{self._describe(key)}: multipart upload {upload_id} not found "
+                               "(aborted or completed while this part was written)") from None
         return f'"{digest}"'
 
     def _checked_parts(self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
@@ -568,9 +627,9 @@ class LocalStore(Store):
         final = self._path(key)
         with self._write_errors(key):
             tmp, st = self._write_temp(final.parent, _read_files(paths))
-            self._place(tmp, final, key, if_none_match=if_none_match)
+            st = self._place(tmp, st, final, key, if_none_match=if_none_match)
         # Only after the object is in place: a failed precondition leaves the upload abortable.
-        shutil.rmtree(self._upload_dir(upload_id), ignore_errors=True)
+        self._discard_upload(upload_id)
         return _quoted_etag(st)
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
@@ -581,7 +640,21 @@ class LocalStore(Store):
             self._upload_meta(key, upload_id)
         except NotFound:
             return
-        shutil.rmtree(self._upload_dir(upload_id), ignore_errors=True)
+        self._discard_upload(upload_id)
+
+    def _discard_upload(self, upload_id: str) -> None:
+        """Remove an upload's directory, first renaming it to a staging temp name.
+
+        Removed in place, a part written meanwhile would keep it (rmdir: not empty) without
+        its meta.json under the upload's id, where nothing lists it.  Renamed, no writer can
+        add to it under that id, and whatever it keeps is a staging temp that gc collects."""
+        base = self.root / MULTIPART_DIR
+        doomed = base / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(16)}"
+        try:
+            os.rename(self._upload_dir(upload_id), doomed)
+        except OSError:
+            return  # gone already (another abort or completion got there first): best effort
+        shutil.rmtree(doomed, ignore_errors=True)
 
     def multipart_bytes(self, key: str, upload_id: str) -> int | None:
         if key == TEMP_UPLOAD_KEY and (segments := _temp_segments(upload_id)) is not None:
@@ -616,7 +689,11 @@ class LocalStore(Store):
     def _stale_temps(self) -> list[MultipartUpload]:
         """What killed writers left: `.tmp-` files anywhere in the tree and staging directories
         at the top of MULTIPART_DIR, older than STALE_TEMP_SECONDS.  Temp files inside a real
-        upload's directory go when that upload is completed or aborted, so are not walked."""
+        upload's directory go when that upload is completed or aborted, so are not walked.
+
+        An upload directory without meta.json is a leftover too (an abort killed midway, or an
+        older ckptlake's part write that recreated an aborted upload's directory): no listing
+        shows it as an upload, so it is reported here, under its path like a staging one."""
         cutoff = time.time_ns() - STALE_TEMP_SECONDS * 1_000_000_000
         found = []
         stack = [(self.root, "")]
@@ -637,6 +714,13 @@ class LocalStore(Store):
                         kind_ok = is_dir or entry.is_file(follow_symlinks=False)
                         st = entry.stat(follow_symlinks=False)
                         if kind_ok and is_dir == in_multipart and st.st_mtime_ns <= cutoff:
+                            found.append(MultipartUpload(key=TEMP_UPLOAD_KEY,
+                                                         upload_id=rel + entry.name,
+                                                         initiated=_modified(st)))
+                    elif in_multipart and is_dir and _is_upload_id(entry.name) \
+                            and _lacks_meta(Path(entry.path)):
+                        st = entry.stat(follow_symlinks=False)
+                        if st.st_mtime_ns <= cutoff:
                             found.append(MultipartUpload(key=TEMP_UPLOAD_KEY,
                                                          upload_id=rel + entry.name,
                                                          initiated=_modified(st)))
@@ -680,6 +764,8 @@ class LocalStore(Store):
             if stat_mode.S_ISREG(st.st_mode):
                 os.unlink(name, dir_fd=fd)
             elif stat_mode.S_ISDIR(st.st_mode) and segments[0] == MULTIPART_DIR:
+                if _is_upload_id(name) and not _lacks_meta(self.root / MULTIPART_DIR / name):
+                    return  # a live upload after all: only its own abort removes it
                 _remove_flat_dir(name, fd)
             else:
                 return
@@ -734,6 +820,23 @@ def _remove_flat_dir(name: str, parent_fd: int) -> None:
     os.rmdir(name, dir_fd=parent_fd)
 
 
+def _is_upload_id(name: str) -> bool:
+    """The name of a real upload's directory (as _upload_dir accepts it)."""
+    return bool(name) and all(c in "0123456789abcdef" for c in name)
+
+
+def _lacks_meta(upload_dir: Path) -> bool:
+    """Only a meta.json that is surely absent: one we merely failed to stat (ESTALE, EACCES)
+    may belong to a live upload, which gc must not take for a leftover."""
+    try:
+        os.lstat(upload_dir / "meta.json")
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def _is_our_temp(name: str, *, staging: bool) -> bool:
     m = _TEMP_NAME.fullmatch(name)
     return m is not None and len(m.group(1)) == (32 if staging else 16)
@@ -745,6 +848,8 @@ def _temp_segments(upload_id: str) -> list[str] | None:
     if not isinstance(upload_id, str) or "\x00" in upload_id:
         return None
     segments = upload_id.split("/")
+    if len(segments) == 2 and segments[0] == MULTIPART_DIR and _is_upload_id(segments[1]):
+        return segments  # an upload directory without meta.json (_remove_stale_temp checks)
     if any(s in ("", ".", "..") for s in segments) \
             or not _is_our_temp(segments[-1], staging=segments[0] == MULTIPART_DIR) \
             or any(_TEMP_NAME.fullmatch(s) for s in segments[:-1]) or segments[0] == LOCK_DIR \

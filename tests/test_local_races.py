@@ -1,0 +1,219 @@
+"""A local lake's writers racing its deleters, aborters and each other, each race staged at the
+exact point a multi-process stress review caught it (a push failing with a false key clash, gc
+leaking part directories forever, a stale compare-and-swap succeeding, a listing losing a
+subtree).  Deterministic: the competing action runs from inside a patched call."""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import time
+import types
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from typer.testing import CliRunner
+
+from ckptlake.cli.app import app
+from ckptlake.errors import CkptlakeError, NotFound, PreconditionFailed, TransientError
+from ckptlake.store import local
+from ckptlake.store.local import MULTIPART_DIR, TEMP_UPLOAD_KEY, LocalStore
+
+HOURS_AGO = time.time() - 2 * 3600
+
+
+def _old(path: Path) -> Path:
+    os.utime(path, (HOURS_AGO, HOURS_AGO))
+    return path
+
+
+# ---- 1. a directory another writer made and a deleter pruned is no key clash -------------------
+
+def test_a_write_retries_when_the_directory_it_found_existing_is_pruned_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LocalStore(tmp_path / "lake")
+    store.put("gc/settings.json", b"{}")
+    original = Path.mkdir
+    staged: list[Path] = []
+
+    def mkdir(self: Path, *args: Any, **kwargs: Any) -> None:
+        if self.name == "pins" and not staged:
+            staged.append(self)
+            original(self)  # another writer makes gc/pins/ first ...
+            try:
+                original(self, *args, **kwargs)  # ... so ours fails with EEXIST ...
+            except FileExistsError:
+                self.rmdir()  # ... and that writer's delete prunes it before we look
+                raise
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    store.put("gc/pins/p.json", b"pin")  # was: UsageError "cannot hold both 'a' and 'a/...'"
+    assert staged, "the race was not staged: the test proves nothing"
+    assert store.get("gc/pins/p.json") == b"pin"
+
+
+# ---- 2. an abort racing a part write leaks nothing ---------------------------------------------
+
+def test_a_part_written_after_its_upload_was_aborted_is_not_found_and_leaves_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LocalStore(tmp_path / "lake")
+    upload_id = store.create_multipart("k")
+    original = LocalStore._upload_meta
+    aborted: list[str] = []
+
+    def upload_meta(self: LocalStore, key: str, uid: str) -> dict[str, str]:
+        meta = original(self, key, uid)
+        if not aborted:
+            aborted.append(uid)  # gc's abort lands between the part's meta check and its write
+            self.abort_multipart(key, uid)
+        return meta
+
+    monkeypatch.setattr(LocalStore, "_upload_meta", upload_meta)
+    with pytest.raises(NotFound, match=f"multipart upload {upload_id} not found"):
+        store.upload_part("k", upload_id, 1, b"part")  # S3: NoSuchUpload
+    assert aborted == [upload_id]
+    assert list((store.root / MULTIPART_DIR).iterdir()) == []  # nothing left to leak
+
+
+def test_an_abort_that_loses_to_a_part_write_leaves_only_what_gc_collects(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LocalStore(tmp_path / "lake")
+    upload_id = store.create_multipart("k")
+    store.upload_part("k", upload_id, 1, b"part")
+    base = store.root / MULTIPART_DIR
+    real_rmdir = os.rmdir
+    staged: list[Path] = []
+
+    def rmdir(path: Any, *args: Any, **kwargs: Any) -> None:
+        p = Path(os.fsdecode(path))
+        if p.parent == base and not staged:
+            staged.append(p)  # a part write's temp file lands after rmtree emptied it
+            (p / f".tmp-{os.getpid()}-{'0' * 16}").write_bytes(b"late part")
+        real_rmdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rmdir", rmdir)
+    store.abort_multipart("k", upload_id)
+    monkeypatch.undo()
+    assert staged, "the race was not staged: the test proves nothing"
+    assert not (base / upload_id).exists()  # no directory under the id for a writer to reuse
+    assert not list(store.list_multipart(""))  # the leftover is young: a writer may own it
+    for leftover in base.iterdir():
+        _old(leftover)
+    [stale] = store.list_multipart("")
+    assert stale.key == TEMP_UPLOAD_KEY and store.multipart_bytes(stale.key, stale.upload_id) == 9
+    store.abort_multipart(stale.key, stale.upload_id)
+    assert list(base.iterdir()) == []
+
+
+def test_gc_collects_an_upload_directory_without_its_meta_and_keeps_live_uploads(
+        tmp_path: Path) -> None:
+    """What an older ckptlake's part write (recreating an aborted upload) or a killed abort
+    left: no meta.json, so no listing showed it, and gc never removed it."""
+    root = tmp_path / "lake"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "w.bin").write_bytes(b"w" * 5000)
+    r = CliRunner().invoke(app, ["push", str(src), "a", "--lake", f"file://{root}"])
+    assert r.exit_code == 0, r.output
+    store = LocalStore(root)
+    live = store.create_multipart("artifacts/a/@v/0000000001.json")
+    _old(root / MULTIPART_DIR / live)
+    orphan = root / MULTIPART_DIR / ("c" * 32)
+    orphan.mkdir()
+    (orphan / f"part-00001.{'d' * 32}").write_bytes(b"12345")
+    _old(orphan)
+    young = root / MULTIPART_DIR / ("e" * 32)  # perhaps an abort still under way
+    young.mkdir()
+
+    uploads = {(u.key, u.upload_id) for u in store.list_multipart("")}
+    assert uploads == {("artifacts/a/@v/0000000001.json", live),
+                       (TEMP_UPLOAD_KEY, f"{MULTIPART_DIR}/{orphan.name}")}
+    assert store.multipart_bytes(TEMP_UPLOAD_KEY, f"{MULTIPART_DIR}/{orphan.name}") == 5
+    store.abort_multipart(TEMP_UPLOAD_KEY, f"{MULTIPART_DIR}/{live}")  # a live one: not this way
+    assert (root / MULTIPART_DIR / live / "meta.json").exists()
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("retention:\n  grace_period: 0s\n  rules:\n    - match: '*'\n"
+                      "      keep_last: 10\n")
+    r = CliRunner().invoke(app, ["gc", "--policy", str(policy), "--lake", f"file://{root}",
+                                 "--yes"])
+    assert r.exit_code == 0, r.output
+    assert not orphan.exists() and young.exists()
+    assert not (root / MULTIPART_DIR / live).exists()  # older than the grace: gc's to abort
+
+
+# ---- 3. compare-and-swap on a file system with whole-second timestamps ------------------------
+
+def test_a_stale_etag_is_refused_when_the_file_system_keeps_whole_seconds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    second = 1_800_000_000 * 1_000_000_000
+    monkeypatch.setattr(local, "time", types.SimpleNamespace(time_ns=lambda: second))
+    real_utime = os.utime
+
+    def utime(target: Any, times: Any = None, *, ns: Any = None, **kwargs: Any) -> None:
+        if ns is not None:  # what the file system stores of the time we set
+            kwargs["ns"] = tuple(t // 1_000_000_000 * 1_000_000_000 for t in ns)
+        elif times is not None:
+            kwargs["times"] = tuple(float(int(t)) for t in times)
+        real_utime(target, **kwargs)
+
+    monkeypatch.setattr(os, "utime", utime)
+    store = LocalStore(tmp_path / "lake")
+    key = "artifacts/a/@alias/latest.json"
+    for attempt in range(10):  # freed inodes are reused at once: most rounds hit the same one
+        store.put(key, b"v0")
+        seen = store.stat(key)  # a reader's ETag ...
+        first = store.put(key, b"v1", if_match=seen.etag)  # ... then two writers, same second
+        second_etag = store.put(key, b"v2")
+        after = store.stat(key)
+        assert second_etag == after.etag  # the ETag a put returns is the placed file's
+        assert first != seen.etag and after.etag not in (seen.etag, first)
+        assert store.stat(key).modified > seen.modified  # each rewrite's mtime is later
+        with pytest.raises(PreconditionFailed):
+            store.put(key, b"stale", if_match=seen.etag)
+        assert store.get(key) == b"v2", attempt
+
+
+# ---- 4. a listing error other than "gone" is not a missing subtree ----------------------------
+
+class _FlakyEntry:
+    """A DirEntry whose type lookup fails, as on a readdir without d_type (some NFS/FUSE)."""
+
+    def __init__(self, entry: os.DirEntry[str], exc: OSError) -> None:
+        self._entry, self._exc = entry, exc
+        self.name, self.path = entry.name, entry.path
+
+    def is_dir(self, *, follow_symlinks: bool = True) -> bool:
+        raise self._exc
+
+    def is_file(self, *, follow_symlinks: bool = True) -> bool:
+        raise self._exc
+
+    def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
+        return self._entry.stat(follow_symlinks=follow_symlinks)
+
+
+def test_a_listing_fails_rather_than_drop_a_subtree_it_could_not_stat(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LocalStore(tmp_path / "lake")
+    store.put("artifacts/a/@v/0000000001.json", b"m")
+    store.put("artifacts/a/@alias/latest.json", b"a")
+    real_scandir = os.scandir
+    failure: list[OSError] = []
+
+    @contextlib.contextmanager
+    def scandir(path: Any) -> Iterator[list[Any]]:
+        with real_scandir(path) as it:
+            yield [_FlakyEntry(e, failure[0]) if e.name == "@v" and failure else e for e in it]
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    failure.append(FileNotFoundError(errno.ENOENT, "gone"))  # deleted while listed: skipped
+    assert [o.key for o in store.list("artifacts/")] == ["artifacts/a/@alias/latest.json"]
+    failure[0] = OSError(errno.ESTALE, "Stale file handle")
+    with pytest.raises(TransientError, match="artifacts/a/@v"):
+        list(store.list("artifacts/"))
+    failure[0] = OSError(errno.EIO, "Input/output error")
+    with pytest.raises(CkptlakeError, match="Input/output error"):
+        list(store.list_prefixes("artifacts/a/"))
