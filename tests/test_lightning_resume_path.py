@@ -52,3 +52,34 @@ def test_a_selector_naming_nothing_is_an_error_not_a_fresh_start(tmp_path: Path)
         io.resume_path("bad selector")
     lake.delete(f"{ART}@v1")
     assert io.resume_path() is None  # every version deleted: nothing to resume
+
+
+def test_no_lake_at_the_url_starts_fresh_with_a_warning(tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """A mistyped URL, or one node without the lake's mount, looks like a first run: said."""
+    io = LakeCheckpointIO(f"file://{tmp_path / 'nowhere' / 'lake'}", ART, async_upload=False)
+    with caplog.at_level("WARNING", logger="ckptlake"):
+        assert io.resume_path() is None
+    assert "no lake at" in caplog.text and "check the lake's URL" in caplog.text
+    lake = ckptlake.open(f"file://{tmp_path / 'lake'}")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"x")
+    lake.push(src, "other", step=1)  # a lake, without this artifact: a first run, no warning
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ckptlake"):
+        assert LakeCheckpointIO(lake, ART, async_upload=False).resume_path() is None
+    assert "no lake at" not in caplog.text
+
+
+def test_a_latest_version_that_is_no_lightning_checkpoint_is_refused_before_fit(
+        tmp_path: Path) -> None:
+    from ckptlake.torch import NotALightningCheckpoint
+
+    lake = ckptlake.open(f"file://{tmp_path / 'lake'}")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "notes.txt").write_bytes(b"eval results")
+    lake.push(src, ART, step=1)  # an eval job's push into the training artifact
+    with pytest.raises(NotALightningCheckpoint):
+        LakeCheckpointIO(lake, ART, async_upload=False).resume_path()

@@ -325,7 +325,12 @@ class LakeCheckpointIO(CheckpointIO):
         `dirpath`, every rank reads this from the lake, so the ranks of a multi-node run agree
         (unless a version is committed between their calls); pinned to a number, so a save
         during the run cannot change what a rank loads.  A selector that names nothing in an
-        artifact that has versions is an error (NotFound), not a fresh start."""
+        artifact that has versions is an error (NotFound), not a fresh start, and so is a
+        version that is not a Lightning checkpoint (before `fit` starts, not at every restart).
+
+        No lake at the URL at all is a first run too (the first save creates the lake), but
+        also what a mistyped URL or a node without the lake's mount looks like: said in a
+        warning, since that node would start over while the others resume."""
         check_arg("selector", selector, "str")
         ref = parse_ref(f"{self.artifact}@{selector}")
         try:
@@ -334,11 +339,17 @@ class LakeCheckpointIO(CheckpointIO):
             try:
                 live = self.lake.versions(self.artifact)
             except NotFound:  # no version (never pushed, or every one deleted)
-                return None
-            if not live:
-                return None
-            raise
-        return f"{SCHEME}{info.artifact}@v{info.version}"
+                live = []
+            if live:
+                raise
+            if not self.lake.exists():
+                log.warning("ckptlake: no lake at %s: %s starts fresh (its first save creates "
+                            "the lake); if this is a restart, check the lake's URL (or that "
+                            "this node has its mount)", self.lake.url, self.artifact)
+            return None
+        what = f"{info.artifact}@v{info.version}"
+        self._check_lightning(what)
+        return f"{SCHEME}{what}"
 
     @property
     def results(self) -> list["PushResult"]:
