@@ -217,3 +217,26 @@ def test_a_listing_fails_rather_than_drop_a_subtree_it_could_not_stat(
     failure[0] = OSError(errno.EIO, "Input/output error")
     with pytest.raises(CkptlakeError, match="Input/output error"):
         list(store.list_prefixes("artifacts/a/"))
+
+
+def test_a_foreign_link_that_cannot_be_followed_fails_no_listing(tmp_path: Path) -> None:
+    """A symlink loop, or a link to a path under a file, at the lake's root or beside a
+    version's keys, failed every listing (ls, pull, push, gc, verify) once a stat error
+    stopped being skipped; such a link is no object, and the lake's keys are all listed."""
+    import os
+
+    from ckptlake.store.local import LocalStore
+
+    root = tmp_path / "lake"
+    store = LocalStore(root)
+    store.put("artifacts/a/@v/0000000001.json", b"{}")
+    store.put("chunks/ab/x", b"x")
+    os.symlink("loop", root / "loop")
+    os.symlink(str(root / "chunks" / "ab" / "x" / "below"), root / "notes")
+    os.symlink("loop2", root / "artifacts" / "a" / "@v" / "loop2")
+    (root / "target.bin").write_bytes(b"t")
+    os.symlink(str(root / "target.bin"), root / "chunks" / "ab" / "linked")
+    assert [o.key for o in store.list()] == [
+        "artifacts/a/@v/0000000001.json", "chunks/ab/linked", "chunks/ab/x", "target.bin"]
+    assert [o.key for o in store.list("artifacts/a/")] == ["artifacts/a/@v/0000000001.json"]
+    assert list(store.list_prefixes("")) == ["artifacts/", "chunks/"]

@@ -180,8 +180,7 @@ def decode_record(data: bytes, *, key: str) -> ShardRecord:
         raise IntegrityError(f"{key}: not valid JSON") from None
     if not isinstance(raw, dict) or not is_format(raw.get("ckptlake_shard"), SHARD_FORMAT):
         raise IntegrityError(f"{key}: not a ckptlake shard record of format {SHARD_FORMAT}",
-                             hint=format_hint(raw.get("ckptlake_shard")
-                                              if isinstance(raw, dict) else None))
+                             hint=format_hint(raw, "ckptlake_shard"))
     try:
         artifact, step, rank, world = raw["artifact"], raw["step"], raw["rank"], raw["world"]
         aliases = tuple(str(a) for a in raw.get("aliases") or ())
@@ -265,8 +264,12 @@ def decode_claim(data: bytes, *, key: str) -> Claim:
                 or raw["state"] not in _STATES:
             raise ValueError
         updated = parse_time(raw["updated"])
-        version = raw.get("version")
-        if version is not None and (not isinstance(version, int) or version < 1):
+        # Exact JSON types, as for the records: `"step": 2.9` read as 2 would be the claim of
+        # another step, and `"version": true` (== 1 in Python) of v1.
+        version, step, world = raw.get("version"), raw["step"], raw["world"]
+        if version is not None and (type(version) is not int or version < 1):
+            raise ValueError
+        if type(step) is not int or type(world) is not int:
             raise ValueError
         aliases, aliases_set = raw.get("aliases"), raw.get("aliases_set")
         if aliases is not None and (not isinstance(aliases, list)
@@ -274,8 +277,8 @@ def decode_claim(data: bytes, *, key: str) -> Claim:
             raise ValueError
         if aliases_set is not None and not isinstance(aliases_set, bool):
             raise ValueError
-        return Claim(artifact=str(raw["artifact"]), step=int(raw["step"]),
-                     world=int(raw["world"]), commit_id=str(raw["commit_id"]),
+        return Claim(artifact=str(raw["artifact"]), step=step,
+                     world=world, commit_id=str(raw["commit_id"]),
                      state=raw["state"], owner=str(raw["owner"]),
                      updated=updated,
                      version=version, error=raw.get("error"),

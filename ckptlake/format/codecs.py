@@ -494,7 +494,8 @@ def frame_size(data: bytes | memoryview) -> int | None:
     begins: the head, the plane table, the planes' stored lengths and the tail of raw bytes.
     None for a zstd frame (its size is not in its head), and for data that cannot begin a
     planes frame: an unknown transform, a plane count other than the transform's, too few
-    bytes for the plane table, or a plane mode this reader cannot decode."""
+    bytes for the plane table, a plane mode this reader cannot decode, or a stored plane whose
+    length is not the plane's size (decode refuses each of these, so none may pass here)."""
     if len(data) < HEAD.size + 1:
         return None
     _magic, codec, param, _flags, n = HEAD.unpack_from(data)
@@ -505,7 +506,8 @@ def frame_size(data: bytes | memoryview) -> int | None:
             len(data) < HEAD.size + 1 + PLANE.size * count:
         return None
     table = [PLANE.unpack_from(data, HEAD.size + 1 + PLANE.size * k) for k in range(count)]
-    if any(mode not in (MODE_STORED, MODE_ZSTD) for mode, _ in table):
+    if any(mode not in (MODE_STORED, MODE_ZSTD) for mode, _ in table) \
+            or any(mode == MODE_STORED and length != n // width for mode, length in table):
         return None
     return HEAD.size + 1 + PLANE.size * count + sum(length for _, length in table) + n % width
 
@@ -518,10 +520,10 @@ def fits_frame(data: bytes | memoryview, rawlen: int, size: int) -> bool:
     head (its size is not in it).
 
     A frame this reader could not decode (a zstd parameter or plane mode it does not know, a
-    newer writer's) is no frame here: a push that took it for its chunk would commit a version
-    it cannot pull.  Writing its own encoding over it instead is safe, as both decode to the
-    bytes the key's digest names."""
-    if not head_of_frame(data, rawlen):
+    newer writer's; a stored plane of the wrong length, a damaged one's) is no frame here: a
+    push that took it for its chunk would commit a version it cannot pull.  Writing its own
+    encoding over it instead is safe, as both decode to the bytes the key's digest names."""
+    if not head_of_frame(data, rawlen) or rawlen > MAX_RAW:
         return False
     _magic, codec, param, _flags, _n = HEAD.unpack_from(data)
     if codec == CODEC_ZSTD:

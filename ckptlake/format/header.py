@@ -121,14 +121,27 @@ def is_format(value: object, known: int) -> bool:
     return type(value) is int and value == known
 
 
-def format_hint(value: object) -> str:
-    """What to do about an object whose format field is not the integer 1 this reader knows:
-    upgrade for a higher integer (a newer ckptlake's), else it is damaged or another tool's
-    (no ckptlake ever wrote `true` or `1.0`)."""
-    if type(value) is int and value > 1:
+def _shown(value: object) -> str:
+    """A value from a damaged object, as JSON, cut short: a crafted one would otherwise fill
+    the terminal (and every log line) with its megabytes."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def format_hint(doc: object, field: str) -> str:
+    """What to do about a document (parsed JSON) whose format `field` is not the integer 1
+    this reader knows: upgrade only for a higher integer (a newer ckptlake's); anything else
+    (`true`, `1.0`, 0, no such field, not an object) no ckptlake ever wrote, so it is damaged
+    or another tool's, and an upgrade would not help."""
+    if not isinstance(doc, dict):
+        problem = "it is not a JSON object"
+    elif field not in doc:
+        problem = f"it has no {field} field"
+    elif type(doc[field]) is int and doc[field] > 1:
         return "upgrade ckptlake: a newer one wrote it"
-    return (f"its format field is {json.dumps(value)}, not the integer 1: damaged, or "
-            "written by another tool")
+    else:
+        problem = f"its {field} is {_shown(doc[field])}, not the integer 1"
+    return f"{problem}: damaged, or written by another tool"
 
 
 # Read by every command: one missing is named, not reported as no header at all.
@@ -150,12 +163,11 @@ def decode_header(data: bytes) -> LakeHeader:
                              hint=f"restore {HEADER_KEY} from a copy of the lake")
     fmt = raw["ckptlake_lake"]
     if type(fmt) is not int:
-        raise IntegrityError(f"{HEADER_KEY}: ckptlake_lake {fmt!r} is not an integer format "
-                             "version",
-                             hint="upgrade ckptlake if a newer one wrote it, else the lake "
-                                  "header is damaged: restore it")
+        raise IntegrityError(f"{HEADER_KEY}: ckptlake_lake {_shown(fmt)} is not an integer format "
+                             "version", hint=format_hint(raw, "ckptlake_lake"))
     if not is_format(fmt, LAKE_FORMAT):
-        raise IntegrityError(f"lake format {fmt} is not supported", hint="upgrade ckptlake")
+        raise IntegrityError(f"lake format {fmt} is not supported",
+                             hint=format_hint(raw, "ckptlake_lake"))
     for name in _REQUIRED:
         if name not in raw:
             raise IntegrityError(f"{HEADER_KEY}: the lake header has no {name} (damaged, or "

@@ -494,8 +494,7 @@ def decode_manifest(data: bytes, *, key: str = "manifest") -> Manifest:
         raise IntegrityError(f"{key}: JSON nested too deeply") from None
     if not isinstance(raw, dict) or not is_format(raw.get("ckptlake_manifest"), MANIFEST_FORMAT):
         raise IntegrityError(f"{key}: not a ckptlake manifest of format {MANIFEST_FORMAT}",
-                             hint=format_hint(raw.get("ckptlake_manifest")
-                                              if isinstance(raw, dict) else None))
+                             hint=format_hint(raw, "ckptlake_manifest"))
     kind = _req(raw, "kind", str, key)
     if kind not in ("dir", "file"):
         raise IntegrityError(f"{key}: unknown kind {kind!r}")

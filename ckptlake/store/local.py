@@ -83,10 +83,12 @@ def _validate_local_key(key: str) -> str:
     Only the exact temp pattern is ours: `team/.tmp-run` is a valid artifact (an S3 lake
     synced to a directory may hold one), and a key refused or hidden here for a mere `.tmp-`
     prefix would be a version whose manifest stays while gc sweeps its unlisted chunks.
-    (ckptlake before 2026-12-07 hid every `.tmp-` name: docs/format.md, Residual risks.)"""
+    (ckptlake before 2026-12-07 hid every `.tmp-` name: docs/format.md, Residual risks.)
+    And only as a key's last segment: our temp files are files, so a directory of that form
+    (an S3 artifact segment `a/.tmp-1-<hex>`) is listed like any other and its keys are fine."""
     validate_key(key)
     segments = key.split("/")
-    if segments[0] in _RESERVED_ROOT_NAMES or any(_TEMP_NAME.fullmatch(s) for s in segments):
+    if segments[0] in _RESERVED_ROOT_NAMES or _TEMP_NAME.fullmatch(segments[-1]):
         raise UsageError(f"invalid object key {key!r}: '{LOCK_DIR}', '{MULTIPART_DIR}' and "
                          f"'{TMP_PREFIX}<pid>-<hex>' names are reserved by local lakes")
     return key
@@ -512,21 +514,39 @@ class LocalStore(Store):
             raise _map_os_error(exc, f"{self.url}/{rel}") from exc
         entries = []
         for entry in raw:
-            if _TEMP_NAME.fullmatch(entry.name) or (not rel and entry.name in _RESERVED_ROOT_NAMES):
+            if not rel and entry.name in _RESERVED_ROOT_NAMES:
                 continue
             try:
                 is_dir = entry.is_dir(follow_symlinks=False)
-                if not is_dir and not entry.is_file():
+                if not is_dir and not self._is_object(entry):
                     continue  # sockets, fifos, symlinks to directories: not objects
-            except FileNotFoundError:
-                continue  # deleted while we listed
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # deleted while we listed (or its directory replaced by a file)
             except OSError as exc:
                 # Without d_type (some NFS/FUSE) these stat: an ESTALE or EIO skipped here
                 # would drop a whole subtree (an artifact's @v/) and gc condemn its chunks.
                 raise _map_os_error(exc, self._describe(rel + entry.name)) from exc
+            if not is_dir and _TEMP_NAME.fullmatch(entry.name):
+                # Only a temp FILE is hidden: outside the (unlisted) multipart area ours are all
+                # files, and a directory of that form is an S3 artifact's segment
+                # (`a/.tmp-1-<hex>/`), which hidden here would have gc sweep its chunks.
+                continue
             entries.append((rel + entry.name + ("/" if is_dir else ""), entry, is_dir))
         entries.sort(key=lambda e: e[0])
         return entries
+
+    @staticmethod
+    def _is_object(entry: os.DirEntry[str]) -> bool:
+        """A regular file, or a symlink to one.  A link's target is not the lake's: one that
+        cannot be followed (a loop, a target under a file, an unreadable directory) is no
+        object, where raising would fail every listing of the lake, and every command, for
+        one foreign link at its root."""
+        if not entry.is_symlink():
+            return entry.is_file(follow_symlinks=False)
+        try:
+            return entry.is_file()
+        except OSError:
+            return False
 
     def list_prefixes(self, prefix: str) -> Iterator[str]:
         if prefix and not prefix.endswith("/"):
@@ -710,10 +730,12 @@ class LocalStore(Store):
             for entry in raw:
                 try:
                     is_dir = entry.is_dir(follow_symlinks=False)
-                    if _is_our_temp(entry.name, staging=in_multipart):
+                    # Outside the multipart area a directory of the temp form is no temp of
+                    # ours (we make only files there) but an ordinary one, walked below.
+                    if _is_our_temp(entry.name, staging=in_multipart) and is_dir == in_multipart:
                         kind_ok = is_dir or entry.is_file(follow_symlinks=False)
                         st = entry.stat(follow_symlinks=False)
-                        if kind_ok and is_dir == in_multipart and st.st_mtime_ns <= cutoff:
+                        if kind_ok and st.st_mtime_ns <= cutoff:
                             found.append(MultipartUpload(key=TEMP_UPLOAD_KEY,
                                                          upload_id=rel + entry.name,
                                                          initiated=_modified(st)))
@@ -724,8 +746,7 @@ class LocalStore(Store):
                             found.append(MultipartUpload(key=TEMP_UPLOAD_KEY,
                                                          upload_id=rel + entry.name,
                                                          initiated=_modified(st)))
-                    elif is_dir and not in_multipart and not _TEMP_NAME.fullmatch(entry.name) \
-                            and (rel or entry.name in _OWNED_TOP):
+                    elif is_dir and not in_multipart and (rel or entry.name in _OWNED_TOP):
                         # only what the lake's format writes: a directory of anyone else's
                         # under the lake root is foreign, and gc never deletes from it
                         stack.append((Path(entry.path), rel + entry.name + "/"))
@@ -852,7 +873,7 @@ def _temp_segments(upload_id: str) -> list[str] | None:
         return segments  # an upload directory without meta.json (_remove_stale_temp checks)
     if any(s in ("", ".", "..") for s in segments) \
             or not _is_our_temp(segments[-1], staging=segments[0] == MULTIPART_DIR) \
-            or any(_TEMP_NAME.fullmatch(s) for s in segments[:-1]) or segments[0] == LOCK_DIR \
+            or segments[0] == LOCK_DIR \
             or (len(segments) > 1 and segments[0] not in _OWNED_TOP):
         return None
     if segments[0] == MULTIPART_DIR and len(segments) != 2:
