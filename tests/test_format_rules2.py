@@ -399,3 +399,22 @@ def test_a_huge_format_value_is_cut_short_in_the_hint() -> None:
             decode(json.dumps({field: "x" * 100_000, "hash": "sha256",
                                "chunk_size": 1 << 24}).encode())
         assert len(str(info.value)) < 300, str(info.value)[:400]
+
+
+def test_a_format_value_nested_near_the_parsers_limit_is_no_internal_error() -> None:
+    """The hint encoded the value again, deeper than the parse: one nesting level below the
+    limit turned a damaged manifest into a RecursionError."""
+    from ckptlake.format.manifest import decode_manifest
+
+    for depth in range(600, 1100):
+        data = ('{"ckptlake_manifest": ' + "[" * depth + "]" * depth + "}").encode()
+        with pytest.raises(IntegrityError):
+            decode_manifest(data, key="k")
+
+
+def test_a_huge_training_state_format_is_cut_short() -> None:
+    from ckptlake.format import state
+
+    with pytest.raises(UsageError) as info:
+        state.parse(json.dumps({"ckptlake_state": "A" * 100_000, "root": {}}).encode(), "r@v1")
+    assert len(str(info.value)) < 400

@@ -240,3 +240,102 @@ def test_a_foreign_link_that_cannot_be_followed_fails_no_listing(tmp_path: Path)
         "artifacts/a/@v/0000000001.json", "chunks/ab/linked", "chunks/ab/x", "target.bin"]
     assert [o.key for o in store.list("artifacts/a/")] == ["artifacts/a/@v/0000000001.json"]
     assert list(store.list_prefixes("")) == ["artifacts/", "chunks/"]
+
+
+class _LinkEntry:
+    """A symlink's DirEntry whose target lookup fails with `exc` (ESTALE on an NFS mount)."""
+
+    def __init__(self, entry: os.DirEntry[str], exc: OSError) -> None:
+        self._entry, self._exc = entry, exc
+        self.name, self.path = entry.name, entry.path
+
+    def is_symlink(self) -> bool:
+        return True
+
+    def is_dir(self, *, follow_symlinks: bool = True) -> bool:
+        if not follow_symlinks:
+            return False
+        raise self._exc
+
+    def is_file(self, *, follow_symlinks: bool = True) -> bool:
+        if not follow_symlinks:
+            return False
+        raise self._exc
+
+    def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
+        return self._entry.stat(follow_symlinks=follow_symlinks)
+
+
+def test_a_manifest_reached_through_a_link_fails_the_listing_on_a_stale_handle(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Skipping every error of a link's target dropped a version's manifest (a link to it on
+    an NFS mount, ESTALE) from gc's view: gc swept its chunks, and the pull failed."""
+    store = LocalStore(tmp_path / "lake")
+    store.put("artifacts/a/@v/0000000001.json", b"m")
+    real_scandir = os.scandir
+    failure: list[OSError] = [OSError(errno.ESTALE, "Stale file handle")]
+
+    @contextlib.contextmanager
+    def scandir(path: Any) -> Iterator[list[Any]]:
+        with real_scandir(path) as it:
+            yield [_LinkEntry(e, failure[0]) if e.name == "0000000001.json" else e for e in it]
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(TransientError, match="0000000001.json"):
+        list(store.list("artifacts/"))
+    failure[0] = OSError(errno.ELOOP, "Too many levels of symbolic links")
+    assert list(store.list("artifacts/")) == []  # a link that cannot be followed: no object
+
+
+def test_a_temp_file_renamed_away_on_nfs_fails_no_listing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LocalStore(tmp_path / "lake")
+    store.put("artifacts/a/@v/0000000001.json", b"m")
+    temp = tmp_path / "lake" / "artifacts" / "a" / "@v" / ".tmp-4242-00112233445566ff"
+    temp.write_bytes(b"half")
+    real_scandir = os.scandir
+
+    @contextlib.contextmanager
+    def scandir(path: Any) -> Iterator[list[Any]]:
+        with real_scandir(path) as it:
+            yield [_FlakyEntry(e, OSError(errno.ESTALE, "Stale file handle"))
+                   if e.name == temp.name else e for e in it]
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert [o.key for o in store.list("artifacts/")] == ["artifacts/a/@v/0000000001.json"]
+
+
+@pytest.mark.parametrize("linked", ["artifacts", "artifacts/team", "gc"])
+def test_a_linked_directory_of_versions_or_records_is_refused_not_skipped(
+        tmp_path: Path, linked: str) -> None:
+    """`artifacts/team -> /elsewhere` was skipped by listings while pulls read through it:
+    ls showed nothing and gc swept the chunks of every version behind it."""
+    import shutil
+
+    from ckptlake.errors import UsageError
+
+    root = tmp_path / "lake"
+    store = LocalStore(root)
+    store.put("artifacts/team/run/@v/0000000001.json", b"m")
+    store.put("gc/pins/p.json", b"p")
+    store.put("chunks/ab/" + "ab" * 32, b"c")
+    moved = tmp_path / "elsewhere"
+    shutil.move(str(root / linked), str(moved))
+    os.symlink(str(moved), root / linked)
+    with pytest.raises(UsageError, match="symbolic link to a directory"):
+        list(store.list())
+    assert store.get("chunks/ab/" + "ab" * 32) == b"c"
+
+
+def test_a_linked_chunks_directory_is_still_skipped(tmp_path: Path) -> None:
+    """Chunks behind a link are unseen by gc's sweep (it condemns only what it lists): no
+    loss, so such a lake keeps working as before."""
+    import shutil
+
+    root = tmp_path / "lake"
+    store = LocalStore(root)
+    store.put("artifacts/a/@v/0000000001.json", b"m")
+    store.put("chunks/ab/" + "ab" * 32, b"c")
+    shutil.move(str(root / "chunks"), str(tmp_path / "big"))
+    os.symlink(str(tmp_path / "big"), root / "chunks")
+    assert [o.key for o in store.list()] == ["artifacts/a/@v/0000000001.json"]

@@ -121,9 +121,13 @@ def is_format(value: object, known: int) -> bool:
     return type(value) is int and value == known
 
 
-def _shown(value: object) -> str:
+def shown(value: object) -> str:
     """A value from a damaged object, as JSON, cut short: a crafted one would otherwise fill
-    the terminal (and every log line) with its megabytes."""
+    the terminal (and every log line) with its megabytes.  An array or object is named, not
+    encoded: one nested just below the parser's limit would fail to encode here (the encoder
+    runs frames deeper than the parse did) and turn a damaged object into an internal error."""
+    if isinstance(value, (list, dict)):
+        return "a JSON array" if isinstance(value, list) else "a JSON object"
     text = json.dumps(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
@@ -140,7 +144,7 @@ def format_hint(doc: object, field: str) -> str:
     elif type(doc[field]) is int and doc[field] > 1:
         return "upgrade ckptlake: a newer one wrote it"
     else:
-        problem = f"its {field} is {_shown(doc[field])}, not the integer 1"
+        problem = f"its {field} is {shown(doc[field])}, not the integer 1"
     return f"{problem}: damaged, or written by another tool"
 
 
@@ -163,7 +167,7 @@ def decode_header(data: bytes) -> LakeHeader:
                              hint=f"restore {HEADER_KEY} from a copy of the lake")
     fmt = raw["ckptlake_lake"]
     if type(fmt) is not int:
-        raise IntegrityError(f"{HEADER_KEY}: ckptlake_lake {_shown(fmt)} is not an integer format "
+        raise IntegrityError(f"{HEADER_KEY}: ckptlake_lake {shown(fmt)} is not an integer format "
                              "version", hint=format_hint(raw, "ckptlake_lake"))
     if not is_format(fmt, LAKE_FORMAT):
         raise IntegrityError(f"lake format {fmt} is not supported",

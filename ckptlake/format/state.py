@@ -28,7 +28,7 @@ from collections import OrderedDict
 from typing import Any, Callable, Iterator
 
 from ..errors import UsageError
-from .header import format_hint, is_format
+from .header import format_hint, is_format, shown
 
 STATE_VERSION = 1
 SKELETON_FILENAME = "ckptlake-state.json"
@@ -187,7 +187,7 @@ def parse(raw: bytes, what: str) -> dict[str, Any]:
         raise UsageError(f"{what}: {SKELETON_FILENAME} is not a training-state skeleton")
     found = skeleton.get("ckptlake_state")
     if not is_format(found, STATE_VERSION):
-        raise UsageError(f"{what}: training-state format {found!r} is not supported by this "
+        raise UsageError(f"{what}: training-state format {shown(found)} is not supported by this "
                          f"ckptlake (it reads {STATE_VERSION})",
                          hint=format_hint(skeleton, "ckptlake_state"))
     return skeleton

@@ -518,11 +518,13 @@ class LocalStore(Store):
                 continue
             try:
                 is_dir = entry.is_dir(follow_symlinks=False)
-                if not is_dir and not self._is_object(entry):
+                if not is_dir and not self._is_object(entry, rel):
                     continue  # sockets, fifos, symlinks to directories: not objects
             except (FileNotFoundError, NotADirectoryError):
                 continue  # deleted while we listed (or its directory replaced by a file)
             except OSError as exc:
+                if _TEMP_NAME.fullmatch(entry.name):
+                    continue  # a writer's temp, renamed away (ESTALE on NFS): never listed
                 # Without d_type (some NFS/FUSE) these stat: an ESTALE or EIO skipped here
                 # would drop a whole subtree (an artifact's @v/) and gc condemn its chunks.
                 raise _map_os_error(exc, self._describe(rel + entry.name)) from exc
@@ -535,18 +537,35 @@ class LocalStore(Store):
         entries.sort(key=lambda e: e[0])
         return entries
 
-    @staticmethod
-    def _is_object(entry: os.DirEntry[str]) -> bool:
+    def _is_object(self, entry: os.DirEntry[str], rel: str) -> bool:
         """A regular file, or a symlink to one.  A link's target is not the lake's: one that
-        cannot be followed (a loop, a target under a file, an unreadable directory) is no
-        object, where raising would fail every listing of the lake, and every command, for
-        one foreign link at its root."""
+        cannot be followed (a loop, a missing target or one under a file, an unreadable
+        directory) is no object, where raising would fail every listing of the lake, and
+        every command, for one foreign link at its root.  Any other error (ESTALE, EIO) is
+        raised: a version's manifest reached through a link must not drop out of gc's view.
+
+        A link to a directory where the lake keeps versions or gc's records (`artifacts`,
+        `gc`) is refused: listings do not follow it, so gc would not see the versions or pins
+        behind it, and would sweep their chunks while pulls still read them."""
         if not entry.is_symlink():
             return entry.is_file(follow_symlinks=False)
         try:
-            return entry.is_file()
-        except OSError:
-            return False
+            if entry.is_file():
+                return True
+            linked_dir = entry.is_dir()
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOENT, errno.ENOTDIR, errno.EACCES,
+                             errno.EPERM, errno.ENAMETOOLONG):
+                return False
+            raise
+        top = (rel or entry.name).split("/", 1)[0]
+        if linked_dir and top in ("artifacts", "gc"):
+            raise UsageError(f"{self._describe(rel + entry.name)} is a symbolic link to a "
+                             "directory, which a local lake does not follow: its listings (and "
+                             "gc's) would not see the versions or records behind it",
+                             hint="move the directory there in place of the link, or mount it "
+                                  "there (a bind mount)")
+        return False
 
     def list_prefixes(self, prefix: str) -> Iterator[str]:
         if prefix and not prefix.endswith("/"):
@@ -646,7 +665,13 @@ class LocalStore(Store):
         paths = self._checked_parts(key, upload_id, parts)
         final = self._path(key)
         with self._write_errors(key):
-            tmp, st = self._write_temp(final.parent, _read_files(paths))
+            try:
+                tmp, st = self._write_temp(final.parent, _read_files(paths))
+            except FileNotFoundError:
+                # a part gone since _checked_parts: gc's abort of this upload (its directory
+                # renamed away), not a missing object at `key`
+                raise NotFound(f"{self._describe(key)}: multipart upload {upload_id} not found "
+                               "(aborted while it was being completed)") from None
             st = self._place(tmp, st, final, key, if_none_match=if_none_match)
         # Only after the object is in place: a failed precondition leaves the upload abortable.
         self._discard_upload(upload_id)
