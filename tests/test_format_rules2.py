@@ -340,9 +340,9 @@ def test_a_manifest_naming_a_chunk_of_63_or_65_hex_is_malformed(tmp_path: Path,
 # ---- 6. the hints of format errors -------------------------------------------------------------
 
 @pytest.mark.parametrize("value,message,hint", [
-    (True, "ckptlake.json: ckptlake_lake true is not an integer format version",
+    (True, "ckptlake.json: ckptlake_lake is true, not an integer format version",
      "its ckptlake_lake is true, not the integer 1: damaged, or written by another tool"),
-    (1.0, "ckptlake.json: ckptlake_lake 1.0 is not an integer format version",
+    (1.0, "ckptlake.json: ckptlake_lake is 1.0, not an integer format version",
      "its ckptlake_lake is 1.0, not the integer 1: damaged, or written by another tool"),
     (0, "lake format 0 is not supported",
      "its ckptlake_lake is 0, not the integer 1: damaged, or written by another tool"),

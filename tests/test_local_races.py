@@ -16,7 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ckptlake.cli.app import app
-from ckptlake.errors import CkptlakeError, NotFound, PreconditionFailed, TransientError
+from ckptlake.errors import (CkptlakeError, NotFound, PreconditionFailed, TransientError,
+                             UsageError)
 from ckptlake.store import local
 from ckptlake.store.local import MULTIPART_DIR, TEMP_UPLOAD_KEY, LocalStore
 
@@ -185,6 +186,9 @@ class _FlakyEntry:
         self._entry, self._exc = entry, exc
         self.name, self.path = entry.name, entry.path
 
+    def is_symlink(self) -> bool:
+        raise self._exc
+
     def is_dir(self, *, follow_symlinks: bool = True) -> bool:
         raise self._exc
 
@@ -233,58 +237,46 @@ def test_a_foreign_link_that_cannot_be_followed_fails_no_listing(tmp_path: Path)
     store.put("chunks/ab/x", b"x")
     os.symlink("loop", root / "loop")
     os.symlink(str(root / "chunks" / "ab" / "x" / "below"), root / "notes")
-    os.symlink("loop2", root / "artifacts" / "a" / "@v" / "loop2")
+    os.symlink("loop3", root / "chunks" / "ab" / "loop3")
     (root / "target.bin").write_bytes(b"t")
     os.symlink(str(root / "target.bin"), root / "chunks" / "ab" / "linked")
     assert [o.key for o in store.list()] == [
         "artifacts/a/@v/0000000001.json", "chunks/ab/linked", "chunks/ab/x", "target.bin"]
     assert [o.key for o in store.list("artifacts/a/")] == ["artifacts/a/@v/0000000001.json"]
     assert list(store.list_prefixes("")) == ["artifacts/", "chunks/"]
-
-
-class _LinkEntry:
-    """A symlink's DirEntry whose target lookup fails with `exc` (ESTALE on an NFS mount)."""
-
-    def __init__(self, entry: os.DirEntry[str], exc: OSError) -> None:
-        self._entry, self._exc = entry, exc
-        self.name, self.path = entry.name, entry.path
-
-    def is_symlink(self) -> bool:
-        return True
-
-    def is_dir(self, *, follow_symlinks: bool = True) -> bool:
-        if not follow_symlinks:
-            return False
-        raise self._exc
-
-    def is_file(self, *, follow_symlinks: bool = True) -> bool:
-        if not follow_symlinks:
-            return False
-        raise self._exc
-
-    def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
-        return self._entry.stat(follow_symlinks=follow_symlinks)
+    # where versions live, a link that leads nowhere may hide one: refused, never skipped
+    os.symlink("loop2", root / "artifacts" / "a" / "@v" / "loop2")
+    with pytest.raises(UsageError, match="leads nowhere"):
+        list(store.list("artifacts/a/"))
+    assert [o.key for o in store.list("chunks/")] == ["chunks/ab/linked", "chunks/ab/x"]
 
 
 def test_a_manifest_reached_through_a_link_fails_the_listing_on_a_stale_handle(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Skipping every error of a link's target dropped a version's manifest (a link to it on
     an NFS mount, ESTALE) from gc's view: gc swept its chunks, and the pull failed."""
-    store = LocalStore(tmp_path / "lake")
-    store.put("artifacts/a/@v/0000000001.json", b"m")
-    real_scandir = os.scandir
+    root = tmp_path / "lake"
+    store = LocalStore(root)
+    (tmp_path / "nfs").mkdir()
+    (tmp_path / "nfs" / "m.json").write_bytes(b"m")
+    (root / "artifacts" / "a" / "@v").mkdir(parents=True)
+    link = root / "artifacts" / "a" / "@v" / "0000000001.json"
+    os.symlink(tmp_path / "nfs" / "m.json", link)
+    assert [o.key for o in store.list("artifacts/")] == ["artifacts/a/@v/0000000001.json"]
+    real_stat = os.stat
     failure: list[OSError] = [OSError(errno.ESTALE, "Stale file handle")]
 
-    @contextlib.contextmanager
-    def scandir(path: Any) -> Iterator[list[Any]]:
-        with real_scandir(path) as it:
-            yield [_LinkEntry(e, failure[0]) if e.name == "0000000001.json" else e for e in it]
+    def stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if str(path) == str(link) and kwargs.get("follow_symlinks", True):
+            raise failure[0]
+        return real_stat(path, *args, **kwargs)
 
-    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(os, "stat", stat)
     with pytest.raises(TransientError, match="0000000001.json"):
         list(store.list("artifacts/"))
-    failure[0] = OSError(errno.ELOOP, "Too many levels of symbolic links")
-    assert list(store.list("artifacts/")) == []  # a link that cannot be followed: no object
+    failure[0] = OSError(errno.ENOENT, "No such file or directory")  # the mount is absent
+    with pytest.raises(UsageError, match="leads nowhere on this host"):
+        list(store.list("artifacts/"))
 
 
 def test_a_temp_file_renamed_away_on_nfs_fails_no_listing(
@@ -298,8 +290,11 @@ def test_a_temp_file_renamed_away_on_nfs_fails_no_listing(
     @contextlib.contextmanager
     def scandir(path: Any) -> Iterator[list[Any]]:
         with real_scandir(path) as it:
-            yield [_FlakyEntry(e, OSError(errno.ESTALE, "Stale file handle"))
-                   if e.name == temp.name else e for e in it]
+            entries = [_FlakyEntry(e, OSError(errno.ESTALE, "Stale file handle"))
+                       if e.name == temp.name else e for e in it]
+        if temp.exists():
+            temp.unlink()  # its writer renamed it away between the readdir and the stat
+        yield entries
 
     monkeypatch.setattr(os, "scandir", scandir)
     assert [o.key for o in store.list("artifacts/")] == ["artifacts/a/@v/0000000001.json"]
@@ -312,8 +307,6 @@ def test_a_linked_directory_of_versions_or_records_is_refused_not_skipped(
     ls showed nothing and gc swept the chunks of every version behind it."""
     import shutil
 
-    from ckptlake.errors import UsageError
-
     root = tmp_path / "lake"
     store = LocalStore(root)
     store.put("artifacts/team/run/@v/0000000001.json", b"m")
@@ -322,7 +315,7 @@ def test_a_linked_directory_of_versions_or_records_is_refused_not_skipped(
     moved = tmp_path / "elsewhere"
     shutil.move(str(root / linked), str(moved))
     os.symlink(str(moved), root / linked)
-    with pytest.raises(UsageError, match="symbolic link to a directory"):
+    with pytest.raises(UsageError, match="which a local lake does not follow"):
         list(store.list())
     assert store.get("chunks/ab/" + "ab" * 32) == b"c"
 
@@ -339,3 +332,63 @@ def test_a_linked_chunks_directory_is_still_skipped(tmp_path: Path) -> None:
     shutil.move(str(root / "chunks"), str(tmp_path / "big"))
     os.symlink(str(tmp_path / "big"), root / "chunks")
     assert [o.key for o in store.list()] == ["artifacts/a/@v/0000000001.json"]
+
+
+@pytest.mark.parametrize("linked", ["artifacts", "artifacts/team"])
+def test_a_linked_directory_whose_target_is_absent_is_refused_not_swept(
+        tmp_path: Path, linked: str) -> None:
+    """The refusal fired only for a reachable target: on a gc host without the mount (or as a
+    user who cannot read it) the link was skipped, ls showed nothing and gc swept the chunks."""
+    import shutil
+
+    root = tmp_path / "lake"
+    store = LocalStore(root)
+    store.put("artifacts/team/run/@v/0000000001.json", b"m")
+    moved = tmp_path / "mnt" / "team"
+    moved.parent.mkdir()
+    shutil.move(str(root / linked), str(moved))
+    os.symlink(str(moved), root / linked)
+    shutil.rmtree(tmp_path / "mnt")  # the mount is absent on this host
+    with pytest.raises(UsageError, match="leads nowhere on this host"):
+        list(store.list())
+    with pytest.raises(UsageError, match="leads nowhere"):
+        list(store.list("artifacts/"))
+
+
+def test_a_bad_link_fails_only_the_listings_that_need_it(tmp_path: Path) -> None:
+    """One linked directory under artifacts/ refused every command, pushes to unrelated
+    artifacts among them; and a dead mount linked at the root failed them all."""
+    import errno as _errno  # noqa: F401  (documentation: ENOTCONN is what a dead FUSE gives)
+
+    root = tmp_path / "lake"
+    store = LocalStore(root)
+    store.put("artifacts/other/run/@v/0000000001.json", b"o")
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(str(tmp_path / "elsewhere"), root / "artifacts" / "team")
+    os.symlink(str(tmp_path / "gone"), root / "scratch-sshfs")
+    assert [o.key for o in store.list("artifacts/other/")] == [
+        "artifacts/other/run/@v/0000000001.json"]
+    assert list(store.list_prefixes("artifacts/other/")) == ["artifacts/other/run/"]
+    with pytest.raises(UsageError):
+        list(store.list("artifacts/"))
+    with pytest.raises(UsageError):
+        list(store.list_prefixes("artifacts/"))
+
+
+def test_a_temp_form_directory_with_a_stale_handle_is_not_dropped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A temp-form name is skipped on an error only if it is really gone: a directory of that
+    form is an artifact's segment, and dropping it on ESTALE hid its versions from gc."""
+    store = LocalStore(tmp_path / "lake")
+    store.put("artifacts/a/.tmp-1-0123456789abcdef/@v/0000000001.json", b"m")
+    real_scandir = os.scandir
+
+    @contextlib.contextmanager
+    def scandir(path: Any) -> Iterator[list[Any]]:
+        with real_scandir(path) as it:
+            yield [_FlakyEntry(e, OSError(errno.ESTALE, "Stale file handle"))
+                   if e.name.startswith(".tmp-") else e for e in it]
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(TransientError):
+        list(store.list("artifacts/"))

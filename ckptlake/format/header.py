@@ -167,8 +167,8 @@ def decode_header(data: bytes) -> LakeHeader:
                              hint=f"restore {HEADER_KEY} from a copy of the lake")
     fmt = raw["ckptlake_lake"]
     if type(fmt) is not int:
-        raise IntegrityError(f"{HEADER_KEY}: ckptlake_lake {shown(fmt)} is not an integer format "
-                             "version", hint=format_hint(raw, "ckptlake_lake"))
+        raise IntegrityError(f"{HEADER_KEY}: ckptlake_lake is {shown(fmt)}, not an integer "
+                             "format version", hint=format_hint(raw, "ckptlake_lake"))
     if not is_format(fmt, LAKE_FORMAT):
         raise IntegrityError(f"lake format {fmt} is not supported",
                              hint=format_hint(raw, "ckptlake_lake"))

@@ -495,6 +495,8 @@ class LocalStore(Store):
         for sort_key, entry, is_dir in self._sorted_entries(directory, rel):
             if not (sort_key.startswith(prefix) or prefix.startswith(sort_key)):
                 continue
+            if isinstance(is_dir, CkptlakeError):
+                raise is_dir  # an entry this listing needs but could not type (see below)
             if start_after is not None and sort_key <= start_after \
                     and not (is_dir and start_after.startswith(sort_key)):
                 continue
@@ -504,7 +506,12 @@ class LocalStore(Store):
                 yield sort_key, entry
 
     def _sorted_entries(self, directory: Path, rel: str
-                        ) -> list[tuple[str, os.DirEntry[str], bool]]:
+                        ) -> list[tuple[str, os.DirEntry[str], "bool | CkptlakeError"]]:
+        """(sort key, entry, is_dir) of the objects and directories in `directory`, in key
+        order.  An entry that could not be typed carries the error instead of is_dir: the
+        caller raises it only if its listing needs that entry, so one unreadable foreign
+        entry does not fail the listings of unrelated prefixes (a push to another artifact),
+        while one that may hide a version or a pin never drops out of gc's view."""
         try:
             with os.scandir(directory) as it:
                 raw = list(it)
@@ -512,60 +519,78 @@ class LocalStore(Store):
             return []  # missing root, or a directory pruned while we walked
         except OSError as exc:
             raise _map_os_error(exc, f"{self.url}/{rel}") from exc
-        entries = []
+        entries: list[tuple[str, os.DirEntry[str], bool | CkptlakeError]] = []
         for entry in raw:
             if not rel and entry.name in _RESERVED_ROOT_NAMES:
                 continue
             try:
-                is_dir = entry.is_dir(follow_symlinks=False)
-                if not is_dir and not self._is_object(entry, rel):
-                    continue  # sockets, fifos, symlinks to directories: not objects
+                kind = self._kind(entry, rel)
             except (FileNotFoundError, NotADirectoryError):
                 continue  # deleted while we listed (or its directory replaced by a file)
             except OSError as exc:
-                if _TEMP_NAME.fullmatch(entry.name):
+                if _TEMP_NAME.fullmatch(entry.name) and _gone(entry.path):
                     continue  # a writer's temp, renamed away (ESTALE on NFS): never listed
-                # Without d_type (some NFS/FUSE) these stat: an ESTALE or EIO skipped here
+                # Without d_type (some NFS/FUSE) typing stats: an ESTALE or EIO skipped here
                 # would drop a whole subtree (an artifact's @v/) and gc condemn its chunks.
-                raise _map_os_error(exc, self._describe(rel + entry.name)) from exc
-            if not is_dir and _TEMP_NAME.fullmatch(entry.name):
+                entries.append((rel + entry.name, entry,
+                                _map_os_error(exc, self._describe(rel + entry.name))))
+                continue
+            except CkptlakeError as exc:
+                entries.append((rel + entry.name, entry, exc))
+                continue
+            if kind is None:
+                continue  # sockets, fifos, foreign links: not objects
+            if kind == "file" and _TEMP_NAME.fullmatch(entry.name):
                 # Only a temp FILE is hidden: outside the (unlisted) multipart area ours are all
                 # files, and a directory of that form is an S3 artifact's segment
                 # (`a/.tmp-1-<hex>/`), which hidden here would have gc sweep its chunks.
                 continue
+            is_dir = kind == "dir"
             entries.append((rel + entry.name + ("/" if is_dir else ""), entry, is_dir))
         entries.sort(key=lambda e: e[0])
         return entries
 
-    def _is_object(self, entry: os.DirEntry[str], rel: str) -> bool:
-        """A regular file, or a symlink to one.  A link's target is not the lake's: one that
-        cannot be followed (a loop, a missing target or one under a file, an unreadable
-        directory) is no object, where raising would fail every listing of the lake, and
-        every command, for one foreign link at its root.  Any other error (ESTALE, EIO) is
-        raised: a version's manifest reached through a link must not drop out of gc's view.
+    def _kind(self, entry: os.DirEntry[str], rel: str) -> str | None:
+        """"dir", "file" (an object), or None (not one: a socket, a FIFO, a foreign link).
 
-        A link to a directory where the lake keeps versions or gc's records (`artifacts`,
-        `gc`) is refused: listings do not follow it, so gc would not see the versions or pins
-        behind it, and would sweep their chunks while pulls still read them."""
+        A symlink is an object only if it leads to a regular file, and listings never follow
+        one to a directory.  Where the lake keeps versions and gc's records (under
+        `artifacts/` and `gc/`) any other link is refused: gc would not see the versions or
+        pins behind it (nor behind a link that leads nowhere on this host: an absent mount,
+        a target this user cannot read), and would sweep their chunks while pulls still read
+        them.  Elsewhere (the root, `chunks/`) such a link is no object: a chunk gc does not
+        see is one it keeps."""
         if not entry.is_symlink():
-            return entry.is_file(follow_symlinks=False)
+            if entry.is_dir(follow_symlinks=False):
+                return "dir"
+            return "file" if entry.is_file(follow_symlinks=False) else None
+        guarded = (rel or entry.name).split("/", 1)[0] in ("artifacts", "gc")
+        where = self._describe(rel + entry.name)
         try:
-            if entry.is_file():
-                return True
-            linked_dir = entry.is_dir()
+            target = os.readlink(entry.path)
+        except OSError:
+            target = "?"
+        try:
+            st = os.stat(entry.path)
         except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOENT, errno.ENOTDIR, errno.EACCES,
-                             errno.EPERM, errno.ENAMETOOLONG):
-                return False
-            raise
-        top = (rel or entry.name).split("/", 1)[0]
-        if linked_dir and top in ("artifacts", "gc"):
-            raise UsageError(f"{self._describe(rel + entry.name)} is a symbolic link to a "
-                             "directory, which a local lake does not follow: its listings (and "
-                             "gc's) would not see the versions or records behind it",
-                             hint="move the directory there in place of the link, or mount it "
-                                  "there (a bind mount)")
-        return False
+            if not guarded:
+                return None
+            if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR, errno.ENAMETOOLONG):
+                raise UsageError(f"{where} is a symbolic link to {target}, which leads nowhere "
+                                 f"on this host ({exc.strerror}): what it should hold is "
+                                 "invisible to listings, and gc would sweep its chunks",
+                                 hint="mount or restore its target, or remove the link if it "
+                                      "is not the lake's") from None
+            raise _map_os_error(exc, f"{where} (a symbolic link to {target})") from exc
+        if stat_mode.S_ISREG(st.st_mode):
+            return "file"
+        if not guarded:
+            return None
+        raise UsageError(f"{where} is a symbolic link to {target}, which a local lake does "
+                         "not follow: listings, gc's among them, would not see the versions "
+                         "or records behind it",
+                         hint=f"replace the link by its directory: rm {entry.path} && mv "
+                              f"{target} {entry.path}; or bind-mount it there")
 
     def list_prefixes(self, prefix: str) -> Iterator[str]:
         if prefix and not prefix.endswith("/"):
@@ -573,6 +598,8 @@ class LocalStore(Store):
         _validate_prefix(prefix)
         directory = self.root.joinpath(*prefix.split("/")[:-1])
         for sort_key, entry, is_dir in self._sorted_entries(directory, prefix):
+            if isinstance(is_dir, CkptlakeError):
+                raise is_dir
             # Like S3, a 'directory' exists only while some object lives under it.
             if is_dir and next(self._walk(Path(entry.path), sort_key, sort_key, None), None):
                 yield sort_key
@@ -864,6 +891,17 @@ def _remove_flat_dir(name: str, parent_fd: int) -> None:
     finally:
         os.close(fd)
     os.rmdir(name, dir_fd=parent_fd)
+
+
+def _gone(path: str) -> bool:
+    """Surely absent now (os.path.lexists says False on any error, ESTALE included)."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _is_upload_id(name: str) -> bool:
