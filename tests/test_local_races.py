@@ -392,3 +392,42 @@ def test_a_temp_form_directory_with_a_stale_handle_is_not_dropped(
     monkeypatch.setattr(os, "scandir", scandir)
     with pytest.raises(TransientError):
         list(store.list("artifacts/"))
+
+
+def test_a_bad_link_hint_names_its_target_absolutely_and_spares_similar_names(
+        tmp_path: Path) -> None:
+    """The hint printed a relative target as written (`mv ../t2real ...` failed from any other
+    directory, after its `rm` had removed the link); `artifacts/team` failed listings of
+    `artifacts/team2/` (its key has no '/')."""
+    root = tmp_path / "lake"
+    store = LocalStore(root)
+    store.put("artifacts/team2/run/@v/0000000001.json", b"m")
+    (root / "t2real").mkdir()
+    os.symlink("../t2real", root / "artifacts" / "team")
+    with pytest.raises(UsageError) as info:
+        list(store.list("artifacts/"))
+    assert f"a symbolic link to {root / 't2real'} (a directory)" in str(info.value)
+    assert f"bind-mount {root / 't2real'} at {root / 'artifacts' / 'team'}" in info.value.hint
+    assert [o.key for o in store.list("artifacts/team2/")] == [
+        "artifacts/team2/run/@v/0000000001.json"]
+
+
+def test_a_linked_manifest_deleted_during_a_listing_is_skipped_like_a_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "lake"
+    store = LocalStore(root)
+    store.put("artifacts/a/@v/0000000002.json", b"2")
+    (tmp_path / "m1.json").write_bytes(b"1")
+    os.symlink(tmp_path / "m1.json", root / "artifacts" / "a" / "@v" / "0000000001.json")
+    real_scandir = os.scandir
+
+    @contextlib.contextmanager
+    def scandir(path: Any) -> Iterator[list[Any]]:
+        with real_scandir(path) as it:
+            entries = list(it)
+        if str(path).endswith("@v"):
+            store.delete(["artifacts/a/@v/0000000001.json"])  # gc deletes it meanwhile
+        yield entries
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert [o.key for o in store.list("artifacts/")] == ["artifacts/a/@v/0000000002.json"]

@@ -25,8 +25,9 @@ import hashlib
 import json
 import os
 import secrets
-import shutil
 import re
+import shlex
+import shutil
 import stat as stat_mode
 import time
 from datetime import datetime, timezone
@@ -493,10 +494,14 @@ class LocalStore(Store):
         directory 'a' starts with 'a/', which sorts after 'a-b' and 'a.b' but before 'a0'.
         """
         for sort_key, entry, is_dir in self._sorted_entries(directory, rel):
+            if isinstance(is_dir, CkptlakeError):
+                # an entry that could not be typed (no '/' on its key): raised only if this
+                # listing needs it, `artifacts/team` not for a listing of `artifacts/team2/`
+                if sort_key.startswith(prefix) or prefix.startswith(sort_key + "/"):
+                    raise is_dir
+                continue
             if not (sort_key.startswith(prefix) or prefix.startswith(sort_key)):
                 continue
-            if isinstance(is_dir, CkptlakeError):
-                raise is_dir  # an entry this listing needs but could not type (see below)
             if start_after is not None and sort_key <= start_after \
                     and not (is_dir and start_after.startswith(sort_key)):
                 continue
@@ -565,16 +570,14 @@ class LocalStore(Store):
                 return "dir"
             return "file" if entry.is_file(follow_symlinks=False) else None
         guarded = (rel or entry.name).split("/", 1)[0] in ("artifacts", "gc")
-        where = self._describe(rel + entry.name)
-        try:
-            target = os.readlink(entry.path)
-        except OSError:
-            target = "?"
         try:
             st = os.stat(entry.path)
         except OSError as exc:
             if not guarded:
                 return None
+            if _gone(entry.path):
+                raise FileNotFoundError(errno.ENOENT, "deleted while listed") from None
+            where, target = self._describe(rel + entry.name), _link_target(entry.path)
             if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR, errno.ENAMETOOLONG):
                 raise UsageError(f"{where} is a symbolic link to {target}, which leads nowhere "
                                  f"on this host ({exc.strerror}): what it should hold is "
@@ -586,11 +589,14 @@ class LocalStore(Store):
             return "file"
         if not guarded:
             return None
-        raise UsageError(f"{where} is a symbolic link to {target}, which a local lake does "
-                         "not follow: listings, gc's among them, would not see the versions "
-                         "or records behind it",
-                         hint=f"replace the link by its directory: rm {entry.path} && mv "
-                              f"{target} {entry.path}; or bind-mount it there")
+        where, target = self._describe(rel + entry.name), _link_target(entry.path)
+        what = "a directory" if stat_mode.S_ISDIR(st.st_mode) else "no regular file"
+        raise UsageError(f"{where} is a symbolic link to {target} ({what}), which a local lake "
+                         "does not follow: listings, gc's among them, would not see the "
+                         "versions or records behind it",
+                         hint=f"bind-mount {shlex.quote(target)} at {shlex.quote(entry.path)} "
+                              "instead of the link, or move it there in the link's place"
+                         if what == "a directory" else "remove the link if it is not the lake's")
 
     def list_prefixes(self, prefix: str) -> Iterator[str]:
         if prefix and not prefix.endswith("/"):
@@ -891,6 +897,16 @@ def _remove_flat_dir(name: str, parent_fd: int) -> None:
     finally:
         os.close(fd)
     os.rmdir(name, dir_fd=parent_fd)
+
+
+def _link_target(path: str) -> str:
+    """A link's target as an absolute path, for messages a user acts on from anywhere (a
+    relative target is relative to the link's directory, not to the working directory)."""
+    try:
+        target = os.readlink(path)
+    except OSError:
+        return "(unreadable)"
+    return os.path.normpath(os.path.join(os.path.dirname(path), target))
 
 
 def _gone(path: str) -> bool:
