@@ -431,3 +431,41 @@ def test_a_linked_manifest_deleted_during_a_listing_is_skipped_like_a_file(
 
     monkeypatch.setattr(os, "scandir", scandir)
     assert [o.key for o in store.list("artifacts/")] == ["artifacts/a/@v/0000000002.json"]
+
+
+def test_a_linked_manifest_whose_target_goes_away_after_typing_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A target gone between the typing and the stat (a mount dropping mid-listing) was
+    skipped like a deleted file, while the link stayed: gc's view lost the version."""
+    root = tmp_path / "lake"
+    store = LocalStore(root)
+    (tmp_path / "mnt").mkdir()
+    (tmp_path / "mnt" / "m.json").write_bytes(b"m")
+    (root / "artifacts" / "a" / "@v").mkdir(parents=True)
+    os.symlink(tmp_path / "mnt" / "m.json", root / "artifacts" / "a" / "@v" / "0000000001.json")
+    real_kind = LocalStore._kind
+
+    def kind(self: LocalStore, entry: Any, rel: str) -> Any:
+        out = real_kind(self, entry, rel)
+        if entry.name == "0000000001.json" and (tmp_path / "mnt").exists():
+            (tmp_path / "mnt").rename(tmp_path / "unmounted")
+        return out
+
+    monkeypatch.setattr(LocalStore, "_kind", kind)
+    with pytest.raises(UsageError, match="leads nowhere"):
+        list(store.list("artifacts/"))
+
+
+def test_a_relative_link_target_is_named_as_it_resolves_under_a_linked_lake_root(
+        tmp_path: Path) -> None:
+    """`..` in a link's target was collapsed as text: under a lake root reached through a
+    link, the message named a directory that does not exist (or another one)."""
+    (tmp_path / "disk" / "lake" / "artifacts").mkdir(parents=True)
+    (tmp_path / "disk" / "shared" / "team").mkdir(parents=True)
+    os.symlink(tmp_path / "disk" / "lake", tmp_path / "lake")
+    os.symlink("../../shared/team", tmp_path / "disk" / "lake" / "artifacts" / "team")
+    store = LocalStore(tmp_path / "lake")
+    with pytest.raises(UsageError) as info:
+        list(store.list())
+    real = os.path.realpath(tmp_path / "disk" / "shared" / "team")
+    assert f"a symbolic link to {real} (a directory)" in str(info.value)

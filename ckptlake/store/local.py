@@ -480,6 +480,10 @@ class LocalStore(Store):
             try:
                 st = entry.stat()
             except FileNotFoundError:
+                if entry.is_symlink() and not _gone(entry.path):
+                    # the link is there, its target went away since it was typed: as if it
+                    # had been gone then (refused where versions live, else no object)
+                    self._kind(entry, key.rpartition("/")[0] + "/" if "/" in key else "")
                 continue  # deleted while we listed: S3 would not show it either
             except OSError as exc:
                 raise _map_os_error(exc, self._describe(key)) from exc
@@ -903,10 +907,11 @@ def _link_target(path: str) -> str:
     """A link's target as an absolute path, for messages a user acts on from anywhere (a
     relative target is relative to the link's directory, not to the working directory)."""
     try:
-        target = os.readlink(path)
+        os.readlink(path)
     except OSError:
         return "(unreadable)"
-    return os.path.normpath(os.path.join(os.path.dirname(path), target))
+    # resolved, not normalised: `..` after a linked lake root names the link's real parent
+    return os.path.realpath(path)
 
 
 def _gone(path: str) -> bool:
