@@ -187,8 +187,8 @@ def parse(raw: bytes, what: str) -> dict[str, Any]:
         raise UsageError(f"{what}: {SKELETON_FILENAME} is not a training-state skeleton")
     found = skeleton.get("ckptlake_state")
     if not is_format(found, STATE_VERSION):
-        raise UsageError(f"{what}: its training-state format is {shown(found)}, not one this "
-                         f"ckptlake reads ({STATE_VERSION})",
+        raise UsageError(f"{what}: its training-state format {shown(found)} is not supported "
+                         f"by this ckptlake (it reads {STATE_VERSION})",
                          hint=format_hint(skeleton, "ckptlake_state"))
     return skeleton
 
