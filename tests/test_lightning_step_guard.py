@@ -12,6 +12,23 @@ import pytest
 
 import ckptlake
 
+# A one-epoch fit of Tiny on the lake (argv: LAKE_URL, "guard" or not, ROOT), SIGTERM-saved.
+FIT_TAIL = r"""
+data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(8, 2)),
+                                   batch_size=1)
+holder = {}
+io = LakeCheckpointIO(ckptlake.open(sys.argv[1]), "pl/guard", on_sigterm="save",
+                      final_save=lambda: holder["t"].save_checkpoint("final.ckpt"),
+                      exit_timeout=60)
+guard = [LakeStepGuard()] if sys.argv[2] == "guard" else []
+t = holder["t"] = pl.Trainer(max_epochs=1, plugins=[io], callbacks=guard, logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, accelerator="cpu", devices=1,
+                             default_root_dir=sys.argv[3])
+t.fit(Tiny(), data)
+print("not reached", flush=True)
+"""
+
 SCRIPT = r"""
 import os, signal, sys
 import torch
@@ -46,32 +63,26 @@ class Tiny(pl.LightningModule):
     def configure_optimizers(self):
         return PerParam(self.parameters())
 
-data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(8, 2)),
-                                   batch_size=1)
-holder = {}
-io = LakeCheckpointIO(ckptlake.open(sys.argv[1]), "pl/guard", on_sigterm="save",
-                      final_save=lambda: holder["t"].save_checkpoint("final.ckpt"),
-                      exit_timeout=60)
-guard = [LakeStepGuard()] if sys.argv[2] == "guard" else []
-t = holder["t"] = pl.Trainer(max_epochs=1, plugins=[io], callbacks=guard, logger=False,
-                             enable_checkpointing=False, enable_progress_bar=False,
-                             enable_model_summary=False, accelerator="cpu", devices=1,
-                             default_root_dir=sys.argv[3])
-t.fit(Tiny(), data)
-print("not reached", flush=True)
-"""
+""" + FIT_TAIL
+
+
+def run_fit(tmp_path: Path, script: str, *args: str
+            ) -> tuple[subprocess.CompletedProcess, str]:
+    """Run a Lightning `script` in its own process on a lake under tmp_path: (result, url)."""
+    pytest.importorskip("lightning.pytorch")
+    path = tmp_path / "fit.py"
+    path.write_text(script)
+    url = (tmp_path / "lake").as_uri()
+    done = subprocess.run([sys.executable, str(path), url, *args],
+                          capture_output=True, text=True, timeout=180, cwd=tmp_path,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return done, url
 
 
 @pytest.mark.parametrize("mode", ["guard", "none"])
 def test_the_final_save_on_sigterm_is_of_a_whole_optimizer_step(tmp_path: Path,
                                                                  mode: str) -> None:
-    pytest.importorskip("lightning.pytorch")
-    script = tmp_path / "fit.py"
-    script.write_text(SCRIPT)
-    url = (tmp_path / "lake").as_uri()
-    done = subprocess.run([sys.executable, str(script), url, mode, str(tmp_path / "root")],
-                          capture_output=True, text=True, timeout=180, cwd=tmp_path,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    done, url = run_fit(tmp_path, SCRIPT, mode, str(tmp_path / "root"))
     assert "not reached" not in done.stdout
     assert done.returncode == 143, done.stderr[-3000:]
     with ckptlake.open(url) as lake:

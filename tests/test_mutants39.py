@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from ckptlake.format import layout
 from ckptlake.store.local import LocalStore
 
 from test_lost_manifest import ART as LOST_ART, _policy, run, three_versions
+from test_lightning_step_guard import FIT_TAIL, run_fit
 from test_lost_review import _VanishingStore
 
 # ---- 1, 2: LakeStepGuard (Lightning, in a subprocess) ----------------------------------------
@@ -38,20 +38,6 @@ import ckptlake
 from ckptlake.torch import LakeCheckpointIO, LakeStepGuard
 """
 
-_TAIL = r"""
-data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(8, 2)),
-                                   batch_size=1)
-holder = {}
-io = LakeCheckpointIO(ckptlake.open(sys.argv[1]), "pl/guard", on_sigterm="save",
-                      final_save=lambda: holder["t"].save_checkpoint("final.ckpt"),
-                      exit_timeout=60)
-t = holder["t"] = pl.Trainer(max_epochs=1, plugins=[io], callbacks=[LakeStepGuard()],
-                             logger=False, enable_checkpointing=False,
-                             enable_progress_bar=False, enable_model_summary=False,
-                             accelerator="cpu", devices=1, default_root_dir=sys.argv[2])
-t.fit(Tiny(), data)
-print("not reached", flush=True)
-"""
 
 # The step updates `a`, gets the SIGTERM, then raises (a NaN check, say): `a` is half a step on.
 RAISING = _HEAD + r"""
@@ -77,7 +63,7 @@ class Tiny(pl.LightningModule):
         return (self.a.sum() + self.b.sum()) * 0.0 + batch[0].sum() * 0.0
     def configure_optimizers(self):
         return Raising(self.parameters())
-""" + _TAIL
+""" + FIT_TAIL
 
 # Manual optimization, two optimizers stepped in one training_step; SIGTERM inside the first
 # (after it updated `a`) at the third batch.
@@ -110,18 +96,11 @@ class Tiny(pl.LightningModule):
         ob.step()
     def configure_optimizers(self):
         return [Adder([self.a], "a"), Adder([self.b], "b")]
-""" + _TAIL
+""" + FIT_TAIL
 
 
 def _fit(tmp_path: Path, script: str) -> tuple[subprocess.CompletedProcess, str]:
-    pytest.importorskip("lightning.pytorch")
-    path = tmp_path / "fit.py"
-    path.write_text(script)
-    url = (tmp_path / "lake").as_uri()
-    done = subprocess.run([sys.executable, str(path), url, str(tmp_path / "root")],
-                          capture_output=True, text=True, timeout=180, cwd=tmp_path,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    return done, url
+    return run_fit(tmp_path, script, "guard", str(tmp_path / "root"))
 
 
 def _versions(url: str, artifact: str) -> list[Any]:
@@ -173,11 +152,17 @@ def _io(lake: Any) -> Any:
     return LakeCheckpointIO(lake, "exp/real", async_upload=False)
 
 
-def test_a_save_does_not_overwrite_a_real_file_at_its_path(
-        local_lake_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def _real_file(tmp_path: Path) -> Path:
+    """A user's own file where Lightning will save (or remove) a checkpoint."""
     path = tmp_path / "ck" / "epoch=0.ckpt"
     path.parent.mkdir()
     path.write_bytes(REAL)
+    return path
+
+
+def test_a_save_does_not_overwrite_a_real_file_at_its_path(
+        local_lake_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = _real_file(tmp_path)
     with ckptlake.open(local_lake_url) as lake:
         io = _io(lake)
         try:
@@ -192,9 +177,7 @@ def test_a_save_does_not_overwrite_a_real_file_at_its_path(
 
 def test_a_removal_does_not_delete_a_real_file_at_its_path(local_lake_url: str,
                                                            tmp_path: Path) -> None:
-    path = tmp_path / "ck" / "epoch=0.ckpt"
-    path.parent.mkdir()
-    path.write_bytes(REAL)
+    path = _real_file(tmp_path)
     with ckptlake.open(local_lake_url) as lake:
         io = _io(lake)
         try:

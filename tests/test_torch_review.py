@@ -168,13 +168,9 @@ LIGHTNING_TWO_FITS = textwrap.dedent("""
 
 def test_lightning_sigterm_in_the_next_fit_before_its_first_save_takes_the_final_save(
         tmp_path: Path) -> None:
-    pytest.importorskip("lightning.pytorch")
-    script = tmp_path / "fits.py"
-    script.write_text(LIGHTNING_TWO_FITS)
-    url = (tmp_path / "lake").as_uri()
-    done = subprocess.run([sys.executable, str(script), url, str(tmp_path / "root")],
-                          capture_output=True, text=True, timeout=180, cwd=tmp_path,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    from test_lightning_step_guard import run_fit
+
+    done, url = run_fit(tmp_path, LIGHTNING_TWO_FITS, str(tmp_path / "root"))
     assert "fit 1 done" in done.stdout and "sigterm" in done.stdout, done.stderr[-3000:]
     assert "not reached" not in done.stdout
     assert done.returncode == 143, done.stderr[-3000:]
