@@ -469,3 +469,28 @@ def test_a_relative_link_target_is_named_as_it_resolves_under_a_linked_lake_root
         list(store.list())
     real = os.path.realpath(tmp_path / "disk" / "shared" / "team")
     assert f"a symbolic link to {real} (a directory)" in str(info.value)
+
+
+# ---- a completion that loses to another completion of the same upload --------------------------
+
+def test_a_completion_that_loses_to_another_completion_says_so_and_the_winner_stands(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LocalStore(tmp_path / "lake")
+    upload_id = store.create_multipart("k")
+    etag = store.upload_part("k", upload_id, 1, b"the part")
+    original = LocalStore._checked_parts
+    won: list[str] = []
+
+    def checked_parts(self: LocalStore, key: str, uid: str, parts: Any) -> list[Path]:
+        paths = original(self, key, uid, parts)
+        if not won:  # the other completion runs between our part check and our read
+            won.append("staged")
+            won.append(self.complete_multipart(key, uid, parts))
+        return paths
+
+    monkeypatch.setattr(LocalStore, "_checked_parts", checked_parts)
+    with pytest.raises(NotFound, match="aborted, or completed by another call"):
+        store.complete_multipart("k", upload_id, [(1, etag)])
+    assert len(won) == 2, "the race was not staged: the test proves nothing"
+    assert store.get("k") == b"the part" and store.stat("k").etag == won[1]
+    assert list((store.root / MULTIPART_DIR).iterdir()) == []

@@ -705,10 +705,12 @@ class LocalStore(Store):
             try:
                 tmp, st = self._write_temp(final.parent, _read_files(paths))
             except FileNotFoundError:
-                # a part gone since _checked_parts: gc's abort of this upload (its directory
-                # renamed away), not a missing object at `key`
+                # a part gone since _checked_parts: gc's abort of this upload, or another
+                # completion of it that won (either renames its directory away), not a
+                # missing object at `key`
                 raise NotFound(f"{self._describe(key)}: multipart upload {upload_id} not found "
-                               "(aborted while it was being completed)") from None
+                               "(aborted, or completed by another call, while this call "
+                               "completed it)") from None
             st = self._place(tmp, st, final, key, if_none_match=if_none_match)
         # Only after the object is in place: a failed precondition leaves the upload abortable.
         self._discard_upload(upload_id)
