@@ -461,8 +461,8 @@ class Checkpointer:
         `state` is a training state: nested dicts (any keys: strings, ints, ...), lists and
         tuples holding torch tensors, numpy arrays, numbers, strings, booleans and None, e.g.
         {"model": model.state_dict(), "optim": opt.state_dict(), "step": step,
-        "rng": torch.get_rng_state()}.  Tensors go into `filename` (safetensors, named by
-        their path: "optim/state/0/exp_avg"), the rest into ckptlake-state.json
+        "rng": torch.get_rng_state()}.  Tensors go into `filename` (safetensors, so the name
+        ends in .safetensors; tensors named by their path: "optim/state/0/exp_avg"), the rest into ckptlake-state.json
         (docs/format.md, "Training state"); `lake.load_state(ref)` returns an equal structure.
         Anything else (an arbitrary object) is a UsageError naming its path: nothing is
         pickled.  Returns like `save`; `parents`/`inputs` as in `save`.
@@ -1235,6 +1235,7 @@ def check_state_filename(filename: Any) -> str:
     refuses (over 255 bytes, not UTF-8) failed it after the copy."""
     from .core.values import check_text
     from .format.manifest import MAX_NAME_BYTES
+    from .format.safetensors import is_safetensors
 
     check_arg("filename", filename, "str")
     if not filename or "/" in filename or "\x00" in filename or filename in (".", "..") \
@@ -1243,6 +1244,13 @@ def check_state_filename(filename: Any) -> str:
     check_text(filename, "filename")
     if len(filename.encode("utf-8")) > MAX_NAME_BYTES:
         raise UsageError(f"filename is longer than {MAX_NAME_BYTES} bytes: {filename[:40]!r}...")
+    if not is_safetensors(filename):
+        # A push records tensors (what load_state, diff and partial reads use) only for
+        # .safetensors names: under another name the version committed, and load_state
+        # could not read it back.
+        raise UsageError(f"filename must end in .safetensors (the state's tensors are "
+                         f"stored as safetensors), not {filename!r}",
+                         hint=f"filename={filename + '.safetensors'!r}")
     return filename
 
 
@@ -1519,6 +1527,14 @@ def _copy_leaf(name: str, value: Any, buf: Any
         value = np.asarray(value)
     if not isinstance(value, np.ndarray):
         return None
+    if type(value) is not np.ndarray and not isinstance(value, np.memmap):
+        # only the values are stored: a masked array would come back unmasked, its masked
+        # entries as real values, and no error anywhere
+        raise UsageError(f"state entry {name!r} is a {type(value).__name__}, a numpy array "
+                         "subclass; it would load back as a plain ndarray without what the "
+                         "subclass adds (a mask, ...)",
+                         hint="save np.asarray(x) if its values are all it holds (a masked "
+                              "array: x.data and x.mask as two entries)")
     named = _NAMED_DTYPES.get(value.dtype.name)
     if named is not None:
         dtype = named[0]

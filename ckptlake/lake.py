@@ -1483,6 +1483,7 @@ class Lake:
         if not isinstance(path, str) or path not in by_path:
             raise UsageError(f"{what}: the tensor file {path!r} named by "
                              f"{_state.SKELETON_FILENAME} is not in the version")
+        file = by_path[path]
         groups: dict[str, list[str]] = {}
         for node in _state.tensor_refs(skeleton):
             framework = node.get("framework")
@@ -1492,8 +1493,17 @@ class Lake:
             groups.setdefault(framework, []).append(node["$tensor"])
         tensors: dict[str, Any] = {}
         for framework, names in sorted(groups.items()):
-            reader.require(framework)
-            got = self._tensors(m, names, path, framework)
+            lib = reader.require(framework)
+            if file.tensors is None:
+                # saved under a name without .safetensors (allowed until 2026-12-07): the push
+                # kept no tensor records, so the file is read whole and its header parsed here
+                with reader.LakeFile(self._data(), file, m.hash, name=f"{what}:{path}",
+                                     parts=self.parts, throttle=self.throttle,
+                                     stored=m.stored) as fh:
+                    got = reader.unrecorded_tensors(fh.read(), names, framework, lib,
+                                                    f"{what}:{path}")
+            else:
+                got = self._tensors(m, names, path, framework)
             tensors.update(_to_device(got, map_location) if framework == "pt" else got)
         return _state.decode(skeleton, tensors, what)
 

@@ -400,6 +400,29 @@ def select_tensors(m: Manifest, names: Sequence[str] | None, path: str | None
     return out
 
 
+def unrecorded_tensors(data: bytes, names: Sequence[str], framework: str, lib: Any,
+                       where: str) -> dict[str, Any]:
+    """The named tensors of a whole safetensors file whose version kept no tensor records
+    (its name did not end in .safetensors), parsed here.  `data` came through verified chunk
+    reads; without records there is no per-tensor digest to check as well."""
+    from ..format.safetensors import header_length, parse_header
+
+    n = header_length(data[:8])
+    header = parse_header(data[:8 + n], len(data)) if n is not None else None
+    if header is None:
+        raise UsageError(f"{where} is not a valid safetensors file")
+    found = {t[0]: t for t in header.tensors}
+    out: dict[str, Any] = {}
+    for name in names:
+        if name not in found:
+            raise UsageError(f"{where} has no tensor {name!r}, which the state names")
+        _, dtype, shape, start, end = found[name]
+        t = TensorInfo(name, dtype, shape, start, end, "")
+        check_dtype(t, framework, lib)
+        out[name] = as_array(bytearray(data[start:end]), t, framework, lib)
+    return out
+
+
 def _some_tensors(names: list[str]) -> str:
     """A few of the names, in the hint itself: nothing else lists a version's tensor names
     (show and ls count them; diff names the changed ones), so naming some is the way to

@@ -91,7 +91,7 @@ def encode(state: Any, tensor: TensorHook) -> dict[str, Any]:
         if value is None or isinstance(value, bool):
             return value
         if isinstance(value, int) and not _is_np_generic(value):
-            return int(value)
+            return _int(value, f"state entry {_describe(path)}")
         if isinstance(value, float) and not _is_np_generic(value):
             return _float(value)
         if isinstance(value, dict):
@@ -130,6 +130,19 @@ def _is_np_generic(value: Any) -> bool:
         and hasattr(value, "dtype") and getattr(value, "shape", None) == ()
 
 
+# Python's JSON reader, like its int(), refuses integers of more than 4,300 digits
+# (sys.get_int_max_str_digits): one bigger would be saved and never load.
+MAX_INT_BITS = 13_000  # about 3,900 decimal digits
+
+
+def _int(value: int, what: str) -> int:
+    if int(value).bit_length() > MAX_INT_BITS:
+        raise UsageError(f"{what} is an integer of about {int(value).bit_length() * 3 // 10} "
+                         f"digits; save_state stores integers of up to {MAX_INT_BITS} bits",
+                         hint="store it as a string (str(x)) and convert it back after loading")
+    return int(value)
+
+
 def _float(value: float) -> Any:
     if math.isnan(value):
         return {"$float": "nan"}
@@ -145,7 +158,7 @@ def _key(key: Any, path: tuple[str, ...]) -> Any:
     if key is None or isinstance(key, bool):
         return key
     if isinstance(key, int) and not _is_np_generic(key):
-        return int(key)
+        return _int(key, f"a dict key under {_describe(path)}")
     if isinstance(key, float) and math.isfinite(key) and not _is_np_generic(key):
         return float(key)
     raise UsageError(f"state has a dict key {key!r} ({type(key).__name__}) under "
@@ -183,6 +196,8 @@ def parse(raw: bytes, what: str) -> dict[str, Any]:
         skeleton = json.loads(raw)
     except ValueError as exc:
         raise UsageError(f"{what}: {SKELETON_FILENAME} is not valid JSON ({exc})") from None
+    except RecursionError:
+        skeleton = None
     if not isinstance(skeleton, dict) or "root" not in skeleton:
         raise UsageError(f"{what}: {SKELETON_FILENAME} is not a training-state skeleton")
     found = skeleton.get("ckptlake_state")
@@ -190,7 +205,47 @@ def parse(raw: bytes, what: str) -> dict[str, Any]:
         raise UsageError(f"{what}: its training-state format {shown(found)} is not supported "
                          f"by this ckptlake (it reads {STATE_VERSION})",
                          hint=format_hint(skeleton, "ckptlake_state"))
+    bad = _malformed(skeleton["root"], 0)
+    if bad is not None:
+        raise UsageError(f"{what}: {SKELETON_FILENAME} is not a training-state skeleton "
+                         f"({bad})")
     return skeleton
+
+
+# encode refuses states nested deeper than 200; a few more levels for the nodes around them
+_MAX_NODE_DEPTH = 210
+
+
+def _malformed(node: Any, depth: int) -> str | None:
+    """What is wrong with a skeleton node (None: nothing), checked in full before anything
+    is built from it, so that tensor_refs and decode meet only the forms encode writes."""
+    if depth > _MAX_NODE_DEPTH:
+        return "nested too deeply"
+    if node is None or isinstance(node, (bool, int, float, str)):
+        return None
+    if isinstance(node, list):
+        return next((b for v in node if (b := _malformed(v, depth + 1)) is not None), None)
+    if not isinstance(node, dict):
+        return f"unknown node {str(node)[:60]}"
+    kind = [k for k in ("$dict", "$tuple", "$float", "$tensor") if k in node]
+    if len(kind) != 1:
+        return f"unknown node {str(node)[:60]}"
+    value = node[kind[0]]
+    if kind[0] == "$tensor":
+        return None if isinstance(value, str) else f"a tensor name {str(value)[:60]}"
+    if kind[0] == "$float":
+        return None if value in ("nan", "inf", "-inf") else f"a float {str(value)[:60]}"
+    if not isinstance(value, list):
+        return f"a {kind[0]} that is no list"
+    if kind[0] == "$tuple":
+        return _malformed(value, depth + 1)
+    for item in value:
+        if not (isinstance(item, list) and len(item) == 2
+                and (item[0] is None or isinstance(item[0], (bool, int, float, str)))):
+            return f"a dict item {str(item)[:60]}"
+        if (b := _malformed(item[1], depth + 1)) is not None:
+            return b
+    return _malformed(node["metadata"], depth + 1) if "metadata" in node else None
 
 
 def decode(skeleton: dict[str, Any], tensors: dict[str, Any], what: str) -> Any:
