@@ -503,9 +503,11 @@ class Lake:
 
         # Every chunk object went through the replica (none came from a local copy, the
         # cache, or the origin uncached): it holds the version whole, servable offline.
+        # All-zero chunks count as held: no pull fetches them (holes), offline ones neither.
         through = stats.chunks_from_replica + stats.chunks_pulled_through
+        needed = set(object_sizes(m)) - _pull.zero_chunks(m.files, m.hash)
         if stats.writes_off is None and stats.replica_down is None \
-                and stats.chunks_from_origin == 0 and through >= len(object_sizes(m)) \
+                and stats.chunks_from_origin == 0 and through >= len(needed) \
                 and data.writable():  # type: ignore[attr-defined]
             from .core.replicas import keep_pulled_manifest
 

@@ -9,7 +9,7 @@ from ..format.codecs import COMPRESSION_MODES
 from ..format.header import (COMPRESSION_AUTO, COMPRESSION_NONE, DEFAULT_CHUNK_SIZE,
                              DEFAULT_COMPRESSION, DEFAULT_HASH, HASH_BLAKE3, SUPPORTED_HASHES,
                              LakeHeader, check_hash, decode_header)
-from ..format.layout import ARTIFACTS_PREFIX, HEADER_KEY, parse_version_key
+from ..format.layout import ARTIFACTS_PREFIX, HEADER_KEY, REPLICA_MARKER_KEY, parse_version_key
 from ..store.base import Store
 from .createonce import create_once
 
@@ -94,6 +94,17 @@ def versions_hash(store: Store) -> tuple[bool, str | None]:
     return has_versions, None
 
 
+def _refuse_a_replica(store: Store) -> None:
+    """A replica's location is no lake: a header written there (a push or `cp --to` naming
+    it) made pulls skip the replica and gc refuse it, and its manifest copies would have been
+    taken for a lost header's versions."""
+    if store.exists(REPLICA_MARKER_KEY):
+        raise UsageError(f"{store.url} is a regional replica of a lake ({REPLICA_MARKER_KEY}), "
+                         "not a lake: nothing is pushed or copied into it",
+                         hint="push to the lake it serves (which replicates to it), or "
+                              "choose another location for a new lake")
+
+
 def _check_same_hash(lake: str, asked: str | None) -> None:
     if asked is not None and lake != asked:
         raise UsageError(f"this lake's chunks are named by {lake} digests, not {asked}: a "
@@ -137,6 +148,7 @@ def open_or_create_header(store: Store, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
             return existing, ""
         # No header: a new lake, or one whose header was lost under its versions, which
         # keeps their hash.  Only now is the default needed (and blake3 checked for).
+        _refuse_a_replica(store)
         has_versions, kept = versions_hash(store)
         if kept is not None:
             _check_same_hash(check_hash(kept), hash)

@@ -174,7 +174,7 @@ class ReplicaSet:
 
 # ---- binding a replica to its lake ----------------------------------------------------------
 
-MARKER_KEY = "ckptlake-replica.json"
+MARKER_KEY = layout.REPLICA_MARKER_KEY
 MARKER_FORMAT = 1
 
 
@@ -416,7 +416,11 @@ def replicate(origin: Store, replica: Store, m: Manifest, *, spec: ReplicaSpec, 
             else:
                 replica.put(key, data, if_none_match=True)
         except PreconditionFailed:
-            pass  # written meanwhile by a pull-through or another replicate
+            # written meanwhile by a pull-through or another replicate -- or the empty object
+            # of a cut upload, which the guard counts as missing and create-if-absent would
+            # never replace: then the version's manifest copy promised a chunk it lacks
+            if not replica.stat(key).size:
+                replica.put(key, data)
         return len(data)
 
     def recopy(missing: set[str]) -> None:
