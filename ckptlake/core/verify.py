@@ -861,17 +861,28 @@ class _Run:
         return sorted(named) if named else [self.algo]
 
     def _size_ok(self, d: bytes, size: int) -> bool:
-        return d not in self.refs.conflicting and (
-            _fits(self.refs.need[d], size)
-            or (self.refs.hint.get(d) == size and d not in self.refs.contested))
+        if d in self.refs.conflicting:
+            return False
+        need = self.refs.need[d]
+        if self.refs.hint.get(d) == size and d not in self.refs.contested:
+            return True
+        if not need & 1 and size > need >> 1:
+            # A pack longer than every file read from it: bytes appended to a raw pack (its
+            # size is in no manifest), which a whole pull refuses by its digest; or one only
+            # partly read (shared after a sharded merge).  Read and hashed to tell them apart.
+            return False
+        return _fits(need, size)
 
     def _probe_frames(self) -> None:
         """A chunk smaller than its raw size that no manifest recorded at that size may be a
-        frame another pusher stored (docs/format.md, "Chunk encodings"), and one manifests
-        recorded at different sizes may be a frame cut short: read and decode those few before
+        frame another pusher stored (docs/format.md, "Chunk encodings"), one manifests
+        recorded at different sizes may be a frame cut short, and a pack longer than every
+        file read from it may have bytes appended: read and decode (or hash) those few before
         calling them corrupt (or fine)."""
         suspects = [d for d, size in self.sizes.items()
-                    if d not in self.refs.conflicting and 0 < size < self.refs.need[d] >> 1]
+                    if d not in self.refs.conflicting and (
+                        0 < size < self.refs.need[d] >> 1
+                        or (not self.refs.need[d] & 1 and size > self.refs.need[d] >> 1))]
 
         def check(d: bytes) -> tuple[bytes, bool | str | None]:
             try:
