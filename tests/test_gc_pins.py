@@ -129,10 +129,17 @@ def test_an_unreadable_pin_stops_the_sweep(tmp_path: Path) -> None:
     store, v1 = two_versions(tmp_path)
     bad = layout.pin_key("20261206T000000.000000Z", "abcdef12")
     store.put(bad, b'{"ckptlake_pin": 1, "chunks": ["not a digest"]}')
+    plan = plan_gc(store, POLICY)
+    assert plan.versions_deleted == 1 and plan.unreadable_pins == [bad]
     with pytest.raises(IntegrityError, match=f"gc cannot read the pin {bad}"):
-        execute(store, plan_gc(store, POLICY))
+        execute(store, plan)
     assert chunks_left(store, v1) == v1
+    # nothing deleted at all: before, retention deleted v1 and then the mark stopped (exit 5)
+    load_manifest(store, "p/ckpt", 1)
+    assert not list(store.list("artifacts/p/ckpt/@tomb/"))
     assert layout.is_lake_key(bad), "a pin is the lake's, not a foreign object"
+    store.delete([bad])  # fixed since the plan: the run goes ahead
+    assert execute(store, plan).versions_deleted == ["p/ckpt@v1"]
 
 
 def test_a_chunk_pinned_while_gc_marks_again_is_not_swept(tmp_path: Path) -> None:
@@ -415,3 +422,19 @@ def test_an_empty_object_left_where_a_swept_chunk_was_is_restored(setup, monkeyp
     assert restored and victim in restored[0]
     assert store.get(layout.chunk_key(victim)) == blobs[victim]
     assert result.version == 1
+
+
+def test_a_plan_that_frees_nothing_names_no_later_run(tmp_path: Path) -> None:
+    """'frees 0 B (0 B by this run, the rest by the first gc run after ...)': there is no rest."""
+    import dataclasses
+
+    from ckptlake.cli.gc import summary_lines
+
+    store, _ = two_versions(tmp_path)
+    plan = plan_gc(store, RetentionPolicy(rules=(Rule(match="*", keep_last=5),),
+                                          grace_period=3600, sweep_window=5,
+                                          record_retention=60))
+    plan = dataclasses.replace(plan, freed_after=plan.now + timedelta(hours=2))
+    [line] = [x for x in summary_lines(plan) if x.startswith("footprint")]
+    assert plan.bytes_freed == plan.bytes_freed_now == 0
+    assert "frees 0 B (by this run)" in line and "the rest" not in line

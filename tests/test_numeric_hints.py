@@ -49,3 +49,16 @@ def test_no_hint_where_the_value_itself_is_wrong(tmp_path: Path, bad: object) ->
             else:
                 lake.push(tmp_path / "f", "n/s", metrics={"loss": bad})
         assert err.value.hint is None
+
+
+@pytest.mark.parametrize("value", [10 ** 400, -(10 ** 400), float("inf"), float("nan")])
+def test_a_metric_beyond_a_floats_range_is_a_usage_error(tmp_path: Path, value: object) -> None:
+    """10**400 escaped as OverflowError (math.isfinite on an int beyond a float's range)."""
+    with ckptlake.open(f"file://{tmp_path / 'l'}") as lake:
+        (tmp_path / "f").write_bytes(b"x")
+        with pytest.raises(ckptlake.UsageError, match="must be a finite number") as err:
+            lake.push(tmp_path / "f", "m/a", metrics={"val_loss": value})
+        assert len(str(err.value)) < 200
+        with lake.checkpointer("m/b") as ck, pytest.raises(ckptlake.UsageError,
+                                                           match="finite number"):
+            ck.save(tmp_path / "f", step=1, metrics={"loss": value})

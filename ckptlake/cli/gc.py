@@ -224,14 +224,15 @@ def summary_lines(plan: "GcPlan") -> list[str]:
                      + (f"; expired (left by pushes that died), removed by this run: "
                         f"{plan.pins_expired}" if plan.pins_expired else ""))
     if plan.unreadable_pins:
-        lines.append(f"unreadable pins (gc sweeps nothing until they are fixed or expire): "
+        lines.append(f"unreadable pins (gc deletes nothing until they are fixed or expire): "
                      f"{', '.join(plan.unreadable_pins[:5])}")
     if plan.foreign.objects:
         shown = ", ".join(plan.foreign_keys[:5])
         more = f" and {plan.foreign.objects - 5} more" if plan.foreign.objects > 5 else ""
         lines.append(f"not the lake's (reported, never deleted): {_tally(plan.foreign)}: "
                      f"{shown}{more}")
-    when = "by this run" if plan.freed_after is None else \
+    when = "by this run" if plan.freed_after is None \
+        or plan.bytes_freed == plan.bytes_freed_now else \
         f"{format_bytes(plan.bytes_freed_now)} by this run, the rest by the first gc run after " \
         f"{plan.freed_after.strftime('%Y-%m-%d %H:%M')}Z (grace_period {grace})"
     lines.append(

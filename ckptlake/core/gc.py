@@ -1382,6 +1382,11 @@ def execute(store: Store, plan: GcPlan, *, settings: GcSettings | None = None,
     if problem := settings.problem():  # pushers would refuse (or outwait) such settings
         raise UsageError(f"gc settings refused: {problem}",
                          hint="see retention: in ckptlake.example.yaml for the bounds")
+    # gc deletes nothing while a pin is unreadable (gc_guard.decode_pin): the mark would stop
+    # at it only after retention had deleted the plan's versions.  Read again: it may have
+    # been fixed, or removed by its push, since the plan.
+    for key in plan.unreadable_pins:
+        read_pin(store, key)
     run = _Execution(store, plan, settings, now, clock, on_event)
     try:
         run.publish_settings()

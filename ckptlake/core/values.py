@@ -24,14 +24,29 @@ def check_metrics(metrics: dict[str, float] | None) -> dict[str, float]:
             raise UsageError("metric names must be non-empty strings")
         check_text(k, "metric name")
         # numbers.Real: numpy's float32 too (a logger's value), which is no float subclass
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+        if not _finite_real(v):
             from ..format.layout import _as_python
 
-            raise UsageError(f"metric {k!r} must be a finite number, got {v!r}",
+            raise UsageError(f"metric {k!r} must be a finite number, got {_short(v)}",
                              hint=_as_python(v, "float", lambda x: isinstance(x, (int, float))
-                                             and not isinstance(x, bool) and math.isfinite(x)))
+                                             and _finite_real(x)))
         out[k] = float(v)
     return out
+
+
+def _finite_real(v: Any) -> bool:
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int beyond a float's range (10**400)
+        return False
+
+
+def _short(v: Any) -> str:
+    text = repr(v) if not isinstance(v, int) or v.bit_length() < 200 else f"an integer of " \
+        f"about {v.bit_length() * 3 // 10} digits"
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def check_names(value: Any, what: str) -> tuple[str, ...]:
