@@ -462,8 +462,8 @@ class Checkpointer:
         tuples holding torch tensors, numpy arrays, numbers, strings, booleans and None, e.g.
         {"model": model.state_dict(), "optim": opt.state_dict(), "step": step,
         "rng": torch.get_rng_state()}.  Tensors go into `filename` (safetensors, so the name
-        ends in .safetensors; tensors named by their path: "optim/state/0/exp_avg"), the rest into ckptlake-state.json
-        (docs/format.md, "Training state"); `lake.load_state(ref)` returns an equal structure.
+        ends in .safetensors; tensors named by their path: "optim/state/0/exp_avg"), the
+        rest into ckptlake-state.json (docs/format.md, "Training state"); `lake.load_state(ref)` returns an equal structure.
         Anything else (an arbitrary object) is a UsageError naming its path: nothing is
         pickled.  Returns like `save`; `parents`/`inputs` as in `save`.
         """

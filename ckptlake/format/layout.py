@@ -11,7 +11,7 @@ from typing import Any, Callable
 from ..errors import UsageError
 
 HEADER_KEY = "ckptlake.json"
-# A regional replica's marker (naming the lake it serves): no lake header is ever written beside it.
+# A regional replica's marker, naming the lake it serves: no lake header is written beside it.
 REPLICA_MARKER_KEY = "ckptlake-replica.json"
 CHUNKS_PREFIX = "chunks/"
 ARTIFACTS_PREFIX = "artifacts/"
