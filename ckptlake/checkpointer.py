@@ -465,7 +465,8 @@ class Checkpointer:
         ends in .safetensors; tensors named by their path: "optim/state/0/exp_avg"), the
         rest into ckptlake-state.json (docs/format.md, "Training state");
         `lake.load_state(ref)` returns an equal structure.  Anything else (an arbitrary
-        object) is a UsageError naming its path: nothing is pickled.  Returns like `save`; `parents`/`inputs` as in `save`.
+        object) is a UsageError naming its path: nothing is pickled.  Returns like `save`;
+        `parents`/`inputs` as in `save`.
         """
         metrics_, metadata_, aliases_ = self._check_args(step, metrics, metadata, aliases)
         lineage = self._save_lineage(parents, inputs, relation)
