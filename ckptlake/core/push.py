@@ -488,6 +488,7 @@ def upload_tree(store: Store, tree: SourceTree, *, algo: str, chunk_size: int, c
                     digests[i] = fdigest
         for f in tree.files:  # the bytes we stored must be the bytes that are there now
             f.check_unchanged()
+        tree.check_complete()  # ... and nothing added since the scan
     finally:
         progress.finish()
     entries = []

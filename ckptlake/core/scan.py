@@ -14,6 +14,7 @@ import shutil
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import AccessDenied, IntegrityError, NotFound, SourceChanged, UsageError
 from ..format.manifest import check_links
@@ -85,10 +86,36 @@ class SourceTree:
     # Entries --exclude left out: an empty tree with some is a push of a SOURCE whose every
     # file matched, which the push's warning names as the likelier cause of an empty version.
     excluded: int = 0
+    # scan()'s arguments for a directory, so that check_complete can walk it again
+    rescan: dict[str, Any] | None = None
 
     @property
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
+
+    def check_complete(self) -> None:
+        """SourceChanged if the directory now holds entries it did not hold when scanned.
+
+        check_unchanged proves each scanned file is the one whose bytes were stored; only a
+        walk sees a file added since.  A checkpoint written file by file (a trainer pausing
+        between files longer than `watch --settle`) would otherwise commit without the file
+        that landed during the upload, and no later push would add it: that step is in the
+        lake."""
+        if self.rescan is None or self.kind != "dir":
+            return
+        now = scan(self.root, **self.rescan)
+        before = ({f.path for f in self.files}, set(self.symlinks), set(self.empty_dirs))
+        after = ({f.path for f in now.files}, set(now.symlinks), set(now.empty_dirs))
+        if before == after:
+            return
+        added = sorted((after[0] - before[0]) | {p for p, _ in after[1] - before[1]}
+                       | (after[2] - before[2]))
+        what = (f"{os.path.join(self.root, added[0])} appeared" if added else
+                f"{self.root} lost an entry")
+        raise SourceChanged(f"{what} while the directory was being pushed"
+                            + (f" (and {len(added) - 1} more)" if len(added) > 1 else "")
+                            + "; nothing was committed",
+                            hint="push again once the writer is done")
 
 
 @dataclass(frozen=True)
@@ -224,7 +251,9 @@ def scan(source: str | Path, *, exclude: tuple[str, ...] = (),
                           files=[_source_file(os.path.basename(root), root, st)])
     if not stat.S_ISDIR(st.st_mode):
         raise UsageError(f"push source {source} is neither a file nor a directory")
-    tree = SourceTree(root=root, kind="dir")
+    tree = SourceTree(root=root, kind="dir",
+                      rescan={"exclude": exclude, "follow_symlinks": follow_symlinks,
+                              "avoid": avoid})
     real_root = os.path.realpath(root)
     excludes = _Excludes(_patterns(exclude))
     if avoid is not None:

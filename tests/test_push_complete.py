@@ -1,0 +1,104 @@
+"""A file added to a directory while it is pushed fails the push (SourceChanged, nothing
+committed), as a file rewritten does: before, the version committed without it, and `watch`
+(whose settle rule had taken the directory for complete) never pushed that step again."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import ckptlake
+from ckptlake.core import scan as scan_module
+from ckptlake.errors import SourceChanged
+from ckptlake.watch import Watcher
+
+ART = "run/ckpt"
+
+
+def _during_upload(monkeypatch: pytest.MonkeyPatch, action) -> list[bool]:  # type: ignore[no-untyped-def]
+    """Run `action` once, after the bytes are stored and before the commit (where a trainer's
+    next file lands while a large upload runs)."""
+    done: list[bool] = []
+    real = scan_module.SourceFile.check_unchanged
+
+    def check_unchanged(self: Any) -> None:
+        if not done:
+            done.append(True)
+            action()
+        real(self)
+
+    monkeypatch.setattr(scan_module.SourceFile, "check_unchanged", check_unchanged)
+    return done
+
+
+@pytest.mark.parametrize("added", ["optimizer.pt", "sub/rng.json", "emptydir/", "link"])
+def test_an_entry_added_during_the_push_fails_it_and_commits_nothing(
+        lake_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, added: str) -> None:
+    src = tmp_path / "step_100"
+    src.mkdir()
+    (src / "model.bin").write_bytes(os.urandom(300_000))
+
+    def add() -> None:
+        target = src / added
+        if added.endswith("/"):
+            target.mkdir()
+        elif added == "link":
+            target.symlink_to("model.bin")
+        else:
+            target.parent.mkdir(exist_ok=True)
+            target.write_bytes(b"written late")
+
+    staged = _during_upload(monkeypatch, add)
+    with ckptlake.open(lake_url) as lake:
+        with pytest.raises(SourceChanged, match=r"appeared while the directory was being "
+                                                r"pushed; nothing was committed"):
+            lake.push(src, ART, step=100)
+        assert staged
+        with pytest.raises(ckptlake.NotFound):
+            lake.versions(ART)
+        monkeypatch.undo()
+        v = lake.push(src, ART, step=100)  # the writer is done: the push takes it all
+        paths = {f["path"] for f in lake.show(v.ref).files} | set(lake.show(v.ref).dirs)
+        assert added.rstrip("/") in paths
+
+
+def test_an_unchanged_directory_pushes_as_before(tmp_path: Path, local_lake_url: str) -> None:
+    src = tmp_path / "d"
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "x").write_bytes(b"x")
+    (src / "empty").mkdir()
+    (src / "skip.tmp").write_bytes(b"left out")
+    with ckptlake.open(local_lake_url) as lake:
+        v = lake.push(src, ART, exclude=["*.tmp"])
+        assert {f["path"] for f in lake.show(v.ref).files} == {"a/x"}
+
+
+def test_watch_retries_a_step_that_gained_a_file_during_its_upload(
+        local_lake_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = tmp_path / "ck"
+    step = d / "step_100"
+    step.mkdir(parents=True)
+    (step / "model.bin").write_bytes(os.urandom(200_000))
+    for p in (step / "model.bin", step):
+        os.utime(p, (900.0, 900.0))
+    now = [1000.0]
+    events: list[Any] = []
+    late = step / "optimizer.pt"
+    staged = _during_upload(monkeypatch, lambda: late.write_bytes(b"the trainer's next file"))
+    with ckptlake.open(local_lake_url) as lake:
+        w = Watcher(lake, d, ART, pattern="step_*", step_regex=r"step_(\d+)", settle=30,
+                    clock=lambda: now[0], on_event=events.append)
+        assert w.poll_once() == 0 and staged
+        assert [e.kind for e in events] == ["failed"]
+        assert "appeared while the directory was being pushed" in events[0].message
+        for p in (late, step):
+            os.utime(p, (1000.0, 1000.0))
+        now[0] = 1100.0  # settled again
+        time.sleep(1.1)  # the watch's back-off after a changed source (1 s)
+        assert w.poll_once() == 1
+        [v] = lake.versions(ART)
+        assert {f["path"] for f in lake.show(f"{ART}@v{v.version}").files} == \
+            {"model.bin", "optimizer.pt"}
