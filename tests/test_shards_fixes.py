@@ -266,3 +266,25 @@ def test_rerun_with_another_world_names_both_sizes(lake, tmp_path) -> None:
     assert info.value.message == (f"{ART} step 11 is held by the save committed as v1: it was "
                                   "written by a world of 3 shard records, this save by 2")
     assert "@shards" not in (info.value.hint or "")
+
+
+def test_a_rank_pushed_again_while_the_step_commits_is_not_told_the_save_did_not_finish(
+        lake, tmp_path, monkeypatch) -> None:
+    """Every record in and a live claim: the save is committing (it did, milliseconds later,
+    in the review's run); 'an earlier save that did not finish' sent the user to discard it."""
+    import uuid
+
+    real_finish = shards.finish_step
+    monkeypatch.setattr(shards, "finish_step", lambda *a, **k: (None, False))
+    for r in range(2):
+        lake.push_shard(rank_dir(tmp_path, r), ART, step=12, rank=r, world=2)
+    claim = shards.Claim(artifact=ART, step=12, world=2, commit_id=uuid.uuid4().hex,
+                         state="claimed", owner="host-a:1", updated=utcnow())
+    lake.store.put(layout.shard_claim_key(ART, 12), claim.encode())  # its committer at work
+    monkeypatch.setattr(shards, "finish_step", real_finish)
+    with pytest.raises(Conflict) as info:
+        lake.push_shard(rank_dir(tmp_path, 1, seed=1), ART, step=12, rank=1, world=2)
+    assert info.value.message == (
+        f"{ART} step 12: shard record 1 of 2 was already pushed with other files, by an earlier "
+        "save whose commit was under way when this rank looked (2 of 2 shard records in)")
+    assert "did not finish" not in info.value.message

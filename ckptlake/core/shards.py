@@ -1051,8 +1051,12 @@ def _earlier_save(store: Store, artifact: str, step: int, world: int,
         return f"the save committed as v{claim.version}", False
     if claim is not None and claim.state == "failed":
         return f"an earlier save that failed ({claim.error})", True
-    return (f"an earlier save that did not finish ({n} of {world} shard records in"
-            + ("; its commit was under way)" if claim is not None else ")"), True)
+    if claim is not None:
+        # Not "did not finish": with every record in, that save is most likely committing
+        # right now (`rm --pending` refuses a step that young; a dead committer's goes stale).
+        return (f"an earlier save whose commit was under way when this rank looked ({n} of "
+                f"{world} shard records in)", True)
+    return f"an earlier save that did not finish ({n} of {world} shard records in)", True
 
 
 def _refuse_other_save(store: Store, artifact: str, step: int, world: int,
