@@ -50,6 +50,7 @@ from datetime import datetime, timezone
 
 from ..errors import Interrupted, UsageError
 from ..format.header import digest as _digest
+from ..format.layout import HEADER_KEY, REPLICA_MARKER_KEY
 from ..transfer.pool import stop_event
 
 GiB = 2**30
@@ -117,6 +118,12 @@ class ChunkCache:
         if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size <= 0:
             raise UsageError(f"cache size must be a positive number of bytes, got {max_size!r}")
         self.dir = os.path.abspath(os.path.expanduser(os.fspath(directory)))
+        if (lake := _lake_holding(self.dir)) is not None:
+            where = "is" if lake == self.dir else f"is inside {lake}, which is"
+            raise UsageError(f"the chunk cache directory {self.dir} {where} a local lake (or "
+                             "a replica): a cache there would write into it",
+                             hint="give the cache a directory of its own (cache: dir: in "
+                                  "ckptlake.yaml, $CKPTLAKE_CACHE or --dir)")
         self.max_size = max_size
         self._lock = threading.Lock()
         self._size: int | None = None  # this process's running estimate, scanned lazily
@@ -356,21 +363,27 @@ class ChunkCache:
         return self._scan()[0]
 
     def _scan(self) -> tuple[list[CacheEntry], list[str]]:
-        """(the entries, the paths of what sits in an entry's place but cannot be one: a
-        directory, a FIFO, a file whose name is no digest of its hash, ...).  A symlink counts
-        as an entry at its own size: deleting it frees no more.
+        """(the entries, the paths of what sits where the cache's own layout puts an entry or
+        a directory but cannot be one: a directory or FIFO named like an entry, a symlink in
+        a hash's or fan's directory place).  A symlink named like an entry counts as an entry
+        at its own size: deleting it frees no more.
 
         A name is an entry only if it is a lowercase hex digest (of its hash's length, for a
         hash this ckptlake knows) under its first two digits: a pull looks nothing else up, so
-        anything else would be counted against the bound, and shown, but never used."""
+        anything else would be counted against the bound, and shown, but never used.  Only
+        in a known hash's fan directory (`chunks/sha256/ab/`, the cache's own) is anything
+        else a stray; what lies elsewhere (`chunks/<other>/...`, a local lake's `chunks/<2
+        hex>/<digest>`, a `--dir` that is no cache at all) is neither, and no trim deletes it:
+        one did, and a mistyped `cache prune --dir` removed a project's files at any depth."""
         found: list[CacheEntry] = []
         strays: list[str] = []
         root = os.path.join(self.dir, "chunks")
 
-        def subdirs(parent: str) -> list[str]:
-            """Real directories only.  A symlink in a directory's place is a stray (its link
-            removed, never followed): through `chunks/<algo>/zz -> /home/you`, eviction
-            deleted the files of whatever it pointed at, and a cache is often shared."""
+        def subdirs(parent: str, named: Callable[[str], bool]) -> list[str]:
+            """Real directories only.  A symlink in a directory's place is a stray if it is
+            named as the cache names that directory (its link removed, never followed):
+            through `chunks/<algo>/zz -> /home/you`, eviction deleted the files of whatever
+            it pointed at, and a cache is often shared."""
             out = []
             for name in _listdir(parent):
                 path = os.path.join(parent, name)
@@ -380,23 +393,35 @@ class ChunkCache:
                     continue
                 if stat.S_ISDIR(st.st_mode):
                     out.append(name)
-                else:
+                elif stat.S_ISLNK(st.st_mode) and named(name):
                     strays.append(path)
             return out
 
-        for algo in subdirs(root):
-            for fan in subdirs(os.path.join(root, algo)):
+        def is_fan(name: str) -> bool:
+            return len(name) == 2 and set(name) <= _HEX
+
+        for algo in subdirs(root, _DIGEST_HEX.__contains__):
+            if algo not in _DIGEST_HEX and not _algo_name(algo):
+                continue  # not a hash's directory (a lake's `chunks/ab/`): not the cache's
+            for fan in subdirs(os.path.join(root, algo), is_fan):
+                if not is_fan(fan):
+                    continue
                 for name in _listdir(os.path.join(root, algo, fan)):
                     path = os.path.join(root, algo, fan, name)
+                    if not _entry_name(algo, fan, name):
+                        # In a known hash's fan directory, the cache's own, whatever is no
+                        # entry goes; under a name a newer ckptlake may use, nothing does.
+                        if algo in _DIGEST_HEX:
+                            strays.append(path)
+                        continue
                     try:
                         st = os.lstat(path)
                     except OSError:
                         continue
-                    if (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)) \
-                            and _entry_name(algo, fan, name):
+                    if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
                         found.append(CacheEntry(path, algo, name, st.st_size, st.st_mtime))
                     else:
-                        strays.append(path)
+                        strays.append(path)  # a directory or FIFO in an entry's place
         found.sort(key=lambda e: (e.used, e.path))
         return found, strays
 
@@ -492,6 +517,28 @@ class ChunkCache:
 # here (a newer ckptlake's, sharing the cache) is checked for hex only
 _DIGEST_HEX = {"sha256": 64, "blake3": 64}
 _HEX = frozenset("0123456789abcdef")
+
+
+_LAKE_MARKS = (HEADER_KEY, REPLICA_MARKER_KEY)  # what a local lake's or replica's root holds
+
+
+def _lake_holding(directory: str) -> str | None:
+    """The local lake (or replica) `directory` is, or lies inside, by the marks at its root."""
+    path = directory
+    while True:
+        if any(os.path.isfile(os.path.join(path, mark)) for mark in _LAKE_MARKS):
+            return path
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+
+
+def _algo_name(name: str) -> bool:
+    """A hash name a newer ckptlake may use (lowercase letters and digits, starting with a
+    letter): never a lake's 2-hex fan directory."""
+    return 3 <= len(name) <= 16 and name[0].isalpha() and name.isascii() and name.isalnum() \
+        and name.islower()
 
 
 def _entry_name(algo: str, fan: str, name: str) -> bool:
