@@ -370,8 +370,9 @@ class CkptlakeGroup(TyperGroup):
                               standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
         except (typer.Abort, _Interrupted):
-            from .main import forget_unhandled_interrupt
+            from .main import forget_unhandled_interrupt, hold_signals
 
+            hold_signals()
             forget_unhandled_interrupt()
             code = report_error(KeyboardInterrupt(), as_json=as_json, debug=False)
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - top level

@@ -23,10 +23,22 @@ def main() -> None:
         os._exit(code)
     ending = terminate_as_interrupt()
     escape_unencodable_output()
+    _PROCESS_ENDS_AFTER[0] = True
+    interrupted = False
     try:
         _main()
+    except SystemExit as exc:
+        interrupted = exc.code == 130
+        raise
     finally:
-        restore_signals(ending)  # (main() may run inside another program, in-process)
+        if interrupted:
+            # Ending on an interrupt, reported: the interpreter's shutdown still joins threads
+            # and runs finalizers (an S3 command's connection pools), and a Ctrl-C repeated
+            # meanwhile raised inside them (tracebacks, then death by SIGINT, -2), a SIGTERM
+            # killed (-15), instead of exit 130.
+            hold_signals()
+        else:
+            restore_signals(ending)  # (main() may run inside another program, in-process)
 
 
 def _main() -> None:
@@ -104,8 +116,44 @@ def terminate_as_interrupt() -> "list[tuple[int, Any]]":
 def restore_signals(changed: "list[tuple[int, Any]]") -> None:
     import signal
 
+    if _HELD and _PROCESS_ENDS_AFTER[0]:
+        return  # the console script: it exits 130 next, with the signals still held
+    while _HELD:  # (before `changed`: the handlers held over were installed after them)
+        number, previous = _HELD.pop()
+        signal.signal(number, previous)
     for number, previous in changed:
         signal.signal(number, previous)
+
+
+# Handlers hold_signals replaced, restored by restore_signals in in-process runs (tests, an
+# application calling the group); the console script (main) ends the process instead.
+_HELD: "list[tuple[int, Any]]" = []
+_PROCESS_ENDS_AFTER = [False]
+
+
+def hold_signals() -> None:
+    """From the first interrupt on: a repeated Ctrl-C, SIGTERM or SIGHUP changes nothing.
+
+    The interrupt is being handled (the transfers stopped, nothing committed); a second one
+    raised inside the report printed a second error document (--json) and a traceback, or,
+    at the interpreter's shutdown, killed the process (-2, -15) instead of exit 130."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in ("SIGINT", *_ENDING):
+        number = getattr(signal, name, None)
+        if number is None:
+            continue
+        try:
+            # SIG_IGN, not a Python handler that does nothing: a signal the interpreter had
+            # noted but not yet handled would otherwise still run the handler restored later
+            previous = signal.signal(number, signal.SIG_IGN)
+        except (ValueError, OSError):  # pragma: no cover - not settable here
+            continue
+        if previous is not signal.SIG_IGN:
+            _HELD.append((number, previous))
 
 
 def _load() -> "tuple[Any, str]":

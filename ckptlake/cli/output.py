@@ -416,8 +416,9 @@ class Output:
             raise typer.Exit(EXIT_ERROR) from None
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - this is the top level
             if isinstance(exc, KeyboardInterrupt):
-                from .main import forget_unhandled_interrupt
+                from .main import forget_unhandled_interrupt, hold_signals
 
+                hold_signals()
                 forget_unhandled_interrupt()
             code = report_error(exc, as_json=self.json, debug=self.debug)
             raise typer.Exit(code) from None
