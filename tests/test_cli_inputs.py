@@ -176,3 +176,16 @@ def test_meta_values_are_kept_as_given_and_metrics_as_numbers(tmp_path: Path) ->
         v = handle.show("m/a")
     assert v.metadata == {"cmd": "a=b", "empty": ""}
     assert v.metrics == {"loss": 0.25, "acc": 0.1}
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1:1", "127.0.0.1:9000", "http://", "s3://b"])
+def test_an_endpoint_that_is_no_http_url_is_a_usage_error(url: str, tmp_path: Path) -> None:
+    """As `endpoint_url:` in a config file: `ftp://...` went to botocore, which refused it
+    after the retries as a storage error (exit 8)."""
+    r = cli("ls", "--lake", "s3://bucket/p", "--endpoint-url", url)
+    assert r.exit_code == 2 and "--endpoint-url must be an http:// or https:// URL" in r.output
+    r = cli("cp", "a/b", "--lake", (tmp_path / "l").as_uri(), "--to", "s3://b/x",
+            "--to-endpoint-url", url)
+    assert r.exit_code == 2 and "--to-endpoint-url must be an http" in r.output, r.output
+    with pytest.raises(ckptlake.UsageError, match="endpoint_url must be an http"):
+        ckptlake.open("s3://bucket/p", endpoint_url=url)

@@ -941,6 +941,13 @@ def check_endpoint_option(value: str | None, option: str = "--endpoint-url") -> 
         raise UsageError(f"{option} is empty",
                          hint="give a URL such as http://localhost:9000, or leave it out for "
                               "AWS S3")
+    if value is not None:
+        parsed = urlparse(value.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            # as endpoint_url: in a config file; botocore's own refusal came after the
+            # retries' budget as a storage error (exit 8)
+            raise UsageError(f"{option} must be an http:// or https:// URL, got "
+                             f"{redact(value)!r}", hint="e.g. http://localhost:9000 for MinIO")
 
 
 # A URL written with one slash (`file:/data/lake`, `s3:/bucket/x`): taken as a path, it was a
