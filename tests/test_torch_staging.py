@@ -113,3 +113,57 @@ def test_a_fresh_buffer_is_populated_in_one_call_before_its_copy() -> None:
     dst = torch.empty_like(src)
     staging.copy_all([(dst, src, True)], threads=2)
     assert torch.equal(dst, src)
+
+
+def test_values_that_are_no_tensor_are_copied_as_torch_copies_them() -> None:
+    """Passed by reference, a value the loop changed after async_save returned was saved with
+    its later value (a dataclass's step, a numpy statistic) beside the earlier tensors."""
+    import dataclasses
+
+    np = pytest.importorskip("numpy")
+
+    @dataclasses.dataclass
+    class TrainState:
+        step: int
+
+    src = {"w": torch.ones(3), "train": TrainState(100), "hist": np.zeros(3), "tags": {"a"},
+           "name": "run", "n": 7, "none": None, "blob": bytearray(b"ab")}
+    out = staging.stage(src, cache_key=None, fallback=_unreachable).state
+    src["train"].step = 101
+    src["hist"][:] = 1
+    src["tags"].add("b")
+    src["blob"][0] = 0
+    assert out["train"] == TrainState(100) and out["tags"] == {"a"}
+    assert out["hist"].tolist() == [0.0, 0.0, 0.0] and out["blob"] == bytearray(b"ab")
+    assert out["name"] is src["name"] and out["n"] == 7 and out["none"] is None
+
+
+def test_a_value_that_cannot_be_copied_goes_through_the_fallback() -> None:
+    import threading
+
+    src = {"w": torch.ones(2), "lock": threading.Lock()}
+    got = staging.stage(src, cache_key=None, fallback=lambda s: "torch's stager").state
+    assert got == "torch's stager"
+
+
+def test_async_save_to_the_lake_keeps_the_values_it_was_called_with(local_lake_url: str
+                                                                     ) -> None:
+    import torch.distributed.checkpoint as dcp
+
+    import ckptlake
+    from ckptlake.torch import LakeReader, LakeWriter
+
+    np = pytest.importorskip("numpy")
+    lake = ckptlake.open(local_lake_url)
+    state = {"w": torch.randn(200, 100), "hist": np.zeros(3), "meta": {"step": 100}}
+    fut = dcp.async_save(state, storage_writer=LakeWriter(lake, "run/dcp", step=100))
+    state["hist"][:] = 1  # training goes on before the upload is done
+    state["meta"]["step"] = 101
+    fut.result()
+    out = {"w": torch.zeros(200, 100), "hist": None, "meta": {"step": None}}
+    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed it
+    with torch.serialization.safe_globals([np.ndarray, np.dtype, type(np.dtype("float64")),
+                                           core.multiarray._reconstruct]):
+        dcp.load(out, storage_reader=LakeReader(lake, "run/dcp@step=100"))
+    assert out["meta"]["step"] == 100 and out["hist"].tolist() == [0.0, 0.0, 0.0]
+    assert torch.equal(out["w"], state["w"])

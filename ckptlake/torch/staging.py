@@ -15,12 +15,13 @@ Safety: the staged state never aliases a tensor of the caller's: every tensor (p
 Parameter, a DTensor's local shard) is copied into a buffer only this module hands out, and a
 cached buffer set is handed out again only after the save that used it released it (the
 writer does once its rank's files are written), so two overlapping async saves of one
-artifact never share buffers.  Non-tensor values are passed by reference, as torch's stager
-does.  Anything else torch may hold in a state dict (ShardedTensor, other tensor subclasses)
+artifact never share buffers.  Non-tensor values are deep-copied (immutable ones passed
+as they are), as torch's stager does.  Anything else torch may hold in a state dict (ShardedTensor, other tensor subclasses)
 makes the whole state go through torch's own stager instead.
 """
 from __future__ import annotations
 
+import copy
 import os
 import threading
 from typing import Any, Callable
@@ -31,6 +32,9 @@ COPY_THREADS = max(1, min(4, os.cpu_count() or 1))
 SLICE_BYTES = 8 << 20  # a large tensor is copied in slices of this size, one per task
 
 Path = tuple[Any, ...]
+
+# values staged as they are: nothing can change them after async_save returns
+_IMMUTABLE = (bool, int, float, complex, str, bytes)
 
 # artifact -> the buffer set of its last save, once released (at most one set per artifact:
 # the memory a cache costs is one copy of the rank's state)
@@ -93,7 +97,15 @@ def stage(state: dict[str, Any], *, cache_key: str | None,
         if isinstance(v, tuple) and type(v) is tuple:
             return tuple(walk(x, path + (i,)) for i, x in enumerate(v))
         if not isinstance(v, torch.Tensor):
-            return v
+            if v is None or type(v) in _IMMUTABLE:
+                return v
+            # Any other value is copied now, as torch's stager deep-copies what it does not
+            # know: passed by reference, a counter or numpy statistic the loop changed after
+            # async_save returned was saved with its later value beside this step's tensors.
+            try:
+                return copy.deepcopy(v)
+            except Exception as exc:  # noqa: BLE001 - torch's stager reports it its own way
+                raise _Unsupported(type(v).__name__) from exc
         if type(v) in (torch.Tensor, torch.nn.Parameter):
             return buffer(path, v)
         from torch.distributed.tensor import DTensor
