@@ -553,6 +553,21 @@ def test_a_failed_async_save_is_logged_at_once_with_the_lakes_error(
     assert isinstance(error, UsageError) and "cannot be written" in str(error), error
 
 
+def test_a_lake_writer_refuses_to_be_pickled_with_the_fix(local_lake_url: str) -> None:
+    """dcp.async_save(async_checkpointer_type=PROCESS) pickles the writer into another process:
+    it failed as "cannot pickle '_thread.lock' object" (a review)."""
+    import pickle
+
+    import ckptlake
+    from ckptlake.errors import UsageError
+    from ckptlake.torch import LakeWriter
+
+    writer = LakeWriter(ckptlake.open(local_lake_url), "a/ck", step=1)
+    with pytest.raises(UsageError, match=r"works in the process that made it: use "
+                                         r"dcp.async_save with its default thread executor"):
+        pickle.dumps(writer)
+
+
 def test_importing_ckptlake_does_not_import_torch() -> None:
     import subprocess
     import sys

@@ -227,6 +227,13 @@ class LakeWriter(FileSystemWriter):
     frees it).  False: a fresh copy per save, freed with it.
     """
 
+    def __reduce__(self) -> Any:
+        # torch's process executor (async_checkpointer_type=PROCESS) pickles the writer into
+        # another process: a Lake (its connections, locks, thread pools) does not go there,
+        # and the attempt failed as "cannot pickle '_thread.lock' object"
+        raise UsageError("a LakeWriter works in the process that made it: use dcp.async_save "
+                         "with its default thread executor (async_checkpointer_type=THREAD)")
+
     def __init__(self, lake: "Lake", artifact: str, *, step: int,
                  metrics: dict[str, float] | None = None, metadata: dict[str, str] | None = None,
                  aliases: tuple[str, ...] | list[str] = (), staging_dir: str | os.PathLike | None = None,
