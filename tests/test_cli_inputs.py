@@ -189,3 +189,16 @@ def test_an_endpoint_that_is_no_http_url_is_a_usage_error(url: str, tmp_path: Pa
     assert r.exit_code == 2 and "--to-endpoint-url must be an http" in r.output, r.output
     with pytest.raises(ckptlake.UsageError, match="endpoint_url must be an http"):
         ckptlake.open("s3://bucket/p", endpoint_url=url)
+
+
+def test_a_selector_in_the_wrong_case_gets_a_hint(tmp_path: Path) -> None:
+    """`@V1`, `@LATEST`: no alias can have those names (a new one is refused), and the user
+    meant the selector; `@Prod` beside `prod` meant the alias."""
+    url = (tmp_path / "l").as_uri()
+    src = tmp_path / "f"
+    src.write_bytes(b"x")
+    with ckptlake.open(url) as lake:
+        lake.push(src, "a/b", aliases=["prod"])
+    for ref, meant in (("a/b@V1", "@v1"), ("a/b@LATEST", "@latest"), ("a/b@Prod", "@prod")):
+        r = cli("show", ref, "--lake", url)
+        assert r.exit_code == 3 and f"did you mean {meant}?" in r.output, r.output

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -206,6 +207,16 @@ def _decode_alias(data: bytes, artifact: str | None = None, name: str | None = N
                          hint=f"point it again: ckptlake alias {artifact}@vN {name}")
 
 
+def _case_hint(name: str, names: list[str]) -> str | None:
+    """Selectors and aliases are case-sensitive: `@V1`, `@LATEST` and `@Prod` (with `prod`
+    there) name no alias, and the user meant the other spelling."""
+    lower = name.lower()
+    if lower == "latest" or re.fullmatch(r"v[0-9]+", lower):
+        return f"selectors are case-sensitive: did you mean @{lower}?"
+    same = [n for n in names if n.lower() == lower]
+    return f"aliases are case-sensitive: did you mean @{same[0]}?" if same else None
+
+
 def resolve(store: Store, ref: str | Ref) -> Manifest:
     """The manifest a reference names (see format/refs.py for the grammar)."""
     ref = parse_ref(ref) if isinstance(ref, str) else ref
@@ -220,9 +231,10 @@ def resolve(store: Store, ref: str | Ref) -> Manifest:
                 raise NotFound("empty alias record")
             number = _decode_alias(data, ref.artifact, str(ref.value))
         except NotFound:
-            known = ", ".join(sorted(aliases(store, ref.artifact))) or "none"
-            raise NotFound(f"{ref.artifact} has no alias {ref.value!r} (aliases: {known})") \
-                from None
+            names = sorted(aliases(store, ref.artifact))
+            known = ", ".join(names) or "none"
+            raise NotFound(f"{ref.artifact} has no alias {ref.value!r} (aliases: {known})",
+                           hint=_case_hint(str(ref.value), names)) from None
         return load_manifest(store, ref.artifact, number)
     if ref.kind in ("min", "max"):
         return _best(store, ref.artifact, ref.kind, str(ref.value))
