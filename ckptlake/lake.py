@@ -463,8 +463,11 @@ class Lake:
             ("paths", paths), ("include", include), ("exclude", exclude)))
         refs = list(check_arg("reference", reference, "names"))
         for r in refs:
+            if not os.path.lexists(r):  # a missing local path is exit 3, as for push SOURCE
+                raise NotFound(f"reference directory {r} does not exist",
+                               hint="--reference names a directory holding an earlier copy")
             if not os.path.isdir(r):
-                raise UsageError(f"reference directory {r} does not exist or is not a directory",
+                raise UsageError(f"reference directory {r} is not a directory",
                                  hint="--reference names a directory holding an earlier copy")
         try:
             m = select(self._manifest(ref), paths, include, exclude)

@@ -202,3 +202,16 @@ def test_a_selector_in_the_wrong_case_gets_a_hint(tmp_path: Path) -> None:
     for ref, meant in (("a/b@V1", "@v1"), ("a/b@LATEST", "@latest"), ("a/b@Prod", "@prod")):
         r = cli("show", ref, "--lake", url)
         assert r.exit_code == 3 and f"did you mean {meant}?" in r.output, r.output
+
+
+def test_a_missing_reference_directory_is_exit_3_and_a_file_exit_2(tmp_path: Path) -> None:
+    url = (tmp_path / "l").as_uri()
+    src = tmp_path / "f"
+    src.write_bytes(b"x")
+    with ckptlake.open(url) as lake:
+        lake.push(src, "a/b")
+    r = cli("pull", "a/b", str(tmp_path / "out"), "--lake", url, "--reference",
+            str(tmp_path / "nonexist"))
+    assert r.exit_code == 3 and "does not exist" in r.output, r.output
+    r = cli("pull", "a/b", str(tmp_path / "out"), "--lake", url, "--reference", str(src))
+    assert r.exit_code == 2 and "is a file" in r.output, r.output

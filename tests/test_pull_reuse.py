@@ -170,7 +170,8 @@ def test_single_file_artifact_over_its_old_version(tmp_path: Path) -> None:
 
 
 def test_cli_reference_and_json(lake_v1_v2, tmp_path: Path) -> None:
-    """--reference on the command line (repeatable), and a missing one is a usage error."""
+    """--reference on the command line (repeatable), and a missing one is not found (exit 3, a
+    missing local path in the README's table; it was 2)."""
     _, _, v1, v2 = lake_v1_v2
     url = f"file://{tmp_path / 'lake'}"
     with ckptlake.open(url, chunk_size=MiB) as lk:
@@ -186,7 +187,7 @@ def test_cli_reference_and_json(lake_v1_v2, tmp_path: Path) -> None:
     assert tree_bytes(tmp_path / "o") == tree_bytes(v2)
     res = runner.invoke(app, ["pull", f"{ART}@v2", str(tmp_path / "o2"), "--lake", url,
                               "--reference", str(tmp_path / "nope")])
-    assert res.exit_code == 2 and "reference" in res.stderr
+    assert res.exit_code == 3 and "reference" in res.stderr
     assert not (tmp_path / "o2").exists()
 
 
