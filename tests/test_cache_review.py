@@ -28,9 +28,11 @@ def test_prune_of_a_directory_that_is_no_cache_deletes_nothing(tmp_path: Path) -
     proj = tmp_path / "proj"
     for rel, data in {"chunks/part1/sub/notes.txt": b"important", "chunks/data.bin": b"d",
                       "chunks/corpus/a.txt": b"x", "chunks/part1/ab/readme": b"r",
-                      "chunks/ab/" + "ab" * 32: b"a lake-shaped chunk"}.items():
+                      "chunks/ab/" + "ab" * 32: b"a lake-shaped chunk",
+                      "tmp/notes.txt": b"old notes"}.items():
         (proj / rel).parent.mkdir(parents=True, exist_ok=True)
         (proj / rel).write_bytes(data)
+    os.utime(proj / "tmp" / "notes.txt", (1, 1))  # older than any temporary file lives
     (proj / "chunks" / "sha256").mkdir()
     (proj / "chunks" / "sha256" / "docs").symlink_to(tmp_path)  # not a fan name: left alone
     before = files_under(proj)
@@ -88,3 +90,47 @@ def test_a_cache_in_a_local_lake_is_refused_and_the_lake_keeps_its_chunks(
     assert r.exit_code == 0, r.output
     with pytest.raises(UsageError, match="give the cache a directory of its own"):
         ChunkCache(cache)
+
+
+def test_a_trim_never_follows_a_tmp_link_and_deletes_only_its_own_temporaries(
+        tmp_path: Path) -> None:
+    """A `tmp -> elsewhere` link in a shared cache: every trimming pull deleted the old files
+    of the directory it led to (review of the fix above)."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "data.csv").write_text("keep me")
+    os.utime(victim / "data.csv", (1, 1))
+    c1 = tmp_path / "c1"
+    c1.mkdir()
+    (c1 / "tmp").symlink_to(victim, target_is_directory=True)
+    ChunkCache(c1, 1 << 20).trim(0)
+    assert (victim / "data.csv").read_text() == "keep me" and (c1 / "tmp").is_symlink()
+    c2 = tmp_path / "c2"
+    (c2 / "tmp").mkdir(parents=True)
+    dead, other = c2 / "tmp" / ("0123456789abcdef.12.34"), c2 / "tmp" / "notes.txt"
+    for p in (dead, other):
+        p.write_bytes(b"x")
+        os.utime(p, (1, 1))
+    ChunkCache(c2, 1 << 20).trim(0)
+    assert not dead.exists() and other.exists()
+
+
+def test_a_file_named_like_a_lake_header_that_is_none_does_not_refuse_the_cache(
+        tmp_path: Path) -> None:
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "ckptlake.json").write_text('{"note": "saved --json output"}')
+    (proj / "ckptlake-replica.json").write_text("[]")
+    assert ChunkCache(proj / ".cache").dir == str(proj / ".cache")
+
+
+def test_a_cache_reached_through_a_link_into_a_lake_is_refused(tmp_path: Path) -> None:
+    lake_dir = tmp_path / "lake"
+    src = tmp_path / "f"
+    src.write_bytes(b"x")
+    with ckptlake.open(lake_dir.as_uri()) as lake:
+        lake.push(src, "a/b")
+    link = tmp_path / "clink"
+    link.symlink_to(lake_dir / "artifacts", target_is_directory=True)
+    with pytest.raises(UsageError, match="local lake"):
+        ChunkCache(link)

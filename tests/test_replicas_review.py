@@ -90,3 +90,13 @@ def test_a_push_or_cp_into_a_replicas_location_is_refused(tmp_path: Path) -> Non
     r = CliRunner().invoke(app, ["cp", "m/a", "--lake", src.as_uri(), "--to", eu.as_uri()])
     assert r.exit_code == 2 and "regional replica" in r.output, r.output
     assert not (eu / "ckptlake.json").exists()
+
+
+def test_an_empty_replica_marker_counts_as_absent_for_a_new_lake(tmp_path: Path) -> None:
+    """docs/format.md: a zero-byte marker (a cut PUT) counts as absent."""
+    loc = tmp_path / "l0"
+    loc.mkdir()
+    (loc / "ckptlake-replica.json").write_bytes(b"")
+    src = write_src(tmp_path / "s", 6)
+    with ckptlake.open(loc.as_uri()) as lake:
+        assert lake.push(src, "p/x").version == 1

@@ -40,6 +40,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import threading
@@ -502,10 +503,14 @@ class ChunkCache:
                                f"{err.strerror or err}", err.errno)
             cutoff = time.time() - _TMP_MAX_AGE
             tmp_dir = os.path.join(self.dir, "tmp")
-            for name in _listdir(tmp_dir):
+            # Only a real directory (a link there leads elsewhere: another user's files, in
+            # a shared cache) and only files named as put() names them, as for the strays.
+            for name in _listdir(tmp_dir) if _real_dir(tmp_dir) else ():
                 path = os.path.join(tmp_dir, name)
                 with contextlib.suppress(OSError):
-                    if os.lstat(path).st_mtime < cutoff:
+                    st = os.lstat(path)
+                    if _TEMP_NAME.fullmatch(name) and stat.S_ISREG(st.st_mode) \
+                            and st.st_mtime < cutoff:
                         os.unlink(path)
             with self._lock:
                 self._size, self._unscanned = total - removed_bytes, 0
@@ -519,19 +524,47 @@ _DIGEST_HEX = {"sha256": 64, "blake3": 64}
 _HEX = frozenset("0123456789abcdef")
 
 
-_LAKE_MARKS = (HEADER_KEY, REPLICA_MARKER_KEY)  # what a local lake's or replica's root holds
+# put()'s temporary names: <16 hex digits of the digest>.<pid>.<thread id>
+_TEMP_NAME = re.compile(r"[0-9a-f]{16}\.[0-9]+\.[0-9]+")
+
+
+def _real_dir(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _lake_holding(directory: str) -> str | None:
-    """The local lake (or replica) `directory` is, or lies inside, by the marks at its root."""
-    path = directory
-    while True:
-        if any(os.path.isfile(os.path.join(path, mark)) for mark in _LAKE_MARKS):
-            return path
-        parent = os.path.dirname(path)
-        if parent == path:
-            return None
-        path = parent
+    """The local lake (or replica) `directory` is, or lies inside: a root holding a lake
+    header or a replica marker that reads as one (a file of that name with other content, a
+    saved `--json` output say, is no lake).  Walked as written and as resolved: a link to a
+    directory inside a lake leads into it too."""
+    for start in dict.fromkeys((directory, os.path.realpath(directory))):
+        path = start
+        while True:
+            if _lake_mark(path):
+                return path
+            parent = os.path.dirname(path)
+            if parent == path:
+                break
+            path = parent
+    return None
+
+
+def _lake_mark(path: str) -> bool:
+    for mark, key in ((HEADER_KEY, "ckptlake_lake"), (REPLICA_MARKER_KEY, "origin")):
+        file = os.path.join(path, mark)
+        if not os.path.isfile(file):
+            continue
+        try:
+            with open(file, "rb") as fh:
+                doc = json.loads(fh.read(1 << 20))
+        except (OSError, ValueError, RecursionError):
+            continue
+        if isinstance(doc, dict) and key in doc:
+            return True
+    return False
 
 
 def _algo_name(name: str) -> bool:

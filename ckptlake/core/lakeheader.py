@@ -98,7 +98,11 @@ def _refuse_a_replica(store: Store) -> None:
     """A replica's location is no lake: a header written there (a push or `cp --to` naming
     it) made pulls skip the replica and gc refuse it, and its manifest copies would have been
     taken for a lost header's versions."""
-    if store.exists(REPLICA_MARKER_KEY):
+    try:
+        marked = store.stat(REPLICA_MARKER_KEY).size > 0  # empty: a cut PUT, no marker
+    except NotFound:
+        marked = False
+    if marked:
         raise UsageError(f"{store.url} is a regional replica of a lake ({REPLICA_MARKER_KEY}), "
                          "not a lake: nothing is pushed or copied into it",
                          hint="push to the lake it serves (which replicates to it), or "
