@@ -215,3 +215,17 @@ def test_a_missing_reference_directory_is_exit_3_and_a_file_exit_2(tmp_path: Pat
     assert r.exit_code == 3 and "does not exist" in r.output, r.output
     r = cli("pull", "a/b", str(tmp_path / "out"), "--lake", url, "--reference", str(src))
     assert r.exit_code == 2 and "is a file" in r.output, r.output
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://localhost:99999"])
+def test_an_endpoint_urllib_cannot_parse_is_a_usage_error(url: str, tmp_path: Path) -> None:
+    """An unclosed IPv6 bracket was an internal error (exit 1), a port out of range a storage
+    error (exit 8); in a config file too."""
+    r = cli("ls", "--lake", "s3://bucket/p", "--endpoint-url", url)
+    assert r.exit_code == 2 and "must be an http:// or https:// URL" in r.output, r.output
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f'lake: s3://bucket/p\nendpoint_url: "{url}"\n')
+    r = cli("ls", "--config", str(cfg))
+    assert r.exit_code == 2 and "must be an http:// or https:// URL" in r.output, r.output
+    with pytest.raises(ckptlake.UsageError):
+        ckptlake.open("s3://bucket/p", endpoint_url=url)

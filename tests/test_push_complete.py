@@ -102,3 +102,29 @@ def test_watch_retries_a_step_that_gained_a_file_during_its_upload(
         [v] = lake.versions(ART)
         assert {f["path"] for f in lake.show(f"{ART}@v{v.version}").files} == \
             {"model.bin", "optimizer.pt"}
+
+
+def test_a_ranks_shard_push_is_not_failed_by_another_ranks_file(
+        local_lake_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ranks may share one directory (DCP: distinct file names per rank); rank 1's file landing
+    while rank 0 uploads is no change to rank 0's part (review of the fix)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "rank0.bin").write_bytes(os.urandom(100_000))
+    staged = _during_upload(monkeypatch,
+                            lambda: (shared / "rank1.bin").write_bytes(os.urandom(1000)))
+    with ckptlake.open(local_lake_url) as lake:
+        r = lake.push_shard(shared, ART, step=10, rank=0, world=2)
+        assert staged and r.version is None  # recorded, waiting for rank 1
+
+
+def test_an_entry_that_could_not_be_pushed_appearing_is_a_change_not_a_usage_error(
+        local_lake_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "model.bin").write_bytes(os.urandom(100_000))
+    _during_upload(monkeypatch, lambda: os.mkfifo(src / "trainer.pipe"))
+    with ckptlake.open(local_lake_url) as lake:
+        with pytest.raises(SourceChanged, match=r"changed while it was being pushed \(.*"
+                                                r"trainer.pipe.*nothing was committed"):
+            lake.push(src, ART)

@@ -46,3 +46,31 @@ def test_a_burst_of_signals_during_a_push_ends_in_one_document_and_exit_130(
         assert err.count("ckptlake: interrupted") <= 1, err
     if not outcomes:
         pytest.skip("every push finished before the signals arrived")
+
+
+def test_in_process_runs_after_main_get_their_handlers_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """main() (the console script) holds the signals to the process's end only after an
+    interrupt; once it has run, an interrupted in-process run left SIGINT, SIGTERM and SIGHUP
+    ignored for good (review of the fix)."""
+    from typer.testing import CliRunner
+
+    from ckptlake.cli import main as cli_main
+    from ckptlake.cli.app import app
+    from ckptlake.core import scan as scan_module
+
+    names = ("SIGINT", "SIGTERM", "SIGHUP")
+    before = {n: signal.getsignal(getattr(signal, n)) for n in names}
+    url = (tmp_path / "l").as_uri()
+    monkeypatch.setattr(sys, "argv", ["ckptlake", "ls", "--lake", url])
+    with pytest.raises(SystemExit):
+        cli_main.main()  # exit 3 (no lake there): ends without an interrupt
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    (tmp_path / "f").write_bytes(b"x")
+    monkeypatch.setattr(scan_module, "scan", interrupted)
+    r = CliRunner().invoke(app, ["push", str(tmp_path / "f"), "a/b", "--lake", url])
+    assert r.exit_code == 130, r.output
+    assert {n: signal.getsignal(getattr(signal, n)) for n in names} == before

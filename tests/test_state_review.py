@@ -111,3 +111,30 @@ def test_every_form_encode_writes_passes_the_check() -> None:
                              1.5: "x", "arr": np.zeros(2)}, lambda name, value: "np")
     parsed = state.parse(state.dumps(skeleton), "w")
     assert json.loads(state.dumps(parsed)) == json.loads(state.dumps(skeleton))
+
+
+@pytest.mark.parametrize("kind", ["dict", "list", "tuple", "ordered"])
+def test_a_state_nested_as_deep_as_encode_allows_loads_back(lake: ckptlake.Lake,
+                                                            kind: str) -> None:
+    """The reader's check counted each tuple level twice: a state 105-200 tuples deep was
+    committed and then refused as 'nested too deeply' (review of the fix)."""
+    from collections import OrderedDict
+
+    value: object = {"w": np.ones(2)}
+    for _ in range(195):
+        if kind == "dict":
+            value = {"k": value}
+        elif kind == "list":
+            value = [value]
+        elif kind == "tuple":
+            value = (value,)
+        else:
+            od: OrderedDict = OrderedDict(k=value)
+            od._metadata = {"": {"v": 1}}  # type: ignore[attr-defined]
+            value = od
+    with lake.checkpointer(ART) as ck:
+        ck.save_state({"s": value})
+    got = lake.load_state(ART)["s"]
+    for _ in range(195):
+        got = got["k"] if kind in ("dict", "ordered") else got[0]
+    assert np.array_equal(got["w"], np.ones(2))

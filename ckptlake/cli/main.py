@@ -31,11 +31,13 @@ def main() -> None:
         interrupted = exc.code == 130
         raise
     finally:
+        _PROCESS_ENDS_AFTER[0] = False
         if interrupted:
             # Ending on an interrupt, reported: the interpreter's shutdown still joins threads
             # and runs finalizers (an S3 command's connection pools), and a Ctrl-C repeated
             # meanwhile raised inside them (tracebacks, then death by SIGINT, -2), a SIGTERM
-            # killed (-15), instead of exit 130.
+            # killed (-15), instead of exit 130.  (A program running main() in-process is
+            # left with them ignored: main is the console script, which ends here.)
             hold_signals()
         else:
             restore_signals(ending)  # (main() may run inside another program, in-process)

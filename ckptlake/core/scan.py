@@ -103,7 +103,12 @@ class SourceTree:
         lake."""
         if self.rescan is None or self.kind != "dir":
             return
-        now = scan(self.root, **self.rescan)
+        try:
+            now = scan(self.root, **self.rescan)
+        except (UsageError, AccessDenied) as exc:  # what appeared cannot even be pushed
+            raise SourceChanged(f"{self.root} changed while it was being pushed ({exc.message})"
+                                "; nothing was committed",
+                                hint="push again once the writer is done") from None
         before = ({f.path for f in self.files}, set(self.symlinks), set(self.empty_dirs))
         after = ({f.path for f in now.files}, set(now.symlinks), set(now.empty_dirs))
         if before == after:

@@ -237,8 +237,8 @@ def _malformed(node: Any, depth: int) -> str | None:
         return None if value in ("nan", "inf", "-inf") else f"a float {str(value)[:60]}"
     if not isinstance(value, list):
         return f"a {kind[0]} that is no list"
-    if kind[0] == "$tuple":
-        return _malformed(value, depth + 1)
+    if kind[0] == "$tuple":  # its items one level down, as encode counts them
+        return next((b for v in value if (b := _malformed(v, depth + 1)) is not None), None)
     for item in value:
         if not (isinstance(item, list) and len(item) == 2
                 and (item[0] is None or isinstance(item[0], (bool, int, float, str)))):

@@ -674,15 +674,25 @@ def _check_name(b: _Builder, key: str, node: Node) -> str | None:
     return value
 
 
+def _http_url(value: str) -> bool:
+    """An http(s) URL with a host, and a port if one is given (a port out of range, or an
+    unclosed IPv6 bracket, made urllib raise: an internal error)."""
+    try:
+        parsed = urlparse(value)
+        parsed.port  # noqa: B018 - raises ValueError for a bad one
+    except ValueError:
+        return False
+    return parsed.scheme in ("http", "https") and bool(parsed.hostname)
+
+
 def _check_endpoint(b: _Builder, key: str, node: Node) -> str | None:
     value = _check_name(b, key, node)
     if value is not None:
-        parsed = urlparse(value)
         if redact_url(value) != value:
             raise b.error(f"must not hold credentials or a query string, got "
                           f"{redact(value)!r}", node, key,
                           hint="credentials come from the environment, ~/.aws or the profile: key")
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        if not _http_url(value):
             raise b.error(f"must be an http:// or https:// URL, got {redact(value)!r}", node, key,
                           hint="e.g. http://localhost:9000 for MinIO")
     return value
@@ -942,8 +952,7 @@ def check_endpoint_option(value: str | None, option: str = "--endpoint-url") -> 
                          hint="give a URL such as http://localhost:9000, or leave it out for "
                               "AWS S3")
     if value is not None:
-        parsed = urlparse(value.strip())
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        if not _http_url(value.strip()):
             # as endpoint_url: in a config file; botocore's own refusal came after the
             # retries' budget as a storage error (exit 8)
             raise UsageError(f"{option} must be an http:// or https:// URL, got "
