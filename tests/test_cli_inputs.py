@@ -229,3 +229,13 @@ def test_an_endpoint_urllib_cannot_parse_is_a_usage_error(url: str, tmp_path: Pa
     assert r.exit_code == 2 and "must be an http:// or https:// URL" in r.output, r.output
     with pytest.raises(ckptlake.UsageError):
         ckptlake.open("s3://bucket/p", endpoint_url=url)
+
+
+def test_a_destination_of_slash_holds_every_path_below_it() -> None:
+    """`cd / && ckptlake pull ORG/MODEL .` (a Dockerfile without WORKDIR) was refused, exit 5:
+    "would be written through a symlink that leads outside /" -- "/" + os.sep is "//", which
+    no resolved path starts with (from a new user's review)."""
+    from ckptlake.core.pull import _inside
+
+    assert _inside("/", "/x/y") and _inside("/", "/")
+    assert _inside("/data/out", "/data/out/a") and not _inside("/data/out", "/data/outside")

@@ -128,3 +128,4 @@ def test_an_entry_that_could_not_be_pushed_appearing_is_a_change_not_a_usage_err
         with pytest.raises(SourceChanged, match=r"changed while it was being pushed \(.*"
                                                 r"trainer.pipe.*nothing was committed"):
             lake.push(src, ART)
+

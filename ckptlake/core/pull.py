@@ -76,7 +76,8 @@ class _Unit:
 def _inside(root_real: str, path: str) -> bool:
     """True if `path`, with every symlink in its existing part resolved, stays under root."""
     real = os.path.realpath(path)
-    return real == root_real or real.startswith(root_real + os.sep)
+    # (rstrip: a destination of "/" itself, where root + sep was "//" and nothing inside)
+    return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
 
 
 def _link_leading_out(root: str, root_real: str, path: str) -> str | None:
@@ -401,7 +402,7 @@ class _Placement:
         parts = target.split("/")
         for i in range(1, len(parts) + 1):
             real = os.path.realpath("/" + "/".join(parts[:i]))
-            if real == self.root_real or real.startswith(self.root_real + os.sep):
+            if real == self.root_real or real.startswith(self.root_real.rstrip(os.sep) + os.sep):
                 rel = os.path.relpath(real, self.root_real).replace(os.sep, "/")
                 return "/" + _join("" if rel == "." else rel, "/".join(parts[i:]))
         raise UnsafeManifest(f"a symlink of the version would lead outside {self.final_root} "

@@ -405,7 +405,7 @@ def _keep_symlink(tree: SourceTree, entry: os.DirEntry, rel: str, real_root: str
                              "chain of more links than the kernel follows (40)",
                              hint="exclude it with --exclude") from None
     resolved = os.path.realpath(entry.path)
-    if resolved == real_root or resolved.startswith(real_root + os.sep):
+    if resolved == real_root or resolved.startswith(real_root.rstrip(os.sep) + os.sep):
         # Store the target relative to where the link is in the tree, so it survives a move
         # and a puller can check lexically that it stays inside the tree.  Not relative to
         # the link's real directory: below a directory reached through --follow-symlinks
