@@ -97,13 +97,34 @@ def test_no_rule_and_no_keep_last_deletes_nothing(lake, tmp_path) -> None:
 
 def test_retention_failure_is_logged_never_raised(lake, tmp_path, caplog) -> None:
     policy = write_policy(tmp_path, '    - match: "run/*"\n'
-                                    '      keep_best: {metric: typo_loss, mode: min}\n')
+                                    '      keep_best: {metric: typo_loss, mode: min, '
+                                    'keep_missing: false}\n')
     with caplog.at_level(logging.ERROR, logger="ckptlake"):
         with lake.checkpointer(ART, retention=policy) as ck:
             save_steps(ck, tmp_path / "c", [1, 2])
     assert len(ck.retention_errors) == 2 and "typo_loss" in str(ck.retention_errors[0])
     assert "retention of run/ckpt" in caplog.text
     assert len(lake.versions(ART)) == 2
+
+
+def test_a_keep_best_metric_only_a_sibling_has_is_no_error_after_each_commit(
+        lake, tmp_path, caplog) -> None:
+    """ckptlake.example.yaml's keep_best val_loss rule over a run whose checkpoints record
+    `loss`: gc applies it (keep_missing keeps them), the checkpointer logged an error after
+    every commit (a new user's review)."""
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "f").write_bytes(b"o")
+    lake.push(tmp_path / "o", "run/other", metrics={"val_loss": 1.0})
+    policy = write_policy(tmp_path, '    - match: "run/*"\n      keep_last: 5\n'
+                                    '      keep_best: {metric: val_loss, mode: min}\n')
+    with caplog.at_level(logging.ERROR, logger="ckptlake"):
+        with lake.checkpointer(ART, retention=policy, keep_last=2) as ck:
+            save_steps(ck, tmp_path / "c", [1, 2, 3, 4])
+    assert ck.retention_errors == [] and "retention of" not in caplog.text
+    # as gc decides: keep_missing keeps the versions without val_loss
+    assert len(lake.versions(ART)) == 4
+    plan = lake.gc_plan(policy)
+    assert [a.delete for a in plan.artifacts if a.artifact == ART] == [[]]
 
 
 def test_on_sigterm_arguments_are_checked_and_the_handler_restored(lake) -> None:

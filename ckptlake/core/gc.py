@@ -1045,7 +1045,13 @@ def retain(store: Store, artifact: str, policy: RetentionPolicy, *,
     if not reads:
         return result
     reads.sort(key=lambda r: r.facts.version)
-    if rule.keep_best is not None and not any(rule.keep_best.metric in r.facts.metrics for r in reads):
+    # gc refuses a keep_best metric no version of the rule's artifacts has (a typo would let
+    # the rule delete what it meant to keep); here only this artifact is seen, and a rule for
+    # several may name a metric its siblings have.  With keep_missing (the default) versions
+    # without it are kept, so nothing is deleted that gc would keep: no error after every
+    # commit.  Without keep_missing a typo cannot be told apart, and nothing is deleted.
+    if rule.keep_best is not None and not rule.keep_best.keep_missing \
+            and not any(rule.keep_best.metric in r.facts.metrics for r in reads):
         raise policy.error(
             f"no version of {artifact} has the metric {rule.keep_best.metric!r}",
             f"retention.rules[{rule.index}].keep_best.metric",
