@@ -45,9 +45,8 @@ except ImportError:  # pragma: no cover - another Typer
     _RuntimeParam = None
 
 COMPLETIONS_HELP = (
-    "Shell completions: completions/ckptlake.bash, completions/_ckptlake (zsh), "
-    "completions/ckptlake.fish in the source tree, or generate one with: python -m "
-    "ckptlake.cli.completions --shell bash|zsh|fish.  Artifact names, aliases and @vN/@step=N "
+    "Shell completions: ckptlake completion bash|zsh|fish prints the script (also in the "
+    "source tree's completions/).  Artifact names, aliases and @vN/@step=N "
     "complete from the lake (cached for a few seconds, at most 1 s per TAB).")
 
 APP_HELP = "Versioned checkpoint and artifact lake on any S3-compatible bucket."
