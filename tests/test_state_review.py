@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -14,15 +13,9 @@ from ckptlake import checkpointer as ckpt_module
 from ckptlake.errors import UsageError
 from ckptlake.format import state
 
+from test_training_state import ART, lake  # noqa: F401  (the fixture)
+
 np = pytest.importorskip("numpy")
-
-ART = "run/state"
-
-
-@pytest.fixture
-def lake(local_lake_url: str) -> Iterator[ckptlake.Lake]:
-    with ckptlake.open(local_lake_url) as lk:
-        yield lk
 
 
 def _versions(lake: ckptlake.Lake) -> list[int]:
