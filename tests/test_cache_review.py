@@ -134,3 +134,10 @@ def test_a_cache_reached_through_a_link_into_a_lake_is_refused(tmp_path: Path) -
     link.symlink_to(lake_dir / "artifacts", target_is_directory=True)
     with pytest.raises(UsageError, match="local lake"):
         ChunkCache(link)
+
+
+def test_a_fifo_named_like_a_lake_header_in_an_ancestor_does_not_hang(tmp_path: Path) -> None:
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    os.mkfifo(proj / "ckptlake.json")
+    assert ChunkCache(proj / ".cache").dir == str(proj / ".cache")  # no hang, no refusal

@@ -104,18 +104,25 @@ def test_watch_retries_a_step_that_gained_a_file_during_its_upload(
             {"model.bin", "optimizer.pt"}
 
 
-def test_a_ranks_shard_push_is_not_failed_by_another_ranks_file(
+def test_a_ranks_shard_push_fails_too_when_its_directory_gains_a_file(
         local_lake_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ranks may share one directory (DCP: distinct file names per rank); rank 1's file landing
-    while rank 0 uploads is no change to rank 0's part (review of the fix)."""
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    (shared / "rank0.bin").write_bytes(os.urandom(100_000))
-    staged = _during_upload(monkeypatch,
-                            lambda: (shared / "rank1.bin").write_bytes(os.urandom(1000)))
+    """A first form of the fix exempted shard pushes (ranks may share a directory); the
+    README's recipe pushes each rank's directory, and the exemption committed a step without
+    the file that landed during the upload (review of the fix)."""
+    src = tmp_path / "step_7"
+    src.mkdir()
+    (src / "model.bin").write_bytes(os.urandom(100_000))
+    staged = _during_upload(monkeypatch, lambda: (src / "optimizer.pt").write_bytes(b"late"))
     with ckptlake.open(local_lake_url) as lake:
-        r = lake.push_shard(shared, ART, step=10, rank=0, world=2)
-        assert staged and r.version is None  # recorded, waiting for rank 1
+        with pytest.raises(SourceChanged, match="optimizer.pt appeared"):
+            lake.push_shard(src, ART, step=7, rank=0, world=1)
+        assert staged
+        with pytest.raises(ckptlake.NotFound):
+            lake.versions(ART)
+        monkeypatch.undo()
+        r = lake.push_shard(src, ART, step=7, rank=0, world=1)
+        assert {f["path"] for f in lake.show(f"{ART}@v{r.version}").files} == {
+            "model.bin", "optimizer.pt"}
 
 
 def test_an_entry_that_could_not_be_pushed_appearing_is_a_change_not_a_usage_error(

@@ -504,14 +504,20 @@ class ChunkCache:
             cutoff = time.time() - _TMP_MAX_AGE
             tmp_dir = os.path.join(self.dir, "tmp")
             # Only a real directory (a link there leads elsewhere: another user's files, in
-            # a shared cache) and only files named as put() names them, as for the strays.
-            for name in _listdir(tmp_dir) if _real_dir(tmp_dir) else ():
-                path = os.path.join(tmp_dir, name)
-                with contextlib.suppress(OSError):
-                    st = os.lstat(path)
-                    if _TEMP_NAME.fullmatch(name) and stat.S_ISREG(st.st_mode) \
-                            and st.st_mtime < cutoff:
-                        os.unlink(path)
+            # a shared cache), opened once without following a link and then used by its
+            # descriptor, and only files named as put() names them, as for the strays.
+            with contextlib.suppress(OSError):
+                dfd = os.open(tmp_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                              | os.O_CLOEXEC)
+                try:
+                    for name in sorted(os.listdir(dfd)):
+                        with contextlib.suppress(OSError):
+                            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                            if _TEMP_NAME.fullmatch(name) and stat.S_ISREG(st.st_mode) \
+                                    and st.st_mtime < cutoff:
+                                os.unlink(name, dir_fd=dfd)
+                finally:
+                    os.close(dfd)
             with self._lock:
                 self._size, self._unscanned = total - removed_bytes, 0
         return PruneResult(self.dir, dry_run, removed, removed_bytes, len(entries) - removed,
@@ -526,13 +532,6 @@ _HEX = frozenset("0123456789abcdef")
 
 # put()'s temporary names: <16 hex digits of the digest>.<pid>.<thread id>
 _TEMP_NAME = re.compile(r"[0-9a-f]{16}\.[0-9]+\.[0-9]+")
-
-
-def _real_dir(path: str) -> bool:
-    try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 def _lake_holding(directory: str) -> str | None:
@@ -554,14 +553,19 @@ def _lake_holding(directory: str) -> str | None:
 
 def _lake_mark(path: str) -> bool:
     for mark, key in ((HEADER_KEY, "ckptlake_lake"), (REPLICA_MARKER_KEY, "origin")):
-        file = os.path.join(path, mark)
-        if not os.path.isfile(file):
+        try:
+            # O_NONBLOCK, then fstat: a FIFO put there (even after a check) must not hang
+            fd = os.open(os.path.join(path, mark), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
             continue
         try:
-            with open(file, "rb") as fh:
-                doc = json.loads(fh.read(1 << 20))
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            doc = json.loads(os.read(fd, 1 << 20))
         except (OSError, ValueError, RecursionError):
             continue
+        finally:
+            os.close(fd)
         if isinstance(doc, dict) and key in doc:
             return True
     return False

@@ -461,13 +461,14 @@ class _DryRun(_Uploader):
 def upload_tree(store: Store, tree: SourceTree, *, algo: str, chunk_size: int, concurrency: int,
                 progress: Progress, observers: Sequence[FileObserver] = (),
                 throttle: Throttle | None = None, parts: Parts | None = None,
-                compression: str = COMPRESSION_NONE, dry_run: bool = False,
-                whole_directory: bool = True) -> tuple[tuple[FileEntry, ...], _Uploader]:
+                compression: str = COMPRESSION_NONE, dry_run: bool = False
+                ) -> tuple[tuple[FileEntry, ...], _Uploader]:
     """Store every byte of the tree as chunks; return manifest file entries.
 
-    `whole_directory`: the tree is all of its directory, so an entry added there during the
-    upload fails it (SourceChanged).  False for a rank's shard: ranks may share a directory
-    (DCP's distinct file names per rank), and another rank's file landing is no change.
+    An entry added to a scanned directory during the upload fails it (SourceChanged), for a
+    rank's shard too: a rank's directory still being written is the case that check is for,
+    and a directory other ranks still write into is no finished checkpoint either (a file of
+    theirs caught mid-write fails the push anyway).
 
     `parts`: how chunks of at least its threshold move (multipart); None: one PUT per chunk.
     `compression`: "auto" stores chunks encoded where that saves bytes, "none" raw.
@@ -492,8 +493,7 @@ def upload_tree(store: Store, tree: SourceTree, *, algo: str, chunk_size: int, c
                     digests[i] = fdigest
         for f in tree.files:  # the bytes we stored must be the bytes that are there now
             f.check_unchanged()
-        if whole_directory:
-            tree.check_complete()  # ... and nothing added since the scan
+        tree.check_complete()  # ... and nothing added since the scan
     finally:
         progress.finish()
     entries = []

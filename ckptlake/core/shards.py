@@ -882,8 +882,7 @@ def push_shard(store: Store, tree: SourceTree, artifact: str, *, step: int, rank
                             chunk_size=chunk_size or header.chunk_size, concurrency=concurrency,
                             progress=progress, observers=observers,
                             parts=parts, **({"throttle": throttle} if throttle else {}),
-                            compression=resolve_compression(compression, header.compression),
-                            whole_directory=False)
+                            compression=resolve_compression(compression, header.compression))
     return record_shard(store, artifact, header=header, created=created, files=files,
                         dirs=tuple(tree.empty_dirs), up=up, step=step, rank=rank, world=world,
                         metrics=metrics, metadata=metadata, aliases=aliases,
