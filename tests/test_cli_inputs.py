@@ -239,3 +239,21 @@ def test_a_destination_of_slash_holds_every_path_below_it() -> None:
 
     assert _inside("/", "/x/y") and _inside("/", "/")
     assert _inside("/data/out", "/data/out/a") and not _inside("/data/out", "/data/outside")
+
+
+@pytest.mark.parametrize("answer, expected", [("y\n", True), ("YES\n", True), ("\n", False),
+                                              ("maybe\nn\n", False)])
+def test_the_question_writes_nothing_to_stdout(answer: str, expected: bool,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """typer.confirm(err=True) handed the prompt's last character to input(), which wrote it
+    to stdout: `cat` past the egress question put a space in front of the file's bytes and
+    exited 0 (a review)."""
+    import io
+
+    from ckptlake.cli.ask import confirm
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(answer))
+    assert confirm("Pull 2 GiB across regions?", "pull") is expected
+    out, err = capsys.readouterr()
+    assert out == "" and "Pull 2 GiB across regions? [y/N]: " in err
