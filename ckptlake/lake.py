@@ -488,13 +488,22 @@ class Lake:
             if on_estimate is not None:
                 on_estimate(est)
             _egress.enforce(est, yes=yes, confirm=confirm)
+        def still_there() -> None:
+            # `rm` leaves the chunks a pull reads: only the manifest tells that the version
+            # was deleted while it came (a leaked secret's), and it is then not placed
+            gone = catalog.deleted_meanwhile(
+                self.store, m.artifact, m.version, MissingChunk("(checked before placing)"),
+                doing="being pulled; nothing of it was placed")
+            if not isinstance(gone, MissingChunk):
+                raise gone
+
         with self._watching(progress) as progress:
             try:
                 result = _pull.pull(data, m, os.fspath(destination), force=force,
                                     concurrency=self.concurrency, progress=progress,
                                     lake_url=self.url, throttle=self.throttle, parts=self.parts,
                                     cache=self.cache if use_cache else None, reference=refs,
-                                    force_flag=force_flag)
+                                    force_flag=force_flag, before_place=still_there)
             except MissingChunk as e:  # chunks are all fetched before anything is placed
                 raise catalog.deleted_meanwhile(
                     self.store, m.artifact, m.version, e,

@@ -308,7 +308,8 @@ def test_trim_removes_stale_temporary_files_and_keeps_fresh_ones(tmp_path: Path)
     cache = ChunkCache(tmp_path / "cache")
     tmp = tmp_path / "cache" / "tmp"
     tmp.mkdir(parents=True)
-    stale, fresh = tmp / "stale.1.2", tmp / "fresh.3.4"
+    # put()'s names: <16 hex of the digest>.<pid>.<thread id> (a trim deletes no other)
+    stale, fresh = tmp / "0123456789abcdef.1.2", tmp / "fedcba9876543210.3.4"
     stale.write_bytes(b"x")
     fresh.write_bytes(b"y")
     old = time.time() - 2 * 3600

@@ -136,3 +136,34 @@ def test_an_entry_that_could_not_be_pushed_appearing_is_a_change_not_a_usage_err
                                                 r"trainer.pipe.*nothing was committed"):
             lake.push(src, ART)
 
+
+
+@pytest.mark.parametrize("into", ["new", "existing"])
+def test_a_version_rm_deletes_while_it_is_pulled_is_not_placed(
+        lake_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, into: str) -> None:
+    """`rm` leaves the chunks a pull reads: the pull exited 0 and placed the files of a
+    version deleted for a leaked secret, where the README promises exit 3 and nothing left
+    (a review)."""
+    from ckptlake.core import pull as pull_module
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "secret.bin").write_bytes(os.urandom(200_000))
+    dest = tmp_path / "dest"
+    if into == "existing":
+        dest.mkdir()
+        (dest / "mine.txt").write_text("kept")
+    with ckptlake.open(lake_url) as lake:
+        v = lake.push(src, ART)
+        real = pull_module.local_sources
+
+        def rm_meanwhile(*a: Any, **k: Any) -> Any:
+            lake.delete(f"{ART}@v{v.version}", reason="leaked a token")
+            return real(*a, **k)
+
+        monkeypatch.setattr(pull_module, "local_sources", rm_meanwhile)
+        with pytest.raises(ckptlake.NotFound, match="was deleted .* while it was being "
+                                                    "pulled; nothing of it was placed"):
+            lake.pull(f"{ART}@v{v.version}", dest)
+    left = sorted(p.name for p in dest.iterdir()) if dest.exists() else []
+    assert left == ([] if into == "new" else ["mine.txt"])

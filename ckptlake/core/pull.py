@@ -1564,9 +1564,12 @@ def _up_to_date(p: _Placement, lake_url: str, progress: Progress,
 def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrency: int,
          progress: Progress, lake_url: str, throttle: Throttle | None = None,
          parts: Parts | None = None, cache: ChunkCache | None = None,
-         reference: Sequence[str] = (), force_flag: str = FORCE_KEYWORD) -> PullResult:
+         reference: Sequence[str] = (), force_flag: str = FORCE_KEYWORD,
+         before_place: "Callable[[], None] | None" = None) -> PullResult:
     """force_flag: how hints spell `force` for the caller (FORCE_KEYWORD, or the CLI's
-    "--force")."""
+    "--force").  before_place: called once every byte is staged and verified, before the
+    first rename; what it raises fails the pull with nothing placed (the caller's check that
+    the version was not deleted meanwhile)."""
     started = time.monotonic()
     _check_outside_lake(m, destination, lake_url)
     try:
@@ -1609,6 +1612,8 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
         fetcher.leftovers.flush()
         if not _NO_SYNC:
             _flush_to_disk(staging.path, [staging.file(e.path) for e in placement.download])
+        if before_place is not None:
+            before_place()
         placing = True
         _place(placement, staging)
         keep = False
@@ -1616,7 +1621,7 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
         if placement.changed:  # keep the staging: the re-run finishes without downloading
             raise _partly_placed(e, placement, destination) from (
                 None if isinstance(e, (CkptlakeError, OSError, KeyboardInterrupt)) else e)
-        if isinstance(e, (IntegrityError, UnsafeManifest, Conflict, UsageError)):
+        if isinstance(e, (IntegrityError, UnsafeManifest, Conflict, UsageError, NotFound)):
             # nothing worth resuming from, but for something that appeared in the way while
             # placing: every file is verified in staging, for the re-run once it is moved
             keep = placing and isinstance(e, Conflict)
