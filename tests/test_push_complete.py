@@ -167,3 +167,37 @@ def test_a_version_rm_deletes_while_it_is_pulled_is_not_placed(
             lake.pull(f"{ART}@v{v.version}", dest)
     left = sorted(p.name for p in dest.iterdir()) if dest.exists() else []
     assert left == ([] if into == "new" else ["mine.txt"])
+
+
+def test_a_tree_nested_deeper_than_the_walk_goes_is_a_usage_error(tmp_path: Path,
+                                                                   local_lake_url: str) -> None:
+    """1,500 directories deep: "internal error: RecursionError", exit 1 (a review)."""
+    from ckptlake.errors import UsageError
+
+    d = tmp_path / "deep"
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        os.mkdir("deep", dir_fd=fd)
+        cur = os.open("deep", os.O_RDONLY, dir_fd=fd)
+        for _ in range(1500):  # relative to a descriptor: the path outgrows PATH_MAX
+            os.mkdir("d", dir_fd=cur)
+            nxt = os.open("d", os.O_RDONLY, dir_fd=cur)
+            os.close(cur)
+            cur = nxt
+        os.close(cur)
+    finally:
+        os.close(fd)
+    try:
+        with ckptlake.open(local_lake_url) as lake:
+            with pytest.raises(UsageError, match="nested too deeply"):
+                lake.push(d, ART)
+    finally:  # shutil.rmtree (pytest's clean-up) recurses as deep: remove it level by level
+        fds = [os.open(d, os.O_RDONLY)]
+        for _ in range(1500):
+            fds.append(os.open("d", os.O_RDONLY, dir_fd=fds[-1]))
+        os.close(fds.pop())
+        while fds:
+            parent = fds.pop()
+            os.rmdir("d", dir_fd=parent)
+            os.close(parent)
+        d.rmdir()

@@ -271,6 +271,10 @@ def scan(source: str | Path, *, exclude: tuple[str, ...] = (),
     except (FileNotFoundError, NotADirectoryError) as e:  # removed or replaced while we looked
         raise SourceChanged(f"{e.filename or source} changed while it was being scanned",
                             hint="push again once the writer is done") from None
+    except RecursionError:  # one call per level: ~900 directories deep, an internal error
+        raise UsageError(f"{source} holds directories nested too deeply to push",
+                         hint="--exclude what lies that deep, or push a directory below it"
+                         ) from None
     except OSError as e:
         if e.errno not in (errno.ENAMETOOLONG, errno.ELOOP):
             raise
