@@ -257,3 +257,32 @@ def test_the_question_writes_nothing_to_stdout(answer: str, expected: bool,
     assert confirm("Pull 2 GiB across regions?", "pull") is expected
     out, err = capsys.readouterr()
     assert out == "" and "Pull 2 GiB across regions? [y/N]: " in err
+
+
+def test_cat_errors_neither_drive_the_terminal_nor_hint_a_broken_command(tmp_path: Path
+                                                                        ) -> None:
+    """A directory named with an escape sequence, a link to a name with a newline, a name with
+    spaces: the errors printed them raw and the hints named wrong arguments (a review)."""
+    import subprocess
+
+    src = tmp_path / "src"
+    (src / "e\x1b[31mred").mkdir(parents=True)
+    (src / "e\x1b[31mred" / "f").write_bytes(b"x")
+    (src / "new\nline").write_bytes(b"n")
+    (src / "ünï cödé").write_bytes(b"u")
+    (src / "lnk").symlink_to("new\nline")
+    (src / "ln3").symlink_to("ünï cödé")
+    url = (tmp_path / "l").as_uri()
+    with ckptlake.open(url) as lake:
+        lake.push(src, "odd/a")
+    r = cli("cat", "odd/a", "e\x1b[31mred", "--lake", url)
+    assert r.exit_code == 2 and "\x1b" not in r.output and "e\\x1b[31mred" in r.output
+    for link, content in (("lnk", b"n"), ("ln3", b"u")):
+        r = cli("cat", "odd/a", link, "--lake", url)
+        [error] = [x for x in r.output.splitlines() if x.startswith("ckptlake: error:")]
+        assert r.exit_code == 2 and "\x1b" not in r.output and "is a symlink" in error
+        command = error.split("cat its target: ", 1)[1].rsplit(")", 1)[0].strip()
+        argv = subprocess.run(["bash", "-c", f"printf '%s\\0' {command}"], capture_output=True,
+                              check=True).stdout.split(b"\0")[:-1]
+        assert argv[:3] == [b"ckptlake", b"cat", b"odd/a@v1"]
+        assert (src / os.fsdecode(argv[3])).read_bytes() == content

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import posixpath
+import shlex
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Iterator, Sequence
@@ -212,6 +213,29 @@ def walk_path(path: "str | os.PathLike[str]", links: dict[str, str], where: str,
     return cur
 
 
+def _shown(path: str) -> str:
+    """A version's path in a message: as it is, unless a terminal would act on it (an escape
+    sequence, a newline): then with C-style escapes, as `ls` shows it."""
+    return path if path.isprintable() else repr(path)[1:-1]
+
+
+def _arg(path: str) -> str:
+    """A version's path as a shell argument in a hint, so that the command works as shown:
+    quoted, and written with $'...' escapes if it holds characters a terminal acts on."""
+    if path.isprintable():
+        return shlex.quote(path)
+    out = []
+    for c in path:
+        if c in "\\'":
+            out.append("\\" + c)
+        elif c.isprintable():
+            out.append(c)
+        else:
+            out.append(f"\\x{ord(c):02x}" if ord(c) < 0x100 else
+                       f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}")
+    return "$'" + "".join(out) + "'"
+
+
 def find_file(m: Manifest, path: str) -> FileEntry:
     """The regular file at `path`; UsageError (exit 2) for a directory or a symlink, NotFound
     (exit 3) for a path the version does not have.
@@ -226,17 +250,18 @@ def find_file(m: Manifest, path: str) -> FileEntry:
     p = "/".join(walk_path(path, links, name, follow_last=False))
     if p in links:
         target = posixpath.normpath(posixpath.join(posixpath.dirname(p), links[p]))
-        hint = f"cat its target: ckptlake cat {name} {target}"
+        hint = f"cat its target: ckptlake cat {name} {_arg(target)}"
         if (where := _dir_behind(m, links, name, p)) is not None:
             # `cat` of a directory is refused too: the hint must be a command that works
-            hint = f"list its target with: ckptlake ls {name} {where}".rstrip()
-        raise UsageError(f"{p} in {name} is a symlink (-> {links[p]}), not a file", hint=hint)
+            hint = f"list its target with: ckptlake ls {name} {_arg(where) if where else ''}"
+        raise UsageError(f"{_shown(p)} in {name} is a symlink (-> {_shown(links[p])}), not a "
+                         "file", hint=hint.rstrip())
     for e in m.files:
         if e.path == p and e.symlink is None:
             return e
     if p == "" or p in m.dirs or any(e.path.startswith(p + "/") for e in m.files):
-        raise UsageError(f"{p or '/'} in {name} is a directory, not a file",
-                         hint=f"list it with: ckptlake ls {name} {p}".rstrip())
+        raise UsageError(f"{_shown(p) or '/'} in {name} is a directory, not a file",
+                         hint=f"list it with: ckptlake ls {name} {_arg(p) if p else ''}".rstrip())
     hint = f"list its files with: ckptlake ls {name}"
     if p != _clean(path):
         raise NotFound(f"{path!r} in {name} leads to {p!r}, which the version does not hold",
