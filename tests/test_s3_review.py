@@ -296,3 +296,15 @@ def test_a_wrong_signing_region_is_named(store: S3Store, stub: Stubber) -> None:
     with pytest.raises(TransferError) as info:
         store.stat("k")
     assert info.value.hint == "the server expects region eu-central-1: pass --region eu-central-1"
+
+
+def test_a_read_timeout_mid_body_names_the_endpoint_and_the_setting() -> None:
+    """urllib3 knows no endpoint for a body that stopped: 'Read timeout on endpoint URL:
+    "None"' was the whole cause of a stalled read (a review)."""
+    from botocore.exceptions import ReadTimeoutError
+
+    store = S3Store("bkt", endpoint_url="http://127.0.0.1:9", read_timeout=2)
+    err = store._map(ReadTimeoutError(endpoint_url="None", error="Read timed out."), "k", "get")
+    assert isinstance(err, TransientError)
+    assert '"None"' not in err.message
+    assert "no data for 2 s (read_timeout) from http://127.0.0.1:9" in err.message

@@ -532,6 +532,10 @@ class S3Store(Store):
         if isinstance(exc, b.ClientError):
             return self._map_client_error(exc, what, op)
         cause = self._scrub(f"{type(exc).__name__}: {exc}")
+        if "Read timeout" in str(exc) and 'URL: "None"' in str(exc):
+            # a body that stopped mid-read: urllib3's text has no endpoint ("None")
+            cause = (f"{type(exc).__name__}: no data for {self._read_timeout:g} s "
+                     f"(read_timeout) from {self._scrub(str(self._client.meta.endpoint_url))}")
         if isinstance(exc, RecursionError):
             return TransferError(f"{what}: {op}: the S3 client recursed without end (botocore "
                                  "kept re-sending the request; the server's answers loop, a "
