@@ -184,7 +184,8 @@ def test_no_typer_completion_options() -> None:
 
 
 def test_help_mentions_static_completions() -> None:
-    assert "completions/ckptlake.bash" in " ".join(run("--help").stdout.split())
+    shown = " ".join(run("--help").stdout.split())
+    assert "ckptlake completion bash|zsh|fish prints the script" in shown
 
 
 # ---- usage errors ----------------------------------------------------------------------------

@@ -127,6 +127,8 @@ def test_ls_escapes_format_characters_but_not_spaces(tmp_path: Path) -> None:
     assert shown_name("a\u202eb c") == "a\\u202eb c"
     assert shown_name("zw\u200bj\ufeff") == "zw\\u200bj\\ufeff"
     assert shown_name("plain name.bin") == "plain name.bin"
+    # a backslash too (as `ls -b`): "new\\nline" and "new<LF>line" looked the same (a review)
+    assert shown_name("new\\nline") == "new\\\\nline" and shown_name("new\nline") == "new\\nline"
     src = tmp_path / "s"
     src.mkdir()
     (src / "evil\u202etxt.exe").write_text("1")

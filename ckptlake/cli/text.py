@@ -19,11 +19,12 @@ def shown_name(name: str) -> str:
     bidirectional override (U+202E) would show the rest of the row reversed.  Every character
     Python does not call printable (control, format, separator, unassigned, surrogate) becomes
     a C-style escape (`\\n`, `\\x1b`, `\\u202e`), as `ls -b` shows them, except a plain
-    space; --json keeps the name exact."""
-    if name.isprintable():
+    space; and a backslash `\\\\`, as `ls -b` does, so that a name holding a backslash and an
+    `n` is not shown as one holding a newline.  --json keeps the name exact."""
+    if name.isprintable() and "\\" not in name:
         return name
-    return "".join(c if c == " " or c.isprintable() else _ESCAPES.get(c) or _escape(c)
-                   for c in name)
+    return "".join("\\\\" if c == "\\" else c if c == " " or c.isprintable()
+                   else _ESCAPES.get(c) or _escape(c) for c in name)
 
 
 def _escape(c: str) -> str:
