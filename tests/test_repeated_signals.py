@@ -60,6 +60,11 @@ def test_in_process_runs_after_main_get_their_handlers_back(
     from ckptlake.core import scan as scan_module
 
     names = ("SIGINT", "SIGTERM", "SIGHUP")
+
+    def the_programs_own(signum: int, frame: object) -> None:  # an embedding program's
+        raise KeyboardInterrupt
+
+    original = signal.signal(signal.SIGINT, the_programs_own)
     before = {n: signal.getsignal(getattr(signal, n)) for n in names}
     url = (tmp_path / "l").as_uri()
     monkeypatch.setattr(sys, "argv", ["ckptlake", "ls", "--lake", url])
@@ -71,6 +76,9 @@ def test_in_process_runs_after_main_get_their_handlers_back(
 
     (tmp_path / "f").write_bytes(b"x")
     monkeypatch.setattr(scan_module, "scan", interrupted)
-    r = CliRunner().invoke(app, ["push", str(tmp_path / "f"), "a/b", "--lake", url])
-    assert r.exit_code == 130, r.output
-    assert {n: signal.getsignal(getattr(signal, n)) for n in names} == before
+    try:
+        r = CliRunner().invoke(app, ["push", str(tmp_path / "f"), "a/b", "--lake", url])
+        assert r.exit_code == 130, r.output
+        assert {n: signal.getsignal(getattr(signal, n)) for n in names} == before
+    finally:
+        signal.signal(signal.SIGINT, original)

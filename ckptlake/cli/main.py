@@ -83,7 +83,12 @@ _ENDING = ("SIGTERM", "SIGHUP")
 def _interrupt(signum: int, frame: Any) -> None:
     """KeyboardInterrupt, or deferred to the end of a step that must not be cut
     (transfer/pool.signals_blocked), as a Ctrl-C is.  The pool is looked up, not imported:
-    before it is loaded no such step can be under way."""
+    before it is loaded no such step can be under way.
+
+    The first one holds the signals (hold_signals) before anything else: while it travels
+    up, objects are freed and their finalizers run (urllib3's connection pools), and a
+    second signal raised inside one ("Exception ignored in ... KeyboardInterrupt")."""
+    hold_signals()
     pool = sys.modules.get("ckptlake.transfer.pool")
     if pool is not None:
         pool.interrupt(signum, frame)
@@ -112,6 +117,13 @@ def terminate_as_interrupt() -> "list[tuple[int, Any]]":
                 changed.append((number, signal.signal(number, _interrupt)))
         except (ValueError, OSError):  # pragma: no cover - not settable here
             pass
+    # Ctrl-C too, where it is Python's own (or the pool's deferring form of it), so that the
+    # first one holds the rest (_interrupt); a handler of the embedding program's stays.
+    pool = sys.modules.get("ckptlake.transfer.pool")
+    current = signal.getsignal(signal.SIGINT)
+    if current is signal.default_int_handler or (
+            pool is not None and current is getattr(pool, "_deferring_int", None)):
+        changed.append((signal.SIGINT, signal.signal(signal.SIGINT, _interrupt)))
     return changed
 
 
