@@ -28,13 +28,14 @@ def test_prune_of_a_directory_that_is_no_cache_deletes_nothing(tmp_path: Path) -
     proj = tmp_path / "proj"
     for rel, data in {"chunks/part1/sub/notes.txt": b"important", "chunks/data.bin": b"d",
                       "chunks/corpus/a.txt": b"x", "chunks/part1/ab/readme": b"r",
+                      "chunks/sha256/docs/readme.txt": b"a hash's name, not a fan's",
+                      "chunks/my-data/ab/abcdef01": b"hex under a name no hash has",
                       "chunks/ab/" + "ab" * 32: b"a lake-shaped chunk",
                       "tmp/notes.txt": b"old notes"}.items():
         (proj / rel).parent.mkdir(parents=True, exist_ok=True)
         (proj / rel).write_bytes(data)
     os.utime(proj / "tmp" / "notes.txt", (1, 1))  # older than any temporary file lives
-    (proj / "chunks" / "sha256").mkdir()
-    (proj / "chunks" / "sha256" / "docs").symlink_to(tmp_path)  # not a fan name: left alone
+    (proj / "chunks" / "sha256" / "docs2").symlink_to(tmp_path)  # not a fan name: left alone
     before = files_under(proj)
     for extra in (["--dry-run"], [], ["--all"]):
         r = CliRunner().invoke(app, ["cache", "prune", "--dir", str(proj), "--json", *extra],
@@ -42,7 +43,7 @@ def test_prune_of_a_directory_that_is_no_cache_deletes_nothing(tmp_path: Path) -
         assert r.exit_code == 0, r.output
         assert json.loads(r.stdout)["entries_removed"] == 0
     assert files_under(proj) == before
-    assert (proj / "chunks" / "sha256" / "docs").is_symlink()
+    assert (proj / "chunks" / "sha256" / "docs2").is_symlink()
 
 
 def test_what_the_cache_names_is_still_pruned(tmp_path: Path) -> None:
@@ -99,12 +100,15 @@ def test_a_trim_never_follows_a_tmp_link_and_deletes_only_its_own_temporaries(
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "data.csv").write_text("keep me")
-    os.utime(victim / "data.csv", (1, 1))
+    (victim / "0123456789abcdef.12.34").write_text("named like a temporary, still not ours")
+    for p in victim.iterdir():
+        os.utime(p, (1, 1))
     c1 = tmp_path / "c1"
     c1.mkdir()
     (c1 / "tmp").symlink_to(victim, target_is_directory=True)
     ChunkCache(c1, 1 << 20).trim(0)
     assert (victim / "data.csv").read_text() == "keep me" and (c1 / "tmp").is_symlink()
+    assert (victim / "0123456789abcdef.12.34").exists()
     c2 = tmp_path / "c2"
     (c2 / "tmp").mkdir(parents=True)
     dead, other = c2 / "tmp" / ("0123456789abcdef.12.34"), c2 / "tmp" / "notes.txt"
@@ -141,3 +145,11 @@ def test_a_fifo_named_like_a_lake_header_in_an_ancestor_does_not_hang(tmp_path: 
     proj.mkdir()
     os.mkfifo(proj / "ckptlake.json")
     assert ChunkCache(proj / ".cache").dir == str(proj / ".cache")  # no hang, no refusal
+
+
+def test_a_replica_marker_in_an_ancestor_refuses_the_cache(tmp_path: Path) -> None:
+    rep = tmp_path / "rep"
+    rep.mkdir()
+    (rep / "ckptlake-replica.json").write_text('{"format": 1, "origin": "file:///x"}')
+    with pytest.raises(UsageError, match="local lake \\(or a replica\\)"):
+        ChunkCache(rep / "c")

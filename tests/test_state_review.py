@@ -87,6 +87,8 @@ def test_an_integer_json_cannot_read_back_is_refused_with_its_entry(lake: ckptla
     '{"$tensor": 5, "framework": "np"}',
     '{"$float": "NaN"}',
     '{"$dict": [], "$tuple": []}',
+    '{"$dict": [], "ordered": true, "metadata": {"$float": "x"}}',  # metadata checked too
+    '{"$tuple": [{"$float": "NaN"}]}',  # and a tuple's items
 ])
 def test_a_skeleton_of_forms_encode_never_writes_is_a_usage_error(root: str) -> None:
     raw = ('{"ckptlake_state": 1, "root": ' + root + "}").encode()
