@@ -222,7 +222,9 @@ def test_s3_pull_makes_one_botocore_client(s3_lake_url: str, tmp_path: Path) -> 
     assert counts == {"sessions": 1, "clients": 1}
     # The version listing, its manifest, the chunk: no HEAD of the lake header (asked only when
     # the pull finds nothing), no HeadBucket (the egress estimate does not need the region).
-    assert calls == ["ListObjectsV2", "GetObject", "GetObject"], calls
+    # the listing, the manifest, the chunk; then, before placing, whether the version still
+    # exists (a version `rm` deleted meanwhile is not placed: its chunks are all still there)
+    assert calls == ["ListObjectsV2", "GetObject", "GetObject", "HeadObject"], calls
     assert (tmp_path / "dest" / "one.bin").read_bytes() == (src / "one.bin").read_bytes()
 
 

@@ -161,8 +161,10 @@ def test_supported_fp8_and_neg_bit_views_round_trip(local_lake_url) -> None:
 
 def test_repeated_retention_failure_is_logged_once(local_lake_url, tmp_path, caplog) -> None:
     policy = tmp_path / "policy.yaml"
+    # keep_missing: false: with the default, versions without the metric are kept as gc keeps
+    # them and nothing fails (test_checkpointer_policy)
     policy.write_text('retention:\n  rules:\n    - match: "run/*"\n'
-                      '      keep_best: {metric: val_loss, mode: min}\n')
+                      '      keep_best: {metric: val_loss, mode: min, keep_missing: false}\n')
     with ckptlake.open(local_lake_url) as lake:
         with caplog.at_level(logging.ERROR, logger="ckptlake"):
             with lake.checkpointer("run/r", retention=policy) as ck:
