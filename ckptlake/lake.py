@@ -488,6 +488,7 @@ class Lake:
             if on_estimate is not None:
                 on_estimate(est)
             _egress.enforce(est, yes=yes, confirm=confirm)
+
         def still_there() -> None:
             # `rm` leaves the chunks a pull reads: only the manifest tells that the version
             # was deleted while it came (a leaked secret's), and it is then not placed
