@@ -21,6 +21,8 @@ Rules (docs/format.md, "Lineage", repeats them for a second implementation):
   HTTP header writes it, and `--name=value` or `--name value` on a command line, whose name
   names a secret (token, secret, password, credential, api key, auth, signature, ...:
   `is_secret_name`) keeps its name; its value becomes `***` (`"***"` after a quoted name).
+- A provider token is masked by its form wherever it stands (`ghp_...`, `AKIA...`, `hf_...`,
+  a JWT; the list is `_BARE_TOKEN`).
 - Secret values the process knows to be in use (`remember_secrets`: a store's secret key and
   session token) are masked wherever they appear.
 """
@@ -220,12 +222,39 @@ _OPTION_VALUE = re.compile(r"(?<![A-Za-z0-9_.\-])(--?[A-Za-z][A-Za-z0-9_\-]*)([ 
 # an argument after a secret-named option that is no value: the next option or stdin
 _NOT_A_VALUE = re.compile(r"--.*|-[A-Za-z]?", re.DOTALL)
 _BEARER = re.compile(r"(?<![A-Za-z0-9])(bearer[ \t]+)([A-Za-z0-9._~+/=\-]{6,})", re.IGNORECASE)
+# Tokens that say what they are by their shape, whatever precedes them: `--reason 'pushed with
+# ghp_... in it'` names no secret, yet the token is one.  Only forms a provider documents with a
+# fixed prefix, long enough and (where the prefix alone is a common word piece) mixed enough that
+# no path or word is taken for one.  Bare 40-hex keys (W&B) are left: a git commit looks the same.
+_BARE_TOKEN = re.compile(
+    r"(?<![A-Za-z0-9_\-])(?:"
+    r"(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}"          # AWS access key id
+    r"|gh[pousr]_[A-Za-z0-9]{36,255}"               # GitHub tokens
+    r"|github_pat_[A-Za-z0-9_]{22,255}"             # GitHub fine-grained token
+    r"|glpat-[A-Za-z0-9_\-]{20,255}"                # GitLab personal token
+    r"|hf_[A-Za-z0-9]{30,255}"                      # Hugging Face
+    r"|xox[abprs]-[A-Za-z0-9\-]{10,255}"            # Slack
+    r"|AIza[0-9A-Za-z_\-]{35}"                      # Google API key
+    r"|sk-(?:[a-z]{2,8}-)?[A-Za-z0-9_\-]{32,255}"    # OpenAI, Anthropic
+    r"|eyJ[A-Za-z0-9_\-]{8,4096}\.eyJ[A-Za-z0-9_\-]{8,8192}\.[A-Za-z0-9_\-]{0,1024}"  # a JWT
+    r")(?![A-Za-z0-9_\-])")
+_BARE_HINT = ("AKIA", "ASIA", "ABIA", "ACCA", "gh", "github_pat_", "glpat-", "hf_", "xox", "AIza", "sk-", "eyJ")
+
+
+def _bare_token(m: re.Match[str]) -> str:
+    token = m.group(0)
+    # `sk-` and `hf_` begin ordinary names (`sk-learn-...`): a key has digits and both cases
+    if token.startswith(("sk-", "hf_")) and not (
+            any(c.isdigit() for c in token) and any(c.isupper() for c in token)
+            and any(c.islower() for c in token[3:])):
+        return token
+    return MASK
 
 
 def redact(text: str) -> str:
     """`text` with every URL credential, query value, secret-named `key=value`, `"key": value`
-    and `key: value` and known secret value masked, and the value after a secret-named option
-    (`--hf-token X`) or `Bearer`."""
+    and `key: value` and known secret value masked, the value after a secret-named option
+    (`--hf-token X`) or `Bearer`, and a provider token recognisable by its form (`ghp_...`)."""
     text = str(text)
     for secret in _known_secrets:
         if secret in text:
@@ -240,6 +269,8 @@ def redact(text: str) -> str:
                                  if is_secret_name(m.group(1)) else m.group(0), text)
     if "earer" in text or "EARER" in text:
         text = _BEARER.sub(lambda m: m.group(1) + MASK, text)
+    if any(h in text for h in _BARE_HINT):
+        text = _BARE_TOKEN.sub(_bare_token, text)
     return text
 
 

@@ -183,7 +183,8 @@ def test_redaction_is_idempotent() -> None:
 
 HOSTILE = ["a=", "a=b&", "token=", "token=a ", "ab1=", '"a": ', '"token": "', "token: ", "a: ",
            "--token ", "-a ", "bearer ", "http://a@", "x://", "a:b@", "'k':'", '\\"token\\": \\"',
-           "https://u:p@h/x?token=", "=", ":"]
+           "https://u:p@h/x?token=", "=", ":",
+           " ghp_", " eyJaaaaaaaa.eyJaaaaaaaa.", " AKIA", " sk-aB3", " hf_" + "aB3" * 100 + "."]
 
 
 def _best(fn: Callable[[], object], runs: int) -> float:
@@ -289,3 +290,47 @@ def test_remembered_secrets_are_bounded_and_short_ones_ignored(
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+# ---- provider tokens by their form ---------------------------------------------------------------
+
+GHP = "ghp_" + "a1B2c3D4" * 4 + "e5F6"  # 36 characters after the prefix, as GitHub writes them
+TOKENS = [GHP, "AKIAIOSFODNN7EXAMPLE", "ASIAY34FZKBOKMUTVV7A", "github_pat_11ABCDEFG0123456789_abcdefXYZ",
+          "glpat-xYz0123456789abcdefAB", "hf_" + "AbCdEfGh12345678" * 2 + "Xy",
+          "xoxb-123456789012-abcdefABCDEF", "AIza" + "SyA1b2C3d4E5f6G7h8I9j0K-L_m1N2o3P4q", 
+          "sk-proj-" + "Ab3dEf6hIj9l" * 4, "sk-ant-api03-" + "Zx9Yw8Vu7Ts6" * 4,
+          "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpM"]
+
+
+@pytest.mark.parametrize("token", TOKENS)
+def test_a_provider_token_is_masked_by_its_form_alone(token: str) -> None:
+    """A reason, an error, a metadata value: no name says `token`, the form does."""
+    for text in (f"pushed with {token} in it", f"({token})", f"'{token}'", f"x {token}\n"):
+        out = redact(text)
+        assert token not in out and MASK in out, (text, out)
+        assert token[4:20] not in out, out  # no piece of it either
+        assert redact(out) == out
+
+
+@pytest.mark.parametrize("text", [
+    "sk-learn-classifier-pipeline-version-two-final",  # a word, however long
+    "hf_token_for_model_loading", "task-0123456789abcdefghijkABCDEFGHIJ1234",
+    "s3://bucket/AKIAIOSFODNN7EXAMPLEX/x",  # 17 after the prefix: not a key id
+    "xAKIAIOSFODNN7EXAMPLE", "sha256:4f2a9c1e8b7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f",
+    "ghp_short", "eyJ.eyJ.x", "the sky-high cost"])
+def test_what_only_resembles_a_token_is_kept(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_a_provider_token_in_a_reason_is_not_stored(tmp_path: Path) -> None:
+    """The case a review found: `rm --reason` naming the leaked token, as people write it."""
+    r, root = _push(tmp_path)
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["rm", "demo/ck@v1", "--lake", str(root), "--yes",
+                                 "--reason", f"leaked {GHP} in config"])
+    assert r.exit_code == 0, r.output
+    stored = b"".join(p.read_bytes() for p in root.rglob("*") if p.is_file())
+    assert GHP.encode() not in stored and b"leaked *** in config" in stored
+    shown = CliRunner().invoke(app, ["ls", "demo/ck", "--all", "--json", "--lake", str(root)])
+    assert shown.exit_code == 0, shown.output
+    assert GHP not in shown.output and "leaked *** in config" in shown.output
