@@ -253,6 +253,14 @@ class _Uploader:
             while got < len(into):
                 n = os.preadv(fd, [into[got:]], offset + got)
                 if n == 0:
+                    st = os.fstat(fd)
+                    if (st.st_size, st.st_mtime_ns) == (f.size, f.mtime_ns):
+                        # no writer: the file holds fewer bytes than its size says (`/sys`
+                        # files say 4096), so no push of it can ever succeed
+                        raise UsageError(
+                            f"{f.abspath} says it holds {f.size} bytes yet reading it ends at "
+                            f"{offset + got} (a /proc or /sys file); nothing was committed",
+                            hint="copy it into a regular file first, or --exclude it")
                     raise SourceChanged(f"{f.abspath} shrank while it was being pushed; "
                                         "nothing was committed",
                                         hint="push again once the writer is done")

@@ -229,9 +229,29 @@ def _source_file(rel: str, abspath: str, st: os.stat_result) -> SourceFile:
     if not os.access(abspath, os.R_OK):
         raise AccessDenied(f"cannot read {abspath}: permission denied",
                            hint="fix its permissions or --exclude it")
+    if st.st_size == 0 and _holds_bytes(abspath):
+        raise UsageError(f"{abspath} says it is empty yet reading it returns bytes (a /proc or "
+                         "/sys file): a lake would store it empty",
+                         hint="copy it into a regular file first, or --exclude it")
     return SourceFile(path=rel, abspath=abspath, size=st.st_size,
                       executable=bool(st.st_mode & stat.S_IXUSR), mtime_ns=st.st_mtime_ns,
                       inode=st.st_ino)
+
+
+def _holds_bytes(abspath: str) -> bool:
+    """Does a file whose size is 0 give bytes when read?  Kernel pseudo-files (`/proc/cpuinfo`)
+    do: a push stores a file's size's worth of bytes, so it would commit one empty and say
+    nothing.  One small read per empty file, which checkpoints hardly hold."""
+    try:
+        fd = os.open(abspath, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False  # the upload's own open says what is wrong
+    try:
+        return bool(os.read(fd, 1))
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def scan(source: str | Path, *, exclude: tuple[str, ...] = (),
