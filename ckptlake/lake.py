@@ -917,8 +917,9 @@ class Lake:
         which versions are in use: remove them first), or if a newer ckptlake wrote a
         manifest; NotFound if it has no live or lost version.  upto: only versions up to vN
         (what a dry run showed the user: one pushed since is not deleted unasked).  Versions pushed
-        while it runs stay, and so does one aliased meanwhile (`spared`)."""
-        from .core import tombstones
+        while it runs stay, and so does one aliased meanwhile (`spared`).  Steps of sharded
+        saves not committed are no versions and stay (`pending` names them)."""
+        from .core import shards, tombstones
         from .core.gc import ArtifactPlan, GcResult, VersionPlan, delete_versions
         from .core.identity import user_at_host, utcnow
         from .errors import IntegrityError, PolicyRefusal
@@ -940,8 +941,11 @@ class Lake:
         # Lost versions go too, as rm of one takes it: left out, they kept gc refusing after
         # the artifact was "deleted", with nothing the user could see to delete.
         lost = self._lost_versions(artifact, upto=upto, live=numbers)
+        # Sharded steps not committed yet are no versions and stay: said, since a commit of
+        # one (the last rank's push, a takeover) brings the "deleted" artifact back.
+        steps = sorted({p.step for p in shards.pending(self.store, artifact)})
         if not numbers and not lost:
-            raise self._nothing_to_delete(artifact)
+            raise self._nothing_to_delete(artifact, steps)
         named = sorted((v, a) for a, v in catalog.aliases(self.store, artifact).items()
                        if v in numbers or v in lost)
         if named:
@@ -983,12 +987,12 @@ class Lake:
             total += summary.total_bytes if summary else 0
             files += summary.files if summary else 0
         if not plans and not lost:  # every manifest went between the listing and its read
-            raise self._nothing_to_delete(artifact)
+            raise self._nothing_to_delete(artifact, steps)
         result = DeleteArtifactResult(
             lake=self.url, artifact=artifact,
             versions=sorted([p.version for p in plans] + list(lost)), total_bytes=total,
             files=files, rule=tombstones.RM_RULE, reason=reason, dry_run=dry_run,
-            lost=sorted(lost))
+            lost=sorted(lost), pending=steps)
         if dry_run:
             return result
         tombed = set(tombstones.numbers(self.store, artifact))
@@ -1040,13 +1044,19 @@ class Lake:
             remaining=catalog.version_numbers(self.store, artifact), deleted_at=now,
             deleted_by=who)
 
-    def _nothing_to_delete(self, artifact: str) -> NotFound:
+    def _nothing_to_delete(self, artifact: str, pending: list[int]) -> NotFound:
         """delete_artifact with no version left to delete: deleted already (tombstones say
-        so), or never pushed."""
+        so), or never pushed; its pending sharded steps, if any, are what is left."""
+        steps = (f"; its pending sharded {'step' if len(pending) == 1 else 'steps'} "
+                 f"({', '.join(f'step={s}' for s in pending[:5])}{' ...' if len(pending) > 5 else ''})"
+                 f" {'is' if len(pending) == 1 else 'are'} no version" if pending else "")
+        discard = (f"discard a pending step with: ckptlake rm {artifact}@step={pending[0]} "
+                   "--pending" if pending else "")
         if next(iter(self.store.list(layout.tombstones_prefix(artifact))), None) is not None:
-            return NotFound(f"every version of {artifact} was deleted already",
-                            hint=f"see them with: ckptlake ls {artifact} --all")
-        return NotFound(f"{artifact} has no version", hint="see the artifacts with: ckptlake ls")
+            return NotFound(f"every version of {artifact} was deleted already{steps}",
+                            hint=discard or f"see them with: ckptlake ls {artifact} --all")
+        return NotFound(f"{artifact} has no version{steps}",
+                        hint=discard or "see the artifacts with: ckptlake ls")
 
     def _newer_manifest(self, artifact: str, number: int, exc: CkptlakeError) -> bool:
         """Whether an unreadable manifest is one a newer ckptlake wrote (a higher

@@ -168,7 +168,8 @@ class DeleteArtifactResult(_Result):
     another deleter meanwhile; `remaining`: versions live after the run (the spared ones, and
     any pushed after the plan: rm deletes only what its plan showed).  `lost`: those of
     `versions` that were lost (a summary, no manifest, no tombstone: they block gc), for
-    which rm writes only the tombstone."""
+    which rm writes only the tombstone.  `pending`: the steps of sharded saves not committed,
+    which rm leaves (a commit of one makes a new version)."""
 
     lake: str
     artifact: str
@@ -185,6 +186,7 @@ class DeleteArtifactResult(_Result):
     deleted_at: datetime | None = None  # both None with dry_run, as in DeleteResult
     deleted_by: str | None = None
     lost: list[int] = field(default_factory=list)
+    pending: list[int] = field(default_factory=list)  # steps of sharded saves not committed
 
 
 @dataclass(frozen=True)

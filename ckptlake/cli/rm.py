@@ -214,7 +214,19 @@ def all_note(r: "DeleteArtifactResult") -> str:
     return (f"the versions {when} unreadable at once, each leaving a tombstone (`ckptlake ls "
             f"{r.artifact} --all`); a later push to {r.artifact} starts after the highest "
             "deleted number; their chunks that no other version uses stay in storage until gc "
-            "deletes them (`ckptlake gc --yes`, after retention.grace_period)")
+            "deletes them (`ckptlake gc --yes`, after retention.grace_period)"
+            + (f"\n{_pending_steps(r)}" if r.pending else ""))
+
+
+def _pending_steps(r: "DeleteArtifactResult") -> str:
+    """Steps a sharded save has not committed are no versions: rm leaves them, and the
+    commit of one (its last rank, a takeover) makes a new version of the artifact."""
+    n = len(r.pending)
+    steps = ", ".join(f"step={s}" for s in r.pending[:5]) + (" ..." if n > 5 else "")
+    return (f"{r.artifact} also has {plural(n, 'pending sharded step')} ({steps}), which rm "
+            f"leaves: a commit of one makes a new version of it; discard "
+            f"{'it' if n == 1 else 'each'} with `ckptlake rm {r.artifact}@step={r.pending[0]} "
+            "--pending`")
 
 
 def step_ref(parsed: "Ref", text: str) -> "Ref":
