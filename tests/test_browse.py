@@ -212,6 +212,29 @@ def test_ls_ref_lists_files(lake: Lake, src: Path) -> None:
                                               "--json").stdout)["files"]] == ["tok/vocab.txt"]
 
 
+def test_ls_ref_path_reads_dots_and_links_as_cat_does(lake: Lake, src: Path) -> None:
+    """`ls V .`, `ls V tok/../config.json` and `ls V cur/vocab.txt` (cur -> tok) said
+    "matches nothing" while `cat` of the same paths found the file."""
+    (src / "cur").symlink_to("tok")
+    lake.push(src, "m/base")
+
+    def paths(*where: str) -> list[str]:
+        r = run("ls", "m/base@v1", *where, "--json")
+        assert r.exit_code == 0, (where, r.output)
+        return [f["path"] for f in json.loads(r.stdout)["files"]]
+
+    everything = paths()
+    assert paths(".") == paths("./") == paths("tok/..") == everything
+    assert paths("tok/../config.json") == paths("./tok/./../config.json") == ["config.json"]
+    assert paths("cur/vocab.txt") == paths("tok//vocab.txt") == ["tok/vocab.txt"]
+    assert paths("cur/") == paths("cur") == ["cur"]  # the link itself, as ls of a link shows
+    assert run("cat", "m/base@v1", "tok/../config.json").stdout == (src / "config.json").read_text()
+    r = run("ls", "m/base@v1", "tok/../nope")
+    assert r.exit_code == 3 and "'tok/../nope', which leads to 'nope', matches nothing" in r.output
+    r = run("ls", "m/base@v1", "..")
+    assert r.exit_code == 3 and "leads outside m/base@v1" in r.output, r.output
+
+
 def test_ls_ref_tree(lake: Lake, src: Path) -> None:
     (src / "tok" / "deep").mkdir()
     (src / "tok" / "deep" / "x.txt").write_text("xy")

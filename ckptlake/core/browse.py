@@ -178,11 +178,18 @@ def list_files(m: Manifest, prefix: str | None = None) -> list[dict[str, Any]]:
             row["executable"] = True
         rows.append(row)
     rows += [{"path": d, "size": 0, "kind": "dir"} for d in m.dirs]
-    if prefix is not None and (p := _clean(prefix)):
-        rows = [r for r in rows if _path_hits(r["path"], p)]
-        if not rows:
-            raise NotFound(f"{prefix!r} matches nothing in {m.artifact}@v{m.version}",
-                           hint=f"list its files with: ckptlake ls {m.artifact}@v{m.version}")
+    if prefix is not None:
+        # read as `cat` reads a path (walk_path): `ls V .`, `ls V sub/../g.txt` and `ls V
+        # cur/x` (cur a symlink) named nothing while `cat` found the same paths
+        name = f"{m.artifact}@v{m.version}"
+        links = {e.path: e.symlink for e in m.files if e.symlink is not None}
+        p = "/".join(walk_path(prefix, links, name, follow_last=False))
+        if p:
+            rows = [r for r in rows if _path_hits(r["path"], p)]
+        if p and not rows:
+            led = f", which leads to {_shown(p)!r}," if p != _clean(prefix) else ""
+            raise NotFound(f"{_path_text(prefix)!r}{led} matches nothing in {name}",
+                           hint=f"list its files with: ckptlake ls {name}")
     return sorted(rows, key=lambda r: r["path"])
 
 
