@@ -153,3 +153,26 @@ def test_a_replica_marker_in_an_ancestor_refuses_the_cache(tmp_path: Path) -> No
     (rep / "ckptlake-replica.json").write_text('{"format": 1, "origin": "file:///x"}')
     with pytest.raises(UsageError, match="local lake \\(or a replica\\)"):
         ChunkCache(rep / "c")
+
+
+def test_prune_or_ls_of_a_directory_with_no_cache_in_it_is_refused_and_writes_nothing(
+        tmp_path: Path) -> None:
+    """`cache prune --dir ~/work` (a typo) said "deleted 0 chunks", exit 0, and left a
+    `.lock` there; now a directory that holds none of a cache's names is exit 3, untouched.
+    An empty directory is an empty cache (one configured and never filled)."""
+    work = tmp_path / "work"
+    (work / "src").mkdir(parents=True)
+    (work / "train.py").write_text("print()\n")
+    before = sorted(p.relative_to(work).as_posix() for p in work.rglob("*"))
+    for args in (["prune"], ["prune", "--all"], ["prune", "--dry-run"], ["ls"]):
+        r = CliRunner().invoke(app, ["cache", *args, "--dir", str(work)], env=NO_ENV)
+        assert r.exit_code == 3, (args, r.output)
+        assert f"{work} holds no chunk cache" in r.output
+    assert sorted(p.relative_to(work).as_posix() for p in work.rglob("*")) == before
+    # the library's trim of such a directory takes no lock either
+    assert ChunkCache(str(work), 1).trim(0).entries_removed == 0
+    assert not (work / ".lock").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = CliRunner().invoke(app, ["cache", "prune", "--dir", str(empty)], env=NO_ENV)
+    assert r.exit_code == 0 and "deleted 0 chunks" in r.output, r.output

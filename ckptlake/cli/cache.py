@@ -73,6 +73,12 @@ def cache(
                                     "cache")
             size = setting.size if setting is not None else None
             where, origin = str(directory), "--dir"
+            if not ChunkCache(where, 1).holds_cache() and any(directory.iterdir()):
+                # the other typo: a directory that exists and is something else
+                raise NotFound(f"{directory} holds no chunk cache (none of chunks/, tmp/, "
+                               "versions/ is in it)",
+                               hint="check the path, or leave --dir out for the configured "
+                                    "cache")
         else:
             if setting is None:
                 raise UsageError("no chunk cache is configured",

@@ -433,6 +433,13 @@ class ChunkCache:
                           oldest_used=entries[0].used if entries else None,
                           newest_used=max(e.used for e in entries) if entries else None)
 
+    def holds_cache(self) -> bool:
+        """Has a cache ever been made in `dir` (any of the layout's names in it)?  One that has
+        not holds no entry to evict, and `cache prune --dir ~/work` must not leave a `.lock`
+        in a directory that is no cache."""
+        return any(os.path.lexists(os.path.join(self.dir, n))
+                   for n in ("chunks", "tmp", ".lock", "locks", "versions"))
+
     @contextlib.contextmanager
     def _evicting(self, wait: float, on_wait: Callable[[], None] | None = None
                   ) -> Iterator[bool]:
@@ -455,8 +462,8 @@ class ChunkCache:
         nothing; `cache prune` (wait True) waits up to _EVICT_WAIT for it, then fails.
         `on_wait` is called once if that wait begins: half a minute of silence looks like a
         hang, and the library never prints."""
-        if dry_run or not os.path.isdir(self.dir):  # a mistyped --dir is not created
-            return self._plan(max_size, dry_run=dry_run, delete=False)
+        if dry_run or not self.holds_cache():  # a mistyped --dir is not created, nor
+            return self._plan(max_size, dry_run=dry_run, delete=False)  # given a .lock
         try:
             with self._evicting(_EVICT_WAIT if wait else 0.0, on_wait) as held:
                 if held:
