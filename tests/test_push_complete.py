@@ -137,6 +137,32 @@ def test_an_entry_that_could_not_be_pushed_appearing_is_a_change_not_a_usage_err
             lake.push(src, ART)
 
 
+def test_an_unreadable_file_appearing_and_many_entries_appearing_are_named(
+        local_lake_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second walk's AccessDenied is a change too (exit 6, not 4: the file was not there
+    to read when the push began), and several entries appearing say how many besides the
+    first."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "model.bin").write_bytes(os.urandom(100_000))
+    real_access = os.access
+    monkeypatch.setattr(scan_module.os, "access",
+                        lambda p, mode: not str(p).endswith("secret.key") and real_access(p, mode))
+    _during_upload(monkeypatch, lambda: (src / "secret.key").write_bytes(b"k"))
+    with ckptlake.open(local_lake_url) as lake:
+        with pytest.raises(SourceChanged, match=r"changed while it was being pushed \(cannot "
+                                                r"read .*secret.key: permission denied\)"):
+            lake.push(src, ART)
+        (src / "secret.key").unlink()
+        monkeypatch.undo()
+        _during_upload(monkeypatch, lambda: [(src / f"late{i}.bin").write_bytes(b"x")
+                                             for i in range(3)])
+        with pytest.raises(SourceChanged, match=r"late0.bin appeared while the directory was "
+                                                r"being pushed \(and 2 more\); nothing"):
+            lake.push(src, ART)
+        with pytest.raises(ckptlake.NotFound):
+            lake.versions(ART)
+
 
 @pytest.mark.parametrize("into", ["new", "existing"])
 def test_a_version_rm_deletes_while_it_is_pulled_is_not_placed(
