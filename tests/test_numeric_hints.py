@@ -62,3 +62,15 @@ def test_a_metric_beyond_a_floats_range_is_a_usage_error(tmp_path: Path, value: 
         with lake.checkpointer("m/b") as ck, pytest.raises(ckptlake.UsageError,
                                                            match="finite number"):
             ck.save(tmp_path / "f", step=1, metrics={"loss": value})
+
+
+@pytest.mark.parametrize("value,shown", [
+    (10 ** 400, "got an integer of about 398 digits"),  # 1329 bits: an estimate, said so
+    ("x" * 200, "got '" + "x" * 76 + "..."),  # cut at 80 characters
+])
+def test_a_bad_metrics_value_is_shown_short(tmp_path: Path, value: object, shown: str) -> None:
+    with ckptlake.open(f"file://{tmp_path / 'l'}") as lake:
+        (tmp_path / "f").write_bytes(b"x")
+        with pytest.raises(ckptlake.UsageError) as err:
+            lake.push(tmp_path / "f", "m/a", metrics={"val_loss": value})
+        assert f"metric 'val_loss' must be a finite number, {shown}" in str(err.value), err.value
