@@ -26,7 +26,23 @@ __all__ = ["open", "Lake", "__version__", "CkptlakeError", "UsageError", "NotFou
            "AccessDenied", "IntegrityError", "Conflict", "PolicyRefusal", "TransferError"]
 
 
-def open(lake: str | None = None, *, config: str | None = None, endpoint_url: str | None = None,
+def _path_text(value: Any, what: str) -> str | None:
+    """A lake or config given as a pathlib.Path (as push and pull take paths) is its text;
+    anything else but a string was an AttributeError deep in the config code."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, _os.PathLike) and isinstance(text := _os.fspath(value), str):
+        return text
+    if what == "lake":
+        raise UsageError(f"lake must be a URL or a path (a str or os.PathLike), got {value!r}",
+                         hint="e.g. ckptlake.open('s3://bucket/lake') or "
+                              "ckptlake.open(Path('lake'))")
+    raise UsageError(f"{what} must be a file's path (a str or os.PathLike), got {value!r}",
+                     hint=f"e.g. ckptlake.open({what}='ckptlake.yaml')")
+
+
+def open(lake: "str | os.PathLike[str] | None" = None, *,
+         config: "str | os.PathLike[str] | None" = None, endpoint_url: str | None = None,
          profile: str | None = None, region: str | None = None, chunk_size: int | None = None,
          concurrency: int | None = None, max_bandwidth: float | None = None,
          connect_timeout: float | None = None, read_timeout: float | None = None,
@@ -68,6 +84,7 @@ def open(lake: str | None = None, *, config: str | None = None, endpoint_url: st
     from .store import open_store
 
     # Checked before anything else: a bad argument must not wait for the config or network.
+    lake, config = _path_text(lake, "lake"), _path_text(config, "config")
     if connect_timeout is not None:
         check_timeout(connect_timeout, "connect timeout")
     if read_timeout is not None:

@@ -306,7 +306,7 @@ class Lake:
         return dataclasses.replace(result, warnings=[*result.warnings, *warnings]) \
             if warnings else result
 
-    def writer(self, artifact: str, path: str, *, step: int | None = None,
+    def writer(self, artifact: str, path: "str | os.PathLike[str]", *, step: int | None = None,
                metrics: dict[str, float] | None = None, metadata: dict[str, str] | None = None,
                aliases: Sequence[str] = (), parents: Sequence[Any] = (),
                relation: str = "derived-from", inputs: Sequence[str | dict[str, str]] = (),
@@ -333,7 +333,7 @@ class Lake:
         from .core.streampush import CommittingWriter, check_path
 
         validate_artifact(artifact)
-        check_path(path)
+        path = check_path(path)
         aliases = check_arg("aliases", aliases, "names")
         check_provenance(provenance)
         for name in aliases:

@@ -219,3 +219,36 @@ def test_lone_surrogates_in_metadata_and_metric_names_are_usage_errors(tmp_path:
         with pytest.raises(UsageError, match="not valid Unicode"):
             lake.push(tmp_path / "src", "a/b", **kw)  # type: ignore[arg-type]
     assert [v.version for v in lake.versions("a/b")] == [1]
+
+
+def test_the_lake_and_config_may_be_paths_and_nothing_else(tmp_path: Path) -> None:
+    """open(Path(...)) was an AttributeError from the config code, bytes a TypeError."""
+    with ckptlake.open(tmp_path / "l") as a, ckptlake.open(str(tmp_path / "l")) as b:
+        assert a.url == b.url == f"file://{tmp_path / 'l'}"
+    (tmp_path / "c.yaml").write_text(f"lake: file://{tmp_path / 'fromcfg'}\n")
+    with ckptlake.open(config=tmp_path / "c.yaml") as c:
+        assert c.url == f"file://{tmp_path / 'fromcfg'}"
+    for kw, bad, said in (("lake", b"file:///x", "lake must be a URL or a path"),
+                          ("lake", 5, "lake must be a URL or a path"),
+                          ("config", 5, "config must be a file's path")):
+        with pytest.raises(UsageError, match=said) as err:
+            ckptlake.open(**{kw: bad})
+        assert err.value.exit_code == 2
+
+
+def test_a_writer_takes_a_pathlib_name(lake: Lake) -> None:
+    with lake.writer("w/a", Path("sub") / "m.pt") as f:
+        f.write(b"abc")
+    assert [r["path"] for r in lake.files("w/a")["files"]] == ["sub/m.pt"]
+    with pytest.raises(UsageError, match="the file path must be a string or os.PathLike, got 5"):
+        lake.writer("w/a", 5)  # type: ignore[arg-type]
+
+
+def test_metadata_lists_and_dicts_are_stored_as_json(lake: Lake, tmp_path: Path) -> None:
+    """They were stored as Python's repr (`{'n': 1}`), which nothing reads back."""
+    (tmp_path / "f").write_bytes(b"x")
+    r = lake.push(tmp_path / "f", "m/a", metadata={"opt": {"lr": 3e-4, "betas": [0.9, 0.95]},
+                                                    "tags": ("a", "b"), "n": 1, "s": "text"})
+    meta = lake.show(r.ref).metadata
+    assert meta["opt"] == '{"lr": 0.0003, "betas": [0.9, 0.95]}' and meta["tags"] == '["a", "b"]'
+    assert (meta["n"], meta["s"]) == ("1", "text")

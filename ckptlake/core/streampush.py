@@ -17,6 +17,7 @@ write leaves chunks (reused by the next write, collected by gc) but never a vers
 from __future__ import annotations
 
 import io
+import os
 import threading
 from concurrent.futures import Future
 from typing import Any
@@ -364,10 +365,16 @@ class StreamWriter(io.RawIOBase):
             raise self._error
 
 
-def check_path(path: str) -> str:
-    """A file name for a one-file version: a plain relative path (as a manifest holds)."""
+def check_path(path: "str | os.PathLike[str]") -> str:
+    """A file name for a one-file version: a plain relative path (as a manifest holds).  A
+    pathlib path is its text, as push and pull take one."""
     from ..format.manifest import check_relpath
 
+    if isinstance(path, os.PathLike) and isinstance(text := os.fspath(path), str):
+        path = text.replace(os.sep, "/")
+    if not isinstance(path, str):
+        raise UsageError(f"the file path must be a string or os.PathLike, got {path!r}",
+                         hint="give a relative path such as model.pt")
     try:
         return check_relpath(path, what="file path")
     except Exception as exc:  # noqa: BLE001 - the caller's argument, not a bad manifest

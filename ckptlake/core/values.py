@@ -107,7 +107,8 @@ def check_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
     for k, v in (metadata or {}).items():
         if not isinstance(k, str) or not k:
             raise UsageError("metadata keys must be non-empty strings")
-        out[check_text(k, "metadata key")] = check_text(str(v), f"metadata value of {k!r}")
+        out[check_text(k, "metadata key")] = check_text(_metadata_text(v),
+                                                        f"metadata value of {k!r}")
         # Keys are stored redacted: two that differ only in a credential or a query would
         # become one, and one value would be lost without a word
         seen = stored.setdefault(redact(k), k)
@@ -116,6 +117,22 @@ def check_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
                              "once their credentials and query strings are removed, as keys "
                              "are stored", hint="name them apart without secrets")
     return out
+
+
+def _metadata_text(value: Any) -> str:
+    """A metadata value as stored: text as given, a list or mapping as JSON (what
+    `--meta-file` stores for them: `{'n': 1}`, Python's repr, was no format anything reads),
+    anything else as str() writes it."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list, tuple)):
+        import json
+
+        try:
+            return json.dumps(value, default=str, ensure_ascii=False)
+        except (TypeError, ValueError):  # non-string keys of mixed types, a cycle
+            return str(value)
+    return str(value)
 
 
 def check_text(text: str, what: str) -> str:
