@@ -120,3 +120,20 @@ def test_the_committing_rank_of_a_sharded_push_reports_the_alias_it_moved(
     assert pending["version"] is None and pending["aliases_moved"] == {}
     assert last["committed_here"] and last["version"] == 2
     assert last["aliases_moved"] == {"prod": 1}
+
+
+def test_reading_a_lost_version_says_it_is_lost_and_names_the_alias(
+        lost_v2: tuple[str, Path]) -> None:
+    """`pull ART@v2` of a lost version said "does not exist", which `ls` (not listing it)
+    seemed to confirm; through an alias the message did not name the alias at all."""
+    url, root = lost_v2
+    assert run("alias", f"{ART}@v3", "good", "--lake", url).exit_code == 0
+    os.remove(root / layout.version_key(ART, 3))  # v3 lost too, behind its alias
+    for ref, head in ((f"{ART}@v2", f"{ART}@v2 is lost"),
+                      (f"{ART}@good", f"alias 'good' of {ART} points at v3: {ART}@v3 is lost")):
+        r = run("pull", ref, "out", "--lake", url)
+        assert r.exit_code == 3, r.output
+        assert f"{head}: its manifest is gone, deleted outside ckptlake" in r.output, r.output
+        assert "ckptlake rm" in r.output and "ckptlake verify" in r.output
+    r = run("pull", f"{ART}@v9", "out", "--lake", url)
+    assert r.exit_code == 3 and f"{ART}@v9 does not exist" in r.output, r.output

@@ -98,8 +98,28 @@ def _deleted_or_missing(store: Store, artifact: str, number: int) -> NotFound:
         return NotFound(f"{artifact}@v{number} was {tomb.deleted_text()}",
                         hint=f"{_reason(tomb)}list what is left with: ckptlake ls {artifact} "
                              "--all")
+    if _has_summary(store, artifact, number):
+        # a summary is written after its manifest: this version was committed, and its manifest
+        # went without a ckptlake deleter (each writes the tombstone first)
+        return NotFound(f"{artifact}@v{number} is lost: its manifest is gone, deleted outside "
+                        "ckptlake (no tombstone; its listing summary is still there)",
+                        hint=f"restore the manifest ({layout.version_key(artifact, number)}) "
+                             f"from bucket versioning or a backup, or record it as deleted: "
+                             f"ckptlake rm {artifact}@v{number}; ckptlake verify lists "
+                             "every lost version")
     return NotFound(f"{artifact}@v{number} does not exist",
                     hint=f"list versions with: ckptlake ls {artifact}")
+
+
+def _has_summary(store: Store, artifact: str, number: int) -> bool:
+    """Only asked for a version without manifest or tombstone (one LIST, on an error's path);
+    a listing that fails is no answer, and the plain "does not exist" stands."""
+    try:
+        prefix = f"{layout.summaries_prefix(artifact)}{number:010d}."
+        return any((p := layout.parse_summary_key(info.key)) is not None
+                   and p[:2] == (artifact, number) for info in store.list(prefix))
+    except CkptlakeError:
+        return False
 
 
 def deleted_meanwhile(store: Store, artifact: str, number: int, error: MissingChunk, *,
@@ -235,7 +255,13 @@ def resolve(store: Store, ref: str | Ref) -> Manifest:
             known = ", ".join(names) or "none"
             raise NotFound(f"{ref.artifact} has no alias {ref.value!r} (aliases: {known})",
                            hint=_case_hint(str(ref.value), names)) from None
-        return load_manifest(store, ref.artifact, number)
+        try:
+            return load_manifest(store, ref.artifact, number)
+        except NotFound as exc:  # say which alias led there: the user never typed v{number}
+            exc.message = f"alias {ref.value!r} of {ref.artifact} points at v{number}: " \
+                f"{exc.message}"
+            exc.args = (exc.message,)
+            raise
     if ref.kind in ("min", "max"):
         return _best(store, ref.artifact, ref.kind, str(ref.value))
     numbers = version_numbers(store, ref.artifact)
