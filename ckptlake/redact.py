@@ -64,12 +64,18 @@ _EXCEPTION_NAME = re.compile(r"(?:Error|Exception|Warning|Exit)$")
 # ends is bounded, so a hostile 1 MB manifest value costs linear time however it is built.
 # (No real credential comes near it.)
 _MAX_VALUE = 65536
-# Words that name a secret when they are a whole part of a key (`hf_token`, `db.password`).
+# Words that name a secret when they are a whole part of a key (`db.password`), wherever.
 _SECRET_PARTS = frozenset({
-    "token", "secret", "password", "passwd", "pwd", "pass", "passphrase", "credential",
-    "credentials", "auth", "authorization", "apikey", "sig", "signature", "cookie", "bearer",
-    "sas", "privatekey", "accesskey", "secretkey", "sessiontoken", "securitytoken",
+    "secret", "password", "passwd", "passphrase", "credential", "credentials",
+    "authorization", "apikey", "signature", "cookie", "bearer", "privatekey", "accesskey",
+    "secretkey", "sessiontoken", "securitytoken",
 })
+# Words that name a secret only as the key's last word (`hf_token`, `db_pass`, `x-auth`), or
+# before a word that says "its value" (`auth_header`): elsewhere they name what a metric counts
+# (`pass_rate`, `humaneval/pass_at_1`, `token_acc`, `auth_f1`), shown as `***` before.
+_TAIL_PARTS = frozenset({"token", "pass", "pwd", "auth", "sig", "sas"})
+_VALUE_WORDS = frozenset({"header", "value", "val", "string", "str", "text", "data", "b64",
+                          "base64", "raw", "json", "env"})
 # `key` alone is too common (`sort_key`); these before it make it a secret (`api_key`).
 _KEY_QUALIFIERS = frozenset({"api", "access", "secret", "private", "auth", "signing",
                              "encryption", "client", "master", "account", "session", "x"})
@@ -88,11 +94,17 @@ def is_secret_name(name: str) -> bool:
         return False
     spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(name).lstrip("-"))
     parts = [p for p in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if p]
+    while len(parts) > 1 and parts[-1].isdigit():  # `github_token_2`: its last word is token
+        parts.pop()
     if not parts:
         return False
+    last = len(parts) - 1
     for i, part in enumerate(parts):
-        if part in _SECRET_PARTS or part.endswith(("token", "secret", "password", "passwd",
-                                                    "apikey", "credential", "credentials")):
+        if part in _SECRET_PARTS or part.endswith(("secret", "password", "passwd", "apikey",
+                                                    "credential", "credentials")):
+            return True
+        if (part in _TAIL_PARTS or part.endswith("token")) and \
+                (i == last or parts[i + 1] in _VALUE_WORDS):
             return True
         if part == "key" and (len(parts) == 1 or (i > 0 and parts[i - 1] in _KEY_QUALIFIERS)):
             return True

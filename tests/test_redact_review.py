@@ -334,3 +334,34 @@ def test_a_provider_token_in_a_reason_is_not_stored(tmp_path: Path) -> None:
     shown = CliRunner().invoke(app, ["ls", "demo/ck", "--all", "--json", "--lake", str(root)])
     assert shown.exit_code == 0, shown.output
     assert GHP not in shown.output and "leaked *** in config" in shown.output
+
+
+# ---- metric names are not secret names -------------------------------------------------------------
+
+def test_metrics_named_like_pass_at_1_are_shown_and_stored(tmp_path: Path) -> None:
+    """`pass_rate`, `humaneval/pass_at_1`, `token_acc`, `auth_f1` showed as `***` in ls, show,
+    lineage and diff, and `--metric pass_rate=***` was stored in the provenance for good."""
+    metrics = {"pass_rate": "0.5", "humaneval/pass_at_1": "0.31", "token_acc": "0.95",
+               "auth_f1": "0.2"}
+    args = [a for k, v in metrics.items() for a in ("--metric", f"{k}={v}")]
+    r, root = _push(tmp_path, *args)
+    assert r.exit_code == 0, r.output
+    (tmp_path / "src" / "w.bin").write_bytes(b"w2")
+    r, _ = _push(tmp_path, *args, "--meta", "hf_token=tok-SECRET-1234")
+    assert r.exit_code == 0, r.output
+    for cmd in (["ls", "demo/ck"], ["show", "demo/ck@v1"], ["lineage", "demo/ck@v1"],
+                ["diff", "demo/ck@v1", "demo/ck@v2"]):
+        out = CliRunner().invoke(app, [*cmd, "--lake", str(root)])
+        assert out.exit_code == 0, (cmd, out.output)
+        if cmd[0] in ("ls", "show"):  # diff leaves out equal ones, lineage shows three
+            for k, v in metrics.items():
+                assert f"{k}={v}" in out.output or f"{k}: {v}" in out.output \
+                    or (k in out.output and v in out.output), (cmd, k, out.output)
+        assert "***" not in out.output.replace("hf_token=***", "").replace(
+            "hf_token: ***", ""), (cmd, out.output)
+    stored = b"".join(p.read_bytes() for p in root.rglob("*") if p.is_file())
+    assert b"tok-SECRET-1234" not in stored and b'"hf_token":"***"' in stored.replace(b": ", b":")
+    # the provenance's command line (CliRunner records pytest's): as a push stores it
+    from ckptlake.redact import redact_argv
+    argv = ["ckptlake", "push", "src", "a", *args, "--meta", "hf_token=tok-SECRET-1234"]
+    assert redact_argv(argv) == argv[:-1] + ["hf_token=***"]
