@@ -54,7 +54,11 @@ class ConfigError(UsageError):
         if line is not None:
             where += f":{line}"
         if key:
-            where += f": {key}"
+            from .redact import is_secret_name
+
+            # `token: unknown key` is a secret-named pair to the redaction every message goes
+            # through, which ate the words that said what was wrong
+            where += f" (key {key})" if is_secret_name(key.rsplit(".", 1)[-1]) else f": {key}"
         super().__init__(f"{where}: {message}", hint=hint)
         self.path, self.line, self.key = path, line, key
 

@@ -808,3 +808,23 @@ def test_a_config_on_stdin_from_a_file_resolves_against_the_working_directory(
                            stdin=stdin, capture_output=True, text=True, timeout=120,
                            env={k: v for k, v in os.environ.items() if k != "CKPTLAKE_LAKE"})
     assert f"using lake file://{tmp_path}/rel-lake (lake: in /dev/stdin)" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("key", ["aws_secret_access_key", "aws_access_key_id", "token",
+                                 "password", "api_key"])
+def test_a_credential_key_in_the_config_is_named_and_told_where_credentials_go(
+        tmp_path: Path, key: str) -> None:
+    """The message went through the redaction as `KEY: unknown key (valid keys: lake`, a
+    secret-named pair: it read `aws_secret_access_key: ***, endpoint_url, ...`."""
+    from typer.testing import CliRunner
+
+    from ckptlake.cli.app import app
+
+    cfg = tmp_path / "k.yaml"
+    cfg.write_text(f"lake: {tmp_path / 'lake'}\n{key}: abc123\n")
+    for extra in ([], ["--json"]):
+        r = CliRunner().invoke(app, ["ls", "--config", str(cfg), *extra])
+        assert r.exit_code == 2, r.output
+        assert f"k.yaml:2 (key {key}): unknown key" in r.output, r.output
+        assert "credentials never go in ckptlake.yaml" in r.output and "***" not in r.output
+        assert "abc123" not in r.output

@@ -475,6 +475,10 @@ def _parse_nested(text: str, source: str) -> Config:
             close = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.6)
             hint = _section_hint(key) or (f"did you mean `{close[0]}`?" if close
                                           else _valid_keys_hint())
+            if _credential_key(key):
+                hint = ("credentials never go in ckptlake.yaml: they come from the AWS chain "
+                        "($AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, "
+                        "profile: or --profile); remove the key")
             raise ConfigError("unknown key", path=source, line=_line(key_node), key=key, hint=hint)
         values[key] = _CHECKS[key](builder, key, value_node)
     return Config(source=source, lines=builder.lines, **values)
@@ -631,6 +635,13 @@ def describe_value(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     return repr(value)
+
+
+def _credential_key(key: str) -> bool:
+    """A key that holds credentials (`aws_secret_access_key`, `token`, `password`)."""
+    from ..redact import is_secret_name
+
+    return is_secret_name(key) or key.lower() in ("aws_access_key_id", "access_key_id")
 
 
 def _section_hint(key: str) -> str | None:
