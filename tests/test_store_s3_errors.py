@@ -520,3 +520,22 @@ def test_a_ranged_read_answered_with_the_whole_object_is_refused(moto_store: Any
     with pytest.raises(TransferError, match="ignored the Range header"):
         moto_store.get_range_into("r", 10, bytearray(5))
     assert moto_store.get("r") == bytes(range(100))  # whole reads are unaffected
+
+
+@pytest.mark.parametrize("var", ["AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"])
+def test_a_malformed_aws_file_is_a_usage_error_not_a_transfer_failure(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, var: str) -> None:
+    """Exit 8 ("storage unreachable") told a CI wrapper to retry what no retry mends."""
+    from typer.testing import CliRunner
+
+    from ckptlake.cli.app import app
+
+    bad = tmp_path / "aws"
+    bad.write_text("[default\nregion=us-east-1\n")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(var, str(bad))
+    r = CliRunner().invoke(app, ["ls", "--lake", "s3://mybucket/lake", "--endpoint-url",
+                                 "http://127.0.0.1:9", "--json"])
+    assert r.exit_code == 2, r.output
+    assert f"Unable to parse config file: {bad}" in r.output and "UsageError" in r.output

@@ -74,6 +74,7 @@ class _Boto:
         self.ProfileNotFound = bex.ProfileNotFound
         self.SSLError = bex.SSLError
         self.InvalidRegionError = bex.InvalidRegionError
+        self.ConfigParseError = bex.ConfigParseError
         self.credential_errors: tuple[type[BaseException], ...] = (
             bex.NoCredentialsError, bex.PartialCredentialsError, bex.CredentialRetrievalError,
             bex.TokenRetrievalError, bex.UnauthorizedSSOTokenError)
@@ -543,6 +544,11 @@ class S3Store(Store):
                                  hint="check --endpoint-url: it must name the S3 server itself")
         if isinstance(exc, b.InvalidRegionError):
             return UsageError(f"{what}: {op}: invalid region: {cause}", hint=_REGION_HINT)
+        if isinstance(exc, b.ConfigParseError):  # no retry mends a malformed ~/.aws file
+            return UsageError(f"{what}: {op}: {self._scrub(str(exc))}",
+                              hint="fix that file's syntax ([section] headers, key = value "
+                                   "lines), or point $AWS_CONFIG_FILE / "
+                                   "$AWS_SHARED_CREDENTIALS_FILE elsewhere")
         if isinstance(exc, b.credential_errors):
             return AccessDenied(f"{what}: {op}: {cause}", hint=_CREDENTIALS_HINT)
         if isinstance(exc, b.SSLError):
