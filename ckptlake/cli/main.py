@@ -6,6 +6,7 @@ imports nothing but the standard library until it knows which of the two it runs
 """
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -44,6 +45,7 @@ def main() -> None:
 
 
 def _main() -> None:
+    _sane_columns()
     try:
         app, prog = _load()
     except KeyboardInterrupt:  # a Ctrl-C while the command's modules import: no traceback
@@ -56,6 +58,14 @@ def _main() -> None:
         import gc
 
         gc.freeze()
+
+
+def _sane_columns() -> None:
+    """$COLUMNS below 40 (0 or 1 from a broken terminal setting) made rich print `--help` as
+    one empty line: narrower than 40, a table is unreadable anyway."""
+    cols = os.environ.get("COLUMNS", "").strip()
+    if cols.isdigit() and int(cols) < 40:
+        os.environ["COLUMNS"] = "40"
 
 
 def escape_unencodable_output() -> None:

@@ -376,6 +376,8 @@ def _must_exist(name: str, origin: str) -> Path:
     """Anything that exists and is not a directory will do: `--config <(...)` is a pipe
     (/dev/fd/63), not a regular file.  A missing path is exit 3 like every other missing local
     path (--meta-file, --policy, watch DIR); a directory is a usage error (exit 2)."""
+    if not name.strip() and origin == "--config":  # Path("") is ".": "is a directory"
+        raise UsageError("the config file's name is empty", hint="give a file's path")
     path = Path(os.path.expanduser(name))  # (Path.expanduser raises for ~nosuchuser)
     if not path.exists() or path.is_dir():
         what, error = (("is a directory", UsageError) if path.is_dir()
@@ -860,13 +862,22 @@ def resolve_cache(config: Config) -> CacheSetting | None:
         if problem := _cache_size_problem(size):
             raise UsageError(f"$CKPTLAKE_CACHE_SIZE {problem}", hint="e.g. 20GiB")
     if env:
-        return CacheSetting(dir=os.path.abspath(os.path.expanduser(env)), size=size,
-                            origin="$CKPTLAKE_CACHE")
+        return _cache_dir_ok(CacheSetting(dir=os.path.abspath(os.path.expanduser(env)),
+                                          size=size, origin="$CKPTLAKE_CACHE"))
     if config.cache is not None:
         if size is not None:
-            return CacheSetting(config.cache.dir, size, config.cache.origin)
-        return config.cache
+            return _cache_dir_ok(CacheSetting(config.cache.dir, size, config.cache.origin))
+        return _cache_dir_ok(config.cache)
     return None
+
+
+def _cache_dir_ok(setting: CacheSetting) -> CacheSetting:
+    """A cache naming a file (or anything but a directory) is a usage error: `cache ls` said
+    "0 chunks" and every pull warned that it could not write there."""
+    if os.path.lexists(setting.dir) and not os.path.isdir(setting.dir):
+        raise UsageError(f"the chunk cache {setting.dir} ({setting.origin}) is not a directory",
+                         hint="name a directory (made on the first pull), or unset it")
+    return setting
 
 
 _CHECKS = {

@@ -1,0 +1,43 @@
+"""Small contract breaks a configuration review found: a $CKPTLAKE_CACHE naming a file, an
+empty config name, a $COLUMNS of 0."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import ckptlake
+from ckptlake.cli.app import app
+
+
+def test_a_cache_that_names_a_file_is_a_usage_error(tmp_path: Path) -> None:
+    """`cache ls` said "0 chunks", exit 0, and every pull warned it could not write there."""
+    f = tmp_path / "cachefile"
+    f.write_bytes(b"")
+    for args in (["cache", "ls"], ["cache", "prune", "--json"]):
+        r = CliRunner().invoke(app, args, env={"CKPTLAKE_CACHE": str(f), "CKPTLAKE_CONFIG": ""})
+        assert r.exit_code == 2, r.output
+        assert f"the chunk cache {f} ($CKPTLAKE_CACHE) is not a directory" in r.output
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"lake: {tmp_path / 'lake'}\ncache: {{dir: {f}}}\n")
+    with pytest.raises(ckptlake.UsageError, match="is not a directory"):
+        ckptlake.open(config=str(cfg), cache=None)
+    assert f.read_bytes() == b""
+
+
+def test_an_empty_config_name_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ckptlake.UsageError, match="the config file's name is empty"):
+        ckptlake.open(str(tmp_path / "l"), config="")
+
+
+@pytest.mark.parametrize("columns", ["0", "1", "12"])
+def test_help_with_a_tiny_columns_is_still_help(columns: str) -> None:
+    """COLUMNS=0 printed `--help` as one empty line, exit 0."""
+    r = subprocess.run([sys.executable, "-m", "ckptlake", "--help"], capture_output=True,
+                       text=True, env={**os.environ, "COLUMNS": columns}, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "Usage:" in r.stdout and "push" in r.stdout, r.stdout
