@@ -111,6 +111,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from .core.scan import SourceTree, scan
 from .core.exithooks import before_pools_close
+from .core.fswalk import rmtree
 from .core.values import (check_arg, check_inputs, check_metadata, check_metrics,
                           check_policy_arg)
 from .errors import Interrupted, SourceChanged, UsageError
@@ -917,7 +918,7 @@ class Checkpointer:
                 log.info("ckptlake: hard links into %s failed; copying %s", base, src)
             snap = scan(dest)
         except BaseException:
-            shutil.rmtree(workdir, ignore_errors=True)
+            rmtree(workdir)
             raise
         return _Job(kind="files", step=step, metrics=metrics, metadata=metadata,
                     aliases=aliases, workdir=workdir, tree=snap, source=src, linked=linked)
@@ -970,7 +971,7 @@ class Checkpointer:
                     self.results.append(result)
                 job.future.set_result(result)
             finally:
-                shutil.rmtree(job.workdir, ignore_errors=True)
+                rmtree(job.workdir)
                 if job.kind == "state" and self.reuse_buffers and job.tensors:
                     pool = {name: arr for name, _, _, arr in job.tensors}
                 else:
@@ -1134,7 +1135,7 @@ class Checkpointer:
                         stop.set()
                 self._cond.notify_all()
             for job in dropped:
-                shutil.rmtree(job.workdir, ignore_errors=True)
+                rmtree(job.workdir)
             self._report_cutoff(active, dropped)
         with self._cond:
             errors, self._errors = list(self._errors), []
@@ -1161,7 +1162,7 @@ class Checkpointer:
                     self._cond.wait(end - time.monotonic())
                 stuck = self._active is active
             if stuck and active.cancelled:
-                shutil.rmtree(active.workdir, ignore_errors=True)
+                rmtree(active.workdir)
             committed = active.future.done() and active.future.exception() is None
             if active.cancelled and not committed:  # (a tree without files has no gate)
                 lost.insert(0, f"{active.describe()} (cut off while uploading)")
@@ -1304,7 +1305,7 @@ def _sweep_stale_snapshots(base: str) -> None:
             pass
         except PermissionError:
             continue  # alive, someone else's
-        shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+        rmtree(os.path.join(base, name))
 
 
 # ---- snapshots ----------------------------------------------------------------------------------

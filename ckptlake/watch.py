@@ -84,6 +84,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
+from .core.fswalk import walk
 from .errors import (AccessDenied, CkptlakeError, Conflict, IntegrityError, NotFound,
                      SourceChanged, TransferError, UsageError)
 from .format.layout import MAX_NUMBER
@@ -803,7 +804,7 @@ def _tree(path: str) -> _Tree | None:
     newest, size = st.st_mtime, st.st_size if stat.S_ISREG(st.st_mode) else 0
     if not stat.S_ISDIR(st.st_mode):
         return _Tree(st.st_ino, newest, size)
-    for dirpath, dirnames, filenames in os.walk(path):
+    for dirpath, dirnames, filenames in walk(path):
         for name in dirnames + filenames:
             try:
                 sub = os.lstat(os.path.join(dirpath, name))

@@ -47,6 +47,7 @@ from .browse import object_sizes
 from ..format import codecs
 from .chunkio import (DECODERS, MISSING_HINT, ChunkBuffers, anonymous, fix_mmap_threshold,
                       open_object)
+from .fswalk import rmtree, walk
 from .reuse import LocalSources, local_sources
 
 if TYPE_CHECKING:  # a cache is optional: its module loads only when one is configured
@@ -160,7 +161,7 @@ class _Placement:
         self.changed = 0  # changes placement made to the destination (see _partly_placed)
         self._check(force)
         try:
-            os.makedirs(parent, exist_ok=True)
+            makedirs(parent)
         except (FileExistsError, NotADirectoryError):
             raise Conflict(f"cannot create {parent}: a file is in the way") from None
 
@@ -173,7 +174,27 @@ class _Placement:
                 self.download, self.reused, self.links = [], [], []
                 self.clear, self.modes, self.absent = [], [], set()
 
+    def _inside(self, directory: str) -> bool:
+        """_inside(root_real, directory), from the parent's answer (a realpath per directory
+        costs one lstat per level each: a version 1,200 directories deep took 27 s)."""
+        todo: list[tuple[str, str]] = []
+        real = self._reals.get(directory)
+        while real is None:
+            parent, name = os.path.split(directory)
+            if not name or parent == directory or not directory.startswith(self.final_root):
+                real = self._reals[directory] = os.path.realpath(directory)
+                break
+            todo.append((directory, name))
+            directory = parent
+            real = self._reals.get(directory)
+        for directory, name in reversed(todo):
+            here = os.path.join(real, name)
+            real = self._reals[directory] = os.path.realpath(here) if os.path.islink(here) \
+                else here
+        return real == self.root_real or real.startswith(self.root_real.rstrip(os.sep) + os.sep)
+
     def _plan(self, force: bool) -> None:
+        self._reals: dict[str, str] = {}  # directory -> its realpath, for this plan
         differ: list[str] = []  # what `force` replaces
         blocked: list[tuple[str, str]] = []  # (directory, what the version has there)
         special: list[str] = []  # FIFOs, sockets, devices where the version has a file
@@ -191,7 +212,7 @@ class _Placement:
                     absent.add(d)  # nothing can exist below a missing directory
                     continue
                 path = os.path.join(self.final_root, *d.split("/"))
-                if not _inside(self.root_real, os.path.dirname(path)):
+                if not self._inside(os.path.dirname(path)):
                     link = _link_leading_out(self.final_root, self.root_real, d + "/")
                     raise UnsafeManifest(
                         f"{d} would be created through "
@@ -218,8 +239,8 @@ class _Placement:
                 spots.setdefault(self._land(d, absent), d)
         for e in self.m.files:
             final = self.finals[e.path]
-            if not self.fresh and self.m.kind == "dir" and not _inside(
-                    self.root_real, os.path.dirname(final)):
+            if not self.fresh and self.m.kind == "dir" and not self._inside(
+                    os.path.dirname(final)):
                 link = _link_leading_out(self.final_root, self.root_real, e.path)
                 raise UnsafeManifest(
                     f"{e.path} would be written through "
@@ -523,16 +544,21 @@ def _check_landing(p: "_Placement", lake_url: str) -> None:
 
     def real_of(directory: str) -> str:
         """realpath, one lstat per directory: a parent's answer is reused (a realpath per
-        directory cost a warm pull of 2,000 directories ~25 %)."""
+        directory cost a warm pull of 2,000 directories ~25 %).  A loop, not a recursion: a
+        version 1,000 directories deep was a RecursionError (exit 1)."""
+        todo: list[tuple[str, str]] = []  # (directory, its name), deepest first
         got = seen.get(directory)
-        if got is None:
+        while got is None:
             parent, name = os.path.split(directory)
             if not name or parent == directory or not directory.startswith(p.final_root):
-                got = os.path.realpath(directory)
-            else:
-                here = os.path.join(real_of(parent), name)
-                got = os.path.realpath(here) if os.path.islink(here) else here
-            seen[directory] = got
+                got = seen[directory] = os.path.realpath(directory)
+                break
+            todo.append((directory, name))
+            directory = parent
+            got = seen.get(directory)
+        for directory, name in reversed(todo):
+            here = os.path.join(got, name)
+            got = seen[directory] = os.path.realpath(here) if os.path.islink(here) else here
         return got
 
     paths = [*p.finals.values(),
@@ -547,6 +573,24 @@ def _check_landing(p: "_Placement", lake_url: str) -> None:
                              "into the lake's own files",
                              hint="pull into a directory whose symlinks do not lead into the "
                                   "lake")
+
+
+def makedirs(path: str) -> None:
+    """os.makedirs(path, exist_ok=True) without its recursion (one frame per missing parent:
+    a version 1,000 directories deep was a RecursionError, exit 1)."""
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d)
+        except FileExistsError:
+            if not os.path.isdir(d):
+                raise
 
 
 def abandoned_stagings(final_root: str) -> list[tuple[str, int]]:
@@ -589,7 +633,7 @@ def _held(staging: str) -> bool:
 
 def _disk_usage(root: str) -> int:
     used = 0
-    for dirpath, _dirs, files in os.walk(root):
+    for dirpath, _dirs, files in walk(root):
         for f in files:
             with contextlib.suppress(OSError):
                 used += os.lstat(os.path.join(dirpath, f)).st_blocks * 512
@@ -658,12 +702,12 @@ def _check_kept(path: str) -> None:
         if (stat.S_ISDIR(st.st_mode) if want_dir else stat.S_ISREG(st.st_mode)) is False:
             raise _refuse_kept(path, name, "of the wrong type")
     root = os.path.join(path, "data")
-    for top, dirs, files in os.walk(root):  # never follows a link (followlinks=False)
+    for top, dirs, files in walk(root):  # never follows a link
         for entry in dirs + files:
             full = os.path.join(top, entry)
             mode = os.lstat(full).st_mode
             if stat.S_ISLNK(mode):
-                os.unlink(full)  # the link itself; os.walk does not descend into it
+                os.unlink(full)  # the link itself; walk does not descend into it
             elif not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
                 raise _refuse_kept(path, os.path.relpath(full, path), "not a file")
 
@@ -718,7 +762,7 @@ class _Staging:
             if self._lock >= 0:
                 os.close(self._lock)
             if made:  # nothing in it worth keeping, and it would be in the user's way
-                shutil.rmtree(self.path, ignore_errors=True)
+                rmtree(self.path)
             raise
         self._journal_lock = threading.Lock()
 
@@ -732,7 +776,7 @@ class _Staging:
     def close(self, *, keep: bool) -> None:
         self._journal.close()
         if not keep:
-            shutil.rmtree(self.path, ignore_errors=True)
+            rmtree(self.path)
         os.close(self._lock)
 
 
@@ -812,7 +856,7 @@ def _prepare(staging: _Staging, entries: list[FileEntry], algo: str) -> dict[str
         path = staging.file(e.path)
         parent = os.path.dirname(path)
         if parent not in made:
-            os.makedirs(parent, exist_ok=True)
+            makedirs(parent)
             made.add(parent)
         fd = os.open(path, os.O_CREAT | os.O_WRONLY | _NOFOLLOW,  # (see _own_directory)
                      0o777 if e.executable else 0o666)
@@ -1248,12 +1292,12 @@ def _place_planned(p: _Placement, staging: _Staging) -> None:
     m = p.m
     if p.fresh and m.kind == "dir":
         data = os.path.join(staging.path, "data")
-        os.makedirs(data, exist_ok=True)
+        makedirs(data)
         for d in m.dirs:
-            os.makedirs(os.path.join(data, *d.split("/")), exist_ok=True)
+            makedirs(os.path.join(data, *d.split("/")))
         for e in p.links:
             link = staging.file(e.path)
-            os.makedirs(os.path.dirname(link), exist_ok=True)
+            makedirs(os.path.dirname(link))
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(link)  # made by a run interrupted just before its rename
             os.symlink(e.symlink, link)  # type: ignore[arg-type]
@@ -1267,20 +1311,20 @@ def _place_planned(p: _Placement, staging: _Staging) -> None:
         p.changed += 1
     for e in p.download:
         final = p.finals[e.path]
-        os.makedirs(os.path.dirname(final), exist_ok=True)
+        makedirs(os.path.dirname(final))
         if e.path in p.absent:
             _place_new(staging.file(e.path), final)
         else:  # planned: --force replaces what differs
             os.replace(staging.file(e.path), final)
         p.changed += 1
     for d in m.dirs:
-        os.makedirs(os.path.join(p.final_root, *d.split("/")), exist_ok=True)
+        makedirs(os.path.join(p.final_root, *d.split("/")))
     links = os.path.join(staging.path, "links")
     for i, e in enumerate(p.links):
         final = p.finals[e.path]
         if os.path.islink(final) and os.readlink(final) == e.symlink:
             continue
-        os.makedirs(os.path.dirname(final), exist_ok=True)
+        makedirs(os.path.dirname(final))
         if e.path in p.absent:  # symlink(2) never replaces: anything there appeared since
             try:
                 os.symlink(e.symlink, final)  # type: ignore[arg-type]
@@ -1289,7 +1333,7 @@ def _place_planned(p: _Placement, staging: _Staging) -> None:
             p.changed += 1
             continue
         # a short name of its own: the link's name plus a suffix could pass NAME_MAX
-        os.makedirs(links, exist_ok=True)
+        makedirs(links)
         tmp = os.path.join(links, str(i))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)  # made by a run interrupted before its rename
@@ -1338,7 +1382,7 @@ def _fix_executable(path: str, executable: bool, staging: "_Staging", i: int) ->
         _set_executable(path, executable)
         return
     tmp = os.path.join(staging.path, "modes", str(i))
-    os.makedirs(os.path.dirname(tmp), exist_ok=True)
+    makedirs(os.path.dirname(tmp))
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)  # left by a run interrupted before its rename
     shutil.copy2(path, tmp)  # bytes, mode and times; the bit is set below

@@ -26,6 +26,7 @@ from typing import Sequence
 
 from ..format.header import digest
 from ..format.manifest import FileEntry, Manifest
+from .fswalk import walk
 
 _SAME_SIZE_CANDIDATES = 2
 _MAX_INDEXED_FILES = 10_000
@@ -173,7 +174,7 @@ def _index_sizes(references: Sequence[str]) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {}
     seen = 0
     for ref_dir in references:
-        for dirpath, dirnames, filenames in os.walk(ref_dir):
+        for dirpath, dirnames, filenames in walk(ref_dir):
             # staging directories of pulls hold preallocated, partly written files
             dirnames[:] = sorted(d for d in dirnames if ".ckptlake-pull-" not in d)
             for name in sorted(filenames):

@@ -367,11 +367,22 @@ def _below(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
 
 
+# One frame per level: a fixed bound, well inside Python's recursion limit, so that the walk
+# again before the commit (check_complete, from deeper in the stack) meets the same answer: a
+# tree near the limit passed the first walk, and the second's RecursionError failed the push
+# as "changed while it was being pushed" (exit 6).
+MAX_DEPTH = 800
+
+
 def _walk(tree: SourceTree, absdir: str, reldir: str, real_root: str,
           exclude: _Excludes, follow: bool, seen: set[tuple[int, int]], *, real: str,
           avoid: str | None) -> None:
     """`real`: absdir's real path (a directory's is its parent's plus its name, unless it
     was reached through a followed symlink)."""
+    if reldir.count("/") >= MAX_DEPTH:
+        raise UsageError(f"{tree.root} holds directories nested too deeply to push (more than "
+                         f"{MAX_DEPTH} levels)",
+                         hint="--exclude what lies that deep, or push a directory below it")
     if avoid is not None and reldir and _below(real, avoid):
         where = reldir.rstrip("/")
         raise UsageError(f"the push source's {where}/ leads into the lake {avoid}, so every "

@@ -1,0 +1,80 @@
+"""A version whose file lies 1,200 directories deep (a manifest may hold one: `lake.writer`
+takes any relative path) made pull an internal error (RecursionError, exit 1) in three places
+that recursed once per level: the landing check's realpath, os.makedirs, and Python 3.11's
+os.walk and shutil.rmtree.  And a tree ~975 deep passed push's first walk but not its second,
+failing as "changed while it was being pushed" (exit 6): push now stops at 800 levels, exit 2."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import ckptlake
+from ckptlake.core.fswalk import rmtree, walk
+from ckptlake.errors import UsageError
+from ckptlake.format import layout
+
+DEEP = "d/" * 1200 + "f"
+
+
+def _deep_version(lake: ckptlake.Lake, src: Path) -> None:
+    """A two-file version (a one-file version is placed as DEST itself), then its second
+    file's path rewritten 1,200 directories deep: what another writer may store."""
+    src.mkdir()
+    (src / "a").write_bytes(b"aa")
+    (src / "b").write_bytes(b"deep")
+    lake.push(src, "deep/a")
+    key = layout.version_key("deep/a", 1)
+    doc = json.loads(lake.store.get(key))
+    doc["files"][1]["path"] = DEEP
+    lake.store.delete([key])
+    lake.store.put(key, json.dumps(doc).encode())
+
+
+def test_a_version_1200_directories_deep_pulls_and_pulls_again(lake_url: str,
+                                                               tmp_path: Path) -> None:
+    dest = tmp_path / "out"
+    with ckptlake.open(lake_url) as lake:
+        _deep_version(lake, tmp_path / "src")
+        r = lake.pull("deep/a", dest)
+        assert r.files == 2
+        assert (dest / DEEP).read_bytes() == b"deep" and (dest / "a").read_bytes() == b"aa"
+        # over itself (--force: the destination is walked), and a partial pull
+        assert lake.pull("deep/a", dest, force=True).files == 2
+        assert lake.pull("deep/a", tmp_path / "part", paths=[DEEP]).files == 1
+        assert b"".join(lake.cat("deep/a", DEEP)) == b"deep"
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")], os.listdir(tmp_path)
+    assert not [n for n in os.listdir(dest) if n.startswith(".")], os.listdir(dest)
+    rmtree(str(tmp_path / "out"))  # pytest's own clean-up recurses as deep
+    rmtree(str(tmp_path / "part"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_push_stops_at_800_levels_on_its_first_walk(tmp_path: Path, local_lake_url: str) -> None:
+    ok, deep = tmp_path / "ok", tmp_path / "deep"
+    for root, n in ((ok, 799), (deep, 801)):
+        leaf = root.joinpath(*["d"] * n)
+        leaf.mkdir(parents=True)
+        (leaf / "f").write_bytes(b"x")
+    with ckptlake.open(local_lake_url) as lake:
+        assert lake.push(ok, "deep/ok").files == 1
+        with pytest.raises(UsageError, match=r"nested too deeply to push \(more than 800 "):
+            lake.push(deep, "deep/no")
+
+
+def test_walk_is_os_walk_without_the_recursion(tmp_path: Path) -> None:
+    for rel in ("a/b/c.txt", "a/x.txt", "z/y/w.txt", "top.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    (tmp_path / "a" / "link").symlink_to(tmp_path / "z")  # listed, not entered
+    assert [(p, sorted(d), sorted(f)) for p, d, f in walk(str(tmp_path))] == \
+        [(p, sorted(d), sorted(f)) for p, d, f in os.walk(tmp_path)]
+    pruned = []
+    for p, d, _ in walk(str(tmp_path)):
+        pruned.append(p)
+        d[:] = [x for x in d if x != "a"]  # pruned in place, as os.walk allows
+    assert str(tmp_path / "a") not in pruned and str(tmp_path / "z" / "y") in pruned
+    rmtree(str(tmp_path / "a"))
+    assert not (tmp_path / "a").exists() and (tmp_path / "z" / "y" / "w.txt").exists()
