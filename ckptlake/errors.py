@@ -18,7 +18,7 @@ EXIT_INTEGRITY = 5  # data read back does not match its hash, malformed/unsafe m
 EXIT_CONFLICT = 6  # destination holds other files, source changed during push, lost CAS race
 EXIT_POLICY = 7  # refused by policy (confirmation needed, retention, egress)
 EXIT_TRANSFER = 8  # storage unreachable or failing after all retries
-EXIT_INTERRUPTED = 130  # Ctrl-C (KeyboardInterrupt); a SIGTERM ends push/pull by its default action (143), watch exits 0
+EXIT_INTERRUPTED = 130  # Ctrl-C, SIGTERM, SIGHUP (cli/main.py takes them as one); watch's SIGTERM exits 0
 
 
 class CkptlakeError(Exception):

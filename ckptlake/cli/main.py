@@ -49,15 +49,40 @@ def _main() -> None:
     try:
         app, prog = _load()
     except KeyboardInterrupt:  # a Ctrl-C while the command's modules import: no traceback
-        forget_unhandled_interrupt()
-        sys.stderr.write("ckptlake: interrupted\n")
-        raise SystemExit(130) from None
+        _interrupted_before_the_command()
     try:
         app(prog_name=prog)
+    except KeyboardInterrupt:
+        # Typer builds the whole command group before the group's own guard runs: a SIGTERM
+        # or Ctrl-C then came out as a traceback, and the process died by SIGINT (-2)
+        _interrupted_before_the_command()
     finally:
         import gc
 
         gc.freeze()
+
+
+def _interrupted_before_the_command() -> None:
+    """Exit 130 with the one line, and with --json the one document, that an interrupt
+    gets once the command runs (cli/output.py's, written here with the standard library:
+    the output module may be what was being imported)."""
+    hold_signals()
+    forget_unhandled_interrupt()
+    args = sys.argv[1:]
+    if "--" in args:
+        args = args[:args.index("--")]
+    if "--json" in args:
+        import json
+
+        try:
+            sys.stdout.write(json.dumps({"error": {"type": "Interrupted",
+                                                   "message": "interrupted",
+                                                   "exit_code": 130}}) + "\n")
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
+    sys.stderr.write("ckptlake: interrupted\n")
+    raise SystemExit(130) from None
 
 
 def _sane_columns() -> None:
