@@ -78,3 +78,36 @@ def test_walk_is_os_walk_without_the_recursion(tmp_path: Path) -> None:
     assert str(tmp_path / "a") not in pruned and str(tmp_path / "z" / "y") in pruned
     rmtree(str(tmp_path / "a"))
     assert not (tmp_path / "a").exists() and (tmp_path / "z" / "y" / "w.txt").exists()
+
+
+def test_a_directory_that_cannot_be_made_fails_the_merge_before_any_file_is_placed(
+        tmp_path: Path, local_lake_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pull into an existing DEST made each file's directory as it placed the file: the
+    first that could not be made (an immutable `d/`) came after `a.txt` and `big.bin` had
+    their final names (a review, with chattr +i)."""
+    from ckptlake.core import pull as pull_module
+
+    src = tmp_path / "src"
+    for rel in ("a.txt", "big.bin", "d/sub/c.json", "e/f.txt"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(rel.encode() * 100)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "zz").write_text("keep")
+    real = pull_module.makedirs
+
+    def makedirs(path: str) -> None:
+        if path == str(dest / "d" / "sub"):  # in DEST, not in the staging directory
+            raise PermissionError(13, "Operation not permitted", path)
+        real(path)
+
+    with ckptlake.open(local_lake_url) as lake:
+        lake.push(src, "m/a")
+        monkeypatch.setattr(pull_module, "makedirs", makedirs)
+        with pytest.raises(ckptlake.CkptlakeError):
+            lake.pull("m/a", dest)
+        placed = sorted(str(p.relative_to(dest)) for p in dest.rglob("*")
+                        if p.is_file() and ".ckptlake-pull" not in str(p))
+        assert placed == ["zz"], placed
+        monkeypatch.undo()
+        assert lake.pull("m/a", dest).files == 4  # the re-run completes it

@@ -1309,6 +1309,11 @@ def _place_planned(p: _Placement, staging: _Staging) -> None:
     for path in p.clear:  # --force: files and symlinks where the version has directories
         os.unlink(path)
         p.changed += 1
+    # Every directory first: one that cannot be made (no permission, an immutable parent)
+    # fails the pull before any file of the version took its final name, not after some did.
+    for d in sorted({os.path.dirname(p.finals[e.path]) for e in (*p.download, *p.links)}
+                    | {os.path.join(p.final_root, *d.split("/")) for d in m.dirs}):
+        makedirs(d)
     for e in p.download:
         final = p.finals[e.path]
         makedirs(os.path.dirname(final))
