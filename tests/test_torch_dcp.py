@@ -228,11 +228,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _context() -> Any:
+    """Spawned ranks each imported torch again (~2 s of CPU apiece, most of this file's
+    time): a fork server imports it once, before any thread runs, and forks every rank from
+    that clean process (not from pytest's, whose threads a fork would copy half-way)."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "torch.distributed", "torch.distributed.checkpoint",
+                                "ckptlake", "ckptlake.torch"])
+    return ctx
+
+
 def spawn_world(target: Any, world: int, out: Path, *args: Any, seconds: float = JOIN_SECONDS,
                 env: dict[str, str] | None = None) -> tuple[dict[int, dict], list[int]]:
     """Run `target(rank, world, port, *args, out, env)` in `world` spawned processes (a gloo
     world, see rank_main); ({rank: report}, exit codes).  No rank may hang."""
-    ctx = multiprocessing.get_context("spawn")
+    ctx = _context()
     port = _free_port()
     if env is None:
         env = {k: v for k, v in os.environ.items()
