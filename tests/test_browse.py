@@ -235,6 +235,22 @@ def test_ls_ref_path_reads_dots_and_links_as_cat_does(lake: Lake, src: Path) -> 
     assert r.exit_code == 3 and "leads outside m/base@v1" in r.output, r.output
 
 
+def test_dot_dot_after_what_is_no_directory_names_nothing(lake: Lake, src: Path) -> None:
+    """`cat V nope/../config.json` and `cat V config.json/../config.json` served the file,
+    which a pulled copy does not give (No such file; Not a directory)."""
+    lake.push(src, "m/base")
+    for path in ("nope/../config.json", "config.json/../config.json", "tok/nope/../../big.bin"):
+        for cmd in ("cat", "ls"):
+            r = run(cmd, "m/base@v1", path)
+            assert r.exit_code == 3, (cmd, path, r.output)
+            assert "which is no directory of m/base@v1" in r.output, r.output
+        with pytest.raises(NotFound, match="no directory"):
+            lake.open("m/base@v1", path)
+    assert run("cat", "m/base@v1", "tok/../config.json").exit_code == 0
+    assert run("cat", "m/base@v1", "empty/../config.json").exit_code == 0  # an empty directory
+    assert run("cat", "m/base@v1", "link.json/../config.json").exit_code == 3  # a link to a file
+
+
 def test_ls_ref_tree(lake: Lake, src: Path) -> None:
     (src / "tok" / "deep").mkdir()
     (src / "tok" / "deep" / "x.txt").write_text("xy")

@@ -24,7 +24,7 @@ import posixpath
 import shlex
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from ..errors import IntegrityError, NotFound, UsageError
 from ..format import layout
@@ -183,7 +183,8 @@ def list_files(m: Manifest, prefix: str | None = None) -> list[dict[str, Any]]:
         # cur/x` (cur a symlink) named nothing while `cat` found the same paths
         name = f"{m.artifact}@v{m.version}"
         links = {e.path: e.symlink for e in m.files if e.symlink is not None}
-        p = "/".join(walk_path(prefix, links, name, follow_last=False))
+        p = "/".join(walk_path(prefix, links, name, follow_last=False,
+                               dirs=lambda: version_dirs(m)))
         if p:
             rows = [r for r in rows if _path_hits(r["path"], p)]
         if p and not rows:
@@ -195,8 +196,16 @@ def list_files(m: Manifest, prefix: str | None = None) -> list[dict[str, Any]]:
 
 # ---- cat REF PATH ---------------------------------------------------------------------------
 
+def version_dirs(m: Manifest) -> set[str]:
+    """Every directory of the version: each entry's parents, and its empty directories."""
+    out = set(m.dirs)
+    for e in m.files:
+        out.update(_parents(e.path))
+    return out
+
+
 def walk_path(path: "str | os.PathLike[str]", links: dict[str, str], where: str, *,
-              follow_last: bool) -> list[str]:
+              follow_last: bool, dirs: "Callable[[], set[str]] | None" = None) -> list[str]:
     """The components of where `path` leads in a version whose symlinks are `links`: "." and
     ".." segments as the disk reads them, and each symlink met on the way followed as a pull
     would make the disk follow it (a ".." after it climbs from where it leads); the last
@@ -205,12 +214,20 @@ def walk_path(path: "str | os.PathLike[str]", links: dict[str, str], where: str,
     resolver = LinkResolver(links, where=where)
     segments = _path_text(path).split("/")  # (no backslash or space rewritten: _clean)
     cur: list[str] = []
+    known: set[str] | None = None  # the version's directories, once a ".." needs them
     for i, seg in enumerate(segments):
         if seg in ("", "."):
             continue
         if seg == "..":
             if not cur:
                 raise NotFound(f"{path!r} leads outside {where}")
+            if dirs is not None:
+                # as the disk reads it: `missing/../f` and `file.txt/../f` name nothing
+                known = known if known is not None else dirs()
+                if (here := "/".join(cur)) not in known:
+                    raise NotFound(f"{_path_text(path)!r} goes through {here!r}, which is no "
+                                   f"directory of {where}",
+                                   hint=f"list its files with: ckptlake ls {where}")
             cur.pop()
             continue
         cur.append(seg)
@@ -254,7 +271,7 @@ def find_file(m: Manifest, path: str) -> FileEntry:
     file's bytes, and which file the link names is for the user to see (the hint)."""
     name = f"{m.artifact}@v{m.version}"
     links = {e.path: e.symlink for e in m.files if e.symlink is not None}
-    p = "/".join(walk_path(path, links, name, follow_last=False))
+    p = "/".join(walk_path(path, links, name, follow_last=False, dirs=lambda: version_dirs(m)))
     if p in links:
         target = posixpath.normpath(posixpath.join(posixpath.dirname(p), links[p]))
         hint = f"cat its target: ckptlake cat {name} {_arg(target)}"

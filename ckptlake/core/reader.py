@@ -320,10 +320,10 @@ def find_file(m: Manifest, path: str | None) -> FileEntry:
             return m.files[0]
         raise UsageError(f"{ref} is a directory of {len(regular)} files: name one",
                          hint=_some(regular))
-    from .browse import walk_path
+    from .browse import version_dirs, walk_path
 
     links = {e.path: e.symlink for e in m.files if e.symlink is not None}
-    cur = walk_path(path, links, ref, follow_last=True)
+    cur = walk_path(path, links, ref, follow_last=True, dirs=lambda: version_dirs(m))
     target = "/".join(cur)
     if target in regular:
         return regular[target]
