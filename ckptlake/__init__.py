@@ -102,13 +102,23 @@ def open(lake: "str | os.PathLike[str] | None" = None, *,
     # None means "from the config"; 0 is a value, refused by Lake as Lake(store, ...) refuses
     # it (with `or`, 0 silently became the default, and max_bandwidth=0 no limit)
     concurrency = cfg.concurrency if concurrency is None else concurrency
-    store = open_store(url, endpoint_url=endpoint_url or cfg.endpoint_url,
-                       profile=profile or cfg.profile, region=region or cfg.region,
-                       # chunk workers plus part workers (transfer/parts.py), and a few spare
-                       max_connections=2 * (concurrency or 8) + 4,
-                       connect_timeout=_first(connect_timeout, cfg.connect_timeout,
-                                              DEFAULT_CONNECT_TIMEOUT),
-                       read_timeout=_first(read_timeout, cfg.read_timeout, DEFAULT_READ_TIMEOUT))
+    try:
+        store = open_store(url, endpoint_url=endpoint_url or cfg.endpoint_url,
+                           profile=profile or cfg.profile, region=region or cfg.region,
+                           # chunk workers plus part workers (transfer/parts.py), and a few spare
+                           max_connections=2 * (concurrency or 8) + 4,
+                           connect_timeout=_first(connect_timeout, cfg.connect_timeout,
+                                                  DEFAULT_CONNECT_TIMEOUT),
+                           read_timeout=_first(read_timeout, cfg.read_timeout,
+                                               DEFAULT_READ_TIMEOUT))
+    except UsageError as exc:
+        if profile is None and cfg.profile and \
+                exc.message == f"AWS profile {cfg.profile!r} not found":
+            # the store cannot know the name came from a config file: say which one
+            exc.message = f"AWS profile {cfg.profile!r} (profile: in {cfg.source}) not found"
+            exc.args = (exc.message,)
+            exc.hint = (f"fix profile: in {cfg.source}, or add that profile to ~/.aws/config")
+        raise
     replicas = _replicas(cfg, replica, url, endpoint_url or cfg.endpoint_url
                          or _resolved_endpoint(store),
                          connect_timeout=_first(connect_timeout, cfg.connect_timeout,

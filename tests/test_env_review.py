@@ -41,3 +41,18 @@ def test_help_with_a_tiny_columns_is_still_help(columns: str) -> None:
                        text=True, env={**os.environ, "COLUMNS": columns}, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "Usage:" in r.stdout and "push" in r.stdout, r.stdout
+
+
+def test_a_missing_profile_named_in_the_config_names_the_config(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    """$AWS_PROFILE's error says where it came from; a config's `profile:` said nothing."""
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))  # no profiles
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("lake: s3://mybucket/lake\nprofile: nosuch\nendpoint_url: http://127.0.0.1:9\n")
+    r = CliRunner().invoke(app, ["ls", "--config", str(cfg)])
+    assert r.exit_code == 2, r.output
+    assert f"AWS profile 'nosuch' (profile: in {cfg}) not found" in r.output, r.output
+    r = CliRunner().invoke(app, ["ls", "--config", str(cfg), "--profile", "other"])
+    assert r.exit_code == 2 and "AWS profile 'other' not found" in r.output, r.output
