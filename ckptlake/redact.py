@@ -70,12 +70,18 @@ _SECRET_PARTS = frozenset({
     "authorization", "apikey", "signature", "cookie", "bearer", "privatekey", "accesskey",
     "secretkey", "sessiontoken", "securitytoken",
 })
-# Words that name a secret only as the key's last word (`hf_token`, `db_pass`, `x-auth`), or
-# before a word that says "its value" (`auth_header`): elsewhere they name what a metric counts
-# (`pass_rate`, `humaneval/pass_at_1`, `token_acc`, `auth_f1`), shown as `***` before.
-_TAIL_PARTS = frozenset({"token", "pass", "pwd", "auth", "sig", "sas"})
-_VALUE_WORDS = frozenset({"header", "value", "val", "string", "str", "text", "data", "b64",
-                          "base64", "raw", "json", "env"})
+# Words that name a secret wherever they stand (`hf_token`, `HF_TOKEN_WRITE`, `token_v2`,
+# `db_pass`, `pass_phrase`, `x-auth`) except right before a word that says what is measured or
+# described about them: metrics (`pass_rate`, `humaneval/pass_at_1`, `token_acc`, `auth_f1`)
+# showed as `***` before.  A number after `pass` is a metric too (`pass@1`, `pass_1`).
+_WEAK_PARTS = frozenset({"token", "pass", "pwd", "auth", "sig", "sas"})
+_NOT_SECRET_AFTER = frozenset({
+    "acc", "accuracy", "rate", "at", "count", "counts", "f1", "score", "len", "length", "id",
+    "ids", "type", "num", "per", "limit", "usage", "loss", "ratio", "frac", "fraction", "pct",
+    "percent", "total", "avg", "mean", "max", "min", "time", "expiry", "expires", "ttl",
+    "url", "uri", "endpoint", "file", "path", "dir", "name", "kind", "mode", "method",
+    "enabled", "required", "level", "k", "n", "precision", "recall", "error", "errors",
+})
 # `key` alone is too common (`sort_key`); these before it make it a secret (`api_key`).
 _KEY_QUALIFIERS = frozenset({"api", "access", "secret", "private", "auth", "signing",
                              "encryption", "client", "master", "account", "session", "x"})
@@ -94,18 +100,17 @@ def is_secret_name(name: str) -> bool:
         return False
     spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(name).lstrip("-"))
     parts = [p for p in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if p]
-    while len(parts) > 1 and parts[-1].isdigit():  # `github_token_2`: its last word is token
-        parts.pop()
     if not parts:
         return False
-    last = len(parts) - 1
     for i, part in enumerate(parts):
         if part in _SECRET_PARTS or part.endswith(("secret", "password", "passwd", "apikey",
                                                     "credential", "credentials")):
             return True
-        if (part in _TAIL_PARTS or part.endswith("token")) and \
-                (i == last or parts[i + 1] in _VALUE_WORDS):
-            return True
+        if part in _WEAK_PARTS or part.endswith("token"):
+            after = parts[i + 1] if i + 1 < len(parts) else None
+            if after is None or not (after in _NOT_SECRET_AFTER
+                                     or (part == "pass" and after.isdigit())):
+                return True
         if part == "key" and (len(parts) == 1 or (i > 0 and parts[i - 1] in _KEY_QUALIFIERS)):
             return True
     joined = "".join(parts)
@@ -255,10 +260,15 @@ _BARE_HINT = ("AKIA", "ASIA", "ABIA", "ACCA", "gh", "github_pat_", "glpat-", "hf
 
 def _bare_token(m: re.Match[str]) -> str:
     token = m.group(0)
-    # `sk-` and `hf_` begin ordinary names (`sk-learn-...`): a key has digits and both cases
-    if token.startswith(("sk-", "hf_")) and not (
-            any(c.isdigit() for c in token) and any(c.isupper() for c in token)
-            and any(c.islower() for c in token[3:])):
+    body = token[3:] if token.startswith(("sk-", "hf_")) else token[4:]
+    mixed = any(c.isupper() for c in body) and any(c.islower() for c in body)
+    digit = any(c.isdigit() for c in body)
+    # `sk-` begins ordinary names (`sk-learn-...`): a key has digits and both cases; a Hugging
+    # Face token is 34 letters of both cases (no digit needed); an AWS key id has a digit (20
+    # capitals from A, C, G, T are a DNA sequence: `ACCAGTTAGC...`)
+    if (token.startswith("sk-") and not (digit and mixed)) or \
+            (token.startswith("hf_") and not mixed) or \
+            (token[:4] in ("AKIA", "ASIA", "ABIA", "ACCA") and not digit):
         return token
     return MASK
 

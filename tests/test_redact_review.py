@@ -365,3 +365,36 @@ def test_metrics_named_like_pass_at_1_are_shown_and_stored(tmp_path: Path) -> No
     from ckptlake.redact import redact_argv
     argv = ["ckptlake", "push", "src", "a", *args, "--meta", "hf_token=tok-SECRET-1234"]
     assert redact_argv(argv) == argv[:-1] + ["hf_token=***"]
+
+
+# ---- the second review of those rules ------------------------------------------------------------
+
+@pytest.mark.parametrize("name", [
+    "HF_TOKEN_WRITE", "token_v2", "tokenV2", "hf_token_v2", "GH_TOKEN_RO", "API_TOKEN_PROD",
+    "SLACK_TOKEN_BOT", "auth_token_old", "pass_phrase", "--pass-phrase", "--hf-token-v2",
+    "github_token_2", "db_password_2", "credentials.file", "auth_header", "db_pass", "x-auth"])
+def test_names_that_still_name_secrets(name: str) -> None:
+    """Narrowed to the last word, `token`/`pass`/`auth` let these through into stored data."""
+    from ckptlake.redact import is_secret_name
+
+    assert is_secret_name(name), name
+
+
+@pytest.mark.parametrize("name", ["pass_rate", "humaneval/pass_at_1", "humaneval/pass@1",
+                                  "pass_1", "token_acc", "auth_f1", "token_count", "token_type",
+                                  "access_token_expiry", "key_1", "key.0", "tokens_seen"])
+def test_names_that_name_metrics(name: str) -> None:
+    from ckptlake.redact import is_secret_name
+
+    assert not is_secret_name(name), name
+    assert redact(f"{name}=0.62") == f"{name}=0.62"
+
+
+def test_a_real_hugging_face_token_is_masked_and_dna_is_not() -> None:
+    """A Hugging Face token is `hf_` and 34 letters, no digit (the rule wanted one); a 20-base
+    sequence starting ACCA took the AWS key id's form (a CRISPR guide, a file name)."""
+    hf = "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"
+    assert redact(f"leaked {hf} in a config") == "leaked *** in a config"
+    for text in ("ACCAGTTAGCATGCATGCAT.fa", "s3://data/ACCAGTTAGCATGCATGCAT.fa",
+                 "guide=ACCAGTTAGCATGCATGCAT", "hf_abcdefghijklmnopqrstuvwxyzabcdefgh"):
+        assert redact(text) == text, text
