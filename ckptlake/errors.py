@@ -58,7 +58,7 @@ class ConfigError(UsageError):
 
             # `token: unknown key` is a secret-named pair to the redaction every message goes
             # through, which ate the words that said what was wrong
-            where += f" (key {key})" if is_secret_name(key.rsplit(".", 1)[-1]) else f": {key}"
+            where += f" (key {key})" if is_secret_name(key) else f": {key}"
         super().__init__(f"{where}: {message}", hint=hint)
         self.path, self.line, self.key = path, line, key
 

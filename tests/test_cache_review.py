@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -104,13 +105,14 @@ def test_a_trim_never_follows_a_tmp_link_and_deletes_only_its_own_temporaries(
     for p in victim.iterdir():
         os.utime(p, (1, 1))
     c1 = tmp_path / "c1"
-    c1.mkdir()
+    (c1 / "chunks" / "sha256").mkdir(parents=True)  # a cache (a trim skips a directory that is none)
     (c1 / "tmp").symlink_to(victim, target_is_directory=True)
     ChunkCache(c1, 1 << 20).trim(0)
     assert (victim / "data.csv").read_text() == "keep me" and (c1 / "tmp").is_symlink()
     assert (victim / "0123456789abcdef.12.34").exists()
     c2 = tmp_path / "c2"
     (c2 / "tmp").mkdir(parents=True)
+    (c2 / "chunks" / "blake3").mkdir(parents=True)
     dead, other = c2 / "tmp" / ("0123456789abcdef.12.34"), c2 / "tmp" / "notes.txt"
     for p in (dead, other):
         p.write_bytes(b"x")
@@ -162,6 +164,8 @@ def test_prune_or_ls_of_a_directory_with_no_cache_in_it_is_refused_and_writes_no
     An empty directory is an empty cache (one configured and never filled)."""
     work = tmp_path / "work"
     (work / "src").mkdir(parents=True)
+    (work / "tmp").mkdir()  # a project's own tmp/ and versions/ make no cache (a review)
+    (work / "versions").mkdir()
     (work / "train.py").write_text("print()\n")
     before = sorted(p.relative_to(work).as_posix() for p in work.rglob("*"))
     for args in (["prune"], ["prune", "--all"], ["prune", "--dry-run"], ["ls"]):
@@ -169,7 +173,9 @@ def test_prune_or_ls_of_a_directory_with_no_cache_in_it_is_refused_and_writes_no
         assert r.exit_code == 3, (args, r.output)
         assert f"{work} holds no chunk cache" in r.output
     assert sorted(p.relative_to(work).as_posix() for p in work.rglob("*")) == before
-    # the library's trim of such a directory takes no lock either
+    # the library's trim of a directory with none of a cache's names takes no lock either
+    shutil.rmtree(work / "tmp")
+    shutil.rmtree(work / "versions")
     assert ChunkCache(str(work), 1).trim(0).entries_removed == 0
     assert not (work / ".lock").exists()
     empty = tmp_path / "empty"

@@ -828,3 +828,17 @@ def test_a_credential_key_in_the_config_is_named_and_told_where_credentials_go(
         assert f"k.yaml:2 (key {key}): unknown key" in r.output, r.output
         assert "credentials never go in ckptlake.yaml" in r.output and "***" not in r.output
         assert "abc123" not in r.output
+
+
+def test_a_dotted_credential_key_keeps_its_message(tmp_path: Path) -> None:
+    """`credentials.file:` was judged by its last part (`file`), so the redaction still ate
+    `credentials.file: unknown key (valid keys: ...`."""
+    from typer.testing import CliRunner
+
+    from ckptlake.cli.app import app
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("credentials.file: ~/.aws/credentials\n")
+    r = CliRunner().invoke(app, ["ls", "--config", str(cfg)])
+    assert r.exit_code == 2 and "(key credentials.file): unknown key" in r.output, r.output
+    assert "***" not in r.output

@@ -53,7 +53,7 @@ def cache(
     with out.guard():
         from ..core.cache import DEFAULT_CACHE_SIZE, ChunkCache
         from ..errors import NotFound, UsageError
-        from ..policy.config import load_config, parse_size, resolve_cache
+        from ..policy.config import check_cache_dir, load_config, parse_size, resolve_cache
 
         if action not in ACTIONS:
             raise UsageError(f"unknown cache action {action!r}", hint="use ls or prune")
@@ -73,10 +73,10 @@ def cache(
                                     "cache")
             size = setting.size if setting is not None else None
             where, origin = str(directory), "--dir"
-            if not ChunkCache(where, 1).holds_cache() and any(directory.iterdir()):
+            if not ChunkCache(where, 1).holds_cache(strict=True) and any(directory.iterdir()):
                 # the other typo: a directory that exists and is something else
-                raise NotFound(f"{directory} holds no chunk cache (none of chunks/, tmp/, "
-                               "versions/ is in it)",
+                raise NotFound(f"{directory} holds no chunk cache (no chunks/sha256/, "
+                               "chunks/blake3/ or .lock in it)",
                                hint="check the path, or leave --dir out for the configured "
                                     "cache")
         else:
@@ -84,6 +84,7 @@ def cache(
                 raise UsageError("no chunk cache is configured",
                                  hint="set cache: {dir: DIR, size: 20GiB} in ckptlake.yaml or "
                                       "$CKPTLAKE_CACHE=DIR, or name one with --dir")
+            check_cache_dir(setting)
             where, origin, size = setting.dir, setting.origin, setting.size
         chunk_cache = ChunkCache(where, size or DEFAULT_CACHE_SIZE)
         if action == "ls":

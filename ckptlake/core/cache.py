@@ -433,12 +433,17 @@ class ChunkCache:
                           oldest_used=entries[0].used if entries else None,
                           newest_used=max(e.used for e in entries) if entries else None)
 
-    def holds_cache(self) -> bool:
-        """Has a cache ever been made in `dir` (any of the layout's names in it)?  One that has
-        not holds no entry to evict, and `cache prune --dir ~/work` must not leave a `.lock`
-        in a directory that is no cache."""
-        return any(os.path.lexists(os.path.join(self.dir, n))
-                   for n in ("chunks", "tmp", ".lock", "locks", "versions"))
+    def holds_cache(self, *, strict: bool = False) -> bool:
+        """Has a cache ever been made in `dir`?  One with none of the layout's names holds no
+        entry to evict, and a trim must not leave a `.lock` in a directory that is no cache.
+        `strict` (`cache --dir`, a user's typo to catch): by names only a cache makes
+        (`chunks/` of a hash, the eviction lock, the fetch locks), not `tmp/` or `versions/`,
+        which a project may hold; a trim still cleans a cache whose first pull died in
+        `tmp/` before any chunk landed."""
+        names = ["chunks/sha256", "chunks/blake3", ".lock", "locks"]
+        if not strict:
+            names += ["chunks", "tmp", "versions"]
+        return any(os.path.lexists(os.path.join(self.dir, n)) for n in names)
 
     @contextlib.contextmanager
     def _evicting(self, wait: float, on_wait: Callable[[], None] | None = None

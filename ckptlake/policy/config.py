@@ -862,18 +862,19 @@ def resolve_cache(config: Config) -> CacheSetting | None:
         if problem := _cache_size_problem(size):
             raise UsageError(f"$CKPTLAKE_CACHE_SIZE {problem}", hint="e.g. 20GiB")
     if env:
-        return _cache_dir_ok(CacheSetting(dir=os.path.abspath(os.path.expanduser(env)),
-                                          size=size, origin="$CKPTLAKE_CACHE"))
+        return CacheSetting(dir=os.path.abspath(os.path.expanduser(env)), size=size,
+                            origin="$CKPTLAKE_CACHE")
     if config.cache is not None:
         if size is not None:
-            return _cache_dir_ok(CacheSetting(config.cache.dir, size, config.cache.origin))
-        return _cache_dir_ok(config.cache)
+            return CacheSetting(config.cache.dir, size, config.cache.origin)
+        return config.cache
     return None
 
 
-def _cache_dir_ok(setting: CacheSetting) -> CacheSetting:
-    """A cache naming a file (or anything but a directory) is a usage error: `cache ls` said
-    "0 chunks" and every pull warned that it could not write there."""
+def check_cache_dir(setting: CacheSetting) -> CacheSetting:
+    """For `cache ls|prune`: a cache naming a file (anything but a directory) is a usage error
+    there ("0 chunks" hid it).  Not on open: every other command, `pull --no-cache` too, works
+    without the cache, and a pull says once that it cannot write there."""
     if os.path.lexists(setting.dir) and not os.path.isdir(setting.dir):
         raise UsageError(f"the chunk cache {setting.dir} ({setting.origin}) is not a directory",
                          hint="name a directory (made on the first pull), or unset it")
