@@ -74,3 +74,24 @@ def test_a_regular_file_copied_from_one_pushes_whole(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     got = out if out.is_file() else out / "status.txt"
     assert got.read_bytes() == copy.read_bytes() and copy.stat().st_size > 0
+
+
+def test_a_file_written_between_the_scans_stat_and_its_read_is_a_change(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer filling a file it created empty, just after the scan's stat, was refused as a
+    /proc file (exit 2); it is a change (exit 6), which a push again mends (a review)."""
+    from ckptlake.core import scan as scan_module
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "growing.bin").write_bytes(b"")
+    real = scan_module._holds_bytes
+
+    def holds_bytes(path: str) -> bool:
+        with open(path, "ab") as f:  # the writer's first bytes land now
+            f.write(b"first bytes")
+        return real(path)
+
+    monkeypatch.setattr(scan_module, "_holds_bytes", holds_bytes)
+    r = _push(tmp_path / "lake", str(src), "x/grow")
+    assert r.exit_code == 6 and "changed while it was being scanned" in r.output, r.output

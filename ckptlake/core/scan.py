@@ -230,6 +230,14 @@ def _source_file(rel: str, abspath: str, st: os.stat_result) -> SourceFile:
         raise AccessDenied(f"cannot read {abspath}: permission denied",
                            hint="fix its permissions or --exclude it")
     if st.st_size == 0 and _holds_bytes(abspath):
+        try:
+            now = os.stat(abspath)
+        except OSError:
+            now = None
+        if now is None or (now.st_size, now.st_mtime_ns) != (0, st.st_mtime_ns):
+            # a writer filling a file created empty: a change, which a push again mends
+            raise SourceChanged(f"{abspath} changed while it was being scanned",
+                                hint="push again once the writer is done")
         raise UsageError(f"{abspath} says it is empty yet reading it returns bytes (a /proc or "
                          "/sys file): a lake would store it empty",
                          hint="copy it into a regular file first, or --exclude it")

@@ -129,7 +129,7 @@ def _metadata_text(value: Any) -> str:
         import json
 
         try:
-            return json.dumps(value, default=str, ensure_ascii=False)
+            return json.dumps(value, default=str, separators=(", ", ": "))  # as --meta-file
         except (TypeError, ValueError):  # non-string keys of mixed types, a cycle
             return str(value)
     return str(value)
