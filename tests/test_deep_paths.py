@@ -111,3 +111,42 @@ def test_a_directory_that_cannot_be_made_fails_the_merge_before_any_file_is_plac
         assert placed == ["zz"], placed
         monkeypatch.undo()
         assert lake.pull("m/a", dest).files == 4  # the re-run completes it
+
+
+def test_rmtree_never_follows_a_directory_swapped_for_a_symlink(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A path-based walk listed `b` as a directory, then deleted `b/...` through the symlink
+    put in its place meanwhile: the victim's files went (a review, by a simulated race)."""
+    from ckptlake.core import fswalk
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious").write_text("keep")
+    top = tmp_path / "top"
+    for d in ("a", "b"):
+        (top / d).mkdir(parents=True)
+        (top / d / "f").write_text(d)
+    real = os.listdir
+    swapped: list[bool] = []
+
+    def listdir(fd: int) -> list[str]:
+        names = real(fd)
+        if not swapped and "b" in names:  # the top's listing: b is a directory now...
+            swapped.append(True)
+            fswalk_rm = top / "b"
+            (fswalk_rm / "f").unlink()
+            fswalk_rm.rmdir()
+            fswalk_rm.symlink_to(victim)  # ...and a link to the victim when it is reached
+        return names
+
+    monkeypatch.setattr(fswalk.os, "listdir", listdir)
+    rmtree(str(top))
+    assert swapped and not top.exists()
+    assert (victim / "precious").read_text() == "keep"
+    # a file or a symlink given as the top is left alone, as shutil.rmtree's refusal left it
+    f = tmp_path / "run.log"
+    f.write_text("log")
+    (tmp_path / "link").symlink_to(victim)
+    rmtree(str(f))
+    rmtree(str(tmp_path / "link"))
+    assert f.read_text() == "log" and (tmp_path / "link").is_symlink()

@@ -34,23 +34,47 @@ def walk(top: str) -> Iterator[tuple[str, list[str], list[str]]]:
 
 def rmtree(top: str) -> None:
     """shutil.rmtree(top, ignore_errors=True) without its recursion (Python 3.11's recurses
-    once per level too).  Symlinks are removed, never followed."""
+    once per level too), and as safe: every directory is opened relative to its parent's
+    descriptor with O_NOFOLLOW, so a directory swapped for a symlink meanwhile is unlinked as
+    a link, never followed (a path-based walk deleted what such a link led to).  A `top`
+    that is no directory (a file, a symlink) is left alone, as shutil's refuses it."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        if os.path.islink(top) or not os.path.isdir(top):
-            os.unlink(top)
-            return
+        root = os.open(top, flags)
     except OSError:
         return
-    seen = []
-    for here, dirs, files in walk(top):
-        seen.append(here)
-        for name in files + [d for d in dirs if os.path.islink(os.path.join(here, d))]:
-            try:
-                os.unlink(os.path.join(here, name))
-            except OSError:
-                pass
-    for here in reversed(seen):
+    # each frame: (descriptor of a directory, its entries not yet handled, its parent's
+    # descriptor and its name there, to rmdir it once it is empty)
+    stack: list[tuple[int, list[str], int | None, str]] = []
+
+    def enter(fd: int, parent: int | None, name: str) -> None:
         try:
-            os.rmdir(here)
+            names = os.listdir(fd)
+        except OSError:
+            names = []
+        stack.append((fd, names, parent, name))
+
+    enter(root, None, top)
+    while stack:
+        fd, names, parent, name = stack[-1]
+        if names:
+            entry = names.pop()
+            try:
+                child = os.open(entry, flags, dir_fd=fd)
+            except OSError:  # a file, a symlink (never followed), or gone: unlink it
+                try:
+                    os.unlink(entry, dir_fd=fd)
+                except OSError:
+                    pass
+                continue
+            enter(child, fd, entry)
+            continue
+        stack.pop()
+        os.close(fd)
+        try:
+            if parent is None:
+                os.rmdir(top)
+            else:
+                os.rmdir(name, dir_fd=parent)
         except OSError:
             pass
