@@ -2,12 +2,13 @@
 takes any relative path) made pull an internal error (RecursionError, exit 1) in three places
 that recursed once per level: the landing check's realpath, os.makedirs, and Python 3.11's
 os.walk and shutil.rmtree.  And a tree ~975 deep passed push's first walk but not its second,
-failing as "changed while it was being pushed" (exit 6): push now stops at 800 levels, exit 2."""
+failing as "changed while it was being pushed" (exit 6): push now stops past 500 levels, exit 2."""
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,16 +53,26 @@ def test_a_version_1200_directories_deep_pulls_and_pulls_again(lake_url: str,
     assert not (tmp_path / "out").exists()
 
 
-def test_push_stops_at_800_levels_on_its_first_walk(tmp_path: Path, local_lake_url: str) -> None:
+def test_push_stops_past_500_levels_on_every_walk(tmp_path: Path, local_lake_url: str) -> None:
+    """500 levels push; 501 are exit 2, and so from ~300 frames deep (a callback's caller):
+    the walk again before the commit answered "changed" (exit 6) near Python's limit."""
+    import sys
+
     ok, deep = tmp_path / "ok", tmp_path / "deep"
-    for root, n in ((ok, 799), (deep, 801)):
+    for root, n in ((ok, 500), (deep, 501)):
         leaf = root.joinpath(*["d"] * n)
         leaf.mkdir(parents=True)
         (leaf / "f").write_bytes(b"x")
+
+    def nested(depth: int, fn: Any) -> Any:
+        return fn() if depth == 0 else nested(depth - 1, fn)
+
     with ckptlake.open(local_lake_url) as lake:
-        assert lake.push(ok, "deep/ok").files == 1
-        with pytest.raises(UsageError, match=r"nested too deeply to push \(more than 800 "):
-            lake.push(deep, "deep/no")
+        assert nested(300, lambda: lake.push(ok, "deep/ok")).files == 1
+        for depth in (0, 300):
+            with pytest.raises(UsageError, match=r"nested too deeply to push \(more than 500 "):
+                nested(depth, lambda: lake.push(deep, "deep/no"))
+    assert sys.getrecursionlimit() == 1000
 
 
 def test_walk_is_os_walk_without_the_recursion(tmp_path: Path) -> None:

@@ -105,6 +105,8 @@ class SourceTree:
             return
         try:
             now = scan(self.root, **self.rescan)
+        except TooDeep:  # the tree is as deep as it was: the same answer, not a change
+            raise
         except (UsageError, AccessDenied) as exc:  # what appeared cannot even be pushed
             raise SourceChanged(f"{self.root} changed while it was being pushed ({exc.message})"
                                 "; nothing was committed",
@@ -300,16 +302,16 @@ def scan(source: str | Path, *, exclude: tuple[str, ...] = (),
         raise SourceChanged(f"{e.filename or source} changed while it was being scanned",
                             hint="push again once the writer is done") from None
     except RecursionError:  # one call per level: ~900 directories deep, an internal error
-        raise UsageError(f"{source} holds directories nested too deeply to push",
-                         hint="--exclude what lies that deep, or push a directory below it"
-                         ) from None
+        raise TooDeep(f"{source} holds directories nested too deeply to push",
+                      hint="--exclude what lies that deep, or push a directory below it"
+                      ) from None
     except OSError as e:
         if e.errno not in (errno.ENAMETOOLONG, errno.ELOOP):
             raise
         # a tree deeper than PATH_MAX, or than the kernel follows links: the path itself can
         # be thousands of characters, so only its ends are shown
-        raise UsageError(f"cannot read {_short(e.filename or source)}: {e.strerror}",
-                         hint="--exclude what lies that deep, or push a directory below it")\
+        raise TooDeep(f"cannot read {_short(e.filename or source)}: {e.strerror}",
+                      hint="--exclude what lies that deep, or push a directory below it")\
             from None
     tree.files.sort(key=lambda f: f.path)
     tree.symlinks.sort()
@@ -375,11 +377,16 @@ def _below(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
 
 
-# One frame per level: a fixed bound, well inside Python's recursion limit, so that the walk
-# again before the commit (check_complete, from deeper in the stack) meets the same answer: a
-# tree near the limit passed the first walk, and the second's RecursionError failed the push
-# as "changed while it was being pushed" (exit 6).
-MAX_DEPTH = 800
+# One frame per level: a fixed bound, well inside Python's recursion limit (1,000 frames)
+# whatever the caller's own depth (a Lightning or HF callback runs ~200 frames deep), so that
+# the walk again before the commit (check_complete, deeper in the stack) meets the same
+# answer: a tree near the limit passed the first walk, and the second's RecursionError
+# failed the push as "changed while it was being pushed" (exit 6).
+MAX_DEPTH = 500
+
+
+class TooDeep(UsageError):
+    """A tree deeper than a push walks: the same answer on every walk of it."""
 
 
 def _walk(tree: SourceTree, absdir: str, reldir: str, real_root: str,
@@ -387,9 +394,9 @@ def _walk(tree: SourceTree, absdir: str, reldir: str, real_root: str,
           avoid: str | None) -> None:
     """`real`: absdir's real path (a directory's is its parent's plus its name, unless it
     was reached through a followed symlink)."""
-    if reldir.count("/") >= MAX_DEPTH:
-        raise UsageError(f"{tree.root} holds directories nested too deeply to push (more than "
-                         f"{MAX_DEPTH} levels)",
+    if reldir.count("/") > MAX_DEPTH:
+        raise TooDeep(f"{tree.root} holds directories nested too deeply to push (more than "
+                      f"{MAX_DEPTH} levels)",
                          hint="--exclude what lies that deep, or push a directory below it")
     if avoid is not None and reldir and _below(real, avoid):
         where = reldir.rstrip("/")
