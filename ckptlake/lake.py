@@ -1805,7 +1805,12 @@ class Lake:
 
         started = time.monotonic()
         fields = _copy.copy_fields(m, source_url=self.url, same_lake=False)
-        with tempfile.TemporaryDirectory(prefix="ckptlake-cp-") as tmp:
+        # not TemporaryDirectory: its clean-up recurses once per level (a version 1,200
+        # directories deep was an internal error, its whole copy left in $TMPDIR)
+        from .core.fswalk import rmtree
+
+        tmp = tempfile.mkdtemp(prefix="ckptlake-cp-")
+        try:
             target = os.path.join(tmp, m.files[0].path if m.kind == "file" else "version")
             if egress is not None:
                 from .core import egress as _egress
@@ -1827,10 +1832,19 @@ class Lake:
             # core push with the version's own fields: Lake.push would add this machine's
             # provenance (and the git state around $TMPDIR) to the source's
             from .core import push as _push
-            from .core.scan import scan
+            from .core.scan import MAX_DEPTH, TooDeep, scan
             from .format.safetensors import TensorObserver
 
-            tree = scan(target, exclude=(), follow_symlinks=False, avoid=dest._local_dir())
+            try:
+                tree = scan(target, exclude=(), follow_symlinks=False,
+                            avoid=dest._local_dir())
+            except TooDeep:
+                raise UsageError(
+                    f"{m.artifact}@v{m.version} is nested too deeply (more than {MAX_DEPTH} "
+                    f"directory levels) to copy into {dest.url}, a lake of another chunk hash: "
+                    "that copy pushes the version again",
+                    hint="copy it into a lake of the same hash (its chunks go as they are), "
+                         "or pull it") from None
             tensors = TensorObserver((f.path, f.abspath) for f in tree.files)
             with dest._watching(progress) as watched:
                 try:
@@ -1843,6 +1857,8 @@ class Lake:
                 except _push.AliasNotSet as exc:
                     dest._indexed(exc)  # raises the alias error, the version committed
                     raise AssertionError("unreachable") from None
+        finally:
+            rmtree(tmp)
         from .core.copy import CopyResult
 
         return CopyResult(

@@ -161,3 +161,22 @@ def test_rmtree_never_follows_a_directory_swapped_for_a_symlink(
     rmtree(str(f))
     rmtree(str(tmp_path / "link"))
     assert f.read_text() == "log" and (tmp_path / "link").is_symlink()
+
+
+def test_a_deep_version_copied_into_a_lake_of_another_hash_is_refused_and_leaves_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """That copy pulls into $TMPDIR and pushes again: the push refused the depth, and the
+    temporary directory's recursive clean-up then failed (exit 1, the copy left behind)."""
+    tmpd = tmp_path / "tmpd"
+    tmpd.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(tmpd))
+    other = tmp_path / "other-src"
+    other.mkdir()
+    (other / "x").write_bytes(b"x")
+    with ckptlake.open(f"file://{tmp_path / 'a'}") as a, \
+            ckptlake.open(f"file://{tmp_path / 'b'}") as b:
+        _deep_version(a, tmp_path / "src")
+        b.push(other, "seed/x", hash="sha256")
+        with pytest.raises(UsageError, match="nested too deeply .* a lake of another chunk hash"):
+            a.copy("deep/a", b)
+    assert os.listdir(tmpd) == []
