@@ -37,20 +37,22 @@ def _deep_version(lake: ckptlake.Lake, src: Path) -> None:
 def test_a_version_1200_directories_deep_pulls_and_pulls_again(lake_url: str,
                                                                tmp_path: Path) -> None:
     dest = tmp_path / "out"
-    with ckptlake.open(lake_url) as lake:
-        _deep_version(lake, tmp_path / "src")
-        r = lake.pull("deep/a", dest)
-        assert r.files == 2
-        assert (dest / DEEP).read_bytes() == b"deep" and (dest / "a").read_bytes() == b"aa"
-        # over itself (--force: the destination is walked), and a partial pull
-        assert lake.pull("deep/a", dest, force=True).files == 2
-        assert lake.pull("deep/a", tmp_path / "part", paths=[DEEP]).files == 1
-        assert b"".join(lake.cat("deep/a", DEEP)) == b"deep"
-    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")], os.listdir(tmp_path)
-    assert not [n for n in os.listdir(dest) if n.startswith(".")], os.listdir(dest)
-    rmtree(str(tmp_path / "out"))  # pytest's own clean-up recurses as deep
-    rmtree(str(tmp_path / "part"))
-    assert not (tmp_path / "out").exists()
+    try:
+        with ckptlake.open(lake_url) as lake:
+            _deep_version(lake, tmp_path / "src")
+            r = lake.pull("deep/a", dest)
+            assert r.files == 2
+            assert (dest / DEEP).read_bytes() == b"deep" and (dest / "a").read_bytes() == b"aa"
+            # over itself (--force: the destination is walked), and a partial pull
+            assert lake.pull("deep/a", dest, force=True).files == 2
+            assert lake.pull("deep/a", tmp_path / "part", paths=[DEEP]).files == 1
+            assert b"".join(lake.cat("deep/a", DEEP)) == b"deep"
+        assert not [n for n in os.listdir(tmp_path) if n.startswith(".")], os.listdir(tmp_path)
+        assert not [n for n in os.listdir(dest) if n.startswith(".")], os.listdir(dest)
+    finally:  # pytest's own clean-up recurses as deep: a failure must not leave the tree
+        for name in os.listdir(tmp_path):
+            rmtree(str(tmp_path / name))
+    assert not dest.exists()
 
 
 def test_push_stops_past_500_levels_on_every_walk(tmp_path: Path, local_lake_url: str) -> None:
