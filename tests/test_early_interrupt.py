@@ -44,3 +44,56 @@ def test_an_interrupt_before_the_command_runs_is_exit_130(tmp_path: Path, where:
                                                   "message": "interrupted", "exit_code": 130}}
     else:
         assert r.stdout == ""
+
+
+WHILE_PARSING = """
+from ckptlake.cli import app as app_module
+import typer.core
+def boom(*a, **k):
+    raise KeyboardInterrupt
+typer.core.TyperGroup.make_context = boom
+"""
+IN_A_CLASS = """
+import ckptlake.cli.app as app_module
+real = app_module.CkptlakeGroup.invoke
+def boom(self, ctx):
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt as e:
+        raise RuntimeError("Error calling __set_name__ on 'Field' instance") from e
+app_module.CkptlakeGroup.invoke = boom
+"""
+
+
+@pytest.mark.parametrize("where", [WHILE_PARSING, IN_A_CLASS], ids=["parsing", "set_name"])
+def test_an_interrupt_while_parsing_or_wrapped_by_python_is_reported(tmp_path: Path,
+                                                                     where: str) -> None:
+    """While the arguments were parsed, Typer made it a silent exit 130 (no line, no JSON);
+    one Python wrapped in a RuntimeError (raised while a class was built in a lazy import)
+    was an internal error, exit 1 (a review, by SIGTERMs 0.1-0.2 s after start)."""
+    args = ["ls", "--lake", str(tmp_path / "lake"), "--json"]
+    script = where + f"import sys\nsys.argv = ['ckptlake', *{args!r}]\n" \
+        "from ckptlake.cli.main import main\nmain()\n"
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "CKPTLAKE_CONFIG": ""})
+    assert r.returncode == 130, (r.returncode, r.stderr)
+    assert r.stderr == "ckptlake: interrupted\n", r.stderr
+    assert json.loads(r.stdout)["error"]["type"] == "Interrupted"
+
+
+def test_a_signal_after_the_command_ends_with_its_exit_code(tmp_path: Path) -> None:
+    """A SIGTERM after a push had committed and printed, during the interpreter's shutdown,
+    killed the process (-15, 143 to a shell) and hid the success (a review)."""
+    (tmp_path / "f").write_bytes(b"x")
+    args = ["push", str(tmp_path / "f"), "a/b", "--lake", str(tmp_path / "lake"), "--json"]
+    script = ("import os, signal, sys, time\n"
+              f"sys.argv = ['ckptlake', *{args!r}]\n"
+              "from ckptlake.cli.main import console\n"
+              "try:\n    console()\n"
+              "except SystemExit as e:\n    code = e.code\n"
+              "os.kill(os.getpid(), signal.SIGTERM)  # as if it came during the shutdown\n"
+              "time.sleep(5)\nprint('not reached')\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "CKPTLAKE_CONFIG": ""})
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert json.loads(r.stdout.strip())["version"] == 1 and "not reached" not in r.stdout

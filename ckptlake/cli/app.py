@@ -351,6 +351,14 @@ class CkptlakeGroup(TyperGroup):
         except KeyboardInterrupt as exc:
             raise _Interrupted() from exc
 
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        """The same while the arguments are parsed (a SIGTERM in a command's first tenths of
+        a second): Typer made it a silent exit 130 there too."""
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt as exc:
+            raise _Interrupted() from exc
+
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,
              **extra: Any) -> Any:
@@ -375,6 +383,14 @@ class CkptlakeGroup(TyperGroup):
             forget_unhandled_interrupt()
             code = report_error(KeyboardInterrupt(), as_json=as_json, debug=False)
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - top level
+            if _interrupt_inside(exc):
+                # Python wraps one raised while a class is built (__set_name__, in a lazy
+                # import) in a RuntimeError: an interrupt all the same, not an internal error
+                from .main import forget_unhandled_interrupt, hold_signals
+
+                hold_signals()
+                forget_unhandled_interrupt()
+                exc = KeyboardInterrupt()
             if _is_click_error(exc):
                 code = _report_usage(exc, as_json=as_json)
             else:
@@ -395,6 +411,17 @@ class CkptlakeGroup(TyperGroup):
         if option is not None and getattr(option, "default", False) is None:
             option.default = False
         return _plain_param(option) if option is not None else None
+
+
+def _interrupt_inside(exc: BaseException) -> bool:
+    """Is `exc` a RuntimeError (or the like) that Python raised around a KeyboardInterrupt?"""
+    seen = 0
+    cause = exc.__cause__
+    while cause is not None and seen < 8:
+        if isinstance(cause, KeyboardInterrupt):
+            return not isinstance(exc, KeyboardInterrupt)
+        cause, seen = cause.__cause__, seen + 1
+    return False
 
 
 class _Interrupted(Exception):

@@ -26,10 +26,12 @@ def main() -> None:
     escape_unencodable_output()
     _PROCESS_ENDS_AFTER[0] = True
     interrupted = False
+    code: Any = 0
     try:
         _main()
     except SystemExit as exc:
         interrupted = exc.code == 130
+        code = exc.code
         raise
     finally:
         _PROCESS_ENDS_AFTER[0] = False
@@ -40,8 +42,46 @@ def main() -> None:
             # killed (-15), instead of exit 130.  (A program running main() in-process is
             # left with them ignored: main is the console script, which ends here.)
             hold_signals()
+        elif _CONSOLE[0]:
+            _end_on_signal(code)
         else:
             restore_signals(ending)  # (main() may run inside another program, in-process)
+
+
+_CONSOLE = [False]
+
+
+def console() -> None:
+    """The `ckptlake` console script and `python -m ckptlake`: main(), in a process that ends
+    with it."""
+    _CONSOLE[0] = True
+    main()
+
+
+def _end_on_signal(code: Any) -> None:
+    """After the command's work, a SIGTERM, SIGHUP or Ctrl-C that comes during the
+    interpreter's shutdown (threads joined, finalizers run) ends the process with the
+    command's own exit code: it killed it (-15) after a push had committed and printed."""
+    import os
+    import signal
+
+    status = code if isinstance(code, int) and not isinstance(code, bool) else \
+        (0 if code is None else 1)
+
+    def end(signum: int, frame: Any) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        os._exit(status)
+
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            try:
+                signal.signal(getattr(signal, name), end)
+            except (OSError, ValueError):  # not the main thread
+                pass
 
 
 def _main() -> None:
@@ -49,6 +89,10 @@ def _main() -> None:
     try:
         app, prog = _load()
     except KeyboardInterrupt:  # a Ctrl-C while the command's modules import: no traceback
+        _interrupted_before_the_command()
+    except RuntimeError as exc:  # one raised while a class is built, wrapped by Python
+        if not isinstance(exc.__cause__, KeyboardInterrupt):
+            raise
         _interrupted_before_the_command()
     try:
         app(prog_name=prog)
