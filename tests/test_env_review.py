@@ -48,11 +48,13 @@ def test_an_empty_config_name_says_so(tmp_path: Path) -> None:
         ckptlake.open(str(tmp_path / "l"), config="")
 
 
-@pytest.mark.parametrize("columns", ["0", "1", "12"])
-def test_help_with_a_tiny_columns_is_still_help(columns: str) -> None:
-    """COLUMNS=0 printed `--help` as one empty line, exit 0."""
+@pytest.mark.parametrize("var,columns", [("COLUMNS", "0"), ("COLUMNS", "1"), ("COLUMNS", "12"),
+                                         ("TERMINAL_WIDTH", "0"), ("TERMINAL_WIDTH", "x")])
+def test_help_with_a_tiny_columns_is_still_help(var: str, columns: str) -> None:
+    """COLUMNS=0 (or Typer's TERMINAL_WIDTH=0) printed `--help` as one empty line, exit 0;
+    TERMINAL_WIDTH=x was an internal error."""
     r = subprocess.run([sys.executable, "-m", "ckptlake", "--help"], capture_output=True,
-                       text=True, env={**os.environ, "COLUMNS": columns}, timeout=60)
+                       text=True, env={**os.environ, var: columns}, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "Usage:" in r.stdout and "push" in r.stdout, r.stdout
 

@@ -63,6 +63,7 @@ def rank_main(rank: int, world: int, port: int, out: str, env: dict[str, str],
               body: Callable[[], dict[str, Any]]) -> None:
     """A spawned rank: join the gloo world, run `body`, write what it returned (or how it
     failed) to OUT/rank<N>.json for the parent to assert on, and exit at once."""
+    os.environ.clear()  # forked from the fork server: its environment is an earlier test's
     os.environ.update(env)
     result: dict[str, Any] = {"rank": rank}
     try:
@@ -244,9 +245,9 @@ def spawn_world(target: Any, world: int, out: Path, *args: Any, seconds: float =
     world, see rank_main); ({rank: report}, exit codes).  No rank may hang."""
     ctx = _context()
     port = _free_port()
-    if env is None:
-        env = {k: v for k, v in os.environ.items()
-               if k.startswith(("AWS_", "XDG_", "CKPTLAKE"))}
+    # the parent's whole environment now, as a spawned rank had it (the fork server's is the
+    # first caller's), with the test's own settings over it
+    env = {**os.environ, **(env or {})}
     procs = [ctx.Process(target=target, args=(r, world, port, *args, str(out), env))
              for r in range(world)]
     hung = run_ranks(procs, seconds)

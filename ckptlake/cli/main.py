@@ -130,11 +130,18 @@ def _interrupted_before_the_command() -> None:
 
 
 def _sane_columns() -> None:
-    """$COLUMNS below 40 (0 or 1 from a broken terminal setting) made rich print `--help` as
-    one empty line: narrower than 40, a table is unreadable anyway."""
-    cols = os.environ.get("COLUMNS", "").strip()
-    if cols.isdigit() and int(cols) < 40:
-        os.environ["COLUMNS"] = "40"
+    """$COLUMNS or Typer's $TERMINAL_WIDTH below 40 (0 or 1 from a broken terminal setting)
+    made rich print `--help` as one empty line: narrower than 40, a table is unreadable
+    anyway.  A $TERMINAL_WIDTH that is no number was an internal error (Typer's int())."""
+    for name in ("COLUMNS", "TERMINAL_WIDTH"):
+        cols = os.environ.get(name)
+        if cols is None:
+            continue
+        if cols.strip().isdigit():
+            if int(cols) < 40:
+                os.environ[name] = "40"
+        elif name == "TERMINAL_WIDTH":
+            del os.environ[name]
 
 
 def escape_unencodable_output() -> None:
