@@ -643,7 +643,7 @@ def _credential_key(key: str) -> bool:
     """A key that holds credentials (`aws_secret_access_key`, `token`, `password`)."""
     from ..redact import is_secret_name
 
-    return is_secret_name(key) or key.lower() in ("aws_access_key_id", "access_key_id")
+    return is_secret_name(key)  # (aws_access_key_id too: `access` qualifies `key`)
 
 
 def _section_hint(key: str) -> str | None:
