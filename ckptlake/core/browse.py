@@ -237,6 +237,13 @@ def walk_path(path: "str | os.PathLike[str]", links: dict[str, str], where: str,
     return cur
 
 
+def names_a_directory(path: "str | os.PathLike[str]") -> bool:
+    """Does PATH end as only a directory's name can (`f.txt/`, `f.txt/.`)?  The disk answers
+    "Not a directory" for a file named so; cat and lake.open served it."""
+    text = _path_text(path)
+    return text.endswith("/") or text.endswith("/.") or text == "."
+
+
 def _shown(path: str) -> str:
     """A version's path in a message: as it is, unless a terminal would act on it (an escape
     sequence, a newline): then with C-style escapes, as `ls` shows it."""
@@ -282,6 +289,9 @@ def find_file(m: Manifest, path: str) -> FileEntry:
                          "file", hint=hint.rstrip())
     for e in m.files:
         if e.path == p and e.symlink is None:
+            if names_a_directory(path):
+                raise NotFound(f"{_path_text(path)!r}: {_shown(p)} in {name} is a file, not a "
+                               "directory", hint=f"ckptlake cat {name} {_arg(p)}")
             return e
     if p == "" or p in m.dirs or any(e.path.startswith(p + "/") for e in m.files):
         raise UsageError(f"{_shown(p) or '/'} in {name} is a directory, not a file",

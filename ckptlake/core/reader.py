@@ -320,12 +320,15 @@ def find_file(m: Manifest, path: str | None) -> FileEntry:
             return m.files[0]
         raise UsageError(f"{ref} is a directory of {len(regular)} files: name one",
                          hint=_some(regular))
-    from .browse import version_dirs, walk_path
+    from .browse import names_a_directory, version_dirs, walk_path
 
     links = {e.path: e.symlink for e in m.files if e.symlink is not None}
     cur = walk_path(path, links, ref, follow_last=True, dirs=lambda: version_dirs(m))
     target = "/".join(cur)
     if target in regular:
+        if names_a_directory(path):
+            raise NotFound(f"{path!r}: {target} in {ref} is a file, not a directory",
+                           hint=f"name the file: {target}")
         return regular[target]
     if m.kind == "file" and not cur:
         return m.files[0]
