@@ -70,18 +70,24 @@ _SECRET_PARTS = frozenset({
     "authorization", "apikey", "signature", "cookie", "bearer", "privatekey", "accesskey",
     "secretkey", "sessiontoken", "securitytoken",
 })
-# Words that name a secret wherever they stand (`hf_token`, `HF_TOKEN_WRITE`, `token_v2`,
-# `db_pass`, `pass_phrase`, `x-auth`) except right before a word that says what is measured or
-# described about them: metrics (`pass_rate`, `humaneval/pass_at_1`, `token_acc`, `auth_f1`)
-# showed as `***` before.  A number after `pass` is a metric too (`pass@1`, `pass_1`).
+# Words that name a secret as a key's last word, trailing numbers aside (`hf_token`,
+# `db_pass`, `SMTP_PASS_1`, `x-auth`), or before a word that says which secret or in what form
+# (`HF_TOKEN_WRITE`, `token_v2`, `pass_phrase`, `auth_header`); before any other word they name
+# a quantity or a setting (`pass_rate`, `token_acc`, `auth_f1`, `token_dropout`,
+# `token_budget`), which a manifest must keep: masking happens when it is written.
 _WEAK_PARTS = frozenset({"token", "pass", "pwd", "auth", "sig", "sas"})
-_NOT_SECRET_AFTER = frozenset({
-    "acc", "accuracy", "rate", "at", "count", "counts", "f1", "score", "len", "length", "id",
-    "ids", "type", "num", "per", "limit", "usage", "loss", "ratio", "frac", "fraction", "pct",
-    "percent", "total", "avg", "mean", "max", "min", "time", "expiry", "expires", "ttl",
-    "url", "uri", "endpoint", "file", "path", "dir", "name", "kind", "mode", "method",
-    "enabled", "required", "level", "k", "n", "precision", "recall", "error", "errors",
+_SECRET_AFTER = frozenset({
+    "header", "value", "val", "string", "str", "text", "data", "b64", "base64", "raw", "json",
+    "env", "write", "read", "ro", "rw", "readonly", "readwrite", "prod", "production", "dev",
+    "staging", "stage", "test", "old", "new", "prev", "next", "bot", "user", "admin", "phrase",
+    "word", "code", "pin", "primary", "secondary", "backup", "main",
 })
+_VERSION_WORD = re.compile(r"v\d+")
+# `pass@1`, `pass_1`, `humaneval/pass_1`: the pass@k metric, as a whole name or `/` segment
+_PASS_AT_K = re.compile(r"(?:^|/)pass(?:@|_at_|_|-)\d+$|pass@", re.IGNORECASE)
+# Tokenizer settings, not secrets (`pad_token: "<pad>"` in a --meta-file)
+_SPECIAL_TOKENS = frozenset({"pad", "eos", "bos", "unk", "sep", "cls", "mask", "start", "end",
+                             "special"})
 # `key` alone is too common (`sort_key`); these before it make it a secret (`api_key`).
 _KEY_QUALIFIERS = frozenset({"api", "access", "secret", "private", "auth", "signing",
                              "encryption", "client", "master", "account", "session", "x"})
@@ -102,14 +108,22 @@ def is_secret_name(name: str) -> bool:
     parts = [p for p in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if p]
     if not parts:
         return False
+    words = list(parts)
+    while len(words) > 1 and words[-1].isdigit():  # `SMTP_PASS_1`: its last word is pass
+        words.pop()
     for i, part in enumerate(parts):
         if part in _SECRET_PARTS or part.endswith(("secret", "password", "passwd", "apikey",
                                                     "credential", "credentials")):
             return True
         if part in _WEAK_PARTS or part.endswith("token"):
             after = parts[i + 1] if i + 1 < len(parts) else None
-            if after is None or not (after in _NOT_SECRET_AFTER
-                                     or (part == "pass" and after.isdigit())):
+            last = i == len(words) - 1
+            if part == "pass" and _PASS_AT_K.search(str(name)):
+                pass  # the pass@k metric
+            elif part == "token" and last and i > 0 and parts[i - 1] in _SPECIAL_TOKENS:
+                pass  # a tokenizer's pad_token, eos_token
+            elif last or (after is not None and (after in _SECRET_AFTER
+                                                 or _VERSION_WORD.fullmatch(after))):
                 return True
         if part == "key" and (len(parts) == 1 or (i > 0 and parts[i - 1] in _KEY_QUALIFIERS)):
             return True
@@ -264,11 +278,10 @@ def _bare_token(m: re.Match[str]) -> str:
     mixed = any(c.isupper() for c in body) and any(c.islower() for c in body)
     digit = any(c.isdigit() for c in body)
     # `sk-` begins ordinary names (`sk-learn-...`): a key has digits and both cases; a Hugging
-    # Face token is 34 letters of both cases (no digit needed); an AWS key id has a digit (20
-    # capitals from A, C, G, T are a DNA sequence: `ACCAGTTAGC...`)
+    # Face token is 34 letters of both cases (no digit needed); 20 capitals all of A, C, G, T
+    # are a DNA sequence (`ACCAGTTAGC...`, a CRISPR guide), not an AWS key id
     if (token.startswith("sk-") and not (digit and mixed)) or \
-            (token.startswith("hf_") and not mixed) or \
-            (token[:4] in ("AKIA", "ASIA", "ABIA", "ACCA") and not digit):
+            (token.startswith("hf_") and not mixed) or not token.strip("ACGT"):
         return token
     return MASK
 

@@ -398,3 +398,41 @@ def test_a_real_hugging_face_token_is_masked_and_dna_is_not() -> None:
     for text in ("ACCAGTTAGCATGCATGCAT.fa", "s3://data/ACCAGTTAGCATGCATGCAT.fa",
                  "guide=ACCAGTTAGCATGCATGCAT", "hf_abcdefghijklmnopqrstuvwxyzabcdefgh"):
         assert redact(text) == text, text
+
+
+# ---- the third review: settings the second rule masked, passwords it let through --------------
+
+@pytest.mark.parametrize("name", ["SMTP_PASS_1", "REDIS_PASS_2", "db_pass_2", "--db-pass-2",
+                                  "NEPTUNE_API_TOKEN", "AZURE_STORAGE_SAS_TOKEN"])
+def test_numbered_and_provider_secret_names(name: str) -> None:
+    from ckptlake.redact import is_secret_name
+
+    assert is_secret_name(name), name
+
+
+@pytest.mark.parametrize("name", ["token_dropout", "token_budget", "token_embeddings",
+                                  "token_labels", "token_drop_rate", "pass_threshold",
+                                  "sig_digits", "pass_through", "auth_token_type", "pad_token",
+                                  "eos_token", "humaneval/pass_1"])
+def test_settings_are_no_secret_names(name: str, tmp_path: Path) -> None:
+    """Masking happens when a manifest is written: these values were destroyed."""
+    from ckptlake.redact import is_secret_name
+
+    assert not is_secret_name(name), name
+
+
+def test_a_hyperparameter_survives_the_push_and_a_password_does_not(tmp_path: Path) -> None:
+    (tmp_path / "meta.yaml").write_text("model:\n  token_dropout: 0.1\n  pad_token: <pad>\n")
+    r, root = _push(tmp_path, "--meta", "token_budget=4096", "--meta",
+                    "SMTP_PASS_1=hunter2hunter2", "--meta-file", str(tmp_path / "meta.yaml"))
+    assert r.exit_code == 0, r.output
+    stored = b"".join(p.read_bytes() for p in root.rglob("*.json"))
+    assert b"hunter2hunter2" not in stored
+    for kept in (b'"token_budget":"4096"', b'"model.token_dropout":"0.1"',
+                 b'"model.pad_token":"<pad>"'):
+        assert kept in stored.replace(b'": "', b'":"'), kept
+
+
+def test_an_aws_key_id_without_a_digit_is_still_masked() -> None:
+    assert redact("AKIAQWERTYUIOPASDFGH") == "***"
+    assert redact("ACCAGTTAGCACGTACGTAC") == "ACCAGTTAGCACGTACGTAC"  # DNA
