@@ -182,3 +182,30 @@ def test_a_deep_version_copied_into_a_lake_of_another_hash_is_refused_and_leaves
         with pytest.raises(UsageError, match="nested too deeply .* a lake of another chunk hash"):
             a.copy("deep/a", b)
     assert os.listdir(tmpd) == []
+
+
+def test_rmtree_of_a_deep_tree_under_a_low_descriptor_limit(tmp_path: Path) -> None:
+    """One descriptor per level ran out at `ulimit -n` (1024 on most Linux machines, 256 on
+    macOS): a 400-level tree was silently left (a review)."""
+    import subprocess
+    import sys
+
+    deep = tmp_path / "deep"
+    script = (
+        "import os, resource, sys\n"
+        "from ckptlake.core.pull import makedirs\n"
+        "from ckptlake.core.fswalk import rmtree\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit("
+        "resource.RLIMIT_NOFILE)[1]))\n"
+        f"top = {str(deep)!r}\n"
+        "leaf = os.path.join(top, *['d'] * 400)\n"
+        "makedirs(leaf)\n"
+        "open(os.path.join(leaf, 'f'), 'w').write('x')\n"
+        "os.makedirs(os.path.join(top, 'side', 'x'))\n"
+        "rmtree(top)\n"
+        "sys.exit(1 if os.path.exists(top) else 0)\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=120)
+    if deep.exists():
+        rmtree(str(deep))
+    assert r.returncode == 0, r.stderr

@@ -34,47 +34,67 @@ def walk(top: str) -> Iterator[tuple[str, list[str], list[str]]]:
 
 def rmtree(top: str) -> None:
     """shutil.rmtree(top, ignore_errors=True) without its recursion (Python 3.11's recurses
-    once per level too), and as safe: every directory is opened relative to its parent's
+    once per level too), and as safe: each directory is opened relative to its parent's
     descriptor with O_NOFOLLOW, so a directory swapped for a symlink meanwhile is unlinked as
-    a link, never followed (a path-based walk deleted what such a link led to).  A `top`
-    that is no directory (a file, a symlink) is left alone, as shutil's refuses it."""
+    a link, never followed (a path-based walk deleted what such a link led to).  One or two
+    descriptors at a time, whatever the depth: going back up is `..` from the child, checked to
+    be the directory it came from (one descriptor per level ran out at `ulimit -n`, and the
+    tree was silently left).  A `top` that is no directory (a file, a symlink) is left alone,
+    as shutil's refuses it."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        root = os.open(top, flags)
+        fd = os.open(top, flags)
     except OSError:
         return
-    # each frame: (descriptor of a directory, its entries not yet handled, its parent's
-    # descriptor and its name there, to rmdir it once it is empty)
-    stack: list[tuple[int, list[str], int | None, str]] = []
 
-    def enter(fd: int, parent: int | None, name: str) -> None:
+    def identity(d: int) -> tuple[int, int]:
+        st = os.fstat(d)
+        return st.st_dev, st.st_ino
+
+    def names(d: int) -> list[str]:
         try:
-            names = os.listdir(fd)
+            return os.listdir(d)
         except OSError:
-            names = []
-        stack.append((fd, names, parent, name))
+            return []
 
-    enter(root, None, top)
-    while stack:
-        fd, names, parent, name = stack[-1]
-        if names:
-            entry = names.pop()
-            try:
-                child = os.open(entry, flags, dir_fd=fd)
-            except OSError:  # a file, a symlink (never followed), or gone: unlink it
+    # frames: [entries not yet handled, (st_dev, st_ino) of the directory, its name in its
+    # parent]; only the deepest frame's directory is open (fd)
+    stack: list[tuple[list[str], tuple[int, int], str]] = [(names(fd), identity(fd), top)]
+    try:
+        while stack:
+            todo, _, name = stack[-1]
+            if todo:
+                entry = todo.pop()
                 try:
-                    os.unlink(entry, dir_fd=fd)
-                except OSError:
-                    pass
+                    child = os.open(entry, flags, dir_fd=fd)
+                except OSError:  # a file, a symlink (never followed), or gone: unlink it
+                    try:
+                        os.unlink(entry, dir_fd=fd)
+                    except OSError:
+                        pass
+                    continue
+                os.close(fd)
+                fd = child
+                stack.append((names(fd), identity(fd), entry))
                 continue
-            enter(child, fd, entry)
-            continue
-        stack.pop()
+            stack.pop()
+            if not stack:
+                break
+            try:
+                parent = os.open("..", flags, dir_fd=fd)
+            except OSError:
+                return
+            os.close(fd)
+            fd = parent
+            if identity(fd) != stack[-1][1]:  # moved meanwhile: stop rather than guess
+                return
+            try:
+                os.rmdir(name, dir_fd=fd)
+            except OSError:
+                pass
+    finally:
         os.close(fd)
-        try:
-            if parent is None:
-                os.rmdir(top)
-            else:
-                os.rmdir(name, dir_fd=parent)
-        except OSError:
-            pass
+    try:
+        os.rmdir(top)
+    except OSError:
+        pass
