@@ -97,3 +97,23 @@ def test_a_signal_after_the_command_ends_with_its_exit_code(tmp_path: Path) -> N
                        timeout=120, env={**os.environ, "CKPTLAKE_CONFIG": ""})
     assert r.returncode == 0, (r.returncode, r.stderr)
     assert json.loads(r.stdout.strip())["version"] == 1 and "not reached" not in r.stdout
+
+
+def test_a_signal_once_the_result_is_printed_ends_with_the_commands_code(tmp_path: Path) -> None:
+    """A SIGTERM just after the result was printed, while the command group unwound, came
+    out as a traceback and exit 130 after a committed push (a review, by a signal sent
+    from gc.freeze() in _main's clean-up)."""
+    (tmp_path / "f").write_bytes(b"x")
+    args = ["push", str(tmp_path / "f"), "a/b", "--lake", str(tmp_path / "lake"), "--json"]
+    script = ("import os, signal, sys\n"
+              "real = sys.exit\n"
+              "def exit(code=0):\n    os.kill(os.getpid(), signal.SIGTERM)\n    real(code)\n"
+              "sys.exit = exit\n"
+              f"sys.argv = ['ckptlake', *{args!r}]\n"
+              "from ckptlake.cli.main import console\nconsole()\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "CKPTLAKE_CONFIG": ""})
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    docs = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+    assert len(docs) == 1 and docs[0]["version"] == 1, r.stdout

@@ -372,6 +372,7 @@ class CkptlakeGroup(TyperGroup):
         from .main import restore_signals, terminate_as_interrupt
 
         ending = terminate_as_interrupt()
+        code: Any = None
         try:
             rv = super().main(args=argv, prog_name=prog_name or PROG, complete_var=complete_var,
                               standalone_mode=False, **extra)
@@ -396,7 +397,15 @@ class CkptlakeGroup(TyperGroup):
             else:
                 code = report_error(_stdout_failure(exc), as_json=as_json, debug=debug)
         finally:
-            restore_signals(ending)
+            from . import main as console_main
+
+            if console_main._CONSOLE[0] and code is not None and code != 130:
+                # the result is out: from here to the process's end a signal ends it with
+                # this code (restored handlers turned one into a traceback and exit 130 after
+                # a committed push had printed its result)
+                console_main._end_on_signal(code)
+            else:
+                restore_signals(ending)
             _VERSION_JSON.reset(version_json)
             if notes is not None:
                 notes.close()

@@ -132,15 +132,18 @@ def _interrupted_before_the_command() -> None:
 def _sane_columns() -> None:
     """$COLUMNS or Typer's $TERMINAL_WIDTH below 40 (0 or 1 from a broken terminal setting)
     made rich print `--help` as one empty line: narrower than 40, a table is unreadable
-    anyway.  A $TERMINAL_WIDTH that is no number was an internal error (Typer's int())."""
+    anyway.  One that is no number (`²` passes isdigit()) was an internal error: dropped."""
     for name in ("COLUMNS", "TERMINAL_WIDTH"):
         cols = os.environ.get(name)
         if cols is None:
             continue
-        if cols.strip().isdigit():
-            if int(cols) < 40:
-                os.environ[name] = "40"
-        elif name == "TERMINAL_WIDTH":
+        try:
+            width = int(cols)
+        except ValueError:  # (`²` passes isdigit(), not int())
+            width = None
+        if width is not None and width < 40:
+            os.environ[name] = "40"
+        elif width is None:
             del os.environ[name]
 
 
