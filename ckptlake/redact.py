@@ -70,24 +70,37 @@ _SECRET_PARTS = frozenset({
     "authorization", "apikey", "signature", "cookie", "bearer", "privatekey", "accesskey",
     "secretkey", "sessiontoken", "securitytoken",
 })
-# Words that name a secret as a key's last word, trailing numbers aside (`hf_token`,
-# `db_pass`, `SMTP_PASS_1`, `x-auth`), or before a word that says which secret or in what form
-# (`HF_TOKEN_WRITE`, `token_v2`, `pass_phrase`, `auth_header`); before any other word they name
-# a quantity or a setting (`pass_rate`, `token_acc`, `auth_f1`, `token_dropout`,
-# `token_budget`), which a manifest must keep: masking happens when it is written.
+# Words that name a secret, with any suffix (`hf_token`, `HF_TOKEN_ORG`, `token_v2`,
+# `GITHUB_TOKEN2`, `db_pass`, `SMTP_PASS_1`, `pass_phrase`, `x-auth`), except before a word that
+# says what is measured or set about them: metrics and hyperparameters (`pass_rate`,
+# `token_acc`, `auth_f1`, `token_dropout`, `token_budget`) showed as `***`, and since masking
+# happens when a manifest is written, their values were lost.  A secret stored in clear is the
+# worse mistake, so an unknown suffix keeps the secret.
 _WEAK_PARTS = frozenset({"token", "pass", "pwd", "auth", "sig", "sas"})
-_SECRET_AFTER = frozenset({
-    "header", "value", "val", "string", "str", "text", "data", "b64", "base64", "raw", "json",
-    "env", "write", "read", "ro", "rw", "readonly", "readwrite", "prod", "production", "dev",
-    "staging", "stage", "test", "old", "new", "prev", "next", "bot", "user", "admin", "phrase",
-    "word", "code", "pin", "primary", "secondary", "backup", "main",
+_NOT_SECRET_AFTER = frozenset({
+    "acc", "accuracy", "rate", "at", "count", "counts", "f1", "score", "len", "length", "id",
+    "ids", "type", "num", "per", "limit", "usage", "loss", "ratio", "frac", "fraction", "pct",
+    "percent", "total", "avg", "mean", "max", "min", "time", "expiry", "expires", "ttl", "url",
+    "uri", "endpoint", "file", "path", "dir", "name", "kind", "mode", "method", "enabled",
+    "required", "level", "k", "n", "precision", "recall", "error", "errors", "dropout",
+    "budget", "embedding", "embeddings", "emb", "merging", "merge", "label", "labels", "weight",
+    "weights", "classification", "cls", "drop", "keep", "pruning", "prune", "entropy",
+    "threshold", "digits", "figs", "through", "hash", "position", "positions", "pos",
+    "mixing", "mixer", "shift", "dim", "size", "scale", "norm", "prob", "probs", "logits",
+    "select", "selection", "sampling", "routing", "importance",
 })
-_VERSION_WORD = re.compile(r"v\d+")
-# `pass@1`, `pass_1`, `humaneval/pass_1`: the pass@k metric, as a whole name or `/` segment
-_PASS_AT_K = re.compile(r"(?:^|/)pass(?:@|_at_|_|-)\d+$|pass@", re.IGNORECASE)
-# Tokenizer settings, not secrets (`pad_token: "<pad>"` in a --meta-file)
+# `pass@1`, `humaneval_pass_1`, `mbpp/pass_10`: the pass@k metric -- lower-case, and not after
+# a word that holds credentials (`db_pass_2`, `SMTP_PASS_1` are passwords)
+_CREDENTIAL_HOLDERS = frozenset({
+    "db", "database", "smtp", "mail", "email", "redis", "mysql", "postgres", "pg", "mongo",
+    "mongodb", "admin", "root", "user", "ftp", "sftp", "ssh", "ldap", "proxy", "vault", "api",
+    "app", "service", "account", "login", "wifi", "vpn", "rabbitmq", "amqp", "kafka",
+})
+# Tokenizer and processor settings, not secrets (`pad_token: "<pad>"` in a --meta-file), and
+# metrics per token (`loss_per_token`, `time_to_first_token`)
 _SPECIAL_TOKENS = frozenset({"pad", "eos", "bos", "unk", "sep", "cls", "mask", "start", "end",
-                             "special"})
+                             "special", "image", "video", "audio", "eot", "im", "boi", "eoi",
+                             "per", "first", "last", "output", "input", "new"})
 # `key` alone is too common (`sort_key`); these before it make it a secret (`api_key`).
 _KEY_QUALIFIERS = frozenset({"api", "access", "secret", "private", "auth", "signing",
                              "encryption", "client", "master", "account", "session", "x"})
@@ -108,23 +121,23 @@ def is_secret_name(name: str) -> bool:
     parts = [p for p in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if p]
     if not parts:
         return False
-    words = list(parts)
-    while len(words) > 1 and words[-1].isdigit():  # `SMTP_PASS_1`: its last word is pass
-        words.pop()
+    upper = str(name).lstrip("-").upper() == str(name).lstrip("-")  # an env var's style
     for i, part in enumerate(parts):
         if part in _SECRET_PARTS or part.endswith(("secret", "password", "passwd", "apikey",
                                                     "credential", "credentials")):
             return True
-        if part in _WEAK_PARTS or part.endswith("token"):
+        word = part.rstrip("0123456789") or part  # `token2`, `pass2`
+        if word in _WEAK_PARTS or word.endswith("token"):
             after = parts[i + 1] if i + 1 < len(parts) else None
-            last = i == len(words) - 1
-            if part == "pass" and _PASS_AT_K.search(str(name)):
-                pass  # the pass@k metric
-            elif part == "token" and last and i > 0 and parts[i - 1] in _SPECIAL_TOKENS:
-                pass  # a tokenizer's pad_token, eos_token
-            elif last or (after is not None and (after in _SECRET_AFTER
-                                                 or _VERSION_WORD.fullmatch(after))):
-                return True
+            before = parts[i - 1] if i > 0 else None
+            if after in _NOT_SECRET_AFTER:
+                continue
+            if word == "pass" and not upper and before not in _CREDENTIAL_HOLDERS and \
+                    ("pass@" in str(name).lower() or (after is not None and after.isdigit())):
+                continue  # the pass@k metric
+            if word == "token" and after is None and before in _SPECIAL_TOKENS:
+                continue  # pad_token, image_token, loss_per_token
+            return True
         if part == "key" and (len(parts) == 1 or (i > 0 and parts[i - 1] in _KEY_QUALIFIERS)):
             return True
     joined = "".join(parts)
