@@ -209,3 +209,26 @@ def test_rmtree_of_a_deep_tree_under_a_low_descriptor_limit(tmp_path: Path) -> N
     if deep.exists():
         rmtree(str(deep))
     assert r.returncode == 0, r.stderr
+
+
+def test_rmtree_goes_on_past_a_directory_it_cannot_search(tmp_path: Path) -> None:
+    """`..` from a directory without search permission fails: the whole rest of the tree was
+    left (a review, as a non-root user).  Root searches anything, so the failure is made."""
+    from ckptlake.core import fswalk
+
+    top = tmp_path / "t"
+    for i in range(4):
+        (top / f"s{i}" / "x").mkdir(parents=True)
+        (top / f"s{i}" / "x" / "f").write_text("f")
+    real = os.open
+
+    def open_(path: Any, flags: int, *a: Any, **kw: Any) -> int:
+        if path == ".." and kw.get("dir_fd") is not None:
+            raise PermissionError(13, "Permission denied")
+        return real(path, flags, *a, **kw)
+
+    import pytest as _pytest
+    with _pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fswalk.os, "open", open_)
+        rmtree(str(top))
+    assert not top.exists(), sorted(str(p) for p in top.rglob("*"))

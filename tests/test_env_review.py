@@ -50,7 +50,8 @@ def test_an_empty_config_name_says_so(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("var,columns", [("COLUMNS", "0"), ("COLUMNS", "1"), ("COLUMNS", "12"),
                                          ("TERMINAL_WIDTH", "0"), ("TERMINAL_WIDTH", "x"),
-                                         ("TERMINAL_WIDTH", "\u00b2"), ("COLUMNS", "\u00b2")])
+                                         ("TERMINAL_WIDTH", "\u00b2"), ("COLUMNS", "\u00b2"),
+                                         ("COLUMNS", "99999999999999999999")])
 def test_help_with_a_tiny_columns_is_still_help(var: str, columns: str) -> None:
     """COLUMNS=0 (or Typer's TERMINAL_WIDTH=0) printed `--help` as one empty line, exit 0;
     TERMINAL_WIDTH=x was an internal error."""

@@ -143,7 +143,7 @@ def _sane_columns() -> None:
             width = None
         if width is not None and width < 40:
             os.environ[name] = "40"
-        elif width is None:
+        elif width is None or width > 1000:  # (10**20 overflowed an index: internal error)
             del os.environ[name]
 
 

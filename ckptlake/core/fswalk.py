@@ -82,8 +82,11 @@ def rmtree(top: str) -> None:
                 break
             try:
                 parent = os.open("..", flags, dir_fd=fd)
-            except OSError:
-                return
+            except OSError:  # no search permission on the child: back by path, checked
+                try:
+                    parent = os.open(os.path.join(top, *(f[2] for f in stack[1:])), flags)
+                except OSError:
+                    return
             os.close(fd)
             fd = parent
             if identity(fd) != stack[-1][1]:  # moved meanwhile: stop rather than guess
