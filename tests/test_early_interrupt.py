@@ -28,15 +28,21 @@ sys.meta_path.insert(0, Stop())
 """
 
 
+def _run_main(prelude: str, args: list[str]) -> subprocess.CompletedProcess:
+    """`prelude` (which plants the interrupt), then the CLI's main() on `args`, in a process
+    of its own."""
+    script = prelude + f"import sys\nsys.argv = ['ckptlake', *{args!r}]\n" \
+        "from ckptlake.cli.main import main\nmain()\n"
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "CKPTLAKE_CONFIG": ""})
+
+
 @pytest.mark.parametrize("where", [WHILE_BUILDING, WHILE_IMPORTING], ids=["building", "importing"])
 @pytest.mark.parametrize("as_json", [True, False], ids=["json", "text"])
 def test_an_interrupt_before_the_command_runs_is_exit_130(tmp_path: Path, where: str,
                                                           as_json: bool) -> None:
-    args = ["ls", "--lake", str(tmp_path / "lake")] + (["--json"] if as_json else [])
-    script = where + f"import sys\nsys.argv = ['ckptlake', *{args!r}]\n" \
-        "from ckptlake.cli.main import main\nmain()\n"
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                       timeout=120, env={**os.environ, "CKPTLAKE_CONFIG": ""})
+    r = _run_main(where, ["ls", "--lake", str(tmp_path / "lake")]
+                  + (["--json"] if as_json else []))
     assert r.returncode == 130, (r.returncode, r.stderr)
     assert r.stderr == "ckptlake: interrupted\n", r.stderr
     if as_json:
@@ -71,11 +77,7 @@ def test_an_interrupt_while_parsing_or_wrapped_by_python_is_reported(tmp_path: P
     """While the arguments were parsed, Typer made it a silent exit 130 (no line, no JSON);
     one Python wrapped in a RuntimeError (raised while a class was built in a lazy import)
     was an internal error, exit 1 (a review, by SIGTERMs 0.1-0.2 s after start)."""
-    args = ["ls", "--lake", str(tmp_path / "lake"), "--json"]
-    script = where + f"import sys\nsys.argv = ['ckptlake', *{args!r}]\n" \
-        "from ckptlake.cli.main import main\nmain()\n"
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                       timeout=120, env={**os.environ, "CKPTLAKE_CONFIG": ""})
+    r = _run_main(where, ["ls", "--lake", str(tmp_path / "lake"), "--json"])
     assert r.returncode == 130, (r.returncode, r.stderr)
     assert r.stderr == "ckptlake: interrupted\n", r.stderr
     assert json.loads(r.stdout)["error"]["type"] == "Interrupted"
