@@ -103,7 +103,14 @@ _SPECIAL_TOKENS = frozenset({"pad", "eos", "bos", "unk", "sep", "cls", "mask", "
                              "per", "first", "last", "output", "input", "new"})
 # `key` alone is too common (`sort_key`); these before it make it a secret (`api_key`).
 _KEY_QUALIFIERS = frozenset({"api", "access", "secret", "private", "auth", "signing",
-                             "encryption", "client", "master", "account", "session", "x"})
+                             "encryption", "client", "master", "account", "session", "x",
+                             # a provider's or a service's key (`KAGGLE_KEY`,
+                             # `AZURE_STORAGE_KEY`, `--wandb-key`)
+                             "kaggle", "storage", "wandb", "openai", "anthropic", "hf",
+                             "huggingface", "comet", "neptune", "github", "gitlab", "slack",
+                             "stripe", "sendgrid", "azure", "gcp", "google", "aws", "ssh",
+                             "gpg", "pgp", "license", "hmac", "jwt", "webhook", "deploy",
+                             "service", "consumer", "subscription", "shared", "sas"})
 
 
 # Every name `is_secret_name` accepts holds one of these (letters and digits only, any case);

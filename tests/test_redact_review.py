@@ -406,7 +406,8 @@ def test_a_real_hugging_face_token_is_masked_and_dna_is_not() -> None:
                                   "NEPTUNE_API_TOKEN", "AZURE_STORAGE_SAS_TOKEN", "HF_TOKEN_ORG",
                                   "GITHUB_TOKEN_CI", "DB_PASS_ROOT", "TOKEN_GITHUB",
                                   "VAULT_TOKEN_ROOT", "--hf-token-org", "GITHUB_TOKEN2",
-                                  "DB_PASS2", "MYSQL_PWD2", "hfToken2"])
+                                  "DB_PASS2", "MYSQL_PWD2", "hfToken2", "KAGGLE_KEY",
+                                  "AZURE_STORAGE_KEY", "--wandb-key", "SSH_KEY"])
 def test_numbered_and_provider_secret_names(name: str) -> None:
     from ckptlake.redact import is_secret_name
 
@@ -417,7 +418,8 @@ def test_numbered_and_provider_secret_names(name: str) -> None:
                                   "token_labels", "token_drop_rate", "pass_threshold",
                                   "sig_digits", "pass_through", "pad_token", "eos_token",
                                   "humaneval/pass_1", "humaneval_pass_1", "mbpp_pass_10",
-                                  "loss_per_token", "time_to_first_token", "image_token"])
+                                  "loss_per_token", "time_to_first_token", "image_token",
+                                  "sort_key", "cache_key", "primary_key", "partition_key"])
 def test_settings_are_no_secret_names(name: str, tmp_path: Path) -> None:
     """Masking happens when a manifest is written: these values were destroyed."""
     from ckptlake.redact import is_secret_name
