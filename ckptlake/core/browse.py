@@ -279,6 +279,16 @@ def find_file(m: Manifest, path: str) -> FileEntry:
     name = f"{m.artifact}@v{m.version}"
     links = {e.path: e.symlink for e in m.files if e.symlink is not None}
     p = "/".join(walk_path(path, links, name, follow_last=False, dirs=lambda: version_dirs(m)))
+    if p in links and names_a_directory(path):
+        # `lnk/` as the disk reads it: the link followed, and a file there is no directory
+        try:
+            there = "/".join(walk_path(p, links, name, follow_last=True))
+        except (NotFound, UsageError, IntegrityError):
+            there = None
+        if there is not None and any(e.path == there and e.symlink is None for e in m.files):
+            raise NotFound(f"{_path_text(path)!r}: {_shown(p)} in {name} leads to the file "
+                           f"{_shown(there)}, not a directory",
+                           hint=f"ckptlake cat {name} {_arg(there)}")
     if p in links:
         target = posixpath.normpath(posixpath.join(posixpath.dirname(p), links[p]))
         hint = f"cat its target: ckptlake cat {name} {_arg(target)}"
