@@ -1047,9 +1047,12 @@ class Lake:
     def _nothing_to_delete(self, artifact: str, pending: list[int]) -> NotFound:
         """delete_artifact with no version left to delete: deleted already (tombstones say
         so), or never pushed; its pending sharded steps, if any, are what is left."""
-        steps = (f"; its pending sharded {'step' if len(pending) == 1 else 'steps'} "
-                 f"({', '.join(f'step={s}' for s in pending[:5])}{' ...' if len(pending) > 5 else ''})"
-                 f" {'is' if len(pending) == 1 else 'are'} no version" if pending else "")
+        from .core.shards import describe_steps
+
+        one = len(pending) == 1
+        steps = (f"; its pending sharded {'step' if one else 'steps'} "
+                 f"({describe_steps(pending)}) {'is' if one else 'are'} no version"
+                 if pending else "")
         discard = (f"discard a pending step with: ckptlake rm {artifact}@step={pending[0]} "
                    "--pending" if pending else "")
         if next(iter(self.store.list(layout.tombstones_prefix(artifact))), None) is not None:

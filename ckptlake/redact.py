@@ -289,7 +289,9 @@ _BARE_TOKEN = re.compile(
     r"|sk-(?:[a-z]{2,8}-)?[A-Za-z0-9_\-]{32,255}"    # OpenAI, Anthropic
     r"|eyJ[A-Za-z0-9_\-]{8,4096}\.eyJ[A-Za-z0-9_\-]{8,8192}\.[A-Za-z0-9_\-]{0,1024}"  # a JWT
     r")(?![A-Za-z0-9_\-])")
-_BARE_HINT = ("AKIA", "ASIA", "ABIA", "ACCA", "gh", "github_pat_", "glpat-", "hf_", "xox", "AIza", "sk-", "eyJ")
+# each form's fixed part: most text holds none, and is not scanned
+_BARE_HINT = ("AKIA", "ASIA", "ABIA", "ACCA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_",
+              "github_pat_", "glpat-", "hf_", "xox", "AIza", "sk-", "eyJ")
 
 
 def _bare_token(m: re.Match[str]) -> str:

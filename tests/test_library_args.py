@@ -240,7 +240,7 @@ def test_a_writer_takes_a_pathlib_name(lake: Lake) -> None:
     with lake.writer("w/a", Path("sub") / "m.pt") as f:
         f.write(b"abc")
     assert [r["path"] for r in lake.files("w/a")["files"]] == ["sub/m.pt"]
-    with pytest.raises(UsageError, match="the file path must be a string or os.PathLike, got 5"):
+    with pytest.raises(UsageError, match="a path inside a version must be a string, got 5"):
         lake.writer("w/a", 5)  # type: ignore[arg-type]
 
 

@@ -221,9 +221,11 @@ def all_note(r: "DeleteArtifactResult") -> str:
 def _pending_steps(r: "DeleteArtifactResult") -> str:
     """Steps a sharded save has not committed are no versions: rm leaves them, and the
     commit of one (its last rank, a takeover) makes a new version of the artifact."""
+    from ..core.shards import describe_steps
+
     n = len(r.pending)
-    steps = ", ".join(f"step={s}" for s in r.pending[:5]) + (" ..." if n > 5 else "")
-    return (f"{r.artifact} also has {plural(n, 'pending sharded step')} ({steps}), which rm "
+    return (f"{r.artifact} also has {plural(n, 'pending sharded step')} "
+            f"({describe_steps(r.pending)}), which rm "
             f"leaves: a commit of one makes a new version of it; discard "
             f"{'it' if n == 1 else 'each'} with `ckptlake rm {r.artifact}@step={r.pending[0]} "
             "--pending`")

@@ -19,17 +19,18 @@ def walk(top: str) -> Iterator[tuple[str, list[str], list[str]]]:
                 entries = list(it)
         except OSError:
             continue
-        dirs, files = [], []
+        dirs, files, links = [], [], set()
         for entry in entries:
             try:
                 is_dir = entry.is_dir()
+                if is_dir and entry.is_symlink():
+                    links.add(entry.name)
             except OSError:
                 is_dir = False
             (dirs if is_dir else files).append(entry.name)
         yield here, dirs, files
         # as os.walk: a symlink to a directory is listed among dirs and not entered
-        stack.extend(os.path.join(here, d) for d in reversed(dirs)
-                     if not os.path.islink(os.path.join(here, d)))
+        stack.extend(os.path.join(here, d) for d in reversed(dirs) if d not in links)
 
 
 def rmtree(top: str) -> None:

@@ -177,20 +177,7 @@ class _Placement:
     def _inside(self, directory: str) -> bool:
         """_inside(root_real, directory), from the parent's answer (a realpath per directory
         costs one lstat per level each: a version 1,200 directories deep took 27 s)."""
-        todo: list[tuple[str, str]] = []
-        real = self._reals.get(directory)
-        while real is None:
-            parent, name = os.path.split(directory)
-            if not name or parent == directory or not directory.startswith(self.final_root):
-                real = self._reals[directory] = os.path.realpath(directory)
-                break
-            todo.append((directory, name))
-            directory = parent
-            real = self._reals.get(directory)
-        for directory, name in reversed(todo):
-            here = os.path.join(real, name)
-            real = self._reals[directory] = os.path.realpath(here) if os.path.islink(here) \
-                else here
+        real = _real_dir(directory, self.final_root, self._reals)
         return real == self.root_real or real.startswith(self.root_real.rstrip(os.sep) + os.sep)
 
     def _plan(self, force: bool) -> None:
@@ -540,32 +527,12 @@ def _check_landing(p: "_Placement", lake_url: str) -> None:
         return
     lake = os.path.realpath(lake_url[len("file://"):])
     inside = lake.rstrip(os.sep) + os.sep
-    seen: dict[str, str] = {}
-
-    def real_of(directory: str) -> str:
-        """realpath, one lstat per directory: a parent's answer is reused (a realpath per
-        directory cost a warm pull of 2,000 directories ~25 %).  A loop, not a recursion: a
-        version 1,000 directories deep was a RecursionError (exit 1)."""
-        todo: list[tuple[str, str]] = []  # (directory, its name), deepest first
-        got = seen.get(directory)
-        while got is None:
-            parent, name = os.path.split(directory)
-            if not name or parent == directory or not directory.startswith(p.final_root):
-                got = seen[directory] = os.path.realpath(directory)
-                break
-            todo.append((directory, name))
-            directory = parent
-            got = seen.get(directory)
-        for directory, name in reversed(todo):
-            here = os.path.join(got, name)
-            got = seen[directory] = os.path.realpath(here) if os.path.islink(here) else here
-        return got
-
+    seen: dict[str, str] = {}  # (a realpath per directory cost a warm pull of 2,000 ~25 %)
     paths = [*p.finals.values(),
              *(os.path.join(p.final_root, *d.split("/"), "") for d in p.m.dirs)]
     for final in paths:
         parent = os.path.dirname(final)
-        real = real_of(parent)
+        real = _real_dir(parent, p.final_root, seen)
         if real == lake or real.startswith(inside):
             raise UsageError(f"{p.m.artifact}@v{p.m.version} would place "
                              f"{os.path.relpath(final, p.final_root)} inside the lake "
@@ -573,6 +540,26 @@ def _check_landing(p: "_Placement", lake_url: str) -> None:
                              "into the lake's own files",
                              hint="pull into a directory whose symlinks do not lead into the "
                                   "lake")
+
+
+def _real_dir(directory: str, root: str, known: dict[str, str]) -> str:
+    """os.path.realpath(directory), one lstat per directory below `root`: a parent's answer
+    (kept in `known`) is reused, and the chain is a loop, not a recursion (a version 1,000
+    directories deep was a RecursionError, exit 1)."""
+    todo: list[tuple[str, str]] = []  # (directory, its name), deepest first
+    real = known.get(directory)
+    while real is None:
+        parent, name = os.path.split(directory)
+        if not name or parent == directory or not directory.startswith(root):
+            real = known[directory] = os.path.realpath(directory)
+            break
+        todo.append((directory, name))
+        directory = parent
+        real = known.get(directory)
+    for directory, name in reversed(todo):
+        here = os.path.join(real, name)
+        real = known[directory] = os.path.realpath(here) if os.path.islink(here) else here
+    return real
 
 
 def makedirs(path: str) -> None:

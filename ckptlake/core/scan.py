@@ -397,7 +397,7 @@ def _walk(tree: SourceTree, absdir: str, reldir: str, real_root: str,
     if reldir.count("/") > MAX_DEPTH:
         raise TooDeep(f"{tree.root} holds directories nested too deeply to push (more than "
                       f"{MAX_DEPTH} levels)",
-                         hint="--exclude what lies that deep, or push a directory below it")
+                      hint="--exclude what lies that deep, or push a directory below it")
     if avoid is not None and reldir and _below(real, avoid):
         where = reldir.rstrip("/")
         raise UsageError(f"the push source's {where}/ leads into the lake {avoid}, so every "

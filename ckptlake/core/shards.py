@@ -1098,6 +1098,11 @@ def _rerun_hint(artifact: str, step: int, removable: bool) -> str:
 
 # ---- pending ----------------------------------------------------------------------------------
 
+def describe_steps(steps: Sequence[int], limit: int = 5) -> str:
+    """'step=200, step=300 ...': pending steps in a message, the first `limit` of them."""
+    return ", ".join(f"step={s}" for s in steps[:limit]) + (" ..." if len(steps) > limit else "")
+
+
 def pending(store: Store, artifact: str | None = None, *,
             stale_after: float = DEFAULT_STALE_AFTER) -> list[PendingStep]:
     """Sharded steps without a committed version, oldest step first (read-only).

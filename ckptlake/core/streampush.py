@@ -369,12 +369,9 @@ def check_path(path: "str | os.PathLike[str]") -> str:
     """A file name for a one-file version: a plain relative path (as a manifest holds).  A
     pathlib path is its text, as push and pull take one."""
     from ..format.manifest import check_relpath
+    from .browse import _path_text
 
-    if isinstance(path, os.PathLike) and isinstance(text := os.fspath(path), str):
-        path = text.replace(os.sep, "/")
-    if not isinstance(path, str):
-        raise UsageError(f"the file path must be a string or os.PathLike, got {path!r}",
-                         hint="give a relative path such as model.pt")
+    path = _path_text(path)
     try:
         return check_relpath(path, what="file path")
     except Exception as exc:  # noqa: BLE001 - the caller's argument, not a bad manifest
