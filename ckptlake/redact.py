@@ -113,6 +113,11 @@ _KEY_QUALIFIERS = frozenset({"api", "access", "secret", "private", "auth", "sign
                              "service", "consumer", "subscription", "shared", "sas"})
 
 
+# `tokens` is a count far more often than a secret (`max_tokens`, `tokens_seen`); after these
+# it is a list of credentials (`API_TOKENS`, `GITHUB_TOKENS`).
+_TOKENS_HOLDERS = (_KEY_QUALIFIERS | _CREDENTIAL_HOLDERS) - {"x"}
+
+
 # Every name `is_secret_name` accepts holds one of these (letters and digits only, any case);
 # most names hold none, and redaction asks about every `name=` in a text.
 _SECRET_HINT = re.compile(r"token|secret|pass|pwd|credential|auth|key|sig|cookie|bearer|sas")
@@ -147,6 +152,9 @@ def is_secret_name(name: str) -> bool:
             return True
         if part == "key" and (len(parts) == 1 or (i > 0 and parts[i - 1] in _KEY_QUALIFIERS)):
             return True
+        if word.endswith("tokens") and i > 0 and parts[i - 1] in _TOKENS_HOLDERS and \
+                (i + 1 == len(parts) or parts[i + 1] not in _NOT_SECRET_AFTER):
+            return True  # API_TOKENS, HF_TOKENS; not max_tokens, num_tokens, image_tokens
     joined = "".join(parts)
     return any(w in joined for w in ("secret", "passw", "credential", "apikey", "accesskey",
                                       "privatekey"))

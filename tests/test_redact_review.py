@@ -407,7 +407,8 @@ def test_a_real_hugging_face_token_is_masked_and_dna_is_not() -> None:
                                   "GITHUB_TOKEN_CI", "DB_PASS_ROOT", "TOKEN_GITHUB",
                                   "VAULT_TOKEN_ROOT", "--hf-token-org", "GITHUB_TOKEN2",
                                   "DB_PASS2", "MYSQL_PWD2", "hfToken2", "KAGGLE_KEY",
-                                  "AZURE_STORAGE_KEY", "--wandb-key", "SSH_KEY"])
+                                  "AZURE_STORAGE_KEY", "--wandb-key", "SSH_KEY", "API_TOKENS",
+                                  "HF_TOKENS", "--github-tokens", "VAULT_TOKENS2"])
 def test_numbered_and_provider_secret_names(name: str) -> None:
     from ckptlake.redact import is_secret_name
 
@@ -419,7 +420,9 @@ def test_numbered_and_provider_secret_names(name: str) -> None:
                                   "sig_digits", "pass_through", "pad_token", "eos_token",
                                   "humaneval/pass_1", "humaneval_pass_1", "mbpp_pass_10",
                                   "loss_per_token", "time_to_first_token", "image_token",
-                                  "sort_key", "cache_key", "primary_key", "partition_key"])
+                                  "sort_key", "cache_key", "primary_key", "partition_key",
+                                  "max_tokens", "num_tokens", "image_tokens", "tokens_seen",
+                                  "api_tokens_per_sec", "total_tokens"])
 def test_settings_are_no_secret_names(name: str, tmp_path: Path) -> None:
     """Masking happens when a manifest is written: these values were destroyed."""
     from ckptlake.redact import is_secret_name
