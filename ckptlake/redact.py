@@ -29,6 +29,7 @@ Rules (docs/format.md, "Lineage", repeats them for a second implementation):
 from __future__ import annotations
 
 import functools
+import os
 import re
 import threading
 from typing import Any, Iterable, Sequence
@@ -316,15 +317,58 @@ def _bare_token(m: re.Match[str]) -> str:
     return MASK
 
 
+# A file path inside a version is lake content the user put there, not a credential that
+# leaked into the output: a Hive-style `key=2026/part.parquet` showed as `key=***`, in --json
+# too, where a script pulls by the paths it reads.  Output marks such spans with `verbatim`;
+# the opening mark holds a per-process random part, so no text from outside (a file name, a
+# metadata value) can open a span and carry a secret past `redact`.
+_KEEP_OPEN = "\ue000" + os.urandom(8).hex() + "\ue001"
+_KEEP_CLOSE = "\ue002"
+
+
+def verbatim(text: str) -> str:
+    """`text` marked for `redact` to leave alone (only the process's known secrets are masked
+    in it); `redact` removes the marks.  A text that holds a closing mark is not marked."""
+    text = str(text)
+    return text if _KEEP_CLOSE in text else f"{_KEEP_OPEN}{text}{_KEEP_CLOSE}"
+
+
+def kept_spans(text: str) -> list[tuple[str, bool]]:
+    """`text` cut into (piece, marked by `verbatim`) pairs, the marks removed."""
+    first, *rest = text.split(_KEEP_OPEN)
+    out = [(first, False)] if first else []
+    for piece in rest:
+        kept, closed, after = piece.partition(_KEEP_CLOSE)
+        if not closed:  # an opening mark without its end: nothing in it is vouched for
+            out.append((kept, False))
+            continue
+        out.append((kept, True))
+        if after:
+            out.append((after, False))
+    return out
+
+
 def redact(text: str) -> str:
     """`text` with every URL credential, query value, secret-named `key=value`, `"key": value`
     and `key: value` and known secret value masked, the value after a secret-named option
-    (`--hf-token X`) or `Bearer`, and a provider token recognisable by its form (`ghp_...`)."""
+    (`--hf-token X`) or `Bearer`, and a provider token recognisable by its form (`ghp_...`);
+    spans marked by `verbatim` are kept as they are (but for known secret values)."""
     text = str(text)
+    if _KEEP_OPEN in text:
+        return "".join(_known_masked(piece) if kept else _redact(piece)
+                       for piece, kept in kept_spans(text))
+    return _redact(text)
+
+
+def _known_masked(text: str) -> str:
     for secret in _known_secrets:
         if secret in text:
             text = text.replace(secret, MASK)
-    text = redact_url(text)
+    return text
+
+
+def _redact(text: str) -> str:
+    text = redact_url(_known_masked(text))
     if "=" in text:
         text = _secret_pairs(text)
     if ":" in text:

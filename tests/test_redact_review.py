@@ -445,3 +445,69 @@ def test_a_hyperparameter_survives_the_push_and_a_password_does_not(tmp_path: Pa
 def test_an_aws_key_id_without_a_digit_is_still_masked() -> None:
     assert redact("AKIAQWERTYUIOPASDFGH") == "***"
     assert redact("ACCAGTTAGCACGTACGTAC") == "ACCAGTTAGCACGTACGTAC"  # DNA
+
+
+# ---- file paths inside a version are content, not leaked credentials ------------------------
+
+PATHS = ("key=2026/part-0.txt", "token=x", "sig=abc.bin")
+
+
+def _two_versions(tmp_path: Path) -> tuple[Path, Callable[..., Any]]:
+    src = tmp_path / "src"
+    for p in PATHS:
+        (src / p).parent.mkdir(parents=True, exist_ok=True)
+        (src / p).write_text(p)
+    root = tmp_path / "lake"
+
+    def run(*args: str) -> Any:
+        r = CliRunner().invoke(app, [*args, "--lake", str(root)])
+        assert r.exit_code == 0, r.output
+        return r
+
+    run("push", str(src), "demo/ck", "--meta", f"hf_token={HF}")
+    (src / "token=x").write_text("changed")
+    run("push", str(src), "demo/ck")
+    return root, run
+
+
+def test_ls_show_and_diff_print_file_paths_as_they_are(tmp_path: Path) -> None:
+    """A Hive-style `key=2026/part-0.txt` showed as `key=***` in ls, show and diff, --json too,
+    where a script pulls by the paths it reads."""
+    _, run = _two_versions(tmp_path)
+    listed = json.loads(run("ls", "demo/ck@v1", "--json").stdout)
+    assert sorted(f["path"] for f in listed["files"] if f["kind"] != "dir") == sorted(PATHS)
+    for args in (("ls", "demo/ck@v1"), ("ls", "demo/ck@v1", "--tree"), ("show", "demo/ck@v1"),
+                 ("show", "demo/ck@v1", "--json")):
+        out = run(*args).stdout
+        assert MASK not in out.replace(f'"hf_token": "{MASK}"', "").replace(
+            f"hf_token={MASK}", ""), (args, out)
+        for p in PATHS:
+            assert p.rsplit("/", 1)[-1] in out, (args, p, out)
+        assert HF not in out and "\ue000" not in out and "\ue002" not in out
+    shown = json.loads(run("show", "demo/ck@v1", "--json").stdout)
+    assert sorted(f["path"] for f in shown["files"]) == sorted(PATHS)
+    assert shown["metadata"]["hf_token"] == MASK  # what is secret stays masked
+    diff = json.loads(run("diff", "demo/ck@v1", "demo/ck@v2", "--json").stdout)
+    assert [f["path"] for f in diff["files"]["modified"]] == ["token=x"]
+    assert sorted(f["path"] for f in diff["files"]["unchanged"]) == ["key=2026/part-0.txt",
+                                                                      "sig=abc.bin"]
+    assert [c["path"] for c in diff["contents"]] == ["token=x"]
+    human = run("diff", "demo/ck@v1", "demo/ck@v2").stdout
+    assert "  M token=x  " in human and MASK not in human.replace(f"hf_token: {MASK}", "")
+
+
+def test_a_kept_span_cannot_be_opened_from_outside(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the output marks a path: text holding look-alike marks (a metadata value, a file
+    name) is redacted as any other."""
+    from ckptlake.redact import verbatim
+
+    assert redact(verbatim("token=x")) == "token=x"
+    assert redact(f"a {verbatim('key=1')} token=y") == f"a key=1 token={MASK}"
+    forged = "\ue000" + "0" * 16 + "\ue001" + f"token={KEY}\ue002"
+    assert KEY not in redact(forged)
+    assert KEY not in redact(f"\ue000token={KEY}\ue002")
+    assert redact(verbatim(f"token={KEY}\ue002")).startswith(f"token={MASK}")  # a closing mark
+    monkeypatch.setattr(redact_module, "_known_secrets", ())
+    monkeypatch.setattr(redact_module, "_known_recent", [])
+    redact_module.remember_secrets([KEY])
+    assert redact(verbatim(f"dir/{KEY}")) == f"dir/{MASK}"  # the store's own secret

@@ -5,9 +5,10 @@ from typing import Annotated, Any, Callable
 
 import typer
 
+from ..redact import verbatim
 from .egress import confirm_egress, egress_policy, estimate_summary, warn_egress
 from .help import epilog, examples
-from .text import shown_name
+from .text import exact_paths, shown_line, shown_path
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt)
 from .output import (Output, format_bytes, lake_origin, lake_url, open_lake, plural,
@@ -99,12 +100,29 @@ def diff(
                                  yes=yes,
                                  confirm=confirm_egress(out),
                                  on_estimate=lambda e: warn_egress(out, e, yes))
-            doc = {"lake": lake_url(handle), **result.to_dict()} if out.json else {}
+            doc = {"lake": lake_url(handle), **_exact(result.to_dict())} if out.json else {}
             out.result(doc, render(result) if out.human else None)
         finally:
             handle.close()
     if exit_code and not result.identical:
         raise typer.Exit(1)
+
+
+def _exact(doc: dict[str, Any]) -> dict[str, Any]:
+    """The --json document with every file path in it marked for redaction to leave alone
+    (text.exact_paths): a script reads the paths that differ to act on them."""
+    f = doc["files"]
+    doc["files"] = {**f, **{k: exact_paths(f[k]) for k in ("added", "removed", "modified",
+                                                            "unchanged")},
+                    **{k: [verbatim(d) for d in f[k]] for k in ("dirs_added", "dirs_removed")}}
+    t = doc["tensors"]
+    doc["tensors"] = {**t, **{k: exact_paths(v, ("file", "file_a")) for k, v in t.items()
+                              if isinstance(v, list) and v and isinstance(v[0], dict)},
+                      "files": [verbatim(x) for x in t["files"]],
+                      "untracked_files": [verbatim(x) for x in t["untracked_files"]]}
+    if doc.get("contents"):
+        doc["contents"] = exact_paths(doc["contents"])
+    return doc
 
 
 def _num(x: Any) -> str:
@@ -128,8 +146,8 @@ def _tensor_name(with_file: bool) -> Callable[[dict[str, Any]], str]:
     def name(x: dict[str, Any]) -> str:
         if not with_file:
             return str(x["name"])
-        where = x["file"] if x.get("file_a", x["file"]) == x["file"] else \
-            f"{x['file_a']} -> {x['file']}"
+        where = shown_path(x["file"]) if x.get("file_a", x["file"]) == x["file"] else \
+            f"{shown_path(x['file_a'])} -> {shown_path(x['file'])}"
         return f"{x['name']} ({where})"
 
     return name
@@ -169,12 +187,12 @@ def render(r: Any) -> str:
     notes = {"mode": "  (executable bit only)",
              "unknown": "  (cut into chunks differently: bytes not compared; --inspect reads "
                         "both to tell)"}
-    entries = [f"  M {x['path']}  {size(x['size_a'])} -> {size(x['size_b'])}"
+    entries = [f"  M {shown_path(x['path'])}  {size(x['size_a'])} -> {size(x['size_b'])}"
                + notes.get(x.get("content", ""), "") for x in f["modified"]]
-    entries += [f"  A {x['path']}  {size(x['size'])}" for x in f["added"]]
-    entries += [f"  D {x['path']}  {size(x['size'])}" for x in f["removed"]]
-    entries += [f"  A {d}/" for d in f["dirs_added"]]
-    entries += [f"  D {d}/" for d in f["dirs_removed"]]
+    entries += [f"  A {shown_path(x['path'])}  {size(x['size'])}" for x in f["added"]]
+    entries += [f"  D {shown_path(x['path'])}  {size(x['size'])}" for x in f["removed"]]
+    entries += [f"  A {shown_path(d)}/" for d in f["dirs_added"]]
+    entries += [f"  D {shown_path(d)}/" for d in f["dirs_removed"]]
     lines += _capped(entries, "file")
     by = r.bytes
     lines.append(f"bytes: {format_bytes(by['shared'])} of B's {format_bytes(by['total'])} "
@@ -182,7 +200,8 @@ def render(r: Any) -> str:
                  f"a pull of B given A fetches {format_bytes(by['to_fetch'])}")
     t = r.tensors
     if t["files"]:
-        names = t["files"][:3] + ([f"{len(t['files']) - 3} more"] if len(t["files"]) > 3 else [])
+        names = [shown_path(x) for x in t["files"][:3]] + (
+            [f"{len(t['files']) - 3} more"] if len(t["files"]) > 3 else [])
         # the scope is said: other files' tensors are not counted here (see contents)
         lines.append(f"tensors: {len(t['changed'])} changed, {len(t['reshaped'])} reshaped, "
                      f"{len(t['retyped'])} retyped, {len(t['added'])} added, "
@@ -216,13 +235,14 @@ def render(r: Any) -> str:
                      "differently (--inspect)")
     if t["untracked_files"]:
         lines.append("no tensor records (pushed before ckptlake recorded them, or not a valid "
-                     "safetensors file): " + ", ".join(t["untracked_files"]))
+                     "safetensors file): "
+                     + ", ".join(shown_path(x) for x in t["untracked_files"]))
     if r.values is not None:
         lines.append(f"values: fetched {format_bytes(r.values['bytes_fetched'])} "
                      f"for {plural(len(r.values['tensors']), 'changed tensor')}")
     # names come from the pushing file system: a newline or an escape sequence in one must
     # neither break the listing nor drive the terminal (as ls and show escape them)
-    return "\n".join(shown_name(line) for line in lines)
+    return "\n".join(shown_line(line) for line in lines)
 
 
 def _contents(contents: list[dict[str, Any]]) -> list[str]:
@@ -230,7 +250,7 @@ def _contents(contents: list[dict[str, Any]]) -> list[str]:
     whose tensors the tensors section already covers."""
     rows = []
     for c in contents:
-        head = f"  {c['path']}"
+        head = f"  {shown_path(c['path'])}"
         if not c["inspected"]:
             if c["kind"] != "safetensors":  # those are named below, as untracked files
                 rows.append(f"{head}  contents not inspected ({c['reason']})")

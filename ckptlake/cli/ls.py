@@ -10,7 +10,7 @@ from .help import epilog, examples
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt)
 from .output import Output, format_age, format_bytes, lake_url, open_lake, require_lake
-from .text import shown_name
+from .text import exact_paths, shown_path
 
 HELP = ("List the artifacts of the lake (or those under PREFIX/), the versions of ARTIFACT, or "
         "the files of the version REF (ARTIFACT@SELECTOR).")
@@ -102,7 +102,8 @@ def ls(
             try:
                 out.lake_line(handle)
                 listing = handle.files(ref, path)
-                doc = {"lake": lake_url(handle), **listing}
+                doc = {"lake": lake_url(handle), **listing,
+                       "files": exact_paths(listing["files"])}
                 rows = tree_rows(listing["files"]) if tree else \
                     [file_row(f) for f in listing["files"]]
                 out.table(doc, FILE_HEADERS, rows,
@@ -221,26 +222,27 @@ def tree_rows(files: list[dict[str, Any]]) -> list[list[str]]:
             d = "/".join(parts[:i])
             if d not in shown:
                 shown.add(d)
-                rows.append(["  " * (i - 1) + shown_name(parts[i - 1]) + "/",
+                rows.append(["  " * (i - 1) + shown_path(parts[i - 1]) + "/",
                              format_bytes(below[d]), "dir"])
         if f["kind"] == "dir" and f["path"] in shown:
             continue
-        row = file_row(f)
-        row[0] = "  " * (len(parts) - 1) + row[0].rsplit("/", 2)[-1 if f["kind"] != "dir" else -2] \
-            + ("/" if f["kind"] == "dir" else "")
+        row = file_row(f, parts[-1])
+        row[0] = "  " * (len(parts) - 1) + row[0]
         rows.append(row)
     return rows
 
 
-def file_row(f: dict[str, Any]) -> list[str]:
+def file_row(f: dict[str, Any], name: str | None = None) -> list[str]:
+    """A file's row; `name`: what to show for its path (a tree shows the last part)."""
     kind = f["kind"]
     if kind == "safetensors":
         n = f["tensors"]
         kind = f"safetensors ({n} tensor{'s' if n != 1 else ''})"
     elif kind == "symlink":
-        kind = f"symlink -> {shown_name(f['target'])}"
+        kind = f"symlink -> {shown_path(f['target'])}"
     size = "-" if f["kind"] in ("dir", "symlink") else format_bytes(f["size"])
-    return [shown_name(f["path"]) + ("/" if f["kind"] == "dir" else ""), size, kind]
+    name = f["path"] if name is None else name
+    return [shown_path(name) + ("/" if f["kind"] == "dir" else ""), size, kind]
 
 
 def pending_row(p: Any) -> list[str]:

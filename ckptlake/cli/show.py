@@ -6,10 +6,12 @@ from typing import Annotated, Any
 
 import typer
 
+from ..redact import verbatim
 from .help import epilog, examples
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt)
 from .output import Output, format_bytes, lake_url, open_lake, plural, require_lake
+from .text import exact_paths
 
 HELP = ("Show everything about the version REF: files, totals, step, metrics, metadata, "
         "provenance, aliases, parents, inputs and children.")
@@ -50,6 +52,9 @@ def show(
             require_lake(handle)
             detail = handle.show(parsed)
             doc = {"lake": lake_url(handle), **detail.to_dict()} if out.json else {}
+            if doc:
+                doc["files"] = exact_paths(doc["files"])
+                doc["dirs"] = [verbatim(d) for d in doc["dirs"]]
             out.result(doc, render(detail) if out.human else None)
         finally:
             handle.close()
@@ -74,7 +79,7 @@ def render(d: Any) -> str:
     """Aligned `label  value` lines, then provenance, the files and the empty directories (a
     pull creates them: they are part of the version)."""
     from ..core.identity import iso
-    from .text import shown_name
+    from .text import shown_name, shown_path
 
     rows: list[tuple[str, str]] = [
         ("version", f"{d.artifact}@v{d.version}"),
@@ -122,17 +127,17 @@ def render(d: Any) -> str:
     lines.append("files")
     for f in d.files[:MAX_FILES]:
         if "symlink" in f:
-            lines.append(f"  {'link':>10}  {shown_name(f['path'])} -> "
-                         f"{shown_name(f['symlink'])}")
+            lines.append(f"  {'link':>10}  {shown_path(f['path'])} -> "
+                         f"{shown_path(f['symlink'])}")
             continue
         extra = f"  ({plural(f['tensors'], 'tensor')})" if "tensors" in f else ""
         extra += "  (executable)" if f.get("executable") else ""
-        lines.append(f"  {format_bytes(f['size']):>10}  {shown_name(f['path'])}{extra}")
+        lines.append(f"  {format_bytes(f['size']):>10}  {shown_path(f['path'])}{extra}")
     if len(d.files) > MAX_FILES:
         lines.append(f"  ... {len(d.files) - MAX_FILES} more (--json lists them all)")
     if d.dirs:
         lines.append("empty directories")
-        lines += [f"  {'dir':>10}  {shown_name(path)}/" for path in d.dirs[:MAX_FILES]]
+        lines += [f"  {'dir':>10}  {shown_path(path)}/" for path in d.dirs[:MAX_FILES]]
         if len(d.dirs) > MAX_FILES:
             lines.append(f"  ... {len(d.dirs) - MAX_FILES} more (--json lists them all)")
     return "\n".join(lines)

@@ -2,6 +2,10 @@
 displays (progress.py, richbar.py), which output.py creates, need not import it back."""
 from __future__ import annotations
 
+from typing import Any
+
+from ..redact import kept_spans, verbatim
+
 PROG = "ckptlake"
 
 
@@ -30,3 +34,23 @@ def shown_name(name: str) -> str:
 def _escape(c: str) -> str:
     n = ord(c)
     return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+
+
+def shown_path(path: str) -> str:
+    """A path inside a version as printed: escaped as `shown_name`, and marked for the output's
+    redaction to leave alone (redact.verbatim: a file named `key=2026` is no secret)."""
+    return verbatim(shown_name(path))
+
+
+def shown_line(line: str) -> str:
+    """`shown_name` on the parts of `line` not already shown by `shown_path`."""
+    return "".join(verbatim(piece) if kept else shown_name(piece)
+                   for piece, kept in kept_spans(line))
+
+
+def exact_paths(entries: list[dict[str, Any]],
+                keys: tuple[str, ...] = ("path", "target", "symlink")) -> list[dict[str, Any]]:
+    """A --json list of files with their paths (and link targets) marked for redaction to
+    leave alone: a script pulls by the paths it reads."""
+    return [{k: verbatim(v) if k in keys and isinstance(v, str) else v for k, v in e.items()}
+            for e in entries]
