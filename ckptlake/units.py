@@ -27,8 +27,10 @@ def format_bytes(n: int | float) -> str:
         return f"{int(n)} B"
     for unit in _UNITS:
         n /= 1024
-        if abs(n) < 1024 or unit == _UNITS[-1]:
-            return f"{n:.2f} {unit}" if abs(n) < 10 else f"{n:.1f} {unit}"
+        # the unit is chosen on the rounded figure: 1,048,575 B is "1.00 MiB", not "1024.0 KiB"
+        text = f"{n:.2f}" if abs(n) < 9.995 else f"{n:.1f}"
+        if abs(float(text)) < 1024 or unit == _UNITS[-1]:
+            return f"{text} {unit}"
     raise AssertionError("unreachable")
 
 
@@ -39,8 +41,7 @@ def format_rate(bytes_per_second: float) -> str:
         return f"{n:.0f} B/s"
     for unit in _UNITS:
         n /= 1024
-        if n < 1024 or unit == _UNITS[-1]:
-            if n < 10:
-                return f"{n:.2f} {unit}/s"
-            return f"{n:.1f} {unit}/s" if n < 100 else f"{n:.0f} {unit}/s"
+        text = f"{n:.2f}" if n < 9.995 else f"{n:.1f}" if n < 99.95 else f"{n:.0f}"
+        if float(text) < 1024 or unit == _UNITS[-1]:
+            return f"{text} {unit}/s"
     raise AssertionError("unreachable")

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ..redact import verbatim
 from .help import epilog, examples
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt)
@@ -177,14 +178,17 @@ def ls(
                     gone_versions = None
                 versions = select(found, **query) if query else found
                 if (key := unknown_sort_key(found, query.get("sort"))) is not None:
-                    out.warn(f"no version of {artifact} has metric {key!r}: --sort {sort} "
-                             "leaves them in version order", document=True)
+                    # a metric's name is no secret (`secret_recall` read as `"***"`)
+                    out.warn(f"no version of {artifact} has metric {verbatim(repr(key))}: "
+                             f"--sort {verbatim(str(sort))} leaves them in version order",
+                             document=True)
                 # a typo in --where's metric empties the listing, which reads as "nothing
                 # matched" rather than "no such metric"
                 for text, cond in zip(where or (), query.get("where", ())):
                     if (key := unknown_sort_key(found, Sort(cond.key))) is not None:
-                        out.warn(f"no version of {artifact} has metric {key!r}: --where "
-                                 f"{text} matches none of them", document=True)
+                        out.warn(f"no version of {artifact} has metric "
+                                 f"{verbatim(repr(key))}: --where {verbatim(text)} matches "
+                                 "none of them", document=True)
                 doc = {"lake": lake_url(handle), "artifact": artifact,
                        "versions": [v.to_dict() for v in versions]}
                 columns = metric_columns(query)

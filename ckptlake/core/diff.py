@@ -16,6 +16,7 @@ tensor of a comparable dtype; nothing else), which is what the egress guard pric
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -110,7 +111,10 @@ def _dict_diff(a: dict[str, Any], b: dict[str, Any], *, numeric: bool) -> dict[s
         if a[k] != b[k]:
             changed[k] = {"a": a[k], "b": b[k]}
             if numeric:
-                changed[k]["delta"] = b[k] - a[k]
+                # two finite metrics can differ by more than a float holds (1e308 -> -1e308):
+                # at least that much, as a finite number (--json output is strict JSON)
+                changed[k]["delta"] = max(-sys.float_info.max,
+                                          min(sys.float_info.max, b[k] - a[k]))
     out = {"added": {k: b[k] for k in sorted(b.keys() - a.keys())},
            "removed": {k: a[k] for k in sorted(a.keys() - b.keys())}, "changed": changed}
     if numeric:

@@ -34,6 +34,7 @@ from ..errors import NotFound, UsageError
 from ..format import layout
 from ..format.manifest import RELATIONS, Manifest, is_metric_value
 from ..format.refs import Ref, parse_ref
+from ..format.times import parse_time
 from ..results import _Result
 from ..store.base import ObjectInfo, Store
 from ..transfer.pool import bounded_map
@@ -302,7 +303,16 @@ class _Index:
                         and p.get("relation") in RELATIONS)
         return _Info(LineageNode(id=nid, kind="version", status="expired", artifact=artifact,
                                  version=version, step=step, metrics=dict(metrics),
+                                 created=_time_or_none(tomb.get("created")),
                                  deleted=str(tomb.get("deleted") or "") or None), parents)
+
+
+def _time_or_none(value: Any) -> datetime | None:
+    """A tombstone's time as `ls --all` reads it; None where it is missing or damaged."""
+    try:
+        return parse_time(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _missing(artifact: str, version: int) -> LineageNode:

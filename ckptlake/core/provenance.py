@@ -7,6 +7,7 @@ often written outside the code's repository, e.g. to /scratch, while the trainer
 """
 from __future__ import annotations
 
+import datetime
 import getpass
 import os
 import platform
@@ -140,8 +141,15 @@ def load_meta_file(path: str | os.PathLike[str]) -> dict[str, str]:
         if isinstance(value, dict) and value:
             for k, v in value.items():
                 walk(f"{prefix}.{k}" if prefix else str(k), v)
-        elif isinstance(value, str):
+            return
+        if prefix in out:
+            # `a.b: 1` beside `a: {b: 2}`, or `1:` beside `"1":`: one would be lost unsaid
+            raise UsageError(f"--meta-file {p}: the key {prefix!r} is given twice (a dotted "
+                             "key and a nested one, or a number and a string)")
+        if isinstance(value, str):
             out[prefix] = value
+        elif isinstance(value, (datetime.date, datetime.time)):
+            out[prefix] = value.isoformat()  # YAML's `release: 2026-12-01`, without quotes
         else:
             out[prefix] = json.dumps(value, default=str, separators=(", ", ": "))
 

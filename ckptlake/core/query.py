@@ -82,8 +82,8 @@ def parse_sort(text: str) -> Sort:
         descending = order == "desc"
     if not key:
         raise UsageError(f"invalid --sort {text!r}",
-                         hint="a metric name or step, version, size; -KEY or KEY:desc for "
-                              "descending")
+                         hint="a metric name or step, version, size; for descending, put "
+                              "'-' before it or ':desc' after it")
     return Sort(key, descending)
 
 

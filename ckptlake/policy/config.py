@@ -628,6 +628,11 @@ def _node_kind(node: Node) -> str:
 
 def describe_value(value: Any) -> str:
     """How a wrong value is shown: in YAML terms, since that is what the user wrote."""
+    if isinstance(value, str) and _EXPONENT_TEXT.fullmatch(value.strip()):
+        # PyYAML (YAML 1.1) takes 1e-2 and 1.0e308 for text: "must be a number, got '1e-2'"
+        # was a riddle
+        return (f"{value!r} (text: YAML reads an exponent only after a dot and with a sign, "
+                "1.0e-2 or 1.0e+308; or write 0.01)")
     if value is None:
         return "null (an empty value)"
     if isinstance(value, bool):
@@ -637,6 +642,9 @@ def describe_value(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     return repr(value)
+
+
+_EXPONENT_TEXT = re.compile(r"[-+]?(?:\d[\d_]*)?\.?\d*[eE][-+]?\d+")
 
 
 def _credential_key(key: str) -> bool:

@@ -96,6 +96,10 @@ def threshold_text(threshold: float, cost: float) -> str:
 
 
 def _describe(value: Any) -> str:
+    if isinstance(value, str):
+        from .config import describe_value
+
+        return describe_value(value)
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -1,0 +1,111 @@
+"""A review of numbers, times and --json for CI scripts found:
+
+1. `diff --json` was an internal error (exit 1) when two finite metrics differed by more than a
+   float holds (1e308 -> -1e308): the delta was -inf, which strict JSON refuses.
+2. `--sort ''`'s hint read "-KEY *** KEY:desc" (`-KEY or` looked like a secret-named option and
+   its value), and a warning naming a metric `secret_recall` was garbled the same way.
+3. `lineage --json` said `"created": null` for a version gc or rm deleted, although its
+   tombstone (and `ls --all`) has the time.
+4. A --meta-file's `release: 2026-12-01` was stored with quotes in it, and `a.b: 1` beside
+   `a: {b: 2}` lost one of the two without a word.
+5. A config's `1e-2` (text to YAML 1.1) was refused with "must be ... a number, got '1e-2'".
+6. Sizes were rounded after their unit was chosen: 1,048,575 B showed as "1024.0 KiB".
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from ckptlake.cli.app import app
+
+
+def _strict(text: str) -> Any:
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _cli(root: Path, *args: str, code: int = 0) -> Any:
+    r = CliRunner().invoke(app, [*args, "--lake", str(root)])
+    assert r.exit_code == code, r.output
+    return r
+
+
+def _pushed(tmp_path: Path, *metric_sets: tuple[str, ...]) -> Path:
+    src = tmp_path / "src"
+    src.mkdir()
+    root = tmp_path / "lake"
+    for i, metrics in enumerate(metric_sets):
+        (src / "a.txt").write_text(str(i))
+        _cli(root, "push", str(src), "x/a", *[a for m in metrics for a in ("--metric", m)])
+    return root
+
+
+def test_a_metric_delta_beyond_a_float_is_finite_in_json(tmp_path: Path) -> None:
+    root = _pushed(tmp_path, ("loss=1e308",), ("loss=-1e308",))
+    doc = _strict(_cli(root, "diff", "x/a@v1", "x/a@v2", "--json").stdout)
+    assert doc["metrics"]["changed"]["loss"]["delta"] == -1.7976931348623157e308
+    assert "loss" in _cli(root, "diff", "x/a@v1", "x/a@v2").stdout
+
+
+def test_sort_hints_and_metric_warnings_are_not_masked(tmp_path: Path) -> None:
+    root = _pushed(tmp_path, ("recall=0.5",))
+    r = _cli(root, "ls", "x/a", "--sort", "", code=2)
+    assert "***" not in r.output and "':desc'" in r.output, r.output
+    r = _cli(root, "ls", "x/a", "--sort", "-secret_recall")
+    assert "'secret_recall'" in r.output and "--sort -secret_recall leaves" in r.output, r.output
+    assert "***" not in r.output
+    doc = _strict(_cli(root, "ls", "x/a", "--where", "secret_recall>0.1", "--json").stdout)
+    assert doc["warnings"] == ["no version of x/a has metric 'secret_recall': --where "
+                               "secret_recall>0.1 matches none of them"]
+
+
+def test_lineage_of_a_deleted_version_says_when_it_was_created(tmp_path: Path) -> None:
+    root = _pushed(tmp_path, (), ())
+    _cli(root, "rm", "x/a@v1", "--yes")
+    listed = _strict(_cli(root, "ls", "x/a", "--all", "--json").stdout)
+    created = listed["expired"][0]["created"]
+    node = _strict(_cli(root, "lineage", "x/a@v1", "--json").stdout)["nodes"][0]
+    assert node["status"] == "expired" and created and node["created"] == created
+
+
+def test_meta_file_dates_and_colliding_keys(tmp_path: Path) -> None:
+    from ckptlake.core.provenance import load_meta_file
+    from ckptlake.errors import UsageError
+
+    f = tmp_path / "m.yaml"
+    f.write_text("release: 2026-12-01\nat: 2026-12-01 10:30:00\nn: 3\n")
+    assert load_meta_file(str(f)) == {"release": "2026-12-01", "at": "2026-12-01T10:30:00",
+                                      "n": "3"}
+    for text, key in (("a.b: 1\na: {b: 2}\n", "a.b"), ('1: x\n"1": y\n', "1")):
+        f.write_text(text)
+        with pytest.raises(UsageError, match=f"the key '{key}' is given twice"):
+            load_meta_file(str(f))
+
+
+def test_a_yaml_exponent_read_as_text_is_explained(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("egress:\n  price_per_gb:\n    internet: 1e-2\n")
+    root = _pushed(tmp_path, ())
+    r = _cli(root, "pull", "x/a", str(tmp_path / "out"), "--config", str(cfg), code=2)
+    assert "got '1e-2' (text: YAML reads an exponent only after a dot and with a sign" \
+        in r.output, r.output
+    cfg.write_text("egress:\n  price_per_gb:\n    internet: 1.0e-2\n")
+    _cli(root, "pull", "x/a", str(tmp_path / "out"), "--config", str(cfg))
+
+
+@pytest.mark.parametrize("n, text, rate", [
+    (1023, "1023 B", "1023 B/s"), (1024, "1.00 KiB", "1.00 KiB/s"),
+    (10234, "9.99 KiB", "9.99 KiB/s"), (10239, "10.0 KiB", "10.0 KiB/s"),
+    (102348, "99.9 KiB", "99.9 KiB/s"), (102399, "100.0 KiB", "100 KiB/s"),
+    (1048575, "1.00 MiB", "1.00 MiB/s"), (1073741823, "1.00 GiB", "1.00 GiB/s"),
+    (5 << 30, "5.00 GiB", "5.00 GiB/s")])
+def test_sizes_are_rounded_before_their_unit_is_chosen(n: int, text: str, rate: str) -> None:
+    from ckptlake.units import format_bytes, format_rate
+
+    assert (format_bytes(n), format_rate(n)) == (text, rate)
