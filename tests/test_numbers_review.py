@@ -10,6 +10,8 @@
    `a: {b: 2}` lost one of the two without a word.
 5. A config's `1e-2` (text to YAML 1.1) was refused with "must be ... a number, got '1e-2'".
 6. Sizes were rounded after their unit was chosen: 1,048,575 B showed as "1024.0 KiB".
+7. A time another writer stamped with an offset (`+01:00`, which readers accept) went on into
+   --json, tombstones and copies' provenance with it, where the format says UTC `Z`.
 """
 from __future__ import annotations
 
@@ -109,3 +111,27 @@ def test_sizes_are_rounded_before_their_unit_is_chosen(n: int, text: str, rate: 
     from ckptlake.units import format_bytes, format_rate
 
     assert (format_bytes(n), format_rate(n)) == (text, rate)
+
+
+def test_a_time_read_with_an_offset_is_written_in_utc(tmp_path: Path) -> None:
+    from ckptlake.format import layout
+
+    root = _pushed(tmp_path, (), ())
+    for n in (1, 2):
+        key = root / layout.version_key("x/a", n)
+        doc = json.loads(key.read_bytes())
+        doc["created"] = "2026-12-07T23:42:13.5+01:00"
+        key.write_text(json.dumps(doc))
+    for f in (root / "artifacts/x/a/@s").iterdir():
+        f.unlink()  # the listing summaries, so the manifests are read
+    want = "2026-12-07T22:42:13.500000Z"
+    for args in (("ls", "x/a", "--json"), ("show", "x/a@v1", "--json"),
+                 ("lineage", "x/a@v1", "--json")):
+        out = _cli(root, *args).stdout
+        assert want in out and "+01:00" not in out, (args, out)
+    _cli(root, "cp", "x/a@v2", "--as", "y/b")
+    copied = json.loads((root / layout.version_key("y/b", 1)).read_bytes())
+    assert copied["provenance"]["copied_from"]["created"] == want
+    _cli(root, "rm", "x/a@v1", "--yes")
+    tomb = json.loads((root / layout.tombstone_key("x/a", 1)).read_bytes())
+    assert tomb["created"] == want

@@ -78,10 +78,11 @@ def copy_fields(m: Manifest, *, source_url: str, same_lake: bool) -> dict[str, A
     checkpoint was made) plus where it was copied from.  A parent edge only within one lake:
     the source's own parents name versions of its lake, which the destination's lineage would
     read as its own artifacts of the same names."""
+    from ..format.times import time_text
     from ..redact import redact
 
     origin = {"lake": redact(source_url), "artifact": m.artifact, "version": m.version,
-              "created": m.created.isoformat().replace("+00:00", "Z")}
+              "created": time_text(m.created)}
     fields: dict[str, Any] = {
         "inputs": tuple(m.inputs),
         "provenance": {**m.provenance, "copied_from": origin},

@@ -25,4 +25,6 @@ def utcnow() -> datetime:
 
 
 def iso(t: datetime) -> str:
-    return t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    from ..format.times import time_text
+
+    return time_text(t)

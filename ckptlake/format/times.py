@@ -39,3 +39,13 @@ def parse_time(value: Any) -> datetime:
         else:
             t = t.replace(tzinfo=timezone.utc)
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def time_text(t: datetime) -> str:
+    """The one form a time is written in (`YYYY-MM-DDTHH:MM:SS[.ffffff]Z`): in UTC, whatever
+    offset it was read with.  A manifest another writer stamped `+01:00` went on into
+    tombstones, copies' provenance and --json with its offset, which the format forbids.
+    A naive time is taken as UTC (this process makes none)."""
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=timezone.utc)
+    return t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
