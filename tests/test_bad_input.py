@@ -453,6 +453,19 @@ def test_local_lake_location_that_is_a_file(tmp_path: Path, src: Path, below: st
     assert blocker.read_bytes() == b"x"
 
 
+def test_local_lake_below_a_link_to_nowhere(tmp_path: Path, src: Path) -> None:
+    """A lake on a volume that is not mounted, reached through a link: the link was called
+    a file."""
+    link = tmp_path / "data"
+    link.symlink_to(tmp_path / "not-mounted" / "data")
+    url = (link / "lake").as_uri()
+    for args, code in ((("push", src, "a/b"), 2), (("ls",), 3)):
+        line = error_line(run("--lake", url, *args), code)
+        assert f"{link} is a symbolic link to {tmp_path}/not-mounted/data, which does not " \
+            "exist" in line and "mount or create the link's target" in line, line
+    assert not (tmp_path / "not-mounted").exists()
+
+
 def test_an_empty_selector_is_named_as_such() -> None:
     """`a/b@` read "invalid selector ''": the check meant for it sat behind the branch for no
     selector at all, where an empty one never arrived."""

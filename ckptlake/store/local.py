@@ -238,9 +238,8 @@ class LocalStore(Store):
 
     def check_writable(self) -> None:
         if (blocker := self.root_blocker()) is not None:
-            raise UsageError(f"the lake location {self.url} cannot be a directory: "
-                             f"{blocker} is a file",
-                             hint="a local lake is a directory (file:///path)")
+            raise UsageError(f"the lake location {self.url} cannot be a directory: {blocker}",
+                             hint=self.blocker_hint(blocker))
 
     @contextlib.contextmanager
     def _write_errors(self, key: str) -> Iterator[None]:
@@ -255,12 +254,23 @@ class LocalStore(Store):
             raise _map_os_error(exc, self._describe(key)) from exc
 
     def root_blocker(self) -> str | None:
-        """The lake's root, or the nearest existing ancestor, when it is no directory: then
-        no key can be written, and the key-clash message would mislead."""
+        """What is in the way when the lake's root, or its nearest existing ancestor, is no
+        directory (`/x is a file`): then no key can be written, and the key-clash message
+        would mislead.  A link to nowhere (an unmounted volume's path) is said as such."""
         p = self.root
         while not os.path.lexists(p) and p != p.parent:
             p = p.parent
-        return None if os.path.isdir(p) else str(p)
+        if os.path.isdir(p):
+            return None
+        if os.path.islink(p) and not os.path.exists(p):
+            return f"{p} is a symbolic link to {os.readlink(p)}, which does not exist"
+        return f"{p} is a file, not a directory"
+
+    @staticmethod
+    def blocker_hint(blocker: str) -> str:
+        if blocker.endswith("which does not exist"):
+            return "mount or create the link's target, or point the link elsewhere"
+        return "a local lake is a directory (file:///path)"
 
     # ---- locking ---------------------------------------------------------------------------
 
