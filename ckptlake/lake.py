@@ -124,6 +124,15 @@ class Lake:
             return None
         return self.replicas.select(replica)
 
+    def _no_offline_replica(self) -> str:
+        if self.replicas is None or not self.replicas.names():
+            return "--offline-replica found no replica: none are configured"
+        region = self.replicas.client_region
+        return ("--offline-replica found no replica " + (
+            f"in this client's region ({region})" if region else
+            "(this client's region is unknown)") + "; name one with --replica "
+            + " or --replica ".join(self.replicas.names()))
+
     def replica_named(self, name: str) -> "Any":
         """The configured replica `name` (a ReplicaSpec): UsageError if there is none of that
         name ("none" included), from the configuration alone, before any request."""
@@ -472,7 +481,13 @@ class Lake:
         try:
             m = select(self._manifest(ref), paths, include, exclude)
         except (TransferError, TransientError) as exc:
-            if not offline_replica or self.replica_for(replica) is None:
+            if not offline_replica:
+                raise
+            if self.replica_for(replica) is None:
+                # --offline-replica had nothing to fall back on: say so, not only that the
+                # lake is down (the flag looked ignored)
+                exc.hint = "; ".join(filter(None, [getattr(exc, "hint", None),
+                                                   self._no_offline_replica()]))
                 raise
             return self._pull_offline(exc, ref, destination, replica=replica, force=force,
                                       progress=progress, paths=paths, include=include,

@@ -821,6 +821,24 @@ def test_offline_replica_serves_what_the_replica_holds_and_says_so(tmp_path: Pat
     assert r.version == 2  # v1's copy went with gc; v2 was pulled whole through the replica
 
 
+def test_offline_replica_with_no_replica_for_this_region_says_so(tmp_path: Path) -> None:
+    """The lake down, a replica configured for another region, no --replica: the pull failed
+    as if --offline-replica had not been given, without a word on why it served nothing."""
+    origin = FlakyOrigin()
+    lake = memory_lake(tmp_path, region="us-east-1", origin=origin)
+    lake.push(write_src(tmp_path / "s1", 1), "m/a")
+    lake.pull("m/a", tmp_path / "o1", replica="eu")
+    origin.down = True
+    with pytest.raises(TransferError) as err:
+        lake.pull("m/a", tmp_path / "o2", offline_replica=True)
+    assert "--offline-replica found no replica in this client's region (us-east-1); name " \
+        "one with --replica eu" in str(err.value), str(err.value)
+    with pytest.raises(TransferError) as err:
+        lake.pull("m/a", tmp_path / "o2")
+    assert "--offline-replica" not in str(err.value)
+    assert lake.pull("m/a", tmp_path / "o3", offline_replica=True, replica="eu").version == 1
+
+
 # ---- two SeaweedFS servers: the replica in a "region" of its own --------------------------
 
 @pytest.fixture(scope="module")
