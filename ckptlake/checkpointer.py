@@ -903,6 +903,9 @@ class Checkpointer:
                 raise SourceChanged(f"{exc.filename or src} disappeared while it was being "
                                     "snapshotted; nothing was saved",
                                     hint="save again once the writer is done") from None
+            except OSError as exc:
+                _raise_if_full(exc, base)
+                raise
             if not linked:
                 # A copy read while the writer rewrote the file in place mixes old and new
                 # bytes that the source never held at once; push would then commit the copy
@@ -962,14 +965,12 @@ class Checkpointer:
                 # a save waiting for room in a full queue (on_busy="queue") has it now: without
                 # this it slept until this whole upload ended (the training loop idle for it)
                 self._cond.notify_all()
+            result: PushResult | None = None
+            error: BaseException | None = None
             try:
                 result = self._execute(job)
             except BaseException as exc:  # noqa: BLE001 - reported to the training thread
-                self._fail(job, exc)
-            else:
-                with self._cond:
-                    self.results.append(result)
-                job.future.set_result(result)
+                error = exc
             finally:
                 rmtree(job.workdir)
                 if job.kind == "state" and self.reuse_buffers and job.tensors:
@@ -978,10 +979,21 @@ class Checkpointer:
                     pool = None
                 job.tensors = None
                 with self._cond:
+                    if error is None:
+                        self.results.append(result)  # type: ignore[arg-type]
+                    elif not job.cancelled:
+                        self._errors.append((job, error))
                     if pool is not None:
                         self._pool = pool
                     self._active = None
                     self._cond.notify_all()
+            # Only now, with this upload no longer running: a training loop that waited for
+            # the future and saved at once found it still "running" (on_busy="skip" dropped
+            # that save, `pending` said 1, the exit hook waited for a committed version).
+            if error is None:
+                job.future.set_result(result)
+            else:
+                self._fail(job, error)
 
     def _execute(self, job: _Job) -> PushResult:
         from .core import push as _push
@@ -989,11 +1001,15 @@ class Checkpointer:
 
         if job.kind == "state":
             root = os.path.join(job.workdir, "data")
-            os.makedirs(root)
-            write_safetensors(os.path.join(root, job.filename), job.tensors or [],
-                              metadata=job.state_metadata)
-            with open(os.path.join(root, _state_format.SKELETON_FILENAME), "wb") as fh:
-                fh.write(job.skeleton)
+            try:
+                os.makedirs(root)
+                write_safetensors(os.path.join(root, job.filename), job.tensors or [],
+                                  metadata=job.state_metadata)
+                with open(os.path.join(root, _state_format.SKELETON_FILENAME), "wb") as fh:
+                    fh.write(job.skeleton)
+            except OSError as exc:
+                _raise_if_full(exc, os.path.dirname(job.workdir))
+                raise
             tree = scan(root)
         else:
             assert job.tree is not None
@@ -1050,7 +1066,10 @@ class Checkpointer:
             try:
                 self._retain()
             except Exception as exc:  # noqa: BLE001 - the checkpoint itself is committed
-                self.retention_errors.append(exc)
+                # Without tracebacks (their frames hold the artifact's version lists: RSS grew
+                # 0.14 MiB a commit when a rule failed after each), and only the last ones.
+                self.retention_errors.append(_without_frames(exc))
+                del self.retention_errors[:-RETENTION_ERRORS_KEPT]
                 # The same failure after every commit (a keep_best metric that no version has
                 # until the first validation) is said once, not once per checkpoint.
                 said = f"{type(exc).__name__}: {exc}"
@@ -1084,15 +1103,15 @@ class Checkpointer:
                      ", ".join(done.versions_deleted))
 
     def _fail(self, job: _Job, exc: BaseException) -> None:
+        """Report a failed upload (recorded in _errors by _run, for the next save to raise)."""
         if job.cancelled:  # the exit drain reports it as lost, once
             log.debug("ckptlake: checkpoint %s of %s: %s", job.describe(), self.artifact, exc)
             job.future.set_exception(exc)
             return
-        log.error("ckptlake: checkpoint %s of %s failed in the background: %s (raised at the "
-                  "next save, wait or close)", job.describe(), self.artifact, exc,
+        log.error("ckptlake: checkpoint %s of %s failed in the background: %s%s",
+                  job.describe(), self.artifact, exc,
+                  "" if self._drained else " (raised at the next save, wait or close)",
                   exc_info=not _is_library_error(exc))
-        with self._cond:
-            self._errors.append((job, exc))
         job.future.set_exception(exc)
 
     # ---- interpreter exit ------------------------------------------------------------------
@@ -1264,6 +1283,34 @@ def _load_policy(retention: Any) -> "RetentionPolicy":
     if retention is True:
         retention = None
     return resolve_retention(retention)
+
+
+RETENTION_ERRORS_KEPT = 100  # Checkpointer.retention_errors: the last ones
+
+
+def _raise_if_full(exc: OSError, base: str) -> None:
+    """A snapshot that found its disk full is the user's to fix (exit 2, as a pull's full
+    destination), named with where it was written: it was a bare OSError, and its log line
+    a traceback."""
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        what = "no space left" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+        raise UsageError(f"{what} for the checkpoint's snapshot in {base}; nothing was saved",
+                         hint="free space there, or give the Checkpointer a snapshot_dir= on "
+                              "a disk with room") from None
+
+
+def _without_frames(exc: BaseException) -> BaseException:
+    """`exc` (and the exceptions it was raised from or during) without tracebacks: kept for
+    the life of a training process, their frames would keep whatever they referenced."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        e.__traceback__ = None
+        e = e.__cause__ or e.__context__
+    return exc
 
 
 def _is_library_error(exc: BaseException) -> bool:

@@ -118,8 +118,18 @@ def _map_os_error(exc: OSError, what: str) -> CkptlakeError:
     cause = exc.strerror or type(exc).__name__
     if exc.errno == errno.ENOENT:
         return NotFound(f"{what}: not found")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    if exc.errno == errno.EROFS:
+        return AccessDenied(f"{what}: {cause}",
+                            hint="the lake's file system is mounted read-only")
+    if exc.errno in (errno.EACCES, errno.EPERM):
         return AccessDenied(f"{what}: {cause}", hint="check the directory's permissions")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        # no retry helps, and the README's exit 2: "a destination that cannot take the
+        # version (no space left...)", as a pull's full destination (it was exit 8, storage
+        # failing)
+        return UsageError(f"{what}: {cause}",
+                          hint="free space on the device holding the lake and run it again "
+                               "(a push does not send again the chunks already stored)")
     if exc.errno in _TRANSIENT_ERRNOS:
         return TransientError(f"{what}: {cause}")
     return TransferError(f"{what}: {cause}")

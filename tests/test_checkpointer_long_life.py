@@ -1,0 +1,112 @@
+"""A review of a training process's long life with the Checkpointer found:
+
+1. An upload stayed "running" for a while after its future resolved (the snapshot was still
+   being removed): a loop that waited for `.result()` and saved at once had that save dropped
+   under on_busy="skip", `pending` said 1, and the exit hook waited for a committed version.
+2. `retention_errors` kept every failure with its traceback, whose frames held the artifact's
+   version lists: RSS grew 0.14 MiB a commit when a rule failed after each.
+3. A snapshot that found its disk full was a bare OSError (no path, no exit code) logged with
+   a traceback; a push into a full local lake was exit 8 ("storage failing") where the README
+   says 2 (a destination that cannot take the version).
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import ckptlake
+from ckptlake import checkpointer as ck_mod
+from ckptlake.errors import UsageError
+
+np = pytest.importorskip("numpy")
+ART = "run/ck"
+
+
+@pytest.fixture
+def lake(local_lake_url: str):
+    with ckptlake.open(local_lake_url) as lk:
+        yield lk
+
+
+def test_a_save_right_after_the_last_one_resolved_is_not_skipped(
+        lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    removing = ck_mod.rmtree
+
+    def slow_removal(path: str) -> None:  # a big snapshot takes a while to remove
+        time.sleep(0.3)
+        removing(path)
+
+    monkeypatch.setattr(ck_mod, "rmtree", slow_removal)
+    with lake.checkpointer(ART, on_busy="skip", keep_last=None) as ck:
+        for step in (1, 2, 3):
+            future = ck.save_state({"w": np.full(1000, step, np.float32)}, step=step)
+            assert future is not None, f"step {step} skipped: {ck.skipped}"
+            assert future.result().version == step
+            assert ck.pending == 0
+    assert ck.skipped == []
+
+
+def test_retention_errors_keep_no_frames_and_only_the_last(
+        lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ck_mod, "RETENTION_ERRORS_KEPT", 3)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("retention:\n  rules:\n    - match: '*'\n      keep_best: {metric: "
+                      "val_loss, mode: min, count: 1, keep_missing: false}\n")
+    with lake.checkpointer(ART, retention=str(policy)) as ck:
+        for step in range(5):
+            ck.save_state({"w": np.zeros(10, np.float32)}, step=step).result()
+    assert len(ck.retention_errors) == 3
+    for exc in ck.retention_errors:
+        e: BaseException | None = exc
+        while e is not None:
+            assert e.__traceback__ is None
+            e = e.__cause__ or e.__context__
+
+
+def test_a_full_snapshot_disk_is_a_usage_error_naming_the_directory(
+        lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    snapshots = tmp_path / "snaps"
+    monkeypatch.setattr(ck_mod, "write_safetensors", full)
+    with caplog.at_level(logging.ERROR, logger="ckptlake"):
+        with lake.checkpointer(ART, snapshot_dir=snapshots) as ck:
+            future = ck.save_state({"w": np.zeros(10, np.float32)}, step=1)
+            err = future.exception(timeout=60)
+            with pytest.raises(UsageError):
+                ck.wait()
+    assert isinstance(err, UsageError) and err.exit_code == 2
+    assert f"no space left for the checkpoint's snapshot in {snapshots}" in str(err)
+    assert "snapshot_dir=" in str(err)
+    failed = [r for r in caplog.records if "failed in the background" in r.getMessage()]
+    assert failed and not any(r.exc_info for r in failed)
+    assert not snapshots.exists() or list(snapshots.iterdir()) == []  # gone with the failure
+
+
+def test_a_full_local_lake_is_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from ckptlake.cli.app import app
+    from ckptlake.store import local
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "w.bin").write_bytes(b"x" * 4096)
+
+    def full(fd: int, data: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(local, "_write_all", full)
+    r = CliRunner().invoke(app, ["push", str(src), "a/b", "--lake", (tmp_path / "lake").as_uri()])
+    assert r.exit_code == 2, r.output
+    assert "No space left on device" in r.output and "free space on the device holding the " \
+        "lake" in r.output, r.output
+    assert not (tmp_path / "lake" / "artifacts").exists() or not list(
+        (tmp_path / "lake" / "artifacts").rglob("@v/*"))
