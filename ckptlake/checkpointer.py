@@ -848,8 +848,8 @@ class Checkpointer:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     running = self._active.describe() if self._active else "a queued upload"
-                    log.error("ckptlake: SIGTERM: the checkpoint %s of %s was not taken: "
-                              "the upload of %s was still running at the exit deadline "
+                    log.error("ckptlake: SIGTERM: the checkpoint at step %s of %s was not "
+                              "taken: the upload of %s was still running at the exit deadline "
                               "(exit_timeout %s s)", "?" if step is None else step,
                               self.artifact, running, self.exit_timeout)
                     self.skipped.append(step)
