@@ -231,7 +231,7 @@ def test_final_save_wait_for_the_running_upload_ends_at_the_exit_deadline(
     assert info.value.code == 143
     assert ck.skipped == [2]
     text = caplog.text
-    assert "the checkpoint 2 of run/final was not taken: the upload of step 1" in text
+    assert "the checkpoint at step 2 of run/final was not taken: the upload of step 1" in text
     # the deadline passed while the final save waited: the drain cuts step 1 off at once
     assert text.index("was not taken") < text.index("LOST checkpoint(s) of run/final: step 1")
     with pytest.raises(NotFound):
@@ -426,7 +426,7 @@ def test_a_sigterm_during_a_save_waiting_for_room_keeps_the_exit_deadline(
                 pytest.raises(SystemExit) as exited:
             ck.save_state({"w": [2.0]}, step=2)  # waits for step 1's upload: room
         assert exited.value.code == 143
-        assert "the checkpoint 2 of run/room was not taken" in caplog.text
+        assert "the checkpoint at step 2 of run/room was not taken" in caplog.text
     finally:
         release.set()
 
