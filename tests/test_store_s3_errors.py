@@ -11,6 +11,7 @@ import io
 import socket
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -539,3 +540,39 @@ def test_a_malformed_aws_file_is_a_usage_error_not_a_transfer_failure(
                                  "http://127.0.0.1:9", "--json"])
     assert r.exit_code == 2, r.output
     assert f"Unable to parse config file: {bad}" in r.output and "UsageError" in r.output
+
+
+# ---- listing answers that are no listing -------------------------------------------------------
+
+def test_a_listing_answered_without_a_listing_is_a_transient_error(store: S3Store,
+                                                                   stub: Stubber) -> None:
+    """A 200 whose body held no ListBucketResult (a gateway's empty answer) parsed as a page
+    without keys: ls said "no artifacts", and gc condemned and swept every chunk."""
+    stub.add_response("list_objects_v2", {})
+    with pytest.raises(TransientError, match="answered without a listing"):
+        list(store.list("chunks/"))
+    for _ in range(3):
+        stub.add_response("list_objects_v2", {})
+    retrying = RetryingStore(store, attempts=3, base_delay=0)
+    with pytest.raises(TransferError, match="answered without a listing"):
+        list(retrying.list("chunks/"))
+    stub.add_response("list_multipart_uploads", {})
+    with pytest.raises(TransientError, match="answered without a listing"):
+        list(store.list_multipart(""))
+    stub.add_response("list_objects_v2", {"IsTruncated": False, "KeyCount": 0})
+    assert list(store.list("chunks/")) == []  # a real empty listing is one
+
+
+def test_a_listing_whose_markers_cycle_ends(store: S3Store, stub: Stubber) -> None:
+    """Tokens T0, T1, T0, ...: botocore catches only a token repeated at once; this listed
+    for ever."""
+    def page(token: str, key: str) -> dict[str, Any]:
+        return {"IsTruncated": True, "NextContinuationToken": token, "KeyCount": 1,
+                "Contents": [{"Key": f"pre/fix/{key}", "Size": 1, "ETag": '"e"',
+                              "LastModified": datetime(2026, 12, 1, tzinfo=timezone.utc)}]}
+
+    stub.add_response("list_objects_v2", page("T0", "a"))
+    stub.add_response("list_objects_v2", page("T1", "b"))
+    stub.add_response("list_objects_v2", page("T0", "c"))
+    with pytest.raises(TransferError, match="repeats a continuation marker"):
+        list(store.list(""))

@@ -137,6 +137,10 @@ _PAYLOAD_CONTEXT = "ckptlake_payload_sha256"
 # BLAKE3 lake (docs/benchmarks.md, "BLAKE3 lakes").  Over plain http bodies stay signed, the
 # only thing there that lets the server refuse a body altered on the way.
 _UNSIGNED_CONTEXT = "ckptlake_unsigned_over_tls"
+# Where a listing page says where the next one starts (ListObjectsV2, ListMultipartUploads,
+# ListParts)
+_NEXT_MARKERS = ("NextContinuationToken", "NextKeyMarker", "NextUploadIdMarker",
+                 "NextPartNumberMarker")
 
 
 def _mark_unsigned_over_tls(context: dict[str, Any], **_: Any) -> None:
@@ -870,9 +874,24 @@ class S3Store(Store):
     # ---- listing ---------------------------------------------------------------------------
 
     def _paginate(self, method: str, what: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """The pages of a listing, each checked to be one.  A page with no `IsTruncated` (a
+        200 whose body held no ListBucketResult: a gateway's empty answer) read as "no keys",
+        and gc then swept every chunk as garbage; and a server whose continuation markers
+        cycled (T0, T1, T0...) listed for ever (botocore only catches one repeated at once)."""
+        seen: set[tuple[Any, ...]] = set()
         try:
             pages = self._client.get_paginator(method).paginate(Bucket=self.bucket, **kwargs)
             for page in pages:
+                if "IsTruncated" not in page:
+                    raise TransientError(f"{self._describe(what)}: {method}: the server "
+                                         "answered without a listing (no IsTruncated)")
+                if page["IsTruncated"]:
+                    marker = tuple(page.get(k) for k in _NEXT_MARKERS)
+                    if marker in seen:
+                        raise TransferError(f"{self._describe(what)}: {method}: the server "
+                                            f"repeats a continuation marker ({len(seen)} "
+                                            "pages in): the listing would never end")
+                    seen.add(marker)
                 yield page
         except _b().all_errors as exc:
             self._fail(exc, what, method)
