@@ -576,3 +576,52 @@ def test_a_listing_whose_markers_cycle_ends(store: S3Store, stub: Stubber) -> No
     stub.add_response("list_objects_v2", page("T0", "c"))
     with pytest.raises(TransferError, match="repeats a continuation marker"):
         list(store.list(""))
+
+
+# ---- one stale answer about a manifest is not the last word --------------------------------
+
+class _StaleOnce:
+    """A MemoryStore whose next HEAD (or GET) of a manifest says it is absent, once."""
+
+    def __init__(self) -> None:
+        from ckptlake.store.memory import MemoryStore
+
+        class Store(MemoryStore):
+            stale_stat = stale_get = False
+
+            def stat(self, key: str):  # type: ignore[no-untyped-def]
+                if self.stale_stat and "/@v/" in key:
+                    self.stale_stat = False
+                    raise NotFound(f"{key}: not found")
+                return super().stat(key)
+
+            def get(self, key: str) -> bytes:
+                if self.stale_get and "/@v/" in key:
+                    self.stale_get = False
+                    return b""  # a 200 with an empty body
+                return super().get(key)
+
+        self.store = Store()
+
+
+def test_one_stale_answer_does_not_make_a_version_lost(tmp_path: Path) -> None:
+    """A gateway's single stale 404 for the HEAD before placing (or an empty 200 for the
+    manifest) made pull say the intact version "is lost" and advise `ckptlake rm` for it."""
+    from ckptlake.lake import Lake
+
+    store = _StaleOnce().store
+    lake = Lake(store)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a")
+    lake.push(src, "exp/a")
+    store.stale_stat = True
+    assert lake.pull("exp/a@v1", tmp_path / "o1").version == 1
+    assert (tmp_path / "o1" / "a.txt").read_text() == "a"
+    store.stale_get = True
+    assert lake.show("exp/a@v1").version == 1
+    from ckptlake.format import layout
+
+    store.delete([layout.version_key("exp/a", 1)])  # really gone: lost, as before
+    with pytest.raises(NotFound, match="is lost"):
+        lake.show("exp/a@v1")

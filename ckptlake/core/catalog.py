@@ -76,7 +76,9 @@ def load_manifest(store: Store, artifact: str, number: int) -> Manifest:
     except NotFound:
         raise _deleted_or_missing(store, artifact, number) from None
     if not data:  # a PUT cut after its head: no version (docs/format.md, "Empty objects")
-        raise _deleted_or_missing(store, artifact, number)
+        missing = _deleted_or_missing(store, artifact, number)
+        if not getattr(missing, "lost", False) or not (data := _read_again(store, key)):
+            raise missing
     m = decode_manifest(data, key=key)
     if m.artifact != artifact or m.version != number:
         raise IntegrityError(f"{key} claims to be {m.artifact}@v{m.version}")
@@ -101,14 +103,26 @@ def _deleted_or_missing(store: Store, artifact: str, number: int) -> NotFound:
     if _has_summary(store, artifact, number):
         # a summary is written after its manifest: this version was committed, and its manifest
         # went without a ckptlake deleter (each writes the tombstone first)
-        return NotFound(f"{artifact}@v{number} is lost: its manifest is gone, deleted outside "
+        lost = NotFound(f"{artifact}@v{number} is lost: its manifest is gone, deleted outside "
                         "ckptlake (no tombstone; its listing summary is still there)",
                         hint=f"restore the manifest ({layout.version_key(artifact, number)}) "
                              f"from bucket versioning or a backup, or record it as deleted: "
                              f"ckptlake rm {artifact}@v{number}; ckptlake verify lists "
                              "every lost version")
+        lost.lost = True  # type: ignore[attr-defined]  # worth a second read (load_manifest)
+        return lost
     return NotFound(f"{artifact}@v{number} does not exist",
                     hint=f"list versions with: ckptlake ls {artifact}")
+
+
+def _read_again(store: Store, key: str) -> bytes:
+    """A committed version's manifest read as absent is read once more before it is called
+    lost: one stale 404 or empty 200 from a gateway made `pull` advise `ckptlake rm` for an
+    intact version.  b"" if it is still absent (or the read fails: the first answer stands)."""
+    try:
+        return store.get(key)
+    except CkptlakeError:
+        return b""
 
 
 def _has_summary(store: Store, artifact: str, number: int) -> bool:
@@ -136,6 +150,8 @@ def deleted_meanwhile(store: Store, artifact: str, number: int, error: MissingCh
         gone = True
     except CkptlakeError:  # the question cannot be answered now: report what was seen
         return error
+    if gone and _read_again(store, key):
+        gone = False  # one HEAD's 404 (or 0 bytes) is not the last word: the manifest is there
     if not gone:
         return error
     try:
