@@ -625,3 +625,27 @@ def test_one_stale_answer_does_not_make_a_version_lost(tmp_path: Path) -> None:
     store.delete([layout.version_key("exp/a", 1)])  # really gone: lost, as before
     with pytest.raises(NotFound, match="is lost"):
         lake.show("exp/a@v1")
+
+
+# ---- a HEAD's bare 403 when the clocks differ ---------------------------------------------------
+
+@pytest.mark.parametrize("offset_min, clock", [(-20, True), (75, True), (5, False)])
+def test_a_bare_403_on_a_head_names_a_clock_off_the_servers(
+        store: S3Store, stub: Stubber, offset_min: int, clock: bool) -> None:
+    """S3 answers a HEAD signed with a clock 15+ minutes off with a bodiless 403: `ls`, `gc`
+    and `du` start with one and sent the user after their credentials."""
+    from datetime import timedelta
+    from email.utils import format_datetime
+
+    server = datetime.now(timezone.utc) + timedelta(minutes=offset_min)
+    stub.add_client_error("head_object", service_error_code="", http_status_code=403,
+                          response_meta={"HTTPHeaders": {"date": format_datetime(server, True)}})
+    with pytest.raises(AccessDenied) as info:
+        store.stat("k")
+    text = str(info.value)
+    assert ("clock is off" in text) == clock, text
+    assert ("configure AWS credentials" in text) != clock, text
+    if offset_min == 75:
+        assert "clock is 1 h 14 min off" in text or "clock is 1 h 15 min off" in text, text
+    if offset_min == -20:
+        assert "clock is 19 min off" in text or "clock is 20 min off" in text, text

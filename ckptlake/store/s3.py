@@ -139,6 +139,26 @@ _PAYLOAD_CONTEXT = "ckptlake_payload_sha256"
 _UNSIGNED_CONTEXT = "ckptlake_unsigned_over_tls"
 # Where a listing page says where the next one starts (ListObjectsV2, ListMultipartUploads,
 # ListParts)
+def _clock_skew(response: dict[str, Any]) -> str | None:
+    """How far this machine's clock is from the server's `Date`, when more than S3's 15
+    minutes (a signature's validity), said as text ("2 h 3 min"); else None."""
+    from datetime import datetime, timezone
+    from email.utils import parsedate_to_datetime
+
+    date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        server = parsedate_to_datetime(str(date)) if date else None
+    except (TypeError, ValueError):
+        return None
+    if server is None or server.tzinfo is None:
+        return None
+    seconds = abs((datetime.now(timezone.utc) - server).total_seconds())
+    if seconds <= 15 * 60:
+        return None
+    minutes = int(seconds // 60)
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
+
+
 _NEXT_MARKERS = ("NextContinuationToken", "NextKeyMarker", "NextUploadIdMarker",
                  "NextPartNumberMarker")
 
@@ -605,6 +625,12 @@ class S3Store(Store):
                                  hint="restore it (aws s3api restore-object) and run again, or "
                                       "move it back to a class read at once (gc's tier rules "
                                       "use only such classes)")
+        if status == 403 and code in ("", "403", "Forbidden") \
+                and (skew := _clock_skew(exc.response)) is not None:
+            # a HEAD's 403 has no body to say RequestTimeTooSkewed, and `ls`, `gc`, `du`
+            # start with one: the credentials hint sent the user the wrong way
+            return AccessDenied(f"{text}: this machine's clock is {skew} off the server's",
+                                hint=_CLOCK_HINT)
         if code in _ACCESS_CODES or status == 403:
             return AccessDenied(text, hint=_CREDENTIALS_HINT)
         if code in _TRANSIENT_CODES or status == 429 or \
