@@ -1168,7 +1168,9 @@ class Lake:
         """The refusal to delete an aliased version, naming the command that frees it."""
         from .errors import PolicyRefusal
 
-        which = ", ".join(names)
+        # a line, however many aliases (1,050 made a 12 KB error line)
+        which = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10
+                                         else "")
         return PolicyRefusal(
             f"{artifact}@v{number} is aliased ({which}) and an aliased version is never "
             "deleted", hint="remove the alias first: " + "; ".join(

@@ -135,3 +135,23 @@ def test_a_time_read_with_an_offset_is_written_in_utc(tmp_path: Path) -> None:
     _cli(root, "rm", "x/a@v1", "--yes")
     tomb = json.loads((root / layout.tombstone_key("x/a", 1)).read_bytes())
     assert tomb["created"] == want
+
+
+def test_long_lists_in_one_line_messages_are_bounded(tmp_path: Path) -> None:
+    """1,050 aliases made `rm`'s refusal a 12 KB line; 2,000 ranks were listed one by one."""
+    from ckptlake.cli.rm import _ranges
+    from ckptlake.errors import PolicyRefusal
+    from ckptlake.lake import Lake
+    from ckptlake.store.memory import MemoryStore
+
+    assert _ranges([5, 0, 1, 2, 7, 8, 3]) == "0-3, 5, 7-8"
+    assert _ranges(range(2000)) == "0-1999" and _ranges([]) == ""
+    lake = Lake(MemoryStore())
+    src = tmp_path / "s"
+    src.mkdir()
+    (src / "a").write_text("a")
+    lake.push(src, "x/a", aliases=[f"al{i:02d}" for i in range(25)])
+    with pytest.raises(PolicyRefusal) as err:
+        lake.delete("x/a@v1")
+    text = str(err.value)
+    assert "al00, al01" in text and "al09 and 15 more" in text and "al24" not in text, text

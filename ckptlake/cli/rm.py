@@ -3,7 +3,7 @@ with --pending, discard a sharded step that never committed (a crashed save)."""
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional, Sequence
 
 import typer
 
@@ -285,12 +285,23 @@ def _discard(out: Output, common: CommonOptions, ref: "Ref", *, reason: str | No
 def describe_pending(r: "DiscardResult") -> str:
     """'a/b@step=2000 (incomplete: ranks 0, 2 of 4 in, 2 shard records, the last 3h ago);
     reason: ...'."""
-    ranks = ", ".join(map(str, r.ranks)) or "none"
+    ranks = _ranges(r.ranks) or "none"
     last = ("" if r.newest_record_age_seconds is None else
             f", the last {format_age_seconds(r.newest_record_age_seconds)} ago")
     failed = f"; it failed: {r.error}" if r.error else ""
     return (f"{r.ref} ({r.state}: ranks {ranks} of {r.world} in, "
             f"{plural(r.records, 'shard record')}{last}{failed}); reason: {r.reason}")
+
+
+def _ranges(numbers: Sequence[int]) -> str:
+    """'0-511, 513, 515-1049': a world of 2,000 ranks listed one by one filled the screen."""
+    out: list[list[int]] = []
+    for n in sorted(set(numbers)):
+        if out and out[-1][1] == n - 1:
+            out[-1][1] = n
+        else:
+            out.append([n, n])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in out)
 
 
 def format_age_seconds(seconds: float) -> str:
