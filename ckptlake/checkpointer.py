@@ -391,8 +391,9 @@ class Checkpointer:
         self._pool: dict[str, Any] = {}  # tensor name -> free host buffer (reuse_buffers)
         self._swept: set[str] = set()
         self._provenance_cache: dict[str, Any] | None = None
-        self._thread = threading.Thread(target=self._run, name="ckptlake-checkpointer",
-                                        daemon=True)
+        self._thread = threading.Thread(target=_serve, args=(weakref.ref(self), self._cond),
+                                        name="ckptlake-checkpointer", daemon=True)
+        weakref.finalize(self, _wake, self._cond)
         start_thread(self._thread)  # (it and its upload workers never take the SIGTERM)
         _LIVE.add(self)
         before_pools_close(_at_exit)
@@ -954,46 +955,45 @@ class Checkpointer:
 
     # ---- the background thread -------------------------------------------------------------
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._stopping:
-                    self._cond.wait()
-                if not self._queue:
-                    return
-                job = self._active = self._queue.popleft()
-                # a save waiting for room in a full queue (on_busy="queue") has it now: without
-                # this it slept until this whole upload ended (the training loop idle for it)
-                self._cond.notify_all()
-            result: PushResult | None = None
-            error: BaseException | None = None
-            try:
-                result = self._execute(job)
-            except BaseException as exc:  # noqa: BLE001 - reported to the training thread
-                error = exc
-            finally:
-                rmtree(job.workdir)
-                if job.kind == "state" and self.reuse_buffers and job.tensors:
-                    pool = {name: arr for name, _, _, arr in job.tensors}
-                else:
-                    pool = None
-                job.tensors = None
-                with self._cond:
-                    if error is None:
-                        self.results.append(result)  # type: ignore[arg-type]
-                    elif not job.cancelled:
-                        self._errors.append((job, error))
-                    if pool is not None:
-                        self._pool = pool
-                    self._active = None
-                    self._cond.notify_all()
-            # Only now, with this upload no longer running: a training loop that waited for
-            # the future and saved at once found it still "running" (on_busy="skip" dropped
-            # that save, `pending` said 1, the exit hook waited for a committed version).
-            if error is None:
-                job.future.set_result(result)
+    def _run_one(self) -> bool:
+        """Upload the next queued checkpoint; False when there is none (stopping)."""
+        with self._cond:
+            if not self._queue:
+                return False
+            job = self._active = self._queue.popleft()
+            # a save waiting for room in a full queue (on_busy="queue") has it now: without
+            # this it slept until this whole upload ended (the training loop idle for it)
+            self._cond.notify_all()
+        result: PushResult | None = None
+        error: BaseException | None = None
+        try:
+            result = self._execute(job)
+        except BaseException as exc:  # noqa: BLE001 - reported to the training thread
+            error = exc
+        finally:
+            rmtree(job.workdir)
+            if job.kind == "state" and self.reuse_buffers and job.tensors:
+                pool = {name: arr for name, _, _, arr in job.tensors}
             else:
-                self._fail(job, error)
+                pool = None
+            job.tensors = None
+            with self._cond:
+                if error is None:
+                    self.results.append(result)  # type: ignore[arg-type]
+                elif not job.cancelled:
+                    self._errors.append((job, error))
+                if pool is not None:
+                    self._pool = pool
+                self._active = None
+                self._cond.notify_all()
+        # Only now, with this upload no longer running: a training loop that waited for
+        # the future and saved at once found it still "running" (on_busy="skip" dropped
+        # that save, `pending` said 1, the exit hook waited for a committed version).
+        if error is None:
+            job.future.set_result(result)
+        else:
+            self._fail(job, error)
+        return True
 
     def _execute(self, job: _Job) -> PushResult:
         from .core import push as _push
@@ -1103,7 +1103,7 @@ class Checkpointer:
                      ", ".join(done.versions_deleted))
 
     def _fail(self, job: _Job, exc: BaseException) -> None:
-        """Report a failed upload (recorded in _errors by _run, for the next save to raise)."""
+        """Report a failed upload (recorded in _errors by _run_one, for the next save to raise)."""
         if job.cancelled:  # the exit drain reports it as lost, once
             log.debug("ckptlake: checkpoint %s of %s: %s", job.describe(), self.artifact, exc)
             job.future.set_exception(exc)
@@ -1317,6 +1317,33 @@ def _is_library_error(exc: BaseException) -> bool:
     from .errors import CkptlakeError
 
     return isinstance(exc, CkptlakeError)
+
+
+# ---- the background thread ----------------------------------------------------------------------
+
+def _serve(ref: "weakref.ReferenceType[Checkpointer]", cond: threading.Condition) -> None:
+    """The background thread: it holds its Checkpointer only while there is work, so one
+    dropped without close() (a sweep's trial, a notebook cell run again) is collected, and its
+    thread and host buffers go with it (they stayed for the life of the process)."""
+    while True:
+        with cond:
+            while True:
+                ck = ref()
+                if ck is None:
+                    return
+                if ck._queue or ck._stopping:
+                    break
+                ck = None  # not while waiting
+                cond.wait()
+        if not ck._run_one():
+            return
+        ck = None
+
+
+def _wake(cond: threading.Condition) -> None:
+    """A Checkpointer was collected: its thread, waiting for work, is to end."""
+    with cond:
+        cond.notify_all()
 
 
 # ---- exit hook ----------------------------------------------------------------------------------
