@@ -34,6 +34,9 @@ class CkptlakeError(Exception):
         # for the few errors a script must act on without parsing the message (the version a
         # push committed before its alias failed); empty for most.
         self.fields: dict[str, Any] = {}
+        # Texts in the message that are a version's own paths (or a destination's), which the
+        # CLI prints as they are: `key=2026/x.txt` is content, not a credential to mask.
+        self.exact: tuple[str, ...] = ()
 
     def __str__(self) -> str:  # one line: message, then what to do
         return f"{self.message} ({self.hint})" if self.hint else self.message

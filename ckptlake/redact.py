@@ -88,7 +88,7 @@ _NOT_SECRET_AFTER = frozenset({
     "weights", "classification", "cls", "drop", "keep", "pruning", "prune", "entropy",
     "threshold", "digits", "figs", "through", "hash", "position", "positions", "pos",
     "mixing", "mixer", "shift", "dim", "size", "scale", "norm", "prob", "probs", "logits",
-    "select", "selection", "sampling", "routing", "importance",
+    "select", "selection", "sampling", "routing", "importance", "seen", "used", "processed",
 })
 # `pass@1`, `humaneval_pass_1`, `mbpp/pass_10`: the pass@k metric -- lower-case, and not after
 # a word that holds credentials (`db_pass_2`, `SMTP_PASS_1` are passwords)
@@ -114,9 +114,14 @@ _KEY_QUALIFIERS = frozenset({"api", "access", "secret", "private", "auth", "sign
                              "service", "consumer", "subscription", "shared", "sas"})
 
 
-# `tokens` is a count far more often than a secret (`max_tokens`, `tokens_seen`); after these
-# it is a list of credentials (`API_TOKENS`, `GITHUB_TOKENS`).
-_TOKENS_HOLDERS = (_KEY_QUALIFIERS | _CREDENTIAL_HOLDERS) - {"x"}
+# `tokens` is a count far more often than a secret (`max_tokens`, `user_tokens`, `app_tokens`);
+# after these words, which say what kind of credential, it is a list of them (`API_TOKENS`,
+# `REFRESH_TOKENS`, `SLACK_BOT_TOKENS`).
+_TOKENS_HOLDERS = frozenset({
+    "api", "access", "auth", "session", "refresh", "bot", "id", "bearer", "oauth", "jwt",
+    "secret", "private", "personal", "deploy", "vault", "github", "gitlab", "hf", "huggingface",
+    "slack", "discord", "telegram", "openai", "anthropic", "wandb", "npm", "pypi", "kaggle",
+    "azure", "gcp", "google", "aws", "sas", "webhook"})
 
 
 # Every name `is_secret_name` accepts holds one of these (letters and digits only, any case);

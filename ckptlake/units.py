@@ -37,11 +37,12 @@ def format_bytes(n: int | float) -> str:
 def format_rate(bytes_per_second: float) -> str:
     """Throughput with fewer digits than sizes ('312 MiB/s'): it is an estimate anyway."""
     n = float(bytes_per_second)
-    if n < 1024:
+    if abs(float(f"{n:.0f}")) < 1024:  # rounded first, as below: 1023.6 is "1.00 KiB/s"
         return f"{n:.0f} B/s"
     for unit in _UNITS:
         n /= 1024
-        text = f"{n:.2f}" if n < 9.995 else f"{n:.1f}" if n < 99.95 else f"{n:.0f}"
-        if float(text) < 1024 or unit == _UNITS[-1]:
+        a = abs(n)
+        text = f"{n:.2f}" if a < 9.995 else f"{n:.1f}" if a < 99.95 else f"{n:.0f}"
+        if abs(float(text)) < 1024 or unit == _UNITS[-1]:
             return f"{text} {unit}/s"
     raise AssertionError("unreachable")

@@ -95,8 +95,8 @@ def test_a_yaml_exponent_read_as_text_is_explained(tmp_path: Path) -> None:
     cfg.write_text("egress:\n  price_per_gb:\n    internet: 1e-2\n")
     root = _pushed(tmp_path, ())
     r = _cli(root, "pull", "x/a", str(tmp_path / "out"), "--config", str(cfg), code=2)
-    assert "got '1e-2' (text: YAML reads an exponent only after a dot and with a sign" \
-        in r.output, r.output
+    assert "got '1e-2' (text to YAML, which reads an exponent only after a dot and with a " \
+        "sign: write a plain number such as 0.01" in r.output, r.output
     cfg.write_text("egress:\n  price_per_gb:\n    internet: 1.0e-2\n")
     _cli(root, "pull", "x/a", str(tmp_path / "out"), "--config", str(cfg))
 
@@ -155,3 +155,56 @@ def test_long_lists_in_one_line_messages_are_bounded(tmp_path: Path) -> None:
         lake.delete("x/a@v1")
     text = str(err.value)
     assert "al00, al01" in text and "al09 and 15 more" in text and "al24" not in text, text
+
+
+# ---- the review of the fixes above -------------------------------------------------------------
+
+def test_a_time_past_utcs_range_is_malformed_not_an_internal_error(tmp_path: Path) -> None:
+    from ckptlake.format import layout
+    from ckptlake.format.times import parse_time
+
+    for text in ("9999-12-31T23:00:00-05:00", "0001-01-01T00:30:00+01:00"):
+        with pytest.raises(ValueError, match="out of range"):
+            parse_time(text)
+    root = _pushed(tmp_path, ())
+    key = root / layout.version_key("x/a", 1)
+    doc = json.loads(key.read_bytes())
+    doc["created"] = "9999-12-31T23:00:00-05:00"
+    key.write_text(json.dumps(doc))
+    for f in (root / "artifacts/x/a/@s").iterdir():
+        f.unlink()
+    for args in (("show", "x/a@v1", "--json"), ("lineage", "x/a@v1", "--json")):
+        r = _cli(root, *args, code=5)
+        assert "InternalError" not in r.stdout, r.stdout
+
+
+def test_lineage_says_when_a_version_was_deleted_in_utc(tmp_path: Path) -> None:
+    from ckptlake.format import layout
+
+    root = _pushed(tmp_path, (), ())
+    _cli(root, "rm", "x/a@v1", "--yes")
+    key = root / layout.tombstone_key("x/a", 1)
+    tomb = json.loads(key.read_bytes())
+    tomb["deleted"] = "2026-12-08T01:00:00.5+02:00"
+    key.write_text(json.dumps(tomb))
+    node = _strict(_cli(root, "lineage", "x/a@v1", "--json").stdout)["nodes"][0]
+    assert node["deleted"] == "2026-12-07T23:00:00.500000Z"
+    assert "expired 2026-12-07" in _cli(root, "lineage", "x/a@v1").stdout
+    assert "expired 2026-12-07" in _cli(root, "ls", "x/a", "--all").stdout
+
+
+def test_exponent_hint_only_where_yaml_read_text(tmp_path: Path) -> None:
+    from ckptlake.policy.config import describe_value
+
+    for text in ("1e-2", "1e3", "1.0e308", "1E5"):
+        assert "write a plain number such as 0.01 or 1000" in describe_value(text), text
+    for text in ("e5", ".e1", "1.5e+3", "abc", "10"):
+        assert describe_value(text) == repr(text), text
+
+
+@pytest.mark.parametrize("n, rate", [(1023.4, "1023 B/s"), (1023.6, "1.00 KiB/s"),
+                                     (-1048575, "-1.00 MiB/s"), (-5, "-5 B/s")])
+def test_rates_round_before_their_unit_too(n: float, rate: str) -> None:
+    from ckptlake.units import format_rate
+
+    assert format_rate(n) == rate

@@ -408,7 +408,9 @@ def test_a_real_hugging_face_token_is_masked_and_dna_is_not() -> None:
                                   "VAULT_TOKEN_ROOT", "--hf-token-org", "GITHUB_TOKEN2",
                                   "DB_PASS2", "MYSQL_PWD2", "hfToken2", "KAGGLE_KEY",
                                   "AZURE_STORAGE_KEY", "--wandb-key", "SSH_KEY", "API_TOKENS",
-                                  "HF_TOKENS", "--github-tokens", "VAULT_TOKENS2"])
+                                  "HF_TOKENS", "--github-tokens", "VAULT_TOKENS2",
+                                  "DISCORD_TOKENS", "REFRESH_TOKENS", "SLACK_BOT_TOKENS",
+                                  "BOT_TOKENS", "id_tokens"])
 def test_numbered_and_provider_secret_names(name: str) -> None:
     from ckptlake.redact import is_secret_name
 
@@ -422,7 +424,10 @@ def test_numbered_and_provider_secret_names(name: str) -> None:
                                   "loss_per_token", "time_to_first_token", "image_token",
                                   "sort_key", "cache_key", "primary_key", "partition_key",
                                   "max_tokens", "num_tokens", "image_tokens", "tokens_seen",
-                                  "api_tokens_per_sec", "total_tokens"])
+                                  "api_tokens_per_sec", "total_tokens", "user_tokens",
+                                  "app_tokens", "api_tokens_used", "service_tokens",
+                                  "email_tokens", "db_tokens", "shared_tokens", "MAX_TOKENS",
+                                  "user_tokens_processed", "token_seen"])
 def test_settings_are_no_secret_names(name: str, tmp_path: Path) -> None:
     """Masking happens when a manifest is written: these values were destroyed."""
     from ckptlake.redact import is_secret_name
@@ -511,3 +516,43 @@ def test_a_kept_span_cannot_be_opened_from_outside(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(redact_module, "_known_recent", [])
     redact_module.remember_secrets([KEY])
     assert redact(verbatim(f"dir/{KEY}")) == f"dir/{MASK}"  # the store's own secret
+
+
+def test_errors_name_a_versions_paths_as_they_are(tmp_path: Path) -> None:
+    """cat, ls and pull's errors masked `key=2026/...` (and the rest of the line with it)."""
+    root, run = _two_versions(tmp_path)
+
+    def error(*args: str) -> str:
+        r = CliRunner().invoke(app, [*args, "--lake", str(root)])
+        assert r.exit_code != 0, r.output
+        return r.output
+
+    assert "'key=2026/nope.txt' is not a file of demo/ck@v1" in error(
+        "cat", "demo/ck@v1", "key=2026/nope.txt")
+    out = error("cat", "demo/ck@v1", "key=2026")
+    assert "key=2026 in demo/ck@v1 is a directory" in out and "ls demo/ck@v1 key=2026)" in out
+    assert "'key=2026/zz' matches nothing" in error("ls", "demo/ck@v1", "key=2026/zz")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "token=x").write_text("other")
+    r = CliRunner().invoke(app, ["pull", "demo/ck@v1", str(dest), "--json", "--lake", str(root)])
+    assert r.exit_code == 6 and f"{dest}/token=x" in json.loads(r.stdout)["error"]["message"], \
+        r.output
+    # what is no path of the version stays masked in the same message
+    out = error("cat", f"demo/ck@v1", f"token={KEY}")
+    assert f"token={KEY}" in out  # the user's own argument, a path: as typed
+
+
+def test_a_links_target_is_still_redacted(tmp_path: Path) -> None:
+    """A link's target is free text, not a path of the version: a URL in it keeps its mask."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a")
+    (src / "lnk").symlink_to(f"https:/u:pw@h/x?sig={KEY}")
+    root = tmp_path / "lake"
+    r = CliRunner().invoke(app, ["push", str(src), "demo/l", "--lake", str(root)])
+    assert r.exit_code == 0, r.output
+    for args in (("ls", "demo/l@v1"), ("ls", "demo/l@v1", "--json"), ("show", "demo/l@v1"),
+                 ("show", "demo/l@v1", "--json")):
+        out = CliRunner().invoke(app, [*args, "--lake", str(root)]).stdout
+        assert KEY not in out and "lnk" in out, (args, out)

@@ -79,7 +79,9 @@ def test_client_error_mapping(store: S3Store, stub: Stubber, code: str, status: 
     with pytest.raises(expected) as info:
         store.get("dir/obj")
     assert "s3://bucket/pre/fix/dir/obj" in str(info.value)
-    if expected is AccessDenied:
+    if code == "ExpiredToken":  # right credentials, session over: not "configure them"
+        assert "session token has expired" in (info.value.hint or "")
+    elif expected is AccessDenied:
         assert "--profile" in (info.value.hint or "")
 
 

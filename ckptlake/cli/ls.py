@@ -6,12 +6,13 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ..format.times import time_text
 from ..redact import verbatim
 from .help import epilog, examples
 from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, LakeOpt,
                       ProfileOpt, QuietOpt, RegionOpt)
 from .output import Output, format_age, format_bytes, lake_url, open_lake, require_lake
-from .text import exact_paths, shown_path
+from .text import exact_paths, shown_name, shown_path
 
 HELP = ("List the artifacts of the lake (or those under PREFIX/), the versions of ARTIFACT, or "
         "the files of the version REF (ARTIFACT@SELECTOR).")
@@ -243,7 +244,7 @@ def file_row(f: dict[str, Any], name: str | None = None) -> list[str]:
         n = f["tensors"]
         kind = f"safetensors ({n} tensor{'s' if n != 1 else ''})"
     elif kind == "symlink":
-        kind = f"symlink -> {shown_path(f['target'])}"
+        kind = f"symlink -> {shown_name(f['target'])}"  # free text: redacted
     size = "-" if f["kind"] in ("dir", "symlink") else format_bytes(f["size"])
     name = f["path"] if name is None else name
     return [shown_path(name) + ("/" if f["kind"] == "dir" else ""), size, kind]
@@ -268,7 +269,7 @@ def with_expired(expired: list[Any], versions: list[Any], rows: list[list[str]],
     doc["expired"] = [t.to_dict() for t in expired]
     keyed = [(v.version, row + ["live"]) for v, row in zip(versions, rows)]
     keyed += [(t.version, version_row(t, columns) + [
-        f"expired {t.deleted.strftime('%Y-%m-%d')} ({t.rule})"]) for t in expired]
+        f"expired {time_text(t.deleted)[:10]} ({t.rule})"]) for t in expired]  # a UTC date
     if ordered:
         keyed.sort(key=lambda item: item[0])
     return [row for _, row in keyed], headers + ("STATE",)

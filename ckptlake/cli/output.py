@@ -75,7 +75,7 @@ import typer
 from ..errors import (EXIT_ACCESS, EXIT_CONFLICT, EXIT_ERROR, EXIT_INTEGRITY, EXIT_INTERRUPTED,
                       EXIT_NOT_FOUND, EXIT_OK, EXIT_POLICY, EXIT_TRANSFER, EXIT_USAGE,
                       CkptlakeError)
-from ..redact import redact, redact_data
+from ..redact import redact, redact_data, verbatim
 from ..units import format_bytes, format_rate
 from .options import CommonOptions
 from .text import PROG, one_line
@@ -228,10 +228,29 @@ def error_doc(type_name: str, message: str, exit_code: int,
     return {"error": {**doc, **extra}}
 
 
+def _keep_exact(text: str, exact: tuple[str, ...]) -> str:
+    """`text` with the error's own paths (CkptlakeError.exact) marked for the redaction to
+    leave alone; only those it would change, each place once (a longer one first)."""
+    spans: list[tuple[int, int]] = []
+    for s in sorted({s for s in exact if s and redact(s) != s}, key=len, reverse=True):
+        start = text.find(s)
+        while start != -1:
+            end = start + len(s)
+            if not any(a < end and start < b for a, b in spans):
+                spans.append((start, end))
+            start = text.find(s, end)
+    out, pos = [], 0
+    for a, b in sorted(spans):
+        out += [text[pos:a], verbatim(text[a:b])]
+        pos = b
+    return "".join(out) + text[pos:]
+
+
 def classify(exc: BaseException) -> tuple[str, str, int, bool]:
     """(type, one-line message, exit code, is_internal) for any exception the CLI may meet."""
     if isinstance(exc, CkptlakeError):
-        return type(exc).__name__, redact(one_line(str(exc))), exc.exit_code, False
+        text = _keep_exact(one_line(str(exc)), getattr(exc, "exact", ()))
+        return type(exc).__name__, redact(text), exc.exit_code, False
     if isinstance(exc, KeyboardInterrupt):
         return "Interrupted", "interrupted", EXIT_INTERRUPTED, False
     text = redact(one_line(str(exc)))

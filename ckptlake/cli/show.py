@@ -128,7 +128,7 @@ def render(d: Any) -> str:
     for f in d.files[:MAX_FILES]:
         if "symlink" in f:
             lines.append(f"  {'link':>10}  {shown_path(f['path'])} -> "
-                         f"{shown_path(f['symlink'])}")
+                         f"{shown_name(f['symlink'])}")  # a target is free text: redacted
             continue
         extra = f"  ({plural(f['tensors'], 'tensor')})" if "tensors" in f else ""
         extra += "  (executable)" if f.get("executable") else ""

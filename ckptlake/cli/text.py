@@ -48,9 +48,10 @@ def shown_line(line: str) -> str:
                    for piece, kept in kept_spans(line))
 
 
-def exact_paths(entries: list[dict[str, Any]],
-                keys: tuple[str, ...] = ("path", "target", "symlink")) -> list[dict[str, Any]]:
-    """A --json list of files with their paths (and link targets) marked for redaction to
-    leave alone: a script pulls by the paths it reads."""
+def exact_paths(entries: list[dict[str, Any]], keys: tuple[str, ...] = ("path",)
+                ) -> list[dict[str, Any]]:
+    """A --json list of files with their paths marked for redaction to leave alone: a script
+    pulls by the paths it reads.  Not a link's target: that is free text (it may be a URL
+    with a password in it)."""
     return [{k: verbatim(v) if k in keys and isinstance(v, str) else v for k, v in e.items()}
             for e in entries]

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Callable, Iterator, Sequence
 
-from ..errors import IntegrityError, NotFound, UsageError
+from ..errors import CkptlakeError, IntegrityError, NotFound, UsageError
 from ..format import layout
 from ..format.header import digest as _digest
 from ..format.manifest import FileEntry, LinkResolver, Manifest
@@ -189,8 +189,8 @@ def list_files(m: Manifest, prefix: str | None = None) -> list[dict[str, Any]]:
             rows = [r for r in rows if _path_hits(r["path"], p)]
         if p and not rows:
             led = f", which leads to {_shown(p)!r}," if p != _clean(prefix) else ""
-            raise NotFound(f"{_path_text(prefix)!r}{led} matches nothing in {name}",
-                           hint=f"list its files with: ckptlake ls {name}")
+            raise _exact(NotFound(f"{_path_text(prefix)!r}{led} matches nothing in {name}",
+                                  hint=f"list its files with: ckptlake ls {name}"), prefix, p)
     return sorted(rows, key=lambda r: r["path"])
 
 
@@ -242,6 +242,14 @@ def names_a_directory(path: "str | os.PathLike[str]") -> bool:
     "Not a directory" for a file named so; cat and lake.open served it."""
     text = _path_text(path)
     return text.endswith("/") or text.endswith("/.") or text == "."
+
+
+def _exact(err: CkptlakeError, *paths: str) -> CkptlakeError:
+    """`err` with the version's paths it names marked as no secret (CkptlakeError.exact), in
+    every form a message or hint shows them."""
+    err.exact = tuple(form for path in paths if isinstance(path, str)
+                      for form in (path, _shown(path), _arg(path)))
+    return err
 
 
 def _shown(path: str) -> str:
@@ -300,17 +308,19 @@ def find_file(m: Manifest, path: str) -> FileEntry:
     for e in m.files:
         if e.path == p and e.symlink is None:
             if names_a_directory(path):
-                raise NotFound(f"{_path_text(path)!r}: {_shown(p)} in {name} is a file, not a "
-                               "directory", hint=f"ckptlake cat {name} {_arg(p)}")
+                raise _exact(NotFound(f"{_path_text(path)!r}: {_shown(p)} in {name} is a file, "
+                                      "not a directory", hint=f"ckptlake cat {name} {_arg(p)}"),
+                             path, p)
             return e
     if p == "" or p in m.dirs or any(e.path.startswith(p + "/") for e in m.files):
-        raise UsageError(f"{_shown(p) or '/'} in {name} is a directory, not a file",
-                         hint=f"list it with: ckptlake ls {name} {_arg(p) if p else ''}".rstrip())
+        raise _exact(UsageError(f"{_shown(p) or '/'} in {name} is a directory, not a file",
+                                hint=f"list it with: ckptlake ls {name} "
+                                     f"{_arg(p) if p else ''}".rstrip()), path, p)
     hint = f"list its files with: ckptlake ls {name}"
     if p != _clean(path):
-        raise NotFound(f"{path!r} in {name} leads to {p!r}, which the version does not hold",
-                       hint=hint)
-    raise NotFound(f"{path!r} is not a file of {name}", hint=hint)
+        raise _exact(NotFound(f"{path!r} in {name} leads to {p!r}, which the version does "
+                              "not hold", hint=hint), path, p)
+    raise _exact(NotFound(f"{path!r} is not a file of {name}", hint=hint), path, p)
 
 
 def _dir_behind(m: Manifest, links: dict[str, str], name: str, link: str) -> str | None:

@@ -34,7 +34,7 @@ from ..errors import NotFound, UsageError
 from ..format import layout
 from ..format.manifest import RELATIONS, Manifest, is_metric_value
 from ..format.refs import Ref, parse_ref
-from ..format.times import parse_time
+from ..format.times import parse_time, time_text
 from ..results import _Result
 from ..store.base import ObjectInfo, Store
 from ..transfer.pool import bounded_map
@@ -304,7 +304,7 @@ class _Index:
         return _Info(LineageNode(id=nid, kind="version", status="expired", artifact=artifact,
                                  version=version, step=step, metrics=dict(metrics),
                                  created=_time_or_none(tomb.get("created")),
-                                 deleted=str(tomb.get("deleted") or "") or None), parents)
+                                 deleted=_utc_text(tomb.get("deleted"))), parents)
 
 
 def _time_or_none(value: Any) -> datetime | None:
@@ -313,6 +313,13 @@ def _time_or_none(value: Any) -> datetime | None:
         return parse_time(value) if value is not None else None
     except ValueError:
         return None
+
+
+def _utc_text(value: Any) -> str | None:
+    """A tombstone's deletion time as written (UTC, `Z`), whatever offset it was stored with
+    (`lineage` showed the raw text, and the date of its first ten characters)."""
+    t = _time_or_none(value)
+    return time_text(t) if t is not None else None
 
 
 def _missing(artifact: str, version: int) -> LineageNode:

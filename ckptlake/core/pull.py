@@ -278,20 +278,26 @@ class _Placement:
                 self.download.append(e)
         if special:
             more = f" (and {len(special) - 1} more)" if len(special) > 1 else ""
-            raise Conflict(f"{special[0]} is not a regular file (a FIFO, socket or device); the "
+            err = Conflict(f"{special[0]} is not a regular file (a FIFO, socket or device); the "
                            f"version has a file or directory there{more}",
                            hint=f"{self.force_flag} never replaces one: pull to another path")
+            err.exact = (special[0],)  # a destination path: shown as it is (no secret)
+            raise err
         if blocked:
             more = f" (and {len(blocked) - 1} more)" if len(blocked) > 1 else ""
-            raise Conflict(f"{blocked[0][0]} is a directory; the version has a {blocked[0][1]} "
+            err = Conflict(f"{blocked[0][0]} is a directory; the version has a {blocked[0][1]} "
                            f"there{more}", hint=f"{self.force_flag} never removes a directory: "
                                                 "move it away, or pull into an empty directory")
+            err.exact = (blocked[0][0],)
+            raise err
         if differ and not force:
             more = f" and {len(differ) - 1} more" if len(differ) > 1 else ""
-            raise Conflict(f"destination holds different files than {self.m.artifact}@v"
+            err = Conflict(f"destination holds different files than {self.m.artifact}@v"
                            f"{self.m.version}: {differ[0]}{more}",
                            hint=f"use {self.force_flag} to overwrite them, or pull into an "
                                 "empty directory")
+            err.exact = (differ[0],)
+            raise err
         if self.links and not self.fresh:
             self._check_links(force)
 

@@ -38,7 +38,14 @@ def parse_time(value: Any) -> datetime:
             t = t.replace(tzinfo=timezone(sign * offset))
         else:
             t = t.replace(tzinfo=timezone.utc)
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    t = t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    try:
+        t.astimezone(timezone.utc)
+    except OverflowError:
+        # 9999-12-31T23:00:00-05:00 is past the last time Python can hold in UTC: every
+        # comparison and every write of it would fail later, as an internal error
+        raise ValueError(f"time out of range in UTC: {text!r}") from None
+    return t
 
 
 def time_text(t: datetime) -> str:

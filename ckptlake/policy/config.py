@@ -631,8 +631,8 @@ def describe_value(value: Any) -> str:
     if isinstance(value, str) and _EXPONENT_TEXT.fullmatch(value.strip()):
         # PyYAML (YAML 1.1) takes 1e-2 and 1.0e308 for text: "must be a number, got '1e-2'"
         # was a riddle
-        return (f"{value!r} (text: YAML reads an exponent only after a dot and with a sign, "
-                "1.0e-2 or 1.0e+308; or write 0.01)")
+        return (f"{value!r} (text to YAML, which reads an exponent only after a dot and with a "
+                "sign: write a plain number such as 0.01 or 1000, or 1.0e-2)")
     if value is None:
         return "null (an empty value)"
     if isinstance(value, bool):
@@ -644,7 +644,8 @@ def describe_value(value: Any) -> str:
     return repr(value)
 
 
-_EXPONENT_TEXT = re.compile(r"[-+]?(?:\d[\d_]*)?\.?\d*[eE][-+]?\d+")
+# a number with an exponent that YAML 1.1 reads as text (no dot, or no sign after the e)
+_EXPONENT_TEXT = re.compile(r"[-+]?\d[\d_]*(?:[eE][-+]?\d+|\.\d*[eE]\d+)")
 
 
 def _credential_key(key: str) -> bool:

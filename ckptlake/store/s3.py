@@ -631,6 +631,12 @@ class S3Store(Store):
             # start with one: the credentials hint sent the user the wrong way
             return AccessDenied(f"{text}: this machine's clock is {skew} off the server's",
                                 hint=_CLOCK_HINT)
+        if code in ("ExpiredToken", "TokenRefreshRequired", "InvalidToken"):
+            # the credentials are right but their session is over: "configure credentials"
+            # sent the user to check what was fine
+            return AccessDenied(text, hint="the session token has expired or is invalid: "
+                                           "refresh it (`aws sso login`, a new STS token) and "
+                                           "run again; finished work is kept")
         if code in _ACCESS_CODES or status == 403:
             return AccessDenied(text, hint=_CREDENTIALS_HINT)
         if code in _TRANSIENT_CODES or status == 429 or \
