@@ -166,6 +166,8 @@ class _Job:
     # The exit deadline (Checkpointer._drain_at_exit, _CommitGate), under the cond:
     cancelled: bool = False  # cut off: it must not commit any more
     committing: bool = False  # past its last check before the commit: it commits (or fails)
+    # "committed" / "failed", set with _active cleared (its future is resolved just after)
+    outcome: str | None = None
     stops: set[threading.Event] = field(default_factory=set)  # its upload pools' stop events
 
     def describe(self) -> str:
@@ -790,6 +792,11 @@ class Checkpointer:
         with self._cond:
             if not self._errors:
                 return
+            if self._terminating:
+                # The final save on SIGTERM goes ahead: an earlier upload's failure (logged
+                # when it happened, and reported at exit among the lost) made it fail too,
+                # and the last state of a preempted job was lost with it.
+                return
             (job, exc), later = self._errors[0], len(self._errors) - 1
             self._errors.clear()
         note = f"raised from the background upload of {self.artifact} {job.describe()}"
@@ -978,6 +985,7 @@ class Checkpointer:
                 pool = None
             job.tensors = None
             with self._cond:
+                job.outcome = "committed" if error is None else "failed"
                 if error is None:
                     self.results.append(result)  # type: ignore[arg-type]
                 elif not job.cancelled:
@@ -1182,10 +1190,11 @@ class Checkpointer:
                 stuck = self._active is active
             if stuck and active.cancelled:
                 rmtree(active.workdir)
-            committed = active.future.done() and active.future.exception() is None
-            if active.cancelled and not committed:  # (a tree without files has no gate)
+            with self._cond:  # (its future is resolved a moment after: not read here)
+                outcome = active.outcome
+            if active.cancelled and outcome != "committed":  # (a tree without files has no gate)
                 lost.insert(0, f"{active.describe()} (cut off while uploading)")
-            elif not active.future.done():
+            elif outcome is None:
                 log.error("ckptlake: checkpoint %s of %s was being committed at the deadline "
                           "and had not finished %g s later: it may or may not be committed "
                           "(see: ckptlake ls %s)", active.describe(), self.artifact,

@@ -131,6 +131,15 @@ class StorageClassUnsupported(TransferError):
     that one); the object is unchanged."""
 
 
+class NoRoom(TransferError):
+    """The local lake's file system refuses a write for a reason no retry fixes (full, over
+    quota, a loop of symbolic links): exit 2, as a pull's full destination, with what to do.
+    Still a TransferError, so whatever releases, stops or backs off after a failed write
+    (a sharded commit's claim, `replicate`, `watch`) does so here too."""
+
+    exit_code = EXIT_USAGE
+
+
 class OutcomeUnknown(TransferError):
     """A conditional write (a version's manifest, an alias) ran out of attempts, and an attempt
     may have landed although no answer came back: the object may hold what was sent.  The

@@ -124,9 +124,11 @@ class Lake:
             return None
         return self.replicas.select(replica)
 
-    def _no_offline_replica(self) -> str:
+    def _no_offline_replica(self, replica: str | None) -> str:
         if self.replicas is None or not self.replicas.names():
             return "--offline-replica found no replica: none are configured"
+        if replica == "none":
+            return "--offline-replica has nothing to fall back on with --replica none"
         region = self.replicas.client_region
         return ("--offline-replica found no replica " + (
             f"in this client's region ({region})" if region else
@@ -487,7 +489,7 @@ class Lake:
                 # --offline-replica had nothing to fall back on: say so, not only that the
                 # lake is down (the flag looked ignored)
                 exc.hint = "; ".join(filter(None, [getattr(exc, "hint", None),
-                                                   self._no_offline_replica()]))
+                                                   self._no_offline_replica(replica)]))
                 raise
             return self._pull_offline(exc, ref, destination, replica=replica, force=force,
                                       progress=progress, paths=paths, include=include,

@@ -133,3 +133,76 @@ def test_a_checkpointer_dropped_without_close_is_collected_with_its_thread(lake)
     # what it committed is there, and a new one carries on
     with lake.checkpointer(ART) as ck2:
         assert ck2.save_state({"w": np.ones(1000, np.float32)}, step=2).result().version == 2
+
+
+def test_an_earlier_failure_does_not_stop_the_final_save_on_sigterm(
+        lake, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Step 1's upload failed while SIGTERM came: its error was raised into the final save,
+    so the preempted job's last state was not saved either."""
+    import os
+    import signal
+    import threading
+
+    from ckptlake.errors import TransferError
+
+    release = threading.Event()
+    execute = ck_mod.Checkpointer._execute
+    calls = []
+
+    def first_fails(self, job):  # type: ignore[no-untyped-def]
+        calls.append(job.step)
+        if len(calls) == 1:
+            release.wait(30)
+            raise TransferError("simulated: the lake failed step 1's manifest")
+        return execute(self, job)
+
+    monkeypatch.setattr(ck_mod.Checkpointer, "_execute", first_fails)
+    ck = None
+
+    def final() -> None:
+        release.set()  # step 1 fails now, while the final save waits for room
+        ck.save_state({"w": np.full(4, 99.0)}, step=99)
+
+    ck = lake.checkpointer(ART, on_sigterm="save", final_save=final, exit_timeout=60,
+                           retention=False)
+    try:
+        ck.save_state({"w": np.full(4, 1.0)}, step=1)
+        with caplog.at_level(logging.ERROR, logger="ckptlake"):
+            with pytest.raises(SystemExit) as exited:
+                os.kill(os.getpid(), signal.SIGTERM)
+                end = time.monotonic() + 60
+                while time.monotonic() < end:
+                    time.sleep(0.05)
+        assert exited.value.code == 143
+    finally:
+        release.set()
+        ck.close() if not ck._closed else None
+    assert [v.step for v in lake.versions(ART)] == [99]
+    assert "simulated" in caplog.text and "final save on SIGTERM failed" not in caplog.text
+
+
+def test_a_full_lake_releases_a_sharded_steps_claim(lake, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk made the manifest write a UsageError, which the sharded commit did not
+    release its claim for: the rerun waited for an owner that had given up."""
+    from ckptlake.store import local
+    from test_shards import ART as SART, make_rank
+
+    dirs = [make_rank(tmp_path, r, 2) for r in range(2)]
+    lake.push_shard(dirs[0], SART, step=5, rank=0, world=2)
+    write_temp = local.LocalStore._write_temp
+    failed = []
+
+    def full_once(self, directory, chunks, **kw):  # type: ignore[no-untyped-def]
+        if "/@v" in str(directory) and not failed:
+            failed.append(directory)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_temp(self, directory, chunks, **kw)
+
+    monkeypatch.setattr(local.LocalStore, "_write_temp", full_once)
+    with pytest.raises(Exception) as err:
+        lake.push_shard(dirs[1], SART, step=5, rank=1, world=2)
+    assert getattr(err.value, "exit_code", None) == 2 and failed, err.value
+    started = time.monotonic()
+    res = lake.push_shard(dirs[1], SART, step=5, rank=1, world=2, wait_seconds=20)
+    assert res.version == 1 and res.committed_here and time.monotonic() - started < 10

@@ -834,6 +834,9 @@ def test_offline_replica_with_no_replica_for_this_region_says_so(tmp_path: Path)
     assert "--offline-replica found no replica in this client's region (us-east-1); name " \
         "one with --replica eu" in str(err.value), str(err.value)
     with pytest.raises(TransferError) as err:
+        lake.pull("m/a", tmp_path / "o2", offline_replica=True, replica="none")
+    assert "nothing to fall back on with --replica none" in str(err.value), str(err.value)
+    with pytest.raises(TransferError) as err:
         lake.pull("m/a", tmp_path / "o2")
     assert "--offline-replica" not in str(err.value)
     assert lake.pull("m/a", tmp_path / "o3", offline_replica=True, replica="eu").version == 1

@@ -74,7 +74,7 @@ def load_manifest(store: Store, artifact: str, number: int) -> Manifest:
     try:
         data = store.get(key)
     except NotFound:
-        raise _deleted_or_missing(store, artifact, number) from None
+        data = b""  # absent: told apart below, as an empty record is
     if not data:  # a PUT cut after its head: no version (docs/format.md, "Empty objects")
         missing = _deleted_or_missing(store, artifact, number)
         if not getattr(missing, "lost", False) or not (data := _read_again(store, key)):

@@ -34,8 +34,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from ..errors import (AccessDenied, CkptlakeError, NotFound, PreconditionFailed, TransferError,
-                      TransientError, UsageError)
+from ..errors import (AccessDenied, CkptlakeError, NoRoom, NotFound, PreconditionFailed,
+                      TransferError, TransientError, UsageError)
 from .base import MultipartUpload, ObjectInfo, Store, part_numbers
 
 LOCK_DIR = ".ckptlake-locks"
@@ -127,9 +127,12 @@ def _map_os_error(exc: OSError, what: str) -> CkptlakeError:
         # no retry helps, and the README's exit 2: "a destination that cannot take the
         # version (no space left...)", as a pull's full destination (it was exit 8, storage
         # failing)
-        return UsageError(f"{what}: {cause}",
-                          hint="free space on the device holding the lake and run it again "
-                               "(a push does not send again the chunks already stored)")
+        return NoRoom(f"{what}: {cause}",
+                      hint="free space on the device holding the lake and run it again (a "
+                           "push does not send again the chunks already stored)")
+    if exc.errno == errno.ELOOP:
+        return NoRoom(f"{what}: {cause}", hint="a symbolic link on the way to the lake leads "
+                                              "back to itself: fix the link")
     if exc.errno in _TRANSIENT_ERRNOS:
         return TransientError(f"{what}: {cause}")
     return TransferError(f"{what}: {cause}")
@@ -272,14 +275,23 @@ class LocalStore(Store):
             p = p.parent
         if os.path.isdir(p):
             return None
-        if os.path.islink(p) and not os.path.exists(p):
-            return f"{p} is a symbolic link to {os.readlink(p)}, which does not exist"
+        if os.path.islink(p):
+            try:
+                os.stat(p)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    return f"{p} is a loop of symbolic links"
+                # the end of the chain, resolved: what is missing (an unmounted volume's path)
+                return (f"{p} is a symbolic link to {os.path.realpath(p)}, which does not "
+                        "exist")
         return f"{p} is a file, not a directory"
 
     @staticmethod
     def blocker_hint(blocker: str) -> str:
         if blocker.endswith("which does not exist"):
             return "mount or create the link's target, or point the link elsewhere"
+        if blocker.endswith("a loop of symbolic links"):
+            return "fix the links so that they lead to a directory"
         return "a local lake is a directory (file:///path)"
 
     # ---- locking ---------------------------------------------------------------------------

@@ -155,7 +155,7 @@ def _clock_skew(response: dict[str, Any]) -> str | None:
     seconds = abs((datetime.now(timezone.utc) - server).total_seconds())
     if seconds <= 15 * 60:
         return None
-    minutes = int(seconds // 60)
+    minutes = int(round(seconds / 60))  # `Date` has whole seconds: 2 h, not "1 h 59 min"
     return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
 
 
@@ -919,6 +919,11 @@ class S3Store(Store):
                                          "answered without a listing (no IsTruncated)")
                 if page["IsTruncated"]:
                     marker = tuple(page.get(k) for k in _NEXT_MARKERS)
+                    if not any(marker):
+                        # botocore ends the listing there, silently: the rest of it (versions
+                        # gc would keep, chunks a version needs) would count as absent
+                        raise TransientError(f"{self._describe(what)}: {method}: the server "
+                                             "says the listing goes on but not where")
                     if marker in seen:
                         raise TransferError(f"{self._describe(what)}: {method}: the server "
                                             f"repeats a continuation marker ({len(seen)} "
