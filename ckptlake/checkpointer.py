@@ -601,6 +601,7 @@ class Checkpointer:
             self._pool = {}  # a closed one saves no more: its host copy is not kept alive
             self._cond.notify_all()
         _LIVE.discard(self)  # the exit hook has nothing more to wait for
+        _BUSY.discard(self)
         self._restore_handler()
         # Leave no empty snapshot directories behind.  Tried even with a job still running
         # (one cut off at exit and stuck in a request, whose snapshot _report_cutoff removed):
@@ -872,6 +873,7 @@ class Checkpointer:
         with self._cond:
             self._last_step = job.step
             self._queue.append(job)
+            _BUSY.add(self)  # its saves are committed even if the caller lets go of it
             self._cond.notify_all()
         return job.future
 
@@ -993,6 +995,8 @@ class Checkpointer:
                 if pool is not None:
                     self._pool = pool
                 self._active = None
+                if not self._queue:
+                    _BUSY.discard(self)  # idle: collectable once the caller lets go
                 self._cond.notify_all()
         # Only now, with this upload no longer running: a training loop that waited for
         # the future and saved at once found it still "running" (on_busy="skip" dropped
@@ -1330,10 +1334,16 @@ def _is_library_error(exc: BaseException) -> bool:
 
 # ---- the background thread ----------------------------------------------------------------------
 
+# Checkpointers with a save queued or uploading: held here, so that one the caller let go of
+# still commits them (and the exit hook, whose _LIVE set is weak, still waits for them).
+_BUSY: "set[Checkpointer]" = set()
+
+
 def _serve(ref: "weakref.ReferenceType[Checkpointer]", cond: threading.Condition) -> None:
-    """The background thread: it holds its Checkpointer only while there is work, so one
-    dropped without close() (a sweep's trial, a notebook cell run again) is collected, and its
-    thread and host buffers go with it (they stayed for the life of the process)."""
+    """The background thread: it holds its Checkpointer only while there is work (_BUSY holds
+    it then too), so one dropped idle without close() (a sweep's trial, a notebook cell run
+    again) is collected, and its thread and host buffers go with it (they stayed for the life
+    of the process)."""
     while True:
         with cond:
             while True:

@@ -208,3 +208,22 @@ def test_rates_round_before_their_unit_too(n: float, rate: str) -> None:
     from ckptlake.units import format_rate
 
     assert format_rate(n) == rate
+
+
+def test_gc_keeps_a_version_whose_time_it_cannot_read(tmp_path: Path) -> None:
+    """gc took an unreadable `created` for "as old as can be": keep_within deleted a version
+    stamped past UTC's range as 20,794 days old."""
+    from ckptlake.format import layout
+
+    root = _pushed(tmp_path, (), (), ())
+    key = root / layout.version_key("x/a", 1)
+    doc = json.loads(key.read_bytes())
+    doc["created"] = "9999-12-31T23:00:00-05:00"
+    key.write_text(json.dumps(doc))
+    policy = tmp_path / "p.yaml"
+    policy.write_text("retention:\n  grace_period: 0s\n  rules:\n    - match: '*'\n"
+                      "      keep_within: 7d\n")
+    plan = _strict(_cli(root, "gc", "--dry-run", "--json", "--config", str(policy)).stdout)
+    assert "x/a@v1" not in json.dumps(plan.get("versions_to_delete", plan)), plan
+    _cli(root, "gc", "--yes", "--config", str(policy))
+    assert key.exists()

@@ -556,3 +556,17 @@ def test_a_links_target_is_still_redacted(tmp_path: Path) -> None:
                  ("show", "demo/l@v1", "--json")):
         out = CliRunner().invoke(app, [*args, "--lake", str(root)]).stdout
         assert KEY not in out and "lnk" in out, (args, out)
+
+
+def test_an_error_through_a_link_keeps_the_links_target_redacted(tmp_path: Path) -> None:
+    """The error named the path a link led to as it is: the link's target (free text, here a
+    presigned URL's signature) printed in clear, where ls masks it."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "real").write_text("x")
+    (src / "cfg").symlink_to(f"real?X-Amz-Signature={KEY}")
+    root = tmp_path / "lake"
+    assert CliRunner().invoke(app, ["push", str(src), "l/k", "--lake", str(root)]).exit_code == 0
+    for args in (("cat", "l/k@v1", "cfg/f.txt"), ("ls", "l/k@v1", "cfg/f.txt")):
+        r = CliRunner().invoke(app, [*args, "--lake", str(root)])
+        assert r.exit_code == 3 and KEY not in r.output and "'cfg/f.txt'" in r.output, r.output

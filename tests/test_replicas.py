@@ -354,6 +354,30 @@ class FailingAfter(MemoryStore):
         return super().put(key, data, **kw)
 
 
+def test_replicate_into_a_full_replica_is_exit_2_in_one_line(tmp_path: Path,
+                                                              monkeypatch) -> None:
+    """A full local replica: the store's NoRoom was rewrapped as a plain TransferError (exit
+    8), its hint about "the lake" and "a push" nested inside the replicate one."""
+    from ckptlake.errors import NoRoom
+
+    class Full(FailingAfter):
+        def put(self, key, data, **kw):  # type: ignore[override]
+            if key.startswith("chunks/") and self.left <= 0:
+                raise NoRoom(f"{self.url}/{key}: No space left on device",
+                             hint="free some space on the device holding it")
+            return super().put(key, data, **kw)
+
+    replica = Full(1)
+    monkeypatch.setattr(ReplicaSet, "open_store", lambda self, spec: replica)
+    lake = memory_lake(tmp_path)
+    lake.push(write_src(tmp_path / "src", size=4 * MiB), "m/a")
+    with pytest.raises(NoRoom) as err:
+        lake.replicate("m/a", "eu")
+    text = str(err.value)
+    assert err.value.exit_code == 2 and text.count("(") == 2, text  # the replica's URL, the hint
+    assert "free space on the device holding the replica; run it again" in text, text
+
+
 def test_replicate_is_resumable_and_copies_only_what_is_missing(tmp_path: Path,
                                                                monkeypatch) -> None:
     replica = FailingAfter(3)

@@ -244,11 +244,14 @@ def names_a_directory(path: "str | os.PathLike[str]") -> bool:
     return text.endswith("/") or text.endswith("/.") or text == "."
 
 
-def _exact(err: CkptlakeError, *paths: str) -> CkptlakeError:
-    """`err` with the version's paths it names marked as no secret (CkptlakeError.exact), in
-    every form a message or hint shows them."""
-    err.exact = tuple(form for path in paths if isinstance(path, str)
-                      for form in (path, _shown(path), _arg(path)))
+def _exact(err: CkptlakeError, arg: Any, resolved: str | None = None) -> CkptlakeError:
+    """`err` with the path the user gave (and the version's path it names, if that is the
+    same path, not one reached through a link: a link's target is free text, redacted) marked
+    as no secret (CkptlakeError.exact), in every form a message or hint shows them."""
+    paths = [arg] if isinstance(arg, str) else []
+    if resolved is not None and paths and resolved == _clean(arg):
+        paths.append(resolved)
+    err.exact = tuple(form for path in paths for form in (path, _shown(path), _arg(path)))
     return err
 
 

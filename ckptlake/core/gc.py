@@ -176,7 +176,10 @@ def _read_version(store: Store, artifact: str, number: int
     try:
         created = parse_time(raw.get("created"))
     except ValueError:
-        created = datetime.fromtimestamp(0, timezone.utc)  # unknown: as old as can be
+        # Unknown age: as new as can be, so no age rule (keep_within) deletes it.  "As old as
+        # can be" deleted a version stamped 9999-12-31T23:00:00-05:00 (past UTC's range) as
+        # 20,794 days old; every reader refuses that manifest (exit 5) until it is put right.
+        created = datetime.now(timezone.utc)
     files = raw.get("files") if isinstance(raw.get("files"), list) else []
     total = sum(f.get("size", 0) for f in files
                 if isinstance(f, dict) and isinstance(f.get("size"), int))

@@ -24,8 +24,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import (AccessDenied, CkptlakeError, IntegrityError, NotFound, PreconditionFailed,
-                      TransferError, TransientError, UsageError)
+from ..errors import (AccessDenied, CkptlakeError, IntegrityError, NoRoom, NotFound,
+                      PreconditionFailed, TransferError, TransientError, UsageError)
 from ..format import layout
 from ..format.header import LEGACY_HASH
 from ..format.manifest import Manifest
@@ -350,6 +350,15 @@ class ReplicateResult(_Result):
     warnings: list[str] = field(default_factory=list)
 
 
+
+def _stopped(spec: Any, exc: CkptlakeError, again: str) -> CkptlakeError:
+    """Why replicate stopped, in one line (the store's own hint was nested in it, and said
+    "the lake" and "a push"); a full or looping replica disk stays exit 2 (NoRoom)."""
+    message = f"replicate to {spec.name} ({spec.url}) stopped: {exc.message}"
+    if isinstance(exc, NoRoom):
+        return NoRoom(message, hint=f"free space on the device holding the replica; {again}")
+    return TransferError(message, hint=again)
+
 def replicate(origin: Store, replica: Store, m: Manifest, *, spec: ReplicaSpec, lake_url: str,
               concurrency: int, verify: bool = False, progress: Progress | None = None,
               settings_override: Any = None,
@@ -380,8 +389,7 @@ def replicate(origin: Store, replica: Store, m: Manifest, *, spec: ReplicaSpec, 
     try:
         bind_replica(origin, replica, spec, create=True)
     except (TransientError, TransferError, AccessDenied) as exc:
-        raise TransferError(f"replicate to {spec.name} ({spec.url}) stopped: {exc}",
-                            hint="run it again once the replica can be written") from None
+        raise _stopped(spec, exc, "run it again once the replica can be written") from None
     progress = progress or NullProgress()
     started = time.monotonic()
     guard_started, guard_started_wall = _clock.now(), time.time()
@@ -472,9 +480,8 @@ def replicate(origin: Store, replica: Store, m: Manifest, *, spec: ReplicaSpec, 
                      started_wall=guard_started_wall, recheck_after_commit=False)
         keep_manifest(origin, replica, m)  # whole now: servable with --offline-replica
     except (TransientError, TransferError, AccessDenied) as exc:
-        raise TransferError(f"replicate to {spec.name} ({spec.url}) stopped: {exc}",
-                            hint="run it again: chunks already copied are not copied again"
-                            ) from None
+        raise _stopped(spec, exc, "run it again: chunks already copied are not copied again"
+                       ) from None
     finally:
         progress.finish()
     return ReplicateResult(

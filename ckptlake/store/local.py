@@ -128,8 +128,8 @@ def _map_os_error(exc: OSError, what: str) -> CkptlakeError:
         # version (no space left...)", as a pull's full destination (it was exit 8, storage
         # failing)
         return NoRoom(f"{what}: {cause}",
-                      hint="free space on the device holding the lake and run it again (a "
-                           "push does not send again the chunks already stored)")
+                      hint="free some space on the device holding it and run the command "
+                           "again (what a push or pull already stored is not sent again)")
     if exc.errno == errno.ELOOP:
         return NoRoom(f"{what}: {cause}", hint="a symbolic link on the way to the lake leads "
                                               "back to itself: fix the link")
