@@ -964,15 +964,49 @@ class Checkpointer:
 
     # ---- the background thread -------------------------------------------------------------
 
+    def _release_error_frames(self) -> None:
+        """The failures kept for the next save to raise, with their tracebacks' frames cleared
+        of locals (the lines stay): the frames of _run_one and _execute held this
+        Checkpointer in a cycle, so one let go of after a failed upload kept its thread and
+        host buffers until a full collection."""
+        import traceback
+
+        with self._cond:
+            errors = [exc for _, exc in self._errors]
+        for exc in errors:
+            seen: set[int] = set()
+            e: BaseException | None = exc
+            while e is not None and id(e) not in seen:
+                seen.add(id(e))
+                traceback.clear_frames(e.__traceback__)
+                e = e.__cause__ or e.__context__
+
     def _run_one(self) -> bool:
         """Upload the next queued checkpoint; False when there is none (stopping)."""
         with self._cond:
             if not self._queue:
                 return False
-            job = self._active = self._queue.popleft()
-            # a save waiting for room in a full queue (on_busy="queue") has it now: without
-            # this it slept until this whole upload ended (the training loop idle for it)
-            self._cond.notify_all()
+            job = self._queue.popleft()
+            # Its future cannot be cancelled from now on; one cancelled while queued is not
+            # uploaded (a cancelled future's set_result raised here and ended the thread:
+            # later saves were lost and wait(), close() and the exit hook hung)
+            if not job.future.set_running_or_notify_cancel():
+                if not self._queue and self._active is None:
+                    _BUSY.discard(self)
+                self._cond.notify_all()
+                cancelled = job
+            else:
+                cancelled = None
+                self._active = job
+                # a save waiting for room in a full queue (on_busy="queue") has it now:
+                # without this it slept until this whole upload ended (the loop idle for it)
+                self._cond.notify_all()
+        if cancelled is not None:
+            log.info("ckptlake: checkpoint %s of %s was cancelled before its upload",
+                     cancelled.describe(), self.artifact)
+            rmtree(cancelled.workdir)
+            cancelled.tensors = None
+            return True
         result: PushResult | None = None
         error: BaseException | None = None
         try:
@@ -1353,9 +1387,12 @@ def _serve(ref: "weakref.ReferenceType[Checkpointer]", cond: threading.Condition
                 if ck._queue or ck._stopping:
                     break
                 ck = None  # not while waiting
+                if ref() is None:  # that was the last reference (_wake came before the wait)
+                    return
                 cond.wait()
         if not ck._run_one():
             return
+        ck._release_error_frames()
         ck = None
 
 

@@ -224,3 +224,53 @@ def test_saves_of_a_checkpointer_let_go_of_are_still_committed(lake, on_busy: st
     gc.collect()
     assert [f.result(timeout=60).version for f in futures] == [1, 2, 3]
     assert [v.step for v in lake.versions(ART)] == [1, 2, 3]
+
+
+def test_a_cancelled_save_is_skipped_and_the_rest_go_on(lake, monkeypatch) -> None:
+    """Future.cancel() on a queued save: its set_result raised in the thread, which ended;
+    later saves were lost and wait() hung."""
+    import threading
+
+    release = threading.Event()
+    execute = ck_mod.Checkpointer._execute
+
+    def held(self, job):  # type: ignore[no-untyped-def]
+        release.wait(30)
+        return execute(self, job)
+
+    monkeypatch.setattr(ck_mod.Checkpointer, "_execute", held)
+    with lake.checkpointer(ART, on_busy="queue", max_pending=4, keep_last=None) as ck:
+        f1 = ck.save_state({"w": np.full(10, 1.0)}, step=1)
+        f2 = ck.save_state({"w": np.full(10, 2.0)}, step=2)
+        f3 = ck.save_state({"w": np.full(10, 3.0)}, step=3)
+        time.sleep(0.2)
+        assert not f1.cancel()  # running: it cannot be called off
+        assert f2.cancel()
+        release.set()
+        ck.wait(timeout=30)
+        assert f1.result().version == 1 and f3.result().version == 2 and f2.cancelled()
+        assert ck._thread.is_alive()
+        assert ck.save_state({"w": np.full(10, 4.0)}, step=4).result(timeout=30).version == 3
+    assert [v.step for v in lake.versions(ART)] == [1, 3, 4]
+
+
+def test_a_checkpointer_let_go_of_after_a_failed_upload_is_collected(
+        lake, monkeypatch) -> None:
+    """The stored failure's traceback held the checkpointer (its frames' self) in a cycle:
+    thread and host buffers stayed until a full collection."""
+    import weakref
+
+    from ckptlake.errors import TransferError
+
+    def fail(self, job):  # type: ignore[no-untyped-def]
+        raise TransferError("simulated")
+
+    monkeypatch.setattr(ck_mod.Checkpointer, "_execute", fail)
+    ck = lake.checkpointer(ART, keep_last=None)
+    future = ck.save_state({"w": np.zeros(1000, np.float32)}, step=1)
+    assert isinstance(future.exception(timeout=30), TransferError)
+    ref, thread = weakref.ref(ck), ck._thread
+    time.sleep(0.2)  # the thread has left the job behind
+    del ck, future
+    thread.join(10)
+    assert ref() is None and not thread.is_alive()

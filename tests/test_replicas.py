@@ -375,7 +375,23 @@ def test_replicate_into_a_full_replica_is_exit_2_in_one_line(tmp_path: Path,
         lake.replicate("m/a", "eu")
     text = str(err.value)
     assert err.value.exit_code == 2 and text.count("(") == 2, text  # the replica's URL, the hint
-    assert "free space on the device holding the replica; run it again" in text, text
+    assert "free some space on the device holding it; run it again" in text, text
+
+
+def test_replicate_into_a_read_only_replica_is_exit_4(tmp_path: Path, monkeypatch) -> None:
+    from ckptlake.errors import AccessDenied
+
+    class ReadOnly(FailingAfter):
+        def put(self, key, data, **kw):  # type: ignore[override]
+            raise AccessDenied(f"{self.url}/{key}: Read-only file system",
+                               hint="the lake's file system is mounted read-only")
+
+    monkeypatch.setattr(ReplicaSet, "open_store", lambda self, spec: ReadOnly(0))
+    lake = memory_lake(tmp_path)
+    lake.push(write_src(tmp_path / "src", size=1 * MiB), "m/a")
+    with pytest.raises(AccessDenied) as err:
+        lake.replicate("m/a", "eu")
+    assert err.value.exit_code == 4 and "mounted read-only" in str(err.value), str(err.value)
 
 
 def test_replicate_is_resumable_and_copies_only_what_is_missing(tmp_path: Path,

@@ -352,11 +352,14 @@ class ReplicateResult(_Result):
 
 
 def _stopped(spec: Any, exc: CkptlakeError, again: str) -> CkptlakeError:
-    """Why replicate stopped, in one line (the store's own hint was nested in it, and said
-    "the lake" and "a push"); a full or looping replica disk stays exit 2 (NoRoom)."""
+    """Why replicate stopped, in one line (the store's own hint was nested in the message);
+    a full or looping replica disk stays exit 2 (NoRoom), a refused one exit 4."""
     message = f"replicate to {spec.name} ({spec.url}) stopped: {exc.message}"
-    if isinstance(exc, NoRoom):
-        return NoRoom(message, hint=f"free space on the device holding the replica; {again}")
+    hint = f"{exc.hint}; {again}" if exc.hint else again
+    if isinstance(exc, NoRoom):  # a full disk or a loop of links: exit 2, its own hint
+        return NoRoom(message, hint=hint)
+    if isinstance(exc, AccessDenied):  # exit 4, as for the lake (a read-only replica)
+        return AccessDenied(message, hint=hint)
     return TransferError(message, hint=again)
 
 def replicate(origin: Store, replica: Store, m: Manifest, *, spec: ReplicaSpec, lake_url: str,
