@@ -213,3 +213,23 @@ def test_an_access_denied_403_is_about_credentials_whatever_the_clock() -> None:
         assert "clock" not in str(info.value) and "credentials" in str(info.value)
     finally:
         s.close()
+
+
+@pytest.mark.parametrize("arg, shown", [
+    ("key=2026/.", "key=2026 in d/w@v1 is a directory"),
+    ("key=2026/sub/..", "key=2026 in d/w@v1 is a directory"),
+    ("./key=2026/./part.txt/", "key=2026/part.txt in d/w@v1 is a file, not a directory"),
+    ("key=2026//part.txt/", "key=2026/part.txt in d/w@v1 is a file, not a directory"),
+    ("key=2026/./nope", "leads to 'key=2026/nope'")])
+def test_a_path_written_with_dots_is_shown_as_it_is(tmp_path: Path, arg: str,
+                                                    shown: str) -> None:
+    """The path an argument names was kept as it is only when it equalled the argument as
+    text: `key=2026/.` printed `key=*** ... ls d/w@v1 key=***` (and lost the `)`)."""
+    src = tmp_path / "s"
+    (src / "key=2026" / "sub").mkdir(parents=True)
+    (src / "key=2026" / "part.txt").write_text("p")
+    (src / "key=2026" / "sub" / "f").write_text("f")
+    root = tmp_path / "lake"
+    _run(root, "push", str(src), "d/w")
+    out = _run(root, "cat", "d/w@v1", arg, code=None).output
+    assert shown in out and "key=***" not in out, out

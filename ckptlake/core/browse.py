@@ -190,7 +190,8 @@ def list_files(m: Manifest, prefix: str | None = None) -> list[dict[str, Any]]:
         if p and not rows:
             led = f", which leads to {_shown(p)!r}," if p != _clean(prefix) else ""
             raise _exact(NotFound(f"{_path_text(prefix)!r}{led} matches nothing in {name}",
-                                  hint=f"list its files with: ckptlake ls {name}"), prefix, p)
+                                  hint=f"list its files with: ckptlake ls {name}"), prefix, p,
+                         links)
     return sorted(rows, key=lambda r: r["path"])
 
 
@@ -244,15 +245,35 @@ def names_a_directory(path: "str | os.PathLike[str]") -> bool:
     return text.endswith("/") or text.endswith("/.") or text == "."
 
 
-def _exact(err: CkptlakeError, arg: Any, resolved: str | None = None) -> CkptlakeError:
-    """`err` with the path the user gave (and the version's path it names, if that is the
-    same path, not one reached through a link: a link's target is free text, redacted) marked
-    as no secret (CkptlakeError.exact), in every form a message or hint shows them."""
+def _exact(err: CkptlakeError, arg: Any, resolved: str | None = None,
+           links: dict[str, str] | None = None) -> CkptlakeError:
+    """`err` with the path the user gave (and the version's path it names, unless a link was
+    followed on the way: a link's target is free text, redacted) marked as no secret
+    (CkptlakeError.exact), in every form a message or hint shows them."""
     paths = [arg] if isinstance(arg, str) else []
-    if resolved is not None and paths and resolved == _clean(arg):
+    if resolved is not None and paths and (resolved == _clean(arg) or (
+            links is not None and not _through_link(arg, links))):
         paths.append(resolved)
     err.exact = tuple(form for path in paths for form in (path, _shown(path), _arg(path)))
     return err
+
+
+def _through_link(arg: str, links: dict[str, str]) -> bool:
+    """Does `arg` (as written, "." and ".." included) pass a symlink of the version on its
+    way (walk_path would follow it)?  Without one, the path it names is made of its own
+    parts (`key=2026/./part.txt` is `key=2026/part.txt`)."""
+    cur: list[str] = []
+    for seg in arg.split("/"):
+        if seg in ("", "."):
+            continue
+        if seg == "..":
+            if cur:
+                cur.pop()
+            continue
+        cur.append(seg)
+        if "/".join(cur) in links:
+            return True
+    return False
 
 
 def _shown(path: str) -> str:
@@ -313,17 +334,17 @@ def find_file(m: Manifest, path: str) -> FileEntry:
             if names_a_directory(path):
                 raise _exact(NotFound(f"{_path_text(path)!r}: {_shown(p)} in {name} is a file, "
                                       "not a directory", hint=f"ckptlake cat {name} {_arg(p)}"),
-                             path, p)
+                             path, p, links)
             return e
     if p == "" or p in m.dirs or any(e.path.startswith(p + "/") for e in m.files):
         raise _exact(UsageError(f"{_shown(p) or '/'} in {name} is a directory, not a file",
                                 hint=f"list it with: ckptlake ls {name} "
-                                     f"{_arg(p) if p else ''}".rstrip()), path, p)
+                                     f"{_arg(p) if p else ''}".rstrip()), path, p, links)
     hint = f"list its files with: ckptlake ls {name}"
     if p != _clean(path):
         raise _exact(NotFound(f"{path!r} in {name} leads to {p!r}, which the version does "
-                              "not hold", hint=hint), path, p)
-    raise _exact(NotFound(f"{path!r} is not a file of {name}", hint=hint), path, p)
+                              "not hold", hint=hint), path, p, links)
+    raise _exact(NotFound(f"{path!r} is not a file of {name}", hint=hint), path, p, links)
 
 
 def _dir_behind(m: Manifest, links: dict[str, str], name: str, link: str) -> str | None:
