@@ -227,3 +227,25 @@ def test_gc_keeps_a_version_whose_time_it_cannot_read(tmp_path: Path) -> None:
     assert "x/a@v1" not in json.dumps(plan.get("versions_to_delete", plan)), plan
     _cli(root, "gc", "--yes", "--config", str(policy))
     assert key.exists()
+
+
+def test_gc_and_du_say_a_time_they_cannot_read_is_unknown(tmp_path: Path) -> None:
+    """gc kept such a version, but its plan and du showed the time they ran (age 0), and a
+    tombstone recorded it as when the version was made."""
+    from ckptlake.format import layout
+
+    root = _pushed(tmp_path, (), (), ())
+    key = root / layout.version_key("x/a", 1)
+    doc = json.loads(key.read_bytes())
+    doc["created"] = "not a time"
+    key.write_text(json.dumps(doc))
+    policy = tmp_path / "p.yaml"
+    policy.write_text("retention:\n  grace_period: 0s\n  rules:\n    - match: '*'\n"
+                      "      keep_within: 7d\n")
+    plan = _strict(_cli(root, "gc", "--dry-run", "--json", "--config", str(policy)).stdout)
+    rows = [v for a in plan["plan"]["artifacts"] for v in a["kept"] + a["delete"]
+            if v["version"] == 1]
+    assert rows and rows[0]["created"] is None and rows[0]["age_seconds"] is None, rows
+    du = _strict(_cli(root, "du", "x/a", "--versions", "--json").stdout)
+    v1 = [v for a in du["artifacts"] for v in a["versions"] if v["version"] == 1]
+    assert v1 and v1[0]["created"] is None, du

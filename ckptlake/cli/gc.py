@@ -195,7 +195,8 @@ def kept_line(ap: "ArtifactPlan") -> str:
 
 
 def delete_rows(ap: "ArtifactPlan") -> list[list[str]]:
-    return [[f"v{v.version}", "-" if v.step is None else str(v.step), format_age(v.created),
+    return [[f"v{v.version}", "-" if v.step is None else str(v.step),
+             "?" if v.created is None else format_age(v.created),
              format_bytes(v.total_bytes), v.reason] for v in ap.delete]
 
 

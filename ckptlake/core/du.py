@@ -68,7 +68,7 @@ class DuVersion(_Result):
     artifact: str
     version: int
     step: int | None
-    created: datetime
+    created: datetime | None  # None: the manifest's time could not be read
     logical_bytes: int = 0
     stored_bytes: int = 0
     exclusive_bytes: int = 0
@@ -237,7 +237,8 @@ def disk_usage(store: Store, *, prefix: str = "", versions: bool = False,
         totals.missing_chunks += missing
         version_rows.append(DuVersion(
             artifact=artifact, version=read.facts.version, step=read.facts.step,
-            created=read.facts.created, logical_bytes=read.total_bytes, stored_bytes=stored))
+            created=read.facts.created if read.facts.created_known else None,
+            logical_bytes=read.total_bytes, stored_bytes=stored))
 
     todo = [(artifact, n) for artifact in names for n in sorted(numbers[artifact])]
     buffered: list[tuple[str, Any]] | None = []

@@ -179,7 +179,9 @@ def _read_version(store: Store, artifact: str, number: int
         # Unknown age: as new as can be, so no age rule (keep_within) deletes it.  "As old as
         # can be" deleted a version stamped 9999-12-31T23:00:00-05:00 (past UTC's range) as
         # 20,794 days old; every reader refuses that manifest (exit 5) until it is put right.
-        created = datetime.now(timezone.utc)
+        created, known = datetime.now(timezone.utc), False
+    else:
+        known = True
     files = raw.get("files") if isinstance(raw.get("files"), list) else []
     total = sum(f.get("size", 0) for f in files
                 if isinstance(f, dict) and isinstance(f.get("size"), int))
@@ -187,7 +189,8 @@ def _read_version(store: Store, artifact: str, number: int
                          step=step if isinstance(step, int) and not isinstance(step, bool)
                          else None, created=created,
                          metrics={k: v for k, v in metrics.items()
-                                  if isinstance(v, (int, float)) and not isinstance(v, bool)})
+                                  if isinstance(v, (int, float)) and not isinstance(v, bool)},
+                         created_known=known)
     return _Read(facts, total, len(files)), _digests_of(raw, key)
 
 
@@ -409,8 +412,8 @@ class VersionPlan(_Result):
     artifact: str
     version: int
     step: int | None
-    created: datetime
-    age_seconds: int
+    created: datetime | None  # None: its manifest's time could not be read (kept by age)
+    age_seconds: int | None
     total_bytes: int
     files: int
     keep: bool
@@ -780,8 +783,11 @@ def _artifact_plan(artifact: str, rule_line: int | None, reads: list[_Read],
     kept_by: dict[str, list[int]] = {}
     for d in decisions:
         r = reads_by[d.version]
-        vp = VersionPlan(artifact=artifact, version=d.version, step=d.step, created=d.created,
-                         age_seconds=max(0, int((now - d.created).total_seconds())),
+        known = r.facts.created_known  # else shown as unknown (null), not as "just now"
+        vp = VersionPlan(artifact=artifact, version=d.version, step=d.step,
+                         created=d.created if known else None,
+                         age_seconds=max(0, int((now - d.created).total_seconds()))
+                         if known else None,
                          total_bytes=r.total_bytes, files=r.files, keep=d.keep, rule=d.rule,
                          reason=d.reason, aliases=sorted(names.get(d.version, [])))
         (kept if d.keep else delete).append(vp)
@@ -943,7 +949,8 @@ def delete_versions(store: Store, ap: ArtifactPlan, result: GcResult, *, deleted
             continue
         except IntegrityError:  # a manifest pull would refuse: keep what can be read
             tomb = tombs.Tombstone(
-                artifact=ap.artifact, version=v.version, step=v.step, created=v.created,
+                artifact=ap.artifact, version=v.version, step=v.step,
+                created=v.created or deleted_at,  # (a tombstone holds a time; unknown: this)
                 created_by="", metrics={}, parents=[],
                 # the metadata, if the JSON parses: a sharded step's takeover looks for its
                 # commit id there (core/shards.py), so the number is never committed again

@@ -494,6 +494,9 @@ class VersionFacts:
     step: int | None
     created: datetime
     metrics: Mapping[str, float] = field(default_factory=dict)
+    # False: the manifest's time could not be read; `created` is then the reading's time
+    # (no age rule deletes the version), and what gc and du show says "unknown"
+    created_known: bool = True
 
 
 @dataclass(frozen=True)
