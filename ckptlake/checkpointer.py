@@ -185,7 +185,10 @@ class _CommitGate:
     (A tree without files has no such check; it has nothing to upload either.)"""
 
     def __init__(self, ck: "Checkpointer", job: _Job) -> None:
-        self._ck, self._job = ck, job
+        # Not the checkpointer itself: a failed upload's tracebacks reach this gate (through
+        # the upload workers' frames), and through it they held the checkpointer, so one let
+        # go of after a failure stayed with its thread and host buffers.
+        self._cond, self._artifact, self._job = ck._cond, ck.artifact, job
 
     def use_hash(self, algo: str) -> None:
         pass
@@ -194,20 +197,20 @@ class _CommitGate:
         from .transfer.pool import stop_event
 
         stop = stop_event()
-        with self._ck._cond:
+        with self._cond:
             self._check()
             if stop is not None:
                 self._job.stops.add(stop)
 
     def entry_fields(self, path: str, size: int) -> dict[str, Any]:
-        with self._ck._cond:
+        with self._cond:
             self._check()
             self._job.committing = True
         return {}
 
     def _check(self) -> None:
         if self._job.cancelled:
-            raise Interrupted(f"the upload of {self._ck.artifact} {self._job.describe()} was "
+            raise Interrupted(f"the upload of {self._artifact} {self._job.describe()} was "
                               "cut off at the exit deadline; nothing was committed")
 
 
@@ -875,7 +878,25 @@ class Checkpointer:
             self._queue.append(job)
             _BUSY.add(self)  # its saves are committed even if the caller lets go of it
             self._cond.notify_all()
+        ref = weakref.ref(self)  # (a future the caller keeps must not keep this alive)
+        job.future.add_done_callback(lambda f: f.cancelled() and (ck := ref()) is not None
+                                     and ck._drop_cancelled(job))
         return job.future
+
+    def _drop_cancelled(self, job: _Job) -> None:
+        """A queued save whose future was cancelled leaves the queue at once: it held a slot
+        (on_busy="queue" waited for it), counted in `pending`, and was reported LOST at exit."""
+        with self._cond:
+            if job not in self._queue:
+                return  # (being uploaded: _run_one's own check skips it, or it is done)
+            self._queue.remove(job)
+            if not self._queue and self._active is None:
+                _BUSY.discard(self)
+            self._cond.notify_all()
+        log.info("ckptlake: checkpoint %s of %s was cancelled before its upload",
+                 job.describe(), self.artifact)
+        rmtree(job.workdir)
+        job.tensors = None
 
     def _new_workdir(self, base: str) -> str:
         if base not in self._swept:
@@ -1157,7 +1178,7 @@ class Checkpointer:
         log.error("ckptlake: checkpoint %s of %s failed in the background: %s%s",
                   job.describe(), self.artifact, exc,
                   "" if self._drained else " (raised at the next save, wait or close)",
-                  exc_info=not _is_library_error(exc))
+                  exc_info=None if _is_library_error(exc) else exc)  # (not in an except:)
         job.future.set_exception(exc)
 
     # ---- interpreter exit ------------------------------------------------------------------

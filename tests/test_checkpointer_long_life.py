@@ -254,23 +254,73 @@ def test_a_cancelled_save_is_skipped_and_the_rest_go_on(lake, monkeypatch) -> No
     assert [v.step for v in lake.versions(ART)] == [1, 3, 4]
 
 
+@pytest.mark.parametrize("where", ["execute", "store"])
 def test_a_checkpointer_let_go_of_after_a_failed_upload_is_collected(
-        lake, monkeypatch) -> None:
-    """The stored failure's traceback held the checkpointer (its frames' self) in a cycle:
-    thread and host buffers stayed until a full collection."""
+        lake, monkeypatch, where: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The stored failure's traceback held the checkpointer in a cycle (its frames' self; in a
+    real store failure, the upload workers' frames and the commit gate): thread and host
+    buffers stayed until a full collection.  And its log line said `NoneType: None` where the
+    traceback of a failure that is no ckptlake error belongs."""
+    import gc
     import weakref
 
     from ckptlake.errors import TransferError
+    from ckptlake.store import local
 
-    def fail(self, job):  # type: ignore[no-untyped-def]
-        raise TransferError("simulated")
+    if where == "execute":
+        def fail(self, job):  # type: ignore[no-untyped-def]
+            raise ValueError("simulated")
 
-    monkeypatch.setattr(ck_mod.Checkpointer, "_execute", fail)
+        monkeypatch.setattr(ck_mod.Checkpointer, "_execute", fail)
+    else:
+        put = local.LocalStore.put
+
+        def bad_put(self, key, data, **kw):  # type: ignore[no-untyped-def]
+            if key.startswith("chunks/"):
+                raise OSError(errno.EIO, "Input/output error")
+            return put(self, key, data, **kw)
+
+        monkeypatch.setattr(local.LocalStore, "put", bad_put)
     ck = lake.checkpointer(ART, keep_last=None)
-    future = ck.save_state({"w": np.zeros(1000, np.float32)}, step=1)
-    assert isinstance(future.exception(timeout=30), TransferError)
+    with caplog.at_level(logging.ERROR, logger="ckptlake"):
+        future = ck.save_state({"a": np.zeros(1 << 18, np.float32),
+                                "b": np.ones(1 << 18, np.float32)}, step=1)
+        assert isinstance(future.exception(timeout=30), (ValueError, OSError))
+        time.sleep(0.3)  # the thread has left the job behind
+    if where == "execute":
+        assert "NoneType: None" not in caplog.text and "Traceback" in caplog.text, caplog.text
     ref, thread = weakref.ref(ck), ck._thread
-    time.sleep(0.2)  # the thread has left the job behind
-    del ck, future
-    thread.join(10)
-    assert ref() is None and not thread.is_alive()
+    gc.disable()
+    try:
+        del ck, future
+        thread.join(10)
+        assert ref() is None and not thread.is_alive()
+    finally:
+        gc.enable()
+
+
+def test_a_cancelled_save_gives_its_slot_back_at_once(lake, monkeypatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A cancelled queued save held its on_busy="queue" slot until the running upload ended,
+    counted in `pending`, and was reported LOST at exit."""
+    import threading
+
+    release = threading.Event()
+    execute = ck_mod.Checkpointer._execute
+
+    def held(self, job):  # type: ignore[no-untyped-def]
+        release.wait(30)
+        return execute(self, job)
+
+    monkeypatch.setattr(ck_mod.Checkpointer, "_execute", held)
+    with lake.checkpointer(ART, on_busy="queue", max_pending=1, keep_last=None) as ck:
+        ck.save_state({"w": np.full(10, 1.0)}, step=1)
+        time.sleep(0.2)
+        f2 = ck.save_state({"w": np.full(10, 2.0)}, step=2)
+        assert f2.cancel() and ck.pending == 1
+        started = time.monotonic()
+        f3 = ck.save_state({"w": np.full(10, 3.0)}, step=3)  # the slot is free: no wait
+        assert time.monotonic() - started < 5 and ck.pending == 2
+        release.set()
+        assert f3.result(timeout=30).version == 2
+    assert [v.step for v in lake.versions(ART)] == [1, 3]

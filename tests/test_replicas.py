@@ -7,6 +7,7 @@ passes at once against it.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -19,7 +20,8 @@ import pytest
 import ckptlake
 from ckptlake.core.lakeheader import read_header
 from ckptlake.core.replicas import ReplicaSet, replicate, stored_chunk_ok
-from ckptlake.errors import (AccessDenied, ConfigError, NotFound, TransferError, UsageError)
+from ckptlake.errors import (AccessDenied, CkptlakeError, ConfigError, NotFound, TransferError,
+                             UsageError)
 from ckptlake.format import layout
 from ckptlake.lake import Lake
 from ckptlake.policy.config import load_config
@@ -354,44 +356,33 @@ class FailingAfter(MemoryStore):
         return super().put(key, data, **kw)
 
 
-def test_replicate_into_a_full_replica_is_exit_2_in_one_line(tmp_path: Path,
-                                                              monkeypatch) -> None:
-    """A full local replica: the store's NoRoom was rewrapped as a plain TransferError (exit
-    8), its hint about "the lake" and "a push" nested inside the replicate one."""
-    from ckptlake.errors import NoRoom
+@pytest.mark.parametrize("err, code, hint", [
+    (errno.ENOSPC, 2, "free space on the device holding the replica; run it again"),
+    (errno.ELOOP, 2, "a symbolic link on the way to the replica leads back to itself"),
+    (errno.EROFS, 4, "the replica's file system is mounted read-only; run it again"),
+    (errno.EACCES, 4, "check the replica's permissions; run it again")])
+def test_replicate_into_a_replica_that_refuses_writes(tmp_path: Path, monkeypatch,
+                                                       err: int, code: int, hint: str) -> None:
+    """A full, looping, read-only or forbidden local replica: the store's error was rewrapped
+    as a plain TransferError (exit 8), its hint (about "the lake" and "a push") nested in the
+    replicate one."""
+    from ckptlake.store import local
 
-    class Full(FailingAfter):
-        def put(self, key, data, **kw):  # type: ignore[override]
-            if key.startswith("chunks/") and self.left <= 0:
-                raise NoRoom(f"{self.url}/{key}: No space left on device",
-                             hint="free some space on the device holding it")
-            return super().put(key, data, **kw)
+    write_temp = local.LocalStore._write_temp
 
-    replica = Full(1)
-    monkeypatch.setattr(ReplicaSet, "open_store", lambda self, spec: replica)
+    def refuse(self, directory, chunks, **kw):  # type: ignore[no-untyped-def]
+        if str(tmp_path / "eu") in str(directory):
+            raise OSError(err, os.strerror(err))
+        return write_temp(self, directory, chunks, **kw)
+
     lake = memory_lake(tmp_path)
-    lake.push(write_src(tmp_path / "src", size=4 * MiB), "m/a")
-    with pytest.raises(NoRoom) as err:
+    lake.push(write_src(tmp_path / "src", size=2 * MiB), "m/a")
+    monkeypatch.setattr(local.LocalStore, "_write_temp", refuse)
+    with pytest.raises(CkptlakeError) as caught:
         lake.replicate("m/a", "eu")
-    text = str(err.value)
-    assert err.value.exit_code == 2 and text.count("(") == 2, text  # the replica's URL, the hint
-    assert "free some space on the device holding it; run it again" in text, text
-
-
-def test_replicate_into_a_read_only_replica_is_exit_4(tmp_path: Path, monkeypatch) -> None:
-    from ckptlake.errors import AccessDenied
-
-    class ReadOnly(FailingAfter):
-        def put(self, key, data, **kw):  # type: ignore[override]
-            raise AccessDenied(f"{self.url}/{key}: Read-only file system",
-                               hint="the lake's file system is mounted read-only")
-
-    monkeypatch.setattr(ReplicaSet, "open_store", lambda self, spec: ReadOnly(0))
-    lake = memory_lake(tmp_path)
-    lake.push(write_src(tmp_path / "src", size=1 * MiB), "m/a")
-    with pytest.raises(AccessDenied) as err:
-        lake.replicate("m/a", "eu")
-    assert err.value.exit_code == 4 and "mounted read-only" in str(err.value), str(err.value)
+    text = str(caught.value)
+    assert caught.value.exit_code == code and hint in text, text
+    assert "the lake" not in text and "push" not in text and text.count("(") == 2, text
 
 
 def test_replicate_is_resumable_and_copies_only_what_is_missing(tmp_path: Path,

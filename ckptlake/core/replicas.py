@@ -355,11 +355,17 @@ def _stopped(spec: Any, exc: CkptlakeError, again: str) -> CkptlakeError:
     """Why replicate stopped, in one line (the store's own hint was nested in the message);
     a full or looping replica disk stays exit 2 (NoRoom), a refused one exit 4."""
     message = f"replicate to {spec.name} ({spec.url}) stopped: {exc.message}"
-    hint = f"{exc.hint}; {again}" if exc.hint else again
-    if isinstance(exc, NoRoom):  # a full disk or a loop of links: exit 2, its own hint
-        return NoRoom(message, hint=hint)
+    said = exc.hint or ""  # the store's, worded for a lake: said again for the replica
+    if isinstance(exc, NoRoom):  # a full disk or a loop of links: exit 2
+        what = ("a symbolic link on the way to the replica leads back to itself: fix it"
+                if "leads back to itself" in said else
+                "free space on the device holding the replica")
+        return NoRoom(message, hint=f"{what}; {again}")
     if isinstance(exc, AccessDenied):  # exit 4, as for the lake (a read-only replica)
-        return AccessDenied(message, hint=hint)
+        what = ("the replica's file system is mounted read-only" if "read-only" in said
+                else "check the replica's permissions" if "permissions" in said
+                else said or "check the credentials for the replica")
+        return AccessDenied(message, hint=f"{what}; {again}")
     return TransferError(message, hint=again)
 
 def replicate(origin: Store, replica: Store, m: Manifest, *, spec: ReplicaSpec, lake_url: str,
