@@ -15,6 +15,7 @@ import errno
 import logging
 import sys
 import time
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -226,9 +227,8 @@ def test_saves_of_a_checkpointer_let_go_of_are_still_committed(lake, on_busy: st
     assert [v.step for v in lake.versions(ART)] == [1, 2, 3]
 
 
-def test_a_cancelled_save_is_skipped_and_the_rest_go_on(lake, monkeypatch) -> None:
-    """Future.cancel() on a queued save: its set_result raised in the thread, which ended;
-    later saves were lost and wait() hung."""
+def _hold_uploads(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Every upload waits for the returned event (at most 30 s)."""
     import threading
 
     release = threading.Event()
@@ -239,6 +239,13 @@ def test_a_cancelled_save_is_skipped_and_the_rest_go_on(lake, monkeypatch) -> No
         return execute(self, job)
 
     monkeypatch.setattr(ck_mod.Checkpointer, "_execute", held)
+    return release
+
+
+def test_a_cancelled_save_is_skipped_and_the_rest_go_on(lake, monkeypatch) -> None:
+    """Future.cancel() on a queued save: its set_result raised in the thread, which ended;
+    later saves were lost and wait() hung."""
+    release = _hold_uploads(monkeypatch)
     with lake.checkpointer(ART, on_busy="queue", max_pending=4, keep_last=None) as ck:
         f1 = ck.save_state({"w": np.full(10, 1.0)}, step=1)
         f2 = ck.save_state({"w": np.full(10, 2.0)}, step=2)
@@ -303,16 +310,7 @@ def test_a_cancelled_save_gives_its_slot_back_at_once(lake, monkeypatch,
                                                      caplog: pytest.LogCaptureFixture) -> None:
     """A cancelled queued save held its on_busy="queue" slot until the running upload ended,
     counted in `pending`, and was reported LOST at exit."""
-    import threading
-
-    release = threading.Event()
-    execute = ck_mod.Checkpointer._execute
-
-    def held(self, job):  # type: ignore[no-untyped-def]
-        release.wait(30)
-        return execute(self, job)
-
-    monkeypatch.setattr(ck_mod.Checkpointer, "_execute", held)
+    release = _hold_uploads(monkeypatch)
     with lake.checkpointer(ART, on_busy="queue", max_pending=1, keep_last=None) as ck:
         ck.save_state({"w": np.full(10, 1.0)}, step=1)
         time.sleep(0.2)

@@ -210,19 +210,26 @@ def test_rates_round_before_their_unit_too(n: float, rate: str) -> None:
     assert format_rate(n) == rate
 
 
-def test_gc_keeps_a_version_whose_time_it_cannot_read(tmp_path: Path) -> None:
-    """gc took an unreadable `created` for "as old as can be": keep_within deleted a version
-    stamped past UTC's range as 20,794 days old."""
+def _a_version_stamped(tmp_path: Path, created: str) -> tuple[Path, Path, Path]:
+    """A lake of x/a@v1..v3 whose v1 manifest says `created`; its manifest; a policy that
+    keeps what is younger than 7 days, with no grace."""
     from ckptlake.format import layout
 
     root = _pushed(tmp_path, (), (), ())
     key = root / layout.version_key("x/a", 1)
     doc = json.loads(key.read_bytes())
-    doc["created"] = "9999-12-31T23:00:00-05:00"
+    doc["created"] = created
     key.write_text(json.dumps(doc))
     policy = tmp_path / "p.yaml"
     policy.write_text("retention:\n  grace_period: 0s\n  rules:\n    - match: '*'\n"
                       "      keep_within: 7d\n")
+    return root, key, policy
+
+
+def test_gc_keeps_a_version_whose_time_it_cannot_read(tmp_path: Path) -> None:
+    """gc took an unreadable `created` for "as old as can be": keep_within deleted a version
+    stamped past UTC's range as 20,794 days old."""
+    root, key, policy = _a_version_stamped(tmp_path, "9999-12-31T23:00:00-05:00")
     plan = _strict(_cli(root, "gc", "--dry-run", "--json", "--config", str(policy)).stdout)
     assert "x/a@v1" not in json.dumps(plan.get("versions_to_delete", plan)), plan
     _cli(root, "gc", "--yes", "--config", str(policy))
@@ -232,16 +239,7 @@ def test_gc_keeps_a_version_whose_time_it_cannot_read(tmp_path: Path) -> None:
 def test_gc_and_du_say_a_time_they_cannot_read_is_unknown(tmp_path: Path) -> None:
     """gc kept such a version, but its plan and du showed the time they ran (age 0), and a
     tombstone recorded it as when the version was made."""
-    from ckptlake.format import layout
-
-    root = _pushed(tmp_path, (), (), ())
-    key = root / layout.version_key("x/a", 1)
-    doc = json.loads(key.read_bytes())
-    doc["created"] = "not a time"
-    key.write_text(json.dumps(doc))
-    policy = tmp_path / "p.yaml"
-    policy.write_text("retention:\n  grace_period: 0s\n  rules:\n    - match: '*'\n"
-                      "      keep_within: 7d\n")
+    root, _, policy = _a_version_stamped(tmp_path, "not a time")
     plan = _strict(_cli(root, "gc", "--dry-run", "--json", "--config", str(policy)).stdout)
     rows = [v for a in plan["plan"]["artifacts"] for v in a["kept"] + a["delete"]
             if v["version"] == 1]
