@@ -890,9 +890,18 @@ class Checkpointer:
             if job not in self._queue:
                 return  # (being uploaded: _run_one's own check skips it, or it is done)
             self._queue.remove(job)
-            if not self._queue and self._active is None:
-                _BUSY.discard(self)
-            self._cond.notify_all()
+            self._left_job()
+        self._forget(job)
+
+    def _left_job(self) -> None:
+        """Under the cond, after a job left the queue or ended: idle now, the checkpointer is
+        collectable once the caller lets go of it; savers waiting for room are woken."""
+        if not self._queue and self._active is None:
+            _BUSY.discard(self)
+        self._cond.notify_all()
+
+    def _forget(self, job: _Job) -> None:
+        """A cancelled save's snapshot and host copy go; nothing of it is uploaded."""
         log.info("ckptlake: checkpoint %s of %s was cancelled before its upload",
                  job.describe(), self.artifact)
         rmtree(job.workdir)
@@ -995,12 +1004,8 @@ class Checkpointer:
         with self._cond:
             errors = [exc for _, exc in self._errors]
         for exc in errors:
-            seen: set[int] = set()
-            e: BaseException | None = exc
-            while e is not None and id(e) not in seen:
-                seen.add(id(e))
+            for e in _chain(exc):
                 traceback.clear_frames(e.__traceback__)
-                e = e.__cause__ or e.__context__
 
     def _run_one(self) -> bool:
         """Upload the next queued checkpoint; False when there is none (stopping)."""
@@ -1011,22 +1016,14 @@ class Checkpointer:
             # Its future cannot be cancelled from now on; one cancelled while queued is not
             # uploaded (a cancelled future's set_result raised here and ended the thread:
             # later saves were lost and wait(), close() and the exit hook hung)
-            if not job.future.set_running_or_notify_cancel():
-                if not self._queue and self._active is None:
-                    _BUSY.discard(self)
-                self._cond.notify_all()
-                cancelled = job
-            else:
-                cancelled = None
+            running = job.future.set_running_or_notify_cancel()
+            if running:
                 self._active = job
-                # a save waiting for room in a full queue (on_busy="queue") has it now:
-                # without this it slept until this whole upload ended (the loop idle for it)
-                self._cond.notify_all()
-        if cancelled is not None:
-            log.info("ckptlake: checkpoint %s of %s was cancelled before its upload",
-                     cancelled.describe(), self.artifact)
-            rmtree(cancelled.workdir)
-            cancelled.tensors = None
+            # a save waiting for room in a full queue (on_busy="queue") has it now: without
+            # this it slept until this whole upload ended (the training loop idle for it)
+            self._left_job()
+        if not running:
+            self._forget(job)
             return True
         result: PushResult | None = None
         error: BaseException | None = None
@@ -1034,6 +1031,8 @@ class Checkpointer:
             result = self._execute(job)
         except BaseException as exc:  # noqa: BLE001 - reported to the training thread
             error = exc
+            # said before the failure is published to the next save (it raises it)
+            self._log_failure(job, exc)
         finally:
             rmtree(job.workdir)
             if job.kind == "state" and self.reuse_buffers and job.tensors:
@@ -1050,16 +1049,14 @@ class Checkpointer:
                 if pool is not None:
                     self._pool = pool
                 self._active = None
-                if not self._queue:
-                    _BUSY.discard(self)  # idle: collectable once the caller lets go
-                self._cond.notify_all()
+                self._left_job()
         # Only now, with this upload no longer running: a training loop that waited for
         # the future and saved at once found it still "running" (on_busy="skip" dropped
         # that save, `pending` said 1, the exit hook waited for a committed version).
         if error is None:
             job.future.set_result(result)
         else:
-            self._fail(job, error)
+            job.future.set_exception(error)
         return True
 
     def _execute(self, job: _Job) -> PushResult:
@@ -1169,17 +1166,15 @@ class Checkpointer:
             log.info("ckptlake: %s: retention deleted %s", self.artifact,
                      ", ".join(done.versions_deleted))
 
-    def _fail(self, job: _Job, exc: BaseException) -> None:
-        """Report a failed upload (recorded in _errors by _run_one, for the next save to raise)."""
+    def _log_failure(self, job: _Job, exc: BaseException) -> None:
+        """Say a failed upload (_run_one records it in _errors, for the next save to raise)."""
         if job.cancelled:  # the exit drain reports it as lost, once
             log.debug("ckptlake: checkpoint %s of %s: %s", job.describe(), self.artifact, exc)
-            job.future.set_exception(exc)
             return
         log.error("ckptlake: checkpoint %s of %s failed in the background: %s%s",
                   job.describe(), self.artifact, exc,
                   "" if self._drained else " (raised at the next save, wait or close)",
-                  exc_info=None if _is_library_error(exc) else exc)  # (not in an except:)
-        job.future.set_exception(exc)
+                  exc_info=None if _is_library_error(exc) else exc)
 
     # ---- interpreter exit ------------------------------------------------------------------
 
@@ -1369,15 +1364,21 @@ def _raise_if_full(exc: OSError, base: str) -> None:
                               "a disk with room") from None
 
 
-def _without_frames(exc: BaseException) -> BaseException:
-    """`exc` (and the exceptions it was raised from or during) without tracebacks: kept for
-    the life of a training process, their frames would keep whatever they referenced."""
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and the exceptions it was raised from or during, each once."""
     seen: set[int] = set()
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        e.__traceback__ = None
+        yield e
         e = e.__cause__ or e.__context__
+
+
+def _without_frames(exc: BaseException) -> BaseException:
+    """`exc` (and the exceptions it was raised from or during) without tracebacks: kept for
+    the life of a training process, their frames would keep whatever they referenced."""
+    for e in _chain(exc):
+        e.__traceback__ = None
     return exc
 
 

@@ -699,7 +699,7 @@ class Lake:
         while (inner := getattr(base, "inner", None)) is not None:  # a retry wrapper
             base = inner
         if isinstance(base, LocalStore) and (blocker := base.root_blocker()) is not None:
-            return NotFound(f"no lake at {where}: {blocker}", hint=base.blocker_hint(blocker))
+            return NotFound(f"no lake at {where}: {blocker[0]}", hint=blocker[1])
         return NotFound(f"no lake at {where}: nothing was ever pushed there",
                         hint="check the lake location; the first push creates a lake")
 

@@ -357,10 +357,11 @@ class FailingAfter(MemoryStore):
 
 
 @pytest.mark.parametrize("err, code, hint", [
-    (errno.ENOSPC, 2, "free space on the device holding the replica; run it again"),
-    (errno.ELOOP, 2, "a symbolic link on the way to the replica leads back to itself"),
-    (errno.EROFS, 4, "the replica's file system is mounted read-only; run it again"),
-    (errno.EACCES, 4, "check the replica's permissions; run it again")])
+    (errno.ENOSPC, 2, "free some space on the device holding it; what was stored already is "
+                      "not sent again; run it again"),
+    (errno.ELOOP, 2, "a symbolic link on the way to it leads back to itself: fix the link; run"),
+    (errno.EROFS, 4, "its file system is mounted read-only; run it again"),
+    (errno.EACCES, 4, "check the directory's permissions; run it again")])
 def test_replicate_into_a_replica_that_refuses_writes(tmp_path: Path, monkeypatch,
                                                        err: int, code: int, hint: str) -> None:
     """A full, looping, read-only or forbidden local replica: the store's error was rewrapped

@@ -245,14 +245,13 @@ def names_a_directory(path: "str | os.PathLike[str]") -> bool:
     return text.endswith("/") or text.endswith("/.") or text == "."
 
 
-def _exact(err: CkptlakeError, arg: Any, resolved: str | None = None,
-           links: dict[str, str] | None = None) -> CkptlakeError:
+def _exact(err: CkptlakeError, arg: Any, resolved: str, links: dict[str, str]
+           ) -> CkptlakeError:
     """`err` with the path the user gave (and the version's path it names, unless a link was
     followed on the way: a link's target is free text, redacted) marked as no secret
     (CkptlakeError.exact), in every form a message or hint shows them."""
     paths = [arg] if isinstance(arg, str) else []
-    if resolved is not None and paths and (resolved == _clean(arg) or (
-            links is not None and not _through_link(arg, links))):
+    if paths and not _through_link(arg, links):
         paths.append(resolved)
     err.exact = tuple(form for path in paths for form in (path, _shown(path), _arg(path)))
     return err

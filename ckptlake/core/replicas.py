@@ -352,20 +352,12 @@ class ReplicateResult(_Result):
 
 
 def _stopped(spec: Any, exc: CkptlakeError, again: str) -> CkptlakeError:
-    """Why replicate stopped, in one line (the store's own hint was nested in the message);
-    a full or looping replica disk stays exit 2 (NoRoom), a refused one exit 4."""
+    """Why replicate stopped, in one line (the store's own hint was nested in the message):
+    a full or looping replica disk stays exit 2 (NoRoom), a refused one exit 4, each with
+    the store's hint first."""
     message = f"replicate to {spec.name} ({spec.url}) stopped: {exc.message}"
-    said = exc.hint or ""  # the store's, worded for a lake: said again for the replica
-    if isinstance(exc, NoRoom):  # a full disk or a loop of links: exit 2
-        what = ("a symbolic link on the way to the replica leads back to itself: fix it"
-                if "leads back to itself" in said else
-                "free space on the device holding the replica")
-        return NoRoom(message, hint=f"{what}; {again}")
-    if isinstance(exc, AccessDenied):  # exit 4, as for the lake (a read-only replica)
-        what = ("the replica's file system is mounted read-only" if "read-only" in said
-                else "check the replica's permissions" if "permissions" in said
-                else said or "check the credentials for the replica")
-        return AccessDenied(message, hint=f"{what}; {again}")
+    if isinstance(exc, (NoRoom, AccessDenied)):
+        return type(exc)(message, hint=f"{exc.hint}; {again}" if exc.hint else again)
     return TransferError(message, hint=again)
 
 def replicate(origin: Store, replica: Store, m: Manifest, *, spec: ReplicaSpec, lake_url: str,

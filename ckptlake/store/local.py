@@ -118,9 +118,9 @@ def _map_os_error(exc: OSError, what: str) -> CkptlakeError:
     cause = exc.strerror or type(exc).__name__
     if exc.errno == errno.ENOENT:
         return NotFound(f"{what}: not found")
+    # (the hints name no lake: a replica's store says the same, and replicate passes them on)
     if exc.errno == errno.EROFS:
-        return AccessDenied(f"{what}: {cause}",
-                            hint="the lake's file system is mounted read-only")
+        return AccessDenied(f"{what}: {cause}", hint="its file system is mounted read-only")
     if exc.errno in (errno.EACCES, errno.EPERM):
         return AccessDenied(f"{what}: {cause}", hint="check the directory's permissions")
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -128,11 +128,11 @@ def _map_os_error(exc: OSError, what: str) -> CkptlakeError:
         # version (no space left...)", as a pull's full destination (it was exit 8, storage
         # failing)
         return NoRoom(f"{what}: {cause}",
-                      hint="free some space on the device holding it and run the command "
-                           "again (what a push or pull already stored is not sent again)")
+                      hint="free some space on the device holding it; what was stored already "
+                           "is not sent again")
     if exc.errno == errno.ELOOP:
-        return NoRoom(f"{what}: {cause}", hint="a symbolic link on the way to the lake leads "
-                                              "back to itself: fix the link")
+        return NoRoom(f"{what}: {cause}",
+                      hint="a symbolic link on the way to it leads back to itself: fix the link")
     if exc.errno in _TRANSIENT_ERRNOS:
         return TransientError(f"{what}: {cause}")
     return TransferError(f"{what}: {cause}")
@@ -251,8 +251,9 @@ class LocalStore(Store):
 
     def check_writable(self) -> None:
         if (blocker := self.root_blocker()) is not None:
-            raise UsageError(f"the lake location {self.url} cannot be a directory: {blocker}",
-                             hint=self.blocker_hint(blocker))
+            what, hint = blocker
+            raise UsageError(f"the lake location {self.url} cannot be a directory: {what}",
+                             hint=hint)
 
     @contextlib.contextmanager
     def _write_errors(self, key: str) -> Iterator[None]:
@@ -266,10 +267,11 @@ class LocalStore(Store):
         except OSError as exc:
             raise _map_os_error(exc, self._describe(key)) from exc
 
-    def root_blocker(self) -> str | None:
-        """What is in the way when the lake's root, or its nearest existing ancestor, is no
-        directory (`/x is a file`): then no key can be written, and the key-clash message
-        would mislead.  A link to nowhere (an unmounted volume's path) is said as such."""
+    def root_blocker(self) -> tuple[str, str] | None:
+        """(what is in the way, what to do) when the lake's root, or its nearest existing
+        ancestor, is no directory (`/x is a file`): then no key can be written, and the
+        key-clash message would mislead.  A link to nowhere (an unmounted volume's path) is
+        said as such."""
         p = self.root
         while not os.path.lexists(p) and p != p.parent:
             p = p.parent
@@ -280,19 +282,13 @@ class LocalStore(Store):
                 os.stat(p)
             except OSError as exc:
                 if exc.errno == errno.ELOOP:
-                    return f"{p} is a loop of symbolic links"
+                    return (f"{p} is a loop of symbolic links",
+                            "fix the links so that they lead to a directory")
                 # the end of the chain, resolved: what is missing (an unmounted volume's path)
                 return (f"{p} is a symbolic link to {os.path.realpath(p)}, which does not "
-                        "exist")
-        return f"{p} is a file, not a directory"
-
-    @staticmethod
-    def blocker_hint(blocker: str) -> str:
-        if blocker.endswith("which does not exist"):
-            return "mount or create the link's target, or point the link elsewhere"
-        if blocker.endswith("a loop of symbolic links"):
-            return "fix the links so that they lead to a directory"
-        return "a local lake is a directory (file:///path)"
+                        "exist", "mount or create the link's target, or point the link "
+                                 "elsewhere")
+        return f"{p} is a file, not a directory", "a local lake is a directory (file:///path)"
 
     # ---- locking ---------------------------------------------------------------------------
 
