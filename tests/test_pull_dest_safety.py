@@ -227,3 +227,28 @@ def test_a_lock_that_is_no_file_in_a_kept_staging_directory_is_refused(tmp_path:
     assert r.exit_code == EXIT_CONFLICT, r.output
     assert ".lock in it is of the wrong type" in r.stderr and "internal error" not in r.stderr
     assert not dest.exists()
+
+
+@pytest.mark.parametrize("kind", ["dir", "file"])
+def test_a_failed_pull_leaves_no_parents_it_made(tmp_path: Path, kind: str) -> None:
+    """A pull that fails with nothing to resume (a chunk missing: exit 5) removed DEST but left
+    the parents it had made for it; parents that were there before stay, and so does a parent
+    that holds something else by then."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("hello")
+    url = f"file://{tmp_path / 'lake'}"
+    assert cli("push", src if kind == "dir" else src / "a.txt", "art", "--lake", url
+               ).exit_code == EXIT_OK
+    for chunk in (tmp_path / "lake" / "chunks").rglob("*"):
+        if chunk.is_file():
+            chunk.unlink()
+    (tmp_path / "out").mkdir()
+    r = cli("pull", "art", tmp_path / "out" / "x" / "y" / "z", "--lake", url)
+    assert r.exit_code == 5, r.stderr
+    assert os.listdir(tmp_path / "out") == []
+    (tmp_path / "out" / "x").mkdir()
+    (tmp_path / "out" / "x" / "keep").write_text("mine")
+    r = cli("pull", "art", tmp_path / "out" / "x" / "y" / "z", "--lake", url)
+    assert r.exit_code == 5, r.stderr
+    assert os.listdir(tmp_path / "out" / "x") == ["keep"]

@@ -160,8 +160,9 @@ class _Placement:
         self.absent: set[str] = set()
         self.changed = 0  # changes placement made to the destination (see _partly_placed)
         self._check(force)
+        self.made: list[str] = []  # DEST's parents made here (see unmake)
         try:
-            makedirs(parent)
+            self.made = makedirs(parent)
         except (FileExistsError, NotADirectoryError):
             raise Conflict(f"cannot create {parent}: a file is in the way") from None
 
@@ -568,9 +569,10 @@ def _real_dir(directory: str, root: str, known: dict[str, str]) -> str:
     return real
 
 
-def makedirs(path: str) -> None:
+def makedirs(path: str) -> list[str]:
     """os.makedirs(path, exist_ok=True) without its recursion (one frame per missing parent:
-    a version 1,000 directories deep was a RecursionError, exit 1)."""
+    a version 1,000 directories deep was a RecursionError, exit 1); the directories it made,
+    outermost first."""
     missing = []
     while not os.path.isdir(path):
         missing.append(path)
@@ -578,12 +580,26 @@ def makedirs(path: str) -> None:
         if parent == path:
             break
         path = parent
+    made = []
     for d in reversed(missing):
         try:
             os.mkdir(d)
         except FileExistsError:
             if not os.path.isdir(d):
                 raise
+        else:
+            made.append(d)
+    return made
+
+
+def unmake(made: list[str]) -> None:
+    """Remove the directories `makedirs` made, innermost first, as far as they are empty: a
+    pull that fails with nothing to resume leaves DEST's parents as it found them."""
+    for d in reversed(made):
+        try:
+            os.rmdir(d)
+        except OSError:
+            return
 
 
 def abandoned_stagings(final_root: str) -> list[tuple[str, int]]:
@@ -1616,10 +1632,14 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
     _check_outside_lake(m, destination, lake_url)
     try:
         placement = _Placement(m, destination, force, force_flag)
-        _check_landing(placement, lake_url)
-        if placement.idle():
-            return _up_to_date(placement, lake_url, progress, started)
-        staging = _Staging(placement.final_root, lake_url, m)
+        try:
+            _check_landing(placement, lake_url)
+            if placement.idle():
+                return _up_to_date(placement, lake_url, progress, started)
+            staging = _Staging(placement.final_root, lake_url, m)
+        except BaseException:
+            unmake(placement.made)
+            raise
     except OSError as e:
         if (failure := _failure(e, destination)) is not None:
             raise failure from None
@@ -1677,6 +1697,8 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
         raise failure from None
     finally:
         staging.close(keep=keep)
+        if not keep and not placing:
+            unmake(placement.made)
         progress.finish()
     if cache is not None and cache.failure is None:
         cache.record_version(lake_url, m.artifact, m.version, m.hash, fetcher.object_size)
