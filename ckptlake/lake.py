@@ -495,6 +495,7 @@ class Lake:
                                       progress=progress, paths=paths, include=include,
                                       exclude=exclude, reference=refs, use_cache=use_cache,
                                       force_flag=force_flag)
+        lost = self._lost_latest(ref, m)
         # the pull hashes every chunk, with the manifest's hash
         data = self._data(replica, caller_verifies=True, algo=m.hash)
         if egress is not None:
@@ -526,6 +527,8 @@ class Lake:
                 raise catalog.deleted_meanwhile(
                     self.store, m.artifact, m.version, e,
                     doing="being pulled; nothing of it was placed") from None
+        if lost:
+            result = dataclasses.replace(result, warnings=[lost, *result.warnings])
         stats = getattr(data, "stats", None)
         if stats is None:
             return result
@@ -544,6 +547,19 @@ class Lake:
             keep_pulled_manifest(self.store, data.replica, m)  # type: ignore[attr-defined]
         return dataclasses.replace(result, replica=stats.to_dict(),
                                    warnings=[*data.warnings, *result.warnings])  # type: ignore[attr-defined]
+
+    def _lost_latest(self, ref: str | Ref, m: "Manifest") -> str | None:
+        """What to say when `@latest` resolved below a lost version: a resume after a crash
+        would otherwise go on from an older checkpoint without a word."""
+        if (ref if isinstance(ref, Ref) else parse_ref(ref)).kind != "latest":
+            return None
+        lost = catalog.lost_above(self.store, m.artifact, m.version)
+        if not lost:
+            return None
+        which = ", ".join(f"v{n}" for n in lost[:3]) + (", ..." if len(lost) > 3 else "")
+        return (f"{m.artifact}@latest is v{m.version}, the newest readable version: {which} "
+                f"{'was' if len(lost) == 1 else 'were'} committed after it and {'is' if len(lost) == 1 else 'are'} "
+                "lost (manifest gone, no tombstone; ckptlake verify lists lost versions)")
 
     def _pull_offline(self, exc: Exception, ref: str | Ref, destination: str | Path, *,
                       replica: str | None, force: bool, progress: Progress | None,
@@ -683,6 +699,16 @@ class Lake:
                 raise
             raise self.absent_error() from None
 
+    def _manifest_told(self, ref: str | Ref) -> "Manifest":
+        """_manifest for the readers a training job resumes through: a lost latest version
+        (see _lost_latest) is logged as a warning on the `ckptlake` logger."""
+        m = self._manifest(ref)
+        if (lost := self._lost_latest(ref, m)) is not None:
+            import logging
+
+            logging.getLogger("ckptlake").warning("ckptlake: %s", lost)
+        return m
+
     def _local_dir(self) -> str | None:
         """The directory of a local lake (scan refuses to push it into itself), else None."""
         return self.url[len("file://"):] if self.url.startswith("file://") else None
@@ -714,7 +740,7 @@ class Lake:
         """The version a reference names right now (latest, vN, step=N, an alias, or
         min:METRIC / max:METRIC: the best value among the live versions, ties to the newest)."""
         ref = parse_ref(ref) if isinstance(ref, str) else ref
-        m = self._manifest(ref)
+        m = self._manifest_told(ref)
         return catalog.version_info(m, catalog.aliases(self.store, m.artifact))
 
     def alias(self, ref: str | Ref, name: str) -> AliasResult:
@@ -1398,7 +1424,7 @@ class Lake:
 
         max_buffer = check_arg("max_buffer", max_buffer, "int", minimum=0)
         check_arg("replica", replica, "str", optional=True)
-        m = self._manifest(ref)
+        m = self._manifest_told(ref)
         return self._open_entry(m, find_file(m, path), readahead=readahead, replica=replica,
                                 max_buffer=max_buffer)
 
@@ -1435,7 +1461,7 @@ class Lake:
         from .core.reader import require
 
         require(framework)  # a missing numpy/torch fails before any request
-        return self._tensors(self._manifest(ref), names, path, framework)
+        return self._tensors(self._manifest_told(ref), names, path, framework)
 
     def _tensors(self, m: Any, names: Any, path: str | None, framework: str) -> dict[str, Any]:
         from .core import reader
@@ -1471,7 +1497,7 @@ class Lake:
         from .core import reader
 
         torch = reader.require("pt")
-        m = self._manifest(ref)
+        m = self._manifest_told(ref)
         if path is None:
             torch_files = [e.path for e in m.files
                            if e.symlink is None and e.path.lower().endswith(reader.TORCH_SUFFIXES)]
@@ -1515,7 +1541,7 @@ class Lake:
         from .core import reader
         from .format import state as _state
 
-        m = self._manifest(ref)
+        m = self._manifest_told(ref)
         what = f"{m.artifact}@v{m.version}"
         by_path = {e.path: e for e in m.files if e.symlink is None}
         entry = by_path.get(_state.SKELETON_FILENAME)

@@ -176,3 +176,49 @@ def test_an_emptied_manifest_with_its_summary_is_lost_and_a_v0_summary_is_nothin
     (root / "artifacts" / ART / "@s" / "0000000000.jAAAA").write_bytes(b"")
     assert run("verify", "--lake", url).exit_code == 0
     assert run("gc", "--policy", _policy(tmp_path), "--lake", url, "--dry-run").exit_code == 0
+
+
+def test_pull_of_latest_says_a_later_version_is_lost(tmp_path: Path, caplog: Any) -> None:
+    """`@latest` resolves to the highest manifest: with v3's gone, a resume after a crash
+    pulled v2 without a word.  The pull still gives v2 (the newest readable version) and says
+    that v3 is lost; a reader through the library API logs it; a pinned version, a latest
+    removed by `rm`, and a lake with nothing lost say nothing."""
+    root = tmp_path / "lake"
+    url = three_versions(root, tmp_path / "src")
+    r = run("pull", ART, tmp_path / "ok", "--lake", url, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["warnings"] == [], r.output
+    (root / layout.version_key(ART, 3)).unlink()
+    r = run("pull", ART, tmp_path / "a", "--lake", url, "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["version"] == 2
+    [warning] = out["warnings"]
+    assert f"{ART}@latest is v2" in warning and "v3 was committed after it and is lost" in warning
+    r = run("pull", ART, tmp_path / "b", "--lake", url)
+    assert r.exit_code == 0 and "v3 was committed after it and is lost" in r.stderr, r.output
+    assert "lost" not in run("pull", f"{ART}@v2", tmp_path / "c", "--lake", url).stderr
+    lake = ckptlake.open(url)
+    with caplog.at_level("WARNING", logger="ckptlake"):
+        assert lake.resolve(ART).version == 2
+    assert "v3 was committed after it and is lost" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ckptlake"):
+        lake.resolve(f"{ART}@v2")
+    assert caplog.text == ""
+    assert run("rm", f"{ART}@v3", "--lake", url, "--yes").exit_code == 0  # records the loss
+    r = run("pull", ART, tmp_path / "d", "--lake", url, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["warnings"] == [], r.output
+
+
+def test_a_version_committed_after_the_listing_is_not_called_lost(tmp_path: Path) -> None:
+    """A summary above the highest manifest listed is also what a push committing meanwhile
+    leaves (its manifest came after the listing): the manifest is looked at before "lost"."""
+    from ckptlake.core import catalog
+
+    root = tmp_path / "lake"
+    url = three_versions(root, tmp_path / "src")
+    store = ckptlake.open(url).store
+    assert catalog.lost_above(store, ART, 2) == []
+    assert catalog.lost_above(store, ART, 3) == []
+    (root / layout.version_key(ART, 3)).write_bytes(b"")  # a PUT cut after its head
+    assert catalog.lost_above(store, ART, 2) == [3]

@@ -223,8 +223,11 @@ def test_s3_pull_makes_one_botocore_client(s3_lake_url: str, tmp_path: Path) -> 
     # The version listing, its manifest, the chunk: no HEAD of the lake header (asked only when
     # the pull finds nothing), no HeadBucket (the egress estimate does not need the region).
     # the listing, the manifest, the chunk; then, before placing, whether the version still
-    # exists (a version `rm` deleted meanwhile is not placed: its chunks are all still there)
-    assert calls == ["ListObjectsV2", "GetObject", "GetObject", "HeadObject"], calls
+    # exists (a version `rm` deleted meanwhile is not placed: its chunks are all still there).
+    # The second listing: the summaries above @latest's version (a lost later version is said,
+    # catalog.lost_above).
+    assert calls == ["ListObjectsV2", "GetObject", "ListObjectsV2", "GetObject", "HeadObject"
+                     ], calls
     assert (tmp_path / "dest" / "one.bin").read_bytes() == (src / "one.bin").read_bytes()
 
 

@@ -69,6 +69,34 @@ def next_number(store: Store, artifact: str) -> int:
     return top + 1
 
 
+def lost_above(store: Store, artifact: str, number: int) -> list[int]:
+    """Versions above `number` that were committed (a listing summary says so: it is written
+    after the manifest) and that have neither a manifest nor a tombstone: lost outside
+    ckptlake.  `@latest` resolves to the highest manifest, so with the latest version lost a
+    resume silently took the one before; this is what lets the reader say so.  One listing
+    when nothing is lost (the summaries above `number`, usually none)."""
+    prefix = layout.summaries_prefix(artifact)
+    above = sorted({parsed[1] for info in store.list(prefix, start_after=f"{prefix}{number:010d}/")
+                    if (parsed := layout.parse_summary_key(info.key))
+                    and parsed[0] == artifact and parsed[1] > number})
+    if not above:
+        return []
+    from . import tombstones
+
+    deleted = set(tombstones.numbers(store, artifact, above=number))
+    lost = []
+    for n in above:
+        if n in deleted:
+            continue
+        try:  # committed since the listing of manifests: newer, not lost
+            if store.stat(layout.version_key(artifact, n)).size > 0:
+                continue
+        except NotFound:
+            pass
+        lost.append(n)
+    return lost
+
+
 def load_manifest(store: Store, artifact: str, number: int) -> Manifest:
     key = layout.version_key(artifact, number)
     try:
