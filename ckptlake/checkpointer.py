@@ -115,6 +115,7 @@ from .core.fswalk import rmtree
 from .core.values import (check_arg, check_inputs, check_metadata, check_metrics,
                           check_policy_arg)
 from .errors import Interrupted, SourceChanged, UsageError
+from .forks import reset_in_child
 from .format import layout
 from .format import state as _state_format
 from .format.refs import validate_alias, validate_artifact
@@ -398,9 +399,11 @@ class Checkpointer:
         self._provenance_cache: dict[str, Any] | None = None
         self._thread = threading.Thread(target=_serve, args=(weakref.ref(self), self._cond),
                                         name="ckptlake-checkpointer", daemon=True)
-        weakref.finalize(self, _wake, self._cond)
+        self._finalizer = weakref.finalize(self, _wake, self._cond)
+        self._owner = os.getpid()
         start_thread(self._thread)  # (it and its upload workers never take the SIGTERM)
         _LIVE.add(self)
+        reset_in_child(self)
         before_pools_close(_at_exit)
         if on_sigterm is not None:
             self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -553,6 +556,7 @@ class Checkpointer:
 
         TimeoutError if `timeout` seconds pass first (nothing is cancelled)."""
         check_arg("timeout", timeout, "seconds", optional=True)
+        self._check_owner()
         deadline = None if timeout in (None, float("inf")) else time.monotonic() + timeout
         with self._cond:
             while self._queue or self._active is not None:
@@ -577,7 +581,10 @@ class Checkpointer:
         After the exit drain (SIGTERM, or the exit hook) it waits for nothing: what was still
         uploading then was cut off and logged as LOST, and waiting for a request stalled in it
         (until read_timeout) broke the exit deadline (`with` and Lightning's teardown close
-        on the way out)."""
+        on the way out).  In a forked child it does nothing: the parent's copy is the
+        parent's to close (see _after_fork)."""
+        if self._owner != os.getpid():
+            return []
         if self._drained:
             self._shut_down()
             self._raise_error()
@@ -645,6 +652,9 @@ class Checkpointer:
         return {**self._lineage, **own}
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
+        if self._owner != os.getpid():  # a forked child's: as if never installed there
+            self._to_previous(signum, frame)
+            return
         if self._terminating:
             return  # already draining: a second SIGTERM changes nothing
         if self._retired:
@@ -687,6 +697,12 @@ class Checkpointer:
     def _saving(self) -> Iterator[None]:
         """Serialize saves; a SIGTERM that arrived during one is acted on when it ends (taken,
         skipped or failed)."""
+        if self._saver is threading.current_thread():
+            # a signal handler's save (a "save now" on SIGUSR1) inside this thread's save:
+            # waiting for the lock this thread holds would never end
+            raise UsageError(f"a save of {self.artifact} was called while this thread is "
+                             "inside another save (from a signal handler?)",
+                             hint="set a flag in the handler and save from the training loop")
         try:
             with self._save_lock:
                 self._saver = threading.current_thread()
@@ -725,7 +741,12 @@ class Checkpointer:
         if not ck._retired:
             ck._on_sigterm(signum, frame)
             return
-        previous = ck._previous_handler
+        ck._to_previous(signum, frame)
+
+    def _to_previous(self, signum: int, frame: Any) -> None:
+        """The handler that was installed before this one (or the default action, death by
+        the signal, for SIG_DFL)."""
+        previous = self._previous_handler
         if callable(previous):
             previous(signum, frame)
         elif previous != signal.SIG_IGN:  # SIG_DFL, or None (not installed from Python)
@@ -788,7 +809,27 @@ class Checkpointer:
                     signal.signal(signal.SIGTERM, self._previous_handler)
                     self._restored = True
 
+    def _after_fork(self) -> None:
+        """(See ckptlake/forks.py.)  A forked child (a DataLoader worker, a pool process) has a
+        copy of this checkpointer but not its thread: at the child's exit the hook waited for
+        ever for the parent's uploads, or, with exit_timeout, removed the parent's snapshots
+        (the parent's upload then failed: a checkpoint lost) and logged them as LOST; a save in
+        the child never completed; and the inherited SIGTERM handler kept `terminate()` from
+        stopping the child.  The child's copy is the parent's to use: it takes no part here."""
+        self._finalizer.detach()  # its condition's lock may be a parent thread's, held
+        self._cond = threading.Condition()
+        self._save_lock = threading.Lock()
+        _LIVE.discard(self)
+        _BUSY.discard(self)
+
+    def _check_owner(self) -> None:
+        if self._owner != os.getpid():
+            raise UsageError(f"this checkpointer of {self.artifact} belongs to process "
+                             f"{self._owner}, not to this forked one ({os.getpid()})",
+                             hint="make one in this process: lake.checkpointer(...)")
+
     def _check_open(self) -> None:
+        self._check_owner()
         if self._closed:
             raise UsageError("this checkpointer is closed", hint="create a new one")
 

@@ -178,6 +178,12 @@ class Lake:
         except NotFound:
             return next(iter(self.store.list(layout.ARTIFACTS_PREFIX)), None) is not None
 
+    def __reduce__(self) -> Any:
+        """Pickled for a spawned worker (a DataLoader with the spawn start method) it failed
+        with "cannot pickle '_thread.lock' object", naming neither the lake nor what to do."""
+        raise TypeError(f"a Lake ({self.url}) cannot be pickled: open it in the worker "
+                        "process with ckptlake.open(...) (a forked worker may use this one)")
+
     def __repr__(self) -> str:
         return f"Lake({self.url!r})"
 

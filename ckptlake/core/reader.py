@@ -44,6 +44,7 @@ from ..format.safetensors import is_safetensors
 from ..store.base import Store
 from ..transfer.parts import Parts
 from ..transfer.throttle import Throttle
+from ..forks import reset_in_child
 from ..transfer.pool import Executor, cancel, signals_blocked, wait_result
 from . import chunkio
 from .rawio import SeekableReader
@@ -98,6 +99,19 @@ class LakeFile(SeekableReader):
         self._stats = threading.Lock()
         self.bytes_fetched = 0  # bytes downloaded so far (prefetches included)
         self.requests = 0  # GET requests so far
+        reset_in_child(self)
+
+    def _after_fork(self) -> None:
+        """(See ckptlake/forks.py.)  The readahead threads are the parent's: the child's reads
+        waited for prefetches no thread would ever run."""
+        self._lock, self._free_lock, self._stats = (threading.Lock(), threading.Lock(),
+                                                    threading.Lock())
+        self._pool, self._ahead = None, {}
+
+    def __reduce__(self) -> Any:
+        """(See Lake.__reduce__.)"""
+        raise TypeError(f"an open lake file ({self.name}) cannot be pickled: open it in the "
+                        "worker process with lake.open(...) (a forked worker may use this one)")
 
     @property
     def segment_sizes(self) -> list[int]:

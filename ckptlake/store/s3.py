@@ -13,11 +13,13 @@ import contextlib
 import http.client
 import io
 import re
+import threading
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator, NoReturn, Sequence
 
 from ..errors import (AccessDenied, CkptlakeError, NotFound, OutcomeUnknown, PreconditionFailed,
                       StorageClassUnsupported, TransferError, TransientError, UsageError)
+from ..forks import reset_in_child
 from ..redact import redact
 from .base import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, MultipartUpload,
                    ObjectInfo, Store)
@@ -440,6 +442,15 @@ def _drop_region_redirector(client: Any) -> None:
                 events.unregister(event, handler)
 
 
+def _custom_endpoint(endpoint: str | None) -> str | None:
+    """`endpoint`, unless it is AWS's own (or none)."""
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(endpoint).hostname or "").lower() if endpoint else ""
+    return None if not host or host.endswith((".amazonaws.com", ".amazonaws.com.cn")) \
+        else endpoint
+
+
 class S3Store(Store):
     """Store over `s3://bucket/prefix`.  Thread-safe: one boto3 client is shared by all threads."""
 
@@ -455,16 +466,44 @@ class S3Store(Store):
         self._key_base = f"{self.prefix}/" if self.prefix else ""
         self._secrets: list[str] = []
         self._read_timeout = read_timeout
-        self._client = self._make_client(endpoint_url, profile, region, max_connections,
-                                         connect_timeout, read_timeout)
-        _widen_send_blocks(self._client)
-        if self.resolved_endpoint() is not None:
-            _drop_region_redirector(self._client)
+        self._client_args = (endpoint_url, profile, region, max_connections, connect_timeout,
+                             read_timeout)
+        self._client_lock = threading.Lock()
+        self._live_client: Any = None
+        self._live_client = self._new_client()
         self._closed = False
-        events = self._client.meta.events
+        reset_in_child(self)
+
+    def _new_client(self) -> Any:
+        client = self._make_client(*self._client_args)
+        _widen_send_blocks(client)
+        endpoint = getattr(client.meta, "endpoint_url", None)
+        if _custom_endpoint(endpoint) is not None:
+            _drop_region_redirector(client)
+        events = client.meta.events
         events.register("provide-client-params.s3.PutObject", _take_payload_sha256)
         for op in ("PutObject", "UploadPart"):
             events.register(f"provide-client-params.s3.{op}", _mark_unsigned_over_tls)
+        return client
+
+    @property
+    def _client(self) -> Any:
+        client = self._live_client
+        if client is None:  # forked: this process's own (see _after_fork)
+            with self._client_lock:
+                if self._live_client is None:
+                    self._live_client = self._new_client()
+                client = self._live_client
+        return client
+
+    def _after_fork(self) -> None:
+        """(See ckptlake/forks.py.)  The client's pooled connections are the parent's own:
+        a forked child writing to them mixed its requests into the parent's (an object was
+        stored with another process's request as its body).  The child makes its own client
+        when it first needs one; the parent's is dropped, not closed (closing it would close
+        the parent's connections)."""
+        self._client_lock = threading.Lock()
+        self._live_client = None
 
     def __repr__(self) -> str:
         return f"S3Store({self.url!r})"
@@ -473,12 +512,7 @@ class S3Store(Store):
         """The endpoint botocore talks to when none was passed here ($AWS_ENDPOINT_URL(_S3), a
         profile's services section), or None for AWS's own: what the replica nesting check
         compares (a replica on the lake's own server may sit inside the lake)."""
-        from urllib.parse import urlsplit
-
-        endpoint = getattr(self._client.meta, "endpoint_url", None)
-        host = (urlsplit(endpoint).hostname or "").lower() if endpoint else ""
-        return None if not host or host.endswith((".amazonaws.com", ".amazonaws.com.cn")) \
-            else endpoint
+        return _custom_endpoint(getattr(self._client.meta, "endpoint_url", None))
 
     def _make_client(self, endpoint_url: str | None, profile: str | None, region: str | None,
                      max_connections: int, connect_timeout: float, read_timeout: float) -> Any:
@@ -1096,4 +1130,5 @@ class S3Store(Store):
         if not self._closed:
             self._closed = True
             with contextlib.suppress(AttributeError):
-                self._client.close()
+                if self._live_client is not None:
+                    self._live_client.close()

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence, TypeVar
 
 from ..errors import CkptlakeError, Interrupted
+from ..forks import reset_in_child
 from ..policy.config import DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, MIN_PART_SIZE
 from ..store.base import Store
 from .pool import (Completions, _DaemonPool, signals_blocked, failure, new_stop, outcome,
@@ -70,6 +71,14 @@ class Parts:
     workers: int = 8
     _pool: _DaemonPool | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        reset_in_child(self)
+
+    def _after_fork(self) -> None:
+        """(See ckptlake/forks.py.)  The pool's threads are the parent's: a child's multipart
+        pull waited for parts no thread would ever run."""
+        self._lock, self._pool = threading.Lock(), None
 
     def applies(self, size: int) -> bool:
         """Whether an object of `size` bytes moves in parts (at least two of them)."""

@@ -1,0 +1,262 @@
+"""A lake and a Checkpointer in a process that forks (DataLoader workers, multiprocessing pools,
+launchers): the child gets copies of their thread pools, locks and connections but not their
+threads.  A review found: S3 requests of parent and child mixed on shared keep-alive sockets
+(an object stored with another process's request as its body, false "corrupt" errors); a
+child's read or multipart pull waiting for ever for the parent's pool threads; a child hanging
+at exit for the parent's uploads, or removing the parent's snapshots (the parent's checkpoint
+then lost); a child that `terminate()` no longer stopped; a save from a signal handler during a
+save deadlocking.  Each scenario runs in a fresh interpreter with a timeout: a hang is a
+failure, not a stuck suite."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+TIMEOUT = 90
+
+
+def run(script: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "script.py"
+    path.write_text(textwrap.dedent(script))
+    try:
+        return subprocess.run([sys.executable, str(path), *args], capture_output=True,
+                              text=True, timeout=TIMEOUT, cwd=tmp_path)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"hung: {exc.stdout!r} {exc.stderr!r}")
+
+
+def last_json(r: subprocess.CompletedProcess[str]) -> dict:
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.seaweedfs
+def test_parent_and_children_share_no_s3_connection(s3_lake_url: str, tmp_path: Path) -> None:
+    """Four processes (a warmed-up parent and three forked children) put and read objects at
+    once through one Lake: every object holds its own bytes, and a child's client is its own."""
+    r = run("""
+        import json, os, sys
+        import ckptlake
+        lake = ckptlake.open(sys.argv[1])
+        store = lake.store
+        while hasattr(store, "inner"):
+            store = store.inner
+        for i in range(4):  # keep-alive connections in the pool before the fork
+            lake.store.put(f"warm/{i}", b"w" * 1000)
+            assert lake.store.get(f"warm/{i}") == b"w" * 1000
+        parent_client = id(store._client)
+        bad = []
+        pids = []
+        for c in range(3):
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(r)
+                own = id(store._client) != parent_client
+                errors = []
+                for i in range(60):
+                    key, body = f"c{c}/{i}", (f"{c}:{i}:".encode() * 500)
+                    try:
+                        lake.store.put(key, body)
+                        if lake.store.get(key) != body:
+                            errors.append(key)
+                    except Exception as exc:
+                        errors.append(f"{key}: {exc}")
+                os.write(w, json.dumps({"own": own, "errors": errors}).encode())
+                os._exit(0)
+            os.close(w)
+            pids.append((pid, r))
+        for i in range(60):
+            key, body = f"p/{i}", (f"p:{i}:".encode() * 500)
+            try:
+                lake.store.put(key, body)
+                if lake.store.get(key) != body:
+                    bad.append(key)
+            except Exception as exc:
+                bad.append(f"{key}: {exc}")
+        children = []
+        for pid, r in pids:
+            data = b""
+            while chunk := os.read(r, 65536):
+                data += chunk
+            os.waitpid(pid, 0)
+            children.append(json.loads(data))
+        print(json.dumps({"parent": bad, "children": children,
+                          "same": id(store._client) == parent_client}))
+    """, tmp_path, s3_lake_url)
+    out = last_json(r)
+    assert out["parent"] == [] and out["same"]
+    assert [c["errors"] for c in out["children"]] == [[], [], []]
+    assert all(c["own"] for c in out["children"])
+
+
+def test_a_forked_child_neither_waits_for_nor_touches_the_parents_uploads(
+        tmp_path: Path) -> None:
+    """Saves queued and uploading in the parent, then a fork: the child exits at once (it
+    waited for ever, with no thread to run them), logs no LOST checkpoint, and removes none of
+    the parent's snapshots (with exit_timeout it did: the parent's upload then failed).  A save
+    in the child is refused (it never completed), and the parent commits every step."""
+    r = run("""
+        import json, os, sys, time, threading
+        import ckptlake
+        from ckptlake.core import push as _push
+        lake = ckptlake.open("file://" + os.path.abspath("lake"))
+        os.makedirs("src", exist_ok=True)
+        ck = lake.checkpointer("a/run", on_busy="queue", exit_timeout=1)
+        slow = threading.Event()
+        orig = _push.push
+        def held(*a, **k):
+            slow.wait(30)
+            return orig(*a, **k)
+        _push.push = held
+        for step in (1, 2):
+            with open("src/model.pt", "wb") as f:
+                f.write(bytes([step]) * 100_000)
+            ck.save("src/model.pt", step=step)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ck.save("src/model.pt", step=3)
+                refused = None
+            except Exception as exc:
+                refused = type(exc).__name__ + ": " + str(exc)
+            with open("child.json", "w") as f:
+                json.dump({"refused": refused, "pending": ck.pending}, f)
+            sys.exit(0)  # atexit hooks run: the exit drain
+        _, status = os.waitpid(pid, 0)
+        slow.set()
+        results = ck.close()
+        print(json.dumps({"status": status, "steps": [r.step for r in results],
+                          "child": json.load(open("child.json"))}))
+    """, tmp_path)
+    out = last_json(r)
+    assert out["status"] == 0
+    assert out["steps"] == [1, 2]
+    assert "belongs to process" in out["child"]["refused"], out
+    assert "LOST" not in r.stderr and "exiting with" not in r.stderr, r.stderr
+
+
+def test_terminate_stops_a_forked_child_of_a_process_with_on_sigterm(tmp_path: Path) -> None:
+    """The parent's SIGTERM handler (on_sigterm="wait") is inherited by a forked child: the
+    child waited for the parent's upload instead of dying (`Pool.terminate()`, a DataLoader's
+    shutdown)."""
+    r = run("""
+        import json, os, signal, sys, threading, time
+        import ckptlake
+        from ckptlake.core import push as _push
+        lake = ckptlake.open("file://" + os.path.abspath("lake"))
+        os.makedirs("src", exist_ok=True)
+        ck = lake.checkpointer("a/run", on_sigterm="wait")
+        slow = threading.Event()
+        orig = _push.push
+        _push.push = lambda *a, **k: (slow.wait(30), orig(*a, **k))[1]
+        with open("src/model.pt", "wb") as f:
+            f.write(b"x" * 1000)
+        ck.save("src/model.pt", step=1)
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(60)
+            os._exit(0)
+        time.sleep(0.5)
+        started = time.monotonic()
+        os.kill(pid, signal.SIGTERM)
+        _, status = os.waitpid(pid, 0)
+        slow.set()
+        ck.close()
+        print(json.dumps({"signaled": os.WIFSIGNALED(status),
+                          "sig": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None}))
+    """, tmp_path)
+    out = last_json(r)
+    assert out == {"signaled": True, "sig": 15}, (out, r.stderr)
+
+
+def test_reads_and_multipart_pulls_work_in_a_forked_child(tmp_path: Path) -> None:
+    """A LakeFile with its readahead pool started, and a Lake whose shared part pool ran a
+    multipart read, before the fork: the child's read and pull waited for ever for the
+    parent's threads."""
+    r = run("""
+        import hashlib, json, os, sys
+        import ckptlake
+        url = "file://" + os.path.abspath("lake")
+        os.makedirs("src", exist_ok=True)
+        data = os.urandom(24 << 20)
+        with open("src/big.bin", "wb") as f:
+            f.write(data)
+        lake = ckptlake.open(url, chunk_size=1 << 20)
+        lake.push("src", "a/data")
+        lake = ckptlake.open(url, multipart_threshold=8 << 20, part_size=5 << 20, concurrency=2)
+        lake2 = ckptlake.open(url, multipart_threshold=8 << 20, part_size=5 << 20)
+        f = lake.open("a/data", "big.bin")
+        f.read(3 << 20)  # sequential: the readahead pool is running
+        lake.pull("a/data", "first")
+        pid = os.fork()
+        if pid == 0:
+            ok = f.read() == data[3 << 20:]
+            lake.pull("a/data", "second")
+            ok = ok and open("second/big.bin", "rb").read() == data
+            os._exit(0 if ok else 3)
+        _, status = os.waitpid(pid, 0)
+        print(json.dumps({"status": os.waitstatus_to_exitcode(status)}))
+    """, tmp_path)
+    assert last_json(r) == {"status": 0}, r.stderr
+
+
+def test_a_save_from_a_signal_handler_during_a_save_is_refused(tmp_path: Path) -> None:
+    """A "save now" signal handler whose signal arrives while the loop is inside save():
+    the handler's save waited for the lock its own thread held, for ever."""
+    r = run("""
+        import json, os, signal
+        import ckptlake
+        from ckptlake.errors import UsageError
+        lake = ckptlake.open("file://" + os.path.abspath("lake"))
+        os.makedirs("src", exist_ok=True)
+        with open("src/model.pt", "wb") as f:
+            f.write(b"x" * 1000)
+        ck = lake.checkpointer("a/run")
+        seen = []
+        def handler(signum, frame):
+            try:
+                ck.save("src/model.pt", step=99)
+                seen.append("saved")
+            except UsageError as exc:
+                seen.append(str(exc))
+        signal.signal(signal.SIGUSR2, handler)
+        orig = ck._snapshot_files
+        def snapshot(*a, **k):
+            os.kill(os.getpid(), signal.SIGUSR2)  # delivered inside the save
+            return orig(*a, **k)
+        ck._snapshot_files = snapshot
+        ck.save("src/model.pt", step=1)
+        ck._snapshot_files = orig
+        results = ck.close()
+        print(json.dumps({"seen": seen, "steps": [r.step for r in results]}))
+    """, tmp_path)
+    out = last_json(r)
+    assert out["steps"] == [1]
+    [said] = out["seen"]
+    assert "inside another save" in said
+
+
+def test_pickling_a_lake_or_an_open_file_says_what_to_do(local_lake_url: str,
+                                                         tmp_path: Path) -> None:
+    """For a spawned worker: the error named a `_thread.lock`, not the lake or the remedy."""
+    import pickle
+
+    import ckptlake
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(b"x" * 100)
+    lake = ckptlake.open(local_lake_url)
+    lake.push(src, "a/b")
+    with pytest.raises(TypeError, match=r"cannot be pickled: open it in the worker"):
+        pickle.dumps(lake)
+    with lake.open("a/b", "a.bin") as f, \
+            pytest.raises(TypeError, match=r"a/b@v1:a.bin.*cannot be pickled"):
+        pickle.dumps(f)
