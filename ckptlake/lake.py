@@ -263,18 +263,18 @@ class Lake:
             return dataclasses.replace(result, warnings=[warning, *result.warnings]) \
                 if warning else result
 
-        if dry_run:
-            check_metrics(metrics)  # what the push would refuse, the dry run refuses
-            check_metadata(all_metadata)
-            with self._watching(progress) as progress:
-                return said_if_empty(_push.plan(
-                    self.store, tree, artifact, chunk_size=self.chunk_size,
-                    concurrency=self.concurrency, step=step, aliases=list(aliases),
-                    progress=progress, lake_url=self.url, compression=compression, hash=hash))
         fields: dict[str, Any] = {"parents": parent_edges, "inputs": input_items}
         if provenance is not False:
             fields["provenance"] = {**_provenance.collect(source),
                                     **(provenance if isinstance(provenance, dict) else {})}
+        if dry_run:
+            with self._watching(progress) as progress:
+                return said_if_empty(_push.plan(
+                    self.store, tree, artifact, chunk_size=self.chunk_size,
+                    concurrency=self.concurrency, step=step, aliases=list(aliases),
+                    progress=progress, lake_url=self.url, compression=compression, hash=hash,
+                    metrics=check_metrics(metrics), metadata=check_metadata(all_metadata),
+                    manifest_fields=fields))
         tensors = TensorObserver((f.path, f.abspath) for f in tree.files)
         with self._watching(progress) as progress:
             try:

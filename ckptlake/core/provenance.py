@@ -18,13 +18,17 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..redact import redact, redact_argv, redact_tree
+from .identity import environment_text
 
 _GIT_TIMEOUT = 5.0
 
 
 def _git(cwd: str, *args: str) -> str | None:
     try:
+        # backslashreplace: a checkout under a directory whose name is not UTF-8 (see
+        # identity.environment_text); strict, its root failed the push
         p = subprocess.run(["git", "-C", cwd, *args], capture_output=True, text=True,
+                           encoding="utf-8", errors="backslashreplace",
                            timeout=_GIT_TIMEOUT, stdin=subprocess.DEVNULL,
                            env={**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"})
     except (OSError, subprocess.SubprocessError):
@@ -64,11 +68,12 @@ def collect(source: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         cwd = os.getcwd()
     except OSError:  # the working directory was removed
         cwd = None
+    # every text from the environment as it can be stored (identity.environment_text)
     out: dict[str, Any] = {
-        "command": redact_args(sys.argv),
-        "cwd": cwd,
-        "hostname": socket.gethostname(),
-        "user": user,
+        "command": redact_args([environment_text(a) for a in sys.argv]),
+        "cwd": None if cwd is None else environment_text(cwd),
+        "hostname": environment_text(socket.gethostname()),
+        "user": environment_text(user),
         "python": platform.python_version(),
         "ckptlake": __version__,
     }

@@ -707,12 +707,17 @@ def push(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
 
 def plan(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | None,
          concurrency: int, step: int | None, aliases: Sequence[str], progress: Progress,
-         lake_url: str, compression: str | None = None, hash: str | None = None) -> PushResult:
+         lake_url: str, compression: str | None = None, hash: str | None = None,
+         metrics: dict[str, float] | None = None, metadata: dict[str, str] | None = None,
+         manifest_fields: dict[str, Any] | None = None) -> PushResult:
     """What `push` of `tree` would do, doing nothing (`push --dry-run`): the source read and
     hashed, each chunk looked up in the lake and a new one encoded exactly as a push would, the
     version number the push would take now (another push landing first takes it), and no
     byte written -- no chunk, no manifest, no lake header (a lake that does not exist yet is
-    a warning saying the push would create it)."""
+    a warning saying the push would create it).  The manifest the push would commit, with
+    `metrics`, `metadata` and `manifest_fields` (lineage, provenance), is encoded too: a
+    value the push cannot store fails here as it would fail the push's commit, after its
+    upload (a dry run said OK to a push that then failed)."""
     from . import clock
     from .catalog import aliases as catalog_aliases
     from .catalog import next_number
@@ -732,7 +737,10 @@ def plan(store: Store, tree: SourceTree, artifact: str, *, chunk_size: int | Non
     number = check_next_version(artifact, next_number(store, artifact))
     draft = Manifest(artifact=artifact, version=number, kind=tree.kind, hash=header.hash,
                      files=files, dirs=tuple(tree.empty_dirs), step=step, created=utcnow(),
-                     created_by=user_at_host(), tool=tool_version(), stored=dict(up.stored))
+                     created_by=user_at_host(), tool=tool_version(), stored=dict(up.stored),
+                     metrics=dict(metrics or {}), metadata=dict(metadata or {}),
+                     **(manifest_fields or {}))
+    draft.encode()
     warnings = list(tree.warnings)
     if created == REWRITTEN:
         warnings.append(f"the lake header of {lake_url} is lost (it has versions but no "

@@ -93,6 +93,9 @@ def check_inputs(inputs: Any) -> tuple[dict[str, str], ...]:
             raise UsageError(f"invalid input {i!r}",
                              hint="use a URI[#DIGEST] string or a {'uri': ..., 'digest': ...} "
                                   "dict")
+    for i in out:  # (as metadata: undecodable bytes failed the commit, after the upload)
+        for value in i.values():
+            check_text(value, "input")
     return tuple(out)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
-from ..errors import IntegrityError, UnsafeManifest
+from ..errors import IntegrityError, UnsafeManifest, UsageError
 from ..redact import redact, redact_argv, redact_data, redact_metadata
 from ..units import finite_number
 from .header import MAX_CHUNK_SIZE, format_hint, is_format
@@ -193,7 +193,17 @@ class Manifest:
         return out
 
     def encode(self) -> bytes:
-        return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False).encode()
+        """The manifest's bytes; UsageError for a text UTF-8 cannot hold (a lone surrogate in
+        a program's provenance=, say): a bare UnicodeEncodeError was an internal error."""
+        text = json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False)
+        try:
+            return text.encode()
+        except UnicodeEncodeError as exc:
+            bad = text[exc.start:exc.end].encode("utf-8", "backslashreplace").decode()
+            raise UsageError(f"{self.artifact}: the version's manifest cannot hold {bad} (a "
+                             "lone surrogate: bytes that are not UTF-8 text)",
+                             hint="pass text, not raw bytes (decode it, or use its hex)"
+                             ) from None
 
 
 def _redact_provenance(provenance: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,64 @@
+"""Bytes that are not text, locales, and output failures: undecodable bytes from the
+environment in a manifest, a C-locale stdout, a result that cannot be printed after the lake
+changed, plain tables of wide characters, and --json of an undecodable path."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import ckptlake
+from ckptlake.lake import Lake
+from ckptlake.store import open_store
+
+
+def _bytes_dir(parent: Path, name: bytes) -> Path:
+    path = os.path.join(os.fsencode(parent), name)
+    os.mkdir(path)
+    return Path(os.fsdecode(path))
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "w.bin").write_bytes(b"w" * 1000)
+    return src
+
+
+# ---- 1. undecodable bytes from the environment go into the manifest escaped ------------------
+
+def test_undecodable_argv_cwd_and_user_are_stored_escaped(src: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    cwd = _bytes_dir(tmp_path, b"wd\xff")
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["ckptlake", "push", os.fsdecode(b"caf\xe9"), "n/x"])
+    monkeypatch.setenv("USER", os.fsdecode(b"u\xfe"))
+    monkeypatch.setenv("LOGNAME", os.fsdecode(b"u\xfe"))
+    url = "file://" + str(tmp_path / "lake")
+    with Lake(open_store(url)) as lake:
+        lake.push(src, "n/x")
+        detail = lake.show("n/x@v1")
+    prov = detail.provenance
+    assert prov["command"][2] == "caf\\xe9"
+    assert prov["cwd"].endswith("/wd\\xff")
+    assert prov["user"] == "u\\xfe" and detail.created_by.startswith("u\\xfe@")
+
+
+def test_a_dry_run_fails_as_the_push_on_what_the_manifest_cannot_hold(src: Path,
+                                                                       tmp_path: Path) -> None:
+    url = "file://" + str(tmp_path / "lake")
+    bad = {"note": os.fsdecode(b"\xff")}
+    with Lake(open_store(url)) as lake:
+        with pytest.raises(ckptlake.UsageError, match="manifest cannot hold"):
+            lake.push(src, "n/x", provenance=bad, dry_run=True)
+        with pytest.raises(ckptlake.UsageError, match="manifest cannot hold"):
+            lake.push(src, "n/x", provenance=bad)
+        with pytest.raises(ckptlake.UsageError, match="input is not valid Unicode"):
+            lake.push(src, "n/x", inputs=[os.fsdecode(b"s3://b/\xff")], dry_run=True)
