@@ -62,3 +62,19 @@ def test_a_dry_run_fails_as_the_push_on_what_the_manifest_cannot_hold(src: Path,
             lake.push(src, "n/x", provenance=bad)
         with pytest.raises(ckptlake.UsageError, match="input is not valid Unicode"):
             lake.push(src, "n/x", inputs=[os.fsdecode(b"s3://b/\xff")], dry_run=True)
+
+
+# ---- 2. a C locale's stdout --------------------------------------------------------------------
+
+def test_ls_in_the_c_locale_escapes_what_ascii_cannot_hold(src: Path, tmp_path: Path) -> None:
+    (src / "modèle_é.txt").write_bytes(b"x")
+    url = "file://" + str(tmp_path / "lake")
+    with Lake(open_store(url)) as lake:
+        lake.push(src, "uni/base")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONIOENCODING", "LANG",
+                                                              "LC_CTYPE")}
+    r = subprocess.run([sys.executable, "-m", "ckptlake", "ls", "uni/base@v1", "--lake", url],
+                       capture_output=True, timeout=120,
+                       env={**env, "LC_ALL": "C", "PYTHONUTF8": "0"})
+    assert r.returncode == 0, r.stderr
+    assert b"mod\\xe8le_\\xe9.txt" in r.stdout

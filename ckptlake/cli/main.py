@@ -151,10 +151,13 @@ def escape_unencodable_output() -> None:
     """On a stdout that cannot take every character (`PYTHONIOENCODING=ascii`, a C locale with
     PYTHONUTF8=0), write what it cannot as escapes.  Strict, a file name with an accent, or
     lineage's tree glyphs with plain ASCII names, failed the command with exit 1 and no
-    output at all.  (--json escapes non-ASCII itself; `cat` writes bytes.)"""
+    output at all.  (--json escapes non-ASCII itself; `cat` writes bytes.)  A C locale's
+    stdout is not strict but "surrogateescape", which fails on an accent all the same: it is
+    reconfigured too; one a user chose (PYTHONIOENCODING=ascii:replace) is left alone."""
     stream = sys.stdout
     encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
-    if encoding in ("utf8", "utf8sig") or getattr(stream, "errors", "strict") != "strict":
+    if encoding in ("utf8", "utf8sig") or \
+            getattr(stream, "errors", "strict") not in ("strict", "surrogateescape"):
         return
     try:
         stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
