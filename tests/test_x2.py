@@ -78,3 +78,16 @@ def test_ls_in_the_c_locale_escapes_what_ascii_cannot_hold(src: Path, tmp_path: 
                        env={**env, "LC_ALL": "C", "PYTHONUTF8": "0"})
     assert r.returncode == 0, r.stderr
     assert b"mod\\xe8le_\\xe9.txt" in r.stdout
+
+
+# ---- 4. plain tables pad by terminal cells -----------------------------------------------------
+
+def test_plain_tables_align_wide_and_combining_characters() -> None:
+    from rich.cells import cell_len
+
+    from ckptlake.cli.output import plain_table
+
+    rows = [["CJK漢字😀.txt", "1 B"], ["cafe\u0301.txt", "1 B"], ["plain.txt", "1 B"]]
+    lines = plain_table(["PATH", "SIZE"], rows).splitlines()
+    columns = {cell_len(line[:line.index("1 B" if "1 B" in line else "SIZE")]) for line in lines}
+    assert columns == {cell_len("CJK漢字😀.txt") + 2}

@@ -190,13 +190,17 @@ def alias_summary(r: Any) -> str:
 
 
 def plain_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Aligned columns without box drawing, for pipes and logs (`awk`/`cut` friendly)."""
-    widths = [len(h) for h in headers]
+    """Aligned columns without box drawing, for pipes and logs (`awk`/`cut` friendly).
+    Widths are terminal cells, not characters: `漢` or `😀` takes two, the accent of an NFD
+    `é` none, and len() misaligned every row after such a name."""
+    from rich.cells import cell_len
+
+    widths = [cell_len(h) for h in headers]
     for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row)]
+        widths = [max(w, cell_len(cell)) for w, cell in zip(widths, row)]
     lines = []
     for row in [list(headers), *rows]:
-        cells = [cell.ljust(w) for cell, w in zip(row, widths)]
+        cells = [cell + " " * (w - cell_len(cell)) for cell, w in zip(row, widths)]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 
