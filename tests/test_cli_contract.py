@@ -119,7 +119,8 @@ def test_a_closed_stdout_is_one_line_and_exit_1(lake: str, tmp_path: Path) -> No
     # the version is committed; only its document could not be written
     r = cli("push", str(tmp_path / "src"), "closed/y", "--lake", lake, "--json", close=1)
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert _only_error(r.stderr).startswith("ckptlake: error: cannot write the output to stdout")
+    assert _only_error(r.stderr).startswith(
+        "ckptlake: error: pushed closed/y@v1, but cannot write the output to stdout")
     assert versions(lake, "closed/y") == [1]
     r = cli("gc", "--dry-run", "--lake", lake, close=1)  # the plan goes to stdout
     assert r.returncode == 1 and "cannot write the output to stdout" in r.stderr

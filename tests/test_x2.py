@@ -91,3 +91,43 @@ def test_plain_tables_align_wide_and_combining_characters() -> None:
     lines = plain_table(["PATH", "SIZE"], rows).splitlines()
     columns = {cell_len(line[:line.index("1 B" if "1 B" in line else "SIZE")]) for line in lines}
     assert columns == {cell_len("CJK漢字😀.txt") + 2}
+
+
+# ---- 3. a result that cannot be printed after the lake changed says what was done -------------
+
+def _cli_to_full_stdout(*args: str) -> subprocess.CompletedProcess[str]:
+    with open("/dev/full", "w") as full:
+        return subprocess.run([sys.executable, "-m", "ckptlake", *args], text=True,
+                              stdout=full, stderr=subprocess.PIPE, timeout=120)
+
+
+def _error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if not line.startswith("using lake ")
+             and not line.startswith("ckptlake: warning: ")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+def test_a_change_whose_result_cannot_be_written_says_it_was_done(src: Path,
+                                                                  tmp_path: Path) -> None:
+    url = "file://" + str(tmp_path / "lake")
+    r = _cli_to_full_stdout("push", str(src), "a/b", "--lake", url)
+    assert r.returncode == 1
+    line = _error_line(r.stderr)
+    assert line.startswith("ckptlake: error: pushed a/b@v1, but cannot write the output to "
+                           "stdout: "), line
+    assert "running the command again would do it again" in line
+    with ckptlake.open(url) as lake:
+        assert [v.version for v in lake.versions("a/b")] == [1]
+    r = _cli_to_full_stdout("alias", "a/b@v1", "best", "--lake", url, "--json")
+    assert r.returncode == 1
+    assert _error_line(r.stderr).startswith(
+        "ckptlake: error: set alias best -> a/b@v1 (new), but cannot write"), r.stderr
+    r = _cli_to_full_stdout("cp", "a/b@v1", "--as", "c/d", "--lake", url)
+    assert r.returncode == 1
+    assert _error_line(r.stderr).startswith(
+        "ckptlake: error: copied a/b@v1 -> c/d@v1, but cannot write"), r.stderr
+    # a dry run changed nothing: the plain line
+    r = _cli_to_full_stdout("push", str(src), "a/b", "--lake", url, "--dry-run")
+    assert _error_line(r.stderr).startswith("ckptlake: error: cannot write the output"), r.stderr

@@ -87,10 +87,11 @@ def alias(
                            f"removed alias {name} of {parsed.artifact}{was}"
                            + ("" if removed.previous is None else
                               f"; unless another alias names it, v{removed.previous} is "
-                              "subject to gc's retention rules again"))
+                              "subject to gc's retention rules again"),
+                           done=f"removed alias {name} of {parsed.artifact}")
                 return
             result = handle.alias(parsed, name)
-            out.result(result.to_dict(), alias_summary(result))
+            out.result(result.to_dict(), alias_summary(result), done=f"set {alias_summary(result)}")
         finally:
             handle.close()
 

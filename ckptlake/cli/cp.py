@@ -129,7 +129,9 @@ def cp(
                 out.warn(warning)
             doc = {**result.to_dict(), "lake": lake_url(handle),
                    "lake_origin": lake_origin(handle), "to_lake": redact(result.to_lake)}
-            out.result(doc, summary(result))
+            out.result(doc, summary(result),
+                       done=f"copied {result.artifact}@v{result.version} -> "
+                            f"{result.to_artifact}@v{result.to_version}")
         except NotFound:
             require_lake(handle)  # "no lake here" rather than "no such artifact"
             raise

@@ -132,7 +132,9 @@ def gc(
             doc["result"] = result.to_dict()
             for warning in result.warnings:
                 out.warn(warning)
-            out.result(doc, result_summary(plan, result))
+            out.result(doc, result_summary(plan, result),
+                       done=f"gc deleted {plural(len(result.versions_deleted), 'version')} and "
+                            f"swept {plural(result.chunks_swept, 'chunk')}")
         finally:
             handle.close()
 

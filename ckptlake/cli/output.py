@@ -374,12 +374,24 @@ class Output:
             lake.retry_listener = LineProgress()
 
     # stdout ---------------------------------------------------------------------------------
-    def result(self, doc: dict[str, Any], human: str | None) -> None:
-        """The command's result: the JSON document, or the human text, or nothing (--quiet)."""
-        if self.json:
-            write_stdout(json.dumps(redact_data(self._with_warnings(doc)), allow_nan=False))
-        elif not self.quiet and human is not None:
-            write_stdout(redact(human))
+    def result(self, doc: dict[str, Any], human: str | None, *,
+               done: str | None = None) -> None:
+        """The command's result: the JSON document, or the human text, or nothing (--quiet).
+
+        `done`: what the command changed in the lake ("pushed a/b@v3"), said with the error
+        if stdout cannot take the result.  The error alone (exit 1) read as a failure, and a
+        script that retried on it pushed a duplicate version."""
+        try:
+            if self.json:
+                write_stdout(json.dumps(redact_data(self._with_warnings(doc)), allow_nan=False))
+            elif not self.quiet and human is not None:
+                write_stdout(redact(human))
+        except OutputFailed as exc:
+            if done is None:
+                raise
+            raise OutputFailed(f"{redact(done)}, but {exc.message}",
+                               hint="it is done: running the command again would do it again"
+                               ) from None
 
     def _with_warnings(self, doc: dict[str, Any]) -> dict[str, Any]:
         """`doc` with the warnings said for it (Output.warn(document=True)) first in its

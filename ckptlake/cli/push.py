@@ -214,7 +214,9 @@ def push(
                     out.warn(warning)
                 doc = {**shard_result.to_dict(), "lake": lake_url(handle),
                        "lake_origin": lake_origin(handle)}
-                out.result(doc, shard_summary(shard_result))
+                out.result(doc, shard_summary(shard_result),
+                           done=f"pushed shard {shard_result.rank}/{shard_result.world} of "
+                                f"{shard_result.artifact} step {shard_result.step}")
                 return
             with out.progress() as progress:
                 result = handle.push(source, artifact, step=step, metrics=metrics,
@@ -227,7 +229,9 @@ def push(
                 out.warn(warning)
             doc = {**result.to_dict(), "lake": lake_url(handle),
                    "lake_origin": lake_origin(handle)}
-            out.result(doc, push_summary(result))
+            out.result(doc, push_summary(result),
+                       done=None if getattr(result, "dry_run", False) else
+                       f"pushed {result.artifact}@v{result.version}")
         finally:
             handle.close()
 

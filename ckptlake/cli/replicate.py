@@ -62,7 +62,8 @@ def replicate(
                 result = handle.replicate(parsed, to, verify=verify, progress=progress)
             doc = {**result.to_dict(), "lake": lake_url(handle),
                    "lake_origin": lake_origin(handle)}
-            out.result(doc, summary(result))
+            out.result(doc, summary(result),
+                       done=f"replicated {result.artifact}@v{result.version} -> {result.replica}")
         finally:
             handle.close()
 

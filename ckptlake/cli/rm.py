@@ -137,7 +137,8 @@ def rm(
             result = handle.delete(plan.ref, reason=reason)
             doc = {**result.to_dict(), "lake": lake_url(handle),
                    "lake_origin": lake_origin(handle)}
-            out.result(doc, f"deleted {describe(result)}\n{chunks_note(result)}")
+            out.result(doc, f"deleted {describe(result)}\n{chunks_note(result)}",
+                       done=f"deleted {result.ref}")
         finally:
             handle.close()
 
@@ -173,7 +174,8 @@ def _delete_all(out: Output, common: CommonOptions, artifact: str, *, reason: st
         recorded = [n for n in result.lost if n in result.deleted]
         out.result(doc, f"deleted {plural(len(result.deleted), 'version')} of {artifact}"
                         f"{' (' + _versions(result.deleted) + ')' if result.deleted else ''}"
-                        f"{lost_note(recorded)}; reason: {result.reason}\n{all_note(result)}")
+                        f"{lost_note(recorded)}; reason: {result.reason}\n{all_note(result)}",
+                   done=f"deleted {plural(len(result.deleted), 'version')} of {artifact}")
     finally:
         handle.close()
 
@@ -277,7 +279,8 @@ def _discard(out: Output, common: CommonOptions, ref: "Ref", *, reason: str | No
         result = handle.discard_pending(artifact, step, reason=reason, force=force)
         doc = {**result.to_dict(), "lake": lake_url(handle),
                "lake_origin": lake_origin(handle)}
-        out.result(doc, f"discarded {describe_pending(result)}\n{pending_note(result)}")
+        out.result(doc, f"discarded {describe_pending(result)}\n{pending_note(result)}",
+                   done=f"discarded the pending step {step} of {artifact}")
     finally:
         handle.close()
 
