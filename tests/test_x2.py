@@ -131,3 +131,22 @@ def test_a_change_whose_result_cannot_be_written_says_it_was_done(src: Path,
     # a dry run changed nothing: the plain line
     r = _cli_to_full_stdout("push", str(src), "a/b", "--lake", url, "--dry-run")
     assert _error_line(r.stderr).startswith("ckptlake: error: cannot write the output"), r.stderr
+
+
+# ---- 5. --json of a path that is not UTF-8 is valid Unicode ------------------------------------
+
+def test_json_shows_an_undecodable_path_as_its_escaped_bytes(src: Path, tmp_path: Path) -> None:
+    url = "file://" + str(tmp_path / "lake")
+    with Lake(open_store(url)) as lake:
+        lake.push(src, "a/b")
+    dest = os.path.join(os.fsencode(tmp_path), b"d\xfe")
+    r = subprocess.run([sys.executable, "-m", "ckptlake", "pull", "a/b@v1", dest, "--lake", url,
+                        "--json"], capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["destination"] == str(tmp_path) + "/d\\xfe"
+    missing = os.path.join(os.fsencode(tmp_path), b"gone\xff")
+    r = subprocess.run([sys.executable, "-m", "ckptlake", "push", missing, "a/b", "--lake", url,
+                        "--json"], capture_output=True, timeout=120)
+    assert r.returncode == 3
+    assert "/gone\\xff does not exist" in json.loads(r.stdout)["error"]["message"]

@@ -290,7 +290,7 @@ def write_error_doc(doc: dict[str, Any]) -> None:
     """An error's JSON document on stdout, if stdout still takes it: the error's line on
     stderr says it anyway, and a second failure must not hide the first."""
     try:
-        _write(sys.stdout, json.dumps(doc))
+        _write(sys.stdout, json.dumps(_valid_unicode(doc)))
     except (OSError, ValueError):
         _silence_stdout()
 
@@ -311,6 +311,33 @@ def write_stderr(text: str) -> None:
         _write(sys.stderr, text)
     except (OSError, ValueError):
         _silence(sys.stderr)
+
+
+def json_document(doc: dict[str, Any]) -> str:
+    """A result's --json document: redacted, and valid Unicode (_valid_unicode)."""
+    return json.dumps(_valid_unicode(redact_data(doc)), allow_nan=False)
+
+
+def _valid_unicode(value: Any) -> Any:
+    """`value` with each lone surrogate shown as the byte it stands for (`\\xfe`), as the
+    human output shows it.  A path from the command line that is not UTF-8 (`d\\xfe`) comes
+    from Python as 'd\\udcfe', which json.dumps wrote as a `\\udcfe` escape: no valid
+    Unicode, and strict JSON parsers refused the whole document."""
+    if isinstance(value, str):
+        if value.isascii():
+            return value
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            from ..core.identity import environment_text
+
+            return environment_text(value)
+        return value
+    if isinstance(value, dict):
+        return {_valid_unicode(k): _valid_unicode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_valid_unicode(v) for v in value]
+    return value
 
 
 def isatty(stream: Any) -> bool:
@@ -383,7 +410,7 @@ class Output:
         script that retried on it pushed a duplicate version."""
         try:
             if self.json:
-                write_stdout(json.dumps(redact_data(self._with_warnings(doc)), allow_nan=False))
+                write_stdout(json_document(self._with_warnings(doc)))
             elif not self.quiet and human is not None:
                 write_stdout(redact(human))
         except OutputFailed as exc:
@@ -405,7 +432,7 @@ class Output:
               rows: Sequence[Sequence[str]], *, empty: str) -> None:
         """A listing: JSON, or a rich table on a terminal, or plain aligned columns."""
         if self.json:
-            write_stdout(json.dumps(redact_data(self._with_warnings(doc)), allow_nan=False))
+            write_stdout(json_document(self._with_warnings(doc)))
             return
         if self.quiet:
             return
