@@ -150,8 +150,11 @@ class TransientError(TransferError):
     """A failure worth retrying (5xx, SlowDown, timeouts, connection resets).
 
     Backends raise it; the retry wrapper retries it and, when attempts run out, re-raises a
-    plain TransferError naming the attempts.
+    plain TransferError naming the attempts.  `throttled`: the server asked to slow down
+    (SlowDown, 429): backed off longer, and told as such when attempts run out.
     """
+
+    throttled = False
 
 
 class Interrupted(CkptlakeError):

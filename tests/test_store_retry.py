@@ -223,6 +223,33 @@ def test_gives_up_with_transfer_error_naming_key_attempts_and_cause(
     assert len(rec.sleeps) == 2  # no pointless sleep after the last attempt
 
 
+def throttled(text: str) -> TransientError:
+    error = TransientError(text)
+    error.throttled = True
+    return error
+
+
+def test_a_server_asking_to_slow_down_is_backed_off_longer_and_told_so(
+        fake: FakeStore, rec: Recorder) -> None:
+    """A SlowDown burst outlasted the ~3 s of backoff meant for a hiccup and ended as "check
+    connectivity": throttling starts at 1 s (doubling, capped) and its give-up says to lower
+    the concurrency."""
+    fake.objects["k"] = (b"data", '"e0"')
+    fake.fail["get"] = [throttled("503 SlowDown"), TransientError("reset"),
+                        throttled("503 SlowDown")]
+    store = wrap(fake, rec, base_delay=0.2, max_delay=10.0)
+    assert store.get("k") == b"data"
+    assert rec.sleeps == pytest.approx([0.5 * 1.0, 0.5 * 0.4, 0.5 * 4.0])
+    fake.fail["get"] = [throttled(f"503 SlowDown #{i}") for i in range(1, 4)]
+    with pytest.raises(TransferError) as info:
+        wrap(fake, rec, attempts=3).get("k")
+    assert "lower the concurrency" in info.value.hint and "connectivity" not in info.value.hint
+    fake.fail["get"] = [TransientError(f"reset #{i}") for i in range(1, 4)]
+    with pytest.raises(TransferError) as info:
+        wrap(fake, rec, attempts=3).get("k")
+    assert "check connectivity" in info.value.hint
+
+
 @pytest.mark.parametrize("error", [NotFound("gone"), PreconditionFailed("lost"),
                                    AccessDenied("no"), TransferError("permanent"),
                                    UsageError("bad")], ids=lambda e: type(e).__name__)

@@ -83,6 +83,8 @@ def test_client_error_mapping(store: S3Store, stub: Stubber, code: str, status: 
         assert "session token has expired" in (info.value.hint or "")
     elif expected is AccessDenied:
         assert "--profile" in (info.value.hint or "")
+    if expected is TransientError:  # a "slow down" is backed off longer (store/retry.py)
+        assert info.value.throttled == (code == "SlowDown")
 
 
 def test_no_such_bucket_is_not_found_with_hint(store: S3Store, stub: Stubber) -> None:

@@ -26,6 +26,10 @@ from ..stops import stop_event
 from .base import MultipartUpload, ObjectInfo, Store
 
 T = TypeVar("T")
+# The first backoff after a "slow down" (SlowDown, 429), doubling as any other (so 5 attempts
+# wait up to ~15 s, ~7.5 s on average, rather than ~3 s): S3 throttles a prefix for seconds
+# while it scales, and a hiccup's backoff gave up inside such a burst.
+THROTTLED_BASE_DELAY = 1.0
 OnRetry = Callable[[str, int, str, float], None]
 
 
@@ -69,7 +73,8 @@ class RetryingStore(Store):
                  interruptible: bool = True) -> None:
         """Sleep before the next try; `failed` is the 0-based index of the attempt that failed.
         Interrupted if this worker's pool is stopped meanwhile (unless not `interruptible`)."""
-        delay = self._rand() * min(self.max_delay, self.base_delay * 2 ** failed)
+        base = max(self.base_delay, THROTTLED_BASE_DELAY) if error.throttled else self.base_delay
+        delay = self._rand() * min(self.max_delay, base * 2 ** failed)
         if self.on_retry is not None:
             self.on_retry(key, failed + 1, str(error), delay)
         stop = stop_event() if interruptible else None
@@ -95,9 +100,12 @@ class RetryingStore(Store):
     def _give_up(self, key: str, attempts: int, error: TransientError) -> TransferError:
         where = f"{self.url}/{key}" if key else self.url
         cause = str(error).removeprefix(f"{where}: ")  # backends name the object too
+        hint = ("the storage kept asking to slow down: lower the concurrency (--concurrency, "
+                "or concurrency: in the config) or rerun later (finished work is kept)"
+                if error.throttled else
+                "check connectivity to the storage, then rerun (finished work is kept)")
         return TransferError(f"{where}: failed after {attempts} attempts; last error: {cause}",
-                             hint="check connectivity to the storage, then rerun (finished "
-                                  "work is kept)")
+                             hint=hint)
 
     def _call(self, key: str, fn: Callable[[], T], *, interruptible: bool = True) -> T:
         last: TransientError | None = None

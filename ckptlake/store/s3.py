@@ -33,6 +33,10 @@ _PRECONDITION_CODES = frozenset({"PreconditionFailed", "412", "ConditionalReques
 _ACCESS_CODES = frozenset({"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId",
                            "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
                            "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem"})
+# The server's "slow down": a burst of these outlasted the ~3 s of backoff meant for a
+# hiccup, and ended as "check connectivity" (exit 8).
+_THROTTLE_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "TooManyRequests",
+                             "429", "RequestLimitExceeded"})
 _TRANSIENT_CODES = frozenset({"500", "502", "503", "504", "SlowDown", "RequestTimeout",
                               "InternalError", "ServiceUnavailable", "Throttling",
                               "ThrottlingException", "TooManyRequests", "429",
@@ -675,7 +679,9 @@ class S3Store(Store):
             return AccessDenied(text, hint=_CREDENTIALS_HINT)
         if code in _TRANSIENT_CODES or status == 429 or \
                 (isinstance(status, int) and 500 <= status < 600):
-            return TransientError(text)
+            error = TransientError(text)
+            error.throttled = code in _THROTTLE_CODES or status == 429
+            return error
         return TransferError(text)
 
     def _redirect_hint(self, response: dict[str, Any]) -> str:
