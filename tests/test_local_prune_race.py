@@ -5,6 +5,7 @@ emptied `gc/pins/` and `gc/`) while the other was creating `gc/pins/` for its ow
 other's save failed with "not found" (seen under load in test_torch_dcp_fixes)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,21 @@ def test_a_write_gives_up_on_a_directory_that_keeps_vanishing(
     with pytest.raises(TransientError, match="removed by concurrent deletes"):
         store.put("gc/pins/p.json", b"pin")
     assert 1 < len(calls) <= 10
+
+
+def test_a_lake_directory_the_file_system_cannot_hold_is_no_race(tmp_path: Path) -> None:
+    """`--lake file:///proc/lakex`: mkdir there is ENOENT with /proc present, which was retried
+    as "removed by concurrent deletes" five times and ended as exit 8 "check connectivity"."""
+    from typer.testing import CliRunner
+
+    from ckptlake.cli.app import app
+
+    if not os.path.isdir("/proc/self"):
+        pytest.skip("needs a /proc file system")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a").write_text("x")
+    r = CliRunner().invoke(app, ["push", str(tmp_path / "src"), "art", "--lake",
+                                 "file:///proc/ckptlake-test-lake"])
+    assert r.exit_code == 2, r.output
+    assert "cannot create the lake directory /proc/ckptlake-test-lake" in r.stderr
+    assert "retry" not in r.stderr

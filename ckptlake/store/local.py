@@ -311,6 +311,24 @@ class LocalStore(Store):
 
     # ---- temp files ------------------------------------------------------------------------
 
+    def _check_root_can_be_made(self) -> None:
+        """A missing lake directory whose parent is there yet cannot be made (ENOENT: /proc,
+        some FUSE mounts) is no race: deleters prune only inside the lake.  It was retried as
+        "removed by concurrent deletes" five times over and ended as exit 8."""
+        if self.root.is_dir():
+            return
+        p = self.root
+        while not p.is_dir() and p != p.parent:
+            p = p.parent
+        try:
+            (p / self.root.relative_to(p).parts[0]).mkdir()
+        except FileNotFoundError:
+            raise UsageError(f"cannot create the lake directory {self.root}: the file system "
+                             f"at {p} does not allow it",
+                             hint="put the lake on a regular file system") from None
+        except OSError:
+            return  # made meanwhile, or another failure the write itself reports
+
     def _write_temp(self, directory: Path, chunks: Iterable[bytes | bytearray | memoryview],
                     *, make_dirs: bool = True) -> tuple[Path, os.stat_result]:
         """Durably write a temp file in `directory`; returns its path and final stat.
@@ -332,6 +350,7 @@ class LocalStore(Store):
             except FileNotFoundError:
                 if not make_dirs:
                     raise
+                self._check_root_can_be_made()
                 if attempt == _MKDIR_ATTEMPTS - 1:
                     # a race, not a missing key: the retry layer tries the write again
                     raise TransientError(f"{directory}: removed by concurrent deletes (pruning "
