@@ -24,7 +24,9 @@ EPILOG = epilog(
              "ckptlake lineage gpt2/base@v1 --down --depth 2",
              "ckptlake lineage gpt2/run-7/model --both --format dot | dot -Tsvg > lineage.svg"),
     "--format tree (default): artifact@vN, step, key metrics and the relation of each edge "
-    "(↑ towards parents, ↓ towards children); a version reached twice is expanded once.  json: "
+    "(↑ towards parents, ↓ towards children); a chain of single links is one line per "
+    "version at one indent, and only a fork's other branches are indented (├─); a version "
+    "reached twice is expanded once.  json: "
     "the --json document, {lake, root, direction, depth, nodes, edges}.  dot: Graphviz.  "
     "mermaid: a "
     "flowchart for Markdown.  Edges point from parent to child in dot and mermaid.")
@@ -98,7 +100,7 @@ def render(graph: Any, format_: str, doc: dict[str, Any]) -> str:
     return render_tree(core.tree(graph))
 
 
-def _label(item: Any) -> Any:
+def _label(item: Any, above: bool = True) -> Any:
     from rich.text import Text
 
     from ..core.lineage import node_caption
@@ -114,23 +116,57 @@ def _label(item: Any) -> Any:
         text.append("  " + caption, style="red" if n.status == "missing" else
                     "dim" if dim else "")
     if item.repeated:
-        text.append("  (shown above)", style="dim")
+        text.append("  (shown above)" if above else "  (shown below)", style="dim")
     return text
 
 
 def render_tree(root: Any) -> str:
-    """The tree as text: colours on a terminal, plain (and never wrapped) in a pipe."""
+    """The tree as text: colours on a terminal, plain in a pipe; never wrapped nor cut.
+
+    Drawn the way `git log --graph` draws history: the last child of a version (the one with
+    the largest subtree) continues at the version's own indent, and only its other children
+    branch off one level deeper.  A chain of N single links is N lines at one indent: rich's
+    Tree indented each link 4 columns, so its output grew with N squared, and on a terminal
+    everything past the width was dropped without a word (20 of 250 versions at 80 columns).
+    Indentation grows only where the graph branches, at most log2(N) levels (each branch is
+    the smaller side of its fork)."""
     from rich.console import Console
-    from rich.tree import Tree
+    from rich.text import Text
 
     tty = sys.stdout.isatty()
-    tree = Tree(_label(root))
-    stack = [(tree, c) for c in reversed(root.children)]
-    while stack:  # iterative: lineage chains can be deeper than Python's recursion limit
-        parent, item = stack.pop()
-        branch = parent.add(_label(item))
-        stack += [(branch, c) for c in reversed(item.children)]
     buf = io.StringIO()
-    Console(file=buf, width=None if tty else 100_000, force_terminal=tty,
-            color_system="auto" if tty else None, highlight=False).print(tree)
+    console = Console(file=buf, force_terminal=tty, color_system="auto" if tty else None,
+                      highlight=False)
+    for line in _tree_lines(root, Text):
+        console.print(line, soft_wrap=True)  # soft_wrap: the terminal wraps, nothing is cut
     return buf.getvalue().rstrip("\n")
+
+
+def _tree_lines(root: Any, text_type: Any) -> Any:
+    """(guides + label) per node, depth first in print order, without recursion (chains can
+    be thousands of versions long)."""
+    size: dict[int, int] = {}  # subtree sizes, post order
+    order, todo = [], [root]
+    while todo:
+        item = todo.pop()
+        order.append(item)
+        todo += item.children
+    for item in reversed(order):
+        size[id(item)] = 1 + sum(size[id(c)] for c in item.children)
+    stack: list[tuple[Any, str, bool]] = [(root, "", False)]  # item, its indent, a branch?
+    printed = set()  # a continuation moved last may print a version's expansion after its mark
+    while stack:
+        item, indent, branch = stack.pop()
+        line = text_type(indent + ("├─ " if branch else ""), style="dim")
+        line.append_text(_label(item, above=item.node.id in printed))
+        printed.add(item.node.id)
+        yield line
+        if not item.children:
+            continue
+        kids = list(item.children)
+        main = max(range(len(kids)), key=lambda i: (size[id(kids[i])], i))
+        rest = kids[:main] + kids[main + 1:]
+        inner = indent + ("│  " if branch else "")
+        # pushed in reverse: the branches print first, the continuation last, at `inner`
+        stack.append((kids[main], inner, False))
+        stack += [(k, inner, True) for k in reversed(rest)]

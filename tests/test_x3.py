@@ -1,0 +1,88 @@
+"""Lineage at depth: the tree of a long chain on a narrow terminal, and the size of its output."""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from ckptlake.core import lineage as core
+from ckptlake.format import layout
+from ckptlake.format.manifest import Manifest
+from ckptlake.lake import Lake
+from ckptlake.store.memory import MemoryStore
+
+from test_lineage import lake, manifest, src, store  # noqa: F401
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def chain(store: MemoryStore, lake: Lake, src: Path, n: int) -> None:  # noqa: F811
+    """c@v1 <- c@v2 <- ... <- c@vN, manifests and markers written directly (fast)."""
+    lake.push(src, "c")
+    m = manifest(store, "c", 1)
+    for v in range(2, n + 1):
+        child = Manifest(artifact="c", version=v, kind=m.kind, hash=m.hash, files=m.files,
+                         step=v, parents=({"artifact": "c", "version": v - 1,
+                                           "relation": "derived-from"},))
+        store.put(layout.version_key("c", v), child.encode())
+        core.write_child_markers(store, child)
+
+
+def on_terminal(monkeypatch: pytest.MonkeyPatch, columns: int, root: core.TreeItem) -> str:
+    from ckptlake.cli.lineage import render_tree
+
+    monkeypatch.setenv("COLUMNS", str(columns))  # what rich's Console takes for the width
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    return _ANSI.sub("", render_tree(root))
+
+
+@pytest.mark.parametrize("columns", [20, 80])
+def test_a_deep_chain_on_a_narrow_terminal_loses_no_version(
+        monkeypatch: pytest.MonkeyPatch, store: MemoryStore, lake: Lake, src: Path,  # noqa: F811
+        columns: int) -> None:
+    """rich's Tree indented each link 4 columns and dropped, silently, whatever passed the
+    terminal's width: 20 of 250 versions at 80 columns."""
+    chain(store, lake, src, 60)
+    for ref, direction in (("c@v60", "up"), ("c@v1", "down")):
+        text = on_terminal(monkeypatch, columns, core.tree(lake.lineage(ref,
+                                                                        direction=direction)))
+        for v in range(1, 61):
+            assert re.search(rf"\bc@v{v}\b", text), f"c@v{v} is missing ({direction})"
+
+
+def test_tree_output_of_a_chain_is_linear_in_its_length(store: MemoryStore, lake: Lake,  # noqa: F811
+                                                        src: Path) -> None:
+    """A chain is drawn flat: one line per version at one indent (the tree grew with the square
+    of the chain's length, 2 MB and a 4,042-character line for 1,000 versions)."""
+    from ckptlake.cli.lineage import render_tree
+
+    chain(store, lake, src, 300)
+    lines = render_tree(core.tree(lake.lineage("c@v300"))).splitlines()
+    assert len(lines) == 300 and max(len(x) for x in lines) < 50
+    assert lines[0] == "c@v300  step 300"
+    assert lines[1] == "↑ derived-from  c@v299  step 299"
+
+
+def test_only_branches_are_indented_and_a_mark_says_where_the_version_is(
+        store: MemoryStore, lake: Lake, src: Path) -> None:  # noqa: F811
+    """The longer side of a fork continues at the fork's indent, the other is indented under it;
+    printed before its expansion, a version reached twice says it is shown below."""
+    from ckptlake.cli.lineage import render_tree
+
+    chain(store, lake, src, 6)
+    lake.push(src, "z", parents=["c@v2"])
+    lake.push(src, "b", parents=["z", "c@v4"])
+    text = render_tree(core.tree(lake.lineage("c@v1", direction="down")))
+    assert text.splitlines() == [
+        "c@v1",
+        "↓ derived-from  c@v2  step 2",
+        "├─ ↓ derived-from  z@v1",
+        "│  ↓ derived-from  b@v1  (shown below)",
+        "↓ derived-from  c@v3  step 3",
+        "↓ derived-from  c@v4  step 4",
+        "├─ ↓ derived-from  b@v1",
+        "↓ derived-from  c@v5  step 5",
+        "↓ derived-from  c@v6  step 6",
+    ]
