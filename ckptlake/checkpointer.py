@@ -363,8 +363,8 @@ class Checkpointer:
         self._exit_deadline: float | None = None
         self._room_waited = 0.0
         self.retention = _load_policy(retention)
+        self.artifact = artifact  # before _resolve_lineage, which checks the name
         self._lineage = self._resolve_lineage(parents, inputs, relation)
-        self.artifact = artifact
         self.keep_last = keep_last
         self.on_busy = on_busy
         self.max_pending = max_pending or DEFAULT_MAX_PENDING
@@ -640,7 +640,8 @@ class Checkpointer:
         out: dict[str, Any] = {}
         if parents is not None:
             out["parents"] = _lineage.resolve_parents(self.lake.store, parents,
-                                                      relation=relation) if parents else ()
+                                                      relation=relation,
+                                                      child=self.artifact) if parents else ()
         if inputs is not None:
             out["inputs"] = check_inputs(inputs)
         return out

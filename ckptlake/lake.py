@@ -251,7 +251,8 @@ class Lake:
         input_items = check_inputs(inputs)
         all_metadata = {**(_provenance.load_meta_file(meta_file) if meta_file else {}),
                         **check_metadata(metadata)}
-        parent_edges = _lineage.resolve_parents(self.store, parents, relation=relation) \
+        parent_edges = _lineage.resolve_parents(self.store, parents, relation=relation,
+                                                child=artifact) \
             if parents else ()
         from .core.scan import scan
 
@@ -359,7 +360,8 @@ class Lake:
             layout.check_step(step)
         checked_metrics, checked_metadata = check_metrics(metrics), check_metadata(metadata)
         input_items = check_inputs(inputs)
-        parent_edges = _lineage.resolve_parents(self.store, parents, relation=relation) \
+        parent_edges = _lineage.resolve_parents(self.store, parents, relation=relation,
+                                                child=artifact) \
             if parents else ()
         fields: dict[str, Any] = {"parents": parent_edges, "inputs": input_items}
         if provenance is not False:

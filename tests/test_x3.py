@@ -86,3 +86,63 @@ def test_only_branches_are_indented_and_a_mark_says_where_the_version_is(
         "↓ derived-from  c@v5  step 5",
         "↓ derived-from  c@v6  step 6",
     ]
+
+
+# ---- lineage markers of long child names ---------------------------------------------------------
+
+def _long(n: int) -> str:
+    return "x" * (n // 2) + "/" + "y" * (n - n // 2 - 1)
+
+
+def test_a_child_name_its_marker_cannot_hold_is_refused_before_upload(
+        tmp_path: Path, src: Path) -> None:  # noqa: F811
+    """On a local lake a marker's last segment is a file name (255 bytes): the version was
+    committed, its marker never written (File name too long), and `lineage --down` of the
+    parent missed it for good with only a warning to say so."""
+    from ckptlake.errors import UsageError
+
+    import ckptlake
+
+    lake = ckptlake.open(f"file://{tmp_path / 'lake'}")
+    lake.push(src, "base")
+    with pytest.raises(UsageError, match=r"at most 220 with a derived-from parent"):
+        lake.push(src, _long(501), parents=["base@v1"])
+    assert [n.id for n in lake.lineage("base@v1", direction="down").nodes] == ["base@v1"]
+    assert sorted(p.name for p in (tmp_path / "lake" / "artifacts").iterdir()) == ["base"]
+    with pytest.raises(UsageError, match=r"at most 217 with a fine-tuned-from parent"):
+        lake.push(src, _long(218), parents=["base@v1:fine-tuned-from"])
+    # the longest name that fits is pushed and found by its parent's --down
+    r = lake.push(src, _long(217), parents=["base@v1:fine-tuned-from"])
+    assert not r.warnings
+    down = lake.lineage("base@v1", direction="down")
+    assert f"{_long(217)}@v1" in {n.id for n in down.nodes}
+    r = lake.push(src, _long(220), parents=["base@v1"])
+    assert not r.warnings
+
+
+def test_the_cli_refuses_it_in_one_line_with_exit_2(tmp_path: Path, src: Path) -> None:  # noqa: F811
+    from typer.testing import CliRunner
+
+    from ckptlake.cli.app import app
+
+    url = f"file://{tmp_path / 'lake'}"
+    runner = CliRunner()
+    assert runner.invoke(app, ["push", str(src), "c/base", "--lake", url]).exit_code == 0
+    r = runner.invoke(app, ["push", str(src), "x" * 250 + "/" + "y" * 250,
+                            "--parent", "c/base@v1", "--lake", url])
+    assert r.exit_code == 2, r.output
+    err = [x for x in r.stderr.splitlines() if "error" in x]
+    assert len(err) == 1 and len(err[0]) < 400 and "at most 220" in err[0]
+    assert "v1" not in r.stdout  # nothing was pushed
+
+
+def test_a_copy_within_a_lake_to_such_a_name_is_refused(tmp_path: Path, src: Path) -> None:  # noqa: F811
+    """A copy within one lake names its source as a derived-from parent."""
+    import ckptlake
+    from ckptlake.errors import UsageError
+
+    lake = ckptlake.open(f"file://{tmp_path / 'lake'}")
+    lake.push(src, "base")
+    with pytest.raises(UsageError, match="at most 220"):
+        lake.copy("base@v1", None, _long(300))
+    assert [n.id for n in lake.lineage("base@v1", direction="down").nodes] == ["base@v1"]

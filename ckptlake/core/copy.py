@@ -295,6 +295,10 @@ def copy_version(src: Store, dst: Store, m: Manifest, artifact: str, *, aliases:
     progress = progress or NullProgress()
     started, started_wall = clock.now(), time.time()
     check_settings(dst)  # what the commit's guard would refuse, refused before any byte moves
+    if same_lake:  # the copy names its source as a parent
+        from .lineage import check_child_name
+
+        check_child_name(artifact, "derived-from")
     opened: list[tuple[Any, "bool | str"]] = []
     lock = threading.Lock()
 

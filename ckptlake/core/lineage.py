@@ -81,12 +81,38 @@ def parse_input(text: str) -> dict[str, str]:
     return {"uri": uri, "digest": digest} if digest else {"uri": uri}
 
 
+# A marker's last key segment, `<P>.<child>@<C>.<relation>`, is a file name on a local lake
+# (255 bytes on ext4, xfs, btrfs, APFS, NTFS), and it must stay one: see check_child_name.
+MARKER_SEGMENT_MAX = 255
+
+
+def check_child_name(child: str, relation: str) -> None:
+    """Refuse, before anything is uploaded, a child whose `relation` marker would not fit in a
+    key segment a local lake can store.
+
+    The version itself could be committed, but its marker never written (ENAMETOOLONG), so
+    `lineage --down` of the parent would miss it for good and nothing but a warning said so.
+    Refused on every lake, S3 too, so that any lake can be copied or replicated to a local
+    one (and a parent's marker key then also stays under S3's 1,024 bytes)."""
+    size = len(layout.child_key("p", 0, child, 0, relation).rsplit("/", 1)[1].encode())
+    if size > MARKER_SEGMENT_MAX:
+        limit = len(child.encode()) - (size - MARKER_SEGMENT_MAX)
+        shown = child if len(child) <= 40 else child[:40] + "..."
+        raise UsageError(
+            f"artifact name too long to record a parent: {shown} has {len(child)} characters, "
+            f"at most {limit} with a {relation} parent",
+            hint="a lineage marker holds the name in one 255-byte key segment, see "
+                 "docs/format.md, Lineage; use a shorter name, or push without a parent")
+
+
 def resolve_parents(store: Store, parents: Iterable[str | Ref | tuple[str | Ref, str]], *,
-                    relation: str = DEFAULT_RELATION) -> tuple[dict[str, Any], ...]:
+                    relation: str = DEFAULT_RELATION,
+                    child: str | None = None) -> tuple[dict[str, Any], ...]:
     """Fix each parent to the version number it names now; NotFound if it does not exist.
 
     Accepts "REF[:RELATION]" strings, Refs (with `relation`) or (ref, relation) pairs; one
-    string or Ref alone is one parent (iterated, a string was its characters).
+    string or Ref alone is one parent (iterated, a string was its characters).  `child`: the
+    artifact that will name them, refused here if its markers could not be written.
     """
     from .catalog import resolve
 
@@ -102,6 +128,9 @@ def resolve_parents(store: Store, parents: Iterable[str | Ref | tuple[str | Ref,
             specs.append((p, relation))
         else:
             specs.append(parse_parent(p, relation))
+    if child is not None:
+        for rel in dict.fromkeys(rel for _, rel in specs):
+            check_child_name(child, rel)
 
     def one(spec: tuple[Ref, str]) -> dict[str, Any]:
         ref, rel = spec
