@@ -407,22 +407,24 @@ class Lake:
         from .core import summary as _summary
 
         warnings = []
+        name = _shortened(f"{artifact}@v{version}", 80)
         try:
             m = catalog.load_manifest(self.store, artifact, version)
         except CkptlakeError as exc:
-            return [f"could not re-read {artifact}@v{version} to index it: {exc}"]
+            return [f"could not re-read {name} to index it: {_shortened(str(exc), 200)}"]
         try:
             _lineage.write_child_markers(self.store, m)
         except CkptlakeError as exc:
-            warnings.append(f"{artifact}@v{version} is committed, but its lineage markers could "
-                            f"not be written (lineage --down of its parents will miss it): {exc}")
+            warnings.append(f"{name} is committed, but its lineage markers could not be "
+                            f"written (lineage --down of its parents will miss it): "
+                            f"{_shortened(str(exc), 200)}")
         try:
             _summary.write_summary(self.store, m)
         except CkptlakeError as exc:
-            warnings.append(f"{artifact}@v{version} is committed, but its listing summary "
+            warnings.append(f"{name} is committed, but its listing summary "
                             f"could not be written (ls reads its manifest instead; should the "
                             f"manifest ever be deleted outside ckptlake, nothing says the "
-                            f"version existed): {exc}")
+                            f"version existed): {_shortened(str(exc), 200)}")
         return warnings
 
     def pull(self, ref: str | Ref, destination: str | Path, *, force: bool = False,
@@ -1986,6 +1988,16 @@ class Lake:
             backend.close()
         self._replica_backends = {}
         self.store.close()
+
+
+def _shortened(text: str, limit: int) -> str:
+    """`text` on one line of at most `limit` characters, its middle cut: a warning naming a
+    512-character artifact and a store error quoting its whole key ran to 1.5 KB."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    half = (limit - 3) // 2
+    return text[:half] + "..." + text[len(text) - (limit - 3 - half):]
 
 
 def _endpoint(store: Store) -> str | None:

@@ -146,3 +146,24 @@ def test_a_copy_within_a_lake_to_such_a_name_is_refused(tmp_path: Path, src: Pat
     with pytest.raises(UsageError, match="at most 220"):
         lake.copy("base@v1", None, _long(300))
     assert [n.id for n in lake.lineage("base@v1", direction="down").nodes] == ["base@v1"]
+
+
+def test_the_warning_of_unwritten_markers_is_one_short_line(store: MemoryStore, lake: Lake,  # noqa: F811
+                                                           src: Path) -> None:
+    """It named the 512-character artifact and quoted the store's error with its whole key:
+    ~1.5 KB."""
+    from ckptlake.errors import TransferError
+
+    lake.push(src, "base")
+    put = store.put
+
+    def failing(key: str, data: bytes, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if "/@children/" in key:
+            raise TransferError(f"cannot write {key} " + "z" * 500 + ": File name too long")
+        return put(key, data, *args, **kwargs)
+
+    store.put = failing  # type: ignore[method-assign]
+    r = lake.push(src, "a" * 100 + "/" + "b" * 100, parents=["base@v1"])
+    [warning] = [w for w in r.warnings if "lineage markers" in w]
+    assert "\n" not in warning and len(warning) < 400, warning
+    assert warning.endswith("File name too long")
