@@ -52,8 +52,8 @@ def test_a_deep_chain_on_a_narrow_terminal_loses_no_version(
             assert re.search(rf"\bc@v{v}\b", text), f"c@v{v} is missing ({direction})"
 
 
-def test_tree_output_of_a_chain_is_linear_in_its_length(store: MemoryStore, lake: Lake,  # noqa: F811
-                                                        src: Path) -> None:
+def test_tree_output_of_a_chain_is_linear_in_its_length(
+        store: MemoryStore, lake: Lake, src: Path) -> None:  # noqa: F811
     """A chain is drawn flat: one line per version at one indent (the tree grew with the square
     of the chain's length, 2 MB and a 4,042-character line for 1,000 versions)."""
     from ckptlake.cli.lineage import render_tree
@@ -120,7 +120,8 @@ def test_a_child_name_its_marker_cannot_hold_is_refused_before_upload(
     assert not r.warnings
 
 
-def test_the_cli_refuses_it_in_one_line_with_exit_2(tmp_path: Path, src: Path) -> None:  # noqa: F811
+def test_the_cli_refuses_it_in_one_line_with_exit_2(
+        tmp_path: Path, src: Path) -> None:  # noqa: F811
     from typer.testing import CliRunner
 
     from ckptlake.cli.app import app
@@ -136,7 +137,8 @@ def test_the_cli_refuses_it_in_one_line_with_exit_2(tmp_path: Path, src: Path) -
     assert "v1" not in r.stdout  # nothing was pushed
 
 
-def test_a_copy_within_a_lake_to_such_a_name_is_refused(tmp_path: Path, src: Path) -> None:  # noqa: F811
+def test_a_copy_within_a_lake_to_such_a_name_is_refused(
+        tmp_path: Path, src: Path) -> None:  # noqa: F811
     """A copy within one lake names its source as a derived-from parent."""
     import ckptlake
     from ckptlake.errors import UsageError
@@ -148,8 +150,8 @@ def test_a_copy_within_a_lake_to_such_a_name_is_refused(tmp_path: Path, src: Pat
     assert [n.id for n in lake.lineage("base@v1", direction="down").nodes] == ["base@v1"]
 
 
-def test_the_warning_of_unwritten_markers_is_one_short_line(store: MemoryStore, lake: Lake,  # noqa: F811
-                                                           src: Path) -> None:
+def test_the_warning_of_unwritten_markers_is_one_short_line(
+        store: MemoryStore, lake: Lake, src: Path) -> None:  # noqa: F811
     """It named the 512-character artifact and quoted the store's error with its whole key:
     ~1.5 KB."""
     from ckptlake.errors import TransferError
