@@ -1,0 +1,58 @@
+"""Stored objects whose numbers or shapes a fuzzer bent: each must be exit 5 naming the object,
+not an internal error (exit 1), a silent misreading or a 1 GiB allocation."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from ckptlake.cli.app import app
+from ckptlake.core import gc_guard
+from ckptlake.errors import IntegrityError
+from ckptlake.format import layout
+
+DIGEST = "ab" * 32
+
+
+def run(*args: Any) -> Any:
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def pushed(tmp_path: Path, files: dict[str, bytes] | None = None) -> tuple[str, Path]:
+    """A file:// lake holding t/a@v1 of `files`: its URL and root."""
+    root, src = tmp_path / "lake", tmp_path / "src"
+    src.mkdir()
+    for name, data in (files or {"w.bin": bytes(range(256)) * 20}).items():
+        (src / name).write_bytes(data)
+    assert run("push", src, "t/a", "--lake", f"file://{root}").exit_code == 0
+    return f"file://{root}", root
+
+
+# ---- 1. condemnation records -----------------------------------------------------------------
+
+def condemned(sizes: str) -> bytes:
+    return ('{"ckptlake_condemned": 1, "created": "2026-01-01T00:00:00Z", '
+            f'"chunks": ["{DIGEST}"], "sizes": [{sizes}]}}').encode()
+
+
+@pytest.mark.parametrize("size", ["1e400", "Infinity", "-5", "1.9", "true", '"7"', "null"])
+def test_a_condemnation_record_size_that_is_not_a_count_is_malformed(size: str) -> None:
+    with pytest.raises(IntegrityError, match="malformed"):
+        gc_guard.decode_record("gc/condemned/x.json", condemned(size), "etag")
+
+
+def test_a_condemnation_record_with_sizes_still_decodes() -> None:
+    assert gc_guard.decode_record("gc/condemned/x.json", condemned("7"), "e").sizes == (7,)
+
+
+def test_verify_says_exit_5_for_an_infinite_condemned_size(tmp_path: Path) -> None:
+    url, root = pushed(tmp_path)
+    key = layout.condemned_key("20260101T000000.000000Z", "abcd")
+    (root / key).parent.mkdir(parents=True)
+    (root / key).write_bytes(condemned("1e400"))
+    r = run("verify", "--lake", url)
+    assert r.exit_code == 5, r.output
+    assert key in r.output and "internal error" not in r.output
