@@ -56,3 +56,38 @@ def test_verify_says_exit_5_for_an_infinite_condemned_size(tmp_path: Path) -> No
     r = run("verify", "--lake", url)
     assert r.exit_code == 5, r.output
     assert key in r.output and "internal error" not in r.output
+
+
+# ---- 2. tombstones ---------------------------------------------------------------------------
+
+def tombstone(**fields: str) -> bytes:
+    doc = ('{"ckptlake_tombstone": 1, "artifact": "t/a", "version": 1, '
+           '"created": "2026-01-01T00:00:00Z", "deleted": "2026-01-02T00:00:00Z"')
+    return (doc + "".join(f', "{k}": {v}' for k, v in fields.items()) + "}").encode()
+
+
+@pytest.mark.parametrize("field", ["total_bytes", "files"])
+@pytest.mark.parametrize("value", ["Infinity", "1e400", "-1", "1.9", "true", '"7"'])
+def test_a_tombstone_count_that_is_not_a_count_makes_it_undecodable(field: str,
+                                                                    value: str) -> None:
+    from ckptlake.core import tombstones
+    assert tombstones.decode(tombstone(**{field: value})) is None
+
+
+def test_a_tombstone_with_counts_still_decodes() -> None:
+    from ckptlake.core import tombstones
+    t = tombstones.decode(tombstone(total_bytes="5000", files="2"))
+    assert t is not None and (t.total_bytes, t.files) == (5000, 2)
+
+
+def test_an_infinite_tombstone_size_is_no_internal_error(tmp_path: Path) -> None:
+    url, root = pushed(tmp_path)
+    assert run("rm", "t/a@v1", "--yes", "--lake", url).exit_code == 0
+    key = root / layout.tombstone_key("t/a", 1)
+    key.write_text(key.read_text().replace('"files":1', '"files":Infinity'))
+    assert "Infinity" in key.read_text()
+    r = run("verify", "--lake", url)
+    assert r.exit_code == 5 and "tombstone of v1 of t/a" in r.output, r.output
+    for args in (["ls", "t/a", "--all"], ["show", "t/a@v1"]):
+        r = run(*args, "--lake", url)
+        assert r.exit_code not in (0, 1) and "internal error" not in r.output, r.output

@@ -112,6 +112,12 @@ def decode(data: bytes) -> Tombstone | None:
         artifact, version, step = raw["artifact"], raw["version"], raw.get("step")
         if not isinstance(artifact, str) or type(version) is not int:
             return None
+        # Counts, or the tombstone is undecodable (docs/format.md allows it): int() took 1.9
+        # and true as 1 and raised OverflowError on Infinity, which this except does not
+        # catch, so ls --all, show, verify and pull of the version ended in exit 1.
+        total_bytes, files = raw.get("total_bytes", 0), raw.get("files", 0)
+        if not all(type(n) is int and n >= 0 for n in (total_bytes, files)):
+            return None
         return Tombstone(
             artifact=artifact, version=version,
             step=step if type(step) is int else None,
@@ -120,8 +126,8 @@ def decode(data: bytes) -> Tombstone | None:
             metrics={k: v for k, v in dict(raw.get("metrics") or {}).items()
                      if is_metric_value(v)},
             metadata=redact_metadata(dict(raw.get("metadata") or {})),
-            parents=list(raw.get("parents") or []), total_bytes=int(raw.get("total_bytes", 0)),
-            files=int(raw.get("files", 0)), deleted=parse_time(raw["deleted"]),
+            parents=list(raw.get("parents") or []), total_bytes=total_bytes,
+            files=files, deleted=parse_time(raw["deleted"]),
             deleted_by=redact(str(raw.get("deleted_by", ""))), rule=str(raw.get("rule", "?")),
             reason=redact(str(raw.get("reason", ""))))
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
