@@ -91,3 +91,55 @@ def test_an_infinite_tombstone_size_is_no_internal_error(tmp_path: Path) -> None
     for args in (["ls", "t/a", "--all"], ["show", "t/a@v1"]):
         r = run(*args, "--lake", url)
         assert r.exit_code not in (0, 1) and "internal error" not in r.output, r.output
+
+
+# ---- 3. manifests and shard records ----------------------------------------------------------
+
+MANIFEST = {"ckptlake_manifest": 1, "artifact": "t/a", "version": 1, "kind": "dir",
+            "hash": "sha256", "created": "2026-01-01T00:00:00Z", "files": []}
+
+
+def manifest_error(data: bytes) -> str:
+    from ckptlake.format.manifest import decode_manifest
+    with pytest.raises(IntegrityError) as e:
+        decode_manifest(data, key="artifacts/t/a/@v/1.json")
+    assert str(e.value).startswith("artifacts/t/a/@v/1.json: ")
+    return str(e.value)
+
+
+@pytest.mark.parametrize("dirs", [5, True, 1.5, "ab", {"a": 1}])
+def test_dirs_that_are_not_a_list_are_malformed(dirs: Any) -> None:
+    assert "malformed dirs" in manifest_error(json.dumps({**MANIFEST, "dirs": dirs}).encode())
+
+
+def test_a_chunk_reference_without_a_size_is_malformed() -> None:
+    doc = {**MANIFEST, "files": [{"path": "a", "size": 0, "chunks": [[DIGEST, None, 0]]}]}
+    assert "malformed chunk size/offset" in manifest_error(json.dumps(doc).encode())
+
+
+def test_a_packed_chunk_reference_still_decodes() -> None:
+    from ckptlake.format.manifest import decode_manifest
+    doc = {**MANIFEST, "files": [{"path": "a", "size": 3, "chunks": [[DIGEST, 3, 5]],
+                                  "digest": DIGEST}]}
+    assert decode_manifest(json.dumps(doc).encode()).files[0].chunks[0].offset == 5
+
+
+def test_an_integer_past_pythons_digit_limit_is_integrity_not_value_error() -> None:
+    data = json.dumps(MANIFEST).encode()[:-1] + b', "step": ' + b"9" * 5000 + b"}"
+    assert "too long" in manifest_error(data)
+
+
+def test_a_shard_record_with_a_huge_integer_is_integrity() -> None:
+    from ckptlake.core.shards import decode_record
+    with pytest.raises(IntegrityError, match="^shard-key: "):
+        decode_record(b'{"ckptlake_shard": 1, "step": ' + b"9" * 5000 + b"}", key="shard-key")
+
+
+def test_show_and_pull_of_a_manifest_with_numeric_dirs_say_exit_5(tmp_path: Path) -> None:
+    url, root = pushed(tmp_path)
+    key = root / layout.version_key("t/a", 1)
+    doc = json.loads(key.read_bytes())
+    key.write_text(json.dumps({**doc, "dirs": 5}))
+    for args in (["show", "t/a@v1"], ["pull", "t/a@v1", tmp_path / "out"]):
+        r = run(*args, "--lake", url)
+        assert r.exit_code == 5 and "malformed dirs" in r.output, r.output

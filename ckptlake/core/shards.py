@@ -178,6 +178,8 @@ def decode_record(data: bytes, *, key: str) -> ShardRecord:
         raw = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise IntegrityError(f"{key}: not valid JSON") from None
+    except ValueError:  # Python's int-string limit, which JSONDecodeError does not cover
+        raise IntegrityError(f"{key}: holds an integer too long to read") from None
     if not isinstance(raw, dict) or not is_format(raw.get("ckptlake_shard"), SHARD_FORMAT):
         raise IntegrityError(f"{key}: not a ckptlake shard record of format {SHARD_FORMAT}",
                              hint=format_hint(raw, "ckptlake_shard"))

@@ -357,9 +357,9 @@ def _parse_chunk(raw: Any, where: str) -> ChunkRef:
     offset = raw[2] if len(raw) == 3 else None
     if not isinstance(digest, str) or not _HEX.fullmatch(digest):
         raise IntegrityError(f"{where}: malformed chunk digest")
-    for n in (size, offset):
-        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
-            raise IntegrityError(f"{where}: malformed chunk size/offset")
+    # Only the offset may be absent (None): a None size reached the sum below (TypeError).
+    if not all(_is_int(n) and n >= 0 for n in ((size,) if offset is None else (size, offset))):
+        raise IntegrityError(f"{where}: malformed chunk size/offset")
     if (offset or 0) + size > MAX_CHUNK_SIZE:  # no chunk object is larger than that
         raise IntegrityError(f"{where}: chunk reference beyond {MAX_CHUNK_SIZE} bytes "
                              f"(size {size}, offset {offset or 0})")
@@ -502,6 +502,8 @@ def decode_manifest(data: bytes, *, key: str = "manifest") -> Manifest:
         raise IntegrityError(f"{key}: not valid JSON") from None
     except RecursionError:
         raise IntegrityError(f"{key}: JSON nested too deeply") from None
+    except ValueError:  # Python's int-string limit, which JSONDecodeError does not cover
+        raise IntegrityError(f"{key}: holds an integer too long to read") from None
     if not isinstance(raw, dict) or not is_format(raw.get("ckptlake_manifest"), MANIFEST_FORMAT):
         raise IntegrityError(f"{key}: not a ckptlake manifest of format {MANIFEST_FORMAT}",
                              hint=format_hint(raw, "ckptlake_manifest"))
@@ -510,7 +512,10 @@ def decode_manifest(data: bytes, *, key: str = "manifest") -> Manifest:
         raise IntegrityError(f"{key}: unknown kind {kind!r}")
     try:
         files = tuple(_parse_file(f, i) for i, f in enumerate(_req(raw, "files", list, key)))
-        dirs = tuple(check_relpath(d, what="directory") for d in raw.get("dirs") or [])
+        dirs_raw = raw.get("dirs") or []
+        if not isinstance(dirs_raw, list):  # 5 raised TypeError; "ab" read as dirs a and b
+            raise IntegrityError(f"{key}: malformed dirs")
+        dirs = tuple(check_relpath(d, what="directory") for d in dirs_raw)
     except IntegrityError as e:  # say which manifest (UnsafeManifest stays UnsafeManifest)
         if e.message.startswith(key):
             raise
