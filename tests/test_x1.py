@@ -143,3 +143,64 @@ def test_show_and_pull_of_a_manifest_with_numeric_dirs_say_exit_5(tmp_path: Path
     for args in (["show", "t/a@v1"], ["pull", "t/a@v1", tmp_path / "out"]):
         r = run(*args, "--lake", url)
         assert r.exit_code == 5 and "malformed dirs" in r.output, r.output
+
+
+# ---- 4. frames claiming another raw size ------------------------------------------------------
+
+def bomb_lake(tmp_path: Path) -> tuple[str, str, int]:
+    """A lake whose t/a@v1 holds one whole-chunk file, its object replaced by a small zstd
+    frame whose head claims 64 times the chunk's raw size: URL, chunk key, raw size."""
+    from ckptlake.format import codecs
+    data = bytes(range(256)) * 4096  # 1 MiB: one whole chunk, not packed
+    url, root = pushed(tmp_path, {"w.bin": data})
+    doc = json.loads((root / layout.version_key("t/a", 1)).read_bytes())
+    (d, size), = [c for f in doc["files"] for c in f["chunks"]]
+    assert size == len(data)
+    key = layout.chunk_key(d)
+    frame = bytearray(codecs.HEAD.size) + b"\0" * 64
+    codecs.HEAD.pack_into(frame, 0, codecs.MAGIC, codecs.CODEC_ZSTD, 0, 0, 64 * size)
+    (root / key).write_bytes(bytes(frame))
+    return url, key, size
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The raw length of every frame decoded."""
+    from ckptlake.format import codecs
+    seen: list[int] = []
+    real = codecs.decode
+
+    def decode(data: Any, into: Any = None) -> Any:
+        seen.append(codecs.frame_rawlen(data))
+        return real(data, into)
+    monkeypatch.setattr(codecs, "decode", decode)
+    return seen
+
+
+def test_pull_refuses_a_frame_claiming_another_raw_size_before_decoding(
+        tmp_path: Path, decodes: list[int]) -> None:
+    url, key, size = bomb_lake(tmp_path)
+    r = run("pull", "t/a@v1", tmp_path / "out", "--lake", url)
+    assert r.exit_code == 5, r.output
+    assert key in r.output and "frame does not match its digest once decoded" in r.output
+    assert decodes == []
+
+
+@pytest.mark.parametrize("args", [["cat", "t/a@v1", "w.bin"], ["verify", "t/a"],
+                                  ["verify", "t/a", "--read-data"]])
+def test_readers_refuse_a_frame_claiming_another_raw_size_before_decoding(
+        tmp_path: Path, decodes: list[int], args: list[str]) -> None:
+    url, key, size = bomb_lake(tmp_path)
+    r = run(*args, "--lake", url)
+    assert r.exit_code == 5, r.output
+    assert decodes == []
+
+
+def test_open_object_refuses_a_frame_of_another_raw_size_unread(decodes: list[int]) -> None:
+    from ckptlake.core.chunkio import open_object
+    from ckptlake.format import codecs
+    frame = bytearray(codecs.HEAD.size) + b"\0" * 64
+    codecs.HEAD.pack_into(frame, 0, codecs.MAGIC, codecs.CODEC_ZSTD, 0, 0, codecs.MAX_RAW)
+    with pytest.raises(IntegrityError, match="zstd frame does not match its digest once"):
+        open_object("sha256", DIGEST, bytes(frame), raw_size=1000, where="t/a@v1")
+    assert decodes == []

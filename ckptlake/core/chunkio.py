@@ -123,7 +123,13 @@ def open_object(algo: str, d: str, data: bytes | bytearray | memoryview, *,
     reason = "it does not match its digest"
     newer: str | None = None  # a frame of an encoding this reader does not know
     if raw_size is None or len(data) != raw_size:
-        if codecs.looks_framed(data) and (raw_size is None or len(data) < raw_size):
+        if codecs.looks_framed(data) and raw_size is not None and len(data) < raw_size \
+                and codecs.frame_rawlen(data) != raw_size:
+            # Refused unread: decoding allocates what the head claims (up to MAX_RAW), and a
+            # 32 KB object claiming 1 GiB made a pull hold 1 GiB per decode slot.
+            reason = (f"its {codecs.describe(data)} frame does not match its digest "
+                      "once decoded")
+        elif codecs.looks_framed(data) and (raw_size is None or len(data) < raw_size):
             try:
                 rawlen = codecs.frame_rawlen(data)
                 out = codecs.decode(data, into if into is not None and len(into) >= rawlen

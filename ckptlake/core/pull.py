@@ -1048,20 +1048,24 @@ class _Fetcher:
                          where: str) -> None:
         # decoded (if it is a frame) and verified; an IntegrityError names the chunk and the
         # version, and nothing reaches the destination (staging is discarded)
+        # The raw size, if a file takes the chunk whole: open_object then refuses a frame
+        # claiming another before allocating what it claims (a pack's raw size is unknown).
+        raw = next((t[3] for t in unit.targets if t[4] is None), None)
         if codecs.looks_framed(data):
             with DECODERS:  # the decoded copy lives until written: bounded
                 shift = _shift(unit)
-                buf = self._decode.take(codecs.frame_rawlen(data) + shift)
+                buf = self._decode.take((codecs.frame_rawlen(data) if raw is None else raw)
+                                        + shift)
                 try:
                     opened = memoryview(open_object(
-                        self.m.hash, unit.digest, data, raw_size=None, key=key, where=where,
+                        self.m.hash, unit.digest, data, raw_size=raw, key=key, where=where,
                         into=memoryview(buf)[shift:] if buf is not None else None))
                     self._finish(unit, opened, key, per_part)
                     del opened
                 finally:
                     self._decode.give(buf)
             return
-        self._finish(unit, open_object(self.m.hash, unit.digest, data, raw_size=None, key=key,
+        self._finish(unit, open_object(self.m.hash, unit.digest, data, raw_size=raw, key=key,
                                        where=where), key, per_part)
 
     def _finish(self, unit: _Unit, data: memoryview, key: str, per_part: bool) -> None:

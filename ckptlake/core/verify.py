@@ -890,9 +890,13 @@ class _Run:
             except NotFound:  # gone since its HEAD (gc swept it): missing, not corrupt
                 return d, "gone"
             newer = False
+            # known when a file takes it whole: a frame claiming another size is then refused
+            # before decoding allocates what it claims (up to 1 GiB)
+            need = self.refs.need[d]
+            raw = need >> 1 if need & 1 else None
             for algo in self.algos_of(d):
                 try:
-                    open_object(algo, d.hex(), data, raw_size=None, where="the lake")
+                    open_object(algo, d.hex(), data, raw_size=raw, where="the lake")
                     return d, True
                 except NewerEncoding:
                     newer = True
