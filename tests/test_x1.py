@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from ckptlake.cli.app import app
 from ckptlake.core import gc_guard
-from ckptlake.errors import IntegrityError
+from ckptlake.errors import IntegrityError, UsageError
 from ckptlake.format import layout
 
 DIGEST = "ab" * 32
@@ -204,3 +204,37 @@ def test_open_object_refuses_a_frame_of_another_raw_size_unread(decodes: list[in
     with pytest.raises(IntegrityError, match="zstd frame does not match its digest once"):
         open_object("sha256", DIGEST, bytes(frame), raw_size=1000, where="t/a@v1")
     assert decodes == []
+
+
+# ---- 5. tensor records whose shape does not fill their byte range ----------------------------
+
+def safetensors_bytes(tensors: dict[str, tuple[str, list[int], bytes]]) -> bytes:
+    header, data = {}, b""
+    for name, (dtype, shape, raw) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape,
+                        "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    h = json.dumps(header).encode()
+    return len(h).to_bytes(8, "little") + h + data
+
+
+def test_a_tensor_record_whose_shape_does_not_fill_its_range_is_exit_5(tmp_path: Path) -> None:
+    import ckptlake
+    st = safetensors_bytes({"w": ("F32", [4, 4], bytes(64)), "q": ("F4", [8], bytes(4))})
+    url, root = pushed(tmp_path, {"m.safetensors": st})
+    key = root / layout.version_key("t/a", 1)
+    doc = json.loads(key.read_bytes())
+    records = {t["name"]: t for f in doc["files"] for t in f.get("tensors", [])}
+    assert records["w"]["shape"] == [4, 4] and records["q"]["dtype"] == "F4"
+    records["q"]["shape"] = [1000]  # a dtype of unknown size: not checked (nor readable)
+    key.write_text(json.dumps(doc))
+    assert run("show", "t/a@v1", "--lake", url).exit_code == 0
+    with ckptlake.open(url) as lake, pytest.raises(UsageError, match="F4"):
+        lake.tensors("t/a@v1", "q")  # refused as unsupported before its shape is used
+    records["w"]["shape"] = [4, 2]  # 32 bytes of F32 over a 64-byte range
+    key.write_text(json.dumps(doc))
+    for args in (["show", "t/a@v1"], ["diff", "t/a@v1", "t/a@v1", "--values"]):
+        r = run(*args, "--lake", url)
+        assert r.exit_code == 5 and "tensor 'w' has a shape of F32" in r.output, r.output
+    with ckptlake.open(url) as lake, pytest.raises(IntegrityError, match="'w'"):
+        lake.tensors("t/a@v1", "w")

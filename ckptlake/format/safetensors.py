@@ -38,17 +38,12 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from .header import HASH_SHA256, new_hasher
-from .manifest import TensorInfo
+from .manifest import ITEMSIZE, TensorInfo
 
 BLOCK = 1024 * 1024
 MAX_HEADER = 100 * 1024 * 1024  # the safetensors library refuses larger headers too
 SUFFIX = ".safetensors"
 
-# Bytes per element; dtypes not listed (sub-byte floats, future ones) are recorded without a
-# size check and `diff --values` reports them as unsupported.
-ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "I16": 2,
-            "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8,
-            "F64": 8}
 
 
 @dataclass(frozen=True)
