@@ -238,3 +238,60 @@ def test_a_tensor_record_whose_shape_does_not_fill_its_range_is_exit_5(tmp_path:
         assert r.exit_code == 5 and "tensor 'w' has a shape of F32" in r.output, r.output
     with ckptlake.open(url) as lake, pytest.raises(IntegrityError, match="'w'"):
         lake.tensors("t/a@v1", "w")
+
+
+# ---- 6. a packed file made of several ranges -------------------------------------------------
+
+def several_ranges(tmp_path: Path) -> tuple[str, bytes]:
+    """t/a@v1 rewritten by another writer: one file ab.bin made of the two ranges of the pack
+    that a.bin and b.bin were pushed in, in the order b then a (docs/format.md allows a packed
+    file of several ranges, checked together against the file's digest): URL, its bytes."""
+    from ckptlake.format.header import digest
+    a, b = b"A" * 3000 + bytes(range(256)), b"B" * 2000 + bytes(range(200))
+    url, root = pushed(tmp_path, {"a.bin": a, "b.bin": b})
+    key = root / layout.version_key("t/a", 1)
+    doc = json.loads(key.read_bytes())
+    files = {f["path"]: f for f in doc["files"]}
+    assert all(len(f["chunks"]) == 1 and len(f["chunks"][0]) == 3 for f in files.values())
+    whole = b + a
+    doc["files"] = [{"path": "ab.bin", "size": len(whole),
+                     "chunks": files["b.bin"]["chunks"] + files["a.bin"]["chunks"],
+                     "digest": digest(doc["hash"], whole)}]
+    key.write_text(json.dumps(doc))
+    for summary in (root / layout.version_key("t/a", 1)).parent.parent.glob("@s/*"):
+        summary.unlink()  # says 2 files: a warning, and readers read the manifest
+    return url, whole
+
+
+def test_pull_and_cat_read_a_packed_file_of_several_ranges(tmp_path: Path) -> None:
+    url, whole = several_ranges(tmp_path)
+    r = run("cat", "t/a@v1", "ab.bin", "--lake", url)
+    assert r.exit_code == 0, r.output
+    r = run("pull", "t/a@v1", tmp_path / "out", "--lake", url)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "out" / "ab.bin").read_bytes() == whole
+
+
+def test_pull_still_refuses_a_packed_file_of_several_ranges_that_does_not_match(
+        tmp_path: Path) -> None:
+    url, whole = several_ranges(tmp_path)
+    key = Path(url[len("file://"):]) / layout.version_key("t/a", 1)
+    doc = json.loads(key.read_bytes())
+    doc["files"][0]["chunks"].reverse()  # the same pieces, out of order
+    key.write_text(json.dumps(doc))
+    r = run("pull", "t/a@v1", tmp_path / "out", "--lake", url)
+    assert r.exit_code == 5 and "packed file ab.bin of t/a@v1 does not match" in r.output, \
+        r.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_verify_reads_a_packed_file_of_several_ranges_together(tmp_path: Path) -> None:
+    url, whole = several_ranges(tmp_path)
+    r = run("verify", "--read-data", "--lake", url)
+    assert r.exit_code == 0, r.output
+    key = Path(url[len("file://"):]) / layout.version_key("t/a", 1)
+    doc = json.loads(key.read_bytes())
+    doc["files"][0]["chunks"].reverse()
+    key.write_text(json.dumps(doc))
+    r = run("verify", "--read-data", "--lake", url)
+    assert r.exit_code == 5 and "ab.bin" in r.output, r.output

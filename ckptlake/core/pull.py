@@ -59,6 +59,19 @@ _READ_BLOCK = 4 * 1024 * 1024
 FORCE_KEYWORD = "force=True"
 
 
+# The file digest of a target that is one of several ranges of a packed file: the file's
+# digest covers its pieces together (docs/format.md, "Reading part of a version"), so each
+# piece is written unchecked and the staged file is hashed whole once every piece is there
+# (_check_assembled), before anything is placed.  Checking each piece against it refused
+# valid data.
+_ASSEMBLED = ""
+
+
+def _assembled(e: FileEntry) -> bool:
+    return e.digest is not None and len(e.chunks) > 1 and any(
+        c.offset is not None for c in e.chunks)
+
+
 @dataclass
 class _Unit:
     """One chunk object to fetch, and every place its bytes go."""
@@ -900,7 +913,8 @@ def _prepare(staging: _Staging, entries: list[FileEntry], algo: str) -> dict[str
                 unit.holes += ref.size
             else:
                 unit.targets.append((path, offset, ref.offset or 0, ref.size,
-                                     e.digest if ref.offset is not None else None))
+                                     None if ref.offset is None
+                                     else _ASSEMBLED if _assembled(e) else e.digest))
             offset += ref.size
     return units
 
@@ -919,13 +933,27 @@ def _data_ranges(e: FileEntry, zeros: set[str]) -> list[tuple[int, int]]:
     return out
 
 
+def _check_assembled(m: Manifest, entries: list[FileEntry], staging: _Staging) -> None:
+    """Hash each staged packed file of several ranges whole (see _ASSEMBLED)."""
+    for e in entries:
+        if _assembled(e):
+            h = new_hasher(m.hash)
+            with open(staging.file(e.path), "rb") as fh:
+                while block := fh.read(_READ_BLOCK):
+                    h.update(block)
+            if h.hexdigest() != e.digest:
+                raise IntegrityError(f"packed file {e.path} of {m.artifact}@v{m.version} does "
+                                     "not match its digest",
+                                     hint="the manifest is damaged; nothing was written from it")
+
+
 def _already_staged(unit: _Unit, algo: str) -> bool:
     """Do the staged files hold this chunk's bytes at every target (verified by hash)?"""
     for path, file_offset, _chunk_offset, length, file_digest in unit.targets:
         with open(path, "rb", buffering=0) as fh:
             data = os.pread(fh.fileno(), length, file_offset)
         expected = file_digest if file_digest is not None else unit.digest
-        if len(data) != length or digest(algo, data) != expected:
+        if len(data) != length or not expected or digest(algo, data) != expected:
             return False
     return True
 
@@ -978,7 +1006,7 @@ class _Fetcher:
         if unit.zero:  # known bytes: holes stay holes, kept staged files get zeros written
             for path, file_offset, _chunk_offset, length, file_digest in unit.targets:
                 piece = bytes(length)
-                if file_digest is not None and digest(self.m.hash, piece) != file_digest:
+                if file_digest and digest(self.m.hash, piece) != file_digest:
                     raise IntegrityError(f"packed file in chunk {unit.digest} does not match "
                                          "its digest")
                 _write(path, memoryview(piece), file_offset, direct=False)
@@ -1099,7 +1127,7 @@ class _Fetcher:
                     f"bytes, but the manifest says {length}"
                     + ("" if file_digest is None else f" from offset {chunk_offset}"),
                     hint="the manifest is damaged; nothing was written from it")
-            if file_digest is not None and digest(self.m.hash, piece) != file_digest:
+            if file_digest and digest(self.m.hash, piece) != file_digest:
                 raise IntegrityError(f"packed file in chunk {key} does not match its digest")
             # only a file that other chunks write too can have direct writes in flight
             _write(path, piece, file_offset,
@@ -1676,6 +1704,7 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
                              name="ckptlake-pull"):
             pass
         fetcher.leftovers.flush()
+        _check_assembled(m, placement.download, staging)
         if not _NO_SYNC:
             _flush_to_disk(staging.path, [staging.file(e.path) for e in placement.download])
         if before_place is not None:
