@@ -196,6 +196,14 @@ def test_readers_refuse_a_frame_claiming_another_raw_size_before_decoding(
     assert decodes == []
 
 
+def test_cp_refuses_a_frame_claiming_another_raw_size_before_decoding(
+        tmp_path: Path, decodes: list[int]) -> None:
+    url, key, size = bomb_lake(tmp_path)
+    r = run("cp", "t/a@v1", "--to", f"file://{tmp_path / 'other'}", "--lake", url)
+    assert r.exit_code == 5, r.output
+    assert decodes == []
+
+
 def test_open_object_refuses_a_frame_of_another_raw_size_unread(decodes: list[int]) -> None:
     from ckptlake.core.chunkio import open_object
     from ckptlake.format import codecs

@@ -171,7 +171,8 @@ class _Copier:
             raise deleted_meanwhile(self.src, self.m.artifact, self.m.version,
                                     missing(d, where), doing="being copied") from None
         # every byte written is verified first (IntegrityError naming the chunk and version)
-        raw = open_object(self.m.hash, d, data, raw_size=None, where=where, key=key)
+        # with its raw size: a frame claiming another is refused before it is decoded
+        raw = open_object(self.m.hash, d, data, raw_size=self.sizes[d], where=where, key=key)
         header = self.header()
         # into a `compression: none` lake (kept readable by ckptlakes that know no frames),
         # decoded, as a push there would store it
