@@ -260,3 +260,47 @@ def test_pickling_a_lake_or_an_open_file_says_what_to_do(local_lake_url: str,
     with lake.open("a/b", "a.bin") as f, \
             pytest.raises(TypeError, match=r"a/b@v1:a.bin.*cannot be pickled"):
         pickle.dumps(f)
+
+
+def test_a_read_through_a_replica_in_a_forked_child_does_not_wait_for_the_parent(
+        tmp_path: Path) -> None:
+    """A parent thread's read through a replica holds that chunk's single-flight lock across
+    its request; forked meanwhile, the child's read of the chunk waited for ever."""
+    r = run("""
+        import json, os, sys, threading, time
+        import ckptlake
+        os.makedirs("src", exist_ok=True)
+        with open("src/big.bin", "wb") as f:
+            f.write(os.urandom(3 << 20))
+        with open("cfg.yaml", "w") as f:
+            f.write("lake: file://" + os.path.abspath("lake") + "\\nreplicas:\\n"
+                    "  - name: eu\\n    url: file://" + os.path.abspath("rep") +
+                    "\\n    region: eu-west-1\\n")
+        ckptlake.open(config="cfg.yaml").push("src", "f/g")
+        lake = ckptlake.open(config="cfg.yaml")
+        f = lake.open("f/g", "big.bin", replica="eu")
+        origin = f.store.origin
+        real_into, real_get = origin.get_into, origin.get
+        entered = threading.Event()
+        def slow(real):
+            def call(*a, **k):
+                if "chunks" in str(a[0]):
+                    entered.set()
+                    time.sleep(3)
+                return real(*a, **k)
+            return call
+        origin.get_into, origin.get = slow(real_into), slow(real_get)
+        t = threading.Thread(target=lambda: f.read(100))
+        t.start()
+        entered.wait(10)
+        pid = os.fork()
+        if pid == 0:
+            origin.get_into, origin.get = real_into, real_get
+            f.seek(0)
+            ok = f.read(100) == open("src/big.bin", "rb").read(100)
+            os._exit(0 if ok else 3)
+        t.join()
+        _, status = os.waitpid(pid, 0)
+        print(json.dumps({"status": os.waitstatus_to_exitcode(status)}))
+    """, tmp_path)
+    assert last_json(r) == {"status": 0}, r.stderr

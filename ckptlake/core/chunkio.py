@@ -12,6 +12,7 @@ import threading
 from typing import Callable
 
 from ..errors import CkptlakeError, IntegrityError, MissingChunk, NewerEncoding, NotFound
+from ..forks import reset_in_child
 from ..format import codecs, layout
 from ..format.header import digest as hash_digest
 from ..store.base import Store
@@ -223,6 +224,12 @@ class RangeReader:
         self._decoded: dict[str, bytes | bytearray | memoryview] = {}  # least recent first
         self._lock = threading.Lock()
         self._fetching: dict[str, threading.Lock] = {}  # one fetch per digest at a time
+        reset_in_child(self)
+
+    def _after_fork(self) -> None:
+        """(See ckptlake/forks.py.)  A fetch's gate held by a parent thread at the fork would
+        stay held in the child."""
+        self._lock, self._fetching = threading.Lock(), {}
 
     def encoded(self, d: str) -> bool:
         return d in self.stored

@@ -1093,7 +1093,9 @@ class _Fetcher:
                 finally:
                     self._decode.give(buf)
             return
-        self._finish(unit, open_object(self.m.hash, unit.digest, data, raw_size=raw, key=key,
+        # (raw bytes: checked against the targets' sizes after their digest, by _finish,
+        # which tells a manifest that lies about the size from a corrupt chunk)
+        self._finish(unit, open_object(self.m.hash, unit.digest, data, raw_size=None, key=key,
                                        where=where), key, per_part)
 
     def _finish(self, unit: _Unit, data: memoryview, key: str, per_part: bool) -> None:

@@ -44,6 +44,7 @@ from typing import Any, Callable, Iterator
 
 from ..errors import (AccessDenied, CkptlakeError, NotFound, PreconditionFailed, TransferError,
                       TransientError)
+from ..forks import reset_in_child
 from .base import ForwardingStore, Store
 
 Verify = Callable[[str, "bytes | bytearray | memoryview"], bool]
@@ -102,6 +103,13 @@ class ReplicaStore(ForwardingStore):
         self._bind = bind
         self._bound = 0 if bind is not None else 2
         self._bind_lock = threading.Lock()
+        reset_in_child(self)
+
+    def _after_fork(self) -> None:
+        """(See ckptlake/forks.py.)  A chunk's single-flight lock, or the bind lock, held by a
+        parent thread in a request at the fork stays held in the child: its read of that
+        chunk through the replica waited for ever."""
+        self._lock, self._bind_lock, self._inflight = threading.Lock(), threading.Lock(), {}
 
     def __repr__(self) -> str:
         return f"ReplicaStore(origin={self.origin!r}, replica={self.replica!r})"
