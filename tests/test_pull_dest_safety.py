@@ -252,3 +252,61 @@ def test_a_failed_pull_leaves_no_parents_it_made(tmp_path: Path, kind: str) -> N
     r = cli("pull", "art", tmp_path / "out" / "x" / "y" / "z", "--lake", url)
     assert r.exit_code == 5, r.stderr
     assert os.listdir(tmp_path / "out" / "x") == ["keep"]
+
+
+def test_a_failed_pull_removing_a_parent_does_not_fail_a_concurrent_pull(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pull A (a chunk missing) makes DEST's parent `p`; pull B into `p/other` finds `p`
+    there; A fails and removes `p` before B's staging is in it: B failed, exit 2 ("cannot
+    write to p"), until it made `p` again."""
+    import threading
+
+    import ckptlake
+    from ckptlake.core import pull as pull_mod
+
+    url = f"file://{tmp_path / 'lake'}"
+    lake = ckptlake.open(url)
+    (tmp_path / "good").mkdir()
+    (tmp_path / "good" / "a.txt").write_text("good")
+    lake.push(tmp_path / "good", "good/x")
+    (tmp_path / "bad.bin").write_bytes(os.urandom(5000))
+    lake.push(tmp_path / "bad.bin", "bad/x")
+    for chunk in (tmp_path / "lake" / "chunks").rglob("*"):
+        if chunk.is_file() and chunk.stat().st_size == 5000:
+            chunk.unlink()
+    b_there, a_done = threading.Event(), threading.Event()
+    real = pull_mod._Staging.__init__
+
+    def staging(self: Any, *a: Any, **k: Any) -> None:
+        name = threading.current_thread().name
+        if name == "A":
+            b_there.wait(10)
+        elif name == "B" and not b_there.is_set():
+            b_there.set()
+            a_done.wait(10)
+        real(self, *a, **k)
+
+    monkeypatch.setattr(pull_mod._Staging, "__init__", staging)
+    got: dict[str, Any] = {}
+
+    def pull(name: str, art: str, dest: Path) -> None:
+        try:
+            got[name] = ckptlake.open(url).pull(art, dest).version
+        except Exception as exc:  # noqa: BLE001 - reported below
+            got[name] = f"{type(exc).__name__}: {exc}"
+        if name == "A":
+            a_done.set()
+
+    a = threading.Thread(target=pull, args=("A", "bad/x", tmp_path / "p" / "destA"), name="A")
+    a.start()
+    for _ in range(1000):  # A made `p` and waits for B in its staging
+        if (tmp_path / "p").is_dir():
+            break
+        threading.Event().wait(0.01)
+    b = threading.Thread(target=pull, args=("B", "good/x", tmp_path / "p" / "destB"), name="B")
+    b.start()
+    a.join(30)
+    b.join(30)
+    assert "MissingChunk" in str(got["A"]) or "missing" in str(got["A"]), got
+    assert got["B"] == 1, got
+    assert (tmp_path / "p" / "destB" / "a.txt").read_text() == "good"

@@ -1670,7 +1670,13 @@ def pull(store: Store, m: Manifest, destination: str, *, force: bool, concurrenc
             _check_landing(placement, lake_url)
             if placement.idle():
                 return _up_to_date(placement, lake_url, progress, started)
-            staging = _Staging(placement.final_root, lake_url, m)
+            try:
+                staging = _Staging(placement.final_root, lake_url, m)
+            except FileNotFoundError:
+                # DEST's parent, found there, was removed since: another pull that had made
+                # it failed and removed it (unmake) before this one's staging was in it
+                placement.made += makedirs(os.path.dirname(placement.final_root))
+                staging = _Staging(placement.final_root, lake_url, m)
         except BaseException:
             unmake(placement.made)
             raise
