@@ -77,7 +77,33 @@ def test_ls_in_the_c_locale_escapes_what_ascii_cannot_hold(src: Path, tmp_path: 
                        capture_output=True, timeout=120,
                        env={**env, "LC_ALL": "C", "PYTHONUTF8": "0"})
     assert r.returncode == 0, r.stderr
-    assert b"mod\\xe8le_\\xe9.txt" in r.stdout
+    # the command runs again in UTF-8 mode (cli/main.utf8_mode): the name's own bytes
+    assert "modèle_é.txt".encode() in r.stdout
+
+
+def test_names_round_trip_as_their_bytes_in_a_c_or_latin1_locale(tmp_path: Path) -> None:
+    """Under LC_ALL=C with PYTHONUTF8=0 a push called valid UTF-8 names "not valid UTF-8"
+    (exit 2) and a pull of one was an internal error; under a Latin-1 locale a UTF-8 `café`
+    was stored as `cafÃ©`.  The CLI runs itself in UTF-8 mode then: names are their bytes."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "café漢.txt").write_bytes(b"x")
+    url = "file://" + str(tmp_path / "lake")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONIOENCODING", "LANG",
+                                                              "LC_CTYPE", "LC_ALL")}
+    env.update(LC_ALL="C", PYTHONUTF8="0")
+    cmd = [sys.executable, "-m", "ckptlake"]
+    r = subprocess.run([*cmd, "push", str(src), "u/v", "--lake", url, "--json"],
+                       capture_output=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    with Lake(open_store(url)) as lake:
+        assert [f["path"] for f in lake.files("u/v")["files"]] == ["café漢.txt"]
+    out = os.fsencode(str(tmp_path)) + b"/out\xfe"
+    r = subprocess.run([*cmd, "pull", "u/v", out, "--lake", url], capture_output=True,
+                       timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert os.listdir(out) == ["café漢.txt".encode()]
+    assert out in r.stdout
 
 
 # ---- 4. plain tables pad by terminal cells -----------------------------------------------------

@@ -55,7 +55,29 @@ def console() -> None:
     """The `ckptlake` console script and `python -m ckptlake`: main(), in a process that ends
     with it."""
     _CONSOLE[0] = True
+    utf8_mode()
     main()
+
+
+def utf8_mode() -> None:
+    """Run again in Python's UTF-8 mode when file names are not decoded as UTF-8 (a C locale
+    with PYTHONUTF8=0, a Latin-1 locale).  A version's paths are the UTF-8 of the names'
+    bytes (docs/format.md): under Latin-1 a pushed `café` (UTF-8 on disk) was stored as
+    `cafÃ©` and pulled elsewhere under another name; under C, `push` called valid names
+    "not valid UTF-8" and `pull` of a non-ASCII name was an internal error.  The command line
+    is passed on as the bytes it came as; the locale's other settings are kept."""
+    import os
+
+    if sys.flags.utf8_mode or sys.getfilesystemencoding().lower().replace("-", "") == "utf8" \
+            or os.environ.get("PYTHONUTF8") == "1" or not getattr(sys, "orig_argv", None):
+        return
+    argv = [os.fsencode(a) for a in sys.orig_argv]
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, argv, {**os.environb, b"PYTHONUTF8": b"1"})
+    except OSError:  # not possible here: go on as we are
+        return
 
 
 def _end_on_signal(code: Any) -> None:
@@ -160,9 +182,38 @@ def escape_unencodable_output() -> None:
             getattr(stream, "errors", "strict") not in ("strict", "surrogateescape"):
         return
     try:
-        stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+        stream.reconfigure(errors=_register_escape())  # type: ignore[union-attr]
     except (AttributeError, ValueError, OSError):  # not a TextIOWrapper: leave it be
         pass
+
+
+_ESCAPE = "ckptlake-escape"
+
+
+def _register_escape() -> str:
+    """An error handler that writes a lone surrogate as the byte it stands for (a path the
+    locale could not decode, printed back as its bytes, as surrogateescape does: a script can
+    reuse it) and anything else as a backslash escape.  backslashreplace alone printed such a
+    path as `\udcfe`."""
+    import codecs
+
+    def escape(error: UnicodeError) -> tuple[bytes, int]:
+        if not isinstance(error, UnicodeEncodeError):
+            raise error
+        out = bytearray()
+        for ch in error.object[error.start:error.end]:
+            code = ord(ch)
+            if 0xDC80 <= code <= 0xDCFF:
+                out.append(code - 0xDC00)
+            else:
+                out += ch.encode("ascii", "backslashreplace")
+        return bytes(out), error.end
+
+    try:
+        codecs.lookup_error(_ESCAPE)
+    except LookupError:
+        codecs.register_error(_ESCAPE, escape)
+    return _ESCAPE
 
 
 # The signals that end a command the way Ctrl-C does: a CI job's cancel, `timeout`, a pod's
