@@ -176,3 +176,17 @@ def test_json_shows_an_undecodable_path_as_its_escaped_bytes(src: Path, tmp_path
                         "--json"], capture_output=True, timeout=120)
     assert r.returncode == 3
     assert "/gone\\xff does not exist" in json.loads(r.stdout)["error"]["message"]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), b"raw", object()])
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_provenance_value_json_cannot_hold_is_refused_up_front(
+        src: Path, tmp_path: Path, bad: Any, dry_run: bool) -> None:
+    """provenance={'x': nan} was committed as a bare NaN (then `show --json`: exit 1); bytes
+    or an object were a TypeError (exit 1) after the upload."""
+    url = "file://" + str(tmp_path / "lake")
+    with Lake(open_store(url)) as lake:
+        with pytest.raises(ckptlake.UsageError, match="provenance= holds a value"):
+            lake.push(src, "p/q", provenance={"x": bad}, dry_run=dry_run)
+        assert not (tmp_path / "lake" / "chunks").exists() or \
+            not any(p.is_file() for p in (tmp_path / "lake" / "chunks").rglob("*"))

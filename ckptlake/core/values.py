@@ -6,6 +6,8 @@ caller's thread, before anything is uploaded.
 """
 from __future__ import annotations
 
+import json
+
 import math
 import numbers
 import os
@@ -236,6 +238,16 @@ def check_provenance(provenance: Any) -> None:
     if provenance is not None and not isinstance(provenance, (bool, dict)):
         raise UsageError(f"provenance must be True, False or a dict of fields to add, got "
                          f"{provenance!r}")
+    if isinstance(provenance, dict):
+        # checked before anything is uploaded: a value JSON cannot hold (NaN, bytes, an
+        # object) failed the commit after the upload, or was written as a bare NaN that
+        # `show --json` then failed on (exit 1)
+        try:
+            json.dumps(provenance, allow_nan=False)
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise UsageError(f"provenance= holds a value a manifest cannot store: {exc}",
+                             hint="use JSON values: strings, finite numbers, booleans, None, "
+                                  "lists and dicts with string keys") from None
 
 
 def check_policy_arg(name: str, policy: Any) -> None:

@@ -201,7 +201,12 @@ class Manifest:
     def encode(self) -> bytes:
         """The manifest's bytes; UsageError for a text UTF-8 cannot hold (a lone surrogate in
         a program's provenance=, say): a bare UnicodeEncodeError was an internal error."""
-        text = json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False)
+        try:
+            text = json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False)
+        except (ValueError, TypeError) as exc:  # (values are checked when they come in)
+            raise UsageError(f"{self.artifact}: the version's manifest cannot hold a value: "
+                             f"{exc}") from None
         try:
             return text.encode()
         except UnicodeEncodeError as exc:
