@@ -222,3 +222,29 @@ def test_a_version_committed_after_the_listing_is_not_called_lost(tmp_path: Path
     assert catalog.lost_above(store, ART, 3) == []
     (root / layout.version_key(ART, 3)).write_bytes(b"")  # a PUT cut after its head
     assert catalog.lost_above(store, ART, 2) == [3]
+
+
+def test_lost_above_reads_the_tombstone_again_and_ignores_an_empty_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A version deleted between the tombstone listing and the manifest's stat was called
+    lost; an empty tombstone (an `rm` cut after its head) hid a real loss."""
+    from ckptlake.core import catalog, tombstones
+
+    root = tmp_path / "lake"
+    url = three_versions(root, tmp_path / "src")
+    store = ckptlake.open(url).store
+    (root / layout.version_key(ART, 3)).unlink()
+    tomb = root / layout.tombstone_key(ART, 3)
+    tomb.parent.mkdir(parents=True, exist_ok=True)
+    tomb.write_bytes(b"")
+    assert catalog.lost_above(store, ART, 2) == [3]
+    tomb.unlink()
+    real = tombstones.numbers
+
+    def listed_then_deleted(*a: Any, **k: Any) -> list[int]:
+        got = real(*a, **k)
+        assert run("rm", f"{ART}@v3", "--lake", url, "--yes").exit_code == 0
+        return got
+
+    monkeypatch.setattr(tombstones, "numbers", listed_then_deleted)
+    assert catalog.lost_above(store, ART, 2) == []

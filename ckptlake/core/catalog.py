@@ -83,7 +83,8 @@ def lost_above(store: Store, artifact: str, number: int) -> list[int]:
         return []
     from . import tombstones
 
-    deleted = set(tombstones.numbers(store, artifact, above=number))
+    # (an empty tombstone records no deletion: an `rm` cut after its head, the version live)
+    deleted = set(tombstones.numbers(store, artifact, above=number, nonempty=True))
     lost = []
     for n in above:
         if n in deleted:
@@ -93,6 +94,9 @@ def lost_above(store: Store, artifact: str, number: int) -> list[int]:
                 continue
         except NotFound:
             pass
+        # deleted since the listing of tombstones (a deleter writes the tombstone first)
+        if tombstones.records_deletion(store, artifact, n):
+            continue
         lost.append(n)
     return lost
 
