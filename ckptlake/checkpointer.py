@@ -449,6 +449,8 @@ class Checkpointer:
         exclude = check_arg("exclude", exclude, "names")
         lineage = self._save_lineage(parents, inputs, relation)
         src = os.path.abspath(os.fspath(check_arg("path", path, "path")))
+        if self._nested_save(step):
+            return None
         with self._saving():
             self._check_open()
             self._raise_error()
@@ -484,6 +486,8 @@ class Checkpointer:
             raise UsageError(f"save_state needs a mapping (e.g. {{'model': ..., 'optim': ...}}), "
                              f"not {type(state).__name__}")
         check_state_filename(filename)
+        if self._nested_save(step):
+            return None
         with self._saving():
             self._check_open()
             self._raise_error()
@@ -693,6 +697,20 @@ class Checkpointer:
                 self._cond.notify_all()
             return
         self._terminate()
+
+    def _nested_save(self, step: int | None) -> bool:
+        """A save called while this thread is inside a save: a signal handler's ("save now"
+        on SIGUSR1) whose signal came during the loop's save.  Waiting for the lock this
+        thread holds never ended (a deadlock); raising went up through the loop's own save,
+        which was then lost too.  It is skipped, as on_busy="skip" skips: logged, listed in
+        `skipped`; the save it interrupted goes on."""
+        if self._saver is not threading.current_thread():
+            return False
+        log.warning("ckptlake: a save of %s (step %s) was called inside another save of this "
+                    "thread (from a signal handler?): skipped; set a flag in the handler and "
+                    "save from the training loop", self.artifact, step)
+        self.skipped.append(step)
+        return True
 
     @contextlib.contextmanager
     def _saving(self) -> Iterator[None]:

@@ -178,6 +178,13 @@ class Lake:
         except NotFound:
             return next(iter(self.store.list(layout.ARTIFACTS_PREFIX)), None) is not None
 
+    def __copy__(self) -> "Lake":
+        """A shallow copy sharing the store, as before __reduce__ (which copy.copy would
+        use) refused pickling."""
+        other = object.__new__(type(self))
+        other.__dict__.update(self.__dict__)
+        return other
+
     def __reduce__(self) -> Any:
         """Pickled for a spawned worker (a DataLoader with the spawn start method) it failed
         with "cannot pickle '_thread.lock' object", naming neither the lake nor what to do."""

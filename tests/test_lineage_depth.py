@@ -169,3 +169,13 @@ def test_the_warning_of_unwritten_markers_is_one_short_line(
     [warning] = [w for w in r.warnings if "lineage markers" in w]
     assert "\n" not in warning and len(warning) < 400, warning
     assert warning.endswith("File name too long")
+
+
+def test_lineage_format_json_is_valid_unicode() -> None:
+    """`lineage --format json` printed a lone surrogate (an undecodable byte in a stored input
+    URI) as `\\udcfe`, which `--json` shows as `\\xfe`."""
+    from ckptlake.cli.lineage import render
+
+    text = render(None, "json", {"inputs": ["s3://bkt/d\udcfe"]})
+    assert "\\udcfe" not in text and "d\\\\xfe" in text
+    text.encode("utf-8")

@@ -154,9 +154,13 @@ def test_a_change_whose_result_cannot_be_written_says_it_was_done(src: Path,
     assert r.returncode == 1
     assert _error_line(r.stderr).startswith(
         "ckptlake: error: copied a/b@v1 -> c/d@v1, but cannot write"), r.stderr
-    # a dry run changed nothing: the plain line
-    r = _cli_to_full_stdout("push", str(src), "a/b", "--lake", url, "--dry-run")
-    assert _error_line(r.stderr).startswith("ckptlake: error: cannot write the output"), r.stderr
+    # a dry run changed nothing: the plain line; so did an alias set again, and a gc with
+    # nothing to do (it said "gc deleted 0 versions and swept 0 chunks ... it is done")
+    for args in (["push", str(src), "a/b", "--dry-run"], ["alias", "a/b@v1", "best"],
+                 ["gc", "--yes", "--json"]):
+        r = _cli_to_full_stdout(*args, "--lake", url)
+        assert _error_line(r.stderr).startswith("ckptlake: error: cannot write the output"), \
+            (args, r.stderr)
 
 
 # ---- 5. --json of a path that is not UTF-8 is valid Unicode ------------------------------------

@@ -91,7 +91,9 @@ def alias(
                            done=f"removed alias {name} of {parsed.artifact}")
                 return
             result = handle.alias(parsed, name)
-            out.result(result.to_dict(), alias_summary(result), done=f"set {alias_summary(result)}")
+            out.result(result.to_dict(), alias_summary(result),
+                       done=None if result.previous == result.version else
+                       f"set {alias_summary(result)}")
         finally:
             handle.close()
 

@@ -132,9 +132,7 @@ def gc(
             doc["result"] = result.to_dict()
             for warning in result.warnings:
                 out.warn(warning)
-            out.result(doc, result_summary(plan, result),
-                       done=f"gc deleted {plural(len(result.versions_deleted), 'version')} and "
-                            f"swept {plural(result.chunks_swept, 'chunk')}")
+            out.result(doc, result_summary(plan, result), done=_done(result))
         finally:
             handle.close()
 
@@ -415,3 +413,15 @@ def result_summary(plan: "GcPlan", r: "GcResult") -> str:
                       for x in getattr(r, "replicas", ()))
             + (f"; tiered {plural(r.tiering['chunks_moved'], 'chunk')} "
                f"({format_bytes(r.tiering['bytes_moved'])})" if r.tiering else ""))
+
+
+def _done(result: Any) -> str | None:
+    """What a gc run changed, for the line said when its result cannot be written; None when
+    it changed nothing ("gc deleted 0 versions" then read as done work)."""
+    parts = [f"{what} {plural(n, noun)}" for what, n, noun in (
+        ("deleted", len(result.versions_deleted), "version"),
+        ("condemned", result.chunks_condemned, "chunk"),
+        ("swept", result.chunks_swept, "chunk"),
+        ("aborted", result.multipart_aborted, "incomplete upload"))
+        if n]
+    return "gc " + ", ".join(parts) if parts else None

@@ -93,10 +93,10 @@ def render(graph: Any, format_: str, doc: dict[str, Any]) -> str:
         return core.to_dot(graph).rstrip("\n")
     if format_ == "mermaid":
         return core.to_mermaid(graph).rstrip("\n")
-    if format_ == "json":
-        import json
+    if format_ == "json":  # as --json prints it (valid Unicode: output.json_document)
+        from .output import json_document
 
-        return json.dumps(doc, allow_nan=False)
+        return json_document(doc)
     return render_tree(core.tree(graph))
 
 
