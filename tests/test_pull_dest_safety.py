@@ -310,3 +310,33 @@ def test_a_failed_pull_removing_a_parent_does_not_fail_a_concurrent_pull(
     assert "MissingChunk" in str(got["A"]) or "missing" in str(got["A"]), got
     assert got["B"] == 1, got
     assert (tmp_path / "p" / "destB" / "a.txt").read_text() == "good"
+
+
+def test_a_version_path_past_path_max_is_named_as_such(tmp_path: Path) -> None:
+    """A 4,065-byte path (allowed: under 4,096) pushed fine; its pull failed with "cannot
+    write /tmp: File name too long (pull into a directory with a shorter path)", and pulled
+    into `/x` the error named `/`.  It now says which length passed the limit."""
+    src = tmp_path / "src"
+    src.mkdir()
+    # a path that fits below SOURCE (the push reads it) and not below DEST's staging
+    left = 4095 - len(os.fsencode(str(src))) - 1 - 8
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        i = 0
+        while left > 255:
+            name = f"d{i:02d}" + "x" * 250
+            os.mkdir(name, dir_fd=fd)
+            sub = os.open(name, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd, left, i = sub, left - len(name) - 1, i + 1
+        f = os.open("f" * left, os.O_CREAT | os.O_WRONLY, dir_fd=fd)
+        os.write(f, b"hi")
+        os.close(f)
+    finally:
+        os.close(fd)
+    url = f"file://{tmp_path / 'lake'}"
+    assert cli("push", src, "long/a", "--lake", url).exit_code == EXIT_OK
+    r = cli("pull", "long/a", tmp_path / "out", "--lake", url)
+    assert r.exit_code == EXIT_USAGE, r.output
+    assert "bytes long while staged, past the system's limit of 4095" in r.stderr, r.stderr
+    assert "ckptlake cat" in r.stderr

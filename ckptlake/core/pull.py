@@ -1489,6 +1489,7 @@ def _other_file_system(staging: str, directory: str) -> bool:
 
 
 # What no re-run can fix on this file system: staged bytes are not worth keeping.
+_PATH_MAX = 4096  # Linux's, with the terminating NUL
 _HOPELESS = (errno.EFBIG, errno.ENAMETOOLONG, errno.EXDEV, errno.EBUSY)
 
 
@@ -1582,6 +1583,18 @@ def _failure(e: OSError, destination: str) -> CkptlakeError | None:
         return None
     kind, text, hint = known
     where = _shown(e.filename2) or _shown(e.filename) or destination
+    if e.errno == errno.ENAMETOOLONG and isinstance(e.filename, (str, bytes)) \
+            and len(os.fsencode(e.filename)) >= _PATH_MAX:
+        # A path, not a name, too long: the version's path with DEST (and, while staging,
+        # the staging directory's ~40 bytes) passes PATH_MAX.  "/" named as the place that
+        # failed, with "a shorter path" as the cure, helped no one when even / was too long.
+        staged = _TAG in os.fsdecode(e.filename)
+        return kind(f"cannot write below {where}: a path of the version there is "
+                    f"{len(os.fsencode(e.filename))} bytes long"
+                    + (" while staged" if staged else "")
+                    + f", past the system's limit of {_PATH_MAX - 1}",
+                    hint="pull into a directory with a shorter path; a file whose path alone "
+                         "is that long can still be read with ckptlake cat")
     return kind(text.format(where=where, why=e.strerror, dest=destination), hint=hint)
 
 
