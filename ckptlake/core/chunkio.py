@@ -127,9 +127,11 @@ def open_object(algo: str, d: str, data: bytes | bytearray | memoryview, *,
         if codecs.looks_framed(data) and raw_size is not None and len(data) < raw_size \
                 and codecs.frame_rawlen(data) != raw_size:
             # Refused unread: decoding allocates what the head claims (up to MAX_RAW), and a
-            # 32 KB object claiming 1 GiB made a pull hold 1 GiB per decode slot.
-            reason = (f"its {codecs.describe(data)} frame does not match its digest "
-                      "once decoded")
+            # 32 KB object claiming 1 GiB made a pull hold 1 GiB per decode slot.  Either
+            # side may be the damaged one: a manifest that understates a good chunk too.
+            reason = (f"its {codecs.describe(data)} frame holds {codecs.frame_rawlen(data)} "
+                      f"bytes, but the manifest says {raw_size} (the manifest or the chunk "
+                      "is damaged)")
         elif codecs.looks_framed(data) and (raw_size is None or len(data) < raw_size):
             try:
                 rawlen = codecs.frame_rawlen(data)

@@ -108,7 +108,10 @@ class _Copier:
         # the destination's lake header, written on first need (before the first chunk, or
         # the commit): a copy refused before it writes anything leaves no lake behind
         self._header = header
-        self.sizes = object_sizes(m)  # digest -> raw length
+        self.sizes = object_sizes(m)  # digest -> raw length (of a pack: what m reads of it)
+        # chunks m takes whole, whose raw length is known (a pack's may be longer than what m
+        # reads of it: a sharded version takes one file from another rank's pack)
+        self.whole = {c.digest for e in m.files for c in e.chunks if c.offset is None}
         self.stored: dict[str, int] = {}
         self.uploaded, self.sent, self.deduplicated = Counter(), Counter(), Counter()
         self.present: set[str] = set()
@@ -172,7 +175,9 @@ class _Copier:
                                     missing(d, where), doing="being copied") from None
         # every byte written is verified first (IntegrityError naming the chunk and version)
         # with its raw size: a frame claiming another is refused before it is decoded
-        raw = open_object(self.m.hash, d, data, raw_size=self.sizes[d], where=where, key=key)
+        raw = open_object(self.m.hash, d, data,
+                          raw_size=self.sizes[d] if d in self.whole else None,
+                          where=where, key=key)
         header = self.header()
         # into a `compression: none` lake (kept readable by ckptlakes that know no frames),
         # decoded, as a push there would store it

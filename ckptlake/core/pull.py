@@ -1589,8 +1589,8 @@ def _failure(e: OSError, destination: str) -> CkptlakeError | None:
         # the staging directory's ~40 bytes) passes PATH_MAX.  "/" named as the place that
         # failed, with "a shorter path" as the cure, helped no one when even / was too long.
         staged = _TAG in os.fsdecode(e.filename)
-        return kind(f"cannot write below {where}: a path of the version there is "
-                    f"{len(os.fsencode(e.filename))} bytes long"
+        return kind(f"cannot write below {where}: {e.strerror}: a path of the version "
+                    f"there is {len(os.fsencode(e.filename))} bytes long"
                     + (" while staged" if staged else "")
                     + f", past the system's limit of {_PATH_MAX - 1}",
                     hint="pull into a directory with a shorter path; a file whose path alone "
