@@ -50,6 +50,7 @@ from typing import Any, Callable, Iterable, TypeVar
 
 from ..errors import (AccessDenied, CkptlakeError, IntegrityError, Interrupted, NotFound,
                       OutcomeUnknown, TransferError)
+from ..units import reported_count
 from ..format import layout
 from ..format.header import is_format
 from ..format.times import parse_time
@@ -225,11 +226,9 @@ def decode_record(key: str, data: bytes, etag: str) -> Record:
         if not is_format(raw.get("ckptlake_condemned"), RECORD_FORMAT):
             raise ValueError("format")
         chunks = tuple(str(d) for d in raw["chunks"])
-        sizes = tuple(raw.get("sizes") or [0] * len(chunks))
-        # Exactly a count of bytes: int() took 1.9 as 1, true as 1 and -5, and raised
-        # OverflowError (exit 1 from every push, gc and verify) on 1e400.
-        if not all(type(s) is int and s >= 0 for s in sizes):
-            raise ValueError("sizes")
+        # for reporting (units.reported_count): int() raised OverflowError (exit 1 from
+        # every push, gc and verify) on 1e400
+        sizes = tuple(reported_count(s) for s in raw.get("sizes") or [0] * len(chunks))
         if len(sizes) != len(chunks) or any(layout.parse_chunk_key(layout.chunk_key(d)) is None
                                             for d in chunks):
             raise ValueError("chunks")

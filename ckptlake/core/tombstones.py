@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterator
 
 from ..errors import IntegrityError, NotFound, PreconditionFailed
+from ..units import reported_count
 from ..format import layout
 from ..format.header import is_format
 from ..format.manifest import Manifest, is_metric_value
@@ -112,12 +113,11 @@ def decode(data: bytes) -> Tombstone | None:
         artifact, version, step = raw["artifact"], raw["version"], raw.get("step")
         if not isinstance(artifact, str) or type(version) is not int:
             return None
-        # Counts, or the tombstone is undecodable (docs/format.md allows it): int() took 1.9
-        # and true as 1 and raised OverflowError on Infinity, which this except does not
-        # catch, so ls --all, show, verify and pull of the version ended in exit 1.
-        total_bytes, files = raw.get("total_bytes", 0), raw.get("files", 0)
-        if not all(type(n) is int and n >= 0 for n in (total_bytes, files)):
-            return None
+        # Counts for reporting (units.reported_count): int() raised OverflowError on
+        # Infinity, which this except does not catch (ls --all, show, verify and pull of the
+        # version ended in exit 1); no number at all makes the tombstone undecodable.
+        total_bytes = reported_count(raw.get("total_bytes", 0))
+        files = reported_count(raw.get("files", 0))
         return Tombstone(
             artifact=artifact, version=version,
             step=step if type(step) is int else None,
