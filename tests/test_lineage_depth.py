@@ -179,3 +179,25 @@ def test_lineage_format_json_is_valid_unicode() -> None:
     text = render(None, "json", {"inputs": ["s3://bkt/d\udcfe"]})
     assert "\\udcfe" not in text and "d\\\\xfe" in text
     text.encode("utf-8")
+
+
+def test_lightning_says_when_it_saves_without_the_resumed_from_parent(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """LakeCheckpointIO took any refusal of the resumed-from edge for "given twice" and
+    dropped the edge without a word (a name too long for its lineage marker)."""
+    pytest.importorskip("lightning.pytorch")
+    import ckptlake
+    from ckptlake.torch import LakeCheckpointIO
+
+    name = "r/" + "n" * 219
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_text("x")
+    lake = ckptlake.open(f"file://{tmp_path / 'lake'}")
+    lake.push(src, name)
+    io = LakeCheckpointIO(lake, name)
+    io._resumed(f"{name}@v1")
+    with caplog.at_level("WARNING", logger="ckptlake"):
+        ck = io._checkpointer()
+    assert "saving without the resumed-from parent" in caplog.text
+    ck.close()

@@ -370,10 +370,15 @@ class LakeCheckpointIO(CheckpointIO):
                 try:
                     self._ck = Checkpointer(self.lake, self.artifact, parents=parents,
                                             **self._options)
-                except UsageError:
+                except UsageError as exc:
                     if self._resumed_from is None:
                         raise
-                    # The resumed-from version is one of the user's parents already.
+                    # The resumed-from version is one of the user's parents already; anything
+                    # else that refuses the edge (a name too long for its lineage marker) is
+                    # said: the saves go on without it.
+                    if "given twice" not in str(exc):
+                        log.warning("ckptlake: %s: saving without the resumed-from parent %s: %s",
+                                    self.artifact, self._resumed_from, exc)
                     self._ck = Checkpointer(self.lake, self.artifact,
                                             parents=self._user_parents, **self._options)
                 if self._retired_ck is not None:
