@@ -311,3 +311,23 @@ def test_a_lake_still_copies_shallowly(local_lake_url: str) -> None:
     lake = ckptlake.open(local_lake_url)
     other = copy.copy(lake)
     assert other is not lake and other.store is lake.store and other.url == lake.url
+
+
+def test_a_replicas_verifier_reading_the_header_at_the_fork_does_not_hold_the_child(
+        tmp_path: Path) -> None:
+    """The verifier of a replica's chunks holds its lock across the read of the lake header:
+    held by a parent thread at the fork, it kept the child's reads waiting for ever."""
+    r = run("""
+        import json, os, threading, time
+        from ckptlake.core.replicas import _Verifier
+        from ckptlake.store.local import LocalStore
+        v = _Verifier(LocalStore(os.path.abspath("lake")))
+        v._lock.acquire()  # a parent thread inside the header read
+        pid = os.fork()
+        if pid == 0:
+            v.algo()
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        print(json.dumps({"status": os.waitstatus_to_exitcode(status)}))
+    """, tmp_path)
+    assert last_json(r) == {"status": 0}, r.stderr

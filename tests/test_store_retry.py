@@ -234,12 +234,19 @@ def test_a_server_asking_to_slow_down_is_backed_off_longer_and_told_so(
     """A SlowDown burst outlasted the ~3 s of backoff meant for a hiccup and ended as "check
     connectivity": throttling starts at 1 s (doubling, capped) and its give-up says to lower
     the concurrency."""
-    fake.objects["k"] = (b"data", '"e0"')
+    key = "chunks/ab/abc"
+    fake.objects[key] = fake.objects["k"] = (b"data", '"e0"')
     fake.fail["get"] = [throttled("503 SlowDown"), TransientError("reset"),
                         throttled("503 SlowDown")]
     store = wrap(fake, rec, base_delay=0.2, max_delay=10.0)
-    assert store.get("k") == b"data"
+    assert store.get(key) == b"data"
     assert rec.sleeps == pytest.approx([0.5 * 1.0, 0.5 * 0.4, 0.5 * 4.0])
+    # not a chunk (a manifest's commit): the short backoff, which fits a checkpointer's grace
+    # for a commit under way at its exit deadline
+    rec.sleeps.clear()
+    fake.fail["get"] = [throttled("503 SlowDown")]
+    assert store.get("k") == b"data"
+    assert rec.sleeps == pytest.approx([0.5 * 0.2])
     fake.fail["get"] = [throttled(f"503 SlowDown #{i}") for i in range(1, 4)]
     with pytest.raises(TransferError) as info:
         wrap(fake, rec, attempts=3).get("k")

@@ -667,3 +667,13 @@ def test_a_bare_403_on_a_head_names_a_clock_off_the_servers(
         assert "clock is 1 h 15 min off" in text, text
     if offset_min == -20:
         assert "clock is 20 min off" in text, text
+
+
+def test_a_bodiless_503_on_a_head_is_a_slow_down(store: S3Store, stub: Stubber) -> None:
+    """A HEAD's 503 has no body, so its code is "503": it missed the throttle codes, and a
+    burst on the HEADs every command and every chunk's dedup make ended as "check
+    connectivity" after the short backoff."""
+    stub.add_client_error("head_object", service_error_code="503", http_status_code=503)
+    with pytest.raises(TransientError) as info:
+        store.stat("dir/obj")
+    assert info.value.throttled

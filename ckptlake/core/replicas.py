@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from ..errors import (AccessDenied, CkptlakeError, IntegrityError, NoRoom, NotFound,
                       PreconditionFailed, TransferError, TransientError, UsageError)
+from ..forks import reset_in_child
 from ..format import layout
 from ..format.header import LEGACY_HASH
 from ..format.manifest import Manifest
@@ -68,6 +69,12 @@ class _Verifier:
     def __init__(self, origin: Store, algo: str | None = None) -> None:
         self.origin = origin
         self._algo: str | None = algo
+        self._lock = threading.Lock()
+        reset_in_child(self)
+
+    def _after_fork(self) -> None:
+        """(See ckptlake/forks.py.)  Its lock is held across the read of the lake header: a
+        parent thread's, held at the fork, stayed held in the child."""
         self._lock = threading.Lock()
 
     def algo(self) -> str:

@@ -26,9 +26,9 @@ from ..stops import stop_event
 from .base import MultipartUpload, ObjectInfo, Store
 
 T = TypeVar("T")
-# The first backoff after a "slow down" (SlowDown, 429), doubling as any other (so 5 attempts
-# wait up to ~15 s, ~7.5 s on average, rather than ~3 s): S3 throttles a prefix for seconds
-# while it scales, and a hiccup's backoff gave up inside such a burst.
+# The first backoff after a "slow down" (SlowDown, 429) of a chunk transfer, doubling as any
+# other (so 5 attempts wait up to ~15 s, ~7.5 s on average, rather than ~3 s): S3 throttles a
+# prefix for seconds while it scales, and a hiccup's backoff gave up inside such a burst.
 THROTTLED_BASE_DELAY = 1.0
 OnRetry = Callable[[str, int, str, float], None]
 
@@ -73,7 +73,10 @@ class RetryingStore(Store):
                  interruptible: bool = True) -> None:
         """Sleep before the next try; `failed` is the 0-based index of the attempt that failed.
         Interrupted if this worker's pool is stopped meanwhile (unless not `interruptible`)."""
-        base = max(self.base_delay, THROTTLED_BASE_DELAY) if error.throttled else self.base_delay
+        # (chunks only: a manifest's commit keeps the short backoff, which fits the grace a
+        # checkpointer gives a commit under way at its exit deadline)
+        base = max(self.base_delay, THROTTLED_BASE_DELAY) \
+            if error.throttled and key.startswith("chunks/") else self.base_delay
         delay = self._rand() * min(self.max_delay, base * 2 ** failed)
         if self.on_retry is not None:
             self.on_retry(key, failed + 1, str(error), delay)

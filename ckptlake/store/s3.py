@@ -35,8 +35,9 @@ _ACCESS_CODES = frozenset({"AccessDenied", "403", "Forbidden", "InvalidAccessKey
                            "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem"})
 # The server's "slow down": a burst of these outlasted the ~3 s of backoff meant for a
 # hiccup, and ended as "check connectivity" (exit 8).
+# ("503": a HEAD's answer has no body, so botocore's code is the status; S3's 503 is SlowDown)
 _THROTTLE_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "TooManyRequests",
-                             "429", "RequestLimitExceeded"})
+                             "429", "503", "RequestLimitExceeded"})
 _TRANSIENT_CODES = frozenset({"500", "502", "503", "504", "SlowDown", "RequestTimeout",
                               "InternalError", "ServiceUnavailable", "Throttling",
                               "ThrottlingException", "TooManyRequests", "429",
