@@ -358,6 +358,7 @@ class Checkpointer:
         # plugin's next), for a SIGTERM that reaches this one before that exists (_pass_on)
         self._revive: Callable[[], Checkpointer] | None = None
         self._saver: threading.Thread | None = None  # the thread inside a save (_saving)
+        self._in_save: set[int] = set()  # threads inside or entering a save (_nested_save)
         # SIGTERM: the exit deadline (monotonic; None: none) and how much of it the final
         # save spent waiting for the running upload (_terminate, _make_room)
         self._exit_deadline: float | None = None
@@ -704,7 +705,7 @@ class Checkpointer:
         thread holds never ended (a deadlock); raising went up through the loop's own save,
         which was then lost too.  It is skipped, as on_busy="skip" skips: logged, listed in
         `skipped`; the save it interrupted goes on."""
-        if self._saver is not threading.current_thread():
+        if threading.get_ident() not in self._in_save:
             return False
         log.warning("ckptlake: a save of %s (step %s) was called inside another save of this "
                     "thread (from a signal handler?): skipped; set a flag in the handler and "
@@ -716,19 +717,20 @@ class Checkpointer:
     def _saving(self) -> Iterator[None]:
         """Serialize saves; a SIGTERM that arrived during one is acted on when it ends (taken,
         skipped or failed)."""
-        if self._saver is threading.current_thread():
-            # a signal handler's save (a "save now" on SIGUSR1) inside this thread's save:
-            # waiting for the lock this thread holds would never end
-            raise UsageError(f"a save of {self.artifact} was called while this thread is "
-                             "inside another save (from a signal handler?)",
-                             hint="set a flag in the handler and save from the training loop")
+        me = threading.get_ident()
+        # marked before the lock is taken and unmarked after it is let go: a handler's save
+        # that comes between the two and the assignment of _saver is nested too (_nested_save)
+        self._in_save.add(me)
         try:
-            with self._save_lock:
-                self._saver = threading.current_thread()
-                try:
-                    yield
-                finally:
-                    self._saver = None
+            try:
+                with self._save_lock:
+                    self._saver = threading.current_thread()
+                    try:
+                        yield
+                    finally:
+                        self._saver = None
+            finally:
+                self._in_save.discard(me)
         finally:
             if self._sigterm_pending and threading.current_thread() is threading.main_thread() \
                     and not _ATOMIC.depth:  # (inside an atomic block: at its end)
@@ -838,6 +840,7 @@ class Checkpointer:
         self._finalizer.detach()  # its condition's lock may be a parent thread's, held
         self._cond = threading.Condition()
         self._save_lock = threading.Lock()
+        self._in_save = set()
         _LIVE.discard(self)
         _BUSY.discard(self)
 

@@ -331,3 +331,36 @@ def test_a_replicas_verifier_reading_the_header_at_the_fork_does_not_hold_the_ch
         print(json.dumps({"status": os.waitstatus_to_exitcode(status)}))
     """, tmp_path)
     assert last_json(r) == {"status": 0}, r.stderr
+
+
+def test_a_handlers_save_between_the_lock_and_its_owner_is_skipped(tmp_path: Path) -> None:
+    """The signal may come after the save lock is taken and before the saving thread is
+    recorded (or after it is cleared and before the lock is let go): the handler's save then
+    waited for the lock its own thread held."""
+    r = run("""
+        import json, os, signal, threading
+        import ckptlake
+        lake = ckptlake.open("file://" + os.path.abspath("lake"))
+        os.makedirs("src", exist_ok=True)
+        with open("src/model.pt", "wb") as f:
+            f.write(b"x" * 1000)
+        ck = lake.checkpointer("a/run")
+        seen = []
+        signal.signal(signal.SIGUSR2, lambda *a: seen.append(ck.save("src/model.pt", step=99)))
+        class Lock:  # the signal delivered right after the acquire
+            def __init__(self):
+                self.inner = threading.Lock()
+            def __enter__(self):
+                self.inner.acquire()
+                os.kill(os.getpid(), signal.SIGUSR2)
+                return self
+            def __exit__(self, *a):
+                self.inner.release()
+            def locked(self):
+                return self.inner.locked()
+        ck._save_lock = Lock()
+        ck.save("src/model.pt", step=1)
+        results = ck.close()
+        print(json.dumps({"seen": seen, "steps": [r.step for r in results]}))
+    """, tmp_path)
+    assert last_json(r) == {"seen": [None], "steps": [1]}, r.stderr

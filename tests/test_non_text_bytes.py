@@ -56,9 +56,10 @@ def test_a_dry_run_fails_as_the_push_on_what_the_manifest_cannot_hold(src: Path,
     url = "file://" + str(tmp_path / "lake")
     bad = {"note": os.fsdecode(b"\xff")}
     with Lake(open_store(url)) as lake:
-        with pytest.raises(ckptlake.UsageError, match="manifest cannot hold"):
+        # (refused when it comes in, before the upload: provenance= holds a value ...)
+        with pytest.raises(ckptlake.UsageError, match="manifest cannot (hold|store)"):
             lake.push(src, "n/x", provenance=bad, dry_run=True)
-        with pytest.raises(ckptlake.UsageError, match="manifest cannot hold"):
+        with pytest.raises(ckptlake.UsageError, match="manifest cannot (hold|store)"):
             lake.push(src, "n/x", provenance=bad)
         with pytest.raises(ckptlake.UsageError, match="input is not valid Unicode"):
             lake.push(src, "n/x", inputs=[os.fsdecode(b"s3://b/\xff")], dry_run=True)
@@ -81,10 +82,10 @@ def test_ls_in_the_c_locale_escapes_what_ascii_cannot_hold(src: Path, tmp_path: 
     assert "modèle_é.txt".encode() in r.stdout
 
 
-def test_names_round_trip_as_their_bytes_in_a_c_or_latin1_locale(tmp_path: Path) -> None:
+def test_names_round_trip_as_their_bytes_in_the_c_locale(tmp_path: Path) -> None:
     """Under LC_ALL=C with PYTHONUTF8=0 a push called valid UTF-8 names "not valid UTF-8"
-    (exit 2) and a pull of one was an internal error; under a Latin-1 locale a UTF-8 `café`
-    was stored as `cafÃ©`.  The CLI runs itself in UTF-8 mode then: names are their bytes."""
+    (exit 2) and a pull of one was an internal error.  The CLI runs itself in UTF-8 mode
+    then: names are their bytes."""
     src = tmp_path / "src"
     src.mkdir()
     (src / "café漢.txt").write_bytes(b"x")
@@ -182,7 +183,7 @@ def test_json_shows_an_undecodable_path_as_its_escaped_bytes(src: Path, tmp_path
     assert "/gone\\xff does not exist" in json.loads(r.stdout)["error"]["message"]
 
 
-@pytest.mark.parametrize("bad", [float("nan"), b"raw", object()])
+@pytest.mark.parametrize("bad", [float("nan"), b"raw", object(), "\udcff", {1: "a"}])
 @pytest.mark.parametrize("dry_run", [True, False])
 def test_a_provenance_value_json_cannot_hold_is_refused_up_front(
         src: Path, tmp_path: Path, bad: Any, dry_run: bool) -> None:

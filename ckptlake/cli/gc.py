@@ -418,10 +418,15 @@ def result_summary(plan: "GcPlan", r: "GcResult") -> str:
 def _done(result: Any) -> str | None:
     """What a gc run changed, for the line said when its result cannot be written; None when
     it changed nothing ("gc deleted 0 versions" then read as done work)."""
+    moved = (result.tiering or {}).get("chunks_moved", 0)
     parts = [f"{what} {plural(n, noun)}" for what, n, noun in (
         ("deleted", len(result.versions_deleted), "version"),
         ("condemned", result.chunks_condemned, "chunk"),
         ("swept", result.chunks_swept, "chunk"),
-        ("aborted", result.multipart_aborted, "incomplete upload"))
+        ("aborted", result.multipart_aborted, "incomplete upload"),
+        ("removed", result.records_removed + result.pins_removed, "stale record"),
+        ("moved", moved, "chunk to a colder storage class"))
         if n]
+    if result.replicas:
+        parts.append(f"swept {plural(len(result.replicas), 'replica')}")
     return "gc " + ", ".join(parts) if parts else None

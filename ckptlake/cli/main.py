@@ -60,17 +60,21 @@ def console() -> None:
 
 
 def utf8_mode() -> None:
-    """Run again in Python's UTF-8 mode when file names are not decoded as UTF-8 (a C locale
-    with PYTHONUTF8=0, a Latin-1 locale).  A version's paths are the UTF-8 of the names'
-    bytes (docs/format.md): under Latin-1 a pushed `café` (UTF-8 on disk) was stored as
-    `cafÃ©` and pulled elsewhere under another name; under C, `push` called valid names
-    "not valid UTF-8" and `pull` of a non-ASCII name was an internal error.  The command line
-    is passed on as the bytes it came as; the locale's other settings are kept."""
+    """Run again in Python's UTF-8 mode when file names are decoded as ASCII (a C locale with
+    PYTHONUTF8=0): `push` called valid UTF-8 names "not valid UTF-8" and `pull` of a
+    non-ASCII name was an internal error.  The command line is passed on as the bytes it
+    came as; the locale's other settings are kept."""
     import os
 
-    if sys.flags.utf8_mode or sys.getfilesystemencoding().lower().replace("-", "") == "utf8" \
-            or os.environ.get("PYTHONUTF8") == "1" or not getattr(sys, "orig_argv", None):
-        return
+    # Only where names can only be ASCII (C/POSIX): there the command line's non-ASCII bytes
+    # come as surrogate escapes, which UTF-8 mode turns back into the same bytes.  In Latin-1
+    # text typed on the command line (`--meta note=résumé`) is Latin-1 bytes: run again, it
+    # read as undecodable; and the locale's own names are its text there.
+    if sys.flags.utf8_mode or os.environ.get("PYTHONUTF8") == "1" \
+            or sys.getfilesystemencoding().lower().replace("-", "").replace("_", "") \
+            not in ("ascii", "ansix3.41968", "usascii", "646") \
+            or not getattr(sys, "orig_argv", None) or sys.argv[:1] in (["-"], ["-c"], [""]):
+        return  # (a script read from stdin, or given with -c, cannot be run again)
     argv = [os.fsencode(a) for a in sys.orig_argv]
     try:
         sys.stdout.flush()

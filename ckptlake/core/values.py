@@ -243,11 +243,27 @@ def check_provenance(provenance: Any) -> None:
         # object) failed the commit after the upload, or was written as a bare NaN that
         # `show --json` then failed on (exit 1)
         try:
-            json.dumps(provenance, allow_nan=False)
+            _string_keys(provenance)
+            json.dumps(provenance, allow_nan=False, ensure_ascii=False).encode()
         except (ValueError, TypeError, RecursionError) as exc:
             raise UsageError(f"provenance= holds a value a manifest cannot store: {exc}",
                              hint="use JSON values: strings, finite numbers, booleans, None, "
                                   "lists and dicts with string keys") from None
+
+
+def _string_keys(value: Any, depth: int = 0) -> None:
+    """TypeError for a mapping key that is no string: JSON would turn 1 into "1", and
+    `{1: "a", "1": "b"}` kept one of the two without a word."""
+    if depth > 64:
+        raise RecursionError("nested more than 64 levels")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"key {k!r} is not a string")
+            _string_keys(v, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _string_keys(v, depth + 1)
 
 
 def check_policy_arg(name: str, policy: Any) -> None:
