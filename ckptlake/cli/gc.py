@@ -13,6 +13,7 @@ from .options import (CommonOptions, ConfigOpt, DebugOpt, EndpointOpt, JsonOpt, 
                       ProfileOpt, QuietOpt, RegionOpt)
 from .output import Output, format_age, format_bytes, isatty, lake_origin, lake_url, \
     open_lake, plain_table, plural, require_lake, write_stdout
+from .text import no_controls
 
 if TYPE_CHECKING:
     from ..core.gc import ArtifactPlan, GcPlan, GcResult
@@ -352,7 +353,7 @@ def show_plan(out: Output, plan: "GcPlan", notes: Sequence[str] = ()) -> None:
     if not out.human:
         return
     if not isatty(sys.stdout):
-        write_stdout(plan_text(plan, notes))
+        write_stdout(no_controls(plan_text(plan, notes)))
         return
     from rich.console import Console
 
@@ -360,21 +361,21 @@ def show_plan(out: Output, plan: "GcPlan", notes: Sequence[str] = ()) -> None:
 
     console = Console(highlight=False, markup=False)
     for ap in plan.artifacts:
-        console.print(artifact_heading(ap), style="bold")
+        console.print(no_controls(artifact_heading(ap)), style="bold")
         if ap.rule is not None and (kept := kept_line(ap)):
-            console.print(kept)
+            console.print(no_controls(kept))
         if ap.delete:
             console.print(rich_table(DELETE_HEADERS, delete_rows(ap)))
         console.print()
     for line in [*notes, *summary_lines(plan)]:
-        console.print(line)
+        console.print(no_controls(line))
     if plan.tiering is not None:
         lines = tiering_lines(plan)
         console.print()
-        console.print(lines[0], style="bold")
+        console.print(no_controls(lines[0]), style="bold")
         console.print(rich_table(TIER_HEADERS, tiering_rows(plan)))
         for line in lines[1:]:
-            console.print(line)
+            console.print(no_controls(line))
 
 
 def check_policy_lake(config: Any, policy: Path, handle: Any) -> None:

@@ -81,7 +81,8 @@ def lineage(
             # --format json prints the --json document, so a script may use either
             doc = ({"lake": lake_url(handle), **graph.to_dict()}
                    if out.json or format_ == "json" else {})
-            out.result(doc, render(graph, format_, doc) if out.human else None)
+            out.result(doc, render(graph, format_, doc) if out.human else None,
+                       styled=format_ == "tree")  # (its own colours; its labels escaped)
         finally:
             handle.close()
 
@@ -104,14 +105,17 @@ def _label(item: Any, above: bool = True) -> Any:
     from rich.text import Text
 
     from ..core.lineage import node_caption
+    from .text import no_controls
 
     n = item.node
     text = Text()
     if item.relation is not None:
-        text.append(f"{item.arrow} {item.relation}  ", style="cyan")
+        text.append(f"{item.arrow} {no_controls(item.relation)}  ", style="cyan")
     dim = n.status in ("expired", "missing")
-    text.append(n.label, style="dim" if dim else ("green" if n.kind == "input" else "bold"))
-    caption = node_caption(n) if n.kind != "input" else ""
+    # (labels and captions are the lake's text: a metric name, an input URI, a relation)
+    text.append(no_controls(n.label),
+                style="dim" if dim else ("green" if n.kind == "input" else "bold"))
+    caption = no_controls(node_caption(n)) if n.kind != "input" else ""
     if caption:
         text.append("  " + caption, style="red" if n.status == "missing" else
                     "dim" if dim else "")

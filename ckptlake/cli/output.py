@@ -78,7 +78,7 @@ from ..errors import (EXIT_ACCESS, EXIT_CONFLICT, EXIT_ERROR, EXIT_INTEGRITY, EX
 from ..redact import redact, redact_data, verbatim
 from ..units import format_bytes, format_rate
 from .options import CommonOptions
-from .text import PROG, one_line
+from .text import PROG, no_controls, one_line
 
 if TYPE_CHECKING:
     from ..lake import Lake
@@ -201,6 +201,7 @@ def plain_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     `é` none, and len() misaligned every row after such a name."""
     from rich.cells import cell_len
 
+    rows = [[no_controls(cell) for cell in row] for row in rows]  # (the lake's text)
     widths = [cell_len(h) for h in headers]
     for row in rows:
         widths = [max(w, cell_len(cell)) for w, cell in zip(widths, row)]
@@ -223,7 +224,7 @@ def rich_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> Any:
     for header in headers:
         table.add_column(header, overflow="fold")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(no_controls(cell) for cell in row))  # (cells hold the lake's text)
     return table
 
 
@@ -314,7 +315,7 @@ def write_stderr(text: str) -> None:
     written is dropped, and so is the rest of stderr (/dev/null from then on), so that the
     interpreter's last flush does not fail on what is still buffered (exit 120)."""
     try:
-        _write(sys.stderr, text)
+        _write(sys.stderr, no_controls(text))
     except (OSError, ValueError):
         _silence(sys.stderr)
 
@@ -408,7 +409,7 @@ class Output:
 
     # stdout ---------------------------------------------------------------------------------
     def result(self, doc: dict[str, Any], human: str | None, *,
-               done: str | None = None) -> None:
+               done: str | None = None, styled: bool = False) -> None:
         """The command's result: the JSON document, or the human text, or nothing (--quiet).
 
         `done`: what the command changed in the lake ("pushed a/b@v3"), said with the error
@@ -418,7 +419,9 @@ class Output:
             if self.json:
                 write_stdout(json_document(self._with_warnings(doc)))
             elif not self.quiet and human is not None:
-                write_stdout(redact(human))
+                # `styled`: text that carries its own terminal styling (lineage's tree), whose
+                # values were escaped as it was built
+                write_stdout(redact(human) if styled else no_controls(redact(human)))
         except OutputFailed as exc:
             if done is None:
                 raise
@@ -442,7 +445,7 @@ class Output:
             return
         if self.quiet:
             return
-        rows = [[redact(cell) for cell in row] for row in rows]
+        rows = [[no_controls(redact(cell)) for cell in row] for row in rows]
         if not rows:
             self.note(empty)
             return

@@ -36,6 +36,23 @@ def _escape(c: str) -> str:
     return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
 
 
+# What a terminal acts on rather than shows: C0 and C1 controls but newline and tab (ESC
+# starts colour, cursor, title and OSC 8 link sequences), DEL, and the bidirectional
+# overrides and isolates (a row shown reversed).
+_DRIVES = {c: _escape(chr(c)) for c in [*range(0x00, 0x09), *range(0x0b, 0x20),
+                                        *range(0x7f, 0xa0), *range(0x202a, 0x202f),
+                                        *range(0x2066, 0x206a)]}
+
+
+def no_controls(text: str) -> str:
+    """`text` with what would drive the terminal written as escapes (`\x1b`), the rest as it
+    is (a backslash too: unlike shown_name, this runs on lines whose names are escaped
+    already).  For every line built from values a lake holds: a metric name, a tombstone's
+    reason, an alias or artifact name read from a key, a store's error message, written by
+    whoever can write the bucket, reached the terminal raw."""
+    return text.translate(_DRIVES) if not text.isprintable() else text
+
+
 def shown_path(path: str) -> str:
     """A path inside a version as printed: escaped as `shown_name`, and marked for the output's
     redaction to leave alone (redact.verbatim: a file named `key=2026` is no secret)."""

@@ -1,0 +1,55 @@
+"""Text a lake holds reaching the terminal: whoever can write the bucket chose a metric name, a
+tombstone's rule, an alias or artifact name read from a key, and `ls`, `alias`, `gc --dry-run`,
+`verify`, `lineage` and the errors of a deleted version printed them raw, escape sequences and
+all (a title change, a cleared screen, a cursor moved up over the line before)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+from ckptlake.cli.app import app
+from ckptlake.format import layout
+
+ESC = "\x1b"
+
+
+def run(*args: Any) -> Any:
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_nothing_a_lake_holds_drives_the_terminal(tmp_path: Path) -> None:
+    root = tmp_path / "lake"
+    url = f"file://{root}"
+    src = tmp_path / "src"
+    src.mkdir()
+    for n in (1, 2, 3):
+        (src / "w.bin").write_bytes(bytes([n]) * 100)
+        parent = ["--parent", f"t/a@v{n - 1}"] if n > 1 else []
+        r = run("push", src, "t/a", "--lake", url, "--metric", f"loss={n}", *parent)
+        assert r.exit_code == 0, r.output
+    assert run("alias", "t/a@v2", "best", "--lake", url).exit_code == 0
+    alias = root / layout.alias_key("t/a", "best")
+    shutil.copy(alias, alias.with_name(f"p{ESC}[2Jq.json"))
+    shutil.copytree(root / "artifacts" / "t" / "a", root / "artifacts" / "t" / f"e{ESC}]0;X")
+    manifest = root / layout.version_key("t/a", 3)
+    doc = json.loads(manifest.read_bytes())
+    doc["metrics"] = {f"l{ESC}[1A{ESC}[2Kz": 1.5}
+    manifest.write_text(json.dumps(doc))
+    for summary in (root / "artifacts" / "t" / "a" / "@s").glob("0000000003.*"):
+        summary.unlink()  # ls reads the manifest then
+    assert run("rm", "t/a@v1", "--lake", url, "--yes").exit_code == 0
+    tomb = root / layout.tombstone_key("t/a", 1)
+    doc = json.loads(tomb.read_bytes())
+    doc["rule"] = f"r{ESC}]0;PWNED{ESC}\\"
+    doc["reason"] = f"because{ESC}[2J"
+    tomb.write_text(json.dumps(doc))
+    for args in (["ls"], ["ls", "t"], ["ls", "t/a"], ["ls", "t/a", "--all"], ["alias", "t/a"],
+                 ["gc", "--dry-run"], ["verify"], ["du"], ["show", "t/a@v1"],
+                 ["pull", "t/a@v1", tmp_path / "out"], ["lineage", "t/a@v3"],
+                 ["show", "t/a@v3"]):
+        r = run(*args, "--lake", url)
+        assert ESC not in r.stdout and ESC not in r.stderr, (args, r.stdout, r.stderr)
