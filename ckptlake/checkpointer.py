@@ -682,7 +682,9 @@ class Checkpointer:
             with self._cond:  # a save waiting for room reads the new deadline (_wait_room)
                 self._cond.notify_all()
             return
-        if self._save_lock.locked():
+        # (or the main thread entering or leaving a save: marked in _in_save, the lock not
+        # yet taken or already let go; the final save would be skipped there as nested)
+        if self._save_lock.locked() or threading.get_ident() in self._in_save:
             # A save is being taken (the loop was inside save()): let it finish, so that it
             # is uploaded too; _saving acts on it when it is done.  The exit deadline starts
             # now for a save of the main thread (the one _saving acts for): waiting for room

@@ -28,8 +28,8 @@ def reported_count(value: Any) -> int:
     refused whole for `1.0`: an rm'd version then read as lost, a push waited a minute.)"""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"not a number: {value!r}")
-    if isinstance(value, int):
-        return value if value >= 0 else 0
+    if isinstance(value, int):  # (capped as floats are: 10**400 bytes broke format_bytes)
+        return value if 0 <= value < 2 ** 63 else 0
     return int(value) if math.isfinite(value) and value >= 0 and value.is_integer() \
         and value < 2 ** 63 else 0
 

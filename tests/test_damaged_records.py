@@ -46,6 +46,7 @@ def test_a_condemnation_record_size_that_is_no_number_is_malformed(size: str) ->
 
 
 @pytest.mark.parametrize("size,read", [("7", 7), ("16777216.0", 16777216), ("1e400", 0),
+                                       ("1" + "0" * 330, 0),
                                        ("Infinity", 0), ("-5", 0), ("1.9", 0)])
 def test_a_condemnation_record_size_is_read_as_a_count_or_unknown(size: str, read: int) -> None:
     """Sizes are for reporting (docs/format.md): `1.0` from another writer made the whole
@@ -343,3 +344,8 @@ def test_cp_of_a_sharded_version_that_reads_part_of_a_pack(tmp_path: Path) -> No
     r = run("pull", "s/copy", tmp_path / "out", "--lake", url)
     assert r.exit_code == 0, r.output
     assert (tmp_path / "out" / "zz_common.txt").read_bytes() == b"c" * 36_000
+    # again: the whole pack there is no damage (it was rewritten by every cp)
+    r = run("cp", "s/run@v1", "--to", f"file://{tmp_path / 'other'}", "--lake", url, "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["chunks_copied"] == 0 and doc.get("chunks_repaired", 0) == 0, doc

@@ -364,3 +364,44 @@ def test_a_handlers_save_between_the_lock_and_its_owner_is_skipped(tmp_path: Pat
         print(json.dumps({"seen": seen, "steps": [r.step for r in results]}))
     """, tmp_path)
     assert last_json(r) == {"seen": [None], "steps": [1]}, r.stderr
+
+
+@pytest.mark.parametrize("when", ["enter", "exit"])
+def test_a_sigterm_as_a_save_takes_or_lets_go_of_its_lock_still_takes_the_final_save(
+        tmp_path: Path, when: str) -> None:
+    """(A review of the signal-handler fix.)  SIGTERM right before a save takes its lock, or
+    right after it lets it go: the handler saw no save running and made the final save,
+    which the nested-save guard then skipped: exit 143 without the final checkpoint."""
+    r = run("""
+        import os, signal, sys, threading
+        import ckptlake
+        when = sys.argv[1]
+        lake = ckptlake.open("file://" + os.path.abspath("lake"))
+        os.makedirs("src", exist_ok=True)
+        with open("src/model.pt", "wb") as f:
+            f.write(b"x" * 1000)
+        ck = lake.checkpointer("run/ck", on_sigterm="save",
+                               final_save=lambda: ck.save("src/model.pt", step=99))
+        class Lock:
+            def __init__(self):
+                self.inner = threading.Lock()
+            def __enter__(self):
+                if when == "enter":
+                    os.kill(os.getpid(), signal.SIGTERM)
+                self.inner.acquire()
+                return self
+            def __exit__(self, *a):
+                self.inner.release()
+                if when == "exit":
+                    os.kill(os.getpid(), signal.SIGTERM)
+            def locked(self):
+                return self.inner.locked()
+        ck._save_lock = Lock()
+        ck.save("src/model.pt", step=1)
+        print("not terminated")
+    """, tmp_path, when)
+    assert r.returncode == 143, r.stdout + r.stderr
+    import ckptlake
+
+    steps = [v.step for v in ckptlake.open(f"file://{tmp_path / 'lake'}").versions("run/ck")]
+    assert 99 in steps, (steps, r.stderr)

@@ -216,3 +216,16 @@ def test_a_long_listing_on_a_terminal_is_printed_as_plain_columns(
     plain = capsys.readouterr().out
     assert plain.splitlines()[0].split() == ["PATH", "SIZE"] and len(plain.splitlines()) == 5
     assert boxed != plain and "a" in boxed
+
+
+def test_gc_done_counts_only_what_changed() -> None:
+    """Every replica's run is listed in the result, changes or none: 'gc swept 1 replica ...
+    it is done' was said for a gc that changed nothing."""
+    from ckptlake.cli.gc import _done
+    from ckptlake.core.gc import GcResult
+
+    assert _done(GcResult(replicas=[{"replica": "eu", "chunks_swept": 0}])) is None
+    assert _done(GcResult(replicas=[{"replica": "eu", "chunks_swept": 2}])) == \
+        "gc swept 1 replica"
+    assert _done(GcResult(pins_removed=1, chunks_condemned=3)) == \
+        "gc condemned 3 chunks, removed 1 stale record"

@@ -677,3 +677,12 @@ def test_a_bodiless_503_on_a_head_is_a_slow_down(store: S3Store, stub: Stubber) 
     with pytest.raises(TransientError) as info:
         store.stat("dir/obj")
     assert info.value.throttled
+
+
+def test_a_bodiless_503_on_a_get_is_no_slow_down(store: S3Store, stub: Stubber) -> None:
+    """A GET's or PUT's 503 without S3's XML is a proxy's page (a gateway down): S3 says
+    SlowDown in the body.  It got the slow-down backoff and the 'lower the concurrency' hint."""
+    stub.add_client_error("get_object", service_error_code="503", http_status_code=503)
+    with pytest.raises(TransientError) as info:
+        store.get("dir/obj")
+    assert not info.value.throttled

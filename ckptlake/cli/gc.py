@@ -428,6 +428,10 @@ def _done(result: Any) -> str | None:
         ("removed", result.records_removed + result.pins_removed, "stale record"),
         ("moved", moved, "chunk to a colder storage class"))
         if n]
-    if result.replicas:
-        parts.append(f"swept {plural(len(result.replicas), 'replica')}")
+    changed = [r for r in result.replicas  # (each replica's run is listed, changes or none)
+               if any(r.get(k) for k in ("chunks_condemned", "chunks_swept", "records_removed",
+                                          "pins_removed", "multipart_aborted",
+                                          "manifests_dropped"))]
+    if changed:
+        parts.append(f"swept {plural(len(changed), 'replica')}")
     return "gc " + ", ".join(parts) if parts else None

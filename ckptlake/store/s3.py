@@ -681,7 +681,10 @@ class S3Store(Store):
         if code in _TRANSIENT_CODES or status == 429 or \
                 (isinstance(status, int) and 500 <= status < 600):
             error = TransientError(text)
-            error.throttled = code in _THROTTLE_CODES or status == 429
+            # (a bare "503" only from a HEAD, whose answer has no body: on a GET or PUT it is
+            # a proxy's page, not S3's SlowDown)
+            error.throttled = (code in _THROTTLE_CODES and (code != "503" or op == "stat")) \
+                or status == 429
             return error
         return TransferError(text)
 
