@@ -53,3 +53,57 @@ def test_nothing_a_lake_holds_drives_the_terminal(tmp_path: Path) -> None:
                  ["show", "t/a@v3"]):
         r = run(*args, "--lake", url)
         assert ESC not in r.stdout and ESC not in r.stderr, (args, r.stdout, r.stderr)
+
+
+def test_a_fifo_at_a_key_is_no_object_and_blocks_nothing(tmp_path: Path) -> None:
+    """A FIFO planted at a chunk's or an alias's key blocked the open for ever: pull, show,
+    verify and gc hung, and pull ignored SIGTERM and Ctrl-C (only SIGKILL ended it)."""
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path / "lake"
+    url = f"file://{root}"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "w.bin").write_bytes(os.urandom(10_000))
+    assert run("push", src, "t/a", "--lake", url).exit_code == 0
+    assert run("alias", "t/a@v1", "prod", "--lake", url).exit_code == 0
+    [chunk] = [p for p in (root / "chunks").rglob("*") if p.is_file()]
+    chunk.unlink()
+    os.mkfifo(chunk)
+    alias = root / layout.alias_key("t/a", "prod")
+    alias.unlink()
+    os.mkfifo(alias)
+    for args, code in ((["pull", "t/a", str(tmp_path / "out")], 5), (["show", "t/a@prod"], 3),
+                       (["cat", "t/a", "w.bin"], 5)):
+        try:
+            r = subprocess.run([sys.executable, "-m", "ckptlake", *args, "--lake", url],
+                               capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{args} hung on a FIFO") from None
+        assert r.returncode == code, (args, r.stderr)
+
+
+def test_a_lone_surrogate_in_a_stored_path_is_an_unsafe_manifest(tmp_path: Path) -> None:
+    """`"\\ud800.txt"` (a JSON escape) as a file path, a directory or a link target: pull was an
+    internal error (exit 1), a link target broke every reader of the manifest, and verify
+    called the version restorable."""
+    root = tmp_path / "lake"
+    url = f"file://{root}"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "w.txt").write_text("x")
+    (src / "l").symlink_to("w.txt")
+    assert run("push", src, "t/a", "--lake", url).exit_code == 0
+    manifest = root / layout.version_key("t/a", 1)
+    good = manifest.read_text()
+    for damage in (lambda d: d.replace('"w.txt"', '"\\ud800.txt"', 1),
+                   lambda d: d.replace('"dirs":[]', '"dirs":["e\\udbff"]'),
+                   lambda d: d.replace('"symlink":"w.txt"', '"symlink":"\\ud800"')):
+        text = damage(good)
+        assert text != good, good
+        manifest.write_text(text)
+        for args in (["pull", "t/a", tmp_path / "out"], ["verify", "t/a"], ["ls", "t/a@v1"]):
+            r = run(*args, "--lake", url)
+            assert r.exit_code == 5, (args, r.output)

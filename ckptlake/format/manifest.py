@@ -231,6 +231,9 @@ def check_relpath(path: str, *, what: str = "path") -> str:
         raise UnsafeManifest(f"manifest has an empty or non-string {what}")
     if "\x00" in path:
         raise UnsafeManifest(f"manifest {what} contains a NUL byte: {path!r}")
+    if not _utf8(path):  # a JSON escape of a lone surrogate: no pusher writes one
+        raise UnsafeManifest(f"manifest {what} is not valid Unicode text: "
+                             f"{path.encode('utf-8', 'backslashreplace').decode()[:200]!r}")
     if path.startswith("/"):
         raise UnsafeManifest(f"manifest {what} is absolute: {path!r}",
                              hint="refusing to write outside the destination")
@@ -247,10 +250,22 @@ def check_relpath(path: str, *, what: str = "path") -> str:
     return path
 
 
+def _utf8(text: str) -> bool:
+    """Whether `text` is valid Unicode (no lone surrogate): a path or link target with one
+    was an internal error when it was placed (UnicodeEncodeError), or in every reader of the
+    manifest for a link target, and verify called such a version restorable."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_symlink(path: str, target: str) -> None:
     if (not isinstance(target, str) or not target or "\x00" in target or target.startswith("/")
-            or len(target.encode("utf-8", "surrogateescape")) > MAX_LINK_TARGET):
-        raise UnsafeManifest(f"symlink {path!r} has an unsafe target {str(target)[:200]!r}")
+            or not _utf8(target) or len(target.encode("utf-8")) > MAX_LINK_TARGET):
+        shown = str(target).encode("utf-8", "backslashreplace").decode()[:200]
+        raise UnsafeManifest(f"symlink {path!r} has an unsafe target {shown!r}")
     resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
     if resolved == ".." or resolved.startswith("../") or resolved.startswith("/"):
         raise UnsafeManifest(f"symlink {path!r} -> {target!r} points outside the tree",

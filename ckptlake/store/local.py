@@ -426,10 +426,21 @@ class LocalStore(Store):
     def get(self, key: str) -> bytes:
         return self.get_with_etag(key)[0]
 
+    def _open_object(self, key: str, path: Path) -> int:
+        """A read-only descriptor of the regular file at `path`; NotFound for anything else,
+        as `stat` and the listings take it.  Opened non-blocking: a FIFO planted at a key
+        (by whoever can write a shared lake directory) blocked the open for ever, and a pull
+        waiting on it ignored SIGTERM and Ctrl-C; a device (/dev/zero) read without end."""
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+        if not stat_mode.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise NotFound(f"{self._describe(key)}: not found (not a regular file)")
+        return fd
+
     def get_with_etag(self, key: str) -> tuple[bytes, str]:
         path = self._path(key)
         with self._errors(key):
-            with open(path, "rb") as f:
+            with os.fdopen(self._open_object(key, path), "rb") as f:
                 # fstat of the open file: the ETag belongs to exactly the bytes we read, even if
                 # the key is replaced meanwhile (replacement swaps inodes, ours stays intact).
                 st = os.fstat(f.fileno())
@@ -438,7 +449,7 @@ class LocalStore(Store):
     def get_into(self, key: str, buffer: bytearray) -> memoryview:
         path = self._path(key)
         with self._errors(key):
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = self._open_object(key, path)
             try:
                 size = os.fstat(fd).st_size
                 if size > len(buffer):
@@ -452,7 +463,7 @@ class LocalStore(Store):
             raise UsageError(f"invalid range start={start} for {key!r}")
         path = self._path(key)
         with self._errors(key):
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = self._open_object(key, path)
             try:
                 return _pread_into(fd, memoryview(buffer), start)
             finally:
@@ -463,7 +474,7 @@ class LocalStore(Store):
             raise UsageError(f"invalid range start={start} length={length} for {key!r}")
         path = self._path(key)
         with self._errors(key):
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = self._open_object(key, path)
             try:
                 parts: list[bytes] = []
                 got = 0
