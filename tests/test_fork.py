@@ -21,9 +21,22 @@ import pytest
 TIMEOUT = 90
 
 
-def run(script: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+# What the checkpointer scenarios start from: a local lake and a small file to save.
+MODEL = """\
+import json, os, signal, sys, threading
+import ckptlake
+lake = ckptlake.open("file://" + os.path.abspath("lake"))
+os.makedirs("src", exist_ok=True)
+with open("src/model.pt", "wb") as f:
+    f.write(b"x" * 1000)
+"""
+
+
+def run(script: str, tmp_path: Path, *args: str, model: bool = False
+        ) -> subprocess.CompletedProcess[str]:
+    """`script` in a fresh interpreter in tmp_path (after MODEL, with `model`)."""
     path = tmp_path / "script.py"
-    path.write_text(textwrap.dedent(script))
+    path.write_text((MODEL if model else "") + textwrap.dedent(script))
     try:
         return subprocess.run([sys.executable, str(path), *args], capture_output=True,
                               text=True, timeout=TIMEOUT, cwd=tmp_path)
@@ -212,12 +225,6 @@ def test_a_save_from_a_signal_handler_during_a_save_is_skipped(tmp_path: Path) -
     the handler's save waited for the lock its own thread held, for ever.  It is skipped
     (logged, in `skipped`), and the save it interrupted is committed."""
     r = run("""
-        import json, os, signal
-        import ckptlake
-        lake = ckptlake.open("file://" + os.path.abspath("lake"))
-        os.makedirs("src", exist_ok=True)
-        with open("src/model.pt", "wb") as f:
-            f.write(b"x" * 1000)
         ck = lake.checkpointer("a/run")
         seen = []
         def handler(signum, frame):
@@ -233,7 +240,7 @@ def test_a_save_from_a_signal_handler_during_a_save_is_skipped(tmp_path: Path) -
         results = ck.close()
         print(json.dumps({"seen": seen, "steps": [r.step for r in results],
                           "skipped": ck.skipped}))
-    """, tmp_path)
+    """, tmp_path, model=True)
     out = last_json(r)
     assert out == {"seen": [None], "steps": [1], "skipped": [99]}, r.stderr
     assert "inside another save of this thread" in r.stderr
@@ -338,12 +345,6 @@ def test_a_handlers_save_between_the_lock_and_its_owner_is_skipped(tmp_path: Pat
     recorded (or after it is cleared and before the lock is let go): the handler's save then
     waited for the lock its own thread held."""
     r = run("""
-        import json, os, signal, threading
-        import ckptlake
-        lake = ckptlake.open("file://" + os.path.abspath("lake"))
-        os.makedirs("src", exist_ok=True)
-        with open("src/model.pt", "wb") as f:
-            f.write(b"x" * 1000)
         ck = lake.checkpointer("a/run")
         seen = []
         signal.signal(signal.SIGUSR2, lambda *a: seen.append(ck.save("src/model.pt", step=99)))
@@ -362,7 +363,7 @@ def test_a_handlers_save_between_the_lock_and_its_owner_is_skipped(tmp_path: Pat
         ck.save("src/model.pt", step=1)
         results = ck.close()
         print(json.dumps({"seen": seen, "steps": [r.step for r in results]}))
-    """, tmp_path)
+    """, tmp_path, model=True)
     assert last_json(r) == {"seen": [None], "steps": [1]}, r.stderr
 
 
@@ -373,13 +374,7 @@ def test_a_sigterm_as_a_save_takes_or_lets_go_of_its_lock_still_takes_the_final_
     right after it lets it go: the handler saw no save running and made the final save,
     which the nested-save guard then skipped: exit 143 without the final checkpoint."""
     r = run("""
-        import os, signal, sys, threading
-        import ckptlake
         when = sys.argv[1]
-        lake = ckptlake.open("file://" + os.path.abspath("lake"))
-        os.makedirs("src", exist_ok=True)
-        with open("src/model.pt", "wb") as f:
-            f.write(b"x" * 1000)
         ck = lake.checkpointer("run/ck", on_sigterm="save",
                                final_save=lambda: ck.save("src/model.pt", step=99))
         class Lock:
@@ -399,7 +394,7 @@ def test_a_sigterm_as_a_save_takes_or_lets_go_of_its_lock_still_takes_the_final_
         ck._save_lock = Lock()
         ck.save("src/model.pt", step=1)
         print("not terminated")
-    """, tmp_path, when)
+    """, tmp_path, when, model=True)
     assert r.returncode == 143, r.stdout + r.stderr
     import ckptlake
 
