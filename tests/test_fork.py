@@ -64,7 +64,17 @@ def test_parent_and_children_share_no_s3_connection(s3_lake_url: str, tmp_path: 
             lake.store.put(f"warm/{i}", b"w" * 1000)
             assert lake.store.get(f"warm/{i}") == b"w" * 1000
         parent_client = id(store._client)
-        bad = []
+        def traffic(name):  # 60 puts and reads of its own objects: the keys that came wrong
+            wrong = []
+            for i in range(60):
+                key, body = f"{name}/{i}", (f"{name}:{i}:".encode() * 500)
+                try:
+                    lake.store.put(key, body)
+                    if lake.store.get(key) != body:
+                        wrong.append(key)
+                except Exception as exc:
+                    wrong.append(f"{key}: {exc}")
+            return wrong
         pids = []
         for c in range(3):
             r, w = os.pipe()
@@ -72,27 +82,12 @@ def test_parent_and_children_share_no_s3_connection(s3_lake_url: str, tmp_path: 
             if pid == 0:
                 os.close(r)
                 own = id(store._client) != parent_client
-                errors = []
-                for i in range(60):
-                    key, body = f"c{c}/{i}", (f"{c}:{i}:".encode() * 500)
-                    try:
-                        lake.store.put(key, body)
-                        if lake.store.get(key) != body:
-                            errors.append(key)
-                    except Exception as exc:
-                        errors.append(f"{key}: {exc}")
+                errors = traffic(f"c{c}")
                 os.write(w, json.dumps({"own": own, "errors": errors}).encode())
                 os._exit(0)
             os.close(w)
             pids.append((pid, r))
-        for i in range(60):
-            key, body = f"p/{i}", (f"p:{i}:".encode() * 500)
-            try:
-                lake.store.put(key, body)
-                if lake.store.get(key) != body:
-                    bad.append(key)
-            except Exception as exc:
-                bad.append(f"{key}: {exc}")
+        bad = traffic("p")
         children = []
         for pid, r in pids:
             data = b""
