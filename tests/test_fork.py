@@ -9,8 +9,10 @@ save deadlocking.  Each scenario runs in a fresh interpreter with a timeout: a h
 failure, not a stuck suite."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -37,11 +39,21 @@ def run(script: str, tmp_path: Path, *args: str, model: bool = False
     """`script` in a fresh interpreter in tmp_path (after MODEL, with `model`)."""
     path = tmp_path / "script.py"
     path.write_text((MODEL if model else "") + textwrap.dedent(script))
+    # in a session of its own: on a hang its forked children are killed with it (a child
+    # stuck on a lock outlived the script and the test run)
+    proc = subprocess.Popen([sys.executable, str(path), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            start_new_session=True)
     try:
-        return subprocess.run([sys.executable, str(path), *args], capture_output=True,
-                              text=True, timeout=TIMEOUT, cwd=tmp_path)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"hung: {exc.stdout!r} {exc.stderr!r}")
+        out, err = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"hung: {out!r} {err!r}")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # a child left behind by a finished script
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def last_json(r: subprocess.CompletedProcess[str]) -> dict:
