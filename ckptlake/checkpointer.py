@@ -684,7 +684,15 @@ class Checkpointer:
             return
         # (or the main thread entering or leaving a save: marked in _in_save, the lock not
         # yet taken or already let go; the final save would be skipped there as nested)
-        if self._save_lock.locked() or threading.get_ident() in self._in_save:
+        main_saving = threading.get_ident() in self._in_save
+        if self._save_lock.locked() and not main_saving \
+                and self._saver is not threading.main_thread():
+            # another thread's save: nothing acts on a pending signal for it (_saving acts
+            # for the main thread only), and the signal was lost (no final save, no exit).
+            # Terminate now: the final save waits for that save's lock, within the deadline.
+            self._terminate()
+            return
+        if self._save_lock.locked() or main_saving:
             # A save is being taken (the loop was inside save()): let it finish, so that it
             # is uploaded too; _saving acts on it when it is done.  The exit deadline starts
             # now for a save of the main thread (the one _saving acts for): waiting for room

@@ -107,3 +107,54 @@ def test_a_lone_surrogate_in_a_stored_path_is_an_unsafe_manifest(tmp_path: Path)
         for args in (["pull", "t/a", tmp_path / "out"], ["verify", "t/a"], ["ls", "t/a@v1"]):
             r = run(*args, "--lake", url)
             assert r.exit_code == 5, (args, r.output)
+
+
+def test_a_newline_in_a_tombstone_forges_no_row(tmp_path: Path) -> None:
+    """A newline kept by the control-character escaping forged a whole `v9 ... prod` row in
+    `ls --all` (a tombstone's metric name) and a line in `lineage` (its rule)."""
+    root = tmp_path / "lake"
+    url = f"file://{root}"
+    src = tmp_path / "src"
+    src.mkdir()
+    for n in (1, 2, 3):
+        (src / "w.bin").write_bytes(bytes([n]) * 100)
+        assert run("push", src, "t/a", "--lake", url, "--metric", f"loss={n}").exit_code == 0
+    assert run("rm", "t/a@v2", "--lake", url, "--yes").exit_code == 0
+    tomb = root / layout.tombstone_key("t/a", 2)
+    doc = json.loads(tomb.read_bytes())
+    doc["metrics"] = {"loss\nv9       9     1 GiB  0s   prod     acc=1.0": 0.1}
+    doc["rule"] = "keep_last 1\nINJECTED LINE"
+    tomb.write_text(json.dumps(doc))
+    r = run("ls", "t/a", "--all", "--lake", url)
+    assert r.exit_code == 0, r.output
+    assert len(r.stdout.splitlines()) == 4 and "INJECTED" not in r.stdout.splitlines()[-1] \
+        and not r.stdout.splitlines()[-1].startswith("INJECTED"), r.stdout
+    assert not any(line.startswith(("v9", "INJECTED")) for line in r.stdout.splitlines())
+
+
+def test_a_socket_at_a_key_is_no_object(tmp_path: Path) -> None:
+    """open() of a socket fails (ENXIO) before the type is looked at: exit 8, "No such device
+    or address", where a FIFO is no object."""
+    import os
+    import socket
+
+    root = tmp_path / "lake"
+    url = f"file://{root}"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "w.bin").write_bytes(os.urandom(10_000))
+    assert run("push", src, "t/a", "--lake", url).exit_code == 0
+    [chunk] = [p for p in (root / "chunks").rglob("*") if p.is_file()]
+    chunk.unlink()
+    sock = socket.socket(socket.AF_UNIX)
+    here = os.getcwd()
+    try:
+        os.chdir(chunk.parent)  # (a socket's path is limited to 107 bytes: bound relative)
+        try:
+            sock.bind(chunk.name)
+        finally:
+            os.chdir(here)
+        r = run("pull", "t/a", tmp_path / "out", "--lake", url)
+        assert r.exit_code == 5 and "missing" in r.output, r.output
+    finally:
+        sock.close()

@@ -105,17 +105,17 @@ def _label(item: Any, above: bool = True) -> Any:
     from rich.text import Text
 
     from ..core.lineage import node_caption
-    from .text import no_controls
+    from .text import one_cell
 
     n = item.node
     text = Text()
     if item.relation is not None:
-        text.append(f"{item.arrow} {no_controls(item.relation)}  ", style="cyan")
+        text.append(f"{item.arrow} {one_cell(item.relation)}  ", style="cyan")
     dim = n.status in ("expired", "missing")
     # (labels and captions are the lake's text: a metric name, an input URI, a relation)
-    text.append(no_controls(n.label),
+    text.append(one_cell(n.label),
                 style="dim" if dim else ("green" if n.kind == "input" else "bold"))
-    caption = no_controls(node_caption(n)) if n.kind != "input" else ""
+    caption = one_cell(node_caption(n)) if n.kind != "input" else ""
     if caption:
         text.append("  " + caption, style="red" if n.status == "missing" else
                     "dim" if dim else "")

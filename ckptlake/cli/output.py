@@ -78,7 +78,7 @@ from ..errors import (EXIT_ACCESS, EXIT_CONFLICT, EXIT_ERROR, EXIT_INTEGRITY, EX
 from ..redact import redact, redact_data, verbatim
 from ..units import format_bytes, format_rate
 from .options import CommonOptions
-from .text import PROG, no_controls, one_line
+from .text import PROG, no_controls, one_cell, one_line
 
 if TYPE_CHECKING:
     from ..lake import Lake
@@ -201,7 +201,7 @@ def plain_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     `é` none, and len() misaligned every row after such a name."""
     from rich.cells import cell_len
 
-    rows = [[no_controls(cell) for cell in row] for row in rows]  # (the lake's text)
+    rows = [[one_cell(cell) for cell in row] for row in rows]  # (the lake's text)
     widths = [cell_len(h) for h in headers]
     for row in rows:
         widths = [max(w, cell_len(cell)) for w, cell in zip(widths, row)]
@@ -224,7 +224,7 @@ def rich_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> Any:
     for header in headers:
         table.add_column(header, overflow="fold")
     for row in rows:
-        table.add_row(*(no_controls(cell) for cell in row))  # (cells hold the lake's text)
+        table.add_row(*(one_cell(cell) for cell in row))  # (cells hold the lake's text)
     return table
 
 
@@ -445,7 +445,7 @@ class Output:
             return
         if self.quiet:
             return
-        rows = [[no_controls(redact(cell)) for cell in row] for row in rows]
+        rows = [[one_cell(redact(cell)) for cell in row] for row in rows]
         if not rows:
             self.note(empty)
             return

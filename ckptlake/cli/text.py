@@ -53,6 +53,15 @@ def no_controls(text: str) -> str:
     return text.translate(_DRIVES) if not text.isprintable() else text
 
 
+def one_cell(text: str) -> str:
+    """`no_controls` for a table cell or a tree label, which is one line: a newline or tab
+    in a value the lake holds (a tombstone's rule, a metric name) forged rows there."""
+    return no_controls(text).translate(_CELL) if not text.isprintable() else text
+
+
+_CELL = {ord(c): e for c, e in _ESCAPES.items()}
+
+
 def shown_path(path: str) -> str:
     """A path inside a version as printed: escaped as `shown_name`, and marked for the output's
     redaction to leave alone (redact.verbatim: a file named `key=2026` is no secret)."""

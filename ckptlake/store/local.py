@@ -431,7 +431,13 @@ class LocalStore(Store):
         as `stat` and the listings take it.  Opened non-blocking: a FIFO planted at a key
         (by whoever can write a shared lake directory) blocked the open for ever, and a pull
         waiting on it ignored SIGTERM and Ctrl-C; a device (/dev/zero) read without end."""
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+        except OSError as exc:  # a socket is refused by open itself (ENXIO)
+            if exc.errno in (errno.ENXIO, errno.EOPNOTSUPP):
+                raise NotFound(f"{self._describe(key)}: not found (not a regular file)"
+                               ) from None
+            raise
         if not stat_mode.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             raise NotFound(f"{self._describe(key)}: not found (not a regular file)")
