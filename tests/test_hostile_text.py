@@ -21,7 +21,8 @@ def run(*args: Any) -> Any:
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def test_nothing_a_lake_holds_drives_the_terminal(tmp_path: Path) -> None:
+def three_versions(tmp_path: Path) -> tuple[Path, str]:
+    """t/a v1-v3, each with a metric and the one before as its parent: (lake root, URL)."""
     root = tmp_path / "lake"
     url = f"file://{root}"
     src = tmp_path / "src"
@@ -31,6 +32,24 @@ def test_nothing_a_lake_holds_drives_the_terminal(tmp_path: Path) -> None:
         parent = ["--parent", f"t/a@v{n - 1}"] if n > 1 else []
         r = run("push", src, "t/a", "--lake", url, "--metric", f"loss={n}", *parent)
         assert r.exit_code == 0, r.output
+    return root, url
+
+
+def one_chunk(tmp_path: Path) -> tuple[Path, str]:
+    """t/a v1: one file of one chunk (incompressible): (lake root, URL)."""
+    import os
+
+    root = tmp_path / "lake"
+    url = f"file://{root}"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "w.bin").write_bytes(os.urandom(10_000))
+    assert run("push", src, "t/a", "--lake", url).exit_code == 0
+    return root, url
+
+
+def test_nothing_a_lake_holds_drives_the_terminal(tmp_path: Path) -> None:
+    root, url = three_versions(tmp_path)
     assert run("alias", "t/a@v2", "best", "--lake", url).exit_code == 0
     alias = root / layout.alias_key("t/a", "best")
     shutil.copy(alias, alias.with_name(f"p{ESC}[2Jq.json"))
@@ -62,12 +81,7 @@ def test_a_fifo_at_a_key_is_no_object_and_blocks_nothing(tmp_path: Path) -> None
     import subprocess
     import sys
 
-    root = tmp_path / "lake"
-    url = f"file://{root}"
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "w.bin").write_bytes(os.urandom(10_000))
-    assert run("push", src, "t/a", "--lake", url).exit_code == 0
+    root, url = one_chunk(tmp_path)
     assert run("alias", "t/a@v1", "prod", "--lake", url).exit_code == 0
     [chunk] = [p for p in (root / "chunks").rglob("*") if p.is_file()]
     chunk.unlink()
@@ -112,13 +126,7 @@ def test_a_lone_surrogate_in_a_stored_path_is_an_unsafe_manifest(tmp_path: Path)
 def test_a_newline_in_a_tombstone_forges_no_row(tmp_path: Path) -> None:
     """A newline kept by the control-character escaping forged a whole `v9 ... prod` row in
     `ls --all` (a tombstone's metric name) and a line in `lineage` (its rule)."""
-    root = tmp_path / "lake"
-    url = f"file://{root}"
-    src = tmp_path / "src"
-    src.mkdir()
-    for n in (1, 2, 3):
-        (src / "w.bin").write_bytes(bytes([n]) * 100)
-        assert run("push", src, "t/a", "--lake", url, "--metric", f"loss={n}").exit_code == 0
+    root, url = three_versions(tmp_path)
     assert run("rm", "t/a@v2", "--lake", url, "--yes").exit_code == 0
     tomb = root / layout.tombstone_key("t/a", 2)
     doc = json.loads(tomb.read_bytes())
@@ -138,12 +146,7 @@ def test_a_socket_at_a_key_is_no_object(tmp_path: Path) -> None:
     import os
     import socket
 
-    root = tmp_path / "lake"
-    url = f"file://{root}"
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "w.bin").write_bytes(os.urandom(10_000))
-    assert run("push", src, "t/a", "--lake", url).exit_code == 0
+    root, url = one_chunk(tmp_path)
     [chunk] = [p for p in (root / "chunks").rglob("*") if p.is_file()]
     chunk.unlink()
     sock = socket.socket(socket.AF_UNIX)
