@@ -689,7 +689,16 @@ class Checkpointer:
                 and self._saver is not threading.main_thread():
             # another thread's save: nothing acts on a pending signal for it (_saving acts
             # for the main thread only), and the signal was lost (no final save, no exit).
-            # Terminate now: the final save waits for that save's lock, within the deadline.
+            # That save is let finish (its lock, within the exit deadline, which starts now),
+            # so that it is uploaded too; then terminate.
+            if self._exit_deadline is None and self.exit_timeout not in (None, math.inf):
+                self._exit_deadline = time.monotonic() + self.exit_timeout
+            log.warning("ckptlake: SIGTERM during a save of %s in another thread: finishing "
+                        "it first", self.artifact)
+            left = -1 if self._exit_deadline is None else \
+                max(0.0, self._exit_deadline - time.monotonic())
+            if self._save_lock.acquire(timeout=left):
+                self._save_lock.release()
             self._terminate()
             return
         if self._save_lock.locked() or main_saving:
