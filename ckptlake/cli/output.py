@@ -445,7 +445,7 @@ class Output:
             return
         if self.quiet:
             return
-        rows = [[one_cell(redact(cell)) for cell in row] for row in rows]
+        rows = [[redact(cell) for cell in row] for row in rows]  # (escaped by the tables)
         if not rows:
             self.note(empty)
             return
